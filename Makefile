@@ -1,0 +1,33 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Everything else bootstraps .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install demo test check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/commonsky demo $(ARGS)
+
+test: install
+	$(BIN)/pytest -q -p no:cacheprovider
+
+check: install
+	$(BIN)/ruff check commonsky tests
+	$(BIN)/ruff format --check commonsky tests
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/commonsky bench relay
+
+clean:
+	rm -rf $(VENV) var

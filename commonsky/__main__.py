@@ -1,0 +1,3 @@
+from commonsky.cli import main
+
+main()

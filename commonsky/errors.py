@@ -1,0 +1,28 @@
+"""Errors that say whose fault it is.
+
+A peer's bad bytes are a `RemoteProtocolError` (count it, log it, refuse it, maybe close);
+an operator's bad file or flag is a `UsageError` (one line, exit status 2); anything else
+escaping is our own bug and deserves its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CommonSkyError(Exception):
+    """Base for errors this package raises on purpose."""
+
+
+class UsageError(CommonSkyError):
+    """Bad command-line argument, config file or input file: printed as one line, exit 2."""
+
+
+class RemoteProtocolError(CommonSkyError):
+    """The peer sent something we refuse. `reason` is a short metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class LocalProtocolError(CommonSkyError):
+    """We tried to do something the protocol state does not allow (a bug on our side)."""
