@@ -6,7 +6,13 @@ stderr and exit status 2; tracebacks are kept for our own bugs.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -30,6 +36,68 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(deconflict_cli.app, name="deconflict")
 app.add_typer(ledger_cli.app, name="ledger")
 app.add_typer(alerts_cli.app, name="alerts")
+
+
+ca_app = typer.Typer(help="The hub's certificate authority.", no_args_is_help=True)
+cert_app = typer.Typer(help="Client certificates for TAK users.", no_args_is_help=True)
+app.add_typer(ca_app, name="ca")
+app.add_typer(cert_app, name="cert")
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", help="Hub configuration file (TOML).")],
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a hub until Ctrl-C (or SIGTERM). Settings may also come from COMMONSKY_* variables."""
+    from commonsky.config import load_config
+    from commonsky.hub.server import serve_forever
+
+    _logging(log_level)
+    hub_config = load_config(config)
+    asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop)))
+
+
+@ca_app.command("init")
+def ca_init(
+    dir: Annotated[Path, typer.Option("--dir", help="Folder for ca.pem, ca-key.pem, server.pem.")],
+    name: Annotated[list[str] | None, typer.Option(
+        "--server-name", help="Extra DNS name or IP for the hub's server certificate.")] = None,
+) -> None:
+    """Create a hub CA and the hub's TLS server certificate."""
+    from commonsky.pki import init_ca
+
+    init_ca(dir, server_names=name or [])
+    print(f"CA and server certificate written to {dir}")
+
+
+@cert_app.command("issue")
+def cert_issue(
+    ca: Annotated[Path, typer.Option("--ca", help="CA folder made by `ca init`.")],
+    party: Annotated[str, typer.Option("--party", help="Party id: becomes the subject O.")],
+    name: Annotated[str, typer.Option("--name", help="User or device: becomes the subject CN.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PEM and PKCS#12 files.")],
+) -> None:
+    """Issue a client certificate (PEM + PKCS#12, password atakatak) for a TAK user."""
+    from commonsky.pki import issue_client
+
+    for path in issue_client(ca, party, name, out):
+        print(path)
+
+
+def _logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise UsageError(f"--log-level {level!r} is not debug, info, warning or error")
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)
 
 
 def _register_optional_commands() -> None:

@@ -1,0 +1,121 @@
+# Rule: every metric computation in the alerts package happens in one local frame — an
+# azimuthal-equidistant (AEQD) projection on the WGS-84 ellipsoid centred on a chosen point
+# (x east, y north, metres) — and only lat/lon leaves this module. Geod.inv/fwd are vectorised
+# and exact on the ellipsoid, so no per-call Transformer set-up is needed.
+#
+# Limits: AEQD distorts bearings away from its centre (well under 1 % within ~1,000 km), and
+# polygons are handled in lon/lat degrees by shapely, so nothing here is valid across the
+# antimeridian or the poles — none of the served theatres (Korea/Japan, Ukraine) come near.
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from pyproj import Geod
+from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry.base import BaseGeometry
+
+FloatArray = npt.NDArray[np.float64]
+
+WGS84 = Geod(ellps="WGS84")
+
+
+def to_local(
+    lat0: float, lon0: float, lats: Sequence[float] | FloatArray, lons: Sequence[float] | FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """(x east, y north) in metres of each point in the AEQD frame centred on (lat0, lon0)."""
+    la = np.asarray(lats, dtype=np.float64)
+    lo = np.asarray(lons, dtype=np.float64)
+    az, _back, dist = WGS84.inv(np.full(la.shape, lon0), np.full(la.shape, lat0), lo, la)
+    azr = np.radians(np.asarray(az, dtype=np.float64))
+    d = np.asarray(dist, dtype=np.float64)
+    return d * np.sin(azr), d * np.cos(azr)
+
+
+def from_local(
+    lat0: float, lon0: float, xs: Sequence[float] | FloatArray, ys: Sequence[float] | FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """(lats, lons) of local AEQD points; inverse of `to_local`."""
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    az = np.degrees(np.arctan2(x, y))
+    d = np.hypot(x, y)
+    lon, lat, _back = WGS84.fwd(np.full(x.shape, lon0), np.full(x.shape, lat0), az, d)
+    return np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    _a, _b, d = WGS84.inv(lon1, lat1, lon2, lat2)
+    return float(d)
+
+
+def destination(lat: float, lon: float, azimuth_deg: float, dist_m: float) -> tuple[float, float]:
+    lon2, lat2, _b = WGS84.fwd(lon, lat, azimuth_deg, dist_m)
+    return float(lat2), float(lon2)
+
+
+def local_polygon_to_lonlat(lat0: float, lon0: float, poly: Polygon) -> Polygon:
+    """A polygon drawn in the local frame, as a lon/lat shapely polygon (exterior only)."""
+    xs, ys = poly.exterior.coords.xy
+    lats, lons = from_local(lat0, lon0, np.asarray(xs), np.asarray(ys))
+    return Polygon(list(zip(lons.tolist(), lats.tolist(), strict=True)))
+
+
+def ellipse_polygon(
+    lat: float,
+    lon: float,
+    semi_major_m: float,
+    semi_minor_m: float,
+    orientation_deg: float,
+    n: int = 48,
+) -> Polygon:
+    """Ellipse centred at (lat, lon), major axis at `orientation_deg` clockwise from north."""
+    t = np.linspace(0.0, 2.0 * math.pi, n, endpoint=False)
+    a = max(semi_major_m, 1.0)
+    b = max(semi_minor_m, 1.0)
+    th = math.radians(orientation_deg)
+    # Along-major unit vector is (sin th, cos th) in (east, north).
+    u = a * np.cos(t)
+    v = b * np.sin(t)
+    x = u * math.sin(th) + v * math.cos(th)
+    y = u * math.cos(th) - v * math.sin(th)
+    lats, lons = from_local(lat, lon, x, y)
+    return Polygon(list(zip(lons.tolist(), lats.tolist(), strict=True)))
+
+
+def corridor_polygon(
+    lats: Sequence[float], lons: Sequence[float], half_widths_m: Sequence[float]
+) -> BaseGeometry:
+    """Lon/lat area swept by discs of growing radius along a path (a cone for one segment).
+
+    Built in the AEQD frame of the path's first point: convex hulls of consecutive discs,
+    unioned, then mapped back vertex by vertex.
+    """
+    if not lats:
+        raise ValueError("empty path")
+    lat0, lon0 = lats[0], lons[0]
+    xs, ys = to_local(lat0, lon0, lats, lons)
+    discs = [
+        Point(float(x), float(y)).buffer(max(float(w), 1.0), 16)
+        for x, y, w in zip(xs, ys, half_widths_m, strict=True)
+    ]
+    if len(discs) == 1:
+        area: BaseGeometry = discs[0]
+    else:
+        from shapely import union_all
+
+        area = union_all([discs[i].union(discs[i + 1]).convex_hull for i in range(len(discs) - 1)])
+    polys = [area] if isinstance(area, Polygon) else list(getattr(area, "geoms", []))
+    out = [local_polygon_to_lonlat(lat0, lon0, p) for p in polys if isinstance(p, Polygon)]
+    if len(out) == 1:
+        return out[0]
+    from shapely.geometry import MultiPolygon
+
+    return MultiPolygon(out)
+
+
+def path_line(lats: Sequence[float], lons: Sequence[float]) -> LineString:
+    return LineString(list(zip(lons, lats, strict=True)))

@@ -1,0 +1,56 @@
+"""The hub's HTTP face (Starlette under uvicorn): health, metrics, OpenAPI.
+
+Routes are declared once in ROUTES; the OpenAPI document is built from the same table so
+the two cannot drift apart. Feature packages add their routes through `extra_routes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from commonsky import __version__
+from commonsky.hub.core import Hub
+
+
+def build_app(hub: Hub, extra_routes: Sequence[BaseRoute] = (),
+              extra_paths: dict[str, Any] | None = None) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        connected = sum(len(group) for group in hub.connections.values())
+        return JSONResponse({"status": "ok", "connections": connected,
+                             "parties": sorted(hub.policy.parties)})
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(hub.metrics.render(),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness: 200 while the hub serves.",
+                             "responses": {"200": {"description": "serving"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics.",
+                             "responses": {"200": {"description": "text exposition format"}}}},
+        "/openapi.json": {"get": {"summary": "This document.",
+                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    }
+    paths.update(extra_paths or {})
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "CommonSky hub", "version": __version__},
+        "paths": paths,
+    }
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
+        *extra_routes,
+    ]
+    return Starlette(routes=routes)

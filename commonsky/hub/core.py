@@ -1,0 +1,216 @@
+"""The hub's shared state: who is connected, the current picture, and routing.
+
+One object, owned by one event loop (uvicorn's `ServerState` habit): listeners and the HTTP
+API only call `accept`, `attach` and `detach`. Routing is decided once per item against the
+compiled policy; each distinct output (own / full / generalized × XML / protobuf) is
+rendered once and shared by every connection that receives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from msgspec.structs import replace
+
+from commonsky.bus import Bus, LocalBus
+from commonsky.errors import RemoteProtocolError
+from commonsky.metrics import Metrics
+from commonsky.model import DURABLE, Category, CotEvent, Disclosure, Item, category_of
+from commonsky.policy import Policy, generalize, namespaced, own_uid
+from commonsky.protocol.cot import encode_event
+from commonsky.protocol.stream import frame_proto
+from commonsky.protocol.takv1 import event_to_proto
+from commonsky.settings import Settings
+from commonsky.store import Store
+
+from .outbox import Outbox, Pending, Rendered, Variant
+
+log = logging.getLogger("commonsky.hub")
+
+_VARIANT: dict[Disclosure, Variant] = {Disclosure.FULL: "full", Disclosure.GENERALIZED: "gen"}
+
+
+@dataclass(eq=False)
+class Connection:
+    """One client of one party. The I/O adapter owns the socket; the hub owns the outbox."""
+
+    party: str
+    user: str
+    listener: str
+    outbox: Outbox
+    mode: Callable[[], str]
+    close: Callable[[str], None]
+    id: str = ""
+    peer: str = ""
+    refusals: int = 0
+    callsigns: set[str] = field(default_factory=set)
+
+
+class Hub:
+    def __init__(
+        self,
+        policy: Policy,
+        store: Store,
+        settings: Settings,
+        secret: bytes,
+        bus: Bus | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.store = store
+        self.settings = settings
+        self.secret = secret
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.bus = bus or LocalBus()
+        self.bus.subscribe(self._deliver)
+        self.connections: dict[str, set[Connection]] = defaultdict(set)
+        self.live: dict[tuple[str, str], Rendered] = {}
+        self.durable: dict[tuple[str, str], Rendered] = {}
+        self.callsigns: dict[str, set[str]] = defaultdict(set)  # callsign -> parties using it
+        self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
+        self._grid = settings.get_float("generalize_grid_deg")
+        for item in store.active(clock()):
+            self.durable[item.key] = self._rendered(item)
+
+    # ---- rendering ----------------------------------------------------------------------
+
+    def _rendered(self, item: Item) -> Rendered:
+        return Rendered(item, self._render)
+
+    def _render(self, item: Item, variant: Variant, mode: str) -> bytes:
+        event = self.event_for(item, variant)
+        if mode == "proto":
+            return frame_proto(event_to_proto(event))
+        return encode_event(event)
+
+    def event_for(self, item: Item, variant: Variant) -> CotEvent:
+        if variant == "own":
+            return item.event
+        if variant == "full":
+            return namespaced(item.event, item.party)
+        return generalize(item.event, item.party, self.secret, self._grid)
+
+    # ---- inbound ------------------------------------------------------------------------
+
+    def accept(self, party: str, user: str, event: CotEvent,
+               sender: Connection | None = None) -> Item:
+        """Take one event from an authenticated party; raise RemoteProtocolError to refuse."""
+        uid = own_uid(party, event.uid)
+        if uid is None:
+            raise RemoteProtocolError(
+                "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace")
+        if uid != event.uid:
+            event = replace(event, uid=uid)
+        now = self.clock()
+        category = category_of(event.type)
+        if event.callsign and sender is not None:
+            sender.callsigns.add(event.callsign)
+            self.callsigns[event.callsign].add(party)
+        item = Item(party=party, user=user, category=category or Category.POSITION,
+                    event=event, received=now, origin=sender.id if sender else "")
+        if category is None:
+            # Types the hub does not classify (deletes, map tools…) stay inside the party.
+            self._fan_out(self._rendered(item), {}, durable=False)
+            return item
+        if category in DURABLE:
+            item = replace(item, seq=self.store.append(item))
+        self.metrics.count_in(party, category.value)
+        self.bus.publish(item)
+        return item
+
+    def _deliver(self, item: Item) -> None:
+        rendered = self._rendered(item)
+        durable = item.category in DURABLE
+        now = self.clock()
+        if item.event.stale > now:
+            (self.durable if durable else self.live)[item.key] = rendered
+        routes = self.route(item, now)
+        self._fan_out(rendered, routes, durable)
+        for observer in self.observers:
+            observer(item, routes)
+
+    def route(self, item: Item, now: float) -> dict[str, Disclosure]:
+        routes = self.policy.route(item, now)
+        if item.event.dest_callsigns and not item.event.dest_parties:
+            # Directed by callsign: only parties that unambiguously own one of the callsigns.
+            wanted = set()
+            for callsign in item.event.dest_callsigns:
+                owners = self.callsigns.get(callsign, set())
+                if len(owners) == 1:
+                    wanted |= owners
+            routes = {p: d for p, d in routes.items() if p in wanted}
+        return routes
+
+    def _fan_out(self, rendered: Rendered, routes: dict[str, Disclosure], durable: bool) -> None:
+        item = rendered.item
+        targets: list[tuple[str, Variant]] = [(item.party, "own")]
+        targets.extend((party, _VARIANT[level]) for party, level in routes.items())
+        for party, variant in targets:
+            for conn in self.connections.get(party, ()):
+                if conn.id != item.origin or not item.origin:
+                    self._enqueue(conn, Pending(rendered, variant), durable)
+
+    def _enqueue(self, conn: Connection, pending: Pending, durable: bool) -> None:
+        overflow = conn.outbox.put(pending, durable)
+        if overflow is None:
+            return
+        if overflow == "too_slow":
+            self.metrics.drop("durable_too_slow")
+            log.warning("closing %s/%s: more than limit_queue_durable=%d durable items pending",
+                        conn.party, conn.user, conn.outbox.limit_durable)
+            conn.close("too_slow")
+        else:
+            self.metrics.drop(overflow)
+
+    # ---- connections --------------------------------------------------------------------
+
+    def attach(self, conn: Connection) -> None:
+        """Register a connection and queue the current picture it is entitled to."""
+        self.connections[conn.party].add(conn)
+        self.metrics.child(self.metrics.connections, conn.listener, conn.party).inc()  # type: ignore[attr-defined]
+        now = self.clock()
+        for pool, durable in ((self.durable, True), (self.live, False)):
+            for rendered in list(pool.values()):
+                item = rendered.item
+                if item.event.stale <= now:
+                    continue
+                if item.party == conn.party:
+                    conn.outbox.put(Pending(rendered, "own"), durable)
+                    continue
+                level = self.route(item, now).get(conn.party)
+                if level is not None:
+                    conn.outbox.put(Pending(rendered, _VARIANT[level]), durable)
+
+    def detach(self, conn: Connection) -> None:
+        if conn in self.connections.get(conn.party, ()):
+            self.connections[conn.party].discard(conn)
+            self.metrics.child(self.metrics.connections, conn.listener, conn.party).dec()  # type: ignore[attr-defined]
+
+    def all_connections(self) -> Iterable[Connection]:
+        for group in self.connections.values():
+            yield from group
+
+    def prune(self) -> int:
+        """Forget stale items from the current picture; returns how many went."""
+        now = self.clock()
+        gone = 0
+        for pool in (self.live, self.durable):
+            for key in [k for k, r in pool.items() if r.item.event.stale <= now]:
+                del pool[key]
+                gone += 1
+        return gone
+
+    def record_delivery(self, conn: Connection, batch: list[Pending], now: float) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for pending in batch:
+            item = pending.rendered.item
+            counts[item.category.value] += 1
+            self.metrics.latency.observe(max(0.0, now - item.received))
+        for category, n in counts.items():
+            self.metrics.count_out(conn.party, category, n)

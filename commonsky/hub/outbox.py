@@ -1,0 +1,80 @@
+"""Per-connection outbound queue with stated overflow policies.
+
+- Live items (tracks, positions): at most `limit_queue_tracks` pending uids. A newer update
+  of a pending uid replaces it in place (the reader only ever needs the latest); a new uid
+  arriving when full evicts the oldest pending uid. Both are counted.
+- Durable items (hotline, launch, airspace…): never dropped. Past `limit_queue_durable`
+  the connection is declared too slow and closed; the store replays them when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from commonsky.model import Item
+
+Variant = Literal["own", "full", "gen"]
+Overflow = Literal["coalesced", "evicted", "too_slow"] | None
+
+
+@dataclass(slots=True)
+class Rendered:
+    """The wire forms of one item, made once and shared by every connection."""
+
+    item: Item
+    make: Callable[[Item, Variant, str], bytes]
+    cache: dict[tuple[Variant, str], bytes] = field(default_factory=dict)
+
+    def wire(self, variant: Variant, mode: str) -> bytes:
+        key = (variant, mode)
+        data = self.cache.get(key)
+        if data is None:
+            data = self.cache[key] = self.make(self.item, variant, mode)
+        return data
+
+
+@dataclass(slots=True)
+class Pending:
+    rendered: Rendered
+    variant: Variant
+
+
+class Outbox:
+    def __init__(self, limit_live: int, limit_durable: int) -> None:
+        self.limit_live = limit_live
+        self.limit_durable = limit_durable
+        self.live: dict[tuple[str, str], Pending] = {}
+        self.durable: deque[Pending] = deque()
+        self.ready = asyncio.Event()
+
+    def put(self, pending: Pending, durable: bool) -> Overflow:
+        self.ready.set()
+        if durable:
+            self.durable.append(pending)
+            return "too_slow" if len(self.durable) > self.limit_durable else None
+        key = pending.rendered.item.key
+        if key in self.live:
+            self.live[key] = pending
+            return "coalesced"
+        overflow: Overflow = None
+        if len(self.live) >= self.limit_live:
+            del self.live[next(iter(self.live))]
+            overflow = "evicted"
+        self.live[key] = pending
+        return overflow
+
+    def take(self) -> list[Pending]:
+        """Everything pending, durable first (they carry obligations), then live."""
+        batch = list(self.durable)
+        self.durable.clear()
+        batch.extend(self.live.values())
+        self.live.clear()
+        self.ready.clear()
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.durable) + len(self.live)

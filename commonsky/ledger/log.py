@@ -1,0 +1,503 @@
+# The signed, append-only ledger, persisted in SQLite next to the hub's own tables.
+#
+# Rule: a batch of entries, its leaf hashes and every Merkle node it completes are written in
+# ONE transaction, and the in-memory frontier moves only after that transaction commits.  So a
+# crash at any instant leaves either the whole batch or none of it, and reopening rebuilds the
+# frontier from the stored nodes (O(log n) lookups) exactly where the committed log ends.
+#
+# Tables (all prefixed `ledger_`; the hub's connection owns every other table in the file):
+#   ledger_entry(seq PK, leaf, leaf_hash, audience)   the canonical entry bytes (entry.py)
+#   ledger_node(level, idx, hash)                      every perfect Merkle node of level >= 1
+#   ledger_checkpoint(id, size, root, time_us, signature, hub_key)   every signed tree head
+#   ledger_meta(key, value)                            format version
+# One `Ledger` object appends (the hub's single writer); other processes (the CLI) may open
+# the same file to read, prove and sign checkpoints.  The object is safe to share between
+# threads: a lock serialises its calls.
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from commonsky.ledger import keys, merkle
+from commonsky.ledger.entry import (
+    CHECKPOINT_LOG_ID,
+    Entry,
+    EntryError,
+    EntryFields,
+    b64decode,
+    b64encode,
+    checkpoint_message,
+    decode_entry,
+    make_entry,
+)
+
+DB_NAME = "hub.sqlite3"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_entry (
+    seq INTEGER PRIMARY KEY,
+    leaf BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    audience TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_node (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_checkpoint (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    time_us INTEGER NOT NULL,
+    signature BLOB NOT NULL,
+    hub_key BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_checkpoint_size ON ledger_checkpoint (size);
+"""
+
+
+class LedgerError(Exception):
+    """The stored ledger is inconsistent, or a request it cannot honour; the message says why."""
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    """A tree head signed by the hub: `signature` covers entry.checkpoint_message(...)."""
+
+    size: int
+    root_hex: str
+    time_us: int
+    signature: bytes
+    hub_key: bytes  # raw 32-byte Ed25519 public key of the signer
+
+    @property
+    def root(self) -> bytes:
+        return bytes.fromhex(self.root_hex)
+
+    def message(self) -> bytes:
+        return checkpoint_message(self.size, self.root, self.time_us)
+
+    def verify(self, pinned_key: bytes | None = None) -> bool:
+        if pinned_key is not None and pinned_key != self.hub_key:
+            return False
+        return keys.verify(self.hub_key, self.message(), self.signature)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "log": CHECKPOINT_LOG_ID,
+            "size": self.size,
+            "root": self.root_hex,
+            "time_us": self.time_us,
+            "signature": b64encode(self.signature),
+            "hub_key": b64encode(self.hub_key),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> SignedCheckpoint:
+        if not isinstance(obj, dict):
+            raise EntryError("checkpoint is not a JSON object")
+        missing = {"size", "root", "time_us", "signature", "hub_key"} - set(obj)
+        if missing:
+            raise EntryError(f"checkpoint lacks {', '.join(sorted(missing))}")
+        size, root_hex, time_us = obj["size"], obj["root"], obj["time_us"]
+        if obj.get("log", CHECKPOINT_LOG_ID) != CHECKPOINT_LOG_ID:
+            raise EntryError(f"checkpoint is for log {obj['log']!r}")
+        for name, value in (("size", size), ("time_us", time_us)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise EntryError(f"checkpoint {name} is not a non-negative integer")
+        if (
+            not isinstance(root_hex, str)
+            or len(root_hex) != 64
+            or root_hex.strip("0123456789abcdef")
+        ):
+            raise EntryError("checkpoint root is not 64 lowercase hex digits")
+        if not isinstance(obj["signature"], str) or not isinstance(obj["hub_key"], str):
+            raise EntryError("checkpoint signature and hub_key must be base64 strings")
+        return cls(
+            size=size,
+            root_hex=root_hex,
+            time_us=time_us,
+            signature=b64decode(obj["signature"], "checkpoint signature", 64),
+            hub_key=b64decode(obj["hub_key"], "checkpoint hub_key", 32),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """An entry with its audit path to a signed tree head: checkable with no hub at hand."""
+
+    seq: int
+    leaf: bytes
+    proof: list[bytes]
+    checkpoint: SignedCheckpoint
+
+    @property
+    def entry(self) -> Entry:
+        return decode_entry(self.leaf)
+
+    def verify(self, pinned_key: bytes | None = None) -> str | None:
+        """None when the receipt holds; otherwise why not."""
+        try:
+            entry = decode_entry(self.leaf)
+        except EntryError as exc:
+            return f"entry is malformed: {exc}"
+        if entry.seq != self.seq:
+            return f"entry says seq {entry.seq}, receipt says {self.seq}"
+        if not keys.verify_entry_signature(entry):
+            return "the originator's signature does not match the payload"
+        if not self.checkpoint.verify(pinned_key):
+            return "checkpoint signature does not verify" + (
+                " with the pinned hub key" if pinned_key is not None else ""
+            )
+        if not merkle.verify_inclusion(
+            self.seq, self.checkpoint.size, merkle.leaf_hash(self.leaf), self.proof,
+            self.checkpoint.root,
+        ):  # fmt: skip
+            return f"inclusion proof does not lead to the root of size {self.checkpoint.size}"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "leaf": b64encode(self.leaf),
+            "leaf_hash": merkle.leaf_hash(self.leaf).hex(),
+            "proof": [p.hex() for p in self.proof],
+            "checkpoint": self.checkpoint.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Receipt:
+        if not isinstance(obj, dict) or not {"seq", "leaf", "proof", "checkpoint"} <= set(obj):
+            raise EntryError("proof file needs seq, leaf, proof and checkpoint")
+        seq, proof = obj["seq"], obj["proof"]
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise EntryError("seq is not a non-negative integer")
+        if not isinstance(proof, list) or not all(isinstance(p, str) for p in proof):
+            raise EntryError("proof is not a list of hex strings")
+        if not isinstance(obj["leaf"], str):
+            raise EntryError("leaf is not a base64 string")
+        try:
+            path = [bytes.fromhex(p) for p in proof]
+        except ValueError:
+            raise EntryError("proof is not a list of hex strings") from None
+        return cls(
+            seq=seq,
+            leaf=b64decode(obj["leaf"], "leaf"),
+            proof=path,
+            checkpoint=SignedCheckpoint.from_json(obj["checkpoint"]),
+        )
+
+
+class _StoredNodes:
+    """merkle.NodeSource over the ledger tables (level 0 lives in ledger_entry)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def node(self, level: int, index: int) -> bytes:
+        if level == 0:
+            sql, args = "SELECT leaf_hash FROM ledger_entry WHERE seq = ?", (index,)
+        else:
+            sql, args = "SELECT hash FROM ledger_node WHERE level = ? AND idx = ?", (level, index)
+        row = self._conn.execute(sql, args).fetchone()
+        if row is None:
+            raise LedgerError(f"ledger is missing Merkle node level {level} index {index}")
+        return bytes(row[0])
+
+
+def _audience_key(audience: Sequence[str]) -> str:
+    # ",A,B," so that instr(audience, ',P,') finds exactly party P.
+    return "," + ",".join(audience) + ","
+
+
+class Ledger:
+    """Append-only Merkle log in SQLite.  See the module comment for the transaction rule."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        hub_key: Ed25519PrivateKey | None = None,
+        *,
+        verify_signatures: bool = True,
+        synchronous: str = "NORMAL",
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"synchronous={synchronous!r}")
+        self.path = Path(path)
+        self._hub_key = hub_key
+        self._verify_signatures = verify_signatures
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout = 10000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        self._nodes = _StoredNodes(self._conn)
+        try:
+            # Idempotent, so two processes opening a fresh file at once both succeed.
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('schema', ?)",
+                (SCHEMA_VERSION,),
+            )
+            (version,) = self._conn.execute(
+                "SELECT value FROM ledger_meta WHERE key = 'schema'"
+            ).fetchone()
+        except BaseException:
+            self._conn.close()
+            raise
+        if version != SCHEMA_VERSION:
+            self._conn.close()
+            raise LedgerError(f"{self.path}: ledger schema {version}, expected {SCHEMA_VERSION}")
+        self._frontier = merkle.Frontier()
+        self._reload()
+
+    @classmethod
+    def open(cls, data_dir: Path | str, **kwargs: Any) -> Ledger:
+        """The hub's ledger: DATA_DIR/hub.sqlite3 signed with DATA_DIR/keys/hub-ed25519.pem."""
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(data_dir / DB_NAME, keys.load_or_create_hub_key(data_dir), **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _stored_size(self) -> int:
+        (top,) = self._conn.execute("SELECT MAX(seq) FROM ledger_entry").fetchone()
+        return 0 if top is None else int(top) + 1
+
+    def _reload(self) -> None:
+        size = self._stored_size()
+        (count,) = self._conn.execute("SELECT COUNT(*) FROM ledger_entry").fetchone()
+        if count != size:
+            raise LedgerError(f"{self.path}: ledger has {count} entries but seq reaches {size}")
+        self._frontier = merkle.Frontier.load(size, self._nodes.node)
+        last = self.latest_checkpoint()
+        if last is not None:
+            if last.size > size:
+                raise LedgerError(
+                    f"{self.path}: a checkpoint of size {last.size} was signed "
+                    f"but only {size} entries are stored"
+                )
+            if merkle.root(self._nodes, last.size) != last.root:
+                raise LedgerError(
+                    f"{self.path}: stored entries disagree with signed checkpoint {last.size}"
+                )
+
+    @property
+    def size(self) -> int:
+        with self._lock:
+            return self._frontier.size
+
+    @property
+    def hub_public_key(self) -> bytes:
+        if self._hub_key is None:
+            raise LedgerError("this ledger was opened without the hub key")
+        return keys.raw_public(self._hub_key)
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, fields: EntryFields) -> tuple[int, bytes]:
+        """Append one entry; returns (seq, leaf_hash).  Durable when this returns."""
+        return self.append_many([fields])[0]
+
+    def append_many(self, batch: Sequence[EntryFields]) -> list[tuple[int, bytes]]:
+        """Append a batch in one transaction: all of it or (on any error) none of it."""
+        if not batch:
+            return []
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._stored_size() != self._frontier.size:
+                    self._reload()  # another process appended: never fork the log
+                frontier = self._frontier.copy()
+                rows: list[tuple[int, bytes, bytes, str]] = []
+                nodes: list[tuple[int, int, bytes]] = []
+                out: list[tuple[int, bytes]] = []
+                for fields in batch:
+                    seq = frontier.size
+                    entry = make_entry(seq, fields)
+                    if self._verify_signatures and not keys.verify_entry_signature(entry):
+                        raise EntryError(
+                            f"signature by {entry.signature.party if entry.signature else '?'} "
+                            "does not match the payload"
+                        )
+                    leaf = entry.encode()
+                    lh = merkle.leaf_hash(leaf)
+                    rows.append((seq, leaf, lh, _audience_key(entry.audience)))
+                    nodes.extend(frontier.append(lh))
+                    out.append((seq, lh))
+                conn.executemany(
+                    "INSERT INTO ledger_entry (seq, leaf, leaf_hash, audience) VALUES (?,?,?,?)",
+                    rows,
+                )
+                conn.executemany(
+                    "INSERT INTO ledger_node (level, idx, hash) VALUES (?,?,?)", nodes
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._frontier = frontier
+            return out
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _check_size(self, size: int | None) -> int:
+        current = self._stored_size()
+        if size is None:
+            return current
+        if not 0 <= size <= current:
+            raise LedgerError(f"size {size} is outside the log (0..{current})")
+        return size
+
+    def leaf(self, seq: int) -> bytes:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT leaf FROM ledger_entry WHERE seq = ?", (seq,)
+            ).fetchone()
+        if row is None:
+            raise LedgerError(f"no entry {seq}")
+        return bytes(row[0])
+
+    def entry(self, seq: int) -> Entry:
+        return decode_entry(self.leaf(seq))
+
+    def entries(self, start: int = 0, end: int | None = None) -> list[Entry]:
+        return [decode_entry(leaf) for _, leaf, _ in self.leaves(start, end)]
+
+    def leaves(
+        self, start: int = 0, end: int | None = None, *, chunk: int = 5000
+    ) -> Iterator[tuple[int, bytes, bytes]]:
+        """(seq, leaf, leaf_hash) for start <= seq < end, read in chunks."""
+        with self._lock:
+            stop = self._check_size(end)
+        seq = max(start, 0)
+        while seq < stop:
+            upper = min(seq + chunk, stop)
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT seq, leaf, leaf_hash FROM ledger_entry "
+                    "WHERE seq >= ? AND seq < ? ORDER BY seq",
+                    (seq, upper),
+                ).fetchall()
+            for s, leaf, lh in rows:
+                yield int(s), bytes(leaf), bytes(lh)
+            seq = upper
+
+    def visible_seqs(self, party: str, start: int = 0, end: int | None = None) -> list[int]:
+        """Seqs of the entries whose audience holds `party`."""
+        with self._lock:
+            stop = self._check_size(end)
+            rows = self._conn.execute(
+                "SELECT seq FROM ledger_entry WHERE seq >= ? AND seq < ? "
+                "AND instr(audience, ?) > 0 ORDER BY seq",
+                (start, stop, f",{party},"),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    # -- tree heads and proofs -----------------------------------------------------------
+
+    def root(self, size: int | None = None) -> bytes:
+        with self._lock:
+            if size is None or size == self._frontier.size:
+                if self._stored_size() == self._frontier.size:
+                    return self._frontier.root()
+            return merkle.root(self._nodes, self._check_size(size))
+
+    def checkpoint(self, size: int | None = None) -> SignedCheckpoint:
+        """Sign and record a tree head for `size` (default: everything committed)."""
+        if self._hub_key is None:
+            raise LedgerError("cannot sign a checkpoint without the hub key")
+        with self._lock:
+            size = self._check_size(size)
+            root = self.root(size)
+            time_us = self._clock()
+            signature = keys.sign(self._hub_key, checkpoint_message(size, root, time_us))
+            cp = SignedCheckpoint(size, root.hex(), time_us, signature, self.hub_public_key)
+            self._conn.execute(
+                "INSERT INTO ledger_checkpoint (size, root, time_us, signature, hub_key) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (cp.size, root, cp.time_us, cp.signature, cp.hub_key),
+            )
+            return cp
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT size, root, time_us, signature, hub_key FROM ledger_checkpoint "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        size, root, time_us, signature, hub_key = row
+        return SignedCheckpoint(int(size), bytes(root).hex(), int(time_us), signature, hub_key)
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]:
+        with self._lock:
+            size = self._check_size(size)
+            if not 0 <= seq < size:
+                raise LedgerError(f"entry {seq} is not in a tree of size {size}")
+            return merkle.inclusion_proof(self._nodes, seq, size)
+
+    def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
+        with self._lock:
+            new = self._check_size(new)
+            if not 0 <= old <= new:
+                raise LedgerError(f"no consistency proof from size {old} to size {new}")
+            return merkle.consistency_proof(self._nodes, old, new)
+
+    def receipt(self, seq: int) -> Receipt:
+        """The entry plus its audit path to the latest signed checkpoint (signed afresh if the
+        latest one does not cover it yet)."""
+        cp = self.latest_checkpoint()
+        if cp is None or cp.size <= seq:
+            cp = self.checkpoint()
+        return Receipt(seq, self.leaf(seq), self.inclusion_proof(seq, cp.size), cp)
+
+    def audit(self) -> bytes:
+        """Recompute every leaf hash and the root from the stored entry bytes (O(n)).
+
+        Raises LedgerError at the first entry whose bytes, hash or seq disagree; returns root.
+        """
+        frontier = merkle.Frontier()
+        for seq, leaf, lh in self.leaves():
+            if merkle.leaf_hash(leaf) != lh:
+                raise LedgerError(f"entry {seq}: stored leaf hash does not match its bytes")
+            try:
+                if decode_entry(leaf).seq != seq:
+                    raise LedgerError(f"entry {seq}: its bytes say another seq")
+            except EntryError as exc:
+                raise LedgerError(f"entry {seq}: {exc}") from None
+            frontier.append(lh)
+        root = frontier.root()
+        if root != self.root(frontier.size):
+            raise LedgerError("stored Merkle nodes disagree with the entries")
+        return root

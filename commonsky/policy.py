@@ -1,0 +1,186 @@
+"""Who may see what: agreements compiled into a routing table, deny by default.
+
+The table maps (provider, category) to the grants that could apply; per item only those
+few grants are checked for area and validity. Inside one party everything is shared. Across
+parties an item flows only under an agreement in force for its category, its position
+(the agreement's area of interest) and the current time. Several grants to one recipient
+combine to the most generous disclosure among those in force.
+
+Uids are namespaced per party. A party's own clients see its items under their own uids;
+every other party sees `PARTY::uid` (or an opaque `PARTY::g-…` when generalized). Since no
+party may send a uid containing `::` except its own prefix, no delivered uid can ever
+collide with, overwrite or impersonate a recipient's own item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import shapely
+from msgspec.structs import replace
+from shapely.geometry import Polygon
+from shapely.prepared import PreparedGeometry, prep
+
+from commonsky.model import Category, CotEvent, Disclosure, Item, Point
+
+SEPARATOR = "::"
+_RANK = {Disclosure.CONFLICTS_ONLY: 0, Disclosure.GENERALIZED: 1, Disclosure.FULL: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    id: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    name: str
+    provider: str
+    recipients: tuple[str, ...]
+    categories: frozenset[Category]
+    disclosure: Disclosure
+    area: tuple[tuple[float, float], ...] | None = None  # closed ring of (lon, lat)
+    valid_from: float | None = None
+    valid_until: float | None = None
+    options: dict[str, float] = field(default_factory=dict)  # per-agreement tunables
+
+    def in_force(self, now: float) -> bool:
+        if self.valid_from is not None and now < self.valid_from:
+            return False
+        return not (self.valid_until is not None and now >= self.valid_until)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    agreement: Agreement
+    recipient: str
+    area: PreparedGeometry | None
+
+    def applies(self, point: Point, now: float) -> bool:
+        if not self.agreement.in_force(now):
+            return False
+        return self.area is None or self.area.contains(shapely.Point(point.lon, point.lat))
+
+
+class Policy:
+    """Compiled agreements. Immutable; a config change builds a new one."""
+
+    def __init__(self, parties: Iterable[Party], agreements: Sequence[Agreement]) -> None:
+        self.parties = {p.id: p for p in parties}
+        self.agreements = tuple(agreements)
+        table: dict[tuple[str, Category], list[Grant]] = defaultdict(list)
+        for agreement in self.agreements:
+            area = prep(Polygon(agreement.area)) if agreement.area else None
+            for recipient in agreement.recipients:
+                if recipient == agreement.provider:
+                    continue
+                for category in agreement.categories:
+                    table[(agreement.provider, category)].append(
+                        Grant(agreement, recipient, area)
+                    )
+        self._table = dict(table)
+
+    def grants(self, provider: str, category: Category) -> tuple[Grant, ...]:
+        return tuple(self._table.get((provider, category), ()))
+
+    def disclosures(
+        self, provider: str, category: Category, point: Point, now: float
+    ) -> dict[str, Disclosure]:
+        """Every other party entitled to something of this item, with its best disclosure."""
+        out: dict[str, Disclosure] = {}
+        for grant in self._table.get((provider, category), ()):
+            if grant.applies(point, now):
+                best = out.get(grant.recipient)
+                level = grant.agreement.disclosure
+                if best is None or _RANK[level] > _RANK[best]:
+                    out[grant.recipient] = level
+        return out
+
+    def route(self, item: Item, now: float) -> dict[str, Disclosure]:
+        """Parties (other than the originator) that receive the item, and in which form."""
+        entitled = self.disclosures(item.party, item.category, item.event.point, now)
+        routed = {p: d for p, d in entitled.items() if d is not Disclosure.CONFLICTS_ONLY}
+        if item.event.dest_parties:
+            # A directed message (marti/dest party=…) narrows, never widens, the audience.
+            wanted = set(item.event.dest_parties)
+            routed = {p: d for p, d in routed.items() if p in wanted}
+        return routed
+
+    def may_see(self, recipient: str, item: Item, now: float) -> Disclosure | None:
+        if recipient == item.party:
+            return Disclosure.FULL
+        level = self.route(item, now).get(recipient)
+        return level
+
+    def agreement_option(self, provider: str, recipient: str, name: str) -> float | None:
+        """A per-agreement tunable (e.g. `ack_deadline_s`) for this pair, if any sets it."""
+        for agreement in self.agreements:
+            if (agreement.provider == provider and recipient in agreement.recipients
+                    and name in agreement.options):
+                return agreement.options[name]
+        return None
+
+
+def foreign_uid(party: str, uid: str) -> str:
+    return f"{party}{SEPARATOR}{uid}"
+
+
+def own_uid(party: str, uid: str) -> str | None:
+    """The uid a party's item is stored under, or None if the uid claims another party."""
+    if SEPARATOR not in uid:
+        return uid
+    prefix, _, rest = uid.partition(SEPARATOR)
+    if prefix == party and rest and SEPARATOR not in rest:
+        return rest  # a client echoing its own party's namespaced uid back
+    return None
+
+
+def opaque_uid(secret: bytes, party: str, uid: str) -> str:
+    digest = hmac.new(secret, f"{party}\x00{uid}".encode(), hashlib.sha256).hexdigest()
+    return f"{party}{SEPARATOR}g-{digest[:16]}"
+
+
+def snap(value: float, grid: float) -> float:
+    """Centre of the grid cell holding `value`."""
+    return round((math.floor(value / grid) + 0.5) * grid, 6)
+
+
+def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> CotEvent:
+    """What `generalized` disclosure delivers.
+
+    Position snapped to the centre of a `grid_deg` cell (0.1° ≈ 11 km by default), height
+    to the nearest 500 m, ce/le widened to cover the cell; type cut to its first three atoms
+    (e.g. `a-h-A`: affiliation and battle dimension — enough for a map symbol); uid replaced
+    by an opaque stable handle; times kept; every detail dropped (callsign, speed, course,
+    remarks, links, device info).
+    """
+    p = event.point
+    hae = p.hae if p.hae >= 9999999.0 else round(p.hae / 500.0) * 500.0
+    point = Point(
+        lat=max(-90.0, min(90.0, snap(p.lat, grid_deg))),
+        lon=max(-180.0, min(180.0, snap(p.lon, grid_deg))),
+        hae=hae,
+        ce=max(p.ce if p.ce < 9999999.0 else 0.0, grid_deg * 111_320.0),
+        le=500.0 if p.hae < 9999999.0 else 9999999.0,
+    )
+    atoms = event.type.split("-")
+    return CotEvent(
+        uid=opaque_uid(secret, party, event.uid),
+        type="-".join(atoms[:3]),
+        time=event.time,
+        start=event.start,
+        stale=event.stale,
+        how="h-e",
+        point=point,
+    )
+
+
+def namespaced(event: CotEvent, party: str) -> CotEvent:
+    """The `full` form for other parties: identical, under `PARTY::uid`."""
+    return replace(event, uid=foreign_uid(party, event.uid))

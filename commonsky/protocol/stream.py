@@ -1,0 +1,257 @@
+"""The TAK streaming protocol as a state machine: bytes in, events out, bytes back.
+
+Like h11, this object owns every rule of the wire and never touches a socket or a clock:
+the I/O adapter feeds it what arrived (`receive_data`), acts on the events it returns, and
+writes `data_to_send()`. It starts in CoT XML mode. The server offers TAK Protocol v1 by
+sending `t-x-takp-v`; a client asking `t-x-takp-q` for version 1 gets `t-x-takp-r` (in
+XML) and from then on both directions are framed protobuf: 0xbf, varint length, TakMessage.
+Pings (`t-x-c-t`) are answered here with pongs (`t-x-c-t-r`) and never reach the hub.
+
+Framing errors are survivable in XML mode (skip to the next `</event>`) but fatal in
+protobuf mode, where a bad length means the stream has lost its boundaries.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from commonsky.errors import LocalProtocolError, RemoteProtocolError
+from commonsky.model import CotEvent
+from commonsky.protocol.cot import XmlLimits, control_event, encode_event, parse_event
+from commonsky.protocol.takv1 import event_to_proto, parse_proto_event
+
+MAGIC = 0xBF
+_END = b"</event>"
+PROTOCOL_VERSION = 1
+
+
+class Mode(enum.Enum):
+    XML = "xml"
+    PROTO = "proto"
+
+
+@dataclass(frozen=True, slots=True)
+class EventReceived:
+    event: CotEvent
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRefused:
+    reason: str
+    message: str
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSwitched:
+    mode: Mode
+
+
+StreamEvent = EventReceived | MessageRefused | ProtocolSwitched
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def frame_proto(payload: bytes) -> bytes:
+    return bytes((MAGIC,)) + encode_varint(len(payload)) + payload
+
+
+def _decode_varint(buffer: bytearray | bytes, start: int) -> tuple[int, int] | None:
+    """(value, index after it), or None when the varint is not complete yet."""
+    value = 0
+    shift = 0
+    index = start
+    while index < len(buffer):
+        byte = buffer[index]
+        value |= (byte & 0x7F) << shift
+        index += 1
+        if not byte & 0x80:
+            return value, index
+        shift += 7
+        if shift > 63:
+            raise RemoteProtocolError("bad_length", "varint length longer than 64 bits")
+    return None
+
+
+def version_offer(now: float) -> CotEvent:
+    return control_event(
+        "protouid", "t-x-takp-v", now,
+        f'<TakControl><TakProtocolSupport version="{PROTOCOL_VERSION}"/></TakControl>',
+        stale_s=60.0, how="m-g",
+    )
+
+
+def version_response(now: float, accepted: bool) -> CotEvent:
+    status = "true" if accepted else "false"
+    return control_event(
+        "protouid", "t-x-takp-r", now,
+        f'<TakControl><TakResponse status="{status}"/></TakControl>', stale_s=60.0, how="m-g",
+    )
+
+
+def version_request(now: float) -> CotEvent:
+    return control_event(
+        "protouid", "t-x-takp-q", now,
+        f'<TakControl><TakRequest version="{PROTOCOL_VERSION}"/></TakControl>',
+        stale_s=60.0, how="m-g",
+    )
+
+
+def pong(now: float) -> CotEvent:
+    return control_event("takPong", "t-x-c-t-r", now, how="h-g-i-g-o")
+
+
+class TakStream:
+    """One side of a TAK stream. `role` is "server" (answers negotiation) or "client"."""
+
+    def __init__(self, limits: XmlLimits = XmlLimits(), role: str = "server") -> None:
+        if role not in ("server", "client"):
+            raise LocalProtocolError(f"unknown role {role!r}")
+        self.limits = limits
+        self.role = role
+        self.mode = Mode.XML
+        self._buffer = bytearray()
+        self._skipping = False  # dropping an oversized XML event up to its end tag
+        self._out = bytearray()
+        self._closed = False
+        self._awaiting_response = False
+
+    # ---- inbound ------------------------------------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an unfinished message; the adapter times out a sender that stalls."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes, now: float) -> list[StreamEvent]:
+        """Feed what arrived. `now` only stamps the replies we make (pong, negotiation)."""
+        if self._closed:
+            raise LocalProtocolError("receive_data after a fatal error")
+        self._buffer += data
+        events: list[StreamEvent] = []
+        while not self._closed:
+            progressed = (
+                self._next_xml(events, now) if self.mode is Mode.XML
+                else self._next_proto(events, now)
+            )
+            if not progressed:
+                break
+        return events
+
+    def _next_xml(self, events: list[StreamEvent], now: float) -> bool:
+        buffer = self._buffer
+        end = buffer.find(_END)
+        if end < 0:
+            if len(buffer) > self.limits.message_bytes:
+                # Keep only a tail long enough to spot the end tag when it comes.
+                del buffer[: len(buffer) - len(_END)]
+                if not self._skipping:
+                    self._skipping = True
+                    events.append(MessageRefused(
+                        "oversized", "event exceeds limit_message_bytes; skipping to its end"))
+            return False
+        frame = bytes(buffer[: end + len(_END)])
+        del buffer[: end + len(_END)]
+        if self._skipping:
+            self._skipping = False
+            return True
+        frame = frame.lstrip(b" \t\r\n\x00")
+        if not frame:
+            return True
+        try:
+            event = parse_event(frame, self.limits)
+        except RemoteProtocolError as exc:
+            events.append(MessageRefused(exc.reason, str(exc)))
+            return True
+        self._handle(event, events, now)
+        return True
+
+    def _next_proto(self, events: list[StreamEvent], now: float) -> bool:
+        buffer = self._buffer
+        if not buffer:
+            return False
+        if buffer[0] != MAGIC:
+            self._fatal(events, "bad_magic", f"expected 0xbf, got {buffer[0]:#04x}")
+            return False
+        try:
+            decoded = _decode_varint(buffer, 1)
+        except RemoteProtocolError as exc:
+            self._fatal(events, exc.reason, str(exc))
+            return False
+        if decoded is None:
+            return False
+        length, start = decoded
+        if length > self.limits.message_bytes:
+            self._fatal(events, "oversized", f"protobuf length {length} > limit_message_bytes")
+            return False
+        if len(buffer) < start + length:
+            return False
+        payload = bytes(buffer[start : start + length])
+        del buffer[: start + length]
+        try:
+            event = parse_proto_event(payload, self.limits)
+        except RemoteProtocolError as exc:
+            events.append(MessageRefused(exc.reason, str(exc)))
+            return True
+        self._handle(event, events, now)
+        return True
+
+    def _fatal(self, events: list[StreamEvent], reason: str, message: str) -> None:
+        self._closed = True
+        self._buffer.clear()
+        events.append(MessageRefused(reason, message, fatal=True))
+
+    def _handle(self, event: CotEvent, events: list[StreamEvent], now: float) -> None:
+        kind = event.type
+        if kind == "t-x-c-t":
+            self._out += self.encode(pong(now))
+        elif kind == "t-x-c-t-r":
+            pass  # a pong to our own ping: proof of life only
+        elif kind == "t-x-takp-q" and self.role == "server":
+            accepted = f'version="{PROTOCOL_VERSION}"' in event.detail and self.mode is Mode.XML
+            self._out += self.encode(version_response(now, accepted))
+            if accepted:
+                self.mode = Mode.PROTO
+                events.append(ProtocolSwitched(Mode.PROTO))
+        elif kind == "t-x-takp-r" and self.role == "client" and self._awaiting_response:
+            self._awaiting_response = False
+            if 'status="true"' in event.detail:
+                self.mode = Mode.PROTO
+                events.append(ProtocolSwitched(Mode.PROTO))
+        elif kind.startswith("t-x-takp"):
+            pass  # offers and stray negotiation messages are not items
+        else:
+            events.append(EventReceived(event))
+
+    # ---- outbound -----------------------------------------------------------------------
+
+    def encode(self, event: CotEvent) -> bytes:
+        """Wire bytes for one event in the current mode."""
+        if self.mode is Mode.XML:
+            return encode_event(event)
+        return frame_proto(event_to_proto(event))
+
+    def offer(self, now: float) -> bytes:
+        """Server greeting: the TAK protocol versions we speak."""
+        return self.encode(version_offer(now))
+
+    def request_protobuf(self, now: float) -> bytes:
+        """Client side: ask the server for TAK Protocol v1."""
+        self._awaiting_response = True
+        return self.encode(version_request(now))
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out

@@ -1,0 +1,152 @@
+"""The one settings table.
+
+Every tunable lives in SETTINGS: its default, its type and why it exists. The same table
+feeds the `[server]` section of the config file, `commonsky serve` flags
+(`--limit-message-bytes`), environment variables (`COMMONSKY_LIMIT_MESSAGE_BYTES`) and the
+settings section of the README (a test checks they agree). Prefixes say what a setting is:
+`limit_*` bounds memory or work, `timeout_*` bounds time, `tls_*` is about certificates.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from commonsky.errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    type: type[int] | type[float] | type[str] | type[bool]
+    default: int | float | str | bool
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", str, "var/hub", "Folder for the SQLite database, ledger and keys."),
+    Setting("http", str, "127.0.0.1:8080",
+            "HOST:PORT of the web page, REST API, WebSocket, /metrics and /healthz."),
+    Setting("limit_message_bytes", int, 65536,
+            "Largest CoT event or TAK protobuf message accepted; larger ones are refused."),
+    Setting("limit_xml_depth", int, 32, "Deepest element nesting accepted in a CoT event."),
+    Setting("limit_attribute_bytes", int, 4096, "Longest attribute value accepted in CoT XML."),
+    Setting("limit_queue_tracks", int, 10000,
+            "Pending live items per connection; on overflow the oldest uid's update is dropped "
+            "(newer updates of a pending uid replace it in place)."),
+    Setting("limit_queue_durable", int, 5000,
+            "Pending durable items per connection; past it the connection is closed as too "
+            "slow and the items are replayed when it comes back (never dropped)."),
+    Setting("limit_refusals_before_close", int, 20,
+            "Bad messages tolerated from one connection before it is closed."),
+    Setting("limit_connections", int, 2000, "Open TAK connections accepted by the hub."),
+    Setting("timeout_idle_s", float, 120.0,
+            "Close a TAK connection that sends nothing (not even a ping) for this long."),
+    Setting("timeout_partial_event_s", float, 30.0,
+            "Close a connection that leaves an event unfinished for this long (slow sender)."),
+    Setting("timeout_shutdown_s", float, 5.0, "Time given to flush connections on shutdown."),
+    Setting("timeout_hotline_ack_s", float, 300.0,
+            "Default deadline for acknowledging a hotline message before escalation."),
+    Setting("tls_handshake_timeout_s", float, 10.0, "Time allowed for a TLS handshake."),
+    Setting("stale_default_s", float, 120.0,
+            "Stale time given to an item whose event carries none usable."),
+    Setting("generalize_grid_deg", float, 0.1,
+            "Cell size in degrees to which `generalized` disclosure snaps positions."),
+    Setting("alert_status", str, "Exercise", "CAP <status> of published warnings: Actual or Exercise."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+ENV_PREFIX = "COMMONSKY_"
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def coerce(name: str, raw: Any, where: str) -> int | float | str | bool:
+    """Check one value against the table; `where` names its origin for the error line."""
+    setting = _BY_NAME.get(name)
+    if setting is None:
+        raise UsageError(f"{where}: unknown setting {name!r}")
+    kind = setting.type
+    if isinstance(raw, str) and kind is not str:
+        text = raw.strip().lower()
+        try:
+            if kind is bool:
+                if text not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(text)
+                raw = text in ("1", "true", "yes")
+            else:
+                raw = kind(text)
+        except ValueError:
+            raise UsageError(f"{where}: {name} = {raw!r} is not a {kind.__name__}") from None
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = float(raw)
+    if not isinstance(raw, kind) or (kind is not bool and isinstance(raw, bool)):
+        raise UsageError(f"{where}: {name} = {raw!r} is not a {kind.__name__}")
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw < 0:
+        raise UsageError(f"{where}: {name} = {raw!r} must not be negative")
+    if name == "alert_status" and raw not in ("Actual", "Exercise"):
+        raise UsageError(f"{where}: alert_status = {raw!r} must be Actual or Exercise")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Resolved values: defaults < config file < environment < command-line flags."""
+
+    values: Mapping[str, int | float | str | bool]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def resolve(
+        cls,
+        file_values: Mapping[str, Any] | None = None,
+        file_name: str = "config",
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, int | float | str | bool] = {s.name: s.default for s in SETTINGS}
+        for key, raw in (file_values or {}).items():
+            values[key] = coerce(key, raw, f"{file_name}: [server]")
+        for s in SETTINGS:
+            if env_name(s.name) in environ:
+                values[s.name] = coerce(s.name, environ[env_name(s.name)], env_name(s.name))
+        for key, raw in (overrides or {}).items():
+            if raw is not None:
+                values[key] = coerce(key, raw, flag_name(key))
+        return cls(values)
+
+    def get_int(self, name: str) -> int:
+        value = self.values[name]
+        assert isinstance(value, int)
+        return value
+
+    def get_float(self, name: str) -> float:
+        value = self.values[name]
+        assert isinstance(value, float | int)
+        return float(value)
+
+
+def defaults() -> Settings:
+    return Settings.resolve(environ={})
+
+
+def markdown_table() -> str:
+    """The README's settings section is this text (tests compare them)."""
+    lines = ["| setting | default | env | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        lines.append(f"| `{s.name}` | `{s.default}` | `{env_name(s.name)}` | {s.help} |")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Persistence behind one small protocol: SQLite by default, PostgreSQL for scale-out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from commonsky.model import Item
+
+
+class Store(Protocol):
+    """Durable items, in acceptance order. One writer; `append` returns once it is stored."""
+
+    def append(self, item: Item) -> int:
+        """Store a durable item and return its sequence number (1, 2, …)."""
+        ...
+
+    def active(self, now: float) -> list[Item]:
+        """The latest durable item per (party, uid) that is not stale at `now`."""
+        ...
+
+    def since(self, seq: int) -> Iterator[Item]:
+        """Every durable item with a sequence number above `seq`, in order."""
+        ...
+
+    def set_cursor(self, party: str, client: str, seq: int) -> None:
+        """Remember the last sequence delivered to one client of a party."""
+        ...
+
+    def cursor(self, party: str, client: str) -> int: ...
+
+    def close(self) -> None: ...
