@@ -68,7 +68,7 @@ def radar_report(
     impact: PointEstimate | None = None,
 ) -> LaunchReport:
     """A sensor's report: noisy points of `truth` from start_s to end_s after launch."""
-    n = int(math.floor((end_s - start_s) / step_s + 1e-9)) + 1
+    n = math.floor((end_s - start_s) / step_s + 1e-9) + 1
     points = []
     for i in range(n):
         s = start_s + i * step_s

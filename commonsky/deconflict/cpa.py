@@ -358,5 +358,5 @@ def screen(
         f = np.empty(0, dtype=np.float64)
         return PairResult(e, e, f, f, f, f)
     allk = np.sort(np.concatenate(keys))
-    uniq = allk[np.concatenate(([True], allk[1:] != allk[:-1]))]
+    uniq = allk[np.concatenate((allk[:1] >= 0, allk[1:] != allk[:-1]))]
     return _select(k, uniq // n, uniq % n, rpz_m, hpz_m, lookahead_s)

@@ -412,6 +412,22 @@ class Ledger:
                 yield int(s), bytes(leaf), bytes(lh)
             seq = upper
 
+    def export_rows(
+        self, size: int, *, chunk: int = 5000
+    ) -> Iterator[tuple[int, bytes, bytes, str]]:
+        """(seq, leaf, leaf_hash, ",A,B," audience) for seq < size, read in chunks."""
+        with self._lock:
+            size = self._check_size(size)
+        for lo in range(0, size, chunk):
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT seq, leaf, leaf_hash, audience FROM ledger_entry "
+                    "WHERE seq >= ? AND seq < ? ORDER BY seq",
+                    (lo, min(lo + chunk, size)),
+                ).fetchall()
+            for s, leaf, lh, audience in rows:
+                yield int(s), bytes(leaf), bytes(lh), str(audience)
+
     def visible_seqs(self, party: str, start: int = 0, end: int | None = None) -> list[int]:
         """Seqs of the entries whose audience holds `party`."""
         with self._lock:

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from geographiclib.geodesic import Geodesic
 
@@ -29,8 +31,13 @@ class Track:
     vs_mps: float
 
     def at(self, t: float) -> tuple[float, float]:
-        g = GEOD.Direct(self.lat, self.lon, self.trk_deg, self.gs_mps * t)
-        return float(g["lat2"]), float(g["lon2"])
+        return _at(self, t)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _at(track: Track, t: float) -> tuple[float, float]:
+    g = GEOD.Direct(track.lat, track.lon, track.trk_deg, track.gs_mps * t)
+    return float(g["lat2"]), float(g["lon2"])
 
 
 def distance(a: Track, b: Track, t: float) -> float:
@@ -39,15 +46,24 @@ def distance(a: Track, b: Track, t: float) -> float:
     return float(GEOD.Inverse(la, oa, lb, ob)["s12"])
 
 
-def closest(a: Track, b: Track, lo: float, hi: float) -> tuple[float, float]:
-    """(t, d) of the least horizontal distance over [lo, hi]."""
-    n = max(1, math.ceil((hi - lo) / STEP_S))
-    ts = [lo + (hi - lo) * k / n for k in range(n + 1)]
+def closest(
+    a: Track, b: Track, lo: float, hi: float, above: float = math.inf
+) -> tuple[float, float]:
+    """(t, d) of the least horizontal distance over [lo, hi].
+
+    If every sample is so far above `above` that the distance (which changes no faster than
+    the sum of the speeds) cannot dip below it between samples, the best sample is returned
+    without refinement.
+    """
+    # Sample on a shared grid (cached positions) plus both ends.
+    ts = sorted({lo, hi, *(STEP_S * k for k in range(math.ceil(lo / STEP_S), int(hi / STEP_S) + 1))})
     ds = [distance(a, b, t) for t in ts]
     best = min(range(len(ts)), key=lambda k: ds[k])
+    if ds[best] > above + (a.gs_mps + b.gs_mps) * STEP_S:
+        return ts[best], ds[best]
     left, right = ts[max(0, best - 1)], ts[min(len(ts) - 1, best + 1)]
     ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(40):
+    for _ in range(28):
         m1 = right - ratio * (right - left)
         m2 = left + ratio * (right - left)
         if distance(a, b, m1) <= distance(a, b, m2):
@@ -70,19 +86,32 @@ def vertical_window(a: Track, b: Track, hpz: float, horizon: float) -> tuple[flo
     return (lo, hi) if lo < hi else None
 
 
-def conflicts(
+class PairFigures(NamedTuple):
+    window_min_m: float  # least horizontal distance while vertical separation is lost
+    tcpa_s: float
+    dcpa_m: float
+
+
+def survey(
     tracks: list[Track], rpz: float, hpz: float, horizon: float
-) -> dict[tuple[str, str], tuple[float, float]]:
-    """{(id1, id2): (tcpa_s, dcpa_m)} for every pair in conflict, id1 < id2."""
-    out: dict[tuple[str, str], tuple[float, float]] = {}
+) -> dict[tuple[str, str], PairFigures]:
+    """Figures for every pair that comes within 1.05 rpz while vertically too close.
+
+    Pairs left out are certainly not in conflict, nor within 5 % of being so.
+    """
+    out: dict[tuple[str, str], PairFigures] = {}
     for x, a in enumerate(tracks):
         for b in tracks[x + 1 :]:
-            reach = rpz + (a.gs_mps + b.gs_mps) * horizon
+            reach = 1.05 * rpz + (a.gs_mps + b.gs_mps) * horizon
             if distance(a, b, 0.0) > reach:
-                continue  # cannot come within rpz: triangle inequality
+                continue  # cannot come within reach: triangle inequality
             window = vertical_window(a, b, hpz, horizon)
-            if window is None or closest(a, b, *window)[1] >= rpz:
+            if window is None:
                 continue
+            wmin = closest(a, b, *window, above=1.05 * rpz)[1]
+            if wmin >= 1.05 * rpz:
+                continue
+            tcpa, dcpa = closest(a, b, 0.0, horizon)
             key = (a.id, b.id) if a.id < b.id else (b.id, a.id)
-            out[key] = closest(a, b, 0.0, horizon)
+            out[key] = PairFigures(wmin, tcpa, dcpa)
     return out

@@ -1,0 +1,194 @@
+"""Shared fixtures: a real hub on port 0 and a small TAK test client.
+
+The client deliberately does not use CommonSky's own codec to read what it receives: XML is
+parsed with the standard library and protobuf frames with takproto, so a bug in our codec
+cannot hide itself by being symmetric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import takproto
+
+from commonsky.config import HubConfig, config_from_dict
+from commonsky.hub.server import HubServer
+
+PARTIES = ["USA", "JPN", "KOR", "RUS"]
+
+
+def base_config(tmp_path: Path, agreements: list[dict[str, Any]] | None = None,
+                server: dict[str, Any] | None = None, tls_ca: Path | None = None) -> HubConfig:
+    listeners: list[dict[str, Any]] = [
+        {"kind": "tak-tcp", "bind": "127.0.0.1:0", "party": p} for p in PARTIES
+    ]
+    if tls_ca is not None:
+        listeners.append({"kind": "tak-tls", "bind": "127.0.0.1:0", "ca": str(tls_ca)})
+    data = {
+        "server": {"data_dir": str(tmp_path / "hub"), "http": "127.0.0.1:0", **(server or {})},
+        "listener": listeners,
+        "party": [{"id": p} for p in PARTIES],
+        "agreement": agreements or [],
+    }
+    return config_from_dict(data, "test")
+
+
+@dataclass
+class TakClient:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    proto: bool = False
+    buffer: bytearray = field(default_factory=bytearray)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def _read_some(self, timeout: float) -> bool:
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        except TimeoutError:
+            return False
+        if not data:
+            raise ConnectionError("closed by hub")
+        self.buffer += data
+        self._split()
+        return True
+
+    def _split(self) -> None:
+        while True:
+            if self.proto and self.buffer[:1] == b"\xbf":
+                # Length-delimited TakMessage: let takproto parse it.
+                length, shift, i = 0, 0, 1
+                while i < len(self.buffer):
+                    b = self.buffer[i]
+                    length |= (b & 0x7F) << shift
+                    i += 1
+                    if not b & 0x80:
+                        break
+                    shift += 7
+                else:
+                    return
+                if len(self.buffer) < i + length:
+                    return
+                frame = bytes(self.buffer[: i + length])
+                del self.buffer[: i + length]
+                msg = takproto.parse_proto(bytearray(frame))
+                cot = msg.cotEvent
+                self.events.append({
+                    "uid": cot.uid, "type": cot.type, "lat": cot.lat, "lon": cot.lon,
+                    "hae": cot.hae, "callsign": cot.detail.contact.callsign,
+                    "xmlDetail": cot.detail.xmlDetail, "wire": "proto",
+                })
+                continue
+            end = self.buffer.find(b"</event>")
+            if end < 0:
+                return
+            frame = bytes(self.buffer[: end + 8])
+            del self.buffer[: end + 8]
+            root = ET.fromstring(frame.strip())
+            point = root.find("point")
+            contact = root.find("detail/contact")
+            assert point is not None
+            self.events.append({
+                "uid": root.get("uid"), "type": root.get("type"),
+                "lat": float(point.get("lat", "nan")), "lon": float(point.get("lon", "nan")),
+                "hae": float(point.get("hae", "nan")),
+                "callsign": contact.get("callsign") if contact is not None else None,
+                "detail": ET.tostring(root.find("detail") or ET.Element("detail"), "unicode"),
+                "wire": "xml",
+            })
+            if root.get("type") == "t-x-takp-r":
+                self.proto = True
+
+    async def collect(self, duration: float = 0.3) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + duration
+        while (left := end - loop.time()) > 0:
+            await self._read_some(left)
+        return self.items()
+
+    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool],
+                       timeout: float = 3.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            for event in self.events:
+                if predicate(event):
+                    return event
+            left = end - loop.time()
+            if left <= 0:
+                raise AssertionError(f"no matching event in {timeout}s; got {self.items()}")
+            await self._read_some(left)
+
+    def items(self) -> list[dict[str, Any]]:
+        """Received events other than protocol control (t-x-…)."""
+        return [e for e in self.events if not str(e["type"]).startswith("t-x-")]
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+class RunningHub:
+    def __init__(self, server: HubServer) -> None:
+        self.server = server
+        self.hub = server.hub
+        self.clients: list[TakClient] = []
+
+    def tcp_port(self, party: str) -> int:
+        return next(l.port for l in self.server.listeners if l.config.party == party)
+
+    async def connect(self, party: str, settle: float = 0.05) -> TakClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.tcp_port(party))
+        client = TakClient(reader, writer)
+        self.clients.append(client)
+        await asyncio.sleep(settle)
+        return client
+
+    async def connect_all(self, parties: tuple[str, ...]) -> list[TakClient]:
+        return [await self.connect(p) for p in parties]
+
+    async def connect_tls(self, cert: Path, key: Path, ca: Path) -> TakClient:
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(cert, key)
+        port = self.server.port("tak-tls")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                                      server_hostname="localhost")
+        client = TakClient(reader, writer)
+        self.clients.append(client)
+        return client
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.server.http_port}"
+
+
+@contextlib.asynccontextmanager
+async def running_hub(config: HubConfig) -> AsyncIterator[RunningHub]:
+    server = HubServer(config)
+    await server.start()
+    running = RunningHub(server)
+    try:
+        yield running
+    finally:
+        for client in running.clients:
+            await client.close()
+        await server.stop()
+
+
+@pytest.fixture
+def make_hub(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[RunningHub]]:
+    def factory(agreements: list[dict[str, Any]] | None = None, **kw: Any
+                ) -> contextlib.AbstractAsyncContextManager[RunningHub]:
+        return running_hub(base_config(tmp_path, agreements, **kw))
+    return factory

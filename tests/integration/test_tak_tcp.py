@@ -1,0 +1,228 @@
+"""The real hub on loopback, with pytak-made events and takproto-decoded deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytak
+import pytest
+import takproto
+
+from tests.conftest import RunningHub, TakClient
+
+FULL_TRACKS = {"name": "US-JP tracks", "from": "USA", "to": ["JPN"],
+               "categories": ["track"], "disclosure": "full"}
+HOTLINE = {"name": "US-RU hotline", "from": "USA", "to": ["RUS"],
+           "categories": ["hotline"], "disclosure": "full"}
+
+
+def track(uid: str, lat: float = 35.0, lon: float = 135.0, callsign: str = "VIPER",
+          stale: int = 300) -> bytes:
+    data = pytak.gen_cot(lat=lat, lon=lon, hae=9000, ce=10, le=10, uid=uid, stale=stale,
+                         cot_type="a-f-A-M-F", callsign=callsign)
+    assert data is not None
+    return data
+
+
+def chat(uid: str, text: str, dest_party: str) -> bytes:
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stale = (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f'<event version="2.0" uid="GeoChat.{uid}" type="b-t-f" time="{stamp}" '
+        f'start="{stamp}" stale="{stale}" how="h-g-i-g-o">'
+        f'<point lat="34.5" lon="38.3" hae="0" ce="9999999" le="9999999"/>'
+        f'<detail><__chat chatroom="hotline" senderCallsign="OPS"/>'
+        f'<marti><dest party="{dest_party}"/></marti><remarks>{text}</remarks></detail></event>'
+    ).encode()
+
+
+async def metric(hub: RunningHub, name: str, **labels: str) -> float:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(hub.http + "/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_entitled_party_receives_and_others_do_not(make_hub) -> None:
+    async with make_hub([FULL_TRACKS]) as hub:
+        usa, usa2, jpn, kor = await hub.connect_all(("USA", "USA", "JPN", "KOR"))
+        usa.send(track("F16-1"))
+        got = await jpn.wait_for(lambda e: e["uid"] == "USA::F16-1")
+        assert got["callsign"] == "VIPER" and got["lat"] == 35.0
+        assert (await usa2.wait_for(lambda e: e["uid"] == "F16-1"))["callsign"] == "VIPER"
+        assert await kor.collect(0.3) == []
+        assert [e["uid"] for e in await usa.collect(0.1)] == []  # never echoed to the sender
+
+
+async def test_no_agreement_no_flow_in_either_direction(make_hub) -> None:
+    async with make_hub([FULL_TRACKS]) as hub:
+        usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
+        jpn.send(track("JPN-1"))  # the agreement is one-way: USA -> JPN
+        assert await usa.collect(0.3) == []
+
+
+async def test_area_of_interest_limits_what_flows(make_hub) -> None:
+    boxed = dict(FULL_TRACKS, area=[[130, 30], [140, 30], [140, 40], [130, 40], [130, 30]])
+    async with make_hub([boxed]) as hub:
+        usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
+        usa.send(track("IN", lat=35, lon=135))
+        usa.send(track("OUT", lat=10, lon=100))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::IN")
+        assert [e["uid"] for e in await jpn.collect(0.3)] == ["USA::IN"]
+
+
+async def test_validity_window_limits_what_flows(make_hub) -> None:
+    past = dict(FULL_TRACKS, valid_from="2001-01-01T00:00:00Z", valid_until="2002-01-01T00:00:00Z")
+    future = dict(FULL_TRACKS, name="later", to=["KOR"], valid_from="2099-01-01T00:00:00Z")
+    current = dict(FULL_TRACKS, name="now", to=["RUS"],
+                   valid_from="2001-01-01T00:00:00Z", valid_until="2099-01-01T00:00:00Z")
+    async with make_hub([past, future, current]) as hub:
+        usa, jpn, kor, rus = await hub.connect_all(("USA", "JPN", "KOR", "RUS"))
+        usa.send(track("T1"))
+        await rus.wait_for(lambda e: e["uid"] == "USA::T1")
+        assert await jpn.collect(0.2) == [] and await kor.collect(0.1) == []
+
+
+async def test_generalized_disclosure_coarsens_and_strips(make_hub) -> None:
+    gen = dict(FULL_TRACKS, disclosure="generalized")
+    async with make_hub([gen]) as hub:
+        usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
+        usa.send(track("SECRET-F22", lat=35.1234, lon=135.6789, callsign="RAPTOR"))
+        got = await jpn.wait_for(lambda e: e["type"] == "a-f-A")
+        assert got["uid"].startswith("USA::g-") and "SECRET" not in got["uid"]
+        assert (got["lat"], got["lon"]) == (35.15, 135.65)
+        assert got["callsign"] is None and "RAPTOR" not in got["detail"]
+        assert got["hae"] == 9000.0
+
+
+async def test_uid_spoofing_is_refused_and_collisions_are_namespaced(make_hub) -> None:
+    both = [FULL_TRACKS, dict(FULL_TRACKS, name="JP-US", **{"from": "JPN", "to": ["USA"]})]
+    async with make_hub(both) as hub:
+        usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
+        usa.send(track("SHARED", callsign="US-OWN"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::SHARED")
+        # JPN reuses the same uid and tries to write into USA's namespace.
+        jpn.send(track("SHARED", callsign="JP-OWN"))
+        jpn.send(track("USA::SHARED", callsign="IMPOSTOR"))
+        got = await usa.wait_for(lambda e: e["uid"] == "JPN::SHARED")
+        assert got["callsign"] == "JP-OWN"
+        received = await usa.collect(0.3)
+        assert all(e["callsign"] != "IMPOSTOR" for e in received)
+        assert await metric(hub, "commonsky_refusals_total", reason="uid_spoof") == 1
+        # USA's own item is untouched in the hub's picture.
+        assert hub.hub.live[("USA", "SHARED")].item.event.callsign == "US-OWN"
+
+
+async def test_ping_gets_pong(make_hub) -> None:
+    async with make_hub() as hub:
+        client = await hub.connect("USA")
+        ping = pytak.gen_cot(lat=0, lon=0, uid="takPing", cot_type="t-x-c-t", stale=20)
+        assert ping is not None
+        client.send(ping)
+        await client.wait_for(lambda e: e["type"] == "t-x-c-t-r")
+
+
+async def test_protobuf_negotiation_and_cross_encoding_delivery(make_hub) -> None:
+    async with make_hub([FULL_TRACKS, dict(FULL_TRACKS, name="back", **{"from": "JPN",
+                                                                           "to": ["USA"]})]) as hub:
+        usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
+        offer = await jpn.wait_for(lambda e: e["type"] == "t-x-takp-v")
+        assert 'version="1"' in offer["detail"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        jpn.send(
+            f'<event version="2.0" uid="protouid" type="t-x-takp-q" time="{now}" start="{now}"'
+            f' stale="{now}" how="m-g"><point lat="0" lon="0" hae="0" ce="0" le="0"/>'
+            f'<detail><TakControl><TakRequest version="1"/></TakControl></detail></event>'.encode()
+        )
+        response = await jpn.wait_for(lambda e: e["type"] == "t-x-takp-r")
+        assert 'status="true"' in response["detail"]
+        # XML in from USA, protobuf out to JPN.
+        usa.send(track("X2P", callsign="XML-SENDER"))
+        got = await jpn.wait_for(lambda e: e["uid"] == "USA::X2P")
+        assert got["wire"] == "proto" and got["callsign"] == "XML-SENDER"
+        # Protobuf in from JPN (made by takproto from pytak XML), XML out to USA.
+        proto = takproto.xml2proto(track("P2X", callsign="PROTO-SENDER"), takproto.TAKProtoVer.STREAM)
+        jpn.send(bytes(proto))
+        back = await usa.wait_for(lambda e: e["uid"] == "JPN::P2X")
+        assert back["wire"] == "xml" and back["callsign"] == "PROTO-SENDER"
+        # Pings keep working after the switch.
+        ping = pytak.gen_cot(lat=0, lon=0, uid="takPing", cot_type="t-x-c-t", stale=20)
+        jpn.send(bytes(takproto.xml2proto(ping, takproto.TAKProtoVer.STREAM)))
+        await jpn.wait_for(lambda e: e["type"] == "t-x-c-t-r" and e["wire"] == "proto")
+
+
+async def test_new_connection_gets_current_picture_not_stale(make_hub) -> None:
+    async with make_hub([FULL_TRACKS]) as hub:
+        usa = await hub.connect("USA")
+        usa.send(track("OLD", stale=1))
+        usa.send(track("A1", lat=30))
+        usa.send(track("A1", lat=31))  # latest per uid wins
+        await asyncio.sleep(1.3)
+        jpn = await hub.connect("JPN")
+        received = await jpn.collect(0.4)
+        assert [(e["uid"], e["lat"]) for e in received] == [("USA::A1", 31.0)]
+
+
+async def test_durable_items_replayed_to_a_party_that_comes_back(make_hub) -> None:
+    async with make_hub([HOTLINE]) as hub:
+        usa = await hub.connect("USA")
+        rus = await hub.connect("RUS")
+        await rus.close()
+        await asyncio.sleep(0.05)
+        usa.send(chat("m1", "Coalition strike package at 0400Z east of the line", "RUS"))
+        await asyncio.sleep(0.2)
+        assert hub.hub.store.active(time.time())[0].event.uid == "GeoChat.m1"
+        back = await hub.connect("RUS")
+        got = await back.wait_for(lambda e: e["type"] == "b-t-f")
+        assert got["uid"] == "USA::GeoChat.m1" and "0400Z" in got["detail"]
+
+
+async def test_durable_items_survive_a_hub_restart(tmp_path) -> None:
+    from tests.conftest import base_config, running_hub
+
+    config = base_config(tmp_path, [HOTLINE])
+    async with running_hub(config) as hub:
+        usa = await hub.connect("USA")
+        usa.send(chat("m2", "notice before restart", "RUS"))
+        await asyncio.sleep(0.2)
+    async with running_hub(config) as hub:
+        rus = await hub.connect("RUS")
+        got = await rus.wait_for(lambda e: e["type"] == "b-t-f")
+        assert "before restart" in got["detail"]
+
+
+async def test_directed_hotline_reaches_only_its_destination(make_hub) -> None:
+    to_both = dict(HOTLINE, to=["RUS", "JPN"])
+    async with make_hub([to_both]) as hub:
+        usa, rus, jpn = await hub.connect_all(("USA", "RUS", "JPN"))
+        usa.send(chat("d1", "for RUS only", "RUS"))
+        await rus.wait_for(lambda e: e["type"] == "b-t-f")
+        assert await jpn.collect(0.3) == []
+
+
+async def test_slow_reader_gets_latest_positions(make_hub) -> None:
+    async with make_hub([FULL_TRACKS], server={"limit_queue_tracks": 50}) as hub:
+        usa = await hub.connect("USA")
+        jpn: TakClient = await hub.connect("JPN")
+        jpn.writer.transport.pause_reading()  # does not read: the hub's socket buffer fills
+        for round_ in range(40):
+            usa.send(b"".join(track(f"T{i}", lat=10 + round_ * 0.01, callsign="X" * 400)
+                              for i in range(100)))
+        await asyncio.sleep(0.5)
+        jpn.writer.transport.resume_reading()
+        received = await jpn.collect(1.5)
+        latest = {}
+        for event in received:
+            latest[event["uid"]] = event["lat"]
+        final = [uid for uid, lat in latest.items() if abs(lat - (10 + 39 * 0.01)) < 1e-9]
+        assert final, "the newest update of some uid must arrive"
+        assert len(received) < 40 * 100  # coalesced, not everything
+        assert await metric(hub, "commonsky_queue_drops_total") > 0
