@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -98,6 +99,40 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await run(stop)
+
+
+@bench_app.command("relay")
+def bench_relay(
+    receivers: Annotated[int, typer.Option(help="Receiving TAK connections.")] = 60,
+    senders: Annotated[int, typer.Option(help="Sending TAK connections.")] = 10,
+    rate: Annotated[int, typer.Option(help="Messages per second offered in total.")] = 1000,
+    duration: Annotated[float, typer.Option(help="Seconds of load per system.")] = 10.0,
+    parties: Annotated[int, typer.Option(help="Parties in the agreement ring.")] = 6,
+) -> None:
+    """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from commonsky.bench.relay import bench_relay as run
+
+    if min(receivers, senders, rate, parties) < 1 or duration <= 0:
+        raise UsageError("--receivers, --senders, --rate, --parties and --duration must be > 0")
+    hub, relay = run(receivers, senders, rate, duration, parties)
+    rows = [hub.row(), relay.row()]
+    table = Table(title=f"bench relay: {receivers} receivers, {senders} senders, {rate} msg/s "
+                        f"offered, {duration:g} s, {os.cpu_count()} cores")
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+    h, r = rows
+    print(f"throughput ratio hub/relay = {float(h['delivered msg/s']) / float(r['delivered msg/s']):.3f}"
+          f"  (target >= 0.8)")
+    print(f"p99 ratio hub/relay = {float(h['p99 ms']) / max(1e-9, float(r['p99 ms'])):.2f}"
+          f"  (target <= 2)")
+    print(f"hub RSS = {hub.rss_mb:.0f} MB (target <= 300); unexpected deliveries = "
+          f"{hub.unexpected} (target 0)")
 
 
 def _register_optional_commands() -> None:

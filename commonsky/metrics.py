@@ -5,8 +5,13 @@ Labelled children are cached: a delivery costs a dict lookup, not a label resolu
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -28,9 +33,10 @@ class Metrics:
                                    ["policy"], registry=r)
         self.closed = Counter("commonsky_connections_closed", "Connections closed by the hub.",
                               ["reason"], registry=r)
-        self.latency = Histogram("commonsky_delivery_latency_seconds",
-                                 "From acceptance to the write on a recipient's socket.",
-                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.latency = FastHistogram("commonsky_delivery_latency_seconds",
+                                     "From acceptance to the write on a recipient's socket.",
+                                     _LATENCY_BUCKETS)
+        r.register(self.latency)
         self._cache: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
@@ -57,3 +63,34 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class FastHistogram(Collector):
+    """A lock-free histogram for the delivery hot path (one event loop writes it).
+
+    prometheus_client's Histogram takes a lock per observation; at tens of thousands of
+    deliveries a second that is measurable, and only one thread ever observes here.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        if value < 0.0:
+            value = 0.0
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        running = 0
+        buckets = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        family.add_metric([], buckets, self.sum)
+        yield family

@@ -222,7 +222,8 @@ def _face_members(k: Kinematics, reach_m: float) -> list[tuple[IntArray, FloatAr
     """Tracks on each cube face, widened so that any pair within reach shares a face.
 
     When every track lies within 60 degrees of their mean direction (any regional picture),
-    one plane square to that direction serves them all. Otherwise: a point's gnomonic coordinates on a face move by at most sec^2(54.8 deg) = 3 per radian
+    one plane square to that direction serves them all. Otherwise: a point's gnomonic
+    coordinates on a face move by at most sec^2(54.8 deg) = 3 per radian
     of travel inside the face; 4x the reach angle (plus 0.01) is a safe overlap band.
     """
     centre = k.up.sum(axis=0)
@@ -296,7 +297,9 @@ def _slice_candidates(
         empty = np.empty(0, dtype=np.int64)
         return empty, empty
     first = np.repeat(pos, counts)
-    second = first + 1 + np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    second = (
+        first + 1 + np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    )
     a = track[first]
     b = track[second]
     ok = (xmin[a] <= xmax[b]) & (xmin[b] <= xmax[a]) & (ymin[a] <= ymax[b]) & (ymin[b] <= ymax[a])

@@ -44,6 +44,7 @@ class Connection:
     outbox: Outbox
     mode: Callable[[], str]
     close: Callable[[str], None]
+    flush: Callable[[], None] = lambda: None  # write what is pending, if the socket allows
     id: str = ""
     peer: str = ""
     refusals: int = 0
@@ -75,6 +76,11 @@ class Hub:
         self.callsigns: dict[str, set[str]] = defaultdict(set)  # callsign -> parties using it
         self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
         self._grid = settings.get_float("generalize_grid_deg")
+        # Writes are batched: enqueueing marks a connection dirty and one callback, run by
+        # the event loop after the current burst of input, flushes every dirty connection.
+        self.call_soon: Callable[[Callable[[], None]], object] | None = None
+        self._dirty: set[Connection] = set()
+        self._flush_pending = False
         for item in store.active(clock()):
             self.durable[item.key] = self._rendered(item)
 
@@ -138,12 +144,12 @@ class Hub:
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
         routes = self.policy.route(item, now)
         if item.event.dest_callsigns and not item.event.dest_parties:
-            # Directed by callsign: only parties that unambiguously own one of the callsigns.
+            # Directed by callsign: to each entitled party whose own clients use one of those
+            # callsigns. Whether a party qualifies depends only on that party's own traffic,
+            # so another party claiming the same callsign cannot divert or block it.
             wanted = set()
             for callsign in item.event.dest_callsigns:
-                owners = self.callsigns.get(callsign, set())
-                if len(owners) == 1:
-                    wanted |= owners
+                wanted |= self.callsigns.get(callsign, set())
             routes = {p: d for p, d in routes.items() if p in wanted}
         return routes
 
@@ -158,6 +164,10 @@ class Hub:
 
     def _enqueue(self, conn: Connection, pending: Pending, durable: bool) -> None:
         overflow = conn.outbox.put(pending, durable)
+        self._dirty.add(conn)
+        if not self._flush_pending and self.call_soon is not None:
+            self._flush_pending = True
+            self.call_soon(self._flush)
         if overflow is None:
             return
         if overflow == "too_slow":
@@ -167,6 +177,12 @@ class Hub:
             conn.close("too_slow")
         else:
             self.metrics.drop(overflow)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            conn.flush()
 
     # ---- connections --------------------------------------------------------------------
 
@@ -181,13 +197,14 @@ class Hub:
                 if item.event.stale <= now:
                     continue
                 if item.party == conn.party:
-                    conn.outbox.put(Pending(rendered, "own"), durable)
+                    self._enqueue(conn, Pending(rendered, "own"), durable)
                     continue
                 level = self.route(item, now).get(conn.party)
                 if level is not None:
-                    conn.outbox.put(Pending(rendered, _VARIANT[level]), durable)
+                    self._enqueue(conn, Pending(rendered, _VARIANT[level]), durable)
 
     def detach(self, conn: Connection) -> None:
+        self._dirty.discard(conn)
         if conn in self.connections.get(conn.party, ()):
             self.connections[conn.party].discard(conn)
             self.metrics.child(self.metrics.connections, conn.listener, conn.party).dec()  # type: ignore[attr-defined]
@@ -208,9 +225,10 @@ class Hub:
 
     def record_delivery(self, conn: Connection, batch: list[Pending], now: float) -> None:
         counts: dict[str, int] = defaultdict(int)
+        observe = self.metrics.latency.observe
         for pending in batch:
             item = pending.rendered.item
             counts[item.category.value] += 1
-            self.metrics.latency.observe(max(0.0, now - item.received))
+            observe(now - item.received)
         for category, n in counts.items():
             self.metrics.count_out(conn.party, category, n)

@@ -133,6 +133,21 @@ class TakListener:
                           settings.get_int("limit_queue_durable")),
             mode=lambda: stream.mode.value, close=close, id=f"{self.name}#{next(_ids)}", peer=peer,
         )
+        high_water = 4 * self.limits.message_bytes + 262144
+
+        def flush() -> None:
+            if closing or writer.transport.is_closing():
+                return
+            if writer.transport.get_write_buffer_size() > high_water:
+                conn.outbox.ready.set()  # the writer task waits for drain, then flushes
+                return
+            batch = conn.outbox.take()
+            if batch:
+                mode = conn.mode()
+                writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
+                hub.record_delivery(conn, batch, time.time())
+
+        conn.flush = flush
         writer.write(stream.offer(time.time()))
         hub.attach(conn)
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
@@ -189,16 +204,12 @@ class TakListener:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _write_loop(self, conn: Connection, writer: asyncio.StreamWriter) -> None:
-        hub = self.hub
+        """Only busy when the socket pushed back: wait for it to drain, then flush again."""
         try:
             while True:
                 await conn.outbox.ready.wait()
-                batch = conn.outbox.take()
-                if not batch:
-                    continue
-                mode = conn.mode()
-                writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
-                hub.record_delivery(conn, batch, time.time())
+                conn.outbox.ready.clear()
                 await writer.drain()
+                conn.flush()
         except (ConnectionError, ssl.SSLError):
             conn.close("write_failed")

@@ -49,10 +49,10 @@ class Outbox:
         self.limit_durable = limit_durable
         self.live: dict[tuple[str, str], Pending] = {}
         self.durable: deque[Pending] = deque()
+        # Set by the adapter when the socket pushed back; its writer task waits for drain.
         self.ready = asyncio.Event()
 
     def put(self, pending: Pending, durable: bool) -> Overflow:
-        self.ready.set()
         if durable:
             self.durable.append(pending)
             return "too_slow" if len(self.durable) > self.limit_durable else None
@@ -73,7 +73,6 @@ class Outbox:
         self.durable.clear()
         batch.extend(self.live.values())
         self.live.clear()
-        self.ready.clear()
         return batch
 
     def __len__(self) -> int:

@@ -49,6 +49,7 @@ class HubServer:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        self.hub.call_soon = asyncio.get_running_loop().call_soon
         for listener in self.listeners:
             await listener.start()
         app = build_app(self.hub)

@@ -1,7 +1,312 @@
-"""Command-line entry points for the ledger package (filled in by its issue)."""
-
+# `commonsky ledger ...`: export, verify and prove from the command line, plus `bench ledger`.
+#
+# Rule: these commands are thin.  Every check lives in export.py / log.py so that tests and
+# other tools get the same answers; this file only turns files and flags into calls, an
+# operator's mistake into one-line `UsageError`s (exit 2), and a failed check into exit 1.
 from __future__ import annotations
 
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from commonsky.errors import UsageError
+from commonsky.ledger import export as ledger_export
+from commonsky.ledger import keys
+from commonsky.ledger.entry import EntryError, EntryFields, check_party
+from commonsky.ledger.log import DB_NAME, Ledger, LedgerError, Receipt
 
 app = typer.Typer(help="ledger commands", no_args_is_help=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="hub data directory (hub.sqlite3)")]
+HubKey = Annotated[
+    Path | None,
+    typer.Option("--hub-key", help="pin the hub's public key (PEM file, public or private)"),
+]
+
+
+def _open(data_dir: Path) -> Ledger:
+    db = data_dir / DB_NAME
+    if not db.is_file():
+        raise UsageError(f"{data_dir}: no ledger here ({DB_NAME} is missing)")
+    if not (keys.keys_dir(data_dir) / keys.HUB_KEY_NAME).is_file():
+        raise UsageError(f"{data_dir}: hub key keys/{keys.HUB_KEY_NAME} is missing")
+    try:
+        return Ledger.open(data_dir)
+    except (LedgerError, keys.KeyFileError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _pinned(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return keys.raw_public(keys.load_public_key(path))
+    except keys.KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not JSON ({exc})") from None
+
+
+def _write_json(obj: Any, out: Path | None) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True)
+    if out is None:
+        typer.echo(text)
+        return
+    try:
+        out.write_text(text + "\n")
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write ({exc.strerror})") from None
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(message)
+    # SystemExit, not typer.Exit: with standalone_mode=False (as commonsky.cli.main runs the
+    # app) click turns typer.Exit into a return value and the status would be lost.
+    sys.exit(1)
+
+
+@app.command("export")
+def export_cmd(
+    data_dir: DataDir,
+    out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write")],
+    party: Annotated[
+        str | None, typer.Option("--party", help="only this party's entries in full")
+    ] = None,
+) -> None:
+    """Export the ledger as JSON Lines ending in a freshly signed checkpoint."""
+    if party is not None:
+        try:
+            check_party(party)
+        except EntryError as exc:
+            raise UsageError(f"--party: {exc}") from None
+    with _open(data_dir) as ledger:
+        try:
+            cp = ledger_export.export(ledger, out, party=party)
+        except OSError as exc:
+            raise UsageError(f"{out}: cannot write ({exc.strerror})") from None
+    typer.echo(f"{out}: {cp.size} entries, root {cp.root_hex}")
+
+
+@app.command("verify")
+def verify_cmd(
+    file: Annotated[Path, typer.Argument(help="export to check")],
+    hub_key: HubKey = None,
+    party_keys: Annotated[
+        Path | None,
+        typer.Option("--party-keys", help="directory of <PARTY>.pub.pem to pin signers"),
+    ] = None,
+) -> None:
+    """Check an export offline: exit 0 when intact, 1 naming the first bad entry."""
+    pinned_parties = None
+    if party_keys is not None:
+        if not party_keys.is_dir():
+            raise UsageError(f"--party-keys {party_keys}: not a directory")
+        registry = keys.PartyKeys(party_keys.parent)
+        registry.directory = party_keys
+        try:
+            pinned_parties = registry.as_mapping()
+        except keys.KeyFileError as exc:
+            raise UsageError(str(exc)) from None
+    pinned = _pinned(hub_key)
+    try:
+        result = ledger_export.verify(file, pinned, pinned_parties)
+    except OSError as exc:
+        raise UsageError(f"{file}: cannot read ({exc.strerror})") from None
+    if not result.ok:
+        _fail(f"{file}: {result.describe()}")
+    typer.echo(f"{file}: {result.describe()}")
+
+
+@app.command("prove")
+def prove_cmd(
+    data_dir: DataDir,
+    seq: Annotated[int, typer.Option("--seq", min=0, help="entry to prove")],
+    out: Annotated[Path | None, typer.Option("--out", help="write here, not stdout")] = None,
+) -> None:
+    """An inclusion proof for one entry against a freshly signed checkpoint."""
+    with _open(data_dir) as ledger:
+        if seq >= ledger.size:
+            raise UsageError(f"--seq {seq}: the ledger holds {ledger.size} entries")
+        cp = ledger.checkpoint()
+        receipt = Receipt(seq, ledger.leaf(seq), ledger.inclusion_proof(seq, cp.size), cp)
+    _write_json(receipt.to_json(), out)
+
+
+@app.command("verify-proof")
+def verify_proof_cmd(
+    file: Annotated[Path, typer.Argument(help="proof written by `prove`")],
+    hub_key: HubKey = None,
+) -> None:
+    """Check an inclusion proof offline: exit 0 when it holds, 1 otherwise."""
+    try:
+        receipt = Receipt.from_json(_read_json(file))
+    except EntryError as exc:
+        raise UsageError(f"{file}: {exc}") from None
+    problem = receipt.verify(_pinned(hub_key))
+    if problem is not None:
+        _fail(f"{file}: seq {receipt.seq}: {problem}")
+    typer.echo(
+        f"{file}: entry {receipt.seq} is in the log of size {receipt.checkpoint.size}, "
+        f"root {receipt.checkpoint.root_hex}"
+    )
+
+
+@app.command("consistency")
+def consistency_cmd(
+    data_dir: DataDir,
+    old: Annotated[int, typer.Option("--old", min=0, help="older tree size")],
+    new: Annotated[int | None, typer.Option("--new", min=0, help="newer size (now)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="write here, not stdout")] = None,
+) -> None:
+    """Signed checkpoints at two sizes and the RFC 6962 consistency proof between them."""
+    with _open(data_dir) as ledger:
+        top = ledger.size if new is None else new
+        if top > ledger.size or old > top:
+            raise UsageError(f"need --old <= --new <= {ledger.size}; got {old} and {top}")
+        obj = ledger_export.consistency_json(ledger, old, top)
+    _write_json(obj, out)
+
+
+@app.command("verify-consistency")
+def verify_consistency_cmd(
+    file: Annotated[Path, typer.Argument(help="file written by `consistency`")],
+    hub_key: HubKey = None,
+) -> None:
+    """Check a consistency proof offline: exit 0 when the newer log extends the older."""
+    obj = _read_json(file)
+    try:
+        problem = ledger_export.verify_consistency_json(obj, _pinned(hub_key))
+    except EntryError as exc:
+        raise UsageError(f"{file}: {exc}") from None
+    if problem is not None:
+        _fail(f"{file}: {problem}")
+    typer.echo(f"{file}: size {obj['new']['size']} extends size {obj['old']['size']}")
+
+
+@app.command("check-consistency")
+def check_consistency_cmd(
+    old: Annotated[Path, typer.Argument(help="older export")],
+    new: Annotated[Path, typer.Argument(help="newer export of the same hub")],
+) -> None:
+    """Are two exports' checkpoints consistent (is the older log a prefix of the newer)?"""
+    for path in (old, new):
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    try:
+        problem = ledger_export.check_consistent(old, new)
+    except ValueError as exc:
+        _fail(str(exc))
+    if problem is not None:
+        _fail(f"{new}: {problem}")
+    typer.echo(f"{new} extends {old}")
+
+
+def _bench_fields(i: int, signer: tuple[str, Any] | None) -> EntryFields:
+    payload = {"category": "launch", "uid": f"bench-{i}", "lat_e7": 351234567, "lon_e7": 1391234}
+    sig = keys.sign_payload(signer[1], signer[0], payload) if signer else None
+    return EntryFields("item", 1_700_000_000_000_000 + i, "USA", ["JPN", "USA"], payload, sig)
+
+
+def bench(
+    entries: Annotated[int, typer.Option("--entries", min=1, help="log size")] = 1_000_000,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="entries per transaction")] = 1000,
+    signed_every: Annotated[
+        int, typer.Option("--signed-every", min=0, help="every Nth entry party-signed (0: none)")
+    ] = 100,
+    proofs: Annotated[int, typer.Option("--proofs", min=1, help="proofs to time")] = 2000,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="work here (default: a temp dir)")
+    ] = None,
+) -> None:
+    """Ledger figures: batched appends/s, proof time and export verification time."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with tempfile.TemporaryDirectory(prefix="commonsky-bench-") as tmp:
+        work = data_dir if data_dir is not None else Path(tmp)
+        if (work / DB_NAME).exists():
+            raise UsageError(f"{work}: already holds a ledger; give an empty --data-dir")
+        signer = ("USA", Ed25519PrivateKey.generate())
+        ledger = Ledger.open(work)
+        append_s = 0.0
+        for lo in range(0, entries, batch):
+            # Built outside the clock: the hub has its fields (and parties their signatures)
+            # before it appends; the ledger's own work, including checking those, is timed.
+            fields = [
+                _bench_fields(i, signer if signed_every and i % signed_every == 0 else None)
+                for i in range(lo, min(lo + batch, entries))
+            ]
+            t0 = time.perf_counter()
+            ledger.append_many(fields)
+            append_s += time.perf_counter() - t0
+        cp = ledger.checkpoint()
+        rng = random.Random(1)
+        times = []
+        for _ in range(proofs):
+            seq = rng.randrange(entries)
+            t = time.perf_counter()
+            ledger.inclusion_proof(seq, cp.size)
+            times.append(time.perf_counter() - t)
+        ctimes = []
+        for _ in range(max(1, proofs // 10)):
+            old = rng.randrange(1, entries + 1)
+            t = time.perf_counter()
+            ledger.consistency_proof(old, cp.size)
+            ctimes.append(time.perf_counter() - t)
+        out = work / "bench-export.jsonl"
+        t0 = time.perf_counter()
+        ledger_export.export(ledger, out, checkpoint=cp)
+        export_s = time.perf_counter() - t0
+        ledger.close()
+        t0 = time.perf_counter()
+        result = ledger_export.verify(out)
+        verify_s = time.perf_counter() - t0
+        if not result.ok:
+            raise RuntimeError(f"bench export does not verify: {result.describe()}")
+
+    times.sort()
+    proof_mean_ms = statistics.fmean(times) * 1e3
+    proof_p99_ms = times[int(0.99 * (len(times) - 1))] * 1e3
+    rate = entries / append_s
+    scale = entries / 1_000_000
+    table = Table(title=f"ledger: {entries:,} entries, batches of {batch}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("ok")
+    rows = [
+        ("appends/s (batched)", f"{rate:,.0f}", ">= 20,000", rate >= 20_000),
+        ("inclusion proof, mean", f"{proof_mean_ms:.3f} ms", "<= 1 ms", proof_mean_ms <= 1),
+        ("inclusion proof, p99", f"{proof_p99_ms:.3f} ms", "", proof_p99_ms <= 1),
+        (
+            "consistency proof, mean",
+            f"{statistics.fmean(ctimes) * 1e3:.3f} ms",
+            "",
+            True,
+        ),
+        ("export (write)", f"{export_s:.2f} s", "", True),
+        (
+            f"verify export ({result.signed} signatures)",
+            f"{verify_s:.2f} s",
+            f"<= {10 * scale:.1f} s",
+            verify_s <= 10 * scale,
+        ),
+    ]
+    for name, value, target, ok in rows:
+        table.add_row(name, value, target, "yes" if ok else "NO")
+    Console().print(table)

@@ -194,13 +194,14 @@ def verify_lines(
     party_keys: Mapping[str, bytes] | None = None,
 ) -> VerifyResult:
     """Verify an export given as lines; `hub_key` (raw) and `party_keys` pin signers."""
-    frontier = merkle.Frontier()
+    hashes: list[bytes] = []
+    append = hashes.append
     cp: SignedCheckpoint | None = None
     lineno = 0
     redacted = signed = 0
     try:
         for lineno, raw in enumerate(lines, 1):  # noqa: B007 - lineno is read after the loop
-            seq = frontier.size
+            seq = len(hashes)
             if cp is not None:
                 raise _Bad("text after the checkpoint line")
             try:
@@ -210,7 +211,7 @@ def verify_lines(
             if line.leaf is not None:
                 lh, was_signed = _check_entry_line(line, seq, party_keys)
                 signed += was_signed
-                frontier.append(lh)
+                append(lh)
             elif line.leaf_hash is not None:
                 if line.seq is not None or line.entry or line.root is not None:
                     raise _Bad("a redacted line carries only leaf_hash", seq)
@@ -220,7 +221,7 @@ def verify_lines(
                     lh = b""
                 if len(lh) != merkle.HASH_SIZE or lh.hex() != line.leaf_hash:
                     raise _Bad("leaf_hash is not 64 lowercase hex digits", seq)
-                frontier.append(lh)
+                append(lh)
                 redacted += 1
             elif line.root is not None:
                 cp = _checkpoint_from(line)
@@ -228,16 +229,17 @@ def verify_lines(
                 raise _Bad("line is neither an entry, a redacted entry nor a checkpoint", seq)
         if cp is None:
             raise _Bad("no checkpoint line at the end (file truncated?)")
-        if cp.size != frontier.size:
-            if cp.size > frontier.size:
+        if cp.size != len(hashes):
+            if cp.size > len(hashes):
                 raise _Bad(
-                    f"checkpoint covers {cp.size} entries but the file holds {frontier.size}",
-                    frontier.size,
+                    f"checkpoint covers {cp.size} entries but the file holds {len(hashes)}",
+                    len(hashes),
                 )
             raise _Bad(f"checkpoint covers {cp.size} entries but the file holds more")
-        if frontier.root() != cp.root:
+        root = merkle.root_of_leaf_hashes(hashes)
+        if root != cp.root:
             raise _Bad(
-                f"recomputed root {frontier.root().hex()} differs from the checkpoint root "
+                f"recomputed root {root.hex()} differs from the checkpoint root "
                 "(an entry was altered)"
             )
         if hub_key is not None and hub_key != cp.hub_key:
@@ -247,7 +249,7 @@ def verify_lines(
     except _Bad as bad:
         return VerifyResult(
             ok=False,
-            entries=frontier.size,
+            entries=len(hashes),
             redacted=redacted,
             signed=signed,
             checkpoint=cp,
@@ -255,7 +257,7 @@ def verify_lines(
             seq=bad.seq,
             reason=bad.reason,
         )
-    return VerifyResult(True, frontier.size, redacted, signed, cp)
+    return VerifyResult(True, len(hashes), redacted, signed, cp)
 
 
 def verify(

@@ -7,6 +7,7 @@
 #   DATA_DIR/keys/parties/<PARTY>.pub.pem    party public keys (SubjectPublicKeyInfo PEM)
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,9 @@ def load_or_create_hub_key(data_dir: Path) -> Ed25519PrivateKey:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / HUB_KEY_NAME
     if not path.exists():
-        try:
+        # FileExistsError: another process made it first; use theirs.
+        with contextlib.suppress(FileExistsError):
             _write_private(path, Ed25519PrivateKey.generate())
-        except FileExistsError:
-            pass  # another process made it first; use theirs
     return load_private_key(path)
 
 
@@ -203,6 +203,8 @@ def make_party_key(out_dir: Path, party: str) -> tuple[Path, Path]:
     try:
         _write_private(private_path, key)
     except FileExistsError:
-        raise KeyFileError(f"{private_path} already exists; not overwriting a private key") from None
+        raise KeyFileError(
+            f"{private_path} already exists; not overwriting a private key"
+        ) from None
     _write_public(public_path, key.public_key())
     return private_path, public_path

@@ -210,6 +210,7 @@ class _StoredNodes:
         self._conn = conn
 
     def node(self, level: int, index: int) -> bytes:
+        args: tuple[int, ...]
         if level == 0:
             sql, args = "SELECT leaf_hash FROM ledger_entry WHERE seq = ?", (index,)
         else:
@@ -266,7 +267,11 @@ class Ledger:
             self._conn.close()
             raise LedgerError(f"{self.path}: ledger schema {version}, expected {SCHEMA_VERSION}")
         self._frontier = merkle.Frontier()
-        self._reload()
+        try:
+            self._reload()
+        except BaseException:
+            self._conn.close()
+            raise
 
     @classmethod
     def open(cls, data_dir: Path | str, **kwargs: Any) -> Ledger:
@@ -357,9 +362,7 @@ class Ledger:
                     "INSERT INTO ledger_entry (seq, leaf, leaf_hash, audience) VALUES (?,?,?,?)",
                     rows,
                 )
-                conn.executemany(
-                    "INSERT INTO ledger_node (level, idx, hash) VALUES (?,?,?)", nodes
-                )
+                conn.executemany("INSERT INTO ledger_node (level, idx, hash) VALUES (?,?,?)", nodes)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -443,9 +446,9 @@ class Ledger:
 
     def root(self, size: int | None = None) -> bytes:
         with self._lock:
-            if size is None or size == self._frontier.size:
-                if self._stored_size() == self._frontier.size:
-                    return self._frontier.root()
+            at_frontier = size is None or size == self._frontier.size
+            if at_frontier and self._stored_size() == self._frontier.size:
+                return self._frontier.root()
             return merkle.root(self._nodes, self._check_size(size))
 
     def checkpoint(self, size: int | None = None) -> SignedCheckpoint:

@@ -121,9 +121,7 @@ def consistency_proof(nodes: NodeSource, old: int, new: int) -> list[bytes]:
     return path
 
 
-def root_from_inclusion_proof(
-    index: int, size: int, leaf: bytes, proof: Sequence[bytes]
-) -> bytes:
+def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """The root an audit path implies (RFC 9162 §2.1.3.2); raises ValueError when malformed."""
     if not 0 <= index < size:
         raise ValueError(f"leaf {index} is not in a tree of size {size}")
@@ -283,6 +281,21 @@ class MemoryTree:
 
     def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]:
         return consistency_proof(self, old, self.size if new is None else new)
+
+
+def root_of_leaf_hashes(leaves: Sequence[bytes]) -> bytes:
+    """MTH of a whole list of leaf hashes, level by level (an odd last node moves up as is,
+    which is exactly RFC 6962's split rule).  The fastest way to check an export's root."""
+    level = list(leaves)
+    if not level:
+        return EMPTY_ROOT
+    while len(level) > 1:
+        odd = level[-1] if len(level) & 1 else None
+        pairs = zip(level[0::2], level[1::2], strict=False)
+        level = [_sha256(b"\x01" + a + b).digest() for a, b in pairs]
+        if odd is not None:
+            level.append(odd)
+    return level[0]
 
 
 def reference_root(leaves: Sequence[bytes]) -> bytes:

@@ -56,7 +56,9 @@ def closest(
     without refinement.
     """
     # Sample on a shared grid (cached positions) plus both ends.
-    ts = sorted({lo, hi, *(STEP_S * k for k in range(math.ceil(lo / STEP_S), int(hi / STEP_S) + 1))})
+    ts = sorted(
+        {lo, hi, *(STEP_S * k for k in range(math.ceil(lo / STEP_S), int(hi / STEP_S) + 1))}
+    )
     ds = [distance(a, b, t) for t in ts]
     best = min(range(len(ts)), key=lambda k: ds[k])
     if ds[best] > above + (a.gs_mps + b.gs_mps) * STEP_S:

@@ -1,0 +1,237 @@
+"""`commonsky bench relay`: the hub under load, against a policy-free relay in the same run.
+
+Both the hub and the baseline relay run as separate processes on loopback; this process is
+the load: S senders offering R msgs/s in total (spread evenly, sent every 10 ms) and
+receivers spread over several parties. Agreements form a ring (party i shares tracks with
+i+1 and i+2), plus one party nobody shares with, whose receivers must get nothing. Latency
+is measured from the moment a message is written by its sender to the moment a receiver
+has read it, on the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+_SEQ = re.compile(rb'<bench s="(\d+)"/>')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Plan:
+    parties: list[str]
+    targets: dict[str, list[str]]  # provider -> parties that receive (own party included)
+    ports: dict[str, int]
+    sender_parties: list[str]
+    receiver_parties: list[str]
+
+
+def make_plan(parties: int, senders: int, receivers: int) -> Plan:
+    names = [f"P{i}" for i in range(parties)] + ["LONER"]
+    ring = names[:-1]
+    targets = {p: [p, ring[(i + 1) % len(ring)], ring[(i + 2) % len(ring)]]
+               for i, p in enumerate(ring)}
+    targets["LONER"] = ["LONER"]
+    ports = {p: free_port() for p in names}
+    return Plan(names, targets, ports, [ring[i % len(ring)] for i in range(senders)],
+                [names[i % len(names)] for i in range(receivers)])
+
+
+def hub_config(plan: Plan, data_dir: Path, http_port: int) -> str:
+    lines = [f'[server]\ndata_dir = "{data_dir}"\nhttp = "127.0.0.1:{http_port}"\n']
+    for party in plan.parties:
+        lines.append(f'[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:{plan.ports[party]}"\n'
+                     f'party = "{party}"\n')
+        lines.append(f'[[party]]\nid = "{party}"\n')
+    for provider, recipients in plan.targets.items():
+        others = [p for p in recipients if p != provider]
+        if others:
+            lines.append(f'[[agreement]]\nname = "{provider} ring"\nfrom = "{provider}"\n'
+                         f"to = {json.dumps(others)}\ncategories = [\"track\"]\n"
+                         'disclosure = "full"\n')
+    return "\n".join(lines)
+
+
+@dataclass
+class Result:
+    name: str
+    offered: int = 0
+    expected: int = 0
+    delivered: int = 0
+    unexpected: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+    rss_mb: float = 0.0
+
+    def row(self) -> dict[str, float | str]:
+        lat = sorted(self.latencies) or [float("nan")]
+        return {
+            "system": self.name,
+            "offered msg/s": self.offered / self.seconds,
+            "delivered msg/s": self.delivered / self.seconds,
+            "delivery ratio": self.delivered / max(1, self.expected),
+            "unexpected": self.unexpected,
+            "p50 ms": 1000 * lat[len(lat) // 2],
+            "p99 ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+            "max ms": 1000 * lat[-1],
+            "cpu %": 100 * self.cpu_s / self.seconds,
+            "rss MB": self.rss_mb,
+        }
+
+
+def event_bytes(party: str, sender: int, track: int, seq: int, now: float) -> bytes:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    stale = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + 120))
+    return (
+        f'<event version="2.0" uid="S{sender}-T{track}" type="a-f-A-M-F" time="{stamp}.000Z" '
+        f'start="{stamp}.000Z" stale="{stale}.000Z" how="m-g"><point lat="{30 + track * 0.01}" '
+        f'lon="{40 + sender * 0.01}" hae="9000" ce="10" le="10"/><detail>'
+        f'<contact callsign="{party}-S{sender}-T{track}"/><track speed="230" course="90"/>'
+        f'<bench s="{seq}"/></detail></event>'
+    ).encode()
+
+
+async def run_load(plan: Plan, rate: int, duration: float, name: str,
+                   proc: psutil.Process) -> Result:
+    result = Result(name)
+    sent_at: dict[int, tuple[float, str]] = {}
+    counts: dict[str, int] = defaultdict(int)
+    stop = asyncio.Event()
+
+    async def receive(party: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", plan.ports[party])
+        try:
+            while not stop.is_set():
+                try:
+                    data = await asyncio.wait_for(reader.read(262144), 0.2)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                now = time.perf_counter()
+                for match in _SEQ.finditer(data):
+                    seq = int(match.group(1))
+                    origin = sent_at.get(seq)
+                    if origin is None:
+                        continue
+                    if party in plan.targets[origin[1]]:
+                        result.delivered += 1
+                        result.latencies.append(now - origin[0])
+                    else:
+                        result.unexpected += 1
+        finally:
+            writer.close()
+
+    receivers = [asyncio.create_task(receive(p)) for p in plan.receiver_parties]
+    receivers_per_party = defaultdict(int)
+    for party in plan.receiver_parties:
+        receivers_per_party[party] += 1
+    writers = []
+    for party in plan.sender_parties:
+        reader, writer = await asyncio.open_connection("127.0.0.1", plan.ports[party])
+        writers.append((party, reader, writer))
+    await asyncio.sleep(0.5)
+    drains = [asyncio.create_task(_discard(reader, stop)) for _, reader, _ in writers]
+    per_tick = rate / len(writers) / 100.0
+    cpu0 = sum(proc.cpu_times()[:2])
+    seq = 0
+    start = time.perf_counter()
+    tick = 0
+    credit = [0.0] * len(writers)
+    while (now := time.perf_counter()) - start < duration:
+        wall = time.time()
+        for index, (party, _, writer) in enumerate(writers):
+            credit[index] += per_tick
+            batch = []
+            while credit[index] >= 1:
+                credit[index] -= 1
+                seq += 1
+                batch.append(event_bytes(party, index, seq % 100, seq, wall))
+                sent_at[seq] = (time.perf_counter(), party)
+                result.expected += sum(receivers_per_party[t] for t in plan.targets[party])
+                counts[party] += 1
+            if batch:
+                writer.write(b"".join(batch))
+        tick += 1
+        result.rss_mb = max(result.rss_mb, proc.memory_info().rss / 1e6) if tick % 50 == 0 \
+            else result.rss_mb
+        await asyncio.sleep(max(0.0, start + tick * 0.01 - time.perf_counter()))
+    result.seconds = time.perf_counter() - start
+    result.offered = seq
+    await asyncio.sleep(1.0)  # let in-flight messages land
+    result.cpu_s = sum(proc.cpu_times()[:2]) - cpu0
+    result.rss_mb = max(result.rss_mb, proc.memory_info().rss / 1e6)
+    stop.set()
+    for task in receivers + drains:
+        task.cancel()
+    await asyncio.gather(*receivers, *drains, return_exceptions=True)
+    for _, _, writer in writers:
+        writer.close()
+    return result
+
+
+async def _discard(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+    while not stop.is_set() and await reader.read(262144):
+        pass
+
+
+def _start(cmd: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    assert proc.stdout is not None
+    deadline = time.time() + 30
+    for line in proc.stdout:
+        if ready in line:
+            return proc
+        if time.time() > deadline:
+            break
+    proc.kill()
+    raise RuntimeError(f"{cmd[2]} did not start")
+
+
+def bench_relay(receivers: int, senders: int, rate: int, duration: float, parties: int
+                ) -> list[Result]:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = make_plan(parties, senders, receivers)
+        config = Path(tmp) / "bench.toml"
+        config.write_text(hub_config(plan, Path(tmp) / "hub", free_port()))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        hub = _start([sys.executable, "-m", "commonsky", "serve", "--config", str(config),
+                      "--log-level", "info"], "hub serving", env)
+        try:
+            results.append(asyncio.run(run_load(plan, rate, duration, "commonsky hub",
+                                                psutil.Process(hub.pid))))
+        finally:
+            hub.terminate()
+            hub.wait(10)
+        plan = make_plan(parties, senders, receivers)
+        spec = json.dumps({"ports": plan.ports, "targets": plan.targets})
+        relay = _start([sys.executable, "-m", "commonsky.bench.baseline_relay", spec], "ready")
+        try:
+            results.append(asyncio.run(run_load(plan, rate, duration, "policy-free relay",
+                                                psutil.Process(relay.pid))))
+        finally:
+            relay.terminate()
+            relay.wait(10)
+    return results

@@ -1,0 +1,600 @@
+# Rule: the conflict engine is pure and incremental. Items are keyed by (party, uid); an upsert
+# or removal re-checks only that item against the candidates a spatial/temporal index returns,
+# and only across DIFFERENT parties (a line also binds its own party's side). It never reads a
+# clock: every call takes `now` (epoch seconds). Output is a list of ConflictChange events:
+# a conflict is raised once, updated while it lasts and its figures change, cleared when it
+# ends (item removed or changed, or its time passed).
+#
+# Index: a hierarchical grid. Every item has a cap (centre + angular radius) and a time
+# interval. It is filed at the spatial level whose cells (ECEF cubes, 10 km * 4^L) are at
+# least its diameter and the temporal level whose buckets (15 min * 8^M) are at least its
+# duration, so it touches at most 8 cells x 2 buckets; a query walks the occupied levels.
+# Insert-and-check is O(items sharing those cells), not O(n).
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import shapely
+
+from commonsky.deconflict import cpa
+from commonsky.deconflict.geometry import (
+    EARTH_R_M,
+    GEOD,
+    Circle,
+    FloatArray,
+    Frame,
+    Line,
+    Polygon,
+    Site,
+    Volume,
+    cap_of,
+)
+
+Key = tuple[str, str]  # (party, uid)
+ItemType = Literal["volume", "line", "site", "track"]
+ConflictKind = Literal[
+    "volume-volume", "line-crossing", "track-volume", "track-site", "track-track"
+]
+MIN_AREA_M2 = 1.0  # touching edges are not an overlap
+
+
+class Track(msgspec.Struct, frozen=True, kw_only=True):
+    """A live track's state at `time_s` (epoch seconds)."""
+
+    lat: float
+    lon: float
+    alt_m: float
+    gs_mps: float
+    trk_deg: float
+    vs_mps: float
+    time_s: float
+
+
+class Side(msgspec.Struct, frozen=True):
+    party: str
+    uid: str
+    item: ItemType
+    kind: str | None = None  # the volume's kind, when it has one
+
+
+class Conflict(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    kind: ConflictKind
+    a: Side
+    b: Side
+    geometry: dict[str, Any] | None  # GeoJSON geometry of the intersection, (lon, lat)
+    floor_m: float
+    ceiling_m: float
+    start_s: float
+    end_s: float
+    tcpa_s: float | None = None
+    dcpa_m: float | None = None
+    entered_party: str | None = None  # line crossings: whose side was entered
+
+
+class ConflictChange(msgspec.Struct, frozen=True):
+    action: Literal["raised", "updated", "cleared"]
+    conflict: Conflict
+
+
+Minima = Callable[[str, str], tuple[float, float]]  # (party, party) -> (rpz_m, hpz_m)
+
+
+def default_minima(_a: str, _b: str) -> tuple[float, float]:
+    return cpa.RPZ_M, cpa.HPZ_M
+
+
+class _Rec(msgspec.Struct):
+    key: Key
+    item: ItemType
+    obj: Volume | Line | Site | Track
+    centre: FloatArray
+    ang: float
+    t_lo: float
+    t_hi: float
+    cells: list[tuple[int, ...]]
+
+
+SPACE_BASE_M = 10_000.0
+TIME_BASE_S = 900.0
+ALWAYS = -1
+
+
+class _Index:
+    def __init__(self) -> None:
+        self.cells: dict[tuple[int, ...], set[Key]] = {}
+        self.levels: dict[tuple[int, int], set[tuple[int, ...]]] = {}
+
+    @staticmethod
+    def _space_level(ang: float) -> int:
+        size = 2 * ang * EARTH_R_M
+        lvl = 0
+        while SPACE_BASE_M * 4**lvl < size and lvl < 8:
+            lvl += 1
+        return lvl
+
+    @staticmethod
+    def _time_level(t_lo: float, t_hi: float) -> int:
+        if not (math.isfinite(t_lo) and math.isfinite(t_hi)):
+            return ALWAYS
+        lvl = 0
+        while TIME_BASE_S * 8**lvl < t_hi - t_lo:
+            lvl += 1
+            if lvl > 7:
+                return ALWAYS
+        return lvl
+
+    @staticmethod
+    def _ranges(
+        centre: FloatArray, ang: float, sl: int, tl: int, t_lo: float, t_hi: float
+    ) -> tuple[list[range], range]:
+        size = SPACE_BASE_M * 4**sl
+        chord = 2 * EARTH_R_M * math.sin(min(ang, math.pi) / 2) + 1.0
+        p = centre * EARTH_R_M
+        axes = [
+            range(math.floor((v - chord) / size), math.floor((v + chord) / size) + 1) for v in p
+        ]
+        if tl == ALWAYS:
+            return axes, range(0, 1)
+        b = TIME_BASE_S * 8**tl
+        lo = -(2**62) if not math.isfinite(t_lo) else math.floor(t_lo / b)
+        hi = 2**62 if not math.isfinite(t_hi) else math.floor(t_hi / b)
+        return axes, range(lo, hi + 1)
+
+    def insert(self, rec: _Rec) -> None:
+        sl = self._space_level(rec.ang)
+        tl = self._time_level(rec.t_lo, rec.t_hi)
+        axes, times = self._ranges(rec.centre, rec.ang, sl, tl, rec.t_lo, rec.t_hi)
+        occupied = self.levels.setdefault((sl, tl), set())
+        rec.cells = []
+        for ix in axes[0]:
+            for iy in axes[1]:
+                for iz in axes[2]:
+                    for tb in times:
+                        cell = (sl, tl, ix, iy, iz, tb)
+                        self.cells.setdefault(cell, set()).add(rec.key)
+                        occupied.add(cell)
+                        rec.cells.append(cell)
+
+    def delete(self, rec: _Rec) -> None:
+        for cell in rec.cells:
+            members = self.cells.get(cell)
+            if members is None:
+                continue
+            members.discard(rec.key)
+            if not members:
+                del self.cells[cell]
+                self.levels[(cell[0], cell[1])].discard(cell)
+        rec.cells = []
+
+    def query(self, centre: FloatArray, ang: float, t_lo: float, t_hi: float) -> set[Key]:
+        found: set[Key] = set()
+        for (sl, tl), occupied in self.levels.items():
+            if not occupied:
+                continue
+            axes, times = self._ranges(centre, ang, sl, tl, t_lo, t_hi)
+            n = len(axes[0]) * len(axes[1]) * len(axes[2]) * len(times)
+            if n > len(occupied):  # cheaper to scan what is there
+                for cell in occupied:
+                    if (
+                        cell[2] in axes[0]
+                        and cell[3] in axes[1]
+                        and cell[4] in axes[2]
+                        and cell[5] in times
+                    ):
+                        found |= self.cells[cell]
+                continue
+            for ix in axes[0]:
+                for iy in axes[1]:
+                    for iz in axes[2]:
+                        for tb in times:
+                            members = self.cells.get((sl, tl, ix, iy, iz, tb))
+                            if members:
+                                found |= members
+        return found
+
+
+def _conflict_id(kind: str, a: Side, b: Side) -> str:
+    text = f"{kind}|{a.party}|{a.uid}|{b.party}|{b.uid}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _ordered(x: Side, y: Side) -> tuple[Side, Side]:
+    return (x, y) if (x.party, x.uid) <= (y.party, y.uid) else (y, x)
+
+
+def _rounded(c: Conflict) -> Any:
+    """A conflict's figures with float noise removed, to decide whether it changed."""
+
+    def r(v: Any) -> Any:
+        if isinstance(v, float):
+            return round(v, 3)
+        if isinstance(v, list | tuple):
+            return tuple(r(x) for x in v)
+        if isinstance(v, dict):
+            return tuple(sorted((k, r(x)) for k, x in v.items()))
+        return v
+
+    return r(msgspec.to_builtins(c))
+
+
+class ConflictEngine:
+    """Incremental conflict detection between parties' volumes, lines, sites and tracks."""
+
+    def __init__(
+        self,
+        *,
+        lookahead_s: float = cpa.LOOKAHEAD_S,
+        minima: Minima = default_minima,
+        max_rpz_m: float = 20_000.0,
+        track_stale_s: float = 60.0,
+    ) -> None:
+        self.lookahead_s = lookahead_s
+        self.minima = minima
+        self.max_rpz_m = max_rpz_m  # index padding for tracks; minima above it are capped
+        self.track_stale_s = track_stale_s
+        self._recs: dict[Key, _Rec] = {}
+        self._index = _Index()
+        self._conflicts: dict[str, Conflict] = {}
+        self._by_item: dict[Key, set[str]] = {}
+        self._ends: list[tuple[float, Key]] = []  # heap: when volumes end / tracks go stale
+
+    # -- public API --------------------------------------------------------------------------
+
+    def upsert_volume(self, party: str, uid: str, v: Volume, now: float) -> list[ConflictChange]:
+        c, ang = v.shape.cap()
+        return self._upsert((party, uid), "volume", v, c, ang, v.start_s, v.end_s, now)
+
+    def upsert_line(self, party: str, uid: str, line: Line, now: float) -> list[ConflictChange]:
+        c, ang = line.cap()
+        return self._upsert((party, uid), "line", line, c, ang, -math.inf, math.inf, now)
+
+    def upsert_site(self, party: str, uid: str, site: Site, now: float) -> list[ConflictChange]:
+        c, ang = site.area().cap()
+        return self._upsert((party, uid), "site", site, c, ang, -math.inf, math.inf, now)
+
+    def upsert_track(self, party: str, uid: str, t: Track, now: float) -> list[ConflictChange]:
+        end = _track_at(t, self.lookahead_s)
+        c, ang = cap_of([(t.lon, t.lat), end], self.max_rpz_m)
+        t_hi = t.time_s + self.lookahead_s
+        return self._upsert((party, uid), "track", t, c, ang, t.time_s, t_hi, now)
+
+    def remove(self, party: str, uid: str, now: float) -> list[ConflictChange]:
+        del now  # removal is immediate; kept for a uniform signature
+        rec = self._recs.pop((party, uid), None)
+        if rec is None:
+            return []
+        self._index.delete(rec)
+        return self._settle((party, uid), {})
+
+    def expire(self, now: float) -> list[ConflictChange]:
+        """Drop volumes that have ended and stale tracks; clear conflicts whose time passed."""
+        changes: list[ConflictChange] = []
+        while self._ends and self._ends[0][0] <= now:
+            when, key = heapq.heappop(self._ends)
+            rec = self._recs.get(key)
+            if rec is not None and self._end_of(rec) == when:
+                changes += self.remove(key[0], key[1], now)
+        for cid, c in list(self._conflicts.items()):
+            if c.end_s <= now:
+                changes.append(self._drop(cid))
+        return changes
+
+    def conflicts(self) -> list[Conflict]:
+        return sorted(self._conflicts.values(), key=lambda c: c.id)
+
+    def __len__(self) -> int:
+        return len(self._recs)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _end_of(self, rec: _Rec) -> float:
+        if rec.item == "track":
+            return rec.t_lo + self.track_stale_s
+        return rec.t_hi
+
+    def _upsert(
+        self,
+        key: Key,
+        item: ItemType,
+        obj: Volume | Line | Site | Track,
+        centre: FloatArray,
+        ang: float,
+        t_lo: float,
+        t_hi: float,
+        now: float,
+    ) -> list[ConflictChange]:
+        old = self._recs.get(key)
+        if old is not None:
+            self._index.delete(old)
+        rec = _Rec(key, item, obj, centre, ang, t_lo, t_hi, [])
+        self._recs[key] = rec
+        self._index.insert(rec)
+        if math.isfinite(self._end_of(rec)):
+            heapq.heappush(self._ends, (self._end_of(rec), key))
+        found: dict[str, Conflict] = {}
+        q_lo, q_hi = max(t_lo, now), t_hi
+        for other_key in self._index.query(centre, ang, q_lo, q_hi):
+            if other_key == key:
+                continue
+            other = self._recs[other_key]
+            for c in _check(rec, other, self, now):
+                found[c.id] = c
+        return self._settle(key, found)
+
+    def _settle(self, key: Key, found: dict[str, Conflict]) -> list[ConflictChange]:
+        changes: list[ConflictChange] = []
+        for cid in list(self._by_item.get(key, ())):
+            if cid not in found:
+                changes.append(self._drop(cid))
+        for cid, c in found.items():
+            before = self._conflicts.get(cid)
+            if before is None:
+                changes.append(ConflictChange("raised", c))
+            elif _rounded(before) != _rounded(c):
+                changes.append(ConflictChange("updated", c))
+            else:
+                continue
+            self._conflicts[cid] = c
+            for side in (c.a, c.b):
+                self._by_item.setdefault((side.party, side.uid), set()).add(cid)
+        return changes
+
+    def _drop(self, cid: str) -> ConflictChange:
+        c = self._conflicts.pop(cid)
+        for side in (c.a, c.b):
+            ids = self._by_item.get((side.party, side.uid))
+            if ids is not None:
+                ids.discard(cid)
+                if not ids:
+                    del self._by_item[(side.party, side.uid)]
+        return ConflictChange("cleared", c)
+
+
+# -- pair checks -----------------------------------------------------------------------------
+
+
+def _side(rec: _Rec) -> Side:
+    kind = rec.obj.kind if isinstance(rec.obj, Volume) else None
+    return Side(rec.key[0], rec.key[1], rec.item, kind)
+
+
+def _make(
+    kind: ConflictKind, x: _Rec, y: _Rec, geometry: dict[str, Any] | None, **figures: Any
+) -> Conflict:
+    a, b = _ordered(_side(x), _side(y))
+    return Conflict(id=_conflict_id(kind, a, b), kind=kind, a=a, b=b, geometry=geometry, **figures)
+
+
+def _caps_apart(x: _Rec, y: _Rec, pad: float = 0.0) -> bool:
+    cosang = float(np.clip(x.centre @ y.centre, -1.0, 1.0))
+    return math.acos(cosang) > x.ang + y.ang + pad
+
+
+def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Conflict]:
+    pair = {x.item, y.item}
+    if "line" in pair:
+        if pair != {"line"}:
+            line, other = (x, y) if x.item == "line" else (y, x)
+            c = _line_check(line, other, eng, now)
+            if c is not None:
+                yield c
+        return
+    if x.key[0] == y.key[0]:
+        return  # only between different parties
+    if pair == {"volume"}:
+        c = _volume_pair(x, y, now)
+    elif pair == {"track"}:
+        c = _track_pair(x, y, eng, now)
+    elif "track" in pair and pair & {"volume", "site"}:
+        trk, area = (x, y) if x.item == "track" else (y, x)
+        c = _track_area(trk, area, eng, now)
+    else:
+        c = None  # volume/site: a plan over a protected site is not a conflict by itself
+    if c is not None:
+        yield c
+
+
+def _volume_pair(x: _Rec, y: _Rec, now: float) -> Conflict | None:
+    vx, vy = x.obj, y.obj
+    assert isinstance(vx, Volume)
+    assert isinstance(vy, Volume)
+    start, end = max(vx.start_s, vy.start_s), min(vx.end_s, vy.end_s)
+    floor, ceiling = max(vx.floor_m, vy.floor_m), min(vx.ceiling_m, vy.ceiling_m)
+    if not (start < end and end > now and floor < ceiling) or _caps_apart(x, y):
+        return None
+    frame = Frame.around((x.centre, x.ang), (y.centre, y.ang))
+    inter = shapely.intersection(vx.shape.planar(frame), vy.shape.planar(frame))
+    if inter.area < MIN_AREA_M2:
+        return None
+    return _make(
+        "volume-volume",
+        x,
+        y,
+        frame.to_geojson(_areal(inter)),
+        floor_m=floor,
+        ceiling_m=ceiling,
+        start_s=start,
+        end_s=end,
+    )
+
+
+def _areal(g: shapely.Geometry) -> shapely.Geometry:
+    """Keep only the polygonal part of an intersection (drop touching edges and points)."""
+    if isinstance(g, shapely.GeometryCollection) and not isinstance(g, shapely.MultiPolygon):
+        polys = [p for p in g.geoms if isinstance(p, shapely.Polygon | shapely.MultiPolygon)]
+        return shapely.unary_union(polys)
+    return g
+
+
+def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
+    ln = line.obj
+    assert isinstance(ln, Line)
+    party = other.key[0]
+    if party == ln.left_party:
+        wrong, entered = "right", ln.right_party
+    elif party == ln.right_party:
+        wrong, entered = "left", ln.left_party
+    else:
+        return None
+    if _caps_apart(line, other):
+        return None
+    frame = Frame.around((line.centre, line.ang), (other.centre, other.ang))
+    gap = math.acos(float(np.clip(line.centre @ other.centre, -1, 1)))
+    reach = (gap + line.ang + 2 * other.ang) * EARTH_R_M + 1_000.0
+    region = ln.side_region(frame, "right" if wrong == "right" else "left", reach)
+    if isinstance(other.obj, Volume):
+        v = other.obj
+        if v.end_s <= now:
+            return None
+        inter = _areal(shapely.intersection(v.shape.planar(frame), region))
+        if inter.area < MIN_AREA_M2:
+            return None
+        return _make(
+            "line-crossing",
+            line,
+            other,
+            frame.to_geojson(inter),
+            floor_m=v.floor_m,
+            ceiling_m=v.ceiling_m,
+            start_s=v.start_s,
+            end_s=v.end_s,
+            entered_party=entered,
+        )
+    if isinstance(other.obj, Track):
+        hit = _path_through(other.obj, region, frame, eng.lookahead_s)
+        if hit is None:
+            return None
+        geom, t1, t2, lo, hi = hit
+        return _make(
+            "line-crossing",
+            line,
+            other,
+            geom,
+            floor_m=lo,
+            ceiling_m=hi,
+            start_s=t1,
+            end_s=t2,
+            entered_party=entered,
+        )
+    return None
+
+
+def _track_at(t: Track, dt: float) -> tuple[float, float]:
+    lon, lat, _ = GEOD.fwd(t.lon, t.lat, t.trk_deg, t.gs_mps * dt)
+    return float(lon), float(lat)
+
+
+PATH_SAMPLES = 16
+
+
+def _path_through(
+    t: Track, region: shapely.Geometry, frame: Frame, lookahead_s: float
+) -> tuple[dict[str, Any] | None, float, float, float, float] | None:
+    """Where the predicted path lies in the region: (geometry, t1, t2, alt low, alt high).
+
+    Times are epoch seconds; the altitude band is the track's over [t1, t2].
+    """
+    dts = np.linspace(0.0, lookahead_s, PATH_SAMPLES + 1)
+    lon, lat, _ = GEOD.fwd(
+        np.full(len(dts), t.lon),
+        np.full(len(dts), t.lat),
+        np.full(len(dts), t.trk_deg),
+        t.gs_mps * dts,
+    )
+    xy = frame.fwd(np.column_stack([lon, lat]))
+    if t.gs_mps <= 0.0:
+        if not region.contains(shapely.Point(xy[0])):
+            return None
+        t1, t2 = 0.0, lookahead_s
+        geom: shapely.Geometry = shapely.Point(xy[0])
+    else:
+        path = shapely.LineString(xy)
+        geom = shapely.intersection(path, region)
+        if geom.is_empty:
+            return None
+        pts = shapely.get_coordinates(geom)
+        along = shapely.line_locate_point(path, shapely.points(pts))
+        frac = along / max(path.length, 1e-9)
+        t1, t2 = float(frac.min()) * lookahead_s, float(frac.max()) * lookahead_s
+    a1, a2 = t.alt_m + t.vs_mps * t1, t.alt_m + t.vs_mps * t2
+    return frame.to_geojson(geom), t.time_s + t1, t.time_s + t2, min(a1, a2), max(a1, a2)
+
+
+def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
+    t = trk.obj
+    assert isinstance(t, Track)
+    obj = area.obj
+    if _caps_apart(trk, area):
+        return None
+    frame = Frame.around((trk.centre, trk.ang), (area.centre, area.ang))
+    shape: Polygon | Circle | Any
+    if isinstance(obj, Volume):
+        shape, floor, ceiling, start, end = (
+            obj.shape,
+            obj.floor_m,
+            obj.ceiling_m,
+            obj.start_s,
+            obj.end_s,
+        )
+        kind: ConflictKind = "track-volume"
+    else:
+        assert isinstance(obj, Site)
+        shape, floor, ceiling = obj.area(), obj.floor_m, obj.ceiling_m
+        start, end, kind = -math.inf, math.inf, "track-site"
+    hit = _path_through(t, shape.planar(frame), frame, eng.lookahead_s)
+    if hit is None:
+        return None
+    geom, t1, t2, lo, hi = hit
+    lo, hi = max(lo, floor), min(hi, ceiling)
+    s, e = max(t1, start, now), min(t2, end)
+    if not (lo < hi or (lo == hi and floor < lo < ceiling)) or not s <= e:
+        return None
+    return _make(kind, trk, area, geom, floor_m=lo, ceiling_m=hi, start_s=s, end_s=e)
+
+
+def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
+    tx, ty = x.obj, y.obj
+    assert isinstance(tx, Track)
+    assert isinstance(ty, Track)
+    t_ref = max(tx.time_s, ty.time_s, now)
+    states = []
+    for t in (tx, ty):
+        lon, lat = _track_at(t, t_ref - t.time_s)
+        states.append(
+            (lat, lon, t.alt_m + t.vs_mps * (t_ref - t.time_s), t.gs_mps, t.trk_deg, t.vs_mps)
+        )
+    cols = list(zip(*states, strict=True))
+    k = cpa.kinematics(*cols)
+    rpz, hpz = eng.minima(x.key[0], y.key[0])
+    rpz = min(rpz, eng.max_rpz_m)
+    i, j = np.array([0]), np.array([1])
+    ok, tcpa, dcpa, t_in, t_out = cpa.exact_pairs(k, i, j, rpz, hpz, eng.lookahead_s)
+    if not bool(ok[0]):
+        return None
+    tc = float(tcpa[0])
+    pa = _track_at(tx, t_ref - tx.time_s + tc)
+    pb = _track_at(ty, t_ref - ty.time_s + tc)
+    frame = Frame((pa[0] + pb[0]) / 2 if abs(pa[0] - pb[0]) < 180 else pa[0], (pa[1] + pb[1]) / 2)
+    mid = frame.fwd(np.array([pa, pb])).mean(axis=0)
+    za = states[0][2] + tx.vs_mps * tc
+    zb = states[1][2] + ty.vs_mps * tc
+    return _make(
+        "track-track",
+        x,
+        y,
+        frame.to_geojson(shapely.Point(mid)),
+        floor_m=min(za, zb),
+        ceiling_m=max(za, zb),
+        start_s=t_ref + float(t_in[0]),
+        end_s=t_ref + float(t_out[0]),
+        tcpa_s=tc,
+        dcpa_m=float(dcpa[0]),
+    )

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alerts_scenarios import SEA_SHOT, T0, at, jpn_descent, kor_boost
+from shapely.geometry import Point
+
+from commonsky.alerts.fusion import fuse
+from commonsky.alerts.geo import WGS84
+from commonsky.alerts.hazard import assess_launch
+from commonsky.alerts.regions import RegionRegistry
+from commonsky.alerts.simulate import Ballistic
+from commonsky.errors import UsageError
+
+
+def test_builtin_regions_cover_the_three_countries(regions: RegionRegistry) -> None:
+    ids = {r.id for r in regions}
+    assert {"JP-01", "JP-02", "JP-13", "JP-47", "KR-11", "KR-26", "UA-30", "UA-32"} <= ids
+    kinds = {r.kind for r in regions}
+    assert {"prefecture", "province", "oblast", "city"} <= kinds
+    # Capitals fall in their own region (and Seoul is a hole in Gyeonggi, Kyiv in its oblast).
+    for lon, lat, rid in (
+        (139.69, 35.69, "JP-13"),
+        (126.98, 37.57, "KR-11"),
+        (30.52, 50.45, "UA-30"),
+    ):
+        assert [r.id for r in regions.touched_by(Point(lon, lat))] == [rid]
+    assert regions.touched_by(Point(135.0, 40.0)) == []  # Sea of Japan
+
+
+def test_load_from_file_and_refuse_bad_ones(tmp_path: Path) -> None:
+    good = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"id": "X-1", "name": "Square", "kind": "district"},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]],
+                },
+            }
+        ],
+    }
+    f = tmp_path / "r.geojson"
+    f.write_text(json.dumps(good))
+    reg = RegionRegistry.load(f)
+    assert [r.id for r in reg] == ["X-1"]
+    assert reg["X-1"].kind == "district"
+    bowtie = [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]
+    good["features"][0]["geometry"]["coordinates"] = bowtie  # type: ignore[index]
+    f.write_text(json.dumps(good))
+    with pytest.raises(UsageError, match="invalid geometry"):
+        RegionRegistry.load(f)
+    f.write_text("{}")
+    with pytest.raises(UsageError, match=str(f)):
+        RegionRegistry.load(f)
+    with pytest.raises(UsageError, match="cannot read"):
+        RegionRegistry.load(tmp_path / "missing.geojson")
+
+
+def test_sea_shot_warns_nobody(regions: RegionRegistry) -> None:
+    # The November 2022 J-Alert error: a missile that stays over the Sea of Japan, ~200 km
+    # from the coast, must not warn Miyagi, Yamagata, Niigata or anyone else — at any stage.
+    rng = np.random.default_rng(11)
+    kor, jpn = kor_boost(SEA_SHOT, rng), jpn_descent(SEA_SHOT, rng)
+    for now, reps in ((at(151), [kor]), (at(SEA_SHOT.flight_s - 39), [kor, jpn])):
+        ev = fuse(reps)
+        assert ev is not None
+        hz = assess_launch(ev, regions, now)
+        assert hz.threatened == (), hz.threatened
+
+
+def test_overflight_warns_the_prefecture_under_the_track(regions: RegionRegistry) -> None:
+    # October 2022: an IRBM over Aomori into the Pacific. Aomori is warned (overflight), no
+    # region is warned for impact, and Tokyo/Okinawa/Korea are not warned at all.
+    az, _b, _d = WGS84.inv(126.5, 40.6, 140.9, 40.8)
+    irbm = Ballistic(40.6, 126.5, T0, float(az), 4_000_000.0, 970_000.0)
+    ev = fuse([kor_boost(irbm, np.random.default_rng(12))])
+    assert ev is not None
+    hz = assess_launch(ev, regions, at(151))
+    reasons = {t.region_id: t.reason for t in hz.threatened}
+    assert reasons.get("JP-02") == "overflight"
+    assert "impact" not in reasons.values()
+    assert not {"JP-13", "JP-47", "KR-11", "KR-26"} & set(reasons)
+    # Once the missile is past Japan, Aomori is no longer on the remaining path.
+    later = assess_launch(ev, regions, at(600))
+    assert "JP-02" not in {t.region_id for t in later.threatened}
+    done = assess_launch(ev, regions, irbm.impact_time + timedelta(minutes=5))
+    assert done.over
+    assert "sea" in done.outcome

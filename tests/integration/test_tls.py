@@ -1,0 +1,108 @@
+"""TAK over TLS with client certificates from the hub CA (made by the real CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import ssl
+from pathlib import Path
+
+import pytak
+import pytest
+
+from commonsky.cli import main
+from tests.conftest import base_config, running_hub
+from tests.integration.test_tak_tcp import FULL_TRACKS, track
+
+
+def cli(*args: str) -> None:
+    try:
+        main(list(args))
+    except SystemExit as exc:  # success returns normally; any exit must be a clean one
+        assert exc.code in (0, None)
+
+
+async def test_pytak_tls_client_delivers_across_parties(tmp_path: Path, pki: Path) -> None:
+    config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca")
+    async with running_hub(config) as hub:
+        jpn = await hub.connect_tls(pki / "ca/clients/JPN/jpn-ops.pem",
+                                    pki / "ca/clients/JPN/jpn-ops-key.pem", pki / "ca/ca.pem")
+        await jpn.wait_for(lambda e: e["type"] == "t-x-takp-v")
+        section = configparser.ConfigParser()
+        section["pytak"] = {
+            "COT_URL": f"tls://127.0.0.1:{hub.server.port('tak-tls')}",
+            "PYTAK_TLS_CLIENT_CERT": str(pki / "ca/clients/USA/usa-ops.pem"),
+            "PYTAK_TLS_CLIENT_KEY": str(pki / "ca/clients/USA/usa-ops-key.pem"),
+            "PYTAK_TLS_CLIENT_CAFILE": str(pki / "ca/ca.pem"),
+            "PYTAK_TLS_DONT_CHECK_HOSTNAME": "1",
+        }
+        reader, writer = await pytak.protocol_factory(section["pytak"])
+        writer.write(track("TLS-1", callsign="OVER-TLS"))
+        await writer.drain()
+        got = await jpn.wait_for(lambda e: e["uid"] == "USA::TLS-1")
+        assert got["callsign"] == "OVER-TLS"
+        # Identity came from the certificate: the hub knows the user by its CN.
+        conns = hub.hub.connections["USA"]
+        assert {c.user for c in conns} == {"usa-ops"}
+        writer.close()
+
+
+async def test_certificate_from_another_ca_is_refused(tmp_path: Path, pki: Path) -> None:
+    config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca")
+    async with running_hub(config) as hub:
+        jpn = await hub.connect_tls(pki / "ca/clients/JPN/jpn-ops.pem",
+                                    pki / "ca/clients/JPN/jpn-ops-key.pem", pki / "ca/ca.pem")
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            rogue = await hub.connect_tls(pki / "rogue-ca/clients/USA/usa-ops.pem",
+                                          pki / "rogue-ca/clients/USA/usa-ops-key.pem",
+                                          pki / "ca/ca.pem")
+            rogue.send(track("ROGUE"))
+            await rogue.collect(0.5)
+        assert all(e["uid"] != "USA::ROGUE" for e in await jpn.collect(0.2))
+        assert not hub.hub.connections["USA"]
+
+
+async def test_without_client_certificate_is_refused(tmp_path: Path, pki: Path) -> None:
+    config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca")
+    async with running_hub(config) as hub:
+        context = ssl.create_default_context(cafile=str(pki / "ca/ca.pem"))
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", hub.server.port("tak-tls"), ssl=context, server_hostname="localhost")
+            writer.write(track("NOCERT"))
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(100), 2)
+            if not data:
+                raise ConnectionError("closed")
+
+
+async def test_certificate_of_undeclared_party_is_closed(tmp_path: Path, pki: Path) -> None:
+    config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca")
+    async with running_hub(config) as hub:
+        stranger = await hub.connect_tls(pki / "ca/clients/ZZZ/zzz-ops.pem",
+                                         pki / "ca/clients/ZZZ/zzz-ops-key.pem", pki / "ca/ca.pem")
+        with pytest.raises(ConnectionError):
+            await stranger.collect(1.0)
+
+
+def test_cert_issue_writes_pkcs12_that_opens_with_the_atak_password(pki: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    bundle = pkcs12.load_pkcs12((pki / "ca/clients/USA/usa-ops.p12").read_bytes(), b"atakatak")
+    assert bundle.cert is not None and bundle.key is not None
+    subject = bundle.cert.certificate.subject.rfc4514_string()
+    assert "O=USA" in subject and "CN=usa-ops" in subject
+    assert (pki / "ca/clients/USA/usa-ops-key.pem").stat().st_mode & 0o077 == 0
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pki")
+    for ca, parties in (("ca", ("USA", "JPN", "ZZZ")), ("rogue-ca", ("USA",))):
+        cli("ca", "init", "--dir", str(root / ca))
+        for party in parties:
+            cli("cert", "issue", "--ca", str(root / ca), "--party", party,
+                "--name", f"{party.lower()}-ops", "--out", str(root / ca / "clients" / party))
+    return root
+
+

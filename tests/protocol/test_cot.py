@@ -1,0 +1,78 @@
+"""CoT XML codec: round trips and refusals, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from commonsky.errors import RemoteProtocolError
+from commonsky.model import CotEvent, Point
+from commonsky.protocol.cot import XmlLimits, encode_event, parse_event
+
+EVENT = (
+    b'<?xml version="1.0" encoding="UTF-8"?><event version="2.0" uid="A1" type="a-f-A" '
+    b'time="2024-01-01T00:00:00Z" start="2024-01-01T00:00:00Z" stale="2024-01-01T00:01:00Z" '
+    b'how="m-g"><point lat="1.5" lon="-2" hae="100" ce="5" le="6"/><detail>'
+    b'<contact callsign="Viper &amp; 1"/><track speed="200" course="90"/>'
+    b'<marti><dest callsign="OPS"/><dest party="RUS"/></marti></detail></event>'
+)
+
+
+def test_parse_lifts_routing_fields() -> None:
+    event = parse_event(EVENT)
+    assert (event.uid, event.type, event.how) == ("A1", "a-f-A", "m-g")
+    assert event.point == Point(1.5, -2.0, 100.0, 5.0, 6.0)
+    assert event.stale - event.time == 60
+    assert (event.callsign, event.speed, event.course) == ("Viper & 1", 200.0, 90.0)
+    assert event.dest_callsigns == ("OPS",) and event.dest_parties == ("RUS",)
+
+
+def test_encode_parse_round_trip() -> None:
+    event = parse_event(EVENT)
+    assert parse_event(encode_event(event)) == event
+
+
+texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
+
+
+@given(uid=texts.filter(lambda s: not any(c.isspace() for c in s)), callsign=texts,
+       lat=st.floats(-90, 90), lon=st.floats(-180, 180))
+def test_round_trip_any_text(uid: str, callsign: str, lat: float, lon: float) -> None:
+    from xml.sax.saxutils import quoteattr
+
+    event = CotEvent(uid=uid, type="a-h-G", time=1e9, start=1e9, stale=1e9 + 60, how="m-g",
+                     point=Point(lat, lon), detail=f"<contact callsign={quoteattr(callsign)}/>",
+                     callsign=callsign)
+    first = parse_event(encode_event(event))
+    assert (first.uid, first.callsign, first.point) == (uid, callsign, event.point)
+    assert parse_event(encode_event(first)) == first
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"<event uid='x' type='a'/>", "malformed"),  # no times
+    (EVENT.replace(b'lat="1.5"', b'lat="91"'), "malformed"),
+    (EVENT.replace(b'lat="1.5"', b'lat="nan"'), "malformed"),
+    (EVENT.replace(b'lon="-2"', b'lon="east"'), "malformed"),
+    (EVENT.replace(b'<point lat="1.5" lon="-2" hae="100" ce="5" le="6"/>', b""), "malformed"),
+    (EVENT.replace(b'time="2024-01-01T00:00:00Z"', b'time="yesterday"'), "malformed"),
+    (EVENT.replace(b'uid="A1"', b'uid="A 1"'), "malformed"),
+    (EVENT.replace(b"<event ", b"<evil ").replace(b"</event>", b"</evil>"), "malformed"),
+    (EVENT[:-10], "malformed"),
+    (EVENT.replace(b"Viper", b"Vi\xc3\x28per"), "bad_utf8"),
+    (b'<!DOCTYPE x [<!ENTITY a "b">]>' + EVENT[38:], "dtd"),
+    (EVENT.replace(b"<detail>", b"<detail>" + b"<x>" * 40).replace(
+        b"</detail>", b"</x>" * 40 + b"</detail>"), "too_deep"),
+    (EVENT.replace(b'how="m-g"', b'how="' + b"m" * 5000 + b'"'), "attribute_too_long"),
+    (EVENT + b" " * 70000, "oversized"),
+])
+def test_refusals_name_their_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_event(data, XmlLimits())
+    assert info.value.reason == reason
+
+
+def test_entities_are_never_expanded_even_if_predeclared() -> None:
+    # XML's five predefined entities are fine; anything else is not well-formed here.
+    with pytest.raises(RemoteProtocolError):
+        parse_event(EVENT.replace(b"Viper &amp; 1", b"&custom;"))

@@ -1,0 +1,142 @@
+"""The TAK stream state machine fed byte by byte, in random chunks and with random bytes."""
+
+from __future__ import annotations
+
+import takproto
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commonsky.protocol.cot import XmlLimits, control_event, encode_event, parse_event
+from commonsky.protocol.stream import (
+    EventReceived,
+    MessageRefused,
+    Mode,
+    ProtocolSwitched,
+    StreamEvent,
+    TakStream,
+    frame_proto,
+)
+from commonsky.protocol.takv1 import event_to_proto, parse_proto_event
+from tests.protocol.test_cot import EVENT
+
+
+def feed(stream: TakStream, data: bytes, cuts: list[int]) -> list[StreamEvent]:
+    events: list[StreamEvent] = []
+    last = 0
+    for cut in sorted(set(cuts)) + [len(data)]:
+        events += stream.receive_data(data[last:cut], now=0.0)
+        last = cut
+    return events
+
+
+def received(events: list[StreamEvent]) -> list[str]:
+    return [e.event.uid for e in events if isinstance(e, EventReceived)]
+
+
+def three_events() -> bytes:
+    return b"".join(EVENT.replace(b'uid="A1"', f'uid="E{i}"'.encode()) for i in range(3))
+
+
+def test_byte_by_byte_equals_all_at_once() -> None:
+    data = three_events()
+    one_go = TakStream().receive_data(data, 0.0)
+    stream = TakStream()
+    bytewise = [ev for b in data for ev in stream.receive_data(bytes([b]), 0.0)]
+    assert one_go == bytewise and received(one_go) == ["E0", "E1", "E2"]
+
+
+@given(st.lists(st.integers(0, 2000), max_size=20))
+def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
+    data = three_events()
+    assert received(feed(TakStream(), data, cuts)) == ["E0", "E1", "E2"]
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=3000), st.sampled_from([Mode.XML, Mode.PROTO]))
+def test_random_bytes_only_ever_produce_refusals(data: bytes, mode: Mode) -> None:
+    stream = TakStream(XmlLimits(message_bytes=1024))
+    stream.mode = mode
+    events = stream.receive_data(data, 0.0)
+    assert all(isinstance(e, MessageRefused | EventReceived) for e in events)
+    if mode is Mode.XML:
+        # XML framing always recovers: close whatever junk is open, then a good event arrives.
+        assert received(stream.receive_data(b"</event>" + EVENT, 0.0)) == ["A1"]
+
+
+def test_ping_is_answered_and_not_delivered() -> None:
+    stream = TakStream()
+    ping = encode_event(control_event("takPing", "t-x-c-t", 100.0))
+    assert stream.receive_data(ping, 101.0) == []
+    pong = parse_event(stream.data_to_send())
+    assert pong.type == "t-x-c-t-r" and pong.time == 101.0
+
+
+def test_negotiation_switches_both_sides_to_protobuf() -> None:
+    server, client = TakStream(), TakStream(role="client")
+    offer = parse_event(server.offer(0.0))
+    assert offer.type == "t-x-takp-v" and 'version="1"' in offer.detail
+    request = client.request_protobuf(0.0)
+    assert server.receive_data(request, 1.0) == [ProtocolSwitched(Mode.PROTO)]
+    assert client.receive_data(server.data_to_send(), 1.0) == [ProtocolSwitched(Mode.PROTO)]
+    event = parse_event(EVENT)
+    wire = client.encode(event)
+    assert wire[0] == 0xBF
+    got = server.receive_data(wire, 2.0)
+    assert isinstance(got[0], EventReceived) and got[0].event.callsign == "Viper & 1"
+    # takproto, an independent implementation, reads what we framed.
+    parsed = takproto.parse_proto(bytearray(wire))
+    assert parsed.cotEvent.uid == "A1" and parsed.cotEvent.detail.contact.callsign == "Viper & 1"
+
+
+def test_a_second_request_after_switching_is_refused_politely() -> None:
+    server = TakStream()
+    server.receive_data(TakStream(role="client").request_protobuf(0.0), 0.0)
+    server.data_to_send()
+    again = control_event("protouid", "t-x-takp-q", 0.0,
+                          '<TakControl><TakRequest version="1"/></TakControl>')
+    server.receive_data(frame_proto(event_to_proto(again)), 0.0)
+    assert b"status" in server.data_to_send()
+    assert server.mode is Mode.PROTO
+
+
+def test_proto_xml_round_trip_keeps_typed_and_extra_detail() -> None:
+    event = parse_event(EVENT)
+    back = parse_proto_event(event_to_proto(event))
+    assert (back.uid, back.callsign, back.speed, back.course) == ("A1", "Viper & 1", 200.0, 90.0)
+    assert back.dest_parties == ("RUS",) and back.point == event.point
+
+
+def test_takproto_made_message_is_read() -> None:
+    data = takproto.xml2proto(EVENT.decode(), takproto.TAKProtoVer.STREAM)
+    stream = TakStream()
+    stream.mode = Mode.PROTO
+    events = stream.receive_data(bytes(data), 0.0)
+    assert received(events) == ["A1"]
+
+
+def test_oversized_xml_is_skipped_and_the_stream_recovers() -> None:
+    stream = TakStream(XmlLimits(message_bytes=2048))
+    junk = b'<event uid="big" x="' + b"A" * 100_000 + b'"></event>'
+    events = stream.receive_data(junk[:50_000], 0.0) + stream.receive_data(junk[50_000:] + EVENT,
+                                                                           0.0)
+    assert [e.reason for e in events if isinstance(e, MessageRefused)] == ["oversized"]
+    assert received(events) == ["A1"]
+    assert stream.pending_bytes == 0
+
+
+def test_protobuf_framing_errors_are_fatal() -> None:
+    for data, reason in ((b"\x00abc", "bad_magic"), (b"\xbf\xff\xff\xff\x7f", "oversized"),
+                         (b"\xbf" + b"\xff" * 11, "bad_length")):
+        stream = TakStream()
+        stream.mode = Mode.PROTO
+        (event,) = stream.receive_data(data, 0.0)
+        assert isinstance(event, MessageRefused) and event.fatal and event.reason == reason
+
+
+def test_partial_protobuf_waits_for_the_rest() -> None:
+    wire = frame_proto(event_to_proto(parse_event(EVENT)))
+    stream = TakStream()
+    stream.mode = Mode.PROTO
+    assert stream.receive_data(wire[:-1], 0.0) == []
+    assert stream.pending_bytes == len(wire) - 1
+    assert received(stream.receive_data(wire[-1:], 0.0)) == ["A1"]

@@ -1,0 +1,137 @@
+"""Config files and the command line: good files load; bad ones give one line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from commonsky.config import load_config
+from commonsky.errors import UsageError
+from commonsky.model import Category, Disclosure
+
+GOOD = """
+[server]
+data_dir = "var/hub"
+http = "127.0.0.1:8080"
+
+[[listener]]
+kind = "tak-tcp"
+bind = "127.0.0.1:18087"
+party = "USA"
+
+[[listener]]
+kind = "tak-tls"
+bind = "127.0.0.1:8089"
+ca = "var/ca"
+
+[[party]]
+id = "USA"
+name = "United States"
+
+[[party]]
+id = "JPN"
+
+[[agreement]]
+name = "US-JP missile warning"
+from = "USA"
+to = ["JPN"]
+categories = ["track", "launch"]
+disclosure = "full"
+area = [[120, 20], [150, 20], [150, 50], [120, 50], [120, 20]]
+valid_from = 2024-01-01T00:00:00Z
+valid_until = "2030-01-01T00:00:00Z"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hub.toml"
+    path.write_text(text)
+    return path
+
+
+def test_contract_example_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    (agreement,) = config.agreements
+    assert agreement.categories == {Category.TRACK, Category.LAUNCH}
+    assert agreement.disclosure is Disclosure.FULL
+    assert agreement.valid_from is not None and agreement.valid_until is not None
+    assert [lc.kind for lc in config.listeners] == ["tak-tcp", "tak-tls"]
+    assert config.settings.limit_message_bytes == 65536
+
+
+BAD = [
+    ('disclosure = "full"', 'disclosure = "everything"', "disclosure = 'everything'"),
+    ('to = ["JPN"]', 'to = ["XXX"]', "'XXX'"),
+    ('categories = ["track", "launch"]', 'categories = ["tracks"]', "'tracks'"),
+    ('bind = "127.0.0.1:18087"', 'bind = "0.0.0.0:18087"', "insecure_remote"),
+    ('bind = "127.0.0.1:18087"', 'bind = "nowhere"', "bind = 'nowhere'"),
+    ('kind = "tak-tcp"', 'kind = "udp"', "kind = 'udp'"),
+    ('http = "127.0.0.1:8080"', 'http = "127.0.0.1:8080"\nlimit_message_bytes = "big"',
+     "limit_message_bytes"),
+    ('http = "127.0.0.1:8080"', 'http = "127.0.0.1:8080"\nlimit_bogus = 1', "limit_bogus"),
+    ('name = "United States"', 'name = "United States"\ncolour = "blue"', "colour"),
+    ('valid_until = "2030-01-01T00:00:00Z"', 'valid_until = "2020-01-01T00:00:00Z"',
+     "valid_until"),
+    ('[120, 50], [120, 20]]', '[120, 50]]', "closed ring"),
+    ('[150, 50], [120, 50]', '[120, 50], [150, 50]', "self-intersecting"),
+    ('id = "JPN"', 'id = "USA"', "declared twice"),
+    ("[[party]]\nid = \"JPN\"", "[[party]]\nid = \"JPN\"\n[oops", "invalid TOML"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "named"), BAD)
+def test_bad_config_names_the_problem(tmp_path: Path, old: str, new: str, named: str) -> None:
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert named in message and str(path) in message and "\n" not in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read config"):
+        load_config(tmp_path / "nope.toml")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "commonsky", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_serve_with_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace('disclosure = "full"', 'disclosure = "all"'))
+    result = run_cli("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "disclosure = 'all'" in result.stderr
+
+
+def test_serve_with_binary_garbage_config(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    result = run_cli("serve", "--config", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["bogus"], ["serve"], ["serve", "--config"], ["deconflict", "tracks"],
+    ["cert", "issue", "--ca", "/nonexistent", "--party", "USA", "--name", "x", "--out", "/tmp/x"],
+    ["demo", "--duration", "soon"],
+])
+def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
+@pytest.mark.parametrize("command", [
+    [], ["serve"], ["demo"], ["ca", "init"], ["cert", "issue"], ["deconflict", "tracks"],
+    ["ledger", "export"], ["ledger", "verify"], ["bench", "relay"],
+])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout
