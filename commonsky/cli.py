@@ -24,6 +24,7 @@ from commonsky.alerts import cli as alerts_cli
 from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
+from commonsky.settings import SETTINGS, flag_name
 
 app = typer.Typer(
     name="commonsky",
@@ -45,25 +46,96 @@ app.add_typer(ca_app, name="ca")
 app.add_typer(cert_app, name="cert")
 
 
-@app.command()
+def _settings_epilog() -> str:
+    lines = [
+        "Any \\[server] setting can also be given as a flag or a COMMONSKY_* variable "
+        "(flag > variable > file > default):\n\n"
+    ]
+    for setting in SETTINGS:
+        lines.append(
+            f"{flag_name(setting.name)} {setting.type.__name__.upper()}"
+            f" (default {setting.default}): {setting.help}\n\n"
+        )
+    return "".join(lines)
+
+
+def _setting_flags(args: list[str]) -> dict[str, str]:
+    """Parse `--limit-queue-tracks 100` / `--timeout-idle-s=30` against the settings table."""
+    known = {flag_name(s.name): s.name for s in SETTINGS}
+    out: dict[str, str] = {}
+    rest = list(args)
+    while rest:
+        flag = rest.pop(0)
+        name, eq, value = flag.partition("=")
+        if name not in known:
+            raise UsageError(f"no such option: {name}")
+        if not eq:
+            if not rest:
+                raise UsageError(f"option {name} needs a value")
+            value = rest.pop(0)
+        out[known[name]] = value
+    return out
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=_settings_epilog(),
+)
 def serve(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="Hub configuration file (TOML).")],
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Run a hub until Ctrl-C (or SIGTERM). Settings may also come from COMMONSKY_* variables."""
+    """Run a hub until Ctrl-C (or SIGTERM)."""
     from commonsky.config import load_config
     from commonsky.hub.server import serve_forever
 
     _logging(log_level)
-    hub_config = load_config(config)
+    hub_config = load_config(config, _setting_flags(list(ctx.args)))
     asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop)))
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds (exit 0 when every check held)."),
+    ] = None,
+    speed: Annotated[float, typer.Option(help="Time compression of the scenarios.")] = 1.0,
+    http: Annotated[str, typer.Option(help="HOST:PORT of the live map.")] = "127.0.0.1:8080",
+    data_dir: Annotated[Path, typer.Option(help="Where the demo hub keeps its data.")] = Path(
+        "var/demo"
+    ),
+) -> None:
+    """Play the seed situations end to end through a real hub; summary in DATA_DIR/summary.json."""
+    from commonsky.demo.quick import run_quick_demo
+
+    if speed <= 0 or (duration is not None and duration <= 0):
+        raise UsageError("--speed and --duration must be positive")
+    _logging("warning")
+
+    async def play(stop: asyncio.Event) -> dict[str, object]:
+        wait = None if duration is not None else stop
+        return await run_quick_demo(data_dir, http, wait)
+
+    summary = asyncio.run(_until_signal_result(play))
+    for scenario in summary["scenarios"]:  # type: ignore[attr-defined]
+        for check in scenario["checks"]:
+            print(("held  " if check["held"] else "FAILED") + "  " + check["name"])
+    print(f"summary written to {data_dir / 'summary.json'}")
+    if not summary["all_held"]:
+        sys.exit(1)
 
 
 @ca_app.command("init")
 def ca_init(
     dir: Annotated[Path, typer.Option("--dir", help="Folder for ca.pem, ca-key.pem, server.pem.")],
-    name: Annotated[list[str] | None, typer.Option(
-        "--server-name", help="Extra DNS name or IP for the hub's server certificate.")] = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server-name", help="Extra DNS name or IP for the hub's server certificate."
+        ),
+    ] = None,
 ) -> None:
     """Create a hub CA and the hub's TLS server certificate."""
     from commonsky.pki import init_ca
@@ -119,26 +191,49 @@ def bench_relay(
         raise UsageError("--receivers, --senders, --rate, --parties and --duration must be > 0")
     hub, relay = run(receivers, senders, rate, duration, parties)
     rows = [hub.row(), relay.row()]
-    table = Table(title=f"bench relay: {receivers} receivers, {senders} senders, {rate} msg/s "
-                        f"offered, {duration:g} s, {os.cpu_count()} cores")
-    for column in rows[0]:
-        table.add_column(column, justify="right")
+    table = Table(
+        title=f"bench relay: {receivers} receivers, {senders} senders, {rate} msg/s "
+        f"offered, {duration:g} s, {os.cpu_count()} cores"
+    )
+    table.add_column("measure")
     for row in rows:
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console().print(table)
+        table.add_column(str(row["system"]), justify="right")
+    for key in list(rows[0])[1:]:
+        table.add_row(
+            key,
+            *(f"{row[key]:.3f}" if isinstance(row[key], float) else str(row[key]) for row in rows),
+        )
+    Console(width=100).print(table)
     h, r = rows
-    print(f"throughput ratio hub/relay = {float(h['delivered msg/s']) / float(r['delivered msg/s']):.3f}"
-          f"  (target >= 0.8)")
-    print(f"p99 ratio hub/relay = {float(h['p99 ms']) / max(1e-9, float(r['p99 ms'])):.2f}"
-          f"  (target <= 2)")
-    print(f"hub RSS = {hub.rss_mb:.0f} MB (target <= 300); unexpected deliveries = "
-          f"{hub.unexpected} (target 0)")
+    throughput = float(h["delivered msg/s"]) / float(r["delivered msg/s"])
+    print(f"throughput ratio hub/relay = {throughput:.3f}  (target >= 0.8)")
+    print(
+        f"p99 ratio hub/relay = {float(h['p99 ms']) / max(1e-9, float(r['p99 ms'])):.2f}"
+        f"  (target <= 2)"
+    )
+    print(
+        f"hub RSS = {hub.rss_mb:.0f} MB (target <= 300); unexpected deliveries = "
+        f"{hub.unexpected} (target 0)"
+    )
+
+
+async def _until_signal_result(
+    run: Callable[[asyncio.Event], Awaitable[dict[str, object]]],
+) -> dict[str, object]:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await run(stop)
 
 
 def _register_optional_commands() -> None:
     # Benchmarks and commands contributed by the feature packages, when they define them.
-    for module, bench_name in ((deconflict_cli, "deconflict"), (ledger_cli, "ledger"),
-                               (alerts_cli, "warnings")):
+    for module, bench_name in (
+        (deconflict_cli, "deconflict"),
+        (ledger_cli, "ledger"),
+        (alerts_cli, "warnings"),
+    ):
         bench = getattr(module, "bench", None)
         if bench is not None:
             bench_app.command(bench_name)(bench)
@@ -149,7 +244,10 @@ _register_optional_commands()
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, standalone_mode=False)
+        # Without standalone mode Click hands back typer.Exit codes instead of exiting.
+        if isinstance(status, int) and status:
+            sys.exit(status)
     except UsageError as exc:
         print(f"commonsky: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -146,10 +146,14 @@ def config_from_dict(
         parties.append(Party(pid, table.get("name", str) or pid))
         table.finish()
 
-    listeners = [_listener(raw, index, source, seen)
-                 for index, raw in enumerate(_array(data, "listener", source), 1)]
-    agreements = [_agreement(raw, index, source, seen)
-                  for index, raw in enumerate(_array(data, "agreement", source), 1)]
+    listeners = [
+        _listener(raw, index, source, seen)
+        for index, raw in enumerate(_array(data, "listener", source), 1)
+    ]
+    agreements = [
+        _agreement(raw, index, source, seen)
+        for index, raw in enumerate(_array(data, "agreement", source), 1)
+    ]
     return HubConfig(settings, tuple(listeners), tuple(parties), tuple(agreements), source)
 
 
@@ -164,7 +168,9 @@ def _listener(raw: Any, index: int, source: str, parties: set[str]) -> ListenerC
     table = _Table(raw, f"{source}: [[listener]] #{index}")
     kind = table.get("kind", str, required=True)
     if kind not in LISTENER_KINDS:
-        raise UsageError(f"{table.where}: kind = {kind!r} must be one of {', '.join(LISTENER_KINDS)}")
+        raise UsageError(
+            f"{table.where}: kind = {kind!r} must be one of {', '.join(LISTENER_KINDS)}"
+        )
     host, port = parse_hostport(table.get("bind", str, required=True), f"{table.where}: bind")
     insecure = bool(table.get("insecure_remote", bool))
     party = table.get("party", str)
@@ -173,7 +179,7 @@ def _listener(raw: Any, index: int, source: str, parties: set[str]) -> ListenerC
     key = table.get("key", str)
     if kind == "tak-tcp":
         if party is None:
-            raise UsageError(f"{table.where}: a tak-tcp listener needs party = \"…\"")
+            raise UsageError(f'{table.where}: a tak-tcp listener needs party = "…"')
         if party not in parties:
             raise UsageError(f"{table.where}: party = {party!r} is not a declared [[party]]")
         if not is_loopback(host) and not insecure:
@@ -183,13 +189,18 @@ def _listener(raw: Any, index: int, source: str, parties: set[str]) -> ListenerC
             )
     else:
         if ca is None:
-            raise UsageError(f"{table.where}: a tak-tls listener needs ca = \"DIR\"")
+            raise UsageError(f'{table.where}: a tak-tls listener needs ca = "DIR"')
         if party is not None:
             raise UsageError(f"{table.where}: party comes from the client certificate on tak-tls")
     table.finish()
     return ListenerConfig(
-        kind, host, port, party,
-        Path(ca) if ca else None, Path(cert) if cert else None, Path(key) if key else None,
+        kind,
+        host,
+        port,
+        party,
+        Path(ca) if ca else None,
+        Path(cert) if cert else None,
+        Path(key) if key else None,
         insecure,
     )
 
@@ -234,8 +245,17 @@ def _agreement(raw: Any, index: int, source: str, parties: set[str]) -> Agreemen
                 raise UsageError(f"{table.where}: {key} = {value!r} must be positive")
             options[key] = float(value)
     table.finish()
-    return Agreement(name, provider, tuple(recipients), frozenset(categories), disclosure,
-                     area, start, end, options)
+    return Agreement(
+        name,
+        provider,
+        tuple(recipients),
+        frozenset(categories),
+        disclosure,
+        area,
+        start,
+        end,
+        options,
+    )
 
 
 def _area(raw: list[Any] | None, where: str) -> tuple[tuple[float, float], ...] | None:
@@ -246,8 +266,11 @@ def _area(raw: list[Any] | None, where: str) -> tuple[tuple[float, float], ...] 
 
     ring: list[tuple[float, float]] = []
     for pair in raw:
-        if (not isinstance(pair, list) or len(pair) != 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)):
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+        ):
             raise UsageError(f"{where}: area entry {pair!r} is not [lon, lat]")
         lon, lat = float(pair[0]), float(pair[1])
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):

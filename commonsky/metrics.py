@@ -20,22 +20,35 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.connections = Gauge("commonsky_connections", "Open TAK connections.",
-                                 ["listener", "party"], registry=r)
-        self.items_in = Counter("commonsky_items_in", "Items accepted from parties.",
-                                ["party", "category"], registry=r)
-        self.items_out = Counter("commonsky_items_out", "Items written to connections.",
-                                 ["party", "category"], registry=r)
-        self.refusals = Counter("commonsky_refusals", "Messages refused, by reason.",
-                                ["reason"], registry=r)
-        self.queue_drops = Counter("commonsky_queue_drops",
-                                   "Live updates dropped or coalesced for slow readers.",
-                                   ["policy"], registry=r)
-        self.closed = Counter("commonsky_connections_closed", "Connections closed by the hub.",
-                              ["reason"], registry=r)
-        self.latency = FastHistogram("commonsky_delivery_latency_seconds",
-                                     "From acceptance to the write on a recipient's socket.",
-                                     _LATENCY_BUCKETS)
+        self.connections = Gauge(
+            "commonsky_connections", "Open TAK connections.", ["listener", "party"], registry=r
+        )
+        self.items_in = Counter(
+            "commonsky_items_in", "Items accepted from parties.", ["party", "category"], registry=r
+        )
+        self.items_out = Counter(
+            "commonsky_items_out",
+            "Items written to connections.",
+            ["party", "category"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "commonsky_refusals", "Messages refused, by reason.", ["reason"], registry=r
+        )
+        self.queue_drops = Counter(
+            "commonsky_queue_drops",
+            "Live updates dropped or coalesced for slow readers.",
+            ["policy"],
+            registry=r,
+        )
+        self.closed = Counter(
+            "commonsky_connections_closed", "Connections closed by the hub.", ["reason"], registry=r
+        )
+        self.latency = FastHistogram(
+            "commonsky_delivery_latency_seconds",
+            "From acceptance to the write on a recipient's socket.",
+            _LATENCY_BUCKETS,
+        )
         r.register(self.latency)
         self._cache: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
 

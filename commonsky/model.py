@@ -27,8 +27,14 @@ class Category(enum.StrEnum):
 # Durable categories are stored before they are relayed and replayed on reconnect; the
 # others are live (latest per uid wins, and a slow reader may miss intermediate updates).
 DURABLE: frozenset[Category] = frozenset(
-    {Category.HOTLINE, Category.LAUNCH, Category.AIRSPACE, Category.SITE, Category.ALERT,
-     Category.CONFLICT}
+    {
+        Category.HOTLINE,
+        Category.LAUNCH,
+        Category.AIRSPACE,
+        Category.SITE,
+        Category.ALERT,
+        Category.CONFLICT,
+    }
 )
 
 
@@ -104,13 +110,13 @@ class CotEvent(msgspec.Struct, frozen=True):
 class Item(msgspec.Struct, frozen=True):
     """A CoT event accepted by the hub: who sent it, in which category, in which order."""
 
-    party: str            # originator, from the connection
-    user: str             # the sender's user/device (TLS CN or the event's own uid)
+    party: str  # originator, from the connection
+    user: str  # the sender's user/device (TLS CN or the event's own uid)
     category: Category
     event: CotEvent
-    received: float       # hub wall clock at acceptance, for latency figures
-    seq: int = 0          # store sequence for durable items, 0 for live ones
-    origin: str = ""      # id of the connection it came from (it is not echoed there)
+    received: float  # hub wall clock at acceptance, for latency figures
+    seq: int = 0  # store sequence for durable items, 0 for live ones
+    origin: str = ""  # id of the connection it came from (it is not echoed there)
 
     @property
     def uid(self) -> str:

@@ -36,37 +36,54 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(org: str, common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def init_ca(directory: Path, name: str = "CommonSky hub CA",
-            server_names: Sequence[str] = ()) -> None:
+def init_ca(
+    directory: Path, name: str = "CommonSky hub CA", server_names: Sequence[str] = ()
+) -> None:
     if (directory / CA_CERT).exists():
         raise UsageError(f"{directory / CA_CERT} already exists; refusing to replace a CA")
     key = ec.generate_private_key(ec.SECP256R1())
     subject = _name("CommonSky", name)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5))
         .not_valid_after(_now() + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -83,7 +100,9 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
         cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
         key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), None)
     except FileNotFoundError as exc:
-        raise UsageError(f"{exc.filename}: missing; run `commonsky ca init --dir {directory}`") from None
+        raise UsageError(
+            f"{exc.filename}: missing; run `commonsky ca init --dir {directory}`"
+        ) from None
     except ValueError as exc:
         raise UsageError(f"{directory}: CA files are not valid PEM ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -91,14 +110,16 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
     return cert, key
 
 
-def _issue(directory: Path, org: str, common: str, server: bool,
-           names: Sequence[str] = ()) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _issue(
+    directory: Path, org: str, common: str, server: bool, names: Sequence[str] = ()
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     ca_cert, ca_key = _load_ca(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(org, common)).issuer_name(ca_cert.subject)
+        .subject_name(_name(org, common))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5))
@@ -127,12 +148,23 @@ def issue_client(ca_dir: Path, party: str, name: str, out: Path) -> list[Path]:
     files = {
         out / f"{name}.pem": (pem, False),
         out / f"{name}-key.pem": (_key_pem(key), True),
-        out / f"{name}.p12": (pkcs12.serialize_key_and_certificates(
-            name.encode(), key, cert, [ca_cert],
-            serialization.BestAvailableEncryption(P12_PASSWORD)), True),
-        out / "truststore.p12": (pkcs12.serialize_java_truststore(
-            [pkcs12.PKCS12Certificate(ca_cert, b"commonsky-ca")],
-            serialization.BestAvailableEncryption(P12_PASSWORD)), False),
+        out / f"{name}.p12": (
+            pkcs12.serialize_key_and_certificates(
+                name.encode(),
+                key,
+                cert,
+                [ca_cert],
+                serialization.BestAvailableEncryption(P12_PASSWORD),
+            ),
+            True,
+        ),
+        out / "truststore.p12": (
+            pkcs12.serialize_java_truststore(
+                [pkcs12.PKCS12Certificate(ca_cert, b"commonsky-ca")],
+                serialization.BestAvailableEncryption(P12_PASSWORD),
+            ),
+            False,
+        ),
         out / "ca.pem": (ca_cert.public_bytes(serialization.Encoding.PEM), False),
     }
     for path, (data, private) in files.items():

@@ -81,9 +81,7 @@ class Policy:
                 if recipient == agreement.provider:
                     continue
                 for category in agreement.categories:
-                    table[(agreement.provider, category)].append(
-                        Grant(agreement, recipient, area)
-                    )
+                    table[(agreement.provider, category)].append(Grant(agreement, recipient, area))
         self._table = dict(table)
 
     def grants(self, provider: str, category: Category) -> tuple[Grant, ...]:
@@ -105,7 +103,9 @@ class Policy:
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
         """Parties (other than the originator) that receive the item, and in which form."""
         entitled = self.disclosures(item.party, item.category, item.event.point, now)
-        routed = {p: d for p, d in entitled.items() if d is not Disclosure.CONFLICTS_ONLY}
+        routed: dict[str, Disclosure] = {
+            p: d for p, d in entitled.items() if d is not Disclosure.CONFLICTS_ONLY
+        }
         if item.event.dest_parties:
             # A directed message (marti/dest party=…) narrows, never widens, the audience.
             wanted = set(item.event.dest_parties)
@@ -121,8 +121,11 @@ class Policy:
     def agreement_option(self, provider: str, recipient: str, name: str) -> float | None:
         """A per-agreement tunable (e.g. `ack_deadline_s`) for this pair, if any sets it."""
         for agreement in self.agreements:
-            if (agreement.provider == provider and recipient in agreement.recipients
-                    and name in agreement.options):
+            if (
+                agreement.provider == provider
+                and recipient in agreement.recipients
+                and name in agreement.options
+            ):
                 return agreement.options[name]
         return None
 

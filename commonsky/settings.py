@@ -27,34 +27,76 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", str, "var/hub", "Folder for the SQLite database, ledger and keys."),
-    Setting("http", str, "127.0.0.1:8080",
-            "HOST:PORT of the web page, REST API, WebSocket, /metrics and /healthz."),
-    Setting("limit_message_bytes", int, 65536,
-            "Largest CoT event or TAK protobuf message accepted; larger ones are refused."),
+    Setting(
+        "http",
+        str,
+        "127.0.0.1:8080",
+        "HOST:PORT of the web page, REST API, WebSocket, /metrics and /healthz.",
+    ),
+    Setting(
+        "limit_message_bytes",
+        int,
+        65536,
+        "Largest CoT event or TAK protobuf message accepted; larger ones are refused.",
+    ),
     Setting("limit_xml_depth", int, 32, "Deepest element nesting accepted in a CoT event."),
     Setting("limit_attribute_bytes", int, 4096, "Longest attribute value accepted in CoT XML."),
-    Setting("limit_queue_tracks", int, 10000,
-            "Pending live items per connection; on overflow the oldest uid's update is dropped "
-            "(newer updates of a pending uid replace it in place)."),
-    Setting("limit_queue_durable", int, 5000,
-            "Pending durable items per connection; past it the connection is closed as too "
-            "slow and the items are replayed when it comes back (never dropped)."),
-    Setting("limit_refusals_before_close", int, 20,
-            "Bad messages tolerated from one connection before it is closed."),
+    Setting(
+        "limit_queue_tracks",
+        int,
+        10000,
+        "Pending live items per connection; on overflow the oldest uid's update is dropped "
+        "(newer updates of a pending uid replace it in place).",
+    ),
+    Setting(
+        "limit_queue_durable",
+        int,
+        5000,
+        "Pending durable items per connection; past it the connection is closed as too "
+        "slow and the items are replayed when it comes back (never dropped).",
+    ),
+    Setting(
+        "limit_refusals_before_close",
+        int,
+        20,
+        "Bad messages tolerated from one connection before it is closed.",
+    ),
     Setting("limit_connections", int, 2000, "Open TAK connections accepted by the hub."),
-    Setting("timeout_idle_s", float, 120.0,
-            "Close a TAK connection that sends nothing (not even a ping) for this long."),
-    Setting("timeout_partial_event_s", float, 30.0,
-            "Close a connection that leaves an event unfinished for this long (slow sender)."),
+    Setting(
+        "timeout_idle_s",
+        float,
+        120.0,
+        "Close a TAK connection that sends nothing (not even a ping) for this long.",
+    ),
+    Setting(
+        "timeout_partial_event_s",
+        float,
+        30.0,
+        "Close a connection that leaves an event unfinished for this long (slow sender).",
+    ),
     Setting("timeout_shutdown_s", float, 5.0, "Time given to flush connections on shutdown."),
-    Setting("timeout_hotline_ack_s", float, 300.0,
-            "Default deadline for acknowledging a hotline message before escalation."),
+    Setting(
+        "timeout_hotline_ack_s",
+        float,
+        300.0,
+        "Default deadline for acknowledging a hotline message before escalation.",
+    ),
     Setting("tls_handshake_timeout_s", float, 10.0, "Time allowed for a TLS handshake."),
-    Setting("stale_default_s", float, 120.0,
-            "Stale time given to an item whose event carries none usable."),
-    Setting("generalize_grid_deg", float, 0.1,
-            "Cell size in degrees to which `generalized` disclosure snaps positions."),
-    Setting("alert_status", str, "Exercise", "CAP <status> of published warnings: Actual or Exercise."),
+    Setting(
+        "stale_default_s",
+        float,
+        120.0,
+        "Stale time given to an item whose event carries none usable.",
+    ),
+    Setting(
+        "generalize_grid_deg",
+        float,
+        0.1,
+        "Cell size in degrees to which `generalized` disclosure snaps positions.",
+    ),
+    Setting(
+        "alert_status", str, "Exercise", "CAP <status> of published warnings: Actual or Exercise."
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

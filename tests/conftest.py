@@ -25,8 +25,12 @@ from commonsky.hub.server import HubServer
 PARTIES = ["USA", "JPN", "KOR", "RUS"]
 
 
-def base_config(tmp_path: Path, agreements: list[dict[str, Any]] | None = None,
-                server: dict[str, Any] | None = None, tls_ca: Path | None = None) -> HubConfig:
+def base_config(
+    tmp_path: Path,
+    agreements: list[dict[str, Any]] | None = None,
+    server: dict[str, Any] | None = None,
+    tls_ca: Path | None = None,
+) -> HubConfig:
     listeners: list[dict[str, Any]] = [
         {"kind": "tak-tcp", "bind": "127.0.0.1:0", "party": p} for p in PARTIES
     ]
@@ -83,11 +87,18 @@ class TakClient:
                 del self.buffer[: i + length]
                 msg = takproto.parse_proto(bytearray(frame))
                 cot = msg.cotEvent
-                self.events.append({
-                    "uid": cot.uid, "type": cot.type, "lat": cot.lat, "lon": cot.lon,
-                    "hae": cot.hae, "callsign": cot.detail.contact.callsign,
-                    "xmlDetail": cot.detail.xmlDetail, "wire": "proto",
-                })
+                self.events.append(
+                    {
+                        "uid": cot.uid,
+                        "type": cot.type,
+                        "lat": cot.lat,
+                        "lon": cot.lon,
+                        "hae": cot.hae,
+                        "callsign": cot.detail.contact.callsign,
+                        "xmlDetail": cot.detail.xmlDetail,
+                        "wire": "proto",
+                    }
+                )
                 continue
             end = self.buffer.find(b"</event>")
             if end < 0:
@@ -98,14 +109,18 @@ class TakClient:
             point = root.find("point")
             contact = root.find("detail/contact")
             assert point is not None
-            self.events.append({
-                "uid": root.get("uid"), "type": root.get("type"),
-                "lat": float(point.get("lat", "nan")), "lon": float(point.get("lon", "nan")),
-                "hae": float(point.get("hae", "nan")),
-                "callsign": contact.get("callsign") if contact is not None else None,
-                "detail": ET.tostring(root.find("detail") or ET.Element("detail"), "unicode"),
-                "wire": "xml",
-            })
+            self.events.append(
+                {
+                    "uid": root.get("uid"),
+                    "type": root.get("type"),
+                    "lat": float(point.get("lat", "nan")),
+                    "lon": float(point.get("lon", "nan")),
+                    "hae": float(point.get("hae", "nan")),
+                    "callsign": contact.get("callsign") if contact is not None else None,
+                    "detail": ET.tostring(root.find("detail") or ET.Element("detail"), "unicode"),
+                    "wire": "xml",
+                }
+            )
             if root.get("type") == "t-x-takp-r":
                 self.proto = True
 
@@ -116,8 +131,9 @@ class TakClient:
             await self._read_some(left)
         return self.items()
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool],
-                       timeout: float = 3.0) -> dict[str, Any]:
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 3.0
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
@@ -146,7 +162,7 @@ class RunningHub:
         self.clients: list[TakClient] = []
 
     def tcp_port(self, party: str) -> int:
-        return next(l.port for l in self.server.listeners if l.config.party == party)
+        return next(ln.port for ln in self.server.listeners if ln.config.party == party)
 
     async def connect(self, party: str, settle: float = 0.05) -> TakClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.tcp_port(party))
@@ -162,8 +178,9 @@ class RunningHub:
         context = ssl.create_default_context(cafile=str(ca))
         context.load_cert_chain(cert, key)
         port = self.server.port("tak-tls")
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
-                                                      server_hostname="localhost")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost"
+        )
         client = TakClient(reader, writer)
         self.clients.append(client)
         return client
@@ -188,7 +205,9 @@ async def running_hub(config: HubConfig) -> AsyncIterator[RunningHub]:
 
 @pytest.fixture
 def make_hub(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[RunningHub]]:
-    def factory(agreements: list[dict[str, Any]] | None = None, **kw: Any
-                ) -> contextlib.AbstractAsyncContextManager[RunningHub]:
+    def factory(
+        agreements: list[dict[str, Any]] | None = None, **kw: Any
+    ) -> contextlib.AbstractAsyncContextManager[RunningHub]:
         return running_hub(base_config(tmp_path, agreements, **kw))
+
     return factory

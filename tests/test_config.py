@@ -69,16 +69,18 @@ BAD = [
     ('bind = "127.0.0.1:18087"', 'bind = "0.0.0.0:18087"', "insecure_remote"),
     ('bind = "127.0.0.1:18087"', 'bind = "nowhere"', "bind = 'nowhere'"),
     ('kind = "tak-tcp"', 'kind = "udp"', "kind = 'udp'"),
-    ('http = "127.0.0.1:8080"', 'http = "127.0.0.1:8080"\nlimit_message_bytes = "big"',
-     "limit_message_bytes"),
+    (
+        'http = "127.0.0.1:8080"',
+        'http = "127.0.0.1:8080"\nlimit_message_bytes = "big"',
+        "limit_message_bytes",
+    ),
     ('http = "127.0.0.1:8080"', 'http = "127.0.0.1:8080"\nlimit_bogus = 1', "limit_bogus"),
     ('name = "United States"', 'name = "United States"\ncolour = "blue"', "colour"),
-    ('valid_until = "2030-01-01T00:00:00Z"', 'valid_until = "2020-01-01T00:00:00Z"',
-     "valid_until"),
-    ('[120, 50], [120, 20]]', '[120, 50]]', "closed ring"),
-    ('[150, 50], [120, 50]', '[120, 50], [150, 50]', "self-intersecting"),
+    ('valid_until = "2030-01-01T00:00:00Z"', 'valid_until = "2020-01-01T00:00:00Z"', "valid_until"),
+    ("[120, 50], [120, 20]]", "[120, 50]]", "closed ring"),
+    ("[150, 50], [120, 50]", "[120, 50], [150, 50]", "self-intersecting"),
     ('id = "JPN"', 'id = "USA"', "declared twice"),
-    ("[[party]]\nid = \"JPN\"", "[[party]]\nid = \"JPN\"\n[oops", "invalid TOML"),
+    ('[[party]]\nid = "JPN"', '[[party]]\nid = "JPN"\n[oops', "invalid TOML"),
 ]
 
 
@@ -98,8 +100,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "commonsky", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "commonsky", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_serve_with_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -117,21 +120,48 @@ def test_serve_with_binary_garbage_config(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["bogus"], ["serve"], ["serve", "--config"], ["deconflict", "tracks"],
-    ["cert", "issue", "--ca", "/nonexistent", "--party", "USA", "--name", "x", "--out", "/tmp/x"],
-    ["demo", "--duration", "soon"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bogus"],
+        ["serve"],
+        ["serve", "--config"],
+        ["deconflict", "tracks"],
+        [
+            "cert",
+            "issue",
+            "--ca",
+            "/nonexistent",
+            "--party",
+            "USA",
+            "--name",
+            "x",
+            "--out",
+            "/tmp/x",
+        ],
+        ["demo", "--duration", "soon"],
+    ],
+)
 def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
     result = run_cli(*args)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip()
 
 
-@pytest.mark.parametrize("command", [
-    [], ["serve"], ["demo"], ["ca", "init"], ["cert", "issue"], ["deconflict", "tracks"],
-    ["ledger", "export"], ["ledger", "verify"], ["bench", "relay"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["demo"],
+        ["ca", "init"],
+        ["cert", "issue"],
+        ["deconflict", "tracks"],
+        ["ledger", "export"],
+        ["ledger", "verify"],
+        ["bench", "relay"],
+    ],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout

@@ -23,22 +23,38 @@ from commonsky.store.sqlite import SQLiteStore
 
 PARTIES = ("USA", "RUS", "JPN", "KOR")
 NOW = 1_800_000_000.0
-TYPES = {Category.TRACK: "a-f-A", Category.HOTLINE: "b-t-f", Category.AIRSPACE: "u-d-f",
-         Category.SITE: "u-d-p", Category.LAUNCH: "b-l"}
+TYPES = {
+    Category.TRACK: "a-f-A",
+    Category.HOTLINE: "b-t-f",
+    Category.AIRSPACE: "u-d-f",
+    Category.SITE: "u-d-p",
+    Category.LAUNCH: "b-l",
+}
 BOXES = (None, ((30.0, 30.0), (40.0, 30.0), (40.0, 40.0), (30.0, 40.0), (30.0, 30.0)))
 
 
 @st.composite
 def agreements(draw: st.DrawFn) -> Agreement:
     provider = draw(st.sampled_from(PARTIES))
-    recipients = draw(st.lists(st.sampled_from([p for p in PARTIES if p != provider]),
-                               min_size=1, max_size=3, unique=True))
+    recipients = draw(
+        st.lists(
+            st.sampled_from([p for p in PARTIES if p != provider]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
     window = draw(st.sampled_from([(None, None), (NOW - 10, NOW + 10), (NOW + 10, None)]))
     return Agreement(
-        name=f"a{draw(st.integers(0, 999))}", provider=provider, recipients=tuple(recipients),
+        name=f"a{draw(st.integers(0, 999))}",
+        provider=provider,
+        recipients=tuple(recipients),
         categories=frozenset(draw(st.sets(st.sampled_from(list(TYPES)), min_size=1))),
-        disclosure=draw(st.sampled_from(list(Disclosure))), area=draw(st.sampled_from(BOXES)),
-        valid_from=window[0], valid_until=window[1])
+        disclosure=draw(st.sampled_from(list(Disclosure))),
+        area=draw(st.sampled_from(BOXES)),
+        valid_from=window[0],
+        valid_until=window[1],
+    )
 
 
 @st.composite
@@ -51,29 +67,52 @@ def events(draw: st.DrawFn) -> tuple[str, CotEvent]:
     event = CotEvent(
         uid=draw(st.sampled_from(["u1", "u2", "u3", "GeoChat.x"])),
         type=TYPES[category] + draw(st.sampled_from(["", "-M", "-G"])),
-        time=NOW, start=NOW, stale=NOW + draw(st.sampled_from([-5.0, 60.0, 600.0])), how="m-g",
+        time=NOW,
+        start=NOW,
+        stale=NOW + draw(st.sampled_from([-5.0, 60.0, 600.0])),
+        how="m-g",
         point=Point(draw(st.floats(25, 45)), draw(st.floats(25, 45)), draw(st.floats(0, 12000))),
         detail=f'<contact callsign="{callsign}"/>' if callsign else "",
-        callsign=callsign, dest_callsigns=dests, dest_parties=dest_parties)
+        callsign=callsign,
+        dest_callsigns=dests,
+        dest_parties=dest_parties,
+    )
     return party, event
 
 
 def mutate(event: CotEvent, salt: int) -> CotEvent:
-    return replace(event, point=Point(event.point.lat + (salt % 7) * 0.37 - 1,
-                                      event.point.lon - (salt % 5) * 0.41 + 1, 123.0 + salt),
-                   detail=f"<remarks>changed {salt}</remarks>", callsign="",
-                   stale=event.stale + salt)
+    return replace(
+        event,
+        point=Point(
+            event.point.lat + (salt % 7) * 0.37 - 1,
+            event.point.lon - (salt % 5) * 0.41 + 1,
+            123.0 + salt,
+        ),
+        detail=f"<remarks>changed {salt}</remarks>",
+        callsign="",
+        stale=event.stale + salt,
+    )
 
 
-def run(policy: Policy, stream: list[tuple[str, CotEvent]], observer: str,
-        data_dir: Path) -> list[bytes]:
+def run(
+    policy: Policy, stream: list[tuple[str, CotEvent]], observer: str, data_dir: Path
+) -> list[bytes]:
     store = SQLiteStore(data_dir)
     hub = Hub(policy, store, defaults(), b"k" * 32, clock=lambda: NOW)
     outboxes: dict[str, Outbox] = {}
     for party in PARTIES:
         outboxes[party] = Outbox(10_000, 10_000)
-        hub.attach(Connection(party, f"{party}-client", "test", outboxes[party],
-                              mode=lambda: "xml", close=lambda reason: None, id=party))
+        hub.attach(
+            Connection(
+                party,
+                f"{party}-client",
+                "test",
+                outboxes[party],
+                mode=lambda: "xml",
+                close=lambda reason: None,
+                id=party,
+            )
+        )
     delivered: list[bytes] = []
     for party, event in stream:
         hub.accept(party, f"{party}-device", event)
@@ -86,12 +125,21 @@ def run(policy: Policy, stream: list[tuple[str, CotEvent]], observer: str,
     return delivered
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(agreements(), max_size=6), st.lists(events(), min_size=1, max_size=12),
-       st.sampled_from(PARTIES), st.integers(0, 1000))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(agreements(), max_size=6),
+    st.lists(events(), min_size=1, max_size=12),
+    st.sampled_from(PARTIES),
+    st.integers(0, 1000),
+)
 def test_invisible_changes_change_nothing_received(
-    tmp_path_factory, deals: list[Agreement], stream: list[tuple[str, CotEvent]],
-    observer: str, salt: int,
+    tmp_path_factory,
+    deals: list[Agreement],
+    stream: list[tuple[str, CotEvent]],
+    observer: str,
+    salt: int,
 ) -> None:
     policy = Policy([Party(p) for p in PARTIES], deals)
     probe = Hub(policy, _NullStore(), defaults(), b"k" * 32, clock=lambda: NOW)
@@ -131,10 +179,19 @@ class _NullStore:
 
 def test_the_property_test_can_fail() -> None:
     """A deliberately leaky policy (everything to everyone) must be caught by `run`."""
-    leaky = Policy([Party(p) for p in PARTIES], [
-        Agreement("leak", "RUS", ("USA",), frozenset(TYPES), Disclosure.FULL)])
-    event = CotEvent(uid="u1", type="a-f-A", time=NOW, start=NOW, stale=NOW + 60, how="m-g",
-                     point=Point(35.0, 35.0))
+    leaky = Policy(
+        [Party(p) for p in PARTIES],
+        [Agreement("leak", "RUS", ("USA",), frozenset(TYPES), Disclosure.FULL)],
+    )
+    event = CotEvent(
+        uid="u1",
+        type="a-f-A",
+        time=NOW,
+        start=NOW,
+        stale=NOW + 60,
+        how="m-g",
+        point=Point(35.0, 35.0),
+    )
     import tempfile
 
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:

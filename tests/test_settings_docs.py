@@ -17,20 +17,27 @@ def test_readme_settings_section_is_the_table() -> None:
 
 
 def test_precedence_default_file_env_flag() -> None:
-    resolved = Settings.resolve({"limit_queue_tracks": 10}, "f",
-                                {"limit_refusals_before_close": "3"},
-                                {"COMMONSKY_LIMIT_QUEUE_TRACKS": "20",
-                                 "COMMONSKY_TIMEOUT_IDLE_S": "7.5"})
+    resolved = Settings.resolve(
+        {"limit_queue_tracks": 10},
+        "f",
+        {"limit_refusals_before_close": "3"},
+        {"COMMONSKY_LIMIT_QUEUE_TRACKS": "20", "COMMONSKY_TIMEOUT_IDLE_S": "7.5"},
+    )
     assert resolved.limit_queue_tracks == 20  # env beats file
     assert resolved.limit_refusals_before_close == 3  # flag
     assert resolved.timeout_idle_s == 7.5
     assert resolved.limit_message_bytes == 65536  # default
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("limit_queue_tracks", "-1"), ("timeout_idle_s", "soon"), ("alert_status", "Test"),
-    ("nonexistent", "1"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("limit_queue_tracks", "-1"),
+        ("timeout_idle_s", "soon"),
+        ("alert_status", "Test"),
+        ("nonexistent", "1"),
+    ],
+)
 def test_bad_values_are_named(name: str, value: str) -> None:
     with pytest.raises(UsageError, match=name):
         Settings.resolve({name: value}, "f", environ={})

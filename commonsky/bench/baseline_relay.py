@@ -39,8 +39,9 @@ async def relay(ports: dict[str, int], targets: dict[str, list[str]]) -> None:
 
         return handle
 
-    servers = [await asyncio.start_server(handler_for(p), "127.0.0.1", port)
-               for p, port in ports.items()]
+    servers = [
+        await asyncio.start_server(handler_for(p), "127.0.0.1", port) for p, port in ports.items()
+    ]
     print("ready", flush=True)
     await asyncio.gather(*(s.serve_forever() for s in servers))
 

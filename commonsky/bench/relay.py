@@ -15,7 +15,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,26 +47,36 @@ class Plan:
 def make_plan(parties: int, senders: int, receivers: int) -> Plan:
     names = [f"P{i}" for i in range(parties)] + ["LONER"]
     ring = names[:-1]
-    targets = {p: [p, ring[(i + 1) % len(ring)], ring[(i + 2) % len(ring)]]
-               for i, p in enumerate(ring)}
+    targets = {
+        p: [p, ring[(i + 1) % len(ring)], ring[(i + 2) % len(ring)]] for i, p in enumerate(ring)
+    }
     targets["LONER"] = ["LONER"]
     ports = {p: free_port() for p in names}
-    return Plan(names, targets, ports, [ring[i % len(ring)] for i in range(senders)],
-                [names[i % len(names)] for i in range(receivers)])
+    return Plan(
+        names,
+        targets,
+        ports,
+        [ring[i % len(ring)] for i in range(senders)],
+        [names[i % len(names)] for i in range(receivers)],
+    )
 
 
 def hub_config(plan: Plan, data_dir: Path, http_port: int) -> str:
     lines = [f'[server]\ndata_dir = "{data_dir}"\nhttp = "127.0.0.1:{http_port}"\n']
     for party in plan.parties:
-        lines.append(f'[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:{plan.ports[party]}"\n'
-                     f'party = "{party}"\n')
+        lines.append(
+            f'[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:{plan.ports[party]}"\n'
+            f'party = "{party}"\n'
+        )
         lines.append(f'[[party]]\nid = "{party}"\n')
     for provider, recipients in plan.targets.items():
         others = [p for p in recipients if p != provider]
         if others:
-            lines.append(f'[[agreement]]\nname = "{provider} ring"\nfrom = "{provider}"\n'
-                         f"to = {json.dumps(others)}\ncategories = [\"track\"]\n"
-                         'disclosure = "full"\n')
+            lines.append(
+                f'[[agreement]]\nname = "{provider} ring"\nfrom = "{provider}"\n'
+                f'to = {json.dumps(others)}\ncategories = ["track"]\n'
+                'disclosure = "full"\n'
+            )
     return "\n".join(lines)
 
 
@@ -111,39 +120,49 @@ def event_bytes(party: str, sender: int, track: int, seq: int, now: float) -> by
     ).encode()
 
 
-async def run_load(plan: Plan, rate: int, duration: float, name: str,
-                   proc: psutil.Process) -> Result:
+async def run_load(
+    plan: Plan, rate: int, duration: float, name: str, proc: psutil.Process
+) -> Result:
     result = Result(name)
     sent_at: dict[int, tuple[float, str]] = {}
     counts: dict[str, int] = defaultdict(int)
     stop = asyncio.Event()
 
-    async def receive(party: str) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", plan.ports[party])
-        try:
-            while not stop.is_set():
-                try:
-                    data = await asyncio.wait_for(reader.read(262144), 0.2)
-                except TimeoutError:
-                    continue
-                if not data:
-                    return
-                now = time.perf_counter()
-                for match in _SEQ.finditer(data):
-                    seq = int(match.group(1))
-                    origin = sent_at.get(seq)
-                    if origin is None:
-                        continue
-                    if party in plan.targets[origin[1]]:
-                        result.delivered += 1
-                        result.latencies.append(now - origin[0])
-                    else:
-                        result.unexpected += 1
-        finally:
-            writer.close()
+    class Receiver(asyncio.Protocol):
+        # A bare Protocol, not a StreamReader: the load generator must stay cheaper than
+        # what it measures, or it measures itself.
+        def __init__(self, party: str) -> None:
+            self.party = party
+            self.tail = b""
 
-    receivers = [asyncio.create_task(receive(p)) for p in plan.receiver_parties]
-    receivers_per_party = defaultdict(int)
+        def data_received(self, data: bytes) -> None:
+            now = time.perf_counter()
+            data = self.tail + data
+            cut = data.rfind(b"</event>")
+            if cut < 0:
+                self.tail = data
+                return
+            self.tail = data[cut + 8 :]
+            for match in _SEQ.finditer(data, 0, cut):
+                origin = sent_at.get(int(match.group(1)))
+                if origin is None:
+                    continue
+                if self.party in plan.targets[origin[1]]:
+                    result.delivered += 1
+                    result.latencies.append(now - origin[0])
+                else:
+                    result.unexpected += 1
+
+    loop = asyncio.get_running_loop()
+
+    async def receive(party: str) -> asyncio.Transport:
+        transport, _ = await loop.create_connection(
+            lambda: Receiver(party), "127.0.0.1", plan.ports[party]
+        )
+        return transport
+
+    receivers = [await receive(p) for p in plan.receiver_parties]
+    receivers_per_party: dict[str, int] = defaultdict(int)
     for party in plan.receiver_parties:
         receivers_per_party[party] += 1
     writers = []
@@ -158,7 +177,7 @@ async def run_load(plan: Plan, rate: int, duration: float, name: str,
     start = time.perf_counter()
     tick = 0
     credit = [0.0] * len(writers)
-    while (now := time.perf_counter()) - start < duration:
+    while time.perf_counter() - start < duration:
         wall = time.time()
         for index, (party, _, writer) in enumerate(writers):
             credit[index] += per_tick
@@ -173,8 +192,9 @@ async def run_load(plan: Plan, rate: int, duration: float, name: str,
             if batch:
                 writer.write(b"".join(batch))
         tick += 1
-        result.rss_mb = max(result.rss_mb, proc.memory_info().rss / 1e6) if tick % 50 == 0 \
-            else result.rss_mb
+        result.rss_mb = (
+            max(result.rss_mb, proc.memory_info().rss / 1e6) if tick % 50 == 0 else result.rss_mb
+        )
         await asyncio.sleep(max(0.0, start + tick * 0.01 - time.perf_counter()))
     result.seconds = time.perf_counter() - start
     result.offered = seq
@@ -182,9 +202,11 @@ async def run_load(plan: Plan, rate: int, duration: float, name: str,
     result.cpu_s = sum(proc.cpu_times()[:2]) - cpu0
     result.rss_mb = max(result.rss_mb, proc.memory_info().rss / 1e6)
     stop.set()
-    for task in receivers + drains:
+    for transport in receivers:
+        transport.close()
+    for task in drains:
         task.cancel()
-    await asyncio.gather(*receivers, *drains, return_exceptions=True)
+    await asyncio.gather(*drains, return_exceptions=True)
     for _, _, writer in writers:
         writer.close()
     return result
@@ -196,8 +218,9 @@ async def _discard(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
 
 
 def _start(cmd: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     assert proc.stdout is not None
     deadline = time.time() + 30
     for line in proc.stdout:
@@ -209,19 +232,35 @@ def _start(cmd: list[str], ready: str, env: dict[str, str] | None = None) -> sub
     raise RuntimeError(f"{cmd[2]} did not start")
 
 
-def bench_relay(receivers: int, senders: int, rate: int, duration: float, parties: int
-                ) -> list[Result]:
+def bench_relay(
+    receivers: int, senders: int, rate: int, duration: float, parties: int
+) -> list[Result]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         plan = make_plan(parties, senders, receivers)
         config = Path(tmp) / "bench.toml"
         config.write_text(hub_config(plan, Path(tmp) / "hub", free_port()))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        hub = _start([sys.executable, "-m", "commonsky", "serve", "--config", str(config),
-                      "--log-level", "info"], "hub serving", env)
+        hub = _start(
+            [
+                sys.executable,
+                "-m",
+                "commonsky",
+                "serve",
+                "--config",
+                str(config),
+                "--log-level",
+                "info",
+            ],
+            "hub serving",
+            env,
+        )
         try:
-            results.append(asyncio.run(run_load(plan, rate, duration, "commonsky hub",
-                                                psutil.Process(hub.pid))))
+            results.append(
+                asyncio.run(
+                    run_load(plan, rate, duration, "commonsky hub", psutil.Process(hub.pid))
+                )
+            )
         finally:
             hub.terminate()
             hub.wait(10)
@@ -229,8 +268,11 @@ def bench_relay(receivers: int, senders: int, rate: int, duration: float, partie
         spec = json.dumps({"ports": plan.ports, "targets": plan.targets})
         relay = _start([sys.executable, "-m", "commonsky.bench.baseline_relay", spec], "ready")
         try:
-            results.append(asyncio.run(run_load(plan, rate, duration, "policy-free relay",
-                                                psutil.Process(relay.pid))))
+            results.append(
+                asyncio.run(
+                    run_load(plan, rate, duration, "policy-free relay", psutil.Process(relay.pid))
+                )
+            )
         finally:
             relay.terminate()
             relay.wait(10)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import hmac
 import math
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -201,9 +203,10 @@ class _Index:
         return found
 
 
-def _conflict_id(kind: str, a: Side, b: Side) -> str:
+def _conflict_id(key: bytes, kind: str, a: Side, b: Side) -> str:
+    # Keyed, so that an id handed to one side says nothing about the other side's uid.
     text = f"{kind}|{a.party}|{a.uid}|{b.party}|{b.uid}"
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def _ordered(x: Side, y: Side) -> tuple[Side, Side]:
@@ -235,7 +238,11 @@ class ConflictEngine:
         minima: Minima = default_minima,
         max_rpz_m: float = 20_000.0,
         track_stale_s: float = 60.0,
+        id_key: bytes | None = None,
     ) -> None:
+        # Conflict ids are HMACs under id_key: stable for the life of the key (persist it to
+        # keep ids across restarts), meaningless to anyone without it.
+        self.id_key = id_key if id_key is not None else os.urandom(16)
         self.lookahead_s = lookahead_s
         self.minima = minima
         self.max_rpz_m = max_rpz_m  # index padding for tracks; minima above it are capped
@@ -367,10 +374,16 @@ def _side(rec: _Rec) -> Side:
 
 
 def _make(
-    kind: ConflictKind, x: _Rec, y: _Rec, geometry: dict[str, Any] | None, **figures: Any
+    eng: ConflictEngine,
+    kind: ConflictKind,
+    x: _Rec,
+    y: _Rec,
+    geometry: dict[str, Any] | None,
+    **figures: Any,
 ) -> Conflict:
     a, b = _ordered(_side(x), _side(y))
-    return Conflict(id=_conflict_id(kind, a, b), kind=kind, a=a, b=b, geometry=geometry, **figures)
+    cid = _conflict_id(eng.id_key, kind, a, b)
+    return Conflict(id=cid, kind=kind, a=a, b=b, geometry=geometry, **figures)
 
 
 def _caps_apart(x: _Rec, y: _Rec, pad: float = 0.0) -> bool:
@@ -390,7 +403,7 @@ def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Confli
     if x.key[0] == y.key[0]:
         return  # only between different parties
     if pair == {"volume"}:
-        c = _volume_pair(x, y, now)
+        c = _volume_pair(x, y, eng, now)
     elif pair == {"track"}:
         c = _track_pair(x, y, eng, now)
     elif "track" in pair and pair & {"volume", "site"}:
@@ -402,7 +415,7 @@ def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Confli
         yield c
 
 
-def _volume_pair(x: _Rec, y: _Rec, now: float) -> Conflict | None:
+def _volume_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
     vx, vy = x.obj, y.obj
     assert isinstance(vx, Volume)
     assert isinstance(vy, Volume)
@@ -415,6 +428,7 @@ def _volume_pair(x: _Rec, y: _Rec, now: float) -> Conflict | None:
     if inter.area < MIN_AREA_M2:
         return None
     return _make(
+        eng,
         "volume-volume",
         x,
         y,
@@ -458,6 +472,7 @@ def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Con
         if inter.area < MIN_AREA_M2:
             return None
         return _make(
+            eng,
             "line-crossing",
             line,
             other,
@@ -474,6 +489,7 @@ def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Con
             return None
         geom, t1, t2, lo, hi = hit
         return _make(
+            eng,
             "line-crossing",
             line,
             other,
@@ -557,7 +573,7 @@ def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Confl
     s, e = max(t1, start, now), min(t2, end)
     if not (lo < hi or (lo == hi and floor < lo < ceiling)) or not s <= e:
         return None
-    return _make(kind, trk, area, geom, floor_m=lo, ceiling_m=hi, start_s=s, end_s=e)
+    return _make(eng, kind, trk, area, geom, floor_m=lo, ceiling_m=hi, start_s=s, end_s=e)
 
 
 def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
@@ -587,6 +603,7 @@ def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict |
     za = states[0][2] + tx.vs_mps * tc
     zb = states[1][2] + ty.vs_mps * tc
     return _make(
+        eng,
         "track-track",
         x,
         y,

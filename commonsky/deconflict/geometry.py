@@ -100,7 +100,9 @@ class Frame:
 
     def __init__(self, lon0: float, lat0: float) -> None:
         self.lon0, self.lat0 = lon0, lat0
-        self.proj = _proj(round(lon0, 3), round(lat0, 3))
+        # Centres are snapped to a 0.25-degree grid so projections can be reused; any centre
+        # near the items serves (edges are densified, so the answer does not move).
+        self.proj = _proj(round(lon0 * 4) / 4, round(lat0 * 4) / 4)
 
     @classmethod
     def around(cls, *caps: tuple[FloatArray, float]) -> Frame:
@@ -120,7 +122,7 @@ class Frame:
         """A planar geometry in this frame back to a GeoJSON geometry in (lon, lat)."""
         if g.is_empty:
             return None
-        back = shapely.transform(g, self.inv)
+        back = shapely.transform(shapely.normalize(g), self.inv)
         mapping: dict[str, Any] = shapely.geometry.mapping(back)
         return mapping
 
@@ -145,6 +147,11 @@ def densify(points: list[LonLat], closed: bool) -> FloatArray:
     return np.asarray(out, dtype=np.float64)
 
 
+@functools.lru_cache(maxsize=65_536)
+def _polygon_outline(ring: tuple[LonLat, ...]) -> FloatArray:
+    return densify(_ring_points(ring), closed=True)
+
+
 class Polygon(msgspec.Struct, frozen=True, tag="polygon"):
     ring: tuple[LonLat, ...]  # outer ring, closing point optional
 
@@ -163,7 +170,7 @@ class Polygon(msgspec.Struct, frozen=True, tag="polygon"):
             raise GeometryError("ring", "degenerate polygon (no area)")
 
     def outline(self) -> FloatArray:
-        return densify(_ring_points(self.ring), closed=True)
+        return _polygon_outline(self.ring)
 
     def cap(self) -> tuple[FloatArray, float]:
         return cap_of(_ring_points(self.ring))

@@ -18,24 +18,39 @@ from commonsky import __version__
 from commonsky.hub.core import Hub
 
 
-def build_app(hub: Hub, extra_routes: Sequence[BaseRoute] = (),
-              extra_paths: dict[str, Any] | None = None) -> Starlette:
+def build_app(
+    hub: Hub, extra_routes: Sequence[BaseRoute] = (), extra_paths: dict[str, Any] | None = None
+) -> Starlette:
     async def healthz(request: Request) -> Response:
         connected = sum(len(group) for group in hub.connections.values())
-        return JSONResponse({"status": "ok", "connections": connected,
-                             "parties": sorted(hub.policy.parties)})
+        return JSONResponse(
+            {"status": "ok", "connections": connected, "parties": sorted(hub.policy.parties)}
+        )
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(hub.metrics.render(),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(
+            hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Liveness: 200 while the hub serves.",
-                             "responses": {"200": {"description": "serving"}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics.",
-                             "responses": {"200": {"description": "text exposition format"}}}},
-        "/openapi.json": {"get": {"summary": "This document.",
-                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: 200 while the hub serves.",
+                "responses": {"200": {"description": "serving"}},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics.",
+                "responses": {"200": {"description": "text exposition format"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
     }
     paths.update(extra_paths or {})
     document = {

@@ -104,13 +104,15 @@ class Hub:
 
     # ---- inbound ------------------------------------------------------------------------
 
-    def accept(self, party: str, user: str, event: CotEvent,
-               sender: Connection | None = None) -> Item:
+    def accept(
+        self, party: str, user: str, event: CotEvent, sender: Connection | None = None
+    ) -> Item:
         """Take one event from an authenticated party; raise RemoteProtocolError to refuse."""
         uid = own_uid(party, event.uid)
         if uid is None:
             raise RemoteProtocolError(
-                "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace")
+                "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace"
+            )
         if uid != event.uid:
             event = replace(event, uid=uid)
         now = self.clock()
@@ -118,8 +120,14 @@ class Hub:
         if event.callsign and sender is not None:
             sender.callsigns.add(event.callsign)
             self.callsigns[event.callsign].add(party)
-        item = Item(party=party, user=user, category=category or Category.POSITION,
-                    event=event, received=now, origin=sender.id if sender else "")
+        item = Item(
+            party=party,
+            user=user,
+            category=category or Category.POSITION,
+            event=event,
+            received=now,
+            origin=sender.id if sender else "",
+        )
         if category is None:
             # Types the hub does not classify (deletes, map tools…) stay inside the party.
             self._fan_out(self._rendered(item), {}, durable=False)
@@ -172,8 +180,12 @@ class Hub:
             return
         if overflow == "too_slow":
             self.metrics.drop("durable_too_slow")
-            log.warning("closing %s/%s: more than limit_queue_durable=%d durable items pending",
-                        conn.party, conn.user, conn.outbox.limit_durable)
+            log.warning(
+                "closing %s/%s: more than limit_queue_durable=%d durable items pending",
+                conn.party,
+                conn.user,
+                conn.outbox.limit_durable,
+            )
             conn.close("too_slow")
         else:
             self.metrics.drop(overflow)

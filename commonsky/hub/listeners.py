@@ -41,7 +41,9 @@ def tls_context(config: ListenerConfig) -> ssl.SSLContext:
         context.load_cert_chain(cert, key)
         context.load_verify_locations(ca_dir / CA_CERT)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"tak-tls listener: cannot load certificates from {ca_dir}: {exc}") from None
+        raise UsageError(
+            f"tak-tls listener: cannot load certificates from {ca_dir}: {exc}"
+        ) from None
     return context
 
 
@@ -62,8 +64,11 @@ class TakListener:
         self.server: asyncio.Server | None = None
         self.port = config.port
         s = hub.settings
-        self.limits = XmlLimits(s.get_int("limit_message_bytes"), s.get_int("limit_xml_depth"),
-                                s.get_int("limit_attribute_bytes"))
+        self.limits = XmlLimits(
+            s.get_int("limit_message_bytes"),
+            s.get_int("limit_xml_depth"),
+            s.get_int("limit_attribute_bytes"),
+        )
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -71,8 +76,12 @@ class TakListener:
         handshake = self.hub.settings.get_float("tls_handshake_timeout_s") if context else None
         try:
             self.server = await asyncio.start_server(
-                self._handle, self.config.host, self.config.port, ssl=context,
-                ssl_handshake_timeout=handshake, limit=self.limits.message_bytes * 2,
+                self._handle,
+                self.config.host,
+                self.config.port,
+                ssl=context,
+                ssl_handshake_timeout=handshake,
+                limit=self.limits.message_bytes * 2,
             )
         except OSError as exc:
             raise UsageError(f"listener {self.name}: cannot bind: {exc.strerror}") from None
@@ -100,8 +109,12 @@ class TakListener:
         party, user = subject.get("organizationName"), subject.get("commonName")
         if not party or not user or party not in self.hub.policy.parties:
             self.hub.metrics.refuse("unknown_party")
-            log.warning("%s: certificate O=%r CN=%r names no declared party; closing",
-                        self.name, party, user)
+            log.warning(
+                "%s: certificate O=%r CN=%r names no declared party; closing",
+                self.name,
+                party,
+                user,
+            )
             return None
         return party, user
 
@@ -128,10 +141,16 @@ class TakListener:
                 writer.transport.abort() if reason == "too_slow" else writer.close()
 
         conn = Connection(
-            party=party, user=user, listener=self.config.kind,
-            outbox=Outbox(settings.get_int("limit_queue_tracks"),
-                          settings.get_int("limit_queue_durable")),
-            mode=lambda: stream.mode.value, close=close, id=f"{self.name}#{next(_ids)}", peer=peer,
+            party=party,
+            user=user,
+            listener=self.config.kind,
+            outbox=Outbox(
+                settings.get_int("limit_queue_tracks"), settings.get_int("limit_queue_durable")
+            ),
+            mode=lambda: stream.mode.value,
+            close=close,
+            id=f"{self.name}#{next(_ids)}",
+            peer=peer,
         )
         high_water = 4 * self.limits.message_bytes + 262144
 
@@ -158,13 +177,19 @@ class TakListener:
         try:
             while not closing:
                 now = time.monotonic()
-                wait = idle if partial_since is None else min(
-                    idle, max(0.0, partial_since + partial_timeout - now))
+                wait = (
+                    idle
+                    if partial_since is None
+                    else min(idle, max(0.0, partial_since + partial_timeout - now))
+                )
                 try:
-                    data = await asyncio.wait_for(reader.read(65536), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        data = await reader.read(65536)
                 except TimeoutError:
                     reason = "idle" if partial_since is None else "partial_event"
-                    log.info("%s %s/%s: closing, %s timeout", self.name, party, user or peer, reason)
+                    log.info(
+                        "%s %s/%s: closing, %s timeout", self.name, party, user or peer, reason
+                    )
                     if reason == "partial_event":
                         hub.metrics.refuse("partial_event")
                     close(reason)
@@ -175,7 +200,9 @@ class TakListener:
                 reply = stream.data_to_send()
                 if reply:
                     writer.write(reply)
-                partial_since = (partial_since or time.monotonic()) if stream.pending_bytes else None
+                partial_since = (
+                    (partial_since or time.monotonic()) if stream.pending_bytes else None
+                )
                 for event in events:
                     if isinstance(event, EventReceived):
                         if not conn.user:
@@ -187,8 +214,14 @@ class TakListener:
                     if isinstance(event, MessageRefused):
                         conn.refusals += 1
                         hub.metrics.refuse(event.reason)
-                        log.warning("%s %s/%s refused (%s): %s", self.name, party,
-                                    conn.user or peer, event.reason, event.message)
+                        log.warning(
+                            "%s %s/%s refused (%s): %s",
+                            self.name,
+                            party,
+                            conn.user or peer,
+                            event.reason,
+                            event.message,
+                        )
                         if event.fatal or conn.refusals >= refusal_limit:
                             close("refusals" if not event.fatal else event.reason)
                             break

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 from pathlib import Path
@@ -41,8 +42,12 @@ class HubServer:
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(data_dir)
-        self.hub = Hub(Policy(config.parties, config.agreements), self.store, config.settings,
-                       hub_secret(data_dir))
+        self.hub = Hub(
+            Policy(config.parties, config.agreements),
+            self.store,
+            config.settings,
+            hub_secret(data_dir),
+        )
         self.listeners = [TakListener(self.hub, lc) for lc in config.listeners]
         self.http_host, self.http_port = parse_hostport(str(config.settings.http), "http")
         self._uvicorn: uvicorn.Server | None = None
@@ -53,10 +58,17 @@ class HubServer:
         for listener in self.listeners:
             await listener.start()
         app = build_app(self.hub)
-        config = uvicorn.Config(app, host=self.http_host, port=self.http_port,
-                                log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            app,
+            host=self.http_host,
+            port=self.http_port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
         self._uvicorn = uvicorn.Server(config)
-        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # The hub owns SIGINT/SIGTERM (and shuts down in order); uvicorn must not take them.
+        self._uvicorn.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._tasks.append(asyncio.create_task(self._uvicorn.serve()))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         while not self._uvicorn.started:
@@ -67,6 +79,11 @@ class HubServer:
         servers = self._uvicorn.servers
         if servers:
             self.http_port = servers[0].sockets[0].getsockname()[1]
+        # Everything built so far lives as long as the hub: keep it out of the collector's
+        # way, and collect young objects less often (each message makes a few short-lived
+        # objects; full collections were the hub's latency outliers under load).
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 100)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -82,8 +99,8 @@ class HubServer:
         deadline = self.config.settings.get_float("timeout_shutdown_s")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
-                while any(len(c.outbox) for c in self.hub.all_connections()):
-                    await asyncio.sleep(0.02)
+                while any(len(c.outbox) for c in self.hub.all_connections()):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)  # outboxes drain through their own writers
         for conn in list(self.hub.all_connections()):
             conn.close("shutdown")
         for listener in self.listeners:

@@ -25,6 +25,8 @@ class XmlLimits:
     attribute_bytes: int = 4096
 
 
+DEFAULT_LIMITS = XmlLimits()
+
 _PARSER = etree.XMLParser(
     resolve_entities=False,
     no_network=True,
@@ -91,7 +93,7 @@ def _check_shape(root: etree._Element, limits: XmlLimits) -> None:
         stack.extend((child, depth + 1) for child in element)
 
 
-def parse_event(data: bytes, limits: XmlLimits = XmlLimits()) -> CotEvent:
+def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
     """Decode one complete CoT `<event>` document."""
     if len(data) > limits.message_bytes:
         raise RemoteProtocolError(
@@ -180,8 +182,17 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
     )
 
 
-_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
-                               "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"})
+_ATTR_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        "\t": "&#9;",
+    }
+)
 
 
 def quote(value: str) -> str:
@@ -212,10 +223,22 @@ def encode_event(event: CotEvent) -> bytes:
     return text.encode("utf-8")
 
 
-def control_event(uid: str, cot_type: str, now: float, detail: str = "", stale_s: float = 20.0,
-                  how: str = "h-g-i-g-o") -> CotEvent:
+def control_event(
+    uid: str,
+    cot_type: str,
+    now: float,
+    detail: str = "",
+    stale_s: float = 20.0,
+    how: str = "h-g-i-g-o",
+) -> CotEvent:
     """A hub-made event at 0,0 (pong, protocol negotiation, notices' carriers)."""
     return CotEvent(
-        uid=uid, type=cot_type, time=now, start=now, stale=now + stale_s, how=how,
-        point=Point(lat=0.0, lon=0.0), detail=detail,
+        uid=uid,
+        type=cot_type,
+        time=now,
+        start=now,
+        stale=now + stale_s,
+        how=how,
+        point=Point(lat=0.0, lon=0.0),
+        detail=detail,
     )

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 from commonsky.errors import LocalProtocolError, RemoteProtocolError
 from commonsky.model import CotEvent
-from commonsky.protocol.cot import XmlLimits, control_event, encode_event, parse_event
+from commonsky.protocol.cot import (
+    DEFAULT_LIMITS,
+    XmlLimits,
+    control_event,
+    encode_event,
+    parse_event,
+)
 from commonsky.protocol.takv1 import event_to_proto, parse_proto_event
 
 MAGIC = 0xBF
@@ -86,25 +92,35 @@ def _decode_varint(buffer: bytearray | bytes, start: int) -> tuple[int, int] | N
 
 def version_offer(now: float) -> CotEvent:
     return control_event(
-        "protouid", "t-x-takp-v", now,
+        "protouid",
+        "t-x-takp-v",
+        now,
         f'<TakControl><TakProtocolSupport version="{PROTOCOL_VERSION}"/></TakControl>',
-        stale_s=60.0, how="m-g",
+        stale_s=60.0,
+        how="m-g",
     )
 
 
 def version_response(now: float, accepted: bool) -> CotEvent:
     status = "true" if accepted else "false"
     return control_event(
-        "protouid", "t-x-takp-r", now,
-        f'<TakControl><TakResponse status="{status}"/></TakControl>', stale_s=60.0, how="m-g",
+        "protouid",
+        "t-x-takp-r",
+        now,
+        f'<TakControl><TakResponse status="{status}"/></TakControl>',
+        stale_s=60.0,
+        how="m-g",
     )
 
 
 def version_request(now: float) -> CotEvent:
     return control_event(
-        "protouid", "t-x-takp-q", now,
+        "protouid",
+        "t-x-takp-q",
+        now,
         f'<TakControl><TakRequest version="{PROTOCOL_VERSION}"/></TakControl>',
-        stale_s=60.0, how="m-g",
+        stale_s=60.0,
+        how="m-g",
     )
 
 
@@ -115,7 +131,7 @@ def pong(now: float) -> CotEvent:
 class TakStream:
     """One side of a TAK stream. `role` is "server" (answers negotiation) or "client"."""
 
-    def __init__(self, limits: XmlLimits = XmlLimits(), role: str = "server") -> None:
+    def __init__(self, limits: XmlLimits = DEFAULT_LIMITS, role: str = "server") -> None:
         if role not in ("server", "client"):
             raise LocalProtocolError(f"unknown role {role!r}")
         self.limits = limits
@@ -142,7 +158,8 @@ class TakStream:
         events: list[StreamEvent] = []
         while not self._closed:
             progressed = (
-                self._next_xml(events, now) if self.mode is Mode.XML
+                self._next_xml(events, now)
+                if self.mode is Mode.XML
                 else self._next_proto(events, now)
             )
             if not progressed:
@@ -158,8 +175,11 @@ class TakStream:
                 del buffer[: len(buffer) - len(_END)]
                 if not self._skipping:
                     self._skipping = True
-                    events.append(MessageRefused(
-                        "oversized", "event exceeds limit_message_bytes; skipping to its end"))
+                    events.append(
+                        MessageRefused(
+                            "oversized", "event exceeds limit_message_bytes; skipping to its end"
+                        )
+                    )
             return False
         frame = bytes(buffer[: end + len(_END)])
         del buffer[: end + len(_END)]

@@ -14,7 +14,7 @@ from takproto.proto import TakMessage
 
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import CotEvent
-from commonsky.protocol.cot import XmlLimits, format_time, parse_event, quote
+from commonsky.protocol.cot import DEFAULT_LIMITS, XmlLimits, format_time, parse_event, quote
 
 _TYPED = ("contact", "__group", "precisionlocation", "status", "takv", "track")
 _DETAIL_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
@@ -144,7 +144,7 @@ def proto_to_xml(payload: bytes) -> bytes:
     return text.encode("utf-8")
 
 
-def parse_proto_event(payload: bytes, limits: XmlLimits = XmlLimits()) -> CotEvent:
+def parse_proto_event(payload: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
     try:
         return parse_event(proto_to_xml(payload), limits)
     except (ValueError, OverflowError, OSError):

@@ -35,7 +35,9 @@ DEEP = (
     b'<event version="2.0" uid="deep" type="a-f-A" time="2030-01-01T00:00:00Z" '
     b'start="2030-01-01T00:00:00Z" stale="2030-01-01T00:10:00Z" how="m-g">'
     b'<point lat="1" lon="1" hae="0" ce="0" le="0"/><detail>'
-    + b"<a>" * 100 + b"</a>" * 100 + b"</detail></event>"
+    + b"<a>" * 100
+    + b"</a>" * 100
+    + b"</detail></event>"
 )
 RANDOM_BYTES = bytes(range(256)) * 40 + b"</event>"
 NOT_EVENT = b"<html><body>hello</body></html></event>"
@@ -49,9 +51,15 @@ CASES = {
     "random": RANDOM_BYTES,
     "not_event": NOT_EVENT,
 }
-REASONS = {"dtd": "dtd", "external_entity": "dtd", "oversized": "oversized",
-           "bad_utf8": "bad_utf8", "too_deep": "too_deep", "random": "bad_utf8",
-           "not_event": "malformed"}
+REASONS = {
+    "dtd": "dtd",
+    "external_entity": "dtd",
+    "oversized": "oversized",
+    "bad_utf8": "bad_utf8",
+    "too_deep": "too_deep",
+    "random": "bad_utf8",
+    "not_event": "malformed",
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

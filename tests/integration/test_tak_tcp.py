@@ -8,21 +8,40 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytak
-import pytest
 import takproto
 
 from tests.conftest import RunningHub, TakClient
 
-FULL_TRACKS = {"name": "US-JP tracks", "from": "USA", "to": ["JPN"],
-               "categories": ["track"], "disclosure": "full"}
-HOTLINE = {"name": "US-RU hotline", "from": "USA", "to": ["RUS"],
-           "categories": ["hotline"], "disclosure": "full"}
+FULL_TRACKS = {
+    "name": "US-JP tracks",
+    "from": "USA",
+    "to": ["JPN"],
+    "categories": ["track"],
+    "disclosure": "full",
+}
+HOTLINE = {
+    "name": "US-RU hotline",
+    "from": "USA",
+    "to": ["RUS"],
+    "categories": ["hotline"],
+    "disclosure": "full",
+}
 
 
-def track(uid: str, lat: float = 35.0, lon: float = 135.0, callsign: str = "VIPER",
-          stale: int = 300) -> bytes:
-    data = pytak.gen_cot(lat=lat, lon=lon, hae=9000, ce=10, le=10, uid=uid, stale=stale,
-                         cot_type="a-f-A-M-F", callsign=callsign)
+def track(
+    uid: str, lat: float = 35.0, lon: float = 135.0, callsign: str = "VIPER", stale: int = 300
+) -> bytes:
+    data = pytak.gen_cot(
+        lat=lat,
+        lon=lon,
+        hae=9000,
+        ce=10,
+        le=10,
+        uid=uid,
+        stale=stale,
+        cot_type="a-f-A-M-F",
+        callsign=callsign,
+    )
     assert data is not None
     return data
 
@@ -45,9 +64,9 @@ async def metric(hub: RunningHub, name: str, **labels: str) -> float:
         text = (await client.get(hub.http + "/metrics")).text
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
+        ours = line.startswith((name + "{", name + " "))
+        if ours and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
     return total
 
 
@@ -82,8 +101,13 @@ async def test_area_of_interest_limits_what_flows(make_hub) -> None:
 async def test_validity_window_limits_what_flows(make_hub) -> None:
     past = dict(FULL_TRACKS, valid_from="2001-01-01T00:00:00Z", valid_until="2002-01-01T00:00:00Z")
     future = dict(FULL_TRACKS, name="later", to=["KOR"], valid_from="2099-01-01T00:00:00Z")
-    current = dict(FULL_TRACKS, name="now", to=["RUS"],
-                   valid_from="2001-01-01T00:00:00Z", valid_until="2099-01-01T00:00:00Z")
+    current = dict(
+        FULL_TRACKS,
+        name="now",
+        to=["RUS"],
+        valid_from="2001-01-01T00:00:00Z",
+        valid_until="2099-01-01T00:00:00Z",
+    )
     async with make_hub([past, future, current]) as hub:
         usa, jpn, kor, rus = await hub.connect_all(("USA", "JPN", "KOR", "RUS"))
         usa.send(track("T1"))
@@ -131,8 +155,9 @@ async def test_ping_gets_pong(make_hub) -> None:
 
 
 async def test_protobuf_negotiation_and_cross_encoding_delivery(make_hub) -> None:
-    async with make_hub([FULL_TRACKS, dict(FULL_TRACKS, name="back", **{"from": "JPN",
-                                                                           "to": ["USA"]})]) as hub:
+    async with make_hub(
+        [FULL_TRACKS, dict(FULL_TRACKS, name="back", **{"from": "JPN", "to": ["USA"]})]
+    ) as hub:
         usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
         offer = await jpn.wait_for(lambda e: e["type"] == "t-x-takp-v")
         assert 'version="1"' in offer["detail"]
@@ -149,7 +174,9 @@ async def test_protobuf_negotiation_and_cross_encoding_delivery(make_hub) -> Non
         got = await jpn.wait_for(lambda e: e["uid"] == "USA::X2P")
         assert got["wire"] == "proto" and got["callsign"] == "XML-SENDER"
         # Protobuf in from JPN (made by takproto from pytak XML), XML out to USA.
-        proto = takproto.xml2proto(track("P2X", callsign="PROTO-SENDER"), takproto.TAKProtoVer.STREAM)
+        proto = takproto.xml2proto(
+            track("P2X", callsign="PROTO-SENDER"), takproto.TAKProtoVer.STREAM
+        )
         jpn.send(bytes(proto))
         back = await usa.wait_for(lambda e: e["uid"] == "JPN::P2X")
         assert back["wire"] == "xml" and back["callsign"] == "PROTO-SENDER"
@@ -214,8 +241,11 @@ async def test_slow_reader_gets_latest_positions(make_hub) -> None:
         jpn: TakClient = await hub.connect("JPN")
         jpn.writer.transport.pause_reading()  # does not read: the hub's socket buffer fills
         for round_ in range(40):
-            usa.send(b"".join(track(f"T{i}", lat=10 + round_ * 0.01, callsign="X" * 400)
-                              for i in range(100)))
+            usa.send(
+                b"".join(
+                    track(f"T{i}", lat=10 + round_ * 0.01, callsign="X" * 400) for i in range(100)
+                )
+            )
         await asyncio.sleep(0.5)
         jpn.writer.transport.resume_reading()
         received = await jpn.collect(1.5)

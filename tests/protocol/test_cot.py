@@ -36,36 +36,55 @@ def test_encode_parse_round_trip() -> None:
 texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
 
 
-@given(uid=texts.filter(lambda s: not any(c.isspace() for c in s)), callsign=texts,
-       lat=st.floats(-90, 90), lon=st.floats(-180, 180))
+@given(
+    uid=texts.filter(lambda s: not any(c.isspace() for c in s)),
+    callsign=texts,
+    lat=st.floats(-90, 90),
+    lon=st.floats(-180, 180),
+)
 def test_round_trip_any_text(uid: str, callsign: str, lat: float, lon: float) -> None:
     from xml.sax.saxutils import quoteattr
 
-    event = CotEvent(uid=uid, type="a-h-G", time=1e9, start=1e9, stale=1e9 + 60, how="m-g",
-                     point=Point(lat, lon), detail=f"<contact callsign={quoteattr(callsign)}/>",
-                     callsign=callsign)
+    event = CotEvent(
+        uid=uid,
+        type="a-h-G",
+        time=1e9,
+        start=1e9,
+        stale=1e9 + 60,
+        how="m-g",
+        point=Point(lat, lon),
+        detail=f"<contact callsign={quoteattr(callsign)}/>",
+        callsign=callsign,
+    )
     first = parse_event(encode_event(event))
     assert (first.uid, first.callsign, first.point) == (uid, callsign, event.point)
     assert parse_event(encode_event(first)) == first
 
 
-@pytest.mark.parametrize(("data", "reason"), [
-    (b"<event uid='x' type='a'/>", "malformed"),  # no times
-    (EVENT.replace(b'lat="1.5"', b'lat="91"'), "malformed"),
-    (EVENT.replace(b'lat="1.5"', b'lat="nan"'), "malformed"),
-    (EVENT.replace(b'lon="-2"', b'lon="east"'), "malformed"),
-    (EVENT.replace(b'<point lat="1.5" lon="-2" hae="100" ce="5" le="6"/>', b""), "malformed"),
-    (EVENT.replace(b'time="2024-01-01T00:00:00Z"', b'time="yesterday"'), "malformed"),
-    (EVENT.replace(b'uid="A1"', b'uid="A 1"'), "malformed"),
-    (EVENT.replace(b"<event ", b"<evil ").replace(b"</event>", b"</evil>"), "malformed"),
-    (EVENT[:-10], "malformed"),
-    (EVENT.replace(b"Viper", b"Vi\xc3\x28per"), "bad_utf8"),
-    (b'<!DOCTYPE x [<!ENTITY a "b">]>' + EVENT[38:], "dtd"),
-    (EVENT.replace(b"<detail>", b"<detail>" + b"<x>" * 40).replace(
-        b"</detail>", b"</x>" * 40 + b"</detail>"), "too_deep"),
-    (EVENT.replace(b'how="m-g"', b'how="' + b"m" * 5000 + b'"'), "attribute_too_long"),
-    (EVENT + b" " * 70000, "oversized"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"<event uid='x' type='a'/>", "malformed"),  # no times
+        (EVENT.replace(b'lat="1.5"', b'lat="91"'), "malformed"),
+        (EVENT.replace(b'lat="1.5"', b'lat="nan"'), "malformed"),
+        (EVENT.replace(b'lon="-2"', b'lon="east"'), "malformed"),
+        (EVENT.replace(b'<point lat="1.5" lon="-2" hae="100" ce="5" le="6"/>', b""), "malformed"),
+        (EVENT.replace(b'time="2024-01-01T00:00:00Z"', b'time="yesterday"'), "malformed"),
+        (EVENT.replace(b'uid="A1"', b'uid="A 1"'), "malformed"),
+        (EVENT.replace(b"<event ", b"<evil ").replace(b"</event>", b"</evil>"), "malformed"),
+        (EVENT[:-10], "malformed"),
+        (EVENT.replace(b"Viper", b"Vi\xc3\x28per"), "bad_utf8"),
+        (b'<!DOCTYPE x [<!ENTITY a "b">]>' + EVENT[38:], "dtd"),
+        (
+            EVENT.replace(b"<detail>", b"<detail>" + b"<x>" * 40).replace(
+                b"</detail>", b"</x>" * 40 + b"</detail>"
+            ),
+            "too_deep",
+        ),
+        (EVENT.replace(b'how="m-g"', b'how="' + b"m" * 5000 + b'"'), "attribute_too_long"),
+        (EVENT + b" " * 70000, "oversized"),
+    ],
+)
 def test_refusals_name_their_reason(data: bytes, reason: str) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         parse_event(data, XmlLimits())

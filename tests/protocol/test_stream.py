@@ -23,7 +23,7 @@ from tests.protocol.test_cot import EVENT
 def feed(stream: TakStream, data: bytes, cuts: list[int]) -> list[StreamEvent]:
     events: list[StreamEvent] = []
     last = 0
-    for cut in sorted(set(cuts)) + [len(data)]:
+    for cut in [*sorted(set(cuts)), len(data)]:
         events += stream.receive_data(data[last:cut], now=0.0)
         last = cut
     return events
@@ -92,8 +92,9 @@ def test_a_second_request_after_switching_is_refused_politely() -> None:
     server = TakStream()
     server.receive_data(TakStream(role="client").request_protobuf(0.0), 0.0)
     server.data_to_send()
-    again = control_event("protouid", "t-x-takp-q", 0.0,
-                          '<TakControl><TakRequest version="1"/></TakControl>')
+    again = control_event(
+        "protouid", "t-x-takp-q", 0.0, '<TakControl><TakRequest version="1"/></TakControl>'
+    )
     server.receive_data(frame_proto(event_to_proto(again)), 0.0)
     assert b"status" in server.data_to_send()
     assert server.mode is Mode.PROTO
@@ -117,16 +118,20 @@ def test_takproto_made_message_is_read() -> None:
 def test_oversized_xml_is_skipped_and_the_stream_recovers() -> None:
     stream = TakStream(XmlLimits(message_bytes=2048))
     junk = b'<event uid="big" x="' + b"A" * 100_000 + b'"></event>'
-    events = stream.receive_data(junk[:50_000], 0.0) + stream.receive_data(junk[50_000:] + EVENT,
-                                                                           0.0)
+    events = stream.receive_data(junk[:50_000], 0.0) + stream.receive_data(
+        junk[50_000:] + EVENT, 0.0
+    )
     assert [e.reason for e in events if isinstance(e, MessageRefused)] == ["oversized"]
     assert received(events) == ["A1"]
     assert stream.pending_bytes == 0
 
 
 def test_protobuf_framing_errors_are_fatal() -> None:
-    for data, reason in ((b"\x00abc", "bad_magic"), (b"\xbf\xff\xff\xff\x7f", "oversized"),
-                         (b"\xbf" + b"\xff" * 11, "bad_length")):
+    for data, reason in (
+        (b"\x00abc", "bad_magic"),
+        (b"\xbf\xff\xff\xff\x7f", "oversized"),
+        (b"\xbf" + b"\xff" * 11, "bad_length"),
+    ):
         stream = TakStream()
         stream.mode = Mode.PROTO
         (event,) = stream.receive_data(data, 0.0)

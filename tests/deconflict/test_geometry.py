@@ -1,0 +1,149 @@
+# Rule: airspace items refuse bad input naming the field, parse from GeoJSON and locked-down
+# KML, and intersect correctly anywhere on earth (antimeridian included).
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import shapely
+
+from commonsky.deconflict import geometry as g
+
+SQUARE = ((10.0, 50.0), (10.5, 50.0), (10.5, 50.5), (10.0, 50.5))
+
+
+def _vol(**kw: object) -> g.Volume:
+    args: dict[str, object] = {
+        "shape": g.Polygon(ring=SQUARE),
+        "floor_m": 0.0,
+        "ceiling_m": 3000.0,
+        "start_s": 0.0,
+        "end_s": 3600.0,
+    }
+    args.update(kw)
+    return g.Volume(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1.0))), "ring"),
+        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 0.0))), "ring"),
+        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 0.0), (2.0, 0.0))), "ring"),
+        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 0.0), (1.0, math.nan))), "ring[2]"),
+        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 0.0), (1.0, 91.0))), "ring[2]"),
+        (lambda: g.Polygon(ring=((0.0, 0.0), (30.0, 0.0), (30.0, 20.0))), "ring"),
+        (lambda: g.Circle(centre=(0.0, 0.0), radius_m=-5.0), "radius_m"),
+        (lambda: g.Corridor(path=((0.0, 0.0),), width_m=100.0), "path"),
+        (lambda: _vol(floor_m=3000.0, ceiling_m=1000.0), "floor_m"),
+        (lambda: _vol(start_s=10.0, end_s=5.0), "end_s"),
+        (lambda: _vol(end_s=math.inf), "end_s"),
+        (
+            lambda: g.Line(path=((0.0, 0.0), (1.0, 1.0)), left_party="A", right_party="A"),
+            "right_party",
+        ),
+    ],
+)
+def test_refusals_name_the_field(build: object, field: str) -> None:
+    with pytest.raises(g.GeometryError) as err:
+        build()  # type: ignore[operator]
+    assert err.value.field == field
+
+
+def test_flight_levels() -> None:
+    assert g.flight_level(350) == pytest.approx(10668.0)
+
+
+def test_antimeridian_polygon_intersection_has_the_right_area() -> None:
+    a = g.Polygon(ring=((179.8, -1.0), (-179.8, -1.0), (-179.8, 1.0), (179.8, 1.0)))
+    b = g.Polygon(ring=((179.9, -1.0), (-179.7, -1.0), (-179.7, 1.0), (179.9, 1.0)))
+    frame = g.Frame.around(a.cap(), b.cap())
+    pa = a.planar(frame)
+    inter = shapely.intersection(pa, b.planar(frame))
+    # 0.4 deg x 2 deg box and 0.3 deg of overlap in longitude, near the equator.
+    assert pa.area == pytest.approx(0.4 * 2 * 111_320**2, rel=0.01)
+    assert inter.area == pytest.approx(0.3 * 2 * 111_320**2, rel=0.01)
+    geo = frame.to_geojson(inter)
+    assert geo is not None
+    lons = [p[0] for p in geo["coordinates"][0]]
+    assert all(abs(x) > 179.79 for x in lons)
+    # The overlap runs from 179.9 E across the antimeridian to 179.8 W.
+    assert max(x for x in lons if x < 0) == pytest.approx(-179.8, abs=1e-6)
+    assert min(x for x in lons if x > 0) == pytest.approx(179.9, abs=1e-6)
+
+
+def test_circle_near_the_pole_is_a_circle() -> None:
+    c = g.Circle(centre=(0.0, 89.9), radius_m=50_000.0)
+    frame = g.Frame.around(c.cap())
+    assert c.planar(frame).area == pytest.approx(math.pi * 50_000.0**2, rel=0.01)
+
+
+GEOJSON = b"""{"type": "FeatureCollection", "features": [
+ {"type": "Feature", "geometry": {"type": "Polygon", "coordinates":
+   [[[36.0, 34.5], [36.5, 34.5], [36.5, 35.0], [36.0, 35.0], [36.0, 34.5]]]},
+  "properties": {"floor_fl": 100, "ceiling_m": 9000, "start": "2026-01-01T00:00:00Z",
+                 "end": 1767229200, "kind": "operating-area"}},
+ {"type": "Feature",
+  "geometry": {"type": "LineString", "coordinates": [[38.0, 35.5], [40.1, 35.3]]},
+  "properties": {"left_party": "RUS", "right_party": "USA"}},
+ {"type": "Feature", "geometry": {"type": "Point", "coordinates": [38.27, 34.55]},
+  "properties": {"radius_m": 5000}}
+]}"""
+
+
+def test_geojson() -> None:
+    vol, line, site = g.parse_geojson(GEOJSON)
+    assert isinstance(vol, g.Volume)
+    assert vol.floor_m == pytest.approx(3048.0)
+    assert vol.start_s == 1767225600.0
+    assert vol.kind == "operating-area"
+    assert isinstance(line, g.Line)
+    assert line.left_party == "RUS"
+    assert isinstance(site, g.Site)
+    assert isinstance(site.shape, g.Circle)
+
+
+def test_geojson_errors_name_feature_and_property() -> None:
+    bad = GEOJSON.replace(b'"ceiling_m": 9000', b'"ceiling_m": "high"')
+    with pytest.raises(g.GeometryError, match=r"features\[0\]\.properties\.ceiling_m"):
+        g.parse_geojson(bad)
+    bad = GEOJSON.replace(b'"end": 1767229200', b'"end": 1767225000')
+    with pytest.raises(g.GeometryError, match=r"features\[0\]\..*end"):
+        g.parse_geojson(bad)
+
+
+KML = b"""<?xml version="1.0" encoding="UTF-8"?>
+<kml xmlns="http://www.opengis.net/kml/2.2"><Document>
+<Placemark><name>A</name>
+ <ExtendedData><Data name="floor_m"><value>0</value></Data>
+  <Data name="ceiling_m"><value>5000</value></Data>
+  <Data name="start"><value>0</value></Data>
+  <Data name="end"><value>3600</value></Data></ExtendedData>
+ <Polygon><outerBoundaryIs><LinearRing><coordinates>
+  36.0,34.5,0 36.5,34.5,0 36.5,35.0,0 36.0,34.5,0</coordinates></LinearRing>
+ </outerBoundaryIs></Polygon>
+</Placemark>
+<Placemark><ExtendedData><Data name="left_party"><value>RUS</value></Data>
+ <Data name="right_party"><value>USA</value></Data></ExtendedData>
+ <LineString><coordinates>38.0,35.5 40.1,35.3</coordinates></LineString></Placemark>
+<Placemark><Point><coordinates>38.27,34.55,0</coordinates></Point></Placemark>
+</Document></kml>"""
+
+
+def test_kml() -> None:
+    vol, line, site = g.parse_kml(KML)
+    assert isinstance(vol, g.Volume)
+    assert vol.ceiling_m == 5000.0
+    assert isinstance(line, g.Line)
+    assert isinstance(site, g.Site)
+    assert isinstance(site.shape, g.Point)
+
+
+def test_kml_refuses_doctype_and_entities() -> None:
+    evil = b"""<?xml version="1.0"?><!DOCTYPE kml [<!ENTITY x "boom">]>
+<kml xmlns="http://www.opengis.net/kml/2.2"><Placemark><name>&x;</name></Placemark></kml>"""
+    with pytest.raises(g.GeometryError, match="DOCTYPE"):
+        g.parse_kml(evil)
+    with pytest.raises(g.GeometryError, match="document"):
+        g.parse_kml(b"<kml><unclosed></kml>")
