@@ -107,6 +107,9 @@ class CotEvent(msgspec.Struct, frozen=True):
     dest_parties: tuple[str, ...] = ()
 
 
+HUB = "HUB"  # the originator of items the hub makes itself (notices, fused events, alerts)
+
+
 class Item(msgspec.Struct, frozen=True):
     """A CoT event accepted by the hub: who sent it, in which category, in which order."""
 
@@ -117,6 +120,7 @@ class Item(msgspec.Struct, frozen=True):
     received: float  # hub wall clock at acceptance, for latency figures
     seq: int = 0  # store sequence for durable items, 0 for live ones
     origin: str = ""  # id of the connection it came from (it is not echoed there)
+    audience: tuple[str, ...] = ()  # hub-made items: exactly these parties receive it
 
     @property
     def uid(self) -> str:

@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
 from commonsky.errors import RemoteProtocolError
 from commonsky.metrics import Metrics
-from commonsky.model import DURABLE, Category, CotEvent, Disclosure, Item, category_of
+from commonsky.model import DURABLE, HUB, Category, CotEvent, Disclosure, Item, category_of
 from commonsky.policy import Policy, generalize, namespaced, own_uid
 from commonsky.protocol.cot import encode_event
 from commonsky.protocol.stream import frame_proto
@@ -74,6 +76,9 @@ class Hub:
         self.live: dict[tuple[str, str], Rendered] = {}
         self.durable: dict[tuple[str, str], Rendered] = {}
         self.callsigns: dict[str, set[str]] = defaultdict(set)  # callsign -> parties using it
+        # Engines hook in here: `on_durable` runs once a durable item is stored and before
+        # anyone receives it (the ledger); `observers` see every item as it is delivered.
+        self.on_durable: list[Callable[[Item, dict[str, Disclosure]], None]] = []
         self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
         self._grid = settings.get_float("generalize_grid_deg")
         # Writes are batched: enqueueing marks a connection dirty and one callback, run by
@@ -91,6 +96,8 @@ class Hub:
 
     def _render(self, item: Item, variant: Variant, mode: str) -> bytes:
         event = self.event_for(item, variant)
+        if mode == "json":
+            return _json_encoder.encode(item_json(item, event))
         if mode == "proto":
             return frame_proto(event_to_proto(event))
         return encode_event(event)
@@ -132,11 +139,32 @@ class Hub:
             # Types the hub does not classify (deletes, map tools…) stay inside the party.
             self._fan_out(self._rendered(item), {}, durable=False)
             return item
-        if category in DURABLE:
-            item = replace(item, seq=self.store.append(item))
         self.metrics.count_in(party, category.value)
+        return self.submit(item)
+
+    def submit(self, item: Item) -> Item:
+        """Store (if durable), record, then publish an accepted item to every hub process."""
+        if item.category in DURABLE:
+            item = replace(item, seq=self.store.append(item))
+            routes = self.route(item, self.clock())
+            for hook in self.on_durable:
+                hook(item, routes)
         self.bus.publish(item)
         return item
+
+    def publish_from_hub(
+        self, event: CotEvent, category: Category, audience: Iterable[str]
+    ) -> Item:
+        """An item the hub makes (notice, fused event, warning) for exactly `audience`."""
+        item = Item(
+            party=HUB,
+            user="hub",
+            category=category,
+            event=event,
+            received=self.clock(),
+            audience=tuple(sorted(set(audience))),
+        )
+        return self.submit(item)
 
     def _deliver(self, item: Item) -> None:
         rendered = self._rendered(item)
@@ -150,6 +178,8 @@ class Hub:
             observer(item, routes)
 
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
+        if item.audience:
+            return {p: Disclosure.FULL for p in item.audience if p != item.party}
         routes = self.policy.route(item, now)
         if item.event.dest_callsigns and not item.event.dest_parties:
             # Directed by callsign: to each entitled party whose own clients use one of those
@@ -202,18 +232,23 @@ class Hub:
         """Register a connection and queue the current picture it is entitled to."""
         self.connections[conn.party].add(conn)
         self.metrics.child(self.metrics.connections, conn.listener, conn.party).inc()  # type: ignore[attr-defined]
+        for rendered, variant in self.visible(conn.party):
+            self._enqueue(conn, Pending(rendered, variant), rendered.item.category in DURABLE)
+
+    def visible(self, party: str) -> Iterator[tuple[Rendered, Variant]]:
+        """The current picture as `party` may see it: durable items first, nothing stale."""
         now = self.clock()
-        for pool, durable in ((self.durable, True), (self.live, False)):
+        for pool in (self.durable, self.live):
             for rendered in list(pool.values()):
                 item = rendered.item
                 if item.event.stale <= now:
                     continue
-                if item.party == conn.party:
-                    self._enqueue(conn, Pending(rendered, "own"), durable)
+                if item.party == party:
+                    yield rendered, "own"
                     continue
-                level = self.route(item, now).get(conn.party)
+                level = self.route(item, now).get(party)
                 if level is not None:
-                    self._enqueue(conn, Pending(rendered, _VARIANT[level]), durable)
+                    yield rendered, _VARIANT[level]
 
     def detach(self, conn: Connection) -> None:
         self._dirty.discard(conn)
@@ -244,3 +279,29 @@ class Hub:
             observe(now - item.received)
         for category, n in counts.items():
             self.metrics.count_out(conn.party, category, n)
+
+
+_json_encoder = msgspec.json.Encoder()
+
+
+def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
+    """The JSON form of a delivered item (WebSocket and REST): CoT names, our category."""
+    p = event.point
+    return {
+        "uid": event.uid,
+        "type": event.type,
+        "category": item.category.value,
+        "party": item.party,
+        "seq": item.seq,
+        "time": event.time,
+        "stale": event.stale,
+        "lat": p.lat,
+        "lon": p.lon,
+        "hae": p.hae,
+        "ce": p.ce,
+        "le": p.le,
+        "callsign": event.callsign,
+        "speed": event.speed,
+        "course": event.course,
+        "detail": event.detail,
+    }
