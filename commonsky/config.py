@@ -140,10 +140,15 @@ def config_from_dict(
         pid = table.get("id", str, required=True)
         if not pid or not pid.replace("-", "").replace("_", "").isalnum() or "::" in pid:
             raise UsageError(f"{table.where}: id = {pid!r} must be letters, digits, - or _")
+        if pid == "HUB":
+            raise UsageError(f"{table.where}: id = 'HUB' is reserved for the hub itself")
         if pid in seen:
             raise UsageError(f"{table.where}: id = {pid!r} is declared twice")
         seen.add(pid)
-        parties.append(Party(pid, table.get("name", str) or pid))
+        token = table.get("token", str) or ""
+        if token and len(token) < 16:
+            raise UsageError(f"{table.where}: token must be at least 16 characters")
+        parties.append(Party(pid, table.get("name", str) or pid, token))
         table.finish()
 
     listeners = [

@@ -36,6 +36,7 @@ _RANK = {Disclosure.CONFLICTS_ONLY: 0, Disclosure.GENERALIZED: 1, Disclosure.FUL
 class Party:
     id: str
     name: str = ""
+    token: str = ""  # bearer token for the HTTP API and the web page ("" = none)
 
 
 @dataclass(frozen=True)

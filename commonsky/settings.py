@@ -89,6 +89,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Stale time given to an item whose event carries none usable.",
     ),
     Setting(
+        "limit_http_body_bytes",
+        int,
+        1048576,
+        "Largest HTTP request body (GeoJSON, reports, messages); larger ones get 413.",
+    ),
+    Setting(
+        "timeout_checkpoint_s",
+        float,
+        60.0,
+        "How often the hub signs a ledger checkpoint (and on demand).",
+    ),
+    Setting(
         "generalize_grid_deg",
         float,
         0.1,

@@ -6,7 +6,6 @@ the two cannot drift apart. Feature packages add their routes through `extra_rou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,11 +15,15 @@ from starlette.routing import BaseRoute, Route
 
 from commonsky import __version__
 from commonsky.hub.core import Hub
+from commonsky.services import Services
 
 
-def build_app(
-    hub: Hub, extra_routes: Sequence[BaseRoute] = (), extra_paths: dict[str, Any] | None = None
-) -> Starlette:
+def build_app(services: Services) -> Starlette:
+    from commonsky.http.api import build_api
+
+    hub: Hub = services.hub
+    extra_routes, extra_paths = build_api(services)
+
     async def healthz(request: Request) -> Response:
         connected = sum(len(group) for group in hub.connections.values())
         return JSONResponse(

@@ -79,6 +79,9 @@ class Hub:
         # Engines hook in here: `on_durable` runs once a durable item is stored and before
         # anyone receives it (the ledger); `observers` see every item as it is delivered.
         self.on_durable: list[Callable[[Item, dict[str, Disclosure]], None]] = []
+        # Per-category checks run before anything is stored; they refuse by raising
+        # RemoteProtocolError (e.g. an airspace drawing with a self-intersecting outline).
+        self.validators: dict[Category, Callable[[str, CotEvent], None]] = {}
         self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
         self._grid = settings.get_float("generalize_grid_deg")
         # Writes are batched: enqueueing marks a connection dirty and one callback, run by
@@ -139,6 +142,9 @@ class Hub:
             # Types the hub does not classify (deletes, map tools…) stay inside the party.
             self._fan_out(self._rendered(item), {}, durable=False)
             return item
+        check = self.validators.get(category)
+        if check is not None:
+            check(party, event)
         self.metrics.count_in(party, category.value)
         return self.submit(item)
 
@@ -170,8 +176,16 @@ class Hub:
         rendered = self._rendered(item)
         durable = item.category in DURABLE
         now = self.clock()
+        # A new version of a uid always supersedes the old one, whatever its category, and
+        # one that arrives already stale removes it: what stays in the picture for others
+        # must not depend on details (here: staleness) of an update they may not see.
+        pool, other = (self.durable, self.live) if durable else (self.live, self.durable)
+        # (Popping first also makes the picture's order the order of last updates, which
+        # likewise must not depend on anyone's invisible history.)
+        other.pop(item.key, None)
+        pool.pop(item.key, None)
         if item.event.stale > now:
-            (self.durable if durable else self.live)[item.key] = rendered
+            pool[item.key] = rendered
         routes = self.route(item, now)
         self._fan_out(rendered, routes, durable)
         for observer in self.observers:
@@ -249,6 +263,23 @@ class Hub:
                 level = self.route(item, now).get(party)
                 if level is not None:
                     yield rendered, _VARIANT[level]
+
+    def resend(self, key: tuple[str, str], party: str) -> bool:
+        """Queue a stored durable item again for every connection of one entitled party."""
+        rendered = self.durable.get(key)
+        if rendered is None:
+            return False
+        item = rendered.item
+        if item.party == party:
+            variant: Variant = "own"
+        else:
+            level = self.route(item, self.clock()).get(party)
+            if level is None:
+                return False
+            variant = _VARIANT[level]
+        for conn in self.connections.get(party, ()):
+            self._enqueue(conn, Pending(rendered, variant), durable=True)
+        return True
 
     def detach(self, conn: Connection) -> None:
         self._dirty.discard(conn)

@@ -18,6 +18,7 @@ import uvicorn
 from commonsky.config import HubConfig, parse_hostport
 from commonsky.http.app import build_app
 from commonsky.policy import Policy
+from commonsky.services import Services
 from commonsky.store.sqlite import SQLiteStore
 
 from .core import Hub
@@ -48,6 +49,7 @@ class HubServer:
             config.settings,
             hub_secret(data_dir),
         )
+        self.services = Services.build(self.hub, data_dir)
         self.listeners = [TakListener(self.hub, lc) for lc in config.listeners]
         self.http_host, self.http_port = parse_hostport(str(config.settings.http), "http")
         self._uvicorn: uvicorn.Server | None = None
@@ -57,7 +59,7 @@ class HubServer:
         self.hub.call_soon = asyncio.get_running_loop().call_soon
         for listener in self.listeners:
             await listener.start()
-        app = build_app(self.hub)
+        app = build_app(self.services)
         config = uvicorn.Config(
             app,
             host=self.http_host,
@@ -86,9 +88,25 @@ class HubServer:
         gc.set_threshold(20_000, 50, 100)
 
     async def _housekeeping(self) -> None:
+        """Once a second: deadlines and expiries; prune and checkpoints less often."""
+        settings = self.config.settings
+        checkpoint_every = settings.get_float("timeout_checkpoint_s")
+        loop = asyncio.get_running_loop()
+        last_prune = last_checkpoint = loop.time()
         while True:
-            await asyncio.sleep(5.0)
-            self.hub.prune()
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            try:
+                self.services.tick()
+                if now - last_prune >= 5.0:
+                    self.hub.prune()
+                    last_prune = now
+                recorder = self.services.recorder
+                if recorder is not None and now - last_checkpoint >= checkpoint_every:
+                    recorder.ledger.checkpoint()
+                    last_checkpoint = now
+            except Exception:  # our bug: log it loudly, keep the hub serving
+                log.exception("housekeeping failed")
 
     def port(self, kind: str) -> int:
         return next(listener.port for listener in self.listeners if listener.config.kind == kind)
@@ -112,6 +130,9 @@ class HubServer:
         for task in self._tasks[1:]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.services.recorder is not None:
+            self.services.recorder.ledger.checkpoint()
+        self.services.close()
         self.store.close()
 
 

@@ -306,8 +306,8 @@ def entry_from_json(obj: Any) -> Entry:
 
 
 # Maps every digit to "0" and everything else to " ": a 19-digit run shows as "0" * 19.
-_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-_LONG_RUN = b"0" * 19
+DIGITS_MAP = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+LONG_RUN = b"0" * 19
 
 
 def b64_fixed(text: str, what: str, size: int) -> bytes:
@@ -346,7 +346,49 @@ class WireEntry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     sig: WireSignature | None = None
 
 
-_wire_decoder = msgspec.json.Decoder(WireEntry, float_hook=_no_floats)
+wire_decoder = msgspec.json.Decoder(WireEntry, float_hook=_no_floats)
+_encode = msgspec.json.encode
+# Canonical base64 of exactly NONCE_SIZE (16) bytes: 21 free characters, a last character
+# whose 4 unused low bits are zero, and "==".  One regex call instead of decode + re-encode.
+NONCE_B64_RE = re.compile(r"[A-Za-z0-9+/]{21}[AQgw]==")
+
+# Kinds, party ids and audiences that already passed their checks.  A log repeats a handful
+# of them a million times; a set lookup replaces the regexes.  Bounded so that a hostile
+# file of ever-new names cannot grow them without limit (past the bound, names are simply
+# checked every time).
+_CACHE_MAX = 4096
+ok_kinds: set[str] = set()
+ok_parties: set[str] = set()
+ok_audiences: set[tuple[str, ...]] = set()
+
+
+def _check_kind_cached(kind: str) -> None:
+    if kind not in ok_kinds:
+        if not _KIND_RE.fullmatch(kind):
+            raise EntryError(f"kind {kind!r} is not a lowercase word")
+        if len(ok_kinds) < _CACHE_MAX:
+            ok_kinds.add(kind)
+
+
+def _check_party_cached(party: str, what: str) -> None:
+    if party not in ok_parties:
+        check_party(party, what)
+        if len(ok_parties) < _CACHE_MAX:
+            ok_parties.add(party)
+
+
+def _check_audience(aud: list[str]) -> None:
+    key = tuple(aud)
+    if key in ok_audiences:
+        return
+    prev = ""
+    for party in aud:
+        if party <= prev:
+            raise EntryError("audience is not sorted and duplicate-free")
+        _check_party_cached(party, "audience member")
+        prev = party
+    if len(ok_audiences) < _CACHE_MAX:
+        ok_audiences.add(key)
 
 
 def decode_wire(leaf: bytes) -> WireEntry:
@@ -356,27 +398,21 @@ def decode_wire(leaf: bytes) -> WireEntry:
     leaf with a 19-digit run (a possibly out-of-range integer) takes the fully walked path.
     """
     try:
-        wire = _wire_decoder.decode(leaf)
+        wire = wire_decoder.decode(leaf)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         entry_from_json(parse_canonical(leaf))  # a more precise message when there is one
         raise EntryError(str(exc)) from None
-    if msgspec.json.encode(wire, order="sorted") != leaf:
+    if _encode(wire, order="sorted") != leaf:
         raise EntryError("not in canonical form (key order, escapes, spacing or numbers)")
-    if _LONG_RUN in leaf.translate(_DIGITS):
+    if LONG_RUN in leaf.translate(DIGITS_MAP):
         _check_value(wire.payload, "payload")
-    # Party and kind formats checked here: msgspec's pattern constraint costs 5x more.
-    if not _KIND_RE.fullmatch(wire.kind):
-        raise EntryError(f"kind {wire.kind!r} is not a lowercase word")
-    check_party(wire.originator, "originator")
+    # Party and kind formats checked here (msgspec's pattern constraint costs 5x more), in
+    # the same order as before so that the first complaint is unchanged.
+    _check_kind_cached(wire.kind)
+    _check_party_cached(wire.originator, "originator")
     if wire.sig is not None:
-        check_party(wire.sig.party, "signer")
-    aud = wire.audience
-    prev = ""
-    for party in aud:
-        if party <= prev:
-            raise EntryError("audience is not sorted and duplicate-free")
-        check_party(party, "audience member")
-        prev = party
+        _check_party_cached(wire.sig.party, "signer")
+    _check_audience(wire.audience)
     return wire
 
 

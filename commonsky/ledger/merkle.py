@@ -242,6 +242,20 @@ class Frontier:
         self._size += 1
         return made
 
+    def append_subtree(self, level: int, subtree: bytes) -> None:
+        """Append a whole perfect subtree of 2**level leaves, given its hash.  The frontier's
+        size must be a multiple of 2**level (the subtree is then a node of the final tree)."""
+        if self._size & ((1 << level) - 1):
+            raise ValueError(f"a level-{level} subtree cannot start at leaf {self._size}")
+        hashes = self._hashes
+        acc = subtree
+        index = self._size >> level
+        while index & 1:
+            acc = node_hash(hashes.pop(), acc)
+            index >>= 1
+        hashes.append(acc)
+        self._size += 1 << level
+
     def root(self) -> bytes:
         if not self._hashes:
             return EMPTY_ROOT
@@ -296,6 +310,22 @@ def root_of_leaf_hashes(leaves: Sequence[bytes]) -> bytes:
         if odd is not None:
             level.append(odd)
     return level[0]
+
+
+def subtree_blocks(start: int, leaves: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """Split leaves [start, start + len(leaves)) of a bigger tree into its largest aligned
+    perfect subtrees, left to right, as (level, hash): what `Frontier.append_subtree` takes.
+    Lets separate workers hash disjoint runs of one log and a merger finish the root."""
+    blocks: list[tuple[int, bytes]] = []
+    pos, end, i = start, start + len(leaves), 0
+    while pos < end:
+        width = pos & -pos if pos else 1 << end.bit_length()
+        while width > end - pos:
+            width >>= 1
+        blocks.append((width.bit_length() - 1, root_of_leaf_hashes(leaves[i : i + width])))
+        pos += width
+        i += width
+    return blocks
 
 
 def reference_root(leaves: Sequence[bytes]) -> bytes:

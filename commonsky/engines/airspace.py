@@ -1,0 +1,246 @@
+"""Deconfliction desk: keep the conflict engine fed and tell each party what it may know.
+
+Airspace items and sites (from TAK drawings or the API) and live tracks go into the
+incremental ConflictEngine, between different parties only. For every change the desk makes
+one notice per party involved, built by `notice_for` with the disclosure the *other* side's
+agreements grant that party — `full`, `generalized` or `conflicts-only` (only the
+intersection). A party with no agreement at all from the other side gets no notice: deny by
+default holds for conflicts too. Notices go out as hub-made, durable `conflict` items
+(`t-x-csky-conflict` carrying the notice as JSON, plus a `u-d-f` shape of the overlap), so
+they are stored, recorded in the ledger and replayed like anything else. When the two
+parties have a hotline agreement, a raised conflict also opens a hotline thread both must
+acknowledge.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from shapely.geometry import shape as shapely_shape
+
+from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Track
+from commonsky.deconflict.geometry import Line, Volume
+from commonsky.deconflict.notice import Notice, notice_for
+from commonsky.engines.drawings import airspace_from_cot
+from commonsky.engines.hotline import HotlineDesk
+from commonsky.hub.core import Hub
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
+from commonsky.protocol.cot import quote
+
+log = logging.getLogger("commonsky.deconflict")
+KNOT = 0.514444
+_CATEGORY_OF_KIND = {
+    "volume": Category.AIRSPACE,
+    "line": Category.AIRSPACE,
+    "site": Category.SITE,
+    "track": Category.TRACK,
+}
+
+
+class AirspaceDesk:
+    def __init__(
+        self, hub: Hub, hotline: HotlineDesk | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
+        self.hub = hub
+        self.hotline = hotline
+        self.engine = ConflictEngine(minima=self._minima, id_key=hub.secret[:16])
+        self.notices: dict[tuple[str, str], Notice] = {}  # (conflict id, party) -> latest
+        self.threads: dict[str, str] = {}  # conflict id -> hotline message id
+        self._pending_tracks: dict[tuple[str, str], CotEvent] = {}
+        hub.validators[Category.AIRSPACE] = self.validate
+        hub.validators[Category.SITE] = self.validate
+        hub.observers.append(self.observe)
+
+    def _minima(self, a: str, b: str) -> tuple[float, float]:
+        policy = self.hub.policy
+        rpz = policy.agreement_option(a, b, "rpz_m") or policy.agreement_option(b, a, "rpz_m")
+        hpz = policy.agreement_option(a, b, "hpz_m") or policy.agreement_option(b, a, "hpz_m")
+        return (rpz or 9260.0, hpz or 304.8)
+
+    @staticmethod
+    def validate(party: str, event: CotEvent) -> None:
+        if event.stale > event.time:  # a deletion-by-staleness needs no valid geometry
+            airspace_from_cot(event)
+
+    # ---- intake -------------------------------------------------------------------------
+
+    def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+        if item.party == HUB:
+            return
+        now = self.hub.clock()
+        changes: list[ConflictChange]
+        if item.category in (Category.AIRSPACE, Category.SITE):
+            if item.event.stale <= now:
+                changes = self.engine.remove(item.party, item.uid, now)
+            else:
+                shape = airspace_from_cot(item.event)
+                if isinstance(shape, Volume):
+                    changes = self.engine.upsert_volume(item.party, item.uid, shape, now)
+                elif isinstance(shape, Line):
+                    changes = self.engine.upsert_line(item.party, item.uid, shape, now)
+                else:
+                    changes = self.engine.upsert_site(item.party, item.uid, shape, now)
+        elif item.category is Category.TRACK:
+            # Tracks update many times a second; screening every update would put the
+            # conflict engine on the relay's hot path. The latest state per track is kept and
+            # screened once per tick (1 s), well inside a 300 s look-ahead.
+            self._pending_tracks[item.key] = item.event
+            return
+        else:
+            return
+        self.publish(changes)
+
+    def tick(self) -> None:
+        now = self.hub.clock()
+        pending, self._pending_tracks = self._pending_tracks, {}
+        for (party, uid), e in pending.items():
+            hae = e.point.hae if e.point.hae < 9999999.0 else 0.0
+            track = Track(
+                lat=e.point.lat,
+                lon=e.point.lon,
+                alt_m=hae,
+                gs_mps=max(0.0, e.speed or 0.0),
+                trk_deg=(e.course or 0.0) % 360.0,
+                vs_mps=0.0,
+                time_s=e.time,
+            )
+            self.publish(self.engine.upsert_track(party, uid, track, now))
+        self.publish(self.engine.expire(now))
+
+    # ---- output -------------------------------------------------------------------------
+
+    def disclosure(
+        self, recipient: str, other_party: str, other_item: str, conflict: Conflict
+    ) -> Disclosure | None:
+        """What the other side's agreements grant `recipient` about the other item."""
+        category = _CATEGORY_OF_KIND.get(other_item, Category.AIRSPACE)
+        lat, lon = _anchor(conflict)
+        levels = self.hub.policy.disclosures(
+            other_party, category, Point(lat, lon), self.hub.clock()
+        )
+        return levels.get(recipient)
+
+    def publish(self, changes: list[ConflictChange]) -> None:
+        for change in changes:
+            c = change.conflict
+            for own, other in ((c.a, c.b), (c.b, c.a)):
+                level = self.disclosure(own.party, other.party, other.item, c)
+                if level is None:
+                    continue
+                notice = notice_for(c, own.party, level.value)
+                self._send(notice, change.action, c)
+            if change.action == "raised":
+                self._open_thread(c)
+
+    def _send(self, notice: Notice, action: str, conflict: Conflict) -> None:
+        key = (notice.conflict_id, notice.recipient)
+        if action == "cleared":
+            self.notices.pop(key, None)
+        else:
+            self.notices[key] = notice
+        now = self.hub.clock()
+        lat, lon = _anchor(conflict)
+        stale = now if action == "cleared" else max(now + 60.0, min(notice.end_s, now + 86400.0))
+        body = msgspec.json.encode(notice).decode()
+        text = describe(notice)
+        uid = f"conflict-{notice.conflict_id}.{notice.recipient}"
+        detail = (
+            f'<csky_conflict state="{action}">{quote(body)}</csky_conflict>'
+            f"<remarks>{quote(text)}</remarks>"
+        )
+        alert = CotEvent(
+            uid=uid,
+            type="t-x-csky-conflict",
+            time=now,
+            start=now,
+            stale=stale,
+            how="h-e",
+            point=Point(lat, lon),
+            detail=detail,
+        )
+        self.hub.publish_from_hub(alert, Category.CONFLICT, [notice.recipient])
+        ring = _ring(notice.geometry)
+        if ring:
+            links = "".join(f'<link point="{la},{lo}"/>' for lo, la in ring)
+            shape = CotEvent(
+                uid=uid + ".shape",
+                type="u-d-f",
+                time=now,
+                start=now,
+                stale=stale,
+                how="h-e",
+                point=Point(lat, lon),
+                detail=f'{links}<strokeColor value="-65536"/><fillColor value="1627324416"/>'
+                f'<contact callsign="CONFLICT {notice.kind}"/>',
+            )
+            self.hub.publish_from_hub(shape, Category.CONFLICT, [notice.recipient])
+
+    def _open_thread(self, conflict: Conflict) -> None:
+        if self.hotline is None or conflict.id in self.threads:
+            return
+        a, b = conflict.a.party, conflict.b.party
+        now = self.hub.clock()
+        policy = self.hub.policy
+        linked = any(
+            ag.in_force(now)
+            and Category.HOTLINE in ag.categories
+            and {ag.provider, *ag.recipients} >= {a, b}
+            for ag in policy.agreements
+        )
+        if not linked:
+            return
+        lat, lon = _anchor(conflict)
+        text = (
+            f"CONFLICT {conflict.id}: {conflict.kind} between {a} and {b} near "
+            f"{lat:.2f},{lon:.2f}, {conflict.floor_m:.0f}-{conflict.ceiling_m:.0f} m. "
+            "Both parties acknowledge and deconflict."
+        )
+        message = self.hotline.open_thread(sorted({a, b}), text, conflict=conflict.id)
+        self.threads[conflict.id] = message.id
+
+    def for_party(self, party: str) -> list[dict[str, Any]]:
+        out = []
+        for (cid, recipient), notice in sorted(self.notices.items()):
+            if recipient == party:
+                record: dict[str, Any] = msgspec.to_builtins(notice)
+                record["thread"] = self.threads.get(cid)
+                out.append(record)
+        return out
+
+
+def _anchor(conflict: Conflict) -> tuple[float, float]:
+    if conflict.geometry:
+        try:
+            point = shapely_shape(conflict.geometry).representative_point()
+            return float(point.y), float(point.x)
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return 0.0, 0.0
+
+
+def _ring(geometry: dict[str, Any] | None) -> list[tuple[float, float]]:
+    if not geometry:
+        return []
+    if geometry.get("type") == "Polygon":
+        return [(float(x), float(y)) for x, y, *_ in geometry["coordinates"][0]]
+    if geometry.get("type") == "MultiPolygon":
+        return [(float(x), float(y)) for x, y, *_ in geometry["coordinates"][0][0]]
+    return []
+
+
+def describe(notice: Notice) -> str:
+    window = ""
+    if math.isfinite(notice.start_s) and math.isfinite(notice.end_s):
+        window = f", {notice.start_s:.0f}-{notice.end_s:.0f}"
+    cpa = ""
+    if notice.tcpa_s is not None and notice.dcpa_m is not None:
+        cpa = f", CPA in {notice.tcpa_s:.0f} s at {notice.dcpa_m:.0f} m"
+    other = f" ({notice.other_uid})" if notice.other_uid else ""
+    return (
+        f"{notice.kind}: your {notice.own_uid} vs {notice.other_party}{other}, "
+        f"{notice.floor_m:.0f}-{notice.ceiling_m:.0f} m{window}{cpa}"
+    )

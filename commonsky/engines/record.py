@@ -1,0 +1,96 @@
+"""The signed record: every accepted durable item goes into the Merkle ledger.
+
+Rule: an item is appended (with its audience: the originator plus every party it is
+routed to) before any recipient gets it, in the same turn of the event loop as its store
+write. Entries use integers only (microseconds, 1e-7 degrees, millimetres), as the
+ledger's canonical JSON demands.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from commonsky.ledger.entry import EntryFields, Signature
+from commonsky.ledger.log import Ledger
+from commonsky.model import HUB, Disclosure, Item
+
+log = logging.getLogger("commonsky.ledger")
+
+_UNKNOWN = 9999999.0
+
+
+def item_payload(item: Item) -> dict[str, Any]:
+    e = item.event
+    p = e.point
+    payload: dict[str, Any] = {
+        "uid": e.uid,
+        "type": e.type,
+        "category": item.category.value,
+        "user": item.user,
+        "store_seq": item.seq,
+        "time_us": round(e.time * 1e6),
+        "stale_us": round(e.stale * 1e6),
+        "lat_e7": round(p.lat * 1e7),
+        "lon_e7": round(p.lon * 1e7),
+        "detail": e.detail,
+    }
+    if p.hae < _UNKNOWN:
+        payload["hae_mm"] = round(p.hae * 1000)
+    return payload
+
+
+class LedgerRecorder:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        # Signatures of items submitted through the API, keyed by (party, uid), attached
+        # to their entry when the item is recorded.
+        self.signatures: dict[tuple[str, str], Signature] = {}
+        self.seq_of: dict[tuple[str, str, int], int] = {}
+
+    @classmethod
+    def open(cls, data_dir: Path) -> LedgerRecorder:
+        return cls(Ledger.open(data_dir))
+
+    def audience(self, item: Item, routes: dict[str, Disclosure]) -> list[str]:
+        parties = set(item.audience) if item.audience else {item.party} | set(routes)
+        parties.discard(HUB)
+        return sorted(parties)
+
+    def record(self, item: Item, routes: dict[str, Disclosure]) -> None:
+        fields = EntryFields(
+            kind="item" if item.party != HUB else "notice",
+            time_us=round(item.received * 1e6),
+            originator=item.party,
+            audience=self.audience(item, routes),
+            payload=item_payload(item),
+            signature=self.signatures.pop(item.key, None),
+        )
+        seq, _ = self.ledger.append(fields)
+        self.seq_of[(item.party, item.uid, item.seq)] = seq
+
+    def record_fact(
+        self,
+        kind: str,
+        originator: str,
+        audience: list[str],
+        payload: dict[str, Any],
+        time_s: float,
+        signature: Signature | None = None,
+    ) -> int:
+        """Receipts, acknowledgements and escalations: facts about items, not items."""
+        seq, _ = self.ledger.append(
+            EntryFields(
+                kind=kind,
+                time_us=round(time_s * 1e6),
+                originator=originator,
+                audience=sorted(set(audience) - {HUB}) or [originator],
+                payload=payload,
+                signature=signature,
+            )
+        )
+        return seq
+
+    def close(self) -> None:
+        self.ledger.close()

@@ -1,0 +1,257 @@
+"""Launch warnings desk: per-recipient fusion, then public warnings in CAP 1.2.
+
+The invariant, applied to fusion: each party has its own Correlator, fed only the reports
+that party may see (its own plus those an agreement releases to it), so the fused event it
+receives — launch point, trajectory, impact ellipse — is computed from nothing else.
+
+Public warnings are issued for a region by the party of the region's country (JPN for
+prefectures, KOR for provinces, UKR for oblasts, when those parties exist), from *that*
+party's fused view and the air-threat tracks it may see. Each warning goes to the public
+CAP feed and, as a CoT `b-a-o-csky` item from the issuing party, to the parties its
+`alert` agreements name.
+
+CoT forms (documented in the README): a raw report is `b-l-r` with the report's JSON in
+`<csky_launch>`; a fused event the hub makes is `b-l-f` with the event's JSON in
+`<csky_fused>`, its point at the predicted impact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from lxml import etree
+
+from commonsky.alerts import (
+    AlertEngine,
+    CapAlert,
+    Correlator,
+    FusedEvent,
+    LaunchReport,
+    RegionRegistry,
+    ThreatTrack,
+    fuse,
+    report_from_json,
+)
+from commonsky.errors import RemoteProtocolError
+from commonsky.hub.core import Hub
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
+from commonsky.protocol.cot import quote
+
+log = logging.getLogger("commonsky.warnings")
+COUNTRY_PARTY = {"JP": "JPN", "KR": "KOR", "UA": "UKR"}
+REPORT_TYPE = "b-l-r"
+FUSED_TYPE = "b-l-f"
+ALERT_TYPE = "b-a-o-csky"
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+THREAT_KINDS = (
+    ("a-h-A-W-M-S-B", "ballistic-missile"),
+    ("a-h-A-W-M", "cruise-missile"),
+    ("a-h-A-M-F-Q", "drone"),
+    ("a-h-A-C-F-Q", "drone"),
+    ("a-h-A-M", "aircraft"),
+)
+
+
+def report_from_event(event: CotEvent, party: str, now: float) -> LaunchReport:
+    """The launch report a `b-l-r` event carries; its party is the sender's, whatever it says."""
+    detail = etree.fromstring(f"<detail>{event.detail}</detail>", _PARSER)
+    node = detail.find("csky_launch")
+    if node is None or not (node.text or "").strip():
+        raise RemoteProtocolError("launch-report-invalid", "$: no <csky_launch> JSON in detail")
+    raw = msgspec.json.decode((node.text or "").encode())
+    if isinstance(raw, dict):
+        raw["party"] = party
+    return report_from_json(msgspec.json.encode(raw), datetime.fromtimestamp(now, UTC))
+
+
+def report_event(report: LaunchReport, now: float) -> CotEvent:
+    last = report.points[-1]
+    body = quote(msgspec.json.encode(report).decode())
+    return CotEvent(
+        uid=f"launch-report-{report.report_id}",
+        type=REPORT_TYPE,
+        time=now,
+        start=now,
+        stale=now + 3600.0,
+        how="m-g",
+        point=Point(last.lat, last.lon, last.alt_m),
+        detail=f"<csky_launch>{body}</csky_launch>",
+    )
+
+
+def fused_json(event: FusedEvent) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(event)
+    for name in ("launch", "impact"):
+        fix = getattr(event, name)
+        if fix is not None:
+            out[name]["polygon"] = [list(p) for p in fix.ellipse.polygon(36).exterior.coords]
+    return out
+
+
+class LaunchDesk:
+    def __init__(self, hub: Hub, regions: RegionRegistry | None = None) -> None:
+        self.hub = hub
+        self.regions = regions or RegionRegistry.builtin()
+        self.correlators: dict[str, Correlator] = defaultdict(Correlator)
+        self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
+        status = str(hub.settings.alert_status)
+        self.engines = {
+            party: AlertEngine(
+                self.regions,
+                f"commonsky.{party.lower()}",
+                status="Actual" if status == "Actual" else "Exercise",
+                sender_name=hub.policy.parties[party].name,
+            )
+            for party in COUNTRY_PARTY.values()
+            if party in hub.policy.parties
+        }
+        self.alerts: dict[str, CapAlert] = {}  # identifier -> message, in issue order
+        self.first_alert_at: dict[str, float] = {}  # event id -> hub time of first warning
+        hub.validators[Category.LAUNCH] = self.validate
+        hub.observers.append(self.observe)
+
+    def validate(self, party: str, event: CotEvent) -> None:
+        if event.type.startswith(REPORT_TYPE):
+            report_from_event(event, party, self.hub.clock())
+        elif event.type.startswith(FUSED_TYPE):
+            raise RemoteProtocolError("launch-report-invalid", "$: fused events are the hub's")
+
+    # ---- reports in ---------------------------------------------------------------------
+
+    def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+        if item.category is not Category.LAUNCH or item.party == HUB:
+            return
+        if not item.event.type.startswith(REPORT_TYPE):
+            return
+        report = report_from_event(item.event, item.party, item.received)
+        for party in sorted({item.party, *routes}):
+            self._fuse_for(party, report)
+        self.step(sorted({item.party, *routes}))
+
+    def _fuse_for(self, party: str, report: LaunchReport) -> None:
+        correlator = self.correlators[party]
+        result = correlator.add(report)
+        for retired in result.merged:
+            self.views[party].pop(retired, None)
+            self._publish_fused(party, retired, None)
+        event = fuse(correlator.events()[result.event_id], event_id=result.event_id)
+        if event is None:
+            return
+        self.views[party][result.event_id] = event
+        self._publish_fused(party, result.event_id, event)
+
+    def _publish_fused(self, party: str, event_id: str, event: FusedEvent | None) -> None:
+        now = self.hub.clock()
+        uid = f"launch-{event_id}.{party}"
+        if event is None:
+            cot = CotEvent(
+                uid=uid,
+                type=FUSED_TYPE,
+                time=now,
+                start=now,
+                stale=now,
+                how="h-e",
+                point=Point(0.0, 0.0),
+                detail='<csky_fused merged="true"/>',
+            )
+        else:
+            anchor = event.impact or event.launch
+            lat, lon = (anchor.lat, anchor.lon) if anchor is not None else (0.0, 0.0)
+            body = quote(msgspec.json.encode(fused_json(event)).decode())
+            text = quote(f"Launch event fused from {', '.join(event.parties)}")
+            cot = CotEvent(
+                uid=uid,
+                type=FUSED_TYPE,
+                time=now,
+                start=now,
+                stale=now + 3600.0,
+                how="h-e",
+                point=Point(lat, lon),
+                detail=f"<csky_fused>{body}</csky_fused><remarks>{text}</remarks>",
+            )
+        self.hub.publish_from_hub(cot, Category.LAUNCH, [party])
+
+    # ---- warnings out -------------------------------------------------------------------
+
+    def threats_for(self, party: str) -> list[ThreatTrack]:
+        tracks = []
+        for rendered, variant in self.hub.visible(party):
+            item = rendered.item
+            if item.category is not Category.TRACK:
+                continue
+            kind = next(
+                (k for prefix, k in THREAT_KINDS if item.event.type.startswith(prefix)), None
+            )
+            if kind is None:
+                continue
+            e = self.hub.event_for(item, variant)
+            tracks.append(
+                ThreatTrack(
+                    track_id=e.uid,
+                    party=item.party,
+                    kind=kind,  # type: ignore[arg-type]
+                    time=datetime.fromtimestamp(e.time, UTC),
+                    lat=e.point.lat,
+                    lon=e.point.lon,
+                    alt_m=e.point.hae if e.point.hae < 9999999.0 else 0.0,
+                    speed_mps=e.speed or 0.0,
+                    course_deg=(e.course or 0.0) % 360.0,
+                    sigma_m=max(100.0, e.point.ce if e.point.ce < 9999999.0 else 1000.0),
+                )
+            )
+        return tracks
+
+    def step(self, parties: list[str] | None = None) -> list[CapAlert]:
+        """Advance the warning engines of the issuing parties (all, or those named)."""
+        now = self.hub.clock()
+        issued = []
+        for party, engine in self.engines.items():
+            if parties is not None and party not in parties:
+                continue
+            alerts = engine.step_events(
+                datetime.fromtimestamp(now, UTC), self.views[party], self.threats_for(party)
+            )
+            for alert in alerts:
+                self._publish_alert(party, alert, now)
+            issued += alerts
+        return issued
+
+    def _publish_alert(self, party: str, alert: CapAlert, now: float) -> None:
+        self.alerts[alert.identifier] = alert
+        for event_id in self.views[party]:
+            if event_id in alert.identifier and event_id not in self.first_alert_at:
+                self.first_alert_at[event_id] = now
+        info = alert.info[0] if alert.info else None
+        area = info.areas[0] if info and info.areas else None
+        lat, lon = 0.0, 0.0
+        if area is not None and area.polygons:
+            ring = area.polygons[0]
+            lat = sum(p[0] for p in ring) / len(ring)
+            lon = sum(p[1] for p in ring) / len(ring)
+        headline = info.headline if info and info.headline else alert.msg_type
+        stale = now + (600.0 if alert.msg_type == "Cancel" else 3600.0)
+        detail = (
+            f'<csky_cap identifier="{quote(alert.identifier)}" msgType="{alert.msg_type}"'
+            f' href="/cap/alerts/{quote(alert.identifier)}.xml"/>'
+            f"<remarks>{quote(headline)}</remarks>"
+        )
+        cot = CotEvent(
+            uid=f"cap-{alert.identifier}",
+            type=ALERT_TYPE,
+            time=now,
+            start=now,
+            stale=stale,
+            how="h-e",
+            point=Point(lat, lon),
+            detail=detail,
+        )
+        self.hub.submit(
+            Item(party=party, user="hub", category=Category.ALERT, event=cot, received=now)
+        )
+
+    def feed(self) -> list[CapAlert]:
+        return list(self.alerts.values())

@@ -1,0 +1,445 @@
+"""The REST and WebSocket API: one policy for every party, the same as the TAK stream.
+
+Every request names its party by a bearer token (`Authorization: Bearer …`, or `?token=`
+for the WebSocket and the browser's EventSource-free clients). Reads go through
+`Hub.visible`, writes through `Hub.accept` — so an item reaches or is shown to a party over
+HTTP exactly when it would over TAK. Errors are JSON `{"error": reason}` with 400 (bad
+input, nothing stored), 401 (no or wrong token), 403 (not yours / no agreement), 404, 413.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from commonsky.deconflict.geometry import GeometryError, parse_geojson
+from commonsky.engines.drawings import geojson_to_cot_detail
+from commonsky.engines.hotline import chat_event
+from commonsky.engines.warnings import report_event
+from commonsky.errors import RemoteProtocolError
+from commonsky.hub.core import Connection, item_json
+from commonsky.hub.outbox import Outbox
+from commonsky.model import Category, CotEvent, Point
+from commonsky.protocol.cot import XmlLimits, parse_event, quote
+from commonsky.services import Services
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+def authenticate(services: Services, token: str | None) -> str:
+    if not token:
+        raise ApiError(401, "missing bearer token")
+    for party in services.hub.policy.parties.values():
+        if party.token and hmac.compare_digest(party.token.encode(), token.encode()):
+            return party.id
+    raise ApiError(401, "unknown token")
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.query_params.get("token")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body over limit_http_body_bytes={limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"body over limit_http_body_bytes={limit}")
+    return bytes(body)
+
+
+def json_error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
+    hub = services.hub
+    limit = hub.settings.get_int("limit_http_body_bytes")
+    s = hub.settings
+    xml_limits = XmlLimits(
+        s.get_int("limit_message_bytes"),
+        s.get_int("limit_xml_depth"),
+        s.get_int("limit_attribute_bytes"),
+    )
+
+    def party_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                party = authenticate(services, _token(request))
+                return await handler(request, party)
+            except ApiError as exc:
+                return json_error(exc.status, exc.reason)
+            except RemoteProtocolError as exc:
+                hub.metrics.refuse(exc.reason)
+                return json_error(400, str(exc))
+
+        return endpoint
+
+    async def body_json(request: Request) -> Any:
+        data = await read_body(request, limit)
+        try:
+            return msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, f"not JSON: {exc}") from None
+
+    def accept(party: str, event: CotEvent) -> dict[str, Any]:
+        item = hub.accept(party, "api", event)
+        if (
+            item.category is not Category.POSITION
+            and not hub.route(item, hub.clock())
+            and item.category is Category.HOTLINE
+        ):
+            raise ApiError(403, "no agreement in force lets this message reach anyone")
+        return {"uid": item.uid, "category": item.category.value, "seq": item.seq}
+
+    # ---- reads --------------------------------------------------------------------------
+
+    async def me(request: Request, party: str) -> Response:
+        return JSONResponse({"party": party, "name": hub.policy.parties[party].name})
+
+    async def items(request: Request, party: str) -> Response:
+        category = request.query_params.get("category")
+        bbox = request.query_params.get("bbox")
+        box: list[float] | None = None
+        if bbox:
+            try:
+                box = [float(v) for v in bbox.split(",")]
+                assert len(box) == 4
+            except (ValueError, AssertionError):
+                raise ApiError(400, "bbox must be minlon,minlat,maxlon,maxlat") from None
+        out = []
+        for rendered, variant in hub.visible(party):
+            item = rendered.item
+            if category and item.category.value != category:
+                continue
+            event = hub.event_for(item, variant)
+            if box and not (
+                box[0] <= event.point.lon <= box[2] and box[1] <= event.point.lat <= box[3]
+            ):
+                continue
+            out.append(item_json(item, event))
+        return JSONResponse(out)
+
+    async def conflicts(request: Request, party: str) -> Response:
+        return JSONResponse(services.airspace.for_party(party) if services.airspace else [])
+
+    async def launch_events(request: Request, party: str) -> Response:
+        if services.launch is None:
+            return JSONResponse([])
+        from commonsky.engines.warnings import fused_json
+
+        views = services.launch.views.get(party, {})
+        return JSONResponse([fused_json(e) for e in views.values()])
+
+    async def hotline_history(request: Request, party: str) -> Response:
+        if services.hotline is None:
+            return JSONResponse([])
+        return JSONResponse(services.hotline.history(party, request.query_params.get("with")))
+
+    # ---- writes -------------------------------------------------------------------------
+
+    async def post_cot(request: Request, party: str) -> Response:
+        event = parse_event(await read_body(request, limit), xml_limits)
+        return JSONResponse(accept(party, event), status_code=201)
+
+    async def post_airspace(request: Request, party: str) -> Response:
+        data = await read_body(request, limit)
+        try:
+            shapes = parse_geojson(data)
+            doc = msgspec.json.decode(data)
+        except (GeometryError, msgspec.DecodeError) as exc:
+            raise ApiError(400, str(exc)) from None
+        features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
+        events = [_feature_event(f, shape) for f, shape in zip(features, shapes, strict=True)]
+        for event in events:  # every feature checked before any is stored
+            services.airspace_validate(party, event)
+        return JSONResponse([accept(party, e) for e in events], status_code=201)
+
+    async def post_launch(request: Request, party: str) -> Response:
+        from commonsky.engines.warnings import report_from_event
+
+        raw = await body_json(request)
+        if not isinstance(raw, dict):
+            raise ApiError(400, "$: a launch report is a JSON object")
+        raw["party"] = party
+        probe = CotEvent(
+            uid="probe",
+            type="b-l-r",
+            time=0,
+            start=0,
+            stale=0,
+            how="m-g",
+            point=Point(0, 0),
+            detail=f"<csky_launch>{quote(msgspec.json.encode(raw).decode())}</csky_launch>",
+        )
+        report = report_from_event(probe, party, hub.clock())
+        return JSONResponse(accept(party, report_event(report, hub.clock())), status_code=201)
+
+    async def post_hotline(request: Request, party: str) -> Response:
+        raw = await body_json(request)
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("to"), str)
+            or not isinstance(raw.get("text"), str)
+            or not raw["text"].strip()
+        ):
+            raise ApiError(400, 'expected {"to": PARTY, "text": TEXT}')
+        to, text = raw["to"], raw["text"]
+        if to not in hub.policy.parties:
+            raise ApiError(400, f"to: unknown party {to!r}")
+        uid = str(raw.get("uid") or f"GeoChat.api.{uuid.uuid4().hex[:12]}")
+        signature = services.check_signature(
+            party, {"to": to, "text": text, "uid": uid}, raw.get("signature")
+        )
+        event = chat_event(uid, text, hub.clock(), [to], sender=party)
+        if not hub.policy.route(_probe_item(party, event, hub.clock()), hub.clock()):
+            raise ApiError(403, f"no hotline agreement in force from {party} to {to}")
+        if signature is not None and services.recorder is not None:
+            services.recorder.signatures[(party, uid)] = signature
+        return JSONResponse(accept(party, event), status_code=201)
+
+    async def post_ack(request: Request, party: str) -> Response:
+        if services.hotline is None:
+            raise ApiError(404, "no hotline")
+        message_id = request.path_params["message_id"]
+        raw = await body_json(request) if int(request.headers.get("content-length") or 0) else {}
+        message = services.hotline.resolve(party, message_id)
+        if message is None:
+            known = any(m.id == message_id for m in services.hotline.messages.values())
+            raise ApiError(
+                403 if known else 404,
+                "not a recipient of this message" if known else "no such message",
+            )
+        signature = services.check_signature(
+            party, {"ack": message_id}, raw.get("signature") if isinstance(raw, dict) else None
+        )
+        services.hotline.acknowledge(party, message_id, hub.clock(), via="api", signature=signature)
+        return JSONResponse(message.to_json(hub.clock()))
+
+    async def ledger_checkpoint(request: Request, party: str) -> Response:
+        if services.recorder is None:
+            raise ApiError(404, "no ledger")
+        return JSONResponse(services.recorder.ledger.checkpoint().to_json())
+
+    async def ledger_receipt(request: Request, party: str) -> Response:
+        if services.recorder is None:
+            raise ApiError(404, "no ledger")
+        try:
+            seq = int(request.path_params["seq"])
+            entry = services.recorder.ledger.entry(seq)
+        except (ValueError, LookupError, Exception) as exc:
+            raise ApiError(404, f"no entry {request.path_params['seq']!r}") from exc
+        if not entry.visible_to(party):
+            raise ApiError(403, "entry outside your audience")
+        return JSONResponse(services.recorder.ledger.receipt(seq).to_json())
+
+    # ---- live ---------------------------------------------------------------------------
+
+    async def websocket(ws: WebSocket) -> None:
+        try:
+            party = authenticate(services, ws.query_params.get("token"))
+        except ApiError:
+            await ws.close(code=4401)
+            return
+        await ws.accept()
+        outbox = Outbox(
+            hub.settings.get_int("limit_queue_tracks"), hub.settings.get_int("limit_queue_durable")
+        )
+        closed: list[str] = []
+        conn = Connection(
+            party,
+            "web",
+            "websocket",
+            outbox,
+            mode=lambda: "json",
+            close=closed.append,
+            id=f"ws#{uuid.uuid4().hex[:8]}",
+        )
+        conn.flush = outbox.ready.set
+        hub.attach(conn)
+        try:
+            while not closed:
+                await outbox.ready.wait()
+                outbox.ready.clear()
+                batch = outbox.take()
+                if batch:
+                    payload = (
+                        b"[" + b",".join(p.rendered.wire(p.variant, "json") for p in batch) + b"]"
+                    )
+                    await ws.send_bytes(payload)
+                    hub.record_delivery(conn, batch, time.time())
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            hub.detach(conn)
+
+    async def cap_feed(request: Request) -> Response:
+        from commonsky.alerts import atom_feed
+
+        alerts = services.launch.feed() if services.launch else []
+        base = str(request.base_url).rstrip("/")
+        return Response(atom_feed(alerts, base), media_type="application/atom+xml")
+
+    async def cap_alert(request: Request) -> Response:
+        from commonsky.alerts import cap_xml
+
+        ident = request.path_params["ident"]
+        alerts = services.launch.alerts if services.launch else {}
+        if ident not in alerts:
+            return json_error(404, "no such alert")
+        return Response(cap_xml(alerts[ident]), media_type="application/cap+xml")
+
+    routes: list[BaseRoute] = [
+        Route("/cap/feed.atom", cap_feed),
+        Route("/cap/alerts/{ident}.xml", cap_alert),
+        Route("/api/me", party_route(me)),
+        Route("/api/items", party_route(items)),
+        Route("/api/cot", party_route(post_cot), methods=["POST"]),
+        Route("/api/airspace", party_route(post_airspace), methods=["POST"]),
+        Route("/api/launch", party_route(post_launch), methods=["POST"]),
+        Route("/api/launch/events", party_route(launch_events)),
+        Route("/api/conflicts", party_route(conflicts)),
+        Route("/api/hotline", party_route(hotline_history)),
+        Route("/api/hotline/send", party_route(post_hotline), methods=["POST"]),
+        Route("/api/hotline/{message_id}/ack", party_route(post_ack), methods=["POST"]),
+        Route("/api/ledger/checkpoint", party_route(ledger_checkpoint)),
+        Route("/api/ledger/receipts/{seq}", party_route(ledger_receipt)),
+        WebSocketRoute("/api/ws", websocket),
+    ]
+    return routes, openapi_paths()
+
+
+def _probe_item(party: str, event: CotEvent, now: float) -> Any:
+    from commonsky.model import Item
+
+    return Item(party=party, user="api", category=Category.HOTLINE, event=event, received=now)
+
+
+def _feature_event(feature: Any, shape: Any) -> CotEvent:
+    """A GeoJSON airspace feature as the TAK drawing clients will see."""
+    from commonsky.deconflict.geometry import Circle, Corridor, Line, Site, Volume
+    from commonsky.deconflict.geometry import Point as GPoint
+    from commonsky.deconflict.geometry import Polygon as GPolygon
+
+    props = dict(feature.get("properties") or {}) if isinstance(feature, dict) else {}
+    now = time.time()
+    uid = str(props.pop("uid", "") or f"airspace-{uuid.uuid4().hex[:12]}")
+    callsign = str(props.pop("callsign", "") or uid)
+    start, stale = now, now + 86400.0
+    inner: Any = shape.shape if isinstance(shape, Volume | Site) else None
+    if isinstance(shape, Volume):
+        start, stale = shape.start_s, shape.end_s
+        props.setdefault("item", "volume")
+    elif isinstance(shape, Line):
+        props["item"] = "line"
+    else:
+        props["item"] = "site"
+    coords: list[tuple[float, float]] = []
+    centre = (0.0, 0.0)
+    cot_type = "u-d-f"
+    if isinstance(shape, Line):
+        coords = list(shape.path)
+    elif isinstance(inner, GPolygon):
+        coords = list(inner.ring)
+        if coords[0] != coords[-1]:
+            coords.append(coords[0])
+    elif isinstance(inner, Corridor):
+        coords = list(inner.path)
+    elif isinstance(inner, Circle):
+        centre = inner.centre
+        props["radius_m"] = inner.radius_m
+        cot_type = "u-d-c-c" if isinstance(shape, Volume) else "u-d-p"
+    elif isinstance(inner, GPoint):
+        centre = inner.at
+        cot_type = "u-d-p"
+    if coords:
+        centre = coords[0]
+    detail = geojson_to_cot_detail(props, coords if cot_type == "u-d-f" else [])
+    detail += f'<contact callsign="{quote(callsign)}"/>'
+    return CotEvent(
+        uid=uid,
+        type=cot_type,
+        time=now,
+        start=min(start, now),
+        stale=max(stale, now + 1.0),
+        how="h-e",
+        point=Point(centre[1], centre[0]),
+        detail=detail,
+    )
+
+
+def openapi_paths() -> dict[str, Any]:
+    def op(summary: str, method: str = "get", body: str | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {"description": "OK"},
+                "400": {"description": "bad input"},
+                "401": {"description": "no or wrong token"},
+                "403": {"description": "forbidden by the agreements"},
+                "413": {"description": "body too large"},
+            },
+        }
+        if body:
+            spec["requestBody"] = {"content": {body: {"schema": {"type": "object"}}}}
+        return {method: spec}
+
+    return {
+        "/api/me": op("The party this token speaks for."),
+        "/api/items": op(
+            "Items the party may see now (?category=&bbox=minlon,minlat,maxlon,maxlat)."
+        ),
+        "/api/cot": op("Submit one CoT event as this party.", "post", "application/xml"),
+        "/api/airspace": op(
+            "Submit GeoJSON volumes, lines and sites.", "post", "application/geo+json"
+        ),
+        "/api/launch": op("Submit a launch report.", "post", "application/json"),
+        "/api/launch/events": op("Launch events fused from the reports this party may see."),
+        "/api/conflicts": op("Current conflict notices for this party."),
+        "/api/hotline": op("Hotline history (?with=PARTY)."),
+        "/api/hotline/send": op(
+            "Send a hotline message {to, text, uid?, signature?}.", "post", "application/json"
+        ),
+        "/api/hotline/{message_id}/ack": op(
+            "Acknowledge a hotline message.", "post", "application/json"
+        ),
+        "/api/ledger/checkpoint": op("A fresh signed ledger checkpoint."),
+        "/api/ledger/receipts/{seq}": op("An entry with its inclusion proof."),
+        "/api/ws": op("WebSocket (?token=): JSON arrays of items as they are delivered."),
+        "/cap/feed.atom": {
+            "get": {
+                "summary": "Atom feed of public warnings.",
+                "responses": {"200": {"description": "Atom"}},
+            }
+        },
+        "/cap/alerts/{id}.xml": {
+            "get": {
+                "summary": "One CAP 1.2 alert.",
+                "responses": {"200": {"description": "CAP 1.2"}},
+            }
+        },
+    }

@@ -1,0 +1,85 @@
+"""The composition root: one hub and the desks that stand on it, built from one config.
+
+`HubServer` (network) and the tests (in memory) both build a `Services`; the HTTP API takes
+it whole. Keeping the wiring here means each desk only knows the hub, never each other,
+except the deconfliction desk opening hotline threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from commonsky.engines.airspace import AirspaceDesk
+from commonsky.engines.hotline import HotlineDesk
+from commonsky.engines.record import LedgerRecorder
+from commonsky.engines.warnings import LaunchDesk
+from commonsky.errors import RemoteProtocolError
+from commonsky.hub.core import Hub
+from commonsky.ledger.entry import Signature, canonical_json
+from commonsky.ledger.keys import PartyKeys, verify
+from commonsky.model import Category, CotEvent
+
+log = logging.getLogger("commonsky.services")
+
+
+@dataclass
+class Services:
+    hub: Hub
+    recorder: LedgerRecorder | None
+    hotline: HotlineDesk | None
+    airspace: AirspaceDesk | None
+    launch: LaunchDesk | None
+    party_keys: PartyKeys | None = None
+
+    @classmethod
+    def build(cls, hub: Hub, data_dir: Path | None) -> Services:
+        recorder = LedgerRecorder.open(data_dir) if data_dir is not None else None
+        if recorder is not None:
+            hub.on_durable.append(recorder.record)
+        hotline = HotlineDesk(hub, recorder)
+        hotline.rebuild()
+        airspace = AirspaceDesk(hub, hotline)
+        launch = LaunchDesk(hub)
+        keys = PartyKeys(data_dir) if data_dir is not None else None
+        return cls(hub, recorder, hotline, airspace, launch, keys)
+
+    def tick(self) -> None:
+        """Time-driven work: deadlines, expiring volumes, warnings that end."""
+        if self.hotline is not None:
+            self.hotline.tick()
+        if self.airspace is not None:
+            self.airspace.tick()
+        if self.launch is not None:
+            self.launch.step()
+
+    def airspace_validate(self, party: str, event: CotEvent) -> None:
+        check = self.hub.validators.get(Category.AIRSPACE)
+        if check is not None:
+            check(party, event)
+
+    def check_signature(self, party: str, payload: dict[str, Any], raw: Any) -> Signature | None:
+        """A party with a registered Ed25519 key must sign what it sends through the API."""
+        key = self.party_keys.raw(party) if self.party_keys is not None else None
+        if key is None:
+            return None  # attested by the hub: the token authenticated the party
+        if not isinstance(raw, dict) or not isinstance(raw.get("value"), str):
+            self.hub.metrics.refuse("bad_signature")
+            raise RemoteProtocolError("bad_signature", "signature: required for this party")
+        try:
+            value = base64.b64decode(raw["value"], validate=True)
+        except (binascii.Error, ValueError):
+            value = b""
+        if not verify(key, canonical_json(payload), value):
+            log.warning("refused: %s's signature does not verify over %s", party, payload)
+            self.hub.metrics.refuse("bad_signature")
+            raise RemoteProtocolError("bad_signature", "signature: does not verify")
+        return Signature(party=party, key=key, value=value)
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
