@@ -7,13 +7,20 @@ ARGS ?=
 
 .PHONY: install demo test check bench clean
 
+WEB_STAMP := web/node_modules/.installed
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The map's front-end libraries come from the npm registry at install time, never at run time.
+$(WEB_STAMP): $(wildcard web/package-lock.json)
+	if [ -f web/package-lock.json ]; then cd web && npm ci --no-audit --no-fund --loglevel=error; fi
+	mkdir -p web/node_modules && touch $(WEB_STAMP)
+
+install: $(STAMP) $(WEB_STAMP)
 
 demo: install
 	$(BIN)/commonsky demo $(ARGS)

@@ -5,11 +5,14 @@
 # a conflict is raised once, updated while it lasts and its figures change, cleared when it
 # ends (item removed or changed, or its time passed).
 #
-# Index: a hierarchical grid. Every item has a cap (centre + angular radius) and a time
-# interval. It is filed at the spatial level whose cells (ECEF cubes, 10 km * 4^L) are at
-# least its diameter and the temporal level whose buckets (15 min * 8^M) are at least its
-# duration, so it touches at most 8 cells x 2 buckets; a query walks the occupied levels.
-# Insert-and-check is O(items sharing those cells), not O(n).
+# Index: a hierarchical space/time grid (index.py) returns the candidates. Insert-and-check is
+# O(items sharing those cells), not O(n).
+#
+# Volume against volume is checked in batches (the hot path at scale): exact, cheap rejections
+# first (time, altitude, caps apart) over all candidates at once; the survivors are grouped by
+# the pair's projection frame (the same frame a single pair check uses, snapped to 0.25 deg),
+# each group's outlines (densified once per record and kept) are projected in one call and
+# intersected with one vectorised shapely call. Results are the pair-by-pair ones, bit for bit.
 
 from __future__ import annotations
 
@@ -37,9 +40,14 @@ from commonsky.deconflict.geometry import (
     Site,
     Volume,
     cap_of,
+    frame_key,
 )
+from commonsky.deconflict.index import ALWAYS as ALWAYS
+from commonsky.deconflict.index import SPACE_BASE_M as SPACE_BASE_M
+from commonsky.deconflict.index import TIME_BASE_S as TIME_BASE_S
+from commonsky.deconflict.index import Key as Key
+from commonsky.deconflict.index import _Index as _Index
 
-Key = tuple[str, str]  # (party, uid)
 ItemType = Literal["volume", "line", "site", "track"]
 ConflictKind = Literal[
     "volume-volume", "line-crossing", "track-volume", "track-site", "track-track"
@@ -102,105 +110,7 @@ class _Rec(msgspec.Struct):
     t_lo: float
     t_hi: float
     cells: list[tuple[int, ...]]
-
-
-SPACE_BASE_M = 10_000.0
-TIME_BASE_S = 900.0
-ALWAYS = -1
-
-
-class _Index:
-    def __init__(self) -> None:
-        self.cells: dict[tuple[int, ...], set[Key]] = {}
-        self.levels: dict[tuple[int, int], set[tuple[int, ...]]] = {}
-
-    @staticmethod
-    def _space_level(ang: float) -> int:
-        size = 2 * ang * EARTH_R_M
-        lvl = 0
-        while SPACE_BASE_M * 4**lvl < size and lvl < 8:
-            lvl += 1
-        return lvl
-
-    @staticmethod
-    def _time_level(t_lo: float, t_hi: float) -> int:
-        if not (math.isfinite(t_lo) and math.isfinite(t_hi)):
-            return ALWAYS
-        lvl = 0
-        while TIME_BASE_S * 8**lvl < t_hi - t_lo:
-            lvl += 1
-            if lvl > 7:
-                return ALWAYS
-        return lvl
-
-    @staticmethod
-    def _ranges(
-        centre: FloatArray, ang: float, sl: int, tl: int, t_lo: float, t_hi: float
-    ) -> tuple[list[range], range]:
-        size = SPACE_BASE_M * 4**sl
-        chord = 2 * EARTH_R_M * math.sin(min(ang, math.pi) / 2) + 1.0
-        p = centre * EARTH_R_M
-        axes = [
-            range(math.floor((v - chord) / size), math.floor((v + chord) / size) + 1) for v in p
-        ]
-        if tl == ALWAYS:
-            return axes, range(0, 1)
-        b = TIME_BASE_S * 8**tl
-        lo = -(2**62) if not math.isfinite(t_lo) else math.floor(t_lo / b)
-        hi = 2**62 if not math.isfinite(t_hi) else math.floor(t_hi / b)
-        return axes, range(lo, hi + 1)
-
-    def insert(self, rec: _Rec) -> None:
-        sl = self._space_level(rec.ang)
-        tl = self._time_level(rec.t_lo, rec.t_hi)
-        axes, times = self._ranges(rec.centre, rec.ang, sl, tl, rec.t_lo, rec.t_hi)
-        occupied = self.levels.setdefault((sl, tl), set())
-        rec.cells = []
-        for ix in axes[0]:
-            for iy in axes[1]:
-                for iz in axes[2]:
-                    for tb in times:
-                        cell = (sl, tl, ix, iy, iz, tb)
-                        self.cells.setdefault(cell, set()).add(rec.key)
-                        occupied.add(cell)
-                        rec.cells.append(cell)
-
-    def delete(self, rec: _Rec) -> None:
-        for cell in rec.cells:
-            members = self.cells.get(cell)
-            if members is None:
-                continue
-            members.discard(rec.key)
-            if not members:
-                del self.cells[cell]
-                self.levels[(cell[0], cell[1])].discard(cell)
-        rec.cells = []
-
-    def query(self, centre: FloatArray, ang: float, t_lo: float, t_hi: float) -> set[Key]:
-        found: set[Key] = set()
-        for (sl, tl), occupied in self.levels.items():
-            if not occupied:
-                continue
-            axes, times = self._ranges(centre, ang, sl, tl, t_lo, t_hi)
-            n = len(axes[0]) * len(axes[1]) * len(axes[2]) * len(times)
-            if n > len(occupied):  # cheaper to scan what is there
-                for cell in occupied:
-                    if (
-                        cell[2] in axes[0]
-                        and cell[3] in axes[1]
-                        and cell[4] in axes[2]
-                        and cell[5] in times
-                    ):
-                        found |= self.cells[cell]
-                continue
-            for ix in axes[0]:
-                for iy in axes[1]:
-                    for iz in axes[2]:
-                        for tb in times:
-                            members = self.cells.get((sl, tl, ix, iy, iz, tb))
-                            if members:
-                                found |= members
-        return found
+    outline: FloatArray | None = None  # volumes: the densified (lon, lat) outline, once
 
 
 def _conflict_id(key: bytes, kind: str, a: Side, b: Side) -> str:
@@ -328,12 +238,18 @@ class ConflictEngine:
             heapq.heappush(self._ends, (self._end_of(rec), key))
         found: dict[str, Conflict] = {}
         q_lo, q_hi = max(t_lo, now), t_hi
+        batch: list[_Rec] = []  # volume against other parties' volumes: checked together
         for other_key in self._index.query(centre, ang, q_lo, q_hi):
             if other_key == key:
                 continue
             other = self._recs[other_key]
+            if item == "volume" and other.item == "volume" and other_key[0] != key[0]:
+                batch.append(other)
+                continue
             for c in _check(rec, other, self, now):
                 found[c.id] = c
+        for c in _volume_batch(rec, batch, self, now):
+            found[c.id] = c
         return self._settle(key, found)
 
     def _settle(self, key: Key, found: dict[str, Conflict]) -> list[ConflictChange]:
@@ -416,28 +332,72 @@ def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Confli
 
 
 def _volume_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
-    vx, vy = x.obj, y.obj
+    return next(iter(_volume_batch(x, [y], eng, now)), None)
+
+
+def _outline(rec: _Rec) -> FloatArray | None:
+    """A polygon's or circle's densified (lon, lat) outline, computed once per record."""
+    obj = rec.obj
+    if rec.outline is None and isinstance(obj, Volume) and isinstance(obj.shape, Polygon | Circle):
+        rec.outline = obj.shape.outline()
+    return rec.outline
+
+
+def _planar(recs: list[_Rec], frame: Frame) -> FloatArray:
+    """The records' shapes in the frame, as an array of shapely geometries."""
+    out = np.empty(len(recs), dtype=object)
+    rings = [(k, o) for k, r in enumerate(recs) if (o := _outline(r)) is not None]
+    if rings:
+        ks, outs = zip(*rings, strict=True)
+        xy = frame.fwd(np.concatenate(outs))  # one projection call for the lot
+        idx = np.repeat(np.arange(len(outs)), [len(o) for o in outs])
+        out[list(ks)] = shapely.polygons(shapely.linearrings(xy, indices=idx))
+    for k, r in enumerate(recs):
+        if out[k] is None:
+            assert isinstance(r.obj, Volume)
+            out[k] = r.obj.shape.planar(frame)
+    return out
+
+
+def _volume_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> list[Conflict]:
+    """Volume x against volumes ys (of other parties): the conflicts, as pair checks give."""
+    if not ys:
+        return []
+    vx = x.obj
     assert isinstance(vx, Volume)
-    assert isinstance(vy, Volume)
-    start, end = max(vx.start_s, vy.start_s), min(vx.end_s, vy.end_s)
-    floor, ceiling = max(vx.floor_m, vy.floor_m), min(vx.ceiling_m, vy.ceiling_m)
-    if not (start < end and end > now and floor < ceiling) or _caps_apart(x, y):
-        return None
-    frame = Frame.around((x.centre, x.ang), (y.centre, y.ang))
-    inter = shapely.intersection(vx.shape.planar(frame), vy.shape.planar(frame))
-    if inter.area < MIN_AREA_M2:
-        return None
-    return _make(
-        eng,
-        "volume-volume",
-        x,
-        y,
-        frame.to_geojson(_areal(inter)),
-        floor_m=floor,
-        ceiling_m=ceiling,
-        start_s=start,
-        end_s=end,
-    )
+    vys = [y.obj for y in ys if isinstance(y.obj, Volume)]
+    assert len(vys) == len(ys)
+    a = np.array([(v.start_s, v.end_s, v.floor_m, v.ceiling_m, y.ang) for y, v in
+                  zip(ys, vys, strict=True)])  # fmt: skip
+    start, end = np.maximum(a[:, 0], vx.start_s), np.minimum(a[:, 1], vx.end_s)
+    floor, ceiling = np.maximum(a[:, 2], vx.floor_m), np.minimum(a[:, 3], vx.ceiling_m)
+    cs = np.array([y.centre for y in ys])
+    apart = np.arccos(np.clip(cs @ x.centre, -1.0, 1.0)) > x.ang + a[:, 4]
+    keep = np.flatnonzero((start < end) & (end > now) & (floor < ceiling) & ~apart)
+    if len(keep) == 0:
+        return []
+    # Each pair's frame is centred between the two caps (symmetric: the same whichever was
+    # stored first) and snapped to the grid; pairs sharing a snapped centre share a frame.
+    s = cs[keep] + x.centre
+    n = np.sqrt((s * s).sum(axis=1))
+    u = np.where(n[:, None] < 1e-9, x.centre, s / np.maximum(n, 1e-300)[:, None])
+    lon = np.degrees(np.arctan2(u[:, 1], u[:, 0]))
+    lat = np.degrees(np.arcsin(np.clip(u[:, 2], -1.0, 1.0)))
+    groups: dict[tuple[float, float], list[int]] = {}
+    for k, lo, la in zip(keep.tolist(), lon.tolist(), lat.tolist(), strict=True):
+        groups.setdefault(frame_key(lo, la), []).append(k)
+    out: list[Conflict] = []
+    for centre, ks in groups.items():
+        frame = Frame(*centre)
+        px = _planar([x], frame)[0]
+        inter = shapely.intersection(px, _planar([ys[k] for k in ks], frame))
+        hit = np.flatnonzero(shapely.area(inter) >= MIN_AREA_M2)
+        geoms = frame.to_geojson_many([_areal(g) for g in inter[hit]])
+        for k, geom in zip((ks[h] for h in hit.tolist()), geoms, strict=True):
+            out.append(_make(eng, "volume-volume", x, ys[k], geom, floor_m=float(floor[k]),
+                             ceiling_m=float(ceiling[k]), start_s=float(start[k]),
+                             end_s=float(end[k])))  # fmt: skip
+    return out
 
 
 def _areal(g: shapely.Geometry) -> shapely.Geometry:

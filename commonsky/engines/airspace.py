@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import shapely
+import shapely.geometry
 from shapely.geometry import shape as shapely_shape
 
 from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Track
@@ -137,6 +139,7 @@ class AirspaceDesk:
                 self._open_thread(c)
 
     def _send(self, notice: Notice, action: str, conflict: Conflict) -> None:
+        notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
         key = (notice.conflict_id, notice.recipient)
         if action == "cleared":
             self.notices.pop(key, None)
@@ -210,6 +213,24 @@ class AirspaceDesk:
                 record["thread"] = self.threads.get(cid)
                 out.append(record)
         return out
+
+
+def canonical_geometry(geometry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The overlap with only its own corners.
+
+    The engine densifies every edge along the geodesic, so an overlap's outline carries
+    vertices spaced along the *other* item's edges — spacing that depends on how long those
+    edges are beyond the overlap. Dropping vertices that lie within ~1 m of a straight
+    run keeps the shape and removes that trace of what a notice must not reveal.
+    """
+    if not geometry:
+        return geometry
+    try:
+        shape = shapely_shape(geometry)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    simple = shapely.set_precision(shape.simplify(1e-5, preserve_topology=True), 1e-7)
+    return shapely.geometry.mapping(shapely.normalize(simple))  # type: ignore[no-any-return]
 
 
 def _anchor(conflict: Conflict) -> tuple[float, float]:

@@ -76,7 +76,9 @@ def airspace_from_cot(event: CotEvent) -> Item:
             raise RemoteProtocolError("bad_airspace", "radius_m: a circle needs a radius")
         props["radius_m"] = radius
         geometry = ("Point", [event.point.lon, event.point.lat])
-    elif len(points) >= 2 and points[0] == points[-1] and len(points) >= 4:
+    elif len(points) >= 2 and points[0] == points[-1]:
+        if len(points) < 4:
+            raise RemoteProtocolError("bad_airspace", "ring: fewer than 3 distinct points")
         geometry = ("Polygon", [points])
     elif kind.startswith("u-d-r") and len(points) == 4:
         geometry = ("Polygon", [[*points, points[0]]])

@@ -146,6 +146,8 @@ class HotlineDesk:
             return
         if item.key in self.messages or (not routes and item.party != HUB):
             return  # a repeat of a known message, or one nobody may receive
+        if item.party == HUB and not item.uid.startswith("thread-"):
+            return  # the hub's own notices (escalations…) are information, not requests
         recipients = (
             tuple(sorted(set(item.audience) - {HUB}))
             if item.party == HUB
@@ -233,7 +235,7 @@ class HotlineDesk:
         """Escalate every (message, party) whose deadline passed without acknowledgement."""
         now = self.hub.clock() if now is None else now
         escalated = []
-        for message in self.messages.values():
+        for message in list(self.messages.values()):
             for party in message.recipients:
                 if (
                     party in message.acks

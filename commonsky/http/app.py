@@ -22,7 +22,10 @@ def build_app(services: Services) -> Starlette:
     from commonsky.http.api import build_api
 
     hub: Hub = services.hub
+    from commonsky.web import web_routes
+
     extra_routes, extra_paths = build_api(services)
+    extra_routes = [*extra_routes, *web_routes(services)]
 
     async def healthz(request: Request) -> Response:
         connected = sum(len(group) for group in hub.connections.values())

@@ -326,13 +326,13 @@ def b64_fixed(text: str, what: str, size: int) -> bytes:
 _U63 = Annotated[int, msgspec.Meta(ge=0, le=_INT_MAX)]
 
 
-class WireSignature(msgspec.Struct, forbid_unknown_fields=True):
+class WireSignature(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     key: Annotated[str, msgspec.Meta(min_length=44, max_length=44)]
     party: str
     value: Annotated[str, msgspec.Meta(min_length=88, max_length=88)]
 
 
-class WireEntry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class WireEntry(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """An entry as it sits in the leaf, types checked by msgspec in C (see decode_wire)."""
 
     audience: list[str]

@@ -3,6 +3,9 @@
 # properties over random sizes checked against the RFC's recursive definition.
 from __future__ import annotations
 
+import itertools
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -242,3 +245,23 @@ def test_every_consistency_proof_verifies(data: st.DataObject) -> None:
     if 0 < old < new:
         fork = merkle.leaf_hash(b"rewritten history")
         assert not merkle.verify_consistency(old, new, fork, BIG.root(new), proof)
+
+
+def test_subtree_blocks_merge_to_the_root() -> None:
+    rng = random.Random(3)
+    leaves = [merkle.leaf_hash(bytes([i % 256, i // 256])) for i in range(300)]
+    for size in [*range(0, 40), 255, 256, 257, 300]:
+        cuts = sorted({0, size, *(rng.randrange(size + 1) for _ in range(rng.randint(0, 5)))})
+        frontier = merkle.Frontier()
+        for lo, hi in itertools.pairwise(cuts):
+            for level, h in merkle.subtree_blocks(lo, leaves[lo:hi]):
+                frontier.append_subtree(level, h)
+        assert frontier.size == size
+        assert frontier.root() == merkle.reference_root(leaves[:size])
+
+
+def test_append_subtree_refuses_misaligned() -> None:
+    frontier = merkle.Frontier()
+    frontier.append(merkle.leaf_hash(b"a"))
+    with pytest.raises(ValueError, match="cannot start at leaf 1"):
+        frontier.append_subtree(1, merkle.leaf_hash(b"b"))

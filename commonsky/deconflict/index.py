@@ -1,0 +1,128 @@
+# Rule: the index only narrows; it never decides. A query returns every filed key whose cap
+# and time interval could meet the query's (and some that cannot): the exact checks are the
+# engine's.
+#
+# A hierarchical grid. Every item has a cap (centre + angular radius) and a time interval. It
+# is filed at the spatial level whose cells (ECEF cubes, 10 km * 4^L) are at least its
+# diameter and the temporal level whose buckets (15 min * 8^M) are at least its duration, so
+# it touches at most 8 cells x 2 buckets; a query walks the occupied levels.
+# Insert-and-check is O(items sharing those cells), not O(n).
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from commonsky.deconflict.geometry import EARTH_R_M, FloatArray
+
+Key = tuple[str, str]  # (party, uid)
+
+
+class Filed(Protocol):
+    """What the index needs of a record (the engine's _Rec)."""
+
+    key: Key
+    centre: FloatArray
+    ang: float
+    t_lo: float
+    t_hi: float
+    cells: list[tuple[int, ...]]
+
+
+SPACE_BASE_M = 10_000.0
+TIME_BASE_S = 900.0
+ALWAYS = -1
+
+
+class _Index:
+    def __init__(self) -> None:
+        self.cells: dict[tuple[int, ...], set[Key]] = {}
+        self.levels: dict[tuple[int, int], set[tuple[int, ...]]] = {}
+
+    @staticmethod
+    def _space_level(ang: float) -> int:
+        size = 2 * ang * EARTH_R_M
+        lvl = 0
+        while SPACE_BASE_M * 4**lvl < size and lvl < 8:
+            lvl += 1
+        return lvl
+
+    @staticmethod
+    def _time_level(t_lo: float, t_hi: float) -> int:
+        if not (math.isfinite(t_lo) and math.isfinite(t_hi)):
+            return ALWAYS
+        lvl = 0
+        while TIME_BASE_S * 8**lvl < t_hi - t_lo:
+            lvl += 1
+            if lvl > 7:
+                return ALWAYS
+        return lvl
+
+    @staticmethod
+    def _ranges(
+        centre: FloatArray, ang: float, sl: int, tl: int, t_lo: float, t_hi: float
+    ) -> tuple[list[range], range]:
+        size = SPACE_BASE_M * 4**sl
+        chord = 2 * EARTH_R_M * math.sin(min(ang, math.pi) / 2) + 1.0
+        p = centre * EARTH_R_M
+        axes = [
+            range(math.floor((v - chord) / size), math.floor((v + chord) / size) + 1) for v in p
+        ]
+        if tl == ALWAYS:
+            return axes, range(0, 1)
+        b = TIME_BASE_S * 8**tl
+        lo = -(2**62) if not math.isfinite(t_lo) else math.floor(t_lo / b)
+        hi = 2**62 if not math.isfinite(t_hi) else math.floor(t_hi / b)
+        return axes, range(lo, hi + 1)
+
+    def insert(self, rec: Filed) -> None:
+        sl = self._space_level(rec.ang)
+        tl = self._time_level(rec.t_lo, rec.t_hi)
+        axes, times = self._ranges(rec.centre, rec.ang, sl, tl, rec.t_lo, rec.t_hi)
+        occupied = self.levels.setdefault((sl, tl), set())
+        rec.cells = []
+        for ix in axes[0]:
+            for iy in axes[1]:
+                for iz in axes[2]:
+                    for tb in times:
+                        cell = (sl, tl, ix, iy, iz, tb)
+                        self.cells.setdefault(cell, set()).add(rec.key)
+                        occupied.add(cell)
+                        rec.cells.append(cell)
+
+    def delete(self, rec: Filed) -> None:
+        for cell in rec.cells:
+            members = self.cells.get(cell)
+            if members is None:
+                continue
+            members.discard(rec.key)
+            if not members:
+                del self.cells[cell]
+                self.levels[(cell[0], cell[1])].discard(cell)
+        rec.cells = []
+
+    def query(self, centre: FloatArray, ang: float, t_lo: float, t_hi: float) -> set[Key]:
+        found: set[Key] = set()
+        for (sl, tl), occupied in self.levels.items():
+            if not occupied:
+                continue
+            axes, times = self._ranges(centre, ang, sl, tl, t_lo, t_hi)
+            n = len(axes[0]) * len(axes[1]) * len(axes[2]) * len(times)
+            if n > len(occupied):  # cheaper to scan what is there
+                for cell in occupied:
+                    if (
+                        cell[2] in axes[0]
+                        and cell[3] in axes[1]
+                        and cell[4] in axes[2]
+                        and cell[5] in times
+                    ):
+                        found |= self.cells[cell]
+                continue
+            for ix in axes[0]:
+                for iy in axes[1]:
+                    for iz in axes[2]:
+                        for tb in times:
+                            members = self.cells.get((sl, tl, ix, iy, iz, tb))
+                            if members:
+                                found |= members
+        return found

@@ -1,0 +1,161 @@
+"""Deconfliction through the hub: drawings in, need-to-know notices out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from commonsky.errors import RemoteProtocolError
+from commonsky.model import CotEvent
+from tests.engines.harness import drawing, event, make_world, site, square
+
+
+def notice_of(e: CotEvent) -> dict:
+    node = etree.fromstring(f"<d>{e.detail}</d>").find("csky_conflict")
+    assert node is not None
+    return json.loads(node.text or "")
+
+
+def notices(events: list[CotEvent]) -> list[dict]:
+    return [notice_of(e) for e in events if e.type == "t-x-csky-conflict"]
+
+
+RIVALS = [
+    {"name": "US to RU areas, conflicts only", "from": "USA", "to": ["RUS"],
+     "categories": ["airspace", "site"], "disclosure": "conflicts-only"},
+    {"name": "RU to US areas, conflicts only", "from": "RUS", "to": ["USA"],
+     "categories": ["airspace", "site"], "disclosure": "conflicts-only"},
+]
+
+
+def test_overlapping_plans_raise_intersection_only_notices(tmp_path: Path) -> None:
+    w = make_world(tmp_path, RIVALS)
+    w.send("USA", drawing("US-STRIKE-7", square(38.0, 34.0, 1.0), 3000, 9000, "strike-area"))
+    w.send("RUS", drawing("RU-OPS-2", square(38.5, 34.5, 1.0), 5000, 12000))
+    us, ru = notices(w.take("USA")), notices(w.take("RUS"))
+    assert len(us) == 1 and len(ru) == 1
+    assert us[0]["other_party"] == "RUS" and ru[0]["other_party"] == "USA"
+    for n in (us[0], ru[0]):
+        assert (n["floor_m"], n["ceiling_m"]) == (5000, 9000)
+        assert n["other_uid"] is None and n["other_kind"] is None
+    text = json.dumps(ru) + "".join(e.detail for e in w.received["RUS"])
+    assert "US-STRIKE-7" not in text and "strike-area" not in text
+    # the overlap is the 0.5 x 0.5 degree square, nothing of USA's larger area
+    lons = [p[0] for p in ru[0]["geometry"]["coordinates"][0]]
+    assert min(lons) == pytest.approx(38.5, abs=1e-3) and max(lons) == pytest.approx(39, abs=1e-3)
+
+
+def test_no_agreement_means_no_notice(tmp_path: Path) -> None:
+    w = make_world(tmp_path, [])
+    w.send("USA", drawing("A", square(38.0, 34.0, 1.0)))
+    w.send("RUS", drawing("B", square(38.5, 34.5, 1.0)))
+    assert notices(w.take("USA")) == [] and notices(w.take("RUS")) == []
+    assert len(w.services.airspace.engine.conflicts()) == 1  # known to the hub, told to none
+
+
+def test_full_disclosure_names_the_other_item(tmp_path: Path) -> None:
+    full = [dict(a, disclosure="full") for a in RIVALS]
+    w = make_world(tmp_path, full)
+    w.send("USA", drawing("US-A", square(38.0, 34.0, 1.0)))
+    w.send("RUS", drawing("RU-B", square(38.5, 34.5, 1.0)))
+    (n,) = notices(w.take("USA"))
+    assert n["other_uid"] == "RU-B"
+
+
+def test_protected_site_is_revealed_only_by_a_conflicting_plan(tmp_path: Path) -> None:
+    w = make_world(tmp_path, RIVALS)
+    w.send("RUS", site("HOSPITAL-1", 40.15, 35.33, 2000))
+    assert [e for e in w.take("USA")] == []  # never broadcast under conflicts-only
+    w.send("USA", drawing("US-STRIKE", square(40.0, 35.2, 0.3), kind="strike-area"))
+    (n,) = notices(w.take("USA"))
+    assert n["kind"] in ("volume-site", "site-volume", "volume-volume") or "site" in n["kind"]
+    assert "HOSPITAL" not in json.dumps(n)
+
+
+def test_conflict_with_hotline_agreement_opens_a_thread_both_must_ack(tmp_path: Path) -> None:
+    hotline = {"name": "hotline", "from": "USA", "to": ["RUS"], "categories": ["hotline"]}
+    w = make_world(tmp_path, [*RIVALS, hotline])
+    w.send("USA", drawing("A", square(38.0, 34.0, 1.0)))
+    w.send("RUS", drawing("B", square(38.5, 34.5, 1.0)))
+    threads = [m for m in w.services.hotline.history("USA") if m["conflict"]]
+    assert len(threads) == 1 and set(threads[0]["to"]) == {"USA", "RUS"}
+    assert set(threads[0]["pending"]) == {"USA", "RUS"}
+
+
+def test_removing_a_plan_clears_the_notice(tmp_path: Path) -> None:
+    w = make_world(tmp_path, RIVALS)
+    w.send("USA", drawing("A", square(38.0, 34.0, 1.0)))
+    w.send("RUS", drawing("B", square(38.5, 34.5, 1.0)))
+    w.take("USA")
+    w.send("USA", drawing("A", square(38.0, 34.0, 1.0), stale_s=0.0))  # withdrawn
+    assert w.services.airspace.for_party("USA") == []
+    cleared = [e for e in w.take("USA") if e.type == "t-x-csky-conflict"]
+    assert cleared and 'state="cleared"' in cleared[0].detail
+
+
+def test_tracks_on_collision_course_raise_cpa_notices_at_tick(tmp_path: Path) -> None:
+    tracks = [{"name": n, "from": a, "to": [b], "categories": ["track"],
+               "disclosure": "conflicts-only"} for n, a, b in (("1", "USA", "RUS"),
+                                                                  ("2", "RUS", "USA"))]
+    w = make_world(tmp_path, tracks)
+    w.send("USA", event("F22", "a-f-A-M-F", 34.60, 38.00, hae=9000, speed=250, course=90))
+    w.send("RUS", event("SU35", "a-h-A-M-F", 34.60, 38.60, hae=9100, speed=250, course=270))
+    assert notices(w.take("USA")) == []  # screened on the tick, not per update
+    w.services.airspace.tick()
+    (n,) = notices(w.take("USA"))
+    assert n["kind"] == "track-track" and n["tcpa_s"] == pytest.approx(109, abs=3)
+    assert n["other_uid"] is None
+
+
+@pytest.mark.parametrize(("ring", "reason"), [
+    ([(38.0, 34.0), (39.0, 35.0), (39.0, 34.0), (38.0, 35.0), (38.0, 34.0)], "self-inter"),
+    ([(38.0, 34.0), (39.0, 34.0), (38.0, 34.0)], "fewer than 3"),
+    ([(38.0, 34.0), (39.0, 34.0), (39.0, 95.0), (38.0, 34.0)], "latitude"),
+])
+def test_bad_drawings_are_refused_and_nothing_stored(tmp_path: Path, ring, reason) -> None:
+    w = make_world(tmp_path, RIVALS)
+    w.send("USA", drawing("GOOD", square(30.0, 30.0, 0.5)))
+    before = list(w.hub.store.since(0))
+    with pytest.raises(RemoteProtocolError) as info:
+        w.send("USA", drawing("BAD", ring))
+    assert info.value.reason == "bad_airspace" and reason in str(info.value).lower()
+    assert list(w.hub.store.since(0)) == before
+    assert ("USA", "GOOD") in w.hub.durable
+
+
+def test_floor_above_ceiling_is_refused(tmp_path: Path) -> None:
+    w = make_world(tmp_path, RIVALS)
+    with pytest.raises(RemoteProtocolError, match="floor"):
+        w.send("USA", drawing("BAD", square(30.0, 30.0, 0.5), floor_m=9000, ceiling_m=1000))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(grow=st.floats(0.1, 2.0))
+def test_notice_reveals_nothing_beyond_the_intersection(tmp_path_factory, grow) -> None:
+    """RUS's notice is the same whatever USA's plan looks like outside the overlap."""
+    results = []
+    for size in (1.0, 1.0 + grow):
+        w = make_world(tmp_path_factory.mktemp("w"), RIVALS)
+        # USA's area: its only edge through RUS's square is the meridian lon=39; every other
+        # edge lies outside the square and moves west as the area grows.
+        west = 37.0 - size
+        ring = [(39.0, 33.0), (39.0, 36.0), (west, 36.0), (west, 33.0), (39.0, 33.0)]
+        w.send("USA", drawing("US-PLAN", ring))
+        w.send("RUS", drawing("RU-OPS", square(38.5, 34.5, 1.0)))
+        (n,) = notices(w.take("RUS"))
+        n.pop("conflict_id")
+        results.append(n)
+    a, b = results
+    assert a["other_uid"] is None and b["other_uid"] is None
+    ring_a = a.pop("geometry")["coordinates"][0]
+    ring_b = b.pop("geometry")["coordinates"][0]
+    assert a == b
+    # Same vertices, not just the same region: vertex spacing must not leak USA's edges.
+    assert len(ring_a) == len(ring_b)
+    for (xa, ya), (xb, yb) in zip(ring_a, ring_b, strict=True):
+        assert (xa, ya) == pytest.approx((xb, yb), abs=1e-6)

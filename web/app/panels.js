@@ -1,0 +1,154 @@
+// The side panel: hotline inbox (with acknowledge buttons and deadlines), conflicts, launch
+// events and the public CAP feed. Each list is re-read from the API when the WebSocket says
+// something of its kind changed, so what it lists is exactly what the hub returns.
+
+import { el, fmtSpan, fmtTime } from "./util.js";
+
+export class Panels {
+  constructor(api, party, map) {
+    this.api = api;
+    this.party = party;
+    this.map = map;
+    this.messages = [];
+    this.timers = {};
+    document.getElementById("compose").addEventListener("submit", (e) => this.send(e));
+  }
+
+  // Debounce: a burst of items of one kind causes one GET.
+  soon(kind, fn, ms = 150) {
+    clearTimeout(this.timers[kind]);
+    this.timers[kind] = setTimeout(fn, ms);
+  }
+
+  async refreshAll() {
+    await Promise.all([this.hotline(), this.conflicts(), this.launches(), this.alerts()]);
+  }
+
+  async recipients() {
+    const health = await (await fetch("/healthz")).json();
+    const select = document.getElementById("compose-to");
+    select.replaceChildren(...health.parties.filter((p) => p !== this.party)
+      .map((p) => el("option", { value: p }, p)));
+    document.getElementById("compose").hidden = false;
+  }
+
+  async send(event) {
+    event.preventDefault();
+    const to = document.getElementById("compose-to").value;
+    const input = document.getElementById("compose-text");
+    const error = document.getElementById("hotline-error");
+    try {
+      await this.api.post("/api/hotline/send", { to, text: input.value });
+      input.value = "";
+      error.textContent = "";
+    } catch (e) {
+      error.textContent = `not sent: ${e.message}`;
+    }
+    this.hotline();
+  }
+
+  async hotline() {
+    try {
+      this.messages = await this.api.get("/api/hotline");
+      this.renderHotline();
+    } catch (e) {
+      document.getElementById("hotline-error").textContent = `hotline: ${e.message}`;
+    }
+  }
+
+  renderHotline() {
+    const now = Date.now() / 1000;
+    const list = document.getElementById("hotline");
+    let waiting = 0;
+    const rows = [...this.messages].reverse().map((m) => {
+      const mine = m.to.includes(this.party) && m.pending.includes(this.party);
+      const overdue = m.overdue.length > 0;
+      const li = el("li", { className: overdue ? "overdue" : m.pending.length ? "pending" : "" });
+      li.dataset.id = m.id;
+      li.append(el("div", { className: "meta" }, `${fmtTime(m.sent)} ${m.from} → ${m.to.join(", ")}`));
+      li.append(el("div", {}, m.text));
+      for (const p of m.to) {
+        const status = m.acks[p] !== undefined
+          ? `${p}: acknowledged ${fmtTime(m.acks[p])}`
+          : m.deadlines[p] <= now
+            ? `${p}: OVERDUE by ${fmtSpan(now - m.deadlines[p])}${m.escalated.includes(p) ? " (escalated)" : ""}`
+            : `${p}: ack due in ${fmtSpan(m.deadlines[p] - now)}`;
+        li.append(el("div", { className: "meta" }, status));
+      }
+      if (mine) {
+        waiting++;
+        const button = el("button", { type: "button", className: "ack" }, "Acknowledge");
+        button.addEventListener("click", () => this.ack(m.id, button));
+        li.append(button);
+      }
+      return li;
+    });
+    list.replaceChildren(...rows);
+    document.getElementById("hotline-count").textContent = waiting ? String(waiting) : "";
+  }
+
+  async ack(id, button) {
+    button.disabled = true;
+    const error = document.getElementById("hotline-error");
+    try {
+      await this.api.post(`/api/hotline/${encodeURIComponent(id)}/ack`);
+      error.textContent = "";
+    } catch (e) {
+      error.textContent = `acknowledge failed: ${e.message}`;
+      button.disabled = false;
+    }
+    await this.hotline();
+  }
+
+  async conflicts() {
+    const notices = await this.api.get("/api/conflicts");
+    const rows = notices.map((n) => {
+      const li = el("li", { className: "conflict clickable" });
+      li.append(el("strong", {}, `${n.kind}`));
+      li.append(el("div", {}, `your ${n.own_uid} vs ${n.other_party}${n.other_uid ? ` (${n.other_uid})` : ""}`));
+      const cpa = n.tcpa_s != null ? `, CPA in ${Math.round(n.tcpa_s)} s at ${Math.round(n.dcpa_m)} m` : "";
+      li.append(el("div", { className: "meta" }, `${Math.round(n.floor_m)}–${Math.round(n.ceiling_m)} m${cpa}`));
+      if (n.geometry) li.addEventListener("click", () => this.zoomTo(L.geoJSON(n.geometry)));
+      return li;
+    });
+    document.getElementById("conflicts").replaceChildren(...rows);
+    document.getElementById("conflict-count").textContent = notices.length ? String(notices.length) : "";
+  }
+
+  async launches() {
+    const events = await this.api.get("/api/launch/events");
+    const rows = events.map((e) => {
+      const li = el("li", { className: "clickable" });
+      li.append(el("strong", {}, `event ${e.event_id}`));
+      li.append(el("div", { className: "meta" }, `from ${e.parties.join(", ")}; ${e.n_points} points`));
+      const impact = e.impact?.ellipse;
+      if (impact) {
+        li.append(el("div", {}, `impact ${impact.lat.toFixed(2)}, ${impact.lon.toFixed(2)} (±${(impact.semi_major_m / 1000).toFixed(1)} km) at ${e.impact.time.slice(11, 19)}Z`));
+      }
+      const ring = e.impact?.polygon || e.launch?.polygon;
+      if (ring) li.addEventListener("click", () => this.zoomTo(L.polygon(ring.map(([x, y]) => [y, x]))));
+      return li;
+    });
+    document.getElementById("launches").replaceChildren(...rows);
+  }
+
+  async alerts() {
+    // The CAP feed is public (the same for everyone): listed, not filtered by party.
+    const response = await fetch("/cap/feed.atom");
+    if (!response.ok) return;
+    const doc = new DOMParser().parseFromString(await response.text(), "application/xml");
+    const rows = [...doc.getElementsByTagNameNS("*", "entry")].slice(-50).reverse().map((entry) => {
+      const text = (name) => entry.getElementsByTagNameNS("*", name)[0]?.textContent || "";
+      const li = el("li", { className: "overdue" });
+      li.append(el("div", {}, text("title")));
+      li.append(el("div", { className: "meta" }, text("updated")));
+      return li;
+    });
+    document.getElementById("alerts").replaceChildren(...rows);
+  }
+
+  zoomTo(layer) {
+    const bounds = layer.getBounds();
+    if (bounds.isValid()) this.map.fitBounds(bounds.pad(0.5), { maxZoom: 10 });
+  }
+}
