@@ -25,6 +25,7 @@ from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
 from commonsky.settings import SETTINGS, flag_name
+from commonsky.web import bench as web_bench
 
 app = typer.Typer(
     name="commonsky",
@@ -237,6 +238,7 @@ def _register_optional_commands() -> None:
         bench = getattr(module, "bench", None)
         if bench is not None:
             bench_app.command(bench_name)(bench)
+    bench_app.command("api")(web_bench.bench)
 
 
 _register_optional_commands()

@@ -85,6 +85,16 @@ class Policy:
                     table[(agreement.provider, category)].append(Grant(agreement, recipient, area))
         self._table = dict(table)
 
+    def next_change(self, now: float) -> float:
+        """When the set of agreements in force next changes (inf if never)."""
+        bounds = [
+            t
+            for a in self.agreements
+            for t in (a.valid_from, a.valid_until)
+            if t is not None and t > now
+        ]
+        return min(bounds, default=float("inf"))
+
     def grants(self, provider: str, category: Category) -> tuple[Grant, ...]:
         return tuple(self._table.get((provider, category), ()))
 

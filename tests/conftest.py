@@ -25,6 +25,10 @@ from commonsky.hub.server import HubServer
 PARTIES = ["USA", "JPN", "KOR", "RUS"]
 
 
+def token_of(party: str) -> str:
+    return f"test-token-{party.lower()}-0123456789"
+
+
 def base_config(
     tmp_path: Path,
     agreements: list[dict[str, Any]] | None = None,
@@ -39,7 +43,7 @@ def base_config(
     data = {
         "server": {"data_dir": str(tmp_path / "hub"), "http": "127.0.0.1:0", **(server or {})},
         "listener": listeners,
-        "party": [{"id": p} for p in PARTIES],
+        "party": [{"id": p, "token": token_of(p)} for p in PARTIES],
         "agreement": agreements or [],
     }
     return config_from_dict(data, "test")

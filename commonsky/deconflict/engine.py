@@ -111,6 +111,7 @@ class _Rec(msgspec.Struct):
     t_hi: float
     cells: list[tuple[int, ...]]
     outline: FloatArray | None = None  # volumes: the densified (lon, lat) outline, once
+    box: tuple[float, ...] = ()  # volumes: start, end, floor, ceiling, ang, centre x y z
 
 
 def _conflict_id(key: bytes, kind: str, a: Side, b: Side) -> str:
@@ -232,20 +233,21 @@ class ConflictEngine:
         if old is not None:
             self._index.delete(old)
         rec = _Rec(key, item, obj, centre, ang, t_lo, t_hi, [])
+        if isinstance(obj, Volume):
+            rec.box = (t_lo, t_hi, obj.floor_m, obj.ceiling_m, ang, *centre.tolist())
         self._recs[key] = rec
         self._index.insert(rec)
         if math.isfinite(self._end_of(rec)):
             heapq.heappush(self._ends, (self._end_of(rec), key))
         found: dict[str, Conflict] = {}
         q_lo, q_hi = max(t_lo, now), t_hi
+        recs = self._recs
+        others = [recs[k] for k in self._index.query(centre, ang, q_lo, q_hi) if k != key]
         batch: list[_Rec] = []  # volume against other parties' volumes: checked together
-        for other_key in self._index.query(centre, ang, q_lo, q_hi):
-            if other_key == key:
-                continue
-            other = self._recs[other_key]
-            if item == "volume" and other.item == "volume" and other_key[0] != key[0]:
-                batch.append(other)
-                continue
+        if item == "volume":
+            batch = [o for o in others if o.item == "volume" and o.key[0] != key[0]]
+            others = [o for o in others if o.item != "volume"] if batch else others
+        for other in others:
             for c in _check(rec, other, self, now):
                 found[c.id] = c
         for c in _volume_batch(rec, batch, self, now):
@@ -365,13 +367,10 @@ def _volume_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> l
         return []
     vx = x.obj
     assert isinstance(vx, Volume)
-    vys = [y.obj for y in ys if isinstance(y.obj, Volume)]
-    assert len(vys) == len(ys)
-    a = np.array([(v.start_s, v.end_s, v.floor_m, v.ceiling_m, y.ang) for y, v in
-                  zip(ys, vys, strict=True)])  # fmt: skip
+    a = np.array([y.box for y in ys])
     start, end = np.maximum(a[:, 0], vx.start_s), np.minimum(a[:, 1], vx.end_s)
     floor, ceiling = np.maximum(a[:, 2], vx.floor_m), np.minimum(a[:, 3], vx.ceiling_m)
-    cs = np.array([y.centre for y in ys])
+    cs = a[:, 5:8]
     apart = np.arccos(np.clip(cs @ x.centre, -1.0, 1.0)) > x.ang + a[:, 4]
     keep = np.flatnonzero((start < end) & (end > now) & (floor < ceiling) & ~apart)
     if len(keep) == 0:
@@ -389,8 +388,8 @@ def _volume_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> l
     out: list[Conflict] = []
     for centre, ks in groups.items():
         frame = Frame(*centre)
-        px = _planar([x], frame)[0]
-        inter = shapely.intersection(px, _planar([ys[k] for k in ks], frame))
+        planar = _planar([x, *(ys[k] for k in ks)], frame)  # x too: one projection call
+        inter = shapely.intersection(planar[0], planar[1:])
         hit = np.flatnonzero(shapely.area(inter) >= MIN_AREA_M2)
         geoms = frame.to_geojson_many([_areal(g) for g in inter[hit]])
         for k, geom in zip((ks[h] for h in hit.tolist()), geoms, strict=True):

@@ -82,8 +82,13 @@ def centre_lonlat(c: FloatArray) -> LonLat:
     )
 
 
-def _check_extent(field: str, points: list[LonLat], pad_m: float = 0.0) -> None:
-    _, ang = cap_of(points, pad_m)
+def _check_extent(
+    field: str,
+    points: list[LonLat],
+    pad_m: float = 0.0,
+    cap: tuple[FloatArray, float] | None = None,
+) -> None:
+    _, ang = cap_of(points, pad_m) if cap is None else cap
     if 2 * ang * EARTH_R_M > MAX_ACROSS_M:
         raise GeometryError(field, f"more than {MAX_ACROSS_M / 1000:.0f} km across")
 
@@ -134,8 +139,16 @@ class Frame:
         back = shapely.transform(shapely.normalize(arr), self.inv)
         out: list[dict[str, Any] | None] = []
         for g, b in zip(gs, back, strict=True):
-            out.append(None if g.is_empty else shapely.geometry.mapping(b))
+            out.append(None if g.is_empty else _mapping(b))
         return out
+
+
+def _mapping(g: shapely.Geometry) -> dict[str, Any]:
+    """shapely.geometry.mapping, the same output, without its slow path for polygons."""
+    if not isinstance(g, shapely.Polygon) or g.is_empty or shapely.has_z(g):
+        return dict(shapely.geometry.mapping(g))
+    rings = (shapely.get_coordinates(r).tolist() for r in (g.exterior, *g.interiors))
+    return {"type": "Polygon", "coordinates": tuple(tuple(map(tuple, r)) for r in rings)}
 
 
 def frame_key(lon0: float, lat0: float) -> tuple[float, float]:
@@ -176,6 +189,11 @@ def _polygon_outline(ring: tuple[LonLat, ...]) -> FloatArray:
     return densify(_ring_points(ring), closed=True)
 
 
+@functools.lru_cache(maxsize=65_536)
+def _polygon_cap(ring: tuple[LonLat, ...]) -> tuple[FloatArray, float]:
+    return cap_of(_ring_points(ring))
+
+
 class Polygon(msgspec.Struct, frozen=True, tag="polygon"):
     ring: tuple[LonLat, ...]  # outer ring, closing point optional
 
@@ -185,12 +203,13 @@ class Polygon(msgspec.Struct, frozen=True, tag="polygon"):
             _check_point(f"ring[{k}]", p)
         if len(set(pts)) < 3:
             raise GeometryError("ring", f"needs at least 3 distinct points, got {len(set(pts))}")
-        _check_extent("ring", pts)
-        frame = Frame.around(cap_of(pts))
-        try:
-            outline = _polygon_outline(self.ring)  # warms outline()'s cache
-        except TypeError:  # built in code with lists: not hashable
-            outline = densify(pts, closed=True)
+        # Warm the caches cap() and outline() read (a ring built in code from lists is not
+        # hashable: computed afresh then).
+        hashable = isinstance(self.ring, tuple) and all(isinstance(p, tuple) for p in self.ring)
+        cap = _polygon_cap(self.ring) if hashable else cap_of(pts)
+        _check_extent("ring", pts, cap=cap)
+        outline = _polygon_outline(self.ring) if hashable else densify(pts, closed=True)
+        frame = Frame.around(cap)
         poly = shapely.Polygon(frame.fwd(outline))
         if not poly.is_valid:
             raise GeometryError("ring", f"not a simple polygon ({shapely.is_valid_reason(poly)})")
@@ -201,7 +220,8 @@ class Polygon(msgspec.Struct, frozen=True, tag="polygon"):
         return _polygon_outline(self.ring)
 
     def cap(self) -> tuple[FloatArray, float]:
-        return cap_of(_ring_points(self.ring))
+        c, ang = _polygon_cap(self.ring)
+        return c.copy(), ang
 
     def planar(self, frame: Frame) -> shapely.Geometry:
         return shapely.Polygon(frame.fwd(self.outline()))

@@ -38,6 +38,9 @@ class _Index:
     def __init__(self) -> None:
         self.cells: dict[tuple[int, ...], set[Key]] = {}
         self.levels: dict[tuple[int, int], set[tuple[int, ...]]] = {}
+        # (sl, tl, ix, iy, iz) -> the occupied time buckets there: most cells of a query's
+        # cube are off the earth's surface or empty, and are passed over in one look-up.
+        self.columns: dict[tuple[int, ...], set[int]] = {}
 
     @staticmethod
     def _space_level(ang: float) -> int:
@@ -88,6 +91,7 @@ class _Index:
                         cell = (sl, tl, ix, iy, iz, tb)
                         self.cells.setdefault(cell, set()).add(rec.key)
                         occupied.add(cell)
+                        self.columns.setdefault(cell[:5], set()).add(tb)
                         rec.cells.append(cell)
 
     def delete(self, rec: Filed) -> None:
@@ -99,6 +103,10 @@ class _Index:
             if not members:
                 del self.cells[cell]
                 self.levels[(cell[0], cell[1])].discard(cell)
+                column = self.columns[cell[:5]]
+                column.discard(cell[5])
+                if not column:
+                    del self.columns[cell[:5]]
         rec.cells = []
 
     def query(self, centre: FloatArray, ang: float, t_lo: float, t_hi: float) -> set[Key]:
@@ -118,11 +126,14 @@ class _Index:
                     ):
                         found |= self.cells[cell]
                 continue
+            columns, cells = self.columns, self.cells
             for ix in axes[0]:
                 for iy in axes[1]:
                     for iz in axes[2]:
-                        for tb in times:
-                            members = self.cells.get((sl, tl, ix, iy, iz, tb))
-                            if members:
-                                found |= members
+                        tbs = columns.get((sl, tl, ix, iy, iz))
+                        if tbs is None:
+                            continue
+                        for tb in tbs if len(tbs) <= len(times) else times:
+                            if tb in times and tb in tbs:
+                                found |= cells[(sl, tl, ix, iy, iz, tb)]
         return found

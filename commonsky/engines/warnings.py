@@ -99,14 +99,15 @@ class LaunchDesk:
         self.correlators: dict[str, Correlator] = defaultdict(Correlator)
         self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
         status = str(hub.settings.alert_status)
+        # Each party warns only its own country's regions, from its own view.
         self.engines = {
             party: AlertEngine(
-                self.regions,
+                RegionRegistry([r for r in self.regions if r.country == country]),
                 f"commonsky.{party.lower()}",
                 status="Actual" if status == "Actual" else "Exercise",
                 sender_name=hub.policy.parties[party].name,
             )
-            for party in COUNTRY_PARTY.values()
+            for country, party in COUNTRY_PARTY.items()
             if party in hub.policy.parties
         }
         self.alerts: dict[str, CapAlert] = {}  # identifier -> message, in issue order

@@ -9,6 +9,8 @@ input, nothing stored), 401 (no or wrong token), 403 (not yours / no agreement),
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import time
 import uuid
@@ -26,7 +28,7 @@ from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.hotline import chat_event
 from commonsky.engines.warnings import report_event
 from commonsky.errors import RemoteProtocolError
-from commonsky.hub.core import Connection, item_json
+from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.model import Category, CotEvent, Point
 from commonsky.protocol.cot import XmlLimits, parse_event, quote
@@ -135,13 +137,14 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             item = rendered.item
             if category and item.category.value != category:
                 continue
-            event = hub.event_for(item, variant)
-            if box and not (
-                box[0] <= event.point.lon <= box[2] and box[1] <= event.point.lat <= box[3]
-            ):
-                continue
-            out.append(item_json(item, event))
-        return JSONResponse(out)
+            if box:
+                # Filter on the position as this party sees it (generalized ones are snapped).
+                seen = hub.event_for(item, variant) if variant == "gen" else item.event
+                lon, lat = seen.point.lon, seen.point.lat
+                if not (box[0] <= lon <= box[2] and box[1] <= lat <= box[3]):
+                    continue
+            out.append(rendered.wire(variant, "json"))  # the bytes the WebSocket sends too
+        return Response(b"[" + b",".join(out) + b"]", media_type="application/json")
 
     async def conflicts(request: Request, party: str) -> Response:
         return JSONResponse(services.airspace.for_party(party) if services.airspace else [])
@@ -269,17 +272,31 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             hub.settings.get_int("limit_queue_tracks"), hub.settings.get_int("limit_queue_durable")
         )
         closed: list[str] = []
+
+        def close(reason: str) -> None:
+            closed.append(reason)
+            outbox.ready.set()  # wake the sender loop so it sees the close
+
+        async def watch_client() -> None:
+            # The page sends nothing; reading is how a closed browser tab is noticed.
+            try:
+                while (await ws.receive())["type"] != "websocket.disconnect":
+                    pass
+            finally:
+                close("client_gone")
+
         conn = Connection(
             party,
             "web",
             "websocket",
             outbox,
             mode=lambda: "json",
-            close=closed.append,
+            close=close,
             id=f"ws#{uuid.uuid4().hex[:8]}",
         )
         conn.flush = outbox.ready.set
         hub.attach(conn)
+        watcher = asyncio.create_task(watch_client())
         try:
             while not closed:
                 await outbox.ready.wait()
@@ -295,6 +312,12 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             pass
         finally:
             hub.detach(conn)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+            if closed[:1] != ["client_gone"]:
+                with contextlib.suppress(Exception):
+                    await ws.close()
 
     async def cap_feed(request: Request) -> Response:
         from commonsky.alerts import atom_feed

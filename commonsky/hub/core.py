@@ -76,6 +76,7 @@ class Hub:
         self.live: dict[tuple[str, str], Rendered] = {}
         self.durable: dict[tuple[str, str], Rendered] = {}
         self.callsigns: dict[str, set[str]] = defaultdict(set)  # callsign -> parties using it
+        self._directory_epoch = 0
         # Engines hook in here: `on_durable` runs once a durable item is stored and before
         # anyone receives it (the ledger); `observers` see every item as it is delivered.
         self.on_durable: list[Callable[[Item, dict[str, Disclosure]], None]] = []
@@ -129,7 +130,9 @@ class Hub:
         category = category_of(event.type)
         if event.callsign and sender is not None:
             sender.callsigns.add(event.callsign)
-            self.callsigns[event.callsign].add(party)
+            if party not in self.callsigns[event.callsign]:
+                self.callsigns[event.callsign].add(party)
+                self._directory_epoch += 1
         item = Item(
             party=party,
             user=user,
@@ -260,9 +263,21 @@ class Hub:
                 if item.party == party:
                     yield rendered, "own"
                     continue
-                level = self.route(item, now).get(party)
+                level = self.cached_route(rendered, now).get(party)
                 if level is not None:
                     yield rendered, _VARIANT[level]
+
+    def cached_route(self, rendered: Rendered, now: float) -> dict[str, Disclosure]:
+        """`route` for a picture item, computed once until the policy or directory changes."""
+        if (
+            rendered.routes is None
+            or now >= rendered.routes_until
+            or rendered.routes_epoch != self._directory_epoch
+        ):
+            rendered.routes = self.route(rendered.item, now)
+            rendered.routes_until = self.policy.next_change(now)
+            rendered.routes_epoch = self._directory_epoch
+        return rendered.routes
 
     def resend(self, key: tuple[str, str], party: str) -> bool:
         """Queue a stored durable item again for every connection of one entitled party."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from commonsky.model import Item
+from commonsky.model import Disclosure, Item
 
 Variant = Literal["own", "full", "gen"]
 Overflow = Literal["coalesced", "evicted", "too_slow"] | None
@@ -28,6 +28,11 @@ class Rendered:
     item: Item
     make: Callable[[Item, Variant, str], bytes]
     cache: dict[tuple[Variant, str], bytes] = field(default_factory=dict)
+    # The item's routes, valid until the policy's next validity boundary (`routes_until`)
+    # and while the callsign directory is unchanged (`routes_epoch`).
+    routes: dict[str, Disclosure] | None = None
+    routes_until: float = 0.0
+    routes_epoch: int = -1
 
     def wire(self, variant: Variant, mode: str) -> bytes:
         key = (variant, mode)

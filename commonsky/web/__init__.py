@@ -91,7 +91,9 @@ def web_routes(services: Services, web_dir: Path = WEB_DIR) -> list[BaseRoute]:
         # Leaflet's CSS names its marker/layer images relative to itself.
         Mount(
             "/vendor/images",
-            app=StaticFiles(directory=web_dir / "node_modules/leaflet/dist/images", check_dir=False),
+            app=StaticFiles(
+                directory=web_dir / "node_modules/leaflet/dist/images", check_dir=False
+            ),
         ),
         Mount("/app", app=StaticFiles(directory=web_dir / "app", check_dir=False)),
     ]

@@ -28,13 +28,21 @@ class ScreenshotError(RuntimeError):
     pass
 
 
+def chromium_missing() -> str | None:
+    """Why the browser cannot run here, or None."""
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)"
+    return None
+
+
 async def screenshot(base_url: str, token: str, path: Path, timeout_s: float = 20.0) -> None:
     """Save a PNG of the live map as the party owning `token` sees it at `base_url`."""
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
-    if not Path(CHROMIUM).exists():
-        raise ScreenshotError(f"{CHROMIUM} not found: apt-get install chromium")
+    missing = chromium_missing()
+    if missing:
+        raise ScreenshotError(missing)
     path.parent.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -43,7 +51,7 @@ async def screenshot(base_url: str, token: str, path: Path, timeout_s: float = 2
             await page.goto(f"{base_url.rstrip('/')}/#token={quote(token, safe='')}")
             try:
                 await page.wait_for_function(
-                    "window.commonsky && ['live', 'refused'].includes(window.commonsky.state)",
+                    "() => ['live', 'refused'].includes(window.commonsky?.state)",
                     timeout=timeout_s * 1000,
                 )
             except PlaywrightError as exc:

@@ -114,6 +114,12 @@ def t_big_int(lines: list[bytes], i: int) -> list[bytes]:
     return lines
 
 
+def t_long_int_in_range(lines: list[bytes], i: int) -> list[bytes]:
+    # 19 digits but inside 64 bits: a valid leaf (caught only by the root).
+    lines[i] = rewrite(lines[i], b'"secret":', b'"big":1000000000000000000,"secret":')
+    return lines
+
+
 def t_bad_party(lines: list[bytes], i: int) -> list[bytes]:
     lines[i] = rewrite(lines[i], b'"originator":"', b'"originator":"-')
     return lines
@@ -174,6 +180,7 @@ TAMPERS: list[Tamper] = [
     t_bad_nonce,
     t_key_order,
     t_big_int,
+    t_long_int_in_range,
     t_bad_party,
     t_seq_inside,
     t_seq_zero_padded,

@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, Response, async_playwright
 
 from commonsky.config import config_from_dict
-from commonsky.web.shots import CHROMIUM, CHROMIUM_ARGS
+from commonsky.web.shots import CHROMIUM, CHROMIUM_ARGS, chromium_missing
 from tests.conftest import RunningHub, running_hub
 
 PARTIES = ["USA", "JPN", "KOR", "RUS"]
@@ -35,20 +35,31 @@ def web_config(tmp_path: Path, agreements: list[dict[str, Any]]) -> Any:
     )
 
 
+@contextlib.asynccontextmanager
+async def web_running_hub(
+    tmp_path: Path, agreements: list[dict[str, Any]]
+) -> AsyncIterator[RunningHub]:
+    async with running_hub(web_config(tmp_path, agreements)) as hub:
+        yield hub
+
+
 @pytest.fixture
 def web_hub(
     tmp_path: Path,
 ) -> Callable[[list[dict[str, Any]]], contextlib.AbstractAsyncContextManager[RunningHub]]:
-    def factory(agreements: list[dict[str, Any]]) -> Any:
-        return running_hub(web_config(tmp_path, agreements))
+    def factory(
+        agreements: list[dict[str, Any]],
+    ) -> contextlib.AbstractAsyncContextManager[RunningHub]:
+        return web_running_hub(tmp_path, agreements)
 
     return factory
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    missing = chromium_missing()
+    if missing:
+        pytest.fail(missing)
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -94,7 +105,7 @@ async def open_page(browser: Browser, url: str) -> tuple[Page, Watched]:
 
 async def signed_in(browser: Browser, hub: RunningHub, party: str) -> tuple[Page, Watched]:
     page, watched = await open_page(browser, f"{hub.http}/#token={TOKENS[party]}")
-    await page.wait_for_function("window.commonsky && window.commonsky.state === 'live'")
+    await page.wait_for_function("() => window.commonsky && window.commonsky.state === 'live'")
     return page, watched
 
 

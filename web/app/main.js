@@ -80,6 +80,7 @@ async function start({ api, me }) {
     preferCanvas: true, zoomAnimation: false, worldCopyJump: true, minZoom: 2, maxZoom: 14,
   }).setView([35, 60], 3);
   L.control.scale({ imperial: false }).addTo(map);
+  map.attributionControl.setPrefix("Leaflet · Natural Earth (world-atlas)");
   const tracks = new TrackLayer(map);
   const overlays = new Overlays(map, party);
   const panels = new Panels(api, party, map);

@@ -1,0 +1,142 @@
+"""The REST and WebSocket API on the real server: one policy, clear errors, nothing leaked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import RunningHub, token_of
+from tests.integration.test_tak_tcp import FULL_TRACKS, HOTLINE, track
+
+AIRSPACE = {"name": "US-RU conflicts only", "from": "USA", "to": ["RUS"],
+            "categories": ["airspace", "site"], "disclosure": "conflicts-only"}
+AIRSPACE_BACK = dict(AIRSPACE, name="back", **{"from": "RUS", "to": ["USA"]})
+
+
+def client(hub: RunningHub, party: str | None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token_of(party)}"} if party else {}
+    return httpx.AsyncClient(base_url=hub.http, headers=headers, timeout=10)
+
+
+def feature(uid: str, lon: float, lat: float, size: float = 1.0, **props) -> dict:
+    ring = [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size],
+            [lon, lat]]
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"uid": uid, "floor_m": 0, "ceiling_m": 9000,
+                           "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z",
+                           **props}}
+
+
+async def test_tokens_are_required_and_checked(make_hub) -> None:
+    async with make_hub() as hub:
+        async with client(hub, None) as anon:
+            assert (await anon.get("/api/items")).status_code == 401
+            bad = await anon.get("/api/items", headers={"Authorization": "Bearer nope"})
+            assert bad.status_code == 401 and bad.json() == {"error": "unknown token"}
+            assert (await anon.get("/healthz")).status_code == 200
+            spec = (await anon.get("/openapi.json")).json()
+            assert "/api/items" in spec["paths"] and "/cap/feed.atom" in spec["paths"]
+        async with client(hub, "JPN") as jpn:
+            assert (await jpn.get("/api/me")).json()["party"] == "JPN"
+
+
+async def test_items_are_filtered_by_the_same_policy_as_tak(make_hub) -> None:
+    async with make_hub([FULL_TRACKS]) as hub:
+        usa = await hub.connect("USA")
+        usa.send(track("F16-API", callsign="VIPER"))
+        await asyncio.sleep(0.2)
+        async with client(hub, "JPN") as jpn, client(hub, "KOR") as kor:
+            items = (await jpn.get("/api/items", params={"category": "track"})).json()
+            assert [i["uid"] for i in items] == ["USA::F16-API"]
+            assert (await kor.get("/api/items")).json() == []
+            boxed = await jpn.get("/api/items", params={"bbox": "0,0,1,1"})
+            assert boxed.json() == []
+            assert (await jpn.get("/api/items", params={"bbox": "x"})).status_code == 400
+
+
+async def test_malformed_geojson_is_refused_and_nothing_stored(make_hub) -> None:
+    async with make_hub([AIRSPACE, AIRSPACE_BACK]) as hub:
+        async with client(hub, "USA") as usa:
+            ok = await usa.post("/api/airspace", json=feature("US-1", 38, 34))
+            assert ok.status_code == 201
+            stored = len(list(hub.hub.store.since(0)))
+            bad_cases = [
+                b"{not json",
+                json.dumps({"type": "Feature", "geometry": {"type": "Polygon",
+                            "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]},
+                            "properties": {"floor_m": 0, "ceiling_m": 1, "start": 0,
+                                           "end": 1}}).encode(),
+                json.dumps(feature("X", 38, 34, floor_m=9000, ceiling_m=100)).encode(),
+                json.dumps({"type": "FeatureCollection", "features": [
+                    feature("GOOD-IN-BAD", 30, 30), feature("NAN", float("nan"), 30)]}
+                ).replace("NaN", "null").encode(),
+            ]
+            for body in bad_cases:
+                response = await usa.post("/api/airspace", content=body)
+                assert response.status_code == 400, body
+                assert response.json()["error"]
+            assert len(list(hub.hub.store.since(0))) == stored
+            huge = b'{"type": "Feature", "x": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+            assert (await usa.post("/api/airspace", content=huge)).status_code == 413
+
+
+async def test_conflict_notice_over_the_api(make_hub) -> None:
+    async with make_hub([AIRSPACE, AIRSPACE_BACK]) as hub:
+        async with client(hub, "USA") as usa, client(hub, "RUS") as rus:
+            await usa.post("/api/airspace", json=feature("US-STRIKE", 38, 34, kind="strike-area"))
+            await rus.post("/api/airspace", json=feature("RU-OPS", 38.5, 34.5))
+            (notice,) = (await rus.get("/api/conflicts")).json()
+            assert notice["other_party"] == "USA" and notice["other_uid"] is None
+            assert "US-STRIKE" not in json.dumps(notice)
+            assert (await usa.get("/api/items")).json()[0]["uid"] == "US-STRIKE"
+            rus_items = (await rus.get("/api/items")).json()
+            assert all("US-STRIKE" not in json.dumps(i) for i in rus_items)
+
+
+async def test_hotline_send_ack_and_forbidden_ack(make_hub) -> None:
+    async with make_hub([HOTLINE]) as hub:
+        async with client(hub, "USA") as usa, client(hub, "RUS") as rus, \
+                client(hub, "JPN") as jpn:
+            sent = await usa.post("/api/hotline/send", json={"to": "RUS", "text": "Confirm?"})
+            assert sent.status_code == 201
+            (message,) = (await rus.get("/api/hotline")).json()
+            assert message["pending"] == ["RUS"] and message["text"] == "Confirm?"
+            assert (await jpn.post(f"/api/hotline/{message['id']}/ack")).status_code == 403
+            assert (await rus.post("/api/hotline/USA::nope/ack")).status_code == 404
+            acked = await rus.post(f"/api/hotline/{message['id']}/ack")
+            assert acked.status_code == 200 and acked.json()["acks"].keys() == {"RUS"}
+            refused = await rus.post("/api/hotline/send", json={"to": "USA", "text": "hi"})
+            assert refused.status_code == 403  # no RUS -> USA hotline agreement
+            assert (await usa.post("/api/hotline/send", json={"to": "RUS"})).status_code == 400
+
+
+async def test_receipt_with_inclusion_proof_only_for_the_audience(make_hub) -> None:
+    async with make_hub([HOTLINE]) as hub:
+        async with client(hub, "USA") as usa, client(hub, "JPN") as jpn:
+            await usa.post("/api/hotline/send", json={"to": "RUS", "text": "recorded"})
+            receipt = await usa.get("/api/ledger/receipts/0")
+            assert receipt.status_code == 200 and receipt.json()["proof"] is not None
+            assert (await jpn.get("/api/ledger/receipts/0")).status_code == 403
+            assert (await usa.get("/api/ledger/receipts/999")).status_code == 404
+            assert "root" in (await usa.get("/api/ledger/checkpoint")).json()
+
+
+async def test_websocket_streams_what_the_party_may_see(make_hub) -> None:
+    async with make_hub([FULL_TRACKS]) as hub:
+        url = hub.http.replace("http", "ws") + "/api/ws?token=" + token_of("JPN")
+        async with websockets.connect(url) as ws:
+            usa = await hub.connect("USA")
+            usa.send(track("WS-1"))
+            usa.send(track("WS-2"))
+            got: list[str] = []
+            while len(got) < 2:
+                got += [i["uid"] for i in json.loads(await asyncio.wait_for(ws.recv(), 3))]
+            assert got == ["USA::WS-1", "USA::WS-2"]
+        bad = hub.http.replace("http", "ws") + "/api/ws?token=wrong"
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            async with websockets.connect(bad) as ws:
+                await ws.recv()

@@ -1,0 +1,138 @@
+"""The map under load (2,000 live tracks) and with every kind of overlay at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import msgspec
+import numpy as np
+import pytest
+from playwright.async_api import Browser
+
+from commonsky.alerts.simulate import Ballistic, radar_report
+
+from .conftest import signed_in, snapshot
+from .test_map import AGREEMENTS, bearer, cot
+
+pytestmark = pytest.mark.browser
+
+N_TRACKS = 2000
+FRAME_MS = """
+(ms) => new Promise((done) => {
+  const times = [];
+  const start = performance.now();
+  const step = (t) => {
+    times.push(t);
+    if (t - start < ms) requestAnimationFrame(step); else done(times);
+  };
+  requestAnimationFrame(step);
+})
+"""
+
+
+def traffic(rng: random.Random, n: int, step: int) -> bytes:
+    return b"".join(
+        cot(f"t{i}", "a-f-A-M-F", 30 + (i % 50) * 0.3 + step * 0.01, 120 + (i // 50) * 0.5, f"T{i}")
+        for i in range(n)
+    )
+
+
+async def test_2000_live_tracks_stay_under_100_ms_per_frame(web_hub: Any, browser: Browser) -> None:
+    async with web_hub(AGREEMENTS) as hub:
+        us = await hub.connect("USA")
+        rng = random.Random(7)
+        us.send(traffic(rng, N_TRACKS, 0))
+        page, watched = await signed_in(browser, hub, "JPN")
+        await page.wait_for_function(
+            "(n) => window.commonsky.snapshot().tracks.length === n", arg=N_TRACKS, timeout=10_000
+        )
+
+        async def move() -> None:
+            for step in range(1, 7):  # every track moves twice a second during the measurement
+                us.send(traffic(rng, N_TRACKS, step))
+                await asyncio.sleep(0.5)
+
+        mover = asyncio.create_task(move())
+        stamps = await page.evaluate(FRAME_MS, 3000)
+        await mover
+        frames = np.diff(np.array(stamps))
+        draws = np.array(await page.evaluate("() => window.commonsky.perf.samples"))
+        p95, worst = float(np.percentile(frames, 95)), float(frames.max())
+        print(
+            f"\n2000 tracks: {len(frames)} frames in 3 s, frame p50 {np.median(frames):.1f} ms,"
+            f" p95 {p95:.1f} ms, max {worst:.1f} ms; canvas draw p50 {np.median(draws):.1f} ms,"
+            f" max {draws.max():.1f} ms"
+        )
+        assert p95 < 100.0 and float(np.percentile(draws, 95)) < 100.0
+        assert len((await snapshot(page))["tracks"]) == N_TRACKS
+        assert watched.problems() == []
+
+
+async def test_conflicts_launches_and_areas_are_drawn(web_hub: Any, browser: Browser) -> None:
+    agreements = [
+        *AGREEMENTS,
+        {
+            "name": "ru-us",
+            "from": "RUS",
+            "to": ["USA"],
+            "categories": ["airspace"],
+            "disclosure": "conflicts-only",
+        },
+        {
+            "name": "us-ru",
+            "from": "USA",
+            "to": ["RUS"],
+            "categories": ["airspace"],
+            "disclosure": "conflicts-only",
+        },
+    ]
+    now = time.time()
+
+    def volume(uid: str, x: float, y: float) -> str:
+        ring = [[x, y], [x + 2, y], [x + 2, y + 2], [x, y + 2], [x, y]]
+        return json.dumps(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {
+                    "uid": uid,
+                    "floor_m": 0,
+                    "ceiling_m": 12000,
+                    "start": now - 60,
+                    "end": now + 7200,
+                },
+            }
+        )
+
+    async with web_hub(agreements) as hub:
+        async with httpx.AsyncClient(base_url=hub.http) as http:
+            for party, uid, x in (("USA", "us-area", 128.0), ("RUS", "ru-area", 129.0)):
+                r = await http.post(
+                    "/api/airspace", content=volume(uid, x, 38), headers=bearer(party)
+                )
+                assert r.status_code == 201, r.text
+            truth = Ballistic(39.0, 125.7, datetime.now(UTC), 80.0, 1_000_000.0, 500_000.0)
+            rng = np.random.default_rng(3)
+            report = radar_report(truth, "USA", "u1", 30, 150, 5, 300.0, 300.0, rng)
+            r = await http.post(
+                "/api/launch", content=msgspec.json.encode(report), headers=bearer("USA")
+            )
+            assert r.status_code == 201, r.text
+            page, watched = await signed_in(browser, hub, "USA")
+            await page.wait_for_function(
+                "() => { const c = window.commonsky.snapshot().counts;"
+                " return c.conflict >= 1 && c.launch >= 1 && c.airspace === 1; }"
+            )
+            api_conflicts = (await http.get("/api/conflicts", headers=bearer("USA"))).json()
+        # USA sees its own area, never RUS's (conflicts-only): only the red overlap.
+        assert (await snapshot(page))["counts"]["airspace"] == 1
+        assert await page.locator("#conflicts li").count() == len(api_conflicts) >= 1
+        assert await page.locator("#launches li").count() >= 1
+        assert "ru-area" not in await page.content()
+        assert watched.problems() == []
