@@ -102,27 +102,23 @@ def demo(
         float | None,
         typer.Option(help="Stop after this many seconds (exit 0 when every check held)."),
     ] = None,
-    speed: Annotated[float, typer.Option(help="Time compression of the scenarios.")] = 1.0,
+    speed: Annotated[float, typer.Option(help="Time compression of the scenarios.")] = 10.0,
     http: Annotated[str, typer.Option(help="HOST:PORT of the live map.")] = "127.0.0.1:8080",
     data_dir: Annotated[Path, typer.Option(help="Where the demo hub keeps its data.")] = Path(
         "var/demo"
     ),
 ) -> None:
     """Play the seed situations end to end through a real hub; summary in DATA_DIR/summary.json."""
-    from commonsky.demo.quick import run_quick_demo
+    from commonsky.demo.main import run_demo
 
     if speed <= 0 or (duration is not None and duration <= 0):
         raise UsageError("--speed and --duration must be positive")
     _logging("warning")
 
     async def play(stop: asyncio.Event) -> dict[str, object]:
-        wait = None if duration is not None else stop
-        return await run_quick_demo(data_dir, http, wait)
+        return await run_demo(data_dir, http, speed, duration, stop=stop)
 
     summary = asyncio.run(_until_signal_result(play))
-    for scenario in summary["scenarios"]:  # type: ignore[attr-defined]
-        for check in scenario["checks"]:
-            print(("held  " if check["held"] else "FAILED") + "  " + check["name"])
     print(f"summary written to {data_dir / 'summary.json'}")
     if not summary["all_held"]:
         sys.exit(1)

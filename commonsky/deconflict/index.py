@@ -31,6 +31,8 @@ class Filed(Protocol):
 
 SPACE_BASE_M = 10_000.0
 TIME_BASE_S = 900.0
+SPACE_STEP, SPACE_LEVELS = 4, 8  # the top level's cells span the earth
+TIME_STEP, TIME_LEVELS = 8, 8  # beyond the top level (60 years): filed as always
 ALWAYS = -1
 
 
@@ -46,7 +48,7 @@ class _Index:
     def _space_level(ang: float) -> int:
         size = 2 * ang * EARTH_R_M
         lvl = 0
-        while SPACE_BASE_M * 4**lvl < size and lvl < 8:
+        while SPACE_BASE_M * SPACE_STEP**lvl < size and lvl < SPACE_LEVELS:
             lvl += 1
         return lvl
 
@@ -55,9 +57,9 @@ class _Index:
         if not (math.isfinite(t_lo) and math.isfinite(t_hi)):
             return ALWAYS
         lvl = 0
-        while TIME_BASE_S * 8**lvl < t_hi - t_lo:
+        while TIME_BASE_S * TIME_STEP**lvl < t_hi - t_lo:
             lvl += 1
-            if lvl > 7:
+            if lvl >= TIME_LEVELS:
                 return ALWAYS
         return lvl
 
@@ -65,7 +67,7 @@ class _Index:
     def _ranges(
         centre: FloatArray, ang: float, sl: int, tl: int, t_lo: float, t_hi: float
     ) -> tuple[list[range], range]:
-        size = SPACE_BASE_M * 4**sl
+        size = SPACE_BASE_M * SPACE_STEP**sl
         chord = 2 * EARTH_R_M * math.sin(min(ang, math.pi) / 2) + 1.0
         p = centre * EARTH_R_M
         axes = [
@@ -73,7 +75,7 @@ class _Index:
         ]
         if tl == ALWAYS:
             return axes, range(0, 1)
-        b = TIME_BASE_S * 8**tl
+        b = TIME_BASE_S * TIME_STEP**tl
         lo = -(2**62) if not math.isfinite(t_lo) else math.floor(t_lo / b)
         hi = 2**62 if not math.isfinite(t_hi) else math.floor(t_hi / b)
         return axes, range(lo, hi + 1)

@@ -1,0 +1,314 @@
+"""The scenario checks, judged from what the clients received and what the hub recorded.
+
+The leak check is deliberately independent of the hub's policy code: it re-reads the
+scenario's agreements as plain data, classifies every delivered CoT event by its type with
+its own table, and tests areas with shapely directly. A delivery is a leak when no agreement
+in the scenario could have entitled the receiving party to it in the form it arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from lxml import etree
+from shapely.geometry import Point as ShapelyPoint
+from shapely.geometry import Polygon
+
+from commonsky.demo.clients import Received, SimClient
+from commonsky.demo.runner import Played, Runner, percentile
+from commonsky.demo.scenario import CheckSpec
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+# An independent classification, by CoT type prefix.
+_KINDS = (
+    ("b-t-f", "hotline"),
+    ("a-", "track"),
+    ("u-d-p", "site"),
+    ("u-d-", "airspace"),
+    ("b-m-r", "airspace"),
+    ("b-l", "launch"),
+    ("b-a-o", "alert"),
+)
+
+
+def kind_of(cot_type: str) -> str | None:
+    return next((k for prefix, k in _KINDS if cot_type.startswith(prefix)), None)
+
+
+def _time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def entitled(
+    agreements: list[dict[str, Any]],
+    provider: str,
+    recipient: str,
+    kind: str,
+    lat: float,
+    lon: float,
+    at: float,
+) -> set[str]:
+    """Disclosures (full / generalized) any agreement grants for this delivery."""
+    levels = set()
+    for a in agreements:
+        if a["from"] != provider or recipient not in a["to"] or kind not in a["categories"]:
+            continue
+        start, end = _time(a.get("valid_from")), _time(a.get("valid_until"))
+        if (start is not None and at < start) or (end is not None and at >= end):
+            continue
+        if a.get("area") and not Polygon(a["area"]).contains(ShapelyPoint(lon, lat)):
+            continue
+        levels.add(a.get("disclosure", "full"))
+    return levels - {"conflicts-only"}
+
+
+def leaks(runner: Runner, played: Played) -> list[str]:
+    scenario = played.scenario
+    parties = {p.id for p in scenario.party}
+    found = []
+    for client in runner.clients.values():
+        if client.party not in parties:
+            continue
+        for r in client.received:
+            e = r.event
+            if e.type.startswith("t-x-takp") or "::" not in e.uid:
+                continue
+            provider, _, rest = e.uid.partition("::")
+            if provider == "HUB" or provider not in parties:
+                continue
+            kind = kind_of(e.type)
+            if kind is None:
+                found.append(f"{client.party} got unclassified {e.uid} ({e.type})")
+                continue
+            # A point inside an agreement area may have been snapped by generalization.
+            levels = entitled(
+                scenario.agreement, provider, client.party, kind, e.point.lat, e.point.lon, r.at
+            )
+            if not levels:
+                found.append(f"{client.party} got {e.uid} ({kind}) with no agreement")
+            elif rest.startswith("g-") != ("full" not in levels):
+                found.append(f"{client.party} got {e.uid} in the wrong form for {levels}")
+            elif "full" not in levels and e.detail:
+                found.append(f"{client.party} got details of generalized {e.uid}")
+    return found
+
+
+def _received(runner: Runner, party: str) -> list[Received]:
+    return [r for c in runner.clients.values() if c.party == party for r in c.received]
+
+
+def _notices(runner: Runner, party: str) -> list[dict[str, Any]]:
+    out = []
+    for r in _received(runner, party):
+        if r.event.type == "t-x-csky-conflict":
+            node = etree.fromstring(f"<d>{r.event.detail}</d>", _PARSER).find("csky_conflict")
+            if node is not None and node.text:
+                out.append(json.loads(node.text))
+    return out
+
+
+def _fused(runner: Runner, party: str) -> dict[str, Any] | None:
+    latest = None
+    for r in _received(runner, party):
+        if r.event.type == "b-l-f":
+            node = etree.fromstring(f"<d>{r.event.detail}</d>", _PARSER).find("csky_fused")
+            if node is not None and node.text:
+                latest = json.loads(node.text)
+    return latest
+
+
+def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, str]:
+    """(held, what was observed) for one check."""
+    hub = runner.server.hub if runner.server else None
+    services = runner.server.services if runner.server else None
+    assert hub is not None and services is not None
+    got = _received(runner, check.party) if check.party else []
+    kind = check.kind
+    if kind == "delivered":
+        hits = [r for r in got if r.event.uid == check.uid]
+        return bool(hits), f"{len(hits)} deliveries of {check.uid}"
+    if kind == "not_delivered":
+        hits = [
+            r
+            for r in got
+            if r.event.uid.startswith(check.uid) and r.event.type.startswith(check.text)
+        ]
+        return not hits, f"{len(hits)} deliveries matching {check.uid}*{check.text}"
+    if kind == "conflict_notice":
+        notices = [
+            n
+            for n in _notices(runner, check.party)
+            if check.text in n["kind"] and n["other_party"] == check.other
+        ]
+        return bool(notices), f"{len(notices)} {check.text} notices about {check.other}"
+    if kind == "notice_hides":
+        text = json.dumps(_notices(runner, check.party))
+        return (
+            check.uid not in text,
+            f"{check.uid!r} {'absent' if check.uid not in text else 'present'}",
+        )
+    if kind == "hotline_all_acked":
+        messages = [
+            m
+            for m in services.hotline.messages.values()
+            if {m.sender, *m.recipients} <= {p.id for p in played.scenario.party} | {"HUB"}
+            and m.conflict is None
+            and m.sender != "HUB"
+        ]
+        acked = [m for m in messages if set(m.recipients) <= set(m.acks)]
+        ok = len(messages) >= check.value and len(acked) == len(messages)
+        return ok, f"{len(acked)}/{len(messages)} hotline messages acknowledged"
+    if kind == "threads_acked":
+        threads = [
+            m
+            for m in services.hotline.messages.values()
+            if m.conflict and set(m.recipients) == set(check.parties)
+        ]
+        acked = [m for m in threads if set(m.recipients) <= set(m.acks)]
+        return bool(threads) and len(acked) == len(
+            threads
+        ), f"{len(acked)}/{len(threads)} conflict threads acknowledged by both"
+    if kind == "withdrawn":
+        gone = all((p, check.uid) not in hub.durable for p in check.parties)
+        return gone, "withdrawn" if gone else "still active"
+    if kind == "fused_parties":
+        event = _fused(runner, check.party)
+        parties = event["parties"] if event else None
+        return parties == sorted(check.parties), f"fused from {parties}"
+    if kind == "fused_complete":
+        event = _fused(runner, check.party)
+        ok = bool(event and event["launch"] and event["impact"])
+        return ok, "launch point and impact area" if ok else f"incomplete: {bool(event)}"
+    if kind in ("cap_alert", "no_cap_alert", "cap_cancel"):
+        feed = services.launch.feed() if services.launch else []
+        mine = [
+            a
+            for a in feed
+            if any(
+                v == check.region
+                for info in a.info
+                for area in info.areas
+                for _, v in area.geocodes
+            )
+        ]
+        types = [a.msg_type for a in mine]
+        if kind == "cap_alert":
+            return "Alert" in types, f"{check.region}: {types}"
+        if kind == "cap_cancel":
+            return "Alert" in types and types[-1] == "Cancel", f"{check.region}: {types}"
+        return not mine, f"{check.region}: {types or 'no warning'}"
+    if kind == "warning_latency":
+        lat = warning_latency(runner, played)
+        return (not math.isnan(lat) and lat <= check.value), f"{lat:.3f} s"
+    if kind == "received_tracks_from":
+        hits = [
+            r
+            for r in got
+            if r.event.uid.startswith(check.other + "::") and r.event.type.startswith("a-")
+        ]
+        return len(hits) >= check.value, f"{len(hits)} track updates from {check.other}"
+    if kind == "no_leaks":
+        found = leaks(runner, played)
+        return not found, "0 leaks" if not found else "; ".join(found[:3])
+    return False, f"unknown check kind {kind!r}"
+
+
+def warning_latency(runner: Runner, played: Played) -> float:
+    """Seconds from the first launch report to the first public warning it caused."""
+    services = runner.server.services if runner.server else None
+    if not played.report_posts or services is None or services.launch is None:
+        return math.nan
+    first = min(played.report_posts)
+    issued = [a.sent.timestamp() for a in services.launch.feed() if a.sent.timestamp() >= first - 1]
+    return (min(issued) - first) if issued else math.nan
+
+
+def track_latencies(runner: Runner, played: Played) -> list[float]:
+    parties = {p.id for p in played.scenario.party}
+    sent = {uid_t: at for uid_t, at in played.sent_tracks.items()}
+    by_uid_time: dict[tuple[str, float], float] = {}
+    for (uid, t), at in sent.items():
+        by_uid_time[(uid, t)] = at
+    out = []
+    for client in runner.clients.values():
+        if client.party not in parties:
+            continue
+        for r in client.received:
+            if not r.event.type.startswith("a-") or "::" not in r.event.uid:
+                continue
+            uid = r.event.uid.partition("::")[2]
+            at = by_uid_time.get((uid, round(r.event.time, 3)))
+            if at is not None:
+                out.append(r.at - at)
+    return out
+
+
+def summarize(runner: Runner, played: Played, ledger_ok: bool) -> dict[str, Any]:
+    scenario = played.scenario
+    checks = []
+    for check in scenario.check:
+        held, observed = evaluate(runner, played, check)
+        checks.append({"name": check.name, "kind": check.kind, "held": held, "observed": observed})
+    checks.append(
+        {
+            "name": "ledger export verifies (whole log and every party's)",
+            "kind": "ledger",
+            "held": ledger_ok,
+            "observed": "verified" if ledger_ok else "FAILED",
+        }
+    )
+    checks.append(
+        {
+            "name": "timeline played to the end without API errors",
+            "kind": "played",
+            "held": played.finished and not played.api_errors,
+            "observed": "; ".join(played.api_errors[:3]) or "ok",
+        }
+    )
+    parties = {p.id for p in scenario.party}
+    services = runner.server.services if runner.server else None
+    assert services is not None
+    latencies = track_latencies(runner, played)
+    notices = sum(len(_notices(runner, p)) for p in parties)
+    threads = [
+        m for m in services.hotline.messages.values() if m.conflict and set(m.recipients) <= parties
+    ]
+    feed = [
+        a
+        for a in (services.launch.feed() if services.launch else [])
+        if any(a.sender.endswith(p.lower()) for p in parties)
+    ]
+    from commonsky.demo.runner import deliveries
+
+    return {
+        "name": scenario.name,
+        "title": scenario.title,
+        "checks": checks,
+        "all_held": all(c["held"] for c in checks),
+        "items_sent": played.items_sent,
+        "deliveries": deliveries(runner.clients, parties),
+        "conflict_notices": notices,
+        "conflicts_acknowledged": sum(1 for m in threads if set(m.recipients) <= set(m.acks)),
+        "conflict_threads": len(threads),
+        "launch_events": sum(1 for p in parties if _fused(runner, p)),
+        "alerts": len(feed),
+        "leaks": len(leaks(runner, played)),
+        "latency_ms": {
+            "p50": 1000 * percentile(latencies, 0.5),
+            "p99": 1000 * percentile(latencies, 0.99),
+            "samples": len(latencies),
+        },
+        "warning_latency_s": warning_latency(runner, played),
+    }
+
+
+Evaluator = Callable[[Runner, Played, CheckSpec], tuple[bool, str]]
+__all__ = ["SimClient", "evaluate", "leaks", "summarize"]
