@@ -31,9 +31,9 @@ log = logging.getLogger("commonsky.services")
 class Services:
     hub: Hub
     recorder: LedgerRecorder | None
-    hotline: HotlineDesk | None
-    airspace: AirspaceDesk | None
-    launch: LaunchDesk | None
+    hotline: HotlineDesk
+    airspace: AirspaceDesk
+    launch: LaunchDesk
     party_keys: PartyKeys | None = None
 
     @classmethod
@@ -50,12 +50,9 @@ class Services:
 
     def tick(self) -> None:
         """Time-driven work: deadlines, expiring volumes, warnings that end."""
-        if self.hotline is not None:
-            self.hotline.tick()
-        if self.airspace is not None:
-            self.airspace.tick()
-        if self.launch is not None:
-            self.launch.step()
+        self.hotline.tick()
+        self.airspace.tick()
+        self.launch.step()
 
     def airspace_validate(self, party: str, event: CotEvent) -> None:
         check = self.hub.validators.get(Category.AIRSPACE)

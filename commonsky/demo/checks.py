@@ -226,9 +226,9 @@ def warning_latency(runner: Runner, played: Played) -> float:
     services = runner.server.services if runner.server else None
     if not played.report_posts or services is None or services.launch is None:
         return math.nan
-    first = min(played.report_posts)
+    first = min(played.report_posts)  # on the scenario clock, like the alerts' `sent`
     issued = [a.sent.timestamp() for a in services.launch.feed() if a.sent.timestamp() >= first - 1]
-    return (min(issued) - first) if issued else math.nan
+    return (min(issued) - first) / runner.speed if issued else math.nan
 
 
 def track_latencies(runner: Runner, played: Played) -> list[float]:
@@ -245,9 +245,9 @@ def track_latencies(runner: Runner, played: Played) -> list[float]:
             if not r.event.type.startswith("a-") or "::" not in r.event.uid:
                 continue
             uid = r.event.uid.partition("::")[2]
-            at = by_uid_time.get((uid, round(r.event.time, 3)))
-            if at is not None:
-                out.append(r.at - at)
+            sent_at = by_uid_time.get((uid, round(r.event.time, 3)))
+            if sent_at is not None:
+                out.append(r.at - sent_at)
     return out
 
 

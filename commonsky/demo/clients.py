@@ -34,20 +34,21 @@ class SimClient:
     received: list[Received] = field(default_factory=list)
     listeners: list[Callable[[SimClient, CotEvent], None]] = field(default_factory=list)
     stream: TakStream = field(default_factory=lambda: TakStream(XmlLimits(), role="client"))
+    clock: Callable[[], float] = time.time
 
     async def open(self, port: int, tls: ssl.SSLContext | None) -> None:
         self.reader, self.writer = await asyncio.open_connection(
             "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
         )
         if self.transport.endswith("-proto"):
-            self.writer.write(self.stream.request_protobuf(time.time()))
+            self.writer.write(self.stream.request_protobuf(self.clock()))
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
             while data := await self.reader.read(65536):
                 now = time.time()
-                for event in self.stream.receive_data(data, now):
+                for event in self.stream.receive_data(data, self.clock()):
                     if isinstance(event, EventReceived):
                         self.received.append(Received(now, event.event))
                         for listener in self.listeners:

@@ -36,7 +36,6 @@ async def run_demo(
     console = console or Console()
     scenarios = [load(n) for n in names]
     runner = Runner(scenarios, data_dir, http, speed)
-    longest = max(s.duration_s for s in scenarios) / speed
     started = time.time()
     try:
         play = asyncio.create_task(runner.run())
@@ -51,7 +50,7 @@ async def run_demo(
             while not play.done():
                 if duration is not None and time.time() - started > duration:
                     break
-                elapsed = (time.time() - runner.start_wall) * speed if runner.start_wall else 0
+                elapsed = runner.clock() - runner.start_wall if runner.start_wall else 0
                 for s in scenarios:
                     progress.update(bars[s.name], completed=min(s.duration_s, max(0, elapsed)))
                 await asyncio.sleep(0.25)
@@ -63,16 +62,18 @@ async def run_demo(
         await asyncio.sleep(min(2.0, 20.0 / speed))  # let the last deliveries land
         assert runner.server is not None
         ledger_ok = check_ledger(runner, data_dir)
-        summary = {
+        results = [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios]
+        summary: dict[str, Any] = {
             "speed": speed,
-            "scenarios": [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios],
+            "scenarios": results,
+            "all_held": all(r["all_held"] for r in results),
         }
-        summary["all_held"] = all(s["all_held"] for s in summary["scenarios"])
         if screenshots:
             summary["screenshots"] = await take_screenshots(runner, data_dir)
         (data_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         print_summary(console, summary)
         if stop is not None and duration is None:
+            runner.clock.relax()  # the map is served in real time from here on
             console.print(f"Serving the map at http://{http}/ — Ctrl-C to stop. Tokens:")
             for party, token in sorted(runner.tokens.items()):
                 console.print(f"  {party}: {token}")

@@ -10,6 +10,7 @@ recorded.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import secrets
@@ -26,6 +27,7 @@ import msgspec
 from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.config import HubConfig, config_from_dict
 from commonsky.demo.clients import SimClient, tls_context
+from commonsky.demo.clock import ScenarioClock
 from commonsky.demo.scenario import AirspaceSpec, HotlineSpec, Scenario, TrackSpec
 from commonsky.hub.server import HubServer
 from commonsky.model import CotEvent, Point
@@ -58,7 +60,8 @@ class Runner:
         self.clients: dict[str, SimClient] = {}
         self.played: dict[str, Played] = {s.name: Played(s) for s in scenarios}
         self.server: HubServer | None = None
-        self.start_wall = 0.0
+        self.clock = ScenarioClock(speed)
+        self.start_wall = 0.0  # scenario time 0, on the scenario clock
         self._acked_threads: set[tuple[str, str]] = set()
 
     # ---- set-up -------------------------------------------------------------------------
@@ -131,6 +134,7 @@ class Runner:
                     )
                     await client.open(port, None)
                 client.listeners.append(self._maybe_ack_thread)
+                client.clock = self.clock
                 self.clients[spec.id] = client
 
     # ---- the run ------------------------------------------------------------------------
@@ -140,8 +144,8 @@ class Runner:
         self._pki()
         # Scenario time 0 is fixed before the configuration is built, because agreements
         # may name scenario-relative validity windows; set-up happens inside the lead time.
-        self.start_wall = time.time() + 3.0
-        self.server = HubServer(self.config())
+        self.start_wall = self.clock() + 3.0 * self.speed
+        self.server = HubServer(self.config(), clock=self.clock)
         await self.server.start()
         await self.connect()
         self.api = httpx.AsyncClient(
@@ -157,10 +161,11 @@ class Runner:
             await self.server.stop()
 
     def wall(self, t: float) -> float:
-        return self.start_wall + t / self.speed
+        """Scenario second `t` on the scenario clock (which the hub runs on too)."""
+        return self.start_wall + t
 
     async def sleep_until(self, t: float) -> None:
-        await asyncio.sleep(max(0.0, self.wall(t) - time.time()))
+        await asyncio.sleep(self.clock.wall_delay(self.wall(t)))
 
     async def play(self, scenario: Scenario) -> None:
         played = self.played[scenario.name]
@@ -207,7 +212,7 @@ class Runner:
 
     def _send_track(self, played: Played, spec: TrackSpec, t: float) -> None:
         lat, lon, alt, speed, course = interpolate(spec.path, t)
-        now = time.time()
+        now = self.clock()
         detail = (
             f'<contact callsign="{quote(spec.callsign)}"/>'
             f'<track speed="{speed:.1f}" course="{course:.1f}"/>'
@@ -217,19 +222,19 @@ class Runner:
             type=spec.type,
             time=now,
             start=now,
-            stale=now + max(60.0, 6 * played.scenario.tick_s / self.speed),
+            stale=now + max(60.0, 6 * played.scenario.tick_s),
             how="m-g",
             point=Point(lat, lon, alt, 50.0, 50.0),
             detail=detail,
             callsign=spec.callsign,
         )
         self.clients[spec.client].send(event)
-        played.sent_tracks[(spec.uid, round(now, 3))] = now
+        played.sent_tracks[(spec.uid, round(now, 3))] = time.time()
         played.items_sent += 1
 
     async def _send_airspace(self, played: Played, spec: AirspaceSpec, withdraw: bool) -> None:
         played.items_sent += 1
-        now = time.time()
+        now = self.clock()
         props: dict[str, Any] = {"uid": spec.uid, "item": spec.item, "callsign": spec.uid}
         if spec.kind:
             props["kind"] = spec.kind
@@ -254,7 +259,7 @@ class Runner:
             from commonsky.deconflict.geometry import parse_geojson
 
             (shape,) = parse_geojson(msgspec.json.encode(feature))
-            self.clients[spec.client].send(_feature_event(feature, shape))
+            self.clients[spec.client].send(_feature_event(feature, shape, now))
             return
         if withdraw:
             # Withdrawal: the same uid again, already stale — what ATAK does on delete.
@@ -283,7 +288,7 @@ class Runner:
         uid = f"GeoChat.{played.scenario.name}.{int(spec.at)}"
         if spec.client:
             client = self.clients[spec.client]
-            event = chat_event(uid, spec.text, time.time(), [spec.to], sender=client.id)
+            event = chat_event(uid, spec.text, self.clock(), [spec.to], sender=client.id)
             client.send(event)
             sender = client.party
         else:
@@ -301,7 +306,7 @@ class Runner:
             if spec.ack_api or not spec.ack_client:
                 await self._post(spec.to, f"/api/hotline/{message_id}/ack", json={})
             else:
-                self.clients[spec.ack_client].send(read_receipt(message_id))
+                self.clients[spec.ack_client].send(read_receipt(message_id, self.clock()))
         except (httpx.HTTPError, ConnectionError) as exc:
             log.warning("ack of %s failed: %s", message_id, exc)
 
@@ -313,7 +318,8 @@ class Runner:
                 return
             self._acked_threads.add(key)
             asyncio.get_running_loop().call_later(
-                THREAD_ACK_AFTER_S / self.speed, client.send, read_receipt(event.uid)
+                THREAD_ACK_AFTER_S / self.speed,
+                lambda: client.send(read_receipt(event.uid, self.clock())),
             )
 
     def _launch_wall(self, scenario: Scenario) -> float:
@@ -348,7 +354,7 @@ class Runner:
             np.random.default_rng(spec.seed),
         )
         played.items_sent += 1
-        played.report_posts.append(time.time())
+        played.report_posts.append(self.clock())
         await self._post(spec.party, "/api/launch", content=msgspec.json.encode(report))
 
     async def _post(self, party: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -366,7 +372,7 @@ def interpolate(
     """Position at `t` along (t, lat, lon, alt) waypoints, with ground speed and course."""
     from geographiclib.geodesic import Geodesic
 
-    for (t0, la0, lo0, al0), (t1, la1, lo1, al1) in zip(path, path[1:], strict=False):
+    for (t0, la0, lo0, al0), (t1, la1, lo1, al1) in itertools.pairwise(path):
         if t0 <= t <= t1:
             line = Geodesic.WGS84.Inverse(la0, lo0, la1, lo1)
             f = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
@@ -378,8 +384,8 @@ def interpolate(
     return la, lo, al, 0.0, 0.0
 
 
-def read_receipt(message_id: str) -> CotEvent:
-    now = time.time()
+def read_receipt(message_id: str, now: float) -> CotEvent:
+
     return CotEvent(
         uid=f"receipt.{secrets.token_hex(6)}",
         type="b-t-f-r",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -147,19 +146,15 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return Response(b"[" + b",".join(out) + b"]", media_type="application/json")
 
     async def conflicts(request: Request, party: str) -> Response:
-        return JSONResponse(services.airspace.for_party(party) if services.airspace else [])
+        return JSONResponse(services.airspace.for_party(party))
 
     async def launch_events(request: Request, party: str) -> Response:
-        if services.launch is None:
-            return JSONResponse([])
         from commonsky.engines.warnings import fused_json
 
         views = services.launch.views.get(party, {})
         return JSONResponse([fused_json(e) for e in views.values()])
 
     async def hotline_history(request: Request, party: str) -> Response:
-        if services.hotline is None:
-            return JSONResponse([])
         return JSONResponse(services.hotline.history(party, request.query_params.get("with")))
 
     # ---- writes -------------------------------------------------------------------------
@@ -176,7 +171,9 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         except (GeometryError, msgspec.DecodeError) as exc:
             raise ApiError(400, str(exc)) from None
         features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
-        events = [_feature_event(f, shape) for f, shape in zip(features, shapes, strict=True)]
+        events = [
+            _feature_event(f, shape, hub.clock()) for f, shape in zip(features, shapes, strict=True)
+        ]
         for event in events:  # every feature checked before any is stored
             services.airspace_validate(party, event)
         return JSONResponse([accept(party, e) for e in events], status_code=201)
@@ -225,8 +222,6 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return JSONResponse(accept(party, event), status_code=201)
 
     async def post_ack(request: Request, party: str) -> Response:
-        if services.hotline is None:
-            raise ApiError(404, "no hotline")
         message_id = request.path_params["message_id"]
         raw = await body_json(request) if int(request.headers.get("content-length") or 0) else {}
         message = services.hotline.resolve(party, message_id)
@@ -307,7 +302,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                         b"[" + b",".join(p.rendered.wire(p.variant, "json") for p in batch) + b"]"
                     )
                     await ws.send_bytes(payload)
-                    hub.record_delivery(conn, batch, time.time())
+                    hub.record_delivery(conn, batch)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -322,7 +317,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
     async def cap_feed(request: Request) -> Response:
         from commonsky.alerts import atom_feed
 
-        alerts = services.launch.feed() if services.launch else []
+        alerts = services.launch.feed()
         base = str(request.base_url).rstrip("/")
         return Response(atom_feed(alerts, base), media_type="application/atom+xml")
 
@@ -330,7 +325,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         from commonsky.alerts import cap_xml
 
         ident = request.path_params["ident"]
-        alerts = services.launch.alerts if services.launch else {}
+        alerts = services.launch.alerts
         if ident not in alerts:
             return json_error(404, "no such alert")
         return Response(cap_xml(alerts[ident]), media_type="application/cap+xml")
@@ -361,14 +356,13 @@ def _probe_item(party: str, event: CotEvent, now: float) -> Any:
     return Item(party=party, user="api", category=Category.HOTLINE, event=event, received=now)
 
 
-def _feature_event(feature: Any, shape: Any) -> CotEvent:
+def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
     """A GeoJSON airspace feature as the TAK drawing clients will see."""
     from commonsky.deconflict.geometry import Circle, Corridor, Line, Site, Volume
     from commonsky.deconflict.geometry import Point as GPoint
     from commonsky.deconflict.geometry import Polygon as GPolygon
 
     props = dict(feature.get("properties") or {}) if isinstance(feature, dict) else {}
-    now = time.time()
     uid = str(props.pop("uid", "") or f"airspace-{uuid.uuid4().hex[:12]}")
     callsign = str(props.pop("callsign", "") or uid)
     start, stale = now, now + 86400.0

@@ -316,13 +316,16 @@ class Hub:
                 gone += 1
         return gone
 
-    def record_delivery(self, conn: Connection, batch: list[Pending], now: float) -> None:
+    def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
         counts: dict[str, int] = defaultdict(int)
         observe = self.metrics.latency.observe
+        now = self.clock()
+        # A scenario clock may run faster than real time; latency is reported in real seconds.
+        rate = float(getattr(self.clock, "rate", 1.0))
         for pending in batch:
             item = pending.rendered.item
             counts[item.category.value] += 1
-            observe(now - item.received)
+            observe((now - item.received) / rate)
         for category, n in counts.items():
             self.metrics.count_out(conn.party, category, n)
 

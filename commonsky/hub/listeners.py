@@ -164,10 +164,10 @@ class TakListener:
             if batch:
                 mode = conn.mode()
                 writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
-                hub.record_delivery(conn, batch, time.time())
+                hub.record_delivery(conn, batch)
 
         conn.flush = flush
-        writer.write(stream.offer(time.time()))
+        writer.write(stream.offer(hub.clock()))
         hub.attach(conn)
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
         idle = settings.get_float("timeout_idle_s")
@@ -196,7 +196,7 @@ class TakListener:
                     break
                 if not data:
                     break
-                events = stream.receive_data(data, time.time())
+                events = stream.receive_data(data, hub.clock())
                 reply = stream.data_to_send()
                 if reply:
                     writer.write(reply)

@@ -11,6 +11,8 @@ import contextlib
 import gc
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -38,7 +40,7 @@ def hub_secret(data_dir: Path) -> bytes:
 
 
 class HubServer:
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -48,6 +50,7 @@ class HubServer:
             self.store,
             config.settings,
             hub_secret(data_dir),
+            clock=clock,
         )
         self.services = Services.build(self.hub, data_dir)
         self.listeners = [TakListener(self.hub, lc) for lc in config.listeners]
