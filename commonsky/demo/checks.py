@@ -115,14 +115,16 @@ def _notices(runner: Runner, party: str) -> list[dict[str, Any]]:
     return out
 
 
-def _fused(runner: Runner, party: str) -> dict[str, Any] | None:
-    latest = None
+def _fused(runner: Runner, party: str) -> list[dict[str, Any]]:
+    """The last version of every fused launch event the party received."""
+    latest: dict[str, dict[str, Any]] = {}
     for r in _received(runner, party):
         if r.event.type == "b-l-f":
             node = etree.fromstring(f"<d>{r.event.detail}</d>", _PARSER).find("csky_fused")
             if node is not None and node.text:
-                latest = json.loads(node.text)
-    return latest
+                event = json.loads(node.text)
+                latest[event["event_id"]] = event
+    return list(latest.values())
 
 
 def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, str]:
@@ -180,13 +182,15 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
         gone = all((p, check.uid) not in hub.durable for p in check.parties)
         return gone, "withdrawn" if gone else "still active"
     if kind == "fused_parties":
-        event = _fused(runner, check.party)
-        parties = event["parties"] if event else None
-        return parties == sorted(check.parties), f"fused from {parties}"
+        seen = [e["parties"] for e in _fused(runner, check.party)]
+        return sorted(check.parties) in seen, f"events fused from {seen}"
     if kind == "fused_complete":
-        event = _fused(runner, check.party)
-        ok = bool(event and event["launch"] and event["impact"])
-        return ok, "launch point and impact area" if ok else f"incomplete: {bool(event)}"
+        complete = [
+            e
+            for e in _fused(runner, check.party)
+            if e["launch"] and e["impact"] and len(e["parties"]) > 1
+        ]
+        return bool(complete), f"{len(complete)} events with launch point and impact area"
     if kind in ("cap_alert", "no_cap_alert", "cap_cancel"):
         feed = services.launch.feed() if services.launch else []
         mine = [
@@ -222,13 +226,23 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
 
 
 def warning_latency(runner: Runner, played: Played) -> float:
-    """Seconds from the first launch report to the first public warning it caused."""
+    """Worst delay, in real seconds, from a launch report to the warning it triggered.
+
+    Each first `Alert` for a region is matched with the latest report posted before it
+    (both on the scenario clock); NaN when no report led to any warning.
+    """
     services = runner.server.services if runner.server else None
-    if not played.report_posts or services is None or services.launch is None:
+    if not played.report_posts or services is None:
         return math.nan
-    first = min(played.report_posts)  # on the scenario clock, like the alerts' `sent`
-    issued = [a.sent.timestamp() for a in services.launch.feed() if a.sent.timestamp() >= first - 1]
-    return (min(issued) - first) / runner.speed if issued else math.nan
+    delays = []
+    for alert in services.launch.feed():
+        if alert.msg_type != "Alert":
+            continue
+        sent = alert.sent.timestamp()
+        before = [p for p in played.report_posts if p <= sent + 1e-3]
+        if before:
+            delays.append((sent - max(before)) / runner.speed)
+    return max(delays) if delays else math.nan
 
 
 def track_latencies(runner: Runner, played: Played) -> list[float]:
@@ -298,7 +312,7 @@ def summarize(runner: Runner, played: Played, ledger_ok: bool) -> dict[str, Any]
         "conflict_notices": notices,
         "conflicts_acknowledged": sum(1 for m in threads if set(m.recipients) <= set(m.acks)),
         "conflict_threads": len(threads),
-        "launch_events": sum(1 for p in parties if _fused(runner, p)),
+        "launch_events": sum(len(_fused(runner, p)) for p in parties),
         "alerts": len(feed),
         "leaks": len(leaks(runner, played)),
         "latency_ms": {

@@ -186,7 +186,7 @@ class Runner:
         for message in scenario.hotline:
             steps.append((message.at, order, ("hotline", message)))
             order += 1
-        launch_wall = self._launch_wall(scenario)
+        launch_times = self._launch_times(scenario)
         for launch in scenario.launch:
             steps.append((launch.at, order, ("launch", launch)))
             order += 1
@@ -202,7 +202,7 @@ class Runner:
                 elif kind == "hotline":
                     await self._send_hotline(played, spec)
                 else:
-                    await self._send_launch(played, scenario, spec, launch_wall)
+                    await self._send_launch(played, scenario, spec, launch_times[spec.missile])
             except (httpx.HTTPError, ConnectionError) as exc:
                 played.api_errors.append(f"t={t:.0f} {kind}: {exc}")
         await self.sleep_until(scenario.duration_s)
@@ -322,11 +322,13 @@ class Runner:
                 lambda: client.send(read_receipt(event.uid, self.clock())),
             )
 
-    def _launch_wall(self, scenario: Scenario) -> float:
-        """Launch time on the wall clock such that no report describes its own future."""
-        if not scenario.launch:
-            return 0.0
-        return min(self.wall(lr.at) - lr.end_s for lr in scenario.launch)
+    def _launch_times(self, scenario: Scenario) -> dict[str, float]:
+        """Each missile's launch time such that no report describes its own future."""
+        times: dict[str, float] = {}
+        for report in scenario.launch:
+            latest = self.wall(report.at) - report.end_s
+            times[report.missile] = min(times.get(report.missile, latest), latest)
+        return times
 
     async def _send_launch(
         self, played: Played, scenario: Scenario, spec: Any, launch_wall: float
