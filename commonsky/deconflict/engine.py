@@ -50,7 +50,7 @@ from commonsky.deconflict.index import _Index as _Index
 
 ItemType = Literal["volume", "line", "site", "track"]
 ConflictKind = Literal[
-    "volume-volume", "line-crossing", "track-volume", "track-site", "track-track"
+    "volume-volume", "line-crossing", "track-volume", "track-site", "track-track", "volume-site"
 ]
 MIN_AREA_M2 = 1.0  # touching edges are not an overlap
 
@@ -328,9 +328,38 @@ def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Confli
         trk, area = (x, y) if x.item == "track" else (y, x)
         c = _track_area(trk, area, eng, now)
     else:
-        c = None  # volume/site: a plan over a protected site is not a conflict by itself
+        vol, site = (x, y) if x.item == "volume" else (y, x)
+        c = _strike_site(vol, site, eng, now)
     if c is not None:
         yield c
+
+
+def _strike_site(vol: _Rec, site: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
+    """A strike area over another party's protected site (other plans over a site are not)."""
+    v, s = vol.obj, site.obj
+    assert isinstance(v, Volume)
+    assert isinstance(s, Site)
+    if v.kind != "strike-area" or _caps_apart(vol, site):
+        return None
+    lo, hi = max(v.floor_m, s.floor_m), min(v.ceiling_m, s.ceiling_m)
+    start, end = max(v.start_s, now), v.end_s
+    if not (lo < hi and start <= end):
+        return None
+    frame = Frame.around((vol.centre, vol.ang), (site.centre, site.ang))
+    overlap = v.shape.planar(frame).intersection(s.area().planar(frame))
+    if overlap.is_empty or overlap.area <= 0.0:
+        return None
+    return _make(
+        eng,
+        "volume-site",
+        vol,
+        site,
+        frame.to_geojson(overlap),
+        floor_m=lo,
+        ceiling_m=hi,
+        start_s=start,
+        end_s=end,
+    )
 
 
 def _volume_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:

@@ -42,6 +42,8 @@ def kind_of(cot_type: str) -> str | None:
 def _time(value: Any) -> float | None:
     if value is None:
         return None
+    if isinstance(value, int | float):
+        return float(value)
     if isinstance(value, datetime):
         return value.timestamp()
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
@@ -73,6 +75,16 @@ def entitled(
 def leaks(runner: Runner, played: Played) -> list[str]:
     scenario = played.scenario
     parties = {p.id for p in scenario.party}
+    # One hub serves every scenario: judge by all the agreements it was given, with
+    # scenario-relative validity turned into times on the scenario clock.
+    agreements = []
+    for s in runner.scenarios:
+        for a in s.agreement:
+            a = dict(a)
+            for key in ("valid_from", "valid_until"):
+                if f"{key}_s" in a:
+                    a[key] = runner.wall(a.pop(f"{key}_s"))
+            agreements.append(a)
     found = []
     for client in runner.clients.values():
         if client.party not in parties:
@@ -82,7 +94,7 @@ def leaks(runner: Runner, played: Played) -> list[str]:
             if e.type.startswith("t-x-takp") or "::" not in e.uid:
                 continue
             provider, _, rest = e.uid.partition("::")
-            if provider == "HUB" or provider not in parties:
+            if provider == "HUB":
                 continue
             kind = kind_of(e.type)
             if kind is None:
@@ -90,7 +102,7 @@ def leaks(runner: Runner, played: Played) -> list[str]:
                 continue
             # A point inside an agreement area may have been snapped by generalization.
             levels = entitled(
-                scenario.agreement, provider, client.party, kind, e.point.lat, e.point.lon, r.at
+                agreements, provider, client.party, kind, e.point.lat, e.point.lon, r.t
             )
             if not levels:
                 found.append(f"{client.party} got {e.uid} ({kind}) with no agreement")
@@ -225,6 +237,13 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
     return False, f"unknown check kind {kind!r}"
 
 
+def scenario_alerts(runner: Runner, played: Played) -> list[Any]:
+    """Warnings issued by this scenario's parties (one hub may serve several scenarios)."""
+    assert runner.server is not None
+    senders = {f"commonsky.{p.id.lower()}" for p in played.scenario.party}
+    return [a for a in runner.server.services.launch.feed() if a.sender in senders]
+
+
 def warning_latency(runner: Runner, played: Played) -> float:
     """Worst delay, in real seconds, from a launch report to the warning it triggered.
 
@@ -235,7 +254,7 @@ def warning_latency(runner: Runner, played: Played) -> float:
     if not played.report_posts or services is None:
         return math.nan
     delays = []
-    for alert in services.launch.feed():
+    for alert in scenario_alerts(runner, played):
         if alert.msg_type != "Alert":
             continue
         sent = alert.sent.timestamp()
@@ -295,11 +314,7 @@ def summarize(runner: Runner, played: Played, ledger_ok: bool) -> dict[str, Any]
     threads = [
         m for m in services.hotline.messages.values() if m.conflict and set(m.recipients) <= parties
     ]
-    feed = [
-        a
-        for a in (services.launch.feed() if services.launch else [])
-        if any(a.sender.endswith(p.lower()) for p in parties)
-    ]
+    feed = scenario_alerts(runner, played)
     from commonsky.demo.runner import deliveries
 
     return {

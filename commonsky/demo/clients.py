@@ -22,8 +22,9 @@ from commonsky.protocol.stream import EventReceived, TakStream
 
 @dataclass
 class Received:
-    at: float
+    at: float  # wall clock (for latency)
     event: CotEvent
+    t: float = 0.0  # scenario clock (for validity windows)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class SimClient:
                 now = time.time()
                 for event in self.stream.receive_data(data, self.clock()):
                     if isinstance(event, EventReceived):
-                        self.received.append(Received(now, event.event))
+                        self.received.append(Received(now, event.event, self.clock()))
                         for listener in self.listeners:
                             listener(self, event.event)
                 reply = self.stream.data_to_send()
