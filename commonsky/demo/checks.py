@@ -310,7 +310,7 @@ def summarize(runner: Runner, played: Played, ledger_ok: bool) -> dict[str, Any]
     services = runner.server.services if runner.server else None
     assert services is not None
     latencies = track_latencies(runner, played)
-    notices = sum(len(_notices(runner, p)) for p in parties)
+    notices = sum(1 for p in parties for n in _notices(runner, p) if n["other_party"] in parties)
     threads = [
         m for m in services.hotline.messages.values() if m.conflict and set(m.recipients) <= parties
     ]

@@ -33,7 +33,7 @@ async def run_demo(
     screenshots: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    console = console or Console()
+    console = console or Console(width=150)
     scenarios = [load(n) for n in names]
     runner = Runner(scenarios, data_dir, http, speed)
     started = time.time()
@@ -54,6 +54,9 @@ async def run_demo(
                 for s in scenarios:
                     progress.update(bars[s.name], completed=min(s.duration_s, max(0, elapsed)))
                 await asyncio.sleep(0.25)
+        # The scenarios are over: from here the clock runs in real time, so the final picture
+        # stays on the map (and in the screenshots) instead of going stale at `speed`.
+        runner.clock.relax()
         if not play.done():
             play.cancel()
         await asyncio.gather(play, return_exceptions=True)
@@ -73,7 +76,6 @@ async def run_demo(
         (data_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         print_summary(console, summary)
         if stop is not None and duration is None:
-            runner.clock.relax()  # the map is served in real time from here on
             console.print(f"Serving the map at http://{http}/ — Ctrl-C to stop. Tokens:")
             for party, token in sorted(runner.tokens.items()):
                 console.print(f"  {party}: {token}")

@@ -34,6 +34,10 @@ from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.protocol.cot import quote
 
 log = logging.getLogger("commonsky.deconflict")
+# Deconfliction is about the parties' own forces: a track a party reports as hostile,
+# suspect, joker or faker (`a-h`, `a-s`, `a-j`, `a-k`) is an observation of someone else, so
+# two parties' tracks of the same enemy missile are not a conflict between them.
+OWN_FORCES = frozenset({"a-f", "a-a", "a-n", "a-u", "a-p"})
 KNOT = 0.514444
 _CATEGORY_OF_KIND = {
     "volume": Category.AIRSPACE,
@@ -86,7 +90,7 @@ class AirspaceDesk:
                     changes = self.engine.upsert_line(item.party, item.uid, shape, now)
                 else:
                     changes = self.engine.upsert_site(item.party, item.uid, shape, now)
-        elif item.category is Category.TRACK:
+        elif item.category is Category.TRACK and item.event.type[:3] in OWN_FORCES:
             # Tracks update many times a second; screening every update would put the
             # conflict engine on the relay's hot path. The latest state per track is kept and
             # screened once per tick (1 s), well inside a 300 s look-ahead.

@@ -104,7 +104,10 @@ def test_tracks_on_collision_course_raise_cpa_notices_at_tick(tmp_path: Path) ->
                                                                   ("2", "RUS", "USA"))]
     w = make_world(tmp_path, tracks)
     w.send("USA", event("F22", "a-f-A-M-F", 34.60, 38.00, hae=9000, speed=250, course=90))
-    w.send("RUS", event("SU35", "a-h-A-M-F", 34.60, 38.60, hae=9100, speed=250, course=270))
+    w.send("RUS", event("SU35", "a-f-A-M-F", 34.60, 38.60, hae=9100, speed=250, course=270))
+    # Each side's report of the *other's* aircraft (hostile to it) is an observation, not
+    # one of its own forces: it never makes a conflict.
+    w.send("USA", event("SEEN-SU35", "a-h-A-M-F", 34.60, 38.61, hae=9100, speed=250, course=270))
     assert notices(w.take("USA")) == []  # screened on the tick, not per update
     w.services.airspace.tick()
     (n,) = notices(w.take("USA"))
