@@ -13,10 +13,17 @@ from commonsky.demo.main import run_demo
 
 def test_all_three_scenarios_hold_their_checks(tmp_path: Path) -> None:
     console = Console(width=160, record=True)
-    summary = asyncio.run(run_demo(tmp_path, "127.0.0.1:0", speed=60.0, duration=None,
-                                   screenshots=False, console=console))
-    failed = [f"{s['name']}: {c['name']} — {c['observed']}"
-              for s in summary["scenarios"] for c in s["checks"] if not c["held"]]
+    summary = asyncio.run(
+        run_demo(
+            tmp_path, "127.0.0.1:0", speed=60.0, duration=None, screenshots=False, console=console
+        )
+    )
+    failed = [
+        f"{s['name']}: {c['name']} — {c['observed']}"
+        for s in summary["scenarios"]
+        for c in s["checks"]
+        if not c["held"]
+    ]
     assert not failed, failed
     assert [s["name"] for s in summary["scenarios"]] == ["syria", "korea", "ukraine"]
     on_disk = json.loads((tmp_path / "summary.json").read_text())

@@ -24,7 +24,7 @@ import shapely
 import shapely.geometry
 from shapely.geometry import shape as shapely_shape
 
-from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Track
+from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Side, Track
 from commonsky.deconflict.geometry import Line, Volume
 from commonsky.deconflict.notice import Notice, notice_for
 from commonsky.engines.drawings import airspace_from_cot
@@ -132,7 +132,7 @@ class AirspaceDesk:
 
     def publish(self, changes: list[ConflictChange]) -> None:
         for change in changes:
-            c = change.conflict
+            c = across_the_line(change.conflict)
             for own, other in ((c.a, c.b), (c.b, c.a)):
                 level = self.disclosure(own.party, other.party, other.item, c)
                 if level is None:
@@ -217,6 +217,20 @@ class AirspaceDesk:
                 record["thread"] = self.threads.get(cid)
                 out.append(record)
         return out
+
+
+def across_the_line(conflict: Conflict) -> Conflict:
+    """A party's own item crossing its own line into the other side concerns the other side.
+
+    The engine reports it between the line and the item (both the same party's); the party
+    whose side was entered takes the line's place, so it is told — with what it may know of
+    the item — and a hotline thread opens between the two.
+    """
+    a, b, entered = conflict.a, conflict.b, conflict.entered_party
+    if conflict.kind != "line-crossing" or a.party != b.party or not entered or entered == a.party:
+        return conflict
+    line, mover = (a, b) if a.item == "line" else (b, a)
+    return msgspec.structs.replace(conflict, a=mover, b=Side(entered, line.uid, "line"))
 
 
 def canonical_geometry(geometry: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -233,14 +233,27 @@ def test_strike_area_over_another_partys_site_conflicts_but_other_plans_do_not()
     from commonsky.deconflict.geometry import Circle, Polygon, Site, Volume
 
     engine = ConflictEngine()
-    engine.upsert_site("RUS", "hospital", Site(shape=Circle(centre=(40.10, 35.30),
-                                                             radius_m=1500)), now=0.0)
+    engine.upsert_site(
+        "RUS", "hospital", Site(shape=Circle(centre=(40.10, 35.30), radius_m=1500)), now=0.0
+    )
     ring = ((40.02, 35.34), (40.16, 35.34), (40.16, 35.24), (40.02, 35.24), (40.02, 35.34))
-    ops = Volume(shape=Polygon(ring=ring), floor_m=0, ceiling_m=9000, start_s=0, end_s=3600,
-                 kind="operating-area")
+    ops = Volume(
+        shape=Polygon(ring=ring),
+        floor_m=0,
+        ceiling_m=9000,
+        start_s=0,
+        end_s=3600,
+        kind="operating-area",
+    )
     assert engine.upsert_volume("USA", "ops", ops, now=0.0) == []
-    strike = Volume(shape=Polygon(ring=ring), floor_m=0, ceiling_m=9000, start_s=0,
-                    end_s=3600, kind="strike-area")
+    strike = Volume(
+        shape=Polygon(ring=ring),
+        floor_m=0,
+        ceiling_m=9000,
+        start_s=0,
+        end_s=3600,
+        kind="strike-area",
+    )
     (change,) = engine.upsert_volume("USA", "strike", strike, now=0.0)
     assert change.action == "raised" and change.conflict.kind == "volume-site"
     # A party's strike over its own site is its own business: no volume-site conflict.

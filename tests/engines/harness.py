@@ -45,31 +45,53 @@ class World:
         return self.hub.accept(party, f"{party}-client", event, self.conns[party])
 
 
-def make_world(tmp_path: Path, agreements: list[dict[str, Any]],
-               parties: tuple[str, ...] = ("USA", "RUS", "JPN", "KOR"),
-               server: dict[str, Any] | None = None) -> World:
-    config = config_from_dict({
-        "server": {"data_dir": str(tmp_path), **(server or {})},
-        "party": [{"id": p} for p in parties],
-        "agreement": agreements,
-    })
+def make_world(
+    tmp_path: Path,
+    agreements: list[dict[str, Any]],
+    parties: tuple[str, ...] = ("USA", "RUS", "JPN", "KOR"),
+    server: dict[str, Any] | None = None,
+) -> World:
+    config = config_from_dict(
+        {
+            "server": {"data_dir": str(tmp_path), **(server or {})},
+            "party": [{"id": p} for p in parties],
+            "agreement": agreements,
+        }
+    )
     clock = Clock()
     store = SQLiteStore(tmp_path)
-    hub = Hub(Policy(config.parties, config.agreements), store, config.settings, b"s" * 32,
-              clock=clock)
+    hub = Hub(
+        Policy(config.parties, config.agreements), store, config.settings, b"s" * 32, clock=clock
+    )
     services = Services.build(hub, tmp_path)
     outboxes, conns = {}, {}
     for party in parties:
         outboxes[party] = Outbox(10_000, 10_000)
-        conns[party] = Connection(party, f"{party}-client", "test", outboxes[party],
-                                  mode=lambda: "xml", close=lambda r: None, id=f"conn-{party}")
+        conns[party] = Connection(
+            party,
+            f"{party}-client",
+            "test",
+            outboxes[party],
+            mode=lambda: "xml",
+            close=lambda r: None,
+            id=f"conn-{party}",
+        )
         hub.attach(conns[party])
     return World(hub, services, clock, outboxes, conns)
 
 
-def event(uid: str, cot_type: str, lat: float = 35.0, lon: float = 38.0, detail: str = "",
-          stale_s: float = 600.0, now: float = T0, hae: float = 9999999.0,
-          speed: float | None = None, course: float | None = None) -> CotEvent:
+def event(
+    uid: str,
+    cot_type: str,
+    lat: float = 35.0,
+    lon: float = 38.0,
+    detail: str = "",
+    stale_s: float = 600.0,
+    now: float = T0,
+    hae: float = 9999999.0,
+    speed: float | None = None,
+    course: float | None = None,
+) -> CotEvent:
     extra = ""
     if speed is not None and course is not None:
         extra = f'<track speed="{speed}" course="{course}"/>'
@@ -88,36 +110,71 @@ def _t(epoch: float) -> str:
 
 
 def chat(uid: str, text: str, to: str, now: float = T0) -> CotEvent:
-    return event(uid, "b-t-f", detail=f'<__chat chatroom="hotline" senderCallsign="OPS"/>'
-                 f'<marti><dest party="{to}"/></marti><remarks>{text}</remarks>',
-                 stale_s=86400.0, now=now)
+    return event(
+        uid,
+        "b-t-f",
+        detail=f'<__chat chatroom="hotline" senderCallsign="OPS"/>'
+        f'<marti><dest party="{to}"/></marti><remarks>{text}</remarks>',
+        stale_s=86400.0,
+        now=now,
+    )
 
 
 def receipt(uid: str, message_id: str, now: float = T0) -> CotEvent:
-    return event(uid, "b-t-f-r", detail=f'<__chatreceipt messageId="{message_id}"/>'
-                 f'<link uid="{message_id}" relation="p-p"/>', now=now)
+    return event(
+        uid,
+        "b-t-f-r",
+        detail=f'<__chatreceipt messageId="{message_id}"/>'
+        f'<link uid="{message_id}" relation="p-p"/>',
+        now=now,
+    )
 
 
 def square(lon: float, lat: float, size: float) -> list[tuple[float, float]]:
-    return [(lon, lat), (lon + size, lat), (lon + size, lat + size), (lon, lat + size),
-            (lon, lat)]
+    return [(lon, lat), (lon + size, lat), (lon + size, lat + size), (lon, lat + size), (lon, lat)]
 
 
-def drawing(uid: str, ring: list[tuple[float, float]], floor_m: float = 0.0,
-            ceiling_m: float = 10000.0, kind: str = "operating-area",
-            now: float = T0, stale_s: float = 7200.0) -> CotEvent:
+def drawing(
+    uid: str,
+    ring: list[tuple[float, float]],
+    floor_m: float = 0.0,
+    ceiling_m: float = 10000.0,
+    kind: str = "operating-area",
+    now: float = T0,
+    stale_s: float = 7200.0,
+) -> CotEvent:
     links = "".join(f'<link point="{lat},{lon}"/>' for lon, lat in ring)
-    ext = (f'<csky_airspace kind="{kind}" floor_m="{floor_m}" ceiling_m="{ceiling_m}"'
-           f' start="{now}" end="{now + stale_s}"/>')
-    return event(uid, "u-d-f", lat=ring[0][1], lon=ring[0][0], detail=links + ext, now=now,
-                 stale_s=stale_s)
+    ext = (
+        f'<csky_airspace kind="{kind}" floor_m="{floor_m}" ceiling_m="{ceiling_m}"'
+        f' start="{now}" end="{now + stale_s}"/>'
+    )
+    return event(
+        uid, "u-d-f", lat=ring[0][1], lon=ring[0][0], detail=links + ext, now=now, stale_s=stale_s
+    )
 
 
 def site(uid: str, lon: float, lat: float, radius_m: float, now: float = T0) -> CotEvent:
-    return event(uid, "u-d-p", lat=lat, lon=lon,
-                 detail=f'<csky_airspace item="site" radius_m="{radius_m}"/>', now=now,
-                 stale_s=86400.0)
+    return event(
+        uid,
+        "u-d-p",
+        lat=lat,
+        lon=lon,
+        detail=f'<csky_airspace item="site" radius_m="{radius_m}"/>',
+        now=now,
+        stale_s=86400.0,
+    )
 
 
-__all__ = ["T0", "Clock", "Point", "World", "chat", "drawing", "event", "make_world",
-           "receipt", "site", "square"]
+__all__ = [
+    "T0",
+    "Clock",
+    "Point",
+    "World",
+    "chat",
+    "drawing",
+    "event",
+    "make_world",
+    "receipt",
+    "site",
+    "square",
+]

@@ -26,10 +26,20 @@ def notices(events: list[CotEvent]) -> list[dict]:
 
 
 RIVALS = [
-    {"name": "US to RU areas, conflicts only", "from": "USA", "to": ["RUS"],
-     "categories": ["airspace", "site"], "disclosure": "conflicts-only"},
-    {"name": "RU to US areas, conflicts only", "from": "RUS", "to": ["USA"],
-     "categories": ["airspace", "site"], "disclosure": "conflicts-only"},
+    {
+        "name": "US to RU areas, conflicts only",
+        "from": "USA",
+        "to": ["RUS"],
+        "categories": ["airspace", "site"],
+        "disclosure": "conflicts-only",
+    },
+    {
+        "name": "RU to US areas, conflicts only",
+        "from": "RUS",
+        "to": ["USA"],
+        "categories": ["airspace", "site"],
+        "disclosure": "conflicts-only",
+    },
 ]
 
 
@@ -99,9 +109,10 @@ def test_removing_a_plan_clears_the_notice(tmp_path: Path) -> None:
 
 
 def test_tracks_on_collision_course_raise_cpa_notices_at_tick(tmp_path: Path) -> None:
-    tracks = [{"name": n, "from": a, "to": [b], "categories": ["track"],
-               "disclosure": "conflicts-only"} for n, a, b in (("1", "USA", "RUS"),
-                                                                  ("2", "RUS", "USA"))]
+    tracks = [
+        {"name": n, "from": a, "to": [b], "categories": ["track"], "disclosure": "conflicts-only"}
+        for n, a, b in (("1", "USA", "RUS"), ("2", "RUS", "USA"))
+    ]
     w = make_world(tmp_path, tracks)
     w.send("USA", event("F22", "a-f-A-M-F", 34.60, 38.00, hae=9000, speed=250, course=90))
     w.send("RUS", event("SU35", "a-f-A-M-F", 34.60, 38.60, hae=9100, speed=250, course=270))
@@ -115,11 +126,14 @@ def test_tracks_on_collision_course_raise_cpa_notices_at_tick(tmp_path: Path) ->
     assert n["other_uid"] is None
 
 
-@pytest.mark.parametrize(("ring", "reason"), [
-    ([(38.0, 34.0), (39.0, 35.0), (39.0, 34.0), (38.0, 35.0), (38.0, 34.0)], "self-inter"),
-    ([(38.0, 34.0), (39.0, 34.0), (38.0, 34.0)], "fewer than 3"),
-    ([(38.0, 34.0), (39.0, 34.0), (39.0, 95.0), (38.0, 34.0)], "latitude"),
-])
+@pytest.mark.parametrize(
+    ("ring", "reason"),
+    [
+        ([(38.0, 34.0), (39.0, 35.0), (39.0, 34.0), (38.0, 35.0), (38.0, 34.0)], "self-inter"),
+        ([(38.0, 34.0), (39.0, 34.0), (38.0, 34.0)], "fewer than 3"),
+        ([(38.0, 34.0), (39.0, 34.0), (39.0, 95.0), (38.0, 34.0)], "latitude"),
+    ],
+)
 def test_bad_drawings_are_refused_and_nothing_stored(tmp_path: Path, ring, reason) -> None:
     w = make_world(tmp_path, RIVALS)
     w.send("USA", drawing("GOOD", square(30.0, 30.0, 0.5)))
@@ -137,7 +151,9 @@ def test_floor_above_ceiling_is_refused(tmp_path: Path) -> None:
         w.send("USA", drawing("BAD", square(30.0, 30.0, 0.5), floor_m=9000, ceiling_m=1000))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(grow=st.floats(0.1, 2.0))
 def test_notice_reveals_nothing_beyond_the_intersection(tmp_path_factory, grow) -> None:
     """RUS's notice is the same whatever USA's plan looks like outside the overlap."""
@@ -162,3 +178,18 @@ def test_notice_reveals_nothing_beyond_the_intersection(tmp_path_factory, grow) 
     assert len(ring_a) == len(ring_b)
     for (xa, ya), (xb, yb) in zip(ring_a, ring_b, strict=True):
         assert (xa, ya) == pytest.approx((xb, yb), abs=1e-6)
+
+
+def test_crossing_ones_own_line_concerns_the_other_side(tmp_path: Path) -> None:
+    hotline = {"name": "hotline", "from": "USA", "to": ["RUS"], "categories": ["hotline"]}
+    w = make_world(tmp_path, [*RIVALS, hotline])
+    line = "".join(f'<link point="{lat},{lon}"/>' for lon, lat in ((38.0, 35.0), (41.0, 35.0)))
+    w.send("USA", event("LINE", "u-d-f", 35.0, 38.0, stale_s=86400.0,
+                        detail=line + '<csky_airspace item="line" left_party="USA"'
+                                      ' right_party="RUS"/>'))
+    # USA's plan reaches south of the line, into the side Russia is responsible for.
+    w.send("USA", drawing("US-PLAN", square(39.0, 34.8, 0.4), kind="strike-area"))
+    (n,) = [n for n in notices(w.take("RUS")) if n["kind"] == "line-crossing"]
+    assert n["other_party"] == "USA" and n["other_uid"] is None  # conflicts-only for plans
+    threads = [m for m in w.services.hotline.history("USA") if m["conflict"]]
+    assert threads and set(threads[0]["to"]) == {"USA", "RUS"}

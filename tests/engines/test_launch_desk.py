@@ -19,8 +19,14 @@ from commonsky.model import CotEvent
 from tests.engines.harness import T0, make_world
 
 LAUNCH = datetime.fromtimestamp(T0 - 600, UTC)
-TRUTH = Ballistic(lat=39.9, lon=127.5, launch_time=LAUNCH, azimuth_deg=84.0,
-                  range_m=1_150_000.0, apogee_m=420_000.0)
+TRUTH = Ballistic(
+    lat=39.9,
+    lon=127.5,
+    launch_time=LAUNCH,
+    azimuth_deg=84.0,
+    range_m=1_150_000.0,
+    apogee_m=420_000.0,
+)
 
 
 def link(a: str, b: str, categories: tuple[str, ...] = ("launch",)) -> dict:
@@ -34,8 +40,9 @@ GSOMIA = [link("KOR", "JPN"), link("JPN", "KOR")]
 def reports(seed: int = 7) -> tuple[LaunchReport, LaunchReport]:
     rng = np.random.default_rng(seed)
     kor = radar_report(TRUTH, "KOR", "kor-1", 20, 140, 10, 400, 300, rng)  # sees the boost
-    jpn = radar_report(TRUTH, "JPN", "jpn-1", TRUTH.flight_s - 260, TRUTH.flight_s - 60, 10,
-                       500, 400, rng)  # sees the descent
+    jpn = radar_report(
+        TRUTH, "JPN", "jpn-1", TRUTH.flight_s - 260, TRUTH.flight_s - 60, 10, 500, 400, rng
+    )  # sees the descent
     return kor, jpn
 
 
@@ -129,9 +136,14 @@ def test_bad_reports_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     before = list(w.hub.store.since(0))
     raw = msgspec.to_builtins(kor)
     raw["points"][1]["lat"] = 95.0
-    bad = good.__class__(**{**msgspec.structs.asdict(good), "detail": "<csky_launch>"
-                           + json.dumps(raw).replace("&", "&amp;").replace("<", "&lt;")
-                           + "</csky_launch>"})
+    bad = good.__class__(
+        **{
+            **msgspec.structs.asdict(good),
+            "detail": "<csky_launch>"
+            + json.dumps(raw).replace("&", "&amp;").replace("<", "&lt;")
+            + "</csky_launch>",
+        }
+    )
     with pytest.raises(RemoteProtocolError, match="points"):
         w.send("KOR", bad)
     assert list(w.hub.store.since(0)) == before

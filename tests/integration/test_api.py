@@ -12,8 +12,13 @@ import websockets
 from tests.conftest import RunningHub, token_of
 from tests.integration.test_tak_tcp import FULL_TRACKS, HOTLINE, track
 
-AIRSPACE = {"name": "US-RU conflicts only", "from": "USA", "to": ["RUS"],
-            "categories": ["airspace", "site"], "disclosure": "conflicts-only"}
+AIRSPACE = {
+    "name": "US-RU conflicts only",
+    "from": "USA",
+    "to": ["RUS"],
+    "categories": ["airspace", "site"],
+    "disclosure": "conflicts-only",
+}
 AIRSPACE_BACK = dict(AIRSPACE, name="back", **{"from": "RUS", "to": ["USA"]})
 
 
@@ -23,12 +28,19 @@ def client(hub: RunningHub, party: str | None) -> httpx.AsyncClient:
 
 
 def feature(uid: str, lon: float, lat: float, size: float = 1.0, **props) -> dict:
-    ring = [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size],
-            [lon, lat]]
-    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": {"uid": uid, "floor_m": 0, "ceiling_m": 9000,
-                           "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z",
-                           **props}}
+    ring = [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size], [lon, lat]]
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {
+            "uid": uid,
+            "floor_m": 0,
+            "ceiling_m": 9000,
+            "start": "2020-01-01T00:00:00Z",
+            "end": "2099-01-01T00:00:00Z",
+            **props,
+        },
+    }
 
 
 async def test_tokens_are_required_and_checked(make_hub) -> None:
@@ -66,14 +78,28 @@ async def test_malformed_geojson_is_refused_and_nothing_stored(make_hub) -> None
             stored = len(list(hub.hub.store.since(0)))
             bad_cases = [
                 b"{not json",
-                json.dumps({"type": "Feature", "geometry": {"type": "Polygon",
-                            "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]},
-                            "properties": {"floor_m": 0, "ceiling_m": 1, "start": 0,
-                                           "end": 1}}).encode(),
+                json.dumps(
+                    {
+                        "type": "Feature",
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]],
+                        },
+                        "properties": {"floor_m": 0, "ceiling_m": 1, "start": 0, "end": 1},
+                    }
+                ).encode(),
                 json.dumps(feature("X", 38, 34, floor_m=9000, ceiling_m=100)).encode(),
-                json.dumps({"type": "FeatureCollection", "features": [
-                    feature("GOOD-IN-BAD", 30, 30), feature("NAN", float("nan"), 30)]}
-                ).replace("NaN", "null").encode(),
+                json.dumps(
+                    {
+                        "type": "FeatureCollection",
+                        "features": [
+                            feature("GOOD-IN-BAD", 30, 30),
+                            feature("NAN", float("nan"), 30),
+                        ],
+                    }
+                )
+                .replace("NaN", "null")
+                .encode(),
             ]
             for body in bad_cases:
                 response = await usa.post("/api/airspace", content=body)
@@ -99,8 +125,7 @@ async def test_conflict_notice_over_the_api(make_hub) -> None:
 
 async def test_hotline_send_ack_and_forbidden_ack(make_hub) -> None:
     async with make_hub([HOTLINE]) as hub:
-        async with client(hub, "USA") as usa, client(hub, "RUS") as rus, \
-                client(hub, "JPN") as jpn:
+        async with client(hub, "USA") as usa, client(hub, "RUS") as rus, client(hub, "JPN") as jpn:
             sent = await usa.post("/api/hotline/send", json={"to": "RUS", "text": "Confirm?"})
             assert sent.status_code == 201
             (message,) = (await rus.get("/api/hotline")).json()
