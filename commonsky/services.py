@@ -54,6 +54,10 @@ class Services:
         self.airspace.tick()
         self.launch.step()
 
+    def screen(self) -> int:
+        """A slice of live-track screening (called often, each bounded in time)."""
+        return self.airspace.screen()
+
     def airspace_validate(self, party: str, event: CotEvent) -> None:
         check = self.hub.validators.get(Category.AIRSPACE)
         if check is not None:

@@ -101,6 +101,12 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the hub signs a ledger checkpoint (and on demand).",
     ),
     Setting(
+        "timeout_track_screen_s",
+        float,
+        5.0,
+        "How often live tracks (latest state each) are screened for conflicts.",
+    ),
+    Setting(
         "generalize_grid_deg",
         float,
         0.1,

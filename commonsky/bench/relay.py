@@ -113,8 +113,8 @@ def event_bytes(party: str, sender: int, track: int, seq: int, now: float) -> by
     stale = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + 120))
     return (
         f'<event version="2.0" uid="S{sender}-T{track}" type="a-f-A-M-F" time="{stamp}.000Z" '
-        f'start="{stamp}.000Z" stale="{stale}.000Z" how="m-g"><point lat="{30 + track * 0.01}" '
-        f'lon="{40 + sender * 0.01}" hae="9000" ce="10" le="10"/><detail>'
+        f'start="{stamp}.000Z" stale="{stale}.000Z" how="m-g"><point lat="{30 + track * 0.05}" '
+        f'lon="{40 + sender * 0.5}" hae="{6000 + (track % 20) * 300}" ce="10" le="10"/><detail>'
         f'<contact callsign="{party}-S{sender}-T{track}"/><track speed="230" course="90"/>'
         f'<bench s="{seq}"/></detail></event>'
     ).encode()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,9 @@ log = logging.getLogger("commonsky.deconflict")
 # Deconfliction is about the parties' own forces: a track a party reports as hostile,
 # suspect, joker or faker (`a-h`, `a-s`, `a-j`, `a-k`) is an observation of someone else, so
 # two parties' tracks of the same enemy missile are not a conflict between them.
+# A conflict that lasts is re-announced to TAK clients at most this often (hub seconds);
+# notices are durable (stored, recorded), so per-tick updates would flood store and ledger.
+UPDATE_EVERY_S = 30.0
 OWN_FORCES = frozenset({"a-f", "a-a", "a-n", "a-u", "a-p"})
 KNOT = 0.514444
 _CATEGORY_OF_KIND = {
@@ -57,6 +61,10 @@ class AirspaceDesk:
         self.notices: dict[tuple[str, str], Notice] = {}  # (conflict id, party) -> latest
         self.threads: dict[str, str] = {}  # conflict id -> hotline message id
         self._pending_tracks: dict[tuple[str, str], CotEvent] = {}
+        self.screen_every_s = hub.settings.get_float("timeout_track_screen_s")
+        self._last_screen = -math.inf
+        self._round: list[tuple[tuple[str, str], CotEvent]] = []
+        self._last_sent: dict[tuple[str, str], float] = {}
         hub.validators[Category.AIRSPACE] = self.validate
         hub.validators[Category.SITE] = self.validate
         hub.observers.append(self.observe)
@@ -101,9 +109,25 @@ class AirspaceDesk:
         self.publish(changes)
 
     def tick(self) -> None:
+        """Expire what ended (once a second is plenty)."""
+        self.publish(self.engine.expire(self.hub.clock()))
+
+    def screen(self, budget_s: float = 0.003) -> int:
+        """Screen live tracks in rounds, a slice at a time.
+
+        Every `timeout_track_screen_s` a round takes the latest state of every track that
+        moved; each call then screens tracks for at most `budget_s` of CPU, so a round of
+        thousands of tracks never stalls the event loop that relays them. Returns how many
+        tracks are still waiting in the current round.
+        """
         now = self.hub.clock()
-        pending, self._pending_tracks = self._pending_tracks, {}
-        for (party, uid), e in pending.items():
+        if not self._round and now - self._last_screen >= self.screen_every_s:
+            self._last_screen = now
+            self._round = list(self._pending_tracks.items())
+            self._pending_tracks = {}
+        deadline = time.perf_counter() + budget_s
+        while self._round and time.perf_counter() < deadline:
+            (party, uid), e = self._round.pop()
             hae = e.point.hae if e.point.hae < 9999999.0 else 0.0
             track = Track(
                 lat=e.point.lat,
@@ -115,7 +139,7 @@ class AirspaceDesk:
                 time_s=e.time,
             )
             self.publish(self.engine.upsert_track(party, uid, track, now))
-        self.publish(self.engine.expire(now))
+        return len(self._round)
 
     # ---- output -------------------------------------------------------------------------
 
@@ -145,11 +169,16 @@ class AirspaceDesk:
     def _send(self, notice: Notice, action: str, conflict: Conflict) -> None:
         notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
         key = (notice.conflict_id, notice.recipient)
+        now = self.hub.clock()
+        if action == "updated" and now - self._last_sent.get(key, -math.inf) < UPDATE_EVERY_S:
+            self.notices[key] = notice  # the API shows the latest; TAK gets a bounded rate
+            return
+        self._last_sent[key] = now
         if action == "cleared":
             self.notices.pop(key, None)
+            self._last_sent.pop(key, None)
         else:
             self.notices[key] = notice
-        now = self.hub.clock()
         lat, lon = _anchor(conflict)
         stale = now if action == "cleared" else max(now + 60.0, min(notice.end_s, now + 86400.0))
         body = msgspec.json.encode(notice).decode()

@@ -96,10 +96,16 @@ class HubServer:
         checkpoint_every = settings.get_float("timeout_checkpoint_s")
         loop = asyncio.get_running_loop()
         last_prune = last_checkpoint = loop.time()
+        last_tick = loop.time()
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.05)
             now = loop.time()
             try:
+                # Track screening runs in small slices between relaying; the rest once a second.
+                self.services.screen()
+                if now - last_tick < 1.0:
+                    continue
+                last_tick = now
                 self.services.tick()
                 if now - last_prune >= 5.0:
                     self.hub.prune()

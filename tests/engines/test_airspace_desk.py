@@ -120,7 +120,7 @@ def test_tracks_on_collision_course_raise_cpa_notices_at_tick(tmp_path: Path) ->
     # one of its own forces: it never makes a conflict.
     w.send("USA", event("SEEN-SU35", "a-h-A-M-F", 34.60, 38.61, hae=9100, speed=250, course=270))
     assert notices(w.take("USA")) == []  # screened on the tick, not per update
-    w.services.airspace.tick()
+    w.services.airspace.screen(budget_s=10.0)
     (n,) = notices(w.take("USA"))
     assert n["kind"] == "track-track" and n["tcpa_s"] == pytest.approx(109, abs=3)
     assert n["other_uid"] is None
