@@ -21,6 +21,7 @@ import typer
 from typer._click import exceptions as click
 
 from commonsky.alerts import cli as alerts_cli
+from commonsky.bench import warnings as warnings_bench
 from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
@@ -235,6 +236,7 @@ def _register_optional_commands() -> None:
         if bench is not None:
             bench_app.command(bench_name)(bench)
     bench_app.command("api")(web_bench.bench)
+    bench_app.command("warnings")(warnings_bench.bench)
 
 
 _register_optional_commands()

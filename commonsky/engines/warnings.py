@@ -17,6 +17,8 @@ CoT forms (documented in the README): a raw report is `b-l-r` with the report's 
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -97,6 +99,8 @@ class LaunchDesk:
         self.hub = hub
         self.regions = regions or RegionRegistry.builtin()
         self.correlators: dict[str, Correlator] = defaultdict(Correlator)
+        self._state: dict[str, tuple[str, Correlator]] = {}
+        self._shared: dict[str, tuple[Correlator, str, tuple[str, ...], FusedEvent | None]] = {}
         self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
         status = str(hub.settings.alert_status)
         # Each party warns only its own country's regions, from its own view.
@@ -131,19 +135,37 @@ class LaunchDesk:
         report = report_from_event(item.event, item.party, item.received)
         for party in sorted({item.party, *routes}):
             self._fuse_for(party, report)
+        self._forget_unshared()
         self.step(sorted({item.party, *routes}))
 
     def _fuse_for(self, party: str, report: LaunchReport) -> None:
-        correlator = self.correlators[party]
-        result = correlator.add(report)
-        for retired in result.merged:
+        # Parties fed the same sequence of reports share one correlator and one fusion
+        # result (copy-on-write): with many parties under the same agreements, fusion runs
+        # once per distinct view, not once per party. Sharing never mixes views: the key is
+        # the digest of exactly the reports this party has been given, in order.
+        digest, correlator = self._state.get(party, ("", None))
+        step_digest = hashlib.sha256(f"{digest}\x00{report.key}".encode()).hexdigest()
+        cached = self._shared.get(step_digest)
+        if cached is None:
+            correlator = copy.deepcopy(correlator) if correlator is not None else Correlator()
+            result = correlator.add(report)
+            event = fuse(correlator.events()[result.event_id], event_id=result.event_id)
+            cached = self._shared[step_digest] = (correlator, result.event_id, result.merged, event)
+        correlator, event_id, merged, event = cached
+        self._state[party] = (step_digest, correlator)
+        self.correlators[party] = correlator
+        for retired in merged:
             self.views[party].pop(retired, None)
             self._publish_fused(party, retired, None)
-        event = fuse(correlator.events()[result.event_id], event_id=result.event_id)
         if event is None:
             return
-        self.views[party][result.event_id] = event
-        self._publish_fused(party, result.event_id, event)
+        self.views[party][event_id] = event
+        self._publish_fused(party, event_id, event)
+
+    def _forget_unshared(self) -> None:
+        live = {digest for digest, _ in self._state.values()}
+        for digest in [d for d in self._shared if d not in live]:
+            del self._shared[digest]
 
     def _publish_fused(self, party: str, event_id: str, event: FusedEvent | None) -> None:
         now = self.hub.clock()

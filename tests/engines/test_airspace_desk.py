@@ -184,9 +184,17 @@ def test_crossing_ones_own_line_concerns_the_other_side(tmp_path: Path) -> None:
     hotline = {"name": "hotline", "from": "USA", "to": ["RUS"], "categories": ["hotline"]}
     w = make_world(tmp_path, [*RIVALS, hotline])
     line = "".join(f'<link point="{lat},{lon}"/>' for lon, lat in ((38.0, 35.0), (41.0, 35.0)))
-    w.send("USA", event("LINE", "u-d-f", 35.0, 38.0, stale_s=86400.0,
-                        detail=line + '<csky_airspace item="line" left_party="USA"'
-                                      ' right_party="RUS"/>'))
+    w.send(
+        "USA",
+        event(
+            "LINE",
+            "u-d-f",
+            35.0,
+            38.0,
+            stale_s=86400.0,
+            detail=line + '<csky_airspace item="line" left_party="USA" right_party="RUS"/>',
+        ),
+    )
     # USA's plan reaches south of the line, into the side Russia is responsible for.
     w.send("USA", drawing("US-PLAN", square(39.0, 34.8, 0.4), kind="strike-area"))
     (n,) = [n for n in notices(w.take("RUS")) if n["kind"] == "line-crossing"]
