@@ -14,15 +14,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from lxml import etree
 from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon
 
 from commonsky.demo.clients import Received, SimClient
 from commonsky.demo.runner import Played, Runner, percentile
 from commonsky.demo.scenario import CheckSpec
+from commonsky.protocol.cot import detail_tree
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 # An independent classification, by CoT type prefix.
 _KINDS = (
     ("b-t-f", "hotline"),
@@ -121,7 +120,7 @@ def _notices(runner: Runner, party: str) -> list[dict[str, Any]]:
     out = []
     for r in _received(runner, party):
         if r.event.type == "t-x-csky-conflict":
-            node = etree.fromstring(f"<d>{r.event.detail}</d>", _PARSER).find("csky_conflict")
+            node = detail_tree(r.event.detail).find("csky_conflict")
             if node is not None and node.text:
                 out.append(json.loads(node.text))
     return out
@@ -132,7 +131,7 @@ def _fused(runner: Runner, party: str) -> list[dict[str, Any]]:
     latest: dict[str, dict[str, Any]] = {}
     for r in _received(runner, party):
         if r.event.type == "b-l-f":
-            node = etree.fromstring(f"<d>{r.event.detail}</d>", _PARSER).find("csky_fused")
+            node = detail_tree(r.event.detail).find("csky_fused")
             if node is not None and node.text:
                 event = json.loads(node.text)
                 latest[event["event_id"]] = event

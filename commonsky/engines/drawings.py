@@ -28,8 +28,8 @@ from lxml import etree
 from commonsky.deconflict.geometry import GeometryError, Item, item_from
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import CotEvent
+from commonsky.protocol.cot import detail_tree
 
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 DEFAULT_FLOOR_M = 0.0
 DEFAULT_CEILING_M = 20_000.0
 EXTENSION = "csky_airspace"
@@ -54,7 +54,7 @@ def _points(detail: etree._Element) -> list[list[float]]:
 
 def airspace_from_cot(event: CotEvent) -> Item:
     """The airspace item a drawing event describes (or RemoteProtocolError)."""
-    detail = etree.fromstring(f"<detail>{event.detail}</detail>", _PARSER)
+    detail = detail_tree(event.detail)
     ext = detail.find(EXTENSION)
     props: dict[str, Any] = {str(k): v for k, v in ext.attrib.items()} if ext is not None else {}
     for name in ("floor_m", "ceiling_m", "floor_fl", "ceiling_fl", "width_m", "radius_m"):

@@ -19,16 +19,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from lxml import etree
-
 from commonsky.engines.record import LedgerRecorder
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.policy import SEPARATOR
-from commonsky.protocol.cot import quote
+from commonsky.protocol.cot import detail_tree, quote
 
 log = logging.getLogger("commonsky.hotline")
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 @dataclass
@@ -70,7 +67,7 @@ class Message:
 def remarks_of(event: CotEvent) -> str:
     if not event.detail:
         return ""
-    detail = etree.fromstring(f"<detail>{event.detail}</detail>", _PARSER)
+    detail = detail_tree(event.detail)
     node = detail.find("remarks")
     return (node.text or "") if node is not None else ""
 
@@ -79,7 +76,7 @@ def referenced_ids(event: CotEvent) -> list[str]:
     """Message ids a read receipt names, in the places ATAK and our API put them."""
     if not event.detail:
         return []
-    detail = etree.fromstring(f"<detail>{event.detail}</detail>", _PARSER)
+    detail = detail_tree(event.detail)
     ids = [el.get("messageId", "") for el in detail.iter("__chatreceipt", "__chat")]
     ids += [el.get("uid", "") for el in detail.iter("link")]
     return [i for i in ids if i]

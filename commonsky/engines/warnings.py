@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from lxml import etree
 
 from commonsky.alerts import (
     AlertEngine,
@@ -41,14 +40,13 @@ from commonsky.alerts import (
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.protocol.cot import quote
+from commonsky.protocol.cot import detail_tree, quote
 
 log = logging.getLogger("commonsky.warnings")
 COUNTRY_PARTY = {"JP": "JPN", "KR": "KOR", "UA": "UKR"}
 REPORT_TYPE = "b-l-r"
 FUSED_TYPE = "b-l-f"
 ALERT_TYPE = "b-a-o-csky"
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 THREAT_KINDS = (
     ("a-h-A-W-M-S-B", "ballistic-missile"),
     ("a-h-A-W-M", "cruise-missile"),
@@ -60,7 +58,7 @@ THREAT_KINDS = (
 
 def report_from_event(event: CotEvent, party: str, now: float) -> LaunchReport:
     """The launch report a `b-l-r` event carries; its party is the sender's, whatever it says."""
-    detail = etree.fromstring(f"<detail>{event.detail}</detail>", _PARSER)
+    detail = detail_tree(event.detail)
     node = detail.find("csky_launch")
     if node is None or not (node.text or "").strip():
         raise RemoteProtocolError("launch-report-invalid", "$: no <csky_launch> JSON in detail")

@@ -58,6 +58,15 @@ def format_time(epoch: float) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+def detail_tree(detail: str) -> etree._Element:
+    """The `<detail>` of an accepted event as a tree.
+
+    The text came out of `parse_event` (our parser re-serialised it), so it is well-formed
+    and free of DTDs and entities; the same locked-down parser is used all the same.
+    """
+    return etree.fromstring(f"<detail>{detail}</detail>", _PARSER)
+
+
 def _float(element: etree._Element, name: str, default: float | None = None) -> float:
     raw = element.get(name)
     if raw is None:

@@ -14,10 +14,16 @@ from takproto.proto import TakMessage
 
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import CotEvent
-from commonsky.protocol.cot import DEFAULT_LIMITS, XmlLimits, format_time, parse_event, quote
+from commonsky.protocol.cot import (
+    DEFAULT_LIMITS,
+    XmlLimits,
+    detail_tree,
+    format_time,
+    parse_event,
+    quote,
+)
 
 _TYPED = ("contact", "__group", "precisionlocation", "status", "takv", "track")
-_DETAIL_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 def event_to_proto(event: CotEvent) -> bytes:
@@ -43,7 +49,7 @@ def event_to_proto(event: CotEvent) -> bytes:
     cot.le = event.point.le
     if event.detail:
         # Our own canonical detail text: safe to parse, it came out of our parser.
-        detail = etree.fromstring(f"<detail>{event.detail}</detail>", _DETAIL_PARSER)
+        detail = detail_tree(event.detail)
         rest: list[str] = []
         out = cot.detail
         for child in detail:
