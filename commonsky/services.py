@@ -52,6 +52,7 @@ class Services:
         """Time-driven work: deadlines, expiring volumes, warnings that end."""
         self.hotline.tick()
         self.airspace.tick()
+        self.launch.expire()
         self.launch.step()
 
     def screen(self) -> int:

@@ -431,6 +431,15 @@ class Correlator:
         self._where: dict[str, str] = {}
         self._seq = 0
 
+    def copy(self) -> Correlator:
+        """An independent copy (reports are immutable, so only the containers are copied)."""
+        twin = Correlator()
+        twin._events = {eid: list(group) for eid, group in self._events.items()}
+        twin._order = dict(self._order)
+        twin._where = dict(self._where)
+        twin._seq = self._seq
+        return twin
+
     def add(self, report: LaunchReport) -> Correlation:
         known = self._where.get(report.key)
         if known is not None:  # a re-sent or updated report keeps its event

@@ -17,7 +17,6 @@ CoT forms (documented in the README): a raw report is `b-l-r` with the report's 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 from collections import defaultdict
@@ -37,6 +36,8 @@ from commonsky.alerts import (
     fuse,
     report_from_json,
 )
+from commonsky.alerts.hazard import Hazard, assess_launch
+from commonsky.alerts.threats import DEFAULT_HORIZON, assess_track
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
@@ -98,6 +99,9 @@ class LaunchDesk:
         self.regions = regions or RegionRegistry.builtin()
         self.correlators: dict[str, Correlator] = defaultdict(Correlator)
         self._state: dict[str, tuple[str, Correlator]] = {}
+        self._bodies: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._assessed: dict[tuple[str, tuple[str, ...], str], Hazard] = {}
+        self._assessed_at = -1
         self._shared: dict[str, tuple[Correlator, str, tuple[str, ...], FusedEvent | None]] = {}
         self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
         status = str(hub.settings.alert_status)
@@ -134,6 +138,8 @@ class LaunchDesk:
         for party in sorted({item.party, *routes}):
             self._fuse_for(party, report)
         self._forget_unshared()
+        if len(self._bodies) > 1024:
+            self._bodies.clear()
         self.step(sorted({item.party, *routes}))
 
     def _fuse_for(self, party: str, report: LaunchReport) -> None:
@@ -145,7 +151,7 @@ class LaunchDesk:
         step_digest = hashlib.sha256(f"{digest}\x00{report.key}".encode()).hexdigest()
         cached = self._shared.get(step_digest)
         if cached is None:
-            correlator = copy.deepcopy(correlator) if correlator is not None else Correlator()
+            correlator = correlator.copy() if correlator is not None else Correlator()
             result = correlator.add(report)
             event = fuse(correlator.events()[result.event_id], event_id=result.event_id)
             cached = self._shared[step_digest] = (correlator, result.event_id, result.merged, event)
@@ -182,7 +188,10 @@ class LaunchDesk:
         else:
             anchor = event.impact or event.launch
             lat, lon = (anchor.lat, anchor.lon) if anchor is not None else (0.0, 0.0)
-            body = quote(msgspec.json.encode(fused_json(event)).decode())
+            key = (event.event_id, event.report_keys)
+            body = self._bodies.get(key)
+            if body is None:  # the same event goes to every party sharing the view
+                body = self._bodies[key] = quote(msgspec.json.encode(fused_json(event)).decode())
             text = quote(f"Launch event fused from {', '.join(event.parties)}")
             cot = CotEvent(
                 uid=uid,
@@ -226,6 +235,22 @@ class LaunchDesk:
             )
         return tracks
 
+    def expire(self) -> None:
+        """Forget launch events an hour after their last observation (memory stays bounded).
+
+        Correlators shared by parties with identical views expire identically (expiry is a
+        function of their content and the time), so sharing stays sound.
+        """
+        moment = datetime.fromtimestamp(self.hub.clock(), UTC)
+        done: set[int] = set()
+        for party, (_, correlator) in self._state.items():
+            if id(correlator) not in done:
+                correlator.expire(moment)
+                done.add(id(correlator))
+            live = correlator.events()
+            for event_id in [e for e in self.views[party] if e not in live]:
+                del self.views[party][event_id]
+
     def step(self, parties: list[str] | None = None) -> list[CapAlert]:
         """Advance the warning engines of the issuing parties (all, or those named)."""
         now = self.hub.clock()
@@ -233,9 +258,16 @@ class LaunchDesk:
         for party, engine in self.engines.items():
             if parties is not None and party not in parties:
                 continue
-            alerts = engine.step_events(
-                datetime.fromtimestamp(now, UTC), self.views[party], self.threats_for(party)
-            )
+            moment = datetime.fromtimestamp(now, UTC)
+            hazards = [
+                self._assess(event, engine.regions, party, moment)
+                for event in self.views[party].values()
+            ]
+            hazards += [
+                assess_track(t, engine.regions, moment, DEFAULT_HORIZON)
+                for t in self.threats_for(party)
+            ]
+            alerts = engine.step(moment, hazards)
             for alert in alerts:
                 self._publish_alert(party, alert, now)
             issued += alerts
@@ -273,6 +305,19 @@ class LaunchDesk:
         self.hub.submit(
             Item(party=party, user="hub", category=Category.ALERT, event=cot, received=now)
         )
+
+    def _assess(
+        self, event: FusedEvent, regions: RegionRegistry, party: str, moment: datetime
+    ) -> Hazard:
+        """assess_launch, once per event and issuing party within the same second."""
+        second = int(moment.timestamp())
+        if second != self._assessed_at:
+            self._assessed, self._assessed_at = {}, second
+        key = (event.event_id, event.report_keys, party)
+        hazard = self._assessed.get(key)
+        if hazard is None:
+            hazard = self._assessed[key] = assess_launch(event, regions, moment)
+        return hazard
 
     def feed(self) -> list[CapAlert]:
         return list(self.alerts.values())

@@ -147,3 +147,13 @@ def test_bad_reports_are_refused_and_nothing_is_stored(tmp_path: Path) -> None:
     with pytest.raises(RemoteProtocolError, match="points"):
         w.send("KOR", bad)
     assert list(w.hub.store.since(0)) == before
+
+
+def test_events_are_forgotten_an_hour_after_their_last_observation(tmp_path: Path) -> None:
+    w = make_world(tmp_path, BILATERAL + GSOMIA)
+    for r in reports():
+        send_report(w, r)
+    assert w.services.launch.views["JPN"]
+    w.clock.now += 2 * 3600
+    w.services.launch.expire()
+    assert not w.services.launch.views["JPN"] and not w.services.launch.views["KOR"]
