@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 
 # The map's front-end libraries come from the npm registry at install time, never at run time.
 $(WEB_STAMP): $(wildcard web/package-lock.json)
-	if [ -f web/package-lock.json ]; then cd web && npm ci --no-audit --no-fund --loglevel=error; fi
+	if [ -f web/package-lock.json ] && command -v npm >/dev/null 2>&1; then \
+		cd web && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the map's assets are not installed (the hub and its API still work)"; fi
 	mkdir -p web/node_modules && touch $(WEB_STAMP)
 
 install: $(STAMP) $(WEB_STAMP)
