@@ -243,14 +243,15 @@ class ConflictEngine:
         q_lo, q_hi = max(t_lo, now), t_hi
         recs = self._recs
         others = [recs[k] for k in self._index.query(centre, ang, q_lo, q_hi) if k != key]
-        batch: list[_Rec] = []  # volume against other parties' volumes: checked together
-        if item == "volume":
-            batch = [o for o in others if o.item == "volume" and o.key[0] != key[0]]
-            others = [o for o in others if o.item != "volume"] if batch else others
+        batch: list[_Rec] = []  # same-kind pairs of other parties: checked together
+        if item in ("volume", "track"):
+            batch = [o for o in others if o.item == item and o.key[0] != key[0]]
+            others = [o for o in others if o.item != item]
         for other in others:
             for c in _check(rec, other, self, now):
                 found[c.id] = c
-        for c in _volume_batch(rec, batch, self, now):
+        pairs = _volume_batch if item == "volume" else _track_batch
+        for c in pairs(rec, batch, self, now):
             found[c.id] = c
         return self._settle(key, found)
 
@@ -562,6 +563,45 @@ def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Confl
     if not (lo < hi or (lo == hi and floor < lo < ceiling)) or not s <= e:
         return None
     return _make(eng, kind, trk, area, geom, floor_m=lo, ceiling_m=hi, start_s=s, end_s=e)
+
+
+def _track_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> list[Conflict]:
+    """Track x against tracks ys (other parties) in one vectorised CPA test.
+
+    Same figures as `_track_pair` for each pair (each pair's own reference time); only the
+    pairs found in conflict are built one by one.
+    """
+    if not ys:
+        return []
+    tx = x.obj
+    assert isinstance(tx, Track)
+    tys = [y.obj for y in ys]
+    assert all(isinstance(t, Track) for t in tys)
+    t_ref = np.array([max(tx.time_s, t.time_s, now) for t in tys])  # type: ignore[union-attr]
+    n = len(ys)
+    states = [tx] * n + tys
+    refs = np.concatenate([t_ref, t_ref])
+    t0 = np.array([t.time_s for t in states])  # type: ignore[union-attr]
+    dt = refs - t0
+    lon0 = np.array([t.lon for t in states])  # type: ignore[union-attr]
+    lat0 = np.array([t.lat for t in states])  # type: ignore[union-attr]
+    trk = np.array([t.trk_deg for t in states])  # type: ignore[union-attr]
+    gs = np.array([t.gs_mps for t in states])  # type: ignore[union-attr]
+    vs = np.array([t.vs_mps for t in states])  # type: ignore[union-attr]
+    alt = np.array([t.alt_m for t in states]) + vs * dt  # type: ignore[union-attr]
+    lon, lat, _ = GEOD.fwd(lon0, lat0, trk, gs * dt)
+    k = cpa.kinematics(lat, lon, alt, gs, trk, vs)
+    minima = {p: eng.minima(x.key[0], p) for p in {y.key[0] for y in ys}}
+    rpz = np.array([min(minima[y.key[0]][0], eng.max_rpz_m) for y in ys])
+    hpz = np.array([minima[y.key[0]][1] for y in ys])
+    i, j = np.arange(n), np.arange(n, 2 * n)
+    ok, _, _, _, _ = cpa.exact_pairs(k, i, j, rpz, hpz, eng.lookahead_s)
+    out = []
+    for h in np.flatnonzero(ok).tolist():
+        c = _track_pair(x, ys[h], eng, now)
+        if c is not None:
+            out.append(c)
+    return out
 
 
 def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
