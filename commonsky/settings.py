@@ -103,7 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "timeout_track_screen_s",
         float,
-        5.0,
+        10.0,
         "How often live tracks (latest state each) are screened for conflicts.",
     ),
     Setting(
