@@ -16,22 +16,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import hmac
 import math
 import os
-from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from collections.abc import Iterator
 
-import msgspec
 import numpy as np
 import shapely
 
 from commonsky.deconflict import cpa
 from commonsky.deconflict.geometry import (
     EARTH_R_M,
-    GEOD,
     Circle,
     FloatArray,
     Frame,
@@ -47,96 +42,25 @@ from commonsky.deconflict.index import SPACE_BASE_M as SPACE_BASE_M
 from commonsky.deconflict.index import TIME_BASE_S as TIME_BASE_S
 from commonsky.deconflict.index import Key as Key
 from commonsky.deconflict.index import _Index as _Index
-
-ItemType = Literal["volume", "line", "site", "track"]
-ConflictKind = Literal[
-    "volume-volume", "line-crossing", "track-volume", "track-site", "track-track", "volume-site"
-]
-MIN_AREA_M2 = 1.0  # touching edges are not an overlap
-
-
-class Track(msgspec.Struct, frozen=True, kw_only=True):
-    """A live track's state at `time_s` (epoch seconds)."""
-
-    lat: float
-    lon: float
-    alt_m: float
-    gs_mps: float
-    trk_deg: float
-    vs_mps: float
-    time_s: float
-
-
-class Side(msgspec.Struct, frozen=True):
-    party: str
-    uid: str
-    item: ItemType
-    kind: str | None = None  # the volume's kind, when it has one
-
-
-class Conflict(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    kind: ConflictKind
-    a: Side
-    b: Side
-    geometry: dict[str, Any] | None  # GeoJSON geometry of the intersection, (lon, lat)
-    floor_m: float
-    ceiling_m: float
-    start_s: float
-    end_s: float
-    tcpa_s: float | None = None
-    dcpa_m: float | None = None
-    entered_party: str | None = None  # line crossings: whose side was entered
-
-
-class ConflictChange(msgspec.Struct, frozen=True):
-    action: Literal["raised", "updated", "cleared"]
-    conflict: Conflict
-
-
-Minima = Callable[[str, str], tuple[float, float]]  # (party, party) -> (rpz_m, hpz_m)
-
-
-def default_minima(_a: str, _b: str) -> tuple[float, float]:
-    return cpa.RPZ_M, cpa.HPZ_M
-
-
-class _Rec(msgspec.Struct):
-    key: Key
-    item: ItemType
-    obj: Volume | Line | Site | Track
-    centre: FloatArray
-    ang: float
-    t_lo: float
-    t_hi: float
-    cells: list[tuple[int, ...]]
-    outline: FloatArray | None = None  # volumes: the densified (lon, lat) outline, once
-    box: tuple[float, ...] = ()  # volumes: start, end, floor, ceiling, ang, centre x y z
-
-
-def _conflict_id(key: bytes, kind: str, a: Side, b: Side) -> str:
-    # Keyed, so that an id handed to one side says nothing about the other side's uid.
-    text = f"{kind}|{a.party}|{a.uid}|{b.party}|{b.uid}"
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:24]
-
-
-def _ordered(x: Side, y: Side) -> tuple[Side, Side]:
-    return (x, y) if (x.party, x.uid) <= (y.party, y.uid) else (y, x)
-
-
-def _rounded(c: Conflict) -> Any:
-    """A conflict's figures with float noise removed, to decide whether it changed."""
-
-    def r(v: Any) -> Any:
-        if isinstance(v, float):
-            return round(v, 3)
-        if isinstance(v, list | tuple):
-            return tuple(r(x) for x in v)
-        if isinstance(v, dict):
-            return tuple(sorted((k, r(x)) for k, x in v.items()))
-        return v
-
-    return r(msgspec.to_builtins(c))
+from commonsky.deconflict.records import MIN_AREA_M2 as MIN_AREA_M2
+from commonsky.deconflict.records import Conflict as Conflict
+from commonsky.deconflict.records import ConflictChange as ConflictChange
+from commonsky.deconflict.records import ConflictKind as ConflictKind
+from commonsky.deconflict.records import ItemType as ItemType
+from commonsky.deconflict.records import Minima as Minima
+from commonsky.deconflict.records import Side as Side
+from commonsky.deconflict.records import Track as Track
+from commonsky.deconflict.records import _caps_apart as _caps_apart
+from commonsky.deconflict.records import _make as _make
+from commonsky.deconflict.records import _Rec as _Rec
+from commonsky.deconflict.records import _rounded as _rounded
+from commonsky.deconflict.records import default_minima as default_minima
+from commonsky.deconflict.tracks import PATH_SAMPLES as PATH_SAMPLES
+from commonsky.deconflict.tracks import _path_through as _path_through
+from commonsky.deconflict.tracks import _track_area as _track_area
+from commonsky.deconflict.tracks import _track_at as _track_at
+from commonsky.deconflict.tracks import _track_batch as _track_batch
+from commonsky.deconflict.tracks import _track_pair as _track_pair
 
 
 class ConflictEngine:
@@ -285,29 +209,6 @@ class ConflictEngine:
 
 
 # -- pair checks -----------------------------------------------------------------------------
-
-
-def _side(rec: _Rec) -> Side:
-    kind = rec.obj.kind if isinstance(rec.obj, Volume) else None
-    return Side(rec.key[0], rec.key[1], rec.item, kind)
-
-
-def _make(
-    eng: ConflictEngine,
-    kind: ConflictKind,
-    x: _Rec,
-    y: _Rec,
-    geometry: dict[str, Any] | None,
-    **figures: Any,
-) -> Conflict:
-    a, b = _ordered(_side(x), _side(y))
-    cid = _conflict_id(eng.id_key, kind, a, b)
-    return Conflict(id=cid, kind=kind, a=a, b=b, geometry=geometry, **figures)
-
-
-def _caps_apart(x: _Rec, y: _Rec, pad: float = 0.0) -> bool:
-    cosang = float(np.clip(x.centre @ y.centre, -1.0, 1.0))
-    return math.acos(cosang) > x.ang + y.ang + pad
 
 
 def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Conflict]:
@@ -490,156 +391,3 @@ def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Con
             entered_party=entered,
         )
     return None
-
-
-def _track_at(t: Track, dt: float) -> tuple[float, float]:
-    lon, lat, _ = GEOD.fwd(t.lon, t.lat, t.trk_deg, t.gs_mps * dt)
-    return float(lon), float(lat)
-
-
-PATH_SAMPLES = 16
-
-
-def _path_through(
-    t: Track, region: shapely.Geometry, frame: Frame, lookahead_s: float
-) -> tuple[dict[str, Any] | None, float, float, float, float] | None:
-    """Where the predicted path lies in the region: (geometry, t1, t2, alt low, alt high).
-
-    Times are epoch seconds; the altitude band is the track's over [t1, t2].
-    """
-    dts = np.linspace(0.0, lookahead_s, PATH_SAMPLES + 1)
-    lon, lat, _ = GEOD.fwd(
-        np.full(len(dts), t.lon),
-        np.full(len(dts), t.lat),
-        np.full(len(dts), t.trk_deg),
-        t.gs_mps * dts,
-    )
-    xy = frame.fwd(np.column_stack([lon, lat]))
-    if t.gs_mps <= 0.0:
-        if not region.contains(shapely.Point(xy[0])):
-            return None
-        t1, t2 = 0.0, lookahead_s
-        geom: shapely.Geometry = shapely.Point(xy[0])
-    else:
-        path = shapely.LineString(xy)
-        geom = shapely.intersection(path, region)
-        if geom.is_empty:
-            return None
-        pts = shapely.get_coordinates(geom)
-        along = shapely.line_locate_point(path, shapely.points(pts))
-        frac = along / max(path.length, 1e-9)
-        t1, t2 = float(frac.min()) * lookahead_s, float(frac.max()) * lookahead_s
-    a1, a2 = t.alt_m + t.vs_mps * t1, t.alt_m + t.vs_mps * t2
-    return frame.to_geojson(geom), t.time_s + t1, t.time_s + t2, min(a1, a2), max(a1, a2)
-
-
-def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
-    t = trk.obj
-    assert isinstance(t, Track)
-    obj = area.obj
-    if _caps_apart(trk, area):
-        return None
-    frame = Frame.around((trk.centre, trk.ang), (area.centre, area.ang))
-    shape: Polygon | Circle | Any
-    if isinstance(obj, Volume):
-        shape, floor, ceiling, start, end = (
-            obj.shape,
-            obj.floor_m,
-            obj.ceiling_m,
-            obj.start_s,
-            obj.end_s,
-        )
-        kind: ConflictKind = "track-volume"
-    else:
-        assert isinstance(obj, Site)
-        shape, floor, ceiling = obj.area(), obj.floor_m, obj.ceiling_m
-        start, end, kind = -math.inf, math.inf, "track-site"
-    hit = _path_through(t, shape.planar(frame), frame, eng.lookahead_s)
-    if hit is None:
-        return None
-    geom, t1, t2, lo, hi = hit
-    lo, hi = max(lo, floor), min(hi, ceiling)
-    s, e = max(t1, start, now), min(t2, end)
-    if not (lo < hi or (lo == hi and floor < lo < ceiling)) or not s <= e:
-        return None
-    return _make(eng, kind, trk, area, geom, floor_m=lo, ceiling_m=hi, start_s=s, end_s=e)
-
-
-def _track_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> list[Conflict]:
-    """Track x against tracks ys (other parties) in one vectorised CPA test.
-
-    Same figures as `_track_pair` for each pair (each pair's own reference time); only the
-    pairs found in conflict are built one by one.
-    """
-    if not ys:
-        return []
-    tx = x.obj
-    assert isinstance(tx, Track)
-    tys = [y.obj for y in ys]
-    assert all(isinstance(t, Track) for t in tys)
-    t_ref = np.array([max(tx.time_s, t.time_s, now) for t in tys])  # type: ignore[union-attr]
-    n = len(ys)
-    states = [tx] * n + tys
-    refs = np.concatenate([t_ref, t_ref])
-    t0 = np.array([t.time_s for t in states])  # type: ignore[union-attr]
-    dt = refs - t0
-    lon0 = np.array([t.lon for t in states])  # type: ignore[union-attr]
-    lat0 = np.array([t.lat for t in states])  # type: ignore[union-attr]
-    trk = np.array([t.trk_deg for t in states])  # type: ignore[union-attr]
-    gs = np.array([t.gs_mps for t in states])  # type: ignore[union-attr]
-    vs = np.array([t.vs_mps for t in states])  # type: ignore[union-attr]
-    alt = np.array([t.alt_m for t in states]) + vs * dt  # type: ignore[union-attr]
-    lon, lat, _ = GEOD.fwd(lon0, lat0, trk, gs * dt)
-    k = cpa.kinematics(lat, lon, alt, gs, trk, vs)
-    minima = {p: eng.minima(x.key[0], p) for p in {y.key[0] for y in ys}}
-    rpz = np.array([min(minima[y.key[0]][0], eng.max_rpz_m) for y in ys])
-    hpz = np.array([minima[y.key[0]][1] for y in ys])
-    i, j = np.arange(n), np.arange(n, 2 * n)
-    ok, _, _, _, _ = cpa.exact_pairs(k, i, j, rpz, hpz, eng.lookahead_s)
-    out = []
-    for h in np.flatnonzero(ok).tolist():
-        c = _track_pair(x, ys[h], eng, now)
-        if c is not None:
-            out.append(c)
-    return out
-
-
-def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
-    tx, ty = x.obj, y.obj
-    assert isinstance(tx, Track)
-    assert isinstance(ty, Track)
-    t_ref = max(tx.time_s, ty.time_s, now)
-    states = []
-    for t in (tx, ty):
-        lon, lat = _track_at(t, t_ref - t.time_s)
-        states.append(
-            (lat, lon, t.alt_m + t.vs_mps * (t_ref - t.time_s), t.gs_mps, t.trk_deg, t.vs_mps)
-        )
-    cols = list(zip(*states, strict=True))
-    k = cpa.kinematics(*cols)
-    rpz, hpz = eng.minima(x.key[0], y.key[0])
-    rpz = min(rpz, eng.max_rpz_m)
-    i, j = np.array([0]), np.array([1])
-    ok, tcpa, dcpa, t_in, t_out = cpa.exact_pairs(k, i, j, rpz, hpz, eng.lookahead_s)
-    if not bool(ok[0]):
-        return None
-    tc = float(tcpa[0])
-    pa = _track_at(tx, t_ref - tx.time_s + tc)
-    pb = _track_at(ty, t_ref - ty.time_s + tc)
-    frame = Frame((pa[0] + pb[0]) / 2 if abs(pa[0] - pb[0]) < 180 else pa[0], (pa[1] + pb[1]) / 2)
-    mid = frame.fwd(np.array([pa, pb])).mean(axis=0)
-    za = states[0][2] + tx.vs_mps * tc
-    zb = states[1][2] + ty.vs_mps * tc
-    return _make(
-        eng,
-        "track-track",
-        x,
-        y,
-        frame.to_geojson(shapely.Point(mid)),
-        floor_m=min(za, zb),
-        ceiling_m=max(za, zb),
-        start_s=t_ref + float(t_in[0]),
-        end_s=t_ref + float(t_out[0]),
-        tcpa_s=tc,
-        dcpa_m=float(dcpa[0]),
-    )

@@ -1,0 +1,133 @@
+# Rule: the conflict engine's vocabulary — items, sides, conflicts, stored records — and the
+# helpers every pair check uses to name a conflict. No geometry happens here.
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+import numpy as np
+
+from commonsky.deconflict import cpa
+from commonsky.deconflict.geometry import FloatArray, Line, Site, Volume
+from commonsky.deconflict.index import Key
+
+if TYPE_CHECKING:
+    from commonsky.deconflict.engine import ConflictEngine
+
+ItemType = Literal["volume", "line", "site", "track"]
+ConflictKind = Literal[
+    "volume-volume", "line-crossing", "track-volume", "track-site", "track-track", "volume-site"
+]
+MIN_AREA_M2 = 1.0  # touching edges are not an overlap
+
+
+class Track(msgspec.Struct, frozen=True, kw_only=True):
+    """A live track's state at `time_s` (epoch seconds)."""
+
+    lat: float
+    lon: float
+    alt_m: float
+    gs_mps: float
+    trk_deg: float
+    vs_mps: float
+    time_s: float
+
+
+class Side(msgspec.Struct, frozen=True):
+    party: str
+    uid: str
+    item: ItemType
+    kind: str | None = None  # the volume's kind, when it has one
+
+
+class Conflict(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    kind: ConflictKind
+    a: Side
+    b: Side
+    geometry: dict[str, Any] | None  # GeoJSON geometry of the intersection, (lon, lat)
+    floor_m: float
+    ceiling_m: float
+    start_s: float
+    end_s: float
+    tcpa_s: float | None = None
+    dcpa_m: float | None = None
+    entered_party: str | None = None  # line crossings: whose side was entered
+
+
+class ConflictChange(msgspec.Struct, frozen=True):
+    action: Literal["raised", "updated", "cleared"]
+    conflict: Conflict
+
+
+Minima = Callable[[str, str], tuple[float, float]]  # (party, party) -> (rpz_m, hpz_m)
+
+
+def default_minima(_a: str, _b: str) -> tuple[float, float]:
+    return cpa.RPZ_M, cpa.HPZ_M
+
+
+class _Rec(msgspec.Struct):
+    key: Key
+    item: ItemType
+    obj: Volume | Line | Site | Track
+    centre: FloatArray
+    ang: float
+    t_lo: float
+    t_hi: float
+    cells: list[tuple[int, ...]]
+    outline: FloatArray | None = None  # volumes: the densified (lon, lat) outline, once
+    box: tuple[float, ...] = ()  # volumes: start, end, floor, ceiling, ang, centre x y z
+
+
+def _conflict_id(key: bytes, kind: str, a: Side, b: Side) -> str:
+    # Keyed, so that an id handed to one side says nothing about the other side's uid.
+    text = f"{kind}|{a.party}|{a.uid}|{b.party}|{b.uid}"
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def _ordered(x: Side, y: Side) -> tuple[Side, Side]:
+    return (x, y) if (x.party, x.uid) <= (y.party, y.uid) else (y, x)
+
+
+def _rounded(c: Conflict) -> Any:
+    """A conflict's figures with float noise removed, to decide whether it changed."""
+
+    def r(v: Any) -> Any:
+        if isinstance(v, float):
+            return round(v, 3)
+        if isinstance(v, list | tuple):
+            return tuple(r(x) for x in v)
+        if isinstance(v, dict):
+            return tuple(sorted((k, r(x)) for k, x in v.items()))
+        return v
+
+    return r(msgspec.to_builtins(c))
+
+
+def _side(rec: _Rec) -> Side:
+    kind = rec.obj.kind if isinstance(rec.obj, Volume) else None
+    return Side(rec.key[0], rec.key[1], rec.item, kind)
+
+
+def _make(
+    eng: ConflictEngine,
+    kind: ConflictKind,
+    x: _Rec,
+    y: _Rec,
+    geometry: dict[str, Any] | None,
+    **figures: Any,
+) -> Conflict:
+    a, b = _ordered(_side(x), _side(y))
+    cid = _conflict_id(eng.id_key, kind, a, b)
+    return Conflict(id=cid, kind=kind, a=a, b=b, geometry=geometry, **figures)
+
+
+def _caps_apart(x: _Rec, y: _Rec, pad: float = 0.0) -> bool:
+    cosang = float(np.clip(x.centre @ y.centre, -1.0, 1.0))
+    return math.acos(cosang) > x.ang + y.ang + pad
