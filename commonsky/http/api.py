@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from commonsky.deconflict.geometry import GeometryError, parse_geojson
+from commonsky.deconflict.geometry import GeometryError, parse_geojson, parse_kml
 from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.hotline import chat_event
 from commonsky.engines.warnings import report_event
@@ -166,11 +166,15 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
     async def post_airspace(request: Request, party: str) -> Response:
         data = await read_body(request, limit)
         try:
-            shapes = parse_geojson(data)
-            doc = msgspec.json.decode(data)
+            if data.lstrip()[:1] == b"<":  # KML (parsed with DTDs and entities refused)
+                shapes = parse_kml(data)
+                features: list[Any] = [{"properties": {}} for _ in shapes]
+            else:
+                shapes = parse_geojson(data)
+                doc = msgspec.json.decode(data)
+                features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
         except (GeometryError, msgspec.DecodeError) as exc:
             raise ApiError(400, str(exc)) from None
-        features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
         events = [
             _feature_event(f, shape, hub.clock()) for f, shape in zip(features, shapes, strict=True)
         ]
@@ -367,13 +371,25 @@ def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
     callsign = str(props.pop("callsign", "") or uid)
     start, stale = now, now + 86400.0
     inner: Any = shape.shape if isinstance(shape, Volume | Site) else None
+    # The checked shape, not the raw properties, says what the TAK drawing carries (levels
+    # given as flight levels, KML's ExtendedData and GeoJSON all end up in metres).
     if isinstance(shape, Volume):
         start, stale = shape.start_s, shape.end_s
-        props.setdefault("item", "volume")
+        props.update(
+            item="volume",
+            floor_m=shape.floor_m,
+            ceiling_m=shape.ceiling_m,
+            start=shape.start_s,
+            end=shape.end_s,
+        )
+        props.pop("floor_fl", None), props.pop("ceiling_fl", None)
+        if shape.kind:
+            props["kind"] = shape.kind
     elif isinstance(shape, Line):
-        props["item"] = "line"
+        props.update(item="line", left_party=shape.left_party, right_party=shape.right_party)
     else:
-        props["item"] = "site"
+        props.update(item="site", floor_m=shape.floor_m, ceiling_m=shape.ceiling_m)
+        props.pop("floor_fl", None), props.pop("ceiling_fl", None)
     coords: list[tuple[float, float]] = []
     centre = (0.0, 0.0)
     cot_type = "u-d-f"

@@ -165,3 +165,37 @@ async def test_websocket_streams_what_the_party_may_see(make_hub) -> None:
         with pytest.raises(websockets.exceptions.InvalidStatus):
             async with websockets.connect(bad) as ws:
                 await ws.recv()
+
+
+KML = b"""<?xml version="1.0" encoding="UTF-8"?>
+<kml xmlns="http://www.opengis.net/kml/2.2"><Document>
+<Placemark><name>ops</name><ExtendedData>
+  <Data name="floor_fl"><value>100</value></Data><Data name="ceiling_fl"><value>300</value></Data>
+  <Data name="start"><value>2020-01-01T00:00:00Z</value></Data>
+  <Data name="end"><value>2099-01-01T00:00:00Z</value></Data></ExtendedData>
+ <Polygon><outerBoundaryIs><LinearRing><coordinates>
+  36.0,34.5,0 36.5,34.5,0 36.5,35.0,0 36.0,34.5,0</coordinates></LinearRing></outerBoundaryIs>
+ </Polygon></Placemark>
+<Placemark><ExtendedData><Data name="left_party"><value>RUS</value></Data>
+ <Data name="right_party"><value>USA</value></Data></ExtendedData>
+ <LineString><coordinates>38.0,35.5 40.1,35.3</coordinates></LineString></Placemark>
+</Document></kml>"""
+
+
+async def test_kml_upload_and_hostile_kml(make_hub) -> None:
+    async with make_hub([AIRSPACE, AIRSPACE_BACK]) as hub, client(hub, "USA") as usa:
+        made = await usa.post(
+            "/api/airspace",
+            content=KML,
+            headers={"Content-Type": "application/vnd.google-earth.kml+xml"},
+        )
+        assert made.status_code == 201 and len(made.json()) == 2
+        stored = len(list(hub.hub.store.since(0)))
+        volume = next(
+            i for i in (await usa.get("/api/items")).json() if 'item="volume"' in i["detail"]
+        )
+        assert 'floor_m="3048.0"' in volume["detail"]  # FL100 carried to TAK in metres
+        hostile = KML.replace(b"<kml", b'<!DOCTYPE kml [<!ENTITY x "y">]><kml', 1)
+        response = await usa.post("/api/airspace", content=hostile)
+        assert response.status_code == 400
+        assert len(list(hub.hub.store.since(0))) == stored
