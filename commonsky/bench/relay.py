@@ -232,6 +232,24 @@ def _start(cmd: list[str], ready: str, env: dict[str, str] | None = None) -> sub
     raise RuntimeError(f"{cmd[2]} did not start")
 
 
+def _measure(
+    cmd: list[str],
+    ready: str,
+    env: dict[str, str] | None,
+    plan: Plan,
+    rate: int,
+    duration: float,
+    name: str,
+) -> Result:
+    """Start one system as its own process, put the load on it, stop it."""
+    proc = _start(cmd, ready, env)
+    try:
+        return asyncio.run(run_load(plan, rate, duration, name, psutil.Process(proc.pid)))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def bench_relay(
     receivers: int, senders: int, rate: int, duration: float, parties: int
 ) -> list[Result]:
@@ -241,39 +259,13 @@ def bench_relay(
         config = Path(tmp) / "bench.toml"
         config.write_text(hub_config(plan, Path(tmp) / "hub", free_port()))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        hub = _start(
-            [
-                sys.executable,
-                "-m",
-                "commonsky",
-                "serve",
-                "--config",
-                str(config),
-                "--log-level",
-                "info",
-            ],
-            "hub serving",
-            env,
-        )
-        try:
-            results.append(
-                asyncio.run(
-                    run_load(plan, rate, duration, "commonsky hub", psutil.Process(hub.pid))
-                )
-            )
-        finally:
-            hub.terminate()
-            hub.wait(10)
+        hub_cmd = [sys.executable, "-m", "commonsky", "serve", "--config", str(config),
+                   "--log-level", "info"]  # fmt: skip
+        results.append(_measure(hub_cmd, "hub serving", env, plan, rate, duration,
+                                "commonsky hub"))  # fmt: skip
         plan = make_plan(parties, senders, receivers)
         spec = json.dumps({"ports": plan.ports, "targets": plan.targets})
-        relay = _start([sys.executable, "-m", "commonsky.bench.baseline_relay", spec], "ready")
-        try:
-            results.append(
-                asyncio.run(
-                    run_load(plan, rate, duration, "policy-free relay", psutil.Process(relay.pid))
-                )
-            )
-        finally:
-            relay.terminate()
-            relay.wait(10)
+        relay_cmd = [sys.executable, "-m", "commonsky.bench.baseline_relay", spec]
+        results.append(_measure(relay_cmd, "ready", None, plan, rate, duration,
+                                "policy-free relay"))  # fmt: skip
     return results

@@ -90,38 +90,23 @@ def _decode_varint(buffer: bytearray | bytes, start: int) -> tuple[int, int] | N
     return None
 
 
+def _negotiation(cot_type: str, control: str, now: float) -> CotEvent:
+    """A `t-x-takp-*` message: the same carrier, one TakControl child."""
+    detail = f"<TakControl>{control}</TakControl>"
+    return control_event("protouid", cot_type, now, detail, stale_s=60.0, how="m-g")
+
+
 def version_offer(now: float) -> CotEvent:
-    return control_event(
-        "protouid",
-        "t-x-takp-v",
-        now,
-        f'<TakControl><TakProtocolSupport version="{PROTOCOL_VERSION}"/></TakControl>',
-        stale_s=60.0,
-        how="m-g",
-    )
+    return _negotiation("t-x-takp-v", f'<TakProtocolSupport version="{PROTOCOL_VERSION}"/>', now)
 
 
 def version_response(now: float, accepted: bool) -> CotEvent:
     status = "true" if accepted else "false"
-    return control_event(
-        "protouid",
-        "t-x-takp-r",
-        now,
-        f'<TakControl><TakResponse status="{status}"/></TakControl>',
-        stale_s=60.0,
-        how="m-g",
-    )
+    return _negotiation("t-x-takp-r", f'<TakResponse status="{status}"/>', now)
 
 
 def version_request(now: float) -> CotEvent:
-    return control_event(
-        "protouid",
-        "t-x-takp-q",
-        now,
-        f'<TakControl><TakRequest version="{PROTOCOL_VERSION}"/></TakControl>',
-        stale_s=60.0,
-        how="m-g",
-    )
+    return _negotiation("t-x-takp-q", f'<TakRequest version="{PROTOCOL_VERSION}"/>', now)
 
 
 def pong(now: float) -> CotEvent:

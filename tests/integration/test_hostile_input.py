@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.integration.test_tak_tcp import FULL_TRACKS, metric, track
+from tests.integration.test_tak_tcp import FULL_TRACKS, PROTO_REQUEST, metric, track
 
 BILLION_LAUGHS = (
     b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
@@ -108,12 +108,7 @@ async def test_slow_sender_that_never_finishes_is_closed(make_hub) -> None:
 async def test_bad_protobuf_length_closes_only_that_connection(make_hub) -> None:
     async with make_hub([FULL_TRACKS]) as hub:
         attacker, usa, jpn = await hub.connect_all(("USA", "USA", "JPN"))
-        attacker.send(
-            b'<event version="2.0" uid="protouid" type="t-x-takp-q" time="2030-01-01T00:00:00Z"'
-            b' start="2030-01-01T00:00:00Z" stale="2030-01-01T00:00:00Z" how="m-g">'
-            b'<point lat="0" lon="0" hae="0" ce="0" le="0"/><detail><TakControl>'
-            b'<TakRequest version="1"/></TakControl></detail></event>'
-        )
+        attacker.send(PROTO_REQUEST)
         await attacker.wait_for(lambda e: e["type"] == "t-x-takp-r")
         attacker.send(b"\xbf\xff\xff\xff\xff\x0f" + b"x" * 100)  # 4 GiB length
         with pytest.raises(ConnectionError):
@@ -126,12 +121,7 @@ async def test_bad_protobuf_length_closes_only_that_connection(make_hub) -> None
 async def test_garbage_protobuf_payload_is_refused(make_hub) -> None:
     async with make_hub([FULL_TRACKS]) as hub:
         attacker, jpn = await hub.connect_all(("USA", "JPN"))
-        attacker.send(
-            b'<event version="2.0" uid="protouid" type="t-x-takp-q" time="2030-01-01T00:00:00Z"'
-            b' start="2030-01-01T00:00:00Z" stale="2030-01-01T00:00:00Z" how="m-g">'
-            b'<point lat="0" lon="0" hae="0" ce="0" le="0"/><detail><TakControl>'
-            b'<TakRequest version="1"/></TakControl></detail></event>'
-        )
+        attacker.send(PROTO_REQUEST)
         await attacker.wait_for(lambda e: e["type"] == "t-x-takp-r")
         attacker.send(b"\xbf\x05\xff\xff\xff\xff\xff")
         await asyncio.sleep(0.2)

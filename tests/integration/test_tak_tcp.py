@@ -46,6 +46,15 @@ def track(
     return data
 
 
+# A client's request for TAK Protocol v1, written by hand (not by our codec).
+PROTO_REQUEST = (
+    b'<event version="2.0" uid="protouid" type="t-x-takp-q" time="2030-01-01T00:00:00Z"'
+    b' start="2030-01-01T00:00:00Z" stale="2030-01-01T00:00:00Z" how="m-g">'
+    b'<point lat="0" lon="0" hae="0" ce="0" le="0"/><detail><TakControl>'
+    b'<TakRequest version="1"/></TakControl></detail></event>'
+)
+
+
 def chat(uid: str, text: str, dest_party: str) -> bytes:
     now = datetime.now(UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -161,12 +170,7 @@ async def test_protobuf_negotiation_and_cross_encoding_delivery(make_hub) -> Non
         usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
         offer = await jpn.wait_for(lambda e: e["type"] == "t-x-takp-v")
         assert 'version="1"' in offer["detail"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        jpn.send(
-            f'<event version="2.0" uid="protouid" type="t-x-takp-q" time="{now}" start="{now}"'
-            f' stale="{now}" how="m-g"><point lat="0" lon="0" hae="0" ce="0" le="0"/>'
-            f'<detail><TakControl><TakRequest version="1"/></TakControl></detail></event>'.encode()
-        )
+        jpn.send(PROTO_REQUEST)
         response = await jpn.wait_for(lambda e: e["type"] == "t-x-takp-r")
         assert 'status="true"' in response["detail"]
         # XML in from USA, protobuf out to JPN.
