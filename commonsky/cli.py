@@ -27,6 +27,7 @@ from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
 from commonsky.settings import SETTINGS, flag_name
 from commonsky.web import bench as web_bench
+from commonsky.web import bench_map as web_map_bench
 
 app = typer.Typer(
     name="commonsky",
@@ -236,6 +237,7 @@ def _register_optional_commands() -> None:
         if bench is not None:
             bench_app.command(bench_name)(bench)
     bench_app.command("api")(web_bench.bench)
+    bench_app.command("map")(web_map_bench.bench)
     bench_app.command("warnings")(warnings_bench.bench)
 
 

@@ -10,6 +10,7 @@ figures instead of quietly slowing the load (no coordinated omission).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +32,7 @@ from rich.table import Table
 from commonsky.errors import UsageError
 
 TOKENS = {"USA": "bench-usa-token-0123456789", "JPN": "bench-jpn-token-0123456789"}
+JPN = {"Authorization": f"Bearer {TOKENS['JPN']}"}
 TARGET_P99_MS = 20.0
 
 
@@ -49,13 +53,15 @@ def _config(data_dir: Path, http_port: int, tak_port: int) -> str:
     )
 
 
-def _tracks(n: int) -> bytes:
+def track_events(n: int, step: int = 0) -> bytes:
+    """`n` live tracks on a grid; each `step` moves every one of them ~1 km north."""
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     now = time.time()
     t, s = time.strftime(fmt, time.gmtime(now)), time.strftime(fmt, time.gmtime(now + 3600))
     return b"".join(
         f'<event version="2.0" uid="b{i}" type="a-f-A-M-F" time="{t}" start="{t}" stale="{s}"'
-        f' how="m-g"><point lat="{30 + (i % 50) * 0.3}" lon="{120 + (i // 50) * 0.5}"'
+        f' how="m-g"><point lat="{30 + (i % 50) * 0.3 + step * 0.01:.5f}"'
+        f' lon="{120 + (i // 50) * 0.5}"'
         f' hae="9000" ce="10" le="10"/><detail><contact callsign="B{i}"/></detail></event>'.encode()
         for i in range(n)
     )
@@ -87,10 +93,20 @@ def _start_hub(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def _run(
-    tracks: int, areas: int, rate: float, duration: float
-) -> dict[str, tuple[int, np.ndarray, int]]:
-    with tempfile.TemporaryDirectory(prefix="csky-bench-api-") as tmp:
+@dataclass
+class LoadedHub:
+    """A hub process filled with traffic: its base URL, an API client, the USA TAK socket."""
+
+    base: str
+    http: httpx.AsyncClient
+    usa_tak: asyncio.StreamWriter
+
+
+@contextlib.asynccontextmanager
+async def loaded_hub(tracks: int, areas: int) -> AsyncIterator[LoadedHub]:
+    """`commonsky serve` in its own process, holding `areas` volumes and `tracks` live tracks
+    that JPN may see in full; stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix="csky-bench-hub-") as tmp:
         http_port, tak_port = _free_port(), _free_port()
         cfg = Path(tmp) / "hub.toml"
         cfg.write_text(_config(Path(tmp) / "data", http_port, tak_port))
@@ -111,35 +127,43 @@ async def _run(
                         raise UsageError(f"hub exited: {proc.stderr.read().decode()[-400:]}")  # type: ignore[union-attr]
                     await asyncio.sleep(0.05)
                 usa = {"Authorization": f"Bearer {TOKENS['USA']}"}
-                jpn = {"Authorization": f"Bearer {TOKENS['JPN']}"}
                 for i in range(areas):
                     r = await http.post("/api/airspace", content=_area(i), headers=usa)
                     if r.status_code != 201:
                         raise UsageError(f"hub refused bench airspace: {r.text[:200]}")
                 _, writer = await asyncio.open_connection("127.0.0.1", tak_port)
-                writer.write(_tracks(tracks))
+                writer.write(track_events(tracks))
                 await writer.drain()
                 for _ in range(200):
-                    got = (await http.get("/api/items?category=track", headers=jpn)).json()
+                    got = (await http.get("/api/items?category=track", headers=JPN)).json()
                     if len(got) >= tracks:
                         break
                     await asyncio.sleep(0.05)
-                queries = {
-                    "track, small bbox": "/api/items?category=track&bbox=120,30,121,31",
-                    "airspace": "/api/items?category=airspace",
-                    f"all {tracks:,} tracks": "/api/items?category=track",
-                }
-                results: dict[str, tuple[int, np.ndarray, int]] = {}
-                for name, path in queries.items():
-                    results[name] = await _load(http, path, jpn, rate, duration)
-                writer.close()
-                return results
+                try:
+                    yield LoadedHub(base, http, writer)
+                finally:
+                    writer.close()
         finally:
             proc.terminate()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+async def _run(
+    tracks: int, areas: int, rate: float, duration: float
+) -> dict[str, tuple[int, np.ndarray, int]]:
+    async with loaded_hub(tracks, areas) as hub:
+        queries = {
+            "track, small bbox": "/api/items?category=track&bbox=120,30,121,31",
+            "airspace": "/api/items?category=airspace",
+            f"all {tracks:,} tracks": "/api/items?category=track",
+        }
+        results: dict[str, tuple[int, np.ndarray, int]] = {}
+        for name, path in queries.items():
+            results[name] = await _load(hub.http, path, JPN, rate, duration)
+        return results
 
 
 async def _load(

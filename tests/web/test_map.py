@@ -74,19 +74,12 @@ async def test_page_loads_without_a_failed_request(web_hub: Any, browser: Browse
                 "/api/cot", content=cot("v1", "a-f-A-M-F", 38, 128, "VIPER1"), headers=bearer("USA")
             )
             assert r.status_code == 201
-        started = time.perf_counter()
         page, watched = await signed_in(browser, hub, "JPN")
         await wait_tracks(page, "VIPER1")
         await page.wait_for_load_state("networkidle")
-        elapsed = time.perf_counter() - started
         # Nothing but this hub was asked for anything (the CSP would block and report it).
         assert watched.problems() == []
-        nav = await page.evaluate(
-            "() => { const n = performance.getEntriesByType('navigation')[0];"
-            " return {dcl: n.domContentLoadedEventEnd, load: n.loadEventEnd}; }"
-        )
-        assert nav["load"] < 2000, nav  # first load under 2 s on localhost
-        assert elapsed < 5.0, elapsed  # sign-in through first track drawn, with slack for CI
+        # How fast the page loads is measured by `commonsky bench map`, not asserted here.
         origins = await page.evaluate(
             "() => [...new Set(performance.getEntriesByType('resource')"
             ".map((e) => new URL(e.name).origin))]"

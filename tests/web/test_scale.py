@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -23,54 +21,38 @@ from .test_map import AGREEMENTS, bearer, cot
 pytestmark = pytest.mark.browser
 
 N_TRACKS = 2000
-FRAME_MS = """
-(ms) => new Promise((done) => {
-  const times = [];
-  const start = performance.now();
-  const step = (t) => {
-    times.push(t);
-    if (t - start < ms) requestAnimationFrame(step); else done(times);
-  };
-  requestAnimationFrame(step);
-})
-"""
 
 
-def traffic(rng: random.Random, n: int, step: int) -> bytes:
+def traffic(n: int, step: int) -> bytes:
     return b"".join(
         cot(f"t{i}", "a-f-A-M-F", 30 + (i % 50) * 0.3 + step * 0.01, 120 + (i // 50) * 0.5, f"T{i}")
         for i in range(n)
     )
 
 
-async def test_2000_live_tracks_stay_under_100_ms_per_frame(web_hub: Any, browser: Browser) -> None:
+async def test_2000_live_tracks_are_all_drawn_and_follow_their_moves(
+    web_hub: Any, browser: Browser
+) -> None:
+    # How fast is measured by `commonsky bench map`; this checks what is drawn.
     async with web_hub(AGREEMENTS) as hub:
         us = await hub.connect("USA")
-        rng = random.Random(7)
-        us.send(traffic(rng, N_TRACKS, 0))
+        us.send(traffic(N_TRACKS, 0))
         page, watched = await signed_in(browser, hub, "JPN")
         await page.wait_for_function(
-            "(n) => window.commonsky.snapshot().tracks.length === n", arg=N_TRACKS, timeout=10_000
+            "(n) => window.commonsky.snapshot().tracks.length === n", arg=N_TRACKS, timeout=20_000
         )
-
-        async def move() -> None:
-            for step in range(1, 7):  # every track moves twice a second during the measurement
-                us.send(traffic(rng, N_TRACKS, step))
-                await asyncio.sleep(0.5)
-
-        mover = asyncio.create_task(move())
-        stamps = await page.evaluate(FRAME_MS, 3000)
-        await mover
-        frames = np.diff(np.array(stamps))
-        draws = np.array(await page.evaluate("() => window.commonsky.perf.samples"))
-        p95, worst = float(np.percentile(frames, 95)), float(frames.max())
-        print(
-            f"\n2000 tracks: {len(frames)} frames in 3 s, frame p50 {np.median(frames):.1f} ms,"
-            f" p95 {p95:.1f} ms, max {worst:.1f} ms; canvas draw p50 {np.median(draws):.1f} ms,"
-            f" max {draws.max():.1f} ms"
+        for step in (1, 2, 3):  # every track moves; the page must end on the last position
+            us.send(traffic(N_TRACKS, step))
+        await page.wait_for_function(
+            "(n) => { const ts = window.commonsky.snapshot().tracks;"
+            " return ts.length === n && ts.every((t) => {"
+            " const i = Number(t.uid.split('t').pop());"
+            " return Math.abs(t.lat - (30 + (i % 50) * 0.3 + 0.03)) < 1e-6; }); }",
+            arg=N_TRACKS,
+            timeout=20_000,
         )
-        assert p95 < 100.0 and float(np.percentile(draws, 95)) < 100.0
-        assert len((await snapshot(page))["tracks"]) == N_TRACKS
+        draws = await page.evaluate("() => window.commonsky.perf.draws")
+        assert draws >= 2  # the moves were drawn, not only stored
         assert watched.problems() == []
 
 
