@@ -6,8 +6,9 @@ Everything here is pure (no sockets, time passed in); the hub owns I/O and who s
 from __future__ import annotations
 
 from commonsky.alerts.cap import CapAlert, CapInvalid, atom_feed, cap_xml, validate_cap
+from commonsky.alerts.correlate import Correlator, correlate
 from commonsky.alerts.engine import AlertEngine
-from commonsky.alerts.fusion import Correlator, FusedEvent, correlate, fuse
+from commonsky.alerts.fusion import FusedEvent, fuse
 from commonsky.alerts.hazard import Hazard, assess_launch
 from commonsky.alerts.regions import Region, RegionRegistry
 from commonsky.alerts.report import LaunchReport, ReportRejected, report_from_json, validate_report

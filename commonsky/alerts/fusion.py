@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 import msgspec
@@ -28,17 +28,10 @@ import numpy as np
 from shapely.geometry import Polygon
 
 from commonsky.alerts.geo import FloatArray, ellipse_polygon, from_local, to_local
-from commonsky.alerts.report import MAX_SPEED_MPS, LaunchReport
+from commonsky.alerts.report import LaunchReport
 
 G = 9.80665
 CONFIDENCE = 0.95
-#: Correlation gates. Reports whose observation windows are more than TIME_GATE_S apart never
-#: join; otherwise they join when one ballistic arc explains both (the chi-square increase of
-#: the joint fit stays under its CHI2_GATE_P quantile) or, when there is too little data for
-#: that test, when the hop between them is kinematically possible (< 8 km/s, < MAX_GAP_M).
-TIME_GATE_S = 900.0
-CHI2_GATE_P = 0.999
-MAX_GAP_M = 3_000_000.0
 
 
 class Ellipse(msgspec.Struct, frozen=True):
@@ -137,7 +130,7 @@ class FusedEvent(msgspec.Struct, frozen=True):
 # Samples and the fit
 
 
-class _Samples(msgspec.Struct):
+class Samples(msgspec.Struct):
     t_ref: datetime
     lat0: float
     lon0: float
@@ -151,7 +144,7 @@ class _Samples(msgspec.Struct):
     is_obs: FloatArray
 
 
-def _canonical(reports: Iterable[LaunchReport]) -> list[LaunchReport]:
+def canonical(reports: Iterable[LaunchReport]) -> list[LaunchReport]:
     """De-duplicate by key (latest report_time, then bytes, wins) and sort: order-independence."""
     best: dict[str, tuple[datetime, bytes, LaunchReport]] = {}
     for r in reports:
@@ -162,7 +155,7 @@ def _canonical(reports: Iterable[LaunchReport]) -> list[LaunchReport]:
     return [best[k][2] for k in sorted(best)]
 
 
-def _samples(reports: Sequence[LaunchReport]) -> _Samples:
+def samples_of(reports: Sequence[LaunchReport]) -> Samples:
     rows: list[tuple[datetime, float, float, float, float, float, float, float]] = []
     for r in reports:
         rows.extend(
@@ -179,7 +172,7 @@ def _samples(reports: Sequence[LaunchReport]) -> _Samples:
     lon0 = float(np.mean([row[2] for row in rows]))
     arr = np.array([[(row[0] - t_ref).total_seconds(), *row[1:]] for row in rows], dtype=float)
     x, y = to_local(lat0, lon0, arr[:, 1], arr[:, 2])
-    return _Samples(
+    return Samples(
         t_ref, lat0, lon0, arr[:, 0], x, y, arr[:, 3], arr[:, 4], arr[:, 5], arr[:, 6], arr[:, 7]
     )
 
@@ -205,7 +198,7 @@ def _solve_axis(
     return theta, cov, float(np.sum(w * r * r))
 
 
-def _fit(s: _Samples) -> _Fit | None:
+def _fit(s: Samples) -> _Fit | None:
     if len(np.unique(s.t)) < 2:
         return None
     zc = s.z + 0.5 * G * s.t * s.t
@@ -253,7 +246,7 @@ def _ground_crossing(f: _Fit, descending: bool) -> tuple[FloatArray, FloatArray]
     return np.array([x0 + vx * tau, y0 + vy * tau, tau]), np.stack([jx, jy, dtau])
 
 
-def _chi2_quantile(p: float, k: int) -> float:
+def chi2_quantile(p: float, k: int) -> float:
     """Chi-square quantile (Wilson-Hilferty; exact for k=2), no scipy needed."""
     if k == 2:
         return -2.0 * math.log(1.0 - p)
@@ -265,7 +258,7 @@ def _chi2_quantile(p: float, k: int) -> float:
 def ellipse_from_cov(lat: float, lon: float, cov2: FloatArray, confidence: float) -> Ellipse:
     """The `confidence` ellipse of a 2x2 (east, north) covariance in m^2."""
     vals, vecs = np.linalg.eigh(np.asarray(cov2, dtype=float))
-    k = math.sqrt(_chi2_quantile(confidence, 2))
+    k = math.sqrt(chi2_quantile(confidence, 2))
     major = vecs[:, 1]
     orientation = math.degrees(math.atan2(major[0], major[1])) % 180.0
     return Ellipse(
@@ -278,7 +271,7 @@ def ellipse_from_cov(lat: float, lon: float, cov2: FloatArray, confidence: float
     )
 
 
-def _fix(s: _Samples, xyt: FloatArray, cov3: FloatArray) -> PointFix:
+def _fix(s: Samples, xyt: FloatArray, cov3: FloatArray) -> PointFix:
     lat, lon = from_local(s.lat0, s.lon0, [xyt[0]], [xyt[1]])
     return PointFix(
         s.t_ref + timedelta(seconds=float(xyt[2])),
@@ -287,7 +280,7 @@ def _fix(s: _Samples, xyt: FloatArray, cov3: FloatArray) -> PointFix:
     )
 
 
-def _combine_estimates(s: _Samples, mask: FloatArray) -> PointFix | None:
+def _combine_estimates(s: Samples, mask: FloatArray) -> PointFix | None:
     """Inverse-variance mean of reporters' own estimates (used when no arc can be fitted)."""
     idx = np.nonzero(mask)[0]
     if len(idx) == 0:
@@ -317,10 +310,10 @@ def fuse(reports: Sequence[LaunchReport], event_id: str | None = None) -> FusedE
     With enough data (two distinct times) the ballistic arc is fitted and launch and impact
     come from it; otherwise whatever launch/impact estimates the reporters gave are combined.
     """
-    rs = _canonical(reports)
+    rs = canonical(reports)
     if not rs:
         return None
-    s = _samples(rs)
+    s = samples_of(rs)
     fit = _fit(s)
     launch: PointFix | None
     impact: PointFix | None
@@ -357,150 +350,3 @@ def fuse(reports: Sequence[LaunchReport], event_id: str | None = None) -> FusedE
         trajectory=trajectory,
         chi2_per_dof=chi2,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Correlation
-
-
-def _window(r: LaunchReport) -> tuple[datetime, datetime]:
-    times = [p.time for p in r.points]
-    times += [e.time for e in (r.launch, r.impact) if e is not None]
-    return min(times), max(times)
-
-
-def _chi2_dof(reports: Sequence[LaunchReport]) -> tuple[float, int, _Samples]:
-    s = _samples(reports)
-    f = _fit(s)
-    if f is None:
-        return 0.0, 0, s
-    # Undo the Birge scaling: the gate wants the raw misfit.
-    return f.chi2, max(f.dof, 0), s
-
-
-def consistent(a: Sequence[LaunchReport], b: Sequence[LaunchReport]) -> float | None:
-    """Gate score of joining report groups a and b (lower is better), None if they must not."""
-    wa = [_window(r) for r in a]
-    wb = [_window(r) for r in b]
-    a0, a1 = min(w[0] for w in wa), max(w[1] for w in wa)
-    b0, b1 = min(w[0] for w in wb), max(w[1] for w in wb)
-    gap = max((b0 - a1).total_seconds(), (a0 - b1).total_seconds(), 0.0)
-    if gap > TIME_GATE_S:
-        return None
-    ca, da, sa = _chi2_dof(a)
-    cb, db, sb = _chi2_dof(b)
-    cu, du, _su = _chi2_dof([*a, *b])
-    ddof = du - da - db
-    if ddof > 0:
-        dchi = max(cu - ca - cb, 0.0)
-        limit = _chi2_quantile(CHI2_GATE_P, ddof)
-        return dchi / limit if dchi <= limit else None
-    # Too little data for the arc test: the nearest samples must be reachable from each other.
-    lat, lon = sb.lat0, sb.lon0
-    xa, ya = to_local(lat, lon, *from_local(sa.lat0, sa.lon0, sa.x, sa.y))
-    best = math.inf
-    for i in range(len(sa.t)):
-        d = np.sqrt((sb.x - xa[i]) ** 2 + (sb.y - ya[i]) ** 2 + (sb.z - sa.z[i]) ** 2)
-        dt = np.abs((sb.t_ref - sa.t_ref).total_seconds() + sb.t - sa.t[i])
-        slack = 3.0 * np.sqrt(sa.sh[i] ** 2 + sb.sh**2 + sa.sv[i] ** 2 + sb.sv**2)
-        need = np.maximum(d - slack, 0.0)
-        ok = (need <= MAX_SPEED_MPS * np.maximum(dt, 1e-9)) & (d <= MAX_GAP_M)
-        if np.any(ok):
-            best = min(best, float(np.min(d[ok])) / MAX_GAP_M)
-    return best if math.isfinite(best) else None
-
-
-class Correlation(msgspec.Struct, frozen=True):
-    event_id: str
-    #: Events folded into `event_id` by this report (their ids are retired).
-    merged: tuple[str, ...] = ()
-
-
-class Correlator:
-    """Groups reports into launch events incrementally; one instance per recipient.
-
-    An event's id is `event_id_for([r])` of the first report that *this* correlator received
-    for it and never changes afterwards; when a report bridges two events the younger one is
-    folded into the older and its id retired. Fed only the reports a recipient may see, every id
-    and grouping it produces is therefore a function of that recipient's visible inputs.
-    """
-
-    def __init__(self) -> None:
-        self._events: dict[str, list[LaunchReport]] = {}
-        self._order: dict[str, int] = {}
-        self._where: dict[str, str] = {}
-        self._seq = 0
-
-    def copy(self) -> Correlator:
-        """An independent copy (reports are immutable, so only the containers are copied)."""
-        twin = Correlator()
-        twin._events = {eid: list(group) for eid, group in self._events.items()}
-        twin._order = dict(self._order)
-        twin._where = dict(self._where)
-        twin._seq = self._seq
-        return twin
-
-    def add(self, report: LaunchReport) -> Correlation:
-        known = self._where.get(report.key)
-        if known is not None:  # a re-sent or updated report keeps its event
-            group = self._events[known]
-            group[:] = [report if r.key == report.key else r for r in group]
-            return Correlation(known)
-        scored = []
-        for eid, group in self._events.items():
-            score = consistent(group, [report])
-            if score is not None:
-                scored.append((score, self._order[eid], eid))
-        scored.sort()
-        if not scored:
-            eid = event_id_for([report])
-            self._events[eid] = [report]
-            self._order[eid] = self._seq
-            self._seq += 1
-            self._where[report.key] = eid
-            return Correlation(eid)
-        target = scored[0][2]
-        self._events[target].append(report)
-        merged: list[str] = []
-        for _score, _o, other in scored[1:]:
-            if consistent(self._events[target], self._events[other]) is not None:
-                merged.append(other)
-                self._events[target].extend(self._events.pop(other))
-        # The surviving id is the oldest of the merged events.
-        survivor = min([target, *merged], key=lambda e: self._order[e])
-        if survivor != target:
-            self._events[survivor] = self._events.pop(target)
-            merged = [target if m == survivor else m for m in merged]
-        for r in self._events[survivor]:
-            self._where[r.key] = survivor
-        for m in merged:
-            self._order.pop(m, None)
-        return Correlation(survivor, tuple(sorted(merged)))
-
-    def events(self) -> Mapping[str, tuple[LaunchReport, ...]]:
-        return {eid: tuple(g) for eid, g in self._events.items()}
-
-    def fused(self) -> dict[str, FusedEvent]:
-        out: dict[str, FusedEvent] = {}
-        for eid, group in self._events.items():
-            f = fuse(group, event_id=eid)
-            if f is not None:
-                out[eid] = f
-        return out
-
-    def expire(self, now: datetime, after: timedelta = timedelta(hours=1)) -> list[str]:
-        """Forget events whose newest observation is older than `after`; returns their ids."""
-        gone = [e for e, g in self._events.items() if max(_window(r)[1] for r in g) < now - after]
-        for e in gone:
-            for r in self._events.pop(e):
-                self._where.pop(r.key, None)
-            self._order.pop(e, None)
-        return gone
-
-
-def correlate(reports: Iterable[LaunchReport]) -> list[tuple[str, tuple[LaunchReport, ...]]]:
-    """Order-free grouping: feed the reports sorted by (report_time, key) to a fresh Correlator."""
-    c = Correlator()
-    for r in sorted(_canonical(reports), key=lambda r: (r.report_time, r.key)):
-        c.add(r)
-    return sorted(c.events().items())

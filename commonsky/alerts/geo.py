@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+import shapely
 from pyproj import Geod
-from shapely.geometry import LineString, Point, Polygon
-from shapely.geometry.base import BaseGeometry
+from shapely.geometry import LineString, Polygon
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -57,13 +57,6 @@ def destination(lat: float, lon: float, azimuth_deg: float, dist_m: float) -> tu
     return float(lat2), float(lon2)
 
 
-def local_polygon_to_lonlat(lat0: float, lon0: float, poly: Polygon) -> Polygon:
-    """A polygon drawn in the local frame, as a lon/lat shapely polygon (exterior only)."""
-    xs, ys = poly.exterior.coords.xy
-    lats, lons = from_local(lat0, lon0, np.asarray(xs), np.asarray(ys))
-    return Polygon(list(zip(lons.tolist(), lats.tolist(), strict=True)))
-
-
 def ellipse_polygon(
     lat: float,
     lon: float,
@@ -86,35 +79,39 @@ def ellipse_polygon(
     return Polygon(list(zip(lons.tolist(), lats.tolist(), strict=True)))
 
 
-def corridor_polygon(
+#: Vertices of each geodesic disc a corridor is built from.
+DISC_POINTS = 32
+
+
+def corridor_pieces(
     lats: Sequence[float], lons: Sequence[float], half_widths_m: Sequence[float]
-) -> BaseGeometry:
-    """Lon/lat area swept by discs of growing radius along a path (a cone for one segment).
+) -> npt.NDArray[np.object_]:
+    """The lon/lat area swept by discs of growing radius along a path, as one convex piece per
+    segment (the hull of the discs at its two ends; a single point gives its disc).
 
-    Built in the AEQD frame of the path's first point: convex hulls of consecutive discs,
-    unioned, then mapped back vertex by vertex.
+    Every disc is a true geodesic circle (Geod.fwd from its centre), all of them in one
+    vectorised call, and the hulls are built by shapely in one call too: a warning engine asks
+    this for every launch estimate, so it must not cost a Python loop per segment.
     """
-    if not lats:
+    la = np.asarray(lats, dtype=np.float64)
+    lo = np.asarray(lons, dtype=np.float64)
+    w = np.maximum(np.asarray(half_widths_m, dtype=np.float64), 1.0)
+    n = len(la)
+    if n == 0:
         raise ValueError("empty path")
-    lat0, lon0 = lats[0], lons[0]
-    xs, ys = to_local(lat0, lon0, lats, lons)
-    discs = [
-        Point(float(x), float(y)).buffer(max(float(w), 1.0), 16)
-        for x, y, w in zip(xs, ys, half_widths_m, strict=True)
-    ]
-    if len(discs) == 1:
-        area: BaseGeometry = discs[0]
-    else:
-        from shapely import union_all
-
-        area = union_all([discs[i].union(discs[i + 1]).convex_hull for i in range(len(discs) - 1)])
-    polys = [area] if isinstance(area, Polygon) else list(getattr(area, "geoms", []))
-    out = [local_polygon_to_lonlat(lat0, lon0, p) for p in polys if isinstance(p, Polygon)]
-    if len(out) == 1:
-        return out[0]
-    from shapely.geometry import MultiPolygon
-
-    return MultiPolygon(out)
+    az = np.linspace(0.0, 360.0, DISC_POINTS, endpoint=False)
+    lon_c, lat_c, _back = WGS84.fwd(
+        np.repeat(lo, DISC_POINTS),
+        np.repeat(la, DISC_POINTS),
+        np.tile(az, n),
+        np.repeat(w, DISC_POINTS),
+    )
+    discs = np.stack([lon_c, lat_c], axis=1).reshape(n, DISC_POINTS, 2)
+    pairs = discs if n == 1 else np.concatenate([discs[:-1], discs[1:]], axis=1)
+    # A line through each piece's points has the same hull, and is far cheaper to build than a
+    # multipoint (no point objects).
+    hulls: npt.NDArray[np.object_] = shapely.convex_hull(shapely.linestrings(pairs))
+    return hulls
 
 
 def path_line(lats: Sequence[float], lons: Sequence[float]) -> LineString:

@@ -10,19 +10,20 @@
 from __future__ import annotations
 
 import importlib.resources
-import itertools
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import msgspec
-from shapely import prepare
+import numpy as np
+import numpy.typing as npt
+from shapely import STRtree, prepare
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-from commonsky.alerts.geo import corridor_polygon
+from commonsky.alerts.geo import corridor_pieces
 from commonsky.errors import UsageError
 
 
@@ -107,6 +108,9 @@ class RegionRegistry:
             if r.id in self._by_id:
                 raise UsageError(f"duplicate region id {r.id!r}")
             self._by_id[r.id] = r
+        # Indexed in id order, so a tree index is also a position in id order.
+        self._sorted = [self._by_id[k] for k in sorted(self._by_id)]
+        self._tree = STRtree([r.geometry for r in self._sorted])
 
     @classmethod
     def from_geojson(cls, data: bytes, source: str = "<geojson>") -> RegionRegistry:
@@ -145,7 +149,7 @@ class RegionRegistry:
         return cls.from_geojson(data.read_bytes(), "regions.geojson")
 
     def __iter__(self) -> Iterator[Region]:
-        return iter(sorted(self._by_id.values(), key=lambda r: r.id))
+        return iter(self._sorted)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -155,7 +159,8 @@ class RegionRegistry:
 
     def touched_by(self, area: BaseGeometry) -> list[Region]:
         """Regions whose polygon intersects `area` (lon/lat), sorted by id."""
-        return [r for r in self if r.geometry.intersects(area)]
+        hits = self._tree.query(area, predicate="intersects")
+        return [self._sorted[i] for i in sorted(int(i) for i in hits)]
 
     def along_path(
         self, path: Sequence[tuple[datetime, float, float, float]]
@@ -165,22 +170,27 @@ class RegionRegistry:
         `path` is (time, lat, lon, half-width m) samples in time order; between samples the
         corridor is the hull of the two discs. Sorted by time of reach, then id.
         """
-        hit: dict[str, tuple[datetime, Region]] = {}
+        return [(self._sorted[i], path[first][0]) for i, first, _last in self.reached(path)]
+
+    def reached(
+        self, path: Sequence[tuple[datetime, float, float, float]]
+    ) -> list[tuple[int, int, int]]:
+        """(region index, first piece, last piece) for each region the corridor along `path`
+        touches, sorted by first piece then id; piece i spans path[i] to path[i + 1]."""
         if not path:
             return []
-        pieces = (
-            [(path[0][0], corridor_polygon([path[0][1]], [path[0][2]], [path[0][3]]))]
-            if len(path) == 1
-            else [
-                (
-                    a[0],
-                    corridor_polygon([a[1], b[1]], [a[2], b[2]], [a[3], b[3]]),
-                )
-                for a, b in itertools.pairwise(path)
-            ]
-        )
-        for t, piece in pieces:
-            for r in self.touched_by(piece):
-                if r.id not in hit:
-                    hit[r.id] = (t, r)
-        return sorted(((r, t) for t, r in hit.values()), key=lambda x: (x[1], x[0].id))
+        pieces = corridor_pieces([p[1] for p in path], [p[2] for p in path], [p[3] for p in path])
+        return self.reached_by(pieces)
+
+    def reached_by(self, pieces: npt.NDArray[np.object_]) -> list[tuple[int, int, int]]:
+        """`reached` for corridor pieces already built (one corridor, many registries)."""
+        piece_idx, region_idx = self._tree.query(pieces, predicate="intersects")
+        span: dict[int, tuple[int, int]] = {}
+        for piece, region in zip(piece_idx.tolist(), region_idx.tolist(), strict=True):
+            lo, hi = span.get(region, (piece, piece))
+            span[region] = (min(lo, piece), max(hi, piece))
+        return sorted(((r, lo, hi) for r, (lo, hi) in span.items()), key=lambda x: (x[1], x[0]))
+
+    def region_at(self, index: int) -> Region:
+        """The region `reached` calls `index`."""
+        return self._sorted[index]

@@ -36,7 +36,7 @@ from commonsky.alerts import (
     fuse,
     report_from_json,
 )
-from commonsky.alerts.hazard import Hazard, assess_launch
+from commonsky.alerts.hazard import Corridor, Hazard, LaunchAssessment
 from commonsky.alerts.threats import DEFAULT_HORIZON, assess_track
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
@@ -100,8 +100,10 @@ class LaunchDesk:
         self.correlators: dict[str, Correlator] = defaultdict(Correlator)
         self._state: dict[str, tuple[str, Correlator]] = {}
         self._bodies: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._assessed: dict[tuple[str, tuple[str, ...], str], Hazard] = {}
-        self._assessed_at = -1
+        # (issuing party, event id) -> the estimate's report keys and its assessment.
+        self._assessed: dict[tuple[str, str], tuple[tuple[str, ...], LaunchAssessment]] = {}
+        # event id -> report keys and the estimate's corridor, shared by the issuing parties.
+        self._corridors: dict[str, tuple[tuple[str, ...], Corridor]] = {}
         self._shared: dict[str, tuple[Correlator, str, tuple[str, ...], FusedEvent | None]] = {}
         self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
         status = str(hub.settings.alert_status)
@@ -153,13 +155,14 @@ class LaunchDesk:
         if cached is None:
             correlator = correlator.copy() if correlator is not None else Correlator()
             result = correlator.add(report)
-            event = fuse(correlator.events()[result.event_id], event_id=result.event_id)
+            event = fuse(correlator.reports(result.event_id), event_id=result.event_id)
             cached = self._shared[step_digest] = (correlator, result.event_id, result.merged, event)
         correlator, event_id, merged, event = cached
         self._state[party] = (step_digest, correlator)
         self.correlators[party] = correlator
         for retired in merged:
             self.views[party].pop(retired, None)
+            self._assessed.pop((party, retired), None)
             self._publish_fused(party, retired, None)
         if event is None:
             return
@@ -209,7 +212,7 @@ class LaunchDesk:
 
     def threats_for(self, party: str) -> list[ThreatTrack]:
         tracks = []
-        for rendered, variant in self.hub.visible(party):
+        for rendered, variant in self.hub.visible(party, durable=False):
             item = rendered.item
             if item.category is not Category.TRACK:
                 continue
@@ -250,6 +253,11 @@ class LaunchDesk:
             live = correlator.events()
             for event_id in [e for e in self.views[party] if e not in live]:
                 del self.views[party][event_id]
+        for key in [k for k in self._assessed if k[1] not in self.views[k[0]]]:
+            del self._assessed[key]
+        current = {event_id for _party, event_id in self._assessed}
+        for event_id in [e for e in self._corridors if e not in current]:
+            del self._corridors[event_id]
 
     def step(self, parties: list[str] | None = None) -> list[CapAlert]:
         """Advance the warning engines of the issuing parties (all, or those named)."""
@@ -309,15 +317,16 @@ class LaunchDesk:
     def _assess(
         self, event: FusedEvent, regions: RegionRegistry, party: str, moment: datetime
     ) -> Hazard:
-        """assess_launch, once per event and issuing party within the same second."""
-        second = int(moment.timestamp())
-        if second != self._assessed_at:
-            self._assessed, self._assessed_at = {}, second
-        key = (event.event_id, event.report_keys, party)
-        hazard = self._assessed.get(key)
-        if hazard is None:
-            hazard = self._assessed[key] = assess_launch(event, regions, moment)
-        return hazard
+        """The hazard of `event` at `moment`, its geometry worked out once per estimate."""
+        key = (party, event.event_id)
+        known = self._assessed.get(key)
+        if known is None or known[0] != event.report_keys:
+            corridor = self._corridors.get(event.event_id)
+            if corridor is None or corridor[0] != event.report_keys:
+                corridor = self._corridors[event.event_id] = (event.report_keys, Corridor.of(event))
+            assessment = LaunchAssessment(event, regions, corridor=corridor[1])
+            known = self._assessed[key] = (event.report_keys, assessment)
+        return known[1].at(moment)
 
     def feed(self) -> list[CapAlert]:
         return list(self.alerts.values())

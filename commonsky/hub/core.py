@@ -252,10 +252,11 @@ class Hub:
         for rendered, variant in self.visible(conn.party):
             self._enqueue(conn, Pending(rendered, variant), rendered.item.category in DURABLE)
 
-    def visible(self, party: str) -> Iterator[tuple[Rendered, Variant]]:
-        """The current picture as `party` may see it: durable items first, nothing stale."""
+    def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:
+        """The current picture as `party` may see it: durable items first, nothing stale
+        (only the live items — tracks, positions — when `durable` is False)."""
         now = self.clock()
-        for pool in (self.durable, self.live):
+        for pool in (self.durable, self.live) if durable else (self.live,):
             for rendered in list(pool.values()):
                 item = rendered.item
                 if item.event.stale <= now:

@@ -1,0 +1,96 @@
+"""The correlator's arc test from moments must be the fit's own chi-square, only faster."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import msgspec
+import numpy as np
+from alerts_scenarios import SEA_SHOT, T0, at, jpn_descent, kor_boost
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commonsky.alerts.correlate import ArcStats, Correlator, Frame, correlate, raw_samples
+from commonsky.alerts.fusion import _fit, samples_of
+from commonsky.alerts.report import LaunchReport, Observation, PointEstimate
+from commonsky.alerts.simulate import Ballistic, radar_report
+
+_RNG = np.random.default_rng(21)
+_OTHER = Ballistic(38.5, 126.0, T0 + timedelta(seconds=40), 95.0, 1_200_000.0, 500_000.0)
+_REPORTS = [
+    kor_boost(SEA_SHOT, _RNG),
+    jpn_descent(SEA_SHOT, _RNG),
+    # Reporters' own estimates with a time error exercise the fit's second pass.
+    msgspec.structs.replace(
+        radar_report(SEA_SHOT, "USA", "u1", 100, 300, 20, 800.0, 800.0, _RNG),
+        impact=PointEstimate(at(600), 40.0, 137.3, 5_000.0, sigma_t_s=20.0),
+        launch=PointEstimate(at(0), 39.0, 125.7, 3_000.0, sigma_t_s=5.0),
+    ),
+    kor_boost(_OTHER, _RNG, rid="k2"),
+    LaunchReport(
+        "JPN", "one", at(121), (Observation(at(120), 39.3, 128.0, 400_000.0, 2_000.0, 2_000.0),)
+    ),
+]
+
+
+def _fit_chi2_dof(reports: list[LaunchReport]) -> tuple[float, int, Frame]:
+    s = samples_of(reports)
+    f = _fit(s)
+    frame = Frame(s.lat0, s.lon0, s.t_ref.timestamp())
+    return (0.0, 0, frame) if f is None else (f.chi2, f.dof, frame)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(range(len(_REPORTS))), min_size=1, max_size=5, unique=True))
+def test_moments_give_the_fits_chi_square(picked: list[int]) -> None:
+    reports = [_REPORTS[i] for i in picked]
+    chi2, dof, frame = _fit_chi2_dof(reports)
+    whole = ArcStats.of(frame, np.concatenate([raw_samples(r) for r in reports]))
+    got_chi2, got_dof = whole.chi2_dof()
+    assert got_dof == dof
+    assert math.isclose(got_chi2, chi2, rel_tol=1e-6, abs_tol=1e-6), (got_chi2, chi2)
+    # Statistics add: the union from its parts is the union computed whole.
+    parts = [ArcStats.of(frame, raw_samples(r)) for r in reports]
+    joined = parts[0]
+    for p in parts[1:]:
+        joined = joined + p
+    j_chi2, j_dof = joined.chi2_dof()
+    assert j_dof == dof and math.isclose(j_chi2, chi2, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def test_a_copy_is_independent_of_its_original() -> None:
+    a = Correlator()
+    a.add(_REPORTS[0])
+    b = a.copy()
+    b.add(_REPORTS[1])
+    assert [len(g) for g in a.events().values()] == [1]
+    assert [len(g) for g in b.events().values()] == [2]
+
+
+def test_a_resent_report_replaces_its_old_version_in_place() -> None:
+    c = Correlator()
+    first = c.add(_REPORTS[0]).event_id
+    c.add(_REPORTS[1])
+    again = msgspec.structs.replace(_REPORTS[0], report_time=_REPORTS[0].report_time + timedelta(1))
+    assert c.add(again).event_id == first
+    assert c.reports(first)[0] is again and len(c.reports(first)) == 2
+
+
+def test_a_salvo_of_twenty_close_launches_is_kept_apart() -> None:
+    # Twenty launches 10 s and ~9 km apart from one site, two sensors each: the arc test
+    # must not fold neighbours together however many events are open.
+    rng = np.random.default_rng(8)
+    reports = []
+    for k in range(20):
+        truth = Ballistic(
+            39.75, 125.6 + 0.1 * k, T0 + timedelta(seconds=10 * k), 80.0, 2_100_000.0, 900_000.0
+        )
+        reports += [
+            radar_report(truth, "KOR", f"k{k}", 20, 200, 10.0, 400.0, 400.0, rng),
+            radar_report(truth, "JPN", f"j{k}", 260, 400, 10.0, 400.0, 400.0, rng),
+        ]
+    groups = correlate(reports)
+    assert sorted(sorted(r.report_id[1:] for r in g) for _e, g in groups) == sorted(
+        [str(k), str(k)] for k in range(20)
+    )
