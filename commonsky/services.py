@@ -41,6 +41,7 @@ class Services:
         recorder = LedgerRecorder.open(data_dir) if data_dir is not None else None
         if recorder is not None:
             hub.on_durable.append(recorder.record)
+            hub.transactions.append(recorder.ledger.transaction)
         hotline = HotlineDesk(hub, recorder)
         hotline.rebuild()
         airspace = AirspaceDesk(hub, hotline)

@@ -8,6 +8,8 @@ see; the bytes delivered to the observer must not change by a single byte.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -172,6 +174,10 @@ def _category(cot_type: str) -> Category:
 class _NullStore:
     def append(self, item: Item) -> int:
         return 1
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        yield
 
     def active(self, now: float) -> list[Item]:
         return []

@@ -6,7 +6,7 @@ Everything here is pure (no sockets, time passed in); the hub owns I/O and who s
 from __future__ import annotations
 
 from commonsky.alerts.cap import CapAlert, CapInvalid, atom_feed, cap_xml, validate_cap
-from commonsky.alerts.correlate import Correlator, correlate
+from commonsky.alerts.correlation import Correlator, correlate
 from commonsky.alerts.engine import AlertEngine
 from commonsky.alerts.fusion import FusedEvent, fuse
 from commonsky.alerts.hazard import Hazard, assess_launch

@@ -8,6 +8,7 @@ rendered once and shared by every connection that receives it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -84,6 +85,8 @@ class Hub:
         # RemoteProtocolError (e.g. an airspace drawing with a self-intersecting outline).
         self.validators: dict[Category, Callable[[str, CotEvent], None]] = {}
         self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
+        # Other writers whose commits join the store's (see `submit`).
+        self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
         self._grid = settings.get_float("generalize_grid_deg")
         # Writes are batched: enqueueing marks a connection dirty and one callback, run by
         # the event loop after the current burst of input, flushes every dirty connection.
@@ -152,14 +155,32 @@ class Hub:
         return self.submit(item)
 
     def submit(self, item: Item) -> Item:
-        """Store (if durable), record, then publish an accepted item to every hub process."""
-        if item.category in DURABLE:
+        """Store (if durable), record, then publish an accepted item to every hub process.
+
+        A durable item and everything its publication sets off (fused events, notices,
+        warnings, their ledger entries) are written in one transaction, committed before
+        this returns — and so before any of it leaves the process: connections are flushed
+        by the event loop only after the input that caused them has been handled.
+        """
+        if item.category not in DURABLE:
+            self.bus.publish(item)
+            return item
+        with self.transaction():
             item = replace(item, seq=self.store.append(item))
             routes = self.route(item, self.clock())
             for hook in self.on_durable:
                 hook(item, routes)
-        self.bus.publish(item)
+            self.bus.publish(item)
         return item
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One commit for the store and every writer in `transactions` (the ledger)."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.store.transaction())
+            for begin in self.transactions:
+                stack.enter_context(begin())
+            yield
 
     def publish_from_hub(
         self, event: CotEvent, category: Category, audience: Iterable[str]

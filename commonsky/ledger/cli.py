@@ -25,7 +25,7 @@ from commonsky.ledger.log import DB_NAME, Ledger, LedgerError, Receipt
 
 app = typer.Typer(help="ledger commands", no_args_is_help=True)
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="hub data directory (hub.sqlite3)")]
+DataDir = Annotated[Path, typer.Option("--data-dir", help="hub data directory (ledger.sqlite3)")]
 HubKey = Annotated[
     Path | None,
     typer.Option("--hub-key", help="pin the hub's public key (PEM file, public or private)"),

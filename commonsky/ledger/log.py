@@ -15,6 +15,7 @@
 # threads: a lock serialises its calls.
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -37,8 +38,11 @@ from commonsky.ledger.entry import (
     decode_entry,
     make_entry,
 )
+from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
-DB_NAME = "hub.sqlite3"
+# Its own file, apart from the hub's item store: each keeps its own write transaction open
+# while the hub handles one item and all it sets off, without waiting on the other's lock.
+DB_NAME = "ledger.sqlite3"
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -245,6 +249,7 @@ class Ledger:
         self._verify_signatures = verify_signatures
         self._clock = clock
         self._lock = threading.RLock()
+        self._depth = 0  # nesting of `transaction()` blocks
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout = 10000")
         self._conn.execute("PRAGMA journal_mode = WAL")
@@ -272,15 +277,18 @@ class Ledger:
         except BaseException:
             self._conn.close()
             raise
+        without_auto_checkpoint(self._conn)
+        self._checkpointer = WalCheckpointer(self.path)
 
     @classmethod
     def open(cls, data_dir: Path | str, **kwargs: Any) -> Ledger:
-        """The hub's ledger: DATA_DIR/hub.sqlite3 signed with DATA_DIR/keys/hub-ed25519.pem."""
+        """The hub's ledger: DATA_DIR/ledger.sqlite3 signed with DATA_DIR/keys/hub-ed25519.pem."""
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         return cls(data_dir / DB_NAME, keys.load_or_create_hub_key(data_dir), **kwargs)
 
     def close(self) -> None:
+        self._checkpointer.close()
         with self._lock:
             self._conn.close()
 
@@ -332,14 +340,18 @@ class Ledger:
         return self.append_many([fields])[0]
 
     def append_many(self, batch: Sequence[EntryFields]) -> list[tuple[int, bytes]]:
-        """Append a batch in one transaction: all of it or (on any error) none of it."""
+        """Append a batch atomically: all of it or (on any error) none of it. Durable when
+        this returns, or inside `transaction()` when the block is left."""
         if not batch:
             return []
         with self._lock:
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            inner = self._depth > 0
+            if inner and not conn.in_transaction:
+                self._begin()
+            conn.execute("SAVEPOINT append_many" if inner else "BEGIN IMMEDIATE")
             try:
-                if self._stored_size() != self._frontier.size:
+                if not inner and self._stored_size() != self._frontier.size:
                     self._reload()  # another process appended: never fork the log
                 frontier = self._frontier.copy()
                 rows: list[tuple[int, bytes, bytes, str]] = []
@@ -363,13 +375,41 @@ class Ledger:
                     rows,
                 )
                 conn.executemany("INSERT INTO ledger_node (level, idx, hash) VALUES (?,?,?)", nodes)
-                conn.execute("COMMIT")
+                conn.execute("RELEASE append_many" if inner else "COMMIT")
             except BaseException:
-                if conn.in_transaction:
+                if inner:
+                    conn.execute("ROLLBACK TO append_many")
+                    conn.execute("RELEASE append_many")
+                elif conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             self._frontier = frontier
             return out
+
+    def _begin(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+        if self._stored_size() != self._frontier.size:
+            self._reload()  # another process appended: never fork the log
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Appends inside share one commit, taken when the block is left — also when it is
+        left by an exception, since each `append_many` is atomic on its own (a savepoint).
+        The write lock is taken at the first append, so a block that appends nothing costs
+        nothing. Blocks nest; other threads wait for the block to end."""
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._conn.in_transaction:
+                    try:
+                        self._conn.execute("COMMIT")
+                    except BaseException:
+                        self._conn.execute("ROLLBACK")
+                        self._reload()  # what the frontier counted never reached the disk
+                        raise
 
     # -- reading -------------------------------------------------------------------------
 

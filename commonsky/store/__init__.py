@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from commonsky.model import Item
@@ -13,6 +14,12 @@ class Store(Protocol):
 
     def append(self, item: Item) -> int:
         """Store a durable item and return its sequence number (1, 2, …)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group the appends made inside into one commit, taken before the block is left
+        (also when it is left by an exception: what was appended was already relayed).
+        Blocks nest; an inner block joins the outer one."""
         ...
 
     def active(self, now: float) -> list[Item]:

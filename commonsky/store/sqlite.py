@@ -1,12 +1,16 @@
 """SQLite store: one connection, one writer (the hub's event loop), WAL, in `data_dir`.
 
-Durable items are committed before `append` returns, so an item the hub has relayed is
-already on disk. `synchronous=NORMAL` under WAL keeps every commit durable against a process
-crash (the OS may lose the last commits on power loss — stated, accepted for the default).
+Durable items are committed before `append` returns — or, inside `transaction()`, before the
+block is left — and the hub relays nothing before that, so an item the hub has relayed is
+already on disk. (The hub wraps each accepted item and everything it sets off — fused events,
+notices, warnings — in one transaction: one commit instead of dozens.)
+`synchronous=NORMAL` under WAL keeps every commit durable against a process crash (the OS may
+lose the last commits on power loss — stated, accepted for the default).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ from pathlib import Path
 import msgspec
 
 from commonsky.model import Item
+from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -49,8 +54,23 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._depth = 0
+        without_auto_checkpoint(self._db)
+        self._checkpointer = WalCheckpointer(self.path)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._db.in_transaction:
+                self._db.execute("COMMIT")
 
     def append(self, item: Item) -> int:
+        if self._depth and not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")  # opened by the first write of the block
         cursor = self._db.execute(
             "INSERT INTO items (party, uid, category, stale, body) VALUES (?, ?, ?, ?, ?)",
             (item.party, item.uid, item.category.value, item.event.stale, _encoder.encode(item)),
@@ -86,6 +106,7 @@ class SQLiteStore:
         return int(row[0]) if row else 0
 
     def close(self) -> None:
+        self._checkpointer.close()
         self._db.close()
 
 

@@ -11,7 +11,16 @@ from alerts_scenarios import SEA_SHOT, T0, at, jpn_descent, kor_boost
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commonsky.alerts.correlate import ArcStats, Correlator, Frame, correlate, raw_samples
+from commonsky.alerts.correlation import (
+    ArcStats,
+    Correlator,
+    Frame,
+    _Group,
+    _score,
+    _scores,
+    correlate,
+    raw_samples,
+)
 from commonsky.alerts.fusion import _fit, samples_of
 from commonsky.alerts.report import LaunchReport, Observation, PointEstimate
 from commonsky.alerts.simulate import Ballistic, radar_report
@@ -94,3 +103,26 @@ def test_a_salvo_of_twenty_close_launches_is_kept_apart() -> None:
     assert sorted(sorted(r.report_id[1:] for r in g) for _e, g in groups) == sorted(
         [str(k), str(k)] for k in range(20)
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.sampled_from(range(len(_REPORTS))), min_size=1, max_size=3, unique=True),
+    st.sampled_from(range(len(_REPORTS))),
+)
+def test_batched_scores_are_the_one_at_a_time_scores(in_group: list[int], probe: int) -> None:
+    groups = []
+    for i in in_group:  # one group per report, and one group of them all
+        raw = raw_samples(_REPORTS[i])
+        groups.append(_Group.of([_REPORTS[i]], [raw], Frame.around(raw)))
+    raws = [raw_samples(_REPORTS[i]) for i in in_group]
+    groups.append(_Group.of([_REPORTS[i] for i in in_group], raws, Frame.around(raws[0])))
+    report = _REPORTS[probe]
+    raw = raw_samples(report)
+    batched = _scores(groups, report, raw)
+    for g, got in zip(groups, batched, strict=True):
+        one = _score(g, [report], raw)
+        if one is None:
+            assert got is None
+        else:
+            assert got is not None and math.isclose(got, one[0], rel_tol=1e-6, abs_tol=1e-9)

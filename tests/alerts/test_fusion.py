@@ -7,7 +7,7 @@ from alerts_scenarios import SEA_SHOT, T0, at, impact_mahalanobis, jpn_descent, 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commonsky.alerts.correlate import Correlator, correlate
+from commonsky.alerts.correlation import Correlator, correlate
 from commonsky.alerts.fusion import event_id_for, fuse
 from commonsky.alerts.geo import distance_m
 from commonsky.alerts.report import LaunchReport, Observation, PointEstimate, validate_report

@@ -102,7 +102,7 @@ def test_interrupted_transaction_rolls_back(tmp_path: Path) -> None:
     with Ledger.open(tmp_path) as led:
         led.append_many([fields(i) for i in range(5)])
         root = led.root()
-        with _db(tmp_path / "hub.sqlite3") as other:
+        with _db(tmp_path / "ledger.sqlite3") as other:
             other.execute(
                 "CREATE TRIGGER boom BEFORE INSERT ON ledger_node WHEN NEW.level = 2 "
                 "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
@@ -111,7 +111,7 @@ def test_interrupted_transaction_rolls_back(tmp_path: Path) -> None:
             led.append_many([fields(i) for i in range(5, 9)])  # completes a level-2 node
         assert led.size == 5
         assert led.root() == root
-        with _db(tmp_path / "hub.sqlite3") as other:
+        with _db(tmp_path / "ledger.sqlite3") as other:
             other.execute("DROP TRIGGER boom")
             (count,) = other.execute("SELECT COUNT(*) FROM ledger_entry").fetchone()
         assert count == 5
@@ -147,7 +147,7 @@ def test_kill_mid_batch_leaves_a_consistent_log(tmp_path: Path) -> None:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
         deadline = time.monotonic() + 10
-        db = tmp_path / "hub.sqlite3"
+        db = tmp_path / "ledger.sqlite3"
         while time.monotonic() < deadline:
             with _db(db) as conn:
                 (n,) = conn.execute("SELECT COUNT(*) FROM ledger_entry").fetchone()
@@ -174,7 +174,7 @@ def test_tampered_store_is_refused_on_open(tmp_path: Path) -> None:
     with Ledger.open(tmp_path) as led:
         led.append_many([fields(i) for i in range(6)])
         led.checkpoint()
-    with _db(tmp_path / "hub.sqlite3") as conn:
+    with _db(tmp_path / "ledger.sqlite3") as conn:
         conn.execute("UPDATE ledger_node SET hash = zeroblob(32) WHERE level = 2")
     with pytest.raises(LedgerError, match="disagree"):
         Ledger.open(tmp_path)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from commonsky.alerts.fusion import (
     FusedEvent,
@@ -36,7 +37,7 @@ from commonsky.alerts.fusion import (
     fuse,
     samples_of,
 )
-from commonsky.alerts.geo import FloatArray, from_local, to_local
+from commonsky.alerts.geo import WGS84, FloatArray, from_local, to_local
 from commonsky.alerts.report import MAX_SPEED_MPS, LaunchReport
 
 TIME_GATE_S = 900.0
@@ -189,24 +190,135 @@ class _Group:
         self.t1 = max(self.t1, *(float(r[:, _T].max()) for r in raws))
 
 
+def _in_time(a: _Group, b0: float, b1: float) -> bool:
+    return max(b0 - a.t1, a.t0 - b1, 0.0) <= TIME_GATE_S
+
+
+def _decide(
+    fit_a: tuple[float, int],
+    fit_b: tuple[float, int],
+    fit_u: tuple[float, int],
+    a: Sequence[LaunchReport],
+    b: Sequence[LaunchReport],
+) -> float | None:
+    """The arc test on the three fits (a alone, b alone, union), or the hop test."""
+    (ca, da), (cb, db), (cu, du) = fit_a, fit_b, fit_u
+    ddof = du - da - db
+    if ddof > 0:
+        dchi = max(cu - ca - cb, 0.0)
+        limit = chi2_quantile(CHI2_GATE_P, ddof)
+        return dchi / limit if dchi <= limit else None
+    return _reachable(a, b)
+
+
 def _score(
     a: _Group, b_reports: Sequence[LaunchReport], b_raw: FloatArray
 ) -> tuple[float, ArcStats] | None:
     """Gate score of joining samples `b_raw` to group `a` (lower is better), with b's
     statistics in a's frame; None if they must not join."""
-    b0, b1 = float(b_raw[:, _T].min()), float(b_raw[:, _T].max())
-    if max(b0 - a.t1, a.t0 - b1, 0.0) > TIME_GATE_S:
+    if not _in_time(a, float(b_raw[:, _T].min()), float(b_raw[:, _T].max())):
         return None
     sb = ArcStats.of(a.frame, b_raw)
-    (ca, da), (cb, db) = a.fit, sb.chi2_dof()
-    cu, du = (a.stats + sb).chi2_dof()
-    ddof = du - da - db
-    if ddof > 0:
-        dchi = max(cu - ca - cb, 0.0)
-        limit = chi2_quantile(CHI2_GATE_P, ddof)
-        return (dchi / limit, sb) if dchi <= limit else None
-    hop = _reachable(a.reports, b_reports)
-    return None if hop is None else (hop, sb)
+    score = _decide(a.fit, sb.chi2_dof(), (a.stats + sb).chi2_dof(), a.reports, b_reports)
+    return None if score is None else (score, sb)
+
+
+def _scores(groups: Sequence[_Group], report: LaunchReport, raw: FloatArray) -> list[float | None]:
+    """`_score` of one report against many groups at once.
+
+    Groups and a report made of observations only (the usual case) are tested together:
+    one projection call for the report in every group's frame and the 2x2 solves as array
+    operations. Anything with reporters' estimates takes `_score`, one group at a time.
+    """
+    b0, b1 = float(raw[:, _T].min()), float(raw[:, _T].max())
+    out: list[float | None] = [None] * len(groups)
+    batch: list[int] = []
+    only_obs = bool(np.all(raw[:, _OBS] == 1.0))
+    for i, g in enumerate(groups):
+        if not _in_time(g, b0, b1):
+            continue
+        if only_obs and not len(g.stats.est):
+            batch.append(i)
+        else:
+            scored = _score(g, [report], raw)
+            out[i] = None if scored is None else scored[0]
+    if batch:
+        chosen = [groups[i] for i in batch]
+        fits_b, fits_u = _batch_fits(chosen, raw)
+        for i, g, fb, fu in zip(batch, chosen, fits_b, fits_u, strict=True):
+            out[i] = _decide(g.fit, fb, fu, g.reports, [report])
+    return out
+
+
+def _batch_fits(
+    groups: Sequence[_Group], raw: FloatArray
+) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+    """For observations `raw` and each group (no estimates on either side): the chi-square
+    and degrees of freedom of `raw` alone and of the union, in that group's frame."""
+    n, k = len(groups), len(raw)
+    lat0 = np.array([g.frame.lat0 for g in groups])
+    lon0 = np.array([g.frame.lon0 for g in groups])
+    t_ref = np.array([g.frame.t_ref for g in groups])
+    az, _back, dist = WGS84.inv(
+        np.repeat(lon0, k), np.repeat(lat0, k), np.tile(raw[:, _LON], n), np.tile(raw[:, _LAT], n)
+    )
+    azr = np.radians(np.asarray(az, dtype=np.float64)).reshape(n, k)
+    d = np.asarray(dist, dtype=np.float64).reshape(n, k)
+    t = raw[None, :, _T] - t_ref[:, None]
+    zc = raw[None, :, _ALT] + 0.5 * G * t * t
+    wh, wv = raw[:, _SH] ** -2, raw[:, _SV] ** -2
+    mb = np.stack(
+        [
+            _row_moments(t, d * np.sin(azr), wh),
+            _row_moments(t, d * np.cos(azr), wh),
+            _row_moments(t, zc, wv),
+        ],
+        axis=1,
+    )
+    ma = np.stack([g.stats.moments for g in groups])
+    chi_b, ok_b = _row_chi2(mb)
+    chi_u, ok_u = _row_chi2(ma + mb)
+    b0, b1 = float(raw[:, _T].min()), float(raw[:, _T].max())
+    b_fits = k >= 2 and b0 < b1
+    fits_b = [
+        (max(float(c), 0.0), 3 * k - 6) if b_fits and ok else (0.0, 0)
+        for c, ok in zip(chi_b, ok_b, strict=True)
+    ]
+    fits_u = []
+    for g, c, ok in zip(groups, chi_u, ok_u, strict=True):
+        fits = ok and min(g.t0, b0) < max(g.t1, b1)
+        fits_u.append((max(float(c), 0.0), 3 * (g.stats.n + k) - 6) if fits else (0.0, 0))
+    return fits_b, fits_u
+
+
+def _row_moments(t: FloatArray, m: FloatArray, w: FloatArray) -> FloatArray:
+    """`_moments` of each row of t and m (shape groups x samples), same weights."""
+    wt, wm = w * t, w * m
+    return np.stack(
+        [
+            np.full(len(t), w.sum()),
+            wt.sum(axis=1),
+            (wt * t).sum(axis=1),
+            wm.sum(axis=1),
+            (wt * m).sum(axis=1),
+            (wm * m).sum(axis=1),
+        ],
+        axis=1,
+    )
+
+
+def _row_chi2(moments: FloatArray) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """`ArcStats.chi2_dof`'s first pass for a stack of (3 axes x 6 moments): chi-square and
+    whether every axis could be solved."""
+    s0, s1, s2, sm, stm, smm = np.moveaxis(moments, -1, 0)
+    half, spread = (s0 + s2) / 2, np.hypot((s0 - s2) / 2, s1)
+    low = half - spread
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = ((low > 0) & ((half + spread) / low <= MAX_CONDITION)).all(axis=1)
+        det = s0 * s2 - s1 * s1
+        a, b = (s2 * sm - s1 * stm) / det, (s0 * stm - s1 * sm) / det
+        chi2 = (smm - (a * sm + b * stm)).sum(axis=1)
+    return np.where(ok, chi2, 0.0), ok
 
 
 def _reachable(a: Sequence[LaunchReport], b: Sequence[LaunchReport]) -> float | None:
@@ -273,12 +385,13 @@ class Correlator:
             reports[at], raws[at] = report, raw
             self._events[known] = _Group.of(reports, raws, old.frame)
             return Correlation(known)
-        scored = []
-        for eid, group in self._events.items():
-            result = _score(group, [report], raw)
-            if result is not None:
-                scored.append((result[0], self._order[eid], eid, result[1]))
-        scored.sort(key=lambda s: s[:3])
+        ids = list(self._events)
+        results = _scores([self._events[e] for e in ids], report, raw)
+        scored = sorted(
+            (score, self._order[eid], eid)
+            for eid, score in zip(ids, results, strict=True)
+            if score is not None
+        )
         if not scored:
             eid = event_id_for([report])
             self._events[eid] = _Group.of([report], [raw], Frame.around(raw))
@@ -287,9 +400,10 @@ class Correlator:
             self._where[report.key] = eid
             return Correlation(eid)
         target = scored[0][2]
-        self._events[target].absorb([report], [raw], scored[0][3])
+        into = self._events[target]
+        into.absorb([report], [raw], ArcStats.of(into.frame, raw))
         merged: list[str] = []
-        for *_, other, _stats in scored[1:]:
+        for *_, other in scored[1:]:
             into, away = self._events[target], self._events[other]
             joined = _score(into, away.reports, np.concatenate(away.raws))
             if joined is not None:
