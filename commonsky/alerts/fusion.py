@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,9 @@ G = 9.80665
 CONFIDENCE = 0.95
 
 
+_cached_ellipse_polygon = functools.lru_cache(maxsize=256)(ellipse_polygon)
+
+
 class Ellipse(msgspec.Struct, frozen=True):
     """Confidence ellipse on the ground: centre, semi-axes (m), major-axis azimuth (deg from N)."""
 
@@ -45,7 +49,8 @@ class Ellipse(msgspec.Struct, frozen=True):
     confidence: float
 
     def polygon(self, n: int = 48) -> Polygon:
-        return ellipse_polygon(
+        # The same estimate is drawn for the CoT body and assessed by every issuing party.
+        return _cached_ellipse_polygon(
             self.lat, self.lon, self.semi_major_m, self.semi_minor_m, self.orientation_deg, n
         )
 

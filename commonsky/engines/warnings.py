@@ -57,6 +57,9 @@ THREAT_KINDS = (
 )
 
 
+_NO_REPORT = LaunchReport("", "", datetime.fromtimestamp(0, UTC), ())
+
+
 def report_from_event(event: CotEvent, party: str, now: float) -> LaunchReport:
     """The launch report a `b-l-r` event carries; its party is the sender's, whatever it says."""
     detail = detail_tree(event.detail)
@@ -120,12 +123,14 @@ class LaunchDesk:
         }
         self.alerts: dict[str, CapAlert] = {}  # identifier -> message, in issue order
         self.first_alert_at: dict[str, float] = {}  # event id -> hub time of first warning
+        self._validated: tuple[CotEvent | None, LaunchReport] = (None, _NO_REPORT)
         hub.validators[Category.LAUNCH] = self.validate
         hub.observers.append(self.observe)
 
     def validate(self, party: str, event: CotEvent) -> None:
         if event.type.startswith(REPORT_TYPE):
-            report_from_event(event, party, self.hub.clock())
+            # Kept for `observe`, which gets this very event next (parsing is not free).
+            self._validated = (event, report_from_event(event, party, self.hub.clock()))
         elif event.type.startswith(FUSED_TYPE):
             raise RemoteProtocolError("launch-report-invalid", "$: fused events are the hub's")
 
@@ -136,7 +141,9 @@ class LaunchDesk:
             return
         if not item.event.type.startswith(REPORT_TYPE):
             return
-        report = report_from_event(item.event, item.party, item.received)
+        event, report = self._validated
+        if event is not item.event or report.party != item.party:
+            report = report_from_event(item.event, item.party, item.received)
         for party in sorted({item.party, *routes}):
             self._fuse_for(party, report)
         self._forget_unshared()

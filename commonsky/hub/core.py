@@ -87,6 +87,7 @@ class Hub:
         self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
         # Other writers whose commits join the store's (see `submit`).
         self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
+        self._tx_depth = 0
         self._grid = settings.get_float("generalize_grid_deg")
         # Writes are batched: enqueueing marks a connection dirty and one callback, run by
         # the event loop after the current burst of input, flushes every dirty connection.
@@ -176,11 +177,18 @@ class Hub:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One commit for the store and every writer in `transactions` (the ledger)."""
+        if self._tx_depth:  # inside an outer block: join it
+            yield
+            return
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.store.transaction())
             for begin in self.transactions:
                 stack.enter_context(begin())
-            yield
+            self._tx_depth += 1
+            try:
+                yield
+            finally:
+                self._tx_depth -= 1
 
     def publish_from_hub(
         self, event: CotEvent, category: Category, audience: Iterable[str]
