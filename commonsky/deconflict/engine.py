@@ -10,7 +10,7 @@
 #
 # Volume against volume is checked in batches (the hot path at scale): exact, cheap rejections
 # first (time, altitude, caps apart) over all candidates at once; the survivors are grouped by
-# the pair's projection frame (the same frame a single pair check uses, snapped to 0.25 deg),
+# the pair's projection frame (the same frame a single pair check uses, snapped to a grid),
 # each group's outlines (densified once per record and kept) are projected in one call and
 # intersected with one vectorised shapely call. Results are the pair-by-pair ones, bit for bit.
 
