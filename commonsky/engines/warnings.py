@@ -92,7 +92,10 @@ def fused_json(event: FusedEvent) -> dict[str, Any]:
     for name in ("launch", "impact"):
         fix = getattr(event, name)
         if fix is not None:
-            out[name]["polygon"] = [list(p) for p in fix.ellipse.polygon(36).exterior.coords]
+            # 1e-5 degrees (about a metre) is all a map needs, and it halves the bytes every
+            # recipient's copy costs to store, record and send.
+            ring = fix.ellipse.polygon(36).exterior.coords
+            out[name]["polygon"] = [[round(x, 5), round(y, 5)] for x, y in ring]
     return out
 
 
