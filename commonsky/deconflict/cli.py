@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import math
 import statistics
 import sys
@@ -189,18 +190,8 @@ def _volumes(eng: ConflictEngine, n: int, seed: int, crowded: bool) -> list[floa
     return lat_ms
 
 
-def bench(
-    n: Annotated[int, typer.Option(help="tracks screened")] = 10_000,
-    naive_n: Annotated[int, typer.Option(help="tracks for the all-pairs baseline")] = 2_000,
-    runs: Annotated[int, typer.Option(help="screenings timed (median)")] = 5,
-    volumes: Annotated[int, typer.Option(help="stored volumes")] = 100_000,
-    crowded: Annotated[int, typer.Option(help="volumes in one 1 km2 area")] = 10_000,
-) -> None:
-    """Deconfliction figures: CPA screening, and volume insert-and-check at scale."""
-    console = Console()
-    table = Table(title="commonsky bench deconflict")
-    for col in ("case", "figure", "target"):
-        table.add_column(col)
+def _screening_rows(table: Table, n: int, naive_n: int, runs: int) -> None:
+    """CPA screening of n tracks, and of naive_n against the all-pairs baseline."""
     k = _traffic(n, 1)
     med, res = _timed(lambda: cpa.screen(k), runs)
     assert isinstance(res, cpa.PairResult)
@@ -220,6 +211,22 @@ def bench(
                   f"{naive_s * 1e3:.0f} ms, {len(nres.i):,} pairs, "
                   f"{'identical' if same else 'DIFFERENT'}",
                   f"~{naive_s * (n / naive_n) ** 2:.1f} s at {n:,} (n^2)")  # fmt: skip
+
+
+def bench(
+    n: Annotated[int, typer.Option(help="tracks screened")] = 10_000,
+    naive_n: Annotated[int, typer.Option(help="tracks for the all-pairs baseline")] = 2_000,
+    runs: Annotated[int, typer.Option(help="screenings timed (median)")] = 5,
+    volumes: Annotated[int, typer.Option(help="stored volumes")] = 100_000,
+    crowded: Annotated[int, typer.Option(help="volumes in one 1 km2 area")] = 10_000,
+) -> None:
+    """Deconfliction figures: CPA screening, and volume insert-and-check at scale."""
+    console = Console()
+    table = Table(title="commonsky bench deconflict")
+    for col in ("case", "figure", "target"):
+        table.add_column(col)
+    _screening_rows(table, n, naive_n, runs)
+    gc.collect()  # each case starts clean: nothing the screening left is in the way
     eng = ConflictEngine()
     t0 = time.perf_counter()
     lat = _volumes(eng, volumes, 3, crowded=False)
