@@ -165,3 +165,27 @@ def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
 def test_every_command_has_help(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["bench", "warnings", "--rate", "0"], "--rate and --reports must be > 0"),
+        (["bench", "map", "--tracks", "0"], "--tracks and --duration must be > 0"),
+        (["bench", "api", "--rate", "-1"], "--rate and --duration > 0"),
+    ],
+)
+def test_benchmarks_refuse_nonsense_with_one_line(command: list[str], message: str) -> None:
+    result = run_cli(*command)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_warnings_runs_small() -> None:
+    # Figures are the benchmark's business; this only checks that it runs end to end and
+    # that every report reached every party (20 parties, fused events and reports).
+    result = run_cli("bench", "warnings", "--rate", "1000", "--reports", "40")
+    assert result.returncode == 0, result.stderr
+    assert "the hub's work per report" in result.stdout
+    queued = int(result.stdout.split("deliveries queued ")[1].split(",")[0])
+    assert queued >= 40 * 20

@@ -25,6 +25,7 @@ import typer
 from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.config import config_from_dict
 from commonsky.engines.warnings import report_event
+from commonsky.errors import UsageError
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.outbox import Outbox
 from commonsky.model import CotEvent
@@ -129,6 +130,8 @@ def bench(
     reports: Annotated[int, typer.Option(help="Reports in all.")] = 1000,
 ) -> None:
     """Report in -> fused events to 20 parties and CAP warnings out: p50/p99 per report."""
+    if rate <= 0 or reports <= 0:
+        raise UsageError("--rate and --reports must be > 0")
     figures = run(rate, reports)
     print(
         f"bench warnings: {figures['reports']} reports at {rate:g}/s, {len(PARTIES)} parties,"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -118,3 +120,16 @@ async def test_conflicts_launches_and_areas_are_drawn(web_hub: Any, browser: Bro
         assert await page.locator("#launches li").count() >= 1
         assert "ru-area" not in await page.content()
         assert watched.problems() == []
+
+
+def test_bench_map_runs_small() -> None:
+    # The benchmark's figures are not judged here; it must run and report every row.
+    result = subprocess.run(
+        [sys.executable, "-m", "commonsky", "bench", "map", "--tracks", "50", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for row in ("frame interval", "canvas draw", "first load", "every track drawn"):
+        assert row in result.stdout
