@@ -95,17 +95,22 @@ class AlertEngine:
         """New messages due at `now` given the full current set of hazards."""
         out: list[CapAlert] = []
         current = {h.hazard_id: h for h in hazards}
+        # Each hazard's streams, in (hazard, region) order: looked up, not searched for.
+        streams: dict[str, list[tuple[str, _Stream]]] = {}
+        for (h, rid), stream in sorted(self._streams.items()):
+            streams.setdefault(h, []).append((rid, stream))
         for hid in sorted(set(self._hazards) - set(current)):
             old = self._hazards.pop(hid)
-            for (h, _r), s in sorted(self._streams.items()):
-                if h == hid and s.open:
+            for _rid, s in streams.get(hid, ()):
+                if s.open:
                     out.append(self._cancel(now, old, s, "This warning has been withdrawn."))
+        known = self._known()
         for hid in sorted(current):
             hz = current[hid]
             self._hazards[hid] = hz
-            wanted = {t.region_id: t for t in hz.threatened if t.region_id in self._known()}
-            for (h, rid), s in sorted(self._streams.items()):
-                if h != hid or not s.open:
+            wanted = {t.region_id: t for t in hz.threatened if t.region_id in known}
+            for rid, s in streams.get(hid, ()):
+                if not s.open:
                     continue
                 if hz.over:
                     out.append(self._cancel(now, hz, s, hz.outcome or "The threat is over."))

@@ -108,6 +108,7 @@ class LaunchAssessment:
     ) -> None:
         self.event = event
         self.regions = regions
+        self._last: tuple[datetime, Hazard] | None = None
         impact = event.impact
         self._hits: list[str] = []
         #: (region id, first reach, end of the last piece reaching it), regions not hit.
@@ -138,6 +139,16 @@ class LaunchAssessment:
                     self._overflown.append((region.id, times[first], end))
 
     def at(self, now: datetime) -> Hazard:
+        """The hazard at `now`, taken to the whole second: the warning desk asks for every
+        open event after every report, and within one second the answer is reused."""
+        second = now.replace(microsecond=0)
+        if self._last is not None and self._last[0] == second:
+            return self._last[1]
+        hazard = self._at(second)
+        self._last = (second, hazard)
+        return hazard
+
+    def _at(self, now: datetime) -> Hazard:
         impact, hid = self.event.impact, self.event.event_id
         if impact is None:
             return Hazard(
