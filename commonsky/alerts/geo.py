@@ -76,7 +76,8 @@ def ellipse_polygon(
     x = u * math.sin(th) + v * math.cos(th)
     y = u * math.cos(th) - v * math.sin(th)
     lats, lons = from_local(lat, lon, x, y)
-    return Polygon(list(zip(lons.tolist(), lats.tolist(), strict=True)))
+    polygon: Polygon = shapely.polygons(np.column_stack([lons, lats]))
+    return polygon
 
 
 #: Vertices of each geodesic disc a corridor is built from.
