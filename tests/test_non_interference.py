@@ -175,6 +175,9 @@ class _NullStore:
     def append(self, item: Item) -> int:
         return 1
 
+    def append_many(self, items: list[Item]) -> list[int]:
+        return [1] * len(items)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         yield

@@ -58,17 +58,23 @@ class LedgerRecorder:
         parties.discard(HUB)
         return sorted(parties)
 
-    def record(self, item: Item, routes: dict[str, Disclosure]) -> None:
-        fields = EntryFields(
-            kind="item" if item.party != HUB else "notice",
-            time_us=round(item.received * 1e6),
-            originator=item.party,
-            audience=self.audience(item, routes),
-            payload=item_payload(item),
-            signature=self.signatures.pop(item.key, None),
-        )
-        seq, _ = self.ledger.append(fields)
-        self.seq_of[(item.party, item.uid, item.seq)] = seq
+    def record(self, batch: list[tuple[Item, dict[str, Disclosure]]]) -> None:
+        """Append an entry for each (item, routes), in order, as one ledger batch."""
+        entries = [
+            EntryFields(
+                kind="item" if item.party != HUB else "notice",
+                time_us=round(item.received * 1e6),
+                originator=item.party,
+                audience=self.audience(item, routes),
+                payload=item_payload(item),
+                signature=self.signatures.pop(item.key, None),
+            )
+            for item, routes in batch
+        ]
+        for (item, _routes), (seq, _leaf) in zip(
+            batch, self.ledger.append_many(entries), strict=True
+        ):
+            self.seq_of[(item.party, item.uid, item.seq)] = seq
 
     def record_fact(
         self,

@@ -147,14 +147,17 @@ class LaunchDesk:
         event, report = self._validated
         if event is not item.event or report.party != item.party:
             report = report_from_event(item.event, item.party, item.received)
+        fused: list[tuple[CotEvent, str]] = []
         for party in sorted({item.party, *routes}):
-            self._fuse_for(party, report)
+            fused += self._fuse_for(party, report)
+        self.hub.publish_each_from_hub(fused, Category.LAUNCH)
         self._forget_unshared()
         if len(self._bodies) > 1024:
             self._bodies.clear()
         self.step(sorted({item.party, *routes}))
 
-    def _fuse_for(self, party: str, report: LaunchReport) -> None:
+    def _fuse_for(self, party: str, report: LaunchReport) -> list[tuple[CotEvent, str]]:
+        """Feed `report` to `party`'s view; the fused events (and retirements) it now owes."""
         # Parties fed the same sequence of reports share one correlator and one fusion
         # result (copy-on-write): with many parties under the same agreements, fusion runs
         # once per distinct view, not once per party. Sharing never mixes views: the key is
@@ -170,21 +173,22 @@ class LaunchDesk:
         correlator, event_id, merged, event = cached
         self._state[party] = (step_digest, correlator)
         self.correlators[party] = correlator
+        out = []
         for retired in merged:
             self.views[party].pop(retired, None)
             self._assessed.pop((party, retired), None)
-            self._publish_fused(party, retired, None)
-        if event is None:
-            return
-        self.views[party][event_id] = event
-        self._publish_fused(party, event_id, event)
+            out.append((self._fused_cot(party, retired, None), party))
+        if event is not None:
+            self.views[party][event_id] = event
+            out.append((self._fused_cot(party, event_id, event), party))
+        return out
 
     def _forget_unshared(self) -> None:
         live = {digest for digest, _ in self._state.values()}
         for digest in [d for d in self._shared if d not in live]:
             del self._shared[digest]
 
-    def _publish_fused(self, party: str, event_id: str, event: FusedEvent | None) -> None:
+    def _fused_cot(self, party: str, event_id: str, event: FusedEvent | None) -> CotEvent:
         now = self.hub.clock()
         uid = f"launch-{event_id}.{party}"
         if event is None:
@@ -216,7 +220,7 @@ class LaunchDesk:
                 point=Point(lat, lon),
                 detail=f"<csky_fused>{body}</csky_fused><remarks>{text}</remarks>",
             )
-        self.hub.publish_from_hub(cot, Category.LAUNCH, [party])
+        return cot
 
     # ---- warnings out -------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ class Hub:
         self._directory_epoch = 0
         # Engines hook in here: `on_durable` runs once a durable item is stored and before
         # anyone receives it (the ledger); `observers` see every item as it is delivered.
-        self.on_durable: list[Callable[[Item, dict[str, Disclosure]], None]] = []
+        self.on_durable: list[Callable[[list[tuple[Item, dict[str, Disclosure]]]], None]] = []
         # Per-category checks run before anything is stored; they refuse by raising
         # RemoteProtocolError (e.g. an airspace drawing with a self-intersecting outline).
         self.validators: dict[Category, Callable[[str, CotEvent], None]] = {}
@@ -163,16 +163,26 @@ class Hub:
         this returns — and so before any of it leaves the process: connections are flushed
         by the event loop only after the input that caused them has been handled.
         """
-        if item.category not in DURABLE:
-            self.bus.publish(item)
-            return item
+        return self._submit_many([item])[0]
+
+    def _submit_many(self, items: list[Item]) -> list[Item]:
+        """`submit` for several items: the durable ones stored and recorded in one batch,
+        then each published in order."""
+        durable = [i for i in items if i.category in DURABLE]
+        if not durable:
+            for item in items:
+                self.bus.publish(item)
+            return items
         with self.transaction():
-            item = replace(item, seq=self.store.append(item))
-            routes = self.route(item, self.clock())
+            seqs = iter(self.store.append_many(durable))
+            items = [replace(i, seq=next(seqs)) if i.category in DURABLE else i for i in items]
+            now = self.clock()
+            batch = [(i, self.route(i, now)) for i in items if i.category in DURABLE]
             for hook in self.on_durable:
-                hook(item, routes)
-            self.bus.publish(item)
-        return item
+                hook(batch)
+            for item in items:
+                self.bus.publish(item)
+        return items
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -203,6 +213,18 @@ class Hub:
             audience=tuple(sorted(set(audience))),
         )
         return self.submit(item)
+
+    def publish_each_from_hub(
+        self, events: Iterable[tuple[CotEvent, str]], category: Category
+    ) -> list[Item]:
+        """`publish_from_hub` of each event for its one party, stored and recorded in one
+        batch (a fused launch event goes to every entitled party, each its own copy)."""
+        now = self.clock()
+        items = [
+            Item(party=HUB, user="hub", category=category, event=e, received=now, audience=(p,))
+            for e, p in events
+        ]
+        return self._submit_many(items)
 
     def _deliver(self, item: Item) -> None:
         rendered = self._rendered(item)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -14,6 +14,10 @@ class Store(Protocol):
 
     def append(self, item: Item) -> int:
         """Store a durable item and return its sequence number (1, 2, …)."""
+        ...
+
+    def append_many(self, items: Sequence[Item]) -> list[int]:
+        """`append` for several items, in order; their sequence numbers."""
         ...
 
     def transaction(self) -> AbstractContextManager[None]:

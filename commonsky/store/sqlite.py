@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -78,6 +78,27 @@ class SQLiteStore:
         seq = cursor.lastrowid
         assert seq is not None
         return seq
+
+    def append_many(self, items: Sequence[Item]) -> list[int]:
+        if len(items) == 1:
+            return [self.append(items[0])]
+        with self.transaction():
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            # One writer, inside its write transaction: the next numbers are known.
+            (top,) = self._db.execute(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
+                " COALESCE((SELECT MAX(seq) FROM items), 0))"
+            ).fetchone()
+            seqs = list(range(top + 1, top + 1 + len(items)))
+            self._db.executemany(
+                "INSERT INTO items (seq, party, uid, category, stale, body) VALUES (?,?,?,?,?,?)",
+                [
+                    (seq, i.party, i.uid, i.category.value, i.event.stale, _encoder.encode(i))
+                    for seq, i in zip(seqs, items, strict=True)
+                ],
+            )
+        return seqs
 
     def active(self, now: float) -> list[Item]:
         rows = self._db.execute(

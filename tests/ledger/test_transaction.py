@@ -93,3 +93,23 @@ def test_the_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
         assert autocheckpoint == 0
     finally:
         store.close()
+
+
+def test_store_batches_number_on_from_single_appends_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path)
+    try:
+        assert store.append(_item(1)) == 1
+        with store.transaction():
+            assert store.append_many([_item(2), _item(3), _item(4)]) == [2, 3, 4]
+        assert store.append(_item(5)) == 5
+    finally:
+        store.close()
+    again = SQLiteStore(tmp_path)
+    try:
+        assert [i.seq for i in again.since(0)] == [1, 2, 3, 4, 5]
+        assert [i.uid for i in again.since(1)] == ["u2", "u3", "u4", "u5"]
+        assert again.append_many([_item(6), _item(7)]) == [6, 7]  # outside a block too
+    finally:
+        again.close()
