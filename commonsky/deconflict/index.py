@@ -67,25 +67,30 @@ class _Index:
 
     @staticmethod
     def _ranges(
-        centre: FloatArray, ang: float, sl: int, tl: int, t_lo: float, t_hi: float
+        p: tuple[float, ...], chord: float, sl: int, tl: int, t_lo: float, t_hi: float
     ) -> tuple[list[range], range]:
+        """Cell ranges on each axis around the point p (metres, ECEF) and time buckets."""
         size = SPACE_BASE_M * SPACE_STEP**sl
-        chord = 2 * EARTH_R_M * math.sin(min(ang, math.pi) / 2) + 1.0
-        p = centre * EARTH_R_M
-        axes = [
-            range(math.floor((v - chord) / size), math.floor((v + chord) / size) + 1) for v in p
-        ]
+        floor = math.floor
+        axes = [range(floor((v - chord) / size), floor((v + chord) / size) + 1) for v in p]
         if tl == ALWAYS:
             return axes, range(0, 1)
         b = TIME_BASE_S * TIME_STEP**tl
-        lo = -(2**62) if not math.isfinite(t_lo) else math.floor(t_lo / b)
-        hi = 2**62 if not math.isfinite(t_hi) else math.floor(t_hi / b)
+        lo = -(2**62) if not math.isfinite(t_lo) else floor(t_lo / b)
+        hi = 2**62 if not math.isfinite(t_hi) else floor(t_hi / b)
         return axes, range(lo, hi + 1)
+
+    @staticmethod
+    def _where(centre: FloatArray, ang: float) -> tuple[tuple[float, ...], float]:
+        """The cap's centre in metres as plain floats (numpy scalars are slow in the loops
+        below), and the chord its radius spans."""
+        chord = 2 * EARTH_R_M * math.sin(min(ang, math.pi) / 2) + 1.0
+        return tuple((centre * EARTH_R_M).tolist()), chord
 
     def insert(self, rec: Filed) -> None:
         sl = self._space_level(rec.ang)
         tl = self._time_level(rec.t_lo, rec.t_hi)
-        axes, times = self._ranges(rec.centre, rec.ang, sl, tl, rec.t_lo, rec.t_hi)
+        axes, times = self._ranges(*self._where(rec.centre, rec.ang), sl, tl, rec.t_lo, rec.t_hi)
         occupied = self.levels.setdefault((sl, tl), set())
         rec.cells = []
         for ix in axes[0]:
@@ -115,10 +120,11 @@ class _Index:
 
     def query(self, centre: FloatArray, ang: float, t_lo: float, t_hi: float) -> set[Key]:
         found: set[Key] = set()
+        p, chord = self._where(centre, ang)
         for (sl, tl), occupied in self.levels.items():
             if not occupied:
                 continue
-            axes, times = self._ranges(centre, ang, sl, tl, t_lo, t_hi)
+            axes, times = self._ranges(p, chord, sl, tl, t_lo, t_hi)
             n = len(axes[0]) * len(axes[1]) * len(axes[2]) * len(times)
             if n > len(occupied):  # cheaper to scan what is there
                 for cell in occupied:
