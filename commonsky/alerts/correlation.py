@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import msgspec
@@ -31,10 +31,12 @@ import numpy.typing as npt
 from commonsky.alerts.fusion import (
     FusedEvent,
     G,
+    Samples,
     canonical,
     chi2_quantile,
     event_id_for,
     fuse,
+    fuse_samples,
     samples_of,
 )
 from commonsky.alerts.geo import WGS84, FloatArray, from_local, to_local
@@ -62,6 +64,28 @@ def raw_samples(report: LaunchReport) -> FloatArray:
         if e is not None
     ]
     return np.array(rows, dtype=np.float64).reshape(-1, 8)
+
+
+def samples_from_raw(raw: FloatArray) -> Samples:
+    """`fusion.samples_of` from `raw_samples` arrays: rows in the same order (time, then
+    the other columns), frame centred on their mean, times from the earliest."""
+    raw = raw[np.lexsort(raw.T[::-1])]
+    t0 = float(raw[0, _T])
+    lat0, lon0 = float(raw[:, _LAT].mean()), float(raw[:, _LON].mean())
+    x, y = to_local(lat0, lon0, raw[:, _LAT], raw[:, _LON])
+    return Samples(
+        datetime.fromtimestamp(t0, UTC),
+        lat0,
+        lon0,
+        raw[:, _T] - t0,
+        x,
+        y,
+        raw[:, _ALT],
+        raw[:, _SH],
+        raw[:, _SV],
+        raw[:, _ST],
+        raw[:, _OBS],
+    )
 
 
 class Frame(NamedTuple):
@@ -426,6 +450,13 @@ class Correlator:
 
     def reports(self, event_id: str) -> tuple[LaunchReport, ...]:
         return tuple(self._events[event_id].reports)
+
+    def fuse(self, event_id: str) -> FusedEvent:
+        """`fuse(self.reports(event_id))`, from the samples this correlator already holds."""
+        group = self._events[event_id]
+        order = sorted(range(len(group.reports)), key=lambda i: group.reports[i].key)
+        rs = [group.reports[i] for i in order]
+        return fuse_samples(rs, samples_from_raw(np.concatenate(group.raws)), event_id)
 
     def fused(self) -> dict[str, FusedEvent]:
         out: dict[str, FusedEvent] = {}

@@ -318,7 +318,12 @@ def fuse(reports: Sequence[LaunchReport], event_id: str | None = None) -> FusedE
     rs = canonical(reports)
     if not rs:
         return None
-    s = samples_of(rs)
+    return fuse_samples(rs, samples_of(rs), event_id)
+
+
+def fuse_samples(rs: Sequence[LaunchReport], s: Samples, event_id: str | None = None) -> FusedEvent:
+    """`fuse` of canonical reports `rs` whose samples `s` are already laid out (the
+    correlator keeps each report's samples as an array and hands them over)."""
     fit = _fit(s)
     launch: PointFix | None
     impact: PointFix | None

@@ -33,7 +33,6 @@ from commonsky.alerts import (
     LaunchReport,
     RegionRegistry,
     ThreatTrack,
-    fuse,
     report_from_json,
 )
 from commonsky.alerts.hazard import Corridor, Hazard, LaunchAssessment
@@ -168,7 +167,7 @@ class LaunchDesk:
         if cached is None:
             correlator = correlator.copy() if correlator is not None else Correlator()
             result = correlator.add(report)
-            event = fuse(correlator.reports(result.event_id), event_id=result.event_id)
+            event: FusedEvent | None = correlator.fuse(result.event_id)
             cached = self._shared[step_digest] = (correlator, result.event_id, result.merged, event)
         correlator, event_id, merged, event = cached
         self._state[party] = (step_digest, correlator)

@@ -21,7 +21,7 @@ from commonsky.alerts.correlation import (
     correlate,
     raw_samples,
 )
-from commonsky.alerts.fusion import _fit, samples_of
+from commonsky.alerts.fusion import _fit, fuse, samples_of
 from commonsky.alerts.report import LaunchReport, Observation, PointEstimate
 from commonsky.alerts.simulate import Ballistic, radar_report
 
@@ -126,3 +126,31 @@ def test_batched_scores_are_the_one_at_a_time_scores(in_group: list[int], probe:
             assert got is None
         else:
             assert got is not None and math.isclose(got, one[0], rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_the_correlator_fuses_what_fuse_would_from_its_own_samples() -> None:
+    c = Correlator()
+    for r in (_REPORTS[0], _REPORTS[2], _REPORTS[1]):  # one launch; one with estimates
+        eid = c.add(r).event_id
+    assert len(c.events()) == 1
+    mine, plain = c.fuse(eid), fuse(c.reports(eid), event_id=eid)
+    assert plain is not None
+    assert (mine.event_id, mine.report_keys, mine.parties) == (
+        plain.event_id,
+        plain.report_keys,
+        plain.parties,
+    )
+    assert (mine.first_seen, mine.last_seen, mine.n_points) == (
+        plain.first_seen,
+        plain.last_seen,
+        plain.n_points,
+    )
+    assert mine.impact is not None and plain.impact is not None
+    assert math.isclose(mine.impact.lat, plain.impact.lat, abs_tol=1e-9)
+    assert math.isclose(mine.impact.lon, plain.impact.lon, abs_tol=1e-9)
+    assert abs((mine.impact.time - plain.impact.time).total_seconds()) < 1e-3
+    assert math.isclose(
+        mine.impact.ellipse.semi_major_m, plain.impact.ellipse.semi_major_m, rel_tol=1e-6
+    )
+    assert mine.chi2_per_dof is not None and plain.chi2_per_dof is not None
+    assert math.isclose(mine.chi2_per_dof, plain.chi2_per_dof, rel_tol=1e-6)
