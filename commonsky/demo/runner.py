@@ -32,7 +32,7 @@ from commonsky.demo.scenario import AirspaceSpec, HotlineSpec, Scenario, TrackSp
 from commonsky.hub.server import HubServer
 from commonsky.model import CotEvent, Point
 from commonsky.pki import init_ca, issue_client
-from commonsky.protocol.cot import quote
+from commonsky.protocol.cot import new_event, quote
 
 log = logging.getLogger("commonsky.demo")
 THREAD_ACK_AFTER_S = 20.0
@@ -264,15 +264,7 @@ class Runner:
         if withdraw:
             # Withdrawal: the same uid again, already stale — what ATAK does on delete.
             party = self.clients[spec.client].party if spec.client else spec.api
-            event = CotEvent(
-                uid=spec.uid,
-                type="u-d-f",
-                time=now,
-                start=now,
-                stale=now,
-                how="h-e",
-                point=Point(0.0, 0.0),
-            )
+            event = new_event(spec.uid, "u-d-f", now, now, Point(0.0, 0.0))
             if spec.client:
                 self.clients[spec.client].send(event)
             else:

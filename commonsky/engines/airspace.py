@@ -32,7 +32,7 @@ from commonsky.engines.drawings import airspace_from_cot
 from commonsky.engines.hotline import HotlineDesk
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.protocol.cot import quote
+from commonsky.protocol.cot import new_event, quote
 
 log = logging.getLogger("commonsky.deconflict")
 # Deconfliction is about the parties' own forces: a track a party reports as hostile,
@@ -188,29 +188,18 @@ class AirspaceDesk:
             f'<csky_conflict state="{action}">{quote(body)}</csky_conflict>'
             f"<remarks>{quote(text)}</remarks>"
         )
-        alert = CotEvent(
-            uid=uid,
-            type="t-x-csky-conflict",
-            time=now,
-            start=now,
-            stale=stale,
-            how="h-e",
-            point=Point(lat, lon),
-            detail=detail,
-        )
+        alert = new_event(uid, "t-x-csky-conflict", now, stale, Point(lat, lon), detail)
         self.hub.publish_from_hub(alert, Category.CONFLICT, [notice.recipient])
         ring = _ring(notice.geometry)
         if ring:
             links = "".join(f'<link point="{la},{lo}"/>' for lo, la in ring)
-            shape = CotEvent(
-                uid=uid + ".shape",
-                type="u-d-f",
-                time=now,
-                start=now,
-                stale=stale,
-                how="h-e",
-                point=Point(lat, lon),
-                detail=f'{links}<strokeColor value="-65536"/><fillColor value="1627324416"/>'
+            shape = new_event(
+                uid + ".shape",
+                "u-d-f",
+                now,
+                stale,
+                Point(lat, lon),
+                f'{links}<strokeColor value="-65536"/><fillColor value="1627324416"/>'
                 f'<contact callsign="CONFLICT {notice.kind}"/>',
             )
             self.hub.publish_from_hub(shape, Category.CONFLICT, [notice.recipient])

@@ -40,7 +40,7 @@ from commonsky.alerts.threats import DEFAULT_HORIZON, assess_track
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.protocol.cot import detail_tree, quote
+from commonsky.protocol.cot import detail_tree, new_event, quote
 
 log = logging.getLogger("commonsky.warnings")
 COUNTRY_PARTY = {"JP": "JPN", "KR": "KOR", "UA": "UKR"}
@@ -191,35 +191,24 @@ class LaunchDesk:
         now = self.hub.clock()
         uid = f"launch-{event_id}.{party}"
         if event is None:
-            cot = CotEvent(
-                uid=uid,
-                type=FUSED_TYPE,
-                time=now,
-                start=now,
-                stale=now,
-                how="h-e",
-                point=Point(0.0, 0.0),
-                detail='<csky_fused merged="true"/>',
+            return new_event(
+                uid, FUSED_TYPE, now, now, Point(0.0, 0.0), '<csky_fused merged="true"/>'
             )
-        else:
-            anchor = event.impact or event.launch
-            lat, lon = (anchor.lat, anchor.lon) if anchor is not None else (0.0, 0.0)
-            key = (event.event_id, event.report_keys)
-            body = self._bodies.get(key)
-            if body is None:  # the same event goes to every party sharing the view
-                body = self._bodies[key] = quote(msgspec.json.encode(fused_json(event)).decode())
-            text = quote(f"Launch event fused from {', '.join(event.parties)}")
-            cot = CotEvent(
-                uid=uid,
-                type=FUSED_TYPE,
-                time=now,
-                start=now,
-                stale=now + 3600.0,
-                how="h-e",
-                point=Point(lat, lon),
-                detail=f"<csky_fused>{body}</csky_fused><remarks>{text}</remarks>",
-            )
-        return cot
+        anchor = event.impact or event.launch
+        lat, lon = (anchor.lat, anchor.lon) if anchor is not None else (0.0, 0.0)
+        key = (event.event_id, event.report_keys)
+        body = self._bodies.get(key)
+        if body is None:  # the same event goes to every party sharing the view
+            body = self._bodies[key] = quote(msgspec.json.encode(fused_json(event)).decode())
+        text = quote(f"Launch event fused from {', '.join(event.parties)}")
+        return new_event(
+            uid,
+            FUSED_TYPE,
+            now,
+            now + 3600.0,
+            Point(lat, lon),
+            f"<csky_fused>{body}</csky_fused><remarks>{text}</remarks>",
+        )
 
     # ---- warnings out -------------------------------------------------------------------
 
@@ -313,16 +302,7 @@ class LaunchDesk:
             f' href="/cap/alerts/{quote(alert.identifier)}.xml"/>'
             f"<remarks>{quote(headline)}</remarks>"
         )
-        cot = CotEvent(
-            uid=f"cap-{alert.identifier}",
-            type=ALERT_TYPE,
-            time=now,
-            start=now,
-            stale=stale,
-            how="h-e",
-            point=Point(lat, lon),
-            detail=detail,
-        )
+        cot = new_event(f"cap-{alert.identifier}", ALERT_TYPE, now, stale, Point(lat, lon), detail)
         self.hub.submit(
             Item(party=party, user="hub", category=Category.ALERT, event=cot, received=now)
         )

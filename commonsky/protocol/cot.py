@@ -249,13 +249,27 @@ def control_event(
     how: str = "h-g-i-g-o",
 ) -> CotEvent:
     """A hub-made event at 0,0 (pong, protocol negotiation, notices' carriers)."""
+    return new_event(uid, cot_type, now, now + stale_s, Point(lat=0.0, lon=0.0), detail, how)
+
+
+def new_event(
+    uid: str,
+    cot_type: str,
+    now: float,
+    stale: float,
+    point: Point,
+    detail: str = "",
+    how: str = "h-e",
+) -> CotEvent:
+    """An event made at `now` (its time and start) that goes stale at `stale`: what the hub
+    publishes itself (fused events, conflict notices, warnings) and what tools draw."""
     return CotEvent(
         uid=uid,
         type=cot_type,
         time=now,
         start=now,
-        stale=now + stale_s,
+        stale=stale,
         how=how,
-        point=Point(lat=0.0, lon=0.0),
+        point=point,
         detail=detail,
     )
