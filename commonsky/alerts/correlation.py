@@ -99,8 +99,9 @@ class Frame(NamedTuple):
 
 
 def _moments(t: FloatArray, m: FloatArray, w: FloatArray) -> FloatArray:
-    wt, wm = w * t, w * m
-    return np.array([w.sum(), wt.sum(), (wt * t).sum(), wm.sum(), (wt * m).sum(), (wm * m).sum()])
+    """(S0, St, Stt, Sm, Stm, Smm): the weighted sums a 2-parameter fit of m on t needs."""
+    row: FloatArray = _row_moments(t[None, :], m[None, :], w)[0]
+    return row
 
 
 class ArcStats:
@@ -359,14 +360,6 @@ def _reachable(a: Sequence[LaunchReport], b: Sequence[LaunchReport]) -> float | 
         if np.any(ok):
             best = min(best, float(np.min(d[ok])) / MAX_GAP_M)
     return best if math.isfinite(best) else None
-
-
-def consistent(a: Sequence[LaunchReport], b: Sequence[LaunchReport]) -> float | None:
-    """Gate score of joining report groups a and b (lower is better), None if they must not."""
-    raws = [raw_samples(r) for r in a]
-    group = _Group.of(list(a), raws, Frame.around(raws[0]))
-    scored = _score(group, b, np.concatenate([raw_samples(r) for r in b]))
-    return None if scored is None else scored[0]
 
 
 class Correlation(msgspec.Struct, frozen=True):
