@@ -56,9 +56,6 @@ THREAT_KINDS = (
 )
 
 
-_NO_REPORT = LaunchReport("", "", datetime.fromtimestamp(0, UTC), ())
-
-
 def report_from_event(event: CotEvent, party: str, now: float) -> LaunchReport:
     """The launch report a `b-l-r` event carries; its party is the sender's, whatever it says."""
     detail = detail_tree(event.detail)
@@ -125,7 +122,7 @@ class LaunchDesk:
         }
         self.alerts: dict[str, CapAlert] = {}  # identifier -> message, in issue order
         self.first_alert_at: dict[str, float] = {}  # event id -> hub time of first warning
-        self._validated: tuple[CotEvent | None, LaunchReport] = (None, _NO_REPORT)
+        self._validated: tuple[CotEvent, LaunchReport] | None = None
         hub.validators[Category.LAUNCH] = self.validate
         hub.observers.append(self.observe)
 
@@ -143,8 +140,14 @@ class LaunchDesk:
             return
         if not item.event.type.startswith(REPORT_TYPE):
             return
-        event, report = self._validated
-        if event is not item.event or report.party != item.party:
+        validated = self._validated
+        if (
+            validated is not None
+            and validated[0] is item.event
+            and validated[1].party == item.party
+        ):
+            report = validated[1]
+        else:
             report = report_from_event(item.event, item.party, item.received)
         fused: list[tuple[CotEvent, str]] = []
         for party in sorted({item.party, *routes}):
