@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,24 +30,24 @@ import numpy as np
 import numpy.typing as npt
 
 from commonsky.alerts.fusion import (
+    MAX_CONDITION,
     FusedEvent,
     G,
     Samples,
     canonical,
     chi2_quantile,
     event_id_for,
+    frame_centre,
     fuse,
     fuse_samples,
     samples_of,
 )
-from commonsky.alerts.geo import WGS84, FloatArray, from_local, to_local
+from commonsky.alerts.geo import FloatArray, from_local, to_local
 from commonsky.alerts.report import MAX_SPEED_MPS, LaunchReport
 
 TIME_GATE_S = 900.0
 CHI2_GATE_P = 0.999
 MAX_GAP_M = 3_000_000.0
-#: The fit refuses a normal matrix worse conditioned than this (as `fusion._fit` does).
-MAX_CONDITION = 1e14
 
 # Columns of a report's raw sample array.
 _T, _LAT, _LON, _ALT, _SH, _SV, _ST, _OBS = range(8)
@@ -66,13 +67,31 @@ def raw_samples(report: LaunchReport) -> FloatArray:
     return np.array(rows, dtype=np.float64).reshape(-1, 8)
 
 
-def samples_from_raw(raw: FloatArray) -> Samples:
-    """`fusion.samples_of` from `raw_samples` arrays: rows in the same order (time, then
-    the other columns), frame centred on their mean, times from the earliest."""
-    raw = raw[np.lexsort(raw.T[::-1])]
-    t0 = float(raw[0, _T])
-    lat0, lon0 = float(raw[:, _LAT].mean()), float(raw[:, _LON].mean())
+@functools.lru_cache(maxsize=8192)
+def _local_of_bytes(samples: bytes, lat0: float, lon0: float) -> tuple[FloatArray, FloatArray]:
+    raw = np.frombuffer(samples).reshape(-1, 8)
     x, y = to_local(lat0, lon0, raw[:, _LAT], raw[:, _LON])
+    x.flags.writeable = y.flags.writeable = False  # shared by every caller: read only
+    return x, y
+
+
+def local_xy(raw: FloatArray, lat0: float, lon0: float) -> tuple[FloatArray, FloatArray]:
+    """`to_local` of a raw sample array, remembered: frames sit on a grid (FRAME_GRID_DEG),
+    so each report's samples are projected into few frames, each once (a bounded cache)."""
+    return _local_of_bytes(np.ascontiguousarray(raw).tobytes(), lat0, lon0)
+
+
+def samples_from_raw(raws: Sequence[FloatArray]) -> Samples:
+    """`fusion.samples_of` from `raw_samples` arrays: rows in the same order (time, then
+    the other columns), frame centred as `frame_centre` says, times from the earliest."""
+    raw = np.concatenate(raws)
+    lat0, lon0 = frame_centre(raw[:, _LAT], raw[:, _LON])
+    local = [local_xy(r, lat0, lon0) for r in raws]
+    order = np.lexsort(raw.T[::-1])
+    raw = raw[order]
+    x = np.concatenate([xy[0] for xy in local])[order]
+    y = np.concatenate([xy[1] for xy in local])[order]
+    t0 = float(raw[0, _T])
     return Samples(
         datetime.fromtimestamp(t0, UTC),
         lat0,
@@ -95,7 +114,8 @@ class Frame(NamedTuple):
 
     @classmethod
     def around(cls, raw: FloatArray) -> Frame:
-        return cls(float(raw[:, _LAT].mean()), float(raw[:, _LON].mean()), float(raw[:, _T].min()))
+        lat0, lon0 = frame_centre(raw[:, _LAT], raw[:, _LON])
+        return cls(lat0, lon0, float(raw[:, _T].min()))
 
 
 def _moments(t: FloatArray, m: FloatArray, w: FloatArray) -> FloatArray:
@@ -119,7 +139,7 @@ class ArcStats:
     @classmethod
     def of(cls, frame: Frame, raw: FloatArray) -> ArcStats:
         t = raw[:, _T] - frame.t_ref
-        x, y = to_local(frame.lat0, frame.lon0, raw[:, _LAT], raw[:, _LON])
+        x, y = local_xy(raw, frame.lat0, frame.lon0)
         zc = raw[:, _ALT] + 0.5 * G * t * t
         obs = raw[:, _OBS] == 1.0
         to, wh, wv = t[obs], raw[obs, _SH] ** -2, raw[obs, _SV] ** -2
@@ -280,22 +300,19 @@ def _batch_fits(
 ) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
     """For observations `raw` and each group (no estimates on either side): the chi-square
     and degrees of freedom of `raw` alone and of the union, in that group's frame."""
-    n, k = len(groups), len(raw)
-    lat0 = np.array([g.frame.lat0 for g in groups])
-    lon0 = np.array([g.frame.lon0 for g in groups])
     t_ref = np.array([g.frame.t_ref for g in groups])
-    az, _back, dist = WGS84.inv(
-        np.repeat(lon0, k), np.repeat(lat0, k), np.tile(raw[:, _LON], n), np.tile(raw[:, _LAT], n)
-    )
-    azr = np.radians(np.asarray(az, dtype=np.float64)).reshape(n, k)
-    d = np.asarray(dist, dtype=np.float64).reshape(n, k)
+    # Frames sit on a grid, so nearby events share one and the report is projected once each.
+    local = [local_xy(raw, g.frame.lat0, g.frame.lon0) for g in groups]
+    x = np.stack([xy[0] for xy in local])
+    y = np.stack([xy[1] for xy in local])
+    k = len(raw)
     t = raw[None, :, _T] - t_ref[:, None]
     zc = raw[None, :, _ALT] + 0.5 * G * t * t
     wh, wv = raw[:, _SH] ** -2, raw[:, _SV] ** -2
     mb = np.stack(
         [
-            _row_moments(t, d * np.sin(azr), wh),
-            _row_moments(t, d * np.cos(azr), wh),
+            _row_moments(t, x, wh),
+            _row_moments(t, y, wh),
             _row_moments(t, zc, wv),
         ],
         axis=1,
@@ -449,7 +466,7 @@ class Correlator:
         group = self._events[event_id]
         order = sorted(range(len(group.reports)), key=lambda i: group.reports[i].key)
         rs = [group.reports[i] for i in order]
-        return fuse_samples(rs, samples_from_raw(np.concatenate(group.raws)), event_id)
+        return fuse_samples(rs, samples_from_raw(group.raws), event_id)
 
     def fused(self) -> dict[str, FusedEvent]:
         out: dict[str, FusedEvent] = {}

@@ -96,11 +96,14 @@ class Trajectory(msgspec.Struct, frozen=True):
 
     def horizontal_sigma_m(self, t: datetime) -> float:
         """Largest 1-sigma horizontal position error at time t."""
-        s = self._t(t)
+        return float(self._sigmas(np.array([self._t(t)]))[0])
+
+    def _sigmas(self, s: FloatArray) -> FloatArray:
         c = np.asarray(self.cov).reshape(6, 6)
         vx = c[0, 0] + 2 * s * c[0, 1] + s * s * c[1, 1]
         vy = c[2, 2] + 2 * s * c[2, 3] + s * s * c[3, 3]
-        return math.sqrt(max(vx, vy, 0.0))
+        out: FloatArray = np.sqrt(np.maximum(np.maximum(vx, vy), 0.0))
+        return out
 
     def ground_track(
         self, t0: datetime, t1: datetime, step_s: float = 20.0
@@ -108,13 +111,19 @@ class Trajectory(msgspec.Struct, frozen=True):
         """(time, lat, lon, horizontal 1-sigma m) every `step_s` from t0 to t1 inclusive."""
         total = max(0.0, (t1 - t0).total_seconds())
         n = max(2, math.ceil(total / step_s) + 1)
-        times = [t0 + timedelta(seconds=total * i / (n - 1)) for i in range(n)]
+        offsets = np.linspace(0.0, total, n)
         x0, vx, y0, vy, _z0, _vz = self.state
-        ss = np.array([self._t(t) for t in times])
+        ss = self._t(t0) + offsets
         lats, lons = from_local(self.origin_lat, self.origin_lon, x0 + vx * ss, y0 + vy * ss)
         return [
-            (t, float(la), float(lo), self.horizontal_sigma_m(t))
-            for t, la, lo in zip(times, lats, lons, strict=True)
+            (t0 + timedelta(seconds=dt), la, lo, sig)
+            for dt, la, lo, sig in zip(
+                offsets.tolist(),
+                lats.tolist(),
+                lons.tolist(),
+                self._sigmas(ss).tolist(),
+                strict=True,
+            )
         ]
 
 
@@ -160,6 +169,20 @@ def canonical(reports: Iterable[LaunchReport]) -> list[LaunchReport]:
     return [best[k][2] for k in sorted(best)]
 
 
+#: Local frames are centred on this grid (degrees), not on the data's exact mean, so the
+#: frame of a launch rarely moves as reports arrive and the correlator can keep every
+#: report's projection (a geodesic inverse per sample is the costliest step of a fusion).
+#: The centre is within ~40 km of the mean: nothing at the model's accuracy.
+FRAME_GRID_DEG = 0.5
+
+
+def frame_centre(lats: FloatArray, lons: FloatArray) -> tuple[float, float]:
+    """The local frame's origin for these samples: their mean snapped to FRAME_GRID_DEG."""
+    lat = round(float(lats.mean()) / FRAME_GRID_DEG) * FRAME_GRID_DEG
+    lon = round(float(lons.mean()) / FRAME_GRID_DEG) * FRAME_GRID_DEG
+    return lat, lon
+
+
 def samples_of(reports: Sequence[LaunchReport]) -> Samples:
     rows: list[tuple[datetime, float, float, float, float, float, float, float]] = []
     for r in reports:
@@ -173,8 +196,9 @@ def samples_of(reports: Sequence[LaunchReport]) -> Samples:
         )
     rows.sort(key=lambda row: (row[0], *row[1:]))
     t_ref = rows[0][0]
-    lat0 = float(np.mean([row[1] for row in rows]))
-    lon0 = float(np.mean([row[2] for row in rows]))
+    lat0, lon0 = frame_centre(
+        np.array([row[1] for row in rows]), np.array([row[2] for row in rows])
+    )
     arr = np.array([[(row[0] - t_ref).total_seconds(), *row[1:]] for row in rows], dtype=float)
     x, y = to_local(lat0, lon0, arr[:, 1], arr[:, 2])
     return Samples(
@@ -189,42 +213,47 @@ class _Fit(msgspec.Struct):
     dof: int
 
 
-def _solve_axis(
-    t: FloatArray, m: FloatArray, s: FloatArray
-) -> tuple[FloatArray, FloatArray, float] | None:
-    w = 1.0 / (s * s)
-    a = np.stack([np.ones_like(t), t], axis=1)
-    n = a.T @ (a * w[:, None])
-    if np.linalg.cond(n) > 1e14:
+#: The fit refuses an axis whose 2x2 normal matrix is worse conditioned than this.
+MAX_CONDITION = 1e14
+
+
+def _solve_axes(t: FloatArray, m: FloatArray, sd: FloatArray) -> _Fit | None:
+    """Weighted least squares of each row of `m` (x, y, z + g t^2/2) on (1, t), weights
+    1/sd^2: the three 2-parameter regressions solved in closed form at once (a 2x2 normal
+    matrix per axis: no general solver is worth its set-up cost at this size)."""
+    w = sd**-2
+    wt = w * t
+    s0, s1, s2 = w.sum(axis=1), wt.sum(axis=1), (wt * t).sum(axis=1)
+    half, spread = (s0 + s2) / 2, np.hypot((s0 - s2) / 2, s1)
+    low = half - spread
+    if np.any(low <= 0) or np.any((half + spread) / low > MAX_CONDITION):
         return None
-    cov: FloatArray = np.linalg.inv(n).astype(np.float64)
-    theta = cov @ (a.T @ (w * m))
-    r = m - a @ theta
-    return theta, cov, float(np.sum(w * r * r))
+    det = s0 * s2 - s1 * s1
+    b0, b1 = (w * m).sum(axis=1), (wt * m).sum(axis=1)
+    a, b = (s2 * b0 - s1 * b1) / det, (s0 * b1 - s1 * b0) / det
+    r = m - a[:, None] - b[:, None] * t
+    cov = np.zeros((6, 6))
+    for i in range(3):
+        cov[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = [[s2[i], -s1[i]], [-s1[i], s0[i]]]
+        cov[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] /= det[i]
+    theta = np.column_stack([a, b]).ravel()
+    return _Fit(theta, cov, float((w * r * r).sum()), 3 * len(t) - 6)
 
 
 def _fit(s: Samples) -> _Fit | None:
     if len(np.unique(s.t)) < 2:
         return None
-    zc = s.z + 0.5 * G * s.t * s.t
-    sh, sv = s.sh.copy(), s.sv.copy()
+    m = np.stack([s.x, s.y, s.z + 0.5 * G * s.t * s.t])
+    sh, sv = s.sh, s.sv
     out: _Fit | None = None
     for _pass in range(2):
-        parts = [_solve_axis(s.t, m, sd) for m, sd in ((s.x, sh), (s.y, sh), (zc, sv))]
-        if any(p is None for p in parts):
+        out = _solve_axes(s.t, m, np.stack([sh, sh, sv]))
+        if out is None:
             return None
-        theta = np.zeros(6)
-        cov = np.zeros((6, 6))
-        chi2 = 0.0
-        for i, p in enumerate(parts):
-            assert p is not None
-            theta[2 * i : 2 * i + 2] = p[0]
-            cov[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = p[1]
-            chi2 += p[2]
-        out = _Fit(theta, cov, chi2, 3 * len(s.t) - 6)
         if not np.any(s.st > 0):
             break
         # An estimate's time error moves it along the arc: add (speed * sigma_t)^2 and refit.
+        theta = out.theta
         vx, vy, vz = theta[1], theta[3], theta[5] - G * s.t
         sh = np.sqrt(s.sh**2 + (np.hypot(vx, vy) * s.st) ** 2 / 2)
         sv = np.sqrt(s.sv**2 + (vz * s.st) ** 2)

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import numpy as np
+import shapely
 
 from commonsky.alerts import (
     AlertEngine,
@@ -90,8 +92,8 @@ def fused_json(event: FusedEvent) -> dict[str, Any]:
         if fix is not None:
             # 1e-5 degrees (about a metre) is all a map needs, and it halves the bytes every
             # recipient's copy costs to store, record and send.
-            ring = fix.ellipse.polygon(36).exterior.coords
-            out[name]["polygon"] = [[round(x, 5), round(y, 5)] for x, y in ring]
+            ring = shapely.get_coordinates(fix.ellipse.polygon(36))
+            out[name]["polygon"] = np.round(ring, 5).tolist()
     return out
 
 

@@ -99,6 +99,11 @@ def _check_value(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise EntryError(f"{path}: object key {key!r} is not a string")
+            # Strings and in-range ints (most of every payload) are passed here, without a
+            # call and a path string each: every durable item is checked on its way in.
+            kind = type(item)
+            if kind is str or (kind is int and _INT_MIN <= item <= _INT_MAX):
+                continue
             _check_value(item, f"{path}.{key}")
         return
     if isinstance(value, list | tuple):

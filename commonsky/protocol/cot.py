@@ -8,6 +8,7 @@ also the metric label). Pure functions: no I/O, no clock.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -54,9 +55,12 @@ def parse_time(text: str | None, field: str) -> float:
     return value.timestamp()
 
 
+@functools.lru_cache(maxsize=1024)
 def format_time(epoch: float) -> str:
-    value = datetime.fromtimestamp(epoch, UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # Cached: an event's time and start are usually one instant, and the hub renders many
+    # events made at the same instant (one fused event per recipient, say).
+    iso = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return iso.removesuffix("+00:00") + "Z"
 
 
 def detail_tree(detail: str) -> etree._Element:

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 from alerts_scenarios import SEA_SHOT, T0, at, jpn_descent, kor_boost
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shapely.geometry import Point
 
 from commonsky.alerts.fusion import fuse
-from commonsky.alerts.geo import WGS84
+from commonsky.alerts.geo import WGS84, corridor_pieces
 from commonsky.alerts.hazard import assess_launch
 from commonsky.alerts.regions import RegionRegistry
 from commonsky.alerts.simulate import Ballistic
@@ -93,3 +96,25 @@ def test_overflight_warns_the_prefecture_under_the_track(regions: RegionRegistry
     done = assess_launch(ev, regions, irbm.impact_time + timedelta(minutes=5))
     assert done.over
     assert "sea" in done.outcome
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(-70.0, 70.0),
+    st.floats(-179.0, 179.0),
+    st.floats(500.0, 100_000.0),
+    st.floats(0.0, 360.0),
+)
+def test_a_corridor_piece_contains_its_whole_geodesic_discs(
+    lat: float, lon: float, radius: float, heading: float
+) -> None:
+    # The pieces are polygons with few vertices; they must still contain every point at the
+    # stated distance from the path, or a region at the edge of a threat would go unwarned.
+    lon2, lat2, _ = WGS84.fwd(lon, lat, heading, 3 * radius)
+    (piece,) = corridor_pieces([lat, lat2], [lon, lon2], [radius, radius * 1.1])
+    for centre_lat, centre_lon, r in ((lat, lon, radius), (lat2, lon2, radius * 1.1)):
+        az = np.linspace(0.0, 360.0, 97)
+        edge_lon, edge_lat, _ = WGS84.fwd(
+            np.full(az.shape, centre_lon), np.full(az.shape, centre_lat), az, np.full(az.shape, r)
+        )
+        assert shapely.contains_xy(piece, edge_lon, edge_lat).all()
