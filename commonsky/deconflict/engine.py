@@ -11,7 +11,8 @@
 # Volume against volume is checked in batches (the hot path at scale): exact, cheap rejections
 # first (time, altitude, caps apart) over all candidates at once; the survivors are grouped by
 # the pair's projection frame (the same frame a single pair check uses, snapped to a grid),
-# each group's outlines (densified once per record and kept) are projected in one call and
+# each group's outlines (densified once per record and kept, and each record's projection
+# kept for the last frame it was seen in) are projected in one call and
 # intersected with one vectorised shapely call. Results are the pair-by-pair ones, bit for bit.
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from commonsky.deconflict.records import _make as _make
 from commonsky.deconflict.records import _Rec as _Rec
 from commonsky.deconflict.records import _rounded as _rounded
 from commonsky.deconflict.records import default_minima as default_minima
+from commonsky.deconflict.table import SlotTable
 from commonsky.deconflict.tracks import PATH_SAMPLES as PATH_SAMPLES
 from commonsky.deconflict.tracks import _path_through as _path_through
 from commonsky.deconflict.tracks import _track_area as _track_area
@@ -84,6 +86,7 @@ class ConflictEngine:
         self.track_stale_s = track_stale_s
         self._recs: dict[Key, _Rec] = {}
         self._index = _Index()
+        self._table = SlotTable()
         self._conflicts: dict[str, Conflict] = {}
         self._by_item: dict[Key, set[str]] = {}
         self._ends: list[tuple[float, Key]] = []  # heap: when volumes end / tracks go stale
@@ -114,6 +117,7 @@ class ConflictEngine:
         if rec is None:
             return []
         self._index.delete(rec)
+        self._table.remove(rec)
         return self._settle((party, uid), {})
 
     def expire(self, now: float) -> list[ConflictChange]:
@@ -156,21 +160,29 @@ class ConflictEngine:
         old = self._recs.get(key)
         if old is not None:
             self._index.delete(old)
+            self._table.remove(old)
         rec = _Rec(key, item, obj, centre, ang, t_lo, t_hi, [])
         if isinstance(obj, Volume):
             rec.box = (t_lo, t_hi, obj.floor_m, obj.ceiling_m, ang, *centre.tolist())
         self._recs[key] = rec
+        self._table.add(rec)
         self._index.insert(rec)
         if math.isfinite(self._end_of(rec)):
             heapq.heappush(self._ends, (self._end_of(rec), key))
         found: dict[str, Conflict] = {}
-        q_lo, q_hi = max(t_lo, now), t_hi
-        recs = self._recs
-        others = [recs[k] for k in self._index.query(centre, ang, q_lo, q_hi) if k != key]
-        batch: list[_Rec] = []  # same-kind pairs of other parties: checked together
-        if item in ("volume", "track"):
-            batch = [o for o in others if o.item == item and o.key[0] != key[0]]
-            others = [o for o in others if o.item != item]
+        near = self._index.query(centre, ang, max(t_lo, now), t_hi)
+        near.discard(rec.slot)
+        slots = np.fromiter(near, dtype=np.int64, count=len(near))
+        batch: list[_Rec]  # same-kind pairs of other parties: checked together
+        if item == "volume":
+            batch, others = self._table.volumes_near(slots, rec, now)
+        else:
+            recs = self._table.recs
+            others = [r for s in slots.tolist() if (r := recs[s]) is not None]
+            batch = []
+            if item == "track":
+                batch = [o for o in others if o.item == item and o.key[0] != key[0]]
+                others = [o for o in others if o.item != item]
         for other in others:
             for c in _check(rec, other, self, now):
                 found[c.id] = c
@@ -279,12 +291,18 @@ def _outline(rec: _Rec) -> FloatArray | None:
 def _planar(recs: list[_Rec], frame: Frame) -> FloatArray:
     """The records' shapes in the frame, as an array of shapely geometries."""
     out = np.empty(len(recs), dtype=object)
-    rings = [(k, o) for k, r in enumerate(recs) if (o := _outline(r)) is not None]
+    rings = [(k, r, o) for k, r in enumerate(recs) if (o := _outline(r)) is not None]
     if rings:
-        ks, outs = zip(*rings, strict=True)
-        xy = frame.fwd(np.concatenate(outs))  # one projection call for the lot
-        idx = np.repeat(np.arange(len(outs)), [len(o) for o in outs])
-        out[list(ks)] = shapely.polygons(shapely.linearrings(xy, indices=idx))
+        fresh = [(r, o) for _k, r, o in rings if r.planar is None or r.planar[0] != frame.key]
+        if fresh:  # one projection call for all outlines not yet in this frame
+            xy = frame.fwd(np.concatenate([o for _r, o in fresh]))
+            cuts = np.cumsum([len(o) for _r, o in fresh])[:-1]
+            for (r, _o), part in zip(fresh, np.split(xy, cuts), strict=True):
+                r.planar = (frame.key, part)
+        parts = [r.planar[1] for _k, r, _o in rings if r.planar is not None]
+        idx = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+        rings_xy = shapely.linearrings(np.concatenate(parts), indices=idx)
+        out[[k for k, _r, _o in rings]] = shapely.polygons(rings_xy)
     for k, r in enumerate(recs):
         if out[k] is None:
             assert isinstance(r.obj, Volume)

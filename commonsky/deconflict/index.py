@@ -19,9 +19,9 @@ Key = tuple[str, str]  # (party, uid)
 
 
 class Filed(Protocol):
-    """What the index needs of a record (the engine's _Rec)."""
+    """What the index needs of a record (the engine's _Rec): it files the record's slot."""
 
-    key: Key
+    slot: int
     centre: FloatArray
     ang: float
     t_lo: float
@@ -40,7 +40,7 @@ ALWAYS = -1
 
 class _Index:
     def __init__(self) -> None:
-        self.cells: dict[tuple[int, ...], set[Key]] = {}
+        self.cells: dict[tuple[int, ...], set[int]] = {}  # cell -> slots filed there
         self.levels: dict[tuple[int, int], set[tuple[int, ...]]] = {}
         # (sl, tl, ix, iy, iz) -> the occupied time buckets there: most cells of a query's
         # cube are off the earth's surface or empty, and are passed over in one look-up.
@@ -98,7 +98,7 @@ class _Index:
                 for iz in axes[2]:
                     for tb in times:
                         cell = (sl, tl, ix, iy, iz, tb)
-                        self.cells.setdefault(cell, set()).add(rec.key)
+                        self.cells.setdefault(cell, set()).add(rec.slot)
                         occupied.add(cell)
                         self.columns.setdefault(cell[:5], set()).add(tb)
                         rec.cells.append(cell)
@@ -108,7 +108,7 @@ class _Index:
             members = self.cells.get(cell)
             if members is None:
                 continue
-            members.discard(rec.key)
+            members.discard(rec.slot)
             if not members:
                 del self.cells[cell]
                 self.levels[(cell[0], cell[1])].discard(cell)
@@ -118,8 +118,9 @@ class _Index:
                     del self.columns[cell[:5]]
         rec.cells = []
 
-    def query(self, centre: FloatArray, ang: float, t_lo: float, t_hi: float) -> set[Key]:
-        found: set[Key] = set()
+    def query(self, centre: FloatArray, ang: float, t_lo: float, t_hi: float) -> set[int]:
+        """The slots of every record whose cap and time could meet these (and some more)."""
+        found: set[int] = set()
         p, chord = self._where(centre, ang)
         for (sl, tl), occupied in self.levels.items():
             if not occupied:

@@ -82,7 +82,11 @@ class _Rec(msgspec.Struct):
     t_hi: float
     cells: list[tuple[int, ...]]
     outline: FloatArray | None = None  # volumes: the densified (lon, lat) outline, once
+    # volumes: the outline in the last frame it was projected into (frame key, x/y metres):
+    # a stored volume meets new ones nearby mostly in one frame, so it is projected once.
+    planar: tuple[tuple[float, float], FloatArray] | None = None
     box: tuple[float, ...] = ()  # volumes: start, end, floor, ceiling, ang, centre x y z
+    slot: int = -1  # its row in the engine's SlotTable, and what the index files
 
 
 def _conflict_id(key: bytes, kind: str, a: Side, b: Side) -> str:

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commonsky.deconflict import geometry as g
 
@@ -147,3 +151,81 @@ def test_kml_refuses_doctype_and_entities() -> None:
         g.parse_kml(evil)
     with pytest.raises(g.GeometryError, match="document"):
         g.parse_kml(b"<kml><unclosed></kml>")
+
+
+def _densify_edge_by_edge(points: list[tuple[float, float]], closed: bool) -> list[tuple]:
+    """Reference: each edge on its own, with pyproj's npts (points between its ends)."""
+    seq = [*points, points[0]] if closed else list(points)
+    out: list[tuple[float, float]] = []
+    for (lo1, la1), (lo2, la2) in itertools.pairwise(seq):
+        out.append((lo1, la1))
+        _, _, dist = g.GEOD.inv(lo1, la1, lo2, la2)
+        n = min(int(dist // g.EDGE_STEP_M), 400)
+        if n:
+            out.extend(g.GEOD.npts(lo1, la1, lo2, la2, n))
+    if not closed:
+        out.append(seq[-1])
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-180.0, 180.0), st.floats(-85.0, 85.0)), min_size=2, max_size=6),
+    st.floats(0.001, 3.0),
+    st.booleans(),
+)
+def test_densify_matches_edge_by_edge_geodesics(
+    offsets: list[tuple[float, float]], scale: float, closed: bool
+) -> None:
+    # Small shapes anywhere (the antimeridian and high latitudes included): the outline has
+    # the same points as densifying each edge on its own, to well under a millimetre.
+    lon0, lat0 = offsets[0]
+    points = [
+        (
+            ((lon0 + dx * scale / 180.0 + 180.0) % 360.0) - 180.0,
+            max(-89.0, min(89.0, lat0 + dy * scale / 85.0)),
+        )
+        for dx, dy in offsets
+    ]
+    got = g.densify(points, closed)
+    want = np.asarray(_densify_edge_by_edge(points, closed))
+    assert got.shape == want.shape
+    _, _, gap = g.GEOD.inv(got[:, 0], got[:, 1], want[:, 0], want[:, 1])
+    assert float(np.max(gap)) < 1e-3
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.floats(-70.0, 70.0),
+    st.floats(-180.0, 180.0),
+    st.floats(0.02, 0.6),
+    st.floats(-0.5, 0.5),
+    st.floats(-0.5, 0.5),
+)
+def test_an_overlap_does_not_depend_on_where_the_frame_sits(
+    lat: float, lon: float, half: float, dx: float, dy: float
+) -> None:
+    # Frames snap to a FRAME_GRID_DEG grid, so a pair is worked out in a frame up to about
+    # 1.4 grid steps from it. The overlap, back in lon/lat, must be the same (to centimetres)
+    # as in a frame centred on the pair itself.
+    def square(x: float, y: float, h: float) -> g.Polygon:
+        corners = ((x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h))
+        return g.Polygon(ring=tuple((((cx + 180.0) % 360.0) - 180.0, cy) for cx, cy in corners))
+
+    a = square(lon, lat, half)
+    b = square(lon + dx * half, lat + dy * half, half * 0.8)
+    reach = 1.4 * g.FRAME_GRID_DEG
+    outlines = []
+    for frame in (g.Frame(lon, lat), g.Frame(lon + reach / 1.4, lat + reach / 1.4)):
+        overlap = shapely.intersection(a.planar(frame), b.planar(frame))
+        back = frame.to_geojson(overlap)
+        assert back is not None
+        outlines.append(np.asarray(back["coordinates"][0]))
+    near, far = outlines
+    # Every vertex of one outline lies on the other (the same crossings and corners).
+    ring = shapely.LinearRing(near)
+    for x, y in far:
+        _, _, gap = g.GEOD.inv(
+            x, y, *shapely.line_interpolate_point(ring, ring.project(shapely.Point(x, y))).coords[0]
+        )
+        assert gap < 0.05
