@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import secrets
 import time
@@ -24,6 +23,7 @@ from commonsky.services import Services
 from commonsky.store.sqlite import SQLiteStore
 
 from .core import Hub
+from .heap import settle_heap
 from .listeners import TakListener
 
 log = logging.getLogger("commonsky.server")
@@ -84,11 +84,7 @@ class HubServer:
         servers = self._uvicorn.servers
         if servers:
             self.http_port = servers[0].sockets[0].getsockname()[1]
-        # Everything built so far lives as long as the hub: keep it out of the collector's
-        # way, and collect young objects less often (each message makes a few short-lived
-        # objects; full collections were the hub's latency outliers under load).
-        gc.freeze()
-        gc.set_threshold(20_000, 50, 100)
+        settle_heap()  # everything built so far lives as long as the hub (see heap.py)
 
     async def _housekeeping(self) -> None:
         """Once a second: deadlines and expiries; prune and checkpoints less often."""
