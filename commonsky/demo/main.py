@@ -146,13 +146,22 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
         "checks",
     ):
         table.add_column(column)
+    # One client per party serves every scenario the party is in, so its deliveries cannot
+    # be told apart by scenario: mark such parties rather than count them as if they could.
+    seen: dict[str, int] = {}
+    for s in summary["scenarios"]:
+        for party in s["deliveries"]:
+            seen[party] = seen.get(party, 0) + 1
+    shared = {p for p, n in seen.items() if n > 1}
     for s in summary["scenarios"]:
         held = sum(c["held"] for c in s["checks"])
         ledger = next(c["held"] for c in s["checks"] if c["kind"] == "ledger")
         table.add_row(
             s["name"],
             str(s["items_sent"]),
-            ", ".join(f"{p} {n}" for p, n in sorted(s["deliveries"].items())),
+            ", ".join(
+                f"{p} {n}{'*' if p in shared else ''}" for p, n in sorted(s["deliveries"].items())
+            ),
             f"{s['conflict_notices']} notices, {s['conflicts_acknowledged']}/"
             f"{s['conflict_threads']} threads",
             f"{s['launch_events']} / {s['alerts']}",
@@ -162,6 +171,11 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
             f"{held}/{len(s['checks'])}",
         )
     console.print(table)
+    if shared:
+        console.print(
+            f"* {', '.join(sorted(shared))}: in several scenarios; the count is of everything "
+            "its client received, in all of them."
+        )
     for s in summary["scenarios"]:
         for check in s["checks"]:
             mark = "[green]held[/green]  " if check["held"] else "[red]FAILED[/red]"
