@@ -114,14 +114,20 @@ class Policy:
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
         """Parties (other than the originator) that receive the item, and in which form."""
         entitled = self.disclosures(item.party, item.category, item.event.point, now)
-        routed: dict[str, Disclosure] = {
-            p: d for p, d in entitled.items() if d is not Disclosure.CONFLICTS_ONLY
-        }
+        routed: dict[str, Disclosure] = {p: d for p, d in entitled.items() if _relayed(d)}
         if item.event.dest_parties:
             # A directed message (marti/dest party=…) narrows, never widens, the audience.
             wanted = set(item.event.dest_parties)
             routed = {p: d for p, d in routed.items() if p in wanted}
         return routed
+
+    def delivers(
+        self, provider: str, recipient: str, category: Category, point: Point, now: float
+    ) -> bool:
+        """Whether an item of `provider` in `category` at `point`, directed to `recipient`,
+        would reach it now (asked before accepting a hotline message over the API)."""
+        level = self.disclosures(provider, category, point, now).get(recipient)
+        return level is not None and _relayed(level)
 
     def may_see(self, recipient: str, item: Item, now: float) -> Disclosure | None:
         if recipient == item.party:
@@ -139,6 +145,11 @@ class Policy:
             ):
                 return agreement.options[name]
         return None
+
+
+def _relayed(level: Disclosure) -> bool:
+    # `conflicts-only` grants no copy of the item: only conflict notices about it.
+    return level is not Disclosure.CONFLICTS_ONLY
 
 
 def foreign_uid(party: str, uid: str) -> str:

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
@@ -207,3 +207,19 @@ def test_the_property_test_can_fail() -> None:
         one = run(leaky, [("RUS", event)], "USA", Path(a))
         two = run(leaky, [("RUS", mutate(event, 3))], "USA", Path(b))
     assert one != two
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(agreements(), max_size=6), events(), st.sampled_from(PARTIES))
+def test_asking_whether_a_directed_item_gets_through_agrees_with_routing_it(
+    deals: list[Agreement], sent: tuple[str, CotEvent], recipient: str
+) -> None:
+    # The API refuses a hotline message up front when `delivers` says it would not reach its
+    # addressee; that answer must be exactly what routing the message would do.
+    policy = Policy([Party(p) for p in PARTIES], deals)
+    party, event = sent
+    assume(recipient != party)
+    directed = replace(event, dest_parties=(recipient,))
+    item = Item(party=party, user="t", category=Category.HOTLINE, event=directed, received=NOW)
+    routed = recipient in policy.route(item, NOW)
+    assert policy.delivers(party, recipient, Category.HOTLINE, event.point, NOW) == routed

@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -22,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from commonsky.alerts import report_from_json
 from commonsky.deconflict.geometry import GeometryError, parse_geojson, parse_kml
 from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.hotline import chat_event
@@ -183,23 +185,12 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return JSONResponse([accept(party, e) for e in events], status_code=201)
 
     async def post_launch(request: Request, party: str) -> Response:
-        from commonsky.engines.warnings import report_from_event
-
         raw = await body_json(request)
         if not isinstance(raw, dict):
             raise ApiError(400, "$: a launch report is a JSON object")
-        raw["party"] = party
-        probe = CotEvent(
-            uid="probe",
-            type="b-l-r",
-            time=0,
-            start=0,
-            stale=0,
-            how="m-g",
-            point=Point(0, 0),
-            detail=f"<csky_launch>{quote(msgspec.json.encode(raw).decode())}</csky_launch>",
-        )
-        report = report_from_event(probe, party, hub.clock())
+        raw["party"] = party  # the sender's, whatever the body says
+        now = datetime.fromtimestamp(hub.clock(), UTC)
+        report = report_from_json(msgspec.json.encode(raw), now)
         return JSONResponse(accept(party, report_event(report, hub.clock())), status_code=201)
 
     async def post_hotline(request: Request, party: str) -> Response:
@@ -219,7 +210,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             party, {"to": to, "text": text, "uid": uid}, raw.get("signature")
         )
         event = chat_event(uid, text, hub.clock(), [to], sender=party)
-        if not hub.policy.route(_probe_item(party, event, hub.clock()), hub.clock()):
+        if not hub.policy.delivers(party, to, Category.HOTLINE, event.point, hub.clock()):
             raise ApiError(403, f"no hotline agreement in force from {party} to {to}")
         if signature is not None and services.recorder is not None:
             services.recorder.signatures[(party, uid)] = signature
@@ -352,12 +343,6 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         WebSocketRoute("/api/ws", websocket),
     ]
     return routes, openapi_paths()
-
-
-def _probe_item(party: str, event: CotEvent, now: float) -> Any:
-    from commonsky.model import Item
-
-    return Item(party=party, user="api", category=Category.HOTLINE, event=event, received=now)
 
 
 def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
