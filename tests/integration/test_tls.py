@@ -11,7 +11,7 @@ import pytak
 import pytest
 
 from commonsky.cli import main
-from tests.conftest import base_config, running_hub
+from tests.conftest import RunningHub, TakClient, base_config, running_hub
 from tests.integration.test_tak_tcp import FULL_TRACKS, track
 
 
@@ -19,14 +19,17 @@ def cli(*args: str) -> None:
     main(list(args))  # success returns normally; a failure would raise SystemExit
 
 
+async def tls_client(hub: RunningHub, pki: Path, party: str, ca: str = "ca") -> TakClient:
+    """A TAK client of `party` with the certificate `cert issue` made for its ops user under
+    `ca`, trusting the hub's CA."""
+    user = f"{pki / ca}/clients/{party}/{party.lower()}-ops"
+    return await hub.connect_tls(Path(f"{user}.pem"), Path(f"{user}-key.pem"), pki / "ca/ca.pem")
+
+
 async def test_pytak_tls_client_delivers_across_parties(tmp_path: Path, pki: Path) -> None:
     config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca")
     async with running_hub(config) as hub:
-        jpn = await hub.connect_tls(
-            pki / "ca/clients/JPN/jpn-ops.pem",
-            pki / "ca/clients/JPN/jpn-ops-key.pem",
-            pki / "ca/ca.pem",
-        )
+        jpn = await tls_client(hub, pki, "JPN")
         await jpn.wait_for(lambda e: e["type"] == "t-x-takp-v")
         section = configparser.ConfigParser()
         section["pytak"] = {
@@ -50,17 +53,9 @@ async def test_pytak_tls_client_delivers_across_parties(tmp_path: Path, pki: Pat
 async def test_certificate_from_another_ca_is_refused(tmp_path: Path, pki: Path) -> None:
     config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca")
     async with running_hub(config) as hub:
-        jpn = await hub.connect_tls(
-            pki / "ca/clients/JPN/jpn-ops.pem",
-            pki / "ca/clients/JPN/jpn-ops-key.pem",
-            pki / "ca/ca.pem",
-        )
+        jpn = await tls_client(hub, pki, "JPN")
         with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
-            rogue = await hub.connect_tls(
-                pki / "rogue-ca/clients/USA/usa-ops.pem",
-                pki / "rogue-ca/clients/USA/usa-ops-key.pem",
-                pki / "ca/ca.pem",
-            )
+            rogue = await tls_client(hub, pki, "USA", ca="rogue-ca")
             rogue.send(track("ROGUE"))
             await rogue.collect(0.5)
         assert all(e["uid"] != "USA::ROGUE" for e in await jpn.collect(0.2))
@@ -85,11 +80,7 @@ async def test_without_client_certificate_is_refused(tmp_path: Path, pki: Path) 
 async def test_certificate_of_undeclared_party_is_closed(tmp_path: Path, pki: Path) -> None:
     config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca")
     async with running_hub(config) as hub:
-        stranger = await hub.connect_tls(
-            pki / "ca/clients/ZZZ/zzz-ops.pem",
-            pki / "ca/clients/ZZZ/zzz-ops-key.pem",
-            pki / "ca/ca.pem",
-        )
+        stranger = await tls_client(hub, pki, "ZZZ")
         with pytest.raises(ConnectionError):
             await stranger.collect(1.0)
 
