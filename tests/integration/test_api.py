@@ -199,3 +199,38 @@ async def test_kml_upload_and_hostile_kml(make_hub) -> None:
         response = await usa.post("/api/airspace", content=hostile)
         assert response.status_code == 400
         assert len(list(hub.hub.store.since(0))) == stored
+
+
+async def test_bad_launch_reports_are_refused_with_the_reason_and_nothing_stored(
+    make_hub,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import msgspec
+    import numpy as np
+
+    from commonsky.alerts.simulate import Ballistic, radar_report
+
+    truth = Ballistic(39.0, 125.7, datetime.now(UTC) - timedelta(seconds=200), 80.0, 1e6, 5e5)
+    good = msgspec.to_builtins(
+        radar_report(truth, "USA", "r1", 30, 150, 5, 300.0, 300.0, np.random.default_rng(1))
+    )
+    future = json.loads(json.dumps(good))
+    future["points"][0]["time"] = "2099-01-01T00:00:00Z"
+    jump = json.loads(json.dumps(good))
+    jump["points"][1]["lon"] = good["points"][1]["lon"] + 40.0  # thousands of km in seconds
+    missing = {k: v for k, v in good.items() if k != "points"}
+    async with make_hub() as hub:
+        async with client(hub, "USA") as usa:
+            ok = await usa.post("/api/launch", json=good)
+            assert ok.status_code == 201, ok.text
+            stored = len(list(hub.hub.store.since(0)))
+            for body in (b"[1, 2]", b"{not json", json.dumps(missing).encode()):
+                response = await usa.post("/api/launch", content=body)
+                assert response.status_code == 400, body
+                assert response.json()["error"]
+            for bad, field in ((future, "time"), (jump, "points")):
+                response = await usa.post("/api/launch", json=bad)
+                assert response.status_code == 400, response.text
+                assert field in response.json()["error"]
+            assert len(list(hub.hub.store.since(0))) == stored
