@@ -101,7 +101,7 @@ def test_overflight_warns_the_prefecture_under_the_track(regions: RegionRegistry
 @settings(max_examples=60, deadline=None)
 @given(
     st.floats(-70.0, 70.0),
-    st.floats(-179.0, 179.0),
+    st.floats(-170.0, 170.0),  # pieces are lon/lat polygons: not across the antimeridian (geo.py)
     st.floats(500.0, 100_000.0),
     st.floats(0.0, 360.0),
 )
