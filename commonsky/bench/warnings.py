@@ -17,12 +17,13 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
 
 from commonsky.alerts.simulate import Ballistic, radar_report
+from commonsky.bench.machine import steal
 from commonsky.config import config_from_dict
 from commonsky.engines.warnings import report_event
 from commonsky.errors import UsageError
@@ -64,7 +65,7 @@ def _report(n: int, rng: np.random.Generator, now: float, rate: float) -> tuple[
     return report.party, report_event(report, now)
 
 
-def run(rate: float, reports: int) -> dict[str, float]:
+def run(rate: float, reports: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config = config_from_dict(
             {
@@ -92,7 +93,7 @@ def run(rate: float, reports: int) -> dict[str, float]:
         events = [_report(n, rng, hub.clock(), rate) for n in range(reports)]
         latencies, service = [], []
         delivered = 0
-        with server_heap():  # the collector as `commonsky serve` runs it
+        with steal() as stolen, server_heap():  # the collector as `commonsky serve` runs it
             start = time.perf_counter()
             for n, (party, event) in enumerate(events):
                 # Open loop: report n is due at start + n / rate whatever happened before, and
@@ -124,6 +125,7 @@ def run(rate: float, reports: int) -> dict[str, float]:
         "capacity_per_s": 1000.0 / float(work.mean()),
         "deliveries": delivered,
         "alerts": alerts,
+        "steal": stolen,
     }
 
 
@@ -150,3 +152,4 @@ def bench(
         "reports/s of this mix"
     )
     print(f"  deliveries queued {figures['deliveries']}, CAP messages {figures['alerts']}")
+    print(f"  {figures['steal'].describe()}")

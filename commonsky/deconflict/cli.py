@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from commonsky.bench.machine import steal
 from commonsky.deconflict import cpa
 from commonsky.deconflict import geometry as geo
 from commonsky.deconflict.engine import ConflictEngine
@@ -229,7 +230,7 @@ def bench(
     _screening_rows(table, n, naive_n, runs)
     gc.collect()  # each case starts clean: nothing the screening left is in the way
     eng = ConflictEngine()
-    with server_heap():  # the collector as `commonsky serve` runs it
+    with steal() as stolen, server_heap():  # the collector as `commonsky serve` runs it
         t0 = time.perf_counter()
         lat = _volumes(eng, volumes, 3, crowded=False)
         wall = time.perf_counter() - t0
@@ -252,3 +253,4 @@ def bench(
                   f">= 1,000 ({'ok' if crowded / wall >= 1000 else 'MISSED'})")  # fmt: skip
     table.add_row("conflicts held", f"{len(eng.conflicts()):,}", "")
     console.print(table)
+    console.print(f"{stolen.describe()} (100,000 volumes case)")
