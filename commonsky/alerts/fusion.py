@@ -94,11 +94,8 @@ class Trajectory(msgspec.Struct, frozen=True):
         lat, lon = from_local(self.origin_lat, self.origin_lon, [x0 + vx * s], [y0 + vy * s])
         return float(lat[0]), float(lon[0]), z0 + vz * s - 0.5 * G * s * s
 
-    def horizontal_sigma_m(self, t: datetime) -> float:
-        """Largest 1-sigma horizontal position error at time t."""
-        return float(self._sigmas(np.array([self._t(t)]))[0])
-
-    def _sigmas(self, s: FloatArray) -> FloatArray:
+    def _horizontal_sigmas_m(self, s: FloatArray) -> FloatArray:
+        """Largest 1-sigma horizontal position error at each of `s` seconds from t_ref."""
         c = np.asarray(self.cov).reshape(6, 6)
         vx = c[0, 0] + 2 * s * c[0, 1] + s * s * c[1, 1]
         vy = c[2, 2] + 2 * s * c[2, 3] + s * s * c[3, 3]
@@ -121,7 +118,7 @@ class Trajectory(msgspec.Struct, frozen=True):
                 offsets.tolist(),
                 lats.tolist(),
                 lons.tolist(),
-                self._sigmas(ss).tolist(),
+                self._horizontal_sigmas_m(ss).tolist(),
                 strict=True,
             )
         ]
