@@ -64,7 +64,12 @@ def report_from_event(event: CotEvent, party: str, now: float) -> LaunchReport:
     node = detail.find("csky_launch")
     if node is None or not (node.text or "").strip():
         raise RemoteProtocolError("launch-report-invalid", "$: no <csky_launch> JSON in detail")
-    raw = msgspec.json.decode((node.text or "").encode())
+    return report_from_raw(msgspec.json.decode((node.text or "").encode()), party, now)
+
+
+def report_from_raw(raw: Any, party: str, now: float) -> LaunchReport:
+    """A launch report from its parsed JSON (CoT detail or API body), checked; its party is
+    the sender's, whatever the JSON says."""
     if isinstance(raw, dict):
         raw["party"] = party
     return report_from_json(msgspec.json.encode(raw), datetime.fromtimestamp(now, UTC))

@@ -14,7 +14,6 @@ import contextlib
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -23,11 +22,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from commonsky.alerts import report_from_json
 from commonsky.deconflict.geometry import GeometryError, parse_geojson, parse_kml
 from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.hotline import chat_event
-from commonsky.engines.warnings import report_event
+from commonsky.engines.warnings import report_event, report_from_raw
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
@@ -188,9 +186,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         raw = await body_json(request)
         if not isinstance(raw, dict):
             raise ApiError(400, "$: a launch report is a JSON object")
-        raw["party"] = party  # the sender's, whatever the body says
-        now = datetime.fromtimestamp(hub.clock(), UTC)
-        report = report_from_json(msgspec.json.encode(raw), now)
+        report = report_from_raw(raw, party, hub.clock())
         return JSONResponse(accept(party, report_event(report, hub.clock())), status_code=201)
 
     async def post_hotline(request: Request, party: str) -> Response:
