@@ -56,7 +56,7 @@ from commonsky.deconflict.records import _make as _make
 from commonsky.deconflict.records import _Rec as _Rec
 from commonsky.deconflict.records import _rounded as _rounded
 from commonsky.deconflict.records import default_minima as default_minima
-from commonsky.deconflict.table import SlotTable
+from commonsky.deconflict.table import SlotTable, box_overlaps
 from commonsky.deconflict.tracks import PATH_SAMPLES as PATH_SAMPLES
 from commonsky.deconflict.tracks import _path_through as _path_through
 from commonsky.deconflict.tracks import _track_area as _track_area
@@ -177,8 +177,7 @@ class ConflictEngine:
         if item == "volume":
             batch, others = self._table.volumes_near(slots, rec, now)
         else:
-            recs = self._table.recs
-            others = [r for s in slots.tolist() if (r := recs[s]) is not None]
+            others = [self._table.rec(s) for s in slots.tolist()]
             batch = []
             if item == "track":
                 batch = [o for o in others if o.item == item and o.key[0] != key[0]]
@@ -314,14 +313,11 @@ def _volume_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> l
     """Volume x against volumes ys (of other parties): the conflicts, as pair checks give."""
     if not ys:
         return []
-    vx = x.obj
-    assert isinstance(vx, Volume)
+    assert isinstance(x.obj, Volume)
     a = np.array([y.box for y in ys])
-    start, end = np.maximum(a[:, 0], vx.start_s), np.minimum(a[:, 1], vx.end_s)
-    floor, ceiling = np.maximum(a[:, 2], vx.floor_m), np.minimum(a[:, 3], vx.ceiling_m)
+    start, end, floor, ceiling, meet = box_overlaps(a, x, now)
+    keep = np.flatnonzero(meet)
     cs = a[:, 5:8]
-    apart = np.arccos(np.clip(cs @ x.centre, -1.0, 1.0)) > x.ang + a[:, 4]
-    keep = np.flatnonzero((start < end) & (end > now) & (floor < ceiling) & ~apart)
     if len(keep) == 0:
         return []
     # Each pair's frame is centred between the two caps (symmetric: the same whichever was

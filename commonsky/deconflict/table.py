@@ -61,22 +61,31 @@ class SlotTable:
 
     def volumes_near(self, slots: IntArray, rec: _Rec, now: float) -> tuple[list[_Rec], list[_Rec]]:
         """Of the candidate `slots` (rec's own excluded by the caller): other parties' volumes
-        that pass `_volume_batch`'s exact first tests against volume `rec` (the same tests,
-        so nothing that could conflict is dropped), and every record of another kind."""
+        that pass the exact first tests against volume `rec` (`box_overlaps`, as
+        `_volume_batch` applies them: nothing that could conflict is dropped), and every
+        record of another kind."""
         kind = self.kind[slots]
-        rest = [self._rec(s) for s in slots[kind != KINDS["volume"]].tolist()]
+        rest = [self.rec(s) for s in slots[kind != KINDS["volume"]].tolist()]
         vols = slots[(kind == KINDS["volume"]) & (self.party[slots] != self.party_code(rec.key[0]))]
         if not len(vols):
             return [], rest
-        t_lo, t_hi, floor, ceiling = rec.box[:4]
-        a = self.box[vols]
-        start, end = np.maximum(a[:, 0], t_lo), np.minimum(a[:, 1], t_hi)
-        low, high = np.maximum(a[:, 2], floor), np.minimum(a[:, 3], ceiling)
-        apart = np.arccos(np.clip(a[:, 5:8] @ rec.centre, -1.0, 1.0)) > rec.ang + a[:, 4]
-        keep = vols[(start < end) & (end > now) & (low < high) & ~apart]
-        return [self._rec(s) for s in keep.tolist()], rest
+        *_, meet = box_overlaps(self.box[vols], rec, now)
+        return [self.rec(s) for s in vols[meet].tolist()], rest
 
-    def _rec(self, slot: int) -> _Rec:
+    def rec(self, slot: int) -> _Rec:
         rec = self.recs[slot]
         assert rec is not None, f"slot {slot} is filed in the index but empty"
         return rec
+
+
+def box_overlaps(
+    a: FloatArray, x: _Rec, now: float
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """Volume boxes `a` (rows laid out as _Rec.box) against volume x: the shared window
+    (start, end) and band (floor, ceiling), and whether each pair passes the exact first
+    tests — they overlap in time and altitude, the window is not over, the caps meet."""
+    t_lo, t_hi, floor, ceiling = x.box[:4]
+    start, end = np.maximum(a[:, 0], t_lo), np.minimum(a[:, 1], t_hi)
+    low, high = np.maximum(a[:, 2], floor), np.minimum(a[:, 3], ceiling)
+    apart = np.arccos(np.clip(a[:, 5:8] @ x.centre, -1.0, 1.0)) > x.ang + a[:, 4]
+    return start, end, low, high, (start < end) & (end > now) & (low < high) & ~apart
