@@ -140,12 +140,18 @@ async def test_replay_slider_shows_the_past(web_hub: Any, browser: Browser) -> N
             )
             page, _ = await signed_in(browser, hub, "USA")
             await wait_tracks(page, "EARLY")
-            await asyncio.sleep(2.2)
+            early_sent = time.time()
+            await asyncio.sleep(3.2)
+            late_sent = time.time()
             await http.post(
                 "/api/cot", content=cot("new", "a-f-A", 39, 129, "LATE"), headers=bearer("USA")
             )
             await wait_tracks(page, "LATE")
-        await page.evaluate("() => window.commonsky.setReplay(1)")
+        # Back to halfway between the two (CoT times are whole seconds, so LATE is stamped at
+        # most 1 s before it was sent), counted when the page is asked: a slow page or
+        # browser must not move the moment replayed.
+        halfway = (early_sent + late_sent) / 2
+        await page.evaluate("(t) => window.commonsky.setReplay(Date.now() / 1000 - t)", halfway)
         names = [t["callsign"] for t in (await snapshot(page))["tracks"]]
         assert names == ["EARLY"]
         await page.evaluate("() => window.commonsky.setReplay(0)")
