@@ -455,6 +455,9 @@ class Correlator:
             self._order.pop(m, None)
         return Correlation(survivor, tuple(sorted(merged)))
 
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._events
+
     def events(self) -> Mapping[str, tuple[LaunchReport, ...]]:
         return {eid: tuple(g.reports) for eid, g in self._events.items()}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,6 +103,14 @@ def fused_json(event: FusedEvent) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class _Owed:
+    """What one party's view gained since the last `settle` (insertion-ordered sets)."""
+
+    refresh: dict[str, None] = field(default_factory=dict)  # event ids to fuse and send
+    retire: dict[str, None] = field(default_factory=dict)  # sent event ids merged away
+
+
 class LaunchDesk:
     def __init__(self, hub: Hub, regions: RegionRegistry | None = None) -> None:
         self.hub = hub
@@ -113,7 +122,9 @@ class LaunchDesk:
         self._assessed: dict[tuple[str, str], tuple[tuple[str, ...], LaunchAssessment]] = {}
         # event id -> report keys and the estimate's corridor, shared by the issuing parties.
         self._corridors: dict[str, tuple[tuple[str, ...], Corridor]] = {}
-        self._shared: dict[str, tuple[Correlator, str, tuple[str, ...], FusedEvent | None]] = {}
+        self._shared: dict[str, tuple[Correlator, str, tuple[str, ...]]] = {}
+        self._owed: dict[str, _Owed] = {}  # party -> what the reports since `settle` changed
+        self._settle_scheduled = False
         self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
         status = str(hub.settings.alert_status)
         # Each party warns only its own country's regions, from its own view.
@@ -156,41 +167,77 @@ class LaunchDesk:
             report = validated[1]
         else:
             report = report_from_event(item.event, item.party, item.received)
-        fused: list[tuple[CotEvent, str]] = []
         for party in sorted({item.party, *routes}):
-            fused += self._fuse_for(party, report)
-        self.hub.publish_each_from_hub(fused, Category.LAUNCH)
+            self._feed(party, report)
         self._forget_unshared()
-        if len(self._bodies) > 1024:
-            self._bodies.clear()
-        self.step(sorted({item.party, *routes}))
+        # Each report is correlated at once; what it changes is fused, sent and assessed once
+        # the hub's event loop has taken the rest of the burst it came in (`settle`), so a
+        # raid's reports arriving together cost one fusion per event and one warnings step,
+        # not one per report. Without a loop (tests, tools) that happens right here.
+        if self.hub.call_soon is None:
+            self.settle()
+        elif not self._settle_scheduled:
+            self._settle_scheduled = True
+            self.hub.call_soon(self._settle_logged)
 
-    def _fuse_for(self, party: str, report: LaunchReport) -> list[tuple[CotEvent, str]]:
-        """Feed `report` to `party`'s view; the fused events (and retirements) it now owes."""
+    def _feed(self, party: str, report: LaunchReport) -> None:
+        """Feed `report` to `party`'s view; note the fused events (and retirements) it owes."""
         # Parties fed the same sequence of reports share one correlator and one fusion
-        # result (copy-on-write): with many parties under the same agreements, fusion runs
-        # once per distinct view, not once per party. Sharing never mixes views: the key is
-        # the digest of exactly the reports this party has been given, in order.
+        # result (copy-on-write): with many parties under the same agreements, correlation
+        # and fusion run once per distinct view, not once per party. Sharing never mixes
+        # views: the key is the digest of exactly the reports this party has been given, in
+        # order.
         digest, correlator = self._state.get(party, ("", None))
         step_digest = hashlib.sha256(f"{digest}\x00{report.key}".encode()).hexdigest()
         cached = self._shared.get(step_digest)
         if cached is None:
             correlator = correlator.copy() if correlator is not None else Correlator()
             result = correlator.add(report)
-            event: FusedEvent | None = correlator.fuse(result.event_id)
-            cached = self._shared[step_digest] = (correlator, result.event_id, result.merged, event)
-        correlator, event_id, merged, event = cached
+            cached = self._shared[step_digest] = (correlator, result.event_id, result.merged)
+        correlator, event_id, merged = cached
         self._state[party] = (step_digest, correlator)
         self.correlators[party] = correlator
-        out = []
+        owed = self._owed.setdefault(party, _Owed())
         for retired in merged:
-            self.views[party].pop(retired, None)
+            owed.refresh.pop(retired, None)
             self._assessed.pop((party, retired), None)
-            out.append((self._fused_cot(party, retired, None), party))
-        if event is not None:
-            self.views[party][event_id] = event
-            out.append((self._fused_cot(party, event_id, event), party))
-        return out
+            if self.views[party].pop(retired, None) is not None:
+                owed.retire[retired] = None  # the party holds it: tell it the event merged
+        owed.refresh[event_id] = None
+
+    def settle(self) -> list[CapAlert]:
+        """Send every party the fused events its new reports changed, then advance the
+        warnings of the parties concerned: one commit for all of it."""
+        self._settle_scheduled = False
+        owed, self._owed = self._owed, {}
+        if not owed:
+            return []
+        fused: list[tuple[CotEvent, str]] = []
+        estimates: dict[tuple[str, str], FusedEvent] = {}  # (view digest, event id)
+        for party in sorted(owed):
+            digest, correlator = self._state[party]
+            for retired in owed[party].retire:
+                fused.append((self._fused_cot(party, retired, None), party))
+            for event_id in owed[party].refresh:
+                if event_id not in correlator:  # expired since the report came
+                    continue
+                event = estimates.get((digest, event_id))
+                if event is None:
+                    event = estimates[digest, event_id] = correlator.fuse(event_id)
+                self.views[party][event_id] = event
+                fused.append((self._fused_cot(party, event_id, event), party))
+        with self.hub.transaction():
+            self.hub.publish_each_from_hub(fused, Category.LAUNCH)
+            alerts = self.step(sorted(owed))
+        if len(self._bodies) > 1024:
+            self._bodies.clear()
+        return alerts
+
+    def _settle_logged(self) -> None:
+        try:
+            self.settle()
+        except Exception:  # our bug: log it loudly, keep the hub serving
+            log.exception("fusing launch reports failed")
 
     def _forget_unshared(self) -> None:
         live = {digest for digest, _ in self._state.values()}
