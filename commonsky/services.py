@@ -53,8 +53,7 @@ class Services:
         """Time-driven work: deadlines, expiring volumes, warnings that end."""
         self.hotline.tick()
         self.airspace.tick()
-        self.launch.expire()
-        self.launch.step()
+        self.launch.tick()
 
     def screen(self) -> int:
         """A slice of live-track screening (called often, each bounded in time)."""

@@ -1,8 +1,8 @@
 """Launch warnings desk: per-recipient fusion, then public warnings in CAP 1.2.
 
-The invariant, applied to fusion: each party has its own Correlator, fed only the reports
-that party may see (its own plus those an agreement releases to it), so the fused event it
-receives — launch point, trajectory, impact ellipse — is computed from nothing else.
+The hub's side (this module) parses and routes reports and publishes what the launch core
+(`launch_core.py`: correlation, fusion, warning assessment, no I/O — the invariant is
+stated there) makes of them.
 
 Public warnings are issued for a region by the party of the region's country (JPN for
 prefectures, KOR for provinces, UKR for oblasts, when those parties exist), from *that*
@@ -17,36 +17,37 @@ CoT forms (documented in the README): a raw report is `b-l-r` with the report's 
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
-import numpy as np
-import shapely
 
 from commonsky.alerts import (
-    AlertEngine,
     CapAlert,
-    Correlator,
     FusedEvent,
     LaunchReport,
     RegionRegistry,
     ThreatTrack,
     report_from_json,
 )
-from commonsky.alerts.hazard import Corridor, Hazard, LaunchAssessment
-from commonsky.alerts.threats import DEFAULT_HORIZON, assess_track
+from commonsky.engines.launch_core import (
+    COUNTRY_PARTY,
+    Batch,
+    Fused,
+    Issuer,
+    LaunchCore,
+    Outcome,
+    fused_json,
+)
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.protocol.cot import detail_tree, new_event, quote
 
+__all__ = ["LaunchDesk", "fused_json", "report_event", "report_from_event", "report_from_raw"]
+
 log = logging.getLogger("commonsky.warnings")
-COUNTRY_PARTY = {"JP": "JPN", "KR": "KOR", "UA": "UKR"}
 REPORT_TYPE = "b-l-r"
 FUSED_TYPE = "b-l-f"
 ALERT_TYPE = "b-a-o-csky"
@@ -91,58 +92,44 @@ def report_event(report: LaunchReport, now: float) -> CotEvent:
     )
 
 
-def fused_json(event: FusedEvent) -> dict[str, Any]:
-    out: dict[str, Any] = msgspec.to_builtins(event)
-    for name in ("launch", "impact"):
-        fix = getattr(event, name)
-        if fix is not None:
-            # 1e-5 degrees (about a metre) is all a map needs, and it halves the bytes every
-            # recipient's copy costs to store, record and send.
-            ring = shapely.get_coordinates(fix.ellipse.polygon(36))
-            out[name]["polygon"] = np.round(ring, 5).tolist()
-    return out
-
-
-@dataclass
-class _Owed:
-    """What one party's view gained since the last `settle` (insertion-ordered sets)."""
-
-    refresh: dict[str, None] = field(default_factory=dict)  # event ids to fuse and send
-    retire: dict[str, None] = field(default_factory=dict)  # sent event ids merged away
-
-
 class LaunchDesk:
+    """The hub's side of launch warnings: parses and routes reports, hands them to the
+    launch core, and publishes what comes back — fused events to their parties, warnings
+    to the CAP feed and to the issuers' alert partners — in one commit per round.
+
+    Rounds: reports are handed over when the hub's event loop has taken the rest of the
+    burst they came in, so a raid's reports arriving together cost one fusion per event and
+    one warnings step, not one per report (a hub that falls behind catches up instead of
+    queueing). Without an event loop (tests, tools) each report is settled as it comes.
+    """
+
     def __init__(self, hub: Hub, regions: RegionRegistry | None = None) -> None:
         self.hub = hub
         self.regions = regions or RegionRegistry.builtin()
-        self.correlators: dict[str, Correlator] = defaultdict(Correlator)
-        self._state: dict[str, tuple[str, Correlator]] = {}
-        self._bodies: dict[tuple[str, tuple[str, ...]], str] = {}
-        # (issuing party, event id) -> the estimate's report keys and its assessment.
-        self._assessed: dict[tuple[str, str], tuple[tuple[str, ...], LaunchAssessment]] = {}
-        # event id -> report keys and the estimate's corridor, shared by the issuing parties.
-        self._corridors: dict[str, tuple[tuple[str, ...], Corridor]] = {}
-        self._shared: dict[str, tuple[Correlator, str, tuple[str, ...]]] = {}
-        self._owed: dict[str, _Owed] = {}  # party -> what the reports since `settle` changed
-        self._settle_scheduled = False
-        self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
-        status = str(hub.settings.alert_status)
-        # Each party warns only its own country's regions, from its own view.
-        self.engines = {
-            party: AlertEngine(
-                RegionRegistry([r for r in self.regions if r.country == country]),
-                f"commonsky.{party.lower()}",
-                status="Actual" if status == "Actual" else "Exercise",
-                sender_name=hub.policy.parties[party].name,
-            )
+        status: Literal["Actual", "Exercise"] = (
+            "Actual" if str(hub.settings.alert_status) == "Actual" else "Exercise"
+        )
+        issuers = [
+            Issuer(party, country, hub.policy.parties[party].name)
             for country, party in COUNTRY_PARTY.items()
             if party in hub.policy.parties
-        }
+        ]
+        self.issuers = [i.party for i in issuers]
+        self.core = LaunchCore(self.regions, issuers, status)
         self.alerts: dict[str, CapAlert] = {}  # identifier -> message, in issue order
         self.first_alert_at: dict[str, float] = {}  # event id -> hub time of first warning
+        self.reports_settled = 0  # reports whose fused events and warnings are out
+        self._reports: list[tuple[LaunchReport, tuple[str, ...]]] = []  # not yet handed over
+        self._tick_due = False
+        self._settle_scheduled = False
         self._validated: tuple[CotEvent, LaunchReport] | None = None
         hub.validators[Category.LAUNCH] = self.validate
         hub.observers.append(self.observe)
+
+    @property
+    def views(self) -> dict[str, dict[str, FusedEvent]]:
+        """party -> the fused events it holds, by event id."""
+        return self.core.views
 
     def validate(self, party: str, event: CotEvent) -> None:
         if event.type.startswith(REPORT_TYPE):
@@ -167,71 +154,27 @@ class LaunchDesk:
             report = validated[1]
         else:
             report = report_from_event(item.event, item.party, item.received)
-        for party in sorted({item.party, *routes}):
-            self._feed(party, report)
-        self._forget_unshared()
-        # Each report is correlated at once; what it changes is fused, sent and assessed once
-        # the hub's event loop has taken the rest of the burst it came in (`settle`), so a
-        # raid's reports arriving together cost one fusion per event and one warnings step,
-        # not one per report. Without a loop (tests, tools) that happens right here.
+        self._reports.append((report, tuple(sorted({item.party, *routes}))))
         if self.hub.call_soon is None:
             self.settle()
         elif not self._settle_scheduled:
             self._settle_scheduled = True
             self.hub.call_soon(self._settle_logged)
 
-    def _feed(self, party: str, report: LaunchReport) -> None:
-        """Feed `report` to `party`'s view; note the fused events (and retirements) it owes."""
-        # Parties fed the same sequence of reports share one correlator and one fusion
-        # result (copy-on-write): with many parties under the same agreements, correlation
-        # and fusion run once per distinct view, not once per party. Sharing never mixes
-        # views: the key is the digest of exactly the reports this party has been given, in
-        # order.
-        digest, correlator = self._state.get(party, ("", None))
-        step_digest = hashlib.sha256(f"{digest}\x00{report.key}".encode()).hexdigest()
-        cached = self._shared.get(step_digest)
-        if cached is None:
-            correlator = correlator.copy() if correlator is not None else Correlator()
-            result = correlator.add(report)
-            cached = self._shared[step_digest] = (correlator, result.event_id, result.merged)
-        correlator, event_id, merged = cached
-        self._state[party] = (step_digest, correlator)
-        self.correlators[party] = correlator
-        owed = self._owed.setdefault(party, _Owed())
-        for retired in merged:
-            owed.refresh.pop(retired, None)
-            self._assessed.pop((party, retired), None)
-            if self.views[party].pop(retired, None) is not None:
-                owed.retire[retired] = None  # the party holds it: tell it the event merged
-        owed.refresh[event_id] = None
-
-    def settle(self) -> list[CapAlert]:
-        """Send every party the fused events its new reports changed, then advance the
-        warnings of the parties concerned: one commit for all of it."""
+    def settle(self) -> None:
+        """Hand the reports taken since the last round to the core; publish the outcome."""
         self._settle_scheduled = False
-        owed, self._owed = self._owed, {}
-        if not owed:
-            return []
-        fused: list[tuple[CotEvent, str]] = []
-        estimates: dict[tuple[str, str], FusedEvent] = {}  # (view digest, event id)
-        for party in sorted(owed):
-            digest, correlator = self._state[party]
-            for retired in owed[party].retire:
-                fused.append((self._fused_cot(party, retired, None), party))
-            for event_id in owed[party].refresh:
-                if event_id not in correlator:  # expired since the report came
-                    continue
-                event = estimates.get((digest, event_id))
-                if event is None:
-                    event = estimates[digest, event_id] = correlator.fuse(event_id)
-                self.views[party][event_id] = event
-                fused.append((self._fused_cot(party, event_id, event), party))
-        with self.hub.transaction():
-            self.hub.publish_each_from_hub(fused, Category.LAUNCH)
-            alerts = self.step(sorted(owed))
-        if len(self._bodies) > 1024:
-            self._bodies.clear()
-        return alerts
+        if not (self._reports or self._tick_due):
+            return
+        threats = {party: self.threats_for(party) for party in self.issuers}
+        batch = Batch(self.hub.clock(), self._reports, threats, self._tick_due)
+        self._reports, self._tick_due = [], False
+        self._apply(self.core.run(batch))
+
+    def tick(self) -> None:
+        """Once a second: expire old events and step every issuer's warnings."""
+        self._tick_due = True
+        self.settle()
 
     def _settle_logged(self) -> None:
         try:
@@ -239,24 +182,29 @@ class LaunchDesk:
         except Exception:  # our bug: log it loudly, keep the hub serving
             log.exception("fusing launch reports failed")
 
-    def _forget_unshared(self) -> None:
-        live = {digest for digest, _ in self._state.values()}
-        for digest in [d for d in self._shared if d not in live]:
-            del self._shared[digest]
+    def _apply(self, outcome: Outcome) -> None:
+        """Publish a round's fused events and warnings, in one commit."""
+        fused = [(self._fused_cot(f), f.party) for f in outcome.fused]
+        with self.hub.transaction():
+            self.hub.publish_each_from_hub(fused, Category.LAUNCH)
+            now = self.hub.clock()
+            for party, alert in outcome.alerts:
+                self._publish_alert(party, alert, now)
+        self.reports_settled += outcome.reports
 
-    def _fused_cot(self, party: str, event_id: str, event: FusedEvent | None) -> CotEvent:
+    def feed(self) -> list[CapAlert]:
+        return list(self.alerts.values())
+
+    def _fused_cot(self, fused: Fused) -> CotEvent:
         now = self.hub.clock()
-        uid = f"launch-{event_id}.{party}"
+        uid = f"launch-{fused.event_id}.{fused.party}"
+        event = fused.event
         if event is None:
             return new_event(
                 uid, FUSED_TYPE, now, now, Point(0.0, 0.0), '<csky_fused merged="true"/>'
             )
         anchor = event.impact or event.launch
         lat, lon = (anchor.lat, anchor.lon) if anchor is not None else (0.0, 0.0)
-        key = (event.event_id, event.report_keys)
-        body = self._bodies.get(key)
-        if body is None:  # the same event goes to every party sharing the view
-            body = self._bodies[key] = quote(msgspec.json.encode(fused_json(event)).decode())
         text = quote(f"Launch event fused from {', '.join(event.parties)}")
         return new_event(
             uid,
@@ -264,7 +212,7 @@ class LaunchDesk:
             now,
             now + 3600.0,
             Point(lat, lon),
-            f"<csky_fused>{body}</csky_fused><remarks>{text}</remarks>",
+            f"<csky_fused>{fused.body}</csky_fused><remarks>{text}</remarks>",
         )
 
     # ---- warnings out -------------------------------------------------------------------
@@ -297,49 +245,6 @@ class LaunchDesk:
             )
         return tracks
 
-    def expire(self) -> None:
-        """Forget launch events an hour after their last observation (memory stays bounded).
-
-        Correlators shared by parties with identical views expire identically (expiry is a
-        function of their content and the time), so sharing stays sound.
-        """
-        moment = datetime.fromtimestamp(self.hub.clock(), UTC)
-        done: set[int] = set()
-        for party, (_, correlator) in self._state.items():
-            if id(correlator) not in done:
-                correlator.expire(moment)
-                done.add(id(correlator))
-            live = correlator.events()
-            for event_id in [e for e in self.views[party] if e not in live]:
-                del self.views[party][event_id]
-        for key in [k for k in self._assessed if k[1] not in self.views[k[0]]]:
-            del self._assessed[key]
-        current = {event_id for _party, event_id in self._assessed}
-        for event_id in [e for e in self._corridors if e not in current]:
-            del self._corridors[event_id]
-
-    def step(self, parties: list[str] | None = None) -> list[CapAlert]:
-        """Advance the warning engines of the issuing parties (all, or those named)."""
-        now = self.hub.clock()
-        issued = []
-        for party, engine in self.engines.items():
-            if parties is not None and party not in parties:
-                continue
-            moment = datetime.fromtimestamp(now, UTC)
-            hazards = [
-                self._assess(event, engine.regions, party, moment)
-                for event in self.views[party].values()
-            ]
-            hazards += [
-                assess_track(t, engine.regions, moment, DEFAULT_HORIZON)
-                for t in self.threats_for(party)
-            ]
-            alerts = engine.step(moment, hazards)
-            for alert in alerts:
-                self._publish_alert(party, alert, now)
-            issued += alerts
-        return issued
-
     def _publish_alert(self, party: str, alert: CapAlert, now: float) -> None:
         self.alerts[alert.identifier] = alert
         for event_id in self.views[party]:
@@ -363,20 +268,3 @@ class LaunchDesk:
         self.hub.submit(
             Item(party=party, user="hub", category=Category.ALERT, event=cot, received=now)
         )
-
-    def _assess(
-        self, event: FusedEvent, regions: RegionRegistry, party: str, moment: datetime
-    ) -> Hazard:
-        """The hazard of `event` at `moment`, its geometry worked out once per estimate."""
-        key = (party, event.event_id)
-        known = self._assessed.get(key)
-        if known is None or known[0] != event.report_keys:
-            corridor = self._corridors.get(event.event_id)
-            if corridor is None or corridor[0] != event.report_keys:
-                corridor = self._corridors[event.event_id] = (event.report_keys, Corridor.of(event))
-            assessment = LaunchAssessment(event, regions, corridor=corridor[1])
-            known = self._assessed[key] = (event.report_keys, assessment)
-        return known[1].at(moment)
-
-    def feed(self) -> list[CapAlert]:
-        return list(self.alerts.values())

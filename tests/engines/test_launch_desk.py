@@ -155,5 +155,5 @@ def test_events_are_forgotten_an_hour_after_their_last_observation(tmp_path: Pat
         send_report(w, r)
     assert w.services.launch.views["JPN"]
     w.clock.now += 2 * 3600
-    w.services.launch.expire()
+    w.services.launch.tick()
     assert not w.services.launch.views["JPN"] and not w.services.launch.views["KOR"]
