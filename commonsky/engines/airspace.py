@@ -32,7 +32,7 @@ from commonsky.engines.drawings import airspace_from_cot
 from commonsky.engines.hotline import HotlineDesk
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.protocol.cot import new_event, quote
+from commonsky.protocol.cot import new_event, quote, quote_text
 
 log = logging.getLogger("commonsky.deconflict")
 # Deconfliction is about the parties' own forces: a track a party reports as hostile,
@@ -185,7 +185,7 @@ class AirspaceDesk:
         text = describe(notice)
         uid = f"conflict-{notice.conflict_id}.{notice.recipient}"
         detail = (
-            f'<csky_conflict state="{action}">{quote(body)}</csky_conflict>'
+            f'<csky_conflict state="{action}">{quote_text(body)}</csky_conflict>'
             f"<remarks>{quote(text)}</remarks>"
         )
         alert = new_event(uid, "t-x-csky-conflict", now, stale, Point(lat, lon), detail)

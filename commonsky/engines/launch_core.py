@@ -39,7 +39,7 @@ from commonsky.alerts import (
 )
 from commonsky.alerts.hazard import Corridor, Hazard, LaunchAssessment
 from commonsky.alerts.threats import DEFAULT_HORIZON, assess_track
-from commonsky.protocol.cot import quote
+from commonsky.protocol.cot import quote_text
 
 COUNTRY_PARTY = {"JP": "JPN", "KR": "KOR", "UA": "UKR"}
 
@@ -191,7 +191,7 @@ class LaunchCore:
         key = (event.event_id, event.report_keys)
         body = self._bodies.get(key)
         if body is None:  # the same event goes to every party sharing the view
-            body = self._bodies[key] = quote(msgspec.json.encode(fused_json(event)).decode())
+            body = self._bodies[key] = quote_text(msgspec.json.encode(fused_json(event)).decode())
         return body
 
     def _forget_unshared(self) -> None:

@@ -43,7 +43,7 @@ from commonsky.engines.launch_core import (
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.protocol.cot import detail_tree, new_event, quote
+from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
 __all__ = ["LaunchDesk", "fused_json", "report_event", "report_from_event", "report_from_raw"]
 
@@ -79,7 +79,7 @@ def report_from_raw(raw: Any, party: str, now: float) -> LaunchReport:
 
 def report_event(report: LaunchReport, now: float) -> CotEvent:
     last = report.points[-1]
-    body = quote(msgspec.json.encode(report).decode())
+    body = quote_text(msgspec.json.encode(report).decode())
     return CotEvent(
         uid=f"launch-report-{report.report_id}",
         type=REPORT_TYPE,

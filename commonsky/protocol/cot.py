@@ -220,6 +220,20 @@ def quote(value: str) -> str:
     return value
 
 
+_NEEDS_TEXT_ESCAPE = re.compile("[&<>\r]")
+
+
+def quote_text(value: str) -> str:
+    """Text safe inside an element (not an attribute): `&`, `<`, `>` and carriage returns
+    (which a parser would fold into newlines) are escaped, quotes are not. JSON carried in
+    a detail element is full of quotes, which `quote` would turn into `&quot;` — a sixth
+    more bytes to store, record and send in every copy."""
+    if not _NEEDS_TEXT_ESCAPE.search(value):
+        return value
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return value.replace("\r", "&#13;")
+
+
 def _num(value: float) -> str:
     return repr(float(value)) if value != UNKNOWN else "9999999.0"
 

@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import CotEvent, Point
-from commonsky.protocol.cot import XmlLimits, encode_event, parse_event
+from commonsky.protocol.cot import (
+    XmlLimits,
+    detail_tree,
+    encode_event,
+    parse_event,
+    quote_text,
+)
 
 EVENT = (
     b'<?xml version="1.0" encoding="UTF-8"?><event version="2.0" uid="A1" type="a-f-A" '
@@ -59,6 +65,26 @@ def test_round_trip_any_text(uid: str, callsign: str, lat: float, lon: float) ->
     first = parse_event(encode_event(event))
     assert (first.uid, first.callsign, first.point) == (uid, callsign, event.point)
     assert parse_event(encode_event(first)) == first
+
+
+@given(text=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")))
+def test_element_text_quoting_survives_a_parser(text: str) -> None:
+    """`quote_text` (JSON bodies in detail elements) keeps quotes as they are and gives back
+    exactly the text after parsing, carriage returns and markup characters included."""
+    legal = "".join(c for c in text if c in "\t\n\r" or ord(c) >= 0x20)
+    event = CotEvent(
+        uid="q",
+        type="b-l-f",
+        time=1e9,
+        start=1e9,
+        stale=1e9 + 60,
+        how="h-e",
+        point=Point(0.0, 0.0),
+        detail=f"<csky_fused>{quote_text(legal)}</csky_fused>",
+    )
+    node = detail_tree(parse_event(encode_event(event)).detail).find("csky_fused")
+    assert node is not None and (node.text or "") == legal
+    assert "&quot;" not in quote_text(legal)
 
 
 @pytest.mark.parametrize(
