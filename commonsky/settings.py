@@ -28,6 +28,13 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", str, "var/hub", "Folder for the SQLite database, ledger and keys."),
     Setting(
+        "store_url",
+        str,
+        "",
+        "Where durable items are kept: empty for SQLite in data_dir, or a postgresql:// URL "
+        "(one hub per database; the ledger and keys stay in data_dir).",
+    ),
+    Setting(
         "http",
         str,
         "127.0.0.1:8080",
@@ -152,6 +159,8 @@ def coerce(name: str, raw: Any, where: str) -> int | float | str | bool:
         raise UsageError(f"{where}: {name} = {raw!r} is not a {kind.__name__}")
     if isinstance(raw, int | float) and not isinstance(raw, bool) and raw < 0:
         raise UsageError(f"{where}: {name} = {raw!r} must not be negative")
+    if name == "store_url" and raw and not str(raw).startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"{where}: store_url must be empty or a postgresql:// URL")
     if name == "alert_status" and raw not in ("Actual", "Exercise"):
         raise UsageError(f"{where}: alert_status = {raw!r} must be Actual or Exercise")
     return raw
@@ -208,5 +217,6 @@ def markdown_table() -> str:
     """The README's settings section is this text (tests compare them)."""
     lines = ["| setting | default | env | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
-        lines.append(f"| `{s.name}` | `{s.default}` | `{env_name(s.name)}` | {s.help} |")
+        default = '""' if s.default == "" else s.default  # as TOML writes it
+        lines.append(f"| `{s.name}` | `{default}` | `{env_name(s.name)}` | {s.help} |")
     return "\n".join(lines)

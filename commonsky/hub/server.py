@@ -20,7 +20,7 @@ from commonsky.config import HubConfig, parse_hostport
 from commonsky.http.app import build_app
 from commonsky.policy import Policy
 from commonsky.services import Services
-from commonsky.store.sqlite import SQLiteStore
+from commonsky.store import open_store
 
 from .core import Hub
 from .heap import settle_heap
@@ -44,7 +44,7 @@ class HubServer:
         self.config = config
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SQLiteStore(data_dir)
+        self.store = open_store(str(config.settings.store_url), data_dir)
         self.hub = Hub(
             Policy(config.parties, config.agreements),
             self.store,

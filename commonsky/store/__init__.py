@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Protocol
 
 from commonsky.model import Item
@@ -41,3 +42,14 @@ class Store(Protocol):
     def cursor(self, party: str, client: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def open_store(url: str, data_dir: Path) -> Store:
+    """The store `store_url` names: empty for SQLite in `data_dir`, else PostgreSQL."""
+    if url:
+        from commonsky.store.postgres import PostgresStore  # psycopg only when asked for
+
+        return PostgresStore(url)
+    from commonsky.store.sqlite import SQLiteStore
+
+    return SQLiteStore(data_dir)

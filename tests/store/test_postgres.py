@@ -1,0 +1,108 @@
+"""What only the PostgreSQL store has to show: clear errors for a bad URL or an unreachable
+server (with the password kept out of them), a refused row inside a block, reconnecting
+after the server drops the connection, paged replay, and a hub serving from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from commonsky.config import config_from_dict
+from commonsky.errors import UsageError
+from commonsky.store import postgres
+from commonsky.store.postgres import PostgresStore
+from tests.conftest import base_config, running_hub, token_of
+from tests.store.conftest import ADMIN_URL
+from tests.store.test_stores import item
+
+
+def test_a_store_url_that_is_not_postgresql_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="store_url must be empty or a postgresql:// URL"):
+        config_from_dict({"server": {"data_dir": str(tmp_path), "store_url": "mysql://x"}})
+
+
+def test_an_unreachable_server_is_one_clear_line_without_the_password() -> None:
+    with pytest.raises(UsageError) as caught:
+        PostgresStore("postgresql://hub:s3cret@127.0.0.1:1/commonsky", connect_timeout_s=2)
+    message = str(caught.value)
+    assert message.startswith("store_url: cannot use PostgreSQL at postgresql://hub:***@")
+    assert "s3cret" not in message and "\n" not in message
+
+
+def test_a_refused_row_in_a_block_takes_nothing_else_with_it(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    try:
+        # A row the server refuses (here a constraint added for the test) aborts a
+        # PostgreSQL transaction; the store's savepoint keeps the rest of the block.
+        store._conn.execute("ALTER TABLE commonsky_items ADD CHECK (uid <> 'bad'::bytea)")
+        with store.transaction():
+            store.append(item("good-1"))
+            with pytest.raises(psycopg.errors.CheckViolation):
+                store.append(item("bad"))
+            with pytest.raises(psycopg.DataError):
+                store.append(item("bad", party="NUL\x00PARTY"))  # refused before it is sent
+            store.append(item("good-2"))
+        assert [i.uid for i in store.since(0)] == ["good-1", "good-2"]
+    finally:
+        store.close()
+
+
+def test_the_store_reconnects_after_the_server_drops_it(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    try:
+        store.append(item("before"))
+        pid = store._conn.info.backend_pid
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            store.append(item("lost"))  # not stored, so the hub relays nothing of it
+        store.append(item("after"))
+        assert [i.uid for i in store.since(0)] == ["before", "after"]
+    finally:
+        store.close()
+
+
+def test_replay_reads_in_pages(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "_PAGE", 7)
+    store = PostgresStore(postgres_url)
+    try:
+        with store.transaction():
+            store.append_many([item(f"u{n}") for n in range(30)])
+        assert [i.seq for i in store.since(0)] == list(range(1, 31))
+        assert [i.seq for i in store.since(21)] == list(range(22, 31))
+    finally:
+        store.close()
+
+
+async def test_a_hub_keeps_its_items_in_postgresql_across_a_restart(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    agreements = [{"name": "areas", "from": "USA", "to": ["RUS"], "categories": ["airspace"]}]
+    config = base_config(tmp_path, agreements, server={"store_url": postgres_url})
+    ring = [[38, 34], [39, 34], [39, 35], [38, 35], [38, 34]]
+    area = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {
+            "uid": "PG-1",
+            "floor_m": 0,
+            "ceiling_m": 9000,
+            "start": "2020-01-01T00:00:00Z",
+            "end": "2099-01-01T00:00:00Z",
+        },
+    }
+    async with running_hub(config) as hub:
+        headers = {"Authorization": f"Bearer {token_of('USA')}"}
+        async with httpx.AsyncClient(base_url=hub.http, headers=headers) as usa:
+            assert (await usa.post("/api/airspace", json=area)).status_code == 201
+    with psycopg.connect(postgres_url) as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM commonsky_items").fetchone() or (0,)
+    assert rows == 1
+    async with running_hub(config) as hub:  # a new process would do the same: replay
+        headers = {"Authorization": f"Bearer {token_of('RUS')}"}
+        async with httpx.AsyncClient(base_url=hub.http, headers=headers) as rus:
+            items = (await rus.get("/api/items", params={"category": "airspace"})).json()
+    assert [i["uid"] for i in items] == ["USA::PG-1"]

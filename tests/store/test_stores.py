@@ -1,0 +1,102 @@
+"""The Store contract, held by SQLite and PostgreSQL alike: numbering, replay, the current
+picture, cursors, blocks that commit once (also when left by an error), hostile keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from commonsky.model import Category, CotEvent, Item, Point
+from commonsky.store import Store
+
+
+def item(uid: str, stale: float = 9e9, party: str = "USA", detail: str = "x" * 200) -> Item:
+    event = CotEvent(uid, "b-l-r", 0.0, 0.0, stale, "m-g", Point(1.0, 2.0), detail)
+    return Item(party=party, user="u", category=Category.LAUNCH, event=event, received=0.0)
+
+
+def test_items_are_numbered_in_order_and_survive_a_restart(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    assert store.append(item("u1")) == 1
+    with store.transaction():
+        assert store.append_many([item("u2"), item("u3"), item("u4")]) == [2, 3, 4]
+    assert store.append(item("u5")) == 5
+    store.close()
+    again = open_store()
+    assert [i.seq for i in again.since(0)] == [1, 2, 3, 4, 5]
+    assert [i.uid for i in again.since(1)] == ["u2", "u3", "u4", "u5"]
+    assert again.append_many([item("u6"), item("u7")]) == [6, 7]  # outside a block too
+    assert list(again.since(7)) == []
+
+
+def test_the_picture_is_the_newest_version_of_each_key_if_it_is_not_stale(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    store.append(item("a", stale=100.0))
+    store.append(item("b", stale=500.0))
+    store.append(item("a", stale=300.0))  # supersedes the first "a"
+    store.append(item("a", stale=500.0, party="RUS"))  # another party's "a": its own key
+    store.append(item("c", stale=500.0))
+    store.append(item("c", stale=50.0))  # the newest "c" is stale: no "c" at all
+    active = store.active(200.0)
+    assert [(i.party, i.uid, i.seq) for i in active] == [
+        ("USA", "b", 2),
+        ("USA", "a", 3),
+        ("RUS", "a", 4),
+    ]
+    assert [i.uid for i in store.active(400.0)] == ["b", "a"]
+
+
+def test_a_block_commits_once_also_when_left_by_an_error(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    with pytest.raises(RuntimeError), store.transaction():
+        with store.transaction():
+            assert store.append(item("u1")) == 1
+        assert store.append(item("u2")) == 2
+        raise RuntimeError("boom")
+    store.close()
+    assert [i.uid for i in open_store().since(0)] == ["u1", "u2"]
+
+
+def test_cursors_only_move_forward(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    assert store.cursor("USA", "c1") == 0
+    store.set_cursor("USA", "c1", 5)
+    store.set_cursor("USA", "c1", 3)
+    with store.transaction():
+        store.set_cursor("USA", "c2", 7)
+    store.close()
+    again = open_store()
+    assert (again.cursor("USA", "c1"), again.cursor("USA", "c2"), again.cursor("RUS", "c1")) == (
+        5,
+        7,
+        0,
+    )
+
+
+HOSTILE = [
+    "a\x00b",  # NUL: a TAK protobuf uid may carry one; PostgreSQL text may not
+    "ab",  # ... and it is not this uid
+    "a",
+    "'); DROP TABLE commonsky_items; --",
+    "ünïcødé-🚀",
+    "x" * 5000,
+    "",
+]
+
+
+def test_hostile_uids_and_details_are_kept_exactly(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    for uid in HOSTILE:
+        store.append(item(uid, detail=f"<remarks>{uid[:50]}</remarks>\x00\u2028"))
+    store.close()
+    again = open_store()
+    assert [i.uid for i in again.since(0)] == HOSTILE
+    assert sorted(i.uid for i in again.active(0.0)) == sorted(HOSTILE)  # each its own key
+    assert again.append(item("after")) == len(HOSTILE) + 1
