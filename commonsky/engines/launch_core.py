@@ -85,10 +85,11 @@ class Fused(msgspec.Struct, frozen=True):
     body: str
 
 
-@dataclass
-class Outcome:
-    fused: list[Fused] = field(default_factory=list)
-    alerts: list[tuple[str, CapAlert]] = field(default_factory=list)  # (issuer, message)
+class Outcome(msgspec.Struct):
+    """What one round produced: fused events owed, CAP messages issued (with their issuer)."""
+
+    fused: list[Fused] = []
+    alerts: list[tuple[str, CapAlert]] = []
     reports: int = 0  # reports this outcome settles
 
 
