@@ -135,6 +135,7 @@ def config_from_dict(
 
     parties = []
     seen: set[str] = set()
+    warned: dict[str, str] = {}  # country -> the party that issues its warnings
     for index, raw in enumerate(_array(data, "party", source), 1):
         table = _Table(raw, f"{source}: [[party]] #{index}")
         pid = table.get("id", str, required=True)
@@ -148,7 +149,14 @@ def config_from_dict(
         token = table.get("token", str) or ""
         if token and len(token) < 16:
             raise UsageError(f"{table.where}: token must be at least 16 characters")
-        parties.append(Party(pid, table.get("name", str) or pid, token))
+        country = table.get("country", str) or ""
+        if country and not (len(country) == 2 and country.isascii() and country.isupper()):
+            raise UsageError(f"{table.where}: country = {country!r} must be two capital letters")
+        if country and country in warned:
+            raise UsageError(f"{table.where}: country = {country!r} is warned by {warned[country]}")
+        if country:
+            warned[country] = pid
+        parties.append(Party(pid, table.get("name", str) or pid, token, country))
         table.finish()
 
     listeners = [

@@ -37,6 +37,7 @@ class Party:
     id: str
     name: str = ""
     token: str = ""  # bearer token for the HTTP API and the web page ("" = none)
+    country: str = ""  # ISO 3166-1 alpha-2 code of the country whose regions it warns
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "alert_status", str, "Exercise", "CAP <status> of published warnings: Actual or Exercise."
     ),
+    Setting(
+        "regions_file",
+        str,
+        "",
+        "GeoJSON file of the regions warnings are issued for (id, name, kind, country per "
+        "feature); empty for the built-in set (Japan, Korea, Ukraine).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

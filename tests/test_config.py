@@ -78,6 +78,13 @@ BAD = [
     ('name = "United States"', 'name = "United States"\ncolour = "blue"', "colour"),
     ('valid_until = "2030-01-01T00:00:00Z"', 'valid_until = "2020-01-01T00:00:00Z"', "valid_until"),
     ("[120, 50], [120, 20]]", "[120, 50]]", "closed ring"),
+    ('name = "United States"', 'name = "United States"\ncountry = "usa"', "two capital letters"),
+    (
+        'id = "JPN"',
+        'id = "JPN"\ncountry = "JP"\n[[party]]\nid = "J2"\ncountry = "JP"',
+        "warned by JPN",
+    ),
+    ('http = "127.0.0.1:8080"', 'http = "127.0.0.1:8080"\nstore_url = "sqlite:///x"', "store_url"),
     ("[150, 50], [120, 50]", "[120, 50], [150, 50]", "self-intersecting"),
     ('id = "JPN"', 'id = "USA"', "declared twice"),
     ('[[party]]\nid = "JPN"', '[[party]]\nid = "JPN"\n[oops', "invalid TOML"),

@@ -41,7 +41,7 @@ from commonsky.alerts.hazard import Corridor, Hazard, LaunchAssessment
 from commonsky.alerts.threats import DEFAULT_HORIZON, assess_track
 from commonsky.protocol.cot import quote_text
 
-COUNTRY_PARTY = {"JP": "JPN", "KR": "KOR", "UA": "UKR"}
+COUNTRY_PARTY = {"JP": "JPN", "KR": "KOR", "UA": "UKR"}  # built-in issuers (see issuers_of)
 
 
 def fused_json(event: FusedEvent) -> dict[str, Any]:

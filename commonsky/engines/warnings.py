@@ -18,6 +18,7 @@ CoT forms (documented in the README): a raw report is `b-l-r` with the report's 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ from commonsky.engines.launch_core import (
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
+from commonsky.policy import Party
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
 __all__ = ["LaunchDesk", "fused_json", "report_event", "report_from_event", "report_from_raw"]
@@ -92,6 +94,17 @@ def report_event(report: LaunchReport, now: float) -> CotEvent:
     )
 
 
+def issuers_of(parties: Mapping[str, Party]) -> list[Issuer]:
+    """Who warns which country's regions: the party whose config names the country, else by
+    the built-in pairs (JPN for JP, KOR for KR, UKR for UA) when that party exists and names
+    no country of its own. One issuer per country, in country order."""
+    chosen = {p.country: p.id for p in parties.values() if p.country}
+    for country, pid in COUNTRY_PARTY.items():
+        if pid in parties and not parties[pid].country and country not in chosen:
+            chosen[country] = pid
+    return [Issuer(pid, country, parties[pid].name) for country, pid in sorted(chosen.items())]
+
+
 class LaunchDesk:
     """The hub's side of launch warnings: parses and routes reports, hands them to the
     launch core, and publishes what comes back — fused events to their parties, warnings
@@ -105,15 +118,21 @@ class LaunchDesk:
 
     def __init__(self, hub: Hub, regions: RegionRegistry | None = None) -> None:
         self.hub = hub
-        self.regions = regions or RegionRegistry.builtin()
+        path = str(hub.settings.regions_file)
+        if regions is None:
+            regions = RegionRegistry.load(path) if path else RegionRegistry.builtin()
+        self.regions = regions
         status: Literal["Actual", "Exercise"] = (
             "Actual" if str(hub.settings.alert_status) == "Actual" else "Exercise"
         )
-        issuers = [
-            Issuer(party, country, hub.policy.parties[party].name)
-            for country, party in COUNTRY_PARTY.items()
-            if party in hub.policy.parties
-        ]
+        issuers = issuers_of(hub.policy.parties)
+        unwarned = sorted({r.country for r in regions} - {i.country for i in issuers})
+        if path and unwarned:  # an operator's own file: say which of its regions go unwarned
+            log.warning(
+                "%s: no party warns the regions of %s (give that party `country = ...`)",
+                path,
+                ", ".join(unwarned),
+            )
         self.issuers = [i.party for i in issuers]
         self.core = LaunchCore(self.regions, issuers, status)
         self.alerts: dict[str, CapAlert] = {}  # identifier -> message, in issue order

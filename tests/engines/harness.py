@@ -50,11 +50,15 @@ def make_world(
     agreements: list[dict[str, Any]],
     parties: tuple[str, ...] = ("USA", "RUS", "JPN", "KOR"),
     server: dict[str, Any] | None = None,
+    countries: dict[str, str] | None = None,
 ) -> World:
     config = config_from_dict(
         {
             "server": {"data_dir": str(tmp_path), **(server or {})},
-            "party": [{"id": p} for p in parties],
+            "party": [
+                {"id": p, **({"country": countries[p]} if p in (countries or {}) else {})}
+                for p in parties
+            ],
             "agreement": agreements,
         }
     )
