@@ -5,11 +5,12 @@ in force and the CAP feed."""
 from __future__ import annotations
 
 import copy
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -67,30 +68,50 @@ def _state(w: World) -> Any:
     )
 
 
-WORLD: dict[str, Any] = {}
-
-
-def _world() -> tuple[World, Any, CotEvent]:
+class Worlds:
     """One world with a fused event and warnings in force, shared by the examples: a refused
-    report must leave it exactly as it was, so sharing it is part of the test."""
-    if not WORLD:
-        tmp = tempfile.mkdtemp(prefix="hostile-")
-        w = make_world(Path(tmp), BILATERAL + GSOMIA + [link("JPN", "USA", ("alert",))])
-        kor, jpn = reports()
-        send_report(w, kor)
-        send_report(w, jpn)
-        assert w.services.launch.feed(), "the setup must have warnings in force"
-        for party in ("USA", "JPN", "KOR", "RUS"):
-            w.take(party)
-        template = _event(msgspec.to_builtins(jpn), w.hub.store.active(0)[0].event)
-        WORLD.update(world=w, raw=msgspec.to_builtins(jpn), template=template)
-    return WORLD["world"], WORLD["raw"], WORLD["template"]
+    report must leave it exactly as it was, so sharing it is part of the test. An accepted
+    report changes it, so the next example gets a new one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.made: list[World] = []
+        self.current: tuple[World, Any, CotEvent] | None = None
+
+    def get(self) -> tuple[World, Any, CotEvent]:
+        if self.current is None:
+            w = make_world(
+                self.root / str(len(self.made)),
+                BILATERAL + GSOMIA + [link("JPN", "USA", ("alert",))],
+            )
+            self.made.append(w)
+            kor, jpn = reports()
+            send_report(w, kor)
+            send_report(w, jpn)
+            assert w.services.launch.feed(), "the setup must have warnings in force"
+            for party in ("USA", "JPN", "KOR", "RUS"):
+                w.take(party)
+            raw = msgspec.to_builtins(jpn)
+            self.current = (w, raw, _event(raw, w.hub.store.active(0)[0].event))
+        return self.current
+
+    def close(self) -> None:
+        for w in self.made:
+            w.services.close()
+            w.hub.store.close()
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worlds]:
+    made = Worlds(tmp_path_factory.mktemp("hostile"))
+    yield made
+    made.close()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_a_refused_report_changes_nothing(data: st.DataObject) -> None:
-    w, raw, template = _world()
+def test_a_refused_report_changes_nothing(worlds: Worlds, data: st.DataObject) -> None:
+    w, raw, template = worlds.get()
     bad = copy.deepcopy(raw)
     bad["report_id"] = "hostile"  # a new report, not an update of an accepted one
     path = data.draw(st.sampled_from(_paths(bad)), label="path")
@@ -112,7 +133,7 @@ def test_a_refused_report_changes_nothing(data: st.DataObject) -> None:
     if not reason:
         # The change left a valid report (a field that may be absent, a value in range):
         # forget the world so the next example starts from one without it.
-        WORLD.clear()
+        worlds.current = None
         return
     assert reason.strip() and "\n" not in reason  # one line, with the reason
     assert _state(w) == before
