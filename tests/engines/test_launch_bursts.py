@@ -50,9 +50,10 @@ TRUTHS = [
 ]
 
 
-def _pool() -> list[LaunchReport]:
-    """Early, middle and late looks at three launches, by the three sensor parties."""
-    rng = np.random.default_rng(11)
+def _pool(seed: int = 11) -> list[LaunchReport]:
+    """Early, middle and late looks at three launches, by the three sensor parties (another
+    seed: the same looks with other noise)."""
+    rng = np.random.default_rng(seed)
     out = []
     for n, truth in enumerate(TRUTHS):
         flight = truth.flight_s
