@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -42,6 +43,30 @@ class Store(Protocol):
     def cursor(self, party: str, client: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+class NestedBlocks:
+    """`Store.transaction` for a store on one connection: blocks nest (`_depth`), and leaving
+    the outermost commits whatever its writes opened — also when it is left by an exception,
+    since what was appended was already relayed."""
+
+    _depth = 0
+
+    def _in_transaction(self) -> bool:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._in_transaction():
+                self._commit()
 
 
 def open_store(url: str, data_dir: Path) -> Store:

@@ -24,6 +24,7 @@ import psycopg
 
 from commonsky.errors import UsageError
 from commonsky.model import Item
+from commonsky.store import NestedBlocks
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commonsky_items (
@@ -60,7 +61,7 @@ def redacted(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
-class PostgresStore:
+class PostgresStore(NestedBlocks):
     def __init__(self, url: str, connect_timeout_s: float = 5.0) -> None:
         self.url = url
         self._timeout = connect_timeout_s
@@ -89,15 +90,11 @@ class PostgresStore:
             self._conn = self._connect()
         return self._conn
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0 and self._conn.info.transaction_status != _IDLE:
-                self._conn.execute("COMMIT")
+    def _in_transaction(self) -> bool:
+        return self._conn.info.transaction_status != _IDLE
+
+    def _commit(self) -> None:
+        self._conn.execute("COMMIT")
 
     def _begin(self, conn: psycopg.Connection[Any]) -> None:
         # Opened by the first write of a block, so a block that writes nothing costs nothing.

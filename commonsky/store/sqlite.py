@@ -10,7 +10,6 @@ lose the last commits on power loss — stated, accepted for the default).
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from commonsky.model import Item
+from commonsky.store import NestedBlocks
 from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
 _SCHEMA = """
@@ -45,7 +45,7 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Item)
 
 
-class SQLiteStore:
+class SQLiteStore(NestedBlocks):
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_NAME
@@ -58,15 +58,11 @@ class SQLiteStore:
         without_auto_checkpoint(self._db)
         self._checkpointer = WalCheckpointer(self.path)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0 and self._db.in_transaction:
-                self._db.execute("COMMIT")
+    def _in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def _commit(self) -> None:
+        self._db.execute("COMMIT")
 
     def append(self, item: Item) -> int:
         if self._depth and not self._db.in_transaction:
