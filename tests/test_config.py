@@ -167,6 +167,7 @@ def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
         ["ledger", "export"],
         ["ledger", "verify"],
         ["bench", "relay"],
+        ["bench", "store"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
@@ -180,6 +181,8 @@ def test_every_command_has_help(command: list[str]) -> None:
         (["bench", "warnings", "--rate", "0"], "--rate and --reports must be > 0"),
         (["bench", "map", "--tracks", "0"], "--tracks and --duration must be > 0"),
         (["bench", "api", "--rate", "-1"], "--rate and --duration > 0"),
+        (["bench", "store", "--rounds", "0"], "--rounds must be > 0"),
+        (["bench", "store", "--store-url", "mysql://x"], "store_url must be empty or a postgresql"),
     ],
 )
 def test_benchmarks_refuse_nonsense_with_one_line(command: list[str], message: str) -> None:

@@ -106,3 +106,13 @@ async def test_a_hub_keeps_its_items_in_postgresql_across_a_restart(
         async with httpx.AsyncClient(base_url=hub.http, headers=headers) as rus:
             items = (await rus.get("/api/items", params={"category": "airspace"})).json()
     assert [i["uid"] for i in items] == ["USA::PG-1"]
+
+
+def test_the_store_benchmark_runs_on_both(postgres_url: str, capsys: pytest.CaptureFixture) -> None:
+    # Figures are the benchmark's business; this only checks it measures both stores.
+    from commonsky.bench.store import bench
+
+    bench(store_url=postgres_url, rounds=3)
+    out = capsys.readouterr().out
+    assert "sqlite: round committed" in out and "postgresql: round committed" in out
+    assert out.count("replay of 60 items") == 2
