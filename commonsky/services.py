@@ -16,7 +16,7 @@ from typing import Any
 
 from commonsky.engines.airspace import AirspaceDesk
 from commonsky.engines.hotline import HotlineDesk
-from commonsky.engines.record import LedgerRecorder
+from commonsky.engines.record import LedgerRecorder, Statement
 from commonsky.engines.warnings import LaunchDesk
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
@@ -64,8 +64,9 @@ class Services:
         if check is not None:
             check(party, event)
 
-    def check_signature(self, party: str, payload: dict[str, Any], raw: Any) -> Signature | None:
-        """A party with a registered Ed25519 key must sign what it sends through the API."""
+    def check_signature(self, party: str, payload: dict[str, Any], raw: Any) -> Statement | None:
+        """A party with a registered Ed25519 key must sign what it sends through the API:
+        `payload` is what it signs; the checked statement is recorded in the ledger."""
         key = self.party_keys.raw(party) if self.party_keys is not None else None
         if key is None:
             return None  # attested by the hub: the token authenticated the party
@@ -80,7 +81,7 @@ class Services:
             log.warning("refused: %s's signature does not verify over %s", party, payload)
             self.hub.metrics.refuse("bad_signature")
             raise RemoteProtocolError("bad_signature", "signature: does not verify")
-        return Signature(party=party, key=key, value=value)
+        return Statement(payload, Signature(party=party, key=key, value=value))
 
     def close(self) -> None:
         if self.recorder is not None:

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from commonsky.engines.record import LedgerRecorder
+from commonsky.engines.record import LedgerRecorder, Statement
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.policy import SEPARATOR
@@ -195,23 +195,24 @@ class HotlineDesk:
         return message
 
     def acknowledge(
-        self, party: str, ref: str, now: float, via: str = "api", signature: Any = None
+        self, party: str, ref: str, now: float, via: str = "api", statement: Statement | None = None
     ) -> Message | None:
         message = self.resolve(party, ref)
         if message is None or party in message.acks:
             return message
-        message.acks[party] = now
         if self._replaying:
+            message.acks[party] = now
             return message
-        if self.recorder is not None:
+        if self.recorder is not None:  # recorded first: an ack the ledger refused never was
             self.recorder.record_fact(
                 "ack",
                 party,
                 [party, message.sender],
                 {"of": message.id, "of_ledger_seq": message.ledger_seq or -1, "via": via},
                 now,
-                signature,
+                statement,
             )
+        message.acks[party] = now
         if message.sender != HUB:
             text = f"{party} acknowledged {message.key[1]}"
             extra = f'<link uid="{quote(message.key[1])}" relation="p-p"/>'

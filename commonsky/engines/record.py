@@ -9,6 +9,7 @@ ledger's canonical JSON demands.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,23 @@ def item_payload(item: Item) -> dict[str, Any]:
     return payload
 
 
+@dataclass(frozen=True)
+class Statement:
+    """What a party signed through the API — the canonical JSON of `payload` (for a hotline
+    message `{"to","text","uid"}`, for an acknowledgement `{"ack": id}`) — and the signature.
+    It is recorded as its own `statement` entry, right after the entry of the item or fact it
+    backs, so the signature verifies over exactly the bytes the party signed."""
+
+    payload: dict[str, Any]
+    signature: Signature
+
+
 class LedgerRecorder:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        # Signatures of items submitted through the API, keyed by (party, uid), attached
-        # to their entry when the item is recorded.
-        self.signatures: dict[tuple[str, str], Signature] = {}
+        # Statements signed for items submitted through the API, keyed by (party, uid),
+        # recorded beside their item's entry.
+        self.statements: dict[tuple[str, str], Statement] = {}
         self.seq_of: dict[tuple[str, str, int], int] = {}
 
     @classmethod
@@ -59,22 +71,26 @@ class LedgerRecorder:
         return sorted(parties)
 
     def record(self, batch: list[tuple[Item, dict[str, Disclosure]]]) -> None:
-        """Append an entry for each (item, routes), in order, as one ledger batch."""
-        entries = [
-            EntryFields(
+        """Append an entry for each (item, routes), in order, as one ledger batch (each
+        followed by the statement its sender signed, if any)."""
+        entries: list[EntryFields] = []
+        at: list[int] = []  # index of each item's own entry
+        for item, routes in batch:
+            fields = EntryFields(
                 kind="item" if item.party != HUB else "notice",
                 time_us=round(item.received * 1e6),
                 originator=item.party,
                 audience=self.audience(item, routes),
                 payload=item_payload(item),
-                signature=self.signatures.pop(item.key, None),
             )
-            for item, routes in batch
-        ]
-        for (item, _routes), (seq, _leaf) in zip(
-            batch, self.ledger.append_many(entries), strict=True
-        ):
-            self.seq_of[(item.party, item.uid, item.seq)] = seq
+            at.append(len(entries))
+            entries.append(fields)
+            statement = self.statements.pop(item.key, None)
+            if statement is not None:
+                entries.append(_statement_fields(fields, statement))
+        appended = self.ledger.append_many(entries)
+        for (item, _routes), index in zip(batch, at, strict=True):
+            self.seq_of[(item.party, item.uid, item.seq)] = appended[index][0]
 
     def record_fact(
         self,
@@ -83,20 +99,30 @@ class LedgerRecorder:
         audience: list[str],
         payload: dict[str, Any],
         time_s: float,
-        signature: Signature | None = None,
+        statement: Statement | None = None,
     ) -> int:
-        """Receipts, acknowledgements and escalations: facts about items, not items."""
-        seq, _ = self.ledger.append(
-            EntryFields(
-                kind=kind,
-                time_us=round(time_s * 1e6),
-                originator=originator,
-                audience=sorted(set(audience) - {HUB}) or [originator],
-                payload=payload,
-                signature=signature,
-            )
+        """Receipts, acknowledgements and escalations: facts about items, not items (with the
+        statement the originator signed for it, if any, in the same batch)."""
+        fields = EntryFields(
+            kind=kind,
+            time_us=round(time_s * 1e6),
+            originator=originator,
+            audience=sorted(set(audience) - {HUB}) or [originator],
+            payload=payload,
         )
-        return seq
+        batch = [fields] if statement is None else [fields, _statement_fields(fields, statement)]
+        return self.ledger.append_many(batch)[0][0]
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def _statement_fields(backed: EntryFields, statement: Statement) -> EntryFields:
+    return EntryFields(
+        kind="statement",
+        time_us=backed.time_us,
+        originator=statement.signature.party,
+        audience=backed.audience,
+        payload=statement.payload,
+        signature=statement.signature,
+    )

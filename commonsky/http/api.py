@@ -119,7 +119,11 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
     # ---- reads --------------------------------------------------------------------------
 
     async def me(request: Request, party: str) -> Response:
-        return JSONResponse({"party": party, "name": hub.policy.parties[party].name})
+        keys = services.party_keys
+        signs = keys is not None and keys.raw(party) is not None  # must sign what it sends
+        return JSONResponse(
+            {"party": party, "name": hub.policy.parties[party].name, "signs": signs}
+        )
 
     async def items(request: Request, party: str) -> Response:
         category = request.query_params.get("category")
@@ -202,15 +206,19 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         if to not in hub.policy.parties:
             raise ApiError(400, f"to: unknown party {to!r}")
         uid = str(raw.get("uid") or f"GeoChat.api.{uuid.uuid4().hex[:12]}")
-        signature = services.check_signature(
+        statement = services.check_signature(
             party, {"to": to, "text": text, "uid": uid}, raw.get("signature")
         )
         event = chat_event(uid, text, hub.clock(), [to], sender=party)
         if not hub.policy.delivers(party, to, Category.HOTLINE, event.point, hub.clock()):
             raise ApiError(403, f"no hotline agreement in force from {party} to {to}")
-        if signature is not None and services.recorder is not None:
-            services.recorder.signatures[(party, uid)] = signature
-        return JSONResponse(accept(party, event), status_code=201)
+        if statement is None or services.recorder is None:
+            return JSONResponse(accept(party, event), status_code=201)
+        services.recorder.statements[(party, uid)] = statement
+        try:
+            return JSONResponse(accept(party, event), status_code=201)
+        finally:  # recorded with its item by now, or refused with it: not kept either way
+            services.recorder.statements.pop((party, uid), None)
 
     async def post_ack(request: Request, party: str) -> Response:
         message_id = request.path_params["message_id"]
@@ -222,10 +230,10 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                 403 if known else 404,
                 "not a recipient of this message" if known else "no such message",
             )
-        signature = services.check_signature(
+        statement = services.check_signature(
             party, {"ack": message_id}, raw.get("signature") if isinstance(raw, dict) else None
         )
-        services.hotline.acknowledge(party, message_id, hub.clock(), via="api", signature=signature)
+        services.hotline.acknowledge(party, message_id, hub.clock(), via="api", statement=statement)
         return JSONResponse(message.to_json(hub.clock()))
 
     async def ledger_checkpoint(request: Request, party: str) -> Response:

@@ -84,6 +84,7 @@ async function start({ api, me }) {
   const tracks = new TrackLayer(map);
   const overlays = new Overlays(map, party);
   const panels = new Panels(api, party, map);
+  if (me.signs) panels.enableSigning();
   const timeline = new History();
   page.perf = tracks.stats;
 

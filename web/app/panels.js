@@ -2,7 +2,12 @@
 // events and the public CAP feed. Each list is re-read from the API when the WebSocket says
 // something of its kind changed, so what it lists is exactly what the hub returns.
 
+import { Signer } from "./signing.js";
 import { el, fmtSpan, fmtTime } from "./util.js";
+
+function randomHex(bytes) {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 export class Panels {
   constructor(api, party, map) {
@@ -11,7 +16,33 @@ export class Panels {
     this.map = map;
     this.messages = [];
     this.timers = {};
+    this.signer = null; // set once a party that signs has loaded its key
     document.getElementById("compose").addEventListener("submit", (e) => this.send(e));
+  }
+
+  // A party with a registered key must sign what it sends: offer to load the key.
+  enableSigning() {
+    document.getElementById("signing").hidden = false;
+    const input = document.getElementById("signing-key");
+    const state = document.getElementById("signing-state");
+    input.addEventListener("change", async () => {
+      const file = input.files && input.files[0];
+      if (!file) return;
+      try {
+        this.signer = await Signer.fromPem(await file.text());
+        state.textContent = `signing as ${this.party} with ${file.name}`;
+        document.getElementById("hotline-error").textContent = "";
+      } catch (e) {
+        this.signer = null;
+        state.textContent = `cannot use ${file.name}: ${e.message}`;
+      }
+      input.value = "";
+    });
+  }
+
+  // The body for a signed API call: the payload, plus its signature when this page signs.
+  async signed(payload, body = payload) {
+    return this.signer ? { ...body, signature: await this.signer.sign(payload) } : body;
   }
 
   // Debounce: a burst of items of one kind causes one GET.
@@ -38,7 +69,8 @@ export class Panels {
     const input = document.getElementById("compose-text");
     const error = document.getElementById("hotline-error");
     try {
-      await this.api.post("/api/hotline/send", { to, text: input.value });
+      const message = { to, text: input.value, uid: `GeoChat.web.${randomHex(8)}` };
+      await this.api.post("/api/hotline/send", await this.signed(message));
       input.value = "";
       error.textContent = "";
     } catch (e) {
@@ -91,7 +123,7 @@ export class Panels {
     button.disabled = true;
     const error = document.getElementById("hotline-error");
     try {
-      await this.api.post(`/api/hotline/${encodeURIComponent(id)}/ack`);
+      await this.api.post(`/api/hotline/${encodeURIComponent(id)}/ack`, await this.signed({ ack: id }, {}));
       error.textContent = "";
     } catch (e) {
       error.textContent = `acknowledge failed: ${e.message}`;
