@@ -50,6 +50,20 @@ class Metrics:
             _LATENCY_BUCKETS,
         )
         r.register(self.latency)
+        # Launch warnings: how long each round of fusion and assessment takes, and how many
+        # reports it settles (more than one: the hub caught up on a burst).
+        self.launch_round = FastHistogram(
+            "commonsky_launch_round_seconds",
+            "Settling one round of launch reports: fusion, assessment, publication.",
+            _LATENCY_BUCKETS,
+        )
+        self.launch_round_reports = FastHistogram(
+            "commonsky_launch_round_reports",
+            "Launch reports settled per round.",
+            (1, 2, 4, 8, 16, 32, 64),
+        )
+        r.register(self.launch_round)
+        r.register(self.launch_round_reports)
         self._cache: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:

@@ -18,6 +18,7 @@ CoT forms (documented in the README): a raw report is `b-l-r` with the report's 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -185,10 +186,15 @@ class LaunchDesk:
         self._settle_scheduled = False
         if not (self._reports or self._tick_due):
             return
+        began = time.perf_counter()
         threats = {party: self.threats_for(party) for party in self.issuers}
         batch = Batch(self.hub.clock(), self._reports, threats, self._tick_due)
         self._reports, self._tick_due = [], False
         self._apply(self.core.run(batch))
+        if batch.reports:  # a tick with no reports is not a round of them
+            metrics = self.hub.metrics
+            metrics.launch_round.observe(time.perf_counter() - began)
+            metrics.launch_round_reports.observe(len(batch.reports))
 
     def tick(self) -> None:
         """Once a second: expire old events and step every issuer's warnings."""

@@ -113,6 +113,9 @@ def test_a_burst_is_fused_once_per_event(tmp_path: Path) -> None:
         assert len(events) == 1, party  # one fused event for the burst, not one per report
         assert events[0]["parties"] == ["JPN", "KOR"]
     assert fused(w.take("RUS")) == []
+    rounds = w.hub.metrics.render().decode()
+    assert "commonsky_launch_round_reports_count 1.0" in rounds
+    assert "commonsky_launch_round_reports_sum 2.0" in rounds
 
 
 def test_a_merge_retires_only_what_was_sent(tmp_path: Path) -> None:
