@@ -53,6 +53,7 @@ class Services:
         """Time-driven work: deadlines, expiring volumes, warnings that end."""
         self.hotline.tick()
         self.airspace.tick()
+        self.launch.prune()
         self.launch.tick()
 
     def screen(self) -> int:

@@ -118,6 +118,9 @@ class LaunchCore:
         # event id -> report keys and the estimate's corridor, shared by the issuing parties.
         self._corridors: dict[str, tuple[tuple[str, ...], Corridor]] = {}
         self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
+        # issuing party -> the hazards of the tracks of its last step, and that step's second.
+        self._track_hazards: dict[str, dict[ThreatTrack, Hazard]] = {}
+        self._track_second: dict[str, datetime] = {}
         self.engines = {
             i.party: AlertEngine(
                 RegionRegistry([r for r in regions if r.country == i.country]),
@@ -238,12 +241,29 @@ class LaunchCore:
                 self._assess(event, engine.regions, party, moment)
                 for event in self.views[party].values()
             ]
-            hazards += [
-                assess_track(t, engine.regions, moment, DEFAULT_HORIZON)
-                for t in threats.get(party, ())
-            ]
+            hazards += self._assess_tracks(party, threats.get(party, ()), engine.regions, moment)
             issued += [(party, alert) for alert in engine.step(moment, hazards)]
         return issued
+
+    def _assess_tracks(
+        self,
+        party: str,
+        tracks: Sequence[ThreatTrack],
+        regions: RegionRegistry,
+        moment: datetime,
+    ) -> list[Hazard]:
+        """The hazards of air-threat tracks, each worked out once per track report and
+        second: in a raid every round steps the issuer's warnings, and the tracks have not
+        moved since the round before unless a new report of them came."""
+        second = moment.replace(microsecond=0)
+        known = self._track_hazards.get(party, {})
+        fresh: dict[ThreatTrack, Hazard] = {}
+        for track in tracks:
+            hazard = known.get(track) if second == self._track_second.get(party) else None
+            fresh[track] = hazard or assess_track(track, regions, second, DEFAULT_HORIZON)
+        self._track_hazards[party] = fresh  # only the tracks of this step: bounded
+        self._track_second[party] = second
+        return list(fresh.values())
 
     def _assess(
         self, event: FusedEvent, regions: RegionRegistry, party: str, moment: datetime

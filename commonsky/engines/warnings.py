@@ -106,6 +106,12 @@ def issuers_of(parties: Mapping[str, Party]) -> list[Issuer]:
     return [Issuer(pid, country, parties[pid].name) for country, pid in sorted(chosen.items())]
 
 
+def _threat_kind(item: Item) -> str | None:
+    if item.category is not Category.TRACK:
+        return None
+    return next((k for prefix, k in THREAT_KINDS if item.event.type.startswith(prefix)), None)
+
+
 class LaunchDesk:
     """The hub's side of launch warnings: parses and routes reports, hands them to the
     launch core, and publishes what comes back — fused events to their parties, warnings
@@ -143,6 +149,7 @@ class LaunchDesk:
         self._tick_due = False
         self._settle_scheduled = False
         self._validated: tuple[CotEvent, LaunchReport] | None = None
+        self._threats: dict[tuple[str, str], None] = {}  # keys of live threat tracks
         hub.validators[Category.LAUNCH] = self.validate
         hub.observers.append(self.observe)
 
@@ -161,6 +168,9 @@ class LaunchDesk:
     # ---- reports in ---------------------------------------------------------------------
 
     def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+        if item.category is Category.TRACK or item.key in self._threats:
+            self._index_threat(item)
+            return
         if item.category is not Category.LAUNCH or item.party == HUB:
             return
         if not item.event.type.startswith(REPORT_TYPE):
@@ -180,6 +190,20 @@ class LaunchDesk:
         elif not self._settle_scheduled:
             self._settle_scheduled = True
             self.hub.call_soon(self._settle_logged)
+
+    def _index_threat(self, item: Item) -> None:
+        """Keep the keys of live tracks of threat types (missiles, drones), so a warnings
+        step looks at those, not at every track in the picture. A key whose item went stale
+        or left the picture is skipped when asked for and dropped on the next prune."""
+        if _threat_kind(item) is None:
+            self._threats.pop(item.key, None)
+        else:
+            self._threats[item.key] = None
+
+    def prune(self) -> None:
+        """Forget indexed threat tracks the hub's picture no longer holds."""
+        for key in [k for k in self._threats if k not in self.hub.live]:
+            del self._threats[key]
 
     def settle(self) -> None:
         """Hand the reports taken since the last round to the core; publish the outcome."""
@@ -243,14 +267,11 @@ class LaunchDesk:
     # ---- warnings out -------------------------------------------------------------------
 
     def threats_for(self, party: str) -> list[ThreatTrack]:
+        """The air-threat tracks `party` may see now, as it sees them."""
         tracks = []
-        for rendered, variant in self.hub.visible(party, durable=False):
+        for rendered, variant in self.hub.visible_live(party, list(self._threats)):
             item = rendered.item
-            if item.category is not Category.TRACK:
-                continue
-            kind = next(
-                (k for prefix, k in THREAT_KINDS if item.event.type.startswith(prefix)), None
-            )
+            kind = _threat_kind(item)  # of the item as it is now, whatever the index says
             if kind is None:
                 continue
             e = self.hub.event_for(item, variant)

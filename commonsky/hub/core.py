@@ -309,15 +309,31 @@ class Hub:
         now = self.clock()
         for pool in (self.durable, self.live) if durable else (self.live,):
             for rendered in list(pool.values()):
-                item = rendered.item
-                if item.event.stale <= now:
-                    continue
-                if item.party == party:
-                    yield rendered, "own"
-                    continue
-                level = self.cached_route(rendered, now).get(party)
-                if level is not None:
-                    yield rendered, _VARIANT[level]
+                variant = self._variant_for(rendered, party, now)
+                if variant is not None:
+                    yield rendered, variant
+
+    def visible_live(
+        self, party: str, keys: Iterable[tuple[str, str]]
+    ) -> Iterator[tuple[Rendered, Variant]]:
+        """`visible(party, durable=False)` for just these keys (a desk that indexes the few
+        live items it needs must not scan thousands of tracks)."""
+        now = self.clock()
+        for key in keys:
+            rendered = self.live.get(key)
+            if rendered is not None:
+                variant = self._variant_for(rendered, party, now)
+                if variant is not None:
+                    yield rendered, variant
+
+    def _variant_for(self, rendered: Rendered, party: str, now: float) -> Variant | None:
+        item = rendered.item
+        if item.event.stale <= now:
+            return None
+        if item.party == party:
+            return "own"
+        level = self.cached_route(rendered, now).get(party)
+        return None if level is None else _VARIANT[level]
 
     def cached_route(self, rendered: Rendered, now: float) -> dict[str, Disclosure]:
         """`route` for a picture item, computed once until the policy or directory changes."""
