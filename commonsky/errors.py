@@ -24,5 +24,11 @@ class RemoteProtocolError(CommonSkyError):
         self.reason = reason
 
 
+class StoreUnavailable(CommonSkyError):
+    """The store cannot take a write now (its server went away). The item is not stored, so
+    the hub relays nothing of it; the sender is told (HTTP 503, or its TAK connection is
+    closed so the client sends again when it reconnects)."""
+
+
 class LocalProtocolError(CommonSkyError):
     """We tried to do something the protocol state does not allow (a bug on our side)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,12 +27,14 @@ from commonsky.deconflict.geometry import GeometryError, parse_geojson, parse_km
 from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.hotline import chat_event
 from commonsky.engines.warnings import report_event, report_from_raw
-from commonsky.errors import RemoteProtocolError
+from commonsky.errors import RemoteProtocolError, StoreUnavailable
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.model import Category, CotEvent, Point
 from commonsky.protocol.cot import XmlLimits, parse_event, quote
 from commonsky.services import Services
+
+log = logging.getLogger("commonsky.api")
 
 
 class ApiError(Exception):
@@ -96,6 +99,9 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             except RemoteProtocolError as exc:
                 hub.metrics.refuse(exc.reason)
                 return json_error(400, str(exc))
+            except StoreUnavailable as exc:
+                log.error("%s: %s; refused with 503", request.url.path, exc)
+                return json_error(503, f"not stored, try again: {exc}")
 
         return endpoint
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from commonsky.config import ListenerConfig
-from commonsky.errors import RemoteProtocolError, UsageError
+from commonsky.errors import RemoteProtocolError, StoreUnavailable, UsageError
 from commonsky.pki import CA_CERT, SERVER_CERT, SERVER_KEY
 from commonsky.protocol.cot import XmlLimits
 from commonsky.protocol.stream import EventReceived, MessageRefused, TakStream
@@ -211,6 +211,12 @@ class TakListener:
                             hub.accept(party, conn.user, event.event, conn)
                         except RemoteProtocolError as exc:
                             event = MessageRefused(exc.reason, str(exc))
+                        except StoreUnavailable as exc:
+                            # Not stored, so not relayed: closing tells the client; it sends
+                            # again when it reconnects.
+                            log.error("%s %s/%s: %s; closing", self.name, party, user or peer, exc)
+                            close("store_unavailable")
+                            break
                     if isinstance(event, MessageRefused):
                         conn.refusals += 1
                         hub.metrics.refuse(event.reason)

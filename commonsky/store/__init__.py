@@ -58,6 +58,9 @@ class NestedBlocks:
     def _commit(self) -> None:
         raise NotImplementedError
 
+    def _block_ended(self) -> None:
+        """Called when the outermost block is left, committed or not."""
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         self._depth += 1
@@ -65,8 +68,12 @@ class NestedBlocks:
             yield
         finally:
             self._depth -= 1
-            if self._depth == 0 and self._in_transaction():
-                self._commit()
+            if self._depth == 0:
+                try:
+                    if self._in_transaction():
+                        self._commit()
+                finally:
+                    self._block_ended()
 
 
 def open_store(url: str, data_dir: Path) -> Store:

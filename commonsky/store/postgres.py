@@ -8,8 +8,8 @@ commits an item and everything it sets off before relaying any of it, so a commi
 trip on the event loop (~0.1-0.3 ms on loopback).
 
 uids are kept as bytes: PostgreSQL text cannot hold NUL, which a TAK protobuf uid may carry.
-If the connection breaks, the write in progress fails (the hub relays nothing it could not
-store) and the next one reconnects.
+If the connection breaks, the write in progress fails with `StoreUnavailable` (the hub
+relays nothing it could not store; the API answers 503) and the next one reconnects.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import psycopg
 
-from commonsky.errors import UsageError
+from commonsky.errors import StoreUnavailable, UsageError
 from commonsky.model import Item
 from commonsky.store import NestedBlocks
 
@@ -66,6 +66,7 @@ class PostgresStore(NestedBlocks):
         self.url = url
         self._timeout = connect_timeout_s
         self._depth = 0
+        self._wrote = False  # the current block has written (see `_live`)
         self._conn = self._connect()
         with self._conn.transaction():
             self._conn.execute(_SCHEMA)
@@ -78,26 +79,34 @@ class PostgresStore(NestedBlocks):
                 self.url, autocommit=True, connect_timeout=max(1, round(self._timeout))
             )
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = _first_line(exc)
+            if hasattr(self, "_conn"):  # reconnecting while serving, not starting
+                raise StoreUnavailable(f"PostgreSQL unreachable: {reason}") from None
             raise UsageError(
                 f"store_url: cannot use PostgreSQL at {redacted(self.url)}: {reason}"
             ) from None
 
     def _live(self) -> psycopg.Connection[Any]:
-        """The connection, opened again if it broke (never inside a block: what the block
-        wrote is gone with the old connection, and the block's caller must hear of it)."""
-        if self._conn.broken and not self._depth:
+        """The connection, opened again if it broke — but not once the current block has
+        written: those writes are gone with the old connection, and the block must fail."""
+        if self._conn.broken and not self._wrote:
             self._conn = self._connect()
         return self._conn
 
+    def _block_ended(self) -> None:
+        self._wrote = False
+
     def _in_transaction(self) -> bool:
-        return self._conn.info.transaction_status != _IDLE
+        # A broken connection has nothing left to commit: its writes are gone with it, and
+        # the failure that broke it is what the block's caller must hear of.
+        return not self._conn.broken and self._conn.info.transaction_status != _IDLE
 
     def _commit(self) -> None:
         self._conn.execute("COMMIT")
 
     def _begin(self, conn: psycopg.Connection[Any]) -> None:
         # Opened by the first write of a block, so a block that writes nothing costs nothing.
+        self._wrote = True
         if conn.info.transaction_status == _IDLE:
             conn.execute("BEGIN")
 
@@ -105,6 +114,14 @@ class PostgresStore(NestedBlocks):
         return self.append_many([item])[0]
 
     def append_many(self, items: Sequence[Item]) -> list[int]:
+        try:
+            return self._append_many(items)
+        except psycopg.OperationalError as exc:
+            if not self._conn.broken:
+                raise
+            raise StoreUnavailable(f"PostgreSQL connection lost: {_first_line(exc)}") from None
+
+    def _append_many(self, items: Sequence[Item]) -> list[int]:
         conn = self._live()
         rows = [
             (i.party, _key(i.uid), i.category.value, i.event.stale, _encoder.encode(i))
@@ -188,6 +205,11 @@ class PostgresStore(NestedBlocks):
 
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _key(uid: str) -> bytes:

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from commonsky.config import config_from_dict
-from commonsky.errors import UsageError
+from commonsky.errors import StoreUnavailable, UsageError
 from commonsky.store import postgres
 from commonsky.store.postgres import PostgresStore
 from tests.conftest import base_config, running_hub, token_of
@@ -57,7 +57,7 @@ def test_the_store_reconnects_after_the_server_drops_it(postgres_url: str) -> No
         pid = store._conn.info.backend_pid
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(StoreUnavailable, match="connection lost"):
             store.append(item("lost"))  # not stored, so the hub relays nothing of it
         store.append(item("after"))
         assert [i.uid for i in store.since(0)] == ["before", "after"]
@@ -116,3 +116,37 @@ def test_the_store_benchmark_runs_on_both(postgres_url: str, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "sqlite: round committed" in out and "postgresql: round committed" in out
     assert out.count("replay of 60 items") == 2
+
+
+async def test_a_hub_whose_database_drops_refuses_writes_clearly_then_recovers(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    agreements = [{"name": "hl", "from": "USA", "to": ["RUS"], "categories": ["hotline"]}]
+    config = base_config(tmp_path, agreements, server={"store_url": postgres_url})
+
+    def drop_the_hub_connection(hub) -> None:
+        pid = hub.server.store._conn.info.backend_pid
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    async with running_hub(config) as hub:
+        headers = {"Authorization": f"Bearer {token_of('USA')}"}
+        async with httpx.AsyncClient(base_url=hub.http, headers=headers) as usa:
+            drop_the_hub_connection(hub)
+            lost = await usa.post("/api/hotline/send", json={"to": "RUS", "text": "one"})
+            assert lost.status_code == 503 and "not stored" in lost.json()["error"]
+            ok = await usa.post("/api/hotline/send", json={"to": "RUS", "text": "two"})
+            assert ok.status_code == 201, ok.text  # reconnected
+            # Over TAK the client is disconnected, so it sends again when it comes back.
+            tak = await hub.connect("USA")
+            drop_the_hub_connection(hub)
+            tak.send(
+                b'<event version="2.0" uid="GeoChat.x" type="b-t-f" time="2030-01-01T00:00:00Z"'
+                b' start="2030-01-01T00:00:00Z" stale="2030-01-01T01:00:00Z" how="h-e">'
+                b'<point lat="0" lon="0" hae="0" ce="1" le="1"/><detail>'
+                b'<marti><dest party="RUS"/></marti><remarks>three</remarks></detail></event>'
+            )
+            with pytest.raises(ConnectionError):
+                await tak.collect(2.0)
+        texts = [i.event.detail for i in hub.server.store.since(0)]
+    assert any("two" in t for t in texts) and not any("one" in t or "three" in t for t in texts)
