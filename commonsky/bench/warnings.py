@@ -37,7 +37,7 @@ from commonsky.errors import UsageError
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.heap import server_heap
 from commonsky.hub.outbox import Outbox
-from commonsky.model import CotEvent
+from commonsky.model import CotEvent, Point
 from commonsky.policy import Policy
 from commonsky.services import Services
 from commonsky.store.sqlite import SQLiteStore
@@ -72,7 +72,30 @@ def _report(n: int, rng: np.random.Generator, now: float, rate: float) -> tuple[
     return report.party, report_event(report, now)
 
 
-def run(rate: float, reports: int) -> dict[str, Any]:
+def _tracks(tracks: int, now: float) -> list[tuple[str, CotEvent]]:
+    """`tracks` live air tracks over the Sea of Japan and Honshu, one in 100 of them a drone
+    heading west for the coast (threats the issuers must assess), the rest ordinary."""
+    rng = np.random.default_rng(2)
+    out = []
+    for n in range(tracks):
+        drone = n % 100 == 0
+        lat, lon = 35.0 + rng.uniform(0, 4), 137.5 + rng.uniform(0, 4)
+        event = CotEvent(
+            uid=f"{'D' if drone else 'T'}{n}",
+            type="a-h-A-M-F-Q" if drone else "a-f-A-M-F",
+            time=now,
+            start=now,
+            stale=now + 3600.0,
+            how="m-g",
+            point=Point(lat, lon, 500.0, 50.0, 50.0),
+            speed=50.0 if drone else 220.0,
+            course=270.0 if drone else float(rng.uniform(0, 360)),
+        )
+        out.append((PARTIES[3 + n % 17], event))
+    return out
+
+
+def run(rate: float, reports: int, tracks: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config = config_from_dict(
             {
@@ -83,7 +106,7 @@ def run(rate: float, reports: int) -> dict[str, Any]:
                         "name": f"{p} launch",
                         "from": p,
                         "to": [q for q in PARTIES if q != p],
-                        "categories": ["launch", "alert"],
+                        "categories": ["launch", "alert", "track"],
                     }
                     for p in PARTIES
                 ],
@@ -95,6 +118,10 @@ def run(rate: float, reports: int) -> dict[str, Any]:
         outboxes = {p: Outbox(100_000, 100_000) for p in PARTIES}
         for p in PARTIES:
             hub.attach(Connection(p, p, "bench", outboxes[p], lambda: "xml", lambda r: None, id=p))
+        for party, track in _tracks(tracks, hub.clock()):
+            hub.accept(party, "bench", track)
+        for outbox in outboxes.values():
+            outbox.take()
         rng = np.random.default_rng(1)
         # Every report is simulated before the clock starts: only the hub's work is timed.
         events = [_report(n, rng, hub.clock(), rate) for n in range(reports)]
@@ -153,14 +180,21 @@ def run(rate: float, reports: int) -> dict[str, Any]:
 def bench(
     rate: Annotated[float, typer.Option(help="Reports per second offered.")] = 100.0,
     reports: Annotated[int, typer.Option(help="Reports in all.")] = 1000,
+    tracks: Annotated[
+        int,
+        typer.Option(
+            help="Live air tracks shared with everyone, one in 100 a drone the issuers "
+            "must assess (a raid beside the launches)."
+        ),
+    ] = 0,
 ) -> None:
     """Report in -> fused events to 20 parties and CAP warnings out: p50/p99 per report."""
-    if rate <= 0 or reports <= 0:
-        raise UsageError("--rate and --reports must be > 0")
-    figures = run(rate, reports)
+    if rate <= 0 or reports <= 0 or tracks < 0:
+        raise UsageError("--rate and --reports must be > 0, --tracks >= 0")
+    figures = run(rate, reports, tracks)
     print(
         f"bench warnings: {figures['reports']} reports at {rate:g}/s, {len(PARTIES)} parties,"
-        f" {figures['seconds']:.1f} s"
+        f" {tracks} live tracks ({len(range(0, tracks, 100))} drones), {figures['seconds']:.1f} s"
     )
     print(
         f"  latency, report due -> every entitled delivery rendered and the CAP alert "
