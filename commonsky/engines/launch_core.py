@@ -108,7 +108,6 @@ class LaunchCore:
         issuers: Sequence[Issuer],
         status: Literal["Actual", "Exercise"] = "Exercise",
     ) -> None:
-        self.regions = regions
         self._state: dict[str, tuple[str, Correlator]] = {}
         self._shared: dict[str, tuple[Correlator, str, tuple[str, ...]]] = {}
         self._owed: dict[str, _Owed] = {}  # party -> what the reports since `run` changed
@@ -118,9 +117,8 @@ class LaunchCore:
         # event id -> report keys and the estimate's corridor, shared by the issuing parties.
         self._corridors: dict[str, tuple[tuple[str, ...], Corridor]] = {}
         self.views: dict[str, dict[str, FusedEvent]] = defaultdict(dict)  # party -> events
-        # issuing party -> the hazards of the tracks of its last step, and that step's second.
-        self._track_hazards: dict[str, dict[ThreatTrack, Hazard]] = {}
-        self._track_second: dict[str, datetime] = {}
+        # issuing party -> the second of its last step and the hazards of that step's tracks.
+        self._track_hazards: dict[str, tuple[datetime, dict[ThreatTrack, Hazard]]] = {}
         self.engines = {
             i.party: AlertEngine(
                 RegionRegistry([r for r in regions if r.country == i.country]),
@@ -203,7 +201,7 @@ class LaunchCore:
         for digest in [d for d in self._shared if d not in live]:
             del self._shared[digest]
 
-    def expire(self, now: float) -> list[tuple[str, str]]:
+    def expire(self, now: float) -> None:
         """Forget launch events an hour after their last observation (memory stays bounded).
 
         Correlators shared by parties with identical views expire identically (expiry is a
@@ -211,20 +209,17 @@ class LaunchCore:
         """
         moment = datetime.fromtimestamp(now, UTC)
         done: set[int] = set()
-        gone = []
         for party, (_, correlator) in self._state.items():
             if id(correlator) not in done:
                 correlator.expire(moment)
                 done.add(id(correlator))
             for event_id in [e for e in self.views[party] if e not in correlator]:
                 del self.views[party][event_id]
-                gone.append((party, event_id))
         for key in [k for k in self._assessed if k[1] not in self.views[k[0]]]:
             del self._assessed[key]
         current = {event_id for _party, event_id in self._assessed}
         for event_id in [e for e in self._corridors if e not in current]:
             del self._corridors[event_id]
-        return gone
 
     # ---- warnings -------------------------------------------------------------------------
 
@@ -256,13 +251,12 @@ class LaunchCore:
         second: in a raid every round steps the issuer's warnings, and the tracks have not
         moved since the round before unless a new report of them came."""
         second = moment.replace(microsecond=0)
-        known = self._track_hazards.get(party, {})
+        last_second, last = self._track_hazards.get(party, (None, {}))
+        known = last if last_second == second else {}
         fresh: dict[ThreatTrack, Hazard] = {}
         for track in tracks:
-            hazard = known.get(track) if second == self._track_second.get(party) else None
-            fresh[track] = hazard or assess_track(track, regions, second, DEFAULT_HORIZON)
-        self._track_hazards[party] = fresh  # only the tracks of this step: bounded
-        self._track_second[party] = second
+            fresh[track] = known.get(track) or assess_track(track, regions, second, DEFAULT_HORIZON)
+        self._track_hazards[party] = (second, fresh)  # only this step's tracks: bounded
         return list(fresh.values())
 
     def _assess(
