@@ -150,11 +150,15 @@ def config_from_dict(
         if token and len(token) < 16:
             raise UsageError(f"{table.where}: token must be at least 16 characters")
         country = table.get("country", str) or ""
-        if country and not (len(country) == 2 and country.isascii() and country.isupper()):
-            raise UsageError(f"{table.where}: country = {country!r} must be two capital letters")
-        if country and country in warned:
-            raise UsageError(f"{table.where}: country = {country!r} is warned by {warned[country]}")
         if country:
+            if not (len(country) == 2 and country.isascii() and country.isupper()):
+                raise UsageError(
+                    f"{table.where}: country = {country!r} must be two capital letters"
+                )
+            if country in warned:
+                raise UsageError(
+                    f"{table.where}: country = {country!r} is warned by {warned[country]}"
+                )
             warned[country] = pid
         parties.append(Party(pid, table.get("name", str) or pid, token, country))
         table.finish()

@@ -194,7 +194,7 @@ def bench(
     figures = run(rate, reports, tracks)
     print(
         f"bench warnings: {figures['reports']} reports at {rate:g}/s, {len(PARTIES)} parties,"
-        f" {tracks} live tracks ({len(range(0, tracks, 100))} drones), {figures['seconds']:.1f} s"
+        f" {tracks} live tracks ({(tracks + 99) // 100} drones), {figures['seconds']:.1f} s"
     )
     print(
         f"  latency, report due -> every entitled delivery rendered and the CAP alert "
