@@ -105,6 +105,16 @@ class CotEvent(msgspec.Struct, frozen=True):
     course: float | None = None
     dest_callsigns: tuple[str, ...] = ()
     dest_parties: tuple[str, ...] = ()
+    dest_uids: tuple[str, ...] = ()  # `marti/dest@uid` as written (iTAK addresses by uid)
+
+
+# The detail of the stale version a delete (`t-x-d-d`) leaves of its target: stored, recorded
+# and shown to the desks, which take it as the item withdrawn (hub/core.py).
+DELETED = "<__deleted/>"
+
+
+def is_deleted(event: CotEvent) -> bool:
+    return event.detail == DELETED
 
 
 HUB = "HUB"  # the originator of items the hub makes itself (notices, fused events, alerts)

@@ -6,29 +6,25 @@ parties an item flows only under an agreement in force for its category, its pos
 (the agreement's area of interest) and the current time. Several grants to one recipient
 combine to the most generous disclosure among those in force.
 
-Uids are namespaced per party. A party's own clients see its items under their own uids;
-every other party sees `PARTY::uid` (or an opaque `PARTY::g-…` when generalized). Since no
-party may send a uid containing `::` except its own prefix, no delivered uid can ever
-collide with, overwrite or impersonate a recipient's own item.
+Uids are namespaced per party: a party's own clients see its items under their own uids,
+every other party sees `PARTY::uid` (or an opaque `PARTY::g-…` when generalized), and names
+are translated both ways — the rule is in `commonsky/namespace.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import shapely
-from msgspec.structs import replace
 from shapely.geometry import Polygon
 from shapely.prepared import PreparedGeometry, prep
 
 from commonsky.model import Category, CotEvent, Disclosure, Item, Point
+from commonsky.namespace import handle
 
-SEPARATOR = "::"
 _RANK = {Disclosure.CONFLICTS_ONLY: 0, Disclosure.GENERALIZED: 1, Disclosure.FULL: 2}
 
 
@@ -112,10 +108,15 @@ class Policy:
                     out[grant.recipient] = level
         return out
 
+    def entitled(self, item: Item, now: float) -> dict[str, Disclosure]:
+        """Parties (other than the originator) the agreements let receive the item, and in
+        which form, before any addressing narrows them."""
+        entitled = self.disclosures(item.party, item.category, item.event.point, now)
+        return {p: d for p, d in entitled.items() if _relayed(d)}
+
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
         """Parties (other than the originator) that receive the item, and in which form."""
-        entitled = self.disclosures(item.party, item.category, item.event.point, now)
-        routed: dict[str, Disclosure] = {p: d for p, d in entitled.items() if _relayed(d)}
+        routed = self.entitled(item, now)
         if item.event.dest_parties:
             # A directed message (marti/dest party=…) narrows, never widens, the audience.
             wanted = set(item.event.dest_parties)
@@ -153,25 +154,6 @@ def _relayed(level: Disclosure) -> bool:
     return level is not Disclosure.CONFLICTS_ONLY
 
 
-def foreign_uid(party: str, uid: str) -> str:
-    return f"{party}{SEPARATOR}{uid}"
-
-
-def own_uid(party: str, uid: str) -> str | None:
-    """The uid a party's item is stored under, or None if the uid claims another party."""
-    if SEPARATOR not in uid:
-        return uid
-    prefix, _, rest = uid.partition(SEPARATOR)
-    if prefix == party and rest and SEPARATOR not in rest:
-        return rest  # a client echoing its own party's namespaced uid back
-    return None
-
-
-def opaque_uid(secret: bytes, party: str, uid: str) -> str:
-    digest = hmac.new(secret, f"{party}\x00{uid}".encode(), hashlib.sha256).hexdigest()
-    return f"{party}{SEPARATOR}g-{digest[:16]}"
-
-
 def snap(value: float, grid: float) -> float:
     """Centre of the grid cell holding `value`."""
     return round((math.floor(value / grid) + 0.5) * grid, 6)
@@ -197,7 +179,7 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
     )
     atoms = event.type.split("-")
     return CotEvent(
-        uid=opaque_uid(secret, party, event.uid),
+        uid=handle(secret, party, event.uid),
         type="-".join(atoms[:3]),
         time=event.time,
         start=event.start,
@@ -205,8 +187,3 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
         how="h-e",
         point=point,
     )
-
-
-def namespaced(event: CotEvent, party: str) -> CotEvent:
-    """The `full` form for other parties: identical, under `PARTY::uid`."""
-    return replace(event, uid=foreign_uid(party, event.uid))

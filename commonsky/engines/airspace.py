@@ -31,7 +31,7 @@ from commonsky.deconflict.notice import Notice, notice_for
 from commonsky.engines.drawings import airspace_from_cot
 from commonsky.engines.hotline import HotlineDesk
 from commonsky.hub.core import Hub
-from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
 from commonsky.protocol.cot import new_event, quote, quote_text
 
 log = logging.getLogger("commonsky.deconflict")
@@ -87,6 +87,11 @@ class AirspaceDesk:
             return
         now = self.hub.clock()
         changes: list[ConflictChange]
+        if is_deleted(item.event):
+            # Deleted by its owner (`t-x-d-d`): its conflicts clear and their threads close.
+            self._pending_tracks.pop(item.key, None)
+            self.publish(self.engine.remove(item.party, item.uid, now), withdrawn=True)
+            return
         if item.category in (Category.AIRSPACE, Category.SITE):
             if item.event.stale <= now:
                 changes = self.engine.remove(item.party, item.uid, now)
@@ -154,7 +159,9 @@ class AirspaceDesk:
         )
         return levels.get(recipient)
 
-    def publish(self, changes: list[ConflictChange]) -> None:
+    def publish(self, changes: list[ConflictChange], withdrawn: bool = False) -> None:
+        """Notices for each change; `withdrawn`: an item was deleted, so the hotline threads
+        of the conflicts it cleared are closed."""
         for change in changes:
             c = across_the_line(change.conflict)
             for own, other in ((c.a, c.b), (c.b, c.a)):
@@ -165,6 +172,8 @@ class AirspaceDesk:
                 self._send(notice, change.action, c)
             if change.action == "raised":
                 self._open_thread(c)
+            elif change.action == "cleared" and withdrawn:
+                self._close_thread(c)
 
     def _send(self, notice: Notice, action: str, conflict: Conflict) -> None:
         notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
@@ -226,6 +235,16 @@ class AirspaceDesk:
         )
         message = self.hotline.open_thread(sorted({a, b}), text, conflict=conflict.id)
         self.threads[conflict.id] = message.id
+
+    def _close_thread(self, conflict: Conflict) -> None:
+        thread = self.threads.get(conflict.id)
+        if self.hotline is None or thread is None:
+            return
+        message = self.hotline.messages.get((HUB, thread.partition("::")[2]))
+        if message is not None:
+            self.hotline.close(
+                message, f"conflict {conflict.id} cleared: an item was deleted", self.hub.clock()
+            )
 
     def for_party(self, party: str) -> list[dict[str, Any]]:
         out = []

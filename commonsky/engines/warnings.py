@@ -44,7 +44,7 @@ from commonsky.engines.launch_core import (
 )
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
-from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
 from commonsky.policy import Party
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
@@ -168,6 +168,9 @@ class LaunchDesk:
     # ---- reports in ---------------------------------------------------------------------
 
     def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+        if is_deleted(item.event):  # withdrawn by its owner: no report, no threat
+            self._threats.pop(item.key, None)
+            return
         if item.category is Category.TRACK or item.key in self._threats:
             self._index_threat(item)
             return

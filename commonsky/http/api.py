@@ -293,6 +293,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             mode=lambda: "json",
             close=close,
             id=f"ws#{uuid.uuid4().hex[:8]}",
+            oversight=True,  # the party's map page: addressing narrows TAK devices, not it
         )
         conn.flush = outbox.ready.set
         hub.attach(conn)

@@ -2,8 +2,22 @@
 
 One object, owned by one event loop (uvicorn's `ServerState` habit): listeners and the HTTP
 API only call `accept`, `attach` and `detach`. Routing is decided once per item against the
-compiled policy; each distinct output (own / full / generalized × XML / protobuf) is
-rendered once and shared by every connection that receives it.
+compiled policy; each distinct output (own / full / generalized × XML / protobuf, and for an
+item naming a third party's item, per distinct set of names: `naming.py`) is rendered once
+and shared by every connection that receives it.
+
+Addressing (`<marti><dest …/>`): `dest party` reaches every device of that party, `dest
+callsign` the devices using that callsign (the directory, `directory.py`), `dest uid` that
+device (iTAK). It narrows delivery inside the sender's own party too; a party's oversight
+connections (the map page) see everything the party receives. An addressed item whose
+device is not connected waits in the picture and is delivered when the device reports itself.
+
+Deletes (`t-x-d-d` naming its target in `<link uid>`, ATAK `CotDeleteImporter`): only the
+owner may delete (else `delete_not_owner`). The target leaves the picture (a durable one
+leaves a stale version in the store and the ledger, so it is gone after a restart too), the
+desks are shown that stale version (conflicts cleared, hotline thread closed), and the delete
+goes to every party the item was delivered to, naming it as that party got it. A delete is
+transient: never stored, never replayed.
 """
 
 from __future__ import annotations
@@ -22,14 +36,27 @@ from msgspec.structs import replace
 from commonsky.bus import Bus, LocalBus
 from commonsky.errors import RemoteProtocolError
 from commonsky.metrics import Metrics
-from commonsky.model import DURABLE, HUB, Category, CotEvent, Disclosure, Item, category_of
-from commonsky.policy import Policy, generalize, namespaced, own_uid
+from commonsky.model import (
+    DELETED,
+    DURABLE,
+    HUB,
+    Category,
+    CotEvent,
+    Disclosure,
+    Item,
+    category_of,
+)
+from commonsky.namespace import SHARED, Key, own_uid, read_name
+from commonsky.policy import Policy
 from commonsky.protocol.cot import encode_event
+from commonsky.protocol.refs import RECEIPT_TYPES, link_target, uid_form
 from commonsky.protocol.stream import frame_proto
 from commonsky.protocol.takv1 import event_to_proto
 from commonsky.settings import Settings
 from commonsky.store import Store
 
+from .directory import Directory, device_callsign
+from .naming import DELETE_TYPE, Naming
 from .outbox import Outbox, Pending, Rendered, Variant
 
 log = logging.getLogger("commonsky.hub")
@@ -51,7 +78,9 @@ class Connection:
     id: str = ""
     peer: str = ""
     refusals: int = 0
-    callsigns: set[str] = field(default_factory=set)
+    callsigns: set[str] = field(default_factory=set)  # the callsigns of its devices now
+    devices: set[str] = field(default_factory=set)  # uids it reported itself under
+    oversight: bool = False  # a party-wide view (the map page): addressing does not narrow
 
 
 class Hub:
@@ -76,8 +105,11 @@ class Hub:
         self.connections: dict[str, set[Connection]] = defaultdict(set)
         self.live: dict[tuple[str, str], Rendered] = {}
         self.durable: dict[tuple[str, str], Rendered] = {}
-        self.callsigns: dict[str, set[str]] = defaultdict(set)  # callsign -> parties using it
-        self._directory_epoch = 0
+        self.directory = Directory()
+        self.parties = frozenset(policy.parties) | {HUB}  # every namespace a name may claim
+        # Keys of picture items addressed to devices (dest callsign/uid): replayed to a
+        # device when it reports itself.
+        self._addressed: set[tuple[str, str]] = set()
         # Engines hook in here: `on_durable` runs once a durable item is stored and before
         # anyone receives it (the ledger); `observers` see every item as it is delivered.
         self.on_durable: list[Callable[[list[tuple[Item, dict[str, Disclosure]]]], None]] = []
@@ -89,6 +121,14 @@ class Hub:
         self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
         self._tx_depth = 0
         self._grid = settings.get_float("generalize_grid_deg")
+        self.naming = Naming(
+            self.parties,
+            secret,
+            self._grid,
+            lookup=self._lookup,
+            keys=lambda: [Key(*k) for pool in (self.durable, self.live) for k in pool],
+            sees_full=self._sees_full,
+        )
         # Writes are batched: enqueueing marks a connection dirty and one callback, run by
         # the event loop after the current burst of input, flushes every dirty connection.
         self.call_soon: Callable[[Callable[[], None]], object] | None = None
@@ -96,26 +136,42 @@ class Hub:
         self._flush_pending = False
         for item in store.active(clock()):
             self.durable[item.key] = self._rendered(item)
+            if _addressed(item.event):
+                self._addressed.add(item.key)
 
     # ---- rendering ----------------------------------------------------------------------
 
     def _rendered(self, item: Item) -> Rendered:
         return Rendered(item, self._render)
 
-    def _render(self, item: Item, variant: Variant, mode: str) -> bytes:
-        event = self.event_for(item, variant)
-        if mode == "json":
-            return _json_encoder.encode(item_json(item, event))
-        if mode == "proto":
-            return frame_proto(event_to_proto(event))
-        return encode_event(event)
+    def _render(self, rendered: Rendered, variant: Variant, mode: str) -> bytes:
+        if ":" in variant:  # names depend on the recipient: cached under the names
+            names = self.naming.names(rendered, variant.partition(":")[2])
+            key = (names, mode)
+            data = rendered.cache.get(key)
+            if data is None:
+                event = self.naming.with_names(rendered, names)
+                data = rendered.cache[key] = _encode(rendered.item, event, mode)
+            return data
+        return _encode(rendered.item, self.naming.event(rendered, variant), mode)
 
     def event_for(self, item: Item, variant: Variant) -> CotEvent:
-        if variant == "own":
-            return item.event
-        if variant == "full":
-            return namespaced(item.event, item.party)
-        return generalize(item.event, item.party, self.secret, self._grid)
+        """`item`'s event as delivered under `variant`."""
+        return self.naming.event(self._rendered(item), variant)
+
+    def _variant(self, rendered: Rendered, party: str, level: Disclosure) -> Variant:
+        if level is Disclosure.GENERALIZED:
+            return "gen"
+        self.naming.read(rendered)
+        return f"full:{party}" if rendered.per_party else "full"
+
+    def _lookup(self, key: Key) -> Rendered | None:
+        k = (key.party, key.uid)
+        return self.durable.get(k) or self.live.get(k)
+
+    def _sees_full(self, rendered: Rendered, party: str) -> bool:
+        variant = self._variant_for(rendered, party, self.clock())
+        return variant is not None and variant.startswith("full")
 
     # ---- inbound ------------------------------------------------------------------------
 
@@ -123,20 +179,14 @@ class Hub:
         self, party: str, user: str, event: CotEvent, sender: Connection | None = None
     ) -> Item:
         """Take one event from an authenticated party; raise RemoteProtocolError to refuse."""
-        uid = own_uid(party, event.uid)
-        if uid is None:
-            raise RemoteProtocolError(
-                "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace"
-            )
-        if uid != event.uid:
-            event = replace(event, uid=uid)
+        event = self._own_names(party, event)
         now = self.clock()
+        if event.type == DELETE_TYPE:
+            return self._accept_delete(party, user, event, sender, now)
         category = category_of(event.type)
-        if event.callsign and sender is not None:
-            sender.callsigns.add(event.callsign)
-            if party not in self.callsigns[event.callsign]:
-                self.callsigns[event.callsign].add(party)
-                self._directory_epoch += 1
+        callsign = device_callsign(event)
+        if callsign is not None:
+            self._register(party, event.uid, callsign, sender)
         item = Item(
             party=party,
             user=user,
@@ -146,7 +196,7 @@ class Hub:
             origin=sender.id if sender else "",
         )
         if category is None:
-            # Types the hub does not classify (deletes, map tools…) stay inside the party.
+            # Types the hub does not classify (map tools…) stay inside the party.
             self._fan_out(self._rendered(item), {}, durable=False)
             return item
         check = self.validators.get(category)
@@ -154,6 +204,51 @@ class Hub:
             check(party, event)
         self.metrics.count_in(party, category.value)
         return self.submit(item)
+
+    def _own_names(self, party: str, event: CotEvent) -> CotEvent:
+        """Refuse an event that would create an item under another party's name (its uid,
+        or its GeoChat sender); store `P::x` written by P as `x`. A receipt's uid is the
+        message it answers, anybody's (namespace.py)."""
+        form, names = uid_form(event.type, event.uid)
+        if form == "plain":
+            uid = own_uid(party, event.uid, self.parties)
+            if uid is None:
+                raise RemoteProtocolError(
+                    "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace"
+                )
+            if uid != event.uid:
+                event = replace(event, uid=uid)
+        elif form == "geochat":
+            owner = read_name(party, names[0], self.parties).party
+            if owner not in (party, SHARED):
+                raise RemoteProtocolError(
+                    "uid_spoof", f"GeoChat uid {event.uid[:60]!r} names another party's sender"
+                )
+        return event
+
+    def _register(self, party: str, uid: str, callsign: str, sender: Connection | None) -> None:
+        """A device's report of itself: learn its callsign; give a connection reporting a
+        device for the first time (or under a new callsign) what waits addressed to it."""
+        self.directory.report(party, uid, callsign)
+        if sender is None:
+            return
+        first = uid not in sender.devices
+        sender.devices.add(uid)
+        before = sender.callsigns
+        sender.callsigns = {
+            c for d in sender.devices if (c := self.directory.callsign(party, d)) is not None
+        }
+        if first or sender.callsigns != before:
+            now = self.clock()
+            for key in list(self._addressed):
+                rendered = self.durable.get(key) or self.live.get(key)
+                if rendered is None:
+                    self._addressed.discard(key)
+                    continue
+                variant = self._variant_for(rendered, party, now)
+                if variant is not None and self._reaches(rendered.item, sender):
+                    durable = rendered.item.category in DURABLE
+                    self._enqueue(sender, Pending(rendered, variant), durable)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
@@ -227,45 +322,92 @@ class Hub:
         return self._submit_many(items)
 
     def _deliver(self, item: Item) -> None:
+        if item.event.type == DELETE_TYPE and item.party != HUB:
+            self._apply_delete(item)
+            return
         rendered = self._rendered(item)
         durable = item.category in DURABLE
         now = self.clock()
+        key = item.key
         # A new version of a uid always supersedes the old one, whatever its category, and
         # one that arrives already stale removes it: what stays in the picture for others
         # must not depend on details (here: staleness) of an update they may not see.
         pool, other = (self.durable, self.live) if durable else (self.live, self.durable)
         # (Popping first also makes the picture's order the order of last updates, which
         # likewise must not depend on anyone's invisible history.)
-        other.pop(item.key, None)
-        pool.pop(item.key, None)
+        old = other.pop(key, None) or pool.pop(key, None)
+        pool.pop(key, None)
+        if old is not None:
+            rendered.seen = old.seen
         if item.event.stale > now:
-            pool[item.key] = rendered
+            pool[key] = rendered
+            if old is None:
+                self.naming.entered(Key(*key))
+            if _addressed(item.event):
+                self._addressed.add(key)
+            else:
+                self._addressed.discard(key)
+        else:
+            self._addressed.discard(key)
         routes = self.route(item, now)
         self._fan_out(rendered, routes, durable)
         for observer in self.observers:
             observer(item, routes)
 
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
+        """The other parties that receive `item` now, and in which form."""
         if item.audience:
             return {p: Disclosure.FULL for p in item.audience if p != item.party}
-        routes = self.policy.route(item, now)
-        if item.event.dest_callsigns and not item.event.dest_parties:
-            # Directed by callsign: to each entitled party whose own clients use one of those
-            # callsigns. Whether a party qualifies depends only on that party's own traffic,
-            # so another party claiming the same callsign cannot divert or block it.
-            wanted = set()
-            for callsign in item.event.dest_callsigns:
-                wanted |= self.callsigns.get(callsign, set())
+        e = item.event
+        routes = self.policy.entitled(item, now)
+        if e.type in RECEIPT_TYPES:
+            # A receipt answers one message: it goes to the party whose message it names.
+            owner = read_name(item.party, e.uid, self.parties).party
+            routes = {p: d for p, d in routes.items() if p == owner}
+        if e.dest_parties or e.dest_callsigns or e.dest_uids:
+            # Addressed: to the parties named, the parties whose own devices use one of the
+            # callsigns, the parties owning the uids. Whether a party qualifies depends only
+            # on that party's own traffic, so another party claiming the same callsign
+            # cannot divert or block it.
+            wanted = set(e.dest_parties)
+            for callsign in e.dest_callsigns:
+                wanted |= self.directory.parties(callsign)
+            for text in e.dest_uids:
+                wanted.add(read_name(item.party, text, self.parties).party)
             routes = {p: d for p, d in routes.items() if p in wanted}
         return routes
+
+    def _reaches(self, item: Item, conn: Connection) -> bool:
+        """Whether the item's addressing (if any) includes this connection."""
+        e = item.event
+        if conn.oversight or not (e.dest_parties or e.dest_callsigns or e.dest_uids):
+            return True
+        if conn.party in e.dest_parties or not conn.callsigns.isdisjoint(e.dest_callsigns):
+            return True
+        for text in e.dest_uids:
+            key = read_name(item.party, text, self.parties)
+            if key.party == conn.party and key.uid in conn.devices:
+                return True
+        return False
 
     def _fan_out(self, rendered: Rendered, routes: dict[str, Disclosure], durable: bool) -> None:
         item = rendered.item
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
-        targets.extend((party, _VARIANT[level]) for party, level in routes.items())
+        seen = rendered.seen
+        for party, level in routes.items():
+            forms = seen.get(party)
+            if forms is None:
+                seen[party] = {_VARIANT[level]}
+            else:
+                forms.add(_VARIANT[level])
+            targets.append((party, self._variant(rendered, party, level)))
+        e = item.event
+        addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
         for party, variant in targets:
             for conn in self.connections.get(party, ()):
-                if conn.id != item.origin or not item.origin:
+                if (conn.id != item.origin or not item.origin) and (
+                    not addressed or self._reaches(item, conn)
+                ):
                     self._enqueue(conn, Pending(rendered, variant), durable)
 
     def _enqueue(self, conn: Connection, pending: Pending, durable: bool) -> None:
@@ -301,7 +443,12 @@ class Hub:
         self.connections[conn.party].add(conn)
         self.metrics.child(self.metrics.connections, conn.listener, conn.party).inc()  # type: ignore[attr-defined]
         for rendered, variant in self.visible(conn.party):
-            self._enqueue(conn, Pending(rendered, variant), rendered.item.category in DURABLE)
+            item = rendered.item
+            if not self._reaches(item, conn):
+                continue  # addressed to devices: given when the device reports itself
+            if item.party != conn.party:  # (routes change with time: it may be new here)
+                rendered.seen.setdefault(conn.party, set()).add(variant.partition(":")[0])
+            self._enqueue(conn, Pending(rendered, variant), item.category in DURABLE)
 
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:
         """The current picture as `party` may see it: durable items first, nothing stale
@@ -333,18 +480,18 @@ class Hub:
         if item.party == party:
             return "own"
         level = self.cached_route(rendered, now).get(party)
-        return None if level is None else _VARIANT[level]
+        return None if level is None else self._variant(rendered, party, level)
 
     def cached_route(self, rendered: Rendered, now: float) -> dict[str, Disclosure]:
         """`route` for a picture item, computed once until the policy or directory changes."""
         if (
             rendered.routes is None
             or now >= rendered.routes_until
-            or rendered.routes_epoch != self._directory_epoch
+            or rendered.routes_epoch != self.directory.epoch
         ):
             rendered.routes = self.route(rendered.item, now)
             rendered.routes_until = self.policy.next_change(now)
-            rendered.routes_epoch = self._directory_epoch
+            rendered.routes_epoch = self.directory.epoch
         return rendered.routes
 
     def resend(self, key: tuple[str, str], party: str) -> bool:
@@ -352,16 +499,12 @@ class Hub:
         rendered = self.durable.get(key)
         if rendered is None:
             return False
-        item = rendered.item
-        if item.party == party:
-            variant: Variant = "own"
-        else:
-            level = self.route(item, self.clock()).get(party)
-            if level is None:
-                return False
-            variant = _VARIANT[level]
+        variant = self._variant_for(rendered, party, self.clock())
+        if variant is None:
+            return False
         for conn in self.connections.get(party, ()):
-            self._enqueue(conn, Pending(rendered, variant), durable=True)
+            if self._reaches(rendered.item, conn):
+                self._enqueue(conn, Pending(rendered, variant), durable=True)
         return True
 
     def detach(self, conn: Connection) -> None:
@@ -381,8 +524,84 @@ class Hub:
         for pool in (self.live, self.durable):
             for key in [k for k, r in pool.items() if r.item.event.stale <= now]:
                 del pool[key]
+                self._addressed.discard(key)
                 gone += 1
+        if gone:
+            self.naming.forget(lambda k: self._lookup(k) is not None)
         return gone
+
+    # ---- deletes ------------------------------------------------------------------------
+
+    def _accept_delete(
+        self, party: str, user: str, event: CotEvent, sender: Connection | None, now: float
+    ) -> Item:
+        target = link_target(event)
+        key = read_name(party, target, self.parties) if target is not None else None
+        if target is not None and key is not None and key.party not in (party, SHARED):
+            raise RemoteProtocolError(
+                "delete_not_owner",
+                f"delete of {target[:60]!r} refused: only {key.party} may delete its items",
+            )
+        rendered = self._lookup(Key(party, key.uid)) if key is not None else None
+        item = Item(
+            party=party,
+            user=user,
+            category=rendered.item.category if rendered is not None else Category.POSITION,
+            event=event,
+            received=now,
+            origin=sender.id if sender else "",
+        )
+        if rendered is None or item.category not in DURABLE:
+            self.bus.publish(item)  # nothing stored to withdraw
+            return item
+        # Stored items leave a stale version (stored and recorded with the audience the item
+        # had) so that they are gone after a restart too; the delete itself is not stored.
+        with self.transaction():
+            (seq,) = self.store.append_many([tombstone(rendered.item, now)])
+            gone = replace(tombstone(rendered.item, now), seq=seq)
+            audience = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
+            for hook in self.on_durable:
+                hook([(gone, audience)])
+            self.bus.publish(item)
+        return item
+
+    def _delete_audience(self, rendered: Rendered, now: float) -> dict[str, set[str]]:
+        """The other parties an item was delivered to, with the forms each got."""
+        forms = {p: set(v) for p, v in rendered.seen.items()}
+        for party, level in self.cached_route(rendered, now).items():
+            forms.setdefault(party, set()).add(_VARIANT[level])
+        forms.pop(rendered.item.party, None)
+        return forms
+
+    def _apply_delete(self, item: Item) -> None:
+        now = self.clock()
+        target = link_target(item.event)
+        old = None
+        if target is not None:
+            key = read_name(item.party, target, self.parties)
+            if key.party in (item.party, SHARED):
+                k = (item.party, key.uid)
+                old = self.live.get(k) or self.durable.get(k)
+        rendered = self._rendered(item)
+        targets: list[tuple[str, Variant]] = [(item.party, "own")]
+        if old is not None:
+            for party, forms in self._delete_audience(old, now).items():
+                for form in sorted(forms):
+                    level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
+                    targets.append((party, self._variant(rendered, party, level)))
+            self.live.pop(old.item.key, None)
+            self.durable.pop(old.item.key, None)
+            self._addressed.discard(old.item.key)
+        for party, variant in targets:
+            for conn in self.connections.get(party, ()):
+                if old is not None:
+                    conn.outbox.discard(old.item.key)  # an update still pending is moot
+                if conn.id != item.origin or not item.origin:
+                    self._enqueue(conn, Pending(rendered, variant), durable=True)
+        if old is not None:
+            gone = tombstone(old.item, now)
+            for observer in self.observers:
+                observer(gone, {})
 
     def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
         counts: dict[str, int] = defaultdict(int)
@@ -399,6 +618,27 @@ class Hub:
 
 
 _json_encoder = msgspec.json.Encoder()
+
+
+def _encode(item: Item, event: CotEvent, mode: str) -> bytes:
+    if mode == "json":
+        return _json_encoder.encode(item_json(item, event))
+    if mode == "proto":
+        return frame_proto(event_to_proto(event))
+    return encode_event(event)
+
+
+def _addressed(event: CotEvent) -> bool:
+    """Addressed to devices (`dest callsign`, `dest uid`), not only to parties."""
+    return bool(event.dest_callsigns or event.dest_uids)
+
+
+def tombstone(item: Item, now: float) -> Item:
+    """The stale version a delete leaves of `item`: stored (a durable item stays gone after
+    a restart), recorded, and shown to the desks, which treat it as the item withdrawn."""
+    e = item.event
+    event = replace(e, time=now, start=min(e.start, now), stale=now, detail=DELETED)
+    return replace(item, event=event, received=now, seq=0, origin="")
 
 
 def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
@@ -421,4 +661,6 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         "speed": event.speed,
         "course": event.course,
         "detail": event.detail,
+        # A delete names the item it removes, as this recipient knows it (the map drops it).
+        **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
     }

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from commonsky.model import Disclosure, Item
+from commonsky.namespace import Key
+from commonsky.protocol.refs import References
 
-Variant = Literal["own", "full", "gen"]
+# "own" (the sender's party), "full", "gen" (generalized), or "full:PARTY" for an item that
+# names a third party's item, whose names depend on what PARTY may see (hub/naming.py).
+Variant = str
 Overflow = Literal["coalesced", "evicted", "too_slow"] | None
 
 
@@ -26,19 +30,30 @@ class Rendered:
     """The wire forms of one item, made once and shared by every connection."""
 
     item: Item
-    make: Callable[[Item, Variant, str], bytes]
-    cache: dict[tuple[Variant, str], bytes] = field(default_factory=dict)
+    make: Callable[[Rendered, Variant, str], bytes]
+    # (variant or per-recipient names, mode) -> bytes
+    cache: dict[tuple[object, str], bytes] = field(default_factory=dict)
     # The item's routes, valid until the policy's next validity boundary (`routes_until`)
     # and while the callsign directory is unchanged (`routes_epoch`).
     routes: dict[str, Disclosure] | None = None
     routes_until: float = 0.0
     routes_epoch: int = -1
+    # The item's references, read once (hub/naming.py): whose item each name means, and
+    # whether any is a third party's (then names depend on the recipient).
+    refs: References | None = None
+    keys: tuple[Key, ...] = ()
+    per_party: bool = False
+    # Every party this uid was delivered to, with the forms it got ("own"/"full"/"gen"),
+    # carried from version to version: a delete reaches each of them under those names.
+    seen: dict[str, set[str]] = field(default_factory=dict)
 
     def wire(self, variant: Variant, mode: str) -> bytes:
         key = (variant, mode)
         data = self.cache.get(key)
         if data is None:
-            data = self.cache[key] = self.make(self.item, variant, mode)
+            data = self.make(self, variant, mode)
+            if ":" not in variant:  # per-recipient forms are cached under their names
+                self.cache[key] = data
         return data
 
 
@@ -71,6 +86,10 @@ class Outbox:
             overflow = "evicted"
         self.live[key] = pending
         return overflow
+
+    def discard(self, key: tuple[str, str]) -> None:
+        """Drop a pending live update of `key` (its item was deleted)."""
+        self.live.pop(key, None)
 
     def take(self) -> list[Pending]:
         """Everything pending, durable first (they carry obligations), then live."""

@@ -43,6 +43,37 @@ _PARSER = etree.XMLParser(
 UNKNOWN = 9999999.0  # CoT's "not known" value for hae, ce and le
 
 
+UID_MAX_CHARS = 256
+# Control characters (Unicode category Cc: C0, DEL, C1 — tab and newlines included), and what
+# XML 1.0 cannot carry at all: U+FFFE, U+FFFF and lone surrogates (which lxml never yields
+# from XML, but a protobuf string can hold).
+_BAD_UID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+
+
+def check_uid(uid: str) -> None:
+    """Refuse a uid no CoT peer can use; accept every other string.
+
+    The CoT event schema (MITRE `CoT Base-Event Schema`, `uid` is `xs:string`) allows any
+    non-empty string, and real clients use spaces: ATAK's GeoChat uid is
+    `GeoChat.<sender uid>.<chat room>.<message id>`, where the room is `All Chat Rooms` or a
+    callsign such as `RED FOX 1`. The only rules are: non-empty, at most `UID_MAX_CHARS`
+    (256) characters, and no control character nor code point XML 1.0 cannot carry
+    (U+0000–U+001F, U+007F–U+009F, U+FFFE, U+FFFF, surrogates).
+
+    Raises `RemoteProtocolError` with reason `bad_uid` naming the rule broken. The one
+    place this rule lives: the CoT and TAK protobuf decoders and the HTTP API call it.
+    """
+    if not uid:
+        raise RemoteProtocolError("bad_uid", "uid is empty")
+    if len(uid) > UID_MAX_CHARS:
+        raise RemoteProtocolError("bad_uid", f"uid is over {UID_MAX_CHARS} characters")
+    bad = _BAD_UID_CHAR.search(uid)
+    if bad is not None:
+        raise RemoteProtocolError(
+            "bad_uid", f"uid has control character U+{ord(bad.group()):04X} at {bad.start()}"
+        )
+
+
 def parse_time(text: str | None, field: str) -> float:
     if not text:
         raise RemoteProtocolError("malformed", f"event has no {field} time")
@@ -132,10 +163,9 @@ def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
 def _event_from_tree(root: etree._Element) -> CotEvent:
     uid = root.get("uid")
     cot_type = root.get("type")
-    if not uid or not cot_type:
+    if uid is None or not cot_type:
         raise RemoteProtocolError("malformed", "<event> needs uid and type")
-    if len(uid) > 256 or any(ch.isspace() for ch in uid):
-        raise RemoteProtocolError("malformed", "uid is over 256 characters or has spaces")
+    check_uid(uid)
     time = parse_time(root.get("time"), "time")
     start = parse_time(root.get("start") or root.get("time"), "start")
     stale = parse_time(root.get("stale"), "stale")
@@ -159,6 +189,7 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
     course: float | None = None
     dest_callsigns: list[str] = []
     dest_parties: list[str] = []
+    dest_uids: list[str] = []
     detail = ""
     if detail_el is not None:
         detail = "".join(etree.tostring(child, encoding="unicode") for child in detail_el)
@@ -176,6 +207,8 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
                 dest_callsigns.append(dest.get("callsign", ""))
             if dest.get("party"):
                 dest_parties.append(dest.get("party", ""))
+            if dest.get("uid"):
+                dest_uids.append(dest.get("uid", ""))
     return CotEvent(
         uid=uid,
         type=cot_type,
@@ -193,6 +226,7 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         course=course,
         dest_callsigns=tuple(dest_callsigns),
         dest_parties=tuple(dest_parties),
+        dest_uids=tuple(dest_uids),
     )
 
 

@@ -17,6 +17,7 @@ from commonsky.model import CotEvent
 from commonsky.protocol.cot import (
     DEFAULT_LIMITS,
     XmlLimits,
+    check_uid,
     detail_tree,
     format_time,
     parse_event,
@@ -106,6 +107,7 @@ def proto_to_xml(payload: bytes) -> bytes:
     if not message.HasField("cotEvent"):
         raise RemoteProtocolError("bad_protobuf", "TakMessage without a cotEvent")
     cot = message.cotEvent
+    check_uid(cot.uid)  # before it is quoted into XML, so the reason names the uid rule
     parts: list[str] = []
     d = cot.detail
     if cot.HasField("detail"):
