@@ -64,6 +64,7 @@ class Message:
     awaiting: dict[str, float] = field(default_factory=dict)  # callsign -> deadline
     read: dict[str, float] = field(default_factory=dict)  # read receipts (`b-t-f-r`)
     closed: float | None = None
+    device: str = ""  # the sender's device the hub answers, if it is a known device
 
     @property
     def id(self) -> str:
@@ -139,8 +140,15 @@ def chat_event(
     cot_type: str = "b-t-f",
     stale_s: float = 86400.0,
     sender: str = "CommonSky hub",
+    device: str = "",
 ) -> CotEvent:
-    dests = "".join(f'<dest party="{quote(d)}"/>' for d in dest)
+    """A hub-made GeoChat to the parties `dest` — or, given `device`, to that one device
+    of theirs (the one that sent what this answers)."""
+    dests = (
+        f'<dest uid="{quote(device)}"/>'
+        if device
+        else "".join(f'<dest party="{quote(d)}"/>' for d in dest)
+    )
     detail = (
         f'<__chat chatroom="hotline" id="hotline" senderCallsign="{quote(sender)}"'
         f' messageId="{quote(uid)}"/><marti>{dests}</marti>'
@@ -155,7 +163,8 @@ def chat_event(
         how="h-g-i-g-o",
         point=Point(0.0, 0.0),
         detail=detail,
-        dest_parties=tuple(dest),
+        dest_parties=() if device else tuple(dest),
+        dest_uids=(device,) if device else (),
     )
 
 
@@ -230,6 +239,7 @@ class HotlineDesk:
             message_id=message_id(item.event),
             audience=tuple(sorted(routes)),
             awaiting={c: item.received + self.default_deadline for c in awaiting},
+            device=self._device_of(item),
         )
         if self.recorder is not None:
             message.ledger_seq = self.recorder.seq_of.get((item.party, item.uid, item.seq))
@@ -239,6 +249,16 @@ class HotlineDesk:
             self.awaiting.setdefault(callsign, []).append(message)
         if item.party != HUB and not self._replaying:
             self._receipt_to_sender(message)
+
+    def _device_of(self, item: Item) -> str:
+        """The sending device of a GeoChat (its uid's sender field), if the directory knows
+        it: the hub's answers go to that device, not to every device of the party."""
+        form, names = uid_form(item.event.type, item.event.uid)
+        if form != "geochat":
+            return ""
+        key = read_name(item.party, names[0], self.hub.parties)
+        known = key.party == item.party and self.hub.directory.callsign(*key) is not None
+        return key.uid if known else ""
 
     def _deadline_s(self, sender: str, party: str) -> float:
         option = self.hub.policy.agreement_option(sender, party, "ack_deadline_s")
@@ -293,7 +313,9 @@ class HotlineDesk:
             f'<link uid="{quote(message.key[1])}" relation="p-p"/>'
             f'<csky_receipt ledger_seq="{message.ledger_seq}"/>'
         )
-        event = chat_event(uid, text, now, [message.sender], extra, cot_type="b-t-f-d")
+        event = chat_event(
+            uid, text, now, [message.sender], extra, cot_type="b-t-f-d", device=message.device
+        )
         self.hub.publish_from_hub(event, Category.HOTLINE, [message.sender])
 
     # ---- acknowledgements ---------------------------------------------------------------
@@ -335,7 +357,13 @@ class HotlineDesk:
     def _tell_sender(self, message: Message, text: str, now: float, cot_type: str) -> None:
         extra = f'<link uid="{quote(message.key[1])}" relation="p-p"/>'
         event = chat_event(
-            f"ack-{uuid.uuid4().hex[:12]}", text, now, [message.sender], extra, cot_type=cot_type
+            f"ack-{uuid.uuid4().hex[:12]}",
+            text,
+            now,
+            [message.sender],
+            extra,
+            cot_type=cot_type,
+            device=message.device,
         )
         self.hub.publish_from_hub(event, Category.HOTLINE, [message.sender])
 
@@ -398,6 +426,7 @@ class HotlineDesk:
                 now,
                 [message.sender],
                 f'<link uid="{quote(message.key[1])}" relation="p-p"/>',
+                device=message.device,
             )
             self.hub.publish_from_hub(event, Category.HOTLINE, [message.sender])
 

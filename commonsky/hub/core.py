@@ -384,8 +384,10 @@ class Hub:
             return True
         if conn.party in e.dest_parties or not conn.callsigns.isdisjoint(e.dest_callsigns):
             return True
+        # (The hub writes its own items in each recipient's names.)
+        writer = conn.party if item.party == HUB else item.party
         for text in e.dest_uids:
-            key = read_name(item.party, text, self.parties)
+            key = read_name(writer, text, self.parties)
             if key.party == conn.party and key.uid in conn.devices:
                 return True
         return False

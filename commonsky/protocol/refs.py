@@ -20,7 +20,7 @@ Names in `<detail>`, in document order:
 | element | attribute |
 |---|---|
 | `link` (sender's device, marker's parent, route waypoint, shape's style, delete target) | `uid` |
-| `chatgrp` (conversation members) | `uid0`, `uid1`, … |
+| `chatgrp` (conversation and its members) | `id`, `uid0`, `uid1`, … |
 | `__chat`, `__chatreceipt` | `id` (conversation), `messageId`, `parent`, `deleteChild` |
 | `remarks` | `to`; in GeoChat also `source` (`BAO.F.ATAK.<uid>`, `BAO.F.WinTAK.<uid>` or a |
 | | bare uid) and `sourceID` (WinTAK) |
@@ -175,7 +175,7 @@ def _slots(tree: etree._Element, chat: bool) -> Iterator[tuple[etree._Element, s
                 yield element, "uid", _Plain
         elif tag == "chatgrp":
             for name in list(attrib):
-                if _UID_N.fullmatch(str(name)):
+                if name == "id" or _UID_N.fullmatch(str(name)):
                     yield element, str(name), _Plain
         elif tag in ("__chat", "__chatreceipt"):
             for name in _CHAT_ATTRS:
