@@ -377,6 +377,24 @@ class Hub:
             routes = {p: d for p, d in routes.items() if p in wanted}
         return routes
 
+    def receivers(self, party: str, event: CotEvent) -> set[str]:
+        """The parties `event` would reach if `party` sent it now (its own included): what
+        a delete would reach, or what routing gives. Changes nothing."""
+        now = self.clock()
+        if event.type == DELETE_TYPE:
+            target = link_target(event)
+            rendered = None
+            if target is not None:
+                key = read_name(party, target, self.parties)
+                rendered = self._lookup(Key(party, key.uid)) if key.party == party else None
+            audience = self._delete_audience(rendered, now) if rendered is not None else {}
+            return {party, *audience}
+        category = category_of(event.type) or Category.POSITION
+        if category_of(event.type) is None:
+            return {party}
+        item = Item(party=party, user="", category=category, event=event, received=now)
+        return {party, *self.route(item, now)}
+
     def _reaches(self, item: Item, conn: Connection) -> bool:
         """Whether the item's addressing (if any) includes this connection."""
         e = item.event
