@@ -166,7 +166,10 @@ async function start({ api, me }) {
     const now = Date.now() / 1000;
     const kinds = new Set();
     for (const item of items) {
-      timeline.add(item, now);
+      // A delete names the item it removes as this party knows it; the delete itself is
+      // not something to draw.
+      if (item.type === "t-x-d-d") timeline.remove(item.deletes, item.time, now);
+      else timeline.add(item, now);
       kinds.add(item.category);
     }
     if (kinds.has("hotline")) panels.soon("hotline", () => panels.hotline());
