@@ -423,12 +423,19 @@ class Hub:
             targets.append((party, self._variant(rendered, party, level)))
         e = item.event
         addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
+        origin = item.origin
+        enqueue = self._enqueue
         for party, variant in targets:
-            for conn in self.connections.get(party, ()):
-                if (conn.id != item.origin or not item.origin) and (
-                    not addressed or self._reaches(item, conn)
-                ):
-                    self._enqueue(conn, Pending(rendered, variant), durable)
+            conns = self.connections.get(party)
+            if not conns:
+                continue
+            pending = Pending(rendered, variant)  # shared: nobody changes a Pending
+            for conn in conns:
+                if origin and conn.id == origin:
+                    continue  # not echoed to the connection it came from
+                if addressed and not self._reaches(item, conn):
+                    continue
+                enqueue(conn, pending, durable)
 
     def _enqueue(self, conn: Connection, pending: Pending, durable: bool) -> None:
         overflow = conn.outbox.put(pending, durable)
