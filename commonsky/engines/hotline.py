@@ -83,7 +83,9 @@ class Message:
             "read": self.read,
             "pending": [p for p in self.recipients if p not in self.acks],
             "overdue": [
-                p for p in self.recipients if p not in self.acks and self.deadlines[p] <= now
+                p
+                for p in self.recipients
+                if p not in self.acks and self.deadlines[p] <= now and self.closed is None
             ],
             "awaiting": sorted(self.awaiting),
             "escalated": sorted(self.escalated),
@@ -283,8 +285,14 @@ class HotlineDesk:
                 continue
             stored = self.hub.durable.get(message.key)
             routes = self.hub.route(stored.item, now) if stored is not None else {}
-            if party == message.sender or party not in routes or party in message.recipients:
-                continue  # its own party, or no agreement lets it reach that party
+            if party != message.sender and party not in routes:
+                # No agreement lets it reach that party: still waiting (and escalated on
+                # time) for a device it may reach.
+                message.awaiting[callsign] = message.sent + self.default_deadline
+                self.awaiting.setdefault(callsign, []).append(message)
+                continue
+            if party == message.sender or party in message.recipients:
+                continue  # delivered inside its own party, or already a recipient
             message.recipients = tuple(sorted({*message.recipients, party}))
             message.audience = tuple(sorted({*message.audience, party}))
             message.deadlines[party] = now + self._deadline_s(message.sender, party)
@@ -438,7 +446,8 @@ class HotlineDesk:
             )
         if message.sender != HUB:
             text = (
-                f"ESCALATION: no device using callsign {callsign} has connected within "
+                f"ESCALATION: no device using callsign {callsign} that it may reach has"
+                " connected within "
                 f"{round(message.awaiting[callsign] - message.sent)} s; {message.key[1]} waits"
             )
             self._tell_sender(message, text, now, "b-t-f")

@@ -184,6 +184,20 @@ def test_a_chat_to_an_unseen_callsign_waits_for_its_device(tmp_path: Path) -> No
     assert {"of": "USA::GeoChat.USA-DEV.GHOST.m-6", "callsign": "GHOST 1"} in facts
 
 
+def test_a_callsign_in_a_party_it_may_not_reach_leaves_it_waiting(tmp_path: Path) -> None:
+    w = make_world(tmp_path, [hotline("USA", ["GBR"])], parties=PARTIES)
+    eagle = Device(w, "USA", "USA-DEV", "EAGLE 2")
+    eagle.send(atak.chat("USA-DEV", "EAGLE 2", "GBR::EUD-9", "OWL 9", "for GBR's owl", "m-3"))
+    korean_owl = Device(w, "KOR", "K-9", "OWL 9")  # no agreement from USA to KOR
+    (message,) = w.services.hotline.history("USA")
+    assert message["awaiting"] == ["OWL 9"] and message["to"] == []
+    british_owl = Device(w, "GBR", "EUD-9", "OWL 9")
+    assert [_text(e) for e in british_owl.peers()] == ["for GBR's owl"]
+    assert korean_owl.peers() == []  # (the British owl's delivery is the barrier)
+    (message,) = w.services.hotline.history("USA")
+    assert message["awaiting"] == [] and message["to"] == ["GBR"]
+
+
 def test_a_callsign_is_forgotten_when_its_user_takes_another(tmp_path: Path) -> None:
     w = make_world(tmp_path, DEALS, parties=PARTIES)
     fox = Device(w, "GBR", "EUD-7", "RED FOX 1")
