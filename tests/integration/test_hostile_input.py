@@ -41,6 +41,7 @@ DEEP = (
 )
 RANDOM_BYTES = bytes(range(256)) * 40 + b"</event>"
 NOT_EVENT = b"<html><body>hello</body></html></event>"
+CONTROL_IN_UID = track("ctl").replace(b'uid="ctl"', b'uid="c&#9;tl"')  # spaces are fine
 
 CASES = {
     "dtd": BILLION_LAUGHS,
@@ -50,6 +51,7 @@ CASES = {
     "too_deep": DEEP,
     "random": RANDOM_BYTES,
     "not_event": NOT_EVENT,
+    "control_in_uid": CONTROL_IN_UID,
 }
 REASONS = {
     "dtd": "dtd",
@@ -59,6 +61,7 @@ REASONS = {
     "too_deep": "too_deep",
     "random": "bad_utf8",
     "not_event": "malformed",
+    "control_in_uid": "bad_uid",
 }
 
 
