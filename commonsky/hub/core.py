@@ -79,7 +79,7 @@ class Connection:
     peer: str = ""
     refusals: int = 0
     callsigns: set[str] = field(default_factory=set)  # the callsigns of its devices now
-    devices: set[str] = field(default_factory=set)  # uids it reported itself under
+    devices: dict[str, str] = field(default_factory=dict)  # its devices' uids -> callsigns
     oversight: bool = False  # a party-wide view (the map page): addressing does not narrow
 
 
@@ -230,25 +230,20 @@ class Hub:
         """A device's report of itself: learn its callsign; give a connection reporting a
         device for the first time (or under a new callsign) what waits addressed to it."""
         self.directory.report(party, uid, callsign)
-        if sender is None:
-            return
-        first = uid not in sender.devices
-        sender.devices.add(uid)
-        before = sender.callsigns
-        sender.callsigns = {
-            c for d in sender.devices if (c := self.directory.callsign(party, d)) is not None
-        }
-        if first or sender.callsigns != before:
-            now = self.clock()
-            for key in list(self._addressed):
-                rendered = self.durable.get(key) or self.live.get(key)
-                if rendered is None:
-                    self._addressed.discard(key)
-                    continue
-                variant = self._variant_for(rendered, party, now)
-                if variant is not None and self._reaches(rendered.item, sender):
-                    durable = rendered.item.category in DURABLE
-                    self._enqueue(sender, Pending(rendered, variant), durable)
+        if sender is None or sender.devices.get(uid) == callsign:
+            return  # (the steady state: a device reporting itself again)
+        sender.devices[uid] = callsign
+        sender.callsigns = set(sender.devices.values())
+        now = self.clock()
+        for key in list(self._addressed):
+            rendered = self.durable.get(key) or self.live.get(key)
+            if rendered is None:
+                self._addressed.discard(key)
+                continue
+            variant = self._variant_for(rendered, party, now)
+            if variant is not None and self._reaches(rendered.item, sender):
+                durable = rendered.item.category in DURABLE
+                self._enqueue(sender, Pending(rendered, variant), durable)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
