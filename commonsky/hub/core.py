@@ -6,18 +6,11 @@ compiled policy; each distinct output (own / full / generalized × XML / protobu
 item naming a third party's item, per distinct set of names: `naming.py`) is rendered once
 and shared by every connection that receives it.
 
-Addressing (`<marti><dest …/>`): `dest party` reaches every device of that party, `dest
-callsign` the devices using that callsign (the directory, `directory.py`), `dest uid` that
-device (iTAK). It narrows delivery inside the sender's own party too; a party's oversight
-connections (the map page) see everything the party receives. An addressed item whose
-device is not connected waits in the picture and is delivered when the device reports itself.
+Addressing (`<marti><dest …/>`, `connection.py`) narrows delivery to devices in every party;
+an addressed item whose device is not connected waits in the picture and is delivered when
+the device reports itself.
 
-Deletes (`t-x-d-d` naming its target in `<link uid>`, ATAK `CotDeleteImporter`): only the
-owner may delete (else `delete_not_owner`). The target leaves the picture (a durable one
-leaves a stale version in the store and the ledger, so it is gone after a restart too), the
-desks are shown that stale version (conflicts cleared, hotline thread closed), and the delete
-goes to every party the item was delivered to, naming it as that party got it. A delete is
-transient: never stored, never replayed.
+Deletes (`t-x-d-d`): only the owner may; see `deletes.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +20,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -37,7 +29,6 @@ from commonsky.bus import Bus, LocalBus
 from commonsky.errors import RemoteProtocolError
 from commonsky.metrics import Metrics
 from commonsky.model import (
-    DELETED,
     DURABLE,
     HUB,
     Category,
@@ -55,32 +46,16 @@ from commonsky.protocol.takv1 import event_to_proto
 from commonsky.settings import Settings
 from commonsky.store import Store
 
+from .connection import Connection as Connection  # (re-exported: adapters import it here)
+from .connection import addressed_to_devices, reaches
+from .deletes import DELETE_TYPE, audience, target_key, tombstone
 from .directory import Directory, device_callsign
-from .naming import DELETE_TYPE, Naming
-from .outbox import Outbox, Pending, Rendered, Variant
+from .naming import Naming
+from .outbox import Pending, Rendered, Variant
 
 log = logging.getLogger("commonsky.hub")
 
 _VARIANT: dict[Disclosure, Variant] = {Disclosure.FULL: "full", Disclosure.GENERALIZED: "gen"}
-
-
-@dataclass(eq=False)
-class Connection:
-    """One client of one party. The I/O adapter owns the socket; the hub owns the outbox."""
-
-    party: str
-    user: str
-    listener: str
-    outbox: Outbox
-    mode: Callable[[], str]
-    close: Callable[[str], None]
-    flush: Callable[[], None] = lambda: None  # write what is pending, if the socket allows
-    id: str = ""
-    peer: str = ""
-    refusals: int = 0
-    callsigns: set[str] = field(default_factory=set)  # the callsigns of its devices now
-    devices: dict[str, str] = field(default_factory=dict)  # its devices' uids -> callsigns
-    oversight: bool = False  # a party-wide view (the map page): addressing does not narrow
 
 
 class Hub:
@@ -136,7 +111,7 @@ class Hub:
         self._flush_pending = False
         for item in store.active(clock()):
             self.durable[item.key] = self._rendered(item)
-            if _addressed(item.event):
+            if addressed_to_devices(item.event):
                 self._addressed.add(item.key)
 
     # ---- rendering ----------------------------------------------------------------------
@@ -338,7 +313,7 @@ class Hub:
             pool[key] = rendered
             if old is None:
                 self.naming.entered(Key(*key))
-            if _addressed(item.event):
+            if addressed_to_devices(item.event):
                 self._addressed.add(key)
             else:
                 self._addressed.discard(key)
@@ -377,13 +352,9 @@ class Hub:
         a delete would reach, or what routing gives. Changes nothing."""
         now = self.clock()
         if event.type == DELETE_TYPE:
-            target = link_target(event)
-            rendered = None
-            if target is not None:
-                key = read_name(party, target, self.parties)
-                rendered = self._lookup(Key(party, key.uid)) if key.party == party else None
-            audience = self._delete_audience(rendered, now) if rendered is not None else {}
-            return {party, *audience}
+            key = target_key(party, event, self.parties, strict=False)
+            rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+            return {party, *(self._delete_audience(rendered, now) if rendered else ())}
         category = category_of(event.type) or Category.POSITION
         if category_of(event.type) is None:
             return {party}
@@ -391,19 +362,7 @@ class Hub:
         return {party, *self.route(item, now)}
 
     def _reaches(self, item: Item, conn: Connection) -> bool:
-        """Whether the item's addressing (if any) includes this connection."""
-        e = item.event
-        if conn.oversight or not (e.dest_parties or e.dest_callsigns or e.dest_uids):
-            return True
-        if conn.party in e.dest_parties or not conn.callsigns.isdisjoint(e.dest_callsigns):
-            return True
-        # (The hub writes its own items in each recipient's names.)
-        writer = conn.party if item.party == HUB else item.party
-        for text in e.dest_uids:
-            key = read_name(writer, text, self.parties)
-            if key.party == conn.party and key.uid in conn.devices:
-                return True
-        return False
+        return reaches(item, conn, self.parties)
 
     def _fan_out(self, rendered: Rendered, routes: dict[str, Disclosure], durable: bool) -> None:
         item = rendered.item
@@ -557,14 +516,8 @@ class Hub:
     def _accept_delete(
         self, party: str, user: str, event: CotEvent, sender: Connection | None, now: float
     ) -> Item:
-        target = link_target(event)
-        key = read_name(party, target, self.parties) if target is not None else None
-        if target is not None and key is not None and key.party not in (party, SHARED):
-            raise RemoteProtocolError(
-                "delete_not_owner",
-                f"delete of {target[:60]!r} refused: only {key.party} may delete its items",
-            )
-        rendered = self._lookup(Key(party, key.uid)) if key is not None else None
+        key = target_key(party, event, self.parties)  # refuses another party's item
+        rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
         item = Item(
             party=party,
             user=user,
@@ -576,34 +529,25 @@ class Hub:
         if rendered is None or item.category not in DURABLE:
             self.bus.publish(item)  # nothing stored to withdraw
             return item
-        # Stored items leave a stale version (stored and recorded with the audience the item
-        # had) so that they are gone after a restart too; the delete itself is not stored.
+        # The stale version is stored and recorded (with the audience the item had) in the
+        # same transaction; the delete itself is not stored.
         with self.transaction():
             (seq,) = self.store.append_many([tombstone(rendered.item, now)])
             gone = replace(tombstone(rendered.item, now), seq=seq)
-            audience = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
+            parties = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
             for hook in self.on_durable:
-                hook([(gone, audience)])
+                hook([(gone, parties)])
             self.bus.publish(item)
         return item
 
     def _delete_audience(self, rendered: Rendered, now: float) -> dict[str, set[str]]:
-        """The other parties an item was delivered to, with the forms each got."""
-        forms = {p: set(v) for p, v in rendered.seen.items()}
-        for party, level in self.cached_route(rendered, now).items():
-            forms.setdefault(party, set()).add(_VARIANT[level])
-        forms.pop(rendered.item.party, None)
-        return forms
+        routes = {p: _VARIANT[level] for p, level in self.cached_route(rendered, now).items()}
+        return audience(rendered.seen, routes, rendered.item.party)
 
     def _apply_delete(self, item: Item) -> None:
         now = self.clock()
-        target = link_target(item.event)
-        old = None
-        if target is not None:
-            key = read_name(item.party, target, self.parties)
-            if key.party in (item.party, SHARED):
-                k = (item.party, key.uid)
-                old = self.live.get(k) or self.durable.get(k)
+        key = target_key(item.party, item.event, self.parties, strict=False)
+        old = (self.live.get(key) or self.durable.get(key)) if key is not None else None
         rendered = self._rendered(item)
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
         if old is not None:
@@ -648,19 +592,6 @@ def _encode(item: Item, event: CotEvent, mode: str) -> bytes:
     if mode == "proto":
         return frame_proto(event_to_proto(event))
     return encode_event(event)
-
-
-def _addressed(event: CotEvent) -> bool:
-    """Addressed to devices (`dest callsign`, `dest uid`), not only to parties."""
-    return bool(event.dest_callsigns or event.dest_uids)
-
-
-def tombstone(item: Item, now: float) -> Item:
-    """The stale version a delete leaves of `item`: stored (a durable item stays gone after
-    a restart), recorded, and shown to the desks, which treat it as the item withdrawn."""
-    e = item.event
-    event = replace(e, time=now, start=min(e.start, now), stale=now, detail=DELETED)
-    return replace(item, event=event, received=now, seq=0, origin="")
 
 
 def item_json(item: Item, event: CotEvent) -> dict[str, Any]:

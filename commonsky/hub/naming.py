@@ -27,10 +27,10 @@ from commonsky.namespace import SHARED, Key, foreign_uid, handle, is_handle, rea
 from commonsky.policy import generalize
 from commonsky.protocol.refs import NONE, References, link_target, references, rewrite
 
+from .deletes import DELETE_TYPE
+
 if TYPE_CHECKING:
     from .outbox import Rendered
-
-DELETE_TYPE = "t-x-d-d"  # ATAK `CotDeleteEventMarshal.COT_TASK_DISPLAY_DELETE_TYPE`
 
 
 class Naming:
