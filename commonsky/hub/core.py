@@ -355,9 +355,9 @@ class Hub:
             key = target_key(party, event, self.parties, strict=False)
             rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
             return {party, *(self._delete_audience(rendered, now) if rendered else ())}
-        category = category_of(event.type) or Category.POSITION
-        if category_of(event.type) is None:
-            return {party}
+        category = category_of(event.type)
+        if category is None:
+            return {party}  # types the hub does not classify stay inside the party
         item = Item(party=party, user="", category=category, event=event, received=now)
         return {party, *self.route(item, now)}
 
