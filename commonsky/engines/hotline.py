@@ -42,7 +42,7 @@ from commonsky.hub.directory import device_callsign
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
 from commonsky.namespace import SHARED, foreign_uid, read_name
 from commonsky.protocol.cot import detail_tree, quote
-from commonsky.protocol.refs import RECEIPT_TYPES, uid_form
+from commonsky.protocol.refs import RECEIPT_TYPES, message_id, uid_form
 
 log = logging.getLogger("commonsky.hotline")
 
@@ -112,17 +112,6 @@ def referenced_ids(event: CotEvent) -> list[str]:
         ids += [el.get("messageId", "") for el in detail.iter("__chatreceipt", "__chat")]
         ids += [el.get("uid", "") for el in detail.iter("link")]
     return list(dict.fromkeys(i for i in ids if i))
-
-
-def message_id(event: CotEvent) -> str:
-    """The id receipts name a GeoChat by: `__chat@messageId`, else the last field of a
-    GeoChat uid (ATAK `ChatMessageParser.getMessageId`), else the uid."""
-    if event.detail and "messageId=" in event.detail:
-        chat = detail_tree(event.detail).find("__chat")
-        if chat is not None and chat.get("messageId"):
-            return chat.get("messageId", "")
-    form, names = uid_form(event.type, event.uid)
-    return names[2] if form == "geochat" else event.uid
 
 
 def conversation(event: CotEvent) -> str | None:

@@ -40,7 +40,7 @@ from commonsky.model import (
 from commonsky.namespace import SHARED, Key, own_uid, read_name
 from commonsky.policy import Policy
 from commonsky.protocol.cot import encode_event
-from commonsky.protocol.refs import RECEIPT_TYPES, link_target, uid_form
+from commonsky.protocol.refs import RECEIPT_TYPES, link_target, message_id, uid_form
 from commonsky.protocol.stream import frame_proto
 from commonsky.protocol.takv1 import event_to_proto
 from commonsky.settings import Settings
@@ -85,6 +85,9 @@ class Hub:
         # Keys of picture items addressed to devices (dest callsign/uid): replayed to a
         # device when it reports itself.
         self._addressed: set[tuple[str, str]] = set()
+        # (party, GeoChat message id) -> the message's key, for the messages in the picture:
+        # a receipt crosses to another party only if it answers one it was sent.
+        self._chats: dict[tuple[str, str], tuple[str, str]] = {}
         # Engines hook in here: `on_durable` runs once a durable item is stored and before
         # anyone receives it (the ledger); `observers` see every item as it is delivered.
         self.on_durable: list[Callable[[list[tuple[Item, dict[str, Disclosure]]]], None]] = []
@@ -111,8 +114,7 @@ class Hub:
         self._flush_pending = False
         for item in store.active(clock()):
             self.durable[item.key] = self._rendered(item)
-            if addressed_to_devices(item.event):
-                self._addressed.add(item.key)
+            self._index(item)
 
     # ---- rendering ----------------------------------------------------------------------
 
@@ -309,16 +311,12 @@ class Hub:
         pool.pop(key, None)
         if old is not None:
             rendered.seen = old.seen
+        self._addressed.discard(key)
         if item.event.stale > now:
             pool[key] = rendered
             if old is None:
                 self.naming.entered(Key(*key))
-            if addressed_to_devices(item.event):
-                self._addressed.add(key)
-            else:
-                self._addressed.discard(key)
-        else:
-            self._addressed.discard(key)
+            self._index(item)
         routes = self.route(item, now)
         self._fan_out(rendered, routes, durable)
         for observer in self.observers:
@@ -331,9 +329,13 @@ class Hub:
         e = item.event
         routes = self.policy.entitled(item, now)
         if e.type in RECEIPT_TYPES:
-            # A receipt answers one message: it goes to the party whose message it names.
-            owner = read_name(item.party, e.uid, self.parties).party
-            routes = {p: d for p, d in routes.items() if p == owner}
+            # A receipt answers one message: it goes to the party whose message it names,
+            # if that message was sent to the receipt's party.
+            named = read_name(item.party, e.uid, self.parties)
+            message = self._lookup(Key(*self._chats.get(named, ("", ""))))
+            if message is None or item.party not in self.cached_route(message, now):
+                return {}
+            routes = {p: d for p, d in routes.items() if p == named.party}
         if e.dest_parties or e.dest_callsigns or e.dest_uids:
             # Addressed: to the parties named, the parties whose own devices use one of the
             # callsigns, the parties owning the uids. Whether a party qualifies depends only
@@ -346,6 +348,14 @@ class Hub:
                 wanted.add(read_name(item.party, text, self.parties).party)
             routes = {p: d for p, d in routes.items() if p in wanted}
         return routes
+
+    def _index(self, item: Item) -> None:
+        """Note a picture item that is addressed to devices, or is a GeoChat message."""
+        e = item.event
+        if addressed_to_devices(e):
+            self._addressed.add(item.key)
+        if e.type.startswith("b-t-f") and e.type not in RECEIPT_TYPES:
+            self._chats[(item.party, message_id(e))] = item.key
 
     def receivers(self, party: str, event: CotEvent) -> set[str]:
         """The parties `event` would reach if `party` sent it now (its own included): what
@@ -509,6 +519,7 @@ class Hub:
                 gone += 1
         if gone:
             self.naming.forget(lambda k: self._lookup(k) is not None)
+            self._chats = {m: k for m, k in self._chats.items() if self._lookup(Key(*k))}
         return gone
 
     # ---- deletes ------------------------------------------------------------------------

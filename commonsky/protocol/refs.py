@@ -202,6 +202,17 @@ def _slots(tree: etree._Element, chat: bool) -> Iterator[tuple[etree._Element, s
             yield element, "destinations", _Destinations
 
 
+def message_id(event: CotEvent) -> str:
+    """The id receipts name a GeoChat by: `__chat@messageId`, else the last field of a
+    GeoChat uid (ATAK `ChatMessageParser.getMessageId`), else the uid."""
+    if event.detail and "messageId=" in event.detail:
+        chat = detail_tree(event.detail).find("__chat")
+        if chat is not None and chat.get("messageId"):
+            return chat.get("messageId", "")
+    form, names = uid_form(event.type, event.uid)
+    return names[2] if form == "geochat" else event.uid
+
+
 def link_target(event: CotEvent) -> str | None:
     """The uid a delete (`t-x-d-d`) names: its first `<link uid>` (as ATAK's
     `CotDeleteImporter` reads it), or None when it names nothing (pytak's hello)."""

@@ -170,10 +170,14 @@ def test_a_receipt_naming_another_partys_item_touches_nothing_of_it(tmp_path: Pa
     w = make_world(tmp_path, ALLIES, parties=PARTIES)
     w.send("GBR", atak.sa("EUD-7", "RED FOX 1"))
     before = w.hub.live[("GBR", "EUD-7")].item
+    w.take("GBR")
     fake = event("GBR::EUD-7", "b-t-f-r", detail='<__chat messageId="GBR::EUD-7"/>')
     item = w.send("USA", fake)
     assert item.key == ("USA", "GBR::EUD-7")  # stored as USA's, like anything USA sends
     assert w.hub.live[("GBR", "EUD-7")].item is before
+    # It answers no message GBR sent USA, so it does not reach GBR (a barrier after it).
+    w.send("USA", event("BARRIER", "a-f-A"))
+    assert [e.uid for e in w.take("GBR")] == ["USA::BARRIER"]
 
 
 def _link_uids(e: CotEvent) -> list[str]:
