@@ -16,7 +16,12 @@ from commonsky.protocol.refs import link_target, references, rewrite
 
 # The team's corpus of real TAK traffic (84 messages with their sources); a test run without
 # it fails (test_the_corpus_is_there) rather than passing on nothing.
-CORPUS = Path(os.environ.get("COMMONSKY_TAK_CORPUS", "/work/shared/tak-corpus"))
+_IN_REPO = Path(__file__).parents[1] / "corpus" / "data"
+CORPUS = Path(
+    os.environ.get(
+        "COMMONSKY_TAK_CORPUS", _IN_REPO if _IN_REPO.is_dir() else "/work/shared/tak-corpus"
+    )
+)
 
 
 def corpus() -> list[CotEvent]:
