@@ -198,11 +198,21 @@ async def test_a_delete_is_applied_and_a_foreign_one_refused(make_hub) -> None:
             usa.send(drawing("BARRIER-1"))
             await jpn.wait_for(lambda e: e.get("uid") == "USA::BARRIER-1")
             assert await metric(hub, "commonsky_refusals_total", reason="delete_not_owner") == 1
+            # Nor through the API.
+            async with httpx.AsyncClient(
+                base_url=hub.http, headers={"Authorization": f"Bearer {token_of('JPN')}"}
+            ) as api:
+                refused = await api.post("/api/cot", content=pytak.serialize_cot(delete("AREA-9")))
+                assert refused.status_code == 201  # JPN's own AREA-9: there is none, no harm
+                refused = await api.post(
+                    "/api/cot", content=pytak.serialize_cot(delete("USA::AREA-9"))
+                )
+            assert refused.status_code == 400 and "only USA" in refused.json()["error"]
             assert ("USA", "AREA-9") in hub.hub.durable
             # USA may.
             usa.send(delete("AREA-9"))
-            gone = await jpn.wait_for(lambda e: e.get("type") == "t-x-d-d")
-            assert attr(gone, "link", "uid") == "USA::AREA-9"
+            gone = await jpn.wait_for(lambda e: e.get("uid", "").startswith("USA::del-"))
+            assert (gone.get("type"), attr(gone, "link", "uid")) == ("t-x-d-d", "USA::AREA-9")
             async with httpx.AsyncClient(
                 base_url=hub.http, headers={"Authorization": f"Bearer {token_of('JPN')}"}
             ) as api:
