@@ -114,6 +114,14 @@ SETTINGS: tuple[Setting, ...] = (
         "How often live tracks (latest state each) are screened for conflicts.",
     ),
     Setting(
+        "operator_token",
+        str,
+        "",
+        "Bearer token of the hub's operator: all of /metrics (Prometheus scrapes with it) and "
+        "fresh ledger checkpoints on demand. Empty: no operator access over HTTP (a party's "
+        "own token shows only its own figures).",
+    ),
+    Setting(
         "generalize_grid_deg",
         float,
         0.1,

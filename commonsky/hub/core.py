@@ -20,7 +20,7 @@ import msgspec
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import RemoteProtocolError
+from commonsky.errors import AlreadyRecorded, RemoteProtocolError
 from commonsky.metrics import Metrics
 from commonsky.model import DURABLE, HUB, Category, CotEvent, Disclosure, Item, category_of
 from commonsky.policy import Policy, generalize, namespaced, own_uid
@@ -151,7 +151,10 @@ class Hub:
             return item
         check = self.validators.get(category)
         if check is not None:
-            check(party, event)
+            try:
+                check(party, event)
+            except AlreadyRecorded as repeat:  # a retry of what is held: nothing to do
+                return replace(item, seq=repeat.seq)
         self.metrics.count_in(party, category.value)
         return self.submit(item)
 
