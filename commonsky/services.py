@@ -48,7 +48,9 @@ class Services:
         hotline = HotlineDesk(hub, recorder)
         hotline.rebuild()
         airspace = AirspaceDesk(hub, hotline)
+        airspace.rebuild()
         launch = LaunchDesk(hub)
+        launch.rebuild()
         keys = PartyKeys(data_dir) if data_dir is not None else None
         return cls(hub, recorder, hotline, airspace, launch, keys)
 
