@@ -105,7 +105,14 @@ class Services:
         except (binascii.Error, ValueError):
             value = b""
         if not verify(key, canonical_json(payload), value):
-            log.warning("refused: %s's signature does not verify over %s", party, payload)
+            self.hub.log_limited(
+                log,
+                "bad_signature",
+                party,
+                "refused: %s's signature does not verify over %s",
+                party,
+                payload,
+            )
             self.hub.metrics.refuse("bad_signature")
             raise RemoteProtocolError("bad_signature", "signature: does not verify")
         return Statement(payload, Signature(party=party, key=key, value=value))

@@ -320,6 +320,11 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         except ApiError:
             await ws.close(code=4401)
             return
+        refused = hub.admit(party)
+        if refused is not None:
+            hub.metrics.close(refused)
+            await ws.close(code=1013, reason=refused)  # "try again later"
+            return
         await ws.accept()
         outbox = Outbox(
             hub.settings.get_int("limit_queue_tracks"), hub.settings.get_int("limit_queue_durable")
@@ -361,6 +366,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                     )
                     await ws.send_bytes(payload)
                     hub.record_delivery(conn, batch)
+                if outbox.backlog is not None:
+                    outbox.ready.set()  # the next page of the replay, once this one is sent
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
