@@ -326,12 +326,13 @@ def canonical_geometry(geometry: dict[str, Any] | None) -> dict[str, Any] | None
 
 def stored_notice(event: CotEvent) -> Notice | None:
     """The notice a stored `t-x-csky-conflict` item carries (None once it was cleared)."""
-    node = detail_tree(event.detail).find("csky_conflict")
-    if node is None or node.get("state") == "cleared" or not node.text:
-        return None
     try:
+        node = detail_tree(event.detail).find("csky_conflict")
+        if node is None or node.get("state") == "cleared" or not node.text:
+            return None
         return msgspec.json.decode(node.text.encode(), type=Notice)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:
+        log.warning("stored notice %s cannot be read; not carried over", event.uid)
         return None
 
 

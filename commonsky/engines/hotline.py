@@ -173,7 +173,12 @@ class HotlineDesk:
             self._index_store()
         now = self.hub.clock()
         for body in store.hotline_open(now):
-            self._hold(_decode(body))
+            try:
+                message = _decode(body)
+            except msgspec.DecodeError as exc:  # never a reason not to start
+                log.error("a stored hotline row cannot be read (%s); it is left out", exc)
+                continue
+            self._hold(message)
 
     def _index_store(self) -> None:
         self._replaying = True

@@ -182,7 +182,11 @@ class LaunchDesk:
         if not reports:
             return
         threats = {party: self.threats_for(party) for party in self.issuers}
-        outcome = self.core.run(Batch(now, reports, threats, False))
+        try:
+            outcome = self.core.run(Batch(now, reports, threats, False))
+        except Exception:  # our bug: the hub must start all the same
+            log.exception("rebuilding launch events from %d stored reports failed", len(reports))
+            return
         for _party, alert in outcome.alerts:  # already told before the restart
             self.alerts[alert.identifier] = alert
         self.reports_settled += outcome.reports

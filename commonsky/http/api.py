@@ -269,8 +269,10 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         statement = services.check_signature(
             party, {"ack": message_id}, raw.get("signature") if isinstance(raw, dict) else None
         )
-        services.hotline.acknowledge(party, message_id, hub.clock(), via="api", statement=statement)
-        return JSONResponse(message.to_json(hub.clock()))
+        acked = services.hotline.acknowledge(
+            party, message_id, hub.clock(), via="api", statement=statement
+        )
+        return JSONResponse((acked or message).to_json(hub.clock()))
 
     async def ledger_checkpoint(request: Request) -> Response:
         # A party gets the latest signed tree head (signed afresh at most once per
