@@ -137,3 +137,28 @@ def test_each_statement_must_match_what_it_backs(tmp_path: Path) -> None:
     assert result.line is not None and result.seq == result.line - 1
     lines = bad.read_text().splitlines()
     assert '"kind":"statement"' in lines[result.line - 1]
+
+
+def test_statement_shapes_and_mismatches() -> None:
+    from commonsky.ledger.entry import make_entry
+    from commonsky.ledger.statements import statement_problem
+
+    key = Ed25519PrivateKey.generate()
+    item = hotline_item("GeoChat.1", "hold", "USA", 1)
+    ack = EntryFields("ack", T + 1, "JPN", ["JPN", "USA"], {"of": "USA::m1"})
+
+    def check(backed: EntryFields | None, payload: dict) -> str | None:
+        base = backed or item
+        signed = make_entry(1, statement(key, base, payload))
+        return statement_problem(signed, make_entry(0, backed) if backed else None)
+
+    assert check(item, {"to": "USA", "text": "hold", "uid": "GeoChat.1"}) is None
+    assert check(ack, {"ack": "USA::m1"}) is None
+    assert "addressee" in str(check(item, {"to": "RUS", "text": "hold", "uid": "GeoChat.1"}))
+    assert "backs item" in str(check(item, {"to": "USA", "text": "hold", "uid": "GeoChat.2"}))
+    assert "another entry" in str(check(ack, {"ack": "USA::m2"}))
+    assert "no hotline item" in str(check(ack, {"to": "USA", "text": "x", "uid": "m1"}))
+    assert "no known shape" in str(check(item, {"text": "hold"}))
+    assert "does not follow" in str(check(None, {"ack": "USA::m1"}))
+    by_usa = EntryFields("ack", T + 1, "USA", ["JPN", "USA"], {"of": "USA::m1"})
+    assert "backs an entry by USA" in str(check(by_usa, {"ack": "USA::m1"}))
