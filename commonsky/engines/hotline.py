@@ -1,15 +1,16 @@
 """The hotline: party-to-party messages that must be received, acknowledged and recorded.
 
 A message is a GeoChat (`b-t-f`) from a TAK client or the HTTP API. The hub stores and
-records it before relaying (a durable item), and answers the sender with its own receipt
-(`b-t-f-d` from HUB, carrying the ledger sequence).
+records it before relaying (a durable item), and answers the sender's device with its own
+receipt (`b-t-f-d` from HUB, carrying the ledger sequence).
 
 Who must acknowledge: the parties a message is addressed to (`<marti><dest party|callsign|
-uid>`, the API's `to`), or, for a one-to-one GeoChat without addressing, the party of the
-contact it is written to (`__chat@id`). A message to a room — `All Chat Rooms`, a team, a
-group — reaches every party whose hotline agreement allows it and is recorded, but asks no
-acknowledgement: ATAK sends receipts only in one-to-one chats (`GeoChatService
-.sendReadStatus`), so a deadline there could only escalate.
+uid>`, the API's `to`); for a one-to-one GeoChat without addressing, the party of the
+contact it is written to (`__chat@id`); for a message naming no conversation, every party
+it reaches. A message to a room — `All Chat Rooms`, a team, a group — reaches every party
+whose hotline agreement allows it and is recorded, but asks no acknowledgement: ATAK sends
+receipts only in one-to-one chats (`GeoChatService.sendReadStatus`), so a deadline there
+could only escalate.
 
 A recipient acknowledges with the receipts ATAK sends: delivered (`b-t-f-d`, sent by the
 device on arrival) or read (`b-t-f-r`), whose uid and `__chat@messageId` /
@@ -21,48 +22,66 @@ passes unacknowledged the hub re-sends the message to that party, tells the send
 records the escalation — once per message and party.
 
 A message addressed to a callsign no device has reported yet is tracked all the same (the
-sender's receipt says so, the hotline list shows it `awaiting` that callsign, with a
-deadline): the first device to report that callsign gets it, and its party becomes a
-recipient with a deadline from then. A message whose sender deletes it, or a hub thread
-whose conflict is cleared because an item was withdrawn, is closed: no more escalation.
+sender's receipt says so, the hotline list shows it `awaiting` that callsign, with the
+default deadline): the first device it may reach to report that callsign gets it, and its
+party becomes a recipient with a deadline from then. A message whose sender deletes it, or
+a hub thread whose conflict is cleared because an item was deleted, is closed: no more
+deadlines.
 
-State is rebuilt on start from the store, so a restart loses no message and no acknowledgement.
+A message is immutable once recorded: the same uid sent again with the same content is a
+harmless duplicate (nothing stored or relayed again), with other content it is refused —
+a correction is a new message. (Otherwise a sender could rewrite a message its recipient
+already acknowledged, and the record would no longer say what was acknowledged.)
+
+Bounded memory: each message's state (acknowledgements, escalations, its ledger entry) is a
+row of the store, written in the same commit as the items that change it. Only open
+messages — some recipient has not acknowledged, not stale — are held in memory, with a heap
+of their deadlines, so a tick never walks the history; a restart reads the open rows back
+(never the whole store), and history is paged from the store.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import logging
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from commonsky.engines.record import LedgerRecorder, Statement
+from commonsky.errors import AlreadyRecorded, RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.hub.directory import device_callsign
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
 from commonsky.namespace import SHARED, foreign_uid, read_name
 from commonsky.protocol.cot import detail_tree, quote
 from commonsky.protocol.refs import RECEIPT_TYPES, message_id, uid_form
+from commonsky.store import HotlineRow
 
 log = logging.getLogger("commonsky.hotline")
+_INDEXED = "hotline_index_v1"  # store meta key: hotline rows are kept for every message
 
 
-@dataclass
-class Message:
+class Message(msgspec.Struct, kw_only=True):
     key: tuple[str, str]  # (sender party, uid in the sender's namespace)
     sender: str
     recipients: tuple[str, ...]  # the parties that must acknowledge
     text: str
     sent: float
     deadlines: dict[str, float]
+    seq: int = 0  # the message item's store sequence number (history cursors use it)
+    stale: float = float("inf")
+    digest: str = ""  # of what makes a resend the same message (see `content_digest`)
     ledger_seq: int | None = None
-    acks: dict[str, float] = field(default_factory=dict)
-    escalated: set[str] = field(default_factory=set)
+    acks: dict[str, float] = {}
+    escalated: set[str] = set()  # parties, and `callsign:C` for a callsign awaited in vain
     conflict: str | None = None
     message_id: str = ""  # the id receipts name (GeoChat `messageId`), in the sender's space
     audience: tuple[str, ...] = ()  # every party it reached (a room's message: ack or not)
-    awaiting: dict[str, float] = field(default_factory=dict)  # callsign -> deadline
-    read: dict[str, float] = field(default_factory=dict)  # read receipts (`b-t-f-r`)
+    awaiting: dict[str, float] = {}  # callsign no device has reported yet -> deadline
+    read: dict[str, float] = {}  # read receipts (`b-t-f-r`) by party
     closed: float | None = None
     device: str = ""  # the sender's device the hub answers, if it is a known device
 
@@ -70,9 +89,16 @@ class Message:
     def id(self) -> str:
         return foreign_uid(self.key[0], self.key[1])
 
+    @property
+    def open(self) -> bool:
+        if self.closed is not None:
+            return False
+        return bool(self.awaiting) or any(p not in self.acks for p in self.recipients)
+
     def to_json(self, now: float) -> dict[str, Any]:
         return {
             "id": self.id,
+            "seq": self.seq,
             "from": self.sender,
             "to": list(self.recipients),
             "audience": sorted({*self.audience, *self.recipients}),
@@ -93,6 +119,23 @@ class Message:
             "conflict": self.conflict,
             "closed": self.closed,
         }
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Message).decode
+
+
+def is_message(cot_type: str) -> bool:
+    """A GeoChat message, as opposed to a delivery or read receipt about one."""
+    return cot_type.startswith("b-t-f") and not cot_type.startswith(("b-t-f-r", "b-t-f-d"))
+
+
+def content_digest(event: CotEvent) -> str:
+    """What a message says and to whom: its type, text and addressees (not its times or
+    client decorations, which a client's retry may change)."""
+    parts = [event.type, remarks_of(event), *sorted(event.dest_parties), "\x00"]
+    parts += sorted(event.dest_callsigns)
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def remarks_of(event: CotEvent) -> str:
@@ -163,24 +206,108 @@ class HotlineDesk:
     def __init__(self, hub: Hub, recorder: LedgerRecorder | None) -> None:
         self.hub = hub
         self.recorder = recorder
-        self.messages: dict[tuple[str, str], Message] = {}
-        self.by_message_id: dict[tuple[str, str], Message] = {}  # (sender, message id)
-        self.awaiting: dict[str, list[Message]] = {}  # callsign -> messages waiting for it
+        self.messages: dict[tuple[str, str], Message] = {}  # the open ones
+        self.awaiting: dict[str, set[tuple[str, str]]] = {}  # callsign -> open messages
         self.default_deadline = hub.settings.get_float("timeout_hotline_ack_s")
+        # (deadline, store seq, party, key) of open messages; (stale, seq, key) likewise.
+        self._deadlines: list[tuple[float, int, str, tuple[str, str]]] = []
+        self._stales: list[tuple[float, int, tuple[str, str]]] = []
         self._replaying = False
+        hub.validators[Category.HOTLINE] = self.validate
         hub.observers.append(self.observe)
 
     def rebuild(self) -> None:
-        """Replay stored hotline items (messages and acknowledgements) after a restart."""
+        """Hold the open messages again after a restart (read from their rows, not replayed).
+
+        A store written before hotline rows existed is indexed once, by replaying its
+        hotline items."""
+        store = self.hub.store
+        if store.meta(_INDEXED) is None:
+            self._index_store()
+        now = self.hub.clock()
+        for body in store.hotline_open(now):
+            try:
+                message = _decode(body)
+            except msgspec.DecodeError as exc:  # never a reason not to start
+                log.error("a stored hotline row cannot be read (%s); it is left out", exc)
+                continue
+            self._hold(message)
+
+    def _index_store(self) -> None:
         self._replaying = True
         try:
-            for item in self.hub.store.since(0):
-                if item.category is Category.HOTLINE:
-                    self.observe(item, self.hub.route(item, item.received))
+            with self.hub.transaction():
+                for item in self.hub.store.since(0):
+                    if item.category is Category.HOTLINE:
+                        self.observe(item, self.hub.route(item, item.received))
+                self.hub.store.set_meta(_INDEXED, "1")
         finally:
             self._replaying = False
+        self.messages.clear()
+        self._deadlines.clear()
+        self._stales.clear()
+
+    # ---- memory -------------------------------------------------------------------------
+
+    def _hold(self, message: Message) -> None:
+        """Keep an open message in memory, with its deadlines and staleness in the heaps."""
+        if not message.open or message.stale <= self.hub.clock():
+            self.messages.pop(message.key, None)
+            return
+        if message.key in self.messages:
+            self.messages[message.key] = message
+            return
+        self.messages[message.key] = message
+        for party, deadline in message.deadlines.items():
+            if party not in message.acks and party not in message.escalated:
+                heapq.heappush(self._deadlines, (deadline, message.seq, party, message.key))
+        for callsign, deadline in message.awaiting.items():
+            self.awaiting.setdefault(callsign, set()).add(message.key)
+            if f"callsign:{callsign}" not in message.escalated:
+                entry = (deadline, message.seq, f"callsign:{callsign}", message.key)
+                heapq.heappush(self._deadlines, entry)
+        heapq.heappush(self._stales, (message.stale, message.seq, message.key))
+
+    def _save(self, message: Message) -> None:
+        self.hub.store.put_hotline(
+            HotlineRow(
+                seq=message.seq,
+                sender=message.sender,
+                uid=message.key[1],
+                parties=tuple(
+                    dict.fromkeys((message.sender, *message.recipients, *message.audience))
+                ),
+                open=message.open,
+                stale=message.stale,
+                body=_encode(message),
+            )
+        )
+        self._hold(message)
+
+    def find(self, key: tuple[str, str]) -> Message | None:
+        """A recorded message by (sender, uid): held in memory, else read from the store."""
+        message = self.messages.get(key)
+        if message is None:
+            body = self.hub.store.hotline(*key)
+            message = _decode(body) if body is not None else None
+        return message
 
     # ---- intake -------------------------------------------------------------------------
+
+    def validate(self, party: str, event: CotEvent) -> None:
+        """Before anything is stored: a recorded message is never rewritten."""
+        if not is_message(event.type):
+            return
+        known = self.find((party, event.uid))
+        if known is None:
+            return
+        if known.digest == content_digest(event):
+            raise AlreadyRecorded(known.seq)
+        raise RemoteProtocolError(
+            "hotline_immutable",
+            f"hotline message {event.uid[:60]!r} is already recorded with other content "
+            "(a recorded message is never rewritten; send a correction as a new message)",
+        )
 
     def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
         if item.category is Category.TRACK:
@@ -192,41 +319,42 @@ class HotlineDesk:
         if item.category is not Category.HOTLINE:
             return
         if is_deleted(item.event):
-            message = self.messages.get(item.key)
+            message = self.find(item.key)
             if message is not None:
                 self.close(message, "deleted by its sender", item.received)
             return
         kind = item.event.type
-        if kind in RECEIPT_TYPES or kind.startswith(("b-t-f-r", "b-t-f-d")):
+        if not is_message(kind):
             if item.party != HUB:
                 via = "tak-read" if kind.startswith("b-t-f-r") else "tak-delivered"
                 for ref in referenced_ids(item.event):
                     self.acknowledge(item.party, ref, item.received, via=via)
             return
-        if item.key in self.messages:
-            return  # a repeat of a known message
         if item.party == HUB and not item.uid.startswith("thread-"):
             return  # the hub's own notices (escalations…) are information, not requests
+        if item.key in self.messages or self.hub.store.hotline(*item.key) is not None:
+            return  # recorded already (a duplicate never gets this far but on replay)
         awaiting = (
             [c for c in item.event.dest_callsigns if not self.hub.directory.known(c)]
             if item.party != HUB
             else []
         )
-        if not routes and not awaiting and item.party != HUB:
-            return  # nobody may receive it
         recipients = (
             tuple(sorted(set(item.audience) - {HUB}))
             if item.party == HUB
             else self._must_acknowledge(item, routes)
         )
-        deadline = self._deadline_s
         message = Message(
-            item.key,
-            item.party,
-            recipients,
-            remarks_of(item.event),
-            item.received,
-            {p: item.received + deadline(item.party, p) for p in recipients},
+            key=item.key,
+            sender=item.party,
+            recipients=recipients,
+            text=remarks_of(item.event),
+            sent=item.received,
+            deadlines={p: item.received + self._deadline_s(item.party, p) for p in recipients},
+            seq=item.seq,
+            stale=item.event.stale,
+            digest=content_digest(item.event),
+            conflict=thread_conflict(item.event) if item.party == HUB else None,
             message_id=message_id(item.event),
             audience=tuple(sorted(routes)),
             awaiting={c: item.received + self.default_deadline for c in awaiting},
@@ -234,11 +362,9 @@ class HotlineDesk:
         )
         if self.recorder is not None:
             message.ledger_seq = self.recorder.seq_of.get((item.party, item.uid, item.seq))
-        self.messages[item.key] = message
-        self.by_message_id.setdefault((item.party, message.message_id), message)
-        for callsign in awaiting:
-            self.awaiting.setdefault(callsign, []).append(message)
-        if item.party != HUB and not self._replaying:
+        self._save(message)
+        reached = recipients or message.audience or awaiting
+        if item.party != HUB and reached and not self._replaying:
             self._receipt_to_sender(message)
 
     def _device_of(self, item: Item) -> str:
@@ -261,42 +387,44 @@ class HotlineDesk:
             return tuple(sorted(routes))  # addressing has narrowed the routes already
         conv = conversation(e)
         if conv is None:
-            return ()
+            return tuple(sorted(routes))  # no conversation named: to everyone it reaches
         owner = read_name(item.party, conv, self.hub.parties).party
         if owner in (SHARED, item.party) or owner not in routes:
-            return ()  # a room, a group of the sender's, or its own party
-        return (owner,)
+            return ()  # a room, or a group of the sender's
+        return (owner,)  # one-to-one, to another party's contact
 
     def _callsign_seen(self, callsign: str, party: str, now: float) -> None:
-        """A device reported `callsign`: messages waiting for it have found their party."""
-        for message in self.awaiting.pop(callsign, []):
-            if message.awaiting.pop(callsign, None) is None or message.closed is not None:
+        """A device reported `callsign`: messages waiting for it may have found their party."""
+        for key in sorted(self.awaiting.pop(callsign, ())):
+            message = self.messages.get(key)
+            if message is None or callsign not in message.awaiting:
                 continue
-            stored = self.hub.durable.get(message.key)
+            stored = self.hub.durable.get(key)
             routes = self.hub.route(stored.item, now) if stored is not None else {}
             if party != message.sender and party not in routes:
                 # No agreement lets it reach that party: still waiting (and escalated on
                 # time) for a device it may reach.
-                message.awaiting[callsign] = message.sent + self.default_deadline
-                self.awaiting.setdefault(callsign, []).append(message)
+                self.awaiting.setdefault(callsign, set()).add(key)
                 continue
-            if party == message.sender or party in message.recipients:
-                continue  # delivered inside its own party, or already a recipient
-            message.recipients = tuple(sorted({*message.recipients, party}))
-            message.audience = tuple(sorted({*message.audience, party}))
-            message.deadlines[party] = now + self._deadline_s(message.sender, party)
-            if self._replaying:
-                continue
-            if self.recorder is not None:
-                self.recorder.record_fact(
-                    "delivered",
-                    HUB,
-                    [party, message.sender],
-                    {"of": message.id, "party": party, "callsign": callsign},
-                    now,
-                )
-            text = f"{message.key[1]} delivered to {party} ({callsign} connected)"
-            self._tell_sender(message, text, now, "b-t-f-d")
+            del message.awaiting[callsign]
+            with self.hub.transaction():
+                if party != message.sender and party not in message.recipients:
+                    deadline = now + self._deadline_s(message.sender, party)
+                    message.recipients = tuple(sorted({*message.recipients, party}))
+                    message.audience = tuple(sorted({*message.audience, party}))
+                    message.deadlines[party] = deadline
+                    heapq.heappush(self._deadlines, (deadline, message.seq, party, key))
+                    if self.recorder is not None:
+                        self.recorder.record_fact(
+                            "delivered",
+                            HUB,
+                            [party, message.sender],
+                            {"of": message.id, "party": party, "callsign": callsign},
+                            now,
+                        )
+                    text = f"{message.key[1]} delivered to {party} ({callsign} connected)"
+                    self._tell_sender(message, text, now, "b-t-f-d")
+                self._save(message)
 
     def _receipt_to_sender(self, message: Message) -> None:
         now = self.hub.clock()
@@ -319,9 +447,16 @@ class HotlineDesk:
 
     def resolve(self, party: str, ref: str) -> Message | None:
         """The message a party's reference names, as that party was given it: its uid
-        (`SENDER::GeoChat…`) or its message id (`SENDER::<id>`)."""
+        (`SENDER::GeoChat…`) or its message id (`SENDER::<id>`, what ATAK's receipts carry);
+        None when there is none or `party` is not one of its recipients (the same answer
+        either way: whether someone else's message exists is not this party's business)."""
         key = read_name(party, ref, self.hub.parties)
-        message = self.messages.get(key) or self.by_message_id.get(key)
+        if key.party == SHARED:
+            return None
+        message = self.find(key)
+        if message is None:
+            held = self.hub.chat_key(key)  # a message id, of a message in the picture
+            message = self.find(held) if held is not None else None
         if message is None or party not in message.recipients:
             return None
         return message
@@ -330,25 +465,32 @@ class HotlineDesk:
         self, party: str, ref: str, now: float, via: str = "api", statement: Statement | None = None
     ) -> Message | None:
         message = self.resolve(party, ref)
-        if message is not None and via == "tak-read":
-            message.read.setdefault(party, now)
-        if message is None or party in message.acks:
+        if message is None:
+            return None
+        first_read = via == "tak-read" and party not in message.read
+        if first_read:
+            message.read[party] = now
+        if party in message.acks:
+            if first_read:
+                self._save(message)
             return message
         if self._replaying:
             message.acks[party] = now
+            self._save(message)
             return message
-        if self.recorder is not None:  # recorded first: an ack the ledger refused never was
-            self.recorder.record_fact(
-                "ack",
-                party,
-                [party, message.sender],
-                {"of": message.id, "of_ledger_seq": message.ledger_seq or -1, "via": via},
-                now,
-                statement,
-            )
-        message.acks[party] = now
-        if message.sender != HUB:
-            self._tell_sender(message, f"{party} acknowledged {message.key[1]}", now, "b-t-f-r")
+        with self.hub.transaction():  # the fact, the row and the sender's notice: one commit
+            if self.recorder is not None:  # recorded first: an ack the ledger refused never was
+                link: dict[str, Any] = {"of": message.id, "via": via}
+                if message.ledger_seq is not None:
+                    link["of_ledger_seq"] = message.ledger_seq
+                self.recorder.record_fact(
+                    "ack", party, [party, message.sender], link, now, statement
+                )
+            message.acks[party] = now
+            self._save(message)
+            if message.sender != HUB:
+                text = f"{party} acknowledged {message.key[1]}"
+                self._tell_sender(message, text, now, "b-t-f-r")
         return message
 
     def _tell_sender(self, message: Message, text: str, now: float, cot_type: str) -> None:
@@ -365,42 +507,54 @@ class HotlineDesk:
         self.hub.publish_from_hub(event, Category.HOTLINE, [message.sender])
 
     def close(self, message: Message, reason: str, now: float) -> None:
-        """No more deadlines for this message (recorded once)."""
+        """No more deadlines for this message (recorded once, with its row)."""
         if message.closed is not None:
             return
-        message.closed = now
-        if self.recorder is not None and not self._replaying:
-            self.recorder.record_fact(
-                "close",
-                HUB,
-                [message.sender, *message.recipients],
-                {"of": message.id, "reason": reason},
-                now,
-            )
+        with self.hub.transaction():
+            message.closed = now
+            if self.recorder is not None and not self._replaying:
+                self.recorder.record_fact(
+                    "close",
+                    HUB,
+                    [message.sender, *message.recipients],
+                    {"of": message.id, "reason": reason},
+                    now,
+                )
+            self._save(message)
 
     # ---- deadlines ----------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> list[tuple[Message, str]]:
-        """Escalate every (message, party) whose deadline passed without acknowledgement."""
+        """Escalate every (message, party) whose deadline passed without acknowledgement;
+        let go of messages that went stale. Only due heap entries are looked at."""
         now = self.hub.clock() if now is None else now
         escalated = []
-        for message in list(self.messages.values()):
-            if message.closed is not None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _deadline, seq, party, key = heapq.heappop(self._deadlines)
+            message = self.messages.get(key)
+            if (
+                message is None
+                or message.seq != seq
+                or party in message.acks
+                or party in message.escalated
+            ):
                 continue
-            for callsign, due in list(message.awaiting.items()):
-                if due <= now and f"callsign:{callsign}" not in message.escalated:
-                    message.escalated.add(f"callsign:{callsign}")
+            callsign = party.removeprefix("callsign:")
+            if callsign != party and callsign not in message.awaiting:
+                continue  # its device has connected meanwhile
+            message.escalated.add(party)
+            escalated.append((message, party))
+            with self.hub.transaction():
+                if callsign != party:
                     self._escalate_unseen(message, callsign, now)
-            for party in message.recipients:
-                if (
-                    party in message.acks
-                    or party in message.escalated
-                    or message.deadlines[party] > now
-                ):
-                    continue
-                message.escalated.add(party)
-                escalated.append((message, party))
-                self._escalate(message, party, now)
+                else:
+                    self._escalate(message, party, now)
+                self._save(message)
+        while self._stales and self._stales[0][0] <= now:
+            _stale, seq, key = heapq.heappop(self._stales)
+            held = self.messages.get(key)
+            if held is not None and held.seq == seq:
+                del self.messages[key]
         return escalated
 
     def _escalate(self, message: Message, party: str, now: float) -> None:
@@ -436,8 +590,8 @@ class HotlineDesk:
         if message.sender != HUB:
             text = (
                 f"ESCALATION: no device using callsign {callsign} that it may reach has"
-                " connected within "
-                f"{round(message.awaiting[callsign] - message.sent)} s; {message.key[1]} waits"
+                f" connected within {round(message.awaiting[callsign] - message.sent)} s;"
+                f" {message.key[1]} waits"
             )
             self._tell_sender(message, text, now, "b-t-f")
 
@@ -447,17 +601,47 @@ class HotlineDesk:
         """A hub message every party must acknowledge (e.g. a conflict between them)."""
         now = self.hub.clock()
         uid = f"thread-{uuid.uuid4().hex[:12]}"
-        event = chat_event(uid, text, now, parties)
+        extra = f'<csky_thread conflict="{quote(conflict)}"/>' if conflict else ""
+        event = chat_event(uid, text, now, parties, extra)
         item = self.hub.publish_from_hub(event, Category.HOTLINE, parties)
-        message = self.messages[item.key]
-        message.conflict = conflict
+        message = self.find(item.key)
+        assert message is not None  # observed (and saved) as it was published
         return message
 
-    def history(self, party: str, other: str | None = None) -> list[dict[str, Any]]:
+    # ---- history ------------------------------------------------------------------------
+
+    def history_page(
+        self, party: str, other: str | None = None, before: int | None = None, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to `limit` messages `party` sent or received (with `other`, if given) sent
+        before the message with store sequence `before`, oldest first; and the cursor of
+        the next older page (None when this is the last)."""
+        rows = self.hub.store.hotline_page(party, other, before, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
         now = self.hub.clock()
-        out = []
-        for message in sorted(self.messages.values(), key=lambda m: m.sent):
-            involved = {message.sender, *message.recipients, *message.audience}
-            if party in involved and (other is None or other in involved):
-                out.append(message.to_json(now))
-        return out
+        page = [_decode(body).to_json(now) for _seq, body in reversed(rows)]
+        return page, (rows[-1][0] if more else None)
+
+    def history(self, party: str, other: str | None = None) -> list[dict[str, Any]]:
+        """The newest page of `history_page`."""
+        return self.history_page(party, other)[0]
+
+    def records(self, party: str) -> list[Message]:
+        """Every message `party` sent or received, oldest first (paged from the store)."""
+        out: list[Message] = []
+        before: int | None = None
+        while True:
+            rows = self.hub.store.hotline_page(party, None, before, 500)
+            out.extend(_decode(body) for _seq, body in rows)
+            if len(rows) < 500:
+                return out[::-1]
+            before = rows[-1][0]
+
+
+def thread_conflict(event: CotEvent) -> str | None:
+    """The conflict a hub thread is about (`<csky_thread conflict=…>`), if any."""
+    if "csky_thread" not in event.detail:
+        return None
+    node = detail_tree(event.detail).find("csky_thread")
+    return node.get("conflict") if node is not None else None

@@ -41,12 +41,17 @@ def addressed_to_devices(event: CotEvent) -> bool:
     return bool(event.dest_callsigns or event.dest_uids)
 
 
-def reaches(item: Item, conn: Connection, parties: Container[str]) -> bool:
-    """Whether the item's addressing (if any) includes this connection."""
+def reaches(item: Item, conn: Connection, parties: Container[str], devices: bool = True) -> bool:
+    """Whether the item's addressing (if any) includes this connection (with `devices`
+    False: as a party, not through the devices it reported)."""
     e = item.event
     if conn.oversight or not (e.dest_parties or e.dest_callsigns or e.dest_uids):
         return True
-    if conn.party in e.dest_parties or not conn.callsigns.isdisjoint(e.dest_callsigns):
+    if conn.party in e.dest_parties:
+        return True
+    if not devices:
+        return False
+    if not conn.callsigns.isdisjoint(e.dest_callsigns):
         return True
     # (The hub writes its own items in each recipient's names.)
     writer = conn.party if item.party == HUB else item.party

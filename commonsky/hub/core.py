@@ -26,7 +26,7 @@ import msgspec
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import RemoteProtocolError
+from commonsky.errors import AlreadyRecorded, RemoteProtocolError
 from commonsky.metrics import Metrics
 from commonsky.model import (
     DURABLE,
@@ -43,6 +43,7 @@ from commonsky.protocol.cot import encode_event
 from commonsky.protocol.refs import RECEIPT_TYPES, link_target, message_id, uid_form
 from commonsky.protocol.stream import frame_proto
 from commonsky.protocol.takv1 import event_to_proto
+from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
 
@@ -112,8 +113,11 @@ class Hub:
         self.call_soon: Callable[[Callable[[], None]], object] | None = None
         self._dirty: set[Connection] = set()
         self._flush_pending = False
+        self.logs = RateLimitedLog()
+        self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
+        self._held: dict[str, int] = defaultdict(int)  # durable items in the picture, by party
         for item in store.active(clock()):
-            self.durable[item.key] = self._rendered(item)
+            self._hold(item.key, self._rendered(item))
             self._index(item)
 
     # ---- rendering ----------------------------------------------------------------------
@@ -178,9 +182,27 @@ class Hub:
             return item
         check = self.validators.get(category)
         if check is not None:
-            check(party, event)
+            try:
+                check(party, event)
+            except AlreadyRecorded as repeat:  # a retry of what is held: nothing to do
+                return replace(item, seq=repeat.seq)
+        if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
+            self._check_quota(party)
         self.metrics.count_in(party, category.value)
         return self.submit(item)
+
+    def _check_quota(self, party: str) -> None:
+        """A party may hold at most `limit_durable_items_per_party` durable items in the
+        picture at once (each is replayed to every entitled connection): past it, a new one
+        is refused until some expire or are withdrawn; updates of held ones still go."""
+        limit = self.settings.get_int("limit_durable_items_per_party")
+        held = self._held[party]
+        if held >= limit:
+            raise RemoteProtocolError(
+                "quota",
+                f"{party} already holds {held} durable items in the picture "
+                f"(limit_durable_items_per_party={limit}); let some expire or withdraw them",
+            )
 
     def _own_names(self, party: str, event: CotEvent) -> CotEvent:
         """Refuse an event that would create an item under another party's name (its uid,
@@ -304,16 +326,18 @@ class Hub:
         # A new version of a uid always supersedes the old one, whatever its category, and
         # one that arrives already stale removes it: what stays in the picture for others
         # must not depend on details (here: staleness) of an update they may not see.
-        pool, other = (self.durable, self.live) if durable else (self.live, self.durable)
         # (Popping first also makes the picture's order the order of last updates, which
         # likewise must not depend on anyone's invisible history.)
-        old = other.pop(key, None) or pool.pop(key, None)
-        pool.pop(key, None)
+        old = self.live.pop(key, None) or self.durable.get(key)
+        self._unhold(key)
         if old is not None:
             rendered.seen = old.seen
         self._addressed.discard(key)
         if item.event.stale > now:
-            pool[key] = rendered
+            if durable:
+                self._hold(key, rendered)
+            else:
+                self.live[key] = rendered
             if old is None:
                 self.naming.entered(Key(*key))
             self._index(item)
@@ -329,13 +353,16 @@ class Hub:
         e = item.event
         routes = self.policy.entitled(item, now)
         if e.type in RECEIPT_TYPES:
-            # A receipt answers one message: it goes to the party whose message it names,
-            # if that message was sent to the receipt's party.
             named = read_name(item.party, e.uid, self.parties)
-            message = self._lookup(Key(*self._chats.get(named, ("", ""))))
-            if message is None or item.party not in self.cached_route(message, now):
-                return {}
-            routes = {p: d for p, d in routes.items() if p == named.party}
+            if named.party not in (item.party, SHARED):
+                # A receipt answering another party's message goes to that party only, and
+                # only if that message was sent to the receipt's party: a name in the
+                # recipient's own namespace never arrives from anybody else otherwise.
+                held = self.chat_key(named)
+                message = self._lookup(Key(*held)) if held is not None else None
+                if message is None or item.party not in self.cached_route(message, now):
+                    return {}
+                routes = {p: d for p, d in routes.items() if p == named.party}
         if e.dest_parties or e.dest_callsigns or e.dest_uids:
             # Addressed: to the parties named, the parties whose own devices use one of the
             # callsigns, the parties owning the uids. Whether a party qualifies depends only
@@ -356,6 +383,12 @@ class Hub:
             self._addressed.add(item.key)
         if e.type.startswith("b-t-f") and e.type not in RECEIPT_TYPES:
             self._chats[(item.party, message_id(e))] = item.key
+
+    def chat_key(self, name: Key) -> tuple[str, str] | None:
+        """The key of the GeoChat message in the picture whose message id is `name`
+        (party, id) — the id ATAK's receipts carry."""
+        key = self._chats.get(name)
+        return key if key is not None and self._lookup(Key(*key)) is not None else None
 
     def receivers(self, party: str, event: CotEvent) -> set[str]:
         """The parties `event` would reach if `party` sent it now (its own included): what
@@ -411,7 +444,10 @@ class Hub:
             return
         if overflow == "too_slow":
             self.metrics.drop("durable_too_slow")
-            log.warning(
+            self.log_limited(
+                log,
+                "too_slow",
+                conn.id,
                 "closing %s/%s: more than limit_queue_durable=%d durable items pending",
                 conn.party,
                 conn.user,
@@ -421,6 +457,19 @@ class Hub:
         else:
             self.metrics.drop(overflow)
 
+    def log_limited(
+        self,
+        logger: logging.Logger,
+        reason: str,
+        key: str,
+        msg: str,
+        *args: object,
+        level: int = logging.WARNING,
+    ) -> None:
+        """A log line about a peer, rate-limited per reason and per `key` (a connection,
+        address or party): see `commonsky.ratelog`."""
+        self.logs.log(logger, level, reason, key, msg, *args)
+
     def _flush(self) -> None:
         self._flush_pending = False
         dirty, self._dirty = self._dirty, set()
@@ -429,17 +478,58 @@ class Hub:
 
     # ---- connections --------------------------------------------------------------------
 
+    def admit(self, party: str) -> str | None:
+        """Why a new connection of `party` may not open now (the setting it would exceed), or
+        None. The hub-wide limit is shared by all parties; each party also has its own, so
+        one party's idle sockets cannot lock the others out."""
+        total = sum(len(group) for group in self.connections.values())
+        if total >= self.settings.get_int("limit_connections"):
+            return "limit_connections"
+        if len(self.connections.get(party, ())) >= self.settings.get_int(
+            "limit_connections_per_party"
+        ):
+            return "limit_connections_per_party"
+        return None
+
     def attach(self, conn: Connection) -> None:
-        """Register a connection and queue the current picture it is entitled to."""
+        """Register a connection and owe it the current picture it is entitled to.
+
+        The picture is not queued at once: the outbox draws it page by page as the socket
+        drains (`Outbox.replay`), so a picture of any size never trips the durable queue
+        limit — each item is looked up again when its page is drawn, and skipped if it has
+        been superseded (the newer version was queued to this connection already), went
+        stale or may no longer be seen. What is addressed to devices is given when the
+        device reports itself."""
         self.connections[conn.party].add(conn)
         self.metrics.child(self.metrics.connections, conn.listener, conn.party).inc()  # type: ignore[attr-defined]
-        for rendered, variant in self.visible(conn.party):
-            item = rendered.item
-            if not self._reaches(item, conn):
-                continue  # addressed to devices: given when the device reports itself
-            if item.party != conn.party:  # (routes change with time: it may be new here)
-                rendered.seen.setdefault(conn.party, set()).add(variant.partition(":")[0])
-            self._enqueue(conn, Pending(rendered, variant), item.category in DURABLE)
+        conn.outbox.replay(self._replay(conn))
+        self._dirty.add(conn)
+        if not self._flush_pending and self.call_soon is not None:
+            self._flush_pending = True
+            self.call_soon(self._flush)
+
+    def _replay(self, conn: Connection) -> Iterator[Pending]:
+        # The picture as it is now (what is published from here on is queued as it comes).
+        owed = [(pool, key, r) for pool in (self.durable, self.live) for key, r in pool.items()]
+        return self._still_owed(conn, owed)
+
+    def _still_owed(
+        self,
+        conn: Connection,
+        owed: list[tuple[dict[tuple[str, str], Rendered], tuple[str, str], Rendered]],
+    ) -> Iterator[Pending]:
+        party = conn.party
+        for pool, key, rendered in owed:
+            # (What reaches it through its devices is given when each device reports itself.)
+            if pool.get(key) is not rendered or not reaches(
+                rendered.item, conn, self.parties, devices=False
+            ):
+                continue
+            variant = self._variant_for(rendered, party, self.clock())
+            if variant is not None:
+                if rendered.item.party != party:  # (routes change with time: may be new here)
+                    rendered.seen.setdefault(party, set()).add(variant.partition(":")[0])
+                yield Pending(rendered, variant)
 
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:
         """The current picture as `party` may see it: durable items first, nothing stale
@@ -512,15 +602,26 @@ class Hub:
         """Forget stale items from the current picture; returns how many went."""
         now = self.clock()
         gone = 0
-        for pool in (self.live, self.durable):
-            for key in [k for k, r in pool.items() if r.item.event.stale <= now]:
-                del pool[key]
-                self._addressed.discard(key)
-                gone += 1
+        for key in [k for k, r in self.live.items() if r.item.event.stale <= now]:
+            del self.live[key]
+            self._addressed.discard(key)
+            gone += 1
+        for key in [k for k, r in self.durable.items() if r.item.event.stale <= now]:
+            self._unhold(key)
+            self._addressed.discard(key)
+            gone += 1
         if gone:
             self.naming.forget(lambda k: self._lookup(k) is not None)
             self._chats = {m: k for m, k in self._chats.items() if self._lookup(Key(*k))}
         return gone
+
+    def _hold(self, key: tuple[str, str], rendered: Rendered) -> None:
+        self.durable[key] = rendered
+        self._held[key[0]] += 1
+
+    def _unhold(self, key: tuple[str, str]) -> None:
+        if self.durable.pop(key, None) is not None:
+            self._held[key[0]] -= 1
 
     # ---- deletes ------------------------------------------------------------------------
 
@@ -567,7 +668,7 @@ class Hub:
                     level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
                     targets.append((party, self._variant(rendered, party, level)))
             self.live.pop(old.item.key, None)
-            self.durable.pop(old.item.key, None)
+            self._unhold(old.item.key)
             self._addressed.discard(old.item.key)
         for party, variant in targets:
             for conn in self.connections.get(party, ()):
