@@ -21,14 +21,10 @@ import typer
 from typer._click import exceptions as click
 
 from commonsky.alerts import cli as alerts_cli
-from commonsky.bench import store as store_bench
-from commonsky.bench import warnings as warnings_bench
 from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
 from commonsky.settings import SETTINGS, flag_name
-from commonsky.web import bench as web_bench
-from commonsky.web import bench_map as web_map_bench
 
 app = typer.Typer(
     name="commonsky",
@@ -89,6 +85,14 @@ def serve(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="Hub configuration file (TOML).")],
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    init: Annotated[
+        bool,
+        typer.Option(
+            "--init",
+            help="Make the ledger, store or hub key afresh when they are missing (or bind them "
+            "as they are when they do not match) in a data_dir that has run a hub before.",
+        ),
+    ] = False,
 ) -> None:
     """Run a hub until Ctrl-C (or SIGTERM)."""
     from commonsky.config import load_config
@@ -96,7 +100,7 @@ def serve(
 
     _logging(log_level)
     hub_config = load_config(config, _setting_flags(list(ctx.args)))
-    asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop)))
+    asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)))
 
 
 @app.command()
@@ -227,28 +231,48 @@ async def _until_signal_result(
     return await run(stop)
 
 
-def _register_optional_commands() -> None:
-    # Benchmarks and commands contributed by the feature packages, when they define them.
-    for module, bench_name in (
-        (deconflict_cli, "deconflict"),
-        (ledger_cli, "ledger"),
-        (alerts_cli, "warnings"),
-    ):
-        bench = getattr(module, "bench", None)
-        if bench is not None:
-            bench_app.command(bench_name)(bench)
-    bench_app.command("api")(web_bench.bench)
-    bench_app.command("map")(web_map_bench.bench)
-    bench_app.command("warnings")(warnings_bench.bench)
-    bench_app.command("store")(store_bench.bench)
+#: `commonsky bench NAME` -> (module, function). Imported only when `bench` is asked for, so
+#: the product never loads benchmark code (nor what it needs beyond the core dependencies).
+BENCHES: dict[str, tuple[str, str]] = {
+    "deconflict": ("commonsky.deconflict.cli", "bench"),
+    "ledger": ("commonsky.ledger.cli", "bench"),
+    "api": ("commonsky.web.bench", "bench"),
+    "map": ("commonsky.web.bench_map", "bench"),
+    "warnings": ("commonsky.bench.warnings", "bench"),
+    "store": ("commonsky.bench.store", "bench"),
+}
 
 
-_register_optional_commands()
+def _missing_extra(name: str, exc: ImportError) -> Callable[..., None]:
+    def command(ctx: typer.Context) -> None:
+        raise UsageError(
+            f"commonsky bench {name} needs the bench extra ({exc}): pip install 'commonsky[bench]'"
+        )
+
+    command.__doc__ = f"(unavailable: {exc.name or exc} is not installed)"
+    return command
+
+
+def _register_benches() -> None:
+    import importlib
+
+    for name, (module_name, attr) in BENCHES.items():
+        try:
+            function = getattr(importlib.import_module(module_name), attr)
+        except ImportError as exc:
+            bench_app.command(
+                name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+            )(_missing_extra(name, exc))
+            continue
+        bench_app.command(name)(function)
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["bench"]:
+        _register_benches()
     try:
-        status = app(args=argv, standalone_mode=False)
+        status = app(args=args, prog_name="commonsky", standalone_mode=False)
         # Without standalone mode Click hands back typer.Exit codes instead of exiting.
         if isinstance(status, int) and status:
             sys.exit(status)

@@ -30,21 +30,58 @@ _ids = itertools.count(1)
 
 
 def tls_context(config: ListenerConfig) -> ssl.SSLContext:
+    """The server side of a `tak-tls` listener: its certificate, and the CA its clients'
+    certificates must chain to. Raises UsageError naming the listener, the file and the fix."""
     assert config.ca is not None
     ca_dir = Path(config.ca)
     cert = config.cert or ca_dir / SERVER_CERT
     key = config.key or ca_dir / SERVER_KEY
+    fix = (
+        f"run `commonsky ca init --dir {ca_dir}`"
+        if config.cert is None
+        else "check the cert and key files it names"
+    )
+    for path in (cert, key, ca_dir / CA_CERT):
+        if not path.is_file():
+            raise UsageError(f"{config.where} (tak-tls): {path} is missing; {fix}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
     try:
         context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(
+            f"{config.where} (tak-tls): {cert} / {key}: not a certificate and its key "
+            f"({_reason(exc)}); {fix}"
+        ) from None
+    try:
         context.load_verify_locations(ca_dir / CA_CERT)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(
-            f"tak-tls listener: cannot load certificates from {ca_dir}: {exc}"
+            f"{config.where} (tak-tls): {ca_dir / CA_CERT}: not a CA certificate "
+            f"({_reason(exc)}); {fix}"
         ) from None
     return context
+
+
+def _reason(exc: BaseException) -> str:
+    """An operator's words for a TLS failure: OpenSSL's verify message or reason code."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return str(exc.verify_message)
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    if isinstance(exc, TimeoutError):
+        return "no handshake within tls_handshake_timeout_s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
 
 
 def _subject(peercert: object) -> dict[str, str]:
@@ -70,21 +107,26 @@ class TakListener:
             s.get_int("limit_attribute_bytes"),
         )
         self.tasks: set[asyncio.Task[None]] = set()
+        # Built now, so a certificate mistake stops the hub before anything is bound.
+        self.tls = tls_context(config) if config.kind == "tak-tls" else None
 
     async def start(self) -> None:
-        context = tls_context(self.config) if self.config.kind == "tak-tls" else None
-        handshake = self.hub.settings.get_float("tls_handshake_timeout_s") if context else None
+        from .server import port_problem
+
         try:
+            # TLS is started per connection (`_handle`), not by the server, so that a refused
+            # handshake reaches our log with its peer and reason; asyncio would swallow it.
             self.server = await asyncio.start_server(
                 self._handle,
                 self.config.host,
                 self.config.port,
-                ssl=context,
-                ssl_handshake_timeout=handshake,
                 limit=self.limits.message_bytes * 2,
             )
         except OSError as exc:
-            raise UsageError(f"listener {self.name}: cannot bind: {exc.strerror}") from None
+            raise UsageError(
+                f"{self.config.where} bind = '{self.config.host}:{self.config.port}': "
+                f"{port_problem(self.config.port, exc)}"
+            ) from None
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("listening %s (port %d)", self.name, self.port)
 
@@ -97,9 +139,28 @@ class TakListener:
         assert task is not None
         self.tasks.add(task)
         try:
+            if self.tls is not None and not await self._handshake(writer):
+                return
             await self._serve(reader, writer)
         finally:
             self.tasks.discard(task)
+
+    async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
+        """TLS on a fresh connection; a refusal is logged with the peer and the reason (no
+        client certificate, unknown CA, expired, not a client certificate…)."""
+        assert self.tls is not None
+        peer = _peer(writer)
+        try:
+            await writer.start_tls(
+                self.tls,
+                ssl_handshake_timeout=self.hub.settings.get_float("tls_handshake_timeout_s"),
+            )
+        except (OSError, TimeoutError, EOFError) as exc:
+            self.hub.metrics.refuse("tls_handshake")
+            log.warning("%s: TLS handshake from %s refused: %s", self.name, peer, _reason(exc))
+            writer.transport.abort()
+            return False
+        return True
 
     def _identity(self, writer: asyncio.StreamWriter) -> tuple[str, str] | None:
         if self.config.kind == "tak-tcp":
@@ -110,8 +171,9 @@ class TakListener:
         if not party or not user or party not in self.hub.policy.parties:
             self.hub.metrics.refuse("unknown_party")
             log.warning(
-                "%s: certificate O=%r CN=%r names no declared party; closing",
+                "%s: TLS client %s refused: certificate O=%r CN=%r names no declared party",
                 self.name,
+                _peer(writer),
                 party,
                 user,
             )
@@ -121,16 +183,23 @@ class TakListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hub = self.hub
         settings = hub.settings
-        peer = str(writer.get_extra_info("peername"))
+        peer = _peer(writer)
         identity = self._identity(writer)
         if identity is None:
             writer.close()
             return
+        party, user = identity
         if sum(len(g) for g in hub.connections.values()) >= settings.get_int("limit_connections"):
             hub.metrics.close("limit_connections")
+            log.warning(
+                "%s: %s/%s from %s refused: limit_connections reached",
+                self.name,
+                party,
+                user or "?",
+                peer,
+            )
             writer.close()
             return
-        party, user = identity
         stream = TakStream(self.limits)
         closing: list[str] = []
 
@@ -167,6 +236,7 @@ class TakListener:
                 hub.record_delivery(conn, batch)
 
         conn.flush = flush
+        log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
         writer.write(stream.offer(hub.clock()))
         hub.attach(conn)
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
@@ -232,8 +302,16 @@ class TakListener:
                             close("refusals" if not event.fatal else event.reason)
                             break
         except (ConnectionError, ssl.SSLError) as exc:
-            log.info("%s %s/%s: connection lost: %s", self.name, party, conn.user or peer, exc)
+            closing.append(f"connection lost: {exc}")
         finally:
+            log.info(
+                "%s: %s/%s from %s disconnected (%s)",
+                self.name,
+                party,
+                conn.user or "?",
+                peer,
+                closing[0] if closing else "closed by the client",
+            )
             hub.detach(conn)
             writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

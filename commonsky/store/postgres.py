@@ -15,7 +15,6 @@ relays nothing it could not store; the API answers 503) and the next one reconne
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ import psycopg
 
 from commonsky.errors import StoreUnavailable, UsageError
 from commonsky.model import Item
-from commonsky.store import NestedBlocks
+from commonsky.store import NestedBlocks, redacted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commonsky_items (
@@ -43,6 +42,7 @@ CREATE TABLE IF NOT EXISTS commonsky_cursors (
     seq BIGINT NOT NULL,
     PRIMARY KEY (party, client)
 );
+CREATE TABLE IF NOT EXISTS commonsky_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _INSERT = (
@@ -54,11 +54,6 @@ _PAGE = 1000  # rows per query when reading everything since a sequence number
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Item)
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 class PostgresStore(NestedBlocks):
@@ -195,6 +190,27 @@ class PostgresStore(NestedBlocks):
             )
             .fetchone()
         )
+        return int(row[0]) if row else 0
+
+    def get_meta(self, key: str) -> str | None:
+        row = (
+            self._live()
+            .execute("SELECT value FROM commonsky_meta WHERE key = %s", (key,))
+            .fetchone()
+        )
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        conn = self._live()
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO commonsky_meta (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def count(self) -> int:
+        row = self._live().execute("SELECT COUNT(*) FROM commonsky_items").fetchone()
         return int(row[0]) if row else 0
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS cursors (
     seq INTEGER NOT NULL,
     PRIMARY KEY (party, client)
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 DB_NAME = "hub.sqlite3"
@@ -121,6 +122,24 @@ class SQLiteStore(NestedBlocks):
             "SELECT seq FROM cursors WHERE party = ? AND client = ?", (party, client)
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def count(self) -> int:
+        (n,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
+        return int(n)
 
     def close(self) -> None:
         self._checkpointer.close()
