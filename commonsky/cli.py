@@ -107,15 +107,27 @@ def serve(
 def demo(
     duration: Annotated[
         float | None,
-        typer.Option(help="Stop after this many seconds (exit 0 when every check held)."),
+        typer.Option(
+            help="Stop after this many seconds and exit (0 when every check judged held). "
+            "Without it: play to the end, then keep serving the map until Ctrl-C."
+        ),
     ] = None,
-    speed: Annotated[float, typer.Option(help="Time compression of the scenarios.")] = 10.0,
+    speed: Annotated[
+        float, typer.Option(help="Time compression: 10 plays the 30-minute scenarios in ~3 min.")
+    ] = 10.0,
     http: Annotated[str, typer.Option(help="HOST:PORT of the live map.")] = "127.0.0.1:8080",
-    data_dir: Annotated[Path, typer.Option(help="Where the demo hub keeps its data.")] = Path(
-        "var/demo"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="The demo's folder, emptied at each start (made if missing).")
+    ] = Path("var/demo"),
+    screenshots: Annotated[
+        bool, typer.Option(help="Screenshots of each scenario at the end (needs chromium).")
+    ] = True,
 ) -> None:
-    """Play the seed situations end to end through a real hub; summary in DATA_DIR/summary.json."""
+    """Play three situations (Syria, Korea, Ukraine) through a real hub and check them.
+
+    Prints the map's address, a sign-in link and the TAK port of every party, then a
+    summary (DATA_DIR/summary.json); tokens in DATA_DIR/tokens.json.
+    """
     from commonsky.demo.main import run_demo
 
     if speed <= 0 or (duration is not None and duration <= 0):
@@ -123,7 +135,7 @@ def demo(
     _logging("warning")
 
     async def play(stop: asyncio.Event) -> dict[str, object]:
-        return await run_demo(data_dir, http, speed, duration, stop=stop)
+        return await run_demo(data_dir, http, speed, duration, stop=stop, screenshots=screenshots)
 
     summary = asyncio.run(_until_signal_result(play))
     print(f"summary written to {data_dir / 'summary.json'}")
@@ -142,8 +154,10 @@ def ca_init(
     ] = None,
 ) -> None:
     """Create a hub CA and the hub's TLS server certificate."""
+    from commonsky.hub.datadir import private_dir
     from commonsky.pki import init_ca
 
+    private_dir(dir)  # it holds the CA's private key
     init_ca(dir, server_names=name or [])
     print(f"CA and server certificate written to {dir}")
 
@@ -156,8 +170,10 @@ def cert_issue(
     out: Annotated[Path, typer.Option("--out", help="Folder for the PEM and PKCS#12 files.")],
 ) -> None:
     """Issue a client certificate (PEM + PKCS#12, password atakatak) for a TAK user."""
+    from commonsky.hub.datadir import private_dir
     from commonsky.pki import issue_client
 
+    private_dir(out)  # it holds the user's private key
     for path in issue_client(ca, party, name, out):
         print(path)
 

@@ -98,6 +98,30 @@ def write_private(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+def exclusive_lock(path: Path, in_use: str, fix: str) -> int:
+    """An exclusive `flock` on `path` (made 0600, our pid written in it); the open file
+    descriptor holds it until closed. Raises UsageError "{in_use} (pid N, file); {fix}"."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot open the lock file ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise UsageError(f"{in_use} (pid {holder}, {path.name}); {fix}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 def _tighten(path: Path, mode: int) -> None:
     try:
         current = stat.S_IMODE(path.stat().st_mode)
@@ -183,23 +207,11 @@ class DataDir:
         return files
 
     def _lock(self) -> None:
-        path = self.path / LOCK
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot open the lock file ({exc.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise UsageError(
-                f"data_dir {self.path} is in use by another hub (pid {holder}, {LOCK}); "
-                "stop it first, or give this hub its own data_dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = exclusive_lock(
+            self.path / LOCK,
+            f"data_dir {self.path} is in use by another hub",
+            "stop it first, or give this hub its own data_dir",
+        )
 
     def _read_manifest(self) -> dict[str, Any] | None:
         path = self.path / MANIFEST
@@ -280,9 +292,7 @@ class DataDir:
 
     def close(self) -> None:
         if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            release_lock(self._lock_fd)
             self._lock_fd = None
 
 
