@@ -257,7 +257,9 @@ class DataDir:
         if last is not None and key_fingerprint(last.hub_key) != key:
             problems.append(f"{HUB_KEY} is not the key that signed the ledger's checkpoints")
         items, entries = store.count(), ledger.size
-        if items and not entries:
+        if self.manifest is None and items and not entries:
+            # Adopting a folder from before manifests (with a manifest, an empty ledger beside
+            # stored items can only be one `--init` made, and the operator knows).
             problems.append(f"{store_name} holds {items} items but {LEDGER_DB} is empty")
         if problems:
             if not self.init:

@@ -94,7 +94,7 @@ def _subject(peercert: object) -> dict[str, str]:
 
 
 class TakListener:
-    def __init__(self, hub: Hub, config: ListenerConfig) -> None:
+    def __init__(self, hub: Hub, config: ListenerConfig, tls: ssl.SSLContext | None = None) -> None:
         self.hub = hub
         self.config = config
         self.name = f"{config.kind}:{config.host}:{config.port}"
@@ -108,7 +108,9 @@ class TakListener:
         )
         self.tasks: set[asyncio.Task[None]] = set()
         # Built now, so a certificate mistake stops the hub before anything is bound.
-        self.tls = tls_context(config) if config.kind == "tak-tls" else None
+        if tls is None and config.kind == "tak-tls":
+            tls = tls_context(config)
+        self.tls = tls
 
     async def start(self) -> None:
         from .server import port_problem
@@ -128,7 +130,8 @@ class TakListener:
                 f"{port_problem(self.config.port, exc)}"
             ) from None
         self.port = self.server.sockets[0].getsockname()[1]
-        log.info("listening %s (port %d)", self.name, self.port)
+        self.name = f"{self.config.kind}:{self.config.host}:{self.port}"
+        log.info("listening %s", self.name)
 
     async def stop_accepting(self) -> None:
         if self.server is not None:

@@ -30,7 +30,7 @@ from commonsky.store import Store, open_store
 from .core import Hub
 from .datadir import DataDir
 from .heap import settle_heap
-from .listeners import TakListener
+from .listeners import TakListener, tls_context
 
 log = logging.getLogger("commonsky.server")
 
@@ -92,6 +92,7 @@ class HubServer:
         self.config = config
         _warn_without_tokens(config)
         # Certificates first: a mistake there should not touch the data folder.
+        contexts = [tls_context(lc) if lc.kind == "tak-tls" else None for lc in config.listeners]
         self.listeners: list[TakListener] = []
         self.folder = DataDir(config.data_dir, str(config.settings.store_url), init)
         self.folder.open()
@@ -109,7 +110,10 @@ class HubServer:
             self.services = _build_services(self.hub, data_dir)
             assert self.services.recorder is not None
             self.hub_id = self.folder.bind(self.store, self.services.recorder.ledger)
-            self.listeners = [TakListener(self.hub, lc) for lc in config.listeners]
+            self.listeners = [
+                TakListener(self.hub, lc, tls)
+                for lc, tls in zip(config.listeners, contexts, strict=True)
+            ]
         except BaseException:
             self._release()
             raise
@@ -264,7 +268,7 @@ async def serve_forever(config: HubConfig, stop: asyncio.Event, init: bool = Fal
     server = HubServer(config, init=init)
     await server.start()
     log.info(
-        "hub %s serving; map and API on http://%s:%d/",
+        "hub serving (hub_id %s); map and API on http://%s:%d/",
         server.hub_id,
         server.http_host,
         server.http_port,
