@@ -178,17 +178,17 @@ def print_where(console: Console, runner: Runner, data_dir: Path, screenshots: b
     """Where to look while the demo plays: the map, a sign-in link per party, its TAK port."""
     assert runner.server is not None
     base = runner.map_url()
-    console.print(f"[bold]Map[/bold] {base}  (sign in with a link below; tokens in "
-                  f"{data_dir / 'tokens.json'})")  # fmt: skip
+    console.print(f"[bold]Map[/bold] {base} — tokens in {data_dir / 'tokens.json'}")
+    console.print("Sign in as a party with its link; its TAK clients connect to tcp 127.0.0.1:PORT")
     tls = next((ln.port for ln in runner.server.listeners if ln.config.kind == "tak-tls"), None)
     for party in sorted(runner.tokens):
         port = next((ln.port for ln in runner.server.listeners if ln.config.party == party), None)
-        tak = f"TAK tcp://127.0.0.1:{port}" if port else ""
+        tak = f"tcp {port}" if port else ""
         console.print(f"  {party:<4} {base}#token={runner.tokens[party]}  {tak}", soft_wrap=True)
     if tls:
         console.print(
-            f"  TAK over TLS: tls://127.0.0.1:{tls} with a certificate from "
-            f"{data_dir / 'ca' / 'clients'}/PARTY/ (PKCS#12 and PEM)"
+            f"  TAK over TLS, any party: tls://127.0.0.1:{tls}, with its certificate from "
+            f"{data_dir / 'ca' / 'clients'}/PARTY/"
         )
     if screenshots:
         console.print(f"  Screenshots at the end: {data_dir / 'screenshots'}/")

@@ -74,7 +74,7 @@ class Runner:
         agreements: list[dict[str, Any]] = []
         for scenario in self.scenarios:
             for party in scenario.party:
-                self.tokens.setdefault(party.id, secrets.token_urlsafe(24))
+                self.tokens.setdefault(party.id, secrets.token_urlsafe(18))
                 parties.setdefault(
                     party.id,
                     {

@@ -97,6 +97,7 @@ class HubServer:
         self.folder = DataDir(config.data_dir, str(config.settings.store_url), init)
         self.folder.open()
         self.store: Store | None = None
+        self.released = False
         try:
             data_dir = self.folder.path
             self.store = _open_store(str(config.settings.store_url), data_dir)
@@ -122,7 +123,10 @@ class HubServer:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _release(self) -> None:
-        """Close what __init__ opened (a failed start, or after stop)."""
+        """Close what __init__ opened (a failed start, or after stop); once."""
+        if self.released:
+            return
+        self.released = True
         services = getattr(self, "services", None)
         if services is not None:
             services.close()
@@ -204,6 +208,8 @@ class HubServer:
         return next(listener.port for listener in self.listeners if listener.config.kind == kind)
 
     async def stop(self) -> None:
+        if self.released:
+            return  # a start that failed has closed everything already
         for listener in self.listeners:
             await listener.stop_accepting()
         deadline = self.config.settings.get_float("timeout_shutdown_s")

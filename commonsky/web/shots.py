@@ -60,9 +60,10 @@ async def screenshot(
     path: Path,
     timeout_s: float = 20.0,
     bbox: Sequence[float] | None = None,
-) -> None:
+) -> dict[str, float]:
     """Save a PNG of the live map as the party owning `token` sees it at `base_url`, framed
-    on `bbox` (west, south, east, north) when given. Raises ScreenshotError."""
+    on `bbox` (west, south, east, north) when given; returns the view it shows (`west`,
+    `south`, `east`, `north` in degrees, `zoom`). Raises ScreenshotError."""
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
@@ -87,7 +88,10 @@ async def screenshot(
                 raise ScreenshotError(f"token refused at {base_url}: {reason}")
             # Let the first WebSocket batch, the basemap and CAP areas arrive and be drawn.
             await page.wait_for_load_state("networkidle", timeout=timeout_s * 1000)
+            await page.wait_for_function("() => window.commonsky.basemap === true")
             await asyncio.sleep(0.5)
             await page.screenshot(path=str(path))
+            view: dict[str, float] = await page.evaluate("window.commonsky.bounds()")
+            return view
         finally:
             await browser.close()

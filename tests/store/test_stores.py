@@ -100,3 +100,16 @@ def test_hostile_uids_and_details_are_kept_exactly(open_store: Callable[[], Stor
     assert [i.uid for i in again.since(0)] == HOSTILE
     assert sorted(i.uid for i in again.active(0.0)) == sorted(HOSTILE)  # each its own key
     assert again.append(item("after")) == len(HOSTILE) + 1
+
+
+def test_meta_values_and_the_item_count_survive_a_restart(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    assert store.get_meta("hub_id") is None and store.count() == 0
+    store.set_meta("hub_id", "abc")
+    store.set_meta("hub_id", "def")  # replaced, not added
+    store.append(item("u1"))
+    store.close()
+    again = open_store()
+    assert again.get_meta("hub_id") == "def" and again.count() == 1

@@ -234,7 +234,9 @@ async function start({ api, me }) {
   }, 10_000);
   setInterval(() => timeline.prune(clock.now()), 60_000);
 
-  const basemap = loadBasemap(map).catch((e) => { page.error = String(e); });
+  const basemap = loadBasemap(map)
+    .then(() => { page.basemap = true; })
+    .catch((e) => { page.error = String(e); });
   await Promise.all([basemap, panels.refreshAll(), panels.recipients()]).catch((e) => {
     page.error = String(e);
   });
