@@ -116,7 +116,7 @@ async function start({ api, me }) {
   map.getContainer().addEventListener("wheel", () => { userMoved = true; }, { passive: true });
   const select = $("area"), fitMine = $("fit-mine");
   if (startBox) {
-    map.fitBounds(framed(startBox, 0.05), { animate: false });
+    map.fitBounds(framed(startBox, 0.1), { animate: false });
     userMoved = true;
   }
   function goTo(box) {
