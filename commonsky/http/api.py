@@ -306,6 +306,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             id=f"ws#{uuid.uuid4().hex[:8]}",
         )
         conn.flush = outbox.ready.set
+        peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+        log.info("websocket %s: %s/web connected from %s", conn.id, party, peer)
         hub.attach(conn)
         watcher = asyncio.create_task(watch_client())
         try:
@@ -322,6 +324,13 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            log.info(
+                "websocket %s: %s/web from %s disconnected (%s)",
+                conn.id,
+                party,
+                peer,
+                closed[0] if closed else "closed",
+            )
             hub.detach(conn)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

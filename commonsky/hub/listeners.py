@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import ssl
@@ -64,6 +65,17 @@ def tls_context(config: ListenerConfig) -> ssl.SSLContext:
     return context
 
 
+def port_problem(port: int, exc: OSError) -> str:
+    """What an operator should read when a port cannot be bound."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is already in use (another hub or program); stop it or pick another"
+    if exc.errno == errno.EACCES:
+        return f"port {port} needs privileges this user lacks; pick a port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no network interface of this machine has that address"
+    return f"cannot listen ({exc.strerror})"
+
+
 def _reason(exc: BaseException) -> str:
     """An operator's words for a TLS failure: OpenSSL's verify message or reason code."""
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
@@ -113,8 +125,6 @@ class TakListener:
         self.tls = tls
 
     async def start(self) -> None:
-        from .server import port_problem
-
         try:
             # TLS is started per connection (`_handle`), not by the server, so that a refused
             # handshake reaches our log with its peer and reason; asyncio would swallow it.

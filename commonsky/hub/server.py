@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import secrets
@@ -30,7 +29,7 @@ from commonsky.store import Store, open_store
 from .core import Hub
 from .datadir import DataDir
 from .heap import settle_heap
-from .listeners import TakListener, tls_context
+from .listeners import TakListener, port_problem, tls_context
 
 log = logging.getLogger("commonsky.server")
 
@@ -65,17 +64,6 @@ def bind_http(host: str, port: int, where: str) -> socket.socket:
         raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
     sock.set_inheritable(True)
     return sock
-
-
-def port_problem(port: int, exc: OSError) -> str:
-    """What an operator should read when a port cannot be bound."""
-    if exc.errno == errno.EADDRINUSE:
-        return f"port {port} is already in use (another hub or program); stop it or pick another"
-    if exc.errno == errno.EACCES:
-        return f"port {port} needs privileges this user lacks; pick a port above 1023"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "no network interface of this machine has that address"
-    return f"cannot listen ({exc.strerror})"
 
 
 class HubServer:
