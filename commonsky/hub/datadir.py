@@ -234,7 +234,7 @@ class DataDir:
         key = key_fingerprint(ledger.hub_public_key)
         store_name = self.store_url_redacted() or STORE_DB
         problems: list[str] = []
-        ids = {"store": store.get_meta("hub_id"), "ledger": ledger.get_meta("hub_id")}
+        ids = {"store": store.meta("hub_id"), "ledger": ledger.meta("hub_id")}
         where = {"store": store_name, "ledger": LEDGER_DB}
         expected = self.manifest["hub_id"] if self.manifest else None
         if expected is None:

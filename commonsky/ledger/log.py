@@ -333,7 +333,7 @@ class Ledger:
             raise LedgerError("this ledger was opened without the hub key")
         return keys.raw_public(self._hub_key)
 
-    def get_meta(self, key: str) -> str | None:
+    def meta(self, key: str) -> str | None:
         """A value kept beside the log (e.g. the `hub_id` of `hub/datadir.py`)."""
         with self._lock:
             row = self._conn.execute(

@@ -44,7 +44,7 @@ class Store(Protocol):
 
     def cursor(self, party: str, client: str) -> int: ...
 
-    def get_meta(self, key: str) -> str | None:
+    def meta(self, key: str) -> str | None:
         """A value the hub keeps beside its items (e.g. `hub_id`, see `hub/datadir.py`)."""
         ...
 

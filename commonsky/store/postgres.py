@@ -192,7 +192,7 @@ class PostgresStore(NestedBlocks):
         )
         return int(row[0]) if row else 0
 
-    def get_meta(self, key: str) -> str | None:
+    def meta(self, key: str) -> str | None:
         row = (
             self._live()
             .execute("SELECT value FROM commonsky_meta WHERE key = %s", (key,))

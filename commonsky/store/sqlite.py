@@ -123,7 +123,7 @@ class SQLiteStore(NestedBlocks):
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def get_meta(self, key: str) -> str | None:
+    def meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0]) if row else None
 

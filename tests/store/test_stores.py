@@ -106,10 +106,10 @@ def test_meta_values_and_the_item_count_survive_a_restart(
     open_store: Callable[[], Store],
 ) -> None:
     store = open_store()
-    assert store.get_meta("hub_id") is None and store.count() == 0
+    assert store.meta("hub_id") is None and store.count() == 0
     store.set_meta("hub_id", "abc")
     store.set_meta("hub_id", "def")  # replaced, not added
     store.append(item("u1"))
     store.close()
     again = open_store()
-    assert again.get_meta("hub_id") == "def" and again.count() == 1
+    assert again.meta("hub_id") == "def" and again.count() == 1
