@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import socket
 import sqlite3
@@ -27,7 +26,7 @@ from commonsky.services import Services
 from commonsky.store import Store, open_store
 
 from .core import Hub
-from .datadir import DataDir
+from .datadir import DataDir, private_dir, write_private
 from .heap import settle_heap
 from .listeners import TakListener, port_problem, tls_context
 
@@ -35,13 +34,12 @@ log = logging.getLogger("commonsky.server")
 
 
 def hub_secret(data_dir: Path) -> bytes:
-    """A per-hub secret for opaque generalized uids; made once (mode 0600), kept in data_dir."""
+    """A per-hub secret for opaque generalized uids; made once (0600, written whole or not at
+    all: the data folder's lock keeps a second hub from racing), kept in data_dir."""
     path = data_dir / "keys" / "hub-secret"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
+    if not path.exists():
+        private_dir(path.parent)
+        write_private(path, secrets.token_bytes(32))
     secret = path.read_bytes()
     if len(secret) != 32:
         raise UsageError(f"{path}: not a hub secret ({len(secret)} bytes, expected 32)")
