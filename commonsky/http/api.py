@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from commonsky.deconflict.geometry import GeometryError, parse_geojson, parse_kml
 from commonsky.engines.drawings import geojson_to_cot_detail
-from commonsky.engines.hotline import chat_event
+from commonsky.engines.geochat import chat_event
 from commonsky.engines.warnings import report_event, report_from_raw
 from commonsky.errors import RemoteProtocolError, StoreUnavailable
 from commonsky.hub.core import Connection
