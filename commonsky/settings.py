@@ -52,8 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
         "limit_queue_tracks",
         int,
         10000,
-        "Pending live items per connection; on overflow the oldest uid's update is dropped "
-        "(newer updates of a pending uid replace it in place).",
+        "Live updates queued per connection in one burst; while the client's socket pushes "
+        "back (or past this many) a newer update of a pending uid replaces it in place, and "
+        "past this many pending uids the oldest uid's update is dropped.",
     ),
     Setting(
         "limit_queue_durable",

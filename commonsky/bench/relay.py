@@ -99,6 +99,7 @@ class Result:
             "offered msg/s": self.offered / self.seconds,
             "delivered msg/s": self.delivered / self.seconds,
             "delivery ratio": self.delivered / max(1, self.expected),
+            "missed (entitled)": self.expected - self.delivered,
             "unexpected": self.unexpected,
             "p50 ms": 1000 * lat[len(lat) // 2],
             "p99 ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],

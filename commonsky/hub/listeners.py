@@ -158,6 +158,9 @@ class TakListener:
             if closing or writer.transport.is_closing():
                 return
             if writer.transport.get_write_buffer_size() > high_water:
+                # The reader is behind: live updates merge (newest per uid) until it drains.
+                for overflow in conn.outbox.push_back():
+                    hub.metrics.drop(overflow)
                 conn.outbox.ready.set()  # the writer task waits for drain, then flushes
                 return
             batch = conn.outbox.take()
@@ -249,6 +252,7 @@ class TakListener:
                 await conn.outbox.ready.wait()
                 conn.outbox.ready.clear()
                 await writer.drain()
+                conn.outbox.resume()
                 conn.flush()
         except (ConnectionError, ssl.SSLError):
             conn.close("write_failed")
