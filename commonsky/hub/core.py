@@ -22,7 +22,17 @@ from msgspec.structs import replace
 from commonsky.bus import Bus, LocalBus
 from commonsky.errors import RemoteProtocolError
 from commonsky.metrics import Metrics
-from commonsky.model import DURABLE, HUB, Category, CotEvent, Disclosure, Item, category_of
+from commonsky.model import (
+    DURABLE,
+    HUB,
+    Category,
+    CotEvent,
+    Disclosure,
+    Item,
+    category_of_event,
+    is_server_only,
+    is_transient,
+)
 from commonsky.policy import Policy, generalize, namespaced, own_uid
 from commonsky.protocol.cot import encode_event
 from commonsky.protocol.stream import frame_proto
@@ -95,6 +105,16 @@ class Hub:
         self._dirty: set[Connection] = set()
         self._flush_pending = False
         for item in store.active(clock()):
+            if is_transient(item.event.type):
+                continue  # stored for the record (receipts), never part of the picture
+            if item.party != HUB:
+                # The type table is the only place that decides: an item stored under an
+                # older table (a CASEVAC stored as `alert`) is routed by today's.
+                category = category_of_event(item.event)
+                if category is None or category not in DURABLE:
+                    continue
+                if category is not item.category:
+                    item = replace(item, category=category)
             self.durable[item.key] = self._rendered(item)
 
     # ---- rendering ----------------------------------------------------------------------
@@ -123,6 +143,12 @@ class Hub:
         self, party: str, user: str, event: CotEvent, sender: Connection | None = None
     ) -> Item:
         """Take one event from an authenticated party; raise RemoteProtocolError to refuse."""
+        if is_server_only(event.type):
+            raise RemoteProtocolError(
+                "mission_notice",
+                f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
+                "keeps no missions, so a client's is neither accepted nor relayed",
+            )
         uid = own_uid(party, event.uid)
         if uid is None:
             raise RemoteProtocolError(
@@ -131,7 +157,7 @@ class Hub:
         if uid != event.uid:
             event = replace(event, uid=uid)
         now = self.clock()
-        category = category_of(event.type)
+        category = category_of_event(event)
         if event.callsign and sender is not None:
             sender.callsigns.add(event.callsign)
             if party not in self.callsigns[event.callsign]:
@@ -140,14 +166,14 @@ class Hub:
         item = Item(
             party=party,
             user=user,
-            category=category or Category.POSITION,
+            category=category or Category.OTHER,
             event=event,
             received=now,
             origin=sender.id if sender else "",
         )
         if category is None:
-            # Types the hub does not classify (deletes, map tools…) stay inside the party.
-            self._fan_out(self._rendered(item), {}, durable=False)
+            # Types that never leave the party (deletes): relayed to it once, not kept.
+            self._fan_out(self._rendered(item), {}, durable=False, transient=True)
             return item
         check = self.validators.get(category)
         if check is not None:
@@ -229,6 +255,7 @@ class Hub:
     def _deliver(self, item: Item) -> None:
         rendered = self._rendered(item)
         durable = item.category in DURABLE
+        transient = is_transient(item.event.type)
         now = self.clock()
         # A new version of a uid always supersedes the old one, whatever its category, and
         # one that arrives already stale removes it: what stays in the picture for others
@@ -236,12 +263,14 @@ class Hub:
         pool, other = (self.durable, self.live) if durable else (self.live, self.durable)
         # (Popping first also makes the picture's order the order of last updates, which
         # likewise must not depend on anyone's invisible history.)
+        # A transient message (a receipt, a cancel) is relayed and never kept; one that
+        # shares a uid with an item (an emergency's cancel) removes it.
         other.pop(item.key, None)
         pool.pop(item.key, None)
-        if item.event.stale > now:
+        if item.event.stale > now and not transient:
             pool[item.key] = rendered
         routes = self.route(item, now)
-        self._fan_out(rendered, routes, durable)
+        self._fan_out(rendered, routes, durable, transient)
         for observer in self.observers:
             observer(item, routes)
 
@@ -259,7 +288,16 @@ class Hub:
             routes = {p: d for p, d in routes.items() if p in wanted}
         return routes
 
-    def _fan_out(self, rendered: Rendered, routes: dict[str, Disclosure], durable: bool) -> None:
+    def _fan_out(
+        self,
+        rendered: Rendered,
+        routes: dict[str, Disclosure],
+        durable: bool,
+        transient: bool = False,
+    ) -> None:
+        """Queue an item for every connection that receives it. Durable items and transient
+        messages are never merged or dropped; live ones may be, for a reader that is behind."""
+        durable = durable or transient
         item = rendered.item
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
         targets.extend((party, _VARIANT[level]) for party, level in routes.items())
@@ -410,8 +448,11 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         "category": item.category.value,
         "party": item.party,
         "seq": item.seq,
+        "how": event.how,  # null when the sender wrote none
         "time": event.time,
+        "start": event.start,
         "stale": event.stale,
+        "access": event.access,  # null when absent, "" when the sender wrote access=""
         "lat": p.lat,
         "lon": p.lon,
         "hae": p.hae,
