@@ -35,6 +35,9 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     end_s: float
     tcpa_s: float | None = None
     dcpa_m: float | None = None
+    # A track in it reported no altitude: screened horizontally alone; the band is the
+    # other item's (null for two such tracks).
+    altitude_unknown: bool = False
 
 
 def notice_for(conflict: Conflict, recipient_party: str, disclosure: Disclosure) -> Notice:
@@ -63,6 +66,7 @@ def notice_for(conflict: Conflict, recipient_party: str, disclosure: Disclosure)
         end_s=conflict.end_s,
         tcpa_s=conflict.tcpa_s,
         dcpa_m=conflict.dcpa_m,
+        altitude_unknown=conflict.altitude_unknown,
     )
 
 

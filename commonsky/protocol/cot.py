@@ -92,25 +92,28 @@ def _float(element: etree._Element, name: str, default: float | None = None) -> 
     return value
 
 
-def _check_shape(root: etree._Element, limits: XmlLimits) -> None:
+def _check_shape(root: etree._Element, limits: XmlLimits, where: str = "") -> None:
     # Depth and attribute size are checked on the parsed tree: lxml has already refused
     # anything that is not well-formed, and the whole message is bounded in size.
     stack: list[tuple[etree._Element, int]] = [(root, 1)]
     while stack:
         element, depth = stack.pop()
         if depth > limits.depth:
-            raise RemoteProtocolError("too_deep", f"elements nested deeper than {limits.depth}")
+            raise RemoteProtocolError(
+                "too_deep", f"{where}elements nested deeper than {limits.depth}"
+            )
         for name, value in element.attrib.items():
             if len(value) > limits.attribute_bytes and not (
                 element.tag == "link" and name == "line"  # checked as a document of its own
             ):
                 raise RemoteProtocolError(
                     "attribute_too_long",
-                    f"an attribute of <{element.tag}> is longer than {limits.attribute_bytes} "
+                    f"{where}an attribute of <{element.tag}> is longer than "
+                    f"{limits.attribute_bytes} "
                     "(limit_attribute_bytes)",
                 )
         if element.text is not None and len(element.text) > limits.message_bytes:
-            raise RemoteProtocolError("oversized", "element text too long")
+            raise RemoteProtocolError("oversized", f"{where}element text too long")
         stack.extend((child, depth + 1) for child in element)
 
 
@@ -140,7 +143,7 @@ def _parse_document(data: bytes, limits: XmlLimits, where: str) -> etree._Elemen
         raise RemoteProtocolError("malformed", f"{where}not well-formed XML: {exc}") from None
     if root is None or root.tag != "event":
         raise RemoteProtocolError("malformed", f"{where}the root element is not <event>")
-    _check_shape(root, limits)
+    _check_shape(root, limits, where)
     return root
 
 
