@@ -26,7 +26,7 @@ from msgspec.structs import replace
 from shapely.geometry import Polygon
 from shapely.prepared import PreparedGeometry, prep
 
-from commonsky.model import Category, CotEvent, Disclosure, Item, Point
+from commonsky.model import UNKNOWN, Category, CotEvent, Disclosure, Item, Point, known
 
 SEPARATOR = "::"
 _RANK = {Disclosure.CONFLICTS_ONLY: 0, Disclosure.GENERALIZED: 1, Disclosure.FULL: 2}
@@ -187,13 +187,13 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
     remarks, links, device info).
     """
     p = event.point
-    hae = p.hae if p.hae >= 9999999.0 else round(p.hae / 500.0) * 500.0
+    # What is unknown (CoT's 9999999, or NaN) stays unknown: nothing to snap or round.
     point = Point(
-        lat=max(-90.0, min(90.0, snap(p.lat, grid_deg))),
-        lon=max(-180.0, min(180.0, snap(p.lon, grid_deg))),
-        hae=hae,
-        ce=max(p.ce if p.ce < 9999999.0 else 0.0, grid_deg * 111_320.0),
-        le=500.0 if p.hae < 9999999.0 else 9999999.0,
+        lat=max(-90.0, min(90.0, snap(p.lat, grid_deg))) if p.position_known else p.lat,
+        lon=max(-180.0, min(180.0, snap(p.lon, grid_deg))) if p.position_known else p.lon,
+        hae=round(p.hae / 500.0) * 500.0 if p.hae_known else p.hae,
+        ce=max(p.ce if known(p.ce) else 0.0, grid_deg * 111_320.0),
+        le=500.0 if p.hae_known else UNKNOWN,
     )
     atoms = event.type.split("-")
     return CotEvent(

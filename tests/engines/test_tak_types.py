@@ -192,3 +192,33 @@ def test_a_drawing_carrying_the_airspace_extension_is_airspace() -> None:
     # Only as an element of <detail>, not as text somebody wrote.
     remark = event("t", "u-d-f-m", detail="<remarks>&lt;csky_airspace/&gt;</remarks>")
     assert category_of_event(remark) is Category.DRAWING
+
+
+@pytest.mark.parametrize("disclosure", ["full", "generalized"])
+def test_an_item_of_unknown_position_goes_everywhere_an_item_goes(
+    tmp_path: Path, disclosure: str
+) -> None:
+    """NaN in `<point>` (ATAK's acks write it) through store, ledger and every rendering."""
+    import math
+
+    from commonsky.hub.core import item_json
+
+    agreement = {**everything_from("USA", ["JPN"]), "disclosure": disclosure}
+    world = make_world(tmp_path, [agreement])
+    nowhere = parse_event(
+        b'<event version="2.0" uid="ANDROID-1-9-1-1" type="b-a-o-tbl" time="2027-01-15T08:00:00Z"'
+        b' start="2027-01-15T08:00:00Z" stale="2027-01-15T09:00:00Z" how="m-g">'
+        b'<point lat="NaN" lon="NaN" hae="NaN" ce="NaN" le="NaN"/>'
+        b'<detail><emergency type="911 Alert">RAVEN1</emergency></detail></event>'
+    )
+    item = world.send("USA", nowhere)
+    assert item.seq > 0  # stored (and so recorded in the ledger)
+    for party in ("USA", "JPN"):
+        for pending in world.outboxes[party].take():
+            for mode in ("xml", "proto", "json"):
+                assert pending.rendered.wire(pending.variant, mode)
+    got = item_json(item, item.event)
+    assert all(math.isnan(got[k]) for k in ("lat", "lon", "hae"))
+    again = make_world(tmp_path, [agreement])  # and it does not stop the hub starting again
+    (replayed,) = again.take("JPN")
+    assert replayed.type.startswith("b-a-o") and not replayed.point.position_known
