@@ -181,8 +181,9 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
     """What `generalized` disclosure delivers.
 
     Position snapped to the centre of a `grid_deg` cell (0.1° ≈ 11 km by default), height
-    to the nearest 500 m, ce/le widened to cover the cell; type cut to its first three atoms
-    (e.g. `a-h-A`: affiliation and battle dimension — enough for a map symbol); uid replaced
+    to the nearest 500 m, ce/le widened to cover the cell; an atom's type (`a-…`) cut to its
+    first three atoms (e.g. `a-h-A`: affiliation and battle dimension — enough for a map
+    symbol), other types kept (they name the category); uid replaced
     by an opaque stable handle; times kept; every detail dropped (callsign, speed, course,
     remarks, links, device info).
     """
@@ -195,10 +196,13 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
         ce=max(p.ce if known(p.ce) else 0.0, grid_deg * 111_320.0),
         le=500.0 if p.hae_known else UNKNOWN,
     )
-    atoms = event.type.split("-")
+    # Only an atom's type (`a-…`) is coarsened: its later atoms are the MIL-STD-2525
+    # function. Any other type names the kind of thing it is — its category — and cut short
+    # it would be another category (`b-r-f-h-c` a `b-r-f`, `u-d-f-m` a `u-d-f`).
+    cot_type = "-".join(event.type.split("-")[:3]) if event.type.startswith("a-") else event.type
     return CotEvent(
         uid=opaque_uid(secret, party, event.uid),
-        type="-".join(atoms[:3]),
+        type=cot_type,
         time=event.time,
         start=event.start,
         stale=event.stale,

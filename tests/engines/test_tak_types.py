@@ -222,3 +222,14 @@ def test_an_item_of_unknown_position_goes_everywhere_an_item_goes(
     again = make_world(tmp_path, [agreement])  # and it does not stop the hub starting again
     (replayed,) = again.take("JPN")
     assert replayed.type.startswith("b-a-o") and not replayed.point.position_known
+
+
+@pytest.mark.parametrize("cot_type", sorted(t for t, (c, _) in SHAPES.items() if c is not None))
+def test_the_demos_independent_leak_checker_classifies_alike(cot_type: str) -> None:
+    """demo/checks.py keeps its own table (so a policy bug cannot hide in both); the two
+    must agree on every type TAK clients send, or the demo would cry leak or miss one."""
+    from commonsky.demo.checks import kind_of
+
+    category = category_of(cot_type)
+    assert category is not None
+    assert kind_of(cot_type) == category.value
