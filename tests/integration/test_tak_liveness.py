@@ -15,19 +15,18 @@ from tests.integration.test_tak_tcp import FULL_TRACKS, metric, track
 
 async def test_a_client_that_is_sent_traffic_is_not_closed_as_idle(make_hub) -> None:
     """A stationary ATAK says nothing for minutes while it hears traffic (it pings only
-    after 15 s of silence); here timeout_idle_s is 0.6 s and it says nothing for 2 s."""
-    async with make_hub([FULL_TRACKS], server={"timeout_idle_s": 0.6}) as hub:
-        jpn: TakClient = await hub.connect("JPN")  # only listens
-        for n in range(20):
-            usa = await hub.connect("USA", settle=0)
+    after 15 s of silence); here timeout_idle_s is 1.5 s and it says nothing for 4 s."""
+    async with make_hub([FULL_TRACKS], server={"timeout_idle_s": 1.5}) as hub:
+        usa, jpn = await hub.connect_all(("USA", "JPN"))  # JPN only listens
+        loop = asyncio.get_running_loop()
+        end, n = loop.time() + 4.0, 0
+        while loop.time() < end:
             usa.send(track(f"T{n}"))
             await jpn.wait_for(lambda e, n=n: e["uid"] == f"USA::T{n}")
-            await usa.close()  # each sender lives 0.1 s: never idle itself
+            n += 1
             await asyncio.sleep(0.1)
         assert await metric(hub, "commonsky_connections_closed_total", reason="idle") == 0
-        # The listener is still connected: it still receives.
-        usa = await hub.connect("USA", settle=0)
-        usa.send(track("last"))
+        usa.send(track("last"))  # the listener is still connected: it still receives
         await jpn.wait_for(lambda e: e["uid"] == "USA::last")
 
 
