@@ -263,12 +263,19 @@ class Hub:
         pool, other = (self.durable, self.live) if durable else (self.live, self.durable)
         # (Popping first also makes the picture's order the order of last updates, which
         # likewise must not depend on anyone's invisible history.)
-        # A transient message (a receipt, a cancel) is relayed and never kept; one that
-        # shares a uid with an item (an emergency's cancel) removes it.
-        other.pop(item.key, None)
-        pool.pop(item.key, None)
-        if item.event.stale > now and not transient:
-            pool[item.key] = rendered
+        if not transient:
+            other.pop(item.key, None)
+            pool.pop(item.key, None)
+            if item.event.stale > now:
+                pool[item.key] = rendered
+        else:
+            # A message (receipt, file transfer, cancel) is relayed and never kept. It ends
+            # the item of its uid only if that is of its own category — an emergency's
+            # cancel; ATAK's file-transfer acknowledgement carries its device's uid, and
+            # must not end that device's position.
+            kept = pool.get(item.key)
+            if kept is not None and kept.item.category is item.category:
+                del pool[item.key]
         routes = self.route(item, now)
         self._fan_out(rendered, routes, durable, transient)
         for observer in self.observers:

@@ -233,3 +233,19 @@ def test_the_demos_independent_leak_checker_classifies_alike(cot_type: str) -> N
     category = category_of(cot_type)
     assert category is not None
     assert kind_of(cot_type) == category.value
+
+
+def test_a_message_ends_no_item_of_another_category(tmp_path: Path) -> None:
+    """ATAK's file-transfer acknowledgement uses its device's uid (corpus 055): the device's
+    position stays in the picture a late joiner gets."""
+    world = make_world(tmp_path, [everything_from("USA", ["JPN"])])
+    world.send("USA", event("ANDROID-077658", "a-f-G-U-C", detail='<contact callsign="A1"/>'))
+    world.send("USA", shaped("b-f-t-a", uid="ANDROID-077658"))
+    world.send("USA", event("ANDROID-077658", "b-t-f-r", detail='<__chatreceipt messageId="m"/>'))
+    from commonsky.hub.core import Connection
+    from commonsky.hub.outbox import Outbox
+
+    late = Outbox(100, 100)
+    world.hub.attach(Connection("JPN", "late", "test", late, lambda: "xml", lambda r: None, "j2"))
+    got = [parse_event(p.rendered.wire(p.variant, "xml")) for p in late.take()]
+    assert [(e.uid, e.type) for e in got] == [("USA::ANDROID-077658", "a-f-G-U-C")]

@@ -9,7 +9,6 @@ import logging
 import pytest
 import takproto
 
-from tests.conftest import TakClient
 from tests.integration.test_tak_tcp import FULL_TRACKS, metric, track
 
 
