@@ -21,6 +21,7 @@ import typer
 from typer._click import exceptions as click
 
 from commonsky.alerts import cli as alerts_cli
+from commonsky.bench import hotline as hotline_bench
 from commonsky.bench import store as store_bench
 from commonsky.bench import warnings as warnings_bench
 from commonsky.deconflict import cli as deconflict_cli
@@ -271,6 +272,7 @@ def _register_optional_commands() -> None:
     bench_app.command("map")(web_map_bench.bench)
     bench_app.command("warnings")(warnings_bench.bench)
     bench_app.command("store")(store_bench.bench)
+    bench_app.command("hotline")(hotline_bench.bench)
 
 
 _register_optional_commands()

@@ -30,6 +30,7 @@ from commonsky.engines.warnings import report_event, report_from_raw
 from commonsky.errors import RemoteProtocolError, StoreUnavailable
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
+from commonsky.ledger.log import Receipt
 from commonsky.model import Category, CotEvent, Point
 from commonsky.protocol.cot import XmlLimits, parse_event, quote
 from commonsky.services import Services
@@ -56,6 +57,19 @@ def authenticate(services: Services, token: str | None) -> str:
     raise ApiError(401, "unknown token")
 
 
+def caller(services: Services, token: str | None) -> str | None:
+    """Who a bearer token speaks for: None for the operator (`operator_token`), else the
+    party (raises ApiError 401 for none or an unknown token)."""
+    operator = str(services.hub.settings.operator_token)
+    if token and operator and hmac.compare_digest(operator.encode(), token.encode()):
+        return None
+    return authenticate(services, token)
+
+
+def bearer_token(request: Request) -> str | None:
+    return _token(request)
+
+
 def _token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -73,6 +87,21 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise ApiError(413, f"body over limit_http_body_bytes={limit}")
     return bytes(body)
+
+
+HOTLINE_PAGE_MAX = 500  # messages per history page
+
+
+def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name}: not an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name}: must be between {low} and {high}")
+    return value
 
 
 def json_error(status: int, reason: str) -> JSONResponse:
@@ -161,7 +190,12 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return JSONResponse([fused_json(e) for e in views.values()])
 
     async def hotline_history(request: Request, party: str) -> Response:
-        return JSONResponse(services.hotline.history(party, request.query_params.get("with")))
+        params = request.query_params
+        limit = _int_param(params.get("limit"), "limit", 100, 1, HOTLINE_PAGE_MAX)
+        before = _int_param(params.get("before"), "before", 0, 1, 1 << 62) or None
+        page, more = services.hotline.history_page(party, params.get("with"), before, limit)
+        headers = {"X-Next-Before": str(more)} if more is not None else {}
+        return JSONResponse(page, headers=headers)
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -226,34 +260,55 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         message_id = request.path_params["message_id"]
         raw = await body_json(request) if int(request.headers.get("content-length") or 0) else {}
         message = services.hotline.resolve(party, message_id)
-        if message is None:
-            known = any(m.id == message_id for m in services.hotline.messages.values())
-            raise ApiError(
-                403 if known else 404,
-                "not a recipient of this message" if known else "no such message",
-            )
+        if message is None:  # not there, or not for this party: one answer for both
+            raise ApiError(404, "no such message for this party")
         statement = services.check_signature(
             party, {"ack": message_id}, raw.get("signature") if isinstance(raw, dict) else None
         )
-        services.hotline.acknowledge(party, message_id, hub.clock(), via="api", statement=statement)
-        return JSONResponse(message.to_json(hub.clock()))
+        acked = services.hotline.acknowledge(
+            party, message_id, hub.clock(), via="api", statement=statement
+        )
+        return JSONResponse((acked or message).to_json(hub.clock()))
 
-    async def ledger_checkpoint(request: Request, party: str) -> Response:
-        if services.recorder is None:
-            raise ApiError(404, "no ledger")
-        return JSONResponse(services.recorder.ledger.checkpoint().to_json())
+    async def ledger_checkpoint(request: Request) -> Response:
+        # A party gets the latest signed tree head (signed afresh at most once per
+        # `timeout_checkpoint_s`, so polling it cannot time other parties' traffic); the
+        # operator may ask for a fresh one.
+        try:
+            who = caller(services, _token(request))
+            if services.recorder is None:
+                raise ApiError(404, "no ledger")
+            ledger = services.recorder.ledger
+            if who is None:
+                return JSONResponse(ledger.checkpoint().to_json())
+            return JSONResponse(services.party_checkpoint().to_json())
+        except ApiError as exc:
+            return json_error(exc.status, exc.reason)
 
     async def ledger_receipt(request: Request, party: str) -> Response:
         if services.recorder is None:
             raise ApiError(404, "no ledger")
+        ledger = services.recorder.ledger
+        raw = request.path_params["seq"]
+        # Outside the audience or not there: the same answer (no oracle of what exists).
+        missing = ApiError(404, f"no entry {raw[:20]!r} for this party")
         try:
-            seq = int(request.path_params["seq"])
-            entry = services.recorder.ledger.entry(seq)
-        except (ValueError, LookupError, Exception) as exc:
-            raise ApiError(404, f"no entry {request.path_params['seq']!r}") from exc
-        if not entry.visible_to(party):
-            raise ApiError(403, "entry outside your audience")
-        return JSONResponse(services.recorder.ledger.receipt(seq).to_json())
+            seq = int(raw)
+            entry = ledger.entry(seq) if 0 <= seq < ledger.size else None
+        except (ValueError, LookupError, Exception):
+            raise missing from None
+        if entry is None or not entry.visible_to(party):
+            raise missing
+        cp = services.party_checkpoint()
+        if cp.size <= seq:
+            wait = services.checkpoint_due_in()
+            return JSONResponse(
+                {"error": f"entry {seq} is not in a signed checkpoint yet; retry in {wait} s"},
+                status_code=409,
+                headers={"Retry-After": str(wait)},
+            )
+        receipt = Receipt(seq, ledger.leaf(seq), ledger.inclusion_proof(seq, cp.size), cp)
+        return JSONResponse(receipt.to_json())
 
     # ---- live ---------------------------------------------------------------------------
 
@@ -262,6 +317,11 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             party = authenticate(services, ws.query_params.get("token"))
         except ApiError:
             await ws.close(code=4401)
+            return
+        refused = hub.admit(party)
+        if refused is not None:
+            hub.metrics.close(refused)
+            await ws.close(code=1013, reason=refused)  # "try again later"
             return
         await ws.accept()
         outbox = Outbox(
@@ -304,6 +364,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                     )
                     await ws.send_bytes(payload)
                     hub.record_delivery(conn, batch)
+                if outbox.backlog is not None:
+                    outbox.ready.set()  # the next page of the replay, once this one is sent
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -344,7 +406,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         Route("/api/hotline", party_route(hotline_history)),
         Route("/api/hotline/send", party_route(post_hotline), methods=["POST"]),
         Route("/api/hotline/{message_id}/ack", party_route(post_ack), methods=["POST"]),
-        Route("/api/ledger/checkpoint", party_route(ledger_checkpoint)),
+        Route("/api/ledger/checkpoint", ledger_checkpoint),
         Route("/api/ledger/receipts/{seq}", party_route(ledger_receipt)),
         WebSocketRoute("/api/ws", websocket),
     ]
@@ -444,15 +506,25 @@ def openapi_paths() -> dict[str, Any]:
         "/api/launch": op("Submit a launch report.", "post", "application/json"),
         "/api/launch/events": op("Launch events fused from the reports this party may see."),
         "/api/conflicts": op("Current conflict notices for this party."),
-        "/api/hotline": op("Hotline history (?with=PARTY)."),
+        "/api/hotline": op(
+            "Hotline history, a page of the newest messages oldest first (?with=PARTY"
+            "&limit=1..500, default 100&before=SEQ); the X-Next-Before header is the "
+            "cursor of the next older page."
+        ),
         "/api/hotline/send": op(
             "Send a hotline message {to, text, uid?, signature?}.", "post", "application/json"
         ),
         "/api/hotline/{message_id}/ack": op(
             "Acknowledge a hotline message.", "post", "application/json"
         ),
-        "/api/ledger/checkpoint": op("A fresh signed ledger checkpoint."),
-        "/api/ledger/receipts/{seq}": op("An entry with its inclusion proof."),
+        "/api/ledger/checkpoint": op(
+            "The latest signed ledger checkpoint (signed afresh at most once per "
+            "timeout_checkpoint_s; with the operator token, always fresh)."
+        ),
+        "/api/ledger/receipts/{seq}": op(
+            "An entry of this party's audience with its inclusion proof (404 for an entry "
+            "outside it or not there alike; 409 with Retry-After before a checkpoint covers it)."
+        ),
         "/api/ws": op("WebSocket (?token=): JSON arrays of items as they are delivered."),
         "/cap/feed.atom": {
             "get": {

@@ -34,9 +34,16 @@ def build_app(services: Services) -> Starlette:
         )
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(
-            hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        # The operator (Prometheus, with `operator_token`) sees everything; a party's own
+        # token shows its own series only; no token, nothing.
+        from commonsky.http.api import ApiError, bearer_token, caller
+
+        try:
+            who = caller(services, bearer_token(request))
+        except ApiError as exc:
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        text = hub.metrics.render() if who is None else hub.metrics.render_for(who)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     paths: dict[str, Any] = {
         "/healthz": {
@@ -47,8 +54,13 @@ def build_app(services: Services) -> Starlette:
         },
         "/metrics": {
             "get": {
-                "summary": "Prometheus metrics.",
-                "responses": {"200": {"description": "text exposition format"}},
+                "summary": "Prometheus metrics: all with the operator token, a party's own "
+                "series with its token.",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {"description": "text exposition format"},
+                    "401": {"description": "no or wrong token"},
+                },
             }
         },
         "/openapi.json": {

@@ -48,12 +48,13 @@ def tls_context(config: ListenerConfig) -> ssl.SSLContext:
     return context
 
 
-def _subject(peercert: object) -> dict[str, str]:
-    fields: dict[str, str] = {}
+def _subject(peercert: object) -> dict[str, list[str]]:
+    """Every value of each attribute of the certificate's subject (a name may repeat)."""
+    fields: dict[str, list[str]] = {}
     if isinstance(peercert, dict):
         for rdn in peercert.get("subject", ()):
             for name, value in rdn:
-                fields[name] = value
+                fields.setdefault(name, []).append(value)
     return fields
 
 
@@ -71,17 +72,17 @@ class TakListener:
             s.get_int("limit_attribute_bytes"),
         )
         self.tasks: set[asyncio.Task[None]] = set()
+        self.context: ssl.SSLContext | None = None
 
     async def start(self) -> None:
-        context = tls_context(self.config) if self.config.kind == "tak-tls" else None
-        handshake = self.hub.settings.get_float("tls_handshake_timeout_s") if context else None
+        # TLS is started per connection (`_handshake`), after the limits on unauthenticated
+        # connections are checked: asyncio's own TLS server would hold any number of them.
+        self.context = tls_context(self.config) if self.config.kind == "tak-tls" else None
         try:
             self.server = await asyncio.start_server(
                 self._handle,
                 self.config.host,
                 self.config.port,
-                ssl=context,
-                ssl_handshake_timeout=handshake,
                 limit=self.limits.message_bytes * 2,
             )
         except OSError as exc:
@@ -98,19 +99,94 @@ class TakListener:
         assert task is not None
         self.tasks.add(task)
         try:
-            await self._serve(reader, writer)
+            if self.context is None or await self._handshake(writer):
+                await self._serve(reader, writer)
+            else:
+                writer.transport.abort()
         finally:
             self.tasks.discard(task)
+
+    async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
+        """TLS for one connection, within `limit_handshakes` (hub-wide) and
+        `limit_handshakes_per_address`: before its certificate names a party, a connection
+        counts against its address, so nobody can hold every socket without credentials."""
+        assert self.context is not None
+        settings = self.hub.settings
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        pending = self.hub.handshaking
+        if sum(pending.values()) >= settings.get_int("limit_handshakes"):
+            self.hub.metrics.close("limit_handshakes")
+            self.hub.log_limited(
+                log,
+                "limit_handshakes",
+                address,
+                "%s: too many TLS handshakes in progress (limit_handshakes); closing one from %s",
+                self.name,
+                address,
+            )
+            return False
+        if pending.get(address, 0) >= settings.get_int("limit_handshakes_per_address"):
+            self.hub.metrics.close("limit_handshakes_per_address")
+            self.hub.log_limited(
+                log,
+                "limit_handshakes_per_address",
+                address,
+                "%s: %s has too many TLS handshakes in progress "
+                "(limit_handshakes_per_address); closing",
+                self.name,
+                address,
+            )
+            return False
+        pending[address] = pending.get(address, 0) + 1
+        try:
+            await writer.start_tls(
+                self.context, ssl_handshake_timeout=settings.get_float("tls_handshake_timeout_s")
+            )
+            return True
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            self.hub.metrics.refuse("tls_handshake")
+            self.hub.log_limited(
+                log,
+                "tls_handshake",
+                address,
+                "%s: TLS handshake with %s failed: %s",
+                self.name,
+                address,
+                exc,
+            )
+            return False
+        finally:
+            pending[address] -= 1
+            if not pending[address]:
+                del pending[address]
 
     def _identity(self, writer: asyncio.StreamWriter) -> tuple[str, str] | None:
         if self.config.kind == "tak-tcp":
             assert self.config.party is not None
             return self.config.party, ""
         subject = _subject(writer.get_extra_info("peercert"))
-        party, user = subject.get("organizationName"), subject.get("commonName")
+        orgs, names = subject.get("organizationName", []), subject.get("commonName", [])
+        if len(orgs) != 1 or len(names) != 1:
+            # Two O values would leave the party to whichever the reader takes: refused.
+            self.hub.metrics.refuse("certificate_subject")
+            self.hub.log_limited(
+                log,
+                "certificate_subject",
+                self.name,
+                "%s: certificate has %d O and %d CN values (exactly one each is required); closing",
+                self.name,
+                len(orgs),
+                len(names),
+            )
+            return None
+        party, user = orgs[0], names[0]
         if not party or not user or party not in self.hub.policy.parties:
             self.hub.metrics.refuse("unknown_party")
-            log.warning(
+            self.hub.log_limited(
+                log,
+                "unknown_party",
+                self.name,
                 "%s: certificate O=%r CN=%r names no declared party; closing",
                 self.name,
                 party,
@@ -127,11 +203,22 @@ class TakListener:
         if identity is None:
             writer.close()
             return
-        if sum(len(g) for g in hub.connections.values()) >= settings.get_int("limit_connections"):
-            hub.metrics.close("limit_connections")
-            writer.close()
-            return
         party, user = identity
+        refused = hub.admit(party)
+        if refused is not None:
+            hub.metrics.close(refused)
+            hub.log_limited(
+                log,
+                refused,
+                party,
+                "%s %s: at %s; closing a new connection from %s",
+                self.name,
+                party,
+                refused,
+                peer,
+            )
+            writer.transport.abort()
+            return
         stream = TakStream(self.limits)
         closing: list[str] = []
 
@@ -170,6 +257,8 @@ class TakListener:
                 writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
                 hub.record_delivery(conn, batch)
                 liveness.sent(time.monotonic())
+            if conn.outbox.backlog is not None:
+                conn.outbox.ready.set()  # more of the replay owed: next page once it drains
 
         liveness = Liveness.start(
             time.monotonic(),
@@ -186,7 +275,10 @@ class TakListener:
                 now = time.monotonic()
                 expired = liveness.expired(now)
                 if expired is not None:
-                    log.info(
+                    hub.log_limited(
+                        log,
+                        expired,
+                        conn.id,
                         "%s %s/%s: closing, %s timeout (%s)",
                         self.name,
                         party,
@@ -195,6 +287,7 @@ class TakListener:
                         "timeout_partial_event_s"
                         if expired == "partial_event"
                         else "timeout_idle_s: nothing received or sent",
+                        level=logging.INFO,
                     )
                     if expired == "partial_event":
                         hub.metrics.refuse("partial_event")
@@ -230,7 +323,10 @@ class TakListener:
                     if isinstance(event, MessageRefused):
                         conn.refusals += 1
                         hub.metrics.refuse(event.reason)
-                        log.warning(
+                        hub.log_limited(
+                            log,
+                            event.reason,
+                            conn.id,
                             "%s %s/%s refused (%s): %s",
                             self.name,
                             party,
@@ -242,7 +338,17 @@ class TakListener:
                             close("refusals" if not event.fatal else event.reason)
                             break
         except (ConnectionError, ssl.SSLError) as exc:
-            log.info("%s %s/%s: connection lost: %s", self.name, party, conn.user or peer, exc)
+            hub.log_limited(
+                log,
+                "connection_lost",
+                party,
+                "%s %s/%s: connection lost: %s",
+                self.name,
+                party,
+                conn.user or peer,
+                exc,
+                level=logging.INFO,
+            )
         finally:
             hub.detach(conn)
             writer_task.cancel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import secrets
 import time
 from collections.abc import Callable
@@ -17,9 +18,11 @@ from pathlib import Path
 import uvicorn
 
 from commonsky.config import HubConfig, parse_hostport
+from commonsky.errors import UsageError
 from commonsky.http.app import build_app
 from commonsky.policy import Policy
 from commonsky.services import Services
+from commonsky.settings import Settings
 from commonsky.store import open_store
 
 from .core import Hub
@@ -39,9 +42,39 @@ def hub_secret(data_dir: Path) -> bytes:
     return path.read_bytes()
 
 
+FD_RESERVE = 256  # HTTP clients, the stores and ledger, logs, the listening sockets
+
+
+def fd_budget(settings: Settings) -> int:
+    """File descriptors the connection limits may need at once."""
+    return settings.get_int("limit_connections") + settings.get_int("limit_handshakes") + FD_RESERVE
+
+
+def ensure_fd_budget(settings: Settings) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, or refuse to start (one line) when even
+    the hard limit is below `fd_budget`: a hub that runs out of descriptors cannot accept on
+    any listener or serve its API (1,000 idle sockets under `ulimit -n 1024` did just that).
+    Returns the soft limit in force."""
+    need = fd_budget(settings)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, need)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise UsageError(
+            f"open-file limit {soft} is below the {need} the connection limits need "
+            f"(limit_connections + limit_handshakes + {FD_RESERVE}); raise `ulimit -n` "
+            "or lower limit_connections"
+        )
+    return int(soft)
+
+
 class HubServer:
     def __init__(self, config: HubConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        ensure_fd_budget(config.settings)
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = open_store(str(config.settings.store_url), data_dir)
@@ -103,6 +136,7 @@ class HubServer:
                     continue
                 last_tick = now
                 self.services.tick()
+                self.hub.logs.flush()
                 if now - last_prune >= 5.0:
                     self.hub.prune()
                     last_prune = now

@@ -100,3 +100,27 @@ def test_hostile_uids_and_details_are_kept_exactly(open_store: Callable[[], Stor
     assert [i.uid for i in again.since(0)] == HOSTILE
     assert sorted(i.uid for i in again.active(0.0)) == sorted(HOSTILE)  # each its own key
     assert again.append(item("after")) == len(HOSTILE) + 1
+
+
+def test_hotline_rows_are_kept_paged_and_found_by_key(open_store: Callable[[], Store]) -> None:
+    from commonsky.store import HotlineRow
+
+    store = open_store()
+    with store.transaction():
+        for seq in range(1, 8):
+            to = "RUS" if seq % 2 else "JPN"
+            store.put_hotline(
+                HotlineRow(seq, "USA", f"m{seq}\x00", ("USA", to), seq < 5, 100.0, b"v%d" % seq)
+            )
+        store.put_hotline(HotlineRow(3, "USA", "m3\x00", ("USA", "RUS"), False, 100.0, b"new"))
+        store.set_meta("k", "1")
+    store.close()
+    again = open_store()
+    assert again.hotline("USA", "m3\x00") == b"new" and again.hotline("USA", "m3") is None
+    assert again.hotline_open(50.0) == [b"v1", b"v2", b"v4"]
+    assert again.hotline_open(100.0) == []  # stale ones are not open
+    assert [s for s, _ in again.hotline_page("USA", None, None, 3)] == [7, 6, 5]
+    assert [s for s, _ in again.hotline_page("USA", None, 5, 3)] == [4, 3, 2]
+    assert [s for s, _ in again.hotline_page("USA", "RUS", None, 10)] == [7, 5, 3, 1]
+    assert [s for s, _ in again.hotline_page("RUS", "JPN", None, 10)] == []
+    assert again.meta("k") == "1" and again.meta("other") is None
