@@ -26,7 +26,13 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", str, "var/hub", "Folder for the SQLite database, ledger and keys."),
+    Setting(
+        "data_dir",
+        str,
+        "var/hub",
+        "Folder for the SQLite database, ledger and keys (relative to the config file; "
+        "one hub at a time).",
+    ),
     Setting(
         "store_url",
         str,

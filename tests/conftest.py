@@ -201,8 +201,8 @@ class RunningHub:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(config: HubConfig) -> AsyncIterator[RunningHub]:
-    server = HubServer(config)
+async def running_hub(config: HubConfig, init: bool = False) -> AsyncIterator[RunningHub]:
+    server = HubServer(config, init=init)
     await server.start()
     running = RunningHub(server)
     try:

@@ -32,6 +32,7 @@ from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.ledger.log import Receipt
 from commonsky.model import Category, CotEvent, Point
+from commonsky.policy import Policy
 from commonsky.protocol.cot import XmlLimits, parse_event, quote
 from commonsky.services import Services
 
@@ -152,9 +153,19 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
     async def me(request: Request, party: str) -> Response:
         keys = services.party_keys
         signs = keys is not None and keys.raw(party) is not None  # must sign what it sends
+        me = hub.policy.parties[party]
         return JSONResponse(
-            {"party": party, "name": hub.policy.parties[party].name, "signs": signs}
+            {
+                "party": party,
+                "name": me.name,
+                "country": me.country or None,
+                "signs": signs,
+                "clock": clock_json(hub.clock),
+            }
         )
+
+    async def parties(request: Request, party: str) -> Response:
+        return JSONResponse(roster(hub.policy, party, hub.clock()))
 
     async def items(request: Request, party: str) -> Response:
         category = request.query_params.get("category")
@@ -351,6 +362,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             id=f"ws#{uuid.uuid4().hex[:8]}",
         )
         conn.flush = outbox.ready.set
+        peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+        log.info("websocket %s: %s/web connected from %s", conn.id, party, peer)
         hub.attach(conn)
         watcher = asyncio.create_task(watch_client())
         try:
@@ -369,6 +382,13 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            log.info(
+                "websocket %s: %s/web from %s disconnected (%s)",
+                conn.id,
+                party,
+                peer,
+                closed[0] if closed else "closed",
+            )
             hub.detach(conn)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -397,6 +417,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         Route("/cap/feed.atom", cap_feed),
         Route("/cap/alerts/{ident}.xml", cap_alert),
         Route("/api/me", party_route(me)),
+        Route("/api/parties", party_route(parties)),
         Route("/api/items", party_route(items)),
         Route("/api/cot", party_route(post_cot), methods=["POST"]),
         Route("/api/airspace", party_route(post_airspace), methods=["POST"]),
@@ -477,6 +498,42 @@ def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
     )
 
 
+def clock_json(clock: Callable[[], float]) -> dict[str, Any]:
+    """The hub's time and how fast it runs: `rate` > 1 while a demo plays its scenarios
+    compressed (the page then says it shows scenario time)."""
+    rate = float(getattr(clock, "rate", 1.0))
+    return {"time": clock(), "rate": rate, "scenario": bool(getattr(clock, "scenario", False))}
+
+
+def roster(policy: Policy, party: str, now: float) -> list[dict[str, Any]]:
+    """The parties `party` shares an agreement with (either way, in force or not), itself
+    first: id, name, country, and `hotline` — whether a hotline message from `party` would
+    reach it now. Parties it has no agreement with are not named (need to know)."""
+    related = {party}
+    for agreement in policy.agreements:
+        if agreement.provider == party:
+            related.update(agreement.recipients)
+        elif party in agreement.recipients:
+            related.add(agreement.provider)
+    point = chat_event("roster", "-", now, []).point  # where a hotline message stands
+    out = []
+    for pid in sorted(related, key=lambda p: (p != party, p)):
+        known = policy.parties.get(pid)
+        if known is None:
+            continue
+        out.append(
+            {
+                "id": pid,
+                "name": known.name or pid,
+                "country": known.country or None,
+                "you": pid == party,
+                "hotline": pid != party
+                and policy.delivers(party, pid, Category.HOTLINE, point, now),
+            }
+        )
+    return out
+
+
 def openapi_paths() -> dict[str, Any]:
     def op(summary: str, method: str = "get", body: str | None = None) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -495,7 +552,11 @@ def openapi_paths() -> dict[str, Any]:
         return {method: spec}
 
     return {
-        "/api/me": op("The party this token speaks for."),
+        "/api/me": op("The party this token speaks for, and the hub's clock."),
+        "/api/parties": op(
+            "Parties this party has agreements with: id, name, country, and whether a "
+            "hotline message would reach them now."
+        ),
         "/api/items": op(
             "Items the party may see now (?category=&bbox=minlon,minlat,maxlon,maxlat)."
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import ssl
@@ -31,21 +32,69 @@ _ids = itertools.count(1)
 
 
 def tls_context(config: ListenerConfig) -> ssl.SSLContext:
+    """The server side of a `tak-tls` listener: its certificate, and the CA its clients'
+    certificates must chain to. Raises UsageError naming the listener, the file and the fix."""
     assert config.ca is not None
     ca_dir = Path(config.ca)
     cert = config.cert or ca_dir / SERVER_CERT
     key = config.key or ca_dir / SERVER_KEY
+    fix = (
+        f"run `commonsky ca init --dir {ca_dir}`"
+        if config.cert is None
+        else "check the cert and key files it names"
+    )
+    for path in (cert, key, ca_dir / CA_CERT):
+        if not path.is_file():
+            raise UsageError(f"{config.where} (tak-tls): {path} is missing; {fix}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
     try:
         context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(
+            f"{config.where} (tak-tls): {cert} / {key}: not a certificate and its key "
+            f"({_reason(exc)}); {fix}"
+        ) from None
+    try:
         context.load_verify_locations(ca_dir / CA_CERT)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(
-            f"tak-tls listener: cannot load certificates from {ca_dir}: {exc}"
+            f"{config.where} (tak-tls): {ca_dir / CA_CERT}: not a CA certificate "
+            f"({_reason(exc)}); {fix}"
         ) from None
     return context
+
+
+def port_problem(port: int, exc: OSError) -> str:
+    """What an operator should read when a port cannot be bound."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is already in use (another hub or program); stop it or pick another"
+    if exc.errno == errno.EACCES:
+        return f"port {port} needs privileges this user lacks; pick a port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no network interface of this machine has that address"
+    return f"cannot listen ({exc.strerror})"
+
+
+def _reason(exc: BaseException) -> str:
+    """An operator's words for a TLS failure: OpenSSL's verify message or reason code."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return str(exc.verify_message)
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    if isinstance(exc, TimeoutError):
+        return "no handshake within tls_handshake_timeout_s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
 
 
 def _subject(peercert: object) -> dict[str, list[str]]:
@@ -59,7 +108,7 @@ def _subject(peercert: object) -> dict[str, list[str]]:
 
 
 class TakListener:
-    def __init__(self, hub: Hub, config: ListenerConfig) -> None:
+    def __init__(self, hub: Hub, config: ListenerConfig, tls: ssl.SSLContext | None = None) -> None:
         self.hub = hub
         self.config = config
         self.name = f"{config.kind}:{config.host}:{config.port}"
@@ -72,13 +121,15 @@ class TakListener:
             s.get_int("limit_attribute_bytes"),
         )
         self.tasks: set[asyncio.Task[None]] = set()
-        self.context: ssl.SSLContext | None = None
+        # Built now, so a certificate mistake stops the hub before anything is bound.
+        if tls is None and config.kind == "tak-tls":
+            tls = tls_context(config)
+        self.tls = tls
 
     async def start(self) -> None:
-        # TLS is started per connection (`_handshake`), after the limits on unauthenticated
-        # connections are checked: asyncio's own TLS server would hold any number of them.
-        self.context = tls_context(self.config) if self.config.kind == "tak-tls" else None
         try:
+            # TLS is started per connection (`_handle`), not by the server, so that a refused
+            # handshake reaches our log with its peer and reason; asyncio would swallow it.
             self.server = await asyncio.start_server(
                 self._handle,
                 self.config.host,
@@ -86,9 +137,13 @@ class TakListener:
                 limit=self.limits.message_bytes * 2,
             )
         except OSError as exc:
-            raise UsageError(f"listener {self.name}: cannot bind: {exc.strerror}") from None
+            raise UsageError(
+                f"{self.config.where} bind = '{self.config.host}:{self.config.port}': "
+                f"{port_problem(self.config.port, exc)}"
+            ) from None
         self.port = self.server.sockets[0].getsockname()[1]
-        log.info("listening %s (port %d)", self.name, self.port)
+        self.name = f"{self.config.kind}:{self.config.host}:{self.port}"
+        log.info("listening %s", self.name)
 
     async def stop_accepting(self) -> None:
         if self.server is not None:
@@ -99,62 +154,60 @@ class TakListener:
         assert task is not None
         self.tasks.add(task)
         try:
-            if self.context is None or await self._handshake(writer):
-                await self._serve(reader, writer)
-            else:
-                writer.transport.abort()
+            if self.tls is not None and not await self._handshake(writer):
+                return
+            await self._serve(reader, writer)
         finally:
             self.tasks.discard(task)
 
     async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
         """TLS for one connection, within `limit_handshakes` (hub-wide) and
         `limit_handshakes_per_address`: before its certificate names a party, a connection
-        counts against its address, so nobody can hold every socket without credentials."""
-        assert self.context is not None
+        counts against its address, so nobody can hold every socket without credentials.
+        A refusal is logged (rate-limited) with the peer and the reason (no client
+        certificate, unknown CA, expired, not a client certificate…); the connection is
+        aborted whenever this returns False."""
+        assert self.tls is not None
         settings = self.hub.settings
-        peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        peer = _peer(writer)
+        address = peer.rpartition(":")[0] or peer
         pending = self.hub.handshaking
+        refused: str | None = None
         if sum(pending.values()) >= settings.get_int("limit_handshakes"):
-            self.hub.metrics.close("limit_handshakes")
+            refused = "limit_handshakes"
+        elif pending.get(address, 0) >= settings.get_int("limit_handshakes_per_address"):
+            refused = "limit_handshakes_per_address"
+        if refused is not None:
+            self.hub.metrics.close(refused)
             self.hub.log_limited(
                 log,
-                "limit_handshakes",
+                refused,
                 address,
-                "%s: too many TLS handshakes in progress (limit_handshakes); closing one from %s",
+                "%s: TLS connection from %s refused: too many handshakes in progress (%s)",
                 self.name,
-                address,
+                peer,
+                refused,
             )
-            return False
-        if pending.get(address, 0) >= settings.get_int("limit_handshakes_per_address"):
-            self.hub.metrics.close("limit_handshakes_per_address")
-            self.hub.log_limited(
-                log,
-                "limit_handshakes_per_address",
-                address,
-                "%s: %s has too many TLS handshakes in progress "
-                "(limit_handshakes_per_address); closing",
-                self.name,
-                address,
-            )
+            writer.transport.abort()
             return False
         pending[address] = pending.get(address, 0) + 1
         try:
             await writer.start_tls(
-                self.context, ssl_handshake_timeout=settings.get_float("tls_handshake_timeout_s")
+                self.tls, ssl_handshake_timeout=settings.get_float("tls_handshake_timeout_s")
             )
             return True
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
+        except (OSError, TimeoutError, EOFError) as exc:
             self.hub.metrics.refuse("tls_handshake")
             self.hub.log_limited(
                 log,
                 "tls_handshake",
                 address,
-                "%s: TLS handshake with %s failed: %s",
+                "%s: TLS handshake from %s refused: %s",
                 self.name,
-                address,
-                exc,
+                peer,
+                _reason(exc),
             )
+            writer.transport.abort()
             return False
         finally:
             pending[address] -= 1
@@ -187,8 +240,9 @@ class TakListener:
                 log,
                 "unknown_party",
                 self.name,
-                "%s: certificate O=%r CN=%r names no declared party; closing",
+                "%s: TLS client %s refused: certificate O=%r CN=%r names no declared party",
                 self.name,
+                _peer(writer),
                 party,
                 user,
             )
@@ -198,7 +252,7 @@ class TakListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hub = self.hub
         settings = hub.settings
-        peer = str(writer.get_extra_info("peername"))
+        peer = _peer(writer)
         identity = self._identity(writer)
         if identity is None:
             writer.close()
@@ -211,11 +265,12 @@ class TakListener:
                 log,
                 refused,
                 party,
-                "%s %s: at %s; closing a new connection from %s",
+                "%s: %s/%s from %s refused: %s reached",
                 self.name,
                 party,
-                refused,
+                user or "?",
                 peer,
+                refused,
             )
             writer.transport.abort()
             return
@@ -266,6 +321,7 @@ class TakListener:
             settings.get_float("timeout_partial_event_s"),
         )
         conn.flush = flush
+        log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
         writer.write(stream.offer(hub.clock()))
         hub.attach(conn)
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
@@ -338,18 +394,16 @@ class TakListener:
                             close("refusals" if not event.fatal else event.reason)
                             break
         except (ConnectionError, ssl.SSLError) as exc:
-            hub.log_limited(
-                log,
-                "connection_lost",
-                party,
-                "%s %s/%s: connection lost: %s",
+            closing.append(f"connection lost: {exc}")
+        finally:
+            log.info(
+                "%s: %s/%s from %s disconnected (%s)",
                 self.name,
                 party,
-                conn.user or peer,
-                exc,
-                level=logging.INFO,
+                conn.user or "?",
+                peer,
+                closing[0] if closing else "closed by the client",
             )
-        finally:
             hub.detach(conn)
             writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from commonsky.errors import UsageError
 from commonsky.model import Item
 
 
@@ -83,10 +85,18 @@ class Store(Protocol):
         ...
 
     def meta(self, key: str) -> str | None:
-        """A small value the hub keeps about its own store (format markers)."""
+        """A small value the hub keeps beside its items (`hub_id`, see `hub/datadir.py`;
+        format markers)."""
         ...
 
-    def set_meta(self, key: str, value: str) -> None: ...
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep `value` under `key`, committed before it returns (or with the enclosing
+        `transaction()` block)."""
+        ...
+
+    def count(self) -> int:
+        """How many durable items are stored."""
+        ...
 
     def close(self) -> None: ...
 
@@ -122,11 +132,21 @@ class NestedBlocks:
                     self._block_ended()
 
 
+def redacted(url: str) -> str:
+    """A store URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
 def open_store(url: str, data_dir: Path) -> Store:
     """The store `store_url` names: empty for SQLite in `data_dir`, else PostgreSQL."""
     if url:
-        from commonsky.store.postgres import PostgresStore  # psycopg only when asked for
-
+        try:
+            from commonsky.store.postgres import PostgresStore  # psycopg only when asked for
+        except ImportError as exc:
+            raise UsageError(
+                f"store_url names PostgreSQL, which needs the postgres extra ({exc}): "
+                "pip install 'commonsky[postgres]'"
+            ) from None
         return PostgresStore(url)
     from commonsky.store.sqlite import SQLiteStore
 

@@ -15,7 +15,6 @@ relays nothing it could not store; the API answers 503) and the next one reconne
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ import psycopg
 
 from commonsky.errors import StoreUnavailable, UsageError
 from commonsky.model import Item
-from commonsky.store import HotlineRow, NestedBlocks
+from commonsky.store import HotlineRow, NestedBlocks, redacted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commonsky_items (
@@ -70,11 +69,6 @@ _PAGE = 1000  # rows per query when reading everything since a sequence number
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Item)
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 class PostgresStore(NestedBlocks):
@@ -291,6 +285,10 @@ class PostgresStore(NestedBlocks):
             )
             .fetchone()
         )
+        return int(row[0]) if row else 0
+
+    def count(self) -> int:
+        row = self._live().execute("SELECT COUNT(*) FROM commonsky_items").fetchone()
         return int(row[0]) if row else 0
 
     def close(self) -> None:

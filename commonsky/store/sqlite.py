@@ -190,12 +190,18 @@ class SQLiteStore(NestedBlocks):
         return str(row[0]) if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self._write()
-        self._db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        with self.transaction():
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def count(self) -> int:
+        (n,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
+        return int(n)
 
     def close(self) -> None:
         self._checkpointer.close()

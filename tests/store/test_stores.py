@@ -124,3 +124,16 @@ def test_hotline_rows_are_kept_paged_and_found_by_key(open_store: Callable[[], S
     assert [s for s, _ in again.hotline_page("USA", "RUS", None, 10)] == [7, 5, 3, 1]
     assert [s for s, _ in again.hotline_page("RUS", "JPN", None, 10)] == []
     assert again.meta("k") == "1" and again.meta("other") is None
+
+
+def test_meta_values_and_the_item_count_survive_a_restart(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    assert store.meta("hub_id") is None and store.count() == 0
+    store.set_meta("hub_id", "abc")
+    store.set_meta("hub_id", "def")  # replaced, not added
+    store.append(item("u1"))
+    store.close()
+    again = open_store()
+    assert again.meta("hub_id") == "def" and again.count() == 1
