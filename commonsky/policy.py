@@ -22,7 +22,7 @@ import shapely
 from shapely.geometry import Polygon
 from shapely.prepared import PreparedGeometry, prep
 
-from commonsky.model import Category, CotEvent, Disclosure, Item, Point
+from commonsky.model import UNKNOWN, Category, CotEvent, Disclosure, Item, Point, known
 from commonsky.namespace import handle
 
 _RANK = {Disclosure.CONFLICTS_ONLY: 0, Disclosure.GENERALIZED: 1, Disclosure.FULL: 2}
@@ -163,24 +163,28 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
     """What `generalized` disclosure delivers.
 
     Position snapped to the centre of a `grid_deg` cell (0.1° ≈ 11 km by default), height
-    to the nearest 500 m, ce/le widened to cover the cell; type cut to its first three atoms
-    (e.g. `a-h-A`: affiliation and battle dimension — enough for a map symbol); uid replaced
+    to the nearest 500 m, ce/le widened to cover the cell; an atom's type (`a-…`) cut to its
+    first three atoms (e.g. `a-h-A`: affiliation and battle dimension — enough for a map
+    symbol), other types kept (they name the category); uid replaced
     by an opaque stable handle; times kept; every detail dropped (callsign, speed, course,
     remarks, links, device info).
     """
     p = event.point
-    hae = p.hae if p.hae >= 9999999.0 else round(p.hae / 500.0) * 500.0
+    # What is unknown (CoT's 9999999, or NaN) stays unknown: nothing to snap or round.
     point = Point(
-        lat=max(-90.0, min(90.0, snap(p.lat, grid_deg))),
-        lon=max(-180.0, min(180.0, snap(p.lon, grid_deg))),
-        hae=hae,
-        ce=max(p.ce if p.ce < 9999999.0 else 0.0, grid_deg * 111_320.0),
-        le=500.0 if p.hae < 9999999.0 else 9999999.0,
+        lat=max(-90.0, min(90.0, snap(p.lat, grid_deg))) if p.position_known else p.lat,
+        lon=max(-180.0, min(180.0, snap(p.lon, grid_deg))) if p.position_known else p.lon,
+        hae=round(p.hae / 500.0) * 500.0 if p.hae_known else p.hae,
+        ce=max(p.ce if known(p.ce) else 0.0, grid_deg * 111_320.0),
+        le=500.0 if p.hae_known else UNKNOWN,
     )
-    atoms = event.type.split("-")
+    # Only an atom's type (`a-…`) is coarsened: its later atoms are the MIL-STD-2525
+    # function. Any other type names the kind of thing it is — its category — and cut short
+    # it would be another category (`b-r-f-h-c` a `b-r-f`, `u-d-f-m` a `u-d-f`).
+    cot_type = "-".join(event.type.split("-")[:3]) if event.type.startswith("a-") else event.type
     return CotEvent(
         uid=handle(secret, party, event.uid),
-        type="-".join(atoms[:3]),
+        type=cot_type,
         time=event.time,
         start=event.start,
         stale=event.stale,

@@ -40,6 +40,13 @@ TYPES = {
     Category.AIRSPACE: "u-d-f",
     Category.SITE: "u-d-p",
     Category.LAUNCH: "b-l",
+    Category.MARKER: "b-m-p-s-m",
+    Category.DRAWING: "u-rb-a",
+    Category.VIDEO: "b-i-v",
+    Category.FILE: "b-f-t-r",  # transient: relayed, never in the picture
+    Category.EMERGENCY: "b-a-o-tbl",
+    Category.CASEVAC: "b-r-f-h-c",
+    Category.OTHER: "overhead_marker",
 }
 BOXES = (None, ((30.0, 30.0), (40.0, 30.0), (40.0, 40.0), (30.0, 40.0), (30.0, 30.0)))
 

@@ -174,11 +174,15 @@ class AirspaceDesk:
         deadline = time.perf_counter() + budget_s
         while self._round and time.perf_counter() < deadline:
             (party, uid), e = self._round.pop()
-            hae = e.point.hae if e.point.hae < 9999999.0 else 0.0
+            if not e.point.position_known:
+                # Nowhere known: nothing to screen, and its last position no longer holds.
+                self.publish(self.engine.remove(party, uid, now))
+                continue
             track = Track(
                 lat=e.point.lat,
                 lon=e.point.lon,
-                alt_m=hae,
+                # CoT's unknown (9999999 or NaN) stays unknown: screened horizontally alone.
+                alt_m=e.point.hae if e.point.hae_known else math.nan,
                 gs_mps=max(0.0, e.speed or 0.0),
                 trk_deg=(e.course or 0.0) % 360.0,
                 vs_mps=0.0,
@@ -386,7 +390,16 @@ def describe(notice: Notice) -> str:
     if notice.tcpa_s is not None and notice.dcpa_m is not None:
         cpa = f", CPA in {notice.tcpa_s:.0f} s at {notice.dcpa_m:.0f} m"
     other = f" ({notice.other_uid})" if notice.other_uid else ""
+    band = _band(notice.floor_m, notice.ceiling_m, notice.altitude_unknown)
     return (
-        f"{notice.kind}: your {notice.own_uid} vs {notice.other_party}{other}, "
-        f"{notice.floor_m:.0f}-{notice.ceiling_m:.0f} m{window}{cpa}"
+        f"{notice.kind}: your {notice.own_uid} vs {notice.other_party}{other}, {band}{window}{cpa}"
     )
+
+
+def _band(floor_m: float, ceiling_m: float, altitude_unknown: bool) -> str:
+    """The altitude band in words; a track of unknown altitude is said to be one."""
+    if not altitude_unknown:
+        return f"{floor_m:.0f}-{ceiling_m:.0f} m"
+    if math.isnan(floor_m):
+        return "altitude unknown (screened horizontally)"
+    return f"altitude unknown (screened horizontally; {floor_m:.0f}-{ceiling_m:.0f} m)"

@@ -144,11 +144,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
         item = hub.accept(party, "api", event)
-        if (
-            item.category is not Category.POSITION
-            and not hub.route(item, hub.clock())
-            and item.category is Category.HOTLINE
-        ):
+        if item.category is Category.HOTLINE and not hub.route(item, hub.clock()):
             raise ApiError(403, "no agreement in force lets this message reach anyone")
         return {"uid": item.uid, "category": item.category.value, "seq": item.seq}
 

@@ -35,7 +35,9 @@ from commonsky.model import (
     CotEvent,
     Disclosure,
     Item,
-    category_of,
+    category_of_event,
+    is_server_only,
+    is_transient,
 )
 from commonsky.namespace import SHARED, Key, own_uid, read_name
 from commonsky.policy import Policy
@@ -117,6 +119,16 @@ class Hub:
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         self._held: dict[str, int] = defaultdict(int)  # durable items in the picture, by party
         for item in store.active(clock()):
+            if is_transient(item.event.type):
+                continue  # stored for the record (receipts), never part of the picture
+            if item.party != HUB:
+                # The type table is the only place that decides: an item stored under an
+                # older table (a CASEVAC stored as `alert`) is routed by today's.
+                category = category_of_event(item.event)
+                if category is None or category not in DURABLE:
+                    continue
+                if category is not item.category:
+                    item = replace(item, category=category)
             self._hold(item.key, self._rendered(item))
             self._index(item)
 
@@ -160,25 +172,31 @@ class Hub:
         self, party: str, user: str, event: CotEvent, sender: Connection | None = None
     ) -> Item:
         """Take one event from an authenticated party; raise RemoteProtocolError to refuse."""
+        if is_server_only(event.type):
+            raise RemoteProtocolError(
+                "mission_notice",
+                f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
+                "keeps no missions, so a client's is neither accepted nor relayed",
+            )
         event = self._own_names(party, event)
         now = self.clock()
         if event.type == DELETE_TYPE:
             return self._accept_delete(party, user, event, sender, now)
-        category = category_of(event.type)
+        category = category_of_event(event)
         callsign = device_callsign(event)
         if callsign is not None:
             self._register(party, event.uid, callsign, sender)
         item = Item(
             party=party,
             user=user,
-            category=category or Category.POSITION,
+            category=category or Category.OTHER,
             event=event,
             received=now,
             origin=sender.id if sender else "",
         )
         if category is None:
-            # Types the hub does not classify (map tools…) stay inside the party.
-            self._fan_out(self._rendered(item), {}, durable=False)
+            # Types that never leave the party: relayed to it once, not kept.
+            self._fan_out(self._rendered(item), {}, durable=False, transient=True)
             return item
         check = self.validators.get(category)
         if check is not None:
@@ -321,6 +339,7 @@ class Hub:
             return
         rendered = self._rendered(item)
         durable = item.category in DURABLE
+        transient = is_transient(item.event.type)
         now = self.clock()
         key = item.key
         # A new version of a uid always supersedes the old one, whatever its category, and
@@ -328,21 +347,34 @@ class Hub:
         # must not depend on details (here: staleness) of an update they may not see.
         # (Popping first also makes the picture's order the order of last updates, which
         # likewise must not depend on anyone's invisible history.)
-        old = self.live.pop(key, None) or self.durable.get(key)
-        self._unhold(key)
-        if old is not None:
-            rendered.seen = old.seen
-        self._addressed.discard(key)
-        if item.event.stale > now:
-            if durable:
-                self._hold(key, rendered)
-            else:
-                self.live[key] = rendered
-            if old is None:
-                self.naming.entered(Key(*key))
-            self._index(item)
+        if not transient:
+            old = self.live.pop(key, None) or self.durable.get(key)
+            self._unhold(key)
+            if old is not None:
+                rendered.seen = old.seen
+            self._addressed.discard(key)
+            if item.event.stale > now:
+                if durable:
+                    self._hold(key, rendered)
+                else:
+                    self.live[key] = rendered
+                if old is None:
+                    self.naming.entered(Key(*key))
+                self._index(item)
+        else:
+            # A message (receipt, file transfer, cancel) is relayed and never kept. It ends
+            # the item of its uid only if that is of its own category — an emergency's
+            # cancel; ATAK's file-transfer acknowledgement carries its device's uid, and
+            # must not end that device's position.
+            kept = (self.durable if durable else self.live).get(key)
+            if kept is not None and kept.item.category is item.category:
+                if durable:
+                    self._unhold(key)
+                else:
+                    del self.live[key]
+                self._addressed.discard(key)
         routes = self.route(item, now)
-        self._fan_out(rendered, routes, durable)
+        self._fan_out(rendered, routes, durable, transient)
         for observer in self.observers:
             observer(item, routes)
 
@@ -398,16 +430,25 @@ class Hub:
             key = target_key(party, event, self.parties, strict=False)
             rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
             return {party, *(self._delete_audience(rendered, now) if rendered else ())}
-        category = category_of(event.type)
+        category = category_of_event(event)
         if category is None:
-            return {party}  # types the hub does not classify stay inside the party
+            return {party}  # types that never leave the party
         item = Item(party=party, user="", category=category, event=event, received=now)
         return {party, *self.route(item, now)}
 
     def _reaches(self, item: Item, conn: Connection) -> bool:
         return reaches(item, conn, self.parties)
 
-    def _fan_out(self, rendered: Rendered, routes: dict[str, Disclosure], durable: bool) -> None:
+    def _fan_out(
+        self,
+        rendered: Rendered,
+        routes: dict[str, Disclosure],
+        durable: bool,
+        transient: bool = False,
+    ) -> None:
+        """Queue an item for every connection that receives it. Durable items and transient
+        messages are never merged or dropped; live ones may be, for a reader that is behind."""
+        durable = durable or transient
         item = rendered.item
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
         seen = rendered.seen
@@ -715,8 +756,11 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         "category": item.category.value,
         "party": item.party,
         "seq": item.seq,
+        "how": event.how,  # null when the sender wrote none
         "time": event.time,
+        "start": event.start,
         "stale": event.stale,
+        "access": event.access,  # null when absent, "" when the sender wrote access=""
         "lat": p.lat,
         "lon": p.lon,
         "hae": p.hae,

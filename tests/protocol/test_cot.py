@@ -132,7 +132,8 @@ def test_check_uid_refuses_exactly_controls_xml_cannot_carry_and_length(uid: str
     [
         (b"<event uid='x' type='a'/>", "malformed"),  # no times
         (EVENT.replace(b'lat="1.5"', b'lat="91"'), "malformed"),
-        (EVENT.replace(b'lat="1.5"', b'lat="nan"'), "malformed"),
+        (EVENT.replace(b'lat="1.5"', b'lat="inf"'), "malformed"),  # (NaN is "unknown")
+        (EVENT.replace(b'hae="100"', b'hae="-Infinity"'), "malformed"),
         (EVENT.replace(b'lon="-2"', b'lon="east"'), "malformed"),
         (EVENT.replace(b'<point lat="1.5" lon="-2" hae="100" ce="5" le="6"/>', b""), "malformed"),
         (EVENT.replace(b'time="2024-01-01T00:00:00Z"', b'time="yesterday"'), "malformed"),
