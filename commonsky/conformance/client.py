@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from xml.parsers import expat
 
 import takproto
 from takproto.proto import TakMessage
@@ -50,14 +51,63 @@ def unframe(data: bytes) -> Any:
     return message
 
 
+class _Stop(Exception):
+    pass
+
+
+def event_head(raw: bytes) -> dict[str, str] | None:
+    """The `<event>` attributes of an XML message, read by expat without building the rest
+    (a new connection is sent the whole picture; only a few of its events are looked at)."""
+    found: dict[str, str] = {}
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        if name == "event":
+            found.update(attrs)
+        raise _Stop
+
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = start
+    try:
+        parser.Parse(raw, True)
+    except _Stop:
+        return found if found else None
+    except expat.ExpatError:
+        return None
+    return None
+
+
 @dataclass
 class Received:
-    """One message as received, with its wire."""
+    """One message as received: its wire, uid and type at once, the rest when asked."""
 
     wire: str  # "xml" | "protobuf"
-    view: View | None
-    error: str = ""  # why it could not be read, when view is None
-    raw: bytes = b""
+    raw: bytes
+    uid: str = ""
+    type: str = ""
+    message: Any = None  # the TakMessage, for protobuf
+    _view: View | None = None
+    _error: str = ""
+
+    @property
+    def view(self) -> View | None:
+        """The whole message read (None when it cannot be: `error` says why)."""
+        if self._view is None and not self._error:
+            try:
+                if self.message is not None:
+                    self._view = view_of_proto(self.message)
+                else:
+                    self._view = view_of_xml(parse_xml(self.raw))
+            except Unreadable as exc:
+                self._error = str(exc)
+        return self._view
+
+    @property
+    def error(self) -> str:
+        return "" if self.view is not None else self._error
+
+
+def _control(kind: str) -> bool:
+    return kind.startswith("t-x-takp") or kind in ("t-x-c-t", "t-x-c-t-r")
 
 
 class ClosedByHub(ConnectionError):
@@ -114,25 +164,28 @@ class Peer:
                 return
             raw = bytes(self.buffer[: end + 8]).strip()
             del self.buffer[: end + 8]
-            try:
-                root = parse_xml(raw)
-            except Unreadable as exc:
-                self.items.append(Received("xml", None, str(exc), raw))
+            head = event_head(raw)
+            if head is None:
+                self.items.append(Received("xml", raw, _error="not a CoT <event>"))
                 continue
-            kind = root.get("type", "")
-            if kind.startswith("t-x-takp") or kind in ("t-x-c-t", "t-x-c-t-r"):
-                self.control.append(kind)
-                response = root.find("detail/TakControl/TakResponse")
-                if kind == "t-x-takp-r" and response is not None:
-                    self.proto = response.get("status") == "true"
+            received = Received("xml", raw, head.get("uid", ""), head.get("type", ""))
+            if not _control(received.type):
+                self.items.append(received)
                 continue
-            self.items.append(Received("xml", view_of_xml(root), raw=raw))
+            self.control.append(received.type)
+            if received.type == "t-x-takp-r":
+                try:
+                    response = parse_xml(raw).find("detail/TakControl/TakResponse")
+                except Unreadable:
+                    response = None
+                self.proto = response is not None and response.get("status") == "true"
 
     def _next_frame(self) -> bool:
         buffer = self.buffer
         if buffer[0] != MAGIC:
             # Not a frame: the rest of the stream cannot be read.
-            self.items.append(Received("protobuf", None, f"byte {buffer[0]:#04x} is not 0xbf"))
+            error = f"byte {buffer[0]:#04x} is not 0xbf"
+            self.items.append(Received("protobuf", bytes(buffer), _error=error))
             buffer.clear()
             return False
         length, shift, index = 0, 0, 1
@@ -152,23 +205,26 @@ class Peer:
         message = TakMessage()
         try:
             message.ParseFromString(payload)
-            view = view_of_proto(message)
         except Exception as exc:  # any decode failure is a finding, not a crash
-            self.items.append(Received("protobuf", None, f"undecodable TakMessage: {exc}"))
+            error = f"undecodable TakMessage: {exc}"
+            self.items.append(Received("protobuf", payload, _error=error))
             return True
-        if view.type.startswith("t-x-takp") or view.type in ("t-x-c-t", "t-x-c-t-r"):
-            self.control.append(view.type)
+        cot = message.cotEvent
+        if _control(cot.type):
+            self.control.append(cot.type)
             return True
-        self.items.append(Received("protobuf", view, raw=payload))
+        self.items.append(Received("protobuf", payload, cot.uid, cot.type, message))
         return True
 
     async def wait_for(self, predicate: Callable[[Received], bool], timeout: float) -> Received:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
+        seen = 0
         while True:
-            for item in self.items:
+            for item in self.items[seen:]:
                 if predicate(item):
                     return item
+            seen = len(self.items)
             left = end - loop.time()
             if left <= 0:
                 raise TimeoutError
@@ -186,10 +242,7 @@ class Peer:
                 await self._read_some(left)
 
     def with_uid(self, uid: str) -> list[Received]:
-        return [r for r in self.items if r.view is not None and r.view.uid == uid]
-
-    def unreadable(self) -> list[Received]:
-        return [r for r in self.items if r.view is None]
+        return [r for r in self.items if r.uid == uid]
 
     async def close(self) -> None:
         self.closed = True
@@ -203,10 +256,14 @@ async def connect(party: str, port: int, proto: bool, timeout: float, now: str) 
     negotiate TAK Protocol v1 when `proto`."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     peer = Peer(party, reader, writer)
-    await peer.wait_control("t-x-takp-v", timeout)
-    if proto:
-        peer.send(PROTO_REQUEST.replace(b"{t}", now.encode()))
-        await peer.wait_control("t-x-takp-r", timeout)
-        if not peer.proto:
-            raise ClosedByHub(f"{party}: the hub declined TAK Protocol v1")
+    try:
+        await peer.wait_control("t-x-takp-v", timeout)
+        if proto:
+            peer.send(PROTO_REQUEST.replace(b"{t}", now.encode()))
+            await peer.wait_control("t-x-takp-r", timeout)
+            if not peer.proto:
+                raise ClosedByHub(f"{party}: the hub declined TAK Protocol v1")
+    except BaseException:
+        await peer.close()
+        raise
     return peer

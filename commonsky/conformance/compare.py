@@ -58,6 +58,8 @@ def _carries(view: View) -> frozenset[str] | None:
 
 
 def _show(value: object) -> str:
+    if isinstance(value, Instant):
+        return f"{value.seconds} s since 1970"
     return _ABSENT if value is None else repr(value)
 
 
@@ -126,13 +128,7 @@ def _times(sent: View, received: View, out: list[str]) -> None:
             out.append(f"event@{name}: expected {_show(s)}, received {_show(r)} (not a time)")
             continue
         if abs(si.seconds - ri.seconds) >= max(si.resolution, ri.resolution, Decimal("1e-9")):
-            out.append(f"event@{name}: expected {_time_text(s)}, received {_time_text(r)}")
-
-
-def _time_text(value: Value) -> str:
-    if isinstance(value, Instant):
-        return f"{value.seconds}s"
-    return repr(value)
+            out.append(f"event@{name}: expected {_show(s)}, received {_show(r)}")
 
 
 def _number(value: Value | None) -> float | None:
