@@ -259,7 +259,8 @@ class Bench:
 
     # ---- connections -------------------------------------------------------------------
 
-    def _port(self, party: str) -> int:
+    def port(self, party: str) -> int:
+        """The TAK TCP port of `party` (a client connecting there is that party)."""
         return next(ln.port for ln in self.server.listeners if ln.config.party == party)
 
     def _next(self, what: str) -> str:
@@ -269,7 +270,7 @@ class Bench:
     async def _join(self, party: str, proto: bool) -> Peer:
         """A new connection, closed when the file's play ends."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        peer = await connect(party, self._port(party), proto, self.timeout, stamp)
+        peer = await connect(party, self.port(party), proto, self.timeout, stamp)
         self._open.append(peer)
         return peer
 
