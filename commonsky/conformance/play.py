@@ -43,8 +43,9 @@ from .views import (
     View,
     dest_addresses,
     instant_of,
+    map_event_uid,
+    map_name,
     map_references,
-    map_uid,
     parse_xml,
     view_of_api,
     view_of_proto,
@@ -291,7 +292,7 @@ class Bench:
         for peer in peers:
             own = [
                 u
-                for u in (map_uid(d, ALPHA, peer.party) for d in dest_uids)
+                for u in (map_name(d, ALPHA, peer.party) for d in dest_uids)
                 if "::" not in u and u not in taken
             ]
             if own:
@@ -303,7 +304,7 @@ class Bench:
                 addressed.append(False)
                 continue
             peer.send_event(_position(uid, callsign, peer.party, now))
-            announced.append(map_uid(uid, peer.party, ALPHA))
+            announced.append(map_name(uid, peer.party, ALPHA))
             addressed.append(True)
         for uid in announced:
             await sender.wait_for(_has_uid(uid), self.timeout)
@@ -322,7 +323,7 @@ class Bench:
             sender.send(data)
         for peer in peers:
             try:
-                got = await peer.wait_for(_has_uid(map_uid(uid, ALPHA, peer.party)), self.timeout)
+                got = await peer.wait_for(_has_uid(map_name(uid, ALPHA, peer.party)), self.timeout)
             except TimeoutError:
                 problems.append(f"{peer.party}: the barrier did not arrive in {self.timeout:g} s")
                 peer.barrier_at = len(peer.items)
@@ -440,7 +441,7 @@ class Bench:
     def _delivery(
         self, name: str, peer: Peer, sent: View | None, uid: str, expected: bool
     ) -> Delivery:
-        seen_uid = map_uid(uid, ALPHA, peer.party)
+        seen_uid = map_event_uid(sent.type if sent else "", uid, ALPHA, peer.party)
         before = peer.items[: peer.barrier_at]
         copies = [r for r in before if r.uid == seen_uid]
         delivery = Delivery(name, expected, len(copies))
@@ -460,7 +461,7 @@ class Bench:
             items = await asyncio.to_thread(self._get_items, party)
         except (OSError, ValueError) as exc:
             return Delivery(name, expected, 0, [f"GET /api/items failed: {exc}"])
-        seen_uid = map_uid(uid, ALPHA, party)
+        seen_uid = map_event_uid(sent.type if sent else "", uid, ALPHA, party)
         found = [i for i in items if isinstance(i, dict) and i.get("uid") == seen_uid]
         delivery = Delivery(name, expected, len(found))
         if sent is None:

@@ -9,10 +9,10 @@ and JSON numbers stay numbers. `compare` then compares text with text, and numer
 where one side's wire format carries a number.
 
 The uid mapping (`map_references`) is the documented one: another party sees an item as
-`PARTY::uid`, and every reference to a uid inside `<detail>` (the positions in
-`REFERENCES`) is renamed the same way, so a recipient can tie a chat, route or marker to the
-contact it names; a reference to the recipient's own item (`RECIPIENT::uid`) comes back as
-`uid`.
+`PARTY::uid`, and every name of an item it carries (in its GeoChat uid and inside
+`<detail>`) is renamed the same way, so a recipient can tie a chat, route or marker to the
+contact it names; a name of the recipient's own item (`RECIPIENT::uid`) comes back as
+`uid`; names every client shares (`All Chat Rooms`, team colours) stay as they are.
 """
 
 from __future__ import annotations
@@ -26,24 +26,51 @@ from decimal import Decimal
 from typing import Any
 
 SEPARATOR = "::"
+# The parties of the private hub, and the hub itself: `X::uid` names X's item only for these.
+PARTIES: frozenset[str] = frozenset({"ALPHA", "BRAVO", "HUB"})
 
-# (element tag anywhere under <detail>, attribute) holding a uid: a link's uid (a marker's
-# parent, a route's waypoints, a shape's style, a chat's sender), the GeoChat conversation
-# and its members, a chat's addressee, an iTAK addressee.
-REFERENCES: frozenset[tuple[str, str]] = frozenset(
+# Names every ATAK client shares — chat rooms and contact groups, not anybody's item — and
+# that no recipient sees renamed: the broadcast room and the legacy streaming rooms
+# (`GeoChatService.DEFAULT_CHATROOM_NAME`), the contact-list roots, the team colours and
+# roles of ATAK's `arrays.xml` (`squad_values`, `role_values`).
+SHARED_NAMES: frozenset[str] = frozenset(
     {
-        ("link", "uid"),
-        ("__chat", "id"),
-        ("__chatreceipt", "id"),
-        ("chatgrp", "id"),
-        ("chatgrp", "uid0"),
-        ("chatgrp", "uid1"),
-        ("remarks", "to"),
-        ("dest", "uid"),
+        "All Chat Rooms",
+        "All Streaming",
+        "Streaming",
+        "RootContactGroup",
+        "UserGroups",
+        "TeamGroups",
+        "TadilJGroup",
+        "White",
+        "Yellow",
+        "Orange",
+        "Magenta",
+        "Red",
+        "Maroon",
+        "Purple",
+        "Dark Blue",
+        "Blue",
+        "Cyan",
+        "Teal",
+        "Green",
+        "Dark Green",
+        "Brown",
+        "Team Member",
+        "Team Lead",
+        "HQ",
+        "Sniper",
+        "Medic",
+        "Forward Observer",
+        "RTO",
+        "K9",
     }
 )
-# ATAK's broadcast conversation: a room name in a uid position, never an item's uid.
-NOT_UIDS: frozenset[str] = frozenset({"All Chat Rooms"})
+RECEIPT_TYPES = frozenset({"b-t-f-d", "b-t-f-r"})  # ATAK's delivered and read receipts
+_GEOCHAT = "GeoChat."
+_SOURCE_PREFIXES = ("BAO.F.ATAK.", "BAO.F.WinTAK.")
+_CHAT_ATTRS = frozenset({"id", "messageId", "parent", "deleteChild"})
+_UID_N = re.compile(r"uid\d+")
 
 # TAK Protocol v1 typed detail fields: protobuf field -> (XML tag, {attribute: type}).
 # Every attribute is required except Contact.endpoint (TAK's proto files: "All items are
@@ -243,24 +270,89 @@ def instant_of(text: str) -> Decimal:
 
 
 # ---- the documented uid mapping ----------------------------------------------------------
+#
+# Where CoT carries a uid, and how a recipient of another party sees it (README, "Identity
+# and uids"): the event uid — a GeoChat message's `GeoChat.<sender>.<conversation>.<message
+# id>` name by name, a receipt's (`b-t-f-d`, `b-t-f-r`) as the message id it is — and in
+# `<detail>`, at any depth: `link@uid`, `creator@uid`, `chatgrp@id` and `@uidN`,
+# `__chat`/`__chatreceipt` `@id`, `@messageId`, `@parent`, `@deleteChild`, `remarks@to`
+# (in chat also `@source`, after `BAO.F.ATAK.`/`BAO.F.WinTAK.`, and `@sourceID`),
+# `marti/dest@uid`, a `hierarchy`'s `group@uid` and `contact@uid`, `__navcue@id`, and the uid
+# ending each `host:port:proto:uid` of `__serverdestination@destinations`.
 
 
-def map_uid(value: str, sender: str, recipient: str) -> str:
-    """How `recipient` sees a uid `sender`'s client wrote."""
-    if not value or value in NOT_UIDS or sender == recipient:
+def map_name(value: str, sender: str, recipient: str, parties: frozenset[str] = PARTIES) -> str:
+    """How `recipient` sees a name a client of `sender` wrote: a shared name as it is, a
+    name of the recipient's own item as its own uid, a name in the sender's namespace as
+    `SENDER::name`, a third party's as it is."""
+    if not value or value in SHARED_NAMES or sender == recipient:
         return value
     prefix, separator, rest = value.partition(SEPARATOR)
-    if not separator:
-        return f"{sender}{SEPARATOR}{value}"
-    return rest if prefix == recipient else value
+    if separator and prefix in parties and rest:
+        if prefix == sender:
+            return map_name(rest, sender, recipient, parties)
+        return rest if prefix == recipient else value
+    return f"{sender}{SEPARATOR}{value}"
 
 
-def _map_node(node: Node, sender: str, recipient: str) -> Node:
+def map_event_uid(cot_type: str, uid: str, sender: str, recipient: str) -> str:
+    """How `recipient` sees the uid of an event a client of `sender` wrote."""
+    if sender == recipient:
+        return uid
+    if cot_type not in RECEIPT_TYPES and cot_type.startswith("b-t-f") and uid.startswith(_GEOCHAT):
+        who, dot, tail = uid[len(_GEOCHAT) :].partition(".")
+        conversation, dot2, message = tail.rpartition(".")
+        if who and dot and dot2 and conversation and message:
+            names = (map_name(n, sender, recipient) for n in (who, conversation, message))
+            return _GEOCHAT + ".".join(names)
+    return map_name(uid, sender, recipient)
+
+
+def _is_reference(tag: str, name: str, ancestors: tuple[str, ...], chat: bool) -> bool:
+    if tag in ("link", "creator"):
+        return name == "uid"
+    if tag == "chatgrp":
+        return name == "id" or _UID_N.fullmatch(name) is not None
+    if tag in ("__chat", "__chatreceipt"):
+        return name in _CHAT_ATTRS
+    if tag == "remarks":
+        return name == "to" or (chat and name == "sourceID")
+    if tag == "dest":
+        return name == "uid" and ancestors[-1:] == ("marti",)
+    if tag in ("group", "contact"):
+        return name == "uid" and "hierarchy" in ancestors
+    return tag == "__navcue" and name == "id"
+
+
+def _map_value(
+    tag: str, name: str, value: str, ancestors: tuple[str, ...], chat: bool, who: tuple[str, str]
+) -> str:
+    sender, recipient = who
+    if _is_reference(tag, name, ancestors, chat):
+        return map_name(value, sender, recipient)
+    if chat and tag == "remarks" and name == "source":
+        for prefix in _SOURCE_PREFIXES:
+            if value.startswith(prefix):
+                return prefix + map_name(value[len(prefix) :], sender, recipient)
+        return map_name(value, sender, recipient)
+    if tag == "__serverdestination" and name == "destinations":
+        parts = []
+        for part in value.split(","):
+            if part.count(":") >= 3:
+                *head, uid = part.split(":", 3)
+                part = ":".join([*head, map_name(uid, sender, recipient)])
+            parts.append(part)
+        return ",".join(parts)
+    return value
+
+
+def _map_node(node: Node, ancestors: tuple[str, ...], chat: bool, who: tuple[str, str]) -> Node:
     attrib = {
-        name: map_uid(value, sender, recipient) if (node.tag, name) in REFERENCES else value
+        name: _map_value(node.tag, name, value, ancestors, chat, who)
         for name, value in node.attrib.items()
     }
-    children = tuple(_map_node(child, sender, recipient) for child in node.children)
+    inner = (*ancestors, node.tag)
+    children = tuple(_map_node(child, inner, chat, who) for child in node.children)
     return replace(node, attrib=attrib, children=children)
 
 
@@ -270,8 +362,13 @@ def map_references(view: View, sender: str, recipient: str) -> View:
         return view
     event = dict(view.event)
     if "uid" in event:
-        event["uid"] = map_uid(event["uid"], sender, recipient)
-    detail = _map_node(view.detail, sender, recipient) if view.detail is not None else None
+        event["uid"] = map_event_uid(view.type, event["uid"], sender, recipient)
+    detail = view.detail
+    if detail is not None:
+        chat = view.type.startswith("b-t-f")
+        who = (sender, recipient)
+        children = tuple(_map_node(child, (), chat, who) for child in detail.children)
+        detail = replace(detail, children=children)
     return replace(view, event=event, detail=detail)
 
 

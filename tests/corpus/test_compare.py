@@ -25,8 +25,9 @@ from commonsky.conformance.views import (
     Instant,
     View,
     instant_of,
+    map_event_uid,
+    map_name,
     map_references,
-    map_uid,
     parse_xml,
     view_of_api,
     view_of_proto,
@@ -58,8 +59,9 @@ CHAT = (
     b'<detail><__chat id="All Chat Rooms" chatroom="All Chat Rooms">'
     b'<chatgrp id="All Chat Rooms" uid0="ANDROID-aa11" uid1="BRAVO::ANDROID-cc33"/></__chat>'
     b'<link uid="ANDROID-aa11" type="a-f-G-U-C" relation="p-p"/>'
-    b'<remarks source="BAO.F.ATAK.ANDROID-aa11" to="GAMMA::X-1">Roger</remarks>'
+    b'<remarks source="BAO.F.ATAK.ANDROID-aa11" to="HUB::X-1">Roger</remarks>'
     b'<marti><dest uid="ANDROID-dd44" callsign="RED FOX 1"/></marti>'
+    b"<__serverdestination destinations='192.0.2.7:4242:tcp:ANDROID-aa11'/>"
     b"<__video><ConnectionEntry uid='ANDROID-aa11'/></__video></detail></event>"
 )
 
@@ -165,11 +167,12 @@ def test_a_missing_detail_must_stay_missing_in_xml() -> None:
 
 def test_uid_mapping_renames_the_event_and_every_reference() -> None:
     seen = map_references(xml_view(CHAT), "ALPHA", "BRAVO")
-    assert seen.uid == "ALPHA::GeoChat.ANDROID-aa11.All Chat Rooms.m-1"
+    # A GeoChat uid names the sender's device, the conversation and the message.
+    assert seen.uid == "GeoChat.ALPHA::ANDROID-aa11.All Chat Rooms.ALPHA::m-1"
     detail = seen.detail
     assert detail is not None
-    chat, link, remarks, marti, video = detail.children
-    assert chat.attrib["id"] == "All Chat Rooms"  # a room name, not a uid
+    chat, link, remarks, marti, destination, video = detail.children
+    assert chat.attrib["id"] == "All Chat Rooms"  # a room every client shares
     chatgrp = chat.children[0].attrib
     assert chatgrp == {
         "id": "All Chat Rooms",
@@ -178,20 +181,35 @@ def test_uid_mapping_renames_the_event_and_every_reference() -> None:
     }
     assert link.attrib["uid"] == "ALPHA::ANDROID-aa11"
     assert remarks.attrib == {
-        "source": "BAO.F.ATAK.ANDROID-aa11",  # not a uid position
-        "to": "GAMMA::X-1",  # a third party's uid stays its name
+        "source": "BAO.F.ATAK.ALPHA::ANDROID-aa11",  # ATAK's sender, after its prefix
+        "to": "HUB::X-1",  # another party's name stays that party's
     }
     assert marti.children[0].attrib == {"uid": "ALPHA::ANDROID-dd44", "callsign": "RED FOX 1"}
-    assert video.children[0].attrib == {"uid": "ANDROID-aa11"}  # not a reference position
+    assert destination.attrib == {"destinations": "192.0.2.7:4242:tcp:ALPHA::ANDROID-aa11"}
+    assert video.children[0].attrib == {"uid": "ANDROID-aa11"}  # not a place for a name
     assert map_references(xml_view(CHAT), "ALPHA", "ALPHA") == xml_view(CHAT)
+
+
+def test_names_outside_a_chat_and_receipts() -> None:
+    marker = edit(TRACK, b"<remarks>", b"<remarks source='BAO.F.ATAK.ANDROID-aa11'>")
+    seen = map_references(xml_view(marker), "ALPHA", "BRAVO")
+    assert seen.uid == "ALPHA::ANDROID-aa11"
+    assert seen.detail is not None
+    remarks = next(n for n in seen.detail.children if n.tag == "remarks")
+    assert remarks.attrib == {"source": "BAO.F.ATAK.ANDROID-aa11"}  # a chat's only
+    assert map_event_uid("b-t-f-r", "m-1", "ALPHA", "BRAVO") == "ALPHA::m-1"  # a message id
+    assert map_event_uid("a-f-G", "GeoChat.x.y.z", "ALPHA", "BRAVO") == "ALPHA::GeoChat.x.y.z"
 
 
 def test_an_unmapped_reference_is_a_difference() -> None:
     sent = xml_view(CHAT)
     assert compare(map_references(sent, "ALPHA", "BRAVO"), sent) != []
-    assert map_uid("BRAVO::x", "ALPHA", "BRAVO") == "x"
-    assert map_uid("x", "ALPHA", "BRAVO") == "ALPHA::x"
-    assert map_uid("", "ALPHA", "BRAVO") == ""
+    assert map_name("BRAVO::x", "ALPHA", "BRAVO") == "x"
+    assert map_name("ALPHA::x", "ALPHA", "BRAVO") == "ALPHA::x"  # the sender's echo
+    assert map_name("fe80::1", "ALPHA", "BRAVO") == "ALPHA::fe80::1"  # no party's prefix
+    assert map_name("x", "ALPHA", "BRAVO") == "ALPHA::x"
+    assert map_name("Cyan", "ALPHA", "BRAVO") == "Cyan"
+    assert map_name("", "ALPHA", "BRAVO") == ""
 
 
 # ---- TAK protobuf ------------------------------------------------------------------------

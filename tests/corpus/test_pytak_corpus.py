@@ -27,7 +27,13 @@ from commonsky.conformance.client import event_head
 from commonsky.conformance.compare import compare
 from commonsky.conformance.play import Bench
 from commonsky.conformance.retime import offset_to, retime_xml
-from commonsky.conformance.views import map_references, map_uid, parse_xml, view_of_xml
+from commonsky.conformance.views import (
+    map_event_uid,
+    map_name,
+    map_references,
+    parse_xml,
+    view_of_xml,
+)
 
 on_the_hub = pytest.mark.asyncio(loop_scope="module")
 DATA = Path(__file__).parent / "data"
@@ -111,7 +117,7 @@ async def test_pytak_clients_see_the_file_unchanged(bench: Bench, name: str) -> 
         tag = f"{name[:3]}-{time.monotonic_ns()}"
         await sender.send(barrier(f"pytak-before-{tag}"))  # after it: this file's doing
         for party, client in receivers.items():
-            await client.until(map_uid(f"pytak-before-{tag}", ALPHA, party))
+            await client.until(map_name(f"pytak-before-{tag}", ALPHA, party))
         raw = (DATA / name).read_bytes()
         data = retime_xml(raw, offset_to(raw, time.time()))
         await sender.send(data)
@@ -119,8 +125,8 @@ async def test_pytak_clients_see_the_file_unchanged(bench: Bench, name: str) -> 
         sent = view_of_xml(parse_xml(data))
         problems: list[str] = []
         for party, client in receivers.items():
-            got = await client.until(map_uid(f"pytak-after-{tag}", ALPHA, party))
-            uid = map_uid(sent.uid, ALPHA, party)
+            got = await client.until(map_name(f"pytak-after-{tag}", ALPHA, party))
+            uid = map_event_uid(sent.type, sent.uid, ALPHA, party)
             copies = [d for d in got if (event_head(d) or {}).get("uid") == uid]
             if len(copies) != 1:
                 problems.append(f"[{party} pytak] {len(copies)} copies")
