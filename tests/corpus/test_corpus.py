@@ -122,7 +122,11 @@ def _check(result: FileResult, group: str) -> None:
         pytest.fail(_explain(result, what, result.problems), pytrace=False)
     bad = [d for d in deliveries if not d.ok]
     if bad:
-        lines = [f"[{d.receiver}] {diff}" for d in bad for diff in (d.differences or [d.status])]
+        lines = [
+            line
+            for line in result.differences()
+            if line.startswith(tuple(f"[{d.receiver}]" for d in bad))
+        ]
         summary = f"{group}: " + ", ".join(f"{d.receiver} {d.status}" for d in bad)
         pytest.fail(_explain(result, summary, lines), pytrace=False)
 
