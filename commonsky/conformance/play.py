@@ -39,6 +39,9 @@ from .client import ClosedByHub, Peer, Received, connect, frame, unframe
 from .compare import compare
 from .retime import offset_to, retime_proto, retime_xml
 from .views import (
+    PARTIES,
+    RECEIPT_TYPES,
+    SEPARATOR,
     Unreadable,
     View,
     dest_addresses,
@@ -190,8 +193,9 @@ _SPOT = {ALPHA: ("-60.0", "-150.0"), BRAVO: ("60.0", "150.0")}
 
 
 def _position(uid: str, callsign: str, party: str, now: float) -> bytes:
-    """A position report written here by hand (never by CommonSky's codec), stale after a
-    few seconds so that the picture does not fill up with them."""
+    """A device's position report, shaped as ATAK's (`contact` with an endpoint, `takv`: a
+    hub learns a device's callsign from such reports), written here by hand (never by
+    CommonSky's codec), stale after a few seconds so that the picture does not fill up."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".000Z"
     stale = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now + 20)) + ".000Z"
     lat, lon = _SPOT[party]
@@ -199,7 +203,9 @@ def _position(uid: str, callsign: str, party: str, now: float) -> bytes:
         f'<?xml version="1.0" encoding="UTF-8"?><event version="2.0" uid="{uid}"'
         f' type="a-f-G-U-C" time="{stamp}" start="{stamp}" stale="{stale}" how="m-g">'
         f'<point lat="{lat}" lon="{lon}" hae="10.0" ce="5.0" le="5.0"/>'
-        f'<detail><contact callsign="{callsign}"/></detail></event>'
+        f'<detail><contact callsign="{callsign}" endpoint="*:-1:stcp"/>'
+        f'<takv device="conformance" platform="CommonSky" os="any" version="1"/>'
+        f"</detail></event>"
     ).encode()
 
 
@@ -279,12 +285,12 @@ class Bench:
         """`sender`, or a new ALPHA connection when the hub closed it."""
         return await self._join(ALPHA, False) if sender.closed else sender
 
-    async def _announce(
-        self, peers: list[Peer], sender: Peer, callsigns: list[str], dest_uids: list[str]
-    ) -> list[bool]:
-        """Make receivers the addressees a `<marti><dest>` names; which ones are."""
+    async def _announce(self, peers: list[Peer], sender: Peer, sent: View | None) -> list[bool]:
+        """Make receivers the addressees a `<marti><dest>` names; which ones a conformant
+        hub delivers to (addressing, and a receipt's owner: `_for_party`)."""
+        callsigns, dest_uids = dest_addresses(sent) if sent is not None else ([], [])
         if not callsigns and not dest_uids:
-            return [True] * len(peers)
+            return [_for_party(sent, peer.party) for peer in peers]
         addressed: list[bool] = []
         announced: list[str] = []  # uids as the sender sees them
         taken: set[str] = set()
@@ -305,7 +311,7 @@ class Bench:
                 continue
             peer.send_event(_position(uid, callsign, peer.party, now))
             announced.append(map_name(uid, peer.party, ALPHA))
-            addressed.append(True)
+            addressed.append(_for_party(sent, peer.party))
         for uid in announced:
             await sender.wait_for(_has_uid(uid), self.timeout)
         return addressed
@@ -381,14 +387,13 @@ class Bench:
         return result
 
     async def _play(self, result: FileResult, payload: bytes, sent: View | None) -> None:
-        callsigns, dest_uids = dest_addresses(sent) if sent is not None else ([], [])
         sender = await self._join(ALPHA, result.wire == "protobuf")
         receivers: list[tuple[str, Peer]] = []
         for party in (ALPHA, BRAVO):
             for proto in (False, True):
                 peer = await self._join(party, proto)
                 receivers.append((f"{party} {'protobuf' if proto else 'xml'}", peer))
-        addressed = await self._announce([p for _, p in receivers], sender, callsigns, dest_uids)
+        addressed = await self._announce([p for _, p in receivers], sender, sent)
         problems = result.problems
         # What came before this barrier is the picture a new connection gets (an earlier
         # file may have used the same uid): not this file's doing.
@@ -408,7 +413,7 @@ class Bench:
         # A client that joins now gets the picture: the file again, unless it is transient.
         result.persists = sent is not None and _persists(sent, time.time())
         late = [await self._join(ALPHA, False), await self._join(BRAVO, False)]
-        late_addressed = await self._announce(late, sender, callsigns, dest_uids)
+        late_addressed = await self._announce(late, sender, sent)
         await self._barrier(sender, late, problems)
         for peer, wanted in zip(late, late_addressed, strict=True):
             name = f"{peer.party} late join"
@@ -499,6 +504,17 @@ class Bench:
         if not isinstance(body, list):
             raise ValueError("/api/items did not answer a JSON array")
         return body
+
+
+def _for_party(sent: View | None, party: str) -> bool:
+    """Whether a message is for `party` by its kind: a receipt (`b-t-f-d`, `b-t-f-r`)
+    answers one message, and is for the party whose message its uid (the message id)
+    names; anything else is for every party its addressing allows."""
+    if sent is None or sent.type not in RECEIPT_TYPES:
+        return True
+    prefix, separator, rest = sent.uid.partition(SEPARATOR)
+    owner = prefix if separator and prefix in PARTIES and rest else ALPHA
+    return party == owner
 
 
 def _has_uid(uid: str) -> Callable[[Received], bool]:
