@@ -14,13 +14,15 @@ the form it was written) and sent by a fresh ALPHA connection:
   retimed and sent as protobuf only.
 Watching it: an ALPHA and a BRAVO client over XML and over protobuf connected before, one
 ALPHA and one BRAVO client connecting after (late join), and `GET /api/items` of each party.
-A receiver announces the callsign a `<marti><dest callsign=…>` names first, as the addressee
-would have.
+A receiver announces itself first, as the addressee would have, when `<marti><dest …>` names
+a callsign (a device report carrying that callsign) or one of its party's uids (a report
+under that uid). A receipt (`b-t-f-d`, `b-t-f-r`) answers one message and is for the party
+whose message its uid names (the sender's own, in this corpus); anything else is for both.
 
 Each test asserts one thing for every file and wire:
 - accepted: no refusal was counted for it;
 - delivered unchanged within ALPHA (both wires), and to BRAVO unchanged but for the uid
-  mapping (both wires);
+  mapping (both wires) — or, where the message is not for BRAVO, not at all;
 - replayed to a client that joins late, unchanged, when it persists (not already stale and
   not transient: chat receipts `b-t-f-d`/`b-t-f-r`, file transfer `b-f-t-r`/`b-f-t-a`,
   deletes `t-x-d-d`, pings), and not replayed when it does not;
@@ -42,10 +44,12 @@ never goes through CommonSky's codec: XML with the standard library, protobuf wi
 - TAK protobuf's typed detail fields stand for exactly one element with exactly that field's
   attributes (all required ones, `contact@endpoint` only when not empty, nothing else); a
   typed field ignored by TAK's rule (same tag also in `xmlDetail`) stands for nothing.
-- The uid mapping (README, "Identity and uids"): BRAVO sees ALPHA's item as `ALPHA::uid`,
-  and every uid reference inside `<detail>` (`link@uid` at any depth, `__chat@id`,
-  `__chatreceipt@id`, `chatgrp@id/uid0/uid1`, `remarks@to`, `marti/dest@uid`; not the room
-  name `All Chat Rooms`) is renamed the same way. ALPHA's own clients see it unchanged.
+- The uid mapping (README, "Identity and uids"; `map_references` in
+  `commonsky/conformance/views.py` lists every place): BRAVO sees ALPHA's item as
+  `ALPHA::uid` (a GeoChat uid name by name: `GeoChat.ALPHA::device.room.ALPHA::message`),
+  and every name of an item inside `<detail>` (`link@uid` at any depth, `chatgrp@id/uidN`,
+  `__chat@id`, `remarks@to`, `marti/dest@uid`, …) renamed the same way; names every client
+  shares (`All Chat Rooms`, team colours) stay. ALPHA's own clients see it unchanged.
 - Exactly one copy reaches each receiver; anything else a receiver got before the barrier
   (a position report every receiver is entitled to, sent after the file) counts.
 
