@@ -55,9 +55,10 @@ from .views import (
     view_of_xml,
 )
 
-# Messages about a moment, not things on the map: chat receipts, file-transfer requests and
-# acknowledgements, deletes, pings. Relayed, never part of the picture a late joiner gets.
-TRANSIENT_TYPES = ("b-t-f-d", "b-t-f-r", "b-f-t-r", "b-f-t-a", "t-x-d-d", "t-x-c-t")
+# Messages about other items, not items: chat receipts, file-transfer requests and
+# acknowledgements (`b-f-t-…`), an emergency's cancel, deletes, pings. Relayed, never part
+# of the picture a late joiner gets (README, "How items flow"). A type or its subtypes.
+TRANSIENT_TYPES = ("b-t-f-d", "b-t-f-r", "b-f-t", "b-a-o-can", "t-x-d-d", "t-x-c-t")
 _UID = re.compile(rb"<event\b[^>]*?\suid\s*=\s*([\"'])(.*?)\1", re.DOTALL)
 
 

@@ -24,8 +24,8 @@ Each test asserts one thing for every file and wire:
 - delivered unchanged within ALPHA (both wires), and to BRAVO unchanged but for the uid
   mapping (both wires) — or, where the message is not for BRAVO, not at all;
 - replayed to a client that joins late, unchanged, when it persists (not already stale and
-  not transient: chat receipts `b-t-f-d`/`b-t-f-r`, file transfer `b-f-t-r`/`b-f-t-a`,
-  deletes `t-x-d-d`, pings), and not replayed when it does not;
+  not transient: chat receipts `b-t-f-d`/`b-t-f-r`, file transfers `b-f-t-…`, emergency
+  cancels `b-a-o-can`, deletes `t-x-d-d`, pings), and not replayed when it does not;
 - shown in `/api/items` of each party, unchanged, exactly when it persists.
 
 "Unchanged", precisely (the rule lives in `commonsky/conformance/compare.py`; what is read
