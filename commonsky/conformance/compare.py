@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -59,7 +60,10 @@ def _carries(view: View) -> frozenset[str] | None:
 
 def _show(value: object) -> str:
     if isinstance(value, Instant):
-        return f"{value.seconds} s since 1970"
+        whole = int(value.seconds)
+        moment = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        fraction = str(value.seconds - whole)[1:] if value.seconds != whole else ""
+        return f"{moment}{fraction}Z (as a number)"
     return _ABSENT if value is None else repr(value)
 
 

@@ -99,7 +99,7 @@ class Delivery:
     @property
     def status(self) -> str:
         if not self.expected:
-            return "none (right)" if self.copies == 0 else "delivered, should not be"
+            return "none (right)" if self.copies == 0 else "unexpected"
         if self.copies == 0:
             return "missing"
         if self.copies > 1:
@@ -151,7 +151,9 @@ class FileResult:
         for d in self.deliveries:
             if d.ok:
                 continue
-            if not (d.expected and d.copies == 1 and d.differences):
+            if not d.expected:
+                lines.append(f"[{d.receiver}] unexpected: it is not for this receiver")
+            elif not (d.copies == 1 and d.differences):
                 lines.append(f"[{d.receiver}] {d.status}")
             if d.expected and d.copies:
                 lines.extend(f"[{d.receiver}] {diff}" for diff in d.differences)
