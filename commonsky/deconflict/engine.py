@@ -240,9 +240,11 @@ def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Confli
     elif "track" in pair and pair & {"volume", "site"}:
         trk, area = (x, y) if x.item == "track" else (y, x)
         c = _track_area(trk, area, eng, now)
-    else:
+    elif pair == {"volume", "site"}:
         vol, site = (x, y) if x.item == "volume" else (y, x)
         c = _strike_site(vol, site, eng, now)
+    else:
+        return  # two sites: ground that does not move meets nothing (and was an AssertionError)
     if c is not None:
         yield c
 

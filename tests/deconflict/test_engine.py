@@ -260,3 +260,30 @@ def test_strike_area_over_another_partys_site_conflicts_but_other_plans_do_not()
     # A party's strike over its own site is its own business: no volume-site conflict.
     own = engine.upsert_volume("RUS", "own-strike", strike, now=0.0)
     assert "volume-site" not in [c.conflict.kind for c in own]
+
+
+def test_every_pair_of_item_kinds_is_checked_without_error() -> None:
+    # The pair checks are dispatched on the two kinds; a pair no check names (two parties'
+    # protected sites, side by side) once fell to the strike-area check and raised
+    # AssertionError. Every kind against every kind, all in one place, must just work.
+    site = g.Site(shape=g.Circle(centre=(10.0, 10.0), radius_m=2000))
+    items = {
+        "volume": vol(g.Circle(centre=(10.0, 10.0), radius_m=3000), kind="strike-area"),
+        "site": site,
+        "line": g.Line(path=((9.9, 9.9), (10.1, 10.1)), left_party="A", right_party="B"),
+        "track": Track(lat=10.0, lon=10.0, alt_m=1000, gs_mps=100, trk_deg=0, vs_mps=0, time_s=0),
+    }
+    for first, x in items.items():
+        for second, y in items.items():
+            engine = ConflictEngine()
+            for party, item in (("A", x), ("B", y)):
+                upsert = {
+                    g.Volume: engine.upsert_volume,
+                    g.Site: engine.upsert_site,
+                    g.Line: engine.upsert_line,
+                    Track: engine.upsert_track,
+                }[type(item)]
+                upsert(party, f"{party}-{first}-{second}", item, 0.0)  # type: ignore[operator]
+            kinds = {c.kind for c in engine.conflicts()}
+            if {first, second} == {"site"}:
+                assert kinds == set()
