@@ -258,7 +258,7 @@ def _strike_site(vol: _Rec, site: _Rec, eng: ConflictEngine, now: float) -> Conf
         return None
     lo, hi = max(v.floor_m, s.floor_m), min(v.ceiling_m, s.ceiling_m)
     start, end = max(v.start_s, now), v.end_s
-    if not (lo < hi and start <= end):
+    if not (lo < hi and start < end):  # windows are [start, end): one ending now is over
         return None
     frame = Frame.around((vol.centre, vol.ang), (site.centre, site.ang))
     overlap = v.shape.planar(frame).intersection(s.area().planar(frame))
