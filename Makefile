@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# Private deconfliction's PSI without its over-tight protobuf pin (see pyproject.toml).
+	$(BIN)/pip install --quiet --no-deps 'openmined-psi==2.0.6'
 	touch $(STAMP)
 
 # The map's front-end libraries come from the npm registry at install time, never at run time.

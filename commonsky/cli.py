@@ -289,6 +289,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "warnings": ("commonsky.bench.warnings", "bench"),
     "store": ("commonsky.bench.store", "bench"),
     "hotline": ("commonsky.bench.hotline", "bench"),
+    "private-deconflict": ("commonsky.bench.private_deconflict", "bench"),
 }
 
 

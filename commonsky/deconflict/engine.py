@@ -36,6 +36,7 @@ from commonsky.deconflict.geometry import (
     Site,
     Volume,
     cap_of,
+    centre_lonlat,
     frame_key,
 )
 from commonsky.deconflict.index import ALWAYS as ALWAYS
@@ -43,6 +44,7 @@ from commonsky.deconflict.index import SPACE_BASE_M as SPACE_BASE_M
 from commonsky.deconflict.index import TIME_BASE_S as TIME_BASE_S
 from commonsky.deconflict.index import Key as Key
 from commonsky.deconflict.index import _Index as _Index
+from commonsky.deconflict.records import LINE_REACH_M as LINE_REACH_M
 from commonsky.deconflict.records import MIN_AREA_M2 as MIN_AREA_M2
 from commonsky.deconflict.records import Conflict as Conflict
 from commonsky.deconflict.records import ConflictChange as ConflictChange
@@ -76,6 +78,7 @@ class ConflictEngine:
         max_rpz_m: float = 20_000.0,
         track_stale_s: float = 60.0,
         id_key: bytes | None = None,
+        line_reach_m: float = LINE_REACH_M,
     ) -> None:
         # Conflict ids are HMACs under id_key: stable for the life of the key (persist it to
         # keep ids across restarts), meaningless to anyone without it.
@@ -84,6 +87,7 @@ class ConflictEngine:
         self.minima = minima
         self.max_rpz_m = max_rpz_m  # index padding for tracks; minima above it are capped
         self.track_stale_s = track_stale_s
+        self.line_reach_m = line_reach_m  # how deep each side of a line reaches (_line_check)
         self._recs: dict[Key, _Rec] = {}
         self._index = _Index()
         self._table = SlotTable()
@@ -99,6 +103,7 @@ class ConflictEngine:
 
     def upsert_line(self, party: str, uid: str, line: Line, now: float) -> list[ConflictChange]:
         c, ang = line.cap()
+        ang += self.line_reach_m / EARTH_R_M  # its sides reach past its own cap: file them too
         return self._upsert((party, uid), "line", line, c, ang, -math.inf, math.inf, now)
 
     def upsert_site(self, party: str, uid: str, site: Site, now: float) -> list[ConflictChange]:
@@ -354,6 +359,11 @@ def _areal(g: shapely.Geometry) -> shapely.Geometry:
     return g
 
 
+def line_frame(line: Line) -> Frame:
+    """The frame a line's sides are drawn in: centred on the line's own cap."""
+    return Frame(*centre_lonlat(line.cap()[0]))
+
+
 def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
     ln = line.obj
     assert isinstance(ln, Line)
@@ -364,12 +374,14 @@ def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Con
         wrong, entered = "left", ln.left_party
     else:
         return None
-    if _caps_apart(line, other):
+    if _caps_apart(line, other):  # (the line's cap is padded by its reach)
         return None
-    frame = Frame.around((line.centre, line.ang), (other.centre, other.ang))
-    gap = math.acos(float(np.clip(line.centre @ other.centre, -1, 1)))
-    reach = (gap + line.ang + 2 * other.ang) * EARTH_R_M + 1_000.0
-    region = ln.side_region(frame, "right" if wrong == "right" else "left", reach)
+    # Each side of a line is the band beside it, flat at its ends, line_reach_m deep, drawn in
+    # the line's own frame: a function of the line alone, so that a volume beside a line's
+    # end is on its side however short the line (the line's cap once bounded the check), and
+    # a hub holding only the line draws the very same band (privdeconf).
+    frame = line_frame(ln)
+    region = ln.side_region(frame, "right" if wrong == "right" else "left", eng.line_reach_m)
     if isinstance(other.obj, Volume):
         v = other.obj
         if v.end_s <= now:

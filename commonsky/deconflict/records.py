@@ -24,6 +24,9 @@ ConflictKind = Literal[
     "volume-volume", "line-crossing", "track-volume", "track-site", "track-track", "volume-site"
 ]
 MIN_AREA_M2 = 1.0  # touching edges are not an overlap
+#: How deep each side of a deconfliction line reaches (m): a volume or track farther than
+#: this from the line is on neither side. About a theatre's width; an engine parameter.
+LINE_REACH_M = 250_000.0
 
 
 class Track(msgspec.Struct, frozen=True, kw_only=True):

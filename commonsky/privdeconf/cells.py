@@ -60,6 +60,7 @@ from commonsky.deconflict.geometry import (
     Volume,
     centre_lonlat,
 )
+from commonsky.deconflict.engine import line_frame
 from commonsky.privdeconf.terms import Terms
 
 Layer = Literal["v", "s", "l"]
@@ -173,7 +174,7 @@ def claims_of(
         cells = cover(region.buffer(dil_h), frame, level, limit, h)
         return [Claim(h, "s", "site", h.party, region, frame, cells)]
     out = []
-    frame = Frame(*centre_lonlat(item.cap()[0]))
+    frame = line_frame(item)  # where the engine draws a line's sides too
     sides = (("right", item.left_party, item.right_party), ("left", item.right_party, item.left_party))
     for side, bound, entered in sides:
         if bound not in peer_parties:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 import shapely
+import shapely.geometry
 
 from commonsky.deconflict.geometry import (
     FloatArray,
@@ -43,6 +44,7 @@ from commonsky.deconflict.geometry import (
     centre_lonlat,
     densify,
 )
+from commonsky.deconflict.engine import line_frame
 from commonsky.deconflict.records import MIN_AREA_M2, Conflict, ConflictKind, Side
 from commonsky.errors import RemoteProtocolError
 from commonsky.privdeconf.cells import (
@@ -219,35 +221,43 @@ def _canonical_ring(xy: FloatArray) -> FloatArray:
 
 
 def canonical_piece(g: shapely.Geometry, frame: Frame) -> dict[str, Any] | None:
-    """A planar polygonal geometry in `frame` as canonical GeoJSON in (lon, lat), rounded to
-    1e-7° (~1 cm)."""
-    polys: list[shapely.Polygon] = []
+    """A planar polygonal geometry in `frame` as canonical GeoJSON in (lon, lat): corners and
+    resampled points (above), checked and oriented in the frame (exterior anticlockwise), each
+    ring starting at its least (lat, lon) vertex and the polygons in that order, rounded to
+    1e-7° (~1 cm). Nothing planar is done in (lon, lat), where the antimeridian would cut it."""
+    polys = []
     for part in getattr(g, "geoms", [g]):
         if not isinstance(part, shapely.Polygon) or part.is_empty:
             continue
-        rings = []
-        for ring in (part.exterior, *part.interiors):
-            xy = _canonical_ring(shapely.get_coordinates(ring))
-            rings.append(np.round(frame.inv(xy), 7))
+        rings = [_canonical_ring(shapely.get_coordinates(r)) for r in (part.exterior, *part.interiors)]
         if len(rings[0]) >= 4:
             polys.append(shapely.Polygon(rings[0], [r for r in rings[1:] if len(r) >= 4]))
     if not polys:
         return None
-    shape = polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
+    shape = shapely.MultiPolygon(polys) if len(polys) > 1 else polys[0]
     if not shape.is_valid:
         shape = _areal(shapely.make_valid(shape))
-        if shape.is_empty:
-            return None
-    return _geojson(shapely.normalize(shape))
+    out = []
+    for p in getattr(shape, "geoms", [shape]):
+        if not isinstance(p, shapely.Polygon) or p.is_empty:
+            continue
+        p = shapely.geometry.polygon.orient(p, 1.0)
+        out.append([_lonlat_ring(shapely.get_coordinates(r), frame) for r in (p.exterior, *p.interiors)])
+    if not out:
+        return None
+    out.sort(key=lambda rings: (rings[0][0][1], rings[0][0][0]))
+    if len(out) == 1:
+        return {"type": "Polygon", "coordinates": out[0]}
+    return {"type": "MultiPolygon", "coordinates": out}
 
 
-def _geojson(g: shapely.Geometry) -> dict[str, Any]:
-    def rings(p: shapely.Polygon) -> list[list[list[float]]]:
-        return [shapely.get_coordinates(r).tolist() for r in (p.exterior, *p.interiors)]
-
-    if isinstance(g, shapely.Polygon):
-        return {"type": "Polygon", "coordinates": rings(g)}
-    return {"type": "MultiPolygon", "coordinates": [rings(p) for p in g.geoms]}
+def _lonlat_ring(xy: FloatArray, frame: Frame) -> list[list[float]]:
+    """A closed planar ring as (lon, lat), rounded, starting at its least (lat, lon)."""
+    ll = np.round(frame.inv(xy[:-1]), 7)
+    ll[:, 0] = np.where(ll[:, 0] <= -180.0, ll[:, 0] + 360.0, ll[:, 0])
+    first = int(np.lexsort((ll[:, 0], ll[:, 1]))[0])
+    ll = np.roll(ll, -first, axis=0)
+    return [*ll.tolist(), ll[0].tolist()]
 
 
 # -- the receiver ----------------------------------------------------------------------------
@@ -416,7 +426,8 @@ def _conflict(
 ) -> Conflict | None:
     h = claim.holding
     item = h.item
-    frame = Frame.around(_item_cap(item), piece_cap(piece))
+    # A line's side is drawn in the line's own frame, as the engine draws it (line_frame).
+    frame = line_frame(item) if isinstance(item, Line) else Frame.around(_item_cap(item), piece_cap(piece))
     theirs = shapely.transform(pshape, lambda xy: frame.fwd(pframe.inv(xy)))
     figures: dict[str, Any]
     if kind == "volume-volume":
@@ -445,7 +456,7 @@ def _conflict(
             mine = item.area().planar(frame)
         low, high = max(v_floor, s_floor), min(v_ceiling, s_ceiling)
         start, end = max(v_start, at_s), v_end
-        if not (low < high and start <= end):
+        if not (low < high and start < end):
             return None
         figures = {"floor_m": low, "ceiling_m": high, "start_s": start, "end_s": end}
         min_area = 1e-9  # the engine's strike check asks only for a positive area

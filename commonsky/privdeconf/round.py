@@ -163,7 +163,8 @@ class Gate:
 class PrivateRound:
     """One side of one round. `holdings` are our own items; `peer_parties` the parties the
     peer hub speaks for; `secret` our hub's secret (item handles); `now` our clock (epoch s).
-    `seed` (32 bytes) makes the round reproducible; by default a fresh random one."""
+    `seed` (32 bytes) makes the round reproducible; by default a fresh random one. `cells`,
+    when given, are used instead of building them from `holdings` at the round time."""
 
     def __init__(
         self,
@@ -177,6 +178,7 @@ class PrivateRound:
         now: float,
         gate: Gate | None = None,
         seed: bytes | None = None,
+        cells: CellSet | None = None,
     ) -> None:
         self.role = role
         self.terms = terms
@@ -200,6 +202,7 @@ class PrivateRound:
         self._peer_setup = b""
         self._peer_size = 0
         self._matched: frozenset[str] = frozenset()
+        self._given_cells = cells
         self._evidence: dict[str, Any] = {}
 
     # -- the two entry points ---------------------------------------------------------------
@@ -365,7 +368,9 @@ class PrivateRound:
         self.at_s = at_s
         self.figures.at_s = at_s
         self.figures.round_id = self.round_id
-        self._cells = CellSet.build(self.holdings, self.terms, at_s, self.peer_parties)
+        self._cells = self._given_cells or CellSet.build(
+            self.holdings, self.terms, at_s, self.peer_parties
+        )
         tokens = sorted(self._cells.tokens)
         self.figures.cells_real = len(tokens)
         if self.terms.pad:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from commonsky.deconflict import cpa
+from commonsky.deconflict.records import LINE_REACH_M
 from commonsky.errors import UsageError
 
 Reveal = Literal["cells", "count"]
@@ -49,7 +50,8 @@ class Terms(msgspec.Struct, frozen=True, kw_only=True):
     - `geometry`: whether the geometry step (pieces clipped to the cells that meet) may follow.
     - `rpz_m`, `hpz_m`: horizontal / vertical separation minima (the deconfliction engine's
       defaults: 5 NM, 1,000 ft); every item is dilated by half of them (see cells.py).
-    - `line_reach_m`: how deep each side of a deconfliction line reaches, in cells.
+    - `line_reach_m`: how deep each side of a deconfliction line reaches (the engine's
+      `line_reach_m`, default deconflict.records.LINE_REACH_M).
     - `max_cells`: the most cells either side may submit in one round (own and peer's).
     - `min_interval_s`: rounds with this peer no more often than this (own and peer's).
     - `pad`: pad our submitted set with dummies up to `max_cells`, so its size says nothing.
@@ -62,7 +64,7 @@ class Terms(msgspec.Struct, frozen=True, kw_only=True):
     geometry: bool = True
     rpz_m: float = cpa.RPZ_M
     hpz_m: float = cpa.HPZ_M
-    line_reach_m: float = 250_000.0
+    line_reach_m: float = LINE_REACH_M  # must be the engine's, for the two to agree
     max_cells: int = 50_000
     min_interval_s: float = 60.0
     pad: bool = False

@@ -298,3 +298,21 @@ def test_a_strike_area_ending_now_is_over_as_every_window_is() -> None:
     assert engine.upsert_volume("USA", "ends-now", strike, now=100.0) == []
     (change,) = engine.upsert_volume("USA", "ends-later", strike, now=99.0)
     assert change.conflict.kind == "volume-site" and change.conflict.start_s == 99.0
+
+
+def test_a_lines_side_is_a_band_beside_it_however_short_the_line() -> None:
+    # A line's side once reached only as far as the line's own cap: a volume beside the end of
+    # a short line, outside that cap, was on no side. Now each side is the band beside the
+    # line (flat at its ends), line_reach_m deep, wherever along the line the volume is.
+    line = g.Line(path=((0.0, -0.045), (0.0, 0.0), (0.0225, 0.039)), left_party="A",
+                  right_party="B")  # fmt: skip
+    e = ConflictEngine(line_reach_m=50_000.0)
+    e.upsert_line("A", "line", line, now=0.0)
+    beside_the_end = vol(g.Circle(centre=(0.0, 0.0489), radius_m=834.0))
+    (change,) = e.upsert_volume("B", "v", beside_the_end, 0.0)
+    assert change.conflict.kind == "line-crossing" and change.conflict.entered_party == "A"
+    # 40 km beside the line: on its side; 60 km: past its reach, on neither.
+    at_40 = vol(g.Circle(centre=(-0.36, 0.0), radius_m=500.0))
+    at_60 = vol(g.Circle(centre=(-0.54, 0.0), radius_m=500.0))
+    assert [c.conflict.kind for c in e.upsert_volume("B", "at-40", at_40, 0.0)] == ["line-crossing"]
+    assert e.upsert_volume("B", "at-60", at_60, 0.0) == []
