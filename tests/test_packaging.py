@@ -21,7 +21,16 @@ from commonsky.web import CSP, NOT_INSTALLED, WebAssets, find_assets, web_routes
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Installed for development only, or by an extra: the product must start without them.
-NOT_CORE = ("playwright", "psycopg", "pytest", "pytak", "hypothesis", "websockets", "xmlschema")
+NOT_CORE = (
+    "playwright",
+    "psycopg",
+    "pytest",
+    "pytak",
+    "hypothesis",
+    "websockets",
+    "xmlschema",
+    "private_set_intersection",
+)
 
 
 def without(modules: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:

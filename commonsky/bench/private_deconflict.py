@@ -43,16 +43,23 @@ def _tokens(n: int, shared: int, seed: int) -> tuple[list[str], list[str]]:
 
 def _private(a: list[str], b: list[str]) -> dict[str, float]:
     from commonsky.privdeconf.cells import CellSet
-    from commonsky.privdeconf.round import PrivateRound
+    from commonsky.privdeconf.round import PrivateRound, Role
     from commonsky.privdeconf.terms import Terms
 
     terms = Terms(max_cells=max(len(a), len(b)), min_interval_s=0)
     spent = {"initiator": 0.0, "responder": 0.0}
 
-    def side(role: str, mine: list[str], peer: str) -> PrivateRound:
-        return PrivateRound(role=role, terms=terms, holdings=[], peer=peer,  # type: ignore[arg-type]
-                            peer_parties=[peer], secret=os.urandom(32), now=T0,
-                            cells=CellSet([], frozenset(mine)))  # fmt: skip
+    def side(role: Role, mine: list[str], peer: str) -> PrivateRound:
+        return PrivateRound(
+            role=role,
+            terms=terms,
+            holdings=[],
+            peer=peer,
+            peer_parties=[peer],
+            secret=os.urandom(32),
+            now=T0,
+            cells=CellSet([], frozenset(mine)),
+        )
 
     ini, res = side("initiator", a, "B"), side("responder", b, "A")
     began = time.perf_counter()
@@ -71,9 +78,17 @@ def _private(a: list[str], b: list[str]) -> dict[str, float]:
     total = time.perf_counter() - began
     assert ini.result is not None and res.result is not None, (ini.figures, res.figures)
     fi, fr = ini.result.figures, res.result.figures
-    return {"s": total, "ini_s": spent["initiator"], "res_s": spent["responder"],
-            "a_sent": fi.bytes_sent, "b_sent": fr.bytes_sent, "a_psi": fi.psi_bytes_sent,
-            "b_psi": fr.psi_bytes_sent, "found_a": fi.intersection, "found_b": fr.intersection}  # fmt: skip
+    return {
+        "s": total,
+        "ini_s": spent["initiator"],
+        "res_s": spent["responder"],
+        "a_sent": fi.bytes_sent,
+        "b_sent": fr.bytes_sent,
+        "a_psi": fi.psi_bytes_sent,
+        "b_psi": fr.psi_bytes_sent,
+        "found_a": fi.intersection,
+        "found_b": fr.intersection,
+    }
 
 
 def _plain(a: list[str], b: list[str]) -> dict[str, float]:
@@ -82,8 +97,13 @@ def _plain(a: list[str], b: list[str]) -> dict[str, float]:
     wire_a, wire_b = encode(sorted(a)), encode(sorted(b))
     found_a = len(set(a) & set(decode(wire_b)))
     found_b = len(set(b) & set(decode(wire_a)))
-    return {"s": time.perf_counter() - began, "a_sent": len(wire_a), "b_sent": len(wire_b),
-            "found_a": found_a, "found_b": found_b}  # fmt: skip
+    return {
+        "s": time.perf_counter() - began,
+        "a_sent": len(wire_a),
+        "b_sent": len(wire_b),
+        "found_a": found_a,
+        "found_b": found_b,
+    }
 
 
 def bench(

@@ -51,6 +51,7 @@ import msgspec
 import numpy as np
 import shapely
 
+from commonsky.deconflict.engine import line_frame
 from commonsky.deconflict.geometry import (
     EARTH_R_M,
     FloatArray,
@@ -60,7 +61,6 @@ from commonsky.deconflict.geometry import (
     Volume,
     centre_lonlat,
 )
-from commonsky.deconflict.engine import line_frame
 from commonsky.privdeconf.terms import Terms
 
 Layer = Literal["v", "s", "l"]
@@ -175,7 +175,10 @@ def claims_of(
         return [Claim(h, "s", "site", h.party, region, frame, cells)]
     out = []
     frame = line_frame(item)  # where the engine draws a line's sides too
-    sides = (("right", item.left_party, item.right_party), ("left", item.right_party, item.left_party))
+    sides = (
+        ("right", item.left_party, item.right_party),
+        ("left", item.right_party, item.left_party),
+    )
     for side, bound, entered in sides:
         if bound not in peer_parties:
             continue
@@ -275,7 +278,9 @@ class CellSet:
 
     def __init__(self, claims: list[Claim], tokens: frozenset[str] | None = None) -> None:
         self.claims = claims
-        self.tokens = tokens if tokens is not None else frozenset(t for c in claims for t in c.tokens())
+        self.tokens = (
+            tokens if tokens is not None else frozenset(t for c in claims for t in c.tokens())
+        )
 
     @classmethod
     def build(
@@ -291,7 +296,9 @@ class CellSet:
         cap = terms.max_cells
         for h in sorted(holdings, key=lambda h: (h.party, h.uid)):
             for c in claims_of(h, terms, at_s, peer_parties, cap):
-                if c.size() > cap or tokens.update(c.tokens()) or len(tokens) > cap:
+                if c.size() <= cap:  # (a product too large is refused before it is made)
+                    tokens.update(c.tokens())
+                if c.size() > cap or len(tokens) > cap:
                     raise CellsError(
                         f"our items make more than max_cells = {cap} cells at grid level "
                         f"{terms.grid_level} (at {h.party}::{h.uid}): coarsen the grid, "

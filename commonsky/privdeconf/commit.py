@@ -26,7 +26,9 @@ from commonsky.privdeconf import psi
 DOMAIN = b"commonsky-privdeconf-commit-v1"
 
 
-def commitment(round_id: str, grid: tuple[Any, ...] | list[Any], tokens: list[str], nonce: bytes) -> str:
+def commitment(
+    round_id: str, grid: tuple[Any, ...] | list[Any], tokens: list[str], nonce: bytes
+) -> str:
     """Hex SHA-256 commitment to `tokens` (any order) for one round."""
     h = hashlib.sha256()
     for part in (DOMAIN, round_id.encode(), repr(tuple(grid)).encode(), nonce):

@@ -34,6 +34,7 @@ import numpy as np
 import shapely
 import shapely.geometry
 
+from commonsky.deconflict.engine import line_frame
 from commonsky.deconflict.geometry import (
     FloatArray,
     Frame,
@@ -44,11 +45,9 @@ from commonsky.deconflict.geometry import (
     centre_lonlat,
     densify,
 )
-from commonsky.deconflict.engine import line_frame
 from commonsky.deconflict.records import MIN_AREA_M2, Conflict, ConflictKind, Side
 from commonsky.errors import RemoteProtocolError
 from commonsky.privdeconf.cells import (
-    COVER_MARGIN_M,
     CellSet,
     Claim,
     Layer,
@@ -177,20 +176,35 @@ def _piece(
             end = min(end, band_bounds(max(slots), terms.time_slot_s)[1])
         elif claim.layer == "s":
             start = max(start, at_s)
-        return Piece(**common, party=h.party, geometry=geometry, floor_m=float(floor),
-                     ceiling_m=float(ceiling), start_s=float(start), end_s=float(end))  # fmt: skip
+        return Piece(
+            **common,
+            party=h.party,
+            geometry=geometry,
+            floor_m=float(floor),
+            ceiling_m=float(ceiling),
+            start_s=float(start),
+            end_s=float(end),
+        )
     if isinstance(item, Site):
-        return Piece(**common, party=h.party, geometry=geometry, floor_m=float(item.floor_m),
-                     ceiling_m=float(item.ceiling_m))  # fmt: skip
-    return Piece(**common, party=h.party, geometry=geometry, binds=claim.party,
-                 entered=claim.entered)  # fmt: skip
+        return Piece(
+            **common,
+            party=h.party,
+            geometry=geometry,
+            floor_m=float(item.floor_m),
+            ceiling_m=float(item.ceiling_m),
+        )
+    return Piece(
+        **common, party=h.party, geometry=geometry, binds=claim.party, entered=claim.entered
+    )
 
 
 def _areal(g: shapely.Geometry) -> shapely.Geometry:
     """The polygonal part of a result (touching edges and points dropped)."""
     if isinstance(g, shapely.Polygon | shapely.MultiPolygon):
         return g
-    parts = [p for p in getattr(g, "geoms", []) if isinstance(p, shapely.Polygon | shapely.MultiPolygon)]
+    parts = [
+        p for p in getattr(g, "geoms", []) if isinstance(p, shapely.Polygon | shapely.MultiPolygon)
+    ]
     return shapely.unary_union(parts) if parts else shapely.Polygon()
 
 
@@ -215,7 +229,9 @@ def _canonical_ring(xy: FloatArray) -> FloatArray:
         along = np.concatenate([[0.0], np.cumsum(seg)])
         total = float(along[-1])
         s = np.arange(0.0, total, PIECE_STEP_M) if total > 0 else np.array([0.0])
-        out.append(np.column_stack([np.interp(s, along, chain[:, 0]), np.interp(s, along, chain[:, 1])]))
+        out.append(
+            np.column_stack([np.interp(s, along, chain[:, 0]), np.interp(s, along, chain[:, 1])])
+        )
     ring = np.concatenate(out)
     return np.vstack([ring, ring[:1]])
 
@@ -229,7 +245,9 @@ def canonical_piece(g: shapely.Geometry, frame: Frame) -> dict[str, Any] | None:
     for part in getattr(g, "geoms", [g]):
         if not isinstance(part, shapely.Polygon) or part.is_empty:
             continue
-        rings = [_canonical_ring(shapely.get_coordinates(r)) for r in (part.exterior, *part.interiors)]
+        rings = [
+            _canonical_ring(shapely.get_coordinates(r)) for r in (part.exterior, *part.interiors)
+        ]
         if len(rings[0]) >= 4:
             polys.append(shapely.Polygon(rings[0], [r for r in rings[1:] if len(r) >= 4]))
     if not polys:
@@ -242,7 +260,9 @@ def canonical_piece(g: shapely.Geometry, frame: Frame) -> dict[str, Any] | None:
         if not isinstance(p, shapely.Polygon) or p.is_empty:
             continue
         p = shapely.geometry.polygon.orient(p, 1.0)
-        out.append([_lonlat_ring(shapely.get_coordinates(r), frame) for r in (p.exterior, *p.interiors)])
+        out.append(
+            [_lonlat_ring(shapely.get_coordinates(r), frame) for r in (p.exterior, *p.interiors)]
+        )
     if not out:
         return None
     out.sort(key=lambda rings: (rings[0][0][1], rings[0][0][0]))
@@ -290,9 +310,11 @@ def _rings_of(geometry: dict[str, Any]) -> list[list[FloatArray]]:
                 raise _bad("geometry.coordinates: malformed ring") from None
             if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) < 4:
                 raise _bad("geometry.coordinates: a ring is not 4 or more [lon, lat]")
-            if not np.isfinite(arr).all() or (np.abs(arr[:, 0]) > 180).any() or (
-                np.abs(arr[:, 1]) > 90
-            ).any():
+            if (
+                not np.isfinite(arr).all()
+                or (np.abs(arr[:, 0]) > 180).any()
+                or (np.abs(arr[:, 1]) > 90).any()
+            ):
                 raise _bad("geometry.coordinates: a coordinate outside the earth")
             total += len(arr)
             rings.append(arr)
@@ -306,7 +328,10 @@ def piece_shape(piece: Piece, frame: Frame) -> shapely.Geometry:
     """A piece in `frame`, its edges taken as geodesics (as the engine takes an outline's)."""
     polys = []
     for rings in _rings_of(piece.geometry):
-        xy = [frame.fwd(densify([(float(x), float(y)) for x, y in r[:-1]], closed=True)) for r in rings]
+        xy = [
+            frame.fwd(densify([(float(x), float(y)) for x, y in r[:-1]], closed=True))
+            for r in rings
+        ]
         polys.append(shapely.Polygon(xy[0], xy[1:]))
     g = shapely.union_all(shapely.make_valid(np.asarray(polys, dtype=object)))
     return _areal(g)
@@ -350,12 +375,12 @@ def check_pieces(
         frame = Frame(*centre_lonlat(c))
         shape = piece_shape(p, frame)
         party = p.binds if p.role == "line" else p.party
-        cells = [
-            cell
-            for cell, rests in index[p.layer].items()
-            if p.layer != "l" or party in rests
-        ]
-        inside = _areal(shapely.intersection(shape, union_of_cells(cells, frame))) if cells else shapely.Polygon()
+        cells = [cell for cell, rests in index[p.layer].items() if p.layer != "l" or party in rests]
+        inside = (
+            _areal(shapely.intersection(shape, union_of_cells(cells, frame)))
+            if cells
+            else shapely.Polygon()
+        )
         lost = shape.area - inside.area
         if lost > OUTSIDE_TOLERANCE_M2:
             outside += lost
@@ -427,7 +452,11 @@ def _conflict(
     h = claim.holding
     item = h.item
     # A line's side is drawn in the line's own frame, as the engine draws it (line_frame).
-    frame = line_frame(item) if isinstance(item, Line) else Frame.around(_item_cap(item), piece_cap(piece))
+    frame = (
+        line_frame(item)
+        if isinstance(item, Line)
+        else Frame.around(_item_cap(item), piece_cap(piece))
+    )
     theirs = shapely.transform(pshape, lambda xy: frame.fwd(pframe.inv(xy)))
     figures: dict[str, Any]
     if kind == "volume-volume":
@@ -445,14 +474,24 @@ def _conflict(
         if isinstance(item, Volume):  # our strike area, their site
             assert piece.floor_m is not None and piece.ceiling_m is not None
             s_floor, s_ceiling = piece.floor_m, piece.ceiling_m
-            v_floor, v_ceiling, v_start, v_end = item.floor_m, item.ceiling_m, item.start_s, item.end_s
+            v_floor, v_ceiling, v_start, v_end = (
+                item.floor_m,
+                item.ceiling_m,
+                item.start_s,
+                item.end_s,
+            )
             mine = item.shape.planar(frame)
         else:  # our site, their strike area
             assert isinstance(item, Site)
             assert piece.floor_m is not None and piece.ceiling_m is not None
             assert piece.start_s is not None and piece.end_s is not None
             s_floor, s_ceiling = item.floor_m, item.ceiling_m
-            v_floor, v_ceiling, v_start, v_end = piece.floor_m, piece.ceiling_m, piece.start_s, piece.end_s
+            v_floor, v_ceiling, v_start, v_end = (
+                piece.floor_m,
+                piece.ceiling_m,
+                piece.start_s,
+                piece.end_s,
+            )
             mine = item.area().planar(frame)
         low, high = max(v_floor, s_floor), min(v_ceiling, s_ceiling)
         start, end = max(v_start, at_s), v_end
@@ -471,16 +510,25 @@ def _conflict(
             assert isinstance(item, Volume)
             mine = item.shape.planar(frame)
             vol = None
+            assert piece.entered is not None  # (checked on receipt)
             entered = piece.entered
         if vol is not None:
             assert vol.floor_m is not None and vol.ceiling_m is not None
             assert vol.start_s is not None and vol.end_s is not None
-            figures = {"floor_m": vol.floor_m, "ceiling_m": vol.ceiling_m,
-                       "start_s": vol.start_s, "end_s": vol.end_s}  # fmt: skip
+            figures = {
+                "floor_m": vol.floor_m,
+                "ceiling_m": vol.ceiling_m,
+                "start_s": vol.start_s,
+                "end_s": vol.end_s,
+            }
         else:
             assert isinstance(item, Volume)
-            figures = {"floor_m": item.floor_m, "ceiling_m": item.ceiling_m,
-                       "start_s": item.start_s, "end_s": item.end_s}  # fmt: skip
+            figures = {
+                "floor_m": item.floor_m,
+                "ceiling_m": item.ceiling_m,
+                "start_s": item.start_s,
+                "end_s": item.end_s,
+            }
         if figures["end_s"] <= at_s:
             return None
         figures["entered_party"] = entered

@@ -36,9 +36,7 @@ def _lib() -> Any:
     try:
         from private_set_intersection.python import _openmined_psi
     except ImportError as exc:
-        raise UsageError(
-            f"private deconfliction needs openmined-psi ({exc}): {INSTALL}"
-        ) from None
+        raise UsageError(f"private deconfliction needs openmined-psi ({exc}): {INSTALL}") from None
     return _openmined_psi
 
 
@@ -103,9 +101,7 @@ def respond(key: bytes, reveal: bool, peer_request: bytes) -> bytes:
         raise _remote("the peer's request", exc) from None
 
 
-def intersect(
-    key: bytes, reveal: bool, peer_setup: bytes, peer_response: bytes
-) -> list[int] | int:
+def intersect(key: bytes, reveal: bool, peer_setup: bytes, peer_response: bytes) -> list[int] | int:
     """Indices (into the list we requested with) of our elements the peer holds, or with
     reveal=False only how many."""
     psi = _lib()

@@ -223,8 +223,18 @@ class PrivateRound:
             self.gate.mark(self.now)
         t = self.terms
         self.state = "opened"
-        return self._send(Open(VERSION, self.round_id, self.at_s, list(t.grid()), t.reveal,
-                               t.geometry, len(self._order), self._commitment()))  # fmt: skip
+        return self._send(
+            Open(
+                VERSION,
+                self.round_id,
+                self.at_s,
+                list(t.grid()),
+                t.reveal,
+                t.geometry,
+                len(self._order),
+                self._commitment(),
+            )
+        )
 
     def receive(self, data: bytes) -> list[bytes]:
         """A message from the peer; returns the messages to send back (maybe none)."""
@@ -253,18 +263,20 @@ class PrivateRound:
             self._check_id(msg.round_id)
             self._end_refused(f"the peer refused: {msg.reason}")
             return []
-        step = {
-            ("responder", "idle", Open): self._on_open,
-            ("initiator", "opened", Accept): self._on_accept,
-            ("responder", "accepted", Exchange): self._on_exchange,
-            ("initiator", "exchanged", Answer): self._on_answer,
-            ("responder", "answered", Pieces): self._on_pieces,
-        }.get((self.role, self.state, type(msg)))
-        if step is None:
-            raise RemoteProtocolError(
-                "privdeconf_out_of_order", f"{type(msg).__name__} to a {self.role} in {self.state}"
-            )
-        return step(msg)  # type: ignore[operator]
+        turn = (self.role, self.state)
+        if turn == ("responder", "idle") and isinstance(msg, Open):
+            return self._on_open(msg)
+        if turn == ("initiator", "opened") and isinstance(msg, Accept):
+            return self._on_accept(msg)
+        if turn == ("responder", "accepted") and isinstance(msg, Exchange):
+            return self._on_exchange(msg)
+        if turn == ("initiator", "exchanged") and isinstance(msg, Answer):
+            return self._on_answer(msg)
+        if turn == ("responder", "answered") and isinstance(msg, Pieces):
+            return self._on_pieces(msg)
+        raise RemoteProtocolError(
+            "privdeconf_out_of_order", f"{type(msg).__name__} to a {self.role} in {self.state}"
+        )
 
     def _on_open(self, m: Open) -> list[bytes]:
         self.round_id = m.round_id
@@ -275,12 +287,16 @@ class PrivateRound:
         if reason is not None:
             return self._refuse(reason)
         if abs(m.at_s - self.now) > MAX_SKEW_S:
-            return self._refuse(f"round time {m.at_s:.0f} is {m.at_s - self.now:+.0f} s off our clock")
+            return self._refuse(
+                f"round time {m.at_s:.0f} is {m.at_s - self.now:+.0f} s off our clock"
+            )
         agreed = agree(self.terms, tuple(m.grid), m.reveal, m.geometry)
         if isinstance(agreed, str):
             return self._refuse(agreed)
         if not 0 < m.size <= self.terms.max_cells:
-            return self._refuse(f"the initiator's {m.size} cells; our max_cells = {self.terms.max_cells}")
+            return self._refuse(
+                f"the initiator's {m.size} cells; our max_cells = {self.terms.max_cells}"
+            )
         self._agreed = agreed
         self._peer_size = m.size
         self._evidence = {"commitment": m.commitment, "size": m.size}
@@ -296,8 +312,19 @@ class PrivateRound:
         request = psi.request(self._key("client"), flag, self._order)
         self.figures.psi_bytes_sent += len(setup) + len(request)
         self.state = "accepted"
-        return [self._send(Accept(self.round_id, agreed.reveal, agreed.geometry, len(self._order),
-                                  self._commitment(), setup, request))]  # fmt: skip
+        return [
+            self._send(
+                Accept(
+                    self.round_id,
+                    agreed.reveal,
+                    agreed.geometry,
+                    len(self._order),
+                    self._commitment(),
+                    setup,
+                    request,
+                )
+            )
+        ]
 
     def _on_accept(self, m: Accept) -> list[bytes]:
         self._check_id(m.round_id)
@@ -305,13 +332,19 @@ class PrivateRound:
         assert not isinstance(agreed, str)
         self._agreed = agreed
         if not 0 < m.size <= self.terms.max_cells:
-            return self._refuse(f"the responder's {m.size} cells; our max_cells = {self.terms.max_cells}")
+            return self._refuse(
+                f"the responder's {m.size} cells; our max_cells = {self.terms.max_cells}"
+            )
         self._count(m.request, "request", m.size)
         self._peer_size = m.size
         self._peer_setup = m.setup
         self.figures.psi_bytes_received += len(m.setup) + len(m.request)
-        self._evidence = {"commitment": m.commitment, "size": m.size,
-                          "setup_sha256": digest(m.setup), "request_sha256": digest(m.request)}  # fmt: skip
+        self._evidence = {
+            "commitment": m.commitment,
+            "size": m.size,
+            "setup_sha256": digest(m.setup),
+            "request_sha256": digest(m.request),
+        }
         flag = agreed.reveal == "cells"
         response = psi.respond(self._key("server"), flag, m.request)
         setup = psi.setup(self._key("server"), flag, self._order, m.size)
@@ -345,7 +378,9 @@ class PrivateRound:
         self._learn(psi.intersect(self._key("client"), flag, self._peer_setup, m.response))
         if not self._agreed.geometry:
             if m.pieces:
-                raise RemoteProtocolError("privdeconf_pieces", "pieces where no geometry step was agreed")
+                raise RemoteProtocolError(
+                    "privdeconf_pieces", "pieces where no geometry step was agreed"
+                )
             self._finish([])
             return []
         conflicts = self._their_pieces(m.pieces)
@@ -381,9 +416,15 @@ class PrivateRound:
             tokens.append("d:" + hashlib.sha256(b"pad|" + self.seed).hexdigest()[:24])
         self._order = request_order(tokens, self.seed)
         self.figures.cells_submitted = len(self._order)
-        self.record = Record(round_id=self.round_id, peer=self.peer, role=self.role,
-                             at_s=at_s, grid=list(self.terms.grid()),
-                             commitment=self._commitment(), size=len(self._order))  # fmt: skip
+        self.record = Record(
+            round_id=self.round_id,
+            peer=self.peer,
+            role=self.role,
+            at_s=at_s,
+            grid=list(self.terms.grid()),
+            commitment=self._commitment(),
+            size=len(self._order),
+        )
 
     def _commitment(self) -> str:
         return commitment(self.round_id, self.terms.grid(), self._order, self.nonce)
@@ -402,14 +443,18 @@ class PrivateRound:
         if isinstance(found, int):
             self.figures.intersection = found
             return
-        self._matched = frozenset(t for t in (self._order[i] for i in found) if not t.startswith("d:"))
+        self._matched = frozenset(
+            t for t in (self._order[i] for i in found) if not t.startswith("d:")
+        )
         self.figures.intersection = len(self._matched)
 
     def _own_pieces(self) -> list[Piece]:
         if not self._agreed.geometry:
             return []
         assert self._cells is not None
-        pieces = make_pieces(self._cells, self._matched, self.terms, self.at_s, self.secret, self.peer)
+        pieces = make_pieces(
+            self._cells, self._matched, self.terms, self.at_s, self.secret, self.peer
+        )
         self.figures.pieces_sent = len(pieces)
         self.figures.geometry_bytes_sent = len(_encode(pieces))
         return pieces
@@ -420,7 +465,9 @@ class PrivateRound:
         checked, outside = check_pieces(pieces, self._matched, self.peer_parties)
         self.figures.outside_m2 = outside
         assert self._cells is not None
-        return private_conflicts(self._cells, checked, self.terms, self.at_s, self.secret, self.peer)
+        return private_conflicts(
+            self._cells, checked, self.terms, self.at_s, self.secret, self.peer
+        )
 
     def _finish(self, conflicts: list[Conflict]) -> None:
         self.state = "done"
@@ -428,18 +475,33 @@ class PrivateRound:
         assert self.record is not None
         e = self._evidence
         self.record.evidence = Evidence(
-            round_id=self.round_id, grid=list(self.terms.grid()), commitment=e["commitment"],
-            size=e["size"], setup_for=len(self._order), setup_sha256=e["setup_sha256"],
+            round_id=self.round_id,
+            grid=list(self.terms.grid()),
+            commitment=e["commitment"],
+            size=e["size"],
+            setup_for=len(self._order),
+            setup_sha256=e["setup_sha256"],
             request_sha256=e["request_sha256"],
-        )  # fmt: skip
+        )
         self.record.figures = self.figures
-        self.result = Result(figures=self.figures, matched=self._matched, conflicts=conflicts,
-                             record=self.record, opening=self.opening())  # fmt: skip
+        self.result = Result(
+            figures=self.figures,
+            matched=self._matched,
+            conflicts=conflicts,
+            record=self.record,
+            opening=self.opening(),
+        )
 
     def opening(self) -> Opening:
         """What opens our commitment for this round (keep it secret until an audit)."""
-        return Opening(round_id=self.round_id, grid=list(self.terms.grid()), tokens=sorted(self._order),
-                       nonce=self.nonce, seed=self.seed, reveal=self._agreed.reveal == "cells")  # fmt: skip
+        return Opening(
+            round_id=self.round_id,
+            grid=list(self.terms.grid()),
+            tokens=sorted(self._order),
+            nonce=self.nonce,
+            seed=self.seed,
+            reveal=self._agreed.reveal == "cells",
+        )
 
     def _check_id(self, round_id: str) -> None:
         if round_id != self.round_id:

@@ -77,13 +77,13 @@ class Terms(msgspec.Struct, frozen=True, kw_only=True):
 
     def grid(self) -> tuple[Any, ...]:
         """What defines a cell; must be equal on both sides of a round."""
-        return (
-            self.grid_level,
-            self.time_slot_s,
-            self.altitude_band_m,
-            self.rpz_m,
-            self.hpz_m,
-            self.line_reach_m,
+        return (  # floats as floats: the grid is hashed into commitments (repr(300) != 300.0)
+            int(self.grid_level),
+            float(self.time_slot_s),
+            float(self.altitude_band_m),
+            float(self.rpz_m),
+            float(self.hpz_m),
+            float(self.line_reach_m),
         )
 
 
@@ -129,7 +129,7 @@ def from_federate(table: Mapping[str, Any], where: str = "[[federate]]") -> Term
     if mode is None:
         return None
     if mode != "private":
-        raise UsageError(f"{where} deconflict = {mode!r}: the only mode is \"private\"")
+        raise UsageError(f'{where} deconflict = {mode!r}: the only mode is "private"')
     given = {k: table[k] for k in KEYS[1:] if k in table}
     try:
         return msgspec.convert(given, Terms)

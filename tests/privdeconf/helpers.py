@@ -87,8 +87,14 @@ def volumes(draw: st.DrawFn, lon: float, lat: float) -> Volume:
     start, end = draw(windows())
     floor, ceiling = draw(bands())
     kind = draw(st.sampled_from(["operating-area", "strike-area", "strike-area", "route", None]))
-    return Volume(shape=draw(shapes(lon, lat)), floor_m=floor, ceiling_m=ceiling, start_s=start,
-                  end_s=end, kind=kind)  # fmt: skip
+    return Volume(
+        shape=draw(shapes(lon, lat)),
+        floor_m=floor,
+        ceiling_m=ceiling,
+        start_s=start,
+        end_s=end,
+        kind=kind,
+    )
 
 
 @st.composite
@@ -109,8 +115,14 @@ def sites(draw: st.DrawFn, lon: float, lat: float) -> Site:
 
 
 @st.composite
-def hub_items(draw: st.DrawFn, lon: float, lat: float, parties: tuple[str, ...],
-              others: tuple[str, ...], tag: str) -> list[Holding]:  # fmt: skip
+def hub_items(
+    draw: st.DrawFn,
+    lon: float,
+    lat: float,
+    parties: tuple[str, ...],
+    others: tuple[str, ...],
+    tag: str,
+) -> list[Holding]:
     out = []
     for k in range(draw(st.integers(1, 4))):
         party = draw(st.sampled_from(parties))
@@ -160,7 +172,9 @@ def across_an_edge(draw: st.DrawFn) -> tuple[list[Holding], list[Holding]]:
     start, end = draw(windows())
     va = Volume(shape=rect(d, s), floor_m=0, ceiling_m=5000, start_s=start, end_s=end)
     vb = Volume(shape=rect(-s, d + w), floor_m=4000, ceiling_m=9000, start_s=start, end_s=end)
-    return [Holding(party="A1", uid="a-edge", item=va)], [Holding(party="B1", uid="b-edge", item=vb)]
+    return [Holding(party="A1", uid="a-edge", item=va)], [
+        Holding(party="B1", uid="b-edge", item=vb)
+    ]
 
 
 def engine_cross(a: list[Holding], b: list[Holding], now: float) -> list[Conflict]:
@@ -173,16 +187,35 @@ def engine_cross(a: list[Holding], b: list[Holding], now: float) -> list[Conflic
     return [c for c in eng.conflicts() if hub[c.a.uid] != hub[c.b.uid]]
 
 
-def rounds(a: list[Holding], b: list[Holding], now: float, terms: Terms = TERMS,
-           terms_b: Terms | None = None, seeds: tuple[bytes, bytes] | None = None,
-           ) -> tuple[PrivateRound, PrivateRound]:  # fmt: skip
+def rounds(
+    a: list[Holding],
+    b: list[Holding],
+    now: float,
+    terms: Terms = TERMS,
+    terms_b: Terms | None = None,
+    seeds: tuple[bytes, bytes] | None = None,
+) -> tuple[PrivateRound, PrivateRound]:
     """A round between hub A (initiator) and hub B, run to its end in memory."""
-    ini = PrivateRound(role="initiator", terms=terms, holdings=a, peer=PEER["A"],
-                       peer_parties=B_PARTIES, secret=SECRET["A"], now=now,
-                       seed=seeds[0] if seeds else None)  # fmt: skip
-    res = PrivateRound(role="responder", terms=terms_b or terms, holdings=b, peer=PEER["B"],
-                       peer_parties=A_PARTIES, secret=SECRET["B"], now=now,
-                       seed=seeds[1] if seeds else None)  # fmt: skip
+    ini = PrivateRound(
+        role="initiator",
+        terms=terms,
+        holdings=a,
+        peer=PEER["A"],
+        peer_parties=B_PARTIES,
+        secret=SECRET["A"],
+        now=now,
+        seed=seeds[0] if seeds else None,
+    )
+    res = PrivateRound(
+        role="responder",
+        terms=terms_b or terms,
+        holdings=b,
+        peer=PEER["B"],
+        peer_parties=A_PARTIES,
+        secret=SECRET["B"],
+        now=now,
+        seed=seeds[1] if seeds else None,
+    )
     run_in_memory(ini, res)
     return ini, res
 
@@ -211,7 +244,10 @@ def metres_apart(g1: dict[str, Any] | None, g2: dict[str, Any] | None) -> float:
 
 
 def same_figures(x: Conflict, y: Conflict) -> bool:
-    return all(
-        math.isclose(getattr(x, f), getattr(y, f), rel_tol=0, abs_tol=1e-6)
-        for f in ("floor_m", "ceiling_m", "start_s", "end_s")
-    ) and x.entered_party == y.entered_party
+    return (
+        all(
+            math.isclose(getattr(x, f), getattr(y, f), rel_tol=0, abs_tol=1e-6)
+            for f in ("floor_m", "ceiling_m", "start_s", "end_s")
+        )
+        and x.entered_party == y.entered_party
+    )

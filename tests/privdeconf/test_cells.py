@@ -128,8 +128,9 @@ def test_tokens_carry_the_cell_and_nothing_of_the_item() -> None:
 
 
 def test_a_volume_that_has_ended_makes_no_cells_and_a_line_only_sides_the_peer_holds() -> None:
-    v = Volume(shape=Circle(centre=(0, 0), radius_m=500), floor_m=0, ceiling_m=1, start_s=0,
-               end_s=T0)  # fmt: skip
+    v = Volume(
+        shape=Circle(centre=(0, 0), radius_m=500), floor_m=0, ceiling_m=1, start_s=0, end_s=T0
+    )
     assert claims_of(Holding(party="A1", uid="v", item=v), TERMS, T0, B_PARTIES, 10**6) == []
     line = Line(path=((0, 0), (0.1, 0.1)), left_party="A1", right_party="B1")
     claims = claims_of(Holding(party="A1", uid="l", item=line), TERMS, T0, B_PARTIES, 10**6)
@@ -137,18 +138,26 @@ def test_a_volume_that_has_ended_makes_no_cells_and_a_line_only_sides_the_peer_h
 
 
 def test_cells_past_the_cap_are_refused_with_what_to_change() -> None:
-    big = Volume(shape=Polygon(ring=((30, 30), (35, 30), (35, 34), (30, 34))), floor_m=0,
-                 ceiling_m=20_000, start_s=T0, end_s=T0 + 86_400)  # fmt: skip
+    big = Volume(
+        shape=Polygon(ring=((30, 30), (35, 30), (35, 34), (30, 34))),
+        floor_m=0,
+        ceiling_m=20_000,
+        start_s=T0,
+        end_s=T0 + 86_400,
+    )
     terms = Terms(grid_level=6, max_cells=5_000)
-    with pytest.raises(CellsError, match="max_cells|grid level"):
+    with pytest.raises(CellsError, match=r"max_cells|grid level"):
         CellSet.build([Holding(party="A1", uid="big", item=big)], terms, T0, B_PARTIES)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"h_uncertainty_m": -1.0}, "h_uncertainty_m"), ({"v_uncertainty_m": float("nan")}, "v_unc"),
-     ({"party": "A:1"}, "party")],
-)  # fmt: skip
+    [
+        ({"h_uncertainty_m": -1.0}, "h_uncertainty_m"),
+        ({"v_uncertainty_m": float("nan")}, "v_unc"),
+        ({"party": "A:1"}, "party"),
+    ],
+)
 def test_a_holding_refuses_what_would_break_its_tokens(kwargs: dict, field: str) -> None:
     site = Site(shape=Circle(centre=(0, 0), radius_m=100))
     args = {"party": "A1", "uid": "s", "item": site, **kwargs}

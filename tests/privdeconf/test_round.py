@@ -87,8 +87,13 @@ def test_a_window_begun_before_the_round_keeps_its_true_start() -> None:
     # The round's first slot holds "now"; the engine's overlap starts at the later start,
     # in the past here, and so must the private one.
     def v(start: float, end: float) -> Volume:
-        return Volume(shape=Circle(centre=(20.0, 40.0), radius_m=5000), floor_m=0,
-                      ceiling_m=1000, start_s=start, end_s=end)  # fmt: skip
+        return Volume(
+            shape=Circle(centre=(20.0, 40.0), radius_m=5000),
+            floor_m=0,
+            ceiling_m=1000,
+            start_s=start,
+            end_s=end,
+        )
 
     a = [Holding(party="A1", uid="early", item=v(T0 - 20_000, T0 + 4_000))]
     b = [Holding(party="B1", uid="later", item=v(T0 - 9_000, T0 + 9_000))]
@@ -106,9 +111,19 @@ def _far_from(a: list[Holding], offsets: list[tuple[float, float]]) -> list[Hold
     out = []
     for k, (bearing, dist) in enumerate(offsets):
         cx, cy, _ = GEOD.fwd(alon, alat, bearing, dist)
-        out.append(Holding(party="B2", uid=f"far-{k}", item=Volume(
-            shape=Circle(centre=(float(cx), float(cy)), radius_m=8_000), floor_m=0,
-            ceiling_m=9000, start_s=T0, end_s=T0 + 7200)))  # fmt: skip
+        out.append(
+            Holding(
+                party="B2",
+                uid=f"far-{k}",
+                item=Volume(
+                    shape=Circle(centre=(float(cx), float(cy)), radius_m=8_000),
+                    floor_m=0,
+                    ceiling_m=9000,
+                    start_s=T0,
+                    end_s=T0 + 7200,
+                ),
+            )
+        )
     return out
 
 
@@ -139,9 +154,20 @@ def test_what_a_hub_learns_is_a_function_only_of_the_intersection(
             if isinstance(m, Answer | Pieces)
         ]
         f = ini.result.figures
-        learned.append((ini.result.matched, f.intersection, f.peer_cells, f.pieces_received,
-                        f.geometry_bytes_received, [(c.id, c.geometry, c.floor_m, c.ceiling_m,
-                        c.start_s, c.end_s) for c in ini.result.conflicts], pieces))  # fmt: skip
+        learned.append(
+            (
+                ini.result.matched,
+                f.intersection,
+                f.peer_cells,
+                f.pieces_received,
+                f.geometry_bytes_received,
+                [
+                    (c.id, c.geometry, c.floor_m, c.ceiling_m, c.start_s, c.end_s)
+                    for c in ini.result.conflicts
+                ],
+                pieces,
+            )
+        )
     assert learned[0] == learned[1]
 
 
@@ -149,10 +175,26 @@ def _spied_round(
     a: list[Holding], b: list[Holding], terms: Terms
 ) -> tuple[PrivateRound, list[bytes]]:
     """A round with fixed seeds; the initiator, and every message it received."""
-    ini = PrivateRound(role="initiator", terms=terms, holdings=a, peer="hub-b",
-                       peer_parties=B_PARTIES, secret=b"a" * 32, now=T0, seed=b"1" * 32)  # fmt: skip
-    res = PrivateRound(role="responder", terms=terms, holdings=b, peer="hub-a",
-                       peer_parties=A_PARTIES, secret=b"b" * 32, now=T0, seed=b"2" * 32)  # fmt: skip
+    ini = PrivateRound(
+        role="initiator",
+        terms=terms,
+        holdings=a,
+        peer="hub-b",
+        peer_parties=B_PARTIES,
+        secret=b"a" * 32,
+        now=T0,
+        seed=b"1" * 32,
+    )
+    res = PrivateRound(
+        role="responder",
+        terms=terms,
+        holdings=b,
+        peer="hub-a",
+        peer_parties=A_PARTIES,
+        secret=b"b" * 32,
+        now=T0,
+        seed=b"2" * 32,
+    )
     got: list[bytes] = []
     receive = ini.receive
 
@@ -166,12 +208,32 @@ def _spied_round(
 
 
 def test_a_round_is_reproducible_from_its_seeds_byte_for_byte() -> None:
-    a = [Holding(party="A1", uid="x", item=Volume(
-        shape=Circle(centre=(38.3, 34.6), radius_m=9_000), floor_m=0, ceiling_m=9000,
-        start_s=T0, end_s=T0 + 3600))]  # fmt: skip
-    b = [Holding(party="B1", uid="y", item=Volume(
-        shape=Circle(centre=(38.4, 34.6), radius_m=9_000), floor_m=5000, ceiling_m=12000,
-        start_s=T0, end_s=T0 + 7200))]  # fmt: skip
+    a = [
+        Holding(
+            party="A1",
+            uid="x",
+            item=Volume(
+                shape=Circle(centre=(38.3, 34.6), radius_m=9_000),
+                floor_m=0,
+                ceiling_m=9000,
+                start_s=T0,
+                end_s=T0 + 3600,
+            ),
+        )
+    ]
+    b = [
+        Holding(
+            party="B1",
+            uid="y",
+            item=Volume(
+                shape=Circle(centre=(38.4, 34.6), radius_m=9_000),
+                floor_m=5000,
+                ceiling_m=12000,
+                start_s=T0,
+                end_s=T0 + 7200,
+            ),
+        )
+    ]
     first = _spied_round(a, b, TERMS)[1]
     assert first == _spied_round(a, b, TERMS)[1]
     assert len(first) == 2  # Accept, Answer
@@ -180,10 +242,32 @@ def test_a_round_is_reproducible_from_its_seeds_byte_for_byte() -> None:
 def test_count_mode_tells_each_side_only_how_many() -> None:
     centre = (10.0, 50.0)
     far = GEOD.fwd(*centre, 90, 5_000)[:2]
-    a = [Holding(party="A1", uid="x", item=Volume(shape=Circle(centre=centre, radius_m=8000),
-         floor_m=0, ceiling_m=4000, start_s=T0, end_s=T0 + 3600))]  # fmt: skip
-    b = [Holding(party="B1", uid="y", item=Volume(shape=Circle(centre=far, radius_m=8000),
-         floor_m=0, ceiling_m=4000, start_s=T0, end_s=T0 + 3600))]  # fmt: skip
+    a = [
+        Holding(
+            party="A1",
+            uid="x",
+            item=Volume(
+                shape=Circle(centre=centre, radius_m=8000),
+                floor_m=0,
+                ceiling_m=4000,
+                start_s=T0,
+                end_s=T0 + 3600,
+            ),
+        )
+    ]
+    b = [
+        Holding(
+            party="B1",
+            uid="y",
+            item=Volume(
+                shape=Circle(centre=far, radius_m=8000),
+                floor_m=0,
+                ceiling_m=4000,
+                start_s=T0,
+                end_s=T0 + 3600,
+            ),
+        )
+    ]
     cells_mode = rounds(a, b, T0)[0]
     assert cells_mode.result is not None and cells_mode.result.conflicts
     # Either side saying "count" makes the round a count round: no cells, no pieces.
@@ -197,10 +281,32 @@ def test_count_mode_tells_each_side_only_how_many() -> None:
 
 
 def test_no_geometry_step_unless_both_allow_it() -> None:
-    a = [Holding(party="A1", uid="x", item=Volume(shape=Circle(centre=(0.5, 0.5), radius_m=8000),
-         floor_m=0, ceiling_m=4000, start_s=T0, end_s=T0 + 3600))]  # fmt: skip
-    b = [Holding(party="B1", uid="y", item=Volume(shape=Circle(centre=(0.5, 0.5), radius_m=8000),
-         floor_m=0, ceiling_m=4000, start_s=T0, end_s=T0 + 3600))]  # fmt: skip
+    a = [
+        Holding(
+            party="A1",
+            uid="x",
+            item=Volume(
+                shape=Circle(centre=(0.5, 0.5), radius_m=8000),
+                floor_m=0,
+                ceiling_m=4000,
+                start_s=T0,
+                end_s=T0 + 3600,
+            ),
+        )
+    ]
+    b = [
+        Holding(
+            party="B1",
+            uid="y",
+            item=Volume(
+                shape=Circle(centre=(0.5, 0.5), radius_m=8000),
+                floor_m=0,
+                ceiling_m=4000,
+                start_s=T0,
+                end_s=T0 + 3600,
+            ),
+        )
+    ]
     ini, res = rounds(a, b, T0, terms_b=Terms(**{**_fields(TERMS), "geometry": False}))
     for side in (ini, res):
         assert side.result is not None
@@ -218,10 +324,32 @@ def test_nothing_in_the_air_still_makes_a_round_that_finds_nothing() -> None:
 
 
 def test_the_figures_of_both_sides_agree() -> None:
-    a = [Holding(party="A1", uid="x", item=Volume(shape=Circle(centre=(100.0, -5.0),
-         radius_m=8000), floor_m=0, ceiling_m=4000, start_s=T0, end_s=T0 + 3600))]  # fmt: skip
-    b = [Holding(party="B1", uid="y", item=Volume(shape=Circle(centre=(100.05, -5.0),
-         radius_m=8000), floor_m=0, ceiling_m=4000, start_s=T0, end_s=T0 + 3600))]  # fmt: skip
+    a = [
+        Holding(
+            party="A1",
+            uid="x",
+            item=Volume(
+                shape=Circle(centre=(100.0, -5.0), radius_m=8000),
+                floor_m=0,
+                ceiling_m=4000,
+                start_s=T0,
+                end_s=T0 + 3600,
+            ),
+        )
+    ]
+    b = [
+        Holding(
+            party="B1",
+            uid="y",
+            item=Volume(
+                shape=Circle(centre=(100.05, -5.0), radius_m=8000),
+                floor_m=0,
+                ceiling_m=4000,
+                start_s=T0,
+                end_s=T0 + 3600,
+            ),
+        )
+    ]
     ini, res = rounds(a, b, T0)
     assert ini.result is not None and res.result is not None
     fi, fr = ini.result.figures, res.result.figures
