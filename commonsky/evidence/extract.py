@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-THUMBNAIL_PX = 256
+THUMBNAIL_PX = 160  # small enough to ride in the marker (about 4 KiB of JPEG)
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 
 
