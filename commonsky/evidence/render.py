@@ -64,7 +64,9 @@ def aerial_geotiff(
     import numpy as np
     import tifffile
 
-    relative = [((lon - west) / (east - west), (north - lat) / (north - south)) for lon, lat in spots]
+    relative = [
+        ((lon - west) / (east - west), (north - lat) / (north - south)) for lon, lat in spots
+    ]
     pixels = np.asarray(_picture(width, height, seed, relative))
     stamp = dt.datetime.fromtimestamp(captured, dt.UTC).strftime("%Y:%m:%d %H:%M:%S")
     geokeys = (1, 1, 0, 3, 1024, 0, 1, 2, 1025, 0, 1, 1, 2048, 0, 1, 4326)  # geographic, WGS 84

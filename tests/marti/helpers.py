@@ -96,7 +96,9 @@ async def marti_hub(
         yield hub, host, ca
 
 
-def https(hub: RunningHub, host: str, ca: Path, kind: str, cert: tuple[Path, Path] | None = None) -> httpx.AsyncClient:
+def https(
+    hub: RunningHub, host: str, ca: Path, kind: str, cert: tuple[Path, Path] | None = None
+) -> httpx.AsyncClient:
     context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
     if cert is not None:
         context.load_cert_chain(*cert)

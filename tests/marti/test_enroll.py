@@ -43,7 +43,9 @@ def token(root: Path, party: str, user: str, ttl: float = 600, now: float | None
 
 
 def refusals(hub: RunningHub, reason: str) -> float:
-    value = hub.hub.metrics.registry.get_sample_value("commonsky_refusals_total", {"reason": reason})
+    value = hub.hub.metrics.registry.get_sample_value(
+        "commonsky_refusals_total", {"reason": reason}
+    )
     return value or 0.0
 
 
@@ -53,7 +55,9 @@ async def test_config_names_the_token_party(tmp_path: Path) -> None:
         async with https(hub, host, ca, "enroll") as client:
             answer = await client.get("/Marti/api/tls/config", auth=("kor-1", secret))
         assert answer.status_code == 200
-        entries = [e.attrib for e in ET.fromstring(answer.text).iter() if e.tag.endswith("nameEntry")]
+        entries = [
+            e.attrib for e in ET.fromstring(answer.text).iter() if e.tag.endswith("nameEntry")
+        ]
         assert entries == [{"name": "O", "value": "KOR"}]
 
 
@@ -161,7 +165,9 @@ async def test_refusals_issue_nothing_and_are_counted_and_logged(
                 body = csr("USA", "someone-else")
             before = len(issued(ca))
             answer = await client.post(
-                "/Marti/api/tls/signClient/v2", content=body, auth=auth  # type: ignore[arg-type]
+                "/Marti/api/tls/signClient/v2",
+                content=body,
+                auth=auth,  # type: ignore[arg-type]
             )
             assert answer.status_code == status, answer.text
             assert answer.text.strip()  # says why
@@ -169,11 +175,16 @@ async def test_refusals_issue_nothing_and_are_counted_and_logged(
                 assert answer.headers["www-authenticate"].startswith("Basic")
             assert len(issued(ca)) == before  # nothing issued
             assert refusals(hub, reason) >= 1
-            assert any(reason.removeprefix("enroll_") in r.getMessage() or str(status) in r.getMessage() for r in caplog.records)
+            assert any(
+                reason.removeprefix("enroll_") in r.getMessage() or str(status) in r.getMessage()
+                for r in caplog.records
+            )
             if case in ("malformed_csr", "weak_key", "other_party", "other_user"):
                 # A refused CSR does not spend the token: the device may try again.
                 retry = await client.post(
-                    "/Marti/api/tls/signClient/v2", content=csr("USA", user), auth=auth  # type: ignore[arg-type]
+                    "/Marti/api/tls/signClient/v2",
+                    content=csr("USA", user),
+                    auth=auth,  # type: ignore[arg-type]
                 )
                 assert retry.status_code == 200
 

@@ -37,15 +37,27 @@ def imagery(to: str, level: str) -> dict[str, Any]:
     }
 
 
-AGREEMENTS = [imagery("JPN", "full"), imagery("KOR", "generalized"), imagery("RUS", "conflicts-only")]
-RUS_TRACKS = {"name": "K-R", "from": "KOR", "to": ["RUS"], "categories": ["track"], "disclosure": "full"}
+AGREEMENTS = [
+    imagery("JPN", "full"),
+    imagery("KOR", "generalized"),
+    imagery("RUS", "conflicts-only"),
+]
+RUS_TRACKS = {
+    "name": "K-R",
+    "from": "KOR",
+    "to": ["RUS"],
+    "categories": ["track"],
+    "disclosure": "full",
+}
 
 
 def detail(event: dict[str, Any]) -> ET.Element:
     return ET.fromstring(event["detail"])
 
 
-async def upload(hub: RunningHub, host: str, ca: Path, cert: tuple[Path, Path], data: bytes, name: str) -> str:
+async def upload(
+    hub: RunningHub, host: str, ca: Path, cert: tuple[Path, Path], data: bytes, name: str
+) -> str:
     async with https(hub, host, ca, "marti", cert) as client:
         answer = await client.post(
             f"/Marti/sync/missionupload?hash={sha(data)}&filename={name}&creatorUid=ANDROID-1",
@@ -56,7 +68,9 @@ async def upload(hub: RunningHub, host: str, ca: Path, cert: tuple[Path, Path], 
     return answer.text
 
 
-async def fetch(hub: RunningHub, host: str, ca: Path, cert: tuple[Path, Path], digest: str) -> tuple[int, bytes]:
+async def fetch(
+    hub: RunningHub, host: str, ca: Path, cert: tuple[Path, Path], digest: str
+) -> tuple[int, bytes]:
     async with https(hub, host, ca, "marti", cert) as client:
         answer = await client.get(f"/Marti/sync/content?hash={digest}")
     return answer.status_code, answer.content
@@ -74,8 +88,14 @@ async def test_geotiff_is_signed_disclosed_per_agreement_and_verifies(tmp_path: 
         marker = await jpn.wait_for(lambda e: e["type"] == "b-i-x-i")
         assert marker["uid"].startswith("USA::evidence-")
         ev = detail(marker).find("csky_evidence")
-        assert ev is not None and ev.get("party") == "USA" and ev.get("captured") == "2016-09-17T12:00:00Z"
-        vertices = [(float(v.get("lon", 0)), float(v.get("lat", 0))) for v in detail(marker).iter("vertex")]
+        assert (
+            ev is not None
+            and ev.get("party") == "USA"
+            and ev.get("captured") == "2016-09-17T12:00:00Z"
+        )
+        vertices = [
+            (float(v.get("lon", 0)), float(v.get("lat", 0))) for v in detail(marker).iter("vertex")
+        ]
         assert vertices[0] == (BOX[0], BOX[3]) and len(vertices) == 5
         thumb = detail(marker).find("csky_thumbnail")
         assert thumb is not None and base64.b64decode(thumb.text or "")[:3] == b"\xff\xd8\xff"
@@ -84,8 +104,12 @@ async def test_geotiff_is_signed_disclosed_per_agreement_and_verifies(tmp_path: 
         status, signed = await fetch(hub, host, ca, jpn_cert, signed_sha)
         assert status == 200 and sha(signed) == signed_sha
         offer = await jpn.wait_for(
-            lambda e: e["type"] == "b-f-t-r" and "quick" not in str(e) and ".zip" in e["detail"]
-            and "photo" in e["detail"]
+            lambda e: (
+                e["type"] == "b-f-t-r"
+                and "quick" not in str(e)
+                and ".zip" in e["detail"]
+                and "photo" in e["detail"]
+            )
         )
         share = detail(offer).find("fileshare")
         assert share is not None
@@ -99,7 +123,9 @@ async def test_geotiff_is_signed_disclosed_per_agreement_and_verifies(tmp_path: 
         assert coarse["uid"].startswith("USA::g-")
         assert detail(coarse).find("csky_evidence") is None
         assert detail(coarse).find("csky_thumbnail") is None
-        box = [(float(v.get("lon", 0)), float(v.get("lat", 0))) for v in detail(coarse).iter("vertex")]
+        box = [
+            (float(v.get("lon", 0)), float(v.get("lat", 0))) for v in detail(coarse).iter("vertex")
+        ]
         assert box[0] == pytest.approx((40.0, 35.3)) and box[2] == pytest.approx((40.3, 35.5))
         assert (await fetch(hub, host, ca, kor_cert, signed_sha))[0] == 404
         assert (await fetch(hub, host, ca, kor_cert, sha(photo)))[0] == 404
@@ -137,7 +163,17 @@ async def test_geotiff_is_signed_disclosed_per_agreement_and_verifies(tmp_path: 
     with pytest.raises(SystemExit) as exit_:
         main(["evidence", "verify", str(tampered), "--ledger", str(exported)])
     assert exit_.value.code == 1
-    main(["evidence", "verify", str(downloaded), "--ledger", str(exported), "--ca", str(ca / "ca.pem")])
+    main(
+        [
+            "evidence",
+            "verify",
+            str(downloaded),
+            "--ledger",
+            str(exported),
+            "--ca",
+            str(ca / "ca.pem"),
+        ]
+    )
 
 
 async def test_exif_jpeg_and_an_image_already_signed_elsewhere(tmp_path: Path) -> None:
@@ -145,7 +181,9 @@ async def test_exif_jpeg_and_an_image_already_signed_elsewhere(tmp_path: Path) -
     other = tmp_path / "other"
     init_ca(other / "ca")
     photo = aerial_jpeg(35.41, 40.12, CAPTURED)
-    prior = EvidenceSigner(other, other / "ca").sign("RUS", photo, "image/jpeg", "x.jpg", {"party": "RUS"})
+    prior = EvidenceSigner(other, other / "ca").sign(
+        "RUS", photo, "image/jpeg", "x.jpg", {"party": "RUS"}
+    )
     async with marti_hub(tmp_path, [imagery("JPN", "full")]) as (hub, host, ca):
         usa = client_cert(ca, "USA", "usa-recce", tmp_path / "usa")
         jpn_cert = client_cert(ca, "JPN", "jpn-ops", tmp_path / "jpn")

@@ -40,7 +40,11 @@ async def test_atak_upload_is_announced_fetched_refused_and_recorded(tmp_path: P
         usa = client_cert(ca, "USA", "usa-ops", tmp_path / "usa")
         jpn_cert = client_cert(ca, "JPN", "jpn-ops", tmp_path / "jpn")
         kor_cert = client_cert(ca, "KOR", "kor-ops", tmp_path / "kor")
-        jpn, kor, kor2 = await hub.connect("JPN"), await hub.connect("KOR"), await hub.connect("KOR")
+        jpn, kor, kor2 = (
+            await hub.connect("JPN"),
+            await hub.connect("KOR"),
+            await hub.connect("KOR"),
+        )
         data = package()
         digest = sha(data)
         async with https(hub, host, ca, "marti", usa) as client:
@@ -54,7 +58,9 @@ async def test_atak_upload_is_announced_fetched_refused_and_recorded(tmp_path: P
             )
             assert answer.status_code == 200, answer.text
             url = answer.text
-            assert url == f"https://{host}:{hub.server.port('marti')}/Marti/sync/content?hash={digest}"
+            assert (
+                url == f"https://{host}:{hub.server.port('marti')}/Marti/sync/content?hash={digest}"
+            )
             assert (await client.get(f"/Marti/sync/missionquery?hash={digest}")).text == url
         # The entitled party is told, in ATAK's fileshare shape, and can fetch it.
         offer = await jpn.wait_for(lambda e: e["type"] == "b-f-t-r")

@@ -9,7 +9,6 @@ import ssl
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 from lxml import etree
@@ -26,11 +25,16 @@ def cli(*args: str) -> str:
     return out.getvalue()
 
 
-async def tls_client(hub: object, host: str, ca: Path, cert: tuple[Path, Path]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def tls_client(
+    hub: object, host: str, ca: Path, cert: tuple[Path, Path]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
     context.load_cert_chain(*cert)
     return await asyncio.open_connection(
-        host, hub.server.port("tak-tls"), ssl=context, server_hostname=host  # type: ignore[attr-defined]
+        host,
+        hub.server.port("tak-tls"),
+        ssl=context,
+        server_hostname=host,  # type: ignore[attr-defined]
     )
 
 
@@ -70,7 +74,9 @@ async def _closed(reader: asyncio.StreamReader) -> None:
         pass
 
 
-def test_revoke_unknown_name_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_revoke_unknown_name_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from commonsky.pki import init_ca
 
     init_ca(tmp_path / "ca")
@@ -93,8 +99,17 @@ def test_cert_issue_package_is_a_tak_connection_package(tmp_path: Path) -> None:
     init_ca(tmp_path / "ca", server_names=["hub.example.org"])
     out = tmp_path / "out"
     printed = cli(
-        "cert", "issue", "--ca", str(tmp_path / "ca"), "--party", "USA", "--name", "viper",
-        "--out", str(out), "--package",
+        "cert",
+        "issue",
+        "--ca",
+        str(tmp_path / "ca"),
+        "--party",
+        "USA",
+        "--name",
+        "viper",
+        "--out",
+        str(out),
+        "--package",
     )
     password = printed.strip().splitlines()[-1].rsplit(" ", 1)[1]
     with zipfile.ZipFile(out / "viper.zip") as archive:
@@ -132,8 +147,17 @@ def test_enroll_prints_one_line_and_writes_a_qr_png(tmp_path: Path) -> None:
         '[[party]]\nid = "USA"\n'
     )
     printed = cli(
-        "enroll", "--config", str(config), "--party", "USA", "--user", "viper-2",
-        "--ttl", "120", "--qr", str(tmp_path / "qr.png"),
+        "enroll",
+        "--config",
+        str(config),
+        "--party",
+        "USA",
+        "--user",
+        "viper-2",
+        "--ttl",
+        "120",
+        "--qr",
+        str(tmp_path / "qr.png"),
     )
     [line] = printed.strip().splitlines()  # (the terminal QR code goes to stderr when piped)
     token_part, url_part = line.split(" ")
