@@ -312,6 +312,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "warnings": ("commonsky.bench.warnings", "bench"),
     "store": ("commonsky.bench.store", "bench"),
     "hotline": ("commonsky.bench.hotline", "bench"),
+    "marti": ("commonsky.bench.marti", "bench"),
 }
 
 
