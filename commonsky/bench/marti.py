@@ -55,7 +55,9 @@ def _package(megabytes: float, seed: int) -> bytes:
             f'<MissionPackageManifest version="2"><Configuration><Parameter name="name" '
             f'value="bench-{seed}"/></Configuration><Contents/></MissionPackageManifest>',
         )
-        archive.writestr("data/payload.bin", np.random.default_rng(seed).bytes(int(megabytes * 1e6)))
+        archive.writestr(
+            "data/payload.bin", np.random.default_rng(seed).bytes(int(megabytes * 1e6))
+        )
     return out.getvalue()
 
 
