@@ -254,6 +254,7 @@ function imageryLayer(item, own) {
   } else {
     layer = L.circleMarker([item.lat, item.lon], { color: colour, radius: 7, weight: 2, fillOpacity: 0.5 });
   }
+  layer.photo = { uid: item.uid, party: item.party, full: Boolean(ev), thumbnail: Boolean(thumb), corners: ring.length };
   return layer.bindPopup(box);
 }
 
@@ -345,6 +346,7 @@ export class Overlays {
     this.party = party;
     this.layers = new Map(); // uid -> {item, layer, kind}
     this.counts = {};
+    this.photos = [];
   }
 
   // `state` is History.at(T): items in force, by category.
@@ -381,6 +383,7 @@ export class Overlays {
     // Conflicts on top of everything else drawn here.
     for (const have of this.layers.values()) if (have.kind === "conflict") have.layer.bringToFront?.();
     this.counts = counts;
+    this.photos = [...this.layers.values()].filter((h) => h.kind === "imagery").map((h) => h.layer.photo);
     return counts;
   }
 }
