@@ -170,9 +170,12 @@ class Revocations:
     def __init__(self, ca_dir: Path) -> None:
         self.ca_dir = Path(ca_dir)
         self.path = self.ca_dir / CRL
-        from commonsky.pki import load_ca
-
-        self._ca_cert = load_ca(self.ca_dir)[0]
+        # Only the CA certificate: a listener's CA folder need not hold the CA's key.
+        ca_pem = self.ca_dir / "ca.pem"
+        try:
+            self._ca_cert = x509.load_pem_x509_certificate(ca_pem.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{ca_pem}: not a readable CA certificate ({exc})") from None
         self._seen: tuple[int, int] | None = None
         self._serials: frozenset[int] = frozenset()
         self._load(strict=True)

@@ -118,3 +118,45 @@ async def test_itak_raw_upload_and_metadata(tmp_path: Path) -> None:
             assert (await client.get("/Marti/api/version")).text.startswith("CommonSky")
             config = (await client.get("/Marti/api/version/config")).json()
             assert config["type"] == "ServerConfig" and config["data"]["api"] == "3"
+
+
+def device(uid: str, callsign: str) -> bytes:
+    import time as _time
+
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    now = _time.time()
+    t, s = _time.strftime(fmt, _time.gmtime(now)), _time.strftime(fmt, _time.gmtime(now + 300))
+    return (
+        f'<event version="2.0" uid="{uid}" type="a-f-G-U-C" time="{t}" start="{t}" stale="{s}" '
+        'how="m-g"><point lat="35.0" lon="40.0" hae="0" ce="10" le="10"/><detail>'
+        f'<contact callsign="{callsign}" endpoint="*:-1:stcp"/>'
+        '<__group name="Cyan" role="Team Member"/><takv platform="ATAK-CIV" version="4.10"/>'
+        "</detail></event>"
+    ).encode()
+
+
+async def test_client_endpoints_list_only_what_the_party_may_see(tmp_path: Path) -> None:
+    tracks = {
+        "name": "t",
+        "from": "USA",
+        "to": ["JPN"],
+        "categories": ["track"],
+        "disclosure": "full",
+    }
+    async with marti_hub(tmp_path, [tracks]) as (hub, host, ca):
+        usa, jpn, kor = await hub.connect("USA"), await hub.connect("JPN"), await hub.connect("KOR")
+        usa.send(device("ANDROID-usa", "VIPER"))
+        jpn.send(device("ANDROID-jpn", "SAKURA"))
+        kor.send(device("ANDROID-kor", "TIGER"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::ANDROID-usa")
+        kor2 = await hub.connect("KOR")
+        await kor2.wait_for(lambda e: e["uid"] == "ANDROID-kor")  # barrier: KOR's own is in
+        listed = {}
+        for party in ("JPN", "KOR"):
+            cert = client_cert(ca, party, f"{party.lower()}-ops", tmp_path / party)
+            async with https(hub, host, ca, "marti", cert) as client:
+                answer = (await client.get("/Marti/api/clientEndPoints")).json()
+            assert answer["type"] == "com.bbn.marti.remote.ClientEndpoint"
+            listed[party] = {(d["uid"], d["callsign"]) for d in answer["data"]}
+        assert listed["JPN"] == {("USA::ANDROID-usa", "VIPER"), ("ANDROID-jpn", "SAKURA")}
+        assert listed["KOR"] == {("ANDROID-kor", "TIGER")}
