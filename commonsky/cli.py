@@ -25,6 +25,7 @@ from commonsky.conformance import cli as conformance_cli
 from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
+from commonsky.marti import cli as marti_cli
 from commonsky.settings import SETTINGS, flag_name
 
 app = typer.Typer(
@@ -40,12 +41,15 @@ app.add_typer(deconflict_cli.app, name="deconflict")
 app.add_typer(ledger_cli.app, name="ledger")
 app.add_typer(alerts_cli.app, name="alerts")
 app.command("conformance")(conformance_cli.conformance)
+app.command("enroll")(marti_cli.enroll)
+app.add_typer(marti_cli.evidence_app, name="evidence")
 
 
 ca_app = typer.Typer(help="The hub's certificate authority.", no_args_is_help=True)
 cert_app = typer.Typer(help="Client certificates for TAK users.", no_args_is_help=True)
 app.add_typer(ca_app, name="ca")
 app.add_typer(cert_app, name="cert")
+cert_app.command("revoke")(marti_cli.revoke)
 
 
 def _settings_epilog() -> str:
@@ -187,6 +191,23 @@ def cert_issue(
             "random password (anyone with the file can then open it).",
         ),
     ] = False,
+    package: Annotated[
+        bool,
+        typer.Option(
+            "--package",
+            help="Also write OUT/NAME.zip, the TAK connection data package ATAK and WinTAK "
+            "import, and OUT/NAME-enroll.zip (truststore only: the device enrolls).",
+        ),
+    ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            help="Host the packages connect to (default: the server certificate's first "
+            "non-loopback name).",
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="The hub's tak-tls port.")] = 8089,
 ) -> None:
     """Issue a client certificate for a TAK user: PEM files, a PKCS#12 bundle and a
     truststore. Their password is random, printed once and stored nowhere."""
@@ -201,6 +222,8 @@ def cert_issue(
     files, password = issue_client(
         ca, party, name, out, form, ATAK_DEFAULT_PASSWORD if atak_default_password else None
     )
+    if package:
+        files += marti_cli.write_packages(ca, out, name, password, host, port)
     for path in files:
         print(path)
     print(f"PKCS#12 form: {form.value}")
@@ -289,6 +312,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "warnings": ("commonsky.bench.warnings", "bench"),
     "store": ("commonsky.bench.store", "bench"),
     "hotline": ("commonsky.bench.hotline", "bench"),
+    "marti": ("commonsky.bench.marti", "bench"),
     "private-deconflict": ("commonsky.bench.private_deconflict", "bench"),
 }
 

@@ -20,7 +20,9 @@ from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party
 from commonsky.settings import Settings, env_name
 
-LISTENER_KINDS = ("tak-tcp", "tak-tls")
+LISTENER_KINDS = ("tak-tcp", "tak-tls", "enroll", "marti")
+#: TLS listeners: each needs `ca = DIR` (its CA and, unless cert/key are given, server.pem).
+TLS_KINDS = ("tak-tls", "enroll", "marti")
 AGREEMENT_OPTIONS = ("rpz_m", "hpz_m", "lookahead_s", "ack_deadline_s")
 
 
@@ -35,6 +37,8 @@ class ListenerConfig:
     key: Path | None = None
     insecure_remote: bool = False
     where: str = "[[listener]]"  # "FILE: [[listener]] #N", for every error about it
+    # enroll / marti: the HOST:PORT clients reach it at (links the hub hands out); default bind
+    advertise: str | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,11 @@ def _listener(raw: Any, index: int, source: str, parties: set[str], base: Path) 
     ca = table.get("ca", str)
     cert = table.get("cert", str)
     key = table.get("key", str)
+    advertise = table.get("advertise", str)
+    if advertise is not None:
+        if kind not in ("enroll", "marti"):
+            raise UsageError(f"{table.where}: advertise is only for enroll and marti listeners")
+        parse_hostport(advertise, f"{table.where}: advertise")
     if kind == "tak-tcp":
         if party is None:
             raise UsageError(f'{table.where}: a tak-tcp listener needs party = "…"')
@@ -234,9 +243,12 @@ def _listener(raw: Any, index: int, source: str, parties: set[str], base: Path) 
             )
     else:
         if ca is None:
-            raise UsageError(f'{table.where}: a tak-tls listener needs ca = "DIR"')
+            raise UsageError(f'{table.where}: a {kind} listener needs ca = "DIR"')
         if party is not None:
-            raise UsageError(f"{table.where}: party comes from the client certificate on tak-tls")
+            raise UsageError(
+                f"{table.where}: party comes from the client certificate (or the enrollment "
+                f"token) on {kind}"
+            )
     table.finish()
     return ListenerConfig(
         kind,
@@ -248,6 +260,7 @@ def _listener(raw: Any, index: int, source: str, parties: set[str], base: Path) 
         base / key if key else None,
         insecure,
         table.where,
+        advertise,
     )
 
 

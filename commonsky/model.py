@@ -39,8 +39,11 @@ class Category(enum.StrEnum):
 # stale, and a slow reader may miss intermediate updates). The line is drawn by what a TAK
 # user expects after a reconnect: a marker, a drawing, a video feed, an emergency or a
 # CASEVAC request still on the map; a track's or an unknown type's latest state if fresh.
+# Imagery (a quick-pic marker, the hub's evidence markers) is kept like a marker: a photo
+# is evidence, and it is recorded in the ledger as every durable item is.
 DURABLE: frozenset[Category] = frozenset(
     {
+        Category.IMAGERY,
         Category.HOTLINE,
         Category.LAUNCH,
         Category.AIRSPACE,

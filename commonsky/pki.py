@@ -153,6 +153,11 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
     return cert, key
 
 
+def load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The CA certificate and key in `directory`; raises UsageError (one line)."""
+    return _load_ca(directory)
+
+
 def _issue(
     directory: Path, org: str, common: str, server: bool, names: Sequence[str] = ()
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -218,4 +223,143 @@ def issue_client(
     }
     for path, (data, private) in files.items():
         _write(path, data, private)
+    from commonsky.revocation import record_issued
+
+    record_issued(ca_dir, cert, "cert issue")
     return list(files), password
+
+
+class CsrRefused(Exception):
+    """A certificate signing request the enrollment listener refuses; `status` is the HTTP
+    status to answer (400 malformed, 403 asks for another party or user)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+CSR_MAX_BYTES = 16384  # a 4096-bit RSA CSR in PEM is under 2 KiB
+
+
+def parse_csr(body: bytes) -> x509.CertificateSigningRequest:
+    """A PKCS#10 request as TAK clients send it: PEM (pytak), bare base64 (ATAK strips the
+    armour) or DER. Raises CsrRefused(400) for anything else, a bad self-signature or a key
+    too weak to sign (RSA under 2048 bits; EC curves other than P-256/P-384)."""
+    import base64
+    import binascii
+
+    if len(body) > CSR_MAX_BYTES:
+        raise CsrRefused(400, f"CSR over {CSR_MAX_BYTES} bytes")
+    text = body.strip()
+    try:
+        if text.startswith(b"-----BEGIN"):
+            csr = x509.load_pem_x509_csr(text)
+        elif text[:1] == b"\x30":
+            csr = x509.load_der_x509_csr(text)
+        else:
+            der = base64.b64decode(b"".join(text.split()), validate=True)
+            csr = x509.load_der_x509_csr(der)
+    except (ValueError, binascii.Error):
+        raise CsrRefused(400, "body is not a PKCS#10 certificate signing request") from None
+    if not csr.is_signature_valid:
+        raise CsrRefused(400, "CSR signature does not verify (not made with its own key)")
+    key = csr.public_key()
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CsrRefused(400, f"CSR key is RSA-{key.key_size}; at least 2048 bits needed")
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in ("secp256r1", "secp384r1"):
+            raise CsrRefused(400, f"CSR key curve {key.curve.name} is not P-256 or P-384")
+    else:
+        raise CsrRefused(400, "CSR key is neither RSA nor EC")
+    return csr
+
+
+def check_csr_subject(csr: x509.CertificateSigningRequest, party: str, user: str) -> None:
+    """Refuse (CsrRefused 403) a CSR whose subject names another O or CN than the token's."""
+    for oid, wanted, what in (
+        (NameOID.ORGANIZATION_NAME, party, "party (O)"),
+        (NameOID.COMMON_NAME, user, "user (CN)"),
+    ):
+        for attribute in csr.subject.get_attributes_for_oid(oid):
+            if str(attribute.value).casefold() != wanted.casefold():
+                raise CsrRefused(
+                    403,
+                    f"CSR asks for {what} {str(attribute.value)[:64]!r}; this token enrolls "
+                    f"{wanted!r}",
+                )
+
+
+def sign_csr(
+    ca_dir: Path, csr: x509.CertificateSigningRequest, party: str, user: str, days: int
+) -> x509.Certificate:
+    """A client certificate for `user` of `party` over the CSR's key.
+
+    The subject is ours — O = the party, CN = the user the enrollment token names — never
+    the CSR's: a CSR naming another O (or another CN) is refused with CsrRefused(403), one
+    naming none is signed as ours. Recorded in the CA's index (revocation.py)."""
+    check_csr_subject(csr, party, user)
+    ca_cert, ca_key = _load_ca(ca_dir)
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(party, user))
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    from commonsky.revocation import record_issued
+
+    record_issued(ca_dir, cert, "enroll")
+    return cert
+
+
+def issue_signer(ca_dir: Path, party: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The hub's evidence-signing certificate for `party` (C2PA, evidence/sign.py): subject
+    O = the party, CN = "<party> evidence (CommonSky hub)", key usage digitalSignature and
+    EKU emailProtection — C2PA's trust list admits emailProtection and documentSigning
+    leaves, never CA or TLS certificates. Valid two years; not in the client index."""
+    ca_cert, ca_key = _load_ca(ca_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(party, f"{party} evidence (CommonSky hub)"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=730))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert

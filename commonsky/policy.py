@@ -167,7 +167,8 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
     first three atoms (e.g. `a-h-A`: affiliation and battle dimension — enough for a map
     symbol), other types kept (they name the category); uid replaced
     by an opaque stable handle; times kept; every detail dropped (callsign, speed, course,
-    remarks, links, device info).
+    remarks, links, device info) except an evidence photo's footprint, itself coarsened to
+    whole grid cells.
     """
     p = event.point
     # What is unknown (CoT's 9999999, or NaN) stays unknown: nothing to snap or round.
@@ -182,6 +183,12 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
     # function. Any other type names the kind of thing it is — its category — and cut short
     # it would be another category (`b-r-f-h-c` a `b-r-f`, `u-d-f-m` a `u-d-f`).
     cot_type = "-".join(event.type.split("-")[:3]) if event.type.startswith("a-") else event.type
+    detail = ""
+    if "<csky_footprint" in event.detail:
+        # An evidence photo's footprint, coarsened like the position (evidence/marker.py).
+        from commonsky.evidence.marker import generalized_footprint
+
+        detail = generalized_footprint(event.detail, grid_deg)
     return CotEvent(
         uid=handle(secret, party, event.uid),
         type=cot_type,
@@ -190,4 +197,5 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
         stale=event.stale,
         how="h-e",
         point=point,
+        detail=detail,
     )

@@ -172,6 +172,74 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "alert_status", str, "Exercise", "CAP <status> of published warnings: Actual or Exercise."
     ),
+    # TAK's HTTP side (issue 16): enrollment, the Marti API's files, imagery evidence.
+    Setting(
+        "tls_enroll_cert_days",
+        int,
+        90,
+        "Lifetime of a client certificate issued by enrollment (TAK Server's example uses "
+        "30 days; a device re-enrolls with a new token when it runs out).",
+    ),
+    Setting(
+        "timeout_enroll_token_s",
+        float,
+        86400.0,
+        "Default lifetime of a one-time enrollment token (`commonsky enroll --ttl` overrides).",
+    ),
+    Setting(
+        "limit_file_bytes",
+        int,
+        104857600,
+        "Largest file or data package accepted by the Marti API (TAK Server's "
+        "enterpriseSyncSizeLimitMB); a larger upload gets 413 and nothing is kept.",
+    ),
+    Setting(
+        "limit_files_per_party",
+        int,
+        2000,
+        "Files one party may keep on the hub at once; past it an upload gets 507 until the "
+        "operator removes some (files are evidence: never dropped by the hub itself).",
+    ),
+    Setting(
+        "limit_file_store_bytes",
+        int,
+        10737418240,
+        "Bytes all files together may take in data_dir/files; past it an upload gets 507.",
+    ),
+    Setting(
+        "limit_package_entries",
+        int,
+        2000,
+        "Entries a data package (zip) may hold; more and it is refused as hostile.",
+    ),
+    Setting(
+        "limit_package_unpacked_bytes",
+        int,
+        1073741824,
+        "Total uncompressed size a data package may declare, and the ratio cap "
+        "(uncompressed/compressed 200 per entry) stops zip bombs before anything is read.",
+    ),
+    Setting(
+        "limit_image_pixels",
+        int,
+        100000000,
+        "Largest image (width x height) read for evidence; a larger one is kept as a file "
+        "but not decoded (decompression bombs).",
+    ),
+    Setting(
+        "limit_http_connections",
+        int,
+        256,
+        "Open connections each enroll or marti listener serves at once; past it new ones "
+        "get 503 (uvicorn's limit_concurrency).",
+    ),
+    Setting(
+        "timeout_upload_s",
+        float,
+        300.0,
+        "An upload whose body has not arrived whole within this long is aborted; nothing "
+        "of it is kept.",
+    ),
     Setting(
         "regions_file",
         str,

@@ -124,9 +124,66 @@ def leaks(runner: Runner, played: Played) -> list[str]:
                 found.append(f"{client.party} got {e.uid} ({kind}) with no agreement")
             elif rest.startswith("g-") != ("full" not in levels):
                 found.append(f"{client.party} got {e.uid} in the wrong form for {levels}")
-            elif "full" not in levels and e.detail:
+            elif (
+                "full" not in levels
+                and e.detail
+                and not (kind == "imagery" and _coarse_footprint(e.detail))
+            ):
                 found.append(f"{client.party} got details of generalized {e.uid}")
     return found
+
+
+def _coarse_footprint(detail: str, grid: float = 0.1) -> bool:
+    """A generalized imagery marker may carry exactly one thing: a footprint whose corners
+    all lie on the generalization grid (the demo's own reading, not the hub's code)."""
+    root = detail_tree(detail)
+    if [child.tag for child in root] != ["csky_footprint"]:
+        return False
+    for vertex in root.iter("vertex"):
+        for key in ("lat", "lon"):
+            cells = float(vertex.get(key, "nan")) / grid
+            if not abs(cells - round(cells)) < 1e-6:
+                return False
+    return True
+
+
+def evidence(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, str]:
+    """Every photograph `check.other` published is signed evidence that verifies offline —
+    against a fresh ledger export and the hub CA — and `check.party` received its marker."""
+    from commonsky.evidence.verify import verify_evidence
+    from commonsky.ledger.export import export
+
+    server = runner.server
+    assert server is not None and server.marti is not None
+    assert server.services.recorder is not None
+    photos = [p for p in played.photos if p[0] == check.other]
+    if len(photos) < check.value:
+        return False, f"{len(photos)} photographs published by {check.other}"
+    ledger = runner.data_dir / f"evidence-{check.other}.jsonl"
+    export(server.services.recorder.ledger, ledger, party=check.other)
+    ca = runner.data_dir / "ca" / "ca.pem"
+    verified = 0
+    notes = []
+    for _, name, digest in photos:
+        for signed in server.marti.files.derived(digest, "evidence"):
+            path = server.marti.files.object_path(signed.sha256)
+            verdict = verify_evidence(path, ledger, ca)
+            if verdict.ok:
+                verified += 1
+            else:
+                notes.append(f"{name}: {verdict.lines[-1]}")
+    markers = [
+        r
+        for r in _received(runner, check.party)
+        if r.event.type == "b-i-x-i" and r.event.uid.startswith(f"{check.other}::")
+    ]
+    ok = (
+        verified >= check.value and not notes and len({m.event.uid for m in markers}) >= check.value
+    )
+    return ok, (
+        f"{verified} verified offline, {len({m.event.uid for m in markers})} markers at "
+        f"{check.party}" + (f"; {'; '.join(notes)}" if notes else "")
+    )
 
 
 def _received(runner: Runner, party: str) -> list[Received]:
@@ -260,6 +317,8 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
     if kind == "no_leaks":
         found = leaks(runner, played)
         return not found, "0 leaks" if not found else "; ".join(found[:3])
+    if kind == "evidence":
+        return evidence(runner, played, check)
     return False, f"unknown check kind {kind!r}"
 
 

@@ -10,6 +10,7 @@ recorded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import math
@@ -28,7 +29,7 @@ from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.config import HubConfig, config_from_dict
 from commonsky.demo.clients import SimClient, tls_context
 from commonsky.demo.clock import ScenarioClock
-from commonsky.demo.scenario import AirspaceSpec, HotlineSpec, Scenario, TrackSpec
+from commonsky.demo.scenario import AirspaceSpec, HotlineSpec, PhotoSpec, Scenario, TrackSpec
 from commonsky.hub.datadir import private_dir
 from commonsky.hub.server import HubServer
 from commonsky.model import CotEvent, Point
@@ -48,6 +49,7 @@ class Played:
     items_sent: int = 0
     report_posts: list[float] = field(default_factory=list)
     api_errors: list[str] = field(default_factory=list)
+    photos: list[tuple[str, str, str]] = field(default_factory=list)  # (party, name, sha256)
     finished: bool = False
 
 
@@ -97,6 +99,10 @@ class Runner:
         listeners.append(
             {"kind": "tak-tls", "bind": "127.0.0.1:0", "ca": str(self.data_dir / "ca")}
         )
+        if any(s.photo for s in self.scenarios):  # evidence goes up through the Marti API
+            listeners.append(
+                {"kind": "marti", "bind": "127.0.0.1:0", "ca": str(self.data_dir / "ca")}
+            )
         return config_from_dict(
             {
                 "server": {
@@ -201,6 +207,9 @@ class Runner:
         for message in scenario.hotline:
             steps.append((message.at, order, ("hotline", message)))
             order += 1
+        for photo in scenario.photo:
+            steps.append((photo.at, order, ("photo", photo)))
+            order += 1
         launch_times = self._launch_times(scenario)
         for launch in scenario.launch:
             steps.append((launch.at, order, ("launch", launch)))
@@ -216,6 +225,8 @@ class Runner:
                     await self._send_airspace(played, spec, withdraw=True)
                 elif kind == "hotline":
                     await self._send_hotline(played, spec)
+                elif kind == "photo":
+                    await self._send_photo(played, spec)
                 else:
                     await self._send_launch(played, scenario, spec, launch_times[spec.missile])
             except (httpx.HTTPError, ConnectionError) as exc:
@@ -365,6 +376,41 @@ class Runner:
         played.items_sent += 1
         played.report_posts.append(self.clock())
         await self._post(spec.party, "/api/launch", content=msgspec.json.encode(report))
+
+    async def _send_photo(self, played: Played, spec: PhotoSpec) -> None:
+        """Render the photograph and upload it as its party's device would (ATAK's
+        multipart `assetfile` to /Marti/sync/missionupload, with the client's certificate)."""
+        from commonsky.evidence.render import aerial_geotiff, aerial_jpeg
+
+        assert self.server is not None
+        party = next(c.party for c in played.scenario.client if c.id == spec.client)
+        west, south, east, north = spec.box
+        taken = datetime.fromisoformat(spec.captured.replace("Z", "+00:00")).timestamp()
+        spots = [
+            (lon, lat)
+            for track in played.scenario.track
+            for _, lat, lon, _ in track.path[:1]
+            if west <= lon <= east and south <= lat <= north
+        ]
+        if spec.form == "geotiff":
+            data = aerial_geotiff(west, south, east, north, taken, spec.seed, spots)
+        else:
+            data = aerial_jpeg((south + north) / 2, (west + east) / 2, taken, spec.seed)
+        ca = self.data_dir / "ca"
+        context = tls_context(ca, ca / "clients" / party, spec.client)
+        digest = hashlib.sha256(data).hexdigest()
+        async with httpx.AsyncClient(
+            base_url=f"https://127.0.0.1:{self.server.port('marti')}", verify=context, timeout=30
+        ) as client:
+            answer = await client.post(
+                f"/Marti/sync/missionupload?hash={digest}&filename={spec.name}"
+                f"&creatorUid={spec.client}",
+                files={"assetfile": (spec.name, data, "application/octet-stream")},
+            )
+        if answer.status_code != 200:
+            played.api_errors.append(f"photo {spec.name}: {answer.status_code} {answer.text}")
+            return
+        played.photos.append((party, spec.name, digest))
 
     async def _post(self, party: str, path: str, **kwargs: Any) -> httpx.Response:
         assert self.api is not None

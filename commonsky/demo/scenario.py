@@ -91,6 +91,20 @@ class LaunchSpec(msgspec.Struct, forbid_unknown_fields=True):
     seed: int = 1
 
 
+class PhotoSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """An aerial photograph a party publishes as evidence (rendered by the demo from the
+    scenario's own data: the tracks inside `box` are the dark spots), uploaded through the
+    Marti API with `client`'s certificate."""
+
+    at: float
+    client: str  # a TLS client of the scenario: its certificate uploads
+    name: str
+    box: tuple[float, float, float, float]  # west, south, east, north (degrees)
+    captured: str  # RFC 3339: when it was "taken"
+    form: Literal["geotiff", "jpeg"] = "geotiff"
+    seed: int = 1
+
+
 class CheckSpec(msgspec.Struct, forbid_unknown_fields=True):
     kind: str
     name: str
@@ -116,6 +130,7 @@ class Scenario(msgspec.Struct, forbid_unknown_fields=True):
     hotline: list[HotlineSpec] = []
     missile: list[MissileSpec] = []
     launch: list[LaunchSpec] = []
+    photo: list[PhotoSpec] = []
     check: list[CheckSpec] = []
 
     def extent(self) -> tuple[float, float, float, float]:

@@ -17,12 +17,15 @@ import ssl
 import time
 from pathlib import Path
 
+from cryptography import x509
+
 from commonsky.config import ListenerConfig
 from commonsky.errors import RemoteProtocolError, StoreUnavailable, UsageError
 from commonsky.pki import CA_CERT, SERVER_CERT, SERVER_KEY
 from commonsky.protocol.cot import XmlLimits
 from commonsky.protocol.liveness import Liveness
 from commonsky.protocol.stream import EventReceived, MessageRefused, TakStream
+from commonsky.revocation import Revocations
 
 from .core import Connection, Hub
 from .outbox import Outbox
@@ -32,8 +35,9 @@ _ids = itertools.count(1)
 
 
 def tls_context(config: ListenerConfig) -> ssl.SSLContext:
-    """The server side of a `tak-tls` listener: its certificate, and the CA its clients'
-    certificates must chain to. Raises UsageError naming the listener, the file and the fix."""
+    """The server side of a TLS listener (`tak-tls`, `marti`; `enroll` asks for no client
+    certificate): its certificate, and the CA its clients' certificates must chain to.
+    Raises UsageError naming the listener, the file and the fix."""
     assert config.ca is not None
     ca_dir = Path(config.ca)
     cert = config.cert or ca_dir / SERVER_CERT
@@ -45,7 +49,7 @@ def tls_context(config: ListenerConfig) -> ssl.SSLContext:
     )
     for path in (cert, key, ca_dir / CA_CERT):
         if not path.is_file():
-            raise UsageError(f"{config.where} (tak-tls): {path} is missing; {fix}")
+            raise UsageError(f"{config.where} ({config.kind}): {path} is missing; {fix}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
@@ -53,14 +57,14 @@ def tls_context(config: ListenerConfig) -> ssl.SSLContext:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(
-            f"{config.where} (tak-tls): {cert} / {key}: not a certificate and its key "
+            f"{config.where} ({config.kind}): {cert} / {key}: not a certificate and its key "
             f"({_reason(exc)}); {fix}"
         ) from None
     try:
         context.load_verify_locations(ca_dir / CA_CERT)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(
-            f"{config.where} (tak-tls): {ca_dir / CA_CERT}: not a CA certificate "
+            f"{config.where} ({config.kind}): {ca_dir / CA_CERT}: not a CA certificate "
             f"({_reason(exc)}); {fix}"
         ) from None
     return context
@@ -108,8 +112,17 @@ def _subject(peercert: object) -> dict[str, list[str]]:
 
 
 class TakListener:
-    def __init__(self, hub: Hub, config: ListenerConfig, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        config: ListenerConfig,
+        tls: ssl.SSLContext | None = None,
+        revocations: Revocations | None = None,
+    ) -> None:
         self.hub = hub
+        # tak-tls: the CA's CRL, checked at each connection and each housekeeping tick.
+        self.revocations = revocations
+        self._serials: dict[Connection, int] = {}
         self.config = config
         self.name = f"{config.kind}:{config.host}:{config.port}"
         self.server: asyncio.Server | None = None
@@ -234,6 +247,19 @@ class TakListener:
             )
             return None
         party, user = orgs[0], names[0]
+        if self._revoked(writer):
+            self.hub.metrics.refuse("certificate_revoked")
+            self.hub.log_limited(
+                log,
+                "certificate_revoked",
+                self.name,
+                "%s: TLS client %s refused: certificate of %s/%s is revoked (CRL)",
+                self.name,
+                _peer(writer),
+                party,
+                user,
+            )
+            return None
         if not party or not user or party not in self.hub.policy.parties:
             self.hub.metrics.refuse("unknown_party")
             self.hub.log_limited(
@@ -248,6 +274,37 @@ class TakListener:
             )
             return None
         return party, user
+
+    def _serial(self, writer: asyncio.StreamWriter) -> int | None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return x509.load_der_x509_certificate(der).serial_number if der else None
+
+    def _revoked(self, writer: asyncio.StreamWriter) -> bool:
+        if self.revocations is None:
+            return False
+        serial = self._serial(writer)
+        return serial is not None and self.revocations.revoked(serial)
+
+    def drop_revoked(self) -> int:
+        """Close the connections whose certificate the CRL now revokes (a housekeeping tick:
+        a revocation ends a session already open too). Returns how many."""
+        if self.revocations is None or not self._serials:
+            return 0
+        dropped = 0
+        for conn, serial in list(self._serials.items()):
+            if self.revocations.revoked(serial):
+                log.warning(
+                    "%s: closing %s/%s: its certificate was revoked",
+                    self.name,
+                    conn.party,
+                    conn.user,
+                )
+                self.hub.metrics.refuse("certificate_revoked")
+                conn.close("certificate_revoked")
+                del self._serials[conn]
+                dropped += 1
+        return dropped
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hub = self.hub
@@ -324,6 +381,9 @@ class TakListener:
         log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
         writer.write(stream.offer(hub.clock()))
         hub.attach(conn)
+        serial = self._serial(writer) if self.revocations is not None else None
+        if serial is not None:
+            self._serials[conn] = serial
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
         refusal_limit = settings.get_int("limit_refusals_before_close")
         try:
@@ -405,6 +465,7 @@ class TakListener:
                 closing[0] if closing else "closed by the client",
             )
             hub.detach(conn)
+            self._serials.pop(conn, None)
             writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer_task

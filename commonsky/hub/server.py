@@ -19,10 +19,13 @@ from pathlib import Path
 
 import uvicorn
 
-from commonsky.config import HubConfig, parse_hostport
+from commonsky.config import HubConfig, ListenerConfig, parse_hostport
 from commonsky.errors import UsageError
 from commonsky.http.app import build_app
+from commonsky.marti.http import HttpListener, build_http_listeners
+from commonsky.marti.state import MartiState
 from commonsky.policy import Policy
+from commonsky.revocation import Revocations
 from commonsky.services import Services
 from commonsky.settings import Settings
 from commonsky.store import Store, open_store
@@ -110,8 +113,11 @@ class HubServer:
         ensure_fd_budget(config.settings)
         _warn_without_tokens(config)
         # Certificates first: a mistake there should not touch the data folder.
-        contexts = [tls_context(lc) if lc.kind == "tak-tls" else None for lc in config.listeners]
+        tak = [lc for lc in config.listeners if lc.kind in ("tak-tcp", "tak-tls")]
+        contexts = [tls_context(lc) if lc.kind == "tak-tls" else None for lc in tak]
         self.listeners: list[TakListener] = []
+        self.http_listeners: list[HttpListener] = []  # enroll, marti (issue 16)
+        self.marti: MartiState | None = None
         self.folder = DataDir(config.data_dir, str(config.settings.store_url), init)
         self.folder.open()
         self.store: Store | None = None
@@ -129,9 +135,13 @@ class HubServer:
             self.services = _build_services(self.hub, data_dir)
             assert self.services.recorder is not None
             self.hub_id = self.folder.bind(self.store, self.services.recorder.ledger)
+            self.http_listeners, self.marti = build_http_listeners(
+                config.listeners, self.services, config.settings
+            )
+            crls = self.marti.revocations if self.marti is not None else {}
             self.listeners = [
-                TakListener(self.hub, lc, tls)
-                for lc, tls in zip(config.listeners, contexts, strict=True)
+                TakListener(self.hub, lc, tls, _revocations(crls, lc))
+                for lc, tls in zip(tak, contexts, strict=True)
             ]
         except BaseException:
             self._release()
@@ -145,6 +155,9 @@ class HubServer:
         if self.released:
             return
         self.released = True
+        marti = getattr(self, "marti", None)
+        if marti is not None:
+            marti.close()
         services = getattr(self, "services", None)
         if services is not None:
             services.close()
@@ -160,6 +173,8 @@ class HubServer:
         except BaseException:
             for listener in self.listeners:
                 await listener.stop_accepting()
+            for http in self.http_listeners:
+                await http.stop()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -172,6 +187,8 @@ class HubServer:
         try:
             for listener in self.listeners:
                 await listener.start()
+            for http in self.http_listeners:
+                await http.start()
         except BaseException:
             sock.close()
             raise
@@ -212,6 +229,8 @@ class HubServer:
                     continue
                 last_tick = now
                 self.services.tick()
+                for listener in self.listeners:
+                    listener.drop_revoked()  # a CRL that changed ends sessions already open
                 self.hub.logs.flush()
                 if now - last_prune >= 5.0:
                     self.hub.prune()
@@ -224,13 +243,16 @@ class HubServer:
                 log.exception("housekeeping failed")
 
     def port(self, kind: str) -> int:
-        return next(listener.port for listener in self.listeners if listener.config.kind == kind)
+        every: list[TakListener | HttpListener] = [*self.listeners, *self.http_listeners]
+        return next(listener.port for listener in every if listener.config.kind == kind)
 
     async def stop(self) -> None:
         if self.released:
             return  # a start that failed has closed everything already
         for listener in self.listeners:
             await listener.stop_accepting()
+        for http in self.http_listeners:
+            await http.stop()  # (in-flight requests get timeout_shutdown_s to finish)
         deadline = self.config.settings.get_float("timeout_shutdown_s")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
@@ -250,6 +272,12 @@ class HubServer:
         if self.services.recorder is not None:
             self.services.recorder.ledger.checkpoint()
         self._release()
+
+
+def _revocations(crls: dict[Path, Revocations], lc: ListenerConfig) -> Revocations | None:
+    if lc.kind != "tak-tls" or lc.ca is None:
+        return None
+    return crls.get(Path(lc.ca)) or Revocations(Path(lc.ca))
 
 
 def _open_store(url: str, data_dir: Path) -> Store:

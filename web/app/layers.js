@@ -223,6 +223,41 @@ function airspaceLayer(item, own) {
   return layer.bindPopup(info);
 }
 
+// Evidence photos (b-i-x-i with CommonSky's evidence detail): the footprint (or the camera's
+// position) with the thumbnail, who published it and when it was taken. A generalized one has
+// only a coarse footprint: drawn dashed, no picture.
+function imageryLayer(item, own) {
+  const doc = detailOf(item);
+  const colour = partyColour(item.party, own);
+  const ev = child(doc, "csky_evidence");
+  const fp = child(doc, "csky_footprint");
+  const ring = fp
+    ? [...fp.getElementsByTagName("vertex")].map((v) => [Number(v.getAttribute("lat")), Number(v.getAttribute("lon"))])
+    : [];
+  const box = el("div");
+  box.append(el("strong", {}, ev ? `${item.party} photograph` : `${item.party} photograph (where and when only)`));
+  const thumb = child(doc, "csky_thumbnail");
+  if (thumb && thumb.textContent) {
+    const img = el("img", { className: "thumb", alt: "thumbnail" });
+    img.src = `data:image/jpeg;base64,${thumb.textContent.trim()}`;
+    box.append(img);
+  }
+  const get = (name) => (ev ? ev.getAttribute(name) : null);
+  for (const line of [
+    get("captured") ? `taken ${get("captured")}` : `time ${fmtTime(item.time)}`,
+    get("user") ? `published by ${item.party}/${get("user")} ${get("published") || ""}` : "",
+    get("sha256") ? `sha256 ${get("sha256").slice(0, 16)}… (signed, C2PA)` : "",
+  ]) if (line) box.append(el("div", { className: "meta" }, line));
+  let layer;
+  if (ring.length >= 4) {
+    layer = L.polygon(ring, { color: colour, weight: 2, fillOpacity: 0.1, dashArray: ev ? null : "6 4" });
+  } else {
+    layer = L.circleMarker([item.lat, item.lon], { color: colour, radius: 7, weight: 2, fillOpacity: 0.5 });
+  }
+  layer.photo = { uid: item.uid, party: item.party, full: Boolean(ev), thumbnail: Boolean(thumb), corners: ring.length };
+  return layer.bindPopup(box);
+}
+
 function conflictLayer(item) {
   const doc = detailOf(item);
   const notice = jsonIn(doc, "csky_conflict");
@@ -311,12 +346,13 @@ export class Overlays {
     this.party = party;
     this.layers = new Map(); // uid -> {item, layer, kind}
     this.counts = {};
+    this.photos = [];
   }
 
   // `state` is History.at(T): items in force, by category.
   update(state) {
     const seen = new Set();
-    const counts = { airspace: 0, conflict: 0, launch: 0, alert: 0 };
+    const counts = { airspace: 0, conflict: 0, launch: 0, alert: 0, imagery: 0 };
     const take = (item, kind, build) => {
       seen.add(item.uid);
       counts[kind]++;
@@ -336,6 +372,7 @@ export class Overlays {
       if (item.type.startsWith("t-x-csky-conflict")) take(item, "conflict", conflictLayer);
     }
     for (const item of state.launch || []) take(item, "launch", launchLayer);
+    for (const item of state.imagery || []) take(item, "imagery", (i) => imageryLayer(i, this.party));
     for (const item of state.alert || []) take(item, "alert", alertLayer);
     for (const [uid, have] of this.layers) {
       if (!seen.has(uid)) {
@@ -346,6 +383,7 @@ export class Overlays {
     // Conflicts on top of everything else drawn here.
     for (const have of this.layers.values()) if (have.kind === "conflict") have.layer.bringToFront?.();
     this.counts = counts;
+    this.photos = [...this.layers.values()].filter((h) => h.kind === "imagery").map((h) => h.layer.photo);
     return counts;
   }
 }

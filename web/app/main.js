@@ -177,7 +177,7 @@ async function start({ api, me }) {
     const shown = [...(state.track || []), ...(state.position || [])];
     tracks.setTracks(shown);
     const counts = overlays.update(state);
-    $("counts").textContent = `${shown.length} tracks · ${counts.airspace} areas · ${counts.conflict} conflicts · ${counts.launch} launch · ${counts.alert} alerts`;
+    $("counts").textContent = `${shown.length} tracks · ${counts.airspace} areas · ${counts.conflict} conflicts · ${counts.launch} launch · ${counts.alert} alerts · ${counts.imagery} photos`;
     if (!fittedOnce && (shown.length || counts.airspace)) {
       fittedOnce = true;
       autoFit();
@@ -204,6 +204,7 @@ async function start({ api, me }) {
     })),
     labels: tracks.labels.slice(),
     counts: overlays.counts,
+    photos: overlays.photos.slice(),
     hotline: panels.messages.map((m) => ({ id: m.id, from: m.from, to: m.to, acks: m.acks })),
     recipients: panels.recipientIds.slice(),
     areas: areaList.map((a) => ({ ...a })),

@@ -1,0 +1,275 @@
+"""The Marti API on the `marti` listener (TAK's 8443): mutual TLS, the certificate is the party.
+
+Paths (TAK Server's servlets and APIs, the subset ATAK, WinTAK, iTAK and pytak call):
+
+- `GET /Marti/api/version`: `CommonSky <version>` (text);
+- `GET /Marti/api/version/config`: `{"version": "3", "type": "ServerConfig", "data": …}`;
+- `GET /Marti/api/clientEndPoints`: the devices the caller's party may see (`contacts`);
+- `GET /Marti/sync/missionquery?hash=`: 200 and the content URL (text) if the caller may
+  fetch it, else 404;
+- `POST /Marti/sync/missionupload?hash=&filename=&creatorUid=`: multipart, the file in part
+  `assetfile`; answers the content URL (text);
+- `POST /Marti/sync/upload?name=&creatorUid=`: iTAK's path, raw body or multipart; answers
+  the file's metadata (JSON, TAK Server's field names);
+- `GET`/`HEAD /Marti/sync/content?hash=`: the bytes, if the caller may fetch them, else 404;
+- `PUT /Marti/api/sync/metadata/{hash}/tool`: the holder marks a file `public`/`private`.
+
+Identity: the client certificate's subject — exactly one O naming a declared party, one CN —
+checked on every request, as is the CA's CRL (revocation.py): a certificate revoked while
+its connection is open is refused from its next request. A party that may not fetch a file
+gets 404, exactly as if the file were not there (no oracle for other parties' hashes). A
+`hash=` the client sends with an upload must be the SHA-256 of what arrived (400 otherwise).
+Upload refusals are 400 (malformed, hostile, wrong hash), 408, 413, 415, 507 (store full),
+each logged and counted as `commonsky_refusals{reason="upload_…"}`; nothing is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from commonsky import __version__
+from commonsky.config import ListenerConfig
+from commonsky.marti.files import is_sha256
+from commonsky.marti.http import peer_cert_der
+from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
+from commonsky.marti.state import MartiState
+from commonsky.marti.upload import UploadRefused, receive
+from commonsky.protocol.cot import format_time
+
+log = logging.getLogger("commonsky.marti")
+API_VERSION = "3"  # TAK Server's Marti API version (tak.server.Constants.API_VERSION)
+TOOLS = ("public", "private")
+
+
+class _Denied(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+Handler = Callable[[Request, str, str], Awaitable[Response]]
+
+
+def marti_app(state: MartiState, config: ListenerConfig) -> Starlette:
+    assert config.ca is not None
+    port = state.port
+    revocations = state.revocations[Path(config.ca)]
+    settings = port.settings
+
+    def identify(request: Request) -> tuple[str, str]:
+        der = peer_cert_der(request.scope)
+        if der is None:
+            raise _Denied(403, "no_certificate", "a client certificate is required")
+        cert = state.peer(der)
+        if revocations.revoked(cert.serial_number):
+            raise _Denied(403, "certificate_revoked", "this certificate has been revoked")
+        orgs = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+        names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        if len(orgs) != 1 or len(names) != 1:
+            raise _Denied(403, "certificate_subject", "certificate needs exactly one O and CN")
+        party, user = str(orgs[0].value), str(names[0].value)
+        if not port.is_party(party):
+            raise _Denied(403, "unknown_party", f"certificate O={party[:40]!r} is no party")
+        return party, user
+
+    def refused(request: Request, status: int, reason: str, message: str, who: str) -> Response:
+        port.refuse(f"marti_{reason}" if status == 403 else f"upload_{reason}")
+        port.log_limited(
+            log,
+            reason,
+            who,
+            "%s: %s %s from %s refused (%d): %s",
+            config.kind,
+            request.method,
+            request.url.path,
+            who,
+            status,
+            message,
+        )
+        return PlainTextResponse(f"{message}\n", status_code=status)
+
+    def route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            peer = request.client.host if request.client else "?"
+            try:
+                party, user = identify(request)
+            except _Denied as exc:
+                return refused(request, exc.status, exc.reason, str(exc), peer)
+            try:
+                return await handler(request, party, user)
+            except (Refused, UploadRefused) as exc:
+                return refused(request, exc.status, exc.reason, str(exc), f"{party}/{user}")
+
+        return endpoint
+
+    def content_url(sha256: str) -> str:
+        return f"{state.base_url()}/Marti/sync/content?hash={sha256}"
+
+    # ---- version, contacts ----------------------------------------------------------------
+
+    async def version(request: Request, party: str, user: str) -> Response:
+        return PlainTextResponse(f"CommonSky {__version__}")
+
+    async def version_config(request: Request, party: str, user: str) -> Response:
+        data = {"version": __version__, "api": API_VERSION, "hostname": request.url.hostname}
+        return JSONResponse(
+            {"version": API_VERSION, "type": "ServerConfig", "data": data, "nodeId": "commonsky"}
+        )
+
+    async def client_endpoints(request: Request, party: str, user: str) -> Response:
+        data = [
+            {
+                "callsign": c.callsign,
+                "uid": c.uid,
+                "team": c.team or None,
+                "role": c.role or None,
+                "lastEventTime": format_time(c.last),
+                "lastStatus": "Connected",
+            }
+            for c in port.contacts(party)
+        ]
+        data = [{k: v for k, v in d.items() if v is not None} for d in data]
+        return JSONResponse(
+            {
+                "version": API_VERSION,
+                "type": "com.bbn.marti.remote.ClientEndpoint",
+                "data": data,
+                "nodeId": "commonsky",
+            }
+        )
+
+    # ---- files ----------------------------------------------------------------------------
+
+    def hash_param(request: Request, required: bool = True) -> str:
+        value = request.query_params.get("hash", "").strip().lower()
+        if not value and not required:
+            return ""
+        if not is_sha256(value):
+            raise Refused(400, "bad_hash", "hash must be 64 hexadecimal digits (SHA-256)")
+        return value
+
+    async def mission_query(request: Request, party: str, user: str) -> Response:
+        sha = hash_param(request)
+        if may_fetch(state, party, sha) is None:
+            return PlainTextResponse("not found\n", status_code=404)
+        return PlainTextResponse(content_url(sha))
+
+    async def content(request: Request, party: str, user: str) -> Response:
+        sha = hash_param(request)
+        row = may_fetch(state, party, sha)
+        path = state.files.object_path(sha) if row is not None else None
+        if row is None or path is None or not path.exists():
+            return PlainTextResponse("not found\n", status_code=404)
+        return FileResponse(
+            path,
+            media_type=row.mime or "application/octet-stream",
+            filename=row.name or sha,
+            headers={"ETag": f'"{sha}"'},
+        )
+
+    async def do_upload(request: Request, party: str, user: str, itak: bool) -> Upload:
+        room, full = state.files.room(party)
+        if full is not None:
+            raise Refused(507, "store_full", f"the hub keeps no more files ({full} reached)")
+        params = request.query_params
+        declared = hash_param(request, required=False)
+        with state.files.temporary() as temp:
+            got = await receive(
+                request, temp, room, settings.get_float("timeout_upload_s"), allow_raw=itak
+            )
+            if declared and declared != got.sha256:
+                raise Refused(
+                    400,
+                    "wrong_hash",
+                    f"hash={declared} but the file's SHA-256 is {got.sha256}; nothing kept",
+                )
+            if got.size == 0:
+                raise Refused(400, "empty", "the file is empty")
+            name = params.get("filename") or params.get("name") or got.filename
+            upload = Upload(
+                party,
+                user,
+                _plain_name(name),
+                got.mime if got.mime not in ("", "application/octet-stream") else "",
+                got.sha256,
+                got.size,
+                (params.get("creatorUid") or got.fields.get("creatorUid", ""))[:200],
+                "private" if params.get("tool") == "private" else "public",
+            )
+            await ingest(state, temp, upload)
+        return upload
+
+    async def mission_upload(request: Request, party: str, user: str) -> Response:
+        upload = await do_upload(request, party, user, itak=False)
+        return PlainTextResponse(content_url(upload.sha256))
+
+    async def sync_upload(request: Request, party: str, user: str) -> Response:
+        upload = await do_upload(request, party, user, itak=True)
+        row = next(r for r in state.files.rows(upload.sha256) if r.party == party)
+        return JSONResponse(_metadata(row, content_url(upload.sha256)), media_type="text/json")
+
+    async def set_tool(request: Request, party: str, user: str) -> Response:
+        sha = str(request.path_params["hash"]).lower()
+        if not is_sha256(sha):
+            raise Refused(400, "bad_hash", "hash must be 64 hexadecimal digits (SHA-256)")
+        body = (await request.body())[:64].decode("utf-8", "replace").strip()
+        if body not in TOOLS:
+            raise Refused(400, "bad_tool", "tool must be public or private")
+        if not state.files.set_tool(sha, party, body):
+            return PlainTextResponse("not found\n", status_code=404)
+        return Response(status_code=200)
+
+    routes = [
+        Route("/Marti/api/version", route(version), methods=["GET"]),
+        Route("/Marti/api/version/config", route(version_config), methods=["GET"]),
+        Route("/Marti/api/clientEndPoints", route(client_endpoints), methods=["GET"]),
+        Route("/Marti/sync/missionquery", route(mission_query), methods=["GET"]),
+        Route("/Marti/sync/missionupload", route(mission_upload), methods=["POST"]),
+        Route("/Marti/sync/upload", route(sync_upload), methods=["POST"]),
+        Route("/Marti/sync/content", route(content), methods=["GET", "HEAD"]),
+        Route("/Marti/api/sync/metadata/{hash}/tool", route(set_tool), methods=["PUT"]),
+        Route(
+            "/Marti/api/device/profile/connection",
+            route(_no_content),
+            methods=["GET"],
+        ),
+    ]
+    return Starlette(routes=routes)
+
+
+async def _no_content(request: Request, party: str, user: str) -> Response:
+    return Response(status_code=204)  # no device profiles kept (TAK Server's "none")
+
+
+def _plain_name(name: str) -> str:
+    """A file name to show and to offer in `b-f-t-r`: its last path segment, no control
+    characters, at most 200 characters (never used as a path on the hub)."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in name if c.isprintable())[:200]
+
+
+def _metadata(row: Any, url: str) -> dict[str, Any]:
+    """The upload's metadata in TAK Server's field names (iTAK reads `Hash`, `UID`)."""
+    return {
+        "UID": row.sha256,
+        "Hash": row.sha256,
+        "Name": row.name,
+        "MIMEType": row.mime,
+        "Size": row.size,
+        "SubmissionUser": row.user,
+        "CreatorUid": row.creator_uid,
+        "SubmissionDateTime": format_time(row.received),
+        "Tool": row.tool,
+        "Keywords": [],
+        "DownloadPath": url,
+    }

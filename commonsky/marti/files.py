@@ -1,0 +1,222 @@
+"""Files on the hub: content-addressed bytes and who put them there.
+
+Rules:
+
+- Bytes live in `DATA_DIR/files/objects/ab/<sha256>`, written as a temporary file in
+  `files/tmp/` first and renamed into place only once whole and checked — so a partial,
+  aborted or refused upload leaves nothing (`tmp/` is emptied at every start, which also
+  clears what a crash left mid-upload).
+- Who holds which bytes is in `DATA_DIR/files.sqlite3`, one row per (sha256, party): the same
+  bytes uploaded by two parties are kept once and belong to both. A row says what the file is
+  (`kind`: `package`, `file`, `image`, or the hub's own `evidence` / `quickpic` copies), its
+  categories (`file`, `imagery`) and the position the policy asks about (NaN when none: then
+  only agreements without an area grant it).
+- Whether a party may fetch bytes is asked of the policy at the moment it asks (`Access`),
+  never stored: an agreement that ends stops the next download.
+- Limits (settings): `limit_file_bytes` per file, `limit_files_per_party` rows per party,
+  `limit_file_store_bytes` for everything. Past a limit an upload is refused (413 / 507)
+  before anything is kept; the hub never deletes a file to make room (files are evidence).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from commonsky.errors import UsageError
+from commonsky.settings import Settings
+
+DB_NAME = "files.sqlite3"
+HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    sha256: str
+    party: str  # who holds it (uploaded it, or the party the hub made it for)
+    user: str
+    creator_uid: str
+    name: str
+    mime: str
+    size: int
+    kind: str  # package | file | image | evidence | quickpic
+    categories: tuple[str, ...]
+    lat: float
+    lon: float
+    received: float
+    tool: str = "public"
+    source: str = ""  # for the hub's copies: the sha256 they were made from
+
+
+def is_sha256(text: str) -> bool:
+    return len(text) == 64 and set(text) <= HEX
+
+
+class FileStore:
+    def __init__(self, root: Path, db: sqlite3.Connection, settings: Settings) -> None:
+        self.root = root
+        self.db = db
+        self.settings = settings
+
+    @classmethod
+    def open(cls, data_dir: Path, settings: Settings) -> FileStore:
+        root = Path(data_dir) / "files"
+        path = Path(data_dir) / DB_NAME
+        try:
+            (root / "objects").mkdir(parents=True, exist_ok=True)
+            tmp = root / "tmp"
+            if tmp.exists():
+                shutil.rmtree(tmp)  # what an interrupted upload left: never part of the store
+            tmp.mkdir()
+            existed = path.exists()
+            db = sqlite3.connect(path, isolation_level=None)
+            if not existed:
+                path.chmod(0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS file (sha256 TEXT NOT NULL, party TEXT NOT NULL,"
+                " user TEXT NOT NULL, creator_uid TEXT NOT NULL, name TEXT NOT NULL,"
+                " mime TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL,"
+                " categories TEXT NOT NULL, lat REAL, lon REAL, received REAL NOT NULL,"
+                " tool TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (sha256, party))"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise UsageError(f"{path}: cannot open the file store ({exc})") from None
+        return cls(root, db, settings)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- bytes --------------------------------------------------------------------------
+
+    def object_path(self, sha256: str) -> Path:
+        assert is_sha256(sha256)
+        return self.root / "objects" / sha256[:2] / sha256
+
+    @contextlib.contextmanager
+    def temporary(self) -> Iterator[Path]:
+        """A fresh temporary file in the store's own folder (same file system: the rename
+        into place is atomic); removed on the way out unless `put` took it."""
+        fd, name = _mkstemp(self.root / "tmp")
+        os.close(fd)
+        path = Path(name)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def put(self, temp: Path, sha256: str) -> Path:
+        """Move a checked temporary file into place (or drop it: the bytes are there)."""
+        target = self.object_path(sha256)
+        if target.exists():
+            temp.unlink()
+            return target
+        target.parent.mkdir(exist_ok=True)
+        with open(temp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(temp, target)
+        return target
+
+    def put_bytes(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        if not self.object_path(sha).exists():
+            with self.temporary() as temp:
+                temp.write_bytes(data)
+                self.put(temp, sha)
+        return sha
+
+    # ---- rows ---------------------------------------------------------------------------
+
+    def add(self, row: StoredFile) -> bool:
+        """Record that `row.party` holds the bytes; False if it already did (a re-upload)."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO file VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                row.sha256,
+                row.party,
+                row.user,
+                row.creator_uid,
+                row.name,
+                row.mime,
+                row.size,
+                row.kind,
+                ",".join(row.categories),
+                row.lat,
+                row.lon,
+                row.received,
+                row.tool,
+                row.source,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def rows(self, sha256: str) -> list[StoredFile]:
+        found = self.db.execute("SELECT * FROM file WHERE sha256 = ?", (sha256,)).fetchall()
+        return [_row(r) for r in found]
+
+    def derived(self, source: str, kind: str) -> list[StoredFile]:
+        found = self.db.execute(
+            "SELECT * FROM file WHERE source = ? AND kind = ?", (source, kind)
+        ).fetchall()
+        return [_row(r) for r in found]
+
+    def set_tool(self, sha256: str, party: str, tool: str) -> bool:
+        cursor = self.db.execute(
+            "UPDATE file SET tool = ? WHERE sha256 = ? AND party = ?", (tool, sha256, party)
+        )
+        return cursor.rowcount > 0
+
+    def count(self, party: str) -> int:
+        (n,) = self.db.execute(
+            "SELECT COUNT(*) FROM file WHERE party = ? AND kind IN ('package','file','image')",
+            (party,),
+        ).fetchone()
+        return int(n)
+
+    def stored_bytes(self) -> int:
+        (n,) = self.db.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM (SELECT DISTINCT sha256, size FROM file)"
+        ).fetchone()
+        return int(n)
+
+    def room(self, party: str) -> tuple[int, str | None]:
+        """Bytes the next upload of `party` may take, or (0, the setting that is full)."""
+        if self.count(party) >= self.settings.get_int("limit_files_per_party"):
+            return 0, "limit_files_per_party"
+        left = self.settings.get_int("limit_file_store_bytes") - self.stored_bytes()
+        if left <= 0:
+            return 0, "limit_file_store_bytes"
+        return min(left, self.settings.get_int("limit_file_bytes")), None
+
+
+def _row(r: tuple[object, ...]) -> StoredFile:
+    (sha, party, user, creator, name, mime, size, kind, cats, lat, lon, received, tool, src) = r
+    return StoredFile(
+        str(sha),
+        str(party),
+        str(user),
+        str(creator),
+        str(name),
+        str(mime),
+        int(size),  # type: ignore[call-overload]
+        str(kind),
+        tuple(c for c in str(cats).split(",") if c),
+        float("nan") if lat is None else float(lat),  # type: ignore[arg-type]
+        float("nan") if lon is None else float(lon),  # type: ignore[arg-type]
+        float(received),  # type: ignore[arg-type]
+        str(tool),
+        str(src),
+    )
+
+
+def _mkstemp(folder: Path) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(dir=folder, prefix="upload-")

@@ -1,0 +1,122 @@
+"""Everything the Marti and enrollment listeners ask of the hub — and nothing else.
+
+The HTTP side of TAK stands beside the hub, not inside it: it never touches the hub's
+connections, picture or store. These few calls are the whole surface (so the hub core can be
+rebuilt behind them without this package noticing):
+
+- `accept(party, user, event)`: an item from `party`, exactly as if its TAK client had sent
+  it (identity from the certificate, never the content); raises RemoteProtocolError.
+- `entitled(item)`: the other parties the agreements let receive `item` now, with the
+  disclosure each gets (the policy's answer; `conflicts-only` grants nothing to deliver).
+- `announce(events, category)`: hub-made messages, each to exactly one party (a `b-f-t-r`
+  naming a file that party may fetch).
+- `record(kind, originator, audience, payload, time)`: a fact in the signed ledger.
+- `contacts(party)`: the devices `party` may see in the current picture, as it sees them.
+- `refuse(reason)` / `log_limited(...)`: the hub's counters and rate-limited log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from commonsky.hub.directory import device_callsign
+from commonsky.model import Category, CotEvent, Disclosure, Item
+from commonsky.settings import Settings
+
+if TYPE_CHECKING:
+    from commonsky.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A device as `clientEndPoints` lists it: the names the asking party knows it by."""
+
+    uid: str
+    callsign: str
+    team: str
+    role: str
+    last: float  # epoch seconds of its last report
+
+
+class HubPort:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._hub = services.hub
+        self.settings: Settings = self._hub.settings
+
+    # ---- who and when -------------------------------------------------------------------
+
+    def clock(self) -> float:
+        return self._hub.clock()
+
+    def is_party(self, party: str) -> bool:
+        return party in self._hub.policy.parties
+
+    # ---- items --------------------------------------------------------------------------
+
+    def accept(self, party: str, user: str, event: CotEvent) -> Item:
+        return self._hub.accept(party, user, event)
+
+    def entitled(self, item: Item) -> dict[str, Disclosure]:
+        return self._hub.policy.entitled(item, self._hub.clock())
+
+    def announce(self, events: Iterable[tuple[CotEvent, str]], category: Category) -> None:
+        events = list(events)
+        if events:
+            self._hub.publish_each_from_hub(events, category)
+
+    def record(
+        self,
+        kind: str,
+        originator: str,
+        audience: Iterable[str],
+        payload: Mapping[str, Any],
+        time_s: float,
+    ) -> int | None:
+        recorder = self._services.recorder
+        if recorder is None:  # (an in-memory hub keeps no ledger)
+            return None
+        return recorder.record_fact(kind, originator, sorted(set(audience)), dict(payload), time_s)
+
+    def contacts(self, party: str) -> list[Contact]:
+        """Devices in the picture `party` may see in full (its own and other parties' under
+        an agreement): a generalized one has no callsign to list, so it is left out."""
+        out: list[Contact] = []
+        for rendered, variant in self._hub.visible(party, durable=False):
+            item = rendered.item
+            if device_callsign(item.event) is None or variant == "gen":
+                continue
+            event = item.event if variant == "own" else self._hub.event_for(item, variant)
+            team, role = _group(event.detail)
+            out.append(Contact(event.uid, event.callsign, team, role, item.received))
+        return out
+
+    # ---- telling the operator -----------------------------------------------------------
+
+    def refuse(self, reason: str) -> None:
+        self._hub.metrics.refuse(reason)
+
+    def log_limited(
+        self,
+        logger: logging.Logger,
+        reason: str,
+        key: str,
+        msg: str,
+        *args: object,
+        level: int = logging.WARNING,
+    ) -> None:
+        self._hub.log_limited(logger, reason, key, msg, *args, level=level)
+
+
+def _group(detail: str) -> tuple[str, str]:
+    if "<__group" not in detail:
+        return "", ""
+    from commonsky.protocol.cot import detail_tree
+
+    group = detail_tree(detail).find("__group")
+    if group is None:
+        return "", ""
+    return group.get("name", ""), group.get("role", "")

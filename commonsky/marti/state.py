@@ -1,0 +1,78 @@
+"""What the enroll and marti listeners of one hub share: the hub port, tokens, files, CAs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+
+from commonsky.config import ListenerConfig
+from commonsky.marti.port import HubPort
+from commonsky.marti.tokens import TokenStore
+from commonsky.revocation import Revocations
+
+if TYPE_CHECKING:
+    from commonsky.evidence.sign import EvidenceSigner
+    from commonsky.marti.files import FileStore
+    from commonsky.marti.http import HttpListener
+    from commonsky.services import Services
+
+log = logging.getLogger("commonsky.marti")
+
+
+@dataclass
+class MartiState:
+    port: HubPort
+    data_dir: Path
+    tokens: TokenStore
+    files: FileStore
+    signer: EvidenceSigner | None
+    revocations: dict[Path, Revocations] = field(default_factory=dict)
+    http: dict[str, HttpListener] = field(default_factory=dict)  # kind -> listener (links)
+    stream: tuple[str, int] | None = None  # the tak-tls listener (host, port), for profiles
+    _peers: dict[bytes, x509.Certificate] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, services: Services, listeners: tuple[ListenerConfig, ...]) -> MartiState:
+        from commonsky.evidence.sign import EvidenceSigner
+        from commonsky.marti.files import FileStore
+
+        hub = services.hub
+        data_dir = Path(str(hub.settings.data_dir))
+        revocations: dict[Path, Revocations] = {}
+        for lc in listeners:
+            if lc.kind in ("marti", "tak-tls") and lc.ca is not None:
+                revocations.setdefault(Path(lc.ca), Revocations(Path(lc.ca)))
+        marti_ca = next((lc.ca for lc in listeners if lc.kind == "marti"), None)
+        signer = EvidenceSigner(data_dir, Path(marti_ca)) if marti_ca is not None else None
+        tokens = TokenStore(data_dir)
+        try:
+            files = FileStore.open(data_dir, hub.settings)
+        except BaseException:
+            tokens.close()
+            raise
+        stream = next(((lc.host, lc.port) for lc in listeners if lc.kind == "tak-tls"), None)
+        return cls(HubPort(services), data_dir, tokens, files, signer, revocations, stream=stream)
+
+    def close(self) -> None:
+        self.tokens.close()
+        self.files.close()
+
+    def base_url(self) -> str:
+        """https://HOST:PORT of the marti listener, as clients reach it."""
+        from commonsky.marti.http import advertised
+
+        listener = self.http["marti"]
+        return f"https://{advertised(listener.config, listener.port)}"
+
+    def peer(self, der: bytes) -> x509.Certificate:
+        cert = self._peers.get(der)
+        if cert is None:
+            cert = x509.load_der_x509_certificate(der)
+            if len(self._peers) > 1024:
+                self._peers.clear()
+            self._peers[der] = cert
+        return cert
