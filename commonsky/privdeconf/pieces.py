@@ -29,6 +29,7 @@ import math
 from collections.abc import Collection, Iterable
 from typing import Any, Literal
 
+import h3
 import msgspec
 import numpy as np
 import shapely
@@ -36,6 +37,7 @@ import shapely.geometry
 
 from commonsky.deconflict.engine import line_frame
 from commonsky.deconflict.geometry import (
+    EARTH_R_M,
     FloatArray,
     Frame,
     Line,
@@ -371,11 +373,12 @@ def check_pieces(
         _figures_ok(p)
         if p.party not in peer_parties:
             raise _bad(f"a piece of party {p.party!r}, which the peer does not speak for")
-        c, _ = piece_cap(p)
+        c, ang = piece_cap(p)
         frame = Frame(*centre_lonlat(c))
         shape = piece_shape(p, frame)
         party = p.binds if p.role == "line" else p.party
         cells = [cell for cell, rests in index[p.layer].items() if p.layer != "l" or party in rests]
+        cells = _cells_near(cells, c, ang)
         inside = (
             _areal(shapely.intersection(shape, union_of_cells(cells, frame)))
             if cells
@@ -387,6 +390,20 @@ def check_pieces(
         if not inside.is_empty:
             out.append((p, frame, inside))
     return out, outside
+
+
+def _cells_near(cells: list[str], centre: FloatArray, ang: float) -> list[str]:
+    """Of `cells`, those that may meet the cap (centre, ang): the rest cannot hold any of a
+    piece inside it, and clipping to them all would cost pieces x matched cells."""
+    if not cells:
+        return cells
+    ll = np.radians(np.asarray([h3.cell_to_latlng(cell) for cell in cells]))
+    u = np.column_stack(
+        [np.cos(ll[:, 0]) * np.cos(ll[:, 1]), np.cos(ll[:, 0]) * np.sin(ll[:, 1]), np.sin(ll[:, 0])]
+    )
+    reach = ang + 2.5 * h3.average_hexagon_edge_length(h3.get_resolution(cells[0]), "m") / EARTH_R_M
+    near = np.arccos(np.clip(u @ centre, -1.0, 1.0)) <= reach
+    return [cell for cell, ok in zip(cells, near.tolist(), strict=True) if ok]
 
 
 def private_conflicts(
@@ -407,7 +424,7 @@ def private_conflicts(
             if kind is None:
                 continue
             oc, oang = _item_cap(claim.holding.item)
-            reach = terms.line_reach_m / 6_371_008.8 if "line" in (claim.role, piece.role) else 0.0
+            reach = terms.line_reach_m / EARTH_R_M if "line" in (claim.role, piece.role) else 0.0
             if math.acos(float(np.clip(oc @ pc, -1, 1))) > oang + pang + reach:
                 continue
             c = _conflict(kind, claim, piece, pshape, pframe, terms, at_s, secret, peer)
