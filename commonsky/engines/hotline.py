@@ -124,11 +124,14 @@ class HotlineDesk:
         """Replay stored hotline items (messages and acknowledgements) after a restart."""
         self._replaying = True
         try:
-            for item in self.hub.store.since(0):
-                if item.category is Category.HOTLINE:
-                    self.observe(item, self.hub.route(item, item.received))
+            # A stored item that cannot be replayed is quarantined, never a reason not to start.
+            self.hub.rebuild("hotline", self._replay)
         finally:
             self._replaying = False
+
+    def _replay(self, item: Item) -> None:
+        if item.category is Category.HOTLINE:
+            self.observe(item, self.hub.route(item, item.received))
 
     # ---- intake -------------------------------------------------------------------------
 

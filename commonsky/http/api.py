@@ -23,7 +23,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from commonsky.deconflict.geometry import GeometryError, parse_geojson, parse_kml
+from commonsky.deconflict.geometry import (
+    GeometryError,
+    TooManyFeatures,
+    parse_geojson,
+    parse_kml,
+)
 from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.hotline import chat_event
 from commonsky.engines.warnings import report_event, report_from_raw
@@ -31,7 +36,8 @@ from commonsky.errors import RemoteProtocolError, StoreUnavailable
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.model import Category, CotEvent, Point
-from commonsky.protocol.cot import XmlLimits, parse_event, quote
+from commonsky.protocol.bounds import check_event, check_text
+from commonsky.protocol.cot import XmlLimits, check_uid, encode_event, parse_event, quote
 from commonsky.services import Services
 
 log = logging.getLogger("commonsky.api")
@@ -75,6 +81,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def decode_json(data: bytes) -> Any:
+    """A JSON request body, or ApiError 400 (not JSON, or nested too deeply to decode)."""
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "not JSON we read: nested too deeply") from None
+
+
 def json_error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
 
@@ -83,6 +99,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
     hub = services.hub
     limit = hub.settings.get_int("limit_http_body_bytes")
     s = hub.settings
+    max_features = s.get_int("limit_airspace_features")
     xml_limits = XmlLimits(
         s.get_int("limit_message_bytes"),
         s.get_int("limit_xml_depth"),
@@ -102,18 +119,25 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             except StoreUnavailable as exc:
                 log.error("%s: %s; refused with 503", request.url.path, exc)
                 return json_error(503, f"not stored, try again: {exc}")
+            except Exception:  # our bug: logged with its traceback, answered as JSON
+                hub.metrics.internal_error("api")
+                log.exception("%s %s failed", request.method, request.url.path)
+                return json_error(500, "internal error (logged)")
 
         return endpoint
 
     async def body_json(request: Request) -> Any:
-        data = await read_body(request, limit)
-        try:
-            return msgspec.json.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ApiError(400, f"not JSON: {exc}") from None
+        return decode_json(await read_body(request, limit))
+
+    def as_tak(event: CotEvent) -> CotEvent:
+        """The event a TAK client sending the same item would have sent: written as CoT XML
+        and parsed back by the TAK path's own parser and limits. So the API accepts exactly
+        what TAK accepts (uid rule, sizes, characters, times) and stores what TAK would."""
+        check_event(event)  # times and numbers first: the XML writer needs them in range
+        return parse_event(encode_event(event), xml_limits)
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
-        item = hub.accept(party, "api", event)
+        item = hub.accept(party, "api", as_tak(event))
         if (
             item.category is not Category.POSITION
             and not hub.route(item, hub.clock())
@@ -152,7 +176,9 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                 lon, lat = seen.point.lon, seen.point.lat
                 if not (box[0] <= lon <= box[2] and box[1] <= lat <= box[3]):
                     continue
-            out.append(rendered.wire(variant, "json"))  # the bytes the WebSocket sends too
+            wire = rendered.wire(variant, "json")  # the bytes the WebSocket sends too
+            if wire:  # (empty: it cannot be rendered, and is left out)
+                out.append(wire)
         return Response(b"[" + b",".join(out) + b"]", media_type="application/json")
 
     async def conflicts(request: Request, party: str) -> Response:
@@ -177,13 +203,15 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         data = await read_body(request, limit)
         try:
             if data.lstrip()[:1] == b"<":  # KML (parsed with DTDs and entities refused)
-                shapes = parse_kml(data)
+                shapes = parse_kml(data, max_features)
                 features: list[Any] = [{"properties": {}} for _ in shapes]
             else:
-                shapes = parse_geojson(data)
-                doc = msgspec.json.decode(data)
+                doc = decode_json(data)
+                shapes = parse_geojson(doc, max_features)
                 features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
-        except (GeometryError, msgspec.DecodeError) as exc:
+        except TooManyFeatures as exc:
+            raise ApiError(413, str(exc)) from None
+        except GeometryError as exc:
             raise ApiError(400, str(exc)) from None
         events = [
             _feature_event(f, shape, hub.clock()) for f, shape in zip(features, shapes, strict=True)
@@ -210,8 +238,12 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             raise ApiError(400, 'expected {"to": PARTY, "text": TEXT}')
         to, text = raw["to"], raw["text"]
         if to not in hub.policy.parties:
-            raise ApiError(400, f"to: unknown party {to!r}")
-        uid = str(raw.get("uid") or f"GeoChat.api.{uuid.uuid4().hex[:12]}")
+            raise ApiError(400, f"to: unknown party {to[:80]!r}")
+        uid = raw.get("uid") or f"GeoChat.api.{uuid.uuid4().hex[:12]}"
+        if not isinstance(uid, str):
+            raise ApiError(400, "uid: expected a string")
+        check_uid(uid)  # the CoT uid rule, as for a GeoChat sent over TAK
+        check_text(text, "text")
         statement = services.check_signature(
             party, {"to": to, "text": text, "uid": uid}, raw.get("signature")
         )
@@ -302,11 +334,10 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                 await outbox.ready.wait()
                 outbox.ready.clear()
                 batch = outbox.take()
-                if batch:
-                    payload = (
-                        b"[" + b",".join(p.rendered.wire(p.variant, "json") for p in batch) + b"]"
-                    )
-                    await ws.send_bytes(payload)
+                # An item that cannot be rendered comes back empty: left out, not the batch.
+                parts = [wire for p in batch if (wire := p.rendered.wire(p.variant, "json"))]
+                if parts:
+                    await ws.send_bytes(b"[" + b",".join(parts) + b"]")
                     hub.record_delivery(conn, batch)
         except (WebSocketDisconnect, RuntimeError):
             pass

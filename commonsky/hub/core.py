@@ -24,13 +24,15 @@ from commonsky.errors import RemoteProtocolError
 from commonsky.metrics import Metrics
 from commonsky.model import DURABLE, HUB, Category, CotEvent, Disclosure, Item, category_of
 from commonsky.policy import Policy, generalize, namespaced, own_uid
-from commonsky.protocol.cot import encode_event
+from commonsky.protocol.bounds import check_event
+from commonsky.protocol.cot import detail_tree, encode_event
 from commonsky.protocol.stream import frame_proto
 from commonsky.protocol.takv1 import event_to_proto
 from commonsky.settings import Settings
 from commonsky.store import Store
 
 from .outbox import Outbox, Pending, Rendered, Variant
+from .quarantine import Quarantine
 
 log = logging.getLogger("commonsky.hub")
 
@@ -64,6 +66,7 @@ class Hub:
         bus: Bus | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -94,8 +97,37 @@ class Hub:
         self.call_soon: Callable[[Callable[[], None]], object] | None = None
         self._dirty: set[Connection] = set()
         self._flush_pending = False
-        for item in store.active(clock()):
-            self.durable[item.key] = self._rendered(item)
+        # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
+        self.quarantine = quarantine or Quarantine(None)
+        self.quarantine.counter = self.metrics.quarantined
+        self.quarantine.rebuild("picture", store.active(clock()), self._load)
+        self._quarantine_unreadable("picture")
+
+    def _load(self, item: Item) -> None:
+        # The rules every accepted item passed, and a detail that parses (the protobuf form
+        # and the desks read it): what fails here would fail for every recipient.
+        check_event(item.event)
+        if item.event.detail:
+            detail_tree(item.event.detail)
+        self.durable[item.key] = self._rendered(item)
+
+    def rebuild(self, where: str, rebuild: Callable[[Item], None], since: int = 0) -> int:
+        """Feed every stored durable item after `since` to a desk's `rebuild`, in order (a
+        restart). An item that breaks the acceptance rules, or on which `rebuild` raises, is
+        quarantined (see quarantine.py) instead of stopping the start; so is a row that no
+        longer decodes. Returns how many items were rebuilt."""
+
+        def one(item: Item) -> None:
+            check_event(item.event)
+            rebuild(item)
+
+        done = self.quarantine.rebuild(where, self.store.since(since), one)
+        self._quarantine_unreadable(where)
+        return done
+
+    def _quarantine_unreadable(self, where: str) -> None:
+        for seq, reason in sorted(getattr(self.store, "unreadable", {}).items()):
+            self.quarantine.add(seq, where, reason)
 
     # ---- rendering ----------------------------------------------------------------------
 
@@ -103,12 +135,30 @@ class Hub:
         return Rendered(item, self._render)
 
     def _render(self, item: Item, variant: Variant, mode: str) -> bytes:
-        event = self.event_for(item, variant)
-        if mode == "json":
-            return _json_encoder.encode(item_json(item, event))
-        if mode == "proto":
-            return frame_proto(event_to_proto(event))
-        return encode_event(event)
+        """One wire form of an item; b"" (nothing is sent) when it cannot be rendered.
+
+        Validation at the edge should make this impossible; if an item slips through all the
+        same, it costs only itself — never the batch, the connection or another party."""
+        try:
+            event = self.event_for(item, variant)
+            if mode == "json":
+                return _json_encoder.encode(item_json(item, event))
+            if mode == "proto":
+                return frame_proto(event_to_proto(event))
+            return encode_event(event)
+        except Exception as exc:
+            self.metrics.render_failed(mode)
+            log.error(
+                "cannot render item #%d %s/%r as %s (%s): %s: %s; not sent in that form",
+                item.seq,
+                item.party,
+                item.uid[:120],
+                mode,
+                variant,
+                type(exc).__name__,
+                exc,
+            )
+            return b""
 
     def event_for(self, item: Item, variant: Variant) -> CotEvent:
         if variant == "own":
@@ -122,7 +172,11 @@ class Hub:
     def accept(
         self, party: str, user: str, event: CotEvent, sender: Connection | None = None
     ) -> Item:
-        """Take one event from an authenticated party; raise RemoteProtocolError to refuse."""
+        """Take one event from an authenticated party; raise RemoteProtocolError to refuse.
+
+        Every path (TAK XML, TAK protobuf, the API) comes through here, so the rule of what
+        an item may hold (`check_event`: what every output can carry) is checked here."""
+        check_event(event)
         uid = own_uid(party, event.uid)
         if uid is None:
             raise RemoteProtocolError(
@@ -243,7 +297,13 @@ class Hub:
         routes = self.route(item, now)
         self._fan_out(rendered, routes, durable)
         for observer in self.observers:
-            observer(item, routes)
+            try:
+                observer(item, routes)
+            except Exception:
+                # Our bug (a desk failed on an item it had accepted): logged with its
+                # traceback; the item is stored and relayed, its sender keeps its connection.
+                self.metrics.internal_error("observer")
+                log.exception("a desk failed on item %s/%r", item.party, item.uid[:120])
 
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
         if item.audience:
@@ -292,7 +352,12 @@ class Hub:
         self._flush_pending = False
         dirty, self._dirty = self._dirty, set()
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # our bug: this connection is closed, the others still flushed
+                self.metrics.internal_error("flush")
+                log.exception("flushing %s/%s failed; closing it", conn.party, conn.user)
+                conn.close("internal_error")
 
     # ---- connections --------------------------------------------------------------------
 

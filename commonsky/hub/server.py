@@ -25,6 +25,8 @@ from commonsky.store import open_store
 from .core import Hub
 from .heap import settle_heap
 from .listeners import TakListener
+from .quarantine import FILE_NAME as QUARANTINE_FILE
+from .quarantine import Quarantine
 
 log = logging.getLogger("commonsky.server")
 
@@ -51,8 +53,15 @@ class HubServer:
             config.settings,
             hub_secret(data_dir),
             clock=clock,
+            quarantine=Quarantine(data_dir / QUARANTINE_FILE),
         )
         self.services = Services.build(self.hub, data_dir)
+        if len(self.hub.quarantine):
+            log.warning(
+                "start-up: %d stored items quarantined (left out, kept in the store); see %s",
+                len(self.hub.quarantine),
+                self.hub.quarantine.path,
+            )
         self.listeners = [TakListener(self.hub, lc) for lc in config.listeners]
         self.http_host, self.http_port = parse_hostport(str(config.settings.http), "http")
         self._uvicorn: uvicorn.Server | None = None

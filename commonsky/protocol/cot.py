@@ -129,13 +129,19 @@ def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
     return _event_from_tree(root)
 
 
+def check_uid(uid: str) -> None:
+    """The CoT uid rule, one for every path (TAK XML, TAK protobuf, the API); raises
+    RemoteProtocolError naming what is wrong."""
+    if not uid or len(uid) > 256 or any(ch.isspace() for ch in uid):
+        raise RemoteProtocolError("malformed", "uid is empty, over 256 characters or has spaces")
+
+
 def _event_from_tree(root: etree._Element) -> CotEvent:
     uid = root.get("uid")
     cot_type = root.get("type")
     if not uid or not cot_type:
         raise RemoteProtocolError("malformed", "<event> needs uid and type")
-    if len(uid) > 256 or any(ch.isspace() for ch in uid):
-        raise RemoteProtocolError("malformed", "uid is over 256 characters or has spaces")
+    check_uid(uid)
     time = parse_time(root.get("time"), "time")
     start = parse_time(root.get("start") or root.get("time"), "start")
     stale = parse_time(root.get("stale"), "stale")
