@@ -137,7 +137,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return parse_event(encode_event(event), xml_limits)
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
-        item = hub.accept(party, "api", as_tak(event))
+        item = hub.accept(party, "api", event)
         if (
             item.category is not Category.POSITION
             and not hub.route(item, hub.clock())
@@ -214,7 +214,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         except GeometryError as exc:
             raise ApiError(400, str(exc)) from None
         events = [
-            _feature_event(f, shape, hub.clock()) for f, shape in zip(features, shapes, strict=True)
+            as_tak(_feature_event(f, shape, hub.clock()))
+            for f, shape in zip(features, shapes, strict=True)
         ]
         for event in events:  # every feature checked before any is stored
             services.airspace_validate(party, event)
@@ -225,7 +226,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         if not isinstance(raw, dict):
             raise ApiError(400, "$: a launch report is a JSON object")
         report = report_from_raw(raw, party, hub.clock())
-        return JSONResponse(accept(party, report_event(report, hub.clock())), status_code=201)
+        event = as_tak(report_event(report, hub.clock()))
+        return JSONResponse(accept(party, event), status_code=201)
 
     async def post_hotline(request: Request, party: str) -> Response:
         raw = await body_json(request)
@@ -247,7 +249,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         statement = services.check_signature(
             party, {"to": to, "text": text, "uid": uid}, raw.get("signature")
         )
-        event = chat_event(uid, text, hub.clock(), [to], sender=party)
+        event = as_tak(chat_event(uid, text, hub.clock(), [to], sender=party))
         if not hub.policy.delivers(party, to, Category.HOTLINE, event.point, hub.clock()):
             raise ApiError(403, f"no hotline agreement in force from {party} to {to}")
         if statement is None or services.recorder is None:

@@ -98,7 +98,7 @@ class Hub:
         self._dirty: set[Connection] = set()
         self._flush_pending = False
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
-        self.quarantine = quarantine or Quarantine(None)
+        self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
         self.quarantine.rebuild("picture", store.active(clock()), self._load)
         self._quarantine_unreadable("picture")
@@ -123,6 +123,10 @@ class Hub:
 
         done = self.quarantine.rebuild(where, self.store.since(since), one)
         self._quarantine_unreadable(where)
+        for entry in self.quarantine.items.values():  # out of the picture too
+            rendered = self.durable.get((entry.party, entry.uid))
+            if rendered is not None and rendered.item.seq == entry.seq:
+                del self.durable[(entry.party, entry.uid)]
         return done
 
     def _quarantine_unreadable(self, where: str) -> None:

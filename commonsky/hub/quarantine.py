@@ -70,7 +70,7 @@ class Quarantine:
             where,
             reason[:500],
             item.party if item is not None else "",
-            item.uid[:200] if item is not None else "",
+            item.uid if item is not None else "",
             item.category.value if item is not None else "",
         )
         self.items[seq] = entry
@@ -79,7 +79,7 @@ class Quarantine:
             "and replays, kept in the store%s",
             seq,
             entry.party or "?",
-            entry.uid,
+            entry.uid[:200],
             entry.category or "?",
             where,
             entry.reason,
@@ -92,7 +92,7 @@ class Quarantine:
             record = {
                 "seq": seq,
                 "party": entry.party,
-                "uid": entry.uid,
+                "uid": entry.uid[:200],
                 "category": entry.category,
                 "where": where,
                 "reason": entry.reason,

@@ -100,3 +100,38 @@ def test_hostile_uids_and_details_are_kept_exactly(open_store: Callable[[], Stor
     assert [i.uid for i in again.since(0)] == HOSTILE
     assert sorted(i.uid for i in again.active(0.0)) == sorted(HOSTILE)  # each its own key
     assert again.append(item("after")) == len(HOSTILE) + 1
+
+
+def _plant_row(store: Store, body: bytes) -> None:
+    """A row written behind the store's back (a disk error, a hand-made row)."""
+    from commonsky.store.postgres import PostgresStore
+    from commonsky.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        store._db.execute(
+            "INSERT INTO items (party, uid, category, stale, body) VALUES (?,?,?,?,?)",
+            ("USA", "planted", "launch", 9e9, body),
+        )
+    else:
+        assert isinstance(store, PostgresStore)
+        store._conn.execute(
+            "INSERT INTO commonsky_items (party, uid, category, stale, body) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            ("USA", b"planted", "launch", 9e9, body),
+        )
+
+
+def test_a_row_that_does_not_decode_is_skipped_and_noted(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    store.append(item("before"))
+    _plant_row(store, b"\xc1 not msgpack")
+    _plant_row(store, b"\x93\x01\x02\x03")  # msgpack, but not an item
+    store.append(item("after"))
+    store.close()
+    again = open_store()
+    assert [i.uid for i in again.since(0)] == ["before", "after"]
+    assert sorted(i.uid for i in again.active(0.0)) == ["after", "before"]
+    assert sorted(again.unreadable) == [2, 3]
+    assert all("does not decode" in why for why in again.unreadable.values())
