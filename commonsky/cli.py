@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -215,6 +216,39 @@ def bench_relay(
         f"hub RSS = {hub.rss_mb:.0f} MB (target <= 300); unexpected deliveries = "
         f"{hub.unexpected} (target 0)"
     )
+
+
+@bench_app.command("fuzz")
+def bench_fuzz(
+    inputs: Annotated[int, typer.Option(help="Mutated messages to send in all.")] = 1_000_000,
+    restarts: Annotated[int, typer.Option(help="Times the hub is restarted midway.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the mutations (a run replays).")] = 1,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Folder of real CoT events (*.xml) to seed from.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
+    ] = None,
+    hub_log_level: Annotated[str, typer.Option(help="The hub's --log-level.")] = "warning",
+) -> None:
+    """Mutated TAK (XML, protobuf) and API input against a real hub restarted midway; prints
+    the figures (also in OUT/fuzz-report.json); exit 1 when a must-hold figure fails."""
+    try:
+        from commonsky.bench.fuzz import fuzz  # imports the dev extras (websockets)
+    except ImportError as exc:
+        raise UsageError(f"bench fuzz needs the dev extras ('.[dev]'): {exc}") from None
+    if inputs <= 0 or restarts < 0:
+        raise UsageError("--inputs must be positive and --restarts not negative")
+    if corpus is not None and not corpus.is_dir():
+        raise UsageError(f"--corpus {corpus}: not a folder")
+    out = out or Path("var/fuzz") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: not empty (each run starts from an empty hub)")
+    figures = fuzz(inputs, restarts, seed, corpus, out, hub_log_level)
+    for name, value in figures.items():
+        print(f"{name:40} {value}")
+    if not figures["passed"]:
+        raise typer.Exit(1)
 
 
 async def _until_signal_result(

@@ -308,6 +308,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         closed: list[str] = []
 
         def close(reason: str) -> None:
+            if not closed and reason != "client_gone":  # counted like a TAK connection's
+                hub.metrics.close(reason)
             closed.append(reason)
             outbox.ready.set()  # wake the sender loop so it sees the close
 

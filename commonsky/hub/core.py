@@ -160,7 +160,7 @@ class Hub:
                 mode,
                 variant,
                 type(exc).__name__,
-                exc,
+                str(exc)[:300],
             )
             return b""
 

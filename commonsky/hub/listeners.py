@@ -238,7 +238,7 @@ class TakListener:
                             party,
                             conn.user or peer,
                             event.reason,
-                            event.message,
+                            event.message[:300],  # (a peer chooses what the message quotes)
                         )
                         if event.fatal or conn.refusals >= refusal_limit:
                             close("refusals" if not event.fatal else event.reason)

@@ -81,7 +81,9 @@ def event_to_proto(event: CotEvent) -> bytes:
 
 
 def _is_uint(element: etree._Element) -> bool:
-    return element.get("battery", "").isdigit()
+    # `battery` is a uint32 in the protobuf; a larger value travels in xmlDetail as written.
+    value = element.get("battery", "")
+    return value.isdigit() and int(value) < 2**32
 
 
 def _floats(element: etree._Element) -> bool:

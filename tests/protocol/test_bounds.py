@@ -129,3 +129,9 @@ def test_an_accepted_event_renders_in_every_form_parses_back_and_records(e: CotE
     check_event(again)
     assert again.uid == e.uid and again.stale <= e.stale
     check_event(parse_proto_event(event_to_proto(e)))  # TAK protobuf, read back
+
+
+def test_a_battery_past_uint32_renders_in_protobuf_as_written() -> None:
+    e = event(detail='<status battery="99999999999"/>')
+    message = parse_proto_event(event_to_proto(e))
+    assert 'battery="99999999999"' in message.detail
