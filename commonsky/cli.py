@@ -251,6 +251,32 @@ def bench_fuzz(
         raise typer.Exit(1)
 
 
+@bench_app.command("kill9")
+def bench_kill9(
+    runs: Annotated[int, typer.Option(help="Times the hub is killed under load.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the kill moments.")] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
+    ] = None,
+) -> None:
+    """Kill -9 the hub under load RUNS times on the same data; every item it acknowledged
+    must be in the store afterwards. Prints the figures (also in OUT/kill9.json); exit 1 when
+    an acknowledged item was lost or the hub did not start again."""
+    from commonsky.bench.kill9 import kill9
+
+    if runs <= 0:
+        raise UsageError("--runs must be positive")
+    out = out or Path("var/kill9") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: not empty (the runs start from an empty hub)")
+    figures = kill9(runs, out, seed)
+    for name, value in figures.items():
+        if name != "per_run":
+            print(f"{name:40} {value}")
+    if not figures["passed"]:
+        raise typer.Exit(1)
+
+
 async def _until_signal_result(
     run: Callable[[asyncio.Event], Awaitable[dict[str, object]]],
 ) -> dict[str, object]:

@@ -7,8 +7,8 @@ This process is the load, over real sockets:
 
 - per party, one TAK connection sending mutated CoT XML and one sending mutated TAK
   protobuf (after negotiating it), both reading what they are sent;
-- per party, receivers that only read (CoT XML, protobuf, and a WebSocket): they are entitled
-  to stay connected, so any loss of theirs the hub does not count with a reason is a fault;
+- per party, receivers that only read (CoT XML, protobuf, and a WebSocket) and ping: they
+  are entitled to stay connected, so any loss of theirs is a fault;
 - HTTP keep-alive connections sending mutated API requests (writes and reads).
 
 Inputs come from `fuzz_inputs.py` (structure-aware and byte-level mutations of the corpus and
@@ -20,9 +20,13 @@ Reported: inputs (per channel), crashes, tracebacks and ERROR lines in the hub's
 own errors and render failures (metrics), HTTP 5xx, connections the hub closed without a
 counted reason, store/ledger disagreements, start-up after the run and its time, max RSS.
 The run passes when the hub never crashed, logged no traceback, closed nothing without a
-reason, answered no 500, its store and ledger agree, and it starts on the fuzzed data.
+reason and no receiver at all, answered no 500, its store and ledger agree, and it starts
+on the fuzzed data.
 Settings differing from the defaults: `limit_refusals_before_close = 500` (a mutated
-stream is mostly refusals; with the default 20 the run would measure reconnections).
+stream is mostly refusals; with the default 20 the run would measure reconnections) and
+`limit_queue_durable = 100000` (conflict notices between mutated drawings pile up in the
+pictures; past the limit each connect is closed as too slow, which a run would measure
+instead of the input).
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ import psutil
 
 from commonsky.bench.fuzz_inputs import PARTIES, ApiSeeds, Mutator, corpus_seeds, own_seeds
 from commonsky.bench.relay import free_port
-from commonsky.protocol.stream import TakStream
+from commonsky.protocol.cot import control_event, encode_event
+from commonsky.protocol.stream import TakStream, frame_proto
+from commonsky.protocol.takv1 import event_to_proto
 
 _PROTO_ANSWER = b"t-x-takp-r"
 API_SHARE = 0.05  # of all inputs, at least, go through the HTTP API
@@ -61,20 +67,24 @@ def hub_config(data_dir: Path, http: int, ports: dict[str, int]) -> str:
     """Four parties, a TCP listener each, and agreements of every kind between them."""
     lines = [
         f'[server]\ndata_dir = "{data_dir}"\nhttp = "127.0.0.1:{http}"\n'
-        "limit_refusals_before_close = 500\n"
+        "limit_refusals_before_close = 500\nlimit_queue_durable = 100000\n"
     ]
     for party in PARTIES:
         lines.append(f'[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:{ports[party]}"\n'
                      f'party = "{party}"\n')  # fmt: skip
         lines.append(f'[[party]]\nid = "{party}"\ntoken = "{token(party)}"\n')
-    everything = '["track", "hotline", "airspace", "site", "launch", "alert", "imagery"]'
+    # Airspace flows one way per pair, and hotline agreements join parties whose drawings
+    # are not compared: a conflict notice about every pair of overlapping drawings, and a
+    # hotline thread for each, would otherwise grow the pictures without end.
     for name, src, dst, categories, disclosure in (
-        ("us-ru", "USA", "RUS", everything, "full"),
-        ("ru-us", "RUS", "USA", everything, "full"),
-        ("us-jp", "USA", "JPN", '["track", "airspace", "site", "launch"]', "generalized"),
+        ("us-ru", "USA", "RUS", '["track", "airspace", "site", "launch", "alert"]', "full"),
+        ("ru-us", "RUS", "USA", '["track", "launch", "imagery"]', "full"),
+        ("us-jp", "USA", "JPN", '["track", "launch", "hotline"]', "generalized"),
         ("jp-us", "JPN", "USA", '["hotline", "track"]', "full"),
         ("kr-jp", "KOR", "JPN", '["airspace", "site"]', "conflicts-only"),
-        ("jp-kr", "JPN", "KOR", '["hotline", "alert", "launch"]', "full"),
+        ("jp-kr", "JPN", "KOR", '["alert", "launch"]', "full"),
+        ("ru-kr", "RUS", "KOR", '["hotline"]', "full"),
+        ("kr-ru", "KOR", "RUS", '["hotline", "alert"]', "full"),
     ):
         lines.append(f'[[agreement]]\nname = "{name}"\nfrom = "{src}"\nto = ["{dst}"]\n'
                      f'categories = {categories}\ndisclosure = "{disclosure}"\n')  # fmt: skip
@@ -268,7 +278,7 @@ class Run:
                             if not await reader.read(262144):
                                 break
                     if time.monotonic() - last_ping > 20:  # not idle: a receiver may stay
-                        writer.write(TakStream(role="client").encode(_ping()))
+                        writer.write(_ping(proto))
                         last_ping = time.monotonic()
             except (ConnectionError, OSError):
                 pass
@@ -322,10 +332,10 @@ class Run:
             writer.close()
 
 
-def _ping() -> Any:
-    from commonsky.protocol.cot import control_event
-
-    return control_event("fuzz-ping", "t-x-c-t", time.time())
+def _ping(proto: bool) -> bytes:
+    """A TAK ping, framed as the connection now speaks."""
+    event = control_event("fuzz-ping", "t-x-c-t", time.time())
+    return frame_proto(event_to_proto(event)) if proto else encode_event(event)
 
 
 async def _discard(reader: asyncio.StreamReader) -> None:
@@ -422,6 +432,7 @@ def report(tally: Tally, seconds: float, final_start: float | None, log: Path) -
         and figures["internal_errors"] == 0
         and figures["http_5xx"] == 0
         and figures["connections_lost_without_a_reason"] == 0
+        and figures["receivers_lost"] == 0
         and not agree
         and final_start is not None
     )

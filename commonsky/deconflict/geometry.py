@@ -414,8 +414,8 @@ def _number(props: dict[str, Any], name: str) -> float | None:
         raise GeometryError(f"properties.{name}", f"not a number: {v!r}")
     try:
         return float(v)
-    except ValueError:
-        raise GeometryError(f"properties.{name}", f"not a number: {v!r}") from None
+    except (ValueError, OverflowError):  # (an integer past any float overflows)
+        raise GeometryError(f"properties.{name}", f"not a number: {str(v)[:40]!r}") from None
 
 
 def _time(props: dict[str, Any], name: str) -> float:
@@ -452,11 +452,13 @@ def _level(props: dict[str, Any], name: str, default: float | None) -> float:
 
 def _coords(raw: Any, field: str, depth: int) -> Any:
     """Coordinates as nested tuples of (lon, lat), dropping any altitude."""
+    if not isinstance(raw, list | tuple):  # (a dict or a string indexes too, wrongly)
+        raise GeometryError(field, "malformed coordinates")
     try:
         if depth == 0:
             return (float(raw[0]), float(raw[1]))
         return tuple(_coords(c, field, depth - 1) for c in raw)
-    except (TypeError, IndexError, ValueError):
+    except (TypeError, IndexError, ValueError, OverflowError):
         raise GeometryError(field, "malformed coordinates") from None
 
 

@@ -75,9 +75,9 @@ class AirspaceDesk:
         hpz = policy.agreement_option(a, b, "hpz_m") or policy.agreement_option(b, a, "hpz_m")
         return (rpz or 9260.0, hpz or 304.8)
 
-    @staticmethod
-    def validate(party: str, event: CotEvent) -> None:
-        if event.stale > event.time:  # a deletion-by-staleness needs no valid geometry
+    def validate(self, party: str, event: CotEvent) -> None:
+        # A deletion by staleness needs no valid geometry; anything `observe` will read does.
+        if event.stale > event.time or event.stale > self.hub.clock():
             airspace_from_cot(event)
 
     # ---- intake -------------------------------------------------------------------------
@@ -282,11 +282,13 @@ def _anchor(conflict: Conflict) -> tuple[float, float]:
 def _ring(geometry: dict[str, Any] | None) -> list[tuple[float, float]]:
     if not geometry:
         return []
-    if geometry.get("type") == "Polygon":
-        return [(float(x), float(y)) for x, y, *_ in geometry["coordinates"][0]]
+    # An overlap simplified to nothing is an empty polygon: no ring to draw.
+    coordinates = geometry.get("coordinates") or []
     if geometry.get("type") == "MultiPolygon":
-        return [(float(x), float(y)) for x, y, *_ in geometry["coordinates"][0][0]]
-    return []
+        coordinates = coordinates[0] if coordinates else []
+    if geometry.get("type") not in ("Polygon", "MultiPolygon") or not coordinates:
+        return []
+    return [(float(x), float(y)) for x, y, *_ in coordinates[0]]
 
 
 def describe(notice: Notice) -> str:

@@ -321,3 +321,51 @@ async def test_one_request_may_not_carry_more_features_than_the_limit(make_hub) 
             assert stored(hub) == 0
             few = dict(many, features=many["features"][:100])
             assert (await usa.post("/api/airspace", json=few)).status_code == 201
+
+
+# ---- what the fuzz found (each a small input of the same shape) --------------------------
+
+
+async def test_inputs_the_fuzz_found_are_refused_cleanly(make_hub) -> None:
+    from commonsky.protocol.cot import format_time
+
+    async with make_hub([SHARE_ALL, SHARE_BACK]) as hub, api(hub, "USA") as usa:
+        for coordinates in ({"0": [30, 30]}, [[[30, 30], [10**400, 1], [1, 1], [30, 30]]]):
+            feature = polygon("C", 30, 30)
+            feature["geometry"] = {"type": "Polygon", "coordinates": coordinates}
+            body = json.dumps(feature).encode()
+            response = await usa.post("/api/airspace", content=body)
+            assert response.status_code == 400, response.text
+        huge_level = polygon("F", 30, 30, floor_m=10**400)
+        response = await usa.post("/api/airspace", content=json.dumps(huge_level).encode())
+        assert response.status_code == 400, response.text
+        tak, rus = await hub.connect_all(("USA", "RUS"))
+        report = (
+            encode_event(parse_event(track("rep")))
+            .replace(b'type="a-f-A-M-F"', b'type="b-l-r"')
+            .replace(b"<detail>", b"<detail><csky_launch>{not json</csky_launch>")
+        )
+        tak.send(report)
+        now = hub.hub.clock()
+        # Dated in the future, stale between now and then, with no vertices: the desk reads
+        # it (it is not stale), so the check must too.
+        future = with_times(
+            track("future-area"),
+            time=format_time(now + 1000),
+            start=format_time(now + 1000),
+            stale=format_time(now + 500),
+        ).replace(b'type="a-f-A-M-F"', b'type="u-d-f"')
+        tak.send(future)
+        tak.send(chat("after", "still here", "RUS"))
+        await rus.wait_for(lambda e: e["uid"] == "USA::GeoChat.after")
+        assert await metric(hub, "commonsky_refusals_total", reason="launch-report-invalid") == 1
+        assert await metric(hub, "commonsky_refusals_total", reason="bad_airspace") == 1
+        assert await metric(hub, "commonsky_internal_errors_total") == 0
+
+
+def test_an_overlap_simplified_to_nothing_has_no_ring() -> None:
+    from commonsky.engines.airspace import _ring
+
+    assert _ring({"type": "Polygon", "coordinates": []}) == []
+    assert _ring({"type": "MultiPolygon", "coordinates": []}) == []
+    assert _ring({"type": "Polygon", "coordinates": [[[1, 2], [3, 4]]]}) == [(1.0, 2.0), (3.0, 4.0)]
