@@ -221,6 +221,7 @@ def corpus_seeds(folder: Path, now: float) -> list[bytes]:
 class Mutator:
     rng: random.Random
     xml_seeds: list[bytes]
+    now: float = field(default_factory=time.time)  # the times it writes are about this one
     trees: list[etree._Element] = field(default_factory=list)
     protos: list[TakMessage] = field(default_factory=list)
 
@@ -254,7 +255,7 @@ class Mutator:
             return (
                 self.rng.choice(TIMES)
                 if self.rng.random() < 0.6
-                else stamp(time.time() + self.rng.uniform(-1e5, 1e5))
+                else stamp(self.now + self.rng.uniform(-1e5, 1e5))
             )
         if name in (
             "lat",
@@ -381,7 +382,7 @@ class Mutator:
             try:
                 if op == 0:
                     name = rng.choice(("sendTime", "startTime", "staleTime"))
-                    now_ms = int(time.time() * 1000)
+                    now_ms = int(self.now * 1000)
                     setattr(
                         cot,
                         name,
