@@ -213,13 +213,21 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             raise ApiError(413, str(exc)) from None
         except GeometryError as exc:
             raise ApiError(400, str(exc)) from None
-        events = [
-            as_tak(_feature_event(f, shape, hub.clock()))
-            for f, shape in zip(features, shapes, strict=True)
-        ]
-        for event in events:  # every feature checked before any is stored
+        # Every feature is checked before any is stored. The work is bounded per request
+        # (limit_airspace_features), and relaying goes on between features: each is screened
+        # against every other party's items, and each conflict it raises is a stored,
+        # recorded notice.
+        events = []
+        for f, shape in zip(features, shapes, strict=True):
+            event = as_tak(_feature_event(f, shape, hub.clock()))
             services.airspace_validate(party, event)
-        return JSONResponse([accept(party, e) for e in events], status_code=201)
+            events.append(event)
+            await asyncio.sleep(0)
+        made = []
+        for event in events:
+            made.append(accept(party, event))
+            await asyncio.sleep(0)
+        return JSONResponse(made, status_code=201)
 
     async def post_launch(request: Request, party: str) -> Response:
         raw = await body_json(request)
