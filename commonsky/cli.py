@@ -233,10 +233,11 @@ def bench_fuzz(
 ) -> None:
     """Mutated TAK (XML, protobuf) and API input against a real hub restarted midway; prints
     the figures (also in OUT/fuzz-report.json); exit 1 when a must-hold figure fails."""
-    try:
-        from commonsky.bench.fuzz import fuzz  # imports the dev extras (websockets)
-    except ImportError as exc:
-        raise UsageError(f"bench fuzz needs the dev extras ('.[dev]'): {exc}") from None
+    import importlib.util
+
+    if importlib.util.find_spec("websockets") is None:  # its WebSocket receivers need it
+        raise UsageError("bench fuzz needs the dev extras: pip install -e '.[dev]'")
+    from commonsky.bench.fuzz import fuzz
     if inputs <= 0 or restarts < 0:
         raise UsageError("--inputs must be positive and --restarts not negative")
     if corpus is not None and not corpus.is_dir():

@@ -110,7 +110,7 @@ async def tak_writer(load: Load, port: int, party: str, to: str, run: int) -> No
                 writer.write(_chat(f"k9-r{run}-t{party}-{n}", to, time.time()))
                 load.sent += 1
                 await writer.drain()
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.01)
         finally:
             task.cancel()
 
