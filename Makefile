@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install demo test check bench fuzz kill9 clean
+.PHONY: install demo test check bench fuzz kill9 clean wheel wheel-check
 
 WEB_STAMP := web/node_modules/.installed
 
@@ -46,5 +46,13 @@ fuzz: install
 kill9: install
 	$(BIN)/commonsky bench kill9 $(ARGS)
 
+# A wheel with the live map inside (built from npm's files by web/build.py), in dist/.
+wheel: install
+	$(BIN)/pip wheel --no-deps -q -w dist .
+
+# The wheel installed in a fresh venv without extras: --help, serve, a short demo.
+wheel-check: install
+	$(BIN)/python .ci/wheel_check.py
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var dist build commonsky/web/static

@@ -22,14 +22,10 @@ import typer
 from typer._click import exceptions as click
 
 from commonsky.alerts import cli as alerts_cli
-from commonsky.bench import store as store_bench
-from commonsky.bench import warnings as warnings_bench
 from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
 from commonsky.settings import SETTINGS, flag_name
-from commonsky.web import bench as web_bench
-from commonsky.web import bench_map as web_map_bench
 
 app = typer.Typer(
     name="commonsky",
@@ -90,6 +86,14 @@ def serve(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="Hub configuration file (TOML).")],
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    init: Annotated[
+        bool,
+        typer.Option(
+            "--init",
+            help="Make the ledger, store or hub key afresh when they are missing (or bind them "
+            "as they are when they do not match) in a data_dir that has run a hub before.",
+        ),
+    ] = False,
 ) -> None:
     """Run a hub until Ctrl-C (or SIGTERM)."""
     from commonsky.config import load_config
@@ -97,22 +101,34 @@ def serve(
 
     _logging(log_level)
     hub_config = load_config(config, _setting_flags(list(ctx.args)))
-    asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop)))
+    asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)))
 
 
 @app.command()
 def demo(
     duration: Annotated[
         float | None,
-        typer.Option(help="Stop after this many seconds (exit 0 when every check held)."),
+        typer.Option(
+            help="Stop after this many seconds and exit (0 when every check judged held). "
+            "Without it: play to the end, then keep serving the map until Ctrl-C."
+        ),
     ] = None,
-    speed: Annotated[float, typer.Option(help="Time compression of the scenarios.")] = 10.0,
+    speed: Annotated[
+        float, typer.Option(help="Time compression: 10 plays the 30-minute scenarios in ~3 min.")
+    ] = 10.0,
     http: Annotated[str, typer.Option(help="HOST:PORT of the live map.")] = "127.0.0.1:8080",
-    data_dir: Annotated[Path, typer.Option(help="Where the demo hub keeps its data.")] = Path(
-        "var/demo"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="The demo's folder, emptied at each start (made if missing).")
+    ] = Path("var/demo"),
+    screenshots: Annotated[
+        bool, typer.Option(help="Screenshots of each scenario at the end (needs chromium).")
+    ] = True,
 ) -> None:
-    """Play the seed situations end to end through a real hub; summary in DATA_DIR/summary.json."""
+    """Play three situations (Syria, Korea, Ukraine) through a real hub and check them.
+
+    Prints the map's address, a sign-in link and the TAK port of every party, then a
+    summary (DATA_DIR/summary.json); tokens in DATA_DIR/tokens.json.
+    """
     from commonsky.demo.main import run_demo
 
     if speed <= 0 or (duration is not None and duration <= 0):
@@ -120,7 +136,7 @@ def demo(
     _logging("warning")
 
     async def play(stop: asyncio.Event) -> dict[str, object]:
-        return await run_demo(data_dir, http, speed, duration, stop=stop)
+        return await run_demo(data_dir, http, speed, duration, stop=stop, screenshots=screenshots)
 
     summary = asyncio.run(_until_signal_result(play))
     print(f"summary written to {data_dir / 'summary.json'}")
@@ -139,8 +155,10 @@ def ca_init(
     ] = None,
 ) -> None:
     """Create a hub CA and the hub's TLS server certificate."""
+    from commonsky.hub.datadir import private_dir
     from commonsky.pki import init_ca
 
+    private_dir(dir)  # it holds the CA's private key
     init_ca(dir, server_names=name or [])
     print(f"CA and server certificate written to {dir}")
 
@@ -153,8 +171,10 @@ def cert_issue(
     out: Annotated[Path, typer.Option("--out", help="Folder for the PEM and PKCS#12 files.")],
 ) -> None:
     """Issue a client certificate (PEM + PKCS#12, password atakatak) for a TAK user."""
+    from commonsky.hub.datadir import private_dir
     from commonsky.pki import issue_client
 
+    private_dir(out)  # it holds the user's private key
     for path in issue_client(ca, party, name, out):
         print(path)
 
@@ -238,6 +258,7 @@ def bench_fuzz(
     if importlib.util.find_spec("websockets") is None:  # its WebSocket receivers need it
         raise UsageError("bench fuzz needs the dev extras: pip install -e '.[dev]'")
     from commonsky.bench.fuzz import fuzz
+
     if inputs <= 0 or restarts < 0:
         raise UsageError("--inputs must be positive and --restarts not negative")
     if corpus is not None and not corpus.is_dir():
@@ -288,28 +309,49 @@ async def _until_signal_result(
     return await run(stop)
 
 
-def _register_optional_commands() -> None:
-    # Benchmarks and commands contributed by the feature packages, when they define them.
-    for module, bench_name in (
-        (deconflict_cli, "deconflict"),
-        (ledger_cli, "ledger"),
-        (alerts_cli, "warnings"),
-    ):
-        bench = getattr(module, "bench", None)
-        if bench is not None:
-            bench_app.command(bench_name)(bench)
-    bench_app.command("api")(web_bench.bench)
-    bench_app.command("map")(web_map_bench.bench)
-    bench_app.command("warnings")(warnings_bench.bench)
-    bench_app.command("store")(store_bench.bench)
+#: `commonsky bench NAME` -> (module, function). Imported only when `bench` is asked for, so
+#: the product never loads benchmark code (nor what it needs beyond the core dependencies).
+BENCHES: dict[str, tuple[str, str]] = {
+    "deconflict": ("commonsky.deconflict.cli", "bench"),
+    "ledger": ("commonsky.ledger.cli", "bench"),
+    "api": ("commonsky.web.bench", "bench"),
+    "map": ("commonsky.web.bench_map", "bench"),
+    "warnings": ("commonsky.bench.warnings", "bench"),
+    "store": ("commonsky.bench.store", "bench"),
+    "hotline": ("commonsky.bench.hotline", "bench"),
+}
 
 
-_register_optional_commands()
+def _missing_extra(name: str, exc: ImportError) -> Callable[..., None]:
+    def command(ctx: typer.Context) -> None:
+        raise UsageError(
+            f"commonsky bench {name} needs the bench extra ({exc}): pip install 'commonsky[bench]'"
+        )
+
+    command.__doc__ = f"(unavailable: {exc.name or exc} is not installed)"
+    return command
+
+
+def _register_benches() -> None:
+    import importlib
+
+    for name, (module_name, attr) in BENCHES.items():
+        try:
+            function = getattr(importlib.import_module(module_name), attr)
+        except ImportError as exc:
+            bench_app.command(
+                name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+            )(_missing_extra(name, exc))
+            continue
+        bench_app.command(name)(function)
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["bench"]:
+        _register_benches()
     try:
-        status = app(args=argv, standalone_mode=False)
+        status = app(args=args, prog_name="commonsky", standalone_mode=False)
         # Without standalone mode Click hands back typer.Exit codes instead of exiting.
         if isinstance(status, int) and status:
             sys.exit(status)

@@ -7,6 +7,7 @@ and the offending value, so an operator can fix it without reading code.
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from commonsky.errors import UsageError
 from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party
-from commonsky.settings import Settings
+from commonsky.settings import Settings, env_name
 
 LISTENER_KINDS = ("tak-tcp", "tak-tls")
 AGREEMENT_OPTIONS = ("rpz_m", "hpz_m", "lookahead_s", "ack_deadline_s")
@@ -33,6 +34,7 @@ class ListenerConfig:
     cert: Path | None = None
     key: Path | None = None
     insecure_remote: bool = False
+    where: str = "[[listener]]"  # "FILE: [[listener]] #N", for every error about it
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,14 @@ class _Table:
             raise UsageError(f"{self.where}: unknown key {extra[0]!r}")
 
 
+#: Settings that name files: relative ones are taken from the config file's folder (or, given
+#: as a flag or variable, from the current folder), so a hub started from anywhere finds them.
+PATH_SETTINGS = ("data_dir", "regions_file")
+
+
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> HubConfig:
+    """Read and check a hub configuration file; relative paths in it (and the default
+    `data_dir`) are relative to the file's folder. Raises UsageError (one line)."""
     path = Path(path)
     try:
         text = path.read_bytes()
@@ -118,12 +127,18 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise UsageError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
-    return config_from_dict(data, str(path), overrides)
+    return config_from_dict(data, str(path), overrides, base=path.absolute().parent)
 
 
 def config_from_dict(
-    data: Mapping[str, Any], source: str = "<config>", overrides: Mapping[str, Any] | None = None
+    data: Mapping[str, Any],
+    source: str = "<config>",
+    overrides: Mapping[str, Any] | None = None,
+    base: Path | None = None,
 ) -> HubConfig:
+    """Check a configuration given as data. Relative paths in it are taken from `base` (the
+    config file's folder; the current folder when None) and come out absolute."""
+    base = Path.cwd() if base is None else base
     known = {"server", "listener", "party", "agreement"}
     for key in data:
         if key not in known:
@@ -131,7 +146,7 @@ def config_from_dict(
     server = data.get("server", {})
     if not isinstance(server, Mapping):
         raise UsageError(f"{source}: [server] is not a table")
-    settings = Settings.resolve(server, source, overrides)
+    settings = _absolute_paths(Settings.resolve(server, source, overrides), base, overrides)
 
     parties = []
     seen: set[str] = set()
@@ -164,7 +179,7 @@ def config_from_dict(
         table.finish()
 
     listeners = [
-        _listener(raw, index, source, seen)
+        _listener(raw, index, source, seen, base)
         for index, raw in enumerate(_array(data, "listener", source), 1)
     ]
     agreements = [
@@ -181,7 +196,20 @@ def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
     return value
 
 
-def _listener(raw: Any, index: int, source: str, parties: set[str]) -> ListenerConfig:
+def _absolute_paths(
+    settings: Settings, base: Path, overrides: Mapping[str, Any] | None
+) -> Settings:
+    values = dict(settings.values)
+    for name in PATH_SETTINGS:
+        value = str(values[name])
+        if not value:
+            continue  # "" means "none" (regions_file: the built-in set)
+        given_here = (overrides or {}).get(name) is not None or env_name(name) in os.environ
+        values[name] = str((Path.cwd() if given_here else base) / Path(value).expanduser())
+    return Settings(values)
+
+
+def _listener(raw: Any, index: int, source: str, parties: set[str], base: Path) -> ListenerConfig:
     table = _Table(raw, f"{source}: [[listener]] #{index}")
     kind = table.get("kind", str, required=True)
     if kind not in LISTENER_KINDS:
@@ -215,10 +243,11 @@ def _listener(raw: Any, index: int, source: str, parties: set[str]) -> ListenerC
         host,
         port,
         party,
-        Path(ca) if ca else None,
-        Path(cert) if cert else None,
-        Path(key) if key else None,
+        base / ca if ca else None,
+        base / cert if cert else None,
+        base / key if key else None,
         insecure,
+        table.where,
     )
 
 

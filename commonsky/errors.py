@@ -24,6 +24,16 @@ class RemoteProtocolError(CommonSkyError):
         self.reason = reason
 
 
+class AlreadyRecorded(CommonSkyError):
+    """A resend of an item the hub already holds with the same content (a client's retry):
+    nothing is stored or relayed again, and the sender is not refused. `seq` is the store
+    sequence of the item it repeats."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(f"already recorded as #{seq}")
+        self.seq = seq
+
+
 class StoreUnavailable(CommonSkyError):
     """The store cannot take a write now (its server went away). The item is not stored, so
     the hub relays nothing of it; the sender is told (HTTP 503, or its TAK connection is

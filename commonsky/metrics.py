@@ -116,6 +116,25 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def render_for(self, party: str) -> bytes:
+        """Only the series labelled with `party` (its own activity): the hub-wide figures
+        (refusals, latency, other parties' traffic) are the operator's."""
+        return generate_latest(_OnlyParty(self.registry, party))
+
+
+class _OnlyParty(Collector):
+    def __init__(self, registry: CollectorRegistry, party: str) -> None:
+        self.registry = registry
+        self.party = party
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [s for s in family.samples if s.labels.get("party") == self.party]
+            if samples:
+                own = Metric(family.name, family.documentation, family.type, family.unit)
+                own.samples = samples
+                yield own
+
 
 class FastHistogram(Collector):
     """A lock-free histogram for the delivery hot path (one event loop writes it).

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.ledger.entry import Signature, canonical_json
 from commonsky.ledger.keys import PartyKeys, verify
+from commonsky.ledger.log import SignedCheckpoint
 from commonsky.model import Category, CotEvent
 
 log = logging.getLogger("commonsky.services")
@@ -45,7 +48,9 @@ class Services:
         hotline = HotlineDesk(hub, recorder)
         hotline.rebuild()
         airspace = AirspaceDesk(hub, hotline)
+        airspace.rebuild()
         launch = LaunchDesk(hub)
+        launch.rebuild()
         keys = PartyKeys(data_dir) if data_dir is not None else None
         return cls(hub, recorder, hotline, airspace, launch, keys)
 
@@ -59,6 +64,27 @@ class Services:
     def screen(self) -> int:
         """A slice of live-track screening (called often, each bounded in time)."""
         return self.airspace.screen()
+
+    def party_checkpoint(self) -> SignedCheckpoint:
+        """The tree head parties are given: the latest signed one, signed afresh only when
+        it is older than `timeout_checkpoint_s` (so the global entry count a party can learn
+        moves at most that often, whoever asks)."""
+        assert self.recorder is not None
+        ledger = self.recorder.ledger
+        latest = ledger.latest_checkpoint()
+        if latest is None or self.checkpoint_due_in(latest) == 0:
+            latest = ledger.checkpoint()
+        return latest
+
+    def checkpoint_due_in(self, latest: SignedCheckpoint | None = None) -> int:
+        """Whole seconds until parties may be given a fresh checkpoint (0: now)."""
+        assert self.recorder is not None
+        latest = latest or self.recorder.ledger.latest_checkpoint()
+        if latest is None:
+            return 0
+        every = self.hub.settings.get_float("timeout_checkpoint_s")
+        age = time.time() - latest.time_us / 1e6
+        return max(0, math.ceil(every - age)) if 0 <= age < every else 0
 
     def airspace_validate(self, party: str, event: CotEvent) -> None:
         check = self.hub.validators.get(Category.AIRSPACE)
@@ -79,7 +105,14 @@ class Services:
         except (binascii.Error, ValueError):
             value = b""
         if not verify(key, canonical_json(payload), value):
-            log.warning("refused: %s's signature does not verify over %s", party, payload)
+            self.hub.log_limited(
+                log,
+                "bad_signature",
+                party,
+                "refused: %s's signature does not verify over %s",
+                party,
+                payload,
+            )
             self.hub.metrics.refuse("bad_signature")
             raise RemoteProtocolError("bad_signature", "signature: does not verify")
         return Statement(payload, Signature(party=party, key=key, value=value))

@@ -26,7 +26,13 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", str, "var/hub", "Folder for the SQLite database, ledger and keys."),
+    Setting(
+        "data_dir",
+        str,
+        "var/hub",
+        "Folder for the SQLite database, ledger and keys (relative to the config file; "
+        "one hub at a time).",
+    ),
     Setting(
         "store_url",
         str,
@@ -68,7 +74,39 @@ SETTINGS: tuple[Setting, ...] = (
         20,
         "Bad messages tolerated from one connection before it is closed.",
     ),
-    Setting("limit_connections", int, 2000, "Open TAK connections accepted by the hub."),
+    Setting(
+        "limit_connections",
+        int,
+        2000,
+        "Open TAK and WebSocket connections accepted by the hub, all parties together.",
+    ),
+    Setting(
+        "limit_connections_per_party",
+        int,
+        500,
+        "Open connections of one party: one party's idle sockets cannot take the whole "
+        "hub-wide limit and lock the others out.",
+    ),
+    Setting(
+        "limit_handshakes",
+        int,
+        256,
+        "TLS connections still in their handshake (not yet known as any party), all together.",
+    ),
+    Setting(
+        "limit_handshakes_per_address",
+        int,
+        16,
+        "TLS connections still in their handshake from one IP address.",
+    ),
+    Setting(
+        "limit_durable_items_per_party",
+        int,
+        10000,
+        "Durable items (hotline, airspace, launch…) one party may hold in the picture at "
+        "once; past it a new one is refused (reason `quota`) until some expire or are "
+        "withdrawn, so no party can fill the picture every other party is replayed.",
+    ),
     Setting(
         "timeout_idle_s",
         float,
@@ -119,6 +157,14 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         10.0,
         "How often live tracks (latest state each) are screened for conflicts.",
+    ),
+    Setting(
+        "operator_token",
+        str,
+        "",
+        "Bearer token of the hub's operator: all of /metrics (Prometheus scrapes with it) and "
+        "fresh ledger checkpoints on demand. Empty: no operator access over HTTP (a party's "
+        "own token shows only its own figures).",
     ),
     Setting(
         "generalize_grid_deg",

@@ -23,6 +23,7 @@ from commonsky.config import HubConfig, config_from_dict
 from commonsky.hub.server import HubServer
 
 PARTIES = ["USA", "JPN", "KOR", "RUS"]
+OPERATOR_TOKEN = "test-operator-token-0123456789"
 
 
 def token_of(party: str) -> str:
@@ -41,7 +42,12 @@ def base_config(
     if tls_ca is not None:
         listeners.append({"kind": "tak-tls", "bind": "127.0.0.1:0", "ca": str(tls_ca)})
     data = {
-        "server": {"data_dir": str(tmp_path / "hub"), "http": "127.0.0.1:0", **(server or {})},
+        "server": {
+            "data_dir": str(tmp_path / "hub"),
+            "http": "127.0.0.1:0",
+            "operator_token": OPERATOR_TOKEN,
+            **(server or {}),
+        },
         "listener": listeners,
         "party": [{"id": p, "token": token_of(p)} for p in PARTIES],
         "agreement": agreements or [],
@@ -195,8 +201,8 @@ class RunningHub:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(config: HubConfig) -> AsyncIterator[RunningHub]:
-    server = HubServer(config)
+async def running_hub(config: HubConfig, init: bool = False) -> AsyncIterator[RunningHub]:
+    server = HubServer(config, init=init)
     await server.start()
     running = RunningHub(server)
     try:

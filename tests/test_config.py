@@ -199,3 +199,16 @@ def test_bench_warnings_runs_small() -> None:
     assert "the hub's work per report" in result.stdout
     queued = int(result.stdout.split("deliveries queued ")[1].split(",")[0])
     assert queued >= 40 * 20
+
+
+def test_paths_in_a_config_are_relative_to_its_folder(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    text = GOOD.replace('data_dir = "var/hub"', 'data_dir = "var/hub"\nregions_file = "r.json"')
+    text = text.replace('ca = "var/ca"', 'ca = "var/ca"\ncert = "certs/hub.pem"\nkey = "/k.pem"')
+    config = load_config(write(site, text))
+    assert config.data_dir == site / "var" / "hub"
+    assert config.settings.regions_file == str(site / "r.json")
+    tls = config.listeners[1]
+    assert (tls.ca, tls.cert, tls.key) == (site / "var/ca", site / "certs/hub.pem", Path("/k.pem"))
+    assert tls.where == f"{site / 'hub.toml'}: [[listener]] #2"

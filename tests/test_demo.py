@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import stat
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from commonsky.demo.main import print_summary, run_demo
+from commonsky.demo.main import DEMO_MARK, fresh_folder, print_summary, run_demo
+from commonsky.errors import UsageError
+from commonsky.hub.datadir import release_lock
 
 
 def test_all_three_scenarios_hold_their_checks(tmp_path: Path) -> None:
@@ -36,6 +41,61 @@ def test_all_three_scenarios_hold_their_checks(tmp_path: Path) -> None:
     korea = on_disk["scenarios"][1]
     assert korea["alerts"] >= 3 and korea["warning_latency_s"] < 1.0
     assert "verified" in console.export_text()
+    assert "stopped_early_s" not in on_disk
+    tokens = tmp_path / "tokens.json"
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
+    assert set(json.loads(tokens.read_text())) >= {"USA", "RUS", "JPN", "UKR"}
+
+
+def test_a_run_shorter_than_the_scenarios_stops_early_without_failing(tmp_path: Path) -> None:
+    console = Console(width=80, record=True)
+    summary = asyncio.run(
+        run_demo(
+            tmp_path, "127.0.0.1:0", speed=20.0, duration=6.0, screenshots=False, console=console
+        )
+    )
+    text = console.export_text()
+    assert summary["all_held"] is True and summary["stopped_early_s"] >= 6.0
+    statuses = [c.get("status") for s in summary["scenarios"] for c in s["checks"]]
+    assert "not reached" in statuses
+    # What must hold at every moment was judged, and held.
+    judged = [c for s in summary["scenarios"] for c in s["checks"] if not c.get("status")]
+    assert {"no_leaks", "ledger"} <= {c["kind"] for c in judged}
+    assert all(c["held"] for c in judged)
+    assert "FAILED" not in text and "stopped early at" in text
+    # Where to look was said: the map, a sign-in link and a TAK port per party.
+    assert "#token=" in text and "tcp 127.0.0.1:PORT" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_each_run_starts_from_a_clean_folder(tmp_path: Path) -> None:
+    folder, lock = fresh_folder(tmp_path / "demo")
+    (folder / "hub").mkdir()
+    (folder / "hub" / "ledger.sqlite3").write_text("the last run's")
+    (folder / "summary.json").write_text("{}")
+    with pytest.raises(UsageError, match="in use by another demo"):
+        fresh_folder(folder)
+    release_lock(lock)
+    again, lock = fresh_folder(folder)
+    release_lock(lock)
+    assert sorted(p.name for p in again.iterdir()) == sorted([DEMO_MARK, "demo.lock"])
+
+
+def test_a_folder_the_demo_did_not_make_is_never_emptied(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(UsageError, match="holds files the demo did not make"):
+        fresh_folder(tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert not (tmp_path / DEMO_MARK).exists()
+
+
+def test_a_busy_map_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UsageError, match=f"port {port} is already in use"):
+            asyncio.run(run_demo(tmp_path, f"127.0.0.1:{port}", 20.0, 5.0, screenshots=False))
 
 
 def test_summary_marks_parties_whose_deliveries_span_scenarios() -> None:

@@ -9,9 +9,11 @@ see; the bytes delivered to the observer must not change by a single byte.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
@@ -223,3 +225,127 @@ def test_asking_whether_a_directed_item_gets_through_agrees_with_routing_it(
     item = Item(party=party, user="t", category=Category.HOTLINE, event=directed, received=NOW)
     routed = recipient in policy.route(item, NOW)
     assert policy.delivers(party, recipient, Category.HOTLINE, event.point, NOW) == routed
+
+
+# ---- the same invariant for conflict notices (issue 13, class 5) -------------------------
+#
+# USA (the observer) flies a plan and a track; RUS flies a plan and a track that meet them.
+# Whatever RUS's agreements disclose to USA (nothing, conflicts-only, generalized) — short
+# of `full` — USA may know where and when its own items meet RUS's, and under generalized
+# the opaque handle. So changing everything else of RUS's items (the plan's ceiling above
+# USA's, its kind, the track's type beyond what a generalized copy keeps, callsigns) must not
+# change one byte of what USA receives: notices, their shapes, hotline threads, the copies
+# of RUS's items it is sent. (A plan's extent beyond the overlap is the subject of
+# tests/engines/test_airspace_desk.py: its edges are geodesics, so only some changes keep
+# the overlap, and those are checked there to within float noise.)
+
+LEVELS = (None, "conflicts-only", "generalized", "full")
+
+
+@st.composite
+def notice_scenarios(draw: st.DrawFn) -> dict[str, object]:
+    deals = []
+    for src, dst in (("RUS", "USA"), ("USA", "RUS")):
+        for cats in (["airspace", "site"], ["track"]):
+            level = draw(st.sampled_from(LEVELS))
+            if level is not None:
+                name = f"{src}-{dst}-{cats[0]}"
+                deals.append(
+                    {
+                        "name": name,
+                        "from": src,
+                        "to": [dst],
+                        "categories": cats,
+                        "disclosure": level,
+                    }
+                )
+    if draw(st.booleans()):
+        deals.append({"name": "hotline", "from": "USA", "to": ["RUS"], "categories": ["hotline"]})
+    return {
+        "deals": deals,
+        # RUS's plan: its south-west corner inside USA's square (38..39, 34..35), its
+        # north-east corner beyond it (so stretching it changes nothing of the overlap).
+        "x1": draw(st.floats(38.05, 38.9)),
+        "y1": draw(st.floats(34.05, 34.9)),
+        "x2": draw(st.floats(39.05, 39.6)),
+        "y2": draw(st.floats(35.05, 35.6)),
+        "floor": draw(st.sampled_from([0.0, 2000.0, 5000.0])),
+        "ceiling": draw(st.sampled_from([9000.0, 12000.0])),
+        "lat_r": draw(st.floats(34.98, 35.10)),
+        "lon_r": draw(st.floats(38.2, 38.6)),
+    }
+
+
+def _level(deals: list[dict[str, object]], category: str) -> object:
+    for deal in deals:
+        if deal["from"] == "RUS" and category in deal["categories"]:  # type: ignore[operator]
+            return deal["disclosure"]
+    return None
+
+
+def _notice_run(
+    path: Path, sc: dict[str, object], mutated: bool, even_full: bool = False
+) -> list[bytes]:
+    from tests.engines.harness import drawing, event, make_world, square
+
+    deals: list[dict[str, object]] = sc["deals"]  # type: ignore[assignment]
+    hide_plan = mutated and (even_full or _level(deals, "airspace") != "full")
+    hide_track = mutated and (even_full or _level(deals, "track") != "full")
+    w = make_world(path, deals, parties=("USA", "RUS"))
+    w.send("USA", drawing("US-PLAN", square(38.0, 34.0, 1.0), 0.0, 8000.0))
+    x1, y1, x2, y2 = (float(sc[k]) for k in ("x1", "y1", "x2", "y2"))  # type: ignore[arg-type]
+    ceiling = float(sc["ceiling"])  # type: ignore[arg-type]
+    kind = "operating-area"
+    if hide_plan:  # above USA's ceiling: outside the overlap
+        ceiling, kind = ceiling + 3000.0, "strike-area"
+    ring = [(x1, y1), (x2, y1), (x2, y2), (x1, y2), (x1, y1)]
+    w.send("RUS", drawing("RU-PLAN", ring, float(sc["floor"]), ceiling, kind))  # type: ignore[arg-type]
+    w.send("USA", event("US-F16", "a-f-A-M-F", 35.02, 38.0, hae=6000, speed=250, course=90))
+    track_type = "a-f-A-C-F" if hide_track else "a-f-A-M-F"
+    callsign = '<contact callsign="FLANKER"/>' if hide_track else ""
+    w.send(
+        "RUS",
+        event(
+            "RU-TRACK",
+            track_type,
+            float(sc["lat_r"]),  # type: ignore[arg-type]
+            float(sc["lon_r"]),  # type: ignore[arg-type]
+            detail=callsign,
+            hae=6100,
+            speed=250,
+            course=270,
+        ),
+    )
+    w.services.airspace.screen(budget_s=5.0)
+    received = [p.rendered.wire(p.variant, "xml") for p in w.outboxes["USA"].take()]
+    received.append(msgspec.json.encode(w.services.airspace.for_party("USA")))
+    received.append(msgspec.json.encode(w.services.hotline.history("USA")))
+    w.services.close()
+    w.hub.store.close()
+    # Hotline threads have random uids: equal up to those.
+    return [re.sub(rb"thread-[0-9a-f]{12}", b"thread-X", r) for r in received]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(notice_scenarios())
+def test_notices_change_with_nothing_the_recipient_may_not_see(
+    tmp_path_factory, sc: dict[str, object]
+) -> None:
+    before = _notice_run(tmp_path_factory.mktemp("a"), sc, mutated=False)
+    after = _notice_run(tmp_path_factory.mktemp("b"), sc, mutated=True)
+    assert before == after
+
+
+def test_the_notice_property_can_fail(tmp_path: Path) -> None:
+    """Under `full` the plan's kind is USA's to know: the same change shows, and is caught."""
+    sc: dict[str, object] = {
+        "deals": [{"name": "f", "from": "RUS", "to": ["USA"], "categories": ["airspace"],
+                   "disclosure": "full"}],
+        "x1": 38.5, "y1": 34.5, "x2": 39.2, "y2": 35.2, "floor": 0.0, "ceiling": 9000.0,
+        "lat_r": 40.0, "lon_r": 40.0,
+    }  # fmt: skip
+    one = _notice_run(tmp_path / "a", sc, mutated=False)
+    two = _notice_run(tmp_path / "b", sc, mutated=True, even_full=True)
+    assert any(b"strike-area" in r for r in two) and one != two

@@ -20,7 +20,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from commonsky.bench.machine import steal
 from commonsky.deconflict import cpa
 from commonsky.deconflict import geometry as geo
 from commonsky.deconflict.engine import ConflictEngine
@@ -223,6 +222,8 @@ def bench(
     crowded: Annotated[int, typer.Option(help="volumes in one 1 km2 area")] = 10_000,
 ) -> None:
     """Deconfliction figures: CPA screening, and volume insert-and-check at scale."""
+    from commonsky.bench.machine import steal  # benchmark code only when benchmarking
+
     console = Console()
     table = Table(title="commonsky bench deconflict")
     for col in ("case", "figure", "target"):

@@ -1,15 +1,24 @@
-# Rule: a notice tells a party only what it is entitled to know about the other side.
+# Rule: a notice never tells a party more about the other side's item than that party's
+# disclosure of the item allows.
 #
-# Under "full" and "generalized" disclosure the notice may name the other item (its uid, and
-# under "full" its kind of volume). Under "conflicts-only" it carries the intersection alone:
-# the overlap geometry, the altitude and time intervals of the overlap, the conflict kind and
-# the other party's id -- never the other item's uid, extent, kind of volume or details. A
-# protected site under conflicts-only is revealed only this way. Notices are built from the
-# Conflict alone, which holds nothing of either item beyond the intersection and the two sides,
-# so nothing outside the overlap can leak in.
+# Every notice may say where and when the recipient's OWN item meets the other side's: the
+# intersection (the overlap of two volumes, a track's path inside a volume, the point where
+# a line is crossed) with its altitude and time intervals, the conflict kind and the other
+# party -- what `conflicts-only` grants, and so every level above it too. Two tracks have no
+# intersection: the notice gives the recipient's own position and altitude at the closest
+# approach and its time, never the other track's (nor the midpoint between them, which
+# would place it to a few metres).
+# Beyond that, by level:
+#   conflicts-only  nothing: no uid, no kind of volume, no miss distance;
+#   generalized     the other item's opaque handle -- the same `PARTY::g-...` its
+#                   generalized copy is delivered under (policy.opaque_uid), never its uid;
+#   full            its uid, its kind of volume and the miss distance at closest approach.
+# Notices are built from the Conflict alone, which holds nothing of either item beyond the
+# intersection, the two sides and (tracks) each side's own point at closest approach.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -26,7 +35,7 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     own_uid: str  # the recipient's own item in conflict
     own_item: str
     other_party: str
-    other_uid: str | None = None  # never under conflicts-only
+    other_uid: str | None = None  # full: the uid; generalized: the opaque handle; else None
     other_kind: str | None = None  # only under full
     geometry: dict[str, Any] | None
     floor_m: float
@@ -34,19 +43,42 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     start_s: float
     end_s: float
     tcpa_s: float | None = None
-    dcpa_m: float | None = None
+    dcpa_m: float | None = None  # only under full
+    thread: str | None = None  # the hotline thread both parties acknowledge, if one opened
 
 
-def notice_for(conflict: Conflict, recipient_party: str, disclosure: Disclosure) -> Notice:
+Handle = Callable[[str, str], str]  # (party, uid) -> the opaque handle generalized copies use
+
+
+def notice_for(
+    conflict: Conflict,
+    recipient_party: str,
+    disclosure: Disclosure,
+    handle: Handle | None = None,
+    thread: str | None = None,
+) -> Notice:
     """The notice `recipient_party` gets about `conflict`, given how much the other side's
-    agreement discloses to it."""
+    agreement discloses to it; `handle` names the other item under `generalized` (without
+    one, a generalized notice names it no more than a conflicts-only one)."""
     own, other = _sides(conflict, recipient_party)
     if conflict.kind == "line-crossing" and other.item == "line":
         # The other "party" of a crossing is whoever's side was entered.
         other_party = conflict.entered_party or other.party
     else:
         other_party = other.party
-    named = disclosure in ("full", "generalized")
+    full = disclosure == "full"
+    if full:
+        other_uid: str | None = other.uid
+    elif disclosure == "generalized" and handle is not None:
+        other_uid = handle(other.party, other.uid)
+    else:
+        other_uid = None
+    geometry, floor_m, ceiling_m = conflict.geometry, conflict.floor_m, conflict.ceiling_m
+    at = _own_point(conflict, own)
+    if at is not None and not full:  # two tracks: the recipient's own point, not theirs
+        lon, lat, alt = at
+        geometry = {"type": "Point", "coordinates": [lon, lat]}
+        floor_m = ceiling_m = alt
     return Notice(
         conflict_id=conflict.id,
         kind=conflict.kind,
@@ -54,16 +86,25 @@ def notice_for(conflict: Conflict, recipient_party: str, disclosure: Disclosure)
         own_uid=own.uid,
         own_item=own.item,
         other_party=other_party,
-        other_uid=other.uid if named else None,
-        other_kind=other.kind if disclosure == "full" else None,
-        geometry=conflict.geometry,
-        floor_m=conflict.floor_m,
-        ceiling_m=conflict.ceiling_m,
+        other_uid=other_uid,
+        other_kind=other.kind if full else None,
+        geometry=geometry,
+        floor_m=floor_m,
+        ceiling_m=ceiling_m,
         start_s=conflict.start_s,
         end_s=conflict.end_s,
         tcpa_s=conflict.tcpa_s,
-        dcpa_m=conflict.dcpa_m,
+        dcpa_m=conflict.dcpa_m if full else None,
+        thread=thread,
     )
+
+
+def _own_point(conflict: Conflict, own: Side) -> tuple[float, float, float] | None:
+    if own is conflict.a:
+        return conflict.a_at
+    if own is conflict.b:
+        return conflict.b_at
+    return None
 
 
 def _sides(conflict: Conflict, party: str) -> tuple[Side, Side]:

@@ -58,6 +58,10 @@ class Conflict(msgspec.Struct, frozen=True, kw_only=True):
     tcpa_s: float | None = None
     dcpa_m: float | None = None
     entered_party: str | None = None  # line crossings: whose side was entered
+    # Two tracks: each side's own (lon, lat, alt_m) at the closest approach (notices give a
+    # party its own point, never the other's).
+    a_at: tuple[float, float, float] | None = None
+    b_at: tuple[float, float, float] | None = None
 
 
 class ConflictChange(msgspec.Struct, frozen=True):
@@ -127,8 +131,14 @@ def _make(
     geometry: dict[str, Any] | None,
     **figures: Any,
 ) -> Conflict:
-    a, b = _ordered(_side(x), _side(y))
+    sx, sy = _side(x), _side(y)
+    a, b = _ordered(sx, sy)
     cid = _conflict_id(eng.id_key, kind, a, b)
+    at = figures.pop("at", None)  # (x's point, y's point), when the kind has them
+    if at is not None and a is not sx:
+        at = (at[1], at[0])
+    if at is not None:
+        figures["a_at"], figures["b_at"] = at
     return Conflict(id=cid, kind=kind, a=a, b=b, geometry=geometry, **figures)
 
 

@@ -174,4 +174,5 @@ def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict |
         end_s=t_ref + float(t_out[0]),
         tcpa_s=tc,
         dcpa_m=float(dcpa[0]),
+        at=((float(pa[0]), float(pa[1]), float(za)), (float(pb[0]), float(pb[1]), float(zb))),
     )

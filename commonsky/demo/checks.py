@@ -126,6 +126,16 @@ def _notices(runner: Runner, party: str) -> list[dict[str, Any]]:
     return out
 
 
+def _hotline(services: Any, parties: Any) -> list[Any]:
+    """Every hotline message of the scenario's parties (from the store: the desk holds only
+    the open ones), each once."""
+    seen: dict[int, Any] = {}
+    for party in parties:
+        for message in services.hotline.records(party.id):
+            seen.setdefault(message.seq, message)
+    return [seen[k] for k in sorted(seen)]
+
+
 def _fused(runner: Runner, party: str) -> list[dict[str, Any]]:
     """The last version of every fused launch event the party received."""
     latest: dict[str, dict[str, Any]] = {}
@@ -171,7 +181,7 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
     if kind == "hotline_all_acked":
         messages = [
             m
-            for m in services.hotline.messages.values()
+            for m in _hotline(services, played.scenario.party)
             if {m.sender, *m.recipients} <= {p.id for p in played.scenario.party} | {"HUB"}
             and m.conflict is None
             and m.sender != "HUB"
@@ -182,7 +192,7 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
     if kind == "threads_acked":
         threads = [
             m
-            for m in services.hotline.messages.values()
+            for m in _hotline(services, played.scenario.party)
             if m.conflict and set(m.recipients) == set(check.parties)
         ]
         acked = [m for m in threads if set(m.recipients) <= set(m.acks)]
@@ -311,7 +321,7 @@ def summarize(runner: Runner, played: Played, ledger_ok: bool) -> dict[str, Any]
     latencies = track_latencies(runner, played)
     notices = sum(1 for p in parties for n in _notices(runner, p) if n["other_party"] in parties)
     threads = [
-        m for m in services.hotline.messages.values() if m.conflict and set(m.recipients) <= parties
+        m for m in _hotline(services, scenario.party) if m.conflict and set(m.recipients) <= parties
     ]
     feed = scenario_alerts(runner, played)
     from commonsky.demo.runner import deliveries

@@ -29,6 +29,7 @@ from commonsky.config import HubConfig, config_from_dict
 from commonsky.demo.clients import SimClient, tls_context
 from commonsky.demo.clock import ScenarioClock
 from commonsky.demo.scenario import AirspaceSpec, HotlineSpec, Scenario, TrackSpec
+from commonsky.hub.datadir import private_dir
 from commonsky.hub.server import HubServer
 from commonsky.model import CotEvent, Point
 from commonsky.pki import init_ca, issue_client
@@ -63,6 +64,8 @@ class Runner:
         self.clock = ScenarioClock(speed)
         self.start_wall = 0.0  # scenario time 0, on the scenario clock
         self._acked_threads: set[tuple[str, str]] = set()
+        self.api: httpx.AsyncClient | None = None
+        self.ready = asyncio.Event()  # the hub serves and every participant is connected
 
     # ---- set-up -------------------------------------------------------------------------
 
@@ -71,7 +74,7 @@ class Runner:
         agreements: list[dict[str, Any]] = []
         for scenario in self.scenarios:
             for party in scenario.party:
-                self.tokens.setdefault(party.id, secrets.token_urlsafe(24))
+                self.tokens.setdefault(party.id, secrets.token_urlsafe(18))
                 parties.setdefault(
                     party.id,
                     {
@@ -111,6 +114,7 @@ class Runner:
     def _pki(self) -> None:
         ca = self.data_dir / "ca"
         if not (ca / "ca.pem").exists():
+            private_dir(ca)  # the CA's private key and the clients' keys live under it
             init_ca(ca)
         for scenario in self.scenarios:
             for client in scenario.client:
@@ -151,10 +155,21 @@ class Runner:
         self.api = httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{self.server.http_port}", timeout=10
         )
+        self.ready.set()
         await asyncio.gather(*(self.play(s) for s in self.scenarios))
 
+    def map_url(self) -> str:
+        """The live map's address as a browser on this machine reaches it."""
+        assert self.server is not None
+        host = self.server.http_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.server.http_port}/"
+
     async def stop(self) -> None:
-        await self.api.aclose()
+        if self.api is not None:
+            await self.api.aclose()
         for client in self.clients.values():
             await client.close()
         if self.server is not None:
@@ -352,6 +367,7 @@ class Runner:
         await self._post(spec.party, "/api/launch", content=msgspec.json.encode(report))
 
     async def _post(self, party: str, path: str, **kwargs: Any) -> httpx.Response:
+        assert self.api is not None
         response = await self.api.post(
             path, headers={"Authorization": f"Bearer {self.tokens[party]}"}, **kwargs
         )

@@ -7,9 +7,15 @@ agreements grant that party — `full`, `generalized` or `conflicts-only` (only 
 intersection). A party with no agreement at all from the other side gets no notice: deny by
 default holds for conflicts too. Notices go out as hub-made, durable `conflict` items
 (`t-x-csky-conflict` carrying the notice as JSON, plus a `u-d-f` shape of the overlap), so
-they are stored, recorded in the ledger and replayed like anything else. When the two
-parties have a hotline agreement, a raised conflict also opens a hotline thread both must
-acknowledge.
+they are stored, recorded in the ledger and replayed like anything else. When both parties
+are told of a raised conflict and have a hotline agreement, it also opens a hotline thread
+both must acknowledge (its text names the conflict, nothing of either item: each party's
+notice says what it may know).
+
+After a restart the engine is rebuilt from the stored picture (`rebuild`): the notices
+already sent are read back, the stored volumes, lines and sites are fed to the engine, and
+only the difference is published — an update where a conflict changed while the hub was
+down, a clearing where it ended.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from commonsky.engines.drawings import airspace_from_cot
 from commonsky.engines.hotline import HotlineDesk
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.protocol.cot import new_event, quote, quote_text
+from commonsky.policy import opaque_uid
+from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
 log = logging.getLogger("commonsky.deconflict")
 # Deconfliction is about the parties' own forces: a track a party reports as hostile,
@@ -41,6 +48,7 @@ log = logging.getLogger("commonsky.deconflict")
 # A conflict that lasts is re-announced to TAK clients at most this often (hub seconds);
 # notices are durable (stored, recorded), so per-tick updates would flood store and ledger.
 UPDATE_EVERY_S = 30.0
+NOTICE_TYPE = "t-x-csky-conflict"
 OWN_FORCES = frozenset({"a-f", "a-a", "a-n", "a-u", "a-p"})
 KNOT = 0.514444
 _CATEGORY_OF_KIND = {
@@ -65,6 +73,9 @@ class AirspaceDesk:
         self._last_screen = -math.inf
         self._round: list[tuple[tuple[str, str], CotEvent]] = []
         self._last_sent: dict[tuple[str, str], float] = {}
+        # While rebuilding: the notices sent before the restart, and those found again.
+        self._told: dict[tuple[str, str], Notice] | None = None
+        self._rebuilt: set[tuple[str, str]] = set()
         hub.validators[Category.AIRSPACE] = self.validate
         hub.validators[Category.SITE] = self.validate
         hub.observers.append(self.observe)
@@ -85,28 +96,57 @@ class AirspaceDesk:
     def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
         if item.party == HUB:
             return
-        now = self.hub.clock()
-        changes: list[ConflictChange]
         if item.category in (Category.AIRSPACE, Category.SITE):
-            if item.event.stale <= now:
-                changes = self.engine.remove(item.party, item.uid, now)
-            else:
-                shape = airspace_from_cot(item.event)
-                if isinstance(shape, Volume):
-                    changes = self.engine.upsert_volume(item.party, item.uid, shape, now)
-                elif isinstance(shape, Line):
-                    changes = self.engine.upsert_line(item.party, item.uid, shape, now)
-                else:
-                    changes = self.engine.upsert_site(item.party, item.uid, shape, now)
+            self.publish(self._upsert(item, self.hub.clock()))
         elif item.category is Category.TRACK and item.event.type[:3] in OWN_FORCES:
             # Tracks update many times a second; screening every update would put the
             # conflict engine on the relay's hot path. The latest state per track is kept and
             # screened once per tick (1 s), well inside a 300 s look-ahead.
             self._pending_tracks[item.key] = item.event
-            return
-        else:
-            return
-        self.publish(changes)
+
+    def _upsert(self, item: Item, now: float) -> list[ConflictChange]:
+        if item.event.stale <= now:
+            return self.engine.remove(item.party, item.uid, now)
+        shape = airspace_from_cot(item.event)
+        if isinstance(shape, Volume):
+            return self.engine.upsert_volume(item.party, item.uid, shape, now)
+        if isinstance(shape, Line):
+            return self.engine.upsert_line(item.party, item.uid, shape, now)
+        return self.engine.upsert_site(item.party, item.uid, shape, now)
+
+    def rebuild(self) -> None:
+        """After a restart: the engine fed again from the stored picture, the notices sent
+        before read back, and only what changed meanwhile published."""
+        now = self.hub.clock()
+        told: dict[tuple[str, str], Notice] = {}
+        for rendered in list(self.hub.durable.values()):
+            item = rendered.item
+            if item.party == HUB and item.event.type == NOTICE_TYPE:
+                notice = stored_notice(item.event)
+                if notice is not None:
+                    key = (notice.conflict_id, notice.recipient)
+                    told[key] = notice
+                    self._last_sent[key] = item.received
+                    if notice.thread:
+                        self.threads[notice.conflict_id] = notice.thread
+        changes: list[ConflictChange] = []
+        for rendered in list(self.hub.durable.values()):
+            item = rendered.item
+            if item.party != HUB and item.category in (Category.AIRSPACE, Category.SITE):
+                try:
+                    changes += self._upsert(item, now)
+                except Exception as exc:  # never a reason not to start: set aside
+                    self.hub.quarantine_item(item, "airspace", f"{type(exc).__name__}: {exc}")
+        self.notices = dict(told)
+        self._told = told
+        try:
+            self.publish(changes)
+        finally:
+            self._told = None
+        for key, notice in told.items():
+            if key not in self._rebuilt:  # its conflict ended while the hub was down
+                self._send(notice, "cleared")
+        self._rebuilt = set()
 
     def tick(self) -> None:
         """Expire what ended (once a second is plenty)."""
@@ -148,29 +188,42 @@ class AirspaceDesk:
     ) -> Disclosure | None:
         """What the other side's agreements grant `recipient` about the other item."""
         category = _CATEGORY_OF_KIND.get(other_item, Category.AIRSPACE)
-        lat, lon = _anchor(conflict)
+        lat, lon = _anchor(conflict.geometry)
         levels = self.hub.policy.disclosures(
             other_party, category, Point(lat, lon), self.hub.clock()
         )
         return levels.get(recipient)
 
+    def _handle(self, party: str, uid: str) -> str:
+        """The uid under which `party`'s item `uid` reaches a generalized recipient."""
+        return opaque_uid(self.hub.secret, party, uid)
+
     def publish(self, changes: list[ConflictChange]) -> None:
         for change in changes:
             c = across_the_line(change.conflict)
+            told = []
             for own, other in ((c.a, c.b), (c.b, c.a)):
                 level = self.disclosure(own.party, other.party, other.item, c)
-                if level is None:
-                    continue
-                notice = notice_for(c, own.party, level.value)
-                self._send(notice, change.action, c)
-            if change.action == "raised":
-                self._open_thread(c)
+                if level is not None:
+                    told.append((own, level))
+            thread = self.threads.get(c.id)
+            if change.action == "raised" and len(told) == 2 and thread is None:
+                thread = self._open_thread(c)
+            for own, level in told:
+                notice = notice_for(c, own.party, level.value, self._handle, thread)
+                self._send(notice, change.action)
 
-    def _send(self, notice: Notice, action: str, conflict: Conflict) -> None:
+    def _send(self, notice: Notice, action: str) -> None:
         notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
         key = (notice.conflict_id, notice.recipient)
         now = self.hub.clock()
-        if action == "updated" and now - self._last_sent.get(key, -math.inf) < UPDATE_EVERY_S:
+        if self._told is not None:  # rebuilding: publish only what differs from what was told
+            self._rebuilt.add(key)
+            before = self._told.get(key)
+            if before is not None and msgspec.json.encode(before) == msgspec.json.encode(notice):
+                return
+            action = "updated" if before is not None else action
+        elif action == "updated" and now - self._last_sent.get(key, -math.inf) < UPDATE_EVERY_S:
             self.notices[key] = notice  # the API shows the latest; TAK gets a bounded rate
             return
         self._last_sent[key] = now
@@ -179,7 +232,7 @@ class AirspaceDesk:
             self._last_sent.pop(key, None)
         else:
             self.notices[key] = notice
-        lat, lon = _anchor(conflict)
+        lat, lon = _anchor(notice.geometry)
         stale = now if action == "cleared" else max(now + 60.0, min(notice.end_s, now + 86400.0))
         body = msgspec.json.encode(notice).decode()
         text = describe(notice)
@@ -188,7 +241,7 @@ class AirspaceDesk:
             f'<csky_conflict state="{action}">{quote_text(body)}</csky_conflict>'
             f"<remarks>{quote(text)}</remarks>"
         )
-        alert = new_event(uid, "t-x-csky-conflict", now, stale, Point(lat, lon), detail)
+        alert = new_event(uid, NOTICE_TYPE, now, stale, Point(lat, lon), detail)
         self.hub.publish_from_hub(alert, Category.CONFLICT, [notice.recipient])
         ring = _ring(notice.geometry)
         if ring:
@@ -204,9 +257,9 @@ class AirspaceDesk:
             )
             self.hub.publish_from_hub(shape, Category.CONFLICT, [notice.recipient])
 
-    def _open_thread(self, conflict: Conflict) -> None:
-        if self.hotline is None or conflict.id in self.threads:
-            return
+    def _open_thread(self, conflict: Conflict) -> str | None:
+        if self.hotline is None:
+            return None
         a, b = conflict.a.party, conflict.b.party
         now = self.hub.clock()
         policy = self.hub.policy
@@ -217,15 +270,16 @@ class AirspaceDesk:
             for ag in policy.agreements
         )
         if not linked:
-            return
-        lat, lon = _anchor(conflict)
+            return None
+        # One text for both parties: it names the conflict, nothing of either item (each
+        # party's notice, linked to this thread, says what that party may know).
         text = (
-            f"CONFLICT {conflict.id}: {conflict.kind} between {a} and {b} near "
-            f"{lat:.2f},{lon:.2f}, {conflict.floor_m:.0f}-{conflict.ceiling_m:.0f} m. "
-            "Both parties acknowledge and deconflict."
+            f"CONFLICT {conflict.id}: {conflict.kind} between {a} and {b}; see your conflict "
+            "notice. Both parties acknowledge and deconflict."
         )
         message = self.hotline.open_thread(sorted({a, b}), text, conflict=conflict.id)
         self.threads[conflict.id] = message.id
+        return message.id
 
     def for_party(self, party: str) -> list[dict[str, Any]]:
         out = []
@@ -269,10 +323,27 @@ def canonical_geometry(geometry: dict[str, Any] | None) -> dict[str, Any] | None
     return shapely.geometry.mapping(shapely.normalize(simple))  # type: ignore[no-any-return]
 
 
-def _anchor(conflict: Conflict) -> tuple[float, float]:
-    if conflict.geometry:
+def stored_notice(event: CotEvent) -> Notice | None:
+    """The notice a stored `t-x-csky-conflict` item carries (None once it was cleared)."""
+    try:
+        node = detail_tree(event.detail).find("csky_conflict")
+        if node is None or node.get("state") == "cleared" or not node.text:
+            return None
+        return msgspec.json.decode(node.text.encode(), type=Notice)
+    except Exception:
+        log.warning("stored notice %s cannot be read; not carried over", event.uid)
+        return None
+
+
+def _anchor(geometry: dict[str, Any] | None) -> tuple[float, float]:
+    """A point of the overlap for the notice's CoT <point>: a point inside an area, the
+    centroid of a path (continuous in its coordinates: float noise cannot flip it to another
+    vertex, as `representative_point` of a line may)."""
+    if geometry:
         try:
-            point = shapely_shape(conflict.geometry).representative_point()
+            shape = shapely_shape(geometry)
+            polygonal = shape.geom_type in ("Polygon", "MultiPolygon")
+            point = shape.representative_point() if polygonal else shape.centroid
             return float(point.y), float(point.x)
         except (ValueError, TypeError, AttributeError):
             pass

@@ -20,6 +20,7 @@ from commonsky.model import HUB, Disclosure, Item
 log = logging.getLogger("commonsky.ledger")
 
 _UNKNOWN = 9999999.0
+_SEQ_OF_KEPT = 4096
 
 
 def item_payload(item: Item) -> dict[str, Any]:
@@ -89,8 +90,13 @@ class LedgerRecorder:
             if statement is not None:
                 entries.append(_statement_fields(fields, statement))
         appended = self.ledger.append_many(entries)
+        seq_of = self.seq_of
         for (item, _routes), index in zip(batch, at, strict=True):
-            self.seq_of[(item.party, item.uid, item.seq)] = appended[index][0]
+            seq_of[(item.party, item.uid, item.seq)] = appended[index][0]
+        # Desks read an item's entry while it is being published (the same turn); older
+        # ones are kept where they matter (the hotline's rows), so this stays bounded.
+        while len(seq_of) > _SEQ_OF_KEPT:
+            del seq_of[next(iter(seq_of))]
 
     def record_fact(
         self,

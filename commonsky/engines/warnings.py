@@ -164,6 +164,39 @@ class LaunchDesk:
         """party -> the fused events it holds, by event id."""
         return self.core.views
 
+    def rebuild(self) -> None:
+        """After a restart: every party's fused view rebuilt from the stored reports it may
+        see (so `/api/launch/events` and later fusion carry on), and the issuers' warning
+        streams brought to the present silently — no warning goes out twice; the CAP feed
+        holds the current warnings again."""
+        now = self.hub.clock()
+        reports: list[tuple[LaunchReport, tuple[str, ...]]] = []
+        stored = sorted(
+            (r.item for r in list(self.hub.durable.values())), key=lambda item: item.seq
+        )
+        for item in stored:
+            if item.category is not Category.LAUNCH or item.party == HUB:
+                continue
+            if not item.event.type.startswith(REPORT_TYPE):
+                continue
+            try:
+                report = report_from_event(item.event, item.party, item.received)
+            except Exception as exc:  # never a reason not to start: set aside
+                self.hub.quarantine_item(item, "launch", f"{type(exc).__name__}: {exc}")
+                continue
+            reports.append((report, tuple(sorted({item.party, *self.hub.route(item, now)}))))
+        if not reports:
+            return
+        threats = {party: self.threats_for(party) for party in self.issuers}
+        try:
+            outcome = self.core.run(Batch(now, reports, threats, False))
+        except Exception:  # our bug: the hub must start all the same
+            log.exception("rebuilding launch events from %d stored reports failed", len(reports))
+            return
+        for _party, alert in outcome.alerts:  # already told before the restart
+            self.alerts[alert.identifier] = alert
+        self.reports_settled += outcome.reports
+
     def validate(self, party: str, event: CotEvent) -> None:
         if event.type.startswith(REPORT_TYPE):
             # Kept for `observe`, which gets this very event next (parsing is not free).

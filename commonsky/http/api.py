@@ -35,7 +35,9 @@ from commonsky.engines.warnings import report_event, report_from_raw
 from commonsky.errors import RemoteProtocolError, StoreUnavailable
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
+from commonsky.ledger.log import Receipt
 from commonsky.model import Category, CotEvent, Point
+from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event, check_text
 from commonsky.protocol.cot import XmlLimits, check_uid, encode_event, parse_event, quote
 from commonsky.services import Services
@@ -60,6 +62,19 @@ def authenticate(services: Services, token: str | None) -> str:
         if party.token and hmac.compare_digest(party.token.encode(), token.encode()):
             return party.id
     raise ApiError(401, "unknown token")
+
+
+def caller(services: Services, token: str | None) -> str | None:
+    """Who a bearer token speaks for: None for the operator (`operator_token`), else the
+    party (raises ApiError 401 for none or an unknown token)."""
+    operator = str(services.hub.settings.operator_token)
+    if token and operator and hmac.compare_digest(operator.encode(), token.encode()):
+        return None
+    return authenticate(services, token)
+
+
+def bearer_token(request: Request) -> str | None:
+    return _token(request)
 
 
 def _token(request: Request) -> str | None:
@@ -89,6 +104,21 @@ def decode_json(data: bytes) -> Any:
         raise ApiError(400, f"not JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "not JSON we read: nested too deeply") from None
+
+
+HOTLINE_PAGE_MAX = 500  # messages per history page
+
+
+def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name}: not an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"{name}: must be between {low} and {high}")
+    return value
 
 
 def json_error(status: int, reason: str) -> JSONResponse:
@@ -151,9 +181,19 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
     async def me(request: Request, party: str) -> Response:
         keys = services.party_keys
         signs = keys is not None and keys.raw(party) is not None  # must sign what it sends
+        me = hub.policy.parties[party]
         return JSONResponse(
-            {"party": party, "name": hub.policy.parties[party].name, "signs": signs}
+            {
+                "party": party,
+                "name": me.name,
+                "country": me.country or None,
+                "signs": signs,
+                "clock": clock_json(hub.clock),
+            }
         )
+
+    async def parties(request: Request, party: str) -> Response:
+        return JSONResponse(roster(hub.policy, party, hub.clock()))
 
     async def items(request: Request, party: str) -> Response:
         category = request.query_params.get("category")
@@ -191,7 +231,12 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return JSONResponse([fused_json(e) for e in views.values()])
 
     async def hotline_history(request: Request, party: str) -> Response:
-        return JSONResponse(services.hotline.history(party, request.query_params.get("with")))
+        params = request.query_params
+        limit = _int_param(params.get("limit"), "limit", 100, 1, HOTLINE_PAGE_MAX)
+        before = _int_param(params.get("before"), "before", 0, 1, 1 << 62) or None
+        page, more = services.hotline.history_page(party, params.get("with"), before, limit)
+        headers = {"X-Next-Before": str(more)} if more is not None else {}
+        return JSONResponse(page, headers=headers)
 
     # ---- writes -------------------------------------------------------------------------
 
@@ -272,34 +317,55 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         message_id = request.path_params["message_id"]
         raw = await body_json(request) if int(request.headers.get("content-length") or 0) else {}
         message = services.hotline.resolve(party, message_id)
-        if message is None:
-            known = any(m.id == message_id for m in services.hotline.messages.values())
-            raise ApiError(
-                403 if known else 404,
-                "not a recipient of this message" if known else "no such message",
-            )
+        if message is None:  # not there, or not for this party: one answer for both
+            raise ApiError(404, "no such message for this party")
         statement = services.check_signature(
             party, {"ack": message_id}, raw.get("signature") if isinstance(raw, dict) else None
         )
-        services.hotline.acknowledge(party, message_id, hub.clock(), via="api", statement=statement)
-        return JSONResponse(message.to_json(hub.clock()))
+        acked = services.hotline.acknowledge(
+            party, message_id, hub.clock(), via="api", statement=statement
+        )
+        return JSONResponse((acked or message).to_json(hub.clock()))
 
-    async def ledger_checkpoint(request: Request, party: str) -> Response:
-        if services.recorder is None:
-            raise ApiError(404, "no ledger")
-        return JSONResponse(services.recorder.ledger.checkpoint().to_json())
+    async def ledger_checkpoint(request: Request) -> Response:
+        # A party gets the latest signed tree head (signed afresh at most once per
+        # `timeout_checkpoint_s`, so polling it cannot time other parties' traffic); the
+        # operator may ask for a fresh one.
+        try:
+            who = caller(services, _token(request))
+            if services.recorder is None:
+                raise ApiError(404, "no ledger")
+            ledger = services.recorder.ledger
+            if who is None:
+                return JSONResponse(ledger.checkpoint().to_json())
+            return JSONResponse(services.party_checkpoint().to_json())
+        except ApiError as exc:
+            return json_error(exc.status, exc.reason)
 
     async def ledger_receipt(request: Request, party: str) -> Response:
         if services.recorder is None:
             raise ApiError(404, "no ledger")
+        ledger = services.recorder.ledger
+        raw = request.path_params["seq"]
+        # Outside the audience or not there: the same answer (no oracle of what exists).
+        missing = ApiError(404, f"no entry {raw[:20]!r} for this party")
         try:
-            seq = int(request.path_params["seq"])
-            entry = services.recorder.ledger.entry(seq)
-        except (ValueError, LookupError, Exception) as exc:
-            raise ApiError(404, f"no entry {request.path_params['seq']!r}") from exc
-        if not entry.visible_to(party):
-            raise ApiError(403, "entry outside your audience")
-        return JSONResponse(services.recorder.ledger.receipt(seq).to_json())
+            seq = int(raw)
+            entry = ledger.entry(seq) if 0 <= seq < ledger.size else None
+        except (ValueError, LookupError, Exception):
+            raise missing from None
+        if entry is None or not entry.visible_to(party):
+            raise missing
+        cp = services.party_checkpoint()
+        if cp.size <= seq:
+            wait = services.checkpoint_due_in()
+            return JSONResponse(
+                {"error": f"entry {seq} is not in a signed checkpoint yet; retry in {wait} s"},
+                status_code=409,
+                headers={"Retry-After": str(wait)},
+            )
+        receipt = Receipt(seq, ledger.leaf(seq), ledger.inclusion_proof(seq, cp.size), cp)
+        return JSONResponse(receipt.to_json())
 
     # ---- live ---------------------------------------------------------------------------
 
@@ -308,6 +374,11 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             party = authenticate(services, ws.query_params.get("token"))
         except ApiError:
             await ws.close(code=4401)
+            return
+        refused = hub.admit(party)
+        if refused is not None:
+            hub.metrics.close(refused)
+            await ws.close(code=1013, reason=refused)  # "try again later"
             return
         await ws.accept()
         outbox = Outbox(
@@ -339,6 +410,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             id=f"ws#{uuid.uuid4().hex[:8]}",
         )
         conn.flush = outbox.ready.set
+        peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+        log.info("websocket %s: %s/web connected from %s", conn.id, party, peer)
         hub.attach(conn)
         watcher = asyncio.create_task(watch_client())
         try:
@@ -351,9 +424,18 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                 if parts:
                     await ws.send_bytes(b"[" + b",".join(parts) + b"]")
                     hub.record_delivery(conn, batch)
+                if outbox.backlog is not None:
+                    outbox.ready.set()  # the next page of the replay, once this one is sent
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            log.info(
+                "websocket %s: %s/web from %s disconnected (%s)",
+                conn.id,
+                party,
+                peer,
+                closed[0] if closed else "closed",
+            )
             hub.detach(conn)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -382,6 +464,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         Route("/cap/feed.atom", cap_feed),
         Route("/cap/alerts/{ident}.xml", cap_alert),
         Route("/api/me", party_route(me)),
+        Route("/api/parties", party_route(parties)),
         Route("/api/items", party_route(items)),
         Route("/api/cot", party_route(post_cot), methods=["POST"]),
         Route("/api/airspace", party_route(post_airspace), methods=["POST"]),
@@ -391,7 +474,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         Route("/api/hotline", party_route(hotline_history)),
         Route("/api/hotline/send", party_route(post_hotline), methods=["POST"]),
         Route("/api/hotline/{message_id}/ack", party_route(post_ack), methods=["POST"]),
-        Route("/api/ledger/checkpoint", party_route(ledger_checkpoint)),
+        Route("/api/ledger/checkpoint", ledger_checkpoint),
         Route("/api/ledger/receipts/{seq}", party_route(ledger_receipt)),
         WebSocketRoute("/api/ws", websocket),
     ]
@@ -462,6 +545,42 @@ def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
     )
 
 
+def clock_json(clock: Callable[[], float]) -> dict[str, Any]:
+    """The hub's time and how fast it runs: `rate` > 1 while a demo plays its scenarios
+    compressed (the page then says it shows scenario time)."""
+    rate = float(getattr(clock, "rate", 1.0))
+    return {"time": clock(), "rate": rate, "scenario": bool(getattr(clock, "scenario", False))}
+
+
+def roster(policy: Policy, party: str, now: float) -> list[dict[str, Any]]:
+    """The parties `party` shares an agreement with (either way, in force or not), itself
+    first: id, name, country, and `hotline` — whether a hotline message from `party` would
+    reach it now. Parties it has no agreement with are not named (need to know)."""
+    related = {party}
+    for agreement in policy.agreements:
+        if agreement.provider == party:
+            related.update(agreement.recipients)
+        elif party in agreement.recipients:
+            related.add(agreement.provider)
+    point = chat_event("roster", "-", now, []).point  # where a hotline message stands
+    out = []
+    for pid in sorted(related, key=lambda p: (p != party, p)):
+        known = policy.parties.get(pid)
+        if known is None:
+            continue
+        out.append(
+            {
+                "id": pid,
+                "name": known.name or pid,
+                "country": known.country or None,
+                "you": pid == party,
+                "hotline": pid != party
+                and policy.delivers(party, pid, Category.HOTLINE, point, now),
+            }
+        )
+    return out
+
+
 def openapi_paths() -> dict[str, Any]:
     def op(summary: str, method: str = "get", body: str | None = None) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -480,7 +599,11 @@ def openapi_paths() -> dict[str, Any]:
         return {method: spec}
 
     return {
-        "/api/me": op("The party this token speaks for."),
+        "/api/me": op("The party this token speaks for, and the hub's clock."),
+        "/api/parties": op(
+            "Parties this party has agreements with: id, name, country, and whether a "
+            "hotline message would reach them now."
+        ),
         "/api/items": op(
             "Items the party may see now (?category=&bbox=minlon,minlat,maxlon,maxlat)."
         ),
@@ -491,15 +614,25 @@ def openapi_paths() -> dict[str, Any]:
         "/api/launch": op("Submit a launch report.", "post", "application/json"),
         "/api/launch/events": op("Launch events fused from the reports this party may see."),
         "/api/conflicts": op("Current conflict notices for this party."),
-        "/api/hotline": op("Hotline history (?with=PARTY)."),
+        "/api/hotline": op(
+            "Hotline history, a page of the newest messages oldest first (?with=PARTY"
+            "&limit=1..500, default 100&before=SEQ); the X-Next-Before header is the "
+            "cursor of the next older page."
+        ),
         "/api/hotline/send": op(
             "Send a hotline message {to, text, uid?, signature?}.", "post", "application/json"
         ),
         "/api/hotline/{message_id}/ack": op(
             "Acknowledge a hotline message.", "post", "application/json"
         ),
-        "/api/ledger/checkpoint": op("A fresh signed ledger checkpoint."),
-        "/api/ledger/receipts/{seq}": op("An entry with its inclusion proof."),
+        "/api/ledger/checkpoint": op(
+            "The latest signed ledger checkpoint (signed afresh at most once per "
+            "timeout_checkpoint_s; with the operator token, always fresh)."
+        ),
+        "/api/ledger/receipts/{seq}": op(
+            "An entry of this party's audience with its inclusion proof (404 for an entry "
+            "outside it or not there alike; 409 with Retry-After before a checkpoint covers it)."
+        ),
         "/api/ws": op("WebSocket (?token=): JSON arrays of items as they are delivered."),
         "/cap/feed.atom": {
             "get": {

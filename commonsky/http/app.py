@@ -28,27 +28,38 @@ def build_app(services: Services) -> Starlette:
     extra_routes = [*extra_routes, *web_routes(services)]
 
     async def healthz(request: Request) -> Response:
-        connected = sum(len(group) for group in hub.connections.values())
-        return JSONResponse(
-            {"status": "ok", "connections": connected, "parties": sorted(hub.policy.parties)}
-        )
+        # Anyone may ask, so it says nothing about who uses the hub (the roster is behind a
+        # token: /api/parties).
+        return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(
-            hub.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        # The operator (Prometheus, with `operator_token`) sees everything; a party's own
+        # token shows its own series only; no token, nothing.
+        from commonsky.http.api import ApiError, bearer_token, caller
+
+        try:
+            who = caller(services, bearer_token(request))
+        except ApiError as exc:
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        text = hub.metrics.render() if who is None else hub.metrics.render_for(who)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     paths: dict[str, Any] = {
         "/healthz": {
             "get": {
-                "summary": "Liveness: 200 while the hub serves.",
+                "summary": "Liveness: 200 while the hub serves (no token; says nothing else).",
                 "responses": {"200": {"description": "serving"}},
             }
         },
         "/metrics": {
             "get": {
-                "summary": "Prometheus metrics.",
-                "responses": {"200": {"description": "text exposition format"}},
+                "summary": "Prometheus metrics: all with the operator token, a party's own "
+                "series with its token.",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {"description": "text exposition format"},
+                    "401": {"description": "no or wrong token"},
+                },
             }
         },
         "/openapi.json": {

@@ -20,7 +20,7 @@ import msgspec
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import RemoteProtocolError
+from commonsky.errors import AlreadyRecorded, RemoteProtocolError
 from commonsky.metrics import Metrics
 from commonsky.model import DURABLE, HUB, Category, CotEvent, Disclosure, Item, category_of
 from commonsky.policy import Policy, generalize, namespaced, own_uid
@@ -28,6 +28,7 @@ from commonsky.protocol.bounds import check_event
 from commonsky.protocol.cot import detail_tree, encode_event
 from commonsky.protocol.stream import frame_proto
 from commonsky.protocol.takv1 import event_to_proto
+from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
 
@@ -97,6 +98,9 @@ class Hub:
         self.call_soon: Callable[[Callable[[], None]], object] | None = None
         self._dirty: set[Connection] = set()
         self._flush_pending = False
+        self.logs = RateLimitedLog()
+        self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
+        self._held: dict[str, int] = defaultdict(int)  # durable items in the picture, by party
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
@@ -109,7 +113,7 @@ class Hub:
         check_event(item.event)
         if item.event.detail:
             detail_tree(item.event.detail)
-        self.durable[item.key] = self._rendered(item)
+        self._hold(item.key, self._rendered(item))
 
     def rebuild(self, where: str, rebuild: Callable[[Item], None], since: int = 0) -> int:
         """Feed every stored durable item after `since` to a desk's `rebuild`, in order (a
@@ -123,11 +127,19 @@ class Hub:
 
         done = self.quarantine.rebuild(where, self.store.since(since), one)
         self._quarantine_unreadable(where)
-        for entry in self.quarantine.items.values():  # out of the picture too
+        for entry in list(self.quarantine.items.values()):  # out of the picture too
             rendered = self.durable.get((entry.party, entry.uid))
             if rendered is not None and rendered.item.seq == entry.seq:
-                del self.durable[(entry.party, entry.uid)]
+                self._unhold((entry.party, entry.uid))
         return done
+
+    def quarantine_item(self, item: Item, where: str, reason: str) -> None:
+        """A desk could not rebuild this stored item (see quarantine.py): set it aside and
+        out of the picture."""
+        self.quarantine.add(item.seq, where, reason, item)
+        rendered = self.durable.get(item.key)
+        if rendered is not None and rendered.item.seq == item.seq:
+            self._unhold(item.key)
 
     def _quarantine_unreadable(self, where: str) -> None:
         for seq, reason in sorted(getattr(self.store, "unreadable", {}).items()):
@@ -209,9 +221,27 @@ class Hub:
             return item
         check = self.validators.get(category)
         if check is not None:
-            check(party, event)
+            try:
+                check(party, event)
+            except AlreadyRecorded as repeat:  # a retry of what is held: nothing to do
+                return replace(item, seq=repeat.seq)
+        if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
+            self._check_quota(party)
         self.metrics.count_in(party, category.value)
         return self.submit(item)
+
+    def _check_quota(self, party: str) -> None:
+        """A party may hold at most `limit_durable_items_per_party` durable items in the
+        picture at once (each is replayed to every entitled connection): past it, a new one
+        is refused until some expire or are withdrawn; updates of held ones still go."""
+        limit = self.settings.get_int("limit_durable_items_per_party")
+        held = self._held[party]
+        if held >= limit:
+            raise RemoteProtocolError(
+                "quota",
+                f"{party} already holds {held} durable items in the picture "
+                f"(limit_durable_items_per_party={limit}); let some expire or withdraw them",
+            )
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
@@ -291,13 +321,15 @@ class Hub:
         # A new version of a uid always supersedes the old one, whatever its category, and
         # one that arrives already stale removes it: what stays in the picture for others
         # must not depend on details (here: staleness) of an update they may not see.
-        pool, other = (self.durable, self.live) if durable else (self.live, self.durable)
         # (Popping first also makes the picture's order the order of last updates, which
         # likewise must not depend on anyone's invisible history.)
-        other.pop(item.key, None)
-        pool.pop(item.key, None)
+        self.live.pop(item.key, None)
+        self._unhold(item.key)
         if item.event.stale > now:
-            pool[item.key] = rendered
+            if durable:
+                self._hold(item.key, rendered)
+            else:
+                self.live[item.key] = rendered
         routes = self.route(item, now)
         self._fan_out(rendered, routes, durable)
         for observer in self.observers:
@@ -342,7 +374,10 @@ class Hub:
             return
         if overflow == "too_slow":
             self.metrics.drop("durable_too_slow")
-            log.warning(
+            self.log_limited(
+                log,
+                "too_slow",
+                conn.id,
                 "closing %s/%s: more than limit_queue_durable=%d durable items pending",
                 conn.party,
                 conn.user,
@@ -351,6 +386,19 @@ class Hub:
             conn.close("too_slow")
         else:
             self.metrics.drop(overflow)
+
+    def log_limited(
+        self,
+        logger: logging.Logger,
+        reason: str,
+        key: str,
+        msg: str,
+        *args: object,
+        level: int = logging.WARNING,
+    ) -> None:
+        """A log line about a peer, rate-limited per reason and per `key` (a connection,
+        address or party): see `commonsky.ratelog`."""
+        self.logs.log(logger, level, reason, key, msg, *args)
 
     def _flush(self) -> None:
         self._flush_pending = False
@@ -365,12 +413,51 @@ class Hub:
 
     # ---- connections --------------------------------------------------------------------
 
+    def admit(self, party: str) -> str | None:
+        """Why a new connection of `party` may not open now (the setting it would exceed), or
+        None. The hub-wide limit is shared by all parties; each party also has its own, so
+        one party's idle sockets cannot lock the others out."""
+        total = sum(len(group) for group in self.connections.values())
+        if total >= self.settings.get_int("limit_connections"):
+            return "limit_connections"
+        if len(self.connections.get(party, ())) >= self.settings.get_int(
+            "limit_connections_per_party"
+        ):
+            return "limit_connections_per_party"
+        return None
+
     def attach(self, conn: Connection) -> None:
-        """Register a connection and queue the current picture it is entitled to."""
+        """Register a connection and owe it the current picture it is entitled to.
+
+        The picture is not queued at once: the outbox draws it page by page as the socket
+        drains (`Outbox.replay`), so a picture of any size never trips the durable queue
+        limit — each item is looked up again when its page is drawn, and skipped if it has
+        been superseded (the newer version was queued to this connection already), went
+        stale or may no longer be seen."""
         self.connections[conn.party].add(conn)
         self.metrics.child(self.metrics.connections, conn.listener, conn.party).inc()  # type: ignore[attr-defined]
-        for rendered, variant in self.visible(conn.party):
-            self._enqueue(conn, Pending(rendered, variant), rendered.item.category in DURABLE)
+        conn.outbox.replay(self._replay(conn.party))
+        self._dirty.add(conn)
+        if not self._flush_pending and self.call_soon is not None:
+            self._flush_pending = True
+            self.call_soon(self._flush)
+
+    def _replay(self, party: str) -> Iterator[Pending]:
+        # The picture as it is now (what is published from here on is queued as it comes).
+        owed = [(pool, key, r) for pool in (self.durable, self.live) for key, r in pool.items()]
+        return self._still_owed(party, owed)
+
+    def _still_owed(
+        self,
+        party: str,
+        owed: list[tuple[dict[tuple[str, str], Rendered], tuple[str, str], Rendered]],
+    ) -> Iterator[Pending]:
+        for pool, key, rendered in owed:
+            if pool.get(key) is not rendered:
+                continue
+            variant = self._variant_for(rendered, party, self.clock())
+            if variant is not None:
+                yield Pending(rendered, variant)
 
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:
         """The current picture as `party` may see it: durable items first, nothing stale
@@ -447,11 +534,21 @@ class Hub:
         """Forget stale items from the current picture; returns how many went."""
         now = self.clock()
         gone = 0
-        for pool in (self.live, self.durable):
-            for key in [k for k, r in pool.items() if r.item.event.stale <= now]:
-                del pool[key]
-                gone += 1
+        for key in [k for k, r in self.live.items() if r.item.event.stale <= now]:
+            del self.live[key]
+            gone += 1
+        for key in [k for k, r in self.durable.items() if r.item.event.stale <= now]:
+            self._unhold(key)
+            gone += 1
         return gone
+
+    def _hold(self, key: tuple[str, str], rendered: Rendered) -> None:
+        self.durable[key] = rendered
+        self._held[key[0]] += 1
+
+    def _unhold(self, key: tuple[str, str]) -> None:
+        if self.durable.pop(key, None) is not None:
+            self._held[key[0]] -= 1
 
     def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
         counts: dict[str, int] = defaultdict(int)

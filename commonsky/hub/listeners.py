@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import ssl
@@ -30,34 +31,83 @@ _ids = itertools.count(1)
 
 
 def tls_context(config: ListenerConfig) -> ssl.SSLContext:
+    """The server side of a `tak-tls` listener: its certificate, and the CA its clients'
+    certificates must chain to. Raises UsageError naming the listener, the file and the fix."""
     assert config.ca is not None
     ca_dir = Path(config.ca)
     cert = config.cert or ca_dir / SERVER_CERT
     key = config.key or ca_dir / SERVER_KEY
+    fix = (
+        f"run `commonsky ca init --dir {ca_dir}`"
+        if config.cert is None
+        else "check the cert and key files it names"
+    )
+    for path in (cert, key, ca_dir / CA_CERT):
+        if not path.is_file():
+            raise UsageError(f"{config.where} (tak-tls): {path} is missing; {fix}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
     try:
         context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(
+            f"{config.where} (tak-tls): {cert} / {key}: not a certificate and its key "
+            f"({_reason(exc)}); {fix}"
+        ) from None
+    try:
         context.load_verify_locations(ca_dir / CA_CERT)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(
-            f"tak-tls listener: cannot load certificates from {ca_dir}: {exc}"
+            f"{config.where} (tak-tls): {ca_dir / CA_CERT}: not a CA certificate "
+            f"({_reason(exc)}); {fix}"
         ) from None
     return context
 
 
-def _subject(peercert: object) -> dict[str, str]:
-    fields: dict[str, str] = {}
+def port_problem(port: int, exc: OSError) -> str:
+    """What an operator should read when a port cannot be bound."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is already in use (another hub or program); stop it or pick another"
+    if exc.errno == errno.EACCES:
+        return f"port {port} needs privileges this user lacks; pick a port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no network interface of this machine has that address"
+    return f"cannot listen ({exc.strerror})"
+
+
+def _reason(exc: BaseException) -> str:
+    """An operator's words for a TLS failure: OpenSSL's verify message or reason code."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return str(exc.verify_message)
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    if isinstance(exc, TimeoutError):
+        return "no handshake within tls_handshake_timeout_s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+def _subject(peercert: object) -> dict[str, list[str]]:
+    """Every value of each attribute of the certificate's subject (a name may repeat)."""
+    fields: dict[str, list[str]] = {}
     if isinstance(peercert, dict):
         for rdn in peercert.get("subject", ()):
             for name, value in rdn:
-                fields[name] = value
+                fields.setdefault(name, []).append(value)
     return fields
 
 
 class TakListener:
-    def __init__(self, hub: Hub, config: ListenerConfig) -> None:
+    def __init__(self, hub: Hub, config: ListenerConfig, tls: ssl.SSLContext | None = None) -> None:
         self.hub = hub
         self.config = config
         self.name = f"{config.kind}:{config.host}:{config.port}"
@@ -70,23 +120,29 @@ class TakListener:
             s.get_int("limit_attribute_bytes"),
         )
         self.tasks: set[asyncio.Task[None]] = set()
+        # Built now, so a certificate mistake stops the hub before anything is bound.
+        if tls is None and config.kind == "tak-tls":
+            tls = tls_context(config)
+        self.tls = tls
 
     async def start(self) -> None:
-        context = tls_context(self.config) if self.config.kind == "tak-tls" else None
-        handshake = self.hub.settings.get_float("tls_handshake_timeout_s") if context else None
         try:
+            # TLS is started per connection (`_handle`), not by the server, so that a refused
+            # handshake reaches our log with its peer and reason; asyncio would swallow it.
             self.server = await asyncio.start_server(
                 self._handle,
                 self.config.host,
                 self.config.port,
-                ssl=context,
-                ssl_handshake_timeout=handshake,
                 limit=self.limits.message_bytes * 2,
             )
         except OSError as exc:
-            raise UsageError(f"listener {self.name}: cannot bind: {exc.strerror}") from None
+            raise UsageError(
+                f"{self.config.where} bind = '{self.config.host}:{self.config.port}': "
+                f"{port_problem(self.config.port, exc)}"
+            ) from None
         self.port = self.server.sockets[0].getsockname()[1]
-        log.info("listening %s (port %d)", self.name, self.port)
+        self.name = f"{self.config.kind}:{self.config.host}:{self.port}"
+        log.info("listening %s", self.name)
 
     async def stop_accepting(self) -> None:
         if self.server is not None:
@@ -97,21 +153,95 @@ class TakListener:
         assert task is not None
         self.tasks.add(task)
         try:
+            if self.tls is not None and not await self._handshake(writer):
+                return
             await self._serve(reader, writer)
         finally:
             self.tasks.discard(task)
+
+    async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
+        """TLS for one connection, within `limit_handshakes` (hub-wide) and
+        `limit_handshakes_per_address`: before its certificate names a party, a connection
+        counts against its address, so nobody can hold every socket without credentials.
+        A refusal is logged (rate-limited) with the peer and the reason (no client
+        certificate, unknown CA, expired, not a client certificate…); the connection is
+        aborted whenever this returns False."""
+        assert self.tls is not None
+        settings = self.hub.settings
+        peer = _peer(writer)
+        address = peer.rpartition(":")[0] or peer
+        pending = self.hub.handshaking
+        refused: str | None = None
+        if sum(pending.values()) >= settings.get_int("limit_handshakes"):
+            refused = "limit_handshakes"
+        elif pending.get(address, 0) >= settings.get_int("limit_handshakes_per_address"):
+            refused = "limit_handshakes_per_address"
+        if refused is not None:
+            self.hub.metrics.close(refused)
+            self.hub.log_limited(
+                log,
+                refused,
+                address,
+                "%s: TLS connection from %s refused: too many handshakes in progress (%s)",
+                self.name,
+                peer,
+                refused,
+            )
+            writer.transport.abort()
+            return False
+        pending[address] = pending.get(address, 0) + 1
+        try:
+            await writer.start_tls(
+                self.tls, ssl_handshake_timeout=settings.get_float("tls_handshake_timeout_s")
+            )
+            return True
+        except (OSError, TimeoutError, EOFError) as exc:
+            self.hub.metrics.refuse("tls_handshake")
+            self.hub.log_limited(
+                log,
+                "tls_handshake",
+                address,
+                "%s: TLS handshake from %s refused: %s",
+                self.name,
+                peer,
+                _reason(exc),
+            )
+            writer.transport.abort()
+            return False
+        finally:
+            pending[address] -= 1
+            if not pending[address]:
+                del pending[address]
 
     def _identity(self, writer: asyncio.StreamWriter) -> tuple[str, str] | None:
         if self.config.kind == "tak-tcp":
             assert self.config.party is not None
             return self.config.party, ""
         subject = _subject(writer.get_extra_info("peercert"))
-        party, user = subject.get("organizationName"), subject.get("commonName")
+        orgs, names = subject.get("organizationName", []), subject.get("commonName", [])
+        if len(orgs) != 1 or len(names) != 1:
+            # Two O values would leave the party to whichever the reader takes: refused.
+            self.hub.metrics.refuse("certificate_subject")
+            self.hub.log_limited(
+                log,
+                "certificate_subject",
+                self.name,
+                "%s: certificate has %d O and %d CN values (exactly one each is required); closing",
+                self.name,
+                len(orgs),
+                len(names),
+            )
+            return None
+        party, user = orgs[0], names[0]
         if not party or not user or party not in self.hub.policy.parties:
             self.hub.metrics.refuse("unknown_party")
-            log.warning(
-                "%s: certificate O=%r CN=%r names no declared party; closing",
+            self.hub.log_limited(
+                log,
+                "unknown_party",
                 self.name,
+                "%s: TLS client %s refused: certificate O=%r CN=%r names no declared party",
+                self.name,
+                _peer(writer),
                 party,
                 user,
             )
@@ -121,16 +251,28 @@ class TakListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hub = self.hub
         settings = hub.settings
-        peer = str(writer.get_extra_info("peername"))
+        peer = _peer(writer)
         identity = self._identity(writer)
         if identity is None:
             writer.close()
             return
-        if sum(len(g) for g in hub.connections.values()) >= settings.get_int("limit_connections"):
-            hub.metrics.close("limit_connections")
-            writer.close()
-            return
         party, user = identity
+        refused = hub.admit(party)
+        if refused is not None:
+            hub.metrics.close(refused)
+            hub.log_limited(
+                log,
+                refused,
+                party,
+                "%s: %s/%s from %s refused: %s reached",
+                self.name,
+                party,
+                user or "?",
+                peer,
+                refused,
+            )
+            writer.transport.abort()
+            return
         stream = TakStream(self.limits)
         closing: list[str] = []
 
@@ -165,8 +307,11 @@ class TakListener:
                 mode = conn.mode()
                 writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
                 hub.record_delivery(conn, batch)
+            if conn.outbox.backlog is not None:
+                conn.outbox.ready.set()  # more of the replay owed: next page once it drains
 
         conn.flush = flush
+        log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
         writer.write(stream.offer(hub.clock()))
         hub.attach(conn)
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
@@ -187,8 +332,16 @@ class TakListener:
                         data = await reader.read(65536)
                 except TimeoutError:
                     reason = "idle" if partial_since is None else "partial_event"
-                    log.info(
-                        "%s %s/%s: closing, %s timeout", self.name, party, user or peer, reason
+                    hub.log_limited(
+                        log,
+                        reason,
+                        conn.id,
+                        "%s %s/%s: closing, %s timeout",
+                        self.name,
+                        party,
+                        user or peer,
+                        reason,
+                        level=logging.INFO,
                     )
                     if reason == "partial_event":
                         hub.metrics.refuse("partial_event")
@@ -232,7 +385,10 @@ class TakListener:
                     if isinstance(event, MessageRefused):
                         conn.refusals += 1
                         hub.metrics.refuse(event.reason)
-                        log.warning(
+                        hub.log_limited(
+                            log,
+                            event.reason,
+                            conn.id,
                             "%s %s/%s refused (%s): %s",
                             self.name,
                             party,
@@ -244,8 +400,16 @@ class TakListener:
                             close("refusals" if not event.fatal else event.reason)
                             break
         except (ConnectionError, ssl.SSLError) as exc:
-            log.info("%s %s/%s: connection lost: %s", self.name, party, conn.user or peer, exc)
+            closing.append(f"connection lost: {exc}")
         finally:
+            log.info(
+                "%s: %s/%s from %s disconnected (%s)",
+                self.name,
+                party,
+                conn.user or "?",
+                peer,
+                closing[0] if closing else "closed by the client",
+            )
             hub.detach(conn)
             writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

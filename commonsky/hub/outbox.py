@@ -5,19 +5,23 @@
   arriving when full evicts the oldest pending uid. Both are counted.
 - Durable items (hotline, launch, airspace…): never dropped. Past `limit_queue_durable`
   the connection is declared too slow and closed; the store replays them when it returns.
+- The picture a connection is owed when it opens (its replay) is not queued: it waits as a
+  `backlog` that each `take` draws one page from (REPLAY_PAGE items), so a picture of any
+  size is fed to the socket as it drains instead of landing at once on the durable limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 from commonsky.model import Disclosure, Item
 
 Variant = Literal["own", "full", "gen"]
+REPLAY_PAGE = 256  # replay items per take: one socket write of a few hundred kilobytes
 Overflow = Literal["coalesced", "evicted", "too_slow"] | None
 
 
@@ -54,8 +58,13 @@ class Outbox:
         self.limit_durable = limit_durable
         self.live: dict[tuple[str, str], Pending] = {}
         self.durable: deque[Pending] = deque()
+        self.backlog: Iterator[Pending] | None = None  # the replay still owed
         # Set by the adapter when the socket pushed back; its writer task waits for drain.
         self.ready = asyncio.Event()
+
+    def replay(self, backlog: Iterator[Pending]) -> None:
+        """Owe the connection `backlog`, drawn a page per `take`, before anything queued."""
+        self.backlog = backlog
 
     def put(self, pending: Pending, durable: bool) -> Overflow:
         if durable:
@@ -73,12 +82,22 @@ class Outbox:
         return overflow
 
     def take(self) -> list[Pending]:
-        """Everything pending, durable first (they carry obligations), then live."""
-        batch = list(self.durable)
+        """A page of the replay still owed, then everything queued: durable first (they
+        carry obligations), then live. `backlog` is None once the replay is all taken."""
+        batch: list[Pending] = []
+        if self.backlog is not None:
+            for pending in self.backlog:
+                batch.append(pending)
+                if len(batch) >= REPLAY_PAGE:
+                    break
+            else:
+                self.backlog = None
+        batch.extend(self.durable)
         self.durable.clear()
         batch.extend(self.live.values())
         self.live.clear()
         return batch
 
     def __len__(self) -> int:
-        return len(self.durable) + len(self.live)
+        owed = 0 if self.backlog is None else 1  # at least one page may remain
+        return len(self.durable) + len(self.live) + owed

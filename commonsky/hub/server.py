@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import secrets
+import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +20,17 @@ from pathlib import Path
 import uvicorn
 
 from commonsky.config import HubConfig, parse_hostport
+from commonsky.errors import UsageError
 from commonsky.http.app import build_app
 from commonsky.policy import Policy
 from commonsky.services import Services
-from commonsky.store import open_store
+from commonsky.settings import Settings
+from commonsky.store import Store, open_store
 
 from .core import Hub
+from .datadir import DataDir, private_dir, write_private
 from .heap import settle_heap
-from .listeners import TakListener
+from .listeners import TakListener, port_problem, tls_context
 from .quarantine import FILE_NAME as QUARANTINE_FILE
 from .quarantine import Quarantine
 
@@ -32,50 +38,155 @@ log = logging.getLogger("commonsky.server")
 
 
 def hub_secret(data_dir: Path) -> bytes:
-    """A per-hub secret for opaque generalized uids; made once, kept in data_dir."""
+    """A per-hub secret for opaque generalized uids; made once (0600, written whole or not at
+    all: the data folder's lock keeps a second hub from racing), kept in data_dir."""
     path = data_dir / "keys" / "hub-secret"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(secrets.token_bytes(32))
-        path.chmod(0o600)
-    return path.read_bytes()
+        private_dir(path.parent)
+        write_private(path, secrets.token_bytes(32))
+    secret = path.read_bytes()
+    if len(secret) != 32:
+        raise UsageError(f"{path}: not a hub secret ({len(secret)} bytes, expected 32)")
+    return secret
+
+
+def bind_http(host: str, port: int, where: str) -> socket.socket:
+    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"{where} = {host}:{port}: cannot resolve {host!r} ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+FD_RESERVE = 256  # HTTP clients, the stores and ledger, logs, the listening sockets
+
+
+def fd_budget(settings: Settings) -> int:
+    """File descriptors the connection limits may need at once."""
+    return settings.get_int("limit_connections") + settings.get_int("limit_handshakes") + FD_RESERVE
+
+
+def ensure_fd_budget(settings: Settings) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, or refuse to start (one line) when even
+    the hard limit is below `fd_budget`: a hub that runs out of descriptors cannot accept on
+    any listener or serve its API (1,000 idle sockets under `ulimit -n 1024` did just that).
+    Returns the soft limit in force."""
+    need = fd_budget(settings)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, need)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise UsageError(
+            f"open-file limit {soft} is below the {need} the connection limits need "
+            f"(limit_connections + limit_handshakes + {FD_RESERVE}); raise `ulimit -n` "
+            "or lower limit_connections"
+        )
+    return int(soft)
 
 
 class HubServer:
-    def __init__(self, config: HubConfig, clock: Callable[[], float] = time.time) -> None:
+    """One hub: its data folder (locked), store, ledger, listeners and HTTP.
+
+    Everything an operator can get wrong — certificates, the data folder, the store, a busy
+    port — raises `UsageError` with one line naming the file or `[[listener]]` and what to
+    do; whatever was opened before is closed again, so nothing is left half-started.
+    """
+
+    def __init__(
+        self, config: HubConfig, clock: Callable[[], float] = time.time, init: bool = False
+    ) -> None:
         self.config = config
-        data_dir = config.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = open_store(str(config.settings.store_url), data_dir)
-        self.hub = Hub(
-            Policy(config.parties, config.agreements),
-            self.store,
-            config.settings,
-            hub_secret(data_dir),
-            clock=clock,
-            quarantine=Quarantine(data_dir / QUARANTINE_FILE),
-        )
-        self.services = Services.build(self.hub, data_dir)
-        if len(self.hub.quarantine):
-            log.warning(
-                "start-up: %d stored items quarantined (left out, kept in the store); see %s",
-                len(self.hub.quarantine),
-                self.hub.quarantine.path,
+        ensure_fd_budget(config.settings)
+        _warn_without_tokens(config)
+        # Certificates first: a mistake there should not touch the data folder.
+        contexts = [tls_context(lc) if lc.kind == "tak-tls" else None for lc in config.listeners]
+        self.listeners: list[TakListener] = []
+        self.folder = DataDir(config.data_dir, str(config.settings.store_url), init)
+        self.folder.open()
+        self.store: Store | None = None
+        self.released = False
+        try:
+            data_dir = self.folder.path
+            self.store = _open_store(str(config.settings.store_url), data_dir)
+            self.hub = Hub(
+                Policy(config.parties, config.agreements),
+                self.store,
+                config.settings,
+                hub_secret(data_dir),
+                clock=clock,
+                quarantine=Quarantine(data_dir / QUARANTINE_FILE),
             )
-        self.listeners = [TakListener(self.hub, lc) for lc in config.listeners]
+            self.services = _build_services(self.hub, data_dir)
+            if len(self.hub.quarantine):
+                log.warning(
+                    "start-up: %d stored items quarantined (left out, kept in the store); see %s",
+                    len(self.hub.quarantine),
+                    self.hub.quarantine.path,
+                )
+            assert self.services.recorder is not None
+            self.hub_id = self.folder.bind(self.store, self.services.recorder.ledger)
+            self.listeners = [
+                TakListener(self.hub, lc, tls)
+                for lc, tls in zip(config.listeners, contexts, strict=True)
+            ]
+        except BaseException:
+            self._release()
+            raise
         self.http_host, self.http_port = parse_hostport(str(config.settings.http), "http")
         self._uvicorn: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
+    def _release(self) -> None:
+        """Close what __init__ opened (a failed start, or after stop); once."""
+        if self.released:
+            return
+        self.released = True
+        services = getattr(self, "services", None)
+        if services is not None:
+            services.close()
+        if self.store is not None:
+            self.store.close()
+        self.folder.close()
+
     async def start(self) -> None:
+        """Bind the HTTP port and every listener, then serve. On failure nothing stays open."""
         self.hub.call_soon = asyncio.get_running_loop().call_soon
-        for listener in self.listeners:
-            await listener.start()
+        try:
+            await self._start()
+        except BaseException:
+            for listener in self.listeners:
+                await listener.stop_accepting()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._release()
+            raise
+
+    async def _start(self) -> None:
+        where = f"{self.config.source}: [server] http"
+        sock = bind_http(self.http_host, self.http_port, where)
+        try:
+            for listener in self.listeners:
+                await listener.start()
+        except BaseException:
+            sock.close()
+            raise
         app = build_app(self.services)
         config = uvicorn.Config(
             app,
-            host=self.http_host,
-            port=self.http_port,
             log_level="warning",
             lifespan="off",
             access_log=False,
@@ -83,16 +194,14 @@ class HubServer:
         self._uvicorn = uvicorn.Server(config)
         # The hub owns SIGINT/SIGTERM (and shuts down in order); uvicorn must not take them.
         self._uvicorn.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        self._tasks.append(asyncio.create_task(self._uvicorn.serve()))
+        self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock])))
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         while not self._uvicorn.started:
             if self._tasks[0].done():
                 self._tasks[0].result()
-                raise OSError(f"HTTP server on {self.http_host}:{self.http_port} did not start")
+                raise UsageError(f"{where}: the HTTP server did not start")
             await asyncio.sleep(0.01)
-        servers = self._uvicorn.servers
-        if servers:
-            self.http_port = servers[0].sockets[0].getsockname()[1]
+        self.http_port = sock.getsockname()[1]
         settle_heap()  # everything built so far lives as long as the hub (see heap.py)
 
     async def _housekeeping(self) -> None:
@@ -112,6 +221,7 @@ class HubServer:
                     continue
                 last_tick = now
                 self.services.tick()
+                self.hub.logs.flush()
                 if now - last_prune >= 5.0:
                     self.hub.prune()
                     last_prune = now
@@ -126,6 +236,8 @@ class HubServer:
         return next(listener.port for listener in self.listeners if listener.config.kind == kind)
 
     async def stop(self) -> None:
+        if self.released:
+            return  # a start that failed has closed everything already
         for listener in self.listeners:
             await listener.stop_accepting()
         deadline = self.config.settings.get_float("timeout_shutdown_s")
@@ -146,14 +258,55 @@ class HubServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.services.recorder is not None:
             self.services.recorder.ledger.checkpoint()
-        self.services.close()
-        self.store.close()
+        self._release()
 
 
-async def serve_forever(config: HubConfig, stop: asyncio.Event) -> None:
-    server = HubServer(config)
+def _open_store(url: str, data_dir: Path) -> Store:
+    try:
+        return open_store(url, data_dir)
+    except sqlite3.Error as exc:
+        raise UsageError(
+            f"{data_dir / 'hub.sqlite3'}: cannot open the item store ({exc}); "
+            "restore it from a backup"
+        ) from None
+
+
+def _build_services(hub: Hub, data_dir: Path) -> Services:
+    from commonsky.ledger.keys import KeyFileError
+    from commonsky.ledger.log import LedgerError
+
+    try:
+        return Services.build(hub, data_dir)
+    except (LedgerError, KeyFileError) as exc:
+        raise UsageError(f"{exc}; restore it from a backup") from None
+    except sqlite3.Error as exc:
+        raise UsageError(
+            f"{data_dir / 'ledger.sqlite3'}: cannot open the ledger ({exc}); "
+            "restore it from a backup"
+        ) from None
+
+
+def _warn_without_tokens(config: HubConfig) -> None:
+    without = [p.id for p in config.parties if not p.token]
+    if config.parties and len(without) == len(config.parties):
+        log.warning(
+            "%s: no [[party]] has a token, so nobody can sign in to the map or the API "
+            '(add token = "…", at least 16 characters, to each party that should)',
+            config.source,
+        )
+    elif without:
+        log.info("parties without a token (TAK only, no map or API): %s", ", ".join(without))
+
+
+async def serve_forever(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
+    server = HubServer(config, init=init)
     await server.start()
-    log.info("hub serving; HTTP on %s:%d", server.http_host, server.http_port)
+    log.info(
+        "hub serving (hub_id %s); map and API on http://%s:%d/",
+        server.hub_id,
+        server.http_host,
+        server.http_port,
+    )
     try:
         await stop.wait()
     finally:

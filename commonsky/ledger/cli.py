@@ -5,12 +5,17 @@
 # operator's mistake into one-line `UsageError`s (exit 2), and a failed check into exit 1.
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -51,6 +56,58 @@ def _pinned(path: Path | None) -> bytes | None:
         return keys.raw_public(keys.load_public_key(path))
     except keys.KeyFileError as exc:
         raise UsageError(str(exc)) from None
+
+
+def fingerprint(raw_key: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw_key).hexdigest()
+
+
+class KnownHubs:
+    """Hub keys pinned at first use: a JSON file {"NAME": {"key": B64, "pinned": ISO}}."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def default_path() -> Path:
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        return Path(base) / "commonsky" / "known-hubs.json"
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        data = _read_json(self.path)
+        if not isinstance(data, dict):
+            raise UsageError(f"{self.path}: not a known-hubs file (a JSON object)")
+        return data
+
+    def get(self, name: str) -> bytes | None:
+        entry = self._load().get(name)
+        if entry is None:
+            return None
+        try:
+            key = base64.b64decode(entry["key"], validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            raise UsageError(f"{self.path}: entry {name!r} holds no valid key") from None
+        if len(key) != 32:
+            raise UsageError(f"{self.path}: entry {name!r} holds no valid key")
+        return key
+
+    def add(self, name: str, key: bytes) -> None:
+        data = self._load()
+        data[name] = {
+            "key": base64.b64encode(key).decode(),
+            "pinned": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=2, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise UsageError(f"{self.path}: cannot write ({exc.strerror})") from None
 
 
 def _read_json(path: Path) -> Any:
@@ -106,12 +163,32 @@ def export_cmd(
 def verify_cmd(
     file: Annotated[Path, typer.Argument(help="export to check")],
     hub_key: HubKey = None,
+    hub: Annotated[
+        str | None,
+        typer.Option(
+            "--hub",
+            help="name of the hub the export comes from: its key is pinned the first time "
+            "and required from then on (kept in --known-hubs)",
+        ),
+    ] = None,
+    known_hubs: Annotated[
+        Path | None,
+        typer.Option(
+            "--known-hubs",
+            help="file of pinned hub keys (default: $XDG_CONFIG_HOME/commonsky/known-hubs.json)",
+        ),
+    ] = None,
     party_keys: Annotated[
         Path | None,
         typer.Option("--party-keys", help="directory of <PARTY>.pub.pem to pin signers"),
     ] = None,
 ) -> None:
-    """Check an export offline: exit 0 when intact, 1 naming the first bad entry."""
+    """Check an export offline: exit 0 when intact, 1 naming the first bad entry.
+
+    The checkpoint is checked against a hub key you already trust: given (--hub-key) or
+    pinned the first time a hub is verified (--hub NAME). With neither, the file can only
+    vouch for itself — anyone can rewrite a history and sign it with a key of their own —
+    and the command says so."""
     pinned_parties = None
     if party_keys is not None:
         if not party_keys.is_dir():
@@ -123,13 +200,44 @@ def verify_cmd(
         except keys.KeyFileError as exc:
             raise UsageError(str(exc)) from None
     pinned = _pinned(hub_key)
+    store: KnownHubs | None = None
+    if hub is not None:
+        try:
+            check_party(hub, "--hub")
+        except EntryError as exc:
+            raise UsageError(str(exc)) from None
+        store = KnownHubs(known_hubs or KnownHubs.default_path())
+        known = store.get(hub)
+        if pinned is not None and known is not None and known != pinned:
+            raise UsageError(f"--hub-key differs from the key pinned for hub {hub} in {store.path}")
+        pinned = pinned or known
+    first_use = store is not None and pinned is None
     try:
         result = ledger_export.verify(file, pinned, pinned_parties)
     except OSError as exc:
         raise UsageError(f"{file}: cannot read ({exc.strerror})") from None
     if not result.ok:
-        _fail(f"{file}: {result.describe()}")
+        where = f" (pinned for hub {hub} in {store.path})" if store and not first_use else ""
+        _fail(f"{file}: {result.describe()}{where}")
+    assert result.checkpoint is not None
+    if store is not None and hub is not None and first_use:
+        store.add(hub, result.checkpoint.hub_key)
+        typer.echo(
+            f"hub {hub}: key {fingerprint(result.checkpoint.hub_key)} pinned at first use "
+            f"in {store.path}"
+        )
     typer.echo(f"{file}: {result.describe()}")
+    if pinned is None and not first_use:
+        typer.echo(
+            f"{file}: NOT CHECKED AGAINST A TRUSTED HUB KEY: the checkpoint is signed by the "
+            f"key inside the file ({fingerprint(result.checkpoint.hub_key)}), which anyone "
+            "can make; give --hub-key PEM or --hub NAME"
+        )
+    if result.signed and pinned_parties is None:
+        typer.echo(
+            f"{file}: the {result.signed} originator signatures were checked against the keys "
+            "inside the file; give --party-keys DIR to pin them"
+        )
 
 
 @app.command("prove")

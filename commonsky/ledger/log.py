@@ -333,6 +333,24 @@ class Ledger:
             raise LedgerError("this ledger was opened without the hub key")
         return keys.raw_public(self._hub_key)
 
+    def meta(self, key: str) -> str | None:
+        """A value kept beside the log (e.g. the `hub_id` of `hub/datadir.py`)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM ledger_meta WHERE key = ?", (key,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        if key == "schema":
+            raise LedgerError("the schema version is not for callers to set")
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO ledger_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
     # -- appending -----------------------------------------------------------------------
 
     def append(self, fields: EntryFields) -> tuple[int, bytes]:

@@ -41,6 +41,7 @@ from commonsky.ledger.entry import (
     decode_wire,
 )
 from commonsky.ledger.log import SignedCheckpoint
+from commonsky.ledger.statements import statement_problem
 
 # Files at least this big are verified in parallel (when there is more than one CPU).
 PARALLEL_MIN_BYTES = 48 << 20
@@ -99,8 +100,10 @@ class _Bad(Exception):
 
 
 def _check_entry_line(
-    line: _Line, seq: int, party_keys: Mapping[str, bytes] | None
-) -> tuple[bytes, bool]:
+    line: _Line, seq: int, party_keys: Mapping[str, bytes] | None, prev: bytes | None = None
+) -> tuple[bytes, bool, bytes]:
+    """(leaf hash, signed?, leaf) of a good entry line; `prev` is the leaf of the line just
+    before (None: redacted or none), which a statement must back."""
     if line.seq is None:
         raise _Bad("entry line has no seq", seq)
     if line.seq != seq:
@@ -126,7 +129,7 @@ def _check_entry_line(
             b64_fixed(wire.nonce, "nonce", NONCE_SIZE)
         except EntryError as exc:
             raise _Bad(f"leaf is not a valid entry: {exc}", seq) from None
-        return merkle.leaf_hash(leaf), False
+        return merkle.leaf_hash(leaf), False, leaf
     entry = decode_entry(leaf)
     sig = entry.signature
     assert sig is not None
@@ -138,7 +141,15 @@ def _check_entry_line(
             raise _Bad(f"signer {sig.party} used a key other than the pinned one", seq)
     if not keys.verify_entry_signature(entry):
         raise _Bad(f"signature by {sig.party} does not match the payload", seq)
-    return merkle.leaf_hash(leaf), True
+    if entry.kind == "statement":
+        try:
+            backed = decode_entry(prev) if prev is not None else None
+        except EntryError:
+            backed = None
+        problem = statement_problem(entry, backed)
+        if problem is not None:
+            raise _Bad(problem, seq)
+    return merkle.leaf_hash(leaf), True, leaf
 
 
 def _check_redacted_line(line: _Line, seq: int) -> bytes:
@@ -184,14 +195,17 @@ _DIGITS, _LONG_RUN = entry.DIGITS_MAP, entry.LONG_RUN
 class _Scan:
     """Leaf hashes and counts of the good entry and redacted lines from seq `start` on."""
 
-    __slots__ = ("hashes", "party_keys", "redacted", "signed", "start")
+    __slots__ = ("hashes", "party_keys", "prev", "redacted", "signed", "start")
 
-    def __init__(self, start: int, party_keys: Mapping[str, bytes] | None) -> None:
+    def __init__(
+        self, start: int, party_keys: Mapping[str, bytes] | None, prev: bytes | None = None
+    ) -> None:
         self.start = start
         self.party_keys = party_keys
         self.hashes: list[bytes] = []
         self.redacted = 0
         self.signed = 0
+        self.prev = prev  # leaf of the last line taken (None: redacted), for statements
 
     def feed(self, lines: Iterable[bytes], no_long_runs: bool = False) -> tuple[int, bytes] | None:
         """Take lines while each is a good entry or redacted line.  Returns (index, line) of
@@ -233,6 +247,7 @@ class _Scan:
                         and _nonce_ok(wire.nonce)
                     ):
                         append(_sha256(b"\x00" + leaf).digest())
+                        self.prev = leaf
                         seq += 1
                         continue
             elif raw.startswith(_HASH_KEY) and raw[78:] in _HASH_ENDS:
@@ -244,6 +259,7 @@ class _Scan:
                 if len(lh) == merkle.HASH_SIZE and binascii.b2a_hex(lh) == text:
                     append(lh)
                     self.redacted += 1
+                    self.prev = None
                     seq += 1
                     continue
             # The general path: exact checks and messages for any line.
@@ -261,11 +277,12 @@ class _Scan:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return False
         if line.leaf is not None:
-            lh, was_signed = _check_entry_line(line, seq, self.party_keys)
+            lh, was_signed, self.prev = _check_entry_line(line, seq, self.party_keys, self.prev)
             self.signed += was_signed
         elif line.leaf_hash is not None:
             lh = _check_redacted_line(line, seq)
             self.redacted += 1
+            self.prev = None
         else:
             return False
         self.hashes.append(lh)
@@ -281,6 +298,7 @@ class _Chunk:
     signed: int
     blocks: list[tuple[int, bytes]]
     stop_offset: int | None = None  # byte offset of the line the scan stopped at
+    last: bytes | None = None  # leaf of the last line taken (when count > 0)
 
 
 @dataclass(slots=True)
@@ -288,6 +306,7 @@ class _Tally:
     frontier: merkle.Frontier = field(default_factory=merkle.Frontier)
     redacted: int = 0
     signed: int = 0
+    prev: bytes | None = None  # leaf of the last line counted (None: redacted or none)
 
     @property
     def count(self) -> int:
@@ -298,11 +317,13 @@ class _Tally:
             self.frontier.append_subtree(level, h)
         self.redacted += chunk.redacted
         self.signed += chunk.signed
+        if chunk.count:
+            self.prev = chunk.last
 
 
 def _chunk_of(scan: _Scan, stop_offset: int | None = None) -> _Chunk:
     blocks = merkle.subtree_blocks(scan.start, scan.hashes)
-    return _Chunk(len(scan.hashes), scan.redacted, scan.signed, blocks, stop_offset)
+    return _Chunk(len(scan.hashes), scan.redacted, scan.signed, blocks, stop_offset, scan.prev)
 
 
 # -- the tail: the original loop, from the first line the scan did not take ------------------
@@ -327,12 +348,13 @@ def _verify_tail(
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise _Bad(f"not a valid export line ({exc})", seq) from None
             if line.leaf is not None:
-                lh, was_signed = _check_entry_line(line, seq, party_keys)
+                lh, was_signed, tally.prev = _check_entry_line(line, seq, party_keys, tally.prev)
                 tally.signed += was_signed
                 frontier.append_subtree(0, lh)
             elif line.leaf_hash is not None:
                 frontier.append_subtree(0, _check_redacted_line(line, seq))
                 tally.redacted += 1
+                tally.prev = None
             elif line.root is not None:
                 cp = _checkpoint_from(line)
             else:
@@ -414,10 +436,36 @@ def _count_lines(path: Path, start: int, end: int) -> int:
     return sum(len(lines) for _, lines, _ in _pieces(path, start, end))
 
 
+def _previous_leaf(path: Path, start: int) -> bytes | None:
+    """The leaf of the entry line ending just before byte `start` (None: none, or not an
+    entry line), so a chunk's first statement can be checked against the line before it."""
+    if start <= 0:
+        return None
+    with path.open("rb") as fh:
+        end = start - 1  # the "\n" ending the previous line
+        begin = end
+        while begin > 0:
+            step = min(65536, begin)
+            fh.seek(begin - step)
+            block = fh.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                begin = begin - step + cut + 1
+                break
+            begin -= step
+        fh.seek(begin)
+        raw = fh.read(end - begin)
+    try:
+        line = line_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return bytes(line.entry) if line.leaf is not None else None
+
+
 def _scan_range(
     path: Path, start: int, end: int, first_seq: int, party_keys: Mapping[str, bytes] | None
 ) -> _Chunk:
-    scan = _Scan(first_seq, party_keys)
+    scan = _Scan(first_seq, party_keys, _previous_leaf(path, start))
     for offset, lines, no_long_runs in _pieces(path, start, end):
         stop = scan.feed(lines, no_long_runs)
         if stop is not None:

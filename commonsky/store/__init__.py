@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
+from commonsky.errors import UsageError
 from commonsky.model import Item
+
+
+@dataclass(frozen=True, slots=True)
+class HotlineRow:
+    """One hotline message's state as the store keeps it: `seq` is the message item's own
+    store sequence number; `parties` (sender and recipients) index it for history pages;
+    `open` is true while a recipient has not acknowledged it; `body` is opaque to the store
+    (the hotline desk encodes it)."""
+
+    seq: int
+    sender: str
+    uid: str
+    parties: tuple[str, ...]
+    open: bool
+    stale: float
+    body: bytes
 
 
 class Store(Protocol):
@@ -48,6 +67,43 @@ class Store(Protocol):
         ...
 
     def cursor(self, party: str, client: str) -> int: ...
+
+    # Hotline state (acknowledgements, escalations, ledger links), one row per message,
+    # written in the same commit as the items that change it: a restart reads the open
+    # messages back instead of replaying the whole store, and history is paged from here.
+
+    def put_hotline(self, row: HotlineRow) -> None:
+        """Insert or replace the row of message `row.seq`."""
+        ...
+
+    def hotline(self, sender: str, uid: str) -> bytes | None:
+        """The body of the message (sender, uid), or None."""
+        ...
+
+    def hotline_open(self, now: float) -> list[bytes]:
+        """Bodies of the open messages not stale at `now`, oldest first."""
+        ...
+
+    def hotline_page(
+        self, party: str, other: str | None, before: int | None, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to `limit` messages involving `party` (and `other`, if given) with a sequence
+        number below `before` (None: the newest), newest first, as (seq, body)."""
+        ...
+
+    def meta(self, key: str) -> str | None:
+        """A small value the hub keeps beside its items (`hub_id`, see `hub/datadir.py`;
+        format markers)."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep `value` under `key`, committed before it returns (or with the enclosing
+        `transaction()` block)."""
+        ...
+
+    def count(self) -> int:
+        """How many durable items are stored."""
+        ...
 
     def close(self) -> None: ...
 
@@ -99,11 +155,21 @@ def load_rows(rows: Iterable[tuple[int, bytes]], unreadable: dict[int, str]) -> 
         yield msgspec.structs.replace(item, seq=seq)
 
 
+def redacted(url: str) -> str:
+    """A store URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
 def open_store(url: str, data_dir: Path) -> Store:
     """The store `store_url` names: empty for SQLite in `data_dir`, else PostgreSQL."""
     if url:
-        from commonsky.store.postgres import PostgresStore  # psycopg only when asked for
-
+        try:
+            from commonsky.store.postgres import PostgresStore  # psycopg only when asked for
+        except ImportError as exc:
+            raise UsageError(
+                f"store_url names PostgreSQL, which needs the postgres extra ({exc}): "
+                "pip install 'commonsky[postgres]'"
+            ) from None
         return PostgresStore(url)
     from commonsky.store.sqlite import SQLiteStore
 

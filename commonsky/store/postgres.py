@@ -15,7 +15,6 @@ relays nothing it could not store; the API answers 503) and the next one reconne
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ import psycopg
 
 from commonsky.errors import StoreUnavailable, UsageError
 from commonsky.model import Item
-from commonsky.store import NestedBlocks, load_rows
+from commonsky.store import HotlineRow, NestedBlocks, load_rows, redacted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commonsky_items (
@@ -43,6 +42,22 @@ CREATE TABLE IF NOT EXISTS commonsky_cursors (
     seq BIGINT NOT NULL,
     PRIMARY KEY (party, client)
 );
+CREATE TABLE IF NOT EXISTS commonsky_hotline (
+    seq BIGINT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    uid BYTEA NOT NULL,
+    open BOOLEAN NOT NULL,
+    stale DOUBLE PRECISION NOT NULL,
+    body BYTEA NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS commonsky_hotline_key ON commonsky_hotline (sender, uid);
+CREATE INDEX IF NOT EXISTS commonsky_hotline_open ON commonsky_hotline (open, seq);
+CREATE TABLE IF NOT EXISTS commonsky_hotline_party (
+    party TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (party, seq)
+);
+CREATE TABLE IF NOT EXISTS commonsky_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _INSERT = (
@@ -53,11 +68,6 @@ _COPY = "COPY commonsky_items (seq, party, uid, category, stale, body) FROM STDI
 _PAGE = 1000  # rows per query when reading everything since a sequence number
 
 _encoder = msgspec.msgpack.Encoder()
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 class PostgresStore(NestedBlocks):
@@ -185,6 +195,86 @@ class PostgresStore(NestedBlocks):
             (party, client, seq),
         )
 
+    def _execute(self, query: str, args: tuple[Any, ...]) -> None:
+        """One write, joining the caller's block (its commit) when there is one."""
+        conn = self._live()
+        if self._depth:
+            self._begin(conn)
+        try:
+            conn.execute(query, args)
+        except psycopg.OperationalError as exc:
+            if not conn.broken:
+                raise
+            raise StoreUnavailable(f"PostgreSQL connection lost: {_first_line(exc)}") from None
+
+    def _read(self, query: str, args: tuple[Any, ...]) -> list[Any]:
+        """Rows of one query (on the request path: a lost server is `StoreUnavailable`)."""
+        conn = self._live()
+        try:
+            return conn.execute(query, args).fetchall()
+        except psycopg.OperationalError as exc:
+            if not conn.broken:
+                raise
+            raise StoreUnavailable(f"PostgreSQL connection lost: {_first_line(exc)}") from None
+
+    def put_hotline(self, row: HotlineRow) -> None:
+        self._execute(
+            "INSERT INTO commonsky_hotline (seq, sender, uid, open, stale, body) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (seq) DO UPDATE SET "
+            "open = excluded.open, stale = excluded.stale, body = excluded.body",
+            (row.seq, row.sender, _key(row.uid), row.open, row.stale, row.body),
+        )
+        for party in sorted(set(row.parties)):
+            self._execute(
+                "INSERT INTO commonsky_hotline_party (party, seq) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (party, row.seq),
+            )
+
+    def hotline(self, sender: str, uid: str) -> bytes | None:
+        rows = self._read(
+            "SELECT body FROM commonsky_hotline WHERE sender = %s AND uid = %s",
+            (sender, _key(uid)),
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def hotline_open(self, now: float) -> list[bytes]:
+        rows = self._read(
+            "SELECT body FROM commonsky_hotline WHERE open AND stale > %s ORDER BY seq", (now,)
+        )
+        return [bytes(body) for (body,) in rows]
+
+    def hotline_page(
+        self, party: str, other: str | None, before: int | None, limit: int
+    ) -> list[tuple[int, bytes]]:
+        top = (1 << 62) if before is None else before
+        if other is None:
+            query = (
+                "SELECT h.seq, h.body FROM commonsky_hotline_party p JOIN commonsky_hotline h "
+                "ON h.seq = p.seq WHERE p.party = %s AND p.seq < %s ORDER BY p.seq DESC LIMIT %s"
+            )
+            args: tuple[Any, ...] = (party, top, limit)
+        else:
+            query = (
+                "SELECT h.seq, h.body FROM commonsky_hotline_party p "
+                "JOIN commonsky_hotline_party q ON q.seq = p.seq AND q.party = %s "
+                "JOIN commonsky_hotline h ON h.seq = p.seq "
+                "WHERE p.party = %s AND p.seq < %s ORDER BY p.seq DESC LIMIT %s"
+            )
+            args = (other, party, top, limit)
+        return [(int(seq), bytes(body)) for seq, body in self._read(query, args)]
+
+    def meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM commonsky_meta WHERE key = %s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._execute(
+            "INSERT INTO commonsky_meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     def cursor(self, party: str, client: str) -> int:
         row = (
             self._live()
@@ -194,6 +284,10 @@ class PostgresStore(NestedBlocks):
             )
             .fetchone()
         )
+        return int(row[0]) if row else 0
+
+    def count(self) -> int:
+        row = self._live().execute("SELECT COUNT(*) FROM commonsky_items").fetchone()
         return int(row[0]) if row else 0
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from commonsky.model import Item
-from commonsky.store import NestedBlocks, load_rows
+from commonsky.store import HotlineRow, NestedBlocks, load_rows
 from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
 _SCHEMA = """
@@ -37,6 +37,22 @@ CREATE TABLE IF NOT EXISTS cursors (
     seq INTEGER NOT NULL,
     PRIMARY KEY (party, client)
 );
+CREATE TABLE IF NOT EXISTS hotline (
+    seq INTEGER PRIMARY KEY,
+    sender TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    open INTEGER NOT NULL,
+    stale REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS hotline_key ON hotline (sender, uid);
+CREATE INDEX IF NOT EXISTS hotline_open ON hotline (open, seq);
+CREATE TABLE IF NOT EXISTS hotline_party (
+    party TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (party, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 DB_NAME = "hub.sqlite3"
@@ -64,9 +80,12 @@ class SQLiteStore(NestedBlocks):
     def _commit(self) -> None:
         self._db.execute("COMMIT")
 
-    def append(self, item: Item) -> int:
+    def _write(self) -> None:
         if self._depth and not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")  # opened by the first write of the block
+
+    def append(self, item: Item) -> int:
+        self._write()
         cursor = self._db.execute(
             "INSERT INTO items (party, uid, category, stale, body) VALUES (?, ?, ?, ?, ?)",
             (item.party, item.uid, item.category.value, item.event.stale, _encoder.encode(item)),
@@ -120,6 +139,68 @@ class SQLiteStore(NestedBlocks):
             "SELECT seq FROM cursors WHERE party = ? AND client = ?", (party, client)
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def put_hotline(self, row: HotlineRow) -> None:
+        self._write()
+        self._db.execute(
+            "INSERT INTO hotline (seq, sender, uid, open, stale, body) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (seq) DO UPDATE SET open = excluded.open, stale = excluded.stale, "
+            "body = excluded.body",
+            (row.seq, row.sender, row.uid, int(row.open), row.stale, row.body),
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO hotline_party (party, seq) VALUES (?, ?)",
+            [(p, row.seq) for p in sorted(set(row.parties))],
+        )
+
+    def hotline(self, sender: str, uid: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT body FROM hotline WHERE sender = ? AND uid = ?", (sender, uid)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def hotline_open(self, now: float) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT body FROM hotline WHERE open = 1 AND stale > ? ORDER BY seq", (now,)
+        )
+        return [bytes(body) for (body,) in rows]
+
+    def hotline_page(
+        self, party: str, other: str | None, before: int | None, limit: int
+    ) -> list[tuple[int, bytes]]:
+        top = (1 << 62) if before is None else before
+        if other is None:
+            query = (
+                "SELECT h.seq, h.body FROM hotline_party p JOIN hotline h ON h.seq = p.seq "
+                "WHERE p.party = ? AND p.seq < ? ORDER BY p.seq DESC LIMIT ?"
+            )
+            args: tuple[object, ...] = (party, top, limit)
+        else:
+            query = (
+                "SELECT h.seq, h.body FROM hotline_party p JOIN hotline_party q "
+                "ON q.seq = p.seq AND q.party = ? JOIN hotline h ON h.seq = p.seq "
+                "WHERE p.party = ? AND p.seq < ? ORDER BY p.seq DESC LIMIT ?"
+            )
+            args = (other, party, top, limit)
+        return [(int(seq), bytes(body)) for seq, body in self._db.execute(query, args)]
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def count(self) -> int:
+        (n,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()
+        return int(n)
 
     def close(self) -> None:
         self._checkpointer.close()

@@ -1,10 +1,16 @@
 """The live map: a static page and its assets, served by the hub itself (nothing from the web).
 
 Rule: the hub serves exactly three things here — the page (`/`), the page's own sources
-(`/app/…` from `web/app/`) and a fixed allow-list of front-end library files installed by
-`npm ci` into `web/node_modules/` (`/vendor/…`). Nothing else under `node_modules` is
-reachable, and the page loads nothing from any other origin (its Content-Security-Policy
-says so, so a slip shows up as a blocked request in the browser tests).
+(`/app/…`) and a fixed allow-list of front-end library files installed from npm
+(`/vendor/…`, listed in `web/vendor.json`). Nothing else is reachable: a name outside the
+allow-list, or a file that is not there, is a 404 (never a 500). The page loads nothing from
+any other origin (its Content-Security-Policy says so, so a slip shows up as a blocked
+request in the browser tests).
+
+Where the files are (`find_assets`): an installed wheel carries them in
+`commonsky/web/static/` (copied by `web/build.py` when the wheel is built); a checkout with
+an editable install serves `web/` and `web/node_modules/` directly, so an edit to the page
+shows on the next reload.
 
 The page is only a client of the API: every item it shows came from `/api/…` or the
 WebSocket, already filtered by the hub's policy for the signed-in party.
@@ -12,34 +18,25 @@ WebSocket, already filtered by the hub's policy for the signed-in party.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
-
-import commonsky
+from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
     from commonsky.services import Services
 
 log = logging.getLogger("commonsky.web")
 
-#: The web sources live beside the package in the repository (not inside the wheel).
-WEB_DIR = Path(commonsky.__file__).resolve().parents[1] / "web"
-
-#: URL under /vendor/ -> file under web/node_modules/ (pinned in web/package-lock.json).
-VENDOR_FILES: dict[str, str] = {
-    "leaflet.js": "leaflet/dist/leaflet.js",
-    "leaflet.css": "leaflet/dist/leaflet.css",
-    "milsymbol.js": "milsymbol/dist/milsymbol.js",
-    "topojson-client.js": "topojson-client/dist/topojson-client.min.js",
-    # Natural Earth 1:50m admin-0 countries as TopoJSON: outlines, borders and coastlines.
-    "countries-50m.json": "world-atlas/countries-50m.json",
-}
+#: Inside an installed package (built by web/build.py).
+PACKAGED = Path(__file__).resolve().parent / "static"
+#: In a checkout (editable install): the page's sources and npm's files beside the package.
+CHECKOUT = Path(__file__).resolve().parents[2] / "web"
 
 #: Same-origin only; inline styles are allowed because Leaflet positions its panes with them.
 CSP = (
@@ -53,47 +50,90 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+NOT_INSTALLED = (
+    "The live map is not in this installation: it was built without npm. Install npm and "
+    "reinstall CommonSky (or run `make install` in a checkout). The API works without it."
+)
 
 
-def missing_assets(web_dir: Path = WEB_DIR) -> list[str]:
-    """Files the page needs that are not on disk (e.g. `make install` not run yet)."""
-    wanted = [web_dir / "index.html"] + [
-        web_dir / "node_modules" / path for path in VENDOR_FILES.values()
-    ]
-    return [str(p) for p in wanted if not p.is_file()]
+@dataclass(frozen=True)
+class WebAssets:
+    """Where the page (`root/index.html`, `root/app/`) and its vendor files are."""
+
+    root: Path
+    vendor_dir: Path
+    vendor: dict[str, str] = field(default_factory=dict)  # URL name -> path under vendor_dir
+
+    def page(self) -> Path:
+        return self.root / "index.html"
+
+    def missing(self) -> list[str]:
+        """Files the page needs that are not on disk."""
+        wanted = [self.page()] + [self.vendor_dir / rel for rel in self.vendor.values()]
+        return [str(p) for p in wanted if not p.is_file()]
+
+    def vendor_file(self, name: str) -> Path | None:
+        rel = self.vendor.get(name)
+        return None if rel is None else self.vendor_dir / rel
+
+    def app_file(self, name: str) -> Path | None:
+        """A file under `app/`, or None for anything else (no `..`, no hidden files)."""
+        parts = name.split("/")
+        if not name or any(not p or p.startswith(".") for p in parts):
+            return None
+        path = self.root / "app" / Path(*parts)
+        return path if path.is_file() else None
 
 
-def web_routes(services: Services, web_dir: Path = WEB_DIR) -> list[BaseRoute]:
+def _vendor_list(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def find_assets(packaged: Path = PACKAGED, checkout: Path = CHECKOUT) -> WebAssets:
+    """The installed map if the package carries one, else the checkout's `web/`."""
+    if (packaged / "index.html").is_file():
+        return WebAssets(packaged, packaged / "vendor", _vendor_list(packaged / "vendor.json"))
+    if (checkout / "index.html").is_file() and (checkout / "vendor.json").is_file():
+        vendor = _vendor_list(checkout / "vendor.json")
+        return WebAssets(checkout, checkout / "node_modules", vendor)
+    return WebAssets(packaged, packaged / "vendor", {})
+
+
+def web_routes(services: Services, assets: WebAssets | None = None) -> list[BaseRoute]:
     """Routes for `/`, `/app/…` and `/vendor/…`."""
-    missing = missing_assets(web_dir)
+    assets = assets or find_assets()
+    missing = assets.missing()
     if missing:
-        # The API keeps working without the page; say once what to run, not a 404 per asset.
-        log.warning("live map unavailable, run `make install` (missing: %s)", ", ".join(missing))
+        # The API keeps working without the page; say once what to do.
+        log.warning("%s (missing: %s)", NOT_INSTALLED, ", ".join(missing[:3]))
+
+    def not_found() -> Response:
+        return PlainTextResponse("not found", 404, headers=_HEADERS)
 
     async def index(request: Request) -> Response:
-        page = web_dir / "index.html"
-        if not page.is_file():
-            return PlainTextResponse("live map not installed: run `make install`", 503)
-        return FileResponse(page, media_type="text/html", headers=_HEADERS)
+        if not assets.page().is_file():
+            return PlainTextResponse(NOT_INSTALLED, 503, headers=_HEADERS)
+        return FileResponse(assets.page(), media_type="text/html", headers=_HEADERS)
 
     async def vendor(request: Request) -> Response:
-        rel = VENDOR_FILES.get(request.path_params["name"])
-        if rel is None:
-            return PlainTextResponse("not found", 404)
-        path = web_dir / "node_modules" / rel
-        if not path.is_file():
-            return PlainTextResponse(f"{rel} not installed: run `make install`", 503)
+        path = assets.vendor_file(request.path_params["name"])
+        if path is None or not path.is_file():
+            return not_found()
+        return FileResponse(path, headers=_HEADERS)
+
+    async def app(request: Request) -> Response:
+        path = assets.app_file(request.path_params["name"])
+        if path is None:
+            return not_found()
         return FileResponse(path, headers=_HEADERS)
 
     return [
         Route("/", index),
-        Route("/vendor/{name}", vendor),
-        # Leaflet's CSS names its marker/layer images relative to itself.
-        Mount(
-            "/vendor/images",
-            app=StaticFiles(
-                directory=web_dir / "node_modules/leaflet/dist/images", check_dir=False
-            ),
-        ),
-        Mount("/app", app=StaticFiles(directory=web_dir / "app", check_dir=False)),
+        # Leaflet's CSS names its images relative to itself: /vendor/images/….
+        Route("/vendor/{name:path}", vendor),
+        Route("/app/{name:path}", app),
     ]

@@ -108,6 +108,12 @@ def bench(
     """Live-map frame times and first load in headless chromium, with moving tracks."""
     if tracks <= 0 or duration <= 0:
         raise UsageError("--tracks and --duration must be > 0")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "commonsky bench map drives chromium with playwright: pip install 'commonsky[bench]'"
+        ) from None
     missing = chromium_missing()
     if missing:
         raise UsageError(missing)

@@ -138,8 +138,9 @@ def test_notice_disclosure_levels() -> None:
     full = notice_for(c, "RUS", "full")
     assert (full.other_party, full.other_uid, full.other_kind) == ("USA", "strike-7", "strike-area")
     assert full.own_uid == "ops-1"
-    gen = notice_for(c, "RUS", "generalized")
-    assert (gen.other_uid, gen.other_kind) == ("strike-7", None)
+    gen = notice_for(c, "RUS", "generalized", handle=lambda p, u: f"{p}::g-{len(u)}")
+    assert (gen.other_uid, gen.other_kind) == ("USA::g-8", None)  # the handle, never the uid
+    assert notice_for(c, "RUS", "generalized").other_uid is None  # no handle: not named
     only = notice_for(c, "RUS", "conflicts-only")
     text = msgspec.json.encode(only)
     assert b"strike" not in text

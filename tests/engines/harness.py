@@ -51,6 +51,7 @@ def make_world(
     parties: tuple[str, ...] = ("USA", "RUS", "JPN", "KOR"),
     server: dict[str, Any] | None = None,
     countries: dict[str, str] | None = None,
+    now: float = T0,
 ) -> World:
     config = config_from_dict(
         {
@@ -62,7 +63,7 @@ def make_world(
             "agreement": agreements,
         }
     )
-    clock = Clock()
+    clock = Clock(now)
     store = SQLiteStore(tmp_path)
     hub = Hub(
         Policy(config.parties, config.agreements), store, config.settings, b"s" * 32, clock=clock

@@ -201,3 +201,110 @@ def test_crossing_ones_own_line_concerns_the_other_side(tmp_path: Path) -> None:
     assert n["other_party"] == "USA" and n["other_uid"] is None  # conflicts-only for plans
     threads = [m for m in w.services.hotline.history("USA") if m["conflict"]]
     assert threads and set(threads[0]["to"]) == {"USA", "RUS"}
+
+
+# ---- notices never undo `generalized` (issue 13, class 5) --------------------------------
+
+GENERALIZED_TRACKS = [
+    {
+        "name": f"{a} tracks to {b}, generalized",
+        "from": a,
+        "to": [b],
+        "categories": ["track"],
+        "disclosure": "generalized",
+    }
+    for a, b in (("USA", "RUS"), ("RUS", "USA"))
+]
+
+
+def _head_on(w) -> None:
+    # Two tracks closing on parallel courses 4.4 km apart: closest approach within a minute.
+    w.send("USA", event("US-F16", "a-f-A-M-F", 35.02, 38.00, hae=6000, speed=250, course=90))
+    w.send("RUS", event("RU-SU35", "a-f-A-M-F", 35.06, 38.30, hae=6100, speed=250, course=270))
+    w.services.airspace.screen(budget_s=1.0)
+
+
+def test_a_notice_about_a_generalized_track_names_its_handle_and_our_own_point(
+    tmp_path: Path,
+) -> None:
+    hotline = {"name": "hotline", "from": "USA", "to": ["RUS"], "categories": ["hotline"]}
+    w = make_world(tmp_path, [*GENERALIZED_TRACKS, hotline])
+    _head_on(w)
+    got = w.take("USA")
+    (n,) = notices(got)
+    (copy,) = [e for e in got if e.type.startswith("a-f-A")]  # RUS's generalized track
+    assert n["kind"] == "track-track" and n["other_uid"] == copy.uid
+    assert copy.uid.startswith("RUS::g-") and "SU35" not in json.dumps(n)
+    assert n["dcpa_m"] is None and n["other_kind"] is None
+    # USA's own position at closest approach, on USA's own track; USA's own altitude.
+    lon, lat = n["geometry"]["coordinates"]
+    assert lat == pytest.approx(35.02, abs=1e-4) and 38.0 < lon < 38.3
+    assert n["floor_m"] == n["ceiling_m"] == pytest.approx(6000, abs=1)
+    (m,) = notices(w.take("RUS"))
+    _, lat_r = m["geometry"]["coordinates"]
+    assert lat_r == pytest.approx(35.06, abs=1e-4)  # RUS is told its own point
+    assert m["floor_m"] == pytest.approx(6100, abs=1)
+    # Same answer whatever RUS's track carries beyond what USA may see of it.
+    told = [e for e in w.received["USA"] if e.type == "t-x-csky-conflict"]
+    assert "SU35" not in "".join(e.detail for e in told)
+    # The thread both acknowledge names the conflict, no place, no height.
+    (thread,) = [t for t in w.services.hotline.history("USA") if t["conflict"]]
+    assert "35.0" not in thread["text"] and " m." not in thread["text"]
+    assert n["thread"] == thread["id"] == m["thread"]
+
+
+def test_no_thread_when_one_side_is_told_nothing(tmp_path: Path) -> None:
+    hotline = {"name": "hotline", "from": "USA", "to": ["RUS"], "categories": ["hotline"]}
+    one_way = [RIVALS[0], hotline]  # RUS is told of USA's plans; USA of nothing of RUS's
+    w = make_world(tmp_path, one_way)
+    w.send("USA", drawing("A", square(38.0, 34.0, 1.0)))
+    w.send("RUS", drawing("B", square(38.5, 34.5, 1.0)))
+    assert len(notices(w.take("RUS"))) == 1 and notices(w.take("USA")) == []
+    assert [t for t in w.services.hotline.history("USA") if t["conflict"]] == []
+
+
+# ---- a restart rebuilds the engine from the stored picture (issue 13, class 6) -----------
+
+
+def test_after_a_restart_stored_plans_still_conflict_and_nothing_is_told_twice(
+    tmp_path: Path,
+) -> None:
+    hotline = {"name": "hotline", "from": "USA", "to": ["RUS"], "categories": ["hotline"]}
+    w = make_world(tmp_path, [*RIVALS, hotline])
+    w.send("USA", drawing("US-A", square(38.0, 34.0, 1.0)))
+    w.send("RUS", drawing("RU-B", square(38.5, 34.5, 1.0)))
+    before = json.dumps(w.services.airspace.for_party("USA"))
+    entries = w.services.recorder.ledger.size
+    w.services.close()
+    w.hub.store.close()
+    w = make_world(tmp_path, [*RIVALS, hotline])
+    assert json.dumps(w.services.airspace.for_party("USA")) == before  # read back, thread too
+    assert json.loads(before)[0]["thread"]
+    assert w.services.recorder.ledger.size == entries  # nothing published again
+    # The stored plan is in the engine: a new one against it raises a new conflict...
+    w.send("RUS", drawing("RU-C", square(37.5, 33.5, 1.0)))
+    assert len(w.services.airspace.for_party("USA")) == 2
+    # ...and withdrawing the stored one clears both.
+    w.send("USA", drawing("US-A", square(38.0, 34.0, 1.0), stale_s=-1))
+    assert w.services.airspace.for_party("USA") == []
+
+
+def test_notices_that_no_longer_hold_after_a_restart_are_cleared(tmp_path: Path) -> None:
+    w = make_world(tmp_path, RIVALS)
+    w.send("USA", drawing("US-A", square(38.0, 34.0, 1.0), stale_s=600))
+    w.send("RUS", drawing("RU-B", square(38.5, 34.5, 1.0), stale_s=7200))
+    assert len(w.services.airspace.for_party("RUS")) == 1
+    w.services.close()
+    w.hub.store.close()
+    # The agreements changed while the hub was down: neither may be told any more.
+    w = make_world(tmp_path, [])
+    assert w.services.airspace.for_party("RUS") == []
+    notices_stored = [i for i in w.hub.store.since(0) if i.event.type == "t-x-csky-conflict"]
+    assert [('state="cleared"' in i.event.detail) for i in notices_stored] == [0, 0, 1, 1]
+    assert not any(i.key in w.hub.durable for i in notices_stored)
+    w.services.close()
+    w.hub.store.close()
+    # US-A's end passed while down: its notice went stale with it, nothing to tell.
+    w = make_world(tmp_path, RIVALS, now=w.clock.now + 1200)
+    assert w.services.airspace.for_party("RUS") == []
+    assert len(w.services.airspace.engine.conflicts()) == 0

@@ -91,3 +91,151 @@ def test_a_party_export_verifies_and_hides_others(tmp_path: Path) -> None:
     assert verify(out).ok
     text = out.read_text()
     assert "for RUS" in text and "JPN internal note" not in text
+
+
+# ---- integrity: a recorded message is never rewritten (issue 13, class 10) ---------------
+
+
+def _restart(w, tmp_path: Path, agreements: list[dict]) -> object:
+    w.services.close()
+    w.hub.store.close()
+    again = make_world(tmp_path, agreements)
+    again.clock.now = w.clock.now
+    return again
+
+
+def test_a_recorded_message_is_never_rewritten(tmp_path: Path) -> None:
+    import pytest
+
+    from commonsky.errors import RemoteProtocolError
+
+    w = make_world(tmp_path, [HOTLINE, BACK])
+    first = w.send("USA", chat("GeoChat.m7", "Hold at FL200", "RUS"))
+    w.send("RUS", receipt("r7", "USA::GeoChat.m7"))
+    w.take("RUS"), w.take("USA")
+    entries = w.services.recorder.ledger.size
+    with pytest.raises(RemoteProtocolError) as refused:
+        w.send("USA", chat("GeoChat.m7", "Climb to FL300", "RUS"))
+    assert refused.value.reason == "hotline_immutable" and "new message" in str(refused.value)
+    # The same content again is a harmless duplicate: the first one's number, nothing new.
+    again = w.send("USA", chat("GeoChat.m7", "Hold at FL200", "RUS"))
+    assert again.seq == first.seq and w.services.recorder.ledger.size == entries
+    # Barrier: a correction as a new message arrives; nothing of the rewrite ever did.
+    w.send("USA", chat("GeoChat.m8", "Correction: climb to FL300", "RUS"))
+    got = w.take("RUS")
+    assert [e.uid for e in got] == ["USA::GeoChat.m8"]
+    (old, new) = w.services.hotline.history("USA")
+    assert old["text"] == "Hold at FL200" and old["acks"].keys() == {"RUS"}
+    assert new["text"] == "Correction: climb to FL300" and new["pending"] == ["RUS"]
+    # After a restart, and once the message has gone stale, it is still immutable.
+    w = _restart(w, tmp_path, [HOTLINE, BACK])
+    w.clock.now += 3 * 86400
+    with pytest.raises(RemoteProtocolError):
+        w.send("USA", chat("GeoChat.m7", "Climb to FL300", "RUS", now=w.clock.now))
+
+
+def test_acks_name_the_ledger_entry_of_the_message_also_entry_zero_and_after_restart(
+    tmp_path: Path,
+) -> None:
+    both = dict(HOTLINE, to=["RUS", "JPN"])
+    w = make_world(tmp_path, [both])
+    w.send("USA", chat("GeoChat.m9", "to both", "RUS"))  # dest RUS: RUS only
+    w.send("USA", event_to_all("GeoChat.m10", "to everyone"))
+    ledger = w.services.recorder.ledger
+    first = w.services.hotline.find(("USA", "GeoChat.m9"))
+    assert first is not None and first.ledger_seq == 0
+    w.send("RUS", receipt("r9", "USA::GeoChat.m9"))
+    ack = next(e for e in ledger.entries() if e.kind == "ack")
+    assert ack.payload["of_ledger_seq"] == 0
+    second = w.services.hotline.find(("USA", "GeoChat.m10"))
+    assert second is not None and second.ledger_seq is not None and second.ledger_seq > 0
+    w = _restart(w, tmp_path, [both])
+    w.send("JPN", receipt("r10", "USA::GeoChat.m10"))
+    acks = [e for e in w.services.recorder.ledger.entries() if e.kind == "ack"]
+    assert acks[-1].payload == {
+        "of": "USA::GeoChat.m10",
+        "of_ledger_seq": second.ledger_seq,
+        "via": "tak",
+    }
+
+
+def event_to_all(uid: str, text: str):
+    from tests.engines.harness import event
+
+    return event(
+        uid,
+        "b-t-f",
+        detail=f'<__chat chatroom="hotline" senderCallsign="OPS"/><remarks>{text}</remarks>',
+        stale_s=86400.0,
+    )
+
+
+# ---- bounded memory and paged history (issue 13, class 12) --------------------------------
+
+
+def test_only_open_messages_are_held_and_history_is_paged_from_the_store(tmp_path: Path) -> None:
+    w = make_world(tmp_path, [HOTLINE, BACK])
+    for i in range(30):
+        w.send("USA", chat(f"GeoChat.p{i}", f"message {i}", "RUS"))
+    for i in range(26):
+        w.send("RUS", receipt(f"rp{i}", f"USA::GeoChat.p{i}"))
+    desk = w.services.hotline
+    assert sorted(k[1] for k in desk.messages) == [f"GeoChat.p{i}" for i in range(26, 30)]
+    seen: list[str] = []
+    before = None
+    while True:
+        page, before = desk.history_page("RUS", "USA", before, limit=7)
+        assert len(page) <= 7 and [m["seq"] for m in page] == sorted(m["seq"] for m in page)
+        seen = [m["text"] for m in page] + seen
+        if before is None:
+            break
+    assert seen == [f"message {i}" for i in range(30)]
+    assert desk.history_page("JPN")[0] == []  # not involved: nothing
+    # A restart holds the open ones again, read back, not replayed.
+    w = _restart(w, tmp_path, [HOTLINE, BACK])
+    assert sorted(k[1] for k in w.services.hotline.messages) == [
+        f"GeoChat.p{i}" for i in range(26, 30)
+    ]
+    # Stale messages are let go of at the next tick (they stay in the store).
+    w.clock.now += 2 * 86400
+    w.services.hotline.tick()
+    assert w.services.hotline.messages == {}
+    assert len(w.services.hotline.records("USA")) == 30
+
+
+def test_an_escalation_is_not_repeated_after_a_restart(tmp_path: Path) -> None:
+    w = make_world(tmp_path, [dict(HOTLINE, ack_deadline_s=60)])
+    w.send("USA", chat("GeoChat.e1", "confirm", "RUS"))
+    w.clock.now += 61
+    assert len(w.services.hotline.tick()) == 1
+    w = _restart(w, tmp_path, [dict(HOTLINE, ack_deadline_s=60)])
+    w.clock.now += 10
+    assert w.services.hotline.tick() == []
+    (message,) = w.services.hotline.history("USA")
+    assert message["escalated"] == ["RUS"] and message["pending"] == ["RUS"]
+
+
+def test_an_acknowledgement_through_the_api_survives_a_restart(tmp_path: Path) -> None:
+    w = make_world(tmp_path, [HOTLINE])
+    w.send("USA", chat("GeoChat.a1", "api ack", "RUS"))
+    w.services.hotline.acknowledge("RUS", "USA::GeoChat.a1", w.clock.now, via="api")
+    w = _restart(w, tmp_path, [HOTLINE])
+    (message,) = w.services.hotline.history("USA")
+    assert message["acks"].keys() == {"RUS"} and w.services.hotline.messages == {}
+
+
+def test_a_store_from_before_hotline_rows_is_indexed_once(tmp_path: Path) -> None:
+    w = make_world(tmp_path, [HOTLINE])
+    w.send("USA", chat("GeoChat.o1", "old store", "RUS"))
+    w.send("USA", chat("GeoChat.o2", "old store, acked", "RUS"))
+    w.send("RUS", receipt("ro2", "USA::GeoChat.o2"))
+    db = w.hub.store._db
+    db.execute("DELETE FROM hotline"), db.execute("DELETE FROM hotline_party")
+    db.execute("DELETE FROM meta")
+    w = _restart(w, tmp_path, [HOTLINE])
+    assert [k[1] for k in w.services.hotline.messages] == ["GeoChat.o1"]
+    assert [m["text"] for m in w.services.hotline.history("RUS")] == [
+        "old store",
+        "old store, acked",
+    ]
+    assert w.hub.store.meta("hotline_index_v1") == "1"

@@ -18,6 +18,7 @@ from commonsky.ledger.entry import EntryFields
 from commonsky.ledger.log import Ledger
 from commonsky.model import Category, CotEvent, Item, Point
 from commonsky.protocol.bounds import MAX_TIME_S
+from commonsky.store import HotlineRow
 from commonsky.store.sqlite import SQLiteStore
 from tests.conftest import token_of
 from tests.integration.test_tak_tcp import HOTLINE, metric
@@ -47,9 +48,12 @@ def plant(data_dir: Path, now: float) -> dict[str, int]:
         "year10000": store.append(
             hotline_item("p-year", "<remarks>late</remarks>", now, stale=MAX_TIME_S + 86340.0)
         ),
-        # Stale, so not in the picture: only the hotline desk's rebuild reads it.
+        # Stale, so not in the picture: only the hotline desk's indexing of the store reads it.
         "stale-nul": store.append(hotline_item("p-old", "<remarks>\x01</remarks>", 1e9, 1.5e9)),
     }
+    # A hotline message's own state row (the desk's, not an item) that does not decode.
+    row = HotlineRow(90, "USA", "p-row", ("USA", "RUS"), True, now + 86400, b"\xc1 no state")
+    store.put_hotline(row)
     store.close()
     db = sqlite3.connect(data_dir / "hub.sqlite3")
     with db:
@@ -57,6 +61,8 @@ def plant(data_dir: Path, now: float) -> dict[str, int]:
             "INSERT INTO items (party, uid, category, stale, body) VALUES (?,?,?,?,?)",
             ("USA", "p-garbage", "hotline", now + 86400, b"\xc1 not an item"),
         )
+        # As a store from before hotline rows: the desk indexes every stored item again.
+        db.execute("DELETE FROM meta WHERE key = 'hotline_index_v1'")
     assert cursor.lastrowid is not None
     seqs["garbage"] = cursor.lastrowid
     db.close()
@@ -87,9 +93,10 @@ async def test_planted_rows_are_quarantined_and_reported_and_the_hub_starts(
         assert "stale" in found[seqs["year10000"]].reason
         assert found[seqs["stale-nul"]].where == "hotline"
         assert "decode" in found[seqs["garbage"]].reason
-        assert await metric(hub, "commonsky_quarantined_items_total") == 5
+        assert len(hub.hub.quarantine.rows) == 1  # the hotline state row
+        assert await metric(hub, "commonsky_quarantined_items_total") == 6
         logged = [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()]
-        assert len(logged) == 5 and all("kept in the store" in line for line in logged)
+        assert len(logged) == 6 and all("kept in the store" in line for line in logged)
         # A recipient gets the good message on connect, and none of the planted ones.
         rus = await hub.connect("RUS")
         await rus.wait_for(lambda e: e["uid"] == "USA::" + sent.json()["uid"])
@@ -107,10 +114,11 @@ async def test_planted_rows_are_quarantined_and_reported_and_the_hub_starts(
         planted = [seqs[k] for k in ("nul", "unclosed", "year10000", "stale-nul")]
         assert [int(line.split()[2]) for line in stray[1:]] == planted
     listed = [json.loads(line) for line in (data_dir / "quarantine.jsonl").read_text().splitlines()]
-    assert sorted(r["seq"] for r in listed) == sorted(seqs.values())
+    assert sorted(r["seq"] for r in listed if "seq" in r) == sorted(seqs.values())
+    assert (data_dir / "quarantine.jsonl").stat().st_mode & 0o777 == 0o600
     async with make_hub([HOTLINE]) as hub:  # and again: reported again, listed once
-        assert len(hub.hub.quarantine) == 5
-    assert len((data_dir / "quarantine.jsonl").read_text().splitlines()) == 5
+        assert len(hub.hub.quarantine) == 5  # (the store is indexed once: 5 of them now)
+    assert len((data_dir / "quarantine.jsonl").read_text().splitlines()) == 6
     raw = sqlite3.connect(data_dir / "hub.sqlite3")
     assert raw.execute("SELECT COUNT(*) FROM items WHERE uid LIKE 'p-%'").fetchone() == (5,)
     raw.close()

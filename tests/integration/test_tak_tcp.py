@@ -10,7 +10,7 @@ import httpx
 import pytak
 import takproto
 
-from tests.conftest import RunningHub, TakClient
+from tests.conftest import OPERATOR_TOKEN, RunningHub, TakClient
 
 FULL_TRACKS = {
     "name": "US-JP tracks",
@@ -70,7 +70,8 @@ def chat(uid: str, text: str, dest_party: str) -> bytes:
 
 async def metric(hub: RunningHub, name: str, **labels: str) -> float:
     async with httpx.AsyncClient() as client:
-        text = (await client.get(hub.http + "/metrics")).text
+        bearer = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        text = (await client.get(hub.http + "/metrics", headers=bearer)).text
     total = 0.0
     for line in text.splitlines():
         ours = line.startswith((name + "{", name + " "))

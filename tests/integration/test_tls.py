@@ -85,6 +85,85 @@ async def test_certificate_of_undeclared_party_is_closed(tmp_path: Path, pki: Pa
             await stranger.collect(1.0)
 
 
+def _two_org_certificate(pki: Path, out: Path) -> tuple[Path, Path]:
+    """A client certificate from the hub's own CA whose subject carries O=RUS and O=USA."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from commonsky.pki import _load_ca
+
+    ca_cert, ca_key = _load_ca(pki / "ca")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "RUS"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "USA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "two-hats"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = out / "two.pem", out / "two-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_a_certificate_with_two_organisations_is_refused(tmp_path: Path, pki: Path) -> None:
+    from tests.integration.test_tak_tcp import metric
+
+    config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca")
+    async with running_hub(config) as hub:
+        cert, key = _two_org_certificate(pki, tmp_path)
+        two = await hub.connect_tls(cert, key, pki / "ca/ca.pem")
+        with pytest.raises(ConnectionError):
+            await two.collect(2.0)  # closed by the hub, never a party
+        assert not hub.hub.connections["USA"] and not hub.hub.connections["RUS"]
+        assert await metric(hub, "commonsky_refusals_total", reason="certificate_subject") == 1
+
+
+async def test_unauthenticated_handshakes_are_limited_per_address(
+    tmp_path: Path, pki: Path
+) -> None:
+    server = {"limit_handshakes_per_address": 2}
+    config = base_config(tmp_path, [FULL_TRACKS], tls_ca=pki / "ca", server=server)
+    async with running_hub(config) as hub:
+        port = hub.server.port("tak-tls")
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        # A third connection from this address that has not shaken hands: closed at once.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(100), 5) == b""
+        writer.close()
+        for _, w in idle:  # once those go, a real client gets through
+            w.close()
+        for _ in range(100):
+            if not hub.hub.handshaking:
+                break
+            await asyncio.sleep(0.02)
+        jpn = await tls_client(hub, pki, "JPN")
+        await jpn.wait_for(lambda e: e["type"] == "t-x-takp-v")
+
+
 def test_cert_issue_writes_pkcs12_that_opens_with_the_atak_password(pki: Path) -> None:
     from cryptography.hazmat.primitives.serialization import pkcs12
 

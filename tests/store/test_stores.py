@@ -135,3 +135,40 @@ def test_a_row_that_does_not_decode_is_skipped_and_noted(
     assert sorted(i.uid for i in again.active(0.0)) == ["after", "before"]
     assert sorted(again.unreadable) == [2, 3]
     assert all("does not decode" in why for why in again.unreadable.values())
+
+
+def test_hotline_rows_are_kept_paged_and_found_by_key(open_store: Callable[[], Store]) -> None:
+    from commonsky.store import HotlineRow
+
+    store = open_store()
+    with store.transaction():
+        for seq in range(1, 8):
+            to = "RUS" if seq % 2 else "JPN"
+            store.put_hotline(
+                HotlineRow(seq, "USA", f"m{seq}\x00", ("USA", to), seq < 5, 100.0, b"v%d" % seq)
+            )
+        store.put_hotline(HotlineRow(3, "USA", "m3\x00", ("USA", "RUS"), False, 100.0, b"new"))
+        store.set_meta("k", "1")
+    store.close()
+    again = open_store()
+    assert again.hotline("USA", "m3\x00") == b"new" and again.hotline("USA", "m3") is None
+    assert again.hotline_open(50.0) == [b"v1", b"v2", b"v4"]
+    assert again.hotline_open(100.0) == []  # stale ones are not open
+    assert [s for s, _ in again.hotline_page("USA", None, None, 3)] == [7, 6, 5]
+    assert [s for s, _ in again.hotline_page("USA", None, 5, 3)] == [4, 3, 2]
+    assert [s for s, _ in again.hotline_page("USA", "RUS", None, 10)] == [7, 5, 3, 1]
+    assert [s for s, _ in again.hotline_page("RUS", "JPN", None, 10)] == []
+    assert again.meta("k") == "1" and again.meta("other") is None
+
+
+def test_meta_values_and_the_item_count_survive_a_restart(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    assert store.meta("hub_id") is None and store.count() == 0
+    store.set_meta("hub_id", "abc")
+    store.set_meta("hub_id", "def")  # replaced, not added
+    store.append(item("u1"))
+    store.close()
+    again = open_store()
+    assert again.meta("hub_id") == "def" and again.count() == 1

@@ -18,6 +18,93 @@ export function partyColour(party, own) {
   return PALETTE[h % PALETTE.length];
 }
 
+// Natural Earth rings that touch ±180° (Russia, Fiji, Antarctica…) jump from one edge of the
+// world to the other between two vertices; drawn as they are, each jump is a stroke (and, for a
+// ring, a filled band) across the whole map. So every line is made continuous — a step of more
+// than 180° is the same line crossing the antimeridian — and a ring that goes once around the
+// world (Antarctica) is closed over its pole. The unwrapped world is then drawn three times,
+// 360° apart, so that the land east of 180° (and west of −180°) is there when the map is panned.
+export function unwrapLine(coords) {
+  const out = [];
+  let shift = 0, prev = null;
+  for (const [lon, lat] of coords) {
+    if (prev !== null) {
+      const step = lon + shift - prev;
+      if (step > 180) shift -= 360;
+      else if (step < -180) shift += 360;
+    }
+    prev = lon + shift;
+    out.push([prev, lat]);
+  }
+  return out;
+}
+
+export function unwrapRing(ring) {
+  const out = unwrapLine(ring);
+  if (out.length < 2) return out;
+  const drift = out[out.length - 1][0] - out[0][0];
+  if (Math.abs(drift) > 180) {
+    const pole = out.reduce((sum, p) => sum + p[1], 0) < 0 ? -90 : 90;
+    out.push([out[out.length - 1][0], pole], [out[0][0], pole], [out[0][0], out[0][1]]);
+  }
+  return out;
+}
+
+function unwrapGeometry(g) {
+  if (!g) return g;
+  switch (g.type) {
+    case "Polygon": return { type: g.type, coordinates: g.coordinates.map(unwrapRing) };
+    case "MultiPolygon": return { type: g.type, coordinates: g.coordinates.map((p) => p.map(unwrapRing)) };
+    case "LineString": return { type: g.type, coordinates: unwrapLine(g.coordinates) };
+    case "MultiLineString": return { type: g.type, coordinates: g.coordinates.map(unwrapLine) };
+    case "GeometryCollection": return { type: g.type, geometries: g.geometries.map(unwrapGeometry) };
+    default: return g;
+  }
+}
+
+function unwrapped(geojson) {
+  if (geojson.type === "FeatureCollection") {
+    return { ...geojson, features: geojson.features.map((f) => ({ ...f, geometry: unwrapGeometry(f.geometry) })) };
+  }
+  if (geojson.type === "Feature") return { ...geojson, geometry: unwrapGeometry(geojson.geometry) };
+  return unwrapGeometry(geojson);
+}
+
+// Countries, for naming where things are ("Syria", "Japan"): [{name, bbox, rings}].
+const countries = [];
+
+function ringsOf(geometry) {
+  if (!geometry) return [];
+  if (geometry.type === "Polygon") return [geometry.coordinates];
+  if (geometry.type === "MultiPolygon") return geometry.coordinates;
+  return [];
+}
+
+function insideRing(ring, lon, lat) {
+  let inside = false;
+  for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+    const [xi, yi] = ring[i], [xj, yj] = ring[j];
+    if ((yi > lat) !== (yj > lat) && lon < ((xj - xi) * (lat - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+// The Natural Earth name of the country at (lat, lon), or null (sea, or basemap not loaded).
+export function countryAt(lat, lon) {
+  for (const c of countries) {
+    for (const shift of [0, 360, -360]) {
+      const x = lon + shift;
+      if (x < c.bbox[0] || x > c.bbox[2] || lat < c.bbox[1] || lat > c.bbox[3]) continue;
+      for (const polygon of c.polygons) {
+        if (insideRing(polygon[0], x, lat) && !polygon.slice(1).some((hole) => insideRing(hole, x, lat))) {
+          return c.name;
+        }
+      }
+    }
+  }
+  return null;
+}
+
 export async function loadBasemap(map) {
   // Natural Earth 1:50m countries (world-atlas), turned into GeoJSON in the browser.
   const response = await fetch("/vendor/countries-50m.json");
@@ -26,14 +113,33 @@ export async function loadBasemap(map) {
   const pane = map.createPane("basemap");
   pane.style.zIndex = 200;
   const renderer = L.canvas({ pane, padding: 0.5 });
-  L.geoJSON(topojson.feature(topo, topo.objects.land), {
-    pane, renderer, interactive: false,
-    style: { fillColor: "#1b2a35", fillOpacity: 1, color: "#4d6a80", weight: 0.9 },
-  }).addTo(map);
-  L.geoJSON(topojson.mesh(topo, topo.objects.countries, (a, b) => a !== b), {
-    pane, renderer, interactive: false,
-    style: { color: "#3f586b", weight: 0.7, dashArray: "4 3", fill: false },
-  }).addTo(map);
+  const land = unwrapped(topojson.feature(topo, topo.objects.land));
+  const borders = unwrapped(topojson.mesh(topo, topo.objects.countries, (a, b) => a !== b));
+  for (const offset of [-360, 0, 360]) {
+    const coordsToLatLng = (c) => L.latLng(c[1], c[0] + offset);
+    L.geoJSON(land, {
+      pane, renderer, interactive: false, coordsToLatLng,
+      style: { fillColor: "#1b2a35", fillOpacity: 1, color: "#4d6a80", weight: 0.9 },
+    }).addTo(map);
+    L.geoJSON(borders, {
+      pane, renderer, interactive: false, coordsToLatLng,
+      style: { color: "#3f586b", weight: 0.7, dashArray: "4 3", fill: false },
+    }).addTo(map);
+  }
+  for (const feature of unwrapped(topojson.feature(topo, topo.objects.countries)).features) {
+    const polygons = ringsOf(feature.geometry);
+    if (!polygons.length || !feature.properties?.name) continue;
+    let w = Infinity, s = Infinity, e = -Infinity, n = -Infinity;
+    for (const polygon of polygons) {
+      for (const [x, y] of polygon[0]) {
+        if (x < w) w = x;
+        if (x > e) e = x;
+        if (y < s) s = y;
+        if (y > n) n = y;
+      }
+    }
+    countries.push({ name: feature.properties.name, bbox: [w, s, e, n], polygons });
+  }
 }
 
 const parsed = new WeakMap();

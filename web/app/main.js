@@ -11,7 +11,8 @@ import { Overlays, loadBasemap } from "./layers.js";
 import { Panels } from "./panels.js";
 import { sidcFor } from "./sidc.js";
 import { TrackLayer } from "./tracks.js";
-import { fmtSpan, fmtTime, el } from "./util.js";
+import { HubClock, fmtSpan, fmtTime, el } from "./util.js";
+import { areas, firstArea, framed, ownBox, parseBox, pointsOf } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "commonsky.token";
@@ -28,13 +29,14 @@ function setState(state, text) {
   status.className = `status ${state === "live" ? "live" : state === "down" ? "down" : ""}`;
 }
 
+// `/#token=…&bbox=w,s,e,n` lets a bookmark or the demo open a party's view directly, framed
+// on an area; the fragment never reaches the server, and is removed from the address bar.
+const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+if (location.hash) history.replaceState(null, "", location.pathname);
+const startBox = parseBox(fragment.get("bbox"));
+
 function tokenFromLocation() {
-  // `/#token=…` lets a bookmark or the demo open a party's view directly; the fragment never
-  // reaches the server, and is removed from the address bar at once.
-  const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-  if (!match) return null;
-  history.replaceState(null, "", location.pathname);
-  return decodeURIComponent(match[1]);
+  return fragment.get("token");
 }
 
 async function signIn(token) {
@@ -75,15 +77,16 @@ async function start({ api, me }) {
   signout.hidden = false;
   signout.onclick = () => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); };
   setState("loading", "loading…");
+  const clock = new HubClock(me.clock);
 
   const map = L.map("map", {
     preferCanvas: true, zoomAnimation: false, worldCopyJump: true, minZoom: 2, maxZoom: 14,
   }).setView([35, 60], 3);
   L.control.scale({ imperial: false }).addTo(map);
   map.attributionControl.setPrefix("Leaflet · Natural Earth (world-atlas)");
-  const tracks = new TrackLayer(map);
+  const tracks = new TrackLayer(map, party);
   const overlays = new Overlays(map, party);
-  const panels = new Panels(api, party, map);
+  const panels = new Panels(api, party, map, clock, me.country);
   if (me.signs) panels.enableSigning();
   const timeline = new History();
   page.perf = tracks.stats;
@@ -92,8 +95,10 @@ async function start({ api, me }) {
     const t = tracks.hit(e.containerPoint);
     if (!t) return;
     const box = el("div");
-    box.append(el("strong", {}, t.callsign || t.uid));
-    for (const line of [`${t.party} ${t.type}`, `uid ${t.uid}`,
+    const generalized = String(t.uid).includes("::g-");
+    box.append(el("strong", {}, t.callsign || (generalized ? `${t.party} track (generalized)` : t.uid)));
+    for (const line of [`${t.party} ${t.type}`, generalized ? "" : `uid ${t.uid}`,
+      generalized ? `position to a ${Math.round((t.ce || 0) / 1000)} km cell; no details shared` : "",
       `${t.lat.toFixed(4)}, ${t.lon.toFixed(4)}${t.hae < 9999999 ? `, ${Math.round(t.hae)} m` : ""}`,
       t.speed != null ? `${Math.round(t.speed)} m/s, ${Math.round(t.course ?? 0)}°` : "",
       `seen ${fmtTime(t.time)}, stale ${fmtTime(t.stale)}`]) {
@@ -102,39 +107,92 @@ async function start({ api, me }) {
     L.popup().setLatLng([t.lat, t.lon]).setContent(box).openOn(map);
   });
 
+  // ---- where to look ---------------------------------------------------------------------
+  // A bbox in the link frames the first view; otherwise the area with most of the party's own
+  // items, framed once the current picture has arrived (and again 2 s later, as the rest of
+  // the replay lands) unless the user has moved the map by then.
+  let userMoved = false, fittedOnce = false, areaList = [];
+  map.on("dragstart", () => { userMoved = true; });
+  map.getContainer().addEventListener("wheel", () => { userMoved = true; }, { passive: true });
+  const select = $("area"), fitMine = $("fit-mine");
+  if (startBox) {
+    map.fitBounds(framed(startBox, 0.1), { animate: false });
+    userMoved = true;
+  }
+  function goTo(box) {
+    if (box) map.fitBounds(framed(box), { animate: false, maxZoom: 9 });
+  }
+  function refreshAreas(state) {
+    const points = pointsOf(state, party);
+    areaList = areas(points);
+    const current = select.value;
+    select.replaceChildren(el("option", { value: "all" }, `everything (${points.length})`),
+      ...areaList.map((a, i) => el("option", { value: String(i) }, `${a.name} (${a.count})`)));
+    if ([...select.options].some((o) => o.value === current)) select.value = current;
+    select.parentElement.hidden = areaList.length < 1;
+    fitMine.hidden = !points.some((p) => p.own);
+    return points;
+  }
+  select.addEventListener("change", () => {
+    userMoved = true;
+    if (select.value === "all") {
+      const all = areaList.reduce((b, a) => ({
+        west: Math.min(b.west, a.west), east: Math.max(b.east, a.east),
+        south: Math.min(b.south, a.south), north: Math.max(b.north, a.north),
+      }), { west: Infinity, east: -Infinity, south: Infinity, north: -Infinity });
+      if (areaList.length) goTo(all);
+    } else {
+      goTo(areaList[Number(select.value)]);
+    }
+  });
+  fitMine.addEventListener("click", () => {
+    userMoved = true;
+    goTo(ownBox(pointsOf(timeline.at(clock.now()), party)));
+  });
+  function autoFit() {
+    if (userMoved) return;
+    const points = refreshAreas(timeline.at(clock.now()));
+    const best = firstArea(areaList);
+    if (best && points.length) {
+      goTo(best);
+      select.value = String(areaList.indexOf(best));
+    }
+  }
+
   // ---- the time slider -----------------------------------------------------------------
   const slider = $("time");
   slider.disabled = false;
   let offset = 0; // seconds before now; 0 = live
   slider.addEventListener("input", () => { offset = Number(slider.value); schedule(); });
 
-  let drawnVersion = -1, drawnAt = 0, fitted = false, frame = 0;
+  let drawnVersion = -1, drawnAt = 0, frame = 0;
   function render() {
     frame = 0;
-    const now = Date.now() / 1000;
+    const now = clock.now();
     const T = now + offset;
     $("time-label").textContent = offset === 0 ? "LIVE" : `−${fmtSpan(offset)} (${fmtTime(T)})`;
     drawnVersion = timeline.version;
-    drawnAt = now;
+    drawnAt = performance.now();
     const state = timeline.at(T);
     const shown = [...(state.track || []), ...(state.position || [])];
     tracks.setTracks(shown);
     const counts = overlays.update(state);
     $("counts").textContent = `${shown.length} tracks · ${counts.airspace} areas · ${counts.conflict} conflicts · ${counts.launch} launch · ${counts.alert} alerts`;
-    if (!fitted && (shown.length || counts.airspace)) {
-      fitted = true;
-      const pts = shown.map((t) => [t.lat, t.lon]);
-      for (const have of overlays.layers.values()) {
-        const b = have.layer.getBounds?.();
-        if (b && b.isValid()) pts.push(b.getNorthEast(), b.getSouthWest());
-      }
-      const bounds = L.latLngBounds(pts);
-      if (bounds.isValid()) map.fitBounds(bounds.pad(0.2), { maxZoom: 9 });
+    if (!fittedOnce && (shown.length || counts.airspace)) {
+      fittedOnce = true;
+      autoFit();
+      setTimeout(autoFit, 2000);
     }
     page.time = T;
   }
   function schedule() {
     if (!frame) frame = requestAnimationFrame(render);
+  }
+  function showClock() {
+    const box = $("clock");
+    const label = clock.label();
+    box.replaceChildren(fmtTime(clock.now()));
+    if (label) box.append(el("span", { className: "scenario" }, label));
   }
   page.snapshot = () => ({
     party,
@@ -144,26 +202,49 @@ async function start({ api, me }) {
       uid: t.uid, callsign: t.callsign, party: t.party, type: t.type, sidc: sidcFor(t.type),
       lat: t.lat, lon: t.lon,
     })),
+    labels: tracks.labels.slice(),
     counts: overlays.counts,
     hotline: panels.messages.map((m) => ({ id: m.id, from: m.from, to: m.to, acks: m.acks })),
+    recipients: panels.recipientIds.slice(),
+    areas: areaList.map((a) => ({ ...a })),
   });
+  page.bounds = () => {
+    const b = map.getBounds();
+    return { west: b.getWest(), south: b.getSouth(), east: b.getEast(), north: b.getNorth(), zoom: map.getZoom() };
+  };
+  page.setView = (lat, lon, zoom) => { userMoved = true; map.setView([lat, lon], zoom, { animate: false }); };
+  page.project = (lat, lon) => {
+    const p = map.latLngToContainerPoint([lat, lon]);
+    const r = map.getContainer().getBoundingClientRect();
+    return { x: p.x + r.left, y: p.y + r.top };
+  };
   page.setReplay = (seconds) => { offset = -Math.abs(seconds); slider.value = String(offset); render(); };
 
-  // Once a second: staleness in live mode, moving deadlines, the slider label.
+  // Once a second: staleness in live mode, moving deadlines, the slider label, the clock.
   setInterval(() => {
-    const now = Date.now() / 1000;
-    if (timeline.version !== drawnVersion || now - drawnAt >= 1) schedule();
+    if (timeline.version !== drawnVersion || performance.now() - drawnAt >= 1000) schedule();
     if (panels.messages.some((m) => m.pending.length)) panels.renderHotline();
+    showClock();
   }, 1000);
-  setInterval(() => timeline.prune(Date.now() / 1000), 60_000);
+  showClock();
+  // The hub's clock may change pace (a demo's scenario clock drops to real time at the end).
+  setInterval(() => {
+    api.get("/api/me").then((m) => clock.set(m.clock)).catch(() => {});
+    refreshAreas(timeline.at(clock.now()));
+  }, 10_000);
+  setInterval(() => timeline.prune(clock.now()), 60_000);
 
-  const basemap = loadBasemap(map).catch((e) => { page.error = String(e); });
+  const basemap = loadBasemap(map)
+    .then(() => { page.basemap = true; })
+    .catch((e) => { page.error = String(e); });
   await Promise.all([basemap, panels.refreshAll(), panels.recipients()]).catch((e) => {
     page.error = String(e);
   });
+  // Country names need the basemap: name the areas again now that it is here.
+  refreshAreas(timeline.at(clock.now()));
 
   api.live((items) => {
-    const now = Date.now() / 1000;
+    const now = clock.now();
     const kinds = new Set();
     for (const item of items) {
       timeline.add(item, now);

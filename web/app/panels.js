@@ -3,18 +3,21 @@
 // something of its kind changed, so what it lists is exactly what the hub returns.
 
 import { Signer } from "./signing.js";
-import { el, fmtSpan, fmtTime } from "./util.js";
+import { el, fmtIso, fmtSpan, fmtTime } from "./util.js";
 
 function randomHex(bytes) {
   return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export class Panels {
-  constructor(api, party, map) {
+  constructor(api, party, map, clock, country) {
     this.api = api;
     this.party = party;
     this.map = map;
+    this.clock = clock; // the hub's time: deadlines count down on it
+    this.country = country;
     this.messages = [];
+    this.recipientIds = []; // parties a hotline message from this party reaches now
     this.timers = {};
     this.signer = null; // set once a party that signs has loaded its key
     document.getElementById("compose").addEventListener("submit", (e) => this.send(e));
@@ -55,12 +58,18 @@ export class Panels {
     await Promise.all([this.hotline(), this.conflicts(), this.launches(), this.alerts()]);
   }
 
+  // The send form offers only the parties a hotline agreement in force lets this party reach
+  // (the hub would refuse the others with 403); the roster comes from the authenticated API.
   async recipients() {
-    const health = await (await fetch("/healthz")).json();
+    const roster = await this.api.get("/api/parties");
+    const reachable = roster.filter((p) => p.hotline && !p.you);
+    this.recipientIds = reachable.map((p) => p.id);
     const select = document.getElementById("compose-to");
-    select.replaceChildren(...health.parties.filter((p) => p !== this.party)
-      .map((p) => el("option", { value: p }, p)));
-    document.getElementById("compose").hidden = false;
+    select.replaceChildren(...reachable.map((p) => el("option", { value: p.id, title: p.name }, p.id)));
+    document.getElementById("compose").hidden = reachable.length === 0;
+    const none = document.getElementById("compose-none");
+    none.hidden = reachable.length > 0;
+    none.textContent = "No hotline agreement in force lets you send to another party now.";
   }
 
   async send(event) {
@@ -89,7 +98,7 @@ export class Panels {
   }
 
   renderHotline() {
-    const now = Date.now() / 1000;
+    const now = this.clock.now();
     const list = document.getElementById("hotline");
     let waiting = 0;
     const rows = [...this.messages].reverse().map((m) => {
@@ -155,7 +164,7 @@ export class Panels {
       li.append(el("div", { className: "meta" }, `from ${e.parties.join(", ")}; ${e.n_points} points`));
       const impact = e.impact?.ellipse;
       if (impact) {
-        li.append(el("div", {}, `impact ${impact.lat.toFixed(2)}, ${impact.lon.toFixed(2)} (±${(impact.semi_major_m / 1000).toFixed(1)} km) at ${e.impact.time.slice(11, 19)}Z`));
+        li.append(el("div", {}, `impact ${impact.lat.toFixed(2)}, ${impact.lon.toFixed(2)} (±${(impact.semi_major_m / 1000).toFixed(1)} km) at ${fmtIso(e.impact.time)}`));
       }
       const ring = e.impact?.polygon || e.launch?.polygon;
       if (ring) li.addEventListener("click", () => this.zoomTo(L.polygon(ring.map(([x, y]) => [y, x]))));
@@ -165,15 +174,24 @@ export class Panels {
   }
 
   async alerts() {
-    // The CAP feed is public (the same for everyone): listed, not filtered by party.
+    // The CAP feed is public (the same for everyone). The party's own warnings — those it
+    // issues for its country's regions — come first, then everyone else's; newest first.
     const response = await fetch("/cap/feed.atom");
     if (!response.ok) return;
     const doc = new DOMParser().parseFromString(await response.text(), "application/xml");
-    const rows = [...doc.getElementsByTagNameNS("*", "entry")].slice(-50).reverse().map((entry) => {
+    const mine = `commonsky.${this.party.toLowerCase()}`;
+    const entries = [...doc.getElementsByTagNameNS("*", "entry")].map((entry) => {
       const text = (name) => entry.getElementsByTagNameNS("*", name)[0]?.textContent || "";
-      const li = el("li", { className: "overdue" });
-      li.append(el("div", {}, text("title")));
-      li.append(el("div", { className: "meta" }, text("updated")));
+      return { title: text("title"), updated: text("updated"), author: text("name") };
+    });
+    const own = entries.filter((e) => e.author === mine);
+    const others = entries.filter((e) => e.author !== mine);
+    const rows = [...own, ...others].slice(0, 50).map((e) => {
+      const li = el("li", { className: e.author === mine ? "overdue own" : "overdue" });
+      li.append(el("div", {}, e.title));
+      const issuer = e.author.startsWith("commonsky.") ? e.author.slice(10).toUpperCase() : e.author;
+      const whose = e.author === mine ? `yours${this.country ? ` (${this.country})` : ""}` : `from ${issuer}`;
+      li.append(el("div", { className: "meta" }, `${fmtIso(e.updated)} · ${whose}`));
       return li;
     });
     document.getElementById("alerts").replaceChildren(...rows);

@@ -1,0 +1,32 @@
+"""A connection's replay of the picture: drawn page by page as it drains, never a burst
+against the durable queue limit, never an item's superseded version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.engines.harness import make_world
+
+
+def test_a_late_connection_is_replayed_in_pages_without_stale_versions(tmp_path: Path) -> None:
+    from commonsky.hub.core import Connection
+    from commonsky.hub.outbox import REPLAY_PAGE, Outbox
+    from tests.engines.harness import drawing, square
+
+    share = {"name": "areas", "from": "USA", "to": ["RUS"], "categories": ["airspace"]}
+    w = make_world(tmp_path, [dict(share, disclosure="full")])
+    count = REPLAY_PAGE + 40
+    for i in range(count):
+        w.send("USA", drawing(f"A{i}", square(-170 + (i % 300) * 1.1, -60 + i // 300 * 2, 0.5)))
+    late = Outbox(10_000, 50)  # a durable limit far below the picture: paging must hold
+    w.hub.attach(Connection("RUS", "late", "test", late, lambda: "xml", lambda r: None, "late"))
+    first = [p.rendered.item.uid for p in late.take()]
+    assert len(first) == REPLAY_PAGE and late.backlog is not None
+    # Two updates while the replay is under way: one of an item already sent, one not yet.
+    w.send("USA", drawing("A0", square(-170, -60, 0.4)))
+    w.send("USA", drawing(f"A{count - 1}", square(0, 0, 0.4)))
+    rest = [p.rendered.item for p in late.take()]
+    assert late.backlog is None and late.take() == []
+    uids = first + [i.uid for i in rest]
+    assert uids.count("A0") == 2 and uids.count(f"A{count - 1}") == 1  # never the old one
+    assert len(set(uids)) == count

@@ -1,0 +1,252 @@
+"""Start-up as an operator meets it: `commonsky serve` in a subprocess. Every mistake is one
+line naming what to fix and exit status 2 — never a traceback, never a half-started hub."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from commonsky.errors import UsageError
+from commonsky.hub.server import HubServer
+from tests.conftest import base_config, running_hub, token_of
+
+TOKENED = """
+[[party]]
+id = "USA"
+token = "usa-token-0123456789abcdef"
+
+[[party]]
+id = "JPN"
+token = "jpn-token-0123456789abcdef"
+"""
+
+
+#: The `commonsky` command as installed beside this interpreter.
+COMMONSKY = str(Path(sys.executable).parent / "commonsky")
+
+
+def serve(config: Path, *flags: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [COMMONSKY, "serve", "--config", str(config), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single `commonsky: error:` line of a run that must have failed with status 2."""
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("commonsky: error:")]
+    assert result.returncode == 2 and len(errors) == 1, (result.returncode, result.stderr)
+    return errors[0]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@contextlib.contextmanager
+def occupied() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(config: Path, port: int, cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    hub = subprocess.Popen(
+        [COMMONSKY, "serve", "--config", str(config), "--http", f"127.0.0.1:{port}"],
+        cwd=cwd, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            assert hub.poll() is None, hub.communicate()[1]
+            time.sleep(0.1)
+        yield hub
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        hub.communicate(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_busy_http_port_is_one_line_naming_it(tmp_path: Path) -> None:
+    with occupied() as port:
+        config = write(tmp_path / "hub.toml", f'[server]\nhttp = "127.0.0.1:{port}"\n{TOKENED}')
+        line = one_error_line(serve(config))
+    assert f"port {port} is already in use" in line and "hub.toml" in line
+    # Nothing was left behind holding the data folder: the same config starts once the port
+    # is free again (it would say "in use by another hub" otherwise).
+    with serving(config, free_port(), tmp_path) as hub:
+        assert hub.poll() is None
+
+
+def test_a_busy_tak_port_names_its_listener(tmp_path: Path) -> None:
+    with occupied() as port:
+        config = write(
+            tmp_path / "hub.toml",
+            f"""[server]
+http = "127.0.0.1:0"
+[[listener]]
+kind = "tak-tcp"
+bind = "127.0.0.1:0"
+party = "USA"
+[[listener]]
+kind = "tak-tcp"
+bind = "127.0.0.1:{port}"
+party = "JPN"
+{TOKENED}""",
+        )
+        line = one_error_line(serve(config))
+    assert "[[listener]] #2" in line and f"port {port} is already in use" in line
+
+
+def test_missing_certificates_name_the_file_the_listener_and_the_fix(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "conf" / "hub.toml",
+        f"""[server]
+http = "127.0.0.1:0"
+[[listener]]
+kind = "tak-tls"
+bind = "127.0.0.1:0"
+ca = "pki"
+{TOKENED}""",
+    )
+    line = one_error_line(serve(config, cwd=tmp_path))
+    ca = tmp_path / "conf" / "pki"  # relative to the config file, not to where we ran it
+    assert "[[listener]] #1" in line and str(ca / "server.pem") in line
+    assert f"commonsky ca init --dir {ca}" in line
+    # Certificate trouble stops the hub before it touches its data folder.
+    assert not (tmp_path / "conf" / "var").exists()
+
+
+def test_a_certificate_file_that_is_not_one_is_named(tmp_path: Path) -> None:
+    from commonsky.cli import main
+
+    main(["ca", "init", "--dir", str(tmp_path / "pki")])
+    (tmp_path / "pki" / "server.pem").write_text("not a certificate\n")
+    config = write(
+        tmp_path / "hub.toml",
+        f"""[server]
+http = "127.0.0.1:0"
+[[listener]]
+kind = "tak-tls"
+bind = "127.0.0.1:0"
+ca = "pki"
+{TOKENED}""",
+    )
+    line = one_error_line(serve(config))
+    assert "[[listener]] #1" in line and "server.pem" in line and "not a certificate" in line
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    config = write(
+        tmp_path / "hub.toml",
+        f'[server]\nhttp = "127.0.0.1:0"\ndata_dir = "blocked/hub"\n{TOKENED}',
+    )
+    line = one_error_line(serve(config))
+    assert str(tmp_path / "blocked" / "hub") in line
+
+
+@pytest.mark.parametrize("name", ["hub.sqlite3", "ledger.sqlite3"])
+def test_a_database_that_is_not_one_is_named(tmp_path: Path, name: str) -> None:
+    config = write(tmp_path / "hub.toml", TOKENED)
+    with serving(config, free_port(), tmp_path):
+        pass
+    data = tmp_path / "var" / "hub"
+    for path in data.glob(f"{name}*"):
+        path.unlink()
+    (data / name).write_bytes(b"this is not a SQLite database, just bytes " * 50)
+    line = one_error_line(serve(config, "--http", "127.0.0.1:0"))
+    assert str(data / name) in line and "not a database" in line
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = write(site / "hub.toml", f'[server]\ndata_dir = "state"\n{TOKENED}')
+    with serving(config, free_port(), elsewhere) as hub:
+        assert (site / "state" / "hub.json").is_file()
+    _, log = hub.communicate()
+    assert not any(elsewhere.iterdir())
+    assert f"data folder {site / 'state'}" in log  # the absolute path, logged at start
+
+
+def test_a_second_hub_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    config = write(tmp_path / "hub.toml", TOKENED)
+    with serving(config, free_port(), tmp_path) as first:
+        line = one_error_line(serve(config, "--http", f"127.0.0.1:{free_port()}"))
+        assert f"in use by another hub (pid {first.pid}" in line
+        assert first.poll() is None  # the first one serves on
+
+
+async def test_the_lock_holds_within_one_process_too(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    async with running_hub(config):
+        with pytest.raises(UsageError, match="in use by another hub"):
+            HubServer(config)
+    # Released when the first one stopped.
+    async with running_hub(config):
+        pass
+
+
+def test_no_party_with_a_token_warns(tmp_path: Path) -> None:
+    with occupied() as port:  # stop it right after the checks that precede binding
+        config = write(
+            tmp_path / "hub.toml",
+            f'[server]\nhttp = "127.0.0.1:{port}"\n[[party]]\nid = "USA"\n',
+        )
+        result = serve(config)
+    assert "no [[party]] has a token, so nobody can sign in" in result.stderr
+
+
+async def test_a_failed_start_leaves_nothing_open(tmp_path: Path) -> None:
+    """HubServer.start failing (busy port) closes the store and ledger and releases the lock."""
+    with occupied() as port:
+        config = base_config(tmp_path, server={"http": f"127.0.0.1:{port}"})
+        server = HubServer(config)
+        with pytest.raises(UsageError, match=f"port {port}"):
+            await server.start()
+    async with running_hub(base_config(tmp_path)) as hub:
+        async with httpx.AsyncClient(base_url=hub.http) as http:
+            me = await http.get("/api/me", headers={"Authorization": f"Bearer {token_of('USA')}"})
+        assert me.status_code == 200
+
+
+def test_flags_and_variables_are_relative_to_the_current_folder(tmp_path: Path) -> None:
+    from commonsky.config import load_config
+
+    config = write(tmp_path / "conf" / "hub.toml", TOKENED)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        by_flag = load_config(config, {"data_dir": "from-flag"})
+        assert by_flag.data_dir == tmp_path / "from-flag"
+        by_file = load_config(config)
+        assert by_file.data_dir == tmp_path / "conf" / "var" / "hub"  # the default, too
+    finally:
+        os.chdir(cwd)
