@@ -59,6 +59,9 @@ API_SHARE = 0.05  # of all inputs, at least, go through the HTTP API
 _METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 
 
+OPERATOR = "fuzz-operator-token-0123456789"  # reads all of /metrics
+
+
 def token(party: str) -> str:
     return f"fuzz-token-{party.lower()}-0123456789"
 
@@ -68,6 +71,7 @@ def hub_config(data_dir: Path, http: int, ports: dict[str, int]) -> str:
     lines = [
         f'[server]\ndata_dir = "{data_dir}"\nhttp = "127.0.0.1:{http}"\n'
         "limit_refusals_before_close = 500\nlimit_queue_durable = 100000\n"
+        f'operator_token = "{OPERATOR}"\n'
     ]
     for party in PARTIES:
         lines.append(f'[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:{ports[party]}"\n'
@@ -169,10 +173,10 @@ class HubProcess:
         return 0.0
 
 
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
+async def http_get(port: int, path: str, auth: str = OPERATOR) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        return await http_request(reader, writer, "GET", path, "", b"")
+        return await http_request(reader, writer, "GET", path, auth, b"")
     finally:
         writer.close()
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 import shapely
+import shapely.errors
 import shapely.geometry
 from shapely.geometry import shape as shapely_shape
 
@@ -200,18 +201,25 @@ class AirspaceDesk:
 
     def publish(self, changes: list[ConflictChange]) -> None:
         for change in changes:
-            c = across_the_line(change.conflict)
-            told = []
-            for own, other in ((c.a, c.b), (c.b, c.a)):
-                level = self.disclosure(own.party, other.party, other.item, c)
-                if level is not None:
-                    told.append((own, level))
-            thread = self.threads.get(c.id)
-            if change.action == "raised" and len(told) == 2 and thread is None:
-                thread = self._open_thread(c)
-            for own, level in told:
-                notice = notice_for(c, own.party, level.value, self._handle, thread)
-                self._send(notice, change.action)
+            try:
+                self._publish_one(change)
+            except Exception:  # our bug: this change's notices are lost, not the others'
+                self.hub.metrics.internal_error("conflict_notice")
+                log.exception("telling the parties of conflict %s failed", change.conflict.id)
+
+    def _publish_one(self, change: ConflictChange) -> None:
+        c = across_the_line(change.conflict)
+        told = []
+        for own, other in ((c.a, c.b), (c.b, c.a)):
+            level = self.disclosure(own.party, other.party, other.item, c)
+            if level is not None:
+                told.append((own, level))
+        thread = self.threads.get(c.id)
+        if change.action == "raised" and len(told) == 2 and thread is None:
+            thread = self._open_thread(c)
+        for own, level in told:
+            notice = notice_for(c, own.party, level.value, self._handle, thread)
+            self._send(notice, change.action)
 
     def _send(self, notice: Notice, action: str) -> None:
         notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
@@ -317,10 +325,10 @@ def canonical_geometry(geometry: dict[str, Any] | None) -> dict[str, Any] | None
         return geometry
     try:
         shape = shapely_shape(geometry)
-    except (ValueError, TypeError, AttributeError):
+        simple = shapely.set_precision(shape.simplify(1e-5, preserve_topology=True), 1e-7)
+        return shapely.geometry.mapping(shapely.normalize(simple))  # type: ignore[no-any-return]
+    except (ValueError, TypeError, AttributeError, shapely.errors.ShapelyError):
         return None
-    simple = shapely.set_precision(shape.simplify(1e-5, preserve_topology=True), 1e-7)
-    return shapely.geometry.mapping(shapely.normalize(simple))  # type: ignore[no-any-return]
 
 
 def stored_notice(event: CotEvent) -> Notice | None:
@@ -344,8 +352,9 @@ def _anchor(geometry: dict[str, Any] | None) -> tuple[float, float]:
             shape = shapely_shape(geometry)
             polygonal = shape.geom_type in ("Polygon", "MultiPolygon")
             point = shape.representative_point() if polygonal else shape.centroid
-            return float(point.y), float(point.x)
-        except (ValueError, TypeError, AttributeError):
+            if not point.is_empty:  # (an overlap simplified to nothing has no point)
+                return float(point.y), float(point.x)
+        except (ValueError, TypeError, AttributeError, shapely.errors.ShapelyError):
             pass
     return 0.0, 0.0
 

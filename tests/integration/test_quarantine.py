@@ -156,3 +156,31 @@ def test_a_desk_that_fails_on_one_stored_item_quarantines_it_and_rebuilds_the_re
     assert "USA::m3" in [e.uid for e in world.take("RUS")]
     assert "b-t-f-d" in [e.type for e in world.take("USA")]  # the desks after it still ran
     assert world.hub.metrics.internal_errors.labels("observer")._value.get() == 1
+
+
+def test_an_overlap_with_no_point_anchors_nowhere_rather_than_failing() -> None:
+    from commonsky.engines.airspace import _anchor, canonical_geometry
+
+    sliver = {"type": "Polygon", "coordinates": [[[30, 30], [30 + 1e-9, 30], [30, 30]]]}
+    assert _anchor({"type": "Polygon", "coordinates": []}) == (0.0, 0.0)
+    assert _anchor({"type": "GeometryCollection", "geometries": []}) == (0.0, 0.0)
+    assert canonical_geometry({"type": "Nonsense"}) is None
+    _anchor(canonical_geometry(sliver))  # simplified to nothing: still no exception
+
+
+def test_a_desk_whose_whole_rebuild_fails_does_not_stop_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from commonsky.engines.airspace import AirspaceDesk
+    from tests.engines.harness import make_world
+
+    make_world(tmp_path, [HOTLINE]).services.close()
+
+    def broken(self: AirspaceDesk) -> None:
+        raise RuntimeError("a desk's own bug")
+
+    monkeypatch.setattr(AirspaceDesk, "rebuild", broken)
+    world = make_world(tmp_path, [HOTLINE])  # starts again on the same data
+    counted = world.hub.metrics.render().decode()
+    assert 'commonsky_internal_errors_total{where="rebuild_airspace"} 1.0' in counted
+    assert world.services.launch is not None  # the desks after it were built and rebuilt
