@@ -46,6 +46,9 @@ class Services:
         if recorder is not None:
             hub.on_durable.append(recorder.record)
             hub.transactions.append(recorder.ledger.transaction)
+            # The ledger commits before the store: after a crash between the two, the
+            # numbers it recorded must not go to other items.
+            hub.store.reserve(recorder.last_store_seq())
         hotline = HotlineDesk(hub, recorder)
         _rebuild(hub, "hotline", hotline.rebuild)
         airspace = AirspaceDesk(hub, hotline)

@@ -54,6 +54,12 @@ class Store(Protocol):
         Blocks nest; an inner block joins the outer one."""
         ...
 
+    def reserve(self, seq: int) -> None:
+        """Never hand out a sequence number at or below `seq` again: the ledger has
+        recorded it (a crash between the ledger's commit and the store's must not give a
+        recorded number to another item)."""
+        ...
+
     def active(self, now: float) -> list[Item]:
         """The latest durable item per (party, uid) that is not stale at `now`."""
         ...

@@ -159,6 +159,13 @@ class PostgresStore(NestedBlocks):
                         copy.write_row((seq, *row))
         return seqs
 
+    def reserve(self, seq: int) -> None:
+        # (A PostgreSQL sequence never gives a number twice, rolled back or not; raised all
+        # the same, for a database restored from a backup older than the ledger.)
+        self._live().execute(
+            "SELECT setval(%s, GREATEST(%s, nextval(%s)))", (self._sequence, seq, self._sequence)
+        )
+
     def active(self, now: float) -> list[Item]:
         rows = self._live().execute(
             "SELECT seq, body FROM (SELECT DISTINCT ON (party, uid) seq, stale, body "

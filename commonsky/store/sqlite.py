@@ -115,6 +115,20 @@ class SQLiteStore(NestedBlocks):
             )
         return seqs
 
+    def reserve(self, seq: int) -> None:
+        # AUTOINCREMENT numbers come from sqlite_sequence, which a rolled-back (or killed)
+        # transaction leaves untouched: raised here past what the ledger has recorded.
+        with self.transaction():
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            raised = self._db.execute(
+                "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'items'", (seq,)
+            ).rowcount
+            if not raised:
+                self._db.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('items', ?)", (seq,)
+                )
+
     def active(self, now: float) -> list[Item]:
         rows = self._db.execute(
             "SELECT seq, body FROM items WHERE seq IN "

@@ -70,3 +70,30 @@ def test_store_and_ledger_agree_whatever_is_sent(sent: list[tuple[str, bytes]]) 
         assert disagreements(world.hub.store.since(0), recorder.ledger.entries()) == []
         world.services.close()
         world.hub.store.close()
+
+
+def test_a_number_the_ledger_recorded_before_a_crash_goes_to_no_other_item(
+    tmp_path: Path,
+) -> None:
+    from commonsky.ledger.entry import EntryFields
+    from tests.engines.harness import chat
+
+    world = make_world(tmp_path, EVERYTHING)
+    first = world.send("USA", chat("m1", "before", "RUS"))
+    recorder = world.services.recorder
+    assert recorder is not None
+    # Killed after the ledger's commit and before the store's: the ledger records the next
+    # number, the store never got the item.
+    lost = first.seq + 10
+    recorder.ledger.append(
+        EntryFields("item", 0, "USA", ["USA"], {"store_seq": lost, "uid": "m-lost"})
+    )
+    world.services.close()
+    world.hub.store.close()
+    again = make_world(tmp_path, EVERYTHING)
+    after = again.send("USA", chat("m2", "after", "RUS"))
+    assert after.seq > lost
+    assert again.services.recorder is not None
+    found = disagreements(again.hub.store.since(0), again.services.recorder.ledger.entries())
+    # Named as what it is (recorded, never stored), not as another item's record.
+    assert len(found) == 1 and found[0].endswith(f"records store item {lost}, which is not stored")

@@ -172,3 +172,17 @@ def test_meta_values_and_the_item_count_survive_a_restart(
     store.close()
     again = open_store()
     assert again.meta("hub_id") == "def" and again.count() == 1
+
+
+def test_reserved_numbers_are_never_handed_out(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    assert store.append(item("a")) == 1
+    store.reserve(5)
+    store.reserve(3)  # never backwards (a number may be skipped: gaps are allowed)
+    b = store.append(item("b"))
+    c, d = store.append_many([item("c"), item("d")])
+    assert 5 < b < c < d
+    store.close()
+    again = open_store()
+    again.reserve(2)
+    assert again.append(item("e")) > d
