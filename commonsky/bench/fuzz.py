@@ -66,12 +66,13 @@ def token(party: str) -> str:
     return f"fuzz-token-{party.lower()}-0123456789"
 
 
-def hub_config(data_dir: Path, http: int, ports: dict[str, int]) -> str:
-    """Four parties, a TCP listener each, and agreements of every kind between them."""
+def hub_config(data_dir: Path, http: int, ports: dict[str, int], extra: str = "") -> str:
+    """Four parties, a TCP listener each, and agreements of every kind between them
+    (`extra`: more `[server]` settings)."""
     lines = [
         f'[server]\ndata_dir = "{data_dir}"\nhttp = "127.0.0.1:{http}"\n'
         "limit_refusals_before_close = 500\nlimit_queue_durable = 100000\n"
-        f'operator_token = "{OPERATOR}"\n'
+        f'operator_token = "{OPERATOR}"\n{extra}'
     ]
     for party in PARTIES:
         lines.append(f'[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:{ports[party]}"\n'
