@@ -169,14 +169,44 @@ def cert_issue(
     party: Annotated[str, typer.Option("--party", help="Party id: becomes the subject O.")],
     name: Annotated[str, typer.Option("--name", help="User or device: becomes the subject CN.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the PEM and PKCS#12 files.")],
+    p12: Annotated[
+        str,
+        typer.Option(
+            "--p12",
+            help="PKCS#12 form. 'compatible' (default): SHA-1 MAC and 3DES bags, which ATAK "
+            "on Android 12 and older TAK tooling import. 'modern': SHA-256 MAC and AES-256 "
+            "bags, for newer clients only.",
+        ),
+    ] = "compatible",
+    atak_default_password: Annotated[
+        bool,
+        typer.Option(
+            "--atak-default-password",
+            help="Protect the bundles with ATAK's public default 'atakatak' instead of a new "
+            "random password (anyone with the file can then open it).",
+        ),
+    ] = False,
 ) -> None:
-    """Issue a client certificate (PEM + PKCS#12, password atakatak) for a TAK user."""
+    """Issue a client certificate for a TAK user: PEM files, a PKCS#12 bundle and a
+    truststore. Their password is random, printed once and stored nowhere."""
     from commonsky.hub.datadir import private_dir
-    from commonsky.pki import issue_client
+    from commonsky.pki import ATAK_DEFAULT_PASSWORD, P12Form, issue_client
 
+    try:
+        form = P12Form(p12)
+    except ValueError:
+        raise UsageError(f"--p12 {p12!r}: use compatible or modern") from None
     private_dir(out)  # it holds the user's private key
-    for path in issue_client(ca, party, name, out):
+    files, password = issue_client(
+        ca, party, name, out, form, ATAK_DEFAULT_PASSWORD if atak_default_password else None
+    )
+    for path in files:
         print(path)
+    print(f"PKCS#12 form: {form.value}")
+    if atak_default_password:
+        print(f"PKCS#12 password: {password} (ATAK's public default: not a secret)")
+    else:
+        print(f"PKCS#12 password (shown once, stored nowhere): {password}")
 
 
 def _logging(level: str) -> None:

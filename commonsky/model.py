@@ -8,6 +8,7 @@ Categories drive policy; the CoT-type mapping table below is the only place that
 from __future__ import annotations
 
 import enum
+import math
 
 import msgspec
 
@@ -22,10 +23,22 @@ class Category(enum.StrEnum):
     IMAGERY = "imagery"
     ALERT = "alert"
     CONFLICT = "conflict"
+    # What TAK users do every day (issue #12): each its own category, so that an agreement
+    # says exactly which of them crosses.
+    MARKER = "marker"  # spot markers, points, waypoints, checkpoints (b-m-p-*)
+    DRAWING = "drawing"  # telestration, range & bearing, vehicle outlines: not airspace
+    VIDEO = "video"  # video feeds (b-i-v)
+    FILE = "file"  # file transfers: requests and acknowledgements (b-f-t-*)
+    EMERGENCY = "emergency"  # 911, troops in contact, ring the bell, geofence breach
+    CASEVAC = "casevac"  # CASEVAC / MEDEVAC requests (b-r-f-h-c): medical, not public
+    OTHER = "other"  # every type the table does not name
 
 
-# Durable categories are stored before they are relayed and replayed on reconnect; the
-# others are live (latest per uid wins, and a slow reader may miss intermediate updates).
+# Durable categories are stored before they are relayed and replayed on reconnect (also
+# after a hub restart); the others are live (latest per uid wins, kept in memory while not
+# stale, and a slow reader may miss intermediate updates). The line is drawn by what a TAK
+# user expects after a reconnect: a marker, a drawing, a video feed, an emergency or a
+# CASEVAC request still on the map; a track's or an unknown type's latest state if fresh.
 DURABLE: frozenset[Category] = frozenset(
     {
         Category.HOTLINE,
@@ -34,6 +47,11 @@ DURABLE: frozenset[Category] = frozenset(
         Category.SITE,
         Category.ALERT,
         Category.CONFLICT,
+        Category.MARKER,
+        Category.DRAWING,
+        Category.VIDEO,
+        Category.EMERGENCY,
+        Category.CASEVAC,
     }
 )
 
@@ -44,7 +62,8 @@ class Disclosure(enum.StrEnum):
     CONFLICTS_ONLY = "conflicts-only"
 
 
-# CoT type prefix -> category. Longest prefix wins; documented in the README.
+# CoT type prefix -> category. Longest prefix wins; a type no prefix matches is `other`.
+# Documented in the README; demo/checks.py keeps its own, independent copy.
 COT_CATEGORY_TABLE: tuple[tuple[str, Category], ...] = (
     ("a-", Category.TRACK),
     ("b-t-f", Category.HOTLINE),
@@ -55,30 +74,112 @@ COT_CATEGORY_TABLE: tuple[tuple[str, Category], ...] = (
     ("u-d-c-e", Category.AIRSPACE),
     ("u-d-p", Category.SITE),
     ("b-m-p-s-p-i", Category.SITE),
+    ("b-m-p", Category.MARKER),
+    ("u-d-f-m", Category.DRAWING),  # telestration (ATAK "MultiPolyline"): strokes
+    ("u-d-k", Category.DRAWING),  # keyhole
+    ("u-d-v", Category.DRAWING),  # vehicle outlines (u-d-v, u-d-v-m)
+    ("u-rb", Category.DRAWING),  # range & bearing line (u-rb-a)
+    ("u-r-b", Category.DRAWING),  # range & bearing circle, bullseye
+    ("b-i-v", Category.VIDEO),
     ("b-i-x-i", Category.IMAGERY),
-    ("b-r-f-h-c", Category.ALERT),
-    ("b-a-o", Category.ALERT),
+    ("b-f-t", Category.FILE),
+    ("b-r-f-h-c", Category.CASEVAC),
+    ("b-a-o", Category.EMERGENCY),
+    ("b-a-g", Category.EMERGENCY),
+    ("b-a-o-csky", Category.ALERT),  # the public warnings parties issue through the hub
     ("t-x-csky-launch", Category.LAUNCH),
     ("t-x-csky-conflict", Category.CONFLICT),
     ("b-l", Category.LAUNCH),
 )
 _SORTED_TABLE = sorted(COT_CATEGORY_TABLE, key=lambda pair: -len(pair[0]))
 
+# Types no category routes. Deletes have their own path (hub/deletes.py: only the owner's,
+# relayed to whoever received the item, under that party's name for it), taken before any
+# category is looked up; should one reach routing, it stays inside the sender's party.
+PARTY_ONLY_TYPES: tuple[str, ...] = ("t-x-d-d",)
+
+# Messages about other items, not items: relayed once to whoever is connected and entitled,
+# never kept in the picture and never replayed (a cancel removes what it cancels).
+TRANSIENT_TYPES: tuple[str, ...] = (
+    "b-t-f-d",  # GeoChat delivered receipt
+    "b-t-f-r",  # GeoChat read receipt
+    "b-f-t",  # file-transfer request (b-f-t-r) and acknowledgement (b-f-t-a)
+    "b-a-o-can",  # emergency cancelled
+    "t-x-d-d",  # delete
+)
+
+# TAK Server's notices about its own missions (Data Sync: create, delete, change, invite,
+# role; `DistributedSubscriptionManager.java`). This hub keeps no missions, so one sent by
+# a client speaks for a server that is not there: refused as `mission_notice`.
+SERVER_ONLY_TYPES: tuple[str, ...] = ("t-x-m-",)
+
 
 def category_of(cot_type: str) -> Category | None:
-    """The category of a CoT type, or None when the hub does not share that type."""
+    """The category of a CoT type (`other` when the table names none), or None for types
+    that never leave the sender's party (`PARTY_ONLY_TYPES`)."""
+    if cot_type.startswith(PARTY_ONLY_TYPES):
+        return None
     for prefix, category in _SORTED_TABLE:
         if cot_type.startswith(prefix):
             return category
-    return None
+    return Category.OTHER
+
+
+# CommonSky's detail extension that makes a TAK drawing an airspace item (engines/drawings.py).
+AIRSPACE_EXTENSION = "csky_airspace"
+
+
+def category_of_event(event: CotEvent) -> Category | None:
+    """`category_of` the event's type, except that a drawing (a telestration, say) that
+    carries our `<csky_airspace>` extension is declared airspace by its sender."""
+    category = category_of(event.type)
+    if category is Category.DRAWING and f"<{AIRSPACE_EXTENSION}" in event.detail:
+        from commonsky.protocol.cot import detail_tree  # (cot imports this module)
+
+        if detail_tree(event.detail).find(AIRSPACE_EXTENSION) is not None:
+            return Category.AIRSPACE
+    return category
+
+
+def is_transient(cot_type: str) -> bool:
+    """Whether events of this type are messages (relayed, never kept in the picture)."""
+    return cot_type.startswith(TRANSIENT_TYPES)
+
+
+def is_server_only(cot_type: str) -> bool:
+    """Whether only a TAK server may send this type (a client's is refused)."""
+    return cot_type.startswith(SERVER_ONLY_TYPES)
+
+
+UNKNOWN = 9999999.0  # CoT's "not known" value for hae, ce and le
 
 
 class Point(msgspec.Struct, frozen=True):
+    """A CoT `<point>`: WGS-84 degrees, height above ellipsoid and errors in metres.
+
+    Unknown is `UNKNOWN` (9999999) as CoT writes it, or NaN when the sender wrote `NaN`
+    (ATAK's file-transfer acknowledgements do); both are kept as written so a relay changes
+    nothing. Ask `known(value)` rather than comparing either.
+    """
+
     lat: float
     lon: float
-    hae: float = 9999999.0
-    ce: float = 9999999.0
-    le: float = 9999999.0
+    hae: float = UNKNOWN
+    ce: float = UNKNOWN
+    le: float = UNKNOWN
+
+    @property
+    def hae_known(self) -> bool:
+        return known(self.hae)
+
+    @property
+    def position_known(self) -> bool:
+        return not (math.isnan(self.lat) or math.isnan(self.lon))
+
+
+def known(value: float) -> bool:
+    """Whether a CoT number is a value: not NaN, not infinite, not CoT's 9999999."""
+    return math.isfinite(value) and value < UNKNOWN
 
 
 class CotEvent(msgspec.Struct, frozen=True):
@@ -93,18 +194,28 @@ class CotEvent(msgspec.Struct, frozen=True):
     time: float
     start: float
     stale: float
-    how: str
+    how: str | None  # None: the sender wrote no `how` (and none is invented)
     point: Point
     detail: str = ""
-    access: str = ""
-    qos: str = ""
-    opex: str = ""
+    access: str | None = None  # None: absent; "" when the sender wrote access=""
+    qos: str | None = None
+    opex: str | None = None
     # Fields lifted out of <detail> because routing or the map needs them.
     callsign: str = ""
     speed: float | None = None
     course: float | None = None
     dest_callsigns: tuple[str, ...] = ()
     dest_parties: tuple[str, ...] = ()
+    dest_uids: tuple[str, ...] = ()  # `marti/dest@uid` as written (iTAK addresses by uid)
+
+
+# The detail of the stale version a delete (`t-x-d-d`) leaves of its target: stored, recorded
+# and shown to the desks, which take it as the item withdrawn (hub/core.py).
+DELETED = "<__deleted/>"
+
+
+def is_deleted(event: CotEvent) -> bool:
+    return event.detail == DELETED
 
 
 HUB = "HUB"  # the originator of items the hub makes itself (notices, fused events, alerts)

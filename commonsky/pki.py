@@ -3,14 +3,27 @@
 `ca init` makes ca.pem/ca-key.pem plus the hub's own server certificate (server.pem,
 server-key.pem, valid for localhost and 127.0.0.1 and any extra names given). `cert issue`
 makes a client certificate whose subject O is the party and CN the user, as PEM and as a
-PKCS#12 bundle (ATAK's default password `atakatak`), with a truststore `truststore.p12`.
+PKCS#12 bundle with a truststore `truststore.p12` holding the CA.
+
+PKCS#12 form. By default the *compatible* one: SHA-1 MAC (2,048 iterations) and
+PBE-SHA1-3DES for both the key and the certificate bags — what OpenSSL 1.x, Java keytool and
+TAK Server's own scripts write, and what ATAK on Android 12 and older TAK tooling import
+(users report them rejecting the *modern* form: SHA-256 MAC, PBKDF2 + AES-256-CBC bags,
+written only on request). OpenSSL 3 reads both without `-legacy` (3DES is in its default
+provider; RC2, which we never write, is not).
+
+Password. ATAK's documented default `atakatak` is public: a bundle under it protects its key
+from nobody who gets the file. So each bundle gets its own random password, returned to the
+caller to show once and written nowhere; `atakatak` only when asked for by name.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import ipaddress
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +35,37 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from commonsky.errors import UsageError
 
-P12_PASSWORD = b"atakatak"
+ATAK_DEFAULT_PASSWORD = "atakatak"  # public: only when asked for by name
+# No 0/o, 1/l/i: read off a screen and typed on a phone.
+_PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
+class P12Form(enum.StrEnum):
+    COMPATIBLE = "compatible"  # SHA-1 MAC, PBE-SHA1-3DES bags: ATAK on Android <= 12 imports
+    MODERN = "modern"  # SHA-256 MAC, PBKDF2 + AES-256-CBC bags
+
+
+def new_password() -> str:
+    """A random bundle password: four groups of four, ~79 bits (`xxxx-xxxx-xxxx-xxxx`)."""
+    groups = ("".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(4)) for _ in range(4))
+    return "-".join(groups)
+
+
+def p12_encryption(password: str, form: P12Form) -> serialization.KeySerializationEncryption:
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder()
+    if form is P12Form.COMPATIBLE:
+        builder = (
+            builder.kdf_rounds(2048)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())
+        )
+    else:
+        builder = builder.key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(
+            hashes.SHA256()
+        )
+    return builder.build(password.encode())
+
+
 CA_CERT, CA_KEY = "ca.pem", "ca-key.pem"
 SERVER_CERT, SERVER_KEY = "server.pem", "server-key.pem"
 
@@ -138,10 +181,20 @@ def _issue(
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
-def issue_client(ca_dir: Path, party: str, name: str, out: Path) -> list[Path]:
-    """Client certificate for `name` of `party`; returns the files written."""
+def issue_client(
+    ca_dir: Path,
+    party: str,
+    name: str,
+    out: Path,
+    form: P12Form = P12Form.COMPATIBLE,
+    password: str | None = None,
+) -> tuple[list[Path], str]:
+    """Client certificate for `name` of `party`: (the files written, the password of the
+    PKCS#12 bundle and truststore — a new random one unless `password` is given). The
+    password is written nowhere: show it to the user once."""
     if not party or not name or "/" in name or ".." in name:
         raise UsageError(f"--party {party!r} / --name {name!r}: both must be plain names")
+    password = new_password() if password is None else password
     key, cert = _issue(ca_dir, party, name, server=False)
     ca_cert, _ = _load_ca(ca_dir)
     pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -150,18 +203,14 @@ def issue_client(ca_dir: Path, party: str, name: str, out: Path) -> list[Path]:
         out / f"{name}-key.pem": (_key_pem(key), True),
         out / f"{name}.p12": (
             pkcs12.serialize_key_and_certificates(
-                name.encode(),
-                key,
-                cert,
-                [ca_cert],
-                serialization.BestAvailableEncryption(P12_PASSWORD),
+                name.encode(), key, cert, [ca_cert], p12_encryption(password, form)
             ),
             True,
         ),
         out / "truststore.p12": (
             pkcs12.serialize_java_truststore(
                 [pkcs12.PKCS12Certificate(ca_cert, b"commonsky-ca")],
-                serialization.BestAvailableEncryption(P12_PASSWORD),
+                p12_encryption(password, form),
             ),
             False,
         ),
@@ -169,4 +218,4 @@ def issue_client(ca_dir: Path, party: str, name: str, out: Path) -> list[Path]:
     }
     for path, (data, private) in files.items():
         _write(path, data, private)
-    return list(files)
+    return list(files), password

@@ -6,29 +6,25 @@ parties an item flows only under an agreement in force for its category, its pos
 (the agreement's area of interest) and the current time. Several grants to one recipient
 combine to the most generous disclosure among those in force.
 
-Uids are namespaced per party. A party's own clients see its items under their own uids;
-every other party sees `PARTY::uid` (or an opaque `PARTY::g-…` when generalized). Since no
-party may send a uid containing `::` except its own prefix, no delivered uid can ever
-collide with, overwrite or impersonate a recipient's own item.
+Uids are namespaced per party: a party's own clients see its items under their own uids,
+every other party sees `PARTY::uid` (or an opaque `PARTY::g-…` when generalized), and names
+are translated both ways — the rule is in `commonsky/namespace.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import shapely
-from msgspec.structs import replace
 from shapely.geometry import Polygon
 from shapely.prepared import PreparedGeometry, prep
 
-from commonsky.model import Category, CotEvent, Disclosure, Item, Point
+from commonsky.model import UNKNOWN, Category, CotEvent, Disclosure, Item, Point, known
+from commonsky.namespace import handle
 
-SEPARATOR = "::"
 _RANK = {Disclosure.CONFLICTS_ONLY: 0, Disclosure.GENERALIZED: 1, Disclosure.FULL: 2}
 
 
@@ -112,10 +108,15 @@ class Policy:
                     out[grant.recipient] = level
         return out
 
+    def entitled(self, item: Item, now: float) -> dict[str, Disclosure]:
+        """Parties (other than the originator) the agreements let receive the item, and in
+        which form, before any addressing narrows them."""
+        entitled = self.disclosures(item.party, item.category, item.event.point, now)
+        return {p: d for p, d in entitled.items() if _relayed(d)}
+
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
         """Parties (other than the originator) that receive the item, and in which form."""
-        entitled = self.disclosures(item.party, item.category, item.event.point, now)
-        routed: dict[str, Disclosure] = {p: d for p, d in entitled.items() if _relayed(d)}
+        routed = self.entitled(item, now)
         if item.event.dest_parties:
             # A directed message (marti/dest party=…) narrows, never widens, the audience.
             wanted = set(item.event.dest_parties)
@@ -153,25 +154,6 @@ def _relayed(level: Disclosure) -> bool:
     return level is not Disclosure.CONFLICTS_ONLY
 
 
-def foreign_uid(party: str, uid: str) -> str:
-    return f"{party}{SEPARATOR}{uid}"
-
-
-def own_uid(party: str, uid: str) -> str | None:
-    """The uid a party's item is stored under, or None if the uid claims another party."""
-    if SEPARATOR not in uid:
-        return uid
-    prefix, _, rest = uid.partition(SEPARATOR)
-    if prefix == party and rest and SEPARATOR not in rest:
-        return rest  # a client echoing its own party's namespaced uid back
-    return None
-
-
-def opaque_uid(secret: bytes, party: str, uid: str) -> str:
-    digest = hmac.new(secret, f"{party}\x00{uid}".encode(), hashlib.sha256).hexdigest()
-    return f"{party}{SEPARATOR}g-{digest[:16]}"
-
-
 def snap(value: float, grid: float) -> float:
     """Centre of the grid cell holding `value`."""
     return round((math.floor(value / grid) + 0.5) * grid, 6)
@@ -181,32 +163,31 @@ def generalize(event: CotEvent, party: str, secret: bytes, grid_deg: float) -> C
     """What `generalized` disclosure delivers.
 
     Position snapped to the centre of a `grid_deg` cell (0.1° ≈ 11 km by default), height
-    to the nearest 500 m, ce/le widened to cover the cell; type cut to its first three atoms
-    (e.g. `a-h-A`: affiliation and battle dimension — enough for a map symbol); uid replaced
+    to the nearest 500 m, ce/le widened to cover the cell; an atom's type (`a-…`) cut to its
+    first three atoms (e.g. `a-h-A`: affiliation and battle dimension — enough for a map
+    symbol), other types kept (they name the category); uid replaced
     by an opaque stable handle; times kept; every detail dropped (callsign, speed, course,
     remarks, links, device info).
     """
     p = event.point
-    hae = p.hae if p.hae >= 9999999.0 else round(p.hae / 500.0) * 500.0
+    # What is unknown (CoT's 9999999, or NaN) stays unknown: nothing to snap or round.
     point = Point(
-        lat=max(-90.0, min(90.0, snap(p.lat, grid_deg))),
-        lon=max(-180.0, min(180.0, snap(p.lon, grid_deg))),
-        hae=hae,
-        ce=max(p.ce if p.ce < 9999999.0 else 0.0, grid_deg * 111_320.0),
-        le=500.0 if p.hae < 9999999.0 else 9999999.0,
+        lat=max(-90.0, min(90.0, snap(p.lat, grid_deg))) if p.position_known else p.lat,
+        lon=max(-180.0, min(180.0, snap(p.lon, grid_deg))) if p.position_known else p.lon,
+        hae=round(p.hae / 500.0) * 500.0 if p.hae_known else p.hae,
+        ce=max(p.ce if known(p.ce) else 0.0, grid_deg * 111_320.0),
+        le=500.0 if p.hae_known else UNKNOWN,
     )
-    atoms = event.type.split("-")
+    # Only an atom's type (`a-…`) is coarsened: its later atoms are the MIL-STD-2525
+    # function. Any other type names the kind of thing it is — its category — and cut short
+    # it would be another category (`b-r-f-h-c` a `b-r-f`, `u-d-f-m` a `u-d-f`).
+    cot_type = "-".join(event.type.split("-")[:3]) if event.type.startswith("a-") else event.type
     return CotEvent(
-        uid=opaque_uid(secret, party, event.uid),
-        type="-".join(atoms[:3]),
+        uid=handle(secret, party, event.uid),
+        type=cot_type,
         time=event.time,
         start=event.start,
         stale=event.stale,
         how="h-e",
         point=point,
     )
-
-
-def namespaced(event: CotEvent, party: str) -> CotEvent:
-    """The `full` form for other parties: identical, under `PARTY::uid`."""
-    return replace(event, uid=foreign_uid(party, event.uid))

@@ -42,6 +42,8 @@ class Services:
 
     @classmethod
     def build(cls, hub: Hub, data_dir: Path | None) -> Services:
+        if data_dir is not None:
+            hub.directory.open(data_dir / "directory.json")  # before the hotline rebuilds
         recorder = LedgerRecorder.open(data_dir) if data_dir is not None else None
         if recorder is not None:
             hub.on_durable.append(recorder.record)
@@ -61,6 +63,7 @@ class Services:
     def tick(self) -> None:
         """Time-driven work: deadlines, expiring volumes, warnings that end."""
         self.hotline.tick()
+        self.hub.directory.save()
         self.airspace.tick()
         self.launch.prune()
         self.launch.tick()
@@ -122,6 +125,7 @@ class Services:
         return Statement(payload, Signature(party=party, key=key, value=value))
 
     def close(self) -> None:
+        self.hub.directory.save()
         if self.recorder is not None:
             self.recorder.close()
 

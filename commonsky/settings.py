@@ -58,8 +58,9 @@ SETTINGS: tuple[Setting, ...] = (
         "limit_queue_tracks",
         int,
         10000,
-        "Pending live items per connection; on overflow the oldest uid's update is dropped "
-        "(newer updates of a pending uid replace it in place).",
+        "Live updates queued per connection in one burst; while the client's socket pushes "
+        "back (or past this many) a newer update of a pending uid replaces it in place, and "
+        "past this many pending uids the oldest uid's update is dropped.",
     ),
     Setting(
         "limit_queue_durable",
@@ -111,13 +112,16 @@ SETTINGS: tuple[Setting, ...] = (
         "timeout_idle_s",
         float,
         120.0,
-        "Close a TAK connection that sends nothing (not even a ping) for this long.",
+        "Close a TAK connection when nothing moved either way for this long: it sent nothing "
+        "(not even a ping) and nothing written to it drained (a client being sent traffic "
+        "is alive).",
     ),
     Setting(
         "timeout_partial_event_s",
         float,
         30.0,
-        "Close a connection that leaves an event unfinished for this long (slow sender).",
+        "Close a connection that leaves one event unfinished for this long (slow sender); "
+        "whitespace and XML declarations between events do not count.",
     ),
     Setting("timeout_shutdown_s", float, 5.0, "Time given to flush connections on shutdown."),
     Setting(

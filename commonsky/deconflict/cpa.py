@@ -15,6 +15,9 @@
 # millimetre). Vertical separation is the altitude difference dz(t) = dz0 + dvz t, taken from
 # the altitudes directly so that the earth's curvature never leaks into it.
 #
+# A track whose altitude is unknown carries NaN: its vertical interval is all time (it is
+# screened horizontally alone), and whoever reports the conflict says "altitude unknown".
+#
 # Conflict (as BlueSky's state-based detector): horizontal separation is lost on the open
 # interval where |H(t)| < rpz and vertical separation on the open interval where
 # |dz(t)| < hpz; the pair conflicts when these two intervals and [0, lookahead] share a time.
@@ -153,6 +156,11 @@ def exact_pairs(
     level_in = np.abs(dz0) < hpz
     v_in = np.where(climbing, np.minimum(ta, tb), np.where(level_in, -np.inf, np.inf))
     v_out = np.where(climbing, np.maximum(ta, tb), np.where(level_in, np.inf, -np.inf))
+    # A track of unknown altitude (NaN) may be at any height: vertical separation cannot be
+    # shown, so the pair is screened horizontally alone (never as if it flew at 0 m).
+    unknown = np.isnan(dz0) | np.isnan(dvz)
+    v_in = np.where(unknown, -np.inf, v_in)
+    v_out = np.where(unknown, np.inf, v_out)
 
     lo = np.maximum(h_in, v_in)
     hi = np.minimum(h_out, v_out)

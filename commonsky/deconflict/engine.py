@@ -407,5 +407,6 @@ def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Con
             start_s=t1,
             end_s=t2,
             entered_party=entered,
+            altitude_unknown=math.isnan(lo),  # (a line has no height: crossing is 2-D)
         )
     return None

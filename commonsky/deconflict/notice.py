@@ -45,6 +45,9 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     tcpa_s: float | None = None
     dcpa_m: float | None = None  # only under full
     thread: str | None = None  # the hotline thread both parties acknowledge, if one opened
+    # A track in it reported no altitude: screened horizontally alone; the band is the
+    # other item's, or the recipient's own altitude (null when that is the unknown one).
+    altitude_unknown: bool = False
 
 
 Handle = Callable[[str, str], str]  # (party, uid) -> the opaque handle generalized copies use
@@ -96,6 +99,7 @@ def notice_for(
         tcpa_s=conflict.tcpa_s,
         dcpa_m=conflict.dcpa_m if full else None,
         thread=thread,
+        altitude_unknown=conflict.altitude_unknown,
     )
 
 

@@ -27,7 +27,8 @@ MIN_AREA_M2 = 1.0  # touching edges are not an overlap
 
 
 class Track(msgspec.Struct, frozen=True, kw_only=True):
-    """A live track's state at `time_s` (epoch seconds)."""
+    """A live track's state at `time_s` (epoch seconds). `alt_m` is NaN when the track's
+    altitude is unknown (CoT hae 9999999 or NaN): it is then screened horizontally alone."""
 
     lat: float
     lon: float
@@ -62,6 +63,9 @@ class Conflict(msgspec.Struct, frozen=True, kw_only=True):
     # party its own point, never the other's).
     a_at: tuple[float, float, float] | None = None
     b_at: tuple[float, float, float] | None = None
+    # A track in it has no known altitude: it was screened horizontally alone, and the band
+    # is the other item's (NaN, shown as null, for two such tracks).
+    altitude_unknown: bool = False
 
 
 class ConflictChange(msgspec.Struct, frozen=True):
@@ -108,7 +112,7 @@ def _rounded(c: Conflict) -> Any:
 
     def r(v: Any) -> Any:
         if isinstance(v, float):
-            return round(v, 3)
+            return None if math.isnan(v) else round(v, 3)
         if isinstance(v, list | tuple):
             return tuple(r(x) for x in v)
         if isinstance(v, dict):

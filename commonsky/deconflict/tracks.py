@@ -90,11 +90,24 @@ def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Confl
     if hit is None:
         return None
     geom, t1, t2, lo, hi = hit
-    lo, hi = max(lo, floor), min(hi, ceiling)
+    unknown = math.isnan(lo)
+    # Unknown altitude: the track may be anywhere in the area's band (never assumed at 0 m).
+    lo, hi = (floor, ceiling) if unknown else (max(lo, floor), min(hi, ceiling))
     s, e = max(t1, start, now), min(t2, end)
     if not (lo < hi or (lo == hi and floor < lo < ceiling)) or not s <= e:
         return None
-    return _make(eng, kind, trk, area, geom, floor_m=lo, ceiling_m=hi, start_s=s, end_s=e)
+    return _make(
+        eng,
+        kind,
+        trk,
+        area,
+        geom,
+        floor_m=lo,
+        ceiling_m=hi,
+        start_s=s,
+        end_s=e,
+        altitude_unknown=unknown,
+    )
 
 
 def _track_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> list[Conflict]:
@@ -162,14 +175,16 @@ def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict |
     mid = frame.fwd(np.array([pa, pb])).mean(axis=0)
     za = states[0][2] + tx.vs_mps * tc
     zb = states[1][2] + ty.vs_mps * tc
+    known = [z for z in (za, zb) if not math.isnan(z)]
     return _make(
         eng,
         "track-track",
         x,
         y,
         frame.to_geojson(shapely.Point(mid)),
-        floor_m=min(za, zb),
-        ceiling_m=max(za, zb),
+        floor_m=min(known, default=math.nan),
+        ceiling_m=max(known, default=math.nan),
+        altitude_unknown=len(known) < 2,
         start_s=t_ref + float(t_in[0]),
         end_s=t_ref + float(t_out[0]),
         tcpa_s=tc,

@@ -22,20 +22,35 @@ from commonsky.demo.runner import Played, Runner, percentile
 from commonsky.demo.scenario import CheckSpec
 from commonsky.protocol.cot import detail_tree
 
-# An independent classification, by CoT type prefix.
+# An independent classification, by CoT type prefix, first match wins (so the more
+# specific prefixes come first). Whatever matches none is "other".
 _KINDS = (
     ("b-t-f", "hotline"),
     ("a-", "track"),
     ("u-d-p", "site"),
+    ("b-m-p-s-p-i", "site"),
+    ("u-d-f-m", "drawing"),
+    ("u-d-k", "drawing"),
+    ("u-d-v", "drawing"),
     ("u-d-", "airspace"),
+    ("u-rb", "drawing"),
+    ("u-r-b", "drawing"),
     ("b-m-r", "airspace"),
+    ("b-m-p", "marker"),
     ("b-l", "launch"),
-    ("b-a-o", "alert"),
+    ("t-x-csky-launch", "launch"),
+    ("b-a-o-csky", "alert"),
+    ("b-a-o", "emergency"),
+    ("b-a-g", "emergency"),
+    ("b-r-f-h-c", "casevac"),
+    ("b-i-v", "video"),
+    ("b-i-x-i", "imagery"),
+    ("b-f-t", "file"),
 )
 
 
-def kind_of(cot_type: str) -> str | None:
-    return next((k for prefix, k in _KINDS if cot_type.startswith(prefix)), None)
+def kind_of(cot_type: str) -> str:
+    return next((k for prefix, k in _KINDS if cot_type.startswith(prefix)), "other")
 
 
 def _time(value: Any) -> float | None:
@@ -96,8 +111,10 @@ def leaks(runner: Runner, played: Played) -> list[str]:
             if provider == "HUB":
                 continue
             kind = kind_of(e.type)
-            if kind is None:
-                found.append(f"{client.party} got unclassified {e.uid} ({e.type})")
+            if kind == "drawing" and "<csky_airspace" in e.detail:
+                kind = "airspace"  # a drawing its sender declared airspace
+            if e.type.startswith("t-x-d-d"):
+                found.append(f"{client.party} got another party's delete {e.uid}")
                 continue
             # A point inside an agreement area may have been snapped by generalization.
             levels = entitled(

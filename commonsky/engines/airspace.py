@@ -38,8 +38,8 @@ from commonsky.deconflict.notice import Notice, notice_for
 from commonsky.engines.drawings import airspace_from_cot
 from commonsky.engines.hotline import HotlineDesk
 from commonsky.hub.core import Hub
-from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.policy import opaque_uid
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
+from commonsky.namespace import handle
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
 log = logging.getLogger("commonsky.deconflict")
@@ -97,7 +97,12 @@ class AirspaceDesk:
     def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
         if item.party == HUB:
             return
-        if item.category in (Category.AIRSPACE, Category.SITE):
+        if is_deleted(item.event):
+            # Deleted by its owner (`t-x-d-d`): its conflicts clear and their threads close.
+            self._pending_tracks.pop(item.key, None)
+            now = self.hub.clock()
+            self.publish(self.engine.remove(item.party, item.uid, now), withdrawn=True)
+        elif item.category in (Category.AIRSPACE, Category.SITE):
             self.publish(self._upsert(item, self.hub.clock()))
         elif item.category is Category.TRACK and item.event.type[:3] in OWN_FORCES:
             # Tracks update many times a second; screening every update would put the
@@ -169,11 +174,15 @@ class AirspaceDesk:
         deadline = time.perf_counter() + budget_s
         while self._round and time.perf_counter() < deadline:
             (party, uid), e = self._round.pop()
-            hae = e.point.hae if e.point.hae < 9999999.0 else 0.0
+            if not e.point.position_known:
+                # Nowhere known: nothing to screen, and its last position no longer holds.
+                self.publish(self.engine.remove(party, uid, now))
+                continue
             track = Track(
                 lat=e.point.lat,
                 lon=e.point.lon,
-                alt_m=hae,
+                # CoT's unknown (9999999 or NaN) stays unknown: screened horizontally alone.
+                alt_m=e.point.hae if e.point.hae_known else math.nan,
                 gs_mps=max(0.0, e.speed or 0.0),
                 trk_deg=(e.course or 0.0) % 360.0,
                 vs_mps=0.0,
@@ -197,17 +206,19 @@ class AirspaceDesk:
 
     def _handle(self, party: str, uid: str) -> str:
         """The uid under which `party`'s item `uid` reaches a generalized recipient."""
-        return opaque_uid(self.hub.secret, party, uid)
+        return handle(self.hub.secret, party, uid)
 
-    def publish(self, changes: list[ConflictChange]) -> None:
+    def publish(self, changes: list[ConflictChange], withdrawn: bool = False) -> None:
+        """Notices for each change; `withdrawn`: an item was deleted, so the hotline threads
+        of the conflicts it cleared are closed."""
         for change in changes:
             try:
-                self._publish_one(change)
+                self._publish_one(change, withdrawn)
             except Exception:  # our bug: this change's notices are lost, not the others'
                 self.hub.metrics.internal_error("conflict_notice")
                 log.exception("telling the parties of conflict %s failed", change.conflict.id)
 
-    def _publish_one(self, change: ConflictChange) -> None:
+    def _publish_one(self, change: ConflictChange, withdrawn: bool) -> None:
         c = across_the_line(change.conflict)
         told = []
         for own, other in ((c.a, c.b), (c.b, c.a)):
@@ -220,6 +231,8 @@ class AirspaceDesk:
         for own, level in told:
             notice = notice_for(c, own.party, level.value, self._handle, thread)
             self._send(notice, change.action)
+        if change.action == "cleared" and withdrawn and thread is not None:
+            self._close_thread(c.id, thread)
 
     def _send(self, notice: Notice, action: str) -> None:
         notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
@@ -288,6 +301,14 @@ class AirspaceDesk:
         message = self.hotline.open_thread(sorted({a, b}), text, conflict=conflict.id)
         self.threads[conflict.id] = message.id
         return message.id
+
+    def _close_thread(self, conflict_id: str, thread: str) -> None:
+        if self.hotline is None:
+            return
+        message = self.hotline.find((HUB, thread.partition("::")[2]))
+        if message is not None:
+            reason = f"conflict {conflict_id} cleared: an item was deleted"
+            self.hotline.close(message, reason, self.hub.clock())
 
     def for_party(self, party: str) -> list[dict[str, Any]]:
         out = []
@@ -379,7 +400,16 @@ def describe(notice: Notice) -> str:
     if notice.tcpa_s is not None and notice.dcpa_m is not None:
         cpa = f", CPA in {notice.tcpa_s:.0f} s at {notice.dcpa_m:.0f} m"
     other = f" ({notice.other_uid})" if notice.other_uid else ""
+    band = _band(notice.floor_m, notice.ceiling_m, notice.altitude_unknown)
     return (
-        f"{notice.kind}: your {notice.own_uid} vs {notice.other_party}{other}, "
-        f"{notice.floor_m:.0f}-{notice.ceiling_m:.0f} m{window}{cpa}"
+        f"{notice.kind}: your {notice.own_uid} vs {notice.other_party}{other}, {band}{window}{cpa}"
     )
+
+
+def _band(floor_m: float, ceiling_m: float, altitude_unknown: bool) -> str:
+    """The altitude band in words; a track of unknown altitude is said to be one."""
+    if not altitude_unknown:
+        return f"{floor_m:.0f}-{ceiling_m:.0f} m"
+    if math.isnan(floor_m):
+        return "altitude unknown (screened horizontally)"
+    return f"altitude unknown (screened horizontally; {floor_m:.0f}-{ceiling_m:.0f} m)"

@@ -7,6 +7,14 @@
 | `u-d-c-c`, `u-d-c-e` (centre = event point, radius = `ellipse@major`) | volume circle |
 | `b-m-r` (route; waypoints in `<link point>`) | route corridor |
 | `u-d-p`, `b-m-p-s-p-i` (point) | protected site, radius `radius_m` (default 1 km) |
+| `u-d-f-m` (telestration) — only with `<csky_airspace>` | as `u-d-f`, from its one stroke |
+| `u-r-b-c-c` (range & bearing circle) — only with `<csky_airspace>` | volume circle |
+
+Telestration (`u-d-f-m`) and the range & bearing tools are category `drawing`, not
+airspace: a user's scribble is not an operating area. Only when its sender adds the
+extension below does one become airspace (`model.category_of_event`); a telestration then
+must be one stroke, read like a `u-d-f` from the `<link point>`s of the event escaped in its
+`<link line=…>`.
 
 Vertices come from `<link point="lat,lon[,hae]"/>` in order. What CoT has no words for comes
 in our detail extension, documented in the README:
@@ -27,12 +35,12 @@ from lxml import etree
 
 from commonsky.deconflict.geometry import GeometryError, Item, item_from
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import CotEvent
-from commonsky.protocol.cot import detail_tree
+from commonsky.model import AIRSPACE_EXTENSION, CotEvent
+from commonsky.protocol.cot import detail_tree, stroke_events
 
 DEFAULT_FLOOR_M = 0.0
 DEFAULT_CEILING_M = 20_000.0
-EXTENSION = "csky_airspace"
+EXTENSION = AIRSPACE_EXTENSION
 
 
 def _points(detail: etree._Element) -> list[list[float]]:
@@ -61,13 +69,24 @@ def airspace_from_cot(event: CotEvent) -> Item:
         if name in props:
             props[name] = _number(props[name], name)
     kind = event.type
-    points = _points(detail)
+    if kind.startswith("u-d-f-m"):
+        strokes = stroke_events(detail)
+        if len(strokes) != 1:
+            raise RemoteProtocolError(
+                "bad_airspace",
+                f"detail.link@line: an airspace telestration is one stroke, not {len(strokes)}",
+            )
+        stroke_detail = strokes[0].find("detail")
+        points = _points(stroke_detail) if stroke_detail is not None else []
+        kind = "u-d-f"
+    else:
+        points = _points(detail)
     geometry: tuple[str, Any]
     if kind.startswith(("u-d-p", "b-m-p-s-p-i")):
         props.setdefault("item", "site")
         props.setdefault("radius_m", 1000.0)
         geometry = ("Point", [event.point.lon, event.point.lat])
-    elif kind.startswith(("u-d-c-c", "u-d-c-e")):
+    elif kind.startswith(("u-d-c-c", "u-d-c-e", "u-r-b-c-c")):
         ellipse = detail.find("shape/ellipse")
         radius = props.get("radius_m")
         if radius is None and ellipse is not None:

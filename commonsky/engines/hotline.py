@@ -1,13 +1,32 @@
 """The hotline: party-to-party messages that must be received, acknowledged and recorded.
 
 A message is a GeoChat (`b-t-f`) from a TAK client or the HTTP API. The hub stores and
-records it before relaying (a durable item), and answers the sender with its own receipt
-(`b-t-f-d` from HUB, carrying the ledger sequence). A recipient acknowledges with a GeoChat
-read receipt (`b-t-f-r`, naming the message in `<link uid>`, `<__chatreceipt messageId>` or
-`<__chat messageId>`) or through the API; the acknowledgement is recorded and the sender is
-told. Each recipient party has a deadline (`ack_deadline_s` of the agreement, else
-`timeout_hotline_ack_s`); when it passes unacknowledged the hub re-sends the message to that
-party, tells the sender, and records the escalation — once per message and party.
+records it before relaying (a durable item), and answers the sender's device with its own
+receipt (`b-t-f-d` from HUB, carrying the ledger sequence).
+
+Who must acknowledge: the parties a message is addressed to (`<marti><dest party|callsign|
+uid>`, the API's `to`); for a one-to-one GeoChat without addressing, the party of the
+contact it is written to (`__chat@id`); for a message naming no conversation, every party
+it reaches. A message to a room — `All Chat Rooms`, a team, a group — reaches every party
+whose hotline agreement allows it and is recorded, but asks no acknowledgement: ATAK sends
+receipts only in one-to-one chats (`GeoChatService.sendReadStatus`), so a deadline there
+could only escalate.
+
+A recipient acknowledges with the receipts ATAK sends: delivered (`b-t-f-d`, sent by the
+device on arrival) or read (`b-t-f-r`), whose uid and `__chat@messageId` /
+`__chatreceipt@messageId` are the message id as the recipient was given it (`USA::<id>`;
+`namespace.py` reads it back), or by naming the message (`<link uid="USA::GeoChat…">`), or
+through the API; the acknowledgement is recorded and the sender is told. Each such party
+has a deadline (`ack_deadline_s` of the agreement, else `timeout_hotline_ack_s`); when it
+passes unacknowledged the hub re-sends the message to that party, tells the sender, and
+records the escalation — once per message and party.
+
+A message addressed to a callsign no device has reported yet is tracked all the same (the
+sender's receipt says so, the hotline list shows it `awaiting` that callsign, with the
+default deadline): the first device it may reach to report that callsign gets it, and its
+party becomes a recipient with a deadline from then. A message whose sender deletes it, or
+a hub thread whose conflict is cleared because an item was deleted, is closed: no more
+deadlines.
 
 A message is immutable once recorded: the same uid sent again with the same content is a
 harmless duplicate (nothing stored or relayed again), with other content it is refused —
@@ -23,7 +42,6 @@ of their deadlines, so a tick never walks the history; a restart reads the open 
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
 import uuid
@@ -31,12 +49,23 @@ from typing import Any
 
 import msgspec
 
+from commonsky.engines.geochat import (
+    chat_event,
+    content_digest,
+    conversation,
+    is_message,
+    referenced_ids,
+    remarks_of,
+    thread_conflict,
+)
 from commonsky.engines.record import LedgerRecorder, Statement
 from commonsky.errors import AlreadyRecorded, RemoteProtocolError
 from commonsky.hub.core import Hub
-from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.policy import SEPARATOR
-from commonsky.protocol.cot import detail_tree, quote
+from commonsky.hub.directory import device_callsign
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_deleted
+from commonsky.namespace import SHARED, foreign_uid, read_name
+from commonsky.protocol.cot import quote
+from commonsky.protocol.refs import message_id, uid_form
 from commonsky.store import HotlineRow
 
 log = logging.getLogger("commonsky.hotline")
@@ -46,7 +75,7 @@ _INDEXED = "hotline_index_v1"  # store meta key: hotline rows are kept for every
 class Message(msgspec.Struct, kw_only=True):
     key: tuple[str, str]  # (sender party, uid in the sender's namespace)
     sender: str
-    recipients: tuple[str, ...]
+    recipients: tuple[str, ...]  # the parties that must acknowledge
     text: str
     sent: float
     deadlines: dict[str, float]
@@ -55,16 +84,24 @@ class Message(msgspec.Struct, kw_only=True):
     digest: str = ""  # of what makes a resend the same message (see `content_digest`)
     ledger_seq: int | None = None
     acks: dict[str, float] = {}
-    escalated: set[str] = set()
+    escalated: set[str] = set()  # parties, and `callsign:C` for a callsign awaited in vain
     conflict: str | None = None
+    message_id: str = ""  # the id receipts name (GeoChat `messageId`), in the sender's space
+    audience: tuple[str, ...] = ()  # every party it reached (a room's message: ack or not)
+    awaiting: dict[str, float] = {}  # callsign no device has reported yet -> deadline
+    read: dict[str, float] = {}  # read receipts (`b-t-f-r`) by party
+    closed: float | None = None
+    device: str = ""  # the sender's device the hub answers, if it is a known device
 
     @property
     def id(self) -> str:
-        return f"{self.key[0]}{SEPARATOR}{self.key[1]}"
+        return foreign_uid(self.key[0], self.key[1])
 
     @property
     def open(self) -> bool:
-        return any(p not in self.acks for p in self.recipients)
+        if self.closed is not None:
+            return False
+        return bool(self.awaiting) or any(p not in self.acks for p in self.recipients)
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -72,17 +109,23 @@ class Message(msgspec.Struct, kw_only=True):
             "seq": self.seq,
             "from": self.sender,
             "to": list(self.recipients),
+            "audience": sorted({*self.audience, *self.recipients}),
             "text": self.text,
             "sent": self.sent,
             "deadlines": self.deadlines,
             "acks": self.acks,
+            "read": self.read,
             "pending": [p for p in self.recipients if p not in self.acks],
             "overdue": [
-                p for p in self.recipients if p not in self.acks and self.deadlines[p] <= now
+                p
+                for p in self.recipients
+                if p not in self.acks and self.deadlines[p] <= now and self.closed is None
             ],
+            "awaiting": sorted(self.awaiting),
             "escalated": sorted(self.escalated),
             "ledger_seq": self.ledger_seq,
             "conflict": self.conflict,
+            "closed": self.closed,
         }
 
 
@@ -90,71 +133,12 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Message).decode
 
 
-def is_message(cot_type: str) -> bool:
-    """A GeoChat message, as opposed to a delivery or read receipt about one."""
-    return cot_type.startswith("b-t-f") and not cot_type.startswith(("b-t-f-r", "b-t-f-d"))
-
-
-def content_digest(event: CotEvent) -> str:
-    """What a message says and to whom: its type, text and addressees (not its times or
-    client decorations, which a client's retry may change)."""
-    parts = [event.type, remarks_of(event), *sorted(event.dest_parties), "\x00"]
-    parts += sorted(event.dest_callsigns)
-    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def remarks_of(event: CotEvent) -> str:
-    if not event.detail:
-        return ""
-    detail = detail_tree(event.detail)
-    node = detail.find("remarks")
-    return (node.text or "") if node is not None else ""
-
-
-def referenced_ids(event: CotEvent) -> list[str]:
-    """Message ids a read receipt names, in the places ATAK and our API put them."""
-    if not event.detail:
-        return []
-    detail = detail_tree(event.detail)
-    ids = [el.get("messageId", "") for el in detail.iter("__chatreceipt", "__chat")]
-    ids += [el.get("uid", "") for el in detail.iter("link")]
-    return [i for i in ids if i]
-
-
-def chat_event(
-    uid: str,
-    text: str,
-    now: float,
-    dest: list[str],
-    extra: str = "",
-    cot_type: str = "b-t-f",
-    stale_s: float = 86400.0,
-    sender: str = "CommonSky hub",
-) -> CotEvent:
-    dests = "".join(f'<dest party="{quote(d)}"/>' for d in dest)
-    detail = (
-        f'<__chat chatroom="hotline" id="hotline" senderCallsign="{quote(sender)}"'
-        f' messageId="{quote(uid)}"/><marti>{dests}</marti>'
-        f"<remarks>{quote(text)}</remarks>{extra}"
-    )
-    return CotEvent(
-        uid=uid,
-        type=cot_type,
-        time=now,
-        start=now,
-        stale=now + stale_s,
-        how="h-g-i-g-o",
-        point=Point(0.0, 0.0),
-        detail=detail,
-        dest_parties=tuple(dest),
-    )
-
-
 class HotlineDesk:
     def __init__(self, hub: Hub, recorder: LedgerRecorder | None) -> None:
         self.hub = hub
         self.recorder = recorder
         self.messages: dict[tuple[str, str], Message] = {}  # the open ones
+        self.awaiting: dict[str, set[tuple[str, str]]] = {}  # callsign -> open messages
         self.default_deadline = hub.settings.get_float("timeout_hotline_ack_s")
         # (deadline, store seq, party, key) of open messages; (stale, seq, key) likewise.
         self._deadlines: list[tuple[float, int, str, tuple[str, str]]] = []
@@ -213,6 +197,11 @@ class HotlineDesk:
         for party, deadline in message.deadlines.items():
             if party not in message.acks and party not in message.escalated:
                 heapq.heappush(self._deadlines, (deadline, message.seq, party, message.key))
+        for callsign, deadline in message.awaiting.items():
+            self.awaiting.setdefault(callsign, set()).add(message.key)
+            if f"callsign:{callsign}" not in message.escalated:
+                entry = (deadline, message.seq, f"callsign:{callsign}", message.key)
+                heapq.heappush(self._deadlines, entry)
         heapq.heappush(self._stales, (message.stale, message.seq, message.key))
 
     def _save(self, message: Message) -> None:
@@ -221,7 +210,9 @@ class HotlineDesk:
                 seq=message.seq,
                 sender=message.sender,
                 uid=message.key[1],
-                parties=(message.sender, *message.recipients),
+                parties=tuple(
+                    dict.fromkeys((message.sender, *message.recipients, *message.audience))
+                ),
                 open=message.open,
                 stale=message.stale,
                 body=_encode(message),
@@ -259,73 +250,153 @@ class HotlineDesk:
         )
 
     def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+        if item.category is Category.TRACK:
+            if self.awaiting:
+                callsign = device_callsign(item.event)
+                if callsign is not None and callsign in self.awaiting:
+                    self._callsign_seen(callsign, item.party, item.received)
+            return
         if item.category is not Category.HOTLINE:
+            return
+        if is_deleted(item.event):
+            message = self.find(item.key)
+            if message is not None:
+                self.close(message, "deleted by its sender", item.received)
             return
         kind = item.event.type
         if not is_message(kind):
-            if item.party != HUB and kind.startswith("b-t-f-r"):
+            if item.party != HUB:
+                via = "tak-read" if kind.startswith("b-t-f-r") else "tak-delivered"
                 for ref in referenced_ids(item.event):
-                    self.acknowledge(item.party, ref, item.received, via="tak")
+                    self.acknowledge(item.party, ref, item.received, via=via)
             return
         if item.party == HUB and not item.uid.startswith("thread-"):
             return  # the hub's own notices (escalations…) are information, not requests
         if item.key in self.messages or self.hub.store.hotline(*item.key) is not None:
             return  # recorded already (a duplicate never gets this far but on replay)
+        awaiting = (
+            [c for c in item.event.dest_callsigns if not self.hub.directory.known(c)]
+            if item.party != HUB
+            else []
+        )
         recipients = (
             tuple(sorted(set(item.audience) - {HUB}))
             if item.party == HUB
-            else tuple(sorted(routes))
+            else self._must_acknowledge(item, routes)
         )
-        deadlines = {
-            p: item.received
-            + (
-                self.hub.policy.agreement_option(item.party, p, "ack_deadline_s")
-                or self.default_deadline
-            )
-            for p in recipients
-        }
         message = Message(
             key=item.key,
             sender=item.party,
             recipients=recipients,
             text=remarks_of(item.event),
             sent=item.received,
-            deadlines=deadlines,
+            deadlines={p: item.received + self._deadline_s(item.party, p) for p in recipients},
             seq=item.seq,
             stale=item.event.stale,
             digest=content_digest(item.event),
             conflict=thread_conflict(item.event) if item.party == HUB else None,
+            message_id=message_id(item.event),
+            audience=tuple(sorted(routes)),
+            awaiting={c: item.received + self.default_deadline for c in awaiting},
+            device=self._device_of(item),
         )
         if self.recorder is not None:
             message.ledger_seq = self.recorder.seq_of.get((item.party, item.uid, item.seq))
         self._save(message)
-        if item.party != HUB and recipients and not self._replaying:
+        reached = recipients or message.audience or awaiting
+        if item.party != HUB and reached and not self._replaying:
             self._receipt_to_sender(message)
+
+    def _device_of(self, item: Item) -> str:
+        """The sending device of a GeoChat (its uid's sender field), if the directory knows
+        it: the hub's answers go to that device, not to every device of the party."""
+        form, names = uid_form(item.event.type, item.event.uid)
+        if form != "geochat":
+            return ""
+        key = read_name(item.party, names[0], self.hub.parties)
+        known = key.party == item.party and self.hub.directory.callsign(*key) is not None
+        return key.uid if known else ""
+
+    def _deadline_s(self, sender: str, party: str) -> float:
+        option = self.hub.policy.agreement_option(sender, party, "ack_deadline_s")
+        return option or self.default_deadline
+
+    def _must_acknowledge(self, item: Item, routes: dict[str, Disclosure]) -> tuple[str, ...]:
+        e = item.event
+        if e.dest_parties or e.dest_callsigns or e.dest_uids:
+            return tuple(sorted(routes))  # addressing has narrowed the routes already
+        conv = conversation(e)
+        if conv is None:
+            return tuple(sorted(routes))  # no conversation named: to everyone it reaches
+        owner = read_name(item.party, conv, self.hub.parties).party
+        if owner in (SHARED, item.party) or owner not in routes:
+            return ()  # a room, or a group of the sender's
+        return (owner,)  # one-to-one, to another party's contact
+
+    def _callsign_seen(self, callsign: str, party: str, now: float) -> None:
+        """A device reported `callsign`: messages waiting for it may have found their party."""
+        for key in sorted(self.awaiting.pop(callsign, ())):
+            message = self.messages.get(key)
+            if message is None or callsign not in message.awaiting:
+                continue
+            stored = self.hub.durable.get(key)
+            routes = self.hub.route(stored.item, now) if stored is not None else {}
+            if party != message.sender and party not in routes:
+                # No agreement lets it reach that party: still waiting (and escalated on
+                # time) for a device it may reach.
+                self.awaiting.setdefault(callsign, set()).add(key)
+                continue
+            del message.awaiting[callsign]
+            with self.hub.transaction():
+                if party != message.sender and party not in message.recipients:
+                    deadline = now + self._deadline_s(message.sender, party)
+                    message.recipients = tuple(sorted({*message.recipients, party}))
+                    message.audience = tuple(sorted({*message.audience, party}))
+                    message.deadlines[party] = deadline
+                    heapq.heappush(self._deadlines, (deadline, message.seq, party, key))
+                    if self.recorder is not None:
+                        self.recorder.record_fact(
+                            "delivered",
+                            HUB,
+                            [party, message.sender],
+                            {"of": message.id, "party": party, "callsign": callsign},
+                            now,
+                        )
+                    text = f"{message.key[1]} delivered to {party} ({callsign} connected)"
+                    self._tell_sender(message, text, now, "b-t-f-d")
+                self._save(message)
 
     def _receipt_to_sender(self, message: Message) -> None:
         now = self.hub.clock()
         uid = f"receipt-{uuid.uuid4().hex[:12]}"
+        to = [*message.audience, *(f"callsign {c} (not connected yet)" for c in message.awaiting)]
         text = (
-            f"Hub received {message.key[1]} for {', '.join(message.recipients)}"
+            f"Hub received {message.key[1]} for {', '.join(to) or 'nobody yet'}"
             f" (ledger #{message.ledger_seq})"
         )
         extra = (
             f'<link uid="{quote(message.key[1])}" relation="p-p"/>'
             f'<csky_receipt ledger_seq="{message.ledger_seq}"/>'
         )
-        event = chat_event(uid, text, now, [message.sender], extra, cot_type="b-t-f-d")
+        event = chat_event(
+            uid, text, now, [message.sender], extra, cot_type="b-t-f-d", device=message.device
+        )
         self.hub.publish_from_hub(event, Category.HOTLINE, [message.sender])
 
     # ---- acknowledgements ---------------------------------------------------------------
 
     def resolve(self, party: str, ref: str) -> Message | None:
-        """The message a party's reference names, as that party saw it (`SENDER::uid`);
+        """The message a party's reference names, as that party was given it: its uid
+        (`SENDER::GeoChat…`) or its message id (`SENDER::<id>`, what ATAK's receipts carry);
         None when there is none or `party` is not one of its recipients (the same answer
         either way: whether someone else's message exists is not this party's business)."""
-        if SEPARATOR not in ref:
+        key = read_name(party, ref, self.hub.parties)
+        if key.party == SHARED:
             return None
-        sender, _, uid = ref.partition(SEPARATOR)
-        message = self.find((sender, uid))
+        message = self.find(key)
+        if message is None:
+            held = self.hub.chat_key(key)  # a message id, of a message in the picture
+            message = self.find(held) if held is not None else None
         if message is None or party not in message.recipients:
             return None
         return message
@@ -334,7 +405,14 @@ class HotlineDesk:
         self, party: str, ref: str, now: float, via: str = "api", statement: Statement | None = None
     ) -> Message | None:
         message = self.resolve(party, ref)
-        if message is None or party in message.acks:
+        if message is None:
+            return None
+        first_read = via == "tak-read" and party not in message.read
+        if first_read:
+            message.read[party] = now
+        if party in message.acks:
+            if first_read:
+                self._save(message)
             return message
         if self._replaying:
             message.acks[party] = now
@@ -352,17 +430,37 @@ class HotlineDesk:
             self._save(message)
             if message.sender != HUB:
                 text = f"{party} acknowledged {message.key[1]}"
-                extra = f'<link uid="{quote(message.key[1])}" relation="p-p"/>'
-                event = chat_event(
-                    f"ack-{uuid.uuid4().hex[:12]}",
-                    text,
-                    now,
-                    [message.sender],
-                    extra,
-                    cot_type="b-t-f-r",
-                )
-                self.hub.publish_from_hub(event, Category.HOTLINE, [message.sender])
+                self._tell_sender(message, text, now, "b-t-f-r")
         return message
+
+    def _tell_sender(self, message: Message, text: str, now: float, cot_type: str) -> None:
+        extra = f'<link uid="{quote(message.key[1])}" relation="p-p"/>'
+        event = chat_event(
+            f"ack-{uuid.uuid4().hex[:12]}",
+            text,
+            now,
+            [message.sender],
+            extra,
+            cot_type=cot_type,
+            device=message.device,
+        )
+        self.hub.publish_from_hub(event, Category.HOTLINE, [message.sender])
+
+    def close(self, message: Message, reason: str, now: float) -> None:
+        """No more deadlines for this message (recorded once, with its row)."""
+        if message.closed is not None:
+            return
+        with self.hub.transaction():
+            message.closed = now
+            if self.recorder is not None and not self._replaying:
+                self.recorder.record_fact(
+                    "close",
+                    HUB,
+                    [message.sender, *message.recipients],
+                    {"of": message.id, "reason": reason},
+                    now,
+                )
+            self._save(message)
 
     # ---- deadlines ----------------------------------------------------------------------
 
@@ -381,10 +479,16 @@ class HotlineDesk:
                 or party in message.escalated
             ):
                 continue
+            callsign = party.removeprefix("callsign:")
+            if callsign != party and callsign not in message.awaiting:
+                continue  # its device has connected meanwhile
             message.escalated.add(party)
             escalated.append((message, party))
             with self.hub.transaction():
-                self._escalate(message, party, now)
+                if callsign != party:
+                    self._escalate_unseen(message, callsign, now)
+                else:
+                    self._escalate(message, party, now)
                 self._save(message)
         while self._stales and self._stales[0][0] <= now:
             _stale, seq, key = heapq.heappop(self._stales)
@@ -413,8 +517,23 @@ class HotlineDesk:
                 now,
                 [message.sender],
                 f'<link uid="{quote(message.key[1])}" relation="p-p"/>',
+                device=message.device,
             )
             self.hub.publish_from_hub(event, Category.HOTLINE, [message.sender])
+
+    def _escalate_unseen(self, message: Message, callsign: str, now: float) -> None:
+        log.warning("hotline %s: no device uses callsign %s yet; escalating", message.id, callsign)
+        if self.recorder is not None:
+            self.recorder.record_fact(
+                "escalation", HUB, [message.sender], {"of": message.id, "callsign": callsign}, now
+            )
+        if message.sender != HUB:
+            text = (
+                f"ESCALATION: no device using callsign {callsign} that it may reach has"
+                f" connected within {round(message.awaiting[callsign] - message.sent)} s;"
+                f" {message.key[1]} waits"
+            )
+            self._tell_sender(message, text, now, "b-t-f")
 
     # ---- threads the hub opens ----------------------------------------------------------
 
@@ -459,11 +578,3 @@ class HotlineDesk:
             if len(rows) < 500:
                 return out[::-1]
             before = rows[-1][0]
-
-
-def thread_conflict(event: CotEvent) -> str | None:
-    """The conflict a hub thread is about (`<csky_thread conflict=…>`), if any."""
-    if "csky_thread" not in event.detail:
-        return None
-    node = detail_tree(event.detail).find("csky_thread")
-    return node.get("conflict") if node is not None else None

@@ -19,7 +19,6 @@ from commonsky.model import HUB, Disclosure, Item
 
 log = logging.getLogger("commonsky.ledger")
 
-_UNKNOWN = 9999999.0
 _SEQ_OF_KEPT = 4096
 
 
@@ -34,11 +33,14 @@ def item_payload(item: Item) -> dict[str, Any]:
         "store_seq": item.seq,
         "time_us": round(e.time * 1e6),
         "stale_us": round(e.stale * 1e6),
-        "lat_e7": round(p.lat * 1e7),
-        "lon_e7": round(p.lon * 1e7),
         "detail": e.detail,
     }
-    if p.hae < _UNKNOWN:
+    # What is unknown (CoT's 9999999, or NaN as ATAK writes it) is left out, never recorded
+    # as a number.
+    if p.position_known:
+        payload["lat_e7"] = round(p.lat * 1e7)
+        payload["lon_e7"] = round(p.lon * 1e7)
+    if p.hae_known:
         payload["hae_mm"] = round(p.hae * 1000)
     return payload
 

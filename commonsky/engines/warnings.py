@@ -44,7 +44,7 @@ from commonsky.engines.launch_core import (
 )
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
-from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted, known
 from commonsky.policy import Party
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
@@ -207,6 +207,9 @@ class LaunchDesk:
     # ---- reports in ---------------------------------------------------------------------
 
     def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+        if is_deleted(item.event):  # withdrawn by its owner: no report, no threat
+            self._threats.pop(item.key, None)
+            return
         if item.category is Category.TRACK or item.key in self._threats:
             self._index_threat(item)
             return
@@ -314,6 +317,8 @@ class LaunchDesk:
             if kind is None:
                 continue
             e = self.hub.event_for(item, variant)
+            if not e.point.position_known:
+                continue  # nowhere known: threatens no region we could name
             tracks.append(
                 ThreatTrack(
                     track_id=e.uid,
@@ -322,10 +327,10 @@ class LaunchDesk:
                     time=datetime.fromtimestamp(e.time, UTC),
                     lat=e.point.lat,
                     lon=e.point.lon,
-                    alt_m=e.point.hae if e.point.hae < 9999999.0 else 0.0,
+                    alt_m=e.point.hae if e.point.hae_known else 0.0,
                     speed_mps=e.speed or 0.0,
                     course_deg=(e.course or 0.0) % 360.0,
-                    sigma_m=max(100.0, e.point.ce if e.point.ce < 9999999.0 else 1000.0),
+                    sigma_m=max(100.0, e.point.ce if known(e.point.ce) else 1000.0),
                 )
             )
         return tracks

@@ -30,7 +30,7 @@ from commonsky.deconflict.geometry import (
     parse_kml,
 )
 from commonsky.engines.drawings import geojson_to_cot_detail
-from commonsky.engines.hotline import chat_event
+from commonsky.engines.geochat import chat_event
 from commonsky.engines.warnings import report_event, report_from_raw
 from commonsky.errors import RemoteProtocolError, StoreUnavailable
 from commonsky.hub.core import Connection
@@ -168,11 +168,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
         item = hub.accept(party, "api", event)
-        if (
-            item.category is not Category.POSITION
-            and not hub.route(item, hub.clock())
-            and item.category is Category.HOTLINE
-        ):
+        if item.category is Category.HOTLINE and not hub.route(item, hub.clock()):
             raise ApiError(403, "no agreement in force lets this message reach anyone")
         return {"uid": item.uid, "category": item.category.value, "seq": item.seq}
 
@@ -408,6 +404,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             mode=lambda: "json",
             close=close,
             id=f"ws#{uuid.uuid4().hex[:8]}",
+            oversight=True,  # the party's map page: addressing narrows TAK devices, not it
         )
         conn.flush = outbox.ready.set
         peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"

@@ -2,8 +2,15 @@
 
 One object, owned by one event loop (uvicorn's `ServerState` habit): listeners and the HTTP
 API only call `accept`, `attach` and `detach`. Routing is decided once per item against the
-compiled policy; each distinct output (own / full / generalized × XML / protobuf) is
-rendered once and shared by every connection that receives it.
+compiled policy; each distinct output (own / full / generalized × XML / protobuf, and for an
+item naming a third party's item, per distinct set of names: `naming.py`) is rendered once
+and shared by every connection that receives it.
+
+Addressing (`<marti><dest …/>`, `connection.py`) narrows delivery to devices in every party;
+an addressed item whose device is not connected waits in the picture and is delivered when
+the device reports itself.
+
+Deletes (`t-x-d-d`): only the owner may; see `deletes.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -22,39 +28,39 @@ from msgspec.structs import replace
 from commonsky.bus import Bus, LocalBus
 from commonsky.errors import AlreadyRecorded, RemoteProtocolError
 from commonsky.metrics import Metrics
-from commonsky.model import DURABLE, HUB, Category, CotEvent, Disclosure, Item, category_of
-from commonsky.policy import Policy, generalize, namespaced, own_uid
+from commonsky.model import (
+    DURABLE,
+    HUB,
+    Category,
+    CotEvent,
+    Disclosure,
+    Item,
+    category_of_event,
+    is_server_only,
+    is_transient,
+)
+from commonsky.namespace import SHARED, Key, own_uid, read_name
+from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event
 from commonsky.protocol.cot import detail_tree, encode_event
+from commonsky.protocol.refs import RECEIPT_TYPES, link_target, message_id, uid_form
 from commonsky.protocol.stream import frame_proto
 from commonsky.protocol.takv1 import event_to_proto
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
 
-from .outbox import Outbox, Pending, Rendered, Variant
+from .connection import Connection as Connection  # (re-exported: adapters import it here)
+from .connection import addressed_to_devices, reaches
+from .deletes import DELETE_TYPE, audience, target_key, tombstone
+from .directory import Directory, device_callsign
+from .naming import Naming
+from .outbox import Pending, Rendered, Variant
 from .quarantine import Quarantine
 
 log = logging.getLogger("commonsky.hub")
 
 _VARIANT: dict[Disclosure, Variant] = {Disclosure.FULL: "full", Disclosure.GENERALIZED: "gen"}
-
-
-@dataclass(eq=False)
-class Connection:
-    """One client of one party. The I/O adapter owns the socket; the hub owns the outbox."""
-
-    party: str
-    user: str
-    listener: str
-    outbox: Outbox
-    mode: Callable[[], str]
-    close: Callable[[str], None]
-    flush: Callable[[], None] = lambda: None  # write what is pending, if the socket allows
-    id: str = ""
-    peer: str = ""
-    refusals: int = 0
-    callsigns: set[str] = field(default_factory=set)
 
 
 class Hub:
@@ -80,8 +86,14 @@ class Hub:
         self.connections: dict[str, set[Connection]] = defaultdict(set)
         self.live: dict[tuple[str, str], Rendered] = {}
         self.durable: dict[tuple[str, str], Rendered] = {}
-        self.callsigns: dict[str, set[str]] = defaultdict(set)  # callsign -> parties using it
-        self._directory_epoch = 0
+        self.directory = Directory()
+        self.parties = frozenset(policy.parties) | {HUB}  # every namespace a name may claim
+        # Keys of picture items addressed to devices (dest callsign/uid): replayed to a
+        # device when it reports itself.
+        self._addressed: set[tuple[str, str]] = set()
+        # (party, GeoChat message id) -> the message's key, for the messages in the picture:
+        # a receipt crosses to another party only if it answers one it was sent.
+        self._chats: dict[tuple[str, str], tuple[str, str]] = {}
         # Engines hook in here: `on_durable` runs once a durable item is stored and before
         # anyone receives it (the ledger); `observers` see every item as it is delivered.
         self.on_durable: list[Callable[[list[tuple[Item, dict[str, Disclosure]]]], None]] = []
@@ -93,6 +105,14 @@ class Hub:
         self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
         self._tx_depth = 0
         self._grid = settings.get_float("generalize_grid_deg")
+        self.naming = Naming(
+            self.parties,
+            secret,
+            self._grid,
+            lookup=self._lookup,
+            keys=lambda: [Key(*k) for pool in (self.durable, self.live) for k in pool],
+            sees_full=self._sees_full,
+        )
         # Writes are batched: enqueueing marks a connection dirty and one callback, run by
         # the event loop after the current burst of input, flushes every dirty connection.
         self.call_soon: Callable[[Callable[[], None]], object] | None = None
@@ -108,12 +128,23 @@ class Hub:
         self._quarantine_unreadable("picture")
 
     def _load(self, item: Item) -> None:
+        if is_transient(item.event.type):
+            return  # stored for the record (receipts), never part of the picture
+        if item.party != HUB:
+            # The type table is the only place that decides: an item stored under an
+            # older table (a CASEVAC stored as `alert`) is routed by today's.
+            category = category_of_event(item.event)
+            if category is None or category not in DURABLE:
+                return
+            if category is not item.category:
+                item = replace(item, category=category)
         # The rules every accepted item passed, and a detail that parses (the protobuf form
         # and the desks read it): what fails here would fail for every recipient.
         check_event(item.event)
         if item.event.detail:
             detail_tree(item.event.detail)
         self._hold(item.key, self._rendered(item))
+        self._index(item)
 
     def rebuild(self, where: str, rebuild: Callable[[Item], None], since: int = 0) -> int:
         """Feed every stored durable item after `since` to a desk's `rebuild`, in order (a
@@ -150,19 +181,23 @@ class Hub:
     def _rendered(self, item: Item) -> Rendered:
         return Rendered(item, self._render)
 
-    def _render(self, item: Item, variant: Variant, mode: str) -> bytes:
+    def _render(self, rendered: Rendered, variant: Variant, mode: str) -> bytes:
         """One wire form of an item; b"" (nothing is sent) when it cannot be rendered.
 
         Validation at the edge should make this impossible; if an item slips through all the
         same, it costs only itself — never the batch, the connection or another party."""
         try:
-            event = self.event_for(item, variant)
-            if mode == "json":
-                return _json_encoder.encode(item_json(item, event))
-            if mode == "proto":
-                return frame_proto(event_to_proto(event))
-            return encode_event(event)
+            if ":" in variant:  # names depend on the recipient: cached under the names
+                names = self.naming.names(rendered, variant.partition(":")[2])
+                key = (names, mode)
+                data = rendered.cache.get(key)
+                if data is None:
+                    event = self.naming.with_names(rendered, names)
+                    data = rendered.cache[key] = _encode(rendered.item, event, mode)
+                return data
+            return _encode(rendered.item, self.naming.event(rendered, variant), mode)
         except Exception as exc:
+            item = rendered.item
             self.metrics.render_failed(mode)
             log.error(
                 "cannot render item #%d %s/%r as %s (%s): %s: %s; not sent in that form",
@@ -177,11 +212,22 @@ class Hub:
             return b""
 
     def event_for(self, item: Item, variant: Variant) -> CotEvent:
-        if variant == "own":
-            return item.event
-        if variant == "full":
-            return namespaced(item.event, item.party)
-        return generalize(item.event, item.party, self.secret, self._grid)
+        """`item`'s event as delivered under `variant`."""
+        return self.naming.event(self._rendered(item), variant)
+
+    def _variant(self, rendered: Rendered, party: str, level: Disclosure) -> Variant:
+        if level is Disclosure.GENERALIZED:
+            return "gen"
+        self.naming.read(rendered)
+        return f"full:{party}" if rendered.per_party else "full"
+
+    def _lookup(self, key: Key) -> Rendered | None:
+        k = (key.party, key.uid)
+        return self.durable.get(k) or self.live.get(k)
+
+    def _sees_full(self, rendered: Rendered, party: str) -> bool:
+        variant = self._variant_for(rendered, party, self.clock())
+        return variant is not None and variant.startswith("full")
 
     # ---- inbound ------------------------------------------------------------------------
 
@@ -193,31 +239,31 @@ class Hub:
         Every path (TAK XML, TAK protobuf, the API) comes through here, so the rule of what
         an item may hold (`check_event`: what every output can carry) is checked here."""
         check_event(event)
-        uid = own_uid(party, event.uid)
-        if uid is None:
+        if is_server_only(event.type):
             raise RemoteProtocolError(
-                "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace"
+                "mission_notice",
+                f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
+                "keeps no missions, so a client's is neither accepted nor relayed",
             )
-        if uid != event.uid:
-            event = replace(event, uid=uid)
+        event = self._own_names(party, event)
         now = self.clock()
-        category = category_of(event.type)
-        if event.callsign and sender is not None:
-            sender.callsigns.add(event.callsign)
-            if party not in self.callsigns[event.callsign]:
-                self.callsigns[event.callsign].add(party)
-                self._directory_epoch += 1
+        if event.type == DELETE_TYPE:
+            return self._accept_delete(party, user, event, sender, now)
+        category = category_of_event(event)
+        callsign = device_callsign(event)
+        if callsign is not None:
+            self._register(party, event.uid, callsign, sender)
         item = Item(
             party=party,
             user=user,
-            category=category or Category.POSITION,
+            category=category or Category.OTHER,
             event=event,
             received=now,
             origin=sender.id if sender else "",
         )
         if category is None:
-            # Types the hub does not classify (deletes, map tools…) stay inside the party.
-            self._fan_out(self._rendered(item), {}, durable=False)
+            # Types that never leave the party: relayed to it once, not kept.
+            self._fan_out(self._rendered(item), {}, durable=False, transient=True)
             return item
         check = self.validators.get(category)
         if check is not None:
@@ -242,6 +288,46 @@ class Hub:
                 f"{party} already holds {held} durable items in the picture "
                 f"(limit_durable_items_per_party={limit}); let some expire or withdraw them",
             )
+
+    def _own_names(self, party: str, event: CotEvent) -> CotEvent:
+        """Refuse an event that would create an item under another party's name (its uid,
+        or its GeoChat sender); store `P::x` written by P as `x`. A receipt's uid is the
+        message it answers, anybody's (namespace.py)."""
+        form, names = uid_form(event.type, event.uid)
+        if form == "plain":
+            uid = own_uid(party, event.uid, self.parties)
+            if uid is None:
+                raise RemoteProtocolError(
+                    "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace"
+                )
+            if uid != event.uid:
+                event = replace(event, uid=uid)
+        elif form == "geochat":
+            owner = read_name(party, names[0], self.parties).party
+            if owner not in (party, SHARED):
+                raise RemoteProtocolError(
+                    "uid_spoof", f"GeoChat uid {event.uid[:60]!r} names another party's sender"
+                )
+        return event
+
+    def _register(self, party: str, uid: str, callsign: str, sender: Connection | None) -> None:
+        """A device's report of itself: learn its callsign; give a connection reporting a
+        device for the first time (or under a new callsign) what waits addressed to it."""
+        self.directory.report(party, uid, callsign)
+        if sender is None or sender.devices.get(uid) == callsign:
+            return  # (the steady state: a device reporting itself again)
+        sender.devices[uid] = callsign
+        sender.callsigns = set(sender.devices.values())
+        now = self.clock()
+        for key in list(self._addressed):
+            rendered = self.durable.get(key) or self.live.get(key)
+            if rendered is None:
+                self._addressed.discard(key)
+                continue
+            variant = self._variant_for(rendered, party, now)
+            if variant is not None and self._reaches(rendered.item, sender):
+                durable = rendered.item.category in DURABLE
+                self._enqueue(sender, Pending(rendered, variant), durable)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
@@ -315,23 +401,50 @@ class Hub:
         return self._submit_many(items)
 
     def _deliver(self, item: Item) -> None:
+        if item.event.type == DELETE_TYPE and item.party != HUB:
+            self._apply_delete(item)
+            return
         rendered = self._rendered(item)
         durable = item.category in DURABLE
+        transient = is_transient(item.event.type)
         now = self.clock()
+        key = item.key
         # A new version of a uid always supersedes the old one, whatever its category, and
         # one that arrives already stale removes it: what stays in the picture for others
         # must not depend on details (here: staleness) of an update they may not see.
         # (Popping first also makes the picture's order the order of last updates, which
         # likewise must not depend on anyone's invisible history.)
-        self.live.pop(item.key, None)
-        self._unhold(item.key)
-        if item.event.stale > now:
-            if durable:
-                self._hold(item.key, rendered)
-            else:
-                self.live[item.key] = rendered
+        if not transient:
+            old = self.live.pop(key, None) or self.durable.get(key)
+            self._unhold(key)
+            if old is not None:
+                rendered.seen = old.seen
+            self._addressed.discard(key)
+            if item.event.stale > now:
+                if durable:
+                    self._hold(key, rendered)
+                else:
+                    self.live[key] = rendered
+                if old is None:
+                    self.naming.entered(Key(*key))
+                self._index(item)
+        else:
+            # A message (receipt, file transfer, cancel) is relayed and never kept. It ends
+            # the item of its uid only if that is of its own category — an emergency's
+            # cancel; ATAK's file-transfer acknowledgement carries its device's uid, and
+            # must not end that device's position.
+            kept = (self.durable if durable else self.live).get(key)
+            if kept is not None and kept.item.category is item.category:
+                if durable:
+                    self._unhold(key)
+                else:
+                    del self.live[key]
+                self._addressed.discard(key)
         routes = self.route(item, now)
-        self._fan_out(rendered, routes, durable)
+        self._fan_out(rendered, routes, durable, transient)
+        self._observe(item, routes)
+
+    def _observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
         for observer in self.observers:
             try:
                 observer(item, routes)
@@ -342,27 +455,101 @@ class Hub:
                 log.exception("a desk failed on item %s/%r", item.party, item.uid[:120])
 
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
+        """The other parties that receive `item` now, and in which form."""
         if item.audience:
             return {p: Disclosure.FULL for p in item.audience if p != item.party}
-        routes = self.policy.route(item, now)
-        if item.event.dest_callsigns and not item.event.dest_parties:
-            # Directed by callsign: to each entitled party whose own clients use one of those
-            # callsigns. Whether a party qualifies depends only on that party's own traffic,
-            # so another party claiming the same callsign cannot divert or block it.
-            wanted = set()
-            for callsign in item.event.dest_callsigns:
-                wanted |= self.callsigns.get(callsign, set())
+        e = item.event
+        routes = self.policy.entitled(item, now)
+        if e.type in RECEIPT_TYPES:
+            named = read_name(item.party, e.uid, self.parties)
+            if named.party not in (item.party, SHARED):
+                # A receipt answering another party's message goes to that party only, and
+                # only if that message was sent to the receipt's party: a name in the
+                # recipient's own namespace never arrives from anybody else otherwise.
+                held = self.chat_key(named)
+                message = self._lookup(Key(*held)) if held is not None else None
+                if message is None or item.party not in self.cached_route(message, now):
+                    return {}
+                routes = {p: d for p, d in routes.items() if p == named.party}
+        if e.dest_parties or e.dest_callsigns or e.dest_uids:
+            # Addressed: to the parties named, the parties whose own devices use one of the
+            # callsigns, the parties owning the uids. Whether a party qualifies depends only
+            # on that party's own traffic, so another party claiming the same callsign
+            # cannot divert or block it.
+            wanted = set(e.dest_parties)
+            for callsign in e.dest_callsigns:
+                wanted |= self.directory.parties(callsign)
+            for text in e.dest_uids:
+                wanted.add(read_name(item.party, text, self.parties).party)
             routes = {p: d for p, d in routes.items() if p in wanted}
         return routes
 
-    def _fan_out(self, rendered: Rendered, routes: dict[str, Disclosure], durable: bool) -> None:
+    def _index(self, item: Item) -> None:
+        """Note a picture item that is addressed to devices, or is a GeoChat message."""
+        e = item.event
+        if addressed_to_devices(e):
+            self._addressed.add(item.key)
+        if e.type.startswith("b-t-f") and e.type not in RECEIPT_TYPES:
+            self._chats[(item.party, message_id(e))] = item.key
+
+    def chat_key(self, name: Key) -> tuple[str, str] | None:
+        """The key of the GeoChat message in the picture whose message id is `name`
+        (party, id) — the id ATAK's receipts carry."""
+        key = self._chats.get(name)
+        return key if key is not None and self._lookup(Key(*key)) is not None else None
+
+    def receivers(self, party: str, event: CotEvent) -> set[str]:
+        """The parties `event` would reach if `party` sent it now (its own included): what
+        a delete would reach, or what routing gives. Changes nothing."""
+        now = self.clock()
+        if event.type == DELETE_TYPE:
+            key = target_key(party, event, self.parties, strict=False)
+            rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+            return {party, *(self._delete_audience(rendered, now) if rendered else ())}
+        category = category_of_event(event)
+        if category is None:
+            return {party}  # types that never leave the party
+        item = Item(party=party, user="", category=category, event=event, received=now)
+        return {party, *self.route(item, now)}
+
+    def _reaches(self, item: Item, conn: Connection) -> bool:
+        return reaches(item, conn, self.parties)
+
+    def _fan_out(
+        self,
+        rendered: Rendered,
+        routes: dict[str, Disclosure],
+        durable: bool,
+        transient: bool = False,
+    ) -> None:
+        """Queue an item for every connection that receives it. Durable items and transient
+        messages are never merged or dropped; live ones may be, for a reader that is behind."""
+        durable = durable or transient
         item = rendered.item
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
-        targets.extend((party, _VARIANT[level]) for party, level in routes.items())
+        seen = rendered.seen
+        for party, level in routes.items():
+            forms = seen.get(party)
+            if forms is None:
+                seen[party] = {_VARIANT[level]}
+            else:
+                forms.add(_VARIANT[level])
+            targets.append((party, self._variant(rendered, party, level)))
+        e = item.event
+        addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
+        origin = item.origin
+        enqueue = self._enqueue
         for party, variant in targets:
-            for conn in self.connections.get(party, ()):
-                if conn.id != item.origin or not item.origin:
-                    self._enqueue(conn, Pending(rendered, variant), durable)
+            conns = self.connections.get(party)
+            if not conns:
+                continue
+            pending = Pending(rendered, variant)  # shared: nobody changes a Pending
+            for conn in conns:
+                if origin and conn.id == origin:
+                    continue  # not echoed to the connection it came from
+                if addressed and not self._reaches(item, conn):
+                    continue
+                enqueue(conn, pending, durable)
 
     def _enqueue(self, conn: Connection, pending: Pending, durable: bool) -> None:
         overflow = conn.outbox.put(pending, durable)
@@ -433,30 +620,37 @@ class Hub:
         drains (`Outbox.replay`), so a picture of any size never trips the durable queue
         limit — each item is looked up again when its page is drawn, and skipped if it has
         been superseded (the newer version was queued to this connection already), went
-        stale or may no longer be seen."""
+        stale or may no longer be seen. What is addressed to devices is given when the
+        device reports itself."""
         self.connections[conn.party].add(conn)
         self.metrics.child(self.metrics.connections, conn.listener, conn.party).inc()  # type: ignore[attr-defined]
-        conn.outbox.replay(self._replay(conn.party))
+        conn.outbox.replay(self._replay(conn))
         self._dirty.add(conn)
         if not self._flush_pending and self.call_soon is not None:
             self._flush_pending = True
             self.call_soon(self._flush)
 
-    def _replay(self, party: str) -> Iterator[Pending]:
+    def _replay(self, conn: Connection) -> Iterator[Pending]:
         # The picture as it is now (what is published from here on is queued as it comes).
         owed = [(pool, key, r) for pool in (self.durable, self.live) for key, r in pool.items()]
-        return self._still_owed(party, owed)
+        return self._still_owed(conn, owed)
 
     def _still_owed(
         self,
-        party: str,
+        conn: Connection,
         owed: list[tuple[dict[tuple[str, str], Rendered], tuple[str, str], Rendered]],
     ) -> Iterator[Pending]:
+        party = conn.party
         for pool, key, rendered in owed:
-            if pool.get(key) is not rendered:
+            # (What reaches it through its devices is given when each device reports itself.)
+            if pool.get(key) is not rendered or not reaches(
+                rendered.item, conn, self.parties, devices=False
+            ):
                 continue
             variant = self._variant_for(rendered, party, self.clock())
             if variant is not None:
+                if rendered.item.party != party:  # (routes change with time: may be new here)
+                    rendered.seen.setdefault(party, set()).add(variant.partition(":")[0])
                 yield Pending(rendered, variant)
 
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:
@@ -489,18 +683,18 @@ class Hub:
         if item.party == party:
             return "own"
         level = self.cached_route(rendered, now).get(party)
-        return None if level is None else _VARIANT[level]
+        return None if level is None else self._variant(rendered, party, level)
 
     def cached_route(self, rendered: Rendered, now: float) -> dict[str, Disclosure]:
         """`route` for a picture item, computed once until the policy or directory changes."""
         if (
             rendered.routes is None
             or now >= rendered.routes_until
-            or rendered.routes_epoch != self._directory_epoch
+            or rendered.routes_epoch != self.directory.epoch
         ):
             rendered.routes = self.route(rendered.item, now)
             rendered.routes_until = self.policy.next_change(now)
-            rendered.routes_epoch = self._directory_epoch
+            rendered.routes_epoch = self.directory.epoch
         return rendered.routes
 
     def resend(self, key: tuple[str, str], party: str) -> bool:
@@ -508,16 +702,12 @@ class Hub:
         rendered = self.durable.get(key)
         if rendered is None:
             return False
-        item = rendered.item
-        if item.party == party:
-            variant: Variant = "own"
-        else:
-            level = self.route(item, self.clock()).get(party)
-            if level is None:
-                return False
-            variant = _VARIANT[level]
+        variant = self._variant_for(rendered, party, self.clock())
+        if variant is None:
+            return False
         for conn in self.connections.get(party, ()):
-            self._enqueue(conn, Pending(rendered, variant), durable=True)
+            if self._reaches(rendered.item, conn):
+                self._enqueue(conn, Pending(rendered, variant), durable=True)
         return True
 
     def detach(self, conn: Connection) -> None:
@@ -536,10 +726,15 @@ class Hub:
         gone = 0
         for key in [k for k, r in self.live.items() if r.item.event.stale <= now]:
             del self.live[key]
+            self._addressed.discard(key)
             gone += 1
         for key in [k for k, r in self.durable.items() if r.item.event.stale <= now]:
             self._unhold(key)
+            self._addressed.discard(key)
             gone += 1
+        if gone:
+            self.naming.forget(lambda k: self._lookup(k) is not None)
+            self._chats = {m: k for m, k in self._chats.items() if self._lookup(Key(*k))}
         return gone
 
     def _hold(self, key: tuple[str, str], rendered: Rendered) -> None:
@@ -549,6 +744,62 @@ class Hub:
     def _unhold(self, key: tuple[str, str]) -> None:
         if self.durable.pop(key, None) is not None:
             self._held[key[0]] -= 1
+
+    # ---- deletes ------------------------------------------------------------------------
+
+    def _accept_delete(
+        self, party: str, user: str, event: CotEvent, sender: Connection | None, now: float
+    ) -> Item:
+        key = target_key(party, event, self.parties)  # refuses another party's item
+        rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+        item = Item(
+            party=party,
+            user=user,
+            category=rendered.item.category if rendered is not None else Category.POSITION,
+            event=event,
+            received=now,
+            origin=sender.id if sender else "",
+        )
+        if rendered is None or item.category not in DURABLE:
+            self.bus.publish(item)  # nothing stored to withdraw
+            return item
+        # The stale version is stored and recorded (with the audience the item had) in the
+        # same transaction; the delete itself is not stored.
+        with self.transaction():
+            (seq,) = self.store.append_many([tombstone(rendered.item, now)])
+            gone = replace(tombstone(rendered.item, now), seq=seq)
+            parties = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
+            for hook in self.on_durable:
+                hook([(gone, parties)])
+            self.bus.publish(item)
+        return item
+
+    def _delete_audience(self, rendered: Rendered, now: float) -> dict[str, set[str]]:
+        routes = {p: _VARIANT[level] for p, level in self.cached_route(rendered, now).items()}
+        return audience(rendered.seen, routes, rendered.item.party)
+
+    def _apply_delete(self, item: Item) -> None:
+        now = self.clock()
+        key = target_key(item.party, item.event, self.parties, strict=False)
+        old = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+        rendered = self._rendered(item)
+        targets: list[tuple[str, Variant]] = [(item.party, "own")]
+        if old is not None:
+            for party, forms in self._delete_audience(old, now).items():
+                for form in sorted(forms):
+                    level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
+                    targets.append((party, self._variant(rendered, party, level)))
+            self.live.pop(old.item.key, None)
+            self._unhold(old.item.key)
+            self._addressed.discard(old.item.key)
+        for party, variant in targets:
+            for conn in self.connections.get(party, ()):
+                if old is not None:
+                    conn.outbox.discard(old.item.key)  # an update still pending is moot
+                if conn.id != item.origin or not item.origin:
+                    self._enqueue(conn, Pending(rendered, variant), durable=True)
+        if old is not None:
+            self._observe(tombstone(old.item, now), {})
 
     def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
         counts: dict[str, int] = defaultdict(int)
@@ -567,6 +818,14 @@ class Hub:
 _json_encoder = msgspec.json.Encoder()
 
 
+def _encode(item: Item, event: CotEvent, mode: str) -> bytes:
+    if mode == "json":
+        return _json_encoder.encode(item_json(item, event))
+    if mode == "proto":
+        return frame_proto(event_to_proto(event))
+    return encode_event(event)
+
+
 def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
     """The JSON form of a delivered item (WebSocket and REST): CoT names, our category."""
     p = event.point
@@ -576,8 +835,11 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         "category": item.category.value,
         "party": item.party,
         "seq": item.seq,
+        "how": event.how,  # null when the sender wrote none
         "time": event.time,
+        "start": event.start,
         "stale": event.stale,
+        "access": event.access,  # null when absent, "" when the sender wrote access=""
         "lat": p.lat,
         "lon": p.lon,
         "hae": p.hae,
@@ -587,4 +849,6 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         "speed": event.speed,
         "course": event.course,
         "detail": event.detail,
+        # A delete names the item it removes, as this recipient knows it (the map drops it).
+        **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
     }

@@ -21,6 +21,7 @@ from commonsky.config import ListenerConfig
 from commonsky.errors import RemoteProtocolError, StoreUnavailable, UsageError
 from commonsky.pki import CA_CERT, SERVER_CERT, SERVER_KEY
 from commonsky.protocol.cot import XmlLimits
+from commonsky.protocol.liveness import Liveness
 from commonsky.protocol.stream import EventReceived, MessageRefused, TakStream
 
 from .core import Connection, Hub
@@ -300,6 +301,9 @@ class TakListener:
             if closing or writer.transport.is_closing():
                 return
             if writer.transport.get_write_buffer_size() > high_water:
+                # The reader is behind: live updates merge (newest per uid) until it drains.
+                for overflow in conn.outbox.push_back():
+                    hub.metrics.drop(overflow)
                 conn.outbox.ready.set()  # the writer task waits for drain, then flushes
                 return
             batch = conn.outbox.take()
@@ -307,55 +311,57 @@ class TakListener:
                 mode = conn.mode()
                 writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
                 hub.record_delivery(conn, batch)
+                liveness.sent(time.monotonic())
             if conn.outbox.backlog is not None:
                 conn.outbox.ready.set()  # more of the replay owed: next page once it drains
 
+        liveness = Liveness.start(
+            time.monotonic(),
+            settings.get_float("timeout_idle_s"),
+            settings.get_float("timeout_partial_event_s"),
+        )
         conn.flush = flush
         log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
         writer.write(stream.offer(hub.clock()))
         hub.attach(conn)
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
-        idle = settings.get_float("timeout_idle_s")
-        partial_timeout = settings.get_float("timeout_partial_event_s")
-        partial_since: float | None = None
         refusal_limit = settings.get_int("limit_refusals_before_close")
         try:
             while not closing:
                 now = time.monotonic()
-                wait = (
-                    idle
-                    if partial_since is None
-                    else min(idle, max(0.0, partial_since + partial_timeout - now))
-                )
-                try:
-                    async with asyncio.timeout(wait):
-                        data = await reader.read(65536)
-                except TimeoutError:
-                    reason = "idle" if partial_since is None else "partial_event"
+                expired = liveness.expired(now)
+                if expired is not None:
                     hub.log_limited(
                         log,
-                        reason,
+                        expired,
                         conn.id,
-                        "%s %s/%s: closing, %s timeout",
+                        "%s %s/%s: closing, %s timeout (%s)",
                         self.name,
                         party,
-                        user or peer,
-                        reason,
+                        conn.user or peer,
+                        expired,
+                        "timeout_partial_event_s"
+                        if expired == "partial_event"
+                        else "timeout_idle_s: nothing received or sent",
                         level=logging.INFO,
                     )
-                    if reason == "partial_event":
+                    if expired == "partial_event":
                         hub.metrics.refuse("partial_event")
-                    close(reason)
+                    close(expired)
                     break
+                try:
+                    async with asyncio.timeout(liveness.deadline() - now):
+                        data = await reader.read(65536)
+                except TimeoutError:
+                    continue  # `expired` decides (what was sent meanwhile may have moved it)
                 if not data:
                     break
+                completed = stream.completed
                 events = stream.receive_data(data, hub.clock())
                 reply = stream.data_to_send()
                 if reply:
                     writer.write(reply)
-                partial_since = (
-                    (partial_since or time.monotonic()) if stream.pending_bytes else None
-                )
+                liveness.heard(time.monotonic(), stream.partial, stream.completed > completed)
                 for event in events:
                     if isinstance(event, EventReceived):
                         if not conn.user:
@@ -425,6 +431,7 @@ class TakListener:
                 await conn.outbox.ready.wait()
                 conn.outbox.ready.clear()
                 await writer.drain()
+                conn.outbox.resume()
                 conn.flush()
         except (ConnectionError, ssl.SSLError):
             conn.close("write_failed")

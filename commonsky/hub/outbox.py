@@ -1,10 +1,17 @@
 """Per-connection outbound queue with stated overflow policies.
 
-- Live items (tracks, positions): at most `limit_queue_tracks` pending uids. A newer update
-  of a pending uid replaces it in place (the reader only ever needs the latest); a new uid
-  arriving when full evicts the oldest pending uid. Both are counted.
-- Durable items (hotline, launch, airspace…): never dropped. Past `limit_queue_durable`
-  the connection is declared too slow and closed; the store replays them when it returns.
+- Live items (tracks, positions) while the reader keeps up: every update is queued, in
+  order, and written at the end of the current burst of input. A fast reader loses nothing:
+  two updates of one uid that arrive in the same burst are both delivered (replacing the
+  first one there dropped ~1 % of updates at 1,000 msg/s and ~17 % at 2,000).
+- Live items while the socket pushes back (the adapter calls `push_back` when its write
+  buffer is over its high-water mark, `resume` once it drained): at most `limit_queue_tracks`
+  pending uids, a newer update of a pending uid replaces it in place (the slow reader only
+  ever needs the latest), a new uid arriving when full evicts the oldest pending uid. A burst
+  of more than `limit_queue_tracks` updates is treated the same way. Both are counted.
+- Durable items (hotline, launch, airspace…) and transient messages (receipts, file
+  transfers): never dropped or merged. Past `limit_queue_durable` the connection is declared
+  too slow and closed; the store replays what is durable when it returns.
 - The picture a connection is owed when it opens (its replay) is not queued: it waits as a
   `backlog` that each `take` draws one page from (REPLAY_PAGE items), so a picture of any
   size is fed to the socket as it drains instead of landing at once on the durable limit.
@@ -19,8 +26,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from commonsky.model import Disclosure, Item
+from commonsky.namespace import Key
+from commonsky.protocol.refs import References
 
-Variant = Literal["own", "full", "gen"]
+# "own" (the sender's party), "full", "gen" (generalized), or "full:PARTY" for an item that
+# names a third party's item, whose names depend on what PARTY may see (hub/naming.py).
+Variant = str
 REPLAY_PAGE = 256  # replay items per take: one socket write of a few hundred kilobytes
 Overflow = Literal["coalesced", "evicted", "too_slow"] | None
 
@@ -30,19 +41,30 @@ class Rendered:
     """The wire forms of one item, made once and shared by every connection."""
 
     item: Item
-    make: Callable[[Item, Variant, str], bytes]
-    cache: dict[tuple[Variant, str], bytes] = field(default_factory=dict)
+    make: Callable[[Rendered, Variant, str], bytes]
+    # (variant or per-recipient names, mode) -> bytes
+    cache: dict[tuple[object, str], bytes] = field(default_factory=dict)
     # The item's routes, valid until the policy's next validity boundary (`routes_until`)
     # and while the callsign directory is unchanged (`routes_epoch`).
     routes: dict[str, Disclosure] | None = None
     routes_until: float = 0.0
     routes_epoch: int = -1
+    # The item's references, read once (hub/naming.py): whose item each name means, and
+    # whether any is a third party's (then names depend on the recipient).
+    refs: References | None = None
+    keys: tuple[Key, ...] = ()
+    per_party: bool = False
+    # Every party this uid was delivered to, with the forms it got ("own"/"full"/"gen"),
+    # carried from version to version: a delete reaches each of them under those names.
+    seen: dict[str, set[str]] = field(default_factory=dict)
 
     def wire(self, variant: Variant, mode: str) -> bytes:
         key = (variant, mode)
         data = self.cache.get(key)
         if data is None:
-            data = self.cache[key] = self.make(self.item, variant, mode)
+            data = self.make(self, variant, mode)
+            if ":" not in variant:  # per-recipient forms are cached under their names
+                self.cache[key] = data
         return data
 
 
@@ -56,8 +78,10 @@ class Outbox:
     def __init__(self, limit_live: int, limit_durable: int) -> None:
         self.limit_live = limit_live
         self.limit_durable = limit_durable
-        self.live: dict[tuple[str, str], Pending] = {}
+        self.flowing: list[Pending] = []  # every live update, in order, while not pushed back
+        self.live: dict[tuple[str, str], Pending] = {}  # newest per uid, while pushed back
         self.durable: deque[Pending] = deque()
+        self.pushed_back = False
         self.backlog: Iterator[Pending] | None = None  # the replay still owed
         # Set by the adapter when the socket pushed back; its writer task waits for drain.
         self.ready = asyncio.Event()
@@ -70,6 +94,29 @@ class Outbox:
         if durable:
             self.durable.append(pending)
             return "too_slow" if len(self.durable) > self.limit_durable else None
+        if not self.pushed_back and len(self.flowing) < self.limit_live:
+            self.flowing.append(pending)
+            return None
+        return self._coalesce(pending)
+
+    def push_back(self) -> list[str]:
+        """The socket pushed back: from now until `resume`, keep only the newest update per
+        uid. Returns what merging the queued updates dropped (for the drop counters)."""
+        if self.pushed_back:
+            return []
+        self.pushed_back = True
+        queued = [*self.flowing, *self.live.values()]  # oldest first
+        self.flowing, self.live = [], {}
+        return [o for o in map(self._coalesce, queued) if o is not None]
+
+    def resume(self) -> None:
+        """The socket drained: queue every update again (after what is still pending)."""
+        if self.pushed_back:
+            self.pushed_back = False
+            self.flowing.extend(self.live.values())
+            self.live.clear()
+
+    def _coalesce(self, pending: Pending) -> Overflow:
         key = pending.rendered.item.key
         if key in self.live:
             self.live[key] = pending
@@ -81,9 +128,14 @@ class Outbox:
         self.live[key] = pending
         return overflow
 
+    def discard(self, key: tuple[str, str]) -> None:
+        """Drop a pending live update of `key` (its item was deleted)."""
+        self.live.pop(key, None)
+
     def take(self) -> list[Pending]:
         """A page of the replay still owed, then everything queued: durable first (they
-        carry obligations), then live. `backlog` is None once the replay is all taken."""
+        carry obligations), then live in the order it came (what flowed before any merging,
+        then the newest per uid). `backlog` is None once the replay is all taken."""
         batch: list[Pending] = []
         if self.backlog is not None:
             for pending in self.backlog:
@@ -94,10 +146,12 @@ class Outbox:
                 self.backlog = None
         batch.extend(self.durable)
         self.durable.clear()
+        batch.extend(self.flowing)
+        self.flowing = []
         batch.extend(self.live.values())
         self.live.clear()
         return batch
 
     def __len__(self) -> int:
         owed = 0 if self.backlog is None else 1  # at least one page may remain
-        return len(self.durable) + len(self.live) + owed
+        return len(self.durable) + len(self.flowing) + len(self.live) + owed

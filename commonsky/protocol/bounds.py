@@ -14,7 +14,8 @@ stored, then fails to render for every recipient, and again on every start. The 
   write it, and Python's `datetime` stops at year 9999), so nothing later *in UTC*:
   `9999-12-31T23:59:59-23:59` is in year 10000.
 - `hae`: -12,000 m (below the deepest ocean floor) to 1e8 m (past geostationary orbit);
-  `ce`, `le`: 0 to 1e8 m. CoT's "unknown", 9999999, lies inside both.
+  `ce`, `le`: 0 to 1e8 m. CoT's "unknown", 9999999, lies inside both; NaN (the unknown as
+  ATAK writes it, in `<point>` only) is carried as written, and the ledger leaves it out.
 - `speed`: at most 20,000 m/s either way (2.5 times orbital velocity; a negative value is
   read as none); `course`: -360 to 360 degrees.
 
@@ -64,8 +65,10 @@ def check_time(value: float, field: str) -> None:
         )
 
 
-def check_range(value: float, low: float, high: float, field: str) -> None:
-    if not (math.isfinite(value) and low <= value <= high):
+def check_range(value: float, low: float, high: float, field: str, nan: bool = False) -> None:
+    """Refuse a number outside [low, high] (NaN too, unless `nan`: CoT's unknown as ATAK
+    writes it, which every output carries as written and the ledger leaves out)."""
+    if not (low <= value <= high or (nan and math.isnan(value))):
         raise RemoteProtocolError("bad_value", f"{field}: {value!r} is outside [{low}, {high}]")
 
 
@@ -75,16 +78,18 @@ def check_event(event: CotEvent) -> None:
     check_time(event.start, "start")
     check_time(event.stale, "stale")
     p = event.point
-    check_range(p.lat, -90.0, 90.0, "point.lat")
-    check_range(p.lon, -180.0, 180.0, "point.lon")
-    check_range(p.hae, *HAE_RANGE_M, "point.hae")
-    check_range(p.ce, *ERROR_RANGE_M, "point.ce")
-    check_range(p.le, *ERROR_RANGE_M, "point.le")
+    check_range(p.lat, -90.0, 90.0, "point.lat", nan=True)
+    check_range(p.lon, -180.0, 180.0, "point.lon", nan=True)
+    check_range(p.hae, *HAE_RANGE_M, "point.hae", nan=True)
+    check_range(p.ce, *ERROR_RANGE_M, "point.ce", nan=True)
+    check_range(p.le, *ERROR_RANGE_M, "point.le", nan=True)
     if event.speed is not None:
         check_range(event.speed, -MAX_SPEED_MPS, MAX_SPEED_MPS, "detail.track.speed")
     if event.course is not None:
         check_range(event.course, *COURSE_RANGE_DEG, "detail.track.course")
     for name in ("uid", "type", "how", "access", "qos", "opex", "callsign", "detail"):
-        check_text(getattr(event, name), name)
-    for dest in (*event.dest_callsigns, *event.dest_parties):
+        value = getattr(event, name)
+        if value is not None:  # (`how`, `access`… absent when the sender wrote none)
+            check_text(value, name)
+    for dest in (*event.dest_callsigns, *event.dest_parties, *event.dest_uids):
         check_text(dest, "detail.marti.dest")

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import CotEvent, Point
+from commonsky.model import UNKNOWN, CotEvent, Point
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,8 @@ class XmlLimits:
 
 DEFAULT_LIMITS = XmlLimits()
 
-_PARSER = etree.XMLParser(
+# The one parser for untrusted XML (also xmlDetail inside TAK protobuf).
+PARSER = etree.XMLParser(
     resolve_entities=False,
     no_network=True,
     load_dtd=False,
@@ -40,7 +41,36 @@ _PARSER = etree.XMLParser(
     collect_ids=False,
 )
 
-UNKNOWN = 9999999.0  # CoT's "not known" value for hae, ce and le
+
+UID_MAX_CHARS = 256
+# Control characters (Unicode category Cc: C0, DEL, C1 — tab and newlines included), and what
+# XML 1.0 cannot carry at all: U+FFFE, U+FFFF and lone surrogates (which lxml never yields
+# from XML, but a protobuf string can hold).
+_BAD_UID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+
+
+def check_uid(uid: str) -> None:
+    """Refuse a uid no CoT peer can use; accept every other string.
+
+    The CoT event schema (MITRE `CoT Base-Event Schema`, `uid` is `xs:string`) allows any
+    non-empty string, and real clients use spaces: ATAK's GeoChat uid is
+    `GeoChat.<sender uid>.<chat room>.<message id>`, where the room is `All Chat Rooms` or a
+    callsign such as `RED FOX 1`. The only rules are: non-empty, at most `UID_MAX_CHARS`
+    (256) characters, and no control character nor code point XML 1.0 cannot carry
+    (U+0000–U+001F, U+007F–U+009F, U+FFFE, U+FFFF, surrogates).
+
+    Raises `RemoteProtocolError` with reason `bad_uid` naming the rule broken. The one
+    place this rule lives: the CoT and TAK protobuf decoders and the HTTP API call it.
+    """
+    if not uid:
+        raise RemoteProtocolError("bad_uid", "uid is empty")
+    if len(uid) > UID_MAX_CHARS:
+        raise RemoteProtocolError("bad_uid", f"uid is over {UID_MAX_CHARS} characters")
+    bad = _BAD_UID_CHAR.search(uid)
+    if bad is not None:
+        raise RemoteProtocolError(
+            "bad_uid", f"uid has control character U+{ord(bad.group()):04X} at {bad.start()}"
+        )
 
 
 def parse_time(text: str | None, field: str) -> float:
@@ -57,10 +87,13 @@ def parse_time(text: str | None, field: str) -> float:
 
 @functools.lru_cache(maxsize=1024)
 def format_time(epoch: float) -> str:
+    """RFC 3339 UTC with milliseconds, or microseconds when the time has them (a relay keeps
+    the sender's sub-millisecond precision; TAK protobuf's millisecond times cannot)."""
     # Cached: an event's time and start are usually one instant, and the hub renders many
     # events made at the same instant (one fused event per recipient, say).
-    iso = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
-    return iso.removesuffix("+00:00") + "Z"
+    moment = datetime.fromtimestamp(epoch, UTC)
+    spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).removesuffix("+00:00") + "Z"
 
 
 def detail_tree(detail: str) -> etree._Element:
@@ -69,10 +102,13 @@ def detail_tree(detail: str) -> etree._Element:
     The text came out of `parse_event` (our parser re-serialised it), so it is well-formed
     and free of DTDs and entities; the same locked-down parser is used all the same.
     """
-    return etree.fromstring(f"<detail>{detail}</detail>", _PARSER)
+    return etree.fromstring(f"<detail>{detail}</detail>", PARSER)
 
 
 def _float(element: etree._Element, name: str, default: float | None = None) -> float:
+    """A number attribute. `NaN` (any case) is CoT's "unknown" as ATAK writes it (its
+    file-transfer acknowledgements carry `hae="NaN"`) and is kept as NaN; infinities are
+    refused."""
     raw = element.get(name)
     if raw is None:
         if default is None:
@@ -82,28 +118,33 @@ def _float(element: etree._Element, name: str, default: float | None = None) -> 
         value = float(raw)
     except ValueError:
         raise RemoteProtocolError("malformed", f"{name}={raw[:40]!r} is not a number") from None
-    if not math.isfinite(value):
+    if math.isinf(value):
         raise RemoteProtocolError("malformed", f"{name}={raw[:40]!r} is not finite")
     return value
 
 
-def _check_shape(root: etree._Element, limits: XmlLimits) -> None:
+def _check_shape(root: etree._Element, limits: XmlLimits, where: str = "") -> None:
     # Depth and attribute size are checked on the parsed tree: lxml has already refused
     # anything that is not well-formed, and the whole message is bounded in size.
     stack: list[tuple[etree._Element, int]] = [(root, 1)]
     while stack:
         element, depth = stack.pop()
         if depth > limits.depth:
-            raise RemoteProtocolError("too_deep", f"elements nested deeper than {limits.depth}")
-        for value in element.attrib.values():
-            if len(value) > limits.attribute_bytes:
+            raise RemoteProtocolError(
+                "too_deep", f"{where}elements nested deeper than {limits.depth}"
+            )
+        for name, value in element.attrib.items():
+            if len(value) > limits.attribute_bytes and not (
+                element.tag == "link" and name == "line"  # checked as a document of its own
+            ):
                 raise RemoteProtocolError(
                     "attribute_too_long",
-                    f"an attribute of <{element.tag}> is longer than {limits.attribute_bytes} "
+                    f"{where}an attribute of <{element.tag}> is longer than "
+                    f"{limits.attribute_bytes} "
                     "(limit_attribute_bytes)",
                 )
         if element.text is not None and len(element.text) > limits.message_bytes:
-            raise RemoteProtocolError("oversized", "element text too long")
+            raise RemoteProtocolError("oversized", f"{where}element text too long")
         stack.extend((child, depth + 1) for child in element)
 
 
@@ -117,29 +158,51 @@ def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError("bad_utf8", f"invalid UTF-8 at byte {exc.start}") from None
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data or b"<!doctype" in data:
-        raise RemoteProtocolError("dtd", "DTDs and entity declarations are refused")
-    try:
-        root = etree.fromstring(data, _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise RemoteProtocolError("malformed", f"not well-formed XML: {exc}") from None
-    if root is None or root.tag != "event":
-        raise RemoteProtocolError("malformed", "the root element is not <event>")
-    _check_shape(root, limits)
+    root = _parse_document(data, limits, "")
+    for link in root.iterfind("detail/link[@line]"):
+        _check_stroke(link.get("line", ""), limits)
     return _event_from_tree(root)
 
 
-def check_uid(uid: str) -> None:
-    """The CoT uid rule, one for every path (TAK XML, TAK protobuf, the API); raises
-    RemoteProtocolError naming what is wrong."""
-    if not uid or len(uid) > 256 or any(ch.isspace() for ch in uid):
-        raise RemoteProtocolError("malformed", "uid is empty, over 256 characters or has spaces")
+def _parse_document(data: bytes, limits: XmlLimits, where: str) -> etree._Element:
+    """An `<event>` document parsed with every rule: no DTD or entity, well-formed, bounded."""
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data or b"<!doctype" in data:
+        raise RemoteProtocolError("dtd", f"{where}DTDs and entity declarations are refused")
+    try:
+        root = etree.fromstring(data, PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise RemoteProtocolError("malformed", f"{where}not well-formed XML: {exc}") from None
+    if root is None or root.tag != "event":
+        raise RemoteProtocolError("malformed", f"{where}the root element is not <event>")
+    _check_shape(root, limits, where)
+    return root
+
+
+def stroke_events(root: etree._Element) -> list[etree._Element]:
+    """The strokes of a telestration (`u-d-f-m`, ATAK's "MultiPolyline"): each is a whole
+    `u-d-f` event, escaped into the `line` attribute of a `<link>` in `<detail>` (ATAK
+    `takcot/examples/Drawing Shapes - Telestration.cot`). `root` is a `<detail>` element."""
+    # Already checked by `parse_event` (`_check_stroke`) when the event was accepted.
+    return [
+        etree.fromstring(link.get("line", "").encode("utf-8"), PARSER)
+        for link in root.iterfind("link[@line]")
+    ]
+
+
+def _check_stroke(line: str, limits: XmlLimits) -> None:
+    # A stroke is a document that every receiving client parses again: it gets the same
+    # rules as the event that carries it (its size is bounded by the carrier's), and strokes
+    # do not nest.
+    where = "detail.link@line (a telestration stroke): "
+    root = _parse_document(line.encode("utf-8"), limits, where)
+    if root.find("detail/link[@line]") is not None:
+        raise RemoteProtocolError("malformed", f"{where}strokes do not nest")
 
 
 def _event_from_tree(root: etree._Element) -> CotEvent:
     uid = root.get("uid")
     cot_type = root.get("type")
-    if not uid or not cot_type:
+    if uid is None or not cot_type:
         raise RemoteProtocolError("malformed", "<event> needs uid and type")
     check_uid(uid)
     time = parse_time(root.get("time"), "time")
@@ -150,7 +213,7 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         raise RemoteProtocolError("malformed", "<event> has no <point>")
     lat = _float(point_el, "lat")
     lon = _float(point_el, "lon")
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+    if abs(lat) > 90.0 or abs(lon) > 180.0:  # (NaN, unknown, compares false: accepted)
         raise RemoteProtocolError("malformed", f"point lat={lat} lon={lon} out of range")
     point = Point(
         lat=lat,
@@ -165,6 +228,7 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
     course: float | None = None
     dest_callsigns: list[str] = []
     dest_parties: list[str] = []
+    dest_uids: list[str] = []
     detail = ""
     if detail_el is not None:
         detail = "".join(etree.tostring(child, encoding="unicode") for child in detail_el)
@@ -182,23 +246,26 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
                 dest_callsigns.append(dest.get("callsign", ""))
             if dest.get("party"):
                 dest_parties.append(dest.get("party", ""))
+            if dest.get("uid"):
+                dest_uids.append(dest.get("uid", ""))
     return CotEvent(
         uid=uid,
         type=cot_type,
         time=time,
         start=start,
         stale=stale,
-        how=root.get("how", "h-g-i-g-o"),
+        how=root.get("how"),
         point=point,
         detail=detail,
-        access=root.get("access", ""),
-        qos=root.get("qos", ""),
-        opex=root.get("opex", ""),
+        access=root.get("access"),
+        qos=root.get("qos"),
+        opex=root.get("opex"),
         callsign=callsign,
         speed=speed,
         course=course,
         dest_callsigns=tuple(dest_callsigns),
         dest_parties=tuple(dest_parties),
+        dest_uids=tuple(dest_uids),
     )
 
 
@@ -240,25 +307,35 @@ def quote_text(value: str) -> str:
     return value.replace("\r", "&#13;")
 
 
-def _num(value: float) -> str:
-    return repr(float(value)) if value != UNKNOWN else "9999999.0"
+def number(value: float) -> str:
+    """A CoT number as TAK clients read it: NaN as `NaN` (Java's `Double.parseDouble`
+    refuses Python's `nan`), others as the shortest text that reads back the same."""
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
 
 
 def encode_event(event: CotEvent) -> bytes:
-    """CoT XML bytes for one event. `detail` is trusted: it came out of our own parser."""
+    """CoT XML bytes for one event. `detail` is trusted: it came out of our own parser.
+    An attribute the sender left out (`how`, `access`, `qos`, `opex`) stays out."""
     extra = "".join(
         f' {name}="{quote(value)}"'
-        for name, value in (("access", event.access), ("qos", event.qos), ("opex", event.opex))
-        if value
+        for name, value in (
+            ("how", event.how),
+            ("access", event.access),
+            ("qos", event.qos),
+            ("opex", event.opex),
+        )
+        if value is not None
     )
     p = event.point
     text = (
         f'<?xml version="1.0" encoding="UTF-8"?>'
         f'<event version="2.0" uid="{quote(event.uid)}" type="{quote(event.type)}"'
         f' time="{format_time(event.time)}" start="{format_time(event.start)}"'
-        f' stale="{format_time(event.stale)}" how="{quote(event.how)}"{extra}>'
-        f'<point lat="{p.lat!r}" lon="{p.lon!r}" hae="{_num(p.hae)}" ce="{_num(p.ce)}"'
-        f' le="{_num(p.le)}"/>'
+        f' stale="{format_time(event.stale)}"{extra}>'
+        f'<point lat="{number(p.lat)}" lon="{number(p.lon)}" hae="{number(p.hae)}"'
+        f' ce="{number(p.ce)}" le="{number(p.le)}"/>'
         f"<detail>{event.detail}</detail></event>"
     )
     return text.encode("utf-8")

@@ -8,7 +8,14 @@ XML) and from then on both directions are framed protobuf: 0xbf, varint length, 
 Pings (`t-x-c-t`) are answered here with pongs (`t-x-c-t-r`) and never reach the hub.
 
 Framing errors are survivable in XML mode (skip to the next `</event>`) but fatal in
-protobuf mode, where a bad length means the stream has lost its boundaries.
+protobuf mode, where a bad length means the stream has lost its boundaries. Protobuf that
+arrives before any negotiation (0xbf where an XML event should start: pytak with
+`TAK_PROTO=1` does this) is fatal too, as `proto_not_negotiated`: every byte after it is a
+protocol we did not agree to.
+
+Bytes between events — whitespace, NULs, a complete `<?xml …?>` declaration — are not part
+of any event: `partial` is true only while an event (or protobuf frame) has begun and not
+ended, which is what the adapter's `timeout_partial_event_s` times.
 """
 
 from __future__ import annotations
@@ -29,7 +36,30 @@ from commonsky.protocol.takv1 import event_to_proto, parse_proto_event
 
 MAGIC = 0xBF
 _END = b"</event>"
+_DECLARATION = b"<?xml"
+_DECLARATION_MAX = 256  # longer than any real one; bounds the scan of a hostile buffer
+_FILLER = b" \t\r\n\x00"
 PROTOCOL_VERSION = 1
+
+
+def _filler_end(buffer: bytearray | bytes) -> int:
+    """Index of the first byte that belongs to an event: leading whitespace, NULs and
+    complete XML declarations are what clients put between events."""
+    index = 0
+    size = len(buffer)
+    while index < size:
+        if buffer[index] in _FILLER:
+            index += 1
+        elif buffer.startswith(_DECLARATION, index) and (
+            index + len(_DECLARATION) == size or buffer[index + len(_DECLARATION)] in _FILLER
+        ):
+            close = buffer.find(b"?>", index, index + _DECLARATION_MAX)
+            if close < 0:
+                return index  # a declaration still arriving: part of the next event
+            index = close + 2
+        else:
+            return index
+    return index
 
 
 class Mode(enum.Enum):
@@ -127,13 +157,17 @@ class TakStream:
         self._out = bytearray()
         self._closed = False
         self._awaiting_response = False
+        self.completed = 0  # messages taken off the wire so far (events, pings, refusals)
 
     # ---- inbound ------------------------------------------------------------------------
 
     @property
-    def pending_bytes(self) -> int:
-        """Bytes of an unfinished message; the adapter times out a sender that stalls."""
-        return len(self._buffer)
+    def partial(self) -> bool:
+        """Whether a message has begun and not ended (bytes between events do not count);
+        the adapter times out a sender that stalls in the middle of one."""
+        if self.mode is Mode.PROTO or self._skipping:
+            return bool(self._buffer)
+        return _filler_end(self._buffer) < len(self._buffer)
 
     def receive_data(self, data: bytes, now: float) -> list[StreamEvent]:
         """Feed what arrived. `now` only stamps the replies we make (pong, negotiation)."""
@@ -153,7 +187,19 @@ class TakStream:
 
     def _next_xml(self, events: list[StreamEvent], now: float) -> bool:
         buffer = self._buffer
-        end = buffer.find(_END)
+        start = 0
+        if not self._skipping:
+            start = _filler_end(buffer)
+            if start < len(buffer) and buffer[start] == MAGIC:
+                # 0xbf never starts a UTF-8 character, so this is TAK protobuf framing.
+                self._fatal(
+                    events,
+                    "proto_not_negotiated",
+                    "TAK protobuf (0xbf) before any t-x-takp-q negotiation; this hub speaks "
+                    "CoT XML until the client asks for TAK Protocol v1",
+                )
+                return False
+        end = buffer.find(_END, start)
         if end < 0:
             if len(buffer) > self.limits.message_bytes:
                 # Keep only a tail long enough to spot the end tag when it comes.
@@ -166,13 +212,14 @@ class TakStream:
                         )
                     )
             return False
-        frame = bytes(buffer[: end + len(_END)])
+        # What precedes the event (whitespace, its XML declarations) is not parsed: the
+        # event must be UTF-8 whatever a declaration says, and a client that sends the next
+        # event's declaration early must not make it a document with two.
+        frame = bytes(buffer[start : end + len(_END)])
         del buffer[: end + len(_END)]
+        self.completed += 1
         if self._skipping:
             self._skipping = False
-            return True
-        frame = frame.lstrip(b" \t\r\n\x00")
-        if not frame:
             return True
         try:
             event = parse_event(frame, self.limits)
@@ -204,6 +251,7 @@ class TakStream:
             return False
         payload = bytes(buffer[start : start + length])
         del buffer[: start + length]
+        self.completed += 1
         try:
             event = parse_proto_event(payload, self.limits)
         except RemoteProtocolError as exc:

@@ -8,31 +8,60 @@ text and passed through the same locked-down XML parser as any CoT event, so the
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 from google.protobuf.message import DecodeError
 from lxml import etree
 from takproto.proto import TakMessage
+from takproto.proto.detail_pb2 import Detail
 
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import CotEvent
 from commonsky.protocol.cot import (
     DEFAULT_LIMITS,
+    PARSER,
     XmlLimits,
+    check_uid,
     detail_tree,
     format_time,
+    number,
     parse_event,
     quote,
 )
 
-_TYPED = ("contact", "__group", "precisionlocation", "status", "takv", "track")
+# Which <detail> children have typed fields, with the attributes each needs. takproto's
+# schema (`src-protobuf/*.proto`): "All items are required unless otherwise noted", a
+# missing one means "the conversion to the message format will be rejected and fall back
+# to opaque XML"; the one item noted optional is contact's endpoint ("if missing/empty do
+# not populate"). And `detail.proto`: whole elements only, and an element that appears more
+# often than its field holds stays XML. So an element is typed only when it carries exactly
+# its required attributes (plus a non-empty endpoint), nothing else, no text, no children —
+# otherwise the receiver would read back attributes the sender never wrote (an empty
+# `geopointsrc` on `<precisionlocation altsrc='???'/>`) or lose some it did.
+_REQUIRED: dict[str, frozenset[str]] = {
+    "contact": frozenset({"callsign"}),
+    "__group": frozenset({"name", "role"}),
+    "precisionlocation": frozenset({"geopointsrc", "altsrc"}),
+    "status": frozenset({"battery"}),
+    "takv": frozenset({"device", "platform", "os", "version"}),
+    "track": frozenset({"speed", "course"}),
+}
+_UINT32_MAX = 2**32 - 1
 
 
 def event_to_proto(event: CotEvent) -> bytes:
-    """Serialised TakMessage (without stream framing) for one event."""
+    """Serialised TakMessage (without stream framing) for one event.
+
+    What protobuf cannot carry is left out as the format requires: `access=""` (proto3
+    strings have no presence) and times finer than a millisecond.
+    """
     message = TakMessage()
     cot = message.cotEvent
     cot.type = event.type
     cot.uid = event.uid
-    cot.how = event.how
+    if event.how:
+        cot.how = event.how
     if event.access:
         cot.access = event.access
     if event.qos:
@@ -50,52 +79,58 @@ def event_to_proto(event: CotEvent) -> bytes:
     if event.detail:
         # Our own canonical detail text: safe to parse, it came out of our parser.
         detail = detail_tree(event.detail)
+        counts = Counter(child.tag for child in detail)
         rest: list[str] = []
         out = cot.detail
         for child in detail:
-            tag = child.tag
-            if tag == "contact" and set(child.attrib) <= {"callsign", "endpoint"}:
-                out.contact.callsign = child.get("callsign", "")
-                out.contact.endpoint = child.get("endpoint", "")
-            elif tag == "__group" and set(child.attrib) <= {"name", "role"}:
-                out.group.name = child.get("name", "")
-                out.group.role = child.get("role", "")
-            elif tag == "precisionlocation" and set(child.attrib) <= {"geopointsrc", "altsrc"}:
-                out.precisionLocation.geopointsrc = child.get("geopointsrc", "")
-                out.precisionLocation.altsrc = child.get("altsrc", "")
-            elif tag == "status" and set(child.attrib) == {"battery"} and _is_uint(child):
-                out.status.battery = int(child.get("battery", "0"))
-            elif tag == "takv" and set(child.attrib) <= {"device", "platform", "os", "version"}:
-                for name in ("device", "platform", "os", "version"):
-                    setattr(out.takv, name, child.get(name, ""))
-            elif tag == "track" and set(child.attrib) == {"speed", "course"} and _floats(child):
-                out.track.speed = float(child.get("speed", "0"))
-                out.track.course = float(child.get("course", "0"))
-            else:
+            if counts[child.tag] > 1 or not _typed(child, out):
                 # Anything the typed fields cannot carry exactly travels as XML text.
-                child_copy = etree.tostring(child, encoding="unicode", with_tail=False)
-                rest.append(child_copy)
+                rest.append(etree.tostring(child, encoding="unicode", with_tail=False))
         if rest:
             out.xmlDetail = "".join(rest)
     return bytes(message.SerializeToString())
 
 
-def _is_uint(element: etree._Element) -> bool:
-    # `battery` is a uint32 in the protobuf; a larger value travels in xmlDetail as written.
-    value = element.get("battery", "")
-    return value.isdigit() and int(value) < 2**32
-
-
-def _floats(element: etree._Element) -> bool:
-    try:
-        float(element.get("speed", "")), float(element.get("course", ""))
-    except ValueError:
+def _typed(element: etree._Element, out: Detail) -> bool:
+    """Put `element` into its typed field if it fits exactly; whether it did."""
+    tag = element.tag
+    required = _REQUIRED.get(tag) if isinstance(tag, str) else None
+    if required is None or len(element) or element.text:
         return False
+    attrs = set(element.attrib)
+    get = element.get
+    if tag == "contact":
+        endpoint = get("endpoint")
+        if attrs - {"endpoint"} != required or endpoint == "":
+            return False
+        out.contact.callsign = get("callsign", "")
+        if endpoint is not None:
+            out.contact.endpoint = endpoint
+        return True
+    if attrs != required:
+        return False
+    if tag == "__group":
+        out.group.name, out.group.role = get("name", ""), get("role", "")
+    elif tag == "precisionlocation":
+        location = out.precisionLocation
+        location.geopointsrc, location.altsrc = get("geopointsrc", ""), get("altsrc", "")
+    elif tag == "status":
+        battery = get("battery", "")
+        if not (battery.isascii() and battery.isdigit() and int(battery) <= _UINT32_MAX):
+            return False
+        out.status.battery = int(battery)
+    elif tag == "takv":
+        for name in ("device", "platform", "os", "version"):
+            setattr(out.takv, name, get(name, ""))
+    else:  # track
+        try:
+            speed, course = float(get("speed", "")), float(get("course", ""))
+        except ValueError:
+            return False
+        if math.isinf(speed) or math.isinf(course):
+            return False
+        out.track.speed, out.track.course = speed, course
     return True
-
-
-def _num(value: float) -> str:
-    return repr(float(value))
 
 
 def proto_to_xml(payload: bytes) -> bytes:
@@ -108,48 +143,69 @@ def proto_to_xml(payload: bytes) -> bytes:
     if not message.HasField("cotEvent"):
         raise RemoteProtocolError("bad_protobuf", "TakMessage without a cotEvent")
     cot = message.cotEvent
+    check_uid(cot.uid)  # before it is quoted into XML, so the reason names the uid rule
     parts: list[str] = []
     d = cot.detail
     if cot.HasField("detail"):
+        # detail.proto, receivers' rule 5: an element that is also in xmlDetail (a sender
+        # that did not remove it) is taken from xmlDetail and the typed field ignored.
+        present = _tags(d.xmlDetail) if d.xmlDetail else set()
         if d.xmlDetail:
             parts.append(d.xmlDetail)
-        if d.HasField("contact"):
+        if d.HasField("contact") and "contact" not in present:
             attrs = f'callsign="{quote(d.contact.callsign)}"'
             if d.contact.endpoint:
                 attrs += f' endpoint="{quote(d.contact.endpoint)}"'
             parts.append(f"<contact {attrs}/>")
-        if d.HasField("group"):
+        if d.HasField("group") and "__group" not in present:
             parts.append(f'<__group name="{quote(d.group.name)}" role="{quote(d.group.role)}"/>')
-        if d.HasField("precisionLocation"):
+        if d.HasField("precisionLocation") and "precisionlocation" not in present:
             pl = d.precisionLocation
             parts.append(
                 f'<precisionlocation geopointsrc="{quote(pl.geopointsrc)}"'
                 f' altsrc="{quote(pl.altsrc)}"/>'
             )
-        if d.HasField("status"):
+        if d.HasField("status") and "status" not in present:
             parts.append(f'<status battery="{d.status.battery}"/>')
-        if d.HasField("takv"):
+        if d.HasField("takv") and "takv" not in present:
             tv = d.takv
             parts.append(
                 f'<takv device="{quote(tv.device)}" platform="{quote(tv.platform)}"'
                 f' os="{quote(tv.os)}" version="{quote(tv.version)}"/>'
             )
-        if d.HasField("track"):
-            parts.append(f'<track speed="{_num(d.track.speed)}" course="{_num(d.track.course)}"/>')
+        if d.HasField("track") and "track" not in present:
+            track = d.track
+            parts.append(f'<track speed="{number(track.speed)}" course="{number(track.course)}"/>')
+    # proto3 strings have no presence: an empty one is an attribute the sender left out.
     extra = "".join(
         f' {name}="{quote(value)}"'
-        for name, value in (("access", cot.access), ("qos", cot.qos), ("opex", cot.opex))
+        for name, value in (
+            ("how", cot.how),
+            ("access", cot.access),
+            ("qos", cot.qos),
+            ("opex", cot.opex),
+        )
         if value
     )
     text = (
         f'<event version="2.0" uid="{quote(cot.uid)}" type="{quote(cot.type)}"'
         f' time="{format_time(cot.sendTime / 1000)}" start="{format_time(cot.startTime / 1000)}"'
-        f' stale="{format_time(cot.staleTime / 1000)}" how="{quote(cot.how)}"{extra}>'
-        f'<point lat="{_num(cot.lat)}" lon="{_num(cot.lon)}" hae="{_num(cot.hae)}"'
-        f' ce="{_num(cot.ce)}" le="{_num(cot.le)}"/>'
+        f' stale="{format_time(cot.staleTime / 1000)}"{extra}>'
+        f'<point lat="{number(cot.lat)}" lon="{number(cot.lon)}" hae="{number(cot.hae)}"'
+        f' ce="{number(cot.ce)}" le="{number(cot.le)}"/>'
         f"<detail>{''.join(parts)}</detail></event>"
     )
     return text.encode("utf-8")
+
+
+def _tags(xml_detail: str) -> set[str]:
+    """Tags of xmlDetail's top-level elements; empty when it does not parse (the whole
+    event is then refused by `parse_event`, with the same parser and every limit)."""
+    try:
+        root = etree.fromstring(f"<detail>{xml_detail}</detail>".encode(), PARSER)
+    except etree.XMLSyntaxError:
+        return set()
+    return {child.tag for child in root if isinstance(child.tag, str)}
 
 
 def parse_proto_event(payload: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:

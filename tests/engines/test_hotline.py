@@ -155,7 +155,7 @@ def test_acks_name_the_ledger_entry_of_the_message_also_entry_zero_and_after_res
     assert acks[-1].payload == {
         "of": "USA::GeoChat.m10",
         "of_ledger_seq": second.ledger_seq,
-        "via": "tak",
+        "via": "tak-read",  # a read receipt (`b-t-f-r`); a delivered one says tak-delivered
     }
 
 

@@ -39,8 +39,30 @@ DEEP = (
     + b"</a>" * 100
     + b"</detail></event>"
 )
+_STROKE = (
+    "<!DOCTYPE e [<!ENTITY x 'y'>]><event version='2.0' uid='s' type='u-d-f' "
+    "time='2030-01-01T00:00:00Z' start='2030-01-01T00:00:00Z' stale='2030-01-01T00:10:00Z' "
+    "how='h-e'><point lat='1' lon='1' hae='0' ce='0' le='0'/><detail>"
+    "<link point='1,1'/><link point='1,2'/></detail></event>"
+)
+# A telestration whose escaped stroke carries a DTD (every receiving client parses it).
+STROKE_DTD = (
+    b'<event version="2.0" uid="tele" type="u-d-f-m" time="2030-01-01T00:00:00Z" '
+    b'start="2030-01-01T00:00:00Z" stale="2030-01-01T00:10:00Z" how="h-e">'
+    b'<point lat="0" lon="0" hae="9999999" ce="9999999" le="9999999"/><detail>'
+    + f'<link line="{_STROKE.replace("&", "&amp;").replace("<", "&lt;")}"/>'.encode()
+    + b"</detail></event>"
+)
+# A TAK server's mission notice, sent by a client.
+MISSION_NOTICE = (
+    b'<event version="2.0" uid="m" type="t-x-m-c" time="2030-01-01T00:00:00Z" '
+    b'start="2030-01-01T00:00:00Z" stale="2030-01-01T00:10:00Z" how="h-g-i-g-o">'
+    b'<point lat="0" lon="0" hae="0" ce="0" le="0"/><detail><mission type="CHANGE" '
+    b'name="OPS" guid="x"/></detail></event>'
+)
 RANDOM_BYTES = bytes(range(256)) * 40 + b"</event>"
 NOT_EVENT = b"<html><body>hello</body></html></event>"
+CONTROL_IN_UID = track("ctl").replace(b'uid="ctl"', b'uid="c&#9;tl"')  # spaces are fine
 
 CASES = {
     "dtd": BILLION_LAUGHS,
@@ -50,6 +72,9 @@ CASES = {
     "too_deep": DEEP,
     "random": RANDOM_BYTES,
     "not_event": NOT_EVENT,
+    "control_in_uid": CONTROL_IN_UID,
+    "stroke_dtd": STROKE_DTD,
+    "mission_notice": MISSION_NOTICE,
 }
 REASONS = {
     "dtd": "dtd",
@@ -59,6 +84,9 @@ REASONS = {
     "too_deep": "too_deep",
     "random": "bad_utf8",
     "not_event": "malformed",
+    "control_in_uid": "bad_uid",
+    "stroke_dtd": "dtd",
+    "mission_notice": "mission_notice",
 }
 
 

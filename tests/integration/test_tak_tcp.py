@@ -240,6 +240,19 @@ async def test_directed_hotline_reaches_only_its_destination(make_hub) -> None:
         assert await jpn.collect(0.3) == []
 
 
+async def test_a_reader_that_keeps_up_gets_every_update_of_a_burst(make_hub) -> None:
+    """Twenty updates of one uid in one write reach a reader that keeps up, all of them, in
+    order: merging is for readers that push back, not for bursts (issue #12 fault 11)."""
+    async with make_hub([FULL_TRACKS]) as hub:
+        usa = await hub.connect("USA")
+        jpn: TakClient = await hub.connect("JPN")
+        lats = [round(10 + i * 0.01, 2) for i in range(20)]
+        usa.send(b"".join(track("T1", lat=lat) for lat in lats))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::T1" and e["lat"] == lats[-1])
+        assert [e["lat"] for e in jpn.items() if e["uid"] == "USA::T1"] == lats
+        assert await metric(hub, "commonsky_queue_drops_total") == 0
+
+
 async def test_slow_reader_gets_latest_positions(make_hub) -> None:
     async with make_hub([FULL_TRACKS], server={"limit_queue_tracks": 50}) as hub:
         usa = await hub.connect("USA")

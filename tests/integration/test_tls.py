@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
+import io
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytak
@@ -164,14 +167,81 @@ async def test_unauthenticated_handshakes_are_limited_per_address(
         await jpn.wait_for(lambda e: e["type"] == "t-x-takp-v")
 
 
-def test_cert_issue_writes_pkcs12_that_opens_with_the_atak_password(pki: Path) -> None:
+def test_cert_issue_writes_pkcs12_under_a_password_shown_once_and_stored_nowhere(
+    pki: Path,
+) -> None:
+    """issue #13 class 13: `atakatak` is public, so it is no longer the default."""
     from cryptography.hazmat.primitives.serialization import pkcs12
 
-    bundle = pkcs12.load_pkcs12((pki / "ca/clients/USA/usa-ops.p12").read_bytes(), b"atakatak")
+    out = pki / "ca/clients/USA"
+    password = PASSWORDS["ca", "USA"]
+    assert password != "atakatak" and len(password) >= 16
+    bundle = pkcs12.load_pkcs12((out / "usa-ops.p12").read_bytes(), password.encode())
     assert bundle.cert is not None and bundle.key is not None
     subject = bundle.cert.certificate.subject.rfc4514_string()
     assert "O=USA" in subject and "CN=usa-ops" in subject
-    assert (pki / "ca/clients/USA/usa-ops-key.pem").stat().st_mode & 0o077 == 0
+    with pytest.raises(ValueError, match="Invalid password"):
+        pkcs12.load_pkcs12((out / "usa-ops.p12").read_bytes(), b"atakatak")
+    for name in ("usa-ops.p12", "usa-ops-key.pem"):
+        assert (out / name).stat().st_mode & 0o077 == 0
+    # Written nowhere: not in any file the command made, nor in the CA folder.
+    for path in (pki / "ca").rglob("*"):
+        assert not path.is_file() or password.encode() not in path.read_bytes(), path
+    assert len(set(PASSWORDS.values())) == len(PASSWORDS)  # one per bundle
+
+
+def openssl_info(path: Path, password: str) -> str:
+    """What `openssl pkcs12 -info` says of a bundle (OpenSSL 3, no `-legacy`)."""
+    done = subprocess.run(
+        ["openssl", "pkcs12", "-info", "-noout", "-in", str(path), "-passin", f"pass:{password}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_the_default_pkcs12_is_the_form_atak_on_android_12_imports(pki: Path) -> None:
+    """SHA-1 MAC and 3DES bags; OpenSSL 3 and cryptography both open it."""
+    out, password = pki / "ca/clients/USA", PASSWORDS["ca", "USA"]
+    for name in ("usa-ops.p12", "truststore.p12"):
+        info = openssl_info(out / name, password)
+        assert "MAC: sha1" in info and "pbeWithSHA1And3-KeyTripleDES-CBC" in info, info
+        assert "AES" not in info and "sha256" not in info.lower()
+    assert "Shrouded Keybag: pbeWithSHA1And3-KeyTripleDES-CBC" in openssl_info(
+        out / "usa-ops.p12", password
+    )
+
+
+def test_the_modern_form_and_the_atak_password_only_on_request(
+    tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    out = tmp_path / "modern"
+    cli("cert", "issue", "--ca", str(pki / "ca"), "--party", "USA", "--name", "m1",
+        "--out", str(out), "--p12", "modern", "--atak-default-password")  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "PKCS#12 form: modern" in printed and "atakatak" in printed
+    info = openssl_info(out / "m1.p12", "atakatak")
+    assert "MAC: sha256" in info and "AES-256-CBC" in info
+    assert pkcs12.load_pkcs12((out / "m1.p12").read_bytes(), b"atakatak").key is not None
+
+
+def test_an_unknown_pkcs12_form_is_one_clear_line(
+    tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli("cert", "issue", "--ca", str(pki / "ca"), "--party", "USA", "--name", "x",
+            "--out", str(tmp_path), "--p12", "rc4")  # fmt: skip
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--p12" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+PASSWORDS: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -180,16 +250,20 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for ca, parties in (("ca", ("USA", "JPN", "ZZZ")), ("rogue-ca", ("USA",))):
         cli("ca", "init", "--dir", str(root / ca))
         for party in parties:
-            cli(
-                "cert",
-                "issue",
-                "--ca",
-                str(root / ca),
-                "--party",
-                party,
-                "--name",
-                f"{party.lower()}-ops",
-                "--out",
-                str(root / ca / "clients" / party),
-            )
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                cli(
+                    "cert",
+                    "issue",
+                    "--ca",
+                    str(root / ca),
+                    "--party",
+                    party,
+                    "--name",
+                    f"{party.lower()}-ops",
+                    "--out",
+                    str(root / ca / "clients" / party),
+                )
+            (line,) = [ln for ln in printed.getvalue().splitlines() if "password" in ln]
+            PASSWORDS[ca, party] = line.rsplit(" ", 1)[1]
     return root

@@ -10,6 +10,7 @@ from commonsky.errors import RemoteProtocolError
 from commonsky.model import CotEvent, Point
 from commonsky.protocol.cot import (
     XmlLimits,
+    check_uid,
     detail_tree,
     encode_event,
     parse_event,
@@ -39,11 +40,15 @@ def test_encode_parse_round_trip() -> None:
     assert parse_event(encode_event(event)) == event
 
 
-texts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
+texts = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"),
+    min_size=1,
+    max_size=30,
+)
 
 
 @given(
-    uid=texts.filter(lambda s: not any(c.isspace() for c in s)),
+    uid=texts,
     callsign=texts,
     lat=st.floats(-90, 90),
     lon=st.floats(-180, 180),
@@ -88,15 +93,57 @@ def test_element_text_quoting_survives_a_parser(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "uid",
+    [
+        "GeoChat.ANDROID-695052bbc591dcae.All Chat Rooms.b4936fac-b0ca-4fd3-892d-35596f0dc749",
+        "GeoChat.ANDROID-25c87a3703c73d08.RED FOX 1.563040b9-2ac9-4af3-9e01-4cb2b05d98ea",
+        "GeoChat.USA-1.GBR::EUD-7.m-1",  # a chat to another party's contact
+        " ",  # any non-empty string: only controls are refused
+        "fe80::1",
+        "Ω ☃ 🛩",
+        "u" * 256,
+    ],
+)
+def test_any_uid_without_control_characters_is_accepted(uid: str) -> None:
+    from xml.sax.saxutils import quoteattr
+
+    data = EVENT.replace(b'uid="A1"', b"uid=" + quoteattr(uid).encode())
+    assert parse_event(data).uid == uid
+    check_uid(uid)
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_check_uid_refuses_exactly_controls_xml_cannot_carry_and_length(uid: str) -> None:
+    import unicodedata
+
+    bad = len(uid) > 256 or any(
+        unicodedata.category(c) in ("Cc", "Cs") or c in "\ufffe\uffff" for c in uid
+    )
+    if bad:
+        with pytest.raises(RemoteProtocolError) as info:
+            check_uid(uid)
+        assert info.value.reason == "bad_uid"
+    else:
+        check_uid(uid)
+
+
+@pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"<event uid='x' type='a'/>", "malformed"),  # no times
         (EVENT.replace(b'lat="1.5"', b'lat="91"'), "malformed"),
-        (EVENT.replace(b'lat="1.5"', b'lat="nan"'), "malformed"),
+        (EVENT.replace(b'lat="1.5"', b'lat="inf"'), "malformed"),  # (NaN is "unknown")
+        (EVENT.replace(b'hae="100"', b'hae="-Infinity"'), "malformed"),
         (EVENT.replace(b'lon="-2"', b'lon="east"'), "malformed"),
         (EVENT.replace(b'<point lat="1.5" lon="-2" hae="100" ce="5" le="6"/>', b""), "malformed"),
         (EVENT.replace(b'time="2024-01-01T00:00:00Z"', b'time="yesterday"'), "malformed"),
-        (EVENT.replace(b'uid="A1"', b'uid="A 1"'), "malformed"),
+        (EVENT.replace(b'uid="A1"', b'uid=""'), "bad_uid"),
+        (EVENT.replace(b'uid="A1"', b'uid="A&#9;1"'), "bad_uid"),  # a tab is a control
+        (EVENT.replace(b'uid="A1"', b'uid="A&#10;1"'), "bad_uid"),
+        (EVENT.replace(b'uid="A1"', b'uid="A\xc2\x851"'), "bad_uid"),  # U+0085, C1 control
+        (EVENT.replace(b'uid="A1"', b'uid="A&#127;"'), "bad_uid"),  # DEL
+        (EVENT.replace(b'uid="A1"', b'uid="A&#xFFFF;"'), "malformed"),  # lxml refuses it
+        (EVENT.replace(b'uid="A1"', b'uid="' + b"u" * 257 + b'"'), "bad_uid"),
         (EVENT.replace(b"<event ", b"<evil ").replace(b"</event>", b"</evil>"), "malformed"),
         (EVENT[:-10], "malformed"),
         (EVENT.replace(b"Viper", b"Vi\xc3\x28per"), "bad_utf8"),

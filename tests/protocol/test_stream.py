@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import takproto
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -58,9 +59,13 @@ def test_random_bytes_only_ever_produce_refusals(data: bytes, mode: Mode) -> Non
     stream.mode = mode
     events = stream.receive_data(data, 0.0)
     assert all(isinstance(e, MessageRefused | EventReceived) for e in events)
-    if mode is Mode.XML:
+    fatal = [e for e in events if isinstance(e, MessageRefused) and e.fatal]
+    if mode is Mode.XML and not fatal:
         # XML framing always recovers: close whatever junk is open, then a good event arrives.
         assert received(stream.receive_data(b"</event>" + EVENT, 0.0)) == ["A1"]
+    elif mode is Mode.XML:
+        # …unless it opened with 0xbf where an event starts: unnegotiated protobuf.
+        assert [e.reason for e in fatal] == ["proto_not_negotiated"]
 
 
 def test_ping_is_answered_and_not_delivered() -> None:
@@ -123,7 +128,7 @@ def test_oversized_xml_is_skipped_and_the_stream_recovers() -> None:
     )
     assert [e.reason for e in events if isinstance(e, MessageRefused)] == ["oversized"]
     assert received(events) == ["A1"]
-    assert stream.pending_bytes == 0
+    assert not stream.partial
 
 
 def test_protobuf_framing_errors_are_fatal() -> None:
@@ -143,5 +148,53 @@ def test_partial_protobuf_waits_for_the_rest() -> None:
     stream = TakStream()
     stream.mode = Mode.PROTO
     assert stream.receive_data(wire[:-1], 0.0) == []
-    assert stream.pending_bytes == len(wire) - 1
+    assert stream.partial
     assert received(stream.receive_data(wire[-1:], 0.0)) == ["A1"]
+
+
+# ---- issue #12 fault 7: what lies between events, and protobuf nobody asked for ----------
+
+
+@pytest.mark.parametrize(
+    "between",
+    [b"\n", b"\r\n", b"  \t\n", b"\x00", b'<?xml version="1.0" encoding="UTF-8"?>',
+     b"\n<?xml version='1.0' standalone='yes'?>\n"],
+)  # fmt: skip
+def test_bytes_between_events_are_not_a_partial_event(between: bytes) -> None:
+    stream = TakStream()
+    assert received(stream.receive_data(EVENT + between, 0.0)) == ["A1"]
+    assert not stream.partial
+    # ...and the next event, declaration included, is read as usual.
+    assert received(stream.receive_data(EVENT, 0.0)) == ["A1"]
+    assert not stream.partial
+
+
+def test_an_event_begun_is_partial_until_it_ends() -> None:
+    stream = TakStream()
+    completed = stream.completed
+    stream.receive_data(EVENT + b"\n" + EVENT[:30], 0.0)
+    assert stream.partial and stream.completed == completed + 1
+    stream.receive_data(b"<?xml", 0.0)  # (still inside the event: just more of its bytes)
+    stream = TakStream()
+    stream.receive_data(b'\n<?xml version="1.0"', 0.0)  # a declaration still arriving
+    assert stream.partial
+
+
+@pytest.mark.parametrize("framing", [takproto.TAKProtoVer.STREAM, takproto.TAKProtoVer.MESH])
+@pytest.mark.parametrize("before", [b"", b"\n", EVENT, EVENT + b"\r\n"])
+def test_protobuf_without_negotiation_is_refused_by_name(
+    framing: takproto.TAKProtoVer, before: bytes
+) -> None:
+    """pytak's TAK_PROTO=1 sends protobuf at once, without t-x-takp-q."""
+    stream = TakStream()
+    events = stream.receive_data(before + bytes(takproto.xml2proto(EVENT, framing)), 0.0)
+    refused = [e for e in events if isinstance(e, MessageRefused)]
+    assert [(e.reason, e.fatal) for e in refused] == [("proto_not_negotiated", True)]
+    assert "t-x-takp-q" in refused[0].message
+    assert received(events) == (["A1"] if before.strip() else [])
+
+
+def test_0xbf_inside_an_event_is_just_utf8() -> None:
+    # "¿" is c2 bf in UTF-8: a continuation byte, never the start of an event.
+    event = EVENT.replace(b"<detail>", "<detail><remarks>¿qué?</remarks>".encode())
+    assert received(TakStream().receive_data(event, 0.0)) == ["A1"]

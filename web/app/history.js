@@ -46,6 +46,17 @@ export class History {
     this.version++;
   }
 
+  // The hub deleted `uid` (a `t-x-d-d`, CoT's delete) at `time`: from then on it is not in
+  // the picture; a replay to before then still shows it.
+  remove(uid, time, receivedAt) {
+    const list = this.byUid.get(uid);
+    if (!list || !list.length) return;
+    const last = list[list.length - 1];
+    const t = Math.max(Math.min(Number.isFinite(time) ? time : receivedAt, receivedAt), last.t);
+    list.push({ t, item: { ...last.item, stale: t } });
+    this.version++;
+  }
+
   prune(now) {
     const cutoff = now - this.windowS;
     for (const [uid, list] of this.byUid) {

@@ -247,7 +247,10 @@ async function start({ api, me }) {
     const now = clock.now();
     const kinds = new Set();
     for (const item of items) {
-      timeline.add(item, now);
+      // A delete names the item it removes as this party knows it; the delete itself is
+      // not something to draw.
+      if (item.type === "t-x-d-d") timeline.remove(item.deletes, item.time, now);
+      else timeline.add(item, now);
       kinds.add(item.category);
     }
     if (kinds.has("hotline")) panels.soon("hotline", () => panels.hotline());

@@ -106,8 +106,15 @@ export class Panels {
       const overdue = m.overdue.length > 0;
       const li = el("li", { className: overdue ? "overdue" : m.pending.length ? "pending" : "" });
       li.dataset.id = m.id;
-      li.append(el("div", { className: "meta" }, `${fmtTime(m.sent)} ${m.from} → ${m.to.join(", ")}`));
+      // A room's message asks nobody to acknowledge: show whom it reached.
+      const to = m.to.length ? m.to : m.audience || [];
+      li.append(el("div", { className: "meta" }, `${fmtTime(m.sent)} ${m.from} → ${to.join(", ") || "—"}`));
       li.append(el("div", {}, m.text));
+      for (const c of m.awaiting || []) {
+        const late = m.escalated.includes(`callsign:${c}`) ? " (escalated)" : "";
+        li.append(el("div", { className: "meta" }, `${c}: not connected yet${late}`));
+      }
+      if (m.closed) li.append(el("div", { className: "meta" }, `closed ${fmtTime(m.closed)}`));
       for (const p of m.to) {
         const status = m.acks[p] !== undefined
           ? `${p}: acknowledged ${fmtTime(m.acks[p])}`
