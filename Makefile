@@ -39,7 +39,7 @@ bench: install
 	$(BIN)/commonsky bench relay
 
 # Not part of `make test`: a million mutated messages take the better part of an hour.
-CORPUS ?= /work/shared/tak-corpus
+CORPUS ?= tests/corpus/data
 fuzz: install
 	$(BIN)/commonsky bench fuzz $(if $(wildcard $(CORPUS)/*.xml),--corpus $(CORPUS)) $(ARGS)
 

@@ -22,6 +22,7 @@ import typer
 from typer._click import exceptions as click
 
 from commonsky.alerts import cli as alerts_cli
+from commonsky.conformance import cli as conformance_cli
 from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
@@ -39,6 +40,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(deconflict_cli.app, name="deconflict")
 app.add_typer(ledger_cli.app, name="ledger")
 app.add_typer(alerts_cli.app, name="alerts")
+app.command("conformance")(conformance_cli.conformance)
 
 
 ca_app = typer.Typer(help="The hub's certificate authority.", no_args_is_help=True)

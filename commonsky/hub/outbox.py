@@ -129,8 +129,11 @@ class Outbox:
         return overflow
 
     def discard(self, key: tuple[str, str]) -> None:
-        """Drop a pending live update of `key` (its item was deleted)."""
+        """Drop every pending live update of `key` (its item was deleted): merged or still
+        flowing in order (deletes are rare; the scan of `flowing` is bounded by its limit)."""
         self.live.pop(key, None)
+        if self.flowing:
+            self.flowing = [p for p in self.flowing if p.rendered.item.key != key]
 
     def take(self) -> list[Pending]:
         """A page of the replay still owed, then everything queued: durable first (they
