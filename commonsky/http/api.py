@@ -19,7 +19,8 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -43,6 +44,14 @@ from commonsky.protocol.cot import XmlLimits, check_uid, encode_event, parse_eve
 from commonsky.services import Services
 
 log = logging.getLogger("commonsky.api")
+
+
+class JSONResponse(_StarletteJSON):
+    """JSON written by msgspec: a number JSON cannot carry (NaN, an infinity: CoT's unknown
+    altitude in a notice, an open-ended window) is written as null, never a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
 
 
 class ApiError(Exception):

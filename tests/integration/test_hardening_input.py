@@ -3,6 +3,7 @@ same way on every path; nothing refused is stored; no item costs another its del
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -369,3 +370,24 @@ def test_an_overlap_simplified_to_nothing_has_no_ring() -> None:
     assert _ring({"type": "Polygon", "coordinates": []}) == []
     assert _ring({"type": "MultiPolygon", "coordinates": []}) == []
     assert _ring({"type": "Polygon", "coordinates": [[[1, 2], [3, 4]]]}) == [(1.0, 2.0), (3.0, 4.0)]
+
+
+async def test_a_notice_with_an_unknown_altitude_is_served_as_json(make_hub) -> None:
+    # Two parties' tracks at one place, altitude unknown (NaN, as ATAK writes it): their
+    # conflict's levels are unknown, which JSON writes as null — not a 500.
+    tracks = [dict(FULL_TRACKS, to=["RUS"]), dict(FULL_TRACKS, name="back", to=["USA"])]
+    tracks[1]["from"] = "RUS"
+    async with make_hub(tracks, server={"timeout_track_screen_s": 0.2}) as hub:
+        usa, rus = await hub.connect_all(("USA", "RUS"))
+        for client, uid in ((usa, "T-US"), (rus, "T-RU")):
+            client.send(track(uid).replace(b'hae="9000"', b'hae="NaN"'))
+        async with api(hub, "RUS") as client:
+            for _ in range(100):
+                response = await client.get("/api/conflicts")
+                assert response.status_code == 200, response.text
+                if response.json():
+                    break
+                await asyncio.sleep(0.1)
+            notices = response.json()
+        assert notices and notices[0]["other_party"] == "USA"
+        assert await metric(hub, "commonsky_internal_errors_total") == 0
