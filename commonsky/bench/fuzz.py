@@ -408,7 +408,8 @@ def report(tally: Tally, seconds: float, final_start: float | None, log: Path) -
         "inputs_per_s": round(tally.total / max(seconds, 1e-9)),
         "accepted": int(tally.accepted),
         "refusals_by_reason": dict(tally.refusals.most_common(20)),
-        "crashes": tally.crashes + sum(1 for code in tally.exits if code not in (0, None)),
+        # A crash leaves a non-zero exit (as does a hub that would not stop: -9).
+        "crashes": sum(1 for code in tally.exits if code not in (0, None)),
         "hub_exit_codes": tally.exits,
         "tracebacks_in_log": text.count("Traceback (most recent call last)"),
         "error_lines_in_log": sum(1 for line in text.splitlines() if " ERROR " in line),
