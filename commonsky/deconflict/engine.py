@@ -240,9 +240,13 @@ def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Confli
     elif "track" in pair and pair & {"volume", "site"}:
         trk, area = (x, y) if x.item == "track" else (y, x)
         c = _track_area(trk, area, eng, now)
-    else:
+    elif pair == {"volume", "site"}:
         vol, site = (x, y) if x.item == "volume" else (y, x)
         c = _strike_site(vol, site, eng, now)
+    else:
+        # Two parties' protected sites may overlap (a shared airfield): neither is a plan
+        # that endangers the other, so there is nothing to deconflict.
+        return
     if c is not None:
         yield c
 
