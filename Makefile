@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install demo test check bench clean wheel wheel-check
+.PHONY: install demo test check bench fuzz kill9 clean wheel wheel-check
 
 WEB_STAMP := web/node_modules/.installed
 
@@ -39,6 +39,14 @@ check: install
 
 bench: install
 	$(BIN)/commonsky bench relay
+
+# Not part of `make test`: a million mutated messages take the better part of an hour.
+CORPUS ?= tests/corpus/data
+fuzz: install
+	$(BIN)/commonsky bench fuzz $(if $(wildcard $(CORPUS)/*.xml),--corpus $(CORPUS)) $(ARGS)
+
+kill9: install
+	$(BIN)/commonsky bench kill9 $(ARGS)
 
 # A wheel with the live map inside (built from npm's files by web/build.py), in dist/.
 wheel: install

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -290,6 +291,67 @@ def bench_relay(
         f"hub RSS = {hub.rss_mb:.0f} MB (target <= 300); unexpected deliveries = "
         f"{hub.unexpected} (target 0)"
     )
+
+
+@bench_app.command("fuzz")
+def bench_fuzz(
+    inputs: Annotated[int, typer.Option(help="Mutated messages to send in all.")] = 1_000_000,
+    restarts: Annotated[int, typer.Option(help="Times the hub is restarted midway.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the mutations (a run replays).")] = 1,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Folder of real CoT events (*.xml) to seed from.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
+    ] = None,
+    hub_log_level: Annotated[str, typer.Option(help="The hub's --log-level.")] = "warning",
+) -> None:
+    """Mutated TAK (XML, protobuf) and API input against a real hub restarted midway; prints
+    the figures (also in OUT/fuzz-report.json); exit 1 when a must-hold figure fails."""
+    import importlib.util
+
+    if importlib.util.find_spec("websockets") is None:  # its WebSocket receivers need it
+        raise UsageError("bench fuzz needs the dev extras: pip install -e '.[dev]'")
+    from commonsky.bench.fuzz import fuzz
+
+    if inputs <= 0 or restarts < 0:
+        raise UsageError("--inputs must be positive and --restarts not negative")
+    if corpus is not None and not corpus.is_dir():
+        raise UsageError(f"--corpus {corpus}: not a folder")
+    out = out or Path("var/fuzz") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: not empty (each run starts from an empty hub)")
+    figures = fuzz(inputs, restarts, seed, corpus, out, hub_log_level)
+    for name, value in figures.items():
+        print(f"{name:40} {value}")
+    if not figures["passed"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("kill9")
+def bench_kill9(
+    runs: Annotated[int, typer.Option(help="Times the hub is killed under load.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the kill moments.")] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
+    ] = None,
+) -> None:
+    """Kill -9 the hub under load RUNS times on the same data; every item it acknowledged
+    must be in the store afterwards. Prints the figures (also in OUT/kill9.json); exit 1 when
+    an acknowledged item was lost or the hub did not start again."""
+    from commonsky.bench.kill9 import kill9
+
+    if runs <= 0:
+        raise UsageError("--runs must be positive")
+    out = out or Path("var/kill9") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: not empty (the runs start from an empty hub)")
+    figures = kill9(runs, out, seed)
+    for name, value in figures.items():
+        if name != "per_run":
+            print(f"{name:40} {value}")
+    if not figures["passed"]:
+        raise typer.Exit(1)
 
 
 async def _until_signal_result(

@@ -44,6 +44,25 @@ class Metrics:
         self.closed = Counter(
             "commonsky_connections_closed", "Connections closed by the hub.", ["reason"], registry=r
         )
+        self.quarantined = Counter(
+            "commonsky_quarantined_items",
+            "Stored items set aside at start because they could not be rebuilt (see the "
+            "log and DATA_DIR/quarantine.jsonl), by where they were found.",
+            ["where"],
+            registry=r,
+        )
+        self.render_failures = Counter(
+            "commonsky_render_failures",
+            "Items that could not be rendered in one wire form (not sent in it).",
+            ["mode"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "commonsky_internal_errors",
+            "Our own bugs caught and logged with a traceback, by where (should stay 0).",
+            ["where"],
+            registry=r,
+        )
         self.latency = FastHistogram(
             "commonsky_delivery_latency_seconds",
             "From acceptance to the write on a recipient's socket.",
@@ -87,6 +106,12 @@ class Metrics:
 
     def close(self, reason: str) -> None:
         self.child(self.closed, reason).inc()  # type: ignore[attr-defined]
+
+    def render_failed(self, mode: str) -> None:
+        self.child(self.render_failures, mode).inc()  # type: ignore[attr-defined]
+
+    def internal_error(self, where: str) -> None:
+        self.child(self.internal_errors, where).inc()  # type: ignore[attr-defined]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -144,6 +144,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest HTTP request body (GeoJSON, reports, messages); larger ones get 413.",
     ),
     Setting(
+        "limit_airspace_features",
+        int,
+        100,
+        "Airspace features (GeoJSON features, KML placemarks) in one API request; more get "
+        "413. Each is screened against every stored item on the event loop that relays.",
+    ),
+    Setting(
         "timeout_checkpoint_s",
         float,
         60.0,

@@ -12,6 +12,7 @@ import msgspec
 
 from commonsky.alerts.geo import distance_m
 from commonsky.errors import RemoteProtocolError
+from commonsky.protocol.bounds import XML_IMPOSSIBLE
 
 #: No object we warn about moves faster than this (ICBM burnout ~7 km/s), in m/s.
 MAX_SPEED_MPS = 8_000.0
@@ -22,6 +23,8 @@ MAX_CLOCK_SKEW = timedelta(hours=1)
 #: Speed gate slack: consecutive points may be this many combined sigmas closer than measured.
 SPEED_GATE_SIGMAS = 3.0
 MAX_POINTS = 10_000
+#: A report's CoT uid is `launch-report-<report_id>`, and uids are at most 256 characters.
+MAX_ID_CHARS = 128
 
 
 class Observation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -137,6 +140,12 @@ def validate_report(report: LaunchReport, now: datetime | None = None) -> Launch
         value: str = getattr(report, name)
         if not value or not value.strip() or any(c.isspace() or c == "/" for c in value):
             raise ReportRejected(f"$.{name}", "must be a non-empty token without spaces or '/'")
+        # The id becomes part of a CoT uid and of XML text (fused events, CAP): the same
+        # rules as there (protocol/bounds.py).
+        if len(value) > MAX_ID_CHARS:
+            raise ReportRejected(f"$.{name}", f"longer than {MAX_ID_CHARS} characters")
+        if XML_IMPOSSIBLE.search(value) or "\x7f" in value:
+            raise ReportRejected(f"$.{name}", "holds a control character")
     _check_time("$.report_time", report.report_time, now)
     if not report.points:
         raise ReportRejected("$.points", "at least one observed point is required")

@@ -249,7 +249,9 @@ def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Confli
         vol, site = (x, y) if x.item == "volume" else (y, x)
         c = _strike_site(vol, site, eng, now)
     else:
-        return  # two sites: ground that does not move meets nothing (and was an AssertionError)
+        # Two parties' protected sites may overlap (a shared airfield): neither is a plan
+        # that endangers the other, so there is nothing to deconflict.
+        return
     if c is not None:
         yield c
 

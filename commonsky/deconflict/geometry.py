@@ -22,6 +22,8 @@ import numpy.typing as npt
 import shapely
 from pyproj import Geod, Proj, Transformer
 
+from commonsky.protocol.bounds import MAX_TIME_S, MIN_TIME_S
+
 LonLat = tuple[float, float]
 FloatArray = npt.NDArray[np.float64]
 
@@ -40,6 +42,10 @@ class GeometryError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class TooManyFeatures(GeometryError):
+    """A document with more features (placemarks) than the caller allows in one go."""
 
 
 def flight_level(fl: float) -> float:
@@ -322,8 +328,9 @@ def _check_times_and_levels(floor_m: float, ceiling_m: float, start_s: float, en
     if floor_m >= ceiling_m:
         raise GeometryError("floor_m", f"floor {floor_m:g} m is not below ceiling {ceiling_m:g} m")
     for name, v in (("start_s", start_s), ("end_s", end_s)):
-        if not math.isfinite(v):
-            raise GeometryError(name, f"{v!r} is not a finite epoch time")
+        # The times every CoT and protobuf client can carry (see protocol/bounds.py).
+        if not MIN_TIME_S <= v <= MAX_TIME_S:
+            raise GeometryError(name, f"{v!r} is not an epoch time in 1970-01-01..9999-12-31 (UTC)")
     if end_s <= start_s:
         raise GeometryError("end_s", f"end {end_s:g} is not after start {start_s:g}")
 
@@ -407,8 +414,8 @@ def _number(props: dict[str, Any], name: str) -> float | None:
         raise GeometryError(f"properties.{name}", f"not a number: {v!r}")
     try:
         return float(v)
-    except ValueError:
-        raise GeometryError(f"properties.{name}", f"not a number: {v!r}") from None
+    except (ValueError, OverflowError):  # (an integer past any float overflows)
+        raise GeometryError(f"properties.{name}", f"not a number: {str(v)[:40]!r}") from None
 
 
 def _time(props: dict[str, Any], name: str) -> float:
@@ -424,8 +431,8 @@ def _time(props: dict[str, Any], name: str) -> float:
             from datetime import datetime
 
             return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            raise GeometryError(f"properties.{name}", f"not a time: {v!r}") from None
+        except (ValueError, OverflowError):
+            raise GeometryError(f"properties.{name}", f"not a time: {v[:40]!r}") from None
     got = _number(props, name)
     assert got is not None
     return got
@@ -445,11 +452,13 @@ def _level(props: dict[str, Any], name: str, default: float | None) -> float:
 
 def _coords(raw: Any, field: str, depth: int) -> Any:
     """Coordinates as nested tuples of (lon, lat), dropping any altitude."""
+    if not isinstance(raw, list | tuple):  # (a dict or a string indexes too, wrongly)
+        raise GeometryError(field, "malformed coordinates")
     try:
         if depth == 0:
             return (float(raw[0]), float(raw[1]))
         return tuple(_coords(c, field, depth - 1) for c in raw)
-    except (TypeError, IndexError, ValueError):
+    except (TypeError, IndexError, ValueError, OverflowError):
         raise GeometryError(field, "malformed coordinates") from None
 
 
@@ -520,17 +529,28 @@ def _item_from(gtype: str, coordinates: Any, props: dict[str, Any]) -> Item:
     )
 
 
-def parse_geojson(data: bytes | str) -> list[Item]:
-    """A GeoJSON Feature or FeatureCollection to items (errors prefixed features[i])."""
-    try:
-        doc = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise GeometryError("document", f"not JSON: {exc}") from None
+def parse_geojson(data: bytes | str | Any, max_features: int | None = None) -> list[Item]:
+    """A GeoJSON Feature or FeatureCollection (text, or already decoded) to items (errors
+    prefixed features[i]). More than `max_features` features: `TooManyFeatures`, before any
+    is built."""
+    if isinstance(data, bytes | str):
+        try:
+            doc = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise GeometryError("document", f"not JSON: {exc}") from None
+        except RecursionError:
+            raise GeometryError("document", "JSON nested too deeply") from None
+    else:
+        doc = data
     if not isinstance(doc, dict):
         raise GeometryError("document", "expected a GeoJSON object")
     feats = doc.get("features") if doc.get("type") == "FeatureCollection" else [doc]
     if not isinstance(feats, list):
         raise GeometryError("features", "expected a list")
+    if max_features is not None and len(feats) > max_features:
+        raise TooManyFeatures(
+            "features", f"{len(feats)} features, more than limit_airspace_features={max_features}"
+        )
     out: list[Item] = []
     for k, f in enumerate(feats):
         where = f"features[{k}]" if doc.get("type") == "FeatureCollection" else "feature"
@@ -563,8 +583,9 @@ def _kml_coords(text: str | None, field: str) -> list[LonLat]:
     return pts
 
 
-def parse_kml(data: bytes) -> list[Item]:
-    """Polygon, LineString and Point placemarks to items. DTDs and entities are refused."""
+def parse_kml(data: bytes, max_features: int | None = None) -> list[Item]:
+    """Polygon, LineString and Point placemarks to items. DTDs and entities are refused;
+    more than `max_features` placemarks is `TooManyFeatures`, before any is built."""
     from lxml import etree
 
     if b"<!doctype" in data.lower():
@@ -576,8 +597,14 @@ def parse_kml(data: bytes) -> list[Item]:
         root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         raise GeometryError("document", f"not XML: {exc}") from None
+    placemarks = list(root.iter(f"{_KML}Placemark", "Placemark"))
+    if max_features is not None and len(placemarks) > max_features:
+        raise TooManyFeatures(
+            "document",
+            f"{len(placemarks)} placemarks, more than limit_airspace_features={max_features}",
+        )
     out: list[Item] = []
-    for k, pm in enumerate(root.iter(f"{_KML}Placemark", "Placemark")):
+    for k, pm in enumerate(placemarks):
         where = f"Placemark[{k}]"
         props: dict[str, Any] = {}
         for d in pm.iter(f"{_KML}Data", "Data"):

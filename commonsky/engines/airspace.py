@@ -28,15 +28,15 @@ from typing import Any
 
 import msgspec
 import shapely
+import shapely.errors
 import shapely.geometry
 from shapely.geometry import shape as shapely_shape
 
 from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Side, Track
-from commonsky.deconflict.geometry import GeometryError, Line, Volume
+from commonsky.deconflict.geometry import Line, Volume
 from commonsky.deconflict.notice import Notice, notice_for
 from commonsky.engines.drawings import airspace_from_cot
 from commonsky.engines.hotline import HotlineDesk
-from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
 from commonsky.namespace import handle
@@ -87,9 +87,9 @@ class AirspaceDesk:
         hpz = policy.agreement_option(a, b, "hpz_m") or policy.agreement_option(b, a, "hpz_m")
         return (rpz or 9260.0, hpz or 304.8)
 
-    @staticmethod
-    def validate(party: str, event: CotEvent) -> None:
-        if event.stale > event.time:  # a deletion-by-staleness needs no valid geometry
+    def validate(self, party: str, event: CotEvent) -> None:
+        # A deletion by staleness needs no valid geometry; anything `observe` will read does.
+        if event.stale > event.time or event.stale > self.hub.clock():
             airspace_from_cot(event)
 
     # ---- intake -------------------------------------------------------------------------
@@ -141,8 +141,8 @@ class AirspaceDesk:
             if item.party != HUB and item.category in (Category.AIRSPACE, Category.SITE):
                 try:
                     changes += self._upsert(item, now)
-                except (GeometryError, RemoteProtocolError, ValueError) as exc:
-                    log.warning("stored %s/%s not screened again: %s", *item.key, exc)
+                except Exception as exc:  # never a reason not to start: set aside
+                    self.hub.quarantine_item(item, "airspace", f"{type(exc).__name__}: {exc}")
         self.notices = dict(told)
         self._told = told
         try:
@@ -212,20 +212,27 @@ class AirspaceDesk:
         """Notices for each change; `withdrawn`: an item was deleted, so the hotline threads
         of the conflicts it cleared are closed."""
         for change in changes:
-            c = across_the_line(change.conflict)
-            told = []
-            for own, other in ((c.a, c.b), (c.b, c.a)):
-                level = self.disclosure(own.party, other.party, other.item, c)
-                if level is not None:
-                    told.append((own, level))
-            thread = self.threads.get(c.id)
-            if change.action == "raised" and len(told) == 2 and thread is None:
-                thread = self._open_thread(c)
-            for own, level in told:
-                notice = notice_for(c, own.party, level.value, self._handle, thread)
-                self._send(notice, change.action)
-            if change.action == "cleared" and withdrawn and thread is not None:
-                self._close_thread(c.id, thread)
+            try:
+                self._publish_one(change, withdrawn)
+            except Exception:  # our bug: this change's notices are lost, not the others'
+                self.hub.metrics.internal_error("conflict_notice")
+                log.exception("telling the parties of conflict %s failed", change.conflict.id)
+
+    def _publish_one(self, change: ConflictChange, withdrawn: bool) -> None:
+        c = across_the_line(change.conflict)
+        told = []
+        for own, other in ((c.a, c.b), (c.b, c.a)):
+            level = self.disclosure(own.party, other.party, other.item, c)
+            if level is not None:
+                told.append((own, level))
+        thread = self.threads.get(c.id)
+        if change.action == "raised" and len(told) == 2 and thread is None:
+            thread = self._open_thread(c)
+        for own, level in told:
+            notice = notice_for(c, own.party, level.value, self._handle, thread)
+            self._send(notice, change.action)
+        if change.action == "cleared" and withdrawn and thread is not None:
+            self._close_thread(c.id, thread)
 
     def _send(self, notice: Notice, action: str) -> None:
         notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
@@ -339,10 +346,10 @@ def canonical_geometry(geometry: dict[str, Any] | None) -> dict[str, Any] | None
         return geometry
     try:
         shape = shapely_shape(geometry)
-    except (ValueError, TypeError, AttributeError):
+        simple = shapely.set_precision(shape.simplify(1e-5, preserve_topology=True), 1e-7)
+        return shapely.geometry.mapping(shapely.normalize(simple))  # type: ignore[no-any-return]
+    except (ValueError, TypeError, AttributeError, shapely.errors.ShapelyError):
         return None
-    simple = shapely.set_precision(shape.simplify(1e-5, preserve_topology=True), 1e-7)
-    return shapely.geometry.mapping(shapely.normalize(simple))  # type: ignore[no-any-return]
 
 
 def stored_notice(event: CotEvent) -> Notice | None:
@@ -366,8 +373,9 @@ def _anchor(geometry: dict[str, Any] | None) -> tuple[float, float]:
             shape = shapely_shape(geometry)
             polygonal = shape.geom_type in ("Polygon", "MultiPolygon")
             point = shape.representative_point() if polygonal else shape.centroid
-            return float(point.y), float(point.x)
-        except (ValueError, TypeError, AttributeError):
+            if not point.is_empty:  # (an overlap simplified to nothing has no point)
+                return float(point.y), float(point.x)
+        except (ValueError, TypeError, AttributeError, shapely.errors.ShapelyError):
             pass
     return 0.0, 0.0
 
@@ -375,11 +383,13 @@ def _anchor(geometry: dict[str, Any] | None) -> tuple[float, float]:
 def _ring(geometry: dict[str, Any] | None) -> list[tuple[float, float]]:
     if not geometry:
         return []
-    if geometry.get("type") == "Polygon":
-        return [(float(x), float(y)) for x, y, *_ in geometry["coordinates"][0]]
+    # An overlap simplified to nothing is an empty polygon: no ring to draw.
+    coordinates = geometry.get("coordinates") or []
     if geometry.get("type") == "MultiPolygon":
-        return [(float(x), float(y)) for x, y, *_ in geometry["coordinates"][0][0]]
-    return []
+        coordinates = coordinates[0] if coordinates else []
+    if geometry.get("type") not in ("Polygon", "MultiPolygon") or not coordinates:
+        return []
+    return [(float(x), float(y)) for x, y, *_ in coordinates[0]]
 
 
 def describe(notice: Notice) -> str:

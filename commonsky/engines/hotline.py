@@ -157,20 +157,25 @@ class HotlineDesk:
             self._index_store()
         now = self.hub.clock()
         for body in store.hotline_open(now):
-            try:
-                message = _decode(body)
-            except msgspec.DecodeError as exc:  # never a reason not to start
-                log.error("a stored hotline row cannot be read (%s); it is left out", exc)
-                continue
-            self._hold(message)
+            message = self._read(body)
+            if message is not None:
+                self._hold(message)
+
+    def _read(self, body: bytes) -> Message | None:
+        """A stored hotline row; None, the row set aside, when it does not decode (never a
+        reason not to start, nor to fail a history page)."""
+        try:
+            return _decode(body)
+        except msgspec.DecodeError as exc:
+            self.hub.quarantine.add_row("hotline", body, f"hotline row does not decode: {exc}")
+            return None
 
     def _index_store(self) -> None:
         self._replaying = True
         try:
             with self.hub.transaction():
-                for item in self.hub.store.since(0):
-                    if item.category is Category.HOTLINE:
-                        self.observe(item, self.hub.route(item, item.received))
+                # A stored item that cannot be replayed is quarantined, not a reason not to start.
+                self.hub.rebuild("hotline", self._replay)
                 self.hub.store.set_meta(_INDEXED, "1")
         finally:
             self._replaying = False
@@ -220,8 +225,12 @@ class HotlineDesk:
         message = self.messages.get(key)
         if message is None:
             body = self.hub.store.hotline(*key)
-            message = _decode(body) if body is not None else None
+            message = self._read(body) if body is not None else None
         return message
+
+    def _replay(self, item: Item) -> None:
+        if item.category is Category.HOTLINE:
+            self.observe(item, self.hub.route(item, item.received))
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -551,7 +560,8 @@ class HotlineDesk:
         more = len(rows) > limit
         rows = rows[:limit]
         now = self.hub.clock()
-        page = [_decode(body).to_json(now) for _seq, body in reversed(rows)]
+        read = (self._read(body) for _seq, body in reversed(rows))
+        page = [message.to_json(now) for message in read if message is not None]
         return page, (rows[-1][0] if more else None)
 
     def history(self, party: str, other: str | None = None) -> list[dict[str, Any]]:
@@ -564,7 +574,7 @@ class HotlineDesk:
         before: int | None = None
         while True:
             rows = self.hub.store.hotline_page(party, None, before, 500)
-            out.extend(_decode(body) for _seq, body in rows)
+            out.extend(m for _seq, body in rows if (m := self._read(body)) is not None)
             if len(rows) < 500:
                 return out[::-1]
             before = rows[-1][0]

@@ -73,6 +73,17 @@ class LedgerRecorder:
         parties.discard(HUB)
         return sorted(parties)
 
+    def last_store_seq(self, scan: int = 10_000) -> int:
+        """The store sequence of the newest item the ledger records (0 when none of its last
+        `scan` entries records one)."""
+        size = self.ledger.size
+        for seq in range(size - 1, max(-1, size - 1 - scan), -1):
+            entry = self.ledger.entry(seq)
+            store_seq = entry.payload.get("store_seq")
+            if entry.kind in ("item", "notice") and isinstance(store_seq, int):
+                return store_seq
+        return 0
+
     def record(self, batch: list[tuple[Item, dict[str, Disclosure]]]) -> None:
         """Append an entry for each (item, routes), in order, as one ledger batch (each
         followed by the statement its sender signed, if any)."""

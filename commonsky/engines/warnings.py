@@ -69,7 +69,13 @@ def report_from_event(event: CotEvent, party: str, now: float) -> LaunchReport:
     node = detail.find("csky_launch")
     if node is None or not (node.text or "").strip():
         raise RemoteProtocolError("launch-report-invalid", "$: no <csky_launch> JSON in detail")
-    return report_from_raw(msgspec.json.decode((node.text or "").encode()), party, now)
+    try:
+        raw = msgspec.json.decode((node.text or "").encode())
+    except msgspec.DecodeError as exc:
+        raise RemoteProtocolError("launch-report-invalid", f"$: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RemoteProtocolError("launch-report-invalid", "$: JSON nested too deeply") from None
+    return report_from_raw(raw, party, now)
 
 
 def report_from_raw(raw: Any, party: str, now: float) -> LaunchReport:
@@ -175,8 +181,8 @@ class LaunchDesk:
                 continue
             try:
                 report = report_from_event(item.event, item.party, item.received)
-            except (RemoteProtocolError, ValueError, msgspec.DecodeError) as exc:
-                log.warning("stored launch report %s/%s not fused again: %s", *item.key, exc)
+            except Exception as exc:  # never a reason not to start: set aside
+                self.hub.quarantine_item(item, "launch", f"{type(exc).__name__}: {exc}")
                 continue
             reports.append((report, tuple(sorted({item.party, *self.hub.route(item, now)}))))
         if not reports:

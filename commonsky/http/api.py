@@ -19,11 +19,17 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from commonsky.deconflict.geometry import GeometryError, parse_geojson, parse_kml
+from commonsky.deconflict.geometry import (
+    GeometryError,
+    TooManyFeatures,
+    parse_geojson,
+    parse_kml,
+)
 from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.geochat import chat_event
 from commonsky.engines.warnings import report_event, report_from_raw
@@ -33,10 +39,19 @@ from commonsky.hub.outbox import Outbox
 from commonsky.ledger.log import Receipt
 from commonsky.model import Category, CotEvent, Point
 from commonsky.policy import Policy
-from commonsky.protocol.cot import XmlLimits, parse_event, quote
+from commonsky.protocol.bounds import check_event, check_text
+from commonsky.protocol.cot import XmlLimits, check_uid, encode_event, parse_event, quote
 from commonsky.services import Services
 
 log = logging.getLogger("commonsky.api")
+
+
+class JSONResponse(_StarletteJSON):
+    """JSON written by msgspec: a number JSON cannot carry (NaN, an infinity: CoT's unknown
+    altitude in a notice, an open-ended window) is written as null, never a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
 
 
 class ApiError(Exception):
@@ -90,6 +105,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def decode_json(data: bytes) -> Any:
+    """A JSON request body, or ApiError 400 (not JSON, or nested too deeply to decode)."""
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "not JSON we read: nested too deeply") from None
+
+
 HOTLINE_PAGE_MAX = 500  # messages per history page
 
 
@@ -113,6 +138,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
     hub = services.hub
     limit = hub.settings.get_int("limit_http_body_bytes")
     s = hub.settings
+    max_features = s.get_int("limit_airspace_features")
     xml_limits = XmlLimits(
         s.get_int("limit_message_bytes"),
         s.get_int("limit_xml_depth"),
@@ -132,15 +158,22 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             except StoreUnavailable as exc:
                 log.error("%s: %s; refused with 503", request.url.path, exc)
                 return json_error(503, f"not stored, try again: {exc}")
+            except Exception:  # our bug: logged with its traceback, answered as JSON
+                hub.metrics.internal_error("api")
+                log.exception("%s %s failed", request.method, request.url.path)
+                return json_error(500, "internal error (logged)")
 
         return endpoint
 
     async def body_json(request: Request) -> Any:
-        data = await read_body(request, limit)
-        try:
-            return msgspec.json.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ApiError(400, f"not JSON: {exc}") from None
+        return decode_json(await read_body(request, limit))
+
+    def as_tak(event: CotEvent) -> CotEvent:
+        """The event a TAK client sending the same item would have sent: written as CoT XML
+        and parsed back by the TAK path's own parser and limits. So the API accepts exactly
+        what TAK accepts (uid rule, sizes, characters, times) and stores what TAK would."""
+        check_event(event)  # times and numbers first: the XML writer needs them in range
+        return parse_event(encode_event(event), xml_limits)
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
         item = hub.accept(party, "api", event)
@@ -188,7 +221,9 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                 lon, lat = seen.point.lon, seen.point.lat
                 if not (box[0] <= lon <= box[2] and box[1] <= lat <= box[3]):
                     continue
-            out.append(rendered.wire(variant, "json"))  # the bytes the WebSocket sends too
+            wire = rendered.wire(variant, "json")  # the bytes the WebSocket sends too
+            if wire:  # (empty: it cannot be rendered, and is left out)
+                out.append(wire)
         return Response(b"[" + b",".join(out) + b"]", media_type="application/json")
 
     async def conflicts(request: Request, party: str) -> Response:
@@ -218,27 +253,39 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         data = await read_body(request, limit)
         try:
             if data.lstrip()[:1] == b"<":  # KML (parsed with DTDs and entities refused)
-                shapes = parse_kml(data)
+                shapes = parse_kml(data, max_features)
                 features: list[Any] = [{"properties": {}} for _ in shapes]
             else:
-                shapes = parse_geojson(data)
-                doc = msgspec.json.decode(data)
+                doc = decode_json(data)
+                shapes = parse_geojson(doc, max_features)
                 features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
-        except (GeometryError, msgspec.DecodeError) as exc:
+        except TooManyFeatures as exc:
+            raise ApiError(413, str(exc)) from None
+        except GeometryError as exc:
             raise ApiError(400, str(exc)) from None
-        events = [
-            _feature_event(f, shape, hub.clock()) for f, shape in zip(features, shapes, strict=True)
-        ]
-        for event in events:  # every feature checked before any is stored
+        # Every feature is checked before any is stored. The work is bounded per request
+        # (limit_airspace_features), and relaying goes on between features: each is screened
+        # against every other party's items, and each conflict it raises is a stored,
+        # recorded notice.
+        events = []
+        for f, shape in zip(features, shapes, strict=True):
+            event = as_tak(_feature_event(f, shape, hub.clock()))
             services.airspace_validate(party, event)
-        return JSONResponse([accept(party, e) for e in events], status_code=201)
+            events.append(event)
+            await asyncio.sleep(0)
+        made = []
+        for event in events:
+            made.append(accept(party, event))
+            await asyncio.sleep(0)
+        return JSONResponse(made, status_code=201)
 
     async def post_launch(request: Request, party: str) -> Response:
         raw = await body_json(request)
         if not isinstance(raw, dict):
             raise ApiError(400, "$: a launch report is a JSON object")
         report = report_from_raw(raw, party, hub.clock())
-        return JSONResponse(accept(party, report_event(report, hub.clock())), status_code=201)
+        event = as_tak(report_event(report, hub.clock()))
+        return JSONResponse(accept(party, event), status_code=201)
 
     async def post_hotline(request: Request, party: str) -> Response:
         raw = await body_json(request)
@@ -251,12 +298,16 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             raise ApiError(400, 'expected {"to": PARTY, "text": TEXT}')
         to, text = raw["to"], raw["text"]
         if to not in hub.policy.parties:
-            raise ApiError(400, f"to: unknown party {to!r}")
-        uid = str(raw.get("uid") or f"GeoChat.api.{uuid.uuid4().hex[:12]}")
+            raise ApiError(400, f"to: unknown party {to[:80]!r}")
+        uid = raw.get("uid") or f"GeoChat.api.{uuid.uuid4().hex[:12]}"
+        if not isinstance(uid, str):
+            raise ApiError(400, "uid: expected a string")
+        check_uid(uid)  # the CoT uid rule, as for a GeoChat sent over TAK
+        check_text(text, "text")
         statement = services.check_signature(
             party, {"to": to, "text": text, "uid": uid}, raw.get("signature")
         )
-        event = chat_event(uid, text, hub.clock(), [to], sender=party)
+        event = as_tak(chat_event(uid, text, hub.clock(), [to], sender=party))
         if not hub.policy.delivers(party, to, Category.HOTLINE, event.point, hub.clock()):
             raise ApiError(403, f"no hotline agreement in force from {party} to {to}")
         if statement is None or services.recorder is None:
@@ -341,6 +392,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         closed: list[str] = []
 
         def close(reason: str) -> None:
+            if not closed and reason != "client_gone":  # counted like a TAK connection's
+                hub.metrics.close(reason)
             closed.append(reason)
             outbox.ready.set()  # wake the sender loop so it sees the close
 
@@ -372,11 +425,10 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                 await outbox.ready.wait()
                 outbox.ready.clear()
                 batch = outbox.take()
-                if batch:
-                    payload = (
-                        b"[" + b",".join(p.rendered.wire(p.variant, "json") for p in batch) + b"]"
-                    )
-                    await ws.send_bytes(payload)
+                # An item that cannot be rendered comes back empty: left out, not the batch.
+                parts = [wire for p in batch if (wire := p.rendered.wire(p.variant, "json"))]
+                if parts:
+                    await ws.send_bytes(b"[" + b",".join(parts) + b"]")
                     hub.record_delivery(conn, batch)
                 if outbox.backlog is not None:
                     outbox.ready.set()  # the next page of the replay, once this one is sent

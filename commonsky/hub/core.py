@@ -41,7 +41,8 @@ from commonsky.model import (
 )
 from commonsky.namespace import SHARED, Key, own_uid, read_name
 from commonsky.policy import Policy
-from commonsky.protocol.cot import encode_event
+from commonsky.protocol.bounds import check_event
+from commonsky.protocol.cot import detail_tree, encode_event
 from commonsky.protocol.refs import RECEIPT_TYPES, link_target, message_id, uid_form
 from commonsky.protocol.stream import frame_proto
 from commonsky.protocol.takv1 import event_to_proto
@@ -55,6 +56,7 @@ from .deletes import DELETE_TYPE, audience, target_key, tombstone
 from .directory import Directory, device_callsign
 from .naming import Naming
 from .outbox import Pending, Rendered, Variant
+from .quarantine import Quarantine
 
 log = logging.getLogger("commonsky.hub")
 
@@ -71,6 +73,7 @@ class Hub:
         bus: Bus | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -118,19 +121,60 @@ class Hub:
         self.logs = RateLimitedLog()
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         self._held: dict[str, int] = defaultdict(int)  # durable items in the picture, by party
-        for item in store.active(clock()):
-            if is_transient(item.event.type):
-                continue  # stored for the record (receipts), never part of the picture
-            if item.party != HUB:
-                # The type table is the only place that decides: an item stored under an
-                # older table (a CASEVAC stored as `alert`) is routed by today's.
-                category = category_of_event(item.event)
-                if category is None or category not in DURABLE:
-                    continue
-                if category is not item.category:
-                    item = replace(item, category=category)
-            self._hold(item.key, self._rendered(item))
-            self._index(item)
+        # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
+        self.quarantine = quarantine if quarantine is not None else Quarantine(None)
+        self.quarantine.counter = self.metrics.quarantined
+        self.quarantine.rebuild("picture", store.active(clock()), self._load)
+        self._quarantine_unreadable("picture")
+
+    def _load(self, item: Item) -> None:
+        if is_transient(item.event.type):
+            return  # stored for the record (receipts), never part of the picture
+        if item.party != HUB:
+            # The type table is the only place that decides: an item stored under an
+            # older table (a CASEVAC stored as `alert`) is routed by today's.
+            category = category_of_event(item.event)
+            if category is None or category not in DURABLE:
+                return
+            if category is not item.category:
+                item = replace(item, category=category)
+        # The rules every accepted item passed, and a detail that parses (the protobuf form
+        # and the desks read it): what fails here would fail for every recipient.
+        check_event(item.event)
+        if item.event.detail:
+            detail_tree(item.event.detail)
+        self._hold(item.key, self._rendered(item))
+        self._index(item)
+
+    def rebuild(self, where: str, rebuild: Callable[[Item], None], since: int = 0) -> int:
+        """Feed every stored durable item after `since` to a desk's `rebuild`, in order (a
+        restart). An item that breaks the acceptance rules, or on which `rebuild` raises, is
+        quarantined (see quarantine.py) instead of stopping the start; so is a row that no
+        longer decodes. Returns how many items were rebuilt."""
+
+        def one(item: Item) -> None:
+            check_event(item.event)
+            rebuild(item)
+
+        done = self.quarantine.rebuild(where, self.store.since(since), one)
+        self._quarantine_unreadable(where)
+        for entry in list(self.quarantine.items.values()):  # out of the picture too
+            rendered = self.durable.get((entry.party, entry.uid))
+            if rendered is not None and rendered.item.seq == entry.seq:
+                self._unhold((entry.party, entry.uid))
+        return done
+
+    def quarantine_item(self, item: Item, where: str, reason: str) -> None:
+        """A desk could not rebuild this stored item (see quarantine.py): set it aside and
+        out of the picture."""
+        self.quarantine.add(item.seq, where, reason, item)
+        rendered = self.durable.get(item.key)
+        if rendered is not None and rendered.item.seq == item.seq:
+            self._unhold(item.key)
+
+    def _quarantine_unreadable(self, where: str) -> None:
+        for seq, reason in sorted(getattr(self.store, "unreadable", {}).items()):
+            self.quarantine.add(seq, where, reason)
 
     # ---- rendering ----------------------------------------------------------------------
 
@@ -138,15 +182,34 @@ class Hub:
         return Rendered(item, self._render)
 
     def _render(self, rendered: Rendered, variant: Variant, mode: str) -> bytes:
-        if ":" in variant:  # names depend on the recipient: cached under the names
-            names = self.naming.names(rendered, variant.partition(":")[2])
-            key = (names, mode)
-            data = rendered.cache.get(key)
-            if data is None:
-                event = self.naming.with_names(rendered, names)
-                data = rendered.cache[key] = _encode(rendered.item, event, mode)
-            return data
-        return _encode(rendered.item, self.naming.event(rendered, variant), mode)
+        """One wire form of an item; b"" (nothing is sent) when it cannot be rendered.
+
+        Validation at the edge should make this impossible; if an item slips through all the
+        same, it costs only itself — never the batch, the connection or another party."""
+        try:
+            if ":" in variant:  # names depend on the recipient: cached under the names
+                names = self.naming.names(rendered, variant.partition(":")[2])
+                key = (names, mode)
+                data = rendered.cache.get(key)
+                if data is None:
+                    event = self.naming.with_names(rendered, names)
+                    data = rendered.cache[key] = _encode(rendered.item, event, mode)
+                return data
+            return _encode(rendered.item, self.naming.event(rendered, variant), mode)
+        except Exception as exc:
+            item = rendered.item
+            self.metrics.render_failed(mode)
+            log.error(
+                "cannot render item #%d %s/%r as %s (%s): %s: %s; not sent in that form",
+                item.seq,
+                item.party,
+                item.uid[:120],
+                mode,
+                variant,
+                type(exc).__name__,
+                str(exc)[:300],
+            )
+            return b""
 
     def event_for(self, item: Item, variant: Variant) -> CotEvent:
         """`item`'s event as delivered under `variant`."""
@@ -171,7 +234,11 @@ class Hub:
     def accept(
         self, party: str, user: str, event: CotEvent, sender: Connection | None = None
     ) -> Item:
-        """Take one event from an authenticated party; raise RemoteProtocolError to refuse."""
+        """Take one event from an authenticated party; raise RemoteProtocolError to refuse.
+
+        Every path (TAK XML, TAK protobuf, the API) comes through here, so the rule of what
+        an item may hold (`check_event`: what every output can carry) is checked here."""
+        check_event(event)
         if is_server_only(event.type):
             raise RemoteProtocolError(
                 "mission_notice",
@@ -375,8 +442,17 @@ class Hub:
                 self._addressed.discard(key)
         routes = self.route(item, now)
         self._fan_out(rendered, routes, durable, transient)
+        self._observe(item, routes)
+
+    def _observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
         for observer in self.observers:
-            observer(item, routes)
+            try:
+                observer(item, routes)
+            except Exception:
+                # Our bug (a desk failed on an item it had accepted): logged with its
+                # traceback; the item is stored and relayed, its sender keeps its connection.
+                self.metrics.internal_error("observer")
+                log.exception("a desk failed on item %s/%r", item.party, item.uid[:120])
 
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
         """The other parties that receive `item` now, and in which form."""
@@ -515,7 +591,12 @@ class Hub:
         self._flush_pending = False
         dirty, self._dirty = self._dirty, set()
         for conn in dirty:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # our bug: this connection is closed, the others still flushed
+                self.metrics.internal_error("flush")
+                log.exception("flushing %s/%s failed; closing it", conn.party, conn.user)
+                conn.close("internal_error")
 
     # ---- connections --------------------------------------------------------------------
 
@@ -718,9 +799,7 @@ class Hub:
                 if conn.id != item.origin or not item.origin:
                     self._enqueue(conn, Pending(rendered, variant), durable=True)
         if old is not None:
-            gone = tombstone(old.item, now)
-            for observer in self.observers:
-                observer(gone, {})
+            self._observe(tombstone(old.item, now), {})
 
     def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
         counts: dict[str, int] = defaultdict(int)

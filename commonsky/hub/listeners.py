@@ -436,6 +436,18 @@ class TakListener:
                             log.error("%s %s/%s: %s; closing", self.name, party, user or peer, exc)
                             close("store_unavailable")
                             break
+                        except Exception:
+                            # Our bug, not the peer's: logged with its traceback and counted;
+                            # the connection and the rest of its read go on.
+                            hub.metrics.internal_error("accept")
+                            log.exception(
+                                "%s %s/%s: accepting %r failed",
+                                self.name,
+                                party,
+                                conn.user or peer,
+                                event.event.uid[:120],
+                            )
+                            continue
                     if isinstance(event, MessageRefused):
                         conn.refusals += 1
                         hub.metrics.refuse(event.reason)
@@ -448,7 +460,7 @@ class TakListener:
                             party,
                             conn.user or peer,
                             event.reason,
-                            event.message,
+                            event.message[:300],  # (a peer chooses what the message quotes)
                         )
                         if event.fatal or conn.refusals >= refusal_limit:
                             close("refusals" if not event.fatal else event.reason)

@@ -34,6 +34,8 @@ from .core import Hub
 from .datadir import DataDir, private_dir, write_private
 from .heap import settle_heap
 from .listeners import TakListener, port_problem, tls_context
+from .quarantine import FILE_NAME as QUARANTINE_FILE
+from .quarantine import Quarantine
 
 log = logging.getLogger("commonsky.server")
 
@@ -131,8 +133,15 @@ class HubServer:
                 config.settings,
                 hub_secret(data_dir),
                 clock=clock,
+                quarantine=Quarantine(data_dir / QUARANTINE_FILE),
             )
             self.services = _build_services(self.hub, data_dir)
+            if len(self.hub.quarantine):
+                log.warning(
+                    "start-up: %d stored items quarantined (left out, kept in the store); see %s",
+                    len(self.hub.quarantine),
+                    self.hub.quarantine.path,
+                )
             assert self.services.recorder is not None
             self.hub_id = self.folder.bind(self.store, self.services.recorder.ledger)
             self.http_listeners, self.marti = build_http_listeners(

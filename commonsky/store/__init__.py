@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import msgspec
 
 from commonsky.errors import UsageError
 from commonsky.model import Item
@@ -31,7 +33,12 @@ class HotlineRow:
 
 
 class Store(Protocol):
-    """Durable items, in acceptance order. One writer; `append` returns once it is stored."""
+    """Durable items, in acceptance order. One writer; `append` returns once it is stored.
+
+    A stored row that no longer decodes as an item is skipped by `active` and `since` and
+    noted in `unreadable` (sequence -> why), for the hub to quarantine and report."""
+
+    unreadable: dict[int, str]
 
     def append(self, item: Item) -> int:
         """Store a durable item and return its sequence number (1, 2, …)."""
@@ -45,6 +52,12 @@ class Store(Protocol):
         """Group the appends made inside into one commit, taken before the block is left
         (also when it is left by an exception: what was appended was already relayed).
         Blocks nest; an inner block joins the outer one."""
+        ...
+
+    def reserve(self, seq: int) -> None:
+        """Never hand out a sequence number at or below `seq` again: the ledger has
+        recorded it (a crash between the ledger's commit and the store's must not give a
+        recorded number to another item)."""
         ...
 
     def active(self, now: float) -> list[Item]:
@@ -130,6 +143,22 @@ class NestedBlocks:
                         self._commit()
                 finally:
                     self._block_ended()
+
+
+_decoder = msgspec.msgpack.Decoder(Item)
+
+
+def load_rows(rows: Iterable[tuple[int, bytes]], unreadable: dict[int, str]) -> Iterator[Item]:
+    """Stored rows (sequence, body) as items. The body is stored as accepted (seq 0); the
+    row's key is the sequence number. A body that does not decode is noted in `unreadable`
+    and skipped: one bad row must not stop a replay, or the hub's start."""
+    for seq, body in rows:
+        try:
+            item = _decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            unreadable[seq] = f"row does not decode as an item: {exc}"
+            continue
+        yield msgspec.structs.replace(item, seq=seq)
 
 
 def redacted(url: str) -> str:

@@ -23,7 +23,7 @@ import psycopg
 
 from commonsky.errors import StoreUnavailable, UsageError
 from commonsky.model import Item
-from commonsky.store import HotlineRow, NestedBlocks, redacted
+from commonsky.store import HotlineRow, NestedBlocks, load_rows, redacted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commonsky_items (
@@ -68,7 +68,6 @@ _COPY = "COPY commonsky_items (seq, party, uid, category, stale, body) FROM STDI
 _PAGE = 1000  # rows per query when reading everything since a sequence number
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Item)
 
 
 class PostgresStore(NestedBlocks):
@@ -77,6 +76,7 @@ class PostgresStore(NestedBlocks):
         self._timeout = connect_timeout_s
         self._depth = 0
         self._wrote = False  # the current block has written (see `_live`)
+        self.unreadable: dict[int, str] = {}
         self._conn = self._connect()
         with self._conn.transaction():
             self._conn.execute(_SCHEMA)
@@ -159,6 +159,13 @@ class PostgresStore(NestedBlocks):
                         copy.write_row((seq, *row))
         return seqs
 
+    def reserve(self, seq: int) -> None:
+        # (A PostgreSQL sequence never gives a number twice, rolled back or not; raised all
+        # the same, for a database restored from a backup older than the ledger.)
+        self._live().execute(
+            "SELECT setval(%s, GREATEST(%s, nextval(%s)))", (self._sequence, seq, self._sequence)
+        )
+
     def active(self, now: float) -> list[Item]:
         rows = self._live().execute(
             "SELECT seq, body FROM (SELECT DISTINCT ON (party, uid) seq, stale, body "
@@ -166,7 +173,7 @@ class PostgresStore(NestedBlocks):
             "WHERE stale > %s ORDER BY seq",
             (now,),
         )
-        return [_load(seq, body) for seq, body in rows]
+        return list(load_rows(rows, self.unreadable))
 
     def since(self, seq: int) -> Iterator[Item]:
         # Keyset pages: a long replay neither holds a transaction open nor loads everything.
@@ -179,8 +186,7 @@ class PostgresStore(NestedBlocks):
                 )
                 .fetchall()
             )
-            for row_seq, body in rows:
-                yield _load(row_seq, body)
+            yield from load_rows(rows, self.unreadable)
             if len(rows) < _PAGE:
                 return
             seq = rows[-1][0]
@@ -308,8 +314,3 @@ def _first_line(exc: BaseException) -> str:
 
 def _key(uid: str) -> bytes:
     return uid.encode("utf-8", "surrogatepass")  # any str the hub accepted, NUL included
-
-
-def _load(seq: int, body: bytes) -> Item:
-    # The body is stored as accepted (seq 0); the row's key is the sequence number.
-    return msgspec.structs.replace(_decoder.decode(body), seq=seq)

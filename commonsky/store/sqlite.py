@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from commonsky.model import Item
-from commonsky.store import HotlineRow, NestedBlocks
+from commonsky.store import HotlineRow, NestedBlocks, load_rows
 from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
 _SCHEMA = """
@@ -58,7 +58,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 DB_NAME = "hub.sqlite3"
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Item)
 
 
 class SQLiteStore(NestedBlocks):
@@ -71,6 +70,7 @@ class SQLiteStore(NestedBlocks):
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._depth = 0
+        self.unreadable: dict[int, str] = {}
         without_auto_checkpoint(self._db)
         self._checkpointer = WalCheckpointer(self.path)
 
@@ -115,18 +115,31 @@ class SQLiteStore(NestedBlocks):
             )
         return seqs
 
+    def reserve(self, seq: int) -> None:
+        # AUTOINCREMENT numbers come from sqlite_sequence, which a rolled-back (or killed)
+        # transaction leaves untouched: raised here past what the ledger has recorded.
+        with self.transaction():
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            raised = self._db.execute(
+                "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'items'", (seq,)
+            ).rowcount
+            if not raised:
+                self._db.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('items', ?)", (seq,)
+                )
+
     def active(self, now: float) -> list[Item]:
         rows = self._db.execute(
             "SELECT seq, body FROM items WHERE seq IN "
             "(SELECT MAX(seq) FROM items GROUP BY party, uid) AND stale > ? ORDER BY seq",
             (now,),
         )
-        return [_load(seq, body) for seq, body in rows]
+        return list(load_rows(rows, self.unreadable))
 
     def since(self, seq: int) -> Iterator[Item]:
         query = "SELECT seq, body FROM items WHERE seq > ? ORDER BY seq"
-        for row_seq, body in self._db.execute(query, (seq,)):
-            yield _load(row_seq, body)
+        yield from load_rows(self._db.execute(query, (seq,)), self.unreadable)
 
     def set_cursor(self, party: str, client: str, seq: int) -> None:
         self._db.execute(
@@ -206,8 +219,3 @@ class SQLiteStore(NestedBlocks):
     def close(self) -> None:
         self._checkpointer.close()
         self._db.close()
-
-
-def _load(seq: int, body: bytes) -> Item:
-    # The body is stored as accepted (seq 0); the row's key is the sequence number.
-    return msgspec.structs.replace(_decoder.decode(body), seq=seq)

@@ -102,6 +102,41 @@ def test_hostile_uids_and_details_are_kept_exactly(open_store: Callable[[], Stor
     assert again.append(item("after")) == len(HOSTILE) + 1
 
 
+def _plant_row(store: Store, body: bytes) -> None:
+    """A row written behind the store's back (a disk error, a hand-made row)."""
+    from commonsky.store.postgres import PostgresStore
+    from commonsky.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        store._db.execute(
+            "INSERT INTO items (party, uid, category, stale, body) VALUES (?,?,?,?,?)",
+            ("USA", "planted", "launch", 9e9, body),
+        )
+    else:
+        assert isinstance(store, PostgresStore)
+        store._conn.execute(
+            "INSERT INTO commonsky_items (party, uid, category, stale, body) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            ("USA", b"planted", "launch", 9e9, body),
+        )
+
+
+def test_a_row_that_does_not_decode_is_skipped_and_noted(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    store.append(item("before"))
+    _plant_row(store, b"\xc1 not msgpack")
+    _plant_row(store, b"\x93\x01\x02\x03")  # msgpack, but not an item
+    store.append(item("after"))
+    store.close()
+    again = open_store()
+    assert [i.uid for i in again.since(0)] == ["before", "after"]
+    assert sorted(i.uid for i in again.active(0.0)) == ["after", "before"]
+    assert sorted(again.unreadable) == [2, 3]
+    assert all("does not decode" in why for why in again.unreadable.values())
+
+
 def test_hotline_rows_are_kept_paged_and_found_by_key(open_store: Callable[[], Store]) -> None:
     from commonsky.store import HotlineRow
 
@@ -137,3 +172,17 @@ def test_meta_values_and_the_item_count_survive_a_restart(
     store.close()
     again = open_store()
     assert again.meta("hub_id") == "def" and again.count() == 1
+
+
+def test_reserved_numbers_are_never_handed_out(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    assert store.append(item("a")) == 1
+    store.reserve(5)
+    store.reserve(3)  # never backwards (a number may be skipped: gaps are allowed)
+    b = store.append(item("b"))
+    c, d = store.append_many([item("c"), item("d")])
+    assert 5 < b < c < d
+    store.close()
+    again = open_store()
+    again.reserve(2)
+    assert again.append(item("e")) > d
