@@ -294,7 +294,7 @@ def test_a_strike_area_ending_now_is_over_as_every_window_is() -> None:
     # strike check alone once raised a conflict for a strike area ending at this instant.
     engine = ConflictEngine()
     engine.upsert_site("RUS", "site", g.Site(shape=g.Circle(centre=(0.0, 0.0), radius_m=500)), 0)
-    strike = vol(g.Circle(centre=(0.0, 0.0), radius_m=800), t0=-60.0, t1=100.0, kind="strike-area")
+    strike = vol(g.Circle(centre=(0.0, 0.0), radius_m=800), t0=40.0, t1=100.0, kind="strike-area")
     assert engine.upsert_volume("USA", "ends-now", strike, now=100.0) == []
     (change,) = engine.upsert_volume("USA", "ends-later", strike, now=99.0)
     assert change.conflict.kind == "volume-site" and change.conflict.start_s == 99.0
