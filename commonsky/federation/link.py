@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import ssl
 import time
@@ -36,24 +35,15 @@ from cryptography import x509
 
 from . import federation_pb2 as pb
 from . import federation_pb2_grpc as rpc
+from .peers import FederateConfig, fingerprint
+
+__all__ = ["DEFAULT_PORT", "Dialer", "FederateConfig", "HubIdentity", "Link", "Listener"]
 
 log = logging.getLogger("commonsky.federation")
 
 DEFAULT_PORT = 9001
 PRODUCT = "CommonSky"  # Identity.description: a peer that says this sends acknowledgements
 _MAX_RETRY_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class FederateConfig:
-    """One `[[federate]]`: a peer hub and the parties it may speak for."""
-
-    name: str
-    parties: tuple[str, ...]
-    connect: tuple[str, int] | None = None
-    ca: Path | None = None
-    fingerprint: str | None = None  # "sha256:" + 64 lowercase hex digits
-    where: str = "[[federate]]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,25 +68,6 @@ class HubIdentity:
         return cls(
             hub_id, name, chain, key, ca, directory / "server.pem", directory / "server-key.pem"
         )
-
-
-def fingerprint(pem_or_der: bytes) -> str:
-    """`sha256:<hex>` of a certificate's DER bytes."""
-    der = pem_or_der
-    if pem_or_der.lstrip().startswith(b"-----BEGIN"):
-        der = ssl.PEM_cert_to_DER_cert(pem_or_der.decode("ascii"))
-    return "sha256:" + hashlib.sha256(der).hexdigest()
-
-
-def normalize_fingerprint(text: str) -> str | None:
-    """`sha256:AB:CD…` or `sha256:abcd…` -> `sha256:abcd…`; None when it is not one."""
-    prefix, sep, digits = text.partition(":")
-    digits = digits.replace(":", "").lower()
-    if prefix.lower() != "sha256" or not sep or len(digits) != 64:
-        return None
-    if any(c not in "0123456789abcdef" for c in digits):
-        return None
-    return f"sha256:{digits}"
 
 
 class Endpoint(Protocol):

@@ -65,12 +65,14 @@ class Envelope:
 
     `seq` (>0 for a durable item: the sending hub's store sequence) and `part` (which copy,
     when one item crosses in several forms) make the exactly-once key; `to` are the
-    receiving hub's parties this copy is for (empty: whoever the receiver's agreements say).
+    receiving hub's parties this copy is for (empty: whoever the receiver's agreements say);
+    `party` is the item's originator, which the receiving link must speak for.
     """
 
     seq: int = 0
     part: int = 0
     to: tuple[str, ...] = ()
+    party: str = ""
 
     @property
     def position(self) -> int:
@@ -125,10 +127,12 @@ def to_geo(event: CotEvent, envelope: Envelope | None = None) -> pb.GeoEvent:
                 continue
             _copy(child, geo)
             kept.append(etree.tostring(child, encoding="unicode", with_tail=False))
-    if envelope is not None and (envelope.seq or envelope.to):
+    if envelope is not None and (envelope.seq or envelope.to or envelope.party):
         attrs = f'seq="{envelope.seq}" part="{envelope.part}"'
         if envelope.to:
             attrs += f' to="{quote(" ".join(envelope.to))}"'
+        if envelope.party:
+            attrs += f' party="{quote(envelope.party)}"'
         kept.append(f"<{EXTENSION} {attrs}/>")
     geo.other = f"<detail>{''.join(kept)}</detail>"
     return geo
@@ -318,6 +322,7 @@ def _other(other: str, limits: XmlLimits) -> tuple[list[etree._Element], Envelop
                 seq=int(child.get("seq", "0")),
                 part=int(child.get("part", "0")),
                 to=tuple(child.get("to", "").split()),
+                party=child.get("party", ""),
             )
         except ValueError:
             raise RemoteProtocolError("malformed", f"<{EXTENSION}> with a bad number") from None

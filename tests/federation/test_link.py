@@ -17,8 +17,8 @@ from commonsky.federation.link import (
     HubIdentity,
     Link,
     Listener,
-    fingerprint,
 )
+from commonsky.federation.peers import fingerprint
 from commonsky.federation.mapping import federated, receive
 from commonsky.pki import init_ca
 from commonsky.protocol.cot import detail_tree, parse_event

@@ -1,0 +1,417 @@
+"""The hub side of federation: what leaves on a link, what is accepted from one.
+
+Rules (DESIGN.md §5, issue #17):
+- **Out**: only items of this hub's own parties leave (not the hub's own notices, which each
+  hub makes from what its parties may see, and never an item that came over a link: no
+  relaying, so nothing can loop; provenance and hop count are carried and checked all the
+  same for TAK Server meshes). An item leaves on a link only when an agreement entitles a
+  party behind that link, in the form that party may see (`full` under its names, or
+  `generalized`) — made here, before it leaves. Each distinct form crosses once, addressed
+  (`<_csky_fed to=…>`) to the parties it is for; the peer delivers it to exactly those.
+- **In**: an item is attributed to a party the link speaks for (`[[federate]] parties`),
+  from our envelope (`party=`) or, from a TAK Server (no envelope), the link's one party;
+  anything else is refused and logged. It is never forwarded.
+- **Durable across outages**: each durable copy carries (sending hub's store seq, part). The
+  receiver applies a copy only past its cursor `("fed-in", link)` and moves the cursor in the
+  same transaction as the item (exactly once), then acknowledges; the sender moves its
+  cursor `("fed-out", link)` on acknowledgements (a TAK Server does not acknowledge: on
+  send) and, whenever a session opens, sends every stored durable item past it again, in
+  order, before anything new. Live positions are not queued while a link is down; the
+  current ones are sent when it returns.
+
+The seam with the hub core is the class `HubSeam` below, and nothing else: one observer,
+`accept`, `transaction`, routing and rendering, the store's cursors. (The hub's extension
+interface is being reworked into desks; this is the one place to move.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from commonsky.errors import RemoteProtocolError
+from commonsky.model import DURABLE, HUB, CotEvent, Disclosure, Item, is_deleted
+from commonsky.protocol.cot import encode_event
+
+from . import federation_pb2 as pb
+from .link import Dialer, HubIdentity, Link, Listener
+from .mapping import Envelope, ack, delete_event, federated, receive
+from .peers import FederateConfig
+
+if TYPE_CHECKING:
+    from commonsky.config import HubConfig
+    from commonsky.hub.core import Hub
+
+log = logging.getLogger("commonsky.federation")
+
+ORIGIN = "fed:"  # Item.origin of what came over a link: "fed:<link>"
+CURSOR_IN, CURSOR_OUT = "fed-in", "fed-out"
+ACK_DELAY_S = 0.05  # acknowledgements are batched over this long
+
+
+class HubSeam:
+    """Everything federation asks of the hub core, in one place."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def watch(self, observer: Callable[[Item, dict[str, Disclosure]], None]) -> None:
+        self.hub.observers.append(observer)
+
+    def accept(
+        self, party: str, user: str, event: CotEvent, audience: tuple[str, ...], origin: str
+    ) -> Item:
+        return self.hub.accept(party, user, event, audience=audience, origin=origin)
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        return self.hub.transaction()
+
+    def route(self, item: Item) -> dict[str, Disclosure]:
+        return self.hub.route(item, self.hub.clock())
+
+    def render(self, item: Item, party: str, level: Disclosure) -> CotEvent:
+        """`item` as `party` may see it (generalized, or full under its names)."""
+        variant = "gen" if level is Disclosure.GENERALIZED else f"full:{party}"
+        return self.hub.event_for(item, variant)
+
+    def live_items(self) -> list[Item]:
+        now = self.hub.clock()
+        return [r.item for r in list(self.hub.live.values()) if r.item.event.stale > now]
+
+    def stored_since(self, seq: int) -> Iterator[Item]:
+        return self.hub.store.since(seq)
+
+    def cursor(self, name: str, link: str) -> int:
+        return self.hub.store.cursor(name, link)
+
+    def set_cursor(self, name: str, link: str, position: int) -> None:
+        with self.hub.transaction():
+            self.hub.store.set_cursor(name, link, position)
+
+    def clock(self) -> float:
+        return self.hub.clock()
+
+    def log_limited(self, reason: str, key: str, msg: str, *args: object) -> None:
+        self.hub.log_limited(log, reason, key, msg, *args)
+
+
+class Federation:
+    """Every link of one hub: the listener, the dialers, and the rules in the module header."""
+
+    def __init__(
+        self,
+        seam: HubSeam,
+        federates: Iterable[FederateConfig],
+        hub_id: str,
+        own_parties: Iterable[str],
+        identity: HubIdentity | None = None,
+        limit_queue: int = 20000,
+    ) -> None:
+        self.seam = seam
+        self.hub_id = hub_id
+        self.identity = identity
+        self.own = frozenset(own_parties) - {HUB}
+        self.links: dict[str, Link] = {}
+        self.behind: dict[str, str] = {}  # remote party -> its link
+        for config in federates:
+            self.links[config.name] = Link(config, self, limit_queue=limit_queue)
+            for party in config.parties:
+                self.behind[party] = config.name
+        self.sent_position: dict[str, int] = {}  # link -> last durable position queued
+        self.sent_names: dict[tuple[str, str, str], set[str]] = {}  # (link, party, uid)
+        self.refused: dict[tuple[str, str], int] = {}  # (link, reason) -> count
+        self.acked: dict[str, int] = {}
+        self._ack_due: dict[str, int] = {}
+        self._deletes = itertools.count(1)
+        self.listener: Listener | None = None
+        self.dialers: list[Dialer] = []
+        seam.watch(self.observe)
+
+    # ---- out ------------------------------------------------------------------------------
+
+    def _forms(
+        self, link: Link, item: Item, routes: dict[str, Disclosure]
+    ) -> list[tuple[CotEvent, list[str]]]:
+        """Each distinct form of `item` owed to parties behind `link`, with its parties."""
+        forms: dict[bytes, tuple[CotEvent, list[str]]] = {}
+        for party in sorted(routes):
+            if self.behind.get(party) != link.name:
+                continue
+            event = self.seam.render(item, party, routes[party])
+            forms.setdefault(encode_event(event), (event, []))[1].append(party)
+        return list(forms.values())
+
+    def _provenance(self) -> tuple[tuple[str, str], ...]:
+        name = self.identity.name if self.identity is not None else self.hub_id
+        return ((self.hub_id, name),)
+
+    def _send_item(self, link: Link, item: Item, routes: dict[str, Disclosure]) -> None:
+        durable = item.category in DURABLE and item.seq > 0
+        for part, (event, parties) in enumerate(self._forms(link, item, routes)):
+            envelope = Envelope(item.seq if durable else 0, part, tuple(parties), item.party)
+            if durable:
+                if envelope.position <= self.sent_position.get(link.name, -1):
+                    continue  # sent already (the catch-up that opened the session)
+                self.sent_position[link.name] = envelope.position
+            self.sent_names.setdefault((link.name, item.party, item.uid), set()).add(event.uid)
+            message = federated(event, envelope, self._provenance(), (-1, 1))
+            if link.send(message) and durable and not link.peer_is_commonsky:
+                # A TAK Server does not acknowledge: what went into the stream counts.
+                self.seam.set_cursor(CURSOR_OUT, link.name, envelope.position)
+
+    def _send_delete(self, link: Link, item: Item, routes: dict[str, Disclosure]) -> None:
+        names = self.sent_names.pop((link.name, item.party, item.uid), set())
+        for party, level in routes.items():
+            if self.behind.get(party) == link.name:
+                names.add(self.seam.render(item, party, level).uid)
+        for uid in sorted(names):
+            message = pb.FederatedEvent(
+                contact=pb.ContactListEntry(operation=pb.DELETE, uid=uid, callsign=item.event.type)
+            )
+            for server_id, name in self._provenance():
+                message.federate_provenance.add(
+                    federation_server_id=server_id, federation_server_name=name
+                )
+            link.send(message)
+        if item.seq:
+            self.sent_position[link.name] = max(
+                self.sent_position.get(link.name, -1), item.seq << 10
+            )
+
+    def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+        """Every item the hub delivers (the observer seam): send what each link is owed."""
+        if item.party not in self.own:
+            return  # the hub's own notices, and items of parties behind links: never sent
+        deleted = is_deleted(item.event)
+        if deleted and not routes:
+            routes = self.seam.route(item)
+        for link in self.links.values():
+            if not link.up:
+                continue  # durable items wait in the store; positions are re-sent on return
+            if deleted:
+                self._send_delete(link, item, routes)
+            else:
+                self._send_item(link, item, routes)
+
+    def opened(self, link: Link) -> None:
+        """A session opened: durable items past the cursor, in order, then the live picture."""
+        start = self.seam.cursor(CURSOR_OUT, link.name)
+        self.sent_position[link.name] = start
+        now = self.seam.clock()
+        for item in self.seam.stored_since(max(0, (start >> 10) - 1)):
+            if item.party not in self.own:
+                continue
+            if is_deleted(item.event):
+                self._send_delete(link, item, self.seam.route(item))
+            elif item.event.stale > now:
+                self._send_item(link, item, self.seam.route(item))
+        for item in self.seam.live_items():
+            if item.party in self.own:
+                self._send_item(link, item, self.seam.route(item))
+
+    # ---- in ------------------------------------------------------------------------------
+
+    def _refuse(self, link: Link, reason: str, detail: str) -> None:
+        link.refused += 1
+        key = (link.name, reason)
+        self.refused[key] = self.refused.get(key, 0) + 1
+        self.seam.log_limited(
+            reason, link.name, "federation link %s: refused (%s): %s", link.name, reason, detail
+        )
+
+    def received(self, link: Link, message: pb.FederatedEvent) -> None:
+        """One message from a peer (the link's endpoint)."""
+        if any(p.federation_server_id == self.hub_id for p in message.federate_provenance):
+            self._refuse(link, "loop", "our own message came back")
+            return
+        hops = message.federate_hops
+        if hops.max_hops > 0 and hops.current_hops > hops.max_hops:
+            self._refuse(link, "hops", f"{hops.current_hops} hops of at most {hops.max_hops}")
+            return
+        try:
+            got = receive(message)
+            if got.ack is not None:
+                self.acked[link.name] = got.ack
+                self.seam.set_cursor(CURSOR_OUT, link.name, got.ack)
+            elif got.delete is not None:
+                party = self._party(link, "", got.delete.uid)
+                uid = f"{link.name}-delete-{next(self._deletes)}"
+                event = delete_event(got.delete, uid, self.seam.clock())
+                self.seam.accept(party, f"{ORIGIN}{link.name}", event, (), ORIGIN + link.name)
+            elif got.event is not None:
+                self._accept(link, got.event, got.envelope)
+        except RemoteProtocolError as exc:
+            self._refuse(link, exc.reason, str(exc))
+
+    def _party(self, link: Link, claimed: str, uid: str) -> str:
+        """Whose item this is: the party claimed (it must be one the link speaks for), or
+        the party a `P::` uid names, or the link's only party."""
+        parties = link.config.parties
+        if not claimed:
+            prefix, sep, _ = uid.partition("::")
+            if sep and prefix in parties:
+                claimed = prefix
+            elif len(parties) == 1:
+                claimed = parties[0]
+            else:
+                raise RemoteProtocolError(
+                    "federate_party", f"uid {uid[:60]!r} names no party this link speaks for"
+                )
+        if claimed not in parties:
+            raise RemoteProtocolError(
+                "federate_party",
+                f"claims party {claimed[:40]!r}; this link speaks for {', '.join(parties)}",
+            )
+        return claimed
+
+    def _accept(self, link: Link, event: CotEvent, envelope: Envelope) -> None:
+        party = self._party(link, envelope.party, event.uid)
+        to = tuple(p for p in envelope.to if p in self.own)
+        if envelope.to and not to:
+            raise RemoteProtocolError(
+                "federate_audience", f"addressed to {' '.join(envelope.to)[:80]}, none of ours"
+            )
+        origin = ORIGIN + link.name
+        if envelope.seq:
+            position = envelope.position
+            if position <= self.seam.cursor(CURSOR_IN, link.name):
+                self._ack(link, position)  # applied before: say so again
+                return
+            with self.seam.transaction():
+                self.seam.accept(party, origin, event, to, origin)
+                self.seam.set_cursor(CURSOR_IN, link.name, position)  # (joins the block)
+            self._ack(link, position)
+        else:
+            self.seam.accept(party, origin, event, to, origin)
+
+    def _ack(self, link: Link, position: int) -> None:
+        if not link.peer_is_commonsky:
+            return
+        first = link.name not in self._ack_due
+        self._ack_due[link.name] = max(position, self._ack_due.get(link.name, 0))
+        if first:
+            with contextlib.suppress(RuntimeError):  # (no loop: tests without I/O)
+                asyncio.get_running_loop().call_later(ACK_DELAY_S, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        due, self._ack_due = self._ack_due, {}
+        for name, position in due.items():
+            self.links[name].send(ack(position, self.seam.clock()))
+
+    # ---- running -------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int, health_s: float, retry_s: float) -> int:
+        """Serve the federation listener and dial every `connect`; the bound port."""
+        assert self.identity is not None
+        self.listener = Listener(self.identity, self.links, host, port)
+        bound = await self.listener.start()
+        for link in self.links.values():
+            if link.config.connect is not None:
+                dialer = Dialer(self.identity, link, health_s, retry_s)
+                dialer.start()
+                self.dialers.append(dialer)
+        return bound
+
+    async def stop(self) -> None:
+        for dialer in self.dialers:
+            await dialer.stop()
+        if self.listener is not None:
+            await self.listener.stop()
+
+    def collector(self) -> Collector:
+        return _LinkMetrics(self)
+
+
+class _LinkMetrics(Collector):
+    """`/metrics` per link: state, items in/out, refused, reconnects, lag."""
+
+    def __init__(self, federation: Federation) -> None:
+        self.f = federation
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "commonsky_federation_link_up", "1 while the link is up.", labels=["link"]
+        )
+        inbound = CounterMetricFamily(
+            "commonsky_federation_items_in", "Messages received on a link.", labels=["link"]
+        )
+        outbound = CounterMetricFamily(
+            "commonsky_federation_items_out", "Messages queued to a link.", labels=["link"]
+        )
+        refused = CounterMetricFamily(
+            "commonsky_federation_refused",
+            "Messages refused from a link, by reason.",
+            labels=["link", "reason"],
+        )
+        reconnects = CounterMetricFamily(
+            "commonsky_federation_reconnects",
+            "Sessions that replaced an earlier one.",
+            labels=["link"],
+        )
+        pending = GaugeMetricFamily(
+            "commonsky_federation_pending",
+            "Messages queued to a link, not yet written.",
+            labels=["link"],
+        )
+        lag = GaugeMetricFamily(
+            "commonsky_federation_lag_seconds",
+            "Seconds since the last message from the peer.",
+            labels=["link"],
+        )
+        unacked = GaugeMetricFamily(
+            "commonsky_federation_unacked",
+            "Durable copies sent and not yet acknowledged (CommonSky peers).",
+            labels=["link"],
+        )
+        now = time.time()
+        for name, link in self.f.links.items():
+            up.add_metric([name], 1.0 if link.up else 0.0)
+            inbound.add_metric([name], link.items_in)
+            outbound.add_metric([name], link.items_out)
+            reconnects.add_metric([name], link.reconnects)
+            session = link.session
+            pending.add_metric([name], session.queue.qsize() if session is not None else 0)
+            lag.add_metric([name], now - link.last_in if link.last_in else 0.0)
+            sent = self.f.sent_position.get(name, 0) >> 10
+            acked = self.f.acked.get(name, self.f.sent_position.get(name, 0)) >> 10
+            unacked.add_metric([name], max(0, sent - acked))
+        for (name, reason), count in self.f.refused.items():
+            refused.add_metric([name, reason], count)
+        yield from (up, inbound, outbound, refused, reconnects, pending, lag, unacked)
+
+
+def build(hub: Hub, config: HubConfig, hub_id: str) -> Federation | None:
+    """The hub's federation from its config (None without `[[federate]]`); the one call the
+    server makes. Reads the hub certificate from the federation listener's `ca` directory."""
+    if not config.federates:
+        return None
+    listener = next(lc for lc in config.listeners if lc.kind == "federation")
+    assert listener.ca is not None
+    try:
+        identity = HubIdentity.from_ca_dir(listener.ca, hub_id, f"CommonSky {hub_id[:8]}")
+    except OSError as exc:
+        from commonsky.errors import UsageError
+
+        raise UsageError(
+            f"{listener.where}: ca = {str(listener.ca)!r}: {exc.strerror}: {exc.filename} "
+            "(run `commonsky ca init --dir DIR`)"
+        ) from None
+    own = [p.id for p in config.parties if not p.federate]
+    federation = Federation(
+        HubSeam(hub),
+        config.federates,
+        hub_id,
+        own,
+        identity,
+        config.settings.get_int("limit_queue_federation"),
+    )
+    hub.metrics.registry.register(federation.collector())
+    return federation
