@@ -161,7 +161,7 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="parties contains 'XXX', not a declared"):
         config_from_dict(base, "t.toml")
     base["federate"] = [{"name": "jpn", "parties": ["JPN"], "ca": "nope.pem"}]
-    with pytest.raises(UsageError, match="ca = 'nope.pem': no such file"):
+    with pytest.raises(UsageError, match=r"ca = 'nope\.pem': no such file"):
         config_from_dict(base, "t.toml")
     base["federate"] = [{"name": "jpn", "parties": ["JPN"], "fingerprint": "sha256:12"}]
     with pytest.raises(UsageError, match="is not sha256: and 64 hex digits"):

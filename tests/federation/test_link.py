@@ -18,8 +18,8 @@ from commonsky.federation.link import (
     Link,
     Listener,
 )
-from commonsky.federation.peers import fingerprint
 from commonsky.federation.mapping import federated, receive
+from commonsky.federation.peers import fingerprint
 from commonsky.pki import init_ca
 from commonsky.protocol.cot import detail_tree, parse_event
 
