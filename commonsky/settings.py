@@ -168,7 +168,8 @@ SETTINGS: tuple[Setting, ...] = (
         "timeout_federation_retry_s",
         float,
         1.0,
-        "First wait before redialing a federation peer; doubles up to 30 s while it fails.",
+        "First wait before redialing a federation peer; doubles while it fails, up to 20 "
+        "times this.",
     ),
     Setting(
         "timeout_checkpoint_s",

@@ -32,13 +32,14 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import DURABLE, HUB, CotEvent, Disclosure, Item, is_deleted
+from commonsky.model import HUB, CotEvent, Disclosure, Item, is_deleted
 from commonsky.protocol.cot import encode_event
 
 from . import federation_pb2 as pb
@@ -55,6 +56,17 @@ log = logging.getLogger("commonsky.federation")
 ORIGIN = "fed:"  # Item.origin of what came over a link: "fed:<link>"
 CURSOR_IN, CURSOR_OUT = "fed-in", "fed-out"
 ACK_DELAY_S = 0.05  # acknowledgements are batched over this long
+PAGE = 256  # stored items read per page while a link catches up
+
+
+@dataclass
+class _Out:
+    """One session's progress: the last durable position given to it, the store sequence
+    read up to, and the live picture still to send."""
+
+    position: int = 0
+    next_seq: int = 0
+    live: list[Item] = field(default_factory=list)
 
 
 class HubSeam:
@@ -125,12 +137,12 @@ class Federation:
             self.links[config.name] = Link(config, self, limit_queue=limit_queue)
             for party in config.parties:
                 self.behind[party] = config.name
-        self.sent_position: dict[str, int] = {}  # link -> last durable position queued
+        self.out: dict[str, _Out] = {}  # link -> what its session has been given
         self.sent_names: dict[tuple[str, str, str], set[str]] = {}  # (link, party, uid)
         self.refused: dict[tuple[str, str], int] = {}  # (link, reason) -> count
         self.acked: dict[str, int] = {}
         self._ack_due: dict[str, int] = {}
-        self._deletes = itertools.count(1)
+        self._delete_ids = itertools.count(1)
         self.listener: Listener | None = None
         self.dialers: list[Dialer] = []
         seam.watch(self.observe)
@@ -153,25 +165,37 @@ class Federation:
         name = self.identity.name if self.identity is not None else self.hub_id
         return ((self.hub_id, name),)
 
-    def _send_item(self, link: Link, item: Item, routes: dict[str, Disclosure]) -> None:
-        durable = item.category in DURABLE and item.seq > 0
+    def _messages(
+        self, link: Link, item: Item, routes: dict[str, Disclosure]
+    ) -> list[pb.FederatedEvent]:
+        """What `link` is owed of `item` (nothing if it had it already: by position)."""
+        out = self.out[link.name]
+        if is_deleted(item.event):
+            return self._deletes(link, item, routes)
+        messages = []
         for part, (event, parties) in enumerate(self._forms(link, item, routes)):
-            envelope = Envelope(item.seq if durable else 0, part, tuple(parties), item.party)
-            if durable:
-                if envelope.position <= self.sent_position.get(link.name, -1):
-                    continue  # sent already (the catch-up that opened the session)
-                self.sent_position[link.name] = envelope.position
+            envelope = Envelope(item.seq, part, tuple(parties), item.party)
+            if item.seq:
+                if envelope.position <= out.position:
+                    continue  # sent already
+                out.position = envelope.position
             self.sent_names.setdefault((link.name, item.party, item.uid), set()).add(event.uid)
-            message = federated(event, envelope, self._provenance(), (-1, 1))
-            if link.send(message) and durable and not link.peer_is_commonsky:
-                # A TAK Server does not acknowledge: what went into the stream counts.
-                self.seam.set_cursor(CURSOR_OUT, link.name, envelope.position)
+            messages.append(federated(event, envelope, self._provenance(), (-1, 1)))
+        return messages
 
-    def _send_delete(self, link: Link, item: Item, routes: dict[str, Disclosure]) -> None:
+    def _deletes(
+        self, link: Link, item: Item, routes: dict[str, Disclosure]
+    ) -> list[pb.FederatedEvent]:
+        out = self.out[link.name]
+        if item.seq:
+            if (item.seq << 10) <= out.position:
+                return []
+            out.position = item.seq << 10
         names = self.sent_names.pop((link.name, item.party, item.uid), set())
         for party, level in routes.items():
             if self.behind.get(party) == link.name:
                 names.add(self.seam.render(item, party, level).uid)
+        messages = []
         for uid in sorted(names):
             message = pb.FederatedEvent(
                 contact=pb.ContactListEntry(operation=pb.DELETE, uid=uid, callsign=item.event.type)
@@ -180,42 +204,78 @@ class Federation:
                 message.federate_provenance.add(
                     federation_server_id=server_id, federation_server_name=name
                 )
-            link.send(message)
-        if item.seq:
-            self.sent_position[link.name] = max(
-                self.sent_position.get(link.name, -1), item.seq << 10
-            )
+            messages.append(message)
+        return messages
+
+    def _handed(self, link: Link) -> None:
+        """A TAK Server does not acknowledge: what went into the stream counts."""
+        if not link.peer_is_commonsky:
+            position = self.out[link.name].position
+            if position > self.seam.cursor(CURSOR_OUT, link.name):
+                self.seam.set_cursor(CURSOR_OUT, link.name, position)
 
     def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
-        """Every item the hub delivers (the observer seam): send what each link is owed."""
+        """Every item the hub delivers (the observer seam): queue what each link is owed.
+        Durable items go through the store instead while a link catches up (it reads them
+        there, in order) or is over `limit_queue_federation`; live ones are then dropped."""
         if item.party not in self.own:
             return  # the hub's own notices, and items of parties behind links: never sent
-        deleted = is_deleted(item.event)
-        if deleted and not routes:
+        if is_deleted(item.event) and not routes:
             routes = self.seam.route(item)
         for link in self.links.values():
-            if not link.up:
+            session = link.session
+            if session is None or session.closed:
                 continue  # durable items wait in the store; positions are re-sent on return
-            if deleted:
-                self._send_delete(link, item, routes)
-            else:
-                self._send_item(link, item, routes)
+            if item.seq:
+                if session.from_store:
+                    continue
+                if link.full:
+                    session.catch_up()
+                    continue
+            elif link.full:
+                link.dropped += 1
+                continue
+            messages = self._messages(link, item, routes)
+            for message in messages:
+                link.send(message)
+            if item.seq:
+                out = self.out[link.name]
+                out.next_seq = max(out.next_seq, item.seq)
+                if messages:
+                    self._handed(link)
 
     def opened(self, link: Link) -> None:
-        """A session opened: durable items past the cursor, in order, then the live picture."""
+        """A session opened: it catches up from the cursor (`refill`), then the picture."""
         start = self.seam.cursor(CURSOR_OUT, link.name)
-        self.sent_position[link.name] = start
+        self.out[link.name] = _Out(
+            position=start,
+            next_seq=max(0, (start >> 10) - 1),  # (the last acknowledged may have more parts)
+            live=[i for i in self.seam.live_items() if i.party in self.own],
+        )
+
+    def refill(self, link: Link) -> list[pb.FederatedEvent]:
+        """The next page of stored durable items past the cursor, in order, then of the
+        live picture; empty once caught up."""
+        out = self.out[link.name]
         now = self.seam.clock()
-        for item in self.seam.stored_since(max(0, (start >> 10) - 1)):
-            if item.party not in self.own:
-                continue
-            if is_deleted(item.event):
-                self._send_delete(link, item, self.seam.route(item))
-            elif item.event.stale > now:
-                self._send_item(link, item, self.seam.route(item))
-        for item in self.seam.live_items():
-            if item.party in self.own:
-                self._send_item(link, item, self.seam.route(item))
+        page: list[pb.FederatedEvent] = []
+        while len(page) < PAGE:
+            items = list(itertools.islice(self.seam.stored_since(out.next_seq), PAGE))
+            if not items:
+                break
+            for item in items:
+                out.next_seq = item.seq
+                if item.party in self.own and (is_deleted(item.event) or item.event.stale > now):
+                    page += self._messages(link, item, self.seam.route(item))
+        if page:
+            self._handed(link)
+        while not page and out.live:
+            chunk, out.live = out.live[:PAGE], out.live[PAGE:]
+            for item in chunk:
+                if item.event.stale > now:
+                    page += self._messages(link, item, self.seam.route(item))
+        link.items_out += len(page)
+        return page
 
     # ---- in ------------------------------------------------------------------------------
 
@@ -243,7 +303,7 @@ class Federation:
                 self.seam.set_cursor(CURSOR_OUT, link.name, got.ack)
             elif got.delete is not None:
                 party = self._party(link, "", got.delete.uid)
-                uid = f"{link.name}-delete-{next(self._deletes)}"
+                uid = f"{link.name}-delete-{next(self._delete_ids)}"
                 event = delete_event(got.delete, uid, self.seam.clock())
                 self.seam.accept(party, f"{ORIGIN}{link.name}", event, (), ORIGIN + link.name)
             elif got.event is not None:
@@ -380,8 +440,9 @@ class _LinkMetrics(Collector):
             session = link.session
             pending.add_metric([name], session.queue.qsize() if session is not None else 0)
             lag.add_metric([name], now - link.last_in if link.last_in else 0.0)
-            sent = self.f.sent_position.get(name, 0) >> 10
-            acked = self.f.acked.get(name, self.f.sent_position.get(name, 0)) >> 10
+            given = self.f.out[name].position if name in self.f.out else 0
+            sent = given >> 10
+            acked = self.f.acked.get(name, given) >> 10
             unacked.add_metric([name], max(0, sent - acked))
         for (name, reason), count in self.f.refused.items():
             refused.add_metric([name, reason], count)

@@ -43,7 +43,7 @@ log = logging.getLogger("commonsky.federation")
 
 DEFAULT_PORT = 9001
 PRODUCT = "CommonSky"  # Identity.description: a peer that says this sends acknowledgements
-_MAX_RETRY_S = 30.0
+_MAX_BACKOFF = 20  # redial waits double up to this many times timeout_federation_retry_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,30 +74,86 @@ class Endpoint(Protocol):
     """What the hub side does with a link (bridge.py; tests give their own)."""
 
     def opened(self, link: Link) -> None:
-        """A session is up: queue what the peer is owed (catch-up, current picture)."""
+        """A session is up: note what the peer is owed (the session starts catching up)."""
+
+    def refill(self, link: Link) -> list[pb.FederatedEvent]:
+        """The next page of what the peer is owed (read from the store as the stream
+        drains); empty when caught up."""
 
     def received(self, link: Link, message: pb.FederatedEvent) -> None:
         """One message from the peer."""
 
 
+_WAKE = pb.FederatedEvent()  # (identity-compared: wakes a stream to catch up again)
+
+
 @dataclass(eq=False)
 class Session:
-    """One outbound stream to the peer; replaced when the peer reconnects."""
+    """One outbound stream to the peer; replaced when the peer reconnects.
 
+    While `catching_up`, the stream draws pages from `refill` (the store, as it drains)
+    before what is queued; the endpoint queues durable items only when it is not."""
+
+    refill: Callable[[], list[pb.FederatedEvent]] = lambda: []
     queue: asyncio.Queue[pb.FederatedEvent | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    catching_up: bool = True
+    behind: bool = False  # over the limit: catch up again once the queue drains to here
+
+    @property
+    def from_store(self) -> bool:
+        """Whether durable items now reach the peer from the store, not the queue."""
+        return self.catching_up or self.behind
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.queue.put_nowait(None)
 
+    def catch_up(self) -> None:
+        """Go back to the store for durable items (the queue was over its limit) once what
+        is queued has gone, so that they still leave in order."""
+        if not self.from_store and not self.closed:
+            self.behind = True
+            self.queue.put_nowait(_WAKE)
+
+    def ready(self) -> list[pb.FederatedEvent]:
+        """What `messages` would yield now without waiting (in-memory links, tests)."""
+        out: list[pb.FederatedEvent] = []
+        while not self.closed:
+            if self.catching_up:
+                page = self.refill()
+                if page:
+                    out += page
+                    continue
+                self.catching_up = False
+            if self.queue.empty():
+                break
+            queued = self.queue.get_nowait()
+            if queued is None:
+                break
+            if queued is _WAKE:
+                self.behind, self.catching_up = False, True
+            else:
+                out.append(queued)
+        return out
+
     async def messages(self) -> AsyncIterator[pb.FederatedEvent]:
-        while True:
-            message = await self.queue.get()
-            if message is None:
+        while not self.closed:
+            if self.catching_up:
+                page = self.refill()
+                if page:
+                    for stored in page:
+                        yield stored
+                    continue
+                self.catching_up = False  # (no await since the last page: nothing slipped)
+            queued = await self.queue.get()
+            if queued is None:
                 return
-            yield message
+            if queued is _WAKE:
+                self.behind, self.catching_up = False, True
+            else:
+                yield queued
 
 
 @dataclass(eq=False)
@@ -111,6 +167,7 @@ class Link:
     peer_is_commonsky: bool = False
     items_in: int = 0
     items_out: int = 0
+    dropped: int = 0  # live messages not queued while the queue was over its limit
     refused: int = 0
     reconnects: int = 0
     rol_ignored: int = 0
@@ -127,18 +184,25 @@ class Link:
     def up(self) -> bool:
         return self.session is not None and not self.session.closed
 
+    @property
+    def full(self) -> bool:
+        """Whether `limit_queue` messages are pending (then live ones are dropped and
+        durable ones read from the store again once the stream drains)."""
+        session = self.session
+        return session is not None and session.queue.qsize() >= self.limit_queue
+
     def attach(self, commonsky: bool) -> Session:
-        """A new outbound stream: it replaces any older one, and is primed by the endpoint."""
+        """A new outbound stream: it replaces any older one and starts by catching up."""
         if self.session is not None:
             self.session.close()
             self.reconnects += 1
-        self.session = Session()
+        session = self.session = Session(refill=lambda: self.endpoint.refill(self))
         self._down.clear()
         self.peer_is_commonsky = commonsky
         log.info("federation link %s up (peer %s)", self.name, "CommonSky" if commonsky else "TAK")
         self.endpoint.opened(self)
         self.on_change(self)
-        return self.session
+        return session
 
     def detach(self, session: Session) -> None:
         session.close()
@@ -155,19 +219,9 @@ class Link:
 
     def send(self, message: pb.FederatedEvent) -> bool:
         """Queue one message for the peer; False when the link is down (nothing queued).
-        Past `limit_queue` pending, the session is dropped: the peer gets durable items again
-        from the cursor when it returns (bridge.py), positions as they are then."""
+        The endpoint minds `full` (see there)."""
         session = self.session
         if session is None or session.closed:
-            return False
-        if session.queue.qsize() >= self.limit_queue:
-            log.warning(
-                "federation link %s: more than limit_queue_federation=%d pending; dropping "
-                "it (it resumes from its cursor)",
-                self.name,
-                self.limit_queue,
-            )
-            self.detach(session)
             return False
         session.queue.put_nowait(message)
         self.items_out += 1
@@ -432,7 +486,7 @@ class Dialer:
             if time.monotonic() - started > 10 * self.retry_s:
                 wait = self.retry_s  # it had been up: start the backoff again
             await asyncio.sleep(wait)
-            wait = min(wait * 2, _MAX_RETRY_S)
+            wait = min(wait * 2, self.retry_s * _MAX_BACKOFF)
 
     def _credentials(self) -> grpc.ChannelCredentials:
         ca = self.link.config.ca

@@ -76,6 +76,9 @@ class _Endpoint:
     def opened(self, link: Link) -> None:
         self.rec.opened_(link)
 
+    def refill(self, link: Link) -> list[pb.FederatedEvent]:
+        return []
+
     def received(self, link: Link, message: pb.FederatedEvent) -> None:
         self.rec.received(link, message)
 

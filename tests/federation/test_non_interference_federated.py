@@ -53,7 +53,11 @@ class Net:
         self.feds: dict[str, Federation] = {}
         self.stores: list[SQLiteStore] = []
         for name, own in layout.items():
-            parties = [Party(p, federate="" if p in own else f"to-{self.home[p]}") for p in PARTIES]
+            parties = [
+                Party(p, federate="" if p in own else f"to-{self.home[p]}")
+                for p in PARTIES
+                if p in self.home
+            ]
             store = SQLiteStore(root / name)
             self.stores.append(store)
             hub = Hub(
@@ -87,9 +91,7 @@ class Net:
                 for link in fed.links.values():
                     session = link.session
                     assert session is not None
-                    while not session.queue.empty():
-                        message = session.queue.get_nowait()
-                        assert isinstance(message, pb.FederatedEvent)
+                    for message in session.ready():
                         _, back = self.peer_link(name, link)
                         # through the wire format, as a real link would
                         back.receive(pb.FederatedEvent.FromString(message.SerializeToString()))
