@@ -153,10 +153,11 @@ class Federation:
         self, link: Link, item: Item, routes: dict[str, Disclosure]
     ) -> list[tuple[CotEvent, list[str]]]:
         """Each distinct form of `item` owed to parties behind `link`, with its parties."""
+        mine = [p for p in sorted(routes) if self.behind.get(p) == link.name]
+        if len(mine) == 1:  # (the usual case: nothing to compare)
+            return [(self.seam.render(item, mine[0], routes[mine[0]]), mine)]
         forms: dict[bytes, tuple[CotEvent, list[str]]] = {}
-        for party in sorted(routes):
-            if self.behind.get(party) != link.name:
-                continue
+        for party in mine:
             event = self.seam.render(item, party, routes[party])
             forms.setdefault(encode_event(event), (event, []))[1].append(party)
         return list(forms.values())
