@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -46,9 +46,11 @@ from . import federation_pb2 as pb
 from .link import Dialer, HubIdentity, Link, Listener
 from .mapping import Envelope, ack, delete_event, federated, receive
 from .peers import FederateConfig
+from .receipts import KIND_ACK, KIND_RECEIPT, parse_receipt, receipt_json
 
 if TYPE_CHECKING:
     from commonsky.config import HubConfig
+    from commonsky.engines.record import LedgerRecorder
     from commonsky.hub.core import Hub
 
 log = logging.getLogger("commonsky.federation")
@@ -72,8 +74,25 @@ class _Out:
 class HubSeam:
     """Everything federation asks of the hub core, in one place."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, recorder: LedgerRecorder | None = None) -> None:
         self.hub = hub
+        self.recorder = recorder  # the hub's ledger (signed receipts), if it keeps one
+
+    def ledger_seq(self, item: Item) -> int | None:
+        """The ledger entry of a durable item just accepted (None without a ledger)."""
+        if self.recorder is None:
+            return None
+        return self.recorder.seq_of.get((item.party, item.uid, item.seq))
+
+    def sign_checkpoint(self) -> dict[str, Any] | None:
+        if self.recorder is None:
+            return None
+        return self.recorder.ledger.checkpoint().to_json()
+
+    def record(self, kind: str, audience: list[str], payload: dict[str, Any]) -> None:
+        if self.recorder is not None:
+            with self.hub.transaction():
+                self.recorder.record_fact(kind, HUB, audience, payload, self.hub.clock())
 
     def watch(self, observer: Callable[[Item, dict[str, Disclosure]], None]) -> None:
         self.hub.observers.append(observer)
@@ -142,6 +161,7 @@ class Federation:
         self.refused: dict[tuple[str, str], int] = {}  # (link, reason) -> count
         self.acked: dict[str, int] = {}
         self._ack_due: dict[str, int] = {}
+        self._receipts: dict[str, list[tuple[int, int]]] = {}  # link -> (position, ledger seq)
         self._delete_ids = itertools.count(1)
         self.listener: Listener | None = None
         self.dialers: list[Dialer] = []
@@ -300,8 +320,7 @@ class Federation:
         try:
             got = receive(message)
             if got.ack is not None:
-                self.acked[link.name] = got.ack
-                self.seam.set_cursor(CURSOR_OUT, link.name, got.ack)
+                self._acknowledged(link, got.ack, got.receipt)
             elif got.delete is not None:
                 party = self._party(link, "", got.delete.uid)
                 uid = f"{link.name}-delete-{next(self._delete_ids)}"
@@ -347,8 +366,11 @@ class Federation:
                 self._ack(link, position)  # applied before: say so again
                 return
             with self.seam.transaction():
-                self.seam.accept(party, origin, event, to, origin)
+                item = self.seam.accept(party, origin, event, to, origin)
                 self.seam.set_cursor(CURSOR_IN, link.name, position)  # (joins the block)
+            ledger_seq = self.seam.ledger_seq(item) if item.seq else None
+            if ledger_seq is not None:
+                self._receipts.setdefault(link.name, []).append((position, ledger_seq))
             self._ack(link, position)
         else:
             self.seam.accept(party, origin, event, to, origin)
@@ -363,9 +385,50 @@ class Federation:
                 asyncio.get_running_loop().call_later(ACK_DELAY_S, self._flush_acks)
 
     def _flush_acks(self) -> None:
+        """Acknowledge what was applied since the last time, each link with a receipt: the
+        ledger entries of those items under one checkpoint we sign, recorded here too."""
         due, self._ack_due = self._ack_due, {}
+        checkpoint = None
         for name, position in due.items():
-            self.links[name].send(ack(position, self.seam.clock()))
+            entries = self._receipts.pop(name, [])
+            text = ""
+            if entries:
+                checkpoint = checkpoint or self.seam.sign_checkpoint()
+                if checkpoint is not None:
+                    text = receipt_json(entries, checkpoint)
+                    self.seam.record(
+                        KIND_ACK,
+                        list(self.links[name].config.parties),
+                        {"link": name, "entries": entries, "checkpoint_size": checkpoint["size"]},
+                    )
+            self.links[name].send(ack(position, self.seam.clock(), text))
+
+    def _acknowledged(self, link: Link, position: int, receipt: str) -> None:
+        """The peer applied everything up to `position`: move the cursor; record its
+        signed receipt in our ledger once its signature holds."""
+        if receipt:
+            from commonsky.ledger.entry import EntryError
+            from commonsky.ledger.log import SignedCheckpoint
+
+            parsed = parse_receipt(receipt)
+            try:
+                valid = parsed is not None and SignedCheckpoint.from_json(parsed[1]).verify()
+            except EntryError:
+                valid = False
+            if parsed is None or not valid:
+                raise RemoteProtocolError("bad_receipt", "a receipt that does not verify")
+            entries, checkpoint = parsed
+            self.seam.record(
+                KIND_RECEIPT,
+                sorted(self.own),
+                {
+                    "link": link.name,
+                    "entries": [list(e) for e in entries],
+                    "checkpoint": checkpoint,
+                },
+            )
+        self.acked[link.name] = position
+        self.seam.set_cursor(CURSOR_OUT, link.name, position)
 
     # ---- running -------------------------------------------------------------------------
 
@@ -450,7 +513,9 @@ class _LinkMetrics(Collector):
         yield from (up, inbound, outbound, refused, reconnects, pending, lag, unacked)
 
 
-def build(hub: Hub, config: HubConfig, hub_id: str) -> Federation | None:
+def build(
+    hub: Hub, config: HubConfig, hub_id: str, recorder: LedgerRecorder | None = None
+) -> Federation | None:
     """The hub's federation from its config (None without `[[federate]]`); the one call the
     server makes. Reads the hub certificate from the federation listener's `ca` directory."""
     if not config.federates:
@@ -468,7 +533,7 @@ def build(hub: Hub, config: HubConfig, hub_id: str) -> Federation | None:
         ) from None
     own = [p.id for p in config.parties if not p.federate]
     federation = Federation(
-        HubSeam(hub),
+        HubSeam(hub, recorder),
         config.federates,
         hub_id,
         own,

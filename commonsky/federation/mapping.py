@@ -47,6 +47,7 @@ from commonsky.protocol.cot import (
     number,
     parse_event,
     quote,
+    quote_text,
 )
 from commonsky.protocol.refs import link_target
 
@@ -97,6 +98,7 @@ class Received:
     delete: Delete | None = None
     contact: tuple[str, str] | None = None  # a contact created or updated: (uid, callsign)
     ack: int | None = None  # a CommonSky peer's "applied up to this position"
+    receipt: str = ""  # with an ack: the peer's signed receipt (federation/receipts.py)
 
 
 # ---- outbound ---------------------------------------------------------------------------
@@ -227,8 +229,9 @@ def contact_create(uid: str, callsign: str) -> pb.FederatedEvent:
     return message
 
 
-def ack(position: int, now: float) -> pb.FederatedEvent:
-    """A CommonSky peer's acknowledgement: every durable copy up to `position` is applied."""
+def ack(position: int, now: float, receipt: str = "") -> pb.FederatedEvent:
+    """A CommonSky peer's acknowledgement: every durable copy up to `position` is applied
+    (with `receipt`, the signed receipt for the copies applied since the last one)."""
     message = pb.FederatedEvent()
     message.event.CopyFrom(
         pb.GeoEvent(
@@ -237,7 +240,8 @@ def ack(position: int, now: float) -> pb.FederatedEvent:
             send_time=round(now * 1000),
             start_time=round(now * 1000),
             stale_time=round(now * 1000) + 20_000,
-            other=f'<detail><{EXTENSION} ack="{position}"/></detail>',
+            other=f'<detail><{EXTENSION} ack="{position}">{quote_text(receipt)}</{EXTENSION}>'
+            "</detail>",
         )
     )
     return message
@@ -274,7 +278,7 @@ def receive(message: pb.FederatedEvent, limits: XmlLimits = DEFAULT_LIMITS) -> R
     if geo.type == ACK_TYPE:
         if acked is None:
             raise RemoteProtocolError("malformed", "acknowledgement without a position")
-        return Received(ack=acked)
+        return Received(ack=acked[0], receipt=acked[1])
     check_uid(geo.uid)
     try:
         event = parse_event(_xml(geo, detail), limits)
@@ -297,7 +301,9 @@ def delete_event(delete: Delete, uid: str, now: float) -> CotEvent:
     return parse_event(xml.encode("utf-8"))
 
 
-def _other(other: str, limits: XmlLimits) -> tuple[list[etree._Element], Envelope, int | None]:
+def _other(
+    other: str, limits: XmlLimits
+) -> tuple[list[etree._Element], Envelope, tuple[int, str] | None]:
     """The children of `other` (TAK writes the `<detail>` element itself; a bare list of
     children is taken too), with our `<_csky_fed>` taken out and read."""
     if not other:
@@ -312,12 +318,13 @@ def _other(other: str, limits: XmlLimits) -> tuple[list[etree._Element], Envelop
     if root.tag != "detail":
         raise RemoteProtocolError("malformed", f"GeoEvent.other is <{root.tag}>, not <detail>")
     children = [child for child in root if isinstance(child.tag, str)]
-    envelope, acked = Envelope(), None
+    envelope: Envelope = Envelope()
+    acked: tuple[int, str] | None = None
     for child in [c for c in children if c.tag == EXTENSION]:
         children.remove(child)
         try:
             if child.get("ack") is not None:
-                acked = int(child.get("ack", ""))
+                acked = (int(child.get("ack", "")), child.text or "")
             envelope = Envelope(
                 seq=int(child.get("seq", "0")),
                 part=int(child.get("part", "0")),
@@ -326,7 +333,7 @@ def _other(other: str, limits: XmlLimits) -> tuple[list[etree._Element], Envelop
             )
         except ValueError:
             raise RemoteProtocolError("malformed", f"<{EXTENSION}> with a bad number") from None
-        if envelope.seq < 0 or not 0 <= envelope.part < 1024 or (acked or 0) < 0:
+        if envelope.seq < 0 or not 0 <= envelope.part < 1024 or (acked and acked[0] < 0):
             raise RemoteProtocolError("malformed", f"<{EXTENSION}> out of range")
     return children, envelope, acked
 

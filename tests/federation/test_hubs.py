@@ -172,3 +172,83 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
     base["party"] = [{"id": "USA"}, {"id": "JPN"}]
     with pytest.raises(UsageError, match="declare that \\[\\[party\\]\\] with federate"):
         config_from_dict(base, "t.toml")
+
+
+async def test_signed_receipts_prove_across_ledgers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """JPN's hub answers each durable item with a receipt it signs; both ledgers record it;
+    the two exports alone prove what USA's hub sent and JPN's acknowledged — and a receiver
+    export that was rewritten afterwards does not."""
+    from commonsky.federation.receipts import KIND_ACK, KIND_RECEIPT, cross_check
+    from commonsky.ledger import export as ledger_export
+
+    from ..ledger.test_export import run as cli
+
+    _, jpn_config = configs(tmp_path)
+    async with hub(jpn_config) as jpn:
+        usa_config, _ = configs(tmp_path, jpn.server.port("federation"))
+        async with hub(usa_config) as usa:
+            fed = usa.server.federation
+            assert fed is not None
+            await _until(lambda: fed.links["jpn"].up)
+            u = await usa.connect("USA")
+            for i in range(5):
+                u.send(cot(f"r-{i}", "b-m-p-s-m", detail=f"<remarks>{i}</remarks>"))
+            usa_ledger = usa.server.services.recorder.ledger  # type: ignore[union-attr]
+            jpn_ledger = jpn.server.services.recorder.ledger  # type: ignore[union-attr]
+
+            def receipted() -> int:
+                entries = usa_ledger.entries()
+                return sum(len(e.payload["entries"]) for e in entries if e.kind == KIND_RECEIPT)
+
+            await _until(lambda: receipted() == 5)
+            assert any(e.kind == KIND_ACK for e in jpn_ledger.entries())
+            a, b = tmp_path / "usa.jsonl", tmp_path / "jpn.jsonl"
+            ledger_export.export(usa_ledger, a)
+            ledger_export.export(jpn_ledger, b)
+    proven, problems = cross_check(a, b)
+    assert problems == []
+    assert sorted(p.uid for p in proven) == [f"r-{i}" for i in range(5)]
+    code, text = cli(["ledger", "verify", str(a), "--peer", str(b)], capsys)
+    assert code == 0 and "5 durable items sent by the first hub and acknowledged" in text
+    # JPN's hub later rewrites what it received (a different remark for r-0) and re-signs:
+    # its own export still verifies by itself, but no longer matches what it signed then.
+    forged = tmp_path / "jpn-forged.jsonl"
+    _rewrite_receiver(b, forged, jpn_config.data_dir)
+    code, text = cli(["ledger", "verify", str(a), "--peer", str(forged)], capsys)
+    assert code == 1 and "not the one it signed" in text
+
+
+def _rewrite_receiver(src: Path, out: Path, data_dir: Path) -> None:
+    """Rebuild the receiver's ledger with one item entry changed, signed by its own key."""
+    import json
+
+    from commonsky.ledger.entry import EntryFields, decode_entry
+    from commonsky.ledger.export import base64_leaf, export
+    from commonsky.ledger.log import Ledger
+
+    fresh = out.parent / "forged-ledger"
+    (fresh / "keys").mkdir(parents=True)
+    key = data_dir / "keys" / "hub-ed25519.pem"
+    (fresh / "keys" / key.name).write_bytes(key.read_bytes())  # the receiver's own key
+    with Ledger.open(fresh) as ledger:
+        for raw in src.read_bytes().splitlines():
+            line = json.loads(raw)
+            if "leaf" not in line:
+                continue
+            entry = decode_entry(base64_leaf(line["leaf"]))
+            payload = dict(entry.payload)
+            if entry.kind == "item" and payload.get("uid") == "r-0":
+                payload["detail"] = "<remarks>something else</remarks>"
+            ledger.append(
+                EntryFields(
+                    kind=entry.kind,
+                    time_us=entry.time_us,
+                    originator=entry.originator,
+                    audience=list(entry.audience),
+                    payload=payload,
+                    signature=entry.signature,
+                )
+            )
+        export(ledger, out)
