@@ -866,6 +866,9 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         "speed": event.speed,
         "course": event.course,
         "detail": event.detail,
+        # The federation link it came over (commonsky/federation: origin "fed:<link>"), so
+        # the map can say which hub an item came from; null for this hub's own.
+        "via": item.origin[4:] if item.origin.startswith("fed:") else None,
         # A delete names the item it removes, as this recipient knows it (the map drops it).
         **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
     }

@@ -68,6 +68,15 @@ async def test_items_cross_only_under_agreements_and_deletes_follow(tmp_path: Pa
             assert got["callsign"] == "EAGLE" and got["lat"] == 36.0
             assert "track" in got["detail"] and "200.5" in got["detail"]
             assert not [e for e in j.items() if "rus" in str(e["uid"])]
+            # the map and the API say which hub it came from
+            import httpx
+
+            from ..conftest import token_of
+
+            headers = {"Authorization": f"Bearer {token_of('JPN')}"}
+            async with httpx.AsyncClient(base_url=jpn.http, headers=headers) as api:
+                items = (await api.get("/api/items", params={"category": "track"})).json()
+            assert [(i["uid"], i["via"]) for i in items] == [("USA::usa-1", "usa")]
             # durable marker, then its delete
             u.send(cot("m-1", "b-m-p-s-m", detail='<contact callsign="SPOT"/><remarks>x</remarks>'))
             await j.wait_for(lambda e: e["uid"] == "USA::m-1", 10)
