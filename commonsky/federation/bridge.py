@@ -89,6 +89,11 @@ class HubSeam:
             return None
         return self.recorder.ledger.checkpoint().to_json()
 
+    def consistency(self, old: int, new: int) -> list[str]:
+        """RFC 6962 consistency proof of our log from size `old` to `new`, as hex."""
+        assert self.recorder is not None
+        return [p.hex() for p in self.recorder.ledger.consistency_proof(old, new)]
+
     def record(self, kind: str, audience: list[str], payload: dict[str, Any]) -> None:
         if self.recorder is not None:
             with self.hub.transaction():
@@ -162,6 +167,9 @@ class Federation:
         self.acked: dict[str, int] = {}
         self._ack_due: dict[str, int] = {}
         self._receipts: dict[str, list[tuple[int, int]]] = {}  # link -> (position, ledger seq)
+        self._signed_size: dict[str, int] = {}  # link -> size of the last head we gave it
+        self._peer_head: dict[str, tuple[bytes, int, bytes]] = {}  # link -> key, size, root
+        self.forks: dict[str, int] = {}  # link -> receipts refused as a fork
         self._delete_ids = itertools.count(1)
         self.listener: Listener | None = None
         self.dialers: list[Dialer] = []
@@ -395,7 +403,12 @@ class Federation:
             if entries:
                 checkpoint = checkpoint or self.seam.sign_checkpoint()
                 if checkpoint is not None:
-                    text = receipt_json(entries, checkpoint)
+                    # With a proof that our log still extends the one we signed for this
+                    # peer last time: a hub that rewrote its past is caught as it answers.
+                    since = self._signed_size.get(name, 0)
+                    proof = self.seam.consistency(since, checkpoint["size"]) if since else []
+                    self._signed_size[name] = checkpoint["size"]
+                    text = receipt_json(entries, checkpoint, since, proof)
                     self.seam.record(
                         KIND_ACK,
                         list(self.links[name].config.parties),
@@ -412,12 +425,13 @@ class Federation:
 
             parsed = parse_receipt(receipt)
             try:
-                valid = parsed is not None and SignedCheckpoint.from_json(parsed[1]).verify()
+                head = SignedCheckpoint.from_json(parsed.checkpoint) if parsed else None
             except EntryError:
-                valid = False
-            if parsed is None or not valid:
+                head = None
+            if parsed is None or head is None or not head.verify():
                 raise RemoteProtocolError("bad_receipt", "a receipt that does not verify")
-            entries, checkpoint = parsed
+            self._check_fork(link, head, parsed.since, parsed.consistency)
+            entries, checkpoint = parsed.entries, parsed.checkpoint
             self.seam.record(
                 KIND_RECEIPT,
                 sorted(self.own),
@@ -429,6 +443,28 @@ class Federation:
             )
         self.acked[link.name] = position
         self.seam.set_cursor(CURSOR_OUT, link.name, position)
+
+    def _check_fork(self, link: Link, head: Any, since: int, proof: list[bytes]) -> None:
+        """The peer's new signed head must extend the last one it gave us (same key)."""
+        from commonsky.ledger import merkle
+
+        last = self._peer_head.get(link.name)
+        if (
+            last is not None
+            and last[0] == head.hub_key
+            and last[1] == since
+            and not merkle.verify_consistency(since, head.size, last[2], head.root, proof)
+        ):
+            self.forks[link.name] = self.forks.get(link.name, 0) + 1
+            log.error(
+                "federation link %s: FORK: the peer's log of size %d does not extend the "
+                "one of size %d it signed before; its receipts are refused",
+                link.name,
+                head.size,
+                since,
+            )
+            raise RemoteProtocolError("fork", "the peer's log does not extend its last head")
+        self._peer_head[link.name] = (head.hub_key, head.size, head.root)
 
     # ---- running -------------------------------------------------------------------------
 

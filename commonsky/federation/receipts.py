@@ -17,7 +17,7 @@ can later deny it or rewrite it without the other's ledger showing the differenc
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,32 @@ KIND_RECEIPT = "fed-receipt"
 MAX_RECEIPT_BYTES = 65536  # what one acknowledgement's receipt may carry
 
 
-def receipt_json(entries: list[tuple[int, int]], checkpoint: dict[str, Any]) -> str:
-    """The text a receipt crosses the link as: [[position, ledger seq], …] and the signed
-    checkpoint (`SignedCheckpoint.to_json()`)."""
-    return json.dumps({"entries": entries, "checkpoint": checkpoint}, separators=(",", ":"))
+def receipt_json(
+    entries: list[tuple[int, int]],
+    checkpoint: dict[str, Any],
+    since: int = 0,
+    consistency: list[str] | None = None,
+) -> str:
+    """The text a receipt crosses the link as: [[position, ledger seq], …], the signed
+    checkpoint (`SignedCheckpoint.to_json()`) and, from the second on, the consistency proof
+    (hex) of the log from the size of the last checkpoint given to this peer (`since`)."""
+    body: dict[str, Any] = {"entries": entries, "checkpoint": checkpoint}
+    if since:
+        body["since"] = since
+        body["consistency"] = consistency or []
+    return json.dumps(body, separators=(",", ":"))
 
 
-def parse_receipt(text: str) -> tuple[list[tuple[int, int]], dict[str, Any]] | None:
-    """(entries, checkpoint) of a receipt; None when it is not one."""
+@dataclass(frozen=True, slots=True)
+class ParsedReceipt:
+    entries: list[tuple[int, int]]
+    checkpoint: dict[str, Any]
+    since: int = 0
+    consistency: list[bytes] = field(default_factory=list)
+
+
+def parse_receipt(text: str) -> ParsedReceipt | None:
+    """A receipt's parts; None when it is not one."""
     if not text or len(text) > MAX_RECEIPT_BYTES:
         return None
     try:
@@ -50,7 +68,16 @@ def parse_receipt(text: str) -> tuple[list[tuple[int, int]], dict[str, Any]] | N
         for e in entries
     ):
         return None
-    return [(int(p), int(s)) for p, s in entries], obj["checkpoint"]
+    since, proof = obj.get("since", 0), obj.get("consistency", [])
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        return None
+    if not isinstance(proof, list) or not all(isinstance(p, str) for p in proof):
+        return None
+    try:
+        hashes = [bytes.fromhex(p) for p in proof]
+    except ValueError:
+        return None
+    return ParsedReceipt([(int(p), int(s)) for p, s in entries], obj["checkpoint"], since, hashes)
 
 
 @dataclass(frozen=True, slots=True)
