@@ -546,6 +546,11 @@ class _LinkMetrics(Collector):
             unacked.add_metric([name], max(0, sent - acked))
         for (name, reason), count in self.f.refused.items():
             refused.add_metric([name, reason], count)
+        for name, link in self.f.links.items():
+            if link.dropped:
+                refused.add_metric([name, "dropped_live_over_limit"], link.dropped)
+            if link.internal_errors:
+                refused.add_metric([name, "internal_error"], link.internal_errors)
         yield from (up, inbound, outbound, refused, reconnects, pending, lag, unacked)
 
 

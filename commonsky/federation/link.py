@@ -171,6 +171,7 @@ class Link:
     refused: int = 0
     reconnects: int = 0
     rol_ignored: int = 0
+    internal_errors: int = 0
     last_in: float = 0.0  # wall clock of the last message received
     peer_groups: tuple[str, ...] = ()
     on_change: Callable[[Link], None] = lambda link: None
@@ -230,7 +231,13 @@ class Link:
     def receive(self, message: pb.FederatedEvent) -> None:
         self.items_in += 1
         self.last_in = time.time()
-        self.endpoint.received(self, message)
+        try:
+            self.endpoint.received(self, message)
+        except Exception:
+            # Our bug (the peer's faults are refused inside): it costs this message only,
+            # never the link.
+            self.internal_errors += 1
+            log.exception("federation link %s: a received message failed", self.name)
 
 
 def _our_identity(identity: HubIdentity, kind: pb.Identity.ConnectionType) -> pb.Identity:

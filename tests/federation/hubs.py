@@ -12,7 +12,7 @@ from commonsky.config import HubConfig, config_from_dict
 from commonsky.pki import init_ca
 from commonsky.protocol.cot import format_time
 
-from ..conftest import RunningHub, running_hub, token_of
+from ..conftest import OPERATOR_TOKEN, RunningHub, running_hub, token_of
 
 
 def ca_dir(root: Path, hub: str) -> Path:
@@ -53,6 +53,7 @@ def hub_config(
         "server": {
             "data_dir": str(root / f"{hub}-data"),
             "http": "127.0.0.1:0",
+            "operator_token": OPERATOR_TOKEN,
             "timeout_federation_health_s": 0.5,
             "timeout_federation_retry_s": 0.1,
             **(server or {}),

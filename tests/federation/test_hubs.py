@@ -71,12 +71,17 @@ async def test_items_cross_only_under_agreements_and_deletes_follow(tmp_path: Pa
             # the map and the API say which hub it came from
             import httpx
 
-            from ..conftest import token_of
+            from ..conftest import OPERATOR_TOKEN, token_of
 
             headers = {"Authorization": f"Bearer {token_of('JPN')}"}
             async with httpx.AsyncClient(base_url=jpn.http, headers=headers) as api:
                 items = (await api.get("/api/items", params={"category": "track"})).json()
             assert [(i["uid"], i["via"]) for i in items] == [("USA::usa-1", "usa")]
+            op = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+            async with httpx.AsyncClient(base_url=usa.http, headers=op) as api:
+                metrics = (await api.get("/metrics")).text
+            assert 'commonsky_federation_link_up{link="jpn"} 1.0' in metrics
+            assert 'commonsky_federation_items_out_total{link="jpn"}' in metrics
             # durable marker, then its delete
             u.send(cot("m-1", "b-m-p-s-m", detail='<contact callsign="SPOT"/><remarks>x</remarks>'))
             await j.wait_for(lambda e: e["uid"] == "USA::m-1", 10)
