@@ -129,6 +129,14 @@ def demo(
     screenshots: Annotated[
         bool, typer.Option(help="Screenshots of each scenario at the end (needs chromium).")
     ] = True,
+    federated: Annotated[
+        bool,
+        typer.Option(
+            "--federated",
+            help="Play Korea on three sovereign hubs (JPN, KOR, USA) linked over TAK "
+            "Federation v2; the map is JPN's hub at --http.",
+        ),
+    ] = False,
 ) -> None:
     """Play three situations (Syria, Korea, Ukraine) through a real hub and check them.
 
@@ -142,7 +150,15 @@ def demo(
     _logging("warning")
 
     async def play(stop: asyncio.Event) -> dict[str, object]:
-        return await run_demo(data_dir, http, speed, duration, stop=stop, screenshots=screenshots)
+        return await run_demo(
+            data_dir,
+            http,
+            speed,
+            duration,
+            stop=stop,
+            screenshots=screenshots,
+            federated=federated,
+        )
 
     summary = asyncio.run(_until_signal_result(play))
     print(f"summary written to {data_dir / 'summary.json'}")

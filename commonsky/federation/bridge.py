@@ -481,10 +481,13 @@ class Federation:
         return bound
 
     async def stop(self) -> None:
-        for dialer in self.dialers:
+        """Stop dialing and listening (again: nothing)."""
+        dialers, self.dialers = self.dialers, []
+        for dialer in dialers:
             await dialer.stop()
-        if self.listener is not None:
-            await self.listener.stop()
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            await listener.stop()
 
     def collector(self) -> Collector:
         return _LinkMetrics(self)
