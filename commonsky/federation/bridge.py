@@ -170,6 +170,8 @@ class Federation:
         self._signed_size: dict[str, int] = {}  # link -> size of the last head we gave it
         self._peer_head: dict[str, tuple[bytes, int, bytes]] = {}  # link -> key, size, root
         self.forks: dict[str, int] = {}  # link -> receipts refused as a fork
+        self._heads_only: set[str] = set()  # links owed a signed head with no new entries
+        self._tasks: list[asyncio.Task[None]] = []
         self._delete_ids = itertools.count(1)
         self.listener: Listener | None = None
         self.dialers: list[Dialer] = []
@@ -400,7 +402,9 @@ class Federation:
         for name, position in due.items():
             entries = self._receipts.pop(name, [])
             text = ""
-            if entries:
+            heads_only = name in self._heads_only
+            self._heads_only.discard(name)
+            if entries or heads_only:
                 checkpoint = checkpoint or self.seam.sign_checkpoint()
                 if checkpoint is not None:
                     # With a proof that our log still extends the one we signed for this
@@ -468,8 +472,35 @@ class Federation:
 
     # ---- running -------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int, health_s: float, retry_s: float) -> int:
-        """Serve the federation listener and dial every `connect`; the bound port."""
+    def exchange_checkpoints(self) -> None:
+        """Give every CommonSky peer our signed head (with the consistency proof from the
+        last one it got), whether or not durable items flowed: each side's ledger records
+        the other's heads, and a fork is caught within one period (`timeout_checkpoint_s`)."""
+        for name, link in self.links.items():
+            if link.up and link.peer_is_commonsky and name not in self._ack_due:
+                self._ack_due[name] = self.seam.cursor(CURSOR_IN, name)
+                self._receipts.setdefault(name, [])
+                self._heads_only.add(name)
+        self._flush_acks()
+
+    async def _exchange(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.exchange_checkpoints()
+            except Exception:  # our bug: logged, the links and the hub go on
+                log.exception("federation: checkpoint exchange failed")
+
+    async def start(
+        self,
+        host: str,
+        port: int,
+        health_s: float,
+        retry_s: float,
+        checkpoint_s: float = 0.0,
+    ) -> int:
+        """Serve the federation listener and dial every `connect`; the bound port. With
+        `checkpoint_s`, signed heads are exchanged that often."""
         assert self.identity is not None
         self.listener = Listener(self.identity, self.links, host, port)
         bound = await self.listener.start()
@@ -478,10 +509,16 @@ class Federation:
                 dialer = Dialer(self.identity, link, health_s, retry_s)
                 dialer.start()
                 self.dialers.append(dialer)
+        if checkpoint_s > 0 and self.seam.recorder is not None:
+            self._tasks.append(asyncio.create_task(self._exchange(checkpoint_s)))
         return bound
 
     async def stop(self) -> None:
         """Stop dialing and listening (again: nothing)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         dialers, self.dialers = self.dialers, []
         for dialer in dialers:
             await dialer.stop()

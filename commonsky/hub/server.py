@@ -320,6 +320,7 @@ async def _start_federation(federation: Federation, config: HubConfig) -> int:
             listener.port,
             settings.get_float("timeout_federation_health_s"),
             settings.get_float("timeout_federation_retry_s"),
+            settings.get_float("timeout_checkpoint_s"),
         )
     except OSError as exc:
         raise UsageError(
