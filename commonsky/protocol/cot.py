@@ -282,7 +282,9 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
 def _written(element: etree._Element) -> tuple[tuple[str, str], ...]:
     """An element's attributes as written, in order. A namespaced one (`{uri}name` in lxml)
     is left out: written back without its namespace declaration it would not parse."""
-    return tuple((name, value) for name, value in element.attrib.items() if name[0] != "{")
+    return tuple(
+        (str(name), str(value)) for name, value in element.attrib.items() if name[0] != "{"
+    )
 
 
 # "&" first, so the entities the later replacements write are not escaped again.
@@ -351,7 +353,7 @@ def encode_event(event: CotEvent) -> bytes:
     body = f"<detail>{event.detail}</detail>" if event.detail or text.detail else ""
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><event{head}><point{at}/>{body}</event>'
-    ).encode("utf-8")
+    ).encode()
 
 
 def _head(event: CotEvent, text: CotText) -> str:

@@ -107,8 +107,10 @@ def test_what_the_sender_left_out_stays_out() -> None:
 
 
 def test_version_order_and_an_empty_detail_are_kept() -> None:
-    data = event_xml().replace(b'version="2.0"', b'version="2"').replace(
-        b"<detail></detail>", b"<detail/>"
+    data = (
+        event_xml()
+        .replace(b'version="2.0"', b'version="2"')
+        .replace(b"<detail></detail>", b"<detail/>")
     )
     out = relayed(data)
     assert out.get("version") == "2"
@@ -176,7 +178,8 @@ def test_any_number_and_time_text_is_relayed_as_written(
     lat: str, lon: str, values: list[str], time: str, stale: str
 ) -> None:
     numbers = [lat, lon, *values]
-    point = " ".join(f'{n}="{v}"' for n, v in zip(("lat", "lon", "hae", "ce", "le"), numbers))
+    names = ("lat", "lon", "hae", "ce", "le")
+    point = " ".join(f'{n}="{v}"' for n, v in zip(names, numbers, strict=True))
     data = event_xml(point=point)
     data = data.replace(b"2026-07-07T21:28:06.250Z", time.encode(), 2)
     data = data.replace(b"2026-07-07T21:38:06.250Z", stale.encode())
