@@ -359,35 +359,41 @@ def encode_event(event: CotEvent) -> bytes:
 def _head(event: CotEvent, text: CotText) -> str:
     """`<event>`'s attributes: the sender's, in its order and text where the value is the
     one read; a value the hub set that the sender did not write comes after them."""
-    values: dict[str, str | None] = {
-        "uid": event.uid,
-        "type": event.type,
-        "time": None if event.time == text.time else format_time(event.time),
-        "start": None if event.start == text.start else format_time(event.start),
-        "stale": None if event.stale == text.stale else format_time(event.stale),
-        "how": event.how,
-        "access": event.access,
-        "qos": event.qos,
-        "opex": event.opex,
-    }
     parts: list[str] = []
+    seen = 0  # which of `start` and `_OPTIONAL` the sender wrote (bits)
     for name, raw in text.event:
-        if name in values:
-            value = values.pop(name)
-            if value is None:
-                if name not in _TIMES:
-                    continue  # (`how`… the hub removed)
-                value = raw  # a time as written: its value is unchanged
+        if name == "uid":
+            value = event.uid
+        elif name == "type":
+            value = event.type
+        elif name == "time":
+            value = raw if event.time == text.time else format_time(event.time)
+        elif name == "stale":
+            value = raw if event.stale == text.stale else format_time(event.stale)
+        elif name == "start":
+            seen |= 1
+            value = raw if event.start == text.start else format_time(event.start)
+        elif name in _OPTIONAL:
+            seen |= _OPTIONAL[name]
+            current = getattr(event, name)
+            if current is None:
+                continue  # (the hub removed it)
+            value = current
         else:
-            value = raw
+            value = raw  # `version`, and whatever else the sender wrote
         parts.append(f' {name}="{quote(value)}"')
-    for name, value in values.items():  # what the sender did not write
-        if value is not None:
-            parts.append(f' {name}="{quote(value)}"')
+    if seen != _WROTE_ALL:  # what the sender did not write: only a value the hub set
+        if not seen & 1 and event.start != text.start:
+            parts.append(f' start="{format_time(event.start)}"')
+        for name, bit in _OPTIONAL.items():
+            current = getattr(event, name)
+            if not seen & bit and current is not None:
+                parts.append(f' {name}="{quote(current)}"')
     return "".join(parts)
 
 
-_TIMES = frozenset({"time", "start", "stale"})
+_OPTIONAL = {"how": 2, "access": 4, "qos": 8, "opex": 16}
+_WROTE_ALL = 31
 _POINT = ("lat", "lon", "hae", "ce", "le")
 
 
