@@ -282,9 +282,11 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
 def _written(element: etree._Element) -> tuple[tuple[str, str], ...]:
     """An element's attributes as written, in order. A namespaced one (`{uri}name` in lxml)
     is left out: written back without its namespace declaration it would not parse."""
-    return tuple(
-        (str(name), str(value)) for name, value in element.attrib.items() if name[0] != "{"
-    )
+    items: tuple[tuple[str, str], ...] = tuple(element.items())  # type: ignore[arg-type]
+    for name, _ in items:
+        if name[0] == "{":
+            return tuple(item for item in items if item[0][0] != "{")
+    return items
 
 
 # "&" first, so the entities the later replacements write are not escaped again.

@@ -118,6 +118,13 @@ def test_version_order_and_an_empty_detail_are_kept() -> None:
     assert [child.tag for child in out] == ["point", "detail"]
 
 
+def test_a_namespaced_attribute_is_left_out_rather_than_broken() -> None:
+    """Written back without its namespace declaration it would not parse."""
+    data = event_xml(attrs='how="m-g" xmlns:x="urn:x" x:note="n" xml:lang="en"')
+    out = relayed(data)
+    assert dict(out.attrib) == dict(relayed(event_xml()).attrib)
+
+
 def test_what_the_hub_changes_on_purpose_is_the_only_change() -> None:
     """The uid mapping and a changed time are written from the values; every other
     attribute keeps its text."""
