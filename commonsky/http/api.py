@@ -37,6 +37,7 @@ from commonsky.errors import RemoteProtocolError, StoreUnavailable
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.ledger.log import Receipt
+from commonsky.metrics import Metrics
 from commonsky.model import Category, CotEvent, Point
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event, check_text
@@ -389,13 +390,8 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         outbox = Outbox(
             hub.settings.get_int("limit_queue_tracks"), hub.settings.get_int("limit_queue_durable")
         )
-        closed: list[str] = []
-
-        def close(reason: str) -> None:
-            if not closed and reason != "client_gone":  # counted like a TAK connection's
-                hub.metrics.close(reason)
-            closed.append(reason)
-            outbox.ready.set()  # wake the sender loop so it sees the close
+        page = PagePeer(hub.metrics, outbox)
+        closed = page.closed
 
         async def watch_client() -> None:
             # The page sends nothing; reading is how a closed browser tab is noticed.
@@ -403,19 +399,17 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                 while (await ws.receive())["type"] != "websocket.disconnect":
                     pass
             finally:
-                close("client_gone")
+                page.close("client_gone")
 
         conn = Connection(
             party,
             "web",
             "websocket",
             outbox,
-            mode=lambda: "json",
-            close=close,
+            page,
             id=f"ws#{uuid.uuid4().hex[:8]}",
             oversight=True,  # the party's map page: addressing narrows TAK devices, not it
         )
-        conn.flush = outbox.ready.set
         peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
         log.info("websocket %s: %s/web connected from %s", conn.id, party, peer)
         hub.attach(conn)
@@ -549,6 +543,27 @@ def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
         point=Point(centre[1], centre[0]),
         detail=detail,
     )
+
+
+class PagePeer:
+    """The `Peer` of one map page (WebSocket): reads JSON; the sender loop in `live`
+    writes, woken by `flush`; `closed` keeps the reason first."""
+
+    mode = "json"
+
+    def __init__(self, metrics: Metrics, outbox: Outbox) -> None:
+        self.metrics = metrics
+        self.outbox = outbox
+        self.closed: list[str] = []
+
+    def close(self, reason: str) -> None:
+        if not self.closed and reason != "client_gone":  # counted like a TAK connection's
+            self.metrics.close(reason)
+        self.closed.append(reason)
+        self.outbox.ready.set()  # wake the sender loop so it sees the close
+
+    def flush(self) -> None:
+        self.outbox.ready.set()
 
 
 def clock_json(clock: Callable[[], float]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""TAK listeners: thin asyncio adapters that move bytes between sockets and `TakStream`.
+"""TAK listeners: thin asyncio adapters that move bytes between sockets and a `TakSession`.
 
 Identity is fixed when the connection opens — the listener's party for `tak-tcp`, the
 client certificate's O (party) and CN (user) for `tak-tls` — and never read from content.
@@ -23,8 +23,14 @@ from commonsky.config import ListenerConfig
 from commonsky.errors import RemoteProtocolError, StoreUnavailable, UsageError
 from commonsky.pki import CA_CERT, SERVER_CERT, SERVER_KEY
 from commonsky.protocol.cot import XmlLimits
-from commonsky.protocol.liveness import Liveness
-from commonsky.protocol.stream import EventReceived, MessageRefused, TakStream
+from commonsky.protocol.session import (
+    TIMEOUT_SETTING,
+    EventReceived,
+    MessageRefused,
+    SessionLimits,
+    TakSession,
+)
+from commonsky.protocol.stream import StreamEvent
 from commonsky.revocation import Revocations
 
 from .core import Connection, Hub
@@ -309,7 +315,7 @@ class TakListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hub = self.hub
         settings = hub.settings
-        peer = _peer(writer)
+        address = _peer(writer)
         identity = self._identity(writer)
         if identity is None:
             writer.close()
@@ -326,155 +332,69 @@ class TakListener:
                 self.name,
                 party,
                 user or "?",
-                peer,
+                address,
                 refused,
             )
             writer.transport.abort()
             return
-        stream = TakStream(self.limits)
-        closing: list[str] = []
-
-        def close(reason: str) -> None:
-            if not closing:
-                closing.append(reason)
-                hub.metrics.close(reason)
-                writer.transport.abort() if reason == "too_slow" else writer.close()
-
-        conn = Connection(
+        session = TakSession(
+            SessionLimits(
+                settings.get_float("timeout_idle_s"),
+                settings.get_float("timeout_partial_event_s"),
+                settings.get_int("limit_refusals_before_close"),
+            ),
+            time.monotonic(),
+            self.limits,
+        )
+        peer = TakPeer(hub, writer, session, high_water=4 * self.limits.message_bytes + 262144)
+        conn = peer.conn = Connection(
             party=party,
             user=user,
             listener=self.config.kind,
             outbox=Outbox(
                 settings.get_int("limit_queue_tracks"), settings.get_int("limit_queue_durable")
             ),
-            mode=lambda: stream.mode.value,
-            close=close,
-            id=f"{self.name}#{next(_ids)}",
             peer=peer,
+            id=f"{self.name}#{next(_ids)}",
+            address=address,
         )
-        high_water = 4 * self.limits.message_bytes + 262144
-
-        def flush() -> None:
-            if closing or writer.transport.is_closing():
-                return
-            if writer.transport.get_write_buffer_size() > high_water:
-                # The reader is behind: live updates merge (newest per uid) until it drains.
-                for overflow in conn.outbox.push_back():
-                    hub.metrics.drop(overflow)
-                conn.outbox.ready.set()  # the writer task waits for drain, then flushes
-                return
-            batch = conn.outbox.take()
-            if batch:
-                mode = conn.mode()
-                writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
-                hub.record_delivery(conn, batch)
-                liveness.sent(time.monotonic())
-            if conn.outbox.backlog is not None:
-                conn.outbox.ready.set()  # more of the replay owed: next page once it drains
-
-        liveness = Liveness.start(
-            time.monotonic(),
-            settings.get_float("timeout_idle_s"),
-            settings.get_float("timeout_partial_event_s"),
-        )
-        conn.flush = flush
-        log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
-        writer.write(stream.offer(hub.clock()))
+        log.info("%s: %s/%s connected from %s", self.name, party, user or "?", address)
+        writer.write(session.start(hub.clock()))
         hub.attach(conn)
         serial = self._serial(writer) if self.revocations is not None else None
         if serial is not None:
             self._serials[conn] = serial
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
-        refusal_limit = settings.get_int("limit_refusals_before_close")
         try:
-            while not closing:
+            while not peer.closing:
                 now = time.monotonic()
-                expired = liveness.expired(now)
+                expired = session.expired(now)
                 if expired is not None:
-                    hub.log_limited(
-                        log,
-                        expired,
-                        conn.id,
-                        "%s %s/%s: closing, %s timeout (%s)",
-                        self.name,
-                        party,
-                        conn.user or peer,
-                        expired,
-                        "timeout_partial_event_s"
-                        if expired == "partial_event"
-                        else "timeout_idle_s: nothing received or sent",
-                        level=logging.INFO,
-                    )
-                    if expired == "partial_event":
-                        hub.metrics.refuse("partial_event")
-                    close(expired)
+                    self._timed_out(conn, expired)
                     break
                 try:
-                    async with asyncio.timeout(liveness.deadline() - now):
+                    async with asyncio.timeout(session.deadline() - now):
                         data = await reader.read(65536)
                 except TimeoutError:
                     continue  # `expired` decides (what was sent meanwhile may have moved it)
                 if not data:
                     break
-                completed = stream.completed
-                events = stream.receive_data(data, hub.clock())
-                reply = stream.data_to_send()
+                events = session.receive_data(data, time.monotonic(), hub.clock())
+                reply = session.data_to_send()
                 if reply:
                     writer.write(reply)
-                liveness.heard(time.monotonic(), stream.partial, stream.completed > completed)
-                for event in events:
-                    if isinstance(event, EventReceived):
-                        if not conn.user:
-                            conn.user = event.event.uid  # a TCP client is known by its own uid
-                        try:
-                            hub.accept(party, conn.user, event.event, conn)
-                        except RemoteProtocolError as exc:
-                            event = MessageRefused(exc.reason, str(exc))
-                        except StoreUnavailable as exc:
-                            # Not stored, so not relayed: closing tells the client; it sends
-                            # again when it reconnects.
-                            log.error("%s %s/%s: %s; closing", self.name, party, user or peer, exc)
-                            close("store_unavailable")
-                            break
-                        except Exception:
-                            # Our bug, not the peer's: logged with its traceback and counted;
-                            # the connection and the rest of its read go on.
-                            hub.metrics.internal_error("accept")
-                            log.exception(
-                                "%s %s/%s: accepting %r failed",
-                                self.name,
-                                party,
-                                conn.user or peer,
-                                event.event.uid[:120],
-                            )
-                            continue
-                    if isinstance(event, MessageRefused):
-                        conn.refusals += 1
-                        hub.metrics.refuse(event.reason)
-                        hub.log_limited(
-                            log,
-                            event.reason,
-                            conn.id,
-                            "%s %s/%s refused (%s): %s",
-                            self.name,
-                            party,
-                            conn.user or peer,
-                            event.reason,
-                            event.message[:300],  # (a peer chooses what the message quotes)
-                        )
-                        if event.fatal or conn.refusals >= refusal_limit:
-                            close("refusals" if not event.fatal else event.reason)
-                            break
+                if not self._on_events(conn, session, events):
+                    break
         except (ConnectionError, ssl.SSLError) as exc:
-            closing.append(f"connection lost: {exc}")
+            peer.closing.append(f"connection lost: {exc}")
         finally:
             log.info(
                 "%s: %s/%s from %s disconnected (%s)",
                 self.name,
                 party,
                 conn.user or "?",
-                peer,
-                closing[0] if closing else "closed by the client",
+                address,
+                peer.closing[0] if peer.closing else "closed by the client",
             )
             hub.detach(conn)
             self._serials.pop(conn, None)
@@ -484,6 +404,78 @@ class TakListener:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _timed_out(self, conn: Connection, expired: str) -> None:
+        self.hub.log_limited(
+            log,
+            expired,
+            conn.id,
+            "%s %s/%s: closing, %s timeout (%s)",
+            self.name,
+            conn.party,
+            conn.user or conn.address,
+            expired,
+            TIMEOUT_SETTING[expired],
+            level=logging.INFO,
+        )
+        if expired == "partial_event":
+            self.hub.metrics.refuse("partial_event")
+        conn.close(expired)
+
+    def _on_events(self, conn: Connection, session: TakSession, events: list[StreamEvent]) -> bool:
+        """Give the hub what the session decoded; count what it or the hub refused. False
+        when the connection is to close (the rest of this read is not handled)."""
+        hub = self.hub
+        for event in events:
+            if isinstance(event, EventReceived):
+                if not conn.user:
+                    conn.user = event.event.uid  # a TCP client is known by its own uid
+                try:
+                    hub.accept(conn.party, conn.user, event.event, conn)
+                except RemoteProtocolError as exc:
+                    event = MessageRefused(exc.reason, str(exc))
+                except StoreUnavailable as exc:
+                    # Not stored, so not relayed: closing tells the client; it sends again
+                    # when it reconnects.
+                    log.error(
+                        "%s %s/%s: %s; closing",
+                        self.name,
+                        conn.party,
+                        conn.user or conn.address,
+                        exc,
+                    )
+                    conn.close("store_unavailable")
+                    return False
+                except Exception:
+                    # Our bug, not the peer's: logged with its traceback and counted; the
+                    # connection and the rest of its read go on.
+                    hub.metrics.internal_error("accept")
+                    log.exception(
+                        "%s %s/%s: accepting %r failed",
+                        self.name,
+                        conn.party,
+                        conn.user or conn.address,
+                        event.event.uid[:120],
+                    )
+                    continue
+            if isinstance(event, MessageRefused):
+                hub.metrics.refuse(event.reason)
+                hub.log_limited(
+                    log,
+                    event.reason,
+                    conn.id,
+                    "%s %s/%s refused (%s): %s",
+                    self.name,
+                    conn.party,
+                    conn.user or conn.address,
+                    event.reason,
+                    event.message[:300],  # (a peer chooses what the message quotes)
+                )
+                close = session.refused(event)
+                if close is not None:
+                    conn.close(close)
+                    return False
+        return True
 
     async def _write_loop(self, conn: Connection, writer: asyncio.StreamWriter) -> None:
         """Only busy when the socket pushed back: wait for it to drain, then flush again."""
@@ -496,3 +488,52 @@ class TakListener:
                 conn.flush()
         except (ConnectionError, ssl.SSLError):
             conn.close("write_failed")
+
+
+class TakPeer:
+    """The `Peer` of one TAK socket: what the hub may ask of it (mode, close, flush).
+
+    `flush` writes the outbox in the session's current mode while the socket keeps up; once
+    its write buffer passes `high_water` live updates merge (newest per uid, `outbox.py`)
+    and the writer task flushes again when it drained."""
+
+    def __init__(
+        self, hub: Hub, writer: asyncio.StreamWriter, session: TakSession, high_water: int
+    ) -> None:
+        self.hub = hub
+        self.writer = writer
+        self.session = session
+        self.high_water = high_water
+        self.closing: list[str] = []  # the reason it closed, first
+        self.conn: Connection | None = None  # set as soon as the connection is made
+
+    @property
+    def mode(self) -> str:
+        return self.session.mode.value
+
+    def close(self, reason: str) -> None:
+        if not self.closing:
+            self.closing.append(reason)
+            self.hub.metrics.close(reason)
+            transport = self.writer.transport
+            transport.abort() if reason == "too_slow" else self.writer.close()
+
+    def flush(self) -> None:
+        conn, transport = self.conn, self.writer.transport
+        if conn is None or self.closing or transport.is_closing():
+            return
+        outbox = conn.outbox
+        if transport.get_write_buffer_size() > self.high_water:
+            # The reader is behind: live updates merge (newest per uid) until it drains.
+            for overflow in outbox.push_back():
+                self.hub.metrics.drop(overflow)
+            outbox.ready.set()  # the writer task waits for drain, then flushes
+            return
+        batch = outbox.take()
+        if batch:
+            mode = self.mode
+            self.writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
+            self.hub.record_delivery(conn, batch)
+            self.session.sent(time.monotonic())
+        if outbox.backlog is not None:
+            outbox.ready.set()  # more of the replay owed: next page once it drains
