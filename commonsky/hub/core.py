@@ -20,9 +20,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
-import msgspec
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
@@ -42,10 +40,8 @@ from commonsky.model import (
 from commonsky.namespace import SHARED, Key, own_uid, read_name
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event
-from commonsky.protocol.cot import detail_tree, encode_event
-from commonsky.protocol.refs import RECEIPT_TYPES, link_target, message_id, uid_form
-from commonsky.protocol.stream import frame_proto
-from commonsky.protocol.takv1 import event_to_proto
+from commonsky.protocol.cot import detail_tree
+from commonsky.protocol.refs import RECEIPT_TYPES, message_id, uid_form
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
@@ -57,6 +53,8 @@ from .directory import Directory, device_callsign
 from .naming import Naming
 from .outbox import Pending, Rendered, Variant
 from .quarantine import Quarantine
+from .render import Renderer
+from .render import item_json as item_json  # (re-exported)
 
 log = logging.getLogger("commonsky.hub")
 
@@ -113,6 +111,7 @@ class Hub:
             keys=lambda: [Key(*k) for pool in (self.durable, self.live) for k in pool],
             sees_full=self._sees_full,
         )
+        self.renderer = Renderer(self.naming, self.metrics)
         # Writes are batched: enqueueing marks a connection dirty and one callback, run by
         # the event loop after the current burst of input, flushes every dirty connection.
         self.call_soon: Callable[[Callable[[], None]], object] | None = None
@@ -179,37 +178,7 @@ class Hub:
     # ---- rendering ----------------------------------------------------------------------
 
     def _rendered(self, item: Item) -> Rendered:
-        return Rendered(item, self._render)
-
-    def _render(self, rendered: Rendered, variant: Variant, mode: str) -> bytes:
-        """One wire form of an item; b"" (nothing is sent) when it cannot be rendered.
-
-        Validation at the edge should make this impossible; if an item slips through all the
-        same, it costs only itself — never the batch, the connection or another party."""
-        try:
-            if ":" in variant:  # names depend on the recipient: cached under the names
-                names = self.naming.names(rendered, variant.partition(":")[2])
-                key = (names, mode)
-                data = rendered.cache.get(key)
-                if data is None:
-                    event = self.naming.with_names(rendered, names)
-                    data = rendered.cache[key] = _encode(rendered.item, event, mode)
-                return data
-            return _encode(rendered.item, self.naming.event(rendered, variant), mode)
-        except Exception as exc:
-            item = rendered.item
-            self.metrics.render_failed(mode)
-            log.error(
-                "cannot render item #%d %s/%r as %s (%s): %s: %s; not sent in that form",
-                item.seq,
-                item.party,
-                item.uid[:120],
-                mode,
-                variant,
-                type(exc).__name__,
-                str(exc)[:300],
-            )
-            return b""
+        return self.renderer.rendered(item)
 
     def event_for(self, item: Item, variant: Variant) -> CotEvent:
         """`item`'s event as delivered under `variant`."""
@@ -834,45 +803,3 @@ class Hub:
             observe((now - item.received) / rate)
         for category, n in counts.items():
             self.metrics.count_out(conn.party, category, n)
-
-
-_json_encoder = msgspec.json.Encoder()
-
-
-def _encode(item: Item, event: CotEvent, mode: str) -> bytes:
-    if mode == "json":
-        return _json_encoder.encode(item_json(item, event))
-    if mode == "proto":
-        return frame_proto(event_to_proto(event))
-    return encode_event(event)
-
-
-def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
-    """The JSON form of a delivered item (WebSocket and REST): CoT names, our category."""
-    p = event.point
-    return {
-        "uid": event.uid,
-        "type": event.type,
-        "category": item.category.value,
-        "party": item.party,
-        "seq": item.seq,
-        "how": event.how,  # null when the sender wrote none
-        "time": event.time,
-        "start": event.start,
-        "stale": event.stale,
-        "access": event.access,  # null when absent, "" when the sender wrote access=""
-        "lat": p.lat,
-        "lon": p.lon,
-        "hae": p.hae,
-        "ce": p.ce,
-        "le": p.le,
-        "callsign": event.callsign,
-        "speed": event.speed,
-        "course": event.course,
-        "detail": event.detail,
-        # The federation link it came over (commonsky/federation: origin "fed:<link>"), so
-        # the map can say which hub an item came from; null for this hub's own.
-        "via": item.origin[4:] if item.origin.startswith("fed:") else None,
-        # A delete names the item it removes, as this recipient knows it (the map drops it).
-        **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
-    }

@@ -202,7 +202,7 @@ def test_an_item_of_unknown_position_goes_everywhere_an_item_goes(
     """NaN in `<point>` (ATAK's acks write it) through store, ledger and every rendering."""
     import math
 
-    from commonsky.hub.core import item_json
+    from commonsky.hub.render import item_json
 
     agreement = {**everything_from("USA", ["JPN"]), "disclosure": disclosure}
     world = make_world(tmp_path, [agreement])
