@@ -19,9 +19,9 @@ Rules (DESIGN.md §5, issue #17):
   order, before anything new. Live positions are not queued while a link is down; the
   current ones are sent when it returns.
 
-The seam with the hub core is the class `HubSeam` below, and nothing else: one observer,
-`accept`, `transaction`, routing and rendering, the store's cursors. (The hub's extension
-interface is being reworked into desks; this is the one place to move.)
+The seam with the hub core is the class `HubSeam` below, and nothing else: one desk that
+only observes (`Hub.add_desk`), `accept`, `transaction`, routing and rendering, the store's
+cursors.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import HUB, CotEvent, Disclosure, Item, is_deleted
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_deleted
 from commonsky.protocol.cot import encode_event
 
 from . import federation_pb2 as pb
@@ -71,6 +71,26 @@ class _Out:
     live: list[Item] = field(default_factory=list)
 
 
+_watchers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class _Watcher:
+    """A desk that only observes (hub/desk.py): what federation needs of every item."""
+
+    name: str
+    observer: Callable[[Item, dict[str, Disclosure]], None]
+    categories: tuple[Category, ...] = ()
+
+    def check(self, party: str, event: CotEvent) -> None:
+        return None
+
+    def observe(
+        self, item: Item, routes: dict[str, Disclosure], parsed: object | None = None
+    ) -> None:
+        self.observer(item, routes)
+
+
 class HubSeam:
     """Everything federation asks of the hub core, in one place."""
 
@@ -100,7 +120,7 @@ class HubSeam:
                 self.recorder.record_fact(kind, HUB, audience, payload, self.hub.clock())
 
     def watch(self, observer: Callable[[Item, dict[str, Disclosure]], None]) -> None:
-        self.hub.observers.append(observer)
+        self.hub.add_desk(_Watcher(f"federation#{next(_watchers)}", observer))
 
     def accept(
         self, party: str, user: str, event: CotEvent, audience: tuple[str, ...], origin: str

@@ -177,9 +177,13 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return parse_event(encode_event(event), xml_limits)
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
-        item = hub.accept(party, "api", event)
-        if item.category is Category.HOTLINE and not hub.route(item, hub.clock()):
-            raise ApiError(403, "no agreement in force lets this message reach anyone")
+        # A hotline message nobody may receive is refused before it is stored or recorded.
+        try:
+            item = hub.accept(party, "api", event, refuse_unrouted=(Category.HOTLINE,))
+        except RemoteProtocolError as exc:
+            if exc.reason == "no_agreement":
+                raise ApiError(403, str(exc)) from None
+            raise
         return {"uid": item.uid, "category": item.category.value, "seq": item.seq}
 
     # ---- reads --------------------------------------------------------------------------

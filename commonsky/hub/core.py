@@ -19,12 +19,12 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import AlreadyRecorded, RemoteProtocolError
+from commonsky.errors import AlreadyRecorded, LocalProtocolError, RemoteProtocolError
 from commonsky.metrics import Metrics
 from commonsky.model import (
     DURABLE,
@@ -49,6 +49,7 @@ from commonsky.store import Store
 from .connection import Connection as Connection  # (re-exported: adapters import it here)
 from .connection import addressed_to_devices, reaches
 from .deletes import DELETE_TYPE, audience, target_key, tombstone
+from .desk import Desk
 from .directory import Directory, device_callsign
 from .naming import Naming
 from .outbox import Pending, Rendered, Variant
@@ -92,13 +93,15 @@ class Hub:
         # (party, GeoChat message id) -> the message's key, for the messages in the picture:
         # a receipt crosses to another party only if it answers one it was sent.
         self._chats: dict[tuple[str, str], tuple[str, str]] = {}
-        # Engines hook in here: `on_durable` runs once a durable item is stored and before
-        # anyone receives it (the ledger); `observers` see every item as it is delivered.
+        # The ledger hooks in here: `on_durable` runs once a durable item is stored and
+        # before anyone receives it.
         self.on_durable: list[Callable[[list[tuple[Item, dict[str, Disclosure]]]], None]] = []
-        # Per-category checks run before anything is stored; they refuse by raising
-        # RemoteProtocolError (e.g. an airspace drawing with a self-intersecting outline).
-        self.validators: dict[Category, Callable[[str, CotEvent], None]] = {}
-        self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
+        # Desks (`add_desk`, hub/desk.py): each one's checks by category, in order.
+        self._desks: list[Desk] = []
+        self._checks: dict[Category, list[Desk]] = defaultdict(list)
+        # What the desks' checks parsed for the item being accepted, by desk name, handed
+        # to their `observe` for that very event (identity), then forgotten.
+        self._parsed: tuple[CotEvent, dict[str, object]] | None = None
         # Other writers whose commits join the store's (see `submit`).
         self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
         self._tx_depth = 0
@@ -125,6 +128,15 @@ class Hub:
         self.quarantine.counter = self.metrics.quarantined
         self.quarantine.rebuild("picture", store.active(clock()), self._load)
         self._quarantine_unreadable("picture")
+
+    def add_desk(self, desk: Desk) -> None:
+        """Let `desk` check the items of its categories before they are stored and observe
+        every item as it is delivered, after the desks added before it (hub/desk.py)."""
+        if any(d.name == desk.name for d in self._desks):
+            raise LocalProtocolError(f"a desk named {desk.name!r} is on this hub already")
+        self._desks.append(desk)
+        for category in desk.categories:
+            self._checks[category].append(desk)
 
     def _load(self, item: Item) -> None:
         if is_transient(item.event.type):
@@ -209,6 +221,7 @@ class Hub:
         *,
         audience: tuple[str, ...] = (),
         origin: str = "",
+        refuse_unrouted: Collection[Category] = (),
     ) -> Item:
         """Take one event from an authenticated party; raise RemoteProtocolError to refuse.
 
@@ -216,7 +229,9 @@ class Hub:
         so the rule of what an item may hold (`check_event`: what every output can carry) is
         checked here. A federation link gives `audience` (the parties the item's own hub
         decided it is for: delivered to exactly those, see `route`) and `origin` (its
-        provenance; a connection's id otherwise)."""
+        provenance; a connection's id otherwise). An item of a category in
+        `refuse_unrouted` that no agreement routes to anyone now is refused (reason
+        `no_agreement`) before anything is stored or recorded (the API's hotline)."""
         check_event(event)
         if is_server_only(event.type):
             raise RemoteProtocolError(
@@ -245,16 +260,26 @@ class Hub:
             # Types that never leave the party: relayed to it once, not kept.
             self._fan_out(self._rendered(item), {}, durable=False, transient=True)
             return item
-        check = self.validators.get(category)
-        if check is not None:
+        parsed: dict[str, object] = {}
+        for desk in self._checks.get(category, ()):
             try:
-                check(party, event)
+                result = desk.check(party, event)
             except AlreadyRecorded as repeat:  # a retry of what is held: nothing to do
                 return replace(item, seq=repeat.seq)
+            if result is not None:
+                parsed[desk.name] = result
         if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
             self._check_quota(party)
+        if category in refuse_unrouted and not self.route(item, now):
+            raise RemoteProtocolError(
+                "no_agreement", "no agreement in force lets this message reach anyone"
+            )
         self.metrics.count_in(party, category.value)
-        return self.submit(item)
+        self._parsed = (event, parsed) if parsed else None
+        try:
+            return self.submit(item)
+        finally:
+            self._parsed = None
 
     def _check_quota(self, party: str) -> None:
         """A party may hold at most `limit_durable_items_per_party` durable items in the
@@ -425,9 +450,11 @@ class Hub:
         self._observe(item, routes)
 
     def _observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
-        for observer in self.observers:
+        held = self._parsed
+        parsed = held[1] if held is not None and held[0] is item.event else {}
+        for desk in self._desks:
             try:
-                observer(item, routes)
+                desk.observe(item, routes, parsed.get(desk.name))
             except Exception:
                 # Our bug (a desk failed on an item it had accepted): logged with its
                 # traceback; the item is stored and relayed, its sender keeps its connection.

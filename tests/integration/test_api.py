@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
 import websockets
 
+from commonsky.engines.geochat import chat_event
+from commonsky.protocol.cot import encode_event
 from tests.conftest import RunningHub, token_of
 from tests.integration.test_tak_tcp import FULL_TRACKS, HOTLINE, track
 
@@ -140,6 +143,30 @@ async def test_hotline_send_ack_and_forbidden_ack(make_hub) -> None:
             refused = await rus.post("/api/hotline/send", json={"to": "USA", "text": "hi"})
             assert refused.status_code == 403  # no RUS -> USA hotline agreement
             assert (await usa.post("/api/hotline/send", json={"to": "RUS"})).status_code == 400
+
+
+async def test_a_hotline_message_no_agreement_routes_is_refused_before_it_is_kept(
+    make_hub,
+) -> None:
+    """POST /api/cot with a hotline GeoChat nobody may receive: 403, and nothing stored,
+    recorded in the signed ledger or held in the picture (issue #14: refusal first)."""
+    async with make_hub([HOTLINE]) as hub:
+        async with client(hub, "RUS") as rus, client(hub, "USA") as usa:
+            services = hub.server.services
+            assert services.recorder is not None
+            ledger = services.recorder.ledger
+            stored, recorded = hub.hub.store.count(), ledger.size
+            xml = encode_event(chat_event("GeoChat.RUS.hi", "hi", time.time(), ["USA"]))
+            refused = await rus.post("/api/cot", content=xml)
+            assert refused.status_code == 403, refused.text
+            assert "no agreement" in refused.json()["error"]
+            assert hub.hub.store.count() == stored and ledger.size == recorded
+            assert (await rus.get("/api/items")).json() == []
+            assert ("RUS", "GeoChat.RUS.hi") not in hub.hub.durable
+            # Barrier: the same path with an agreement is stored and recorded.
+            sent = encode_event(chat_event("GeoChat.USA.hi", "hi", time.time(), ["RUS"]))
+            assert (await usa.post("/api/cot", content=sent)).status_code == 201
+            assert hub.hub.store.count() > stored and ledger.size > recorded
 
 
 async def test_receipt_with_inclusion_proof_only_for_the_audience(make_hub) -> None:
