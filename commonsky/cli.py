@@ -103,7 +103,7 @@ def serve(
 ) -> None:
     """Run a hub until Ctrl-C (or SIGTERM)."""
     from commonsky.config import load_config
-    from commonsky.hub.server import serve_forever
+    from commonsky.server import serve_forever
 
     _logging(log_level)
     hub_config = load_config(config, _setting_flags(list(ctx.args)))

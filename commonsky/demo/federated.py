@@ -30,8 +30,8 @@ from commonsky.demo.clients import SimClient, tls_context
 from commonsky.demo.runner import Runner
 from commonsky.demo.scenario import Scenario
 from commonsky.hub.datadir import private_dir
-from commonsky.hub.server import HubServer
 from commonsky.pki import init_ca
+from commonsky.server import HubServer
 
 log = logging.getLogger("commonsky.demo")
 

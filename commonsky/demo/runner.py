@@ -31,10 +31,10 @@ from commonsky.demo.clients import SimClient, tls_context
 from commonsky.demo.clock import ScenarioClock
 from commonsky.demo.scenario import AirspaceSpec, HotlineSpec, PhotoSpec, Scenario, TrackSpec
 from commonsky.hub.datadir import private_dir
-from commonsky.hub.server import HubServer
 from commonsky.model import CotEvent, Point
 from commonsky.pki import init_ca, issue_client
 from commonsky.protocol.cot import new_event, quote
+from commonsky.server import HubServer
 
 log = logging.getLogger("commonsky.demo")
 THREAD_ACK_AFTER_S = 20.0

@@ -73,7 +73,7 @@ class HttpListener:
         return f"{self.config.kind}:{self.config.host}:{self.port}"
 
     async def start(self) -> None:
-        from commonsky.hub.server import bind_http
+        from commonsky.server import bind_http
 
         sock = bind_http(self.config.host, self.config.port, f"{self.config.where} bind")
         config = uvicorn.Config(
