@@ -275,11 +275,11 @@ class Hub:
                 "no_agreement", "no agreement in force lets this message reach anyone"
             )
         self.metrics.count_in(party, category.value)
-        self._parsed = (event, parsed) if parsed else None
+        outer, self._parsed = self._parsed, (event, parsed) if parsed else None
         try:
             return self.submit(item)
         finally:
-            self._parsed = None
+            self._parsed = outer  # (an accept nested in a desk's observe leaves it whole)
 
     def _check_quota(self, party: str) -> None:
         """A party may hold at most `limit_durable_items_per_party` durable items in the
