@@ -42,7 +42,7 @@ from commonsky.settings import Settings
 from commonsky.store import Store, open_store
 
 if TYPE_CHECKING:
-    from commonsky.engines.record import LedgerRecorder
+    from commonsky.desks.recorder import LedgerRecorder
     from commonsky.federation.bridge import Federation
 
 log = logging.getLogger("commonsky.server")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from commonsky.engines.airspace import AirspaceDesk
-from commonsky.engines.hotline import HotlineDesk
-from commonsky.engines.record import LedgerRecorder, Statement
-from commonsky.engines.warnings import LaunchDesk
+from commonsky.desks.deconfliction import AirspaceDesk
+from commonsky.desks.hotline import HotlineDesk
+from commonsky.desks.launch import LaunchDesk
+from commonsky.desks.recorder import LedgerRecorder, Statement
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.hub.desk import DeskView

@@ -32,7 +32,7 @@ import typer
 from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.bench.machine import steal
 from commonsky.config import config_from_dict
-from commonsky.engines.warnings import report_event
+from commonsky.desks.launch import report_event
 from commonsky.errors import UsageError
 from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub

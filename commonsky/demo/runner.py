@@ -302,7 +302,7 @@ class Runner:
 
     async def _send_hotline(self, played: Played, spec: HotlineSpec) -> None:
         played.items_sent += 1
-        from commonsky.engines.geochat import chat_event
+        from commonsky.desks.geochat import chat_event
 
         uid = f"GeoChat.{played.scenario.name}.{int(spec.at)}"
         if spec.client:

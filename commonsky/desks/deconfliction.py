@@ -36,8 +36,8 @@ from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine
 from commonsky.deconflict.geometry import Item as Shape
 from commonsky.deconflict.geometry import Line, Site, Volume
 from commonsky.deconflict.notice import Notice, notice_for
-from commonsky.engines.drawings import airspace_from_cot
-from commonsky.engines.hotline import HotlineDesk
+from commonsky.desks.drawings import airspace_from_cot
+from commonsky.desks.hotline import HotlineDesk
 from commonsky.hub.desk import DeskView, Routes
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text

@@ -49,7 +49,7 @@ from typing import Any
 
 import msgspec
 
-from commonsky.engines.geochat import (
+from commonsky.desks.geochat import (
     chat_event,
     content_digest,
     conversation,
@@ -58,7 +58,7 @@ from commonsky.engines.geochat import (
     remarks_of,
     thread_conflict,
 )
-from commonsky.engines.record import LedgerRecorder, Statement
+from commonsky.desks.recorder import LedgerRecorder, Statement
 from commonsky.errors import AlreadyRecorded, RemoteProtocolError
 from commonsky.hub.desk import DeskView, Routes
 from commonsky.hub.directory import device_callsign

@@ -33,7 +33,7 @@ from commonsky.alerts import (
     ThreatTrack,
     report_from_json,
 )
-from commonsky.engines.launch_core import (
+from commonsky.desks.launch_core import (
     COUNTRY_PARTY,
     Batch,
     Fused,

@@ -50,7 +50,7 @@ from .receipts import KIND_ACK, KIND_RECEIPT, parse_receipt, receipt_json
 
 if TYPE_CHECKING:
     from commonsky.config import HubConfig
-    from commonsky.engines.record import LedgerRecorder
+    from commonsky.desks.recorder import LedgerRecorder
     from commonsky.hub.core import Hub
 
 log = logging.getLogger("commonsky.federation")

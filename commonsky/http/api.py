@@ -30,9 +30,9 @@ from commonsky.deconflict.geometry import (
     parse_geojson,
     parse_kml,
 )
-from commonsky.engines.drawings import geojson_to_cot_detail
-from commonsky.engines.geochat import chat_event
-from commonsky.engines.warnings import report_event, report_from_raw
+from commonsky.desks.drawings import geojson_to_cot_detail
+from commonsky.desks.geochat import chat_event
+from commonsky.desks.launch import report_event, report_from_raw
 from commonsky.errors import RemoteProtocolError, StoreUnavailable
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
@@ -235,7 +235,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return JSONResponse(services.airspace.for_party(party))
 
     async def launch_events(request: Request, party: str) -> Response:
-        from commonsky.engines.warnings import fused_json
+        from commonsky.desks.launch import fused_json
 
         views = services.launch.views.get(party, {})
         return JSONResponse([fused_json(e) for e in views.values()])

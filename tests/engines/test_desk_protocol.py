@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import commonsky.engines.airspace as airspace_module
-import commonsky.engines.warnings as warnings_module
+import commonsky.desks.deconfliction as airspace_module
+import commonsky.desks.launch as warnings_module
 from commonsky.errors import LocalProtocolError
 from commonsky.hub.desk import Desk, DeskView
 from tests.engines.harness import drawing, make_world, square

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from commonsky.engines.geochat import chat_event
+from commonsky.desks.geochat import chat_event
 from commonsky.protocol.cot import encode_event
 from tests.conftest import RunningHub, token_of
 from tests.integration.test_tak_tcp import FULL_TRACKS, HOTLINE, track

@@ -166,7 +166,7 @@ def test_a_desk_that_fails_on_one_stored_item_quarantines_it_and_rebuilds_the_re
 
 
 def test_an_overlap_with_no_point_anchors_nowhere_rather_than_failing() -> None:
-    from commonsky.engines.airspace import _anchor, canonical_geometry
+    from commonsky.desks.deconfliction import _anchor, canonical_geometry
 
     sliver = {"type": "Polygon", "coordinates": [[[30, 30], [30 + 1e-9, 30], [30, 30]]]}
     assert _anchor({"type": "Polygon", "coordinates": []}) == (0.0, 0.0)
@@ -178,7 +178,7 @@ def test_an_overlap_with_no_point_anchors_nowhere_rather_than_failing() -> None:
 def test_a_desk_whose_whole_rebuild_fails_does_not_stop_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from commonsky.engines.airspace import AirspaceDesk
+    from commonsky.desks.deconfliction import AirspaceDesk
     from tests.engines.harness import make_world
 
     make_world(tmp_path, [HOTLINE]).services.close()
