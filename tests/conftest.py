@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import takproto
 
@@ -219,5 +220,61 @@ def make_hub(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextMan
         agreements: list[dict[str, Any]] | None = None, **kw: Any
     ) -> contextlib.AbstractAsyncContextManager[RunningHub]:
         return running_hub(base_config(tmp_path, agreements, **kw))
+
+    return factory
+
+
+# ---- the middle level: the API through an in-process client ------------------------------
+
+
+class ApiHub:
+    """A hub with no sockets: its HTTP app driven by httpx in this process (datasette's
+    `ds_client` habit). Requests run the same handlers, policy, store and ledger as the real
+    server; only uvicorn and the TAK listeners are left out, so a test costs milliseconds."""
+
+    def __init__(self, server: HubServer) -> None:
+        from commonsky.http.app import build_app
+
+        self.server = server
+        self.hub = server.hub
+        self.app = build_app(server.services)
+        self.clients: list[httpx.AsyncClient] = []
+
+    def client(self, party: str | None = None, token: str | None = None) -> httpx.AsyncClient:
+        """A client speaking as `party` (its bearer token), as `token`, or with no token."""
+        token = token or (token_of(party) if party else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://hub", headers=headers
+        )
+        self.clients.append(client)
+        return client
+
+
+@contextlib.asynccontextmanager
+async def api_hub(
+    config: HubConfig, clock: Callable[[], float] | None = None
+) -> AsyncIterator[ApiHub]:
+    server = HubServer(config, **({"clock": clock} if clock else {}))
+    server.hub.call_soon = asyncio.get_running_loop().call_soon
+    running = ApiHub(server)
+    try:
+        yield running
+    finally:
+        for client in running.clients:
+            await client.aclose()
+        server._release()
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[ApiHub]]:
+    """`async with make_api(agreements, server={...}) as hub:` then `hub.client("USA")`."""
+
+    def factory(
+        agreements: list[dict[str, Any]] | None = None,
+        clock: Callable[[], float] | None = None,
+        **kw: Any,
+    ) -> contextlib.AbstractAsyncContextManager[ApiHub]:
+        return api_hub(base_config(tmp_path, agreements, **kw), clock)
 
     return factory
