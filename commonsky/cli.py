@@ -7,12 +7,14 @@ stderr and exit status 2; tracebacks are kept for our own bugs.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,7 +27,7 @@ from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
 from commonsky.ledger import cli as ledger_cli
 from commonsky.marti import cli as marti_cli
-from commonsky.settings import SETTINGS, flag_name
+from commonsky.settings import SETTINGS, env_name, flag_name
 
 app = typer.Typer(
     name="commonsky",
@@ -33,6 +35,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain Click help: every flag name whole at any width (rich cut the settings' long
+    # names to fit 80 columns), and `[server]` is text, not markup.
+    rich_markup_mode=None,
 )
 bench_app = typer.Typer(help="Benchmarks (print figures; never part of the test suite).")
 app.add_typer(bench_app, name="bench")
@@ -51,43 +56,47 @@ app.add_typer(cert_app, name="cert")
 cert_app.command("revoke")(marti_cli.revoke)
 
 
-def _settings_epilog() -> str:
-    lines = [
-        "Any \\[server] setting can also be given as a flag or a COMMONSKY_* variable "
-        "(flag > variable > file > default):\n\n"
-    ]
+def with_setting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with one option per row of the settings table (`--limit-queue-tracks INT`),
+    so every setting shows in `--help` with its meaning and default. A flag not given is
+    None and leaves the variable, file or default in force; the values given reach
+    `command` as one `overrides` mapping, checked by `Settings.resolve` like the file's."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "overrides"]
+    generated = []
     for setting in SETTINGS:
-        lines.append(
-            f"{flag_name(setting.name)} {setting.type.__name__.upper()}"
-            f" (default {setting.default}): {setting.help}\n\n"
+        kind = setting.type if setting.type in (int, float) else str  # choices: checked later
+        shown = '""' if setting.default == "" else setting.default  # as TOML writes it
+        option = typer.Option(
+            flag_name(setting.name),
+            help=f"{setting.help} [default: {shown}; {env_name(setting.name)}]",
+            show_default=False,
+            metavar=setting.type_name,
         )
-    return "".join(lines)
+        generated.append(
+            inspect.Parameter(
+                setting.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[kind | None, option],
+            )
+        )
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        overrides = {s.name: kwargs.pop(s.name) for s in SETTINGS}
+        command(**kwargs, overrides=overrides)
+
+    parameters = [*own, *generated]
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    del wrapper.__wrapped__  # Typer reads the signature above, not the command's own
+    return wrapper
 
 
-def _setting_flags(args: list[str]) -> dict[str, str]:
-    """Parse `--limit-queue-tracks 100` / `--timeout-idle-s=30` against the settings table."""
-    known = {flag_name(s.name): s.name for s in SETTINGS}
-    out: dict[str, str] = {}
-    rest = list(args)
-    while rest:
-        flag = rest.pop(0)
-        name, eq, value = flag.partition("=")
-        if name not in known:
-            raise UsageError(f"no such option: {name}")
-        if not eq:
-            if not rest:
-                raise UsageError(f"option {name} needs a value")
-            value = rest.pop(0)
-        out[known[name]] = value
-    return out
-
-
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog=_settings_epilog(),
-)
+@app.command()
+@with_setting_options
 def serve(
-    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="Hub configuration file (TOML).")],
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     init: Annotated[
@@ -98,13 +107,19 @@ def serve(
             "as they are when they do not match) in a data_dir that has run a hub before.",
         ),
     ] = False,
+    *,
+    overrides: Mapping[str, Any],
 ) -> None:
-    """Run a hub until Ctrl-C (or SIGTERM)."""
+    """Run a hub until Ctrl-C (or SIGTERM).
+
+    Every [server] setting of the config file is also a flag (below, after --init) and a
+    COMMONSKY_* variable: flag > variable > file > default.
+    """
     from commonsky.config import load_config
     from commonsky.hub.server import serve_forever
 
     _logging(log_level)
-    hub_config = load_config(config, _setting_flags(list(ctx.args)))
+    hub_config = load_config(config, overrides)
     asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)))
 
 

@@ -203,14 +203,14 @@ def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
 def _absolute_paths(
     settings: Settings, base: Path, overrides: Mapping[str, Any] | None
 ) -> Settings:
-    values = dict(settings.values)
+    changes = {}
     for name in PATH_SETTINGS:
-        value = str(values[name])
+        value = str(getattr(settings, name))
         if not value:
             continue  # "" means "none" (regions_file: the built-in set)
         given_here = (overrides or {}).get(name) is not None or env_name(name) in os.environ
-        values[name] = str((Path.cwd() if given_here else base) / Path(value).expanduser())
-    return Settings(values)
+        changes[name] = str((Path.cwd() if given_here else base) / Path(value).expanduser())
+    return settings.replace(**changes)
 
 
 def _listener(raw: Any, index: int, source: str, parties: set[str], base: Path) -> ListenerConfig:

@@ -136,13 +136,13 @@ def json_error(status: int, reason: str) -> JSONResponse:
 
 def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
     hub = services.hub
-    limit = hub.settings.get_int("limit_http_body_bytes")
+    limit = hub.settings.limit_http_body_bytes
     s = hub.settings
-    max_features = s.get_int("limit_airspace_features")
+    max_features = s.limit_airspace_features
     xml_limits = XmlLimits(
-        s.get_int("limit_message_bytes"),
-        s.get_int("limit_xml_depth"),
-        s.get_int("limit_attribute_bytes"),
+        s.limit_message_bytes,
+        s.limit_xml_depth,
+        s.limit_attribute_bytes,
     )
 
     def party_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -386,9 +386,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             await ws.close(code=1013, reason=refused)  # "try again later"
             return
         await ws.accept()
-        outbox = Outbox(
-            hub.settings.get_int("limit_queue_tracks"), hub.settings.get_int("limit_queue_durable")
-        )
+        outbox = Outbox(hub.settings.limit_queue_tracks, hub.settings.limit_queue_durable)
         closed: list[str] = []
 
         def close(reason: str) -> None:

@@ -76,7 +76,7 @@ FD_RESERVE = 256  # HTTP clients, the stores and ledger, logs, the listening soc
 
 def fd_budget(settings: Settings) -> int:
     """File descriptors the connection limits may need at once."""
-    return settings.get_int("limit_connections") + settings.get_int("limit_handshakes") + FD_RESERVE
+    return settings.limit_connections + settings.limit_handshakes + FD_RESERVE
 
 
 def ensure_fd_budget(settings: Settings) -> int:
@@ -224,7 +224,7 @@ class HubServer:
     async def _housekeeping(self) -> None:
         """Once a second: deadlines and expiries; prune and checkpoints less often."""
         settings = self.config.settings
-        checkpoint_every = settings.get_float("timeout_checkpoint_s")
+        checkpoint_every = settings.timeout_checkpoint_s
         loop = asyncio.get_running_loop()
         last_prune = last_checkpoint = loop.time()
         last_tick = loop.time()
@@ -262,7 +262,7 @@ class HubServer:
             await listener.stop_accepting()
         for http in self.http_listeners:
             await http.stop()  # (in-flight requests get timeout_shutdown_s to finish)
-        deadline = self.config.settings.get_float("timeout_shutdown_s")
+        deadline = self.config.settings.timeout_shutdown_s
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 while any(len(c.outbox) for c in self.hub.all_connections()):  # noqa: ASYNC110
