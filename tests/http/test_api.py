@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+import pytest
+
+from commonsky.http.schemas import ENDPOINTS, Error
 from tests.integration.test_tak_tcp import HOTLINE
 
 AIRSPACE = {
@@ -251,3 +255,65 @@ async def test_parties_get_checkpoints_no_fresher_than_the_interval(make_api) ->
             assert fresh["size"] > first["size"]
         async with hub.client() as anon:
             assert (await anon.get("/api/ledger/checkpoint")).status_code == 401
+
+
+API_PATHS = ("/api/", "/cap/", "/healthz", "/metrics", "/openapi.json")
+
+
+async def test_the_openapi_document_names_every_route_and_only_those(make_api) -> None:
+    async with make_api() as hub, hub.client() as anon:
+        spec = (await anon.get("/openapi.json")).json()
+    served = {
+        route.path.replace("{ident}", "{id}")
+        for route in hub.app.routes
+        if route.path.startswith(API_PATHS)  # (the page's own files are not the API)
+    }
+    assert set(spec["paths"]) == served
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    send = spec["paths"]["/api/hotline/send"]["post"]
+    body = send["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert spec["components"]["schemas"][body.rsplit("/", 1)[1]]["required"] == ["to", "text"]
+
+
+async def test_answers_have_the_shapes_the_document_declares(make_api) -> None:
+    answers = {e.path: e.answer for e in ENDPOINTS if e.answer is not None}
+    async with make_api([HOTLINE]) as hub:
+        async with hub.client("USA") as usa, hub.client("RUS") as rus:
+            sent = await usa.post("/api/hotline/send", json={"to": "RUS", "text": "shape?"})
+            got = {
+                "/api/hotline/send": sent,
+                "/api/me": await usa.get("/api/me"),
+                "/api/parties": await usa.get("/api/parties"),
+                "/api/hotline": await rus.get("/api/hotline"),
+                "/api/ledger/checkpoint": await usa.get("/api/ledger/checkpoint"),
+            }
+            (message,) = got["/api/hotline"].json()
+            got["/api/hotline/{message_id}/ack"] = await rus.post(
+                f"/api/hotline/{message['id']}/ack"
+            )
+            got["/api/ledger/receipts/{seq}"] = await usa.get("/api/ledger/receipts/0")
+            bad = await usa.post("/api/hotline/send", json={"to": "RUS"})
+    for path, response in got.items():
+        assert response.status_code in (200, 201), (path, response.text)
+        msgspec.convert(response.json(), answers[path])  # raises on any other shape
+    msgspec.convert(bad.json(), Error)
+    assert set(answers) - set(got) == {"/api/cot", "/api/airspace", "/api/launch"}  # above
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"to": 5, "text": "x"}, "$.to: Expected str, got int"),
+        ({"text": "x"}, "Object missing required field to"),
+        ({"to": "RUS", "text": "x", "signature": "abc"}, "$.signature: Expected object"),
+        ({"to": "RUS", "text": "   "}, "$.text: must not be blank"),
+        ([1, 2], "$: Expected object, got array"),
+    ],
+)
+async def test_a_bad_body_is_refused_with_the_path_of_the_bad_value(
+    make_api, body: object, says: str
+) -> None:
+    async with make_api([HOTLINE]) as hub, hub.client("USA") as usa:
+        response = await usa.post("/api/hotline/send", json=body)
+        assert response.status_code == 400 and says in response.json()["error"]
+        assert list(hub.hub.store.since(0)) == []
