@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +58,29 @@ def base_config(
     return config_from_dict(data, "test")
 
 
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def barrier_event(uid: str, cot_type: str = "a-f-G") -> bytes:
+    """A plain CoT event, written by hand: a track (or a ping, `t-x-c-t`) for barriers."""
+    now = datetime.now(UTC)
+    return (
+        f'<event version="2.0" uid="{uid}" type="{cot_type}" time="{_stamp(now)}" '
+        f'start="{_stamp(now)}" stale="{_stamp(now + timedelta(minutes=5))}" how="m-g">'
+        '<point lat="1.0" lon="1.0" hae="0" ce="10" le="10"/><detail/></event>'
+    ).encode()
+
+
+_barriers = itertools.count()
+
+
 @dataclass
 class TakClient:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     proto: bool = False
+    party: str = ""
     buffer: bytearray = field(default_factory=bytearray)
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -160,6 +180,20 @@ class TakClient:
         """Received events other than protocol control (t-x-…)."""
         return [e for e in self.events if not str(e["type"]).startswith("t-x-")]
 
+    async def sync(self) -> None:
+        """A ping and its pong: once the pong is back, the hub has taken in everything this
+        connection sent before the ping (it reads a connection in order and answers the
+        ping after handing on what came before it)."""
+        ping = barrier_event(f"sync-{next(_barriers)}", "t-x-c-t")
+        if self.proto:  # after the negotiation only TAK protobuf is read
+            ping = bytes(takproto.xml2proto(ping, takproto.TAKProtoVer.STREAM))
+        self.send(ping)
+        seen = len(self.events)
+        # (pongs are alike: the one wanted is one that came after this ping was sent)
+        await self.wait_for(
+            lambda e: e["type"] == "t-x-c-t-r" and any(e is x for x in self.events[seen:])
+        )
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(Exception):
@@ -177,10 +211,28 @@ class RunningHub:
 
     async def connect(self, party: str, settle: float = 0.05) -> TakClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.tcp_port(party))
-        client = TakClient(reader, writer)
+        client = TakClient(reader, writer, party=party)
         self.clients.append(client)
         await asyncio.sleep(settle)
         return client
+
+    async def received_before_barrier(
+        self, observer: TakClient, *senders: TakClient
+    ) -> list[dict[str, Any]]:
+        """What `observer` received before a barrier, the exact way to show that something
+        did NOT arrive (never a wait of some fraction of a second). First each of `senders`
+        syncs (its input is all taken in, so whatever it routed to `observer` is queued
+        there); then another connection of the observer's party sends a track, which every
+        connection of a party receives and which is queued behind all that: once it is
+        in, nothing routed before it is still on the way. Returns the items before it."""
+        for sender in senders:
+            await sender.sync()
+        mate = await self.connect(observer.party, settle=0)
+        uid = f"barrier-{next(_barriers)}"
+        mate.send(barrier_event(uid))
+        event = await observer.wait_for(lambda e: e["uid"] == uid)
+        before = observer.events[: observer.events.index(event)]
+        return [e for e in before if not str(e["type"]).startswith("t-x-")]
 
     async def connect_all(self, parties: tuple[str, ...]) -> list[TakClient]:
         return [await self.connect(p) for p in parties]

@@ -22,7 +22,7 @@ async def test_items_are_filtered_by_the_same_policy_as_tak(make_hub) -> None:
     async with make_hub([FULL_TRACKS]) as hub:
         usa = await hub.connect("USA")
         usa.send(track("F16-API", callsign="VIPER"))
-        await asyncio.sleep(0.2)
+        await usa.sync()  # the hub has taken it in
         async with client(hub, "JPN") as jpn, client(hub, "KOR") as kor:
             items = (await jpn.get("/api/items", params={"category": "track"})).json()
             assert [i["uid"] for i in items] == ["USA::F16-API"]
