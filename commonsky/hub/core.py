@@ -440,7 +440,7 @@ class Hub:
                 else:
                     del self.live[key]
                 self._addressed.discard(key)
-        routes = self.route(item, now)
+        routes = self.cached_route(rendered, now)  # kept with it: replays reuse it
         self._fan_out(rendered, routes, durable, transient)
         self._observe(item, routes)
 
