@@ -232,6 +232,7 @@ def test_tampered_files_agree(
         assert not result.ok, result.describe()
 
 
+@pytest.mark.slow
 def test_many_random_tampers_agree(files: tuple[Path, Path, bytes], tmp_path: Path) -> None:
     rng = random.Random(7)
     data = files[0].read_bytes()

@@ -122,6 +122,7 @@ async def test_conflicts_launches_and_areas_are_drawn(web_hub: Any, browser: Bro
         assert watched.problems() == []
 
 
+@pytest.mark.slow
 def test_bench_map_runs_small() -> None:
     # The benchmark's figures are not judged here; it must run and report every row.
     result = subprocess.run(
