@@ -390,7 +390,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for key, raw in (file_values or {}).items():
-            values[key] = coerce(key, raw, f"{file_name}: [server]")
+            values[key] = coerce(key, raw, f"{file_name}: [server]", f"$.server.{key}")
         for s in SETTINGS:
             if env_name(s.name) in environ:
                 values[s.name] = coerce(s.name, environ[env_name(s.name)], env_name(s.name))
@@ -455,13 +455,15 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def coerce(name: str, raw: Any, where: str) -> Any:
+def coerce(name: str, raw: Any, where: str, at: str = "") -> Any:
     """Check one value against its field; `where` names its origin for the error line.
     Text (a variable, a flag) is read as the field's type; a file's value must already be
-    of it (an int is taken for a float). Raises UsageError (one line)."""
+    of it (an int is taken for a float); `at` is its path in a config document, added to
+    the error. Raises UsageError (one line)."""
+    suffix = f" ({at})" if at else ""
     kind = _TYPES.get(name)
     if kind is None:
-        raise UsageError(f"{where}: unknown setting {name!r}")
+        raise UsageError(f"{where}: unknown setting {name!r}{suffix}")
     try:
         value = msgspec.convert(raw, kind, strict=not isinstance(raw, str))
     except msgspec.ValidationError as exc:
@@ -469,9 +471,10 @@ def coerce(name: str, raw: Any, where: str) -> Any:
         base = typing.get_args(kind)[0]
         if typing.get_origin(base) is Literal:
             reason = f"must be {' or '.join(map(str, typing.get_args(base)))}"
-        raise UsageError(f"{where}: {name} = {raw!r}: {reason[:1].lower()}{reason[1:]}") from None
+        reason = reason[:1].lower() + reason[1:]
+        raise UsageError(f"{where}: {name} = {raw!r}: {reason}{suffix}") from None
     if name == "store_url" and value and not value.startswith(("postgresql://", "postgres://")):
-        raise UsageError(f"{where}: store_url must be empty or a postgresql:// URL")
+        raise UsageError(f"{where}: store_url must be empty or a postgresql:// URL{suffix}")
     return value
 
 
