@@ -15,7 +15,8 @@ from commonsky.web.shots import screenshot
 
 from .conftest import TOKENS, open_page, signed_in, snapshot
 
-pytestmark = pytest.mark.browser
+# One chromium for the module (conftest `browser`): its tests share the module's loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 AGREEMENTS: list[dict[str, Any]] = [
     {
