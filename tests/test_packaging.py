@@ -5,6 +5,7 @@ pieces say which extra they need, and the map ships inside the package (a missin
 
 from __future__ import annotations
 
+import importlib
 import json
 import runpy
 import subprocess
@@ -20,6 +21,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from starlette.applications import Starlette
 
+from commonsky.cli import LAZY_GROUPS
 from commonsky.web import CSP, NOT_INSTALLED, WebAssets, find_assets, web_routes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +202,23 @@ def test_a_checkout_serves_its_sources_directly() -> None:
     assets = find_assets(packaged=ROOT / "nowhere", checkout=ROOT / "web")
     assert assets.root == ROOT / "web" and assets.missing() == []
     assert assets.vendor_file("leaflet.js") == ROOT / "web/node_modules/leaflet/dist/leaflet.js"
+
+
+def test_the_command_line_loads_a_command_group_only_when_it_runs() -> None:
+    code = (
+        "import sys\nfrom commonsky.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('numpy', 'pyproj', "
+        "'commonsky.alerts', 'commonsky.ledger', 'commonsky.deconflict'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert all(name in result.stdout for name in LAZY_GROUPS)  # listed all the same
+
+
+@pytest.mark.parametrize("name", sorted(LAZY_GROUPS))
+def test_a_lazy_group_is_listed_with_its_own_help(name: str) -> None:
+    module, attribute, help_text = LAZY_GROUPS[name]
+    assert getattr(importlib.import_module(module), attribute).info.help == help_text
