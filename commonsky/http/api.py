@@ -38,7 +38,7 @@ from commonsky.http.schemas import Ack, BodyError, HotlineSend, decode_body
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.ledger.log import Receipt
-from commonsky.model import Category, CotEvent, Point
+from commonsky.model import Category, CotEvent, Disclosure, Item, Point
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event, check_text
 from commonsky.protocol.cot import XmlLimits, check_uid, encode_event, parse_event, quote
@@ -188,9 +188,14 @@ def build_api(services: Services) -> list[BaseRoute]:
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
         item = hub.accept(party, "api", event)
-        if item.category is Category.HOTLINE and not hub.route(item, hub.clock()):
+        if item.category is Category.HOTLINE and not routes_of(item):
             raise ApiError(403, "no agreement in force lets this message reach anyone")
         return {"uid": item.uid, "category": item.category.value, "seq": item.seq}
+
+    def routes_of(item: Item) -> dict[str, Disclosure]:
+        """The routes the hub worked out when it delivered `item` (kept with it)."""
+        held = hub.durable.get(item.key)
+        return hub.cached_route(held, hub.clock()) if held else hub.route(item, hub.clock())
 
     # ---- reads --------------------------------------------------------------------------
 
