@@ -180,6 +180,14 @@ def demo(
     screenshots: Annotated[
         bool, typer.Option(help="Screenshots of each scenario at the end (needs chromium).")
     ] = True,
+    federated: Annotated[
+        bool,
+        typer.Option(
+            "--federated",
+            help="Play Korea on three sovereign hubs (JPN, KOR, USA) linked over TAK "
+            "Federation v2; the map is JPN's hub at --http.",
+        ),
+    ] = False,
 ) -> None:
     """Play three situations (Syria, Korea, Ukraine) through a real hub and check them.
 
@@ -193,7 +201,15 @@ def demo(
     _logging("warning")
 
     async def play(stop: asyncio.Event) -> dict[str, object]:
-        return await run_demo(data_dir, http, speed, duration, stop=stop, screenshots=screenshots)
+        return await run_demo(
+            data_dir,
+            http,
+            speed,
+            duration,
+            stop=stop,
+            screenshots=screenshots,
+            federated=federated,
+        )
 
     summary = asyncio.run(_until_signal_result(play))
     print(f"summary written to {data_dir / 'summary.json'}")
@@ -316,6 +332,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "relay": ("commonsky.bench.commands", "relay"),
     "fuzz": ("commonsky.bench.commands", "fuzz"),
     "kill9": ("commonsky.bench.commands", "kill9"),
+    "federation": ("commonsky.bench.commands", "federation"),
     "deconflict": ("commonsky.bench.deconflict", "bench"),
     "ledger": ("commonsky.bench.ledger", "bench"),
     "api": ("commonsky.bench.api", "bench"),

@@ -24,13 +24,14 @@ import msgspec
 from msgspec import Meta
 
 from commonsky.errors import UsageError
+from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party
 from commonsky.settings import Settings, env_name
 
-LISTENER_KINDS = ("tak-tcp", "tak-tls", "enroll", "marti")
+LISTENER_KINDS = ("tak-tcp", "tak-tls", "enroll", "marti", "federation")
 #: TLS listeners: each needs `ca = DIR` (its CA and, unless cert/key are given, server.pem).
-TLS_KINDS = ("tak-tls", "enroll", "marti")
+TLS_KINDS = ("tak-tls", "enroll", "marti", "federation")
 AGREEMENT_OPTIONS = ("rpz_m", "hpz_m", "lookahead_s", "ack_deadline_s")
 
 Positive = Annotated[float, Meta(gt=0)]
@@ -43,6 +44,7 @@ class PartyTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: str = ""
     token: str = ""  # bearer token for the API and the page; at least 16 characters
     country: str = ""  # ISO 3166-1 alpha-2: the country whose warnings this party issues
+    federate: str = ""  # the [[federate]] (peer hub) it is behind; "" for the hub's own
 
 
 class ListenerTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -77,6 +79,17 @@ class AgreementTable(
     ack_deadline_s: Positive | None = None
 
 
+class FederateTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One `[[federate]]`: a peer hub. Its private-deconfliction terms (the keys of
+    `privdeconf.terms.KEYS`) are taken off before it is decoded and read by `from_federate`."""
+
+    name: str
+    parties: list[str]  # the parties this link may speak for
+    connect: str | None = None  # HOST:PORT to dial; omitted: only accept
+    ca: str | None = None  # the peer's CA certificate (PEM file)
+    fingerprint: str | None = None  # "sha256:" and 64 hex digits
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
     kind: str
@@ -99,6 +112,7 @@ class HubConfig:
     parties: tuple[Party, ...]
     agreements: tuple[Agreement, ...]
     source: str = "<built-in>"
+    federates: tuple[FederateConfig, ...] = ()  # peer hubs (commonsky/federation)
 
     @property
     def data_dir(self) -> Path:
@@ -208,7 +222,7 @@ def config_from_dict(
     """Check a configuration given as data. Relative paths in it are taken from `base` (the
     config file's folder; the current folder when None) and come out absolute."""
     base = Path.cwd() if base is None else base
-    known = {"server", "listener", "party", "agreement"}
+    known = {"server", "listener", "party", "agreement", "federate"}
     for key in data:
         if key not in known:
             raise UsageError(f"{source}: unknown table or key {key!r}")
@@ -244,7 +258,7 @@ def config_from_dict(
                     f"{where}: country = {country!r} is warned by {warned[country]} ({at}.country)"
                 )
             warned[country] = pid
-        parties.append(Party(pid, table.name or pid, table.token, country))
+        parties.append(Party(pid, table.name or pid, table.token, country, table.federate))
 
     listeners = [
         _listener(raw, index, source, seen, base)
@@ -254,7 +268,112 @@ def config_from_dict(
         _agreement(raw, index, source, seen)
         for index, raw in enumerate(_array(data, "agreement", source))
     ]
-    return HubConfig(settings, tuple(listeners), tuple(parties), tuple(agreements), source)
+    federates = _federates(data, source, parties, listeners, base)
+    return HubConfig(
+        settings, tuple(listeners), tuple(parties), tuple(agreements), source, tuple(federates)
+    )
+
+
+def _federates(
+    data: Mapping[str, Any],
+    source: str,
+    parties: list[Party],
+    listeners: list[ListenerConfig],
+    base: Path,
+) -> list[FederateConfig]:
+    """`[[federate]]` tables, and `[[party]] federate = NAME` naming one of them."""
+    tables = _array(data, "federate", source)
+    if not tables:
+        for party in parties:
+            if party.federate:
+                raise UsageError(
+                    f"{source}: [[party]] {party.id!r}: federate = {party.federate!r} is not "
+                    "a declared [[federate]]"
+                )
+        return []
+    from commonsky.privdeconf.terms import KEYS as DECONFLICT_KEYS
+    from commonsky.privdeconf.terms import from_federate
+
+    declared = {p.id for p in parties}
+    federates: list[FederateConfig] = []
+    names: set[str] = set()
+    claimed: dict[str, str] = {}  # party -> the federate speaking for it
+    for index, raw in enumerate(tables):
+        label = raw.get("name", "") if isinstance(raw, Mapping) else ""
+        where, at = f"{source}: [[federate]] #{index + 1} {label!r}", f"$.federate[{index}]"
+        link = (
+            {k: v for k, v in raw.items() if k not in DECONFLICT_KEYS}
+            if isinstance(raw, Mapping)
+            else raw
+        )
+        table = decode_table(FederateTable, link, where, at)
+        name = table.name
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise UsageError(
+                f"{where}: name = {name!r} must be letters, digits, - or _ ({at}.name)"
+            )
+        if name in names:
+            raise UsageError(f"{where}: name = {name!r} is declared twice ({at}.name)")
+        names.add(name)
+        target = parse_hostport(table.connect, f"{where}: connect") if table.connect else None
+        ca = base / table.ca if table.ca else None
+        if ca is not None and not ca.is_file():
+            raise UsageError(
+                f"{where}: ca = {table.ca!r}: no such file (the peer's CA, PEM) ({at}.ca)"
+            )
+        pin = normalize_fingerprint(table.fingerprint) if table.fingerprint is not None else None
+        if table.fingerprint is not None and pin is None:
+            raise UsageError(
+                f"{where}: fingerprint = {table.fingerprint!r} is not sha256: and 64 hex "
+                f"digits ({at}.fingerprint)"
+            )
+        if ca is None and pin is None:
+            raise UsageError(f'{where}: needs ca = "FILE" and/or fingerprint = "sha256:…" ({at})')
+        if not table.parties:
+            raise UsageError(
+                f"{where}: parties is empty; name the parties it may speak for ({at}.parties)"
+            )
+        for i, spoken in enumerate(table.parties):
+            if spoken not in declared:
+                raise UsageError(
+                    f"{where}: parties contains {spoken!r}, not a declared [[party]] "
+                    f"({at}.parties[{i}])"
+                )
+            if spoken in claimed:
+                raise UsageError(
+                    f"{where}: party {spoken!r} is already spoken for by [[federate]] "
+                    f"{claimed[spoken]!r} ({at}.parties[{i}])"
+                )
+            claimed[spoken] = name
+        terms = from_federate(raw, where)
+        federates.append(FederateConfig(name, tuple(table.parties), target, ca, pin, where, terms))
+    for party in parties:
+        if party.federate and party.federate not in names:
+            raise UsageError(
+                f"{source}: [[party]] {party.id!r}: federate = {party.federate!r} is not a "
+                "declared [[federate]]"
+            )
+        if party.federate and claimed.get(party.id) != party.federate:
+            raise UsageError(
+                f"{source}: [[party]] {party.id!r}: federate = {party.federate!r}, but that "
+                f"[[federate]]'s parties do not include {party.id!r}"
+            )
+    for pid, name in claimed.items():
+        owner = next(p for p in parties if p.id == pid)
+        if owner.federate != name:
+            raise UsageError(
+                f"{source}: [[federate]] {name!r} speaks for {pid!r}, so declare that "
+                f'[[party]] with federate = "{name}" (it is not one of this hub\'s own)'
+            )
+    kinds = [lc for lc in listeners if lc.kind == "federation"]
+    if len(kinds) > 1:
+        raise UsageError(f"{kinds[1].where}: only one federation listener per hub")
+    if federates and not kinds:
+        raise UsageError(
+            f'{source}: [[federate]] needs a [[listener]] kind = "federation" (its ca '
+            "directory holds the hub's certificate, used on every link)"
+        )
+    return federates
 
 
 def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:

@@ -222,6 +222,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ),
         ),
     ] = 100
+    limit_queue_federation: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Messages pending on one federation link; past it the link is dropped and "
+                "durable items resume from its cursor when it returns (live positions are "
+                "re-sent as they are)."
+            ),
+        ),
+    ] = 20_000
+    timeout_federation_health_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "How often a dialing federation link checks its peer's health (TAK's "
+                "HealthCheck); a peer not answering SERVING within it is redialed."
+            ),
+        ),
+    ] = 5.0
+    timeout_federation_retry_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "First wait before redialing a federation peer; doubles while it fails, up to"
+                " 20 times this."
+            ),
+        ),
+    ] = 1.0
     timeout_checkpoint_s: Annotated[
         float,
         Meta(
