@@ -129,9 +129,9 @@ class TakListener:
         self.port = config.port
         s = hub.settings
         self.limits = XmlLimits(
-            s.get_int("limit_message_bytes"),
-            s.get_int("limit_xml_depth"),
-            s.get_int("limit_attribute_bytes"),
+            s.limit_message_bytes,
+            s.limit_xml_depth,
+            s.limit_attribute_bytes,
         )
         self.tasks: set[asyncio.Task[None]] = set()
         # Built now, so a certificate mistake stops the hub before anything is bound.
@@ -186,9 +186,9 @@ class TakListener:
         address = peer.rpartition(":")[0] or peer
         pending = self.hub.handshaking
         refused: str | None = None
-        if sum(pending.values()) >= settings.get_int("limit_handshakes"):
+        if sum(pending.values()) >= settings.limit_handshakes:
             refused = "limit_handshakes"
-        elif pending.get(address, 0) >= settings.get_int("limit_handshakes_per_address"):
+        elif pending.get(address, 0) >= settings.limit_handshakes_per_address:
             refused = "limit_handshakes_per_address"
         if refused is not None:
             self.hub.metrics.close(refused)
@@ -205,9 +205,7 @@ class TakListener:
             return False
         pending[address] = pending.get(address, 0) + 1
         try:
-            await writer.start_tls(
-                self.tls, ssl_handshake_timeout=settings.get_float("tls_handshake_timeout_s")
-            )
+            await writer.start_tls(self.tls, ssl_handshake_timeout=settings.tls_handshake_timeout_s)
             return True
         except (OSError, TimeoutError, EOFError) as exc:
             self.hub.metrics.refuse("tls_handshake")
@@ -344,9 +342,7 @@ class TakListener:
             party=party,
             user=user,
             listener=self.config.kind,
-            outbox=Outbox(
-                settings.get_int("limit_queue_tracks"), settings.get_int("limit_queue_durable")
-            ),
+            outbox=Outbox(settings.limit_queue_tracks, settings.limit_queue_durable),
             mode=lambda: stream.mode.value,
             close=close,
             id=f"{self.name}#{next(_ids)}",
@@ -374,8 +370,8 @@ class TakListener:
 
         liveness = Liveness.start(
             time.monotonic(),
-            settings.get_float("timeout_idle_s"),
-            settings.get_float("timeout_partial_event_s"),
+            settings.timeout_idle_s,
+            settings.timeout_partial_event_s,
         )
         conn.flush = flush
         log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
@@ -385,7 +381,7 @@ class TakListener:
         if serial is not None:
             self._serials[conn] = serial
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
-        refusal_limit = settings.get_int("limit_refusals_before_close")
+        refusal_limit = settings.limit_refusals_before_close
         try:
             while not closing:
                 now = time.monotonic()
