@@ -84,7 +84,7 @@ FD_RESERVE = 256  # HTTP clients, the stores and ledger, logs, the listening soc
 
 def fd_budget(settings: Settings) -> int:
     """File descriptors the connection limits may need at once."""
-    return settings.get_int("limit_connections") + settings.get_int("limit_handshakes") + FD_RESERVE
+    return settings.limit_connections + settings.limit_handshakes + FD_RESERVE
 
 
 def ensure_fd_budget(settings: Settings) -> int:
@@ -241,7 +241,7 @@ class HubServer:
     async def _housekeeping(self) -> None:
         """Once a second: deadlines and expiries; prune and checkpoints less often."""
         settings = self.config.settings
-        checkpoint_every = settings.get_float("timeout_checkpoint_s")
+        checkpoint_every = settings.timeout_checkpoint_s
         loop = asyncio.get_running_loop()
         last_prune = last_checkpoint = loop.time()
         last_tick = loop.time()
@@ -283,7 +283,7 @@ class HubServer:
             await http.stop()  # (in-flight requests get timeout_shutdown_s to finish)
         if self.federation is not None:
             await self.federation.stop()
-        deadline = self.config.settings.get_float("timeout_shutdown_s")
+        deadline = self.config.settings.timeout_shutdown_s
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 while any(len(c.outbox) for c in self.hub.all_connections()):  # noqa: ASYNC110
@@ -321,9 +321,9 @@ async def _start_federation(federation: Federation, config: HubConfig) -> int:
         return await federation.start(
             listener.host,
             listener.port,
-            settings.get_float("timeout_federation_health_s"),
-            settings.get_float("timeout_federation_retry_s"),
-            settings.get_float("timeout_checkpoint_s"),
+            settings.timeout_federation_health_s,
+            settings.timeout_federation_retry_s,
+            settings.timeout_checkpoint_s,
         )
     except OSError as exc:
         raise UsageError(

@@ -94,7 +94,7 @@ class Services:
         latest = latest or self.recorder.ledger.latest_checkpoint()
         if latest is None:
             return 0
-        every = self.hub.settings.get_float("timeout_checkpoint_s")
+        every = self.hub.settings.timeout_checkpoint_s
         age = time.time() - latest.time_us / 1e6
         return max(0, math.ceil(every - age)) if 0 <= age < every else 0
 

@@ -79,7 +79,7 @@ class AirspaceDesk:
         self.notices: dict[tuple[str, str], Notice] = {}  # (conflict id, party) -> latest
         self.threads: dict[str, str] = {}  # conflict id -> hotline message id
         self._pending_tracks: dict[tuple[str, str], CotEvent] = {}
-        self.screen_every_s = hub.settings.get_float("timeout_track_screen_s")
+        self.screen_every_s = hub.settings.timeout_track_screen_s
         self._last_screen = -math.inf
         self._round: list[tuple[tuple[str, str], CotEvent]] = []
         self._last_sent: dict[tuple[str, str], float] = {}

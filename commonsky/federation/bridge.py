@@ -639,7 +639,7 @@ def build(
         hub_id,
         own,
         identity,
-        config.settings.get_int("limit_queue_federation"),
+        config.settings.limit_queue_federation,
     )
     hub.metrics.registry.register(federation.collector())
     return federation

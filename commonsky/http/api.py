@@ -15,7 +15,7 @@ import hmac
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -34,6 +34,7 @@ from commonsky.desks.drawings import geojson_to_cot_detail
 from commonsky.desks.geochat import chat_event
 from commonsky.desks.launch import report_event, report_from_raw
 from commonsky.errors import RemoteProtocolError, StoreUnavailable
+from commonsky.http.schemas import Ack, BodyError, HotlineSend, decode_body
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.ledger.log import Receipt
@@ -45,6 +46,7 @@ from commonsky.protocol.cot import XmlLimits, check_uid, encode_event, parse_eve
 from commonsky.services import Services
 
 log = logging.getLogger("commonsky.api")
+T = TypeVar("T")
 
 
 class JSONResponse(_StarletteJSON):
@@ -116,6 +118,14 @@ def decode_json(data: bytes) -> Any:
         raise ApiError(400, "not JSON we read: nested too deeply") from None
 
 
+def typed_body(data: bytes, kind: type[T]) -> T:
+    """A JSON request body as its Struct (http/schemas.py), or ApiError 400 with the path."""
+    try:
+        return decode_body(data, kind)
+    except BodyError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 HOTLINE_PAGE_MAX = 500  # messages per history page
 
 
@@ -135,15 +145,16 @@ def json_error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
 
 
-def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
+def build_api(services: Services) -> list[BaseRoute]:
+    """The API's routes (the OpenAPI document describing them is http/schemas.py's)."""
     hub = services.hub
-    limit = hub.settings.get_int("limit_http_body_bytes")
+    limit = hub.settings.limit_http_body_bytes
     s = hub.settings
-    max_features = s.get_int("limit_airspace_features")
+    max_features = s.limit_airspace_features
     xml_limits = XmlLimits(
-        s.get_int("limit_message_bytes"),
-        s.get_int("limit_xml_depth"),
-        s.get_int("limit_attribute_bytes"),
+        s.limit_message_bytes,
+        s.limit_xml_depth,
+        s.limit_attribute_bytes,
     )
 
     def party_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -293,25 +304,17 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return JSONResponse(accept(party, event), status_code=201)
 
     async def post_hotline(request: Request, party: str) -> Response:
-        raw = await body_json(request)
-        if (
-            not isinstance(raw, dict)
-            or not isinstance(raw.get("to"), str)
-            or not isinstance(raw.get("text"), str)
-            or not raw["text"].strip()
-        ):
-            raise ApiError(400, 'expected {"to": PARTY, "text": TEXT}')
-        to, text = raw["to"], raw["text"]
+        body = typed_body(await read_body(request, limit), HotlineSend)
+        to, text = body.to, body.text
+        if not text.strip():
+            raise ApiError(400, "$.text: must not be blank")
         if to not in hub.policy.parties:
             raise ApiError(400, f"to: unknown party {to[:80]!r}")
-        uid = raw.get("uid") or f"GeoChat.api.{uuid.uuid4().hex[:12]}"
-        if not isinstance(uid, str):
-            raise ApiError(400, "uid: expected a string")
+        uid = body.uid or f"GeoChat.api.{uuid.uuid4().hex[:12]}"
         check_uid(uid)  # the CoT uid rule, as for a GeoChat sent over TAK
         check_text(text, "text")
-        statement = services.check_signature(
-            party, {"to": to, "text": text, "uid": uid}, raw.get("signature")
-        )
+        signature = msgspec.to_builtins(body.signature) if body.signature else None
+        statement = services.check_signature(party, {"to": to, "text": text, "uid": uid}, signature)
         event = as_tak(chat_event(uid, text, hub.clock(), [to], sender=party))
         if not hub.policy.delivers(party, to, Category.HOTLINE, event.point, hub.clock()):
             raise ApiError(403, f"no hotline agreement in force from {party} to {to}")
@@ -325,13 +328,13 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
 
     async def post_ack(request: Request, party: str) -> Response:
         message_id = request.path_params["message_id"]
-        raw = await body_json(request) if int(request.headers.get("content-length") or 0) else {}
+        data = await read_body(request, limit)
+        body = typed_body(data, Ack) if data.strip() else Ack()
         message = services.hotline.resolve(party, message_id)
         if message is None:  # not there, or not for this party: one answer for both
             raise ApiError(404, "no such message for this party")
-        statement = services.check_signature(
-            party, {"ack": message_id}, raw.get("signature") if isinstance(raw, dict) else None
-        )
+        signature = msgspec.to_builtins(body.signature) if body.signature else None
+        statement = services.check_signature(party, {"ack": message_id}, signature)
         acked = services.hotline.acknowledge(
             party, message_id, hub.clock(), via="api", statement=statement
         )
@@ -391,9 +394,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             await ws.close(code=1013, reason=refused)  # "try again later"
             return
         await ws.accept()
-        outbox = Outbox(
-            hub.settings.get_int("limit_queue_tracks"), hub.settings.get_int("limit_queue_durable")
-        )
+        outbox = Outbox(hub.settings.limit_queue_tracks, hub.settings.limit_queue_durable)
         page = PagePeer(hub.metrics, outbox)
         closed = page.closed
 
@@ -482,7 +483,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         Route("/api/ledger/receipts/{seq}", party_route(ledger_receipt)),
         WebSocketRoute("/api/ws", websocket),
     ]
-    return routes, openapi_paths()
+    return routes
 
 
 def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
@@ -604,71 +605,3 @@ def roster(policy: Policy, party: str, now: float) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def openapi_paths() -> dict[str, Any]:
-    def op(summary: str, method: str = "get", body: str | None = None) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "summary": summary,
-            "security": [{"bearer": []}],
-            "responses": {
-                "200": {"description": "OK"},
-                "400": {"description": "bad input"},
-                "401": {"description": "no or wrong token"},
-                "403": {"description": "forbidden by the agreements"},
-                "413": {"description": "body too large"},
-            },
-        }
-        if body:
-            spec["requestBody"] = {"content": {body: {"schema": {"type": "object"}}}}
-        return {method: spec}
-
-    return {
-        "/api/me": op("The party this token speaks for, and the hub's clock."),
-        "/api/parties": op(
-            "Parties this party has agreements with: id, name, country, and whether a "
-            "hotline message would reach them now."
-        ),
-        "/api/items": op(
-            "Items the party may see now (?category=&bbox=minlon,minlat,maxlon,maxlat)."
-        ),
-        "/api/cot": op("Submit one CoT event as this party.", "post", "application/xml"),
-        "/api/airspace": op(
-            "Submit GeoJSON volumes, lines and sites.", "post", "application/geo+json"
-        ),
-        "/api/launch": op("Submit a launch report.", "post", "application/json"),
-        "/api/launch/events": op("Launch events fused from the reports this party may see."),
-        "/api/conflicts": op("Current conflict notices for this party."),
-        "/api/hotline": op(
-            "Hotline history, a page of the newest messages oldest first (?with=PARTY"
-            "&limit=1..500, default 100&before=SEQ); the X-Next-Before header is the "
-            "cursor of the next older page."
-        ),
-        "/api/hotline/send": op(
-            "Send a hotline message {to, text, uid?, signature?}.", "post", "application/json"
-        ),
-        "/api/hotline/{message_id}/ack": op(
-            "Acknowledge a hotline message.", "post", "application/json"
-        ),
-        "/api/ledger/checkpoint": op(
-            "The latest signed ledger checkpoint (signed afresh at most once per "
-            "timeout_checkpoint_s; with the operator token, always fresh)."
-        ),
-        "/api/ledger/receipts/{seq}": op(
-            "An entry of this party's audience with its inclusion proof (404 for an entry "
-            "outside it or not there alike; 409 with Retry-After before a checkpoint covers it)."
-        ),
-        "/api/ws": op("WebSocket (?token=): JSON arrays of items as they are delivered."),
-        "/cap/feed.atom": {
-            "get": {
-                "summary": "Atom feed of public warnings.",
-                "responses": {"200": {"description": "Atom"}},
-            }
-        },
-        "/cap/alerts/{id}.xml": {
-            "get": {
-                "summary": "One CAP 1.2 alert.",
-                "responses": {"200": {"description": "CAP 1.2"}},
-            }
-        },
-    }

@@ -105,7 +105,7 @@ class Hub:
         # Other writers whose commits join the store's (see `submit`).
         self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
         self._tx_depth = 0
-        self._grid = settings.get_float("generalize_grid_deg")
+        self._grid = settings.generalize_grid_deg
         self.naming = Naming(
             self.parties,
             secret,
@@ -285,7 +285,7 @@ class Hub:
         """A party may hold at most `limit_durable_items_per_party` durable items in the
         picture at once (each is replayed to every entitled connection): past it, a new one
         is refused until some expire or are withdrawn; updates of held ones still go."""
-        limit = self.settings.get_int("limit_durable_items_per_party")
+        limit = self.settings.limit_durable_items_per_party
         held = self._held[party]
         if held >= limit:
             raise RemoteProtocolError(
@@ -445,7 +445,7 @@ class Hub:
                 else:
                     del self.live[key]
                 self._addressed.discard(key)
-        routes = self.route(item, now)
+        routes = self.cached_route(rendered, now)  # kept with it: replays reuse it
         self._fan_out(rendered, routes, durable, transient)
         self._observe(item, routes)
 
@@ -616,11 +616,9 @@ class Hub:
         None. The hub-wide limit is shared by all parties; each party also has its own, so
         one party's idle sockets cannot lock the others out."""
         total = sum(len(group) for group in self.connections.values())
-        if total >= self.settings.get_int("limit_connections"):
+        if total >= self.settings.limit_connections:
             return "limit_connections"
-        if len(self.connections.get(party, ())) >= self.settings.get_int(
-            "limit_connections_per_party"
-        ):
+        if len(self.connections.get(party, ())) >= self.settings.limit_connections_per_party:
             return "limit_connections_per_party"
         return None
 

@@ -135,9 +135,9 @@ class TakListener:
         self.port = config.port
         s = hub.settings
         self.limits = XmlLimits(
-            s.get_int("limit_message_bytes"),
-            s.get_int("limit_xml_depth"),
-            s.get_int("limit_attribute_bytes"),
+            s.limit_message_bytes,
+            s.limit_xml_depth,
+            s.limit_attribute_bytes,
         )
         self.tasks: set[asyncio.Task[None]] = set()
         # Built now, so a certificate mistake stops the hub before anything is bound.
@@ -192,9 +192,9 @@ class TakListener:
         address = peer.rpartition(":")[0] or peer
         pending = self.hub.handshaking
         refused: str | None = None
-        if sum(pending.values()) >= settings.get_int("limit_handshakes"):
+        if sum(pending.values()) >= settings.limit_handshakes:
             refused = "limit_handshakes"
-        elif pending.get(address, 0) >= settings.get_int("limit_handshakes_per_address"):
+        elif pending.get(address, 0) >= settings.limit_handshakes_per_address:
             refused = "limit_handshakes_per_address"
         if refused is not None:
             self.hub.metrics.close(refused)
@@ -211,9 +211,7 @@ class TakListener:
             return False
         pending[address] = pending.get(address, 0) + 1
         try:
-            await writer.start_tls(
-                self.tls, ssl_handshake_timeout=settings.get_float("tls_handshake_timeout_s")
-            )
+            await writer.start_tls(self.tls, ssl_handshake_timeout=settings.tls_handshake_timeout_s)
             return True
         except (OSError, TimeoutError, EOFError) as exc:
             self.hub.metrics.refuse("tls_handshake")
@@ -339,9 +337,9 @@ class TakListener:
             return
         session = TakSession(
             SessionLimits(
-                settings.get_float("timeout_idle_s"),
-                settings.get_float("timeout_partial_event_s"),
-                settings.get_int("limit_refusals_before_close"),
+                settings.timeout_idle_s,
+                settings.timeout_partial_event_s,
+                settings.limit_refusals_before_close,
             ),
             time.monotonic(),
             self.limits,
@@ -351,9 +349,7 @@ class TakListener:
             party=party,
             user=user,
             listener=self.config.kind,
-            outbox=Outbox(
-                settings.get_int("limit_queue_tracks"), settings.get_int("limit_queue_durable")
-            ),
+            outbox=Outbox(settings.limit_queue_tracks, settings.limit_queue_durable),
             peer=peer,
             id=f"{self.name}#{next(_ids)}",
             address=address,

@@ -184,9 +184,7 @@ def marti_app(state: MartiState, config: ListenerConfig) -> Starlette:
         params = request.query_params
         declared = hash_param(request, required=False)
         with state.files.temporary() as temp:
-            got = await receive(
-                request, temp, room, settings.get_float("timeout_upload_s"), allow_raw=itak
-            )
+            got = await receive(request, temp, room, settings.timeout_upload_s, allow_raw=itak)
             if declared and declared != got.sha256:
                 raise Refused(
                     400,

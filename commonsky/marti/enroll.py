@@ -165,7 +165,7 @@ def enroll_app(state: MartiState, config: ListenerConfig) -> Starlette:
         now = port.clock()
         if not state.tokens.redeem(token, now):  # another request spent it meanwhile
             raise _Refused(401, Refusal.SPENT.value, "enrollment token already used")
-        days = port.settings.get_int("tls_enroll_cert_days")
+        days = port.settings.tls_enroll_cert_days
         try:
             cert = sign_csr(ca_dir, csr, token.party, token.user, days)
             ca_cert = load_ca(ca_dir)[0]

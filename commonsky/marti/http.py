@@ -82,7 +82,7 @@ class HttpListener:
             lifespan="off",
             access_log=False,
             log_level="warning",
-            limit_concurrency=self.settings.get_int("limit_http_connections"),
+            limit_concurrency=self.settings.limit_http_connections,
             timeout_keep_alive=30,
         )
         config.load()
@@ -107,7 +107,7 @@ class HttpListener:
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True
-        deadline = self.settings.get_float("timeout_shutdown_s")
+        deadline = self.settings.timeout_shutdown_s
         try:
             await asyncio.wait_for(asyncio.shield(self._task), deadline)
         except TimeoutError:

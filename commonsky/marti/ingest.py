@@ -150,7 +150,7 @@ def _check(
     trust = state.signer.ca_pem() if state.signer is not None else None
     for entry, mime, data in images:
         try:
-            facts = read_facts(data, mime, settings.get_int("limit_image_pixels"))
+            facts = read_facts(data, mime, settings.limit_image_pixels)
         except NotEvidence as exc:
             raise Refused(400, "bad_image", f"{entry}: {exc}") from None
         report = read_manifest(data, mime, trust)

@@ -98,6 +98,7 @@ def _rel_speed(a: ref.Track, b: ref.Track) -> float:
     return math.hypot(dx, dy)
 
 
+@pytest.mark.slow
 def test_broad_phase_never_loses_a_pair_anywhere_on_earth() -> None:
     # Clusters all round the globe (so the cube-face path runs), dense enough to conflict.
     rng = np.random.default_rng(7)

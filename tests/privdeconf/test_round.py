@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -130,6 +131,7 @@ def _far_from(a: list[Holding], offsets: list[tuple[float, float]]) -> list[Hold
 OFFSETS = st.lists(st.tuples(st.floats(0, 360), st.floats(0, 300_000)), max_size=3)
 
 
+@pytest.mark.slow
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rival_items(), OFFSETS, OFFSETS)
 def test_what_a_hub_learns_is_a_function_only_of_the_intersection(
