@@ -11,10 +11,11 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from commonsky import times
 from commonsky.errors import UsageError
 from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party
@@ -72,17 +73,13 @@ def is_loopback(host: str) -> bool:
 
 def parse_time(value: Any, where: str) -> float:
     if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
+        return times.epoch_of(value)
+    if isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value)
+            return times.parse_time(value)
         except ValueError:
-            raise UsageError(f"{where} = {value!r} is not an RFC 3339 time") from None
-    else:
-        raise UsageError(f"{where} = {value!r} is not an RFC 3339 time")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+            pass
+    raise UsageError(f"{where} = {value!r} is not an RFC 3339 time")
 
 
 class _Table:

@@ -22,6 +22,7 @@ import numpy.typing as npt
 import shapely
 from pyproj import Geod, Proj, Transformer
 
+from commonsky import times
 from commonsky.protocol.bounds import MAX_TIME_S, MIN_TIME_S
 
 LonLat = tuple[float, float]
@@ -428,9 +429,7 @@ def _time(props: dict[str, Any], name: str) -> float:
         except ValueError:
             pass
         try:
-            from datetime import datetime
-
-            return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            return times.parse_time(v)
         except (ValueError, OverflowError):
             raise GeometryError(f"properties.{name}", f"not a time: {v[:40]!r}") from None
     got = _number(props, name)

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from commonsky import times
 from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.config import HubConfig, config_from_dict
 from commonsky.demo.clients import SimClient, tls_context
@@ -385,7 +386,7 @@ class Runner:
         assert self.server is not None
         party = next(c.party for c in played.scenario.client if c.id == spec.client)
         west, south, east, north = spec.box
-        taken = datetime.fromisoformat(spec.captured.replace("Z", "+00:00")).timestamp()
+        taken = times.parse_time(spec.captured)
         spots = [
             (lon, lat)
             for track in played.scenario.track

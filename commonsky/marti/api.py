@@ -43,7 +43,7 @@ from commonsky.marti.http import peer_cert_der
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
 from commonsky.marti.state import MartiState
 from commonsky.marti.upload import UploadRefused, receive
-from commonsky.protocol.cot import format_time
+from commonsky.times import format_time
 
 log = logging.getLogger("commonsky.marti")
 API_VERSION = "3"  # TAK Server's Marti API version (tak.server.Constants.API_VERSION)
