@@ -26,19 +26,6 @@ import numpy as np
 import shapely
 
 from commonsky.deconflict import cpa
-from commonsky.deconflict.geometry import (
-    EARTH_R_M,
-    Circle,
-    FloatArray,
-    Frame,
-    Line,
-    Polygon,
-    Site,
-    Volume,
-    cap_of,
-    centre_lonlat,
-    frame_key,
-)
 from commonsky.deconflict.index import ALWAYS as ALWAYS
 from commonsky.deconflict.index import SPACE_BASE_M as SPACE_BASE_M
 from commonsky.deconflict.index import TIME_BASE_S as TIME_BASE_S
@@ -59,6 +46,7 @@ from commonsky.deconflict.records import _make as _make
 from commonsky.deconflict.records import _Rec as _Rec
 from commonsky.deconflict.records import _rounded as _rounded
 from commonsky.deconflict.records import default_minima as default_minima
+from commonsky.deconflict.shapes import Circle, Line, Polygon, Site, Volume
 from commonsky.deconflict.table import SlotTable, box_overlaps
 from commonsky.deconflict.tracks import PATH_SAMPLES as PATH_SAMPLES
 from commonsky.deconflict.tracks import _path_through as _path_through
@@ -66,6 +54,7 @@ from commonsky.deconflict.tracks import _track_area as _track_area
 from commonsky.deconflict.tracks import _track_at as _track_at
 from commonsky.deconflict.tracks import _track_batch as _track_batch
 from commonsky.deconflict.tracks import _track_pair as _track_pair
+from commonsky.geo import EARTH_R_M, FloatArray, Frame, cap_of, centre_lonlat, frame_key
 
 
 class ConflictEngine:

@@ -13,8 +13,9 @@ import msgspec
 import numpy as np
 
 from commonsky.deconflict import cpa
-from commonsky.deconflict.geometry import FloatArray, Line, Site, Volume
 from commonsky.deconflict.index import Key
+from commonsky.deconflict.shapes import Line, Site, Volume
+from commonsky.geo import FloatArray
 
 ItemType = Literal["volume", "line", "site", "track"]
 ConflictKind = Literal[

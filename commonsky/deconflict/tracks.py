@@ -10,7 +10,6 @@ import numpy as np
 import shapely
 
 from commonsky.deconflict import cpa
-from commonsky.deconflict.geometry import GEOD, Circle, Frame, Polygon, Site, Volume
 from commonsky.deconflict.records import (
     Conflict,
     ConflictKind,
@@ -20,6 +19,8 @@ from commonsky.deconflict.records import (
     _make,
     _Rec,
 )
+from commonsky.deconflict.shapes import Circle, Polygon, Site, Volume
+from commonsky.geo import GEOD, Frame
 
 
 def _track_at(t: Track, dt: float) -> tuple[float, float]:

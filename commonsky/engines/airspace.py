@@ -33,8 +33,8 @@ import shapely.geometry
 from shapely.geometry import shape as shapely_shape
 
 from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Side, Track
-from commonsky.deconflict.geometry import Line, Volume
 from commonsky.deconflict.notice import Notice, notice_for
+from commonsky.deconflict.shapes import Line, Volume
 from commonsky.engines.drawings import airspace_from_cot
 from commonsky.engines.hotline import HotlineDesk
 from commonsky.hub.core import Hub

@@ -24,12 +24,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from commonsky.deconflict.geometry import (
-    GeometryError,
-    TooManyFeatures,
-    parse_geojson,
-    parse_kml,
-)
+from commonsky.deconflict.formats import parse_geojson, parse_kml
+from commonsky.deconflict.shapes import GeometryError, TooManyFeatures
 from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.geochat import chat_event
 from commonsky.engines.warnings import report_event, report_from_raw
@@ -489,9 +485,9 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
 
 def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
     """A GeoJSON airspace feature as the TAK drawing clients will see."""
-    from commonsky.deconflict.geometry import Circle, Corridor, Line, Site, Volume
-    from commonsky.deconflict.geometry import Point as GPoint
-    from commonsky.deconflict.geometry import Polygon as GPolygon
+    from commonsky.deconflict.shapes import Circle, Corridor, Line, Site, Volume
+    from commonsky.deconflict.shapes import Point as GPoint
+    from commonsky.deconflict.shapes import Polygon as GPolygon
 
     props = dict(feature.get("properties") or {}) if isinstance(feature, dict) else {}
     uid = str(props.pop("uid", "") or f"airspace-{uuid.uuid4().hex[:12]}")

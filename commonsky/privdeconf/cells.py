@@ -52,15 +52,8 @@ import numpy as np
 import shapely
 
 from commonsky.deconflict.engine import line_frame
-from commonsky.deconflict.geometry import (
-    EARTH_R_M,
-    FloatArray,
-    Frame,
-    Line,
-    Site,
-    Volume,
-    centre_lonlat,
-)
+from commonsky.deconflict.shapes import Line, Site, Volume
+from commonsky.geo import EARTH_R_M, FloatArray, Frame, centre_lonlat
 from commonsky.privdeconf.terms import Terms
 
 Layer = Literal["v", "s", "l"]
