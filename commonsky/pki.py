@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import json
 import os
 import secrets
 from collections.abc import Sequence
@@ -223,10 +224,34 @@ def issue_client(
     }
     for path, (data, private) in files.items():
         _write(path, data, private)
-    from commonsky.revocation import record_issued
-
     record_issued(ca_dir, cert, "cert issue")
     return list(files), password
+
+
+#: The register of every client certificate the CA signs (revocation.py reads it).
+ISSUED = "issued.jsonl"
+
+
+def record_issued(ca_dir: Path, cert: x509.Certificate, how: str) -> None:
+    """Append one line to `issued.jsonl` (O_APPEND: lines from two processes never mix)."""
+    subject = cert.subject
+    orgs = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    line = json.dumps(
+        {
+            "serial": format(cert.serial_number, "x"),
+            "party": str(orgs[0].value) if orgs else "",
+            "name": str(names[0].value) if names else "",
+            "not_after": cert.not_valid_after_utc.timestamp(),
+            "how": how,
+        },
+        sort_keys=True,
+    )
+    fd = os.open(ca_dir / ISSUED, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 class CsrRefused(Exception):
@@ -315,8 +340,6 @@ def sign_csr(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    from commonsky.revocation import record_issued
-
     record_issued(ca_dir, cert, "enroll")
     return cert
 

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -79,6 +80,24 @@ def port_problem(port: int, exc: OSError) -> str:
     if exc.errno == errno.EADDRNOTAVAIL:
         return "no network interface of this machine has that address"
     return f"cannot listen ({exc.strerror})"
+
+
+def bind_http(host: str, port: int, where: str) -> socket.socket:
+    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"{where} = {host}:{port}: cannot resolve {host!r} ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _reason(exc: BaseException) -> str:

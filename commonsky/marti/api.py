@@ -39,8 +39,8 @@ from starlette.routing import Route
 from commonsky import __version__
 from commonsky.config import ListenerConfig
 from commonsky.marti.files import is_sha256
-from commonsky.marti.http import peer_cert_der
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
+from commonsky.marti.net import peer_cert_der
 from commonsky.marti.state import MartiState
 from commonsky.marti.upload import UploadRefused, receive
 from commonsky.times import format_time

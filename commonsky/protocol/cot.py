@@ -17,6 +17,8 @@ from lxml import etree
 from commonsky import times
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import UNKNOWN, CotEvent, Point
+from commonsky.protocol.xmlsafe import PARSER as PARSER
+from commonsky.protocol.xmlsafe import detail_tree as detail_tree
 from commonsky.times import format_time
 
 
@@ -28,19 +30,6 @@ class XmlLimits:
 
 
 DEFAULT_LIMITS = XmlLimits()
-
-# The one parser for untrusted XML (also xmlDetail inside TAK protobuf).
-PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-    collect_ids=False,
-)
-
 
 UID_MAX_CHARS = 256
 # Control characters (Unicode category Cc: C0, DEL, C1 — tab and newlines included), and what
@@ -80,15 +69,6 @@ def parse_time(text: str | None, field: str) -> float:
         return times.parse_time(text.strip())
     except ValueError:
         raise RemoteProtocolError("malformed", f"{field}={text[:40]!r} is not a time") from None
-
-
-def detail_tree(detail: str) -> etree._Element:
-    """The `<detail>` of an accepted event as a tree.
-
-    The text came out of `parse_event` (our parser re-serialised it), so it is well-formed
-    and free of DTDs and entities; the same locked-down parser is used all the same.
-    """
-    return etree.fromstring(f"<detail>{detail}</detail>", PARSER)
 
 
 def _float(element: etree._Element, name: str, default: float | None = None) -> float:

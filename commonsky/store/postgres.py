@@ -23,7 +23,7 @@ import psycopg
 
 from commonsky.errors import StoreUnavailable, UsageError
 from commonsky.model import Item
-from commonsky.store import HotlineRow, NestedBlocks, load_rows, redacted
+from commonsky.store.base import HotlineRow, NestedBlocks, load_rows, redacted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commonsky_items (

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from commonsky.model import Item
-from commonsky.store import HotlineRow, NestedBlocks, load_rows
+from commonsky.store.base import HotlineRow, NestedBlocks, load_rows
 from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
 _SCHEMA = """
