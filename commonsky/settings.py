@@ -132,12 +132,6 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("tls_handshake_timeout_s", float, 10.0, "Time allowed for a TLS handshake."),
     Setting(
-        "stale_default_s",
-        float,
-        120.0,
-        "Stale time given to an item whose event carries none usable.",
-    ),
-    Setting(
         "limit_http_body_bytes",
         int,
         1048576,
