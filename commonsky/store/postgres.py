@@ -15,7 +15,8 @@ relays nothing it could not store; the API answers 503) and the next one reconne
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -69,11 +70,25 @@ _PAGE = 1000  # rows per query when reading everything since a sequence number
 
 _encoder = msgspec.msgpack.Encoder()
 
+#: After a failed reconnect, writes fail at once with StoreUnavailable until the next attempt
+#: is due: each attempt may block the event loop up to the connect timeout, so they are
+#: spaced RETRY_FIRST_S, doubling to RETRY_MAX_S while the server stays away.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
 
 class PostgresStore(NestedBlocks):
-    def __init__(self, url: str, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        connect_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
         self._timeout = connect_timeout_s
+        self._clock = clock
+        self._retry_at = 0.0  # no reconnect before this (clock), after a failed one
+        self._retry_s = 0.0  # the wait after the last failed reconnect (0: none failed)
         self._depth = 0
         self._wrote = False  # the current block has written (see `_live`)
         self.unreadable: dict[int, str] = {}
@@ -98,9 +113,23 @@ class PostgresStore(NestedBlocks):
 
     def _live(self) -> psycopg.Connection[Any]:
         """The connection, opened again if it broke — but not once the current block has
-        written: those writes are gone with the old connection, and the block must fail."""
+        written: those writes are gone with the old connection, and the block must fail.
+
+        The first reconnect is tried at once; after a failed one the next waits (see
+        RETRY_FIRST_S) and calls meanwhile raise StoreUnavailable without trying."""
         if self._conn.broken and not self._wrote:
-            self._conn = self._connect()
+            now = self._clock()
+            if now < self._retry_at:
+                raise StoreUnavailable(
+                    f"PostgreSQL unreachable; next attempt in {self._retry_at - now:.1f} s"
+                )
+            try:
+                self._conn = self._connect()
+            except StoreUnavailable:
+                self._retry_s = min(max(2 * self._retry_s, RETRY_FIRST_S), RETRY_MAX_S)
+                self._retry_at = self._clock() + self._retry_s
+                raise
+            self._retry_s = self._retry_at = 0.0
         return self._conn
 
     def _block_ended(self) -> None:
