@@ -111,6 +111,19 @@ class Store(Protocol):
         """How many durable items are stored."""
         ...
 
+    # The ledger's journal: the hub commits its store first and its ledger (a file of its
+    # own) second; the entries the ledger is about to commit are written here in the store's
+    # commit, so a crash between the two loses none (`LedgerRecorder.recover` appends them).
+
+    def put_journal(self, leaves: Sequence[tuple[int, bytes]]) -> None:
+        """Keep (seq, leaf) entries, in order, with the enclosing `transaction()` block,
+        dropping those below the first (the ledger committed them: it commits after us)."""
+        ...
+
+    def journal(self) -> list[tuple[int, bytes]]:
+        """The kept (seq, leaf) entries, in order."""
+        ...
+
     def close(self) -> None: ...
 
 

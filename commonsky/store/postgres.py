@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS commonsky_hotline_party (
     PRIMARY KEY (party, seq)
 );
 CREATE TABLE IF NOT EXISTS commonsky_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commonsky_ledger_journal (seq BIGINT PRIMARY KEY, leaf BYTEA NOT NULL);
 """
 
 _INSERT = (
@@ -310,6 +311,21 @@ class PostgresStore(NestedBlocks):
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    def put_journal(self, leaves: Sequence[tuple[int, bytes]]) -> None:
+        if not leaves:
+            return
+        self._execute("DELETE FROM commonsky_ledger_journal WHERE seq < %s", (leaves[0][0],))
+        for seq, leaf in leaves:
+            self._execute(
+                "INSERT INTO commonsky_ledger_journal (seq, leaf) VALUES (%s, %s) "
+                "ON CONFLICT (seq) DO UPDATE SET leaf = excluded.leaf",
+                (seq, leaf),
+            )
+
+    def journal(self) -> list[tuple[int, bytes]]:
+        rows = self._read("SELECT seq, leaf FROM commonsky_ledger_journal ORDER BY seq", ())
+        return [(int(seq), bytes(leaf)) for seq, leaf in rows]
 
     def cursor(self, party: str, client: str) -> int:
         row = (
