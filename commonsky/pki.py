@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from commonsky.errors import UsageError
+from commonsky.errors import Refused, UsageError
 
 ATAK_DEFAULT_PASSWORD = "atakatak"  # public: only when asked for by name
 # No 0/o, 1/l/i: read off a screen and typed on a phone.
@@ -254,13 +254,12 @@ def record_issued(ca_dir: Path, cert: x509.Certificate, how: str) -> None:
         os.close(fd)
 
 
-class CsrRefused(Exception):
+class CsrRefused(Refused):
     """A certificate signing request the enrollment listener refuses; `status` is the HTTP
     status to answer (400 malformed, 403 asks for another party or user)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message, "csr_refused")
 
 
 CSR_MAX_BYTES = 16384  # a 4096-bit RSA CSR in PEM is under 2 KiB

@@ -191,7 +191,7 @@ def parse_geojson(data: bytes | str | Any, max_features: int | None = None) -> l
                 raise GeometryError("properties", "expected an object")
             out.append(item_from(str(geom.get("type")), geom.get("coordinates"), props))
         except GeometryError as exc:
-            raise GeometryError(f"{where}.{exc.field}", exc.reason) from None
+            raise GeometryError(f"{where}.{exc.field}", exc.why) from None
     return out
 
 
@@ -259,5 +259,5 @@ def parse_kml(data: bytes, max_features: int | None = None) -> list[Item]:
                 raise GeometryError("geometry", "no Polygon, LineString or Point")
             out.append(item_from(gtype, coords, props))
         except GeometryError as exc:
-            raise GeometryError(f"{where}.{exc.field}", exc.reason) from None
+            raise GeometryError(f"{where}.{exc.field}", exc.why) from None
     return out

@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 import shapely
 
+from commonsky.errors import CommonSkyError
 from commonsky.geo import EARTH_R_M, GEOD, FloatArray, Frame, LonLat, cap_of, densify
 from commonsky.protocol.bounds import MAX_TIME_S, MIN_TIME_S
 
@@ -30,17 +31,23 @@ CIRCLE_POINTS = 72
 VolumeKind = Literal["operating-area", "strike-area", "route", "reservation"]
 
 
-class GeometryError(ValueError):
-    """An airspace item refused; `field` names the part at fault."""
+class GeometryError(CommonSkyError, ValueError):
+    """An airspace item refused (the sender's document is at fault: HTTP 400); `field`
+    names the part at fault, `why` says what is wrong with it."""
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+    http_status = 400
+    reason = "geometry"
+
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"{field}: {why}")
         self.field = field
-        self.reason = reason
+        self.why = why
 
 
 class TooManyFeatures(GeometryError):
     """A document with more features (placemarks) than the caller allows in one go."""
+
+    http_status = 413
 
 
 def flight_level(fl: float) -> float:

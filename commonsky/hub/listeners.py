@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 
 from commonsky.config import ListenerConfig
-from commonsky.errors import RemoteProtocolError, StoreUnavailable, UsageError
+from commonsky.errors import CommonSkyError, UsageError
 from commonsky.pki import CA_CERT, SERVER_CERT, SERVER_KEY
 from commonsky.protocol.cot import XmlLimits
 from commonsky.protocol.liveness import Liveness
@@ -447,14 +447,22 @@ class TakListener:
                             conn.user = event.event.uid  # a TCP client is known by its own uid
                         try:
                             hub.accept(party, conn.user, event.event, conn)
-                        except RemoteProtocolError as exc:
-                            event = MessageRefused(exc.reason, str(exc))
-                        except StoreUnavailable as exc:
-                            # Not stored, so not relayed: closing tells the client; it sends
-                            # again when it reconnects.
-                            log.error("%s %s/%s: %s; closing", self.name, party, user or peer, exc)
-                            close("store_unavailable")
-                            break
+                        except CommonSkyError as exc:
+                            # The error's hints decide (errors.py): close (a store that
+                            # cannot write: nothing was stored or relayed, and the client
+                            # sends again when it reconnects), or refuse the message.
+                            if exc.close:
+                                log.error(
+                                    "%s %s/%s: %s; closing", self.name, party, user or peer, exc
+                                )
+                                close(exc.reason)
+                                break
+                            if exc.http_status < 500:
+                                event = MessageRefused(exc.reason, exc.public())
+                            else:
+                                hub.metrics.internal_error("accept")
+                                log.exception("%s %s/%s: accepting failed", self.name, party, peer)
+                                continue
                         except Exception:
                             # Our bug, not the peer's: logged with its traceback and counted;
                             # the connection and the rest of its read go on.

@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from commonsky.errors import CommonSkyError
 from commonsky.ledger import keys, merkle
 from commonsky.ledger.entry import (
     CHECKPOINT_LOG_ID,
@@ -71,8 +72,11 @@ CREATE INDEX IF NOT EXISTS ledger_checkpoint_size ON ledger_checkpoint (size);
 """
 
 
-class LedgerError(Exception):
-    """The stored ledger is inconsistent, or a request it cannot honour; the message says why."""
+class LedgerError(CommonSkyError):
+    """The stored ledger is inconsistent, or a request it cannot honour; the message says why.
+    (Ours to fix, not a peer's: HTTP 500 if one ever reaches a request.)"""
+
+    reason = "ledger"
 
 
 def now_us() -> int:

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from commonsky import __version__
+from commonsky import __version__, errors
 from commonsky.config import ListenerConfig
 from commonsky.marti.files import is_sha256
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
@@ -50,11 +50,11 @@ API_VERSION = "3"  # TAK Server's Marti API version (tak.server.Constants.API_VE
 TOOLS = ("public", "private")
 
 
-class _Denied(Exception):
+class _Denied(errors.Refused):
+    """A Marti request denied (errors.Refused: its status, reason label and message)."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+        super().__init__(status, message, reason)
 
 
 Handler = Callable[[Request, str, str], Awaitable[Response]]

@@ -53,6 +53,7 @@ import shapely
 
 from commonsky.deconflict.engine import line_frame
 from commonsky.deconflict.shapes import Line, Site, Volume
+from commonsky.errors import CommonSkyError
 from commonsky.geo import EARTH_R_M, FloatArray, Frame, centre_lonlat
 from commonsky.privdeconf.terms import Terms
 
@@ -62,9 +63,11 @@ EDGE_SAMPLE_M = 1_000.0
 COVER_MARGIN_M = 5.0
 
 
-class CellsError(ValueError):
+class CellsError(CommonSkyError, ValueError):
     """Our own items cannot be put in cells within the agreement's cap (a local problem:
     coarsen `grid_level`, shorten the plans' horizon, or raise `max_cells`)."""
+
+    reason = "privdeconf_cells"
 
 
 class Holding(msgspec.Struct, frozen=True, kw_only=True):
