@@ -146,7 +146,17 @@ class LedgerRecorder:
     def recover(self, store: Store) -> int:
         """Append the store's journalled entries the ledger lacks (a crash fell between the
         two commits); how many were appended."""
-        appended = self.ledger.recover(store.journal())
+        journal = store.journal()
+        appended = self.ledger.recover(journal)
+        if appended is None:
+            log.warning(
+                "ledger: the store's journal (entries %d to %d) does not continue this ledger "
+                "(size %d); not applied",
+                journal[0][0],
+                journal[-1][0],
+                self.ledger.size,
+            )
+            return 0
         if appended:
             log.warning(
                 "ledger: %d entries committed with the store but not the ledger (the hub "

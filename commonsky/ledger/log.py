@@ -446,11 +446,13 @@ class Ledger:
         with self._lock:
             return list(self._uncommitted)
 
-    def recover(self, leaves: Sequence[tuple[int, bytes]]) -> int:
+    def recover(self, leaves: Sequence[tuple[int, bytes]]) -> int | None:
         """Append journalled entries the log lacks: those of `leaves` (in order, as from
-        `uncommitted`) at or past its end — exactly those bytes, so every hash is as it was
-        when they were first appended. An entry the log holds must hold the same bytes.
-        Returns how many were appended. Raises LedgerError for a gap or a mismatch."""
+        `uncommitted`) past its end — exactly those bytes, so every hash is as it was when
+        they were first appended. Returns how many were appended, or None (nothing done)
+        when the journal does not continue this log: an entry it shares with the log holds
+        other bytes, or it starts past the log's end (another hub's ledger, or one made
+        afresh with --init: the data folder's binding judges those, hub/datadir.py)."""
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -466,16 +468,14 @@ class Ledger:
                             "SELECT leaf FROM ledger_entry WHERE seq = ?", (seq,)
                         ).fetchone()
                         if held is None or bytes(held[0]) != leaf:
-                            raise LedgerError(f"{self.path}: journalled entry {seq} differs")
+                            conn.execute("ROLLBACK")
+                            return None
                         continue
-                    if seq != frontier.size:
-                        raise LedgerError(
-                            f"{self.path}: journal jumps to entry {seq} at size {frontier.size}"
-                        )
-                    entry = decode_entry(leaf)
-                    if entry.seq != seq:
-                        raise LedgerError(f"{self.path}: journalled entry {seq} says {entry.seq}")
+                    if seq != frontier.size or decode_entry(leaf).seq != seq:
+                        conn.execute("ROLLBACK")
+                        return None
                     lh = merkle.leaf_hash(leaf)
+                    entry = decode_entry(leaf)
                     rows.append((seq, leaf, lh, _audience_key(entry.audience)))
                     nodes.extend(frontier.append(lh))
                 conn.executemany(

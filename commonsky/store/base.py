@@ -116,8 +116,8 @@ class Store(Protocol):
     # commit, so a crash between the two loses none (`LedgerRecorder.recover` appends them).
 
     def put_journal(self, leaves: Sequence[tuple[int, bytes]]) -> None:
-        """Keep (seq, leaf) entries, in order, with the enclosing `transaction()` block,
-        dropping those below the first (the ledger committed them: it commits after us)."""
+        """Keep (seq, leaf) entries, in order, with the enclosing `transaction()` block, in
+        place of those kept before (the ledger committed those: it commits after us)."""
         ...
 
     def journal(self) -> list[tuple[int, bytes]]:

@@ -315,12 +315,10 @@ class PostgresStore(NestedBlocks):
     def put_journal(self, leaves: Sequence[tuple[int, bytes]]) -> None:
         if not leaves:
             return
-        self._execute("DELETE FROM commonsky_ledger_journal WHERE seq < %s", (leaves[0][0],))
+        self._execute("DELETE FROM commonsky_ledger_journal", ())
         for seq, leaf in leaves:
             self._execute(
-                "INSERT INTO commonsky_ledger_journal (seq, leaf) VALUES (%s, %s) "
-                "ON CONFLICT (seq) DO UPDATE SET leaf = excluded.leaf",
-                (seq, leaf),
+                "INSERT INTO commonsky_ledger_journal (seq, leaf) VALUES (%s, %s)", (seq, leaf)
             )
 
     def journal(self) -> list[tuple[int, bytes]]:

@@ -217,10 +217,8 @@ class SQLiteStore(NestedBlocks):
         if not leaves:
             return
         self._write()
-        self._db.execute("DELETE FROM ledger_journal WHERE seq < ?", (leaves[0][0],))
-        self._db.executemany(
-            "INSERT OR REPLACE INTO ledger_journal (seq, leaf) VALUES (?, ?)", leaves
-        )
+        self._db.execute("DELETE FROM ledger_journal")
+        self._db.executemany("INSERT INTO ledger_journal (seq, leaf) VALUES (?, ?)", leaves)
 
     def journal(self) -> list[tuple[int, bytes]]:
         rows = self._db.execute("SELECT seq, leaf FROM ledger_journal ORDER BY seq")

@@ -116,8 +116,6 @@ def test_store_batches_number_on_from_single_appends_and_survive_a_restart(
 
 
 def test_recover_appends_exactly_the_journalled_entries_it_lacks(tmp_path: Path) -> None:
-    from commonsky.ledger.log import LedgerError
-
     def entry(n: int) -> EntryFields:
         return EntryFields("fact", n, "USA", ["USA"], {"n": n})
 
@@ -133,10 +131,10 @@ def test_recover_appends_exactly_the_journalled_entries_it_lacks(tmp_path: Path)
     assert behind.recover(journal[:1]) == 1  # (an entry's bytes carry when it was appended)
     assert behind.recover(journal) == 2
     assert behind.root() == source.root() and behind.recover(journal) == 0
+    # A journal that does not continue the log is not applied (another hub's ledger, or one
+    # made afresh with --init: the data folder's binding judges those).
     other = Ledger(tmp_path / "c.sqlite3")
     other.append(entry(9))
-    with pytest.raises(LedgerError, match="journalled entry 0 differs"):
-        other.recover(journal)
-    with pytest.raises(LedgerError, match="journal jumps to entry 2 at size 1"):
-        other.recover(journal[2:])
+    assert other.recover(journal) is None  # entry 0 holds other bytes
+    assert other.recover(journal[2:]) is None  # starts past its end
     assert other.size == 1
