@@ -11,7 +11,7 @@
 # uniform in every direction. We do not use H3's polygon fill (it decides by cell centre, and
 # treats a polygon wider than 180° of longitude as crossing the antimeridian): a cell is ours
 # when its own outline meets our dilated region, tested in a local azimuthal-equidistant frame
-# centred on the item (geometry.Frame), so the antimeridian and the poles are ordinary places.
+# centred on the item (geo.Frame), so the antimeridian and the poles are ordinary places.
 # Cell outlines are H3's vertices joined by great-circle arcs (H3's edges are straight on the
 # icosahedron's gnomonic faces, i.e. great circles), sampled every EDGE_SAMPLE_M before
 # projection; COVER_MARGIN_M (metres) absorbs what remains (sphere vs WGS-84, a chord vs the
