@@ -17,13 +17,14 @@ from typing import Any
 
 from commonsky import times
 from commonsky.errors import UsageError
+from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party
 from commonsky.settings import Settings, env_name
 
-LISTENER_KINDS = ("tak-tcp", "tak-tls", "enroll", "marti")
+LISTENER_KINDS = ("tak-tcp", "tak-tls", "enroll", "marti", "federation")
 #: TLS listeners: each needs `ca = DIR` (its CA and, unless cert/key are given, server.pem).
-TLS_KINDS = ("tak-tls", "enroll", "marti")
+TLS_KINDS = ("tak-tls", "enroll", "marti", "federation")
 AGREEMENT_OPTIONS = ("rpz_m", "hpz_m", "lookahead_s", "ack_deadline_s")
 
 
@@ -49,6 +50,7 @@ class HubConfig:
     parties: tuple[Party, ...]
     agreements: tuple[Agreement, ...]
     source: str = "<built-in>"
+    federates: tuple[FederateConfig, ...] = ()  # peer hubs (commonsky/federation)
 
     @property
     def data_dir(self) -> Path:
@@ -140,7 +142,7 @@ def config_from_dict(
     """Check a configuration given as data. Relative paths in it are taken from `base` (the
     config file's folder; the current folder when None) and come out absolute."""
     base = Path.cwd() if base is None else base
-    known = {"server", "listener", "party", "agreement"}
+    known = {"server", "listener", "party", "agreement", "federate"}
     for key in data:
         if key not in known:
             raise UsageError(f"{source}: unknown table or key {key!r}")
@@ -176,7 +178,8 @@ def config_from_dict(
                     f"{table.where}: country = {country!r} is warned by {warned[country]}"
                 )
             warned[country] = pid
-        parties.append(Party(pid, table.get("name", str) or pid, token, country))
+        federate = table.get("federate", str) or ""
+        parties.append(Party(pid, table.get("name", str) or pid, token, country, federate))
         table.finish()
 
     listeners = [
@@ -187,7 +190,105 @@ def config_from_dict(
         _agreement(raw, index, source, seen)
         for index, raw in enumerate(_array(data, "agreement", source), 1)
     ]
-    return HubConfig(settings, tuple(listeners), tuple(parties), tuple(agreements), source)
+    federates = _federates(data, source, parties, listeners, base)
+    return HubConfig(
+        settings, tuple(listeners), tuple(parties), tuple(agreements), source, tuple(federates)
+    )
+
+
+def _federates(
+    data: Mapping[str, Any],
+    source: str,
+    parties: list[Party],
+    listeners: list[ListenerConfig],
+    base: Path,
+) -> list[FederateConfig]:
+    """`[[federate]]` tables, and `[[party]] federate = NAME` naming one of them."""
+    tables = _array(data, "federate", source)
+    if not tables:
+        for party in parties:
+            if party.federate:
+                raise UsageError(
+                    f"{source}: [[party]] {party.id!r}: federate = {party.federate!r} is not "
+                    "a declared [[federate]]"
+                )
+        return []
+    from commonsky.privdeconf.terms import KEYS as DECONFLICT_KEYS
+    from commonsky.privdeconf.terms import from_federate
+
+    declared = {p.id for p in parties}
+    federates: list[FederateConfig] = []
+    names: set[str] = set()
+    claimed: dict[str, str] = {}  # party -> the federate speaking for it
+    for index, raw in enumerate(tables, 1):
+        label = raw.get("name", "") if isinstance(raw, Mapping) else ""
+        table = _Table(raw, f"{source}: [[federate]] #{index} {label!r}")
+        name = table.get("name", str, required=True)
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise UsageError(f"{table.where}: name = {name!r} must be letters, digits, - or _")
+        if name in names:
+            raise UsageError(f"{table.where}: name = {name!r} is declared twice")
+        names.add(name)
+        connect = table.get("connect", str)
+        target = parse_hostport(connect, f"{table.where}: connect") if connect else None
+        ca_text = table.get("ca", str)
+        ca = base / ca_text if ca_text else None
+        if ca is not None and not ca.is_file():
+            raise UsageError(f"{table.where}: ca = {ca_text!r}: no such file (the peer's CA, PEM)")
+        pin_text = table.get("fingerprint", str)
+        pin = normalize_fingerprint(pin_text) if pin_text is not None else None
+        if pin_text is not None and pin is None:
+            raise UsageError(
+                f"{table.where}: fingerprint = {pin_text!r} is not sha256: and 64 hex digits"
+            )
+        if ca is None and pin is None:
+            raise UsageError(f'{table.where}: needs ca = "FILE" and/or fingerprint = "sha256:…"')
+        spoken = table.get("parties", list, required=True)
+        if not spoken:
+            raise UsageError(f"{table.where}: parties is empty; name the parties it may speak for")
+        for party in spoken:
+            if not isinstance(party, str) or party not in declared:
+                raise UsageError(
+                    f"{table.where}: parties contains {party!r}, not a declared [[party]]"
+                )
+            if party in claimed:
+                raise UsageError(
+                    f"{table.where}: party {party!r} is already spoken for by [[federate]] "
+                    f"{claimed[party]!r}"
+                )
+            claimed[party] = name
+        for key in DECONFLICT_KEYS:
+            table.get(key, (str, int, float, bool))
+        terms = from_federate(table.data, table.where)
+        table.finish()
+        federates.append(FederateConfig(name, tuple(spoken), target, ca, pin, table.where, terms))
+    for party in parties:
+        if party.federate and party.federate not in names:
+            raise UsageError(
+                f"{source}: [[party]] {party.id!r}: federate = {party.federate!r} is not a "
+                "declared [[federate]]"
+            )
+        if party.federate and claimed.get(party.id) != party.federate:
+            raise UsageError(
+                f"{source}: [[party]] {party.id!r}: federate = {party.federate!r}, but that "
+                f"[[federate]]'s parties do not include {party.id!r}"
+            )
+    for pid, name in claimed.items():
+        owner = next(p for p in parties if p.id == pid)
+        if owner.federate != name:
+            raise UsageError(
+                f"{source}: [[federate]] {name!r} speaks for {pid!r}, so declare that "
+                f'[[party]] with federate = "{name}" (it is not one of this hub\'s own)'
+            )
+    kinds = [lc for lc in listeners if lc.kind == "federation"]
+    if len(kinds) > 1:
+        raise UsageError(f"{kinds[1].where}: only one federation listener per hub")
+    if federates and not kinds:
+        raise UsageError(
+            f'{source}: [[federate]] needs a [[listener]] kind = "federation" (its ca '
+            "directory holds the hub's certificate, used on every link)"
+        )
+    return federates
 
 
 def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:

@@ -34,6 +34,7 @@ class Party:
     name: str = ""
     token: str = ""  # bearer token for the HTTP API and the web page ("" = none)
     country: str = ""  # ISO 3166-1 alpha-2 code of the country whose regions it warns
+    federate: str = ""  # the [[federate]] (peer hub) it is behind; "" for the hub's own
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,27 @@ SETTINGS: tuple[Setting, ...] = (
         "413. Each is screened against every stored item on the event loop that relays.",
     ),
     Setting(
+        "limit_queue_federation",
+        int,
+        20000,
+        "Messages pending on one federation link; past it the link is dropped and durable "
+        "items resume from its cursor when it returns (live positions are re-sent as they are).",
+    ),
+    Setting(
+        "timeout_federation_health_s",
+        float,
+        5.0,
+        "How often a dialing federation link checks its peer's health (TAK's HealthCheck); "
+        "a peer not answering SERVING within it is redialed.",
+    ),
+    Setting(
+        "timeout_federation_retry_s",
+        float,
+        1.0,
+        "First wait before redialing a federation peer; doubles while it fails, up to 20 "
+        "times this.",
+    ),
+    Setting(
         "timeout_checkpoint_s",
         float,
         60.0,

@@ -30,6 +30,7 @@ NOT_CORE = (
     "websockets",
     "xmlschema",
     "private_set_intersection",
+    "grpc_tools",
 )
 
 

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from commonsky.demo.checks import summarize
+from commonsky.demo.federated import HUBS, LINKS
 from commonsky.demo.runner import Runner
 from commonsky.demo.scenario import BUILT_IN, load
 from commonsky.errors import UsageError
@@ -83,14 +84,20 @@ async def run_demo(
     stop: asyncio.Event | None = None,
     screenshots: bool = True,
     console: Console | None = None,
+    federated: bool = False,
 ) -> dict[str, Any]:
-    """Play `names` through one hub at `speed`; check, summarise (DATA_DIR/summary.json),
-    take screenshots, then — with `stop` and no `duration` — keep serving until `stop` is
-    set. Raises UsageError (one line) for an operator's mistake (busy port, folder)."""
+    """Play `names` through one hub at `speed` (with `federated`: Korea on three linked
+    hubs, see federated.py); check, summarise (DATA_DIR/summary.json), take screenshots,
+    then — with `stop` and no `duration` — keep serving until `stop` is set. Raises
+    UsageError (one line) for an operator's mistake (busy port, folder)."""
+    from commonsky.demo.federated import FederatedRunner, check_ledgers
+
     console = console or Console()
+    if federated:
+        names = ("korea",)
     scenarios = [load(n) for n in names]
     data_dir, lock = fresh_folder(data_dir)
-    runner = Runner(scenarios, data_dir, http, speed)
+    runner = (FederatedRunner if federated else Runner)(scenarios, data_dir, http, speed)
     started = time.time()
     try:
         play = asyncio.create_task(runner.run())
@@ -126,7 +133,10 @@ async def run_demo(
         assert runner.server is not None
         played_s = max(0.0, (runner.clock() - runner.start_wall)) if runner.start_wall else 0.0
         unfinished = [s.name for s in scenarios if not runner.played[s.name].finished]
-        ledger_ok = check_ledger(runner, data_dir)
+        if isinstance(runner, FederatedRunner):
+            ledger_ok = check_ledgers(runner, data_dir)
+        else:
+            ledger_ok = check_ledger(runner, data_dir)
         results = [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios]
         if unfinished:
             for result in results:
@@ -137,6 +147,12 @@ async def run_demo(
             "scenarios": results,
             "all_held": all(r["all_held"] for r in results),
         }
+        if isinstance(runner, FederatedRunner):
+            summary["federated"] = {
+                "hubs": {name: list(parties) for name, parties in HUBS.items()},
+                "links": [f"{a}->{b}" for a, b in LINKS],
+                "receipts_proven": runner.proven,
+            }
         if unfinished:
             summary["stopped_early_s"] = round(time.time() - started, 1)
             summary["scenario_time_s"] = round(min(played_s, max(s.duration_s for s in scenarios)))
@@ -184,7 +200,8 @@ def print_where(console: Console, runner: Runner, data_dir: Path, screenshots: b
     for party in sorted(runner.tokens):
         port = next((ln.port for ln in runner.server.listeners if ln.config.party == party), None)
         tak = f"tcp {port}" if port else ""
-        console.print(f"  {party:<4} {base}#token={runner.tokens[party]}  {tak}", soft_wrap=True)
+        url = runner.map_url_of(party) if hasattr(runner, "map_url_of") else base
+        console.print(f"  {party:<4} {url}#token={runner.tokens[party]}  {tak}", soft_wrap=True)
     if tls:
         console.print(
             f"  TAK over TLS, any party: tls://127.0.0.1:{tls}, with its certificate from "
@@ -223,6 +240,7 @@ async def take_screenshots(runner: Runner, data_dir: Path, console: Console) -> 
     assert runner.server is not None
     base = f"http://127.0.0.1:{runner.server.http_port}"
     paths = []
+    own_map = getattr(runner, "map_url_of", None)  # (federated: each party on its own hub)
     for scenario in runner.scenarios:
         for party in SHOT_PARTIES.get(scenario.name, []):
             if party not in runner.tokens:
@@ -230,8 +248,9 @@ async def take_screenshots(runner: Runner, data_dir: Path, console: Console) -> 
             path = data_dir / "screenshots" / f"{scenario.name}-{party}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
+                url = own_map(party).rstrip("/") if own_map is not None else base
                 await asyncio.wait_for(
-                    screenshot(base, runner.tokens[party], path, bbox=scenario.extent()), 40
+                    screenshot(url, runner.tokens[party], path, bbox=scenario.extent()), 40
                 )
                 paths.append(str(path))
             except Exception as exc:  # the map is a view, not a check: report and go on

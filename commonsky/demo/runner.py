@@ -74,6 +74,10 @@ class Runner:
     # ---- set-up -------------------------------------------------------------------------
 
     def config(self) -> HubConfig:
+        return config_from_dict(self.config_data(), "demo scenarios")
+
+    def config_data(self) -> dict[str, Any]:
+        """The hub configuration as data (a federated run splits it between hubs)."""
         parties: dict[str, dict[str, Any]] = {}
         agreements: list[dict[str, Any]] = []
         for scenario in self.scenarios:
@@ -105,19 +109,16 @@ class Runner:
             listeners.append(
                 {"kind": "marti", "bind": "127.0.0.1:0", "ca": str(self.data_dir / "ca")}
             )
-        return config_from_dict(
-            {
-                "server": {
-                    "data_dir": str(self.data_dir / "hub"),
-                    "http": self.http,
-                    "timeout_checkpoint_s": 10.0,
-                },
-                "listener": listeners,
-                "party": list(parties.values()),
-                "agreement": agreements,
+        return {
+            "server": {
+                "data_dir": str(self.data_dir / "hub"),
+                "http": self.http,
+                "timeout_checkpoint_s": 10.0,
             },
-            "demo scenarios",
-        )
+            "listener": listeners,
+            "party": list(parties.values()),
+            "agreement": agreements,
+        }
 
     def _pki(self) -> None:
         ca = self.data_dir / "ca"

@@ -235,12 +235,22 @@ class Hub:
     # ---- inbound ------------------------------------------------------------------------
 
     def accept(
-        self, party: str, user: str, event: CotEvent, sender: Connection | None = None
+        self,
+        party: str,
+        user: str,
+        event: CotEvent,
+        sender: Connection | None = None,
+        *,
+        audience: tuple[str, ...] = (),
+        origin: str = "",
     ) -> Item:
         """Take one event from an authenticated party; raise RemoteProtocolError to refuse.
 
-        Every path (TAK XML, TAK protobuf, the API) comes through here, so the rule of what
-        an item may hold (`check_event`: what every output can carry) is checked here."""
+        Every path (TAK XML, TAK protobuf, the API, a federation link) comes through here,
+        so the rule of what an item may hold (`check_event`: what every output can carry) is
+        checked here. A federation link gives `audience` (the parties the item's own hub
+        decided it is for: delivered to exactly those, see `route`) and `origin` (its
+        provenance; a connection's id otherwise)."""
         check_event(event)
         if is_server_only(event.type):
             raise RemoteProtocolError(
@@ -251,7 +261,7 @@ class Hub:
         event = self._own_names(party, event)
         now = self.clock()
         if event.type == DELETE_TYPE:
-            return self._accept_delete(party, user, event, sender, now)
+            return self._accept_delete(party, user, event, sender, now, origin)
         category = category_of_event(event)
         callsign = device_callsign(event)
         if callsign is not None:
@@ -262,7 +272,8 @@ class Hub:
             category=category or Category.OTHER,
             event=event,
             received=now,
-            origin=sender.id if sender else "",
+            origin=sender.id if sender else origin,
+            audience=audience,
         )
         if category is None:
             # Types that never leave the party: relayed to it once, not kept.
@@ -494,7 +505,11 @@ class Hub:
         routes = self.policy.entitled(item, now)
         if e.type in RECEIPT_TYPES:
             named = read_name(item.party, e.uid, self.parties)
-            if named.party not in (item.party, SHARED):
+            if named.party == item.party:
+                # A receipt answers one message, and is for the party that sent it: the
+                # id as the receipt's party writes it names that party's own message.
+                return {}
+            if named.party != SHARED:
                 # A receipt answering another party's message goes to that party only, and
                 # only if that message was sent to the receipt's party: a name in the
                 # recipient's own namespace never arrives from anybody else otherwise.
@@ -780,7 +795,13 @@ class Hub:
     # ---- deletes ------------------------------------------------------------------------
 
     def _accept_delete(
-        self, party: str, user: str, event: CotEvent, sender: Connection | None, now: float
+        self,
+        party: str,
+        user: str,
+        event: CotEvent,
+        sender: Connection | None,
+        now: float,
+        origin: str = "",
     ) -> Item:
         key = target_key(party, event, self.parties)  # refuses another party's item
         rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
@@ -790,7 +811,7 @@ class Hub:
             category=rendered.item.category if rendered is not None else Category.POSITION,
             event=event,
             received=now,
-            origin=sender.id if sender else "",
+            origin=sender.id if sender else origin,
         )
         if rendered is None or item.category not in DURABLE:
             self._apply(item)  # nothing stored to withdraw
@@ -881,6 +902,9 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         "speed": event.speed,
         "course": event.course,
         "detail": event.detail,
+        # The federation link it came over (commonsky/federation: origin "fed:<link>"), so
+        # the map can say which hub an item came from; null for this hub's own.
+        "via": item.origin[4:] if item.origin.startswith("fed:") else None,
         # A delete names the item it removes, as this recipient knows it (the map drops it).
         **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
     }

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -35,6 +36,10 @@ from .heap import settle_heap
 from .listeners import TakListener, bind_http, tls_context
 from .quarantine import FILE_NAME as QUARANTINE_FILE
 from .quarantine import Quarantine
+
+if TYPE_CHECKING:
+    from commonsky.engines.record import LedgerRecorder
+    from commonsky.federation.bridge import Federation
 
 log = logging.getLogger("commonsky.server")
 
@@ -101,6 +106,8 @@ class HubServer:
         self.listeners: list[TakListener] = []
         self.http_listeners: list[HttpListener] = []  # enroll, marti (issue 16)
         self.marti: MartiState | None = None
+        self.federation: Federation | None = None  # [[federate]] links (issue 17)
+        self.federation_port = 0
         self.folder = DataDir(config.data_dir, str(config.settings.store_url), init)
         self.folder.open()
         self.store: Store | None = None
@@ -127,6 +134,9 @@ class HubServer:
             self.hub_id = self.folder.bind(self.store, self.services.recorder.ledger)
             self.http_listeners, self.marti = build_http_listeners(
                 config.listeners, self.services, config.settings
+            )
+            self.federation = _build_federation(
+                self.hub, config, self.hub_id, self.services.recorder
             )
             crls = self.marti.revocations if self.marti is not None else {}
             self.listeners = [
@@ -165,6 +175,8 @@ class HubServer:
                 await listener.stop_accepting()
             for http in self.http_listeners:
                 await http.stop()
+            if self.federation is not None:
+                await self.federation.stop()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -179,6 +191,8 @@ class HubServer:
                 await listener.start()
             for http in self.http_listeners:
                 await http.start()
+            if self.federation is not None:
+                self.federation_port = await _start_federation(self.federation, self.config)
         except BaseException:
             sock.close()
             raise
@@ -233,6 +247,8 @@ class HubServer:
                 log.exception("housekeeping failed")
 
     def port(self, kind: str) -> int:
+        if kind == "federation":
+            return self.federation_port
         every: list[TakListener | HttpListener] = [*self.listeners, *self.http_listeners]
         return next(listener.port for listener in every if listener.config.kind == kind)
 
@@ -243,6 +259,8 @@ class HubServer:
             await listener.stop_accepting()
         for http in self.http_listeners:
             await http.stop()  # (in-flight requests get timeout_shutdown_s to finish)
+        if self.federation is not None:
+            await self.federation.stop()
         deadline = self.config.settings.get_float("timeout_shutdown_s")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
@@ -262,6 +280,33 @@ class HubServer:
         if self.services.recorder is not None:
             self.services.recorder.ledger.checkpoint()
         self._release()
+
+
+def _build_federation(
+    hub: Hub, config: HubConfig, hub_id: str, recorder: LedgerRecorder | None
+) -> Federation | None:
+    if not config.federates:
+        return None  # (gRPC is not even loaded)
+    from commonsky.federation.bridge import build
+
+    return build(hub, config, hub_id, recorder)
+
+
+async def _start_federation(federation: Federation, config: HubConfig) -> int:
+    listener = next(lc for lc in config.listeners if lc.kind == "federation")
+    settings = config.settings
+    try:
+        return await federation.start(
+            listener.host,
+            listener.port,
+            settings.get_float("timeout_federation_health_s"),
+            settings.get_float("timeout_federation_retry_s"),
+            settings.get_float("timeout_checkpoint_s"),
+        )
+    except OSError as exc:
+        raise UsageError(
+            f"{listener.where}: bind = {listener.host}:{listener.port}: {exc}"
+        ) from None
 
 
 def _revocations(crls: dict[Path, Revocations], lc: ListenerConfig) -> Revocations | None:

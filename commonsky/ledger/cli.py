@@ -182,6 +182,14 @@ def verify_cmd(
         Path | None,
         typer.Option("--party-keys", help="directory of <PARTY>.pub.pem to pin signers"),
     ] = None,
+    peer: Annotated[
+        Path | None,
+        typer.Option(
+            "--peer",
+            help="a federated peer hub's export: prove each durable item FILE's hub sent and "
+            "the peer acknowledged (its signed receipts, docs/federation.md)",
+        ),
+    ] = None,
 ) -> None:
     """Check an export offline: exit 0 when intact, 1 naming the first bad entry.
 
@@ -238,6 +246,32 @@ def verify_cmd(
             f"{file}: the {result.signed} originator signatures were checked against the keys "
             "inside the file; give --party-keys DIR to pin them"
         )
+    if peer is not None:
+        _cross_check(file, peer)
+
+
+def _cross_check(sender: Path, receiver: Path) -> None:
+    from commonsky.federation.receipts import cross_check
+
+    try:
+        peer_result = ledger_export.verify(receiver)
+    except OSError as exc:
+        raise UsageError(f"{receiver}: cannot read ({exc.strerror})") from None
+    if not peer_result.ok:
+        _fail(f"{receiver}: {peer_result.describe()}")
+    assert peer_result.checkpoint is not None
+    try:
+        proven, problems = cross_check(sender, receiver)
+    except ValueError as exc:
+        _fail(str(exc))
+    if problems:
+        _fail(f"{sender} vs {receiver}: {problems[0]} ({len(problems)} problems)")
+    last = max((p.acknowledged_us for p in proven), default=0)
+    typer.echo(
+        f"{sender} -> {receiver}: {len(proven)} durable items sent by the first hub and "
+        f"acknowledged by the second (key {fingerprint(peer_result.checkpoint.hub_key)}), "
+        f"the last acknowledgement signed at {last} us since the epoch"
+    )
 
 
 @app.command("prove")

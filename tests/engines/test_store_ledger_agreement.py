@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from commonsky.errors import RemoteProtocolError
 from commonsky.ledger.agreement import disagreements
-from commonsky.protocol.cot import format_time, parse_event
+from commonsky.protocol.cot import parse_event
+from commonsky.times import format_time
 from tests.engines.harness import T0, make_world
 
 EVERYTHING = [

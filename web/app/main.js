@@ -97,7 +97,8 @@ async function start({ api, me }) {
     const box = el("div");
     const generalized = String(t.uid).includes("::g-");
     box.append(el("strong", {}, t.callsign || (generalized ? `${t.party} track (generalized)` : t.uid)));
-    for (const line of [`${t.party} ${t.type}`, generalized ? "" : `uid ${t.uid}`,
+    for (const line of [`${t.party} ${t.type}`, t.via ? `from hub ${t.via} (federation link)` : "",
+      generalized ? "" : `uid ${t.uid}`,
       generalized ? `position to a ${Math.round((t.ce || 0) / 1000)} km cell; no details shared` : "",
       `${t.lat.toFixed(4)}, ${t.lon.toFixed(4)}${t.hae < 9999999 ? `, ${Math.round(t.hae)} m` : ""}`,
       t.speed != null ? `${Math.round(t.speed)} m/s, ${Math.round(t.course ?? 0)}°` : "",

@@ -1,0 +1,252 @@
+"""`commonsky demo --federated`: the Korea situation on three sovereign hubs.
+
+JPN, KOR and USA each run their own hub (its own data folder, store, ledger, keys and
+federation CA), holding only its own party; the hubs are linked bilaterally over TAK
+Federation v2 (gRPC over mutual TLS on loopback): JPN–KOR (GSOMIA), USA–JPN, USA–KOR. Every
+hub is given the scenario's agreements; the hub holding an item applies them before it
+leaves, so each hub fuses each launch from what its own party may see, and each hub issues
+the warnings of its own country. The three hubs run in this one process (one event loop),
+each a full `HubServer` with its own listeners — not three processes.
+
+The scenario's checks are judged as on one hub, from what each party's clients received and
+from the hub of the party a check is about; every hub's ledger export must verify, and every
+receipt a hub holds must prove, against the peer's export, what it sent and the peer
+acknowledged (`commonsky ledger verify A --peer B`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from commonsky.config import config_from_dict
+from commonsky.demo.clients import SimClient, tls_context
+from commonsky.demo.runner import Runner
+from commonsky.demo.scenario import Scenario
+from commonsky.hub.datadir import private_dir
+from commonsky.hub.server import HubServer
+from commonsky.pki import init_ca
+
+log = logging.getLogger("commonsky.demo")
+
+HUBS = {"jpn": ("JPN",), "kor": ("KOR",), "usa": ("USA",)}
+#: (dialer, listener): each pair linked once.
+LINKS = (("jpn", "kor"), ("usa", "jpn"), ("usa", "kor"))
+MAP_HUB = "jpn"  # the hub whose HTTP port is --http
+
+
+def free_port() -> int:
+    """A port free on loopback now (the hubs' federation listeners must know each other's
+    before any starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Launch:
+    def __init__(self, services: list[Any]) -> None:
+        self.services = services
+
+    def feed(self) -> list[Any]:
+        alerts = [a for s in self.services if s.launch is not None for a in s.launch.feed()]
+        return sorted(alerts, key=lambda a: a.sent)
+
+
+class _Hotline:
+    def __init__(self, by_party: dict[str, Any]) -> None:
+        self.by_party = by_party
+
+    def records(self, party: str) -> list[Any]:
+        services = self.by_party.get(party)
+        return list(services.hotline.records(party)) if services is not None else []
+
+
+class _Services:
+    """What the checks read of "the hub", answered by the hub each party lives on."""
+
+    def __init__(self, runner: FederatedRunner) -> None:
+        servers = list(runner.servers.values())
+        self.launch = _Launch([s.services for s in servers])
+        self.hotline = _Hotline({p: runner.servers[h].services for p, h in runner.home.items()})
+        self.recorder = runner.servers[MAP_HUB].services.recorder
+
+
+class _Hubs:
+    """Stands in for `Runner.server`: the map hub's address, every hub's listeners."""
+
+    def __init__(self, runner: FederatedRunner) -> None:
+        self.runner = runner
+        self.services = _Services(runner)
+        main = runner.servers[MAP_HUB]
+        self.hub = main.hub
+        self.http_host, self.http_port = main.http_host, main.http_port
+        self.listeners = [ln for s in runner.servers.values() for ln in s.listeners]
+        self.marti = None
+
+    def port(self, kind: str) -> int:
+        return self.runner.servers[MAP_HUB].port(kind)
+
+
+class FederatedRunner(Runner):
+    def __init__(self, scenarios: list[Scenario], data_dir: Path, http: str, speed: float) -> None:
+        super().__init__(scenarios, data_dir, http, speed)
+        self.servers: dict[str, HubServer] = {}
+        self.home = {party: hub for hub, parties in HUBS.items() for party in parties}
+        self.apis: dict[str, httpx.AsyncClient] = {}
+        self.proven: dict[str, int] = {}  # "a->b": durable items proven sent and acknowledged
+
+    def hub_config_data(self, name: str, ports: dict[str, int]) -> dict[str, Any]:
+        """Hub `name`'s share of the scenario: its own parties' listeners and tokens, the
+        other parties behind its links, every agreement."""
+        data = self.config_data()
+        own = set(HUBS[name])
+        peers = {b if a == name else a for a, b in LINKS if name in (a, b)}
+        parties = []
+        for party in data["party"]:
+            hub = self.home.get(party["id"], name)
+            if party["id"] in own or hub == name:
+                parties.append(party)
+            elif hub in peers:
+                parties.append({"id": party["id"], "name": party["name"], "federate": hub})
+        fed_ca = self.data_dir / f"{name}-federation-ca"
+        listeners = [
+            ln
+            for ln in data["listener"]
+            if ln["kind"] == "tak-tls" or (ln["kind"] == "tak-tcp" and ln["party"] in own)
+        ]
+        listeners.append(
+            {"kind": "federation", "bind": f"127.0.0.1:{ports[name]}", "ca": str(fed_ca)}
+        )
+        federates = []
+        for peer in sorted(peers):
+            table: dict[str, Any] = {
+                "name": peer,
+                "parties": [p for p in HUBS[peer] if any(q["id"] == p for q in parties)],
+                "ca": str(self.data_dir / f"{peer}-federation-ca" / "ca.pem"),
+            }
+            if (name, peer) in LINKS:
+                table["connect"] = f"127.0.0.1:{ports[peer]}"
+            federates.append(table)
+        server = dict(data["server"], data_dir=str(self.data_dir / f"hub-{name}"))
+        server["timeout_federation_retry_s"] = 0.2
+        if name != MAP_HUB:
+            server["http"] = "127.0.0.1:0"
+        return {
+            "server": server,
+            "listener": listeners,
+            "party": parties,
+            "agreement": data["agreement"],
+            "federate": federates,
+        }
+
+    def _pki(self) -> None:
+        super()._pki()
+        for name in HUBS:
+            fed_ca = self.data_dir / f"{name}-federation-ca"
+            if not (fed_ca / "ca.pem").exists():
+                private_dir(fed_ca)
+                init_ca(fed_ca, name=f"{name.upper()} hub federation CA")
+
+    async def run(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._pki()
+        self.start_wall = self.clock() + 3.0 * self.speed
+        ports = {name: free_port() for name in HUBS}
+        for name in HUBS:
+            config = config_from_dict(self.hub_config_data(name, ports), f"demo hub {name}")
+            server = HubServer(config, clock=self.clock)
+            await server.start()
+            self.servers[name] = server
+            self.apis[name] = httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{server.http_port}", timeout=10
+            )
+        self.server = _Hubs(self)  # type: ignore[assignment]
+        await self.connect()
+        await self._links_up()
+        self.ready.set()
+        await asyncio.gather(*(self.play(s) for s in self.scenarios))
+
+    async def _links_up(self, timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not all(  # noqa: ASYNC110 (three hubs' links, polled once at set-up)
+                link.up
+                for server in self.servers.values()
+                if server.federation is not None
+                for link in server.federation.links.values()
+            ):
+                await asyncio.sleep(0.05)
+
+    async def connect(self) -> None:
+        ca = self.data_dir / "ca"
+        for scenario in self.scenarios:
+            for spec in scenario.client:
+                server = self.servers[self.home[spec.party]]
+                client = SimClient(spec.id, spec.party, spec.transport)
+                if spec.transport.startswith("tls"):
+                    context = tls_context(ca, ca / "clients" / spec.party, spec.id)
+                    await client.open(server.port("tak-tls"), context)
+                else:
+                    port = next(ln.port for ln in server.listeners if ln.config.party == spec.party)
+                    await client.open(port, None)
+                client.listeners.append(self._maybe_ack_thread)
+                client.clock = self.clock
+                self.clients[spec.id] = client
+
+    async def _post(self, party: str, path: str, **kwargs: Any) -> httpx.Response:
+        api = self.apis[self.home[party]]
+        response = await api.post(
+            path, headers={"Authorization": f"Bearer {self.tokens[party]}"}, **kwargs
+        )
+        if response.status_code >= 400:
+            raise httpx.HTTPError(f"{path} as {party}: {response.status_code} {response.text}")
+        return response
+
+    def map_url_of(self, party: str) -> str:
+        server = self.servers[self.home.get(party, MAP_HUB)]
+        return f"http://127.0.0.1:{server.http_port}/"
+
+    async def stop(self) -> None:
+        for api in self.apis.values():
+            await api.aclose()
+        for client in self.clients.values():
+            await client.close()
+        for server in self.servers.values():  # every link first: no hub redials a stopped one
+            if server.federation is not None:
+                await server.federation.stop()
+        for server in self.servers.values():
+            await server.stop()
+
+
+def check_ledgers(runner: FederatedRunner, data_dir: Path) -> bool:
+    """Every hub's whole ledger export verifies, and each hub's receipts prove against each
+    peer's export what it sent and the peer acknowledged (none may fail)."""
+    from commonsky.federation.receipts import cross_check
+    from commonsky.ledger.export import export, verify
+
+    out = data_dir / "ledger"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    ok = True
+    for name, server in runner.servers.items():
+        assert server.services.recorder is not None
+        path = paths[name] = out / f"hub-{name}.jsonl"
+        export(server.services.recorder.ledger, path)
+        result = verify(path)
+        if not result.ok:
+            log.error("ledger of hub %s does not verify: %s", name, result)
+            ok = False
+    runner.proven = {}
+    for a, b in itertools.permutations(paths, 2):
+        proven, problems = cross_check(paths[a], paths[b])
+        runner.proven[f"{a}->{b}"] = len(proven)
+        if problems:
+            log.error("receipts of hub %s against hub %s: %s", a, b, problems[0])
+            ok = False
+    return ok

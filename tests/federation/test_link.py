@@ -1,0 +1,262 @@
+"""Federation links against a TAK-Server-shaped peer (takpeer.py), both directions, real
+mutual TLS on loopback: connect, health checks, events both ways with details intact, a
+contact delete, a ROL message ignored without dropping the link, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from commonsky.federation import federation_pb2 as pb
+from commonsky.federation.link import (
+    Dialer,
+    FederateConfig,
+    HubIdentity,
+    Link,
+    Listener,
+)
+from commonsky.federation.mapping import federated, receive
+from commonsky.federation.peers import fingerprint
+from commonsky.pki import init_ca
+from commonsky.protocol.cot import detail_tree, parse_event
+
+from .takpeer import TakClient, TakServer
+
+T = "2026-11-30T15:00:00.000Z"
+STALE = "2099-11-30T15:05:00.000Z"
+DETAIL = (
+    '<contact callsign="VIPER 1"/><__group name="Cyan" role="Team Lead"/>'
+    '<track speed="120.5" course="45.25"/><remarks source="x">over the ridge</remarks>'
+)
+
+
+def event(
+    uid: str = "TAK-1", cot_type: str = "a-f-A-M-F", detail: str = DETAIL
+) -> pb.FederatedEvent:
+    data = (
+        f'<event version="2.0" uid="{uid}" type="{cot_type}" how="m-g" time="{T}" start="{T}"'
+        f' stale="{STALE}"><point lat="37.5" lon="127.0" hae="900.0" ce="10.0" le="10.0"/>'
+        f"<detail>{detail}</detail></event>"
+    ).encode()
+    return federated(parse_event(data))
+
+
+def same_detail(a: str, b: str) -> bool:
+    def canon(d: str) -> list[bytes]:
+        from lxml import etree
+
+        return sorted(etree.tostring(c, method="c14n") for c in detail_tree(d))
+
+    return canon(a) == canon(b)
+
+
+@dataclass
+class Recorder:
+    """A stand-in for the hub side: records what arrives, counts sessions."""
+
+    got: asyncio.Queue[pb.FederatedEvent] = field(default_factory=asyncio.Queue)
+    opened_count: int = 0
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def opened_(self, link: Link) -> None:
+        self.opened_count += 1
+        self.opened.set()
+
+    def received(self, link: Link, message: pb.FederatedEvent) -> None:
+        self.got.put_nowait(message)
+
+
+class _Endpoint:
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+
+    def opened(self, link: Link) -> None:
+        self.rec.opened_(link)
+
+    def refill(self, link: Link) -> list[pb.FederatedEvent]:
+        return []
+
+    def received(self, link: Link, message: pb.FederatedEvent) -> None:
+        self.rec.received(link, message)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path]:
+    dirs = {"hub": tmp_path / "hub-ca", "tak": tmp_path / "tak-ca"}
+    for name, folder in dirs.items():
+        init_ca(folder, name=f"{name} CA")
+    return dirs
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 (polling our own state in a test)
+            await asyncio.sleep(0.02)
+
+
+async def test_tak_client_dials_our_listener(pki: dict[str, Path]) -> None:
+    rec = Recorder()
+    link = Link(FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(rec))
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "CommonSky KOR")
+    listener = Listener(identity, {"tak": link}, "127.0.0.1", 0)
+    port = await listener.start()
+    client = TakClient(f"127.0.0.1:{port}", pki["tak"], (pki["hub"] / "ca.pem").read_bytes())
+    try:
+        await client.connect()
+        await asyncio.wait_for(rec.opened.wait(), 10)
+        await asyncio.wait_for(client.rol_open.wait(), 10)
+        assert pb.ServerHealth.SERVING in client.health
+        assert not link.peer_is_commonsky  # a TAK Server's identity says nothing of ours
+
+        # TAK -> us, details intact
+        client.send(event())
+        got = receive(await asyncio.wait_for(rec.got.get(), 10)).event
+        sent = receive(event()).event
+        assert got is not None and sent is not None
+        assert (got.uid, got.type, got.callsign, got.speed) == (
+            "TAK-1",
+            "a-f-A-M-F",
+            "VIPER 1",
+            120.5,
+        )
+        assert same_detail(got.detail, sent.detail)
+
+        # us -> TAK
+        assert link.send(event("CS-9", detail='<remarks>from us</remarks><status battery="77"/>'))
+        down = await client.next_event()
+        assert down.event.uid == "CS-9" and down.event.battery == 77
+        assert "from us" in down.event.other
+
+        # a contact delete, then a ROL message: ignored, the link stays (barrier: an event
+        # sent after the ROL arrives)
+        client.send(event("TAK-1", "t-x-d-d", '<link uid="TAK-1" type="a-f-A-M-F"/>'))
+        deleted = receive(await asyncio.wait_for(rec.got.get(), 10))
+        assert deleted.delete is not None and deleted.delete.uid == "TAK-1"
+        client.send_rol("create package foo")
+        client.send(event("TAK-2"))
+        after = receive(await asyncio.wait_for(rec.got.get(), 10)).event
+        assert after is not None and after.uid == "TAK-2"
+        await _until(lambda: link.rol_ignored == 1)
+        assert link.up
+
+        # reconnect
+        await client.close()
+        await _until(lambda: not link.up)
+        await client.connect()
+        await _until(lambda: link.up)
+        assert rec.opened_count == 2
+        client.send(event("TAK-3"))
+        again = receive(await asyncio.wait_for(rec.got.get(), 10)).event
+        assert again is not None and again.uid == "TAK-3"
+    finally:
+        await client.close()
+        await listener.stop()
+
+
+async def test_a_stranger_is_refused(pki: dict[str, Path], tmp_path: Path) -> None:
+    init_ca(tmp_path / "other", name="stranger")
+    rec = Recorder()
+    link = Link(FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(rec))
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "KOR")
+    listener = Listener(identity, {"tak": link}, "127.0.0.1", 0)
+    port = await listener.start()
+    # signed by our own CA (trusted by TLS) but configured for no federate
+    client = TakClient(f"127.0.0.1:{port}", pki["hub"], (pki["hub"] / "ca.pem").read_bytes())
+    try:
+        await client.connect()
+        client.send(event())
+        await _until(lambda: all(t.done() for t in client.tasks[:2]))
+        assert rec.got.empty() and not link.up
+    finally:
+        await client.close()
+        await listener.stop()
+
+
+async def test_we_dial_a_tak_server(pki: dict[str, Path]) -> None:
+    server = TakServer(pki["tak"], (pki["hub"] / "ca.pem").read_bytes())
+    port = await server.start()
+    rec = Recorder()
+    config = FederateConfig(
+        "tak",
+        ("TAK",),
+        connect=("127.0.0.1", port),
+        ca=pki["tak"] / "ca.pem",
+        fingerprint=fingerprint((pki["tak"] / "server.pem").read_bytes()),
+    )
+    link = Link(config, _Endpoint(rec))
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "CommonSky KOR")
+    dialer = Dialer(identity, link, health_s=0.2, retry_s=0.1)
+    dialer.start()
+    try:
+        await asyncio.wait_for(server.connected.wait(), 10)
+        await _until(
+            lambda: "ClientROLStream" in server.calls and "ServerROLStream" in server.calls
+        )
+        # TAK Server's order as we make the calls: groups, subscribe, send stream, health,
+        # then (after SERVING) the ROL streams; the server saw every one of them
+        assert dialer.calls[:4] == [
+            "getIdentity",
+            "ClientFederateGroupsStream",
+            "ClientEventStream",
+            "ServerEventStream",
+        ]
+        assert dialer.calls.index("HealthCheck") < dialer.calls.index("ClientROLStream")
+        assert set(dialer.calls) - {"getIdentity"} <= set(server.calls)
+        assert server.calls.index("HealthCheck") < server.calls.index("ClientROLStream")
+        assert server.subscriptions[0].identity.description == "CommonSky"
+
+        server.send(event())
+        got = receive(await asyncio.wait_for(rec.got.get(), 10)).event
+        assert got is not None and got.callsign == "VIPER 1"
+        assert same_detail(got.detail, receive(event()).event.detail)  # type: ignore[union-attr]
+
+        assert link.send(event("CS-1"))
+        up = await server.next_event()
+        assert up.event.uid == "CS-1" and up.event.speed == 120.5
+
+        # a ROL message down ClientROLStream: ignored, link kept
+        server.rol_out.put_nowait(pb.ROL(program="assign mission"))
+        await _until(lambda: link.rol_ignored == 1)
+        server.send(event("TAK-2"))
+        after = receive(await asyncio.wait_for(rec.got.get(), 10)).event
+        assert after is not None and after.uid == "TAK-2" and link.up
+
+        # the server goes away and comes back on the same port: we redial
+        await server.stop()
+        await _until(lambda: not link.up)
+        server2 = TakServer(pki["tak"], (pki["hub"] / "ca.pem").read_bytes(), port)
+        await server2.start()
+        try:
+            await asyncio.wait_for(server2.connected.wait(), 15)
+            await _until(lambda: link.up)
+            assert link.send(event("CS-2"))
+            assert (await server2.next_event()).event.uid == "CS-2"
+        finally:
+            await server2.stop()
+    finally:
+        await dialer.stop()
+        await server.stop()
+
+
+async def test_a_wrong_pin_never_links(pki: dict[str, Path]) -> None:
+    server = TakServer(pki["tak"], (pki["hub"] / "ca.pem").read_bytes())
+    port = await server.start()
+    config = FederateConfig(
+        "tak",
+        ("TAK",),
+        connect=("127.0.0.1", port),
+        ca=pki["tak"] / "ca.pem",
+        fingerprint="sha256:" + "0" * 64,
+    )
+    link = Link(config, _Endpoint(Recorder()))
+    dialer = Dialer(HubIdentity.from_ca_dir(pki["hub"], "h", "K"), link, 0.2, 0.05)
+    dialer.start()
+    try:
+        await _until(lambda: dialer.failures >= 3)  # each refused before any gRPC call
+        assert server.calls == [] and not link.up
+    finally:
+        await dialer.stop()
+        await server.stop()

@@ -1,0 +1,74 @@
+"""Receipts' consistency proofs: a peer whose new signed head does not extend the last one it
+gave us (it rewrote its past) is caught when it answers — a fork — and its receipt refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from commonsky.errors import RemoteProtocolError
+from commonsky.federation.bridge import Federation
+from commonsky.federation.link import Link
+from commonsky.federation.peers import FederateConfig
+from commonsky.federation.receipts import parse_receipt, receipt_json
+from commonsky.ledger.log import Ledger, SignedCheckpoint
+
+from ..ledger._helpers import fields
+
+
+class _Seam:
+    """Only what `_acknowledged` uses."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, dict[str, Any]]] = []
+        self.cursors: dict[tuple[str, str], int] = {}
+
+    def watch(self, observer: Any) -> None: ...
+
+    def record(self, kind: str, audience: list[str], payload: dict[str, Any]) -> None:
+        self.recorded.append((kind, payload))
+
+    def set_cursor(self, name: str, link: str, position: int) -> None:
+        self.cursors[(name, link)] = position
+
+
+def receipt(ledger: Ledger, since: int) -> str:
+    head = ledger.checkpoint()
+    proof = [p.hex() for p in ledger.consistency_proof(since, head.size)] if since else []
+    return receipt_json([(1 << 10, head.size - 1)], head.to_json(), since, proof)
+
+
+def test_a_rewritten_past_is_a_fork(tmp_path: Path) -> None:
+    seam = _Seam()
+    federation = Federation(seam, [FederateConfig("peer", ("JPN",))], "us", ["USA"])  # type: ignore[arg-type]
+    link: Link = federation.links["peer"]
+    honest = tmp_path / "honest"
+    with Ledger.open(honest) as ledger:
+        for i in range(3):
+            ledger.append(fields(i))
+        first = receipt(ledger, 0)
+        federation._acknowledged(link, 1 << 10, first)
+        for i in range(3, 5):
+            ledger.append(fields(i))
+        second = receipt(ledger, 3)
+        federation._acknowledged(link, 2 << 10, second)  # extends the first: fine
+    assert [k for k, _ in seam.recorded] == ["fed-receipt", "fed-receipt"]
+    parsed = parse_receipt(second)
+    assert parsed is not None and parsed.since == 3
+    # The same hub key, a different past: entries 0..4 rewritten, then one more.
+    forged = tmp_path / "forged"
+    (forged / "keys").mkdir(parents=True)
+    shutil.copy(honest / "keys" / "hub-ed25519.pem", forged / "keys" / "hub-ed25519.pem")
+    with Ledger.open(forged) as ledger:
+        for i in range(6):
+            ledger.append(fields(100 + i))
+        third = receipt(ledger, 5)
+        assert SignedCheckpoint.from_json(parse_receipt(third).checkpoint).verify()  # type: ignore[union-attr]
+        with pytest.raises(RemoteProtocolError, match="does not extend"):
+            federation._acknowledged(link, 3 << 10, third)
+    assert federation.forks == {"peer": 1}
+    assert len(seam.recorded) == 2  # the forked receipt was not recorded
+    assert seam.cursors[("fed-out", "peer")] == 2 << 10
