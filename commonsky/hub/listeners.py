@@ -13,6 +13,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 
 from commonsky.config import ListenerConfig
-from commonsky.errors import RemoteProtocolError, StoreUnavailable, UsageError
+from commonsky.errors import CommonSkyError, UsageError
 from commonsky.pki import CA_CERT, SERVER_CERT, SERVER_KEY
 from commonsky.protocol.cot import XmlLimits
 from commonsky.protocol.liveness import Liveness
@@ -79,6 +80,24 @@ def port_problem(port: int, exc: OSError) -> str:
     if exc.errno == errno.EADDRNOTAVAIL:
         return "no network interface of this machine has that address"
     return f"cannot listen ({exc.strerror})"
+
+
+def bind_http(host: str, port: int, where: str) -> socket.socket:
+    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"{where} = {host}:{port}: cannot resolve {host!r} ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _reason(exc: BaseException) -> str:
@@ -424,14 +443,22 @@ class TakListener:
                             conn.user = event.event.uid  # a TCP client is known by its own uid
                         try:
                             hub.accept(party, conn.user, event.event, conn)
-                        except RemoteProtocolError as exc:
-                            event = MessageRefused(exc.reason, str(exc))
-                        except StoreUnavailable as exc:
-                            # Not stored, so not relayed: closing tells the client; it sends
-                            # again when it reconnects.
-                            log.error("%s %s/%s: %s; closing", self.name, party, user or peer, exc)
-                            close("store_unavailable")
-                            break
+                        except CommonSkyError as exc:
+                            # The error's hints decide (errors.py): close (a store that
+                            # cannot write: nothing was stored or relayed, and the client
+                            # sends again when it reconnects), or refuse the message.
+                            if exc.close:
+                                log.error(
+                                    "%s %s/%s: %s; closing", self.name, party, user or peer, exc
+                                )
+                                close(exc.reason)
+                                break
+                            if exc.http_status < 500:
+                                event = MessageRefused(exc.reason, exc.public())
+                            else:
+                                hub.metrics.internal_error("accept")
+                                log.exception("%s %s/%s: accepting failed", self.name, party, peer)
+                                continue
                         except Exception:
                             # Our bug, not the peer's: logged with its traceback and counted;
                             # the connection and the rest of its read go on.
