@@ -16,13 +16,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 from msgspec import Meta
 
+from commonsky import times
 from commonsky.errors import UsageError
 from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
@@ -187,8 +188,7 @@ def is_loopback(host: str) -> bool:
 def parse_time(value: datetime, where: str) -> float:
     """A TOML or RFC 3339 time as POSIX seconds; one without an offset is taken as UTC."""
     del where  # the type was checked when the table was decoded
-    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return times.epoch_of(value)
 
 
 #: Settings that name files: relative ones are taken from the config file's folder (or, given

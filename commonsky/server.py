@@ -15,7 +15,6 @@ import contextlib
 import logging
 import resource
 import secrets
-import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from commonsky.http.app import build_app
 from commonsky.hub.core import Hub
 from commonsky.hub.datadir import DataDir, private_dir, write_private
 from commonsky.hub.heap import settle_heap
-from commonsky.hub.listeners import TakListener, port_problem, tls_context
+from commonsky.hub.listeners import TakListener, bind_http, tls_context
 from commonsky.hub.quarantine import FILE_NAME as QUARANTINE_FILE
 from commonsky.hub.quarantine import Quarantine
 from commonsky.marti.http import HttpListener, build_http_listeners
@@ -59,24 +58,6 @@ def hub_secret(data_dir: Path) -> bytes:
     if len(secret) != 32:
         raise UsageError(f"{path}: not a hub secret ({len(secret)} bytes, expected 32)")
     return secret
-
-
-def bind_http(host: str, port: int, where: str) -> socket.socket:
-    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise UsageError(f"{where} = {host}:{port}: cannot resolve {host!r} ({exc})") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
-    sock.set_inheritable(True)
-    return sock
 
 
 FD_RESERVE = 256  # HTTP clients, the stores and ledger, logs, the listening sockets

@@ -47,10 +47,14 @@ class Services:
             hub.directory.open(data_dir / "directory.json")  # before the hotline rebuilds
         recorder = LedgerRecorder.open(data_dir) if data_dir is not None else None
         if recorder is not None:
+            # The store commits first, its journal holding what the ledger commits next:
+            # after a crash between the two, the ledger is completed from the journal.
+            recorder.recover(hub.store)
             hub.on_durable.append(recorder.record)
             hub.transactions.append(recorder.ledger.transaction)
-            # The ledger commits before the store: after a crash between the two, the
-            # numbers it recorded must not go to other items.
+            hub.journals.append(lambda: recorder.journal(hub.store))
+            # (A data folder written when the ledger committed first may hold numbers the
+            # ledger recorded and the store lost: they must not go to other items.)
             hub.store.reserve(recorder.last_store_seq())
         view = DeskView(hub)
         hotline = HotlineDesk(view, recorder)

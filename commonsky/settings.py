@@ -195,13 +195,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             description=("Time allowed for a TLS handshake."),
         ),
     ] = 10.0
-    stale_default_s: Annotated[
-        float,
-        Meta(
-            ge=0,
-            description=("Stale time given to an item whose event carries none usable."),
-        ),
-    ] = 120.0
     limit_http_body_bytes: Annotated[
         int,
         Meta(

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from commonsky.deconflict import cpa
-from commonsky.deconflict import geometry as geo
 from commonsky.deconflict.engine import ConflictEngine
+from commonsky.deconflict.shapes import Polygon, Volume, flight_level
 from commonsky.hub.heap import server_heap
 
 
@@ -28,7 +28,7 @@ def _traffic(n: int, seed: int) -> cpa.Kinematics:
     return cpa.kinematics(
         rng.uniform(40.0, 44.0, n),
         rng.uniform(10.0, 16.0, n),
-        rng.uniform(geo.flight_level(200), geo.flight_level(400), n),
+        rng.uniform(flight_level(200), flight_level(400), n),
         rng.uniform(200.0, 260.0, n),
         rng.uniform(0.0, 360.0, n),
         vs,
@@ -61,8 +61,8 @@ def _volumes(eng: ConflictEngine, n: int, seed: int, crowded: bool) -> list[floa
         floor = float(rng.uniform(0, 12_000))
         ring = ((lon - half, lat - half), (lon + half, lat - half), (lon + half, lat + half),
                 (lon - half, lat + half))  # fmt: skip
-        v = geo.Volume(
-            shape=geo.Polygon(ring=ring),
+        v = Volume(
+            shape=Polygon(ring=ring),
             floor_m=floor,
             ceiling_m=floor + float(rng.uniform(300, 3000)),
             start_s=start,

@@ -30,12 +30,13 @@ import msgspec
 import shapely
 import shapely.errors
 import shapely.geometry
+from lxml import etree
 from shapely.geometry import shape as shapely_shape
 
 from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Side, Track
-from commonsky.deconflict.geometry import Item as Shape
-from commonsky.deconflict.geometry import Line, Site, Volume
 from commonsky.deconflict.notice import Notice, notice_for
+from commonsky.deconflict.shapes import Item as Shape
+from commonsky.deconflict.shapes import Line, Site, Volume
 from commonsky.desks.drawings import airspace_from_cot
 from commonsky.desks.hotline import HotlineDesk
 from commonsky.hub.desk import DeskView, Routes
@@ -368,7 +369,7 @@ def stored_notice(event: CotEvent) -> Notice | None:
         if node is None or node.get("state") == "cleared" or not node.text:
             return None
         return msgspec.json.decode(node.text.encode(), type=Notice)
-    except Exception:
+    except (etree.XMLSyntaxError, msgspec.DecodeError):  # (ValidationError is a DecodeError)
         log.warning("stored notice %s cannot be read; not carried over", event.uid)
         return None
 

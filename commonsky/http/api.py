@@ -24,20 +24,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from commonsky.deconflict.geometry import (
-    GeometryError,
-    TooManyFeatures,
-    parse_geojson,
-    parse_kml,
-)
+from commonsky.deconflict.formats import parse_geojson, parse_kml
 from commonsky.desks.drawings import geojson_to_cot_detail
 from commonsky.desks.geochat import chat_event
 from commonsky.desks.launch import report_event, report_from_raw
-from commonsky.errors import RemoteProtocolError, StoreUnavailable
+from commonsky.errors import CommonSkyError, Refused
 from commonsky.http.schemas import Ack, BodyError, HotlineSend, decode_body
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
-from commonsky.ledger.log import Receipt
+from commonsky.ledger.entry import EntryError
+from commonsky.ledger.log import LedgerError, Receipt
 from commonsky.metrics import Metrics
 from commonsky.model import Category, CotEvent, Point
 from commonsky.policy import Policy
@@ -57,11 +53,9 @@ class JSONResponse(_StarletteJSON):
         return msgspec.json.encode(content)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+class ApiError(Refused):
+    """An API request refused with its status (see errors.Refused); the text is the
+    `{"error": …}` the client gets."""
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -162,15 +156,15 @@ def build_api(services: Services) -> list[BaseRoute]:
             try:
                 party = authenticate(services, _token(request))
                 return await handler(request, party)
-            except ApiError as exc:
-                return json_error(exc.status, exc.reason)
-            except RemoteProtocolError as exc:
-                hub.metrics.refuse(exc.reason)
-                return json_error(400, str(exc))
-            except StoreUnavailable as exc:
-                log.error("%s: %s; refused with 503", request.url.path, exc)
-                return json_error(503, f"not stored, try again: {exc}")
-            except Exception:  # our bug: logged with its traceback, answered as JSON
+            except Exception as exc:
+                if isinstance(exc, CommonSkyError) and exc.http_status != 500:
+                    # The error says how it is answered (errors.py), whoever raised it.
+                    if exc.counted:
+                        hub.metrics.refuse(exc.reason)
+                    if exc.http_status > 500:
+                        log.error("%s: %s; answered %d", request.url.path, exc, exc.http_status)
+                    return json_error(exc.http_status, exc.public())
+                # Our bug: logged with its traceback, answered as JSON.
                 hub.metrics.internal_error("api")
                 log.exception("%s %s failed", request.method, request.url.path)
                 return json_error(500, "internal error (logged)")
@@ -188,13 +182,9 @@ def build_api(services: Services) -> list[BaseRoute]:
         return parse_event(encode_event(event), xml_limits)
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
-        # A hotline message nobody may receive is refused before it is stored or recorded.
-        try:
-            item = hub.accept(party, "api", event, refuse_unrouted=(Category.HOTLINE,))
-        except RemoteProtocolError as exc:
-            if exc.reason == "no_agreement":
-                raise ApiError(403, str(exc)) from None
-            raise
+        # A hotline message nobody may receive is refused (403) before it is stored or
+        # recorded.
+        item = hub.accept(party, "api", event, refuse_unrouted=(Category.HOTLINE,))
         return {"uid": item.uid, "category": item.category.value, "seq": item.seq}
 
     # ---- reads --------------------------------------------------------------------------
@@ -267,18 +257,14 @@ def build_api(services: Services) -> list[BaseRoute]:
 
     async def post_airspace(request: Request, party: str) -> Response:
         data = await read_body(request, limit)
-        try:
-            if data.lstrip()[:1] == b"<":  # KML (parsed with DTDs and entities refused)
-                shapes = parse_kml(data, max_features)
-                features: list[Any] = [{"properties": {}} for _ in shapes]
-            else:
-                doc = decode_json(data)
-                shapes = parse_geojson(doc, max_features)
-                features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
-        except TooManyFeatures as exc:
-            raise ApiError(413, str(exc)) from None
-        except GeometryError as exc:
-            raise ApiError(400, str(exc)) from None
+        # A GeometryError is answered by its own hints (400; 413 for TooManyFeatures).
+        if data.lstrip()[:1] == b"<":  # KML (parsed with DTDs and entities refused)
+            shapes = parse_kml(data, max_features)
+            features: list[Any] = [{"properties": {}} for _ in shapes]
+        else:
+            doc = decode_json(data)
+            shapes = parse_geojson(doc, max_features)
+            features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
         # Every feature is checked before any is stored. The work is bounded per request
         # (limit_airspace_features), and relaying goes on between features: each is screened
         # against every other party's items, and each conflict it raises is a stored,
@@ -353,7 +339,7 @@ def build_api(services: Services) -> list[BaseRoute]:
                 return JSONResponse(ledger.checkpoint().to_json())
             return JSONResponse(services.party_checkpoint().to_json())
         except ApiError as exc:
-            return json_error(exc.status, exc.reason)
+            return json_error(exc.status, exc.public())
 
     async def ledger_receipt(request: Request, party: str) -> Response:
         if services.recorder is None:
@@ -365,7 +351,7 @@ def build_api(services: Services) -> list[BaseRoute]:
         try:
             seq = int(raw)
             entry = ledger.entry(seq) if 0 <= seq < ledger.size else None
-        except (ValueError, LookupError, Exception):
+        except (ValueError, LedgerError, EntryError):  # (not a number; not there; unreadable)
             raise missing from None
         if entry is None or not entry.visible_to(party):
             raise missing
@@ -488,9 +474,9 @@ def build_api(services: Services) -> list[BaseRoute]:
 
 def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
     """A GeoJSON airspace feature as the TAK drawing clients will see."""
-    from commonsky.deconflict.geometry import Circle, Corridor, Line, Site, Volume
-    from commonsky.deconflict.geometry import Point as GPoint
-    from commonsky.deconflict.geometry import Polygon as GPolygon
+    from commonsky.deconflict.shapes import Circle, Corridor, Line, Site, Volume
+    from commonsky.deconflict.shapes import Point as GPoint
+    from commonsky.deconflict.shapes import Polygon as GPolygon
 
     props = dict(feature.get("properties") or {}) if isinstance(feature, dict) else {}
     uid = str(props.pop("uid", "") or f"airspace-{uuid.uuid4().hex[:12]}")

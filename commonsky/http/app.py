@@ -39,7 +39,7 @@ def build_app(services: Services) -> Starlette:
         try:
             who = caller(services, bearer_token(request))
         except ApiError as exc:
-            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+            return JSONResponse({"error": exc.public()}, status_code=exc.status)
         text = hub.metrics.render() if who is None else hub.metrics.render_for(who)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -15,13 +15,17 @@ from typing import Any, TypeVar
 import msgspec
 
 from commonsky.alerts.report import LaunchReport
+from commonsky.errors import CommonSkyError
 
 T = TypeVar("T")
 
 
-class BodyError(Exception):
+class BodyError(CommonSkyError):
     """A request body that is not JSON or not of its Struct; `str()` is one line with the
-    path of the bad value (`$.to: Expected str, got int`)."""
+    path of the bad value (`$.to: Expected str, got int`). Answered 400."""
+
+    http_status = 400
+    reason = "bad_body"
 
 
 def decode_body(data: bytes, kind: type[T]) -> T:

@@ -24,7 +24,13 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import AlreadyRecorded, LocalProtocolError, RemoteProtocolError
+from commonsky.errors import (
+    AlreadyRecorded,
+    LocalProtocolError,
+    Refused,
+    RemoteProtocolError,
+    StoreUnavailable,
+)
 from commonsky.metrics import Metrics
 from commonsky.model import (
     DURABLE,
@@ -81,7 +87,6 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.bus = bus or LocalBus()
-        self.bus.subscribe(self._deliver)
         self.connections: dict[str, set[Connection]] = defaultdict(set)
         self.live: dict[tuple[str, str], Rendered] = {}
         self.durable: dict[tuple[str, str], Rendered] = {}
@@ -102,8 +107,12 @@ class Hub:
         # What the desks' checks parsed for the item being accepted, by desk name, handed
         # to their `observe` for that very event (identity), then forgotten.
         self._parsed: tuple[CotEvent, dict[str, object]] | None = None
-        # Other writers whose commits join the store's (see `submit`).
+        # Other writers whose commits join the store's, committing after it (see
+        # `transaction`), and what copies their pending writes into the store's commit.
         self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
+        self.journals: list[Callable[[], None]] = []
+        # Items applied inside the open transaction, published on the bus once it commits.
+        self._unpublished: list[Item] = []
         self._tx_depth = 0
         self._grid = settings.generalize_grid_deg
         self.naming = Naming(
@@ -231,7 +240,7 @@ class Hub:
         decided it is for: delivered to exactly those, see `route`) and `origin` (its
         provenance; a connection's id otherwise). An item of a category in
         `refuse_unrouted` that no agreement routes to anyone now is refused (reason
-        `no_agreement`) before anything is stored or recorded (the API's hotline)."""
+        `no_agreement`, HTTP 403) before anything is stored or recorded (the API's hotline)."""
         check_event(event)
         if is_server_only(event.type):
             raise RemoteProtocolError(
@@ -271,8 +280,8 @@ class Hub:
         if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
             self._check_quota(party)
         if category in refuse_unrouted and not self.route(item, now):
-            raise RemoteProtocolError(
-                "no_agreement", "no agreement in force lets this message reach anyone"
+            raise Refused(
+                403, "no agreement in force lets this message reach anyone", "no_agreement"
             )
         self.metrics.count_in(party, category.value)
         outer, self._parsed = self._parsed, (event, parsed) if parsed else None
@@ -350,7 +359,7 @@ class Hub:
         durable = [i for i in items if i.category in DURABLE]
         if not durable:
             for item in items:
-                self.bus.publish(item)
+                self._apply(item)
             return items
         with self.transaction():
             seqs = iter(self.store.append_many(durable))
@@ -360,24 +369,53 @@ class Hub:
             for hook in self.on_durable:
                 hook(batch)
             for item in items:
-                self.bus.publish(item)
+                self._apply(item)
         return items
+
+    def _apply(self, item: Item) -> None:
+        """Apply an item in this process (the picture, its recipients' outboxes, the desks)
+        and publish it on the bus for other processes — once what it is part of commits.
+
+        Outboxes are flushed by the event loop after the current input, so nothing of the
+        item leaves the process before the commit either; what the desks write because of
+        it joins the same commit."""
+        if self._tx_depth:
+            self._unpublished.append(item)  # (before what its delivery sets off: causal order)
+            self._deliver(item)
+        else:
+            self._deliver(item)
+            self.bus.publish(item)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One commit for the store and every writer in `transactions` (the ledger)."""
+        """One unit for the store and every writer in `transactions` (the ledger): the
+        store commits first, with the `journals` of what the others commit next (so a crash
+        between the commits is repaired at the next start), then the others. Items applied
+        inside are published on the bus after the commits, in order. Blocks nest."""
         if self._tx_depth:  # inside an outer block: join it
             yield
             return
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(self.store.transaction())
-            for begin in self.transactions:
-                stack.enter_context(begin())
-            self._tx_depth += 1
-            try:
-                yield
-            finally:
-                self._tx_depth -= 1
+        try:
+            with contextlib.ExitStack() as stack:
+                for begin in self.transactions:
+                    stack.enter_context(begin())  # entered first, so left (committed) last
+                stack.enter_context(self.store.transaction())
+                for journal in self.journals:
+                    stack.callback(journal)  # run inside the store's block, before its commit
+                self._tx_depth += 1
+                try:
+                    yield
+                finally:
+                    self._tx_depth -= 1
+        except StoreUnavailable:
+            self._unpublished.clear()  # the commit did not happen: nothing to publish
+            raise
+        finally:
+            # (Left by another error, the block still committed what it wrote: the store
+            # commits on the way out, as for an item already relayed.)
+            published, self._unpublished = self._unpublished, []
+            for item in published:
+                self.bus.publish(item)
 
     def publish_from_hub(
         self, event: CotEvent, category: Category, audience: Iterable[str]
@@ -776,7 +814,7 @@ class Hub:
             origin=sender.id if sender else origin,
         )
         if rendered is None or item.category not in DURABLE:
-            self.bus.publish(item)  # nothing stored to withdraw
+            self._apply(item)  # nothing stored to withdraw
             return item
         # The stale version is stored and recorded (with the audience the item had) in the
         # same transaction; the delete itself is not stored.
@@ -786,7 +824,7 @@ class Hub:
             parties = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
             for hook in self.on_durable:
                 hook([(gone, parties)])
-            self.bus.publish(item)
+            self._apply(item)
         return item
 
     def _delete_audience(self, rendered: Rendered, now: float) -> dict[str, set[str]]:

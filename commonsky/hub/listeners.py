@@ -18,7 +18,7 @@ import time
 from cryptography import x509
 
 from commonsky.config import ListenerConfig
-from commonsky.errors import RemoteProtocolError, StoreUnavailable, UsageError
+from commonsky.errors import CommonSkyError, UsageError
 from commonsky.protocol.cot import XmlLimits
 from commonsky.protocol.session import (
     TIMEOUT_SETTING,
@@ -32,6 +32,7 @@ from commonsky.revocation import Revocations
 
 from .core import Connection, Hub
 from .outbox import Outbox
+from .tls import bind_http as bind_http  # (re-exported: the server and Marti bind with it)
 from .tls import peer_address as _peer
 from .tls import port_problem as port_problem  # (re-exported: the server binds with it)
 from .tls import reason as _reason
@@ -353,20 +354,28 @@ class TakListener:
                     conn.user = event.event.uid  # a TCP client is known by its own uid
                 try:
                     hub.accept(conn.party, conn.user, event.event, conn)
-                except RemoteProtocolError as exc:
-                    event = MessageRefused(exc.reason, str(exc))
-                except StoreUnavailable as exc:
-                    # Not stored, so not relayed: closing tells the client; it sends again
-                    # when it reconnects.
-                    log.error(
-                        "%s %s/%s: %s; closing",
-                        self.name,
-                        conn.party,
-                        conn.user or conn.address,
-                        exc,
-                    )
-                    conn.close("store_unavailable")
-                    return False
+                except CommonSkyError as exc:
+                    # The error's hints decide (errors.py): close (a store that cannot
+                    # write: nothing was stored or relayed, and the client sends again when
+                    # it reconnects), or refuse the message.
+                    if exc.close:
+                        log.error(
+                            "%s %s/%s: %s; closing",
+                            self.name,
+                            conn.party,
+                            conn.user or conn.address,
+                            exc,
+                        )
+                        conn.close(exc.reason)
+                        return False
+                    if exc.http_status < 500:
+                        event = MessageRefused(exc.reason, exc.public())
+                    else:
+                        hub.metrics.internal_error("accept")
+                        log.exception(
+                            "%s %s/%s: accepting failed", self.name, conn.party, conn.address
+                        )
+                        continue
                 except Exception:
                     # Our bug, not the peer's: logged with its traceback and counted; the
                     # connection and the rest of its read go on.

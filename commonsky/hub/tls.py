@@ -1,12 +1,14 @@
-"""TLS for the hub's listeners: the server context from a listener's config, and the words
-an operator reads about a refused handshake, a certificate's subject, a port that will not
-bind. No sockets are opened here; `listeners.py` (TAK) and `marti/http.py` use it.
+"""TLS and ports for the hub's listeners: the server context from a listener's config, the
+HTTP socket bound up front, and the words an operator reads about a refused handshake, a
+certificate's subject, a port that will not bind. `listeners.py` (TAK), `server.py` and
+`marti/http.py` use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import ssl
 from pathlib import Path
 
@@ -90,3 +92,21 @@ def subject(peercert: object) -> dict[str, list[str]]:
             for name, value in rdn:
                 fields.setdefault(name, []).append(value)
     return fields
+
+
+def bind_http(host: str, port: int, where: str) -> socket.socket:
+    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"{where} = {host}:{port}: cannot resolve {host!r} ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
+    sock.set_inheritable(True)
+    return sock

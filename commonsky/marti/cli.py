@@ -47,7 +47,7 @@ def enroll(
     import segno
 
     from commonsky.config import load_config
-    from commonsky.marti.http import advertised
+    from commonsky.marti.net import advertised
     from commonsky.marti.tokens import TokenStore
 
     hub = load_config(config)

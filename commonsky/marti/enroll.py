@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from commonsky import errors
 from commonsky.config import ListenerConfig
 from commonsky.errors import UsageError
 from commonsky.marti.state import MartiState
@@ -56,11 +57,11 @@ log = logging.getLogger("commonsky.enroll")
 CONFIG_NS = "com.bbn.marti.config"  # the namespace TAK Server's certificateConfig root uses
 
 
-class _Refused(Exception):
+class _Refused(errors.Refused):
+    """An enrollment request refused (errors.Refused: its status, reason label and message)."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+        super().__init__(status, message, reason)
 
 
 def _basic(request: Request) -> tuple[str, str]:

@@ -25,6 +25,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from commonsky.config import ListenerConfig
 from commonsky.errors import UsageError
+from commonsky.marti.net import advertised as advertised
+from commonsky.marti.net import peer_cert_der as peer_cert_der
 from commonsky.settings import Settings
 
 log = logging.getLogger("commonsky.marti")
@@ -47,12 +49,6 @@ class _PeerCertH11(H11Protocol):
         self.app = with_peer
 
 
-def peer_cert_der(scope: Scope) -> bytes | None:
-    tls = (scope.get("extensions") or {}).get("tls") or {}
-    der = tls.get("client_cert_der")
-    return der if isinstance(der, bytes) else None
-
-
 class HttpListener:
     """One HTTP(S) listener of the hub: bound in `start` (a busy port is one line), stopped
     in `stop` (connections get `timeout_shutdown_s` to finish)."""
@@ -73,7 +69,7 @@ class HttpListener:
         return f"{self.config.kind}:{self.config.host}:{self.port}"
 
     async def start(self) -> None:
-        from commonsky.server import bind_http
+        from commonsky.hub.listeners import bind_http
 
         sock = bind_http(self.config.host, self.config.port, f"{self.config.where} bind")
         config = uvicorn.Config(
@@ -128,19 +124,6 @@ def listener_tls(config: ListenerConfig) -> ssl.SSLContext:
     if config.kind == "enroll":
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def advertised(config: ListenerConfig, port: int) -> str:
-    """HOST:PORT clients reach a listener at: `advertise`, else its bind address (a wildcard
-    bind names the machine's host name)."""
-    if config.advertise:
-        return config.advertise
-    host = config.host
-    if host in ("0.0.0.0", "::", ""):
-        import socket
-
-        host = socket.gethostname()
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def build_http_listeners(

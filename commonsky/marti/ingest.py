@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from commonsky import errors
 from commonsky.evidence.extract import ImageFacts, NotEvidence, read_facts
 from commonsky.evidence.marker import marker_event
 from commonsky.evidence.sign import read_manifest, rfc3339
@@ -54,11 +55,11 @@ log = logging.getLogger("commonsky.marti")
 TRANSFER_STALE_S = 600.0  # a b-f-t-r is an offer: it goes stale like ATAK's own (10 s is tight)
 
 
-class Refused(Exception):
+class Refused(errors.Refused):
+    """A file the Marti API refuses (errors.Refused: its status, reason label and message)."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+        super().__init__(status, message, reason)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from commonsky.errors import RemoteProtocolError
 from commonsky.settings import Settings
 
 MANIFEST = "MANIFEST/manifest.xml"
@@ -41,10 +42,8 @@ IMAGE_SIGNATURES = (
 )
 
 
-class PackageRefused(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class PackageRefused(RemoteProtocolError):
+    """A data package refused; `reason` is its metric label."""
 
 
 def sniff_image(head: bytes) -> str | None:

@@ -283,6 +283,25 @@ async def test_parties_get_checkpoints_no_fresher_than_the_interval(make_api) ->
             assert (await anon.get("/api/ledger/checkpoint")).status_code == 401
 
 
+async def test_our_bug_is_a_500_never_a_404(make_api) -> None:
+    # The receipt endpoint answers 404 for what is not there; a fault of ours while reading
+    # the ledger must not hide behind it (errors.py: only errors that say so get their status).
+    async with make_api([HOTLINE]) as hub:
+        async with hub.client("USA") as usa:
+            await usa.post("/api/hotline/send", json={"to": "RUS", "text": "recorded"})
+            ledger = hub.server.services.recorder.ledger
+
+            def broken(seq: int) -> object:
+                raise RuntimeError("a bug while reading entry")
+
+            ledger.entry = broken
+            answer = await usa.get("/api/ledger/receipts/0")
+            assert answer.status_code == 500
+            assert answer.json() == {"error": "internal error (logged)"}
+            absent = await usa.get("/api/ledger/receipts/999")
+            assert absent.status_code == 404  # still: not there is not a fault
+
+
 API_PATHS = ("/api/", "/cap/", "/healthz", "/metrics", "/openapi.json")
 
 

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commonsky.deconflict.engine import Conflict
-from commonsky.deconflict.geometry import GEOD, Circle, Volume, centre_lonlat
+from commonsky.deconflict.shapes import Circle, Volume
+from commonsky.geo import GEOD, centre_lonlat
 from commonsky.privdeconf import Holding, PrivateRound, Terms
 from commonsky.privdeconf.cells import CellSet
 from commonsky.privdeconf.round import Answer, Pieces, _decode, run_in_memory
