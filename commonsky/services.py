@@ -23,7 +23,7 @@ from commonsky.desks.launch import LaunchDesk
 from commonsky.desks.recorder import LedgerRecorder, Statement
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
-from commonsky.hub.desk import DeskView
+from commonsky.hub.desk_view import DeskView
 from commonsky.ledger.entry import Signature, canonical_json
 from commonsky.ledger.keys import PartyKeys, verify
 from commonsky.ledger.log import SignedCheckpoint

@@ -39,7 +39,8 @@ from commonsky.deconflict.shapes import Item as Shape
 from commonsky.deconflict.shapes import Line, Site, Volume
 from commonsky.desks.drawings import airspace_from_cot
 from commonsky.desks.hotline import HotlineDesk
-from commonsky.hub.desk import DeskView, Routes
+from commonsky.hub.desk import Routes
+from commonsky.hub.desk_view import DeskView
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
@@ -74,7 +75,7 @@ class AirspaceDesk:
         hotline: HotlineDesk | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.hub = hub  # the hub as a desk sees it (hub/desk.py)
+        self.hub = hub  # the hub as a desk sees it (hub/desk_view.py)
         self.hotline = hotline
         self.engine = ConflictEngine(minima=self._minima, id_key=hub.id_key())
         self.notices: dict[tuple[str, str], Notice] = {}  # (conflict id, party) -> latest

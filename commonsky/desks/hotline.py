@@ -60,7 +60,8 @@ from commonsky.desks.geochat import (
 )
 from commonsky.desks.recorder import LedgerRecorder, Statement
 from commonsky.errors import AlreadyRecorded, RemoteProtocolError
-from commonsky.hub.desk import DeskView, Routes
+from commonsky.hub.desk import Routes
+from commonsky.hub.desk_view import DeskView
 from commonsky.hub.directory import device_callsign
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_deleted
 from commonsky.namespace import SHARED, foreign_uid, read_name
@@ -140,7 +141,7 @@ class HotlineDesk:
     categories = (Category.HOTLINE,)
 
     def __init__(self, hub: DeskView, recorder: LedgerRecorder | None) -> None:
-        self.hub = hub  # the hub as a desk sees it (hub/desk.py)
+        self.hub = hub  # the hub as a desk sees it (hub/desk_view.py)
         self.recorder = recorder
         self.messages: dict[tuple[str, str], Message] = {}  # the open ones
         self.awaiting: dict[str, set[tuple[str, str]]] = {}  # callsign -> open messages

@@ -43,7 +43,8 @@ from commonsky.desks.launch_core import (
     fused_json,
 )
 from commonsky.errors import RemoteProtocolError
-from commonsky.hub.desk import DeskView, Routes
+from commonsky.hub.desk import Routes
+from commonsky.hub.desk_view import DeskView
 from commonsky.model import HUB, Category, CotEvent, Item, Point, is_deleted, known
 from commonsky.policy import Party
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
@@ -133,7 +134,7 @@ class LaunchDesk:
     categories = (Category.LAUNCH,)
 
     def __init__(self, hub: DeskView, regions: RegionRegistry | None = None) -> None:
-        self.hub = hub  # the hub as a desk sees it (hub/desk.py)
+        self.hub = hub  # the hub as a desk sees it (hub/desk_view.py)
         path = str(hub.settings.regions_file)
         if regions is None:
             regions = RegionRegistry.load(path) if path else RegionRegistry.builtin()

@@ -10,7 +10,8 @@ import pytest
 import commonsky.desks.deconfliction as airspace_module
 import commonsky.desks.launch as warnings_module
 from commonsky.errors import LocalProtocolError
-from commonsky.hub.desk import Desk, DeskView
+from commonsky.hub.desk import Desk
+from commonsky.hub.desk_view import DeskView
 from tests.engines.harness import drawing, make_world, square
 from tests.engines.test_airspace_desk import RIVALS
 from tests.engines.test_launch_desk import BILATERAL, reports, send_report
