@@ -34,7 +34,7 @@ class Peer(Protocol):
 
     def flush(self) -> None:
         """Write what is pending in the outbox, if the socket allows (the hub calls it once
-        per burst of input, see `Hub._flush`)."""
+        per burst of input, see `Connections.flush`)."""
         ...
 
 

@@ -54,6 +54,7 @@ from commonsky.store import Store
 
 from .connection import Connection as Connection  # (re-exported: adapters import it here)
 from .connection import addressed_to_devices, reaches
+from .connections import Connections
 from .deletes import DELETE_TYPE, audience, target_key, tombstone
 from .desk import Desk
 from .directory import Directory, device_callsign
@@ -87,7 +88,6 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.bus = bus or LocalBus()
-        self.connections: dict[str, set[Connection]] = defaultdict(set)
         self.live: dict[tuple[str, str], Rendered] = {}
         self.durable: dict[tuple[str, str], Rendered] = {}
         self.directory = Directory()
@@ -124,12 +124,10 @@ class Hub:
             sees_full=self._sees_full,
         )
         self.renderer = Renderer(self.naming, self.metrics)
-        # Writes are batched: enqueueing marks a connection dirty and one callback, run by
-        # the event loop after the current burst of input, flushes every dirty connection.
-        self.call_soon: Callable[[Callable[[], None]], object] | None = None
-        self._dirty: set[Connection] = set()
-        self._flush_pending = False
         self.logs = RateLimitedLog()
+        # Who is connected, and the write batching (hub/connections.py).
+        self.wires = Connections(settings, self.metrics, self.logs)
+        self.connections = self.wires.by_party  # party -> its connections
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         self._held: dict[str, int] = defaultdict(int)  # durable items in the picture, by party
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
@@ -341,7 +339,7 @@ class Hub:
             variant = self._variant_for(rendered, party, now)
             if variant is not None and self._reaches(rendered.item, sender):
                 durable = rendered.item.category in DURABLE
-                self._enqueue(sender, Pending(rendered, variant), durable)
+                self.wires.enqueue(sender, Pending(rendered, variant), durable)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
@@ -587,7 +585,7 @@ class Hub:
         e = item.event
         addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
         origin = item.origin
-        enqueue = self._enqueue
+        enqueue = self.wires.enqueue
         for party, variant in targets:
             conns = self.connections.get(party)
             if not conns:
@@ -599,29 +597,6 @@ class Hub:
                 if addressed and not self._reaches(item, conn):
                     continue
                 enqueue(conn, pending, durable)
-
-    def _enqueue(self, conn: Connection, pending: Pending, durable: bool) -> None:
-        overflow = conn.outbox.put(pending, durable)
-        self._dirty.add(conn)
-        if not self._flush_pending and self.call_soon is not None:
-            self._flush_pending = True
-            self.call_soon(self._flush)
-        if overflow is None:
-            return
-        if overflow == "too_slow":
-            self.metrics.drop("durable_too_slow")
-            self.log_limited(
-                log,
-                "too_slow",
-                conn.id,
-                "closing %s/%s: more than limit_queue_durable=%d durable items pending",
-                conn.party,
-                conn.user,
-                conn.outbox.limit_durable,
-            )
-            conn.close("too_slow")
-        else:
-            self.metrics.drop(overflow)
 
     def log_limited(
         self,
@@ -636,29 +611,21 @@ class Hub:
         address or party): see `commonsky.ratelog`."""
         self.logs.log(logger, level, reason, key, msg, *args)
 
-    def _flush(self) -> None:
-        self._flush_pending = False
-        dirty, self._dirty = self._dirty, set()
-        for conn in dirty:
-            try:
-                conn.flush()
-            except Exception:  # our bug: this connection is closed, the others still flushed
-                self.metrics.internal_error("flush")
-                log.exception("flushing %s/%s failed; closing it", conn.party, conn.user)
-                conn.close("internal_error")
-
     # ---- connections --------------------------------------------------------------------
 
+    @property
+    def call_soon(self) -> Callable[[Callable[[], None]], object] | None:
+        """The event loop's `call_soon` (None without a loop): batches writes and desks'
+        deferred work to the end of each burst of input."""
+        return self.wires.call_soon
+
+    @call_soon.setter
+    def call_soon(self, call_soon: Callable[[Callable[[], None]], object] | None) -> None:
+        self.wires.call_soon = call_soon
+
     def admit(self, party: str) -> str | None:
-        """Why a new connection of `party` may not open now (the setting it would exceed), or
-        None. The hub-wide limit is shared by all parties; each party also has its own, so
-        one party's idle sockets cannot lock the others out."""
-        total = sum(len(group) for group in self.connections.values())
-        if total >= self.settings.limit_connections:
-            return "limit_connections"
-        if len(self.connections.get(party, ())) >= self.settings.limit_connections_per_party:
-            return "limit_connections_per_party"
-        return None
+        """`Connections.admit`: why a new connection of `party` may not open now, or None."""
+        return self.wires.admit(party)
 
     def attach(self, conn: Connection) -> None:
         """Register a connection and owe it the current picture it is entitled to.
@@ -669,13 +636,9 @@ class Hub:
         been superseded (the newer version was queued to this connection already), went
         stale or may no longer be seen. What is addressed to devices is given when the
         device reports itself."""
-        self.connections[conn.party].add(conn)
-        self.metrics.child(self.metrics.connections, conn.listener, conn.party).inc()  # type: ignore[attr-defined]
+        self.wires.add(conn)
         conn.outbox.replay(self._replay(conn))
-        self._dirty.add(conn)
-        if not self._flush_pending and self.call_soon is not None:
-            self._flush_pending = True
-            self.call_soon(self._flush)
+        self.wires.mark(conn)
 
     def _replay(self, conn: Connection) -> Iterator[Pending]:
         # The picture as it is now (what is published from here on is queued as it comes).
@@ -754,18 +717,14 @@ class Hub:
             return False
         for conn in self.connections.get(party, ()):
             if self._reaches(rendered.item, conn):
-                self._enqueue(conn, Pending(rendered, variant), durable=True)
+                self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
         return True
 
     def detach(self, conn: Connection) -> None:
-        self._dirty.discard(conn)
-        if conn in self.connections.get(conn.party, ()):
-            self.connections[conn.party].discard(conn)
-            self.metrics.child(self.metrics.connections, conn.listener, conn.party).dec()  # type: ignore[attr-defined]
+        self.wires.remove(conn)
 
     def all_connections(self) -> Iterable[Connection]:
-        for group in self.connections.values():
-            yield from group
+        return iter(self.wires)
 
     def prune(self) -> int:
         """Forget stale items from the current picture; returns how many went."""
@@ -850,7 +809,7 @@ class Hub:
                 if old is not None:
                     conn.outbox.discard(old.item.key)  # an update still pending is moot
                 if conn.id != item.origin or not item.origin:
-                    self._enqueue(conn, Pending(rendered, variant), durable=True)
+                    self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
         if old is not None:
             self._observe(tombstone(old.item, now), {})
 
