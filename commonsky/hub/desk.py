@@ -3,9 +3,9 @@
 A desk (hotline, deconfliction, launch warnings, the federation seam) is a feature that reads
 the items the hub accepts and publishes hub-made items of its own. The hub knows a desk only
 as a `Desk` (`Hub.add_desk`, this module); a desk knows the hub only as a `DeskView`
-(`desk_view.py`, which imports the hub: this module must not, the hub imports it): the clock, the
-rules, the picture as items, routing, and the few things it may do (publish, resend, set
-aside, defer, write its own rows). It never holds the hub's pools, connections, store or
+(`desk_view.py`, which imports the hub — this module must not: the hub imports it): the
+clock, the rules, the picture as items, routing, and the few things it may do (publish,
+resend, set aside, defer, write its own rows). It never holds the hub's pools, connections, store or
 secret — so nothing a desk does can bypass routing, the store's single writer or the keys.
 
 Rules a desk relies on:
@@ -21,13 +21,10 @@ Rules a desk relies on:
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from commonsky.model import Category, CotEvent, Disclosure, Item
 from commonsky.store import HotlineRow
-
-if TYPE_CHECKING:
-    pass
 
 Routes = dict[str, Disclosure]
 

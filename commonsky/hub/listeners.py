@@ -238,7 +238,6 @@ class TakListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hub = self.hub
-        settings = hub.settings
         address = _peer(writer)
         identity = self._identity(writer)
         if identity is None:
@@ -261,25 +260,7 @@ class TakListener:
             )
             writer.transport.abort()
             return
-        session = TakSession(
-            SessionLimits(
-                settings.timeout_idle_s,
-                settings.timeout_partial_event_s,
-                settings.limit_refusals_before_close,
-            ),
-            time.monotonic(),
-            self.limits,
-        )
-        peer = TakPeer(hub, writer, session, high_water=4 * self.limits.message_bytes + 262144)
-        conn = peer.conn = Connection(
-            party=party,
-            user=user,
-            listener=self.config.kind,
-            outbox=Outbox(settings.limit_queue_tracks, settings.limit_queue_durable),
-            peer=peer,
-            id=f"{self.name}#{next(_ids)}",
-            address=address,
-        )
+        session, peer, conn = self._open(writer, party, user, address)
         log.info("%s: %s/%s connected from %s", self.name, party, user or "?", address)
         writer.write(session.start(hub.clock()))
         hub.attach(conn)
@@ -326,6 +307,34 @@ class TakListener:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _open(
+        self, writer: asyncio.StreamWriter, party: str, user: str, address: str
+    ) -> tuple[TakSession, TakPeer, Connection]:
+        """The session, the peer and the hub's connection of one new TAK client."""
+        settings = self.hub.settings
+        session = TakSession(
+            SessionLimits(
+                settings.timeout_idle_s,
+                settings.timeout_partial_event_s,
+                settings.limit_refusals_before_close,
+            ),
+            time.monotonic(),
+            self.limits,
+        )
+        # Past this much unwritten, the reader is behind: live updates merge (outbox.py).
+        high_water = 4 * self.limits.message_bytes + 262144
+        peer = TakPeer(self.hub, writer, session, high_water)
+        conn = peer.conn = Connection(
+            party=party,
+            user=user,
+            listener=self.config.kind,
+            outbox=Outbox(settings.limit_queue_tracks, settings.limit_queue_durable),
+            peer=peer,
+            id=f"{self.name}#{next(_ids)}",
+            address=address,
+        )
+        return session, peer, conn
 
     def _timed_out(self, conn: Connection, expired: str) -> None:
         self.hub.log_limited(
