@@ -1,10 +1,13 @@
 """The hub's shared state: who is connected, the current picture, and routing.
 
 One object, owned by one event loop (uvicorn's `ServerState` habit): listeners and the HTTP
-API only call `accept`, `attach` and `detach`. Routing is decided once per item against the
-compiled policy; each distinct output (own / full / generalized × XML / protobuf, and for an
-item naming a third party's item, per distinct set of names: `naming.py`) is rendered once
-and shared by every connection that receives it.
+API only call `accept`, `attach` and `detach`; desks stand on it through `add_desk` and see
+it only as a `DeskView` (`desk.py`, `desk_view.py`). Every refusal is decided in `accept`,
+before anything is stored or recorded. Routing is decided against the compiled policy and
+kept with the item; each distinct output (own / full / generalized × XML / protobuf / JSON,
+and for an item naming a third party's item, per distinct set of names: `naming.py`) is
+rendered once (`render.py`) and shared by every connection that receives it
+(`connections.py` batches the writes).
 
 Addressing (`<marti><dest …/>`, `connection.py`) narrows delivery to devices in every party;
 an addressed item whose device is not connected waits in the picture and is delivered when
