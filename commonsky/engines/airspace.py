@@ -69,6 +69,9 @@ class AirspaceDesk:
         self.engine = ConflictEngine(minima=self._minima, id_key=hub.secret[:16])
         self.notices: dict[tuple[str, str], Notice] = {}  # (conflict id, party) -> latest
         self.threads: dict[str, str] = {}  # conflict id -> hotline message id
+        # Parties behind federation links: told by their own hub, never by this one (a
+        # notice here could not reach them; a thread here could not be acknowledged).
+        self.remote: frozenset[str] = frozenset()
         self._pending_tracks: dict[tuple[str, str], CotEvent] = {}
         self.screen_every_s = hub.settings.get_float("timeout_track_screen_s")
         self._last_screen = -math.inf
@@ -208,25 +211,30 @@ class AirspaceDesk:
         """The uid under which `party`'s item `uid` reaches a generalized recipient."""
         return handle(self.hub.secret, party, uid)
 
-    def publish(self, changes: list[ConflictChange], withdrawn: bool = False) -> None:
+    def publish(
+        self, changes: list[ConflictChange], withdrawn: bool = False, private: bool = False
+    ) -> None:
         """Notices for each change; `withdrawn`: an item was deleted, so the hotline threads
-        of the conflicts it cleared are closed."""
+        of the conflicts it cleared are closed. `private`: conflicts a private round found
+        with a peer hub (federation/private.py) — the other side is an opaque handle and
+        only the overlap is known, so every notice is `conflicts-only`."""
         for change in changes:
             try:
-                self._publish_one(change, withdrawn)
+                self._publish_one(change, withdrawn or private, private)
             except Exception:  # our bug: this change's notices are lost, not the others'
                 self.hub.metrics.internal_error("conflict_notice")
                 log.exception("telling the parties of conflict %s failed", change.conflict.id)
 
-    def _publish_one(self, change: ConflictChange, withdrawn: bool) -> None:
+    def _publish_one(self, change: ConflictChange, withdrawn: bool, private: bool = False) -> None:
         c = across_the_line(change.conflict)
-        told = []
+        entitled = []
         for own, other in ((c.a, c.b), (c.b, c.a)):
             level = self.disclosure(own.party, other.party, other.item, c)
             if level is not None:
-                told.append((own, level))
+                entitled.append((own, Disclosure.CONFLICTS_ONLY if private else level))
+        told = [(own, level) for own, level in entitled if own.party not in self.remote]
         thread = self.threads.get(c.id)
-        if change.action == "raised" and len(told) == 2 and thread is None:
+        if change.action == "raised" and len(entitled) == 2 and told and thread is None:
             thread = self._open_thread(c)
         for own, level in told:
             notice = notice_for(c, own.party, level.value, self._handle, thread)
@@ -298,7 +306,10 @@ class AirspaceDesk:
             f"CONFLICT {conflict.id}: {conflict.kind} between {a} and {b}; see your conflict "
             "notice. Both parties acknowledge and deconflict."
         )
-        message = self.hotline.open_thread(sorted({a, b}), text, conflict=conflict.id)
+        # A party behind a link is told by its own hub, which opens its own thread for the
+        # same conflict id (a private round names it alike on both hubs).
+        local = sorted({a, b} - self.remote)
+        message = self.hotline.open_thread(local, text, conflict=conflict.id)
         self.threads[conflict.id] = message.id
         return message.id
 
