@@ -89,6 +89,18 @@ _decode_chunk = msgspec.msgpack.Decoder(Chunk).decode
 _encode = msgspec.msgpack.Encoder().encode
 
 
+def canonical(value: Any) -> Any:
+    """`value` with every float as its repr text: ledger payloads have no floats (the
+    canonical JSON of ledger/entry.py), and repr round-trips exactly."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical(v) for v in value]
+    return value
+
+
 def max_message_bytes(terms: Terms) -> int:
     """The largest round message we take from a peer under our terms."""
     return 256 * terms.max_cells + 16 * 2**20
@@ -153,6 +165,7 @@ class PrivateLink:
         self.rounds: dict[str, int] = {}  # outcome -> count
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.polls = 0  # the worker's looks (tests use it as a barrier)
 
     @property
     def name(self) -> str:
@@ -273,7 +286,7 @@ class PrivateLink:
                 self._ended(rnd, "failed", "the peer opened another round")
             rnd = self.round = self._new_round("responder", self.desk.clock())
             self.round_wall, self.committed = time.monotonic(), False
-        if rnd is None or rnd.state in ENDED or rnd.round_id != round_id:
+        elif rnd is None or rnd.state in ENDED or rnd.round_id != round_id:
             raise RemoteProtocolError("privdeconf_round", f"no round {round_id[:40]!r} open")
         try:
             out = await asyncio.to_thread(rnd.receive, data)
@@ -304,7 +317,8 @@ class PrivateLink:
             figures["refused"] = figures.get("refused") or why
         figures["outcome"] = outcome
         self.figures = [*self.figures[-19:], figures]
-        log.info("private round %s with %s: %s", rnd.round_id[:12], self.name, figures)
+        say = log.info if outcome == "done" else log.warning
+        say("private round %s with %s: %s %s", rnd.round_id[:12], self.name, outcome, figures)
         if rnd.result is not None:
             self.desk.record(KIND_ROUND, msgspec.to_builtins(rnd.result.record))
             self.desk.keep_opening(self.name, rnd)
@@ -335,6 +349,7 @@ class PrivateLink:
                 got = await asyncio.wait_for(self.queue.get(), POLL_S)
             except TimeoutError:
                 got = None
+            self.polls += 1
             try:
                 if got is not None:
                     await self.message(*got)
@@ -408,7 +423,7 @@ class PrivateDesk:
         plink.received(geo)
 
     def record(self, kind: str, payload: dict[str, Any]) -> None:
-        self.federation.seam.record(kind, sorted(self.federation.own), payload)
+        self.federation.seam.record(kind, sorted(self.federation.own), canonical(payload))
 
     def keep_opening(self, name: str, rnd: PrivateRound) -> None:
         """The secret that opens our commitment, for a later audit (never sent)."""
