@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import logging
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,43 @@ from commonsky.pki import init_ca
 
 log = logging.getLogger("commonsky.demo")
 
-HUBS = {"jpn": ("JPN",), "kor": ("KOR",), "usa": ("USA",)}
-#: (dialer, listener): each pair linked once.
-LINKS = (("jpn", "kor"), ("usa", "jpn"), ("usa", "kor"))
-MAP_HUB = "jpn"  # the hub whose HTTP port is --http
+
+@dataclass(frozen=True)
+class Layout:
+    """Which hub holds which parties, the links ((dialer, listener), each pair once), the
+    hub whose HTTP port is --http, and the extra `[[federate]]` keys of every link (private
+    deconfliction's terms)."""
+
+    hubs: dict[str, tuple[str, ...]]
+    links: tuple[tuple[str, str], ...]
+    map_hub: str
+    terms: dict[str, Any] = field(default_factory=dict)
+
+
+KOREA = Layout(
+    {"jpn": ("JPN",), "kor": ("KOR",), "usa": ("USA",)},
+    (("jpn", "kor"), ("usa", "jpn"), ("usa", "kor")),
+    "jpn",
+)
+#: Syria on the coalition's hub and Russia's, deconflicting privately (issue #18): H3 level
+#: 5 (cells ~252 km², edges ~9.9 km), 10-minute slots, 3 km bands; a round on every change of
+#: either side's plans, at most one every 20 hub seconds (2 s at the demo's speed 10).
+SYRIA = Layout(
+    {"coalition": ("USA", "GBR", "FRA"), "russia": ("RUS", "SYR")},
+    (("coalition", "russia"),),
+    "coalition",
+    {
+        "deconflict": "private",
+        "grid_level": 5,
+        "time_slot_s": 600,
+        "altitude_band_m": 3000,
+        "reveal": "cells",
+        "min_interval_s": 20,
+        "round_every_s": 300,
+    },
+)
+LAYOUTS = {"korea": KOREA, "syria": SYRIA}
+HUBS, LINKS, MAP_HUB = KOREA.hubs, KOREA.links, KOREA.map_hub  # (the default: Korea)
 
 
 def free_port() -> int:
@@ -75,7 +109,7 @@ class _Services:
         servers = list(runner.servers.values())
         self.launch = _Launch([s.services for s in servers])
         self.hotline = _Hotline({p: runner.servers[h].services for p, h in runner.home.items()})
-        self.recorder = runner.servers[MAP_HUB].services.recorder
+        self.recorder = runner.servers[runner.layout.map_hub].services.recorder
 
 
 class _Hubs:
@@ -84,21 +118,29 @@ class _Hubs:
     def __init__(self, runner: FederatedRunner) -> None:
         self.runner = runner
         self.services = _Services(runner)
-        main = runner.servers[MAP_HUB]
+        main = runner.servers[runner.layout.map_hub]
         self.hub = main.hub
         self.http_host, self.http_port = main.http_host, main.http_port
         self.listeners = [ln for s in runner.servers.values() for ln in s.listeners]
         self.marti = None
 
     def port(self, kind: str) -> int:
-        return self.runner.servers[MAP_HUB].port(kind)
+        return self.runner.servers[self.runner.layout.map_hub].port(kind)
 
 
 class FederatedRunner(Runner):
-    def __init__(self, scenarios: list[Scenario], data_dir: Path, http: str, speed: float) -> None:
+    def __init__(
+        self,
+        scenarios: list[Scenario],
+        data_dir: Path,
+        http: str,
+        speed: float,
+        layout: Layout = KOREA,
+    ) -> None:
         super().__init__(scenarios, data_dir, http, speed)
+        self.layout = layout
         self.servers: dict[str, HubServer] = {}
-        self.home = {party: hub for hub, parties in HUBS.items() for party in parties}
+        self.home = {party: hub for hub, parties in layout.hubs.items() for party in parties}
         self.apis: dict[str, httpx.AsyncClient] = {}
         self.proven: dict[str, int] = {}  # "a->b": durable items proven sent and acknowledged
 
@@ -106,8 +148,9 @@ class FederatedRunner(Runner):
         """Hub `name`'s share of the scenario: its own parties' listeners and tokens, the
         other parties behind its links, every agreement."""
         data = self.config_data()
-        own = set(HUBS[name])
-        peers = {b if a == name else a for a, b in LINKS if name in (a, b)}
+        layout = self.layout
+        own = set(layout.hubs[name])
+        peers = {b if a == name else a for a, b in layout.links if name in (a, b)}
         parties = []
         for party in data["party"]:
             hub = self.home.get(party["id"], name)
@@ -128,15 +171,16 @@ class FederatedRunner(Runner):
         for peer in sorted(peers):
             table: dict[str, Any] = {
                 "name": peer,
-                "parties": [p for p in HUBS[peer] if any(q["id"] == p for q in parties)],
+                "parties": [p for p in layout.hubs[peer] if any(q["id"] == p for q in parties)],
                 "ca": str(self.data_dir / f"{peer}-federation-ca" / "ca.pem"),
+                **layout.terms,
             }
-            if (name, peer) in LINKS:
+            if (name, peer) in layout.links:
                 table["connect"] = f"127.0.0.1:{ports[peer]}"
             federates.append(table)
         server = dict(data["server"], data_dir=str(self.data_dir / f"hub-{name}"))
         server["timeout_federation_retry_s"] = 0.2
-        if name != MAP_HUB:
+        if name != layout.map_hub:
             server["http"] = "127.0.0.1:0"
         return {
             "server": server,
@@ -148,7 +192,7 @@ class FederatedRunner(Runner):
 
     def _pki(self) -> None:
         super()._pki()
-        for name in HUBS:
+        for name in self.layout.hubs:
             fed_ca = self.data_dir / f"{name}-federation-ca"
             if not (fed_ca / "ca.pem").exists():
                 private_dir(fed_ca)
@@ -158,8 +202,8 @@ class FederatedRunner(Runner):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._pki()
         self.start_wall = self.clock() + 3.0 * self.speed
-        ports = {name: free_port() for name in HUBS}
-        for name in HUBS:
+        ports = {name: free_port() for name in self.layout.hubs}
+        for name in self.layout.hubs:
             config = config_from_dict(self.hub_config_data(name, ports), f"demo hub {name}")
             server = HubServer(config, clock=self.clock)
             await server.start()
@@ -209,7 +253,7 @@ class FederatedRunner(Runner):
         return response
 
     def map_url_of(self, party: str) -> str:
-        server = self.servers[self.home.get(party, MAP_HUB)]
+        server = self.servers[self.home.get(party, self.layout.map_hub)]
         return f"http://127.0.0.1:{server.http_port}/"
 
     async def stop(self) -> None:
@@ -250,3 +294,61 @@ def check_ledgers(runner: FederatedRunner, data_dir: Path) -> bool:
             log.error("receipts of hub %s against hub %s: %s", a, b, problems[0])
             ok = False
     return ok
+
+
+def received_outside(folder: Path) -> tuple[int, float]:
+    """From a hub's own log of what peers sent of their shapes (`privdeconf/*/*.received`,
+    federation/private.py): how many pieces, and their area (m²) outside the H3 cells that
+    hub matched in that round. Independent of the round code: the cells are H3's own
+    boundaries, the area is geodesic (pyproj), 20 m of slack for the covering's margin."""
+    import h3
+    import msgspec
+    import shapely
+    from pyproj import Geod
+    from shapely.geometry import shape
+
+    geod = Geod(ellps="WGS84")
+    pieces = 0
+    outside = 0.0
+    for path in sorted(folder.glob("*/*.received")):
+        body = msgspec.msgpack.decode(path.read_bytes())
+        cells = {token.split(":")[1] for token in body["matched"]}
+        allowed = shapely.union_all(
+            [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
+        ).buffer(0.0002)
+        for piece in body["pieces"]:
+            pieces += 1
+            extra = shapely.difference(shape(piece["geometry"]), allowed)
+            if not extra.is_empty:
+                outside += abs(geod.geometry_area_perimeter(extra)[0])
+    return pieces, outside
+
+
+def private_summary(runner: FederatedRunner) -> dict[str, Any]:
+    """Per hub: its private rounds by outcome, the last round's figures, and the independent
+    check of its store and its log: no plan (airspace, site) of the other hub's parties in
+    its store, and every piece of the other's shapes it received inside its matched cells."""
+    from commonsky.model import Category
+
+    out: dict[str, Any] = {}
+    for name, server in runner.servers.items():
+        desk = server.federation.private if server.federation is not None else None
+        if desk is None:
+            continue
+        other = {p for hub, ps in runner.layout.hubs.items() if hub != name for p in ps}
+        stored = [
+            f"{item.party}::{item.uid}"
+            for item in server.hub.store.since(0)
+            if item.party in other and item.category in (Category.AIRSPACE, Category.SITE)
+        ]
+        pieces, outside = received_outside(server.folder.path / "privdeconf")
+        out[name] = {
+            "rounds": {link: dict(p.rounds) for link, p in desk.links.items()},
+            "last_round": {
+                link: p.figures[-1] if p.figures else None for link, p in desk.links.items()
+            },
+            "others_plans_stored": stored,
+            "pieces_received": pieces,
+            "received_outside_cells_m2": round(outside, 3),
+        }
+    return out

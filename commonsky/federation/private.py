@@ -52,6 +52,7 @@ from commonsky.engines.drawings import airspace_from_cot
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB, Category, Item, Point, is_deleted
 from commonsky.privdeconf import Holding, PrivateRound, RoundRefused, Terms
+from commonsky.privdeconf.pieces import Piece
 from commonsky.privdeconf.round import Gate
 from commonsky.protocol.cot import new_event, quote
 
@@ -281,6 +282,7 @@ class PrivateLink:
     async def message(self, round_id: str, data: bytes) -> None:
         rnd = self.round
         self.bytes_received += len(data)
+        self.desk.note_received(self, round_id, data)
         if not self.initiator and (rnd is None or rnd.state in ENDED or rnd.round_id != round_id):
             if rnd is not None and rnd.state not in ENDED:
                 self._ended(rnd, "failed", "the peer opened another round")
@@ -322,6 +324,7 @@ class PrivateLink:
         if rnd.result is not None:
             self.desk.record(KIND_ROUND, msgspec.to_builtins(rnd.result.record))
             self.desk.keep_opening(self.name, rnd)
+        self.desk.keep_received(self, rnd)
         self.desk.show(self, figures)
         if outcome == "done" and rnd.result is not None:
             self._diff(rnd.result.conflicts)
@@ -385,6 +388,7 @@ class PrivateDesk:
             if link.config.deconflict is not None:
                 self.links[name] = PrivateLink(self, link, link.config.deconflict)
         self._tasks: list[asyncio.Task[None]] = []
+        self._received: dict[tuple[str, str], list[Piece]] = {}  # (link, round) -> pieces
         federation.seam.watch(self.observe)
 
     def observe(self, item: Item, routes: object) -> None:
@@ -434,6 +438,33 @@ class PrivateDesk:
         folder = self.data_dir / "privdeconf" / name
         private_dir(folder)
         write_private(folder / f"{rnd.round_id}.json", msgspec.json.encode(rnd.result.opening))
+
+    def note_received(self, plink: PrivateLink, round_id: str, data: bytes) -> None:
+        """Keep the peer's geometry messages of the round in progress (pieces only: they
+        hold the other side's shapes, clipped to the cells that met; PSI messages are the
+        peer's encrypted set and are not kept)."""
+        from commonsky.privdeconf.round import Answer, Pieces, _decode
+
+        try:
+            message = _decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return  # (the round refuses it, with the reason)
+        if isinstance(message, Answer | Pieces):
+            self._received.setdefault((plink.name, round_id), []).extend(message.pieces)
+
+    def keep_received(self, plink: PrivateLink, rnd: PrivateRound) -> None:
+        """What the peer sent of its shapes in this round, beside our matched cells:
+        `DATA_DIR/privdeconf/LINK/ROUND.received` (msgpack {round_id, matched, pieces}), the
+        log an independent check reads (demo/federated.py `received_outside`)."""
+        kept = self._received.pop((plink.name, rnd.round_id), [])
+        if self.data_dir is None or rnd.result is None:
+            return
+        from commonsky.hub.datadir import private_dir, write_private
+
+        folder = self.data_dir / "privdeconf" / plink.name
+        private_dir(folder)
+        body = {"round_id": rnd.round_id, "matched": sorted(rnd.result.matched), "pieces": kept}
+        write_private(folder / f"{rnd.round_id}.received", _encode(body))
 
     def show(self, plink: PrivateLink, figures: dict[str, Any]) -> None:
         """A round's figures to our own parties' duty officers (a durable hub item)."""

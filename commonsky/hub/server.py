@@ -153,9 +153,7 @@ class HubServer:
             self.http_listeners, self.marti = build_http_listeners(
                 config.listeners, self.services, config.settings
             )
-            self.federation = _build_federation(
-                self.hub, config, self.hub_id, self.services
-            )
+            self.federation = _build_federation(self.hub, config, self.hub_id, self.services)
             crls = self.marti.revocations if self.marti is not None else {}
             self.listeners = [
                 TakListener(self.hub, lc, tls, _revocations(crls, lc))
