@@ -95,6 +95,7 @@ async def run_demo(
         LAYOUTS,
         FederatedRunner,
         check_ledgers,
+        private_checks,
         private_summary,
     )
 
@@ -158,6 +159,10 @@ async def run_demo(
         else:
             ledger_ok = check_ledger(runner, data_dir)
         results = [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios]
+        if isinstance(runner, FederatedRunner) and runner.layout.terms:
+            for result, s in zip(results, scenarios, strict=True):
+                result["checks"] += private_checks(runner, s)
+                result["all_held"] = all(c["held"] for c in result["checks"])
         if unfinished:
             for result in results:
                 if result["name"] in unfinished:
