@@ -48,6 +48,10 @@ class Layout:
     links: tuple[tuple[str, str], ...]
     map_hub: str
     terms: dict[str, Any] = field(default_factory=dict)
+    #: Checks of the single-hub scenario that these hubs cannot meet by design, with why:
+    #: shown in the summary as not judged (never as held), and left out of `all_held`.
+    unjudged: dict[str, str] = field(default_factory=dict)
+    photos: bool = True  # (photographs travel by file federation, not implemented)
 
 
 KOREA = Layout(
@@ -55,6 +59,12 @@ KOREA = Layout(
     (("jpn", "kor"), ("usa", "jpn"), ("usa", "kor")),
     "jpn",
 )
+_PLANS_HOME = "plans stay home on a private link; the private checks below replace it"
+_TRACKS = (
+    "tracks cross only under an agreement and these are conflicts-only; live tracks are "
+    "not in the private path (docs/private-deconfliction.md)"
+)
+_FILES = "photographs cross by file federation (SendOneBlob), not implemented"
 #: Syria on the coalition's hub and Russia's, deconflicting privately (issue #18): H3 level
 #: 5 (cells ~252 km², edges ~9.9 km), 10-minute slots, 3 km bands; a round on every change of
 #: either side's plans, at most one every 20 hub seconds (2 s at the demo's speed 10).
@@ -71,6 +81,16 @@ SYRIA = Layout(
         "min_interval_s": 20,
         "round_every_s": 300,
     },
+    unjudged={
+        "Russia sees the coalition's operating area": _PLANS_HOME,
+        "the coalition sees Russia's operating area": _PLANS_HOME,
+        "stacked encounter: CPA conflict raised to the US": _TRACKS,
+        "stacked encounter: CPA conflict raised to Russia": _TRACKS,
+        "the strike plan conflicts with Syrian ground forces": _TRACKS,
+        "the coalition's photograph verifies offline, and Russia has it": _FILES,
+        "Russia's photograph verifies offline, and the coalition has it": _FILES,
+    },
+    photos=False,
 )
 LAYOUTS = {"korea": KOREA, "syria": SYRIA}
 HUBS, LINKS, MAP_HUB = KOREA.hubs, KOREA.links, KOREA.map_hub  # (the default: Korea)
@@ -462,6 +482,18 @@ def _notices_of(r: Any) -> list[dict[str, Any]]:
 
     node = detail_tree(r.event.detail).find("csky_conflict")
     return [json.loads(node.text)] if node is not None and node.text else []
+
+
+def unjudge(runner: FederatedRunner, result: dict[str, Any]) -> None:
+    """Mark the checks this layout cannot meet by design (with why); `all_held` over the
+    rest."""
+    for check in result["checks"]:
+        why = runner.layout.unjudged.get(check["name"])
+        if why is not None:
+            check["status"] = "not judged on these hubs"
+            check["why"] = why
+    judged = [c for c in result["checks"] if "status" not in c]
+    result["all_held"] = all(c["held"] for c in judged)
 
 
 def private_checks(runner: FederatedRunner, scenario: Scenario) -> list[dict[str, Any]]:

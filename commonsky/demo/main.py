@@ -9,6 +9,8 @@ import math
 import shutil
 import time
 from pathlib import Path
+
+import msgspec
 from typing import Any
 
 from rich.console import Console
@@ -97,6 +99,7 @@ async def run_demo(
         check_ledgers,
         private_checks,
         private_summary,
+        unjudge,
     )
 
     console = console or Console()
@@ -111,6 +114,8 @@ async def run_demo(
             raise UsageError(f"--scenario {scenario!r}: one of {', '.join(BUILT_IN)}")
         names = (scenario,)
     scenarios = [load(n) for n in names]
+    if federated and not LAYOUTS[names[0]].photos:
+        scenarios = [msgspec.structs.replace(s, photo=[]) for s in scenarios]
     data_dir, lock = fresh_folder(data_dir)
     runner: Runner
     if federated:
@@ -162,7 +167,7 @@ async def run_demo(
         if isinstance(runner, FederatedRunner) and runner.layout.terms:
             for result, s in zip(results, scenarios, strict=True):
                 result["checks"] += private_checks(runner, s)
-                result["all_held"] = all(c["held"] for c in result["checks"])
+                unjudge(runner, result)
         if unfinished:
             for result in results:
                 if result["name"] in unfinished:
