@@ -9,10 +9,9 @@ import math
 import shutil
 import time
 from pathlib import Path
-
-import msgspec
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
