@@ -487,6 +487,10 @@ def _notices_of(r: Any) -> list[dict[str, Any]]:
 def unjudge(runner: FederatedRunner, result: dict[str, Any]) -> None:
     """Mark the checks this layout cannot meet by design (with why); `all_held` over the
     rest."""
+    names = {c["name"] for c in result["checks"]}
+    for name in runner.layout.unjudged:  # (not even played: the photographs)
+        if name not in names:
+            result["checks"].append({"name": name, "kind": "", "held": False, "observed": ""})
     for check in result["checks"]:
         why = runner.layout.unjudged.get(check["name"])
         if why is not None:

@@ -114,7 +114,10 @@ async def run_demo(
         names = (scenario,)
     scenarios = [load(n) for n in names]
     if federated and not LAYOUTS[names[0]].photos:
-        scenarios = [msgspec.structs.replace(s, photo=[]) for s in scenarios]
+        scenarios = [
+            msgspec.structs.replace(s, photo=[], check=[c for c in s.check if c.kind != "evidence"])
+            for s in scenarios
+        ]
     data_dir, lock = fresh_folder(data_dir)
     runner: Runner
     if federated:

@@ -139,6 +139,9 @@ class HubSeam:
     def clock(self) -> float:
         return self.hub.clock()
 
+    def parties(self) -> frozenset[str]:
+        return frozenset(self.hub.policy.parties) | {HUB}
+
     def log_limited(self, reason: str, key: str, msg: str, *args: object) -> None:
         self.hub.log_limited(log, reason, key, msg, *args)
 
@@ -390,6 +393,8 @@ class Federation:
             raise RemoteProtocolError(
                 "federate_audience", f"addressed to {' '.join(envelope.to)[:80]}, none of ours"
             )
+        if len(to) == 1 and to[0] != party:
+            event = absolute_names(event, to[0], self.seam.parties())
         origin = ORIGIN + link.name
         if envelope.seq:
             position = envelope.position
@@ -668,3 +673,25 @@ def build(
         airspace.remote = frozenset(federation.behind)
         hub.metrics.registry.register(private.collector())
     return federation
+
+
+def absolute_names(event: CotEvent, reader: str, parties: frozenset[str]) -> CotEvent:
+    """A copy rendered for one party `reader` names `reader`'s own items without a prefix
+    (as that party's clients see them); accepted here as its originator's, those names
+    would be read as the originator's own. Each such name gets `reader`'s prefix back, so a
+    receipt crossing a link acknowledges the message it names (namespace.py's rule)."""
+    from commonsky.namespace import read_name
+    from commonsky.protocol.refs import references, rewrite
+
+    refs = references(event)
+    if not refs.names:
+        return event
+    names = [
+        f"{reader}::{name}"
+        if read_name(reader, name, parties).party == reader and not name.startswith(f"{reader}::")
+        else name
+        for name in refs.names
+    ]
+    if names == list(refs.names):
+        return event
+    return rewrite(event, refs, names, event.uid)
