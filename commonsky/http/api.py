@@ -40,7 +40,14 @@ from commonsky.ledger.log import Receipt
 from commonsky.model import Category, CotEvent, Point
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event, check_text
-from commonsky.protocol.cot import XmlLimits, check_uid, encode_event, parse_event, quote
+from commonsky.protocol.cot import (
+    XmlLimits,
+    check_uid,
+    encode_event,
+    new_event,
+    parse_event,
+    quote,
+)
 from commonsky.services import Services
 
 log = logging.getLogger("commonsky.api")
@@ -330,6 +337,14 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         acked = services.hotline.acknowledge(
             party, message_id, hub.clock(), via="api", statement=statement
         )
+        held = hub.durable.get(message.key)
+        if acked is not None and held is not None and held.item.origin.startswith("fed:"):
+            # The message came over a federation link: its sender's hub learns of the
+            # acknowledgement as it would from a TAK device — a read receipt of this party's
+            # (`b-t-f-r`, uid = the message as this party names it), which crosses back.
+            now = hub.clock()
+            receipt = new_event(message_id, "b-t-f-r", now, now + 300.0, Point(0.0, 0.0))
+            hub.accept(party, "api", receipt)
         return JSONResponse((acked or message).to_json(hub.clock()))
 
     async def ledger_checkpoint(request: Request) -> Response:
