@@ -64,6 +64,9 @@ _TRACKS = (
     "tracks cross only under an agreement and these are conflicts-only; live tracks are "
     "not in the private path (docs/private-deconfliction.md)"
 )
+_THREADS = (
+    "each hub opens the thread of a conflict for its own parties; judged across the hubs below"
+)
 _FILES = "photographs cross by file federation (SendOneBlob), not implemented"
 #: Syria on the coalition's hub and Russia's, deconflicting privately (issue #18): H3 level
 #: 5 (cells ~252 km², edges ~9.9 km), 10-minute slots, 3 km bands; a round on every change of
@@ -87,6 +90,7 @@ SYRIA = Layout(
         "stacked encounter: CPA conflict raised to the US": _TRACKS,
         "stacked encounter: CPA conflict raised to Russia": _TRACKS,
         "the strike plan conflicts with Syrian ground forces": _TRACKS,
+        "conflict threads acknowledged by both sides": _THREADS,
         "the coalition's photograph verifies offline, and Russia has it": _FILES,
         "Russia's photograph verifies offline, and the coalition has it": _FILES,
     },
@@ -510,7 +514,14 @@ def private_checks(runner: FederatedRunner, scenario: Scenario) -> list[dict[str
         if p["others_plans_stored"] or p["received_outside_cells_m2"] >= 1.0
     }
     pieces = sum(p["pieces_received"] for p in private.values())
+    threads_held, threads_seen = threads_across(runner, scenario)
     return [
+        {
+            "name": "conflict threads acknowledged by both sides, each on its own hub",
+            "kind": "private_threads",
+            "held": threads_held,
+            "observed": threads_seen,
+        },
         {
             "name": "every conflict the single hub raises between the hubs is raised on both",
             "kind": "private_conflicts",
@@ -526,3 +537,24 @@ def private_checks(runner: FederatedRunner, scenario: Scenario) -> list[dict[str
             + (f"LEAKS {leaks}" if leaks else "none outside the matched cells, no plan stored"),
         },
     ]
+
+
+def threads_across(runner: FederatedRunner, scenario: Scenario) -> tuple[bool, str]:
+    """Every conflict between the hubs has a hotline thread on each side's hub (one
+    conflict id), every one acknowledged by its recipients: together, by both sides."""
+    from commonsky.demo.checks import _hotline
+
+    by_conflict: dict[str, list[Any]] = {}
+    for hub in runner.servers.values():
+        for m in _hotline(hub.services, scenario.party):
+            if m.conflict:
+                by_conflict.setdefault(m.conflict, []).append(m)
+    both = [
+        ms
+        for ms in by_conflict.values()
+        if len({runner.home.get(p) for m in ms for p in m.recipients}) == 2
+    ]
+    acked = [ms for ms in both if all(set(m.recipients) <= set(m.acks) for m in ms)]
+    return bool(both) and len(acked) == len(both), (
+        f"{len(acked)}/{len(both)} conflicts with a thread on both hubs, all acknowledged"
+    )

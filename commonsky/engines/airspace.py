@@ -72,6 +72,9 @@ class AirspaceDesk:
         # Parties behind federation links: told by their own hub, never by this one (a
         # notice here could not reach them; a thread here could not be acknowledged).
         self.remote: frozenset[str] = frozenset()
+        # Hands a notice for a party behind a link to that party's hub (private links:
+        # federation/private.py); None: such parties are not told here.
+        self.relay: Callable[[Notice, str], None] | None = None
         self._pending_tracks: dict[tuple[str, str], CotEvent] = {}
         self.screen_every_s = hub.settings.get_float("timeout_track_screen_s")
         self._last_screen = -math.inf
@@ -239,8 +242,37 @@ class AirspaceDesk:
         for own, level in told:
             notice = notice_for(c, own.party, level.value, self._handle, thread)
             self._send(notice, change.action)
+        if self.relay is not None and not private:
+            # A conflict between our own items (a plan across our own line) that concerns a
+            # party behind a link: its hub tells it, conflicts-only (the overlap).
+            for own, _level in entitled:
+                if own.party in self.remote:
+                    notice = notice_for(c, own.party, Disclosure.CONFLICTS_ONLY.value)
+                    self.relay(canonical(notice), change.action)
         if change.action == "cleared" and withdrawn and thread is not None:
             self._close_thread(c.id, thread)
+
+    def from_peer(self, notice: Notice, action: str) -> None:
+        """A notice a peer hub made for one of our parties (a conflict between its own
+        items that concerns ours): told as ours are, with our own hotline thread for it
+        where a hotline agreement links the two parties."""
+        thread = self.threads.get(notice.conflict_id)
+        if action == "raised" and thread is None and self.hotline is not None:
+            ours = Side(notice.recipient, notice.own_uid, notice.own_item)  # type: ignore[arg-type]
+            theirs = Side(notice.other_party, "", "volume")
+            stub = Conflict(
+                id=notice.conflict_id,
+                kind=notice.kind,
+                a=ours,
+                b=theirs,
+                geometry=None,
+                floor_m=notice.floor_m,
+                ceiling_m=notice.ceiling_m,
+                start_s=notice.start_s,
+                end_s=notice.end_s,
+            )
+            thread = self._open_thread(stub)
+        self._send(msgspec.structs.replace(notice, thread=thread), action)
 
     def _send(self, notice: Notice, action: str) -> None:
         notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
@@ -343,6 +375,10 @@ def across_the_line(conflict: Conflict) -> Conflict:
         return conflict
     line, mover = (a, b) if a.item == "line" else (b, a)
     return msgspec.structs.replace(conflict, a=mover, b=Side(entered, line.uid, "line"))
+
+
+def canonical(notice: Notice) -> Notice:
+    return msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
 
 
 def canonical_geometry(geometry: dict[str, Any] | None) -> dict[str, Any] | None:

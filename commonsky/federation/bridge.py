@@ -671,6 +671,7 @@ def build(
             federation, airspace, hub.secret, config.data_dir
         )
         airspace.remote = frozenset(federation.behind)
+        airspace.relay = private.relay
         hub.metrics.registry.register(private.collector())
     return federation
 

@@ -47,7 +47,9 @@ import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from commonsky.deconflict.notice import Notice
 from commonsky.deconflict.records import Conflict, ConflictChange
+from commonsky.engines.airspace import canonical_geometry
 from commonsky.engines.drawings import airspace_from_cot
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB, Category, Item, Point, is_deleted
@@ -72,6 +74,8 @@ CHUNK = 512 * 1024  # bytes of a round message per link message (gRPC's limit is
 POLL_S = 0.2  # how often (wall seconds) a link checks whether a round is due
 ROUND_TIMEOUT_S = 300.0  # wall seconds a round may take before it is abandoned
 KIND_COMMIT, KIND_ROUND = "pd-commit", "pd-round"
+MAX_NOTICE_BYTES = 256 * 1024  # one relayed notice
+MAX_PENDING_NOTICES = 1000  # relayed notices kept per link while it is down
 ENDED = ("done", "refused", "failed")
 
 
@@ -84,6 +88,8 @@ class Chunk(msgspec.Struct, frozen=True, tag=True):
     count: int = 0
     data: bytes = b""
     kick: bool = False
+    notice: bytes = b""  # a conflicts-only notice for a party of the receiving hub (JSON)
+    action: str = ""  # its change: raised | updated | cleared
 
 
 _decode_chunk = msgspec.msgpack.Decoder(Chunk).decode
@@ -167,6 +173,7 @@ class PrivateLink:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.polls = 0  # the worker's looks (tests use it as a barrier)
+        self.notices: list[tuple[Notice, str]] = []  # for the peer's parties, while down
 
     @property
     def name(self) -> str:
@@ -184,6 +191,9 @@ class PrivateLink:
             chunk = _decode_chunk(geo.binary.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise RemoteProtocolError("bad_privdeconf", f"not a round chunk: {exc}") from None
+        if chunk.notice:
+            self.desk.notice_in(self, chunk.notice, chunk.action)
+            return
         if chunk.kick:
             if not self.initiator:
                 raise RemoteProtocolError("privdeconf_kick", "a kick to the accepting side")
@@ -229,6 +239,12 @@ class PrivateLink:
             part = data[i * CHUNK : (i + 1) * CHUNK]
             self.link.send(chunk_message(Chunk(round_id, i, count, part), now))
         self.bytes_sent += len(data)
+
+    def flush_notices(self) -> None:
+        while self.ready and self.notices:
+            notice, action = self.notices.pop(0)
+            data = msgspec.json.encode(notice)
+            self.link.send(chunk_message(Chunk("", notice=data, action=action), self.desk.clock()))
 
     def kick(self) -> None:
         self.link.send(chunk_message(Chunk("", kick=True), self.desk.clock()))
@@ -353,6 +369,7 @@ class PrivateLink:
             except TimeoutError:
                 got = None
             self.polls += 1
+            self.flush_notices()
             try:
                 if got is not None:
                     await self.message(*got)
@@ -438,6 +455,43 @@ class PrivateDesk:
         folder = self.data_dir / "privdeconf" / name
         private_dir(folder)
         write_private(folder / f"{rnd.round_id}.json", msgspec.json.encode(rnd.result.opening))
+
+    def relay(self, notice: Notice, action: str) -> None:
+        """A notice our airspace desk made for a party behind a private link: to its hub
+        (kept, in order, while the link is down; at most MAX_PENDING_NOTICES, oldest
+        dropped with a log line)."""
+        link = self.federation.behind.get(notice.recipient)
+        plink = self.links.get(link) if link is not None else None
+        if plink is None:
+            return
+        if len(plink.notices) >= MAX_PENDING_NOTICES:
+            log.warning(
+                "private link %s: notice for %s dropped (queue full)", link, notice.recipient
+            )
+            plink.notices.pop(0)
+        plink.notices.append((notice, action))
+        plink.flush_notices()
+
+    def notice_in(self, plink: PrivateLink, data: bytes, action: str) -> None:
+        """A notice the peer hub made for one of our parties: checked (one of our parties,
+        about a party the link speaks for, a known change, a sane geometry), then told."""
+        if len(data) > MAX_NOTICE_BYTES:
+            raise RemoteProtocolError("privdeconf_notice", f"a notice of {len(data)} bytes")
+        try:
+            notice = msgspec.json.decode(data, type=Notice)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise RemoteProtocolError("privdeconf_notice", f"not a notice: {exc}") from None
+        if notice.recipient not in self.federation.own:
+            raise RemoteProtocolError("privdeconf_notice", "a notice for none of our parties")
+        if notice.other_party not in plink.link.config.parties:
+            raise RemoteProtocolError(
+                "privdeconf_notice", f"about {notice.other_party[:40]!r}, not the link's"
+            )
+        if action not in ("raised", "updated", "cleared"):
+            raise RemoteProtocolError("privdeconf_notice", f"change {action[:20]!r}")
+        if notice.geometry is not None and canonical_geometry(notice.geometry) is None:
+            raise RemoteProtocolError("privdeconf_notice", "a notice with no usable geometry")
+        self.airspace.from_peer(notice, action)
 
     def note_received(self, plink: PrivateLink, round_id: str, data: bytes) -> None:
         """Keep the peer's geometry messages of the round in progress (pieces only: they
