@@ -341,9 +341,17 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         if acked is not None and held is not None and held.item.origin.startswith("fed:"):
             # The message came over a federation link: its sender's hub learns of the
             # acknowledgement as it would from a TAK device — a read receipt of this party's
-            # (`b-t-f-r`, uid = the message as this party names it), which crosses back.
+            # (`b-t-f-r` naming the message as this party names it), which crosses back.
             now = hub.clock()
-            receipt = new_event(message_id, "b-t-f-r", now, now + 300.0, Point(0.0, 0.0))
+            ref = quote(message_id)
+            receipt = new_event(
+                f"receipt.{uuid.uuid4().hex[:12]}",
+                "b-t-f-r",
+                now,
+                now + 3600.0,
+                Point(0.0, 0.0),
+                f'<__chatreceipt messageId="{ref}"/><link uid="{ref}" relation="p-p"/>',
+            )
             hub.accept(party, "api", receipt)
         return JSONResponse((acked or message).to_json(hub.clock()))
 

@@ -52,7 +52,7 @@ PALMYRA = [[38.05, 34.75], [38.55, 34.75], [38.55, 34.40], [38.05, 34.40], [38.0
 FAR_EAST = [[40.6, 36.1], [41.0, 36.1], [41.0, 35.8], [40.6, 35.8], [40.6, 36.1]]
 
 
-async def _until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110 (polling state in a test)
             await asyncio.sleep(0.05)
@@ -282,3 +282,27 @@ async def test_a_tak_server_peer_never_sees_a_round(tmp_path: Path) -> None:
             assert not any(m.event.type == "u-d-f" for m in seen)  # plans stay home
         finally:
             await client.close()
+
+
+async def test_an_api_acknowledgement_reaches_the_senders_hub(tmp_path: Path) -> None:
+    """A hotline message crosses the link; its recipient acknowledges it through the API on
+    its own hub; the sender's hub records the acknowledgement (a read receipt crossed)."""
+    _, ru_config = _configs(tmp_path, None, TERMS)
+    async with hub(ru_config) as ru:
+        co_config, _ = _configs(tmp_path, ru.server.port("federation"), TERMS)
+        async with hub(co_config) as co:
+            await _until(lambda: co.server.federation.links["russia"].up)
+            usa = {"Authorization": f"Bearer {token_of('USA')}"}
+            rus = {"Authorization": f"Bearer {token_of('RUS')}"}
+            async with httpx.AsyncClient(base_url=co.http, headers=usa, timeout=10) as api:
+                r = await api.post(
+                    "/api/hotline/send", json={"to": "RUS", "text": "hi", "uid": "m1"}
+                )
+                assert r.status_code == 201, r.text
+            key = ("USA", "m1")
+            await _until(lambda: ru.server.services.hotline.find(key) is not None)
+            async with httpx.AsyncClient(base_url=ru.http, headers=rus, timeout=10) as api:
+                r = await api.post("/api/hotline/USA::m1/ack", json={})
+                assert r.status_code == 200, r.text
+            sent = co.server.services.hotline
+            await _until(lambda: "RUS" in getattr(sent.find(key), "acks", {}))
