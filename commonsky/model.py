@@ -185,11 +185,34 @@ def known(value: float) -> bool:
     return math.isfinite(value) and value < UNKNOWN
 
 
+class CotText(msgspec.Struct, frozen=True):
+    """What the sender wrote in `<event>` and `<point>`, as written (issue #12: "nothing the
+    sender wrote is changed or invented in a relay").
+
+    The hub reads values (`CotEvent.time`, `CotEvent.point`…) and decides with them; CoT XML
+    is written back from this text, so `ce="9999999"` stays `"9999999"`, `…18.1Z` stays
+    `…18.1Z`, `version="2"` stays `"2"` and an event without `<detail>` gets none. A value the
+    hub changes on purpose (a uid under the documented mapping, a delete's stale time) is
+    written from the value, and only that one: each attribute is taken from here while its
+    value is still the one it was read as (`time`, `start`, `stale`, `at`). TAK protobuf and
+    JSON carry numbers and have no place for this text.
+    """
+
+    event: tuple[tuple[str, str], ...]  # every <event> attribute (name, value), in order
+    point: tuple[tuple[str, str], ...]  # every <point> attribute (name, value), in order
+    detail: bool  # whether the sender wrote a <detail> element (even an empty one)
+    time: float  # the values the text was read as
+    start: float
+    stale: float
+    at: Point
+
+
 class CotEvent(msgspec.Struct, frozen=True):
     """One CoT event as decoded from XML or protobuf.
 
     `detail` keeps the children of <detail> as canonical XML text (re-serialised by our
-    parser, so it never carries a DTD or an entity). Times are epoch seconds (UTC).
+    parser, so it never carries a DTD or an entity). Times are epoch seconds (UTC). `text`
+    is what the sender wrote in `<event>` and `<point>` (None for what the hub makes).
     """
 
     uid: str
@@ -210,6 +233,7 @@ class CotEvent(msgspec.Struct, frozen=True):
     dest_callsigns: tuple[str, ...] = ()
     dest_parties: tuple[str, ...] = ()
     dest_uids: tuple[str, ...] = ()  # `marti/dest@uid` as written (iTAK addresses by uid)
+    text: CotText | None = None  # the sender's own text of <event> and <point>
 
 
 # The detail of the stale version a delete (`t-x-d-d`) leaves of its target: stored, recorded

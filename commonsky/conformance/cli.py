@@ -53,10 +53,10 @@ def load_samples(folder: Path) -> list[Sample]:
 async def play_all(
     samples: list[Sample], wires: tuple[str, ...], timeout: float, progress: bool
 ) -> list[FileResult]:
-    from .play import Bench
+    from .play import per_wire
 
     results: list[FileResult] = []
-    async with Bench.running(timeout=timeout) as bench:
+    async with per_wire(wires, timeout=timeout) as benches:
         total = len(samples) * len(wires)
         for sample in samples:
             for wire in wires:
@@ -66,7 +66,7 @@ async def play_all(
                         end="",
                         file=sys.stderr,
                     )
-                results.append(await bench.play(sample, wire))
+                results.append(await benches[wire].play(sample, wire))
     if progress:
         print("\r" + " " * 70 + "\r", end="", file=sys.stderr)
     return results
@@ -162,7 +162,7 @@ def conformance(
         str,
         typer.Option(
             help="Send each file as xml, as TAK protobuf (takproto's conversion, after "
-            "negotiating TAK Protocol v1), or both."
+            "negotiating TAK Protocol v1), or both (each wire through its own hub)."
         ),
     ] = "xml",
     timeout: Annotated[

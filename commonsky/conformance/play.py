@@ -509,6 +509,20 @@ class Bench:
         return body
 
 
+@contextlib.asynccontextmanager
+async def per_wire(wires: Iterable[str], timeout: float = 10.0) -> AsyncIterator[dict[str, Bench]]:
+    """A private hub (`Bench`) for each wire, so that each wire's play is the only traffic
+    of its file. The same file sent as XML and then as protobuf would be one message sent
+    twice: a hub that has recorded a GeoChat takes the same content again once and relays it
+    no more (exactly once), and refuses other content under its uid (`hotline_immutable`) —
+    which takproto's conversion makes of a GeoChat whose `<detail>` spans several lines."""
+    async with contextlib.AsyncExitStack() as stack:
+        benches: dict[str, Bench] = {}
+        for wire in dict.fromkeys(wires):
+            benches[wire] = await stack.enter_async_context(Bench.running(timeout=timeout))
+        yield benches
+
+
 def _for_party(sent: View | None, party: str) -> bool:
     """Whether a message is for `party` by its kind: a receipt (`b-t-f-d`, `b-t-f-r`)
     answers one message, and is for the party whose message its uid (the message id)

@@ -23,9 +23,12 @@ def is_message(cot_type: str) -> bool:
 
 def content_digest(event: CotEvent) -> str:
     """What a message says and to whom: its type, text and addressees (not its times or
-    client decorations, which a client's retry may change)."""
+    client decorations, which a client's retry may change) — as read, so that the same
+    message sent again in the other wire (TAK protobuf after XML) is the same content."""
     parts = [event.type, remarks_of(event), *sorted(event.dest_parties), "\x00"]
     parts += sorted(event.dest_callsigns)
+    if event.dest_uids:  # (only when there are: digests recorded before they counted hold)
+        parts += ["\x00", *sorted(event.dest_uids)]
     return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -473,7 +473,11 @@ class Hub:
         routes = self.policy.entitled(item, now)
         if e.type in RECEIPT_TYPES:
             named = read_name(item.party, e.uid, self.parties)
-            if named.party not in (item.party, SHARED):
+            if named.party == item.party:
+                # A receipt answers one message, and is for the party that sent it: the
+                # id as the receipt's party writes it names that party's own message.
+                return {}
+            if named.party != SHARED:
                 # A receipt answering another party's message goes to that party only, and
                 # only if that message was sent to the receipt's party: a name in the
                 # recipient's own namespace never arrives from anybody else otherwise.

@@ -31,7 +31,7 @@ import re
 from datetime import UTC, datetime
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import CotEvent
+from commonsky.model import CotEvent, CotText
 
 MIN_TIME_S = 0.0
 MAX_TIME_S = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp()
@@ -93,3 +93,24 @@ def check_event(event: CotEvent) -> None:
             check_text(value, name)
     for dest in (*event.dest_callsigns, *event.dest_parties, *event.dest_uids):
         check_text(dest, "detail.marti.dest")
+    if event.text is not None:
+        check_written(event.text)
+
+
+# What can never be in an attribute name (it would end the name or the tag), and what XML
+# cannot carry at all.
+_NOT_A_NAME = re.compile("[\\s<>&\"'=/{}\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def check_written(text: CotText) -> None:
+    """Refuse sender's text (`CotText`) that CoT XML cannot carry: an attribute name that
+    would break the tag, a character XML cannot hold. Text our parser read always passes;
+    this keeps a stored item that was altered from failing to render on every start.
+    (One search for the names and one for the values, joined: this runs for every
+    accepted event.)"""
+    attrs = (*text.event, *text.point)
+    names = [name for name, _ in attrs]
+    if _NOT_A_NAME.search("".join(names)) is not None or not all(names):
+        bad = next(n for n in names if not n or _NOT_A_NAME.search(n) is not None)
+        raise RemoteProtocolError("bad_value", f"<event>: attribute {bad[:40]!r} is not a name")
+    check_text("".join(value for _, value in attrs), "<event> or <point> attributes")

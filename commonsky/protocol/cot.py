@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import UNKNOWN, CotEvent, Point
+from commonsky.model import UNKNOWN, CotEvent, CotText, Point
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +248,15 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
                 dest_parties.append(dest.get("party", ""))
             if dest.get("uid"):
                 dest_uids.append(dest.get("uid", ""))
+    text = CotText(
+        event=_written(root),
+        point=_written(point_el),
+        detail=detail_el is not None,
+        time=time,
+        start=start,
+        stale=stale,
+        at=point,
+    )
     return CotEvent(
         uid=uid,
         type=cot_type,
@@ -266,7 +275,18 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         dest_callsigns=tuple(dest_callsigns),
         dest_parties=tuple(dest_parties),
         dest_uids=tuple(dest_uids),
+        text=text,
     )
+
+
+def _written(element: etree._Element) -> tuple[tuple[str, str], ...]:
+    """An element's attributes as written, in order. A namespaced one (`{uri}name` in lxml)
+    is left out: written back without its namespace declaration it would not parse."""
+    items: tuple[tuple[str, str], ...] = tuple(element.items())  # type: ignore[arg-type]
+    for name, _ in items:
+        if name[0] == "{":
+            return tuple(item for item in items if item[0][0] != "{")
+    return items
 
 
 # "&" first, so the entities the later replacements write are not escaped again.
@@ -317,7 +337,94 @@ def number(value: float) -> str:
 
 def encode_event(event: CotEvent) -> bytes:
     """CoT XML bytes for one event. `detail` is trusted: it came out of our own parser.
-    An attribute the sender left out (`how`, `access`, `qos`, `opex`) stays out."""
+
+    An event read from CoT is written back as its sender wrote it (`CotText`): each
+    attribute of `<event>` and `<point>` in its own text and order while its value is
+    unchanged, `<detail>` only if there was one. What the hub changed (a uid, a time, the
+    point) is written from the value. An attribute the sender left out (`how`, `access`,
+    `qos`, `opex`, `version`, a `<point>`'s `hae`…) stays out."""
+    text = event.text
+    if text is None:
+        return _encode_made(event)
+    p = event.point
+    head = _head(event, text)
+    if p is text.at or p == text.at:
+        at = "".join(f' {name}="{quote(value)}"' for name, value in text.point)
+    else:
+        at = _point(p, text)
+    body = f"<detail>{event.detail}</detail>" if event.detail or text.detail else ""
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><event{head}><point{at}/>{body}</event>'
+    ).encode()
+
+
+def _head(event: CotEvent, text: CotText) -> str:
+    """`<event>`'s attributes: the sender's, in its order and text where the value is the
+    one read; a value the hub set that the sender did not write comes after them."""
+    parts: list[str] = []
+    seen = 0  # which of `start` and `_OPTIONAL` the sender wrote (bits)
+    for name, raw in text.event:
+        if name == "uid":
+            value = event.uid
+        elif name == "type":
+            value = event.type
+        elif name == "time":
+            value = raw if event.time == text.time else format_time(event.time)
+        elif name == "stale":
+            value = raw if event.stale == text.stale else format_time(event.stale)
+        elif name == "start":
+            seen |= 1
+            value = raw if event.start == text.start else format_time(event.start)
+        elif name in _OPTIONAL:
+            seen |= _OPTIONAL[name]
+            current = getattr(event, name)
+            if current is None:
+                continue  # (the hub removed it)
+            value = current
+        else:
+            value = raw  # `version`, and whatever else the sender wrote
+        parts.append(f' {name}="{quote(value)}"')
+    if seen != _WROTE_ALL:  # what the sender did not write: only a value the hub set
+        if not seen & 1 and event.start != text.start:
+            parts.append(f' start="{format_time(event.start)}"')
+        for name, bit in _OPTIONAL.items():
+            current = getattr(event, name)
+            if not seen & bit and current is not None:
+                parts.append(f' {name}="{quote(current)}"')
+    return "".join(parts)
+
+
+_OPTIONAL = {"how": 2, "access": 4, "qos": 8, "opex": 16}
+_WROTE_ALL = 31
+_POINT = ("lat", "lon", "hae", "ce", "le")
+
+
+def _point(p: Point, text: CotText) -> str:
+    """`<point>`'s attributes when the hub changed the point: each number as written while
+    its value is the one read, else as a number; one the sender left out stays out while it
+    is still the default it was read as."""
+    values = {"lat": p.lat, "lon": p.lon, "hae": p.hae, "ce": p.ce, "le": p.le}
+    was = text.at
+    read = {"lat": was.lat, "lon": was.lon, "hae": was.hae, "ce": was.ce, "le": was.le}
+    parts: list[str] = []
+    for name, raw in text.point:
+        value = values.pop(name, None)
+        if value is None or _same(value, read[name]):
+            parts.append(f' {name}="{quote(raw)}"')
+        else:
+            parts.append(f' {name}="{number(value)}"')
+    for name in _POINT:
+        if name in values and not _same(values[name], read[name]):
+            parts.append(f' {name}="{number(values[name])}"')
+    return "".join(parts)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _encode_made(event: CotEvent) -> bytes:
+    """CoT XML for an event the hub made (no sender's text): every field as a value."""
     extra = "".join(
         f' {name}="{quote(value)}"'
         for name, value in (

@@ -88,6 +88,8 @@ def event_to_proto(event: CotEvent) -> bytes:
                 rest.append(etree.tostring(child, encoding="unicode", with_tail=False))
         if rest:
             out.xmlDetail = "".join(rest)
+    elif event.text is not None and event.text.detail:
+        cot.detail.SetInParent()  # the sender's empty <detail/>: present, as in XML
     return bytes(message.SerializeToString())
 
 
@@ -193,9 +195,14 @@ def proto_to_xml(payload: bytes) -> bytes:
         f' stale="{format_time(cot.staleTime / 1000)}"{extra}>'
         f'<point lat="{number(cot.lat)}" lon="{number(cot.lon)}" hae="{number(cot.hae)}"'
         f' ce="{number(cot.ce)}" le="{number(cot.le)}"/>'
-        f"<detail>{''.join(parts)}</detail></event>"
+        f"{_detail(cot.HasField('detail'), parts)}</event>"
     )
     return text.encode("utf-8")
+
+
+def _detail(present: bool, parts: list[str]) -> str:
+    """`<detail>` as the sender sent it: none when the message has no detail field."""
+    return f"<detail>{''.join(parts)}</detail>" if present else ""
 
 
 def _tags(xml_detail: str) -> set[str]:

@@ -127,3 +127,30 @@ def test_status_0_when_every_file_conforms(
     status, out, _ = run(capsys, str(tmp_path))
     assert "1 of 1 conform" in out, out
     assert status == 0
+
+
+def chat_file() -> bytes:
+    """An all-rooms GeoChat as ATAK writes it (corpus 011), on one line so that takproto's
+    conversion keeps its detail, with the sender's own number and time text."""
+    t = stamp().replace(".000Z", ".1Z")
+    return (
+        f"<event version='2.0' uid='GeoChat.ANDROID-1.All Chat Rooms.m-1' type='b-t-f'"
+        f" time='{t}' start='{t}' stale='{stamp(3600)}' how='h-g-i-g-o'>"
+        f"<point lat='0' lon='0' hae='9999999' ce='9999999' le='9999999'/><detail>"
+        f"<__chat id='All Chat Rooms' chatroom='All Chat Rooms'><chatgrp id='All Chat Rooms'"
+        f" uid0='ANDROID-1' uid1='All Chat Rooms'/></__chat>"
+        f"<link relation='p-p' type='a-f-G-U-C' uid='ANDROID-1'/>"
+        f"<remarks source='BAO.F.ATAK.ANDROID-1' time='{t}'>Roger</remarks></detail></event>"
+    ).encode()
+
+
+def test_a_chat_played_in_both_wires_conforms_in_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each wire has its own hub: in one, the protobuf copy would be the recorded message
+    sent again, taken once and not relayed — every receiver would miss it."""
+    (tmp_path / "chat.xml").write_bytes(chat_file())
+    status, out, _ = run(capsys, str(tmp_path), "--json", "--wire", "both")
+    report = json.loads(out)
+    assert [(f["sent_as"], f["ok"]) for f in report["files"]] == [("xml", True), ("protobuf", True)]
+    assert status == 0

@@ -4,8 +4,10 @@
 and atak-forwarder really send (personal details replaced; sources in `data/README.md`).
 Each is valid traffic a TAK server must accept, relay and replay.
 
-Set-up: one hub on loopback port 0 (its real TAK listeners and HTTP API) with two parties,
-ALPHA and BRAVO, each granting the other `full` disclosure of every category. Each file is
+Set-up: one hub per wire on loopback port 0 (its real TAK listeners and HTTP API) with two
+parties, ALPHA and BRAVO, each granting the other `full` disclosure of every category. (One
+per wire: the same file as XML and then as protobuf would be the same message sent twice,
+which a hub takes once — `per_wire` in `commonsky/conformance/play.py`.) Each file is
 retimed to now (`time`, `start` and `stale` moved by one whole number of seconds, each in
 the form it was written) and sent by a fresh ALPHA connection:
 - as XML, exactly the file's bytes but for those three times;
@@ -65,9 +67,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from commonsky.conformance.play import Bench, FileResult, Sample
+from commonsky.conformance.play import FileResult, Sample, per_wire
 
-on_the_hub = pytest.mark.asyncio(loop_scope="module")  # one hub for the whole module
+on_the_hub = pytest.mark.asyncio(loop_scope="module")  # one hub per wire for the whole module
 
 DATA = Path(__file__).parent / "data"
 FILES = sorted(p for p in DATA.iterdir() if p.suffix in (".xml", ".bin"))
@@ -90,15 +92,17 @@ def test_the_corpus_is_all_there() -> None:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def play() -> AsyncIterator[Play]:
-    """Plays each (file, wire) once through one private hub; every test reads the result."""
+    """Plays each (file, wire) once through the wire's private hub; every test reads the
+    result."""
     results: dict[tuple[str, str], FileResult] = {}
     lock = asyncio.Lock()
-    async with Bench.running(timeout=20.0) as bench:
+    async with per_wire(("xml", "protobuf"), timeout=20.0) as benches:
 
         async def played(name: str, wire: str) -> FileResult:
             async with lock:
                 if (name, wire) not in results:
-                    results[name, wire] = await bench.play(Sample.load(DATA / name), wire)
+                    sample = Sample.load(DATA / name)
+                    results[name, wire] = await benches[wire].play(sample, wire)
                 return results[name, wire]
 
         yield played

@@ -104,6 +104,23 @@ def test_atak_receipts_acknowledge_the_message(tmp_path: Path) -> None:
     assert [e for e in w.take("FRA") if e.type.startswith("b-t-f-")] == []
 
 
+def test_a_receipt_for_a_message_of_its_own_party_stays_in_that_party(tmp_path: Path) -> None:
+    """A receipt answers one message and is for the party that sent it: two USA devices
+    chatting, the receipt's uid is a USA message id, and GBR (which USA's hotline reaches)
+    has nothing to do with it (corpus 035/036). A barrier shows it did not come."""
+    w = make_world(tmp_path, DEALS, parties=PARTIES)
+    eagle = Device(w, "USA", "USA-DEV", "EAGLE 2")
+    hawk = Device(w, "USA", "USA-HAWK", "HAWK 3")
+    eagle.send(atak.chat("USA-DEV", "EAGLE 2", "USA-HAWK", "HAWK 3", "Inside", "m-9"))
+    (got,) = hawk.chats()
+    hawk.send(atak.receipt(got, "USA-HAWK", "HAWK 3", "b-t-f-r", now=w.clock.now))
+    assert [e.uid for e in eagle.chats() if e.type == "b-t-f-r"] == ["m-9"]
+    w.send("USA", atak.room_chat("USA-DEV", "EAGLE 2", "barrier"))
+    got_gbr = [e for e in w.take("GBR") if e.type.startswith("b-t-f")]
+    assert [e.type for e in got_gbr] == ["b-t-f"]  # the barrier only
+    assert "barrier" in got_gbr[0].detail
+
+
 def test_dest_uid_addresses_like_dest_callsign_and_narrows_inside_the_party(
     tmp_path: Path,
 ) -> None:

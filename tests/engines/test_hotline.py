@@ -134,6 +134,49 @@ def test_a_recorded_message_is_never_rewritten(tmp_path: Path) -> None:
         w.send("USA", chat("GeoChat.m7", "Climb to FL300", "RUS", now=w.clock.now))
 
 
+def test_the_same_message_resent_over_tak_protobuf_is_one_message(tmp_path: Path) -> None:
+    """A client that sends a message again in the other wire (XML, then TAK protobuf after
+    a reconnect, with new times) sends the same message: content is compared as read
+    (type, text, addressees), not as bytes, so the resend is taken once and relayed once."""
+    from msgspec.structs import replace
+
+    from commonsky.protocol.cot import encode_event, parse_event
+    from commonsky.protocol.takv1 import event_to_proto, parse_proto_event
+
+    w = make_world(tmp_path, [HOTLINE, BACK])
+    sent = parse_event(encode_event(chat("GeoChat.m20", "Hold at FL200, wait", "RUS")))
+    first = w.send("USA", sent)
+    assert [e.uid for e in w.take("RUS")] == ["USA::GeoChat.m20"]
+    entries = w.services.recorder.ledger.size
+    later = replace(sent, time=sent.time + 5, start=sent.start + 5)
+    again = w.send("USA", parse_proto_event(event_to_proto(later)))
+    assert again.seq == first.seq and w.services.recorder.ledger.size == entries
+    w.send("USA", chat("GeoChat.m21", "barrier", "RUS"))
+    assert [e.uid for e in w.take("RUS")] == ["USA::GeoChat.m21"]  # m20 came once
+    assert len(w.services.hotline.history("USA")) == 2
+
+
+def test_a_message_to_another_uid_is_other_content(tmp_path: Path) -> None:
+    import pytest
+
+    from commonsky.errors import RemoteProtocolError
+    from commonsky.protocol.cot import parse_event
+
+    def to_uid(uid: str) -> bytes:
+        return (
+            '<event version="2.0" uid="GeoChat.m30" type="b-t-f" time="2030-01-01T00:00:00Z"'
+            ' start="2030-01-01T00:00:00Z" stale="2030-01-02T00:00:00Z"><point lat="0" lon="0"/>'
+            f'<detail><marti><dest uid="{uid}"/></marti><remarks>Hold</remarks></detail></event>'
+        ).encode()
+
+    w = make_world(tmp_path, [HOTLINE, BACK])
+    first = w.send("USA", parse_event(to_uid("RUS::EUD-1")))
+    assert w.send("USA", parse_event(to_uid("RUS::EUD-1"))).seq == first.seq
+    with pytest.raises(RemoteProtocolError) as refused:
+        w.send("USA", parse_event(to_uid("RUS::EUD-2")))
+    assert refused.value.reason == "hotline_immutable"
+
+
 def test_acks_name_the_ledger_entry_of_the_message_also_entry_zero_and_after_restart(
     tmp_path: Path,
 ) -> None:

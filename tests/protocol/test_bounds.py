@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 
 from commonsky.engines.record import item_payload
 from commonsky.errors import RemoteProtocolError
@@ -36,6 +37,29 @@ def event(**changes: object) -> CotEvent:
     return msgspec.structs.replace(base, **changes)
 
 
+def written(
+    event: tuple[tuple[str, str], ...] = (("uid", "u-1"),),
+    point: tuple[tuple[str, str], ...] = (("lat", "35"), ("lon", "135")),
+) -> CotEvent:
+    """An event with the sender's text (`CotText`) given."""
+    base = parse_event(encode_event(_plain()))
+    assert base.text is not None
+    text = msgspec.structs.replace(base.text, event=event, point=point)
+    return msgspec.structs.replace(base, text=text)
+
+
+def _plain() -> CotEvent:
+    return CotEvent(
+        uid="u-1",
+        type="b-t-f",
+        time=NOW,
+        start=NOW,
+        stale=NOW + 60,
+        how="h-e",
+        point=Point(35.0, 135.0),
+    )
+
+
 REFUSED = {
     "NUL in remarks": event(detail="<remarks>a\x00b</remarks>"),
     "U+0001 in uid": event(uid="a\x01"),
@@ -53,6 +77,12 @@ REFUSED = {
     "course 1e10": event(course=1e10),
     "NaN time": event(time=math.nan),
     "bad dest party": event(dest_parties=("RUS\x00",)),
+    # The sender's text as a stored row altered afterwards could hold it (our parser never
+    # yields these): each would break the XML every recipient is sent.
+    "attribute name that ends the tag": written(event=(("uid", "u-1"), ('a="1"><x', "2"))),
+    "attribute name with a space": written(point=(("lat", "35"), ("l on", "135"))),
+    "empty attribute name": written(event=(("", "x"),)),
+    "U+0001 in an attribute's text": written(point=(("lat", "3\x015"),)),
 }
 
 
@@ -64,6 +94,10 @@ def test_values_some_output_cannot_carry_are_refused(case: str) -> None:
 
 
 def test_what_real_clients_send_is_inside_the_bounds() -> None:
+    check_event(written())
+    odd = written(event=(("uid", "u-1"), ("version", "2"), ("x-y.z_1", "a & <b> \"'")))
+    check_event(odd)  # ... and it renders as XML that reads back as written:
+    assert etree.fromstring(encode_event(odd)).get("x-y.z_1") == "a & <b> \"'"
     # CoT's unknown, a negative course and a -4919 m hae are all in the corpus.
     check_event(event(point=Point(0.0, 0.0, 9999999.0, 9999999.0, 9999999.0)))
     check_event(event(point=Point(0.0, 0.0, -4919.1, 0.0, 0.0), course=-108.9, speed=0.0))

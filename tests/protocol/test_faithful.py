@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 
+import msgspec
 import pytest
 import takproto
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 from takproto.proto import TakMessage
 
+from commonsky.model import UNKNOWN, Category, Item, Point
 from commonsky.protocol.cot import encode_event, parse_event
 from commonsky.protocol.stream import frame_proto
 from commonsky.protocol.takv1 import event_to_proto, parse_proto_event
@@ -64,13 +67,134 @@ def test_an_empty_access_is_kept_where_the_format_can_carry_it() -> None:
         ("2026-07-07T21:28:06.250Z", "2026-07-07T21:28:06.250Z"),
         ("2026-07-07T21:28:06.250123Z", "2026-07-07T21:28:06.250123Z"),
         ("2026-07-07T21:28:06.000001Z", "2026-07-07T21:28:06.000001Z"),
-        ("2026-07-07T21:28:06Z", "2026-07-07T21:28:06.000Z"),
+        ("2026-07-07T21:28:06Z", "2026-07-07T21:28:06Z"),
+        ("2026-07-07T21:28:06.1Z", "2026-07-07T21:28:06.1Z"),  # not `.100Z`
+        ("2026-07-07T21:28:06.250+00:00", "2026-07-07T21:28:06.250+00:00"),
     ],
 )
-def test_sub_millisecond_times_are_kept_in_xml(written: str, kept: str) -> None:
+def test_times_are_kept_in_xml_as_written(written: str, kept: str) -> None:
     data = event_xml().replace(b"2026-07-07T21:28:06.250Z", written.encode())
     out = relayed(data)
     assert (out.get("time"), out.get("start")) == (kept, kept)
+
+
+# ---- the sender's text ------------------------------------------------------------------
+
+
+def test_numbers_are_relayed_in_the_senders_text() -> None:
+    """Corpus: `ce='9999999'` was relayed as `9999999.0`, `lat='0'` as `0.0`."""
+    written = {"lat": "0", "lon": "19.9923187627977192449", "hae": "9999999", "ce": "242"}
+    written["le"] = "35.10"
+    point = relayed(event_xml(point=" ".join(f'{k}="{v}"' for k, v in written.items())))
+    assert point.find("point") is not None
+    assert dict(point.find("point").attrib) == written  # type: ignore[union-attr]
+
+
+def test_what_the_sender_left_out_stays_out() -> None:
+    data = (
+        b'<event uid="F1" type="a-f-G" time="2026-07-07T21:28:06Z"'
+        b' stale="2026-07-07T21:38:06Z"><point lat="1" lon="2"/></event>'
+    )
+    out = relayed(data)
+    assert dict(out.attrib) == {
+        "uid": "F1",
+        "type": "a-f-G",
+        "time": "2026-07-07T21:28:06Z",
+        "stale": "2026-07-07T21:38:06Z",
+    }  # no version, start or how invented
+    assert [child.tag for child in out] == ["point"]  # no <detail> either
+    assert dict(out[0].attrib) == {"lat": "1", "lon": "2"}  # nor hae, ce, le
+
+
+def test_version_order_and_an_empty_detail_are_kept() -> None:
+    data = (
+        event_xml()
+        .replace(b'version="2.0"', b'version="2"')
+        .replace(b"<detail></detail>", b"<detail/>")
+    )
+    out = relayed(data)
+    assert out.get("version") == "2"
+    assert list(out.attrib) == list(ET.fromstring(data).attrib)
+    assert [child.tag for child in out] == ["point", "detail"]
+
+
+def test_a_namespaced_attribute_is_left_out_rather_than_broken() -> None:
+    """Written back without its namespace declaration it would not parse."""
+    data = event_xml(attrs='how="m-g" xmlns:x="urn:x" x:note="n" xml:lang="en"')
+    out = relayed(data)
+    assert dict(out.attrib) == dict(relayed(event_xml()).attrib)
+
+
+def test_what_the_hub_changes_on_purpose_is_the_only_change() -> None:
+    """The uid mapping and a changed time are written from the values; every other
+    attribute keeps its text."""
+    data = event_xml(point='lat="10" lon="20" hae="0" ce="9999999" le="9999999"')
+    event = parse_event(data)
+    moved = replace(event, uid="ALPHA::F1", stale=event.stale + 1.5)
+    out = ET.fromstring(encode_event(moved))
+    assert out.get("uid") == "ALPHA::F1"
+    assert out.get("stale") == "2026-07-07T21:38:07.750Z"
+    assert out.get("time") == "2026-07-07T21:28:06.250Z"  # as written
+    assert dict(out[0].attrib) == dict(ET.fromstring(data)[0].attrib)
+    shifted = replace(event, point=Point(lat=11.5, lon=20.0, hae=0.0, ce=UNKNOWN, le=UNKNOWN))
+    point = ET.fromstring(encode_event(shifted)).find("point")
+    assert point is not None
+    assert dict(point.attrib) == {
+        "lat": "11.5",
+        "lon": "20",
+        "hae": "0",
+        "ce": "9999999",
+        "le": "9999999",
+    }
+
+
+def test_the_senders_text_survives_the_store() -> None:
+    """Items are stored as msgpack (store/__init__.py): a replay renders the same bytes."""
+    data = event_xml(point='lat="0" lon="0" hae="9999999" ce="9999999" le="9999999"')
+    item = Item("ALPHA", "F1", Category.TRACK, parse_event(data), received=0.0)
+    back = msgspec.msgpack.decode(msgspec.msgpack.encode(item), type=Item)
+    assert encode_event(back.event) == encode_event(item.event)
+
+
+def test_protobuf_without_detail_is_relayed_without_detail() -> None:
+    message = via_proto(event_xml())
+    message.cotEvent.ClearField("detail")
+    out = ET.fromstring(encode_event(parse_proto_event(message.SerializeToString())))
+    assert [child.tag for child in out] == ["point"]
+
+
+NUMBERS = st.one_of(
+    st.integers(-89, 89).map(str),
+    st.integers(0, 12).flatmap(
+        lambda places: st.decimals(-89, 89, places=places, allow_nan=False).map(str)
+    ),
+    st.floats(-89, 89, allow_nan=False).map(lambda f: f"{f:.{int(abs(f)) % 17}f}"),
+    st.floats(-89, 89, allow_nan=False).map(lambda f: f"{f:e}"),
+    st.sampled_from(["0", "-0", "0.0", "00.50", "+1", "NaN", "nan", "1E1", " 2.5 "]),
+)
+VALUES = st.one_of(NUMBERS, st.sampled_from(["9999999", "9999999.0", "9.999999e6"]))
+TIMES = st.builds(
+    lambda fraction, zone: f"2026-07-07T21:28:06{fraction}{zone}",
+    st.sampled_from(["", ".1", ".25", ".250", ".2501", ".250123"]),
+    st.sampled_from(["Z", "+00:00", "+02:00", "-05:30"]),
+)
+
+
+@given(NUMBERS, NUMBERS, st.lists(VALUES, min_size=3, max_size=3), TIMES, TIMES)
+def test_any_number_and_time_text_is_relayed_as_written(
+    lat: str, lon: str, values: list[str], time: str, stale: str
+) -> None:
+    numbers = [lat, lon, *values]
+    names = ("lat", "lon", "hae", "ce", "le")
+    point = " ".join(f'{n}="{v}"' for n, v in zip(names, numbers, strict=True))
+    data = event_xml(point=point)
+    data = data.replace(b"2026-07-07T21:28:06.250Z", time.encode(), 2)
+    data = data.replace(b"2026-07-07T21:38:06.250Z", stale.encode())
+    event = parse_event(data)
+    out = ET.fromstring(encode_event(event))
+    sent = ET.fromstring(data)
+    assert dict(out.attrib) == dict(sent.attrib)
+    assert dict(out[0].attrib) == dict(sent[0].attrib)
 
 
 # ---- NaN and unknown values --------------------------------------------------------------
@@ -83,7 +207,7 @@ def test_nan_in_point_means_unknown_and_is_relayed_as_written() -> None:
     assert math.isnan(event.point.hae) and not event.point.hae_known
     point = relayed(data).find("point")
     assert point is not None
-    assert (point.get("hae"), point.get("ce"), point.get("le")) == ("NaN", "NaN", "NaN")
+    assert (point.get("hae"), point.get("ce"), point.get("le")) == ("NaN", "NaN", "nan")
     cot = via_proto(data).cotEvent
     assert math.isnan(cot.hae) and math.isnan(cot.le) and cot.lat == 0.0
     assert math.isnan(parse_proto_event(event_to_proto(event)).point.ce)
