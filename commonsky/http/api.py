@@ -341,11 +341,13 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         if acked is not None and held is not None and held.item.origin.startswith("fed:"):
             # The message came over a federation link: its sender's hub learns of the
             # acknowledgement as it would from a TAK device — a read receipt of this party's
-            # (`b-t-f-r` naming the message as this party names it), which crosses back.
+            # (`b-t-f-r`), which crosses back.
             now = hub.clock()
-            ref = quote(message_id)
+            # As ATAK's: uid and messageId are the GeoChat message id, in the sender's space.
+            named = f"{message.sender}::{message.message_id or message.key[1]}"
+            ref = quote(named)
             receipt = new_event(
-                f"receipt.{uuid.uuid4().hex[:12]}",
+                named,
                 "b-t-f-r",
                 now,
                 now + 3600.0,
