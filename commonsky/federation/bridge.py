@@ -41,6 +41,7 @@ from prometheus_client.registry import Collector
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_deleted
 from commonsky.protocol.cot import encode_event
+from commonsky.protocol.refs import references, rewrite
 
 from . import federation_pb2 as pb
 from .link import Dialer, HubIdentity, Link, Listener
@@ -393,8 +394,7 @@ class Federation:
             raise RemoteProtocolError(
                 "federate_audience", f"addressed to {' '.join(envelope.to)[:80]}, none of ours"
             )
-        if len(to) == 1 and to[0] != party:
-            event = absolute_names(event, to[0], self.seam.parties())
+        event = absolute_names(event, party, to[0] if len(to) == 1 else None, self.seam.parties())
         origin = ORIGIN + link.name
         if envelope.seq:
             position = envelope.position
@@ -676,23 +676,34 @@ def build(
     return federation
 
 
-def absolute_names(event: CotEvent, reader: str, parties: frozenset[str]) -> CotEvent:
-    """A copy rendered for one party `reader` names `reader`'s own items without a prefix
-    (as that party's clients see them); accepted here as its originator's, those names
-    would be read as the originator's own. Each such name gets `reader`'s prefix back, so a
-    receipt crossing a link acknowledges the message it names (namespace.py's rule)."""
+def absolute_names(
+    event: CotEvent, writer: str, reader: str | None, parties: frozenset[str]
+) -> CotEvent:
+    """A copy as its originator `writer` would write it. It was rendered for the parties it
+    is addressed to: their names of the writer's items carry the writer's prefix (`W::x`),
+    and a copy for one party `reader` names that party's own items without one. Accepted
+    here as the writer's, the first would be kept prefixed (a GeoChat message id no receipt
+    finds) and the second read as the writer's own: so `W::x` becomes `x` and, for one
+    reader, `x` of the reader's becomes `R::x` (namespace.py's rule; a read receipt that
+    crosses a link then acknowledges the message it names)."""
     from commonsky.namespace import read_name
-    from commonsky.protocol.refs import references, rewrite
 
     refs = references(event)
     if not refs.names:
         return event
-    names = [
-        f"{reader}::{name}"
-        if read_name(reader, name, parties).party == reader and not name.startswith(f"{reader}::")
-        else name
-        for name in refs.names
-    ]
+    own = f"{writer}::"
+    names = []
+    for name in refs.names:
+        if name.startswith(own):
+            name = name[len(own) :]
+        elif (
+            reader is not None
+            and reader != writer
+            and read_name(reader, name, parties).party == reader
+            and not name.startswith(f"{reader}::")
+        ):
+            name = f"{reader}::{name}"
+        names.append(name)
     if names == list(refs.names):
         return event
     return rewrite(event, refs, names, event.uid)
