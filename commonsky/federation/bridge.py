@@ -41,11 +41,10 @@ from prometheus_client.registry import Collector
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_deleted
 from commonsky.protocol.cot import encode_event
-from commonsky.protocol.refs import references, rewrite
 
 from . import federation_pb2 as pb
 from .link import Dialer, HubIdentity, Link, Listener
-from .mapping import Envelope, ack, delete_event, federated, receive
+from .mapping import Envelope, absolute_names, ack, delete_event, federated, receive
 from .peers import FederateConfig
 from .private import PrivateDesk, is_private
 from .receipts import KIND_ACK, KIND_RECEIPT, parse_receipt, receipt_json
@@ -674,36 +673,3 @@ def build(
         airspace.relay = private.relay
         hub.metrics.registry.register(private.collector())
     return federation
-
-
-def absolute_names(
-    event: CotEvent, writer: str, reader: str | None, parties: frozenset[str]
-) -> CotEvent:
-    """A copy as its originator `writer` would write it. It was rendered for the parties it
-    is addressed to: their names of the writer's items carry the writer's prefix (`W::x`),
-    and a copy for one party `reader` names that party's own items without one. Accepted
-    here as the writer's, the first would be kept prefixed (a GeoChat message id no receipt
-    finds) and the second read as the writer's own: so `W::x` becomes `x` and, for one
-    reader, `x` of the reader's becomes `R::x` (namespace.py's rule; a read receipt that
-    crosses a link then acknowledges the message it names)."""
-    from commonsky.namespace import read_name
-
-    refs = references(event)
-    if not refs.names:
-        return event
-    own = f"{writer}::"
-    names = []
-    for name in refs.names:
-        if name.startswith(own):
-            name = name[len(own) :]
-        elif (
-            reader is not None
-            and reader != writer
-            and read_name(reader, name, parties).party == reader
-            and not name.startswith(f"{reader}::")
-        ):
-            name = f"{reader}::{name}"
-        names.append(name)
-    if names == list(refs.names):
-        return event
-    return rewrite(event, refs, names, event.uid)

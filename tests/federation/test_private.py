@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from commonsky.federation.mapping import receive
@@ -223,7 +224,28 @@ async def test_hostile_input_over_the_link_is_refused_and_harms_nothing(
             bad.event.binary.data = b"\xff\x00garbage"
             link.send(bad)
             await _until(lambda: refused("bad_privdeconf") == 2)
-            # 4. The coalition asks for another round at once: Russia's rate refuses it,
+            # 4. Relayed notices: one for a party Russia's hub does not hold, and one that is
+            # not a notice at all.
+            from commonsky.deconflict.notice import Notice
+
+            stray = Notice(
+                conflict_id="c1",
+                kind="line-crossing",
+                recipient="USA",
+                own_uid="x",
+                own_item="volume",
+                other_party="USA",
+                geometry=None,
+                floor_m=0.0,
+                ceiling_m=1.0,
+                start_s=now,
+                end_s=now + 60,
+            )
+            for data in (msgspec.json.encode(stray), b"{not json"):
+                notice = Chunk("", notice=data, action="raised")
+                link.send(chunk_message(notice, time.time()))
+            await _until(lambda: refused("privdeconf_notice") == 2)
+            # 5. The coalition asks for another round at once: Russia's rate refuses it,
             # both hubs log why, and the conflict found before stands.
             _plink(co).wanted = True
             await _until(lambda: _plink(co).rounds.get("refused", 0) >= 1)
@@ -233,6 +255,7 @@ async def test_hostile_input_over_the_link_is_refused_and_harms_nothing(
             assert "refused (bad_privdeconf)" in text
             assert "refused (privdeconf_too_large)" in text
             assert "rate: the last round began" in text
+            assert "refused (privdeconf_notice): a notice for none of our parties" in text
             # Nothing stored harmed: the notices and Russia's own plans are as they were.
             assert sorted(ru.server.services.airspace.notices) == before
             after = {k: r.item.event for k, r in ru.hub.durable.items() if r.item.party == "RUS"}
