@@ -7,27 +7,67 @@ stderr and exit status 2; tracebacks are kept for our own bugs.
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
+import inspect
 import logging
-import os
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 # Typer vendors its own Click; its exception classes live here.
-from typer._click import exceptions as click
+from typer import _click as click
+from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
 
-from commonsky.alerts import cli as alerts_cli
 from commonsky.conformance import cli as conformance_cli
-from commonsky.deconflict import cli as deconflict_cli
 from commonsky.errors import UsageError
-from commonsky.ledger import cli as ledger_cli
 from commonsky.marti import cli as marti_cli
-from commonsky.settings import SETTINGS, flag_name
+from commonsky.settings import SETTINGS, env_name, flag_name
+
+#: Command groups whose modules load the numerical and cryptographic libraries (numpy,
+#: pyproj, the fusion and ledger code): NAME -> (module, Typer app, help). Imported when
+#: the group is run or asked for its help, never for `commonsky --help` or `serve`, so
+#: every start of the command line pays only for what it runs (importing this module: 0.87 s
+#: -> 0.11 s, same machine and load).
+LAZY_GROUPS: dict[str, tuple[str, str, str]] = {
+    "deconflict": ("commonsky.deconflict.cli", "app", "deconflict commands"),
+    "ledger": ("commonsky.ledger.cli", "app", "ledger commands"),
+    "alerts": ("commonsky.alerts.cli", "app", "alerts commands"),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: LAZY_GROUPS are listed from the table and built on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.commands, *(n for n in LAZY_GROUPS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_GROUPS:
+            module, attribute, _ = LAZY_GROUPS[cmd_name]
+            holder = typer.Typer(rich_markup_mode=None, add_completion=False)
+            holder.add_typer(getattr(importlib.import_module(module), attribute), name=cmd_name)
+            group = typer.main.get_command(holder)
+            assert isinstance(group, TyperGroup)
+            self.commands[cmd_name] = group.commands[cmd_name]
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is None:
+                rows.append((name, LAZY_GROUPS[name][2]))
+            elif not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 20)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 app = typer.Typer(
     name="commonsky",
@@ -35,12 +75,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain Click help: every flag name whole at any width (rich cut the settings' long
+    # names to fit 80 columns), and `[server]` is text, not markup.
+    rich_markup_mode=None,
+    cls=LazyGroup,
 )
 bench_app = typer.Typer(help="Benchmarks (print figures; never part of the test suite).")
 app.add_typer(bench_app, name="bench")
-app.add_typer(deconflict_cli.app, name="deconflict")
-app.add_typer(ledger_cli.app, name="ledger")
-app.add_typer(alerts_cli.app, name="alerts")
 app.command("conformance")(conformance_cli.conformance)
 app.command("enroll")(marti_cli.enroll)
 app.add_typer(marti_cli.evidence_app, name="evidence")
@@ -53,43 +94,47 @@ app.add_typer(cert_app, name="cert")
 cert_app.command("revoke")(marti_cli.revoke)
 
 
-def _settings_epilog() -> str:
-    lines = [
-        "Any \\[server] setting can also be given as a flag or a COMMONSKY_* variable "
-        "(flag > variable > file > default):\n\n"
-    ]
+def with_setting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with one option per row of the settings table (`--limit-queue-tracks INT`),
+    so every setting shows in `--help` with its meaning and default. A flag not given is
+    None and leaves the variable, file or default in force; the values given reach
+    `command` as one `overrides` mapping, checked by `Settings.resolve` like the file's."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "overrides"]
+    generated = []
     for setting in SETTINGS:
-        lines.append(
-            f"{flag_name(setting.name)} {setting.type.__name__.upper()}"
-            f" (default {setting.default}): {setting.help}\n\n"
+        kind = setting.type if setting.type in (int, float) else str  # choices: checked later
+        shown = '""' if setting.default == "" else setting.default  # as TOML writes it
+        option = typer.Option(
+            flag_name(setting.name),
+            help=f"{setting.help} [default: {shown}; {env_name(setting.name)}]",
+            show_default=False,
+            metavar=setting.type_name,
         )
-    return "".join(lines)
+        generated.append(
+            inspect.Parameter(
+                setting.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[kind | None, option],
+            )
+        )
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        overrides = {s.name: kwargs.pop(s.name) for s in SETTINGS}
+        command(**kwargs, overrides=overrides)
+
+    parameters = [*own, *generated]
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    del wrapper.__wrapped__  # Typer reads the signature above, not the command's own
+    return wrapper
 
 
-def _setting_flags(args: list[str]) -> dict[str, str]:
-    """Parse `--limit-queue-tracks 100` / `--timeout-idle-s=30` against the settings table."""
-    known = {flag_name(s.name): s.name for s in SETTINGS}
-    out: dict[str, str] = {}
-    rest = list(args)
-    while rest:
-        flag = rest.pop(0)
-        name, eq, value = flag.partition("=")
-        if name not in known:
-            raise UsageError(f"no such option: {name}")
-        if not eq:
-            if not rest:
-                raise UsageError(f"option {name} needs a value")
-            value = rest.pop(0)
-        out[known[name]] = value
-    return out
-
-
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog=_settings_epilog(),
-)
+@app.command()
+@with_setting_options
 def serve(
-    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="Hub configuration file (TOML).")],
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     init: Annotated[
@@ -100,13 +145,19 @@ def serve(
             "as they are when they do not match) in a data_dir that has run a hub before.",
         ),
     ] = False,
+    *,
+    overrides: Mapping[str, Any],
 ) -> None:
-    """Run a hub until Ctrl-C (or SIGTERM)."""
+    """Run a hub until Ctrl-C (or SIGTERM).
+
+    Every [server] setting of the config file is also a flag (below, after --init) and a
+    COMMONSKY_* variable: flag > variable > file > default.
+    """
     from commonsky.config import load_config
     from commonsky.hub.server import serve_forever
 
     _logging(log_level)
-    hub_config = load_config(config, _setting_flags(list(ctx.args)))
+    hub_config = load_config(config, overrides)
     asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)))
 
 
@@ -274,138 +325,6 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
     await run(stop)
 
 
-@bench_app.command("relay")
-def bench_relay(
-    receivers: Annotated[int, typer.Option(help="Receiving TAK connections.")] = 60,
-    senders: Annotated[int, typer.Option(help="Sending TAK connections.")] = 10,
-    rate: Annotated[int, typer.Option(help="Messages per second offered in total.")] = 1000,
-    duration: Annotated[float, typer.Option(help="Seconds of load per system.")] = 10.0,
-    parties: Annotated[int, typer.Option(help="Parties in the agreement ring.")] = 6,
-) -> None:
-    """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from commonsky.bench.relay import bench_relay as run
-
-    if min(receivers, senders, rate, parties) < 1 or duration <= 0:
-        raise UsageError("--receivers, --senders, --rate, --parties and --duration must be > 0")
-    hub, relay = run(receivers, senders, rate, duration, parties)
-    rows = [hub.row(), relay.row()]
-    table = Table(
-        title=f"bench relay: {receivers} receivers, {senders} senders, {rate} msg/s "
-        f"offered, {duration:g} s, {os.cpu_count()} cores"
-    )
-    table.add_column("measure")
-    for row in rows:
-        table.add_column(str(row["system"]), justify="right")
-    for key in list(rows[0])[1:]:
-        table.add_row(
-            key,
-            *(f"{row[key]:.3f}" if isinstance(row[key], float) else str(row[key]) for row in rows),
-        )
-    Console(width=100).print(table)
-    h, r = rows
-    throughput = float(h["delivered msg/s"]) / float(r["delivered msg/s"])
-    print(f"throughput ratio hub/relay = {throughput:.3f}  (target >= 0.8)")
-    print(
-        f"p99 ratio hub/relay = {float(h['p99 ms']) / max(1e-9, float(r['p99 ms'])):.2f}"
-        f"  (target <= 2)"
-    )
-    print(
-        f"hub RSS = {hub.rss_mb:.0f} MB (target <= 300); unexpected deliveries = "
-        f"{hub.unexpected} (target 0)"
-    )
-
-
-@bench_app.command("fuzz")
-def bench_fuzz(
-    inputs: Annotated[int, typer.Option(help="Mutated messages to send in all.")] = 1_000_000,
-    restarts: Annotated[int, typer.Option(help="Times the hub is restarted midway.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the mutations (a run replays).")] = 1,
-    corpus: Annotated[
-        Path | None, typer.Option(help="Folder of real CoT events (*.xml) to seed from.")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
-    ] = None,
-    hub_log_level: Annotated[str, typer.Option(help="The hub's --log-level.")] = "warning",
-) -> None:
-    """Mutated TAK (XML, protobuf) and API input against a real hub restarted midway; prints
-    the figures (also in OUT/fuzz-report.json); exit 1 when a must-hold figure fails."""
-    import importlib.util
-
-    if importlib.util.find_spec("websockets") is None:  # its WebSocket receivers need it
-        raise UsageError("bench fuzz needs the dev extras: pip install -e '.[dev]'")
-    from commonsky.bench.fuzz import fuzz
-
-    if inputs <= 0 or restarts < 0:
-        raise UsageError("--inputs must be positive and --restarts not negative")
-    if corpus is not None and not corpus.is_dir():
-        raise UsageError(f"--corpus {corpus}: not a folder")
-    out = out or Path("var/fuzz") / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out}: not empty (each run starts from an empty hub)")
-    figures = fuzz(inputs, restarts, seed, corpus, out, hub_log_level)
-    for name, value in figures.items():
-        print(f"{name:40} {value}")
-    if not figures["passed"]:
-        raise typer.Exit(1)
-
-
-@bench_app.command("kill9")
-def bench_kill9(
-    runs: Annotated[int, typer.Option(help="Times the hub is killed under load.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of the kill moments.")] = 1,
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
-    ] = None,
-) -> None:
-    """Kill -9 the hub under load RUNS times on the same data; every item it acknowledged
-    must be in the store afterwards. Prints the figures (also in OUT/kill9.json); exit 1 when
-    an acknowledged item was lost or the hub did not start again."""
-    from commonsky.bench.kill9 import kill9
-
-    if runs <= 0:
-        raise UsageError("--runs must be positive")
-    out = out or Path("var/kill9") / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out}: not empty (the runs start from an empty hub)")
-    figures = kill9(runs, out, seed)
-    for name, value in figures.items():
-        if name != "per_run":
-            print(f"{name:40} {value}")
-    if not figures["passed"]:
-        raise typer.Exit(1)
-
-
-@bench_app.command("federation")
-def bench_federation(
-    count: Annotated[int, typer.Option(help="Tracks sent in each of the two runs.")] = 5000,
-    rate: Annotated[float, typer.Option(help="Tracks a second.")] = 500.0,
-    markers: Annotated[int, typer.Option(help="Durable markers sent around each kill.")] = 300,
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for the hubs' data, logs and the report.")
-    ] = None,
-) -> None:
-    """Two hubs on loopback (federated over TAK Federation v2) against one hub, same load,
-    same run: items/s and latency p50/p99 end to end; then the receiving hub and the sending
-    hub are each killed with SIGKILL and started again: resume time, durable items lost
-    (must be 0) and applied twice (must be 0). Exit 1 when one is not 0."""
-    from commonsky.bench.federation import federation
-
-    if count <= 0 or rate <= 0 or markers <= 0:
-        raise UsageError("--count, --rate and --markers must be positive")
-    out = out or Path("var/bench-federation") / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out}: not empty (the runs start from empty hubs)")
-    figures = federation(out, count, rate, markers)
-    for name, value in figures.items():
-        print(f"{name:40} {value}")
-    if not figures["passed"]:
-        raise typer.Exit(1)
-
-
 async def _until_signal_result(
     run: Callable[[asyncio.Event], Awaitable[dict[str, object]]],
 ) -> dict[str, object]:
@@ -419,10 +338,14 @@ async def _until_signal_result(
 #: `commonsky bench NAME` -> (module, function). Imported only when `bench` is asked for, so
 #: the product never loads benchmark code (nor what it needs beyond the core dependencies).
 BENCHES: dict[str, tuple[str, str]] = {
-    "deconflict": ("commonsky.deconflict.cli", "bench"),
-    "ledger": ("commonsky.ledger.cli", "bench"),
-    "api": ("commonsky.web.bench", "bench"),
-    "map": ("commonsky.web.bench_map", "bench"),
+    "relay": ("commonsky.bench.commands", "relay"),
+    "fuzz": ("commonsky.bench.commands", "fuzz"),
+    "kill9": ("commonsky.bench.commands", "kill9"),
+    "federation": ("commonsky.bench.commands", "federation"),
+    "deconflict": ("commonsky.bench.deconflict", "bench"),
+    "ledger": ("commonsky.bench.ledger", "bench"),
+    "api": ("commonsky.bench.api", "bench"),
+    "map": ("commonsky.bench.map", "bench"),
     "warnings": ("commonsky.bench.warnings", "bench"),
     "store": ("commonsky.bench.store", "bench"),
     "hotline": ("commonsky.bench.hotline", "bench"),
@@ -467,11 +390,11 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         print(f"commonsky: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.NoArgsIsHelpError as exc:
+    except click_errors.NoArgsIsHelpError as exc:
         # No command given: show help, like --help, with the usage status.
         print(exc.ctx.get_help() if exc.ctx else "", file=sys.stderr)
         sys.exit(2)
-    except click.UsageError as exc:
+    except click_errors.UsageError as exc:
         print(f"commonsky: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as exc:
@@ -479,6 +402,6 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print("commonsky: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click_errors.ClickException as exc:
         print(f"commonsky: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)

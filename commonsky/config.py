@@ -1,20 +1,29 @@
 """The hub's TOML configuration: parsed once, checked completely, errors on one line.
 
-Every error names the file, the table (with its position and name when it has one), the key
-and the offending value, so an operator can fix it without reading code.
+Each table is decoded into a msgspec Struct (`PartyTable`, `ListenerTable`,
+`AgreementTable`): types, required and unknown keys are checked by msgspec, what depends on
+other tables (a declared party, a closed ring) by the code below. Every error names the
+file, the table (with its position and name when it has one), the key and the offending
+value, and ends with the value's path in the document (`$.agreement[1].to[0]`), so an
+operator can fix it without reading code.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
+import msgspec
+from msgspec import Meta
+
+from commonsky import times
 from commonsky.errors import UsageError
 from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
@@ -25,6 +34,61 @@ LISTENER_KINDS = ("tak-tcp", "tak-tls", "enroll", "marti", "federation")
 #: TLS listeners: each needs `ca = DIR` (its CA and, unless cert/key are given, server.pem).
 TLS_KINDS = ("tak-tls", "enroll", "marti", "federation")
 AGREEMENT_OPTIONS = ("rpz_m", "hpz_m", "lookahead_s", "ack_deadline_s")
+
+Positive = Annotated[float, Meta(gt=0)]
+
+
+class PartyTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One `[[party]]`."""
+
+    id: str
+    name: str = ""
+    token: str = ""  # bearer token for the API and the page; at least 16 characters
+    country: str = ""  # ISO 3166-1 alpha-2: the country whose warnings this party issues
+    federate: str = ""  # the [[federate]] (peer hub) it is behind; "" for the hub's own
+
+
+class ListenerTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One `[[listener]]`: `kind` is one of LISTENER_KINDS, `bind` is HOST:PORT."""
+
+    kind: str
+    bind: str
+    party: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure_remote: bool = False
+    advertise: str | None = None
+
+
+class AgreementTable(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename={"provider": "from"}
+):
+    """One `[[agreement]]` (`from` is a Python keyword, hence `provider`)."""
+
+    name: str
+    provider: str
+    to: list[str]
+    categories: list[Category]
+    disclosure: Disclosure = Disclosure.FULL
+    area: list[tuple[float, float]] | None = None  # closed ring of [lon, lat]
+    valid_from: datetime | None = None  # RFC 3339; without an offset: UTC
+    valid_until: datetime | None = None
+    rpz_m: Positive | None = None
+    hpz_m: Positive | None = None
+    lookahead_s: Positive | None = None
+    ack_deadline_s: Positive | None = None
+
+
+class FederateTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One `[[federate]]`: a peer hub. Its private-deconfliction terms (the keys of
+    `privdeconf.terms.KEYS`) are taken off before it is decoded and read by `from_federate`."""
+
+    name: str
+    parties: list[str]  # the parties this link may speak for
+    connect: str | None = None  # HOST:PORT to dial; omitted: only accept
+    ca: str | None = None  # the peer's CA certificate (PEM file)
+    fingerprint: str | None = None  # "sha256:" and 64 hex digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +120,55 @@ class HubConfig:
         return Path(str(self.settings.data_dir))
 
 
+T = TypeVar("T")
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.S)
+_KEY = re.compile(r"`(?P<key>[^`]+)`")
+#: Choices named in the error when a value is not one of them.
+_CHOICES = {
+    "disclosure": ", ".join(d.value for d in Disclosure),
+    "categories": ", ".join(c.value for c in Category),
+}
+
+
+def decode_table(kind: type[T], raw: Any, where: str, path: str) -> T:
+    """`raw` (one TOML table) as the Struct `kind`, or UsageError: `where` is how the
+    operator finds the table ("hub.toml: [[agreement]] #2 'US-JP'"), `path` its place in the
+    document ("$.agreement[1]"), to which msgspec's own path inside the table is added."""
+    try:
+        return msgspec.convert(raw, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        match = _AT.match(str(exc))
+        assert match is not None  # the pattern matches any text
+        reason, inner = match["reason"], (match["path"] or "$")[1:]
+        at = path + inner
+        named = _KEY.search(reason)
+        if reason.startswith("Object contains unknown field") and named:
+            raise UsageError(f"{where}: unknown key {named['key']!r} ({at})") from None
+        if reason.startswith("Object missing required field") and named:
+            raise UsageError(f"{where}: missing key {named['key']!r} ({at})") from None
+        if not inner:  # the table itself is the wrong type
+            raise UsageError(f"{where} is not a table ({at})") from None
+        key = inner.lstrip(".")
+        value = _lookup(raw, inner)
+        field = re.split(r"[.\[]", key)[0]
+        if reason.startswith("Invalid enum value") and field in _CHOICES:
+            reason = f"use {_CHOICES[field]}"
+        else:
+            reason = reason.replace("`", "")
+            reason = reason[:1].lower() + reason[1:]
+        raise UsageError(f"{where}: {key} = {value!r}: {reason} ({at})") from None
+
+
+def _lookup(data: Any, inner: str) -> Any:
+    """The value at a msgspec path inside `data` (".to[0]", ".area[1][0]")."""
+    for name, index in re.findall(r"\.(\w+)|\[(\d+)\]", inner):
+        try:
+            data = data[name] if name else data[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
 def parse_hostport(text: str, where: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
@@ -72,46 +185,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_time(value: Any, where: str) -> float:
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise UsageError(f"{where} = {value!r} is not an RFC 3339 time") from None
-    else:
-        raise UsageError(f"{where} = {value!r} is not an RFC 3339 time")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-class _Table:
-    """Typed access to one TOML table that names itself in every error."""
-
-    def __init__(self, data: Any, where: str) -> None:
-        if not isinstance(data, Mapping):
-            raise UsageError(f"{where} is not a table")
-        self.data = data
-        self.where = where
-        self.used: set[str] = set()
-
-    def get(self, key: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required:
-                raise UsageError(f"{self.where}: missing key {key!r}")
-            return None
-        value = self.data[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise UsageError(f"{self.where}: {key} = {value!r} has the wrong type")
-        return value
-
-    def finish(self) -> None:
-        extra = sorted(set(self.data) - self.used)
-        if extra:
-            raise UsageError(f"{self.where}: unknown key {extra[0]!r}")
+def parse_time(value: datetime, where: str) -> float:
+    """A TOML or RFC 3339 time as POSIX seconds; one without an offset is taken as UTC."""
+    del where  # the type was checked when the table was decoded
+    return times.epoch_of(value)
 
 
 #: Settings that name files: relative ones are taken from the config file's folder (or, given
@@ -157,41 +234,39 @@ def config_from_dict(
     parties = []
     seen: set[str] = set()
     warned: dict[str, str] = {}  # country -> the party that issues its warnings
-    for index, raw in enumerate(_array(data, "party", source), 1):
-        table = _Table(raw, f"{source}: [[party]] #{index}")
-        pid = table.get("id", str, required=True)
+    for index, raw in enumerate(_array(data, "party", source)):
+        where, at = f"{source}: [[party]] #{index + 1}", f"$.party[{index}]"
+        table = decode_table(PartyTable, raw, where, at)
+        pid = table.id
         if not pid or not pid.replace("-", "").replace("_", "").isalnum() or "::" in pid:
-            raise UsageError(f"{table.where}: id = {pid!r} must be letters, digits, - or _")
+            raise UsageError(f"{where}: id = {pid!r} must be letters, digits, - or _ ({at}.id)")
         if pid == "HUB":
-            raise UsageError(f"{table.where}: id = 'HUB' is reserved for the hub itself")
+            raise UsageError(f"{where}: id = 'HUB' is reserved for the hub itself ({at}.id)")
         if pid in seen:
-            raise UsageError(f"{table.where}: id = {pid!r} is declared twice")
+            raise UsageError(f"{where}: id = {pid!r} is declared twice ({at}.id)")
         seen.add(pid)
-        token = table.get("token", str) or ""
-        if token and len(token) < 16:
-            raise UsageError(f"{table.where}: token must be at least 16 characters")
-        country = table.get("country", str) or ""
+        if table.token and len(table.token) < 16:
+            raise UsageError(f"{where}: token must be at least 16 characters ({at}.token)")
+        country = table.country
         if country:
             if not (len(country) == 2 and country.isascii() and country.isupper()):
                 raise UsageError(
-                    f"{table.where}: country = {country!r} must be two capital letters"
+                    f"{where}: country = {country!r} must be two capital letters ({at}.country)"
                 )
             if country in warned:
                 raise UsageError(
-                    f"{table.where}: country = {country!r} is warned by {warned[country]}"
+                    f"{where}: country = {country!r} is warned by {warned[country]} ({at}.country)"
                 )
             warned[country] = pid
-        federate = table.get("federate", str) or ""
-        parties.append(Party(pid, table.get("name", str) or pid, token, country, federate))
-        table.finish()
+        parties.append(Party(pid, table.name or pid, table.token, country, table.federate))
 
     listeners = [
         _listener(raw, index, source, seen, base)
-        for index, raw in enumerate(_array(data, "listener", source), 1)
+        for index, raw in enumerate(_array(data, "listener", source))
     ]
     agreements = [
         _agreement(raw, index, source, seen)
-        for index, raw in enumerate(_array(data, "agreement", source), 1)
+        for index, raw in enumerate(_array(data, "agreement", source))
     ]
     federates = _federates(data, source, parties, listeners, base)
     return HubConfig(
@@ -223,48 +298,55 @@ def _federates(
     federates: list[FederateConfig] = []
     names: set[str] = set()
     claimed: dict[str, str] = {}  # party -> the federate speaking for it
-    for index, raw in enumerate(tables, 1):
+    for index, raw in enumerate(tables):
         label = raw.get("name", "") if isinstance(raw, Mapping) else ""
-        table = _Table(raw, f"{source}: [[federate]] #{index} {label!r}")
-        name = table.get("name", str, required=True)
+        where, at = f"{source}: [[federate]] #{index + 1} {label!r}", f"$.federate[{index}]"
+        link = (
+            {k: v for k, v in raw.items() if k not in DECONFLICT_KEYS}
+            if isinstance(raw, Mapping)
+            else raw
+        )
+        table = decode_table(FederateTable, link, where, at)
+        name = table.name
         if not name or not name.replace("-", "").replace("_", "").isalnum():
-            raise UsageError(f"{table.where}: name = {name!r} must be letters, digits, - or _")
-        if name in names:
-            raise UsageError(f"{table.where}: name = {name!r} is declared twice")
-        names.add(name)
-        connect = table.get("connect", str)
-        target = parse_hostport(connect, f"{table.where}: connect") if connect else None
-        ca_text = table.get("ca", str)
-        ca = base / ca_text if ca_text else None
-        if ca is not None and not ca.is_file():
-            raise UsageError(f"{table.where}: ca = {ca_text!r}: no such file (the peer's CA, PEM)")
-        pin_text = table.get("fingerprint", str)
-        pin = normalize_fingerprint(pin_text) if pin_text is not None else None
-        if pin_text is not None and pin is None:
             raise UsageError(
-                f"{table.where}: fingerprint = {pin_text!r} is not sha256: and 64 hex digits"
+                f"{where}: name = {name!r} must be letters, digits, - or _ ({at}.name)"
+            )
+        if name in names:
+            raise UsageError(f"{where}: name = {name!r} is declared twice ({at}.name)")
+        names.add(name)
+        target = parse_hostport(table.connect, f"{where}: connect") if table.connect else None
+        ca = base / table.ca if table.ca else None
+        if ca is not None and not ca.is_file():
+            raise UsageError(
+                f"{where}: ca = {table.ca!r}: no such file (the peer's CA, PEM) ({at}.ca)"
+            )
+        pin = normalize_fingerprint(table.fingerprint) if table.fingerprint is not None else None
+        if table.fingerprint is not None and pin is None:
+            raise UsageError(
+                f"{where}: fingerprint = {table.fingerprint!r} is not sha256: and 64 hex "
+                f"digits ({at}.fingerprint)"
             )
         if ca is None and pin is None:
-            raise UsageError(f'{table.where}: needs ca = "FILE" and/or fingerprint = "sha256:…"')
-        spoken = table.get("parties", list, required=True)
-        if not spoken:
-            raise UsageError(f"{table.where}: parties is empty; name the parties it may speak for")
-        for party in spoken:
-            if not isinstance(party, str) or party not in declared:
+            raise UsageError(f'{where}: needs ca = "FILE" and/or fingerprint = "sha256:…" ({at})')
+        if not table.parties:
+            raise UsageError(
+                f"{where}: parties is empty; name the parties it may speak for ({at}.parties)"
+            )
+        for i, spoken in enumerate(table.parties):
+            if spoken not in declared:
                 raise UsageError(
-                    f"{table.where}: parties contains {party!r}, not a declared [[party]]"
+                    f"{where}: parties contains {spoken!r}, not a declared [[party]] "
+                    f"({at}.parties[{i}])"
                 )
-            if party in claimed:
+            if spoken in claimed:
                 raise UsageError(
-                    f"{table.where}: party {party!r} is already spoken for by [[federate]] "
-                    f"{claimed[party]!r}"
+                    f"{where}: party {spoken!r} is already spoken for by [[federate]] "
+                    f"{claimed[spoken]!r} ({at}.parties[{i}])"
                 )
-            claimed[party] = name
-        for key in DECONFLICT_KEYS:
-            table.get(key, (str, int, float, bool))
-        terms = from_federate(table.data, table.where)
-        table.finish()
-        federates.append(FederateConfig(name, tuple(spoken), target, ca, pin, table.where, terms))
+            claimed[spoken] = name
+        terms = from_federate(raw, where)
+        federates.append(FederateConfig(name, tuple(table.parties), target, ca, pin, where, terms))
     for party in parties:
         if party.federate and party.federate not in names:
             raise UsageError(
@@ -304,113 +386,95 @@ def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
 def _absolute_paths(
     settings: Settings, base: Path, overrides: Mapping[str, Any] | None
 ) -> Settings:
-    values = dict(settings.values)
+    changes = {}
     for name in PATH_SETTINGS:
-        value = str(values[name])
+        value = str(getattr(settings, name))
         if not value:
             continue  # "" means "none" (regions_file: the built-in set)
         given_here = (overrides or {}).get(name) is not None or env_name(name) in os.environ
-        values[name] = str((Path.cwd() if given_here else base) / Path(value).expanduser())
-    return Settings(values)
+        changes[name] = str((Path.cwd() if given_here else base) / Path(value).expanduser())
+    return settings.replace(**changes)
 
 
 def _listener(raw: Any, index: int, source: str, parties: set[str], base: Path) -> ListenerConfig:
-    table = _Table(raw, f"{source}: [[listener]] #{index}")
-    kind = table.get("kind", str, required=True)
+    where, at = f"{source}: [[listener]] #{index + 1}", f"$.listener[{index}]"
+    table = decode_table(ListenerTable, raw, where, at)
+    kind, party = table.kind, table.party
     if kind not in LISTENER_KINDS:
         raise UsageError(
-            f"{table.where}: kind = {kind!r} must be one of {', '.join(LISTENER_KINDS)}"
+            f"{where}: kind = {kind!r} must be one of {', '.join(LISTENER_KINDS)} ({at}.kind)"
         )
-    host, port = parse_hostport(table.get("bind", str, required=True), f"{table.where}: bind")
-    insecure = bool(table.get("insecure_remote", bool))
-    party = table.get("party", str)
-    ca = table.get("ca", str)
-    cert = table.get("cert", str)
-    key = table.get("key", str)
-    advertise = table.get("advertise", str)
-    if advertise is not None:
+    host, port = parse_hostport(table.bind, f"{where}: bind")
+    if table.advertise is not None:
         if kind not in ("enroll", "marti"):
-            raise UsageError(f"{table.where}: advertise is only for enroll and marti listeners")
-        parse_hostport(advertise, f"{table.where}: advertise")
+            raise UsageError(
+                f"{where}: advertise is only for enroll and marti listeners ({at}.advertise)"
+            )
+        parse_hostport(table.advertise, f"{where}: advertise")
     if kind == "tak-tcp":
         if party is None:
-            raise UsageError(f'{table.where}: a tak-tcp listener needs party = "…"')
+            raise UsageError(f'{where}: a tak-tcp listener needs party = "…" ({at})')
         if party not in parties:
-            raise UsageError(f"{table.where}: party = {party!r} is not a declared [[party]]")
-        if not is_loopback(host) and not insecure:
+            raise UsageError(f"{where}: party = {party!r} is not a declared [[party]] ({at}.party)")
+        if not is_loopback(host) and not table.insecure_remote:
             raise UsageError(
-                f"{table.where}: bind = {host!r} is not loopback; plain TCP trusts every "
-                "connection as the party, so set insecure_remote = true to allow it"
+                f"{where}: bind = {host!r} is not loopback; plain TCP trusts every "
+                f"connection as the party, so set insecure_remote = true to allow it ({at}.bind)"
             )
     else:
-        if ca is None:
-            raise UsageError(f'{table.where}: a {kind} listener needs ca = "DIR"')
+        if table.ca is None:
+            raise UsageError(f'{where}: a {kind} listener needs ca = "DIR" ({at})')
         if party is not None:
             raise UsageError(
-                f"{table.where}: party comes from the client certificate (or the enrollment "
-                f"token) on {kind}"
+                f"{where}: party comes from the client certificate (or the enrollment "
+                f"token) on {kind} ({at}.party)"
             )
-    table.finish()
     return ListenerConfig(
         kind,
         host,
         port,
         party,
-        base / ca if ca else None,
-        base / cert if cert else None,
-        base / key if key else None,
-        insecure,
-        table.where,
-        advertise,
+        base / table.ca if table.ca else None,
+        base / table.cert if table.cert else None,
+        base / table.key if table.key else None,
+        table.insecure_remote,
+        where,
+        table.advertise,
     )
 
 
 def _agreement(raw: Any, index: int, source: str, parties: set[str]) -> Agreement:
     name = raw.get("name", "") if isinstance(raw, Mapping) else ""
-    table = _Table(raw, f"{source}: [[agreement]] #{index} {name!r}")
-    name = table.get("name", str, required=True)
-    provider = table.get("from", str, required=True)
-    if provider not in parties:
-        raise UsageError(f"{table.where}: from = {provider!r} is not a declared [[party]]")
-    recipients = table.get("to", list, required=True)
-    for recipient in recipients:
-        if recipient not in parties:
-            raise UsageError(f"{table.where}: to contains {recipient!r}, not a declared [[party]]")
-    categories = set()
-    for value in table.get("categories", list, required=True):
-        try:
-            categories.add(Category(value))
-        except ValueError:
-            names = ", ".join(c.value for c in Category)
-            raise UsageError(f"{table.where}: categories contains {value!r}; use {names}") from None
-    level = table.get("disclosure", str) or "full"
-    try:
-        disclosure = Disclosure(level)
-    except ValueError:
+    where, at = f"{source}: [[agreement]] #{index + 1} {name!r}", f"$.agreement[{index}]"
+    table = decode_table(AgreementTable, raw, where, at)
+    if table.provider not in parties:
         raise UsageError(
-            f"{table.where}: disclosure = {level!r} must be full, generalized or conflicts-only"
-        ) from None
-    area = _area(table.get("area", list), table.where)
-    valid_from = table.get("valid_from", (str, datetime))
-    valid_until = table.get("valid_until", (str, datetime))
-    start = parse_time(valid_from, f"{table.where}: valid_from") if valid_from else None
-    end = parse_time(valid_until, f"{table.where}: valid_until") if valid_until else None
+            f"{where}: from = {table.provider!r} is not a declared [[party]] ({at}.from)"
+        )
+    for i, recipient in enumerate(table.to):
+        if recipient not in parties:
+            raise UsageError(
+                f"{where}: to contains {recipient!r}, not a declared [[party]] ({at}.to[{i}])"
+            )
+    area = _area(table.area, where, f"{at}.area")
+    start = parse_time(table.valid_from, where) if table.valid_from else None
+    end = parse_time(table.valid_until, where) if table.valid_until else None
     if start is not None and end is not None and end <= start:
-        raise UsageError(f"{table.where}: valid_until = {valid_until!r} is not after valid_from")
+        raise UsageError(
+            f"{where}: valid_until = {_lookup(raw, '.valid_until')!r} is not after "
+            f"valid_from ({at}.valid_until)"
+        )
     options = {}
     for key in AGREEMENT_OPTIONS:
-        value = table.get(key, (int, float))
+        value = getattr(table, key)
         if value is not None:
-            if value <= 0:
-                raise UsageError(f"{table.where}: {key} = {value!r} must be positive")
             options[key] = float(value)
-    table.finish()
     return Agreement(
-        name,
-        provider,
-        tuple(recipients),
-        frozenset(categories),
-        disclosure,
+        table.name,
+        table.provider,
+        tuple(table.to),
+        frozenset(table.categories),
+        table.disclosure,
         area,
         start,
         end,
@@ -418,26 +482,23 @@ def _agreement(raw: Any, index: int, source: str, parties: set[str]) -> Agreemen
     )
 
 
-def _area(raw: list[Any] | None, where: str) -> tuple[tuple[float, float], ...] | None:
-    if raw is None:
+def _area(
+    ring_in: list[tuple[float, float]] | None, where: str, at: str
+) -> tuple[tuple[float, float], ...] | None:
+    if ring_in is None:
         return None
     import shapely
     from shapely.geometry import Polygon
 
     ring: list[tuple[float, float]] = []
-    for pair in raw:
-        if (
-            not isinstance(pair, list)
-            or len(pair) != 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
-        ):
-            raise UsageError(f"{where}: area entry {pair!r} is not [lon, lat]")
-        lon, lat = float(pair[0]), float(pair[1])
+    for i, (lon, lat) in enumerate(ring_in):
         if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise UsageError(f"{where}: area point [{lon}, {lat}] is out of range")
-        ring.append((lon, lat))
+            raise UsageError(f"{where}: area point [{lon}, {lat}] is out of range ({at}[{i}])")
+        ring.append((float(lon), float(lat)))
     if len(ring) < 4 or ring[0] != ring[-1]:
-        raise UsageError(f"{where}: area must be a closed ring of at least 4 points (first = last)")
+        raise UsageError(
+            f"{where}: area must be a closed ring of at least 4 points (first = last) ({at})"
+        )
     if not shapely.is_valid(Polygon(ring)):
-        raise UsageError(f"{where}: area ring is self-intersecting or degenerate")
+        raise UsageError(f"{where}: area ring is self-intersecting or degenerate ({at})")
     return tuple(ring)

@@ -1,8 +1,15 @@
-"""Errors that say whose fault it is.
+"""Errors that say whose fault it is, and what to do about it — one tree.
 
-A peer's bad bytes are a `RemoteProtocolError` (count it, log it, refuse it, maybe close);
-an operator's bad file or flag is a `UsageError` (one line, exit status 2); anything else
-escaping is our own bug and deserves its traceback.
+A peer's bad bytes or request are a `RemoteProtocolError` (count it, log it, refuse it, maybe
+close); an operator's bad file or flag is a `UsageError` (one line, exit status 2); a store
+that cannot take a write is `StoreUnavailable`; our own misuse of a protocol state is a
+`LocalProtocolError`; anything else escaping is our own bug and deserves its traceback.
+
+Every error here carries its hints, as h11's do, so the TAK listener and the HTTP API read
+them instead of each deciding again: `http_status` (how an API request that raised it is
+answered), `close` (whether the TAK connection it was raised on is closed, rather than only
+the message refused), `reason` (the short metric and log label), `counted` (whether it
+counts as a refusal in the metrics) and `public()` (the text the peer is told).
 """
 
 from __future__ import annotations
@@ -11,23 +18,55 @@ from __future__ import annotations
 class CommonSkyError(Exception):
     """Base for errors this package raises on purpose."""
 
+    http_status: int = 500
+    close: bool = False
+    reason: str = "internal"
+    counted: bool = False
+
+    def public(self) -> str:
+        """What the peer is told: the message, unless the fault is ours (5xx, not 503)."""
+        return str(self) if self.http_status < 500 else "internal error (logged)"
+
 
 class UsageError(CommonSkyError):
     """Bad command-line argument, config file or input file: printed as one line, exit 2."""
 
+    reason = "usage"
+
 
 class RemoteProtocolError(CommonSkyError):
-    """The peer sent something we refuse. `reason` is a short metric label."""
+    """The peer sent something we refuse. `reason` is a short metric label; the message is
+    refused (HTTP 400 unless `http_status` says otherwise) and its connection kept."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    http_status = 400
+    counted = True
+
+    def __init__(self, reason: str, message: str, *, http_status: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        if http_status is not None:
+            self.http_status = http_status
+
+
+class Refused(RemoteProtocolError):
+    """A request refused with its HTTP status (401 no or unknown token, 403 not entitled,
+    404 nothing there for this party, 413 too large, …): answered, not counted as a
+    protocol refusal. `status` is `http_status`."""
+
+    counted = False
+
+    def __init__(self, status: int, message: str, reason: str = "refused") -> None:
+        super().__init__(reason, message, http_status=status)
+
+    @property
+    def status(self) -> int:
+        return self.http_status
 
 
 class AlreadyRecorded(CommonSkyError):
     """A resend of an item the hub already holds with the same content (a client's retry):
     nothing is stored or relayed again, and the sender is not refused. `seq` is the store
-    sequence of the item it repeats."""
+    sequence of the item it repeats. (Caught where an item is accepted; never escapes.)"""
 
     def __init__(self, seq: int) -> None:
         super().__init__(f"already recorded as #{seq}")
@@ -39,6 +78,17 @@ class StoreUnavailable(CommonSkyError):
     the hub relays nothing of it; the sender is told (HTTP 503, or its TAK connection is
     closed so the client sends again when it reconnects)."""
 
+    http_status = 503
+    close = True
+    reason = "store_unavailable"
+
+    def public(self) -> str:
+        return f"not stored, try again: {self}"
+
 
 class LocalProtocolError(CommonSkyError):
-    """We tried to do something the protocol state does not allow (a bug on our side)."""
+    """We tried to do something the protocol state does not allow (a bug on our side): the
+    connection's state is no longer trustworthy, so it is closed."""
+
+    close = True
+    reason = "local_error"

@@ -12,6 +12,8 @@ import math
 
 import msgspec
 
+from commonsky.protocol.xmlsafe import detail_tree
+
 
 class Category(enum.StrEnum):
     POSITION = "position"
@@ -136,11 +138,12 @@ def category_of_event(event: CotEvent) -> Category | None:
     """`category_of` the event's type, except that a drawing (a telestration, say) that
     carries our `<csky_airspace>` extension is declared airspace by its sender."""
     category = category_of(event.type)
-    if category is Category.DRAWING and f"<{AIRSPACE_EXTENSION}" in event.detail:
-        from commonsky.protocol.cot import detail_tree  # (cot imports this module)
-
-        if detail_tree(event.detail).find(AIRSPACE_EXTENSION) is not None:
-            return Category.AIRSPACE
+    if (
+        category is Category.DRAWING
+        and f"<{AIRSPACE_EXTENSION}" in event.detail
+        and detail_tree(event.detail).find(AIRSPACE_EXTENSION) is not None
+    ):
+        return Category.AIRSPACE
     return category
 
 

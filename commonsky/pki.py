@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import json
 import os
 import secrets
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from commonsky.errors import UsageError
+from commonsky.errors import Refused, UsageError
 
 ATAK_DEFAULT_PASSWORD = "atakatak"  # public: only when asked for by name
 # No 0/o, 1/l/i: read off a screen and typed on a phone.
@@ -229,19 +230,42 @@ def issue_client(
     }
     for path, (data, private) in files.items():
         _write(path, data, private)
-    from commonsky.revocation import record_issued
-
     record_issued(ca_dir, cert, "cert issue")
     return list(files), password
 
 
-class CsrRefused(Exception):
+#: The register of every client certificate the CA signs (revocation.py reads it).
+ISSUED = "issued.jsonl"
+
+
+def record_issued(ca_dir: Path, cert: x509.Certificate, how: str) -> None:
+    """Append one line to `issued.jsonl` (O_APPEND: lines from two processes never mix)."""
+    subject = cert.subject
+    orgs = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    line = json.dumps(
+        {
+            "serial": format(cert.serial_number, "x"),
+            "party": str(orgs[0].value) if orgs else "",
+            "name": str(names[0].value) if names else "",
+            "not_after": cert.not_valid_after_utc.timestamp(),
+            "how": how,
+        },
+        sort_keys=True,
+    )
+    fd = os.open(ca_dir / ISSUED, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+class CsrRefused(Refused):
     """A certificate signing request the enrollment listener refuses; `status` is the HTTP
     status to answer (400 malformed, 403 asks for another party or user)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message, "csr_refused")
 
 
 CSR_MAX_BYTES = 16384  # a 4096-bit RSA CSR in PEM is under 2 KiB
@@ -321,8 +345,6 @@ def sign_csr(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    from commonsky.revocation import record_issued
-
     record_issued(ca_dir, cert, "enroll")
     return cert
 

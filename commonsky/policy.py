@@ -93,9 +93,6 @@ class Policy:
         ]
         return min(bounds, default=float("inf"))
 
-    def grants(self, provider: str, category: Category) -> tuple[Grant, ...]:
-        return tuple(self._table.get((provider, category), ()))
-
     def disclosures(
         self, provider: str, category: Category, point: Point, now: float
     ) -> dict[str, Disclosure]:
@@ -131,12 +128,6 @@ class Policy:
         would reach it now (asked before accepting a hotline message over the API)."""
         level = self.disclosures(provider, category, point, now).get(recipient)
         return level is not None and _relayed(level)
-
-    def may_see(self, recipient: str, item: Item, now: float) -> Disclosure | None:
-        if recipient == item.party:
-            return Disclosure.FULL
-        level = self.route(item, now).get(recipient)
-        return level
 
     def agreement_option(self, provider: str, recipient: str, name: str) -> float | None:
         """A per-agreement tunable (e.g. `ack_deadline_s`) for this pair, if any sets it."""

@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from commonsky.errors import UsageError
+from commonsky.pki import ISSUED, load_ca
 
 log = logging.getLogger("commonsky.pki")
 
-ISSUED = "issued.jsonl"
 CRL = "crl.pem"
 # The CRL is re-read when it changes, not when it "expires": its nextUpdate is set far out so
 # that strict readers elsewhere (openssl verify -crl_check) still accept it.
@@ -46,28 +46,6 @@ class Issued:
     name: str
     not_after: float  # epoch seconds
     how: str  # "cert issue" | "enroll"
-
-
-def record_issued(ca_dir: Path, cert: x509.Certificate, how: str) -> None:
-    """Append one line to `issued.jsonl` (O_APPEND: lines from two processes never mix)."""
-    subject = cert.subject
-    orgs = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
-    names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    line = json.dumps(
-        {
-            "serial": format(cert.serial_number, "x"),
-            "party": str(orgs[0].value) if orgs else "",
-            "name": str(names[0].value) if names else "",
-            "not_after": cert.not_valid_after_utc.timestamp(),
-            "how": how,
-        },
-        sort_keys=True,
-    )
-    fd = os.open(ca_dir / ISSUED, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 def issued(ca_dir: Path) -> list[Issued]:
@@ -94,8 +72,6 @@ def issued(ca_dir: Path) -> list[Issued]:
 
 
 def _ca(ca_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    from commonsky.pki import load_ca
-
     return load_ca(ca_dir)
 
 

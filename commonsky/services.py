@@ -46,10 +46,14 @@ class Services:
             hub.directory.open(data_dir / "directory.json")  # before the hotline rebuilds
         recorder = LedgerRecorder.open(data_dir) if data_dir is not None else None
         if recorder is not None:
+            # The store commits first, its journal holding what the ledger commits next:
+            # after a crash between the two, the ledger is completed from the journal.
+            recorder.recover(hub.store)
             hub.on_durable.append(recorder.record)
             hub.transactions.append(recorder.ledger.transaction)
-            # The ledger commits before the store: after a crash between the two, the
-            # numbers it recorded must not go to other items.
+            hub.journals.append(lambda: recorder.journal(hub.store))
+            # (A data folder written when the ledger committed first may hold numbers the
+            # ledger recorded and the store lost: they must not go to other items.)
             hub.store.reserve(recorder.last_store_seq())
         hotline = HotlineDesk(hub, recorder)
         _rebuild(hub, "hotline", hotline.rebuild)
@@ -89,7 +93,7 @@ class Services:
         latest = latest or self.recorder.ledger.latest_checkpoint()
         if latest is None:
             return 0
-        every = self.hub.settings.get_float("timeout_checkpoint_s")
+        every = self.hub.settings.timeout_checkpoint_s
         age = time.time() - latest.time_us / 1e6
         return max(0, math.ceil(every - age)) if 0 <= age < every else 0
 

@@ -1,283 +1,473 @@
-"""The one settings table.
+"""The one settings table: the `Settings` struct.
 
-Every tunable lives in SETTINGS: its default, its type and why it exists. The same table
-feeds the `[server]` section of the config file, `commonsky serve` flags
-(`--limit-message-bytes`), environment variables (`COMMONSKY_LIMIT_MESSAGE_BYTES`) and the
-settings section of the README (a test checks they agree). Prefixes say what a setting is:
-`limit_*` bounds memory or work, `timeout_*` bounds time, `tls_*` is about certificates.
+Every tunable is a field of `Settings`: its type (with its bounds), its default and why it
+exists (the field's description). The same struct is the typed object the hub reads
+(`settings.limit_queue_tracks` is an `int` to mypy), the `[server]` section of the config
+file, the `commonsky serve` flags (`--limit-message-bytes`, generated into `--help`), the
+environment variables (`COMMONSKY_LIMIT_MESSAGE_BYTES`) and the settings section of the
+README (a test checks they agree). Values are checked by msgspec against the field's type,
+one source at a time, so an error names where the bad value came from. Prefixes say what a
+setting is: `limit_*` bounds memory or work, `timeout_*` bounds time, `tls_*` is about
+certificates.
 """
 
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
 
 from commonsky.errors import UsageError
 
 
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Resolved values: defaults < config file < environment < command-line flags."""
+
+    data_dir: Annotated[
+        str,
+        Meta(
+            description=(
+                "Folder for the SQLite database, ledger and keys (relative to the config "
+                "file; one hub at a time)."
+            ),
+        ),
+    ] = "var/hub"
+    store_url: Annotated[
+        str,
+        Meta(
+            description=(
+                "Where durable items are kept: empty for SQLite in data_dir, or a "
+                "postgresql:// URL (one hub per database; the ledger and keys stay in "
+                "data_dir)."
+            ),
+        ),
+    ] = ""
+    http: Annotated[
+        str,
+        Meta(
+            description=("HOST:PORT of the web page, REST API, WebSocket, /metrics and /healthz."),
+        ),
+    ] = "127.0.0.1:8080"
+    limit_message_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Largest CoT event or TAK protobuf message accepted; larger ones are refused."
+            ),
+        ),
+    ] = 65536
+    limit_xml_depth: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=("Deepest element nesting accepted in a CoT event."),
+        ),
+    ] = 32
+    limit_attribute_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=("Longest attribute value accepted in CoT XML."),
+        ),
+    ] = 4096
+    limit_queue_tracks: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Live updates queued per connection in one burst; while the client's socket "
+                "pushes back (or past this many) a newer update of a pending uid replaces it "
+                "in place, and past this many pending uids the oldest uid's update is "
+                "dropped."
+            ),
+        ),
+    ] = 10000
+    limit_queue_durable: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Pending durable items per connection; past it the connection is closed as "
+                "too slow and the items are replayed when it comes back (never dropped)."
+            ),
+        ),
+    ] = 5000
+    limit_refusals_before_close: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=("Bad messages tolerated from one connection before it is closed."),
+        ),
+    ] = 20
+    limit_connections: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Open TAK and WebSocket connections accepted by the hub, all parties together."
+            ),
+        ),
+    ] = 2000
+    limit_connections_per_party: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Open connections of one party: one party's idle sockets cannot take the "
+                "whole hub-wide limit and lock the others out."
+            ),
+        ),
+    ] = 500
+    limit_handshakes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "TLS connections still in their handshake (not yet known as any party), all "
+                "together."
+            ),
+        ),
+    ] = 256
+    limit_handshakes_per_address: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=("TLS connections still in their handshake from one IP address."),
+        ),
+    ] = 16
+    limit_durable_items_per_party: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Durable items (hotline, airspace, launch…) one party may hold in the picture"
+                " at once; past it a new one is refused (reason `quota`) until some expire or"
+                " are withdrawn, so no party can fill the picture every other party is "
+                "replayed."
+            ),
+        ),
+    ] = 10000
+    timeout_idle_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "Close a TAK connection when nothing moved either way for this long: it sent "
+                "nothing (not even a ping) and nothing written to it drained (a client being "
+                "sent traffic is alive)."
+            ),
+        ),
+    ] = 120.0
+    timeout_partial_event_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "Close a connection that leaves one event unfinished for this long (slow "
+                "sender); whitespace and XML declarations between events do not count."
+            ),
+        ),
+    ] = 30.0
+    timeout_shutdown_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=("Time given to flush connections on shutdown."),
+        ),
+    ] = 5.0
+    timeout_hotline_ack_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=("Default deadline for acknowledging a hotline message before escalation."),
+        ),
+    ] = 300.0
+    tls_handshake_timeout_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=("Time allowed for a TLS handshake."),
+        ),
+    ] = 10.0
+    limit_http_body_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Largest HTTP request body (GeoJSON, reports, messages); larger ones get 413."
+            ),
+        ),
+    ] = 1_048_576
+    limit_airspace_features: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Airspace features (GeoJSON features, KML placemarks) in one API request; "
+                "more get 413. Each is screened against every stored item on the event loop "
+                "that relays."
+            ),
+        ),
+    ] = 100
+    limit_queue_federation: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Messages pending on one federation link; past it the link is dropped and "
+                "durable items resume from its cursor when it returns (live positions are "
+                "re-sent as they are)."
+            ),
+        ),
+    ] = 20_000
+    timeout_federation_health_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "How often a dialing federation link checks its peer's health (TAK's "
+                "HealthCheck); a peer not answering SERVING within it is redialed."
+            ),
+        ),
+    ] = 5.0
+    timeout_federation_retry_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "First wait before redialing a federation peer; doubles while it fails, up to"
+                " 20 times this."
+            ),
+        ),
+    ] = 1.0
+    timeout_checkpoint_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=("How often the hub signs a ledger checkpoint (and on demand)."),
+        ),
+    ] = 60.0
+    timeout_track_screen_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=("How often live tracks (latest state each) are screened for conflicts."),
+        ),
+    ] = 10.0
+    operator_token: Annotated[
+        str,
+        Meta(
+            description=(
+                "Bearer token of the hub's operator: all of /metrics (Prometheus scrapes with"
+                " it) and fresh ledger checkpoints on demand. Empty: no operator access over "
+                "HTTP (a party's own token shows only its own figures)."
+            ),
+        ),
+    ] = ""
+    generalize_grid_deg: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=("Cell size in degrees to which `generalized` disclosure snaps positions."),
+        ),
+    ] = 0.1
+    alert_status: Annotated[
+        Literal["Actual", "Exercise"],
+        Meta(
+            description=("CAP <status> of published warnings: Actual or Exercise."),
+        ),
+    ] = "Exercise"
+    tls_enroll_cert_days: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Lifetime of a client certificate issued by enrollment (TAK Server's example "
+                "uses 30 days; a device re-enrolls with a new token when it runs out)."
+            ),
+        ),
+    ] = 90
+    timeout_enroll_token_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "Default lifetime of a one-time enrollment token (`commonsky enroll --ttl` "
+                "overrides)."
+            ),
+        ),
+    ] = 86400.0
+    limit_file_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Largest file or data package accepted by the Marti API (TAK Server's "
+                "enterpriseSyncSizeLimitMB); a larger upload gets 413 and nothing is kept."
+            ),
+        ),
+    ] = 104_857_600
+    limit_files_per_party: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Files one party may keep on the hub at once; past it an upload gets 507 "
+                "until the operator removes some (files are evidence: never dropped by the "
+                "hub itself)."
+            ),
+        ),
+    ] = 2000
+    limit_file_store_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Bytes all files together may take in data_dir/files; past it an upload gets 507."
+            ),
+        ),
+    ] = 10_737_418_240
+    limit_package_entries: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Entries a data package (zip) may hold; more and it is refused as hostile."
+            ),
+        ),
+    ] = 2000
+    limit_package_unpacked_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Total uncompressed size a data package may declare, and the ratio cap "
+                "(uncompressed/compressed 200 per entry) stops zip bombs before anything is "
+                "read."
+            ),
+        ),
+    ] = 1_073_741_824
+    limit_image_pixels: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Largest image (width x height) read for evidence; a larger one is kept as a "
+                "file but not decoded (decompression bombs)."
+            ),
+        ),
+    ] = 100_000_000
+    limit_http_connections: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description=(
+                "Open connections each enroll or marti listener serves at once; past it new "
+                "ones get 503 (uvicorn's limit_concurrency)."
+            ),
+        ),
+    ] = 256
+    timeout_upload_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "An upload whose body has not arrived whole within this long is aborted; "
+                "nothing of it is kept."
+            ),
+        ),
+    ] = 300.0
+    regions_file: Annotated[
+        str,
+        Meta(
+            description=(
+                "GeoJSON file of the regions warnings are issued for (id, name, kind, country"
+                " per feature); empty for the built-in set (Japan, Korea, Ukraine)."
+            ),
+        ),
+    ] = ""
+    # TAK's HTTP side (issue 16) is in the same table: enrollment, the Marti API's files,
+    # imagery evidence (tls_enroll_cert_days … timeout_upload_s above).
+
+    @property
+    def values(self) -> dict[str, int | float | str | bool]:
+        """Every setting by name (for tables and logs; code reads the typed fields)."""
+        return {name: getattr(self, name) for name in self.__struct_fields__}
+
+    @classmethod
+    def resolve(
+        cls,
+        file_values: Mapping[str, Any] | None = None,
+        file_name: str = "config",
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Defaults, then the file's `[server]` table, then `COMMONSKY_*` variables, then
+        flags (None in `overrides` means "not given"). Raises UsageError naming the source,
+        the setting and the value."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for key, raw in (file_values or {}).items():
+            values[key] = coerce(key, raw, f"{file_name}: [server]", f"$.server.{key}")
+        for s in SETTINGS:
+            if env_name(s.name) in environ:
+                values[s.name] = coerce(s.name, environ[env_name(s.name)], env_name(s.name))
+        for key, raw in (overrides or {}).items():
+            if raw is not None:
+                values[key] = coerce(key, raw, flag_name(key))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (each checked like a file's)."""
+        checked = {k: coerce(k, v, "settings") for k, v in changes.items()}
+        return msgspec.structs.replace(self, **checked)
+
+    def get_int(self, name: str) -> int:
+        value = getattr(self, name)
+        assert isinstance(value, int)
+        return value
+
+    def get_float(self, name: str) -> float:
+        value = getattr(self, name)
+        assert isinstance(value, float | int)
+        return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
+    """One row of the table, read off a `Settings` field."""
+
     name: str
-    type: type[int] | type[float] | type[str] | type[bool]
+    type: Any  # the field's annotation without its bounds: int, float, str or a Literal
     default: int | float | str | bool
     help: str
 
+    @property
+    def type_name(self) -> str:
+        """INT, FLOAT, TEXT or the choices (`Actual|Exercise`), as `--help` shows it."""
+        if typing.get_origin(self.type) is Literal:
+            return "|".join(str(v) for v in typing.get_args(self.type))
+        return {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}[self.type]
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "data_dir",
-        str,
-        "var/hub",
-        "Folder for the SQLite database, ledger and keys (relative to the config file; "
-        "one hub at a time).",
-    ),
-    Setting(
-        "store_url",
-        str,
-        "",
-        "Where durable items are kept: empty for SQLite in data_dir, or a postgresql:// URL "
-        "(one hub per database; the ledger and keys stay in data_dir).",
-    ),
-    Setting(
-        "http",
-        str,
-        "127.0.0.1:8080",
-        "HOST:PORT of the web page, REST API, WebSocket, /metrics and /healthz.",
-    ),
-    Setting(
-        "limit_message_bytes",
-        int,
-        65536,
-        "Largest CoT event or TAK protobuf message accepted; larger ones are refused.",
-    ),
-    Setting("limit_xml_depth", int, 32, "Deepest element nesting accepted in a CoT event."),
-    Setting("limit_attribute_bytes", int, 4096, "Longest attribute value accepted in CoT XML."),
-    Setting(
-        "limit_queue_tracks",
-        int,
-        10000,
-        "Live updates queued per connection in one burst; while the client's socket pushes "
-        "back (or past this many) a newer update of a pending uid replaces it in place, and "
-        "past this many pending uids the oldest uid's update is dropped.",
-    ),
-    Setting(
-        "limit_queue_durable",
-        int,
-        5000,
-        "Pending durable items per connection; past it the connection is closed as too "
-        "slow and the items are replayed when it comes back (never dropped).",
-    ),
-    Setting(
-        "limit_refusals_before_close",
-        int,
-        20,
-        "Bad messages tolerated from one connection before it is closed.",
-    ),
-    Setting(
-        "limit_connections",
-        int,
-        2000,
-        "Open TAK and WebSocket connections accepted by the hub, all parties together.",
-    ),
-    Setting(
-        "limit_connections_per_party",
-        int,
-        500,
-        "Open connections of one party: one party's idle sockets cannot take the whole "
-        "hub-wide limit and lock the others out.",
-    ),
-    Setting(
-        "limit_handshakes",
-        int,
-        256,
-        "TLS connections still in their handshake (not yet known as any party), all together.",
-    ),
-    Setting(
-        "limit_handshakes_per_address",
-        int,
-        16,
-        "TLS connections still in their handshake from one IP address.",
-    ),
-    Setting(
-        "limit_durable_items_per_party",
-        int,
-        10000,
-        "Durable items (hotline, airspace, launch…) one party may hold in the picture at "
-        "once; past it a new one is refused (reason `quota`) until some expire or are "
-        "withdrawn, so no party can fill the picture every other party is replayed.",
-    ),
-    Setting(
-        "timeout_idle_s",
-        float,
-        120.0,
-        "Close a TAK connection when nothing moved either way for this long: it sent nothing "
-        "(not even a ping) and nothing written to it drained (a client being sent traffic "
-        "is alive).",
-    ),
-    Setting(
-        "timeout_partial_event_s",
-        float,
-        30.0,
-        "Close a connection that leaves one event unfinished for this long (slow sender); "
-        "whitespace and XML declarations between events do not count.",
-    ),
-    Setting("timeout_shutdown_s", float, 5.0, "Time given to flush connections on shutdown."),
-    Setting(
-        "timeout_hotline_ack_s",
-        float,
-        300.0,
-        "Default deadline for acknowledging a hotline message before escalation.",
-    ),
-    Setting("tls_handshake_timeout_s", float, 10.0, "Time allowed for a TLS handshake."),
-    Setting(
-        "stale_default_s",
-        float,
-        120.0,
-        "Stale time given to an item whose event carries none usable.",
-    ),
-    Setting(
-        "limit_http_body_bytes",
-        int,
-        1048576,
-        "Largest HTTP request body (GeoJSON, reports, messages); larger ones get 413.",
-    ),
-    Setting(
-        "limit_airspace_features",
-        int,
-        100,
-        "Airspace features (GeoJSON features, KML placemarks) in one API request; more get "
-        "413. Each is screened against every stored item on the event loop that relays.",
-    ),
-    Setting(
-        "limit_queue_federation",
-        int,
-        20000,
-        "Messages pending on one federation link; past it the link is dropped and durable "
-        "items resume from its cursor when it returns (live positions are re-sent as they are).",
-    ),
-    Setting(
-        "timeout_federation_health_s",
-        float,
-        5.0,
-        "How often a dialing federation link checks its peer's health (TAK's HealthCheck); "
-        "a peer not answering SERVING within it is redialed.",
-    ),
-    Setting(
-        "timeout_federation_retry_s",
-        float,
-        1.0,
-        "First wait before redialing a federation peer; doubles while it fails, up to 20 "
-        "times this.",
-    ),
-    Setting(
-        "timeout_checkpoint_s",
-        float,
-        60.0,
-        "How often the hub signs a ledger checkpoint (and on demand).",
-    ),
-    Setting(
-        "timeout_track_screen_s",
-        float,
-        10.0,
-        "How often live tracks (latest state each) are screened for conflicts.",
-    ),
-    Setting(
-        "operator_token",
-        str,
-        "",
-        "Bearer token of the hub's operator: all of /metrics (Prometheus scrapes with it) and "
-        "fresh ledger checkpoints on demand. Empty: no operator access over HTTP (a party's "
-        "own token shows only its own figures).",
-    ),
-    Setting(
-        "generalize_grid_deg",
-        float,
-        0.1,
-        "Cell size in degrees to which `generalized` disclosure snaps positions.",
-    ),
-    Setting(
-        "alert_status", str, "Exercise", "CAP <status> of published warnings: Actual or Exercise."
-    ),
-    # TAK's HTTP side (issue 16): enrollment, the Marti API's files, imagery evidence.
-    Setting(
-        "tls_enroll_cert_days",
-        int,
-        90,
-        "Lifetime of a client certificate issued by enrollment (TAK Server's example uses "
-        "30 days; a device re-enrolls with a new token when it runs out).",
-    ),
-    Setting(
-        "timeout_enroll_token_s",
-        float,
-        86400.0,
-        "Default lifetime of a one-time enrollment token (`commonsky enroll --ttl` overrides).",
-    ),
-    Setting(
-        "limit_file_bytes",
-        int,
-        104857600,
-        "Largest file or data package accepted by the Marti API (TAK Server's "
-        "enterpriseSyncSizeLimitMB); a larger upload gets 413 and nothing is kept.",
-    ),
-    Setting(
-        "limit_files_per_party",
-        int,
-        2000,
-        "Files one party may keep on the hub at once; past it an upload gets 507 until the "
-        "operator removes some (files are evidence: never dropped by the hub itself).",
-    ),
-    Setting(
-        "limit_file_store_bytes",
-        int,
-        10737418240,
-        "Bytes all files together may take in data_dir/files; past it an upload gets 507.",
-    ),
-    Setting(
-        "limit_package_entries",
-        int,
-        2000,
-        "Entries a data package (zip) may hold; more and it is refused as hostile.",
-    ),
-    Setting(
-        "limit_package_unpacked_bytes",
-        int,
-        1073741824,
-        "Total uncompressed size a data package may declare, and the ratio cap "
-        "(uncompressed/compressed 200 per entry) stops zip bombs before anything is read.",
-    ),
-    Setting(
-        "limit_image_pixels",
-        int,
-        100000000,
-        "Largest image (width x height) read for evidence; a larger one is kept as a file "
-        "but not decoded (decompression bombs).",
-    ),
-    Setting(
-        "limit_http_connections",
-        int,
-        256,
-        "Open connections each enroll or marti listener serves at once; past it new ones "
-        "get 503 (uvicorn's limit_concurrency).",
-    ),
-    Setting(
-        "timeout_upload_s",
-        float,
-        300.0,
-        "An upload whose body has not arrived whole within this long is aborted; nothing "
-        "of it is kept.",
-    ),
-    Setting(
-        "regions_file",
-        str,
-        "",
-        "GeoJSON file of the regions warnings are issued for (id, name, kind, country per "
-        "feature); empty for the built-in set (Japan, Korea, Ukraine).",
-    ),
-)
 
-_BY_NAME = {s.name: s for s in SETTINGS}
+def _table() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(Settings, include_extras=True)
+    rows = []
+    for name, default in zip(Settings.__struct_fields__, Settings.__struct_defaults__, strict=True):
+        base, *metas = typing.get_args(hints[name])
+        help_text = next(m.description for m in metas if isinstance(m, Meta) and m.description)
+        rows.append(Setting(name, base, default, help_text))
+    return tuple(rows)
+
+
+SETTINGS: tuple[Setting, ...] = _table()
+_TYPES: dict[str, Any] = typing.get_type_hints(Settings, include_extras=True)
 ENV_PREFIX = "COMMONSKY_"
 
 
@@ -289,81 +479,31 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def coerce(name: str, raw: Any, where: str) -> int | float | str | bool:
-    """Check one value against the table; `where` names its origin for the error line."""
-    setting = _BY_NAME.get(name)
-    if setting is None:
-        raise UsageError(f"{where}: unknown setting {name!r}")
-    kind = setting.type
-    if isinstance(raw, str) and kind is not str:
-        text = raw.strip().lower()
-        try:
-            if kind is bool:
-                if text not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(text)
-                raw = text in ("1", "true", "yes")
-            else:
-                raw = kind(text)
-        except ValueError:
-            raise UsageError(f"{where}: {name} = {raw!r} is not a {kind.__name__}") from None
-    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-        raw = float(raw)
-    if not isinstance(raw, kind) or (kind is not bool and isinstance(raw, bool)):
-        raise UsageError(f"{where}: {name} = {raw!r} is not a {kind.__name__}")
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and raw < 0:
-        raise UsageError(f"{where}: {name} = {raw!r} must not be negative")
-    if name == "store_url" and raw and not str(raw).startswith(("postgresql://", "postgres://")):
-        raise UsageError(f"{where}: store_url must be empty or a postgresql:// URL")
-    if name == "alert_status" and raw not in ("Actual", "Exercise"):
-        raise UsageError(f"{where}: alert_status = {raw!r} must be Actual or Exercise")
-    return raw
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Resolved values: defaults < config file < environment < command-line flags."""
-
-    values: Mapping[str, int | float | str | bool]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    @classmethod
-    def resolve(
-        cls,
-        file_values: Mapping[str, Any] | None = None,
-        file_name: str = "config",
-        overrides: Mapping[str, Any] | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> Settings:
-        environ = os.environ if environ is None else environ
-        values: dict[str, int | float | str | bool] = {s.name: s.default for s in SETTINGS}
-        for key, raw in (file_values or {}).items():
-            values[key] = coerce(key, raw, f"{file_name}: [server]")
-        for s in SETTINGS:
-            if env_name(s.name) in environ:
-                values[s.name] = coerce(s.name, environ[env_name(s.name)], env_name(s.name))
-        for key, raw in (overrides or {}).items():
-            if raw is not None:
-                values[key] = coerce(key, raw, flag_name(key))
-        return cls(values)
-
-    def get_int(self, name: str) -> int:
-        value = self.values[name]
-        assert isinstance(value, int)
-        return value
-
-    def get_float(self, name: str) -> float:
-        value = self.values[name]
-        assert isinstance(value, float | int)
-        return float(value)
+def coerce(name: str, raw: Any, where: str, at: str = "") -> Any:
+    """Check one value against its field; `where` names its origin for the error line.
+    Text (a variable, a flag) is read as the field's type; a file's value must already be
+    of it (an int is taken for a float); `at` is its path in a config document, added to
+    the error. Raises UsageError (one line)."""
+    suffix = f" ({at})" if at else ""
+    kind = _TYPES.get(name)
+    if kind is None:
+        raise UsageError(f"{where}: unknown setting {name!r}{suffix}")
+    try:
+        value = msgspec.convert(raw, kind, strict=not isinstance(raw, str))
+    except msgspec.ValidationError as exc:
+        reason = str(exc).replace("`", "")
+        base = typing.get_args(kind)[0]
+        if typing.get_origin(base) is Literal:
+            reason = f"must be {' or '.join(map(str, typing.get_args(base)))}"
+        reason = reason[:1].lower() + reason[1:]
+        raise UsageError(f"{where}: {name} = {raw!r}: {reason}{suffix}") from None
+    if name == "store_url" and value and not value.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"{where}: store_url must be empty or a postgresql:// URL{suffix}")
+    return value
 
 
 def defaults() -> Settings:
-    return Settings.resolve(environ={})
+    return Settings()
 
 
 def markdown_table() -> str:

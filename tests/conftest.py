@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import takproto
 
@@ -55,11 +58,29 @@ def base_config(
     return config_from_dict(data, "test")
 
 
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def barrier_event(uid: str, cot_type: str = "a-f-G") -> bytes:
+    """A plain CoT event, written by hand: a track (or a ping, `t-x-c-t`) for barriers."""
+    now = datetime.now(UTC)
+    return (
+        f'<event version="2.0" uid="{uid}" type="{cot_type}" time="{_stamp(now)}" '
+        f'start="{_stamp(now)}" stale="{_stamp(now + timedelta(minutes=5))}" how="m-g">'
+        '<point lat="1.0" lon="1.0" hae="0" ce="10" le="10"/><detail/></event>'
+    ).encode()
+
+
+_barriers = itertools.count()
+
+
 @dataclass
 class TakClient:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     proto: bool = False
+    party: str = ""
     buffer: bytearray = field(default_factory=bytearray)
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -159,6 +180,20 @@ class TakClient:
         """Received events other than protocol control (t-x-…)."""
         return [e for e in self.events if not str(e["type"]).startswith("t-x-")]
 
+    async def sync(self) -> None:
+        """A ping and its pong: once the pong is back, the hub has taken in everything this
+        connection sent before the ping (it reads a connection in order and answers the
+        ping after handing on what came before it)."""
+        ping = barrier_event(f"sync-{next(_barriers)}", "t-x-c-t")
+        if self.proto:  # after the negotiation only TAK protobuf is read
+            ping = bytes(takproto.xml2proto(ping, takproto.TAKProtoVer.STREAM))
+        self.send(ping)
+        seen = len(self.events)
+        # (pongs are alike: the one wanted is one that came after this ping was sent)
+        await self.wait_for(
+            lambda e: e["type"] == "t-x-c-t-r" and any(e is x for x in self.events[seen:])
+        )
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(Exception):
@@ -176,10 +211,28 @@ class RunningHub:
 
     async def connect(self, party: str, settle: float = 0.05) -> TakClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.tcp_port(party))
-        client = TakClient(reader, writer)
+        client = TakClient(reader, writer, party=party)
         self.clients.append(client)
         await asyncio.sleep(settle)
         return client
+
+    async def received_before_barrier(
+        self, observer: TakClient, *senders: TakClient
+    ) -> list[dict[str, Any]]:
+        """What `observer` received before a barrier, the exact way to show that something
+        did NOT arrive (never a wait of some fraction of a second). First each of `senders`
+        syncs (its input is all taken in, so whatever it routed to `observer` is queued
+        there); then another connection of the observer's party sends a track, which every
+        connection of a party receives and which is queued behind all that: once it is
+        in, nothing routed before it is still on the way. Returns the items before it."""
+        for sender in senders:
+            await sender.sync()
+        mate = await self.connect(observer.party, settle=0)
+        uid = f"barrier-{next(_barriers)}"
+        mate.send(barrier_event(uid))
+        event = await observer.wait_for(lambda e: e["uid"] == uid)
+        before = observer.events[: observer.events.index(event)]
+        return [e for e in before if not str(e["type"]).startswith("t-x-")]
 
     async def connect_all(self, parties: tuple[str, ...]) -> list[TakClient]:
         return [await self.connect(p) for p in parties]
@@ -219,5 +272,61 @@ def make_hub(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextMan
         agreements: list[dict[str, Any]] | None = None, **kw: Any
     ) -> contextlib.AbstractAsyncContextManager[RunningHub]:
         return running_hub(base_config(tmp_path, agreements, **kw))
+
+    return factory
+
+
+# ---- the middle level: the API through an in-process client ------------------------------
+
+
+class ApiHub:
+    """A hub with no sockets: its HTTP app driven by httpx in this process (datasette's
+    `ds_client` habit). Requests run the same handlers, policy, store and ledger as the real
+    server; only uvicorn and the TAK listeners are left out, so a test costs milliseconds."""
+
+    def __init__(self, server: HubServer) -> None:
+        from commonsky.http.app import build_app
+
+        self.server = server
+        self.hub = server.hub
+        self.app = build_app(server.services)
+        self.clients: list[httpx.AsyncClient] = []
+
+    def client(self, party: str | None = None, token: str | None = None) -> httpx.AsyncClient:
+        """A client speaking as `party` (its bearer token), as `token`, or with no token."""
+        token = token or (token_of(party) if party else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://hub", headers=headers
+        )
+        self.clients.append(client)
+        return client
+
+
+@contextlib.asynccontextmanager
+async def api_hub(
+    config: HubConfig, clock: Callable[[], float] | None = None
+) -> AsyncIterator[ApiHub]:
+    server = HubServer(config, **({"clock": clock} if clock else {}))
+    server.hub.call_soon = asyncio.get_running_loop().call_soon
+    running = ApiHub(server)
+    try:
+        yield running
+    finally:
+        for client in running.clients:
+            await client.aclose()
+        server._release()
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[ApiHub]]:
+    """`async with make_api(agreements, server={...}) as hub:` then `hub.client("USA")`."""
+
+    def factory(
+        agreements: list[dict[str, Any]] | None = None,
+        clock: Callable[[], float] | None = None,
+        **kw: Any,
+    ) -> contextlib.AbstractAsyncContextManager[ApiHub]:
+        return api_hub(base_config(tmp_path, agreements, **kw), clock)
 
     return factory

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from commonsky.config import load_config
+from commonsky.config import config_from_dict, load_config
 from commonsky.errors import UsageError
 from commonsky.model import Category, Disclosure
 
@@ -212,3 +214,75 @@ def test_paths_in_a_config_are_relative_to_its_folder(tmp_path: Path) -> None:
     tls = config.listeners[1]
     assert (tls.ca, tls.cert, tls.key) == (site / "var/ca", site / "certs/hub.pem", Path("/k.pem"))
     assert tls.where == f"{site / 'hub.toml'}: [[listener]] #2"
+
+
+TWO = {
+    "party": [{"id": "USA"}, {"id": "JPN"}],
+    "agreement": [
+        {"name": "a", "from": "USA", "to": ["JPN"], "categories": ["track"]},
+        {"name": "b", "from": "USA", "to": ["JPN"], "categories": ["track"]},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("table", "index", "change", "says"),
+    [
+        (
+            "agreement",
+            1,
+            {"to": ["XXX"]},
+            "to contains 'XXX', not a declared [[party]] ($.agreement[1].to[0])",
+        ),
+        (
+            "agreement",
+            0,
+            {"to": ["JPN", 3]},
+            "#1 'a': to[1] = 3: expected str, got int ($.agreement[0].to[1])",
+        ),
+        (
+            "agreement",
+            1,
+            {"disclosure": "all"},
+            "disclosure = 'all': use full, generalized, conflicts-only ($.agreement[1].disclosure)",
+        ),
+        (
+            "agreement",
+            0,
+            {"area": [[1, 2], [3]]},
+            "area[1] = [3]: expected array of length 2, got 1 ($.agreement[0].area[1])",
+        ),
+        ("agreement", 0, {"rpz_m": -1}, "rpz_m = -1: expected float > 0.0 ($.agreement[0].rpz_m)"),
+        ("agreement", 0, {"valid_from": "soon"}, "valid_from = 'soon': invalid RFC3339"),
+        ("agreement", 0, {"colour": "red"}, "unknown key 'colour' ($.agreement[0])"),
+        (
+            "party",
+            1,
+            {"country": "jp"},
+            "[[party]] #2: country = 'jp' must be two capital letters ($.party[1].country)",
+        ),
+        (
+            "party",
+            0,
+            {"token": 12345678901234567},
+            "token = 12345678901234567: expected str, got int ($.party[0].token)",
+        ),
+    ],
+)
+def test_errors_carry_the_path_of_the_bad_value(
+    table: str, index: int, change: dict[str, object], says: str
+) -> None:
+    data = copy.deepcopy(TWO)
+    data[table][index].update(change)
+    with pytest.raises(UsageError) as info:
+        config_from_dict(data, "hub.toml")
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_missing_key_and_a_table_of_the_wrong_type_are_named() -> None:
+    data = copy.deepcopy(TWO)
+    del data["agreement"][0]["from"]
+    with pytest.raises(UsageError, match=re.escape("#1 'a': missing key 'from' ($.agreement[0])")):
+        config_from_dict(data, "hub.toml")
+    with pytest.raises(UsageError, match=re.escape("[[party]] #1 is not a table ($.party[0])")):
+        config_from_dict({"party": [5]}, "hub.toml")

@@ -16,6 +16,7 @@ from commonsky.errors import UsageError
 from commonsky.hub.datadir import release_lock
 
 
+@pytest.mark.slow
 def test_all_three_scenarios_hold_their_checks(tmp_path: Path) -> None:
     console = Console(width=160, record=True)
     summary = asyncio.run(
@@ -47,6 +48,7 @@ def test_all_three_scenarios_hold_their_checks(tmp_path: Path) -> None:
     assert set(json.loads(tokens.read_text())) >= {"USA", "RUS", "JPN", "UKR"}
 
 
+@pytest.mark.slow
 def test_a_run_shorter_than_the_scenarios_stops_early_without_failing(tmp_path: Path) -> None:
     console = Console(width=80, record=True)
     summary = asyncio.run(

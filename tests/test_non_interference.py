@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
@@ -248,6 +249,7 @@ def run(
     return delivered, swapped
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -295,6 +297,7 @@ def naming_cases(draw: st.DrawFn) -> tuple[list[Agreement], list[tuple[str, CotE
     return deals, stream + extra
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -448,6 +451,7 @@ def _notice_run(
     return [re.sub(rb"thread-[0-9a-f]{12}", b"thread-X", r) for r in received]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -5,33 +5,70 @@ pieces say which extra they need, and the map ships inside the package (a missin
 
 from __future__ import annotations
 
+import importlib
 import json
 import runpy
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from starlette.applications import Starlette
 
+from commonsky.cli import LAZY_GROUPS
 from commonsky.web import CSP, NOT_INSTALLED, WebAssets, find_assets, web_routes
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _closure(root: str) -> set[str]:
+    """Distributions `root` needs, its own dependencies' dependencies included (extras not)."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def _not_core() -> tuple[str, ...]:
+    """Every importable top-level name of this environment that no core dependency brings:
+    the dev and optional extras and all they pulled in (pytest, hypothesis, aiohttp, yarl,
+    psycopg, playwright, mypy…), and openmined-psi, installed by hand. Worked out from the
+    installed metadata, so a new dev dependency is blocked without editing this test."""
+    core = _closure("commonsky")
+    names = {
+        module
+        for module, dists in metadata.packages_distributions().items()
+        if module.isidentifier() and not any(canonicalize_name(d) in core for d in dists)
+    }
+    return tuple(sorted(names))
+
+
 #: Installed for development only, or by an extra: the product must start without them.
-NOT_CORE = (
-    "playwright",
-    "psycopg",
-    "pytest",
-    "pytak",
-    "hypothesis",
-    "websockets",
-    "xmlschema",
-    "private_set_intersection",
-    "grpc_tools",
-)
+NOT_CORE = _not_core()
+
+
+def test_the_blocked_set_holds_the_dev_extras() -> None:
+    for name in ("pytest", "hypothesis", "pytak", "websockets", "aiohttp", "playwright"):
+        assert name in NOT_CORE
+    assert "httpx" not in NOT_CORE and "msgspec" not in NOT_CORE  # core, for the demo and all
 
 
 def without(modules: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,7 +94,14 @@ def without(modules: tuple[str, ...], *args: str) -> subprocess.CompletedProcess
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["serve", "--help"], ["demo", "--help"], ["ledger", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["demo", "--help"],
+        ["ledger", "--help"],
+        ["bench", "--help"],
+    ],
 )
 def test_the_cli_needs_nothing_beyond_the_core(args: list[str]) -> None:
     # Not even httpx (a core dependency, for the demo's participants): help loads no demo.
@@ -158,3 +202,23 @@ def test_a_checkout_serves_its_sources_directly() -> None:
     assets = find_assets(packaged=ROOT / "nowhere", checkout=ROOT / "web")
     assert assets.root == ROOT / "web" and assets.missing() == []
     assert assets.vendor_file("leaflet.js") == ROOT / "web/node_modules/leaflet/dist/leaflet.js"
+
+
+def test_the_command_line_loads_a_command_group_only_when_it_runs() -> None:
+    code = (
+        "import sys\nfrom commonsky.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('numpy', 'pyproj', "
+        "'commonsky.alerts', 'commonsky.ledger', 'commonsky.deconflict'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert all(name in result.stdout for name in LAZY_GROUPS)  # listed all the same
+
+
+@pytest.mark.parametrize("name", sorted(LAZY_GROUPS))
+def test_a_lazy_group_is_listed_with_its_own_help(name: str) -> None:
+    module, attribute, help_text = LAZY_GROUPS[name]
+    assert getattr(importlib.import_module(module), attribute).info.help == help_text

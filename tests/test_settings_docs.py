@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from commonsky.errors import UsageError
-from commonsky.settings import SETTINGS, Settings, markdown_table
+from commonsky.settings import SETTINGS, Settings, env_name, flag_name, markdown_table
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -46,3 +49,51 @@ def test_bad_values_are_named(name: str, value: str) -> None:
 def test_every_setting_has_help_and_a_known_prefix_or_name() -> None:
     for setting in SETTINGS:
         assert setting.help.endswith(".")
+
+
+def test_serve_help_shows_every_setting_as_a_flag_with_its_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "commonsky", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    flat = " ".join(result.stdout.split())  # help text wraps lines
+    for setting in SETTINGS:
+        assert f"{flag_name(setting.name)} {setting.type_name}" in flat, setting.name
+        assert env_name(setting.name) in flat, setting.name
+
+
+def test_settings_are_a_typed_struct_whose_defaults_pass_their_own_checks() -> None:
+    defaults = Settings()
+    assert msgspec.convert(msgspec.to_builtins(defaults), Settings) == defaults
+    assert isinstance(defaults.limit_queue_tracks, int)
+    assert isinstance(defaults.timeout_idle_s, float)
+    assert [s.name for s in SETTINGS] == list(Settings.__struct_fields__)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        (
+            "--limit-queue-tracks",
+            "-1",
+            "--limit-queue-tracks: limit_queue_tracks = -1: expected int >= 0",
+        ),
+        ("--alert-status", "Test", "alert_status = 'Test': must be Actual or Exercise"),
+        ("--limit-queue-tracks", "many", "--limit-queue-tracks"),
+        ("--no-such-setting", "1", "--no-such-setting"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_it(tmp_path: Path, flag: str, value: str, says: str) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "hub"}"\nhttp = "127.0.0.1:0"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "commonsky", "serve", "--config", str(config), flag, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr

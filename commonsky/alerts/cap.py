@@ -15,6 +15,8 @@ from urllib.parse import quote
 import msgspec
 from lxml import etree
 
+from commonsky.errors import CommonSkyError
+
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 _C = f"{{{CAP_NS}}}"
@@ -24,8 +26,11 @@ Status = Literal["Actual", "Exercise", "System", "Test", "Draft"]
 MsgType = Literal["Alert", "Update", "Cancel", "Ack", "Error"]
 
 
-class CapInvalid(ValueError):
-    """A CAP document that fails the schema or the extra rules; str() is one line."""
+class CapInvalid(CommonSkyError, ValueError):
+    """A CAP document that fails the schema or the extra rules; str() is one line. (The hub
+    writes CAP itself: an invalid one is our bug, HTTP 500.)"""
+
+    reason = "cap_invalid"
 
 
 class CapArea(msgspec.Struct, frozen=True):

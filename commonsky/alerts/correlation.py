@@ -42,8 +42,8 @@ from commonsky.alerts.fusion import (
     fuse_samples,
     samples_of,
 )
-from commonsky.alerts.geo import FloatArray, from_local, to_local
 from commonsky.alerts.report import MAX_SPEED_MPS, LaunchReport
+from commonsky.geo import FloatArray, from_local, to_local
 
 TIME_GATE_S = 900.0
 CHI2_GATE_P = 0.999
@@ -70,7 +70,7 @@ def raw_samples(report: LaunchReport) -> FloatArray:
 @functools.lru_cache(maxsize=8192)
 def _local_of_bytes(samples: bytes, lat0: float, lon0: float) -> tuple[FloatArray, FloatArray]:
     raw = np.frombuffer(samples).reshape(-1, 8)
-    x, y = to_local(lat0, lon0, raw[:, _LAT], raw[:, _LON])
+    x, y = to_local(lon0, lat0, raw[:, _LON], raw[:, _LAT])
     x.flags.writeable = y.flags.writeable = False  # shared by every caller: read only
     return x, y
 
@@ -366,7 +366,7 @@ def _row_chi2(moments: FloatArray) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
 def _reachable(a: Sequence[LaunchReport], b: Sequence[LaunchReport]) -> float | None:
     """Too little data for the arc test: the nearest samples must be reachable from each other."""
     sa, sb = samples_of(a), samples_of(b)
-    xa, ya = to_local(sb.lat0, sb.lon0, *from_local(sa.lat0, sa.lon0, sa.x, sa.y))
+    xa, ya = to_local(sb.lon0, sb.lat0, *from_local(sa.lon0, sa.lat0, sa.x, sa.y))
     best = math.inf
     for i in range(len(sa.t)):
         d = np.sqrt((sb.x - xa[i]) ** 2 + (sb.y - ya[i]) ** 2 + (sb.z - sa.z[i]) ** 2)

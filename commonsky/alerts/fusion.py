@@ -28,8 +28,8 @@ import msgspec
 import numpy as np
 from shapely.geometry import Polygon
 
-from commonsky.alerts.geo import FloatArray, ellipse_polygon, from_local, to_local
 from commonsky.alerts.report import LaunchReport
+from commonsky.geo import FRAME_GRID_DEG, FloatArray, ellipse_polygon, from_local, to_local
 
 G = 9.80665
 CONFIDENCE = 0.95
@@ -51,7 +51,7 @@ class Ellipse(msgspec.Struct, frozen=True):
     def polygon(self, n: int = 48) -> Polygon:
         # The same estimate is drawn for the CoT body and assessed by every issuing party.
         return _cached_ellipse_polygon(
-            self.lat, self.lon, self.semi_major_m, self.semi_minor_m, self.orientation_deg, n
+            self.lon, self.lat, self.semi_major_m, self.semi_minor_m, self.orientation_deg, n
         )
 
     @property
@@ -91,7 +91,7 @@ class Trajectory(msgspec.Struct, frozen=True):
         """(lat, lon, alt_m) predicted at time t (altitude may be negative after impact)."""
         s = self._t(t)
         x0, vx, y0, vy, z0, vz = self.state
-        lat, lon = from_local(self.origin_lat, self.origin_lon, [x0 + vx * s], [y0 + vy * s])
+        lon, lat = from_local(self.origin_lon, self.origin_lat, [x0 + vx * s], [y0 + vy * s])
         return float(lat[0]), float(lon[0]), z0 + vz * s - 0.5 * G * s * s
 
     def _horizontal_sigmas_m(self, s: FloatArray) -> FloatArray:
@@ -111,7 +111,7 @@ class Trajectory(msgspec.Struct, frozen=True):
         offsets = np.linspace(0.0, total, n)
         x0, vx, y0, vy, _z0, _vz = self.state
         ss = self._t(t0) + offsets
-        lats, lons = from_local(self.origin_lat, self.origin_lon, x0 + vx * ss, y0 + vy * ss)
+        lons, lats = from_local(self.origin_lon, self.origin_lat, x0 + vx * ss, y0 + vy * ss)
         return [
             (t0 + timedelta(seconds=dt), la, lo, sig)
             for dt, la, lo, sig in zip(
@@ -166,15 +166,10 @@ def canonical(reports: Iterable[LaunchReport]) -> list[LaunchReport]:
     return [best[k][2] for k in sorted(best)]
 
 
-#: Local frames are centred on this grid (degrees), not on the data's exact mean, so the
-#: frame of a launch rarely moves as reports arrive and the correlator can keep every
-#: report's projection (a geodesic inverse per sample is the costliest step of a fusion).
-#: The centre is within ~40 km of the mean: nothing at the model's accuracy.
-FRAME_GRID_DEG = 0.5
-
-
 def frame_centre(lats: FloatArray, lons: FloatArray) -> tuple[float, float]:
-    """The local frame's origin for these samples: their mean snapped to FRAME_GRID_DEG."""
+    """The local frame's origin for these samples: their mean snapped to geo.FRAME_GRID_DEG
+    (so the frame of a launch rarely moves as reports arrive, and the correlator keeps every
+    report's projection: a geodesic inverse per sample is the costliest step of a fusion)."""
     lat = round(float(lats.mean()) / FRAME_GRID_DEG) * FRAME_GRID_DEG
     lon = round(float(lons.mean()) / FRAME_GRID_DEG) * FRAME_GRID_DEG
     return lat, lon
@@ -197,7 +192,7 @@ def samples_of(reports: Sequence[LaunchReport]) -> Samples:
         np.array([row[1] for row in rows]), np.array([row[2] for row in rows])
     )
     arr = np.array([[(row[0] - t_ref).total_seconds(), *row[1:]] for row in rows], dtype=float)
-    x, y = to_local(lat0, lon0, arr[:, 1], arr[:, 2])
+    x, y = to_local(lon0, lat0, arr[:, 2], arr[:, 1])
     return Samples(
         t_ref, lat0, lon0, arr[:, 0], x, y, arr[:, 3], arr[:, 4], arr[:, 5], arr[:, 6], arr[:, 7]
     )
@@ -303,7 +298,7 @@ def ellipse_from_cov(lat: float, lon: float, cov2: FloatArray, confidence: float
 
 
 def _fix(s: Samples, xyt: FloatArray, cov3: FloatArray) -> PointFix:
-    lat, lon = from_local(s.lat0, s.lon0, [xyt[0]], [xyt[1]])
+    lon, lat = from_local(s.lon0, s.lat0, [xyt[0]], [xyt[1]])
     return PointFix(
         s.t_ref + timedelta(seconds=float(xyt[2])),
         math.sqrt(max(float(cov3[2, 2]), 0.0)),

@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from commonsky.alerts.fusion import FusedEvent
-from commonsky.alerts.geo import corridor_pieces
 from commonsky.alerts.regions import RegionRegistry
+from commonsky.geo import corridor_pieces
 
 #: Extra corridor half-width around a predicted ballistic ground track: covers model error and
 #: debris scatter that the fit's own covariance does not (documented, not derived).
@@ -81,7 +81,7 @@ class Corridor:
             return cls([], np.array([], dtype=object))
         path = trajectory.ground_track(event.last_seen, impact.time)
         widths = [K95 * sig + TRACK_MARGIN_M for _t, _la, _lo, sig in path]
-        pieces = corridor_pieces([p[1] for p in path], [p[2] for p in path], widths)
+        pieces = corridor_pieces([p[2] for p in path], [p[1] for p in path], widths)
         return cls([p[0] for p in path], pieces)
 
 

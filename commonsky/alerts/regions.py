@@ -23,8 +23,8 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-from commonsky.alerts.geo import corridor_pieces
 from commonsky.errors import UsageError
+from commonsky.geo import corridor_pieces
 
 
 class _Polygon(msgspec.Struct, tag_field="type", tag="Polygon"):
@@ -179,7 +179,7 @@ class RegionRegistry:
         touches, sorted by first piece then id; piece i spans path[i] to path[i + 1]."""
         if not path:
             return []
-        pieces = corridor_pieces([p[1] for p in path], [p[2] for p in path], [p[3] for p in path])
+        pieces = corridor_pieces([p[2] for p in path], [p[1] for p in path], [p[3] for p in path])
         return self.reached_by(pieces)
 
     def reached_by(self, pieces: npt.NDArray[np.object_]) -> list[tuple[int, int, int]]:

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from commonsky.alerts.geo import distance_m
 from commonsky.errors import RemoteProtocolError
+from commonsky.geo import distance_m
 from commonsky.protocol.bounds import XML_IMPOSSIBLE
 
 #: No object we warn about moves faster than this (ICBM burnout ~7 km/s), in m/s.
@@ -116,7 +116,7 @@ def _check_speed(
     b: tuple[datetime, float, float, float, float, float],
 ) -> None:
     dt = (b[0] - a[0]).total_seconds()
-    horiz = distance_m(a[1], a[2], b[1], b[2])
+    horiz = distance_m(a[2], a[1], b[2], b[1])
     dist = math.hypot(horiz, b[3] - a[3])
     slack = SPEED_GATE_SIGMAS * math.hypot(
         math.hypot(a[4], b[4]) * math.sqrt(2), math.hypot(a[5], b[5])

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from commonsky.alerts.fusion import G
-from commonsky.alerts.geo import destination
 from commonsky.alerts.report import LaunchReport, Observation, PointEstimate
+from commonsky.geo import destination
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Ballistic:
 
     def at(self, s: float) -> tuple[float, float, float]:
         """(lat, lon, alt_m) `s` seconds after launch."""
-        lat, lon = destination(self.lat, self.lon, self.azimuth_deg, self.vh * s)
+        lon, lat = destination(self.lon, self.lat, self.azimuth_deg, self.vh * s)
         return lat, lon, self.vz * s - 0.5 * G * s * s
 
     @property
@@ -76,7 +76,7 @@ def radar_report(
         east, north = rng.normal(0.0, sigma_h_m, 2)
         d = math.hypot(east, north)
         if d > 0:
-            lat, lon = destination(lat, lon, math.degrees(math.atan2(east, north)), d)
+            lon, lat = destination(lon, lat, math.degrees(math.atan2(east, north)), d)
         alt += float(rng.normal(0.0, sigma_v_m))
         points.append(
             Observation(

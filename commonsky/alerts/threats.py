@@ -12,9 +12,9 @@ from typing import Literal
 
 import msgspec
 
-from commonsky.alerts.geo import destination
 from commonsky.alerts.hazard import Hazard, Threatened
 from commonsky.alerts.regions import RegionRegistry
+from commonsky.geo import destination
 
 ThreatKind = Literal["cruise-missile", "drone", "ballistic-missile", "aircraft", "unknown"]
 
@@ -64,7 +64,7 @@ def predicted_path(
     for i in range(n):
         s = total * i / (n - 1)
         dist = track.speed_mps * (elapsed + s)
-        lat, lon = destination(track.lat, track.lon, track.course_deg, dist)
+        lon, lat = destination(track.lon, track.lat, track.course_deg, dist)
         out.append((now + timedelta(seconds=s), lat, lon, 2.0 * track.sigma_m + dist * spread))
     return out
 

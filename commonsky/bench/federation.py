@@ -30,7 +30,7 @@ from typing import Any
 from commonsky.bench.fuzz import HubProcess
 from commonsky.bench.relay import free_port
 from commonsky.pki import init_ca
-from commonsky.protocol.cot import format_time
+from commonsky.times import format_time
 
 _UID = re.compile(rb'uid="USA::(b\d+-\d+|m\d+-\d+)"')
 SHARE = (

@@ -27,9 +27,10 @@ from typing import Any
 from lxml import etree
 from takproto.proto import TakMessage
 
-from commonsky.protocol.cot import format_time, parse_event, parse_time
+from commonsky.protocol.cot import parse_event, parse_time
 from commonsky.protocol.stream import encode_varint
 from commonsky.protocol.takv1 import event_to_proto
+from commonsky.times import format_time
 
 PARTIES = ("USA", "JPN", "KOR", "RUS")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)

@@ -30,7 +30,7 @@ from typing import Any
 from commonsky.bench.fuzz import HubProcess, check_data, http_request, hub_config, token
 from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.bench.relay import free_port
-from commonsky.protocol.cot import format_time
+from commonsky.times import format_time
 
 _RECEIPT = re.compile(rb'type="b-t-f-d".*?<link uid="([^"]+)" relation="p-p"/>', re.S)
 # Who may send hotline messages to whom under the fuzz agreements (see fuzz.hub_config).

@@ -1,7 +1,11 @@
 """Fan-out between hub processes behind one small protocol.
 
-The default `LocalBus` calls subscribers in the same process, synchronously, in publish
-order. A NATS JetStream bus (for several hub processes) implements the same two methods.
+Rule: an item is published once what it is part of has committed (store and ledger), never
+before — a subscriber in another process must never see what a crash could undo. The hub
+applies its own items directly (picture, outboxes, desks, inside the commit); the bus carries
+them to subscribers elsewhere. The default `LocalBus` calls subscribers in the same process,
+synchronously, in publish order (none, in a single-process hub). A NATS JetStream bus (for
+several hub processes) implements the same two methods.
 """
 
 from __future__ import annotations

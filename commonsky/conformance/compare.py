@@ -33,7 +33,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from .views import OPTIONAL, TIMES, TYPED, UNKNOWN, Instant, Node, Value, View, instant_of
+from commonsky.model import UNKNOWN
+
+from .views import OPTIONAL, TIMES, TYPED, Instant, Node, Value, View, instant_of
 
 _PROTO_CARRIES = frozenset({"type", "access", "qos", "opex", "uid", "how"})
 _API_CARRIES = frozenset({"uid", "type", "how", "access"})

@@ -86,7 +86,6 @@ TYPED: dict[str, tuple[str, dict[str, type]]] = {
 OPTIONAL: frozenset[tuple[str, str]] = frozenset({("contact", "endpoint")})
 TIMES = ("time", "start", "stale")
 POINT = ("lat", "lon", "hae", "ce", "le")
-UNKNOWN = 9999999.0  # CoT's "not known" for hae, ce and le
 _PROTO_EVENT = ("type", "access", "qos", "opex", "uid", "how")
 
 

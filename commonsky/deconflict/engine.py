@@ -26,19 +26,6 @@ import numpy as np
 import shapely
 
 from commonsky.deconflict import cpa
-from commonsky.deconflict.geometry import (
-    EARTH_R_M,
-    Circle,
-    FloatArray,
-    Frame,
-    Line,
-    Polygon,
-    Site,
-    Volume,
-    cap_of,
-    centre_lonlat,
-    frame_key,
-)
 from commonsky.deconflict.index import ALWAYS as ALWAYS
 from commonsky.deconflict.index import SPACE_BASE_M as SPACE_BASE_M
 from commonsky.deconflict.index import TIME_BASE_S as TIME_BASE_S
@@ -51,6 +38,7 @@ from commonsky.deconflict.records import ConflictChange as ConflictChange
 from commonsky.deconflict.records import ConflictKind as ConflictKind
 from commonsky.deconflict.records import ItemType as ItemType
 from commonsky.deconflict.records import Minima as Minima
+from commonsky.deconflict.records import PairRules as PairRules
 from commonsky.deconflict.records import Side as Side
 from commonsky.deconflict.records import Track as Track
 from commonsky.deconflict.records import _caps_apart as _caps_apart
@@ -58,6 +46,7 @@ from commonsky.deconflict.records import _make as _make
 from commonsky.deconflict.records import _Rec as _Rec
 from commonsky.deconflict.records import _rounded as _rounded
 from commonsky.deconflict.records import default_minima as default_minima
+from commonsky.deconflict.shapes import Circle, Line, Polygon, Site, Volume
 from commonsky.deconflict.table import SlotTable, box_overlaps
 from commonsky.deconflict.tracks import PATH_SAMPLES as PATH_SAMPLES
 from commonsky.deconflict.tracks import _path_through as _path_through
@@ -65,6 +54,7 @@ from commonsky.deconflict.tracks import _track_area as _track_area
 from commonsky.deconflict.tracks import _track_at as _track_at
 from commonsky.deconflict.tracks import _track_batch as _track_batch
 from commonsky.deconflict.tracks import _track_pair as _track_pair
+from commonsky.geo import EARTH_R_M, FloatArray, Frame, cap_of, centre_lonlat, frame_key
 
 
 class ConflictEngine:
@@ -88,6 +78,7 @@ class ConflictEngine:
         self.max_rpz_m = max_rpz_m  # index padding for tracks; minima above it are capped
         self.track_stale_s = track_stale_s
         self.line_reach_m = line_reach_m  # how deep each side of a line reaches (_line_check)
+        self.rules = PairRules(self.id_key, lookahead_s, minima, max_rpz_m, line_reach_m)
         self._recs: dict[Key, _Rec] = {}
         self._index = _Index()
         self._table = SlotTable()
@@ -188,10 +179,10 @@ class ConflictEngine:
                 batch = [o for o in others if o.item == item and o.key[0] != key[0]]
                 others = [o for o in others if o.item != item]
         for other in others:
-            for c in _check(rec, other, self, now):
+            for c in _check(rec, other, self.rules, now):
                 found[c.id] = c
         pairs = _volume_batch if item == "volume" else _track_batch
-        for c in pairs(rec, batch, self, now):
+        for c in pairs(rec, batch, self.rules, now):
             found[c.id] = c
         return self._settle(key, found)
 
@@ -227,27 +218,27 @@ class ConflictEngine:
 # -- pair checks -----------------------------------------------------------------------------
 
 
-def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Conflict]:
+def _check(x: _Rec, y: _Rec, rules: PairRules, now: float) -> Iterator[Conflict]:
     pair = {x.item, y.item}
     if "line" in pair:
         if pair != {"line"}:
             line, other = (x, y) if x.item == "line" else (y, x)
-            c = _line_check(line, other, eng, now)
+            c = _line_check(line, other, rules, now)
             if c is not None:
                 yield c
         return
     if x.key[0] == y.key[0]:
         return  # only between different parties
     if pair == {"volume"}:
-        c = _volume_pair(x, y, eng, now)
+        c = _volume_pair(x, y, rules, now)
     elif pair == {"track"}:
-        c = _track_pair(x, y, eng, now)
+        c = _track_pair(x, y, rules, now)
     elif "track" in pair and pair & {"volume", "site"}:
         trk, area = (x, y) if x.item == "track" else (y, x)
-        c = _track_area(trk, area, eng, now)
+        c = _track_area(trk, area, rules, now)
     elif pair == {"volume", "site"}:
         vol, site = (x, y) if x.item == "volume" else (y, x)
-        c = _strike_site(vol, site, eng, now)
+        c = _strike_site(vol, site, rules, now)
     else:
         # Two parties' protected sites may overlap (a shared airfield): neither is a plan
         # that endangers the other, so there is nothing to deconflict.
@@ -256,7 +247,7 @@ def _check(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Iterator[Confli
         yield c
 
 
-def _strike_site(vol: _Rec, site: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
+def _strike_site(vol: _Rec, site: _Rec, rules: PairRules, now: float) -> Conflict | None:
     """A strike area over another party's protected site (other plans over a site are not)."""
     v, s = vol.obj, site.obj
     assert isinstance(v, Volume)
@@ -272,7 +263,7 @@ def _strike_site(vol: _Rec, site: _Rec, eng: ConflictEngine, now: float) -> Conf
     if overlap.is_empty or overlap.area <= 0.0:
         return None
     return _make(
-        eng,
+        rules,
         "volume-site",
         vol,
         site,
@@ -284,8 +275,8 @@ def _strike_site(vol: _Rec, site: _Rec, eng: ConflictEngine, now: float) -> Conf
     )
 
 
-def _volume_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
-    return next(iter(_volume_batch(x, [y], eng, now)), None)
+def _volume_pair(x: _Rec, y: _Rec, rules: PairRules, now: float) -> Conflict | None:
+    return next(iter(_volume_batch(x, [y], rules, now)), None)
 
 
 def _outline(rec: _Rec) -> FloatArray | None:
@@ -318,7 +309,7 @@ def _planar(recs: list[_Rec], frame: Frame) -> FloatArray:
     return out
 
 
-def _volume_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> list[Conflict]:
+def _volume_batch(x: _Rec, ys: list[_Rec], rules: PairRules, now: float) -> list[Conflict]:
     """Volume x against volumes ys (of other parties): the conflicts, as pair checks give."""
     if not ys:
         return []
@@ -347,7 +338,7 @@ def _volume_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> l
         hit = np.flatnonzero(shapely.area(inter) >= MIN_AREA_M2)
         geoms = frame.to_geojson_many([_areal(g) for g in inter[hit]])
         for k, geom in zip((ks[h] for h in hit.tolist()), geoms, strict=True):
-            out.append(_make(eng, "volume-volume", x, ys[k], geom, floor_m=float(floor[k]),
+            out.append(_make(rules, "volume-volume", x, ys[k], geom, floor_m=float(floor[k]),
                              ceiling_m=float(ceiling[k]), start_s=float(start[k]),
                              end_s=float(end[k])))  # fmt: skip
     return out
@@ -366,7 +357,7 @@ def line_frame(line: Line) -> Frame:
     return Frame(*centre_lonlat(line.cap()[0]))
 
 
-def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
+def _line_check(line: _Rec, other: _Rec, rules: PairRules, now: float) -> Conflict | None:
     ln = line.obj
     assert isinstance(ln, Line)
     party = other.key[0]
@@ -383,7 +374,7 @@ def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Con
     # end is on its side however short the line (the line's cap once bounded the check), and
     # a hub holding only the line draws the very same band (privdeconf).
     frame = line_frame(ln)
-    region = ln.side_region(frame, "right" if wrong == "right" else "left", eng.line_reach_m)
+    region = ln.side_region(frame, "right" if wrong == "right" else "left", rules.line_reach_m)
     if isinstance(other.obj, Volume):
         v = other.obj
         if v.end_s <= now:
@@ -392,7 +383,7 @@ def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Con
         if inter.area < MIN_AREA_M2:
             return None
         return _make(
-            eng,
+            rules,
             "line-crossing",
             line,
             other,
@@ -404,12 +395,12 @@ def _line_check(line: _Rec, other: _Rec, eng: ConflictEngine, now: float) -> Con
             entered_party=entered,
         )
     if isinstance(other.obj, Track):
-        hit = _path_through(other.obj, region, frame, eng.lookahead_s)
+        hit = _path_through(other.obj, region, frame, rules.lookahead_s)
         if hit is None:
             return None
         geom, t1, t2, lo, hi = hit
         return _make(
-            eng,
+            rules,
             "line-crossing",
             line,
             other,

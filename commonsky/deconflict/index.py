@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-from commonsky.deconflict.geometry import EARTH_R_M, FloatArray
+from commonsky.geo import EARTH_R_M, FloatArray
 
 Key = tuple[str, str]  # (party, uid)
 

@@ -7,17 +7,15 @@ import hashlib
 import hmac
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
 from commonsky.deconflict import cpa
-from commonsky.deconflict.geometry import FloatArray, Line, Site, Volume
 from commonsky.deconflict.index import Key
-
-if TYPE_CHECKING:
-    from commonsky.deconflict.engine import ConflictEngine
+from commonsky.deconflict.shapes import Line, Site, Volume
+from commonsky.geo import FloatArray
 
 ItemType = Literal["volume", "line", "site", "track"]
 ConflictKind = Literal[
@@ -83,6 +81,17 @@ def default_minima(_a: str, _b: str) -> tuple[float, float]:
     return cpa.RPZ_M, cpa.HPZ_M
 
 
+class PairRules(msgspec.Struct, frozen=True):
+    """What a pair check needs of its engine, handed down instead of the engine itself (so
+    the checks in records.py and tracks.py do not import engine.py, which imports them)."""
+
+    id_key: bytes  # conflict ids are HMACs under it (records._conflict_id)
+    lookahead_s: float  # how far ahead a track is projected
+    minima: Minima  # (party, party) -> (rpz_m, hpz_m)
+    max_rpz_m: float  # minima above it are capped (the index pads tracks by it)
+    line_reach_m: float  # how deep each side of a line reaches
+
+
 class _Rec(msgspec.Struct):
     key: Key
     item: ItemType
@@ -131,7 +140,7 @@ def _side(rec: _Rec) -> Side:
 
 
 def _make(
-    eng: ConflictEngine,
+    rules: PairRules,
     kind: ConflictKind,
     x: _Rec,
     y: _Rec,
@@ -140,7 +149,7 @@ def _make(
 ) -> Conflict:
     sx, sy = _side(x), _side(y)
     a, b = _ordered(sx, sy)
-    cid = _conflict_id(eng.id_key, kind, a, b)
+    cid = _conflict_id(rules.id_key, kind, a, b)
     at = figures.pop("at", None)  # (x's point, y's point), when the kind has them
     if at is not None and a is not sx:
         at = (at[1], at[0])

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from commonsky.deconflict.geometry import FloatArray
 from commonsky.deconflict.records import ItemType, _Rec
+from commonsky.geo import FloatArray
 
 KINDS: dict[ItemType, int] = {"volume": 0, "line": 1, "site": 2, "track": 3}
 IntArray = npt.NDArray[np.int64]

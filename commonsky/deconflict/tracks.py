@@ -4,24 +4,23 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import shapely
 
 from commonsky.deconflict import cpa
-from commonsky.deconflict.geometry import GEOD, Circle, Frame, Polygon, Site, Volume
 from commonsky.deconflict.records import (
     Conflict,
     ConflictKind,
+    PairRules,
     Track,
     _caps_apart,
     _make,
     _Rec,
 )
-
-if TYPE_CHECKING:
-    from commonsky.deconflict.engine import ConflictEngine
+from commonsky.deconflict.shapes import Circle, Polygon, Site, Volume
+from commonsky.geo import GEOD, Frame
 
 
 def _track_at(t: Track, dt: float) -> tuple[float, float]:
@@ -65,7 +64,7 @@ def _path_through(
     return frame.to_geojson(geom), t.time_s + t1, t.time_s + t2, min(a1, a2), max(a1, a2)
 
 
-def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
+def _track_area(trk: _Rec, area: _Rec, rules: PairRules, now: float) -> Conflict | None:
     t = trk.obj
     assert isinstance(t, Track)
     obj = area.obj
@@ -86,7 +85,7 @@ def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Confl
         assert isinstance(obj, Site)
         shape, floor, ceiling = obj.area(), obj.floor_m, obj.ceiling_m
         start, end, kind = -math.inf, math.inf, "track-site"
-    hit = _path_through(t, shape.planar(frame), frame, eng.lookahead_s)
+    hit = _path_through(t, shape.planar(frame), frame, rules.lookahead_s)
     if hit is None:
         return None
     geom, t1, t2, lo, hi = hit
@@ -97,7 +96,7 @@ def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Confl
     if not (lo < hi or (lo == hi and floor < lo < ceiling)) or not s <= e:
         return None
     return _make(
-        eng,
+        rules,
         kind,
         trk,
         area,
@@ -110,7 +109,7 @@ def _track_area(trk: _Rec, area: _Rec, eng: ConflictEngine, now: float) -> Confl
     )
 
 
-def _track_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> list[Conflict]:
+def _track_batch(x: _Rec, ys: list[_Rec], rules: PairRules, now: float) -> list[Conflict]:
     """Track x against tracks ys (other parties) in one vectorised CPA test.
 
     Same figures as `_track_pair` for each pair (each pair's own reference time); only the
@@ -136,20 +135,20 @@ def _track_batch(x: _Rec, ys: list[_Rec], eng: ConflictEngine, now: float) -> li
     alt = np.array([t.alt_m for t in states]) + vs * dt  # type: ignore[union-attr]
     lon, lat, _ = GEOD.fwd(lon0, lat0, trk, gs * dt)
     k = cpa.kinematics(lat, lon, alt, gs, trk, vs)
-    minima = {p: eng.minima(x.key[0], p) for p in {y.key[0] for y in ys}}
-    rpz = np.array([min(minima[y.key[0]][0], eng.max_rpz_m) for y in ys])
+    minima = {p: rules.minima(x.key[0], p) for p in {y.key[0] for y in ys}}
+    rpz = np.array([min(minima[y.key[0]][0], rules.max_rpz_m) for y in ys])
     hpz = np.array([minima[y.key[0]][1] for y in ys])
     i, j = np.arange(n), np.arange(n, 2 * n)
-    ok, _, _, _, _ = cpa.exact_pairs(k, i, j, rpz, hpz, eng.lookahead_s)
+    ok, _, _, _, _ = cpa.exact_pairs(k, i, j, rpz, hpz, rules.lookahead_s)
     out = []
     for h in np.flatnonzero(ok).tolist():
-        c = _track_pair(x, ys[h], eng, now)
+        c = _track_pair(x, ys[h], rules, now)
         if c is not None:
             out.append(c)
     return out
 
 
-def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict | None:
+def _track_pair(x: _Rec, y: _Rec, rules: PairRules, now: float) -> Conflict | None:
     tx, ty = x.obj, y.obj
     assert isinstance(tx, Track)
     assert isinstance(ty, Track)
@@ -162,10 +161,10 @@ def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict |
         )
     cols = list(zip(*states, strict=True))
     k = cpa.kinematics(*cols)
-    rpz, hpz = eng.minima(x.key[0], y.key[0])
-    rpz = min(rpz, eng.max_rpz_m)
+    rpz, hpz = rules.minima(x.key[0], y.key[0])
+    rpz = min(rpz, rules.max_rpz_m)
     i, j = np.array([0]), np.array([1])
-    ok, tcpa, dcpa, t_in, t_out = cpa.exact_pairs(k, i, j, rpz, hpz, eng.lookahead_s)
+    ok, tcpa, dcpa, t_in, t_out = cpa.exact_pairs(k, i, j, rpz, hpz, rules.lookahead_s)
     if not bool(ok[0]):
         return None
     tc = float(tcpa[0])
@@ -177,7 +176,7 @@ def _track_pair(x: _Rec, y: _Rec, eng: ConflictEngine, now: float) -> Conflict |
     zb = states[1][2] + ty.vs_mps * tc
     known = [z for z in (za, zb) if not math.isnan(z)]
     return _make(
-        eng,
+        rules,
         "track-track",
         x,
         y,

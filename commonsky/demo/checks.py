@@ -17,6 +17,7 @@ from typing import Any
 from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon
 
+from commonsky import times
 from commonsky.demo.clients import Received, SimClient
 from commonsky.demo.runner import Played, Runner, percentile
 from commonsky.demo.scenario import CheckSpec
@@ -59,8 +60,8 @@ def _time(value: Any) -> float | None:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, datetime):
-        return value.timestamp()
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        return times.epoch_of(value)
+    return times.parse_time(str(value))
 
 
 def entitled(

@@ -25,11 +25,13 @@ from typing import Any
 import httpx
 import msgspec
 
+from commonsky import times
 from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.config import HubConfig, config_from_dict
 from commonsky.demo.clients import SimClient, tls_context
 from commonsky.demo.clock import ScenarioClock
 from commonsky.demo.scenario import AirspaceSpec, HotlineSpec, PhotoSpec, Scenario, TrackSpec
+from commonsky.geo import GEOD
 from commonsky.hub.datadir import private_dir
 from commonsky.hub.server import HubServer
 from commonsky.model import CotEvent, Point
@@ -283,7 +285,7 @@ class Runner:
             from commonsky.http.api import _feature_event
 
             feature = {"type": "Feature", "geometry": geometry, "properties": props}
-            from commonsky.deconflict.geometry import parse_geojson
+            from commonsky.deconflict.formats import parse_geojson
 
             (shape,) = parse_geojson(msgspec.json.encode(feature))
             self.clients[spec.client].send(_feature_event(feature, shape, now))
@@ -386,7 +388,7 @@ class Runner:
         assert self.server is not None
         party = next(c.party for c in played.scenario.client if c.id == spec.client)
         west, south, east, north = spec.box
-        taken = datetime.fromisoformat(spec.captured.replace("Z", "+00:00")).timestamp()
+        taken = times.parse_time(spec.captured)
         spots = [
             (lon, lat)
             for track in played.scenario.track
@@ -427,16 +429,14 @@ def interpolate(
     path: list[tuple[float, float, float, float]], t: float
 ) -> tuple[float, float, float, float, float]:
     """Position at `t` along (t, lat, lon, alt) waypoints, with ground speed and course."""
-    from geographiclib.geodesic import Geodesic
-
     for (t0, la0, lo0, al0), (t1, la1, lo1, al1) in itertools.pairwise(path):
         if t0 <= t <= t1:
-            line = Geodesic.WGS84.Inverse(la0, lo0, la1, lo1)
+            azimuth, _back, length = GEOD.inv(lo0, la0, lo1, la1)
             f = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
-            at = Geodesic.WGS84.Direct(la0, lo0, line["azi1"], line["s12"] * f)
-            speed = line["s12"] / (t1 - t0) if t1 > t0 else 0.0
-            course = (at["azi2"] + 360.0) % 360.0
-            return at["lat2"], at["lon2"], al0 + (al1 - al0) * f, speed, course
+            lon, lat, back = GEOD.fwd(lo0, la0, azimuth, length * f)
+            speed = length / (t1 - t0) if t1 > t0 else 0.0
+            course = (back + 180.0 + 360.0) % 360.0  # the forward azimuth where it is now
+            return lat, lon, al0 + (al1 - al0) * f, speed, course
     _, la, lo, al = path[-1]
     return la, lo, al, 0.0, 0.0
 

@@ -137,7 +137,7 @@ class Scenario(msgspec.Struct, forbid_unknown_fields=True):
         """(west, south, east, north) in degrees around everything the scenario places:
         track paths, airspace, missiles from launch to impact — what its screenshots and
         the demo's map links are framed on."""
-        from geographiclib.geodesic import Geodesic
+        from commonsky.geo import destination
 
         points: list[tuple[float, float]] = []  # (lon, lat)
         for track in self.track:
@@ -148,14 +148,12 @@ class Scenario(msgspec.Struct, forbid_unknown_fields=True):
             if area.circle:
                 lon, lat, radius = area.circle
                 for azimuth in (0.0, 90.0, 180.0, 270.0):
-                    at = Geodesic.WGS84.Direct(lat, lon, azimuth, radius)
-                    points.append((at["lon2"], at["lat2"]))
+                    points.append(destination(lon, lat, azimuth, radius))
         for missile in self.missile:
             points.append((missile.lon, missile.lat))
-            impact = Geodesic.WGS84.Direct(
-                missile.lat, missile.lon, missile.azimuth_deg, missile.range_m
+            points.append(
+                destination(missile.lon, missile.lat, missile.azimuth_deg, missile.range_m)
             )
-            points.append((impact["lon2"], impact["lat2"]))
         if not points:
             return (-180.0, -60.0, 180.0, 75.0)
         lons, lats = [p[0] for p in points], [p[1] for p in points]

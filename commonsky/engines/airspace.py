@@ -30,11 +30,12 @@ import msgspec
 import shapely
 import shapely.errors
 import shapely.geometry
+from lxml import etree
 from shapely.geometry import shape as shapely_shape
 
 from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Side, Track
-from commonsky.deconflict.geometry import Line, Volume
 from commonsky.deconflict.notice import Notice, notice_for
+from commonsky.deconflict.shapes import Line, Volume
 from commonsky.engines.drawings import airspace_from_cot
 from commonsky.engines.hotline import HotlineDesk
 from commonsky.hub.core import Hub
@@ -76,7 +77,7 @@ class AirspaceDesk:
         # federation/private.py); None: such parties are not told here.
         self.relay: Callable[[Notice, str], None] | None = None
         self._pending_tracks: dict[tuple[str, str], CotEvent] = {}
-        self.screen_every_s = hub.settings.get_float("timeout_track_screen_s")
+        self.screen_every_s = hub.settings.timeout_track_screen_s
         self._last_screen = -math.inf
         self._round: list[tuple[tuple[str, str], CotEvent]] = []
         self._last_sent: dict[tuple[str, str], float] = {}
@@ -406,7 +407,7 @@ def stored_notice(event: CotEvent) -> Notice | None:
         if node is None or node.get("state") == "cleared" or not node.text:
             return None
         return msgspec.json.decode(node.text.encode(), type=Notice)
-    except Exception:
+    except (etree.XMLSyntaxError, msgspec.DecodeError):  # (ValidationError is a DecodeError)
         log.warning("stored notice %s cannot be read; not carried over", event.uid)
         return None
 

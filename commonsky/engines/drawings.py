@@ -33,7 +33,8 @@ from typing import Any
 
 from lxml import etree
 
-from commonsky.deconflict.geometry import GeometryError, Item, item_from
+from commonsky.deconflict.formats import item_from
+from commonsky.deconflict.shapes import GeometryError, Item
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import AIRSPACE_EXTENSION, CotEvent
 from commonsky.protocol.cot import detail_tree, stroke_events

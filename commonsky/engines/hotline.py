@@ -139,7 +139,7 @@ class HotlineDesk:
         self.recorder = recorder
         self.messages: dict[tuple[str, str], Message] = {}  # the open ones
         self.awaiting: dict[str, set[tuple[str, str]]] = {}  # callsign -> open messages
-        self.default_deadline = hub.settings.get_float("timeout_hotline_ack_s")
+        self.default_deadline = hub.settings.timeout_hotline_ack_s
         # (deadline, store seq, party, key) of open messages; (stale, seq, key) likewise.
         self._deadlines: list[tuple[float, int, str, tuple[str, str]]] = []
         self._stales: list[tuple[float, int, tuple[str, str]]] = []

@@ -2,8 +2,11 @@
 
 Rule: an item is appended (with its audience: the originator plus every party it is
 routed to) before any recipient gets it, in the same turn of the event loop as its store
-write. Entries use integers only (microseconds, 1e-7 degrees, millimetres), as the
-ledger's canonical JSON demands.
+write. The store and the ledger are two commits (the ledger is a file of its own, and the
+store may be PostgreSQL): the store commits first, carrying in its journal the entries the
+ledger commits next, so a crash between the two loses no entry — `recover` appends them at
+the next start, byte for byte. Entries use integers only (microseconds, 1e-7 degrees,
+millimetres), as the ledger's canonical JSON demands.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from commonsky.ledger.entry import EntryFields, Signature
 from commonsky.ledger.log import Ledger
 from commonsky.model import HUB, Disclosure, Item
+from commonsky.store.base import Store
 
 log = logging.getLogger("commonsky.ledger")
 
@@ -131,6 +135,35 @@ class LedgerRecorder:
         )
         batch = [fields] if statement is None else [fields, _statement_fields(fields, statement)]
         return self.ledger.append_many(batch)[0][0]
+
+    def journal(self, store: Store) -> None:
+        """Copy the entries the ledger is about to commit into the store's commit (called
+        inside the hub's transaction, just before the store commits)."""
+        leaves = self.ledger.uncommitted()
+        if leaves:
+            store.put_journal(leaves)
+
+    def recover(self, store: Store) -> int:
+        """Append the store's journalled entries the ledger lacks (a crash fell between the
+        two commits); how many were appended."""
+        journal = store.journal()
+        appended = self.ledger.recover(journal)
+        if appended is None:
+            log.warning(
+                "ledger: the store's journal (entries %d to %d) does not continue this ledger "
+                "(size %d); not applied",
+                journal[0][0],
+                journal[-1][0],
+                self.ledger.size,
+            )
+            return 0
+        if appended:
+            log.warning(
+                "ledger: %d entries committed with the store but not the ledger (the hub "
+                "stopped between the two) appended from the store's journal",
+                appended,
+            )
+        return appended
 
     def close(self) -> None:
         self.ledger.close()

@@ -27,12 +27,18 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from commonsky.errors import CommonSkyError
+
 THUMBNAIL_PX = 160  # small enough to ride in the marker (about 4 KiB of JPEG)
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 
 
-class NotEvidence(Exception):
-    """An image that cannot be read as evidence (the reason is the message)."""
+class NotEvidence(CommonSkyError):
+    """An image that cannot be read as evidence (the reason is the message): the sender's
+    file, HTTP 400."""
+
+    http_status = 400
+    reason = "not_evidence"
 
 
 @dataclass

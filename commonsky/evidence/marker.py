@@ -23,7 +23,7 @@ import math
 
 from lxml import etree
 
-from commonsky.model import CotEvent, Point
+from commonsky.model import UNKNOWN, CotEvent, Point
 
 FOOTPRINT = "csky_footprint"
 EVIDENCE = "csky_evidence"
@@ -78,7 +78,7 @@ def marker_event(
         start=now,
         stale=now + STALE_S,
         how="h-e",
-        point=Point(lat=lat, lon=lon, hae=9999999.0, ce=9999999.0, le=9999999.0),
+        point=Point(lat=lat, lon=lon, hae=UNKNOWN, ce=UNKNOWN, le=UNKNOWN),
         detail=b"".join(parts).decode(),
         callsign=title[:80] or "Photo",
     )

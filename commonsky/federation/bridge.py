@@ -662,7 +662,7 @@ def build(
         hub_id,
         own,
         identity,
-        config.settings.get_int("limit_queue_federation"),
+        config.settings.limit_queue_federation,
     )
     hub.metrics.registry.register(federation.collector())
     if airspace is not None and any(f.deconflict is not None for f in config.federates):

@@ -43,13 +43,13 @@ from commonsky.protocol.cot import (
     XmlLimits,
     check_uid,
     detail_tree,
-    format_time,
     number,
     parse_event,
     quote,
     quote_text,
 )
 from commonsky.protocol.refs import link_target
+from commonsky.times import format_time
 
 from . import federation_pb2 as pb
 

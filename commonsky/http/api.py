@@ -15,7 +15,7 @@ import hmac
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -24,20 +24,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from commonsky.deconflict.geometry import (
-    GeometryError,
-    TooManyFeatures,
-    parse_geojson,
-    parse_kml,
-)
+from commonsky.deconflict.formats import parse_geojson, parse_kml
 from commonsky.engines.drawings import geojson_to_cot_detail
 from commonsky.engines.geochat import chat_event
 from commonsky.engines.warnings import report_event, report_from_raw
-from commonsky.errors import RemoteProtocolError, StoreUnavailable
+from commonsky.errors import CommonSkyError, Refused
+from commonsky.http.schemas import Ack, BodyError, HotlineSend, decode_body
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
-from commonsky.ledger.log import Receipt
-from commonsky.model import Category, CotEvent, Point
+from commonsky.ledger.entry import EntryError
+from commonsky.ledger.log import LedgerError, Receipt
+from commonsky.model import Category, CotEvent, Disclosure, Item, Point
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event, check_text
 from commonsky.protocol.cot import (
@@ -51,6 +48,7 @@ from commonsky.protocol.cot import (
 from commonsky.services import Services
 
 log = logging.getLogger("commonsky.api")
+T = TypeVar("T")
 
 
 class JSONResponse(_StarletteJSON):
@@ -61,11 +59,9 @@ class JSONResponse(_StarletteJSON):
         return msgspec.json.encode(content)
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+class ApiError(Refused):
+    """An API request refused with its status (see errors.Refused); the text is the
+    `{"error": …}` the client gets."""
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -122,6 +118,14 @@ def decode_json(data: bytes) -> Any:
         raise ApiError(400, "not JSON we read: nested too deeply") from None
 
 
+def typed_body(data: bytes, kind: type[T]) -> T:
+    """A JSON request body as its Struct (http/schemas.py), or ApiError 400 with the path."""
+    try:
+        return decode_body(data, kind)
+    except BodyError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 HOTLINE_PAGE_MAX = 500  # messages per history page
 
 
@@ -141,15 +145,16 @@ def json_error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
 
 
-def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
+def build_api(services: Services) -> list[BaseRoute]:
+    """The API's routes (the OpenAPI document describing them is http/schemas.py's)."""
     hub = services.hub
-    limit = hub.settings.get_int("limit_http_body_bytes")
+    limit = hub.settings.limit_http_body_bytes
     s = hub.settings
-    max_features = s.get_int("limit_airspace_features")
+    max_features = s.limit_airspace_features
     xml_limits = XmlLimits(
-        s.get_int("limit_message_bytes"),
-        s.get_int("limit_xml_depth"),
-        s.get_int("limit_attribute_bytes"),
+        s.limit_message_bytes,
+        s.limit_xml_depth,
+        s.limit_attribute_bytes,
     )
 
     def party_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -157,15 +162,15 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             try:
                 party = authenticate(services, _token(request))
                 return await handler(request, party)
-            except ApiError as exc:
-                return json_error(exc.status, exc.reason)
-            except RemoteProtocolError as exc:
-                hub.metrics.refuse(exc.reason)
-                return json_error(400, str(exc))
-            except StoreUnavailable as exc:
-                log.error("%s: %s; refused with 503", request.url.path, exc)
-                return json_error(503, f"not stored, try again: {exc}")
-            except Exception:  # our bug: logged with its traceback, answered as JSON
+            except Exception as exc:
+                if isinstance(exc, CommonSkyError) and exc.http_status != 500:
+                    # The error says how it is answered (errors.py), whoever raised it.
+                    if exc.counted:
+                        hub.metrics.refuse(exc.reason)
+                    if exc.http_status > 500:
+                        log.error("%s: %s; answered %d", request.url.path, exc, exc.http_status)
+                    return json_error(exc.http_status, exc.public())
+                # Our bug: logged with its traceback, answered as JSON.
                 hub.metrics.internal_error("api")
                 log.exception("%s %s failed", request.method, request.url.path)
                 return json_error(500, "internal error (logged)")
@@ -184,9 +189,14 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
         item = hub.accept(party, "api", event)
-        if item.category is Category.HOTLINE and not hub.route(item, hub.clock()):
+        if item.category is Category.HOTLINE and not routes_of(item):
             raise ApiError(403, "no agreement in force lets this message reach anyone")
         return {"uid": item.uid, "category": item.category.value, "seq": item.seq}
+
+    def routes_of(item: Item) -> dict[str, Disclosure]:
+        """The routes the hub worked out when it delivered `item` (kept with it)."""
+        held = hub.durable.get(item.key)
+        return hub.cached_route(held, hub.clock()) if held else hub.route(item, hub.clock())
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -258,18 +268,14 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
 
     async def post_airspace(request: Request, party: str) -> Response:
         data = await read_body(request, limit)
-        try:
-            if data.lstrip()[:1] == b"<":  # KML (parsed with DTDs and entities refused)
-                shapes = parse_kml(data, max_features)
-                features: list[Any] = [{"properties": {}} for _ in shapes]
-            else:
-                doc = decode_json(data)
-                shapes = parse_geojson(doc, max_features)
-                features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
-        except TooManyFeatures as exc:
-            raise ApiError(413, str(exc)) from None
-        except GeometryError as exc:
-            raise ApiError(400, str(exc)) from None
+        # A GeometryError is answered by its own hints (400; 413 for TooManyFeatures).
+        if data.lstrip()[:1] == b"<":  # KML (parsed with DTDs and entities refused)
+            shapes = parse_kml(data, max_features)
+            features: list[Any] = [{"properties": {}} for _ in shapes]
+        else:
+            doc = decode_json(data)
+            shapes = parse_geojson(doc, max_features)
+            features = doc["features"] if doc.get("type") == "FeatureCollection" else [doc]
         # Every feature is checked before any is stored. The work is bounded per request
         # (limit_airspace_features), and relaying goes on between features: each is screened
         # against every other party's items, and each conflict it raises is a stored,
@@ -295,25 +301,17 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         return JSONResponse(accept(party, event), status_code=201)
 
     async def post_hotline(request: Request, party: str) -> Response:
-        raw = await body_json(request)
-        if (
-            not isinstance(raw, dict)
-            or not isinstance(raw.get("to"), str)
-            or not isinstance(raw.get("text"), str)
-            or not raw["text"].strip()
-        ):
-            raise ApiError(400, 'expected {"to": PARTY, "text": TEXT}')
-        to, text = raw["to"], raw["text"]
+        body = typed_body(await read_body(request, limit), HotlineSend)
+        to, text = body.to, body.text
+        if not text.strip():
+            raise ApiError(400, "$.text: must not be blank")
         if to not in hub.policy.parties:
             raise ApiError(400, f"to: unknown party {to[:80]!r}")
-        uid = raw.get("uid") or f"GeoChat.api.{uuid.uuid4().hex[:12]}"
-        if not isinstance(uid, str):
-            raise ApiError(400, "uid: expected a string")
+        uid = body.uid or f"GeoChat.api.{uuid.uuid4().hex[:12]}"
         check_uid(uid)  # the CoT uid rule, as for a GeoChat sent over TAK
         check_text(text, "text")
-        statement = services.check_signature(
-            party, {"to": to, "text": text, "uid": uid}, raw.get("signature")
-        )
+        signature = msgspec.to_builtins(body.signature) if body.signature else None
+        statement = services.check_signature(party, {"to": to, "text": text, "uid": uid}, signature)
         event = as_tak(chat_event(uid, text, hub.clock(), [to], sender=party))
         if not hub.policy.delivers(party, to, Category.HOTLINE, event.point, hub.clock()):
             raise ApiError(403, f"no hotline agreement in force from {party} to {to}")
@@ -327,13 +325,13 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
 
     async def post_ack(request: Request, party: str) -> Response:
         message_id = request.path_params["message_id"]
-        raw = await body_json(request) if int(request.headers.get("content-length") or 0) else {}
+        data = await read_body(request, limit)
+        body = typed_body(data, Ack) if data.strip() else Ack()
         message = services.hotline.resolve(party, message_id)
         if message is None:  # not there, or not for this party: one answer for both
             raise ApiError(404, "no such message for this party")
-        statement = services.check_signature(
-            party, {"ack": message_id}, raw.get("signature") if isinstance(raw, dict) else None
-        )
+        signature = msgspec.to_builtins(body.signature) if body.signature else None
+        statement = services.check_signature(party, {"ack": message_id}, signature)
         acked = services.hotline.acknowledge(
             party, message_id, hub.clock(), via="api", statement=statement
         )
@@ -370,7 +368,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
                 return JSONResponse(ledger.checkpoint().to_json())
             return JSONResponse(services.party_checkpoint().to_json())
         except ApiError as exc:
-            return json_error(exc.status, exc.reason)
+            return json_error(exc.status, exc.public())
 
     async def ledger_receipt(request: Request, party: str) -> Response:
         if services.recorder is None:
@@ -382,7 +380,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         try:
             seq = int(raw)
             entry = ledger.entry(seq) if 0 <= seq < ledger.size else None
-        except (ValueError, LookupError, Exception):
+        except (ValueError, LedgerError, EntryError):  # (not a number; not there; unreadable)
             raise missing from None
         if entry is None or not entry.visible_to(party):
             raise missing
@@ -411,9 +409,7 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
             await ws.close(code=1013, reason=refused)  # "try again later"
             return
         await ws.accept()
-        outbox = Outbox(
-            hub.settings.get_int("limit_queue_tracks"), hub.settings.get_int("limit_queue_durable")
-        )
+        outbox = Outbox(hub.settings.limit_queue_tracks, hub.settings.limit_queue_durable)
         closed: list[str] = []
 
         def close(reason: str) -> None:
@@ -509,14 +505,14 @@ def build_api(services: Services) -> tuple[list[BaseRoute], dict[str, Any]]:
         Route("/api/ledger/receipts/{seq}", party_route(ledger_receipt)),
         WebSocketRoute("/api/ws", websocket),
     ]
-    return routes, openapi_paths()
+    return routes
 
 
 def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
     """A GeoJSON airspace feature as the TAK drawing clients will see."""
-    from commonsky.deconflict.geometry import Circle, Corridor, Line, Site, Volume
-    from commonsky.deconflict.geometry import Point as GPoint
-    from commonsky.deconflict.geometry import Polygon as GPolygon
+    from commonsky.deconflict.shapes import Circle, Corridor, Line, Site, Volume
+    from commonsky.deconflict.shapes import Point as GPoint
+    from commonsky.deconflict.shapes import Polygon as GPolygon
 
     props = dict(feature.get("properties") or {}) if isinstance(feature, dict) else {}
     uid = str(props.pop("uid", "") or f"airspace-{uuid.uuid4().hex[:12]}")
@@ -610,71 +606,3 @@ def roster(policy: Policy, party: str, now: float) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def openapi_paths() -> dict[str, Any]:
-    def op(summary: str, method: str = "get", body: str | None = None) -> dict[str, Any]:
-        spec: dict[str, Any] = {
-            "summary": summary,
-            "security": [{"bearer": []}],
-            "responses": {
-                "200": {"description": "OK"},
-                "400": {"description": "bad input"},
-                "401": {"description": "no or wrong token"},
-                "403": {"description": "forbidden by the agreements"},
-                "413": {"description": "body too large"},
-            },
-        }
-        if body:
-            spec["requestBody"] = {"content": {body: {"schema": {"type": "object"}}}}
-        return {method: spec}
-
-    return {
-        "/api/me": op("The party this token speaks for, and the hub's clock."),
-        "/api/parties": op(
-            "Parties this party has agreements with: id, name, country, and whether a "
-            "hotline message would reach them now."
-        ),
-        "/api/items": op(
-            "Items the party may see now (?category=&bbox=minlon,minlat,maxlon,maxlat)."
-        ),
-        "/api/cot": op("Submit one CoT event as this party.", "post", "application/xml"),
-        "/api/airspace": op(
-            "Submit GeoJSON volumes, lines and sites.", "post", "application/geo+json"
-        ),
-        "/api/launch": op("Submit a launch report.", "post", "application/json"),
-        "/api/launch/events": op("Launch events fused from the reports this party may see."),
-        "/api/conflicts": op("Current conflict notices for this party."),
-        "/api/hotline": op(
-            "Hotline history, a page of the newest messages oldest first (?with=PARTY"
-            "&limit=1..500, default 100&before=SEQ); the X-Next-Before header is the "
-            "cursor of the next older page."
-        ),
-        "/api/hotline/send": op(
-            "Send a hotline message {to, text, uid?, signature?}.", "post", "application/json"
-        ),
-        "/api/hotline/{message_id}/ack": op(
-            "Acknowledge a hotline message.", "post", "application/json"
-        ),
-        "/api/ledger/checkpoint": op(
-            "The latest signed ledger checkpoint (signed afresh at most once per "
-            "timeout_checkpoint_s; with the operator token, always fresh)."
-        ),
-        "/api/ledger/receipts/{seq}": op(
-            "An entry of this party's audience with its inclusion proof (404 for an entry "
-            "outside it or not there alike; 409 with Retry-After before a checkpoint covers it)."
-        ),
-        "/api/ws": op("WebSocket (?token=): JSON arrays of items as they are delivered."),
-        "/cap/feed.atom": {
-            "get": {
-                "summary": "Atom feed of public warnings.",
-                "responses": {"200": {"description": "Atom"}},
-            }
-        },
-        "/cap/alerts/{id}.xml": {
-            "get": {
-                "summary": "One CAP 1.2 alert.",
-                "responses": {"200": {"description": "CAP 1.2"}},
-            }
-        },
-    }

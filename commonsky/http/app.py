@@ -1,12 +1,11 @@
 """The hub's HTTP face (Starlette under uvicorn): health, metrics, OpenAPI.
 
-Routes are declared once in ROUTES; the OpenAPI document is built from the same table so
-the two cannot drift apart. Feature packages add their routes through `extra_routes`.
+The OpenAPI document is written from the request and answer Structs of http/schemas.py
+(its ENDPOINTS; a test checks every route is there). Feature packages add their routes
+through `extra_routes`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,12 +19,12 @@ from commonsky.services import Services
 
 def build_app(services: Services) -> Starlette:
     from commonsky.http.api import build_api
-
-    hub: Hub = services.hub
+    from commonsky.http.schemas import openapi_paths
     from commonsky.web import web_routes
 
-    extra_routes, extra_paths = build_api(services)
-    extra_routes = [*extra_routes, *web_routes(services)]
+    hub: Hub = services.hub
+    extra_routes = [*build_api(services), *web_routes(services)]
+    paths, components = openapi_paths()
 
     async def healthz(request: Request) -> Response:
         # Anyone may ask, so it says nothing about who uses the hub (the roster is behind a
@@ -40,40 +39,18 @@ def build_app(services: Services) -> Starlette:
         try:
             who = caller(services, bearer_token(request))
         except ApiError as exc:
-            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+            return JSONResponse({"error": exc.public()}, status_code=exc.status)
         text = hub.metrics.render() if who is None else hub.metrics.render_for(who)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    paths: dict[str, Any] = {
-        "/healthz": {
-            "get": {
-                "summary": "Liveness: 200 while the hub serves (no token; says nothing else).",
-                "responses": {"200": {"description": "serving"}},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics: all with the operator token, a party's own "
-                "series with its token.",
-                "security": [{"bearer": []}],
-                "responses": {
-                    "200": {"description": "text exposition format"},
-                    "401": {"description": "no or wrong token"},
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document.",
-                "responses": {"200": {"description": "OpenAPI 3.1"}},
-            }
-        },
-    }
-    paths.update(extra_paths or {})
     document = {
         "openapi": "3.1.0",
         "info": {"title": "CommonSky hub", "version": __version__},
         "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
     async def openapi(request: Request) -> Response:

@@ -26,7 +26,7 @@ import msgspec
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import AlreadyRecorded, RemoteProtocolError
+from commonsky.errors import AlreadyRecorded, RemoteProtocolError, StoreUnavailable
 from commonsky.metrics import Metrics
 from commonsky.model import (
     DURABLE,
@@ -82,7 +82,6 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.bus = bus or LocalBus()
-        self.bus.subscribe(self._deliver)
         self.connections: dict[str, set[Connection]] = defaultdict(set)
         self.live: dict[tuple[str, str], Rendered] = {}
         self.durable: dict[tuple[str, str], Rendered] = {}
@@ -101,10 +100,14 @@ class Hub:
         # RemoteProtocolError (e.g. an airspace drawing with a self-intersecting outline).
         self.validators: dict[Category, Callable[[str, CotEvent], None]] = {}
         self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
-        # Other writers whose commits join the store's (see `submit`).
+        # Other writers whose commits join the store's, committing after it (see
+        # `transaction`), and what copies their pending writes into the store's commit.
         self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
+        self.journals: list[Callable[[], None]] = []
+        # Items applied inside the open transaction, published on the bus once it commits.
+        self._unpublished: list[Item] = []
         self._tx_depth = 0
-        self._grid = settings.get_float("generalize_grid_deg")
+        self._grid = settings.generalize_grid_deg
         self.naming = Naming(
             self.parties,
             secret,
@@ -291,7 +294,7 @@ class Hub:
         """A party may hold at most `limit_durable_items_per_party` durable items in the
         picture at once (each is replayed to every entitled connection): past it, a new one
         is refused until some expire or are withdrawn; updates of held ones still go."""
-        limit = self.settings.get_int("limit_durable_items_per_party")
+        limit = self.settings.limit_durable_items_per_party
         held = self._held[party]
         if held >= limit:
             raise RemoteProtocolError(
@@ -356,7 +359,7 @@ class Hub:
         durable = [i for i in items if i.category in DURABLE]
         if not durable:
             for item in items:
-                self.bus.publish(item)
+                self._apply(item)
             return items
         with self.transaction():
             seqs = iter(self.store.append_many(durable))
@@ -366,24 +369,53 @@ class Hub:
             for hook in self.on_durable:
                 hook(batch)
             for item in items:
-                self.bus.publish(item)
+                self._apply(item)
         return items
+
+    def _apply(self, item: Item) -> None:
+        """Apply an item in this process (the picture, its recipients' outboxes, the desks)
+        and publish it on the bus for other processes — once what it is part of commits.
+
+        Outboxes are flushed by the event loop after the current input, so nothing of the
+        item leaves the process before the commit either; what the desks write because of
+        it joins the same commit."""
+        if self._tx_depth:
+            self._unpublished.append(item)  # (before what its delivery sets off: causal order)
+            self._deliver(item)
+        else:
+            self._deliver(item)
+            self.bus.publish(item)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One commit for the store and every writer in `transactions` (the ledger)."""
+        """One unit for the store and every writer in `transactions` (the ledger): the
+        store commits first, with the `journals` of what the others commit next (so a crash
+        between the commits is repaired at the next start), then the others. Items applied
+        inside are published on the bus after the commits, in order. Blocks nest."""
         if self._tx_depth:  # inside an outer block: join it
             yield
             return
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(self.store.transaction())
-            for begin in self.transactions:
-                stack.enter_context(begin())
-            self._tx_depth += 1
-            try:
-                yield
-            finally:
-                self._tx_depth -= 1
+        try:
+            with contextlib.ExitStack() as stack:
+                for begin in self.transactions:
+                    stack.enter_context(begin())  # entered first, so left (committed) last
+                stack.enter_context(self.store.transaction())
+                for journal in self.journals:
+                    stack.callback(journal)  # run inside the store's block, before its commit
+                self._tx_depth += 1
+                try:
+                    yield
+                finally:
+                    self._tx_depth -= 1
+        except StoreUnavailable:
+            self._unpublished.clear()  # the commit did not happen: nothing to publish
+            raise
+        finally:
+            # (Left by another error, the block still committed what it wrote: the store
+            # commits on the way out, as for an item already relayed.)
+            published, self._unpublished = self._unpublished, []
+            for item in published:
+                self.bus.publish(item)
 
     def publish_from_hub(
         self, event: CotEvent, category: Category, audience: Iterable[str]
@@ -451,7 +483,7 @@ class Hub:
                 else:
                     del self.live[key]
                 self._addressed.discard(key)
-        routes = self.route(item, now)
+        routes = self.cached_route(rendered, now)  # kept with it: replays reuse it
         self._fan_out(rendered, routes, durable, transient)
         self._observe(item, routes)
 
@@ -620,11 +652,9 @@ class Hub:
         None. The hub-wide limit is shared by all parties; each party also has its own, so
         one party's idle sockets cannot lock the others out."""
         total = sum(len(group) for group in self.connections.values())
-        if total >= self.settings.get_int("limit_connections"):
+        if total >= self.settings.limit_connections:
             return "limit_connections"
-        if len(self.connections.get(party, ())) >= self.settings.get_int(
-            "limit_connections_per_party"
-        ):
+        if len(self.connections.get(party, ())) >= self.settings.limit_connections_per_party:
             return "limit_connections_per_party"
         return None
 
@@ -782,7 +812,7 @@ class Hub:
             origin=sender.id if sender else origin,
         )
         if rendered is None or item.category not in DURABLE:
-            self.bus.publish(item)  # nothing stored to withdraw
+            self._apply(item)  # nothing stored to withdraw
             return item
         # The stale version is stored and recorded (with the audience the item had) in the
         # same transaction; the delete itself is not stored.
@@ -792,7 +822,7 @@ class Hub:
             parties = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
             for hook in self.on_durable:
                 hook([(gone, parties)])
-            self.bus.publish(item)
+            self._apply(item)
         return item
 
     def _delete_audience(self, rendered: Rendered, now: float) -> dict[str, set[str]]:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from cryptography import x509
 
 from commonsky.config import ListenerConfig
-from commonsky.errors import RemoteProtocolError, StoreUnavailable, UsageError
+from commonsky.errors import CommonSkyError, UsageError
 from commonsky.pki import CA_CERT, SERVER_CERT, SERVER_KEY
 from commonsky.protocol.cot import XmlLimits
 from commonsky.protocol.liveness import Liveness
@@ -81,6 +82,24 @@ def port_problem(port: int, exc: OSError) -> str:
     return f"cannot listen ({exc.strerror})"
 
 
+def bind_http(host: str, port: int, where: str) -> socket.socket:
+    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"{where} = {host}:{port}: cannot resolve {host!r} ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _reason(exc: BaseException) -> str:
     """An operator's words for a TLS failure: OpenSSL's verify message or reason code."""
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
@@ -129,9 +148,9 @@ class TakListener:
         self.port = config.port
         s = hub.settings
         self.limits = XmlLimits(
-            s.get_int("limit_message_bytes"),
-            s.get_int("limit_xml_depth"),
-            s.get_int("limit_attribute_bytes"),
+            s.limit_message_bytes,
+            s.limit_xml_depth,
+            s.limit_attribute_bytes,
         )
         self.tasks: set[asyncio.Task[None]] = set()
         # Built now, so a certificate mistake stops the hub before anything is bound.
@@ -186,9 +205,9 @@ class TakListener:
         address = peer.rpartition(":")[0] or peer
         pending = self.hub.handshaking
         refused: str | None = None
-        if sum(pending.values()) >= settings.get_int("limit_handshakes"):
+        if sum(pending.values()) >= settings.limit_handshakes:
             refused = "limit_handshakes"
-        elif pending.get(address, 0) >= settings.get_int("limit_handshakes_per_address"):
+        elif pending.get(address, 0) >= settings.limit_handshakes_per_address:
             refused = "limit_handshakes_per_address"
         if refused is not None:
             self.hub.metrics.close(refused)
@@ -205,9 +224,7 @@ class TakListener:
             return False
         pending[address] = pending.get(address, 0) + 1
         try:
-            await writer.start_tls(
-                self.tls, ssl_handshake_timeout=settings.get_float("tls_handshake_timeout_s")
-            )
+            await writer.start_tls(self.tls, ssl_handshake_timeout=settings.tls_handshake_timeout_s)
             return True
         except (OSError, TimeoutError, EOFError) as exc:
             self.hub.metrics.refuse("tls_handshake")
@@ -344,9 +361,7 @@ class TakListener:
             party=party,
             user=user,
             listener=self.config.kind,
-            outbox=Outbox(
-                settings.get_int("limit_queue_tracks"), settings.get_int("limit_queue_durable")
-            ),
+            outbox=Outbox(settings.limit_queue_tracks, settings.limit_queue_durable),
             mode=lambda: stream.mode.value,
             close=close,
             id=f"{self.name}#{next(_ids)}",
@@ -374,8 +389,8 @@ class TakListener:
 
         liveness = Liveness.start(
             time.monotonic(),
-            settings.get_float("timeout_idle_s"),
-            settings.get_float("timeout_partial_event_s"),
+            settings.timeout_idle_s,
+            settings.timeout_partial_event_s,
         )
         conn.flush = flush
         log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
@@ -385,7 +400,7 @@ class TakListener:
         if serial is not None:
             self._serials[conn] = serial
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
-        refusal_limit = settings.get_int("limit_refusals_before_close")
+        refusal_limit = settings.limit_refusals_before_close
         try:
             while not closing:
                 now = time.monotonic()
@@ -428,14 +443,22 @@ class TakListener:
                             conn.user = event.event.uid  # a TCP client is known by its own uid
                         try:
                             hub.accept(party, conn.user, event.event, conn)
-                        except RemoteProtocolError as exc:
-                            event = MessageRefused(exc.reason, str(exc))
-                        except StoreUnavailable as exc:
-                            # Not stored, so not relayed: closing tells the client; it sends
-                            # again when it reconnects.
-                            log.error("%s %s/%s: %s; closing", self.name, party, user or peer, exc)
-                            close("store_unavailable")
-                            break
+                        except CommonSkyError as exc:
+                            # The error's hints decide (errors.py): close (a store that
+                            # cannot write: nothing was stored or relayed, and the client
+                            # sends again when it reconnects), or refuse the message.
+                            if exc.close:
+                                log.error(
+                                    "%s %s/%s: %s; closing", self.name, party, user or peer, exc
+                                )
+                                close(exc.reason)
+                                break
+                            if exc.http_status < 500:
+                                event = MessageRefused(exc.reason, exc.public())
+                            else:
+                                hub.metrics.internal_error("accept")
+                                log.exception("%s %s/%s: accepting failed", self.name, party, peer)
+                                continue
                         except Exception:
                             # Our bug, not the peer's: logged with its traceback and counted;
                             # the connection and the rest of its read go on.

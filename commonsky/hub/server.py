@@ -11,7 +11,6 @@ import contextlib
 import logging
 import resource
 import secrets
-import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from commonsky.store import Store, open_store
 from .core import Hub
 from .datadir import DataDir, private_dir, write_private
 from .heap import settle_heap
-from .listeners import TakListener, port_problem, tls_context
+from .listeners import TakListener, bind_http, tls_context
 from .quarantine import FILE_NAME as QUARANTINE_FILE
 from .quarantine import Quarantine
 
@@ -57,30 +56,12 @@ def hub_secret(data_dir: Path) -> bytes:
     return secret
 
 
-def bind_http(host: str, port: int, where: str) -> socket.socket:
-    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise UsageError(f"{where} = {host}:{port}: cannot resolve {host!r} ({exc})") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
 FD_RESERVE = 256  # HTTP clients, the stores and ledger, logs, the listening sockets
 
 
 def fd_budget(settings: Settings) -> int:
     """File descriptors the connection limits may need at once."""
-    return settings.get_int("limit_connections") + settings.get_int("limit_handshakes") + FD_RESERVE
+    return settings.limit_connections + settings.limit_handshakes + FD_RESERVE
 
 
 def ensure_fd_budget(settings: Settings) -> int:
@@ -235,7 +216,7 @@ class HubServer:
     async def _housekeeping(self) -> None:
         """Once a second: deadlines and expiries; prune and checkpoints less often."""
         settings = self.config.settings
-        checkpoint_every = settings.get_float("timeout_checkpoint_s")
+        checkpoint_every = settings.timeout_checkpoint_s
         loop = asyncio.get_running_loop()
         last_prune = last_checkpoint = loop.time()
         last_tick = loop.time()
@@ -277,7 +258,7 @@ class HubServer:
             await http.stop()  # (in-flight requests get timeout_shutdown_s to finish)
         if self.federation is not None:
             await self.federation.stop()
-        deadline = self.config.settings.get_float("timeout_shutdown_s")
+        deadline = self.config.settings.timeout_shutdown_s
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 while any(len(c.outbox) for c in self.hub.all_connections()):  # noqa: ASYNC110
@@ -315,9 +296,9 @@ async def _start_federation(federation: Federation, config: HubConfig) -> int:
         return await federation.start(
             listener.host,
             listener.port,
-            settings.get_float("timeout_federation_health_s"),
-            settings.get_float("timeout_federation_retry_s"),
-            settings.get_float("timeout_checkpoint_s"),
+            settings.timeout_federation_health_s,
+            settings.timeout_federation_retry_s,
+            settings.timeout_checkpoint_s,
         )
     except OSError as exc:
         raise UsageError(

@@ -57,6 +57,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from commonsky.errors import CommonSkyError
+
 FORMAT_VERSION = 1
 CHECKPOINT_LOG_ID = "commonsky-ledger-v1"
 NONCE_SIZE = 16
@@ -76,8 +78,12 @@ _ENTRY_KEYS = frozenset(
 _SIG_KEYS = frozenset({"key", "party", "value"})
 
 
-class EntryError(ValueError):
-    """Bytes or fields that are not a valid canonical entry; the message says which part."""
+class EntryError(CommonSkyError, ValueError):
+    """Bytes or fields that are not a valid canonical entry; the message says which part.
+    (Entries and statements come from parties and files: their fault, HTTP 400.)"""
+
+    http_status = 400
+    reason = "bad_entry"
 
 
 def _no_floats(type_name: str) -> Any:

@@ -16,13 +16,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from commonsky.errors import CommonSkyError
 from commonsky.ledger.entry import Entry, EntryError, Signature, canonical_json, check_party
 
 HUB_KEY_NAME = "hub-ed25519.pem"
 
 
-class KeyFileError(Exception):
+class KeyFileError(CommonSkyError):
     """A key file that is missing, unreadable or not an Ed25519 key; the message names it."""
+
+    reason = "key_file"
 
 
 def keys_dir(data_dir: Path) -> Path:

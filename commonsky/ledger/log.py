@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from commonsky.errors import CommonSkyError
 from commonsky.ledger import keys, merkle
 from commonsky.ledger.entry import (
     CHECKPOINT_LOG_ID,
@@ -71,8 +72,11 @@ CREATE INDEX IF NOT EXISTS ledger_checkpoint_size ON ledger_checkpoint (size);
 """
 
 
-class LedgerError(Exception):
-    """The stored ledger is inconsistent, or a request it cannot honour; the message says why."""
+class LedgerError(CommonSkyError):
+    """The stored ledger is inconsistent, or a request it cannot honour; the message says why.
+    (Ours to fix, not a peer's: HTTP 500 if one ever reaches a request.)"""
+
+    reason = "ledger"
 
 
 def now_us() -> int:
@@ -250,6 +254,8 @@ class Ledger:
         self._clock = clock
         self._lock = threading.RLock()
         self._depth = 0  # nesting of `transaction()` blocks
+        # (seq, leaf) appended inside the open block, not yet committed (see `uncommitted`).
+        self._uncommitted: list[tuple[int, bytes]] = []
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout = 10000")
         self._conn.execute("PRAGMA journal_mode = WAL")
@@ -394,6 +400,8 @@ class Ledger:
                 )
                 conn.executemany("INSERT INTO ledger_node (level, idx, hash) VALUES (?,?,?)", nodes)
                 conn.execute("RELEASE append_many" if inner else "COMMIT")
+                if inner:
+                    self._uncommitted.extend((seq, leaf) for seq, leaf, _, _ in rows)
             except BaseException:
                 if inner:
                     conn.execute("ROLLBACK TO append_many")
@@ -421,6 +429,8 @@ class Ledger:
                 yield
             finally:
                 self._depth -= 1
+                if self._depth == 0:
+                    self._uncommitted.clear()
                 if self._depth == 0 and self._conn.in_transaction:
                     try:
                         self._conn.execute("COMMIT")
@@ -428,6 +438,58 @@ class Ledger:
                         self._conn.execute("ROLLBACK")
                         self._reload()  # what the frontier counted never reached the disk
                         raise
+
+    def uncommitted(self) -> list[tuple[int, bytes]]:
+        """(seq, leaf) of the entries appended inside the open `transaction()` block: what
+        its commit will make durable. The hub copies them into its store's commit first (the
+        store's journal), so a crash between the two commits loses no entry (`recover`)."""
+        with self._lock:
+            return list(self._uncommitted)
+
+    def recover(self, leaves: Sequence[tuple[int, bytes]]) -> int | None:
+        """Append journalled entries the log lacks: those of `leaves` (in order, as from
+        `uncommitted`) past its end — exactly those bytes, so every hash is as it was when
+        they were first appended. Returns how many were appended, or None (nothing done)
+        when the journal does not continue this log: an entry it shares with the log holds
+        other bytes, or it starts past the log's end (another hub's ledger, or one made
+        afresh with --init: the data folder's binding judges those, hub/datadir.py)."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._stored_size() != self._frontier.size:
+                    self._reload()
+                frontier = self._frontier.copy()
+                rows: list[tuple[int, bytes, bytes, str]] = []
+                nodes: list[tuple[int, int, bytes]] = []
+                for seq, leaf in leaves:
+                    if seq < frontier.size:
+                        held = conn.execute(
+                            "SELECT leaf FROM ledger_entry WHERE seq = ?", (seq,)
+                        ).fetchone()
+                        if held is None or bytes(held[0]) != leaf:
+                            conn.execute("ROLLBACK")
+                            return None
+                        continue
+                    if seq != frontier.size or decode_entry(leaf).seq != seq:
+                        conn.execute("ROLLBACK")
+                        return None
+                    lh = merkle.leaf_hash(leaf)
+                    entry = decode_entry(leaf)
+                    rows.append((seq, leaf, lh, _audience_key(entry.audience)))
+                    nodes.extend(frontier.append(lh))
+                conn.executemany(
+                    "INSERT INTO ledger_entry (seq, leaf, leaf_hash, audience) VALUES (?,?,?,?)",
+                    rows,
+                )
+                conn.executemany("INSERT INTO ledger_node (level, idx, hash) VALUES (?,?,?)", nodes)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._frontier = frontier
+            return len(rows)
 
     # -- reading -------------------------------------------------------------------------
 

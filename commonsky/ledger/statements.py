@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lxml import etree
+
 from commonsky.ledger.entry import Entry
 
 
@@ -48,7 +50,7 @@ def _message_problem(signed: Any, backed: Entry) -> str | None:
         return f"signed message {signed['uid']!r} backs item {item.get('uid')!r}"
     try:
         detail = detail_tree(str(item.get("detail", "")))
-    except Exception:
+    except etree.XMLSyntaxError:
         return "the item's detail cannot be read"
     remarks = detail.find("remarks")
     text = (remarks.text or "") if remarks is not None else ""

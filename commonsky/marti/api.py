@@ -36,25 +36,25 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from commonsky import __version__
+from commonsky import __version__, errors
 from commonsky.config import ListenerConfig
 from commonsky.marti.files import is_sha256
-from commonsky.marti.http import peer_cert_der
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
+from commonsky.marti.net import peer_cert_der
 from commonsky.marti.state import MartiState
 from commonsky.marti.upload import UploadRefused, receive
-from commonsky.protocol.cot import format_time
+from commonsky.times import format_time
 
 log = logging.getLogger("commonsky.marti")
 API_VERSION = "3"  # TAK Server's Marti API version (tak.server.Constants.API_VERSION)
 TOOLS = ("public", "private")
 
 
-class _Denied(Exception):
+class _Denied(errors.Refused):
+    """A Marti request denied (errors.Refused: its status, reason label and message)."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+        super().__init__(status, message, reason)
 
 
 Handler = Callable[[Request, str, str], Awaitable[Response]]
@@ -184,9 +184,7 @@ def marti_app(state: MartiState, config: ListenerConfig) -> Starlette:
         params = request.query_params
         declared = hash_param(request, required=False)
         with state.files.temporary() as temp:
-            got = await receive(
-                request, temp, room, settings.get_float("timeout_upload_s"), allow_raw=itak
-            )
+            got = await receive(request, temp, room, settings.timeout_upload_s, allow_raw=itak)
             if declared and declared != got.sha256:
                 raise Refused(
                     400,

@@ -47,7 +47,7 @@ def enroll(
     import segno
 
     from commonsky.config import load_config
-    from commonsky.marti.http import advertised
+    from commonsky.marti.net import advertised
     from commonsky.marti.tokens import TokenStore
 
     hub = load_config(config)
@@ -57,7 +57,7 @@ def enroll(
     if listener is None:
         raise UsageError(f'{config}: no [[listener]] kind = "enroll"; devices could not enroll')
     user = user or f"{party}-{secrets.token_hex(3)}"
-    ttl_s = ttl if ttl is not None else hub.settings.get_float("timeout_enroll_token_s")
+    ttl_s = ttl if ttl is not None else hub.settings.timeout_enroll_token_s
     store = TokenStore(hub.data_dir)
     try:
         token = store.issue(party, user, ttl_s, time.time())

@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from commonsky import errors
 from commonsky.config import ListenerConfig
 from commonsky.errors import UsageError
 from commonsky.marti.state import MartiState
@@ -56,11 +57,11 @@ log = logging.getLogger("commonsky.enroll")
 CONFIG_NS = "com.bbn.marti.config"  # the namespace TAK Server's certificateConfig root uses
 
 
-class _Refused(Exception):
+class _Refused(errors.Refused):
+    """An enrollment request refused (errors.Refused: its status, reason label and message)."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+        super().__init__(status, message, reason)
 
 
 def _basic(request: Request) -> tuple[str, str]:
@@ -165,7 +166,7 @@ def enroll_app(state: MartiState, config: ListenerConfig) -> Starlette:
         now = port.clock()
         if not state.tokens.redeem(token, now):  # another request spent it meanwhile
             raise _Refused(401, Refusal.SPENT.value, "enrollment token already used")
-        days = port.settings.get_int("tls_enroll_cert_days")
+        days = port.settings.tls_enroll_cert_days
         try:
             cert = sign_csr(ca_dir, csr, token.party, token.user, days)
             ca_cert = load_ca(ca_dir)[0]

@@ -188,12 +188,12 @@ class FileStore:
 
     def room(self, party: str) -> tuple[int, str | None]:
         """Bytes the next upload of `party` may take, or (0, the setting that is full)."""
-        if self.count(party) >= self.settings.get_int("limit_files_per_party"):
+        if self.count(party) >= self.settings.limit_files_per_party:
             return 0, "limit_files_per_party"
-        left = self.settings.get_int("limit_file_store_bytes") - self.stored_bytes()
+        left = self.settings.limit_file_store_bytes - self.stored_bytes()
         if left <= 0:
             return 0, "limit_file_store_bytes"
-        return min(left, self.settings.get_int("limit_file_bytes")), None
+        return min(left, self.settings.limit_file_bytes), None
 
 
 def _row(r: tuple[object, ...]) -> StoredFile:

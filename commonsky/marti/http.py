@@ -25,6 +25,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from commonsky.config import ListenerConfig
 from commonsky.errors import UsageError
+from commonsky.marti.net import advertised as advertised
+from commonsky.marti.net import peer_cert_der as peer_cert_der
 from commonsky.settings import Settings
 
 log = logging.getLogger("commonsky.marti")
@@ -47,12 +49,6 @@ class _PeerCertH11(H11Protocol):
         self.app = with_peer
 
 
-def peer_cert_der(scope: Scope) -> bytes | None:
-    tls = (scope.get("extensions") or {}).get("tls") or {}
-    der = tls.get("client_cert_der")
-    return der if isinstance(der, bytes) else None
-
-
 class HttpListener:
     """One HTTP(S) listener of the hub: bound in `start` (a busy port is one line), stopped
     in `stop` (connections get `timeout_shutdown_s` to finish)."""
@@ -73,7 +69,7 @@ class HttpListener:
         return f"{self.config.kind}:{self.config.host}:{self.port}"
 
     async def start(self) -> None:
-        from commonsky.hub.server import bind_http
+        from commonsky.hub.listeners import bind_http
 
         sock = bind_http(self.config.host, self.config.port, f"{self.config.where} bind")
         config = uvicorn.Config(
@@ -82,7 +78,7 @@ class HttpListener:
             lifespan="off",
             access_log=False,
             log_level="warning",
-            limit_concurrency=self.settings.get_int("limit_http_connections"),
+            limit_concurrency=self.settings.limit_http_connections,
             timeout_keep_alive=30,
         )
         config.load()
@@ -107,7 +103,7 @@ class HttpListener:
         if self._server is None or self._task is None:
             return
         self._server.should_exit = True
-        deadline = self.settings.get_float("timeout_shutdown_s")
+        deadline = self.settings.timeout_shutdown_s
         try:
             await asyncio.wait_for(asyncio.shield(self._task), deadline)
         except TimeoutError:
@@ -128,19 +124,6 @@ def listener_tls(config: ListenerConfig) -> ssl.SSLContext:
     if config.kind == "enroll":
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def advertised(config: ListenerConfig, port: int) -> str:
-    """HOST:PORT clients reach a listener at: `advertise`, else its bind address (a wildcard
-    bind names the machine's host name)."""
-    if config.advertise:
-        return config.advertise
-    host = config.host
-    if host in ("0.0.0.0", "::", ""):
-        import socket
-
-        host = socket.gethostname()
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def build_http_listeners(

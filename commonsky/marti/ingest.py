@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from commonsky import errors
 from commonsky.evidence.extract import ImageFacts, NotEvidence, read_facts
 from commonsky.evidence.marker import marker_event
 from commonsky.evidence.sign import read_manifest, rfc3339
@@ -54,11 +55,11 @@ log = logging.getLogger("commonsky.marti")
 TRANSFER_STALE_S = 600.0  # a b-f-t-r is an offer: it goes stale like ATAK's own (10 s is tight)
 
 
-class Refused(Exception):
+class Refused(errors.Refused):
+    """A file the Marti API refuses (errors.Refused: its status, reason label and message)."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+        super().__init__(status, message, reason)
 
 
 @dataclass
@@ -150,7 +151,7 @@ def _check(
     trust = state.signer.ca_pem() if state.signer is not None else None
     for entry, mime, data in images:
         try:
-            facts = read_facts(data, mime, settings.get_int("limit_image_pixels"))
+            facts = read_facts(data, mime, settings.limit_image_pixels)
         except NotEvidence as exc:
             raise Refused(400, "bad_image", f"{entry}: {exc}") from None
         report = read_manifest(data, mime, trust)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from commonsky.errors import RemoteProtocolError
 from commonsky.settings import Settings
 
 MANIFEST = "MANIFEST/manifest.xml"
@@ -41,10 +42,8 @@ IMAGE_SIGNATURES = (
 )
 
 
-class PackageRefused(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class PackageRefused(RemoteProtocolError):
+    """A data package refused; `reason` is its metric label."""
 
 
 def sniff_image(head: bytes) -> str | None:
@@ -82,9 +81,9 @@ def _unsafe_name(name: str) -> str | None:
 def inspect_package(path: Path, settings: Settings) -> Package:
     """Check a zip the way the module header says; the images in it (each at most
     `limit_file_bytes`) for evidence. Raises PackageRefused naming the first problem."""
-    limit_entries = settings.get_int("limit_package_entries")
-    limit_total = settings.get_int("limit_package_unpacked_bytes")
-    limit_image = settings.get_int("limit_file_bytes")
+    limit_entries = settings.limit_package_entries
+    limit_total = settings.limit_package_unpacked_bytes
+    limit_image = settings.limit_file_bytes
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:

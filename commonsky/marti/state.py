@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 
 from commonsky.config import ListenerConfig
+from commonsky.marti.net import advertised
 from commonsky.marti.port import HubPort
 from commonsky.marti.tokens import TokenStore
 from commonsky.revocation import Revocations
@@ -17,10 +18,16 @@ from commonsky.revocation import Revocations
 if TYPE_CHECKING:
     from commonsky.evidence.sign import EvidenceSigner
     from commonsky.marti.files import FileStore
-    from commonsky.marti.http import HttpListener
     from commonsky.services import Services
 
 log = logging.getLogger("commonsky.marti")
+
+
+class Bound(Protocol):
+    """What the state reads of a listener (http.HttpListener): its config and bound port."""
+
+    config: ListenerConfig
+    port: int
 
 
 @dataclass
@@ -31,7 +38,7 @@ class MartiState:
     files: FileStore
     signer: EvidenceSigner | None
     revocations: dict[Path, Revocations] = field(default_factory=dict)
-    http: dict[str, HttpListener] = field(default_factory=dict)  # kind -> listener (links)
+    http: dict[str, Bound] = field(default_factory=dict)  # kind -> listener (links)
     stream: tuple[str, int] | None = None  # the tak-tls listener (host, port), for profiles
     _peers: dict[bytes, x509.Certificate] = field(default_factory=dict)
 
@@ -63,8 +70,6 @@ class MartiState:
 
     def base_url(self) -> str:
         """https://HOST:PORT of the marti listener, as clients reach it."""
-        from commonsky.marti.http import advertised
-
         listener = self.http["marti"]
         return f"https://{advertised(listener.config, listener.port)}"
 

@@ -23,16 +23,18 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from commonsky import errors
+
 FIELD_LIMIT = 4096  # bytes of one non-file form field
 PARTS_LIMIT = 32
 FILE_PARTS = ("assetfile", "resource")
 
 
-class UploadRefused(Exception):
+class UploadRefused(errors.Refused):
+    """An upload the Marti API refuses (errors.Refused: its status, reason label and message)."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+        super().__init__(status, message, reason)
 
 
 @dataclass

@@ -11,7 +11,7 @@
 # uniform in every direction. We do not use H3's polygon fill (it decides by cell centre, and
 # treats a polygon wider than 180° of longitude as crossing the antimeridian): a cell is ours
 # when its own outline meets our dilated region, tested in a local azimuthal-equidistant frame
-# centred on the item (geometry.Frame), so the antimeridian and the poles are ordinary places.
+# centred on the item (geo.Frame), so the antimeridian and the poles are ordinary places.
 # Cell outlines are H3's vertices joined by great-circle arcs (H3's edges are straight on the
 # icosahedron's gnomonic faces, i.e. great circles), sampled every EDGE_SAMPLE_M before
 # projection; COVER_MARGIN_M (metres) absorbs what remains (sphere vs WGS-84, a chord vs the
@@ -52,15 +52,9 @@ import numpy as np
 import shapely
 
 from commonsky.deconflict.engine import line_frame
-from commonsky.deconflict.geometry import (
-    EARTH_R_M,
-    FloatArray,
-    Frame,
-    Line,
-    Site,
-    Volume,
-    centre_lonlat,
-)
+from commonsky.deconflict.shapes import Line, Site, Volume
+from commonsky.errors import CommonSkyError
+from commonsky.geo import EARTH_R_M, FloatArray, Frame, centre_lonlat
 from commonsky.privdeconf.terms import Terms
 
 Layer = Literal["v", "s", "l"]
@@ -69,9 +63,11 @@ EDGE_SAMPLE_M = 1_000.0
 COVER_MARGIN_M = 5.0
 
 
-class CellsError(ValueError):
+class CellsError(CommonSkyError, ValueError):
     """Our own items cannot be put in cells within the agreement's cap (a local problem:
     coarsen `grid_level`, shorten the plans' horizon, or raise `max_cells`)."""
+
+    reason = "privdeconf_cells"
 
 
 class Holding(msgspec.Struct, frozen=True, kw_only=True):

@@ -36,19 +36,10 @@ import shapely
 import shapely.geometry
 
 from commonsky.deconflict.engine import line_frame
-from commonsky.deconflict.geometry import (
-    EARTH_R_M,
-    FloatArray,
-    Frame,
-    Line,
-    Site,
-    Volume,
-    cap_of,
-    centre_lonlat,
-    densify,
-)
 from commonsky.deconflict.records import MIN_AREA_M2, Conflict, ConflictKind, Side
+from commonsky.deconflict.shapes import Line, Site, Volume
 from commonsky.errors import RemoteProtocolError
+from commonsky.geo import EARTH_R_M, FloatArray, Frame, cap_of, centre_lonlat, densify
 from commonsky.privdeconf.cells import (
     CellSet,
     Claim,

@@ -16,7 +16,7 @@ import msgspec
 
 from commonsky.deconflict import cpa
 from commonsky.deconflict.records import LINE_REACH_M
-from commonsky.errors import UsageError
+from commonsky.errors import CommonSkyError, UsageError
 
 Reveal = Literal["cells", "count"]
 
@@ -94,13 +94,17 @@ class Terms(msgspec.Struct, frozen=True, kw_only=True):
 GRID_NAMES = ("grid_level", "time_slot_s", "altitude_band_m", "rpz_m", "hpz_m", "line_reach_m")
 
 
-class TermsError(ValueError):
-    """Terms refused; `key` names the term at fault."""
+class TermsError(CommonSkyError, ValueError):
+    """Terms refused (the configuration's or the peer's: HTTP 400); `key` names the term at
+    fault, `why` what is wrong with it."""
 
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
+    http_status = 400
+    reason = "privdeconf_terms"
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(f"{key}: {why}")
         self.key = key
-        self.reason = reason
+        self.why = why
 
 
 def _positive(value: float) -> bool:

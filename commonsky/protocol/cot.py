@@ -8,16 +8,18 @@ also the metric label). Pure functions: no I/O, no clock.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from lxml import etree
 
+from commonsky import times
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import UNKNOWN, CotEvent, CotText, Point
+from commonsky.protocol.xmlsafe import PARSER as PARSER
+from commonsky.protocol.xmlsafe import detail_tree as detail_tree
+from commonsky.times import format_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,19 +30,6 @@ class XmlLimits:
 
 
 DEFAULT_LIMITS = XmlLimits()
-
-# The one parser for untrusted XML (also xmlDetail inside TAK protobuf).
-PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-    collect_ids=False,
-)
-
 
 UID_MAX_CHARS = 256
 # Control characters (Unicode category Cc: C0, DEL, C1 — tab and newlines included), and what
@@ -77,32 +66,9 @@ def parse_time(text: str | None, field: str) -> float:
     if not text:
         raise RemoteProtocolError("malformed", f"event has no {field} time")
     try:
-        value = datetime.fromisoformat(text.strip())
+        return times.parse_time(text.strip())
     except ValueError:
         raise RemoteProtocolError("malformed", f"{field}={text[:40]!r} is not a time") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
-
-
-@functools.lru_cache(maxsize=1024)
-def format_time(epoch: float) -> str:
-    """RFC 3339 UTC with milliseconds, or microseconds when the time has them (a relay keeps
-    the sender's sub-millisecond precision; TAK protobuf's millisecond times cannot)."""
-    # Cached: an event's time and start are usually one instant, and the hub renders many
-    # events made at the same instant (one fused event per recipient, say).
-    moment = datetime.fromtimestamp(epoch, UTC)
-    spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
-    return moment.isoformat(timespec=spec).removesuffix("+00:00") + "Z"
-
-
-def detail_tree(detail: str) -> etree._Element:
-    """The `<detail>` of an accepted event as a tree.
-
-    The text came out of `parse_event` (our parser re-serialised it), so it is well-formed
-    and free of DTDs and entities; the same locked-down parser is used all the same.
-    """
-    return etree.fromstring(f"<detail>{detail}</detail>", PARSER)
 
 
 def _float(element: etree._Element, name: str, default: float | None = None) -> float:

@@ -24,11 +24,11 @@ from commonsky.protocol.cot import (
     XmlLimits,
     check_uid,
     detail_tree,
-    format_time,
     number,
     parse_event,
     quote,
 )
+from commonsky.times import format_time
 
 # Which <detail> children have typed fields, with the attributes each needs. takproto's
 # schema (`src-protobuf/*.proto`): "All items are required unless otherwise noted", a

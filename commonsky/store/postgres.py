@@ -15,7 +15,8 @@ relays nothing it could not store; the API answers 503) and the next one reconne
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -23,7 +24,7 @@ import psycopg
 
 from commonsky.errors import StoreUnavailable, UsageError
 from commonsky.model import Item
-from commonsky.store import HotlineRow, NestedBlocks, load_rows, redacted
+from commonsky.store.base import HotlineRow, NestedBlocks, load_rows, redacted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commonsky_items (
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS commonsky_hotline_party (
     PRIMARY KEY (party, seq)
 );
 CREATE TABLE IF NOT EXISTS commonsky_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commonsky_ledger_journal (seq BIGINT PRIMARY KEY, leaf BYTEA NOT NULL);
 """
 
 _INSERT = (
@@ -69,11 +71,25 @@ _PAGE = 1000  # rows per query when reading everything since a sequence number
 
 _encoder = msgspec.msgpack.Encoder()
 
+#: After a failed reconnect, writes fail at once with StoreUnavailable until the next attempt
+#: is due: each attempt may block the event loop up to the connect timeout, so they are
+#: spaced RETRY_FIRST_S, doubling to RETRY_MAX_S while the server stays away.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
 
 class PostgresStore(NestedBlocks):
-    def __init__(self, url: str, connect_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        connect_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
         self._timeout = connect_timeout_s
+        self._clock = clock
+        self._retry_at = 0.0  # no reconnect before this (clock), after a failed one
+        self._retry_s = 0.0  # the wait after the last failed reconnect (0: none failed)
         self._depth = 0
         self._wrote = False  # the current block has written (see `_live`)
         self.unreadable: dict[int, str] = {}
@@ -98,9 +114,23 @@ class PostgresStore(NestedBlocks):
 
     def _live(self) -> psycopg.Connection[Any]:
         """The connection, opened again if it broke — but not once the current block has
-        written: those writes are gone with the old connection, and the block must fail."""
+        written: those writes are gone with the old connection, and the block must fail.
+
+        The first reconnect is tried at once; after a failed one the next waits (see
+        RETRY_FIRST_S) and calls meanwhile raise StoreUnavailable without trying."""
         if self._conn.broken and not self._wrote:
-            self._conn = self._connect()
+            now = self._clock()
+            if now < self._retry_at:
+                raise StoreUnavailable(
+                    f"PostgreSQL unreachable; next attempt in {self._retry_at - now:.1f} s"
+                )
+            try:
+                self._conn = self._connect()
+            except StoreUnavailable:
+                self._retry_s = min(max(2 * self._retry_s, RETRY_FIRST_S), RETRY_MAX_S)
+                self._retry_at = self._clock() + self._retry_s
+                raise
+            self._retry_s = self._retry_at = 0.0
         return self._conn
 
     def _block_ended(self) -> None:
@@ -281,6 +311,19 @@ class PostgresStore(NestedBlocks):
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    def put_journal(self, leaves: Sequence[tuple[int, bytes]]) -> None:
+        if not leaves:
+            return
+        self._execute("DELETE FROM commonsky_ledger_journal", ())
+        for seq, leaf in leaves:
+            self._execute(
+                "INSERT INTO commonsky_ledger_journal (seq, leaf) VALUES (%s, %s)", (seq, leaf)
+            )
+
+    def journal(self) -> list[tuple[int, bytes]]:
+        rows = self._read("SELECT seq, leaf FROM commonsky_ledger_journal ORDER BY seq", ())
+        return [(int(seq), bytes(leaf)) for seq, leaf in rows]
 
     def cursor(self, party: str, client: str) -> int:
         row = (

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from commonsky.model import Item
-from commonsky.store import HotlineRow, NestedBlocks, load_rows
+from commonsky.store.base import HotlineRow, NestedBlocks, load_rows
 from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
 _SCHEMA = """
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS hotline_party (
     PRIMARY KEY (party, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_journal (seq INTEGER PRIMARY KEY, leaf BLOB NOT NULL);
 """
 
 DB_NAME = "hub.sqlite3"
@@ -211,6 +212,17 @@ class SQLiteStore(NestedBlocks):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def put_journal(self, leaves: Sequence[tuple[int, bytes]]) -> None:
+        if not leaves:
+            return
+        self._write()
+        self._db.execute("DELETE FROM ledger_journal")
+        self._db.executemany("INSERT INTO ledger_journal (seq, leaf) VALUES (?, ?)", leaves)
+
+    def journal(self) -> list[tuple[int, bytes]]:
+        rows = self._db.execute("SELECT seq, leaf FROM ledger_journal ORDER BY seq")
+        return [(int(seq), bytes(leaf)) for seq, leaf in rows]
 
     def count(self) -> int:
         (n,) = self._db.execute("SELECT COUNT(*) FROM items").fetchone()

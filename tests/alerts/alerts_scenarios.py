@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from commonsky.alerts.fusion import FusedEvent
-from commonsky.alerts.geo import to_local
 from commonsky.alerts.report import LaunchReport
 from commonsky.alerts.simulate import Ballistic, radar_report
+from commonsky.geo import to_local
 
 T0 = datetime(2022, 10, 4, 7, 22, tzinfo=UTC)
 #: From near Pyongyang east-north-east into the Sea of Japan, ~200 km off Akita/Niigata.
@@ -40,7 +40,7 @@ def impact_mahalanobis(event: FusedEvent, lat: float, lon: float) -> float:
     """Squared distance of (lat, lon) from the impact ellipse centre in ellipse units (<=1 in)."""
     assert event.impact is not None
     e = event.impact.ellipse
-    x, y = to_local(e.lat, e.lon, [lat], [lon])
+    x, y = to_local(e.lon, e.lat, [lon], [lat])
     th = math.radians(e.orientation_deg)
     u = x[0] * math.sin(th) + y[0] * math.cos(th)
     v = x[0] * math.cos(th) - y[0] * math.sin(th)

@@ -19,9 +19,9 @@ from commonsky.alerts.cap import (
 )
 from commonsky.alerts.engine import AlertEngine
 from commonsky.alerts.fusion import fuse
-from commonsky.alerts.geo import WGS84
 from commonsky.alerts.regions import RegionRegistry
 from commonsky.alerts.simulate import Ballistic, radar_report
+from commonsky.geo import GEOD as WGS84
 
 N = {"c": CAP_NS}
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from commonsky.alerts.correlation import Correlator, correlate
 from commonsky.alerts.fusion import event_id_for, fuse
-from commonsky.alerts.geo import distance_m
 from commonsky.alerts.report import LaunchReport, Observation, PointEstimate, validate_report
 from commonsky.alerts.simulate import Ballistic, radar_report
+from commonsky.geo import distance_m
 
 
 def test_fuse_nothing_is_none() -> None:
@@ -50,8 +50,8 @@ def test_korea_each_alone_is_partial_together_both() -> None:
     assert both.impact.ellipse.semi_major_m * 5 < k.impact.ellipse.semi_major_m
     assert both.launch.ellipse.semi_major_m * 5 < j.launch.ellipse.semi_major_m
     # And the estimates are right.
-    assert distance_m(both.launch.lat, both.launch.lon, SEA_SHOT.lat, SEA_SHOT.lon) < 500
-    assert distance_m(both.impact.lat, both.impact.lon, *SEA_SHOT.impact) < 500
+    assert distance_m(both.launch.lon, both.launch.lat, SEA_SHOT.lon, SEA_SHOT.lat) < 500
+    assert distance_m(both.impact.lon, both.impact.lat, *SEA_SHOT.impact[::-1]) < 500
     assert abs((both.launch.time - T0).total_seconds()) < 1.0
     assert abs((both.impact.time - SEA_SHOT.impact_time).total_seconds()) < 1.0
     assert both.parties == ("JPN", "KOR")
@@ -88,7 +88,7 @@ def test_single_point_gives_no_estimate_and_reporter_estimates_are_used() -> Non
     ev = fuse([LaunchReport("JPN", "j9", at(121), (obs,), impact=impact)])
     assert ev is not None
     assert ev.impact is not None
-    assert distance_m(ev.impact.lat, ev.impact.lon, 40.0, 137.3) < 1_000.0
+    assert distance_m(ev.impact.lon, ev.impact.lat, 137.3, 40.0) < 1_000.0
     # The 20 s time uncertainty at ~1.7 km/s stretches the ellipse along the track.
     assert 5_000 < ev.impact.ellipse.semi_minor_m < ev.impact.ellipse.semi_major_m < 150_000
 

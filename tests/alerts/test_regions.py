@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from shapely.geometry import Point
 
 from commonsky.alerts.fusion import fuse
-from commonsky.alerts.geo import WGS84, corridor_pieces
 from commonsky.alerts.hazard import assess_launch
 from commonsky.alerts.regions import RegionRegistry
 from commonsky.alerts.simulate import Ballistic
 from commonsky.errors import UsageError
+from commonsky.geo import GEOD as WGS84
+from commonsky.geo import corridor_pieces
 
 
 def test_builtin_regions_cover_the_three_countries(regions: RegionRegistry) -> None:
@@ -111,7 +112,7 @@ def test_a_corridor_piece_contains_its_whole_geodesic_discs(
     # The pieces are polygons with few vertices; they must still contain every point at the
     # stated distance from the path, or a region at the edge of a threat would go unwarned.
     lon2, lat2, _ = WGS84.fwd(lon, lat, heading, 3 * radius)
-    (piece,) = corridor_pieces([lat, lat2], [lon, lon2], [radius, radius * 1.1])
+    (piece,) = corridor_pieces([lon, lon2], [lat, lat2], [radius, radius * 1.1])
     for centre_lat, centre_lon, r in ((lat, lon, radius), (lat2, lon2, radius * 1.1)):
         az = np.linspace(0.0, 360.0, 97)
         edge_lon, edge_lat, _ = WGS84.fwd(

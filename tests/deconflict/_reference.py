@@ -1,9 +1,10 @@
 # Rule: a slow, obviously-correct reference for the CPA screening, used only by tests.
 #
 # It shares no code and no geometry with commonsky.deconflict.cpa: each aircraft flies along
-# the WGS-84 geodesic of its track (geographiclib `Direct`), horizontal distance is the
-# geodesic distance between the two positions (`Inverse`), the closest approach is found by
-# sampling every few seconds and refining the best sample by golden-section search. Altitude
+# the WGS-84 geodesic of its track (pyproj `Geod.fwd`, Karney's algorithm, which cpa.py does
+# not use), horizontal distance is the geodesic distance between the two positions
+# (`Geod.inv`), the closest approach is found by sampling every few seconds and refining the
+# best sample by golden-section search. Altitude
 # is linear in time in both models, so the window where vertical separation is lost is the
 # same closed-form interval.
 
@@ -14,9 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from geographiclib.geodesic import Geodesic
+from pyproj import Geod
 
-GEOD = Geodesic.WGS84
+GEOD = Geod(ellps="WGS84")
 STEP_S = 5.0
 
 
@@ -34,16 +35,23 @@ class Track:
         return _at(self, t)
 
 
+def direct(lat: float, lon: float, azimuth: float, s: float) -> dict[str, float]:
+    """The geodesic problem's direct solution: where `s` m along `azimuth` from (lat, lon)
+    ends, and the forward azimuth there (`azi2`)."""
+    lon2, lat2, back = GEOD.fwd(lon, lat, azimuth, s)
+    return {"lat2": float(lat2), "lon2": float(lon2), "azi2": float(back) + 180.0}
+
+
 @functools.lru_cache(maxsize=200_000)
 def _at(track: Track, t: float) -> tuple[float, float]:
-    g = GEOD.Direct(track.lat, track.lon, track.trk_deg, track.gs_mps * t)
-    return float(g["lat2"]), float(g["lon2"])
+    g = direct(track.lat, track.lon, track.trk_deg, track.gs_mps * t)
+    return g["lat2"], g["lon2"]
 
 
 def distance(a: Track, b: Track, t: float) -> float:
     la, oa = a.at(t)
     lb, ob = b.at(t)
-    return float(GEOD.Inverse(la, oa, lb, ob)["s12"])
+    return float(GEOD.inv(oa, la, ob, lb)[2])
 
 
 def closest(

@@ -11,18 +11,28 @@ import shapely.geometry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commonsky.deconflict import geometry as g
 from commonsky.deconflict.engine import ConflictEngine, Track
 from commonsky.deconflict.notice import notice_for
+from commonsky.deconflict.shapes import (
+    Circle,
+    Line,
+    Point,
+    Polygon,
+    Shape,
+    Site,
+    Volume,
+    VolumeKind,
+)
+from commonsky.geo import Frame
 
 
-def box(lon0: float, lat0: float, lon1: float, lat1: float) -> g.Polygon:
-    return g.Polygon(ring=((lon0, lat0), (lon1, lat0), (lon1, lat1), (lon0, lat1)))
+def box(lon0: float, lat0: float, lon1: float, lat1: float) -> Polygon:
+    return Polygon(ring=((lon0, lat0), (lon1, lat0), (lon1, lat1), (lon0, lat1)))
 
 
-def vol(shape: g.Shape, floor: float = 0.0, ceil: float = 5000.0, t0: float = 0.0,
-        t1: float = 3600.0, kind: g.VolumeKind | None = None) -> g.Volume:  # fmt: skip
-    return g.Volume(shape=shape, floor_m=floor, ceiling_m=ceil, start_s=t0, end_s=t1, kind=kind)
+def vol(shape: Shape, floor: float = 0.0, ceil: float = 5000.0, t0: float = 0.0,
+        t1: float = 3600.0, kind: VolumeKind | None = None) -> Volume:  # fmt: skip
+    return Volume(shape=shape, floor_m=floor, ceiling_m=ceil, start_s=t0, end_s=t1, kind=kind)
 
 
 def test_volume_conflict_lifecycle() -> None:
@@ -69,7 +79,7 @@ def test_altitude_and_time_are_strict_and_expiry_clears() -> None:
 def test_line_crossing_by_volume_and_track() -> None:
     e = ConflictEngine()
     # A north-south line along 40E: RUS responsible west (left, looking north), USA east.
-    e.upsert_line("USA", "line", g.Line(path=((40.0, 34.0), (40.0, 36.0)),
+    e.upsert_line("USA", "line", Line(path=((40.0, 34.0), (40.0, 36.0)),
                                          left_party="RUS", right_party="USA"), now=0.0)  # fmt: skip
     assert e.upsert_volume("RUS", "west", vol(box(39.0, 35.0, 39.9, 35.5)), 0.0) == []
     ch = e.upsert_volume("RUS", "over", vol(box(39.5, 35.0, 40.5, 35.5)), 0.0)
@@ -93,7 +103,7 @@ def test_line_crossing_by_volume_and_track() -> None:
 def test_track_entering_volume_and_site() -> None:
     e = ConflictEngine()
     e.upsert_volume("RUS", "ops", vol(box(37.0, 35.0, 37.5, 35.5), 0, 8000, 0, 10_000), 0.0)
-    e.upsert_site("RUS", "base", g.Site(shape=g.Point(at=(37.9, 35.25))), 0.0)
+    e.upsert_site("RUS", "base", Site(shape=Point(at=(37.9, 35.25))), 0.0)
     t = Track(lat=35.25, lon=36.9, alt_m=6000, gs_mps=250, trk_deg=90, vs_mps=0, time_s=0.0)
     ch = e.upsert_track("USA", "t1", t, now=0.0)
     got = {x.conflict.kind: x.conflict for x in ch}
@@ -182,9 +192,9 @@ def test_conflicts_only_notice_ignores_the_other_volume_outside_the_overlap(
     theirs = box(wrap(bx0), y0, wrap(bx1), y1)
     # The same edges through the overlap, plus a bulge beyond the far side, away from mine.
     bump = ((bx1, y0), (bx1 + extend, y0 - extend), (bx1 + extend, y1 + extend), (bx1, y1))
-    bigger = g.Polygon(ring=((wrap(bx0), y0), *((wrap(x), y) for x, y in bump), (wrap(bx0), y1)))
+    bigger = Polygon(ring=((wrap(bx0), y0), *((wrap(x), y) for x, y in bump), (wrap(bx0), y1)))
 
-    def notice(other: g.Polygon, uid: str) -> bytes:
+    def notice(other: Polygon, uid: str) -> bytes:
         e = ConflictEngine(id_key=b"fixed")
         e.upsert_volume("USA", "mine", vol(mine, floors[0], floors[0] + 3000), 0.0)
         other_vol = vol(
@@ -202,7 +212,7 @@ def test_conflicts_only_notice_ignores_the_other_volume_outside_the_overlap(
     # The overlap must be the same region: within 5 cm everywhere (Hausdorff distance in a
     # local frame). Vertex lists may differ by a crossing node a float's width apart.
     ga, gb = shapely.geometry.shape(a.pop("geometry")), shapely.geometry.shape(b.pop("geometry"))
-    frame = g.Frame(*ga.centroid.coords[0])
+    frame = Frame(*ga.centroid.coords[0])
     pa, pb = shapely.transform(ga, frame.fwd), shapely.transform(gb, frame.fwd)
     assert pa.area > 1e4
     assert shapely.hausdorff_distance(pa, pb) < 0.05
@@ -231,7 +241,7 @@ def _assert_close(a: object, b: object) -> None:
 
 def test_strike_area_over_another_partys_site_conflicts_but_other_plans_do_not() -> None:
     from commonsky.deconflict.engine import ConflictEngine
-    from commonsky.deconflict.geometry import Circle, Polygon, Site, Volume
+    from commonsky.deconflict.shapes import Circle, Polygon, Site, Volume
 
     engine = ConflictEngine()
     engine.upsert_site(
@@ -266,11 +276,11 @@ def test_every_pair_of_item_kinds_is_checked_without_error() -> None:
     # The pair checks are dispatched on the two kinds; a pair no check names (two parties'
     # protected sites, side by side) once fell to the strike-area check and raised
     # AssertionError. Every kind against every kind, all in one place, must just work.
-    site = g.Site(shape=g.Circle(centre=(10.0, 10.0), radius_m=2000))
+    site = Site(shape=Circle(centre=(10.0, 10.0), radius_m=2000))
     items = {
-        "volume": vol(g.Circle(centre=(10.0, 10.0), radius_m=3000), kind="strike-area"),
+        "volume": vol(Circle(centre=(10.0, 10.0), radius_m=3000), kind="strike-area"),
         "site": site,
-        "line": g.Line(path=((9.9, 9.9), (10.1, 10.1)), left_party="A", right_party="B"),
+        "line": Line(path=((9.9, 9.9), (10.1, 10.1)), left_party="A", right_party="B"),
         "track": Track(lat=10.0, lon=10.0, alt_m=1000, gs_mps=100, trk_deg=0, vs_mps=0, time_s=0),
     }
     for first, x in items.items():
@@ -278,9 +288,9 @@ def test_every_pair_of_item_kinds_is_checked_without_error() -> None:
             engine = ConflictEngine()
             for party, item in (("A", x), ("B", y)):
                 upsert = {
-                    g.Volume: engine.upsert_volume,
-                    g.Site: engine.upsert_site,
-                    g.Line: engine.upsert_line,
+                    Volume: engine.upsert_volume,
+                    Site: engine.upsert_site,
+                    Line: engine.upsert_line,
                     Track: engine.upsert_track,
                 }[type(item)]
                 upsert(party, f"{party}-{first}-{second}", item, 0.0)  # type: ignore[operator]
@@ -293,8 +303,8 @@ def test_a_strike_area_ending_now_is_over_as_every_window_is() -> None:
     # Windows are [start, end) for every kind (volume-volume, line-crossing, expiry); the
     # strike check alone once raised a conflict for a strike area ending at this instant.
     engine = ConflictEngine()
-    engine.upsert_site("RUS", "site", g.Site(shape=g.Circle(centre=(0.0, 0.0), radius_m=500)), 0)
-    strike = vol(g.Circle(centre=(0.0, 0.0), radius_m=800), t0=40.0, t1=100.0, kind="strike-area")
+    engine.upsert_site("RUS", "site", Site(shape=Circle(centre=(0.0, 0.0), radius_m=500)), 0)
+    strike = vol(Circle(centre=(0.0, 0.0), radius_m=800), t0=40.0, t1=100.0, kind="strike-area")
     assert engine.upsert_volume("USA", "ends-now", strike, now=100.0) == []
     (change,) = engine.upsert_volume("USA", "ends-later", strike, now=99.0)
     assert change.conflict.kind == "volume-site" and change.conflict.start_s == 99.0
@@ -304,15 +314,15 @@ def test_a_lines_side_is_a_band_beside_it_however_short_the_line() -> None:
     # A line's side once reached only as far as the line's own cap: a volume beside the end of
     # a short line, outside that cap, was on no side. Now each side is the band beside the
     # line (flat at its ends), line_reach_m deep, wherever along the line the volume is.
-    line = g.Line(path=((0.0, -0.045), (0.0, 0.0), (0.0225, 0.039)), left_party="A",
+    line = Line(path=((0.0, -0.045), (0.0, 0.0), (0.0225, 0.039)), left_party="A",
                   right_party="B")  # fmt: skip
     e = ConflictEngine(line_reach_m=50_000.0)
     e.upsert_line("A", "line", line, now=0.0)
-    beside_the_end = vol(g.Circle(centre=(0.0, 0.0489), radius_m=834.0))
+    beside_the_end = vol(Circle(centre=(0.0, 0.0489), radius_m=834.0))
     (change,) = e.upsert_volume("B", "v", beside_the_end, 0.0)
     assert change.conflict.kind == "line-crossing" and change.conflict.entered_party == "A"
     # 40 km beside the line: on its side; 60 km: past its reach, on neither.
-    at_40 = vol(g.Circle(centre=(-0.36, 0.0), radius_m=500.0))
-    at_60 = vol(g.Circle(centre=(-0.54, 0.0), radius_m=500.0))
+    at_40 = vol(Circle(centre=(-0.36, 0.0), radius_m=500.0))
+    at_60 = vol(Circle(centre=(-0.54, 0.0), radius_m=500.0))
     assert [c.conflict.kind for c in e.upsert_volume("B", "at-40", at_40, 0.0)] == ["line-crossing"]
     assert e.upsert_volume("B", "at-60", at_60, 0.0) == []

@@ -8,32 +8,33 @@ import random
 
 import shapely
 
-from commonsky.deconflict import geometry as g
 from commonsky.deconflict.engine import MIN_AREA_M2, ConflictEngine
+from commonsky.deconflict.shapes import Circle, Corridor, Polygon, Shape, Volume
+from commonsky.geo import Frame
 
 
 def _w(lon: float, lat: float) -> tuple[float, float]:
     return ((lon + 180.0) % 360.0 - 180.0, lat)
 
 
-def _random_volume(rnd: random.Random, lon0: float, lat0: float) -> g.Volume:
+def _random_volume(rnd: random.Random, lon0: float, lat0: float) -> Volume:
     lon, lat, half = lon0 + rnd.uniform(0, 1.0), lat0 + rnd.uniform(0, 1.0), rnd.uniform(0.01, 0.2)
     kind = rnd.random()
-    shape: g.Shape
+    shape: Shape
     if kind < 0.6:
         lo, hi = lon - half, lon + half
         ring = (_w(lo, lat - half), _w(hi, lat - half), _w(hi, lat + half), _w(lo, lat + half))
-        shape = g.Polygon(ring=ring)
+        shape = Polygon(ring=ring)
     elif kind < 0.85:
-        shape = g.Circle(centre=_w(lon, lat), radius_m=half * 100_000)
+        shape = Circle(centre=_w(lon, lat), radius_m=half * 100_000)
     else:
-        shape = g.Corridor(path=(_w(lon - half, lat), _w(lon + half, lat + half)), width_m=2_000.0)
+        shape = Corridor(path=(_w(lon - half, lat), _w(lon + half, lat + half)), width_m=2_000.0)
     floor, start = rnd.uniform(0, 6000), rnd.uniform(0, 20_000)
-    return g.Volume(shape=shape, floor_m=floor, ceiling_m=floor + rnd.uniform(300, 3000),
+    return Volume(shape=shape, floor_m=floor, ceiling_m=floor + rnd.uniform(300, 3000),
                     start_s=start, end_s=start + rnd.uniform(600, 14_400))  # fmt: skip
 
 
-def _brute(vols: dict[tuple[str, str], g.Volume]) -> set[frozenset[tuple[str, str]]]:
+def _brute(vols: dict[tuple[str, str], Volume]) -> set[frozenset[tuple[str, str]]]:
     out = set()
     items = sorted(vols.items())
     for i, (ka, a) in enumerate(items):
@@ -42,7 +43,7 @@ def _brute(vols: dict[tuple[str, str], g.Volume]) -> set[frozenset[tuple[str, st
                 continue
             if not max(a.start_s, b.start_s) < min(a.end_s, b.end_s):
                 continue
-            frame = g.Frame.around(a.shape.cap(), b.shape.cap())
+            frame = Frame.around(a.shape.cap(), b.shape.cap())
             inter = shapely.intersection(a.shape.planar(frame), b.shape.planar(frame))
             if inter.area >= MIN_AREA_M2:
                 out.add(frozenset((ka, kb)))
@@ -53,7 +54,7 @@ def test_batched_volume_check_matches_brute_force() -> None:
     rnd = random.Random(7)
     for lon0, lat0 in ((30.0, 40.0), (179.6, -10.0)):  # the second straddles the antimeridian
         e = ConflictEngine(id_key=b"k")
-        vols: dict[tuple[str, str], g.Volume] = {}
+        vols: dict[tuple[str, str], Volume] = {}
         for _ in range(160):
             key = (rnd.choice(("A", "B", "C")), f"v{rnd.randrange(120)}")  # some moves
             v = _random_volume(rnd, lon0, lat0)

@@ -12,57 +12,69 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commonsky.deconflict import geometry as g
+from commonsky.deconflict.formats import parse_geojson, parse_kml
+from commonsky.deconflict.shapes import (
+    Circle,
+    Corridor,
+    GeometryError,
+    Line,
+    Point,
+    Polygon,
+    Site,
+    Volume,
+    flight_level,
+)
+from commonsky.geo import EDGE_STEP_M, FRAME_GRID_DEG, GEOD, Frame, densify
 
 SQUARE = ((10.0, 50.0), (10.5, 50.0), (10.5, 50.5), (10.0, 50.5))
 
 
-def _vol(**kw: object) -> g.Volume:
+def _vol(**kw: object) -> Volume:
     args: dict[str, object] = {
-        "shape": g.Polygon(ring=SQUARE),
+        "shape": Polygon(ring=SQUARE),
         "floor_m": 0.0,
         "ceiling_m": 3000.0,
         "start_s": 0.0,
         "end_s": 3600.0,
     }
     args.update(kw)
-    return g.Volume(**args)  # type: ignore[arg-type]
+    return Volume(**args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("build", "field"),
     [
-        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1.0))), "ring"),
-        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 0.0))), "ring"),
-        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 0.0), (2.0, 0.0))), "ring"),
-        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 0.0), (1.0, math.nan))), "ring[2]"),
-        (lambda: g.Polygon(ring=((0.0, 0.0), (1.0, 0.0), (1.0, 91.0))), "ring[2]"),
-        (lambda: g.Polygon(ring=((0.0, 0.0), (30.0, 0.0), (30.0, 20.0))), "ring"),
-        (lambda: g.Circle(centre=(0.0, 0.0), radius_m=-5.0), "radius_m"),
-        (lambda: g.Corridor(path=((0.0, 0.0),), width_m=100.0), "path"),
+        (lambda: Polygon(ring=((0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1.0))), "ring"),
+        (lambda: Polygon(ring=((0.0, 0.0), (1.0, 0.0))), "ring"),
+        (lambda: Polygon(ring=((0.0, 0.0), (1.0, 0.0), (2.0, 0.0))), "ring"),
+        (lambda: Polygon(ring=((0.0, 0.0), (1.0, 0.0), (1.0, math.nan))), "ring[2]"),
+        (lambda: Polygon(ring=((0.0, 0.0), (1.0, 0.0), (1.0, 91.0))), "ring[2]"),
+        (lambda: Polygon(ring=((0.0, 0.0), (30.0, 0.0), (30.0, 20.0))), "ring"),
+        (lambda: Circle(centre=(0.0, 0.0), radius_m=-5.0), "radius_m"),
+        (lambda: Corridor(path=((0.0, 0.0),), width_m=100.0), "path"),
         (lambda: _vol(floor_m=3000.0, ceiling_m=1000.0), "floor_m"),
         (lambda: _vol(start_s=10.0, end_s=5.0), "end_s"),
         (lambda: _vol(end_s=math.inf), "end_s"),
         (
-            lambda: g.Line(path=((0.0, 0.0), (1.0, 1.0)), left_party="A", right_party="A"),
+            lambda: Line(path=((0.0, 0.0), (1.0, 1.0)), left_party="A", right_party="A"),
             "right_party",
         ),
     ],
 )
 def test_refusals_name_the_field(build: object, field: str) -> None:
-    with pytest.raises(g.GeometryError) as err:
+    with pytest.raises(GeometryError) as err:
         build()  # type: ignore[operator]
     assert err.value.field == field
 
 
 def test_flight_levels() -> None:
-    assert g.flight_level(350) == pytest.approx(10668.0)
+    assert flight_level(350) == pytest.approx(10668.0)
 
 
 def test_antimeridian_polygon_intersection_has_the_right_area() -> None:
-    a = g.Polygon(ring=((179.8, -1.0), (-179.8, -1.0), (-179.8, 1.0), (179.8, 1.0)))
-    b = g.Polygon(ring=((179.9, -1.0), (-179.7, -1.0), (-179.7, 1.0), (179.9, 1.0)))
-    frame = g.Frame.around(a.cap(), b.cap())
+    a = Polygon(ring=((179.8, -1.0), (-179.8, -1.0), (-179.8, 1.0), (179.8, 1.0)))
+    b = Polygon(ring=((179.9, -1.0), (-179.7, -1.0), (-179.7, 1.0), (179.9, 1.0)))
+    frame = Frame.around(a.cap(), b.cap())
     pa = a.planar(frame)
     inter = shapely.intersection(pa, b.planar(frame))
     # 0.4 deg x 2 deg box and 0.3 deg of overlap in longitude, near the equator.
@@ -78,8 +90,8 @@ def test_antimeridian_polygon_intersection_has_the_right_area() -> None:
 
 
 def test_circle_near_the_pole_is_a_circle() -> None:
-    c = g.Circle(centre=(0.0, 89.9), radius_m=50_000.0)
-    frame = g.Frame.around(c.cap())
+    c = Circle(centre=(0.0, 89.9), radius_m=50_000.0)
+    frame = Frame.around(c.cap())
     assert c.planar(frame).area == pytest.approx(math.pi * 50_000.0**2, rel=0.01)
 
 
@@ -97,24 +109,24 @@ GEOJSON = b"""{"type": "FeatureCollection", "features": [
 
 
 def test_geojson() -> None:
-    vol, line, site = g.parse_geojson(GEOJSON)
-    assert isinstance(vol, g.Volume)
+    vol, line, site = parse_geojson(GEOJSON)
+    assert isinstance(vol, Volume)
     assert vol.floor_m == pytest.approx(3048.0)
     assert vol.start_s == 1767225600.0
     assert vol.kind == "operating-area"
-    assert isinstance(line, g.Line)
+    assert isinstance(line, Line)
     assert line.left_party == "RUS"
-    assert isinstance(site, g.Site)
-    assert isinstance(site.shape, g.Circle)
+    assert isinstance(site, Site)
+    assert isinstance(site.shape, Circle)
 
 
 def test_geojson_errors_name_feature_and_property() -> None:
     bad = GEOJSON.replace(b'"ceiling_m": 9000', b'"ceiling_m": "high"')
-    with pytest.raises(g.GeometryError, match=r"features\[0\]\.properties\.ceiling_m"):
-        g.parse_geojson(bad)
+    with pytest.raises(GeometryError, match=r"features\[0\]\.properties\.ceiling_m"):
+        parse_geojson(bad)
     bad = GEOJSON.replace(b'"end": 1767229200', b'"end": 1767225000')
-    with pytest.raises(g.GeometryError, match=r"features\[0\]\..*end"):
-        g.parse_geojson(bad)
+    with pytest.raises(GeometryError, match=r"features\[0\]\..*end"):
+        parse_geojson(bad)
 
 
 KML = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -136,21 +148,21 @@ KML = b"""<?xml version="1.0" encoding="UTF-8"?>
 
 
 def test_kml() -> None:
-    vol, line, site = g.parse_kml(KML)
-    assert isinstance(vol, g.Volume)
+    vol, line, site = parse_kml(KML)
+    assert isinstance(vol, Volume)
     assert vol.ceiling_m == 5000.0
-    assert isinstance(line, g.Line)
-    assert isinstance(site, g.Site)
-    assert isinstance(site.shape, g.Point)
+    assert isinstance(line, Line)
+    assert isinstance(site, Site)
+    assert isinstance(site.shape, Point)
 
 
 def test_kml_refuses_doctype_and_entities() -> None:
     evil = b"""<?xml version="1.0"?><!DOCTYPE kml [<!ENTITY x "boom">]>
 <kml xmlns="http://www.opengis.net/kml/2.2"><Placemark><name>&x;</name></Placemark></kml>"""
-    with pytest.raises(g.GeometryError, match="DOCTYPE"):
-        g.parse_kml(evil)
-    with pytest.raises(g.GeometryError, match="document"):
-        g.parse_kml(b"<kml><unclosed></kml>")
+    with pytest.raises(GeometryError, match="DOCTYPE"):
+        parse_kml(evil)
+    with pytest.raises(GeometryError, match="document"):
+        parse_kml(b"<kml><unclosed></kml>")
 
 
 def _densify_edge_by_edge(points: list[tuple[float, float]], closed: bool) -> list[tuple]:
@@ -159,10 +171,10 @@ def _densify_edge_by_edge(points: list[tuple[float, float]], closed: bool) -> li
     out: list[tuple[float, float]] = []
     for (lo1, la1), (lo2, la2) in itertools.pairwise(seq):
         out.append((lo1, la1))
-        _, _, dist = g.GEOD.inv(lo1, la1, lo2, la2)
-        n = min(int(dist // g.EDGE_STEP_M), 400)
+        _, _, dist = GEOD.inv(lo1, la1, lo2, la2)
+        n = min(int(dist // EDGE_STEP_M), 400)
         if n:
-            out.extend(g.GEOD.npts(lo1, la1, lo2, la2, n))
+            out.extend(GEOD.npts(lo1, la1, lo2, la2, n))
     if not closed:
         out.append(seq[-1])
     return out
@@ -187,10 +199,10 @@ def test_densify_matches_edge_by_edge_geodesics(
         )
         for dx, dy in offsets
     ]
-    got = g.densify(points, closed)
+    got = densify(points, closed)
     want = np.asarray(_densify_edge_by_edge(points, closed))
     assert got.shape == want.shape
-    _, _, gap = g.GEOD.inv(got[:, 0], got[:, 1], want[:, 0], want[:, 1])
+    _, _, gap = GEOD.inv(got[:, 0], got[:, 1], want[:, 0], want[:, 1])
     assert float(np.max(gap)) < 1e-3
 
 
@@ -208,15 +220,15 @@ def test_an_overlap_does_not_depend_on_where_the_frame_sits(
     # Frames snap to a FRAME_GRID_DEG grid, so a pair is worked out in a frame up to about
     # 1.4 grid steps from it. The overlap, back in lon/lat, must be the same (to centimetres)
     # as in a frame centred on the pair itself.
-    def square(x: float, y: float, h: float) -> g.Polygon:
+    def square(x: float, y: float, h: float) -> Polygon:
         corners = ((x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h))
-        return g.Polygon(ring=tuple((((cx + 180.0) % 360.0) - 180.0, cy) for cx, cy in corners))
+        return Polygon(ring=tuple((((cx + 180.0) % 360.0) - 180.0, cy) for cx, cy in corners))
 
     a = square(lon, lat, half)
     b = square(lon + dx * half, lat + dy * half, half * 0.8)
-    reach = 1.4 * g.FRAME_GRID_DEG
+    reach = 1.4 * FRAME_GRID_DEG
     outlines = []
-    for frame in (g.Frame(lon, lat), g.Frame(lon + reach / 1.4, lat + reach / 1.4)):
+    for frame in (Frame(lon, lat), Frame(lon + reach / 1.4, lat + reach / 1.4)):
         overlap = shapely.intersection(a.planar(frame), b.planar(frame))
         back = frame.to_geojson(overlap)
         assert back is not None
@@ -225,7 +237,7 @@ def test_an_overlap_does_not_depend_on_where_the_frame_sits(
     # Every vertex of one outline lies on the other (the same crossings and corners).
     ring = shapely.LinearRing(near)
     for x, y in far:
-        _, _, gap = g.GEOD.inv(
+        _, _, gap = GEOD.inv(
             x, y, *shapely.line_interpolate_point(ring, ring.project(shapely.Point(x, y))).coords[0]
         )
         assert gap < 0.05

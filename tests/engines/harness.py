@@ -109,7 +109,7 @@ def event(
 
 
 def _t(epoch: float) -> str:
-    from commonsky.protocol.cot import format_time
+    from commonsky.times import format_time
 
     return format_time(epoch)
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from commonsky.errors import RemoteProtocolError
 from commonsky.ledger.agreement import disagreements
-from commonsky.protocol.cot import format_time, parse_event
+from commonsky.protocol.cot import parse_event
+from commonsky.times import format_time
 from tests.engines.harness import T0, make_world
 
 EVERYTHING = [
@@ -97,3 +98,80 @@ def test_a_number_the_ledger_recorded_before_a_crash_goes_to_no_other_item(
     found = disagreements(again.hub.store.since(0), again.services.recorder.ledger.entries())
     # Named as what it is (recorded, never stored), not as another item's record.
     assert len(found) == 1 and found[0].endswith(f"records store item {lost}, which is not stored")
+
+
+_DIE_BETWEEN_THE_COMMITS = """
+import contextlib, os, sys
+from pathlib import Path
+from tests.engines.harness import chat, make_world
+from tests.engines.test_store_ledger_agreement import EVERYTHING
+
+world = make_world(Path(sys.argv[1]), EVERYTHING)
+world.send("USA", chat("m1", "before", "RUS"))
+
+@contextlib.contextmanager
+def die_after_the_store_commits():
+    # Joined after the ledger's block and left before it: the store has committed (it is
+    # left first), the ledger has not.
+    yield
+    os._exit(9)
+
+world.hub.transactions.append(die_after_the_store_commits)
+world.send("USA", chat("m2", "lost between the commits?", "RUS"))
+"""
+
+
+def test_a_kill_between_the_store_and_the_ledger_commit_loses_no_entry(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.engines.harness import chat
+
+    done = subprocess.run(
+        [sys.executable, "-c", _DIE_BETWEEN_THE_COMMITS, str(tmp_path)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 9, done.stderr
+    world = make_world(tmp_path, EVERYTHING)  # the next start completes the ledger
+    recorder = world.services.recorder
+    assert recorder is not None
+    stored = list(world.hub.store.since(0))
+    assert "m2" in [i.uid for i in stored]  # the store committed it before the kill
+    assert disagreements(stored, recorder.ledger.entries()) == []
+    # The log is whole: its entries hash to the root a fresh checkpoint signs, and it goes on.
+    assert recorder.ledger.checkpoint().verify()
+    after = world.send("USA", chat("m3", "after", "RUS"))
+    assert disagreements(world.hub.store.since(0), recorder.ledger.entries()) == []
+    assert after.seq == stored[-1].seq + 1
+
+
+def test_the_bus_publishes_only_what_is_committed(tmp_path: Path) -> None:
+    # A subscriber in another process could only read what is committed: this one reads the
+    # store and the ledger through connections of its own at the moment it is handed an item.
+    import sqlite3
+
+    from commonsky.model import DURABLE
+    from tests.engines.harness import chat, receipt
+
+    world = make_world(tmp_path, EVERYTHING)
+    store = sqlite3.connect(tmp_path / "hub.sqlite3")
+    ledger = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    seen: list[tuple[str, bool, bool]] = []
+
+    def elsewhere(item) -> None:  # type: ignore[no-untyped-def]
+        if item.category not in DURABLE or item.seq == 0:
+            return
+        stored = store.execute("SELECT 1 FROM items WHERE seq = ?", (item.seq,)).fetchone()
+        entries = [bytes(leaf) for (leaf,) in ledger.execute("SELECT leaf FROM ledger_entry")]
+        recorded = any(f'"store_seq":{item.seq},'.encode() in leaf for leaf in entries)
+        seen.append((item.uid, stored is not None, recorded))
+
+    world.hub.bus.subscribe(elsewhere)
+    world.send("USA", chat("m1", "one", "RUS"))
+    world.send("RUS", receipt("m1", "m1"))
+    world.send("USA", chat("m2", "two", "RUS"))
+    assert len(seen) >= 2 and "m1" in {uid for uid, _, _ in seen}
+    assert all(stored and recorded for _, stored, recorded in seen), seen

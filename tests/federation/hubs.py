@@ -10,7 +10,7 @@ from typing import Any
 
 from commonsky.config import HubConfig, config_from_dict
 from commonsky.pki import init_ca
-from commonsky.protocol.cot import format_time
+from commonsky.times import format_time
 
 from ..conftest import OPERATOR_TOKEN, RunningHub, running_hub, token_of
 

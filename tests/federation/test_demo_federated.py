@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from commonsky.demo.main import run_demo
 
 
+@pytest.mark.slow
 def test_korea_holds_its_checks_on_three_federated_hubs(tmp_path: Path) -> None:
     console = Console(width=160, record=True)
     summary = asyncio.run(

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from commonsky.bench.federation import run
 
 
+@pytest.mark.slow
 async def test_durable_items_survive_sigkill_of_either_hub(tmp_path: Path) -> None:
     figures = await run(tmp_path, count=200, rate=400.0, markers=60)
     assert figures["one_hub"]["delivered"] == 200

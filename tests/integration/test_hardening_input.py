@@ -328,7 +328,7 @@ async def test_one_request_may_not_carry_more_features_than_the_limit(make_hub) 
 
 
 async def test_inputs_the_fuzz_found_are_refused_cleanly(make_hub) -> None:
-    from commonsky.protocol.cot import format_time
+    from commonsky.times import format_time
 
     async with make_hub([SHARE_ALL, SHARE_BACK]) as hub, api(hub, "USA") as usa:
         for coordinates in ({"0": [30, 30]}, [[[30, 30], [10**400, 1], [1, 1], [30, 30]]]):

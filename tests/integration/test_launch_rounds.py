@@ -4,7 +4,6 @@ behaviour `commonsky bench warnings` models."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
@@ -60,8 +59,8 @@ async def test_reports_in_one_read_are_fused_once(make_hub) -> None:
                 lambda e, k=keys: e["type"] == "b-l-f" and len(fused_body(e)["report_keys"]) == k
             )
             assert fused_body(event)["parties"] == sorted({"KOR", party})
-            await asyncio.sleep(0.2)
-        got = await usa.collect(0.3)
+            await sensors[party].sync()  # its write is all taken in: the round is over
+        got = await hub.received_before_barrier(usa, *sensors.values())
         assert len([e for e in got if e["type"] == "b-l-r"]) == 5
         fused = [fused_body(e) for e in got if e["type"] == "b-l-f"]
         # One fused event per round (one per write here), never one per report.

@@ -14,7 +14,7 @@ from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.engines.warnings import report_event
 from commonsky.protocol.cot import encode_event
 from tests.conftest import base_config, running_hub, token_of
-from tests.integration.test_api import AIRSPACE, AIRSPACE_BACK, feature
+from tests.http.test_api import AIRSPACE, AIRSPACE_BACK, feature
 from tests.integration.test_launch_rounds import SHARING, fused_body
 
 AGREEMENTS = [AIRSPACE, AIRSPACE_BACK, *SHARING]

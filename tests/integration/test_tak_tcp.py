@@ -87,15 +87,16 @@ async def test_entitled_party_receives_and_others_do_not(make_hub) -> None:
         got = await jpn.wait_for(lambda e: e["uid"] == "USA::F16-1")
         assert got["callsign"] == "VIPER" and got["lat"] == 35.0
         assert (await usa2.wait_for(lambda e: e["uid"] == "F16-1"))["callsign"] == "VIPER"
-        assert await kor.collect(0.3) == []
-        assert [e["uid"] for e in await usa.collect(0.1)] == []  # never echoed to the sender
+        assert await hub.received_before_barrier(kor, usa) == []
+        # never echoed to the sender
+        assert [e["uid"] for e in await hub.received_before_barrier(usa)] == []
 
 
 async def test_no_agreement_no_flow_in_either_direction(make_hub) -> None:
     async with make_hub([FULL_TRACKS]) as hub:
         usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
         jpn.send(track("JPN-1"))  # the agreement is one-way: USA -> JPN
-        assert await usa.collect(0.3) == []
+        assert await hub.received_before_barrier(usa, jpn) == []
 
 
 async def test_area_of_interest_limits_what_flows(make_hub) -> None:
@@ -105,7 +106,7 @@ async def test_area_of_interest_limits_what_flows(make_hub) -> None:
         usa.send(track("IN", lat=35, lon=135))
         usa.send(track("OUT", lat=10, lon=100))
         await jpn.wait_for(lambda e: e["uid"] == "USA::IN")
-        assert [e["uid"] for e in await jpn.collect(0.3)] == ["USA::IN"]
+        assert [e["uid"] for e in await hub.received_before_barrier(jpn, usa)] == ["USA::IN"]
 
 
 async def test_validity_window_limits_what_flows(make_hub) -> None:
@@ -122,7 +123,8 @@ async def test_validity_window_limits_what_flows(make_hub) -> None:
         usa, jpn, kor, rus = await hub.connect_all(("USA", "JPN", "KOR", "RUS"))
         usa.send(track("T1"))
         await rus.wait_for(lambda e: e["uid"] == "USA::T1")
-        assert await jpn.collect(0.2) == [] and await kor.collect(0.1) == []
+        assert await hub.received_before_barrier(jpn, usa) == []
+        assert await hub.received_before_barrier(kor) == []
 
 
 async def test_generalized_disclosure_coarsens_and_strips(make_hub) -> None:
@@ -148,7 +150,7 @@ async def test_uid_spoofing_is_refused_and_collisions_are_namespaced(make_hub) -
         jpn.send(track("USA::SHARED", callsign="IMPOSTOR"))
         got = await usa.wait_for(lambda e: e["uid"] == "JPN::SHARED")
         assert got["callsign"] == "JP-OWN"
-        received = await usa.collect(0.3)
+        received = await hub.received_before_barrier(usa, jpn)
         assert all(e["callsign"] != "IMPOSTOR" for e in received)
         assert await metric(hub, "commonsky_refusals_total", reason="uid_spoof") == 1
         # USA's own item is untouched in the hub's picture.
@@ -199,7 +201,7 @@ async def test_new_connection_gets_current_picture_not_stale(make_hub) -> None:
         usa.send(track("A1", lat=31))  # latest per uid wins
         await asyncio.sleep(1.3)
         jpn = await hub.connect("JPN")
-        received = await jpn.collect(0.4)
+        received = await hub.received_before_barrier(jpn)
         assert [(e["uid"], e["lat"]) for e in received] == [("USA::A1", 31.0)]
 
 
@@ -210,7 +212,7 @@ async def test_durable_items_replayed_to_a_party_that_comes_back(make_hub) -> No
         await rus.close()
         await asyncio.sleep(0.05)
         usa.send(chat("m1", "Coalition strike package at 0400Z east of the line", "RUS"))
-        await asyncio.sleep(0.2)
+        await usa.sync()  # the hub has taken it in
         assert hub.hub.store.active(time.time())[0].event.uid == "GeoChat.m1"
         back = await hub.connect("RUS")
         got = await back.wait_for(lambda e: e["type"] == "b-t-f")
@@ -224,7 +226,7 @@ async def test_durable_items_survive_a_hub_restart(tmp_path) -> None:
     async with running_hub(config) as hub:
         usa = await hub.connect("USA")
         usa.send(chat("m2", "notice before restart", "RUS"))
-        await asyncio.sleep(0.2)
+        await usa.sync()  # the hub has taken it in
     async with running_hub(config) as hub:
         rus = await hub.connect("RUS")
         got = await rus.wait_for(lambda e: e["type"] == "b-t-f")
@@ -237,7 +239,7 @@ async def test_directed_hotline_reaches_only_its_destination(make_hub) -> None:
         usa, rus, jpn = await hub.connect_all(("USA", "RUS", "JPN"))
         usa.send(chat("d1", "for RUS only", "RUS"))
         await rus.wait_for(lambda e: e["type"] == "b-t-f")
-        assert await jpn.collect(0.3) == []
+        assert await hub.received_before_barrier(jpn, usa) == []
 
 
 async def test_a_reader_that_keeps_up_gets_every_update_of_a_burst(make_hub) -> None:
@@ -264,9 +266,9 @@ async def test_slow_reader_gets_latest_positions(make_hub) -> None:
                     track(f"T{i}", lat=10 + round_ * 0.01, callsign="X" * 400) for i in range(100)
                 )
             )
-        await asyncio.sleep(0.5)
+        await usa.sync()  # every round is taken in (and queued for JPN, or merged)
         jpn.writer.transport.resume_reading()
-        received = await jpn.collect(1.5)
+        received = await hub.received_before_barrier(jpn)
         latest = {}
         for event in received:
             latest[event["uid"]] = event["lat"]

@@ -26,7 +26,9 @@ async def tls_client(hub: RunningHub, pki: Path, party: str, ca: str = "ca") -> 
     """A TAK client of `party` with the certificate `cert issue` made for its ops user under
     `ca`, trusting the hub's CA."""
     user = f"{pki / ca}/clients/{party}/{party.lower()}-ops"
-    return await hub.connect_tls(Path(f"{user}.pem"), Path(f"{user}-key.pem"), pki / "ca/ca.pem")
+    client = await hub.connect_tls(Path(f"{user}.pem"), Path(f"{user}-key.pem"), pki / "ca/ca.pem")
+    client.party = party
+    return client
 
 
 async def test_pytak_tls_client_delivers_across_parties(tmp_path: Path, pki: Path) -> None:
@@ -61,7 +63,7 @@ async def test_certificate_from_another_ca_is_refused(tmp_path: Path, pki: Path)
             rogue = await tls_client(hub, pki, "USA", ca="rogue-ca")
             rogue.send(track("ROGUE"))
             await rogue.collect(0.5)
-        assert all(e["uid"] != "USA::ROGUE" for e in await jpn.collect(0.2))
+        assert all(e["uid"] != "USA::ROGUE" for e in await hub.received_before_barrier(jpn))
         assert not hub.hub.connections["USA"]
 
 

@@ -113,3 +113,28 @@ def test_store_batches_number_on_from_single_appends_and_survive_a_restart(
         assert again.append_many([_item(6), _item(7)]) == [6, 7]  # outside a block too
     finally:
         again.close()
+
+
+def test_recover_appends_exactly_the_journalled_entries_it_lacks(tmp_path: Path) -> None:
+    def entry(n: int) -> EntryFields:
+        return EntryFields("fact", n, "USA", ["USA"], {"n": n})
+
+    source = Ledger(tmp_path / "a.sqlite3")
+    with source.transaction():
+        source.append_many([entry(0), entry(1)])
+        journal = source.uncommitted()
+    assert [seq for seq, _ in journal] == [0, 1] and source.uncommitted() == []
+    with source.transaction():
+        source.append(entry(2))
+        journal += source.uncommitted()
+    behind = Ledger(tmp_path / "b.sqlite3")
+    assert behind.recover(journal[:1]) == 1  # (an entry's bytes carry when it was appended)
+    assert behind.recover(journal) == 2
+    assert behind.root() == source.root() and behind.recover(journal) == 0
+    # A journal that does not continue the log is not applied (another hub's ledger, or one
+    # made afresh with --init: the data folder's binding judges those).
+    other = Ledger(tmp_path / "c.sqlite3")
+    other.append(entry(9))
+    assert other.recover(journal) is None  # entry 0 holds other bytes
+    assert other.recover(journal[2:]) is None  # starts past its end
+    assert other.size == 1

@@ -6,6 +6,7 @@ import base64
 import json
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,17 @@ def _applies(tamper: Tamper, which: str) -> bool:
 CASES = [(t, which) for which in ("full", "rus") for t in TAMPERS if _applies(t, which)]
 
 
+@pytest.fixture
+def chunks_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunked scan with its chunks in threads instead of processes. What these cases
+    check — how chunks are cut and merged, and which line is the first bad one — does not
+    depend on where a chunk runs, and a pool of processes for each of several hundred
+    verifications was most of this module's time; the intact and random cases above and
+    below still run in real processes (pickling, worker start-up)."""
+    monkeypatch.setattr(verify, "ProcessPoolExecutor", ThreadPoolExecutor)
+
+
+@pytest.mark.usefixtures("chunks_in_threads")
 @pytest.mark.parametrize(("tamper", "which"), CASES, ids=[f"{t.__name__}-{w}" for t, w in CASES])
 @pytest.mark.parametrize("where", [0, 1, 57, N - 2])
 def test_tampered_files_agree(
@@ -220,6 +232,7 @@ def test_tampered_files_agree(
         assert not result.ok, result.describe()
 
 
+@pytest.mark.slow
 def test_many_random_tampers_agree(files: tuple[Path, Path, bytes], tmp_path: Path) -> None:
     rng = random.Random(7)
     data = files[0].read_bytes()

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from shapely.geometry import shape
 
 from commonsky.deconflict.engine import Conflict, ConflictEngine
-from commonsky.deconflict.geometry import GEOD, Circle, Corridor, Frame, Line, Polygon, Site, Volume
+from commonsky.deconflict.shapes import Circle, Corridor, Line, Polygon, Site, Volume
+from commonsky.geo import GEOD, Frame
 from commonsky.privdeconf import Holding, PrivateRound, Terms, run_in_memory
 from commonsky.privdeconf.pieces import item_handle
 

@@ -10,7 +10,7 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commonsky.deconflict.geometry import Circle, Line, Polygon, Site, Volume
+from commonsky.deconflict.shapes import Circle, Line, Polygon, Site, Volume
 from commonsky.privdeconf import CellsError, Holding, Terms
 from commonsky.privdeconf.cells import (
     COVER_MARGIN_M,
@@ -68,7 +68,7 @@ def test_a_cells_outline_holds_every_point_h3_puts_in_it(
     # cell a point is in. They must agree to within the margin, or a cover could miss.
     lon, lat = centre
     cell = h3.latlng_to_cell(lat, lon, level)
-    from commonsky.deconflict.geometry import Frame
+    from commonsky.geo import Frame
 
     frame = Frame(lon, lat)
     poly = cell_polygons([cell], frame)[0]

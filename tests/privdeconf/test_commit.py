@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from commonsky.deconflict.geometry import Circle, Volume
+from commonsky.deconflict.shapes import Circle, Volume
 from commonsky.privdeconf import Gate, Holding, PrivateRound, RoundRefused, Terms, audit
 from commonsky.privdeconf.commit import Opening, commitment, request_order
 from commonsky.privdeconf.round import Open, _decode

@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from commonsky.deconflict.geometry import Circle, Volume
+from commonsky.deconflict.shapes import Circle, Volume
 from commonsky.errors import LocalProtocolError, RemoteProtocolError
 from commonsky.privdeconf import Holding, PrivateRound, Terms
 from commonsky.privdeconf.pieces import Piece

@@ -8,11 +8,13 @@ from __future__ import annotations
 import math
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commonsky.deconflict.engine import Conflict
-from commonsky.deconflict.geometry import GEOD, Circle, Volume, centre_lonlat
+from commonsky.deconflict.shapes import Circle, Volume
+from commonsky.geo import GEOD, centre_lonlat
 from commonsky.privdeconf import Holding, PrivateRound, Terms
 from commonsky.privdeconf.cells import CellSet
 from commonsky.privdeconf.round import Answer, Pieces, _decode, run_in_memory
@@ -130,6 +132,7 @@ def _far_from(a: list[Holding], offsets: list[tuple[float, float]]) -> list[Hold
 OFFSETS = st.lists(st.tuples(st.floats(0, 360), st.floats(0, 300_000)), max_size=3)
 
 
+@pytest.mark.slow
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rival_items(), OFFSETS, OFFSETS)
 def test_what_a_hub_learns_is_a_function_only_of_the_intersection(

@@ -8,14 +8,16 @@ beyond the cells that met."""
 from __future__ import annotations
 
 import h3
+import pytest
 import shapely
 from shapely.geometry import shape
 
 from commonsky.deconflict.engine import Conflict, ConflictEngine
-from commonsky.deconflict.geometry import Circle, Frame, Line, Polygon, Site, Volume
 from commonsky.deconflict.notice import notice_for
+from commonsky.deconflict.shapes import Circle, Line, Polygon, Site, Volume
 from commonsky.demo.scenario import load
 from commonsky.engines.airspace import across_the_line, canonical_geometry
+from commonsky.geo import Frame
 from commonsky.privdeconf import Holding, PrivateRound, Terms, run_in_memory
 from commonsky.privdeconf.cells import union_of_cells
 from commonsky.privdeconf.pieces import item_handle
@@ -69,6 +71,7 @@ def _across(c: Conflict) -> bool:
     return {c.a.party in COALITION, c.b.party in COALITION} == {True, False}
 
 
+@pytest.mark.slow
 def test_both_hubs_raise_every_conflict_the_single_hub_raises_between_the_sides() -> None:
     every = _holdings()
     coalition = [h for h in every if h.party in COALITION]
@@ -143,6 +146,7 @@ def test_both_hubs_raise_every_conflict_the_single_hub_raises_between_the_sides(
     assert sorted(c.id for c in ini.result.conflicts) == sorted(c.id for c in res.result.conflicts)
 
 
+@pytest.mark.slow
 def test_neither_hub_receives_the_others_shapes_outside_the_cells_that_met() -> None:
     # The independent check: everything of the other hub's a hub received (the pieces, as
     # received bytes decode) lies inside its OWN matched cells; the rest of the other's

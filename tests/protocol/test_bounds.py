@@ -148,6 +148,7 @@ def events(draw: st.DrawFn) -> CotEvent:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events())
 def test_an_accepted_event_renders_in_every_form_parses_back_and_records(e: CotEvent) -> None:

@@ -150,3 +150,56 @@ async def test_a_hub_whose_database_drops_refuses_writes_clearly_then_recovers(
                 await tak.collect(2.0)
         texts = [i.event.detail for i in hub.server.store.since(0)]
     assert any("two" in t for t in texts) and not any("one" in t or "three" in t for t in texts)
+
+
+def test_while_the_server_is_away_writes_fail_fast_between_spaced_reconnects(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each reconnect may block the event loop up to the connect timeout: after a failed one,
+    # writes are refused at once (StoreUnavailable) until the next attempt is due, and the
+    # attempts are spaced ever wider. The server's absence is the library's connect failing.
+    now = [1000.0]
+    store = PostgresStore(postgres_url, clock=lambda: now[0])
+    real_connect = psycopg.connect
+    attempts: list[float] = []
+    away = [True]
+
+    def connect(*args: object, **kwargs: object) -> psycopg.Connection:
+        attempts.append(now[0])
+        if away[0]:
+            raise psycopg.OperationalError("connection refused")
+        return real_connect(*args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        store.append(item("before"))
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store._conn.info.backend_pid,))
+        monkeypatch.setattr(postgres.psycopg, "connect", connect)
+        with pytest.raises(StoreUnavailable, match="connection lost"):
+            store.append(item("lost"))
+        with pytest.raises(StoreUnavailable, match="unreachable: connection refused"):
+            store.append(item("first attempt"))  # tried at once
+        assert attempts == [1000.0]
+        for _ in range(3):
+            with pytest.raises(StoreUnavailable, match=r"next attempt in 0\.5 s"):
+                store.append(item("meanwhile"))
+        assert attempts == [1000.0]  # no attempt before it is due
+        now[0] += 0.5
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            store.append(item("second attempt"))
+        now[0] += 0.9
+        with pytest.raises(StoreUnavailable, match=r"next attempt in 0\.1 s"):
+            store.append(item("meanwhile"))  # the wait doubled: 1 s
+        assert attempts == [1000.0, 1000.5]
+        away[0] = False
+        now[0] += 0.1
+        store.append(item("after"))  # the server is back: the attempt succeeds
+        assert attempts == [1000.0, 1000.5, 1001.5]
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store._conn.info.backend_pid,))
+        with pytest.raises(StoreUnavailable, match="connection lost"):
+            store.append(item("lost again"))
+        store.append(item("at once"))  # a success reset the wait: the next drop retries at once
+        assert [i.uid for i in store.since(0)] == ["before", "after", "at once"]
+    finally:
+        store.close()

@@ -186,3 +186,21 @@ def test_reserved_numbers_are_never_handed_out(open_store: Callable[[], Store]) 
     again = open_store()
     again.reserve(2)
     assert again.append(item("e")) > d
+
+
+def test_the_ledger_journal_keeps_the_last_batch_with_the_block(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    assert store.journal() == []
+    with store.transaction():
+        store.append(item("a"))
+        store.put_journal([(0, b"zero"), (1, b"one")])
+    with store.transaction():
+        store.append(item("b"))
+        store.put_journal([(2, b"two\x00"), (3, b"three")])  # the ledger holds 0 and 1 now
+    store.put_journal([])  # nothing to keep: nothing changes
+    store.close()
+    again = open_store()
+    assert again.journal() == [(2, b"two\x00"), (3, b"three")]
+    assert [i.uid for i in again.since(0)] == ["a", "b"]

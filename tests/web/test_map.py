@@ -15,7 +15,8 @@ from commonsky.web.shots import screenshot
 
 from .conftest import TOKENS, open_page, signed_in, snapshot
 
-pytestmark = pytest.mark.browser
+# One chromium for the module (conftest `browser`): its tests share the module's loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 AGREEMENTS: list[dict[str, Any]] = [
     {
@@ -95,15 +96,17 @@ async def test_party_sees_exactly_the_tracks_it_may(web_hub: Any, browser: Brows
         kr.send(cot("k1", "a-f-A-M-F-Q", 37.5, 127.0, "KRDRONE"))  # generalized to JPN
         ru.send(cot("r1", "a-h-A-M-F", 36.0, 130.0, "BEAR1"))  # no agreement: never
         jp.send(cot("j1", "a-f-S", 36.5, 132.0, "KONGO"))  # JPN's own
-        await asyncio.sleep(0.3)
+        for sender in (us, kr, ru, jp):
+            await sender.sync()  # all four are in the picture the page loads
         page, watched = await signed_in(browser, hub, "JPN")
         await wait_tracks(page, "VIPER1")
-        # Live updates after load: the forbidden one is sent first, the allowed one after,
-        # so once the allowed one is drawn the forbidden one had every chance to be.
+        # Live updates after load: the forbidden one is taken in first (ru.sync), the allowed
+        # one after, so had the forbidden one been routed to the page it would be queued
+        # ahead of the allowed one: once the allowed one is drawn, it would be too.
         ru.send(cot("r2", "a-h-A-M-F", 36.2, 130.2, "BEAR2"))
+        await ru.sync()
         us.send(cot("u2", "a-f-A-M-F", 38.5, 128.5, "VIPER2"))
         await wait_tracks(page, "VIPER2")
-        await asyncio.sleep(0.3)
         snap = await snapshot(page)
         by_party: dict[str, list[dict[str, Any]]] = {}
         for t in snap["tracks"]:

@@ -11,7 +11,8 @@ from playwright.async_api import Browser
 from .conftest import signed_in, snapshot
 from .test_map import AGREEMENTS, cot, wait_tracks
 
-pytestmark = pytest.mark.browser
+# One chromium for the module (conftest `browser`): its tests share the module's loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 
 def delete(target: str) -> bytes:

@@ -16,7 +16,8 @@ from commonsky.protocol.cot import encode_event
 
 from .conftest import signed_in, snapshot
 
-pytestmark = pytest.mark.browser
+# One chromium for the module (conftest `browser`): its tests share the module's loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 AGREEMENTS = [
     {"name": "p1", "from": "USA", "to": ["JPN"], "disclosure": "full", "categories": ["imagery"]},

@@ -21,6 +21,8 @@ from .conftest import signed_in, snapshot
 from .test_map import AGREEMENTS, bearer, cot
 
 pytestmark = pytest.mark.browser
+# One chromium for the module (conftest `browser`): its async tests share the module's loop.
+in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 N_TRACKS = 2000
 
@@ -32,6 +34,7 @@ def traffic(n: int, step: int) -> bytes:
     )
 
 
+@in_module_loop
 async def test_2000_live_tracks_are_all_drawn_and_follow_their_moves(
     web_hub: Any, browser: Browser
 ) -> None:
@@ -58,6 +61,7 @@ async def test_2000_live_tracks_are_all_drawn_and_follow_their_moves(
         assert watched.problems() == []
 
 
+@in_module_loop
 async def test_conflicts_launches_and_areas_are_drawn(web_hub: Any, browser: Browser) -> None:
     agreements = [
         *AGREEMENTS,
@@ -122,6 +126,7 @@ async def test_conflicts_launches_and_areas_are_drawn(web_hub: Any, browser: Bro
         assert watched.problems() == []
 
 
+@pytest.mark.slow
 def test_bench_map_runs_small() -> None:
     # The benchmark's figures are not judged here; it must run and report every row.
     result = subprocess.run(

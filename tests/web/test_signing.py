@@ -17,7 +17,8 @@ from commonsky.ledger.keys import PartyKeys
 
 from .conftest import TOKENS, signed_in, web_running_hub
 
-pytestmark = pytest.mark.browser
+# One chromium for the module (conftest `browser`): its tests share the module's loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 HOTLINE = [
     {"name": f"{a}-{b} hotline", "from": a, "to": [b], "categories": ["hotline"]}

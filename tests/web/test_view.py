@@ -19,7 +19,8 @@ from commonsky.web.shots import screenshot
 from .conftest import TOKENS, signed_in, snapshot
 from .test_map import AGREEMENTS, bearer, cot, wait_tracks
 
-pytestmark = pytest.mark.browser
+# One chromium for the module (conftest `browser`): its tests share the module's loop.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 OCEAN = (0x0E, 0x22, 0x33)  # the map's background (style.css): what a stripe would cover
 SYRIA = [(34.6 + 0.15 * i, 37.5 + 0.3 * i) for i in range(10)]  # (lat, lon)

@@ -27,8 +27,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from commonsky.bench.api import TOKENS, loaded_hub, track_events
 from commonsky.errors import UsageError
-from commonsky.web.bench import TOKENS, loaded_hub, track_events
 from commonsky.web.shots import CHROMIUM, CHROMIUM_ARGS, chromium_missing
 
 TARGET_FRAME_MS = 100.0

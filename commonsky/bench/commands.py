@@ -1,0 +1,141 @@
+"""`commonsky bench relay`, `bench fuzz` and `bench kill9`: the commands that start a real
+hub process and load it. Each imports its benchmark only when run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from commonsky.errors import UsageError
+
+
+def relay(
+    receivers: Annotated[int, typer.Option(help="Receiving TAK connections.")] = 60,
+    senders: Annotated[int, typer.Option(help="Sending TAK connections.")] = 10,
+    rate: Annotated[int, typer.Option(help="Messages per second offered in total.")] = 1000,
+    duration: Annotated[float, typer.Option(help="Seconds of load per system.")] = 10.0,
+    parties: Annotated[int, typer.Option(help="Parties in the agreement ring.")] = 6,
+) -> None:
+    """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from commonsky.bench.relay import bench_relay as run
+
+    if min(receivers, senders, rate, parties) < 1 or duration <= 0:
+        raise UsageError("--receivers, --senders, --rate, --parties and --duration must be > 0")
+    hub, relay = run(receivers, senders, rate, duration, parties)
+    rows = [hub.row(), relay.row()]
+    table = Table(
+        title=f"bench relay: {receivers} receivers, {senders} senders, {rate} msg/s "
+        f"offered, {duration:g} s, {os.cpu_count()} cores"
+    )
+    table.add_column("measure")
+    for row in rows:
+        table.add_column(str(row["system"]), justify="right")
+    for key in list(rows[0])[1:]:
+        table.add_row(
+            key,
+            *(f"{row[key]:.3f}" if isinstance(row[key], float) else str(row[key]) for row in rows),
+        )
+    Console(width=100).print(table)
+    h, r = rows
+    throughput = float(h["delivered msg/s"]) / float(r["delivered msg/s"])
+    print(f"throughput ratio hub/relay = {throughput:.3f}  (target >= 0.8)")
+    print(
+        f"p99 ratio hub/relay = {float(h['p99 ms']) / max(1e-9, float(r['p99 ms'])):.2f}"
+        f"  (target <= 2)"
+    )
+    print(
+        f"hub RSS = {hub.rss_mb:.0f} MB (target <= 300); unexpected deliveries = "
+        f"{hub.unexpected} (target 0)"
+    )
+
+
+def fuzz(
+    inputs: Annotated[int, typer.Option(help="Mutated messages to send in all.")] = 1_000_000,
+    restarts: Annotated[int, typer.Option(help="Times the hub is restarted midway.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the mutations (a run replays).")] = 1,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Folder of real CoT events (*.xml) to seed from.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
+    ] = None,
+    hub_log_level: Annotated[str, typer.Option(help="The hub's --log-level.")] = "warning",
+) -> None:
+    """Mutated TAK (XML, protobuf) and API input against a real hub restarted midway; prints
+    the figures (also in OUT/fuzz-report.json); exit 1 when a must-hold figure fails."""
+    import importlib.util
+
+    if importlib.util.find_spec("websockets") is None:  # its WebSocket receivers need it
+        raise UsageError("bench fuzz needs the dev extras: pip install -e '.[dev]'")
+    from commonsky.bench.fuzz import fuzz as run
+
+    if inputs <= 0 or restarts < 0:
+        raise UsageError("--inputs must be positive and --restarts not negative")
+    if corpus is not None and not corpus.is_dir():
+        raise UsageError(f"--corpus {corpus}: not a folder")
+    out = out or Path("var/fuzz") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: not empty (each run starts from an empty hub)")
+    figures = run(inputs, restarts, seed, corpus, out, hub_log_level)
+    for name, value in figures.items():
+        print(f"{name:40} {value}")
+    if not figures["passed"]:
+        raise typer.Exit(1)
+
+
+def kill9(
+    runs: Annotated[int, typer.Option(help="Times the hub is killed under load.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the kill moments.")] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
+    ] = None,
+) -> None:
+    """Kill -9 the hub under load RUNS times on the same data; every item it acknowledged
+    must be in the store afterwards. Prints the figures (also in OUT/kill9.json); exit 1 when
+    an acknowledged item was lost or the hub did not start again."""
+    from commonsky.bench.kill9 import kill9 as run
+
+    if runs <= 0:
+        raise UsageError("--runs must be positive")
+    out = out or Path("var/kill9") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: not empty (the runs start from an empty hub)")
+    figures = run(runs, out, seed)
+    for name, value in figures.items():
+        if name != "per_run":
+            print(f"{name:40} {value}")
+    if not figures["passed"]:
+        raise typer.Exit(1)
+
+
+def federation(
+    count: Annotated[int, typer.Option(help="Tracks sent in each of the two runs.")] = 5000,
+    rate: Annotated[float, typer.Option(help="Tracks a second.")] = 500.0,
+    markers: Annotated[int, typer.Option(help="Durable markers sent around each kill.")] = 300,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the hubs' data, logs and the report.")
+    ] = None,
+) -> None:
+    """Two hubs on loopback (federated over TAK Federation v2) against one hub, same load,
+    same run: items/s and latency p50/p99 end to end; then the receiving hub and the sending
+    hub are each killed with SIGKILL and started again: resume time, durable items lost
+    (must be 0) and applied twice (must be 0). Exit 1 when one is not 0."""
+    from commonsky.bench.federation import federation as run
+
+    if count <= 0 or rate <= 0 or markers <= 0:
+        raise UsageError("--count, --rate and --markers must be positive")
+    out = out or Path("var/bench-federation") / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: not empty (the runs start from empty hubs)")
+    figures = run(out, count, rate, markers)
+    for name, value in figures.items():
+        print(f"{name:40} {value}")
+    if not figures["passed"]:
+        raise typer.Exit(1)
