@@ -385,7 +385,7 @@ def _planar_apart(g1: dict[str, Any] | None, g2: dict[str, Any] | None) -> float
     import shapely
     from shapely.geometry import shape
 
-    from commonsky.deconflict.geometry import Frame
+    from commonsky.geo import Frame
 
     if not g1 or not g2:
         return math.inf
@@ -400,7 +400,7 @@ def single_hub_truth(runner: FederatedRunner, scenario: Scenario) -> list[Any]:
     """The conflicts the single-hub engine raises between parties of different hubs, from
     the scenario's airspace as played (hub clock), recast as the desk tells them."""
     from commonsky.deconflict.engine import ConflictEngine
-    from commonsky.deconflict.geometry import Circle, Line, Polygon, Site, Volume
+    from commonsky.deconflict.shapes import Circle, Line, Polygon, Site, Volume
     from commonsky.engines.airspace import across_the_line
 
     party_of = {c.id: c.party for c in scenario.client}
