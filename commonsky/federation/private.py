@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -63,7 +63,6 @@ from . import federation_pb2 as pb
 if TYPE_CHECKING:
     from commonsky.engines.airspace import AirspaceDesk
 
-    from .bridge import Federation
     from .link import Link
 
 log = logging.getLogger("commonsky.privdeconf")
@@ -146,6 +145,20 @@ def holding_of(item: Item) -> Holding:
         h_uncertainty_m=ce if math.isfinite(ce) and 0 <= ce < 9_999_999 else 0.0,
         v_uncertainty_m=le if math.isfinite(le) and 0 <= le < 9_999_999 else 0.0,
     )
+
+
+class Federation(Protocol):
+    """What the rounds ask of the hub's federation (bridge.Federation; no import of it, so
+    the two modules do not depend on each other both ways)."""
+
+    seam: Any  # bridge.HubSeam
+    own: frozenset[str]
+    links: dict[str, Link]
+    behind: dict[str, str]
+
+    def send_head(self, name: str) -> None: ...
+
+    def refuse(self, link: Link, reason: str, detail: str) -> None: ...
 
 
 class PrivateLink:
