@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from commonsky.demo.main import run_demo
 
 
+@pytest.mark.slow
 def test_syria_on_two_rival_hubs_deconflicts_privately(tmp_path: Path) -> None:
     console = Console(width=160, record=True)
     summary = asyncio.run(
