@@ -50,9 +50,7 @@ class Services:
             # The store commits first, its journal holding what the ledger commits next:
             # after a crash between the two, the ledger is completed from the journal.
             recorder.recover(hub.store)
-            hub.on_durable.append(recorder.record)
-            hub.transactions.append(recorder.ledger.transaction)
-            hub.journals.append(lambda: recorder.journal(hub.store))
+            hub.add_recorder(recorder)
             # (A data folder written when the ledger committed first may hold numbers the
             # ledger recorded and the store lost: they must not go to other items.)
             hub.store.reserve(recorder.last_store_seq())

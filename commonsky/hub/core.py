@@ -59,7 +59,7 @@ from .connection import Connection as Connection  # (re-exported: adapters impor
 from .connection import addressed_to_devices, reaches
 from .connections import Connections
 from .deletes import DELETE_TYPE, audience, target_key, tombstone
-from .desk import Desk
+from .desk import Desk, Recorder
 from .directory import Directory, device_callsign
 from .naming import Naming
 from .outbox import Pending, Rendered, Variant
@@ -101,19 +101,16 @@ class Hub:
         # (party, GeoChat message id) -> the message's key, for the messages in the picture:
         # a receipt crosses to another party only if it answers one it was sent.
         self._chats: dict[tuple[str, str], tuple[str, str]] = {}
-        # The ledger hooks in here: `on_durable` runs once a durable item is stored and
-        # before anyone receives it.
-        self.on_durable: list[Callable[[list[tuple[Item, dict[str, Disclosure]]]], None]] = []
         # Desks (`add_desk`, hub/desk.py): each one's checks by category, in order.
         self._desks: list[Desk] = []
         self._checks: dict[Category, list[Desk]] = defaultdict(list)
         # What the desks' checks parsed for the item being accepted, by desk name, handed
         # to their `observe` for that very event (identity), then forgotten.
         self._parsed: tuple[CotEvent, dict[str, object]] | None = None
-        # Other writers whose commits join the store's, committing after it (see
-        # `transaction`), and what copies their pending writes into the store's commit.
-        self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
-        self.journals: list[Callable[[], None]] = []
+        # Recorders (`add_recorder`: the ledger): each records every durable item once it
+        # is stored and before anyone receives it, and commits after the store (see
+        # `transaction`), its pending writes journalled into the store's commit.
+        self._recorders: list[Recorder] = []
         # Items applied inside the open transaction, published on the bus once it commits.
         self._unpublished: list[Item] = []
         self._tx_depth = 0
@@ -147,6 +144,11 @@ class Hub:
         self._desks.append(desk)
         for category in desk.categories:
             self._checks[category].append(desk)
+
+    def add_recorder(self, recorder: Recorder) -> None:
+        """Have `recorder` record every durable item in the store's transaction, after the
+        recorders added before it (hub/desk.py)."""
+        self._recorders.append(recorder)
 
     def _load(self, item: Item) -> None:
         if is_transient(item.event.type):
@@ -367,8 +369,8 @@ class Hub:
             items = [replace(i, seq=next(seqs)) if i.category in DURABLE else i for i in items]
             now = self.clock()
             batch = [(i, self.route(i, now)) for i in items if i.category in DURABLE]
-            for hook in self.on_durable:
-                hook(batch)
+            for recorder in self._recorders:
+                recorder.record(batch)
             for item in items:
                 self._apply(item)
         return items
@@ -389,20 +391,22 @@ class Hub:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One unit for the store and every writer in `transactions` (the ledger): the
-        store commits first, with the `journals` of what the others commit next (so a crash
-        between the commits is repaired at the next start), then the others. Items applied
+        """One unit for the store and every recorder (the ledger): the store commits first,
+        with each recorder's journal of what it commits next (so a crash between the commits
+        is repaired at the next start), then the recorders. Items applied
         inside are published on the bus after the commits, in order. Blocks nest."""
         if self._tx_depth:  # inside an outer block: join it
             yield
             return
         try:
             with contextlib.ExitStack() as stack:
-                for begin in self.transactions:
-                    stack.enter_context(begin())  # entered first, so left (committed) last
+                for recorder in self._recorders:
+                    # Entered first, so left (committed) last.
+                    stack.enter_context(recorder.transaction())
                 stack.enter_context(self.store.transaction())
-                for journal in self.journals:
-                    stack.callback(journal)  # run inside the store's block, before its commit
+                for recorder in self._recorders:
+                    # Run inside the store's block, before its commit.
+                    stack.callback(recorder.journal, self.store)
                 self._tx_depth += 1
                 try:
                     yield
@@ -784,8 +788,8 @@ class Hub:
             (seq,) = self.store.append_many([tombstone(rendered.item, now)])
             gone = replace(tombstone(rendered.item, now), seq=seq)
             parties = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
-            for hook in self.on_durable:
-                hook([(gone, parties)])
+            for recorder in self._recorders:
+                recorder.record([(gone, parties)])
             self._apply(item)
         return item
 

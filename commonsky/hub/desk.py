@@ -21,10 +21,11 @@ Rules a desk relies on:
 from __future__ import annotations
 
 from collections.abc import Collection
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from commonsky.model import Category, CotEvent, Disclosure, Item
-from commonsky.store import HotlineRow
+from commonsky.store import HotlineRow, Store
 
 Routes = dict[str, Disclosure]
 
@@ -49,6 +50,25 @@ class Desk(Protocol):
 
     def observe(self, item: Item, routes: Routes, parsed: object | None = None) -> None:
         """`item` as it is delivered now, to `routes` (the other parties and their forms)."""
+        ...
+
+
+class Recorder(Protocol):
+    """A writer whose commits join the store's (the ledger: `desks/recorder.py`), added
+    with `Hub.add_recorder`. Not a desk: it must see a durable item before anyone receives
+    it, inside the transaction that stores it."""
+
+    def record(self, batch: list[tuple[Item, Routes]]) -> None:
+        """Record each stored durable item with its routes, in order."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Its own commit: entered before the store's block, left (committed) after it."""
+        ...
+
+    def journal(self, store: Store) -> None:
+        """Copy what it is about to commit into `store`'s commit (repaired from there at
+        the next start if a crash falls between the two commits)."""
         ...
 
 
