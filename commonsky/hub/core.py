@@ -72,6 +72,9 @@ log = logging.getLogger("commonsky.hub")
 
 _VARIANT: dict[Disclosure, Variant] = {Disclosure.FULL: "full", Disclosure.GENERALIZED: "gen"}
 
+# An item's routes, computed once: (routes, valid until, the directory epoch they assumed).
+Routed = tuple[dict[str, Disclosure], float, int]
+
 
 class Hub:
     def __init__(
@@ -273,14 +276,17 @@ class Hub:
                 parsed[desk.name] = result
         if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
             self._check_quota(party)
-        if category in refuse_unrouted and not self.route(item, now):
-            raise Refused(
-                403, "no agreement in force lets this message reach anyone", "no_agreement"
-            )
+        routed: Routed | None = None
+        if category in refuse_unrouted:
+            routed = (self.route(item, now), self.policy.next_change(now), self.directory.epoch)
+            if not routed[0]:
+                raise Refused(
+                    403, "no agreement in force lets this message reach anyone", "no_agreement"
+                )
         self.metrics.count_in(party, category.value)
         outer, self._parsed = self._parsed, (event, parsed) if parsed else None
         try:
-            return self.submit(item)
+            return self._submit_many([item], routed)[0]
         finally:
             self._parsed = outer  # (an accept nested in a desk's observe leaves it whole)
 
@@ -339,26 +345,38 @@ class Hub:
         """
         return self._submit_many([item])[0]
 
-    def _submit_many(self, items: list[Item]) -> list[Item]:
+    def _submit_many(self, items: list[Item], routed: Routed | None = None) -> list[Item]:
         """`submit` for several items: the durable ones stored and recorded in one batch,
-        then each published in order."""
+        then each published in order. Each item is routed once: the routes the ledger
+        records are the ones kept with it for delivery (`cached_route`); `routed` gives
+        those `accept` computed already for a single item."""
         durable = [i for i in items if i.category in DURABLE]
         if not durable:
             for item in items:
-                self._apply(item)
+                self._apply(item, self._prepared(item, routed))
             return items
         with self.transaction():
             seqs = iter(self.store.append_many(durable))
             items = [replace(i, seq=next(seqs)) if i.category in DURABLE else i for i in items]
             now = self.clock()
-            batch = [(i, self.route(i, now)) for i in items if i.category in DURABLE]
+            prepared = [self._prepared(i, routed) for i in items]
+            batch = [
+                (r.item, self.cached_route(r, now)) for r in prepared if r.item.category in DURABLE
+            ]
             for recorder in self._recorders:
                 recorder.record(batch)
-            for item in items:
-                self._apply(item)
+            for rendered in prepared:
+                self._apply(rendered.item, rendered)
         return items
 
-    def _apply(self, item: Item) -> None:
+    def _prepared(self, item: Item, routed: Routed | None) -> Rendered:
+        """`item`'s shared wire forms (made on demand), with routes already known kept."""
+        rendered = self._rendered(item)
+        if routed is not None:
+            rendered.routes, rendered.routes_until, rendered.routes_epoch = routed
+        return rendered
+
+    def _apply(self, item: Item, rendered: Rendered | None = None) -> None:
         """Apply an item in this process (the picture, its recipients' outboxes, the desks)
         and publish it on the bus for other processes — once what it is part of commits.
 
@@ -367,9 +385,9 @@ class Hub:
         it joins the same commit."""
         if self._tx_depth:
             self._unpublished.append(item)  # (before what its delivery sets off: causal order)
-            self._deliver(item)
+            self._deliver(item, rendered)
         else:
-            self._deliver(item)
+            self._deliver(item, rendered)
             self.bus.publish(item)
 
     @contextlib.contextmanager
@@ -431,11 +449,12 @@ class Hub:
         ]
         return self._submit_many(items)
 
-    def _deliver(self, item: Item) -> None:
+    def _deliver(self, item: Item, rendered: Rendered | None = None) -> None:
         if item.event.type == DELETE_TYPE and item.party != HUB:
             self._apply_delete(item)
             return
-        rendered = self._rendered(item)
+        if rendered is None:
+            rendered = self._rendered(item)
         durable = item.category in DURABLE
         transient = is_transient(item.event.type)
         now = self.clock()
