@@ -98,7 +98,7 @@ class Hub:
         self.directory = Directory()
         self.parties = frozenset(policy.parties) | {HUB}  # every namespace a name may claim
         # What the hub holds now (hub/picture.py); `live` and `durable` are its two pools.
-        self.picture = Picture(self.parties, self._variant_for, clock)
+        self.picture = Picture(self.parties, self._variant_for, lambda: self.clock())
         self.live = self.picture.live
         self.durable = self.picture.durable
         # Desks (`add_desk`, hub/desk.py): each one's checks by category, in order.
