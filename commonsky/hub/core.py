@@ -50,19 +50,20 @@ from commonsky.namespace import SHARED, Key, own_uid, read_name
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event
 from commonsky.protocol.cot import detail_tree
-from commonsky.protocol.refs import RECEIPT_TYPES, message_id, uid_form
+from commonsky.protocol.refs import RECEIPT_TYPES, uid_form
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
 
 from .connection import Connection as Connection  # (re-exported: adapters import it here)
-from .connection import addressed_to_devices, reaches
+from .connection import reaches
 from .connections import Connections
 from .deletes import DELETE_TYPE, audience, target_key, tombstone
 from .desk import Desk, Recorder
 from .directory import Directory, device_callsign
 from .naming import Naming
 from .outbox import Pending, Rendered, Variant
+from .picture import Picture
 from .quarantine import Quarantine
 from .render import Renderer
 from .render import item_json as item_json  # (re-exported)
@@ -70,6 +71,9 @@ from .render import item_json as item_json  # (re-exported)
 log = logging.getLogger("commonsky.hub")
 
 _VARIANT: dict[Disclosure, Variant] = {Disclosure.FULL: "full", Disclosure.GENERALIZED: "gen"}
+
+# An item's routes, computed once: (routes, valid until, the directory epoch they assumed).
+Routed = tuple[dict[str, Disclosure], float, int]
 
 
 class Hub:
@@ -91,16 +95,12 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.bus = bus or LocalBus()
-        self.live: dict[tuple[str, str], Rendered] = {}
-        self.durable: dict[tuple[str, str], Rendered] = {}
         self.directory = Directory()
         self.parties = frozenset(policy.parties) | {HUB}  # every namespace a name may claim
-        # Keys of picture items addressed to devices (dest callsign/uid): replayed to a
-        # device when it reports itself.
-        self._addressed: set[tuple[str, str]] = set()
-        # (party, GeoChat message id) -> the message's key, for the messages in the picture:
-        # a receipt crosses to another party only if it answers one it was sent.
-        self._chats: dict[tuple[str, str], tuple[str, str]] = {}
+        # What the hub holds now (hub/picture.py); `live` and `durable` are its two pools.
+        self.picture = Picture(self.parties, self._variant_for, lambda: self.clock())
+        self.live = self.picture.live
+        self.durable = self.picture.durable
         # Desks (`add_desk`, hub/desk.py): each one's checks by category, in order.
         self._desks: list[Desk] = []
         self._checks: dict[Category, list[Desk]] = defaultdict(list)
@@ -119,8 +119,8 @@ class Hub:
             self.parties,
             secret,
             self._grid,
-            lookup=self._lookup,
-            keys=lambda: [Key(*k) for pool in (self.durable, self.live) for k in pool],
+            lookup=self.picture.lookup,
+            keys=self.picture.keys,
             sees_full=self._sees_full,
         )
         self.renderer = Renderer(self.naming, self.metrics)
@@ -129,7 +129,6 @@ class Hub:
         self.wires = Connections(settings, self.metrics, self.logs)
         self.connections = self.wires.by_party  # party -> its connections
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
-        self._held: dict[str, int] = defaultdict(int)  # durable items in the picture, by party
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
@@ -166,8 +165,7 @@ class Hub:
         check_event(item.event)
         if item.event.detail:
             detail_tree(item.event.detail)
-        self._hold(item.key, self._rendered(item))
-        self._index(item)
+        self.picture.add(item, self._rendered(item))
 
     def rebuild(self, where: str, rebuild: Callable[[Item], None], since: int = 0) -> int:
         """Feed every stored durable item after `since` to a desk's `rebuild`, in order (a
@@ -184,7 +182,7 @@ class Hub:
         for entry in list(self.quarantine.items.values()):  # out of the picture too
             rendered = self.durable.get((entry.party, entry.uid))
             if rendered is not None and rendered.item.seq == entry.seq:
-                self._unhold((entry.party, entry.uid))
+                self.picture.remove((entry.party, entry.uid))
         return done
 
     def quarantine_item(self, item: Item, where: str, reason: str) -> None:
@@ -193,7 +191,7 @@ class Hub:
         self.quarantine.add(item.seq, where, reason, item)
         rendered = self.durable.get(item.key)
         if rendered is not None and rendered.item.seq == item.seq:
-            self._unhold(item.key)
+            self.picture.remove(item.key)
 
     def _quarantine_unreadable(self, where: str) -> None:
         for seq, reason in sorted(getattr(self.store, "unreadable", {}).items()):
@@ -213,10 +211,6 @@ class Hub:
             return "gen"
         self.naming.read(rendered)
         return f"full:{party}" if rendered.per_party else "full"
-
-    def _lookup(self, key: Key) -> Rendered | None:
-        k = (key.party, key.uid)
-        return self.durable.get(k) or self.live.get(k)
 
     def _sees_full(self, rendered: Rendered, party: str) -> bool:
         variant = self._variant_for(rendered, party, self.clock())
@@ -282,14 +276,17 @@ class Hub:
                 parsed[desk.name] = result
         if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
             self._check_quota(party)
-        if category in refuse_unrouted and not self.route(item, now):
-            raise Refused(
-                403, "no agreement in force lets this message reach anyone", "no_agreement"
-            )
+        routed: Routed | None = None
+        if category in refuse_unrouted:
+            routed = (self.route(item, now), self.policy.next_change(now), self.directory.epoch)
+            if not routed[0]:
+                raise Refused(
+                    403, "no agreement in force lets this message reach anyone", "no_agreement"
+                )
         self.metrics.count_in(party, category.value)
         outer, self._parsed = self._parsed, (event, parsed) if parsed else None
         try:
-            return self.submit(item)
+            return self._submit_many([item], routed)[0]
         finally:
             self._parsed = outer  # (an accept nested in a desk's observe leaves it whole)
 
@@ -298,7 +295,7 @@ class Hub:
         picture at once (each is replayed to every entitled connection): past it, a new one
         is refused until some expire or are withdrawn; updates of held ones still go."""
         limit = self.settings.limit_durable_items_per_party
-        held = self._held[party]
+        held = self.picture.held[party]
         if held >= limit:
             raise RemoteProtocolError(
                 "quota",
@@ -335,16 +332,8 @@ class Hub:
             return  # (the steady state: a device reporting itself again)
         sender.devices[uid] = callsign
         sender.callsigns = set(sender.devices.values())
-        now = self.clock()
-        for key in list(self._addressed):
-            rendered = self.durable.get(key) or self.live.get(key)
-            if rendered is None:
-                self._addressed.discard(key)
-                continue
-            variant = self._variant_for(rendered, party, now)
-            if variant is not None and self._reaches(rendered.item, sender):
-                durable = rendered.item.category in DURABLE
-                self.wires.enqueue(sender, Pending(rendered, variant), durable)
+        for pending, durable in self.picture.owed_to_devices(sender, self.clock()):
+            self.wires.enqueue(sender, pending, durable)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
@@ -356,26 +345,38 @@ class Hub:
         """
         return self._submit_many([item])[0]
 
-    def _submit_many(self, items: list[Item]) -> list[Item]:
+    def _submit_many(self, items: list[Item], routed: Routed | None = None) -> list[Item]:
         """`submit` for several items: the durable ones stored and recorded in one batch,
-        then each published in order."""
+        then each published in order. Each item is routed once: the routes the ledger
+        records are the ones kept with it for delivery (`cached_route`); `routed` gives
+        those `accept` computed already for a single item."""
         durable = [i for i in items if i.category in DURABLE]
         if not durable:
             for item in items:
-                self._apply(item)
+                self._apply(item, self._prepared(item, routed))
             return items
         with self.transaction():
             seqs = iter(self.store.append_many(durable))
             items = [replace(i, seq=next(seqs)) if i.category in DURABLE else i for i in items]
             now = self.clock()
-            batch = [(i, self.route(i, now)) for i in items if i.category in DURABLE]
+            prepared = [self._prepared(i, routed) for i in items]
+            batch = [
+                (r.item, self.cached_route(r, now)) for r in prepared if r.item.category in DURABLE
+            ]
             for recorder in self._recorders:
                 recorder.record(batch)
-            for item in items:
-                self._apply(item)
+            for rendered in prepared:
+                self._apply(rendered.item, rendered)
         return items
 
-    def _apply(self, item: Item) -> None:
+    def _prepared(self, item: Item, routed: Routed | None) -> Rendered:
+        """`item`'s shared wire forms (made on demand), with routes already known kept."""
+        rendered = self._rendered(item)
+        if routed is not None:
+            rendered.routes, rendered.routes_until, rendered.routes_epoch = routed
+        return rendered
+
+    def _apply(self, item: Item, rendered: Rendered | None = None) -> None:
         """Apply an item in this process (the picture, its recipients' outboxes, the desks)
         and publish it on the bus for other processes — once what it is part of commits.
 
@@ -384,9 +385,9 @@ class Hub:
         it joins the same commit."""
         if self._tx_depth:
             self._unpublished.append(item)  # (before what its delivery sets off: causal order)
-            self._deliver(item)
+            self._deliver(item, rendered)
         else:
-            self._deliver(item)
+            self._deliver(item, rendered)
             self.bus.publish(item)
 
     @contextlib.contextmanager
@@ -448,46 +449,19 @@ class Hub:
         ]
         return self._submit_many(items)
 
-    def _deliver(self, item: Item) -> None:
+    def _deliver(self, item: Item, rendered: Rendered | None = None) -> None:
         if item.event.type == DELETE_TYPE and item.party != HUB:
             self._apply_delete(item)
             return
-        rendered = self._rendered(item)
+        if rendered is None:
+            rendered = self._rendered(item)
         durable = item.category in DURABLE
         transient = is_transient(item.event.type)
         now = self.clock()
-        key = item.key
-        # A new version of a uid always supersedes the old one, whatever its category, and
-        # one that arrives already stale removes it: what stays in the picture for others
-        # must not depend on details (here: staleness) of an update they may not see.
-        # (Popping first also makes the picture's order the order of last updates, which
-        # likewise must not depend on anyone's invisible history.)
-        if not transient:
-            old = self.live.pop(key, None) or self.durable.get(key)
-            self._unhold(key)
-            if old is not None:
-                rendered.seen = old.seen
-            self._addressed.discard(key)
-            if item.event.stale > now:
-                if durable:
-                    self._hold(key, rendered)
-                else:
-                    self.live[key] = rendered
-                if old is None:
-                    self.naming.entered(Key(*key))
-                self._index(item)
-        else:
-            # A message (receipt, file transfer, cancel) is relayed and never kept. It ends
-            # the item of its uid only if that is of its own category — an emergency's
-            # cancel; ATAK's file-transfer acknowledgement carries its device's uid, and
-            # must not end that device's position.
-            kept = (self.durable if durable else self.live).get(key)
-            if kept is not None and kept.item.category is item.category:
-                if durable:
-                    self._unhold(key)
-                else:
-                    del self.live[key]
-                self._addressed.discard(key)
+        if transient:
+            self.picture.end(item, durable)  # (relayed, never kept)
+        elif self.picture.place(rendered, durable, now):  # (supersedes the uid's version)
+            self.naming.entered(Key(*item.key))
         routes = self.cached_route(rendered, now)  # kept with it: replays reuse it
         self._fan_out(rendered, routes, durable, transient)
         self._observe(item, routes)
@@ -521,7 +495,7 @@ class Hub:
                 # only if that message was sent to the receipt's party: a name in the
                 # recipient's own namespace never arrives from anybody else otherwise.
                 held = self.chat_key(named)
-                message = self._lookup(Key(*held)) if held is not None else None
+                message = self.picture.get(held) if held is not None else None
                 if message is None or item.party not in self.cached_route(message, now):
                     return {}
                 routes = {p: d for p, d in routes.items() if p == named.party}
@@ -538,19 +512,9 @@ class Hub:
             routes = {p: d for p, d in routes.items() if p in wanted}
         return routes
 
-    def _index(self, item: Item) -> None:
-        """Note a picture item that is addressed to devices, or is a GeoChat message."""
-        e = item.event
-        if addressed_to_devices(e):
-            self._addressed.add(item.key)
-        if e.type.startswith("b-t-f") and e.type not in RECEIPT_TYPES:
-            self._chats[(item.party, message_id(e))] = item.key
-
     def chat_key(self, name: Key) -> tuple[str, str] | None:
-        """The key of the GeoChat message in the picture whose message id is `name`
-        (party, id) — the id ATAK's receipts carry."""
-        key = self._chats.get(name)
-        return key if key is not None and self._lookup(Key(*key)) is not None else None
+        """`Picture.chat_key`: the key of the GeoChat message whose message id is `name`."""
+        return self.picture.chat_key(name)
 
     def receivers(self, party: str, event: CotEvent) -> set[str]:
         """The parties `event` would reach if `party` sent it now (its own included): what
@@ -558,7 +522,7 @@ class Hub:
         now = self.clock()
         if event.type == DELETE_TYPE:
             key = target_key(party, event, self.parties, strict=False)
-            rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+            rendered = self.picture.get(key) if key is not None else None
             return {party, *(self._delete_audience(rendered, now) if rendered else ())}
         category = category_of_event(event)
         if category is None:
@@ -644,54 +608,18 @@ class Hub:
         stale or may no longer be seen. What is addressed to devices is given when the
         device reports itself."""
         self.wires.add(conn)
-        conn.outbox.replay(self._replay(conn))
+        conn.outbox.replay(self.picture.replay(conn))
         self.wires.mark(conn)
 
-    def _replay(self, conn: Connection) -> Iterator[Pending]:
-        # The picture as it is now (what is published from here on is queued as it comes).
-        owed = [(pool, key, r) for pool in (self.durable, self.live) for key, r in pool.items()]
-        return self._still_owed(conn, owed)
-
-    def _still_owed(
-        self,
-        conn: Connection,
-        owed: list[tuple[dict[tuple[str, str], Rendered], tuple[str, str], Rendered]],
-    ) -> Iterator[Pending]:
-        party = conn.party
-        for pool, key, rendered in owed:
-            # (What reaches it through its devices is given when each device reports itself.)
-            if pool.get(key) is not rendered or not reaches(
-                rendered.item, conn, self.parties, devices=False
-            ):
-                continue
-            variant = self._variant_for(rendered, party, self.clock())
-            if variant is not None:
-                if rendered.item.party != party:  # (routes change with time: may be new here)
-                    rendered.seen.setdefault(party, set()).add(variant.partition(":")[0])
-                yield Pending(rendered, variant)
-
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:
-        """The current picture as `party` may see it: durable items first, nothing stale
-        (only the live items — tracks, positions — when `durable` is False)."""
-        now = self.clock()
-        for pool in (self.durable, self.live) if durable else (self.live,):
-            for rendered in list(pool.values()):
-                variant = self._variant_for(rendered, party, now)
-                if variant is not None:
-                    yield rendered, variant
+        """`Picture.visible`: the current picture as `party` may see it."""
+        return self.picture.visible(party, durable)
 
     def visible_live(
         self, party: str, keys: Iterable[tuple[str, str]]
     ) -> Iterator[tuple[Rendered, Variant]]:
-        """`visible(party, durable=False)` for just these keys (a desk that indexes the few
-        live items it needs must not scan thousands of tracks)."""
-        now = self.clock()
-        for key in keys:
-            rendered = self.live.get(key)
-            if rendered is not None:
-                variant = self._variant_for(rendered, party, now)
-                if variant is not None:
-                    yield rendered, variant
+        """`Picture.visible_live`: `visible(party, durable=False)` for just these keys."""
+        return self.picture.visible_live(party, keys)
 
     def _variant_for(self, rendered: Rendered, party: str, now: float) -> Variant | None:
         item = rendered.item
@@ -735,28 +663,10 @@ class Hub:
 
     def prune(self) -> int:
         """Forget stale items from the current picture; returns how many went."""
-        now = self.clock()
-        gone = 0
-        for key in [k for k, r in self.live.items() if r.item.event.stale <= now]:
-            del self.live[key]
-            self._addressed.discard(key)
-            gone += 1
-        for key in [k for k, r in self.durable.items() if r.item.event.stale <= now]:
-            self._unhold(key)
-            self._addressed.discard(key)
-            gone += 1
+        gone = self.picture.prune(self.clock())
         if gone:
-            self.naming.forget(lambda k: self._lookup(k) is not None)
-            self._chats = {m: k for m, k in self._chats.items() if self._lookup(Key(*k))}
+            self.naming.forget(lambda k: self.picture.lookup(k) is not None)
         return gone
-
-    def _hold(self, key: tuple[str, str], rendered: Rendered) -> None:
-        self.durable[key] = rendered
-        self._held[key[0]] += 1
-
-    def _unhold(self, key: tuple[str, str]) -> None:
-        if self.durable.pop(key, None) is not None:
-            self._held[key[0]] -= 1
 
     # ---- deletes ------------------------------------------------------------------------
 
@@ -770,7 +680,7 @@ class Hub:
         origin: str = "",
     ) -> Item:
         key = target_key(party, event, self.parties)  # refuses another party's item
-        rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+        rendered = self.picture.get(key) if key is not None else None
         item = Item(
             party=party,
             user=user,
@@ -800,7 +710,7 @@ class Hub:
     def _apply_delete(self, item: Item) -> None:
         now = self.clock()
         key = target_key(item.party, item.event, self.parties, strict=False)
-        old = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+        old = self.picture.get(key) if key is not None else None
         rendered = self._rendered(item)
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
         if old is not None:
@@ -808,9 +718,7 @@ class Hub:
                 for form in sorted(forms):
                     level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
                     targets.append((party, self._variant(rendered, party, level)))
-            self.live.pop(old.item.key, None)
-            self._unhold(old.item.key)
-            self._addressed.discard(old.item.key)
+            self.picture.remove(old.item.key)
         for party, variant in targets:
             for conn in self.connections.get(party, ()):
                 if old is not None:
