@@ -58,7 +58,7 @@ from commonsky.store import Store
 from .connection import Connection as Connection  # (re-exported: adapters import it here)
 from .connection import reaches
 from .connections import Connections
-from .deletes import DELETE_TYPE, target_key, tombstone
+from .deletes import DELETE_TYPE, Deletes
 from .desk import Desk, Recorder
 from .directory import Directory, device_callsign
 from .naming import Naming
@@ -128,6 +128,20 @@ class Hub:
         self.wires = Connections(settings, self.metrics, self.logs)
         self.connections = self.wires.by_party  # party -> its connections
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
+        # The delete flow (hub/deletes.py), over the hub's parts.
+        self.deletes = Deletes(
+            parties=self.parties,
+            picture=self.picture,
+            routing=self.router,
+            wires=self.wires,
+            store=store,
+            recorders=self._recorders,
+            transaction=self.transaction,
+            render=self._rendered,
+            apply=self._apply,
+            observe=self._observe,
+            clock=lambda: self.clock(),
+        )
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
@@ -237,7 +251,7 @@ class Hub:
         event = self._own_names(party, event)
         now = self.clock()
         if event.type == DELETE_TYPE:
-            return self._accept_delete(party, user, event, sender, now, origin)
+            return self.deletes.accept(party, user, event, sender, now, origin)
         category = category_of_event(event)
         callsign = device_callsign(event)
         if callsign is not None:
@@ -439,7 +453,7 @@ class Hub:
 
     def _deliver(self, item: Item, rendered: Rendered | None = None) -> None:
         if item.event.type == DELETE_TYPE and item.party != HUB:
-            self._apply_delete(item)
+            self.deletes.apply(item)
             return
         if rendered is None:
             rendered = self._rendered(item)
@@ -594,62 +608,6 @@ class Hub:
         if gone:
             self.naming.forget(lambda k: self.picture.lookup(k) is not None)
         return gone
-
-    # ---- deletes ------------------------------------------------------------------------
-
-    def _accept_delete(
-        self,
-        party: str,
-        user: str,
-        event: CotEvent,
-        sender: Connection | None,
-        now: float,
-        origin: str = "",
-    ) -> Item:
-        key = target_key(party, event, self.parties)  # refuses another party's item
-        rendered = self.picture.get(key) if key is not None else None
-        item = Item(
-            party=party,
-            user=user,
-            category=rendered.item.category if rendered is not None else Category.POSITION,
-            event=event,
-            received=now,
-            origin=sender.id if sender else origin,
-        )
-        if rendered is None or item.category not in DURABLE:
-            self._apply(item)  # nothing stored to withdraw
-            return item
-        # The stale version is stored and recorded (with the audience the item had) in the
-        # same transaction; the delete itself is not stored.
-        with self.transaction():
-            (seq,) = self.store.append_many([tombstone(rendered.item, now)])
-            gone = replace(tombstone(rendered.item, now), seq=seq)
-            parties = {p: Disclosure.FULL for p in self.router.reached(rendered, now)}
-            for recorder in self._recorders:
-                recorder.record([(gone, parties)])
-            self._apply(item)
-        return item
-
-    def _apply_delete(self, item: Item) -> None:
-        now = self.clock()
-        key = target_key(item.party, item.event, self.parties, strict=False)
-        old = self.picture.get(key) if key is not None else None
-        rendered = self._rendered(item)
-        targets: list[tuple[str, Variant]] = [(item.party, "own")]
-        if old is not None:
-            for party, forms in self.router.reached(old, now).items():
-                for form in sorted(forms):
-                    level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
-                    targets.append((party, self.router.variant(rendered, party, level)))
-            self.picture.remove(old.item.key)
-        for party, variant in targets:
-            for conn in self.connections.get(party, ()):
-                if old is not None:
-                    conn.outbox.discard(old.item.key)  # an update still pending is moot
-                if conn.id != item.origin or not item.origin:
-                    self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
-        if old is not None:
-            self._observe(tombstone(old.item, now), {})
 
     def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
         counts: dict[str, int] = defaultdict(int)
