@@ -46,11 +46,10 @@ from commonsky.model import (
     is_server_only,
     is_transient,
 )
-from commonsky.namespace import SHARED, Key, own_uid, read_name
+from commonsky.namespace import Key
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event
 from commonsky.protocol.cot import detail_tree
-from commonsky.protocol.refs import uid_form
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
@@ -61,7 +60,7 @@ from .connections import Connections
 from .deletes import DELETE_TYPE, Deletes
 from .desk import Desk, Recorder
 from .directory import Directory, device_callsign
-from .naming import Naming
+from .naming import Naming, own_names
 from .outbox import Pending, Rendered, Variant
 from .picture import Picture
 from .quarantine import Quarantine
@@ -248,7 +247,7 @@ class Hub:
                 f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
                 "keeps no missions, so a client's is neither accepted nor relayed",
             )
-        event = self._own_names(party, event)
+        event = own_names(party, event, self.parties)
         now = self.clock()
         if event.type == DELETE_TYPE:
             return self.deletes.accept(party, user, event, sender, now, origin)
@@ -278,7 +277,7 @@ class Hub:
             if result is not None:
                 parsed[desk.name] = result
         if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
-            self._check_quota(party)
+            self.picture.check_quota(party, self.settings.limit_durable_items_per_party)
         routed: Routed | None = None
         if category in refuse_unrouted:
             routed = self.router.routed(item, now)
@@ -292,40 +291,6 @@ class Hub:
             return self._submit_many([item], routed)[0]
         finally:
             self._parsed = outer  # (an accept nested in a desk's observe leaves it whole)
-
-    def _check_quota(self, party: str) -> None:
-        """A party may hold at most `limit_durable_items_per_party` durable items in the
-        picture at once (each is replayed to every entitled connection): past it, a new one
-        is refused until some expire or are withdrawn; updates of held ones still go."""
-        limit = self.settings.limit_durable_items_per_party
-        held = self.picture.held[party]
-        if held >= limit:
-            raise RemoteProtocolError(
-                "quota",
-                f"{party} already holds {held} durable items in the picture "
-                f"(limit_durable_items_per_party={limit}); let some expire or withdraw them",
-            )
-
-    def _own_names(self, party: str, event: CotEvent) -> CotEvent:
-        """Refuse an event that would create an item under another party's name (its uid,
-        or its GeoChat sender); store `P::x` written by P as `x`. A receipt's uid is the
-        message it answers, anybody's (namespace.py)."""
-        form, names = uid_form(event.type, event.uid)
-        if form == "plain":
-            uid = own_uid(party, event.uid, self.parties)
-            if uid is None:
-                raise RemoteProtocolError(
-                    "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace"
-                )
-            if uid != event.uid:
-                event = replace(event, uid=uid)
-        elif form == "geochat":
-            owner = read_name(party, names[0], self.parties).party
-            if owner not in (party, SHARED):
-                raise RemoteProtocolError(
-                    "uid_spoof", f"GeoChat uid {event.uid[:60]!r} names another party's sender"
-                )
-        return event
 
     def _register(self, party: str, uid: str, callsign: str, sender: Connection | None) -> None:
         """A device's report of itself: learn its callsign; give a connection reporting a
@@ -492,9 +457,6 @@ class Hub:
         """`Router.receivers`: the parties `event` would reach if `party` sent it now."""
         return self.router.receivers(party, event)
 
-    def _reaches(self, item: Item, conn: Connection) -> bool:
-        return reaches(item, conn, self.parties)
-
     def _fan_out(
         self,
         rendered: Rendered,
@@ -527,7 +489,7 @@ class Hub:
             for conn in conns:
                 if origin and conn.id == origin:
                     continue  # not echoed to the connection it came from
-                if addressed and not self._reaches(item, conn):
+                if addressed and not reaches(item, conn, self.parties):
                     continue
                 enqueue(conn, pending, durable)
 
@@ -592,7 +554,7 @@ class Hub:
         if variant is None:
             return False
         for conn in self.connections.get(party, ()):
-            if self._reaches(rendered.item, conn):
+            if reaches(rendered.item, conn, self.parties):
                 self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
         return True
 
