@@ -3,11 +3,11 @@
 One object, owned by one event loop (uvicorn's `ServerState` habit): listeners and the HTTP
 API only call `accept`, `attach` and `detach`; desks stand on it through `add_desk` and see
 it only as a `DeskView` (`desk.py`, `desk_view.py`). Every refusal is decided in `accept`,
-before anything is stored or recorded. Routing is decided against the compiled policy and
-kept with the item; each distinct output (own / full / generalized × XML / protobuf / JSON,
-and for an item naming a third party's item, per distinct set of names: `naming.py`) is
-rendered once (`render.py`) and shared by every connection that receives it
-(`connections.py` batches the writes).
+before anything is stored or recorded. Routing is decided against the compiled policy by
+the hub's `Router` (`routing.py`) and kept with the item; each distinct output (own / full /
+generalized × XML / protobuf / JSON, and for an item naming a third party's item, per
+distinct set of names: `naming.py`) is rendered once (`render.py`) and shared by every
+connection that receives it (`connections.py` batches the writes).
 
 Addressing (`<marti><dest …/>`, `connection.py`) narrows delivery to devices in every party;
 an addressed item whose device is not connected waits in the picture and is delivered when
@@ -46,11 +46,10 @@ from commonsky.model import (
     is_server_only,
     is_transient,
 )
-from commonsky.namespace import SHARED, Key, own_uid, read_name
+from commonsky.namespace import Key
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event
 from commonsky.protocol.cot import detail_tree
-from commonsky.protocol.refs import RECEIPT_TYPES, uid_form
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
@@ -58,22 +57,18 @@ from commonsky.store import Store
 from .connection import Connection as Connection  # (re-exported: adapters import it here)
 from .connection import reaches
 from .connections import Connections
-from .deletes import DELETE_TYPE, audience, target_key, tombstone
+from .deletes import DELETE_TYPE, Deletes
 from .desk import Desk, Recorder
 from .directory import Directory, device_callsign
-from .naming import Naming
+from .naming import Naming, own_names
 from .outbox import Pending, Rendered, Variant
 from .picture import Picture
 from .quarantine import Quarantine
 from .render import Renderer
 from .render import item_json as item_json  # (re-exported)
+from .routing import VARIANT, Routed, Router
 
 log = logging.getLogger("commonsky.hub")
-
-_VARIANT: dict[Disclosure, Variant] = {Disclosure.FULL: "full", Disclosure.GENERALIZED: "gen"}
-
-# An item's routes, computed once: (routes, valid until, the directory epoch they assumed).
-Routed = tuple[dict[str, Disclosure], float, int]
 
 
 class Hub:
@@ -97,8 +92,10 @@ class Hub:
         self.bus = bus or LocalBus()
         self.directory = Directory()
         self.parties = frozenset(policy.parties) | {HUB}  # every namespace a name may claim
+        # Who receives what (hub/routing.py), over the picture and naming made next.
+        self.router = Router(policy, self.parties, self.directory, lambda: self.clock())
         # What the hub holds now (hub/picture.py); `live` and `durable` are its two pools.
-        self.picture = Picture(self.parties, self._variant_for, lambda: self.clock())
+        self.picture = Picture(self.parties, self.router.variant_for, lambda: self.clock())
         self.live = self.picture.live
         self.durable = self.picture.durable
         # Desks (`add_desk`, hub/desk.py): each one's checks by category, in order.
@@ -121,14 +118,29 @@ class Hub:
             self._grid,
             lookup=self.picture.lookup,
             keys=self.picture.keys,
-            sees_full=self._sees_full,
+            sees_full=self.router.sees_full,
         )
+        self.router.bind(self.picture, self.naming)
         self.renderer = Renderer(self.naming, self.metrics)
         self.logs = RateLimitedLog()
         # Who is connected, and the write batching (hub/connections.py).
         self.wires = Connections(settings, self.metrics, self.logs)
         self.connections = self.wires.by_party  # party -> its connections
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
+        # The delete flow (hub/deletes.py), over the hub's parts.
+        self.deletes = Deletes(
+            parties=self.parties,
+            picture=self.picture,
+            routing=self.router,
+            wires=self.wires,
+            store=store,
+            recorders=self._recorders,
+            transaction=self.transaction,
+            render=self._rendered,
+            apply=self._apply,
+            observe=self._observe,
+            clock=lambda: self.clock(),
+        )
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
@@ -206,16 +218,6 @@ class Hub:
         """`item`'s event as delivered under `variant`."""
         return self.naming.event(self._rendered(item), variant)
 
-    def _variant(self, rendered: Rendered, party: str, level: Disclosure) -> Variant:
-        if level is Disclosure.GENERALIZED:
-            return "gen"
-        self.naming.read(rendered)
-        return f"full:{party}" if rendered.per_party else "full"
-
-    def _sees_full(self, rendered: Rendered, party: str) -> bool:
-        variant = self._variant_for(rendered, party, self.clock())
-        return variant is not None and variant.startswith("full")
-
     # ---- inbound ------------------------------------------------------------------------
 
     def accept(
@@ -245,10 +247,10 @@ class Hub:
                 f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
                 "keeps no missions, so a client's is neither accepted nor relayed",
             )
-        event = self._own_names(party, event)
+        event = own_names(party, event, self.parties)
         now = self.clock()
         if event.type == DELETE_TYPE:
-            return self._accept_delete(party, user, event, sender, now, origin)
+            return self.deletes.accept(party, user, event, sender, now, origin)
         category = category_of_event(event)
         callsign = device_callsign(event)
         if callsign is not None:
@@ -275,10 +277,10 @@ class Hub:
             if result is not None:
                 parsed[desk.name] = result
         if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
-            self._check_quota(party)
+            self.picture.check_quota(party, self.settings.limit_durable_items_per_party)
         routed: Routed | None = None
         if category in refuse_unrouted:
-            routed = (self.route(item, now), self.policy.next_change(now), self.directory.epoch)
+            routed = self.router.routed(item, now)
             if not routed[0]:
                 raise Refused(
                     403, "no agreement in force lets this message reach anyone", "no_agreement"
@@ -289,40 +291,6 @@ class Hub:
             return self._submit_many([item], routed)[0]
         finally:
             self._parsed = outer  # (an accept nested in a desk's observe leaves it whole)
-
-    def _check_quota(self, party: str) -> None:
-        """A party may hold at most `limit_durable_items_per_party` durable items in the
-        picture at once (each is replayed to every entitled connection): past it, a new one
-        is refused until some expire or are withdrawn; updates of held ones still go."""
-        limit = self.settings.limit_durable_items_per_party
-        held = self.picture.held[party]
-        if held >= limit:
-            raise RemoteProtocolError(
-                "quota",
-                f"{party} already holds {held} durable items in the picture "
-                f"(limit_durable_items_per_party={limit}); let some expire or withdraw them",
-            )
-
-    def _own_names(self, party: str, event: CotEvent) -> CotEvent:
-        """Refuse an event that would create an item under another party's name (its uid,
-        or its GeoChat sender); store `P::x` written by P as `x`. A receipt's uid is the
-        message it answers, anybody's (namespace.py)."""
-        form, names = uid_form(event.type, event.uid)
-        if form == "plain":
-            uid = own_uid(party, event.uid, self.parties)
-            if uid is None:
-                raise RemoteProtocolError(
-                    "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace"
-                )
-            if uid != event.uid:
-                event = replace(event, uid=uid)
-        elif form == "geochat":
-            owner = read_name(party, names[0], self.parties).party
-            if owner not in (party, SHARED):
-                raise RemoteProtocolError(
-                    "uid_spoof", f"GeoChat uid {event.uid[:60]!r} names another party's sender"
-                )
-        return event
 
     def _register(self, party: str, uid: str, callsign: str, sender: Connection | None) -> None:
         """A device's report of itself: learn its callsign; give a connection reporting a
@@ -360,9 +328,8 @@ class Hub:
             items = [replace(i, seq=next(seqs)) if i.category in DURABLE else i for i in items]
             now = self.clock()
             prepared = [self._prepared(i, routed) for i in items]
-            batch = [
-                (r.item, self.cached_route(r, now)) for r in prepared if r.item.category in DURABLE
-            ]
+            route = self.router.cached_route
+            batch = [(r.item, route(r, now)) for r in prepared if r.item.category in DURABLE]
             for recorder in self._recorders:
                 recorder.record(batch)
             for rendered in prepared:
@@ -451,7 +418,7 @@ class Hub:
 
     def _deliver(self, item: Item, rendered: Rendered | None = None) -> None:
         if item.event.type == DELETE_TYPE and item.party != HUB:
-            self._apply_delete(item)
+            self.deletes.apply(item)
             return
         if rendered is None:
             rendered = self._rendered(item)
@@ -462,7 +429,7 @@ class Hub:
             self.picture.end(item, durable)  # (relayed, never kept)
         elif self.picture.place(rendered, durable, now):  # (supersedes the uid's version)
             self.naming.entered(Key(*item.key))
-        routes = self.cached_route(rendered, now)  # kept with it: replays reuse it
+        routes = self.router.cached_route(rendered, now)  # kept with it: replays reuse it
         self._fan_out(rendered, routes, durable, transient)
         self._observe(item, routes)
 
@@ -479,59 +446,16 @@ class Hub:
                 log.exception("a desk failed on item %s/%r", item.party, item.uid[:120])
 
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
-        """The other parties that receive `item` now, and in which form."""
-        if item.audience:
-            return {p: Disclosure.FULL for p in item.audience if p != item.party}
-        e = item.event
-        routes = self.policy.entitled(item, now)
-        if e.type in RECEIPT_TYPES:
-            named = read_name(item.party, e.uid, self.parties)
-            if named.party == item.party:
-                # A receipt answers one message, and is for the party that sent it: the
-                # id as the receipt's party writes it names that party's own message.
-                return {}
-            if named.party != SHARED:
-                # A receipt answering another party's message goes to that party only, and
-                # only if that message was sent to the receipt's party: a name in the
-                # recipient's own namespace never arrives from anybody else otherwise.
-                held = self.chat_key(named)
-                message = self.picture.get(held) if held is not None else None
-                if message is None or item.party not in self.cached_route(message, now):
-                    return {}
-                routes = {p: d for p, d in routes.items() if p == named.party}
-        if e.dest_parties or e.dest_callsigns or e.dest_uids:
-            # Addressed: to the parties named, the parties whose own devices use one of the
-            # callsigns, the parties owning the uids. Whether a party qualifies depends only
-            # on that party's own traffic, so another party claiming the same callsign
-            # cannot divert or block it.
-            wanted = set(e.dest_parties)
-            for callsign in e.dest_callsigns:
-                wanted |= self.directory.parties(callsign)
-            for text in e.dest_uids:
-                wanted.add(read_name(item.party, text, self.parties).party)
-            routes = {p: d for p, d in routes.items() if p in wanted}
-        return routes
+        """`Router.route`: the other parties that receive `item` now, and in which form."""
+        return self.router.route(item, now)
 
     def chat_key(self, name: Key) -> tuple[str, str] | None:
         """`Picture.chat_key`: the key of the GeoChat message whose message id is `name`."""
         return self.picture.chat_key(name)
 
     def receivers(self, party: str, event: CotEvent) -> set[str]:
-        """The parties `event` would reach if `party` sent it now (its own included): what
-        a delete would reach, or what routing gives. Changes nothing."""
-        now = self.clock()
-        if event.type == DELETE_TYPE:
-            key = target_key(party, event, self.parties, strict=False)
-            rendered = self.picture.get(key) if key is not None else None
-            return {party, *(self._delete_audience(rendered, now) if rendered else ())}
-        category = category_of_event(event)
-        if category is None:
-            return {party}  # types that never leave the party
-        item = Item(party=party, user="", category=category, event=event, received=now)
-        return {party, *self.route(item, now)}
-
-    def _reaches(self, item: Item, conn: Connection) -> bool:
-        return reaches(item, conn, self.parties)
+        """`Router.receivers`: the parties `event` would reach if `party` sent it now."""
+        return self.router.receivers(party, event)
 
     def _fan_out(
         self,
@@ -549,10 +473,10 @@ class Hub:
         for party, level in routes.items():
             forms = seen.get(party)
             if forms is None:
-                seen[party] = {_VARIANT[level]}
+                seen[party] = {VARIANT[level]}
             else:
-                forms.add(_VARIANT[level])
-            targets.append((party, self._variant(rendered, party, level)))
+                forms.add(VARIANT[level])
+            targets.append((party, self.router.variant(rendered, party, level)))
         e = item.event
         addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
         origin = item.origin
@@ -565,7 +489,7 @@ class Hub:
             for conn in conns:
                 if origin and conn.id == origin:
                     continue  # not echoed to the connection it came from
-                if addressed and not self._reaches(item, conn):
+                if addressed and not reaches(item, conn, self.parties):
                     continue
                 enqueue(conn, pending, durable)
 
@@ -621,37 +545,16 @@ class Hub:
         """`Picture.visible_live`: `visible(party, durable=False)` for just these keys."""
         return self.picture.visible_live(party, keys)
 
-    def _variant_for(self, rendered: Rendered, party: str, now: float) -> Variant | None:
-        item = rendered.item
-        if item.event.stale <= now:
-            return None
-        if item.party == party:
-            return "own"
-        level = self.cached_route(rendered, now).get(party)
-        return None if level is None else self._variant(rendered, party, level)
-
-    def cached_route(self, rendered: Rendered, now: float) -> dict[str, Disclosure]:
-        """`route` for a picture item, computed once until the policy or directory changes."""
-        if (
-            rendered.routes is None
-            or now >= rendered.routes_until
-            or rendered.routes_epoch != self.directory.epoch
-        ):
-            rendered.routes = self.route(rendered.item, now)
-            rendered.routes_until = self.policy.next_change(now)
-            rendered.routes_epoch = self.directory.epoch
-        return rendered.routes
-
     def resend(self, key: tuple[str, str], party: str) -> bool:
         """Queue a stored durable item again for every connection of one entitled party."""
         rendered = self.durable.get(key)
         if rendered is None:
             return False
-        variant = self._variant_for(rendered, party, self.clock())
+        variant = self.router.variant_for(rendered, party, self.clock())
         if variant is None:
             return False
         for conn in self.connections.get(party, ()):
-            if self._reaches(rendered.item, conn):
+            if reaches(rendered.item, conn, self.parties):
                 self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
         return True
 
@@ -667,66 +570,6 @@ class Hub:
         if gone:
             self.naming.forget(lambda k: self.picture.lookup(k) is not None)
         return gone
-
-    # ---- deletes ------------------------------------------------------------------------
-
-    def _accept_delete(
-        self,
-        party: str,
-        user: str,
-        event: CotEvent,
-        sender: Connection | None,
-        now: float,
-        origin: str = "",
-    ) -> Item:
-        key = target_key(party, event, self.parties)  # refuses another party's item
-        rendered = self.picture.get(key) if key is not None else None
-        item = Item(
-            party=party,
-            user=user,
-            category=rendered.item.category if rendered is not None else Category.POSITION,
-            event=event,
-            received=now,
-            origin=sender.id if sender else origin,
-        )
-        if rendered is None or item.category not in DURABLE:
-            self._apply(item)  # nothing stored to withdraw
-            return item
-        # The stale version is stored and recorded (with the audience the item had) in the
-        # same transaction; the delete itself is not stored.
-        with self.transaction():
-            (seq,) = self.store.append_many([tombstone(rendered.item, now)])
-            gone = replace(tombstone(rendered.item, now), seq=seq)
-            parties = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
-            for recorder in self._recorders:
-                recorder.record([(gone, parties)])
-            self._apply(item)
-        return item
-
-    def _delete_audience(self, rendered: Rendered, now: float) -> dict[str, set[str]]:
-        routes = {p: _VARIANT[level] for p, level in self.cached_route(rendered, now).items()}
-        return audience(rendered.seen, routes, rendered.item.party)
-
-    def _apply_delete(self, item: Item) -> None:
-        now = self.clock()
-        key = target_key(item.party, item.event, self.parties, strict=False)
-        old = self.picture.get(key) if key is not None else None
-        rendered = self._rendered(item)
-        targets: list[tuple[str, Variant]] = [(item.party, "own")]
-        if old is not None:
-            for party, forms in self._delete_audience(old, now).items():
-                for form in sorted(forms):
-                    level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
-                    targets.append((party, self._variant(rendered, party, level)))
-            self.picture.remove(old.item.key)
-        for party, variant in targets:
-            for conn in self.connections.get(party, ()):
-                if old is not None:
-                    conn.outbox.discard(old.item.key)  # an update still pending is moot
-                if conn.id != item.origin or not item.origin:
-                    self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
-        if old is not None:
-            self._observe(tombstone(old.item, now), {})
 
     def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
         counts: dict[str, int] = defaultdict(int)

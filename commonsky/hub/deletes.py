@@ -12,14 +12,23 @@ never replayed; one naming nothing (pytak's hello) stays inside its party.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from msgspec.structs import replace
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import DELETED, CotEvent, Item
+from commonsky.model import DELETED, DURABLE, Category, CotEvent, Disclosure, Item
 from commonsky.namespace import SHARED, read_name
 from commonsky.protocol.refs import link_target
+from commonsky.store import Store
+
+from .connection import Connection
+from .connections import Connections
+from .desk import Recorder
+from .outbox import Pending, Rendered, Variant
+from .picture import Picture
 
 DELETE_TYPE = "t-x-d-d"  # ATAK `CotDeleteEventMarshal.COT_TASK_DISPLAY_DELETE_TYPE`
 
@@ -60,3 +69,103 @@ def audience(seen: dict[str, set[str]], routes: dict[str, str], owner: str) -> d
         forms.setdefault(party, set()).add(form)
     forms.pop(owner, None)
     return forms
+
+
+class Routing(Protocol):
+    """What the delete flow asks of routing (`routing.Router`, which imports this module)."""
+
+    def reached(self, rendered: Rendered, now: float) -> dict[str, set[str]]: ...
+
+    def variant(self, rendered: Rendered, party: str, level: Disclosure) -> Variant: ...
+
+
+class Deletes:
+    """One hub's delete flow, over the hub's parts: `accept` a delete (the hub's `accept`
+    hands it every `t-x-d-d`), `apply` it (the hub's delivery hands it every delete it
+    applies, its own process's and the bus's)."""
+
+    def __init__(
+        self,
+        *,
+        parties: frozenset[str],
+        picture: Picture,
+        routing: Routing,
+        wires: Connections,
+        store: Store,
+        recorders: list[Recorder],
+        transaction: Callable[[], AbstractContextManager[None]],
+        render: Callable[[Item], Rendered],
+        apply: Callable[[Item], None],
+        observe: Callable[[Item, dict[str, Disclosure]], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.parties = parties
+        self.picture = picture
+        self.routing = routing
+        self.wires = wires
+        self.store = store
+        self.recorders = recorders  # (the hub's list: recorders added later are seen)
+        self.transaction = transaction
+        self.render = render
+        self.apply_item = apply
+        self.observe = observe
+        self.clock = clock
+
+    def accept(
+        self,
+        party: str,
+        user: str,
+        event: CotEvent,
+        sender: Connection | None,
+        now: float,
+        origin: str = "",
+    ) -> Item:
+        """Take a delete from `party`: raises `RemoteProtocolError("delete_not_owner")` when
+        it names another party's item. A durable target's tombstone is stored and recorded
+        (with the audience the item had) in the transaction that applies the delete; the
+        delete itself is not stored."""
+        key = target_key(party, event, self.parties)  # refuses another party's item
+        rendered = self.picture.get(key) if key is not None else None
+        item = Item(
+            party=party,
+            user=user,
+            category=rendered.item.category if rendered is not None else Category.POSITION,
+            event=event,
+            received=now,
+            origin=sender.id if sender else origin,
+        )
+        if rendered is None or item.category not in DURABLE:
+            self.apply_item(item)  # nothing stored to withdraw
+            return item
+        with self.transaction():
+            (seq,) = self.store.append_many([tombstone(rendered.item, now)])
+            gone = replace(tombstone(rendered.item, now), seq=seq)
+            parties = {p: Disclosure.FULL for p in self.routing.reached(rendered, now)}
+            for recorder in self.recorders:
+                recorder.record([(gone, parties)])
+            self.apply_item(item)
+        return item
+
+    def apply(self, item: Item) -> None:
+        """Apply a delete in this process: its target leaves the picture (and every outbox
+        it is pending in), the delete goes to every party the target reached under each
+        name it got it by, and the desks are shown the target's tombstone."""
+        now = self.clock()
+        key = target_key(item.party, item.event, self.parties, strict=False)
+        old = self.picture.get(key) if key is not None else None
+        rendered = self.render(item)
+        targets: list[tuple[str, Variant]] = [(item.party, "own")]
+        if old is not None:
+            for party, forms in self.routing.reached(old, now).items():
+                for form in sorted(forms):
+                    level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
+                    targets.append((party, self.routing.variant(rendered, party, level)))
+            self.picture.remove(old.item.key)
+        for party, variant in targets:
+            for conn in self.wires.by_party.get(party, ()):
+                if old is not None:
+                    conn.outbox.discard(old.item.key)  # an update still pending is moot
+                if conn.id != item.origin or not item.origin:
+                    self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
+        if old is not None:
+            self.observe(tombstone(old.item, now), {})

@@ -13,6 +13,9 @@ Opaque handles (`A::g-…`) a party writes back are resolved to the item they st
 while that item is in the picture (an index of handles, built the first time one is asked
 for and kept up to date from then on); a handle of an item no longer there stays as written
 — to everyone but A, that is the same name resolution would give.
+
+On the way in, `own_names` keeps a party to its own namespace (the uid of an item it
+creates, the sender of its GeoChat).
 """
 
 from __future__ import annotations
@@ -22,15 +25,39 @@ from typing import TYPE_CHECKING
 
 from msgspec.structs import replace
 
+from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB, CotEvent, Item, Point
-from commonsky.namespace import SHARED, Key, foreign_uid, handle, is_handle, read_name
+from commonsky.namespace import SHARED, Key, foreign_uid, handle, is_handle, own_uid, read_name
 from commonsky.policy import generalize
-from commonsky.protocol.refs import NONE, References, link_target, references, rewrite
+from commonsky.protocol.refs import NONE, References, link_target, references, rewrite, uid_form
 
 from .deletes import DELETE_TYPE
 
 if TYPE_CHECKING:
     from .outbox import Rendered
+
+
+def own_names(party: str, event: CotEvent, parties: frozenset[str]) -> CotEvent:
+    """Refuse (`RemoteProtocolError("uid_spoof")`) an event from `party` that would create an
+    item under another party's name (its uid, or its GeoChat sender); return it with
+    `P::x` written by P stored as `x`. A receipt's uid is the message it answers, anybody's
+    (namespace.py)."""
+    form, names = uid_form(event.type, event.uid)
+    if form == "plain":
+        uid = own_uid(party, event.uid, parties)
+        if uid is None:
+            raise RemoteProtocolError(
+                "uid_spoof", f"uid {event.uid[:60]!r} claims another party's namespace"
+            )
+        if uid != event.uid:
+            event = replace(event, uid=uid)
+    elif form == "geochat":
+        owner = read_name(party, names[0], parties).party
+        if owner not in (party, SHARED):
+            raise RemoteProtocolError(
+                "uid_spoof", f"GeoChat uid {event.uid[:60]!r} names another party's sender"
+            )
+    return event
 
 
 class Naming:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
+from commonsky.errors import RemoteProtocolError
 from commonsky.model import DURABLE, Item
 from commonsky.namespace import Key
 from commonsky.protocol.refs import RECEIPT_TYPES, message_id
@@ -53,6 +54,19 @@ class Picture:
 
     def keys(self) -> list[Key]:
         return [Key(*k) for pool in (self.durable, self.live) for k in pool]
+
+    def check_quota(self, party: str, limit: int) -> None:
+        """A party may hold at most `limit` (`limit_durable_items_per_party`) durable items in
+        the picture at once (each is replayed to every entitled connection): past it, a new
+        one is refused (`RemoteProtocolError("quota")`) until some expire or are withdrawn;
+        updates of held ones still go (the caller asks only for a new key)."""
+        held = self.held[party]
+        if held >= limit:
+            raise RemoteProtocolError(
+                "quota",
+                f"{party} already holds {held} durable items in the picture "
+                f"(limit_durable_items_per_party={limit}); let some expire or withdraw them",
+            )
 
     def chat_key(self, name: Key) -> tuple[str, str] | None:
         """The key of the GeoChat message in the picture whose message id is `name`
