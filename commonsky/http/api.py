@@ -30,6 +30,7 @@ from commonsky.engines.geochat import chat_event
 from commonsky.engines.warnings import report_event, report_from_raw
 from commonsky.errors import CommonSkyError, Refused
 from commonsky.http.schemas import Ack, BodyError, HotlineSend, decode_body
+from commonsky.http.websocket import closed_by_hub
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.ledger.entry import EntryError
@@ -393,13 +394,18 @@ def build_api(services: Services) -> list[BaseRoute]:
             closed.append(reason)
             outbox.ready.set()  # wake the sender loop so it sees the close
 
+        def ended() -> None:
+            # The socket is gone: the client left, unless uvicorn failed it (its keepalive,
+            # a frame it could not take), which is a close of the hub's (http/websocket.py).
+            close(closed_by_hub(ws.scope) or "client_gone")
+
         async def watch_client() -> None:
             # The page sends nothing; reading is how a closed browser tab is noticed.
             try:
                 while (await ws.receive())["type"] != "websocket.disconnect":
                     pass
             finally:
-                close("client_gone")
+                ended()
 
         conn = Connection(
             party,
@@ -431,6 +437,8 @@ def build_api(services: Services) -> list[BaseRoute]:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            if not closed:
+                ended()
             log.info(
                 "websocket %s: %s/web from %s disconnected (%s)",
                 conn.id,
