@@ -188,6 +188,14 @@ def demo(
             "Federation v2; the map is JPN's hub at --http.",
         ),
     ] = False,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            help="Play this one situation (syria, korea, ukraine). With --federated: korea "
+            "(default) on three hubs, or syria on the coalition's hub and Russia's, which "
+            "deconflict privately (no hub holds both sides' plans).",
+        ),
+    ] = None,
 ) -> None:
     """Play three situations (Syria, Korea, Ukraine) through a real hub and check them.
 
@@ -209,6 +217,7 @@ def demo(
             stop=stop,
             screenshots=screenshots,
             federated=federated,
+            scenario=scenario,
         )
 
     summary = asyncio.run(_until_signal_result(play))

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from commonsky.demo.checks import summarize
-from commonsky.demo.federated import HUBS, LINKS
 from commonsky.demo.runner import Runner
 from commonsky.demo.scenario import BUILT_IN, load
 from commonsky.errors import UsageError
@@ -85,19 +85,47 @@ async def run_demo(
     screenshots: bool = True,
     console: Console | None = None,
     federated: bool = False,
+    scenario: str | None = None,
 ) -> dict[str, Any]:
-    """Play `names` through one hub at `speed` (with `federated`: Korea on three linked
-    hubs, see federated.py); check, summarise (DATA_DIR/summary.json), take screenshots,
-    then — with `stop` and no `duration` — keep serving until `stop` is set. Raises
-    UsageError (one line) for an operator's mistake (busy port, folder)."""
-    from commonsky.demo.federated import FederatedRunner, check_ledgers
+    """Play `names` through one hub at `speed` (with `federated`: `scenario` — Korea by
+    default, or Syria with private deconfliction — on its linked hubs, see federated.py;
+    without it, `scenario` plays that one alone); check, summarise (DATA_DIR/summary.json),
+    take screenshots, then — with `stop` and no `duration` — keep serving until `stop` is
+    set. Raises UsageError (one line) for an operator's mistake (busy port, folder)."""
+    from commonsky.demo.federated import (
+        LAYOUTS,
+        FederatedRunner,
+        check_ledgers,
+        private_checks,
+        private_summary,
+        unjudge,
+    )
 
     console = console or Console()
     if federated:
-        names = ("korea",)
+        scenario = scenario or "korea"
+        if scenario not in LAYOUTS:
+            raise UsageError(
+                f"--scenario {scenario!r}: on federated hubs: {', '.join(sorted(LAYOUTS))}"
+            )
+    if scenario is not None:
+        if scenario not in BUILT_IN:
+            raise UsageError(f"--scenario {scenario!r}: one of {', '.join(BUILT_IN)}")
+        names = (scenario,)
     scenarios = [load(n) for n in names]
+    if federated and not LAYOUTS[names[0]].photos:
+        scenarios = [
+            msgspec.structs.replace(s, photo=[], check=[c for c in s.check if c.kind != "evidence"])
+            for s in scenarios
+        ]
     data_dir, lock = fresh_folder(data_dir)
-    runner = (FederatedRunner if federated else Runner)(scenarios, data_dir, http, speed)
+    runner: Runner
+    if federated:
+        assert scenario is not None
+        layout = LAYOUTS[scenario]
+        runner = FederatedRunner(scenarios, data_dir, http, speed, layout)
+    else:
+        runner = Runner(scenarios, data_dir, http, speed)
     started = time.time()
     try:
         play = asyncio.create_task(runner.run())
@@ -138,6 +166,10 @@ async def run_demo(
         else:
             ledger_ok = check_ledger(runner, data_dir)
         results = [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios]
+        if isinstance(runner, FederatedRunner) and runner.layout.terms:
+            for result, s in zip(results, scenarios, strict=True):
+                result["checks"] += private_checks(runner, s)
+                unjudge(runner, result)
         if unfinished:
             for result in results:
                 if result["name"] in unfinished:
@@ -149,10 +181,12 @@ async def run_demo(
         }
         if isinstance(runner, FederatedRunner):
             summary["federated"] = {
-                "hubs": {name: list(parties) for name, parties in HUBS.items()},
-                "links": [f"{a}->{b}" for a, b in LINKS],
+                "hubs": {name: list(parties) for name, parties in runner.layout.hubs.items()},
+                "links": [f"{a}->{b}" for a, b in runner.layout.links],
                 "receipts_proven": runner.proven,
             }
+            if runner.layout.terms:
+                summary["federated"]["private"] = private_summary(runner)
         if unfinished:
             summary["stopped_early_s"] = round(time.time() - started, 1)
             summary["scenario_time_s"] = round(min(played_s, max(s.duration_s for s in scenarios)))

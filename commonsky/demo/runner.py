@@ -444,7 +444,7 @@ def interpolate(
 def read_receipt(message_id: str, now: float) -> CotEvent:
 
     return CotEvent(
-        uid=f"receipt.{secrets.token_hex(6)}",
+        uid=message_id,  # ATAK's: a receipt's uid is the message id it answers (routing reads it)
         type="b-t-f-r",
         time=now,
         start=now,

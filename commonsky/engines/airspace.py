@@ -70,6 +70,12 @@ class AirspaceDesk:
         self.engine = ConflictEngine(minima=self._minima, id_key=hub.secret[:16])
         self.notices: dict[tuple[str, str], Notice] = {}  # (conflict id, party) -> latest
         self.threads: dict[str, str] = {}  # conflict id -> hotline message id
+        # Parties behind federation links: told by their own hub, never by this one (a
+        # notice here could not reach them; a thread here could not be acknowledged).
+        self.remote: frozenset[str] = frozenset()
+        # Hands a notice for a party behind a link to that party's hub (private links:
+        # federation/private.py); None: such parties are not told here.
+        self.relay: Callable[[Notice, str], None] | None = None
         self._pending_tracks: dict[tuple[str, str], CotEvent] = {}
         self.screen_every_s = hub.settings.timeout_track_screen_s
         self._last_screen = -math.inf
@@ -209,31 +215,65 @@ class AirspaceDesk:
         """The uid under which `party`'s item `uid` reaches a generalized recipient."""
         return handle(self.hub.secret, party, uid)
 
-    def publish(self, changes: list[ConflictChange], withdrawn: bool = False) -> None:
+    def publish(
+        self, changes: list[ConflictChange], withdrawn: bool = False, private: bool = False
+    ) -> None:
         """Notices for each change; `withdrawn`: an item was deleted, so the hotline threads
-        of the conflicts it cleared are closed."""
+        of the conflicts it cleared are closed. `private`: conflicts a private round found
+        with a peer hub (federation/private.py) — the other side is an opaque handle and
+        only the overlap is known, so every notice is `conflicts-only`."""
         for change in changes:
             try:
-                self._publish_one(change, withdrawn)
+                self._publish_one(change, withdrawn or private, private)
             except Exception:  # our bug: this change's notices are lost, not the others'
                 self.hub.metrics.internal_error("conflict_notice")
                 log.exception("telling the parties of conflict %s failed", change.conflict.id)
 
-    def _publish_one(self, change: ConflictChange, withdrawn: bool) -> None:
+    def _publish_one(self, change: ConflictChange, withdrawn: bool, private: bool = False) -> None:
         c = across_the_line(change.conflict)
-        told = []
+        entitled = []
         for own, other in ((c.a, c.b), (c.b, c.a)):
             level = self.disclosure(own.party, other.party, other.item, c)
             if level is not None:
-                told.append((own, level))
+                entitled.append((own, Disclosure.CONFLICTS_ONLY if private else level))
+        told = [(own, level) for own, level in entitled if own.party not in self.remote]
         thread = self.threads.get(c.id)
-        if change.action == "raised" and len(told) == 2 and thread is None:
+        if change.action == "raised" and len(entitled) == 2 and told and thread is None:
             thread = self._open_thread(c)
         for own, level in told:
             notice = notice_for(c, own.party, level.value, self._handle, thread)
             self._send(notice, change.action)
+        if self.relay is not None and not private:
+            # A conflict between our own items (a plan across our own line) that concerns a
+            # party behind a link: its hub tells it, conflicts-only (the overlap).
+            for own, _level in entitled:
+                if own.party in self.remote:
+                    notice = notice_for(c, own.party, Disclosure.CONFLICTS_ONLY.value)
+                    self.relay(canonical(notice), change.action)
         if change.action == "cleared" and withdrawn and thread is not None:
             self._close_thread(c.id, thread)
+
+    def from_peer(self, notice: Notice, action: str) -> None:
+        """A notice a peer hub made for one of our parties (a conflict between its own
+        items that concerns ours): told as ours are, with our own hotline thread for it
+        where a hotline agreement links the two parties."""
+        thread = self.threads.get(notice.conflict_id)
+        if action == "raised" and thread is None and self.hotline is not None:
+            ours = Side(notice.recipient, notice.own_uid, notice.own_item)  # type: ignore[arg-type]
+            theirs = Side(notice.other_party, "", "volume")
+            stub = Conflict(
+                id=notice.conflict_id,
+                kind=notice.kind,
+                a=ours,
+                b=theirs,
+                geometry=None,
+                floor_m=notice.floor_m,
+                ceiling_m=notice.ceiling_m,
+                start_s=notice.start_s,
+                end_s=notice.end_s,
+            )
+            thread = self._open_thread(stub)
+        self._send(msgspec.structs.replace(notice, thread=thread), action)
 
     def _send(self, notice: Notice, action: str) -> None:
         notice = msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
@@ -299,7 +339,10 @@ class AirspaceDesk:
             f"CONFLICT {conflict.id}: {conflict.kind} between {a} and {b}; see your conflict "
             "notice. Both parties acknowledge and deconflict."
         )
-        message = self.hotline.open_thread(sorted({a, b}), text, conflict=conflict.id)
+        # A party behind a link is told by its own hub, which opens its own thread for the
+        # same conflict id (a private round names it alike on both hubs).
+        local = sorted({a, b} - self.remote)
+        message = self.hotline.open_thread(local, text, conflict=conflict.id)
         self.threads[conflict.id] = message.id
         return message.id
 
@@ -333,6 +376,10 @@ def across_the_line(conflict: Conflict) -> Conflict:
         return conflict
     line, mover = (a, b) if a.item == "line" else (b, a)
     return msgspec.structs.replace(conflict, a=mover, b=Side(entered, line.uid, "line"))
+
+
+def canonical(notice: Notice) -> Notice:
+    return msgspec.structs.replace(notice, geometry=canonical_geometry(notice.geometry))
 
 
 def canonical_geometry(geometry: dict[str, Any] | None) -> dict[str, Any] | None:

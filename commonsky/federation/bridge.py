@@ -39,17 +39,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import HUB, CotEvent, Disclosure, Item, is_deleted
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_deleted
 from commonsky.protocol.cot import encode_event
 
 from . import federation_pb2 as pb
 from .link import Dialer, HubIdentity, Link, Listener
-from .mapping import Envelope, ack, delete_event, federated, receive
+from .mapping import Envelope, absolute_names, ack, delete_event, federated, receive
 from .peers import FederateConfig
+from .private import PrivateDesk, is_private
 from .receipts import KIND_ACK, KIND_RECEIPT, parse_receipt, receipt_json
 
 if TYPE_CHECKING:
     from commonsky.config import HubConfig
+    from commonsky.engines.airspace import AirspaceDesk
     from commonsky.engines.record import LedgerRecorder
     from commonsky.hub.core import Hub
 
@@ -59,6 +61,8 @@ ORIGIN = "fed:"  # Item.origin of what came over a link: "fed:<link>"
 CURSOR_IN, CURSOR_OUT = "fed-in", "fed-out"
 ACK_DELAY_S = 0.05  # acknowledgements are batched over this long
 PAGE = 256  # stored items read per page while a link catches up
+#: What never crosses a link with private deconfliction: the plans the round replaces.
+PLANS = (Category.AIRSPACE, Category.SITE)
 
 
 @dataclass
@@ -135,6 +139,9 @@ class HubSeam:
     def clock(self) -> float:
         return self.hub.clock()
 
+    def parties(self) -> frozenset[str]:
+        return frozenset(self.hub.policy.parties) | {HUB}
+
     def log_limited(self, reason: str, key: str, msg: str, *args: object) -> None:
         self.hub.log_limited(log, reason, key, msg, *args)
 
@@ -175,6 +182,7 @@ class Federation:
         self._delete_ids = itertools.count(1)
         self.listener: Listener | None = None
         self.dialers: list[Dialer] = []
+        self.private: PrivateDesk | None = None  # rounds on `deconflict = "private"` links
         seam.watch(self.observe)
 
     # ---- out ------------------------------------------------------------------------------
@@ -201,6 +209,8 @@ class Federation:
     ) -> list[pb.FederatedEvent]:
         """What `link` is owed of `item` (nothing if it had it already: by position)."""
         out = self.out[link.name]
+        if link.config.deconflict is not None and item.category in PLANS:
+            return []  # plans stay home on a private link: the round replaces them
         if is_deleted(item.event):
             return self._deletes(link, item, routes)
         messages = []
@@ -310,6 +320,10 @@ class Federation:
 
     # ---- in ------------------------------------------------------------------------------
 
+    def refuse(self, link: Link, reason: str, detail: str) -> None:
+        """A peer's fault on `link`: logged (rate-limited) and counted by reason."""
+        self._refuse(link, reason, detail)
+
     def _refuse(self, link: Link, reason: str, detail: str) -> None:
         link.refused += 1
         key = (link.name, reason)
@@ -320,6 +334,16 @@ class Federation:
 
     def received(self, link: Link, message: pb.FederatedEvent) -> None:
         """One message from a peer (the link's endpoint)."""
+        if is_private(message):
+            try:
+                if self.private is None:
+                    raise RemoteProtocolError(
+                        "privdeconf_not_agreed", "a private round on a link without deconflict"
+                    )
+                self.private.received(link, message.event)
+            except RemoteProtocolError as exc:
+                self._refuse(link, exc.reason, str(exc))
+            return
         if any(p.federation_server_id == self.hub_id for p in message.federate_provenance):
             self._refuse(link, "loop", "our own message came back")
             return
@@ -369,6 +393,7 @@ class Federation:
             raise RemoteProtocolError(
                 "federate_audience", f"addressed to {' '.join(envelope.to)[:80]}, none of ours"
             )
+        event = absolute_names(event, party, to[0] if len(to) == 1 else None, self.seam.parties())
         origin = ORIGIN + link.name
         if envelope.seq:
             position = envelope.position
@@ -472,6 +497,15 @@ class Federation:
 
     # ---- running -------------------------------------------------------------------------
 
+    def send_head(self, name: str) -> None:
+        """Our signed head (and consistency proof) to one CommonSky peer now."""
+        link = self.links[name]
+        if link.up and link.peer_is_commonsky and self.seam.recorder is not None:
+            self._ack_due.setdefault(name, self.seam.cursor(CURSOR_IN, name))
+            self._receipts.setdefault(name, [])
+            self._heads_only.add(name)
+            self._flush_acks()
+
     def exchange_checkpoints(self) -> None:
         """Give every CommonSky peer our signed head (with the consistency proof from the
         last one it got), whether or not durable items flowed: each side's ledger records
@@ -511,6 +545,8 @@ class Federation:
                 self.dialers.append(dialer)
         if checkpoint_s > 0 and self.seam.recorder is not None:
             self._tasks.append(asyncio.create_task(self._exchange(checkpoint_s)))
+        if self.private is not None:
+            self.private.start()
         return bound
 
     async def stop(self) -> None:
@@ -519,6 +555,8 @@ class Federation:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.private is not None:
+            await self.private.stop()
         dialers, self.dialers = self.dialers, []
         for dialer in dialers:
             await dialer.stop()
@@ -595,10 +633,15 @@ class _LinkMetrics(Collector):
 
 
 def build(
-    hub: Hub, config: HubConfig, hub_id: str, recorder: LedgerRecorder | None = None
+    hub: Hub,
+    config: HubConfig,
+    hub_id: str,
+    recorder: LedgerRecorder | None = None,
+    airspace: AirspaceDesk | None = None,
 ) -> Federation | None:
     """The hub's federation from its config (None without `[[federate]]`); the one call the
-    server makes. Reads the hub certificate from the federation listener's `ca` directory."""
+    server makes. Reads the hub certificate from the federation listener's `ca` directory.
+    With `airspace` (the hub's desk), links with `deconflict = "private"` run rounds."""
     if not config.federates:
         return None
     listener = next(lc for lc in config.listeners if lc.kind == "federation")
@@ -622,4 +665,11 @@ def build(
         config.settings.limit_queue_federation,
     )
     hub.metrics.registry.register(federation.collector())
+    if airspace is not None and any(f.deconflict is not None for f in config.federates):
+        private = federation.private = PrivateDesk(
+            federation, airspace, hub.secret, config.data_dir
+        )
+        airspace.remote = frozenset(federation.behind)
+        airspace.relay = private.relay
+        hub.metrics.registry.register(private.collector())
     return federation

@@ -376,3 +376,37 @@ def _xml(geo: pb.GeoEvent, children: list[etree._Element]) -> bytes:
         f"<detail>{''.join(parts)}</detail></event>"
     )
     return text.encode("utf-8")
+
+
+def absolute_names(
+    event: CotEvent, writer: str, reader: str | None, parties: frozenset[str]
+) -> CotEvent:
+    """A copy as its originator `writer` would write it. It was rendered for the parties it
+    is addressed to: their names of the writer's items carry the writer's prefix (`W::x`),
+    and a copy for one party `reader` names that party's own items without one. Accepted
+    here as the writer's, the first would be kept prefixed (a GeoChat message id no receipt
+    finds) and the second read as the writer's own: so `W::x` becomes `x` and, for one
+    reader, `x` of the reader's becomes `R::x` (namespace.py's rule; a read receipt that
+    crosses a link then acknowledges the message it names)."""
+    from commonsky.namespace import read_name
+    from commonsky.protocol.refs import references, rewrite
+
+    refs = references(event)
+    if not refs.names:
+        return event
+    own = f"{writer}::"
+    names = []
+    for name in refs.names:
+        if name.startswith(own):
+            name = name[len(own) :]
+        elif (
+            reader is not None
+            and reader != writer
+            and read_name(reader, name, parties).party == reader
+            and not name.startswith(f"{reader}::")
+        ):
+            name = f"{reader}::{name}"
+        names.append(name)
+    if names == list(refs.names):
+        return event
+    return rewrite(event, refs, names, event.uid)

@@ -171,9 +171,17 @@ def _same_item(sent: Any, got: Any) -> bool:
         value = entry.payload.get(key)
         return round(value / 1000) if isinstance(value, int) else None
 
+    def uid(entry: Any) -> Any:
+        # `P::x` written by P is P's x (namespace.py); a receipt's uid is a reference,
+        # kept as the receiver was given it (under the originator's prefix).
+        value = entry.payload.get("uid")
+        own = f"{entry.originator}::"
+        return value[len(own) :] if isinstance(value, str) and value.startswith(own) else value
+
     return (
         got.kind == "item"
         and sent.originator == got.originator
-        and all(sent.payload.get(k) == got.payload.get(k) for k in ("uid", "type"))
+        and uid(sent) == uid(got)
+        and sent.payload.get("type") == got.payload.get("type")
         and all(ms(sent, k) == ms(got, k) for k in ("time_us", "stale_us"))
     )

@@ -38,7 +38,14 @@ from commonsky.ledger.log import LedgerError, Receipt
 from commonsky.model import Category, CotEvent, Disclosure, Item, Point
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event, check_text
-from commonsky.protocol.cot import XmlLimits, check_uid, encode_event, parse_event, quote
+from commonsky.protocol.cot import (
+    XmlLimits,
+    check_uid,
+    encode_event,
+    new_event,
+    parse_event,
+    quote,
+)
 from commonsky.services import Services
 
 log = logging.getLogger("commonsky.api")
@@ -329,6 +336,24 @@ def build_api(services: Services) -> list[BaseRoute]:
         acked = services.hotline.acknowledge(
             party, message_id, hub.clock(), via="api", statement=statement
         )
+        held = hub.durable.get(message.key)
+        if acked is not None and held is not None and held.item.origin.startswith("fed:"):
+            # The message came over a federation link: its sender's hub learns of the
+            # acknowledgement as it would from a TAK device — a read receipt of this party's
+            # (`b-t-f-r`), which crosses back.
+            now = hub.clock()
+            # As ATAK's: uid and messageId are the GeoChat message id, in the sender's space.
+            named = f"{message.sender}::{message.message_id or message.key[1]}"
+            ref = quote(named)
+            receipt = new_event(
+                named,
+                "b-t-f-r",
+                now,
+                now + 3600.0,
+                Point(0.0, 0.0),
+                f'<__chatreceipt messageId="{ref}"/><link uid="{ref}" relation="p-p"/>',
+            )
+            hub.accept(party, "api", receipt)
         return JSONResponse((acked or message).to_json(hub.clock()))
 
     async def ledger_checkpoint(request: Request) -> Response:

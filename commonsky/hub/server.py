@@ -39,7 +39,6 @@ from .quarantine import FILE_NAME as QUARANTINE_FILE
 from .quarantine import Quarantine
 
 if TYPE_CHECKING:
-    from commonsky.engines.record import LedgerRecorder
     from commonsky.federation.bridge import Federation
 
 log = logging.getLogger("commonsky.server")
@@ -136,9 +135,7 @@ class HubServer:
             self.http_listeners, self.marti = build_http_listeners(
                 config.listeners, self.services, config.settings
             )
-            self.federation = _build_federation(
-                self.hub, config, self.hub_id, self.services.recorder
-            )
+            self.federation = _build_federation(self.hub, config, self.hub_id, self.services)
             crls = self.marti.revocations if self.marti is not None else {}
             self.listeners = [
                 TakListener(self.hub, lc, tls, _revocations(crls, lc))
@@ -287,13 +284,13 @@ class HubServer:
 
 
 def _build_federation(
-    hub: Hub, config: HubConfig, hub_id: str, recorder: LedgerRecorder | None
+    hub: Hub, config: HubConfig, hub_id: str, services: Services
 ) -> Federation | None:
     if not config.federates:
         return None  # (gRPC is not even loaded)
     from commonsky.federation.bridge import build
 
-    return build(hub, config, hub_id, recorder)
+    return build(hub, config, hub_id, services.recorder, services.airspace)
 
 
 async def _start_federation(federation: Federation, config: HubConfig) -> int:

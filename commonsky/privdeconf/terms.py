@@ -35,6 +35,7 @@ KEYS = (
     "max_cells",
     "min_interval_s",
     "pad",
+    "round_every_s",
 )
 
 
@@ -55,6 +56,8 @@ class Terms(msgspec.Struct, frozen=True, kw_only=True):
     - `max_cells`: the most cells either side may submit in one round (own and peer's).
     - `min_interval_s`: rounds with this peer no more often than this (own and peer's).
     - `pad`: pad our submitted set with dummies up to `max_cells`, so its size says nothing.
+    - `round_every_s`: a round with this peer at least this often (hub seconds), besides the
+      rounds that follow a change of either side's plans (federation/private.py).
     """
 
     grid_level: int = 6
@@ -68,6 +71,7 @@ class Terms(msgspec.Struct, frozen=True, kw_only=True):
     max_cells: int = 50_000
     min_interval_s: float = 60.0
     pad: bool = False
+    round_every_s: float = 300.0
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -110,7 +114,7 @@ def _positive(value: float) -> bool:
 def _problem(t: Terms) -> tuple[str, str] | None:
     if isinstance(t.grid_level, bool) or not 0 <= t.grid_level <= 15:
         return "grid_level", f"{t.grid_level!r} is not an H3 resolution (0-15)"
-    for key in ("time_slot_s", "altitude_band_m", "line_reach_m"):
+    for key in ("time_slot_s", "altitude_band_m", "line_reach_m", "round_every_s"):
         if not _positive(getattr(t, key)):
             return key, f"{getattr(t, key)!r} is not a positive number"
     for key in ("rpz_m", "hpz_m", "min_interval_s"):

@@ -48,6 +48,7 @@ def hub_config(
         }
         if link.get("connect"):
             table["connect"] = link["connect"]
+        table.update(link.get("terms", {}))  # e.g. deconflict = "private" and its terms
         federates.append(table)
     data = {
         "server": {
