@@ -47,6 +47,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -415,7 +416,9 @@ def _seeds(corpus: Path | None, now: float) -> list[bytes]:
     return seeds
 
 
-async def run_phase(hub: HubProcess, run: Run, tally: Tally, refresh: Any) -> None:
+async def run_phase(
+    hub: HubProcess, run: Run, tally: Tally, refresh: Callable[[], Awaitable[None]]
+) -> None:
     """Clients on until the phase's goal; then the hub's own counts, then a clean stop."""
     tasks = [
         asyncio.create_task(run.receiver(p, proto)) for p in PARTIES for proto in (False, True)
@@ -434,7 +437,7 @@ async def run_phase(hub: HubProcess, run: Run, tally: Tally, refresh: Any) -> No
             tally.crashes += 1
             break
         if time.monotonic() - last_refresh > 600:  # launch reports must be dated near now
-            refresh()
+            await refresh()
             last_refresh = time.monotonic()
         print(f"\r  {tally.total:,} inputs, RSS {tally.max_rss_mb:.0f} MB", end="", flush=True)
     print()
@@ -563,9 +566,17 @@ async def _phases(
         tally.starts_s.append(await hub.start())
         run = Run(mutator, api, ports, http, tally, inputs * (phase + 1) // phases)
 
-        def renew(run: Run = run) -> None:  # seeds dated now (launch reports must be)
-            run.mutator = Mutator(rng, _seeds(corpus, time.time()))
-            run.api = ApiSeeds.make(time.time())
+        async def renew(run: Run = run) -> None:  # seeds dated now (launch reports must be)
+            # Built in a thread: seconds of parsing here (half a minute and more on a loaded
+            # machine) would stall every client of this loop, and the hub rightly closes a
+            # WebSocket that answers no ping for `timeout_ws_ping_s`: receivers lost to
+            # the harness, not to the hub (the 1,000,000-input run lost 28 that way, at the
+            # ten-minute refreshes).
+            now = time.time()
+            seeds, run.api = await asyncio.to_thread(
+                lambda: (_seeds(corpus, now), ApiSeeds.make(now))
+            )
+            run.mutator = Mutator(rng, seeds)
 
         await run_phase(hub, run, tally, renew)
         mutator, api = run.mutator, run.api
