@@ -154,7 +154,7 @@ def serve(
     COMMONSKY_* variable: flag > variable > file > default.
     """
     from commonsky.config import load_config
-    from commonsky.hub.server import serve_forever
+    from commonsky.server import serve_forever
 
     _logging(log_level)
     hub_config = load_config(config, overrides)

@@ -130,7 +130,7 @@ def category_of(cot_type: str) -> Category | None:
     return Category.OTHER
 
 
-# CommonSky's detail extension that makes a TAK drawing an airspace item (engines/drawings.py).
+# CommonSky's detail extension that makes a TAK drawing an airspace item (desks/drawings.py).
 AIRSPACE_EXTENSION = "csky_airspace"
 
 

@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from commonsky.engines.airspace import AirspaceDesk
-from commonsky.engines.hotline import HotlineDesk
-from commonsky.engines.record import LedgerRecorder, Statement
-from commonsky.engines.warnings import LaunchDesk
+from commonsky.desks.deconfliction import AirspaceDesk
+from commonsky.desks.hotline import HotlineDesk
+from commonsky.desks.launch import LaunchDesk
+from commonsky.desks.recorder import LedgerRecorder, Statement
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
+from commonsky.hub.desk_view import DeskView
 from commonsky.ledger.entry import Signature, canonical_json
 from commonsky.ledger.keys import PartyKeys, verify
 from commonsky.ledger.log import SignedCheckpoint
-from commonsky.model import Category, CotEvent
+from commonsky.model import CotEvent
 
 log = logging.getLogger("commonsky.services")
 
@@ -49,17 +50,19 @@ class Services:
             # The store commits first, its journal holding what the ledger commits next:
             # after a crash between the two, the ledger is completed from the journal.
             recorder.recover(hub.store)
-            hub.on_durable.append(recorder.record)
-            hub.transactions.append(recorder.ledger.transaction)
-            hub.journals.append(lambda: recorder.journal(hub.store))
+            hub.add_recorder(recorder)
             # (A data folder written when the ledger committed first may hold numbers the
             # ledger recorded and the store lost: they must not go to other items.)
             hub.store.reserve(recorder.last_store_seq())
-        hotline = HotlineDesk(hub, recorder)
+        view = DeskView(hub)
+        hotline = HotlineDesk(view, recorder)
+        hub.add_desk(hotline)
         _rebuild(hub, "hotline", hotline.rebuild)
-        airspace = AirspaceDesk(hub, hotline)
+        airspace = AirspaceDesk(view, hotline)
+        hub.add_desk(airspace)
         _rebuild(hub, "airspace", airspace.rebuild)
-        launch = LaunchDesk(hub)
+        launch = LaunchDesk(view)
+        hub.add_desk(launch)
         _rebuild(hub, "launch", launch.rebuild)
         keys = PartyKeys(data_dir) if data_dir is not None else None
         return cls(hub, recorder, hotline, airspace, launch, keys)
@@ -98,9 +101,7 @@ class Services:
         return max(0, math.ceil(every - age)) if 0 <= age < every else 0
 
     def airspace_validate(self, party: str, event: CotEvent) -> None:
-        check = self.hub.validators.get(Category.AIRSPACE)
-        if check is not None:
-            check(party, event)
+        self.airspace.check(party, event)
 
     def check_signature(self, party: str, payload: dict[str, Any], raw: Any) -> Statement | None:
         """A party with a registered Ed25519 key must sign what it sends through the API:

@@ -23,7 +23,7 @@ import pytest
 import takproto
 
 from commonsky.config import HubConfig, config_from_dict
-from commonsky.hub.server import HubServer
+from commonsky.server import HubServer
 
 PARTIES = ["USA", "JPN", "KOR", "RUS"]
 OPERATOR_TOKEN = "test-operator-token-0123456789"

@@ -16,9 +16,9 @@ import pytest
 
 from commonsky.errors import UsageError
 from commonsky.hub.datadir import MANIFEST
-from commonsky.hub.server import HubServer
 from commonsky.ledger.export import export, verify
 from commonsky.ledger.log import Ledger
+from commonsky.server import HubServer
 from tests.conftest import base_config, running_hub, token_of
 from tests.store.conftest import postgres_url  # noqa: F401 (fixture)
 

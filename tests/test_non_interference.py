@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from commonsky.errors import RemoteProtocolError
+from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.outbox import Outbox
 from commonsky.model import Category, CotEvent, Disclosure, Item, Point
@@ -201,8 +202,7 @@ def run(
                 f"{party}-client",
                 "test",
                 outboxes[party],
-                mode=lambda: "xml",
-                close=lambda reason: None,
+                MemoryPeer(),
                 id=party,
             )
         )
@@ -243,7 +243,7 @@ def run(
         delivered += [p.rendered.wire(p.variant, "xml") for p in outboxes[observer].take()]
     # A late joiner of the observer's party gets the current picture too.
     late = Outbox(10_000, 10_000)
-    hub.attach(Connection(observer, "late", "test", late, lambda: "xml", lambda r: None, "late"))
+    hub.attach(Connection(observer, "late", "test", late, MemoryPeer(), "late"))
     delivered += [b"late:" + p.rendered.wire(p.variant, "xml") for p in late.take()]
     store.close()
     return delivered, swapped

@@ -129,7 +129,7 @@ def test_postgresql_without_its_extra_says_which_to_install(tmp_path: Path) -> N
 
 def test_the_product_does_not_import_benchmark_modules() -> None:
     code = (
-        "import sys, commonsky.cli, commonsky.hub.server, commonsky.demo.main\n"
+        "import sys, commonsky.cli, commonsky.server, commonsky.demo.main\n"
         "print(sorted(m for m in sys.modules if m.startswith(('commonsky.bench', "
         "'commonsky.web.bench', 'commonsky.web.shots', 'playwright', 'psycopg'))))"
     )

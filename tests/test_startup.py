@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from commonsky.errors import UsageError
-from commonsky.hub.server import HubServer
+from commonsky.server import HubServer
 from tests.conftest import base_config, running_hub, token_of
 
 TOKENED = """

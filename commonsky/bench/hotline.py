@@ -51,7 +51,7 @@ def _world(data_dir: Path) -> Any:
 
 
 def _fill(data_dir: Path, messages: int, still_open: int) -> None:
-    from commonsky.engines.geochat import chat_event
+    from commonsky.desks.geochat import chat_event
     from commonsky.model import CotEvent, Point
 
     services = _world(data_dir)

@@ -81,9 +81,9 @@ def _curl(*args: str) -> float:
 
 
 async def _run(rounds: int, megabytes: float, repeat: int) -> dict[str, float]:
-    from commonsky.hub.server import HubServer
     from commonsky.marti.tokens import TokenStore
     from commonsky.pki import init_ca, issue_client
+    from commonsky.server import HubServer
 
     root = Path(tempfile.mkdtemp(prefix="commonsky-bench-marti-"))
     try:

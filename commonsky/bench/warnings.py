@@ -32,8 +32,9 @@ import typer
 from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.bench.machine import steal
 from commonsky.config import config_from_dict
-from commonsky.engines.warnings import report_event
+from commonsky.desks.launch import report_event
 from commonsky.errors import UsageError
+from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.heap import server_heap
 from commonsky.hub.outbox import Outbox
@@ -117,7 +118,7 @@ def run(rate: float, reports: int, tracks: int = 0) -> dict[str, Any]:
         services = Services.build(hub, Path(tmp))
         outboxes = {p: Outbox(100_000, 100_000) for p in PARTIES}
         for p in PARTIES:
-            hub.attach(Connection(p, p, "bench", outboxes[p], lambda: "xml", lambda r: None, id=p))
+            hub.attach(Connection(p, p, "bench", outboxes[p], MemoryPeer(), id=p))
         for party, track in _tracks(tracks, hub.clock()):
             hub.accept(party, "bench", track)
         for outbox in outboxes.values():

@@ -31,8 +31,8 @@ from typing import Any
 from takproto.functions import xml2message
 
 from commonsky.config import config_from_dict
-from commonsky.hub.server import HubServer
 from commonsky.model import Category
+from commonsky.server import HubServer
 
 from . import ALPHA, BRAVO
 from .client import ClosedByHub, Peer, Received, connect, frame, unframe

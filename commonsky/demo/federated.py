@@ -32,8 +32,8 @@ from commonsky.demo.clients import SimClient, tls_context
 from commonsky.demo.runner import Runner
 from commonsky.demo.scenario import Scenario
 from commonsky.hub.datadir import private_dir
-from commonsky.hub.server import HubServer
 from commonsky.pki import init_ca
+from commonsky.server import HubServer
 
 log = logging.getLogger("commonsky.demo")
 
@@ -401,7 +401,7 @@ def single_hub_truth(runner: FederatedRunner, scenario: Scenario) -> list[Any]:
     the scenario's airspace as played (hub clock), recast as the desk tells them."""
     from commonsky.deconflict.engine import ConflictEngine
     from commonsky.deconflict.shapes import Circle, Line, Polygon, Site, Volume
-    from commonsky.engines.airspace import across_the_line
+    from commonsky.desks.deconfliction import across_the_line
 
     party_of = {c.id: c.party for c in scenario.client}
     t0 = runner.start_wall
@@ -446,7 +446,7 @@ def cross_hub_conflicts(runner: FederatedRunner, scenario: Scenario) -> tuple[bo
     ~9.9 km; the private pieces are clipped with a 5 m margin and resampled every km)."""
     from commonsky.deconflict.notice import notice_for
     from commonsky.demo.checks import _received
-    from commonsky.engines.airspace import canonical_geometry
+    from commonsky.desks.deconfliction import canonical_geometry
 
     truth = single_hub_truth(runner, scenario)
     if not truth:

@@ -33,10 +33,10 @@ from commonsky.demo.clock import ScenarioClock
 from commonsky.demo.scenario import AirspaceSpec, HotlineSpec, PhotoSpec, Scenario, TrackSpec
 from commonsky.geo import GEOD
 from commonsky.hub.datadir import private_dir
-from commonsky.hub.server import HubServer
 from commonsky.model import CotEvent, Point
 from commonsky.pki import init_ca, issue_client
 from commonsky.protocol.cot import new_event, quote
+from commonsky.server import HubServer
 
 log = logging.getLogger("commonsky.demo")
 THREAD_ACK_AFTER_S = 20.0
@@ -304,7 +304,7 @@ class Runner:
 
     async def _send_hotline(self, played: Played, spec: HotlineSpec) -> None:
         played.items_sent += 1
-        from commonsky.engines.geochat import chat_event
+        from commonsky.desks.geochat import chat_event
 
         uid = f"GeoChat.{played.scenario.name}.{int(spec.at)}"
         if spec.client:

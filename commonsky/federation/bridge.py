@@ -19,9 +19,9 @@ Rules (DESIGN.md §5, issue #17):
   order, before anything new. Live positions are not queued while a link is down; the
   current ones are sent when it returns.
 
-The seam with the hub core is the class `HubSeam` below, and nothing else: one observer,
-`accept`, `transaction`, routing and rendering, the store's cursors. (The hub's extension
-interface is being reworked into desks; this is the one place to move.)
+The seam with the hub core is the class `HubSeam` below, and nothing else: one desk that
+only observes (`Hub.add_desk`), `accept`, `transaction`, routing and rendering, the store's
+cursors.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from .receipts import KIND_ACK, KIND_RECEIPT, parse_receipt, receipt_json
 
 if TYPE_CHECKING:
     from commonsky.config import HubConfig
-    from commonsky.engines.airspace import AirspaceDesk
-    from commonsky.engines.record import LedgerRecorder
+    from commonsky.desks.deconfliction import AirspaceDesk
+    from commonsky.desks.recorder import LedgerRecorder
     from commonsky.hub.core import Hub
 
 log = logging.getLogger("commonsky.federation")
@@ -73,6 +73,26 @@ class _Out:
     position: int = 0
     next_seq: int = 0
     live: list[Item] = field(default_factory=list)
+
+
+_watchers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class _Watcher:
+    """A desk that only observes (hub/desk.py): what federation needs of every item."""
+
+    name: str
+    observer: Callable[[Item, dict[str, Disclosure]], None]
+    categories: tuple[Category, ...] = ()
+
+    def check(self, party: str, event: CotEvent) -> None:
+        return None
+
+    def observe(
+        self, item: Item, routes: dict[str, Disclosure], parsed: object | None = None
+    ) -> None:
+        self.observer(item, routes)
 
 
 class HubSeam:
@@ -104,7 +124,7 @@ class HubSeam:
                 self.recorder.record_fact(kind, HUB, audience, payload, self.hub.clock())
 
     def watch(self, observer: Callable[[Item, dict[str, Disclosure]], None]) -> None:
-        self.hub.observers.append(observer)
+        self.hub.add_desk(_Watcher(f"federation#{next(_watchers)}", observer))
 
     def accept(
         self, party: str, user: str, event: CotEvent, audience: tuple[str, ...], origin: str

@@ -49,8 +49,8 @@ from prometheus_client.registry import Collector
 
 from commonsky.deconflict.notice import Notice
 from commonsky.deconflict.records import Conflict, ConflictChange
-from commonsky.engines.airspace import canonical_geometry
-from commonsky.engines.drawings import airspace_from_cot
+from commonsky.desks.deconfliction import canonical_geometry
+from commonsky.desks.drawings import airspace_from_cot
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB, Category, Item, Point, is_deleted
 from commonsky.privdeconf import Holding, PrivateRound, RoundRefused, Terms
@@ -61,7 +61,7 @@ from commonsky.protocol.cot import new_event, quote
 from . import federation_pb2 as pb
 
 if TYPE_CHECKING:
-    from commonsky.engines.airspace import AirspaceDesk
+    from commonsky.desks.deconfliction import AirspaceDesk
 
     from .link import Link
 

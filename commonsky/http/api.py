@@ -25,9 +25,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from commonsky.deconflict.formats import parse_geojson, parse_kml
-from commonsky.engines.drawings import geojson_to_cot_detail
-from commonsky.engines.geochat import chat_event
-from commonsky.engines.warnings import report_event, report_from_raw
+from commonsky.desks.drawings import geojson_to_cot_detail
+from commonsky.desks.geochat import chat_event
+from commonsky.desks.launch import report_event, report_from_raw
 from commonsky.errors import CommonSkyError, Refused
 from commonsky.http.schemas import Ack, BodyError, HotlineSend, decode_body
 from commonsky.http.websocket import closed_by_hub
@@ -35,7 +35,8 @@ from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.ledger.entry import EntryError
 from commonsky.ledger.log import LedgerError, Receipt
-from commonsky.model import Category, CotEvent, Disclosure, Item, Point
+from commonsky.metrics import Metrics
+from commonsky.model import Category, CotEvent, Point
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event, check_text
 from commonsky.protocol.cot import (
@@ -189,15 +190,10 @@ def build_api(services: Services) -> list[BaseRoute]:
         return parse_event(encode_event(event), xml_limits)
 
     def accept(party: str, event: CotEvent) -> dict[str, Any]:
-        item = hub.accept(party, "api", event)
-        if item.category is Category.HOTLINE and not routes_of(item):
-            raise ApiError(403, "no agreement in force lets this message reach anyone")
+        # A hotline message nobody may receive is refused (403) before it is stored or
+        # recorded.
+        item = hub.accept(party, "api", event, refuse_unrouted=(Category.HOTLINE,))
         return {"uid": item.uid, "category": item.category.value, "seq": item.seq}
-
-    def routes_of(item: Item) -> dict[str, Disclosure]:
-        """The routes the hub worked out when it delivered `item` (kept with it)."""
-        held = hub.durable.get(item.key)
-        return hub.cached_route(held, hub.clock()) if held else hub.route(item, hub.clock())
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -248,7 +244,7 @@ def build_api(services: Services) -> list[BaseRoute]:
         return JSONResponse(services.airspace.for_party(party))
 
     async def launch_events(request: Request, party: str) -> Response:
-        from commonsky.engines.warnings import fused_json
+        from commonsky.desks.launch import fused_json
 
         views = services.launch.views.get(party, {})
         return JSONResponse([fused_json(e) for e in views.values()])
@@ -411,18 +407,13 @@ def build_api(services: Services) -> list[BaseRoute]:
             return
         await ws.accept()
         outbox = Outbox(hub.settings.limit_queue_tracks, hub.settings.limit_queue_durable)
-        closed: list[str] = []
-
-        def close(reason: str) -> None:
-            if not closed and reason != "client_gone":  # counted like a TAK connection's
-                hub.metrics.close(reason)
-            closed.append(reason)
-            outbox.ready.set()  # wake the sender loop so it sees the close
+        page = PagePeer(hub.metrics, outbox)
+        closed = page.closed
 
         def ended() -> None:
             # The socket is gone: the client left, unless uvicorn failed it (its keepalive,
             # a frame it could not take), which is a close of the hub's (http/websocket.py).
-            close(closed_by_hub(ws.scope) or "client_gone")
+            page.close(closed_by_hub(ws.scope) or "client_gone")
 
         async def watch_client() -> None:
             # The page sends nothing; reading is how a closed browser tab is noticed.
@@ -437,12 +428,10 @@ def build_api(services: Services) -> list[BaseRoute]:
             "web",
             "websocket",
             outbox,
-            mode=lambda: "json",
-            close=close,
+            page,
             id=f"ws#{uuid.uuid4().hex[:8]}",
             oversight=True,  # the party's map page: addressing narrows TAK devices, not it
         )
-        conn.flush = outbox.ready.set
         peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
         log.info("websocket %s: %s/web connected from %s", conn.id, party, peer)
         hub.attach(conn)
@@ -578,6 +567,27 @@ def _feature_event(feature: Any, shape: Any, now: float) -> CotEvent:
         point=Point(centre[1], centre[0]),
         detail=detail,
     )
+
+
+class PagePeer:
+    """The `Peer` of one map page (WebSocket): reads JSON; the sender loop in `live`
+    writes, woken by `flush`; `closed` keeps the reason first."""
+
+    mode = "json"
+
+    def __init__(self, metrics: Metrics, outbox: Outbox) -> None:
+        self.metrics = metrics
+        self.outbox = outbox
+        self.closed: list[str] = []
+
+    def close(self, reason: str) -> None:
+        if not self.closed and reason != "client_gone":  # counted like a TAK connection's
+            self.metrics.close(reason)
+        self.closed.append(reason)
+        self.outbox.ready.set()  # wake the sender loop so it sees the close
+
+    def flush(self) -> None:
+        self.outbox.ready.set()
 
 
 def clock_json(clock: Callable[[], float]) -> dict[str, Any]:

@@ -8,8 +8,9 @@ connections (its map page) see everything the party receives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+from collections.abc import Container
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from commonsky.model import HUB, CotEvent, Item
 from commonsky.namespace import read_name
@@ -17,23 +18,65 @@ from commonsky.namespace import read_name
 from .outbox import Outbox
 
 
+class Peer(Protocol):
+    """What the hub may ask of the I/O side of one connection — nothing else. The TAK
+    listener, the map's WebSocket and the in-memory test clients each give one."""
+
+    @property
+    def mode(self) -> str:
+        """The wire form it reads now: "xml", "proto" (`protocol/render.py`) or "json"."""
+        ...
+
+    def close(self, reason: str) -> None:
+        """End the connection; `reason` is the metric label. Adapters ignore a second call
+        (the first reason is the one counted)."""
+        ...
+
+    def flush(self) -> None:
+        """Write what is pending in the outbox, if the socket allows (the hub calls it once
+        per burst of input, see `Connections.flush`)."""
+        ...
+
+
+@dataclass(eq=False)
+class MemoryPeer:
+    """A peer that writes nowhere (tests, benches, desks' own readers): its outbox is read
+    by whoever holds it; `closed` keeps the reasons the hub closed it for."""
+
+    mode: str = "xml"
+    closed: list[str] = field(default_factory=list)
+
+    def close(self, reason: str) -> None:
+        self.closed.append(reason)
+
+    def flush(self) -> None:
+        pass
+
+
 @dataclass(eq=False)
 class Connection:
-    """One client of one party. The I/O adapter owns the socket; the hub owns the outbox."""
+    """One client of one party. The I/O adapter (`peer`) owns the socket; the hub owns the
+    outbox."""
 
     party: str
     user: str
     listener: str
     outbox: Outbox
-    mode: Callable[[], str]
-    close: Callable[[str], None]
-    flush: Callable[[], None] = lambda: None  # write what is pending, if the socket allows
+    peer: Peer
     id: str = ""
-    peer: str = ""
-    refusals: int = 0
+    address: str = ""  # host:port of the client, for the log
     callsigns: set[str] = field(default_factory=set)  # the callsigns of its devices now
     devices: dict[str, str] = field(default_factory=dict)  # its devices' uids -> callsigns
     oversight: bool = False  # a party-wide view (the map page): addressing does not narrow
+
+    def mode(self) -> str:
+        return self.peer.mode
+
+    def close(self, reason: str) -> None:
+        self.peer.close(reason)
+
+    def flush(self) -> None:
+        self.peer.flush()
 
 
 def addressed_to_devices(event: CotEvent) -> bool:

@@ -1,10 +1,13 @@
 """The hub's shared state: who is connected, the current picture, and routing.
 
 One object, owned by one event loop (uvicorn's `ServerState` habit): listeners and the HTTP
-API only call `accept`, `attach` and `detach`. Routing is decided once per item against the
-compiled policy; each distinct output (own / full / generalized × XML / protobuf, and for an
-item naming a third party's item, per distinct set of names: `naming.py`) is rendered once
-and shared by every connection that receives it.
+API only call `accept`, `attach` and `detach`; desks stand on it through `add_desk` and see
+it only as a `DeskView` (`desk.py`, `desk_view.py`). Every refusal is decided in `accept`,
+before anything is stored or recorded. Routing is decided against the compiled policy and
+kept with the item; each distinct output (own / full / generalized × XML / protobuf / JSON,
+and for an item naming a third party's item, per distinct set of names: `naming.py`) is
+rendered once (`render.py`) and shared by every connection that receives it
+(`connections.py` batches the writes).
 
 Addressing (`<marti><dest …/>`, `connection.py`) narrows delivery to devices in every party;
 an addressed item whose device is not connected waits in the picture and is delivered when
@@ -19,14 +22,18 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator
 
-import msgspec
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import AlreadyRecorded, RemoteProtocolError, StoreUnavailable
+from commonsky.errors import (
+    AlreadyRecorded,
+    LocalProtocolError,
+    Refused,
+    RemoteProtocolError,
+    StoreUnavailable,
+)
 from commonsky.metrics import Metrics
 from commonsky.model import (
     DURABLE,
@@ -42,25 +49,31 @@ from commonsky.model import (
 from commonsky.namespace import SHARED, Key, own_uid, read_name
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event
-from commonsky.protocol.cot import detail_tree, encode_event
-from commonsky.protocol.refs import RECEIPT_TYPES, link_target, message_id, uid_form
-from commonsky.protocol.stream import frame_proto
-from commonsky.protocol.takv1 import event_to_proto
+from commonsky.protocol.cot import detail_tree
+from commonsky.protocol.refs import RECEIPT_TYPES, uid_form
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
 
 from .connection import Connection as Connection  # (re-exported: adapters import it here)
-from .connection import addressed_to_devices, reaches
+from .connection import reaches
+from .connections import Connections
 from .deletes import DELETE_TYPE, audience, target_key, tombstone
+from .desk import Desk, Recorder
 from .directory import Directory, device_callsign
 from .naming import Naming
 from .outbox import Pending, Rendered, Variant
+from .picture import Picture
 from .quarantine import Quarantine
+from .render import Renderer
+from .render import item_json as item_json  # (re-exported)
 
 log = logging.getLogger("commonsky.hub")
 
 _VARIANT: dict[Disclosure, Variant] = {Disclosure.FULL: "full", Disclosure.GENERALIZED: "gen"}
+
+# An item's routes, computed once: (routes, valid until, the directory epoch they assumed).
+Routed = tuple[dict[str, Disclosure], float, int]
 
 
 class Hub:
@@ -82,28 +95,22 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.bus = bus or LocalBus()
-        self.connections: dict[str, set[Connection]] = defaultdict(set)
-        self.live: dict[tuple[str, str], Rendered] = {}
-        self.durable: dict[tuple[str, str], Rendered] = {}
         self.directory = Directory()
         self.parties = frozenset(policy.parties) | {HUB}  # every namespace a name may claim
-        # Keys of picture items addressed to devices (dest callsign/uid): replayed to a
-        # device when it reports itself.
-        self._addressed: set[tuple[str, str]] = set()
-        # (party, GeoChat message id) -> the message's key, for the messages in the picture:
-        # a receipt crosses to another party only if it answers one it was sent.
-        self._chats: dict[tuple[str, str], tuple[str, str]] = {}
-        # Engines hook in here: `on_durable` runs once a durable item is stored and before
-        # anyone receives it (the ledger); `observers` see every item as it is delivered.
-        self.on_durable: list[Callable[[list[tuple[Item, dict[str, Disclosure]]]], None]] = []
-        # Per-category checks run before anything is stored; they refuse by raising
-        # RemoteProtocolError (e.g. an airspace drawing with a self-intersecting outline).
-        self.validators: dict[Category, Callable[[str, CotEvent], None]] = {}
-        self.observers: list[Callable[[Item, dict[str, Disclosure]], None]] = []
-        # Other writers whose commits join the store's, committing after it (see
-        # `transaction`), and what copies their pending writes into the store's commit.
-        self.transactions: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
-        self.journals: list[Callable[[], None]] = []
+        # What the hub holds now (hub/picture.py); `live` and `durable` are its two pools.
+        self.picture = Picture(self.parties, self._variant_for, lambda: self.clock())
+        self.live = self.picture.live
+        self.durable = self.picture.durable
+        # Desks (`add_desk`, hub/desk.py): each one's checks by category, in order.
+        self._desks: list[Desk] = []
+        self._checks: dict[Category, list[Desk]] = defaultdict(list)
+        # What the desks' checks parsed for the item being accepted, by desk name, handed
+        # to their `observe` for that very event (identity), then forgotten.
+        self._parsed: tuple[CotEvent, dict[str, object]] | None = None
+        # Recorders (`add_recorder`: the ledger): each records every durable item once it
+        # is stored and before anyone receives it, and commits after the store (see
+        # `transaction`), its pending writes journalled into the store's commit.
+        self._recorders: list[Recorder] = []
         # Items applied inside the open transaction, published on the bus once it commits.
         self._unpublished: list[Item] = []
         self._tx_depth = 0
@@ -112,23 +119,35 @@ class Hub:
             self.parties,
             secret,
             self._grid,
-            lookup=self._lookup,
-            keys=lambda: [Key(*k) for pool in (self.durable, self.live) for k in pool],
+            lookup=self.picture.lookup,
+            keys=self.picture.keys,
             sees_full=self._sees_full,
         )
-        # Writes are batched: enqueueing marks a connection dirty and one callback, run by
-        # the event loop after the current burst of input, flushes every dirty connection.
-        self.call_soon: Callable[[Callable[[], None]], object] | None = None
-        self._dirty: set[Connection] = set()
-        self._flush_pending = False
+        self.renderer = Renderer(self.naming, self.metrics)
         self.logs = RateLimitedLog()
+        # Who is connected, and the write batching (hub/connections.py).
+        self.wires = Connections(settings, self.metrics, self.logs)
+        self.connections = self.wires.by_party  # party -> its connections
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
-        self._held: dict[str, int] = defaultdict(int)  # durable items in the picture, by party
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
         self.quarantine.rebuild("picture", store.active(clock()), self._load)
         self._quarantine_unreadable("picture")
+
+    def add_desk(self, desk: Desk) -> None:
+        """Let `desk` check the items of its categories before they are stored and observe
+        every item as it is delivered, after the desks added before it (hub/desk.py)."""
+        if any(d.name == desk.name for d in self._desks):
+            raise LocalProtocolError(f"a desk named {desk.name!r} is on this hub already")
+        self._desks.append(desk)
+        for category in desk.categories:
+            self._checks[category].append(desk)
+
+    def add_recorder(self, recorder: Recorder) -> None:
+        """Have `recorder` record every durable item in the store's transaction, after the
+        recorders added before it (hub/desk.py)."""
+        self._recorders.append(recorder)
 
     def _load(self, item: Item) -> None:
         if is_transient(item.event.type):
@@ -146,8 +165,7 @@ class Hub:
         check_event(item.event)
         if item.event.detail:
             detail_tree(item.event.detail)
-        self._hold(item.key, self._rendered(item))
-        self._index(item)
+        self.picture.add(item, self._rendered(item))
 
     def rebuild(self, where: str, rebuild: Callable[[Item], None], since: int = 0) -> int:
         """Feed every stored durable item after `since` to a desk's `rebuild`, in order (a
@@ -164,7 +182,7 @@ class Hub:
         for entry in list(self.quarantine.items.values()):  # out of the picture too
             rendered = self.durable.get((entry.party, entry.uid))
             if rendered is not None and rendered.item.seq == entry.seq:
-                self._unhold((entry.party, entry.uid))
+                self.picture.remove((entry.party, entry.uid))
         return done
 
     def quarantine_item(self, item: Item, where: str, reason: str) -> None:
@@ -173,7 +191,7 @@ class Hub:
         self.quarantine.add(item.seq, where, reason, item)
         rendered = self.durable.get(item.key)
         if rendered is not None and rendered.item.seq == item.seq:
-            self._unhold(item.key)
+            self.picture.remove(item.key)
 
     def _quarantine_unreadable(self, where: str) -> None:
         for seq, reason in sorted(getattr(self.store, "unreadable", {}).items()):
@@ -182,37 +200,7 @@ class Hub:
     # ---- rendering ----------------------------------------------------------------------
 
     def _rendered(self, item: Item) -> Rendered:
-        return Rendered(item, self._render)
-
-    def _render(self, rendered: Rendered, variant: Variant, mode: str) -> bytes:
-        """One wire form of an item; b"" (nothing is sent) when it cannot be rendered.
-
-        Validation at the edge should make this impossible; if an item slips through all the
-        same, it costs only itself — never the batch, the connection or another party."""
-        try:
-            if ":" in variant:  # names depend on the recipient: cached under the names
-                names = self.naming.names(rendered, variant.partition(":")[2])
-                key = (names, mode)
-                data = rendered.cache.get(key)
-                if data is None:
-                    event = self.naming.with_names(rendered, names)
-                    data = rendered.cache[key] = _encode(rendered.item, event, mode)
-                return data
-            return _encode(rendered.item, self.naming.event(rendered, variant), mode)
-        except Exception as exc:
-            item = rendered.item
-            self.metrics.render_failed(mode)
-            log.error(
-                "cannot render item #%d %s/%r as %s (%s): %s: %s; not sent in that form",
-                item.seq,
-                item.party,
-                item.uid[:120],
-                mode,
-                variant,
-                type(exc).__name__,
-                str(exc)[:300],
-            )
-            return b""
+        return self.renderer.rendered(item)
 
     def event_for(self, item: Item, variant: Variant) -> CotEvent:
         """`item`'s event as delivered under `variant`."""
@@ -223,10 +211,6 @@ class Hub:
             return "gen"
         self.naming.read(rendered)
         return f"full:{party}" if rendered.per_party else "full"
-
-    def _lookup(self, key: Key) -> Rendered | None:
-        k = (key.party, key.uid)
-        return self.durable.get(k) or self.live.get(k)
 
     def _sees_full(self, rendered: Rendered, party: str) -> bool:
         variant = self._variant_for(rendered, party, self.clock())
@@ -243,6 +227,7 @@ class Hub:
         *,
         audience: tuple[str, ...] = (),
         origin: str = "",
+        refuse_unrouted: Collection[Category] = (),
     ) -> Item:
         """Take one event from an authenticated party; raise RemoteProtocolError to refuse.
 
@@ -250,7 +235,9 @@ class Hub:
         so the rule of what an item may hold (`check_event`: what every output can carry) is
         checked here. A federation link gives `audience` (the parties the item's own hub
         decided it is for: delivered to exactly those, see `route`) and `origin` (its
-        provenance; a connection's id otherwise)."""
+        provenance; a connection's id otherwise). An item of a category in
+        `refuse_unrouted` that no agreement routes to anyone now is refused (reason
+        `no_agreement`, HTTP 403) before anything is stored or recorded (the API's hotline)."""
         check_event(event)
         if is_server_only(event.type):
             raise RemoteProtocolError(
@@ -279,23 +266,36 @@ class Hub:
             # Types that never leave the party: relayed to it once, not kept.
             self._fan_out(self._rendered(item), {}, durable=False, transient=True)
             return item
-        check = self.validators.get(category)
-        if check is not None:
+        parsed: dict[str, object] = {}
+        for desk in self._checks.get(category, ()):
             try:
-                check(party, event)
+                result = desk.check(party, event)
             except AlreadyRecorded as repeat:  # a retry of what is held: nothing to do
                 return replace(item, seq=repeat.seq)
+            if result is not None:
+                parsed[desk.name] = result
         if category in DURABLE and event.stale > now and (party, event.uid) not in self.durable:
             self._check_quota(party)
+        routed: Routed | None = None
+        if category in refuse_unrouted:
+            routed = (self.route(item, now), self.policy.next_change(now), self.directory.epoch)
+            if not routed[0]:
+                raise Refused(
+                    403, "no agreement in force lets this message reach anyone", "no_agreement"
+                )
         self.metrics.count_in(party, category.value)
-        return self.submit(item)
+        outer, self._parsed = self._parsed, (event, parsed) if parsed else None
+        try:
+            return self._submit_many([item], routed)[0]
+        finally:
+            self._parsed = outer  # (an accept nested in a desk's observe leaves it whole)
 
     def _check_quota(self, party: str) -> None:
         """A party may hold at most `limit_durable_items_per_party` durable items in the
         picture at once (each is replayed to every entitled connection): past it, a new one
         is refused until some expire or are withdrawn; updates of held ones still go."""
         limit = self.settings.limit_durable_items_per_party
-        held = self._held[party]
+        held = self.picture.held[party]
         if held >= limit:
             raise RemoteProtocolError(
                 "quota",
@@ -332,16 +332,8 @@ class Hub:
             return  # (the steady state: a device reporting itself again)
         sender.devices[uid] = callsign
         sender.callsigns = set(sender.devices.values())
-        now = self.clock()
-        for key in list(self._addressed):
-            rendered = self.durable.get(key) or self.live.get(key)
-            if rendered is None:
-                self._addressed.discard(key)
-                continue
-            variant = self._variant_for(rendered, party, now)
-            if variant is not None and self._reaches(rendered.item, sender):
-                durable = rendered.item.category in DURABLE
-                self._enqueue(sender, Pending(rendered, variant), durable)
+        for pending, durable in self.picture.owed_to_devices(sender, self.clock()):
+            self.wires.enqueue(sender, pending, durable)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
@@ -353,26 +345,38 @@ class Hub:
         """
         return self._submit_many([item])[0]
 
-    def _submit_many(self, items: list[Item]) -> list[Item]:
+    def _submit_many(self, items: list[Item], routed: Routed | None = None) -> list[Item]:
         """`submit` for several items: the durable ones stored and recorded in one batch,
-        then each published in order."""
+        then each published in order. Each item is routed once: the routes the ledger
+        records are the ones kept with it for delivery (`cached_route`); `routed` gives
+        those `accept` computed already for a single item."""
         durable = [i for i in items if i.category in DURABLE]
         if not durable:
             for item in items:
-                self._apply(item)
+                self._apply(item, self._prepared(item, routed))
             return items
         with self.transaction():
             seqs = iter(self.store.append_many(durable))
             items = [replace(i, seq=next(seqs)) if i.category in DURABLE else i for i in items]
             now = self.clock()
-            batch = [(i, self.route(i, now)) for i in items if i.category in DURABLE]
-            for hook in self.on_durable:
-                hook(batch)
-            for item in items:
-                self._apply(item)
+            prepared = [self._prepared(i, routed) for i in items]
+            batch = [
+                (r.item, self.cached_route(r, now)) for r in prepared if r.item.category in DURABLE
+            ]
+            for recorder in self._recorders:
+                recorder.record(batch)
+            for rendered in prepared:
+                self._apply(rendered.item, rendered)
         return items
 
-    def _apply(self, item: Item) -> None:
+    def _prepared(self, item: Item, routed: Routed | None) -> Rendered:
+        """`item`'s shared wire forms (made on demand), with routes already known kept."""
+        rendered = self._rendered(item)
+        if routed is not None:
+            rendered.routes, rendered.routes_until, rendered.routes_epoch = routed
+        return rendered
+
+    def _apply(self, item: Item, rendered: Rendered | None = None) -> None:
         """Apply an item in this process (the picture, its recipients' outboxes, the desks)
         and publish it on the bus for other processes — once what it is part of commits.
 
@@ -381,27 +385,29 @@ class Hub:
         it joins the same commit."""
         if self._tx_depth:
             self._unpublished.append(item)  # (before what its delivery sets off: causal order)
-            self._deliver(item)
+            self._deliver(item, rendered)
         else:
-            self._deliver(item)
+            self._deliver(item, rendered)
             self.bus.publish(item)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One unit for the store and every writer in `transactions` (the ledger): the
-        store commits first, with the `journals` of what the others commit next (so a crash
-        between the commits is repaired at the next start), then the others. Items applied
+        """One unit for the store and every recorder (the ledger): the store commits first,
+        with each recorder's journal of what it commits next (so a crash between the commits
+        is repaired at the next start), then the recorders. Items applied
         inside are published on the bus after the commits, in order. Blocks nest."""
         if self._tx_depth:  # inside an outer block: join it
             yield
             return
         try:
             with contextlib.ExitStack() as stack:
-                for begin in self.transactions:
-                    stack.enter_context(begin())  # entered first, so left (committed) last
+                for recorder in self._recorders:
+                    # Entered first, so left (committed) last.
+                    stack.enter_context(recorder.transaction())
                 stack.enter_context(self.store.transaction())
-                for journal in self.journals:
-                    stack.callback(journal)  # run inside the store's block, before its commit
+                for recorder in self._recorders:
+                    # Run inside the store's block, before its commit.
+                    stack.callback(recorder.journal, self.store)
                 self._tx_depth += 1
                 try:
                     yield
@@ -443,54 +449,29 @@ class Hub:
         ]
         return self._submit_many(items)
 
-    def _deliver(self, item: Item) -> None:
+    def _deliver(self, item: Item, rendered: Rendered | None = None) -> None:
         if item.event.type == DELETE_TYPE and item.party != HUB:
             self._apply_delete(item)
             return
-        rendered = self._rendered(item)
+        if rendered is None:
+            rendered = self._rendered(item)
         durable = item.category in DURABLE
         transient = is_transient(item.event.type)
         now = self.clock()
-        key = item.key
-        # A new version of a uid always supersedes the old one, whatever its category, and
-        # one that arrives already stale removes it: what stays in the picture for others
-        # must not depend on details (here: staleness) of an update they may not see.
-        # (Popping first also makes the picture's order the order of last updates, which
-        # likewise must not depend on anyone's invisible history.)
-        if not transient:
-            old = self.live.pop(key, None) or self.durable.get(key)
-            self._unhold(key)
-            if old is not None:
-                rendered.seen = old.seen
-            self._addressed.discard(key)
-            if item.event.stale > now:
-                if durable:
-                    self._hold(key, rendered)
-                else:
-                    self.live[key] = rendered
-                if old is None:
-                    self.naming.entered(Key(*key))
-                self._index(item)
-        else:
-            # A message (receipt, file transfer, cancel) is relayed and never kept. It ends
-            # the item of its uid only if that is of its own category — an emergency's
-            # cancel; ATAK's file-transfer acknowledgement carries its device's uid, and
-            # must not end that device's position.
-            kept = (self.durable if durable else self.live).get(key)
-            if kept is not None and kept.item.category is item.category:
-                if durable:
-                    self._unhold(key)
-                else:
-                    del self.live[key]
-                self._addressed.discard(key)
+        if transient:
+            self.picture.end(item, durable)  # (relayed, never kept)
+        elif self.picture.place(rendered, durable, now):  # (supersedes the uid's version)
+            self.naming.entered(Key(*item.key))
         routes = self.cached_route(rendered, now)  # kept with it: replays reuse it
         self._fan_out(rendered, routes, durable, transient)
         self._observe(item, routes)
 
     def _observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
-        for observer in self.observers:
+        held = self._parsed
+        parsed = held[1] if held is not None and held[0] is item.event else {}
+        for desk in self._desks:
             try:
-                observer(item, routes)
+                desk.observe(item, routes, parsed.get(desk.name))
             except Exception:
                 # Our bug (a desk failed on an item it had accepted): logged with its
                 # traceback; the item is stored and relayed, its sender keeps its connection.
@@ -514,7 +495,7 @@ class Hub:
                 # only if that message was sent to the receipt's party: a name in the
                 # recipient's own namespace never arrives from anybody else otherwise.
                 held = self.chat_key(named)
-                message = self._lookup(Key(*held)) if held is not None else None
+                message = self.picture.get(held) if held is not None else None
                 if message is None or item.party not in self.cached_route(message, now):
                     return {}
                 routes = {p: d for p, d in routes.items() if p == named.party}
@@ -531,19 +512,9 @@ class Hub:
             routes = {p: d for p, d in routes.items() if p in wanted}
         return routes
 
-    def _index(self, item: Item) -> None:
-        """Note a picture item that is addressed to devices, or is a GeoChat message."""
-        e = item.event
-        if addressed_to_devices(e):
-            self._addressed.add(item.key)
-        if e.type.startswith("b-t-f") and e.type not in RECEIPT_TYPES:
-            self._chats[(item.party, message_id(e))] = item.key
-
     def chat_key(self, name: Key) -> tuple[str, str] | None:
-        """The key of the GeoChat message in the picture whose message id is `name`
-        (party, id) — the id ATAK's receipts carry."""
-        key = self._chats.get(name)
-        return key if key is not None and self._lookup(Key(*key)) is not None else None
+        """`Picture.chat_key`: the key of the GeoChat message whose message id is `name`."""
+        return self.picture.chat_key(name)
 
     def receivers(self, party: str, event: CotEvent) -> set[str]:
         """The parties `event` would reach if `party` sent it now (its own included): what
@@ -551,7 +522,7 @@ class Hub:
         now = self.clock()
         if event.type == DELETE_TYPE:
             key = target_key(party, event, self.parties, strict=False)
-            rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+            rendered = self.picture.get(key) if key is not None else None
             return {party, *(self._delete_audience(rendered, now) if rendered else ())}
         category = category_of_event(event)
         if category is None:
@@ -585,7 +556,7 @@ class Hub:
         e = item.event
         addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
         origin = item.origin
-        enqueue = self._enqueue
+        enqueue = self.wires.enqueue
         for party, variant in targets:
             conns = self.connections.get(party)
             if not conns:
@@ -597,29 +568,6 @@ class Hub:
                 if addressed and not self._reaches(item, conn):
                     continue
                 enqueue(conn, pending, durable)
-
-    def _enqueue(self, conn: Connection, pending: Pending, durable: bool) -> None:
-        overflow = conn.outbox.put(pending, durable)
-        self._dirty.add(conn)
-        if not self._flush_pending and self.call_soon is not None:
-            self._flush_pending = True
-            self.call_soon(self._flush)
-        if overflow is None:
-            return
-        if overflow == "too_slow":
-            self.metrics.drop("durable_too_slow")
-            self.log_limited(
-                log,
-                "too_slow",
-                conn.id,
-                "closing %s/%s: more than limit_queue_durable=%d durable items pending",
-                conn.party,
-                conn.user,
-                conn.outbox.limit_durable,
-            )
-            conn.close("too_slow")
-        else:
-            self.metrics.drop(overflow)
 
     def log_limited(
         self,
@@ -634,29 +582,21 @@ class Hub:
         address or party): see `commonsky.ratelog`."""
         self.logs.log(logger, level, reason, key, msg, *args)
 
-    def _flush(self) -> None:
-        self._flush_pending = False
-        dirty, self._dirty = self._dirty, set()
-        for conn in dirty:
-            try:
-                conn.flush()
-            except Exception:  # our bug: this connection is closed, the others still flushed
-                self.metrics.internal_error("flush")
-                log.exception("flushing %s/%s failed; closing it", conn.party, conn.user)
-                conn.close("internal_error")
-
     # ---- connections --------------------------------------------------------------------
 
+    @property
+    def call_soon(self) -> Callable[[Callable[[], None]], object] | None:
+        """The event loop's `call_soon` (None without a loop): batches writes and desks'
+        deferred work to the end of each burst of input."""
+        return self.wires.call_soon
+
+    @call_soon.setter
+    def call_soon(self, call_soon: Callable[[Callable[[], None]], object] | None) -> None:
+        self.wires.call_soon = call_soon
+
     def admit(self, party: str) -> str | None:
-        """Why a new connection of `party` may not open now (the setting it would exceed), or
-        None. The hub-wide limit is shared by all parties; each party also has its own, so
-        one party's idle sockets cannot lock the others out."""
-        total = sum(len(group) for group in self.connections.values())
-        if total >= self.settings.limit_connections:
-            return "limit_connections"
-        if len(self.connections.get(party, ())) >= self.settings.limit_connections_per_party:
-            return "limit_connections_per_party"
-        return None
+        """`Connections.admit`: why a new connection of `party` may not open now, or None."""
+        return self.wires.admit(party)
 
     def attach(self, conn: Connection) -> None:
         """Register a connection and owe it the current picture it is entitled to.
@@ -667,59 +607,19 @@ class Hub:
         been superseded (the newer version was queued to this connection already), went
         stale or may no longer be seen. What is addressed to devices is given when the
         device reports itself."""
-        self.connections[conn.party].add(conn)
-        self.metrics.child(self.metrics.connections, conn.listener, conn.party).inc()  # type: ignore[attr-defined]
-        conn.outbox.replay(self._replay(conn))
-        self._dirty.add(conn)
-        if not self._flush_pending and self.call_soon is not None:
-            self._flush_pending = True
-            self.call_soon(self._flush)
-
-    def _replay(self, conn: Connection) -> Iterator[Pending]:
-        # The picture as it is now (what is published from here on is queued as it comes).
-        owed = [(pool, key, r) for pool in (self.durable, self.live) for key, r in pool.items()]
-        return self._still_owed(conn, owed)
-
-    def _still_owed(
-        self,
-        conn: Connection,
-        owed: list[tuple[dict[tuple[str, str], Rendered], tuple[str, str], Rendered]],
-    ) -> Iterator[Pending]:
-        party = conn.party
-        for pool, key, rendered in owed:
-            # (What reaches it through its devices is given when each device reports itself.)
-            if pool.get(key) is not rendered or not reaches(
-                rendered.item, conn, self.parties, devices=False
-            ):
-                continue
-            variant = self._variant_for(rendered, party, self.clock())
-            if variant is not None:
-                if rendered.item.party != party:  # (routes change with time: may be new here)
-                    rendered.seen.setdefault(party, set()).add(variant.partition(":")[0])
-                yield Pending(rendered, variant)
+        self.wires.add(conn)
+        conn.outbox.replay(self.picture.replay(conn))
+        self.wires.mark(conn)
 
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:
-        """The current picture as `party` may see it: durable items first, nothing stale
-        (only the live items — tracks, positions — when `durable` is False)."""
-        now = self.clock()
-        for pool in (self.durable, self.live) if durable else (self.live,):
-            for rendered in list(pool.values()):
-                variant = self._variant_for(rendered, party, now)
-                if variant is not None:
-                    yield rendered, variant
+        """`Picture.visible`: the current picture as `party` may see it."""
+        return self.picture.visible(party, durable)
 
     def visible_live(
         self, party: str, keys: Iterable[tuple[str, str]]
     ) -> Iterator[tuple[Rendered, Variant]]:
-        """`visible(party, durable=False)` for just these keys (a desk that indexes the few
-        live items it needs must not scan thousands of tracks)."""
-        now = self.clock()
-        for key in keys:
-            rendered = self.live.get(key)
-            if rendered is not None:
-                variant = self._variant_for(rendered, party, now)
-                if variant is not None:
-                    yield rendered, variant
+        """`Picture.visible_live`: `visible(party, durable=False)` for just these keys."""
+        return self.picture.visible_live(party, keys)
 
     def _variant_for(self, rendered: Rendered, party: str, now: float) -> Variant | None:
         item = rendered.item
@@ -752,43 +652,21 @@ class Hub:
             return False
         for conn in self.connections.get(party, ()):
             if self._reaches(rendered.item, conn):
-                self._enqueue(conn, Pending(rendered, variant), durable=True)
+                self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
         return True
 
     def detach(self, conn: Connection) -> None:
-        self._dirty.discard(conn)
-        if conn in self.connections.get(conn.party, ()):
-            self.connections[conn.party].discard(conn)
-            self.metrics.child(self.metrics.connections, conn.listener, conn.party).dec()  # type: ignore[attr-defined]
+        self.wires.remove(conn)
 
     def all_connections(self) -> Iterable[Connection]:
-        for group in self.connections.values():
-            yield from group
+        return iter(self.wires)
 
     def prune(self) -> int:
         """Forget stale items from the current picture; returns how many went."""
-        now = self.clock()
-        gone = 0
-        for key in [k for k, r in self.live.items() if r.item.event.stale <= now]:
-            del self.live[key]
-            self._addressed.discard(key)
-            gone += 1
-        for key in [k for k, r in self.durable.items() if r.item.event.stale <= now]:
-            self._unhold(key)
-            self._addressed.discard(key)
-            gone += 1
+        gone = self.picture.prune(self.clock())
         if gone:
-            self.naming.forget(lambda k: self._lookup(k) is not None)
-            self._chats = {m: k for m, k in self._chats.items() if self._lookup(Key(*k))}
+            self.naming.forget(lambda k: self.picture.lookup(k) is not None)
         return gone
-
-    def _hold(self, key: tuple[str, str], rendered: Rendered) -> None:
-        self.durable[key] = rendered
-        self._held[key[0]] += 1
-
-    def _unhold(self, key: tuple[str, str]) -> None:
-        if self.durable.pop(key, None) is not None:
-            self._held[key[0]] -= 1
 
     # ---- deletes ------------------------------------------------------------------------
 
@@ -802,7 +680,7 @@ class Hub:
         origin: str = "",
     ) -> Item:
         key = target_key(party, event, self.parties)  # refuses another party's item
-        rendered = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+        rendered = self.picture.get(key) if key is not None else None
         item = Item(
             party=party,
             user=user,
@@ -820,8 +698,8 @@ class Hub:
             (seq,) = self.store.append_many([tombstone(rendered.item, now)])
             gone = replace(tombstone(rendered.item, now), seq=seq)
             parties = {p: Disclosure.FULL for p in self._delete_audience(rendered, now)}
-            for hook in self.on_durable:
-                hook([(gone, parties)])
+            for recorder in self._recorders:
+                recorder.record([(gone, parties)])
             self._apply(item)
         return item
 
@@ -832,7 +710,7 @@ class Hub:
     def _apply_delete(self, item: Item) -> None:
         now = self.clock()
         key = target_key(item.party, item.event, self.parties, strict=False)
-        old = (self.live.get(key) or self.durable.get(key)) if key is not None else None
+        old = self.picture.get(key) if key is not None else None
         rendered = self._rendered(item)
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
         if old is not None:
@@ -840,15 +718,13 @@ class Hub:
                 for form in sorted(forms):
                     level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
                     targets.append((party, self._variant(rendered, party, level)))
-            self.live.pop(old.item.key, None)
-            self._unhold(old.item.key)
-            self._addressed.discard(old.item.key)
+            self.picture.remove(old.item.key)
         for party, variant in targets:
             for conn in self.connections.get(party, ()):
                 if old is not None:
                     conn.outbox.discard(old.item.key)  # an update still pending is moot
                 if conn.id != item.origin or not item.origin:
-                    self._enqueue(conn, Pending(rendered, variant), durable=True)
+                    self.wires.enqueue(conn, Pending(rendered, variant), durable=True)
         if old is not None:
             self._observe(tombstone(old.item, now), {})
 
@@ -864,45 +740,3 @@ class Hub:
             observe((now - item.received) / rate)
         for category, n in counts.items():
             self.metrics.count_out(conn.party, category, n)
-
-
-_json_encoder = msgspec.json.Encoder()
-
-
-def _encode(item: Item, event: CotEvent, mode: str) -> bytes:
-    if mode == "json":
-        return _json_encoder.encode(item_json(item, event))
-    if mode == "proto":
-        return frame_proto(event_to_proto(event))
-    return encode_event(event)
-
-
-def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
-    """The JSON form of a delivered item (WebSocket and REST): CoT names, our category."""
-    p = event.point
-    return {
-        "uid": event.uid,
-        "type": event.type,
-        "category": item.category.value,
-        "party": item.party,
-        "seq": item.seq,
-        "how": event.how,  # null when the sender wrote none
-        "time": event.time,
-        "start": event.start,
-        "stale": event.stale,
-        "access": event.access,  # null when absent, "" when the sender wrote access=""
-        "lat": p.lat,
-        "lon": p.lon,
-        "hae": p.hae,
-        "ce": p.ce,
-        "le": p.le,
-        "callsign": event.callsign,
-        "speed": event.speed,
-        "course": event.course,
-        "detail": event.detail,
-        # The federation link it came over (commonsky/federation: origin "fed:<link>"), so
-        # the map can say which hub an item came from; null for this hub's own.
-        "via": item.origin[4:] if item.origin.startswith("fed:") else None,
-        # A delete names the item it removes, as this recipient knows it (the map drops it).
-        **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
-    }

@@ -1,4 +1,4 @@
-"""TAK listeners: thin asyncio adapters that move bytes between sockets and `TakStream`.
+"""TAK listeners: thin asyncio adapters that move bytes between sockets and a `TakSession`.
 
 Identity is fixed when the connection opens — the listener's party for `tak-tcp`, the
 client certificate's O (party) and CN (user) for `tak-tls` — and never read from content.
@@ -10,124 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import logging
-import socket
 import ssl
 import time
-from pathlib import Path
 
 from cryptography import x509
 
 from commonsky.config import ListenerConfig
 from commonsky.errors import CommonSkyError, UsageError
-from commonsky.pki import CA_CERT, SERVER_CERT, SERVER_KEY
 from commonsky.protocol.cot import XmlLimits
-from commonsky.protocol.liveness import Liveness
-from commonsky.protocol.stream import EventReceived, MessageRefused, TakStream
+from commonsky.protocol.session import (
+    TIMEOUT_SETTING,
+    EventReceived,
+    MessageRefused,
+    SessionLimits,
+    TakSession,
+)
+from commonsky.protocol.stream import StreamEvent
 from commonsky.revocation import Revocations
 
 from .core import Connection, Hub
 from .outbox import Outbox
+from .tls import bind_http as bind_http  # (re-exported: the server and Marti bind with it)
+from .tls import peer_address as _peer
+from .tls import port_problem as port_problem  # (re-exported: the server binds with it)
+from .tls import reason as _reason
+from .tls import subject as _subject
+from .tls import tls_context as tls_context  # (re-exported)
 
 log = logging.getLogger("commonsky.listener")
 _ids = itertools.count(1)
-
-
-def tls_context(config: ListenerConfig) -> ssl.SSLContext:
-    """The server side of a TLS listener (`tak-tls`, `marti`; `enroll` asks for no client
-    certificate): its certificate, and the CA its clients' certificates must chain to.
-    Raises UsageError naming the listener, the file and the fix."""
-    assert config.ca is not None
-    ca_dir = Path(config.ca)
-    cert = config.cert or ca_dir / SERVER_CERT
-    key = config.key or ca_dir / SERVER_KEY
-    fix = (
-        f"run `commonsky ca init --dir {ca_dir}`"
-        if config.cert is None
-        else "check the cert and key files it names"
-    )
-    for path in (cert, key, ca_dir / CA_CERT):
-        if not path.is_file():
-            raise UsageError(f"{config.where} ({config.kind}): {path} is missing; {fix}")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(
-            f"{config.where} ({config.kind}): {cert} / {key}: not a certificate and its key "
-            f"({_reason(exc)}); {fix}"
-        ) from None
-    try:
-        context.load_verify_locations(ca_dir / CA_CERT)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(
-            f"{config.where} ({config.kind}): {ca_dir / CA_CERT}: not a CA certificate "
-            f"({_reason(exc)}); {fix}"
-        ) from None
-    return context
-
-
-def port_problem(port: int, exc: OSError) -> str:
-    """What an operator should read when a port cannot be bound."""
-    if exc.errno == errno.EADDRINUSE:
-        return f"port {port} is already in use (another hub or program); stop it or pick another"
-    if exc.errno == errno.EACCES:
-        return f"port {port} needs privileges this user lacks; pick a port above 1023"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "no network interface of this machine has that address"
-    return f"cannot listen ({exc.strerror})"
-
-
-def bind_http(host: str, port: int, where: str) -> socket.socket:
-    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise UsageError(f"{where} = {host}:{port}: cannot resolve {host!r} ({exc})") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _reason(exc: BaseException) -> str:
-    """An operator's words for a TLS failure: OpenSSL's verify message or reason code."""
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return str(exc.verify_message)
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).replace("_", " ").lower()
-    if isinstance(exc, TimeoutError):
-        return "no handshake within tls_handshake_timeout_s"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    address = writer.get_extra_info("peername")
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
-
-
-def _subject(peercert: object) -> dict[str, list[str]]:
-    """Every value of each attribute of the certificate's subject (a name may repeat)."""
-    fields: dict[str, list[str]] = {}
-    if isinstance(peercert, dict):
-        for rdn in peercert.get("subject", ()):
-            for name, value in rdn:
-                fields.setdefault(name, []).append(value)
-    return fields
 
 
 class TakListener:
@@ -328,8 +241,7 @@ class TakListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hub = self.hub
-        settings = hub.settings
-        peer = _peer(writer)
+        address = _peer(writer)
         identity = self._identity(writer)
         if isinstance(identity, str):
             hub.metrics.close(identity)
@@ -347,167 +259,57 @@ class TakListener:
                 self.name,
                 party,
                 user or "?",
-                peer,
+                address,
                 refused,
             )
             writer.transport.abort()
             return
-        stream = TakStream(self.limits)
-        closing: list[str] = []
-
-        def close(reason: str) -> None:
-            if not closing:
-                closing.append(reason)
-                hub.metrics.close(reason)
-                writer.transport.abort() if reason == "too_slow" else writer.close()
-
-        conn = Connection(
-            party=party,
-            user=user,
-            listener=self.config.kind,
-            outbox=Outbox(settings.limit_queue_tracks, settings.limit_queue_durable),
-            mode=lambda: stream.mode.value,
-            close=close,
-            id=f"{self.name}#{next(_ids)}",
-            peer=peer,
-        )
-        high_water = 4 * self.limits.message_bytes + 262144
-
-        def flush() -> None:
-            if closing or writer.transport.is_closing():
-                return
-            if writer.transport.get_write_buffer_size() > high_water:
-                # The reader is behind: live updates merge (newest per uid) until it drains.
-                for overflow in conn.outbox.push_back():
-                    hub.metrics.drop(overflow)
-                conn.outbox.ready.set()  # the writer task waits for drain, then flushes
-                return
-            batch = conn.outbox.take()
-            if batch:
-                mode = conn.mode()
-                writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
-                hub.record_delivery(conn, batch)
-                liveness.sent(time.monotonic())
-            if conn.outbox.backlog is not None:
-                conn.outbox.ready.set()  # more of the replay owed: next page once it drains
-
-        liveness = Liveness.start(
-            time.monotonic(),
-            settings.timeout_idle_s,
-            settings.timeout_partial_event_s,
-        )
-        conn.flush = flush
-        log.info("%s: %s/%s connected from %s", self.name, party, user or "?", peer)
-        writer.write(stream.offer(hub.clock()))
+        session, peer, conn = self._open(writer, party, user, address)
+        log.info("%s: %s/%s connected from %s", self.name, party, user or "?", address)
+        writer.write(session.start(hub.clock()))
         hub.attach(conn)
         serial = self._serial(writer) if self.revocations is not None else None
         if serial is not None:
             self._serials[conn] = serial
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
-        refusal_limit = settings.limit_refusals_before_close
         try:
-            while not closing:
+            while not peer.closing:
                 now = time.monotonic()
-                expired = liveness.expired(now)
+                expired = session.expired(now)
                 if expired is not None:
-                    hub.log_limited(
-                        log,
-                        expired,
-                        conn.id,
-                        "%s %s/%s: closing, %s timeout (%s)",
-                        self.name,
-                        party,
-                        conn.user or peer,
-                        expired,
-                        "timeout_partial_event_s"
-                        if expired == "partial_event"
-                        else "timeout_idle_s: nothing received or sent",
-                        level=logging.INFO,
-                    )
-                    if expired == "partial_event":
-                        hub.metrics.refuse("partial_event")
-                    close(expired)
+                    self._timed_out(conn, expired)
                     break
                 try:
-                    async with asyncio.timeout(liveness.deadline() - now):
+                    async with asyncio.timeout(session.deadline() - now):
                         data = await reader.read(65536)
                 except TimeoutError:
                     continue  # `expired` decides (what was sent meanwhile may have moved it)
                 if not data:
                     break
-                completed = stream.completed
-                events = stream.receive_data(data, hub.clock())
-                reply = stream.data_to_send()
+                events = session.receive_data(data, time.monotonic(), hub.clock())
+                reply = session.data_to_send()
                 if reply:
                     writer.write(reply)
-                liveness.heard(time.monotonic(), stream.partial, stream.completed > completed)
-                for event in events:
-                    if isinstance(event, EventReceived):
-                        if not conn.user:
-                            conn.user = event.event.uid  # a TCP client is known by its own uid
-                        try:
-                            hub.accept(party, conn.user, event.event, conn)
-                        except CommonSkyError as exc:
-                            # The error's hints decide (errors.py): close (a store that
-                            # cannot write: nothing was stored or relayed, and the client
-                            # sends again when it reconnects), or refuse the message.
-                            if exc.close:
-                                log.error(
-                                    "%s %s/%s: %s; closing", self.name, party, user or peer, exc
-                                )
-                                close(exc.reason)
-                                break
-                            if exc.http_status < 500:
-                                event = MessageRefused(exc.reason, exc.public())
-                            else:
-                                hub.metrics.internal_error("accept")
-                                log.exception("%s %s/%s: accepting failed", self.name, party, peer)
-                                continue
-                        except Exception:
-                            # Our bug, not the peer's: logged with its traceback and counted;
-                            # the connection and the rest of its read go on.
-                            hub.metrics.internal_error("accept")
-                            log.exception(
-                                "%s %s/%s: accepting %r failed",
-                                self.name,
-                                party,
-                                conn.user or peer,
-                                event.event.uid[:120],
-                            )
-                            continue
-                    if isinstance(event, MessageRefused):
-                        conn.refusals += 1
-                        hub.metrics.refuse(event.reason)
-                        hub.log_limited(
-                            log,
-                            event.reason,
-                            conn.id,
-                            "%s %s/%s refused (%s): %s",
-                            self.name,
-                            party,
-                            conn.user or peer,
-                            event.reason,
-                            event.message[:300],  # (a peer chooses what the message quotes)
-                        )
-                        if event.fatal or conn.refusals >= refusal_limit:
-                            close("refusals" if not event.fatal else event.reason)
-                            break
+                if not self._on_events(conn, session, events):
+                    break
         except (ConnectionError, ssl.SSLError) as exc:
-            closing.append(f"connection lost: {exc}")
+            peer.closing.append(f"connection lost: {exc}")
         except Exception:
             # Our bug (the parser's, say), not the peer's: logged with its traceback and
             # counted, and the close carries its reason like every other close of the hub's.
             hub.metrics.internal_error("connection")
-            log.exception("%s %s/%s: reading failed; closing", self.name, party, conn.user or peer)
-            close("internal_error")
+            log.exception(
+                "%s %s/%s: reading failed; closing", self.name, party, conn.user or address
+            )
+            peer.close("internal_error")
         finally:
             log.info(
                 "%s: %s/%s from %s disconnected (%s)",
                 self.name,
                 party,
                 conn.user or "?",
-                peer,
-                closing[0] if closing else "closed by the client",
+                address,
+                peer.closing[0] if peer.closing else "closed by the client",
             )
             hub.detach(conn)
             self._serials.pop(conn, None)
@@ -517,6 +319,114 @@ class TakListener:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _open(
+        self, writer: asyncio.StreamWriter, party: str, user: str, address: str
+    ) -> tuple[TakSession, TakPeer, Connection]:
+        """The session, the peer and the hub's connection of one new TAK client."""
+        settings = self.hub.settings
+        session = TakSession(
+            SessionLimits(
+                settings.timeout_idle_s,
+                settings.timeout_partial_event_s,
+                settings.limit_refusals_before_close,
+            ),
+            time.monotonic(),
+            self.limits,
+        )
+        # Past this much unwritten, the reader is behind: live updates merge (outbox.py).
+        high_water = 4 * self.limits.message_bytes + 262144
+        peer = TakPeer(self.hub, writer, session, high_water)
+        conn = peer.conn = Connection(
+            party=party,
+            user=user,
+            listener=self.config.kind,
+            outbox=Outbox(settings.limit_queue_tracks, settings.limit_queue_durable),
+            peer=peer,
+            id=f"{self.name}#{next(_ids)}",
+            address=address,
+        )
+        return session, peer, conn
+
+    def _timed_out(self, conn: Connection, expired: str) -> None:
+        self.hub.log_limited(
+            log,
+            expired,
+            conn.id,
+            "%s %s/%s: closing, %s timeout (%s)",
+            self.name,
+            conn.party,
+            conn.user or conn.address,
+            expired,
+            TIMEOUT_SETTING[expired],
+            level=logging.INFO,
+        )
+        if expired == "partial_event":
+            self.hub.metrics.refuse("partial_event")
+        conn.close(expired)
+
+    def _on_events(self, conn: Connection, session: TakSession, events: list[StreamEvent]) -> bool:
+        """Give the hub what the session decoded; count what it or the hub refused. False
+        when the connection is to close (the rest of this read is not handled)."""
+        hub = self.hub
+        for event in events:
+            if isinstance(event, EventReceived):
+                if not conn.user:
+                    conn.user = event.event.uid  # a TCP client is known by its own uid
+                try:
+                    hub.accept(conn.party, conn.user, event.event, conn)
+                except CommonSkyError as exc:
+                    # The error's hints decide (errors.py): close (a store that cannot
+                    # write: nothing was stored or relayed, and the client sends again when
+                    # it reconnects), or refuse the message.
+                    if exc.close:
+                        log.error(
+                            "%s %s/%s: %s; closing",
+                            self.name,
+                            conn.party,
+                            conn.user or conn.address,
+                            exc,
+                        )
+                        conn.close(exc.reason)
+                        return False
+                    if exc.http_status < 500:
+                        event = MessageRefused(exc.reason, exc.public())
+                    else:
+                        hub.metrics.internal_error("accept")
+                        log.exception(
+                            "%s %s/%s: accepting failed", self.name, conn.party, conn.address
+                        )
+                        continue
+                except Exception:
+                    # Our bug, not the peer's: logged with its traceback and counted; the
+                    # connection and the rest of its read go on.
+                    hub.metrics.internal_error("accept")
+                    log.exception(
+                        "%s %s/%s: accepting %r failed",
+                        self.name,
+                        conn.party,
+                        conn.user or conn.address,
+                        event.event.uid[:120],
+                    )
+                    continue
+            if isinstance(event, MessageRefused):
+                hub.metrics.refuse(event.reason)
+                hub.log_limited(
+                    log,
+                    event.reason,
+                    conn.id,
+                    "%s %s/%s refused (%s): %s",
+                    self.name,
+                    conn.party,
+                    conn.user or conn.address,
+                    event.reason,
+                    event.message[:300],  # (a peer chooses what the message quotes)
+                )
+                close = session.refused(event)
+                if close is not None:
+                    conn.close(close)
+                    return False
+        return True
 
     async def _write_loop(self, conn: Connection, writer: asyncio.StreamWriter) -> None:
         """Only busy when the socket pushed back: wait for it to drain, then flush again."""
@@ -529,3 +439,52 @@ class TakListener:
                 conn.flush()
         except (ConnectionError, ssl.SSLError):
             conn.close("write_failed")
+
+
+class TakPeer:
+    """The `Peer` of one TAK socket: what the hub may ask of it (mode, close, flush).
+
+    `flush` writes the outbox in the session's current mode while the socket keeps up; once
+    its write buffer passes `high_water` live updates merge (newest per uid, `outbox.py`)
+    and the writer task flushes again when it drained."""
+
+    def __init__(
+        self, hub: Hub, writer: asyncio.StreamWriter, session: TakSession, high_water: int
+    ) -> None:
+        self.hub = hub
+        self.writer = writer
+        self.session = session
+        self.high_water = high_water
+        self.closing: list[str] = []  # the reason it closed, first
+        self.conn: Connection | None = None  # set as soon as the connection is made
+
+    @property
+    def mode(self) -> str:
+        return self.session.mode.value
+
+    def close(self, reason: str) -> None:
+        if not self.closing:
+            self.closing.append(reason)
+            self.hub.metrics.close(reason)
+            transport = self.writer.transport
+            transport.abort() if reason == "too_slow" else self.writer.close()
+
+    def flush(self) -> None:
+        conn, transport = self.conn, self.writer.transport
+        if conn is None or self.closing or transport.is_closing():
+            return
+        outbox = conn.outbox
+        if transport.get_write_buffer_size() > self.high_water:
+            # The reader is behind: live updates merge (newest per uid) until it drains.
+            for overflow in outbox.push_back():
+                self.hub.metrics.drop(overflow)
+            outbox.ready.set()  # the writer task waits for drain, then flushes
+            return
+        batch = outbox.take()
+        if batch:
+            mode = self.mode
+            self.writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
+            self.hub.record_delivery(conn, batch)
+            self.session.sent(time.monotonic())
+        if outbox.backlog is not None:
+            outbox.ready.set()  # more of the replay owed: next page once it drains

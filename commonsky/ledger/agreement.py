@@ -1,7 +1,7 @@
 """Store and ledger agree: every stored durable item has exactly one ledger entry, and every
 ledger entry for an item names a stored one.
 
-The hub stores a durable item and records it (`engines/record.py`: an `item` entry, or a
+The hub stores a durable item and records it (`desks/recorder.py`: an `item` entry, or a
 `notice` for what the hub makes itself, whose payload names the item's `store_seq` and `uid`)
 in one turn of the event loop. A stored item the ledger lacks would be replayed after a
 restart as if it had been recorded; an entry naming no stored item is a record of nothing.

@@ -1,6 +1,6 @@
 # What a party signs through the API, and the entry it backs.
 #
-# Rule: a `statement` entry (engines/record.py) holds exactly the payload a party signed and
+# Rule: a `statement` entry (desks/recorder.py) holds exactly the payload a party signed and
 # comes right after the entry of the item or fact it backs, with the same time and
 # audience. A verifier checks that the two agree — the signed words are the recorded
 # ones — so a hub that rewrote a message or an acknowledgement (and re-signed its own

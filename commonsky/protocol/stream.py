@@ -25,16 +25,13 @@ from dataclasses import dataclass
 
 from commonsky.errors import LocalProtocolError, RemoteProtocolError
 from commonsky.model import CotEvent
-from commonsky.protocol.cot import (
-    DEFAULT_LIMITS,
-    XmlLimits,
-    control_event,
-    encode_event,
-    parse_event,
-)
-from commonsky.protocol.takv1 import event_to_proto, parse_proto_event
+from commonsky.protocol.cot import DEFAULT_LIMITS, XmlLimits, control_event, parse_event
+from commonsky.protocol.render import MAGIC as MAGIC
+from commonsky.protocol.render import encode_varint as encode_varint
+from commonsky.protocol.render import frame_proto as frame_proto
+from commonsky.protocol.render import render
+from commonsky.protocol.takv1 import parse_proto_event
 
-MAGIC = 0xBF
 _END = b"</event>"
 _DECLARATION = b"<?xml"
 _DECLARATION_MAX = 256  # longer than any real one; bounds the scan of a hostile buffer
@@ -85,22 +82,6 @@ class ProtocolSwitched:
 
 
 StreamEvent = EventReceived | MessageRefused | ProtocolSwitched
-
-
-def encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def frame_proto(payload: bytes) -> bytes:
-    return bytes((MAGIC,)) + encode_varint(len(payload)) + payload
 
 
 def _decode_varint(buffer: bytearray | bytes, start: int) -> tuple[int, int] | None:
@@ -290,10 +271,8 @@ class TakStream:
     # ---- outbound -----------------------------------------------------------------------
 
     def encode(self, event: CotEvent) -> bytes:
-        """Wire bytes for one event in the current mode."""
-        if self.mode is Mode.XML:
-            return encode_event(event)
-        return frame_proto(event_to_proto(event))
+        """Wire bytes for one event in the current mode (`render.render`)."""
+        return render(event, self.mode.value)
 
     def offer(self, now: float) -> bytes:
         """Server greeting: the TAK protocol versions we speak."""

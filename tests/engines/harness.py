@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from commonsky.config import config_from_dict
+from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.outbox import Outbox
 from commonsky.model import CotEvent, Point
@@ -77,8 +78,7 @@ def make_world(
             f"{party}-client",
             "test",
             outboxes[party],
-            mode=lambda: "xml",
-            close=lambda r: None,
+            MemoryPeer(),
             id=f"conn-{party}",
         )
         hub.attach(conns[party])

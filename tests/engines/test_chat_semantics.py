@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.model import CotEvent
@@ -38,9 +39,7 @@ class Device:
     def __init__(self, w: World, party: str, uid: str, callsign: str) -> None:
         self.w, self.party, self.uid = w, party, uid
         self.outbox = Outbox(10_000, 10_000)
-        self.conn = Connection(
-            party, uid, "test", self.outbox, lambda: "xml", lambda r: None, f"dev-{uid}"
-        )
+        self.conn = Connection(party, uid, "test", self.outbox, MemoryPeer(), f"dev-{uid}")
         w.hub.attach(self.conn)
         self.report(callsign)
 
@@ -131,7 +130,7 @@ def test_dest_uid_addresses_like_dest_callsign_and_narrows_inside_the_party(
     hawk = Device(w, "USA", "USA-2", "HAWK")
     pages = {p: Outbox(10_000, 10_000) for p in ("USA", "GBR")}
     for party, outbox in pages.items():  # each party's map page (the API's WebSocket)
-        page = Connection(party, "web", "websocket", outbox, lambda: "json", lambda r: None)
+        page = Connection(party, "web", "websocket", outbox, MemoryPeer("json"))
         page.oversight = True
         w.hub.attach(page)
     for d in (fox, badger, eagle, hawk):

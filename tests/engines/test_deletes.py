@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from commonsky.errors import RemoteProtocolError
+from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.model import CotEvent
@@ -41,7 +42,7 @@ DEALS = [
 
 def join(w: World, party: str, name: str) -> Outbox:
     outbox = Outbox(10_000, 10_000)
-    w.hub.attach(Connection(party, name, "test", outbox, lambda: "xml", lambda r: None, name))
+    w.hub.attach(Connection(party, name, "test", outbox, MemoryPeer(), name))
     return outbox
 
 

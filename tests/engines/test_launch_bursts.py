@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from commonsky.alerts import LaunchReport
 from commonsky.alerts.simulate import Ballistic, radar_report
-from commonsky.engines.warnings import fused_json
+from commonsky.desks.launch import fused_json
 from tests.engines.harness import T0, World, make_world
 from tests.engines.test_launch_desk import BILATERAL, GSOMIA, fused, link, send_report
 

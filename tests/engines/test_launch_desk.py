@@ -13,7 +13,7 @@ from lxml import etree
 
 from commonsky.alerts import LaunchReport, cap_xml, validate_cap
 from commonsky.alerts.simulate import Ballistic, radar_report
-from commonsky.engines.warnings import report_event
+from commonsky.desks.launch import report_event
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import CotEvent
 from tests.engines.harness import T0, make_world

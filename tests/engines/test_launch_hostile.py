@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from commonsky.engines.launch_core import fused_json
+from commonsky.desks.launch_core import fused_json
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import CotEvent
 from commonsky.protocol.cot import quote_text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from commonsky.engines.warnings import issuers_of
+from commonsky.desks.launch import issuers_of
 from commonsky.errors import UsageError
 from commonsky.policy import Party
 from tests.engines.harness import make_world

@@ -9,6 +9,7 @@ from tests.engines.harness import make_world
 
 
 def test_a_late_connection_is_replayed_in_pages_without_stale_versions(tmp_path: Path) -> None:
+    from commonsky.hub.connection import MemoryPeer
     from commonsky.hub.core import Connection
     from commonsky.hub.outbox import REPLAY_PAGE, Outbox
     from tests.engines.harness import drawing, square
@@ -19,7 +20,7 @@ def test_a_late_connection_is_replayed_in_pages_without_stale_versions(tmp_path:
     for i in range(count):
         w.send("USA", drawing(f"A{i}", square(-170 + (i % 300) * 1.1, -60 + i // 300 * 2, 0.5)))
     late = Outbox(10_000, 50)  # a durable limit far below the picture: paging must hold
-    w.hub.attach(Connection("RUS", "late", "test", late, lambda: "xml", lambda r: None, "late"))
+    w.hub.attach(Connection("RUS", "late", "test", late, MemoryPeer(), "late"))
     first = [p.rendered.item.uid for p in late.take()]
     assert len(first) == REPLAY_PAGE and late.backlog is not None
     # Two updates while the replay is under way: one of an item already sent, one not yet.

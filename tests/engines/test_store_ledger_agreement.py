@@ -109,14 +109,21 @@ from tests.engines.test_store_ledger_agreement import EVERYTHING
 world = make_world(Path(sys.argv[1]), EVERYTHING)
 world.send("USA", chat("m1", "before", "RUS"))
 
-@contextlib.contextmanager
-def die_after_the_store_commits():
-    # Joined after the ledger's block and left before it: the store has committed (it is
-    # left first), the ledger has not.
-    yield
-    os._exit(9)
+class DieAfterTheStoreCommits:
+    def record(self, batch):
+        pass
 
-world.hub.transactions.append(die_after_the_store_commits)
+    @contextlib.contextmanager
+    def transaction(self):
+        # Joined after the ledger's block and left before it: the store has committed (it
+        # is left first), the ledger has not.
+        yield
+        os._exit(9)
+
+    def journal(self, store):
+        pass
+
+world.hub.add_recorder(DieAfterTheStoreCommits())
 world.send("USA", chat("m2", "lost between the commits?", "RUS"))
 """
 

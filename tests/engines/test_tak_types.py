@@ -153,11 +153,12 @@ def test_a_late_joiner_gets_the_whole_picture_but_no_message(tmp_path: Path) -> 
     world = make_world(tmp_path, [everything_from("USA", ["JPN"])])
     for cot_type in ("b-m-p-s-m", "overhead_marker", "b-f-t-r", "b-f-t-a", "u-rb-a", "b-i-v"):
         world.send("USA", shaped(cot_type))
+    from commonsky.hub.connection import MemoryPeer
     from commonsky.hub.core import Connection
     from commonsky.hub.outbox import Outbox
 
     late = Outbox(100, 100)
-    world.hub.attach(Connection("JPN", "late", "test", late, lambda: "xml", lambda r: None, "j2"))
+    world.hub.attach(Connection("JPN", "late", "test", late, MemoryPeer(), "j2"))
     got = {parse_event(p.rendered.wire(p.variant, "xml")).type for p in late.take()}
     assert got == {"b-m-p-s-m", "overhead_marker", "u-rb-a", "b-i-v"}
 
@@ -201,7 +202,7 @@ def test_an_item_of_unknown_position_goes_everywhere_an_item_goes(
     """NaN in `<point>` (ATAK's acks write it) through store, ledger and every rendering."""
     import math
 
-    from commonsky.hub.core import item_json
+    from commonsky.hub.render import item_json
 
     agreement = {**everything_from("USA", ["JPN"]), "disclosure": disclosure}
     world = make_world(tmp_path, [agreement])
@@ -242,10 +243,11 @@ def test_a_message_ends_no_item_of_another_category(tmp_path: Path) -> None:
     world.send("USA", event("ANDROID-077658", "a-f-G-U-C", detail='<contact callsign="A1"/>'))
     world.send("USA", shaped("b-f-t-a", uid="ANDROID-077658"))
     world.send("USA", event("ANDROID-077658", "b-t-f-r", detail='<__chatreceipt messageId="m"/>'))
+    from commonsky.hub.connection import MemoryPeer
     from commonsky.hub.core import Connection
     from commonsky.hub.outbox import Outbox
 
     late = Outbox(100, 100)
-    world.hub.attach(Connection("JPN", "late", "test", late, lambda: "xml", lambda r: None, "j2"))
+    world.hub.attach(Connection("JPN", "late", "test", late, MemoryPeer(), "j2"))
     got = [parse_event(p.rendered.wire(p.variant, "xml")) for p in late.take()]
     assert [(e.uid, e.type) for e in got] == [("USA::ANDROID-077658", "a-f-G-U-C")]

@@ -24,6 +24,7 @@ from commonsky.federation import federation_pb2 as pb
 from commonsky.federation.bridge import Federation, HubSeam
 from commonsky.federation.link import Link
 from commonsky.federation.peers import FederateConfig
+from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.outbox import Outbox
 from commonsky.model import CotEvent
@@ -119,7 +120,7 @@ def run(
     net = Net(layout, pairs, deals, root)
     home = net.hubs[net.home[observer]]
     box = Outbox(10_000, 10_000)
-    home.attach(Connection(observer, "obs", "test", box, lambda: "xml", lambda r: None, "obs"))
+    home.attach(Connection(observer, "obs", "test", box, MemoryPeer(), "obs"))
     delivered: list[bytes] = []
     swapped: list[tuple[str, CotEvent]] = []
     for party, event in stream:
@@ -142,7 +143,7 @@ def run(
         net.pump()
         delivered += [p.rendered.wire(p.variant, "xml") for p in box.take()]
     late = Outbox(10_000, 10_000)
-    home.attach(Connection(observer, "late", "test", late, lambda: "xml", lambda r: None, "late"))
+    home.attach(Connection(observer, "late", "test", late, MemoryPeer(), "late"))
     delivered += [b"late:" + p.rendered.wire(p.variant, "xml") for p in late.take()]
     net.close()
     return delivered, swapped

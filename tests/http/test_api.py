@@ -5,11 +5,14 @@ WebSocket is tested on the real server in tests/integration/test_api.py."""
 from __future__ import annotations
 
 import json
+import time
 
 import msgspec
 import pytest
 
+from commonsky.desks.geochat import chat_event
 from commonsky.http.schemas import ENDPOINTS, Error
+from commonsky.protocol.cot import encode_event
 from tests.integration.test_tak_tcp import HOTLINE
 
 AIRSPACE = {
@@ -121,6 +124,29 @@ async def test_hotline_send_ack_and_forbidden_ack(make_api) -> None:
             refused = await rus.post("/api/hotline/send", json={"to": "USA", "text": "hi"})
             assert refused.status_code == 403  # no RUS -> USA hotline agreement
             assert (await usa.post("/api/hotline/send", json={"to": "RUS"})).status_code == 400
+
+
+async def test_a_hotline_message_no_agreement_routes_is_refused_before_it_is_kept(
+    make_api,
+) -> None:
+    """POST /api/cot with a hotline GeoChat nobody may receive: 403, and nothing stored,
+    recorded in the signed ledger or held in the picture (issue #14: refusal first)."""
+    async with make_api([HOTLINE]) as hub:
+        async with hub.client("RUS") as rus, hub.client("USA") as usa:
+            recorder = hub.server.services.recorder
+            assert recorder is not None
+            stored, recorded = hub.hub.store.count(), recorder.ledger.size
+            xml = encode_event(chat_event("GeoChat.RUS.hi", "hi", time.time(), ["USA"]))
+            refused = await rus.post("/api/cot", content=xml)
+            assert refused.status_code == 403, refused.text
+            assert "no agreement" in refused.json()["error"]
+            assert hub.hub.store.count() == stored and recorder.ledger.size == recorded
+            assert (await rus.get("/api/items")).json() == []
+            assert ("RUS", "GeoChat.RUS.hi") not in hub.hub.durable
+            # Barrier: the same path with an agreement is stored and recorded.
+            sent = encode_event(chat_event("GeoChat.USA.hi", "hi", time.time(), ["RUS"]))
+            assert (await usa.post("/api/cot", content=sent)).status_code == 201
+            assert hub.hub.store.count() > stored and recorder.ledger.size > recorded
 
 
 async def test_receipt_with_inclusion_proof_only_for_the_audience(make_api) -> None:

@@ -365,7 +365,7 @@ async def test_inputs_the_fuzz_found_are_refused_cleanly(make_hub) -> None:
 
 
 def test_an_overlap_simplified_to_nothing_has_no_ring() -> None:
-    from commonsky.engines.airspace import _ring
+    from commonsky.desks.deconfliction import _ring
 
     assert _ring({"type": "Polygon", "coordinates": []}) == []
     assert _ring({"type": "MultiPolygon", "coordinates": []}) == []

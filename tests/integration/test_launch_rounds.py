@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from commonsky.alerts.simulate import Ballistic, radar_report
-from commonsky.engines.warnings import report_event
+from commonsky.desks.launch import report_event
 from commonsky.protocol.cot import encode_event
 
 SENSORS = ("JPN", "KOR")

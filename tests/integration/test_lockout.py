@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from commonsky.errors import UsageError
-from commonsky.hub.server import ensure_fd_budget, fd_budget
+from commonsky.server import ensure_fd_budget, fd_budget
 from commonsky.settings import Settings, defaults
 from tests.conftest import base_config, running_hub, token_of
 from tests.integration.test_tak_tcp import HOTLINE, chat, metric, track

@@ -145,12 +145,19 @@ def test_a_desk_that_fails_on_one_stored_item_quarantines_it_and_rebuilds_the_re
     assert entry.where == "test-desk" and entry.uid == "m1" and "KeyError" in entry.reason
     assert ("USA", "m1") not in world.hub.durable and ("USA", "m2") in world.hub.durable
 
-    # Observers (desks) failing on live input cost neither the item nor the sender.
-    def broken(item: Item, routes: object) -> None:
-        if item.uid == "m3":
-            msgspec.json.decode(b"{")
+    # Desks failing on live input cost neither the item nor the sender.
+    class Broken:
+        name, categories = "broken", ()
 
-    world.hub.observers.insert(0, broken)
+        def check(self, party: str, event: object) -> None:
+            return None
+
+        def observe(self, item: Item, routes: object, parsed: object = None) -> None:
+            if item.uid == "m3":
+                msgspec.json.decode(b"{")
+
+    # First, before every other desk (add_desk puts a desk last): the ones after it run.
+    world.hub._desks.insert(0, Broken())
     item = world.send("USA", chat("m3", "three", "RUS", now=T0 + 1))
     assert item.seq > 0
     assert "USA::m3" in [e.uid for e in world.take("RUS")]
@@ -159,7 +166,7 @@ def test_a_desk_that_fails_on_one_stored_item_quarantines_it_and_rebuilds_the_re
 
 
 def test_an_overlap_with_no_point_anchors_nowhere_rather_than_failing() -> None:
-    from commonsky.engines.airspace import _anchor, canonical_geometry
+    from commonsky.desks.deconfliction import _anchor, canonical_geometry
 
     sliver = {"type": "Polygon", "coordinates": [[[30, 30], [30 + 1e-9, 30], [30, 30]]]}
     assert _anchor({"type": "Polygon", "coordinates": []}) == (0.0, 0.0)
@@ -171,7 +178,7 @@ def test_an_overlap_with_no_point_anchors_nowhere_rather_than_failing() -> None:
 def test_a_desk_whose_whole_rebuild_fails_does_not_stop_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from commonsky.engines.airspace import AirspaceDesk
+    from commonsky.desks.deconfliction import AirspaceDesk
     from tests.engines.harness import make_world
 
     make_world(tmp_path, [HOTLINE]).services.close()

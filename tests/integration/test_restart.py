@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 
 from commonsky.alerts.simulate import Ballistic, radar_report
-from commonsky.engines.warnings import report_event
+from commonsky.desks.launch import report_event
 from commonsky.protocol.cot import encode_event
 from tests.conftest import base_config, running_hub, token_of
 from tests.http.test_api import AIRSPACE, AIRSPACE_BACK, feature

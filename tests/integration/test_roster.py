@@ -54,7 +54,7 @@ async def test_the_roster_needs_a_token_and_names_only_related_parties(tmp_path:
 async def test_me_tells_the_hubs_clock(tmp_path: Path) -> None:
     clock = ScenarioClock(10.0)
     config = base_config(tmp_path)
-    from commonsky.hub.server import HubServer
+    from commonsky.server import HubServer
 
     server = HubServer(config, clock=clock)
     await server.start()

@@ -16,7 +16,7 @@ from commonsky.deconflict.engine import Conflict, ConflictEngine
 from commonsky.deconflict.notice import notice_for
 from commonsky.deconflict.shapes import Circle, Line, Polygon, Site, Volume
 from commonsky.demo.scenario import load
-from commonsky.engines.airspace import across_the_line, canonical_geometry
+from commonsky.desks.deconfliction import across_the_line, canonical_geometry
 from commonsky.geo import Frame
 from commonsky.privdeconf import Holding, PrivateRound, Terms, run_in_memory
 from commonsky.privdeconf.cells import union_of_cells

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from commonsky.engines.record import item_payload
+from commonsky.desks.recorder import item_payload
 from commonsky.errors import RemoteProtocolError
-from commonsky.hub.core import item_json
+from commonsky.hub.render import item_json
 from commonsky.ledger.entry import canonical_json
 from commonsky.model import Category, CotEvent, Item, Point
 from commonsky.protocol.bounds import MAX_TIME_S, check_event

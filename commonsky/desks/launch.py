@@ -33,7 +33,7 @@ from commonsky.alerts import (
     ThreatTrack,
     report_from_json,
 )
-from commonsky.engines.launch_core import (
+from commonsky.desks.launch_core import (
     COUNTRY_PARTY,
     Batch,
     Fused,
@@ -43,8 +43,9 @@ from commonsky.engines.launch_core import (
     fused_json,
 )
 from commonsky.errors import RemoteProtocolError
-from commonsky.hub.core import Hub
-from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted, known
+from commonsky.hub.desk import Routes
+from commonsky.hub.desk_view import DeskView
+from commonsky.model import HUB, Category, CotEvent, Item, Point, is_deleted, known
 from commonsky.policy import Party
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
@@ -129,8 +130,11 @@ class LaunchDesk:
     queueing). Without an event loop (tests, tools) each report is settled as it comes.
     """
 
-    def __init__(self, hub: Hub, regions: RegionRegistry | None = None) -> None:
-        self.hub = hub
+    name = "launch"
+    categories = (Category.LAUNCH,)
+
+    def __init__(self, hub: DeskView, regions: RegionRegistry | None = None) -> None:
+        self.hub = hub  # the hub as a desk sees it (hub/desk_view.py)
         path = str(hub.settings.regions_file)
         if regions is None:
             regions = RegionRegistry.load(path) if path else RegionRegistry.builtin()
@@ -154,10 +158,7 @@ class LaunchDesk:
         self._reports: list[tuple[LaunchReport, tuple[str, ...]]] = []  # not yet handed over
         self._tick_due = False
         self._settle_scheduled = False
-        self._validated: tuple[CotEvent, LaunchReport] | None = None
         self._threats: dict[tuple[str, str], None] = {}  # keys of live threat tracks
-        hub.validators[Category.LAUNCH] = self.validate
-        hub.observers.append(self.observe)
 
     @property
     def views(self) -> dict[str, dict[str, FusedEvent]]:
@@ -171,9 +172,7 @@ class LaunchDesk:
         holds the current warnings again."""
         now = self.hub.clock()
         reports: list[tuple[LaunchReport, tuple[str, ...]]] = []
-        stored = sorted(
-            (r.item for r in list(self.hub.durable.values())), key=lambda item: item.seq
-        )
+        stored = sorted(self.hub.held_items(), key=lambda item: item.seq)
         for item in stored:
             if item.category is not Category.LAUNCH or item.party == HUB:
                 continue
@@ -197,16 +196,19 @@ class LaunchDesk:
             self.alerts[alert.identifier] = alert
         self.reports_settled += outcome.reports
 
-    def validate(self, party: str, event: CotEvent) -> None:
+    def check(self, party: str, event: CotEvent) -> LaunchReport | None:
+        """A report that does not read is refused; the report read is `observe`'s (the hub
+        hands it back with this very event: parsing is not free). Fused events are the
+        hub's, never a party's."""
         if event.type.startswith(REPORT_TYPE):
-            # Kept for `observe`, which gets this very event next (parsing is not free).
-            self._validated = (event, report_from_event(event, party, self.hub.clock()))
-        elif event.type.startswith(FUSED_TYPE):
+            return report_from_event(event, party, self.hub.clock())
+        if event.type.startswith(FUSED_TYPE):
             raise RemoteProtocolError("launch-report-invalid", "$: fused events are the hub's")
+        return None
 
     # ---- reports in ---------------------------------------------------------------------
 
-    def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+    def observe(self, item: Item, routes: Routes, parsed: object | None = None) -> None:
         if is_deleted(item.event):  # withdrawn by its owner: no report, no threat
             self._threats.pop(item.key, None)
             return
@@ -217,21 +219,17 @@ class LaunchDesk:
             return
         if not item.event.type.startswith(REPORT_TYPE):
             return
-        validated = self._validated
-        if (
-            validated is not None
-            and validated[0] is item.event
-            and validated[1].party == item.party
-        ):
-            report = validated[1]
-        else:
+        if isinstance(parsed, LaunchReport) and parsed.party == item.party:
+            report = parsed
+        else:  # not checked here (a replay, another process's item): read it now
             report = report_from_event(item.event, item.party, item.received)
         self._reports.append((report, tuple(sorted({item.party, *routes}))))
-        if self.hub.call_soon is None:
-            self.settle()
-        elif not self._settle_scheduled:
-            self._settle_scheduled = True
-            self.hub.call_soon(self._settle_logged)
+        if not self._settle_scheduled:
+            # A burst's reports are settled together once the loop has taken it (or each
+            # now, without a loop).
+            self._settle_scheduled = self.hub.defer(self._settle_logged)
+            if not self._settle_scheduled:
+                self.settle()
 
     def _index_threat(self, item: Item) -> None:
         """Keep the keys of live tracks of threat types (missiles, drones), so a warnings
@@ -244,7 +242,7 @@ class LaunchDesk:
 
     def prune(self) -> None:
         """Forget indexed threat tracks the hub's picture no longer holds."""
-        for key in [k for k in self._threats if k not in self.hub.live]:
+        for key in [k for k in self._threats if not self.hub.is_live(k)]:
             del self._threats[key]
 
     def settle(self) -> None:
@@ -311,8 +309,7 @@ class LaunchDesk:
     def threats_for(self, party: str) -> list[ThreatTrack]:
         """The air-threat tracks `party` may see now, as it sees them."""
         tracks = []
-        for rendered, variant in self.hub.visible_live(party, list(self._threats)):
-            item = rendered.item
+        for item, variant in self.hub.visible_live(party, list(self._threats)):
             kind = _threat_kind(item)  # of the item as it is now, whatever the index says
             if kind is None:
                 continue

@@ -35,12 +35,13 @@ from shapely.geometry import shape as shapely_shape
 
 from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine, Side, Track
 from commonsky.deconflict.notice import Notice, notice_for
-from commonsky.deconflict.shapes import Line, Volume
-from commonsky.engines.drawings import airspace_from_cot
-from commonsky.engines.hotline import HotlineDesk
-from commonsky.hub.core import Hub
+from commonsky.deconflict.shapes import Item as Shape
+from commonsky.deconflict.shapes import Line, Site, Volume
+from commonsky.desks.drawings import airspace_from_cot
+from commonsky.desks.hotline import HotlineDesk
+from commonsky.hub.desk import Routes
+from commonsky.hub.desk_view import DeskView
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point, is_deleted
-from commonsky.namespace import handle
 from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 
 log = logging.getLogger("commonsky.deconflict")
@@ -62,12 +63,21 @@ _CATEGORY_OF_KIND = {
 
 
 class AirspaceDesk:
+    """The deconfliction desk: airspace items and tracks into the conflict engine, its
+    changes out as notices (and hotline threads) to each side."""
+
+    name = "airspace"
+    categories = (Category.AIRSPACE, Category.SITE)
+
     def __init__(
-        self, hub: Hub, hotline: HotlineDesk | None = None, clock: Callable[[], float] | None = None
+        self,
+        hub: DeskView,
+        hotline: HotlineDesk | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self.hub = hub
+        self.hub = hub  # the hub as a desk sees it (hub/desk_view.py)
         self.hotline = hotline
-        self.engine = ConflictEngine(minima=self._minima, id_key=hub.secret[:16])
+        self.engine = ConflictEngine(minima=self._minima, id_key=hub.id_key())
         self.notices: dict[tuple[str, str], Notice] = {}  # (conflict id, party) -> latest
         self.threads: dict[str, str] = {}  # conflict id -> hotline message id
         # Parties behind federation links: told by their own hub, never by this one (a
@@ -84,9 +94,6 @@ class AirspaceDesk:
         # While rebuilding: the notices sent before the restart, and those found again.
         self._told: dict[tuple[str, str], Notice] | None = None
         self._rebuilt: set[tuple[str, str]] = set()
-        hub.validators[Category.AIRSPACE] = self.validate
-        hub.validators[Category.SITE] = self.validate
-        hub.observers.append(self.observe)
 
     def _minima(self, a: str, b: str) -> tuple[float, float]:
         policy = self.hub.policy
@@ -94,14 +101,17 @@ class AirspaceDesk:
         hpz = policy.agreement_option(a, b, "hpz_m") or policy.agreement_option(b, a, "hpz_m")
         return (rpz or 9260.0, hpz or 304.8)
 
-    def validate(self, party: str, event: CotEvent) -> None:
-        # A deletion by staleness needs no valid geometry; anything `observe` will read does.
+    def check(self, party: str, event: CotEvent) -> Shape | None:
+        """Refuse geometry the engine cannot hold (GeometryError, a RemoteProtocolError);
+        the shape read is `observe`'s. A deletion by staleness needs no valid geometry;
+        anything `observe` will read does."""
         if event.stale > event.time or event.stale > self.hub.clock():
-            airspace_from_cot(event)
+            return airspace_from_cot(event)
+        return None
 
     # ---- intake -------------------------------------------------------------------------
 
-    def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+    def observe(self, item: Item, routes: Routes, parsed: object | None = None) -> None:
         if item.party == HUB:
             return
         if is_deleted(item.event):
@@ -110,17 +120,19 @@ class AirspaceDesk:
             now = self.hub.clock()
             self.publish(self.engine.remove(item.party, item.uid, now), withdrawn=True)
         elif item.category in (Category.AIRSPACE, Category.SITE):
-            self.publish(self._upsert(item, self.hub.clock()))
+            shape = parsed if isinstance(parsed, Volume | Line | Site) else None
+            self.publish(self._upsert(item, self.hub.clock(), shape))
         elif item.category is Category.TRACK and item.event.type[:3] in OWN_FORCES:
             # Tracks update many times a second; screening every update would put the
             # conflict engine on the relay's hot path. The latest state per track is kept and
             # screened once per tick (1 s), well inside a 300 s look-ahead.
             self._pending_tracks[item.key] = item.event
 
-    def _upsert(self, item: Item, now: float) -> list[ConflictChange]:
+    def _upsert(self, item: Item, now: float, shape: Shape | None = None) -> list[ConflictChange]:
         if item.event.stale <= now:
             return self.engine.remove(item.party, item.uid, now)
-        shape = airspace_from_cot(item.event)
+        if shape is None:
+            shape = airspace_from_cot(item.event)
         if isinstance(shape, Volume):
             return self.engine.upsert_volume(item.party, item.uid, shape, now)
         if isinstance(shape, Line):
@@ -132,8 +144,7 @@ class AirspaceDesk:
         before read back, and only what changed meanwhile published."""
         now = self.hub.clock()
         told: dict[tuple[str, str], Notice] = {}
-        for rendered in list(self.hub.durable.values()):
-            item = rendered.item
+        for item in self.hub.held_items():
             if item.party == HUB and item.event.type == NOTICE_TYPE:
                 notice = stored_notice(item.event)
                 if notice is not None:
@@ -143,8 +154,7 @@ class AirspaceDesk:
                     if notice.thread:
                         self.threads[notice.conflict_id] = notice.thread
         changes: list[ConflictChange] = []
-        for rendered in list(self.hub.durable.values()):
-            item = rendered.item
+        for item in self.hub.held_items():
             if item.party != HUB and item.category in (Category.AIRSPACE, Category.SITE):
                 try:
                     changes += self._upsert(item, now)
@@ -213,7 +223,7 @@ class AirspaceDesk:
 
     def _handle(self, party: str, uid: str) -> str:
         """The uid under which `party`'s item `uid` reaches a generalized recipient."""
-        return handle(self.hub.secret, party, uid)
+        return self.hub.handle(party, uid)
 
     def publish(
         self, changes: list[ConflictChange], withdrawn: bool = False, private: bool = False

@@ -1,5 +1,9 @@
 """Run a hub: store, policy, listeners, HTTP — and shut them down in order.
 
+The network's composition root, beside `services.py` (the hub and its desks): it builds the
+hub core (`hub/`), the desks, the TAK listeners and the HTTP app from one config, and is the
+only module that knows all of them. Nothing in `hub/` imports it.
+
 Shutdown (uvicorn's habit, written out): stop accepting → give connections
 `timeout_shutdown_s` to flush their outboxes → close them → stop HTTP → close the store last.
 """
@@ -23,6 +27,12 @@ from commonsky.config import HubConfig, ListenerConfig, parse_hostport
 from commonsky.errors import UsageError
 from commonsky.http.app import build_app
 from commonsky.http.websocket import HubWebSocketProtocol
+from commonsky.hub.core import Hub
+from commonsky.hub.datadir import DataDir, private_dir, write_private
+from commonsky.hub.heap import settle_heap
+from commonsky.hub.listeners import TakListener, bind_http, tls_context
+from commonsky.hub.quarantine import FILE_NAME as QUARANTINE_FILE
+from commonsky.hub.quarantine import Quarantine
 from commonsky.marti.http import HttpListener, build_http_listeners
 from commonsky.marti.state import MartiState
 from commonsky.policy import Policy
@@ -30,13 +40,6 @@ from commonsky.revocation import Revocations
 from commonsky.services import Services
 from commonsky.settings import Settings
 from commonsky.store import Store, open_store
-
-from .core import Hub
-from .datadir import DataDir, private_dir, write_private
-from .heap import settle_heap
-from .listeners import TakListener, bind_http, tls_context
-from .quarantine import FILE_NAME as QUARANTINE_FILE
-from .quarantine import Quarantine
 
 if TYPE_CHECKING:
     from commonsky.federation.bridge import Federation

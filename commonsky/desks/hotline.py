@@ -49,7 +49,7 @@ from typing import Any
 
 import msgspec
 
-from commonsky.engines.geochat import (
+from commonsky.desks.geochat import (
     chat_event,
     content_digest,
     conversation,
@@ -58,9 +58,10 @@ from commonsky.engines.geochat import (
     remarks_of,
     thread_conflict,
 )
-from commonsky.engines.record import LedgerRecorder, Statement
+from commonsky.desks.recorder import LedgerRecorder, Statement
 from commonsky.errors import AlreadyRecorded, RemoteProtocolError
-from commonsky.hub.core import Hub
+from commonsky.hub.desk import Routes
+from commonsky.hub.desk_view import DeskView
 from commonsky.hub.directory import device_callsign
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_deleted
 from commonsky.namespace import SHARED, foreign_uid, read_name
@@ -134,8 +135,13 @@ _decode = msgspec.msgpack.Decoder(Message).decode
 
 
 class HotlineDesk:
-    def __init__(self, hub: Hub, recorder: LedgerRecorder | None) -> None:
-        self.hub = hub
+    """The hotline desk: records messages, tracks their acknowledgements and deadlines."""
+
+    name = "hotline"
+    categories = (Category.HOTLINE,)
+
+    def __init__(self, hub: DeskView, recorder: LedgerRecorder | None) -> None:
+        self.hub = hub  # the hub as a desk sees it (hub/desk_view.py)
         self.recorder = recorder
         self.messages: dict[tuple[str, str], Message] = {}  # the open ones
         self.awaiting: dict[str, set[tuple[str, str]]] = {}  # callsign -> open messages
@@ -144,15 +150,13 @@ class HotlineDesk:
         self._deadlines: list[tuple[float, int, str, tuple[str, str]]] = []
         self._stales: list[tuple[float, int, tuple[str, str]]] = []
         self._replaying = False
-        hub.validators[Category.HOTLINE] = self.validate
-        hub.observers.append(self.observe)
 
     def rebuild(self) -> None:
         """Hold the open messages again after a restart (read from their rows, not replayed).
 
         A store written before hotline rows existed is indexed once, by replaying its
         hotline items."""
-        store = self.hub.store
+        store = self.hub.rows
         if store.meta(_INDEXED) is None:
             self._index_store()
         now = self.hub.clock()
@@ -176,7 +180,7 @@ class HotlineDesk:
             with self.hub.transaction():
                 # A stored item that cannot be replayed is quarantined, not a reason not to start.
                 self.hub.rebuild("hotline", self._replay)
-                self.hub.store.set_meta(_INDEXED, "1")
+                self.hub.rows.set_meta(_INDEXED, "1")
         finally:
             self._replaying = False
         self.messages.clear()
@@ -205,7 +209,7 @@ class HotlineDesk:
         heapq.heappush(self._stales, (message.stale, message.seq, message.key))
 
     def _save(self, message: Message) -> None:
-        self.hub.store.put_hotline(
+        self.hub.rows.put_hotline(
             HotlineRow(
                 seq=message.seq,
                 sender=message.sender,
@@ -224,7 +228,7 @@ class HotlineDesk:
         """A recorded message by (sender, uid): held in memory, else read from the store."""
         message = self.messages.get(key)
         if message is None:
-            body = self.hub.store.hotline(*key)
+            body = self.hub.rows.hotline(*key)
             message = self._read(body) if body is not None else None
         return message
 
@@ -234,13 +238,13 @@ class HotlineDesk:
 
     # ---- intake -------------------------------------------------------------------------
 
-    def validate(self, party: str, event: CotEvent) -> None:
+    def check(self, party: str, event: CotEvent) -> None:
         """Before anything is stored: a recorded message is never rewritten."""
         if not is_message(event.type):
-            return
+            return None
         known = self.find((party, event.uid))
         if known is None:
-            return
+            return None
         if known.digest == content_digest(event):
             raise AlreadyRecorded(known.seq)
         raise RemoteProtocolError(
@@ -249,7 +253,7 @@ class HotlineDesk:
             "(a recorded message is never rewritten; send a correction as a new message)",
         )
 
-    def observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
+    def observe(self, item: Item, routes: Routes, parsed: object | None = None) -> None:
         if item.category is Category.TRACK:
             if self.awaiting:
                 callsign = device_callsign(item.event)
@@ -272,7 +276,7 @@ class HotlineDesk:
             return
         if item.party == HUB and not item.uid.startswith("thread-"):
             return  # the hub's own notices (escalations…) are information, not requests
-        if item.key in self.messages or self.hub.store.hotline(*item.key) is not None:
+        if item.key in self.messages or self.hub.rows.hotline(*item.key) is not None:
             return  # recorded already (a duplicate never gets this far but on replay)
         awaiting = (
             [c for c in item.event.dest_callsigns if not self.hub.directory.known(c)]
@@ -339,8 +343,8 @@ class HotlineDesk:
             message = self.messages.get(key)
             if message is None or callsign not in message.awaiting:
                 continue
-            stored = self.hub.durable.get(key)
-            routes = self.hub.route(stored.item, now) if stored is not None else {}
+            stored = self.hub.held(key)
+            routes = self.hub.route(stored, now) if stored is not None else {}
             if party != message.sender and party not in routes:
                 # No agreement lets it reach that party: still waiting (and escalated on
                 # time) for a device it may reach.
@@ -556,7 +560,7 @@ class HotlineDesk:
         """Up to `limit` messages `party` sent or received (with `other`, if given) sent
         before the message with store sequence `before`, oldest first; and the cursor of
         the next older page (None when this is the last)."""
-        rows = self.hub.store.hotline_page(party, other, before, limit + 1)
+        rows = self.hub.rows.hotline_page(party, other, before, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         now = self.hub.clock()
@@ -573,7 +577,7 @@ class HotlineDesk:
         out: list[Message] = []
         before: int | None = None
         while True:
-            rows = self.hub.store.hotline_page(party, None, before, 500)
+            rows = self.hub.rows.hotline_page(party, None, before, 500)
             out.extend(m for _seq, body in rows if (m := self._read(body)) is not None)
             if len(rows) < 500:
                 return out[::-1]

@@ -11,6 +11,7 @@ millimetres), as the ledger's canonical JSON demands.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,10 @@ class LedgerRecorder:
         )
         batch = [fields] if statement is None else [fields, _statement_fields(fields, statement)]
         return self.ledger.append_many(batch)[0][0]
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """The ledger's commit (the hub enters it before the store's, `Hub.transaction`)."""
+        return self.ledger.transaction()
 
     def journal(self, store: Store) -> None:
         """Copy the entries the ledger is about to commit into the store's commit (called

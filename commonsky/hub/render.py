@@ -1,0 +1,108 @@
+"""An item's wire forms, made once per (variant, mode) and shared by every recipient.
+
+Rule: the hub renders an item in exactly one place (`Renderer.render`): CoT XML and TAK
+protobuf through `protocol/render.py` (the same function the session uses for its own
+replies), JSON for the map page here. Which names an event carries for a recipient is
+`naming.py`'s; what variant a party gets is routing's (`core.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+
+from commonsky.metrics import Metrics
+from commonsky.model import CotEvent, Item
+from commonsky.protocol.refs import link_target
+from commonsky.protocol.render import render
+
+from .deletes import DELETE_TYPE
+from .naming import Naming
+from .outbox import Rendered, Variant
+
+log = logging.getLogger("commonsky.hub")
+
+JSON = "json"
+_json_encoder = msgspec.json.Encoder()
+
+
+class Renderer:
+    """Makes `Rendered.wire`'s bytes: `rendered(item)` wraps an item with this as its maker."""
+
+    def __init__(self, naming: Naming, metrics: Metrics) -> None:
+        self.naming = naming
+        self.metrics = metrics
+
+    def rendered(self, item: Item) -> Rendered:
+        return Rendered(item, self.render)
+
+    def render(self, rendered: Rendered, variant: Variant, mode: str) -> bytes:
+        """One wire form of an item; b"" (nothing is sent) when it cannot be rendered.
+
+        Validation at the edge should make this impossible; if an item slips through all the
+        same, it costs only itself — never the batch, the connection or another party."""
+        try:
+            if ":" in variant:  # names depend on the recipient: cached under the names
+                names = self.naming.names(rendered, variant.partition(":")[2])
+                key = (names, mode)
+                data = rendered.cache.get(key)
+                if data is None:
+                    event = self.naming.with_names(rendered, names)
+                    data = rendered.cache[key] = encode(rendered.item, event, mode)
+                return data
+            return encode(rendered.item, self.naming.event(rendered, variant), mode)
+        except Exception as exc:
+            item = rendered.item
+            self.metrics.render_failed(mode)
+            log.error(
+                "cannot render item #%d %s/%r as %s (%s): %s: %s; not sent in that form",
+                item.seq,
+                item.party,
+                item.uid[:120],
+                mode,
+                variant,
+                type(exc).__name__,
+                str(exc)[:300],
+            )
+            return b""
+
+
+def encode(item: Item, event: CotEvent, mode: str) -> bytes:
+    """`event` (the item as one recipient sees it) in `mode`: "json" (the map page) or a
+    TAK wire form (`protocol.render.render`)."""
+    if mode == JSON:
+        return _json_encoder.encode(item_json(item, event))
+    return render(event, mode)
+
+
+def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
+    """The JSON form of a delivered item (WebSocket and REST): CoT names, our category."""
+    p = event.point
+    return {
+        "uid": event.uid,
+        "type": event.type,
+        "category": item.category.value,
+        "party": item.party,
+        "seq": item.seq,
+        "how": event.how,  # null when the sender wrote none
+        "time": event.time,
+        "start": event.start,
+        "stale": event.stale,
+        "access": event.access,  # null when absent, "" when the sender wrote access=""
+        "lat": p.lat,
+        "lon": p.lon,
+        "hae": p.hae,
+        "ce": p.ce,
+        "le": p.le,
+        "callsign": event.callsign,
+        "speed": event.speed,
+        "course": event.course,
+        "detail": event.detail,
+        # The federation link it came over (commonsky/federation: origin "fed:<link>"), so
+        # the map can say which hub an item came from; null for this hub's own.
+        "via": item.origin[4:] if item.origin.startswith("fed:") else None,
+        # A delete names the item it removes, as this recipient knows it (the map drops it).
+        **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
+    }
