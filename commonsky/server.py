@@ -26,6 +26,7 @@ import uvicorn
 from commonsky.config import HubConfig, ListenerConfig, parse_hostport
 from commonsky.errors import UsageError
 from commonsky.http.app import build_app
+from commonsky.http.websocket import HubWebSocketProtocol
 from commonsky.hub.core import Hub
 from commonsky.hub.datadir import DataDir, private_dir, write_private
 from commonsky.hub.heap import settle_heap
@@ -202,6 +203,9 @@ class HubServer:
             log_level="warning",
             lifespan="off",
             access_log=False,
+            ws=HubWebSocketProtocol,  # its own closes counted with a reason (http/websocket.py)
+            ws_ping_interval=self.config.settings.timeout_ws_ping_s or None,
+            ws_ping_timeout=self.config.settings.timeout_ws_ping_s or None,
         )
         self._uvicorn = uvicorn.Server(config)
         # The hub owns SIGINT/SIGTERM (and shuts down in order); uvicorn must not take them.

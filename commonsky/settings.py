@@ -174,6 +174,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ),
         ),
     ] = 30.0
+    timeout_ws_ping_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "Ping each WebSocket client (the map's live feed) this often; one that has not "
+                "answered within as long again is closed (reason `ping_timeout`). 0: no pings."
+            ),
+        ),
+    ] = 20.0
     timeout_shutdown_s: Annotated[
         float,
         Meta(

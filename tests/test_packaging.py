@@ -66,9 +66,10 @@ NOT_CORE = _not_core()
 
 
 def test_the_blocked_set_holds_the_dev_extras() -> None:
-    for name in ("pytest", "hypothesis", "pytak", "websockets", "aiohttp", "playwright"):
+    for name in ("pytest", "hypothesis", "pytak", "aiohttp", "playwright"):
         assert name in NOT_CORE
     assert "httpx" not in NOT_CORE and "msgspec" not in NOT_CORE  # core, for the demo and all
+    assert "websockets" not in NOT_CORE  # core: uvicorn's WebSocket protocol for /api/ws
 
 
 def without(modules: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:

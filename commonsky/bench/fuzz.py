@@ -8,7 +8,12 @@ This process is the load, over real sockets:
 - per party, one TAK connection sending mutated CoT XML and one sending mutated TAK
   protobuf (after negotiating it), both reading what they are sent;
 - per party, receivers that only read (CoT XML, protobuf, and a WebSocket) and ping: they
-  are entitled to stay connected, so any loss of theirs is a fault;
+  are entitled to stay connected, so any loss of theirs is a fault. Only what the hub did
+  counts: a close it made (EOF, reset, a close frame it sent first, a refusal at connect,
+  also while protobuf is negotiated), not a connect that failed or timed out here, nor a
+  WebSocket this client closed itself (both reported apart). The WebSocket client keeps
+  no keepalive of its own and reads without bound, so this process's starved event loop
+  cannot end it; the hub's keepalive (`timeout_ws_ping_s`) judges it, with a reason;
 - HTTP keep-alive connections sending mutated API requests (writes and reads).
 
 Inputs come from `fuzz_inputs.py` (structure-aware and byte-level mutations of the corpus and
@@ -42,6 +47,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +118,11 @@ class Tally:
     inputs: Counter[str] = field(default_factory=Counter)
     closed_seen: int = 0  # connections of ours the hub closed (EOF or reset we did not cause)
     receivers_lost: int = 0
+    receivers_lost_by_cause: Counter[str] = field(default_factory=Counter)
+    # Not the hub's doing, so neither lost nor closes (shown, not judged): a receiver that
+    # could not connect in time, or that closed its own WebSocket.
+    receivers_not_connected: int = 0
+    receivers_closed_by_us: Counter[str] = field(default_factory=Counter)
     http_status: Counter[int] = field(default_factory=Counter)
     http_lost: int = 0
     hub_closed: Counter[str] = field(default_factory=Counter)  # from /metrics, per reason
@@ -215,6 +226,10 @@ async def http_request(
     return status, bytes(data)
 
 
+class HubClosed(ConnectionError):
+    """The hub closed a connection of ours before it was ready (a close to count)."""
+
+
 class Run:
     """One phase's clients against one hub process."""
 
@@ -227,16 +242,38 @@ class Run:
     async def _connect(
         self, party: str, proto: bool
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TAK connection of `party`, protobuf negotiated when `proto`. OSError when it
+        cannot be opened (not the hub's doing: nothing to count); HubClosed when the hub
+        closes it while negotiating (a close to count)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.ports[party])
         if proto:
-            writer.write(TakStream(role="client").request_protobuf(time.time()))
-            seen = b""  # (the picture it is entitled to comes first: read past it)
-            while _PROTO_ANSWER not in seen:
-                chunk = await asyncio.wait_for(reader.read(262144), 30)
-                if not chunk:
-                    raise ConnectionError("closed while negotiating")
-                seen = seen[-64:] + chunk
+            try:
+                writer.write(TakStream(role="client").request_protobuf(time.time()))
+                seen = b""  # (the picture it is entitled to comes first: read past it)
+                while _PROTO_ANSWER not in seen:
+                    chunk = await asyncio.wait_for(reader.read(262144), 30)
+                    if not chunk:
+                        raise HubClosed("closed while negotiating")
+                    seen = seen[-64:] + chunk
+            except HubClosed:
+                writer.close()
+                raise
+            except ConnectionError as exc:
+                writer.close()
+                raise HubClosed(f"closed while negotiating: {exc}") from exc
+            except BaseException:
+                writer.close()  # (left open, the hub would close it later, uncounted by us)
+                raise
         return reader, writer
+
+    def _lost(self, receiver: bool, cause: str) -> None:
+        """The hub closed a connection of ours (counted only while the phase runs)."""
+        if self.stopping:
+            return
+        self.tally.closed_seen += 1
+        if receiver:
+            self.tally.receivers_lost += 1
+            self.tally.receivers_lost_by_cause[cause] += 1
 
     async def sender(self, party: str, proto: bool) -> None:
         make = self.mutator.proto if proto else self.mutator.xml
@@ -244,7 +281,10 @@ class Run:
         while not self.stopping and self.tally.total < self.goal:
             try:
                 reader, writer = await self._connect(party, proto)
-            except (OSError, TimeoutError):
+            except HubClosed:
+                self._lost(False, "")
+                continue
+            except OSError:  # (TimeoutError included)
                 await asyncio.sleep(0.1)
                 continue
             drain = asyncio.create_task(_discard(reader))
@@ -263,19 +303,26 @@ class Run:
                     await writer.drain()
             except (ConnectionError, OSError):
                 lost = True
-            if lost and not self.stopping:
-                self.tally.closed_seen += 1
+            if lost:
+                self._lost(False, "")
             drain.cancel()
             writer.close()
 
     async def receiver(self, party: str, proto: bool) -> None:
+        kind = "proto" if proto else "xml"
         while not self.stopping:
             try:
                 reader, writer = await self._connect(party, proto)
-            except (OSError, TimeoutError):
+            except HubClosed:
+                self._lost(True, f"{kind}: closed while negotiating")
+                continue
+            except OSError:  # (TimeoutError included): never connected, nothing lost
+                if not self.stopping:
+                    self.tally.receivers_not_connected += 1
                 await asyncio.sleep(0.1)
                 continue
             last_ping = time.monotonic()
+            cause = f"{kind}: closed by the hub (EOF)"
             try:
                 while not self.stopping:
                     with contextlib.suppress(TimeoutError):
@@ -285,11 +332,9 @@ class Run:
                     if time.monotonic() - last_ping > 20:  # not idle: a receiver may stay
                         writer.write(_ping(proto))
                         last_ping = time.monotonic()
-            except (ConnectionError, OSError):
-                pass
-            if not self.stopping:
-                self.tally.receivers_lost += 1
-                self.tally.closed_seen += 1
+            except (ConnectionError, OSError) as exc:
+                cause = f"{kind}: {type(exc).__name__}"
+            self._lost(True, cause)
             writer.close()
 
     async def websocket(self, party: str) -> None:
@@ -298,15 +343,30 @@ class Run:
         url = f"ws://127.0.0.1:{self.http}/api/ws?token={token(party)}"
         while not self.stopping:
             try:
-                async with websockets.connect(url, max_size=None) as ws:
+                # Only the hub's closes are judged: no keepalive of our own (our ping timing
+                # out while this loop is starved is no close of the hub's; the hub pings us,
+                # `timeout_ws_ping_s`), and no bound on the frames waiting for recv(), so the
+                # client keeps reading (and answering those pings) however slow this loop is.
+                async with websockets.connect(
+                    url, max_size=None, max_queue=None, ping_interval=None
+                ) as ws:
                     while not self.stopping:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(ws.recv(), 1.0)
-            except (OSError, websockets.WebSocketException):
+            except websockets.ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd_then_sent is not False:
+                    self._lost(True, f"ws: closed by the hub ({exc.rcvd.code})")
+                elif exc.sent is None:
+                    self._lost(True, "ws: dropped without a close frame")
+                elif not self.stopping:  # we closed first (this client's own doing)
+                    self.tally.receivers_closed_by_us[f"ws: {exc.sent.code}"] += 1
+            except websockets.InvalidStatus as exc:  # refused at the handshake (a hub limit)
+                self._lost(True, f"ws: refused ({exc.response.status_code})")
+            except (OSError, websockets.WebSocketException):  # (TimeoutError included)
                 if not self.stopping:
-                    self.tally.receivers_lost += 1
-                    self.tally.closed_seen += 1
-                    await asyncio.sleep(0.1)
+                    self.tally.receivers_not_connected += 1
+            if not self.stopping:
+                await asyncio.sleep(0.1)
 
     async def api_client(self) -> None:
         rng = self.mutator.rng
@@ -356,7 +416,9 @@ def _seeds(corpus: Path | None, now: float) -> list[bytes]:
     return seeds
 
 
-async def run_phase(hub: HubProcess, run: Run, tally: Tally, refresh: Any) -> None:
+async def run_phase(
+    hub: HubProcess, run: Run, tally: Tally, refresh: Callable[[], Awaitable[None]]
+) -> None:
     """Clients on until the phase's goal; then the hub's own counts, then a clean stop."""
     tasks = [
         asyncio.create_task(run.receiver(p, proto)) for p in PARTIES for proto in (False, True)
@@ -375,11 +437,12 @@ async def run_phase(hub: HubProcess, run: Run, tally: Tally, refresh: Any) -> No
             tally.crashes += 1
             break
         if time.monotonic() - last_refresh > 600:  # launch reports must be dated near now
-            refresh()
+            await refresh()
             last_refresh = time.monotonic()
         print(f"\r  {tally.total:,} inputs, RSS {tally.max_rss_mb:.0f} MB", end="", flush=True)
     print()
     await asyncio.sleep(3.0)  # let readers see any close the hub made at the very end
+    run.stopping = True  # closes from here on (the stop) are not counted on either side
     with contextlib.suppress(OSError, ValueError):
         _, body = await http_get(run.http, "/metrics")
         metrics = parse_metrics(body.decode())
@@ -390,7 +453,6 @@ async def run_phase(hub: HubProcess, run: Run, tally: Tally, refresh: Any) -> No
         tally.accepted += sum(metrics.get("commonsky_items_in_total", {}).values())
         tally.internal_errors += sum(metrics.get("commonsky_internal_errors_total", {}).values())
         tally.render_failures += sum(metrics.get("commonsky_render_failures_total", {}).values())
-    run.stopping = True
     for task in tasks + senders:
         task.cancel()
     await asyncio.gather(*tasks, *senders, return_exceptions=True)
@@ -423,6 +485,9 @@ def report(tally: Tally, seconds: float, final_start: float | None, log: Path) -
         "connections_closed_with_a_reason": reasoned,
         "connections_lost_without_a_reason": max(0, tally.closed_seen - reasoned),
         "receivers_lost": tally.receivers_lost,
+        "receivers_lost_by_cause": dict(tally.receivers_lost_by_cause),
+        "receivers_not_connected": tally.receivers_not_connected,
+        "receivers_closed_by_us": dict(tally.receivers_closed_by_us),
         "closes_by_reason": dict(tally.hub_closed),
         "store_ledger_disagreements": len(agree),
         "store_ledger_examples": agree[:5],
@@ -501,9 +566,17 @@ async def _phases(
         tally.starts_s.append(await hub.start())
         run = Run(mutator, api, ports, http, tally, inputs * (phase + 1) // phases)
 
-        def renew(run: Run = run) -> None:  # seeds dated now (launch reports must be)
-            run.mutator = Mutator(rng, _seeds(corpus, time.time()))
-            run.api = ApiSeeds.make(time.time())
+        async def renew(run: Run = run) -> None:  # seeds dated now (launch reports must be)
+            # Built in a thread: seconds of parsing here (half a minute and more on a loaded
+            # machine) would stall every client of this loop, and the hub rightly closes a
+            # WebSocket that answers no ping for `timeout_ws_ping_s`: receivers lost to
+            # the harness, not to the hub (the 1,000,000-input run lost 28 that way, at the
+            # ten-minute refreshes).
+            now = time.time()
+            seeds, run.api = await asyncio.to_thread(
+                lambda: (_seeds(corpus, now), ApiSeeds.make(now))
+            )
+            run.mutator = Mutator(rng, seeds)
 
         await run_phase(hub, run, tally, renew)
         mutator, api = run.mutator, run.api

@@ -30,6 +30,7 @@ from commonsky.desks.geochat import chat_event
 from commonsky.desks.launch import report_event, report_from_raw
 from commonsky.errors import CommonSkyError, Refused
 from commonsky.http.schemas import Ack, BodyError, HotlineSend, decode_body
+from commonsky.http.websocket import closed_by_hub
 from commonsky.hub.core import Connection
 from commonsky.hub.outbox import Outbox
 from commonsky.ledger.entry import EntryError
@@ -409,13 +410,18 @@ def build_api(services: Services) -> list[BaseRoute]:
         page = PagePeer(hub.metrics, outbox)
         closed = page.closed
 
+        def ended() -> None:
+            # The socket is gone: the client left, unless uvicorn failed it (its keepalive,
+            # a frame it could not take), which is a close of the hub's (http/websocket.py).
+            page.close(closed_by_hub(ws.scope) or "client_gone")
+
         async def watch_client() -> None:
             # The page sends nothing; reading is how a closed browser tab is noticed.
             try:
                 while (await ws.receive())["type"] != "websocket.disconnect":
                     pass
             finally:
-                page.close("client_gone")
+                ended()
 
         conn = Connection(
             party,
@@ -445,6 +451,8 @@ def build_api(services: Services) -> list[BaseRoute]:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
+            if not closed:
+                ended()
             log.info(
                 "websocket %s: %s/web from %s disconnected (%s)",
                 conn.id,

@@ -141,6 +141,7 @@ class TakListener:
             return True
         except (OSError, TimeoutError, EOFError) as exc:
             self.hub.metrics.refuse("tls_handshake")
+            self.hub.metrics.close("tls_handshake")  # (every close of the hub's has a reason)
             self.hub.log_limited(
                 log,
                 "tls_handshake",
@@ -157,7 +158,9 @@ class TakListener:
             if not pending[address]:
                 del pending[address]
 
-    def _identity(self, writer: asyncio.StreamWriter) -> tuple[str, str] | None:
+    def _identity(self, writer: asyncio.StreamWriter) -> tuple[str, str] | str:
+        """The (party, user) a connection speaks as, or why it is refused (logged and
+        counted as a refusal here; the caller closes it)."""
         if self.config.kind == "tak-tcp":
             assert self.config.party is not None
             return self.config.party, ""
@@ -175,7 +178,7 @@ class TakListener:
                 len(orgs),
                 len(names),
             )
-            return None
+            return "certificate_subject"
         party, user = orgs[0], names[0]
         if self._revoked(writer):
             self.hub.metrics.refuse("certificate_revoked")
@@ -189,7 +192,7 @@ class TakListener:
                 party,
                 user,
             )
-            return None
+            return "certificate_revoked"
         if not party or not user or party not in self.hub.policy.parties:
             self.hub.metrics.refuse("unknown_party")
             self.hub.log_limited(
@@ -202,7 +205,7 @@ class TakListener:
                 party,
                 user,
             )
-            return None
+            return "unknown_party"
         return party, user
 
     def _serial(self, writer: asyncio.StreamWriter) -> int | None:
@@ -240,7 +243,8 @@ class TakListener:
         hub = self.hub
         address = _peer(writer)
         identity = self._identity(writer)
-        if identity is None:
+        if isinstance(identity, str):
+            hub.metrics.close(identity)
             writer.close()
             return
         party, user = identity
@@ -290,6 +294,14 @@ class TakListener:
                     break
         except (ConnectionError, ssl.SSLError) as exc:
             peer.closing.append(f"connection lost: {exc}")
+        except Exception:
+            # Our bug (the parser's, say), not the peer's: logged with its traceback and
+            # counted, and the close carries its reason like every other close of the hub's.
+            hub.metrics.internal_error("connection")
+            log.exception(
+                "%s %s/%s: reading failed; closing", self.name, party, conn.user or address
+            )
+            peer.close("internal_error")
         finally:
             log.info(
                 "%s: %s/%s from %s disconnected (%s)",

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import websockets
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from tests.conftest import RunningHub, token_of
-from tests.integration.test_tak_tcp import FULL_TRACKS, track
+from tests.integration.test_tak_tcp import FULL_TRACKS, metric, track
 
 
 def client(hub: RunningHub, party: str | None) -> httpx.AsyncClient:
@@ -47,6 +53,46 @@ async def test_websocket_streams_what_the_party_may_see(make_hub) -> None:
         with pytest.raises(websockets.exceptions.InvalidStatus):
             async with websockets.connect(bad) as ws:
                 await ws.recv()
+
+
+async def test_a_websocket_the_hub_closes_for_silence_is_closed_with_a_reason(
+    make_hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every close the hub makes is counted and logged with its reason, a WebSocket's too:
+    uvicorn's keepalive failing a client that answers no ping is `ping_timeout` (it used to be
+    told to the app like a client that left, and counted nowhere), and the hub ends that
+    socket; a client that leaves is not a close of the hub's."""
+    caplog.set_level(logging.INFO, logger="commonsky.api")
+    async with make_hub([FULL_TRACKS], server={"timeout_ws_ping_s": 0.2}) as hub:
+        url = hub.http.replace("http", "ws") + "/api/ws?token=" + token_of("JPN")
+        async with websockets.connect(url) as leaving:  # answers pings, then leaves
+            await leaving.close()
+        # A client that shakes hands, then reads but never writes: its pongs are never sent.
+        silent = ClientProtocol(parse_uri(url))
+        reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(url).port)
+        silent.send_request(silent.connect())
+        writer.write(b"".join(silent.data_to_send()))
+        frames: list[Frame] = []
+        while data := await asyncio.wait_for(reader.read(65536), 10):
+            silent.receive_data(data)
+            for event in silent.events_received():
+                assert not isinstance(event, Response) or event.status_code == 101
+                if isinstance(event, Frame):
+                    frames.append(event)
+        # The hub pinged, failed the connection (1011) and ended the socket (EOF above).
+        assert Opcode.PING in [f.opcode for f in frames]
+        assert frames[-1].opcode == Opcode.CLOSE and frames[-1].data[:2] == (1011).to_bytes(2)
+        writer.close()
+        ends: list[str] = []
+        for _ in range(200):  # barrier: both ends logged (each after its close was counted)
+            ends = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+            if len(ends) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(m.rpartition(" ")[2] for m in ends) == ["(client_gone)", "(ping_timeout)"]
+        assert await metric(hub, "commonsky_connections_closed_total", reason="ping_timeout") == 1
+        # The client that left is no close of the hub's.
+        assert await metric(hub, "commonsky_connections_closed_total") == 1
 
 
 async def test_metrics_need_a_token_and_show_a_party_only_its_own(make_hub) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -114,6 +116,33 @@ async def test_a_connection_that_keeps_sending_garbage_is_closed(make_hub) -> No
                 attacker.send(NOT_EVENT)
                 await attacker.collect(0.05)
         assert await metric(hub, "commonsky_connections_closed_total", reason="refusals") == 1
+        usa = await hub.connect("USA")
+        usa.send(track("still-fine"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::still-fine")
+
+
+async def test_a_connection_our_own_bug_ends_is_closed_with_a_reason(
+    make_hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of ours while reading a connection closes it as `internal_error`, counted and
+    logged like every other close of the hub's; the other connections go on."""
+    from commonsky.protocol.stream import TakStream
+
+    receive = TakStream.receive_data
+
+    def buggy(self: TakStream, data: bytes, now: float) -> Any:
+        if b"BUG-TRIGGER" in data:
+            raise AssertionError("a parser bug")
+        return receive(self, data, now)
+
+    monkeypatch.setattr(TakStream, "receive_data", buggy)
+    async with make_hub([FULL_TRACKS]) as hub:
+        victim, jpn = await hub.connect_all(("USA", "JPN"))
+        victim.send(track("BUG-TRIGGER"))
+        with pytest.raises(ConnectionError):
+            await victim.collect(5.0)  # closed by the hub
+        assert await metric(hub, "commonsky_connections_closed_total", reason="internal_error") == 1
+        assert await metric(hub, "commonsky_internal_errors_total", where="connection") == 1
         usa = await hub.connect("USA")
         usa.send(track("still-fine"))
         await jpn.wait_for(lambda e: e["uid"] == "USA::still-fine")

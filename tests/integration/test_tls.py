@@ -145,6 +145,9 @@ async def test_a_certificate_with_two_organisations_is_refused(tmp_path: Path, p
             await two.collect(2.0)  # closed by the hub, never a party
         assert not hub.hub.connections["USA"] and not hub.hub.connections["RUS"]
         assert await metric(hub, "commonsky_refusals_total", reason="certificate_subject") == 1
+        # and the close is the hub's, with its reason (every close is counted)
+        closed = "commonsky_connections_closed_total"
+        assert await metric(hub, closed, reason="certificate_subject") == 1
 
 
 async def test_unauthenticated_handshakes_are_limited_per_address(
