@@ -77,3 +77,34 @@ async def test_each_drawing_kind_is_drawn_as_its_shape(web_hub: Any, browser: Br
             "USA::site": {"uid": "USA::site", "shape": "circle", "vertices": 1, "radius_m": 750},
         }
         assert watched.problems() == []
+
+
+RIVALS = [
+    {
+        "name": f"{a} to {b} areas, conflicts only",
+        "from": a,
+        "to": [b],
+        "categories": ["airspace", "site"],
+        "disclosure": "conflicts-only",
+    }
+    for a, b in (("USA", "RUS"), ("RUS", "USA"))
+]
+
+
+def _square(lon: float, lat: float, size: float) -> list[tuple[float, float]]:
+    return [(lon, lat), (lon + size, lat), (lon + size, lat + size), (lon, lat + size), (lon, lat)]
+
+
+async def test_conflict_is_drawn_as_its_overlap(web_hub: Any, browser: Browser) -> None:
+    """The notice's overlap (`geometry`) is what the page draws, for a party that sees
+    nothing of the other's plan."""
+    async with web_hub(RIVALS) as hub:
+        us, ru = await hub.connect("USA"), await hub.connect("RUS")
+        levels = '<csky_airspace floor_m="3000" ceiling_m="9000"/>'
+        us.send(drawing("us-plan", "u-d-f", _links(_square(38.0, 34.0, 1.0)) + levels))
+        ru.send(drawing("ru-plan", "u-d-f", _links(_square(38.5, 34.5, 1.0)) + levels))
+        page, watched = await signed_in(browser, hub, "RUS")
+        await page.wait_for_function("() => window.commonsky.snapshot().counts.conflict === 1")
+        [conflict] = (await snapshot(page))["conflicts"]
+        assert (conflict["other"], conflict["area"]) == ("USA", "Polygon")
+        assert watched.problems() == []

@@ -228,12 +228,12 @@ function conflictLayer(item) {
   const text = item.remarks || "";
   const info = popup("CONFLICT", [text, notice && `with ${notice.other_party}`]);
   const style = { color: CONFLICT, weight: 2.5, fillColor: CONFLICT, fillOpacity: 0.35 };
-  if (item.geometry) {
-    return L.geoJSON(item.geometry, {
-      style, pointToLayer: (_f, ll) => L.circleMarker(ll, { ...style, radius: 9 }),
-    }).bindPopup(info);
-  }
-  return L.circleMarker([item.lat, item.lon], { ...style, radius: 10 }).bindPopup(info);
+  const layer = item.geometry
+    ? L.geoJSON(item.geometry, { style, pointToLayer: (_f, ll) => L.circleMarker(ll, { ...style, radius: 9 }) })
+    : L.circleMarker([item.lat, item.lon], { ...style, radius: 10 });
+  // For the tests: what was drawn.
+  layer.conflict = { uid: item.uid, other: notice?.other_party ?? null, area: item.geometry?.type ?? null };
+  return layer.bindPopup(info);
 }
 
 function launchLayer(item) {
@@ -306,6 +306,7 @@ export class Overlays {
     this.counts = {};
     this.photos = [];
     this.shapes = [];
+    this.conflicts = [];
   }
 
   // `state` is History.at(T): items in force, by category.
@@ -344,6 +345,7 @@ export class Overlays {
     this.counts = counts;
     this.photos = [...this.layers.values()].filter((h) => h.kind === "imagery").map((h) => h.layer.photo);
     this.shapes = [...this.layers.values()].filter((h) => h.kind === "airspace").map((h) => h.layer.area);
+    this.conflicts = [...this.layers.values()].filter((h) => h.kind === "conflict").map((h) => h.layer.conflict);
     return counts;
   }
 }
