@@ -140,3 +140,20 @@ def test_polygon_geometry_is_the_drawn_ring(points: list[tuple[float, float]]) -
     else:
         assert out["geometry"]["coordinates"] == [10.0, 50.0]
         assert math.isfinite(out["geometry"]["radius_m"])
+
+
+def test_launch_and_alert_extensions() -> None:
+    fused = {"event_id": "e1", "parties": ["A"], "n_points": 3}
+    out = _page(
+        "b-l-f", Category.LAUNCH, f"<csky_fused>{msgspec.json.encode(fused).decode()}</csky_fused>"
+    )
+    assert out["fused"] == fused and out["report"] is None
+    cap = '<csky_cap identifier="id-1" msgType="Alert"/><remarks>take cover</remarks>'
+    out = _page("b-a-o-c", Category.ALERT, cap)
+    assert out["cap"] == {"identifier": "id-1", "msgType": "Alert"}
+    assert out["remarks"] == "take cover"
+
+
+def test_unreadable_extension_json_is_null_not_an_error() -> None:
+    out = _page("b-l-r", Category.LAUNCH, "<csky_launch>{not json</csky_launch>")
+    assert out["report"] is None and out["fused"] is None
