@@ -21,6 +21,7 @@ from commonsky.protocol.render import render
 from .deletes import DELETE_TYPE
 from .naming import Naming
 from .outbox import Rendered, Variant
+from .pagejson import page_fields
 
 log = logging.getLogger("commonsky.hub")
 
@@ -78,7 +79,8 @@ def encode(item: Item, event: CotEvent, mode: str) -> bytes:
 
 
 def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
-    """The JSON form of a delivered item (WebSocket and REST): CoT names, our category."""
+    """The JSON form of a delivered item (WebSocket and REST): CoT names, our category,
+    `detail` as sent, and the typed fields the map page draws from (`pagejson.page_fields`)."""
     p = event.point
     return {
         "uid": event.uid,
@@ -105,4 +107,6 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         "via": item.origin[4:] if item.origin.startswith("fed:") else None,
         # A delete names the item it removes, as this recipient knows it (the map drops it).
         **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
+        # What the page draws, typed (geometry as GeoJSON): pagejson.py's table.
+        **page_fields(item.category, event),
     }

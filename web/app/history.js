@@ -10,7 +10,9 @@
 // replaces the previous one inside that interval), which is plenty to replay hours.
 
 const KEEP = ["uid", "type", "category", "party", "time", "stale", "lat", "lon", "hae", "ce",
-  "callsign", "speed", "course", "detail", "seq"];
+  "callsign", "speed", "course", "detail", "seq",
+  // The typed fields the hub computes for what the map draws (commonsky/hub/pagejson.py).
+  "geometry", "airspace", "evidence", "thumbnail", "notice", "fused", "report", "cap", "remarks"];
 const LIVE = new Set(["track", "position"]);
 
 export class History {

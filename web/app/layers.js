@@ -142,44 +142,13 @@ export async function loadBasemap(map) {
   }
 }
 
-const parsed = new WeakMap();
-export function detailOf(item) {
-  let doc = parsed.get(item);
-  if (doc === undefined) {
-    // DOMParser in XML mode builds an inert document: nothing in it runs or loads.
-    const xml = new DOMParser().parseFromString(`<detail>${item.detail || ""}</detail>`, "application/xml");
-    doc = xml.getElementsByTagName("parsererror").length ? null : xml.documentElement;
-    parsed.set(item, doc);
-  }
-  return doc;
-}
+// What each item's detail says is read once by the hub (commonsky/hub/pagejson.py) and
+// arrives typed: `geometry` is GeoJSON ([lon, lat]; a circle is a Point with `radius_m`, a
+// route corridor a LineString with `width_m`), the extensions are plain objects. The page
+// never parses the CoT detail XML.
 
-function child(doc, name) {
-  return doc ? doc.getElementsByTagName(name)[0] || null : null;
-}
-
-function jsonIn(doc, name) {
-  const node = child(doc, name);
-  if (!node || !node.textContent.trim()) return null;
-  try { return JSON.parse(node.textContent); } catch { return null; }
-}
-
-function remarks(doc) {
-  const node = child(doc, "remarks");
-  return node ? node.textContent : "";
-}
-
-// Vertices of a drawing: <link point="lat,lon[,hae]"/> in order.
-function vertices(doc) {
-  if (!doc) return [];
-  const out = [];
-  for (const link of doc.getElementsByTagName("link")) {
-    const raw = link.getAttribute("point");
-    if (!raw) continue;
-    const [lat, lon] = raw.split(",").map(Number);
-    if (Number.isFinite(lat) && Number.isFinite(lon)) out.push([lat, lon]);
-  }
-  return out;
+function latLngs(coords) {
+  return (coords || []).map(([lon, lat]) => [lat, lon]);
 }
 
 function popup(title, lines) {
@@ -190,36 +159,37 @@ function popup(title, lines) {
 }
 
 function airspaceLayer(item, own) {
-  const doc = detailOf(item);
-  const ext = child(doc, "csky_airspace");
-  const attr = (name) => (ext ? ext.getAttribute(name) : null);
+  const a = item.airspace || {};
   const colour = partyColour(item.party, own);
-  const what = attr("item") || (item.category === "site" ? "site" : "volume");
-  const levels = attr("floor_m") || attr("ceiling_m")
-    ? `${attr("floor_m") ?? "?"}–${attr("ceiling_m") ?? "?"} m`
-    : attr("floor_fl") ? `FL${attr("floor_fl")}–FL${attr("ceiling_fl")}` : "";
-  const sides = attr("left_party") ? `left ${attr("left_party")}, right ${attr("right_party")}` : "";
+  const what = a.item || (item.category === "site" ? "site" : "volume");
+  const levels = a.floor_m != null || a.ceiling_m != null
+    ? `${a.floor_m ?? "?"}–${a.ceiling_m ?? "?"} m`
+    : a.floor_fl != null ? `FL${a.floor_fl}–FL${a.ceiling_fl}` : "";
+  const sides = a.left_party ? `left ${a.left_party}, right ${a.right_party}` : "";
   const info = popup(`${item.callsign || item.uid}`, [
-    `${item.party} ${what}${attr("kind") ? ` (${attr("kind")})` : ""}`, levels, sides,
+    `${item.party} ${what}${a.kind ? ` (${a.kind})` : ""}`, levels, sides,
     `until ${fmtTime(item.stale)}`,
   ]);
-  const pts = vertices(doc);
+  const g = item.geometry;
   let layer;
-  const radius = Number(attr("radius_m")) || Number(child(doc, "ellipse")?.getAttribute("major"));
-  if (item.type.startsWith("u-d-c") || item.type.startsWith("u-d-p") || item.type.startsWith("b-m-p-s-p-i") || pts.length < 2) {
+  if (!g || g.type === "Point") {
     // Circles and sites; also a generalized drawing (details stripped): its approximate spot.
-    const r = radius || (pts.length < 2 && item.ce < 9999999 ? item.ce : 1000);
-    layer = L.circle([item.lat, item.lon], {
-      radius: r, color: colour, weight: what === "site" ? 2 : 1.5, fillOpacity: 0.12,
-      dashArray: what === "site" ? "2 4" : null,
+    const centre = g ? latLngs([g.coordinates])[0] : [item.lat, item.lon];
+    layer = L.circle(centre, {
+      radius: (g && g.radius_m) || 1000, color: colour, weight: what === "site" ? 2 : 1.5,
+      fillOpacity: 0.12, dashArray: what === "site" ? "2 4" : null,
     });
-  } else if (pts.length >= 4 && pts[0][0] === pts[pts.length - 1][0] && pts[0][1] === pts[pts.length - 1][1]) {
-    layer = L.polygon(pts, { color: colour, weight: 1.5, fillOpacity: 0.12 });
-  } else if (what === "line") {
-    layer = L.polyline(pts, { color: colour, weight: 3, dashArray: "10 6" });
+  } else if (g.type === "Polygon") {
+    layer = L.polygon(latLngs(g.coordinates[0]), { color: colour, weight: 1.5, fillOpacity: 0.12 });
+  } else if (g.width_m == null) {
+    layer = L.polyline(latLngs(g.coordinates), { color: colour, weight: 3, dashArray: "10 6" }); // a line
   } else {
-    layer = L.polyline(pts, { color: colour, weight: 6, opacity: 0.45 }); // route corridor
+    layer = L.polyline(latLngs(g.coordinates), { color: colour, weight: 6, opacity: 0.45 }); // route corridor
   }
+  // For the tests: what was drawn, in the hub's terms.
+  const shape = !g || g.type === "Point" ? "circle" : g.type === "Polygon" ? "polygon" : g.width_m == null ? "line" : "corridor";
+  const vertices = !g || g.type === "Point" ? 1 : g.type === "Polygon" ? g.coordinates[0].length : g.coordinates.length;
+  layer.area = { uid: item.uid, shape, vertices, radius_m: layer.getRadius ? layer.getRadius() : null };
   return layer.bindPopup(info);
 }
 
@@ -227,22 +197,17 @@ function airspaceLayer(item, own) {
 // position) with the thumbnail, who published it and when it was taken. A generalized one has
 // only a coarse footprint: drawn dashed, no picture.
 function imageryLayer(item, own) {
-  const doc = detailOf(item);
   const colour = partyColour(item.party, own);
-  const ev = child(doc, "csky_evidence");
-  const fp = child(doc, "csky_footprint");
-  const ring = fp
-    ? [...fp.getElementsByTagName("vertex")].map((v) => [Number(v.getAttribute("lat")), Number(v.getAttribute("lon"))])
-    : [];
+  const ev = item.evidence;
+  const ring = item.geometry && item.geometry.type === "Polygon" ? latLngs(item.geometry.coordinates[0]) : [];
   const box = el("div");
   box.append(el("strong", {}, ev ? `${item.party} photograph` : `${item.party} photograph (where and when only)`));
-  const thumb = child(doc, "csky_thumbnail");
-  if (thumb && thumb.textContent) {
+  if (item.thumbnail) {
     const img = el("img", { className: "thumb", alt: "thumbnail" });
-    img.src = `data:image/jpeg;base64,${thumb.textContent.trim()}`;
+    img.src = `data:image/jpeg;base64,${item.thumbnail}`;
     box.append(img);
   }
-  const get = (name) => (ev ? ev.getAttribute(name) : null);
+  const get = (name) => (ev ? ev[name] : null);
   for (const line of [
     get("captured") ? `taken ${get("captured")}` : `time ${fmtTime(item.time)}`,
     get("user") ? `published by ${item.party}/${get("user")} ${get("published") || ""}` : "",
@@ -254,46 +219,40 @@ function imageryLayer(item, own) {
   } else {
     layer = L.circleMarker([item.lat, item.lon], { color: colour, radius: 7, weight: 2, fillOpacity: 0.5 });
   }
-  layer.photo = { uid: item.uid, party: item.party, full: Boolean(ev), thumbnail: Boolean(thumb), corners: ring.length };
+  layer.photo = { uid: item.uid, party: item.party, full: Boolean(ev), thumbnail: Boolean(item.thumbnail), corners: ring.length };
   return layer.bindPopup(box);
 }
 
 function conflictLayer(item) {
-  const doc = detailOf(item);
-  const notice = jsonIn(doc, "csky_conflict");
-  const text = remarks(doc);
+  const notice = item.notice;
+  const text = item.remarks || "";
   const info = popup("CONFLICT", [text, notice && `with ${notice.other_party}`]);
   const style = { color: CONFLICT, weight: 2.5, fillColor: CONFLICT, fillOpacity: 0.35 };
-  if (notice && notice.geometry) {
-    return L.geoJSON(notice.geometry, {
-      style, pointToLayer: (_f, ll) => L.circleMarker(ll, { ...style, radius: 9 }),
-    }).bindPopup(info);
-  }
-  return L.circleMarker([item.lat, item.lon], { ...style, radius: 10 }).bindPopup(info);
-}
-
-function ringOf(lonlat) {
-  return (lonlat || []).map(([lon, lat]) => [lat, lon]);
+  const layer = item.geometry
+    ? L.geoJSON(item.geometry, { style, pointToLayer: (_f, ll) => L.circleMarker(ll, { ...style, radius: 9 }) })
+    : L.circleMarker([item.lat, item.lon], { ...style, radius: 10 });
+  // For the tests: what was drawn.
+  layer.conflict = { uid: item.uid, other: notice?.other_party ?? null, area: item.geometry?.type ?? null };
+  return layer.bindPopup(info);
 }
 
 function launchLayer(item) {
-  const doc = detailOf(item);
   const group = L.featureGroup();
-  const fused = jsonIn(doc, "csky_fused");
+  const fused = item.fused;
   if (fused) {
     const lines = [`from ${(fused.parties || []).join(", ")}`, `${fused.n_points} points`];
     const style = { color: LAUNCH, weight: 2, fillOpacity: 0.25 };
     if (fused.launch?.polygon) {
-      L.polygon(ringOf(fused.launch.polygon), { ...style, dashArray: "4 3" }).addTo(group);
+      L.polygon(latLngs(fused.launch.polygon), { ...style, dashArray: "4 3" }).addTo(group);
     }
-    if (fused.impact?.polygon) L.polygon(ringOf(fused.impact.polygon), style).addTo(group);
+    if (fused.impact?.polygon) L.polygon(latLngs(fused.impact.polygon), style).addTo(group);
     const a = fused.launch?.ellipse, b = fused.impact?.ellipse;
     if (a && b) L.polyline([[a.lat, a.lon], [b.lat, b.lon]], { color: LAUNCH, weight: 1.5, dashArray: "6 6" }).addTo(group);
     if (b) lines.push(`impact ${b.lat.toFixed(2)}, ${b.lon.toFixed(2)} ±${(b.semi_major_m / 1000).toFixed(1)} km`);
     group.bindPopup(popup(`Launch event ${fused.event_id}`, lines));
     return group;
   }
-  const report = jsonIn(doc, "csky_launch");
+  const report = item.report;
   if (report && Array.isArray(report.points)) {
     // A raw sensor report this party may see: its observed points as a dotted trace.
     L.polyline(report.points.map((p) => [p.lat, p.lon]), { color: LAUNCH, weight: 2, dashArray: "1 5" })
@@ -323,11 +282,10 @@ function fetchCapAreas(identifier) {
 }
 
 function alertLayer(item) {
-  const doc = detailOf(item);
-  const cap = child(doc, "csky_cap");
-  const identifier = cap ? cap.getAttribute("identifier") : null;
+  const cap = item.cap;
+  const identifier = cap ? cap.identifier : null;
   const group = L.featureGroup();
-  const info = popup(`ALERT ${cap?.getAttribute("msgType") || ""}`, [remarks(doc), `from ${item.party}`]);
+  const info = popup(`ALERT ${cap?.msgType || ""}`, [item.remarks || "", `from ${item.party}`]);
   group.bindPopup(info);
   L.circleMarker([item.lat, item.lon], { color: ALERT, radius: 6, weight: 2 }).addTo(group);
   if (identifier) {
@@ -347,6 +305,8 @@ export class Overlays {
     this.layers = new Map(); // uid -> {item, layer, kind}
     this.counts = {};
     this.photos = [];
+    this.shapes = [];
+    this.conflicts = [];
   }
 
   // `state` is History.at(T): items in force, by category.
@@ -384,6 +344,8 @@ export class Overlays {
     for (const have of this.layers.values()) if (have.kind === "conflict") have.layer.bringToFront?.();
     this.counts = counts;
     this.photos = [...this.layers.values()].filter((h) => h.kind === "imagery").map((h) => h.layer.photo);
+    this.shapes = [...this.layers.values()].filter((h) => h.kind === "airspace").map((h) => h.layer.area);
+    this.conflicts = [...this.layers.values()].filter((h) => h.kind === "conflict").map((h) => h.layer.conflict);
     return counts;
   }
 }

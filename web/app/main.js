@@ -206,6 +206,8 @@ async function start({ api, me }) {
     labels: tracks.labels.slice(),
     counts: overlays.counts,
     photos: overlays.photos.slice(),
+    shapes: overlays.shapes.slice(),
+    conflicts: overlays.conflicts.slice(),
     hotline: panels.messages.map((m) => ({ id: m.id, from: m.from, to: m.to, acks: m.acks })),
     recipients: panels.recipientIds.slice(),
     areas: areaList.map((a) => ({ ...a })),
