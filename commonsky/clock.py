@@ -22,13 +22,25 @@ class ScenarioClock:
 
     scenario = True  # the hub says so to the map page (/api/me "clock")
 
-    def __init__(self, rate: float, origin: float | None = None, until: float | None = None) -> None:
+    def __init__(
+        self, rate: float, origin: float | None = None, until: float | None = None
+    ) -> None:
         if not rate > 0 or not math.isfinite(rate):
             raise ValueError(f"clock rate {rate!r}: must be a positive number")
         self._rate = rate
         self._wall0 = time.time() if origin is None else origin
         self._virtual0 = self._wall0
         self._until = math.inf if until is None else max(until, self._wall0)
+
+    @property
+    def origin(self) -> float:
+        """Wall-clock epoch seconds at which the compressed span starts."""
+        return self._wall0
+
+    @property
+    def until(self) -> float | None:
+        """The reading at which the clock goes back to real speed (None: never)."""
+        return None if math.isinf(self._until) else self._until
 
     @property
     def rate(self) -> float:

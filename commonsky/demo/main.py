@@ -151,7 +151,8 @@ async def run_demo(
                 await asyncio.sleep(0.25)
         # The scenarios are over: from here the clock runs in real time, so the final picture
         # stays on the map (and in the screenshots) instead of going stale at `speed`.
-        runner.clock.relax()
+        if not isinstance(runner, FederatedRunner):  # (its hubs' clocks relax by themselves)
+            runner.clock.relax()
         if not play.done():
             play.cancel()
         await asyncio.gather(play, return_exceptions=True)
@@ -162,7 +163,8 @@ async def run_demo(
         played_s = max(0.0, (runner.clock() - runner.start_wall)) if runner.start_wall else 0.0
         unfinished = [s.name for s in scenarios if not runner.played[s.name].finished]
         if isinstance(runner, FederatedRunner):
-            ledger_ok = check_ledgers(runner, data_dir)
+            await runner.collect()  # each hub's answers, over its HTTP API
+            ledger_ok = await check_ledgers(runner, data_dir)
         else:
             ledger_ok = check_ledger(runner, data_dir)
         results = [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios]
@@ -184,6 +186,7 @@ async def run_demo(
                 "hubs": {name: list(parties) for name, parties in runner.layout.hubs.items()},
                 "links": [f"{a}->{b}" for a, b in runner.layout.links],
                 "receipts_proven": runner.proven,
+                "processes": {name: p.pid for name, p in runner.procs.items()},
             }
             if runner.layout.terms:
                 summary["federated"]["private"] = private_summary(runner)
