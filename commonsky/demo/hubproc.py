@@ -46,7 +46,9 @@ def toml_value(value: Any) -> str:
             raise ValueError(f"{value!r} has no TOML form here")
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # JSON's escapes are TOML basic string escapes
+        # JSON's escapes are TOML basic string escapes; TOML also wants DEL escaped, and
+        # characters past U+FFFF written as themselves (not as surrogate pairs).
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(f"{value!r}: a configuration time needs its offset")
