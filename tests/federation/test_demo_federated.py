@@ -1,6 +1,6 @@
 """`commonsky demo --federated`: Korea on three sovereign hubs (JPN, KOR, USA), each its
-own process, linked bilaterally over TAK Federation v2; the same checks as on one hub, every hub's ledger, and
-the receipts proven across them."""
+own process, linked bilaterally over TAK Federation v2; the same checks as on one hub,
+every hub's ledger, and the receipts proven across them."""
 
 from __future__ import annotations
 
