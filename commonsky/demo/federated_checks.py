@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from commonsky.demo.layouts import FederatedRun
 from commonsky.demo.scenario import Scenario
-
-if TYPE_CHECKING:
-    from commonsky.demo.federated import FederatedRunner
 
 
 def received_outside(folder: Path) -> tuple[int, float]:
@@ -47,7 +45,7 @@ def received_outside(folder: Path) -> tuple[int, float]:
     return pieces, outside
 
 
-def private_summary(runner: FederatedRunner) -> dict[str, Any]:
+def private_summary(runner: FederatedRun) -> dict[str, Any]:
     """Per hub: its private rounds by outcome (its /metrics), the last round's figures (as
     the hub showed them to its own duty officers), and the independent check of its store
     and its log: no plan (airspace, site) of the other hub's parties in its store (read
@@ -104,7 +102,7 @@ def _planar_apart(g1: dict[str, Any] | None, g2: dict[str, Any] | None) -> float
     return float(p1.hausdorff_distance(p2))
 
 
-def single_hub_truth(runner: FederatedRunner, scenario: Scenario) -> list[Any]:
+def single_hub_truth(runner: FederatedRun, scenario: Scenario) -> list[Any]:
     """The conflicts the single-hub engine raises between parties of different hubs, from
     the scenario's airspace as played (hub clock), recast as the desk tells them."""
     from commonsky.deconflict.engine import ConflictEngine
@@ -147,13 +145,12 @@ def single_hub_truth(runner: FederatedRunner, scenario: Scenario) -> list[Any]:
     ]
 
 
-def cross_hub_conflicts(runner: FederatedRunner, scenario: Scenario) -> tuple[bool, str]:
+def cross_hub_conflicts(runner: FederatedRun, scenario: Scenario) -> tuple[bool, str]:
     """Every conflict the single-hub engine raises between the two hubs' parties reached
     both parties' duty officers, each on its own hub, while the conflict was still to end,
     with the single hub's conflicts-only overlap (within 50 m: the grid's resolution is
     ~9.9 km; the private pieces are clipped with a 5 m margin and resampled every km)."""
     from commonsky.deconflict.notice import notice_for
-    from commonsky.demo.checks import _received
     from commonsky.desks.deconfliction import canonical_geometry
 
     truth = single_hub_truth(runner, scenario)
@@ -165,7 +162,9 @@ def cross_hub_conflicts(runner: FederatedRunner, scenario: Scenario) -> tuple[bo
             expected = notice_for(c, own.party, "conflicts-only")
             got = [
                 (n, r)
-                for r in _received(runner, own.party)
+                for client in runner.clients.values()
+                if client.party == own.party
+                for r in client.received
                 if r.event.type == "t-x-csky-conflict"
                 for n in _notices_of(r)
                 if n["kind"] == c.kind and n["other_party"] == other.party
@@ -196,7 +195,7 @@ def _notices_of(r: Any) -> list[dict[str, Any]]:
     return [json.loads(node.text)] if node is not None and node.text else []
 
 
-def unjudge(runner: FederatedRunner, result: dict[str, Any]) -> None:
+def unjudge(runner: FederatedRun, result: dict[str, Any]) -> None:
     """Mark the checks this layout cannot meet by design (with why); `all_held` over the
     rest."""
     names = {c["name"] for c in result["checks"]}
@@ -212,7 +211,7 @@ def unjudge(runner: FederatedRunner, result: dict[str, Any]) -> None:
     result["all_held"] = all(c["held"] for c in judged)
 
 
-def private_checks(runner: FederatedRunner, scenario: Scenario) -> list[dict[str, Any]]:
+def private_checks(runner: FederatedRun, scenario: Scenario) -> list[dict[str, Any]]:
     """The checks of a scenario on hubs that deconflict privately (issue #18)."""
     held, observed = cross_hub_conflicts(runner, scenario)
     private = private_summary(runner)
@@ -247,7 +246,7 @@ def private_checks(runner: FederatedRunner, scenario: Scenario) -> list[dict[str
     ]
 
 
-def threads_across(runner: FederatedRunner, scenario: Scenario) -> tuple[bool, str]:
+def threads_across(runner: FederatedRun, scenario: Scenario) -> tuple[bool, str]:
     """Every conflict between the hubs has a hotline thread on each side's hub (one
     conflict id), every one acknowledged by its recipients: together, by both sides."""
     by_conflict: dict[str, list[Any]] = {}

@@ -19,23 +19,19 @@ Rules (DESIGN.md §5, issue #17):
   order, before anything new. Live positions are not queued while a link is down; the
   current ones are sent when it returns.
 
-The seam with the hub core is the class `HubSeam` below, and nothing else: one desk that
-only observes (`Hub.add_desk`), `accept`, `transaction`, routing and rendering, the store's
-cursors.
+The seam with the hub core is `HubSeam` (seam.py), and nothing else. Acknowledgements and
+signed receipts are acks.py's; the per-link metrics linkmetrics.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from commonsky.errors import RemoteProtocolError
@@ -43,11 +39,16 @@ from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_delete
 from commonsky.protocol.cot import encode_event
 
 from . import federation_pb2 as pb
-from .link import Dialer, HubIdentity, Link, Listener
-from .mapping import Envelope, absolute_names, ack, delete_event, federated, receive
+from .acks import Acks
+from .dial import Dialer
+from .link import HubIdentity, Link
+from .linkmetrics import LinkMetrics
+from .listen import Listener
+from .mapping import Envelope, absolute_names, delete_event, federated, receive
 from .peers import FederateConfig
-from .private import PrivateDesk, is_private
-from .receipts import KIND_ACK, KIND_RECEIPT, parse_receipt, receipt_json
+from .private import PrivateDesk
+from .private_wire import is_private
+from .seam import CURSOR_IN, CURSOR_OUT, ORIGIN, HubSeam
 
 if TYPE_CHECKING:
     from commonsky.config import HubConfig
@@ -57,12 +58,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commonsky.federation")
 
-ORIGIN = "fed:"  # Item.origin of what came over a link: "fed:<link>"
-CURSOR_IN, CURSOR_OUT = "fed-in", "fed-out"
-ACK_DELAY_S = 0.05  # acknowledgements are batched over this long
 PAGE = 256  # stored items read per page while a link catches up
 #: What never crosses a link with private deconfliction: the plans the round replaces.
 PLANS = (Category.AIRSPACE, Category.SITE)
+__all__ = ["CURSOR_IN", "CURSOR_OUT", "ORIGIN", "Federation", "HubSeam", "build"]
 
 
 @dataclass
@@ -73,97 +72,6 @@ class _Out:
     position: int = 0
     next_seq: int = 0
     live: list[Item] = field(default_factory=list)
-
-
-_watchers = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class _Watcher:
-    """A desk that only observes (hub/desk.py): what federation needs of every item."""
-
-    name: str
-    observer: Callable[[Item, dict[str, Disclosure]], None]
-    categories: tuple[Category, ...] = ()
-
-    def check(self, party: str, event: CotEvent) -> None:
-        return None
-
-    def observe(
-        self, item: Item, routes: dict[str, Disclosure], parsed: object | None = None
-    ) -> None:
-        self.observer(item, routes)
-
-
-class HubSeam:
-    """Everything federation asks of the hub core, in one place."""
-
-    def __init__(self, hub: Hub, recorder: LedgerRecorder | None = None) -> None:
-        self.hub = hub
-        self.recorder = recorder  # the hub's ledger (signed receipts), if it keeps one
-
-    def ledger_seq(self, item: Item) -> int | None:
-        """The ledger entry of a durable item just accepted (None without a ledger)."""
-        if self.recorder is None:
-            return None
-        return self.recorder.seq_of.get((item.party, item.uid, item.seq))
-
-    def sign_checkpoint(self) -> dict[str, Any] | None:
-        if self.recorder is None:
-            return None
-        return self.recorder.ledger.checkpoint().to_json()
-
-    def consistency(self, old: int, new: int) -> list[str]:
-        """RFC 6962 consistency proof of our log from size `old` to `new`, as hex."""
-        assert self.recorder is not None
-        return [p.hex() for p in self.recorder.ledger.consistency_proof(old, new)]
-
-    def record(self, kind: str, audience: list[str], payload: dict[str, Any]) -> None:
-        if self.recorder is not None:
-            with self.hub.transaction():
-                self.recorder.record_fact(kind, HUB, audience, payload, self.hub.clock())
-
-    def watch(self, observer: Callable[[Item, dict[str, Disclosure]], None]) -> None:
-        self.hub.add_desk(_Watcher(f"federation#{next(_watchers)}", observer))
-
-    def accept(
-        self, party: str, user: str, event: CotEvent, audience: tuple[str, ...], origin: str
-    ) -> Item:
-        return self.hub.accept(party, user, event, audience=audience, origin=origin)
-
-    def transaction(self) -> contextlib.AbstractContextManager[None]:
-        return self.hub.transaction()
-
-    def route(self, item: Item) -> dict[str, Disclosure]:
-        return self.hub.route(item, self.hub.clock())
-
-    def render(self, item: Item, party: str, level: Disclosure) -> CotEvent:
-        """`item` as `party` may see it (generalized, or full under its names)."""
-        variant = "gen" if level is Disclosure.GENERALIZED else f"full:{party}"
-        return self.hub.event_for(item, variant)
-
-    def live_items(self) -> list[Item]:
-        now = self.hub.clock()
-        return [r.item for r in list(self.hub.live.values()) if r.item.event.stale > now]
-
-    def stored_since(self, seq: int) -> Iterator[Item]:
-        return self.hub.store.since(seq)
-
-    def cursor(self, name: str, link: str) -> int:
-        return self.hub.store.cursor(name, link)
-
-    def set_cursor(self, name: str, link: str, position: int) -> None:
-        with self.hub.transaction():
-            self.hub.store.set_cursor(name, link, position)
-
-    def clock(self) -> float:
-        return self.hub.clock()
-
-    def parties(self) -> frozenset[str]:
-        return frozenset(self.hub.policy.parties) | {HUB}
-
-    def log_limited(self, reason: str, key: str, msg: str, *args: object) -> None:
-        self.hub.log_limited(log, reason, key, msg, *args)
 
 
 class Federation:
@@ -191,13 +99,7 @@ class Federation:
         self.out: dict[str, _Out] = {}  # link -> what its session has been given
         self.sent_names: dict[tuple[str, str, str], set[str]] = {}  # (link, party, uid)
         self.refused: dict[tuple[str, str], int] = {}  # (link, reason) -> count
-        self.acked: dict[str, int] = {}
-        self._ack_due: dict[str, int] = {}
-        self._receipts: dict[str, list[tuple[int, int]]] = {}  # link -> (position, ledger seq)
-        self._signed_size: dict[str, int] = {}  # link -> size of the last head we gave it
-        self._peer_head: dict[str, tuple[bytes, int, bytes]] = {}  # link -> key, size, root
-        self.forks: dict[str, int] = {}  # link -> receipts refused as a fork
-        self._heads_only: set[str] = set()  # links owed a signed head with no new entries
+        self.acks = Acks(seam, self.links, self.own)  # acknowledgements, signed receipts
         self._tasks: list[asyncio.Task[None]] = []
         self._delete_ids = itertools.count(1)
         self.listener: Listener | None = None
@@ -374,7 +276,7 @@ class Federation:
         try:
             got = receive(message)
             if got.ack is not None:
-                self._acknowledged(link, got.ack, got.receipt)
+                self.acks.acknowledged(link, got.ack, got.receipt)
             elif got.delete is not None:
                 party = self._party(link, "", got.delete.uid)
                 uid = f"{link.name}-delete-{next(self._delete_ids)}"
@@ -418,132 +320,16 @@ class Federation:
         if envelope.seq:
             position = envelope.position
             if position <= self.seam.cursor(CURSOR_IN, link.name):
-                self._ack(link, position)  # applied before: say so again
+                self.acks.ack(link, position)  # applied before: say so again
                 return
             with self.seam.transaction():
                 item = self.seam.accept(party, origin, event, to, origin)
                 self.seam.set_cursor(CURSOR_IN, link.name, position)  # (joins the block)
-            ledger_seq = self.seam.ledger_seq(item) if item.seq else None
-            if ledger_seq is not None:
-                self._receipts.setdefault(link.name, []).append((position, ledger_seq))
-            self._ack(link, position)
+            self.acks.applied(link, position, self.seam.ledger_seq(item) if item.seq else None)
         else:
             self.seam.accept(party, origin, event, to, origin)
 
-    def _ack(self, link: Link, position: int) -> None:
-        if not link.peer_is_commonsky:
-            return
-        first = link.name not in self._ack_due
-        self._ack_due[link.name] = max(position, self._ack_due.get(link.name, 0))
-        if first:
-            with contextlib.suppress(RuntimeError):  # (no loop: tests without I/O)
-                asyncio.get_running_loop().call_later(ACK_DELAY_S, self._flush_acks)
-
-    def _flush_acks(self) -> None:
-        """Acknowledge what was applied since the last time, each link with a receipt: the
-        ledger entries of those items under one checkpoint we sign, recorded here too."""
-        due, self._ack_due = self._ack_due, {}
-        checkpoint = None
-        for name, position in due.items():
-            entries = self._receipts.pop(name, [])
-            text = ""
-            heads_only = name in self._heads_only
-            self._heads_only.discard(name)
-            if entries or heads_only:
-                checkpoint = checkpoint or self.seam.sign_checkpoint()
-                if checkpoint is not None:
-                    # With a proof that our log still extends the one we signed for this
-                    # peer last time: a hub that rewrote its past is caught as it answers.
-                    since = self._signed_size.get(name, 0)
-                    proof = self.seam.consistency(since, checkpoint["size"]) if since else []
-                    self._signed_size[name] = checkpoint["size"]
-                    text = receipt_json(entries, checkpoint, since, proof)
-                    self.seam.record(
-                        KIND_ACK,
-                        list(self.links[name].config.parties),
-                        {"link": name, "entries": entries, "checkpoint_size": checkpoint["size"]},
-                    )
-            self.links[name].send(ack(position, self.seam.clock(), text))
-
-    def _acknowledged(self, link: Link, position: int, receipt: str) -> None:
-        """The peer applied everything up to `position`: move the cursor; record its
-        signed receipt in our ledger once its signature holds."""
-        if receipt:
-            from commonsky.ledger.entry import EntryError
-            from commonsky.ledger.log import SignedCheckpoint
-
-            parsed = parse_receipt(receipt)
-            try:
-                head = SignedCheckpoint.from_json(parsed.checkpoint) if parsed else None
-            except EntryError:
-                head = None
-            if parsed is None or head is None or not head.verify():
-                raise RemoteProtocolError("bad_receipt", "a receipt that does not verify")
-            self._check_fork(link, head, parsed.since, parsed.consistency)
-            entries, checkpoint = parsed.entries, parsed.checkpoint
-            self.seam.record(
-                KIND_RECEIPT,
-                sorted(self.own),
-                {
-                    "link": link.name,
-                    "entries": [list(e) for e in entries],
-                    "checkpoint": checkpoint,
-                },
-            )
-        self.acked[link.name] = position
-        self.seam.set_cursor(CURSOR_OUT, link.name, position)
-
-    def _check_fork(self, link: Link, head: Any, since: int, proof: list[bytes]) -> None:
-        """The peer's new signed head must extend the last one it gave us (same key)."""
-        from commonsky.ledger import merkle
-
-        last = self._peer_head.get(link.name)
-        if (
-            last is not None
-            and last[0] == head.hub_key
-            and last[1] == since
-            and not merkle.verify_consistency(since, head.size, last[2], head.root, proof)
-        ):
-            self.forks[link.name] = self.forks.get(link.name, 0) + 1
-            log.error(
-                "federation link %s: FORK: the peer's log of size %d does not extend the "
-                "one of size %d it signed before; its receipts are refused",
-                link.name,
-                head.size,
-                since,
-            )
-            raise RemoteProtocolError("fork", "the peer's log does not extend its last head")
-        self._peer_head[link.name] = (head.hub_key, head.size, head.root)
-
     # ---- running -------------------------------------------------------------------------
-
-    def send_head(self, name: str) -> None:
-        """Our signed head (and consistency proof) to one CommonSky peer now."""
-        link = self.links[name]
-        if link.up and link.peer_is_commonsky and self.seam.recorder is not None:
-            self._ack_due.setdefault(name, self.seam.cursor(CURSOR_IN, name))
-            self._receipts.setdefault(name, [])
-            self._heads_only.add(name)
-            self._flush_acks()
-
-    def exchange_checkpoints(self) -> None:
-        """Give every CommonSky peer our signed head (with the consistency proof from the
-        last one it got), whether or not durable items flowed: each side's ledger records
-        the other's heads, and a fork is caught within one period (`timeout_checkpoint_s`)."""
-        for name, link in self.links.items():
-            if link.up and link.peer_is_commonsky and name not in self._ack_due:
-                self._ack_due[name] = self.seam.cursor(CURSOR_IN, name)
-                self._receipts.setdefault(name, [])
-                self._heads_only.add(name)
-        self._flush_acks()
-
-    async def _exchange(self, every: float) -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                self.exchange_checkpoints()
-            except Exception:  # our bug: logged, the links and the hub go on
-                log.exception("federation: checkpoint exchange failed")
 
     async def start(
         self,
@@ -564,7 +350,7 @@ class Federation:
                 dialer.start()
                 self.dialers.append(dialer)
         if checkpoint_s > 0 and self.seam.recorder is not None:
-            self._tasks.append(asyncio.create_task(self._exchange(checkpoint_s)))
+            self._tasks.append(asyncio.create_task(self.acks.run(checkpoint_s)))
         if self.private is not None:
             self.private.start()
         return bound
@@ -584,72 +370,12 @@ class Federation:
         if listener is not None:
             await listener.stop()
 
+    def send_head(self, name: str) -> None:
+        """Our signed head to one CommonSky peer now (private rounds commit with it)."""
+        self.acks.send_head(name)
+
     def collector(self) -> Collector:
-        return _LinkMetrics(self)
-
-
-class _LinkMetrics(Collector):
-    """`/metrics` per link: state, items in/out, refused, reconnects, lag."""
-
-    def __init__(self, federation: Federation) -> None:
-        self.f = federation
-
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "commonsky_federation_link_up", "1 while the link is up.", labels=["link"]
-        )
-        inbound = CounterMetricFamily(
-            "commonsky_federation_items_in", "Messages received on a link.", labels=["link"]
-        )
-        outbound = CounterMetricFamily(
-            "commonsky_federation_items_out", "Messages queued to a link.", labels=["link"]
-        )
-        refused = CounterMetricFamily(
-            "commonsky_federation_refused",
-            "Messages refused from a link, by reason.",
-            labels=["link", "reason"],
-        )
-        reconnects = CounterMetricFamily(
-            "commonsky_federation_reconnects",
-            "Sessions that replaced an earlier one.",
-            labels=["link"],
-        )
-        pending = GaugeMetricFamily(
-            "commonsky_federation_pending",
-            "Messages queued to a link, not yet written.",
-            labels=["link"],
-        )
-        lag = GaugeMetricFamily(
-            "commonsky_federation_lag_seconds",
-            "Seconds since the last message from the peer.",
-            labels=["link"],
-        )
-        unacked = GaugeMetricFamily(
-            "commonsky_federation_unacked",
-            "Durable copies sent and not yet acknowledged (CommonSky peers).",
-            labels=["link"],
-        )
-        now = time.time()
-        for name, link in self.f.links.items():
-            up.add_metric([name], 1.0 if link.up else 0.0)
-            inbound.add_metric([name], link.items_in)
-            outbound.add_metric([name], link.items_out)
-            reconnects.add_metric([name], link.reconnects)
-            session = link.session
-            pending.add_metric([name], session.queue.qsize() if session is not None else 0)
-            lag.add_metric([name], now - link.last_in if link.last_in else 0.0)
-            given = self.f.out[name].position if name in self.f.out else 0
-            sent = given >> 10
-            acked = self.f.acked.get(name, given) >> 10
-            unacked.add_metric([name], max(0, sent - acked))
-        for (name, reason), count in self.f.refused.items():
-            refused.add_metric([name, reason], count)
-        for name, link in self.f.links.items():
-            if link.dropped:
-                refused.add_metric([name, "dropped_live_over_limit"], link.dropped)
-            if link.internal_errors:
-                refused.add_metric([name, "internal_error"], link.internal_errors)
-        yield from (up, inbound, outbound, refused, reconnects, pending, lag, unacked)
+        return LinkMetrics(self)
 
 
 def build(

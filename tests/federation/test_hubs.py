@@ -292,7 +292,7 @@ async def test_signed_heads_are_exchanged_periodically(tmp_path: Path) -> None:
 
             await _until(lambda: heads("usa") >= 3 and heads("jpn") >= 3)
             fed = usa.server.federation
-            assert fed is not None and fed.forks == {}
+            assert fed is not None and fed.acks.forks == {}
             paths = {name: tmp_path / f"{name}.jsonl" for name in ledgers}
             for name, ledger in ledgers.items():
                 ledger_export.export(ledger, paths[name])
