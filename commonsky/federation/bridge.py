@@ -1,16 +1,27 @@
 """The hub side of federation: what leaves on a link, what is accepted from one.
 
 Rules (DESIGN.md §5, issue #17):
-- **Out**: only items of this hub's own parties leave (not the hub's own notices, which each
-  hub makes from what its parties may see, and never an item that came over a link: no
-  relaying, so nothing can loop; provenance and hop count are carried and checked all the
-  same for TAK Server meshes). An item leaves on a link only when an agreement entitles a
-  party behind that link, in the form that party may see (`full` under its names, or
-  `generalized`) — made here, before it leaves. Each distinct form crosses once, addressed
-  (`<_csky_fed to=…>`) to the parties it is for; the peer delivers it to exactly those.
-- **In**: an item is attributed to a party the link speaks for (`[[federate]] parties`),
+- **Out**: items of this hub's own parties leave (not the hub's own notices, which each hub
+  makes from what its parties may see). An item leaves on a link only when an agreement
+  entitles a party behind that link, in the form that party may see (`full` under its
+  names, or `generalized`) — made here, before it leaves. Each distinct form crosses once,
+  addressed (`<_csky_fed to=…>`) to the parties it is for; the peer delivers it to exactly
+  those.
+- **Relaying** (more than one link): a `[[federate]]` may name, beside the peer's own
+  `parties`, the parties of hubs beyond it that it `relay`s for. A form addressed to them
+  crosses only together with a party of the peer's own — the peer holds only what its own
+  parties may see, so a form only for parties beyond it never leaves (docs/federation.md,
+  "Relaying"). The peer delivers the copy to its own addressees and sends it on, as it
+  holds it, to each addressee behind another of its links whom its own agreements entitle
+  too (never back on the link it came by), under the same rules hop after hop.
+- **Nothing loops**: each copy carries TAK's provenance — the server ids of the hubs it
+  passed, ours last (kept with a relayed item in the store: `seam.origin_of`) — and its hop
+  count; a hub refuses a copy whose provenance holds its own id, never sends an item back
+  on the link it came by, and relays nothing that has passed `MAX_RELAY_HOPS` hubs.
+- **In**: an item is attributed to a party the link speaks for (`parties` and `relay`),
   from our envelope (`party=`) or, from a TAK Server (no envelope), the link's one party;
-  anything else is refused and logged. It is never forwarded.
+  anything else is refused and logged. A copy addressed to none of our own parties is
+  refused (`federate_audience`). A TAK Server's items (no addressees) are never relayed.
 - **Durable across outages**: each durable copy carries (sending hub's store seq, part). The
   receiver applies a copy only past its cursor `("fed-in", link)` and moves the cursor in the
   same transaction as the item (exactly once), then acknowledges; the sender moves its
@@ -48,7 +59,7 @@ from .mapping import Envelope, absolute_names, delete_event, federated, receive
 from .peers import FederateConfig
 from .private import PrivateDesk
 from .private_wire import is_private
-from .seam import CURSOR_IN, CURSOR_OUT, ORIGIN, HubSeam
+from .seam import CURSOR_IN, CURSOR_OUT, ORIGIN, HubSeam, came_over, origin_of
 
 if TYPE_CHECKING:
     from commonsky.config import HubConfig
@@ -59,6 +70,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.federation")
 
 PAGE = 256  # stored items read per page while a link catches up
+MAX_RELAY_HOPS = 8  # hubs an item may have passed and still be relayed on
 #: What never crosses a link with private deconfliction: the plans the round replaces.
 PLANS = (Category.AIRSPACE, Category.SITE)
 __all__ = ["CURSOR_IN", "CURSOR_OUT", "ORIGIN", "Federation", "HubSeam", "build"]
@@ -91,10 +103,10 @@ class Federation:
         self.identity = identity
         self.own = frozenset(own_parties) - {HUB}
         self.links: dict[str, Link] = {}
-        self.behind: dict[str, str] = {}  # remote party -> its link
+        self.behind: dict[str, str] = {}  # remote party -> the link it is reached by
         for config in federates:
             self.links[config.name] = Link(config, self, limit_queue=limit_queue)
-            for party in config.parties:
+            for party in config.speaks_for:
                 self.behind[party] = config.name
         self.out: dict[str, _Out] = {}  # link -> what its session has been given
         self.sent_names: dict[tuple[str, str, str], set[str]] = {}  # (link, party, uid)
@@ -109,22 +121,50 @@ class Federation:
 
     # ---- out ------------------------------------------------------------------------------
 
-    def _forms(
-        self, link: Link, item: Item, routes: dict[str, Disclosure]
-    ) -> list[tuple[CotEvent, list[str]]]:
-        """Each distinct form of `item` owed to parties behind `link`, with its parties."""
-        mine = [p for p in sorted(routes) if self.behind.get(p) == link.name]
-        if len(mine) == 1:  # (the usual case: nothing to compare)
-            return [(self.seam.render(item, mine[0], routes[mine[0]]), mine)]
-        forms: dict[bytes, tuple[CotEvent, list[str]]] = {}
-        for party in mine:
-            event = self.seam.render(item, party, routes[party])
-            forms.setdefault(encode_event(event), (event, []))[1].append(party)
-        return list(forms.values())
+    def _owed(self, link: Link, item: Item, routes: dict[str, Disclosure]) -> dict[str, Disclosure]:
+        """The parties behind `link` owed `item`, with their forms (the module rule):
+        for our own parties' items, those our agreements entitle; for an item that came
+        over another link, those it was addressed to here (its audience) whom our own
+        agreements entitle too — never back towards a hub it passed."""
+        came = came_over(item.origin)
+        if came is None:
+            if item.party not in self.own:
+                return {}  # the hub's own notices: each hub makes its own
+            return {p: d for p, d in routes.items() if self.behind.get(p) == link.name}
+        if came[0] == link.name or len(came[1]) >= MAX_RELAY_HOPS:
+            return {}
+        if is_deleted(item.event):  # (routes: the parties the deleted item reached)
+            return {p: d for p, d in routes.items() if self.behind.get(p) == link.name}
+        wanted = [p for p in item.audience if self.behind.get(p) == link.name]
+        if not wanted:
+            return {}
+        entitled = self.seam.route_own(item)
+        return {p: entitled[p] for p in wanted if p in entitled}
 
-    def _provenance(self) -> tuple[tuple[str, str], ...]:
+    def _forms(
+        self, link: Link, item: Item, owed: dict[str, Disclosure]
+    ) -> list[tuple[CotEvent, list[str]]]:
+        """Each distinct form of `item` owed to parties behind `link`, with its parties —
+        only forms a party of the peer's own sees: a form only for parties it relays for
+        would have the peer hold what none of its parties may see, so it never leaves."""
+        mine = sorted(owed)
+        if len(mine) == 1:  # (the usual case: nothing to compare)
+            forms = [(self.seam.render(item, mine[0], owed[mine[0]]), mine)]
+        else:
+            by_bytes: dict[bytes, tuple[CotEvent, list[str]]] = {}
+            for party in mine:
+                event = self.seam.render(item, party, owed[party])
+                by_bytes.setdefault(encode_event(event), (event, []))[1].append(party)
+            forms = list(by_bytes.values())
+        held = set(link.config.parties)
+        return [(event, parties) for event, parties in forms if held.intersection(parties)]
+
+    def _provenance(self, item: Item) -> tuple[tuple[str, str], ...]:
+        """The hubs `item` passed (from its origin), then us: TAK's provenance."""
+        came = came_over(item.origin)
+        before = tuple((hub, hub) for hub in came[1]) if came is not None else ()
         name = self.identity.name if self.identity is not None else self.hub_id
-        return ((self.hub_id, name),)
+        return (*before, (self.hub_id, name))
 
     def _messages(
         self, link: Link, item: Item, routes: dict[str, Disclosure]
@@ -133,21 +173,25 @@ class Federation:
         out = self.out[link.name]
         if link.config.deconflict is not None and item.category in PLANS:
             return []  # plans stay home on a private link: the round replaces them
+        owed = self._owed(link, item, routes)
+        if not owed:
+            return []
         if is_deleted(item.event):
-            return self._deletes(link, item, routes)
+            return self._deletes(link, item, owed)
         messages = []
-        for part, (event, parties) in enumerate(self._forms(link, item, routes)):
+        provenance = self._provenance(item)
+        for part, (event, parties) in enumerate(self._forms(link, item, owed)):
             envelope = Envelope(item.seq, part, tuple(parties), item.party)
             if item.seq:
                 if envelope.position <= out.position:
                     continue  # sent already
                 out.position = envelope.position
             self.sent_names.setdefault((link.name, item.party, item.uid), set()).add(event.uid)
-            messages.append(federated(event, envelope, self._provenance(), (-1, 1)))
+            messages.append(federated(event, envelope, provenance, (-1, len(provenance))))
         return messages
 
     def _deletes(
-        self, link: Link, item: Item, routes: dict[str, Disclosure]
+        self, link: Link, item: Item, owed: dict[str, Disclosure]
     ) -> list[pb.FederatedEvent]:
         out = self.out[link.name]
         if item.seq:
@@ -155,20 +199,23 @@ class Federation:
                 return []
             out.position = item.seq << 10
         names = self.sent_names.pop((link.name, item.party, item.uid), set())
-        for party, level in routes.items():
-            if self.behind.get(party) == link.name:
-                names.add(self.seam.render(item, party, level).uid)
+        for party, level in owed.items():
+            names.add(self.seam.render(item, party, level).uid)
         messages = []
         for uid in sorted(names):
             message = pb.FederatedEvent(
                 contact=pb.ContactListEntry(operation=pb.DELETE, uid=uid, callsign=item.event.type)
             )
-            for server_id, name in self._provenance():
+            for server_id, name in self._provenance(item):
                 message.federate_provenance.add(
                     federation_server_id=server_id, federation_server_name=name
                 )
             messages.append(message)
         return messages
+
+    def _may_leave(self, item: Item) -> bool:
+        """Our own parties' items, and what came over a link (relayed under `_owed`)."""
+        return item.party in self.own or came_over(item.origin) is not None
 
     def _handed(self, link: Link) -> None:
         """A TAK Server does not acknowledge: what went into the stream counts."""
@@ -181,8 +228,8 @@ class Federation:
         """Every item the hub delivers (the observer seam): queue what each link is owed.
         Durable items go through the store instead while a link catches up (it reads them
         there, in order) or is over `limit_queue_federation`; live ones are then dropped."""
-        if item.party not in self.own:
-            return  # the hub's own notices, and items of parties behind links: never sent
+        if item.party not in self.own and came_over(item.origin) is None:
+            return  # the hub's own notices: never sent
         if is_deleted(item.event) and not routes:
             routes = self.seam.route(item)
         for link in self.links.values():
@@ -213,7 +260,7 @@ class Federation:
         self.out[link.name] = _Out(
             position=start,
             next_seq=max(0, (start >> 10) - 1),  # (the last acknowledged may have more parts)
-            live=[i for i in self.seam.live_items() if i.party in self.own],
+            live=[i for i in self.seam.live_items() if self._may_leave(i)],
         )
 
     def refill(self, link: Link) -> list[pb.FederatedEvent]:
@@ -228,7 +275,7 @@ class Federation:
                 break
             for item in items:
                 out.next_seq = item.seq
-                if item.party in self.own and (is_deleted(item.event) or item.event.stale > now):
+                if self._may_leave(item) and (is_deleted(item.event) or item.event.stale > now):
                     page += self._messages(link, item, self.seam.route(item))
         if page:
             self._handed(link)
@@ -281,22 +328,23 @@ class Federation:
                 party = self._party(link, "", got.delete.uid)
                 uid = f"{link.name}-delete-{next(self._delete_ids)}"
                 event = delete_event(got.delete, uid, self.seam.clock())
-                self.seam.accept(party, f"{ORIGIN}{link.name}", event, (), ORIGIN + link.name)
+                origin = origin_of(link.name, _path(message))
+                self.seam.accept(party, ORIGIN + link.name, event, (), origin)
             elif got.event is not None:
-                self._accept(link, got.event, got.envelope)
+                self._accept(link, got.event, got.envelope, _path(message))
         except RemoteProtocolError as exc:
             self._refuse(link, exc.reason, str(exc))
 
     def _party(self, link: Link, claimed: str, uid: str) -> str:
         """Whose item this is: the party claimed (it must be one the link speaks for), or
         the party a `P::` uid names, or the link's only party."""
-        parties = link.config.parties
+        parties = link.config.speaks_for
         if not claimed:
             prefix, sep, _ = uid.partition("::")
             if sep and prefix in parties:
                 claimed = prefix
-            elif len(parties) == 1:
-                claimed = parties[0]
+            elif len(link.config.parties) == 1:
+                claimed = link.config.parties[0]
             else:
                 raise RemoteProtocolError(
                     "federate_party", f"uid {uid[:60]!r} names no party this link speaks for"
@@ -308,26 +356,33 @@ class Federation:
             )
         return claimed
 
-    def _accept(self, link: Link, event: CotEvent, envelope: Envelope) -> None:
+    def _accept(
+        self, link: Link, event: CotEvent, envelope: Envelope, path: tuple[str, ...]
+    ) -> None:
+        """Apply one copy: for our parties it is addressed to, and for those beyond other
+        links of ours it may be relayed to — only with one of ours (module rule)."""
         party = self._party(link, envelope.party, event.uid)
-        to = tuple(p for p in envelope.to if p in self.own)
-        if envelope.to and not to:
+        beyond = {p for p, name in self.behind.items() if name != link.name}
+        to = tuple(p for p in envelope.to if p in self.own or p in beyond)
+        if envelope.to and not self.own.intersection(to):
             raise RemoteProtocolError(
-                "federate_audience", f"addressed to {' '.join(envelope.to)[:80]}, none of ours"
+                "federate_audience",
+                f"addressed to {' '.join(envelope.to)[:80]}, none of ours (a hub holds "
+                "only what its own parties may see)",
             )
         event = absolute_names(event, party, to[0] if len(to) == 1 else None, self.seam.parties())
-        origin = ORIGIN + link.name
+        user, origin = ORIGIN + link.name, origin_of(link.name, path)
         if envelope.seq:
             position = envelope.position
             if position <= self.seam.cursor(CURSOR_IN, link.name):
                 self.acks.ack(link, position)  # applied before: say so again
                 return
             with self.seam.transaction():
-                item = self.seam.accept(party, origin, event, to, origin)
+                item = self.seam.accept(party, user, event, to, origin)
                 self.seam.set_cursor(CURSOR_IN, link.name, position)  # (joins the block)
             self.acks.applied(link, position, self.seam.ledger_seq(item) if item.seq else None)
         else:
-            self.seam.accept(party, origin, event, to, origin)
+            self.seam.accept(party, user, event, to, origin)
 
     # ---- running -------------------------------------------------------------------------
 
@@ -419,3 +474,8 @@ def build(
         airspace.relay = private.relay
         hub.metrics.registry.register(private.collector())
     return federation
+
+
+def _path(message: pb.FederatedEvent) -> tuple[str, ...]:
+    """The server ids of the hubs a message passed, first hub first (its provenance)."""
+    return tuple(p.federation_server_id for p in message.federate_provenance)

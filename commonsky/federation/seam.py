@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item
 
@@ -23,8 +25,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commonsky.federation")
 
-ORIGIN = "fed:"  # Item.origin of what came over a link: "fed:<link>" (bridge.py: the path)
+ORIGIN = "fed:"  # Item.origin of what came over a link: "fed:<link>>id,id…" (`origin_of`)
 CURSOR_IN, CURSOR_OUT = "fed-in", "fed-out"
+
+
+def origin_of(link: str, path: Sequence[str]) -> str:
+    """`Item.origin` of an item that came over `link` having passed the hubs `path` (their
+    server ids, from the message's provenance, first hub first): kept with the item in the
+    store, so a relayed copy carries its whole path even when sent again from the store."""
+    return f"{ORIGIN}{link}" + (">" + ",".join(path) if path else "")
+
+
+def came_over(origin: str) -> tuple[str, tuple[str, ...]] | None:
+    """(link, path) of an item that came over a link; None for this hub's own."""
+    if not origin.startswith(ORIGIN):
+        return None
+    link, _, path = origin[len(ORIGIN) :].partition(">")
+    return link, tuple(path.split(",")) if path else ()
+
 
 _watchers = itertools.count(1)
 
@@ -87,6 +105,11 @@ class HubSeam:
 
     def route(self, item: Item) -> dict[str, Disclosure]:
         return self.hub.route(item, self.hub.clock())
+
+    def route_own(self, item: Item) -> dict[str, Disclosure]:
+        """Who this hub's own agreements entitle to `item` now, and in which form — for an
+        item that came over a link too (whose delivery here follows its audience)."""
+        return self.hub.route(msgspec.structs.replace(item, audience=()), self.hub.clock())
 
     def render(self, item: Item, party: str, level: Disclosure) -> CotEvent:
         """`item` as `party` may see it (generalized, or full under its names)."""
