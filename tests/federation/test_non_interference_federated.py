@@ -50,6 +50,7 @@ class Net:
         pairs: set[frozenset[str]],
         deals: list[Agreement],
         root: Path,
+        deals_of: dict[str, list[Agreement]] | None = None,  # a hub's own, if not `deals`
     ) -> None:
         self.home = {p: h for h, ps in layout.items() for p in ps}
         self.hubs: dict[str, Hub] = {}
@@ -70,7 +71,7 @@ class Net:
             store = SQLiteStore(root / name)
             self.stores.append(store)
             hub = Hub(
-                Policy(parties, deals),
+                Policy(parties, (deals_of or {}).get(name, deals)),
                 store,
                 defaults(),
                 f"secret-{name}".encode() * 4,
