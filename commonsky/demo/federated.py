@@ -56,7 +56,7 @@ log = logging.getLogger("commonsky.demo")
 #: Real seconds between the demo's start and scenario time 0: the hubs' processes start,
 #: their links come up and the clients connect inside it (agreements with scenario-relative
 #: validity are written into the hubs' files before any starts, so time 0 is fixed first).
-LEAD_S = 12.0
+LEAD_S = 10.0
 __all__ = ["LAYOUTS", "FederatedRunner", "check_ledgers", "private_checks", "private_summary"]
 __all__ += ["unjudge"]
 

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from commonsky.errors import UsageError
+from commonsky.hub.datadir import private_dir, write_private
 
 log = logging.getLogger("commonsky.demo")
 START_TIMEOUT_S = 60.0  # importing the hub's libraries on a busy 2-core machine takes seconds
@@ -87,10 +88,11 @@ class HubProcess:
     def __init__(self, name: str, config: dict[str, Any], folder: Path, http_port: int) -> None:
         self.name = name
         self.http_port = http_port
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         self.config_path = folder / f"{name}.toml"
         self.log_path = folder / f"{name}.log"
-        self.config_path.write_text(to_toml(config))
+        # (0600: it holds the parties' API tokens and the hub's operator token)
+        write_private(self.config_path, to_toml(config).encode())
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
