@@ -90,3 +90,28 @@ def test_a_hub_that_does_not_start_is_one_line_with_its_log_tail(tmp_path: Path)
     assert message.startswith("hub jpn did not start (exit status 2;")
     assert "NOPE" in message  # the hub's own one-line error, from the tail of its log
     assert hub.proc is not None and hub.proc.returncode == 2
+
+
+def test_a_hub_is_stopped_in_order_and_killed_when_it_does_not_stop(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    async def run(frozen: bool) -> int | None:
+        port = free_port()
+        folder = tmp_path / ("frozen" if frozen else "ok")
+        config = {"server": {"data_dir": str(folder / "d"), "http": f"127.0.0.1:{port}"}}
+        hub = HubProcess("usa", config, folder, port)
+        await hub.start()
+        try:
+            await hub.ready()
+            assert hub.pid is not None
+            if frozen:
+                os.kill(hub.pid, signal.SIGSTOP)  # (it cannot act on SIGTERM now)
+            await hub.stop(timeout=1.0)
+        finally:
+            hub.kill_now()
+        assert hub.proc is not None
+        return hub.proc.returncode
+
+    assert asyncio.run(run(frozen=False)) == 0  # SIGTERM: its own ordered shutdown
+    assert asyncio.run(run(frozen=True)) == -signal.SIGKILL
