@@ -9,7 +9,8 @@ from starlette.routing import BaseRoute, Route
 
 from commonsky.http.base import Api, ApiError, JSONResponse, bearer_token, caller, json_error
 from commonsky.ledger.entry import EntryError
-from commonsky.ledger.log import LedgerError, Receipt
+from commonsky.ledger.log import LedgerError
+from commonsky.ledger.proofs import Receipt
 
 
 def routes(api: Api) -> list[BaseRoute]:
