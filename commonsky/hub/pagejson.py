@@ -8,7 +8,7 @@ JSON for API users.
 
 | field | present for | value |
 |---|---|---|
-| `geometry` | airspace, site, imagery, conflict | a GeoJSON geometry (RFC 7946), [lon, lat] |
+| `geometry` | airspace, site, imagery, conflict, alert | GeoJSON geometry (RFC 7946), [lon, lat] |
 | `airspace` | airspace, site | `<csky_airspace>`: item, kind, levels (numbers), parties |
 | `evidence` | imagery | `{captured, user, published, sha256}` (null if generalized) |
 | `thumbnail` | imagery | the base64 JPEG of `<csky_thumbnail>`, or null |
@@ -16,6 +16,9 @@ JSON for API users.
 | `fused`, `report` | launch | the `<csky_fused>` / `<csky_launch>` JSON |
 | `cap` | alert | `{identifier, msgType}` |
 | `remarks` | all of the above | the `<remarks>` text ("" when none) |
+
+An alert's `geometry` is its warned areas, every CAP polygon of it, as one `MultiPolygon` (null
+when it carries none), so the page needs no CAP XML.
 
 GeoJSON has no circle or corridor: a circle is a `Point` with the foreign member `radius_m`
 (metres), a route corridor a `LineString` with `width_m` (full width), a deconfliction line
@@ -91,6 +94,8 @@ def page_fields(
             if cap is not None
             else None
         )
+        areas = _json_in(detail, "csky_cap")
+        out["geometry"] = areas if isinstance(areas, dict) else None
     return out
 
 
