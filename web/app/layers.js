@@ -270,12 +270,15 @@ function alertLayer(item) {
   L.circleMarker([item.lat, item.lon], { color: ALERT, radius: 6, weight: 2 }).addTo(group);
   // The warned areas come typed with the item (a GeoJSON MultiPolygon, [lon, lat]).
   const areas = item.geometry;
+  const drawn = [];
   if (areas && areas.type === "MultiPolygon") {
     for (const polygon of areas.coordinates) {
       const ring = polygon[0].map(([lon, lat]) => [lat, lon]);
       L.polygon(ring, { color: ALERT, weight: 2, fillColor: ALERT, fillOpacity: 0.2 }).addTo(group);
+      drawn.push(ring.length);
     }
   }
+  group.alert = { uid: item.uid, identifier: cap?.identifier ?? null, msgType: cap?.msgType ?? null, areas: drawn };
   return group;
 }
 
@@ -288,6 +291,7 @@ export class Overlays {
     this.photos = [];
     this.shapes = [];
     this.conflicts = [];
+    this.alerts = [];
   }
 
   // `state` is History.at(T): items in force, by category.
@@ -327,6 +331,7 @@ export class Overlays {
     this.photos = [...this.layers.values()].filter((h) => h.kind === "imagery").map((h) => h.layer.photo);
     this.shapes = [...this.layers.values()].filter((h) => h.kind === "airspace").map((h) => h.layer.area);
     this.conflicts = [...this.layers.values()].filter((h) => h.kind === "conflict").map((h) => h.layer.conflict);
+    this.alerts = [...this.layers.values()].filter((h) => h.kind === "alert").map((h) => h.layer.alert);
     return counts;
   }
 }
