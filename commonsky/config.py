@@ -24,6 +24,7 @@ import msgspec
 from msgspec import Meta
 
 from commonsky import times
+from commonsky.cluster.config import ClusterSettings, check_cluster
 from commonsky.errors import UsageError
 from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
@@ -114,6 +115,7 @@ class HubConfig:
     agreements: tuple[Agreement, ...]
     source: str = "<built-in>"
     federates: tuple[FederateConfig, ...] = ()  # peer hubs (commonsky/federation)
+    cluster: ClusterSettings | None = None  # [cluster]: edge / core processes (commonsky/cluster)
 
     @property
     def data_dir(self) -> Path:
@@ -222,7 +224,7 @@ def config_from_dict(
     """Check a configuration given as data. Relative paths in it are taken from `base` (the
     config file's folder; the current folder when None) and come out absolute."""
     base = Path.cwd() if base is None else base
-    known = {"server", "listener", "party", "agreement", "federate"}
+    known = {"server", "listener", "party", "agreement", "federate", "cluster"}
     for key in data:
         if key not in known:
             raise UsageError(f"{source}: unknown table or key {key!r}")
@@ -269,8 +271,19 @@ def config_from_dict(
         for index, raw in enumerate(_array(data, "agreement", source))
     ]
     federates = _federates(data, source, parties, listeners, base)
+    cluster = None
+    if "cluster" in data:
+        where = f"{source}: [cluster]"
+        cluster_table = decode_table(ClusterSettings, data["cluster"], where, "$.cluster")
+        cluster = check_cluster(cluster_table, str(settings.store_url), where)
     return HubConfig(
-        settings, tuple(listeners), tuple(parties), tuple(agreements), source, tuple(federates)
+        settings,
+        tuple(listeners),
+        tuple(parties),
+        tuple(agreements),
+        source,
+        tuple(federates),
+        cluster,
     )
 
 
