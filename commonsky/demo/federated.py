@@ -295,6 +295,10 @@ class FederatedRunner(Runner):
             raise httpx.HTTPError(f"{path} as {party}: {response.status_code} {response.text}")
         return response
 
+    def tls_port_of(self, party: str) -> int:
+        """The tak-tls port of the hub `party` lives on."""
+        return self.ports[self.home.get(party, self.layout.map_hub)][("tak-tls", None)]
+
     def map_url_of(self, party: str) -> str:
         port = self.ports[self.home.get(party, self.layout.map_hub)][("http", None)]
         return f"http://127.0.0.1:{port}/"

@@ -272,12 +272,20 @@ def print_where(console: Console, runner: Runner, data_dir: Path, screenshots: b
     console.print(f"[bold]Map[/bold] {base} — tokens in {data_dir / 'tokens.json'}")
     console.print("Sign in as a party with its link; its TAK clients connect to tcp 127.0.0.1:PORT")
     tls = next((ln.port for ln in runner.server.listeners if ln.config.kind == "tak-tls"), None)
+    own_tls = getattr(runner, "tls_port_of", None)  # (federated: each party's own hub)
     for party in sorted(runner.tokens):
         port = next((ln.port for ln in runner.server.listeners if ln.config.party == party), None)
         tak = f"tcp {port}" if port else ""
+        if own_tls is not None:
+            tak += f", tls {own_tls(party)}"
         url = runner.map_url_of(party) if hasattr(runner, "map_url_of") else base
         console.print(f"  {party:<4} {url}#token={runner.tokens[party]}  {tak}", soft_wrap=True)
-    if tls:
+    if tls and own_tls is not None:
+        console.print(
+            "  TAK over TLS: each party on its own hub's tls port (above), with its "
+            f"certificate from {data_dir / 'ca' / 'clients'}/PARTY/"
+        )
+    elif tls:
         console.print(
             f"  TAK over TLS, any party: tls://127.0.0.1:{tls}, with its certificate from "
             f"{data_dir / 'ca' / 'clients'}/PARTY/"
