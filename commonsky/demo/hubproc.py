@@ -114,6 +114,9 @@ class HubProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
+                # Its own session: a Ctrl-C at the terminal reaches the demo, which stops
+                # the hubs in order, not the hubs behind its back.
+                start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
 
