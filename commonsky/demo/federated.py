@@ -122,6 +122,10 @@ class _Hubs:
 
 
 class FederatedRunner(Runner):
+    """`Runner` with each of the layout's hubs its own process (`HubProcess`), its clients
+    on their own hub, its posts to their own hub's API; `collect` then asks every hub what
+    the checks read (`snapshots`), and `check_ledgers` checks the hubs' ledgers."""
+
     def __init__(
         self,
         scenarios: list[Scenario],
