@@ -14,6 +14,7 @@ certificates.
 from __future__ import annotations
 
 import os
+import time
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ import msgspec
 from msgspec import Meta
 
 from commonsky.errors import UsageError
+
+CLOCK_RATE_MAX = 1e6  # a demo's compression; past it the clock means nothing a person can follow
+EPOCH_MAX = 1e10  # epoch seconds (year 2286): a clock setting past it is a mistake
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -406,6 +410,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         float,
         Meta(
             gt=0,
+            le=CLOCK_RATE_MAX,
             description=(
                 "Demos and tests only: the hub's clock runs this many times faster than real "
                 "time from clock_origin to clock_until (1: real time)."
@@ -416,6 +421,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         float,
         Meta(
             ge=0,
+            le=EPOCH_MAX,
             description=(
                 "Epoch seconds at which a clock_rate other than 1 starts (0: when the hub "
                 "starts); hubs given the same three clock settings read the same time."
@@ -426,6 +432,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         float,
         Meta(
             ge=0,
+            le=EPOCH_MAX,
             description=(
                 "Epoch seconds, on the hub's clock, from which it runs at real speed again "
                 "(0: never)."
@@ -453,15 +460,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         the setting and the value."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        where: dict[str, tuple[str, str]] = {}  # (origin, $.path) of each value given
         for key, raw in (file_values or {}).items():
-            values[key] = coerce(key, raw, f"{file_name}: [server]", f"$.server.{key}")
+            where[key] = (f"{file_name}: [server]", f"$.server.{key}")
+            values[key] = coerce(key, raw, *where[key])
         for s in SETTINGS:
             if env_name(s.name) in environ:
                 values[s.name] = coerce(s.name, environ[env_name(s.name)], env_name(s.name))
+                where[s.name] = (env_name(s.name), "")
         for key, raw in (overrides or {}).items():
             if raw is not None:
                 values[key] = coerce(key, raw, flag_name(key))
-        return cls(**values)
+                where[key] = (flag_name(key), "")
+        settings = cls(**values)
+        _check_clock(settings, *where.get("clock_until", (env_name("clock_until"), "")))
+        return settings
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some values changed (each checked like a file's)."""
@@ -540,6 +553,20 @@ def coerce(name: str, raw: Any, where: str, at: str = "") -> Any:
     if name == "store_url" and value and not value.startswith(("postgresql://", "postgres://")):
         raise UsageError(f"{where}: store_url must be empty or a postgresql:// URL{suffix}")
     return value
+
+
+def _check_clock(settings: Settings, where: str, at: str) -> None:
+    """`clock_until` (when set) must come after the compressed span starts: `clock_origin`,
+    or now when that is 0 — otherwise `clock_rate` would silently never apply."""
+    until, origin = settings.clock_until, settings.clock_origin
+    start = origin or time.time()
+    if until and settings.clock_rate != 1.0 and until <= start:
+        what = f"clock_origin = {origin!r}" if origin else "now"
+        suffix = f" ({at})" if at else ""
+        raise UsageError(
+            f"{where}: clock_until = {until!r} is not after {what}: the clock would never "
+            f"run at clock_rate{suffix}"
+        )
 
 
 def defaults() -> Settings:

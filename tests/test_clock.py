@@ -84,3 +84,43 @@ def test_hub_clock_from_settings() -> None:
     assert isinstance(hub_clock(20.0, 0.0, 0.0), ScenarioClock)
     with pytest.raises(ValueError, match="positive"):
         ScenarioClock(0.0)
+
+
+CLOCK_ERRORS = [
+    ({"clock_rate": float("inf")}, "clock_rate = inf", "$.server.clock_rate"),
+    ({"clock_rate": 1e308}, "clock_rate = 1e+308", "$.server.clock_rate"),
+    ({"clock_rate": 20.0, "clock_origin": float("inf")}, "clock_origin = inf", "$.server.clock_origin"),
+    ({"clock_rate": 20.0, "clock_origin": 1e300}, "clock_origin = 1e+300", "$.server.clock_origin"),
+    ({"clock_rate": 20.0, "clock_until": float("inf")}, "clock_until = inf", "$.server.clock_until"),
+    # an end before the start: the rate would silently never apply
+    (
+        {"clock_rate": 20.0, "clock_origin": 2e9, "clock_until": 1e9},
+        "clock_until = 1000000000.0 is not after clock_origin",
+        "$.server.clock_until",
+    ),
+    ({"clock_rate": 20.0, "clock_until": 5.0}, "clock_until = 5.0 is not after now", "$.server.clock_until"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("server", "said", "at"), CLOCK_ERRORS)
+def test_hostile_clock_settings_are_one_line_errors(
+    server: dict[str, float], said: str, at: str
+) -> None:
+    from commonsky.errors import UsageError
+    from commonsky.settings import Settings
+
+    with pytest.raises(UsageError) as caught:
+        Settings.resolve(server, "hub.toml", environ={})
+    message = str(caught.value)
+    assert "\n" not in message and said in message and message.endswith(f"({at})")
+    assert message.startswith("hub.toml: [server]: ")
+
+
+def test_an_end_after_the_start_is_taken() -> None:
+    from commonsky.settings import Settings
+
+    s = Settings.resolve(
+        {"clock_rate": 20.0, "clock_origin": 1e9, "clock_until": 1.5e9}, environ={}
+    )
+    assert (s.clock_rate, s.clock_origin, s.clock_until) == (20.0, 1e9, 1.5e9)
+    assert Settings.resolve({"clock_until": 5.0}, environ={}).clock_until == 5.0  # (rate 1: unused)

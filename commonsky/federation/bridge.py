@@ -55,7 +55,14 @@ from .dial import Dialer
 from .link import HubIdentity, Link
 from .linkmetrics import LinkMetrics
 from .listen import Listener
-from .mapping import Envelope, absolute_names, delete_event, federated, receive
+from .mapping import (
+    Envelope,
+    absolute_names,
+    delete_event,
+    federated,
+    provenance_path,
+    receive,
+)
 from .peers import FederateConfig
 from .private import PrivateDesk
 from .private_wire import is_private
@@ -313,14 +320,15 @@ class Federation:
             except RemoteProtocolError as exc:
                 self._refuse(link, exc.reason, str(exc))
             return
-        if any(p.federation_server_id == self.hub_id for p in message.federate_provenance):
-            self._refuse(link, "loop", "our own message came back")
-            return
         hops = message.federate_hops
-        if hops.max_hops > 0 and hops.current_hops > hops.max_hops:
-            self._refuse(link, "hops", f"{hops.current_hops} hops of at most {hops.max_hops}")
-            return
         try:
+            path = provenance_path(message, MAX_RELAY_HOPS)
+            if self.hub_id in path:
+                raise RemoteProtocolError("loop", "our own message came back")
+            if hops.max_hops > 0 and hops.current_hops > hops.max_hops:
+                raise RemoteProtocolError(
+                    "hops", f"{hops.current_hops} hops of at most {hops.max_hops}"
+                )
             got = receive(message)
             if got.ack is not None:
                 self.acks.acknowledged(link, got.ack, got.receipt)
@@ -328,10 +336,10 @@ class Federation:
                 party = self._party(link, "", got.delete.uid)
                 uid = f"{link.name}-delete-{next(self._delete_ids)}"
                 event = delete_event(got.delete, uid, self.seam.clock())
-                origin = origin_of(link.name, _path(message))
+                origin = origin_of(link.name, path)
                 self.seam.accept(party, ORIGIN + link.name, event, (), origin)
             elif got.event is not None:
-                self._accept(link, got.event, got.envelope, _path(message))
+                self._accept(link, got.event, got.envelope, path)
         except RemoteProtocolError as exc:
             self._refuse(link, exc.reason, str(exc))
 
@@ -474,8 +482,3 @@ def build(
         airspace.relay = private.relay
         hub.metrics.registry.register(private.collector())
     return federation
-
-
-def _path(message: pb.FederatedEvent) -> tuple[str, ...]:
-    """The server ids of the hubs a message passed, first hub first (its provenance)."""
-    return tuple(p.federation_server_id for p in message.federate_provenance)

@@ -58,6 +58,10 @@ DELETE_STALE_S = 20.0  # a contact delete's t-x-d-d is stale this long after it 
 ACK_TYPE = "t-x-csky-fed-ack"  # CommonSky peers only: "applied up to" (never to TAK Server)
 EXTENSION = "_csky_fed"
 _INT32_MAX = 2**31 - 1
+#: Largest `seq` a copy may carry: its position (seq << 10 | part) must fit the store's
+#: signed 64-bit cursor, or a peer's huge number would fail the transaction, not be refused.
+MAX_SEQ = 2**53 - 1
+MAX_SERVER_ID = 256  # characters of one hub's id in a copy's provenance
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +254,29 @@ def ack(position: int, now: float, receipt: str = "") -> pb.FederatedEvent:
 # ---- inbound ----------------------------------------------------------------------------
 
 
+def provenance_path(message: pb.FederatedEvent, max_hubs: int) -> tuple[str, ...]:
+    """The server ids of the hubs a message passed, first hub first (its provenance), as a
+    path a hub may keep (`seam.origin_of` joins it with "," after ">"). A peer's forged path
+    is refused (RemoteProtocolError): over `max_hubs` hubs ("hops"; none relays that far),
+    an id empty, over MAX_SERVER_ID characters or holding a separator, a space or a control
+    character ("provenance"), a hub twice ("loop")."""
+    ids = [p.federation_server_id for p in message.federate_provenance]
+    if len(ids) > max_hubs:
+        raise RemoteProtocolError("hops", f"a path of {len(ids)} hubs; at most {max_hubs}")
+    for server_id in ids:
+        if not 0 < len(server_id) <= MAX_SERVER_ID or not _plain(server_id):
+            raise RemoteProtocolError(
+                "provenance", f"a hub id that cannot be one: {server_id[:40]!r}"
+            )
+    if len(set(ids)) != len(ids):
+        raise RemoteProtocolError("loop", f"a path with a hub twice: {','.join(ids)[:120]}")
+    return tuple(ids)
+
+
+def _plain(server_id: str) -> bool:
+    return server_id.isprintable() and not any(c in server_id for c in ",> ")
+
+
 def parse(data: bytes) -> pb.FederatedEvent:
     """Decode one FederatedEvent; RemoteProtocolError("bad_protobuf") when it is not one."""
     message = pb.FederatedEvent()
@@ -333,7 +360,11 @@ def _other(
             )
         except ValueError:
             raise RemoteProtocolError("malformed", f"<{EXTENSION}> with a bad number") from None
-        if envelope.seq < 0 or not 0 <= envelope.part < 1024 or (acked and acked[0] < 0):
+        if (
+            not 0 <= envelope.seq <= MAX_SEQ
+            or not 0 <= envelope.part < 1024
+            or (acked and not 0 <= acked[0] < 2**63)
+        ):
             raise RemoteProtocolError("malformed", f"<{EXTENSION}> out of range")
     return children, envelope, acked
 
