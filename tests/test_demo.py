@@ -131,3 +131,31 @@ def test_summary_marks_parties_whose_deliveries_span_scenarios() -> None:
     assert "USA 40*" in text and "RUS 7," in text and "RUS 7*" not in text
     assert "JPN 5*" not in text
     assert "* USA: in several scenarios" in text
+
+
+def test_the_summary_says_not_judged_not_failed() -> None:
+    """A check a federated layout cannot meet by design is printed with its status and why,
+    never as FAILED, and is not counted as judged; a check that failed still says FAILED."""
+    checks = [
+        {"name": "ledger", "kind": "ledger", "held": True, "observed": "ok"},
+        {"name": "sees the area", "kind": "x", "held": False, "observed": "0 deliveries",
+         "status": "not judged on these hubs", "why": "the area stays on its own hub"},
+        {"name": "broke", "kind": "y", "held": False, "observed": "0 of 3"},
+    ]  # fmt: skip
+    summary = {
+        "speed": 10.0,
+        "scenarios": [
+            {
+                "name": "syria", "items_sent": 1, "deliveries": {}, "conflict_notices": 0,
+                "conflicts_acknowledged": 0, "conflict_threads": 0, "launch_events": 0,
+                "alerts": 0, "latency_ms": {"p50": 1.0, "p99": 2.0}, "leaks": 0,
+                "checks": checks,
+            }
+        ],
+    }  # fmt: skip
+    console = Console(width=200, record=True)
+    print_summary(console, summary)
+    text = console.export_text()
+    assert "not judged on these hubs syria: sees the area — the area stays on its own hub" in text
+    assert "FAILED syria: broke — 0 of 3" in text and "FAILED syria: sees" not in text
+    assert "1/2+" in text  # held of judged; "+": some not judged
