@@ -45,7 +45,7 @@ from commonsky.demo.federated_checks import (
     private_summary,
     unjudge,
 )
-from commonsky.demo.hubproc import HubProcess, metric_values
+from commonsky.demo.hubproc import HubProcess, metric_values, watching
 from commonsky.demo.layouts import KOREA, LAYOUTS, HubSnapshot, Layout
 from commonsky.demo.runner import Runner
 from commonsky.demo.scenario import Scenario
@@ -247,6 +247,10 @@ class FederatedRunner(Runner):
             )
         await asyncio.gather(*(p.start() for p in self.procs.values()))
         await asyncio.gather(*(p.ready() for p in self.procs.values()))
+        await watching(self.procs.values(), self._run_started())
+
+    async def _run_started(self) -> None:
+        """The run once every hub serves: clients, links, then the scenarios."""
         for name, proc in self.procs.items():
             self.apis[name] = httpx.AsyncClient(base_url=proc.url, timeout=10)
         self.server = _Hubs(self)  # type: ignore[assignment]

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -168,11 +169,42 @@ class HubProcess:
         if proc.returncode not in (0, -signal.SIGTERM):
             log.warning("hub %s exited with status %s: %s", self.name, proc.returncode, self.tail())
 
+    def died(self) -> UsageError:
+        """The one line for a hub that exited while the demo ran (killed, crashed)."""
+        assert self.proc is not None and self.proc.returncode is not None
+        code = self.proc.returncode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        tail = self.tail()
+        return UsageError(
+            f"hub {self.name} (pid {self.proc.pid}) stopped during the run ({how}; "
+            f"{self.log_path}): "
+            + (" | ".join(tail) if tail else "no output")
+            + "; the other hubs were stopped"
+        )
+
     def kill_now(self) -> None:
         """Last resort (the event loop is going away): SIGKILL without waiting."""
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGKILL)
+
+
+async def watching(procs: Iterable[HubProcess], work: Awaitable[None]) -> None:
+    """Run `work` while every hub of `procs` (started) runs: if one exits first, `work` is
+    cancelled and its `died` line raised (the caller stops the others)."""
+    task: asyncio.Future[Any] = asyncio.ensure_future(work)
+    exits: dict[asyncio.Future[Any], HubProcess] = {
+        asyncio.ensure_future(p.proc.wait()): p for p in procs if p.proc is not None
+    }
+    try:
+        done, _ = await asyncio.wait([task, *exits], return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            raise next(p for f, p in exits.items() if f in done).died()
+        task.result()
+    finally:
+        for pending in (task, *exits):
+            pending.cancel()
+        await asyncio.gather(task, *exits, return_exceptions=True)
 
 
 async def metric_values(client: httpx.AsyncClient, token: str, name: str) -> list[float]:

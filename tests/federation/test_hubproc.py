@@ -115,3 +115,42 @@ def test_a_hub_is_stopped_in_order_and_killed_when_it_does_not_stop(tmp_path: Pa
 
     assert asyncio.run(run(frozen=False)) == 0  # SIGTERM: its own ordered shutdown
     assert asyncio.run(run(frozen=True)) == -signal.SIGKILL
+
+
+def test_a_hub_killed_during_the_run_ends_it_in_one_line(tmp_path: Path) -> None:
+    """kill -9 of a hub while the demo plays: the play is cancelled and one line names the
+    hub and the signal (the demo then stops the others); a play that ends is left alone."""
+    import os
+    import signal
+
+    from commonsky.demo.hubproc import watching
+
+    async def run() -> tuple[str, bool]:
+        port = free_port()
+        config = {"server": {"data_dir": str(tmp_path / "d"), "http": f"127.0.0.1:{port}"}}
+        hub = HubProcess("kor", config, tmp_path / "hubs", port)
+        await hub.start()
+        cancelled = False
+        try:
+            await hub.ready()
+            await watching([hub], asyncio.sleep(0))  # (ends first: nothing raised)
+
+            async def play() -> None:
+                nonlocal cancelled
+                assert hub.pid is not None
+                os.kill(hub.pid, signal.SIGKILL)
+                try:
+                    await asyncio.Event().wait()  # (a play that would never end by itself)
+                except asyncio.CancelledError:
+                    cancelled = True
+                    raise
+
+            with pytest.raises(UsageError) as caught:
+                await watching([hub], play())
+        finally:
+            await hub.stop()
+        return str(caught.value), cancelled
+
+    message, cancelled = asyncio.run(run())
+    assert cancelled and "\n" not in message
+    assert message.startswith("hub kor (pid ") and "killed by SIGKILL" in message
