@@ -43,6 +43,7 @@ from commonsky.demo.clock import ScenarioClock
 from commonsky.demo.federated_checks import (
     private_checks,
     private_summary,
+    received_over,
     unjudge,
 )
 from commonsky.demo.hubproc import HubProcess, metric_values, watching
@@ -470,9 +471,15 @@ async def check_ledgers(runner: FederatedRunner, data_dir: Path) -> bool:
     )
     for (a, b), (status, said) in zip(pairs, results, strict=True):
         match = _PROVEN.search(said)
-        runner.proven[f"{a}->{b}"] = int(match.group(1)) if match else 0
+        proven = runner.proven[f"{a}->{b}"] = int(match.group(1)) if match else 0
         if status != 0 or match is None:
             lines = said.decode(errors="replace").strip().splitlines()
             log.error("ledger of hub %s against hub %s: %s", a, b, lines[-1] if lines else "")
+            ok = False
+        # B holds durable items from A: then A's ledger must prove some were acknowledged
+        # (else "verifies" would hold with no receipt ever exchanged)
+        held = received_over(runner.hub_dir(b), a)
+        if held and not proven:
+            log.error("hub %s holds %d durable items from hub %s; none proven", b, held, a)
             ok = False
     return ok

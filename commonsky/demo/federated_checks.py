@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +76,27 @@ def private_summary(runner: FederatedRun) -> dict[str, Any]:
 def stored_items(data_dir: Path) -> list[tuple[str, str, str]]:
     """(party, uid, category) of every item in a hub's SQLite store, read-only beside the
     running hub (WAL: a consistent snapshot)."""
-    import sqlite3
-
     from commonsky.store.sqlite import DB_NAME
 
     uri = f"file:{data_dir / DB_NAME}?mode=ro"
     with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
         db.execute("PRAGMA busy_timeout = 5000")
         return [tuple(row) for row in db.execute("SELECT party, uid, category FROM items")]
+
+
+def received_over(data_dir: Path, link: str) -> int:
+    """How many durable items a hub's store holds that came over its link `link` (their
+    user is `fed:<link>`, federation/bridge.py), read from its SQLite file."""
+    import msgspec
+
+    from commonsky.store.sqlite import DB_NAME
+
+    uri = f"file:{data_dir / DB_NAME}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        db.execute("PRAGMA busy_timeout = 5000")
+        bodies = [row[0] for row in db.execute("SELECT body FROM items WHERE seq > 0")]
+    user = f"fed:{link}"
+    return sum(msgspec.msgpack.decode(body).get("user") == user for body in bodies)
 
 
 def _planar_apart(g1: dict[str, Any] | None, g2: dict[str, Any] | None) -> float:

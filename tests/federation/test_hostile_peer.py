@@ -133,3 +133,22 @@ def test_a_kept_path_reads_back_as_sent(
             assert came_over(item.origin) == ("to-A", tuple(path))
     finally:
         net.close()
+
+
+def test_the_demo_counts_what_a_hub_holds_from_each_peer(tmp_path: Path) -> None:
+    """The federated demo's ledger check fails when a hub holds durable items from a peer
+    whose ledger proves none acknowledged; it counts them from the hub's own file."""
+    from commonsky.demo.federated_checks import received_over
+
+    net = Net(CHAIN, LINKS, DEALS, tmp_path)
+    try:
+        net.pump()
+        for i in range(2):
+            net.hubs["A"].accept("USA", "d", event(f"m{i}"))
+        net.hubs["A"].accept("USA", "d", event("live", cot_type="a-f-A"))
+        net.pump()
+        assert received_over(tmp_path / "B", "to-A") == 2  # (durable only)
+        assert received_over(tmp_path / "B", "to-C") == 0
+        assert received_over(tmp_path / "C", "to-B") == 2
+    finally:
+        net.close()
