@@ -74,7 +74,7 @@ class Figures:
 
     def as_dict(self) -> dict[str, float | int]:
         return {
-            **asdict(self),
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()},
             "per_1000_idle_mb": round(self.per_1000_idle_mb, 3),
             "track_kb": round(self.track_kb, 3),
         }
