@@ -203,9 +203,7 @@ class _Hub:
             await asyncio.sleep(0.2)
 
     async def connections(self, n: int) -> None:
-        await self.until(
-            f"{n} connections", lambda t: metric_sum(t, "commonsky_connections") == n
-        )
+        await self.until(f"{n} connections", lambda t: metric_sum(t, "commonsky_connections") == n)
 
 
 async def _open(ports: list[int], n: int) -> list[asyncio.Transport]:
@@ -220,9 +218,7 @@ async def _open(ports: list[int], n: int) -> list[asyncio.Transport]:
     return transports
 
 
-async def _run(
-    hub: _Hub, plan: Plan, connections: int, tracks: int, senders: int
-) -> Figures:
+async def _run(hub: _Hub, plan: Plan, connections: int, tracks: int, senders: int) -> Figures:
     idle_ports = [plan.ports[p] for p in plan.parties if p != TRACKS_PARTY]
     await hub.until("/metrics", lambda t: True)
     warm = await _open(list(plan.ports.values()), len(plan.ports))
