@@ -24,6 +24,7 @@ import msgspec
 from msgspec import Meta
 
 from commonsky import times
+from commonsky.cluster.config import ClusterSettings, check_cluster
 from commonsky.errors import UsageError
 from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
@@ -87,6 +88,7 @@ class FederateTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: str
     parties: list[str]  # the parties this link may speak for
     connect: str | None = None  # HOST:PORT to dial; omitted: only accept
+    relay: list[str] = []  # parties of hubs beyond the peer, which it relays for
     ca: str | None = None  # the peer's CA certificate (PEM file)
     fingerprint: str | None = None  # "sha256:" and 64 hex digits
 
@@ -114,6 +116,7 @@ class HubConfig:
     agreements: tuple[Agreement, ...]
     source: str = "<built-in>"
     federates: tuple[FederateConfig, ...] = ()  # peer hubs (commonsky/federation)
+    cluster: ClusterSettings | None = None  # [cluster]: edge / core processes (commonsky/cluster)
 
     @property
     def data_dir(self) -> Path:
@@ -222,7 +225,7 @@ def config_from_dict(
     """Check a configuration given as data. Relative paths in it are taken from `base` (the
     config file's folder; the current folder when None) and come out absolute."""
     base = Path.cwd() if base is None else base
-    known = {"server", "listener", "party", "agreement", "federate"}
+    known = {"server", "listener", "party", "agreement", "federate", "cluster"}
     for key in data:
         if key not in known:
             raise UsageError(f"{source}: unknown table or key {key!r}")
@@ -269,8 +272,19 @@ def config_from_dict(
         for index, raw in enumerate(_array(data, "agreement", source))
     ]
     federates = _federates(data, source, parties, listeners, base)
+    cluster = None
+    if "cluster" in data:
+        where = f"{source}: [cluster]"
+        cluster_table = decode_table(ClusterSettings, data["cluster"], where, "$.cluster")
+        cluster = check_cluster(cluster_table, str(settings.store_url), where)
     return HubConfig(
-        settings, tuple(listeners), tuple(parties), tuple(agreements), source, tuple(federates)
+        settings,
+        tuple(listeners),
+        tuple(parties),
+        tuple(agreements),
+        source,
+        tuple(federates),
+        cluster,
     )
 
 
@@ -291,80 +305,13 @@ def _federates(
                     "a declared [[federate]]"
                 )
         return []
-    from commonsky.privdeconf.terms import KEYS as DECONFLICT_KEYS
-    from commonsky.privdeconf.terms import from_federate
-
     declared = {p.id for p in parties}
     federates: list[FederateConfig] = []
     names: set[str] = set()
     claimed: dict[str, str] = {}  # party -> the federate speaking for it
     for index, raw in enumerate(tables):
-        label = raw.get("name", "") if isinstance(raw, Mapping) else ""
-        where, at = f"{source}: [[federate]] #{index + 1} {label!r}", f"$.federate[{index}]"
-        link = (
-            {k: v for k, v in raw.items() if k not in DECONFLICT_KEYS}
-            if isinstance(raw, Mapping)
-            else raw
-        )
-        table = decode_table(FederateTable, link, where, at)
-        name = table.name
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
-            raise UsageError(
-                f"{where}: name = {name!r} must be letters, digits, - or _ ({at}.name)"
-            )
-        if name in names:
-            raise UsageError(f"{where}: name = {name!r} is declared twice ({at}.name)")
-        names.add(name)
-        target = parse_hostport(table.connect, f"{where}: connect") if table.connect else None
-        ca = base / table.ca if table.ca else None
-        if ca is not None and not ca.is_file():
-            raise UsageError(
-                f"{where}: ca = {table.ca!r}: no such file (the peer's CA, PEM) ({at}.ca)"
-            )
-        pin = normalize_fingerprint(table.fingerprint) if table.fingerprint is not None else None
-        if table.fingerprint is not None and pin is None:
-            raise UsageError(
-                f"{where}: fingerprint = {table.fingerprint!r} is not sha256: and 64 hex "
-                f"digits ({at}.fingerprint)"
-            )
-        if ca is None and pin is None:
-            raise UsageError(f'{where}: needs ca = "FILE" and/or fingerprint = "sha256:…" ({at})')
-        if not table.parties:
-            raise UsageError(
-                f"{where}: parties is empty; name the parties it may speak for ({at}.parties)"
-            )
-        for i, spoken in enumerate(table.parties):
-            if spoken not in declared:
-                raise UsageError(
-                    f"{where}: parties contains {spoken!r}, not a declared [[party]] "
-                    f"({at}.parties[{i}])"
-                )
-            if spoken in claimed:
-                raise UsageError(
-                    f"{where}: party {spoken!r} is already spoken for by [[federate]] "
-                    f"{claimed[spoken]!r} ({at}.parties[{i}])"
-                )
-            claimed[spoken] = name
-        terms = from_federate(raw, where)
-        federates.append(FederateConfig(name, tuple(table.parties), target, ca, pin, where, terms))
-    for party in parties:
-        if party.federate and party.federate not in names:
-            raise UsageError(
-                f"{source}: [[party]] {party.id!r}: federate = {party.federate!r} is not a "
-                "declared [[federate]]"
-            )
-        if party.federate and claimed.get(party.id) != party.federate:
-            raise UsageError(
-                f"{source}: [[party]] {party.id!r}: federate = {party.federate!r}, but that "
-                f"[[federate]]'s parties do not include {party.id!r}"
-            )
-    for pid, name in claimed.items():
-        owner = next(p for p in parties if p.id == pid)
-        if owner.federate != name:
-            raise UsageError(
-                f"{source}: [[federate]] {name!r} speaks for {pid!r}, so declare that "
-                f'[[party]] with federate = "{name}" (it is not one of this hub\'s own)'
-            )
+        federates.append(_federate(raw, index, source, base, declared, names, claimed))
+    _check_federated_parties(source, parties, names, claimed)
     kinds = [lc for lc in listeners if lc.kind == "federation"]
     if len(kinds) > 1:
         raise UsageError(f"{kinds[1].where}: only one federation listener per hub")
@@ -374,6 +321,94 @@ def _federates(
             "directory holds the hub's certificate, used on every link)"
         )
     return federates
+
+
+def _federate(
+    raw: Any,
+    index: int,
+    source: str,
+    base: Path,
+    declared: set[str],
+    names: set[str],
+    claimed: dict[str, str],
+) -> FederateConfig:
+    """One `[[federate]]` table (`index`), checked against the declared parties and the
+    federates before it; adds its name to `names` and its parties to `claimed`."""
+    from commonsky.privdeconf.terms import KEYS as DECONFLICT_KEYS
+    from commonsky.privdeconf.terms import from_federate
+
+    label = raw.get("name", "") if isinstance(raw, Mapping) else ""
+    where, at = f"{source}: [[federate]] #{index + 1} {label!r}", f"$.federate[{index}]"
+    link = (
+        {k: v for k, v in raw.items() if k not in DECONFLICT_KEYS}
+        if isinstance(raw, Mapping)
+        else raw
+    )
+    table = decode_table(FederateTable, link, where, at)
+    name = table.name
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"{where}: name = {name!r} must be letters, digits, - or _ ({at}.name)")
+    if name in names:
+        raise UsageError(f"{where}: name = {name!r} is declared twice ({at}.name)")
+    names.add(name)
+    target = parse_hostport(table.connect, f"{where}: connect") if table.connect else None
+    ca = base / table.ca if table.ca else None
+    if ca is not None and not ca.is_file():
+        raise UsageError(f"{where}: ca = {table.ca!r}: no such file (the peer's CA, PEM) ({at}.ca)")
+    pin = normalize_fingerprint(table.fingerprint) if table.fingerprint is not None else None
+    if table.fingerprint is not None and pin is None:
+        raise UsageError(
+            f"{where}: fingerprint = {table.fingerprint!r} is not sha256: and 64 hex "
+            f"digits ({at}.fingerprint)"
+        )
+    if ca is None and pin is None:
+        raise UsageError(f'{where}: needs ca = "FILE" and/or fingerprint = "sha256:…" ({at})')
+    if not table.parties:
+        raise UsageError(
+            f"{where}: parties is empty; name the parties it may speak for ({at}.parties)"
+        )
+    for key, listed in (("parties", table.parties), ("relay", table.relay)):
+        for i, spoken in enumerate(listed):
+            if spoken not in declared:
+                raise UsageError(
+                    f"{where}: {key} contains {spoken!r}, not a declared [[party]] "
+                    f"({at}.{key}[{i}])"
+                )
+            if spoken in claimed:
+                raise UsageError(
+                    f"{where}: party {spoken!r} is already spoken for by [[federate]] "
+                    f"{claimed[spoken]!r} ({at}.{key}[{i}])"
+                )
+            claimed[spoken] = name
+    terms = from_federate(raw, where)
+    return FederateConfig(
+        name, tuple(table.parties), target, ca, pin, where, terms, tuple(table.relay)
+    )
+
+
+def _check_federated_parties(
+    source: str, parties: list[Party], names: set[str], claimed: dict[str, str]
+) -> None:
+    """Each `[[party]] federate = NAME` names a federate that speaks for it, and each party a
+    federate speaks for says so (UsageError otherwise)."""
+    for party in parties:
+        if party.federate and party.federate not in names:
+            raise UsageError(
+                f"{source}: [[party]] {party.id!r}: federate = {party.federate!r} is not a "
+                "declared [[federate]]"
+            )
+        if party.federate and claimed.get(party.id) != party.federate:
+            raise UsageError(
+                f"{source}: [[party]] {party.id!r}: federate = {party.federate!r}, but that "
+                f"[[federate]]'s parties (and relay) do not include {party.id!r}"
+            )
+    for pid, name in claimed.items():
+        owner = next(p for p in parties if p.id == pid)
+        if owner.federate != name:
+            raise UsageError(
+                f"{source}: [[federate]] {name!r} speaks for {pid!r}, so declare that "
+                f'[[party]] with federate = "{name}" (it is not one of this hub\'s own)'
+            )
 
 
 def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
