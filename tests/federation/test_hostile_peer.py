@@ -152,3 +152,29 @@ def test_the_demo_counts_what_a_hub_holds_from_each_peer(tmp_path: Path) -> None
         assert received_over(tmp_path / "C", "to-B") == 2
     finally:
         net.close()
+
+
+def test_a_peer_cannot_claim_or_address_past_its_agreements(tmp_path: Path) -> None:
+    """B's link to A speaks for USA only and relays for no one; to C, for KOR only. A copy
+    claiming another party, or addressed only to a party beyond B, is refused by reason;
+    and with one of B's own, it reaches KOR only when B's own agreements entitle KOR."""
+    deals_b = [deal("us-jp", "USA", "JPN")]  # B never agreed that USA's items reach KOR
+    net = Net(CHAIN, LINKS, DEALS, tmp_path, deals_of={"B": deals_b})
+    try:
+        kor = watch(net, "C", "KOR")
+        net.pump()
+        claims = federated(event("as-kor"), Envelope(1, 0, ("JPN",), "KOR"), (("hub-A", "A"),))
+        send(net, "B", "to-A", claims)  # A speaks for USA only
+        send(net, "B", "to-C", copy("as-usa", ["hub-C"], seq=1, to=("JPN",)))  # C: KOR only
+        send(net, "B", "to-A", copy("beyond-only", ["hub-A"], seq=2, to=("KOR",)))
+        assert net.feds["B"].refused == {
+            ("to-A", "federate_party"): 1,
+            ("to-C", "federate_party"): 1,
+            ("to-A", "federate_audience"): 1,
+        }
+        send(net, "B", "to-A", copy("with-jpn", ["hub-A"], seq=3, to=("JPN", "KOR")))
+        net.pump()
+        assert held(net, "B", "USA") == ["with-jpn"] and held(net, "C", "USA") == []
+        assert b"with-jpn" not in b"".join(p.rendered.wire(p.variant, "xml") for p in kor.take())
+    finally:
+        net.close()
