@@ -178,3 +178,50 @@ def test_a_peer_cannot_claim_or_address_past_its_agreements(tmp_path: Path) -> N
         assert b"with-jpn" not in b"".join(p.rendered.wire(p.variant, "xml") for p in kor.take())
     finally:
         net.close()
+
+
+PARTY_NAMES = st.sampled_from(["USA", "JPN", "KOR", "HUB", "", "X"])
+HOSTILE = st.lists(
+    st.tuples(  # (each drawn half the time as an honest copy would be: so some do cross)
+        st.one_of(st.just("USA"), PARTY_NAMES),  # the party claimed
+        st.one_of(st.just(["JPN", "KOR"]), st.lists(PARTY_NAMES, max_size=4, unique=True)),
+        st.one_of(
+            st.just(["hub-A"]),
+            st.lists(st.sampled_from(["hub-A", "hub-B", "hub-C", "hub-Q", ""]), max_size=3),
+        ),
+        st.integers(0, 4),  # seq (0: live)
+        st.sampled_from(["b-m-p-s-m", "a-h-G", "t-x-d-d"]),
+    ),
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(messages=HOSTILE)
+def test_nothing_a_rival_peer_sends_reaches_past_the_transit_agreements(
+    tmp_path_factory: pytest.TempPathFactory,
+    messages: list[tuple[str, list[str], list[str], int, str]],
+) -> None:
+    """Whatever A sends B (any party claimed, any addressees, any path, any sequence): B
+    keeps only USA's items (the one party A speaks for); since B never agreed that USA's
+    items reach KOR, C holds none and KOR receives none; and nothing fails on our side."""
+    deals_b = [deal("us-jp", "USA", "JPN")]
+    net = Net(CHAIN, LINKS, DEALS, tmp_path_factory.mktemp("h"), deals_of={"B": deals_b})
+    try:
+        kor = watch(net, "C", "KOR")
+        net.pump()
+        for i, (party, to, path, seq, cot_type) in enumerate(messages):
+            copy = federated(
+                event(f"h{i}", cot_type), Envelope(seq, 0, tuple(to), party),
+                tuple((p, p) for p in path), (-1, len(path)),
+            )  # fmt: skip
+            send(net, "B", "to-A", copy)
+            net.pump()
+        assert net.feds["B"].links["to-A"].internal_errors == 0
+        assert {i.party for i in net.hubs["B"].store.since(0)} <= {"USA"}
+        assert [i for i in net.hubs["C"].store.since(0) if i.party == "USA"] == []
+        assert b"USA::" not in b"".join(p.rendered.wire(p.variant, "xml") for p in kor.take())
+    finally:
+        net.close()
