@@ -185,7 +185,9 @@ def demo(
         typer.Option(
             "--federated",
             help="Play Korea on three sovereign hubs (JPN, KOR, USA) linked over TAK "
-            "Federation v2; the map is JPN's hub at --http.",
+            "Federation v2 (or --scenario syria on two); each hub its own process. The map "
+            "at --http is JPN's hub (Syria: the coalition's); every party's own hub's map "
+            "is in its sign-in line.",
         ),
     ] = False,
     scenario: Annotated[
