@@ -11,6 +11,7 @@ import functools
 import importlib
 import inspect
 import logging
+import math
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -205,9 +206,13 @@ def demo(
     summary (DATA_DIR/summary.json); tokens in DATA_DIR/tokens.json.
     """
     from commonsky.demo.main import run_demo
+    from commonsky.settings import CLOCK_RATE_MAX
 
-    if speed <= 0 or (duration is not None and duration <= 0):
-        raise UsageError("--speed and --duration must be positive")
+    # (written so that nan fails too: every comparison with nan is false)
+    if not 0 < speed <= CLOCK_RATE_MAX:
+        raise UsageError(f"--speed {speed!r}: must be over 0 and at most {CLOCK_RATE_MAX:g}")
+    if duration is not None and not 0 < duration < math.inf:
+        raise UsageError(f"--duration {duration!r}: must be a positive number of seconds")
     _logging("warning")
 
     async def play(stop: asyncio.Event) -> dict[str, object]:

@@ -159,3 +159,28 @@ def test_the_summary_says_not_judged_not_failed() -> None:
     assert "not judged on these hubs syria: sees the area — the area stays on its own hub" in text
     assert "FAILED syria: broke — 0 of 3" in text and "FAILED syria: sees" not in text
     assert "1/2+" in text  # held of judged; "+": some not judged
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--speed", "nan"], "--speed nan: must be over 0"),
+        (["--speed", "inf"], "--speed inf: must be over 0"),
+        (["--speed", "2e6"], "--speed 2000000.0: must be over 0 and at most 1e+06"),
+        (["--speed", "0"], "--speed 0.0: must be over 0"),
+        (["--duration", "nan"], "--duration nan: must be a positive number"),
+        (["--duration", "inf"], "--duration inf: must be a positive number"),
+        (["--duration", "-1"], "--duration -1.0: must be a positive number"),
+    ],
+)
+def test_demo_refuses_a_speed_or_duration_it_cannot_play(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    """One line naming the flag — not a traceback (nan, inf), not a run without an end."""
+    from commonsky.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--data-dir", str(tmp_path / "d"), "--no-screenshots", *args])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and said in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "d").exists()
