@@ -156,9 +156,14 @@ def serve(
     from commonsky.config import load_config
     from commonsky.server import serve_forever
 
+    from commonsky import eventloop
+
     _logging(log_level)
     hub_config = load_config(config, overrides)
-    asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)))
+    eventloop.run(
+        _until_signal(lambda stop: serve_forever(hub_config, stop, init=init)),
+        hub_config.settings.loop,
+    )
 
 
 @app.command()

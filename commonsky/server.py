@@ -29,6 +29,7 @@ from commonsky.http.app import build_app
 from commonsky.http.websocket import HubWebSocketProtocol
 from commonsky.hub.core import Hub
 from commonsky.hub.datadir import DataDir, private_dir, write_private
+from commonsky.eventloop import running_loop_name
 from commonsky.hub.heap import settle_heap
 from commonsky.hub.listeners import TakListener, bind_http, tls_context
 from commonsky.hub.quarantine import FILE_NAME as QUARANTINE_FILE
@@ -360,10 +361,11 @@ async def serve_forever(config: HubConfig, stop: asyncio.Event, init: bool = Fal
     server = HubServer(config, init=init)
     await server.start()
     log.info(
-        "hub serving (hub_id %s); map and API on http://%s:%d/",
+        "hub serving (hub_id %s); map and API on http://%s:%d/; %s event loop",
         server.hub_id,
         server.http_host,
         server.http_port,
+        running_loop_name(),
     )
     try:
         await stop.wait()
