@@ -153,10 +153,9 @@ def serve(
     Every [server] setting of the config file is also a flag (below, after --init) and a
     COMMONSKY_* variable: flag > variable > file > default.
     """
+    from commonsky import eventloop
     from commonsky.config import load_config
     from commonsky.server import serve_forever
-
-    from commonsky import eventloop
 
     _logging(log_level)
     hub_config = load_config(config, overrides)

@@ -38,7 +38,7 @@ def resolve(choice: str) -> Literal["asyncio", "uvloop"]:
             "loop = 'uvloop': uvloop is not installed on this platform (pip install uvloop); "
             "use loop = 'auto' or 'asyncio'"
         )
-    return choice  # type: ignore[return-value]
+    return choice
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -57,6 +57,6 @@ def run(main: Coroutine[Any, Any, T], choice: str = "auto") -> T:
 
 
 def running_loop_name() -> str:
-    """"uvloop" or "asyncio": the loop running now (for the start-up log line)."""
+    """The loop running now, "uvloop" or "asyncio" (for the start-up log line)."""
     module = type(asyncio.get_running_loop()).__module__
     return "uvloop" if module.startswith("uvloop") else "asyncio"

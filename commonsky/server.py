@@ -25,11 +25,11 @@ import uvicorn
 
 from commonsky.config import HubConfig, ListenerConfig, parse_hostport
 from commonsky.errors import UsageError
+from commonsky.eventloop import running_loop_name
 from commonsky.http.app import build_app
 from commonsky.http.websocket import HubWebSocketProtocol
 from commonsky.hub.core import Hub
 from commonsky.hub.datadir import DataDir, private_dir, write_private
-from commonsky.eventloop import running_loop_name
 from commonsky.hub.heap import settle_heap
 from commonsky.hub.listeners import TakListener, bind_http, tls_context
 from commonsky.hub.quarantine import FILE_NAME as QUARANTINE_FILE
