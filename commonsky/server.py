@@ -169,7 +169,9 @@ class HubServer:
 
     async def start(self) -> None:
         """Bind the HTTP port and every listener, then serve. On failure nothing stays open."""
-        self.hub.call_soon = asyncio.get_running_loop().call_soon
+        loop = asyncio.get_running_loop()
+        self.hub.call_soon = loop.call_soon
+        self.hub.wires.call_later = loop.call_later  # (flush rounds: connections.py)
         try:
             await self._start()
         except BaseException:
