@@ -125,8 +125,9 @@ def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError("bad_utf8", f"invalid UTF-8 at byte {exc.start}") from None
     root = _parse_document(data, limits, "")
-    for link in root.iterfind("detail/link[@line]"):
-        _check_stroke(link.get("line", ""), limits)
+    if b"link" in data:  # (no <link> element without these bytes: the search is skipped)
+        for link in root.iterfind("detail/link[@line]"):
+            _check_stroke(link.get("line", ""), limits)
     return _event_from_tree(root)
 
 
@@ -140,7 +141,13 @@ def _parse_document(data: bytes, limits: XmlLimits, where: str) -> etree._Elemen
         raise RemoteProtocolError("malformed", f"{where}not well-formed XML: {exc}") from None
     if root is None or root.tag != "event":
         raise RemoteProtocolError("malformed", f"{where}the root element is not <event>")
-    _check_shape(root, limits, where)
+    # The walk can only fail on a document longer than an attribute may be (no value or
+    # text is longer than its document) or with more `<` than the depth allowed (each
+    # element opens with one): most events are neither, and skip it.
+    if len(data) > min(limits.attribute_bytes, limits.message_bytes) or (
+        data.count(b"<") > limits.depth
+    ):
+        _check_shape(root, limits, where)
     return root
 
 
@@ -174,7 +181,15 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
     time = parse_time(root.get("time"), "time")
     start = parse_time(root.get("start") or root.get("time"), "start")
     stale = parse_time(root.get("stale"), "stale")
-    point_el = root.find("point")
+    # The first <point> and <detail> children, found in one pass over the children
+    # (ElementPath's `find` costs more per call than this whole loop).
+    point_el = detail_el = None
+    for child in root:
+        tag = child.tag
+        if tag == "point":
+            point_el = child if point_el is None else point_el
+        elif tag == "detail" and detail_el is None:
+            detail_el = child
     if point_el is None:
         raise RemoteProtocolError("malformed", "<event> has no <point>")
     lat = _float(point_el, "lat")
@@ -188,7 +203,6 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         ce=_float(point_el, "ce", UNKNOWN),
         le=_float(point_el, "le", UNKNOWN),
     )
-    detail_el = root.find("detail")
     callsign = ""
     speed: float | None = None
     course: float | None = None
@@ -197,23 +211,35 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
     dest_uids: list[str] = []
     detail = ""
     if detail_el is not None:
-        detail = "".join(etree.tostring(child, encoding="unicode") for child in detail_el)
-        contact = detail_el.find("contact")
+        children = list(detail_el)
+        detail = "".join([etree.tostring(child, encoding="unicode") for child in children])
+        contact = track = None
+        martis = []
+        for child in children:  # (the first <contact> and <track>, every <marti>)
+            tag = child.tag
+            if tag == "contact":
+                contact = child if contact is None else contact
+            elif tag == "track":
+                track = child if track is None else track
+            elif tag == "marti":
+                martis.append(child)
         if contact is not None:
             callsign = contact.get("callsign", "")
-        track = detail_el.find("track")
         if track is not None:
             speed = _float(track, "speed", math.nan)
             course = _float(track, "course", math.nan)
             speed = None if math.isnan(speed) else speed
             course = None if math.isnan(course) else course
-        for dest in detail_el.iterfind("marti/dest"):
-            if dest.get("callsign"):
-                dest_callsigns.append(dest.get("callsign", ""))
-            if dest.get("party"):
-                dest_parties.append(dest.get("party", ""))
-            if dest.get("uid"):
-                dest_uids.append(dest.get("uid", ""))
+        for marti in martis:
+            for dest in marti:
+                if dest.tag != "dest":
+                    continue
+                if dest.get("callsign"):
+                    dest_callsigns.append(dest.get("callsign", ""))
+                if dest.get("party"):
+                    dest_parties.append(dest.get("party", ""))
+                if dest.get("uid"):
+                    dest_uids.append(dest.get("uid", ""))
     text = CotText(
         event=_written(root),
         point=_written(point_el),
