@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TypeVar
 
 from commonsky.metrics import Metrics
@@ -98,23 +98,22 @@ class Connections:
             self._overflowed(conn, overflow)
 
     def enqueue_each(
-        self, conns: Iterable[Connection], pending: Pending, durable: bool, skip: str = ""
+        self, conns: Collection[Connection], pending: Pending, durable: bool, skip: str = ""
     ) -> None:
         """`enqueue(conn, pending, durable)` for each of `conns` but the one whose id is
         `skip` (the sender: nothing is echoed back). The fan-out's loop, per delivery."""
-        dirty = self._dirty
+        skip_id = skip or None  # (a connection without an id is never the sender)
         for conn in conns:
-            if skip and conn.id == skip:
-                continue
             outbox = conn.outbox
-            if not durable and not outbox.pushed_back and len(outbox.flowing) < outbox.limit_live:
-                outbox.flowing.append(pending)  # (`Outbox.put`'s common case, inlined)
-                overflow = None
-            else:
+            if durable or outbox.pushed_back or len(outbox.flowing) >= outbox.limit_live:
+                if conn.id == skip_id:
+                    continue
                 overflow = outbox.put(pending, durable)
-            dirty.add(conn)
-            if overflow is not None:
-                self._overflowed(conn, overflow)
+                if overflow is not None:
+                    self._overflowed(conn, overflow)
+            elif conn.id != skip_id:
+                outbox.flowing.append(pending)  # (`Outbox.put`'s common case, inlined)
+        self._dirty.update(conns)  # (the sender too: flushing it with nothing queued is a no-op)
         if not self._flush_pending:
             self._schedule()
 
