@@ -41,7 +41,7 @@ def test_a_rate_is_judged_hub_against_relay() -> None:
     relay_run = _result("relay", 1000, 1000, [1.0] * 99 + [4.0])
     hub_ok = _result("hub", 1000, 1000, [2.0] * 99 + [8.0])
     summary = RatePair(1000, 0, hub_ok, relay_run).summary()
-    assert summary["throughput ratio"] == pytest.approx(1.0)
+    assert summary["out ratio"] == pytest.approx(1.0)
     assert summary["p99 ratio"] == pytest.approx(2.0)
     assert summary["hub cpu %"] == pytest.approx(50.0)
     assert summary["targets"] == "met"

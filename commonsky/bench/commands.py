@@ -99,10 +99,10 @@ def _rates_table(pairs: list[RatePair], title: str) -> None:
             *(f"{v:,.3f}" if isinstance(v, float) and abs(v) < 10 else
               f"{v:,.1f}" if isinstance(v, float) else str(v) for v in summary.values())
         )  # fmt: skip
-    Console(width=240).print(table)
+    Console(width=200).print(table)
     print(
-        "targets (issue #19), judged where the relay delivers >= 99 %: throughput ratio "
-        ">= 0.8, hub misses nothing, p99 ratio <= 2"
+        "targets (issue #19), judged where the relay delivers >= 99 %: out ratio (hub's "
+        "deliveries/s over the relay's) >= 0.8, the hub misses nothing, p99 ratio <= 2"
     )
 
 
