@@ -1,0 +1,154 @@
+"""The core's lease: one core at a time, by a NATS KV `create` on a bucket with a TTL.
+
+The rule (docs/architecture.md, "Cluster"): a process may apply the stream to the hub only
+while it holds the lease. `acquire` waits until a `create` of the key succeeds (it fails while
+another holder's entry exists); `hold` renews it every ttl/3 with an update that names the
+revision it last wrote, so two holders can never both renew; an entry not renewed for the
+bucket's TTL (`max_age`) is removed by the server, and a waiting process's `create` then wins.
+
+A holder that cannot renew (NATS unreachable, or the revision moved: someone else holds it)
+sets `lost` and stops: its owner must stop applying at once. A renewal is given up locally
+once the TTL since the last successful one has nearly passed, so a partitioned core stops
+before a standby can have taken over (clock rates, not clock values, are compared). What a
+stale core might still do in that margin is made harmless by the core's exactly-once table,
+not by the lease: the lease is a liveness device, the table the safety one.
+
+Each holding has an `epoch`: the KV revision its `create` wrote, which grows with every new
+holder (a fencing token for logs and metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # nats-py is the optional `cluster` extra (commonsky.cluster.require_nats)
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
+
+log = logging.getLogger("commonsky.cluster")
+
+#: How much of the TTL a holder keeps in hand: it gives up when this part remains unrenewed.
+_MARGIN = 0.2
+
+
+class Lease:
+    """One contender for `key` in the KV bucket `bucket` (created with `max_age = ttl_s`).
+
+    `holder` names this process in the entry (for operators: `nats kv get`). Not
+    thread-safe; one task calls acquire, then hold, then release."""
+
+    def __init__(
+        self, js: JetStreamContext, *, bucket: str, key: str = "core", holder: str, ttl_s: float
+    ) -> None:
+        if ttl_s < 1.0:
+            raise ValueError("a lease's ttl_s must be at least 1 second")
+        self._js = js
+        self.bucket = bucket
+        self.key = key
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self.epoch = 0  # the revision of this holding's create; 0 while not held
+        self._revision = 0
+        self._renewed = 0.0  # time.monotonic() of the last successful write
+        self._kv: KeyValue | None = None
+        self.lost = asyncio.Event()
+
+    @property
+    def held(self) -> bool:
+        return self.epoch != 0 and not self.lost.is_set()
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            from nats.js.api import KeyValueConfig, StorageType
+
+            config = KeyValueConfig(
+                bucket=self.bucket, history=1, ttl=self.ttl_s, storage=StorageType.FILE
+            )
+            self._kv = await self._js.create_key_value(config=config)
+        return self._kv
+
+    async def try_acquire(self) -> bool:
+        """One attempt: True when this process now holds the lease."""
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        kv = await self._bucket()
+        try:
+            revision = await kv.create(self.key, self.holder.encode())
+        except KeyWrongLastSequenceError:
+            return False  # another holder's entry is there (until it expires or is released)
+        self.epoch = self._revision = revision
+        self._renewed = time.monotonic()
+        self.lost.clear()
+        log.info("lease %s/%s taken by %s (epoch %d)", self.bucket, self.key, self.holder, revision)
+        return True
+
+    async def acquire(self, poll_s: float | None = None) -> None:
+        """Wait until this process holds the lease. The server removes a dead holder's entry
+        after the TTL; until then, try again every `poll_s` (default a quarter of the TTL)."""
+        poll = poll_s if poll_s is not None else self.ttl_s / 4
+        # Polled: an entry the server expires (max_age) leaves no marker a watcher would see.
+        while not await self.try_acquire():  # noqa: ASYNC110
+            await asyncio.sleep(poll)
+
+    async def renew(self) -> bool:
+        """One renewal; False (and `lost` set) when the lease is no longer this process's."""
+        from nats.errors import Error as NatsError
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        if not self.held:
+            return False
+        kv = await self._bucket()
+        try:
+            self._revision = await kv.update(self.key, self.holder.encode(), last=self._revision)
+        except KeyWrongLastSequenceError:
+            return self._lose("the entry moved on: another process holds the lease")
+        except (TimeoutError, NatsError, OSError) as exc:
+            # NATS away (or slow): the lease is lost only once the TTL has nearly run out
+            # without a successful renewal.
+            if self._expiring():
+                return self._lose(f"{type(exc).__name__}: {exc}")
+            log.warning("lease %s/%s: renewal failed, retrying: %s", self.bucket, self.key, exc)
+            return True
+        self._renewed = time.monotonic()
+        return True
+
+    def _expiring(self) -> bool:
+        return time.monotonic() - self._renewed >= self.ttl_s * (1 - _MARGIN)
+
+    def _lose(self, why: str) -> bool:
+        log.warning("lease %s/%s lost by %s (epoch %d): %s", self.bucket, self.key,
+                    self.holder, self.epoch, why)  # fmt: skip
+        self.lost.set()
+        return False
+
+    async def hold(self) -> None:
+        """Renew every ttl/3 until the lease is lost or this task is cancelled. Also gives the
+        lease up locally when the TTL nearly passes without a renewal (a slow or cut link)."""
+        while self.held:
+            try:
+                await asyncio.wait_for(self.lost.wait(), timeout=self.ttl_s / 3)
+                return
+            except TimeoutError:
+                pass
+            if self._expiring():
+                self._lose("not renewed within the TTL")
+                return
+            await self.renew()
+
+    async def release(self) -> None:
+        """Give the lease up now (a clean shutdown), so a standby need not wait for the TTL."""
+        from nats.errors import Error as NatsError
+
+        if not self.held:
+            return
+        self.lost.set()
+        try:
+            kv = await self._bucket()
+            await kv.delete(self.key, last=self._revision)
+        except (TimeoutError, NatsError, OSError) as exc:
+            log.info("lease %s/%s: release failed (it expires after the TTL): %s",
+                     self.bucket, self.key, exc)  # fmt: skip
+        self.epoch = 0
