@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lxml import etree
 
@@ -203,43 +203,7 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         ce=_float(point_el, "ce", UNKNOWN),
         le=_float(point_el, "le", UNKNOWN),
     )
-    callsign = ""
-    speed: float | None = None
-    course: float | None = None
-    dest_callsigns: list[str] = []
-    dest_parties: list[str] = []
-    dest_uids: list[str] = []
-    detail = ""
-    if detail_el is not None:
-        children = list(detail_el)
-        detail = "".join([etree.tostring(child, encoding="unicode") for child in children])
-        contact = track = None
-        martis = []
-        for child in children:  # (the first <contact> and <track>, every <marti>)
-            tag = child.tag
-            if tag == "contact":
-                contact = child if contact is None else contact
-            elif tag == "track":
-                track = child if track is None else track
-            elif tag == "marti":
-                martis.append(child)
-        if contact is not None:
-            callsign = contact.get("callsign", "")
-        if track is not None:
-            speed = _float(track, "speed", math.nan)
-            course = _float(track, "course", math.nan)
-            speed = None if math.isnan(speed) else speed
-            course = None if math.isnan(course) else course
-        for marti in martis:
-            for dest in marti:
-                if dest.tag != "dest":
-                    continue
-                if dest.get("callsign"):
-                    dest_callsigns.append(dest.get("callsign", ""))
-                if dest.get("party"):
-                    dest_parties.append(dest.get("party", ""))
-                if dest.get("uid"):
-                    dest_uids.append(dest.get("uid", ""))
+    detail = _Detail() if detail_el is None else _read_detail(detail_el)
     text = CotText(
         event=_written(root),
         point=_written(point_el),
@@ -257,18 +221,64 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         stale=stale,
         how=root.get("how"),
         point=point,
-        detail=detail,
+        detail=detail.text,
         access=root.get("access"),
         qos=root.get("qos"),
         opex=root.get("opex"),
-        callsign=callsign,
-        speed=speed,
-        course=course,
-        dest_callsigns=tuple(dest_callsigns),
-        dest_parties=tuple(dest_parties),
-        dest_uids=tuple(dest_uids),
+        callsign=detail.callsign,
+        speed=detail.speed,
+        course=detail.course,
+        dest_callsigns=tuple(detail.dest_callsigns),
+        dest_parties=tuple(detail.dest_parties),
+        dest_uids=tuple(detail.dest_uids),
         text=text,
     )
+
+
+@dataclass(slots=True)
+class _Detail:
+    """What `_event_from_tree` lifts out of `<detail>` (the routing fields), and its text."""
+
+    text: str = ""
+    callsign: str = ""
+    speed: float | None = None
+    course: float | None = None
+    dest_callsigns: list[str] = field(default_factory=list)
+    dest_parties: list[str] = field(default_factory=list)
+    dest_uids: list[str] = field(default_factory=list)
+
+
+def _read_detail(detail_el: etree._Element) -> _Detail:
+    children = list(detail_el)
+    found = _Detail("".join([etree.tostring(child, encoding="unicode") for child in children]))
+    contact = track = None
+    martis = []
+    for child in children:  # (the first <contact> and <track>, every <marti>)
+        tag = child.tag
+        if tag == "contact":
+            contact = child if contact is None else contact
+        elif tag == "track":
+            track = child if track is None else track
+        elif tag == "marti":
+            martis.append(child)
+    if contact is not None:
+        found.callsign = contact.get("callsign", "")
+    if track is not None:
+        speed = _float(track, "speed", math.nan)
+        course = _float(track, "course", math.nan)
+        found.speed = None if math.isnan(speed) else speed
+        found.course = None if math.isnan(course) else course
+    for marti in martis:
+        for dest in marti:
+            if dest.tag != "dest":
+                continue
+            if dest.get("callsign"):
+                found.dest_callsigns.append(dest.get("callsign", ""))
+            if dest.get("party"):
+                found.dest_parties.append(dest.get("party", ""))
+            if dest.get("uid"):
+                found.dest_uids.append(dest.get("uid", ""))
+    return found
 
 
 def _written(element: etree._Element) -> tuple[tuple[str, str], ...]:
