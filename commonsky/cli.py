@@ -159,10 +159,9 @@ def serve(
 
     _logging(log_level)
     hub_config = load_config(config, overrides)
-    eventloop.run(
-        _until_signal(lambda stop: serve_forever(hub_config, stop, init=init)),
-        hub_config.settings.loop,
-    )
+    tak_tls = any(listener.kind == "tak-tls" for listener in hub_config.listeners)
+    loop = eventloop.resolve(hub_config.settings.loop, tak_tls)
+    eventloop.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)), loop)
 
 
 @app.command()

@@ -58,7 +58,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Meta(
             description=(
                 "Event loop of `commonsky serve`: auto (uvloop when installed on this "
-                "platform, else asyncio's own), asyncio or uvloop."
+                "platform and no tak-tls listener is configured, else asyncio's own), "
+                "asyncio or uvloop (refused with a tak-tls listener)."
             ),
         ),
     ] = "auto"

@@ -94,6 +94,10 @@ def test_loop_choice_resolves_to_what_is_installed(monkeypatch: pytest.MonkeyPat
         eventloop.resolve("trio")
     monkeypatch.setattr(eventloop, "uvloop_available", lambda: True)
     assert eventloop.resolve("auto") == "uvloop"
+    # A tak-tls listener starts TLS after accepting, which uvloop's early read defeats.
+    assert eventloop.resolve("auto", tak_tls=True) == "asyncio"
+    with pytest.raises(UsageError, match="tak-tls"):
+        eventloop.resolve("uvloop", tak_tls=True)
 
 
 @pytest.mark.parametrize("choice", ["asyncio", "uvloop"])
