@@ -360,7 +360,11 @@ def _warn_without_tokens(config: HubConfig) -> None:
 
 
 async def serve_forever(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
-    server = HubServer(config, init=init)
+    from commonsky.clock import hub_clock
+
+    settings = config.settings
+    clock = hub_clock(settings.clock_rate, settings.clock_origin, settings.clock_until)
+    server = HubServer(config, clock=clock, init=init)
     await server.start()
     log.info(
         "hub serving (hub_id %s); map and API on http://%s:%d/; %s event loop",
