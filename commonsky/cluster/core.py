@@ -187,6 +187,8 @@ class ClusterCore:
                     msg = await sub.next_msg(timeout=left)
                 except Exception:
                     break
+                if not msg.data:
+                    continue  # (NATS's "no responders" status: no edge is up yet)
                 roster = roster_decoder.decode(msg.data)
                 for info in roster.conns:
                     self._proxy(roster.edge, info)

@@ -1,0 +1,114 @@
+"""Two edges and a core as their own processes (`commonsky serve` with `[cluster]`), on the
+machine's NATS and a fresh PostgreSQL database: clients on different edges see each other's
+items under the agreements (bench/fuzz.hub_config's), and nothing else reaches them — or
+reaches an edge holding no entitled client; a client connecting later gets its picture from
+the bucket even while no core runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as Nats
+
+from commonsky.cluster.wire import delivery_decoder
+
+from .harness import Client, Cluster, chat, track, until
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, cluster_name: str, postgres_url: str,
+                  nc: Nats) -> AsyncIterator[Cluster]:  # fmt: skip
+    running = Cluster(tmp_path, cluster_name, postgres_url)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_clients_on_two_edges_see_what_the_agreements_give(cluster: Cluster, nc: Nats,
+                                                                   cluster_name: str) -> None:  # fmt: skip
+    # Every delivery to every edge, as it crosses NATS: what reached which client.
+    crossed: list[tuple[str, str, bytes]] = []  # (edge subject, conn id, bytes)
+
+    async def spy(msg: object) -> None:
+        for out in delivery_decoder.decode(msg.data).outs:  # type: ignore[attr-defined]
+            crossed.append((msg.subject, out.conn, out.data))  # type: ignore[attr-defined]
+
+    await nc.subscribe(f"{cluster_name}.out.>", cb=spy)
+    await cluster.core()
+    _, a = await cluster.edge()
+    _, b = await cluster.edge()
+    usa = await Client("USA", a["USA"]).connect()
+    kor = await Client("KOR", a["KOR"]).connect()
+    kor2 = await Client("KOR", a["KOR"]).connect()
+    rus = await Client("RUS", b["RUS"]).connect()
+    jpn = await Client("JPN", b["JPN"]).connect()
+    usa2 = await Client("USA", b["USA"]).connect()
+
+    now = time.time()
+    await usa.send(track("us-track-1", now))
+    # us-ru: tracks in full; us-jp: generalized (its own uid and callsign never shown);
+    # USA's own clients on the other edge; KOR has no agreement with USA.
+    await until(lambda: rus.got("us-track-1") >= 1, "RUS (edge B) sees USA's track")
+    await until(lambda: usa2.got("us-track-1") >= 1, "USA's other client (edge B) sees it")
+    await until(lambda: len(jpn.events) >= 1, "JPN (edge B) gets the generalized track")
+    assert jpn.got("us-track-1") == 0, jpn.events
+    # Barrier for KOR: a later item to KOR through the same edge, after the core handled
+    # USA's (RUS has it); the core sends to one edge in order, so USA's would be before.
+    await kor2.send(track("kor-own-1", time.time()))
+    await until(lambda: kor.got("kor-own-1") >= 1, "KOR sees its own party's track")
+    assert kor.got("us-track-1") == 0, kor.events
+    # Hotline RUS -> KOR (ru-kr) across edges; never to USA or JPN.
+    await rus.send(chat("ru-kr-chat-1", "KOR", time.time()))
+    await until(lambda: kor.got("ru-kr-chat-1") >= 1, "KOR (edge A) gets RUS's hotline message")
+    await usa.send(track("us-track-2", time.time()))
+    await until(lambda: rus.got("us-track-2") >= 1, "RUS sees USA's second track")
+    await until(lambda: usa2.got("us-track-2") >= 1, "USA (edge B) sees USA's second track")
+    for client in (usa, usa2, jpn):
+        assert client.got("ru-kr-chat-1") == 0, (client.party, client.events)
+    # No broadcast-and-filter: what crossed NATS went only to entitled clients' edges.
+    port_party = {port: party for ports in cluster.edge_ports for party, port in ports.items()}
+    for subject, conn, data in crossed:
+        party = port_party[int(conn.split("#")[0].rsplit(":", 1)[1])]
+        if b"us-track-1" in data:
+            assert party in ("USA", "RUS"), (subject, conn)
+        if b"ru-kr-chat-1" in data:
+            assert party in ("RUS", "KOR"), (subject, conn)
+    for client in (usa, kor, kor2, rus, jpn, usa2):
+        await client.close()
+
+
+async def test_a_late_client_gets_its_picture_from_the_bucket_without_a_core(
+    cluster: Cluster,
+) -> None:
+    core = await cluster.core()
+    _, a = await cluster.edge()
+    _, b = await cluster.edge()
+    usa = await Client("USA", a["USA"]).connect()
+    rus = await Client("RUS", b["RUS"]).connect()
+    await usa.send(track("us-late-1", time.time()))
+    await usa.send(chat("us-jp-chat-1", "JPN", time.time()))
+    await until(lambda: rus.got("us-late-1") >= 1, "RUS sees USA's track live")
+    core.kill()  # no core now: the picture comes from the bucket
+    late = await Client("RUS", a["RUS"]).connect()
+    await until(lambda: late.got("us-late-1") >= 1, "a late RUS client gets USA's track")
+    jpn = await Client("JPN", b["JPN"]).connect()
+    await until(lambda: jpn.got("us-jp-chat-1") >= 1, "a late JPN client gets the hotline message")
+    kor = await Client("KOR", b["KOR"]).connect()
+    # A new core (the one that died is not coming back) sends what the bucket did not give.
+    await cluster.core()
+    await usa.send(track("us-late-2", time.time()))
+    await until(lambda: late.got("us-late-2") >= 1, "the late RUS client gets live items")
+    await kor.send(track("kor-late-barrier", time.time()))
+    kor2 = await Client("KOR", a["KOR"]).connect()
+    await until(lambda: kor2.got("kor-late-barrier") >= 1, "a late KOR client gets KOR's track")
+    for uid in ("us-late-1", "us-late-2", "us-jp-chat-1"):
+        assert kor2.got(uid) == 0 and kor.got(uid) == 0, uid
+    # Nothing twice: the picture from the bucket and the core's rest do not overlap.
+    assert late.got("us-late-1") == 1, late.uids()
+    assert jpn.got("us-jp-chat-1") == 1, jpn.uids()
+    for client in (usa, rus, late, jpn, kor, kor2):
+        await client.close()
