@@ -241,6 +241,7 @@ class ClusterCore:
 
         await self.nc.subscribe(self.names.beat, cb=self._on_beat)
         found = await self._roster()
+        await self.picture.load()
         await self.picture.flush()
         strays = await self.picture.drop_strays()
         log.info("core: %d clients on the edges; picture bucket written (%d strays removed)",

@@ -69,7 +69,28 @@ class PictureWriter:
         self.full = True  # the first flush writes everything (this core is new)
         self.lock = asyncio.Lock()
         self.writes = 0
+        # What an earlier core left in the bucket (`load`): kv key -> (revision, value). An
+        # entry this core would write the same is kept with its revision, so edges that read
+        # it before this core came are not sent it again.
+        self.found: dict[str, tuple[int, bytes]] = {}
         hub.bus.subscribe(self._note)
+
+    async def load(self, timeout: float = 5.0) -> int:
+        """Read what the bucket holds (a new core, before its first flush); returns how many
+        entries."""
+        watcher = await self.kv.watchall()
+        try:
+            while True:
+                entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+                if entry is None:
+                    break
+                if entry.operation is None and entry.value:
+                    self.found[entry.key] = (entry.revision or 0, entry.value)
+                else:
+                    self.found.pop(entry.key, None)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return len(self.found)
 
     def _note(self, item: Item) -> None:
         self.dirty.add(item.key)
@@ -149,9 +170,15 @@ class PictureWriter:
             durable=item.category in DURABLE,
             xml=held.rendered.wire(held.variant, "xml"),
         )
+        name = picture_key(viewer, key)
+        value = encode(entry)
+        found = self.found.pop(name, None)
+        if found is not None and found[1] == value:
+            held.revision = found[0]  # (written so by an earlier core: edges may have read it)
+            return
         async with gate:
             try:
-                held.revision = await self.kv.put(picture_key(viewer, key), encode(entry))
+                held.revision = await self.kv.put(name, value)
             except Exception as exc:  # NATS away: the entry stays unconfirmed
                 log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80], exc)
 
@@ -163,18 +190,11 @@ class PictureWriter:
                 log.warning("picture bucket: deleting %s/%r failed: %s", viewer, key[1][:80], exc)
 
     async def drop_strays(self) -> int:
-        """Delete entries no held item accounts for (left by an earlier core); returns how
-        many. Called once after the first flush of a new core."""
-        from nats.js.errors import NoKeysError
-
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return 0
-        mine = {picture_key(viewer, key) for viewer, key in self.held}
-        strays = [k for k in keys if k not in mine]
-        for k in strays:
-            await self.kv.delete(k)
+        """Delete the entries an earlier core left that this core's first flush did not keep;
+        returns how many."""
+        strays, self.found = list(self.found), {}  # (what the first flush did not keep)
+        for name in strays:
+            await self.kv.delete(name)
         return len(strays)
 
     def covered(self, party: str, pending: Pending, replayed: int) -> bool:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,16 @@ async def until(condition: Callable[[], bool], what: str, deadline: float = DEAD
     """Wait until `condition()` holds; AssertionError naming `what` after `deadline` s."""
     end = time.monotonic() + deadline
     while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {deadline:.0f} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def until_async(condition: Callable[[], Awaitable[bool]], what: str,
+                      deadline: float = DEADLINE) -> None:  # fmt: skip
+    """`until` for a condition that must be awaited."""
+    end = time.monotonic() + deadline
+    while not await condition():
         if time.monotonic() > end:
             raise AssertionError(f"not within {deadline:.0f} s: {what}")
         await asyncio.sleep(0.05)

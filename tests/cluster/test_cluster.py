@@ -6,16 +6,18 @@ the bucket even while no core runs."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as Nats
+from nats.js.errors import NoKeysError
 
-from commonsky.cluster.wire import delivery_decoder
+from commonsky.cluster.wire import delivery_decoder, picture_key
 
-from .harness import Client, Cluster, chat, track, until
+from .harness import Client, Cluster, chat, track, until, until_async
 
 
 @pytest.fixture
@@ -82,7 +84,7 @@ async def test_clients_on_two_edges_see_what_the_agreements_give(cluster: Cluste
 
 
 async def test_a_late_client_gets_its_picture_from_the_bucket_without_a_core(
-    cluster: Cluster,
+    cluster: Cluster, nc: Nats, cluster_name: str
 ) -> None:
     core = await cluster.core()
     _, a = await cluster.edge()
@@ -90,13 +92,25 @@ async def test_a_late_client_gets_its_picture_from_the_bucket_without_a_core(
     usa = await Client("USA", a["USA"]).connect()
     rus = await Client("RUS", b["RUS"]).connect()
     await usa.send(track("us-late-1", time.time()))
-    await usa.send(chat("us-jp-chat-1", "JPN", time.time()))
+    jpn = await Client("JPN", b["JPN"]).connect()
+    await jpn.send(chat("jp-us-chat-1", "USA", time.time()))  # (jp-us: hotline in full)
     await until(lambda: rus.got("us-late-1") >= 1, "RUS sees USA's track live")
+    # The core writes the bucket a moment after it delivers: wait for both entries.
+    kv = await nc.jetstream().key_value(f"{cluster_name}_picture")
+    wanted = {picture_key("RUS", ("USA", "us-late-1")), picture_key("USA", ("JPN", "jp-us-chat-1"))}
+    held: set[str] = set()
+
+    async def poll() -> bool:
+        with contextlib.suppress(NoKeysError):
+            held.update(await kv.keys())
+        return wanted <= held
+
+    await until_async(poll, "the picture bucket holds both items")
     core.kill()  # no core now: the picture comes from the bucket
     late = await Client("RUS", a["RUS"]).connect()
     await until(lambda: late.got("us-late-1") >= 1, "a late RUS client gets USA's track")
-    jpn = await Client("JPN", b["JPN"]).connect()
-    await until(lambda: jpn.got("us-jp-chat-1") >= 1, "a late JPN client gets the hotline message")
+    late_usa = await Client("USA", b["USA"]).connect()
+    await until(lambda: late_usa.got("jp-us-chat-1") >= 1, "a late USA client gets the message")
     kor = await Client("KOR", b["KOR"]).connect()
     # A new core (the one that died is not coming back) sends what the bucket did not give.
     await cluster.core()
@@ -105,10 +119,10 @@ async def test_a_late_client_gets_its_picture_from_the_bucket_without_a_core(
     await kor.send(track("kor-late-barrier", time.time()))
     kor2 = await Client("KOR", a["KOR"]).connect()
     await until(lambda: kor2.got("kor-late-barrier") >= 1, "a late KOR client gets KOR's track")
-    for uid in ("us-late-1", "us-late-2", "us-jp-chat-1"):
+    for uid in ("us-late-1", "us-late-2", "jp-us-chat-1"):
         assert kor2.got(uid) == 0 and kor.got(uid) == 0, uid
     # Nothing twice: the picture from the bucket and the core's rest do not overlap.
     assert late.got("us-late-1") == 1, late.uids()
-    assert jpn.got("us-jp-chat-1") == 1, jpn.uids()
-    for client in (usa, rus, late, jpn, kor, kor2):
+    assert late_usa.got("jp-us-chat-1") == 1, late_usa.uids()
+    for client in (usa, rus, late, jpn, late_usa, kor, kor2):
         await client.close()
