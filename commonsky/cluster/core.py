@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commonsky.cluster")
 
-FETCH = 512  # stream messages per batch (one commit)
+FETCH = 128  # stream messages per batch (one commit; the loop stays responsive)
 _OUT_BYTES = 512 * 1024  # a delivery message stays well under NATS's 1 MB payload limit
 _PICTURE_EVERY_S = 0.25  # picture bucket writes, newest per key, this often
 _RECONCILE_EVERY_S = 5.0  # every key of the picture checked (prune, agreements' changes)
@@ -340,6 +340,8 @@ class ClusterCore:
                         self._detach(envelope.edge, envelope.conn)
                     elif envelope.id in done:
                         self.repeated += 1
+                        log.info("core: message %s was applied already (redelivered after a "
+                                 "core stopped); not applied again", envelope.id)  # fmt: skip
                         self._again(envelope)
                     else:
                         self._ingest(envelope)

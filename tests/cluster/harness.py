@@ -52,9 +52,15 @@ def cluster_config(folder: Path, name: str, store_url: str, role: str,
     """The fuzz bench's four parties and agreements (`bench/fuzz.hub_config`: a TCP listener
     per party), as one process of cluster `name`. Cores share `folder/data`."""
     text = hub_config(
-        folder / "data", http, ports,
+        folder / "data",
+        http,
+        ports,
         extra=f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
-    ) + f'\n[cluster]\nnats_url = "{NATS_URL}"\nrole = "{role}"\nname = "{name}"\nlease_ttl_s = 2.0\n'  # fmt: skip
+    )
+    text += (
+        f'\n[cluster]\nnats_url = "{NATS_URL}"\nrole = "{role}"\nname = "{name}"\n'
+        "lease_ttl_s = 5.0\n"
+    )
     path = folder / f"{role}-{http}.toml"
     path.write_text(text)
     return path

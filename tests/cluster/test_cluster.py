@@ -30,8 +30,9 @@ async def cluster(tmp_path: Path, cluster_name: str, postgres_url: str,
         running.stop()
 
 
-async def test_clients_on_two_edges_see_what_the_agreements_give(cluster: Cluster, nc: Nats,
-                                                                   cluster_name: str) -> None:  # fmt: skip
+async def test_clients_on_two_edges_see_what_the_agreements_give(
+    cluster: Cluster, nc: Nats, cluster_name: str
+) -> None:
     # Every delivery to every edge, as it crosses NATS: what reached which client.
     crossed: list[tuple[str, str, bytes]] = []  # (edge subject, conn id, bytes)
 
