@@ -79,9 +79,15 @@ async def tracks(load: Load, client: Client) -> None:
     k = 0
     while not load.stop:
         now = time.time()
-        await client.send(b"".join(track(f"k9-trk-{k % 50 + i}", now, 30 + k % 7) for i in range(10)))
+        batch = [track(f"k9-trk-{k % 50 + i}", now, 30 + k % 7) for i in range(10)]
+        await client.send(b"".join(batch))
         k += 10
         await asyncio.sleep(0.02)
+
+
+async def receipts_flow(load: Load, what: str) -> None:
+    before = len(load.acknowledged)
+    await until(lambda: len(load.acknowledged) >= before + 20, what)
 
 
 def serving(cores: list[Process]) -> Process:
@@ -127,16 +133,13 @@ async def test_core_killed_under_load_loses_nothing_applies_nothing_twice(
     tasks += [asyncio.create_task(tracks(load, tracker))]
     try:
         for kill in range(KILLS):
-            before = len(load.acknowledged)
-            await until(lambda b=before: len(load.acknowledged) >= b + 20,
-                        f"receipts flow before kill {kill + 1}")  # fmt: skip
+            await receipts_flow(load, f"receipts flow before kill {kill + 1}")
             victim = serving(cores)
             victim.kill()
             standby = next(c for c in cores if c is not victim and c.proc and c.proc.poll() is None)
             await standby.wait_log(r"cluster core \S+ serving")
             cores.append(await cluster.core(wait=False))  # the next kill's standby
-        before = len(load.acknowledged)
-        await until(lambda: len(load.acknowledged) >= before + 20, "receipts after the last kill")
+        await receipts_flow(load, "receipts after the last kill")
     finally:
         load.stop = True
         await asyncio.gather(*tasks, return_exceptions=True)
