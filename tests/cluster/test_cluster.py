@@ -15,15 +15,16 @@ import pytest
 from nats.aio.client import Client as Nats
 from nats.js.errors import NoKeysError
 
+from commonsky.bench.cluster import Client, Cluster, chat, track, until, until_async
 from commonsky.cluster.wire import delivery_decoder, picture_key
 
-from .harness import Client, Cluster, chat, track, until, until_async
+from .conftest import NATS_URL
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path, cluster_name: str, postgres_url: str,
                   nc: Nats) -> AsyncIterator[Cluster]:  # fmt: skip
-    running = Cluster(tmp_path, cluster_name, postgres_url)
+    running = Cluster(tmp_path, cluster_name, NATS_URL, postgres_url)
     try:
         yield running
     finally:

@@ -1,5 +1,5 @@
-"""A cluster under test: `commonsky serve` processes (edges, cores) on one NATS server and one
-PostgreSQL database, and TAK clients that remember what they were sent.
+"""A cluster on this machine for tests and benches: `commonsky serve` processes (edges, cores)
+on one NATS server and one PostgreSQL database, and TAK clients that keep what they were sent.
 
 Every wait is a barrier with a deadline (`until`): a condition polled until it holds."""
 
@@ -21,8 +21,6 @@ from commonsky.bench.fuzz import hub_config
 from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.bench.relay import free_port
 from commonsky.times import format_time
-
-from .conftest import NATS_URL
 
 DEADLINE = 60.0  # seconds a condition may take on a loaded 2-core machine
 _UID = re.compile(rb'<event [^>]*?uid="([^"]+)"')
@@ -47,7 +45,7 @@ async def until_async(condition: Callable[[], Awaitable[bool]], what: str,
         await asyncio.sleep(0.05)
 
 
-def cluster_config(folder: Path, name: str, store_url: str, role: str,
+def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role: str,
                    ports: dict[str, int], http: int) -> Path:  # fmt: skip
     """The fuzz bench's four parties and agreements (`bench/fuzz.hub_config`: a TCP listener
     per party), as one process of cluster `name`. Cores share `folder/data`."""
@@ -58,7 +56,7 @@ def cluster_config(folder: Path, name: str, store_url: str, role: str,
         extra=f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
     )
     text += (
-        f'\n[cluster]\nnats_url = "{NATS_URL}"\nrole = "{role}"\nname = "{name}"\n'
+        f'\n[cluster]\nnats_url = "{nats_url}"\nrole = "{role}"\nname = "{name}"\n'
         "lease_ttl_s = 5.0\n"
     )
     path = folder / f"{role}-{http}.toml"
@@ -113,13 +111,16 @@ class Process:
 class Cluster:
     folder: Path
     name: str
+    nats_url: str
     store_url: str
     processes: list[Process] = field(default_factory=list)
     edge_ports: list[dict[str, int]] = field(default_factory=list)
     core_http: list[int] = field(default_factory=list)
 
     def _process(self, role: str, ports: dict[str, int], http: int) -> Process:
-        config = cluster_config(self.folder, self.name, self.store_url, role, ports, http)
+        config = cluster_config(
+            self.folder, self.name, self.nats_url, self.store_url, role, ports, http
+        )
         process = Process(config, self.folder / f"{config.stem}.log")
         process.start()
         self.processes.append(process)
@@ -211,3 +212,17 @@ class Client:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def forget(nats_url: str, name: str) -> None:
+    """Remove cluster `name`'s streams and buckets from the NATS server."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and name in info.config.name:
+                await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()
