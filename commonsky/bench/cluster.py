@@ -113,6 +113,7 @@ class Cluster:
     name: str
     nats_url: str
     store_url: str
+    parties: tuple[str, ...] = tuple(PARTIES)  # (a TCP port for each on every process)
     processes: list[Process] = field(default_factory=list)
     edge_ports: list[dict[str, int]] = field(default_factory=list)
     core_http: list[int] = field(default_factory=list)
@@ -127,7 +128,7 @@ class Cluster:
         return process
 
     async def edge(self) -> tuple[Process, dict[str, int]]:
-        ports = {p: free_port() for p in PARTIES}
+        ports = {p: free_port() for p in self.parties}
         process = self._process("edge", ports, free_port())
         await process.wait_log(r"cluster edge \S+ ready")
         self.edge_ports.append(ports)
@@ -136,7 +137,7 @@ class Cluster:
     async def core(self, wait: bool = True) -> Process:
         """A core process (it serves once it holds the lease; `wait`: until it does)."""
         http = free_port()
-        process = self._process("core", {p: free_port() for p in PARTIES}, http)
+        process = self._process("core", {p: free_port() for p in self.parties}, http)
         self.core_http.append(http)
         if wait:
             await process.wait_log(r"cluster core \S+ serving")

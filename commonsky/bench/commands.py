@@ -19,8 +19,20 @@ def relay(
     rate: Annotated[int, typer.Option(help="Messages per second offered in total.")] = 1000,
     duration: Annotated[float, typer.Option(help="Seconds of load per system.")] = 10.0,
     parties: Annotated[int, typer.Option(help="Parties in the agreement ring.")] = 6,
+    edges: Annotated[
+        int, typer.Option(help="Also a cluster of this many edges and a core (NATS, PostgreSQL).")
+    ] = 0,
 ) -> None:
-    """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS."""
+    """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS.
+    With --edges N, a cluster beside them (bench/relay_cluster.py)."""
+    if edges > 0:
+        from commonsky.bench.relay_cluster import bench_cluster, print_figures
+
+        figures = bench_cluster(receivers, senders, rate, duration, parties, edges,
+                                "nats://127.0.0.1:4222",
+                                "postgresql://postgres@127.0.0.1:5432/postgres")  # fmt: skip
+        print_figures(figures, receivers, senders, rate, duration)
+        return
     from rich.console import Console
     from rich.table import Table
 
