@@ -145,6 +145,16 @@ class Cluster:
             await process.wait_log(r"cluster core \S+: standing by")
         return process
 
+    async def both(self, serving: bool) -> tuple[Process, dict[str, int]]:
+        """A process of role "all": an edge (ready at once) and a core (`serving`: wait until
+        it holds the lease; else until it stands by)."""
+        ports = {p: free_port() for p in self.parties}
+        process = self._process("all", ports, free_port())
+        await process.wait_log(r"cluster edge \S+ ready")
+        await process.wait_log(r"cluster core \S+ serving" if serving else "standing by")
+        self.edge_ports.append(ports)
+        return process, ports
+
     def stop(self) -> None:
         for process in self.processes:
             process.stop()

@@ -128,3 +128,20 @@ async def test_a_late_client_gets_its_picture_from_the_bucket_without_a_core(
     assert late_usa.got("jp-us-chat-1") == 1, late_usa.uids()
     for client in (usa, rus, late, jpn, late_usa, kor, kor2):
         await client.close()
+
+
+async def test_two_processes_of_role_all_fail_over_to_each_other(cluster: Cluster) -> None:
+    first, a = await cluster.both(serving=True)
+    _, b = await cluster.both(serving=False)
+    usa = await Client("USA", a["USA"]).connect()
+    rus = await Client("RUS", b["RUS"]).connect()
+    await usa.send(track("all-track-1", time.time()))
+    await until(lambda: rus.got("all-track-1") >= 1, "RUS (second process) sees USA's track")
+    first.kill()  # its edge and the core go: the second process's core takes over
+    usa2 = await Client("USA", b["USA"]).connect()
+    await until(lambda: usa2.got("all-track-1") >= 1, "USA, reconnected, gets its picture")
+    await usa2.send(track("all-track-2", time.time()))
+    await until(lambda: rus.got("all-track-2") >= 1, "RUS gets what follows from the new core")
+    assert not rus.closed.is_set()
+    for client in (usa, rus, usa2):
+        await client.close()
