@@ -299,10 +299,14 @@ class ClusterCore:
         from nats.errors import TimeoutError as NatsTimeout
 
         while True:
+            # The first message as soon as there is one, then what else is there now: one
+            # fetch of FETCH would wait for the whole batch (or its timeout) on a quiet stream.
             try:
-                msgs = await self.sub.fetch(FETCH, timeout=1.0)
+                msgs = await self.sub.fetch(1, timeout=1.0)
             except (NatsTimeout, TimeoutError):
                 continue
+            with contextlib.suppress(NatsTimeout, TimeoutError):
+                msgs += await self.sub.fetch(FETCH - 1, timeout=0.002)
             await self._apply(msgs)
 
     async def _apply(self, msgs: list[Msg]) -> None:
