@@ -59,8 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commonsky.cluster")
 
-FETCH = 128  # stream messages per batch (one commit; the loop stays responsive)
+FETCH = 128  # stream messages per batch at most (one commit; the loop stays responsive)
 _OUT_BYTES = 512 * 1024  # a delivery message stays well under NATS's 1 MB payload limit
+_IN_FLIGHT = 20_000  # stream messages delivered to the core and not yet acknowledged
 _PICTURE_EVERY_S = 0.25  # picture bucket writes, newest per key, this often
 _RECONCILE_EVERY_S = 5.0  # every key of the picture checked (prune, agreements' changes)
 
@@ -117,6 +118,7 @@ class ClusterCore:
         self._outs: dict[str, list[Out]] = defaultdict(list)
         self._closes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._wake = asyncio.Event()
+        self._inbox: asyncio.Queue[Msg] = asyncio.Queue()  # pushed by the consumer, in order
         self.tasks: list[asyncio.Task[None]] = []
         self.applied = 0
         self.repeated = 0  # redelivered messages recognised as applied already
@@ -248,18 +250,22 @@ class ClusterCore:
                  found, strays)  # fmt: skip
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.names.stream, self.names.consumer)
-        await self.js.add_consumer(
-            self.names.stream,
-            ConsumerConfig(
-                durable_name=self.names.consumer,
+        # Pushed, not pulled: the next messages are on their way while a batch is applied
+        # (a pull costs a round trip per batch, which bounded the core well below its CPU).
+        self.sub = await self.js.subscribe(
+            self.names.inbound,
+            durable=self.names.consumer,
+            stream=self.names.stream,
+            cb=self._on_msg,
+            manual_ack=True,
+            config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=30,
-                max_ack_pending=100_000,
-                filter_subject=self.names.inbound,
+                max_ack_pending=_IN_FLIGHT,
             ),
+            pending_msgs_limit=2 * _IN_FLIGHT,
         )
-        self.sub = await self.js.pull_subscribe_bind(self.names.consumer, self.names.stream)
         self.tasks = [
             asyncio.create_task(self._sender()),
             asyncio.create_task(self._consume()),
@@ -295,18 +301,15 @@ class ClusterCore:
                     self._drop_edge(edge)
             await self.picture.flush()
 
-    async def _consume(self) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
+    async def _on_msg(self, msg: Msg) -> None:
+        self._inbox.put_nowait(msg)
 
+    async def _consume(self) -> None:
+        inbox = self._inbox
         while True:
-            # The first message as soon as there is one, then what else is there now: one
-            # fetch of FETCH would wait for the whole batch (or its timeout) on a quiet stream.
-            try:
-                msgs = await self.sub.fetch(1, timeout=1.0)
-            except (NatsTimeout, TimeoutError):
-                continue
-            with contextlib.suppress(NatsTimeout, TimeoutError):
-                msgs += await self.sub.fetch(FETCH - 1, timeout=0.002)
+            msgs = [await inbox.get()]  # then what else came meanwhile, up to FETCH
+            while len(msgs) < FETCH and not inbox.empty():
+                msgs.append(inbox.get_nowait())
             await self._apply(msgs)
 
     async def _apply(self, msgs: list[Msg]) -> None:
