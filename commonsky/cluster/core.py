@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
-from commonsky.hub.outbox import Outbox
+from commonsky.hub.outbox import Outbox, Pending
 from commonsky.model import DURABLE, is_transient
 
 from .picture_kv import PictureWriter
@@ -43,7 +43,7 @@ from .wire import (
     Detach,
     Ingest,
     Names,
-    Out,
+    Output,
     encode,
     inbound_decoder,
     roster_decoder,
@@ -88,21 +88,41 @@ class ProxyPeer:
         conn = self.conn
         if conn is None or self.closed is not None:
             return
-        outs: list[Out] = []
-        mode = self.mode
+        outs: list[Pending] = []
         while True:  # (the whole replay now: the edge's own outbox pages it to the socket)
-            batch = conn.outbox.take()
-            for p in batch:
-                item = p.rendered.item
-                outs.append(Out(
-                    self.conn_id, item.party, item.event.uid, item.category.value,
-                    item.received, item.category in DURABLE or is_transient(item.event.type),
-                    mode, p.rendered.wire(p.variant, mode),
-                ))  # fmt: skip
+            outs += conn.outbox.take()
             if conn.outbox.backlog is None:
                 break
         if outs:
-            self.core.send(self.edge, outs)
+            self.core.send(self.edge, self.conn_id, self.mode, outs)
+
+
+class _Packer:
+    """One `Delivery` being filled: an output's bytes go in once, however many get them."""
+
+    def __init__(self) -> None:
+        self.outputs: list[Output] = []
+        self.index: dict[int, int] = {}  # id of the bytes -> place in `outputs`
+        self.keep: list[bytes] = []  # (the bytes whose ids are keys above stay alive)
+        self.outs: list[tuple[str, int]] = []
+        self.size = 0
+
+    def add(self, conn_id: str, mode: str, pending: Pending) -> None:
+        data = pending.rendered.wire(pending.variant, mode)  # (cached: one object per form)
+        at = self.index.get(id(data))
+        if at is None:
+            item = pending.rendered.item
+            durable = item.category in DURABLE or is_transient(item.event.type)
+            at = self.index[id(data)] = len(self.outputs)
+            self.outputs.append(Output(item.party, item.event.uid, item.category.value,
+                                       item.received, durable, mode, data))  # fmt: skip
+            self.keep.append(data)
+            self.size += len(data) + 64
+        self.outs.append((conn_id, at))
+        self.size += len(conn_id) + 8
+
+    def done(self, close: list[tuple[str, str]] | None = None) -> Delivery:
+        return Delivery(self.outputs, self.outs, close or [])
 
 
 class ClusterCore:
@@ -115,7 +135,7 @@ class ClusterCore:
         self.picture = PictureWriter(hub, kv, hub.clock)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
-        self._outs: dict[str, list[Out]] = defaultdict(list)
+        self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
         self._closes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()  # pushed by the consumer, in order
@@ -205,8 +225,8 @@ class ClusterCore:
 
     # ---- outputs ------------------------------------------------------------------------
 
-    def send(self, edge: str, outs: list[Out]) -> None:
-        self._outs[edge].extend(outs)
+    def send(self, edge: str, conn_id: str, mode: str, outs: list[Pending]) -> None:
+        self._outs[edge].append((conn_id, mode, outs))
         self._wake.set()
 
     def close_remote(self, edge: str, conn_id: str, reason: str) -> None:
@@ -214,24 +234,24 @@ class ClusterCore:
         self._wake.set()
 
     async def _sender(self) -> None:
-        """Send what the proxies flushed, per edge, in order, in messages under 512 kB."""
+        """Send what the proxies flushed, per edge, in order, in messages of about 512 kB:
+        each rendered output once per message, with the clients that get it."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            outs, self._outs = self._outs, defaultdict(list)
+            flushed, self._outs = self._outs, defaultdict(list)
             closes, self._closes = self._closes, defaultdict(list)
-            for edge in set(outs) | set(closes):
+            for edge in set(flushed) | set(closes):
                 subject = self.names.out(edge)
-                chunk: list[Out] = []
-                size = 0
-                for out in outs.get(edge, ()):
-                    chunk.append(out)
-                    size += len(out.data) + 64
-                    if size >= _OUT_BYTES:
-                        await self.nc.publish(subject, encode(Delivery(chunk)))
-                        chunk, size = [], 0
-                if chunk or edge in closes:
-                    await self.nc.publish(subject, encode(Delivery(chunk, closes.get(edge, []))))
+                delivery = _Packer()
+                for conn_id, mode, batch in flushed.get(edge, ()):
+                    for pending in batch:
+                        delivery.add(conn_id, mode, pending)
+                        if delivery.size >= _OUT_BYTES:
+                            await self.nc.publish(subject, encode(delivery.done()))
+                            delivery = _Packer()
+                if delivery.outs or edge in closes:
+                    await self.nc.publish(subject, encode(delivery.done(closes.get(edge, []))))
 
     # ---- the stream ---------------------------------------------------------------------
 

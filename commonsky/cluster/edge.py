@@ -152,14 +152,18 @@ class EdgeHub:
 
     def deliver(self, delivery: Delivery) -> None:
         """The core's outputs into their clients' outboxes (written after this burst)."""
-        for out in delivery.outs:
-            conn = self.by_id.get(out.conn)
+        made = [
+            (edge_pending(o.party, o.uid, o.category, o.received, o.mode, o.data), o.durable)
+            for o in delivery.outputs
+        ]  # (each shared by the clients that get it: nobody changes a Pending)
+        by_id, enqueue = self.by_id, self.wires.enqueue
+        for conn_id, at in delivery.outs:
+            conn = by_id.get(conn_id)
             if conn is None:
                 self.unknown += 1
                 continue
-            pending = edge_pending(out.party, out.uid, out.category, out.received, out.mode,
-                                   out.data)  # fmt: skip
-            self.wires.enqueue(conn, pending, out.durable)
+            pending, durable = made[at]
+            enqueue(conn, pending, durable)
         for conn_id, reason in delivery.close:
             conn = self.by_id.get(conn_id)
             if conn is not None:

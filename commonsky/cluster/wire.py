@@ -74,11 +74,11 @@ class Detach(msgspec.Struct, tag="detach", frozen=True):
 Inbound = Ingest | Attach | Detach
 
 
-class Out(msgspec.Struct, array_like=True, frozen=True):
-    """One output for one client: the bytes in `mode`, and what the edge's outbox needs to
-    merge and count it (the item's key, its category, whether it may be merged)."""
+class Output(msgspec.Struct, array_like=True, frozen=True):
+    """One rendered output (the bytes in `mode`) and what the edge's outbox needs to merge and
+    count it (the item's key, its category, whether it may be merged); shared by every client
+    of the edge that receives these very bytes."""
 
-    conn: str
     party: str
     uid: str
     category: str
@@ -89,9 +89,11 @@ class Out(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Delivery(msgspec.Struct, frozen=True):
-    """The core's outputs for one edge, in order; `close`: clients to close, with a reason."""
+    """The core's outputs for one edge: `outputs` once each, `outs` (client id, index in
+    `outputs`) in the order each client gets them; `close`: clients to close, with a reason."""
 
-    outs: list[Out] = []
+    outputs: list[Output] = []
+    outs: list[tuple[str, int]] = []
     close: list[tuple[str, str]] = []
 
 

@@ -38,8 +38,9 @@ async def test_clients_on_two_edges_see_what_the_agreements_give(
     crossed: list[tuple[str, str, bytes]] = []  # (edge subject, conn id, bytes)
 
     async def spy(msg: object) -> None:
-        for out in delivery_decoder.decode(msg.data).outs:  # type: ignore[attr-defined]
-            crossed.append((msg.subject, out.conn, out.data))  # type: ignore[attr-defined]
+        delivery = delivery_decoder.decode(msg.data)  # type: ignore[attr-defined]
+        for conn, at in delivery.outs:
+            crossed.append((msg.subject, conn, delivery.outputs[at].data))  # type: ignore[attr-defined]
 
     await nc.subscribe(f"{cluster_name}.out.>", cb=spy)
     await cluster.core()
