@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 _CONCURRENCY = 512  # KV writes in flight at once
+LIVE_EVERY_S = 2.0  # live items' entries are brought up to date this often
 
 
 @dataclass(slots=True)
@@ -66,6 +68,11 @@ class PictureWriter:
         self.viewers = sorted(hub.policy.parties)
         self.held: dict[tuple[str, tuple[str, str]], Held] = {}
         self.dirty: set[tuple[str, str]] = set()
+        # Live items (tracks, positions) are written at most every LIVE_EVERY_S: a client
+        # joining meanwhile gets an older position from the bucket and the current one from
+        # the core (`covered` is false for a version the bucket does not hold).
+        self.dirty_live: set[tuple[str, str]] = set()
+        self._live_at = 0.0
         self.full = True  # the first flush writes everything (this core is new)
         self.lock = asyncio.Lock()
         self.writes = 0
@@ -93,7 +100,10 @@ class PictureWriter:
         return len(self.found)
 
     def _note(self, item: Item) -> None:
-        self.dirty.add(item.key)
+        if item.category in DURABLE or item.event.type == DELETE_TYPE:
+            self.dirty.add(item.key)
+        else:
+            self.dirty_live.add(item.key)
         if item.event.type == DELETE_TYPE:
             self.full = True  # (the deleted item's key is not the delete's own)
 
@@ -131,8 +141,13 @@ class PictureWriter:
                 keys = {k for pool in (self.hub.picture.durable, self.hub.picture.live)
                         for k in pool} | {k for _, k in self.held}  # fmt: skip
                 self.dirty.clear()
+                self.dirty_live.clear()
             else:
                 keys, self.dirty = self.dirty, set()
+                if time.monotonic() - self._live_at >= LIVE_EVERY_S:
+                    self._live_at = time.monotonic()
+                    keys |= self.dirty_live
+                    self.dirty_live = set()
             jobs: list[asyncio.Future[None] | asyncio.Task[None]] = []
             gate = asyncio.Semaphore(_CONCURRENCY)
             for key in keys:
