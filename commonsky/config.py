@@ -304,62 +304,89 @@ def _federates(
                     "a declared [[federate]]"
                 )
         return []
-    from commonsky.privdeconf.terms import KEYS as DECONFLICT_KEYS
-    from commonsky.privdeconf.terms import from_federate
-
     declared = {p.id for p in parties}
     federates: list[FederateConfig] = []
     names: set[str] = set()
     claimed: dict[str, str] = {}  # party -> the federate speaking for it
     for index, raw in enumerate(tables):
-        label = raw.get("name", "") if isinstance(raw, Mapping) else ""
-        where, at = f"{source}: [[federate]] #{index + 1} {label!r}", f"$.federate[{index}]"
-        link = (
-            {k: v for k, v in raw.items() if k not in DECONFLICT_KEYS}
-            if isinstance(raw, Mapping)
-            else raw
+        federates.append(_federate(raw, index, source, base, declared, names, claimed))
+    _check_federated_parties(source, parties, names, claimed)
+    kinds = [lc for lc in listeners if lc.kind == "federation"]
+    if len(kinds) > 1:
+        raise UsageError(f"{kinds[1].where}: only one federation listener per hub")
+    if federates and not kinds:
+        raise UsageError(
+            f'{source}: [[federate]] needs a [[listener]] kind = "federation" (its ca '
+            "directory holds the hub's certificate, used on every link)"
         )
-        table = decode_table(FederateTable, link, where, at)
-        name = table.name
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
+    return federates
+
+
+def _federate(
+    raw: Any,
+    index: int,
+    source: str,
+    base: Path,
+    declared: set[str],
+    names: set[str],
+    claimed: dict[str, str],
+) -> FederateConfig:
+    """One `[[federate]]` table (`index`), checked against the declared parties and the
+    federates before it; adds its name to `names` and its parties to `claimed`."""
+    from commonsky.privdeconf.terms import KEYS as DECONFLICT_KEYS
+    from commonsky.privdeconf.terms import from_federate
+
+    label = raw.get("name", "") if isinstance(raw, Mapping) else ""
+    where, at = f"{source}: [[federate]] #{index + 1} {label!r}", f"$.federate[{index}]"
+    link = (
+        {k: v for k, v in raw.items() if k not in DECONFLICT_KEYS}
+        if isinstance(raw, Mapping)
+        else raw
+    )
+    table = decode_table(FederateTable, link, where, at)
+    name = table.name
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"{where}: name = {name!r} must be letters, digits, - or _ ({at}.name)")
+    if name in names:
+        raise UsageError(f"{where}: name = {name!r} is declared twice ({at}.name)")
+    names.add(name)
+    target = parse_hostport(table.connect, f"{where}: connect") if table.connect else None
+    ca = base / table.ca if table.ca else None
+    if ca is not None and not ca.is_file():
+        raise UsageError(f"{where}: ca = {table.ca!r}: no such file (the peer's CA, PEM) ({at}.ca)")
+    pin = normalize_fingerprint(table.fingerprint) if table.fingerprint is not None else None
+    if table.fingerprint is not None and pin is None:
+        raise UsageError(
+            f"{where}: fingerprint = {table.fingerprint!r} is not sha256: and 64 hex "
+            f"digits ({at}.fingerprint)"
+        )
+    if ca is None and pin is None:
+        raise UsageError(f'{where}: needs ca = "FILE" and/or fingerprint = "sha256:…" ({at})')
+    if not table.parties:
+        raise UsageError(
+            f"{where}: parties is empty; name the parties it may speak for ({at}.parties)"
+        )
+    for i, spoken in enumerate(table.parties):
+        if spoken not in declared:
             raise UsageError(
-                f"{where}: name = {name!r} must be letters, digits, - or _ ({at}.name)"
+                f"{where}: parties contains {spoken!r}, not a declared [[party]] "
+                f"({at}.parties[{i}])"
             )
-        if name in names:
-            raise UsageError(f"{where}: name = {name!r} is declared twice ({at}.name)")
-        names.add(name)
-        target = parse_hostport(table.connect, f"{where}: connect") if table.connect else None
-        ca = base / table.ca if table.ca else None
-        if ca is not None and not ca.is_file():
+        if spoken in claimed:
             raise UsageError(
-                f"{where}: ca = {table.ca!r}: no such file (the peer's CA, PEM) ({at}.ca)"
+                f"{where}: party {spoken!r} is already spoken for by [[federate]] "
+                f"{claimed[spoken]!r} ({at}.parties[{i}])"
             )
-        pin = normalize_fingerprint(table.fingerprint) if table.fingerprint is not None else None
-        if table.fingerprint is not None and pin is None:
-            raise UsageError(
-                f"{where}: fingerprint = {table.fingerprint!r} is not sha256: and 64 hex "
-                f"digits ({at}.fingerprint)"
-            )
-        if ca is None and pin is None:
-            raise UsageError(f'{where}: needs ca = "FILE" and/or fingerprint = "sha256:…" ({at})')
-        if not table.parties:
-            raise UsageError(
-                f"{where}: parties is empty; name the parties it may speak for ({at}.parties)"
-            )
-        for i, spoken in enumerate(table.parties):
-            if spoken not in declared:
-                raise UsageError(
-                    f"{where}: parties contains {spoken!r}, not a declared [[party]] "
-                    f"({at}.parties[{i}])"
-                )
-            if spoken in claimed:
-                raise UsageError(
-                    f"{where}: party {spoken!r} is already spoken for by [[federate]] "
-                    f"{claimed[spoken]!r} ({at}.parties[{i}])"
-                )
-            claimed[spoken] = name
-        terms = from_federate(raw, where)
-        federates.append(FederateConfig(name, tuple(table.parties), target, ca, pin, where, terms))
+        claimed[spoken] = name
+    terms = from_federate(raw, where)
+    return FederateConfig(name, tuple(table.parties), target, ca, pin, where, terms)
+
+
+def _check_federated_parties(
+    source: str, parties: list[Party], names: set[str], claimed: dict[str, str]
+) -> None:
+    """Each `[[party]] federate = NAME` names a federate that speaks for it, and each party a
+    federate speaks for says so (UsageError otherwise)."""
     for party in parties:
         if party.federate and party.federate not in names:
             raise UsageError(
@@ -378,15 +405,6 @@ def _federates(
                 f"{source}: [[federate]] {name!r} speaks for {pid!r}, so declare that "
                 f'[[party]] with federate = "{name}" (it is not one of this hub\'s own)'
             )
-    kinds = [lc for lc in listeners if lc.kind == "federation"]
-    if len(kinds) > 1:
-        raise UsageError(f"{kinds[1].where}: only one federation listener per hub")
-    if federates and not kinds:
-        raise UsageError(
-            f'{source}: [[federate]] needs a [[listener]] kind = "federation" (its ca '
-            "directory holds the hub's certificate, used on every link)"
-        )
-    return federates
 
 
 def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:

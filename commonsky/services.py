@@ -26,7 +26,7 @@ from commonsky.hub.core import Hub
 from commonsky.hub.desk_view import DeskView
 from commonsky.ledger.entry import Signature, canonical_json
 from commonsky.ledger.keys import PartyKeys, verify
-from commonsky.ledger.log import SignedCheckpoint
+from commonsky.ledger.proofs import SignedCheckpoint
 from commonsky.model import CotEvent
 
 log = logging.getLogger("commonsky.services")

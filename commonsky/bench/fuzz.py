@@ -16,8 +16,9 @@ This process is the load, over real sockets:
   cannot end it; the hub's keepalive (`timeout_ws_ping_s`) judges it, with a reason;
 - HTTP keep-alive connections sending mutated API requests (writes and reads).
 
-Inputs come from `fuzz_inputs.py` (structure-aware and byte-level mutations of the corpus and
-of our own message kinds). The run is cut into phases; between phases the hub is stopped
+The hub process and its HTTP client are `hubproc.py`. Inputs come from `fuzz_inputs.py`
+(structure-aware and byte-level mutations of the corpus and of our own message kinds,
+`fuzz_seeds.py`). The run is cut into phases; between phases the hub is stopped
 (SIGTERM) and started again on its data. After the last phase the store and the ledger are
 compared (`ledger/agreement.py`) and the hub is started once more on the fuzzed data.
 
@@ -39,11 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
-import re
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -52,65 +49,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from commonsky.bench.fuzz_inputs import PARTIES, ApiSeeds, Mutator, corpus_seeds, own_seeds
+from commonsky.bench.fuzz_inputs import Mutator
+from commonsky.bench.fuzz_seeds import PARTIES, ApiSeeds, corpus_seeds, own_seeds
+from commonsky.bench.hubproc import (
+    HubProcess,
+    check_data,
+    http_get,
+    http_request,
+    hub_config,
+    parse_metrics,
+    token,
+)
 from commonsky.bench.relay import free_port
 from commonsky.protocol.cot import control_event, encode_event
 from commonsky.protocol.stream import TakStream, frame_proto
 from commonsky.protocol.takv1 import event_to_proto
 
+# (HubProcess is hubproc.py's; still importable from here.)
+__all__ = ["HubProcess", "fuzz", "run_phase"]
+
 _PROTO_ANSWER = b"t-x-takp-r"
 API_SHARE = 0.05  # of all inputs, at least, go through the HTTP API
-_METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
-
-
-OPERATOR = "fuzz-operator-token-0123456789"  # reads all of /metrics
-
-
-def token(party: str) -> str:
-    return f"fuzz-token-{party.lower()}-0123456789"
-
-
-def hub_config(data_dir: Path, http: int, ports: dict[str, int], extra: str = "") -> str:
-    """Four parties, a TCP listener each, and agreements of every kind between them
-    (`extra`: more `[server]` settings)."""
-    lines = [
-        f'[server]\ndata_dir = "{data_dir}"\nhttp = "127.0.0.1:{http}"\n'
-        "limit_refusals_before_close = 500\nlimit_queue_durable = 100000\n"
-        f'operator_token = "{OPERATOR}"\n{extra}'
-    ]
-    for party in PARTIES:
-        lines.append(f'[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:{ports[party]}"\n'
-                     f'party = "{party}"\n')  # fmt: skip
-        lines.append(f'[[party]]\nid = "{party}"\ntoken = "{token(party)}"\n')
-    # Airspace flows one way per pair, and hotline agreements join parties whose drawings
-    # are not compared: a conflict notice about every pair of overlapping drawings, and a
-    # hotline thread for each, would otherwise grow the pictures without end.
-    for name, src, dst, categories, disclosure in (
-        ("us-ru", "USA", "RUS", '["track", "airspace", "site", "launch", "alert"]', "full"),
-        ("ru-us", "RUS", "USA", '["track", "launch", "imagery"]', "full"),
-        ("us-jp", "USA", "JPN", '["track", "launch", "hotline"]', "generalized"),
-        ("jp-us", "JPN", "USA", '["hotline", "track"]', "full"),
-        ("kr-jp", "KOR", "JPN", '["airspace", "site"]', "conflicts-only"),
-        ("jp-kr", "JPN", "KOR", '["alert", "launch"]', "full"),
-        ("ru-kr", "RUS", "KOR", '["hotline"]', "full"),
-        ("kr-ru", "KOR", "RUS", '["hotline", "alert"]', "full"),
-    ):
-        lines.append(f'[[agreement]]\nname = "{name}"\nfrom = "{src}"\nto = ["{dst}"]\n'
-                     f'categories = {categories}\ndisclosure = "{disclosure}"\n')  # fmt: skip
-    return "\n".join(lines)
-
-
-def parse_metrics(text: str) -> dict[str, dict[str, float]]:
-    """Prometheus text as {name: {labels: value}}."""
-    out: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        match = _METRIC.match(line)
-        if match and not line.startswith("#"):
-            with contextlib.suppress(ValueError):
-                out.setdefault(match.group(1), {})[match.group(2) or ""] = float(match.group(3))
-    return out
 
 
 @dataclass
@@ -141,89 +100,6 @@ class Tally:
     @property
     def total(self) -> int:
         return sum(self.inputs.values())
-
-
-class HubProcess:
-    def __init__(self, config: Path, log: Path, http: int, log_level: str) -> None:
-        self.config, self.log, self.http, self.log_level = config, log, http, log_level
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self, timeout: float = 300.0) -> float:
-        """Start the hub; the seconds until /healthz answers (RuntimeError if it never does)."""
-        began = time.perf_counter()
-        with self.log.open("ab") as out:
-            # Popen returns at once (the hub lives on); its output goes to a file.
-            self.proc = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "commonsky", "serve", "--config", str(self.config),
-                 "--log-level", self.log_level],
-                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )  # fmt: skip
-        while time.perf_counter() - began < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the hub exited with {self.proc.returncode} on start")
-            with contextlib.suppress(OSError):
-                status, _ = await http_get(self.http, "/healthz")
-                if status == 200:
-                    return time.perf_counter() - began
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"the hub did not answer /healthz within {timeout} s")
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return -9
-
-    def rss_mb(self) -> float:
-        with contextlib.suppress(psutil.Error, AttributeError):
-            return float(psutil.Process(self.proc.pid).memory_info().rss) / 1e6  # type: ignore[union-attr]
-        return 0.0
-
-
-async def http_get(port: int, path: str, auth: str = OPERATOR) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        return await http_request(reader, writer, "GET", path, auth, b"")
-    finally:
-        writer.close()
-
-
-async def http_request(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    method: str,
-    path: str,
-    auth: str,
-    body: bytes,
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 request on a keep-alive connection: (status, body)."""
-    head = f"{method} {path} HTTP/1.1\r\nHost: fuzz\r\nContent-Length: {len(body)}\r\n"
-    if auth:
-        head += f"Authorization: Bearer {auth}\r\n"
-    writer.write(head.encode() + b"\r\n" + body)
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionError("closed before the response")
-    status = int(status_line.split()[1])
-    length, chunked = 0, False
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-        elif name.lower() == "transfer-encoding" and "chunked" in value:
-            chunked = True
-    if not chunked:
-        return status, await reader.readexactly(length)
-    data = bytearray()
-    while size := int((await reader.readline()).strip() or b"0", 16):
-        data += await reader.readexactly(size + 2)
-    await reader.readline()
-    return status, bytes(data)
 
 
 class HubClosed(ConnectionError):
@@ -508,21 +384,6 @@ def report(tally: Tally, seconds: float, final_start: float | None, log: Path) -
         and final_start is not None
     )
     return figures
-
-
-def check_data(data_dir: Path) -> tuple[list[str], int]:
-    """Store/ledger disagreements and unreadable rows in a stopped hub's data."""
-    from commonsky.ledger.agreement import disagreements
-    from commonsky.ledger.log import Ledger
-    from commonsky.store.sqlite import SQLiteStore
-
-    store = SQLiteStore(data_dir)
-    try:
-        with Ledger.open(data_dir) as ledger:
-            found = disagreements(store.since(0), ledger.entries())
-        return found, len(store.unreadable)
-    finally:
-        store.close()
 
 
 def fuzz(inputs: int, restarts: int, seed: int, corpus: Path | None, out_dir: Path,

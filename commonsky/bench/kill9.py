@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from commonsky.bench.fuzz import HubProcess, check_data, http_request, hub_config, token
-from commonsky.bench.fuzz_inputs import PARTIES
+from commonsky.bench.fuzz_seeds import PARTIES
+from commonsky.bench.hubproc import HubProcess, check_data, http_request, hub_config, token
 from commonsky.bench.relay import free_port
 from commonsky.times import format_time
 

@@ -223,13 +223,34 @@ def _fused(runner: Runner, party: str) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, str]:
+Outcome = tuple[bool, str]  # (held, what was observed)
+
+
+def evaluate(runner: Runner, played: Played, check: CheckSpec) -> Outcome:
     """(held, what was observed) for one check."""
     hub = runner.server.hub if runner.server else None
     services = runner.server.services if runner.server else None
     assert hub is not None and services is not None
     got = _received(runner, check.party) if check.party else []
     kind = check.kind
+    outcome = (
+        _delivery_check(kind, check, got)
+        or _notice_check(kind, runner, hub, check)
+        or _hotline_check(kind, services, played, check)
+        or _launch_check(kind, runner, services, played, check)
+    )
+    if outcome is not None:
+        return outcome
+    if kind == "no_leaks":
+        found = leaks(runner, played)
+        return not found, "0 leaks" if not found else "; ".join(found[:3])
+    if kind == "evidence":
+        return evidence(runner, played, check)
+    return False, f"unknown check kind {kind!r}"
+
+
+def _delivery_check(kind: str, check: CheckSpec, got: list[Received]) -> Outcome | None:
+    """What the party's clients received (None: not a delivery check)."""
     if kind == "delivered":
         hits = [r for r in got if r.event.uid == check.uid]
         return bool(hits), f"{len(hits)} deliveries of {check.uid}"
@@ -240,6 +261,18 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
             if r.event.uid.startswith(check.uid) and r.event.type.startswith(check.text)
         ]
         return not hits, f"{len(hits)} deliveries matching {check.uid}*{check.text}"
+    if kind == "received_tracks_from":
+        hits = [
+            r
+            for r in got
+            if r.event.uid.startswith(check.other + "::") and r.event.type.startswith("a-")
+        ]
+        return len(hits) >= check.value, f"{len(hits)} track updates from {check.other}"
+    return None
+
+
+def _notice_check(kind: str, runner: Runner, hub: Any, check: CheckSpec) -> Outcome | None:
+    """Conflict notices and withdrawn airspace (None: not such a check)."""
     if kind == "conflict_notice":
         notices = [
             n
@@ -253,6 +286,14 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
             check.uid not in text,
             f"{check.uid!r} {'absent' if check.uid not in text else 'present'}",
         )
+    if kind == "withdrawn":
+        gone = all((p, check.uid) not in hub.durable for p in check.parties)
+        return gone, "withdrawn" if gone else "still active"
+    return None
+
+
+def _hotline_check(kind: str, services: Any, played: Played, check: CheckSpec) -> Outcome | None:
+    """Hotline messages and conflict threads acknowledged (None: not such a check)."""
     if kind == "hotline_all_acked":
         messages = [
             m
@@ -274,9 +315,13 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
         return bool(threads) and len(acked) == len(
             threads
         ), f"{len(acked)}/{len(threads)} conflict threads acknowledged by both"
-    if kind == "withdrawn":
-        gone = all((p, check.uid) not in hub.durable for p in check.parties)
-        return gone, "withdrawn" if gone else "still active"
+    return None
+
+
+def _launch_check(
+    kind: str, runner: Runner, services: Any, played: Played, check: CheckSpec
+) -> Outcome | None:
+    """Fused launch events, CAP warnings and their latency (None: not such a check)."""
     if kind == "fused_parties":
         seen = [e["parties"] for e in _fused(runner, check.party)]
         return sorted(check.parties) in seen, f"events fused from {seen}"
@@ -308,19 +353,7 @@ def evaluate(runner: Runner, played: Played, check: CheckSpec) -> tuple[bool, st
     if kind == "warning_latency":
         lat = warning_latency(runner, played)
         return (not math.isnan(lat) and lat <= check.value), f"{lat:.3f} s"
-    if kind == "received_tracks_from":
-        hits = [
-            r
-            for r in got
-            if r.event.uid.startswith(check.other + "::") and r.event.type.startswith("a-")
-        ]
-        return len(hits) >= check.value, f"{len(hits)} track updates from {check.other}"
-    if kind == "no_leaks":
-        found = leaks(runner, played)
-        return not found, "0 leaks" if not found else "; ".join(found[:3])
-    if kind == "evidence":
-        return evidence(runner, played, check)
-    return False, f"unknown check kind {kind!r}"
+    return None
 
 
 def scenario_alerts(runner: Runner, played: Played) -> list[Any]:

@@ -92,16 +92,46 @@ async def run_demo(
     without it, `scenario` plays that one alone); check, summarise (DATA_DIR/summary.json),
     take screenshots, then — with `stop` and no `duration` — keep serving until `stop` is
     set. Raises UsageError (one line) for an operator's mistake (busy port, folder)."""
-    from commonsky.demo.federated import (
-        LAYOUTS,
-        FederatedRunner,
-        check_ledgers,
-        private_checks,
-        private_summary,
-        unjudge,
-    )
+    from commonsky.demo.federated import LAYOUTS, FederatedRunner
 
     console = console or Console()
+    scenarios, scenario = _scenarios(names, federated, scenario)
+    data_dir, lock = fresh_folder(data_dir)
+    runner: Runner
+    if federated:
+        assert scenario is not None
+        layout = LAYOUTS[scenario]
+        runner = FederatedRunner(scenarios, data_dir, http, speed, layout)
+    else:
+        runner = Runner(scenarios, data_dir, http, speed)
+    started = time.time()
+    try:
+        await _play(runner, scenarios, duration, started, data_dir, screenshots, console)
+        await asyncio.sleep(min(2.0, 20.0 / speed))  # let the last deliveries land
+        summary = _summary(runner, scenarios, data_dir, speed, started)
+        if screenshots:
+            summary["screenshots"] = await take_screenshots(runner, data_dir, console)
+        (data_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        print_summary(console, summary)
+        if stop is not None and duration is None:
+            console.print(
+                f"Serving the map at {runner.map_url()} — Ctrl-C to stop "
+                f"(sign-in links above and in {data_dir / 'tokens.json'})."
+            )
+            await stop.wait()
+        return summary
+    finally:
+        await runner.stop()
+        release_lock(lock)
+
+
+def _scenarios(
+    names: tuple[str, ...], federated: bool, scenario: str | None
+) -> tuple[list[Any], str | None]:
+    """The scenarios to play and the one scenario asked for (federated: Korea by default);
+    UsageError for a scenario that cannot be played so."""
+    from commonsky.demo.federated import LAYOUTS
+
     if federated:
         scenario = scenario or "korea"
         if scenario not in LAYOUTS:
@@ -118,92 +148,98 @@ async def run_demo(
             msgspec.structs.replace(s, photo=[], check=[c for c in s.check if c.kind != "evidence"])
             for s in scenarios
         ]
-    data_dir, lock = fresh_folder(data_dir)
-    runner: Runner
-    if federated:
-        assert scenario is not None
-        layout = LAYOUTS[scenario]
-        runner = FederatedRunner(scenarios, data_dir, http, speed, layout)
+    return scenarios, scenario
+
+
+async def _play(
+    runner: Runner,
+    scenarios: list[Any],
+    duration: float | None,
+    started: float,
+    data_dir: Path,
+    screenshots: bool,
+    console: Console,
+) -> None:
+    """Play the scenarios to their end (or for `duration` seconds of wall time) with a
+    progress bar each, telling where to look once the hub is up; re-raises what the play
+    raised."""
+    play = asyncio.create_task(runner.run())
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        bars = {s.name: progress.add_task(s.title, total=s.duration_s) for s in scenarios}
+        told = False
+        while not play.done():
+            if duration is not None and time.time() - started > duration:
+                break
+            if not told and runner.ready.is_set():
+                told = True
+                write_tokens(runner, data_dir)
+                print_where(console, runner, data_dir, screenshots)
+            elapsed = runner.clock() - runner.start_wall if runner.start_wall else 0
+            for s in scenarios:
+                progress.update(bars[s.name], completed=min(s.duration_s, max(0, elapsed)))
+            await asyncio.sleep(0.25)
+    # The scenarios are over: from here the clock runs in real time, so the final picture
+    # stays on the map (and in the screenshots) instead of going stale at `speed`.
+    runner.clock.relax()
+    if not play.done():
+        play.cancel()
+    await asyncio.gather(play, return_exceptions=True)
+    if play.done() and not play.cancelled() and play.exception() is not None:
+        raise play.exception()  # type: ignore[misc]
+
+
+def _summary(
+    runner: Runner, scenarios: list[Any], data_dir: Path, speed: float, started: float
+) -> dict[str, Any]:
+    """The run's summary (summary.json without the screenshots): each scenario's checks,
+    the ledger's, and for federated hubs their links and receipts."""
+    from commonsky.demo.federated import (
+        FederatedRunner,
+        check_ledgers,
+        private_checks,
+        private_summary,
+        unjudge,
+    )
+
+    assert runner.server is not None
+    played_s = max(0.0, (runner.clock() - runner.start_wall)) if runner.start_wall else 0.0
+    unfinished = [s.name for s in scenarios if not runner.played[s.name].finished]
+    if isinstance(runner, FederatedRunner):
+        ledger_ok = check_ledgers(runner, data_dir)
     else:
-        runner = Runner(scenarios, data_dir, http, speed)
-    started = time.time()
-    try:
-        play = asyncio.create_task(runner.run())
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            bars = {s.name: progress.add_task(s.title, total=s.duration_s) for s in scenarios}
-            told = False
-            while not play.done():
-                if duration is not None and time.time() - started > duration:
-                    break
-                if not told and runner.ready.is_set():
-                    told = True
-                    write_tokens(runner, data_dir)
-                    print_where(console, runner, data_dir, screenshots)
-                elapsed = runner.clock() - runner.start_wall if runner.start_wall else 0
-                for s in scenarios:
-                    progress.update(bars[s.name], completed=min(s.duration_s, max(0, elapsed)))
-                await asyncio.sleep(0.25)
-        # The scenarios are over: from here the clock runs in real time, so the final picture
-        # stays on the map (and in the screenshots) instead of going stale at `speed`.
-        runner.clock.relax()
-        if not play.done():
-            play.cancel()
-        await asyncio.gather(play, return_exceptions=True)
-        if play.done() and not play.cancelled() and play.exception() is not None:
-            raise play.exception()  # type: ignore[misc]
-        await asyncio.sleep(min(2.0, 20.0 / speed))  # let the last deliveries land
-        assert runner.server is not None
-        played_s = max(0.0, (runner.clock() - runner.start_wall)) if runner.start_wall else 0.0
-        unfinished = [s.name for s in scenarios if not runner.played[s.name].finished]
-        if isinstance(runner, FederatedRunner):
-            ledger_ok = check_ledgers(runner, data_dir)
-        else:
-            ledger_ok = check_ledger(runner, data_dir)
-        results = [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios]
-        if isinstance(runner, FederatedRunner) and runner.layout.terms:
-            for result, s in zip(results, scenarios, strict=True):
-                result["checks"] += private_checks(runner, s)
-                unjudge(runner, result)
-        if unfinished:
-            for result in results:
-                if result["name"] in unfinished:
-                    not_reached(result)
-        summary: dict[str, Any] = {
-            "speed": speed,
-            "scenarios": results,
-            "all_held": all(r["all_held"] for r in results),
+        ledger_ok = check_ledger(runner, data_dir)
+    results = [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios]
+    if isinstance(runner, FederatedRunner) and runner.layout.terms:
+        for result, s in zip(results, scenarios, strict=True):
+            result["checks"] += private_checks(runner, s)
+            unjudge(runner, result)
+    if unfinished:
+        for result in results:
+            if result["name"] in unfinished:
+                not_reached(result)
+    summary: dict[str, Any] = {
+        "speed": speed,
+        "scenarios": results,
+        "all_held": all(r["all_held"] for r in results),
+    }
+    if isinstance(runner, FederatedRunner):
+        summary["federated"] = {
+            "hubs": {name: list(parties) for name, parties in runner.layout.hubs.items()},
+            "links": [f"{a}->{b}" for a, b in runner.layout.links],
+            "receipts_proven": runner.proven,
         }
-        if isinstance(runner, FederatedRunner):
-            summary["federated"] = {
-                "hubs": {name: list(parties) for name, parties in runner.layout.hubs.items()},
-                "links": [f"{a}->{b}" for a, b in runner.layout.links],
-                "receipts_proven": runner.proven,
-            }
-            if runner.layout.terms:
-                summary["federated"]["private"] = private_summary(runner)
-        if unfinished:
-            summary["stopped_early_s"] = round(time.time() - started, 1)
-            summary["scenario_time_s"] = round(min(played_s, max(s.duration_s for s in scenarios)))
-        if screenshots:
-            summary["screenshots"] = await take_screenshots(runner, data_dir, console)
-        (data_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        print_summary(console, summary)
-        if stop is not None and duration is None:
-            console.print(
-                f"Serving the map at {runner.map_url()} — Ctrl-C to stop "
-                f"(sign-in links above and in {data_dir / 'tokens.json'})."
-            )
-            await stop.wait()
-        return summary
-    finally:
-        await runner.stop()
-        release_lock(lock)
+        if runner.layout.terms:
+            summary["federated"]["private"] = private_summary(runner)
+    if unfinished:
+        summary["stopped_early_s"] = round(time.time() - started, 1)
+        summary["scenario_time_s"] = round(min(played_s, max(s.duration_s for s in scenarios)))
+    return summary
 
 
 def not_reached(result: dict[str, Any]) -> None:

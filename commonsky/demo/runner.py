@@ -282,13 +282,13 @@ class Runner:
         else:
             geometry = {"type": "LineString", "coordinates": [list(p) for p in spec.line or []]}
         if spec.client and not withdraw:
-            from commonsky.http.api import _feature_event
+            from commonsky.http.routes.airspace import feature_event
 
             feature = {"type": "Feature", "geometry": geometry, "properties": props}
             from commonsky.deconflict.formats import parse_geojson
 
             (shape,) = parse_geojson(msgspec.json.encode(feature))
-            self.clients[spec.client].send(_feature_event(feature, shape, now))
+            self.clients[spec.client].send(feature_event(feature, shape, now))
             return
         if withdraw:
             # Withdrawal: the same uid again, already stale — what ATAK does on delete.

@@ -346,12 +346,28 @@ class LaunchDesk:
             lon = sum(p[1] for p in ring) / len(ring)
         headline = info.headline if info and info.headline else alert.msg_type
         stale = now + (600.0 if alert.msg_type == "Cancel" else 3600.0)
+        # The warned areas ride along as GeoJSON (the map page draws them from the item's
+        # JSON, hub/pagejson.py); the CAP document itself stays at `href`.
+        areas = area_geojson(alert)
         detail = (
             f'<csky_cap identifier="{quote(alert.identifier)}" msgType="{alert.msg_type}"'
-            f' href="/cap/alerts/{quote(alert.identifier)}.xml"/>'
+            f' href="/cap/alerts/{quote(alert.identifier)}.xml">'
+            f"{quote_text(msgspec.json.encode(areas).decode()) if areas else ''}</csky_cap>"
             f"<remarks>{quote(headline)}</remarks>"
         )
         cot = new_event(f"cap-{alert.identifier}", ALERT_TYPE, now, stale, Point(lat, lon), detail)
         self.hub.submit(
             Item(party=party, user="hub", category=Category.ALERT, event=cot, received=now)
         )
+
+
+def area_geojson(alert: CapAlert) -> dict[str, Any] | None:
+    """Every polygon of the alert's areas (CAP's (lat, lon) rings) as one GeoJSON
+    MultiPolygon ([lon, lat]); None when it has none."""
+    rings = [
+        [[[lon, lat] for lat, lon in ring]]
+        for info in alert.info
+        for area in info.areas
+        for ring in area.polygons
+    ]
+    return {"type": "MultiPolygon", "coordinates": rings} if rings else None

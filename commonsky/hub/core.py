@@ -341,6 +341,9 @@ class Hub:
         rendered = self._rendered(item)
         if routed is not None:
             rendered.routes, rendered.routes_until, rendered.routes_epoch = routed
+        held = self._parsed
+        if held is not None and held[0] is item.event:  # what accept's checks read of it
+            rendered.parsed = tuple(held[1].values())
         return rendered
 
     def _apply(self, item: Item, rendered: Rendered | None = None) -> None:

@@ -54,6 +54,9 @@ class Rendered:
     refs: References | None = None
     keys: tuple[Key, ...] = ()
     per_party: bool = False
+    # What the desks' checks parsed from `item.event` when it was accepted (hub/core.py), so
+    # rendering reads nothing twice: the map page's geometry is the deconfliction desk's.
+    parsed: tuple[object, ...] = ()
     # Every party this uid was delivered to, with the forms it got ("own"/"full"/"gen"),
     # carried from version to version: a delete reaches each of them under those names.
     seen: dict[str, set[str]] = field(default_factory=dict)

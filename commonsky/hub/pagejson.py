@@ -8,7 +8,7 @@ JSON for API users.
 
 | field | present for | value |
 |---|---|---|
-| `geometry` | airspace, site, imagery, conflict | a GeoJSON geometry (RFC 7946), [lon, lat] |
+| `geometry` | airspace, site, imagery, conflict, alert | GeoJSON geometry (RFC 7946), [lon, lat] |
 | `airspace` | airspace, site | `<csky_airspace>`: item, kind, levels (numbers), parties |
 | `evidence` | imagery | `{captured, user, published, sha256}` (null if generalized) |
 | `thumbnail` | imagery | the base64 JPEG of `<csky_thumbnail>`, or null |
@@ -17,6 +17,9 @@ JSON for API users.
 | `cap` | alert | `{identifier, msgType}` |
 | `remarks` | all of the above | the `<remarks>` text ("" when none) |
 
+An alert's `geometry` is its warned areas, every CAP polygon of it, as one `MultiPolygon` (null
+when it carries none), so the page needs no CAP XML.
+
 GeoJSON has no circle or corridor: a circle is a `Point` with the foreign member `radius_m`
 (metres), a route corridor a `LineString` with `width_m` (full width), a deconfliction line
 a plain `LineString` (RFC 7946 §6.1 allows foreign members). A generalized drawing (its
@@ -24,6 +27,10 @@ details stripped) is its coarse spot: a `Point` with `radius_m` = its `ce`.
 
 A detail that cannot be read gives null fields, never an error: the page then draws the
 item at its point, as it did before.
+
+A drawing is read once: the hub hands over what the deconfliction desk's check parsed from
+the very event (`Rendered.parsed`, hub/core.py), so `geometry` costs a few µs instead of a
+second parse (figures: docs/performance.md, "Page JSON").
 """
 
 from __future__ import annotations
@@ -51,9 +58,15 @@ _DRAWN = frozenset(
 )
 
 
-def page_fields(category: Category, event: CotEvent) -> dict[str, Any]:
+Drawing = shapes.Volume | shapes.Line | shapes.Site  # what `airspace_from_cot` reads
+
+
+def page_fields(
+    category: Category, event: CotEvent, drawing: Drawing | None = None
+) -> dict[str, Any]:
     """The typed fields above for an item of `category` as `event` (one recipient's
-    variant); {} for categories the page does not draw from their detail (tracks etc.)."""
+    variant); {} for categories the page does not draw from their detail (tracks etc.).
+    `drawing`: the airspace item already read from this very event (else it is read here)."""
     if category not in _DRAWN:
         return {}
     try:
@@ -63,7 +76,7 @@ def page_fields(category: Category, event: CotEvent) -> dict[str, Any]:
     node = detail.find("remarks") if detail is not None else None
     out: dict[str, Any] = {"remarks": (node.text or "") if node is not None else ""}
     if category in (Category.AIRSPACE, Category.SITE):
-        out["geometry"] = airspace_geometry(event)
+        out["geometry"] = airspace_geometry(event, drawing)
         out["airspace"] = _airspace_attrs(detail, category)
     elif category is Category.IMAGERY:
         out.update(_imagery(event, detail))
@@ -81,18 +94,23 @@ def page_fields(category: Category, event: CotEvent) -> dict[str, Any]:
             if cap is not None
             else None
         )
+        areas = _json_in(detail, "csky_cap")
+        out["geometry"] = areas if isinstance(areas, dict) else None
     return out
 
 
-def airspace_geometry(event: CotEvent) -> dict[str, Any]:
-    """The GeoJSON geometry of a drawing, as the deconfliction desk reads it."""
-    try:
-        parsed = airspace_from_cot(event)
-    except (RemoteProtocolError, etree.XMLSyntaxError, ValueError):
-        # Generalized (vertices stripped) or unreadable: the item's coarse spot.
-        p = event.point
-        radius = p.ce if known(p.ce) and p.ce > 0 else GENERALIZED_RADIUS_M
-        return {"type": "Point", "coordinates": [p.lon, p.lat], "radius_m": radius}
+def airspace_geometry(event: CotEvent, drawing: Drawing | None = None) -> dict[str, Any]:
+    """The GeoJSON geometry of a drawing, as the deconfliction desk reads it (`drawing`:
+    what it read from this very event, if it did)."""
+    parsed = drawing
+    if parsed is None:
+        try:
+            parsed = airspace_from_cot(event)
+        except (RemoteProtocolError, etree.XMLSyntaxError, ValueError):
+            # Generalized (vertices stripped) or unreadable: the item's coarse spot.
+            p = event.point
+            radius = p.ce if known(p.ce) and p.ce > 0 else GENERALIZED_RADIUS_M
+            return {"type": "Point", "coordinates": [p.lon, p.lat], "radius_m": radius}
     if isinstance(parsed, shapes.Line):
         return {"type": "LineString", "coordinates": [list(v) for v in parsed.path]}
     return shape_geojson(parsed.area() if isinstance(parsed, shapes.Site) else parsed.shape)

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from commonsky.deconflict.shapes import Line, Site, Volume
 from commonsky.metrics import Metrics
 from commonsky.model import CotEvent, Item
 from commonsky.protocol.refs import link_target
@@ -21,7 +22,7 @@ from commonsky.protocol.render import render
 from .deletes import DELETE_TYPE
 from .naming import Naming
 from .outbox import Rendered, Variant
-from .pagejson import page_fields
+from .pagejson import Drawing, page_fields
 
 log = logging.getLogger("commonsky.hub")
 
@@ -51,9 +52,9 @@ class Renderer:
                 data = rendered.cache.get(key)
                 if data is None:
                     event = self.naming.with_names(rendered, names)
-                    data = rendered.cache[key] = encode(rendered.item, event, mode)
+                    data = rendered.cache[key] = encode(rendered, event, mode)
                 return data
-            return encode(rendered.item, self.naming.event(rendered, variant), mode)
+            return encode(rendered, self.naming.event(rendered, variant), mode)
         except Exception as exc:
             item = rendered.item
             self.metrics.render_failed(mode)
@@ -70,17 +71,36 @@ class Renderer:
             return b""
 
 
-def encode(item: Item, event: CotEvent, mode: str) -> bytes:
+def encode(rendered: Rendered, event: CotEvent, mode: str) -> bytes:
     """`event` (the item as one recipient sees it) in `mode`: "json" (the map page) or a
     TAK wire form (`protocol.render.render`)."""
     if mode == JSON:
-        return _json_encoder.encode(item_json(item, event))
+        return _json_encoder.encode(item_json(rendered.item, event, drawing_of(rendered, event)))
     return render(event, mode)
 
 
-def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
+def drawing_of(rendered: Rendered, event: CotEvent) -> Drawing | None:
+    """The airspace item a desk's check read from the item's event, if `event` (the form
+    one recipient gets) draws the same: only the uid may differ (a `full` recipient's). A
+    generalized form, its details stripped, is read anew (as its coarse spot)."""
+    own = rendered.item.event
+    for parsed in rendered.parsed:
+        if isinstance(parsed, Volume | Line | Site):
+            same = event is own or (
+                event.detail == own.detail
+                and event.point == own.point
+                and event.type == own.type
+                and event.start == own.start
+                and event.stale == own.stale
+            )
+            return parsed if same else None
+    return None
+
+
+def item_json(item: Item, event: CotEvent, drawing: Drawing | None = None) -> dict[str, Any]:
     """The JSON form of a delivered item (WebSocket and REST): CoT names, our category,
-    `detail` as sent, and the typed fields the map page draws from (`pagejson.page_fields`)."""
+    `detail` as sent, and the typed fields the map page draws from (`pagejson.page_fields`;
+    `drawing`: the airspace item already read from `event`, if any)."""
     p = event.point
     return {
         "uid": event.uid,
@@ -108,5 +128,5 @@ def item_json(item: Item, event: CotEvent) -> dict[str, Any]:
         # A delete names the item it removes, as this recipient knows it (the map drops it).
         **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
         # What the page draws, typed (geometry as GeoJSON): pagejson.py's table.
-        **page_fields(item.category, event),
+        **page_fields(item.category, event, drawing),
     }

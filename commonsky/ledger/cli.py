@@ -22,7 +22,8 @@ from commonsky.errors import UsageError
 from commonsky.ledger import export as ledger_export
 from commonsky.ledger import keys
 from commonsky.ledger.entry import EntryError, check_party
-from commonsky.ledger.log import DB_NAME, Ledger, LedgerError, Receipt
+from commonsky.ledger.log import DB_NAME, Ledger, LedgerError
+from commonsky.ledger.proofs import Receipt
 
 app = typer.Typer(help="ledger commands", no_args_is_help=True)
 
@@ -193,28 +194,11 @@ def verify_cmd(
     pinned the first time a hub is verified (--hub NAME). With neither, the file can only
     vouch for itself — anyone can rewrite a history and sign it with a key of their own —
     and the command says so."""
-    pinned_parties = None
-    if party_keys is not None:
-        if not party_keys.is_dir():
-            raise UsageError(f"--party-keys {party_keys}: not a directory")
-        registry = keys.PartyKeys(party_keys.parent)
-        registry.directory = party_keys
-        try:
-            pinned_parties = registry.as_mapping()
-        except keys.KeyFileError as exc:
-            raise UsageError(str(exc)) from None
+    pinned_parties = _pinned_parties(party_keys)
     pinned = _pinned(hub_key)
     store: KnownHubs | None = None
     if hub is not None:
-        try:
-            check_party(hub, "--hub")
-        except EntryError as exc:
-            raise UsageError(str(exc)) from None
-        store = KnownHubs(known_hubs or KnownHubs.default_path())
-        known = store.get(hub)
-        if pinned is not None and known is not None and known != pinned:
-            raise UsageError(f"--hub-key differs from the key pinned for hub {hub} in {store.path}")
-        pinned = pinned or known
+        store, pinned = _known_hub(hub, known_hubs, pinned)
     first_use = store is not None and pinned is None
     try:
         result = ledger_export.verify(file, pinned, pinned_parties)
@@ -244,6 +228,36 @@ def verify_cmd(
         )
     if peer is not None:
         _cross_check(file, peer)
+
+
+def _pinned_parties(party_keys: Path | None) -> dict[str, bytes] | None:
+    """The originators' keys pinned by --party-keys DIR (None without it); UsageError."""
+    if party_keys is None:
+        return None
+    if not party_keys.is_dir():
+        raise UsageError(f"--party-keys {party_keys}: not a directory")
+    registry = keys.PartyKeys(party_keys.parent)
+    registry.directory = party_keys
+    try:
+        return registry.as_mapping()
+    except keys.KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _known_hub(
+    hub: str, known_hubs: Path | None, pinned: bytes | None
+) -> tuple[KnownHubs, bytes | None]:
+    """The known-hubs file and the key to check hub `hub` against: --hub-key's, else the one
+    pinned earlier (None at first use). UsageError when the two disagree."""
+    try:
+        check_party(hub, "--hub")
+    except EntryError as exc:
+        raise UsageError(str(exc)) from None
+    store = KnownHubs(known_hubs or KnownHubs.default_path())
+    known = store.get(hub)
+    if pinned is not None and known is not None and known != pinned:
+        raise UsageError(f"--hub-key differs from the key pinned for hub {hub} in {store.path}")
+    return store, pinned or known
 
 
 def _cross_check(sender: Path, receiver: Path) -> None:

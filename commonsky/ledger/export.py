@@ -27,7 +27,8 @@ import msgspec
 
 from commonsky.ledger import merkle
 from commonsky.ledger.entry import EntryError, b64decode
-from commonsky.ledger.log import Ledger, SignedCheckpoint
+from commonsky.ledger.log import Ledger
+from commonsky.ledger.proofs import SignedCheckpoint
 from commonsky.ledger.verify import VerifyResult as VerifyResult  # re-exported
 from commonsky.ledger.verify import line_decoder
 from commonsky.ledger.verify import verify as verify  # re-exported

@@ -40,7 +40,7 @@ from commonsky.ledger.entry import (
     decode_entry,
     decode_wire,
 )
-from commonsky.ledger.log import SignedCheckpoint
+from commonsky.ledger.proofs import SignedCheckpoint
 from commonsky.ledger.statements import statement_problem
 
 # Files at least this big are verified in parallel (when there is more than one CPU).

@@ -57,39 +57,49 @@ class _Denied(errors.Refused):
         super().__init__(status, message, reason)
 
 
-Handler = Callable[[Request, str, str], Awaitable[Response]]
+Handler = Callable[["Marti", Request, str, str], Awaitable[Response]]
 
 
-def marti_app(state: MartiState, config: ListenerConfig) -> Starlette:
-    assert config.ca is not None
-    port = state.port
-    revocations = state.revocations[Path(config.ca)]
-    settings = port.settings
+class Marti:
+    """What every Marti route shares: the listener's state and config, who the client
+    certificate names (`identify`), and how a refusal is answered, counted and logged."""
 
-    def identify(request: Request) -> tuple[str, str]:
+    def __init__(self, state: MartiState, config: ListenerConfig) -> None:
+        assert config.ca is not None
+        self.state = state
+        self.config = config
+        self.port = state.port
+        self.revocations = state.revocations[Path(config.ca)]
+        self.settings = self.port.settings
+
+    def identify(self, request: Request) -> tuple[str, str]:
+        """(party, user) from the client certificate's O and CN; `_Denied` (403) for none,
+        a revoked one, a subject without exactly one O and CN, or an O naming no party."""
         der = peer_cert_der(request.scope)
         if der is None:
             raise _Denied(403, "no_certificate", "a client certificate is required")
-        cert = state.peer(der)
-        if revocations.revoked(cert.serial_number):
+        cert = self.state.peer(der)
+        if self.revocations.revoked(cert.serial_number):
             raise _Denied(403, "certificate_revoked", "this certificate has been revoked")
         orgs = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
         names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         if len(orgs) != 1 or len(names) != 1:
             raise _Denied(403, "certificate_subject", "certificate needs exactly one O and CN")
         party, user = str(orgs[0].value), str(names[0].value)
-        if not port.is_party(party):
+        if not self.port.is_party(party):
             raise _Denied(403, "unknown_party", f"certificate O={party[:40]!r} is no party")
         return party, user
 
-    def refused(request: Request, status: int, reason: str, message: str, who: str) -> Response:
-        port.refuse(f"marti_{reason}" if status == 403 else f"upload_{reason}")
-        port.log_limited(
+    def refused(
+        self, request: Request, status: int, reason: str, message: str, who: str
+    ) -> Response:
+        self.port.refuse(f"marti_{reason}" if status == 403 else f"upload_{reason}")
+        self.port.log_limited(
             log,
             reason,
             who,
             "%s: %s %s from %s refused (%d): %s",
-            config.kind,
+            self.config.kind,
             request.method,
             request.url.path,
             who,
@@ -98,135 +108,31 @@ def marti_app(state: MartiState, config: ListenerConfig) -> Starlette:
         )
         return PlainTextResponse(f"{message}\n", status_code=status)
 
-    def route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def route(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint for `handler(marti, request, party, user)`: identified first, every
+        refusal answered as plain text with its status."""
+
         async def endpoint(request: Request) -> Response:
             peer = request.client.host if request.client else "?"
             try:
-                party, user = identify(request)
+                party, user = self.identify(request)
             except _Denied as exc:
-                return refused(request, exc.status, exc.reason, str(exc), peer)
+                return self.refused(request, exc.status, exc.reason, str(exc), peer)
             try:
-                return await handler(request, party, user)
+                return await handler(self, request, party, user)
             except (Refused, UploadRefused) as exc:
-                return refused(request, exc.status, exc.reason, str(exc), f"{party}/{user}")
+                return self.refused(request, exc.status, exc.reason, str(exc), f"{party}/{user}")
 
         return endpoint
 
-    def content_url(sha256: str) -> str:
-        return f"{state.base_url()}/Marti/sync/content?hash={sha256}"
+    def content_url(self, sha256: str) -> str:
+        return f"{self.state.base_url()}/Marti/sync/content?hash={sha256}"
 
-    # ---- version, contacts ----------------------------------------------------------------
 
-    async def version(request: Request, party: str, user: str) -> Response:
-        return PlainTextResponse(f"CommonSky {__version__}")
-
-    async def version_config(request: Request, party: str, user: str) -> Response:
-        data = {"version": __version__, "api": API_VERSION, "hostname": request.url.hostname}
-        return JSONResponse(
-            {"version": API_VERSION, "type": "ServerConfig", "data": data, "nodeId": "commonsky"}
-        )
-
-    async def client_endpoints(request: Request, party: str, user: str) -> Response:
-        data = [
-            {
-                "callsign": c.callsign,
-                "uid": c.uid,
-                "team": c.team or None,
-                "role": c.role or None,
-                "lastEventTime": format_time(c.last),
-                "lastStatus": "Connected",
-            }
-            for c in port.contacts(party)
-        ]
-        data = [{k: v for k, v in d.items() if v is not None} for d in data]
-        return JSONResponse(
-            {
-                "version": API_VERSION,
-                "type": "com.bbn.marti.remote.ClientEndpoint",
-                "data": data,
-                "nodeId": "commonsky",
-            }
-        )
-
-    # ---- files ----------------------------------------------------------------------------
-
-    def hash_param(request: Request, required: bool = True) -> str:
-        value = request.query_params.get("hash", "").strip().lower()
-        if not value and not required:
-            return ""
-        if not is_sha256(value):
-            raise Refused(400, "bad_hash", "hash must be 64 hexadecimal digits (SHA-256)")
-        return value
-
-    async def mission_query(request: Request, party: str, user: str) -> Response:
-        sha = hash_param(request)
-        if may_fetch(state, party, sha) is None:
-            return PlainTextResponse("not found\n", status_code=404)
-        return PlainTextResponse(content_url(sha))
-
-    async def content(request: Request, party: str, user: str) -> Response:
-        sha = hash_param(request)
-        row = may_fetch(state, party, sha)
-        path = state.files.object_path(sha) if row is not None else None
-        if row is None or path is None or not path.exists():
-            return PlainTextResponse("not found\n", status_code=404)
-        return FileResponse(
-            path,
-            media_type=row.mime or "application/octet-stream",
-            filename=row.name or sha,
-            headers={"ETag": f'"{sha}"'},
-        )
-
-    async def do_upload(request: Request, party: str, user: str, itak: bool) -> Upload:
-        room, full = state.files.room(party)
-        if full is not None:
-            raise Refused(507, "store_full", f"the hub keeps no more files ({full} reached)")
-        params = request.query_params
-        declared = hash_param(request, required=False)
-        with state.files.temporary() as temp:
-            got = await receive(request, temp, room, settings.timeout_upload_s, allow_raw=itak)
-            if declared and declared != got.sha256:
-                raise Refused(
-                    400,
-                    "wrong_hash",
-                    f"hash={declared} but the file's SHA-256 is {got.sha256}; nothing kept",
-                )
-            if got.size == 0:
-                raise Refused(400, "empty", "the file is empty")
-            name = params.get("filename") or params.get("name") or got.filename
-            upload = Upload(
-                party,
-                user,
-                _plain_name(name),
-                got.mime if got.mime not in ("", "application/octet-stream") else "",
-                got.sha256,
-                got.size,
-                (params.get("creatorUid") or got.fields.get("creatorUid", ""))[:200],
-                "private" if params.get("tool") == "private" else "public",
-            )
-            await ingest(state, temp, upload)
-        return upload
-
-    async def mission_upload(request: Request, party: str, user: str) -> Response:
-        upload = await do_upload(request, party, user, itak=False)
-        return PlainTextResponse(content_url(upload.sha256))
-
-    async def sync_upload(request: Request, party: str, user: str) -> Response:
-        upload = await do_upload(request, party, user, itak=True)
-        row = next(r for r in state.files.rows(upload.sha256) if r.party == party)
-        return JSONResponse(_metadata(row, content_url(upload.sha256)), media_type="text/json")
-
-    async def set_tool(request: Request, party: str, user: str) -> Response:
-        sha = str(request.path_params["hash"]).lower()
-        if not is_sha256(sha):
-            raise Refused(400, "bad_hash", "hash must be 64 hexadecimal digits (SHA-256)")
-        body = (await request.body())[:64].decode("utf-8", "replace").strip()
-        if body not in TOOLS:
-            raise Refused(400, "bad_tool", "tool must be public or private")
-        if not state.files.set_tool(sha, party, body):
-            return PlainTextResponse("not found\n", status_code=404)
-        return Response(status_code=200)
-
+def marti_app(state: MartiState, config: ListenerConfig) -> Starlette:
+    """The Marti listener's application (the paths in this module's header)."""
+    marti = Marti(state, config)
+    route = marti.route
     routes = [
         Route("/Marti/api/version", route(version), methods=["GET"]),
         Route("/Marti/api/version/config", route(version_config), methods=["GET"]),
@@ -245,7 +151,134 @@ def marti_app(state: MartiState, config: ListenerConfig) -> Starlette:
     return Starlette(routes=routes)
 
 
-async def _no_content(request: Request, party: str, user: str) -> Response:
+# ---- version, contacts ----------------------------------------------------------------
+
+
+async def version(marti: Marti, request: Request, party: str, user: str) -> Response:
+    return PlainTextResponse(f"CommonSky {__version__}")
+
+
+async def version_config(marti: Marti, request: Request, party: str, user: str) -> Response:
+    data = {"version": __version__, "api": API_VERSION, "hostname": request.url.hostname}
+    return JSONResponse(
+        {"version": API_VERSION, "type": "ServerConfig", "data": data, "nodeId": "commonsky"}
+    )
+
+
+async def client_endpoints(marti: Marti, request: Request, party: str, user: str) -> Response:
+    data = [
+        {
+            "callsign": c.callsign,
+            "uid": c.uid,
+            "team": c.team or None,
+            "role": c.role or None,
+            "lastEventTime": format_time(c.last),
+            "lastStatus": "Connected",
+        }
+        for c in marti.port.contacts(party)
+    ]
+    data = [{k: v for k, v in d.items() if v is not None} for d in data]
+    return JSONResponse(
+        {
+            "version": API_VERSION,
+            "type": "com.bbn.marti.remote.ClientEndpoint",
+            "data": data,
+            "nodeId": "commonsky",
+        }
+    )
+
+
+# ---- files ----------------------------------------------------------------------------
+
+
+def hash_param(request: Request, required: bool = True) -> str:
+    value = request.query_params.get("hash", "").strip().lower()
+    if not value and not required:
+        return ""
+    if not is_sha256(value):
+        raise Refused(400, "bad_hash", "hash must be 64 hexadecimal digits (SHA-256)")
+    return value
+
+
+async def mission_query(marti: Marti, request: Request, party: str, user: str) -> Response:
+    sha = hash_param(request)
+    if may_fetch(marti.state, party, sha) is None:
+        return PlainTextResponse("not found\n", status_code=404)
+    return PlainTextResponse(marti.content_url(sha))
+
+
+async def content(marti: Marti, request: Request, party: str, user: str) -> Response:
+    state = marti.state
+    sha = hash_param(request)
+    row = may_fetch(state, party, sha)
+    path = state.files.object_path(sha) if row is not None else None
+    if row is None or path is None or not path.exists():
+        return PlainTextResponse("not found\n", status_code=404)
+    return FileResponse(
+        path,
+        media_type=row.mime or "application/octet-stream",
+        filename=row.name or sha,
+        headers={"ETag": f'"{sha}"'},
+    )
+
+
+async def do_upload(marti: Marti, request: Request, party: str, user: str, itak: bool) -> Upload:
+    state = marti.state
+    room, full = state.files.room(party)
+    if full is not None:
+        raise Refused(507, "store_full", f"the hub keeps no more files ({full} reached)")
+    params = request.query_params
+    declared = hash_param(request, required=False)
+    with state.files.temporary() as temp:
+        timeout = marti.settings.timeout_upload_s
+        got = await receive(request, temp, room, timeout, allow_raw=itak)
+        if declared and declared != got.sha256:
+            raise Refused(
+                400,
+                "wrong_hash",
+                f"hash={declared} but the file's SHA-256 is {got.sha256}; nothing kept",
+            )
+        if got.size == 0:
+            raise Refused(400, "empty", "the file is empty")
+        name = params.get("filename") or params.get("name") or got.filename
+        upload = Upload(
+            party,
+            user,
+            _plain_name(name),
+            got.mime if got.mime not in ("", "application/octet-stream") else "",
+            got.sha256,
+            got.size,
+            (params.get("creatorUid") or got.fields.get("creatorUid", ""))[:200],
+            "private" if params.get("tool") == "private" else "public",
+        )
+        await ingest(state, temp, upload)
+    return upload
+
+
+async def mission_upload(marti: Marti, request: Request, party: str, user: str) -> Response:
+    upload = await do_upload(marti, request, party, user, itak=False)
+    return PlainTextResponse(marti.content_url(upload.sha256))
+
+
+async def sync_upload(marti: Marti, request: Request, party: str, user: str) -> Response:
+    upload = await do_upload(marti, request, party, user, itak=True)
+    row = next(r for r in marti.state.files.rows(upload.sha256) if r.party == party)
+    return JSONResponse(_metadata(row, marti.content_url(upload.sha256)), media_type="text/json")
+
+
+async def set_tool(marti: Marti, request: Request, party: str, user: str) -> Response:
+    sha = str(request.path_params["hash"]).lower()
+    if not is_sha256(sha):
+        raise Refused(400, "bad_hash", "hash must be 64 hexadecimal digits (SHA-256)")
+    body = (await request.body())[:64].decode("utf-8", "replace").strip()
+    if body not in TOOLS:
+        raise Refused(400, "bad_tool", "tool must be public or private")
+    if not marti.state.files.set_tool(sha, party, body):
+        return PlainTextResponse("not found\n", status_code=404)
+    return Response(status_code=200)
+
+
+async def _no_content(marti: Marti, request: Request, party: str, user: str) -> Response:
     return Response(status_code=204)  # no device profiles kept (TAK Server's "none")
 
 

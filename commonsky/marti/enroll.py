@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -96,14 +96,21 @@ def config_xml(party: str) -> str:
     )
 
 
-def enroll_app(state: MartiState, config: ListenerConfig) -> Starlette:
-    assert config.ca is not None
-    ca_dir = config.ca
-    port = state.port
+class Enrollment:
+    """What every enrollment route shares: the listener's state and config, the token
+    check (HTTP Basic: user and enrollment token), and how a refusal is answered."""
 
-    def authenticate(request: Request, spend: bool) -> Token:
+    def __init__(self, state: MartiState, config: ListenerConfig) -> None:
+        assert config.ca is not None
+        self.state = state
+        self.config = config
+        self.ca_dir = config.ca
+        self.port = state.port
+
+    def authenticate(self, request: Request, spend: bool) -> Token:
+        """The request's enrollment token (spent when `spend`); `_Refused` 401 otherwise."""
         user, token = _basic(request)
-        found = state.tokens.check(user, token, port.clock(), spend)
+        found = self.state.tokens.check(user, token, self.port.clock(), spend)
         if isinstance(found, Refusal):
             status_text = {
                 Refusal.UNKNOWN: "unknown user or token",
@@ -112,19 +119,19 @@ def enroll_app(state: MartiState, config: ListenerConfig) -> Starlette:
                 Refusal.SPENT: "enrollment token already used; ask for a new one",
             }[found]
             raise _Refused(401, found.value, status_text)
-        if not port.is_party(found.party):
+        if not self.port.is_party(found.party):
             raise _Refused(401, "unknown_party", f"token's party {found.party!r} is not declared")
         return found
 
-    def refused(request: Request, exc: _Refused) -> Response:
-        port.refuse(f"enroll_{exc.reason}")
+    def refused(self, request: Request, exc: _Refused) -> Response:
+        self.port.refuse(f"enroll_{exc.reason}")
         peer = request.client.host if request.client else "?"
-        port.log_limited(
+        self.port.log_limited(
             log,
             f"enroll_{exc.reason}",
             peer,
             "%s: %s %s from %s refused (%d): %s",
-            config.kind,
+            self.config.kind,
             request.method,
             request.url.path,
             peer,
@@ -136,93 +143,23 @@ def enroll_app(state: MartiState, config: ListenerConfig) -> Starlette:
             f"{exc}\n", status_code=exc.status, headers=headers if exc.status == 401 else None
         )
 
-    def guarded(handler: Any) -> Any:
+    def guarded(
+        self, handler: Callable[[Enrollment, Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint for `handler(enrollment, request)`, refusals answered as text."""
+
         async def endpoint(request: Request) -> Response:
             try:
-                response: Response = await handler(request)
-                return response
+                return await handler(self, request)
             except _Refused as exc:
-                return refused(request, exc)
+                return self.refused(request, exc)
 
         return endpoint
 
-    async def tls_config(request: Request) -> Response:
-        token = authenticate(request, spend=False)
-        return Response(config_xml(token.party), media_type="application/xml")
 
-    async def sign(request: Request) -> tuple[x509.Certificate, x509.Certificate, Token]:
-        token = authenticate(request, spend=True)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > CSR_MAX_BYTES:
-                raise _Refused(413, "csr_too_big", f"CSR over {CSR_MAX_BYTES} bytes")
-        try:
-            csr = parse_csr(bytes(body))
-            check_csr_subject(csr, token.party, token.user)
-        except CsrRefused as exc:
-            reason = "malformed_csr" if exc.status == 400 else "csr_other_party"
-            raise _Refused(exc.status, reason, str(exc)) from None
-        now = port.clock()
-        if not state.tokens.redeem(token, now):  # another request spent it meanwhile
-            raise _Refused(401, Refusal.SPENT.value, "enrollment token already used")
-        days = port.settings.tls_enroll_cert_days
-        try:
-            cert = sign_csr(ca_dir, csr, token.party, token.user, days)
-            ca_cert = load_ca(ca_dir)[0]
-        except UsageError as exc:  # the CA folder went missing under us: the operator's
-            log.error("%s: cannot sign for %s/%s: %s", config.where, token.party, token.user, exc)
-            raise _Refused(500, "ca_unavailable", "the hub cannot sign now") from None
-        state.tokens.note_serial(token, cert.serial_number)
-        log.info(
-            "%s: enrolled %s/%s (serial %x, until %s, clientUid %s)",
-            config.kind,
-            token.party,
-            token.user,
-            cert.serial_number,
-            cert.not_valid_after_utc.isoformat(timespec="seconds"),
-            request.query_params.get("clientUid", "")[:64] or "-",
-        )
-        return cert, ca_cert, token
-
-    async def sign_client(request: Request) -> Response:
-        cert, ca_cert, _ = await sign(request)
-        bundle = pkcs12.serialize_java_truststore(
-            [
-                pkcs12.PKCS12Certificate(cert, b"signedCert"),
-                pkcs12.PKCS12Certificate(ca_cert, b"ca0"),
-            ],
-            p12_encryption(ATAK_DEFAULT_PASSWORD, P12Form.COMPATIBLE),
-        )
-        return Response(bundle, media_type="application/x-pkcs12")
-
-    async def sign_client_v2(request: Request) -> Response:
-        accept = request.headers.get("accept", "").lower()
-        xml = "application/xml" in accept or "text/xml" in accept
-        plain = not xml and "text/" in accept and "json" not in accept
-        if (
-            not xml and accept and not any(kind in accept for kind in ("*/*", "json", "text/"))
-        ):  # (checked before the token is spent)
-            raise _Refused(406, "not_acceptable", f"cannot answer Accept: {accept[:80]}")
-        cert, ca_cert, _ = await sign(request)
-        if xml:
-            text = (
-                '<?xml version="1.0" encoding="UTF-8"?><enrollment>'
-                f"<signedCert>{_pem_body(cert)}</signedCert><ca>{_pem_body(ca_cert)}</ca>"
-                "</enrollment>"
-            )
-            return Response(text, media_type="application/xml")
-        answer = {"signedCert": _pem_body(cert), "ca0": _pem_body(ca_cert)}
-        if plain:
-            import json
-
-            return PlainTextResponse(json.dumps(answer, indent=2))
-        return JSONResponse(answer)
-
-    async def no_profile(request: Request) -> Response:
-        authenticate(request, spend=False)
-        return Response(status_code=204)
-
+def enroll_app(state: MartiState, config: ListenerConfig) -> Starlette:
+    """The enrollment listener's application: TAK's `/Marti/api/tls/*` certificate signing."""
+    guarded = Enrollment(state, config).guarded
     routes = [
         Route("/Marti/api/tls/config", guarded(tls_config), methods=["GET"]),
         Route("/Marti/api/tls/signClient", guarded(sign_client), methods=["POST"]),
@@ -231,3 +168,89 @@ def enroll_app(state: MartiState, config: ListenerConfig) -> Starlette:
         Route("/Marti/api/device/profile/connection", guarded(no_profile), methods=["GET"]),
     ]
     return Starlette(routes=routes)
+
+
+async def tls_config(enroll: Enrollment, request: Request) -> Response:
+    token = enroll.authenticate(request, spend=False)
+    return Response(config_xml(token.party), media_type="application/xml")
+
+
+async def sign(
+    enroll: Enrollment, request: Request
+) -> tuple[x509.Certificate, x509.Certificate, Token]:
+    """Spend the token and sign the CSR in the body: (certificate, CA certificate, token)."""
+    state, port, config = enroll.state, enroll.port, enroll.config
+    token = enroll.authenticate(request, spend=True)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > CSR_MAX_BYTES:
+            raise _Refused(413, "csr_too_big", f"CSR over {CSR_MAX_BYTES} bytes")
+    try:
+        csr = parse_csr(bytes(body))
+        check_csr_subject(csr, token.party, token.user)
+    except CsrRefused as exc:
+        reason = "malformed_csr" if exc.status == 400 else "csr_other_party"
+        raise _Refused(exc.status, reason, str(exc)) from None
+    now = port.clock()
+    if not state.tokens.redeem(token, now):  # another request spent it meanwhile
+        raise _Refused(401, Refusal.SPENT.value, "enrollment token already used")
+    days = port.settings.tls_enroll_cert_days
+    try:
+        cert = sign_csr(enroll.ca_dir, csr, token.party, token.user, days)
+        ca_cert = load_ca(enroll.ca_dir)[0]
+    except UsageError as exc:  # the CA folder went missing under us: the operator's
+        log.error("%s: cannot sign for %s/%s: %s", config.where, token.party, token.user, exc)
+        raise _Refused(500, "ca_unavailable", "the hub cannot sign now") from None
+    state.tokens.note_serial(token, cert.serial_number)
+    log.info(
+        "%s: enrolled %s/%s (serial %x, until %s, clientUid %s)",
+        config.kind,
+        token.party,
+        token.user,
+        cert.serial_number,
+        cert.not_valid_after_utc.isoformat(timespec="seconds"),
+        request.query_params.get("clientUid", "")[:64] or "-",
+    )
+    return cert, ca_cert, token
+
+
+async def sign_client(enroll: Enrollment, request: Request) -> Response:
+    cert, ca_cert, _ = await sign(enroll, request)
+    bundle = pkcs12.serialize_java_truststore(
+        [
+            pkcs12.PKCS12Certificate(cert, b"signedCert"),
+            pkcs12.PKCS12Certificate(ca_cert, b"ca0"),
+        ],
+        p12_encryption(ATAK_DEFAULT_PASSWORD, P12Form.COMPATIBLE),
+    )
+    return Response(bundle, media_type="application/x-pkcs12")
+
+
+async def sign_client_v2(enroll: Enrollment, request: Request) -> Response:
+    accept = request.headers.get("accept", "").lower()
+    xml = "application/xml" in accept or "text/xml" in accept
+    plain = not xml and "text/" in accept and "json" not in accept
+    if (
+        not xml and accept and not any(kind in accept for kind in ("*/*", "json", "text/"))
+    ):  # (checked before the token is spent)
+        raise _Refused(406, "not_acceptable", f"cannot answer Accept: {accept[:80]}")
+    cert, ca_cert, _ = await sign(enroll, request)
+    if xml:
+        text = (
+            '<?xml version="1.0" encoding="UTF-8"?><enrollment>'
+            f"<signedCert>{_pem_body(cert)}</signedCert><ca>{_pem_body(ca_cert)}</ca>"
+            "</enrollment>"
+        )
+        return Response(text, media_type="application/xml")
+    answer = {"signedCert": _pem_body(cert), "ca0": _pem_body(ca_cert)}
+    if plain:
+        import json
+
+        return PlainTextResponse(json.dumps(answer, indent=2))
+    return JSONResponse(answer)
+
+
+async def no_profile(enroll: Enrollment, request: Request) -> Response:
+    enroll.authenticate(request, spend=False)
+    return Response(status_code=204)

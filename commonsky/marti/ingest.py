@@ -223,7 +223,27 @@ async def ingest(state: MartiState, temp: Path, upload: Upload) -> Ingested:
         now,
         upload.tool,
     )
-    # ---- 2. store -----------------------------------------------------------------------
+    evidence = _store(state, temp, upload, row, images, now)
+    audience = _record(state, upload, row, images, now)
+    _publish(state, upload, row, images, now)
+    log.info(
+        "%s/%s uploaded %s (%s, %d bytes, %d images); offered to %s",
+        upload.party,
+        upload.user,
+        row.name,
+        kind,
+        upload.size,
+        len(images),
+        ", ".join(sorted(audience)),
+    )
+    return Ingested(row, True, evidence)
+
+
+def _store(
+    state: MartiState, temp: Path, upload: Upload, row: StoredFile, images: list[_Image], now: float
+) -> list[str]:
+    """Step 2: keep the upload and each signed image (its own row, `source` the upload);
+    the signed images' SHA-256s."""
     files = state.files
     files.put(temp, upload.sha256)
     files.add(row)
@@ -249,7 +269,16 @@ async def ingest(state: MartiState, temp: Path, upload: Upload) -> Ingested:
             )
         )
         evidence.append(image.signed_sha256)
-    # ---- 3. record ----------------------------------------------------------------------
+    return evidence
+
+
+def _record(
+    state: MartiState, upload: Upload, row: StoredFile, images: list[_Image], now: float
+) -> set[str]:
+    """Step 3: record the file and each signed image in the ledger, for the parties who may
+    fetch it (returned)."""
+    port = state.port
+    kind, categories = row.kind, row.categories
     audience = fetchers(state, row)
     port.record(
         "file",
@@ -287,7 +316,14 @@ async def ingest(state: MartiState, temp: Path, upload: Upload) -> Ingested:
         if facts.position:
             payload["lat_e7"], payload["lon_e7"] = _e7(facts.position[0]), _e7(facts.position[1])
         port.record("evidence", upload.party, audience, payload, now)
-    # ---- 4. publish ---------------------------------------------------------------------
+    return audience
+
+
+def _publish(
+    state: MartiState, upload: Upload, row: StoredFile, images: list[_Image], now: float
+) -> None:
+    """Step 4: offer the file (and each image's quick-pic packages) to every party that may
+    fetch it, as TAK file-transfer requests (`b-f-t-r`)."""
     base = state.base_url()
     offers: list[tuple[StoredFile, str]] = [(row, row.name)]
     for image in images:
@@ -301,18 +337,7 @@ async def ingest(state: MartiState, temp: Path, upload: Upload) -> Ingested:
             recipients.discard(offered.party)
         for recipient in sorted(recipients):
             events.append((_transfer(offered, name, recipient, base, now), recipient))
-    port.announce(events, Category.FILE)
-    log.info(
-        "%s/%s uploaded %s (%s, %d bytes, %d images); offered to %s",
-        upload.party,
-        upload.user,
-        row.name,
-        kind,
-        upload.size,
-        len(images),
-        ", ".join(sorted(audience)),
-    )
-    return Ingested(row, True, evidence)
+    state.port.announce(events, Category.FILE)
 
 
 def _mime(kind: str, images: list[_Image]) -> str:

@@ -17,13 +17,16 @@ import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from commonsky import errors
+
+if TYPE_CHECKING:  # (the library declares its callback table for type checkers only)
+    from python_multipart.multipart import MultipartCallbacks
 
 FIELD_LIMIT = 4096  # bytes of one non-file form field
 PARTS_LIMIT = 32
@@ -100,86 +103,96 @@ async def receive(
     return got
 
 
+class _Parts:
+    """The multipart parser's callbacks for one body: the file part streamed into the sink,
+    other fields kept (each at most FIELD_LIMIT bytes), at most PARTS_LIMIT parts and one
+    file part (UploadRefused otherwise)."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self.sink = sink
+        self.got = Received("", 0)
+        self.ended = False
+        self.files = 0
+        self.parts = 0
+        self.header_field = bytearray()
+        self.header_value = bytearray()
+        self.headers: dict[bytes, bytes] = {}
+        self.value = bytearray()
+        self.current = ""
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > PARTS_LIMIT:
+            raise UploadRefused(400, "bad_multipart", f"more than {PARTS_LIMIT} parts")
+        self.headers.clear()
+        self.value.clear()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field.extend(data[start:end])
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value.extend(data[start:end])
+
+    def on_header_end(self) -> None:
+        self.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+        self.header_field.clear()
+        self.header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        _, disposition = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        self.current = name
+        if name in FILE_PARTS:
+            if self.files:
+                raise UploadRefused(400, "bad_multipart", "more than one file part")
+            self.files = 1
+            self.got.filename = disposition.get(b"filename", b"").decode("utf-8", "replace")
+            self.got.mime = self.headers.get(b"content-type", b"").decode("latin-1")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.current in FILE_PARTS:
+            self.sink.write(data[start:end])
+        else:
+            self.value.extend(data[start:end])
+            if len(self.value) > FIELD_LIMIT:
+                raise UploadRefused(400, "bad_multipart", f"form field over {FIELD_LIMIT} bytes")
+
+    def on_part_end(self) -> None:
+        if self.current not in FILE_PARTS and self.current:
+            self.got.fields[self.current] = self.value.decode("utf-8", "replace")
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
 async def _multipart(request: Request, boundary: bytes, sink: _Sink) -> Received:
     if not boundary:
         raise UploadRefused(400, "bad_multipart", "multipart/form-data without a boundary")
-    got = Received("", 0)
-    state: dict[str, object] = {"file": None, "ended": False, "files": 0, "parts": 0}
-    header_field = bytearray()
-    header_value = bytearray()
-    headers: dict[bytes, bytes] = {}
-    value = bytearray()
-    current: list[str] = [""]
-
-    def on_part_begin() -> None:
-        state["parts"] = int(state["parts"]) + 1  # type: ignore[call-overload]
-        if int(state["parts"]) > PARTS_LIMIT:  # type: ignore[call-overload]
-            raise UploadRefused(400, "bad_multipart", f"more than {PARTS_LIMIT} parts")
-        headers.clear()
-        value.clear()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_field.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
-
-    def on_header_end() -> None:
-        headers[bytes(header_field).lower()] = bytes(header_value)
-        header_field.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
-        name = disposition.get(b"name", b"").decode("utf-8", "replace")
-        current[0] = name
-        if name in FILE_PARTS:
-            if state["files"]:
-                raise UploadRefused(400, "bad_multipart", "more than one file part")
-            state["files"] = 1
-            state["file"] = name
-            got.filename = disposition.get(b"filename", b"").decode("utf-8", "replace")
-            got.mime = headers.get(b"content-type", b"").decode("latin-1")
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if current[0] in FILE_PARTS:
-            sink.write(data[start:end])
-        else:
-            value.extend(data[start:end])
-            if len(value) > FIELD_LIMIT:
-                raise UploadRefused(400, "bad_multipart", f"form field over {FIELD_LIMIT} bytes")
-
-    def on_part_end() -> None:
-        if current[0] not in FILE_PARTS and current[0]:
-            got.fields[current[0]] = value.decode("utf-8", "replace")
-
-    def on_end() -> None:
-        state["ended"] = True
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_end": on_end,
-        },
-    )
+    parts = _Parts(sink)
+    parser = MultipartParser(boundary, parts.callbacks())
     try:
         async for chunk in request.stream():
             parser.write(chunk)
     except MultipartParseError as exc:
         raise UploadRefused(400, "bad_multipart", f"malformed multipart body ({exc})") from None
-    if not state["ended"]:
+    if not parts.ended:
         raise UploadRefused(
             400, "truncated", "multipart body ended before its closing boundary (truncated)"
         )
-    if not state["files"]:
+    if not parts.files:
         raise UploadRefused(
             400, "no_file_part", "no file part: send the file in a part named 'assetfile'"
         )
-    return got
+    return parts.got

@@ -466,81 +466,15 @@ def _conflict(
         else Frame.around(_item_cap(item), piece_cap(piece))
     )
     theirs = shapely.transform(pshape, lambda xy: frame.fwd(pframe.inv(xy)))
-    figures: dict[str, Any]
     if kind == "volume-volume":
-        assert isinstance(item, Volume)
-        assert piece.floor_m is not None and piece.ceiling_m is not None
-        assert piece.start_s is not None and piece.end_s is not None
-        start, end = max(item.start_s, piece.start_s), min(item.end_s, piece.end_s)
-        low, high = max(item.floor_m, piece.floor_m), min(item.ceiling_m, piece.ceiling_m)
-        if not (start < end and end > at_s and low < high):
-            return None
-        mine = item.shape.planar(frame)
-        figures = {"floor_m": low, "ceiling_m": high, "start_s": start, "end_s": end}
-        min_area = MIN_AREA_M2
+        found = _volume_volume(item, piece, frame, at_s)
     elif kind == "volume-site":
-        if isinstance(item, Volume):  # our strike area, their site
-            assert piece.floor_m is not None and piece.ceiling_m is not None
-            s_floor, s_ceiling = piece.floor_m, piece.ceiling_m
-            v_floor, v_ceiling, v_start, v_end = (
-                item.floor_m,
-                item.ceiling_m,
-                item.start_s,
-                item.end_s,
-            )
-            mine = item.shape.planar(frame)
-        else:  # our site, their strike area
-            assert isinstance(item, Site)
-            assert piece.floor_m is not None and piece.ceiling_m is not None
-            assert piece.start_s is not None and piece.end_s is not None
-            s_floor, s_ceiling = item.floor_m, item.ceiling_m
-            v_floor, v_ceiling, v_start, v_end = (
-                piece.floor_m,
-                piece.ceiling_m,
-                piece.start_s,
-                piece.end_s,
-            )
-            mine = item.area().planar(frame)
-        low, high = max(v_floor, s_floor), min(v_ceiling, s_ceiling)
-        start, end = max(v_start, at_s), v_end
-        if not (low < high and start < end):
-            return None
-        figures = {"floor_m": low, "ceiling_m": high, "start_s": start, "end_s": end}
-        min_area = 1e-9  # the engine's strike check asks only for a positive area
+        found = _volume_site(item, piece, frame, at_s)
     else:
-        if isinstance(item, Line):
-            assert claim.entered is not None
-            side = "right" if claim.party == item.left_party else "left"
-            mine = item.side_region(frame, side, terms.line_reach_m)  # type: ignore[arg-type]
-            vol = piece
-            entered = claim.entered
-        else:
-            assert isinstance(item, Volume)
-            mine = item.shape.planar(frame)
-            vol = None
-            assert piece.entered is not None  # (checked on receipt)
-            entered = piece.entered
-        if vol is not None:
-            assert vol.floor_m is not None and vol.ceiling_m is not None
-            assert vol.start_s is not None and vol.end_s is not None
-            figures = {
-                "floor_m": vol.floor_m,
-                "ceiling_m": vol.ceiling_m,
-                "start_s": vol.start_s,
-                "end_s": vol.end_s,
-            }
-        else:
-            assert isinstance(item, Volume)
-            figures = {
-                "floor_m": item.floor_m,
-                "ceiling_m": item.ceiling_m,
-                "start_s": item.start_s,
-                "end_s": item.end_s,
-            }
-        if figures["end_s"] <= at_s:
-            return None
-        figures["entered_party"] = entered
-        min_area = MIN_AREA_M2
+        found = _line_crossing(claim, item, piece, frame, terms, at_s)
+    if found is None:
+        return None
+    mine, figures, min_area = found
     overlap = _areal(shapely.intersection(mine, theirs))
     if overlap.is_empty or overlap.area < min_area:
         return None
@@ -552,3 +486,92 @@ def _conflict(
     cid = conflict_id(kind, (h.party, own_handle), (piece.party, piece.handle))
     a, b = (own, other) if (own.party, own.uid) <= (other.party, other.uid) else (other, own)
     return Conflict(id=cid, kind=kind, a=a, b=b, geometry=frame.to_geojson(overlap), **figures)
+
+
+# What a kind of conflict compares: our item's region in the frame, the figures the notice
+# carries (levels, window, who entered) and the least overlap that counts (m²); None when the
+# two cannot conflict (no common levels or time).
+_Compared = tuple[shapely.Geometry, dict[str, Any], float]
+
+
+def _volume_volume(item: Any, piece: Piece, frame: Frame, at_s: float) -> _Compared | None:
+    assert isinstance(item, Volume)
+    assert piece.floor_m is not None and piece.ceiling_m is not None
+    assert piece.start_s is not None and piece.end_s is not None
+    start, end = max(item.start_s, piece.start_s), min(item.end_s, piece.end_s)
+    low, high = max(item.floor_m, piece.floor_m), min(item.ceiling_m, piece.ceiling_m)
+    if not (start < end and end > at_s and low < high):
+        return None
+    mine = item.shape.planar(frame)
+    figures = {"floor_m": low, "ceiling_m": high, "start_s": start, "end_s": end}
+    return mine, figures, MIN_AREA_M2
+
+
+def _volume_site(item: Any, piece: Piece, frame: Frame, at_s: float) -> _Compared | None:
+    if isinstance(item, Volume):  # our strike area, their site
+        assert piece.floor_m is not None and piece.ceiling_m is not None
+        s_floor, s_ceiling = piece.floor_m, piece.ceiling_m
+        v_floor, v_ceiling, v_start, v_end = (
+            item.floor_m,
+            item.ceiling_m,
+            item.start_s,
+            item.end_s,
+        )
+        mine = item.shape.planar(frame)
+    else:  # our site, their strike area
+        assert isinstance(item, Site)
+        assert piece.floor_m is not None and piece.ceiling_m is not None
+        assert piece.start_s is not None and piece.end_s is not None
+        s_floor, s_ceiling = item.floor_m, item.ceiling_m
+        v_floor, v_ceiling, v_start, v_end = (
+            piece.floor_m,
+            piece.ceiling_m,
+            piece.start_s,
+            piece.end_s,
+        )
+        mine = item.area().planar(frame)
+    low, high = max(v_floor, s_floor), min(v_ceiling, s_ceiling)
+    start, end = max(v_start, at_s), v_end
+    if not (low < high and start < end):
+        return None
+    figures = {"floor_m": low, "ceiling_m": high, "start_s": start, "end_s": end}
+    return mine, figures, 1e-9  # the engine's strike check asks only for a positive area
+
+
+def _line_crossing(
+    claim: Claim, item: Any, piece: Piece, frame: Frame, terms: Terms, at_s: float
+) -> _Compared | None:
+    figures: dict[str, Any]
+    if isinstance(item, Line):
+        assert claim.entered is not None
+        side = "right" if claim.party == item.left_party else "left"
+        mine = item.side_region(frame, side, terms.line_reach_m)  # type: ignore[arg-type]
+        vol = piece
+        entered = claim.entered
+    else:
+        assert isinstance(item, Volume)
+        mine = item.shape.planar(frame)
+        vol = None
+        assert piece.entered is not None  # (checked on receipt)
+        entered = piece.entered
+    if vol is not None:
+        assert vol.floor_m is not None and vol.ceiling_m is not None
+        assert vol.start_s is not None and vol.end_s is not None
+        figures = {
+            "floor_m": vol.floor_m,
+            "ceiling_m": vol.ceiling_m,
+            "start_s": vol.start_s,
+            "end_s": vol.end_s,
+        }
+    else:
+        assert isinstance(item, Volume)
+        figures = {
+            "floor_m": item.floor_m,
+            "ceiling_m": item.ceiling_m,
+            "start_s": item.start_s,
+            "end_s": item.end_s,
+        }
+    if figures["end_s"] <= at_s:
+        return None
+    figures["entered_party"] = entered
+    return mine, figures, MIN_AREA_M2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import commonsky.desks.deconfliction as airspace_module
@@ -54,3 +55,39 @@ def test_each_desk_has_its_own_name_and_the_desks_are_desks(tmp_path: Path) -> N
     with pytest.raises(LocalProtocolError):
         w.hub.add_desk(w.services.hotline)
     assert isinstance(w.services.hotline.hub, DeskView)  # never the hub itself
+
+
+SHARED = [
+    {"name": "US areas to JP", "from": "USA", "to": ["JPN"], "categories": ["airspace"]},
+    {
+        "name": "US areas to KR, generalized",
+        "from": "USA",
+        "to": ["KOR"],
+        "categories": ["airspace"],
+        "disclosure": "generalized",
+    },
+]
+
+
+def test_the_page_json_reuses_the_desks_reading_of_a_drawing(tmp_path: Path, monkeypatch) -> None:
+    import commonsky.hub.pagejson as pagejson_module
+
+    w = make_world(tmp_path, SHARED)
+    ring = square(38.0, 34.0, 1.0)
+    w.send("USA", drawing("US-AREA-1", ring, 3000, 9000))
+    page_reads = counting(monkeypatch, pagejson_module, "airspace_from_cot")
+    pages = {}
+    for party in ("USA", "JPN", "KOR"):
+        (seen,) = [
+            msgspec.json.decode(rendered.wire(variant, "json"))
+            for rendered, variant in w.hub.visible(party)
+            if rendered.item.category.value == "airspace"
+        ]
+        pages[party] = seen
+    ring_json = [[list(p) for p in ring]]
+    # Its sender and a `full` recipient draw the desk's reading: nothing read again.
+    assert pages["USA"]["geometry"] == {"type": "Polygon", "coordinates": ring_json}
+    assert pages["JPN"]["geometry"] == pages["USA"]["geometry"]
+    # A generalized recipient's form has its vertices stripped: read anew, a coarse spot.
+    assert pages["KOR"]["geometry"]["type"] == "Point"
+    assert len(page_reads) == 1 and page_reads[0].uid == pages["KOR"]["uid"]

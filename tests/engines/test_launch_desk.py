@@ -157,3 +157,27 @@ def test_events_are_forgotten_an_hour_after_their_last_observation(tmp_path: Pat
     w.clock.now += 2 * 3600
     w.services.launch.tick()
     assert not w.services.launch.views["JPN"] and not w.services.launch.views["KOR"]
+
+
+def test_the_map_gets_each_alerts_warned_areas_as_the_cap_document_has_them(
+    tmp_path: Path,
+) -> None:
+    alerts = [link("JPN", "USA", ("alert",))]
+    w = make_world(tmp_path, BILATERAL + GSOMIA + alerts)
+    for r in reports():
+        send_report(w, r)
+    pages = [
+        msgspec.json.decode(rendered.wire(variant, "json"))
+        for rendered, variant in w.hub.visible("USA")
+        if rendered.item.category.value == "alert"
+    ]
+    assert pages, "a missile over northern Japan must warn USA"
+    for page in pages:
+        # The CAP document's polygons ("lat,lon lat,lon …"), as the page used to fetch them.
+        document = etree.fromstring(cap_xml(w.services.launch.alerts[page["cap"]["identifier"]]))
+        rings = [
+            [[float(v) for v in pair.split(",")[::-1]] for pair in (node.text or "").split()]
+            for node in document.iter("{*}polygon")
+        ]
+        assert rings, "every warning names its area"
+        assert page["geometry"] == {"type": "MultiPolygon", "coordinates": [[r] for r in rings]}

@@ -157,3 +157,16 @@ def test_launch_and_alert_extensions() -> None:
 def test_unreadable_extension_json_is_null_not_an_error() -> None:
     out = _page("b-l-r", Category.LAUNCH, "<csky_launch>{not json</csky_launch>")
     assert out["report"] is None and out["fused"] is None
+
+
+def test_an_alert_carries_its_warned_areas_as_geometry() -> None:
+    areas = {"type": "MultiPolygon", "coordinates": [[[list(p) for p in RING]]]}
+    cap = (
+        f'<csky_cap identifier="id-2" msgType="Update">{msgspec.json.encode(areas).decode()}'
+        "</csky_cap>"
+    )
+    out = _page("b-a-o-csky", Category.ALERT, cap)
+    assert out["geometry"] == areas
+    assert out["cap"] == {"identifier": "id-2", "msgType": "Update"}
+    bare = _page("b-a-o-csky", Category.ALERT, '<csky_cap identifier="id-1" msgType="Alert"/>')
+    assert bare["geometry"] is None  # (an alert without areas, or made before they rode along)

@@ -31,6 +31,32 @@ PEER = {"A": "hub-b", "B": "hub-a"}  # each hub's name for the other
 TERMS = Terms(grid_level=5, time_slot_s=3600, altitude_band_m=4000, max_cells=40_000)
 
 
+def circle(
+    centre: tuple[float, float],
+    radius_m: float = 9_000,
+    floor_m: float = 0,
+    ceiling_m: float = 9000,
+    start_s: float = T0,
+    end_s: float = T0 + 3600,
+    kind: str | None = None,
+) -> Volume:
+    """A circular volume around `centre` (lon, lat), from `floor_m` to `ceiling_m` (m) and
+    `start_s` to `end_s` (epoch s; by default the hour from T0)."""
+    return Volume(
+        shape=Circle(centre=centre, radius_m=radius_m),
+        floor_m=floor_m,
+        ceiling_m=ceiling_m,
+        start_s=start_s,
+        end_s=end_s,
+        kind=kind,
+    )
+
+
+def circle_volume(party: str, uid: str, centre: tuple[float, float], **volume: Any) -> Holding:
+    """`party`'s item `uid`: a `circle(centre, **volume)`."""
+    return Holding(party=party, uid=uid, item=circle(centre, **volume))
+
+
 def _offset(lon: float, lat: float, az: float, dist: float) -> tuple[float, float]:
     lo, la, _ = GEOD.fwd(lon, lat, az, dist)
     return float((lo + 180.0) % 360.0 - 180.0), float(la)

@@ -27,6 +27,7 @@ from tests.privdeconf.helpers import (
     TERMS,
     across_an_edge,
     centres,
+    circle_volume,
     engine_cross,
     rival_items,
     shapes,
@@ -109,15 +110,15 @@ def test_bands_and_slots_round_outwards() -> None:
 
 
 def test_tokens_carry_the_cell_and_nothing_of_the_item() -> None:
-    v = Volume(
-        shape=Circle(centre=(38.3, 34.6), radius_m=3_000),
-        floor_m=0,
+    h = circle_volume(
+        "RUS",
+        "SECRET-UID-7",
+        (38.3, 34.6),
+        radius_m=3_000,
         ceiling_m=1000,
-        start_s=T0,
         end_s=T0 + 60,
         kind="strike-area",
     )
-    h = Holding(party="RUS", uid="SECRET-UID-7", item=v)
     tokens = CellSet.build([h], TERMS, T0, ["USA"]).tokens
     assert tokens
     for t in tokens:
@@ -128,10 +129,8 @@ def test_tokens_carry_the_cell_and_nothing_of_the_item() -> None:
 
 
 def test_a_volume_that_has_ended_makes_no_cells_and_a_line_only_sides_the_peer_holds() -> None:
-    v = Volume(
-        shape=Circle(centre=(0, 0), radius_m=500), floor_m=0, ceiling_m=1, start_s=0, end_s=T0
-    )
-    assert claims_of(Holding(party="A1", uid="v", item=v), TERMS, T0, B_PARTIES, 10**6) == []
+    ended = circle_volume("A1", "v", (0, 0), radius_m=500, ceiling_m=1, start_s=0, end_s=T0)
+    assert claims_of(ended, TERMS, T0, B_PARTIES, 10**6) == []
     line = Line(path=((0, 0), (0.1, 0.1)), left_party="A1", right_party="B1")
     claims = claims_of(Holding(party="A1", uid="l", item=line), TERMS, T0, B_PARTIES, 10**6)
     assert [(c.party, c.entered) for c in claims] == [("B1", "A1")]  # A1's side binds only A1

@@ -6,38 +6,13 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from commonsky.deconflict.shapes import Circle, Volume
-from commonsky.privdeconf import Gate, Holding, PrivateRound, RoundRefused, Terms, audit
+from commonsky.privdeconf import Gate, PrivateRound, RoundRefused, Terms, audit
 from commonsky.privdeconf.commit import Opening, commitment, request_order
 from commonsky.privdeconf.round import Open, _decode
-from tests.privdeconf.helpers import A_PARTIES, B_PARTIES, T0, TERMS
+from tests.privdeconf.helpers import A_PARTIES, B_PARTIES, T0, TERMS, circle_volume
 
-A = [
-    Holding(
-        party="A1",
-        uid="a",
-        item=Volume(
-            shape=Circle(centre=(38.3, 34.6), radius_m=9_000),
-            floor_m=0,
-            ceiling_m=9000,
-            start_s=T0,
-            end_s=T0 + 3600,
-        ),
-    )
-]
-B = [
-    Holding(
-        party="B1",
-        uid="b",
-        item=Volume(
-            shape=Circle(centre=(38.4, 34.6), radius_m=9_000),
-            floor_m=5000,
-            ceiling_m=12000,
-            start_s=T0,
-            end_s=T0 + 7200,
-        ),
-    )
-]
+A = [circle_volume("A1", "a", (38.3, 34.6))]
+B = [circle_volume("B1", "b", (38.4, 34.6), floor_m=5000, ceiling_m=12000, end_s=T0 + 7200)]
 
 
 def _sides(

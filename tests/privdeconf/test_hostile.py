@@ -7,30 +7,14 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from commonsky.deconflict.shapes import Circle, Volume
 from commonsky.errors import LocalProtocolError, RemoteProtocolError
 from commonsky.privdeconf import Holding, PrivateRound, Terms
 from commonsky.privdeconf.pieces import Piece
 from commonsky.privdeconf.round import Accept, Answer, Exchange, Open, _decode
-from tests.privdeconf.helpers import A_PARTIES, B_PARTIES, T0, TERMS
+from tests.privdeconf.helpers import A_PARTIES, B_PARTIES, T0, TERMS, circle_volume
 
-
-def _vol(lon: float, party: str, uid: str) -> Holding:
-    return Holding(
-        party=party,
-        uid=uid,
-        item=Volume(
-            shape=Circle(centre=(lon, 34.6), radius_m=9_000),
-            floor_m=0,
-            ceiling_m=9000,
-            start_s=T0,
-            end_s=T0 + 3600,
-        ),
-    )
-
-
-A = [_vol(38.30, "A1", "a")]
-B = [_vol(38.40, "B1", "b")]
+A = [circle_volume("A1", "a", (38.30, 34.6))]
+B = [circle_volume("B1", "b", (38.40, 34.6))]
 
 
 def _pair(
@@ -177,17 +161,7 @@ def _far_piece(**change: object) -> Piece:
 def test_geometry_outside_the_cells_that_met_is_measured_and_not_used() -> None:
     # We also have a volume far from anything of the peer's; the peer (cheating, or broken)
     # sends a piece there, over ours, in cells that never met.
-    far = Holding(
-        party="A2",
-        uid="far",
-        item=Volume(
-            shape=Circle(centre=(10.05, 10.05), radius_m=3000),
-            floor_m=0,
-            ceiling_m=9000,
-            start_s=T0,
-            end_s=T0 + 3600,
-        ),
-    )
+    far = circle_volume("A2", "far", (10.05, 10.05), radius_m=3000)
     ini, answer = _to_answer([*A, far])
     ini.receive(_enc(msgspec.structs.replace(answer, pieces=[*answer.pieces, _far_piece()])))
     assert ini.result is not None

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commonsky.deconflict.engine import Conflict
-from commonsky.deconflict.shapes import Circle, Volume
 from commonsky.geo import GEOD, centre_lonlat
 from commonsky.privdeconf import Holding, PrivateRound, Terms
 from commonsky.privdeconf.cells import CellSet
@@ -24,6 +23,7 @@ from tests.privdeconf.helpers import (
     T0,
     TERMS,
     across_an_edge,
+    circle_volume,
     engine_cross,
     handle_of,
     metres_apart,
@@ -88,17 +88,14 @@ def test_the_private_path_finds_what_the_engine_finds_across_hubs(
 def test_a_window_begun_before_the_round_keeps_its_true_start() -> None:
     # The round's first slot holds "now"; the engine's overlap starts at the later start,
     # in the past here, and so must the private one.
-    def v(start: float, end: float) -> Volume:
-        return Volume(
-            shape=Circle(centre=(20.0, 40.0), radius_m=5000),
-            floor_m=0,
-            ceiling_m=1000,
-            start_s=start,
-            end_s=end,
+    def v(party: str, uid: str, start: float, end: float) -> Holding:
+        centre = (20.0, 40.0)
+        return circle_volume(
+            party, uid, centre, radius_m=5000, ceiling_m=1000, start_s=start, end_s=end
         )
 
-    a = [Holding(party="A1", uid="early", item=v(T0 - 20_000, T0 + 4_000))]
-    b = [Holding(party="B1", uid="later", item=v(T0 - 9_000, T0 + 9_000))]
+    a = [v("A1", "early", T0 - 20_000, T0 + 4_000)]
+    b = [v("B1", "later", T0 - 9_000, T0 + 9_000)]
     assert check_against_engine(a, b, T0 + 100) == 1
 
 
@@ -114,17 +111,7 @@ def _far_from(a: list[Holding], offsets: list[tuple[float, float]]) -> list[Hold
     for k, (bearing, dist) in enumerate(offsets):
         cx, cy, _ = GEOD.fwd(alon, alat, bearing, dist)
         out.append(
-            Holding(
-                party="B2",
-                uid=f"far-{k}",
-                item=Volume(
-                    shape=Circle(centre=(float(cx), float(cy)), radius_m=8_000),
-                    floor_m=0,
-                    ceiling_m=9000,
-                    start_s=T0,
-                    end_s=T0 + 7200,
-                ),
-            )
+            circle_volume("B2", f"far-{k}", (float(cx), float(cy)), radius_m=8_000, end_s=T0 + 7200)
         )
     return out
 
@@ -211,32 +198,8 @@ def _spied_round(
 
 
 def test_a_round_is_reproducible_from_its_seeds_byte_for_byte() -> None:
-    a = [
-        Holding(
-            party="A1",
-            uid="x",
-            item=Volume(
-                shape=Circle(centre=(38.3, 34.6), radius_m=9_000),
-                floor_m=0,
-                ceiling_m=9000,
-                start_s=T0,
-                end_s=T0 + 3600,
-            ),
-        )
-    ]
-    b = [
-        Holding(
-            party="B1",
-            uid="y",
-            item=Volume(
-                shape=Circle(centre=(38.4, 34.6), radius_m=9_000),
-                floor_m=5000,
-                ceiling_m=12000,
-                start_s=T0,
-                end_s=T0 + 7200,
-            ),
-        )
-    ]
+    a = [circle_volume("A1", "x", (38.3, 34.6))]
+    b = [circle_volume("B1", "y", (38.4, 34.6), floor_m=5000, ceiling_m=12000, end_s=T0 + 7200)]
     first = _spied_round(a, b, TERMS)[1]
     assert first == _spied_round(a, b, TERMS)[1]
     assert len(first) == 2  # Accept, Answer
@@ -245,32 +208,8 @@ def test_a_round_is_reproducible_from_its_seeds_byte_for_byte() -> None:
 def test_count_mode_tells_each_side_only_how_many() -> None:
     centre = (10.0, 50.0)
     far = GEOD.fwd(*centre, 90, 5_000)[:2]
-    a = [
-        Holding(
-            party="A1",
-            uid="x",
-            item=Volume(
-                shape=Circle(centre=centre, radius_m=8000),
-                floor_m=0,
-                ceiling_m=4000,
-                start_s=T0,
-                end_s=T0 + 3600,
-            ),
-        )
-    ]
-    b = [
-        Holding(
-            party="B1",
-            uid="y",
-            item=Volume(
-                shape=Circle(centre=far, radius_m=8000),
-                floor_m=0,
-                ceiling_m=4000,
-                start_s=T0,
-                end_s=T0 + 3600,
-            ),
-        )
-    ]
+    a = [circle_volume("A1", "x", centre, radius_m=8000, ceiling_m=4000)]
+    b = [circle_volume("B1", "y", far, radius_m=8000, ceiling_m=4000)]
     cells_mode = rounds(a, b, T0)[0]
     assert cells_mode.result is not None and cells_mode.result.conflicts
     # Either side saying "count" makes the round a count round: no cells, no pieces.
@@ -284,32 +223,8 @@ def test_count_mode_tells_each_side_only_how_many() -> None:
 
 
 def test_no_geometry_step_unless_both_allow_it() -> None:
-    a = [
-        Holding(
-            party="A1",
-            uid="x",
-            item=Volume(
-                shape=Circle(centre=(0.5, 0.5), radius_m=8000),
-                floor_m=0,
-                ceiling_m=4000,
-                start_s=T0,
-                end_s=T0 + 3600,
-            ),
-        )
-    ]
-    b = [
-        Holding(
-            party="B1",
-            uid="y",
-            item=Volume(
-                shape=Circle(centre=(0.5, 0.5), radius_m=8000),
-                floor_m=0,
-                ceiling_m=4000,
-                start_s=T0,
-                end_s=T0 + 3600,
-            ),
-        )
-    ]
+    a = [circle_volume("A1", "x", (0.5, 0.5), radius_m=8000, ceiling_m=4000)]
+    b = [circle_volume("B1", "y", (0.5, 0.5), radius_m=8000, ceiling_m=4000)]
     ini, res = rounds(a, b, T0, terms_b=Terms(**{**_fields(TERMS), "geometry": False}))
     for side in (ini, res):
         assert side.result is not None
@@ -327,32 +242,8 @@ def test_nothing_in_the_air_still_makes_a_round_that_finds_nothing() -> None:
 
 
 def test_the_figures_of_both_sides_agree() -> None:
-    a = [
-        Holding(
-            party="A1",
-            uid="x",
-            item=Volume(
-                shape=Circle(centre=(100.0, -5.0), radius_m=8000),
-                floor_m=0,
-                ceiling_m=4000,
-                start_s=T0,
-                end_s=T0 + 3600,
-            ),
-        )
-    ]
-    b = [
-        Holding(
-            party="B1",
-            uid="y",
-            item=Volume(
-                shape=Circle(centre=(100.05, -5.0), radius_m=8000),
-                floor_m=0,
-                ceiling_m=4000,
-                start_s=T0,
-                end_s=T0 + 3600,
-            ),
-        )
-    ]
+    a = [circle_volume("A1", "x", (100.0, -5.0), radius_m=8000, ceiling_m=4000)]
+    b = [circle_volume("B1", "y", (100.05, -5.0), radius_m=8000, ceiling_m=4000)]
     ini, res = rounds(a, b, T0)
     assert ini.result is not None and res.result is not None
     fi, fr = ini.result.figures, res.result.figures

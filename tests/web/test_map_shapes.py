@@ -108,3 +108,60 @@ async def test_conflict_is_drawn_as_its_overlap(web_hub: Any, browser: Browser) 
         [conflict] = (await snapshot(page))["conflicts"]
         assert (conflict["other"], conflict["area"]) == ("USA", "Polygon")
         assert watched.problems() == []
+
+
+def _launch(a: str, b: str, categories: tuple[str, ...] = ("launch",)) -> dict[str, Any]:
+    return {"name": f"{a}-{b}", "from": a, "to": [b], "categories": list(categories)}
+
+
+async def test_alert_areas_are_drawn_from_the_items_geometry(
+    web_hub: Any, browser: Browser
+) -> None:
+    """A warning's areas come typed with the alert item: the page draws each polygon of the
+    CAP document without fetching the document."""
+    from datetime import UTC, datetime, timedelta
+
+    import httpx
+    import msgspec
+    import numpy as np
+    from lxml import etree
+
+    from commonsky.alerts.simulate import Ballistic, radar_report
+
+    from .conftest import TOKENS
+
+    pairs = (("USA", "JPN"), ("JPN", "USA"), ("USA", "KOR"), ("KOR", "USA"))
+    agreements = [_launch(a, b) for a, b in (*pairs, ("KOR", "JPN"), ("JPN", "KOR"))]
+    agreements.append(_launch("JPN", "USA", ("alert",)))
+    # Over northern Japan, launched 600 s ago (tests/engines/test_launch_desk.py's flight).
+    launch = datetime.now(UTC) - timedelta(seconds=600)
+    truth = Ballistic(39.9, 127.5, launch, 84.0, 1_150_000.0, 420_000.0)
+    rng = np.random.default_rng(7)
+    kor = radar_report(truth, "KOR", "kor-1", 20, 140, 10, 400, 300, rng)
+    end = truth.flight_s
+    jpn = radar_report(truth, "JPN", "jpn-1", end - 260, end - 60, 10, 500, 400, rng)
+    async with web_hub(agreements) as hub:
+        async with httpx.AsyncClient(base_url=hub.http) as http:
+            for report in (kor, jpn):
+                r = await http.post(
+                    "/api/launch",
+                    content=msgspec.json.encode(report),
+                    headers={"Authorization": f"Bearer {TOKENS[report.party]}"},
+                )
+                assert r.status_code == 201, r.text
+            page, watched = await signed_in(browser, hub, "USA")
+            asked: list[str] = []
+            page.on("request", lambda request: asked.append(request.url))
+            await page.wait_for_function("() => window.commonsky.snapshot().counts.alert >= 1")
+            alerts = (await snapshot(page))["alerts"]
+            documents = {}
+            for alert in alerts:
+                r = await http.get(f"/cap/alerts/{alert['identifier']}.xml")
+                assert r.status_code == 200
+                documents[alert["identifier"]] = etree.fromstring(r.content)
+        for alert in alerts:
+            polygons = documents[alert["identifier"]].iter("{*}polygon")
+            rings = [len((node.text or "").split()) for node in polygons]
+            assert rings and alert["areas"] == rings  # each polygon, every vertex
+        assert not [url for url in asked if "/cap/alerts/" in url]  # (the feed is the panel's)
+        assert watched.problems() == []

@@ -262,39 +262,23 @@ function launchLayer(item) {
   return group;
 }
 
-const capAreas = new Map(); // CAP identifier -> Promise<[[lat, lon], ...][]>
-
-function fetchCapAreas(identifier) {
-  let promise = capAreas.get(identifier);
-  if (!promise) {
-    promise = fetch(`/cap/alerts/${encodeURIComponent(identifier)}.xml`)
-      .then((r) => (r.ok ? r.text() : ""))
-      .then((text) => {
-        if (!text) return [];
-        const doc = new DOMParser().parseFromString(text, "application/xml");
-        return [...doc.getElementsByTagNameNS("*", "polygon")].map((node) =>
-          node.textContent.trim().split(/\s+/).map((pair) => pair.split(",").map(Number)));
-      })
-      .catch(() => []);
-    capAreas.set(identifier, promise);
-  }
-  return promise;
-}
-
 function alertLayer(item) {
   const cap = item.cap;
-  const identifier = cap ? cap.identifier : null;
   const group = L.featureGroup();
   const info = popup(`ALERT ${cap?.msgType || ""}`, [item.remarks || "", `from ${item.party}`]);
   group.bindPopup(info);
   L.circleMarker([item.lat, item.lon], { color: ALERT, radius: 6, weight: 2 }).addTo(group);
-  if (identifier) {
-    fetchCapAreas(identifier).then((rings) => {
-      for (const ring of rings) {
-        L.polygon(ring, { color: ALERT, weight: 2, fillColor: ALERT, fillOpacity: 0.2 }).addTo(group);
-      }
-    });
+  // The warned areas come typed with the item (a GeoJSON MultiPolygon, [lon, lat]).
+  const areas = item.geometry;
+  const drawn = [];
+  if (areas && areas.type === "MultiPolygon") {
+    for (const polygon of areas.coordinates) {
+      const ring = polygon[0].map(([lon, lat]) => [lat, lon]);
+      L.polygon(ring, { color: ALERT, weight: 2, fillColor: ALERT, fillOpacity: 0.2 }).addTo(group);
+      drawn.push(ring.length);
+    }
   }
+  group.alert = { uid: item.uid, identifier: cap?.identifier ?? null, msgType: cap?.msgType ?? null, areas: drawn };
   return group;
 }
 
@@ -307,6 +291,7 @@ export class Overlays {
     this.photos = [];
     this.shapes = [];
     this.conflicts = [];
+    this.alerts = [];
   }
 
   // `state` is History.at(T): items in force, by category.
@@ -346,6 +331,7 @@ export class Overlays {
     this.photos = [...this.layers.values()].filter((h) => h.kind === "imagery").map((h) => h.layer.photo);
     this.shapes = [...this.layers.values()].filter((h) => h.kind === "airspace").map((h) => h.layer.area);
     this.conflicts = [...this.layers.values()].filter((h) => h.kind === "conflict").map((h) => h.layer.conflict);
+    this.alerts = [...this.layers.values()].filter((h) => h.kind === "alert").map((h) => h.layer.alert);
     return counts;
   }
 }

@@ -208,6 +208,7 @@ async function start({ api, me }) {
     photos: overlays.photos.slice(),
     shapes: overlays.shapes.slice(),
     conflicts: overlays.conflicts.slice(),
+    alerts: overlays.alerts.slice(),
     hotline: panels.messages.map((m) => ({ id: m.id, from: m.from, to: m.to, acks: m.acks })),
     recipients: panels.recipientIds.slice(),
     areas: areaList.map((a) => ({ ...a })),

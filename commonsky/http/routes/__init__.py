@@ -1,0 +1,2 @@
+"""The API's routes by area; each module's `routes(api)` lists its own (http/api.py
+composes them)."""
