@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commonsky.bench.fuzz import hub_config
 from commonsky.bench.fuzz_inputs import PARTIES
+from commonsky.bench.hubproc import hub_config
 from commonsky.bench.relay import free_port
 from commonsky.times import format_time
 
