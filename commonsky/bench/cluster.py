@@ -169,6 +169,16 @@ def track(uid: str, now: float, lat: float = 30.0, stale_s: float = 600) -> byte
     ).encode()
 
 
+def marker(uid: str, now: float) -> bytes:
+    """A spot marker: durable (stored, replayed to the party's clients that connect later)."""
+    return (
+        f'<event version="2.0" uid="{uid}" type="b-m-p-s-m" time="{format_time(now)}" '
+        f'start="{format_time(now)}" stale="{format_time(now + 3600)}" how="h-g-i-g-o">'
+        '<point lat="35" lon="139" hae="0" ce="10" le="10"/><detail>'
+        f'<contact callsign="{uid}"/></detail></event>'
+    ).encode()
+
+
 def chat(uid: str, to: str, now: float) -> bytes:
     return (
         f'<event version="2.0" uid="{uid}" type="b-t-f" time="{format_time(now)}" '

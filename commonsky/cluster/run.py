@@ -19,6 +19,7 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 from commonsky.config import HubConfig
+from commonsky.errors import UsageError
 from commonsky.hub.core import Hub
 from commonsky.hub.listeners import TakListener, tls_context
 from commonsky.policy import Policy
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
     from commonsky.server import HubServer
+
+    from .lease import Lease
 
 log = logging.getLogger("commonsky.cluster")
 
@@ -95,8 +98,6 @@ class EdgeServer:
 async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
     """The core role: wait for the lease, then serve until `stop`. Exits the process
     (FAIL_STOP) when the lease or the store is lost."""
-    from commonsky.server import HubServer
-
     from .core import ClusterCore
     from .lease import Lease
 
@@ -119,11 +120,8 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
         return
     stopping.cancel()
     holding = asyncio.create_task(lease.hold())
-    core_config = dataclasses.replace(
-        config,
-        listeners=tuple(lc for lc in config.listeners if lc.kind not in ("tak-tcp", "tak-tls")),
-    )
-    server: HubServer = HubServer(core_config, init=init)
+    others = tuple(lc for lc in config.listeners if lc.kind not in ("tak-tcp", "tak-tls"))
+    server = await _build(dataclasses.replace(config, listeners=others), lease, init)
     await server.start()
     core = ClusterCore(server.hub, nc, js, kv, names)
     await core.start()
@@ -140,6 +138,28 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
     await server.stop()
     await lease.release()
     await nc.close()
+
+
+async def _build(config: HubConfig, lease: Lease, init: bool) -> HubServer:
+    """The hub (store loaded, desks rebuilt: seconds on a large store), built while the lease
+    keeps being renewed. Off the event loop when nothing in it is bound to its thread (the
+    Marti and enrolment stores are SQLite connections of the thread that opens them). The
+    data folder may still be locked by the core this one replaces — a core that lost its
+    lease exits as soon as it notices — so a lock held by another hub is waited for, as long
+    as the lease is held."""
+    from commonsky.server import HubServer
+
+    threaded = not any(lc.kind in ("marti", "enroll") for lc in config.listeners)
+    while True:
+        try:
+            if threaded:
+                return await asyncio.to_thread(HubServer, config, init=init)
+            return HubServer(config, init=init)
+        except UsageError as exc:
+            if "in use by another hub" not in str(exc) or not lease.held:
+                raise
+            log.warning("cluster core: %s; waiting for it to stop", exc)
+            await asyncio.sleep(0.5)
 
 
 async def _first(stop: asyncio.Event, lost: asyncio.Event, core: object) -> str | None:
