@@ -61,7 +61,7 @@ log = logging.getLogger("commonsky.cluster")
 
 FETCH = 128  # stream messages per batch at most (one commit; the loop stays responsive)
 _OUT_BYTES = 512 * 1024  # a delivery message stays well under NATS's 1 MB payload limit
-_IN_FLIGHT = 20_000  # stream messages delivered to the core and not yet acknowledged
+_IN_FLIGHT = 4_000  # stream messages delivered to the core and not yet acknowledged
 _PICTURE_EVERY_S = 0.25  # picture bucket writes, newest per key, this often
 _RECONCILE_EVERY_S = 5.0  # every key of the picture checked (prune, agreements' changes)
 
@@ -331,6 +331,9 @@ class ClusterCore:
             while len(msgs) < FETCH and not inbox.empty():
                 msgs.append(inbox.get_nowait())
             await self._apply(msgs)
+            # A full inbox never makes `get` wait: yield, so that NATS's reader, the lease's
+            # renewal and the edges' beats are served between batches.
+            await asyncio.sleep(0)
 
     async def _apply(self, msgs: list[Msg]) -> None:
         """One batch: segments between Attach messages, each one commit; then the acks."""
