@@ -154,6 +154,11 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
         await asyncio.gather(*tasks, return_exceptions=True)
     clients = [*senders.values(), *others]
     disconnected = sum(c.closed.is_set() for c in clients)
+    # A core that lost its lease stops by itself (exit 75, fail-stop); counted, and one
+    # more core is started if none is left to apply the rest of the stream.
+    stopped = sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
+    if not any(c.proc is not None and c.proc.poll() is None for c in cores):
+        cores.append(await cluster.core())
     nc = await nats.connect(cluster.nats_url)
     try:
         js = nc.jetstream()
@@ -182,6 +187,7 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
         "applied_twice_examples": twice[:5],
         "acknowledged_not_stored": unacknowledged_kept,
         "clients_disconnected": disconnected,
+        "cores_stopped_by_themselves": stopped,
         "takeover_s_max": max((r["takeover_s"] for r in per_run), default=None),
         "per_run": per_run,
     }
