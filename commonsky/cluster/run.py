@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from commonsky.server import HubServer
 
-    from .lease import Lease
+    from .keeper import LeaseKeeper
 
 log = logging.getLogger("commonsky.cluster")
 
@@ -99,7 +99,7 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
     """The core role: wait for the lease, then serve until `stop`. Exits the process
     (FAIL_STOP) when the lease or the store is lost."""
     from .core import ClusterCore
-    from .lease import Lease
+    from .keeper import LeaseKeeper
 
     cluster = config.cluster
     assert cluster is not None
@@ -109,17 +109,18 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
     js = nc.jetstream()
     await ensure_stream(js, names)
     kv = await picture_bucket(js, names)
-    lease = Lease(js, bucket=names.lease, holder=holder, ttl_s=cluster.lease_ttl_s)
+    lease = LeaseKeeper(cluster, names.lease, holder)
     log.info("cluster core %s: standing by for the lease", holder)
     acquiring = asyncio.create_task(lease.acquire())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not acquiring.done():
+        await lease.release()
         acquiring.cancel()
         await nc.close()
         return
     stopping.cancel()
-    holding = asyncio.create_task(lease.hold())
+    acquiring.result()
     others = tuple(lc for lc in config.listeners if lc.kind not in ("tak-tcp", "tak-tls"))
     server = await _build(dataclasses.replace(config, listeners=others), lease, init)
     await server.start()
@@ -134,13 +135,12 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
         logging.shutdown()
         os._exit(FAIL_STOP)
     await core.stop()
-    holding.cancel()
     await server.stop()
     await lease.release()
     await nc.close()
 
 
-async def _build(config: HubConfig, lease: Lease, init: bool) -> HubServer:
+async def _build(config: HubConfig, lease: LeaseKeeper, init: bool) -> HubServer:
     """The hub (store loaded, desks rebuilt: seconds on a large store), built while the lease
     keeps being renewed. Off the event loop when nothing in it is bound to its thread (the
     Marti and enrolment stores are SQLite connections of the thread that opens them). The
