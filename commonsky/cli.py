@@ -351,6 +351,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "hotline": ("commonsky.bench.hotline", "bench"),
     "marti": ("commonsky.bench.marti", "bench"),
     "private-deconflict": ("commonsky.bench.private_deconflict", "bench"),
+    "memory": ("commonsky.bench.memory", "bench"),
 }
 
 

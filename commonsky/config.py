@@ -88,6 +88,7 @@ class FederateTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: str
     parties: list[str]  # the parties this link may speak for
     connect: str | None = None  # HOST:PORT to dial; omitted: only accept
+    relay: list[str] = []  # parties of hubs beyond the peer, which it relays for
     ca: str | None = None  # the peer's CA certificate (PEM file)
     fingerprint: str | None = None  # "sha256:" and 64 hex digits
 
@@ -366,20 +367,23 @@ def _federate(
         raise UsageError(
             f"{where}: parties is empty; name the parties it may speak for ({at}.parties)"
         )
-    for i, spoken in enumerate(table.parties):
-        if spoken not in declared:
-            raise UsageError(
-                f"{where}: parties contains {spoken!r}, not a declared [[party]] "
-                f"({at}.parties[{i}])"
-            )
-        if spoken in claimed:
-            raise UsageError(
-                f"{where}: party {spoken!r} is already spoken for by [[federate]] "
-                f"{claimed[spoken]!r} ({at}.parties[{i}])"
-            )
-        claimed[spoken] = name
+    for key, listed in (("parties", table.parties), ("relay", table.relay)):
+        for i, spoken in enumerate(listed):
+            if spoken not in declared:
+                raise UsageError(
+                    f"{where}: {key} contains {spoken!r}, not a declared [[party]] "
+                    f"({at}.{key}[{i}])"
+                )
+            if spoken in claimed:
+                raise UsageError(
+                    f"{where}: party {spoken!r} is already spoken for by [[federate]] "
+                    f"{claimed[spoken]!r} ({at}.{key}[{i}])"
+                )
+            claimed[spoken] = name
     terms = from_federate(raw, where)
-    return FederateConfig(name, tuple(table.parties), target, ca, pin, where, terms)
+    return FederateConfig(
+        name, tuple(table.parties), target, ca, pin, where, terms, tuple(table.relay)
+    )
 
 
 def _check_federated_parties(
@@ -396,7 +400,7 @@ def _check_federated_parties(
         if party.federate and claimed.get(party.id) != party.federate:
             raise UsageError(
                 f"{source}: [[party]] {party.id!r}: federate = {party.federate!r}, but that "
-                f"[[federate]]'s parties do not include {party.id!r}"
+                f"[[federate]]'s parties (and relay) do not include {party.id!r}"
             )
     for pid, name in claimed.items():
         owner = next(p for p in parties if p.id == pid)

@@ -362,7 +362,11 @@ async def serve_forever(config: HubConfig, stop: asyncio.Event, init: bool = Fal
 
         await serve_cluster(config, stop, init)
         return
-    server = HubServer(config, init=init)
+    from commonsky.clock import hub_clock
+
+    settings = config.settings
+    clock = hub_clock(settings.clock_rate, settings.clock_origin, settings.clock_until)
+    server = HubServer(config, clock=clock, init=init)
     await server.start()
     log.info(
         "hub serving (hub_id %s); map and API on http://%s:%d/",

@@ -402,6 +402,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ),
         ),
     ] = ""
+    clock_rate: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description=(
+                "Demos and tests only: the hub's clock runs this many times faster than real "
+                "time from clock_origin to clock_until (1: real time)."
+            ),
+        ),
+    ] = 1.0
+    clock_origin: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "Epoch seconds at which a clock_rate other than 1 starts (0: when the hub "
+                "starts); hubs given the same three clock settings read the same time."
+            ),
+        ),
+    ] = 0.0
+    clock_until: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description=(
+                "Epoch seconds, on the hub's clock, from which it runs at real speed again "
+                "(0: never)."
+            ),
+        ),
+    ] = 0.0
     # TAK's HTTP side (issue 16) is in the same table: enrollment, the Marti API's files,
     # imagery evidence (tls_enroll_cert_days … timeout_upload_s above).
 

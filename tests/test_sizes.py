@@ -16,10 +16,6 @@ FUNCTION_LINES = 80  # from `def` to the last line of the body, decorators not c
 
 # path relative to commonsky/ (a module), or "path:function" (dotted for a nested one).
 ALLOWED = {
-    # Being split by the federation work (issue 14), which owns these modules now.
-    "federation/bridge.py",
-    "federation/link.py",
-    "federation/private.py",
     # Being rewritten with the relay benchmark (issue 14).
     "bench/relay.py:run_load",
 }

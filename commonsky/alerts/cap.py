@@ -235,3 +235,92 @@ def atom_feed(
         if summary:
             etree.SubElement(entry, _A + "summary").text = summary
     return bytes(etree.tostring(feed, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def feed_links(data: bytes) -> list[str]:
+    """The CAP document addresses an Atom feed of `atom_feed` links, newest first."""
+    root = _parse(data)
+    return [
+        str(link.get("href"))
+        for entry in root.iter(_A + "entry")
+        for link in entry.iter(_A + "link")
+        if link.get("type") == "application/cap+xml"
+    ]
+
+
+def read_cap(data: bytes) -> CapAlert:
+    """One CAP 1.2 document back as a `CapAlert` (what `cap_xml` writes, read with the
+    locked-down parser after `validate_cap`). Raises `CapInvalid` (one line)."""
+    root = validate_cap(data)
+
+    def text(el: etree._Element, tag: str) -> str | None:
+        return el.findtext(_C + tag)
+
+    def texts(el: etree._Element, tag: str) -> tuple[str, ...]:
+        return tuple(c.text or "" for c in el.findall(_C + tag))
+
+    def when(el: etree._Element, tag: str) -> datetime | None:
+        value = text(el, tag)
+        return datetime.fromisoformat(value) if value is not None else None
+
+    def named(el: etree._Element, tag: str) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            (c.findtext(_C + "valueName") or "", c.findtext(_C + "value") or "")
+            for c in el.findall(_C + tag)
+        )
+
+    def pair(text: str) -> tuple[float, float]:
+        la, lo = text.split(",")
+        return float(la), float(lo)
+
+    infos = []
+    for el in root.findall(_C + "info"):
+        areas = []
+        for a in el.findall(_C + "area"):
+            polygons = tuple(tuple(pair(p) for p in ring.split()) for ring in texts(a, "polygon"))
+            circles = []
+            for circle in texts(a, "circle"):
+                centre, radius = circle.split()
+                circles.append((*pair(centre), float(radius)))
+            areas.append(
+                CapArea(text(a, "areaDesc") or "", polygons, tuple(circles), named(a, "geocode"))
+            )
+        infos.append(
+            CapInfo(
+                category=texts(el, "category"),
+                event=text(el, "event") or "",
+                urgency=text(el, "urgency") or "",
+                severity=text(el, "severity") or "",
+                certainty=text(el, "certainty") or "",
+                response_type=texts(el, "responseType"),
+                language=text(el, "language") or "en-US",
+                effective=when(el, "effective"),
+                onset=when(el, "onset"),
+                expires=when(el, "expires"),
+                sender_name=text(el, "senderName"),
+                headline=text(el, "headline"),
+                description=text(el, "description"),
+                instruction=text(el, "instruction"),
+                parameters=named(el, "parameter"),
+                areas=tuple(areas),
+            )
+        )
+    references = text(root, "references")
+    sent = when(root, "sent")
+    assert sent is not None  # (the schema requires it)
+    return msgspec.convert(
+        {
+            "identifier": text(root, "identifier"),
+            "sender": text(root, "sender"),
+            "sent": sent,
+            "status": text(root, "status"),
+            "msg_type": text(root, "msgType"),
+            "scope": text(root, "scope"),
+            "references": tuple(references.split()) if references else (),
+            "note": text(root, "note"),
+            "incidents": text(root, "incidents"),
+            "info": tuple(infos),
+        },
+        CapAlert,
+        from_attributes=True,
+    )

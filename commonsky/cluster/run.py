@@ -18,6 +18,7 @@ import secrets
 import socket
 from typing import TYPE_CHECKING, cast
 
+from commonsky.clock import hub_clock
 from commonsky.config import HubConfig
 from commonsky.errors import UsageError
 from commonsky.hub.core import Hub
@@ -48,7 +49,9 @@ class EdgeServer:
         assert config.cluster is not None
         self.config = config
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-        self.hub = EdgeHub(self.id, Policy(config.parties, config.agreements), config.settings)
+        s = config.settings
+        clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
+        self.hub = EdgeHub(self.id, Policy(config.parties, config.agreements), s, clock)
         tak = [lc for lc in config.listeners if lc.kind in ("tak-tcp", "tak-tls")]
         self.listeners = [
             TakListener(cast(Hub, self.hub), lc, tls_context(lc) if lc.kind == "tak-tls" else None)
@@ -149,12 +152,14 @@ async def _build(config: HubConfig, lease: LeaseKeeper, init: bool) -> HubServer
     as the lease is held."""
     from commonsky.server import HubServer
 
+    s = config.settings
+    clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
     threaded = not any(lc.kind in ("marti", "enroll") for lc in config.listeners)
     while True:
         try:
             if threaded:
-                return await asyncio.to_thread(HubServer, config, init=init)
-            return HubServer(config, init=init)
+                return await asyncio.to_thread(HubServer, config, clock=clock, init=init)
+            return HubServer(config, clock=clock, init=init)
         except UsageError as exc:
             if "in use by another hub" not in str(exc) or not lease.held:
                 raise

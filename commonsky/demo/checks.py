@@ -377,9 +377,12 @@ def warning_latency(runner: Runner, played: Played) -> float:
         if alert.msg_type != "Alert":
             continue
         sent = alert.sent.timestamp()
-        before = [p for p in played.report_posts if p <= sent + 1e-3]
+        # A warning read back from its CAP document (hubs in their own processes) carries
+        # CAP's whole seconds: the report that triggered it may lie within that second.
+        slack = 1.0 if alert.sent.microsecond == 0 else 1e-3
+        before = [p for p in played.report_posts if p <= sent + slack]
         if before:
-            delays.append((sent - max(before)) / runner.speed)
+            delays.append(max(0.0, sent - max(before)) / runner.speed)
     return max(delays) if delays else math.nan
 
 

@@ -1,17 +1,24 @@
-"""`commonsky demo --federated`: the Korea situation on three sovereign hubs.
+"""`commonsky demo --federated`: the Korea situation on three sovereign hubs, each its own
+OS process.
 
-JPN, KOR and USA each run their own hub (its own data folder, store, ledger, keys and
-federation CA), holding only its own party; the hubs are linked bilaterally over TAK
+JPN, KOR and USA each run their own hub — `commonsky serve --config FILE`, a process of its
+own with its own configuration file, data folder, store, ledger, keys and federation CA
+(`commonsky ca init`), holding only its own party; the hubs are linked bilaterally over TAK
 Federation v2 (gRPC over mutual TLS on loopback): JPN–KOR (GSOMIA), USA–JPN, USA–KOR. Every
 hub is given the scenario's agreements; the hub holding an item applies them before it
 leaves, so each hub fuses each launch from what its own party may see, and each hub issues
-the warnings of its own country. The three hubs run in this one process (one event loop),
-each a full `HubServer` with its own listeners — not three processes.
+the warnings of its own country. (`--scenario syria`: the coalition's hub and Russia's,
+deconflicting privately, federated_checks.py.)
 
-The scenario's checks are judged as on one hub, from what each party's clients received and
-from the hub of the party a check is about; every hub's ledger export must verify, and every
-receipt a hub holds must prove, against the peer's export, what it sent and the peer
-acknowledged (`commonsky ledger verify A --peer B`).
+The demo drives them from outside, as operators and devices would: it writes each hub's
+configuration, starts the processes (hubproc.py), connects each party's clients to its own
+hub over real TAK sockets and posts over each hub's HTTP API. Every hub runs on the same
+compressed clock (settings `clock_rate`, `clock_origin`, `clock_until`: the demo's own
+clock, so all read the same scenario time). When the timeline ends it collects each hub's
+answers over HTTP (`HubSnapshot`: CAP feed, hotline records, current items, metrics) and
+judges the scenario's checks as on one hub, from what each party's clients received and
+from the hub of the party a check is about; every hub's ledger is exported with `commonsky
+ledger export` and checked with `commonsky ledger verify A --peer B` for every pair.
 """
 
 from __future__ import annotations
@@ -19,90 +26,44 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
+import re
+import secrets
 import socket
-from dataclasses import dataclass, field
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 
-from commonsky.config import config_from_dict
+from commonsky.alerts.cap import CapAlert, feed_links, read_cap
 from commonsky.demo.clients import SimClient, tls_context
+from commonsky.demo.clock import ScenarioClock
+from commonsky.demo.federated_checks import (
+    private_checks,
+    private_summary,
+    unjudge,
+)
+from commonsky.demo.hubproc import HubProcess, metric_values
+from commonsky.demo.layouts import KOREA, LAYOUTS, HubSnapshot, Layout
 from commonsky.demo.runner import Runner
 from commonsky.demo.scenario import Scenario
 from commonsky.hub.datadir import private_dir
 from commonsky.pki import init_ca
-from commonsky.server import HubServer
 
 log = logging.getLogger("commonsky.demo")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Which hub holds which parties, the links ((dialer, listener), each pair once), the
-    hub whose HTTP port is --http, and the extra `[[federate]]` keys of every link (private
-    deconfliction's terms)."""
-
-    hubs: dict[str, tuple[str, ...]]
-    links: tuple[tuple[str, str], ...]
-    map_hub: str
-    terms: dict[str, Any] = field(default_factory=dict)
-    #: Checks of the single-hub scenario that these hubs cannot meet by design, with why:
-    #: shown in the summary as not judged (never as held), and left out of `all_held`.
-    unjudged: dict[str, str] = field(default_factory=dict)
-    photos: bool = True  # (photographs travel by file federation, not implemented)
-
-
-KOREA = Layout(
-    {"jpn": ("JPN",), "kor": ("KOR",), "usa": ("USA",)},
-    (("jpn", "kor"), ("usa", "jpn"), ("usa", "kor")),
-    "jpn",
-)
-_PLANS_HOME = "plans stay home on a private link; the private checks below replace it"
-_TRACKS = (
-    "tracks cross only under an agreement and these are conflicts-only; live tracks are "
-    "not in the private path (docs/private-deconfliction.md)"
-)
-_THREADS = (
-    "each hub opens the thread of a conflict for its own parties; judged across the hubs below"
-)
-_FILES = "photographs cross by file federation (SendOneBlob), not implemented"
-#: Syria on the coalition's hub and Russia's, deconflicting privately (issue #18): H3 level
-#: 5 (cells ~252 km², edges ~9.9 km), 10-minute slots, 3 km bands; a round on every change of
-#: either side's plans, at most one every 20 hub seconds (2 s at the demo's speed 10).
-SYRIA = Layout(
-    {"coalition": ("USA", "GBR", "FRA"), "russia": ("RUS", "SYR")},
-    (("coalition", "russia"),),
-    "coalition",
-    {
-        "deconflict": "private",
-        "grid_level": 5,
-        "time_slot_s": 600,
-        "altitude_band_m": 3000,
-        "reveal": "cells",
-        "min_interval_s": 20,
-        "round_every_s": 300,
-    },
-    unjudged={
-        "Russia sees the coalition's operating area": _PLANS_HOME,
-        "the coalition sees Russia's operating area": _PLANS_HOME,
-        "stacked encounter: CPA conflict raised to the US": _TRACKS,
-        "stacked encounter: CPA conflict raised to Russia": _TRACKS,
-        "the strike plan conflicts with Syrian ground forces": _TRACKS,
-        "conflict threads acknowledged by both sides": _THREADS,
-        "the coalition's photograph verifies offline, and Russia has it": _FILES,
-        "Russia's photograph verifies offline, and the coalition has it": _FILES,
-    },
-    photos=False,
-)
-LAYOUTS = {"korea": KOREA, "syria": SYRIA}
-HUBS, LINKS, MAP_HUB = KOREA.hubs, KOREA.links, KOREA.map_hub  # (the default: Korea)
+#: Real seconds between the demo's start and scenario time 0: the hubs' processes start,
+#: their links come up and the clients connect inside it (agreements with scenario-relative
+#: validity are written into the hubs' files before any starts, so time 0 is fixed first).
+LEAD_S = 10.0
+__all__ = ["LAYOUTS", "FederatedRunner", "check_ledgers", "private_checks", "private_summary"]
+__all__ += ["unjudge"]
 
 
 def free_port() -> int:
-    """A port free on loopback now (the hubs' federation listeners must know each other's
-    before any starts)."""
+    """A port free on loopback now (each hub's ports are written into its configuration
+    file, and the hubs must know each other's before any starts)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -110,50 +71,61 @@ def free_port() -> int:
 
 
 class _Launch:
-    def __init__(self, services: list[Any]) -> None:
-        self.services = services
+    def __init__(self, runner: FederatedRunner) -> None:
+        self.runner = runner
 
-    def feed(self) -> list[Any]:
-        alerts = [a for s in self.services if s.launch is not None for a in s.launch.feed()]
+    def feed(self) -> list[CapAlert]:
+        alerts = [a for s in self.runner.snapshots.values() for a in s.alerts]
         return sorted(alerts, key=lambda a: a.sent)
 
 
 class _Hotline:
-    def __init__(self, by_party: dict[str, Any]) -> None:
-        self.by_party = by_party
+    def __init__(self, runner: FederatedRunner) -> None:
+        self.runner = runner
 
     def records(self, party: str) -> list[Any]:
-        services = self.by_party.get(party)
-        return list(services.hotline.records(party)) if services is not None else []
+        snap = self.runner.snapshots.get(self.runner.home.get(party, ""))
+        return list(snap.hotline.get(party, [])) if snap is not None else []
 
 
-class _Services:
-    """What the checks read of "the hub", answered by the hub each party lives on."""
-
+class _Durable:
     def __init__(self, runner: FederatedRunner) -> None:
-        servers = list(runner.servers.values())
-        self.launch = _Launch([s.services for s in servers])
-        self.hotline = _Hotline({p: runner.servers[h].services for p, h in runner.home.items()})
-        self.recorder = runner.servers[runner.layout.map_hub].services.recorder
+        self.runner = runner
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in s.durable for s in self.runner.snapshots.values())
 
 
 class _Hubs:
-    """Stands in for `Runner.server`: the map hub's address, every hub's listeners."""
+    """Stands in for `Runner.server` (what the checks and the summary read of "the hub"):
+    the map hub's address, every hub's TAK ports, and the hubs' answers (`HubSnapshot`)."""
+
+    marti = None
 
     def __init__(self, runner: FederatedRunner) -> None:
         self.runner = runner
-        self.services = _Services(runner)
-        main = runner.servers[runner.layout.map_hub]
-        self.hub = main.hub
-        self.http_host, self.http_port = main.http_host, main.http_port
-        self.listeners = [ln for s in runner.servers.values() for ln in s.listeners]
-        self.marti = None
+        self.services = SimpleNamespace(
+            launch=_Launch(runner), hotline=_Hotline(runner), recorder=None
+        )
+        self.hub = SimpleNamespace(durable=_Durable(runner))
+        self.http_host = "127.0.0.1"
+        self.http_port = runner.procs[runner.layout.map_hub].http_port
+        self.listeners = [
+            SimpleNamespace(config=SimpleNamespace(kind=kind, party=party), port=port)
+            for ports in runner.ports.values()
+            for (kind, party), port in ports.items()
+            if kind.startswith("tak-")
+        ]
 
     def port(self, kind: str) -> int:
-        return self.runner.servers[self.runner.layout.map_hub].port(kind)
+        return self.runner.ports[self.runner.layout.map_hub][(kind, None)]
 
 
 class FederatedRunner(Runner):
+    """`Runner` with each of the layout's hubs its own process (`HubProcess`), its clients
+    on their own hub, its posts to their own hub's API; `collect` then asks every hub what
+    the checks read (`snapshots`), and `check_ledgers` checks the hubs' ledgers."""
+
     def __init__(
         self,
         scenarios: list[Scenario],
@@ -164,16 +136,37 @@ class FederatedRunner(Runner):
     ) -> None:
         super().__init__(scenarios, data_dir, http, speed)
         self.layout = layout
-        self.servers: dict[str, HubServer] = {}
+        self.procs: dict[str, HubProcess] = {}
+        self.ports: dict[str, dict[tuple[str, str | None], int]] = {}
+        self.operator = {name: secrets.token_urlsafe(18) for name in layout.hubs}
         self.home = {party: hub for hub, parties in layout.hubs.items() for party in parties}
         self.apis: dict[str, httpx.AsyncClient] = {}
+        self.snapshots: dict[str, HubSnapshot] = {}
         self.proven: dict[str, int] = {}  # "a->b": durable items proven sent and acknowledged
 
-    def hub_config_data(self, name: str, ports: dict[str, int]) -> dict[str, Any]:
-        """Hub `name`'s share of the scenario: its own parties' listeners and tokens, the
-        other parties behind its links, every agreement."""
+    def hub_dir(self, name: str) -> Path:
+        return self.data_dir / f"hub-{name}"
+
+    def _ports(self) -> None:
+        """Every hub's ports, chosen before any starts (each file names its peers')."""
+        _, _, map_port = self.http.rpartition(":")
+        for name, parties in self.layout.hubs.items():
+            ports: dict[tuple[str, str | None], int] = {
+                ("http", None): free_port(),
+                ("federation", None): free_port(),
+                ("tak-tls", None): free_port(),
+            }
+            for party in parties:
+                ports[("tak-tcp", party)] = free_port()
+            if name == self.layout.map_hub and map_port not in ("", "0"):
+                ports[("http", None)] = int(map_port)
+            self.ports[name] = ports
+
+    def hub_config_data(self, name: str) -> dict[str, Any]:
+        """Hub `name`'s configuration file as data: its own parties' listeners and tokens,
+        the other parties behind its links, every agreement, the shared clock."""
         data = self.config_data()
-        layout = self.layout
+        layout, ports = self.layout, self.ports[name]
         own = set(layout.hubs[name])
         peers = {b if a == name else a for a, b in layout.links if name in (a, b)}
         parties = []
@@ -183,14 +176,19 @@ class FederatedRunner(Runner):
                 parties.append(party)
             elif hub in peers:
                 parties.append({"id": party["id"], "name": party["name"], "federate": hub})
-        fed_ca = self.data_dir / f"{name}-federation-ca"
-        listeners = [
-            ln
-            for ln in data["listener"]
-            if ln["kind"] == "tak-tls" or (ln["kind"] == "tak-tcp" and ln["party"] in own)
+        listeners: list[dict[str, Any]] = [
+            {"kind": "tak-tcp", "bind": f"127.0.0.1:{ports[('tak-tcp', p)]}", "party": p}
+            for p in layout.hubs[name]
         ]
+        ca = str(self.data_dir / "ca")
+        listeners.append({"kind": "tak-tls", "bind": f"127.0.0.1:{ports[('tak-tls', None)]}"})
+        listeners[-1]["ca"] = ca
         listeners.append(
-            {"kind": "federation", "bind": f"127.0.0.1:{ports[name]}", "ca": str(fed_ca)}
+            {
+                "kind": "federation",
+                "bind": f"127.0.0.1:{ports[('federation', None)]}",
+                "ca": str(self.data_dir / f"{name}-federation-ca"),
+            }
         )
         federates = []
         for peer in sorted(peers):
@@ -201,12 +199,19 @@ class FederatedRunner(Runner):
                 **layout.terms,
             }
             if (name, peer) in layout.links:
-                table["connect"] = f"127.0.0.1:{ports[peer]}"
+                table["connect"] = f"127.0.0.1:{self.ports[peer][('federation', None)]}"
             federates.append(table)
-        server = dict(data["server"], data_dir=str(self.data_dir / f"hub-{name}"))
-        server["timeout_federation_retry_s"] = 0.2
-        if name != layout.map_hub:
-            server["http"] = "127.0.0.1:0"
+        host = self.http.rpartition(":")[0] if name == layout.map_hub else "127.0.0.1"
+        server = dict(
+            data["server"],
+            data_dir=str(self.hub_dir(name)),
+            http=f"{host or '127.0.0.1'}:{ports[('http', None)]}",
+            timeout_federation_retry_s=0.2,
+            operator_token=self.operator[name],
+            clock_rate=float(self.speed),
+            clock_origin=self.clock.origin,
+            clock_until=self.clock.until or 0.0,
+        )
         return {
             "server": server,
             "listener": listeners,
@@ -226,44 +231,61 @@ class FederatedRunner(Runner):
     async def run(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._pki()
-        self.start_wall = self.clock() + 3.0 * self.speed
-        ports = {name: free_port() for name in self.layout.hubs}
+        # One clock for the demo and every hub: fast from now until the longest scenario
+        # ends, real time after it (so the final picture stays on the map).
+        origin = time.time()
+        self.start_wall = origin + LEAD_S * self.speed
+        until = self.start_wall + max(s.duration_s for s in self.scenarios)
+        self.clock = ScenarioClock(self.speed, origin, until)
+        self._ports()
         for name in self.layout.hubs:
-            config = config_from_dict(self.hub_config_data(name, ports), f"demo hub {name}")
-            server = HubServer(config, clock=self.clock)
-            await server.start()
-            self.servers[name] = server
-            self.apis[name] = httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{server.http_port}", timeout=10
+            self.procs[name] = HubProcess(
+                name,
+                self.hub_config_data(name),
+                self.data_dir / "hubs",
+                self.ports[name][("http", None)],
             )
+        await asyncio.gather(*(p.start() for p in self.procs.values()))
+        await asyncio.gather(*(p.ready() for p in self.procs.values()))
+        for name, proc in self.procs.items():
+            self.apis[name] = httpx.AsyncClient(base_url=proc.url, timeout=10)
         self.server = _Hubs(self)  # type: ignore[assignment]
         await self.connect()
         await self._links_up()
+        late = self.clock() - self.start_wall
+        if late > 0:
+            log.warning("the hubs took %.1f s longer to start than the lead", late / self.speed)
         self.ready.set()
         await asyncio.gather(*(self.play(s) for s in self.scenarios))
 
-    async def _links_up(self, timeout: float = 20.0) -> None:
+    async def _links_up(self, timeout: float = 30.0) -> None:
+        """Every hub reports each of its links up (`commonsky_federation_link_up`)."""
+        wanted = {
+            name: sum(name in link for link in self.layout.links) for name in self.layout.hubs
+        }
         async with asyncio.timeout(timeout):
-            while not all(  # noqa: ASYNC110 (three hubs' links, polled once at set-up)
-                link.up
-                for server in self.servers.values()
-                if server.federation is not None
-                for link in server.federation.links.values()
-            ):
-                await asyncio.sleep(0.05)
+            while True:
+                up = {
+                    name: await metric_values(
+                        self.apis[name], self.operator[name], "commonsky_federation_link_up"
+                    )
+                    for name in self.layout.hubs
+                }
+                if all(sum(v >= 1 for v in up[n]) >= wanted[n] for n in wanted):
+                    return
+                await asyncio.sleep(0.1)  # (other processes: polled at set-up)
 
     async def connect(self) -> None:
         ca = self.data_dir / "ca"
         for scenario in self.scenarios:
             for spec in scenario.client:
-                server = self.servers[self.home[spec.party]]
+                ports = self.ports[self.home[spec.party]]
                 client = SimClient(spec.id, spec.party, spec.transport)
                 if spec.transport.startswith("tls"):
                     context = tls_context(ca, ca / "clients" / spec.party, spec.id)
-                    await client.open(server.port("tak-tls"), context)
+                    await client.open(ports[("tak-tls", None)], context)
                 else:
-                    port = next(ln.port for ln in server.listeners if ln.config.party == spec.party)
-                    await client.open(port, None)
+                    await client.open(ports[("tak-tcp", spec.party)], None)
                 client.listeners.append(self._maybe_ack_thread)
                 client.clock = self.clock
                 self.clients[spec.id] = client
@@ -277,284 +299,176 @@ class FederatedRunner(Runner):
             raise httpx.HTTPError(f"{path} as {party}: {response.status_code} {response.text}")
         return response
 
+    def tls_port_of(self, party: str) -> int:
+        """The tak-tls port of the hub `party` lives on."""
+        return self.ports[self.home.get(party, self.layout.map_hub)][("tak-tls", None)]
+
     def map_url_of(self, party: str) -> str:
-        server = self.servers[self.home.get(party, self.layout.map_hub)]
-        return f"http://127.0.0.1:{server.http_port}/"
+        port = self.ports[self.home.get(party, self.layout.map_hub)][("http", None)]
+        return f"http://127.0.0.1:{port}/"
+
+    async def collect(self) -> None:
+        """Ask every hub, over its HTTP API, what the checks read (`HubSnapshot`)."""
+        for name in self.layout.hubs:
+            self.snapshots[name] = await self._snapshot(name)
+
+    async def _snapshot(self, name: str) -> HubSnapshot:
+        api = self.apis[name]
+        snap = HubSnapshot()
+        feed = await api.get("/cap/feed.atom")
+        feed.raise_for_status()
+        for url in feed_links(feed.content):
+            answer = await api.get(url)
+            answer.raise_for_status()
+            snap.alerts.append(read_cap(answer.content))
+        for party in self.layout.hubs[name]:
+            auth = {"Authorization": f"Bearer {self.tokens[party]}"}
+            snap.hotline[party] = await self._hotline(api, auth, name)
+            items = (await api.get("/api/items", headers=auth)).json()
+            snap.durable |= {(i["party"], i["uid"]) for i in items if i["party"] == party}
+        snap.rounds = await self._rounds(name)
+        for client in self.clients.values():
+            if self.home.get(client.party) != name:
+                continue
+            for r in client.received:
+                figures = _round_figures(r.event)
+                if figures is not None:
+                    snap.last_round[figures[0]] = figures[1]
+        return snap
+
+    async def _hotline(
+        self, api: httpx.AsyncClient, auth: dict[str, str], name: str
+    ) -> list[SimpleNamespace]:
+        """Every message of one party, oldest first (paged as `/api/hotline` serves them);
+        `seq` is (hub, store sequence): the same message has its own on each hub."""
+        out: list[SimpleNamespace] = []
+        before: str | None = None
+        while True:
+            params = {"limit": "100", **({"before": before} if before else {})}
+            answer = await api.get("/api/hotline", headers=auth, params=params)
+            answer.raise_for_status()
+            out[:0] = [
+                SimpleNamespace(
+                    seq=(name, m["seq"]),
+                    sender=m["from"],
+                    recipients=list(m["to"]),
+                    acks=m["acks"],
+                    conflict=m["conflict"],
+                )
+                for m in answer.json()
+            ]
+            before = answer.headers.get("X-Next-Before")
+            if before is None:
+                return out
+
+    async def _rounds(self, name: str) -> dict[str, dict[str, int]]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        answer = await self.apis[name].get(
+            "/metrics", headers={"Authorization": f"Bearer {self.operator[name]}"}
+        )
+        rounds: dict[str, dict[str, int]] = {}
+        for family in text_string_to_metric_families(answer.text):
+            if family.name != "commonsky_privdeconf_rounds":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    link, outcome = sample.labels["link"], sample.labels["outcome"]
+                    rounds.setdefault(link, {})[outcome] = int(sample.value)
+        return rounds
 
     async def stop(self) -> None:
-        for api in self.apis.values():
-            await api.aclose()
-        for client in self.clients.values():
-            await client.close()
-        for server in self.servers.values():  # every link first: no hub redials a stopped one
-            if server.federation is not None:
-                await server.federation.stop()
-        for server in self.servers.values():
-            await server.stop()
+        try:
+            for api in self.apis.values():
+                await api.aclose()
+            for client in self.clients.values():
+                await client.close()
+        finally:
+            try:
+                await asyncio.gather(*(p.stop() for p in self.procs.values()))
+            finally:
+                for proc in self.procs.values():  # (cancelled while stopping: none outlives)
+                    proc.kill_now()
 
 
-def check_ledgers(runner: FederatedRunner, data_dir: Path) -> bool:
-    """Every hub's whole ledger export verifies, and each hub's receipts prove against each
-    peer's export what it sent and the peer acknowledged (none may fail)."""
-    from commonsky.federation.receipts import cross_check
-    from commonsky.ledger.export import export, verify
-
-    out = data_dir / "ledger"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    ok = True
-    for name, server in runner.servers.items():
-        assert server.services.recorder is not None
-        path = paths[name] = out / f"hub-{name}.jsonl"
-        export(server.services.recorder.ledger, path)
-        result = verify(path)
-        if not result.ok:
-            log.error("ledger of hub %s does not verify: %s", name, result)
-            ok = False
-    runner.proven = {}
-    for a, b in itertools.permutations(paths, 2):
-        proven, problems = cross_check(paths[a], paths[b])
-        runner.proven[f"{a}->{b}"] = len(proven)
-        if problems:
-            log.error("receipts of hub %s against hub %s: %s", a, b, problems[0])
-            ok = False
-    return ok
-
-
-def received_outside(folder: Path) -> tuple[int, float]:
-    """From a hub's own log of what peers sent of their shapes (`privdeconf/*/*.received`,
-    federation/private.py): how many pieces, and their area (m²) outside the H3 cells that
-    hub matched in that round. Independent of the round code: the cells are H3's own
-    boundaries, the area is geodesic (pyproj), 20 m of slack for the covering's margin."""
-    import h3
-    import msgspec
-    import shapely
-    from pyproj import Geod
-    from shapely.geometry import shape
-
-    geod = Geod(ellps="WGS84")
-    pieces = 0
-    outside = 0.0
-    for path in sorted(folder.glob("*/*.received")):
-        body = msgspec.msgpack.decode(path.read_bytes())
-        cells = {token.split(":")[1] for token in body["matched"]}
-        allowed = shapely.union_all(
-            [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
-        ).buffer(0.0002)
-        for piece in body["pieces"]:
-            pieces += 1
-            extra = shapely.difference(shape(piece["geometry"]), allowed)
-            if not extra.is_empty:
-                outside += abs(geod.geometry_area_perimeter(extra)[0])
-    return pieces, outside
-
-
-def private_summary(runner: FederatedRunner) -> dict[str, Any]:
-    """Per hub: its private rounds by outcome, the last round's figures, and the independent
-    check of its store and its log: no plan (airspace, site) of the other hub's parties in
-    its store, and every piece of the other's shapes it received inside its matched cells."""
-    from commonsky.model import Category
-
-    out: dict[str, Any] = {}
-    for name, server in runner.servers.items():
-        desk = server.federation.private if server.federation is not None else None
-        if desk is None:
-            continue
-        other = {p for hub, ps in runner.layout.hubs.items() if hub != name for p in ps}
-        stored = [
-            f"{item.party}::{item.uid}"
-            for item in server.hub.store.since(0)
-            if item.party in other and item.category in (Category.AIRSPACE, Category.SITE)
-        ]
-        pieces, outside = received_outside(server.folder.path / "privdeconf")
-        out[name] = {
-            "rounds": {link: dict(p.rounds) for link, p in desk.links.items()},
-            "last_round": {
-                link: p.figures[-1] if p.figures else None for link, p in desk.links.items()
-            },
-            "others_plans_stored": stored,
-            "pieces_received": pieces,
-            "received_outside_cells_m2": round(outside, 3),
-        }
-    return out
-
-
-def _planar_apart(g1: dict[str, Any] | None, g2: dict[str, Any] | None) -> float:
-    """Hausdorff distance (m) between two GeoJSON geometries near one another (a local
-    azimuthal-equidistant frame at the first one's first vertex)."""
-    import shapely
-    from shapely.geometry import shape
-
-    from commonsky.geo import Frame
-
-    if not g1 or not g2:
-        return math.inf
-    s1, s2 = shape(g1), shape(g2)
-    x0, y0 = shapely.get_coordinates(s1)[0]
-    frame = Frame(float(x0), float(y0))
-    p1, p2 = (shapely.transform(s, frame.fwd) for s in (s1, s2))
-    return float(p1.hausdorff_distance(p2))
-
-
-def single_hub_truth(runner: FederatedRunner, scenario: Scenario) -> list[Any]:
-    """The conflicts the single-hub engine raises between parties of different hubs, from
-    the scenario's airspace as played (hub clock), recast as the desk tells them."""
-    from commonsky.deconflict.engine import ConflictEngine
-    from commonsky.deconflict.shapes import Circle, Line, Polygon, Site, Volume
-    from commonsky.desks.deconfliction import across_the_line
-
-    party_of = {c.id: c.party for c in scenario.client}
-    t0 = runner.start_wall
-    engine = ConflictEngine()
-    for a in scenario.airspace:
-        party = a.api or party_of[a.client]
-        if a.item == "line":
-            line = Line(
-                path=tuple(map(tuple, a.line or [])),  # type: ignore[arg-type]
-                left_party=a.left_party,
-                right_party=a.right_party,
-            )
-            engine.upsert_line(party, a.uid, line, t0)
-        elif a.item == "site":
-            assert a.circle is not None
-            lon, lat, radius = a.circle
-            engine.upsert_site(
-                party, a.uid, Site(shape=Circle(centre=(lon, lat), radius_m=radius)), t0
-            )
-        else:
-            volume = Volume(
-                shape=Polygon(ring=tuple(map(tuple, a.polygon or []))),  # type: ignore[arg-type]
-                floor_m=a.floor_m,
-                ceiling_m=a.ceiling_m,
-                start_s=t0 + a.start,
-                end_s=t0 + a.end,
-                kind=a.kind,  # type: ignore[arg-type]
-            )
-            engine.upsert_volume(party, a.uid, volume, t0)
-    home = runner.home
-    return [
-        c
-        for c in map(across_the_line, engine.conflicts())
-        if home.get(c.a.party) != home.get(c.b.party)
-    ]
-
-
-def cross_hub_conflicts(runner: FederatedRunner, scenario: Scenario) -> tuple[bool, str]:
-    """Every conflict the single-hub engine raises between the two hubs' parties reached
-    both parties' duty officers, each on its own hub, while the conflict was still to end,
-    with the single hub's conflicts-only overlap (within 50 m: the grid's resolution is
-    ~9.9 km; the private pieces are clipped with a 5 m margin and resampled every km)."""
-    from commonsky.deconflict.notice import notice_for
-    from commonsky.demo.checks import _received
-    from commonsky.desks.deconfliction import canonical_geometry
-
-    truth = single_hub_truth(runner, scenario)
-    if not truth:
-        return False, "the single-hub engine raised no conflict between the hubs"
-    found, notes = 0, []
-    for c in truth:
-        for own, other in ((c.a, c.b), (c.b, c.a)):
-            expected = notice_for(c, own.party, "conflicts-only")
-            got = [
-                (n, r)
-                for r in _received(runner, own.party)
-                if r.event.type == "t-x-csky-conflict"
-                for n in _notices_of(r)
-                if n["kind"] == c.kind and n["other_party"] == other.party
-            ]
-            best = min(
-                (
-                    _planar_apart(canonical_geometry(expected.geometry), n["geometry"])
-                    for n, r in got
-                    if r.t <= c.end_s
-                ),
-                default=math.inf,
-            )
-            if best <= 50.0:
-                found += 1
-            else:
-                notes.append(f"{c.kind} {own.party}/{other.party}: {best:.0f} m")
-    total = 2 * len(truth)
-    detail = f"{found}/{total} told on their own hubs, overlaps within 50 m"
-    return found == total, detail + (f" (missing: {'; '.join(notes)})" if notes else "")
-
-
-def _notices_of(r: Any) -> list[dict[str, Any]]:
+def _round_figures(event: Any) -> tuple[str, dict[str, Any]] | None:
+    """(link, figures) of a private round's notice to the hub's own duty officers."""
     import json
 
     from commonsky.protocol.cot import detail_tree
 
-    node = detail_tree(r.event.detail).find("csky_conflict")
-    return [json.loads(node.text)] if node is not None and node.text else []
+    if event.type != "t-x-csky-pd-round":
+        return None
+    node = detail_tree(event.detail).find("csky_pd_round")
+    if node is None or not node.text:
+        return None
+    return str(node.get("link")), json.loads(node.text)
 
 
-def unjudge(runner: FederatedRunner, result: dict[str, Any]) -> None:
-    """Mark the checks this layout cannot meet by design (with why); `all_held` over the
-    rest."""
-    names = {c["name"] for c in result["checks"]}
-    for name in runner.layout.unjudged:  # (not even played: the photographs)
-        if name not in names:
-            result["checks"].append({"name": name, "kind": "", "held": False, "observed": ""})
-    for check in result["checks"]:
-        why = runner.layout.unjudged.get(check["name"])
-        if why is not None:
-            check["status"] = "not judged on these hubs"
-            check["why"] = why
-    judged = [c for c in result["checks"] if "status" not in c]
-    result["all_held"] = all(c["held"] for c in judged)
+_PROVEN = re.compile(rb" -> .*?: (\d+) durable items sent by the first hub")
 
 
-def private_checks(runner: FederatedRunner, scenario: Scenario) -> list[dict[str, Any]]:
-    """The checks of a scenario on hubs that deconflict privately (issue #18)."""
-    held, observed = cross_hub_conflicts(runner, scenario)
-    private = private_summary(runner)
-    leaks = {
-        hub: (p["others_plans_stored"], p["received_outside_cells_m2"])
-        for hub, p in private.items()
-        if p["others_plans_stored"] or p["received_outside_cells_m2"] >= 1.0
-    }
-    pieces = sum(p["pieces_received"] for p in private.values())
-    threads_held, threads_seen = threads_across(runner, scenario)
-    return [
-        {
-            "name": "conflict threads acknowledged by both sides, each on its own hub",
-            "kind": "private_threads",
-            "held": threads_held,
-            "observed": threads_seen,
-        },
-        {
-            "name": "every conflict the single hub raises between the hubs is raised on both",
-            "kind": "private_conflicts",
-            "held": held,
-            "observed": observed,
-        },
-        {
-            "name": "independent check: no hub holds the other's plans; what it received of "
-            "them lies inside the cells that met",
-            "kind": "private_leaks",
-            "held": not leaks and pieces > 0,
-            "observed": f"{pieces} pieces received; "
-            + (f"LEAKS {leaks}" if leaks else "none outside the matched cells, no plan stored"),
-        },
-    ]
-
-
-def threads_across(runner: FederatedRunner, scenario: Scenario) -> tuple[bool, str]:
-    """Every conflict between the hubs has a hotline thread on each side's hub (one
-    conflict id), every one acknowledged by its recipients: together, by both sides."""
-    from commonsky.demo.checks import _hotline
-
-    by_conflict: dict[str, list[Any]] = {}
-    for hub in runner.servers.values():
-        for m in _hotline(hub.services, scenario.party):
-            if m.conflict:
-                by_conflict.setdefault(m.conflict, []).append(m)
-    both = [
-        ms
-        for ms in by_conflict.values()
-        if len({runner.home.get(p) for m in ms for p in m.recipients}) == 2
-    ]
-    acked = [ms for ms in both if all(set(m.recipients) <= set(m.acks) for m in ms)]
-    return bool(both) and len(acked) == len(both), (
-        f"{len(acked)}/{len(both)} conflicts with a thread on both hubs, all acknowledged"
+async def _cli(*args: str) -> tuple[int, bytes]:
+    """`python -m commonsky ARGS…`: exit status and output (stdout and stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "commonsky",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out
+
+
+async def check_ledgers(runner: FederatedRunner, data_dir: Path) -> bool:
+    """Every hub's whole ledger, exported with `commonsky ledger export`, verifies against
+    that hub's key, and `commonsky ledger verify A --peer B` proves, for every pair, what A
+    sent and B acknowledged from A's receipts (none may fail). The hubs are exported one
+    after the other: a peer's heads signed after an export are left for a newer one."""
+    from commonsky.ledger.keys import HUB_KEY_NAME
+
+    out = data_dir / "ledger"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / f"hub-{name}.jsonl" for name in runner.layout.hubs}
+    keys = {name: runner.hub_dir(name) / "keys" / HUB_KEY_NAME for name in runner.layout.hubs}
+    ok = True
+    for name, path in paths.items():
+        status, said = await _cli(
+            "ledger", "export", "--data-dir", str(runner.hub_dir(name)), "--out", str(path)
+        )
+        if status != 0:
+            log.error("ledger export of hub %s failed: %s", name, said.decode(errors="replace"))
+            return False
+    runner.proven = {}
+    pairs = list(itertools.permutations(paths, 2))
+    results = await asyncio.gather(
+        *(
+            _cli(
+                "ledger",
+                "verify",
+                str(paths[a]),
+                "--hub-key",
+                str(keys[a]),
+                "--peer",
+                str(paths[b]),
+            )
+            for a, b in pairs
+        )
+    )
+    for (a, b), (status, said) in zip(pairs, results, strict=True):
+        match = _PROVEN.search(said)
+        runner.proven[f"{a}->{b}"] = int(match.group(1)) if match else 0
+        if status != 0 or match is None:
+            lines = said.decode(errors="replace").strip().splitlines()
+            log.error("ledger of hub %s against hub %s: %s", a, b, lines[-1] if lines else "")
+            ok = False
+    return ok

@@ -108,7 +108,7 @@ async def run_demo(
     try:
         await _play(runner, scenarios, duration, started, data_dir, screenshots, console)
         await asyncio.sleep(min(2.0, 20.0 / speed))  # let the last deliveries land
-        summary = _summary(runner, scenarios, data_dir, speed, started)
+        summary = await _summary(runner, scenarios, data_dir, speed, started)
         if screenshots:
             summary["screenshots"] = await take_screenshots(runner, data_dir, console)
         (data_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -186,7 +186,10 @@ async def _play(
             await asyncio.sleep(0.25)
     # The scenarios are over: from here the clock runs in real time, so the final picture
     # stays on the map (and in the screenshots) instead of going stale at `speed`.
-    runner.clock.relax()
+    from commonsky.demo.federated import FederatedRunner
+
+    if not isinstance(runner, FederatedRunner):  # (its hubs' clocks relax by themselves)
+        runner.clock.relax()
     if not play.done():
         play.cancel()
     await asyncio.gather(play, return_exceptions=True)
@@ -194,11 +197,11 @@ async def _play(
         raise play.exception()  # type: ignore[misc]
 
 
-def _summary(
+async def _summary(
     runner: Runner, scenarios: list[Any], data_dir: Path, speed: float, started: float
 ) -> dict[str, Any]:
     """The run's summary (summary.json without the screenshots): each scenario's checks,
-    the ledger's, and for federated hubs their links and receipts."""
+    the ledger's, and for federated hubs their links, receipts and processes."""
     from commonsky.demo.federated import (
         FederatedRunner,
         check_ledgers,
@@ -211,7 +214,8 @@ def _summary(
     played_s = max(0.0, (runner.clock() - runner.start_wall)) if runner.start_wall else 0.0
     unfinished = [s.name for s in scenarios if not runner.played[s.name].finished]
     if isinstance(runner, FederatedRunner):
-        ledger_ok = check_ledgers(runner, data_dir)
+        await runner.collect()  # each hub's answers, over its HTTP API
+        ledger_ok = await check_ledgers(runner, data_dir)
     else:
         ledger_ok = check_ledger(runner, data_dir)
     results = [summarize(runner, runner.played[s.name], ledger_ok) for s in scenarios]
@@ -233,6 +237,7 @@ def _summary(
             "hubs": {name: list(parties) for name, parties in runner.layout.hubs.items()},
             "links": [f"{a}->{b}" for a, b in runner.layout.links],
             "receipts_proven": runner.proven,
+            "processes": {name: p.pid for name, p in runner.procs.items()},
         }
         if runner.layout.terms:
             summary["federated"]["private"] = private_summary(runner)
@@ -267,12 +272,20 @@ def print_where(console: Console, runner: Runner, data_dir: Path, screenshots: b
     console.print(f"[bold]Map[/bold] {base} — tokens in {data_dir / 'tokens.json'}")
     console.print("Sign in as a party with its link; its TAK clients connect to tcp 127.0.0.1:PORT")
     tls = next((ln.port for ln in runner.server.listeners if ln.config.kind == "tak-tls"), None)
+    own_tls = getattr(runner, "tls_port_of", None)  # (federated: each party's own hub)
     for party in sorted(runner.tokens):
         port = next((ln.port for ln in runner.server.listeners if ln.config.party == party), None)
         tak = f"tcp {port}" if port else ""
+        if own_tls is not None:
+            tak += f", tls {own_tls(party)}"
         url = runner.map_url_of(party) if hasattr(runner, "map_url_of") else base
         console.print(f"  {party:<4} {url}#token={runner.tokens[party]}  {tak}", soft_wrap=True)
-    if tls:
+    if tls and own_tls is not None:
+        console.print(
+            "  TAK over TLS: each party on its own hub's tls port (above), with its "
+            f"certificate from {data_dir / 'ca' / 'clients'}/PARTY/"
+        )
+    elif tls:
         console.print(
             f"  TAK over TLS, any party: tls://127.0.0.1:{tls}, with its certificate from "
             f"{data_dir / 'ca' / 'clients'}/PARTY/"

@@ -1,16 +1,27 @@
 """The hub side of federation: what leaves on a link, what is accepted from one.
 
 Rules (DESIGN.md §5, issue #17):
-- **Out**: only items of this hub's own parties leave (not the hub's own notices, which each
-  hub makes from what its parties may see, and never an item that came over a link: no
-  relaying, so nothing can loop; provenance and hop count are carried and checked all the
-  same for TAK Server meshes). An item leaves on a link only when an agreement entitles a
-  party behind that link, in the form that party may see (`full` under its names, or
-  `generalized`) — made here, before it leaves. Each distinct form crosses once, addressed
-  (`<_csky_fed to=…>`) to the parties it is for; the peer delivers it to exactly those.
-- **In**: an item is attributed to a party the link speaks for (`[[federate]] parties`),
+- **Out**: items of this hub's own parties leave (not the hub's own notices, which each hub
+  makes from what its parties may see). An item leaves on a link only when an agreement
+  entitles a party behind that link, in the form that party may see (`full` under its
+  names, or `generalized`) — made here, before it leaves. Each distinct form crosses once,
+  addressed (`<_csky_fed to=…>`) to the parties it is for; the peer delivers it to exactly
+  those.
+- **Relaying** (more than one link): a `[[federate]]` may name, beside the peer's own
+  `parties`, the parties of hubs beyond it that it `relay`s for. A form addressed to them
+  crosses only together with a party of the peer's own — the peer holds only what its own
+  parties may see, so a form only for parties beyond it never leaves (docs/federation.md,
+  "Relaying"). The peer delivers the copy to its own addressees and sends it on, as it
+  holds it, to each addressee behind another of its links whom its own agreements entitle
+  too (never back on the link it came by), under the same rules hop after hop.
+- **Nothing loops**: each copy carries TAK's provenance — the server ids of the hubs it
+  passed, ours last (kept with a relayed item in the store: `seam.origin_of`) — and its hop
+  count; a hub refuses a copy whose provenance holds its own id, never sends an item back
+  on the link it came by, and relays nothing that has passed `MAX_RELAY_HOPS` hubs.
+- **In**: an item is attributed to a party the link speaks for (`parties` and `relay`),
   from our envelope (`party=`) or, from a TAK Server (no envelope), the link's one party;
-  anything else is refused and logged. It is never forwarded.
+  anything else is refused and logged. A copy addressed to none of our own parties is
+  refused (`federate_audience`). A TAK Server's items (no addressees) are never relayed.
 - **Durable across outages**: each durable copy carries (sending hub's store seq, part). The
   receiver applies a copy only past its cursor `("fed-in", link)` and moves the cursor in the
   same transaction as the item (exactly once), then acknowledges; the sender moves its
@@ -19,23 +30,19 @@ Rules (DESIGN.md §5, issue #17):
   order, before anything new. Live positions are not queued while a link is down; the
   current ones are sent when it returns.
 
-The seam with the hub core is the class `HubSeam` below, and nothing else: one desk that
-only observes (`Hub.add_desk`), `accept`, `transaction`, routing and rendering, the store's
-cursors.
+The seam with the hub core is `HubSeam` (seam.py), and nothing else. Acknowledgements and
+signed receipts are acks.py's; the per-link metrics linkmetrics.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from commonsky.errors import RemoteProtocolError
@@ -43,11 +50,16 @@ from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_delete
 from commonsky.protocol.cot import encode_event
 
 from . import federation_pb2 as pb
-from .link import Dialer, HubIdentity, Link, Listener
-from .mapping import Envelope, absolute_names, ack, delete_event, federated, receive
+from .acks import Acks
+from .dial import Dialer
+from .link import HubIdentity, Link
+from .linkmetrics import LinkMetrics
+from .listen import Listener
+from .mapping import Envelope, absolute_names, delete_event, federated, receive
 from .peers import FederateConfig
-from .private import PrivateDesk, is_private
-from .receipts import KIND_ACK, KIND_RECEIPT, parse_receipt, receipt_json
+from .private import PrivateDesk
+from .private_wire import is_private
+from .seam import CURSOR_IN, CURSOR_OUT, ORIGIN, HubSeam, came_over, origin_of
 
 if TYPE_CHECKING:
     from commonsky.config import HubConfig
@@ -57,12 +69,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commonsky.federation")
 
-ORIGIN = "fed:"  # Item.origin of what came over a link: "fed:<link>"
-CURSOR_IN, CURSOR_OUT = "fed-in", "fed-out"
-ACK_DELAY_S = 0.05  # acknowledgements are batched over this long
 PAGE = 256  # stored items read per page while a link catches up
+MAX_RELAY_HOPS = 8  # hubs an item may have passed and still be relayed on
 #: What never crosses a link with private deconfliction: the plans the round replaces.
 PLANS = (Category.AIRSPACE, Category.SITE)
+__all__ = ["CURSOR_IN", "CURSOR_OUT", "ORIGIN", "Federation", "HubSeam", "build"]
 
 
 @dataclass
@@ -73,97 +84,6 @@ class _Out:
     position: int = 0
     next_seq: int = 0
     live: list[Item] = field(default_factory=list)
-
-
-_watchers = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class _Watcher:
-    """A desk that only observes (hub/desk.py): what federation needs of every item."""
-
-    name: str
-    observer: Callable[[Item, dict[str, Disclosure]], None]
-    categories: tuple[Category, ...] = ()
-
-    def check(self, party: str, event: CotEvent) -> None:
-        return None
-
-    def observe(
-        self, item: Item, routes: dict[str, Disclosure], parsed: object | None = None
-    ) -> None:
-        self.observer(item, routes)
-
-
-class HubSeam:
-    """Everything federation asks of the hub core, in one place."""
-
-    def __init__(self, hub: Hub, recorder: LedgerRecorder | None = None) -> None:
-        self.hub = hub
-        self.recorder = recorder  # the hub's ledger (signed receipts), if it keeps one
-
-    def ledger_seq(self, item: Item) -> int | None:
-        """The ledger entry of a durable item just accepted (None without a ledger)."""
-        if self.recorder is None:
-            return None
-        return self.recorder.seq_of.get((item.party, item.uid, item.seq))
-
-    def sign_checkpoint(self) -> dict[str, Any] | None:
-        if self.recorder is None:
-            return None
-        return self.recorder.ledger.checkpoint().to_json()
-
-    def consistency(self, old: int, new: int) -> list[str]:
-        """RFC 6962 consistency proof of our log from size `old` to `new`, as hex."""
-        assert self.recorder is not None
-        return [p.hex() for p in self.recorder.ledger.consistency_proof(old, new)]
-
-    def record(self, kind: str, audience: list[str], payload: dict[str, Any]) -> None:
-        if self.recorder is not None:
-            with self.hub.transaction():
-                self.recorder.record_fact(kind, HUB, audience, payload, self.hub.clock())
-
-    def watch(self, observer: Callable[[Item, dict[str, Disclosure]], None]) -> None:
-        self.hub.add_desk(_Watcher(f"federation#{next(_watchers)}", observer))
-
-    def accept(
-        self, party: str, user: str, event: CotEvent, audience: tuple[str, ...], origin: str
-    ) -> Item:
-        return self.hub.accept(party, user, event, audience=audience, origin=origin)
-
-    def transaction(self) -> contextlib.AbstractContextManager[None]:
-        return self.hub.transaction()
-
-    def route(self, item: Item) -> dict[str, Disclosure]:
-        return self.hub.route(item, self.hub.clock())
-
-    def render(self, item: Item, party: str, level: Disclosure) -> CotEvent:
-        """`item` as `party` may see it (generalized, or full under its names)."""
-        variant = "gen" if level is Disclosure.GENERALIZED else f"full:{party}"
-        return self.hub.event_for(item, variant)
-
-    def live_items(self) -> list[Item]:
-        now = self.hub.clock()
-        return [r.item for r in list(self.hub.live.values()) if r.item.event.stale > now]
-
-    def stored_since(self, seq: int) -> Iterator[Item]:
-        return self.hub.store.since(seq)
-
-    def cursor(self, name: str, link: str) -> int:
-        return self.hub.store.cursor(name, link)
-
-    def set_cursor(self, name: str, link: str, position: int) -> None:
-        with self.hub.transaction():
-            self.hub.store.set_cursor(name, link, position)
-
-    def clock(self) -> float:
-        return self.hub.clock()
-
-    def parties(self) -> frozenset[str]:
-        return frozenset(self.hub.policy.parties) | {HUB}
-
-    def log_limited(self, reason: str, key: str, msg: str, *args: object) -> None:
-        self.hub.log_limited(log, reason, key, msg, *args)
 
 
 class Federation:
@@ -183,21 +103,15 @@ class Federation:
         self.identity = identity
         self.own = frozenset(own_parties) - {HUB}
         self.links: dict[str, Link] = {}
-        self.behind: dict[str, str] = {}  # remote party -> its link
+        self.behind: dict[str, str] = {}  # remote party -> the link it is reached by
         for config in federates:
             self.links[config.name] = Link(config, self, limit_queue=limit_queue)
-            for party in config.parties:
+            for party in config.speaks_for:
                 self.behind[party] = config.name
         self.out: dict[str, _Out] = {}  # link -> what its session has been given
         self.sent_names: dict[tuple[str, str, str], set[str]] = {}  # (link, party, uid)
         self.refused: dict[tuple[str, str], int] = {}  # (link, reason) -> count
-        self.acked: dict[str, int] = {}
-        self._ack_due: dict[str, int] = {}
-        self._receipts: dict[str, list[tuple[int, int]]] = {}  # link -> (position, ledger seq)
-        self._signed_size: dict[str, int] = {}  # link -> size of the last head we gave it
-        self._peer_head: dict[str, tuple[bytes, int, bytes]] = {}  # link -> key, size, root
-        self.forks: dict[str, int] = {}  # link -> receipts refused as a fork
-        self._heads_only: set[str] = set()  # links owed a signed head with no new entries
+        self.acks = Acks(seam, self.links, self.own)  # acknowledgements, signed receipts
         self._tasks: list[asyncio.Task[None]] = []
         self._delete_ids = itertools.count(1)
         self.listener: Listener | None = None
@@ -207,22 +121,50 @@ class Federation:
 
     # ---- out ------------------------------------------------------------------------------
 
-    def _forms(
-        self, link: Link, item: Item, routes: dict[str, Disclosure]
-    ) -> list[tuple[CotEvent, list[str]]]:
-        """Each distinct form of `item` owed to parties behind `link`, with its parties."""
-        mine = [p for p in sorted(routes) if self.behind.get(p) == link.name]
-        if len(mine) == 1:  # (the usual case: nothing to compare)
-            return [(self.seam.render(item, mine[0], routes[mine[0]]), mine)]
-        forms: dict[bytes, tuple[CotEvent, list[str]]] = {}
-        for party in mine:
-            event = self.seam.render(item, party, routes[party])
-            forms.setdefault(encode_event(event), (event, []))[1].append(party)
-        return list(forms.values())
+    def _owed(self, link: Link, item: Item, routes: dict[str, Disclosure]) -> dict[str, Disclosure]:
+        """The parties behind `link` owed `item`, with their forms (the module rule):
+        for our own parties' items, those our agreements entitle; for an item that came
+        over another link, those it was addressed to here (its audience) whom our own
+        agreements entitle too — never back towards a hub it passed."""
+        came = came_over(item.origin)
+        if came is None:
+            if item.party not in self.own:
+                return {}  # the hub's own notices: each hub makes its own
+            return {p: d for p, d in routes.items() if self.behind.get(p) == link.name}
+        if came[0] == link.name or len(came[1]) >= MAX_RELAY_HOPS:
+            return {}
+        if is_deleted(item.event):  # (routes: the parties the deleted item reached)
+            return {p: d for p, d in routes.items() if self.behind.get(p) == link.name}
+        wanted = [p for p in item.audience if self.behind.get(p) == link.name]
+        if not wanted:
+            return {}
+        entitled = self.seam.route_own(item)
+        return {p: entitled[p] for p in wanted if p in entitled}
 
-    def _provenance(self) -> tuple[tuple[str, str], ...]:
+    def _forms(
+        self, link: Link, item: Item, owed: dict[str, Disclosure]
+    ) -> list[tuple[CotEvent, list[str]]]:
+        """Each distinct form of `item` owed to parties behind `link`, with its parties —
+        only forms a party of the peer's own sees: a form only for parties it relays for
+        would have the peer hold what none of its parties may see, so it never leaves."""
+        mine = sorted(owed)
+        if len(mine) == 1:  # (the usual case: nothing to compare)
+            forms = [(self.seam.render(item, mine[0], owed[mine[0]]), mine)]
+        else:
+            by_bytes: dict[bytes, tuple[CotEvent, list[str]]] = {}
+            for party in mine:
+                event = self.seam.render(item, party, owed[party])
+                by_bytes.setdefault(encode_event(event), (event, []))[1].append(party)
+            forms = list(by_bytes.values())
+        held = set(link.config.parties)
+        return [(event, parties) for event, parties in forms if held.intersection(parties)]
+
+    def _provenance(self, item: Item) -> tuple[tuple[str, str], ...]:
+        """The hubs `item` passed (from its origin), then us: TAK's provenance."""
+        came = came_over(item.origin)
+        before = tuple((hub, hub) for hub in came[1]) if came is not None else ()
         name = self.identity.name if self.identity is not None else self.hub_id
-        return ((self.hub_id, name),)
+        return (*before, (self.hub_id, name))
 
     def _messages(
         self, link: Link, item: Item, routes: dict[str, Disclosure]
@@ -231,21 +173,25 @@ class Federation:
         out = self.out[link.name]
         if link.config.deconflict is not None and item.category in PLANS:
             return []  # plans stay home on a private link: the round replaces them
+        owed = self._owed(link, item, routes)
+        if not owed:
+            return []
         if is_deleted(item.event):
-            return self._deletes(link, item, routes)
+            return self._deletes(link, item, owed)
         messages = []
-        for part, (event, parties) in enumerate(self._forms(link, item, routes)):
+        provenance = self._provenance(item)
+        for part, (event, parties) in enumerate(self._forms(link, item, owed)):
             envelope = Envelope(item.seq, part, tuple(parties), item.party)
             if item.seq:
                 if envelope.position <= out.position:
                     continue  # sent already
                 out.position = envelope.position
             self.sent_names.setdefault((link.name, item.party, item.uid), set()).add(event.uid)
-            messages.append(federated(event, envelope, self._provenance(), (-1, 1)))
+            messages.append(federated(event, envelope, provenance, (-1, len(provenance))))
         return messages
 
     def _deletes(
-        self, link: Link, item: Item, routes: dict[str, Disclosure]
+        self, link: Link, item: Item, owed: dict[str, Disclosure]
     ) -> list[pb.FederatedEvent]:
         out = self.out[link.name]
         if item.seq:
@@ -253,20 +199,23 @@ class Federation:
                 return []
             out.position = item.seq << 10
         names = self.sent_names.pop((link.name, item.party, item.uid), set())
-        for party, level in routes.items():
-            if self.behind.get(party) == link.name:
-                names.add(self.seam.render(item, party, level).uid)
+        for party, level in owed.items():
+            names.add(self.seam.render(item, party, level).uid)
         messages = []
         for uid in sorted(names):
             message = pb.FederatedEvent(
                 contact=pb.ContactListEntry(operation=pb.DELETE, uid=uid, callsign=item.event.type)
             )
-            for server_id, name in self._provenance():
+            for server_id, name in self._provenance(item):
                 message.federate_provenance.add(
                     federation_server_id=server_id, federation_server_name=name
                 )
             messages.append(message)
         return messages
+
+    def _may_leave(self, item: Item) -> bool:
+        """Our own parties' items, and what came over a link (relayed under `_owed`)."""
+        return item.party in self.own or came_over(item.origin) is not None
 
     def _handed(self, link: Link) -> None:
         """A TAK Server does not acknowledge: what went into the stream counts."""
@@ -279,8 +228,8 @@ class Federation:
         """Every item the hub delivers (the observer seam): queue what each link is owed.
         Durable items go through the store instead while a link catches up (it reads them
         there, in order) or is over `limit_queue_federation`; live ones are then dropped."""
-        if item.party not in self.own:
-            return  # the hub's own notices, and items of parties behind links: never sent
+        if item.party not in self.own and came_over(item.origin) is None:
+            return  # the hub's own notices: never sent
         if is_deleted(item.event) and not routes:
             routes = self.seam.route(item)
         for link in self.links.values():
@@ -311,7 +260,7 @@ class Federation:
         self.out[link.name] = _Out(
             position=start,
             next_seq=max(0, (start >> 10) - 1),  # (the last acknowledged may have more parts)
-            live=[i for i in self.seam.live_items() if i.party in self.own],
+            live=[i for i in self.seam.live_items() if self._may_leave(i)],
         )
 
     def refill(self, link: Link) -> list[pb.FederatedEvent]:
@@ -326,7 +275,7 @@ class Federation:
                 break
             for item in items:
                 out.next_seq = item.seq
-                if item.party in self.own and (is_deleted(item.event) or item.event.stale > now):
+                if self._may_leave(item) and (is_deleted(item.event) or item.event.stale > now):
                     page += self._messages(link, item, self.seam.route(item))
         if page:
             self._handed(link)
@@ -374,27 +323,28 @@ class Federation:
         try:
             got = receive(message)
             if got.ack is not None:
-                self._acknowledged(link, got.ack, got.receipt)
+                self.acks.acknowledged(link, got.ack, got.receipt)
             elif got.delete is not None:
                 party = self._party(link, "", got.delete.uid)
                 uid = f"{link.name}-delete-{next(self._delete_ids)}"
                 event = delete_event(got.delete, uid, self.seam.clock())
-                self.seam.accept(party, f"{ORIGIN}{link.name}", event, (), ORIGIN + link.name)
+                origin = origin_of(link.name, _path(message))
+                self.seam.accept(party, ORIGIN + link.name, event, (), origin)
             elif got.event is not None:
-                self._accept(link, got.event, got.envelope)
+                self._accept(link, got.event, got.envelope, _path(message))
         except RemoteProtocolError as exc:
             self._refuse(link, exc.reason, str(exc))
 
     def _party(self, link: Link, claimed: str, uid: str) -> str:
         """Whose item this is: the party claimed (it must be one the link speaks for), or
         the party a `P::` uid names, or the link's only party."""
-        parties = link.config.parties
+        parties = link.config.speaks_for
         if not claimed:
             prefix, sep, _ = uid.partition("::")
             if sep and prefix in parties:
                 claimed = prefix
-            elif len(parties) == 1:
-                claimed = parties[0]
+            elif len(link.config.parties) == 1:
+                claimed = link.config.parties[0]
             else:
                 raise RemoteProtocolError(
                     "federate_party", f"uid {uid[:60]!r} names no party this link speaks for"
@@ -406,144 +356,35 @@ class Federation:
             )
         return claimed
 
-    def _accept(self, link: Link, event: CotEvent, envelope: Envelope) -> None:
+    def _accept(
+        self, link: Link, event: CotEvent, envelope: Envelope, path: tuple[str, ...]
+    ) -> None:
+        """Apply one copy: for our parties it is addressed to, and for those beyond other
+        links of ours it may be relayed to — only with one of ours (module rule)."""
         party = self._party(link, envelope.party, event.uid)
-        to = tuple(p for p in envelope.to if p in self.own)
-        if envelope.to and not to:
+        beyond = {p for p, name in self.behind.items() if name != link.name}
+        to = tuple(p for p in envelope.to if p in self.own or p in beyond)
+        if envelope.to and not self.own.intersection(to):
             raise RemoteProtocolError(
-                "federate_audience", f"addressed to {' '.join(envelope.to)[:80]}, none of ours"
+                "federate_audience",
+                f"addressed to {' '.join(envelope.to)[:80]}, none of ours (a hub holds "
+                "only what its own parties may see)",
             )
         event = absolute_names(event, party, to[0] if len(to) == 1 else None, self.seam.parties())
-        origin = ORIGIN + link.name
+        user, origin = ORIGIN + link.name, origin_of(link.name, path)
         if envelope.seq:
             position = envelope.position
             if position <= self.seam.cursor(CURSOR_IN, link.name):
-                self._ack(link, position)  # applied before: say so again
+                self.acks.ack(link, position)  # applied before: say so again
                 return
             with self.seam.transaction():
-                item = self.seam.accept(party, origin, event, to, origin)
+                item = self.seam.accept(party, user, event, to, origin)
                 self.seam.set_cursor(CURSOR_IN, link.name, position)  # (joins the block)
-            ledger_seq = self.seam.ledger_seq(item) if item.seq else None
-            if ledger_seq is not None:
-                self._receipts.setdefault(link.name, []).append((position, ledger_seq))
-            self._ack(link, position)
+            self.acks.applied(link, position, self.seam.ledger_seq(item) if item.seq else None)
         else:
-            self.seam.accept(party, origin, event, to, origin)
-
-    def _ack(self, link: Link, position: int) -> None:
-        if not link.peer_is_commonsky:
-            return
-        first = link.name not in self._ack_due
-        self._ack_due[link.name] = max(position, self._ack_due.get(link.name, 0))
-        if first:
-            with contextlib.suppress(RuntimeError):  # (no loop: tests without I/O)
-                asyncio.get_running_loop().call_later(ACK_DELAY_S, self._flush_acks)
-
-    def _flush_acks(self) -> None:
-        """Acknowledge what was applied since the last time, each link with a receipt: the
-        ledger entries of those items under one checkpoint we sign, recorded here too."""
-        due, self._ack_due = self._ack_due, {}
-        checkpoint = None
-        for name, position in due.items():
-            entries = self._receipts.pop(name, [])
-            text = ""
-            heads_only = name in self._heads_only
-            self._heads_only.discard(name)
-            if entries or heads_only:
-                checkpoint = checkpoint or self.seam.sign_checkpoint()
-                if checkpoint is not None:
-                    # With a proof that our log still extends the one we signed for this
-                    # peer last time: a hub that rewrote its past is caught as it answers.
-                    since = self._signed_size.get(name, 0)
-                    proof = self.seam.consistency(since, checkpoint["size"]) if since else []
-                    self._signed_size[name] = checkpoint["size"]
-                    text = receipt_json(entries, checkpoint, since, proof)
-                    self.seam.record(
-                        KIND_ACK,
-                        list(self.links[name].config.parties),
-                        {"link": name, "entries": entries, "checkpoint_size": checkpoint["size"]},
-                    )
-            self.links[name].send(ack(position, self.seam.clock(), text))
-
-    def _acknowledged(self, link: Link, position: int, receipt: str) -> None:
-        """The peer applied everything up to `position`: move the cursor; record its
-        signed receipt in our ledger once its signature holds."""
-        if receipt:
-            from commonsky.ledger.entry import EntryError
-            from commonsky.ledger.log import SignedCheckpoint
-
-            parsed = parse_receipt(receipt)
-            try:
-                head = SignedCheckpoint.from_json(parsed.checkpoint) if parsed else None
-            except EntryError:
-                head = None
-            if parsed is None or head is None or not head.verify():
-                raise RemoteProtocolError("bad_receipt", "a receipt that does not verify")
-            self._check_fork(link, head, parsed.since, parsed.consistency)
-            entries, checkpoint = parsed.entries, parsed.checkpoint
-            self.seam.record(
-                KIND_RECEIPT,
-                sorted(self.own),
-                {
-                    "link": link.name,
-                    "entries": [list(e) for e in entries],
-                    "checkpoint": checkpoint,
-                },
-            )
-        self.acked[link.name] = position
-        self.seam.set_cursor(CURSOR_OUT, link.name, position)
-
-    def _check_fork(self, link: Link, head: Any, since: int, proof: list[bytes]) -> None:
-        """The peer's new signed head must extend the last one it gave us (same key)."""
-        from commonsky.ledger import merkle
-
-        last = self._peer_head.get(link.name)
-        if (
-            last is not None
-            and last[0] == head.hub_key
-            and last[1] == since
-            and not merkle.verify_consistency(since, head.size, last[2], head.root, proof)
-        ):
-            self.forks[link.name] = self.forks.get(link.name, 0) + 1
-            log.error(
-                "federation link %s: FORK: the peer's log of size %d does not extend the "
-                "one of size %d it signed before; its receipts are refused",
-                link.name,
-                head.size,
-                since,
-            )
-            raise RemoteProtocolError("fork", "the peer's log does not extend its last head")
-        self._peer_head[link.name] = (head.hub_key, head.size, head.root)
+            self.seam.accept(party, user, event, to, origin)
 
     # ---- running -------------------------------------------------------------------------
-
-    def send_head(self, name: str) -> None:
-        """Our signed head (and consistency proof) to one CommonSky peer now."""
-        link = self.links[name]
-        if link.up and link.peer_is_commonsky and self.seam.recorder is not None:
-            self._ack_due.setdefault(name, self.seam.cursor(CURSOR_IN, name))
-            self._receipts.setdefault(name, [])
-            self._heads_only.add(name)
-            self._flush_acks()
-
-    def exchange_checkpoints(self) -> None:
-        """Give every CommonSky peer our signed head (with the consistency proof from the
-        last one it got), whether or not durable items flowed: each side's ledger records
-        the other's heads, and a fork is caught within one period (`timeout_checkpoint_s`)."""
-        for name, link in self.links.items():
-            if link.up and link.peer_is_commonsky and name not in self._ack_due:
-                self._ack_due[name] = self.seam.cursor(CURSOR_IN, name)
-                self._receipts.setdefault(name, [])
-                self._heads_only.add(name)
-        self._flush_acks()
-
-    async def _exchange(self, every: float) -> None:
-        while True:
-            await asyncio.sleep(every)
-            try:
-                self.exchange_checkpoints()
-            except Exception:  # our bug: logged, the links and the hub go on
-                log.exception("federation: checkpoint exchange failed")
 
     async def start(
         self,
@@ -564,7 +405,7 @@ class Federation:
                 dialer.start()
                 self.dialers.append(dialer)
         if checkpoint_s > 0 and self.seam.recorder is not None:
-            self._tasks.append(asyncio.create_task(self._exchange(checkpoint_s)))
+            self._tasks.append(asyncio.create_task(self.acks.run(checkpoint_s)))
         if self.private is not None:
             self.private.start()
         return bound
@@ -584,72 +425,12 @@ class Federation:
         if listener is not None:
             await listener.stop()
 
+    def send_head(self, name: str) -> None:
+        """Our signed head to one CommonSky peer now (private rounds commit with it)."""
+        self.acks.send_head(name)
+
     def collector(self) -> Collector:
-        return _LinkMetrics(self)
-
-
-class _LinkMetrics(Collector):
-    """`/metrics` per link: state, items in/out, refused, reconnects, lag."""
-
-    def __init__(self, federation: Federation) -> None:
-        self.f = federation
-
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "commonsky_federation_link_up", "1 while the link is up.", labels=["link"]
-        )
-        inbound = CounterMetricFamily(
-            "commonsky_federation_items_in", "Messages received on a link.", labels=["link"]
-        )
-        outbound = CounterMetricFamily(
-            "commonsky_federation_items_out", "Messages queued to a link.", labels=["link"]
-        )
-        refused = CounterMetricFamily(
-            "commonsky_federation_refused",
-            "Messages refused from a link, by reason.",
-            labels=["link", "reason"],
-        )
-        reconnects = CounterMetricFamily(
-            "commonsky_federation_reconnects",
-            "Sessions that replaced an earlier one.",
-            labels=["link"],
-        )
-        pending = GaugeMetricFamily(
-            "commonsky_federation_pending",
-            "Messages queued to a link, not yet written.",
-            labels=["link"],
-        )
-        lag = GaugeMetricFamily(
-            "commonsky_federation_lag_seconds",
-            "Seconds since the last message from the peer.",
-            labels=["link"],
-        )
-        unacked = GaugeMetricFamily(
-            "commonsky_federation_unacked",
-            "Durable copies sent and not yet acknowledged (CommonSky peers).",
-            labels=["link"],
-        )
-        now = time.time()
-        for name, link in self.f.links.items():
-            up.add_metric([name], 1.0 if link.up else 0.0)
-            inbound.add_metric([name], link.items_in)
-            outbound.add_metric([name], link.items_out)
-            reconnects.add_metric([name], link.reconnects)
-            session = link.session
-            pending.add_metric([name], session.queue.qsize() if session is not None else 0)
-            lag.add_metric([name], now - link.last_in if link.last_in else 0.0)
-            given = self.f.out[name].position if name in self.f.out else 0
-            sent = given >> 10
-            acked = self.f.acked.get(name, given) >> 10
-            unacked.add_metric([name], max(0, sent - acked))
-        for (name, reason), count in self.f.refused.items():
-            refused.add_metric([name, reason], count)
-        for name, link in self.f.links.items():
-            if link.dropped:
-                refused.add_metric([name, "dropped_live_over_limit"], link.dropped)
-            if link.internal_errors:
-                refused.add_metric([name, "internal_error"], link.internal_errors)
-        yield from (up, inbound, outbound, refused, reconnects, pending, lag, unacked)
+        return LinkMetrics(self)
 
 
 def build(
@@ -693,3 +474,8 @@ def build(
         airspace.relay = private.relay
         hub.metrics.registry.register(private.collector())
     return federation
+
+
+def _path(message: pb.FederatedEvent) -> tuple[str, ...]:
+    """The server ids of the hubs a message passed, first hub first (its provenance)."""
+    return tuple(p.federation_server_id for p in message.federate_provenance)

@@ -24,6 +24,14 @@ class FederateConfig:
     fingerprint: str | None = None  # "sha256:" + 64 lowercase hex digits of its DER cert
     where: str = "[[federate]]"
     deconflict: Any = None  # privdeconf.Terms when `deconflict = "private"`
+    #: Parties of hubs beyond this peer that it relays for (`relay = [...]`, bridge.py's
+    #: relaying rule): reached through it, and it may speak for them as their relay.
+    relay: tuple[str, ...] = ()
+
+    @property
+    def speaks_for(self) -> tuple[str, ...]:
+        """Every party an item arriving on this link may be attributed to."""
+        return self.parties + self.relay
 
 
 def fingerprint(pem_or_der: bytes) -> str:

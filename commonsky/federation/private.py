@@ -39,12 +39,11 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from commonsky.deconflict.notice import Notice
@@ -59,6 +58,16 @@ from commonsky.privdeconf.round import Gate
 from commonsky.protocol.cot import new_event, quote
 
 from . import federation_pb2 as pb
+from .private_metrics import PrivateMetrics
+from .private_wire import (
+    CHUNK,
+    Chunk,
+    canonical,
+    chunk_message,
+    decode_chunk,
+    encode,
+    max_message_bytes,
+)
 
 if TYPE_CHECKING:
     from commonsky.desks.deconfliction import AirspaceDesk
@@ -67,69 +76,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commonsky.privdeconf")
 
-PD_TYPE = "t-x-csky-pd"  # a round's bytes on the link (CommonSky peers that agreed only)
 ROUND_TYPE = "t-x-csky-pd-round"  # a round's figures, for our own duty officers
-CHUNK = 512 * 1024  # bytes of a round message per link message (gRPC's limit is 4 MiB)
 POLL_S = 0.2  # how often (wall seconds) a link checks whether a round is due
 ROUND_TIMEOUT_S = 300.0  # wall seconds a round may take before it is abandoned
 KIND_COMMIT, KIND_ROUND = "pd-commit", "pd-round"
 MAX_NOTICE_BYTES = 256 * 1024  # one relayed notice
 MAX_PENDING_NOTICES = 1000  # relayed notices kept per link while it is down
 ENDED = ("done", "refused", "failed")
-
-
-class Chunk(msgspec.Struct, frozen=True, tag=True):
-    """One link message of a round: part `index` of `count` of one round message, or
-    (`kick`) the accepting side asking the initiator for a round."""
-
-    round_id: str
-    index: int = 0
-    count: int = 0
-    data: bytes = b""
-    kick: bool = False
-    notice: bytes = b""  # a conflicts-only notice for a party of the receiving hub (JSON)
-    action: str = ""  # its change: raised | updated | cleared
-
-
-_decode_chunk = msgspec.msgpack.Decoder(Chunk).decode
-_encode = msgspec.msgpack.Encoder().encode
-
-
-def canonical(value: Any) -> Any:
-    """`value` with every float as its repr text: ledger payloads have no floats (the
-    canonical JSON of ledger/entry.py), and repr round-trips exactly."""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dict):
-        return {k: canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [canonical(v) for v in value]
-    return value
-
-
-def max_message_bytes(terms: Terms) -> int:
-    """The largest round message we take from a peer under our terms."""
-    return 256 * terms.max_cells + 16 * 2**20
-
-
-def is_private(message: pb.FederatedEvent) -> bool:
-    return message.HasField("event") and message.event.type == PD_TYPE
-
-
-def chunk_message(chunk: Chunk, now: float) -> pb.FederatedEvent:
-    message = pb.FederatedEvent()
-    ms = round(now * 1000)
-    message.event.CopyFrom(
-        pb.GeoEvent(
-            uid="csky-pd",
-            type=PD_TYPE,
-            send_time=ms,
-            start_time=ms,
-            stale_time=ms + 60_000,
-            binary=pb.BinaryBlob(data=_encode(chunk), filename="csky-pd"),
-        )
-    )
-    return message
 
 
 def holding_of(item: Item) -> Holding:
@@ -201,7 +154,7 @@ class PrivateLink:
     def received(self, geo: pb.GeoEvent) -> None:
         """One link message: a kick, or a chunk of the peer's next round message."""
         try:
-            chunk = _decode_chunk(geo.binary.data)
+            chunk = decode_chunk(geo.binary.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise RemoteProtocolError("bad_privdeconf", f"not a round chunk: {exc}") from None
         if chunk.notice:
@@ -531,7 +484,7 @@ class PrivateDesk:
         folder = self.data_dir / "privdeconf" / plink.name
         private_dir(folder)
         body = {"round_id": rnd.round_id, "matched": sorted(rnd.result.matched), "pieces": kept}
-        write_private(folder / f"{rnd.round_id}.received", _encode(body))
+        write_private(folder / f"{rnd.round_id}.received", encode(body))
 
     def show(self, plink: PrivateLink, figures: dict[str, Any]) -> None:
         """A round's figures to our own parties' duty officers (a durable hub item)."""
@@ -575,53 +528,4 @@ class PrivateDesk:
                 await task
 
     def collector(self) -> Collector:
-        return _Metrics(self)
-
-
-class _Metrics(Collector):
-    """`/metrics` per private link: rounds by outcome, the last round's cells and bytes."""
-
-    def __init__(self, desk: PrivateDesk) -> None:
-        self.desk = desk
-
-    def collect(self) -> Iterator[Metric]:
-        rounds = CounterMetricFamily(
-            "commonsky_privdeconf_rounds",
-            "Private deconfliction rounds with a peer hub, by outcome.",
-            labels=["link", "outcome"],
-        )
-        cells = GaugeMetricFamily(
-            "commonsky_privdeconf_cells",
-            "The last finished round's cells: ours submitted, the peer's, in both.",
-            labels=["link", "set"],
-        )
-        geometry = GaugeMetricFamily(
-            "commonsky_privdeconf_geometry_bytes",
-            "The last finished round's geometry bytes, by direction.",
-            labels=["link", "direction"],
-        )
-        wire = CounterMetricFamily(
-            "commonsky_privdeconf_bytes",
-            "Round message bytes on the link, by direction.",
-            labels=["link", "direction"],
-        )
-        conflicts = GaugeMetricFamily(
-            "commonsky_privdeconf_conflicts",
-            "Conflicts the last finished round found with the peer.",
-            labels=["link"],
-        )
-        for name, p in self.desk.links.items():
-            for outcome, count in p.rounds.items():
-                rounds.add_metric([name, outcome], count)
-            wire.add_metric([name, "sent"], p.bytes_sent)
-            wire.add_metric([name, "received"], p.bytes_received)
-            conflicts.add_metric([name], len(p.conflicts))
-            done = [f for f in p.figures if f["outcome"] == "done"]
-            if done:
-                f = done[-1]
-                cells.add_metric([name, "ours"], f["cells_submitted"])
-                cells.add_metric([name, "peer"], f["peer_cells"])
-                cells.add_metric([name, "both"], f["intersection"])
-                geometry.add_metric([name, "sent"], f["geometry_bytes_sent"])
-                geometry.add_metric([name, "received"], f["geometry_bytes_received"])
-        yield from (rounds, cells, geometry, wire, conflicts)
+        return PrivateMetrics(self)

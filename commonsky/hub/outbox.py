@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -78,12 +77,26 @@ class Pending:
 
 
 class Outbox:
+    # One per connection, most of them idle: slots and a list (56 B) rather than a deque
+    # (760 B) for the durable queue, which is only appended to and taken whole
+    # (`commonsky bench memory`, docs/performance.md).
+    __slots__ = (
+        "backlog",
+        "durable",
+        "flowing",
+        "limit_durable",
+        "limit_live",
+        "live",
+        "pushed_back",
+        "ready",
+    )
+
     def __init__(self, limit_live: int, limit_durable: int) -> None:
         self.limit_live = limit_live
         self.limit_durable = limit_durable
         self.flowing: list[Pending] = []  # every live update, in order, while not pushed back
         self.live: dict[tuple[str, str], Pending] = {}  # newest per uid, while pushed back
-        self.durable: deque[Pending] = deque()
+        self.durable: list[Pending] = []
         self.pushed_back = False
         self.backlog: Iterator[Pending] | None = None  # the replay still owed
         # Set by the adapter when the socket pushed back; its writer task waits for drain.

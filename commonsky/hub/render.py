@@ -122,9 +122,9 @@ def item_json(item: Item, event: CotEvent, drawing: Drawing | None = None) -> di
         "speed": event.speed,
         "course": event.course,
         "detail": event.detail,
-        # The federation link it came over (commonsky/federation: origin "fed:<link>"), so
+        # The federation link it came over (commonsky/federation: origin "fed:<link>>path"), so
         # the map can say which hub an item came from; null for this hub's own.
-        "via": item.origin[4:] if item.origin.startswith("fed:") else None,
+        "via": item.origin[4:].partition(">")[0] if item.origin.startswith("fed:") else None,
         # A delete names the item it removes, as this recipient knows it (the map drops it).
         **({"deletes": link_target(event)} if event.type == DELETE_TYPE else {}),
         # What the page draws, typed (geometry as GeoJSON): pagejson.py's table.

@@ -189,3 +189,46 @@ def test_atom_feed_links_each_alert(regions: RegionRegistry) -> None:
     assert feed.find("a:entry/a:title", a) is not None
     empty = etree.fromstring(atom_feed([], "https://hub.example"))
     assert empty.find("a:entry", a) is None
+
+
+def test_read_cap_gives_back_what_cap_xml_wrote() -> None:
+    from datetime import timedelta
+
+    from commonsky.alerts.cap import read_cap
+
+    info = CapInfo(
+        ("Safety", "Security"),
+        "Ballistic missile",
+        "Immediate",
+        "Extreme",
+        "Likely",
+        response_type=("Shelter",),
+        effective=T0,
+        expires=T0 + timedelta(minutes=30),
+        sender_name="CommonSky",
+        headline="Take shelter",
+        description="A missile may fall near Aomori",
+        instruction="Go indoors",
+        parameters=(("event", "launch-1"),),
+        areas=(
+            CapArea(
+                "Aomori",
+                polygons=(((39.0, 140.0), (39.5, 140.0), (39.5, 140.5), (39.0, 140.0)),),
+                circles=((40.8, 140.7, 25.0),),
+                geocodes=(("ISO3166-2", "JP-02"),),
+            ),
+        ),
+    )
+    alert = CapAlert(
+        "id-2",
+        "commonsky.jpn",
+        T0,
+        "Exercise",
+        "Cancel",
+        references=("commonsky.jpn,id-1,2022-10-04T07:22:00+00:00",),
+        note="cancelled",
+        info=(info,),
+    )
+    assert read_cap(cap_xml(alert)) == alert
+    with pytest.raises(CapInvalid):
+        read_cap(_mutate(cap_xml(alert), "c:status", "Real"))

@@ -31,7 +31,7 @@ def hub_config(
     server: dict[str, Any] | None = None,
 ) -> HubConfig:
     """`hub`'s config: a tak-tcp listener per own party, a federation listener, and each
-    link as {name, parties, peer (the peer hub's name), connect?}."""
+    link as {name, parties, peer (the peer hub's name), connect?, relay?}."""
     listeners: list[dict[str, Any]] = [
         {"kind": "tak-tcp", "bind": "127.0.0.1:0", "party": p} for p in own
     ]
@@ -39,13 +39,15 @@ def hub_config(
     parties: list[dict[str, Any]] = [{"id": p, "token": token_of(p)} for p in own]
     federates = []
     for link in links:
-        for p in link["parties"]:
+        for p in [*link["parties"], *link.get("relay", [])]:
             parties.append({"id": p, "federate": link["name"]})
         table: dict[str, Any] = {
             "name": link["name"],
             "parties": link["parties"],
             "ca": str(ca_dir(root, link["peer"]) / "ca.pem"),
         }
+        if link.get("relay"):
+            table["relay"] = link["relay"]
         if link.get("connect"):
             table["connect"] = link["connect"]
         table.update(link.get("terms", {}))  # e.g. deconflict = "private" and its terms

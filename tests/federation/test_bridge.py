@@ -43,7 +43,7 @@ def test_over_the_limit_durable_items_come_from_the_store(tmp_path: Path) -> Non
         assert link.session is not None and not link.session.catching_up
         # no acknowledgement without an event loop here: the cursor is where it started
         assert net.feds["A"].seam.cursor("fed-out", "to-B") == 0
-        net.feds["B"]._flush_acks()  # what the loop would run ACK_DELAY_S later
+        net.feds["B"].acks.flush()  # what the loop would run ACK_DELAY_S later
         net.pump()
         assert net.feds["A"].seam.cursor("fed-out", "to-B") >> 10 == max(
             i.seq for i in usa.store.since(0)

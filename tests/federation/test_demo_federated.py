@@ -1,10 +1,11 @@
-"""`commonsky demo --federated`: Korea on three sovereign hubs (JPN, KOR, USA), linked
-bilaterally over TAK Federation v2; the same checks as on one hub, every hub's ledger, and
-the receipts proven across them."""
+"""`commonsky demo --federated`: Korea on three sovereign hubs (JPN, KOR, USA), each its
+own process, linked bilaterally over TAK Federation v2; the same checks as on one hub,
+every hub's ledger, and the receipts proven across them."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,10 @@ def test_korea_holds_its_checks_on_three_federated_hubs(tmp_path: Path) -> None:
     assert proven["jpn->usa"] >= 2 and proven["kor->usa"] >= 2
     for name in ("jpn", "kor", "usa"):
         assert (tmp_path / f"hub-{name}" / "hub.sqlite3").exists()  # three data folders
+        assert "[[federate]]" in (tmp_path / "hubs" / f"{name}.toml").read_text()
+    # Three hubs, each its own OS process (`commonsky serve --config`), none left running.
+    pids = federated["processes"]
+    assert len(set(pids.values())) == 3 and os.getpid() not in pids.values()
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -188,6 +188,17 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
     base["party"] = [{"id": "USA"}, {"id": "JPN"}]
     with pytest.raises(UsageError, match="declare that \\[\\[party\\]\\] with federate"):
         config_from_dict(base, "t.toml")
+    pin = "sha256:" + "a" * 64
+    base["party"] = [{"id": "USA"}, {"id": "JPN", "federate": "jpn"}, {"id": "KOR"}]
+    base["federate"] = [{"name": "jpn", "parties": ["JPN"], "relay": ["XXX"], "fingerprint": pin}]
+    with pytest.raises(UsageError, match=r"relay contains 'XXX', not a declared .*relay\[0\]"):
+        config_from_dict(base, "t.toml")
+    base["federate"] = [{"name": "jpn", "parties": ["JPN"], "relay": ["JPN"], "fingerprint": pin}]
+    with pytest.raises(UsageError, match="'JPN' is already spoken for"):
+        config_from_dict(base, "t.toml")
+    base["federate"] = [{"name": "jpn", "parties": ["JPN"], "relay": ["KOR"], "fingerprint": pin}]
+    with pytest.raises(UsageError, match="speaks for 'KOR', so declare that"):
+        config_from_dict(base, "t.toml")
 
 
 async def test_signed_receipts_prove_across_ledgers(
@@ -292,7 +303,7 @@ async def test_signed_heads_are_exchanged_periodically(tmp_path: Path) -> None:
 
             await _until(lambda: heads("usa") >= 3 and heads("jpn") >= 3)
             fed = usa.server.federation
-            assert fed is not None and fed.forks == {}
+            assert fed is not None and fed.acks.forks == {}
             paths = {name: tmp_path / f"{name}.jsonl" for name in ledgers}
             for name, ledger in ledgers.items():
                 ledger_export.export(ledger, paths[name])

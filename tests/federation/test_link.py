@@ -11,13 +11,9 @@ from pathlib import Path
 import pytest
 
 from commonsky.federation import federation_pb2 as pb
-from commonsky.federation.link import (
-    Dialer,
-    FederateConfig,
-    HubIdentity,
-    Link,
-    Listener,
-)
+from commonsky.federation.dial import Dialer
+from commonsky.federation.link import FederateConfig, HubIdentity, Link
+from commonsky.federation.listen import Listener
 from commonsky.federation.mapping import federated, receive
 from commonsky.federation.peers import fingerprint
 from commonsky.pki import init_ca

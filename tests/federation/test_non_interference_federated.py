@@ -2,12 +2,13 @@
 it may not see change anywhere.
 
 Two or three real `Hub`s (each its own store, secret and policy), each holding some parties,
-linked by random pairs; the links are the real `Federation` objects of each hub with their
-sessions piped to each other in memory (no sockets: the transport is tested elsewhere), so
-every message takes the real CoT -> FederatedEvent -> CoT path. For one observer party,
-every event it may not see (asked of the sending party's own hub when it is sent, and only
-when a link joins the two hubs) is replaced by a different one it may not see either; the
-bytes delivered to the observer on its hub must not change.
+linked by random pairs — three hubs in a chain relay across two links (each `[[federate]]`
+naming the parties beyond its peer as `relay`); the links are the real `Federation` objects
+of each hub with their sessions piped to each other in memory (no sockets: the transport is
+tested elsewhere), so every message takes the real CoT -> FederatedEvent -> CoT path. For
+one observer party, every event it may not see (asked of the sending party's own hub when it
+is sent, and only when a chain of links joins the two hubs) is replaced by a different one
+it may not see either; the bytes delivered to the observer on its hub must not change.
 """
 
 from __future__ import annotations
@@ -49,28 +50,44 @@ class Net:
         pairs: set[frozenset[str]],
         deals: list[Agreement],
         root: Path,
+        deals_of: dict[str, list[Agreement]] | None = None,  # a hub's own, if not `deals`
     ) -> None:
         self.home = {p: h for h, ps in layout.items() for p in ps}
         self.hubs: dict[str, Hub] = {}
         self.feds: dict[str, Federation] = {}
         self.stores: list[SQLiteStore] = []
+        self.hop = next_hops(layout, pairs)  # (hub, other hub) -> the peer it is reached by
         for name, own in layout.items():
             parties = [
-                Party(p, federate="" if p in own else f"to-{self.home[p]}")
+                Party(
+                    p,
+                    federate=""
+                    if p in own
+                    else f"to-{self.hop.get((name, self.home[p]), self.home[p])}",
+                )
                 for p in PARTIES
                 if p in self.home
             ]
             store = SQLiteStore(root / name)
             self.stores.append(store)
             hub = Hub(
-                Policy(parties, deals),
+                Policy(parties, (deals_of or {}).get(name, deals)),
                 store,
                 defaults(),
                 f"secret-{name}".encode() * 4,
                 clock=lambda: NOW,
             )
             federates = [
-                FederateConfig(f"to-{peer}", layout[peer])
+                FederateConfig(
+                    f"to-{peer}",
+                    layout[peer],
+                    relay=tuple(  # the parties of hubs beyond `peer`, reached through it
+                        p
+                        for far, via in self.hop.items()
+                        if far[0] == name and via == peer and far[1] != peer
+                        for p in layout[far[1]]
+                    ),
+                )
                 for peer in layout
                 if peer != name and frozenset((name, peer)) in pairs
             ]
@@ -100,12 +117,33 @@ class Net:
                         moved = True
 
     def linked(self, a: str, b: str) -> bool:
+        """Whether an item of `a` can reach `b` at all: same hub, or a chain of links."""
         hub_a, hub_b = self.home[a], self.home[b]
-        return hub_a == hub_b or f"to-{hub_b}" in self.feds[hub_a].links
+        return hub_a == hub_b or (hub_a, hub_b) in self.hop
 
     def close(self) -> None:
         for store in self.stores:
             store.close()
+
+
+def next_hops(
+    layout: dict[str, tuple[str, ...]], pairs: set[frozenset[str]]
+) -> dict[tuple[str, str], str]:
+    """(hub, other hub) -> the linked peer on a shortest chain of links to it."""
+    hops: dict[tuple[str, str], str] = {}
+    for start in layout:
+        frontier = [(peer, peer) for peer in layout if frozenset((start, peer)) in pairs]
+        seen = {start}
+        while frontier:
+            nxt = []
+            for hub, via in frontier:
+                if hub in seen:
+                    continue
+                seen.add(hub)
+                hops[(start, hub)] = via
+                nxt += [(p, via) for p in layout if frozenset((hub, p)) in pairs]
+            frontier = nxt
+    return hops
 
 
 def run(

@@ -22,7 +22,8 @@ import msgspec
 import pytest
 
 from commonsky.federation.mapping import receive
-from commonsky.federation.private import Chunk, PrivateLink, chunk_message
+from commonsky.federation.private import PrivateLink
+from commonsky.federation.private_wire import Chunk, chunk_message
 from commonsky.model import Category
 
 from ..conftest import OPERATOR_TOKEN, token_of

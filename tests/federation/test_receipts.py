@@ -50,11 +50,11 @@ def test_a_rewritten_past_is_a_fork(tmp_path: Path) -> None:
         for i in range(3):
             ledger.append(fields(i))
         first = receipt(ledger, 0)
-        federation._acknowledged(link, 1 << 10, first)
+        federation.acks.acknowledged(link, 1 << 10, first)
         for i in range(3, 5):
             ledger.append(fields(i))
         second = receipt(ledger, 3)
-        federation._acknowledged(link, 2 << 10, second)  # extends the first: fine
+        federation.acks.acknowledged(link, 2 << 10, second)  # extends the first: fine
     assert [k for k, _ in seam.recorded] == ["fed-receipt", "fed-receipt"]
     parsed = parse_receipt(second)
     assert parsed is not None and parsed.since == 3
@@ -68,7 +68,7 @@ def test_a_rewritten_past_is_a_fork(tmp_path: Path) -> None:
         third = receipt(ledger, 5)
         assert SignedCheckpoint.from_json(parse_receipt(third).checkpoint).verify()  # type: ignore[union-attr]
         with pytest.raises(RemoteProtocolError, match="does not extend"):
-            federation._acknowledged(link, 3 << 10, third)
-    assert federation.forks == {"peer": 1}
+            federation.acks.acknowledged(link, 3 << 10, third)
+    assert federation.acks.forks == {"peer": 1}
     assert len(seam.recorded) == 2  # the forked receipt was not recorded
     assert seam.cursors[("fed-out", "peer")] == 2 << 10
