@@ -121,8 +121,9 @@ class _Packer:
         self.outs.append((conn_id, at))
         self.size += len(conn_id) + 8
 
-    def done(self, close: list[tuple[str, str]] | None = None) -> Delivery:
-        return Delivery(self.outputs, self.outs, close or [])
+    def done(self, close: list[tuple[str, str]] | None = None,
+             refused: list[tuple[str, str, str]] | None = None) -> Delivery:  # fmt: skip
+        return Delivery(self.outputs, self.outs, close or [], refused or [])
 
 
 class ClusterCore:
@@ -137,6 +138,7 @@ class ClusterCore:
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
         self._closes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self._refused: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()  # pushed by the consumer, in order
         self.tasks: list[asyncio.Task[None]] = []
@@ -241,7 +243,8 @@ class ClusterCore:
             self._wake.clear()
             flushed, self._outs = self._outs, defaultdict(list)
             closes, self._closes = self._closes, defaultdict(list)
-            for edge in set(flushed) | set(closes):
+            refused, self._refused = self._refused, defaultdict(list)
+            for edge in set(flushed) | set(closes) | set(refused):
                 subject = self.names.out(edge)
                 delivery = _Packer()
                 for conn_id, mode, batch in flushed.get(edge, ()):
@@ -250,8 +253,9 @@ class ClusterCore:
                         if delivery.size >= _OUT_BYTES:
                             await self.nc.publish(subject, encode(delivery.done()))
                             delivery = _Packer()
-                if delivery.outs or edge in closes:
-                    await self.nc.publish(subject, encode(delivery.done(closes.get(edge, []))))
+                if delivery.outs or edge in closes or edge in refused:
+                    last = delivery.done(closes.get(edge, []), refused.get(edge, []))
+                    await self.nc.publish(subject, encode(last))
 
     # ---- the stream ---------------------------------------------------------------------
 
@@ -393,6 +397,11 @@ class ClusterCore:
         except StoreUnavailable:
             raise
         except CommonSkyError as exc:
+            if exc.close:
+                self.close_remote(env.edge, env.conn, exc.reason)
+            else:
+                self._refused[env.edge].append((env.conn, exc.reason, exc.public()))
+                self._wake.set()
             self.hub.metrics.refuse(exc.reason)
             self.hub.log_limited(log, exc.reason, conn.id, "core: %s/%s refused (%s): %s",
                                  env.party, env.user, exc.reason, str(exc)[:300])  # fmt: skip

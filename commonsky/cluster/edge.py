@@ -37,6 +37,8 @@ from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event
 from commonsky.protocol.cot import parse_event
 from commonsky.protocol.render import render
+from commonsky.protocol.session import TakSession
+from commonsky.protocol.stream import MessageRefused
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
@@ -168,6 +170,16 @@ class EdgeHub:
             conn = self.by_id.get(conn_id)
             if conn is not None:
                 conn.close(reason)
+        for conn_id, reason, message in delivery.refused:
+            conn = self.by_id.get(conn_id)
+            session = getattr(conn.peer, "session", None) if conn is not None else None
+            if conn is not None and isinstance(session, TakSession):
+                # (Counted by the core; here the session's own count, which may close it.)
+                self.log_limited(log, reason, conn_id, "edge: %s/%s refused by the core (%s): %s",
+                                 conn.party, conn.user, reason, message[:300])  # fmt: skip
+                close = session.refused(MessageRefused(reason, message))
+                if close is not None:
+                    conn.close(close)
 
     def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
         counts: dict[str, int] = defaultdict(int)

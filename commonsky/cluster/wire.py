@@ -90,11 +90,15 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
 
 class Delivery(msgspec.Struct, frozen=True):
     """The core's outputs for one edge: `outputs` once each, `outs` (client id, index in
-    `outputs`) in the order each client gets them; `close`: clients to close, with a reason."""
+    `outputs`) in the order each client gets them; `close`: clients to close, with a reason;
+    `refused`: what the core refused of each client's events."""
 
     outputs: list[Output] = []
     outs: list[tuple[str, int]] = []
     close: list[tuple[str, str]] = []
+    # (client id, reason, message): events of theirs the core refused (quota, a desk's
+    # check, no agreement…), counted by the client's session as the single process does.
+    refused: list[tuple[str, str, str]] = []
 
 
 class Roster(msgspec.Struct, frozen=True):

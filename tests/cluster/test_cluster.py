@@ -150,3 +150,19 @@ async def test_two_processes_of_role_all_fail_over_to_each_other(cluster: Cluste
     assert not rus.closed.is_set()
     for client in (usa, rus, usa_b, usa2):
         await client.close()
+
+
+async def test_a_refusal_decided_by_the_core_reaches_the_clients_session(cluster: Cluster) -> None:
+    await cluster.core()
+    edge, ports = await cluster.edge()
+    jpn = await Client("JPN", ports["JPN"]).connect()
+    # A launch report whose body is not JSON: the launch desk's check (on the core) refuses.
+    bad = marker("bad-launch-1", time.time()).replace(b'type="b-m-p-s-m"', b'type="b-l-r"')
+    await jpn.send(bad.replace(b"<detail>", b"<detail><csky_launch>{not json</csky_launch>"))
+    await edge.wait_log(r"refused by the core \(launch-report-invalid\)")
+    await jpn.send(marker("after-refusal", time.time()))  # the connection goes on
+    jpn2 = await Client("JPN", ports["JPN"]).connect()
+    await until(lambda: jpn2.got("after-refusal") >= 1, "JPN's next item is relayed")
+    assert not jpn.closed.is_set()
+    for client in (jpn, jpn2):
+        await client.close()
