@@ -137,6 +137,10 @@ async def received(deals: tuple[Agreement, ...], stream: list[Sent],
             async def drained() -> bool:
                 return (await js.stream_info(f"{name}_IN")).state.messages == 0
 
+            # The observer is announced to the core before anything is sent (its first item
+            # reaches it live, not in its picture): a marker of its own party, received.
+            await senders[observer].send(event_bytes("marker", "hello", 34.0))
+            await until(lambda: watcher.got('uid="hello"') >= 1, "the observer announced")
             for party, kind, uid, lat in stream:
                 await senders[party].send(event_bytes(kind, uid, lat))
                 await until_async(drained, "the item applied")
