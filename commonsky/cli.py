@@ -153,12 +153,15 @@ def serve(
     Every [server] setting of the config file is also a flag (below, after --init) and a
     COMMONSKY_* variable: flag > variable > file > default.
     """
+    from commonsky import eventloop
     from commonsky.config import load_config
     from commonsky.server import serve_forever
 
     _logging(log_level)
     hub_config = load_config(config, overrides)
-    asyncio.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)))
+    tak_tls = any(listener.kind == "tak-tls" for listener in hub_config.listeners)
+    loop = eventloop.resolve(hub_config.settings.loop, tak_tls)
+    eventloop.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)), loop)
 
 
 @app.command()

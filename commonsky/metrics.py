@@ -6,7 +6,8 @@ Labelled children are cached: a delivery costs a dict lookup, not a label resolu
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -136,6 +137,14 @@ class _OnlyParty(Collector):
                 yield own
 
 
+class Tally(NamedTuple):
+    """Observations bucketed once (`FastHistogram.tally`): (bucket index, count) for each
+    bucket that has any, and their sum."""
+
+    buckets: tuple[tuple[int, int], ...]
+    sum: float
+
+
 class FastHistogram(Collector):
     """A lock-free histogram for the delivery hot path (one event loop writes it).
 
@@ -155,6 +164,26 @@ class FastHistogram(Collector):
             value = 0.0
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
+
+    def tally(self, values: Iterable[float]) -> Tally:
+        """`values` as observations to `add` later, once or several times (a batch of items
+        written to each connection of a party: bucketed once, added per connection)."""
+        counts = [0] * (len(self.bounds) + 1)
+        total = 0.0
+        bounds = self.bounds
+        for value in values:
+            if value < 0.0:
+                value = 0.0
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        return Tally(tuple((i, n) for i, n in enumerate(counts) if n), total)
+
+    def add(self, tally: Tally) -> None:
+        """The observations of `tally`, as if each was `observe`d."""
+        counts = self.counts
+        for index, n in tally.buckets:
+            counts[index] += n
+        self.sum += tally.sum
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation)

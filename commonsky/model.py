@@ -8,6 +8,7 @@ Categories drive policy; the CoT-type mapping table below is the only place that
 from __future__ import annotations
 
 import enum
+import functools
 import math
 
 import msgspec
@@ -119,6 +120,7 @@ TRANSIENT_TYPES: tuple[str, ...] = (
 SERVER_ONLY_TYPES: tuple[str, ...] = ("t-x-m-",)
 
 
+@functools.lru_cache(maxsize=4096)  # (every accepted item asks; a few types make most)
 def category_of(cot_type: str) -> Category | None:
     """The category of a CoT type (`other` when the table names none), or None for types
     that never leave the sender's party (`PARTY_ONLY_TYPES`)."""

@@ -25,6 +25,7 @@ import uvicorn
 
 from commonsky.config import HubConfig, ListenerConfig, parse_hostport
 from commonsky.errors import UsageError
+from commonsky.eventloop import running_loop_name
 from commonsky.http.app import build_app
 from commonsky.http.websocket import HubWebSocketProtocol
 from commonsky.hub.core import Hub
@@ -168,7 +169,9 @@ class HubServer:
 
     async def start(self) -> None:
         """Bind the HTTP port and every listener, then serve. On failure nothing stays open."""
-        self.hub.call_soon = asyncio.get_running_loop().call_soon
+        loop = asyncio.get_running_loop()
+        self.hub.call_soon = loop.call_soon
+        self.hub.wires.call_later = loop.call_later  # (flush rounds: connections.py)
         try:
             await self._start()
         except BaseException:
@@ -369,10 +372,11 @@ async def serve_forever(config: HubConfig, stop: asyncio.Event, init: bool = Fal
     server = HubServer(config, clock=clock, init=init)
     await server.start()
     log.info(
-        "hub serving (hub_id %s); map and API on http://%s:%d/",
+        "hub serving (hub_id %s); map and API on http://%s:%d/; %s event loop",
         server.hub_id,
         server.http_host,
         server.http_port,
+        running_loop_name(),
     )
     try:
         await stop.wait()

@@ -53,6 +53,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             description=("HOST:PORT of the web page, REST API, WebSocket, /metrics and /healthz."),
         ),
     ] = "127.0.0.1:8080"
+    loop: Annotated[
+        Literal["auto", "asyncio", "uvloop"],
+        Meta(
+            description=(
+                "Event loop of `commonsky serve`: auto (uvloop when installed on this "
+                "platform and no tak-tls listener is configured, else asyncio's own), "
+                "asyncio or uvloop (refused with a tak-tls listener)."
+            ),
+        ),
+    ] = "auto"
     limit_message_bytes: Annotated[
         int,
         Meta(

@@ -2,7 +2,8 @@
 
 No parsing, no policy, no store: it cuts the byte stream at `</event>` and writes each frame
 to every connection of the parties listed for the sender's port. What the hub adds on top of
-this (parsing, limits, policy, namespacing, metrics) is what the benchmark prices.
+this (parsing, limits, policy, namespacing, metrics) is what the benchmark prices. It runs on
+the event loop the spec names ("loop": asyncio or uvloop), the same as the hub's in the run.
 """
 
 from __future__ import annotations
@@ -47,5 +48,8 @@ async def relay(ports: dict[str, int], targets: dict[str, list[str]]) -> None:
 
 
 if __name__ == "__main__":
+    from commonsky.eventloop import run
+
     spec = json.loads(sys.argv[1])
-    asyncio.run(relay(spec["ports"], spec["targets"]))
+    # The hub's loop in the same run (`bench relay --loop`), so the ratio compares code.
+    run(relay(spec["ports"], spec["targets"]), spec.get("loop", "asyncio"))

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from commonsky.errors import UsageError
+
+if TYPE_CHECKING:  # (the benchmark itself is imported only when run)
+    from commonsky.bench.relay import RatePair
 
 
 def relay(
@@ -19,12 +22,20 @@ def relay(
     rate: Annotated[int, typer.Option(help="Messages per second offered in total.")] = 1000,
     duration: Annotated[float, typer.Option(help="Seconds of load per system.")] = 10.0,
     parties: Annotated[int, typer.Option(help="Parties in the agreement ring.")] = 6,
+    rates: Annotated[
+        str | None,
+        typer.Option(help="Several rates in one run, e.g. 1000,2000,4000 (instead of --rate)."),
+    ] = None,
+    loop: Annotated[
+        str, typer.Option(help="Event loop of both the hub and the relay: asyncio or uvloop.")
+    ] = "asyncio",
+    repeat: Annotated[int, typer.Option(help="Times the whole series of rates is run.")] = 1,
     edges: Annotated[
         int, typer.Option(help="Also a cluster of this many edges and a core (NATS, PostgreSQL).")
     ] = 0,
 ) -> None:
     """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS.
-    With --edges N, a cluster beside them (bench/relay_cluster.py)."""
+    With --edges N (one --rate), a cluster beside them (bench/relay_cluster.py)."""
     if edges > 0:
         from commonsky.bench.relay_cluster import bench_cluster, print_figures
 
@@ -33,19 +44,37 @@ def relay(
                                 "postgresql://postgres@127.0.0.1:5432/postgres")  # fmt: skip
         print_figures(figures, receivers, senders, rate, duration)
         return
+    from commonsky.bench.relay import bench_rates, parse_rates
+
+    if min(receivers, senders, rate, parties, repeat) < 1 or duration <= 0:
+        raise UsageError(
+            "--receivers, --senders, --rate, --parties, --repeat and --duration must be > 0"
+        )
+    if loop not in ("asyncio", "uvloop"):
+        raise UsageError(f"--loop {loop!r}: choose asyncio or uvloop")
+    from commonsky.eventloop import resolve
+
+    resolve(loop)  # (uvloop not installed: said now, before any process starts)
+    series = parse_rates(rates) if rates is not None else [rate]
+    pairs = bench_rates(receivers, senders, series, duration, parties, loop, repeat)
+    title = (
+        f"bench relay: {receivers} receivers, {senders} senders, {duration:g} s per system, "
+        f"{loop}, {os.cpu_count()} cores"
+    )
+    if len(pairs) == 1:
+        _relay_table(pairs[0], title)
+    else:
+        _rates_table(pairs, title)
+
+
+def _relay_table(pair: RatePair, title: str) -> None:
+    """One rate: every figure of the hub and the relay side by side."""
     from rich.console import Console
     from rich.table import Table
 
-    from commonsky.bench.relay import bench_relay as run
-
-    if min(receivers, senders, rate, parties) < 1 or duration <= 0:
-        raise UsageError("--receivers, --senders, --rate, --parties and --duration must be > 0")
-    hub, relay = run(receivers, senders, rate, duration, parties)
+    hub, relay = pair.hub, pair.relay
     rows = [hub.row(), relay.row()]
-    table = Table(
-        title=f"bench relay: {receivers} receivers, {senders} senders, {rate} msg/s "
-        f"offered, {duration:g} s, {os.cpu_count()} cores"
-    )
+    table = Table(title=f"{title}, {pair.rate} msg/s offered")
     table.add_column("measure")
     for row in rows:
         table.add_column(str(row["system"]), justify="right")
@@ -65,6 +94,27 @@ def relay(
     print(
         f"hub RSS = {hub.rss_mb:.0f} MB (target <= 300); unexpected deliveries = "
         f"{hub.unexpected} (target 0)"
+    )
+
+
+def _rates_table(pairs: list[RatePair], title: str) -> None:
+    """Several rates (and runs): one line per rate and run, hub against relay."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summaries = [p.summary() for p in pairs]
+    table = Table(title=title)
+    for key in summaries[0]:
+        table.add_column(key, justify="right")
+    for summary in summaries:
+        table.add_row(
+            *(f"{v:,.3f}" if isinstance(v, float) and abs(v) < 10 else
+              f"{v:,.1f}" if isinstance(v, float) else str(v) for v in summary.values())
+        )  # fmt: skip
+    Console(width=200).print(table)
+    print(
+        "targets (issue #19), judged where the relay delivers >= 99 %: out ratio (hub's "
+        "deliveries/s over the relay's) >= 0.8, the hub misses nothing, p99 ratio <= 2"
     )
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import psutil
 
+from commonsky.errors import UsageError
+
 _SEQ = re.compile(rb'<bench s="(\d+)"/>')
 
 
@@ -121,59 +123,97 @@ def event_bytes(party: str, sender: int, track: int, seq: int, now: float) -> by
     ).encode()
 
 
+class _Receiver(asyncio.Protocol):
+    """One receiving client: counts each marked event it is owed (and any it is not).
+
+    A bare Protocol, not a StreamReader: the load generator must stay cheaper than what it
+    measures, or it measures itself."""
+
+    def __init__(
+        self, party: str, plan: Plan, sent_at: dict[int, tuple[float, str]], result: Result
+    ) -> None:
+        self.party = party
+        self.plan = plan
+        self.sent_at = sent_at
+        self.result = result
+        self.tail = b""
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        data = self.tail + data
+        cut = data.rfind(b"</event>")
+        if cut < 0:
+            self.tail = data
+            return
+        self.tail = data[cut + 8 :]
+        result = self.result
+        for match in _SEQ.finditer(data, 0, cut):
+            origin = self.sent_at.get(int(match.group(1)))
+            if origin is None:
+                continue
+            if self.party in self.plan.targets[origin[1]]:
+                result.delivered += 1
+                result.latencies.append(now - origin[0])
+            else:
+                result.unexpected += 1
+
+
+Writers = list[tuple[str, asyncio.StreamReader, asyncio.StreamWriter]]
+
+
 async def run_load(
     plan: Plan, rate: int, duration: float, name: str, proc: psutil.Process
 ) -> Result:
+    """Offer `rate` msg/s for `duration` s from the plan's senders to the system on its ports
+    (`proc` is the process measured: CPU, RSS); count what its receivers get."""
     result = Result(name)
     sent_at: dict[int, tuple[float, str]] = {}
-    counts: dict[str, int] = defaultdict(int)
     stop = asyncio.Event()
-
-    class Receiver(asyncio.Protocol):
-        # A bare Protocol, not a StreamReader: the load generator must stay cheaper than
-        # what it measures, or it measures itself.
-        def __init__(self, party: str) -> None:
-            self.party = party
-            self.tail = b""
-
-        def data_received(self, data: bytes) -> None:
-            now = time.perf_counter()
-            data = self.tail + data
-            cut = data.rfind(b"</event>")
-            if cut < 0:
-                self.tail = data
-                return
-            self.tail = data[cut + 8 :]
-            for match in _SEQ.finditer(data, 0, cut):
-                origin = sent_at.get(int(match.group(1)))
-                if origin is None:
-                    continue
-                if self.party in plan.targets[origin[1]]:
-                    result.delivered += 1
-                    result.latencies.append(now - origin[0])
-                else:
-                    result.unexpected += 1
-
     loop = asyncio.get_running_loop()
-
-    async def receive(party: str) -> asyncio.Transport:
-        transport, _ = await loop.create_connection(
-            lambda: Receiver(party), "127.0.0.1", plan.ports[party]
-        )
-        return transport
-
-    receivers = [await receive(p) for p in plan.receiver_parties]
-    receivers_per_party: dict[str, int] = defaultdict(int)
+    receivers = []
     for party in plan.receiver_parties:
-        receivers_per_party[party] += 1
-    writers = []
+        transport, _ = await loop.create_connection(
+            lambda party=party: _Receiver(party, plan, sent_at, result),  # type: ignore[misc]
+            "127.0.0.1",
+            plan.ports[party],
+        )
+        receivers.append(transport)
+    writers: Writers = []
     for party in plan.sender_parties:
         reader, writer = await asyncio.open_connection("127.0.0.1", plan.ports[party])
         writers.append((party, reader, writer))
     await asyncio.sleep(0.5)
     drains = [asyncio.create_task(_discard(reader, stop)) for _, reader, _ in writers]
-    per_tick = rate / len(writers) / 100.0
     cpu0 = sum(proc.cpu_times()[:2])
+    await _offer(plan, rate, duration, writers, sent_at, result, proc)
+    await _settle(result)
+    result.cpu_s = sum(proc.cpu_times()[:2]) - cpu0
+    result.rss_mb = max(result.rss_mb, proc.memory_info().rss / 1e6)
+    stop.set()
+    for transport in receivers:
+        transport.close()
+    for task in drains:
+        task.cancel()
+    await asyncio.gather(*drains, return_exceptions=True)
+    for _, _, writer in writers:
+        writer.close()
+    return result
+
+
+async def _offer(
+    plan: Plan,
+    rate: int,
+    duration: float,
+    writers: Writers,
+    sent_at: dict[int, tuple[float, str]],
+    result: Result,
+    proc: psutil.Process,
+) -> None:
+    """Send at `rate` in 10 ms ticks, each sender its share, for `duration` seconds."""
+    receivers_per_party: dict[str, int] = defaultdict(int)
+    for party in plan.receiver_parties:
+        receivers_per_party[party] += 1
+    per_tick = rate / len(writers) / 100.0
     seq = 0
     start = time.perf_counter()
     tick = 0
@@ -189,19 +229,20 @@ async def run_load(
                 batch.append(event_bytes(party, index, seq % 100, seq, wall))
                 sent_at[seq] = (time.perf_counter(), party)
                 result.expected += sum(receivers_per_party[t] for t in plan.targets[party])
-                counts[party] += 1
             if batch:
                 writer.write(b"".join(batch))
         tick += 1
-        result.rss_mb = (
-            max(result.rss_mb, proc.memory_info().rss / 1e6) if tick % 50 == 0 else result.rss_mb
-        )
+        if tick % 50 == 0:
+            result.rss_mb = max(result.rss_mb, proc.memory_info().rss / 1e6)
         await asyncio.sleep(max(0.0, start + tick * 0.01 - time.perf_counter()))
     result.seconds = time.perf_counter() - start
     result.offered = seq
-    # Let in-flight messages land: until every expected delivery arrived, or none arrived
-    # for 1 s (a system that fell behind on a busy machine is late, not lossy; what never
-    # comes is counted missed), at most 15 s.
+
+
+async def _settle(result: Result) -> None:
+    """Let in-flight messages land: until every expected delivery arrived, or none arrived
+    for 1 s (a system that fell behind on a busy machine is late, not lossy; what never
+    comes is counted missed), at most 15 s."""
     last, quiet_since, give_up = -1, time.perf_counter(), time.perf_counter() + 15.0
     while result.delivered < result.expected and time.perf_counter() < give_up:
         await asyncio.sleep(0.1)
@@ -209,17 +250,6 @@ async def run_load(
             last, quiet_since = result.delivered, time.perf_counter()
         elif time.perf_counter() - quiet_since >= 1.0:
             break
-    result.cpu_s = sum(proc.cpu_times()[:2]) - cpu0
-    result.rss_mb = max(result.rss_mb, proc.memory_info().rss / 1e6)
-    stop.set()
-    for transport in receivers:
-        transport.close()
-    for task in drains:
-        task.cancel()
-    await asyncio.gather(*drains, return_exceptions=True)
-    for _, _, writer in writers:
-        writer.close()
-    return result
 
 
 async def _discard(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
@@ -261,21 +291,102 @@ def _measure(
 
 
 def bench_relay(
-    receivers: int, senders: int, rate: int, duration: float, parties: int
+    receivers: int,
+    senders: int,
+    rate: int,
+    duration: float,
+    parties: int,
+    loop: str = "asyncio",
+    relay_first: bool = False,
 ) -> list[Result]:
-    results = []
+    """The hub, then the policy-free relay (or the other way round: `relay_first`), each
+    its own process on event loop `loop` ("asyncio" or "uvloop"), under the same load.
+    Returns [hub, relay]."""
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        plan = make_plan(parties, senders, receivers)
-        config = Path(tmp) / "bench.toml"
-        config.write_text(hub_config(plan, Path(tmp) / "hub", free_port()))
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        hub_cmd = [sys.executable, "-m", "commonsky", "serve", "--config", str(config),
-                   "--log-level", "info"]  # fmt: skip
-        results.append(_measure(hub_cmd, "hub serving", env, plan, rate, duration,
-                                "commonsky hub"))  # fmt: skip
-        plan = make_plan(parties, senders, receivers)
-        spec = json.dumps({"ports": plan.ports, "targets": plan.targets})
-        relay_cmd = [sys.executable, "-m", "commonsky.bench.baseline_relay", spec]
-        results.append(_measure(relay_cmd, "ready", None, plan, rate, duration,
-                                "policy-free relay"))  # fmt: skip
-    return results
+        for system in ("relay", "hub") if relay_first else ("hub", "relay"):
+            plan = make_plan(parties, senders, receivers)
+            if system == "hub":
+                config = Path(tmp) / "bench.toml"
+                config.write_text(hub_config(plan, Path(tmp) / "hub", free_port()))
+                env = dict(os.environ, PYTHONUNBUFFERED="1")
+                hub_cmd = [sys.executable, "-m", "commonsky", "serve", "--config", str(config),
+                           "--log-level", "info", "--loop", loop]  # fmt: skip
+                results[system] = _measure(hub_cmd, "hub serving", env, plan, rate, duration,
+                                           "commonsky hub")  # fmt: skip
+            else:
+                spec = json.dumps({"ports": plan.ports, "targets": plan.targets, "loop": loop})
+                relay_cmd = [sys.executable, "-m", "commonsky.bench.baseline_relay", spec]
+                results[system] = _measure(relay_cmd, "ready", None, plan, rate, duration,
+                                           "policy-free relay")  # fmt: skip
+    return [results["hub"], results["relay"]]
+
+
+def parse_rates(text: str) -> list[int]:
+    """`--rates 1000,2000,4000`: messages per second offered, each > 0, in the order given.
+    Raises UsageError naming what is wrong."""
+    rates = []
+    for part in text.split(","):
+        part = part.strip().replace("_", "")
+        if not part.isdigit() or int(part) < 1:
+            raise UsageError(f"--rates {text!r}: {part!r} is not a whole number of msg/s > 0")
+        rates.append(int(part))
+    return rates
+
+
+@dataclass
+class RatePair:
+    """One rate's hub and relay runs (same load, same loop, one after the other)."""
+
+    rate: int
+    repeat: int
+    hub: Result
+    relay: Result
+
+    def summary(self) -> dict[str, float | int | str]:
+        """The figures the targets of issue #19 are judged on, hub against relay."""
+        h, r = self.hub.row(), self.relay.row()
+        relay_ratio = float(r["delivery ratio"])
+        throughput = float(h["delivered msg/s"]) / max(1e-9, float(r["delivered msg/s"]))
+        p99 = float(h["p99 ms"]) / max(1e-9, float(r["p99 ms"]))
+        judged = relay_ratio >= 0.99  # the relay keeps up: the hub is judged at this rate
+        met = throughput >= 0.8 and int(h["missed (entitled)"]) == 0 and p99 <= 2.0
+        return {
+            "rate": self.rate,
+            "run": self.repeat + 1,
+            "hub msg/s out": float(h["delivered msg/s"]),
+            "relay msg/s out": float(r["delivered msg/s"]),
+            "out ratio": throughput,
+            "hub delivered": float(h["delivery ratio"]),
+            "relay delivered": relay_ratio,
+            "hub p50 ms": float(h["p50 ms"]),
+            "hub p99 ms": float(h["p99 ms"]),
+            "relay p50 ms": float(r["p50 ms"]),
+            "relay p99 ms": float(r["p99 ms"]),
+            "p99 ratio": p99,
+            "hub cpu %": float(h["cpu %"]),
+            "relay cpu %": float(r["cpu %"]),
+            "unexpected": int(h["unexpected"]) + int(r["unexpected"]),
+            "targets": ("met" if met else "NOT met") if judged else "not judged",
+        }
+
+
+def bench_rates(
+    receivers: int,
+    senders: int,
+    rates: list[int],
+    duration: float,
+    parties: int,
+    loop: str = "asyncio",
+    repeat: int = 1,
+) -> list[RatePair]:
+    """`bench_relay` at each rate, `repeat` times over: hub and relay alternate at every
+    rate, and which goes first alternates from one run to the next, so a neighbour's burst
+    on a shared machine does not always fall on the same system."""
+    pairs: list[RatePair] = []
+    for round_ in range(repeat):
+        for rate in rates:
+            relay_first = len(pairs) % 2 == 1
+            hub, relay = bench_relay(receivers, senders, rate, duration, parties, loop, relay_first)
+            pairs.append(RatePair(rate, round_, hub, relay))
+    return pairs

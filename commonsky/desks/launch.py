@@ -17,6 +17,7 @@ CoT forms (documented in the README): a raw report is `b-l-r` with the report's 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -116,7 +117,12 @@ def issuers_of(parties: Mapping[str, Party]) -> list[Issuer]:
 def _threat_kind(item: Item) -> str | None:
     if item.category is not Category.TRACK:
         return None
-    return next((k for prefix, k in THREAT_KINDS if item.event.type.startswith(prefix)), None)
+    return _threat_kind_of_type(item.event.type)
+
+
+@functools.lru_cache(maxsize=4096)  # (asked for every track; a few types make most)
+def _threat_kind_of_type(cot_type: str) -> str | None:
+    return next((k for prefix, k in THREAT_KINDS if cot_type.startswith(prefix)), None)
 
 
 class LaunchDesk:

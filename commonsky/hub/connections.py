@@ -6,13 +6,24 @@ dirty connection's `Peer` to flush. A queue that overflows follows `outbox.py`'s
 past `limit_queue_durable` the connection is closed as too slow (the store replays what is
 durable when it returns). Without an event loop (`call_soon` None: tests, tools) nothing is
 flushed by itself; the holder of an outbox reads it.
+
+Rounds of flushing are at most FLUSH_INTERVAL_S apart (given the loop's `call_later`): one
+write per connection per round is what a socket costs (a send on loopback costs about what
+parsing an event does), so input that trickles in over several turns of the loop is written
+together, at most a millisecond later. (A long burst is still written at its end, not part
+way through: a reader's outbox merging a burst longer than `limit_queue_tracks` is
+`outbox.py`'s rule, and a flush in the middle would split the burst.) In one round,
+connections whose batches hold the same items (a party's connections, mostly) share one
+joined byte string and one delivery summary (`shared`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from typing import TypeVar
 
 from commonsky.metrics import Metrics
 from commonsky.ratelog import RateLimitedLog
@@ -22,6 +33,12 @@ from .connection import Connection
 from .outbox import Pending
 
 log = logging.getLogger("commonsky.hub")
+
+T = TypeVar("T")
+
+# Seconds between two rounds of flushing at the least: what input arriving meanwhile may wait
+# (see the module's docstring; 1 ms is under the p50 of a bare relay on loopback).
+FLUSH_INTERVAL_S = 0.001
 
 
 class Connections:
@@ -34,8 +51,14 @@ class Connections:
         self.by_party: dict[str, set[Connection]] = defaultdict(set)
         # The event loop's `call_soon`, set by the server once the loop runs.
         self.call_soon: Callable[[Callable[[], None]], object] | None = None
+        # The loop's `call_later`, set by the server too: rounds at most FLUSH_INTERVAL_S apart.
+        self.call_later: Callable[[float, Callable[[], None]], object] | None = None
         self._dirty: set[Connection] = set()
         self._flush_pending = False
+        self._last_flush = 0.0  # time.monotonic() of the last round
+        # While a round runs: (mode, ids of a batch's items) -> (the batch, kept alive so
+        # no id is reused in the round; what `make` returned for it).
+        self._round: dict[tuple[object, ...], tuple[list[Pending], object]] | None = None
 
     def admit(self, party: str) -> str | None:
         """Why a new connection of `party` may not open now (the setting it would exceed), or
@@ -71,8 +94,30 @@ class Connections:
         after this burst; an overflow is counted, a durable one closes the connection."""
         overflow = conn.outbox.put(pending, durable)
         self.mark(conn)
-        if overflow is None:
-            return
+        if overflow is not None:
+            self._overflowed(conn, overflow)
+
+    def enqueue_each(
+        self, conns: Collection[Connection], pending: Pending, durable: bool, skip: str = ""
+    ) -> None:
+        """`enqueue(conn, pending, durable)` for each of `conns` but the one whose id is
+        `skip` (the sender: nothing is echoed back). The fan-out's loop, per delivery."""
+        skip_id = skip or None  # (a connection without an id is never the sender)
+        for conn in conns:
+            outbox = conn.outbox
+            if durable or outbox.pushed_back or len(outbox.flowing) >= outbox.limit_live:
+                if conn.id == skip_id:
+                    continue
+                overflow = outbox.put(pending, durable)
+                if overflow is not None:
+                    self._overflowed(conn, overflow)
+            elif conn.id != skip_id:
+                outbox.flowing.append(pending)  # (`Outbox.put`'s common case, inlined)
+        self._dirty.update(conns)  # (the sender too: flushing it with nothing queued is a no-op)
+        if not self._flush_pending:
+            self._schedule()
+
+    def _overflowed(self, conn: Connection, overflow: str) -> None:
         if overflow == "too_slow":
             self.metrics.drop("durable_too_slow")
             self.logs.log(
@@ -92,18 +137,45 @@ class Connections:
     def mark(self, conn: Connection) -> None:
         """Have `conn` flushed once the event loop has taken the current burst of input."""
         self._dirty.add(conn)
-        if not self._flush_pending and self.call_soon is not None:
-            self._flush_pending = True
+        if not self._flush_pending:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self.call_soon is None:
+            return
+        self._flush_pending = True
+        wait = self._last_flush + FLUSH_INTERVAL_S - time.monotonic()
+        if wait > 0 and self.call_later is not None:
+            self.call_later(wait, self.flush)
+        else:
             self.call_soon(self.flush)
 
     def flush(self) -> None:
         """Flush every connection marked since the last flush."""
         self._flush_pending = False
+        self._last_flush = time.monotonic()
         dirty, self._dirty = self._dirty, set()
-        for conn in dirty:
-            try:
-                conn.flush()
-            except Exception:  # our bug: this connection is closed, the others still flushed
-                self.metrics.internal_error("flush")
-                log.exception("flushing %s/%s failed; closing it", conn.party, conn.user)
-                conn.close("internal_error")
+        self._round = {}
+        try:
+            for conn in dirty:
+                try:
+                    conn.flush()
+                except Exception:  # our bug: this connection is closed, the others still flushed
+                    self.metrics.internal_error("flush")
+                    log.exception("flushing %s/%s failed; closing it", conn.party, conn.user)
+                    conn.close("internal_error")
+        finally:
+            self._round = None
+
+    def shared(self, batch: list[Pending], mode: str, make: Callable[[list[Pending], str], T]) -> T:
+        """`make(batch, mode)`, made once per round for every batch of the same items in the
+        same order (the connections of one party get the same batch, mostly), and made
+        afresh outside a round (a writer task's flush after its socket drained)."""
+        round_ = self._round
+        if round_ is None:
+            return make(batch, mode)
+        key = (mode, *map(id, batch))
+        found = round_.get(key)
+        if found is None:
+            found = round_[key] = (batch, make(batch, mode))
+        return found[1]  # type: ignore[return-value]

@@ -34,7 +34,7 @@ from commonsky.errors import (
     RemoteProtocolError,
     StoreUnavailable,
 )
-from commonsky.metrics import Metrics
+from commonsky.metrics import Metrics, Tally
 from commonsky.model import (
     DURABLE,
     HUB,
@@ -69,6 +69,9 @@ from .render import item_json as item_json  # (re-exported)
 from .routing import VARIANT, Routed, Router
 
 log = logging.getLogger("commonsky.hub")
+
+# What writing a batch counts (`Hub.delivery`): items by category, latencies bucketed.
+Delivered = tuple[tuple[tuple[str, int], ...], Tally]
 
 
 class Hub:
@@ -483,18 +486,15 @@ class Hub:
         e = item.event
         addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
         origin = item.origin
-        enqueue = self.wires.enqueue
         for party, variant in targets:
             conns = self.connections.get(party)
             if not conns:
                 continue
             pending = Pending(rendered, variant)  # shared: nobody changes a Pending
-            for conn in conns:
-                if origin and conn.id == origin:
-                    continue  # not echoed to the connection it came from
-                if addressed and not reaches(item, conn, self.parties):
-                    continue
-                enqueue(conn, pending, durable)
+            if addressed:
+                conns = {c for c in conns if reaches(item, c, self.parties)}
+            # (not echoed to the connection it came from: `origin`)
+            self.wires.enqueue_each(conns, pending, durable, skip=origin)
 
     def log_limited(
         self,
@@ -574,15 +574,27 @@ class Hub:
             self.naming.forget(lambda k: self.picture.lookup(k) is not None)
         return gone
 
-    def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
+    def record_delivery(
+        self, conn: Connection, batch: list[Pending], delivered: Delivered | None = None
+    ) -> None:
+        """Count `batch` as written to `conn`: items out by category, and each item's
+        latency from acceptance. `delivered` is `delivery(batch)` made already (the same
+        batch written to several connections is summed up once: `Connections.shared`)."""
+        categories, latency = delivered if delivered is not None else self.delivery(batch)
+        self.metrics.latency.add(latency)
+        for category, n in categories:
+            self.metrics.count_out(conn.party, category, n)
+
+    def delivery(self, batch: list[Pending]) -> Delivered:
+        """What writing `batch` now counts (for `record_delivery`): (category, items) pairs
+        and the items' latencies bucketed."""
         counts: dict[str, int] = defaultdict(int)
-        observe = self.metrics.latency.observe
         now = self.clock()
         # A scenario clock may run faster than real time; latency is reported in real seconds.
         rate = float(getattr(self.clock, "rate", 1.0))
+        latencies = []
         for pending in batch:
             item = pending.rendered.item
             counts[item.category.value] += 1
-            observe((now - item.received) / rate)
-        for category, n in counts.items():
-            self.metrics.count_out(conn.party, category, n)
+            latencies.append((now - item.received) / rate)
+        return tuple(counts.items()), self.metrics.latency.tally(latencies)

@@ -30,8 +30,8 @@ from commonsky.protocol.session import (
 from commonsky.protocol.stream import StreamEvent
 from commonsky.revocation import Revocations
 
-from .core import Connection, Hub
-from .outbox import Outbox
+from .core import Connection, Delivered, Hub
+from .outbox import Outbox, Pending
 from .tls import bind_http as bind_http  # (re-exported: the server and Marti bind with it)
 from .tls import peer_address as _peer
 from .tls import port_problem as port_problem  # (re-exported: the server binds with it)
@@ -482,9 +482,14 @@ class TakPeer:
             return
         batch = outbox.take()
         if batch:
-            mode = self.mode
-            self.writer.write(b"".join(p.rendered.wire(p.variant, mode) for p in batch))
-            self.hub.record_delivery(conn, batch)
+            data, delivered = self.hub.wires.shared(batch, self.mode, self._written)
+            self.writer.write(data)
+            self.hub.record_delivery(conn, batch, delivered)
             self.session.sent(time.monotonic())
         if outbox.backlog is not None:
             outbox.ready.set()  # more of the replay owed: next page once it drains
+
+    def _written(self, batch: list[Pending], mode: str) -> tuple[bytes, Delivered]:
+        """`batch`'s bytes in `mode` and what writing it counts (`Connections.shared`)."""
+        data = b"".join([p.rendered.wire(p.variant, mode) for p in batch])
+        return data, self.hub.delivery(batch)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lxml import etree
 
@@ -125,8 +125,9 @@ def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError("bad_utf8", f"invalid UTF-8 at byte {exc.start}") from None
     root = _parse_document(data, limits, "")
-    for link in root.iterfind("detail/link[@line]"):
-        _check_stroke(link.get("line", ""), limits)
+    if b"link" in data:  # (no <link> element without these bytes: the search is skipped)
+        for link in root.iterfind("detail/link[@line]"):
+            _check_stroke(link.get("line", ""), limits)
     return _event_from_tree(root)
 
 
@@ -140,7 +141,13 @@ def _parse_document(data: bytes, limits: XmlLimits, where: str) -> etree._Elemen
         raise RemoteProtocolError("malformed", f"{where}not well-formed XML: {exc}") from None
     if root is None or root.tag != "event":
         raise RemoteProtocolError("malformed", f"{where}the root element is not <event>")
-    _check_shape(root, limits, where)
+    # The walk can only fail on a document longer than an attribute may be (no value or
+    # text is longer than its document) or with more `<` than the depth allowed (each
+    # element opens with one): most events are neither, and skip it.
+    if len(data) > min(limits.attribute_bytes, limits.message_bytes) or (
+        data.count(b"<") > limits.depth
+    ):
+        _check_shape(root, limits, where)
     return root
 
 
@@ -174,7 +181,15 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
     time = parse_time(root.get("time"), "time")
     start = parse_time(root.get("start") or root.get("time"), "start")
     stale = parse_time(root.get("stale"), "stale")
-    point_el = root.find("point")
+    # The first <point> and <detail> children, found in one pass over the children
+    # (ElementPath's `find` costs more per call than this whole loop).
+    point_el = detail_el = None
+    for child in root:
+        tag = child.tag
+        if tag == "point":
+            point_el = child if point_el is None else point_el
+        elif tag == "detail" and detail_el is None:
+            detail_el = child
     if point_el is None:
         raise RemoteProtocolError("malformed", "<event> has no <point>")
     lat = _float(point_el, "lat")
@@ -188,32 +203,7 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         ce=_float(point_el, "ce", UNKNOWN),
         le=_float(point_el, "le", UNKNOWN),
     )
-    detail_el = root.find("detail")
-    callsign = ""
-    speed: float | None = None
-    course: float | None = None
-    dest_callsigns: list[str] = []
-    dest_parties: list[str] = []
-    dest_uids: list[str] = []
-    detail = ""
-    if detail_el is not None:
-        detail = "".join(etree.tostring(child, encoding="unicode") for child in detail_el)
-        contact = detail_el.find("contact")
-        if contact is not None:
-            callsign = contact.get("callsign", "")
-        track = detail_el.find("track")
-        if track is not None:
-            speed = _float(track, "speed", math.nan)
-            course = _float(track, "course", math.nan)
-            speed = None if math.isnan(speed) else speed
-            course = None if math.isnan(course) else course
-        for dest in detail_el.iterfind("marti/dest"):
-            if dest.get("callsign"):
-                dest_callsigns.append(dest.get("callsign", ""))
-            if dest.get("party"):
-                dest_parties.append(dest.get("party", ""))
-            if dest.get("uid"):
-                dest_uids.append(dest.get("uid", ""))
+    detail = _Detail() if detail_el is None else _read_detail(detail_el)
     text = CotText(
         event=_written(root),
         point=_written(point_el),
@@ -231,18 +221,64 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         stale=stale,
         how=root.get("how"),
         point=point,
-        detail=detail,
+        detail=detail.text,
         access=root.get("access"),
         qos=root.get("qos"),
         opex=root.get("opex"),
-        callsign=callsign,
-        speed=speed,
-        course=course,
-        dest_callsigns=tuple(dest_callsigns),
-        dest_parties=tuple(dest_parties),
-        dest_uids=tuple(dest_uids),
+        callsign=detail.callsign,
+        speed=detail.speed,
+        course=detail.course,
+        dest_callsigns=tuple(detail.dest_callsigns),
+        dest_parties=tuple(detail.dest_parties),
+        dest_uids=tuple(detail.dest_uids),
         text=text,
     )
+
+
+@dataclass(slots=True)
+class _Detail:
+    """What `_event_from_tree` lifts out of `<detail>` (the routing fields), and its text."""
+
+    text: str = ""
+    callsign: str = ""
+    speed: float | None = None
+    course: float | None = None
+    dest_callsigns: list[str] = field(default_factory=list)
+    dest_parties: list[str] = field(default_factory=list)
+    dest_uids: list[str] = field(default_factory=list)
+
+
+def _read_detail(detail_el: etree._Element) -> _Detail:
+    children = list(detail_el)
+    found = _Detail("".join([etree.tostring(child, encoding="unicode") for child in children]))
+    contact = track = None
+    martis = []
+    for child in children:  # (the first <contact> and <track>, every <marti>)
+        tag = child.tag
+        if tag == "contact":
+            contact = child if contact is None else contact
+        elif tag == "track":
+            track = child if track is None else track
+        elif tag == "marti":
+            martis.append(child)
+    if contact is not None:
+        found.callsign = contact.get("callsign", "")
+    if track is not None:
+        speed = _float(track, "speed", math.nan)
+        course = _float(track, "course", math.nan)
+        found.speed = None if math.isnan(speed) else speed
+        found.course = None if math.isnan(course) else course
+    for marti in martis:
+        for dest in marti:
+            if dest.tag != "dest":
+                continue
+            if dest.get("callsign"):
+                found.dest_callsigns.append(dest.get("callsign", ""))
+            if dest.get("party"):
+                found.dest_parties.append(dest.get("party", ""))
+            if dest.get("uid"):
+                found.dest_uids.append(dest.get("uid", ""))
+    return found
 
 
 def _written(element: etree._Element) -> tuple[tuple[str, str], ...]:

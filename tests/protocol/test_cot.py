@@ -168,3 +168,32 @@ def test_entities_are_never_expanded_even_if_predeclared() -> None:
     # XML's five predefined entities are fine; anything else is not well-formed here.
     with pytest.raises(RemoteProtocolError):
         parse_event(EVENT.replace(b"Viper &amp; 1", b"&custom;"))
+
+
+@given(
+    depth=st.integers(0, 12),
+    value=st.integers(0, 300),
+    limit_depth=st.integers(1, 16),
+    limit_attribute=st.integers(1, 400),
+)
+def test_shape_limits_hold_whether_or_not_the_walk_is_skipped(
+    depth: int, value: int, limit_depth: int, limit_attribute: int
+) -> None:
+    """The shape walk is skipped for a document too short or too flat to break its limits
+    (`_parse_document`): refused exactly when the nesting or an attribute breaks one."""
+    nested = b"<x>" * depth + b"</x>" * depth
+    data = EVENT.replace(b"<detail>", b"<detail>" + nested).replace(
+        b'how="m-g"', b'how="' + b"m" * value + b'"'
+    )
+    limits = XmlLimits(message_bytes=65536, depth=limit_depth, attribute_bytes=limit_attribute)
+    deepest = max(4, 2 + depth)  # event > detail > marti > dest, or the x nesting
+    longest = max(value, len("2024-01-01T00:00:00Z"))
+    expected = {"too_deep"} if deepest > limit_depth else set()
+    if longest > limit_attribute:
+        expected.add("attribute_too_long")  # (both broken: the walk meets one first)
+    try:
+        parse_event(data, limits)
+        refused = None
+    except RemoteProtocolError as exc:
+        refused = exc.reason
+    assert refused in expected if expected else refused is None
