@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, cast
 from commonsky.errors import LocalProtocolError, RemoteProtocolError
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections
+from commonsky.hub.core import Delivered
 from commonsky.hub.directory import device_callsign
 from commonsky.hub.outbox import Pending, Rendered
 from commonsky.metrics import Metrics
@@ -181,16 +182,25 @@ class EdgeHub:
                 if close is not None:
                     conn.close(close)
 
-    def record_delivery(self, conn: Connection, batch: list[Pending]) -> None:
+    def record_delivery(self, conn: Connection, batch: list[Pending],
+                        delivered: Delivered | None = None) -> None:  # fmt: skip
+        """`Hub.record_delivery`: `batch` counted as written to `conn`."""
+        categories, latency = delivered if delivered is not None else self.delivery(batch)
+        self.metrics.latency.add(latency)
+        for category, n in categories:
+            self.metrics.count_out(conn.party, category, n)
+
+    def delivery(self, batch: list[Pending]) -> Delivered:
+        """`Hub.delivery`: what writing `batch` counts; latency from the core's acceptance."""
         counts: dict[str, int] = defaultdict(int)
-        observe = self.metrics.latency.observe
         now = self.clock()
+        rate = float(getattr(self.clock, "rate", 1.0))  # (a scenario clock: real seconds)
+        latencies = []
         for pending in batch:
             item = pending.rendered.item
             counts[item.category.value] += 1
-            observe(now - item.received)
-        for category, n in counts.items():
-            self.metrics.count_out(conn.party, category, n)
+            latencies.append((now - item.received) / rate)
+        return tuple(counts.items()), self.metrics.latency.tally(latencies)
 
     def roster(self, announced: set[str]) -> Roster:
         return Roster(self.edge, [info(c) for c in self.by_id.values() if c.id in announced])

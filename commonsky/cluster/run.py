@@ -68,7 +68,9 @@ class EdgeServer:
         js = self.nc.jetstream()
         await ensure_stream(js, names)
         kv = await picture_bucket(js, names)
-        self.hub.wires.call_soon = asyncio.get_running_loop().call_soon
+        loop = asyncio.get_running_loop()
+        self.hub.wires.call_soon = loop.call_soon
+        self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
         self.link = EdgeLink(self.hub, self.nc, js, kv, names)
         await self.link.start()
         for listener in self.listeners:
