@@ -30,8 +30,20 @@ def relay(
         str, typer.Option(help="Event loop of both the hub and the relay: asyncio or uvloop.")
     ] = "asyncio",
     repeat: Annotated[int, typer.Option(help="Times the whole series of rates is run.")] = 1,
+    edges: Annotated[
+        int, typer.Option(help="Also a cluster of this many edges and a core (NATS, PostgreSQL).")
+    ] = 0,
 ) -> None:
-    """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS."""
+    """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS.
+    With --edges N (one --rate), a cluster beside them (bench/relay_cluster.py)."""
+    if edges > 0:
+        from commonsky.bench.relay_cluster import bench_cluster, print_figures
+
+        figures = bench_cluster(receivers, senders, rate, duration, parties, edges,
+                                "nats://127.0.0.1:4222",
+                                "postgresql://postgres@127.0.0.1:5432/postgres")  # fmt: skip
+        print_figures(figures, receivers, senders, rate, duration)
+        return
     from commonsky.bench.relay import bench_rates, parse_rates
 
     if min(receivers, senders, rate, parties, repeat) < 1 or duration <= 0:
@@ -146,18 +158,34 @@ def kill9(
     out: Annotated[
         Path | None, typer.Option(help="Folder for the hub's data, log and the report.")
     ] = None,
+    cluster: Annotated[
+        bool, typer.Option(help="Kill the core of a cluster (two edges, a standby core).")
+    ] = False,
+    nats_url: Annotated[str, typer.Option(help="--cluster: NATS with JetStream.")] = (
+        "nats://127.0.0.1:4222"
+    ),
+    postgres: Annotated[
+        str, typer.Option(help="--cluster: PostgreSQL where a fresh database is made.")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
 ) -> None:
     """Kill -9 the hub under load RUNS times on the same data; every item it acknowledged
     must be in the store afterwards. Prints the figures (also in OUT/kill9.json); exit 1 when
-    an acknowledged item was lost or the hub did not start again."""
-    from commonsky.bench.kill9 import kill9 as run
-
+    an acknowledged item was lost or the hub did not start again. With --cluster, the core
+    of a cluster is killed while a standby waits (bench/kill9_cluster.py): exit 1 when a
+    durable item was lost or applied twice, or a client lost its edge."""
     if runs <= 0:
         raise UsageError("--runs must be positive")
     out = out or Path("var/kill9") / time.strftime("%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out}: not empty (the runs start from an empty hub)")
-    figures = run(runs, out, seed)
+    if cluster:
+        from commonsky.bench.kill9_cluster import kill9_cluster
+
+        figures = kill9_cluster(runs, out, seed, nats_url, postgres)
+    else:
+        from commonsky.bench.kill9 import kill9 as run
+
+        figures = run(runs, out, seed)
     for name, value in figures.items():
         if name != "per_run":
             print(f"{name:40} {value}")

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS commonsky_hotline_party (
 );
 CREATE TABLE IF NOT EXISTS commonsky_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commonsky_ledger_journal (seq BIGINT PRIMARY KEY, leaf BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS commonsky_applied (
+    id TEXT PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL
+);
 """
 
 _INSERT = (
@@ -324,6 +328,22 @@ class PostgresStore(NestedBlocks):
     def journal(self) -> list[tuple[int, bytes]]:
         rows = self._read("SELECT seq, leaf FROM commonsky_ledger_journal ORDER BY seq", ())
         return [(int(seq), bytes(leaf)) for seq, leaf in rows]
+
+    def applied(self, ids: Sequence[str]) -> set[str]:
+        """Which of these cluster message ids were applied already (commonsky/cluster)."""
+        if not ids:
+            return set()
+        rows = self._read("SELECT id FROM commonsky_applied WHERE id = ANY(%s)", (list(ids),))
+        return {str(r[0]) for r in rows}
+
+    def mark_applied(self, ids: Sequence[str], at: float) -> None:
+        """Record cluster message ids as applied, in the caller's block (the same commit as
+        what applying them wrote: a message is applied once, whatever is redelivered)."""
+        if ids:
+            self._execute(
+                "INSERT INTO commonsky_applied (id, at) SELECT unnest(%s::text[]), %s",
+                (list(ids), at),
+            )
 
     def cursor(self, party: str, client: str) -> int:
         row = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
@@ -41,3 +41,26 @@ async def nc(cluster_name: str) -> AsyncIterator[Client]:
             if cluster_name in info.config.name:
                 await js.delete_stream(info.config.name)
         await client.close()
+
+
+ADMIN_URL = os.environ.get(
+    "COMMONSKY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database for one test, dropped afterwards (fails without PostgreSQL)."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"these tests need PostgreSQL at {ADMIN_URL} (COMMONSKY_TEST_POSTGRES): {exc}")
+    name = f"commonsky_cluster_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()

@@ -1,0 +1,249 @@
+"""A cluster on this machine for tests and benches: `commonsky serve` processes (edges, cores)
+on one NATS server and one PostgreSQL database, and TAK clients that keep what they were sent.
+
+Every wait is a barrier with a deadline (`until`): a condition polled until it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from commonsky.bench.fuzz_inputs import PARTIES
+from commonsky.bench.hubproc import hub_config
+from commonsky.bench.relay import free_port
+from commonsky.times import format_time
+
+DEADLINE = 60.0  # seconds a condition may take on a loaded 2-core machine
+_UID = re.compile(rb'<event [^>]*?uid="([^"]+)"')
+
+
+async def until(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    """Wait until `condition()` holds; AssertionError naming `what` after `deadline` s."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {deadline:.0f} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def until_async(condition: Callable[[], Awaitable[bool]], what: str,
+                      deadline: float = DEADLINE) -> None:  # fmt: skip
+    """`until` for a condition that must be awaited."""
+    end = time.monotonic() + deadline
+    while not await condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {deadline:.0f} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role: str,
+                   ports: dict[str, int], http: int) -> Path:  # fmt: skip
+    """The fuzz bench's four parties and agreements (`bench/fuzz.hub_config`: a TCP listener
+    per party), as one process of cluster `name`. Cores share `folder/data`."""
+    text = hub_config(
+        folder / "data",
+        http,
+        ports,
+        extra=f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
+    )
+    text += (
+        f'\n[cluster]\nnats_url = "{nats_url}"\nrole = "{role}"\nname = "{name}"\n'
+        "lease_ttl_s = 5.0\n"
+    )
+    path = folder / f"{role}-{http}.toml"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class Process:
+    """One `commonsky serve` of the cluster."""
+
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "commonsky", "serve", "--config", str(self.config),
+                 "--log-level", "info"],
+                stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )  # fmt: skip
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def wait_log(self, pattern: str, count: int = 1) -> None:
+        def seen() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.config.name} exited: {self.text()[-3000:]}")
+            return len(re.findall(pattern, self.text())) >= count
+
+        await until(seen, f"{pattern!r} in {self.log.name}: {self.text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Cluster:
+    folder: Path
+    name: str
+    nats_url: str
+    store_url: str
+    parties: tuple[str, ...] = tuple(PARTIES)  # (a TCP port for each on every process)
+    processes: list[Process] = field(default_factory=list)
+    edge_ports: list[dict[str, int]] = field(default_factory=list)
+    core_http: list[int] = field(default_factory=list)
+
+    def _process(self, role: str, ports: dict[str, int], http: int) -> Process:
+        config = cluster_config(
+            self.folder, self.name, self.nats_url, self.store_url, role, ports, http
+        )
+        process = Process(config, self.folder / f"{config.stem}.log")
+        process.start()
+        self.processes.append(process)
+        return process
+
+    async def edge(self) -> tuple[Process, dict[str, int]]:
+        ports = {p: free_port() for p in self.parties}
+        process = self._process("edge", ports, free_port())
+        await process.wait_log(r"cluster edge \S+ ready")
+        self.edge_ports.append(ports)
+        return process, ports
+
+    async def core(self, wait: bool = True) -> Process:
+        """A core process (it serves once it holds the lease; `wait`: until it does)."""
+        http = free_port()
+        process = self._process("core", {p: free_port() for p in self.parties}, http)
+        self.core_http.append(http)
+        if wait:
+            await process.wait_log(r"cluster core \S+ serving")
+        else:
+            await process.wait_log(r"cluster core \S+: standing by")
+        return process
+
+    async def both(self, serving: bool) -> tuple[Process, dict[str, int]]:
+        """A process of role "all": an edge (ready at once) and a core (`serving`: wait until
+        it holds the lease; else until it stands by)."""
+        ports = {p: free_port() for p in self.parties}
+        process = self._process("all", ports, free_port())
+        await process.wait_log(r"cluster edge \S+ ready")
+        await process.wait_log(r"cluster core \S+ serving" if serving else "standing by")
+        self.edge_ports.append(ports)
+        return process, ports
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+def track(uid: str, now: float, lat: float = 30.0, stale_s: float = 600) -> bytes:
+    return (
+        f'<event version="2.0" uid="{uid}" type="a-f-A-M-F" time="{format_time(now)}" '
+        f'start="{format_time(now)}" stale="{format_time(now + stale_s)}" how="m-g">'
+        f'<point lat="{lat}" lon="31" hae="9000" ce="10" le="10"/><detail>'
+        f'<contact callsign="{uid}"/><track speed="200" course="90"/></detail></event>'
+    ).encode()
+
+
+def marker(uid: str, now: float) -> bytes:
+    """A spot marker: durable (stored, replayed to the party's clients that connect later)."""
+    return (
+        f'<event version="2.0" uid="{uid}" type="b-m-p-s-m" time="{format_time(now)}" '
+        f'start="{format_time(now)}" stale="{format_time(now + 3600)}" how="h-g-i-g-o">'
+        '<point lat="35" lon="139" hae="0" ce="10" le="10"/><detail>'
+        f'<contact callsign="{uid}"/></detail></event>'
+    ).encode()
+
+
+def chat(uid: str, to: str, now: float) -> bytes:
+    return (
+        f'<event version="2.0" uid="{uid}" type="b-t-f" time="{format_time(now)}" '
+        f'start="{format_time(now)}" stale="{format_time(now + 3600)}" how="h-g-i-g-o">'
+        '<point lat="0" lon="0" hae="0" ce="9999999" le="9999999"/><detail>'
+        f'<__chat chatroom="hotline" senderCallsign="K9"/><marti><dest party="{to}"/></marti>'
+        f"<remarks>cluster {uid}</remarks></detail></event>"
+    ).encode()
+
+
+class Client:
+    """A TAK client over TCP that keeps every event it receives (raw, in order)."""
+
+    def __init__(self, party: str, port: int) -> None:
+        self.party, self.port = party, port
+        self.events: list[bytes] = []
+        self._buffer = b""
+        self._task: asyncio.Task[None] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.closed = asyncio.Event()
+
+    async def connect(self) -> Client:
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._task = asyncio.create_task(self._read(reader))
+        return self
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while chunk := await reader.read(65536):
+                self._buffer += chunk
+                while (end := self._buffer.find(b"</event>")) >= 0:
+                    self.events.append(self._buffer[: end + 8])
+                    self._buffer = self._buffer[end + 8 :]
+        self.closed.set()
+
+    async def send(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def got(self, text: str) -> int:
+        """How many received events contain `text`."""
+        needle = text.encode()
+        return sum(needle in e for e in self.events)
+
+    def uids(self) -> list[str]:
+        return [m.group(1).decode() for e in self.events if (m := _UID.search(e))]
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def forget(nats_url: str, name: str) -> None:
+    """Remove cluster `name`'s streams and buckets from the NATS server."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and name in info.config.name:
+                await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()

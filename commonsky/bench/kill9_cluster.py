@@ -1,0 +1,221 @@
+"""`commonsky bench kill9 --cluster`: kill -9 the cluster's core under load, again and again.
+
+Two edges and cores (`commonsky serve` with `[cluster]`, bench/cluster.py) on this machine's
+NATS and a fresh PostgreSQL database. Clients on both edges send hotline messages to each
+other (the hub's receipt, `b-t-f-d` naming the message, acknowledges one), launch reports
+and tracks; each run kills the core that holds the lease with SIGKILL while a standby waits,
+and times how long until the standby serves. After the last run the load stops, the stream
+is applied to its end, and PostgreSQL is read: every durable item a client sent must be
+stored exactly once (lost: 0, applied twice: 0) and every acknowledged one among them; no
+client may have lost its connection to its edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from commonsky.alerts.simulate import Ballistic, radar_report
+from commonsky.bench.cluster import (
+    Client,
+    Cluster,
+    Process,
+    chat,
+    forget,
+    track,
+    until,
+    until_async,
+)
+from commonsky.desks.launch import report_event
+from commonsky.protocol.cot import encode_event
+
+_RECEIPT = re.compile(rb'type="b-t-f-d".*?<link uid="([^"]+)" relation="p-p"/>', re.S)
+# Hotline routes of the fuzz agreements (sender, recipient); launch reports go JPN -> KOR.
+ROUTES = (("USA", "JPN"), ("JPN", "USA"), ("RUS", "KOR"), ("KOR", "RUS"))
+
+
+@dataclass
+class Load:
+    sent: set[str] = field(default_factory=set)  # uids of the durable items sent
+    acknowledged: set[str] = field(default_factory=set)
+    stop: bool = False
+
+    def receipts(self, client: Client, last: int = 0) -> None:
+        for event in client.events[-last:]:
+            if m := _RECEIPT.search(event):
+                self.acknowledged.add(m.group(1).decode())
+
+
+async def chats(load: Load, client: Client, to: str) -> None:
+    n = 0
+    while not load.stop:
+        n += 1
+        uid = f"k9-{client.party}-{n}"
+        await client.send(chat(uid, to, time.time()))
+        load.sent.add(uid)
+        load.receipts(client, 50)
+        await asyncio.sleep(0.02)
+
+
+async def launches(load: Load, client: Client) -> None:
+    rng = np.random.default_rng(7)
+    now = time.time()
+    truth = Ballistic(39.9, 127.5, datetime.fromtimestamp(now - 600, UTC), 84.0, 1.1e6, 4.2e5)
+    n = 0
+    while not load.stop:
+        n += 1
+        report = radar_report(truth, client.party, f"k9-lr-{n}", 20, 60, 10, 400, 300, rng)
+        await client.send(encode_event(report_event(report, time.time())))
+        load.sent.add(f"launch-report-k9-lr-{n}")
+        await asyncio.sleep(0.05)
+
+
+async def tracks(load: Load, client: Client) -> None:
+    k = 0
+    while not load.stop:
+        now = time.time()
+        batch = [track(f"k9-trk-{k % 50 + i}", now, 30 + k % 7) for i in range(10)]
+        await client.send(b"".join(batch))
+        k += 10
+        await asyncio.sleep(0.02)
+
+
+async def receipts_flow(load: Load, what: str, more: int = 20) -> None:
+    before = len(load.acknowledged)
+    await until(lambda: len(load.acknowledged) >= before + more, what)
+
+
+def serving(cores: list[Process]) -> Process:
+    """The core holding the lease now (the one alive that said it serves)."""
+    alive = [c for c in cores if c.proc is not None and c.proc.poll() is None]
+    holders = [c for c in alive if "serving" in c.text()]
+    assert len(holders) == 1, [c.log.name for c in holders]
+    return holders[0]
+
+
+def stored(url: str) -> dict[str, int]:
+    """Stored items of the load (uid -> how many times)."""
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        rows = db.execute(
+            "SELECT convert_from(uid, 'UTF8'), count(*) FROM commonsky_items "
+            "WHERE convert_from(uid, 'UTF8') LIKE '%k9-%' GROUP BY 1"
+        ).fetchall()
+    return {str(uid): int(n) for uid, n in rows}
+
+
+async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str, Any]:
+    """`runs` kills of the serving core under load; the figures (module header)."""
+    import nats
+
+    cores = [await cluster.core(), await cluster.core(wait=False)]
+    _, a = await cluster.edge()
+    _, b = await cluster.edge()
+    senders = {
+        "USA": await Client("USA", a["USA"]).connect(),
+        "RUS": await Client("RUS", a["RUS"]).connect(),
+        "JPN": await Client("JPN", b["JPN"]).connect(),
+        "KOR": await Client("KOR", b["KOR"]).connect(),
+    }
+    others = [await Client("JPN", b["JPN"]).connect(), await Client("USA", b["USA"]).connect()]
+    load = Load()
+    tasks = [asyncio.create_task(chats(load, senders[p], to)) for p, to in ROUTES]
+    tasks += [asyncio.create_task(launches(load, others[0]))]
+    tasks += [asyncio.create_task(tracks(load, others[1]))]
+    per_run: list[dict[str, Any]] = []
+    try:
+        for run in range(1, runs + 1):
+            await receipts_flow(load, f"receipts flow before kill {run}")
+            await asyncio.sleep(rng.uniform(0.0, 2.0))  # (a random moment of the load)
+            victim = serving(cores)
+            acknowledged = len(load.acknowledged)
+            victim.kill()
+            killed = time.monotonic()
+            standby = next(c for c in cores if c is not victim and c.proc and c.proc.poll() is None)
+            await standby.wait_log(r"cluster core \S+ serving")
+            per_run.append({"run": run, "acknowledged_before": acknowledged,
+                            "takeover_s": round(time.monotonic() - killed, 2)})  # fmt: skip
+            print(json.dumps(per_run[-1]), flush=True)
+            cores.append(await cluster.core(wait=False))  # the next kill's standby
+        await receipts_flow(load, "receipts after the last kill")
+    finally:
+        load.stop = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+    clients = [*senders.values(), *others]
+    disconnected = sum(c.closed.is_set() for c in clients)
+    # A core that lost its lease stops by itself (exit 75, fail-stop); counted, and one
+    # more core is started if none is left to apply the rest of the stream.
+    stopped = sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
+    if not any(c.proc is not None and c.proc.poll() is None for c in cores):
+        cores.append(await cluster.core())
+    nc = await nats.connect(cluster.nats_url)
+    try:
+        js = nc.jetstream()
+
+        async def drained() -> bool:
+            return (await js.stream_info(f"{cluster.name}_IN")).state.messages == 0
+
+        await until_async(drained, "the stream applied to its end")
+    finally:
+        await nc.close()
+    for client in senders.values():  # (the receipts still on their way)
+        load.receipts(client)
+    for client in clients:
+        await client.close()
+    counts = stored(cluster.store_url)
+    lost = sorted(uid for uid in load.sent if uid not in counts)
+    twice = sorted(uid for uid, n in counts.items() if n > 1 and "trk" not in uid)
+    unacknowledged_kept = len(load.acknowledged - set(counts))
+    return {
+        "runs": runs,
+        "sent_durable": len(load.sent),
+        "acknowledged": len(load.acknowledged),
+        "lost": len(lost),
+        "lost_examples": lost[:5],
+        "applied_twice": len(twice),
+        "applied_twice_examples": twice[:5],
+        "acknowledged_not_stored": unacknowledged_kept,
+        "clients_disconnected": disconnected,
+        "cores_stopped_by_themselves": stopped,
+        "takeover_s_max": max((r["takeover_s"] for r in per_run), default=None),
+        "per_run": per_run,
+    }
+
+
+def kill9_cluster(runs: int, out_dir: Path, seed: int, nats_url: str,
+                  postgres_admin: str) -> dict[str, Any]:  # fmt: skip
+    """`runs` kills on a fresh cluster (its own name and database, dropped afterwards); the
+    figures, also in out_dir/kill9-cluster.json."""
+    import psycopg
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"k9{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(postgres_admin, autocommit=True, connect_timeout=5)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    cluster = Cluster(out_dir, name, nats_url, f"{postgres_admin.rsplit('/', 1)[0]}/{name}")
+    try:
+        figures = asyncio.run(kill_runs(cluster, runs, random.Random(seed)))
+    finally:
+        cluster.stop()
+        asyncio.run(forget(nats_url, name))
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+    figures["passed"] = (
+        figures["lost"] == 0
+        and figures["applied_twice"] == 0
+        and figures["acknowledged_not_stored"] == 0
+        and figures["clients_disconnected"] == 0
+    )
+    (out_dir / "kill9-cluster.json").write_text(json.dumps(figures, indent=2))
+    return figures

@@ -1,0 +1,417 @@
+"""The core: the one process (holding the lease) that applies the edges' stream to the hub.
+
+A normal `Hub` with its desks over the PostgreSQL store and the ledger (built by
+`HubServer`, without TAK listeners) — the routing, outboxes, desks and recorders unchanged.
+`ClusterCore` feeds it:
+
+- The inbound stream (`wire.Ingest`, `Attach`, `Detach`) through a durable pull consumer,
+  in stream order. Each batch is applied in one hub transaction that also records every
+  applied message id (`commonsky_applied`), and acknowledged only after that commits: a
+  message redelivered (the core died before its ack reached NATS) is recognised and not
+  applied again; one never committed is applied by whichever core reads it next.
+- For each client of an edge, a proxy `Connection` whose `Peer` (`ProxyPeer`) sends what the
+  hub queued for it — rendered for that client as the single process would write it — to
+  that edge (`<name>.out.<edge>`). Only edges holding an entitled client get anything.
+- The picture bucket (`picture_kv.PictureWriter`) for clients that connect later.
+
+A core that cannot commit (PostgreSQL gone) or loses the lease stops at once (fail-stop):
+the outputs of an uncommitted batch must never leave, and a standby takes over from the
+stream (`serve_core` in `run.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from commonsky.errors import CommonSkyError, StoreUnavailable
+from commonsky.hub.connection import Connection
+from commonsky.hub.core import Hub
+from commonsky.hub.outbox import Outbox, Pending
+from commonsky.model import DURABLE, is_transient
+
+from .picture_kv import PictureWriter
+from .wire import (
+    EDGE_SILENT_S,
+    Attach,
+    ConnInfo,
+    Delivery,
+    Detach,
+    Ingest,
+    Names,
+    Output,
+    encode,
+    inbound_decoder,
+    roster_decoder,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
+
+    from commonsky.store.postgres import PostgresStore
+
+log = logging.getLogger("commonsky.cluster")
+
+FETCH = 128  # stream messages per batch at most (one commit; the loop stays responsive)
+_OUT_BYTES = 512 * 1024  # a delivery message stays well under NATS's 1 MB payload limit
+_IN_FLIGHT = 4_000  # stream messages delivered to the core and not yet acknowledged
+_PICTURE_EVERY_S = 0.25  # picture bucket writes, newest per key, this often
+_RECONCILE_EVERY_S = 5.0  # every key of the picture checked (prune, agreements' changes)
+
+
+class Fatal(Exception):
+    """The core must stop now (fail-stop): nothing uncommitted may leave it."""
+
+
+class ProxyPeer:
+    """The `Peer` of one edge client on the core: flushing sends its outbox to its edge."""
+
+    def __init__(self, core: ClusterCore, edge: str, conn_id: str, mode: str) -> None:
+        self.core, self.edge, self.conn_id, self.mode = core, edge, conn_id, mode
+        self.conn: Connection | None = None
+        self.closed: str | None = None
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+            self.core.hub.metrics.close(reason)
+            self.core.close_remote(self.edge, self.conn_id, reason)
+
+    def flush(self) -> None:
+        conn = self.conn
+        if conn is None or self.closed is not None:
+            return
+        outs: list[Pending] = []
+        while True:  # (the whole replay now: the edge's own outbox pages it to the socket)
+            outs += conn.outbox.take()
+            if conn.outbox.backlog is None:
+                break
+        if outs:
+            self.core.send(self.edge, self.conn_id, self.mode, outs)
+
+
+class _Packer:
+    """One `Delivery` being filled: an output's bytes go in once, however many get them."""
+
+    def __init__(self) -> None:
+        self.outputs: list[Output] = []
+        self.index: dict[int, int] = {}  # id of the bytes -> place in `outputs`
+        self.keep: list[bytes] = []  # (the bytes whose ids are keys above stay alive)
+        self.outs: list[tuple[str, int]] = []
+        self.size = 0
+
+    def add(self, conn_id: str, mode: str, pending: Pending) -> None:
+        data = pending.rendered.wire(pending.variant, mode)  # (cached: one object per form)
+        at = self.index.get(id(data))
+        if at is None:
+            item = pending.rendered.item
+            durable = item.category in DURABLE or is_transient(item.event.type)
+            at = self.index[id(data)] = len(self.outputs)
+            self.outputs.append(Output(item.party, item.event.uid, item.category.value,
+                                       item.received, durable, mode, data))  # fmt: skip
+            self.keep.append(data)
+            self.size += len(data) + 64
+        self.outs.append((conn_id, at))
+        self.size += len(conn_id) + 8
+
+    def done(self, close: list[tuple[str, str]] | None = None,
+             refused: list[tuple[str, str, str]] | None = None) -> Delivery:  # fmt: skip
+        return Delivery(self.outputs, self.outs, close or [], refused or [])
+
+
+class ClusterCore:
+    """Feeds the hub from the stream and sends its outputs to the edges (module header)."""
+
+    def __init__(self, hub: Hub, nc: Client, js: JetStreamContext, kv: KeyValue,
+                 names: Names) -> None:  # fmt: skip
+        self.hub, self.nc, self.js, self.names = hub, nc, js, names
+        self.store: PostgresStore = hub.store  # type: ignore[assignment]
+        self.picture = PictureWriter(hub, kv, hub.clock)
+        self.proxies: dict[tuple[str, str], Connection] = {}
+        self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
+        self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
+        self._closes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self._refused: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        self._wake = asyncio.Event()
+        self._inbox: asyncio.Queue[Msg] = asyncio.Queue()  # pushed by the consumer, in order
+        self.tasks: list[asyncio.Task[None]] = []
+        self.applied = 0
+        self.repeated = 0  # redelivered messages recognised as applied already
+        self.failed: BaseException | None = None
+
+    # ---- connections --------------------------------------------------------------------
+
+    def _proxy(self, edge: str, info: ConnInfo) -> Connection:
+        key = (edge, info.conn)
+        conn = self.proxies.get(key)
+        if conn is not None:
+            return conn
+        settings = self.hub.settings
+        peer = ProxyPeer(self, edge, info.conn, info.mode)
+        conn = Connection(
+            party=info.party,
+            user=info.user,
+            listener=info.listener,
+            outbox=Outbox(settings.limit_queue_tracks, settings.limit_queue_durable),
+            peer=peer,
+            id=f"{edge}/{info.conn}",
+            address=info.address,
+        )
+        peer.conn = conn
+        for uid, callsign in info.devices.items():
+            self.hub.directory.report(info.party, uid, callsign)
+            conn.devices[uid] = callsign
+        conn.callsigns = set(conn.devices.values())
+        self.proxies[key] = conn
+        self.hub.wires.add(conn)
+        self.seen.setdefault(edge, time.monotonic())
+        return conn
+
+    def _attach(self, att: Attach) -> None:
+        """A client came: from now on it gets what the hub queues for it, and now the part
+        of its picture the edge did not replay from the bucket (picture_kv.py)."""
+        conn = self._proxy(att.edge, att.info)
+        assert isinstance(conn.peer, ProxyPeer)
+        conn.peer.mode = att.info.mode
+        replay = self.hub.picture.replay(conn)
+        if att.replayed is not None:
+            covered, party, upto = self.picture.covered, conn.party, att.replayed
+            replay = (p for p in replay if not covered(party, p, upto))
+        conn.outbox.replay(replay)
+        self.hub.wires.mark(conn)
+
+    def _detach(self, edge: str, conn_id: str) -> None:
+        conn = self.proxies.pop((edge, conn_id), None)
+        if conn is not None:
+            self.hub.detach(conn)
+
+    def _drop_edge(self, edge: str) -> None:
+        for key in [k for k in self.proxies if k[0] == edge]:
+            self._detach(*key)
+        self.seen.pop(edge, None)
+
+    async def _roster(self, wait_s: float = 0.5) -> int:
+        """Ask every edge which clients it holds (a new core: the old core's are unknown)."""
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        await self.nc.publish(self.names.roster, b"", reply=inbox)
+        found = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        try:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except Exception:
+                    break
+                if not msg.data:
+                    continue  # (NATS's "no responders" status: no edge is up yet)
+                roster = roster_decoder.decode(msg.data)
+                for info in roster.conns:
+                    self._proxy(roster.edge, info)
+                    found += 1
+        finally:
+            await sub.unsubscribe()
+        return found
+
+    async def _on_beat(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            self.seen[roster_decoder.decode(msg.data).edge] = time.monotonic()
+
+    # ---- outputs ------------------------------------------------------------------------
+
+    def send(self, edge: str, conn_id: str, mode: str, outs: list[Pending]) -> None:
+        self._outs[edge].append((conn_id, mode, outs))
+        self._wake.set()
+
+    def close_remote(self, edge: str, conn_id: str, reason: str) -> None:
+        self._closes[edge].append((conn_id, reason))
+        self._wake.set()
+
+    async def _sender(self) -> None:
+        """Send what the proxies flushed, per edge, in order, in messages of about 512 kB:
+        each rendered output once per message, with the clients that get it."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            flushed, self._outs = self._outs, defaultdict(list)
+            closes, self._closes = self._closes, defaultdict(list)
+            refused, self._refused = self._refused, defaultdict(list)
+            for edge in set(flushed) | set(closes) | set(refused):
+                subject = self.names.out(edge)
+                delivery = _Packer()
+                for conn_id, mode, batch in flushed.get(edge, ()):
+                    for pending in batch:
+                        delivery.add(conn_id, mode, pending)
+                        if delivery.size >= _OUT_BYTES:
+                            await self.nc.publish(subject, encode(delivery.done()))
+                            delivery = _Packer()
+                if delivery.outs or edge in closes or edge in refused:
+                    last = delivery.done(closes.get(edge, []), refused.get(edge, []))
+                    await self.nc.publish(subject, encode(last))
+
+    # ---- the stream ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take over: learn the edges' clients, write the picture bucket, and read the stream
+        from its first unacknowledged message (the old core's unacknowledged ones again)."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        await self.nc.subscribe(self.names.beat, cb=self._on_beat)
+        found = await self._roster()
+        await self.picture.load()
+        await self.picture.flush()
+        strays = await self.picture.drop_strays()
+        log.info("core: %d clients on the edges; picture bucket written (%d strays removed)",
+                 found, strays)  # fmt: skip
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(self.names.stream, self.names.consumer)
+        # Pushed, not pulled: the next messages are on their way while a batch is applied
+        # (a pull costs a round trip per batch, which bounded the core well below its CPU).
+        self.sub = await self.js.subscribe(
+            self.names.inbound,
+            durable=self.names.consumer,
+            stream=self.names.stream,
+            cb=self._on_msg,
+            manual_ack=True,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=30,
+                max_ack_pending=_IN_FLIGHT,
+            ),
+            pending_msgs_limit=2 * _IN_FLIGHT,
+        )
+        self.tasks = [
+            asyncio.create_task(self._sender()),
+            asyncio.create_task(self._consume()),
+            asyncio.create_task(self._upkeep()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def wait_failed(self) -> BaseException:
+        """Returns (never raises) why the core must stop, once one of its tasks failed."""
+        done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                return task.exception()  # type: ignore[return-value]
+        return Fatal("a core task ended")
+
+    async def _upkeep(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_reconcile = loop.time()
+        while True:
+            await asyncio.sleep(_PICTURE_EVERY_S)
+            now = loop.time()
+            if now - last_reconcile >= _RECONCILE_EVERY_S:
+                last_reconcile = now
+                self.picture.reconcile()
+                quiet = time.monotonic() - EDGE_SILENT_S
+                for edge in [e for e, t in self.seen.items() if t < quiet]:
+                    log.warning("core: edge %s silent for %.0f s; forgetting its clients",
+                                edge, EDGE_SILENT_S)  # fmt: skip
+                    self._drop_edge(edge)
+            await self.picture.flush()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._inbox.put_nowait(msg)
+
+    async def _consume(self) -> None:
+        inbox = self._inbox
+        while True:
+            msgs = [await inbox.get()]  # then what else came meanwhile, up to FETCH
+            while len(msgs) < FETCH and not inbox.empty():
+                msgs.append(inbox.get_nowait())
+            await self._apply(msgs)
+            # A full inbox never makes `get` wait: yield, so that NATS's reader, the lease's
+            # renewal and the edges' beats are served between batches.
+            await asyncio.sleep(0)
+
+    async def _apply(self, msgs: list[Msg]) -> None:
+        """One batch: segments between Attach messages, each one commit; then the acks."""
+        envelopes: list[Ingest | Attach | Detach] = []
+        for msg in msgs:
+            try:
+                envelopes.append(inbound_decoder.decode(msg.data))
+            except Exception:
+                self.hub.metrics.internal_error("cluster_inbound")
+                log.exception("core: an unreadable inbound message; dropped")
+        ids = [e.id for e in envelopes if isinstance(e, Ingest)]
+        done = self.store.applied(ids)
+        segment: list[Ingest | Detach] = []
+        for envelope in envelopes:
+            if isinstance(envelope, Attach):
+                self._commit(segment, done)
+                segment = []
+                await self.picture.flush()  # (so `covered` knows every revision)
+                self._attach(envelope)
+            else:
+                segment.append(envelope)
+        self._commit(segment, done)
+        for msg in msgs:
+            await msg.ack()
+
+    def _commit(self, segment: list[Ingest | Detach], done: set[str]) -> None:
+        if not segment:
+            return
+        fresh: list[str] = []
+        try:
+            with self.hub.transaction():
+                for envelope in segment:
+                    if isinstance(envelope, Detach):
+                        self._detach(envelope.edge, envelope.conn)
+                    elif envelope.id in done:
+                        self.repeated += 1
+                        log.info("core: message %s was applied already (redelivered after a "
+                                 "core stopped); not applied again", envelope.id)  # fmt: skip
+                        self._again(envelope)
+                    else:
+                        self._ingest(envelope)
+                        fresh.append(envelope.id)
+                self.store.mark_applied(fresh, self.hub.clock())
+        except StoreUnavailable as exc:
+            raise Fatal(f"the store is unavailable: {exc}") from exc
+        self.applied += len(fresh)
+
+    def _ingest(self, env: Ingest) -> None:
+        info = ConnInfo(env.conn, env.party, env.user, "tak", "", env.mode)
+        conn = self._proxy(env.edge, info)
+        assert isinstance(conn.peer, ProxyPeer)
+        conn.peer.mode = env.mode
+        if env.user and conn.user != env.user:
+            conn.user = env.user
+        try:
+            self.hub.accept(env.party, env.user, env.event, conn)
+        except StoreUnavailable:
+            raise
+        except CommonSkyError as exc:
+            if exc.close:
+                self.close_remote(env.edge, env.conn, exc.reason)
+            else:
+                self._refused[env.edge].append((env.conn, exc.reason, exc.public()))
+                self._wake.set()
+            self.hub.metrics.refuse(exc.reason)
+            self.hub.log_limited(log, exc.reason, conn.id, "core: %s/%s refused (%s): %s",
+                                 env.party, env.user, exc.reason, str(exc)[:300])  # fmt: skip
+        except Exception:
+            self.hub.metrics.internal_error("accept")
+            log.exception("core: accepting %s/%r failed", env.party, env.event.uid[:120])
+
+    def _again(self, env: Ingest) -> None:
+        """A message applied before the last core died: what it made is given again to those
+        who may see it (its outputs may never have left), never applied twice."""
+        key = (env.party, env.event.uid)
+        for party in self.hub.policy.parties:
+            self.hub.resend(key, party)

@@ -1,0 +1,346 @@
+"""An edge: TAK clients' connections in front of the cluster's core.
+
+The TAK listeners (hub/listeners.py) run unchanged on an `EdgeHub`: the small part of `Hub`
+they use (settings, metrics, clock, policy, log_limited, admit, attach, accept, detach,
+record_delivery, handshaking). Sockets, TLS, framing, pings, sessions, the party stamped from
+the connection and the bounded per-connection outboxes (hub/outbox.py, hub/connections.py)
+all stay here; so do the refusals that need only the event itself (`check_event`, the
+parser's). What needs the hub's state (policy routing, desks, quotas, the store) is the
+core's: `accept` hands the event to the inbound stream (`EdgeLink`) and returns.
+
+The core's outputs come back rendered for each client (`wire.Delivery`) and go into that
+client's outbox as they are; a client connecting gets its picture from the KV bucket
+(`picture_kv.read_picture`) before it is announced to the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from commonsky.errors import LocalProtocolError, RemoteProtocolError
+from commonsky.hub.connection import Connection
+from commonsky.hub.connections import Connections
+from commonsky.hub.core import Delivered
+from commonsky.hub.directory import device_callsign
+from commonsky.hub.outbox import Pending, Rendered
+from commonsky.metrics import Metrics
+from commonsky.model import Category, CotEvent, Item, category_of_event, is_server_only
+from commonsky.policy import Policy
+from commonsky.protocol.bounds import check_event
+from commonsky.protocol.cot import parse_event
+from commonsky.protocol.render import render
+from commonsky.protocol.session import TakSession
+from commonsky.protocol.stream import MessageRefused
+from commonsky.ratelog import RateLimitedLog
+from commonsky.settings import Settings
+
+from .picture_kv import read_picture
+from .wire import (
+    BEAT_S,
+    Attach,
+    ConnInfo,
+    Delivery,
+    Detach,
+    Ingest,
+    Names,
+    Roster,
+    delivery_decoder,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
+
+log = logging.getLogger("commonsky.cluster")
+
+_VARIANT = "edge"  # (one form per output: the core chose it for this client)
+_PUBLISH_BATCH = 1000  # inbound messages published before their acknowledgements are awaited
+_ACK_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True, frozen=True)
+class EdgeItem:
+    """What the edge's outbox and counters read of an output's item (`Item`'s `key`,
+    `category`, `received`), without the event: the edge never decodes what it relays."""
+
+    key: tuple[str, str]
+    category: Category
+    received: float
+
+
+def _convert(rendered: Rendered, variant: str, mode: str) -> bytes:
+    """An output in another wire form than the core rendered (the client switched to TAK
+    protobuf meanwhile): parsed from its XML and written again."""
+    xml = rendered.cache.get((variant, "xml"))
+    if xml is None:
+        raise LocalProtocolError(f"no XML form of {rendered.item.key[1]!r} to write as {mode}")
+    return render(parse_event(xml), mode)
+
+
+def edge_pending(party: str, uid: str, category: str, received: float, mode: str,
+                 data: bytes) -> Pending:  # fmt: skip
+    """One output, as the edge's outbox holds it."""
+    item = EdgeItem((party, uid), Category(category), received)
+    rendered = Rendered(item=cast(Item, item), make=_convert)
+    rendered.cache[(_VARIANT, mode)] = data
+    return Pending(rendered, _VARIANT)
+
+
+class EdgeHub:
+    """The surface of `Hub` the TAK listeners use, for an edge process."""
+
+    def __init__(self, edge: str, policy: Policy, settings: Settings,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.edge = edge
+        self.policy = policy
+        self.settings = settings
+        self.clock = clock
+        self.metrics = Metrics()
+        self.logs = RateLimitedLog()
+        self.wires = Connections(settings, self.metrics, self.logs)
+        self.handshaking: dict[str, int] = {}
+        self.by_id: dict[str, Connection] = {}
+        self.link: EdgeLink | None = None  # set by EdgeLink
+        self.unknown = 0  # outputs for clients no longer here
+
+    def log_limited(self, logger: logging.Logger, reason: str, key: str, msg: str,
+                    *args: object, level: int = logging.WARNING) -> None:  # fmt: skip
+        self.logs.log(logger, level, reason, key, msg, *args)
+
+    def admit(self, party: str) -> str | None:
+        return self.wires.admit(party)
+
+    def attach(self, conn: Connection) -> None:
+        """A client came: held here at once; its picture read and the core told (`EdgeLink`)."""
+        self.wires.add(conn)
+        self.by_id[conn.id] = conn
+        if self.link is not None:
+            self.link.attached(conn)
+
+    def detach(self, conn: Connection) -> None:
+        self.wires.remove(conn)
+        if self.by_id.pop(conn.id, None) is not None and self.link is not None:
+            self.link.detached(conn)
+
+    def accept(self, party: str, user: str, event: CotEvent,
+               sender: Connection | None = None) -> None:  # fmt: skip
+        """The refusals that need only the event (what every output can carry; a TAK
+        server's mission notices), then the event to the core. Raises RemoteProtocolError."""
+        check_event(event)
+        if is_server_only(event.type):
+            raise RemoteProtocolError(
+                "mission_notice",
+                f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
+                "keeps no missions, so a client's is neither accepted nor relayed",
+            )
+        assert sender is not None and self.link is not None
+        callsign = device_callsign(event)
+        if callsign is not None:
+            sender.devices[event.uid] = callsign  # (re-announced to a new core: addressing)
+        category = category_of_event(event)
+        self.metrics.count_in(party, category.value if category else "other")
+        self.link.ingest(sender, user, event, self.clock())
+
+    def deliver(self, delivery: Delivery) -> None:
+        """The core's outputs into their clients' outboxes (written after this burst)."""
+        made = [
+            (edge_pending(o.party, o.uid, o.category, o.received, o.mode, o.data), o.durable)
+            for o in delivery.outputs
+        ]  # (each shared by the clients that get it: nobody changes a Pending)
+        by_id, enqueue = self.by_id, self.wires.enqueue
+        for conn_id, at in delivery.outs:
+            conn = by_id.get(conn_id)
+            if conn is None:
+                self.unknown += 1
+                continue
+            pending, durable = made[at]
+            enqueue(conn, pending, durable)
+        for conn_id, reason in delivery.close:
+            conn = self.by_id.get(conn_id)
+            if conn is not None:
+                conn.close(reason)
+        for conn_id, reason, message in delivery.refused:
+            conn = self.by_id.get(conn_id)
+            session = getattr(conn.peer, "session", None) if conn is not None else None
+            if conn is not None and isinstance(session, TakSession):
+                # (Counted by the core; here the session's own count, which may close it.)
+                self.log_limited(log, reason, conn_id, "edge: %s/%s refused by the core (%s): %s",
+                                 conn.party, conn.user, reason, message[:300])  # fmt: skip
+                close = session.refused(MessageRefused(reason, message))
+                if close is not None:
+                    conn.close(close)
+
+    def record_delivery(self, conn: Connection, batch: list[Pending],
+                        delivered: Delivered | None = None) -> None:  # fmt: skip
+        """`Hub.record_delivery`: `batch` counted as written to `conn`."""
+        categories, latency = delivered if delivered is not None else self.delivery(batch)
+        self.metrics.latency.add(latency)
+        for category, n in categories:
+            self.metrics.count_out(conn.party, category, n)
+
+    def delivery(self, batch: list[Pending]) -> Delivered:
+        """`Hub.delivery`: what writing `batch` counts; latency from the core's acceptance."""
+        counts: dict[str, int] = defaultdict(int)
+        now = self.clock()
+        rate = float(getattr(self.clock, "rate", 1.0))  # (a scenario clock: real seconds)
+        latencies = []
+        for pending in batch:
+            item = pending.rendered.item
+            counts[item.category.value] += 1
+            latencies.append((now - item.received) / rate)
+        return tuple(counts.items()), self.metrics.latency.tally(latencies)
+
+    def roster(self, announced: set[str]) -> Roster:
+        return Roster(self.edge, [info(c) for c in self.by_id.values() if c.id in announced])
+
+
+def info(conn: Connection) -> ConnInfo:
+    return ConnInfo(conn.id, conn.party, conn.user, conn.listener, conn.address, conn.mode(),
+                    dict(conn.devices))  # fmt: skip
+
+
+class EdgeLink:
+    """The edge's NATS side: publishes to the inbound stream in the order things happened
+    (a client's Attach before its events: its events wait while its picture is read),
+    receives the core's deliveries, answers roster requests and beats."""
+
+    def __init__(self, hub: EdgeHub, nc: Client, js: JetStreamContext, kv: KeyValue,
+                 names: Names) -> None:  # fmt: skip
+        self.hub = hub
+        hub.link = self
+        self.nc, self.js, self.kv, self.names = nc, js, kv, names
+        self.subject = names.ingest(hub.edge)
+        self.run_id = f"{hub.edge}.{secrets.token_hex(4)}"
+        self._count = itertools.count(1)
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.waiting: dict[str, list[tuple[str, bytes]]] = {}  # conn id -> its held events
+        self.announced: set[str] = set()
+        self.published = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def _id(self) -> str:
+        return f"{self.run_id}.{next(self._count)}"
+
+    def ingest(self, conn: Connection, user: str, event: CotEvent, now: float) -> None:
+        msg_id = self._id()
+        data = encode(Ingest(msg_id, self.hub.edge, conn.id, conn.party, user, conn.mode(),
+                             event, now))  # fmt: skip
+        held = self.waiting.get(conn.id)
+        if held is not None:
+            held.append((msg_id, data))
+        else:
+            self.queue.put_nowait((msg_id, data))
+
+    def attached(self, conn: Connection) -> None:
+        self.waiting[conn.id] = []
+        self.tasks.append(asyncio.create_task(self._announce(conn)))
+
+    async def _announce(self, conn: Connection) -> None:
+        replayed: int | None = None
+        try:
+            entries, replayed = await read_picture(self.kv, conn.party, self.hub.clock())
+        except Exception as exc:  # NATS away: the core will send it the whole picture
+            log.warning("edge %s: picture of %s unread (%s); the core sends it",
+                        self.hub.edge, conn.party, exc)  # fmt: skip
+            entries = []
+        here = conn.id in self.hub.by_id
+        if here and entries:
+            # (In XML; a client that speaks protobuf gets each converted as it is drawn.)
+            conn.outbox.replay(
+                iter([edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml)
+                      for e in entries])
+            )  # fmt: skip
+            self.hub.wires.mark(conn)
+        self.queue.put_nowait((self._id(), encode(Attach(self.hub.edge, info(conn), replayed))))
+        for held in self.waiting.pop(conn.id, []):
+            self.queue.put_nowait(held)
+        if here:
+            self.announced.add(conn.id)
+        else:  # gone while its picture was read: the core forgets it again
+            self.queue.put_nowait((self._id(), encode(Detach(self.hub.edge, conn.id))))
+
+    def detached(self, conn: Connection) -> None:
+        if conn.id in self.waiting:
+            return  # (`_announce` sees it gone and says so after the Attach)
+        self.announced.discard(conn.id)
+        self.queue.put_nowait((self._id(), encode(Detach(self.hub.edge, conn.id))))
+
+    async def start(self) -> None:
+        await self.nc.subscribe(self.names.out(self.hub.edge), cb=self._on_delivery)
+        await self.nc.subscribe(self.names.roster, cb=self._on_roster)
+        self.tasks.append(asyncio.create_task(self._publisher()))
+        self.tasks.append(asyncio.create_task(self._beat()))
+
+    async def stop(self) -> None:
+        # What clients sent is handed on before the edge goes (within a few seconds).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                while not self.queue.empty():  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _on_delivery(self, msg: Msg) -> None:
+        try:
+            delivery = delivery_decoder.decode(msg.data)
+        except Exception:
+            self.hub.metrics.internal_error("cluster_delivery")
+            log.exception("edge %s: an unreadable delivery from the core", self.hub.edge)
+            return
+        self.hub.deliver(delivery)
+
+    async def _on_roster(self, msg: Msg) -> None:
+        if msg.reply:
+            await msg.respond(encode(self.hub.roster(self.announced)))
+
+    async def _beat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.nc.publish(self.names.beat, encode(self.hub.roster(self.announced)))
+            await asyncio.sleep(BEAT_S)
+
+    async def _publisher(self) -> None:
+        """Publish in order, many at a time; what JetStream did not acknowledge is published
+        again under the same message id (it keeps one) until it is."""
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < _PUBLISH_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            pending: list[tuple[str, bytes]] = batch
+            try:
+                futures = [
+                    await self.js.publish_async(self.subject, data, headers={"Nats-Msg-Id": i})
+                    for i, data in batch
+                ]
+                done, _ = await asyncio.wait(futures, timeout=_ACK_TIMEOUT_S)
+                pending = [
+                    b for b, f in zip(batch, futures, strict=True)
+                    if f not in done or f.exception() is not None
+                ]  # fmt: skip
+            except Exception as exc:
+                log.warning("edge %s: publishing to the stream failed: %s", self.hub.edge, exc)
+            self.published += len(batch) - len(pending)
+            for msg_id, data in pending:  # one by one, in order, until each is taken
+                while True:
+                    try:
+                        await self.js.publish(self.subject, data, timeout=_ACK_TIMEOUT_S,
+                                              headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+                        self.published += 1
+                        break
+                    except Exception as exc:
+                        log.warning("edge %s: stream unavailable (%s); retrying",
+                                    self.hub.edge, exc)  # fmt: skip
+                        await asyncio.sleep(0.5)

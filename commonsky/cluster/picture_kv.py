@@ -1,0 +1,250 @@
+"""The current picture for late joiners, in a NATS KV bucket the edges read.
+
+The core writes, for every item of its picture and every party that may see it now, that
+party's rendering (XML: disclosed, generalized, namespaced) under `<party>.<hash of key>`
+(`wire.picture_key`), and deletes the entry when the party may no longer see it (superseded
+by a version it may not see, deleted, stale, quarantined). Entries carry `until`: the
+earlier of the item's stale time and the next change of the agreements (`Policy
+.next_change`); an edge never replays an entry past it. Items addressed to devices are not
+written: the core gives them when the device reports itself, as the single process does.
+
+An edge reads only the entries of the parties of the clients it holds (a KV watch on
+`<party>.>`, latest value per key), so an edge with no entitled client never reads what a
+party may not see. The read ends with the highest revision it saw, R: every entry of that
+party with revision <= R was in the read (the watch delivers in stream order). The edge
+replays what it read, then announces the client with R (`wire.Attach.replayed`); the core
+sends that client the rest of its picture — each item whose entry for the party was written
+after R, is not written yet, or is not the version the core holds now — so nothing is missed
+or doubled between the read and the live stream (`PictureWriter.covered`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from commonsky.hub.deletes import DELETE_TYPE
+from commonsky.hub.outbox import Pending, Rendered, Variant
+from commonsky.model import DURABLE, Item
+
+from .wire import PictureEntry, encode, entry_decoder, picture_key, token
+
+if TYPE_CHECKING:
+    from nats.js.kv import KeyValue
+
+    from commonsky.hub.core import Hub
+
+log = logging.getLogger("commonsky.cluster")
+
+_CONCURRENCY = 512  # KV writes in flight at once
+LIVE_EVERY_S = 2.0  # live items' entries are brought up to date this often
+
+
+@dataclass(slots=True)
+class Held:
+    """What the bucket holds (or is being written) for one (party, key)."""
+
+    rendered: Rendered
+    variant: Variant
+    until: float
+    revision: int | None  # None while the write is in flight (or failed)
+
+
+class PictureWriter:
+    """The core's side: keeps the bucket equal to the hub's picture as each party sees it.
+
+    Items are noted as the hub publishes them (its bus: after commit); `flush` writes the
+    noted keys, `reconcile` checks every key (a new core, the agreements changed, prune)."""
+
+    def __init__(self, hub: Hub, kv: KeyValue, clock: Callable[[], float]) -> None:
+        self.hub = hub
+        self.kv = kv
+        self.clock = clock
+        self.viewers = sorted(hub.policy.parties)
+        self.held: dict[tuple[str, tuple[str, str]], Held] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        # Live items (tracks, positions) are written at most every LIVE_EVERY_S: a client
+        # joining meanwhile gets an older position from the bucket and the current one from
+        # the core (`covered` is false for a version the bucket does not hold).
+        self.dirty_live: set[tuple[str, str]] = set()
+        self._live_at = 0.0
+        self.full = True  # the first flush writes everything (this core is new)
+        self.lock = asyncio.Lock()
+        self.writes = 0
+        # What an earlier core left in the bucket (`load`): kv key -> (revision, value). An
+        # entry this core would write the same is kept with its revision, so edges that read
+        # it before this core came are not sent it again.
+        self.found: dict[str, tuple[int, bytes]] = {}
+        hub.bus.subscribe(self._note)
+
+    async def load(self, timeout: float = 5.0) -> int:
+        """Read what the bucket holds (a new core, before its first flush); returns how many
+        entries."""
+        watcher = await self.kv.watchall()
+        try:
+            while True:
+                entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+                if entry is None:
+                    break
+                if entry.operation is None and entry.value:
+                    self.found[entry.key] = (entry.revision or 0, entry.value)
+                else:
+                    self.found.pop(entry.key, None)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return len(self.found)
+
+    def _note(self, item: Item) -> None:
+        if item.category in DURABLE or item.event.type == DELETE_TYPE:
+            self.dirty.add(item.key)
+        else:
+            self.dirty_live.add(item.key)
+        if item.event.type == DELETE_TYPE:
+            self.full = True  # (the deleted item's key is not the delete's own)
+
+    def reconcile(self) -> None:
+        """Have the next flush check every key (held or in the picture)."""
+        self.full = True
+
+    def _wanted(self, key: tuple[str, str], now: float) -> dict[str, tuple[Rendered, str, float]]:
+        rendered = self.hub.picture.get(key)
+        if rendered is None:
+            return {}
+        e = rendered.item.event
+        addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
+        wanted: dict[str, tuple[Rendered, str, float]] = {}
+        for viewer in self.viewers:
+            if addressed and viewer not in e.dest_parties:
+                continue  # (given by the core when a device reports itself)
+            variant = self.hub.router.variant_for(rendered, viewer, now)
+            if variant is None:
+                continue
+            until = e.stale
+            if viewer != rendered.item.party:
+                until = min(until, rendered.routes_until)
+                rendered.seen.setdefault(viewer, set()).add(variant.partition(":")[0])
+            wanted[viewer] = (rendered, variant, until)
+        return wanted
+
+    async def flush(self) -> int:
+        """Write what changed since the last flush; returns how many writes. A failed write
+        leaves its entry unconfirmed (`covered` is then False: the core sends the item)."""
+        async with self.lock:
+            now = self.clock()
+            if self.full:
+                self.full = False
+                keys = {k for pool in (self.hub.picture.durable, self.hub.picture.live)
+                        for k in pool} | {k for _, k in self.held}  # fmt: skip
+                self.dirty.clear()
+                self.dirty_live.clear()
+            else:
+                keys, self.dirty = self.dirty, set()
+                if time.monotonic() - self._live_at >= LIVE_EVERY_S:
+                    self._live_at = time.monotonic()
+                    keys |= self.dirty_live
+                    self.dirty_live = set()
+            jobs: list[asyncio.Future[None] | asyncio.Task[None]] = []
+            gate = asyncio.Semaphore(_CONCURRENCY)
+            for key in keys:
+                wanted = self._wanted(key, now)
+                for viewer in self.viewers:
+                    held = self.held.get((viewer, key))
+                    want = wanted.get(viewer)
+                    if want is None:
+                        if held is not None:
+                            del self.held[(viewer, key)]
+                            jobs.append(asyncio.ensure_future(self._delete(gate, viewer, key)))
+                    elif (
+                        held is None
+                        or held.rendered is not want[0]
+                        or held.variant != want[1]
+                        or held.until != want[2]
+                    ):
+                        fresh = Held(want[0], want[1], want[2], None)
+                        self.held[(viewer, key)] = fresh
+                        jobs.append(asyncio.ensure_future(self._put(gate, viewer, key, fresh)))
+            if jobs:
+                await asyncio.gather(*jobs)
+            self.writes += len(jobs)
+            return len(jobs)
+
+    async def _put(self, gate: asyncio.Semaphore, viewer: str, key: tuple[str, str],
+                   held: Held) -> None:  # fmt: skip
+        item = held.rendered.item
+        entry = PictureEntry(
+            party=key[0],
+            uid=key[1],
+            category=item.category.value,
+            received=item.received,
+            until=held.until if math.isfinite(held.until) else 1e18,
+            durable=item.category in DURABLE,
+            xml=held.rendered.wire(held.variant, "xml"),
+        )
+        name = picture_key(viewer, key)
+        value = encode(entry)
+        found = self.found.pop(name, None)
+        if found is not None and found[1] == value:
+            held.revision = found[0]  # (written so by an earlier core: edges may have read it)
+            return
+        async with gate:
+            try:
+                held.revision = await self.kv.put(name, value)
+            except Exception as exc:  # NATS away: the entry stays unconfirmed
+                log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80], exc)
+
+    async def _delete(self, gate: asyncio.Semaphore, viewer: str, key: tuple[str, str]) -> None:
+        async with gate:
+            try:
+                await self.kv.delete(picture_key(viewer, key))
+            except Exception as exc:
+                log.warning("picture bucket: deleting %s/%r failed: %s", viewer, key[1][:80], exc)
+
+    async def drop_strays(self) -> int:
+        """Delete the entries an earlier core left that this core's first flush did not keep;
+        returns how many."""
+        strays, self.found = list(self.found), {}  # (what the first flush did not keep)
+        for name in strays:
+            await self.kv.delete(name)
+        return len(strays)
+
+    def covered(self, party: str, pending: Pending, replayed: int) -> bool:
+        """Whether the edge that read `party`'s entries up to revision `replayed` has given
+        this version of the item to its client already."""
+        held = self.held.get((party, pending.rendered.item.key))
+        return (
+            held is not None
+            and held.rendered is pending.rendered
+            and held.variant == pending.variant
+            and held.revision is not None
+            and held.revision <= replayed
+            and held.until > self.clock()
+        )
+
+
+async def read_picture(kv: KeyValue, party: str, now: float,
+                       timeout: float = 5.0) -> tuple[list[PictureEntry], int]:  # fmt: skip
+    """An edge's read of `party`'s picture: the entries valid at `now` (durable first, then
+    in the order they were written) and R, the highest revision the read saw."""
+    watcher = await kv.watch(f"{token(party)}.>")
+    latest: dict[str, tuple[int, PictureEntry | None]] = {}
+    top = 0
+    try:
+        while True:
+            entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+            if entry is None:
+                break
+            top = max(top, entry.revision or 0)
+            if entry.operation is not None or not entry.value:  # (a delete or purge)
+                latest[entry.key] = (entry.revision or 0, None)
+            else:
+                latest[entry.key] = (entry.revision or 0, entry_decoder.decode(entry.value))
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    held = sorted((rev, e) for rev, e in latest.values() if e is not None and e.until > now)
+    entries = [e for _, e in held if e.durable] + [e for _, e in held if not e.durable]
+    return entries, top

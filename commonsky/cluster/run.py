@@ -1,0 +1,208 @@
+"""`commonsky serve` with `[cluster]`: the edge, the core, or both in one process.
+
+- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py); no data folder, no store.
+- Core: waits for the lease (lease.py), then runs the hub as `HubServer` does — data folder,
+  PostgreSQL store, ledger, desks, HTTP API and map — without the TAK listeners, fed by the
+  stream (core.py). Cores of one cluster share the data folder (the ledger and the hub's keys
+  live there; a standby opens it only once it holds the lease). Losing the lease or the store
+  stops the process at once (exit status 75): a standby takes over from the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING, cast
+
+from commonsky.clock import hub_clock
+from commonsky.config import HubConfig
+from commonsky.errors import UsageError
+from commonsky.hub.core import Hub
+from commonsky.hub.listeners import TakListener, tls_context
+from commonsky.policy import Policy
+
+from . import require_nats
+from .edge import EdgeHub, EdgeLink
+from .nats_io import connect, ensure_stream, picture_bucket
+from .wire import Names
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+    from commonsky.server import HubServer
+
+    from .keeper import LeaseKeeper
+
+log = logging.getLogger("commonsky.cluster")
+
+FAIL_STOP = 75  # exit status of a core that stopped to let a standby take over
+
+
+class EdgeServer:
+    """One edge: its TAK listeners and its link to the cluster."""
+
+    def __init__(self, config: HubConfig) -> None:
+        assert config.cluster is not None
+        self.config = config
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        s = config.settings
+        clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
+        self.hub = EdgeHub(self.id, Policy(config.parties, config.agreements), s, clock)
+        tak = [lc for lc in config.listeners if lc.kind in ("tak-tcp", "tak-tls")]
+        self.listeners = [
+            TakListener(cast(Hub, self.hub), lc, tls_context(lc) if lc.kind == "tak-tls" else None)
+            for lc in tak
+        ]
+        self.nc: Client | None = None
+        self.link: EdgeLink | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        assert self.config.cluster is not None
+        names = Names(self.config.cluster.name)
+        self.nc = await connect(self.config.cluster, f"edge {self.id}")
+        js = self.nc.jetstream()
+        await ensure_stream(js, names)
+        kv = await picture_bucket(js, names)
+        loop = asyncio.get_running_loop()
+        self.hub.wires.call_soon = loop.call_soon
+        self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
+        self.link = EdgeLink(self.hub, self.nc, js, kv, names)
+        await self.link.start()
+        for listener in self.listeners:
+            await listener.start()
+        self._ticker = asyncio.create_task(self._tick())
+        ports = ", ".join(listener.name for listener in self.listeners)
+        log.info("cluster edge %s ready (%s)", self.id, ports)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.hub.logs.flush()
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            await listener.stop_accepting()
+        if self.link is not None:
+            await self.link.stop()
+        for conn in list(self.hub.wires):
+            conn.close("shutdown")
+        for listener in self.listeners:
+            if listener.tasks:
+                await asyncio.wait(list(listener.tasks), timeout=5.0)
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.nc is not None:
+            await self.nc.close()
+
+
+async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
+    """The core role: wait for the lease, then serve until `stop`. Exits the process
+    (FAIL_STOP) when the lease or the store is lost."""
+    from .core import ClusterCore
+    from .keeper import LeaseKeeper
+
+    cluster = config.cluster
+    assert cluster is not None
+    names = Names(cluster.name)
+    holder = f"{socket.gethostname()}-{os.getpid()}"
+    nc = await connect(cluster, f"core {holder}")
+    js = nc.jetstream()
+    await ensure_stream(js, names)
+    kv = await picture_bucket(js, names)
+    lease = LeaseKeeper(cluster, names.lease, holder)
+    log.info("cluster core %s: standing by for the lease", holder)
+    acquiring = asyncio.create_task(lease.acquire())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not acquiring.done():
+        await lease.release()
+        acquiring.cancel()
+        await nc.close()
+        return
+    stopping.cancel()
+    acquiring.result()
+    others = tuple(lc for lc in config.listeners if lc.kind not in ("tak-tcp", "tak-tls"))
+    server = await _build(dataclasses.replace(config, listeners=others), lease, init)
+    await server.start()
+    core = ClusterCore(server.hub, nc, js, kv, names)
+    await core.start()
+    log.info("cluster core %s serving (epoch %d); map and API on http://%s:%d/",
+             holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip
+    why = await _first(stop, lease.lost, core)
+    if why is not None:
+        # Nothing more may leave this process: a standby applies the stream from here.
+        log.critical("cluster core %s stopping at once: %s", holder, why)
+        logging.shutdown()
+        os._exit(FAIL_STOP)
+    await core.stop()
+    await server.stop()
+    await lease.release()
+    await nc.close()
+
+
+async def _build(config: HubConfig, lease: LeaseKeeper, init: bool) -> HubServer:
+    """The hub (store loaded, desks rebuilt: seconds on a large store), built while the lease
+    keeps being renewed. Off the event loop when nothing in it is bound to its thread (the
+    Marti and enrolment stores are SQLite connections of the thread that opens them). The
+    data folder may still be locked by the core this one replaces — a core that lost its
+    lease exits as soon as it notices — so a lock held by another hub is waited for, as long
+    as the lease is held."""
+    from commonsky.server import HubServer
+
+    s = config.settings
+    clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
+    threaded = not any(lc.kind in ("marti", "enroll") for lc in config.listeners)
+    while True:
+        try:
+            if threaded:
+                return await asyncio.to_thread(HubServer, config, clock=clock, init=init)
+            return HubServer(config, clock=clock, init=init)
+        except UsageError as exc:
+            if "in use by another hub" not in str(exc) or not lease.held:
+                raise
+            log.warning("cluster core: %s; waiting for it to stop", exc)
+            await asyncio.sleep(0.5)
+
+
+async def _first(stop: asyncio.Event, lost: asyncio.Event, core: object) -> str | None:
+    """None once `stop` is set; why the core must stop, if that comes first."""
+    from .core import ClusterCore
+
+    assert isinstance(core, ClusterCore)
+    waits = {
+        asyncio.create_task(stop.wait()): "stop",
+        asyncio.create_task(lost.wait()): "the lease was lost",
+        asyncio.create_task(core.wait_failed()): "failed",
+    }
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    task = next(iter(done))
+    if waits[task] == "stop":
+        return None
+    if waits[task] == "failed":
+        return f"{task.result()}"
+    return waits[task]
+
+
+async def serve_cluster(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
+    """`commonsky serve` with `[cluster]`: the configured role until `stop`."""
+    require_nats()
+    cluster = config.cluster
+    assert cluster is not None
+    edge = EdgeServer(config) if cluster.runs_edge else None
+    if edge is not None:
+        await edge.start()
+    try:
+        if cluster.runs_core:
+            await serve_core(config, stop, init)
+        else:
+            await stop.wait()
+    finally:
+        if edge is not None:
+            await edge.stop()

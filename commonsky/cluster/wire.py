@@ -1,0 +1,162 @@
+"""What edges and the core say to each other over NATS: subjects and messages (msgspec).
+
+Subjects and stream names all start with the cluster's `name` (`[cluster] name`), so two
+clusters — or two tests — on one NATS server never meet:
+
+- `<name>.in.<edge>` (JetStream stream `<name>_IN`, work queue, deduplicated by `Nats-Msg-Id`):
+  what an edge hands the core, in the order the edge took it — `Ingest` (one event of an
+  authenticated client), `Attach` and `Detach` (a client came or went).
+- `<name>.out.<edge>` (core NATS): `Delivery`, the core's outputs for the clients one edge
+  holds, already rendered for each (disclosed, generalized, namespaced, addressed).
+- `<name>.roster` (request, every edge answers) and `<name>.beat` (each edge every
+  BEAT_S): `Roster`, the clients an edge holds now. A new core asks once it holds the lease;
+  the beats tell the core which edges are alive.
+- KV bucket `<name>_picture`: the current picture per party (`PictureEntry`, `picture_kv.py`);
+  KV bucket `<name>_lease`: who is the core (`lease.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import msgspec
+
+from commonsky.model import CotEvent
+
+BEAT_S = 1.0  # an edge's roster beat
+EDGE_SILENT_S = 6.0  # an edge not heard from for this long is gone: its clients are dropped
+
+
+class Ingest(msgspec.Struct, tag="in", frozen=True):
+    """One event an edge took from an authenticated client. `id` is unique per message (the
+    edge's run and a counter): JetStream drops a second publish of it within its window, and
+    the core records it in PostgreSQL in the same commit as the item (applied once)."""
+
+    id: str
+    edge: str
+    conn: str
+    party: str
+    user: str
+    mode: str  # the client's wire form when it sent this ("xml" or "proto")
+    event: CotEvent  # as parsed by the edge, with the sender's own text (CotText)
+    received: float  # the edge's wall clock, seconds
+
+
+class ConnInfo(msgspec.Struct, frozen=True):
+    """One client of an edge: who it is (stamped from its connection, never its content),
+    its wire form, and the devices it reported (uid -> callsign), for addressing."""
+
+    conn: str
+    party: str
+    user: str
+    listener: str
+    address: str
+    mode: str
+    devices: dict[str, str] = {}
+
+
+class Attach(msgspec.Struct, tag="attach", frozen=True):
+    """A client came. `replayed`: the picture KV revision up to which the edge replayed the
+    picture to it already (the core sends what changed after); None: the edge replayed
+    nothing, the core sends it all."""
+
+    edge: str
+    info: ConnInfo
+    replayed: int | None
+
+
+class Detach(msgspec.Struct, tag="detach", frozen=True):
+    edge: str
+    conn: str
+
+
+Inbound = Ingest | Attach | Detach
+
+
+class Output(msgspec.Struct, array_like=True, frozen=True):
+    """One rendered output (the bytes in `mode`) and what the edge's outbox needs to merge and
+    count it (the item's key, its category, whether it may be merged); shared by every client
+    of the edge that receives these very bytes."""
+
+    party: str
+    uid: str
+    category: str
+    received: float
+    durable: bool
+    mode: str
+    data: bytes
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """The core's outputs for one edge: `outputs` once each, `outs` (client id, index in
+    `outputs`) in the order each client gets them; `close`: clients to close, with a reason;
+    `refused`: what the core refused of each client's events."""
+
+    outputs: list[Output] = []
+    outs: list[tuple[str, int]] = []
+    close: list[tuple[str, str]] = []
+    # (client id, reason, message): events of theirs the core refused (quota, a desk's
+    # check, no agreement…), counted by the client's session as the single process does.
+    refused: list[tuple[str, str, str]] = []
+
+
+class Roster(msgspec.Struct, frozen=True):
+    edge: str
+    conns: list[ConnInfo]
+
+
+class PictureEntry(msgspec.Struct, array_like=True, frozen=True):
+    """One item of the picture as one party sees it (`picture_kv.py`): valid while `until`
+    (its stale time, or the end of the agreement that lets the party see it) is ahead."""
+
+    party: str  # the item's key: originator party and uid
+    uid: str
+    category: str
+    received: float
+    until: float
+    durable: bool
+    xml: bytes
+
+
+inbound_decoder = msgspec.msgpack.Decoder(Inbound)
+delivery_decoder = msgspec.msgpack.Decoder(Delivery)
+roster_decoder = msgspec.msgpack.Decoder(Roster)
+entry_decoder = msgspec.msgpack.Decoder(PictureEntry)
+encode = msgspec.msgpack.Encoder().encode
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def token(text: str) -> str:
+    """`text` as one NATS subject token / KV key token (party ids and edge ids usually are
+    one already; anything else is hashed)."""
+    if _TOKEN.match(text):
+        return text
+    return "h" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def picture_key(viewer: str, key: tuple[str, str]) -> str:
+    """The KV key of item `key` as party `viewer` sees it: `<viewer>.<hash of key>`."""
+    raw = f"{key[0]}\x00{key[1]}".encode("utf-8", "surrogatepass")
+    return f"{token(viewer)}.{hashlib.sha256(raw).hexdigest()[:40]}"
+
+
+class Names:
+    """The subjects, stream and buckets of cluster `name`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stream = f"{name}_IN"
+        self.consumer = f"{name}_core"
+        self.inbound = f"{name}.in.>"
+        self.roster = f"{name}.roster"
+        self.beat = f"{name}.beat"
+        self.picture = f"{name}_picture"
+        self.lease = f"{name}_lease"
+
+    def ingest(self, edge: str) -> str:
+        return f"{self.name}.in.{token(edge)}"
+
+    def out(self, edge: str) -> str:
+        return f"{self.name}.out.{token(edge)}"
