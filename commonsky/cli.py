@@ -162,7 +162,10 @@ def serve(
     hub_config = load_config(config, overrides)
     tak_tls = any(listener.kind == "tak-tls" for listener in hub_config.listeners)
     loop = eventloop.resolve(hub_config.settings.loop, tak_tls)
-    eventloop.run(_until_signal(lambda stop: serve_forever(hub_config, stop, init=init)), loop)
+    serve = serve_forever
+    if hub_config.cluster is not None:  # an edge, a core, or both (commonsky/cluster/run.py)
+        from commonsky.cluster.run import serve_cluster as serve
+    eventloop.run(_until_signal(lambda stop: serve(hub_config, stop, init=init)), loop)
 
 
 @app.command()

@@ -360,11 +360,8 @@ def _warn_without_tokens(config: HubConfig) -> None:
 
 
 async def serve_forever(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
-    if config.cluster is not None:  # an edge, a core, or both (commonsky/cluster/run.py)
-        from commonsky.cluster.run import serve_cluster
-
-        await serve_cluster(config, stop, init)
-        return
+    """The embedded hub, one process, until `stop` (a config with `[cluster]` is served by
+    `commonsky.cluster.run.serve_cluster` instead: the CLI chooses)."""
     from commonsky.clock import hub_clock
 
     settings = config.settings

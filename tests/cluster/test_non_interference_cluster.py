@@ -13,6 +13,7 @@ that connects at the end. Few examples: each is two clusters of three processes.
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 import time
 import uuid
@@ -115,8 +116,21 @@ class _Cluster(Cluster):
         return process
 
 
+def by_uid(events: list[bytes]) -> dict[bytes, list[bytes]]:
+    """What was received of each item, in the order received. The interleaving of different
+    items is the machine's, not the policy's: a track waits in the live queue of its outbox
+    while a marker that came after it in the same flush goes out first from the durable one,
+    and whether the two share a flush depends on scheduling, in one process as in a cluster."""
+    received: dict[bytes, list[bytes]] = {}
+    for event in events:
+        match = re.search(rb' uid="([^"]*)"', event)
+        assert match is not None, event
+        received.setdefault(match.group(1), []).append(event)
+    return received
+
+
 async def received(deals: tuple[Agreement, ...], stream: list[Sent],
-                   observer: str) -> tuple[list[bytes], list[bytes]]:  # fmt: skip
+                   observer: str) -> tuple[dict[bytes, list[bytes]], list[bytes]]:  # fmt: skip
     """What the observer's client gets live, and what one connecting at the end gets."""
     name = f"ni{uuid.uuid4().hex[:10]}"
     admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
@@ -156,7 +170,7 @@ async def received(deals: tuple[Agreement, ...], stream: list[Sent],
             def items(events: list[bytes]) -> list[bytes]:
                 return [e for e in events if b'type="t-x-takp' not in e]
 
-            return items(watcher.events), sorted(items(late.events))
+            return by_uid(items(watcher.events)), sorted(items(late.events))
         finally:
             cluster.stop()
             await nc.close()
