@@ -127,8 +127,9 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    async def edge(self) -> tuple[Process, dict[str, int]]:
-        ports = {p: free_port() for p in self.parties}
+    async def edge(self, ports: dict[str, int] | None = None) -> tuple[Process, dict[str, int]]:
+        """An edge process, on new ports or on `ports` (another edge's: SO_REUSEPORT)."""
+        ports = ports or {p: free_port() for p in self.parties}
         process = self._process("edge", ports, free_port())
         await process.wait_log(r"cluster edge \S+ ready")
         self.edge_ports.append(ports)

@@ -53,8 +53,14 @@ class EdgeServer:
         clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
         self.hub = EdgeHub(self.id, Policy(config.parties, config.agreements), s, clock)
         tak = [lc for lc in config.listeners if lc.kind in ("tak-tcp", "tak-tls")]
+        # Edges share their listeners' ports (SO_REUSEPORT) with the other edges on the host.
         self.listeners = [
-            TakListener(cast(Hub, self.hub), lc, tls_context(lc) if lc.kind == "tak-tls" else None)
+            TakListener(
+                cast(Hub, self.hub),
+                lc,
+                tls_context(lc) if lc.kind == "tak-tls" else None,
+                reuse_port=True,
+            )
             for lc in tak
         ]
         self.nc: Client | None = None

@@ -50,8 +50,12 @@ class TakListener:
         config: ListenerConfig,
         tls: ssl.SSLContext | None = None,
         revocations: Revocations | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.hub = hub
+        # SO_REUSEPORT: several edge processes of a cluster share the port (the kernel spreads
+        # new connections over them; when one dies, its clients reconnect to the others).
+        self.reuse_port = reuse_port
         # tak-tls: the CA's CRL, checked at each connection and each housekeeping tick.
         self.revocations = revocations
         self._serials: dict[Connection, int] = {}
@@ -80,6 +84,7 @@ class TakListener:
                 self.config.host,
                 self.config.port,
                 limit=self.limits.message_bytes * 2,
+                reuse_port=self.reuse_port or None,
             )
         except OSError as exc:
             raise UsageError(

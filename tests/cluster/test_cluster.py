@@ -152,6 +152,36 @@ async def test_two_processes_of_role_all_fail_over_to_each_other(cluster: Cluste
         await client.close()
 
 
+async def test_edges_share_a_port_and_one_takes_the_clients_of_another(
+    cluster: Cluster,
+) -> None:
+    await cluster.core()
+    first, ports = await cluster.edge()
+    second, same = await cluster.edge(ports)  # the same ports: SO_REUSEPORT, not "in use"
+    assert same == ports
+    # The kernel spreads new connections over both edges; a client of each party on each.
+    # (16 clients: all on one edge by chance once in 32,768 runs.)
+    usa = [await Client("USA", ports["USA"]).connect() for _ in range(16)]
+    await usa[0].send(marker("shared-port-marker", time.time()))
+    for client in usa[1:]:
+        await until(lambda c=client: c.got("shared-port-marker") >= 1, "every USA client")
+    first.kill()
+    # Whoever was on the dead edge reconnects to the same address: the other edge answers,
+    # with the picture, and what is sent now reaches the clients that stayed.
+    again = await Client("USA", ports["USA"]).connect()
+    await until(lambda: again.got("shared-port-marker") >= 1, "a reconnected client's picture")
+    await again.send(marker("after-the-kill", time.time()))
+    for client in usa:  # each one was on the dead edge (closed) or gets it from the other
+        await until(lambda c=client: c.closed.is_set() or c.got("after-the-kill") >= 1,
+                    "each client closed with its edge, or served by the other")  # fmt: skip
+    stayed = [c for c in usa if c.got("after-the-kill")]
+    assert stayed and len(stayed) < len(usa), "the kernel spread the clients over both edges"
+    assert all(c.closed.is_set() for c in usa if c not in stayed)
+    assert second.proc is not None and second.proc.poll() is None
+    for client in (*usa, again):
+        await client.close()
+
+
 async def test_a_refusal_decided_by_the_core_reaches_the_clients_session(cluster: Cluster) -> None:
     await cluster.core()
     edge, ports = await cluster.edge()
