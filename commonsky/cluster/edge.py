@@ -26,16 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from commonsky.errors import LocalProtocolError, RemoteProtocolError
+from commonsky.errors import LocalProtocolError
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections
 from commonsky.hub.core import Delivered
 from commonsky.hub.directory import device_callsign
 from commonsky.hub.outbox import Pending, Rendered
 from commonsky.metrics import Metrics
-from commonsky.model import Category, CotEvent, Item, category_of_event, is_server_only
+from commonsky.model import Category, CotEvent, Item, category_of_event
 from commonsky.policy import Policy
-from commonsky.protocol.bounds import check_event
+from commonsky.protocol.bounds import check_acceptable
 from commonsky.protocol.cot import parse_event
 from commonsky.protocol.render import render
 from commonsky.protocol.session import TakSession
@@ -138,13 +138,7 @@ class EdgeHub:
                sender: Connection | None = None) -> None:  # fmt: skip
         """The refusals that need only the event (what every output can carry; a TAK
         server's mission notices), then the event to the core. Raises RemoteProtocolError."""
-        check_event(event)
-        if is_server_only(event.type):
-            raise RemoteProtocolError(
-                "mission_notice",
-                f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
-                "keeps no missions, so a client's is neither accepted nor relayed",
-            )
+        check_acceptable(event)
         assert sender is not None and self.link is not None
         callsign = device_callsign(event)
         if callsign is not None:

@@ -31,7 +31,6 @@ from commonsky.errors import (
     AlreadyRecorded,
     LocalProtocolError,
     Refused,
-    RemoteProtocolError,
     StoreUnavailable,
 )
 from commonsky.metrics import Metrics, Tally
@@ -43,12 +42,11 @@ from commonsky.model import (
     Disclosure,
     Item,
     category_of_event,
-    is_server_only,
     is_transient,
 )
 from commonsky.namespace import Key
 from commonsky.policy import Policy
-from commonsky.protocol.bounds import check_event
+from commonsky.protocol.bounds import check_acceptable, check_event
 from commonsky.protocol.cot import detail_tree
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
@@ -243,13 +241,7 @@ class Hub:
         provenance; a connection's id otherwise). An item of a category in
         `refuse_unrouted` that no agreement routes to anyone now is refused (reason
         `no_agreement`, HTTP 403) before anything is stored or recorded (the API's hotline)."""
-        check_event(event)
-        if is_server_only(event.type):
-            raise RemoteProtocolError(
-                "mission_notice",
-                f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
-                "keeps no missions, so a client's is neither accepted nor relayed",
-            )
+        check_acceptable(event)
         event = own_names(party, event, self.parties)
         now = self.clock()
         if event.type == DELETE_TYPE:

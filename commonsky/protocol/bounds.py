@@ -31,7 +31,7 @@ import re
 from datetime import UTC, datetime
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import CotEvent, CotText
+from commonsky.model import CotEvent, CotText, is_server_only
 
 MIN_TIME_S = 0.0
 MAX_TIME_S = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp()
@@ -95,6 +95,19 @@ def check_event(event: CotEvent) -> None:
         check_text(dest, "detail.marti.dest")
     if event.text is not None:
         check_written(event.text)
+
+
+def check_acceptable(event: CotEvent) -> None:
+    """The refusals that need only the event, the same wherever it is taken in (a hub, a
+    cluster's edge): `check_event`, and a TAK server's notices about its own missions (this
+    hub keeps none). Raises RemoteProtocolError ("bad_value", "bad_text", "mission_notice")."""
+    check_event(event)
+    if is_server_only(event.type):
+        raise RemoteProtocolError(
+            "mission_notice",
+            f"{event.type[:40]} is a TAK server's notice about its own missions; this hub "
+            "keeps no missions, so a client's is neither accepted nor relayed",
+        )
 
 
 # What can never be in an attribute name (it would end the name or the tag), and what XML

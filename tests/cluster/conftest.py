@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
 from nats.aio.client import Client
+
+from commonsky.bench.cluster import Cluster
+
+# The store tests' fixture (a fresh database per test, dropped afterwards), used here too.
+from tests.store.conftest import ADMIN_URL as ADMIN_URL
+from tests.store.conftest import postgres_url as postgres_url
 
 NATS_URL = os.environ.get("COMMONSKY_TEST_NATS", "nats://127.0.0.1:4222")
 
@@ -43,24 +50,13 @@ async def nc(cluster_name: str) -> AsyncIterator[Client]:
         await client.close()
 
 
-ADMIN_URL = os.environ.get(
-    "COMMONSKY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-
-
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty database for one test, dropped afterwards (fails without PostgreSQL)."""
-    import psycopg
-
+async def cluster(
+    tmp_path: Path, cluster_name: str, postgres_url: str, nc: Client
+) -> AsyncIterator[Cluster]:
+    """A cluster of this test's name and database; its processes stopped afterwards."""
+    running = Cluster(tmp_path, cluster_name, NATS_URL, postgres_url)
     try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"these tests need PostgreSQL at {ADMIN_URL} (COMMONSKY_TEST_POSTGRES): {exc}")
-    name = f"commonsky_cluster_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+        yield running
     finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+        running.stop()

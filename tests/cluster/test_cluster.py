@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from nats.aio.client import Client as Nats
 from nats.js.errors import NoKeysError
 
 from commonsky.bench.cluster import Client, Cluster, chat, marker, track, until, until_async
 from commonsky.cluster.wire import delivery_decoder, picture_key
-
-from .conftest import NATS_URL
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, cluster_name: str, postgres_url: str,
-                  nc: Nats) -> AsyncIterator[Cluster]:  # fmt: skip
-    running = Cluster(tmp_path, cluster_name, NATS_URL, postgres_url)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 async def test_clients_on_two_edges_see_what_the_agreements_give(

@@ -11,28 +11,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-from nats.aio.client import Client as Nats
 
 from commonsky.bench.cluster import Client, Cluster, chat, track, until
 from commonsky.bench.kill9_cluster import kill_runs
 
-from .conftest import NATS_URL
-
 KILLS = 3
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, cluster_name: str, postgres_url: str,
-                  nc: Nats) -> AsyncIterator[Cluster]:  # fmt: skip
-    running = Cluster(tmp_path, cluster_name, NATS_URL, postgres_url)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 async def test_core_killed_under_load_loses_nothing_applies_nothing_twice(
