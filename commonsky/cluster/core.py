@@ -34,6 +34,7 @@ from commonsky.hub.core import Hub
 from commonsky.hub.outbox import Outbox, Pending
 from commonsky.model import DURABLE, is_transient
 
+from .nats_io import DUPLICATE_WINDOW_S
 from .picture_kv import PictureWriter
 from .wire import (
     EDGE_SILENT_S,
@@ -63,11 +64,19 @@ FETCH = 128  # stream messages per batch at most (one commit; the loop stays res
 _OUT_BYTES = 512 * 1024  # a delivery message stays well under NATS's 1 MB payload limit
 _IN_FLIGHT = 4_000  # stream messages delivered to the core and not yet acknowledged
 _PICTURE_EVERY_S = 0.25  # picture bucket writes, newest per key, this often
+_PRUNE_EVERY_S = 60.0  # applied ids that can never come again forgotten this often
+# An applied id is kept this long (epoch seconds) after its stream message was acknowledged:
+# past the duplicate window JetStream would take a second publish of it as new, and an
+# edge's retry of a publish whose acknowledgement was lost may come that late after a long
+# outage — the table, not the window, then keeps it from being applied twice.
+APPLIED_KEEP_S = 30 * DUPLICATE_WINDOW_S
 _RECONCILE_EVERY_S = 5.0  # every key of the picture checked (prune, agreements' changes)
 
 
-class Fatal(Exception):
+class Fatal(CommonSkyError):
     """The core must stop now (fail-stop): nothing uncommitted may leave it."""
+
+    reason = "core_fail_stop"
 
 
 class ProxyPeer:
@@ -309,12 +318,29 @@ class ClusterCore:
                 return task.exception()  # type: ignore[return-value]
         return Fatal("a core task ended")
 
+    async def prune_applied(self) -> int:
+        """Forget the applied ids no redelivery can bring again: acknowledged (at or below
+        the durable consumer's ack floor: a work queue has removed them) and recorded more than
+        APPLIED_KEEP_S ago (a late second publish of the id is not applied again).
+        Returns how many went. Raises StoreUnavailable; NATS's errors."""
+        info = await self.js.consumer_info(self.names.stream, self.names.consumer)
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        return self.store.prune_applied(floor or 0, time.time() - APPLIED_KEEP_S)
+
     async def _upkeep(self) -> None:
         loop = asyncio.get_running_loop()
-        last_reconcile = loop.time()
+        last_reconcile = last_prune = loop.time()
         while True:
             await asyncio.sleep(_PICTURE_EVERY_S)
             now = loop.time()
+            if now - last_prune >= _PRUNE_EVERY_S:
+                last_prune = now
+                try:
+                    await self.prune_applied()
+                except StoreUnavailable as exc:
+                    raise Fatal(f"the store is unavailable: {exc}") from exc
+                except Exception as exc:  # NATS away: tried again at the next round
+                    log.warning("core: applied ids not pruned (%s)", exc)
             if now - last_reconcile >= _RECONCILE_EVERY_S:
                 last_reconcile = now
                 self.picture.reconcile()
@@ -342,28 +368,34 @@ class ClusterCore:
     async def _apply(self, msgs: list[Msg]) -> None:
         """One batch: segments between Attach messages, each one commit; then the acks."""
         envelopes: list[Ingest | Attach | Detach] = []
+        seqs: dict[str, int] = {}  # message id -> its stream sequence (pruning, below)
         for msg in msgs:
             try:
-                envelopes.append(inbound_decoder.decode(msg.data))
+                envelope = inbound_decoder.decode(msg.data)
             except Exception:
                 self.hub.metrics.internal_error("cluster_inbound")
                 log.exception("core: an unreadable inbound message; dropped")
+                continue
+            envelopes.append(envelope)
+            if isinstance(envelope, Ingest):
+                seqs[envelope.id] = msg.metadata.sequence.stream
         ids = [e.id for e in envelopes if isinstance(e, Ingest)]
         done = self.store.applied(ids)
         segment: list[Ingest | Detach] = []
         for envelope in envelopes:
             if isinstance(envelope, Attach):
-                self._commit(segment, done)
+                self._commit(segment, done, seqs)
                 segment = []
                 await self.picture.flush()  # (so `covered` knows every revision)
                 self._attach(envelope)
             else:
                 segment.append(envelope)
-        self._commit(segment, done)
+        self._commit(segment, done, seqs)
         for msg in msgs:
             await msg.ack()
 
-    def _commit(self, segment: list[Ingest | Detach], done: set[str]) -> None:
+    def _commit(self, segment: list[Ingest | Detach], done: set[str],
+                seqs: dict[str, int]) -> None:  # fmt: skip
         if not segment:
             return
         fresh: list[str] = []
@@ -380,7 +412,7 @@ class ClusterCore:
                     else:
                         self._ingest(envelope)
                         fresh.append(envelope.id)
-                self.store.mark_applied(fresh, self.hub.clock())
+                self.store.mark_applied(fresh, time.time(), [seqs[i] for i in fresh])
         except StoreUnavailable as exc:
             raise Fatal(f"the store is unavailable: {exc}") from exc
         self.applied += len(fresh)

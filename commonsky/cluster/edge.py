@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from commonsky.errors import LocalProtocolError
+from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections
 from commonsky.hub.core import Delivered
@@ -68,6 +68,24 @@ log = logging.getLogger("commonsky.cluster")
 _VARIANT = "edge"  # (one form per output: the core chose it for this client)
 _PUBLISH_BATCH = 1000  # inbound messages published before their acknowledgements are awaited
 _ACK_TIMEOUT_S = 5.0
+# What an edge holds unpublished while the stream is away, in messages, is bounded by ten
+# connections' worth of outbox (limit_queue_tracks + limit_queue_durable: 150,000 by default);
+# past it new events are refused (`EdgeBacklogged`), what was accepted before is kept.
+_BACKLOG_OUTBOXES = 10
+
+
+def backlog_limit(settings: Settings) -> int:
+    """Messages an edge may hold unpublished (at least one publish batch)."""
+    per_outbox = settings.limit_queue_tracks + settings.limit_queue_durable
+    return max(_PUBLISH_BATCH, _BACKLOG_OUTBOXES * per_outbox)
+
+
+class EdgeBacklogged(StoreUnavailable):
+    """The edge holds `backlog_limit` messages it could not publish yet (NATS away): the
+    event is not taken, and its connection is closed so that the client sends it again when
+    it reconnects (as when the single process's store cannot write)."""
+
+    reason = "edge_backlog"
 
 
 @dataclass(slots=True, frozen=True)
@@ -222,20 +240,40 @@ class EdgeLink:
         self.waiting: dict[str, list[tuple[str, bytes]]] = {}  # conn id -> its held events
         self.announced: set[str] = set()
         self.published = 0
+        self.taken = 0  # messages put in `queue` or `waiting`; taken - published are held here
+        self.limit = backlog_limit(hub.settings)
         self.tasks: list[asyncio.Task[None]] = []
 
     def _id(self) -> str:
         return f"{self.run_id}.{next(self._count)}"
 
+    @property
+    def unpublished(self) -> int:
+        """Messages this edge holds that the stream has not acknowledged yet."""
+        return self.taken - self.published
+
+    def _put(self, item: tuple[str, bytes]) -> None:
+        self.taken += 1
+        self.queue.put_nowait(item)
+
     def ingest(self, conn: Connection, user: str, event: CotEvent, now: float) -> None:
+        """`event` to the stream, behind what came before. Raises EdgeBacklogged (counted
+        as refusal `edge_backlog`) when `limit` messages are unpublished already."""
+        if self.unpublished >= self.limit:
+            self.hub.metrics.refuse(EdgeBacklogged.reason)
+            raise EdgeBacklogged(
+                f"edge {self.hub.edge} holds {self.unpublished} messages the cluster's stream "
+                "has not taken yet (NATS unreachable)"
+            )
         msg_id = self._id()
         data = encode(Ingest(msg_id, self.hub.edge, conn.id, conn.party, user, conn.mode(),
                              event, now))  # fmt: skip
         held = self.waiting.get(conn.id)
         if held is not None:
+            self.taken += 1
             held.append((msg_id, data))
         else:
-            self.queue.put_nowait((msg_id, data))
+            self._put((msg_id, data))
 
     def attached(self, conn: Connection) -> None:
         self.waiting[conn.id] = []
@@ -257,19 +295,19 @@ class EdgeLink:
                       for e in entries])
             )  # fmt: skip
             self.hub.wires.mark(conn)
-        self.queue.put_nowait((self._id(), encode(Attach(self.hub.edge, info(conn), replayed))))
+        self._put((self._id(), encode(Attach(self.hub.edge, info(conn), replayed))))
         for held in self.waiting.pop(conn.id, []):
-            self.queue.put_nowait(held)
+            self.queue.put_nowait(held)  # (counted in `taken` when it was held)
         if here:
             self.announced.add(conn.id)
         else:  # gone while its picture was read: the core forgets it again
-            self.queue.put_nowait((self._id(), encode(Detach(self.hub.edge, conn.id))))
+            self._put((self._id(), encode(Detach(self.hub.edge, conn.id))))
 
     def detached(self, conn: Connection) -> None:
         if conn.id in self.waiting:
             return  # (`_announce` sees it gone and says so after the Attach)
         self.announced.discard(conn.id)
-        self.queue.put_nowait((self._id(), encode(Detach(self.hub.edge, conn.id))))
+        self._put((self._id(), encode(Detach(self.hub.edge, conn.id))))
 
     async def start(self) -> None:
         await self.nc.subscribe(self.names.out(self.hub.edge), cb=self._on_delivery)

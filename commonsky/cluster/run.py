@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from commonsky.clock import hub_clock
@@ -24,6 +25,7 @@ from commonsky.errors import UsageError
 from commonsky.hub.core import Hub
 from commonsky.hub.listeners import TakListener, tls_context
 from commonsky.policy import Policy
+from commonsky.revocation import Revocations
 
 from . import require_nats
 from .edge import EdgeHub, EdgeLink
@@ -53,12 +55,19 @@ class EdgeServer:
         clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
         self.hub = EdgeHub(self.id, Policy(config.parties, config.agreements), s, clock)
         tak = [lc for lc in config.listeners if lc.kind in ("tak-tcp", "tak-tls")]
+        # tak-tls: the CA's CRL (one `Revocations` per CA folder), as the single process does;
+        # a bad CRL stops the edge at start (UsageError, one line).
+        crls: dict[Path, Revocations] = {}
+        for lc in tak:
+            if lc.kind == "tak-tls" and lc.ca is not None and Path(lc.ca) not in crls:
+                crls[Path(lc.ca)] = Revocations(Path(lc.ca))
         # Edges share their listeners' ports (SO_REUSEPORT) with the other edges on the host.
         self.listeners = [
             TakListener(
                 cast(Hub, self.hub),
                 lc,
                 tls_context(lc) if lc.kind == "tak-tls" else None,
+                crls.get(Path(lc.ca)) if lc.kind == "tak-tls" and lc.ca is not None else None,
                 reuse_port=True,
             )
             for lc in tak
@@ -88,7 +97,13 @@ class EdgeServer:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.hub.logs.flush()
+            try:
+                for listener in self.listeners:
+                    listener.drop_revoked()  # a CRL that changed ends sessions already open
+                self.hub.logs.flush()
+            except Exception:
+                self.hub.metrics.internal_error("edge_tick")
+                log.exception("edge %s: housekeeping failed", self.id)
 
     async def stop(self) -> None:
         for listener in self.listeners:

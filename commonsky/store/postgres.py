@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS commonsky_applied (
     id TEXT PRIMARY KEY,
     at DOUBLE PRECISION NOT NULL
 );
+-- The message's stream sequence: pruned once the consumer's ack floor passed it.
+ALTER TABLE commonsky_applied ADD COLUMN IF NOT EXISTS seq BIGINT;
 """
 
 _INSERT = (
@@ -336,14 +338,33 @@ class PostgresStore(NestedBlocks):
         rows = self._read("SELECT id FROM commonsky_applied WHERE id = ANY(%s)", (list(ids),))
         return {str(r[0]) for r in rows}
 
-    def mark_applied(self, ids: Sequence[str], at: float) -> None:
+    def mark_applied(self, ids: Sequence[str], at: float, seqs: Sequence[int]) -> None:
         """Record cluster message ids as applied, in the caller's block (the same commit as
-        what applying them wrote: a message is applied once, whatever is redelivered)."""
+        what applying them wrote: a message is applied once, whatever is redelivered).
+        `at`: epoch seconds; `seqs`: each id's stream sequence (same length as `ids`)."""
         if ids:
             self._execute(
-                "INSERT INTO commonsky_applied (id, at) SELECT unnest(%s::text[]), %s",
-                (list(ids), at),
+                "INSERT INTO commonsky_applied (id, at, seq) "
+                "SELECT unnest(%s::text[]), %s, unnest(%s::bigint[])",
+                (list(ids), at, list(seqs)),
             )
+
+    def prune_applied(self, acked_seq: int, before: float) -> int:
+        """Forget applied ids that can never come again: their stream message acknowledged
+        (sequence at or below the consumer's ack floor `acked_seq`) and recorded before
+        `before` (epoch seconds; the core keeps them an hour: cluster/core.APPLIED_KEEP_S).
+        Returns how many rows went."""
+        conn = self._live()
+        try:
+            cur = conn.execute(
+                "DELETE FROM commonsky_applied WHERE COALESCE(seq, 0) <= %s AND at < %s",
+                (acked_seq, before),
+            )
+        except psycopg.OperationalError as exc:
+            if not conn.broken:
+                raise
+            raise StoreUnavailable(f"PostgreSQL connection lost: {_first_line(exc)}") from None
+        return cur.rowcount
 
     def cursor(self, party: str, client: str) -> int:
         row = (
