@@ -120,13 +120,19 @@ def by_uid(events: list[bytes]) -> dict[bytes, list[bytes]]:
     """What was received of each item, in the order received. The interleaving of different
     items is the machine's, not the policy's: a track waits in the live queue of its outbox
     while a marker that came after it in the same flush goes out first from the durable one,
-    and whether the two share a flush depends on scheduling, in one process as in a cluster."""
+    and whether the two share a flush depends on scheduling, in one process as in a cluster.
+    For the same reason a track (a live item) is compared by its last version only: two
+    versions in one flush are merged into the newest for a reader (hub/outbox.py), and
+    whether they share a flush is the machine's too. Markers (durable) are never merged."""
     received: dict[bytes, list[bytes]] = {}
     for event in events:
         match = re.search(rb' uid="([^"]*)"', event)
         assert match is not None, event
         received.setdefault(match.group(1), []).append(event)
-    return received
+    return {
+        uid: versions[-1:] if f'type="{KINDS["track"][0]}"'.encode() in versions[-1] else versions
+        for uid, versions in received.items()
+    }
 
 
 async def received(deals: tuple[Agreement, ...], stream: list[Sent],
