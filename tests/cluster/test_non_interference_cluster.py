@@ -116,6 +116,16 @@ class _Cluster(Cluster):
         return process
 
 
+def _group(events: list[bytes]) -> dict[bytes, list[bytes]]:
+    """Each item's versions (by uid), in the order received."""
+    received: dict[bytes, list[bytes]] = {}
+    for event in events:
+        match = re.search(rb' uid="([^"]*)"', event)
+        assert match is not None, event
+        received.setdefault(match.group(1), []).append(event)
+    return received
+
+
 def by_uid(events: list[bytes]) -> dict[bytes, list[bytes]]:
     """What was received of each item, in the order received. The interleaving of different
     items is the machine's, not the policy's: a track waits in the live queue of its outbox
@@ -124,19 +134,26 @@ def by_uid(events: list[bytes]) -> dict[bytes, list[bytes]]:
     For the same reason a track (a live item) is compared by its last version only: two
     versions in one flush are merged into the newest for a reader (hub/outbox.py), and
     whether they share a flush is the machine's too. Markers (durable) are never merged."""
-    received: dict[bytes, list[bytes]] = {}
-    for event in events:
-        match = re.search(rb' uid="([^"]*)"', event)
-        assert match is not None, event
-        received.setdefault(match.group(1), []).append(event)
+    received = _group(events)
     return {
         uid: versions[-1:] if f'type="{KINDS["track"][0]}"'.encode() in versions[-1] else versions
         for uid, versions in received.items()
     }
 
 
+def last_versions(events: list[bytes]) -> dict[bytes, bytes]:
+    """A late joiner's picture as it stands once it has everything: the last version of
+    each item. (A version the picture bucket held a moment before the core's newer one may
+    reach it first and be superseded at once: when the bucket's write lands is the
+    machine's.)"""
+    return {uid: versions[-1] for uid, versions in _group(events).items()}
+
+
+Received = tuple[dict[bytes, list[bytes]], dict[bytes, bytes]]  # (live by item, late's picture)
+
+
 async def received(deals: tuple[Agreement, ...], stream: list[Sent],
-                   observer: str) -> tuple[dict[bytes, list[bytes]], list[bytes]]:  # fmt: skip
+                   observer: str) -> Received:  # fmt: skip
     """What the observer's client gets live, and what one connecting at the end gets."""
     name = f"ni{uuid.uuid4().hex[:10]}"
     admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
@@ -176,7 +193,7 @@ async def received(deals: tuple[Agreement, ...], stream: list[Sent],
             def items(events: list[bytes]) -> list[bytes]:
                 return [e for e in events if b'type="t-x-takp' not in e]
 
-            return by_uid(items(watcher.events)), sorted(items(late.events))
+            return by_uid(items(watcher.events)), last_versions(items(late.events))
         finally:
             cluster.stop()
             await nc.close()
