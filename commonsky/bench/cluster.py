@@ -19,6 +19,7 @@ from pathlib import Path
 
 from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.bench.hubproc import hub_config
+from commonsky.bench.kill9 import chat as hotline_chat
 from commonsky.bench.relay import free_port
 from commonsky.times import format_time
 
@@ -181,13 +182,8 @@ def marker(uid: str, now: float) -> bytes:
 
 
 def chat(uid: str, to: str, now: float) -> bytes:
-    return (
-        f'<event version="2.0" uid="{uid}" type="b-t-f" time="{format_time(now)}" '
-        f'start="{format_time(now)}" stale="{format_time(now + 3600)}" how="h-g-i-g-o">'
-        '<point lat="0" lon="0" hae="0" ce="9999999" le="9999999"/><detail>'
-        f'<__chat chatroom="hotline" senderCallsign="K9"/><marti><dest party="{to}"/></marti>'
-        f"<remarks>cluster {uid}</remarks></detail></event>"
-    ).encode()
+    """`kill9.chat`: a hotline message to party `to`."""
+    return hotline_chat(uid, to, now, note="cluster")
 
 
 class Client:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -142,14 +142,8 @@ def fuzz(
         raise UsageError("--inputs must be positive and --restarts not negative")
     if corpus is not None and not corpus.is_dir():
         raise UsageError(f"--corpus {corpus}: not a folder")
-    out = out or Path("var/fuzz") / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out}: not empty (each run starts from an empty hub)")
-    figures = run(inputs, restarts, seed, corpus, out, hub_log_level)
-    for name, value in figures.items():
-        print(f"{name:40} {value}")
-    if not figures["passed"]:
-        raise typer.Exit(1)
+    out = _empty_out(out, "var/fuzz", "each run starts from an empty hub")
+    _report(run(inputs, restarts, seed, corpus, out, hub_log_level))
 
 
 def kill9(
@@ -175,9 +169,7 @@ def kill9(
     durable item was lost or applied twice, or a client lost its edge."""
     if runs <= 0:
         raise UsageError("--runs must be positive")
-    out = out or Path("var/kill9") / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out}: not empty (the runs start from an empty hub)")
+    out = _empty_out(out, "var/kill9", "the runs start from an empty hub")
     if cluster:
         from commonsky.bench.kill9_cluster import kill9_cluster
 
@@ -186,11 +178,7 @@ def kill9(
         from commonsky.bench.kill9 import kill9 as run
 
         figures = run(runs, out, seed)
-    for name, value in figures.items():
-        if name != "per_run":
-            print(f"{name:40} {value}")
-    if not figures["passed"]:
-        raise typer.Exit(1)
+    _report(figures, leave_out="per_run")
 
 
 def federation(
@@ -209,11 +197,23 @@ def federation(
 
     if count <= 0 or rate <= 0 or markers <= 0:
         raise UsageError("--count, --rate and --markers must be positive")
-    out = out or Path("var/bench-federation") / time.strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out}: not empty (the runs start from empty hubs)")
+    out = _empty_out(out, "var/bench-federation", "the runs start from empty hubs")
     figures = run(out, count, rate, markers)
+    _report(figures)
+
+
+def _empty_out(out: Path | None, root: str, why: str) -> Path:
+    """`--out`, or a new folder under `root` named by the time; UsageError when not empty."""
+    out = out or Path(root) / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: not empty ({why})")
+    return out
+
+
+def _report(figures: dict[str, Any], leave_out: str = "") -> None:
+    """Print a bench's figures a line each; exit 1 when it did not pass."""
     for name, value in figures.items():
-        print(f"{name:40} {value}")
+        if name != leave_out:
+            print(f"{name:40} {value}")
     if not figures["passed"]:
         raise typer.Exit(1)

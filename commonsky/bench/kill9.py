@@ -44,13 +44,14 @@ class Load:
     stop: bool = False
 
 
-def _chat(uid: str, to: str, now: float) -> bytes:
+def chat(uid: str, to: str, now: float, note: str = "kill9") -> bytes:
+    """A hotline message (durable; its receipt acknowledges it) to party `to`."""
     return (
         f'<event version="2.0" uid="{uid}" type="b-t-f" time="{format_time(now)}" '
         f'start="{format_time(now)}" stale="{format_time(now + 3600)}" how="h-g-i-g-o">'
         '<point lat="0" lon="0" hae="0" ce="9999999" le="9999999"/><detail>'
         f'<__chat chatroom="hotline" senderCallsign="K9"/><marti><dest party="{to}"/></marti>'
-        f"<remarks>kill9 {uid}</remarks></detail></event>"
+        f"<remarks>{note} {uid}</remarks></detail></event>"
     ).encode()
 
 
@@ -109,7 +110,7 @@ async def tak_writer(load: Load, port: int, party: str, to: str, run: int) -> No
         try:
             while not load.stop and not task.done():
                 n += 1
-                writer.write(_chat(f"k9-r{run}-t{party}-{n}", to, time.time()))
+                writer.write(chat(f"k9-r{run}-t{party}-{n}", to, time.time()))
                 load.sent += 1
                 await writer.drain()
                 await asyncio.sleep(0.01)

@@ -21,7 +21,6 @@ import itertools
 import logging
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, cast
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections
-from commonsky.hub.core import Delivered
+from commonsky.hub.core import Delivered, delivery, record_delivery
 from commonsky.hub.directory import device_callsign
 from commonsky.hub.outbox import Pending, Rendered
 from commonsky.metrics import Metrics
@@ -197,22 +196,11 @@ class EdgeHub:
     def record_delivery(self, conn: Connection, batch: list[Pending],
                         delivered: Delivered | None = None) -> None:  # fmt: skip
         """`Hub.record_delivery`: `batch` counted as written to `conn`."""
-        categories, latency = delivered if delivered is not None else self.delivery(batch)
-        self.metrics.latency.add(latency)
-        for category, n in categories:
-            self.metrics.count_out(conn.party, category, n)
+        record_delivery(self.metrics, conn, delivered or self.delivery(batch))
 
     def delivery(self, batch: list[Pending]) -> Delivered:
         """`Hub.delivery`: what writing `batch` counts; latency from the core's acceptance."""
-        counts: dict[str, int] = defaultdict(int)
-        now = self.clock()
-        rate = float(getattr(self.clock, "rate", 1.0))  # (a scenario clock: real seconds)
-        latencies = []
-        for pending in batch:
-            item = pending.rendered.item
-            counts[item.category.value] += 1
-            latencies.append((now - item.received) / rate)
-        return tuple(counts.items()), self.metrics.latency.tally(latencies)
+        return delivery(batch, self.clock, self.metrics)
 
     def roster(self, announced: set[str]) -> Roster:
         return Roster(self.edge, [info(c) for c in self.by_id.values() if c.id in announced])

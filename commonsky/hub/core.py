@@ -572,21 +572,32 @@ class Hub:
         """Count `batch` as written to `conn`: items out by category, and each item's
         latency from acceptance. `delivered` is `delivery(batch)` made already (the same
         batch written to several connections is summed up once: `Connections.shared`)."""
-        categories, latency = delivered if delivered is not None else self.delivery(batch)
-        self.metrics.latency.add(latency)
-        for category, n in categories:
-            self.metrics.count_out(conn.party, category, n)
+        record_delivery(self.metrics, conn, delivered or self.delivery(batch))
 
     def delivery(self, batch: list[Pending]) -> Delivered:
-        """What writing `batch` now counts (for `record_delivery`): (category, items) pairs
-        and the items' latencies bucketed."""
-        counts: dict[str, int] = defaultdict(int)
-        now = self.clock()
-        # A scenario clock may run faster than real time; latency is reported in real seconds.
-        rate = float(getattr(self.clock, "rate", 1.0))
-        latencies = []
-        for pending in batch:
-            item = pending.rendered.item
-            counts[item.category.value] += 1
-            latencies.append((now - item.received) / rate)
-        return tuple(counts.items()), self.metrics.latency.tally(latencies)
+        """`delivery(batch, clock, metrics)` on this hub's clock and metrics."""
+        return delivery(batch, self.clock, self.metrics)
+
+
+def delivery(batch: list[Pending], clock: Callable[[], float], metrics: Metrics) -> Delivered:
+    """What writing `batch` now counts (for `record_delivery`): (category, items) pairs and
+    the items' latencies from acceptance, bucketed. Shared by the hub and a cluster's edge."""
+    counts: dict[str, int] = defaultdict(int)
+    now = clock()
+    # A scenario clock may run faster than real time; latency is reported in real seconds.
+    rate = float(getattr(clock, "rate", 1.0))
+    latencies = []
+    for pending in batch:
+        item = pending.rendered.item
+        counts[item.category.value] += 1
+        latencies.append((now - item.received) / rate)
+    return tuple(counts.items()), metrics.latency.tally(latencies)
+
+
+def record_delivery(metrics: Metrics, conn: Connection, delivered: Delivered) -> None:
+    """Count `delivered` (see `delivery`) as written to `conn`: items out by category and
+    their latencies."""
+    categories, latency = delivered
+    metrics.latency.add(latency)
+    for category, n in categories:
+        metrics.count_out(conn.party, category, n)
