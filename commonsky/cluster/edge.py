@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, cast
 
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
-from commonsky.hub.connections import Connections
-from commonsky.hub.core import Delivered, delivery, record_delivery
+from commonsky.hub.connections import Connections, Delivered, delivery, record_delivery
 from commonsky.hub.directory import device_callsign
 from commonsky.hub.outbox import Pending, Rendered
 from commonsky.metrics import Metrics

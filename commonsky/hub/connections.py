@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator
 from typing import TypeVar
 
-from commonsky.metrics import Metrics
+from commonsky.metrics import Metrics, Tally
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
@@ -179,3 +179,31 @@ class Connections:
         if found is None:
             found = round_[key] = (batch, make(batch, mode))
         return found[1]  # type: ignore[return-value]
+
+
+# What writing a batch counts (`Hub.delivery`): items by category, latencies bucketed.
+Delivered = tuple[tuple[tuple[str, int], ...], Tally]
+
+
+def delivery(batch: list[Pending], clock: Callable[[], float], metrics: Metrics) -> Delivered:
+    """What writing `batch` now counts (for `record_delivery`): (category, items) pairs and
+    the items' latencies from acceptance, bucketed. Shared by the hub and a cluster's edge."""
+    counts: dict[str, int] = defaultdict(int)
+    now = clock()
+    # A scenario clock may run faster than real time; latency is reported in real seconds.
+    rate = float(getattr(clock, "rate", 1.0))
+    latencies = []
+    for pending in batch:
+        item = pending.rendered.item
+        counts[item.category.value] += 1
+        latencies.append((now - item.received) / rate)
+    return tuple(counts.items()), metrics.latency.tally(latencies)
+
+
+def record_delivery(metrics: Metrics, conn: Connection, delivered: Delivered) -> None:
+    """Count `delivered` (see `delivery`) as written to `conn`: items out by category and
+    their latencies."""
+    categories, latency = delivered
+    metrics.latency.add(latency)
+    for category, n in categories:
+        metrics.count_out(conn.party, category, n)

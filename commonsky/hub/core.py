@@ -33,7 +33,7 @@ from commonsky.errors import (
     Refused,
     StoreUnavailable,
 )
-from commonsky.metrics import Metrics, Tally
+from commonsky.metrics import Metrics
 from commonsky.model import (
     DURABLE,
     HUB,
@@ -54,7 +54,7 @@ from commonsky.store import Store
 
 from .connection import Connection as Connection  # (re-exported: adapters import it here)
 from .connection import reaches
-from .connections import Connections
+from .connections import Connections, Delivered, delivery, record_delivery
 from .deletes import DELETE_TYPE, Deletes
 from .desk import Desk, Recorder
 from .directory import Directory, device_callsign
@@ -67,9 +67,6 @@ from .render import item_json as item_json  # (re-exported)
 from .routing import VARIANT, Routed, Router
 
 log = logging.getLogger("commonsky.hub")
-
-# What writing a batch counts (`Hub.delivery`): items by category, latencies bucketed.
-Delivered = tuple[tuple[tuple[str, int], ...], Tally]
 
 
 class Hub:
@@ -577,27 +574,3 @@ class Hub:
     def delivery(self, batch: list[Pending]) -> Delivered:
         """`delivery(batch, clock, metrics)` on this hub's clock and metrics."""
         return delivery(batch, self.clock, self.metrics)
-
-
-def delivery(batch: list[Pending], clock: Callable[[], float], metrics: Metrics) -> Delivered:
-    """What writing `batch` now counts (for `record_delivery`): (category, items) pairs and
-    the items' latencies from acceptance, bucketed. Shared by the hub and a cluster's edge."""
-    counts: dict[str, int] = defaultdict(int)
-    now = clock()
-    # A scenario clock may run faster than real time; latency is reported in real seconds.
-    rate = float(getattr(clock, "rate", 1.0))
-    latencies = []
-    for pending in batch:
-        item = pending.rendered.item
-        counts[item.category.value] += 1
-        latencies.append((now - item.received) / rate)
-    return tuple(counts.items()), metrics.latency.tally(latencies)
-
-
-def record_delivery(metrics: Metrics, conn: Connection, delivered: Delivered) -> None:
-    """Count `delivered` (see `delivery`) as written to `conn`: items out by category and
-    their latencies."""
-    categories, latency = delivered
-    metrics.latency.add(latency)
-    for category, n in categories:
-        metrics.count_out(conn.party, category, n)

@@ -30,7 +30,8 @@ from commonsky.protocol.session import (
 from commonsky.protocol.stream import StreamEvent
 from commonsky.revocation import Revocations
 
-from .core import Connection, Delivered, Hub
+from .connections import Delivered
+from .core import Connection, Hub
 from .outbox import Outbox, Pending
 from .tls import bind_http as bind_http  # (re-exported: the server and Marti bind with it)
 from .tls import peer_address as _peer
