@@ -33,6 +33,8 @@ PARTIES: frozenset[str] = frozenset({"ALPHA", "BRAVO", "HUB"})
 # that no recipient sees renamed: the broadcast room and the legacy streaming rooms
 # (`GeoChatService.DEFAULT_CHATROOM_NAME`), the contact-list roots, the team colours and
 # roles of ATAK's `arrays.xml` (`squad_values`, `role_values`).
+# Kept apart from `commonsky.namespace.SHARED_NAMES` on purpose: the judge must not take the
+# product's word for which names stay unrenamed (a name dropped from both would pass unseen).
 SHARED_NAMES: frozenset[str] = frozenset(
     {
         "All Chat Rooms",
