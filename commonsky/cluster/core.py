@@ -194,6 +194,13 @@ class ClusterCore:
             covered, party, upto = self.picture.covered, conn.party, att.replayed
             replay = (p for p in replay if not covered(party, p, upto))
         conn.outbox.replay(replay)
+        if att.info.devices:
+            # Devices it reported while the edge read its picture: the edge knew them before
+            # this Attach, so their reports (behind it in the stream) find them known and give
+            # nothing (`Hub._register`). What waits addressed to them is owed now, as the
+            # single process gives it at each device's first report.
+            for pending, durable in self.hub.picture.owed_to_devices(conn, self.hub.clock()):
+                self.hub.wires.enqueue(conn, pending, durable)
         self.hub.wires.mark(conn)
 
     def _detach(self, edge: str, conn_id: str) -> None:
