@@ -1,0 +1,271 @@
+"""The hub a conformance play runs against: one process (`SingleHub`, what `commonsky
+conformance` and the corpus tests use) or a cluster (`ClusterHub`: edges and a core, each a
+`commonsky serve` process, on NATS JetStream and PostgreSQL — issue 19).
+
+Both carry the same configuration (`hub_config`): parties ALPHA and BRAVO, a TAK TCP
+listener per party (a client connecting there is that party), and a `full` agreement for
+every category both ways. `Bench` (play.py) asks a target for:
+
+- `edges`, and `port(party, edge)`: where a client of `party` connects (one process: one
+  place; a cluster: each of its edges);
+- `tokens` and `api_base()`: `GET /api/items` as each party;
+- `refusals()`: the refusals counted so far, over every process (a number that grows);
+- `log_lines()`: every log line written so far, as (level, message), in the order written
+  per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import secrets
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from commonsky.config import config_from_dict
+from commonsky.model import Category
+from commonsky.server import HubServer
+
+from . import ALPHA, BRAVO
+
+PLAYED = (ALPHA, BRAVO)
+
+
+class Target(Protocol):
+    tokens: dict[str, str]
+    edges: int
+
+    def port(self, party: str, edge: int = 0) -> int: ...
+
+    def api_base(self) -> str: ...
+
+    async def refusals(self) -> float: ...
+
+    def log_lines(self) -> list[tuple[int, str]]: ...
+
+
+def hub_config(data_dir: Path | str, http: int, ports: dict[str, int], tokens: dict[str, str],
+               operator: str) -> dict[str, Any]:  # fmt: skip
+    """The private hub's configuration (as `config_from_dict` reads it): `ports` maps each
+    party to its TAK TCP port (0: any free one)."""
+    categories = [c.value for c in Category]
+    return {
+        "server": {
+            "data_dir": str(data_dir),
+            "http": f"127.0.0.1:{http}",
+            "operator_token": operator,
+        },
+        "listener": [
+            {"kind": "tak-tcp", "bind": f"127.0.0.1:{ports[p]}", "party": p} for p in PLAYED
+        ],
+        "party": [{"id": p, "token": tokens[p]} for p in PLAYED],
+        "agreement": [
+            {
+                "name": f"{a} shares everything with {b}",
+                "from": a,
+                "to": [b],
+                "categories": categories,
+                "disclosure": "full",
+            }
+            for a, b in ((ALPHA, BRAVO), (BRAVO, ALPHA))
+        ],
+    }
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # (JSON's escapes are TOML basic-string escapes)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def to_toml(config: dict[str, Any], server_extra: str = "") -> str:
+    """`config` (tables and arrays of tables of scalars and lists) as TOML; `server_extra`:
+    more `key = value` lines for `[server]`. Raises TypeError for anything else."""
+    lines: list[str] = []
+    for name, body in config.items():
+        for table in body if isinstance(body, list) else [body]:
+            lines.append(f"[[{name}]]" if isinstance(body, list) else f"[{name}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+            if name == "server" and server_extra:
+                lines.append(server_extra.rstrip("\n"))
+            lines.append("")
+    return "\n".join(lines)
+
+
+class _Capture(logging.Handler):
+    """The hub's log lines while it plays (refusals say why)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.append((record.levelno, record.getMessage()))
+
+
+class SingleHub:
+    """The embedded single process, in this process (its TAK listeners on port 0)."""
+
+    edges = 1
+
+    def __init__(self, server: HubServer, tokens: dict[str, str]) -> None:
+        self.server = server
+        self.tokens = tokens
+        self.capture = _Capture()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls) -> AsyncIterator[SingleHub]:
+        """Start the private hub (data in a temporary folder, removed afterwards)."""
+        tokens = {p: secrets.token_hex(16) for p in PLAYED}
+        with tempfile.TemporaryDirectory(prefix="commonsky-conformance-") as data_dir:
+            ports = dict.fromkeys(PLAYED, 0)
+            config = hub_config(data_dir, 0, ports, tokens, secrets.token_hex(16))
+            target = cls(HubServer(config_from_dict(config, "conformance hub")), tokens)
+            logger = logging.getLogger("commonsky")
+            propagate, level = logger.propagate, logger.level
+            logger.addHandler(target.capture)
+            logger.propagate = False  # the findings say what the log said
+            logger.setLevel(logging.INFO)
+            try:
+                await target.server.start()
+                try:
+                    yield target
+                finally:
+                    await target.server.stop()
+            finally:
+                logger.removeHandler(target.capture)
+                logger.propagate, logger.level = propagate, level
+
+    def port(self, party: str, edge: int = 0) -> int:
+        return next(ln.port for ln in self.server.listeners if ln.config.party == party)
+
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.server.http_port}"
+
+    async def refusals(self) -> float:
+        total = 0.0
+        for metric in self.server.hub.metrics.refusals.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    total += sample.value
+        return total
+
+    def log_lines(self) -> list[tuple[int, str]]:
+        return self.capture.lines
+
+
+# `commonsky serve`'s log format (cli.py): "2026-11-30 20:30:57,123 LEVEL logger: message".
+_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) [^:]+: (.*)$")
+# An edge's own refusal (hub/listeners.py: "NAME PARTY/USER refused (REASON): …"); the edge's
+# "… refused by the core (…)" lines are the core's refusals, counted in the core's /metrics.
+_EDGE_REFUSAL = re.compile(r" refused \(")
+
+
+class ProcessLogs:
+    """The log files of a cluster's processes, read as they grow."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.offsets = dict.fromkeys(paths, 0)
+        self.lines: list[tuple[int, str]] = []
+        self.edge_refusals = 0  # lines of an edge's own refusals read so far
+
+    def read(self) -> list[tuple[int, str]]:
+        for path in self.paths:
+            with contextlib.suppress(OSError), path.open("rb") as f:
+                f.seek(self.offsets[path])
+                data = f.read()
+                end = data.rfind(b"\n") + 1  # (a line still being written waits)
+                self.offsets[path] += end
+                edge = path.name.startswith("edge-")
+                for raw in data[:end].decode("utf-8", "replace").splitlines():
+                    match = _RECORD.match(raw)
+                    if match is None:
+                        continue  # (a traceback's lines: its record's line said it)
+                    level = logging.getLevelName(match.group(1))
+                    line = match.group(2)
+                    self.lines.append((level if isinstance(level, int) else 0, line))
+                    if edge and _EDGE_REFUSAL.search(line):
+                        self.edge_refusals += 1
+        return self.lines
+
+
+class ClusterHub:
+    """A cluster of `edges` edges and one core, each a `commonsky serve` process
+    (`bench.cluster.Cluster`), on NATS JetStream and a PostgreSQL database of its own.
+
+    `api` says where `GET /api/items` is asked: `"core"` (where the cluster serves HTTP
+    today) or `"edge:N"` (edge N's `[server] http`, once edges serve the API). Refusals are
+    the core's `commonsky_refusals_total` (its /metrics) plus the edges' own refusal log
+    lines (edges have no /metrics yet): the first refusal of a reason and connection within
+    a minute is always logged, which is all a play's "accepted" needs."""
+
+    def __init__(self, cluster: Any, tokens: dict[str, str], operator: str, api: str) -> None:
+        self.cluster = cluster
+        self.tokens = tokens
+        self.operator = operator
+        self.edges = len(cluster.edge_ports)
+        self.logs = ProcessLogs([p.log for p in cluster.processes])
+        if api != "core" and not re.fullmatch(r"edge:\d+", api):
+            raise ValueError(f"api {api!r} is neither 'core' nor 'edge:N'")
+        self.api = api
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, folder: Path, name: str, nats_url: str, store_url: str,
+                      edges: int = 2, api: str = "core") -> AsyncIterator[ClusterHub]:  # fmt: skip
+        """Start the core and the edges (logs and data under `folder`); stop them and remove
+        cluster `name`'s streams and buckets afterwards. The database at `store_url` should
+        be empty (exactly once is per message id and per item)."""
+        import asyncio
+
+        from commonsky.bench.cluster import Cluster, forget
+
+        tokens = {p: secrets.token_hex(16) for p in PLAYED}
+        operator = secrets.token_hex(16)
+
+        def base(data_dir: Path, http: int, ports: dict[str, int], extra: str) -> str:
+            return to_toml(hub_config(data_dir, http, ports, tokens, operator), extra)
+
+        cluster = Cluster(folder, name, nats_url, store_url, parties=PLAYED, base=base)
+        try:
+            await cluster.core()
+            for _ in range(edges):  # (one at a time: edge N is the N-th in `edge_ports`)
+                await cluster.edge()
+            yield cls(cluster, tokens, operator, api)
+        finally:
+            await asyncio.to_thread(cluster.stop)
+            await forget(nats_url, name)
+
+    def port(self, party: str, edge: int = 0) -> int:
+        return int(self.cluster.edge_ports[edge][party])
+
+    def api_base(self) -> str:
+        if self.api == "core":
+            return f"http://127.0.0.1:{self.cluster.core_http[-1]}"
+        return f"http://127.0.0.1:{self.cluster.edge_http[int(self.api.split(':')[1])]}"
+
+    async def refusals(self) -> float:
+        from commonsky.bench.hubproc import http_get, parse_metrics
+
+        status, body = await http_get(self.cluster.core_http[-1], "/metrics", self.operator)
+        if status != 200:
+            raise OSError(f"the core's /metrics answered {status}")
+        counted = parse_metrics(body.decode()).get("commonsky_refusals_total", {})
+        self.logs.read()
+        return sum(counted.values()) + self.logs.edge_refusals
+
+    def log_lines(self) -> list[tuple[int, str]]:
+        return self.logs.read()
