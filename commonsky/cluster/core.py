@@ -86,6 +86,7 @@ class ProxyPeer:
         self.core, self.edge, self.conn_id, self.mode = core, edge, conn_id, mode
         self.conn: Connection | None = None
         self.closed: str | None = None
+        self.attaching = False  # its Attach handled: said to the edge after its replay
 
     def close(self, reason: str) -> None:
         if self.closed is None:
@@ -104,6 +105,9 @@ class ProxyPeer:
                 break
         if outs:
             self.core.send(self.edge, self.conn_id, self.mode, outs)
+        if self.attaching:
+            self.attaching = False
+            self.core.attached(self.edge, self.conn_id)
 
 
 class _Packer:
@@ -131,8 +135,9 @@ class _Packer:
         self.size += len(conn_id) + 8
 
     def done(self, close: list[tuple[str, str]] | None = None,
-             refused: list[tuple[str, str, str]] | None = None) -> Delivery:  # fmt: skip
-        return Delivery(self.outputs, self.outs, close or [], refused or [])
+             refused: list[tuple[str, str, str]] | None = None,
+             attached: list[str] | None = None) -> Delivery:  # fmt: skip
+        return Delivery(self.outputs, self.outs, close or [], refused or [], attached or [])
 
 
 class ClusterCore:
@@ -148,6 +153,7 @@ class ClusterCore:
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
         self._closes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._refused: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        self._attached: dict[str, list[str]] = defaultdict(list)
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()  # pushed by the consumer, in order
         self.tasks: list[asyncio.Task[None]] = []
@@ -201,6 +207,7 @@ class ClusterCore:
             # single process gives it at each device's first report.
             for pending, durable in self.hub.picture.owed_to_devices(conn, self.hub.clock()):
                 self.hub.wires.enqueue(conn, pending, durable)
+        conn.peer.attaching = True
         self.hub.wires.mark(conn)
 
     def _detach(self, edge: str, conn_id: str) -> None:
@@ -251,6 +258,11 @@ class ClusterCore:
         self._closes[edge].append((conn_id, reason))
         self._wake.set()
 
+    def attached(self, edge: str, conn_id: str) -> None:
+        """Tell the edge its client's Attach is handled (after what the proxy flushed)."""
+        self._attached[edge].append(conn_id)
+        self._wake.set()
+
     async def _sender(self) -> None:
         """Send what the proxies flushed, per edge, in order, in messages of about 512 kB:
         each rendered output once per message, with the clients that get it."""
@@ -260,7 +272,8 @@ class ClusterCore:
             flushed, self._outs = self._outs, defaultdict(list)
             closes, self._closes = self._closes, defaultdict(list)
             refused, self._refused = self._refused, defaultdict(list)
-            for edge in set(flushed) | set(closes) | set(refused):
+            attached, self._attached = self._attached, defaultdict(list)
+            for edge in set(flushed) | set(closes) | set(refused) | set(attached):
                 subject = self.names.out(edge)
                 delivery = _Packer()
                 for conn_id, mode, batch in flushed.get(edge, ()):
@@ -269,8 +282,9 @@ class ClusterCore:
                         if delivery.size >= _OUT_BYTES:
                             await self.nc.publish(subject, encode(delivery.done()))
                             delivery = _Packer()
-                if delivery.outs or edge in closes or edge in refused:
-                    last = delivery.done(closes.get(edge, []), refused.get(edge, []))
+                if delivery.outs or edge in closes or edge in refused or edge in attached:
+                    last = delivery.done(closes.get(edge, []), refused.get(edge, []),
+                                         attached.get(edge, []))  # fmt: skip
                     await self.nc.publish(subject, encode(last))
 
     # ---- the stream ---------------------------------------------------------------------
