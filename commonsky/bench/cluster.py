@@ -52,14 +52,15 @@ HubText = Callable[[Path, int, dict[str, int], str], str]
 
 
 def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role: str,
-                   ports: dict[str, int], http: int, base: HubText = hub_config) -> Path:  # fmt: skip
+                   ports: dict[str, int], http: int,
+                   base: HubText = hub_config) -> Path:  # fmt: skip
     """`base`'s parties and agreements (by default the fuzz bench's four: a TCP listener per
     party), as one process of cluster `name`. Cores share `folder/data`."""
     text = base(
         folder / "data",
         http,
         ports,
-        extra=f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
+        f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
     )
     text += (
         f'\n[cluster]\nnats_url = "{nats_url}"\nrole = "{role}"\nname = "{name}"\n'

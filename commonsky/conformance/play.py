@@ -7,7 +7,7 @@ Each file is sent by a fresh ALPHA connection, retimed to now, and watched by fo
 receivers — ALPHA and BRAVO, each over XML and over TAK Protocol v1 — then by one late
 joiner per party and by `GET /api/items` of each party. In a cluster the sender is on the
 first edge, each party's XML and protobuf receivers are on different edges (ALPHA's XML one
-with the sender, BRAVO's not), and there is a late joiner per party on every edge.
+with the sender, BRAVO's not), and so are the two late joiners (ALPHA's not with the sender).
 
 Nothing is judged by waiting: after the file the sender sends a position report that every
 receiver is entitled to (a barrier); once a receiver has it, whatever the file caused has
@@ -227,6 +227,10 @@ class Bench:
         edges (when there are several), ALPHA's XML one on the sender's."""
         return ((party != ALPHA) + proto) % self.target.edges
 
+    def _late_edge(self, party: str) -> int:
+        """Where a late joiner connects: ALPHA's away from the sender, BRAVO's with it."""
+        return (party == ALPHA) % self.target.edges
+
     def _named(self, name: str, edge: int) -> str:
         return f"{name} @edge{edge}" if self.target.edges > 1 else name
 
@@ -374,7 +378,7 @@ class Bench:
             (result.within if peer.party == ALPHA else result.across).append(delivery)
         # A client that joins now gets the picture: the file again, unless it is transient.
         result.persists = sent is not None and _persists(sent, time.time())
-        places = [(party, edge) for edge in range(self.target.edges) for party in (ALPHA, BRAVO)]
+        places = [(party, self._late_edge(party)) for party in (ALPHA, BRAVO)]
         late = [await self._join(party, False, edge) for party, edge in places]
         late_addressed = await self._announce(late, sender, sent)
         await self._barrier(sender, late, problems)
@@ -470,10 +474,11 @@ async def per_wire(
     wires: Iterable[str], timeout: float = 10.0, hubs: Hubs | None = None
 ) -> AsyncIterator[dict[str, Bench]]:
     """A private hub (`Bench`; from `hubs`, by default a single process each) for each wire,
-    so that each wire's play is the only traffic of its file. The same file sent as XML and then as protobuf would be one message sent
-    twice: a hub that has recorded a GeoChat takes the same content again once and relays it
-    no more (exactly once), and refuses other content under its uid (`hotline_immutable`) —
-    which takproto's conversion makes of a GeoChat whose `<detail>` spans several lines."""
+    so that each wire's play is the only traffic of its file. The same file sent as XML and
+    then as protobuf would be one message sent twice: a hub that has recorded a GeoChat
+    takes the same content again once and relays it no more (exactly once), and refuses
+    other content under its uid (`hotline_immutable`) — which takproto's conversion makes of
+    a GeoChat whose `<detail>` spans several lines."""
     async with contextlib.AsyncExitStack() as stack:
         benches: dict[str, Bench] = {}
         for wire in dict.fromkeys(wires):

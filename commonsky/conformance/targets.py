@@ -241,9 +241,8 @@ class ClusterHub:
 
         cluster = Cluster(folder, name, nats_url, store_url, parties=PLAYED, base=base)
         try:
-            await cluster.core()
-            for _ in range(edges):  # (one at a time: edge N is the N-th in `edge_ports`)
-                await cluster.edge()
+            # (All at once: an edge serves without a core; edge N is the N-th ready.)
+            await asyncio.gather(cluster.core(), *(cluster.edge() for _ in range(edges)))
             yield cls(cluster, tokens, operator, api)
         finally:
             await asyncio.to_thread(cluster.stop)
