@@ -17,7 +17,6 @@ every category both ways. `Bench` (play.py) asks a target for:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import secrets
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from commonsky.config import config_from_dict
+from commonsky.errors import UsageError
 from commonsky.model import Category
 from commonsky.server import HubServer
 
@@ -76,13 +76,18 @@ def hub_config(data_dir: Path | str, http: int, ports: dict[str, int], tokens: d
     }
 
 
+_TOML_ESCAPES = {chr(c): f"\\u{c:04x}" for c in (*range(0x20), 0x7F)} | {'"': '\\"', "\\": "\\\\"}
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # (JSON's escapes are TOML basic-string escapes)
+        # A TOML basic string: quote, backslash and control characters escaped (JSON's
+        # escaping would write a character beyond the BMP as a surrogate pair: not TOML).
+        return '"' + "".join(_TOML_ESCAPES.get(c) or c for c in value) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML form for {type(value).__name__}")
@@ -202,6 +207,12 @@ class ProcessLogs:
         return self.lines
 
 
+def check_api(api: str, edges: int) -> None:
+    """Raises UsageError unless `api` is "core" or "edge:N" with N < `edges`."""
+    if api != "core" and not (re.fullmatch(r"edge:\d{1,4}", api) and int(api[5:]) < edges):
+        raise UsageError(f"api {api!r} is neither 'core' nor 'edge:N' of the {edges} edges")
+
+
 class ClusterHub:
     """A cluster of `edges` edges and one core, each a `commonsky serve` process
     (`bench.cluster.Cluster`), on NATS JetStream and a PostgreSQL database of its own.
@@ -213,13 +224,13 @@ class ClusterHub:
     a minute is always logged, which is all a play's "accepted" needs."""
 
     def __init__(self, cluster: Any, tokens: dict[str, str], operator: str, api: str) -> None:
+        """`cluster`: a started `bench.cluster.Cluster`. Raises UsageError for a bad `api`."""
         self.cluster = cluster
         self.tokens = tokens
         self.operator = operator
         self.edges = len(cluster.edge_ports)
         self.logs = ProcessLogs([p.log for p in cluster.processes])
-        if api != "core" and not re.fullmatch(r"edge:\d+", api):
-            raise ValueError(f"api {api!r} is neither 'core' nor 'edge:N'")
+        check_api(api, self.edges)
         self.api = api
 
     @classmethod
@@ -232,6 +243,8 @@ class ClusterHub:
         import asyncio
 
         from commonsky.bench.cluster import Cluster, forget
+
+        check_api(api, edges)  # (before anything starts)
 
         tokens = {p: secrets.token_hex(16) for p in PLAYED}
         operator = secrets.token_hex(16)
