@@ -21,7 +21,7 @@ import logging
 import re
 import secrets
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -281,3 +281,84 @@ class ClusterHub:
 
     def log_lines(self) -> list[tuple[int, str]]:
         return self.logs.read()
+
+
+def _shown(url: str) -> str:
+    """`url` without its credentials (for error lines)."""
+    return re.sub(r"://[^@/]*@", "://", url)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def fresh_databases(admin_url: str, count: int) -> Iterator[list[str]]:
+    """`count` new, empty databases on the PostgreSQL server of `admin_url` (its user may
+    create databases), dropped afterwards. Raises UsageError when the server cannot be
+    reached or refuses."""
+    import uuid
+
+    import psycopg
+
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        raise UsageError(f"PostgreSQL at {_shown(admin_url)}: {_one_line(exc)}") from None
+    names = [f"commonsky_conformance_{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    try:
+        for name in names:
+            try:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            except psycopg.Error as exc:
+                raise UsageError(f"PostgreSQL at {_shown(admin_url)}: {_one_line(exc)}") from None
+        yield [f"{admin_url.rsplit('/', 1)[0]}/{name}" for name in names]
+    finally:
+        for name in names:
+            with contextlib.suppress(psycopg.Error):
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextlib.asynccontextmanager
+async def cluster_hubs(
+    nats_url: str,
+    admin_url: str,
+    wires: tuple[str, ...],
+    folder: Path | None = None,
+    api: str = "core",
+) -> AsyncIterator[Callable[[str], contextlib.AbstractAsyncContextManager[Target]]]:
+    """For `play.per_wire`: a cluster per wire (`ClusterHub`, two edges), each on a fresh
+    database of `admin_url`'s server and its own names on the NATS server at `nats_url`;
+    logs and data under `folder` (a temporary one by default). Raises UsageError when NATS or
+    PostgreSQL cannot be reached, or for a bad `api`."""
+    import asyncio
+
+    import nats
+
+    check_api(api, 2)
+
+    async def quiet(exc: Exception) -> None:
+        pass  # (said once, below)
+
+    try:
+        # (nats-py tries a server that refuses again and again unless told how often.)
+        nc = await asyncio.wait_for(nats.connect(
+            nats_url, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+            error_cb=quiet), 10)  # fmt: skip
+    except Exception as exc:  # (nats-py's errors share no base class)
+        raise UsageError(f"NATS at {_shown(nats_url)}: {_one_line(exc)}") from None
+    await nc.close()
+    with contextlib.ExitStack() as stack:
+        if folder is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="commonsky-")))
+        store = dict(zip(wires, stack.enter_context(fresh_databases(admin_url, len(wires))),
+                         strict=True))  # fmt: skip
+
+        def hubs(wire: str) -> contextlib.AbstractAsyncContextManager[Target]:
+            assert folder is not None
+            (folder / wire).mkdir(parents=True, exist_ok=True)
+            name = f"conformance{secrets.token_hex(6)}"
+            return ClusterHub.running(folder / wire, name, nats_url, store[wire], api=api)
+
+        yield hubs

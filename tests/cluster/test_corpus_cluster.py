@@ -24,17 +24,14 @@ all). Nothing is judged by waiting: each receiver's deliveries are those before 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import pytest_asyncio
 
 from commonsky.conformance.play import FileResult, Sample, per_wire
-from commonsky.conformance.targets import ClusterHub, Target
+from commonsky.conformance.targets import cluster_hubs
 from tests.cluster.conftest import ADMIN_URL, NATS_URL
 
 on_the_cluster = pytest.mark.asyncio(loop_scope="module")  # one cluster per wire, all files
@@ -55,47 +52,25 @@ API = "core"
 Results = dict[tuple[str, str], FileResult]
 
 
-@contextlib.contextmanager
-def databases(count: int) -> Iterator[list[str]]:
-    """`count` new, empty PostgreSQL databases, dropped afterwards."""
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"these tests need PostgreSQL at {ADMIN_URL} (COMMONSKY_TEST_POSTGRES): {exc}")
-    names = [f"commonsky_test_{uuid.uuid4().hex[:12]}" for _ in range(count)]
-    try:
-        for name in names:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        yield [f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}" for name in names]
-    finally:
-        for name in names:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def played(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Results]:
     """Every (file, wire) played once through its wire's cluster; the two wires' clusters
     play at the same time (each wire's files one after another, as the single process)."""
     results: Results = {}
-    with databases(len(WIRES)) as urls:
-        store = dict(zip(WIRES, urls, strict=True))
+    folder = tmp_path_factory.mktemp("corpus")
+    async with (
+        cluster_hubs(NATS_URL, ADMIN_URL, WIRES, folder, api=API) as hubs,
+        per_wire(WIRES, timeout=20.0, hubs=hubs) as benches,
+    ):
 
-        def hubs(wire: str) -> contextlib.AbstractAsyncContextManager[Target]:
-            folder = tmp_path_factory.mktemp(f"corpus-{wire}")
-            name = f"t{uuid.uuid4().hex[:12]}"
-            return ClusterHub.running(folder, name, NATS_URL, store[wire], edges=2, api=API)
+        async def play(wire: str) -> None:
+            for name, case_wire in CASES:
+                if case_wire == wire:
+                    sample = Sample.load(DATA / name)
+                    results[name, wire] = await benches[wire].play(sample, wire)
 
-        async with per_wire(WIRES, timeout=20.0, hubs=hubs) as benches:
-
-            async def play(wire: str) -> None:
-                for name, case_wire in CASES:
-                    if case_wire == wire:
-                        sample = Sample.load(DATA / name)
-                        results[name, wire] = await benches[wire].play(sample, wire)
-
-            await asyncio.gather(*(play(wire) for wire in WIRES))
-        yield results
+        await asyncio.gather(*(play(wire) for wire in WIRES))
+    yield results
 
 
 def test_the_whole_corpus_is_played() -> None:
