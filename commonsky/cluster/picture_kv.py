@@ -131,9 +131,10 @@ class PictureWriter:
             wanted[viewer] = (rendered, variant, until)
         return wanted
 
-    async def flush(self) -> int:
-        """Write what changed since the last flush; returns how many writes. A failed write
-        leaves its entry unconfirmed (`covered` is then False: the core sends the item)."""
+    async def flush(self, live: bool = True) -> int:
+        """Write what changed since the last flush (`live`: and the live items' entries if
+        LIVE_EVERY_S has passed); returns how many writes. A failed write leaves its entry
+        unconfirmed (`covered` is then False: the core sends the item)."""
         async with self.lock:
             now = self.clock()
             if self.full:
@@ -144,7 +145,7 @@ class PictureWriter:
                 self.dirty_live.clear()
             else:
                 keys, self.dirty = self.dirty, set()
-                if time.monotonic() - self._live_at >= LIVE_EVERY_S:
+                if live and time.monotonic() - self._live_at >= LIVE_EVERY_S:
                     self._live_at = time.monotonic()
                     keys |= self.dirty_live
                     self.dirty_live = set()
