@@ -231,8 +231,9 @@ class EdgeLink:
         self.limit = backlog_limit(hub.settings)
         self.tasks: list[asyncio.Task[None]] = []
         # Published batches awaiting their acknowledgements, in order (`_acker`).
-        self._unacked: asyncio.Queue[tuple[list[tuple[str, bytes]],
-                                           list[asyncio.Future[Any] | None]]] = asyncio.Queue()
+        self._unacked: asyncio.Queue[
+            tuple[list[tuple[str, bytes]], list[asyncio.Future[Any] | None]]
+        ] = asyncio.Queue()
         self.in_flight = 0
         self._room = asyncio.Event()
         self._healthy = asyncio.Event()  # cleared while the acker publishes again
