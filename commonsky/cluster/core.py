@@ -152,7 +152,7 @@ class ClusterCore:
                  names: Names) -> None:  # fmt: skip
         self.hub, self.nc, self.js, self.names = hub, nc, js, names
         self.store: PostgresStore = hub.store  # type: ignore[assignment]
-        self.picture = PictureWriter(hub, kv, hub.clock)
+        self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
@@ -266,7 +266,7 @@ class ClusterCore:
             flushed, self._outs = self._outs, defaultdict(list)
             closes, self._closes = self._closes, defaultdict(list)
             refused, self._refused = self._refused, defaultdict(list)
-            if self.picture.dirty or self.picture.full:
+            if self.picture.dirty or self.picture.full or self.picture.unsettled_durable:
                 # A durable item's entry is in the bucket before any client gets the item
                 # (its key was noted when the hub published it, before its outputs were
                 # flushed here): a client that connects later never reads a version older
