@@ -154,6 +154,9 @@ async def _drain(cluster: _Pinned, names: Names, plan: relay.Plan, messages: int
         delivery = delivery_decoder.decode(msg.data)
         if not first:
             first.append(time.perf_counter())
+            started = cluster.processes[0].proc  # (the core: it delivers before it says so)
+            assert started is not None
+            holder["core"] = psutil.Process(started.pid)
             holder["cpu0"] = sum(holder["core"].cpu_times()[:2])
             holder["services"] = _Services()
         got[0] += len(delivery.outs)
@@ -167,9 +170,7 @@ async def _drain(cluster: _Pinned, names: Names, plan: relay.Plan, messages: int
     await nc.subscribe(names.out(_EDGE), cb=on_delivery, pending_bytes_limit=1 << 30)
     roster = encode(Roster(_EDGE, []))
     beats = asyncio.create_task(_beat(nc, names, roster))
-    core = await cluster.core()
-    assert core.proc is not None
-    holder["core"] = psutil.Process(core.proc.pid)
+    await cluster.core()
     try:
         await until(lambda: len(seqs) >= messages, f"the core delivers all {messages} messages",
                     deadline=600)  # fmt: skip
