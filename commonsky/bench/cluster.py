@@ -72,6 +72,7 @@ class Process:
     config: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    http: int = 0  # its `[server] http` port (an edge's map and API; a core's own)
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -123,7 +124,7 @@ class Cluster:
         config = cluster_config(
             self.folder, self.name, self.nats_url, self.store_url, role, ports, http
         )
-        process = Process(config, self.folder / f"{config.stem}.log")
+        process = Process(config, self.folder / f"{config.stem}.log", http=http)
         process.start()
         self.processes.append(process)
         return process

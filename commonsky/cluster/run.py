@@ -17,6 +17,8 @@ import os
 import secrets
 import socket
 from pathlib import Path
+
+import msgspec
 from typing import TYPE_CHECKING, cast
 
 from commonsky.clock import hub_clock
@@ -29,6 +31,7 @@ from commonsky.revocation import Revocations
 
 from . import require_nats
 from .edge import EdgeHub, EdgeLink
+from .edge_http import EdgeHttp
 from .nats_io import connect, ensure_stream, picture_bucket
 from .wire import Names
 
@@ -72,6 +75,7 @@ class EdgeServer:
             )
             for lc in tak
         ]
+        self.http = EdgeHttp(self.hub, config)  # map, live feed, API forwarded (edge_http.py)
         self.nc: Client | None = None
         self.link: EdgeLink | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -90,8 +94,10 @@ class EdgeServer:
         await self.link.start()
         for listener in self.listeners:
             await listener.start()
+        await self.http.start(self.nc, names)
         self._ticker = asyncio.create_task(self._tick())
-        ports = ", ".join(listener.name for listener in self.listeners)
+        ports = ", ".join([listener.name for listener in self.listeners]
+                          + [f"http:{self.http.host}:{self.http.port}"])  # fmt: skip
         log.info("cluster edge %s ready (%s)", self.id, ports)
 
     async def _tick(self) -> None:
@@ -108,6 +114,7 @@ class EdgeServer:
     async def stop(self) -> None:
         for listener in self.listeners:
             await listener.stop_accepting()
+        await self.http.stop()
         if self.link is not None:
             await self.link.stop()
         for conn in list(self.hub.wires):
@@ -124,7 +131,10 @@ class EdgeServer:
 async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
     """The core role: wait for the lease, then serve until `stop`. Exits the process
     (FAIL_STOP) when the lease or the store is lost."""
+    from commonsky.http.app import build_app
+
     from .core import ClusterCore
+    from .core_http import CoreHttp
     from .keeper import LeaseKeeper
 
     cluster = config.cluster
@@ -148,10 +158,16 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
     stopping.cancel()
     acquiring.result()
     others = tuple(lc for lc in config.listeners if lc.kind not in ("tak-tcp", "tak-tls"))
-    server = await _build(dataclasses.replace(config, listeners=others), lease, init)
+    config = dataclasses.replace(config, listeners=others)
+    if cluster.runs_edge:  # (role "all": `[server] http` is the edge's; the core's is private)
+        settings = msgspec.structs.replace(config.settings, http="127.0.0.1:0")
+        config = dataclasses.replace(config, settings=settings)
+    server = await _build(config, lease, init)
     await server.start()
     core = ClusterCore(server.hub, nc, js, kv, names)
     await core.start()
+    http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics)
+    await http.start()  # (the edges' API calls: core_http.py)
     log.info("cluster core %s serving (epoch %d); map and API on http://%s:%d/",
              holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip
     why = await _first(stop, lease.lost, core)
@@ -160,6 +176,7 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
         log.critical("cluster core %s stopping at once: %s", holder, why)
         logging.shutdown()
         os._exit(FAIL_STOP)
+    await http.stop()
     await core.stop()
     await server.stop()
     await lease.release()

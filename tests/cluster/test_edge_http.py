@@ -1,0 +1,179 @@
+"""The hub's HTTP side on a cluster's edges (cluster/edge_http.py, core_http.py): two edges and
+a core as their own processes, on the machine's NATS and a fresh PostgreSQL database. A map
+page's WebSocket on one edge gets what TAK clients send on the other under the agreements,
+and nothing else; the API answers through an edge as the core's own HTTP does; refusals (bad
+token, body too large, no core) come from the edge, at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+import httpx
+import websockets
+from nats.aio.client import Client as Nats
+from nats.js.errors import NoKeysError
+
+from commonsky.bench.cluster import Client, Cluster, marker, track, until, until_async
+from commonsky.bench.hubproc import OPERATOR, parse_metrics, token
+from commonsky.cluster.wire import picture_key
+
+
+def bearer(party: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(party)}"}
+
+
+class Page:
+    """A map page's live feed without a browser: every item JSON it was sent, in order."""
+
+    def __init__(self, party: str, port: int) -> None:
+        self.party, self.port = party, port
+        self.items: list[dict[str, Any]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.ws: Any = None
+
+    async def connect(self) -> Page:
+        url = f"ws://127.0.0.1:{self.port}/api/ws?token={token(self.party)}"
+        self.ws = await websockets.connect(url)
+        self.task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for message in self.ws:
+                self.items.extend(json.loads(message))
+
+    def got(self, uid: str) -> list[dict[str, Any]]:
+        """The items whose uid is `uid`, in its namespaced form too (`USA::uid`)."""
+        return [i for i in self.items if i["uid"].rpartition("::")[2] == uid]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_a_page_on_one_edge_sees_what_tak_clients_send_on_the_other(
+    cluster: Cluster,
+) -> None:
+    core = await cluster.core()
+    a, _ = await cluster.edge()
+    b, ports_b = await cluster.edge()
+    rus_page = await Page("RUS", a.http).connect()
+    jpn_page = await Page("JPN", a.http).connect()
+    kor_page = await Page("KOR", a.http).connect()
+    usa = await Client("USA", ports_b["USA"]).connect()
+    kor = await Client("KOR", ports_b["KOR"]).connect()
+    await usa.send(track("us-web-1", time.time()))
+    # us-ru: tracks in full; us-jp: generalized (USA's own uid never shown to JPN).
+    await until(lambda: bool(rus_page.got("us-web-1")), "RUS's page (edge A) gets USA's track")
+    await until(lambda: bool(jpn_page.items), "JPN's page gets the generalized track")
+    assert not jpn_page.got("us-web-1"), jpn_page.items
+    assert all(i["party"] == "USA" and i["category"] == "track" for i in jpn_page.items)
+    # Barrier for KOR (no agreement with USA): a later KOR track, through the same edges.
+    await kor.send(track("kor-web-1", time.time()))
+    await until(lambda: bool(kor_page.got("kor-web-1")), "KOR's page gets KOR's own track")
+    assert [i["uid"] for i in kor_page.items] == ["kor-web-1"], kor_page.items  # (its own)
+    # The page's JSON is the core's: what the API gives RUS for the item, byte for byte.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{core.http}") as direct:
+        items = (await direct.get("/api/items", headers=bearer("RUS"))).json()
+    assert rus_page.got("us-web-1")[-1] == next(i for i in items if i["uid"] == "USA::us-web-1")
+    for page in (rus_page, jpn_page, kor_page):
+        await page.close()
+    for client in (usa, kor):
+        await client.close()
+
+
+async def test_a_late_page_gets_its_picture_from_the_bucket_as_the_cores_json(
+    cluster: Cluster, nc: Nats, cluster_name: str
+) -> None:
+    core = await cluster.core()
+    a, _ = await cluster.edge()
+    _, ports_b = await cluster.edge()
+    usa = await Client("USA", ports_b["USA"]).connect()
+    await usa.send(marker("us-web-marker", time.time()))
+    kv = await nc.jetstream().key_value(f"{cluster_name}_picture")
+    wanted = picture_key("USA", ("USA", "us-web-marker"))
+
+    async def written() -> bool:
+        with contextlib.suppress(NoKeysError):
+            return wanted in await kv.keys()
+        return False
+
+    await until_async(written, "the picture bucket holds USA's marker")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{core.http}") as direct:
+        items = (await direct.get("/api/items", headers=bearer("USA"))).json()
+    expected = next(i for i in items if i["uid"] == "us-web-marker")
+    core.kill()  # no core: the page's picture can only come from the bucket, made at the edge
+    page = await Page("USA", a.http).connect()
+    await until(lambda: bool(page.got("us-web-marker")), "a late USA page gets the marker")
+    assert page.got("us-web-marker") == [expected]
+    await page.close()
+    await usa.close()
+
+
+async def test_the_api_through_an_edge_answers_as_the_core(cluster: Cluster) -> None:
+    core = await cluster.core()
+    a, _ = await cluster.edge()
+    edge = httpx.AsyncClient(base_url=f"http://127.0.0.1:{a.http}", timeout=30)
+    direct = httpx.AsyncClient(base_url=f"http://127.0.0.1:{core.http}", timeout=30)
+    now = time.time()
+    r = await edge.post("/api/cot", content=track("us-api-1", now), headers=bearer("USA"))
+    assert r.status_code == 201, r.text
+    assert r.json()["uid"] == "us-api-1"
+    for path in ("/api/me", "/api/parties", "/api/items", "/api/conflicts", "/openapi.json",
+                 "/api/hotline", "/api/launch/events", "/cap/feed.atom"):  # fmt: skip
+        via, own = await edge.get(path, headers=bearer("RUS")), await direct.get(path,
+                                                                                  headers=bearer("RUS"))  # fmt: skip
+        assert (via.status_code, via.headers["content-type"]) == (own.status_code,
+                                                                   own.headers["content-type"]), path  # fmt: skip
+        if path not in ("/api/me", "/cap/feed.atom"):  # (the hub's clock; the feed's time)
+            assert via.content == own.content, path
+    assert any(i["uid"] == "USA::us-api-1" for i in (await edge.get("/api/items", headers=bearer("RUS"))).json())
+    # A bad token: 401 from the edge; a refusal of the core's own (a bad body): its 400.
+    r = await edge.get("/api/items", headers={"Authorization": "Bearer not-a-token-of-anyone"})
+    assert (r.status_code, r.json()) == (401, {"error": "unknown token"})
+    assert (await edge.get("/api/items")).status_code == 401
+    r = await edge.post("/api/cot", content=b"<event", headers=bearer("USA"))
+    assert r.status_code == 400 and r.json() == (await direct.post(
+        "/api/cot", content=b"<event", headers=bearer("USA"))).json()  # fmt: skip
+    # A body past what one NATS message carries: 413 at the edge, nothing forwarded.
+    r = await edge.post("/api/cot", content=b"x" * 1_048_576, headers=bearer("USA"))
+    assert r.status_code == 413, r.text
+    # Each process's metrics: the edge's own, the core's through the edge and directly.
+    own = {"Authorization": f"Bearer {OPERATOR}"}
+    edge_metrics = parse_metrics((await edge.get("/metrics", headers=own)).text)
+    core_metrics = parse_metrics((await edge.get("/core/metrics", headers=own)).text)
+    assert core_metrics.keys() == parse_metrics((await direct.get("/metrics", headers=own)).text).keys()
+    assert edge_metrics != core_metrics
+    assert (await edge.get("/core/metrics")).status_code == 401
+    await edge.aclose()
+    await direct.aclose()
+
+
+async def test_without_a_core_an_edge_answers_503_at_once(cluster: Cluster) -> None:
+    a, ports = await cluster.edge()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{a.http}", timeout=30) as edge:
+        started = time.monotonic()
+        r = await edge.get("/api/items", headers=bearer("USA"))
+        assert r.status_code == 503, r.text
+        assert int(r.headers["retry-after"]) >= 1 and "error" in r.json()
+        assert time.monotonic() - started < 5.0
+        r = await edge.post("/api/cot", content=track("us-nocore", time.time()),
+                            headers=bearer("USA"))  # fmt: skip
+        assert r.status_code == 503
+        assert (await edge.get("/healthz")).json() == {"status": "ok"}
+        assert (await edge.get("/")).status_code in (200, 503)  # (503: map not installed)
+        # The live feed is the edge's: a page connects; a core coming later serves it.
+        page = await Page("USA", a.http).connect()
+        await cluster.core()
+        usa = await Client("USA", ports["USA"]).connect()
+        await usa.send(track("us-after-core", time.time()))
+        await until(lambda: bool(page.got("us-after-core")), "the page gets the new core's items")
+        r = await edge.get("/api/items", headers=bearer("USA"))
+        assert r.status_code == 200 and any(i["uid"] == "us-after-core" for i in r.json())
+        await page.close()
+        await usa.close()
