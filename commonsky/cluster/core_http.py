@@ -127,8 +127,10 @@ class CoreHttp:
 
     async def _reply(self, to: str, status: int, headers: list[tuple[bytes, bytes]],
                      body: bytes) -> None:  # fmt: skip
-        size = max(1024, self.nc.max_payload - _PART_OVERHEAD - sum(len(k) + len(v) + 8
-                                                                     for k, v in headers))
+        size = max(
+            1024,
+            self.nc.max_payload - _PART_OVERHEAD - sum(len(k) + len(v) + 8 for k, v in headers),
+        )
         n, at = 0, 0
         while True:
             part = body[at : at + size]

@@ -45,8 +45,15 @@ from starlette.websockets import WebSocket
 
 from commonsky.config import HubConfig, parse_hostport
 from commonsky.errors import UsageError
-from commonsky.http.base import ApiError, bearer_token, json_error, read_body, token_caller
-from commonsky.http.base import JSONResponse, token_party
+from commonsky.http.base import (
+    ApiError,
+    JSONResponse,
+    bearer_token,
+    json_error,
+    read_body,
+    token_caller,
+    token_party,
+)
 from commonsky.http.routes.live import serve_page
 from commonsky.http.websocket import HubWebSocketProtocol
 from commonsky.hub.core import Hub
@@ -139,7 +146,7 @@ class Forwarder:
                 await sub.unsubscribe()
 
 
-class NoCore(Exception):  # noqa: N818 (a signal inside this module, never raised out of it)
+class NoCore(Exception):
     """NATS said nobody listens on `<name>.http`: no core holds the lease now."""
 
 

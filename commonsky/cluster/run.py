@@ -17,9 +17,9 @@ import os
 import secrets
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import msgspec
-from typing import TYPE_CHECKING, cast
 
 from commonsky.clock import hub_clock
 from commonsky.config import HubConfig
