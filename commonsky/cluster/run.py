@@ -1,9 +1,11 @@
 """`commonsky serve` with `[cluster]`: the edge, the core, or both in one process.
 
-- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py); no data folder, no store.
+- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py) and `[server] http` (the
+  map, its live feed, the API forwarded to the core: edge_http.py); no data folder, no store.
 - Core: waits for the lease (lease.py), then runs the hub as `HubServer` does — data folder,
-  PostgreSQL store, ledger, desks, HTTP API and map — without the TAK listeners, fed by the
-  stream (core.py). Cores of one cluster share the data folder (the ledger and the hub's keys
+  PostgreSQL store, ledger, desks, its own HTTP for operators (with role "all" on a loopback
+  port of its own: `[server] http` is the edge's) — without the TAK listeners, fed by the
+  stream (core.py), answering the edges' API calls (core_http.py). Cores of one cluster share the data folder (the ledger and the hub's keys
   live there; a standby opens it only once it holds the lease). Losing the lease or the store
   stops the process at once (exit status 75): a standby takes over from the stream.
 """

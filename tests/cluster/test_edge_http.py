@@ -182,3 +182,34 @@ async def test_without_a_core_an_edge_answers_503_at_once(cluster: Cluster) -> N
         assert r.status_code == 200 and any(i["uid"] == "us-after-core" for i in r.json())
         await page.close()
         await usa.close()
+
+
+HOSTILE = ("/api/../metrics", "/api/items/%00", "/nothing", "/api/items?bbox=1,2,x,4",
+           "/api/hotline?limit=-1", "/api/ledger/receipts/99999999999999999999",
+           "/cap/alerts/%2e%2e.xml", "/core/core/metrics", "/api/items?" + "a=1&" * 500)  # fmt: skip
+
+
+async def test_hostile_calls_are_answered_as_the_core_answers_them(
+    cluster: Cluster, nc: Nats, cluster_name: str
+) -> None:
+    core = await cluster.core()
+    a, _ = await cluster.edge()
+    # Junk on the core's subject (not an HttpCall): dropped, counted; the core goes on.
+    with contextlib.suppress(Exception):
+        await nc.request(f"{cluster_name}.http", b"\xc1junk", timeout=1.0)
+    own = {"Authorization": f"Bearer {OPERATOR}"}
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{a.http}", timeout=30) as edge,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{core.http}", timeout=30) as direct,
+    ):
+        for path in HOSTILE:
+            via = await edge.get(path, headers=bearer("USA"))
+            mine = await direct.get(path.removeprefix("/core"), headers=bearer("USA"))
+            assert (via.status_code, via.content) == (mine.status_code, mine.content), path
+        for method in ("DELETE", "PUT", "PATCH"):
+            via = await edge.request(method, "/api/cot", headers=bearer("USA"))
+            mine = await direct.request(method, "/api/cot", headers=bearer("USA"))
+            assert via.status_code == mine.status_code == 405, method
+        metrics = parse_metrics((await direct.get("/metrics", headers=own)).text)
+        errors = metrics.get("commonsky_internal_errors_total", {})
+        assert any("cluster_http" in labels for labels in errors), errors
