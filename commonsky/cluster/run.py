@@ -5,9 +5,10 @@
 - Core: waits for the lease (lease.py), then runs the hub as `HubServer` does — data folder,
   PostgreSQL store, ledger, desks, its own HTTP for operators (with role "all" on a loopback
   port of its own: `[server] http` is the edge's) — without the TAK listeners, fed by the
-  stream (core.py), answering the edges' API calls (core_http.py). Cores of one cluster share the data folder (the ledger and the hub's keys
-  live there; a standby opens it only once it holds the lease). Losing the lease or the store
-  stops the process at once (exit status 75): a standby takes over from the stream.
+  stream (core.py), answering the edges' API calls (core_http.py). Cores of one cluster
+  share the data folder (the ledger and the hub's keys live there; a standby opens it only
+  once it holds the lease). Losing the lease or the store stops the process at once (exit
+  status 75): a standby takes over from the stream.
 """
 
 from __future__ import annotations

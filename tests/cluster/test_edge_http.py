@@ -186,7 +186,8 @@ async def test_without_a_core_an_edge_answers_503_at_once(cluster: Cluster) -> N
 
 HOSTILE = ("/api/../metrics", "/api/items/%00", "/nothing", "/api/items?bbox=1,2,x,4",
            "/api/hotline?limit=-1", "/api/ledger/receipts/99999999999999999999",
-           "/cap/alerts/%2e%2e.xml", "/core/core/metrics", "/api/items?" + "a=1&" * 500)  # fmt: skip
+           "/cap/alerts/%2e%2e.xml", "/core/core/metrics",
+           "/api/items?" + "a=1&" * 500)  # fmt: skip
 
 
 async def test_hostile_calls_are_answered_as_the_core_answers_them(

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import Page, async_playwright
 
-from commonsky.bench.cluster import Client, Cluster, track
+from commonsky.bench.cluster import Client, Cluster, track, until
 from commonsky.bench.hubproc import token
 from commonsky.web.shots import CHROMIUM, CHROMIUM_ARGS, chromium_missing
 from tests.web.conftest import open_page
@@ -22,10 +22,11 @@ async def test_the_map_on_one_edge_shows_a_track_sent_on_the_other(cluster: Clus
     if missing:
         pytest.fail(missing)
     await cluster.core()
-    a, _ = await cluster.edge()
+    a, ports_a = await cluster.edge()
     _, ports_b = await cluster.edge()
     usa = await Client("USA", ports_b["USA"]).connect()
     kor = await Client("KOR", ports_b["KOR"]).connect()
+    kor_a = await Client("KOR", ports_a["KOR"]).connect()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -36,12 +37,13 @@ async def test_the_map_on_one_edge_shows_a_track_sent_on_the_other(cluster: Clus
                 "() => window.commonsky && window.commonsky.state === 'live'"
             )
             await usa.send(track("us-map-1", time.time()))
-            await kor.send(track("kor-map-1", time.time()))  # (KOR shares nothing with RUS)
-            await page.wait_for_function(
-                "(c) => window.commonsky.snapshot().tracks.some((t) => t.callsign === c)",
-                arg="us-map-1",
-                timeout=60_000,
-            )
+            await shown(page, "us-map-1")
+            # KOR shares nothing with RUS. Barrier: KOR's track reached a KOR client on
+            # edge A (the core applied it), then a later USA track reached the page.
+            await kor.send(track("kor-map-1", time.time()))
+            await until(lambda: kor_a.got("kor-map-1") >= 1, "KOR's track reached edge A")
+            await usa.send(track("us-map-2", time.time()))
+            await shown(page, "us-map-2")
             snap = await page.evaluate("window.commonsky.snapshot()")
             callsigns = [t["callsign"] for t in snap["tracks"]]
             assert "kor-map-1" not in callsigns, snap
@@ -49,5 +51,13 @@ async def test_the_map_on_one_edge_shows_a_track_sent_on_the_other(cluster: Clus
             assert watched.problems() == [], watched.problems()
         finally:
             await browser.close()
-    await usa.close()
-    await kor.close()
+    for client in (usa, kor, kor_a):
+        await client.close()
+
+
+async def shown(page: Page, callsign: str) -> None:
+    await page.wait_for_function(
+        "(c) => window.commonsky.snapshot().tracks.some((t) => t.callsign === c)",
+        arg=callsign,
+        timeout=60_000,
+    )
