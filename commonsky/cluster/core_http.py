@@ -39,8 +39,10 @@ _JSON = [(b"content-type", b"application/json")]
 class CoreHttp:
     """Answers the edges' forwarded requests with `app` (the module header)."""
 
-    def __init__(self, app: ASGIApp, nc: Client, names: Names, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, nc: Client, names: Names, metrics: Metrics,
+                 serving: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         self.app, self.nc, self.names, self.metrics = app, nc, names, metrics
+        self.serving = serving  # (the lease is held)
         self.gate = asyncio.Semaphore(CONCURRENT)
         self.tasks: set[asyncio.Task[None]] = set()
         self.sub: Any = None
@@ -73,8 +75,9 @@ class CoreHttp:
             log.exception("core: an unreadable forwarded request; dropped")
             return
         async with self.gate:
-            if time.monotonic() - came > call.budget_s:
-                # The edge has answered 504 by now: a write must not be applied behind its back.
+            late = max(time.time() - call.sent, time.monotonic() - came) > call.budget_s
+            if late or not self.serving():
+                # The edge answers 504 (or has): a write must not be applied behind its back.
                 status, headers = 503, _JSON
                 body = b'{"error":"the hub\'s core was too busy to take this request"}'
             else:

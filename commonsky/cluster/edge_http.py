@@ -21,10 +21,12 @@ A token the edge does not know is a 401 here, and a request without one is forwa
 the public paths (`PUBLIC`): the core never sees traffic nobody may send. No core: 503 with
 Retry-After at once (NATS's "no responders"); a core that does not answer within
 `FORWARD_S`: 504. A forwarded request reaches at most one core, once (core NATS, never
-retried by the edge); the core answers 503 without running it when it waited longer than the
-edge waits (`HttpCall.budget_s`), and an API write is one hub transaction, so a client that
-got a 503 or 504 finds its write applied whole or not at all — never twice by the edge; it
-may send it again (API writes name their item by uid: the same uid is the same item).
+retried by the edge); the core answers 503 without running it when it is older than its
+budget (`HttpCall.budget_s`, FORWARD_S - SKEW_S: a core that was frozen, or lost its lease,
+never applies a write the edge has given up on), and an API write is one hub transaction,
+so a client answered 503 knows its write was not applied, one answered 504 that it was
+applied whole or not at all — never twice by the edge; it may send it again (API writes name their item by uid: the same uid is the
+same item).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -71,6 +74,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 FORWARD_S = 10.0  # how long an edge waits for the core's answer (then 504)
+#: What the core's budget for a call leaves of FORWARD_S: the clocks of two machines may
+#: differ this much, and the answer must still come back in time.
+SKEW_S = 2.0
 PART_S = 10.0  # and for each further part of a long answer (then the response is cut off)
 #: What a forwarded call adds to its body in one NATS message (method, path, headers…).
 CALL_OVERHEAD = 64 * 1024
@@ -101,7 +107,8 @@ class Forwarder:
             return json_error(exc.status, exc.public())
         client = f"{request.client.host}:{request.client.port}" if request.client else ""
         call = HttpCall(request.method, path, request.scope.get("query_string", b""),
-                        list(request.scope["headers"]), body, client, FORWARD_S)  # fmt: skip
+                        list(request.scope["headers"]), body, client, time.time(),
+                        FORWARD_S - SKEW_S)  # fmt: skip
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox, pending_bytes_limit=256 * 1024 * 1024)
         try:

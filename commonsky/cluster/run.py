@@ -169,7 +169,8 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
     await server.start()
     core = ClusterCore(server.hub, nc, js, kv, names)
     await core.start()
-    http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics)
+    http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,
+                    lambda: lease.held)  # fmt: skip
     await http.start()  # (the edges' API calls: core_http.py)
     log.info("cluster core %s serving (epoch %d); map and API on http://%s:%d/",
              holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip

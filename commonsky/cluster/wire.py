@@ -129,8 +129,9 @@ class PictureEntry(msgspec.Struct, array_like=True, frozen=True):
 class HttpCall(msgspec.Struct, frozen=True):
     """An HTTP request an edge forwards to the core (`<name>.http`, request/reply;
     cluster/edge_http.py): as the client sent it, headers (its bearer token) included — the
-    core authenticates it again. `budget_s`: how long the edge waits for the answer; the
-    core does not start a request that waited longer than that in its own queue."""
+    core authenticates it again. `sent` (the edge's wall clock, seconds) and `budget_s`: the
+    core does not start a call older than the budget (by its own clock from `sent`, or from
+    when it came), which is shorter than the edge waits for the answer."""
 
     method: str
     path: str
@@ -138,6 +139,7 @@ class HttpCall(msgspec.Struct, frozen=True):
     headers: list[tuple[bytes, bytes]]
     body: bytes
     client: str
+    sent: float
     budget_s: float
 
 

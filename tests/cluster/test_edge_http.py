@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ from nats.js.errors import NoKeysError
 
 from commonsky.bench.cluster import Client, Cluster, marker, track, until, until_async
 from commonsky.bench.hubproc import OPERATOR, parse_metrics, token
+from commonsky.cluster.edge_http import FORWARD_S
+from commonsky.cluster.run import FAIL_STOP
 from commonsky.cluster.wire import picture_key
 
 
@@ -214,3 +217,37 @@ async def test_hostile_calls_are_answered_as_the_core_answers_them(
         metrics = parse_metrics((await direct.get("/metrics", headers=own)).text)
         errors = metrics.get("commonsky_internal_errors_total", {})
         assert any("cluster_http" in labels for labels in errors), errors
+
+
+async def test_a_write_the_edge_gave_up_on_is_never_applied(cluster: Cluster) -> None:
+    """A core frozen (SIGSTOP) with a forwarded write in hand: the edge answers 504 within its
+    bound; a standby takes over; the frozen core, resumed, neither applies the write nor
+    serves on (it lost its lease). A core built afresh from PostgreSQL shows only the write
+    that followed."""
+    frozen = await cluster.core()
+    a, _ = await cluster.edge()
+    assert frozen.proc is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{a.http}", timeout=60) as edge:
+        r = await edge.post("/api/cot", content=marker("frozen-1", time.time()),
+                            headers=bearer("USA"))  # fmt: skip
+        assert r.status_code == 201, r.text  # (the marker's own uid: a barrier for the core)
+        frozen.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        r = await edge.post("/api/cot", content=marker("frozen-2", time.time()),
+                            headers=bearer("USA"))  # fmt: skip
+        assert r.status_code == 504, r.text
+        assert time.monotonic() - started < FORWARD_S + 5
+        # A standby takes the lease once the frozen core's has expired (then waits for the
+        # data folder the frozen core holds: cores share it).
+        standby = await cluster.core(wait=False)
+        await standby.wait_log(r"lease \S+ taken by")
+        frozen.proc.send_signal(signal.SIGCONT)
+        assert await asyncio.to_thread(frozen.proc.wait, 60) == FAIL_STOP
+        await standby.wait_log(r"cluster core \S+ serving")
+        r = await edge.post("/api/cot", content=marker("after-1", time.time()),
+                            headers=bearer("USA"))  # fmt: skip
+        assert r.status_code == 201, r.text
+        standby.kill()
+        await cluster.core()  # its picture read from PostgreSQL, after every core above
+        uids = {i["uid"] for i in (await edge.get("/api/items", headers=bearer("USA"))).json()}
+        assert {"frozen-1", "after-1"} <= uids and "frozen-2" not in uids, uids
