@@ -251,3 +251,27 @@ async def test_a_write_the_edge_gave_up_on_is_never_applied(cluster: Cluster) ->
         await cluster.core()  # its picture read from PostgreSQL, after every core above
         uids = {i["uid"] for i in (await edge.get("/api/items", headers=bearer("USA"))).json()}
         assert {"frozen-1", "after-1"} <= uids and "frozen-2" not in uids, uids
+
+
+def big_marker(uid: str, now: float, size: int) -> bytes:
+    """A marker whose remarks make it about `size` bytes (under limit_message_bytes)."""
+    return marker(uid, now).replace(
+        b"</detail>", b"<remarks>" + b"r" * size + b"</remarks></detail>"
+    )
+
+
+async def test_an_answer_larger_than_a_nats_message_comes_whole(cluster: Cluster) -> None:
+    core = await cluster.core()
+    a, _ = await cluster.edge()
+    async with (
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{a.http}", timeout=60) as edge,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{core.http}", timeout=60) as direct,
+    ):
+        for n in range(40):  # 40 × ~60 kB: the answer spans 3 NATS messages
+            r = await edge.post("/api/cot", content=big_marker(f"big-{n}", time.time(), 60_000),
+                                headers=bearer("USA"))  # fmt: skip
+            assert r.status_code == 201, r.text
+        via = await edge.get("/api/items", headers=bearer("USA"))
+        own = await direct.get("/api/items", headers=bearer("USA"))
+        assert via.status_code == 200 and len(via.content) > 2_000_000
+        assert via.content == own.content
