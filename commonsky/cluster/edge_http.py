@@ -23,10 +23,11 @@ Retry-After at once (NATS's "no responders"); a core that does not answer within
 `FORWARD_S`: 504. A forwarded request reaches at most one core, once (core NATS, never
 retried by the edge); the core answers 503 without running it when it is older than its
 budget (`HttpCall.budget_s`, FORWARD_S - SKEW_S: a core that was frozen, or lost its lease,
-never applies a write the edge has given up on), and an API write is one hub transaction,
-so a client answered 503 knows its write was not applied, one answered 504 that it was
-applied whole or not at all — never twice by the edge; it may send it again (API writes name their item by uid: the same uid is the
-same item).
+never applies a write the edge has given up on). So a client answered 503 knows its write
+was not applied; one answered 504 does not know (the core may have applied it, as a single
+process may have before its connection broke), but never twice by the edge; it may send it
+again (API writes name their item by uid: the same uid is the same item, a new version of
+it). An answer the edge cannot read: 502.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from .wire import HttpCall, HttpReply, Names, encode, reply_decoder
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
+    from commonsky.metrics import Metrics
     from commonsky.services import Services
 
     from .edge import EdgeHub
@@ -88,8 +90,9 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 class Forwarder:
     """The edge's side of `<name>.http`: one call, its answer as a Starlette response."""
 
-    def __init__(self, nc: Client, names: Names, limit: int, retry_after_s: float) -> None:
-        self.nc, self.names = nc, names
+    def __init__(self, nc: Client, names: Names, limit: int, retry_after_s: float,
+                 metrics: Metrics) -> None:  # fmt: skip
+        self.nc, self.names, self.hub_metrics = nc, names, metrics
         # (NATS refuses a message over max_payload: the body must fit in one with the rest.)
         self.limit = max(0, min(limit, nc.max_payload - CALL_OVERHEAD))
         self.retry_after = str(max(1, math.ceil(retry_after_s)))
@@ -121,6 +124,11 @@ class Forwarder:
         except NoCore:
             await sub.unsubscribe()
             return self.unavailable("no core is serving the hub now (failover); try again")
+        except Exception as exc:  # (an answer we cannot read: our bug, or NATS's)
+            await sub.unsubscribe()
+            self.hub_metrics.internal_error("edge_forward")
+            log.exception("edge: forwarding %s %s failed", request.method, path[:200])
+            return json_error(502, f"the hub's core gave no usable answer ({type(exc).__name__})")
         except BaseException:
             await sub.unsubscribe()
             raise
@@ -225,7 +233,8 @@ class EdgeHttp:
         s = self.config.settings
         where = f"{self.config.source}: [server] http"
         sock = bind_http(self.host, self.port, where, reuse_port=True)
-        forwarder = Forwarder(nc, names, s.limit_http_body_bytes, self.config.cluster.lease_ttl_s)
+        forwarder = Forwarder(nc, names, s.limit_http_body_bytes, self.config.cluster.lease_ttl_s,
+                              self.hub.metrics)  # fmt: skip
         config = uvicorn.Config(
             edge_app(self.hub, forwarder),
             log_level="warning",

@@ -275,3 +275,21 @@ async def test_an_answer_larger_than_a_nats_message_comes_whole(cluster: Cluster
         own = await direct.get("/api/items", headers=bearer("USA"))
         assert via.status_code == 200 and len(via.content) > 2_000_000
         assert via.content == own.content
+
+
+async def test_a_page_keeps_its_feed_across_a_failover(cluster: Cluster) -> None:
+    first = await cluster.core()
+    a, _ = await cluster.edge()
+    _, ports_b = await cluster.edge()
+    page = await Page("RUS", a.http).connect()
+    usa = await Client("USA", ports_b["USA"]).connect()
+    await usa.send(track("us-before", time.time()))
+    await until(lambda: bool(page.got("us-before")), "the page gets USA's track")
+    first.kill()
+    await cluster.core()  # (a new core: the page is on the roster the edges give it)
+    await usa.send(track("us-after", time.time()))
+    await until(lambda: bool(page.got("us-after")), "the page gets what the new core applies")
+    assert len(page.got("us-before")) == 1, page.items  # (not replayed again)
+    assert not page.ws.close_code
+    await page.close()
+    await usa.close()
