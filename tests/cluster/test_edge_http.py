@@ -293,3 +293,36 @@ async def test_a_page_keeps_its_feed_across_a_failover(cluster: Cluster) -> None
     assert not page.ws.close_code
     await page.close()
     await usa.close()
+
+
+async def test_edges_share_the_http_port_and_one_serves_when_the_other_dies(
+    cluster: Cluster,
+) -> None:
+    await cluster.core()
+    first, ports = await cluster.edge()
+    second, _ = await cluster.edge(ports, http=first.http)  # SO_REUSEPORT, not "in use"
+    assert second.http == first.http
+    # The kernel spreads new connections over both: pages on both edges (16: all on one
+    # edge by chance once in 32,768 runs), each fed.
+    pages = [await Page("USA", first.http).connect() for _ in range(16)]
+    usa = await Client("USA", ports["USA"]).connect()
+    await usa.send(track("shared-http", time.time()))
+    for page in pages:
+        await until(lambda p=page: bool(p.got("shared-http")), "every page gets the track")
+    first.kill()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{first.http}", timeout=30) as edge:
+        r = await edge.get("/api/items", headers=bearer("USA"))  # (a new connection: the live edge)
+        assert r.status_code == 200 and any(i["uid"] == "shared-http" for i in r.json())
+    usa2 = await Client("USA", ports["USA"]).connect()  # (the live edge: usa may be gone)
+    await usa2.send(track("shared-http-2", time.time()))
+    gone = [p for p in pages if p.task is not None and p.task.done()]
+    for page in pages:  # each one on the dead edge (closed), or served by the live one
+        await until(lambda p=page: bool(p.got("shared-http-2")) or p.ws.close_code is not None,
+                    "each page closed with its edge, or still served")  # fmt: skip
+    served = [p for p in pages if p.got("shared-http-2")]
+    assert served and len(served) < len(pages), "the kernel spread the pages over both edges"
+    assert all(p.ws.close_code is not None for p in pages if p not in served), gone
+    for page in pages:
+        await page.close()
+    await usa.close()
+    await usa2.close()
