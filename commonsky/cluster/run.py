@@ -95,9 +95,9 @@ class EdgeServer:
         self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
         self.link = EdgeLink(self.hub, self.nc, js, kv, names)
         await self.link.start()
+        await self.http.start(self.nc, names)  # (first: a busy port stops the edge early)
         for listener in self.listeners:
             await listener.start()
-        await self.http.start(self.nc, names)
         self._ticker = asyncio.create_task(self._tick())
         ports = ", ".join([listener.name for listener in self.listeners]
                           + [f"http:{self.http.host}:{self.http.port}"])  # fmt: skip

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import time
 from typing import Any
 
@@ -18,8 +19,19 @@ import websockets
 from nats.aio.client import Client as Nats
 from nats.js.errors import NoKeysError
 
-from commonsky.bench.cluster import Client, Cluster, marker, track, until, until_async
+from commonsky.bench.cluster import (
+    Client,
+    Cluster,
+    Process,
+    cluster_config,
+    marker,
+    track,
+    until,
+    until_async,
+)
+from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.bench.hubproc import OPERATOR, parse_metrics, token
+from commonsky.bench.relay import free_port
 from commonsky.cluster.edge_http import FORWARD_S
 from commonsky.cluster.run import FAIL_STOP
 from commonsky.cluster.wire import picture_key
@@ -326,3 +338,22 @@ async def test_edges_share_the_http_port_and_one_serves_when_the_other_dies(
         await page.close()
     await usa.close()
     await usa2.close()
+
+
+async def test_an_edge_whose_http_port_is_taken_says_so_in_one_line(cluster: Cluster) -> None:
+    """A port held by a process that does not share it (no SO_REUSEPORT): the edge stops
+    at start with one line naming `[server] http`, exit status 2."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = cluster_config(cluster.folder, cluster.name, cluster.nats_url,
+                                cluster.store_url, "edge", {p: free_port() for p in PARTIES},
+                                port)  # fmt: skip
+        process = Process(config, cluster.folder / "busy.log")
+        process.start()
+        assert process.proc is not None
+        assert await asyncio.to_thread(process.proc.wait, 60) == 2
+    lines = [line for line in process.text().splitlines() if "[server] http" in line]
+    assert len(lines) == 1 and str(port) in lines[0], process.text()[-2000:]
+    assert "Traceback" not in process.text()
