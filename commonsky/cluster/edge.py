@@ -211,6 +211,8 @@ def page_replay(hub: EdgeHub, entries: list[PictureEntry]) -> list[Pending]:
     that cannot be read is left out (logged, counted), as the hub leaves out an item it
     cannot render."""
     s = hub.settings
+    # (The core's rendering of an accepted event: names prefixed with their party, a little
+    # longer than what was accepted; the bound only keeps a bad entry from costing much.)
     limits = XmlLimits(4 * s.limit_message_bytes, s.limit_xml_depth, s.limit_attribute_bytes)
     made: list[Pending] = []
     for e in entries:
