@@ -61,6 +61,10 @@ def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role:
         "lease_ttl_s = 5.0\n"
     )
     path = folder / f"{role}-{http}.toml"
+    n = 1
+    while path.exists():  # (edges sharing their ports: each its own file and log)
+        n += 1
+        path = folder / f"{role}-{http}-{n}.toml"
     path.write_text(text)
     return path
 
@@ -72,6 +76,7 @@ class Process:
     config: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    http: int = 0  # its `[server] http` port (an edge's map and API; a core's own)
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -123,15 +128,17 @@ class Cluster:
         config = cluster_config(
             self.folder, self.name, self.nats_url, self.store_url, role, ports, http
         )
-        process = Process(config, self.folder / f"{config.stem}.log")
+        process = Process(config, self.folder / f"{config.stem}.log", http=http)
         process.start()
         self.processes.append(process)
         return process
 
-    async def edge(self, ports: dict[str, int] | None = None) -> tuple[Process, dict[str, int]]:
-        """An edge process, on new ports or on `ports` (another edge's: SO_REUSEPORT)."""
+    async def edge(self, ports: dict[str, int] | None = None,
+                   http: int | None = None) -> tuple[Process, dict[str, int]]:  # fmt: skip
+        """An edge process, on new ports or on `ports` and `http` (another edge's:
+        SO_REUSEPORT)."""
         ports = ports or {p: free_port() for p in self.parties}
-        process = self._process("edge", ports, free_port())
+        process = self._process("edge", ports, http or free_port())
         await process.wait_log(r"cluster edge \S+ ready")
         self.edge_ports.append(ports)
         return process, ports

@@ -185,6 +185,7 @@ class ClusterCore:
             peer=peer,
             id=f"{edge}/{info.conn}",
             address=info.address,
+            oversight=info.oversight,  # (a map page on the edge)
         )
         peer.conn = conn
         for uid, callsign in info.devices.items():

@@ -34,14 +34,14 @@ from commonsky.metrics import Metrics
 from commonsky.model import Category, CotEvent, Item, category_of_event
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_acceptable
-from commonsky.protocol.cot import parse_event
+from commonsky.protocol.cot import XmlLimits, parse_event
 from commonsky.protocol.render import render
 from commonsky.protocol.session import TakSession
 from commonsky.protocol.stream import MessageRefused
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
-from .picture_kv import read_picture
+from .picture_kv import entry_json, read_picture
 from .wire import (
     BEAT_S,
     Attach,
@@ -50,6 +50,7 @@ from .wire import (
     Detach,
     Ingest,
     Names,
+    PictureEntry,
     Roster,
     delivery_decoder,
     encode,
@@ -205,9 +206,29 @@ class EdgeHub:
         return Roster(self.edge, [info(c) for c in self.by_id.values() if c.id in announced])
 
 
+def page_replay(hub: EdgeHub, entries: list[PictureEntry]) -> list[Pending]:
+    """A map page's picture from the bucket, as the JSON the core would send it; an entry
+    that cannot be read is left out (logged, counted), as the hub leaves out an item it
+    cannot render."""
+    s = hub.settings
+    # (The core's rendering of an accepted event: names prefixed with their party, a little
+    # longer than what was accepted; the bound only keeps a bad entry from costing much.)
+    limits = XmlLimits(4 * s.limit_message_bytes, s.limit_xml_depth, s.limit_attribute_bytes)
+    made: list[Pending] = []
+    for e in entries:
+        try:
+            data = entry_json(e, limits)
+        except Exception as exc:
+            hub.metrics.render_failed("json")
+            log.error("edge: picture entry %s/%r unreadable as JSON: %s", e.party, e.uid[:120], exc)
+            continue
+        made.append(edge_pending(e.party, e.uid, e.category, e.received, "json", data))
+    return made
+
+
 def info(conn: Connection) -> ConnInfo:
     return ConnInfo(conn.id, conn.party, conn.user, conn.listener, conn.address, conn.mode(),
-                    dict(conn.devices))  # fmt: skip
+                    dict(conn.devices), conn.oversight)  # fmt: skip
 
 
 class EdgeLink:
@@ -284,11 +305,13 @@ class EdgeLink:
             entries = []
         here = conn.id in self.hub.by_id
         if here and entries:
-            # (In XML; a client that speaks protobuf gets each converted as it is drawn.)
-            conn.outbox.replay(
-                iter([edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml)
-                      for e in entries])
-            )  # fmt: skip
+            # (In XML; a client that speaks protobuf gets each converted as it is drawn; a
+            # map page its JSON, made here: cluster/edge_http.py.)
+            made = page_replay(self.hub, entries) if conn.mode() == "json" else [
+                edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml)
+                for e in entries
+            ]  # fmt: skip
+            conn.outbox.replay(iter(made))
             self.hub.wires.mark(conn)
         self._put((self._id(), encode(Attach(self.hub.edge, info(conn), replayed))))
         for held in self.waiting.pop(conn.id, []):

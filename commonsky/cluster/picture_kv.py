@@ -26,11 +26,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
 
 from commonsky.hub.deletes import DELETE_TYPE
 from commonsky.hub.outbox import Pending, Rendered, Variant
-from commonsky.model import DURABLE, Item
+from commonsky.hub.render import item_json
+from commonsky.model import DURABLE, Category, Item
+from commonsky.protocol.cot import XmlLimits, parse_event
 
 from .wire import PictureEntry, encode, entry_decoder, picture_key, token
 
@@ -204,6 +208,8 @@ class PictureWriter:
                 until=held.until if math.isfinite(held.until) else 1e18,
                 durable=item.category in DURABLE,
                 xml=held.rendered.wire(held.variant, "xml"),
+                seq=item.seq,
+                origin=item.origin,
             ))  # fmt: skip
             headers = {}
             found = self.found.pop(name, None)
@@ -275,3 +281,21 @@ async def read_picture(kv: KeyValue, party: str, now: float,
     held = sorted((rev, e) for rev, e in latest.values() if e is not None and e.until > now)
     entries = [e for _, e in held if e.durable] + [e for _, e in held if not e.durable]
     return entries, top
+
+
+@dataclass(slots=True, frozen=True)
+class EntryItem:
+    """What `hub.render.item_json` reads of an item besides its event, from an entry."""
+
+    party: str
+    category: Category
+    seq: int
+    origin: str
+
+
+def entry_json(entry: PictureEntry, limits: XmlLimits) -> bytes:
+    """An entry as the map page's JSON (the bytes the core sends a page for this very
+    version: `item_json` of the event as the party sees it, which the entry's XML is).
+    Raises what parsing the XML raises (RemoteProtocolError; the core wrote it: our bug)."""
+    item = EntryItem(entry.party, Category(entry.category), entry.seq, entry.origin)
+    return msgspec.json.encode(item_json(cast(Item, item), parse_event(entry.xml, limits)))

@@ -1,11 +1,14 @@
 """`commonsky serve` with `[cluster]`: the edge, the core, or both in one process.
 
-- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py); no data folder, no store.
+- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py) and `[server] http` (the
+  map, its live feed, the API forwarded to the core: edge_http.py); no data folder, no store.
 - Core: waits for the lease (lease.py), then runs the hub as `HubServer` does — data folder,
-  PostgreSQL store, ledger, desks, HTTP API and map — without the TAK listeners, fed by the
-  stream (core.py). Cores of one cluster share the data folder (the ledger and the hub's keys
-  live there; a standby opens it only once it holds the lease). Losing the lease or the store
-  stops the process at once (exit status 75): a standby takes over from the stream.
+  PostgreSQL store, ledger, desks, its own HTTP for operators (with role "all" on a loopback
+  port of its own: `[server] http` is the edge's) — without the TAK listeners, fed by the
+  stream (core.py), answering the edges' API calls (core_http.py). Cores of one cluster
+  share the data folder (the ledger and the hub's keys live there; a standby opens it only
+  once it holds the lease). Losing the lease or the store stops the process at once (exit
+  status 75): a standby takes over from the stream.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+import msgspec
+
 from commonsky.clock import hub_clock
 from commonsky.config import HubConfig
 from commonsky.errors import UsageError
@@ -29,6 +34,7 @@ from commonsky.revocation import Revocations
 
 from . import require_nats
 from .edge import EdgeHub, EdgeLink
+from .edge_http import EdgeHttp
 from .nats_io import connect, ensure_stream, picture_bucket
 from .wire import Names
 
@@ -72,6 +78,7 @@ class EdgeServer:
             )
             for lc in tak
         ]
+        self.http = EdgeHttp(self.hub, config)  # map, live feed, API forwarded (edge_http.py)
         self.nc: Client | None = None
         self.link: EdgeLink | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -88,10 +95,12 @@ class EdgeServer:
         self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
         self.link = EdgeLink(self.hub, self.nc, js, kv, names)
         await self.link.start()
+        await self.http.start(self.nc, names)  # (first: a busy port stops the edge early)
         for listener in self.listeners:
             await listener.start()
         self._ticker = asyncio.create_task(self._tick())
-        ports = ", ".join(listener.name for listener in self.listeners)
+        ports = ", ".join([listener.name for listener in self.listeners]
+                          + [f"http:{self.http.host}:{self.http.port}"])  # fmt: skip
         log.info("cluster edge %s ready (%s)", self.id, ports)
 
     async def _tick(self) -> None:
@@ -108,6 +117,7 @@ class EdgeServer:
     async def stop(self) -> None:
         for listener in self.listeners:
             await listener.stop_accepting()
+        await self.http.stop()
         if self.link is not None:
             await self.link.stop()
         for conn in list(self.hub.wires):
@@ -124,7 +134,10 @@ class EdgeServer:
 async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
     """The core role: wait for the lease, then serve until `stop`. Exits the process
     (FAIL_STOP) when the lease or the store is lost."""
+    from commonsky.http.app import build_app
+
     from .core import ClusterCore
+    from .core_http import CoreHttp
     from .keeper import LeaseKeeper
 
     cluster = config.cluster
@@ -148,10 +161,17 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
     stopping.cancel()
     acquiring.result()
     others = tuple(lc for lc in config.listeners if lc.kind not in ("tak-tcp", "tak-tls"))
-    server = await _build(dataclasses.replace(config, listeners=others), lease, init)
+    config = dataclasses.replace(config, listeners=others)
+    if cluster.runs_edge:  # (role "all": `[server] http` is the edge's; the core's is private)
+        settings = msgspec.structs.replace(config.settings, http="127.0.0.1:0")
+        config = dataclasses.replace(config, settings=settings)
+    server = await _build(config, lease, init)
     await server.start()
     core = ClusterCore(server.hub, nc, js, kv, names)
     await core.start()
+    http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,
+                    lambda: lease.held)  # fmt: skip
+    await http.start()  # (the edges' API calls: core_http.py)
     log.info("cluster core %s serving (epoch %d); map and API on http://%s:%d/",
              holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip
     why = await _first(stop, lease.lost, core)
@@ -160,6 +180,7 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
         log.critical("cluster core %s stopping at once: %s", holder, why)
         logging.shutdown()
         os._exit(FAIL_STOP)
+    await http.stop()
     await core.stop()
     await server.stop()
     await lease.release()
