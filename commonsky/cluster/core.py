@@ -4,18 +4,21 @@ A normal `Hub` with its desks over the PostgreSQL store and the ledger (built by
 `HubServer`, without TAK listeners) — the routing, outboxes, desks and recorders unchanged.
 `ClusterCore` feeds it:
 
-- The inbound stream (`wire.Ingest`, `Attach`, `Detach`) through a durable pull consumer,
+- The inbound stream (`wire.Ingest`, `Attach`, `Detach`) through a durable push consumer,
   in stream order. Each batch is applied in one hub transaction that also records every
   applied message id (`commonsky_applied`), and acknowledged only after that commits: a
   message redelivered (the core died before its ack reached NATS) is recognised and not
-  applied again; one never committed is applied by whichever core reads it next.
+  applied again; one never committed is applied by whichever core reads it next. Position
+  reports are the exception (`_live`, `_commit`): recorded only when applying one wrote
+  something, so a batch of them costs PostgreSQL nothing; applied again, a position is the
+  same latest position.
 - For each client of an edge, a proxy `Connection` whose `Peer` (`ProxyPeer`) sends what the
   hub queued for it — rendered for that client as the single process would write it — to
   that edge (`<name>.out.<edge>`). Only edges holding an entitled client get anything.
 - The picture bucket (`picture_kv.PictureWriter`) for clients that connect later.
 
 A core that cannot commit (PostgreSQL gone) or loses the lease stops at once (fail-stop):
-the outputs of an uncommitted batch must never leave, and a standby takes over from the
+the outputs of an uncommitted durable item must never leave, and a standby takes over from the
 stream (`serve_core` in `run.py`).
 """
 
