@@ -195,11 +195,10 @@ class Ledger:
         joined = db.in_transaction()
         if not joined:
             db.begin()
-        if not joined or db.shared:
-            # Another process appended, or (sharing the store's commit) a commit this
-            # frontier counted failed: never fork the log, continue what is stored.
-            if self._stored_size() != self._frontier.size:
-                self._reload()
+        # Another process appended, or (sharing the store's commit) a commit this frontier
+        # counted failed: never fork the log, continue what is stored.
+        if (not joined or db.shared) and self._stored_size() != self._frontier.size:
+            self._reload()
         if joined or self._depth > 0:
             db.savepoint()
             return False
@@ -317,6 +316,7 @@ class Ledger:
                 raise
             self._frontier = frontier
             return len(rows)
+
     # -- reading -------------------------------------------------------------------------
 
     def _check_size(self, size: int | None) -> int:
