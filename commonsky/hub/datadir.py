@@ -53,6 +53,9 @@ LEDGER_DB = "ledger.sqlite3"  # commonsky.ledger.log.DB_NAME
 STORE_DB = "hub.sqlite3"  # commonsky.store.sqlite.DB_NAME
 HUB_KEY = "keys/hub-ed25519.pem"  # commonsky.ledger.keys.HUB_KEY_NAME under keys/
 HUB_SECRET = "keys/hub-secret"
+#: A cluster core's copy of the hub's public key (its private half is in the database):
+#: what `commonsky ledger verify --hub-key` pins.
+HUB_PUBLIC = "hub-ed25519.pub.pem"
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
@@ -290,6 +293,15 @@ class DataDir:
             "store": store_name,
             "ledger": store_name if self.shared else LEDGER_DB,
         }
+        if self.shared:
+            from commonsky.ledger.keys import public_from_raw, public_pem
+
+            pem = public_pem(public_from_raw(ledger.hub_public_key))
+            with contextlib.suppress(FileNotFoundError):
+                if (self.path / HUB_PUBLIC).read_bytes() == pem:
+                    pem = b""
+            if pem:
+                write_private(self.path / HUB_PUBLIC, pem)
         if manifest != {k: (self.manifest or {}).get(k) for k in manifest}:
             write_private(self.path / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n")
             if self.manifest is None:

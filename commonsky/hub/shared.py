@@ -40,6 +40,7 @@ from commonsky.ledger.keys import KeyFileError, PartyKeys, load_public_key, publ
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from commonsky.ledger.log import Ledger
     from commonsky.store.postgres import PostgresStore
 
 log = logging.getLogger("commonsky.datadir")
@@ -129,15 +130,15 @@ def _why_refused(state: SharedState, missing: list[str]) -> str:
     store = state.store
     has = [n for n in (HUB_KEY, HUB_SECRET) if n not in missing]
     hub_id = store.meta("hub_id")
+    conn = store.connection()
+    ledger = conn.execute("SELECT to_regclass('commonsky_ledger_entry')").fetchone()
     entries = (
-        store.connection()
-        .execute(
-            "SELECT to_regclass('commonsky_ledger_entry') IS NOT NULL "
-            "AND EXISTS (SELECT 1 FROM commonsky_ledger_entry)"
-        )
-        .fetchone()
+        ledger is not None
+        and ledger[0] is not None
+        and conn.execute("SELECT EXISTS (SELECT 1 FROM commonsky_ledger_entry)").fetchone()
+        == (True,)
     )
-    if not has and hub_id is None and not store.count() and not (entries and entries[0]):
+    if not has and hub_id is None and not store.count() and not entries:
         return (
             "the database holds no hub yet; start the cluster's first core with --init to make one"
         )
@@ -261,3 +262,43 @@ def open_shared(store: PostgresStore, init: bool, writer: str | None) -> Shared:
     state = SharedState(store)
     key, secret = open_identity(state, init)
     return Shared(state, key, secret)
+
+
+def open_ledger(url: str, expected_hub: str | None) -> Ledger:
+    """A cluster's ledger, for the CLI (`commonsky ledger export --data-dir CORE_DIR` or
+    `--config FILE`): read, proved and checkpointed beside the serving core (the CLI is not
+    the database's writer: it only adds signed checkpoints, as for one process).
+
+    Raises UsageError: the database holds no hub (nothing is created in it), another hub
+    than `expected_hub` (the core's manifest), or rows that are not what they should be."""
+    from commonsky.ledger.log import Ledger, LedgerError
+    from commonsky.ledger.pgdb import PgLedgerDB
+    from commonsky.store import redacted
+    from commonsky.store.postgres import PostgresStore
+
+    where = f"store_url {redacted(url)}"
+    try:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as probe:
+            row = probe.execute(
+                "SELECT to_regclass('commonsky_ledger_entry') IS NOT NULL "
+                "AND to_regclass('commonsky_hub_state') IS NOT NULL"
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise UsageError(f"{where}: cannot read the ledger: {_first_line(exc)}") from None
+    if not (row and row[0]):
+        raise UsageError(f"{where}: no ledger here (no cluster core has run on this database)")
+    store = PostgresStore(url)
+    try:
+        hub_id = store.meta("hub_id")
+        if expected_hub is not None and hub_id != expected_hub:
+            raise UsageError(
+                f"{where}: the database holds hub {hub_id}, the data folder names {expected_hub}"
+            )
+        key, _ = open_identity(SharedState(store), init=False)
+        return Ledger(PgLedgerDB(store, owns_store=True), key)
+    except (LedgerError, KeyFileError) as exc:
+        store.close()
+        raise UsageError(str(exc)) from None
+    except BaseException:
+        store.close()
+        raise

@@ -54,8 +54,10 @@ class PgLedgerDB:
 
     shared = True
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, *, owns_store: bool = False) -> None:
+        """`owns_store`: closing the ledger closes the store (a CLI's; a hub closes its own)."""
         self._store = store
+        self._owns_store = owns_store
         self.where = f"the ledger in {store.where}"
         conn = store.connection()
         with conn.transaction():
@@ -199,4 +201,5 @@ class PgLedgerDB:
         return int(size), bytes(root), int(time_us), bytes(signature), bytes(hub_key)
 
     def close(self) -> None:
-        """(The store's connection is the store's to close.)"""
+        if self._owns_store:
+            self._store.close()
