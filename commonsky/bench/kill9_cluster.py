@@ -172,10 +172,30 @@ def stored(url: str) -> dict[str, int]:
     return {str(uid): int(n) for uid, n in rows}
 
 
-async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str, Any]:
-    """`runs` kills of the serving core under load; the figures (module header)."""
+async def settle(cluster: Cluster, cores: list[Process]) -> int:
+    """Wait until the stream is applied to its end. A core that lost its lease stops by
+    itself (exit 75, fail-stop): counted (returned), and one more core is started if none
+    is left to apply the rest of the stream."""
     import nats
 
+    stopped = sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
+    if not any(c.proc is not None and c.proc.poll() is None for c in cores):
+        cores.append(await cluster.core())
+    nc = await nats.connect(cluster.nats_url)
+    try:
+        js = nc.jetstream()
+
+        async def drained() -> bool:
+            return (await js.stream_info(f"{cluster.name}_IN")).state.messages == 0
+
+        await until_async(drained, "the stream applied to its end")
+    finally:
+        await nc.close()
+    return stopped
+
+
+async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str, Any]:
+    """`runs` kills of the serving core under load; the figures (module header)."""
     cores = [await cluster.core(), await cluster.core(wait=False)]
     _, a = await cluster.edge()
     _, b = await cluster.edge()
@@ -219,21 +239,7 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
         await asyncio.gather(*tasks, return_exceptions=True)
     clients = [*senders.values(), *others]
     disconnected = sum(c.closed.is_set() for c in clients)
-    # A core that lost its lease stops by itself (exit 75, fail-stop); counted, and one
-    # more core is started if none is left to apply the rest of the stream.
-    stopped = sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
-    if not any(c.proc is not None and c.proc.poll() is None for c in cores):
-        cores.append(await cluster.core())
-    nc = await nats.connect(cluster.nats_url)
-    try:
-        js = nc.jetstream()
-
-        async def drained() -> bool:
-            return (await js.stream_info(f"{cluster.name}_IN")).state.messages == 0
-
-        await until_async(drained, "the stream applied to its end")
-    finally:
-        await nc.close()
+    stopped = await settle(cluster, cores)
     for client in senders.values():  # (the receipts still on their way)
         load.receipts(client)
     for client in clients:
