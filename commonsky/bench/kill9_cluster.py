@@ -128,10 +128,7 @@ def handles(events: list[bytes]) -> set[bytes]:
     """The generalized handles of USA's tracks among `events` (us-jp is "generalized"; the
     load's tracks are 60 uids sent again and again, its hotline messages ever new ones)."""
     return {
-        m.group(1)
-        for event in events
-        if b' type="a-' in event
-        for m in _HANDLE.finditer(event)
+        m.group(1) for event in events if b' type="a-' in event for m in _HANDLE.finditer(event)
     }
 
 
@@ -246,7 +243,7 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
         await client.close()
     counts = stored(cluster.store_url)
     sizes.append(ledger_size(cluster.store_url))
-    after = handles(others[0].events[marks[0]:]) if marks else set()
+    after = handles(others[0].events[marks[0] :]) if marks else set()
     ledger = ledger_figures(cores, cluster.folder)
     lost = sorted(uid for uid in load.sent if uid not in counts)
     twice = sorted(uid for uid, n in counts.items() if n > 1 and "trk" not in uid)

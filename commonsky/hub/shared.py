@@ -107,7 +107,7 @@ def open_identity(state: SharedState, init: bool) -> tuple[Ed25519PrivateKey, by
             raise UsageError(f"{where}: {_why_refused(state, missing)}")
         if pem is None:
             key = Ed25519PrivateKey.generate()
-            state.put(HUB_KEY, _private_pem(key), replace=False)
+            state.put(HUB_KEY, private_pem(key), replace=False)
             pem = state.get(HUB_KEY) or b""
         if secret is None:
             state.put(HUB_SECRET, secrets.token_bytes(32), replace=False)
@@ -150,7 +150,7 @@ def _why_refused(state: SharedState, missing: list[str]) -> str:
     )
 
 
-def _private_pem(key: Ed25519PrivateKey) -> bytes:
+def private_pem(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -252,14 +252,28 @@ class Shared:
 IDLE_IN_TRANSACTION_S = 30.0
 
 
-def open_shared(store: PostgresStore, init: bool, writer: str | None) -> Shared:
+def open_shared(
+    store: PostgresStore, init: bool, writer: str | None, data_dir: Path | None = None
+) -> Shared:
     """Claim the database's writer (`writer`: a core holding the lease; None: nobody, e.g.
-    a test or a tool) and open the hub's shared keys. Raises UsageError, StoreUnavailable."""
+    a test or a tool) and open the hub's shared keys — moved in from `data_dir` when it
+    holds them from before and `init` says so (hub/adopt.py). Raises UsageError,
+    StoreUnavailable."""
+    from commonsky.hub.adopt import adopt, earlier_files
+
     if writer is not None:
         before = store.claim(writer, IDLE_IN_TRANSACTION_S)
         log.info("%s: the database's writer is now %s (was %s)", store.where, writer,
                  before or "nobody")  # fmt: skip
     state = SharedState(store)
+    if data_dir is not None and earlier_files(data_dir) and state.get(HUB_KEY) is None:
+        if not init:
+            raise UsageError(
+                f"data_dir {data_dir}: holds this hub's ledger and keys from before they "
+                f"moved into the database ({store.where}); start this core once with --init "
+                "to move them in"
+            )
+        adopt(state, data_dir)
     key, secret = open_identity(state, init)
     return Shared(state, key, secret)
 

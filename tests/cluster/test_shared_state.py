@@ -320,3 +320,41 @@ async def test_party_keys_put_in_one_cores_folder_are_every_cores(
         assert keys.raw("JPN") is None
     finally:
         second._release()
+
+
+async def test_a_cluster_from_before_moves_its_folder_into_the_database_with_init(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Its cores shared one folder holding the ledger (SQLite) and keys, items in
+    PostgreSQL: the layout of one process with store_url, made here that way."""
+    alone = core_config(tmp_path / "a", postgres_url)
+    del alone["cluster"]
+    before = HubServer(config_from_dict(alone, "test"))
+    try:
+        await send(before, ["old 1", "old 2"])
+        hub_id, secret = before.hub_id, before.hub.secret
+        size = before.services.recorder.ledger.size  # type: ignore[union-attr]
+    finally:
+        before._release()
+    with pytest.raises(UsageError, match="start this core once with --init to move them in"):
+        HubServer(config(tmp_path / "a", postgres_url))
+    moved = HubServer(config(tmp_path / "a", postgres_url), init=True)
+    try:
+        assert (moved.hub_id, moved.hub.secret) == (hub_id, secret)
+        assert moved.services.recorder.ledger.size == size  # type: ignore[union-attr]
+        assert set(await history(moved)) == {"old 1", "old 2"}
+    finally:
+        moved._release()
+    nxt = HubServer(config(tmp_path / "b", postgres_url))  # an empty folder, no --init
+    try:
+        await send(nxt, ["new 1"])
+        assert nxt.hub_id == hub_id
+    finally:
+        nxt._release()
+    out = tmp_path / "all.jsonl"
+    made = cli("ledger", "export", "--data-dir", str(tmp_path / "b"), "--out", str(out))
+    assert made.returncode == 0, made.stdout + made.stderr
+    key = tmp_path / "a" / "keys" / "hub-ed25519.pem"  # the key the old folder signed with
+    checked = cli("ledger", "verify", str(out), "--hub-key", str(key))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(out.read_text().splitlines()[-1])["size"] > size
