@@ -44,7 +44,7 @@ from commonsky.store import Store, open_store
 
 if TYPE_CHECKING:
     from commonsky.federation.bridge import Federation
-    from commonsky.hub.shared import Shared
+    from commonsky.hub.core_state import Shared
 
 log = logging.getLogger("commonsky.server")
 
@@ -347,7 +347,7 @@ def _open_store(url: str, data_dir: Path) -> Store:
 
 
 def _open_shared(store: Store, init: bool, writer: str | None, data_dir: Path) -> Shared:
-    from commonsky.hub.shared import open_shared
+    from commonsky.hub.core_state import open_shared
     from commonsky.store.postgres import PostgresStore
 
     assert isinstance(store, PostgresStore)  # ([cluster] requires it: cluster/config.py)

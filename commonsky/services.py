@@ -30,7 +30,7 @@ from commonsky.ledger.proofs import SignedCheckpoint
 from commonsky.model import CotEvent
 
 if TYPE_CHECKING:
-    from commonsky.hub.shared import Shared
+    from commonsky.hub.core_state import Shared
 
 log = logging.getLogger("commonsky.services")
 
