@@ -18,6 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from commonsky.config import HubConfig, config_from_dict
 from commonsky.errors import UsageError, WriterFenced
@@ -358,3 +360,46 @@ async def test_a_cluster_from_before_moves_its_folder_into_the_database_with_ini
     checked = cli("ledger", "verify", str(out), "--hub-key", str(key))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert json.loads(out.read_text().splitlines()[-1])["size"] > size
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["append", "claim"]), st.integers(0, 1), st.integers(1, 3)),
+        max_size=12,
+    )
+)
+def test_any_interleaving_of_two_cores_keeps_one_chain(
+    postgres_url: str, steps: list[tuple[str, int, int]]
+) -> None:
+    """Invariant: whatever two cores do in turn, an append by the core that is not the
+    database's writer fails (WriterFenced) and stores nothing; the ledger is exactly the
+    writers' appends, in order, one chain (every hash recomputed)."""
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        for table in ("commonsky_ledger_entry", "commonsky_ledger_node", "commonsky_writer"):
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+    stores = [PostgresStore(postgres_url), PostgresStore(postgres_url)]
+    try:
+        ledgers = [Ledger(PgLedgerDB(s)) for s in stores]
+        writer: int | None = None
+        expected: list[str] = []
+        for n, (what, who, count) in enumerate(steps):
+            if what == "claim":
+                stores[who].claim(f"core {who} step {n}", 30)
+                writer = who
+                continue
+            batch = [fields(1000 * n + i) for i in range(count)]
+            if stores[who].writer is not None and writer != who:
+                with pytest.raises(WriterFenced):
+                    ledgers[who].append_many(batch)
+                continue
+            ledgers[who].append_many(batch)
+            expected += [f"u-{1000 * n + i}" for i in range(count)]
+        reader = Ledger(PgLedgerDB(stores[0]))
+        assert [e.payload["uid"] for e in reader.entries()] == expected
+        assert reader.audit() == reader.root()
+    finally:
+        for store in stores:
+            store.close()
