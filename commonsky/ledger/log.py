@@ -95,6 +95,7 @@ class Ledger:
         self._clock = clock
         self._lock = threading.RLock()
         self._depth = 0  # nesting of `transaction()` blocks
+        self._checked = -1  # `db.mark()` of the transaction whose stored size was checked
         # (seq, leaf) appended inside the open block, not yet committed (see `uncommitted`).
         self._uncommitted: list[tuple[int, bytes]] = []
         if isinstance(path, str | Path):
@@ -196,9 +197,12 @@ class Ledger:
         if not joined:
             db.begin()
         # Another process appended, or (sharing the store's commit) a commit this frontier
-        # counted failed: never fork the log, continue what is stored.
-        if (not joined or db.shared) and self._stored_size() != self._frontier.size:
+        # counted failed: never fork the log, continue what is stored. (Shared: once per
+        # transaction — within one, only this ledger appends.)
+        fresh = not joined or (db.shared and db.mark() != self._checked)
+        if fresh and self._stored_size() != self._frontier.size:
             self._reload()
+        self._checked = db.mark()
         if joined or self._depth > 0:
             db.savepoint()
             return False

@@ -58,6 +58,7 @@ class PgLedgerDB:
         """`owns_store`: closing the ledger closes the store (a CLI's; a hub closes its own)."""
         self._store = store
         self._owns_store = owns_store
+        self._savepoint = ""  # "", "wanted", "sent", "released" (see `savepoint`)
         self.where = f"the ledger in {store.where}"
         conn = store.connection()
         with conn.transaction():
@@ -107,16 +108,27 @@ class PgLedgerDB:
     def rollback(self) -> None:
         self._store.end_write(False)
 
+    # An append inside a block is atomic on its own (a savepoint), as in SQLite. Its
+    # SAVEPOINT, the inserts and the RELEASE go to the server in one pipeline (one round
+    # trip, not five): `savepoint` only notes that one is wanted, `insert` sends it all.
+
     def savepoint(self) -> None:
-        self._store.connection().execute("SAVEPOINT commonsky_ledger")
+        self._savepoint = "wanted"
 
     def release(self) -> None:
-        self._store.connection().execute("RELEASE commonsky_ledger")
+        if self._savepoint != "released":  # (not sent with the inserts: send it now)
+            self._store.connection().execute("RELEASE commonsky_ledger")
+        self._savepoint = ""
 
     def rollback_to(self) -> None:
-        conn = self._store.connection()
-        conn.execute("ROLLBACK TO commonsky_ledger")
-        conn.execute("RELEASE commonsky_ledger")
+        sent, self._savepoint = self._savepoint, ""
+        if sent != "wanted":  # (wanted and never sent: nothing reached the server)
+            conn = self._store.connection()
+            conn.execute("ROLLBACK TO commonsky_ledger")
+            conn.execute("RELEASE commonsky_ledger")
+
+    def mark(self) -> int:
+        return self._store.transactions
 
     def stored_size(self) -> int:
         (top,) = self._all("SELECT MAX(seq) FROM commonsky_ledger_entry")[0]
@@ -143,18 +155,33 @@ class PgLedgerDB:
 
     def insert(self, rows: Sequence[EntryRow], nodes: Sequence[NodeRow]) -> None:
         # (Called inside the write transaction `begin` or the caller's block opened.)
-        with self._store.connection().cursor() as cur:
-            if rows:
-                cur.executemany(
-                    "INSERT INTO commonsky_ledger_entry (seq, leaf, leaf_hash, audience) "
-                    "VALUES (%s, %s, %s, %s)",
-                    rows,
-                )
-            if nodes:
-                cur.executemany(
-                    "INSERT INTO commonsky_ledger_node (level, idx, hash) VALUES (%s, %s, %s)",
-                    nodes,
-                )
+        conn = self._store.connection()
+        wrapped = self._savepoint == "wanted"
+        if wrapped:
+            self._savepoint = "sent"
+        try:
+            with conn.pipeline(), conn.cursor() as cur:
+                if wrapped:
+                    cur.execute("SAVEPOINT commonsky_ledger")
+                if rows:
+                    cur.executemany(
+                        "INSERT INTO commonsky_ledger_entry (seq, leaf, leaf_hash, audience) "
+                        "VALUES (%s, %s, %s, %s)",
+                        rows,
+                    )
+                if nodes:
+                    cur.executemany(
+                        "INSERT INTO commonsky_ledger_node (level, idx, hash) VALUES (%s, %s, %s)",
+                        nodes,
+                    )
+                if wrapped:
+                    cur.execute("RELEASE commonsky_ledger")
+        except psycopg.OperationalError as exc:
+            if conn.broken:
+                raise StoreUnavailable(f"PostgreSQL connection lost: {exc}") from None
+            raise
+        if wrapped:
+            self._savepoint = "released"
 
     def rows(self, lo: int, hi: int) -> list[EntryRow]:
         found = self._all(

@@ -108,6 +108,7 @@ class PostgresStore(NestedBlocks):
         # A cluster core's name as the one writer (`claim`), checked by every write; None
         # for a hub alone on its database (the embedded single process with store_url).
         self.writer: str | None = None
+        self.transactions = 0  # write transactions opened by `_begin` (ledger/pgdb.py `mark`)
         self._idle_timeout_ms = 0
         self._conn = self._connect()
         with self._conn.transaction():
@@ -173,6 +174,7 @@ class PostgresStore(NestedBlocks):
         self._wrote = True
         if conn.info.transaction_status == _IDLE:
             conn.execute("BEGIN")
+            self.transactions += 1
             if self.writer is not None:
                 self._check_writer(conn)
 
