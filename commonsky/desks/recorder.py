@@ -6,8 +6,9 @@ write. In one process the store and the ledger are two commits (the ledger is a 
 own, and the store may be PostgreSQL): the store commits first, carrying in its journal the
 entries the ledger commits next, so a crash between the two loses no entry — `recover`
 appends them at the next start, byte for byte. A cluster's ledger is in the store's
-PostgreSQL database, on its connection (ledger/pgdb.py): one commit, no journal needed. Entries use integers only (microseconds, 1e-7 degrees,
-millimetres), as the ledger's canonical JSON demands.
+PostgreSQL database, on its connection (ledger/pgdb.py): one commit, no journal needed.
+Entries use integers only (microseconds, 1e-7 degrees, millimetres), as the ledger's
+canonical JSON demands.
 """
 
 from __future__ import annotations
