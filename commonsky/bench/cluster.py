@@ -49,9 +49,10 @@ async def until_async(condition: Callable[[], Awaitable[bool]], what: str,
 def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role: str,
                    ports: dict[str, int], http: int) -> Path:  # fmt: skip
     """The fuzz bench's four parties and agreements (`bench/fuzz.hub_config`: a TCP listener
-    per party), as one process of cluster `name`. Cores share `folder/data`."""
+    per party), as one process of cluster `name`, with its own data folder
+    (`folder/data-ROLE-HTTP`: what the cores share is in PostgreSQL and NATS)."""
     text = hub_config(
-        folder / "data",
+        folder / f"data-{role}-{http}",
         http,
         ports,
         extra=f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
@@ -77,12 +78,13 @@ class Process:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     http: int = 0  # its `[server] http` port (an edge's map and API; a core's own)
+    init: bool = False  # `serve --init`: the cluster's first core makes the hub's keys
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "commonsky", "serve", "--config", str(self.config),
-                 "--log-level", "info"],
+                 "--log-level", "info", *(["--init"] if self.init else [])],
                 stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )  # fmt: skip
 
@@ -128,7 +130,13 @@ class Cluster:
         config = cluster_config(
             self.folder, self.name, self.nats_url, self.store_url, role, ports, http
         )
-        process = Process(config, self.folder / f"{config.stem}.log", http=http)
+        return self.started(config, role, http)
+
+    def started(self, config: Path, role: str, http: int = 0) -> Process:
+        """A process of `config` started; the cluster's first core with `--init` (an empty
+        database holds no hub: hub/shared.py), every later one without."""
+        first = role != "edge" and not any(p.init for p in self.processes)
+        process = Process(config, self.folder / f"{config.stem}.log", http=http, init=first)
         process.start()
         self.processes.append(process)
         return process
