@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 _VARIANT = "edge"  # (one form per output: the core chose it for this client)
-_PUBLISH_BATCH = 1000  # inbound messages published before their acknowledgements are awaited
+_PUBLISH_BATCH = 1000  # inbound messages published and awaiting their acknowledgements, at most
 _ACK_TIMEOUT_S = 5.0
 # What an edge holds unpublished while the stream is away, in messages, is bounded by ten
 # connections' worth of outbox (limit_queue_tracks + limit_queue_durable: 150,000 by default);
@@ -251,6 +251,14 @@ class EdgeLink:
         self.taken = 0  # messages put in `queue` or `waiting`; taken - published are held here
         self.limit = backlog_limit(hub.settings)
         self.tasks: list[asyncio.Task[None]] = []
+        # Published batches awaiting their acknowledgements, in order (`_acker`).
+        self._unacked: asyncio.Queue[
+            tuple[list[tuple[str, bytes]], list[asyncio.Future[Any] | None]]
+        ] = asyncio.Queue()
+        self.in_flight = 0
+        self._room = asyncio.Event()
+        self._healthy = asyncio.Event()  # cleared while the acker publishes again
+        self._healthy.set()
 
     def _id(self) -> str:
         return f"{self.run_id}.{next(self._count)}"
@@ -329,7 +337,7 @@ class EdgeLink:
         # What clients sent is handed on before the edge goes (within a few seconds).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
-                while not self.queue.empty():  # noqa: ASYNC110
+                while not self.queue.empty() or self.in_flight:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
         for task in self.tasks:
             task.cancel()
@@ -355,27 +363,50 @@ class EdgeLink:
             await asyncio.sleep(BEAT_S)
 
     async def _publisher(self) -> None:
-        """Publish in order, many at a time; what JetStream did not acknowledge is published
-        again under the same message id (it keeps one) until it is."""
+        """Publish in order, many at a time, without waiting for a batch's acknowledgements
+        before the next (at most _PUBLISH_BATCH messages awaiting theirs: an item's wait
+        is one round trip, not the batch before it too); `_acker` checks them in order."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._acker())
+            tasks.create_task(self._sender())
+
+    async def _sender(self) -> None:
         while True:
             batch = [await self.queue.get()]
             while len(batch) < _PUBLISH_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            pending: list[tuple[str, bytes]] = batch
+            while self.in_flight and self.in_flight + len(batch) > _PUBLISH_BATCH:
+                self._room.clear()
+                await self._room.wait()
+            await self._healthy.wait()
+            self.in_flight += len(batch)
+            futures: list[asyncio.Future[Any] | None] = []
             try:
-                futures = [
-                    await self.js.publish_async(self.subject, data, headers={"Nats-Msg-Id": i})
-                    for i, data in batch
-                ]
-                done, _ = await asyncio.wait(futures, timeout=_ACK_TIMEOUT_S)
-                pending = [
-                    b for b, f in zip(batch, futures, strict=True)
-                    if f not in done or f.exception() is not None
-                ]  # fmt: skip
+                for msg_id, data in batch:
+                    futures.append(await self.js.publish_async(
+                        self.subject, data, headers={"Nats-Msg-Id": msg_id}))  # fmt: skip
             except Exception as exc:
                 log.warning("edge %s: publishing to the stream failed: %s", self.hub.edge, exc)
+            futures += [None] * (len(batch) - len(futures))
+            self._unacked.put_nowait((batch, futures))
+
+    async def _acker(self) -> None:
+        """What JetStream did not acknowledge is published again under the same message id
+        (it keeps one), one by one, in order, until it is; nothing new is published meanwhile."""
+        while True:
+            batch, futures = await self._unacked.get()
+            sent = [f for f in futures if f is not None]
+            done: set[asyncio.Future[Any]] = set()
+            if sent:
+                done, _ = await asyncio.wait(sent, timeout=_ACK_TIMEOUT_S)
+            pending = [
+                b for b, f in zip(batch, futures, strict=True)
+                if f is None or f not in done or f.exception() is not None
+            ]  # fmt: skip
             self.published += len(batch) - len(pending)
-            for msg_id, data in pending:  # one by one, in order, until each is taken
+            if pending:
+                self._healthy.clear()
+            for msg_id, data in pending:
                 while True:
                     try:
                         await self.js.publish(self.subject, data, timeout=_ACK_TIMEOUT_S,
@@ -386,3 +417,6 @@ class EdgeLink:
                         log.warning("edge %s: stream unavailable (%s); retrying",
                                     self.hub.edge, exc)  # fmt: skip
                         await asyncio.sleep(0.5)
+            self._healthy.set()
+            self.in_flight -= len(batch)
+            self._room.set()
