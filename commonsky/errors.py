@@ -86,6 +86,14 @@ class StoreUnavailable(CommonSkyError):
         return f"not stored, try again: {self}"
 
 
+class WriterFenced(StoreUnavailable):
+    """A cluster core that is no longer its database's one writer tried to write: another
+    core took over (store/postgres.py `claim`). Nothing of the write is kept; the core stops
+    (cluster/core.py: a StoreUnavailable is fail-stop there)."""
+
+    reason = "writer_fenced"
+
+
 class LocalProtocolError(CommonSkyError):
     """We tried to do something the protocol state does not allow (a bug on our side): the
     connection's state is no longer trustworthy, so it is closed."""

@@ -44,6 +44,7 @@ from commonsky.store import Store, open_store
 
 if TYPE_CHECKING:
     from commonsky.federation.bridge import Federation
+    from commonsky.hub.core_state import Shared
 
 log = logging.getLogger("commonsky.server")
 
@@ -99,8 +100,17 @@ class HubServer:
     """
 
     def __init__(
-        self, config: HubConfig, clock: Callable[[], float] = time.time, init: bool = False
+        self,
+        config: HubConfig,
+        clock: Callable[[], float] = time.time,
+        init: bool = False,
+        *,
+        writer: str | None = None,
+        folder: DataDir | None = None,
     ) -> None:
+        """`writer`: a cluster core's name as its database's one writer (it holds the
+        lease); `folder`: the data folder, opened already (a core takes it before it stands
+        by). With `[cluster]`, what the cores share lives in PostgreSQL (hub/shared.py)."""
         self.config = config
         ensure_fd_budget(config.settings)
         _warn_without_tokens(config)
@@ -112,22 +122,26 @@ class HubServer:
         self.marti: MartiState | None = None
         self.federation: Federation | None = None  # [[federate]] links (issue 17)
         self.federation_port = 0
-        self.folder = DataDir(config.data_dir, str(config.settings.store_url), init)
-        self.folder.open()
+        shared_state = config.cluster is not None
+        if folder is None:
+            folder = DataDir(config.data_dir, str(config.settings.store_url), init, shared_state)
+            folder.open()
+        self.folder = folder
         self.store: Store | None = None
         self.released = False
         try:
             data_dir = self.folder.path
             self.store = _open_store(str(config.settings.store_url), data_dir)
+            shared = _open_shared(self.store, init, writer, data_dir) if shared_state else None
             self.hub = Hub(
                 Policy(config.parties, config.agreements),
                 self.store,
                 config.settings,
-                hub_secret(data_dir),
+                shared.secret if shared is not None else hub_secret(data_dir),
                 clock=clock,
                 quarantine=Quarantine(data_dir / QUARANTINE_FILE),
             )
-            self.services = _build_services(self.hub, data_dir)
+            self.services = _build_services(self.hub, data_dir, shared)
             if len(self.hub.quarantine):
                 log.warning(
                     "start-up: %d stored items quarantined (left out, kept in the store); see %s",
@@ -332,12 +346,20 @@ def _open_store(url: str, data_dir: Path) -> Store:
         ) from None
 
 
-def _build_services(hub: Hub, data_dir: Path) -> Services:
+def _open_shared(store: Store, init: bool, writer: str | None, data_dir: Path) -> Shared:
+    from commonsky.hub.core_state import open_shared
+    from commonsky.store.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)  # ([cluster] requires it: cluster/config.py)
+    return open_shared(store, init, writer, data_dir)
+
+
+def _build_services(hub: Hub, data_dir: Path, shared: Shared | None = None) -> Services:
     from commonsky.ledger.keys import KeyFileError
     from commonsky.ledger.log import LedgerError
 
     try:
-        return Services.build(hub, data_dir)
+        return Services.build(hub, data_dir, shared)
     except (LedgerError, KeyFileError) as exc:
         raise UsageError(f"{exc}; restore it from a backup") from None
     except sqlite3.Error as exc:

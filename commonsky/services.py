@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from commonsky.desks.deconfliction import AirspaceDesk
 from commonsky.desks.hotline import HotlineDesk
@@ -28,6 +28,9 @@ from commonsky.ledger.entry import Signature, canonical_json
 from commonsky.ledger.keys import PartyKeys, verify
 from commonsky.ledger.proofs import SignedCheckpoint
 from commonsky.model import CotEvent
+
+if TYPE_CHECKING:
+    from commonsky.hub.core_state import Shared
 
 log = logging.getLogger("commonsky.services")
 
@@ -42,10 +45,26 @@ class Services:
     party_keys: PartyKeys | None = None
 
     @classmethod
-    def build(cls, hub: Hub, data_dir: Path | None) -> Services:
-        if data_dir is not None:
+    def build(cls, hub: Hub, data_dir: Path | None, shared: Shared | None = None) -> Services:
+        """The desks on `hub`, with the ledger and the parties' keys of `data_dir` — or, for
+        a cluster core (`shared`), of its PostgreSQL database (hub/shared.py)."""
+        recorder: LedgerRecorder | None = None
+        keys: PartyKeys | None = None
+        if shared is not None:
+            from commonsky.hub.shared import SharedPartyKeys
+            from commonsky.ledger.log import Ledger
+            from commonsky.ledger.pgdb import PgLedgerDB
+
+            # (Before the hotline rebuilds, as below.)
+            hub.directory.open_shared(shared.directory, shared.keep_directory, shared.store.where)
+            recorder = LedgerRecorder(Ledger(PgLedgerDB(shared.store), shared.key))
+            if data_dir is not None:
+                keys = SharedPartyKeys(shared.state, data_dir)
+                keys.import_files()
+        elif data_dir is not None:
             hub.directory.open(data_dir / "directory.json")  # before the hotline rebuilds
-        recorder = LedgerRecorder.open(data_dir) if data_dir is not None else None
+            recorder = LedgerRecorder.open(data_dir)
+            keys = PartyKeys(data_dir)
         if recorder is not None:
             # The store commits first, its journal holding what the ledger commits next:
             # after a crash between the two, the ledger is completed from the journal.
@@ -64,7 +83,6 @@ class Services:
         launch = LaunchDesk(view)
         hub.add_desk(launch)
         _rebuild(hub, "launch", launch.rebuild)
-        keys = PartyKeys(data_dir) if data_dir is not None else None
         return cls(hub, recorder, hotline, airspace, launch, keys)
 
     def tick(self) -> None:

@@ -55,9 +55,10 @@ def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role:
                    ports: dict[str, int], http: int,
                    base: HubText = hub_config) -> Path:  # fmt: skip
     """`base`'s parties and agreements (by default the fuzz bench's four: a TCP listener per
-    party), as one process of cluster `name`. Cores share `folder/data`."""
+    party), as one process of cluster `name`, with its own data folder
+    (`folder/data-ROLE-HTTP`: what the cores share is in PostgreSQL and NATS)."""
     text = base(
-        folder / "data",
+        folder / f"data-{role}-{http}",
         http,
         ports,
         f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
@@ -67,6 +68,10 @@ def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role:
         "lease_ttl_s = 5.0\n"
     )
     path = folder / f"{role}-{http}.toml"
+    n = 1
+    while path.exists():  # (edges sharing their ports: each its own file and log)
+        n += 1
+        path = folder / f"{role}-{http}-{n}.toml"
     path.write_text(text)
     return path
 
@@ -78,12 +83,14 @@ class Process:
     config: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    http: int = 0  # its `[server] http` port (an edge's map and API; a core's own)
+    init: bool = False  # `serve --init`: the cluster's first core makes the hub's keys
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "commonsky", "serve", "--config", str(self.config),
-                 "--log-level", "info"],
+                 "--log-level", "info", *(["--init"] if self.init else [])],
                 stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )  # fmt: skip
 
@@ -131,15 +138,23 @@ class Cluster:
         config = cluster_config(
             self.folder, self.name, self.nats_url, self.store_url, role, ports, http, self.base
         )
-        process = Process(config, self.folder / f"{config.stem}.log")
+        return self.started(config, role, http)
+
+    def started(self, config: Path, role: str, http: int = 0) -> Process:
+        """A process of `config` started; the cluster's first core with `--init` (an empty
+        database holds no hub: hub/shared.py), every later one without."""
+        first = role != "edge" and not any(p.init for p in self.processes)
+        process = Process(config, self.folder / f"{config.stem}.log", http=http, init=first)
         process.start()
         self.processes.append(process)
         return process
 
-    async def edge(self, ports: dict[str, int] | None = None) -> tuple[Process, dict[str, int]]:
-        """An edge process, on new ports or on `ports` (another edge's: SO_REUSEPORT)."""
+    async def edge(self, ports: dict[str, int] | None = None,
+                   http: int | None = None) -> tuple[Process, dict[str, int]]:  # fmt: skip
+        """An edge process, on new ports or on `ports` and `http` (another edge's:
+        SO_REUSEPORT)."""
         ports = ports or {p: free_port() for p in self.parties}
-        http = free_port()
+        http = http or free_port()
         process = self._process("edge", ports, http)
         await process.wait_log(r"cluster edge \S+ ready")
         self.edge_ports.append(ports)

@@ -7,7 +7,12 @@ and tracks; each run kills the core that holds the lease with SIGKILL while a st
 and times how long until the standby serves. After the last run the load stops, the stream
 is applied to its end, and PostgreSQL is read: every durable item a client sent must be
 stored exactly once (lost: 0, applied twice: 0) and every acknowledged one among them; no
-client may have lost its connection to its edge.
+client may have lost its connection to its edge. Each core has its own data folder: the
+ledger, the hub's key and secret are in PostgreSQL (hub/shared.py), so the ledger written by
+every core in turn is exported (`commonsky ledger export --data-dir` of the last core) and
+verified as one chain against the hub key the first core's folder names (`ledger verify
+--hub-key`), and a JPN client's generalized handles of USA's tracks are the same after each
+takeover as before the first (one hub secret).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import asyncio
 import json
 import random
 import re
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +46,7 @@ from commonsky.bench.cluster import (
 from commonsky.desks.launch import report_event
 from commonsky.protocol.cot import encode_event
 
+_HANDLE = re.compile(rb'uid="(USA::g-[0-9a-f]{16})"')
 _RECEIPT = re.compile(rb'type="b-t-f-d".*?<link uid="([^"]+)" relation="p-p"/>', re.S)
 # Hotline routes of the fuzz agreements (sender, recipient); launch reports go JPN -> KOR.
 ROUTES = (("USA", "JPN"), ("JPN", "USA"), ("RUS", "KOR"), ("KOR", "RUS"))
@@ -103,6 +111,52 @@ def serving(cores: list[Process]) -> Process:
     return holders[0]
 
 
+def data_dir(process: Process) -> Path:
+    """A process's own data folder (bench/cluster.py `cluster_config`)."""
+    return process.config.parent / f"data-{process.config.stem}"
+
+
+def ledger_size(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT count(*) FROM commonsky_ledger_entry").fetchone()
+    return int(row[0]) if row else 0
+
+
+def handles(events: list[bytes]) -> set[bytes]:
+    """The generalized handles of USA's tracks among `events` (us-jp is "generalized"; the
+    load's tracks are 60 uids sent again and again, its hotline messages ever new ones)."""
+    return {
+        m.group(1) for event in events if b' type="a-' in event for m in _HANDLE.finditer(event)
+    }
+
+
+def ledger_figures(cores: list[Process], out_dir: Path) -> dict[str, Any]:
+    """Export the whole ledger through the last core's data folder and verify it against
+    the hub key the first core's folder holds (the CLI, as an operator runs it)."""
+    export = out_dir / "kill9-cluster-ledger.jsonl"
+    last = next(c for c in reversed(cores) if (data_dir(c) / "hub.json").exists())
+    key = data_dir(cores[0]) / "hub-ed25519.pub.pem"
+    cli = [sys.executable, "-m", "commonsky", "ledger"]
+    made = subprocess.run([*cli, "export", "--data-dir", str(data_dir(last)), "--out",
+                           str(export)], capture_output=True, text=True)  # fmt: skip
+    checked = subprocess.run([*cli, "verify", str(export), "--hub-key", str(key)],
+                             capture_output=True, text=True)  # fmt: skip
+    keys = {(data_dir(c) / "hub-ed25519.pub.pem").read_bytes()
+            for c in cores if (data_dir(c) / "hub-ed25519.pub.pem").exists()}  # fmt: skip
+    ids = {json.loads((data_dir(c) / "hub.json").read_text())["hub_id"]
+           for c in cores if (data_dir(c) / "hub.json").exists()}  # fmt: skip
+    return {
+        "ledger_export": (made.stdout + made.stderr).strip()[-300:],
+        "ledger_verify": (checked.stdout + checked.stderr).strip()[-300:],
+        "ledger_verified": made.returncode == 0 and checked.returncode == 0,
+        "core_data_dirs": sum(1 for c in cores if (data_dir(c) / "hub.json").exists()),
+        "hub_keys_seen": len(keys),
+        "hub_ids_seen": len(ids),
+    }
+
+
 def stored(url: str) -> dict[str, int]:
     """Stored items of the load (uid -> how many times)."""
     import psycopg
@@ -115,10 +169,30 @@ def stored(url: str) -> dict[str, int]:
     return {str(uid): int(n) for uid, n in rows}
 
 
-async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str, Any]:
-    """`runs` kills of the serving core under load; the figures (module header)."""
+async def settle(cluster: Cluster, cores: list[Process]) -> int:
+    """Wait until the stream is applied to its end. A core that lost its lease stops by
+    itself (exit 75, fail-stop): counted (returned), and one more core is started if none
+    is left to apply the rest of the stream."""
     import nats
 
+    stopped = sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
+    if not any(c.proc is not None and c.proc.poll() is None for c in cores):
+        cores.append(await cluster.core())
+    nc = await nats.connect(cluster.nats_url)
+    try:
+        js = nc.jetstream()
+
+        async def drained() -> bool:
+            return (await js.stream_info(f"{cluster.name}_IN")).state.messages == 0
+
+        await until_async(drained, "the stream applied to its end")
+    finally:
+        await nc.close()
+    return stopped
+
+
+async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str, Any]:
+    """`runs` kills of the serving core under load; the figures (module header)."""
     cores = [await cluster.core(), await cluster.core(wait=False)]
     _, a = await cluster.edge()
     _, b = await cluster.edge()
@@ -134,18 +208,26 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
     tasks += [asyncio.create_task(launches(load, others[0]))]
     tasks += [asyncio.create_task(tracks(load, others[1]))]
     per_run: list[dict[str, Any]] = []
+    sizes: list[int] = []  # ledger entries when each core was killed
+    marks: list[int] = []  # events the JPN client had when each standby served
+    seen_before: set[bytes] = set()
     try:
         for run in range(1, runs + 1):
             await receipts_flow(load, f"receipts flow before kill {run}")
             await asyncio.sleep(rng.uniform(0.0, 2.0))  # (a random moment of the load)
             victim = serving(cores)
             acknowledged = len(load.acknowledged)
+            if run == 1:
+                seen_before = handles(others[0].events)
             victim.kill()
             killed = time.monotonic()
+            sizes.append(ledger_size(cluster.store_url))  # (the dead core's last commit in)
             standby = next(c for c in cores if c is not victim and c.proc and c.proc.poll() is None)
             await standby.wait_log(r"cluster core \S+ serving")
+            marks.append(len(others[0].events))
             per_run.append({"run": run, "acknowledged_before": acknowledged,
-                            "takeover_s": round(time.monotonic() - killed, 2)})  # fmt: skip
+                            "takeover_s": round(time.monotonic() - killed, 2),
+                            "ledger_size_at_kill": sizes[-1]})  # fmt: skip
             print(json.dumps(per_run[-1]), flush=True)
             cores.append(await cluster.core(wait=False))  # the next kill's standby
         await receipts_flow(load, "receipts after the last kill")
@@ -154,26 +236,15 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
         await asyncio.gather(*tasks, return_exceptions=True)
     clients = [*senders.values(), *others]
     disconnected = sum(c.closed.is_set() for c in clients)
-    # A core that lost its lease stops by itself (exit 75, fail-stop); counted, and one
-    # more core is started if none is left to apply the rest of the stream.
-    stopped = sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
-    if not any(c.proc is not None and c.proc.poll() is None for c in cores):
-        cores.append(await cluster.core())
-    nc = await nats.connect(cluster.nats_url)
-    try:
-        js = nc.jetstream()
-
-        async def drained() -> bool:
-            return (await js.stream_info(f"{cluster.name}_IN")).state.messages == 0
-
-        await until_async(drained, "the stream applied to its end")
-    finally:
-        await nc.close()
+    stopped = await settle(cluster, cores)
     for client in senders.values():  # (the receipts still on their way)
         load.receipts(client)
     for client in clients:
         await client.close()
     counts = stored(cluster.store_url)
+    sizes.append(ledger_size(cluster.store_url))
+    after = handles(others[0].events[marks[0] :]) if marks else set()
+    ledger = ledger_figures(cores, cluster.folder)
     lost = sorted(uid for uid in load.sent if uid not in counts)
     twice = sorted(uid for uid, n in counts.items() if n > 1 and "trk" not in uid)
     unacknowledged_kept = len(load.acknowledged - set(counts))
@@ -189,6 +260,12 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
         "clients_disconnected": disconnected,
         "cores_stopped_by_themselves": stopped,
         "takeover_s_max": max((r["takeover_s"] for r in per_run), default=None),
+        # Entries each core (epoch) wrote: the first until its kill, each next until its own.
+        "ledger_entries_per_epoch": [b - a for a, b in zip([0, *sizes], sizes, strict=False)],
+        **ledger,
+        "handles_before": len(seen_before),
+        "handles_after_takeover": len(after),
+        "handles_new_after_takeover": len(after - seen_before),
         "per_run": per_run,
     }
 
@@ -216,6 +293,11 @@ def kill9_cluster(runs: int, out_dir: Path, seed: int, nats_url: str,
         and figures["applied_twice"] == 0
         and figures["acknowledged_not_stored"] == 0
         and figures["clients_disconnected"] == 0
+        and figures["ledger_verified"]
+        and min(figures["ledger_entries_per_epoch"]) > 0
+        and figures["hub_keys_seen"] == figures["hub_ids_seen"] == 1
+        and figures["handles_after_takeover"] > 0
+        and figures["handles_new_after_takeover"] == 0
     )
     (out_dir / "kill9-cluster.json").write_text(json.dumps(figures, indent=2))
     return figures

@@ -137,10 +137,7 @@ class _RelayCluster(Cluster):
         )
         config = self.folder / f"{role}-{http}.toml"
         config.write_text(text)
-        process = Process(config, self.folder / f"{config.stem}.log")
-        process.start()
-        self.processes.append(process)
-        return process
+        return self.started(config, role, http)  # (the first core with --init)
 
 
 def print_figures(figures: dict[str, Any], receivers: int, senders: int, rate: int,

@@ -4,18 +4,21 @@ A normal `Hub` with its desks over the PostgreSQL store and the ledger (built by
 `HubServer`, without TAK listeners) — the routing, outboxes, desks and recorders unchanged.
 `ClusterCore` feeds it:
 
-- The inbound stream (`wire.Ingest`, `Attach`, `Detach`) through a durable pull consumer,
+- The inbound stream (`wire.Ingest`, `Attach`, `Detach`) through a durable push consumer,
   in stream order. Each batch is applied in one hub transaction that also records every
   applied message id (`commonsky_applied`), and acknowledged only after that commits: a
   message redelivered (the core died before its ack reached NATS) is recognised and not
-  applied again; one never committed is applied by whichever core reads it next.
+  applied again; one never committed is applied by whichever core reads it next. Position
+  reports are the exception (`_live`, `_commit`): recorded only when applying one wrote
+  something, so a batch of them costs PostgreSQL nothing; applied again, a position is the
+  same latest position.
 - For each client of an edge, a proxy `Connection` whose `Peer` (`ProxyPeer`) sends what the
   hub queued for it — rendered for that client as the single process would write it — to
   that edge (`<name>.out.<edge>`). Only edges holding an entitled client get anything.
 - The picture bucket (`picture_kv.PictureWriter`) for clients that connect later.
 
 A core that cannot commit (PostgreSQL gone) or loses the lease stops at once (fail-stop):
-the outputs of an uncommitted batch must never leave, and a standby takes over from the
+the outputs of an uncommitted durable item must never leave, and a standby takes over from the
 stream (`serve_core` in `run.py`).
 """
 
@@ -32,7 +35,7 @@ from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
 from commonsky.hub.outbox import Outbox, Pending
-from commonsky.model import DURABLE, is_transient
+from commonsky.model import DURABLE, Category, category_of_event, is_transient
 
 from .nats_io import DUPLICATE_WINDOW_S
 from .picture_kv import PictureWriter
@@ -77,6 +80,16 @@ class Fatal(CommonSkyError):
     """The core must stop now (fail-stop): nothing uncommitted may leave it."""
 
     reason = "core_fail_stop"
+
+
+_LIVE = frozenset({Category.POSITION, Category.TRACK})
+
+
+def _live(env: Ingest) -> bool:
+    """Whether `env` is a position report (a track's, a device's): the latest per uid wins,
+    so applying it again after a core stopped changes nothing (model.py: live categories;
+    the rest, deletes and messages included, is recorded as applied)."""
+    return category_of_event(env.event) in _LIVE and not is_transient(env.event.type)
 
 
 class ProxyPeer:
@@ -147,7 +160,7 @@ class ClusterCore:
                  names: Names) -> None:  # fmt: skip
         self.hub, self.nc, self.js, self.names = hub, nc, js, names
         self.store: PostgresStore = hub.store  # type: ignore[assignment]
-        self.picture = PictureWriter(hub, kv, hub.clock)
+        self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
@@ -160,6 +173,9 @@ class ClusterCore:
         self.applied = 0
         self.repeated = 0  # redelivered messages recognised as applied already
         self.failed: BaseException | None = None
+        # Stream sequence at takeover: a message up to it may have been applied by an earlier
+        # core (its id is looked up even when live); later ones only this core applies.
+        self.recheck_upto = 0
 
     # ---- connections --------------------------------------------------------------------
 
@@ -178,6 +194,7 @@ class ClusterCore:
             peer=peer,
             id=f"{edge}/{info.conn}",
             address=info.address,
+            oversight=info.oversight,  # (a map page on the edge)
         )
         peer.conn = conn
         for uid, callsign in info.devices.items():
@@ -272,7 +289,14 @@ class ClusterCore:
             flushed, self._outs = self._outs, defaultdict(list)
             closes, self._closes = self._closes, defaultdict(list)
             refused, self._refused = self._refused, defaultdict(list)
-            attached, self._attached = self._attached, defaultdict(list)
+            attached, self._attached = self._attached, defaultdict(list)  # (with its outs)
+            if self.picture.dirty or self.picture.full or self.picture.unsettled_durable:
+                # A durable item's entry is in the bucket before any client gets the item
+                # (its key was noted when the hub published it, before its outputs were
+                # flushed here): a client that connects later never reads a version older
+                # than one its peers were given. Live items' entries follow every
+                # LIVE_EVERY_S. What is flushed meanwhile waits for the next round.
+                await self.picture.flush(live=False)
             for edge in set(flushed) | set(closes) | set(refused) | set(attached):
                 subject = self.names.out(edge)
                 delivery = _Packer()
@@ -304,6 +328,8 @@ class ClusterCore:
                  found, strays)  # fmt: skip
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.names.stream, self.names.consumer)
+        stream = await self.js.stream_info(self.names.stream)
+        self.recheck_upto = stream.state.last_seq
         # Pushed, not pulled: the next messages are on their way while a batch is applied
         # (a pull costs a round trip per batch, which bounded the core well below its CPU).
         self.sub = await self.js.subscribe(
@@ -390,6 +416,7 @@ class ClusterCore:
         """One batch: segments between Attach messages, each one commit; then the acks."""
         envelopes: list[Ingest | Attach | Detach] = []
         seqs: dict[str, int] = {}  # message id -> its stream sequence (pruning, below)
+        ids: list[str] = []  # the ids that may have been applied already (looked up)
         for msg in msgs:
             try:
                 envelope = inbound_decoder.decode(msg.data)
@@ -399,8 +426,11 @@ class ClusterCore:
                 continue
             envelopes.append(envelope)
             if isinstance(envelope, Ingest):
-                seqs[envelope.id] = msg.metadata.sequence.stream
-        ids = [e.id for e in envelopes if isinstance(e, Ingest)]
+                seq = seqs[envelope.id] = msg.metadata.sequence.stream
+                if not _live(envelope) or seq <= self.recheck_upto:
+                    ids.append(envelope.id)
+        # (A live item's id is looked up only where an earlier core may have applied it:
+        # a message in the stream when this core took over.)
         done = self.store.applied(ids)
         segment: list[Ingest | Detach] = []
         for envelope in envelopes:
@@ -417,9 +447,16 @@ class ClusterCore:
 
     def _commit(self, segment: list[Ingest | Detach], done: set[str],
                 seqs: dict[str, int]) -> None:  # fmt: skip
+        """Apply `segment` in one hub transaction. The ids of durable items are recorded in
+        its commit (`commonsky_applied`: never applied twice); a live item's (`_live`) only
+        when applying it wrote something (a desk's notice): a position applied twice is the
+        same latest position, and a block that writes nothing commits nothing — so live
+        items' outputs leave without waiting for PostgreSQL."""
         if not segment:
             return
         fresh: list[str] = []
+        live: list[str] = []
+        wrote = False
         try:
             with self.hub.transaction():
                 for envelope in segment:
@@ -432,11 +469,14 @@ class ClusterCore:
                         self._again(envelope)
                     else:
                         self._ingest(envelope)
-                        fresh.append(envelope.id)
+                        (live if _live(envelope) else fresh).append(envelope.id)
+                wrote = self.store.wrote
+                if wrote:
+                    fresh += live
                 self.store.mark_applied(fresh, time.time(), [seqs[i] for i in fresh])
         except StoreUnavailable as exc:
             raise Fatal(f"the store is unavailable: {exc}") from exc
-        self.applied += len(fresh)
+        self.applied += len(fresh) + (0 if wrote else len(live))
 
     def _ingest(self, env: Ingest) -> None:
         info = ConnInfo(env.conn, env.party, env.user, "tak", "", env.mode)

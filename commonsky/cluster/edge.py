@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
@@ -34,14 +34,14 @@ from commonsky.metrics import Metrics
 from commonsky.model import Category, CotEvent, Item, category_of_event
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_acceptable
-from commonsky.protocol.cot import parse_event
+from commonsky.protocol.cot import XmlLimits, parse_event
 from commonsky.protocol.render import render
 from commonsky.protocol.session import TakSession
 from commonsky.protocol.stream import MessageRefused
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
-from .picture_kv import read_picture
+from .picture_kv import entry_json, read_picture
 from .wire import (
     BEAT_S,
     Attach,
@@ -50,6 +50,7 @@ from .wire import (
     Detach,
     Ingest,
     Names,
+    PictureEntry,
     Roster,
     delivery_decoder,
     encode,
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 _VARIANT = "edge"  # (one form per output: the core chose it for this client)
-_PUBLISH_BATCH = 1000  # inbound messages published before their acknowledgements are awaited
+_PUBLISH_BATCH = 1000  # inbound messages published and awaiting their acknowledgements, at most
 _ACK_TIMEOUT_S = 5.0
 # What an edge holds unpublished while the stream is away, in messages, is bounded by ten
 # connections' worth of outbox (limit_queue_tracks + limit_queue_durable: 150,000 by default);
@@ -240,9 +241,29 @@ class EdgeHub:
         return Roster(self.edge, [info(c) for c in self.by_id.values() if c.id in announced])
 
 
+def page_replay(hub: EdgeHub, entries: list[PictureEntry]) -> list[Pending]:
+    """A map page's picture from the bucket, as the JSON the core would send it; an entry
+    that cannot be read is left out (logged, counted), as the hub leaves out an item it
+    cannot render."""
+    s = hub.settings
+    # (The core's rendering of an accepted event: names prefixed with their party, a little
+    # longer than what was accepted; the bound only keeps a bad entry from costing much.)
+    limits = XmlLimits(4 * s.limit_message_bytes, s.limit_xml_depth, s.limit_attribute_bytes)
+    made: list[Pending] = []
+    for e in entries:
+        try:
+            data = entry_json(e, limits)
+        except Exception as exc:
+            hub.metrics.render_failed("json")
+            log.error("edge: picture entry %s/%r unreadable as JSON: %s", e.party, e.uid[:120], exc)
+            continue
+        made.append(edge_pending(e.party, e.uid, e.category, e.received, "json", data))
+    return made
+
+
 def info(conn: Connection) -> ConnInfo:
     return ConnInfo(conn.id, conn.party, conn.user, conn.listener, conn.address, conn.mode(),
-                    dict(conn.devices))  # fmt: skip
+                    dict(conn.devices), conn.oversight)  # fmt: skip
 
 
 class EdgeLink:
@@ -265,6 +286,14 @@ class EdgeLink:
         self.taken = 0  # messages put in `queue` or `waiting`; taken - published are held here
         self.limit = backlog_limit(hub.settings)
         self.tasks: list[asyncio.Task[None]] = []
+        # Published batches awaiting their acknowledgements, in order (`_acker`).
+        self._unacked: asyncio.Queue[
+            tuple[list[tuple[str, bytes]], list[asyncio.Future[Any] | None]]
+        ] = asyncio.Queue()
+        self.in_flight = 0
+        self._room = asyncio.Event()
+        self._healthy = asyncio.Event()  # cleared while the acker publishes again
+        self._healthy.set()
 
     def _id(self) -> str:
         return f"{self.run_id}.{next(self._count)}"
@@ -311,11 +340,16 @@ class EdgeLink:
             entries = []
         here = conn.id in self.hub.by_id
         if here and entries:
-            # (In XML; a client that speaks protobuf gets each converted as it is drawn.)
-            made = [(e, edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml))
-                    for e in entries]  # fmt: skip
-            conn.outbox.replay(iter([p for e, p in made if e.durable]))
-            live = {(e.party, e.uid): p for e, p in made if not e.durable}
+            # (In XML; a client that speaks protobuf gets each converted as it is drawn; a
+            # map page its JSON, made here: cluster/edge_http.py.)
+            def made(es: list[PictureEntry]) -> list[Pending]:
+                if conn.mode() == "json":
+                    return page_replay(self.hub, es)
+                return [edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml)
+                        for e in es]  # fmt: skip
+
+            conn.outbox.replay(iter(made([e for e in entries if e.durable])))
+            live = {p.rendered.item.key: p for p in made([e for e in entries if not e.durable])}
             if live:  # (after the core's word: LIVE_HOLD_S)
                 self.hub.held_live[conn.id] = live
                 asyncio.get_running_loop().call_later(LIVE_HOLD_S, self.hub.release, conn.id)
@@ -344,7 +378,7 @@ class EdgeLink:
         # What clients sent is handed on before the edge goes (within a few seconds).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
-                while not self.queue.empty():  # noqa: ASYNC110
+                while not self.queue.empty() or self.in_flight:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
         for task in self.tasks:
             task.cancel()
@@ -370,27 +404,50 @@ class EdgeLink:
             await asyncio.sleep(BEAT_S)
 
     async def _publisher(self) -> None:
-        """Publish in order, many at a time; what JetStream did not acknowledge is published
-        again under the same message id (it keeps one) until it is."""
+        """Publish in order, many at a time, without waiting for a batch's acknowledgements
+        before the next (at most _PUBLISH_BATCH messages awaiting theirs: an item's wait
+        is one round trip, not the batch before it too); `_acker` checks them in order."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._acker())
+            tasks.create_task(self._sender())
+
+    async def _sender(self) -> None:
         while True:
             batch = [await self.queue.get()]
             while len(batch) < _PUBLISH_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            pending: list[tuple[str, bytes]] = batch
+            while self.in_flight and self.in_flight + len(batch) > _PUBLISH_BATCH:
+                self._room.clear()
+                await self._room.wait()
+            await self._healthy.wait()
+            self.in_flight += len(batch)
+            futures: list[asyncio.Future[Any] | None] = []
             try:
-                futures = [
-                    await self.js.publish_async(self.subject, data, headers={"Nats-Msg-Id": i})
-                    for i, data in batch
-                ]
-                done, _ = await asyncio.wait(futures, timeout=_ACK_TIMEOUT_S)
-                pending = [
-                    b for b, f in zip(batch, futures, strict=True)
-                    if f not in done or f.exception() is not None
-                ]  # fmt: skip
+                for msg_id, data in batch:
+                    futures.append(await self.js.publish_async(
+                        self.subject, data, headers={"Nats-Msg-Id": msg_id}))  # fmt: skip
             except Exception as exc:
                 log.warning("edge %s: publishing to the stream failed: %s", self.hub.edge, exc)
+            futures += [None] * (len(batch) - len(futures))
+            self._unacked.put_nowait((batch, futures))
+
+    async def _acker(self) -> None:
+        """What JetStream did not acknowledge is published again under the same message id
+        (it keeps one), one by one, in order, until it is; nothing new is published meanwhile."""
+        while True:
+            batch, futures = await self._unacked.get()
+            sent = [f for f in futures if f is not None]
+            done: set[asyncio.Future[Any]] = set()
+            if sent:
+                done, _ = await asyncio.wait(sent, timeout=_ACK_TIMEOUT_S)
+            pending = [
+                b for b, f in zip(batch, futures, strict=True)
+                if f is None or f not in done or f.exception() is not None
+            ]  # fmt: skip
             self.published += len(batch) - len(pending)
-            for msg_id, data in pending:  # one by one, in order, until each is taken
+            if pending:
+                self._healthy.clear()
+            for msg_id, data in pending:
                 while True:
                     try:
                         await self.js.publish(self.subject, data, timeout=_ACK_TIMEOUT_S,
@@ -401,3 +458,6 @@ class EdgeLink:
                         log.warning("edge %s: stream unavailable (%s); retrying",
                                     self.hub.edge, exc)  # fmt: skip
                         await asyncio.sleep(0.5)
+            self._healthy.set()
+            self.in_flight -= len(batch)
+            self._room.set()

@@ -10,8 +10,9 @@ A holder that cannot renew (NATS unreachable, or the revision moved: someone els
 sets `lost` and stops: its owner must stop applying at once. A renewal is given up locally
 once the TTL since the last successful one has nearly passed, so a partitioned core stops
 before a standby can have taken over (clock rates, not clock values, are compared). What a
-stale core might still do in that margin is made harmless by the core's exactly-once table,
-not by the lease: the lease is a liveness device, the table the safety one.
+stale core might still do in that margin is made harmless by the database, not by the lease:
+its writer row (store/postgres.py `claim`: a stale core's writes fail) and the core's
+exactly-once table. The lease is a liveness device, those the safety ones.
 
 Each holding has an `epoch`: the KV revision its `create` wrote, which grows with every new
 holder (a fencing token for logs and metrics).

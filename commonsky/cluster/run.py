@@ -1,17 +1,22 @@
 """`commonsky serve` with `[cluster]`: the edge, the core, or both in one process.
 
-- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py); no data folder, no store.
-- Core: waits for the lease (lease.py), then runs the hub as `HubServer` does — data folder,
-  PostgreSQL store, ledger, desks, HTTP API and map — without the TAK listeners, fed by the
-  stream (core.py). Cores of one cluster share the data folder (the ledger and the hub's keys
-  live there; a standby opens it only once it holds the lease). Losing the lease or the store
-  stops the process at once (exit status 75): a standby takes over from the stream.
+- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py) and `[server] http` (the
+  map, its live feed, the API forwarded to the core: edge_http.py); no data folder, no store.
+- Core: takes its own data folder, waits for the lease (lease.py), claims the database's
+  writer (store/postgres.py `claim`), then runs the hub as `HubServer` does — PostgreSQL
+  store, ledger, the hub's keys and secret (all in the database: hub/shared.py), desks, its
+  own HTTP for operators (with role "all" on a loopback port of its own: `[server] http` is
+  the edge's) — without the TAK listeners, fed by the stream (core.py), answering the edges'
+  API calls (core_http.py). Each core has its own data folder: what the next core needs is
+  in PostgreSQL and NATS. Losing the lease or the store, or finding another writer, stops
+  the process at once (exit status 75): a standby takes over from the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -19,16 +24,19 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+import msgspec
+
 from commonsky.clock import hub_clock
 from commonsky.config import HubConfig
-from commonsky.errors import UsageError
 from commonsky.hub.core import Hub
+from commonsky.hub.datadir import DataDir
 from commonsky.hub.listeners import TakListener, tls_context
 from commonsky.policy import Policy
 from commonsky.revocation import Revocations
 
 from . import require_nats
 from .edge import EdgeHub, EdgeLink
+from .edge_http import EdgeHttp
 from .nats_io import connect, ensure_stream, picture_bucket
 from .wire import Names
 
@@ -37,7 +45,6 @@ if TYPE_CHECKING:
 
     from commonsky.server import HubServer
 
-    from .keeper import LeaseKeeper
 
 log = logging.getLogger("commonsky.cluster")
 
@@ -72,6 +79,7 @@ class EdgeServer:
             )
             for lc in tak
         ]
+        self.http = EdgeHttp(self.hub, config)  # map, live feed, API forwarded (edge_http.py)
         self.nc: Client | None = None
         self.link: EdgeLink | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -88,10 +96,12 @@ class EdgeServer:
         self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
         self.link = EdgeLink(self.hub, self.nc, js, kv, names)
         await self.link.start()
+        await self.http.start(self.nc, names)  # (first: a busy port stops the edge early)
         for listener in self.listeners:
             await listener.start()
         self._ticker = asyncio.create_task(self._tick())
-        ports = ", ".join(listener.name for listener in self.listeners)
+        ports = ", ".join([listener.name for listener in self.listeners]
+                          + [f"http:{self.http.host}:{self.http.port}"])  # fmt: skip
         log.info("cluster edge %s ready (%s)", self.id, ports)
 
     async def _tick(self) -> None:
@@ -108,6 +118,7 @@ class EdgeServer:
     async def stop(self) -> None:
         for listener in self.listeners:
             await listener.stop_accepting()
+        await self.http.stop()
         if self.link is not None:
             await self.link.stop()
         for conn in list(self.hub.wires):
@@ -124,13 +135,29 @@ class EdgeServer:
 async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
     """The core role: wait for the lease, then serve until `stop`. Exits the process
     (FAIL_STOP) when the lease or the store is lost."""
+    holder = f"{socket.gethostname()}-{os.getpid()}"
+    # The folder is this core's alone: taken now, so a second core given the same one stops
+    # at its start (one line), not at the takeover it stood by for.
+    folder = DataDir(config.data_dir, str(config.settings.store_url), init, shared=True)
+    folder.open()
+    try:
+        await _serve_core(config, stop, init, folder, holder)
+    finally:
+        folder.close()
+
+
+async def _serve_core(
+    config: HubConfig, stop: asyncio.Event, init: bool, folder: DataDir, holder: str
+) -> None:
+    from commonsky.http.app import build_app
+
     from .core import ClusterCore
+    from .core_http import CoreHttp
     from .keeper import LeaseKeeper
 
     cluster = config.cluster
     assert cluster is not None
     names = Names(cluster.name)
-    holder = f"{socket.gethostname()}-{os.getpid()}"
     nc = await connect(cluster, f"core {holder}")
     js = nc.jetstream()
     await ensure_stream(js, names)
@@ -148,10 +175,18 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
     stopping.cancel()
     acquiring.result()
     others = tuple(lc for lc in config.listeners if lc.kind not in ("tak-tcp", "tak-tls"))
-    server = await _build(dataclasses.replace(config, listeners=others), lease, init)
+    config = dataclasses.replace(config, listeners=others)
+    if cluster.runs_edge:  # (role "all": `[server] http` is the edge's; the core's is private)
+        settings = msgspec.structs.replace(config.settings, http="127.0.0.1:0")
+        config = dataclasses.replace(config, settings=settings)
+    writer = f"{holder} epoch {lease.epoch}"
+    server = await _build(config, init, writer, folder)
     await server.start()
     core = ClusterCore(server.hub, nc, js, kv, names)
     await core.start()
+    http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,
+                    lambda: lease.held)  # fmt: skip
+    await http.start()  # (the edges' API calls: core_http.py)
     log.info("cluster core %s serving (epoch %d); map and API on http://%s:%d/",
              holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip
     why = await _first(stop, lease.lost, core)
@@ -160,34 +195,24 @@ async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False)
         log.critical("cluster core %s stopping at once: %s", holder, why)
         logging.shutdown()
         os._exit(FAIL_STOP)
+    await http.stop()
     await core.stop()
     await server.stop()
     await lease.release()
     await nc.close()
 
 
-async def _build(config: HubConfig, lease: LeaseKeeper, init: bool) -> HubServer:
+async def _build(config: HubConfig, init: bool, writer: str, folder: DataDir) -> HubServer:
     """The hub (store loaded, desks rebuilt: seconds on a large store), built while the lease
     keeps being renewed. Off the event loop when nothing in it is bound to its thread (the
-    Marti and enrolment stores are SQLite connections of the thread that opens them). The
-    data folder may still be locked by the core this one replaces — a core that lost its
-    lease exits as soon as it notices — so a lock held by another hub is waited for, as long
-    as the lease is held."""
+    Marti and enrolment stores are SQLite connections of the thread that opens them)."""
     from commonsky.server import HubServer
 
     s = config.settings
     clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
     threaded = not any(lc.kind in ("marti", "enroll") for lc in config.listeners)
-    while True:
-        try:
-            if threaded:
-                return await asyncio.to_thread(HubServer, config, clock=clock, init=init)
-            return HubServer(config, clock=clock, init=init)
-        except UsageError as exc:
-            if "in use by another hub" not in str(exc) or not lease.held:
-                raise
-            log.warning("cluster core: %s; waiting for it to stop", exc)
-            await asyncio.sleep(0.5)
+    build = functools.partial(HubServer, config, clock, init, writer=writer, folder=folder)
+    return await asyncio.to_thread(build) if threaded else build()
 
 
 async def _first(stop: asyncio.Event, lost: asyncio.Event, core: object) -> str | None:

@@ -11,6 +11,8 @@ clusters — or two tests — on one NATS server never meet:
 - `<name>.roster` (request, every edge answers) and `<name>.beat` (each edge every
   BEAT_S): `Roster`, the clients an edge holds now. A new core asks once it holds the lease;
   the beats tell the core which edges are alive.
+- `<name>.http` (request/reply, only the core holding the lease subscribes): `HttpCall`,
+  an API request an edge forwards; the answer in `HttpReply` parts (cluster/edge_http.py).
 - KV bucket `<name>_picture`: the current picture per party (`PictureEntry`, `picture_kv.py`);
   KV bucket `<name>_lease`: who is the core (`lease.py`).
 """
@@ -54,6 +56,7 @@ class ConnInfo(msgspec.Struct, frozen=True):
     address: str
     mode: str
     devices: dict[str, str] = {}
+    oversight: bool = False  # a party-wide view (a map page on the edge): see hub/connection.py
 
 
 class Attach(msgspec.Struct, tag="attach", frozen=True):
@@ -120,12 +123,46 @@ class PictureEntry(msgspec.Struct, array_like=True, frozen=True):
     until: float
     durable: bool
     xml: bytes
+    # What the map page's JSON says besides the event (hub/render.item_json): the item's
+    # store sequence and the federation path it came over ("" for this hub's own).
+    seq: int = 0
+    origin: str = ""
+
+
+class HttpCall(msgspec.Struct, frozen=True):
+    """An HTTP request an edge forwards to the core (`<name>.http`, request/reply;
+    cluster/edge_http.py): as the client sent it, headers (its bearer token) included — the
+    core authenticates it again. `sent` (the edge's wall clock, seconds) and `budget_s`: the
+    core does not start a call older than the budget (by its own clock from `sent`, or from
+    when it came), which is shorter than the edge waits for the answer."""
+
+    method: str
+    path: str
+    query: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    client: str
+    sent: float
+    budget_s: float
+
+
+class HttpReply(msgspec.Struct, frozen=True):
+    """One part of the core's answer to an `HttpCall`, sent to the call's reply subject:
+    `n` counts the parts from 0; the first carries the status and headers; `last` ends it."""
+
+    n: int
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    last: bool
 
 
 inbound_decoder = msgspec.msgpack.Decoder(Inbound)
 delivery_decoder = msgspec.msgpack.Decoder(Delivery)
 roster_decoder = msgspec.msgpack.Decoder(Roster)
 entry_decoder = msgspec.msgpack.Decoder(PictureEntry)
+call_decoder = msgspec.msgpack.Decoder(HttpCall)
+reply_decoder = msgspec.msgpack.Decoder(HttpReply)
 encode = msgspec.msgpack.Encoder().encode
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -157,6 +194,7 @@ class Names:
         self.beat = f"{name}.beat"
         self.picture = f"{name}_picture"
         self.lease = f"{name}_lease"
+        self.http = f"{name}.http"  # API requests the edges forward (request/reply)
 
     def ingest(self, edge: str) -> str:
         return f"{self.name}.in.{token(edge)}"

@@ -2,11 +2,13 @@
 
 Rule: an item is appended (with its audience: the originator plus every party it is
 routed to) before any recipient gets it, in the same turn of the event loop as its store
-write. The store and the ledger are two commits (the ledger is a file of its own, and the
-store may be PostgreSQL): the store commits first, carrying in its journal the entries the
-ledger commits next, so a crash between the two loses no entry — `recover` appends them at
-the next start, byte for byte. Entries use integers only (microseconds, 1e-7 degrees,
-millimetres), as the ledger's canonical JSON demands.
+write. In one process the store and the ledger are two commits (the ledger is a file of its
+own, and the store may be PostgreSQL): the store commits first, carrying in its journal the
+entries the ledger commits next, so a crash between the two loses no entry — `recover`
+appends them at the next start, byte for byte. A cluster's ledger is in the store's
+PostgreSQL database, on its connection (ledger/pgdb.py): one commit, no journal needed.
+Entries use integers only (microseconds, 1e-7 degrees, millimetres), as the ledger's
+canonical JSON demands.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from commonsky.errors import CommonSkyError, Refused
 from commonsky.http.schemas import BodyError, decode_body
 from commonsky.model import Category, CotEvent
+from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_event
 from commonsky.protocol.cot import XmlLimits, encode_event, parse_event
 from commonsky.services import Services
@@ -44,9 +45,14 @@ class ApiError(Refused):
 
 
 def authenticate(services: Services, token: str | None) -> str:
+    return token_party(services.hub.policy, token)
+
+
+def token_party(policy: Policy, token: str | None) -> str:
+    """The party whose `token` this is; ApiError 401 for none or an unknown token."""
     if not token:
         raise ApiError(401, "missing bearer token")
-    for party in services.hub.policy.parties.values():
+    for party in policy.parties.values():
         if party.token and hmac.compare_digest(party.token.encode(), token.encode()):
             return party.id
     raise ApiError(401, "unknown token")
@@ -55,10 +61,14 @@ def authenticate(services: Services, token: str | None) -> str:
 def caller(services: Services, token: str | None) -> str | None:
     """Who a bearer token speaks for: None for the operator (`operator_token`), else the
     party (raises ApiError 401 for none or an unknown token)."""
-    operator = str(services.hub.settings.operator_token)
+    return token_caller(services.hub.policy, str(services.hub.settings.operator_token), token)
+
+
+def token_caller(policy: Policy, operator: str, token: str | None) -> str | None:
+    """`caller` from the policy and the operator's token (a cluster's edge has no `Services`)."""
     if token and operator and hmac.compare_digest(operator.encode(), token.encode()):
         return None
-    return authenticate(services, token)
+    return token_party(policy, token)
 
 
 def bearer_token(request: Request) -> str | None:

@@ -18,6 +18,10 @@ Rules (issue 13, classes 8 and 13; issue 15):
   another `hub_id`, or the key is not the one the manifest (or the ledger's last signed
   checkpoint) names. `--init` is the operator saying "make what is missing and bind what is
   there": it is logged as a warning naming each file made or re-bound.
+- **A cluster's cores** (`shared`) keep ledger, signing key and secret in the database of
+  `store_url` (hub/shared.py has that database's own rules). The folder holds the manifest:
+  an empty folder is bound to the hub the database holds; one whose manifest names another
+  hub_id than the database's refuses to start (one line, exit 2), as for the files above.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ LEDGER_DB = "ledger.sqlite3"  # commonsky.ledger.log.DB_NAME
 STORE_DB = "hub.sqlite3"  # commonsky.store.sqlite.DB_NAME
 HUB_KEY = "keys/hub-ed25519.pem"  # commonsky.ledger.keys.HUB_KEY_NAME under keys/
 HUB_SECRET = "keys/hub-secret"
+#: A cluster core's copy of the hub's public key (its private half is in the database):
+#: what `commonsky ledger verify --hub-key` pins.
+HUB_PUBLIC = "hub-ed25519.pub.pem"
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
@@ -146,6 +153,9 @@ class DataDir:
     path: Path
     store_url: str = ""
     init: bool = False
+    #: A cluster core: ledger, keys and secret live in the database of `store_url`
+    #: (hub/shared.py); the folder holds the manifest naming the hub and per-process files.
+    shared: bool = False
     _lock_fd: int | None = field(default=None, repr=False)
     manifest: dict[str, Any] | None = field(default=None, repr=False)
     created: list[str] = field(default_factory=list)  # files this start made
@@ -201,6 +211,8 @@ class DataDir:
         log.info("data folder %s", self.path)
 
     def _files(self) -> list[str]:
+        if self.shared:
+            return []  # (the database's own rules: hub/shared.py)
         files = [LEDGER_DB, HUB_KEY, HUB_SECRET]
         if not self.store_url:
             files.insert(1, STORE_DB)
@@ -233,16 +245,18 @@ class DataDir:
         make them); write the manifest. Returns the hub_id. Raises UsageError."""
         key = key_fingerprint(ledger.hub_public_key)
         store_name = self.store_url_redacted() or STORE_DB
+        key_name = f"the hub key in {store_name}" if self.shared else HUB_KEY
         problems: list[str] = []
         ids = {"store": store.meta("hub_id"), "ledger": ledger.meta("hub_id")}
-        where = {"store": store_name, "ledger": LEDGER_DB}
+        ledger_name = f"the ledger in {store_name}" if self.shared else LEDGER_DB
+        where = {"store": store_name, "ledger": ledger_name}
         expected = self.manifest["hub_id"] if self.manifest else None
         if expected is None:
             # First start, or a folder from before manifests: the files must agree together.
             found = {v for v in ids.values() if v}
             if len(found) > 1:
                 problems.append(
-                    f"{store_name} (hub {ids['store']}) and {LEDGER_DB} (hub {ids['ledger']}) "
+                    f"{store_name} (hub {ids['store']}) and {ledger_name} (hub {ids['ledger']}) "
                     "belong to different hubs"
                 )
             expected = found.pop() if len(found) == 1 else secrets.token_hex(16)
@@ -252,19 +266,20 @@ class DataDir:
             elif value is None and self.manifest is not None and where[part] not in self.created:
                 problems.append(f"{where[part]} is not the one this hub made (it has no hub_id)")
         if self.manifest is not None and self.manifest.get("hub_key") not in (None, key):
-            problems.append(f"{HUB_KEY} is not the key this hub signs with (see {MANIFEST})")
+            problems.append(f"{key_name} is not the key this hub signs with (see {MANIFEST})")
         last = ledger.latest_checkpoint()
         if last is not None and key_fingerprint(last.hub_key) != key:
-            problems.append(f"{HUB_KEY} is not the key that signed the ledger's checkpoints")
+            problems.append(f"{key_name} is not the key that signed the ledger's checkpoints")
         items, entries = store.count(), ledger.size
         if self.manifest is None and items and not entries:
             # Adopting a folder from before manifests (with a manifest, an empty ledger beside
             # stored items can only be one `--init` made, and the operator knows).
-            problems.append(f"{store_name} holds {items} items but {LEDGER_DB} is empty")
+            problems.append(f"{store_name} holds {items} items but {ledger_name} is empty")
         if problems:
             if not self.init:
+                what = "database" if self.shared else "files"
                 raise UsageError(
-                    f"data_dir {self.path}: {'; '.join(problems)}; restore the matching files "
+                    f"data_dir {self.path}: {'; '.join(problems)}; restore the matching {what} "
                     "from a backup, or start with --init to bind them as they are"
                 )
             log.warning("--init: %s: binding as they are: %s", self.path, "; ".join(problems))
@@ -276,8 +291,17 @@ class DataDir:
             "hub_id": expected,
             "hub_key": key,
             "store": store_name,
-            "ledger": LEDGER_DB,
+            "ledger": store_name if self.shared else LEDGER_DB,
         }
+        if self.shared:
+            from commonsky.ledger.keys import public_from_raw, public_pem
+
+            pem = public_pem(public_from_raw(ledger.hub_public_key))
+            with contextlib.suppress(FileNotFoundError):
+                if (self.path / HUB_PUBLIC).read_bytes() == pem:
+                    pem = b""
+            if pem:
+                write_private(self.path / HUB_PUBLIC, pem)
         if manifest != {k: (self.manifest or {}).get(k) for k in manifest}:
             write_private(self.path / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n")
             if self.manifest is None:

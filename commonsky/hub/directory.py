@@ -10,9 +10,10 @@ party's own devices, so nobody can divert or block another party's messages by c
 callsign.
 
 It survives a restart in `DATA_DIR/directory.json` (written atomically, at most once per
-housekeeping tick): a chat to the callsign of a device that is offline after a restart still
-reaches its party and waits there for the device. A file that cannot be read is set aside
-(`directory.json.bad`) with a log line and the hub starts with an empty directory.
+housekeeping tick; a cluster keeps it in its database instead, hub/shared.py): a chat to
+the callsign of a device that is offline after a restart still reaches its party and
+waits there for the device. A file that cannot be read is set aside (`directory.json.bad`)
+with a log line and the hub starts with an empty directory.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from commonsky.model import CotEvent
@@ -47,6 +49,7 @@ class Directory:
         self._by_callsign: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self.epoch = 0  # bumped on every change: routes computed before it are out of date
         self.path: Path | None = None
+        self._keep: Callable[[bytes], None] | None = None  # (a cluster's: `open_shared`)
         self._dirty = False
 
     def report(self, party: str, uid: str, callsign: str) -> bool:
@@ -88,10 +91,35 @@ class Directory:
     def open(self, path: Path) -> None:
         """Load the directory kept at `path` (if any) and keep it there from now on."""
         self.path = path
-        if not path.exists():
-            return
+        if path.exists():
+            try:
+                self._load(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                bad = path.with_name(path.name + ".bad")
+                log.warning(
+                    "%s: cannot read the callsign directory (%s); set aside as %s", path, exc, bad
+                )
+                os.replace(path, bad)
+        self._dirty = False
+
+    def open_shared(self, load: Callable[[], bytes | None], keep: Callable[[bytes], None],
+                    where: str) -> None:  # fmt: skip
+        """Load the directory from, and keep it in, a cluster's database (hub/shared.py):
+        `load()` gives the kept JSON (None: none yet), `keep(json)` replaces it. An
+        unreadable one is logged and replaced at the next change."""
+        self._keep = keep
+        data = load()
+        if data is not None:
+            try:
+                self._load(data.decode("utf-8"))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: cannot read the callsign directory (%s); starting empty",
+                            where, exc)  # fmt: skip
+        self._dirty = False
+
+    def _load(self, text: str) -> None:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
             rows = data["devices"] if isinstance(data, dict) else None
             if not isinstance(rows, list):
                 raise ValueError("no list of devices")
@@ -103,22 +131,22 @@ class Directory:
                 ):
                     raise ValueError(f"bad entry {str(row)[:80]}")
                 self.report(row[0], row[1], row[2])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except BaseException:
             self._devices.clear()
             self._by_callsign.clear()
-            bad = path.with_name(path.name + ".bad")
-            log.warning(
-                "%s: cannot read the callsign directory (%s); set aside as %s", path, exc, bad
-            )
-            os.replace(path, bad)
-        self._dirty = False
+            raise
 
     def save(self) -> None:
         """Write the directory if it changed since the last save (atomically)."""
-        if not self._dirty or self.path is None:
+        if not self._dirty or (self.path is None and self._keep is None):
             return
         rows = [[p, u, c] for (p, u), c in sorted(self._devices.items())]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "devices": rows}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        text = json.dumps({"version": 1, "devices": rows})
+        if self._keep is not None:
+            self._keep(text.encode("utf-8"))
+        else:
+            assert self.path is not None
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.path)
         self._dirty = False

@@ -94,8 +94,10 @@ def subject(peercert: object) -> dict[str, list[str]]:
     return fields
 
 
-def bind_http(host: str, port: int, where: str) -> socket.socket:
-    """The HTTP listening socket, bound here so that a busy port is one line (UsageError)."""
+def bind_http(host: str, port: int, where: str, reuse_port: bool = False) -> socket.socket:
+    """The HTTP listening socket, bound here so that a busy port is one line (UsageError).
+    `reuse_port`: SO_REUSEPORT, so that a cluster's edges on one host share the port (as
+    their TAK listeners do: the kernel spreads new connections over them)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -104,6 +106,8 @@ def bind_http(host: str, port: int, where: str) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError as exc:
         sock.close()

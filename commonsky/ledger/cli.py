@@ -27,14 +27,50 @@ from commonsky.ledger.proofs import Receipt
 
 app = typer.Typer(help="ledger commands", no_args_is_help=True)
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="hub data directory (ledger.sqlite3)")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="hub data directory (ledger.sqlite3; a cluster core's: hub.json names its database)",
+    ),
+]
+Config = Annotated[
+    Path | None,
+    typer.Option("--config", help="the hub's config file, instead of --data-dir (a cluster's)"),
+]
 HubKey = Annotated[
     Path | None,
     typer.Option("--hub-key", help="pin the hub's public key (PEM file, public or private)"),
 ]
 
 
-def _open(data_dir: Path) -> Ledger:
+def _open(data_dir: Path | None, config: Path | None = None) -> Ledger:
+    """The ledger of a data folder or of a config's hub: the SQLite file, or (a cluster) the
+    PostgreSQL database the folder's manifest or the config names. Raises UsageError."""
+    if (data_dir is None) == (config is None):
+        raise UsageError("give --data-dir DIR or --config FILE (one of them)")
+    url = ""
+    if config is not None:
+        from commonsky.config import load_config
+
+        hub = load_config(config)
+        data_dir = hub.data_dir
+        url = str(hub.settings.store_url) if hub.cluster is not None else ""
+    assert data_dir is not None
+    manifest = _manifest(data_dir)
+    kept = str(manifest.get("ledger", ""))
+    if not url and kept.startswith(("postgresql://", "postgres://")):
+        if ":***@" in kept:
+            raise UsageError(
+                f"{data_dir}: this hub's ledger is in PostgreSQL ({kept}), whose password "
+                "hub.json does not keep; give --config FILE instead"
+            )
+        url = kept
+    if url:
+        from commonsky.hub.shared import open_ledger
+
+        hub_id = manifest.get("hub_id")
+        return open_ledger(url, hub_id if isinstance(hub_id, str) else None)
     db = data_dir / DB_NAME
     if not db.is_file():
         raise UsageError(f"{data_dir}: no ledger here ({DB_NAME} is missing)")
@@ -44,6 +80,18 @@ def _open(data_dir: Path) -> Ledger:
         return Ledger.open(data_dir)
     except (LedgerError, keys.KeyFileError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _manifest(data_dir: Path) -> dict[str, Any]:
+    from commonsky.hub.datadir import MANIFEST
+
+    try:
+        data = json.loads((data_dir / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{data_dir / MANIFEST}: cannot read the hub's manifest ({exc})") from None
+    return data if isinstance(data, dict) else {}
 
 
 def _pinned(path: Path | None) -> bytes | None:
@@ -136,11 +184,12 @@ def _fail(message: str) -> NoReturn:
 
 @app.command("export")
 def export_cmd(
-    data_dir: DataDir,
     out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write")],
+    data_dir: DataDir = None,
     party: Annotated[
         str | None, typer.Option("--party", help="only this party's entries in full")
     ] = None,
+    config: Config = None,
 ) -> None:
     """Export the ledger as JSON Lines ending in a freshly signed checkpoint."""
     if party is not None:
@@ -148,7 +197,7 @@ def export_cmd(
             check_party(party)
         except EntryError as exc:
             raise UsageError(f"--party: {exc}") from None
-    with _open(data_dir) as ledger:
+    with _open(data_dir, config) as ledger:
         try:
             cp = ledger_export.export(ledger, out, party=party)
         except OSError as exc:
@@ -286,12 +335,13 @@ def _cross_check(sender: Path, receiver: Path) -> None:
 
 @app.command("prove")
 def prove_cmd(
-    data_dir: DataDir,
     seq: Annotated[int, typer.Option("--seq", min=0, help="entry to prove")],
+    data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option("--out", help="write here, not stdout")] = None,
+    config: Config = None,
 ) -> None:
     """An inclusion proof for one entry against a freshly signed checkpoint."""
-    with _open(data_dir) as ledger:
+    with _open(data_dir, config) as ledger:
         if seq >= ledger.size:
             raise UsageError(f"--seq {seq}: the ledger holds {ledger.size} entries")
         cp = ledger.checkpoint()
@@ -320,13 +370,14 @@ def verify_proof_cmd(
 
 @app.command("consistency")
 def consistency_cmd(
-    data_dir: DataDir,
     old: Annotated[int, typer.Option("--old", min=0, help="older tree size")],
+    data_dir: DataDir = None,
     new: Annotated[int | None, typer.Option("--new", min=0, help="newer size (now)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="write here, not stdout")] = None,
+    config: Config = None,
 ) -> None:
     """Signed checkpoints at two sizes and the RFC 6962 consistency proof between them."""
-    with _open(data_dir) as ledger:
+    with _open(data_dir, config) as ledger:
         top = ledger.size if new is None else new
         if top > ledger.size or old > top:
             raise UsageError(f"need --old <= --new <= {ledger.size}; got {old} and {top}")

@@ -1,22 +1,23 @@
-# The signed, append-only ledger, persisted in SQLite next to the hub's own tables.
+# The signed, append-only ledger: entries, their Merkle tree and signed tree heads.
 #
 # Rule: a batch of entries, its leaf hashes and every Merkle node it completes are written in
 # ONE transaction, and the in-memory frontier moves only after that transaction commits.  So a
 # crash at any instant leaves either the whole batch or none of it, and reopening rebuilds the
 # frontier from the stored nodes (O(log n) lookups) exactly where the committed log ends.
 #
-# Tables (all prefixed `ledger_`; the hub's connection owns every other table in the file):
-#   ledger_entry(seq PK, leaf, leaf_hash, audience)   the canonical entry bytes (entry.py)
-#   ledger_node(level, idx, hash)                      every perfect Merkle node of level >= 1
-#   ledger_checkpoint(id, size, root, time_us, signature, hub_key)   every signed tree head
-#   ledger_meta(key, value)                            format version
+# Where the rows live is a `db.LedgerDB`: SQLite next to the hub's own tables (the embedded
+# default, `Ledger(path)`), or a cluster's PostgreSQL database, on the store's connection
+# (`pgdb.PgLedgerDB`: one commit with the store). Tables (db.py, pgdb.py):
+#   entry(seq PK, leaf, leaf_hash, audience)   the canonical entry bytes (entry.py)
+#   node(level, idx, hash)                      every perfect Merkle node of level >= 1
+#   checkpoint(id, size, root, time_us, signature, hub_key)   every signed tree head
+#   meta(key, value)                            format version, hub_id
 # One `Ledger` object appends (the hub's single writer); other processes (the CLI) may open
-# the same file to read, prove and sign checkpoints.  The object is safe to share between
+# the same database to read, prove and sign checkpoints.  The object is safe to share between
 # threads: a lock serialises its calls.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from commonsky.errors import CommonSkyError
 from commonsky.ledger import keys, merkle
+from commonsky.ledger.db import SCHEMA_VERSION, EntryRow, LedgerDB, NodeRow, SqliteLedgerDB
 from commonsky.ledger.entry import (
     Entry,
     EntryError,
@@ -36,7 +38,6 @@ from commonsky.ledger.entry import (
     make_entry,
 )
 from commonsky.ledger.proofs import Receipt, SignedCheckpoint
-from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
 # (SignedCheckpoint and Receipt live in proofs.py; still importable from here.)
 __all__ = ["DB_NAME", "Ledger", "LedgerError", "Receipt", "SignedCheckpoint", "now_us"]
@@ -44,32 +45,6 @@ __all__ = ["DB_NAME", "Ledger", "LedgerError", "Receipt", "SignedCheckpoint", "n
 # Its own file, apart from the hub's item store: each keeps its own write transaction open
 # while the hub handles one item and all it sets off, without waiting on the other's lock.
 DB_NAME = "ledger.sqlite3"
-SCHEMA_VERSION = "1"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_entry (
-    seq INTEGER PRIMARY KEY,
-    leaf BLOB NOT NULL,
-    leaf_hash BLOB NOT NULL,
-    audience TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_node (
-    level INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    hash BLOB NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_checkpoint (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    size INTEGER NOT NULL,
-    root BLOB NOT NULL,
-    time_us INTEGER NOT NULL,
-    signature BLOB NOT NULL,
-    hub_key BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_checkpoint_size ON ledger_checkpoint (size);
-"""
 
 
 class LedgerError(CommonSkyError):
@@ -84,79 +59,66 @@ def now_us() -> int:
 
 
 class _StoredNodes:
-    """merkle.NodeSource over the ledger tables (level 0 lives in ledger_entry)."""
+    """merkle.NodeSource over the ledger's rows (level 0 is the entries' leaf hashes)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    def __init__(self, db: LedgerDB) -> None:
+        self._db = db
 
     def node(self, level: int, index: int) -> bytes:
-        args: tuple[int, ...]
-        if level == 0:
-            sql, args = "SELECT leaf_hash FROM ledger_entry WHERE seq = ?", (index,)
-        else:
-            sql, args = "SELECT hash FROM ledger_node WHERE level = ? AND idx = ?", (level, index)
-        row = self._conn.execute(sql, args).fetchone()
-        if row is None:
+        found = self._db.node(level, index)
+        if found is None:
             raise LedgerError(f"ledger is missing Merkle node level {level} index {index}")
-        return bytes(row[0])
+        return found
 
 
 def _audience_key(audience: Sequence[str]) -> str:
-    # ",A,B," so that instr(audience, ',P,') finds exactly party P.
+    # ",A,B," so that a substring search for ',P,' finds exactly party P.
     return "," + ",".join(audience) + ","
 
 
 class Ledger:
-    """Append-only Merkle log in SQLite.  See the module comment for the transaction rule."""
+    """Append-only Merkle log.  See the module comment for the transaction rule."""
 
     def __init__(
         self,
-        path: Path | str,
+        path: Path | str | LedgerDB,
         hub_key: Ed25519PrivateKey | None = None,
         *,
         verify_signatures: bool = True,
         synchronous: str = "NORMAL",
         clock: Callable[[], int] = now_us,
     ) -> None:
-        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-            raise ValueError(f"synchronous={synchronous!r}")
-        self.path = Path(path)
+        """`path`: the SQLite file, or a `LedgerDB` (a cluster's: ledger/pgdb.py), which the
+        ledger closes with itself. Raises LedgerError when the stored rows disagree."""
         self._hub_key = hub_key
         self._verify_signatures = verify_signatures
         self._clock = clock
         self._lock = threading.RLock()
         self._depth = 0  # nesting of `transaction()` blocks
+        self._checked = -1  # `db.mark()` of the transaction whose stored size was checked
         # (seq, leaf) appended inside the open block, not yet committed (see `uncommitted`).
         self._uncommitted: list[tuple[int, bytes]] = []
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout = 10000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        self._nodes = _StoredNodes(self._conn)
-        try:
-            # Idempotent, so two processes opening a fresh file at once both succeed.
-            self._conn.executescript(_SCHEMA)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO ledger_meta (key, value) VALUES ('schema', ?)",
-                (SCHEMA_VERSION,),
-            )
-            (version,) = self._conn.execute(
-                "SELECT value FROM ledger_meta WHERE key = 'schema'"
-            ).fetchone()
-        except BaseException:
-            self._conn.close()
-            raise
-        if version != SCHEMA_VERSION:
-            self._conn.close()
-            raise LedgerError(f"{self.path}: ledger schema {version}, expected {SCHEMA_VERSION}")
+        if isinstance(path, str | Path):
+            sqlite_db = SqliteLedgerDB(Path(path), synchronous)
+            self._db: LedgerDB = sqlite_db
+        else:
+            sqlite_db, self._db = None, path
+        self.where = self._db.where
+        self.path = Path(path) if isinstance(path, str | Path) else None
+        self._nodes = _StoredNodes(self._db)
         self._frontier = merkle.Frontier()
         try:
+            version = self._db.schema_version()
+            if version != SCHEMA_VERSION:
+                raise LedgerError(
+                    f"{self.where}: ledger schema {version}, expected {SCHEMA_VERSION}"
+                )
             self._reload()
         except BaseException:
-            self._conn.close()
+            self._db.close()
             raise
-        without_auto_checkpoint(self._conn)
-        self._checkpointer = WalCheckpointer(self.path)
+        if sqlite_db is not None:
+            sqlite_db.start_checkpoints()
 
     @classmethod
     def open(cls, data_dir: Path | str, **kwargs: Any) -> Ledger:
@@ -166,9 +128,8 @@ class Ledger:
         return cls(data_dir / DB_NAME, keys.load_or_create_hub_key(data_dir), **kwargs)
 
     def close(self) -> None:
-        self._checkpointer.close()
         with self._lock:
-            self._conn.close()
+            self._db.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -179,25 +140,24 @@ class Ledger:
     # -- state ---------------------------------------------------------------------------
 
     def _stored_size(self) -> int:
-        (top,) = self._conn.execute("SELECT MAX(seq) FROM ledger_entry").fetchone()
-        return 0 if top is None else int(top) + 1
+        return self._db.stored_size()
 
     def _reload(self) -> None:
         size = self._stored_size()
-        (count,) = self._conn.execute("SELECT COUNT(*) FROM ledger_entry").fetchone()
+        count = self._db.count()
         if count != size:
-            raise LedgerError(f"{self.path}: ledger has {count} entries but seq reaches {size}")
+            raise LedgerError(f"{self.where}: ledger has {count} entries but seq reaches {size}")
         self._frontier = merkle.Frontier.load(size, self._nodes.node)
         last = self.latest_checkpoint()
         if last is not None:
             if last.size > size:
                 raise LedgerError(
-                    f"{self.path}: a checkpoint of size {last.size} was signed "
+                    f"{self.where}: a checkpoint of size {last.size} was signed "
                     f"but only {size} entries are stored"
                 )
             if merkle.root(self._nodes, last.size) != last.root:
                 raise LedgerError(
-                    f"{self.path}: stored entries disagree with signed checkpoint {last.size}"
+                    f"{self.where}: stored entries disagree with signed checkpoint {last.size}"
                 )
 
     @property
@@ -214,20 +174,13 @@ class Ledger:
     def meta(self, key: str) -> str | None:
         """A value kept beside the log (e.g. the `hub_id` of `hub/datadir.py`)."""
         with self._lock:
-            row = self._conn.execute(
-                "SELECT value FROM ledger_meta WHERE key = ?", (key,)
-            ).fetchone()
-            return None if row is None else str(row[0])
+            return self._db.meta(key)
 
     def set_meta(self, key: str, value: str) -> None:
         if key == "schema":
             raise LedgerError("the schema version is not for callers to set")
         with self._lock:
-            self._conn.execute(
-                "INSERT INTO ledger_meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            self._db.set_meta(key, value)
 
     # -- appending -----------------------------------------------------------------------
 
@@ -235,23 +188,38 @@ class Ledger:
         """Append one entry; returns (seq, leaf_hash).  Durable when this returns."""
         return self.append_many([fields])[0]
 
+    def _open_write(self) -> bool:
+        """Take the write lock for one append: True when this call opened the transaction
+        and commits it itself; False when it joins an open one (a `transaction()` block, or
+        — sharing the store's connection — the store's block) and uses a savepoint."""
+        db = self._db
+        joined = db.in_transaction()
+        if not joined:
+            db.begin()
+        # Another process appended, or (sharing the store's commit) a commit this frontier
+        # counted failed: never fork the log, continue what is stored. (Shared: once per
+        # transaction — within one, only this ledger appends.)
+        fresh = not joined or (db.shared and db.mark() != self._checked)
+        if fresh and self._stored_size() != self._frontier.size:
+            self._reload()
+        self._checked = db.mark()
+        if joined or self._depth > 0:
+            db.savepoint()
+            return False
+        return True
+
     def append_many(self, batch: Sequence[EntryFields]) -> list[tuple[int, bytes]]:
         """Append a batch atomically: all of it or (on any error) none of it. Durable when
         this returns, or inside `transaction()` when the block is left."""
         if not batch:
             return []
         with self._lock:
-            conn = self._conn
-            inner = self._depth > 0
-            if inner and not conn.in_transaction:
-                self._begin()
-            conn.execute("SAVEPOINT append_many" if inner else "BEGIN IMMEDIATE")
+            db = self._db
+            own = self._open_write()
             try:
-                if not inner and self._stored_size() != self._frontier.size:
-                    self._reload()  # another process appended: never fork the log
                 frontier = self._frontier.copy()
-                rows: list[tuple[int, bytes, bytes, str]] = []
-                nodes: list[tuple[int, int, bytes]] = []
+                rows: list[EntryRow] = []
+                nodes: list[NodeRow] = []
                 out: list[tuple[int, bytes]] = []
                 for fields in batch:
                     seq = frontier.size
@@ -266,35 +234,30 @@ class Ledger:
                     rows.append((seq, leaf, lh, _audience_key(entry.audience)))
                     nodes.extend(frontier.append(lh))
                     out.append((seq, lh))
-                conn.executemany(
-                    "INSERT INTO ledger_entry (seq, leaf, leaf_hash, audience) VALUES (?,?,?,?)",
-                    rows,
-                )
-                conn.executemany("INSERT INTO ledger_node (level, idx, hash) VALUES (?,?,?)", nodes)
-                conn.execute("RELEASE append_many" if inner else "COMMIT")
-                if inner:
-                    self._uncommitted.extend((seq, leaf) for seq, leaf, _, _ in rows)
+                db.insert(rows, nodes)
+                if own:
+                    db.commit()
+                else:
+                    db.release()
+                    if not db.shared:
+                        self._uncommitted.extend((seq, leaf) for seq, leaf, _, _ in rows)
             except BaseException:
-                if inner:
-                    conn.execute("ROLLBACK TO append_many")
-                    conn.execute("RELEASE append_many")
-                elif conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                if not own:
+                    with contextlib.suppress(Exception):  # (a broken connection: gone anyway)
+                        db.rollback_to()
+                elif db.in_transaction():
+                    db.rollback()
                 raise
             self._frontier = frontier
             return out
-
-    def _begin(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-        if self._stored_size() != self._frontier.size:
-            self._reload()  # another process appended: never fork the log
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Appends inside share one commit, taken when the block is left — also when it is
         left by an exception, since each `append_many` is atomic on its own (a savepoint).
         The write lock is taken at the first append, so a block that appends nothing costs
-        nothing. Blocks nest; other threads wait for the block to end."""
+        nothing. Blocks nest; other threads wait for the block to end. (Sharing the store's
+        connection, the store's block commits: it is left before this one.)"""
         with self._lock:
             self._depth += 1
             try:
@@ -303,18 +266,20 @@ class Ledger:
                 self._depth -= 1
                 if self._depth == 0:
                     self._uncommitted.clear()
-                if self._depth == 0 and self._conn.in_transaction:
+                if self._depth == 0 and self._db.in_transaction():
                     try:
-                        self._conn.execute("COMMIT")
+                        self._db.commit()
                     except BaseException:
-                        self._conn.execute("ROLLBACK")
+                        with contextlib.suppress(Exception):
+                            self._db.rollback()
                         self._reload()  # what the frontier counted never reached the disk
                         raise
 
     def uncommitted(self) -> list[tuple[int, bytes]]:
         """(seq, leaf) of the entries appended inside the open `transaction()` block: what
         its commit will make durable. The hub copies them into its store's commit first (the
-        store's journal), so a crash between the two commits loses no entry (`recover`)."""
+        store's journal), so a crash between the two commits loses no entry (`recover`).
+        Empty when the ledger shares the store's commit: there is no second commit."""
         with self._lock:
             return list(self._uncommitted)
 
@@ -326,39 +291,32 @@ class Ledger:
         other bytes, or it starts past the log's end (another hub's ledger, or one made
         afresh with --init: the data folder's binding judges those, hub/datadir.py)."""
         with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            db = self._db
+            db.begin()
             try:
                 if self._stored_size() != self._frontier.size:
                     self._reload()
                 frontier = self._frontier.copy()
-                rows: list[tuple[int, bytes, bytes, str]] = []
-                nodes: list[tuple[int, int, bytes]] = []
+                rows: list[EntryRow] = []
+                nodes: list[NodeRow] = []
                 for seq, leaf in leaves:
                     if seq < frontier.size:
-                        held = conn.execute(
-                            "SELECT leaf FROM ledger_entry WHERE seq = ?", (seq,)
-                        ).fetchone()
-                        if held is None or bytes(held[0]) != leaf:
-                            conn.execute("ROLLBACK")
+                        if db.leaf(seq) != leaf:
+                            db.rollback()
                             return None
                         continue
                     if seq != frontier.size or decode_entry(leaf).seq != seq:
-                        conn.execute("ROLLBACK")
+                        db.rollback()
                         return None
                     lh = merkle.leaf_hash(leaf)
                     entry = decode_entry(leaf)
                     rows.append((seq, leaf, lh, _audience_key(entry.audience)))
                     nodes.extend(frontier.append(lh))
-                conn.executemany(
-                    "INSERT INTO ledger_entry (seq, leaf, leaf_hash, audience) VALUES (?,?,?,?)",
-                    rows,
-                )
-                conn.executemany("INSERT INTO ledger_node (level, idx, hash) VALUES (?,?,?)", nodes)
-                conn.execute("COMMIT")
+                db.insert(rows, nodes)
+                db.commit()
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                if db.in_transaction():
+                    db.rollback()
                 raise
             self._frontier = frontier
             return len(rows)
@@ -375,12 +333,10 @@ class Ledger:
 
     def leaf(self, seq: int) -> bytes:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT leaf FROM ledger_entry WHERE seq = ?", (seq,)
-            ).fetchone()
-        if row is None:
+            found = self._db.leaf(seq)
+        if found is None:
             raise LedgerError(f"no entry {seq}")
-        return bytes(row[0])
+        return found
 
     def entry(self, seq: int) -> Entry:
         return decode_entry(self.leaf(seq))
@@ -394,45 +350,28 @@ class Ledger:
         """(seq, leaf, leaf_hash) for start <= seq < end, read in chunks."""
         with self._lock:
             stop = self._check_size(end)
-        seq = max(start, 0)
+        for s, leaf, lh, _ in self._chunks(max(start, 0), stop, chunk):
+            yield s, leaf, lh
+
+    def _chunks(self, seq: int, stop: int, chunk: int) -> Iterator[EntryRow]:
         while seq < stop:
             upper = min(seq + chunk, stop)
             with self._lock:
-                rows = self._conn.execute(
-                    "SELECT seq, leaf, leaf_hash FROM ledger_entry "
-                    "WHERE seq >= ? AND seq < ? ORDER BY seq",
-                    (seq, upper),
-                ).fetchall()
-            for s, leaf, lh in rows:
-                yield int(s), bytes(leaf), bytes(lh)
+                rows = self._db.rows(seq, upper)
+            yield from rows
             seq = upper
 
-    def export_rows(
-        self, size: int, *, chunk: int = 5000
-    ) -> Iterator[tuple[int, bytes, bytes, str]]:
+    def export_rows(self, size: int, *, chunk: int = 5000) -> Iterator[EntryRow]:
         """(seq, leaf, leaf_hash, ",A,B," audience) for seq < size, read in chunks."""
         with self._lock:
             size = self._check_size(size)
-        for lo in range(0, size, chunk):
-            with self._lock:
-                rows = self._conn.execute(
-                    "SELECT seq, leaf, leaf_hash, audience FROM ledger_entry "
-                    "WHERE seq >= ? AND seq < ? ORDER BY seq",
-                    (lo, min(lo + chunk, size)),
-                ).fetchall()
-            for s, leaf, lh, audience in rows:
-                yield int(s), bytes(leaf), bytes(lh), str(audience)
+        yield from self._chunks(0, size, chunk)
 
     def visible_seqs(self, party: str, start: int = 0, end: int | None = None) -> list[int]:
         """Seqs of the entries whose audience holds `party`."""
         with self._lock:
             stop = self._check_size(end)
-            rows = self._conn.execute(
-                "SELECT seq FROM ledger_entry WHERE seq >= ? AND seq < ? "
-                "AND instr(audience, ?) > 0 ORDER BY seq",
-                (start, stop, f",{party},"),
-            ).fetchall()
-        return [int(r[0]) for r in rows]
+            return self._db.visible(party, start, stop)
 
     # -- tree heads and proofs -----------------------------------------------------------
 
@@ -453,23 +392,16 @@ class Ledger:
             time_us = self._clock()
             signature = keys.sign(self._hub_key, checkpoint_message(size, root, time_us))
             cp = SignedCheckpoint(size, root.hex(), time_us, signature, self.hub_public_key)
-            self._conn.execute(
-                "INSERT INTO ledger_checkpoint (size, root, time_us, signature, hub_key) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (cp.size, root, cp.time_us, cp.signature, cp.hub_key),
-            )
+            self._db.add_checkpoint((cp.size, root, cp.time_us, cp.signature, cp.hub_key))
             return cp
 
     def latest_checkpoint(self) -> SignedCheckpoint | None:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT size, root, time_us, signature, hub_key FROM ledger_checkpoint "
-                "ORDER BY id DESC LIMIT 1"
-            ).fetchone()
+            row = self._db.latest_checkpoint()
         if row is None:
             return None
         size, root, time_us, signature, hub_key = row
-        return SignedCheckpoint(int(size), bytes(root).hex(), int(time_us), signature, hub_key)
+        return SignedCheckpoint(size, root.hex(), time_us, signature, hub_key)
 
     def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]:
         with self._lock:

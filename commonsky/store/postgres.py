@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 import psycopg
 
-from commonsky.errors import StoreUnavailable, UsageError
+from commonsky.errors import StoreUnavailable, UsageError, WriterFenced
 from commonsky.model import Item
 from commonsky.store.base import HotlineRow, NestedBlocks, load_rows, redacted
 
@@ -66,6 +66,12 @@ CREATE TABLE IF NOT EXISTS commonsky_applied (
 );
 -- The message's stream sequence: pruned once the consumer's ack floor passed it.
 ALTER TABLE commonsky_applied ADD COLUMN IF NOT EXISTS seq BIGINT;
+-- A cluster's one writer (`claim`): every write transaction of a core checks it is still this.
+CREATE TABLE IF NOT EXISTS commonsky_writer (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    writer TEXT NOT NULL,
+    since DOUBLE PRECISION NOT NULL
+);
 """
 
 _INSERT = (
@@ -99,17 +105,30 @@ class PostgresStore(NestedBlocks):
         self._depth = 0
         self._wrote = False  # the current block has written (see `_live`)
         self.unreadable: dict[int, str] = {}
+        # A cluster core's name as the one writer (`claim`), checked by every write; None
+        # for a hub alone on its database (the embedded single process with store_url).
+        self.writer: str | None = None
+        self.transactions = 0  # write transactions opened by `_begin` (ledger/pgdb.py `mark`)
+        self._idle_timeout_ms = 0
         self._conn = self._connect()
         with self._conn.transaction():
             self._conn.execute(_SCHEMA)
         row = self._conn.execute("SELECT pg_get_serial_sequence('commonsky_items', 'seq')")
         self._sequence = str((row.fetchone() or ("",))[0])
 
+    @property
+    def where(self) -> str:
+        """The database, for messages (the URL without its password)."""
+        return redacted(self.url)
+
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(
+            conn = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=max(1, round(self._timeout))
             )
+            if self._idle_timeout_ms:
+                _idle_timeout(conn, self._idle_timeout_ms)
+            return conn
         except psycopg.Error as exc:
             reason = _first_line(exc)
             if hasattr(self, "_conn"):  # reconnecting while serving, not starting
@@ -142,6 +161,11 @@ class PostgresStore(NestedBlocks):
     def _block_ended(self) -> None:
         self._wrote = False
 
+    @property
+    def wrote(self) -> bool:
+        """Whether the caller's open block has written anything (its commit is due)."""
+        return self._wrote
+
     def _in_transaction(self) -> bool:
         # A broken connection has nothing left to commit: its writes are gone with it, and
         # the failure that broke it is what the block's caller must hear of.
@@ -155,11 +179,88 @@ class PostgresStore(NestedBlocks):
         self._wrote = True
         if conn.info.transaction_status == _IDLE:
             conn.execute("BEGIN")
+            self.transactions += 1
+            if self.writer is not None:
+                self._check_writer(conn)
+
+    # ---- a cluster's one writer ---------------------------------------------------------
+    #
+    # Only the core holding the lease writes; still, a core that lost its lease and has not
+    # noticed yet must not commit after its successor started (cluster/lease.py: the lease
+    # is a liveness device). The successor `claim`s the row `commonsky_writer` (UPDATE: it
+    # waits for the transactions of the old writer in flight, each holding the row FOR
+    # SHARE), and every write transaction of a core begins by reading the row FOR SHARE:
+    # one that finds another writer rolls back and raises WriterFenced. A writer whose
+    # process hangs inside a transaction is cut off by PostgreSQL after
+    # `idle_in_transaction_session_timeout` (set at `claim`), so a claim never waits long.
+
+    def claim(self, writer: str, idle_timeout_s: float) -> str | None:
+        """Become the database's one writer (after taking the cluster's lease); returns the
+        writer this one replaces (None: the first). Raises StoreUnavailable."""
+        self._idle_timeout_ms = max(1000, round(idle_timeout_s * 1000))
+        conn = self._live()
+        try:
+            _idle_timeout(conn, self._idle_timeout_ms)
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT writer FROM commonsky_writer WHERE id = 1 FOR UPDATE"
+                ).fetchone()
+                conn.execute(
+                    "INSERT INTO commonsky_writer (id, writer, since) VALUES (1, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET writer = excluded.writer, "
+                    "since = excluded.since",
+                    (writer, time.time()),
+                )
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL: cannot claim the writer: {_first_line(exc)}"
+            ) from None
+        self.writer = writer
+        return None if row is None else str(row[0])
+
+    def _check_writer(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute("SELECT writer FROM commonsky_writer WHERE id = 1 FOR SHARE").fetchone()
+        if row is None or row[0] != self.writer:
+            conn.execute("ROLLBACK")
+            raise WriterFenced(
+                f"{row[0] if row else 'nobody'} is the database's writer now, not "
+                f"{self.writer}: nothing more is written from here"
+            )
+
+    def write_conn(self) -> psycopg.Connection[Any]:
+        """The connection with a write transaction open (the caller's block's, or a new one
+        `end_write` ends): the ledger's rows join the store's commit (ledger/pgdb.py)."""
+        conn = self._live()
+        self._begin(conn)
+        return conn
+
+    def end_write(self, commit: bool) -> None:
+        """End what `write_conn` opened outside any block; inside one, its exit commits."""
+        if self._depth:
+            return
+        try:
+            if self._in_transaction():
+                self._conn.execute("COMMIT" if commit else "ROLLBACK")
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL connection lost: {_first_line(exc)}") from None
+        finally:
+            self._wrote = False
+
+    def in_write(self) -> bool:
+        """A write transaction is open on the connection."""
+        return self._in_transaction()
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """The live connection, for reads (ledger/pgdb.py)."""
+        return self._live()
 
     def append(self, item: Item) -> int:
         return self.append_many([item])[0]
 
     def append_many(self, items: Sequence[Item]) -> list[int]:
+        if self.writer is not None and not self._depth:
+            with self.transaction():  # (every write of a cluster core checks the writer)
+                return self.append_many(items)
         try:
             return self._append_many(items)
         except psycopg.OperationalError as exc:
@@ -228,6 +329,9 @@ class PostgresStore(NestedBlocks):
             seq = rows[-1][0]
 
     def set_cursor(self, party: str, client: str, seq: int) -> None:
+        if self.writer is not None and not self._depth:
+            with self.transaction():
+                return self.set_cursor(party, client, seq)
         conn = self._live()
         if self._depth:
             self._begin(conn)
@@ -240,6 +344,9 @@ class PostgresStore(NestedBlocks):
 
     def _execute(self, query: str, args: tuple[Any, ...]) -> None:
         """One write, joining the caller's block (its commit) when there is one."""
+        if self.writer is not None and not self._depth:
+            with self.transaction():
+                return self._execute(query, args)
         conn = self._live()
         if self._depth:
             self._begin(conn)
@@ -389,6 +496,10 @@ class PostgresStore(NestedBlocks):
 
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
+def _idle_timeout(conn: psycopg.Connection[Any], ms: int) -> None:
+    conn.execute(f"SET idle_in_transaction_session_timeout = {int(ms)}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,6 +28,16 @@ async def test_core_killed_under_load_loses_nothing_applies_nothing_twice(
     assert figures["applied_twice"] == 0, figures
     assert figures["acknowledged_not_stored"] == 0, figures
     assert figures["clients_disconnected"] == 0, figures
+    # Each core its own data folder; the ledger, key and secret in PostgreSQL: one chain
+    # over every epoch, exported through the last core's folder, verified against the key the
+    # first core's folder pins; the same generalized handles after each takeover.
+    assert figures["core_data_dirs"] == KILLS + 1, figures
+    assert figures["ledger_verified"], figures
+    assert len(figures["ledger_entries_per_epoch"]) == KILLS + 1, figures
+    assert min(figures["ledger_entries_per_epoch"]) > 0, figures
+    assert figures["hub_keys_seen"] == figures["hub_ids_seen"] == 1, figures
+    assert figures["handles_before"] > 0 and figures["handles_after_takeover"] > 0, figures
+    assert figures["handles_new_after_takeover"] == 0, figures
 
 
 async def test_edge_killed_its_clients_reconnect_to_the_other_and_get_their_picture(

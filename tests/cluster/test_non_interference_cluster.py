@@ -96,7 +96,8 @@ class _Cluster(Cluster):
     agreements: tuple[Agreement, ...] = ()
 
     def _process(self, role: str, ports: dict[str, int], http: int) -> Process:
-        lines = [f'[server]\ndata_dir = "{self.folder / "data"}"\nhttp = "127.0.0.1:{http}"\n'
+        data = self.folder / f"data-{role}-{http}"  # (each process its own data folder)
+        lines = [f'[server]\ndata_dir = "{data}"\nhttp = "127.0.0.1:{http}"\n'
                  f'store_url = "{self.store_url}"\n']  # fmt: skip
         for party in PARTIES:
             lines.append(f'[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:{ports[party]}"\n'
@@ -110,10 +111,7 @@ class _Cluster(Cluster):
                      f'name = "{self.name}"\n')  # fmt: skip
         config = self.folder / f"{role}-{http}.toml"
         config.write_text("\n".join(lines))
-        process = Process(config, self.folder / f"{config.stem}.log")
-        process.start()
-        self.processes.append(process)
-        return process
+        return self.started(config, role)
 
 
 def _group(events: list[bytes]) -> dict[bytes, list[bytes]]:

@@ -1,0 +1,68 @@
+"""A cluster core's shared state, opened (issue 19): the database's writer claimed, the
+hub's key and secret loaded from PostgreSQL (hub/shared.py) — or moved in from a data folder
+of before (hub/adopt.py). `HubServer` calls `open_shared` for a `[cluster]` core."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from commonsky.errors import UsageError
+from commonsky.hub.adopt import adopt, earlier_files
+from commonsky.hub.shared import DIRECTORY, HUB_KEY, SharedState, open_identity
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from commonsky.store.postgres import PostgresStore
+
+log = logging.getLogger("commonsky.datadir")
+
+
+class Shared:
+    """A cluster core's shared state, opened: the store's rows, the key, the secret."""
+
+    def __init__(self, state: SharedState, key: Ed25519PrivateKey, secret: bytes) -> None:
+        self.state, self.key, self.secret = state, key, secret
+
+    @property
+    def store(self) -> PostgresStore:
+        return self.state.store
+
+    def keep_directory(self, data: bytes) -> None:
+        self.state.put(DIRECTORY, data)
+
+    def directory(self) -> bytes | None:
+        return self.state.get(DIRECTORY)
+
+
+#: How long PostgreSQL lets a core sit inside a transaction doing nothing before it ends its
+#: session: a core hung there (stopped, not killed) holds the writer row, and its successor's
+#: `claim` waits for it at most this long. Far above any transaction a live core holds.
+IDLE_IN_TRANSACTION_S = 30.0
+
+
+def open_shared(
+    store: PostgresStore, init: bool, writer: str | None, data_dir: Path | None = None
+) -> Shared:
+    """Claim the database's writer (`writer`: a core holding the lease; None: nobody, e.g.
+    a test or a tool) and open the hub's shared keys — moved in from `data_dir` when it
+    holds them from before and `init` says so (hub/adopt.py). Raises UsageError,
+    StoreUnavailable."""
+    if writer is not None:
+        before = store.claim(writer, IDLE_IN_TRANSACTION_S)
+        log.info("%s: the database's writer is now %s (was %s)", store.where, writer,
+                 before or "nobody")  # fmt: skip
+    state = SharedState(store)
+    if data_dir is not None and earlier_files(data_dir) and state.get(HUB_KEY) is None:
+        if not init:
+            raise UsageError(
+                f"data_dir {data_dir}: holds this hub's ledger and keys from before they "
+                f"moved into the database ({store.where}); start this core once with --init "
+                "to move them in"
+            )
+        adopt(state, data_dir)
+    key, secret = open_identity(state, init)
+    return Shared(state, key, secret)
