@@ -173,9 +173,6 @@ class SingleHub:
 
 # `commonsky serve`'s log format (cli.py): "2026-11-30 20:30:57,123 LEVEL logger: message".
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) [^:]+: (.*)$")
-# An edge's own refusal (hub/listeners.py: "NAME PARTY/USER refused (REASON): …"); the edge's
-# "… refused by the core (…)" lines are the core's refusals, counted in the core's /metrics.
-_EDGE_REFUSAL = re.compile(r" refused \(")
 
 
 class ProcessLogs:
@@ -185,7 +182,6 @@ class ProcessLogs:
         self.paths = paths
         self.offsets = dict.fromkeys(paths, 0)
         self.lines: list[tuple[int, str]] = []
-        self.edge_refusals = 0  # lines of an edge's own refusals read so far
 
     def read(self) -> list[tuple[int, str]]:
         for path in self.paths:
@@ -194,7 +190,6 @@ class ProcessLogs:
                 data = f.read()
                 end = data.rfind(b"\n") + 1  # (a line still being written waits)
                 self.offsets[path] += end
-                edge = path.name.startswith("edge-")
                 for raw in data[:end].decode("utf-8", "replace").splitlines():
                     match = _RECORD.match(raw)
                     if match is None:
@@ -202,8 +197,6 @@ class ProcessLogs:
                     level = logging.getLevelName(match.group(1))
                     line = match.group(2)
                     self.lines.append((level if isinstance(level, int) else 0, line))
-                    if edge and _EDGE_REFUSAL.search(line):
-                        self.edge_refusals += 1
         return self.lines
 
 
@@ -217,11 +210,10 @@ class ClusterHub:
     """A cluster of `edges` edges and one core, each a `commonsky serve` process
     (`bench.cluster.Cluster`), on NATS JetStream and a PostgreSQL database of its own.
 
-    `api` says where `GET /api/items` is asked: `"core"` (where the cluster serves HTTP
-    today) or `"edge:N"` (edge N's `[server] http`, once edges serve the API). Refusals are
-    the core's `commonsky_refusals_total` (its /metrics) plus the edges' own refusal log
-    lines (edges have no /metrics yet): the first refusal of a reason and connection within
-    a minute is always logged, which is all a play's "accepted" needs."""
+    `api` says where `GET /api/items` is asked: `"edge:N"` (edge N's `[server] http`, which
+    forwards it to the core: cluster/edge_http.py) or `"core"` (the core's own port).
+    Refusals are `commonsky_refusals_total` of the core and of every edge (each its own
+    /metrics: an edge counts what it refused itself, the core what it refused)."""
 
     def __init__(self, cluster: Any, tokens: dict[str, str], operator: str, api: str) -> None:
         """`cluster`: a started `bench.cluster.Cluster`. Raises UsageError for a bad `api`."""
@@ -235,8 +227,10 @@ class ClusterHub:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, folder: Path, name: str, nats_url: str, store_url: str,
-                      edges: int = 2, api: str = "core") -> AsyncIterator[ClusterHub]:  # fmt: skip
+    async def running(
+        cls, folder: Path, name: str, nats_url: str, store_url: str, edges: int = 2,
+        api: str = "edge:0",
+    ) -> AsyncIterator[ClusterHub]:  # fmt: skip
         """Start the core and the edges (logs and data under `folder`); stop them and remove
         cluster `name`'s streams and buckets afterwards. The database at `store_url` should
         be empty (exactly once is per message id and per item)."""
@@ -272,12 +266,13 @@ class ClusterHub:
     async def refusals(self) -> float:
         from commonsky.bench.hubproc import http_get, parse_metrics
 
-        status, body = await http_get(self.cluster.core_http[-1], "/metrics", self.operator)
-        if status != 200:
-            raise OSError(f"the core's /metrics answered {status}")
-        counted = parse_metrics(body.decode()).get("commonsky_refusals_total", {})
-        self.logs.read()
-        return sum(counted.values()) + self.logs.edge_refusals
+        total = 0.0
+        for port in (self.cluster.core_http[-1], *self.cluster.edge_http):
+            status, body = await http_get(port, "/metrics", self.operator)
+            if status != 200:
+                raise OSError(f"/metrics on port {port} answered {status}")
+            total += sum(parse_metrics(body.decode()).get("commonsky_refusals_total", {}).values())
+        return total
 
     def log_lines(self) -> list[tuple[int, str]]:
         return self.logs.read()
@@ -326,7 +321,7 @@ async def cluster_hubs(
     admin_url: str,
     wires: tuple[str, ...],
     folder: Path | None = None,
-    api: str = "core",
+    api: str = "edge:0",
 ) -> AsyncIterator[Callable[[str], contextlib.AbstractAsyncContextManager[Target]]]:
     """For `play.per_wire`: a cluster per wire (`ClusterHub`, two edges), each on a fresh
     database of `admin_url`'s server and its own names on the NATS server at `nats_url`;

@@ -26,7 +26,7 @@ def test_the_report_through_a_cluster(tmp_path: Path, capsys: pytest.CaptureFixt
         assert receivers == ["ALPHA xml @edge0", "ALPHA protobuf @edge1", "BRAVO xml @edge1",
                              "BRAVO protobuf @edge0", "ALPHA late join @edge1",
                              "BRAVO late join @edge0"]  # fmt: skip
-    # Refused by the edge that took it (its parser): counted from the edge's log line.
+    # Refused by the edge that took it (its parser): counted in that edge's /metrics.
     hostile = files["b-hostile.xml", "xml"]
     assert hostile["accepted"] is False and "(dtd)" in hostile["refusal"], hostile
 

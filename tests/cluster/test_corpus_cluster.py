@@ -14,7 +14,7 @@ file of `tests/corpus/data` is played through it:
   own edge (the core's directory must route it there);
 - then a late joiner of each party, ALPHA's on edge 1 and BRAVO's on edge 0 (the picture
   from the bucket and the core; the announced callsigns again across edges),
-  and `GET /api/items` of each party where the cluster serves its HTTP API (`API`).
+  and `GET /api/items` of each party through an edge's HTTP (`API`).
 
 The expectation is the single process's verdict for every file: accepted, and delivered to
 every receiver exactly once and unchanged (or, where it is not for that receiver, not at
@@ -45,9 +45,9 @@ CASES = [
     for wire in (WIRES if path.suffix == ".xml" else ("protobuf",))
 ]
 IDS = [f"{name[:-4]}-as-{wire}" for name, wire in CASES]
-# Where GET /api/items is asked: the core serves the cluster's HTTP today ("edge:0" once the
-# edges do).
-API = "core"
+# Where GET /api/items is asked: edge 1 (not the sender's), which forwards it to the core
+# ("core": the core's own port).
+API = "edge:1"
 
 Results = dict[tuple[str, str], FileResult]
 

@@ -70,11 +70,9 @@ def test_process_logs_are_read_as_they_grow(tmp_path: Path) -> None:
         (logging.WARNING, "edge: ALPHA/u refused by the core (no_agreement): x"),
         (logging.INFO, "core: bad \ufffd byte"),
     ]
-    assert logs.edge_refusals == 1  # (the core's refusal is counted by the core)
     with edge.open("a") as f:
         f.write("ne\n")
     assert logs.read()[-1] == (logging.ERROR, "half a line")
-    assert logs.edge_refusals == 1
 
 
 @pytest.mark.parametrize("api", ["core", "edge:0", "edge:1"])
