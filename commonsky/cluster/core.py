@@ -99,6 +99,7 @@ class ProxyPeer:
         self.core, self.edge, self.conn_id, self.mode = core, edge, conn_id, mode
         self.conn: Connection | None = None
         self.closed: str | None = None
+        self.attaching = False  # its Attach handled: said to the edge after its replay
 
     def close(self, reason: str) -> None:
         if self.closed is None:
@@ -117,6 +118,9 @@ class ProxyPeer:
                 break
         if outs:
             self.core.send(self.edge, self.conn_id, self.mode, outs)
+        if self.attaching:
+            self.attaching = False
+            self.core.attached(self.edge, self.conn_id)
 
 
 class _Packer:
@@ -144,8 +148,9 @@ class _Packer:
         self.size += len(conn_id) + 8
 
     def done(self, close: list[tuple[str, str]] | None = None,
-             refused: list[tuple[str, str, str]] | None = None) -> Delivery:  # fmt: skip
-        return Delivery(self.outputs, self.outs, close or [], refused or [])
+             refused: list[tuple[str, str, str]] | None = None,
+             attached: list[str] | None = None) -> Delivery:  # fmt: skip
+        return Delivery(self.outputs, self.outs, close or [], refused or [], attached or [])
 
 
 class ClusterCore:
@@ -161,6 +166,7 @@ class ClusterCore:
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
         self._closes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._refused: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        self._attached: dict[str, list[str]] = defaultdict(list)
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()  # pushed by the consumer, in order
         self.tasks: list[asyncio.Task[None]] = []
@@ -211,6 +217,14 @@ class ClusterCore:
             covered, party, upto = self.picture.covered, conn.party, att.replayed
             replay = (p for p in replay if not covered(party, p, upto))
         conn.outbox.replay(replay)
+        if att.info.devices:
+            # Devices it reported while the edge read its picture: the edge knew them before
+            # this Attach, so their reports (behind it in the stream) find them known and give
+            # nothing (`Hub._register`). What waits addressed to them is owed now, as the
+            # single process gives it at each device's first report.
+            for pending, durable in self.hub.picture.owed_to_devices(conn, self.hub.clock()):
+                self.hub.wires.enqueue(conn, pending, durable)
+        conn.peer.attaching = True
         self.hub.wires.mark(conn)
 
     def _detach(self, edge: str, conn_id: str) -> None:
@@ -261,6 +275,11 @@ class ClusterCore:
         self._closes[edge].append((conn_id, reason))
         self._wake.set()
 
+    def attached(self, edge: str, conn_id: str) -> None:
+        """Tell the edge its client's Attach is handled (after what the proxy flushed)."""
+        self._attached[edge].append(conn_id)
+        self._wake.set()
+
     async def _sender(self) -> None:
         """Send what the proxies flushed, per edge, in order, in messages of about 512 kB:
         each rendered output once per message, with the clients that get it."""
@@ -270,6 +289,7 @@ class ClusterCore:
             flushed, self._outs = self._outs, defaultdict(list)
             closes, self._closes = self._closes, defaultdict(list)
             refused, self._refused = self._refused, defaultdict(list)
+            attached, self._attached = self._attached, defaultdict(list)  # (with its outs)
             if self.picture.dirty or self.picture.full or self.picture.unsettled_durable:
                 # A durable item's entry is in the bucket before any client gets the item
                 # (its key was noted when the hub published it, before its outputs were
@@ -277,7 +297,7 @@ class ClusterCore:
                 # than one its peers were given. Live items' entries follow every
                 # LIVE_EVERY_S. What is flushed meanwhile waits for the next round.
                 await self.picture.flush(live=False)
-            for edge in set(flushed) | set(closes) | set(refused):
+            for edge in set(flushed) | set(closes) | set(refused) | set(attached):
                 subject = self.names.out(edge)
                 delivery = _Packer()
                 for conn_id, mode, batch in flushed.get(edge, ()):
@@ -286,8 +306,9 @@ class ClusterCore:
                         if delivery.size >= _OUT_BYTES:
                             await self.nc.publish(subject, encode(delivery.done()))
                             delivery = _Packer()
-                if delivery.outs or edge in closes or edge in refused:
-                    last = delivery.done(closes.get(edge, []), refused.get(edge, []))
+                if delivery.outs or edge in closes or edge in refused or edge in attached:
+                    last = delivery.done(closes.get(edge, []), refused.get(edge, []),
+                                         attached.get(edge, []))  # fmt: skip
                     await self.nc.publish(subject, encode(last))
 
     # ---- the stream ---------------------------------------------------------------------

@@ -71,6 +71,12 @@ _ACK_TIMEOUT_S = 5.0
 # connections' worth of outbox (limit_queue_tracks + limit_queue_durable: 150,000 by default);
 # past it new events are refused (`EdgeBacklogged`), what was accepted before is kept.
 _BACKLOG_OUTBOXES = 10
+# The bucket's live entries (tracks, positions) wait for the core's word that it handled the
+# client's Attach (`Delivery.attached`): the core sends a newer version of any the bucket holds
+# an older one of (it writes live entries every picture_kv.LIVE_EVERY_S), and a client must not
+# get the older one first, where the single process gives the current version once. With no
+# core to answer, they go to the client after this long.
+LIVE_HOLD_S = 2.0
 
 
 def backlog_limit(settings: Settings) -> int:
@@ -131,6 +137,9 @@ class EdgeHub:
         self.by_id: dict[str, Connection] = {}
         self.link: EdgeLink | None = None  # set by EdgeLink
         self.unknown = 0  # outputs for clients no longer here
+        # conn id -> the bucket's live entries read for it, by item key, until the core has
+        # handled its Attach (LIVE_HOLD_S)
+        self.held_live: dict[str, dict[tuple[str, str], Pending]] = {}
 
     def log_limited(self, logger: logging.Logger, reason: str, key: str, msg: str,
                     *args: object, level: int = logging.WARNING) -> None:  # fmt: skip
@@ -148,6 +157,7 @@ class EdgeHub:
 
     def detach(self, conn: Connection) -> None:
         self.wires.remove(conn)
+        self.held_live.pop(conn.id, None)
         if self.by_id.pop(conn.id, None) is not None and self.link is not None:
             self.link.detached(conn)
 
@@ -170,7 +180,9 @@ class EdgeHub:
             (edge_pending(o.party, o.uid, o.category, o.received, o.mode, o.data), o.durable)
             for o in delivery.outputs
         ]  # (each shared by the clients that get it: nobody changes a Pending)
-        by_id, enqueue = self.by_id, self.wires.enqueue
+        by_id, enqueue, held = self.by_id, self.wires.enqueue, self.held_live
+        if delivery.attached:
+            self._attached(delivery, made)
         for conn_id, at in delivery.outs:
             conn = by_id.get(conn_id)
             if conn is None:
@@ -178,6 +190,8 @@ class EdgeHub:
                 continue
             pending, durable = made[at]
             enqueue(conn, pending, durable)
+            if held and conn_id in held:  # (the core's version is the newer one)
+                held[conn_id].pop(pending.rendered.item.key, None)
         for conn_id, reason in delivery.close:
             conn = self.by_id.get(conn_id)
             if conn is not None:
@@ -192,6 +206,27 @@ class EdgeHub:
                 close = session.refused(MessageRefused(reason, message))
                 if close is not None:
                     conn.close(close)
+
+    def _attached(self, delivery: Delivery, made: list[tuple[Pending, bool]]) -> None:
+        """The core handled these clients' Attach: the bucket's live entries held for them go
+        first — they are the older part of the picture, before the core's rest and anything
+        live in this delivery — but those the core sends them here, in a newer version."""
+        held = self.held_live
+        attached = {conn_id for conn_id in delivery.attached if conn_id in held}
+        for conn_id, at in delivery.outs:
+            if conn_id in attached:
+                held[conn_id].pop(made[at][0].rendered.item.key, None)
+        for conn_id in attached:
+            self.release(conn_id)
+
+    def release(self, conn_id: str) -> None:
+        """The bucket's live entries held for a client, to its outbox: the core has handled
+        its Attach (or did not answer within LIVE_HOLD_S); those it sent meanwhile are gone."""
+        held = self.held_live.pop(conn_id, None)
+        conn = self.by_id.get(conn_id)
+        if held and conn is not None:
+            for pending in held.values():
+                self.wires.enqueue(conn, pending, False)
 
     def record_delivery(self, conn: Connection, batch: list[Pending],
                         delivered: Delivered | None = None) -> None:  # fmt: skip
@@ -307,11 +342,17 @@ class EdgeLink:
         if here and entries:
             # (In XML; a client that speaks protobuf gets each converted as it is drawn; a
             # map page its JSON, made here: cluster/edge_http.py.)
-            made = page_replay(self.hub, entries) if conn.mode() == "json" else [
-                edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml)
-                for e in entries
-            ]  # fmt: skip
-            conn.outbox.replay(iter(made))
+            def made(es: list[PictureEntry]) -> list[Pending]:
+                if conn.mode() == "json":
+                    return page_replay(self.hub, es)
+                return [edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml)
+                        for e in es]  # fmt: skip
+
+            conn.outbox.replay(iter(made([e for e in entries if e.durable])))
+            live = {p.rendered.item.key: p for p in made([e for e in entries if not e.durable])}
+            if live:  # (after the core's word: LIVE_HOLD_S)
+                self.hub.held_live[conn.id] = live
+                asyncio.get_running_loop().call_later(LIVE_HOLD_S, self.hub.release, conn.id)
             self.hub.wires.mark(conn)
         self._put((self._id(), encode(Attach(self.hub.edge, info(conn), replayed))))
         for held in self.waiting.pop(conn.id, []):
