@@ -121,7 +121,7 @@ class Forwarder:
             await sub.unsubscribe()
             return json_error(504, f"the hub's core did not answer within {FORWARD_S:.0f} s; "
                               "a write may or may not have been applied")  # fmt: skip
-        except NoCore:
+        except _NoCore:
             await sub.unsubscribe()
             return self.unavailable("no core is serving the hub now (failover); try again")
         except Exception as exc:  # (an answer we cannot read: our bug, or NATS's)
@@ -142,7 +142,7 @@ class Forwarder:
     async def _part(self, sub: Any, n: int, timeout: float) -> HttpReply:
         msg = await sub.next_msg(timeout=timeout)
         if not msg.data and msg.headers and msg.headers.get("Status") == "503":
-            raise NoCore
+            raise _NoCore
         part = reply_decoder.decode(msg.data)
         if part.n != n:  # (a part lost: the edge was too slow for NATS)
             raise ConnectionError(f"answer part {part.n} came where {n} was due")
@@ -161,7 +161,7 @@ class Forwarder:
                 await sub.unsubscribe()
 
 
-class NoCore(Exception):
+class _NoCore(Exception):
     """NATS said nobody listens on `<name>.http`: no core holds the lease now."""
 
 
