@@ -1,0 +1,48 @@
+"""A cluster process started as an operator starts it (`commonsky serve` in a subprocess) when
+what it needs is not there: one line naming the problem, exit status 2, no traceback, no hang
+(README "Quick start": "When something is wrong at start … one line … status 2")."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+#: Far above the bound the process gives itself (commonsky.cluster.nats_io.give_up_s: 4 s for
+#: one server), far below "forever": before the fix a process here never stopped.
+WITHIN_S = 30.0
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["edge", "core", "all"])
+def test_no_nats_at_start_is_one_line_not_a_hang(tmp_path: Path, role: str) -> None:
+    url = f"nats://127.0.0.1:{closed_port()}"
+    path = tmp_path / "hub.toml"
+    path.write_text(
+        '[server]\ndata_dir = "var"\nhttp = "127.0.0.1:0"\n'
+        'store_url = "postgresql://postgres@127.0.0.1:5432/unused"\n'
+        f'[cluster]\nnats_url = "{url}"\nrole = "{role}"\n'
+        '[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:0"\nparty = "USA"\n'
+        '[[party]]\nid = "USA"\n'
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "commonsky", "serve", "--config", str(path)],
+                          capture_output=True, text=True, timeout=WITHIN_S)  # fmt: skip
+    assert time.monotonic() - started < WITHIN_S
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("commonsky: error")]
+    assert len(errors) == 1, done.stderr
+    assert f"nats_url = '{url}': cannot connect" in errors[0]
+    assert "ConnectionRefusedError" in errors[0]  # the reason, not just "no answer"
