@@ -10,7 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
+
+from commonsky.config import config_from_dict
+from commonsky.errors import UsageError
+from commonsky.server import HubServer
+from tests.cluster.test_shared_state import _toml, cli, core_config
 
 #: Far above the bound the process gives itself (commonsky.cluster.nats_io.give_up_s: 4 s for
 #: one server), far below "forever": before the fix a process here never stopped.
@@ -46,3 +52,28 @@ def test_no_nats_at_start_is_one_line_not_a_hang(tmp_path: Path, role: str) -> N
     assert len(errors) == 1, done.stderr
     assert f"nats_url = '{url}': cannot connect" in errors[0]
     assert "ConnectionRefusedError" in errors[0]  # the reason, not just "no answer"
+
+
+def test_a_core_of_another_cluster_is_refused_the_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Cluster 'a' runs on the database; a core of cluster 'b' (its own lease, so it would
+    hold it at once) given the same store_url stops in one line before it claims the writer,
+    which stays a's; a's next core starts as ever."""
+    first = HubServer(config_from_dict(core_config(tmp_path / "a1", postgres_url, name="a")),
+                      init=True, writer="a1 epoch 1")  # fmt: skip
+    first._release()
+    other = core_config(tmp_path / "b1", postgres_url, name="b")
+    (tmp_path / "b.toml").write_text(_toml(other))
+    done = cli("serve", "--config", str(tmp_path / "b.toml"))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "this database is cluster 'a''s, not 'b''s ([cluster] name)" in line, line
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT writer FROM commonsky_writer").fetchone() == ("a1 epoch 1",)
+    with pytest.raises(UsageError, match="cluster 'a''s, not 'b''s"):
+        HubServer(config_from_dict(other), writer="b1 epoch 1")
+    again = HubServer(config_from_dict(core_config(tmp_path / "a2", postgres_url, name="a")),
+                      writer="a2 epoch 2")  # fmt: skip
+    again._release()
