@@ -36,7 +36,14 @@ async def connect(cluster: ClusterSettings, name: str) -> Client:
     here, and connection errors are logged in one line."""
     import nats
 
+    made: list[Client] = []
+
     async def disconnected() -> None:
+        # nats-py calls this on our own close() too (its status CLOSED by then): a process
+        # stopping on SIGTERM is not losing NATS.
+        if made and made[0].is_closed:
+            log.info("%s: NATS connection closed", name)
+            return
         log.warning("%s: NATS connection lost; reconnecting", name)
 
     async def reconnected() -> None:
@@ -51,7 +58,7 @@ async def connect(cluster: ClusterSettings, name: str) -> Client:
         log.log(level, "%s: NATS: %s: %s", name, type(exc).__name__, exc)
 
     try:
-        return await asyncio.wait_for(
+        nc = await asyncio.wait_for(
             nats.connect(
                 servers=cluster.servers,
                 name=name,
@@ -71,6 +78,8 @@ async def connect(cluster: ClusterSettings, name: str) -> Client:
             f"[cluster] nats_url = {cluster.nats_url!r}: cannot connect within "
             f"{give_up_s(cluster):g} s ({why}); is nats-server -js running there?"
         ) from None
+    made.append(nc)
+    return nc
 
 
 def give_up_s(cluster: ClusterSettings) -> float:

@@ -4,10 +4,12 @@ what it needs is not there: one line naming the problem, exit status 2, no trace
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -16,6 +18,7 @@ import pytest
 from commonsky.config import config_from_dict
 from commonsky.errors import UsageError
 from commonsky.server import HubServer
+from tests.cluster.conftest import NATS_URL
 from tests.cluster.test_shared_state import _toml, cli, core_config
 
 #: Far above the bound the process gives itself (commonsky.cluster.nats_io.give_up_s: 4 s for
@@ -77,3 +80,33 @@ def test_a_core_of_another_cluster_is_refused_the_database(
     again = HubServer(config_from_dict(core_config(tmp_path / "a2", postgres_url, name="a")),
                       writer="a2 epoch 2")  # fmt: skip
     again._release()
+
+
+def test_an_edge_stopped_with_sigterm_exits_0_without_alarms(tmp_path: Path) -> None:
+    """SIGTERM: the edge closes its clients and its NATS connection and exits 0; closing NATS
+    on purpose is not logged as NATS lost (an operator's alert would fire at every stop)."""
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        '[server]\nhttp = "127.0.0.1:0"\nstore_url = "postgresql://postgres@127.0.0.1/unused"\n'
+        f'[cluster]\nnats_url = "{NATS_URL}"\nrole = "edge"\nname = "t{uuid.uuid4().hex[:10]}"\n'
+        '[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:0"\nparty = "USA"\n'
+        '[[party]]\nid = "USA"\n'
+    )
+    edge = subprocess.Popen([sys.executable, "-m", "commonsky", "serve", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        assert edge.stdout is not None
+        lines = []
+        for line in edge.stdout:  # (until ready: a dead edge ends the loop, failing below)
+            lines.append(line)
+            if "cluster edge" in line and " ready " in line:
+                break
+        assert any(" ready " in line for line in lines), "".join(lines)
+        edge.send_signal(signal.SIGTERM)
+        rest, _ = edge.communicate(timeout=WITHIN_S)
+    finally:
+        edge.kill()
+    assert edge.returncode == 0, rest
+    assert "Traceback" not in rest, rest
+    assert "NATS connection lost" not in rest, rest
+    assert "NATS connection closed" in rest, rest  # (the barrier: the close was logged)
