@@ -363,6 +363,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "fuzz": ("commonsky.bench.commands", "fuzz"),
     "kill9": ("commonsky.bench.commands", "kill9"),
     "federation": ("commonsky.bench.commands", "federation"),
+    "cluster-capacity": ("commonsky.bench.commands", "cluster_capacity"),
     "deconflict": ("commonsky.bench.deconflict", "bench"),
     "ledger": ("commonsky.bench.ledger", "bench"),
     "api": ("commonsky.bench.api", "bench"),

@@ -170,6 +170,7 @@ def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
         ["ledger", "verify"],
         ["bench", "relay"],
         ["bench", "store"],
+        ["bench", "cluster-capacity"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
@@ -185,6 +186,9 @@ def test_every_command_has_help(command: list[str]) -> None:
         (["bench", "api", "--rate", "-1"], "--rate and --duration > 0"),
         (["bench", "store", "--rounds", "0"], "--rounds must be > 0"),
         (["bench", "store", "--store-url", "mysql://x"], "store_url must be empty or a postgresql"),
+        (["bench", "cluster-capacity", "--core-cpu", "99"], "--core-cpu/--edge-cpu in 0.."),
+        (["bench", "cluster-capacity", "--messages", "0"], "--messages must be positive"),
+        (["bench", "cluster-capacity", "--rates", "1000,x"], "--rates"),
     ],
 )
 def test_benchmarks_refuse_nonsense_with_one_line(command: list[str], message: str) -> None:

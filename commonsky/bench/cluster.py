@@ -46,16 +46,22 @@ async def until_async(condition: Callable[[], Awaitable[bool]], what: str,
         await asyncio.sleep(0.05)
 
 
+# A hub's configuration text without its `[cluster]` table: (data folder, HTTP port, a TCP port
+# per party, more `[server]` lines) -> TOML. `hubproc.hub_config` is the fuzz bench's.
+HubText = Callable[[Path, int, dict[str, int], str], str]
+
+
 def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role: str,
-                   ports: dict[str, int], http: int) -> Path:  # fmt: skip
-    """The fuzz bench's four parties and agreements (`bench/fuzz.hub_config`: a TCP listener
-    per party), as one process of cluster `name`, with its own data folder
+                   ports: dict[str, int], http: int,
+                   base: HubText = hub_config) -> Path:  # fmt: skip
+    """`base`'s parties and agreements (by default the fuzz bench's four: a TCP listener per
+    party), as one process of cluster `name`, with its own data folder
     (`folder/data-ROLE-HTTP`: what the cores share is in PostgreSQL and NATS)."""
-    text = hub_config(
+    text = base(
         folder / f"data-{role}-{http}",
         http,
         ports,
-        extra=f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
+        f'store_url = "{store_url}"\nlimit_durable_items_per_party = 100000\n',
     )
     text += (
         f'\n[cluster]\nnats_url = "{nats_url}"\nrole = "{role}"\nname = "{name}"\n'
@@ -122,13 +128,15 @@ class Cluster:
     nats_url: str
     store_url: str
     parties: tuple[str, ...] = tuple(PARTIES)  # (a TCP port for each on every process)
+    base: HubText = hub_config  # (the parties, agreements and listeners of every process)
     processes: list[Process] = field(default_factory=list)
     edge_ports: list[dict[str, int]] = field(default_factory=list)
+    edge_http: list[int] = field(default_factory=list)  # (its `[server] http`, in edge order)
     core_http: list[int] = field(default_factory=list)
 
     def _process(self, role: str, ports: dict[str, int], http: int) -> Process:
         config = cluster_config(
-            self.folder, self.name, self.nats_url, self.store_url, role, ports, http
+            self.folder, self.name, self.nats_url, self.store_url, role, ports, http, self.base
         )
         return self.started(config, role, http)
 
@@ -146,9 +154,11 @@ class Cluster:
         """An edge process, on new ports or on `ports` and `http` (another edge's:
         SO_REUSEPORT)."""
         ports = ports or {p: free_port() for p in self.parties}
-        process = self._process("edge", ports, http or free_port())
+        http = http or free_port()
+        process = self._process("edge", ports, http)
         await process.wait_log(r"cluster edge \S+ ready")
         self.edge_ports.append(ports)
+        self.edge_http.append(http)
         return process, ports
 
     async def core(self, wait: bool = True) -> Process:
@@ -166,10 +176,12 @@ class Cluster:
         """A process of role "all": an edge (ready at once) and a core (`serving`: wait until
         it holds the lease; else until it stands by)."""
         ports = {p: free_port() for p in self.parties}
-        process = self._process("all", ports, free_port())
+        http = free_port()
+        process = self._process("all", ports, http)
         await process.wait_log(r"cluster edge \S+ ready")
         await process.wait_log(r"cluster core \S+ serving" if serving else "standing by")
         self.edge_ports.append(ports)
+        self.edge_http.append(http)
         return process, ports
 
     def stop(self) -> None:

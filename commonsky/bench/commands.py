@@ -118,6 +118,40 @@ def _rates_table(pairs: list[RatePair], title: str) -> None:
     )
 
 
+def cluster_capacity(
+    messages: Annotated[int, typer.Option(help="Recorded messages the core drains.")] = 20_000,
+    rates: Annotated[
+        str, typer.Option(help="Rates (msg/s in) of the one-edge runs, e.g. 1000,2000,4000.")
+    ] = "1000,2000,4000",
+    receivers: Annotated[int, typer.Option(help="Receiving TAK connections.")] = 50,
+    senders: Annotated[int, typer.Option(help="Sending TAK connections.")] = 10,
+    parties: Annotated[int, typer.Option(help="Parties in the agreement ring.")] = 6,
+    duration: Annotated[float, typer.Option(help="Seconds of load per edge run.")] = 10.0,
+    core_cpu: Annotated[int, typer.Option(help="CPU the core is pinned to.")] = 0,
+    edge_cpu: Annotated[int, typer.Option(help="CPU the edge is pinned to.")] = 1,
+    nats_url: Annotated[str, typer.Option(help="NATS with JetStream.")] = ("nats://127.0.0.1:4222"),
+    postgres: Annotated[
+        str, typer.Option(help="PostgreSQL where a fresh database is made (and dropped).")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+) -> None:
+    """What one core and one edge each carry, measured alone (bench/cluster_capacity.py):
+    the core pinned to one CPU drains a stream filled beforehand with MESSAGES recorded
+    tracks (bench relay's load); then bench relay's load at each of RATES through one edge
+    pinned to EDGE_CPU, the core on CORE_CPU. Prints both, and what 2, 4 and 8 CPUs carry
+    from those measured capacities (edges scale by processes; the core is one loop)."""
+    from commonsky.bench.cluster_capacity import core_capacity, edge_capacity, print_capacity
+    from commonsky.bench.relay import parse_rates
+
+    cpus = os.cpu_count() or 1
+    if messages <= 0 or not {core_cpu, edge_cpu} <= set(range(cpus)):
+        raise UsageError(f"--messages must be positive and --core-cpu/--edge-cpu in 0..{cpus - 1}")
+    series = parse_rates(rates)
+    drain = core_capacity(messages, receivers, senders, parties, core_cpu, nats_url, postgres)
+    edges = [edge_capacity(r, receivers, senders, parties, duration, edge_cpu, core_cpu,
+                           nats_url, postgres) for r in series]  # fmt: skip
+    print_capacity(drain, edges)
+
+
 def fuzz(
     inputs: Annotated[int, typer.Option(help="Mutated messages to send in all.")] = 1_000_000,
     restarts: Annotated[int, typer.Option(help="Times the hub is restarted midway.")] = 2,

@@ -4,18 +4,21 @@ A normal `Hub` with its desks over the PostgreSQL store and the ledger (built by
 `HubServer`, without TAK listeners) — the routing, outboxes, desks and recorders unchanged.
 `ClusterCore` feeds it:
 
-- The inbound stream (`wire.Ingest`, `Attach`, `Detach`) through a durable pull consumer,
+- The inbound stream (`wire.Ingest`, `Attach`, `Detach`) through a durable push consumer,
   in stream order. Each batch is applied in one hub transaction that also records every
   applied message id (`commonsky_applied`), and acknowledged only after that commits: a
   message redelivered (the core died before its ack reached NATS) is recognised and not
-  applied again; one never committed is applied by whichever core reads it next.
+  applied again; one never committed is applied by whichever core reads it next. Position
+  reports are the exception (`_live`, `_commit`): recorded only when applying one wrote
+  something, so a batch of them costs PostgreSQL nothing; applied again, a position is the
+  same latest position.
 - For each client of an edge, a proxy `Connection` whose `Peer` (`ProxyPeer`) sends what the
   hub queued for it — rendered for that client as the single process would write it — to
   that edge (`<name>.out.<edge>`). Only edges holding an entitled client get anything.
 - The picture bucket (`picture_kv.PictureWriter`) for clients that connect later.
 
 A core that cannot commit (PostgreSQL gone) or loses the lease stops at once (fail-stop):
-the outputs of an uncommitted batch must never leave, and a standby takes over from the
+the outputs of an uncommitted durable item must never leave, and a standby takes over from the
 stream (`serve_core` in `run.py`).
 """
 
@@ -32,7 +35,7 @@ from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
 from commonsky.hub.outbox import Outbox, Pending
-from commonsky.model import DURABLE, is_transient
+from commonsky.model import DURABLE, Category, category_of_event, is_transient
 
 from .nats_io import DUPLICATE_WINDOW_S
 from .picture_kv import PictureWriter
@@ -79,6 +82,16 @@ class Fatal(CommonSkyError):
     reason = "core_fail_stop"
 
 
+_LIVE = frozenset({Category.POSITION, Category.TRACK})
+
+
+def _live(env: Ingest) -> bool:
+    """Whether `env` is a position report (a track's, a device's): the latest per uid wins,
+    so applying it again after a core stopped changes nothing (model.py: live categories;
+    the rest, deletes and messages included, is recorded as applied)."""
+    return category_of_event(env.event) in _LIVE and not is_transient(env.event.type)
+
+
 class ProxyPeer:
     """The `Peer` of one edge client on the core: flushing sends its outbox to its edge."""
 
@@ -86,6 +99,7 @@ class ProxyPeer:
         self.core, self.edge, self.conn_id, self.mode = core, edge, conn_id, mode
         self.conn: Connection | None = None
         self.closed: str | None = None
+        self.attaching = False  # its Attach handled: said to the edge after its replay
 
     def close(self, reason: str) -> None:
         if self.closed is None:
@@ -104,6 +118,9 @@ class ProxyPeer:
                 break
         if outs:
             self.core.send(self.edge, self.conn_id, self.mode, outs)
+        if self.attaching:
+            self.attaching = False
+            self.core.attached(self.edge, self.conn_id)
 
 
 class _Packer:
@@ -131,8 +148,9 @@ class _Packer:
         self.size += len(conn_id) + 8
 
     def done(self, close: list[tuple[str, str]] | None = None,
-             refused: list[tuple[str, str, str]] | None = None) -> Delivery:  # fmt: skip
-        return Delivery(self.outputs, self.outs, close or [], refused or [])
+             refused: list[tuple[str, str, str]] | None = None,
+             attached: list[str] | None = None) -> Delivery:  # fmt: skip
+        return Delivery(self.outputs, self.outs, close or [], refused or [], attached or [])
 
 
 class ClusterCore:
@@ -142,18 +160,22 @@ class ClusterCore:
                  names: Names) -> None:  # fmt: skip
         self.hub, self.nc, self.js, self.names = hub, nc, js, names
         self.store: PostgresStore = hub.store  # type: ignore[assignment]
-        self.picture = PictureWriter(hub, kv, hub.clock)
+        self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
         self._closes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._refused: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        self._attached: dict[str, list[str]] = defaultdict(list)
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()  # pushed by the consumer, in order
         self.tasks: list[asyncio.Task[None]] = []
         self.applied = 0
         self.repeated = 0  # redelivered messages recognised as applied already
         self.failed: BaseException | None = None
+        # Stream sequence at takeover: a message up to it may have been applied by an earlier
+        # core (its id is looked up even when live); later ones only this core applies.
+        self.recheck_upto = 0
 
     # ---- connections --------------------------------------------------------------------
 
@@ -195,6 +217,14 @@ class ClusterCore:
             covered, party, upto = self.picture.covered, conn.party, att.replayed
             replay = (p for p in replay if not covered(party, p, upto))
         conn.outbox.replay(replay)
+        if att.info.devices:
+            # Devices it reported while the edge read its picture: the edge knew them before
+            # this Attach, so their reports (behind it in the stream) find them known and give
+            # nothing (`Hub._register`). What waits addressed to them is owed now, as the
+            # single process gives it at each device's first report.
+            for pending, durable in self.hub.picture.owed_to_devices(conn, self.hub.clock()):
+                self.hub.wires.enqueue(conn, pending, durable)
+        conn.peer.attaching = True
         self.hub.wires.mark(conn)
 
     def _detach(self, edge: str, conn_id: str) -> None:
@@ -245,6 +275,11 @@ class ClusterCore:
         self._closes[edge].append((conn_id, reason))
         self._wake.set()
 
+    def attached(self, edge: str, conn_id: str) -> None:
+        """Tell the edge its client's Attach is handled (after what the proxy flushed)."""
+        self._attached[edge].append(conn_id)
+        self._wake.set()
+
     async def _sender(self) -> None:
         """Send what the proxies flushed, per edge, in order, in messages of about 512 kB:
         each rendered output once per message, with the clients that get it."""
@@ -254,7 +289,15 @@ class ClusterCore:
             flushed, self._outs = self._outs, defaultdict(list)
             closes, self._closes = self._closes, defaultdict(list)
             refused, self._refused = self._refused, defaultdict(list)
-            for edge in set(flushed) | set(closes) | set(refused):
+            attached, self._attached = self._attached, defaultdict(list)  # (with its outs)
+            if self.picture.dirty or self.picture.full or self.picture.unsettled_durable:
+                # A durable item's entry is in the bucket before any client gets the item
+                # (its key was noted when the hub published it, before its outputs were
+                # flushed here): a client that connects later never reads a version older
+                # than one its peers were given. Live items' entries follow every
+                # LIVE_EVERY_S. What is flushed meanwhile waits for the next round.
+                await self.picture.flush(live=False)
+            for edge in set(flushed) | set(closes) | set(refused) | set(attached):
                 subject = self.names.out(edge)
                 delivery = _Packer()
                 for conn_id, mode, batch in flushed.get(edge, ()):
@@ -263,8 +306,9 @@ class ClusterCore:
                         if delivery.size >= _OUT_BYTES:
                             await self.nc.publish(subject, encode(delivery.done()))
                             delivery = _Packer()
-                if delivery.outs or edge in closes or edge in refused:
-                    last = delivery.done(closes.get(edge, []), refused.get(edge, []))
+                if delivery.outs or edge in closes or edge in refused or edge in attached:
+                    last = delivery.done(closes.get(edge, []), refused.get(edge, []),
+                                         attached.get(edge, []))  # fmt: skip
                     await self.nc.publish(subject, encode(last))
 
     # ---- the stream ---------------------------------------------------------------------
@@ -284,6 +328,8 @@ class ClusterCore:
                  found, strays)  # fmt: skip
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.names.stream, self.names.consumer)
+        stream = await self.js.stream_info(self.names.stream)
+        self.recheck_upto = stream.state.last_seq
         # Pushed, not pulled: the next messages are on their way while a batch is applied
         # (a pull costs a round trip per batch, which bounded the core well below its CPU).
         self.sub = await self.js.subscribe(
@@ -370,6 +416,7 @@ class ClusterCore:
         """One batch: segments between Attach messages, each one commit; then the acks."""
         envelopes: list[Ingest | Attach | Detach] = []
         seqs: dict[str, int] = {}  # message id -> its stream sequence (pruning, below)
+        ids: list[str] = []  # the ids that may have been applied already (looked up)
         for msg in msgs:
             try:
                 envelope = inbound_decoder.decode(msg.data)
@@ -379,8 +426,11 @@ class ClusterCore:
                 continue
             envelopes.append(envelope)
             if isinstance(envelope, Ingest):
-                seqs[envelope.id] = msg.metadata.sequence.stream
-        ids = [e.id for e in envelopes if isinstance(e, Ingest)]
+                seq = seqs[envelope.id] = msg.metadata.sequence.stream
+                if not _live(envelope) or seq <= self.recheck_upto:
+                    ids.append(envelope.id)
+        # (A live item's id is looked up only where an earlier core may have applied it:
+        # a message in the stream when this core took over.)
         done = self.store.applied(ids)
         segment: list[Ingest | Detach] = []
         for envelope in envelopes:
@@ -397,9 +447,16 @@ class ClusterCore:
 
     def _commit(self, segment: list[Ingest | Detach], done: set[str],
                 seqs: dict[str, int]) -> None:  # fmt: skip
+        """Apply `segment` in one hub transaction. The ids of durable items are recorded in
+        its commit (`commonsky_applied`: never applied twice); a live item's (`_live`) only
+        when applying it wrote something (a desk's notice): a position applied twice is the
+        same latest position, and a block that writes nothing commits nothing — so live
+        items' outputs leave without waiting for PostgreSQL."""
         if not segment:
             return
         fresh: list[str] = []
+        live: list[str] = []
+        wrote = False
         try:
             with self.hub.transaction():
                 for envelope in segment:
@@ -412,11 +469,14 @@ class ClusterCore:
                         self._again(envelope)
                     else:
                         self._ingest(envelope)
-                        fresh.append(envelope.id)
+                        (live if _live(envelope) else fresh).append(envelope.id)
+                wrote = self.store.wrote
+                if wrote:
+                    fresh += live
                 self.store.mark_applied(fresh, time.time(), [seqs[i] for i in fresh])
         except StoreUnavailable as exc:
             raise Fatal(f"the store is unavailable: {exc}") from exc
-        self.applied += len(fresh)
+        self.applied += len(fresh) + (0 if wrote else len(live))
 
     def _ingest(self, env: Ingest) -> None:
         info = ConnInfo(env.conn, env.party, env.user, "tak", "", env.mode)

@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
@@ -65,12 +65,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 _VARIANT = "edge"  # (one form per output: the core chose it for this client)
-_PUBLISH_BATCH = 1000  # inbound messages published before their acknowledgements are awaited
+_PUBLISH_BATCH = 1000  # inbound messages published and awaiting their acknowledgements, at most
 _ACK_TIMEOUT_S = 5.0
 # What an edge holds unpublished while the stream is away, in messages, is bounded by ten
 # connections' worth of outbox (limit_queue_tracks + limit_queue_durable: 150,000 by default);
 # past it new events are refused (`EdgeBacklogged`), what was accepted before is kept.
 _BACKLOG_OUTBOXES = 10
+# The bucket's live entries (tracks, positions) wait for the core's word that it handled the
+# client's Attach (`Delivery.attached`): the core sends a newer version of any the bucket holds
+# an older one of (it writes live entries every picture_kv.LIVE_EVERY_S), and a client must not
+# get the older one first, where the single process gives the current version once. With no
+# core to answer, they go to the client after this long.
+LIVE_HOLD_S = 2.0
 
 
 def backlog_limit(settings: Settings) -> int:
@@ -131,6 +137,9 @@ class EdgeHub:
         self.by_id: dict[str, Connection] = {}
         self.link: EdgeLink | None = None  # set by EdgeLink
         self.unknown = 0  # outputs for clients no longer here
+        # conn id -> the bucket's live entries read for it, by item key, until the core has
+        # handled its Attach (LIVE_HOLD_S)
+        self.held_live: dict[str, dict[tuple[str, str], Pending]] = {}
 
     def log_limited(self, logger: logging.Logger, reason: str, key: str, msg: str,
                     *args: object, level: int = logging.WARNING) -> None:  # fmt: skip
@@ -148,6 +157,7 @@ class EdgeHub:
 
     def detach(self, conn: Connection) -> None:
         self.wires.remove(conn)
+        self.held_live.pop(conn.id, None)
         if self.by_id.pop(conn.id, None) is not None and self.link is not None:
             self.link.detached(conn)
 
@@ -170,7 +180,9 @@ class EdgeHub:
             (edge_pending(o.party, o.uid, o.category, o.received, o.mode, o.data), o.durable)
             for o in delivery.outputs
         ]  # (each shared by the clients that get it: nobody changes a Pending)
-        by_id, enqueue = self.by_id, self.wires.enqueue
+        by_id, enqueue, held = self.by_id, self.wires.enqueue, self.held_live
+        if delivery.attached:
+            self._attached(delivery, made)
         for conn_id, at in delivery.outs:
             conn = by_id.get(conn_id)
             if conn is None:
@@ -178,6 +190,8 @@ class EdgeHub:
                 continue
             pending, durable = made[at]
             enqueue(conn, pending, durable)
+            if held and conn_id in held:  # (the core's version is the newer one)
+                held[conn_id].pop(pending.rendered.item.key, None)
         for conn_id, reason in delivery.close:
             conn = self.by_id.get(conn_id)
             if conn is not None:
@@ -192,6 +206,27 @@ class EdgeHub:
                 close = session.refused(MessageRefused(reason, message))
                 if close is not None:
                     conn.close(close)
+
+    def _attached(self, delivery: Delivery, made: list[tuple[Pending, bool]]) -> None:
+        """The core handled these clients' Attach: the bucket's live entries held for them go
+        first — they are the older part of the picture, before the core's rest and anything
+        live in this delivery — but those the core sends them here, in a newer version."""
+        held = self.held_live
+        attached = {conn_id for conn_id in delivery.attached if conn_id in held}
+        for conn_id, at in delivery.outs:
+            if conn_id in attached:
+                held[conn_id].pop(made[at][0].rendered.item.key, None)
+        for conn_id in attached:
+            self.release(conn_id)
+
+    def release(self, conn_id: str) -> None:
+        """The bucket's live entries held for a client, to its outbox: the core has handled
+        its Attach (or did not answer within LIVE_HOLD_S); those it sent meanwhile are gone."""
+        held = self.held_live.pop(conn_id, None)
+        conn = self.by_id.get(conn_id)
+        if held and conn is not None:
+            for pending in held.values():
+                self.wires.enqueue(conn, pending, False)
 
     def record_delivery(self, conn: Connection, batch: list[Pending],
                         delivered: Delivered | None = None) -> None:  # fmt: skip
@@ -251,6 +286,14 @@ class EdgeLink:
         self.taken = 0  # messages put in `queue` or `waiting`; taken - published are held here
         self.limit = backlog_limit(hub.settings)
         self.tasks: list[asyncio.Task[None]] = []
+        # Published batches awaiting their acknowledgements, in order (`_acker`).
+        self._unacked: asyncio.Queue[
+            tuple[list[tuple[str, bytes]], list[asyncio.Future[Any] | None]]
+        ] = asyncio.Queue()
+        self.in_flight = 0
+        self._room = asyncio.Event()
+        self._healthy = asyncio.Event()  # cleared while the acker publishes again
+        self._healthy.set()
 
     def _id(self) -> str:
         return f"{self.run_id}.{next(self._count)}"
@@ -299,11 +342,17 @@ class EdgeLink:
         if here and entries:
             # (In XML; a client that speaks protobuf gets each converted as it is drawn; a
             # map page its JSON, made here: cluster/edge_http.py.)
-            made = page_replay(self.hub, entries) if conn.mode() == "json" else [
-                edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml)
-                for e in entries
-            ]  # fmt: skip
-            conn.outbox.replay(iter(made))
+            def made(es: list[PictureEntry]) -> list[Pending]:
+                if conn.mode() == "json":
+                    return page_replay(self.hub, es)
+                return [edge_pending(e.party, e.uid, e.category, e.received, "xml", e.xml)
+                        for e in es]  # fmt: skip
+
+            conn.outbox.replay(iter(made([e for e in entries if e.durable])))
+            live = {p.rendered.item.key: p for p in made([e for e in entries if not e.durable])}
+            if live:  # (after the core's word: LIVE_HOLD_S)
+                self.hub.held_live[conn.id] = live
+                asyncio.get_running_loop().call_later(LIVE_HOLD_S, self.hub.release, conn.id)
             self.hub.wires.mark(conn)
         self._put((self._id(), encode(Attach(self.hub.edge, info(conn), replayed))))
         for held in self.waiting.pop(conn.id, []):
@@ -329,7 +378,7 @@ class EdgeLink:
         # What clients sent is handed on before the edge goes (within a few seconds).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
-                while not self.queue.empty():  # noqa: ASYNC110
+                while not self.queue.empty() or self.in_flight:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
         for task in self.tasks:
             task.cancel()
@@ -355,27 +404,50 @@ class EdgeLink:
             await asyncio.sleep(BEAT_S)
 
     async def _publisher(self) -> None:
-        """Publish in order, many at a time; what JetStream did not acknowledge is published
-        again under the same message id (it keeps one) until it is."""
+        """Publish in order, many at a time, without waiting for a batch's acknowledgements
+        before the next (at most _PUBLISH_BATCH messages awaiting theirs: an item's wait
+        is one round trip, not the batch before it too); `_acker` checks them in order."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._acker())
+            tasks.create_task(self._sender())
+
+    async def _sender(self) -> None:
         while True:
             batch = [await self.queue.get()]
             while len(batch) < _PUBLISH_BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            pending: list[tuple[str, bytes]] = batch
+            while self.in_flight and self.in_flight + len(batch) > _PUBLISH_BATCH:
+                self._room.clear()
+                await self._room.wait()
+            await self._healthy.wait()
+            self.in_flight += len(batch)
+            futures: list[asyncio.Future[Any] | None] = []
             try:
-                futures = [
-                    await self.js.publish_async(self.subject, data, headers={"Nats-Msg-Id": i})
-                    for i, data in batch
-                ]
-                done, _ = await asyncio.wait(futures, timeout=_ACK_TIMEOUT_S)
-                pending = [
-                    b for b, f in zip(batch, futures, strict=True)
-                    if f not in done or f.exception() is not None
-                ]  # fmt: skip
+                for msg_id, data in batch:
+                    futures.append(await self.js.publish_async(
+                        self.subject, data, headers={"Nats-Msg-Id": msg_id}))  # fmt: skip
             except Exception as exc:
                 log.warning("edge %s: publishing to the stream failed: %s", self.hub.edge, exc)
+            futures += [None] * (len(batch) - len(futures))
+            self._unacked.put_nowait((batch, futures))
+
+    async def _acker(self) -> None:
+        """What JetStream did not acknowledge is published again under the same message id
+        (it keeps one), one by one, in order, until it is; nothing new is published meanwhile."""
+        while True:
+            batch, futures = await self._unacked.get()
+            sent = [f for f in futures if f is not None]
+            done: set[asyncio.Future[Any]] = set()
+            if sent:
+                done, _ = await asyncio.wait(sent, timeout=_ACK_TIMEOUT_S)
+            pending = [
+                b for b, f in zip(batch, futures, strict=True)
+                if f is None or f not in done or f.exception() is not None
+            ]  # fmt: skip
             self.published += len(batch) - len(pending)
-            for msg_id, data in pending:  # one by one, in order, until each is taken
+            if pending:
+                self._healthy.clear()
+            for msg_id, data in pending:
                 while True:
                     try:
                         await self.js.publish(self.subject, data, timeout=_ACK_TIMEOUT_S,
@@ -386,3 +458,6 @@ class EdgeLink:
                         log.warning("edge %s: stream unavailable (%s); retrying",
                                     self.hub.edge, exc)  # fmt: skip
                         await asyncio.sleep(0.5)
+            self._healthy.set()
+            self.in_flight -= len(batch)
+            self._room.set()

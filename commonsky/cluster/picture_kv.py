@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -39,13 +39,13 @@ from commonsky.protocol.cot import XmlLimits, parse_event
 from .wire import PictureEntry, encode, entry_decoder, picture_key, token
 
 if TYPE_CHECKING:
+    from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
     from commonsky.hub.core import Hub
 
 log = logging.getLogger("commonsky.cluster")
 
-_CONCURRENCY = 512  # KV writes in flight at once
 LIVE_EVERY_S = 2.0  # live items' entries are brought up to date this often
 
 
@@ -65,9 +65,14 @@ class PictureWriter:
     Items are noted as the hub publishes them (its bus: after commit); `flush` writes the
     noted keys, `reconcile` checks every key (a new core, the agreements changed, prune)."""
 
-    def __init__(self, hub: Hub, kv: KeyValue, clock: Callable[[], float]) -> None:
+    def __init__(self, hub: Hub, kv: KeyValue, clock: Callable[[], float],
+                 js: JetStreamContext, bucket: str) -> None:  # fmt: skip
         self.hub = hub
         self.kv = kv
+        self.js = js
+        self.prefix = f"$KV.{bucket}."  # (the bucket's subjects: a write is a publish there)
+        self.unsettled: set[asyncio.Future[Any]] = set()  # writes sent, not acknowledged yet
+        self.unsettled_durable: set[asyncio.Future[Any]] = set()  # (and deletes)
         self.clock = clock
         self.viewers = sorted(hub.policy.parties)
         self.held: dict[tuple[str, tuple[str, str]], Held] = {}
@@ -135,9 +140,18 @@ class PictureWriter:
             wanted[viewer] = (rendered, variant, until)
         return wanted
 
-    async def flush(self) -> int:
-        """Write what changed since the last flush; returns how many writes. A failed write
-        leaves its entry unconfirmed (`covered` is then False: the core sends the item)."""
+    async def flush(self, live: bool = True) -> int:
+        """Write what changed since the last flush (`live`: and the live items' entries if
+        LIVE_EVERY_S has passed); returns how many writes. Returns once every write sent so
+        far (this flush's and any other's; with `live` False, every durable entry's and
+        delete) is acknowledged or failed: what the hub published before the call is in the
+        bucket then. A failed write leaves its entry unconfirmed
+        (`covered` is then False: the core sends the item).
+
+        Writes are sent while the lock is held and acknowledged after it: NATS stores one
+        connection's publishes in the order sent, so a key's newer version is never
+        overwritten by an older one, and a flush of durable entries does not wait behind
+        a long flush of live ones, only for its acknowledgements."""
         async with self.lock:
             now = self.clock()
             if self.full:
@@ -148,12 +162,11 @@ class PictureWriter:
                 self.dirty_live.clear()
             else:
                 keys, self.dirty = self.dirty, set()
-                if time.monotonic() - self._live_at >= LIVE_EVERY_S:
+                if live and time.monotonic() - self._live_at >= LIVE_EVERY_S:
                     self._live_at = time.monotonic()
                     keys |= self.dirty_live
                     self.dirty_live = set()
-            jobs: list[asyncio.Future[None] | asyncio.Task[None]] = []
-            gate = asyncio.Semaphore(_CONCURRENCY)
+            sent = 0
             for key in keys:
                 wanted = self._wanted(key, now)
                 for viewer in self.viewers:
@@ -162,7 +175,7 @@ class PictureWriter:
                     if want is None:
                         if held is not None:
                             del self.held[(viewer, key)]
-                            jobs.append(asyncio.ensure_future(self._delete(gate, viewer, key)))
+                            sent += await self._send(viewer, key, None)
                     elif (
                         held is None
                         or held.rendered is not want[0]
@@ -171,44 +184,58 @@ class PictureWriter:
                     ):
                         fresh = Held(want[0], want[1], want[2], None)
                         self.held[(viewer, key)] = fresh
-                        jobs.append(asyncio.ensure_future(self._put(gate, viewer, key, fresh)))
-            if jobs:
-                await asyncio.gather(*jobs)
-            self.writes += len(jobs)
-            return len(jobs)
+                        sent += await self._send(viewer, key, fresh)
+            # (A flush of durable entries alone waits for the durable writes sent so far —
+            # the upkeep's flush may have sent some; the others for every write.)
+            waiting = list(self.unsettled if live else self.unsettled_durable)
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+        self.writes += sent
+        return sent
 
-    async def _put(self, gate: asyncio.Semaphore, viewer: str, key: tuple[str, str],
-                   held: Held) -> None:  # fmt: skip
-        item = held.rendered.item
-        entry = PictureEntry(
-            party=key[0],
-            uid=key[1],
-            category=item.category.value,
-            received=item.received,
-            until=held.until if math.isfinite(held.until) else 1e18,
-            durable=item.category in DURABLE,
-            xml=held.rendered.wire(held.variant, "xml"),
-            seq=item.seq,
-            origin=item.origin,
-        )
+    async def _send(self, viewer: str, key: tuple[str, str], held: Held | None) -> int:
+        """Send one write (`held` None: a delete) without awaiting its acknowledgement;
+        returns 1 when sent, 0 when nothing needed sending."""
         name = picture_key(viewer, key)
-        value = encode(entry)
-        found = self.found.pop(name, None)
-        if found is not None and found[1] == value:
-            held.revision = found[0]  # (written so by an earlier core: edges may have read it)
-            return
-        async with gate:
-            try:
-                held.revision = await self.kv.put(name, value)
-            except Exception as exc:  # NATS away: the entry stays unconfirmed
-                log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80], exc)
+        value, headers = b"", {"KV-Operation": "DEL"}
+        if held is not None:
+            item = held.rendered.item
+            value = encode(PictureEntry(
+                party=key[0],
+                uid=key[1],
+                category=item.category.value,
+                received=item.received,
+                until=held.until if math.isfinite(held.until) else 1e18,
+                durable=item.category in DURABLE,
+                xml=held.rendered.wire(held.variant, "xml"),
+                seq=item.seq,
+                origin=item.origin,
+            ))  # fmt: skip
+            headers = {}
+            found = self.found.pop(name, None)
+            if found is not None and found[1] == value:
+                held.revision = found[0]  # (so written by an earlier core: edges may have read it)
+                return 0
+        try:
+            ack = await self.js.publish_async(self.prefix + name, value, headers=headers or None)
+        except Exception as exc:  # NATS away: the entry stays unconfirmed
+            log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80], exc)
+            return 0
+        self.unsettled.add(ack)
+        if held is None or held.rendered.item.category in DURABLE:
+            self.unsettled_durable.add(ack)
+        ack.add_done_callback(lambda done: self._settled(done, held, viewer, key))
+        return 1
 
-    async def _delete(self, gate: asyncio.Semaphore, viewer: str, key: tuple[str, str]) -> None:
-        async with gate:
-            try:
-                await self.kv.delete(picture_key(viewer, key))
-            except Exception as exc:
-                log.warning("picture bucket: deleting %s/%r failed: %s", viewer, key[1][:80], exc)
+    def _settled(self, ack: asyncio.Future[Any], held: Held | None, viewer: str,
+                 key: tuple[str, str]) -> None:  # fmt: skip
+        self.unsettled.discard(ack)
+        self.unsettled_durable.discard(ack)
+        if ack.cancelled() or ack.exception() is not None:
+            log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80],
+                        "cancelled" if ack.cancelled() else ack.exception())  # fmt: skip
+        elif held is not None:
+            held.revision = ack.result().seq
 
     async def drop_strays(self) -> int:
         """Delete the entries an earlier core left that this core's first flush did not keep;

@@ -102,6 +102,9 @@ class Delivery(msgspec.Struct, frozen=True):
     # (client id, reason, message): events of theirs the core refused (quota, a desk's
     # check, no agreement…), counted by the client's session as the single process does.
     refused: list[tuple[str, str, str]] = []
+    # Clients whose Attach the core has handled: what it owed them of their picture is in
+    # `outs` before this (here or in an earlier delivery to the edge).
+    attached: list[str] = []
 
 
 class Roster(msgspec.Struct, frozen=True):

@@ -9,6 +9,7 @@ accepted it and whether it reached a device of the same party, a device of anoth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -51,12 +52,23 @@ def load_samples(folder: Path) -> list[Sample]:
 
 
 async def play_all(
-    samples: list[Sample], wires: tuple[str, ...], timeout: float, progress: bool
+    samples: list[Sample],
+    wires: tuple[str, ...],
+    timeout: float,
+    progress: bool,
+    cluster: tuple[str, str] | None = None,
 ) -> list[FileResult]:
+    """Each sample in each wire through its wire's private hub: one process, or with
+    `cluster` (NATS URL, PostgreSQL URL) two edges and a core (`targets.cluster_hubs`)."""
     from .play import per_wire
+    from .targets import cluster_hubs
 
-    results: list[FileResult] = []
-    async with per_wire(wires, timeout=timeout) as benches:
+    async with contextlib.AsyncExitStack() as stack:
+        hubs = None
+        if cluster is not None:
+            hubs = await stack.enter_async_context(cluster_hubs(*cluster, wires))
+        benches = await stack.enter_async_context(per_wire(wires, timeout=timeout, hubs=hubs))
+        results: list[FileResult] = []
         total = len(samples) * len(wires)
         for sample in samples:
             for wire in wires:
@@ -168,6 +180,22 @@ def conformance(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for a delivery before calling it lost.")
     ] = 10.0,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NATS_URL",
+            help="Play through a cluster instead of one process: two edges and a core "
+            "(commonsky serve processes) on this NATS JetStream server; needs --postgres.",
+        ),
+    ] = None,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="With --cluster: a PostgreSQL server whose user may create databases (one "
+            "per wire, dropped afterwards).",
+        ),
+    ] = None,
 ) -> None:
     """Play every *.xml CoT file in DIR through a private hub where two parties share
     everything, and print per file: accepted, delivered within the party, delivered to
@@ -182,10 +210,13 @@ def conformance(
         raise UsageError(f"--wire {wire!r} is not one of {', '.join(WIRES)}")
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if (cluster is None) != (postgres is None):
+        raise UsageError("--cluster and --postgres go together")
     samples = load_samples(folder)
     wires = ("xml", "protobuf") if wire == "both" else (wire,)
     progress = not json_out and sys.stderr.isatty()
-    results = asyncio.run(play_all(samples, wires, timeout, progress))
+    where = (cluster, postgres) if cluster is not None and postgres is not None else None
+    results = asyncio.run(play_all(samples, wires, timeout, progress, where))
     if json_out:
         print(json.dumps(report(results), indent=2))
     else:

@@ -1,10 +1,13 @@
 """Play captured CoT through a private hub and record what each party receives.
 
-The hub is a real one (its TAK listeners on loopback port 0, its HTTP API) with two parties,
-ALPHA and BRAVO, that share everything: a `full` agreement for every category, both ways.
+The hub is a real one (its TAK listeners on loopback, its HTTP API) with two parties, ALPHA
+and BRAVO, that share everything: a `full` agreement for every category, both ways. It is
+one process or a cluster (`targets.py`: where clients connect, where the API is).
 Each file is sent by a fresh ALPHA connection, retimed to now, and watched by four fresh
 receivers — ALPHA and BRAVO, each over XML and over TAK Protocol v1 — then by one late
-joiner per party and by `GET /api/items` of each party.
+joiner per party and by `GET /api/items` of each party. In a cluster the sender is on the
+first edge, each party's XML and protobuf receivers are on different edges (ALPHA's XML one
+with the sender, BRAVO's not), and so are the two late joiners (ALPHA's not with the sender).
 
 Nothing is judged by waiting: after the file the sender sends a position report that every
 receiver is entitled to (a barrier); once a receiver has it, whatever the file caused has
@@ -19,8 +22,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
-import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -30,14 +31,11 @@ from typing import Any
 
 from takproto.functions import xml2message
 
-from commonsky.config import config_from_dict
-from commonsky.model import Category
-from commonsky.server import HubServer
-
 from . import ALPHA, BRAVO
 from .client import ClosedByHub, Peer, Received, connect, frame, unframe
 from .compare import compare
 from .retime import offset_to, retime_proto, retime_xml
+from .targets import SingleHub, Target
 from .views import (
     PARTIES,
     RECEIPT_TYPES,
@@ -178,18 +176,6 @@ class FileResult:
         }
 
 
-class _Capture(logging.Handler):
-    """The hub's log lines while a file plays (refusals say why)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[tuple[int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            self.lines.append((record.levelno, record.getMessage()))
-
-
 # Where each party's barrier and announcement reports are: far from each other and from the
 # corpus, so that the hub's conflict screening finds nothing to say about them.
 _SPOT = {ALPHA: ("-60.0", "-150.0"), BRAVO: ("60.0", "150.0")}
@@ -213,74 +199,49 @@ def _position(uid: str, callsign: str, party: str, now: float) -> bytes:
 
 
 class Bench:
-    """A private hub and the clients that play files through it (see the module's rule)."""
+    """A private hub (`Target`) and the clients that play files through it (see the
+    module's rule)."""
 
-    def __init__(self, server: HubServer, tokens: dict[str, str], timeout: float) -> None:
-        self.server = server
-        self.tokens = tokens
+    def __init__(self, target: Target, timeout: float) -> None:
+        self.target = target
+        self.tokens = target.tokens
         self.timeout = timeout
         self._serial = 0
         self._open: list[Peer] = []
-        self.capture = _Capture()
 
     @classmethod
     @contextlib.asynccontextmanager
     async def running(cls, timeout: float = 10.0) -> AsyncIterator[Bench]:
-        """Start the private hub (data in a temporary folder, removed afterwards)."""
-        tokens = {p: secrets.token_hex(16) for p in (ALPHA, BRAVO)}
-        with tempfile.TemporaryDirectory(prefix="commonsky-conformance-") as data_dir:
-            categories = [c.value for c in Category]
-            config = config_from_dict(
-                {
-                    "server": {"data_dir": data_dir, "http": "127.0.0.1:0"},
-                    "listener": [
-                        {"kind": "tak-tcp", "bind": "127.0.0.1:0", "party": p}
-                        for p in (ALPHA, BRAVO)
-                    ],
-                    "party": [{"id": p, "token": tokens[p]} for p in (ALPHA, BRAVO)],
-                    "agreement": [
-                        {
-                            "name": f"{a} shares everything with {b}",
-                            "from": a,
-                            "to": [b],
-                            "categories": categories,
-                            "disclosure": "full",
-                        }
-                        for a, b in ((ALPHA, BRAVO), (BRAVO, ALPHA))
-                    ],
-                },
-                "conformance hub",
-            )
-            logger = logging.getLogger("commonsky")
-            bench = cls(HubServer(config), tokens, timeout)
-            propagate, level = logger.propagate, logger.level
-            logger.addHandler(bench.capture)
-            logger.propagate = False  # the findings say what the log said
-            logger.setLevel(logging.INFO)
-            try:
-                await bench.server.start()
-                try:
-                    yield bench
-                finally:
-                    await bench.server.stop()
-            finally:
-                logger.removeHandler(bench.capture)
-                logger.propagate, logger.level = propagate, level
+        """A bench on a private single-process hub (`targets.SingleHub`)."""
+        async with SingleHub.running() as target:
+            yield cls(target, timeout)
 
     # ---- connections -------------------------------------------------------------------
 
-    def port(self, party: str) -> int:
-        """The TAK TCP port of `party` (a client connecting there is that party)."""
-        return next(ln.port for ln in self.server.listeners if ln.config.party == party)
+    def port(self, party: str, edge: int = 0) -> int:
+        """The TAK TCP port of `party` on `edge` (a client connecting there is that party)."""
+        return self.target.port(party, edge)
+
+    def _edge(self, party: str, proto: bool) -> int:
+        """Where a receiver connects: each party's XML and protobuf receivers on different
+        edges (when there are several), ALPHA's XML one on the sender's."""
+        return ((party != ALPHA) + proto) % self.target.edges
+
+    def _late_edge(self, party: str) -> int:
+        """Where a late joiner connects: ALPHA's away from the sender, BRAVO's with it."""
+        return (party == ALPHA) % self.target.edges
+
+    def _named(self, name: str, edge: int) -> str:
+        return f"{name} @edge{edge}" if self.target.edges > 1 else name
 
     def _next(self, what: str) -> str:
         self._serial += 1
         return f"conformance-{what}-{self._serial}"
 
-    async def _join(self, party: str, proto: bool) -> Peer:
-        """A new connection, closed when the file's play ends."""
+    async def _join(self, party: str, proto: bool, edge: int = 0) -> Peer:
+        """A new connection (to `edge`), closed when the file's play ends."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        peer = await connect(party, self.port(party), proto, self.timeout, stamp)
+        peer = await connect(party, self.port(party, edge), proto, self.timeout, stamp)
         self._open.append(peer)
         return peer
 
@@ -394,8 +355,10 @@ class Bench:
         receivers: list[tuple[str, Peer]] = []
         for party in (ALPHA, BRAVO):
             for proto in (False, True):
-                peer = await self._join(party, proto)
-                receivers.append((f"{party} {'protobuf' if proto else 'xml'}", peer))
+                edge = self._edge(party, proto)
+                peer = await self._join(party, proto, edge)
+                name = f"{party} {'protobuf' if proto else 'xml'}"
+                receivers.append((self._named(name, edge), peer))
         addressed = await self._announce([p for _, p in receivers], sender, sent)
         problems = result.problems
         # What came before this barrier is the picture a new connection gets (an earlier
@@ -403,23 +366,24 @@ class Bench:
         sender = await self._barrier(sender, (p for _, p in receivers), problems)
         for _, peer in receivers:
             peer.items = peer.items[(peer.barrier_at or 0) + 1 :]
-        refusals, lines = self._refusals(), len(self.capture.lines)
+        refusals, lines = await self.target.refusals(), len(self.target.log_lines())
         sender.send(payload)
         result.sent = True
         sender = await self._sender(
             await self._barrier(sender, (p for _, p in receivers), problems)
         )
-        self._judge_acceptance(result, refusals, lines)
+        await self._judge_acceptance(result, refusals, lines)
         for (name, peer), wanted in zip(receivers, addressed, strict=True):
             delivery = self._delivery(name, peer, sent, result.uid, wanted)
             (result.within if peer.party == ALPHA else result.across).append(delivery)
         # A client that joins now gets the picture: the file again, unless it is transient.
         result.persists = sent is not None and _persists(sent, time.time())
-        late = [await self._join(ALPHA, False), await self._join(BRAVO, False)]
+        places = [(party, self._late_edge(party)) for party in (ALPHA, BRAVO)]
+        late = [await self._join(party, False, edge) for party, edge in places]
         late_addressed = await self._announce(late, sender, sent)
         await self._barrier(sender, late, problems)
-        for peer, wanted in zip(late, late_addressed, strict=True):
-            name = f"{peer.party} late join"
+        for peer, (_, edge), wanted in zip(late, places, late_addressed, strict=True):
+            name = self._named(f"{peer.party} late join", edge)
             result.late.append(
                 self._delivery(name, peer, sent, result.uid, wanted and result.persists)
             )
@@ -428,22 +392,14 @@ class Bench:
                 w for (_, p), w in zip(receivers, addressed, strict=True) if p.party == party
             )
             result.api.append(await self._api(party, sent, result.uid, wanted))
-        for level, line in self.capture.lines[lines:]:
+        for level, line in self.target.log_lines()[lines:]:
             if level >= logging.ERROR:
                 problems.append(f"hub logged: {line}")
 
-    def _refusals(self) -> float:
-        total = 0.0
-        for metric in self.server.hub.metrics.refusals.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    total += sample.value
-        return total
-
-    def _judge_acceptance(self, result: FileResult, refusals: float, lines: int) -> None:
-        result.accepted = self._refusals() == refusals
+    async def _judge_acceptance(self, result: FileResult, refusals: float, lines: int) -> None:
+        result.accepted = await self.target.refusals() == refusals
         if not result.accepted:
-            said = [line for _, line in self.capture.lines[lines:] if "refused" in line]
+            said = [line for _, line in self.target.log_lines()[lines:] if "refused" in line]
             result.refusal = "; ".join(said) or "counted in commonsky_refusals_total"
 
     def _delivery(
@@ -499,7 +455,7 @@ class Bench:
 
     def _get_items(self, party: str) -> list[Any]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.server.http_port}/api/items",
+            f"{self.target.api_base()}/api/items",
             headers={"Authorization": f"Bearer {self.tokens[party]}"},
         )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -509,17 +465,25 @@ class Bench:
         return body
 
 
+# A private hub for one wire: the wire's name -> the hub, started (and stopped on leaving).
+Hubs = Callable[[str], contextlib.AbstractAsyncContextManager[Target]]
+
+
 @contextlib.asynccontextmanager
-async def per_wire(wires: Iterable[str], timeout: float = 10.0) -> AsyncIterator[dict[str, Bench]]:
-    """A private hub (`Bench`) for each wire, so that each wire's play is the only traffic
-    of its file. The same file sent as XML and then as protobuf would be one message sent
-    twice: a hub that has recorded a GeoChat takes the same content again once and relays it
-    no more (exactly once), and refuses other content under its uid (`hotline_immutable`) —
-    which takproto's conversion makes of a GeoChat whose `<detail>` spans several lines."""
+async def per_wire(
+    wires: Iterable[str], timeout: float = 10.0, hubs: Hubs | None = None
+) -> AsyncIterator[dict[str, Bench]]:
+    """A private hub (`Bench`; from `hubs`, by default a single process each) for each wire,
+    so that each wire's play is the only traffic of its file. The same file sent as XML and
+    then as protobuf would be one message sent twice: a hub that has recorded a GeoChat
+    takes the same content again once and relays it no more (exactly once), and refuses
+    other content under its uid (`hotline_immutable`) — which takproto's conversion makes of
+    a GeoChat whose `<detail>` spans several lines."""
     async with contextlib.AsyncExitStack() as stack:
         benches: dict[str, Bench] = {}
         for wire in dict.fromkeys(wires):
-            benches[wire] = await stack.enter_async_context(Bench.running(timeout=timeout))
+            hub = hubs(wire) if hubs is not None else SingleHub.running()
+            benches[wire] = Bench(await stack.enter_async_context(hub), timeout)
         yield benches
 
 

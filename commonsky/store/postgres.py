@@ -161,6 +161,11 @@ class PostgresStore(NestedBlocks):
     def _block_ended(self) -> None:
         self._wrote = False
 
+    @property
+    def wrote(self) -> bool:
+        """Whether the caller's open block has written anything (its commit is due)."""
+        return self._wrote
+
     def _in_transaction(self) -> bool:
         # A broken connection has nothing left to commit: its writes are gone with it, and
         # the failure that broke it is what the block's caller must hear of.

@@ -154,3 +154,25 @@ def test_a_chat_played_in_both_wires_conforms_in_both(
     report = json.loads(out)
     assert [(f["sent_as"], f["ok"]) for f in report["files"]] == [("xml", True), ("protobuf", True)]
     assert status == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--cluster", "nats://127.0.0.1:4222"], "--cluster and --postgres go together"),
+        (["--postgres", "postgresql://127.0.0.1/x"], "--cluster and --postgres go together"),
+        (
+            ["--cluster", "nats://user:secret@127.0.0.1:1", "--postgres", "postgresql://p/x"],
+            "NATS at nats://127.0.0.1:1: ",
+        ),
+    ],
+)
+def test_a_cluster_it_cannot_play_through_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    (tmp_path / "a-track.xml").write_bytes(good_track())
+    status, out, err = run(capsys, str(tmp_path), *args)
+    assert status == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and said in lines[0], err
+    assert "secret" not in err  # (credentials in a URL are not printed)

@@ -1,0 +1,100 @@
+"""The edge publishes to the stream without waiting for the previous batch's
+acknowledgements, and what JetStream did not acknowledge is published again, in order,
+before anything new (cluster/edge.py, `EdgeLink._publisher`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from commonsky.cluster.edge import EdgeHub, EdgeLink
+from commonsky.cluster.wire import Names
+from commonsky.hub.connection import Connection
+from commonsky.policy import Policy
+from commonsky.protocol.cot import parse_event
+from commonsky.settings import defaults
+from tests.cluster.test_edge_backlog import FakeConn
+from tests.integration.test_tak_tcp import track
+
+
+class HeldAcks:
+    """A JetStream context whose acknowledgements the test gives (or refuses) itself."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []  # publish_async, in order
+        self.acks: dict[str, asyncio.Future[Any]] = {}
+        self.again: list[str] = []  # publish (the retry path), in order, once taken
+        self.trying: list[str] = []  # publish calls begun
+        self.gate = asyncio.Event()  # a retry is taken once this is set
+        self.gate.set()
+        self.log: list[tuple[str, str]] = []  # ("sent" | "again", id), in order
+
+    async def publish_async(self, subject: str, data: bytes, headers: dict[str, str]) -> Any:
+        msg_id = headers["Nats-Msg-Id"]
+        self.sent.append(msg_id)
+        self.log.append(("sent", msg_id))
+        self.acks[msg_id] = asyncio.get_running_loop().create_future()
+        return self.acks[msg_id]
+
+    async def publish(self, subject: str, data: bytes, timeout: float,
+                      headers: dict[str, str]) -> None:  # fmt: skip
+        self.trying.append(headers["Nats-Msg-Id"])
+        await self.gate.wait()
+        self.again.append(headers["Nats-Msg-Id"])
+        self.log.append(("again", headers["Nats-Msg-Id"]))
+
+
+async def until(condition: Any) -> None:
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110  (a barrier on state the publisher changes)
+            await asyncio.sleep(0.001)
+
+
+async def test_the_next_batch_goes_before_the_last_ones_acknowledgement() -> None:
+    hub = EdgeHub("e1", Policy([], []), defaults())
+    js = HeldAcks()
+    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"))
+    conn = cast(Connection, FakeConn())
+    publisher = asyncio.create_task(link._publisher())
+    try:
+        hub.accept("USA", "u1", parse_event(track("T-1")), conn)
+        await until(lambda: len(js.sent) == 1)
+        hub.accept("USA", "u1", parse_event(track("T-2")), conn)
+        # (T-1's acknowledgement has not come: T-2 is published all the same.)
+        await until(lambda: len(js.sent) == 2)
+        assert link.unpublished == 2
+        for ack in js.acks.values():
+            ack.set_result(None)
+        await until(lambda: link.unpublished == 0)
+        assert js.again == []
+    finally:
+        publisher.cancel()
+
+
+async def test_an_unacknowledged_message_is_published_again_before_anything_new() -> None:
+    hub = EdgeHub("e1", Policy([], []), defaults())
+    js = HeldAcks()
+    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"))
+    conn = cast(Connection, FakeConn())
+    publisher = asyncio.create_task(link._publisher())
+    try:
+        for n in range(3):
+            hub.accept("USA", "u1", parse_event(track(f"T-{n}")), conn)
+        await until(lambda: len(js.sent) == 3)
+        first, second, third = js.sent
+        js.gate.clear()  # (the stream is slow to take the retry)
+        js.acks[first].set_exception(TimeoutError("no acknowledgement"))
+        js.acks[second].set_result(None)
+        js.acks[third].set_result(None)
+        await until(lambda: js.trying == [first])
+        hub.accept("USA", "u1", parse_event(track("T-3")), conn)  # while the retry waits
+        js.gate.set()
+        await until(lambda: len(js.sent) == 4)
+        fourth = js.sent[3]
+        js.acks[fourth].set_result(None)
+        await until(lambda: link.unpublished == 0)
+        # The retry was taken before the message accepted meanwhile was published.
+        assert js.log == [("sent", first), ("sent", second), ("sent", third),
+                          ("again", first), ("sent", fourth)]  # fmt: skip
+    finally:
+        publisher.cancel()
