@@ -92,8 +92,8 @@ def test_an_edge_stopped_with_sigterm_exits_0_without_alarms(tmp_path: Path) -> 
         '[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:0"\nparty = "USA"\n'
         '[[party]]\nid = "USA"\n'
     )
-    edge = subprocess.Popen([sys.executable, "-m", "commonsky", "serve", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    command = [sys.executable, "-m", "commonsky", "serve", "--config", str(path)]
+    edge = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert edge.stdout is not None
         lines = []
