@@ -43,6 +43,7 @@ def test_contract_keys_and_defaults() -> None:
     [
         ({"role": "edge"}, PG, "missing key 'nats_url' ($.cluster)"),
         ({"nats_url": "nats://h:4222", "role": "leader"}, PG, "role = 'leader'"),
+        ({"nats_url": "nats://h:4222", "role": "egde"}, PG, "'egde': use edge, core, all"),
         ({"nats_url": "http://h:4222"}, PG, "is not nats://HOST:PORT ($.cluster.nats_url)"),
         ({"nats_url": "nats://h:99999"}, PG, "is not nats://HOST:PORT"),
         ({"nats_url": " , "}, PG, "nats_url is empty"),
