@@ -13,8 +13,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import typing
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
