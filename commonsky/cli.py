@@ -143,7 +143,9 @@ def serve(
         typer.Option(
             "--init",
             help="Make the ledger, store or hub key afresh when they are missing (or bind them "
-            "as they are when they do not match) in a data_dir that has run a hub before.",
+            "as they are when they do not match) in a data_dir that has run a hub before. "
+            "A [cluster]: the first core starts with --init (it makes the hub's keys in the "
+            "database), every later core and every edge without.",
         ),
     ] = False,
     *,
@@ -153,6 +155,12 @@ def serve(
 
     Every [server] setting of the config file is also a flag (below, after --init) and a
     COMMONSKY_* variable: flag > variable > file > default.
+
+    One hub on several processes: a [cluster] table with nats_url = "nats://HOST:4222"
+    (NATS with JetStream), role = "edge" (TAK listeners and the map), "core" (the hub's
+    rules and state; one serves, the others stand by) or "all", and name (default
+    "commonsky": one per cluster), with [server] store_url = "postgresql://..."
+    (README, "Configuration"; docs/architecture.md, "Cluster").
     """
     from commonsky import eventloop
     from commonsky.config import load_config

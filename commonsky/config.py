@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +25,7 @@ import msgspec
 from msgspec import Meta
 
 from commonsky import times
-from commonsky.cluster.config import ClusterSettings, check_cluster
+from commonsky.cluster.config import ClusterSettings, Role, check_cluster
 from commonsky.errors import UsageError
 from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
@@ -130,6 +131,7 @@ _KEY = re.compile(r"`(?P<key>[^`]+)`")
 _CHOICES = {
     "disclosure": ", ".join(d.value for d in Disclosure),
     "categories": ", ".join(c.value for c in Category),
+    "role": ", ".join(typing.get_args(Role)),  # ([cluster] role)
 }
 
 

@@ -132,7 +132,11 @@ class HubServer:
         try:
             data_dir = self.folder.path
             self.store = _open_store(str(config.settings.store_url), data_dir)
-            shared = _open_shared(self.store, init, writer, data_dir) if shared_state else None
+            shared = (
+                _open_shared(self.store, init, writer, data_dir, config.cluster.name)
+                if config.cluster is not None
+                else None
+            )
             self.hub = Hub(
                 Policy(config.parties, config.agreements),
                 self.store,
@@ -346,12 +350,14 @@ def _open_store(url: str, data_dir: Path) -> Store:
         ) from None
 
 
-def _open_shared(store: Store, init: bool, writer: str | None, data_dir: Path) -> Shared:
+def _open_shared(
+    store: Store, init: bool, writer: str | None, data_dir: Path, cluster: str
+) -> Shared:
     from commonsky.hub.core_state import open_shared
     from commonsky.store.postgres import PostgresStore
 
     assert isinstance(store, PostgresStore)  # ([cluster] requires it: cluster/config.py)
-    return open_shared(store, init, writer, data_dir)
+    return open_shared(store, init, writer, data_dir, cluster)
 
 
 def _build_services(hub: Hub, data_dir: Path, shared: Shared | None = None) -> Services:

@@ -47,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             description=(
                 "Where durable items are kept: empty for SQLite in data_dir, or a "
                 "postgresql:// URL (one hub per database; the ledger and keys stay in "
-                "data_dir)."
+                "data_dir, except for a [cluster], whose cores share them in the database)."
             ),
         ),
     ] = ""

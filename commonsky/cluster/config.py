@@ -53,7 +53,8 @@ def check_cluster(cluster: ClusterSettings, store_url: str, where: str) -> Clust
     """The checks across keys and tables, each failing with one line naming the key.
 
     Raises UsageError: a URL that is not nats:// or tls:// HOST[:PORT], a name NATS cannot use,
-    or a cluster without a PostgreSQL store (its processes share items, ledger and keys there)."""
+    or a core without a PostgreSQL store (the cores share items, ledger and keys there; an
+    edge never opens it)."""
     if not cluster.servers:
         raise UsageError(f"{where}: nats_url is empty ($.cluster.nats_url)")
     for url in cluster.servers:
@@ -72,9 +73,11 @@ def check_cluster(cluster: ClusterSettings, store_url: str, where: str) -> Clust
             f"{where}: name = {cluster.name!r} must be 1-32 letters, digits, - or _ "
             "($.cluster.name)"
         )
-    if not store_url.startswith(("postgresql://", "postgres://")):
+    # Only a core opens the database: an edge's file need not hold its password (access to
+    # the database is access to the hub's keys: docs/architecture.md, "Keys in the database").
+    if cluster.runs_core and not store_url.startswith(("postgresql://", "postgres://")):
         raise UsageError(
-            f"{where}: a cluster keeps its items in PostgreSQL: set [server] store_url = "
+            f"{where}: a cluster's core keeps its items in PostgreSQL: set [server] store_url = "
             '"postgresql://…" ($.server.store_url)'
         )
     return cluster

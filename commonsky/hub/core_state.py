@@ -44,17 +44,30 @@ class Shared:
 IDLE_IN_TRANSACTION_S = 30.0
 
 
+#: The meta row naming the cluster (`[cluster] name`) whose cores write this database.
+CLUSTER_NAME = "cluster_name"
+
+
 def open_shared(
-    store: PostgresStore, init: bool, writer: str | None, data_dir: Path | None = None
+    store: PostgresStore,
+    init: bool,
+    writer: str | None,
+    data_dir: Path | None = None,
+    cluster: str | None = None,
 ) -> Shared:
     """Claim the database's writer (`writer`: a core holding the lease; None: nobody, e.g.
     a test or a tool) and open the hub's shared keys — moved in from `data_dir` when it
-    holds them from before and `init` says so (hub/adopt.py). Raises UsageError,
-    StoreUnavailable."""
+    holds them from before and `init` says so (hub/adopt.py). `cluster`: the core's
+    `[cluster] name`, checked against the database's before anything is claimed. Raises
+    UsageError, StoreUnavailable."""
+    if cluster is not None:
+        check_cluster_name(store, cluster, init)
     if writer is not None:
         before = store.claim(writer, IDLE_IN_TRANSACTION_S)
         log.info("%s: the database's writer is now %s (was %s)", store.where, writer,
                  before or "nobody")  # fmt: skip
+        if cluster is not None and store.meta(CLUSTER_NAME) != cluster:
+            store.set_meta(CLUSTER_NAME, cluster)
     state = SharedState(store)
     if data_dir is not None and earlier_files(data_dir) and state.get(HUB_KEY) is None:
         if not init:
@@ -66,3 +79,21 @@ def open_shared(
         adopt(state, data_dir)
     key, secret = open_identity(state, init)
     return Shared(state, key, secret)
+
+
+def check_cluster_name(store: PostgresStore, cluster: str, init: bool) -> None:
+    """Refuse a database written by the cores of another cluster (another `[cluster] name`).
+
+    Each cluster has its own lease (NATS KV under its name), so a core of cluster B given
+    cluster A's `store_url` takes its own lease, claims A's writer — A's core stops at its
+    next write (WriterFenced), A's standby claims it back, and so on — and B's clients' items
+    land in A's ledger. Raises UsageError (one line); `init` hands the database over (a
+    cluster renamed on purpose)."""
+    held = store.meta(CLUSTER_NAME)
+    if held is None or held == cluster or init:
+        return
+    raise UsageError(
+        f"store_url {store.where}: this database is cluster {held!r}'s, not {cluster!r}'s "
+        f"([cluster] name): give each cluster its own database, or name this one {held!r} "
+        f"(start once with --init to hand the database to {cluster!r})"
+    )

@@ -43,6 +43,7 @@ def test_contract_keys_and_defaults() -> None:
     [
         ({"role": "edge"}, PG, "missing key 'nats_url' ($.cluster)"),
         ({"nats_url": "nats://h:4222", "role": "leader"}, PG, "role = 'leader'"),
+        ({"nats_url": "nats://h:4222", "role": "egde"}, PG, "'egde': use edge, core, all"),
         ({"nats_url": "http://h:4222"}, PG, "is not nats://HOST:PORT ($.cluster.nats_url)"),
         ({"nats_url": "nats://h:99999"}, PG, "is not nats://HOST:PORT"),
         ({"nats_url": " , "}, PG, "nats_url is empty"),
@@ -61,3 +62,12 @@ def test_a_bad_cluster_table_is_one_line(cluster: Any, store_url: str, named: st
     assert "\n" not in message
     assert message.startswith("hub.toml: [cluster]"), message
     assert named in message, message
+
+
+def test_an_edge_needs_no_store_url() -> None:
+    """Only cores open the database; its password need not be copied to every edge host."""
+    edge = config_from_dict(config({"nats_url": "nats://h:4222", "role": "edge"}, ""))
+    assert edge.cluster is not None and edge.cluster.role == "edge"
+    for role in ("core", "all"):
+        with pytest.raises(UsageError, match="core keeps its items in PostgreSQL"):
+            config_from_dict(config({"nats_url": "nats://h:4222", "role": role}, ""), "hub.toml")

@@ -202,8 +202,11 @@ def test_claim_waits_only_so_long_for_a_writer_hung_in_a_transaction(postgres_ur
         hung.close()
 
 
-def _serve(folder: Path, store_url: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    data = core_config(folder, store_url, name=f"t{uuid.uuid4().hex[:10]}")
+def _serve(
+    folder: Path, store_url: str, *flags: str, name: str = ""
+) -> subprocess.CompletedProcess[str]:
+    # (a name of its own: its lease is not another test's; the database remembers it)
+    data = core_config(folder, store_url, name=name or f"t{uuid.uuid4().hex[:10]}")
     path = folder.with_suffix(".toml")
     path.write_text(_toml(data))
     return cli("serve", "--config", str(path), *flags)
@@ -234,9 +237,11 @@ async def test_a_database_of_another_hub_stops_in_one_line(
     data = json.loads(manifest.read_text())
     data["hub_id"] = "0" * 32  # this folder's hub is another one than the database's
     manifest.write_text(json.dumps(data))
-    _one_line(_serve(tmp_path / "a", postgres_url), f"belongs to hub {ours_id}", "0" * 32)
+    name = f"t{uuid.uuid4().hex[:10]}"
+    _one_line(_serve(tmp_path / "a", postgres_url, name=name), f"belongs to hub {ours_id}",
+              "0" * 32)  # fmt: skip
     with pytest.raises(UsageError, match="belongs to hub"):
-        HubServer(config(tmp_path / "a", postgres_url))
+        HubServer(config_from_dict(core_config(tmp_path / "a", postgres_url, name=name)))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,112 @@
+"""A cluster process started as an operator starts it (`commonsky serve` in a subprocess) when
+what it needs is not there: one line naming the problem, exit status 2, no traceback, no hang
+(README "Quick start": "When something is wrong at start … one line … status 2")."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from commonsky.config import config_from_dict
+from commonsky.errors import UsageError
+from commonsky.server import HubServer
+from tests.cluster.conftest import NATS_URL
+from tests.cluster.test_shared_state import _toml, cli, core_config
+
+#: Far above the bound the process gives itself (commonsky.cluster.nats_io.give_up_s: 4 s for
+#: one server), far below "forever": before the fix a process here never stopped.
+WITHIN_S = 30.0
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["edge", "core", "all"])
+def test_no_nats_at_start_is_one_line_not_a_hang(tmp_path: Path, role: str) -> None:
+    url = f"nats://127.0.0.1:{closed_port()}"
+    path = tmp_path / "hub.toml"
+    path.write_text(
+        '[server]\ndata_dir = "var"\nhttp = "127.0.0.1:0"\n'
+        'store_url = "postgresql://postgres@127.0.0.1:5432/unused"\n'
+        f'[cluster]\nnats_url = "{url}"\nrole = "{role}"\n'
+        '[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:0"\nparty = "USA"\n'
+        '[[party]]\nid = "USA"\n'
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "commonsky", "serve", "--config", str(path)],
+                          capture_output=True, text=True, timeout=WITHIN_S)  # fmt: skip
+    assert time.monotonic() - started < WITHIN_S
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("commonsky: error")]
+    assert len(errors) == 1, done.stderr
+    assert f"nats_url = '{url}': cannot connect" in errors[0]
+    assert "ConnectionRefusedError" in errors[0]  # the reason, not just "no answer"
+
+
+def test_a_core_of_another_cluster_is_refused_the_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Cluster 'a' runs on the database; a core of cluster 'b' (its own lease, so it would
+    hold it at once) given the same store_url stops in one line before it claims the writer,
+    which stays a's; a's next core starts as ever."""
+    first = HubServer(config_from_dict(core_config(tmp_path / "a1", postgres_url, name="a")),
+                      init=True, writer="a1 epoch 1")  # fmt: skip
+    first._release()
+    other = core_config(tmp_path / "b1", postgres_url, name="b")
+    (tmp_path / "b.toml").write_text(_toml(other))
+    done = cli("serve", "--config", str(tmp_path / "b.toml"))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "this database is cluster 'a''s, not 'b''s ([cluster] name)" in line, line
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT writer FROM commonsky_writer").fetchone() == ("a1 epoch 1",)
+    with pytest.raises(UsageError, match="cluster 'a''s, not 'b''s"):
+        HubServer(config_from_dict(other), writer="b1 epoch 1")
+    again = HubServer(config_from_dict(core_config(tmp_path / "a2", postgres_url, name="a")),
+                      writer="a2 epoch 2")  # fmt: skip
+    again._release()
+
+
+def test_an_edge_stopped_with_sigterm_exits_0_without_alarms(tmp_path: Path) -> None:
+    """SIGTERM: the edge closes its clients and its NATS connection and exits 0; closing NATS
+    on purpose is not logged as NATS lost (an operator's alert would fire at every stop)."""
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        '[server]\nhttp = "127.0.0.1:0"\nstore_url = "postgresql://postgres@127.0.0.1/unused"\n'
+        f'[cluster]\nnats_url = "{NATS_URL}"\nrole = "edge"\nname = "t{uuid.uuid4().hex[:10]}"\n'
+        '[[listener]]\nkind = "tak-tcp"\nbind = "127.0.0.1:0"\nparty = "USA"\n'
+        '[[party]]\nid = "USA"\n'
+    )
+    command = [sys.executable, "-m", "commonsky", "serve", "--config", str(path)]
+    edge = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert edge.stdout is not None
+        lines = []
+        for line in edge.stdout:  # (until ready: a dead edge ends the loop, failing below)
+            lines.append(line)
+            if "cluster edge" in line and " ready " in line:
+                break
+        assert any(" ready " in line for line in lines), "".join(lines)
+        edge.send_signal(signal.SIGTERM)
+        rest, _ = edge.communicate(timeout=WITHIN_S)
+    finally:
+        edge.kill()
+    assert edge.returncode == 0, rest
+    assert "Traceback" not in rest, rest
+    assert "NATS connection lost" not in rest, rest
+    assert "NATS connection closed" in rest, rest  # (the barrier: the close was logged)
