@@ -135,11 +135,20 @@ class EdgeServer:
 async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
     """The core role: wait for the lease, then serve until `stop`. Exits the process
     (FAIL_STOP) when the lease or the store is lost."""
+    from commonsky.store.postgres import probe  # (psycopg: the `cluster` extra)
+
     holder = f"{socket.gethostname()}-{os.getpid()}"
     # The folder is this core's alone: taken now, so a second core given the same one stops
     # at its start (one line), not at the takeover it stood by for.
     folder = DataDir(config.data_dir, str(config.settings.store_url), init, shared=True)
     folder.open()
+    try:
+        # The database too: a standby would otherwise wait for the lease with a store_url it
+        # cannot use, and fail only at the takeover (docs/architecture.md, "Cluster").
+        await asyncio.to_thread(probe, str(config.settings.store_url))
+    except BaseException:
+        folder.close()
+        raise
     try:
         await _serve_core(config, stop, init, folder, holder)
     finally:
@@ -180,8 +189,15 @@ async def _serve_core(
         settings = msgspec.structs.replace(config.settings, http="127.0.0.1:0")
         config = dataclasses.replace(config, settings=settings)
     writer = f"{holder} epoch {lease.epoch}"
-    server = await _build(config, init, writer, folder)
-    await server.start()
+    try:
+        server = await _build(config, init, writer, folder)
+        await server.start()
+    except BaseException:
+        # Refused at the takeover (the database, the folder, a port): hand the lease back at
+        # once, so the next standby need not wait out its TTL.
+        await lease.release()
+        await nc.close()
+        raise
     core = ClusterCore(server.hub, nc, js, kv, names)
     await core.start()
     http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,

@@ -90,6 +90,22 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 
 
+def probe(url: str, timeout_s: float = 5.0) -> None:
+    """Connect to the PostgreSQL database `url` and close again. For a process that needs the
+    database only later — a cluster core standing by for the lease — so that a wrong or
+    unreachable `store_url` is said at its start, not at the takeover it waited for.
+
+    Raises UsageError (one line, the URL without its password)."""
+    try:
+        psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout_s))).close()
+    except psycopg.Error as exc:
+        raise _unusable(url, exc) from None
+
+
+def _unusable(url: str, exc: psycopg.Error) -> UsageError:
+    return UsageError(f"store_url: cannot use PostgreSQL at {redacted(url)}: {_first_line(exc)}")
+
+
 class PostgresStore(NestedBlocks):
     def __init__(
         self,
@@ -133,9 +149,7 @@ class PostgresStore(NestedBlocks):
             reason = _first_line(exc)
             if hasattr(self, "_conn"):  # reconnecting while serving, not starting
                 raise StoreUnavailable(f"PostgreSQL unreachable: {reason}") from None
-            raise UsageError(
-                f"store_url: cannot use PostgreSQL at {redacted(self.url)}: {reason}"
-            ) from None
+            raise _unusable(self.url, exc) from None
 
     def _live(self) -> psycopg.Connection[Any]:
         """The connection, opened again if it broke — but not once the current block has

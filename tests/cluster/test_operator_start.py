@@ -4,6 +4,8 @@ what it needs is not there: one line naming the problem, exit status 2, no trace
 
 from __future__ import annotations
 
+import asyncio
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +16,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError
 
+from commonsky.bench.cluster import Cluster
 from commonsky.config import config_from_dict
 from commonsky.errors import UsageError
 from commonsky.server import HubServer
@@ -110,3 +115,57 @@ def test_an_edge_stopped_with_sigterm_exits_0_without_alarms(tmp_path: Path) -> 
     assert "Traceback" not in rest, rest
     assert "NATS connection lost" not in rest, rest
     assert "NATS connection closed" in rest, rest  # (the barrier: the close was logged)
+
+
+async def test_a_standby_with_an_unusable_database_says_so_at_start(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """Another core holds the lease; a second core whose store_url answers nobody stops at
+    once with one line (exit 2) instead of standing by to fail only at the takeover."""
+    serving = await cluster.core()
+    text = serving.config.read_text()
+    bad = re.sub(
+        r'store_url = "[^"]*"',
+        f'store_url = "postgresql://postgres:secret@127.0.0.1:{closed_port()}/x"',
+        text,
+    )
+    bad = re.sub(r'data_dir = "[^"]*"', f'data_dir = "{tmp_path / "standby"}"', bad)  # fmt: skip
+    assert "secret@" in bad and str(tmp_path / "standby") in bad
+    (tmp_path / "standby.toml").write_text(bad)
+    command = [
+        sys.executable,
+        "-m",
+        "commonsky",
+        "serve",
+        "--config",
+        str(tmp_path / "standby.toml"),
+    ]
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
+                                   timeout=WITHIN_S)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("commonsky: error")]
+    assert len(errors) == 1 and "store_url: cannot use PostgreSQL at" in errors[0], done.stderr
+    assert "secret" not in done.stderr  # (the password is not printed)
+    assert "standing by" not in done.stderr
+
+
+async def test_a_core_refused_at_the_takeover_hands_the_lease_back(
+    tmp_path: Path, postgres_url: str, cluster_name: str, nc: Client
+) -> None:
+    """A core that takes the lease and then cannot serve (here: its HTTP port is taken)
+    stops in one line and deletes its lease entry on the way out, so the next standby
+    need not wait out the TTL."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        data = core_config(tmp_path / "core", postgres_url, name=cluster_name)
+        data["server"]["http"] = f"127.0.0.1:{busy.getsockname()[1]}"
+        (tmp_path / "core.toml").write_text(_toml(data))
+        done = await asyncio.to_thread(
+            cli, "serve", "--init", "--config", str(tmp_path / "core.toml")
+        )
+    assert done.returncode == 2, done.stderr
+    assert "lease" in done.stderr and "taken by" in done.stderr, done.stderr  # (it held it)
+    kv = await nc.jetstream().key_value(f"{cluster_name}_lease")
+    with pytest.raises(KeyNotFoundError):  # (deleted: KeyDeletedError is one)
+        await kv.get("core")
