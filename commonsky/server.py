@@ -133,7 +133,7 @@ class HubServer:
             data_dir = self.folder.path
             self.store = _open_store(str(config.settings.store_url), data_dir)
             shared = (
-                _open_shared(self.store, init, writer, data_dir, config.cluster.name)
+                _open_shared(self.store, init, writer, self.folder, config.cluster.name)
                 if config.cluster is not None
                 else None
             )
@@ -351,13 +351,14 @@ def _open_store(url: str, data_dir: Path) -> Store:
 
 
 def _open_shared(
-    store: Store, init: bool, writer: str | None, data_dir: Path, cluster: str
+    store: Store, init: bool, writer: str | None, folder: DataDir, cluster: str
 ) -> Shared:
     from commonsky.hub.core_state import open_shared
     from commonsky.store.postgres import PostgresStore
 
     assert isinstance(store, PostgresStore)  # ([cluster] requires it: cluster/config.py)
-    return open_shared(store, init, writer, data_dir, cluster)
+    hub_id = folder.manifest["hub_id"] if folder.manifest else None
+    return open_shared(store, init, writer, folder.path, cluster, hub_id)
 
 
 def _build_services(hub: Hub, data_dir: Path, shared: Shared | None = None) -> Services:

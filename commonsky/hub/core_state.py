@@ -54,14 +54,26 @@ def open_shared(
     writer: str | None,
     data_dir: Path | None = None,
     cluster: str | None = None,
+    hub_id: str | None = None,
 ) -> Shared:
     """Claim the database's writer (`writer`: a core holding the lease; None: nobody, e.g.
     a test or a tool) and open the hub's shared keys — moved in from `data_dir` when it
     holds them from before and `init` says so (hub/adopt.py). `cluster`: the core's
-    `[cluster] name`, checked against the database's before anything is claimed. Raises
+    `[cluster] name`, and `hub_id`: the one `data_dir`'s manifest names, checked against the
+    database's before anything is claimed. Raises
     UsageError, StoreUnavailable."""
     if cluster is not None:
         check_cluster_name(store, cluster, init)
+    if hub_id is not None and not init:
+        # Before the claim: a core given another hub's folder must not fence the database's
+        # serving core on its way to being refused (hub/datadir.py `bind` says it in full).
+        theirs = store.meta("hub_id")
+        if theirs is not None and theirs != hub_id:
+            raise UsageError(
+                f"data_dir {data_dir}: {store.where} belongs to hub {theirs}, this folder to "
+                f"{hub_id}; give this core an empty data_dir of its own, or start with --init "
+                "to bind them as they are"
+            )
     if writer is not None:
         before = store.claim(writer, IDLE_IN_TRANSACTION_S)
         log.info("%s: the database's writer is now %s (was %s)", store.where, writer,

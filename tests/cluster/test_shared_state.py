@@ -238,8 +238,12 @@ async def test_a_database_of_another_hub_stops_in_one_line(
     data["hub_id"] = "0" * 32  # this folder's hub is another one than the database's
     manifest.write_text(json.dumps(data))
     name = f"t{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url) as db:
+        writer = db.execute("SELECT writer FROM commonsky_writer").fetchall()
     _one_line(_serve(tmp_path / "a", postgres_url, name=name), f"belongs to hub {ours_id}",
               "0" * 32)  # fmt: skip
+    with psycopg.connect(postgres_url) as db:  # refused before it claimed the writer
+        assert db.execute("SELECT writer FROM commonsky_writer").fetchall() == writer
     with pytest.raises(UsageError, match="belongs to hub"):
         HubServer(config_from_dict(core_config(tmp_path / "a", postgres_url, name=name)))
 
