@@ -135,20 +135,11 @@ class EdgeServer:
 async def serve_core(config: HubConfig, stop: asyncio.Event, init: bool = False) -> None:
     """The core role: wait for the lease, then serve until `stop`. Exits the process
     (FAIL_STOP) when the lease or the store is lost."""
-    from commonsky.store.postgres import probe  # (psycopg: the `cluster` extra)
-
     holder = f"{socket.gethostname()}-{os.getpid()}"
     # The folder is this core's alone: taken now, so a second core given the same one stops
     # at its start (one line), not at the takeover it stood by for.
     folder = DataDir(config.data_dir, str(config.settings.store_url), init, shared=True)
     folder.open()
-    try:
-        # The database too: a standby would otherwise wait for the lease with a store_url it
-        # cannot use, and fail only at the takeover (docs/architecture.md, "Cluster").
-        await asyncio.to_thread(probe, str(config.settings.store_url))
-    except BaseException:
-        folder.close()
-        raise
     try:
         await _serve_core(config, stop, init, folder, holder)
     finally:
@@ -159,6 +150,7 @@ async def _serve_core(
     config: HubConfig, stop: asyncio.Event, init: bool, folder: DataDir, holder: str
 ) -> None:
     from commonsky.http.app import build_app
+    from commonsky.store.postgres import probe  # (psycopg: the `cluster` extra)
 
     from .core import ClusterCore
     from .core_http import CoreHttp
@@ -168,6 +160,13 @@ async def _serve_core(
     assert cluster is not None
     names = Names(cluster.name)
     nc = await connect(cluster, f"core {holder}")
+    try:
+        # The database too: a standby would otherwise wait for the lease with a store_url it
+        # cannot use, and fail only at the takeover it waited for.
+        await asyncio.to_thread(probe, str(config.settings.store_url))
+    except BaseException:
+        await nc.close()
+        raise
     js = nc.jetstream()
     await ensure_stream(js, names)
     kv = await picture_bucket(js, names)
