@@ -172,6 +172,13 @@ class Cluster:
             await process.wait_log(r"cluster core \S+: standing by")
         return process
 
+    async def core_and_two_edges(self) -> tuple[dict[str, int], dict[str, int]]:
+        """A serving core, then two edges: each edge's TAK ports by party."""
+        await self.core()
+        _, a = await self.edge()
+        _, b = await self.edge()
+        return a, b
+
     async def both(self, serving: bool) -> tuple[Process, dict[str, int]]:
         """A process of role "all": an edge (ready at once) and a core (`serving`: wait until
         it holds the lease; else until it stands by)."""

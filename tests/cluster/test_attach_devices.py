@@ -39,9 +39,7 @@ def device_report(uid: str, callsign: str, now: float) -> bytes:
 async def test_a_device_reported_at_once_gets_what_waits_addressed_to_it(
     cluster: Cluster,
 ) -> None:
-    await cluster.core()
-    _, a = await cluster.edge()
-    _, b = await cluster.edge()
+    a, b = await cluster.core_and_two_edges()
     sender = await Client("USA", a["USA"]).connect()
     watcher = await Client("USA", b["USA"]).connect()
     await sender.send(addressed_marker("for-late-device", "LATE-DEVICE", time.time()))

@@ -28,9 +28,7 @@ async def test_clients_on_two_edges_see_what_the_agreements_give(
             crossed.append((msg.subject, conn, delivery.outputs[at].data))  # type: ignore[attr-defined]
 
     await nc.subscribe(f"{cluster_name}.out.>", cb=spy)
-    await cluster.core()
-    _, a = await cluster.edge()
-    _, b = await cluster.edge()
+    a, b = await cluster.core_and_two_edges()
     usa = await Client("USA", a["USA"]).connect()
     kor = await Client("KOR", a["KOR"]).connect()
     kor2 = await Client("KOR", a["KOR"]).connect()

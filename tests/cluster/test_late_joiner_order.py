@@ -34,9 +34,7 @@ def versions(client: Client, uid: str) -> list[int]:
 async def test_a_late_joiner_never_reads_a_version_older_than_its_peers_got(
     cluster: Cluster,
 ) -> None:
-    await cluster.core()
-    _, a = await cluster.edge()
-    _, b = await cluster.edge()
+    a, b = await cluster.core_and_two_edges()
     sender = await Client("USA", a["USA"]).connect()
     peer = await Client("USA", b["USA"]).connect()
     late: list[Client] = []

@@ -20,9 +20,7 @@ from commonsky.cluster.wire import entry_decoder, picture_key
 async def test_a_late_client_gets_a_track_updated_since_the_bucket_was_written_once(
     cluster: Cluster, nc: Nats, cluster_name: str
 ) -> None:
-    await cluster.core()
-    _, a = await cluster.edge()
-    _, b = await cluster.edge()
+    a, b = await cluster.core_and_two_edges()
     sender = await Client("USA", a["USA"]).connect()
     watcher = await Client("USA", b["USA"]).connect()
     kv = await nc.jetstream().key_value(f"{cluster_name}_picture")

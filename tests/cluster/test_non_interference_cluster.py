@@ -162,9 +162,7 @@ async def received(deals: tuple[Agreement, ...], stream: list[Sent],
                            parties=PARTIES)  # fmt: skip
         cluster.agreements = deals
         try:
-            await cluster.core()
-            _, a = await cluster.edge()
-            _, b = await cluster.edge()
+            a, b = await cluster.core_and_two_edges()
             watcher = await Client(observer, b[observer]).connect()
             senders = {p: await Client(p, a[p]).connect() for p in PARTIES}
             js = nc.jetstream()
