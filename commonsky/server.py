@@ -26,8 +26,7 @@ import uvicorn
 from commonsky.config import HubConfig, ListenerConfig, parse_hostport
 from commonsky.errors import UsageError
 from commonsky.eventloop import running_loop_name
-from commonsky.http.app import build_app
-from commonsky.http.websocket import HubWebSocketProtocol
+from commonsky.http.app import build_app, serve_http
 from commonsky.hub.core import Hub
 from commonsky.hub.datadir import DataDir, private_dir, write_private
 from commonsky.hub.heap import settle_heap
@@ -218,26 +217,11 @@ class HubServer:
         except BaseException:
             sock.close()
             raise
-        app = build_app(self.services)
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            ws=HubWebSocketProtocol,  # its own closes counted with a reason (http/websocket.py)
-            ws_ping_interval=self.config.settings.timeout_ws_ping_s or None,
-            ws_ping_timeout=self.config.settings.timeout_ws_ping_s or None,
+        self._uvicorn, serving = await serve_http(
+            build_app(self.services), sock, self.config.settings, where
         )
-        self._uvicorn = uvicorn.Server(config)
-        # The hub owns SIGINT/SIGTERM (and shuts down in order); uvicorn must not take them.
-        self._uvicorn.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock])))
+        self._tasks.append(serving)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
-        while not self._uvicorn.started:
-            if self._tasks[0].done():
-                self._tasks[0].result()
-                raise UsageError(f"{where}: the HTTP server did not start")
-            await asyncio.sleep(0.01)
         self.http_port = sock.getsockname()[1]
         settle_heap()  # everything built so far lives as long as the hub (see heap.py)
 

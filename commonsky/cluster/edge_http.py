@@ -48,7 +48,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from commonsky.config import HubConfig, parse_hostport
-from commonsky.errors import UsageError
+from commonsky.http.app import serve_http
 from commonsky.http.base import (
     ApiError,
     JSONResponse,
@@ -59,7 +59,6 @@ from commonsky.http.base import (
     token_party,
 )
 from commonsky.http.routes.live import serve_page
-from commonsky.http.websocket import HubWebSocketProtocol
 from commonsky.hub.core import Hub
 from commonsky.hub.listeners import bind_http
 
@@ -114,30 +113,28 @@ class Forwarder:
                         FORWARD_S - SKEW_S)  # fmt: skip
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox, pending_bytes_limit=256 * 1024 * 1024)
+        streaming = False  # (then the response's body iterator unsubscribes: `_rest`)
         try:
             await self.nc.publish(self.names.http, encode(call), reply=inbox)
             first = await self._part(sub, 0, FORWARD_S)
+            if first.last:
+                return _response(first, first.body)
+            response = StreamingResponse(self._rest(sub, first), status_code=first.status)
+            response.raw_headers = list(first.headers)
+            streaming = True
+            return response
         except TimeoutError:
-            await sub.unsubscribe()
             return json_error(504, f"the hub's core did not answer within {FORWARD_S:.0f} s; "
                               "a write may or may not have been applied")  # fmt: skip
         except _NoCore:
-            await sub.unsubscribe()
             return self.unavailable("no core is serving the hub now (failover); try again")
         except Exception as exc:  # (an answer we cannot read: our bug, or NATS's)
-            await sub.unsubscribe()
             self.hub_metrics.internal_error("edge_forward")
             log.exception("edge: forwarding %s %s failed", request.method, path[:200])
             return json_error(502, f"the hub's core gave no usable answer ({type(exc).__name__})")
-        except BaseException:
-            await sub.unsubscribe()
-            raise
-        if first.last:
-            await sub.unsubscribe()
-            return _response(first, first.body)
-        response = StreamingResponse(self._rest(sub, first), status_code=first.status)
-        response.raw_headers = list(first.headers)
-        return response
+        finally:
+            if not streaming:
+                await sub.unsubscribe()
 
     async def _part(self, sub: Any, n: int, timeout: float) -> HttpReply:
         msg = await sub.next_msg(timeout=timeout)
@@ -235,23 +232,7 @@ class EdgeHttp:
         sock = bind_http(self.host, self.port, where, reuse_port=True)
         forwarder = Forwarder(nc, names, s.limit_http_body_bytes, self.config.cluster.lease_ttl_s,
                               self.hub.metrics)  # fmt: skip
-        config = uvicorn.Config(
-            edge_app(self.hub, forwarder),
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            ws=HubWebSocketProtocol,
-            ws_ping_interval=s.timeout_ws_ping_s or None,
-            ws_ping_timeout=s.timeout_ws_ping_s or None,
-        )
-        self.server = uvicorn.Server(config)
-        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
-        while not self.server.started:
-            if self.task.done():
-                self.task.result()
-                raise UsageError(f"{where}: the HTTP server did not start")
-            await asyncio.sleep(0.01)
+        self.server, self.task = await serve_http(edge_app(self.hub, forwarder), sock, s, where)
         self.port = sock.getsockname()[1]
 
     async def stop(self) -> None:

@@ -7,14 +7,23 @@ through `extra_routes`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from commonsky import __version__
+from commonsky.errors import UsageError
+from commonsky.http.websocket import HubWebSocketProtocol
 from commonsky.hub.core import Hub
 from commonsky.services import Services
+from commonsky.settings import Settings
 
 
 def build_app(services: Services) -> Starlette:
@@ -63,3 +72,33 @@ def build_app(services: Services) -> Starlette:
         *extra_routes,
     ]
     return Starlette(routes=routes)
+
+
+async def serve_http(
+    app: ASGIApp, sock: socket.socket, settings: Settings, where: str
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """uvicorn serving `app` on the bound `sock`, returned once it has started, with the task
+    that runs it (set `server.should_exit` and await the task to stop it).
+
+    As every HTTP face of the hub runs it: the hub's WebSocket protocol (its own closes counted
+    with a reason: http/websocket.py), a ping every `timeout_ws_ping_s`, and no signal
+    handling of its own — the process owns SIGINT/SIGTERM and shuts down in order. Raises
+    what uvicorn raised at start, or UsageError "{where}: the HTTP server did not start"."""
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        ws=HubWebSocketProtocol,
+        ws_ping_interval=settings.timeout_ws_ping_s or None,
+        ws_ping_timeout=settings.timeout_ws_ping_s or None,
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise UsageError(f"{where}: the HTTP server did not start")
+        await asyncio.sleep(0.01)
+    return server, task
