@@ -46,7 +46,6 @@ class CoreHttp:
         self.gate = asyncio.Semaphore(CONCURRENT)
         self.tasks: set[asyncio.Task[None]] = set()
         self.sub: Any = None
-        self.answered = 0
 
     async def start(self) -> None:
         self.sub = await self.nc.subscribe(self.names.http, cb=self._on_call)
@@ -83,7 +82,6 @@ class CoreHttp:
             else:
                 status, headers, body = await self.run(call)
         await self._reply(msg.reply, status, headers, body)
-        self.answered += 1
 
     async def run(self, call: HttpCall) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """`call` through the app: (status, raw headers, body); a 500 if the app fails."""
