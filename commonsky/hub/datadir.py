@@ -227,12 +227,9 @@ class DataDir:
 
     def _read_manifest(self) -> dict[str, Any] | None:
         path = self.path / MANIFEST
-        try:
-            data = json.loads(path.read_bytes())
-        except FileNotFoundError:
+        data = read_manifest(self.path)
+        if data is None:
             return None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{path}: cannot read the hub's manifest ({exc})") from None
         if not isinstance(data, dict) or not isinstance(data.get("hub_id"), str):
             raise UsageError(f"{path}: not a CommonSky manifest (no hub_id)")
         _tighten(path, PRIVATE_FILE)
@@ -320,6 +317,18 @@ class DataDir:
         if self._lock_fd is not None:
             release_lock(self._lock_fd)
             self._lock_fd = None
+
+
+def read_manifest(data_dir: Path) -> Any:
+    """The JSON of `data_dir/hub.json` as written (None: there is none). Raises UsageError
+    (one line) for one that cannot be read or is not JSON."""
+    path = data_dir / MANIFEST
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read the hub's manifest ({exc})") from None
 
 
 @contextlib.contextmanager

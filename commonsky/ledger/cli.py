@@ -83,14 +83,9 @@ def _open(data_dir: Path | None, config: Path | None = None) -> Ledger:
 
 
 def _manifest(data_dir: Path) -> dict[str, Any]:
-    from commonsky.hub.datadir import MANIFEST
+    from commonsky.hub.datadir import read_manifest
 
-    try:
-        data = json.loads((data_dir / MANIFEST).read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{data_dir / MANIFEST}: cannot read the hub's manifest ({exc})") from None
+    data = read_manifest(data_dir)
     return data if isinstance(data, dict) else {}
 
 
