@@ -132,7 +132,7 @@ class HubServer:
             data_dir = self.folder.path
             self.store = _open_store(str(config.settings.store_url), data_dir)
             shared = (
-                _open_shared(self.store, init, writer, self.folder, config.cluster.name)
+                _open_shared(self.store, init, writer, self.folder, config)
                 if config.cluster is not None
                 else None
             )
@@ -154,7 +154,10 @@ class HubServer:
             assert self.services.recorder is not None
             self.hub_id = self.folder.bind(self.store, self.services.recorder.ledger)
             self.http_listeners, self.marti = build_http_listeners(
-                config.listeners, self.services, config.settings
+                config.listeners,
+                self.services,
+                config.settings,
+                shared=shared.store if shared is not None else None,
             )
             self.federation = _build_federation(self.hub, config, self.hub_id, self.services)
             crls = self.marti.revocations if self.marti is not None else {}
@@ -335,14 +338,20 @@ def _open_store(url: str, data_dir: Path) -> Store:
 
 
 def _open_shared(
-    store: Store, init: bool, writer: str | None, folder: DataDir, cluster: str
+    store: Store, init: bool, writer: str | None, folder: DataDir, config: HubConfig
 ) -> Shared:
+    """A cluster core's shared state (hub/core_state.py), and the folder's enrolment tokens
+    and Marti files from before they moved into the database (marti/adopt.py)."""
     from commonsky.hub.core_state import open_shared
+    from commonsky.marti.adopt import adopt_marti
     from commonsky.store.postgres import PostgresStore
 
     assert isinstance(store, PostgresStore)  # ([cluster] requires it: cluster/config.py)
+    assert config.cluster is not None
     hub_id = folder.manifest["hub_id"] if folder.manifest else None
-    return open_shared(store, init, writer, folder.path, cluster, hub_id)
+    shared = open_shared(store, init, writer, folder.path, config.cluster.name, hub_id)
+    adopt_marti(store, folder.path, config.settings, init, time.time())
+    return shared
 
 
 def _build_services(hub: Hub, data_dir: Path, shared: Shared | None = None) -> Services:

@@ -218,16 +218,16 @@ async def _serve_core(
 
 
 async def _build(config: HubConfig, init: bool, writer: str, folder: DataDir) -> HubServer:
-    """The hub (store loaded, desks rebuilt: seconds on a large store), built while the lease
-    keeps being renewed. Off the event loop when nothing in it is bound to its thread (the
-    Marti and enrolment stores are SQLite connections of the thread that opens them)."""
+    """The hub (store loaded, desks rebuilt: seconds on a large store; a folder's tokens and
+    files from before moved into the database), built off the event loop while the lease
+    keeps being renewed. (Nothing in it is bound to its thread: a core's Marti and
+    enrolment stores are PostgreSQL connections, marti/pgfiles.py and pgtokens.py.)"""
     from commonsky.server import HubServer
 
     s = config.settings
     clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
-    threaded = not any(lc.kind in ("marti", "enroll") for lc in config.listeners)
     build = functools.partial(HubServer, config, clock, init, writer=writer, folder=folder)
-    return await asyncio.to_thread(build) if threaded else build()
+    return await asyncio.to_thread(build)
 
 
 async def _first(stop: asyncio.Event, lost: asyncio.Event, core: object) -> str | None:

@@ -33,11 +33,18 @@ from typing import Any
 from cryptography import x509
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from commonsky import __version__, errors
 from commonsky.config import ListenerConfig
+from commonsky.errors import StoreUnavailable
 from commonsky.marti.files import is_sha256
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
 from commonsky.marti.net import peer_cert_der
@@ -122,6 +129,14 @@ class Marti:
                 return await handler(self, request, party, user)
             except (Refused, UploadRefused) as exc:
                 return self.refused(request, exc.status, exc.reason, str(exc), f"{party}/{user}")
+            except StoreUnavailable as exc:  # (a cluster's database away: try again later)
+                log.warning("%s: %s %s: %s", self.config.kind, request.method,
+                            request.url.path, exc)  # fmt: skip
+                return PlainTextResponse(
+                    "the hub cannot reach its store; try again\n",
+                    status_code=503,
+                    headers={"Retry-After": "5"},
+                )
 
         return endpoint
 
@@ -211,15 +226,33 @@ async def content(marti: Marti, request: Request, party: str, user: str) -> Resp
     state = marti.state
     sha = hash_param(request)
     row = may_fetch(state, party, sha)
-    path = state.files.object_path(sha) if row is not None else None
-    if row is None or path is None or not path.exists():
+    stored = state.files.content(sha) if row is not None else None
+    if row is None or stored is None:
         return PlainTextResponse("not found\n", status_code=404)
-    return FileResponse(
-        path,
-        media_type=row.mime or "application/octet-stream",
-        filename=row.name or sha,
-        headers={"ETag": f'"{sha}"'},
-    )
+    media_type = row.mime or "application/octet-stream"
+    if stored.path is not None:  # (a file of this process: sendfile, ranges)
+        return FileResponse(
+            stored.path, media_type=media_type, filename=row.name or sha,
+            headers={"ETag": f'"{sha}"'},
+        )  # fmt: skip
+    headers = {
+        "ETag": f'"{sha}"',
+        "Content-Length": str(stored.size),
+        "Content-Disposition": _disposition(row.name or sha),
+    }
+    if request.method == "HEAD" or stored.stream is None:
+        return Response(media_type=media_type, headers=headers)
+    return StreamingResponse(stored.stream(), media_type=media_type, headers=headers)
+
+
+def _disposition(name: str) -> str:
+    """`Content-Disposition: attachment` naming the file (RFC 6266; RFC 5987 beyond ASCII)."""
+    from urllib.parse import quote
+
+    quoted = quote(name, safe="")
+    if quoted == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename*=utf-8''{quoted}"
 
 
 async def do_upload(marti: Marti, request: Request, party: str, user: str, itak: bool) -> Upload:
@@ -245,10 +278,10 @@ async def do_upload(marti: Marti, request: Request, party: str, user: str, itak:
             party,
             user,
             _plain_name(name),
-            got.mime if got.mime not in ("", "application/octet-stream") else "",
+            _printable(got.mime) if got.mime not in ("", "application/octet-stream") else "",
             got.sha256,
             got.size,
-            (params.get("creatorUid") or got.fields.get("creatorUid", ""))[:200],
+            _printable(params.get("creatorUid") or got.fields.get("creatorUid", ""))[:200],
             "private" if params.get("tool") == "private" else "public",
         )
         await ingest(state, temp, upload)
@@ -286,7 +319,12 @@ def _plain_name(name: str) -> str:
     """A file name to show and to offer in `b-f-t-r`: its last path segment, no control
     characters, at most 200 characters (never used as a path on the hub)."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return "".join(c for c in name if c.isprintable())[:200]
+    return _printable(name)[:200]
+
+
+def _printable(text: str) -> str:
+    """`text` without control characters (NUL and the like: not part of a name or type)."""
+    return "".join(c for c in text if c.isprintable())
 
 
 def _metadata(row: Any, url: str) -> dict[str, Any]:

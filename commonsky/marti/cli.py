@@ -48,7 +48,7 @@ def enroll(
 
     from commonsky.config import load_config
     from commonsky.marti.net import advertised
-    from commonsky.marti.tokens import TokenStore
+    from commonsky.marti.tokens import config_tokens
 
     hub = load_config(config)
     if party not in {p.id for p in hub.parties}:
@@ -58,7 +58,7 @@ def enroll(
         raise UsageError(f'{config}: no [[listener]] kind = "enroll"; devices could not enroll')
     user = user or f"{party}-{secrets.token_hex(3)}"
     ttl_s = ttl if ttl is not None else hub.settings.timeout_enroll_token_s
-    store = TokenStore(hub.data_dir)
+    store = config_tokens(hub)  # (a cluster's: in its database, for every core)
     try:
         token = store.issue(party, user, ttl_s, time.time())
     finally:

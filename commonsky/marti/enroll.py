@@ -153,6 +153,11 @@ class Enrollment:
                 return await handler(self, request)
             except _Refused as exc:
                 return self.refused(request, exc)
+            except errors.StoreUnavailable as exc:  # (a cluster's database away)
+                log.warning("%s: %s %s: %s", self.config.kind, request.method,
+                            request.url.path, exc)  # fmt: skip
+                return PlainTextResponse("the hub cannot reach its store; try again\n",
+                                         status_code=503, headers={"Retry-After": "5"})  # fmt: skip
 
         return endpoint
 

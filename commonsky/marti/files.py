@@ -16,6 +16,8 @@ Rules:
 - Limits (settings): `limit_file_bytes` per file, `limit_files_per_party` rows per party,
   `limit_file_store_bytes` for everything. Past a limit an upload is refused (413 / 507)
   before anything is kept; the hub never deletes a file to make room (files are evidence).
+- A cluster keeps rows and bytes in PostgreSQL instead (pgfiles.py), so the next core serves
+  what the last one took: `open_files` chooses; the Marti code sees only the `Files` calls.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ import hashlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from commonsky.errors import UsageError
 from commonsky.settings import Settings
+
+if TYPE_CHECKING:
+    from commonsky.store.postgres import PostgresStore
 
 DB_NAME = "files.sqlite3"
 HEX = frozenset("0123456789abcdef")
@@ -58,6 +65,78 @@ def is_sha256(text: str) -> bool:
     return len(text) == 64 and set(text) <= HEX
 
 
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Stored bytes to send: a file of this process (`path`) or, from a database, `stream`
+    (a fresh iterator of the bytes in order each time it is called)."""
+
+    size: int
+    path: Path | None = None
+    stream: Callable[[], AsyncIterator[bytes]] | None = None
+
+
+class Files(Protocol):
+    """What the Marti code asks of the file store (here: a folder and SQLite; pgfiles.py
+    for a cluster). `put`, `put_bytes` and `read_bytes` block: call them off the event loop."""
+
+    def room(self, party: str) -> tuple[int, str | None]: ...
+
+    def temporary(self) -> AbstractContextManager[Path]: ...
+
+    def put(self, temp: Path, sha256: str) -> None: ...
+
+    def put_bytes(self, data: bytes) -> str: ...
+
+    def add(self, row: StoredFile) -> bool: ...
+
+    def rows(self, sha256: str) -> list[StoredFile]: ...
+
+    def derived(self, source: str, kind: str) -> list[StoredFile]: ...
+
+    def set_tool(self, sha256: str, party: str, tool: str) -> bool: ...
+
+    def content(self, sha256: str) -> Content | None: ...
+
+    def read_bytes(self, sha256: str) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+def open_files(data_dir: Path, settings: Settings, shared: PostgresStore | None) -> Files:
+    """The hub's file store: a cluster's in the database of `shared` (the store), else
+    the data folder's."""
+    if shared is not None:
+        from commonsky.marti.pgfiles import PgFileStore
+
+        return PgFileStore.open(shared, data_dir, settings)
+    return FileStore.open(data_dir, settings)
+
+
+def fresh_tmp(folder: Path) -> None:
+    """An empty `folder` for uploads in progress: what an interrupted one left is never
+    part of the store."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def temporary_in(folder: Path) -> AbstractContextManager[Path]:
+    """A fresh temporary file in `folder`, removed on the way out unless it was moved."""
+
+    @contextlib.contextmanager
+    def made() -> Iterator[Path]:
+        fd, name = _mkstemp(folder)
+        os.close(fd)
+        path = Path(name)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    return made()
+
+
 class FileStore:
     def __init__(self, root: Path, db: sqlite3.Connection, settings: Settings) -> None:
         self.root = root
@@ -70,10 +149,7 @@ class FileStore:
         path = Path(data_dir) / DB_NAME
         try:
             (root / "objects").mkdir(parents=True, exist_ok=True)
-            tmp = root / "tmp"
-            if tmp.exists():
-                shutil.rmtree(tmp)  # what an interrupted upload left: never part of the store
-            tmp.mkdir()
+            fresh_tmp(root / "tmp")
             existed = path.exists()
             db = sqlite3.connect(path, isolation_level=None)
             if not existed:
@@ -99,30 +175,21 @@ class FileStore:
         assert is_sha256(sha256)
         return self.root / "objects" / sha256[:2] / sha256
 
-    @contextlib.contextmanager
-    def temporary(self) -> Iterator[Path]:
+    def temporary(self) -> AbstractContextManager[Path]:
         """A fresh temporary file in the store's own folder (same file system: the rename
         into place is atomic); removed on the way out unless `put` took it."""
-        fd, name = _mkstemp(self.root / "tmp")
-        os.close(fd)
-        path = Path(name)
-        try:
-            yield path
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        return temporary_in(self.root / "tmp")
 
-    def put(self, temp: Path, sha256: str) -> Path:
+    def put(self, temp: Path, sha256: str) -> None:
         """Move a checked temporary file into place (or drop it: the bytes are there)."""
         target = self.object_path(sha256)
         if target.exists():
             temp.unlink()
-            return target
+            return
         target.parent.mkdir(exist_ok=True)
         with open(temp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(temp, target)
-        return target
 
     def put_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
@@ -131,6 +198,19 @@ class FileStore:
                 temp.write_bytes(data)
                 self.put(temp, sha)
         return sha
+
+    def content(self, sha256: str) -> Content | None:
+        path = self.object_path(sha256)
+        try:
+            return Content(path.stat().st_size, path=path)
+        except FileNotFoundError:
+            return None
+
+    def read_bytes(self, sha256: str) -> bytes | None:
+        try:
+            return self.object_path(sha256).read_bytes()
+        except FileNotFoundError:
+            return None
 
     # ---- rows ---------------------------------------------------------------------------
 
@@ -187,13 +267,20 @@ class FileStore:
         return int(n)
 
     def room(self, party: str) -> tuple[int, str | None]:
-        """Bytes the next upload of `party` may take, or (0, the setting that is full)."""
-        if self.count(party) >= self.settings.limit_files_per_party:
-            return 0, "limit_files_per_party"
-        left = self.settings.limit_file_store_bytes - self.stored_bytes()
-        if left <= 0:
-            return 0, "limit_file_store_bytes"
-        return min(left, self.settings.limit_file_bytes), None
+        return room_left(self.settings, lambda: self.count(party), self.stored_bytes)
+
+
+def room_left(
+    settings: Settings, count: Callable[[], int], stored: Callable[[], int]
+) -> tuple[int, str | None]:
+    """Bytes the next upload of a party may take (`count`: the files it holds, `stored`: the
+    bytes of all), or (0, the setting that is full)."""
+    if count() >= settings.limit_files_per_party:
+        return 0, "limit_files_per_party"
+    left = settings.limit_file_store_bytes - stored()
+    if left <= 0:
+        return 0, "limit_file_store_bytes"
+    return min(left, settings.limit_file_bytes), None
 
 
 def _row(r: tuple[object, ...]) -> StoredFile:

@@ -127,16 +127,17 @@ def listener_tls(config: ListenerConfig) -> ssl.SSLContext:
 
 
 def build_http_listeners(
-    listeners: tuple[ListenerConfig, ...], services: Any, settings: Settings
+    listeners: tuple[ListenerConfig, ...], services: Any, settings: Settings, shared: Any = None
 ) -> tuple[list[HttpListener], Any]:
     """The hub's enroll and marti listeners, and the state they share (`MartiState`, or None
-    when the config has neither). Certificates are checked here, before anything is bound."""
+    when the config has neither). Certificates are checked here, before anything is bound.
+    `shared`: a cluster core's PostgreSQL store (tokens and files in its database)."""
     wanted = [lc for lc in listeners if lc.kind in ("enroll", "marti")]
     if not wanted:
         return [], None
     from commonsky.marti.state import MartiState
 
-    state = MartiState.open(services, listeners)
+    state = MartiState.open(services, listeners, shared)
     out: list[HttpListener] = []
     try:
         for lc in wanted:

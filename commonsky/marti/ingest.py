@@ -223,9 +223,9 @@ async def ingest(state: MartiState, temp: Path, upload: Upload) -> Ingested:
         now,
         upload.tool,
     )
-    evidence = _store(state, temp, upload, row, images, now)
+    evidence = await _store(state, temp, upload, row, images, now)
     audience = _record(state, upload, row, images, now)
-    _publish(state, upload, row, images, now)
+    await _publish(state, upload, row, images, now)
     log.info(
         "%s/%s uploaded %s (%s, %d bytes, %d images); offered to %s",
         upload.party,
@@ -239,17 +239,19 @@ async def ingest(state: MartiState, temp: Path, upload: Upload) -> Ingested:
     return Ingested(row, True, evidence)
 
 
-def _store(
+async def _store(
     state: MartiState, temp: Path, upload: Upload, row: StoredFile, images: list[_Image], now: float
 ) -> list[str]:
     """Step 2: keep the upload and each signed image (its own row, `source` the upload);
-    the signed images' SHA-256s."""
+    the signed images' SHA-256s. Bytes before rows, off the event loop (a database's copy
+    of a large file takes a while)."""
     files = state.files
-    files.put(temp, upload.sha256)
+    await asyncio.to_thread(files.put, temp, upload.sha256)
+    for image in images:
+        await asyncio.to_thread(files.put_bytes, image.signed)
     files.add(row)
     evidence: list[str] = []
     for image in images:
-        files.put_bytes(image.signed)
         centre = image.facts.centre
         files.add(
             StoredFile(
@@ -319,7 +321,7 @@ def _record(
     return audience
 
 
-def _publish(
+async def _publish(
     state: MartiState, upload: Upload, row: StoredFile, images: list[_Image], now: float
 ) -> None:
     """Step 4: offer the file (and each image's quick-pic packages) to every party that may
@@ -327,7 +329,7 @@ def _publish(
     base = state.base_url()
     offers: list[tuple[StoredFile, str]] = [(row, row.name)]
     for image in images:
-        offers.extend(_quickpic(state, upload, image, now, base))
+        offers.extend(await _quickpic(state, upload, image, now, base))
     events: list[tuple[CotEvent, str]] = []
     for offered, name in offers:
         recipients = fetchers(state, offered)
@@ -348,7 +350,7 @@ def _mime(kind: str, images: list[_Image]) -> str:
     return "application/octet-stream"
 
 
-def _quickpic(
+async def _quickpic(
     state: MartiState, upload: Upload, image: _Image, now: float, base: str
 ) -> list[tuple[StoredFile, str]]:
     """The image's marker (accepted as the uploader's item) and its quick-pic packages: one
@@ -385,7 +387,7 @@ def _quickpic(
             name,
             image.signed,
         )
-        sha = state.files.put_bytes(data)
+        sha = await asyncio.to_thread(state.files.put_bytes, data)
         row = StoredFile(
             sha,
             upload.party,

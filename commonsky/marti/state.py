@@ -1,4 +1,8 @@
-"""What the enroll and marti listeners of one hub share: the hub port, tokens, files, CAs."""
+"""What the enroll and marti listeners of one hub share: the hub port, tokens, files, CAs.
+
+Tokens and files are in the data folder for one process, in the database of `store_url`
+for a cluster's core (`shared`): tokens.open_tokens and files.open_files choose, and the
+listeners see only their calls (tokens.Tokens, files.Files)."""
 
 from __future__ import annotations
 
@@ -12,13 +16,14 @@ from cryptography import x509
 from commonsky.config import ListenerConfig
 from commonsky.marti.net import advertised
 from commonsky.marti.port import HubPort
-from commonsky.marti.tokens import TokenStore
+from commonsky.marti.tokens import Tokens, open_tokens
 from commonsky.revocation import Revocations
 
 if TYPE_CHECKING:
     from commonsky.evidence.sign import EvidenceSigner
-    from commonsky.marti.files import FileStore
+    from commonsky.marti.files import Files
     from commonsky.services import Services
+    from commonsky.store.postgres import PostgresStore
 
 log = logging.getLogger("commonsky.marti")
 
@@ -34,8 +39,8 @@ class Bound(Protocol):
 class MartiState:
     port: HubPort
     data_dir: Path
-    tokens: TokenStore
-    files: FileStore
+    tokens: Tokens
+    files: Files
     signer: EvidenceSigner | None
     revocations: dict[Path, Revocations] = field(default_factory=dict)
     http: dict[str, Bound] = field(default_factory=dict)  # kind -> listener (links)
@@ -43,9 +48,15 @@ class MartiState:
     _peers: dict[bytes, x509.Certificate] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, services: Services, listeners: tuple[ListenerConfig, ...]) -> MartiState:
+    def open(
+        cls,
+        services: Services,
+        listeners: tuple[ListenerConfig, ...],
+        shared: PostgresStore | None = None,
+    ) -> MartiState:
+        """`shared`: a cluster core's store, whose database keeps tokens and files."""
         from commonsky.evidence.sign import EvidenceSigner
-        from commonsky.marti.files import FileStore
+        from commonsky.marti.files import open_files
 
         hub = services.hub
         data_dir = Path(str(hub.settings.data_dir))
@@ -55,9 +66,9 @@ class MartiState:
                 revocations.setdefault(Path(lc.ca), Revocations(Path(lc.ca)))
         marti_ca = next((lc.ca for lc in listeners if lc.kind == "marti"), None)
         signer = EvidenceSigner(data_dir, Path(marti_ca)) if marti_ca is not None else None
-        tokens = TokenStore(data_dir)
+        tokens = open_tokens(data_dir, shared.url if shared is not None else None)
         try:
-            files = FileStore.open(data_dir, hub.settings)
+            files = open_files(data_dir, hub.settings, shared)
         except BaseException:
             tokens.close()
             raise

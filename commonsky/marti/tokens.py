@@ -12,6 +12,8 @@ Rules:
   read-only profile requests ATAK makes right after enrolling, for `PROFILE_GRACE_S`.
 - The command line writes while the hub serves: SQLite's own locking (WAL, busy timeout)
   orders them; the hub's folder lock is not needed for this file.
+- A cluster keeps them in PostgreSQL instead (pgtokens.py), so every core honours them:
+  `open_tokens` chooses; the listeners see only the `Tokens` calls.
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from commonsky.errors import UsageError
 
+if TYPE_CHECKING:
+    from commonsky.config import HubConfig
+
 DB_NAME = "enroll.sqlite3"
 PROFILE_GRACE_S = 600.0
-_KEEP_EXPIRED_S = 7 * 86400.0  # spent and expired tokens kept this long for the record
+KEEP_EXPIRED_S = 7 * 86400.0  # spent and expired tokens kept this long for the record
 # A user name becomes the certificate's CN and ATAK's login name: keep it to what both take.
 USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
@@ -55,6 +61,68 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class Tokens(Protocol):
+    """What `commonsky enroll` and the enrollment listener ask of the tokens' store (here
+    in SQLite; pgtokens.py for a cluster)."""
+
+    def issue(self, party: str, user: str, ttl_s: float, now: float) -> str: ...
+
+    def check(self, user: str, token: str, now: float, spend: bool) -> Token | Refusal: ...
+
+    def redeem(self, row: Token, now: float) -> bool: ...
+
+    def note_serial(self, row: Token, serial: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_tokens(data_dir: Path, shared_url: str | None) -> Tokens:
+    """The hub's tokens: a cluster's in the database of `shared_url` (every core honours
+    them), else the data folder's `enroll.sqlite3`."""
+    if shared_url:
+        from commonsky.marti.pgtokens import PgTokenStore
+
+        return PgTokenStore(shared_url)
+    return TokenStore(data_dir)
+
+
+def config_tokens(config: HubConfig) -> Tokens:
+    """The tokens of the hub `config` describes (`commonsky enroll --config`): a cluster's
+    need its `store_url` (a core's config); one process's are in its data folder."""
+    url = str(config.settings.store_url)
+    if config.cluster is not None and not url:
+        raise UsageError(
+            f"{config.source}: a cluster keeps its enrollment tokens in PostgreSQL, and this "
+            "config has no [server] store_url; give a core's config"
+        )
+    return open_tokens(config.data_dir, url if config.cluster is not None else None)
+
+
+def check_issue(user: str, ttl_s: float) -> None:
+    """UsageError for a user name or lifetime a token may not have."""
+    if not USER_RE.fullmatch(user):
+        raise UsageError(
+            f"--user {user!r}: use letters, digits and . _ @ - (at most 64), starting "
+            "with a letter or digit"
+        )
+    if ttl_s <= 0:
+        raise UsageError(f"--ttl {ttl_s:g}: must be positive")
+
+
+def judge(row: Token | None, user: str, now: float, spend: bool) -> Token | Refusal:
+    """The token if `user` may enroll with it now (`spend`: sign a certificate) or read
+    its profile (not `spend`: a spent token still may, for PROFILE_GRACE_S)."""
+    if row is None:
+        return Refusal.UNKNOWN
+    if row.user.casefold() != user.casefold():
+        return Refusal.WRONG_USER
+    if row.used is not None and (spend or now > row.used + PROFILE_GRACE_S):
+        return Refusal.SPENT
+    if row.used is None and now >= row.expires:
+        return Refusal.EXPIRED
+    return row
+
+
 class TokenStore:
     def __init__(self, data_dir: Path) -> None:
         path = Path(data_dir) / DB_NAME
@@ -79,18 +147,12 @@ class TokenStore:
 
     def issue(self, party: str, user: str, ttl_s: float, now: float) -> str:
         """A new token for `user` of `party`, valid `ttl_s` seconds from `now`."""
-        if not USER_RE.fullmatch(user):
-            raise UsageError(
-                f"--user {user!r}: use letters, digits and . _ @ - (at most 64), starting "
-                "with a letter or digit"
-            )
-        if ttl_s <= 0:
-            raise UsageError(f"--ttl {ttl_s:g}: must be positive")
+        check_issue(user, ttl_s)
         token = secrets.token_urlsafe(24)  # 192 bits; URL-safe for the tak:// link
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
-                "DELETE FROM token WHERE expires < ?", (now - _KEEP_EXPIRED_S,)
+                "DELETE FROM token WHERE expires < ?", (now - KEEP_EXPIRED_S,)
             )  # housekeeping
             self.db.execute(
                 "INSERT INTO token (digest, party, user, created, expires) VALUES (?,?,?,?,?)",
@@ -106,18 +168,8 @@ class TokenStore:
         return Token(*row) if row else None
 
     def check(self, user: str, token: str, now: float, spend: bool) -> Token | Refusal:
-        """The token if `user`/`token` may enroll now (`spend`: sign a certificate) or read
-        its profile (not `spend`: a spent token still may, for PROFILE_GRACE_S)."""
-        row = self._row(token)
-        if row is None:
-            return Refusal.UNKNOWN
-        if row.user.casefold() != user.casefold():
-            return Refusal.WRONG_USER
-        if row.used is not None and (spend or now > row.used + PROFILE_GRACE_S):
-            return Refusal.SPENT
-        if row.used is None and now >= row.expires:
-            return Refusal.EXPIRED
-        return row
+        """The token if `user`/`token` may enroll now (`judge`)."""
+        return judge(self._row(token), user, now, spend)
 
     def redeem(self, row: Token, now: float) -> bool:
         """Spend the token (True), or find it spent or expired meanwhile (False)."""
