@@ -11,7 +11,8 @@ Tables (beside the store's commonsky_*):
   a hundred rows; no value near PostgreSQL's 1 GB a field, nothing held whole in memory).
   They are written by COPY (binary) in one transaction with their blob row on a connection
   of their own, off the event loop: the blob row is there only once every chunk is, and its
-  bytes were hashed again on the way in (a file whose SHA-256 is not its name is refused).
+  bytes were hashed again on the way in (a file whose SHA-256 is not its name is refused);
+  that transaction, too, first checks the core is still the writer.
   Bytes without a row (a core killed between the two) are never served and are taken again
   by the next upload of the same bytes. The chunks are stored as they are (STORAGE
   EXTERNAL: zips and images do not compress, so PostgreSQL does not try).
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from commonsky.errors import StoreUnavailable, UsageError
+from commonsky.errors import StoreUnavailable, UsageError, WriterFenced
 from commonsky.marti.files import Content, StoredFile, fresh_tmp, room_left, temporary_in
 from commonsky.marti.files import _row as file_row
 from commonsky.marti.pgtokens import first_line
@@ -187,6 +188,7 @@ class PgFileStore:
         Raises BadContent (rolled back) when the bytes are not `sha256` of `size`."""
         count = -(-size // CHUNK)
         with self._content.connection() as conn, conn.transaction():
+            self._check_writer(conn)
             new = conn.execute(
                 "INSERT INTO commonsky_file_blob (sha256, size, chunks) VALUES (%s, %s, %s) "
                 "ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
@@ -211,6 +213,19 @@ class PgFileStore:
                     f"bytes of {seen} with SHA-256 {digest.hexdigest()} are not the "
                     f"{size} of {sha256}: not stored"
                 )
+
+    def _check_writer(self, conn: psycopg.Connection[Any]) -> None:
+        """A core's bytes, as its rows, only while it is the database's writer (the row
+        held FOR SHARE to the commit: a successor's claim waits for it)."""
+        writer = self.store.writer
+        if writer is None:
+            return
+        row = conn.execute("SELECT writer FROM commonsky_writer WHERE id = 1 FOR SHARE").fetchone()
+        if row is None or row[0] != writer:
+            raise WriterFenced(
+                f"{row[0] if row else 'nobody'} is the database's writer now, not {writer}: "
+                "no file is stored from here"
+            )
 
     def content(self, sha256: str) -> Content | None:
         rows = self._read(
