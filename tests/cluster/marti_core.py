@@ -111,7 +111,11 @@ def counts(url: str) -> dict[str, int]:
     """Rows of each Marti table of the database."""
     tables = ("commonsky_file", "commonsky_file_blob", "commonsky_file_chunk",
               "commonsky_enroll_token")  # fmt: skip
-    return {t: int(rows(url, f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables}
+    out = {}
+    for table in tables:
+        exists = rows(url, f"SELECT to_regclass('{table}') IS NOT NULL")[0][0]
+        out[table] = int(rows(url, f"SELECT COUNT(*) FROM {table}")[0][0]) if exists else 0
+    return out
 
 
 def sqlite_files(folder: Path) -> list[str]:
