@@ -119,5 +119,6 @@ def counts(url: str) -> dict[str, int]:
 
 
 def sqlite_files(folder: Path) -> list[str]:
-    """The one-process Marti files a core's folder must not hold."""
+    """The one-process Marti files a core's folder must not hold (the folder must exist)."""
+    assert folder.is_dir(), folder
     return sorted(p.name for p in folder.glob("*.sqlite3"))
