@@ -48,7 +48,7 @@ def enroll(
 
     from commonsky.config import load_config
     from commonsky.marti.net import advertised
-    from commonsky.marti.tokens import config_tokens
+    from commonsky.marti.stores import config_tokens
 
     hub = load_config(config)
     if party not in {p.id for p in hub.parties}:

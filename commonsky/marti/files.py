@@ -17,7 +17,8 @@ Rules:
   `limit_file_store_bytes` for everything. Past a limit an upload is refused (413 / 507)
   before anything is kept; the hub never deletes a file to make room (files are evidence).
 - A cluster keeps rows and bytes in PostgreSQL instead (pgfiles.py), so the next core serves
-  what the last one took: `open_files` chooses; the Marti code sees only the `Files` calls.
+  what the last one took: `stores.open_files` chooses; the Marti code sees only the `Files`
+  calls.
 """
 
 from __future__ import annotations
@@ -31,13 +32,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from commonsky.errors import UsageError
 from commonsky.settings import Settings
-
-if TYPE_CHECKING:
-    from commonsky.store.postgres import PostgresStore
 
 DB_NAME = "files.sqlite3"
 HEX = frozenset("0123456789abcdef")
@@ -100,16 +98,6 @@ class Files(Protocol):
     def read_bytes(self, sha256: str) -> bytes | None: ...
 
     def close(self) -> None: ...
-
-
-def open_files(data_dir: Path, settings: Settings, shared: PostgresStore | None) -> Files:
-    """The hub's file store: a cluster's in the database of `shared` (the store), else
-    the data folder's."""
-    if shared is not None:
-        from commonsky.marti.pgfiles import PgFileStore
-
-        return PgFileStore.open(shared, data_dir, settings)
-    return FileStore.open(data_dir, settings)
 
 
 def fresh_tmp(folder: Path) -> None:

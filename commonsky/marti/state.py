@@ -1,8 +1,8 @@
 """What the enroll and marti listeners of one hub share: the hub port, tokens, files, CAs.
 
 Tokens and files are in the data folder for one process, in the database of `store_url`
-for a cluster's core (`shared`): tokens.open_tokens and files.open_files choose, and the
-listeners see only their calls (tokens.Tokens, files.Files)."""
+for a cluster's core (`shared`): stores.py chooses, and the listeners see only their calls
+(tokens.Tokens, files.Files)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from cryptography import x509
 from commonsky.config import ListenerConfig
 from commonsky.marti.net import advertised
 from commonsky.marti.port import HubPort
-from commonsky.marti.tokens import Tokens, open_tokens
+from commonsky.marti.stores import open_files, open_tokens
+from commonsky.marti.tokens import Tokens
 from commonsky.revocation import Revocations
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ class MartiState:
     ) -> MartiState:
         """`shared`: a cluster core's store, whose database keeps tokens and files."""
         from commonsky.evidence.sign import EvidenceSigner
-        from commonsky.marti.files import open_files
 
         hub = services.hub
         data_dir = Path(str(hub.settings.data_dir))

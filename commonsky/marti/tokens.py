@@ -13,7 +13,7 @@ Rules:
 - The command line writes while the hub serves: SQLite's own locking (WAL, busy timeout)
   orders them; the hub's folder lock is not needed for this file.
 - A cluster keeps them in PostgreSQL instead (pgtokens.py), so every core honours them:
-  `open_tokens` chooses; the listeners see only the `Tokens` calls.
+  `stores.open_tokens` chooses; the listeners see only the `Tokens` calls.
 """
 
 from __future__ import annotations
@@ -25,12 +25,9 @@ import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from commonsky.errors import UsageError
-
-if TYPE_CHECKING:
-    from commonsky.config import HubConfig
 
 DB_NAME = "enroll.sqlite3"
 PROFILE_GRACE_S = 600.0
@@ -74,28 +71,6 @@ class Tokens(Protocol):
     def note_serial(self, row: Token, serial: int) -> None: ...
 
     def close(self) -> None: ...
-
-
-def open_tokens(data_dir: Path, shared_url: str | None) -> Tokens:
-    """The hub's tokens: a cluster's in the database of `shared_url` (every core honours
-    them), else the data folder's `enroll.sqlite3`."""
-    if shared_url:
-        from commonsky.marti.pgtokens import PgTokenStore
-
-        return PgTokenStore(shared_url)
-    return TokenStore(data_dir)
-
-
-def config_tokens(config: HubConfig) -> Tokens:
-    """The tokens of the hub `config` describes (`commonsky enroll --config`): a cluster's
-    need its `store_url` (a core's config); one process's are in its data folder."""
-    url = str(config.settings.store_url)
-    if config.cluster is not None and not url:
-        raise UsageError(
-            f"{config.source}: a cluster keeps its enrollment tokens in PostgreSQL, and this "
-            "config has no [server] store_url; give a core's config"
-        )
-    return open_tokens(config.data_dir, url if config.cluster is not None else None)
 
 
 def check_issue(user: str, ttl_s: float) -> None:
