@@ -9,11 +9,16 @@ A real hub (loopback, its own temporary folder and CA) with `enroll` and `marti`
   to `/Marti/sync/missionupload` and fetches it from `/Marti/sync/content` with a client
   certificate, and — in the same run, same file, same `curl` — fetches it from a plain static
   server (`python -m http.server` on loopback, no TLS): MB/s each, best of `--repeat`.
+
+`--postgres URL`: the same again, in the same run, with the hub as a cluster's core — its
+tokens and files in that database (marti/pgtokens.py, pgfiles.py), in a schema of its own
+made for the run and dropped after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -25,6 +30,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -80,8 +86,10 @@ def _curl(*args: str) -> float:
     return float(done.stdout)
 
 
-async def _run(rounds: int, megabytes: float, repeat: int) -> dict[str, float]:
-    from commonsky.marti.tokens import TokenStore
+async def _run(
+    rounds: int, megabytes: float, repeat: int, postgres: str | None = None
+) -> dict[str, float]:
+    from commonsky.marti.stores import config_tokens
     from commonsky.pki import init_ca, issue_client
     from commonsky.server import HubServer
 
@@ -90,29 +98,30 @@ async def _run(rounds: int, megabytes: float, repeat: int) -> dict[str, float]:
         ca = root / "ca"
         init_ca(ca)
         issue_client(ca, "USA", "bench", root / "client", password="bench")
-        config = config_from_dict(
-            {
-                "server": {
-                    "data_dir": str(root / "hub"),
-                    "http": "127.0.0.1:0",
-                    "limit_file_bytes": int(megabytes * 1e6) + 1_000_000,
-                },
-                "listener": [
-                    {"kind": "enroll", "bind": "127.0.0.1:0", "ca": str(ca)},
-                    {"kind": "marti", "bind": "127.0.0.1:0", "ca": str(ca)},
-                ],
-                "party": [{"id": "USA", "token": "bench-token-0123456789"}],
+        data: dict[str, object] = {
+            "server": {
+                "data_dir": str(root / "hub"),
+                "http": "127.0.0.1:0",
+                "limit_file_bytes": int(megabytes * 1e6) + 1_000_000,
+                **({"store_url": postgres} if postgres else {}),
             },
-            "bench",
-        )
-        server = HubServer(config)
+            "listener": [
+                {"kind": "enroll", "bind": "127.0.0.1:0", "ca": str(ca)},
+                {"kind": "marti", "bind": "127.0.0.1:0", "ca": str(ca)},
+            ],
+            "party": [{"id": "USA", "token": "bench-token-0123456789"}],
+        }
+        if postgres:  # (a cluster's core, as cluster/run.py builds it holding the lease)
+            data["cluster"] = {"nats_url": "nats://127.0.0.1:4222", "role": "core"}
+        config = config_from_dict(data, "bench")
+        server = HubServer(config, init=True, writer="bench" if postgres else None)
         await server.start()
         figures: dict[str, float] = {}
         try:
             context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
             base = f"https://127.0.0.1:{server.port('enroll')}"
             csrs = [_csr(f"user-{i}") for i in range(rounds)]
-            store = TokenStore(root / "hub")
+            store = config_tokens(config)
             tokens = [store.issue("USA", f"user-{i}", 3600, time.time()) for i in range(rounds)]
             store.close()
             took = []
@@ -200,6 +209,10 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Enrollments to time.")] = 200,
     megabytes: Annotated[float, typer.Option(help="Size of the data package.")] = 10.0,
     repeat: Annotated[int, typer.Option(help="Uploads and fetches (best kept).")] = 3,
+    postgres: Annotated[
+        str | None,
+        typer.Option(help="Also as a cluster's core with tokens and files in this database."),
+    ] = None,
 ) -> None:
     """Enrollment round trip p99; upload and fetch of a data package in MB/s beside a static
     server, same run."""
@@ -207,7 +220,30 @@ def bench(
         raise UsageError("--rounds, --megabytes and --repeat must be positive")
     if shutil.which("curl") is None:
         raise UsageError("bench marti compares against curl, which is not installed")
-    figures = asyncio.run(_run(rounds, megabytes, repeat))
+    figures = {"data folder": asyncio.run(_run(rounds, megabytes, repeat))}
+    if postgres:
+        with _schema(postgres) as url:
+            figures["PostgreSQL (cluster core)"] = asyncio.run(_run(rounds, megabytes, repeat, url))
     print(f"bench marti: {rounds} enrollments, {megabytes:g} MB package, {os.cpu_count()} cores")
-    for name, value in figures.items():
-        print(f"  {name:34} {value:10.2f}")
+    for where, found in figures.items():
+        print(f" tokens and files in the {where}:")
+        for name, value in found.items():
+            print(f"  {name:34} {value:10.2f}")
+
+
+@contextlib.contextmanager
+def _schema(url: str) -> Iterator[str]:
+    """`url` with a schema of its own for one run (dropped after it)."""
+    import psycopg
+
+    name = f"commonsky_bench_{os.urandom(6).hex()}"
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as db:
+            db.execute(f"CREATE SCHEMA {name}")
+    except psycopg.Error as exc:
+        raise UsageError(f"--postgres: cannot use {url.split('@')[-1]}: {exc}") from None
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as db:
+            db.execute(f"DROP SCHEMA {name} CASCADE")
