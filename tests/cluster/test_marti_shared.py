@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from commonsky.errors import WriterFenced
+from commonsky.evidence.render import aerial_jpeg
+from commonsky.evidence.sign import read_manifest
 from commonsky.server import HubServer
 from commonsky.store.postgres import PostgresStore
 from tests.cluster.marti_core import (
@@ -170,3 +172,32 @@ def test_enroll_against_an_edge_config_without_store_url_says_so(
     [line] = made.stderr.strip().splitlines()
     assert "store_url" in line and "core's config" in line
     assert not (tmp_path / "edge" / "enroll.sqlite3").exists()
+
+
+async def test_evidence_signed_on_one_core_is_served_by_the_next(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    ca = make_ca(tmp_path, "127.0.0.1")
+    usa = client_cert(ca, "USA", "usa-recce", tmp_path / "usa")
+    photo = aerial_jpeg(35.41, 40.12, 1_700_000_000.0)
+    async with core(core_config(tmp_path / "a", postgres_url, ca), "a epoch 1", init=True) as a:
+        async with marti(a, ca, usa) as client:
+            body = multipart(photo, "recce.jpg")
+            up = await client.post("/Marti/sync/missionupload?filename=recce.jpg",
+                                   content=body, headers=HEADERS)  # fmt: skip
+            assert up.status_code == 200, up.text
+    made = dict(rows(postgres_url, "SELECT kind, sha256 FROM commonsky_file WHERE party = 'USA'"))
+    assert set(made) == {"image", "evidence", "quickpic-own", "quickpic-other"}
+    assert made["image"] == sha(photo)
+    async with core(core_config(tmp_path / "b", postgres_url, ca), "b epoch 2") as b:
+        async with marti(b, ca, usa) as client:
+            got = {}
+            for kind, digest in made.items():
+                answer = await client.get(f"/Marti/sync/content?hash={digest}")
+                assert answer.status_code == 200, (kind, answer.text)
+                assert sha(answer.content) == digest  # (every byte, from the other core)
+                got[kind] = answer.content
+    assert got["image"] == photo
+    report = read_manifest(got["evidence"], "image/jpeg")
+    assert report is not None and report.assertion is not None
+    assert report.assertion["position"] == {"lat": 35.41, "lon": 40.12}
