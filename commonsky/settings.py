@@ -46,8 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         Meta(
             description=(
                 "Where durable items are kept: empty for SQLite in data_dir, or a "
-                "postgresql:// URL (one hub per database; the ledger and keys stay in "
-                "data_dir, except for a [cluster], whose cores share them in the database)."
+                "postgresql:// URL (one hub per database; the ledger, keys, enrollment "
+                "tokens and Marti files stay in data_dir, except for a [cluster], whose cores "
+                "share them in the database)."
             ),
         ),
     ] = ""
