@@ -76,6 +76,12 @@ async def test_a_package_and_a_token_outlive_their_core(tmp_path: Path, postgres
             assert query.status_code == 200 and query.text.endswith(sha(data))
         async with enroll(b, ca) as client:
             sign = "/Marti/api/tls/signClient/v2"
+            sql = "'; UPDATE commonsky_enroll_token SET used = 1; --"
+            for user, guess in (("jpn-7", "' OR '1'='1"), ("jpn-7' --", token),
+                                ("jpn-7", f"{token}{sql}"), ("jpn-7", token[:-1])):  # fmt: skip
+                hostile = await client.post(sign, content=csr("JPN", "jpn-7"),
+                                            headers=basic(user, guess))  # fmt: skip
+                assert hostile.status_code == 401, (user, guess, hostile.text)
             first = await client.post(sign, content=csr("JPN", "jpn-7"),
                                       headers=basic("jpn-7", token))  # fmt: skip
             assert first.status_code == 200, first.text
