@@ -97,7 +97,7 @@ class Receipts:
         message's sender device, noted as given to the connections it was queued to."""
         message = self._message_of(rendered.item, routes)
         if message is not None:
-            given = self._given_live(rendered.item, message[0])
+            given = self._given_live(rendered.item, message[0][0])
             self._hold(rendered, message, given)
 
     def load(self, rendered: Rendered, routes: Mapping[str, object]) -> None:

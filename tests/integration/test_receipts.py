@@ -107,19 +107,21 @@ def receipts_for(events: list[dict[str, Any]], mid: str) -> list[str]:
     return [e["type"] for e in events if e["type"] in ("b-t-f-d", "b-t-f-r") and e["uid"] == mid]
 
 
-_read: dict[int, int] = {}  # id of a client -> how many of its events `fresh` has judged
+# Each client with how many of its events `fresh` has judged (the client is kept: an id is
+# never taken for a later client's).
+_read: dict[int, tuple[TakClient, int]] = {}
 
 
 async def fresh(hub: RunningHub, observer: TakClient, *senders: TakClient) -> list[dict[str, Any]]:
     """What `observer` received since its connection or the last call's barrier, and before
     a new barrier (`RunningHub.received_before_barrier`), once `senders` are all taken in."""
-    start = _read.get(id(observer), 0)
-    before = await hub.received_before_barrier(observer, *senders)
-    ids = {id(e) for e in before}
+    client, start = _read.get(id(observer), (observer, 0))
+    assert client is observer
+    before = {id(e) for e in await hub.received_before_barrier(observer, *senders)}
     events = observer.events
-    barrier = next(i for i in range(len(events) - 1, -1, -1) if events[i]["uid"].startswith("barrier-"))
-    _read[id(observer)] = barrier + 1
-    return [e for e in events[start:barrier] if id(e) in ids]
+    barrier = max(i for i, e in enumerate(events) if str(e["uid"]).startswith("barrier-"))
+    _read[id(observer)] = (observer, barrier + 1)
+    return [e for e in events[start:barrier] if id(e) in before]
 
 
 async def online(hub: RunningHub, party: str, uid: str, callsign: str) -> TakClient:
