@@ -105,7 +105,9 @@ def reaches(item: Item, conn: Connection, parties: Container[str], devices: bool
     return False
 
 
-def reaches_device(item: Item, party: str, uid: str, callsign: str, parties: Container[str]) -> bool:
+def reaches_device(
+    item: Item, party: str, uid: str, callsign: str, parties: Container[str]
+) -> bool:
     """Whether the item's device addressing names this one device of `party` (uid and
     callsign): `dest callsign` its callsign, or `dest uid` its uid."""
     e = item.event

@@ -244,4 +244,3 @@ class Receipts:
     def __len__(self) -> int:
         """How many receipts are held."""
         return sum(len(entries) for entries in self._held.values())
-

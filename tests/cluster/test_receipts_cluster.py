@@ -72,7 +72,9 @@ async def test_a_receipt_crosses_edges_to_the_sender_back_on_another_edge(
     )
     before = await _settled(back, kor_watch)
     for kind in ("b-t-f-d", "b-t-f-r"):
-        answers = [e for e in before if f'type="{kind}"'.encode() in e and f'uid="{mid}"'.encode() in e]
+        answers = [
+            e for e in before if f'type="{kind}"'.encode() in e and f'uid="{mid}"'.encode() in e
+        ]
         assert len(answers) == 1, (kind, back.uids())
         assert b'uid="RUS::RUS-DEV"' in answers[0]  # (from the device it wrote to)
     # The recipient acknowledged it: back on the other edge, it is not given it again.

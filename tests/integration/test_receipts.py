@@ -18,7 +18,6 @@ a track every connection of the party gets, queued after everything routed befor
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from commonsky.bench.cluster import until
 from tests.conftest import RunningHub, TakClient, token_of
 
 DATA = Path(__file__).parents[1] / "corpus" / "data"
@@ -46,7 +46,11 @@ def _corpus(name: str) -> ET.Element:
 
 def _retimed(event: ET.Element, stale_s: float = 86400.0) -> bytes:
     now = datetime.now(UTC)
-    for attr, moment in (("time", now), ("start", now), ("stale", now + timedelta(seconds=stale_s))):
+    for attr, moment in (
+        ("time", now),
+        ("start", now),
+        ("stale", now + timedelta(seconds=stale_s)),
+    ):
         event.set(attr, moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z")
     return ET.tostring(event)
 
@@ -136,16 +140,15 @@ async def offline(hub: RunningHub, client: TakClient) -> None:
     before = len(list(hub.hub.all_connections()))
     await client.close()
     hub.clients.remove(client)
-    async with asyncio.timeout(10):
-        while len(list(hub.hub.all_connections())) >= before:
-            await asyncio.sleep(0.01)
+    await until(lambda: len(list(hub.hub.all_connections())) < before, "the hub lets it go", 10)
 
 
 async def hotline(hub: RunningHub) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(
         base_url=hub.http, headers={"Authorization": f"Bearer {token_of('USA')}"}
     ) as api:
-        return (await api.get("/api/hotline")).json()
+        history: list[dict[str, Any]] = (await api.get("/api/hotline")).json()
+    return history
 
 
 async def sent(hub: RunningHub, usa: TakClient, jpn: TakClient) -> tuple[str, dict[str, Any]]:
