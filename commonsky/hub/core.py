@@ -168,7 +168,7 @@ class Hub:
         if is_transient(item.event.type):  # stored for the record, never in the picture
             if item.event.type in RECEIPT_TYPES:  # (but held for the sender: receipts.py)
                 check_event(item.event)
-                self.receipts.load(self._rendered(item), self.router.route(item, self.clock()))
+                self.receipts.load(self._rendered(item))
             return
         if item.party != HUB:
             # The type table is the only place that decides: an item stored under an

@@ -26,13 +26,14 @@ read. Once the device's own receipt says it has the message, it is not replayed 
 device again (`proved`). ATAK would not show a replay twice (`ChatDatabase.addChat` updates
 the row of a known message id), but it is traffic again on every reconnect, and a client
 that answers each arrival with a receipt sends that again too. Without a receipt a replay
-stays the safe choice. The proof is only the answering party's word about its own device:
-it can only stop what that party's own devices are given (a party's devices share
-everything; another party's receipt names no device of this party, `read_name`).
+stays the safe choice. The proof is only the answering party's word about its own device,
+bounded per party (`PROVED_PER_PARTY`): it can only stop what that party's own devices are
+given (a party's devices share everything; another party's receipt names no device of this
+party, `read_name`), and one party's flood crowds out none of another's.
 
 All state is in memory, rebuilt from the store at a start (`load`: the latest stored
-receipt per uid — a read receipt carries the uid of the delivered one before it). Runs on
-the hub's event loop.
+receipt per uid — a read receipt carries the uid of the delivered one before it; routing
+decides when a receipt is given, as always). Runs on the hub's event loop.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ from .picture import Picture
 #: message to a party's team gets one of each from every member; more than this is a flood,
 #: and only the answering party's own receipts are crowded out by it.
 PER_PARTY = 16
-#: Devices a message is proved delivered to, per message (past it: replayed, the safe side).
-PROVED_PER_MESSAGE = 64
+#: Devices a message is proved delivered to, per message and party (past it: replayed, the
+#: safe side; per party, so that one party's flood changes nothing another party is given).
+PROVED_PER_PARTY = 64
 
 Key = tuple[str, str]
 Ident = tuple[str, str, str]  # (answering party, its device's uid or "", receipt type)
@@ -87,28 +89,36 @@ class Receipts:
         self._connections = connections
         self._held: dict[Key, dict[Ident, _Held]] = {}  # message key -> its receipts
         self._for: dict[Key, set[Key]] = {}  # (party, sender device or "") -> message keys
-        self._proved: dict[Key, set[Key]] = {}  # message key -> devices (party, uid) it has
+        # message key -> party -> its devices that said they have the message
+        self._proved: dict[Key, dict[str, set[str]]] = {}
         self.dropped = 0  # receipts not held: past PER_PARTY for their message and party
 
     # ---- taking receipts in -------------------------------------------------------------
 
     def relayed(self, rendered: Rendered, routes: Mapping[str, object]) -> None:
         """A receipt the hub just relayed (`routes`: the parties it went to): held for its
-        message's sender device, noted as given to the connections it was queued to."""
-        message = self._message_of(rendered.item, routes)
-        if message is not None:
-            given = self._given_live(rendered.item, message[0][0])
-            self._hold(rendered, message, given)
+        message's sender device if routing let it reach the message's party (or it is that
+        party's own), noted as given to the connections it was queued to."""
+        item = rendered.item
+        message = self._message_of(item)
+        if message is None:
+            return
+        self._prove(item, message[0])
+        party = message[0][0]
+        if party == item.party or party in routes:  # (else: never sent it; kept nowhere)
+            self._hold(rendered, message, self._given_live(item, party))
 
-    def load(self, rendered: Rendered, routes: Mapping[str, object]) -> None:
-        """A stored receipt, at a start (given to nobody yet)."""
-        message = self._message_of(rendered.item, routes)
+    def load(self, rendered: Rendered) -> None:
+        """A stored receipt, at a start (given to nobody yet). The hub reads its store before
+        it knows its devices' callsigns (which addressed messages' routes depend on), so
+        routing decides when the receipt is given (`owed`), as it always does."""
+        message = self._message_of(rendered.item)
         if message is not None:
+            self._prove(rendered.item, message[0])
             self._hold(rendered, message, ())
 
-    def _message_of(self, item: Item, routes: Mapping[str, object]) -> tuple[Key, Rendered] | None:
-        """The GeoChat in the picture `item` answers, if routing let it reach that message's
-        party (or it is that party's own receipt); None otherwise — then it is kept nowhere."""
+    def _message_of(self, item: Item) -> tuple[Key, Rendered] | None:
+        """The GeoChat in the picture `item` answers (`refs.answered_id`), if any."""
         if item.event.type not in RECEIPT_TYPES or item.party == HUB:
             return None
         name = read_name(item.party, answered_id(item.event), self._parties)
@@ -116,11 +126,16 @@ class Receipts:
             return None
         key = self._picture.chat_key(name)
         message = self._picture.get(key) if key is not None else None
-        if key is None or message is None:
-            return None
-        if key[0] != item.party and key[0] not in routes:
-            return None  # (routing refused it: a party that was never sent the message)
-        return key, message
+        return None if key is None or message is None else (key, message)
+
+    def _prove(self, item: Item, key: Key) -> None:
+        """Note the device that sent receipt `item` as having message `key`: the word of its
+        party about its own device (so, bounded per party), whether or not it crossed."""
+        device = self._device(item)
+        if device is not None:
+            proved = self._proved.setdefault(key, {}).setdefault(item.party, set())
+            if len(proved) < PROVED_PER_PARTY:
+                proved.add(device)
 
     def _given_live(self, item: Item, party: str) -> list[Connection]:
         """The connections of `party` the fan-out queued `item` to (hub/core.py `_fan_out`:
@@ -136,13 +151,8 @@ class Receipts:
     ) -> None:
         item = rendered.item
         key, held_message = message
-        device = self._device(item)
-        if device is not None:
-            proved = self._proved.setdefault(key, set())
-            if len(proved) < PROVED_PER_MESSAGE:
-                proved.add((item.party, device))
         entries = self._held.setdefault(key, {})
-        ident = (item.party, device or "", item.event.type)
+        ident = (item.party, self._device(item) or "", item.event.type)
         if ident not in entries and sum(i[0] == item.party for i in entries) >= PER_PARTY:
             self.dropped += 1
             return
@@ -173,7 +183,7 @@ class Receipts:
 
     def proved(self, key: Key, party: str, uid: str) -> bool:
         """Whether device `uid` of `party` said (by a receipt) that it has message `key`."""
-        return (party, uid) in self._proved.get(key, ())
+        return uid in self._proved.get(key, {}).get(party, ())
 
     def owed(
         self, conn: Connection, new: Mapping[str, str], before: Mapping[str, str], now: float

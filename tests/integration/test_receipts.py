@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from commonsky.bench.cluster import until
-from tests.conftest import RunningHub, TakClient, token_of
+from tests.conftest import RunningHub, TakClient, base_config, running_hub, token_of
 
 DATA = Path(__file__).parents[1] / "corpus" / "data"
 HOTLINE = ["track", "hotline"]
@@ -301,3 +301,23 @@ async def test_hostile_receipts_reach_nobody_and_hold_bounded_memory(
         seen = await fresh(hub, kor_mate, kor, jpn)
         kor_answers = [e for e in seen if e["type"] in ("b-t-f-d", "b-t-f-r")]
         assert kor_answers and all('uid="KOR-DEV"' in e["detail"] for e in kor_answers)
+
+
+async def test_a_held_receipt_outlives_a_restart(tmp_path: Path) -> None:
+    """The receipts are stored (the ledger's record); a restart holds them again for the
+    sender's device, and what they prove: the acknowledging device is not given the message
+    again either."""
+    config = base_config(tmp_path, AGREEMENTS)
+    async with running_hub(config) as hub:
+        usa = await online(hub, "USA", "USA-DEV", "EAGLE 2")
+        jpn = await online(hub, "JPN", "EUD-7", "RED FOX 1")
+        mid, got = await sent(hub, usa, jpn)
+        await offline(hub, usa)
+        jpn.send(receipt(got, "EUD-7", "RED FOX 1", "b-t-f-d"))
+        await jpn.sync()
+    async with running_hub(config) as hub:
+        back = await online(hub, "USA", "USA-DEV", "EAGLE 2")
+        assert receipts_for(await fresh(hub, back, back), mid) == ["b-t-f-d"]
+        jpn = await online(hub, "JPN", "EUD-7", "RED FOX 1")
+        before = await fresh(hub, jpn, jpn)
+        assert not [e for e in before if e["type"] == "b-t-f" and mid in str(e["uid"])], before
