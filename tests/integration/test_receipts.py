@@ -195,7 +195,7 @@ async def test_a_receipt_for_an_offline_sender_is_given_when_its_device_comes_ba
         ]
 
 
-async def test_a_receipt_given_live_is_not_given_again_in_that_session(
+async def test_nothing_is_given_twice_in_one_session(
     make_hub: Callable[..., Any],
 ) -> None:
     async with make_hub(AGREEMENTS) as hub:
@@ -206,6 +206,11 @@ async def test_a_receipt_given_live_is_not_given_again_in_that_session(
         await usa.wait_for(lambda e: e["type"] == "b-t-f-d" and e["uid"] == mid)
         usa.send(device("USA-DEV", "EAGLE 2 ACTUAL"))  # (its device again, a new callsign)
         assert receipts_for(await fresh(hub, usa, usa, jpn), mid) == ["b-t-f-d"]
+        # Nor the message to its addressee's connection, when a second device reports on it.
+        jpn.send(device("EUD-7-RADIO", "RED FOX 1 RADIO"))
+        await fresh(hub, jpn, jpn)
+        copies = [e for e in jpn.events if e["type"] == "b-t-f" and mid in str(e["uid"])]
+        assert len(copies) == 1, jpn.items()  # (the one it got live, before the barrier)
 
 
 async def test_node_cot_delivered_receipt_reaches_the_sender(
