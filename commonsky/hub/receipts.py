@@ -246,6 +246,8 @@ class Receipts:
             for ident in [i for i, e in entries.items() if e.rendered.item.event.stale <= now]:
                 del entries[ident]
                 gone += 1
+            if not entries:
+                del self._held[key]
         for key in [k for k in self._proved if self._picture.get(k) is None]:
             del self._proved[key]
         self._for = {d: ks for d, ks in self._for.items() if ks}
