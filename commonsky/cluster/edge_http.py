@@ -81,7 +81,7 @@ def api_face(limit: int) -> Face:
     def error(status: int, message: str, headers: dict[str, str]) -> Response:
         return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
-    return Face("api", limit, "limit_http_body_bytes", error)
+    return Face("api", limit, f"body over limit_http_body_bytes={limit}", error)
 
 
 def edge_app(hub: EdgeHub, forwarder: Forwarder) -> Starlette:

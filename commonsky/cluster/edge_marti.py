@@ -99,8 +99,13 @@ class EdgeTakHttp:
     def face(self, name: str, kind: str) -> Face:
         s = self.config.settings
         if kind == "marti":
-            return Face(name, s.limit_file_bytes + MULTIPART_SLACK, "limit_file_bytes", _text)
-        return Face(name, CSR_MAX_BYTES, "CSR_MAX_BYTES", _text)
+            return Face(
+                name,
+                s.limit_file_bytes + MULTIPART_SLACK,
+                f"file over limit_file_bytes={s.limit_file_bytes}; nothing kept",
+                _text,
+            )
+        return Face(name, CSR_MAX_BYTES, f"CSR over {CSR_MAX_BYTES} bytes", _text)
 
     def app(self, forwarder: Forwarder, name: str, lc: ListenerConfig,
             crl: Revocations) -> Starlette:  # fmt: skip

@@ -75,11 +75,11 @@ ErrorAnswer = Callable[[int, str, dict[str, str]], Response]
 @dataclass(frozen=True)
 class Face:
     """One HTTP face as the edge forwards it: its name on the wire (`HttpCall.face`), the
-    largest body it takes (bytes), what names that limit, and how it answers an error."""
+    largest body it takes (bytes), what it says past that (413), how it answers an error."""
 
     name: str
     limit: int
-    limit_name: str
+    too_big: str
     error: ErrorAnswer
 
 
@@ -143,7 +143,7 @@ class Forwarder:
         return None
 
     def _too_big(self, face: Face) -> Response:
-        return face.error(413, f"body over {face.limit_name}={face.limit}", {})
+        return face.error(413, face.too_big, {})
 
     def unavailable(self, face: Face, why: str) -> Response:
         return face.error(503, why, {"Retry-After": self.retry_after})
