@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .parts import EdgeGone, Exchange
+from .parts import Exchange
 from .wire import HttpCall, Names, call_decoder
 
 if TYPE_CHECKING:
@@ -152,13 +152,10 @@ class CoreHttp:
         before it answered."""
         try:
             await face.app(scope(call, face), exchange.receive, exchange.send)
-        except EdgeGone as exc:
-            log.info("core: forwarded %s %s: %s", call.method, call.path[:200], exc)
-            return
-        except Exception:
-            if exchange.broken:  # (the body never came whole: the client's doing, not ours)
-                log.info("core: forwarded %s %s: %s", call.method, call.path[:200],
-                         exchange.broken)  # fmt: skip
+        except Exception:  # (EdgeGone too, maybe in a task group's exception group)
+            why = exchange.gone or exchange.broken
+            if why:  # (the body never came whole, or nobody takes the answer: not our bug)
+                log.info("core: forwarded %s %s: %s", call.method, call.path[:200], why)
             else:
                 self.metrics.internal_error("cluster_http")
                 log.exception("core: forwarded %s %s failed", call.method, call.path[:200])

@@ -59,6 +59,7 @@ class Exchange:
         self.sent = 0  # answer parts published
         self.acked = -1  # the last answer part the edge acknowledged
         self.finished = False  # the answer's last part is out
+        self.gone = ""  # why the edge no longer takes the answer ("" while it does)
 
     async def open(self) -> None:
         """The core's inbox for this call (needed for a body in parts or a long answer)."""
@@ -147,7 +148,8 @@ class Exchange:
             try:
                 got = await asyncio.wait_for(self.incoming.get(), self.wait_s)
             except TimeoutError:
-                raise EdgeGone(f"no acknowledgement of answer part {self.acked + 1}") from None
+                self.gone = f"no acknowledgement of answer part {self.acked + 1}"
+                raise EdgeGone(self.gone) from None
             if isinstance(got, ReplyAck) and got.n > self.acked:
                 self.acked = got.n
         headers = self.headers if n == 0 else []

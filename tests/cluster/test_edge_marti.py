@@ -11,6 +11,7 @@ import contextlib
 import os
 import ssl
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -177,7 +178,7 @@ async def test_an_oversize_body_is_413_at_the_edge_and_nothing_is_stored(
     await cluster.core()
     big = multipart(big_package("MP-BIG", 4), "big.zip")
 
-    async def chunked() -> object:
+    async def chunked() -> AsyncIterator[bytes]:
         for at in range(0, len(big), 65536):
             yield big[at : at + 65536]
 
