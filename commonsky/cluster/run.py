@@ -171,6 +171,7 @@ async def _serve_core(
 
     from .core import ClusterCore
     from .core_http import CoreHttp
+    from .identity import bind_name, check_name
     from .keeper import LeaseKeeper
 
     cluster = config.cluster
@@ -180,11 +181,12 @@ async def _serve_core(
     try:
         # The database too: a standby would otherwise wait for the lease with a store_url it
         # cannot use, and fail only at the takeover it waited for.
-        await asyncio.to_thread(probe, str(config.settings.store_url))
+        hub_id = await asyncio.to_thread(probe, str(config.settings.store_url))
+        js = nc.jetstream()
+        await check_name(js, names, hub_id)  # (another hub's name on this NATS: identity.py)
     except BaseException:
         await nc.close()
         raise
-    js = nc.jetstream()
     await ensure_stream(js, names)
     kv = await picture_bucket(js, names)
     lease = LeaseKeeper(cluster, names.lease, holder)
@@ -207,6 +209,7 @@ async def _serve_core(
     writer = f"{holder} epoch {lease.epoch}"
     try:
         server = await _build(config, init, writer, folder)
+        await bind_name(js, names, server.hub_id)
         await server.start()
     except BaseException:
         # Refused at the takeover (the database, the folder, a port): hand the lease back at

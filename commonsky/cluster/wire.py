@@ -240,6 +240,7 @@ class Names:
         self.beat = f"{name}.beat"
         self.picture = f"{name}_picture"
         self.lease = f"{name}_lease"
+        self.identity = f"{name}_hub"  # the hub the name is bound to (identity.py)
         self.http = f"{name}.http"  # API requests the edges forward (request/reply)
 
     def ingest(self, edge: str) -> str:
