@@ -27,6 +27,7 @@ never retried by the edge; the core does not start it past `budget_s` or without
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -203,35 +204,43 @@ class Forwarder:
     async def _send_body(self, sub: Any, inbox: str, body: _Body, ack: BodyAck,
                          face: Face) -> HttpReply | Response:  # fmt: skip
         """The rest of the body, a part per acknowledgement: the core's answer (it may come
-        before the body ends: a refusal), or the edge's own (a Response)."""
+        before the body ends: a refusal), or the edge's own (a Response). While the core
+        takes part n, part n + 1 is read from the client (sent only once n is acknowledged)."""
         n = 0
         got: HttpReply | BodyAck = ack
-        while isinstance(got, BodyAck):
-            if got.n != n:
-                raise ConnectionError(f"acknowledgement of part {got.n} came where {n} was due")
-            to = got.to
-            try:
-                data = await body.part()
-            except _TooBig:
-                await self._abort(to, n + 1)
-                return self._too_big(face)
-            except ClientDisconnect:
-                await self._abort(to, n + 1)
-                return face.error(400, "the client went away before its body ended", {})
-            n += 1
-            await self.nc.publish(to, encode(BodyPart(n, data, body.done)), reply=inbox)
-            try:
+        ahead: asyncio.Task[bytes] | None = None
+        try:
+            while isinstance(got, BodyAck):
+                if got.n != n:
+                    raise ConnectionError(f"acknowledgement of part {got.n} came where {n} was due")
+                to = got.to
+                try:
+                    data = await (ahead if ahead is not None else body.part())
+                except _TooBig:
+                    await self._abort(to, n + 1)
+                    return self._too_big(face)
+                except ClientDisconnect:
+                    await self._abort(to, n + 1)
+                    return face.error(400, "the client went away before its body ended", {})
+                n += 1
+                await self.nc.publish(to, encode(BodyPart(n, data, body.done)), reply=inbox)
                 if body.done:
                     return await self._answer(sub, self.forward_s + body.total / ANSWER_RATE)
-                got = await self._next(sub, self.part_s)
-            except (_NoCore, TimeoutError) as exc:
-                if isinstance(exc, TimeoutError):
-                    await self._abort(to, n + 1)
-                    why = f"the hub's core did not take part {n} of the body in time"
-                else:
-                    why = "the hub's core went away during the body"
-                return self.unavailable(face, f"{why}; nothing of it was kept; try again")
-        return got
+                ahead = asyncio.ensure_future(body.part())
+                try:
+                    got = await self._next(sub, self.part_s)
+                except (_NoCore, TimeoutError) as exc:
+                    if isinstance(exc, TimeoutError):
+                        await self._abort(to, n + 1)
+                        why = f"the hub's core did not take part {n} of the body in time"
+                    else:
+                        why = "the hub's core went away during the body"
+                    return self.unavailable(face, f"{why}; nothing of it was kept; try again")
+            return got
+        finally:
+            if ahead is not None:  # (cancelled if still reading; its error taken if it failed)
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
     async def _answer(self, sub: Any, timeout: float) -> HttpReply:
         got = await self._next(sub, timeout)
