@@ -17,6 +17,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from commonsky.errors import CommonSkyError
+
 from .wire import (
     REPLY_WINDOW,
     BodyAck,
@@ -37,8 +39,11 @@ log = logging.getLogger("commonsky.cluster")
 _PART_OVERHEAD = 4096  # what an HttpReply adds to its body part (status, headers, framing)
 
 
-class EdgeGone(Exception):
-    """The edge stopped acknowledging the answer: nobody takes the rest of it."""
+class EdgeGone(CommonSkyError):
+    """The edge stopped acknowledging the answer: nobody takes the rest of it (raised into
+    the app's send, as a socket's error would be; the core logs it, counts nothing)."""
+
+    reason = "edge_gone"
 
 
 class Exchange:
