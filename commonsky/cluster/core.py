@@ -31,6 +31,8 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
@@ -39,6 +41,7 @@ from commonsky.model import DURABLE, Category, category_of_event, is_transient
 
 from .nats_io import DUPLICATE_WINDOW_S
 from .picture_kv import PictureWriter
+from .trust import Checks, Untrusted, agrees
 from .wire import (
     EDGE_SILENT_S,
     Attach,
@@ -49,7 +52,6 @@ from .wire import (
     Names,
     Output,
     encode,
-    inbound_decoder,
     roster_decoder,
 )
 
@@ -161,6 +163,7 @@ class ClusterCore:
         self.hub, self.nc, self.js, self.names = hub, nc, js, names
         self.store: PostgresStore = hub.store  # type: ignore[assignment]
         self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture)
+        self.checks = Checks.of(names, set(hub.policy.parties), hub.settings)  # (trust.py)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
@@ -253,8 +256,16 @@ class ClusterCore:
                     break
                 if not msg.data:
                     continue  # (NATS's "no responders" status: no edge is up yet)
-                roster = roster_decoder.decode(msg.data)
-                for info in roster.conns:
+                try:  # (an answer that cannot be read, or a client in it, is left out)
+                    roster, skipped = self.checks.roster(msg.data)
+                except Untrusted as exc:
+                    skipped, roster = [exc], None
+                for exc in skipped:
+                    self._drop(exc)
+                for info in roster.conns if roster is not None else ():
+                    known = self.proxies.get((roster.edge, info.conn))
+                    if known is not None and known.party != info.party:
+                        continue  # (answered twice, differently: the first one holds)
                     self._proxy(roster.edge, info)
                     found += 1
         finally:
@@ -262,8 +273,10 @@ class ClusterCore:
         return found
 
     async def _on_beat(self, msg: Msg) -> None:
-        with contextlib.suppress(Exception):
-            self.seen[roster_decoder.decode(msg.data).edge] = time.monotonic()
+        try:
+            self.seen[roster_decoder.decode(msg.data).edge[:200]] = time.monotonic()
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            self._drop(Untrusted("undecodable", "?", f"not a beat: {exc}"))
 
     # ---- outputs ------------------------------------------------------------------------
 
@@ -419,10 +432,9 @@ class ClusterCore:
         ids: list[str] = []  # the ids that may have been applied already (looked up)
         for msg in msgs:
             try:
-                envelope = inbound_decoder.decode(msg.data)
-            except Exception:
-                self.hub.metrics.internal_error("cluster_inbound")
-                log.exception("core: an unreadable inbound message; dropped")
+                envelope = self.checks.read(msg.subject, msg.data)
+            except Untrusted as exc:
+                self._drop(exc)
                 continue
             envelopes.append(envelope)
             if isinstance(envelope, Ingest):
@@ -438,7 +450,8 @@ class ClusterCore:
                 self._commit(segment, done, seqs)
                 segment = []
                 await self.picture.flush()  # (so `covered` knows every revision)
-                self._attach(envelope)
+                if self._agrees(envelope):
+                    self._attach(envelope)
             else:
                 segment.append(envelope)
         self._commit(segment, done, seqs)
@@ -462,6 +475,8 @@ class ClusterCore:
                 for envelope in segment:
                     if isinstance(envelope, Detach):
                         self._detach(envelope.edge, envelope.conn)
+                    elif not self._agrees(envelope):
+                        continue  # (dropped: never applied, its id not recorded)
                     elif envelope.id in done:
                         self.repeated += 1
                         log.info("core: message %s was applied already (redelivered after a "
@@ -477,6 +492,26 @@ class ClusterCore:
         except StoreUnavailable as exc:
             raise Fatal(f"the store is unavailable: {exc}") from exc
         self.applied += len(fresh) + (0 if wrote else len(live))
+
+    def _agrees(self, envelope: Ingest | Attach) -> bool:
+        """Whether `envelope`'s party is the one its edge gave the connection (trust.py
+        `agrees`); dropped (counted, logged) when not."""
+        conn = envelope.conn if isinstance(envelope, Ingest) else envelope.info.conn
+        known = self.proxies.get((envelope.edge, conn))
+        try:
+            agrees(envelope, None if known is None else known.party)
+        except Untrusted as exc:
+            self._drop(exc)
+            return False
+        return True
+
+    def _drop(self, exc: Untrusted) -> None:
+        """A stream message that failed the core's checks: counted, one rate-limited line
+        per edge and reason; acknowledged with its batch, never applied (trust.py)."""
+        self.hub.metrics.cluster_drop(exc.reason)
+        self.hub.log_limited(log, f"cluster_{exc.reason}", exc.edge,
+                             "core: dropped a message from edge %s (%s): %s", exc.edge,
+                             exc.reason, str(exc)[:300])  # fmt: skip
 
     def _ingest(self, env: Ingest) -> None:
         info = ConnInfo(env.conn, env.party, env.user, "tak", "", env.mode)
@@ -498,9 +533,11 @@ class ClusterCore:
             self.hub.metrics.refuse(exc.reason)
             self.hub.log_limited(log, exc.reason, conn.id, "core: %s/%s refused (%s): %s",
                                  env.party, env.user, exc.reason, str(exc)[:300])  # fmt: skip
-        except Exception:
+        except Exception:  # (our bug: its traceback, rate-limited per edge)
             self.hub.metrics.internal_error("accept")
-            log.exception("core: accepting %s/%r failed", env.party, env.event.uid[:120])
+            self.hub.log_limited(log, "internal_accept", env.edge, "core: accepting %s/%r "
+                                 "from edge %s failed", env.party, env.event.uid[:120],
+                                 env.edge, level=logging.ERROR, exc_info=True)  # fmt: skip
 
     def _again(self, env: Ingest) -> None:
         """A message applied before the last core died: what it made is given again to those

@@ -141,9 +141,9 @@ class EdgeHub:
         # handled its Attach (LIVE_HOLD_S)
         self.held_live: dict[str, dict[tuple[str, str], Pending]] = {}
 
-    def log_limited(self, logger: logging.Logger, reason: str, key: str, msg: str,
-                    *args: object, level: int = logging.WARNING) -> None:  # fmt: skip
-        self.logs.log(logger, level, reason, key, msg, *args)
+    def log_limited(self, logger: logging.Logger, reason: str, key: str, msg: str, *args: object,
+                    level: int = logging.WARNING, exc_info: bool = False) -> None:  # fmt: skip
+        self.logs.log(logger, level, reason, key, msg, *args, exc_info=exc_info)
 
     def admit(self, party: str) -> str | None:
         return self.wires.admit(party)
