@@ -11,6 +11,7 @@ gives nothing to anyone, and costs nothing but its line and its count."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,10 +88,9 @@ class Core:
         self.core, self.loop = core, loop
         self.seq = 0
         agreements = core.hub.policy.agreements
-        self.sees = {
-            (a.provider, r, c.value) for a in agreements if a.disclosure is not Disclosure.CONFLICTS_ONLY
-            for r in a.recipients for c in a.categories
-        }  # fmt: skip
+        shown = [a for a in agreements if a.disclosure is not Disclosure.CONFLICTS_ONLY]
+        self.sees = {(a.provider, r, c.value) for a in shown for r in a.recipients
+                     for c in a.categories}  # fmt: skip
 
     def feed(self, subject: str, data: bytes) -> list[tuple[str, str, str, str, str]]:
         """One message through the core; (edge, conn, originator, uid, category) of each
@@ -138,10 +138,8 @@ def core(tmp_path: Path, postgres_url: str) -> Iterator[Core]:
 def check(fed: Core, subject: str, data: bytes) -> None:
     """The property, for one message (module docstring)."""
     envelope: Any = None
-    try:
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
         envelope = msgspec.msgpack.decode(data, type=Ingest | Attach | Detach)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        pass
     dropped_before = _dropped(fed)
     # Who each client is: the party its edge gave it (an Attach, or its first event).
     parties = {key: conn.party for key, conn in fed.core.proxies.items()}
@@ -210,13 +208,19 @@ def envelopes(draw: st.DrawFn) -> tuple[str, bytes]:
 
 garbage = st.tuples(
     st.sampled_from([NAMES.ingest(e) for e in EDGES]),
-    st.binary(max_size=300) | st.builds(encode, st.dictionaries(texts | st.just("type"), texts | st.integers(-(2**63), 2**63))),
+    st.binary(max_size=300)
+    | st.builds(
+        encode, st.dictionaries(texts | st.just("type"), texts | st.integers(-(2**63), 2**63))
+    ),
 )
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(st.lists(envelopes() | garbage, min_size=1, max_size=6))
 def test_hostile_messages_never_stop_the_core_nor_reach_who_may_not_see(
     core: Core, messages: list[tuple[str, bytes]]
@@ -246,7 +250,7 @@ def test_the_property_catches_a_message_applied_as_the_party_it_claims(core: Cor
         check(core, NAMES.ingest("edge-a"), encode(forged))
 
 
-@pytest.mark.parametrize("name,subject,envelope", [
+@pytest.mark.parametrize(("name", "subject", "envelope"), [
     ("a party it does not hold", NAMES.ingest("edge-a"),
      Ingest("edge-a.r.1", "edge-a", "edge-a:USA#1", "RUS", "u", "xml", EVENTS[0], NOW)),
     ("the hub's identity", NAMES.ingest("edge-a"),
