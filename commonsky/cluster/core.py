@@ -510,7 +510,7 @@ class ClusterCore:
         per edge and reason; acknowledged with its batch, never applied (trust.py)."""
         self.hub.metrics.cluster_drop(exc.reason)
         self.hub.log_limited(log, f"cluster_{exc.reason}", exc.edge,
-                             "core: dropped a message from edge %s (%s): %s", exc.edge,
+                             "core: dropped a message from edge %r (%s): %s", exc.edge,
                              exc.reason, str(exc)[:300])  # fmt: skip
 
     def _ingest(self, env: Ingest) -> None:
