@@ -218,7 +218,8 @@ class ClusterCore:
         replay = self.hub.picture.replay(conn)
         if att.replayed is not None:
             covered, party, upto = self.picture.covered, conn.party, att.replayed
-            replay = (p for p in replay if not covered(party, p, upto))
+            unread = frozenset(att.unread)
+            replay = (p for p in replay if not covered(party, p, upto, unread))
         conn.outbox.replay(replay)
         if att.info.devices:
             # Devices it reported while the edge read its picture: the edge knew them before

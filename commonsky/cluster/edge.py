@@ -332,12 +332,16 @@ class EdgeLink:
 
     async def _announce(self, conn: Connection) -> None:
         replayed: int | None = None
+        unread: list[str] = []
         try:
-            entries, replayed = await read_picture(self.kv, conn.party, self.hub.clock())
+            read = await read_picture(self.kv, conn.party, self.hub.clock())
+            entries, replayed, unread = read.entries, read.top, read.unread
         except Exception as exc:  # NATS away: the core will send it the whole picture
             log.warning("edge %s: picture of %s unread (%s); the core sends it",
                         self.hub.edge, conn.party, exc)  # fmt: skip
             entries = []
+        if unread:
+            self.hub.metrics.cluster_drop("picture_entry")
         here = conn.id in self.hub.by_id
         if here and entries:
             # (In XML; a client that speaks protobuf gets each converted as it is drawn; a
@@ -354,7 +358,7 @@ class EdgeLink:
                 self.hub.held_live[conn.id] = live
                 asyncio.get_running_loop().call_later(LIVE_HOLD_S, self.hub.release, conn.id)
             self.hub.wires.mark(conn)
-        self._put((self._id(), encode(Attach(self.hub.edge, info(conn), replayed))))
+        self._put((self._id(), encode(Attach(self.hub.edge, info(conn), replayed, unread))))
         for held in self.waiting.pop(conn.id, []):
             self.queue.put_nowait(held)  # (counted in `taken` when it was held)
         if here:
