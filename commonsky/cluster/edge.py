@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+import msgspec
+
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections, Delivered, delivery, record_delivery
@@ -261,6 +263,21 @@ def page_replay(hub: EdgeHub, entries: list[PictureEntry]) -> list[Pending]:
     return made
 
 
+def read_delivery(data: bytes) -> Delivery:
+    """The core's `Delivery` from its bytes, each output's index and category checked.
+    Raises ValueError."""
+    try:
+        delivery = delivery_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a delivery: {exc}") from None
+    count = len(delivery.outputs)
+    if any(not 0 <= at < count for _, at in delivery.outs):
+        raise ValueError(f"an output index past its {count} outputs")
+    for output in delivery.outputs:
+        Category(output.category)  # (ValueError)
+    return delivery
+
+
 def info(conn: Connection) -> ConnInfo:
     return ConnInfo(conn.id, conn.party, conn.user, conn.listener, conn.address, conn.mode(),
                     dict(conn.devices), conn.oversight)  # fmt: skip
@@ -390,10 +407,12 @@ class EdgeLink:
 
     async def _on_delivery(self, msg: Msg) -> None:
         try:
-            delivery = delivery_decoder.decode(msg.data)
-        except Exception:
-            self.hub.metrics.internal_error("cluster_delivery")
-            log.exception("edge %s: an unreadable delivery from the core", self.hub.edge)
+            delivery = read_delivery(msg.data)
+        except ValueError as exc:  # (not the core's: anyone may publish on NATS)
+            self.hub.metrics.cluster_drop("delivery")
+            self.hub.log_limited(log, "cluster_delivery", msg.subject[:120], "edge %s: a "
+                                 "delivery it cannot read on %r, dropped: %s", self.hub.edge,
+                                 msg.subject[:120], str(exc)[:300])  # fmt: skip
             return
         self.hub.deliver(delivery)
 
