@@ -150,6 +150,8 @@ async def _serve_core(
     config: HubConfig, stop: asyncio.Event, init: bool, folder: DataDir, holder: str
 ) -> None:
     from commonsky.http.app import build_app
+    from commonsky.hub.core_state import look_at_database
+    from commonsky.store.base import redacted
     from commonsky.store.postgres import probe  # (psycopg: the `cluster` extra)
 
     from .core import ClusterCore
@@ -162,8 +164,12 @@ async def _serve_core(
     nc = await connect(cluster, f"core {holder}")
     try:
         # The database too: a standby would otherwise wait for the lease with a store_url it
-        # cannot use, and fail only at the takeover it waited for.
-        await asyncio.to_thread(probe, str(config.settings.store_url))
+        # cannot use, or one of another cluster or hub, and fail only at the takeover it
+        # waited for.
+        url = str(config.settings.store_url)
+        hub_id = folder.manifest["hub_id"] if folder.manifest else None
+        look = look_at_database(redacted(url), cluster.name, folder.path, hub_id, init)
+        await asyncio.to_thread(probe, url, 5.0, look)
     except BaseException:
         await nc.close()
         raise

@@ -90,14 +90,19 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 
 
-def probe(url: str, timeout_s: float = 5.0) -> None:
-    """Connect to the PostgreSQL database `url` and close again. For a process that needs the
-    database only later — a cluster core standing by for the lease — so that a wrong or
-    unreachable `store_url` is said at its start, not at the takeover it waited for.
+def probe(url: str, timeout_s: float = 5.0,
+          look: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:  # fmt: skip
+    """Connect to the PostgreSQL database `url`, have `look` read what it needs (nothing is
+    written), and close again. For a process that needs the database only later — a cluster
+    core standing by for the lease — so that a wrong or unreachable `store_url` is said at
+    its start, not at the takeover it waited for (hub/core_state.py `look_at_database`).
 
-    Raises UsageError (one line, the URL without its password)."""
+    Raises UsageError (one line, the URL without its password), and what `look` raises."""
     try:
-        psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout_s))).close()
+        with psycopg.connect(url, autocommit=True,
+                             connect_timeout=max(1, round(timeout_s))) as db:  # fmt: skip
+            if look is not None:
+                look(db)
     except psycopg.Error as exc:
         raise _unusable(url, exc) from None
 
