@@ -76,6 +76,8 @@ _PRUNE_EVERY_S = 60.0  # applied ids that can never come again forgotten this of
 # outage — the table, not the window, then keeps it from being applied twice.
 APPLIED_KEEP_S = 30 * DUPLICATE_WINDOW_S
 _RECONCILE_EVERY_S = 5.0  # every key of the picture checked (prune, agreements' changes)
+_STORE_EVERY_S = 2.0  # the database asked whether it answers this often (`_check_store`)
+_STORE_MISSES = 2
 
 
 class Fatal(CommonSkyError):
@@ -179,6 +181,7 @@ class ClusterCore:
         # Stream sequence at takeover: a message up to it may have been applied by an earlier
         # core (its id is looked up even when live); later ones only this core applies.
         self.recheck_upto = 0
+        self.unanswered = 0  # the database's checks failed in a row (`_check_store`)
 
     # ---- connections --------------------------------------------------------------------
 
@@ -390,7 +393,7 @@ class ClusterCore:
 
     async def _upkeep(self) -> None:
         loop = asyncio.get_running_loop()
-        last_reconcile = last_prune = loop.time()
+        last_reconcile = last_prune = last_checked = loop.time()
         while True:
             await asyncio.sleep(_PICTURE_EVERY_S)
             now = loop.time()
@@ -402,6 +405,9 @@ class ClusterCore:
                     raise Fatal(f"the store is unavailable: {exc}") from exc
                 except Exception as exc:  # NATS away: tried again at the next round
                     log.warning("core: applied ids not pruned (%s)", exc)
+            if now - last_checked >= _STORE_EVERY_S:
+                last_checked = now
+                await self._check_store()
             if now - last_reconcile >= _RECONCILE_EVERY_S:
                 last_reconcile = now
                 self.picture.reconcile()
@@ -411,6 +417,22 @@ class ClusterCore:
                                 edge, EDGE_SILENT_S)  # fmt: skip
                     self._drop_edge(edge)
             await self.picture.flush()
+
+    async def _check_store(self) -> None:
+        """A core whose database stops answering stops serving (Fatal: the lease goes back,
+        run.py), even when nothing it applies needs a write: it must not serve on without a
+        store (live items need none), nor hold the lease a standby that has one could take.
+        Two failed checks in a row: one slow answer is not an outage."""
+        from commonsky.store.postgres import answers  # (psycopg: the `cluster` extra)
+
+        if await asyncio.to_thread(answers, self.store.url):
+            self.unanswered = 0
+            return
+        self.unanswered += 1
+        log.warning("core: the database does not answer (%d of %d)", self.unanswered,
+                    _STORE_MISSES)  # fmt: skip
+        if self.unanswered >= _STORE_MISSES:
+            raise Fatal(f"the store is unavailable: {self.store.where} does not answer")
 
     async def _on_msg(self, msg: Msg) -> None:
         self._inbox.put_nowait(msg)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 FAIL_STOP = 75  # exit status of a core that stopped to let a standby take over
+_RELEASE_S = 3.0  # a core stopping hands its lease back within this, or leaves it to the TTL
 
 
 class EdgeServer:
@@ -152,7 +154,7 @@ async def _serve_core(
     from commonsky.http.app import build_app
     from commonsky.hub.core_state import look_at_database
     from commonsky.store.base import redacted
-    from commonsky.store.postgres import probe  # (psycopg: the `cluster` extra)
+    from commonsky.store.postgres import answers, probe  # (psycopg: the `cluster` extra)
 
     from .core import ClusterCore
     from .core_http import CoreHttp
@@ -176,7 +178,9 @@ async def _serve_core(
     js = nc.jetstream()
     await ensure_stream(js, names)
     kv = await picture_bucket(js, names)
-    lease = LeaseKeeper(cluster, names.lease, holder)
+    # (The lease is taken only while the database answers: a standby that cannot use it
+    # would take the lease and fail at the takeover, or serve without a store.)
+    lease = LeaseKeeper(cluster, names.lease, holder, functools.partial(answers, url))
     log.info("cluster core %s: standing by for the lease", holder)
     acquiring = asyncio.create_task(lease.acquire())
     stopping = asyncio.create_task(stop.wait())
@@ -212,8 +216,12 @@ async def _serve_core(
              holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip
     why = await _first(stop, lease.lost, core)
     if why is not None:
-        # Nothing more may leave this process: a standby applies the stream from here.
+        # Nothing more may leave this process: a standby applies the stream from here. The
+        # lease is handed back on the way (bounded: a lease lost, or NATS away, is not), so
+        # that a standby need not wait out its TTL.
         log.critical("cluster core %s stopping at once: %s", holder, why)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(lease.release(), _RELEASE_S)
         logging.shutdown()
         os._exit(FAIL_STOP)
     await http.stop()

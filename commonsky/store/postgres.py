@@ -107,6 +107,21 @@ def probe(url: str, timeout_s: float = 5.0,
         raise _unusable(url, exc) from None
 
 
+#: A database that does not answer within this is not usable now (`answers`).
+ANSWER_TIMEOUT_S = 2.0
+
+
+def answers(url: str) -> bool:
+    """Whether the database at `url` takes a connection now, within ANSWER_TIMEOUT_S (a
+    cluster core standing by asks before it takes the lease; a serving one, every few
+    seconds: cluster/core.py). Never raises."""
+    try:
+        probe(url, ANSWER_TIMEOUT_S)
+    except UsageError:
+        return False
+    return True
+
+
 def _unusable(url: str, exc: psycopg.Error) -> UsageError:
     return UsageError(f"store_url: cannot use PostgreSQL at {redacted(url)}: {_first_line(exc)}")
 
