@@ -77,7 +77,7 @@ _PRUNE_EVERY_S = 60.0  # applied ids that can never come again forgotten this of
 APPLIED_KEEP_S = 30 * DUPLICATE_WINDOW_S
 _RECONCILE_EVERY_S = 5.0  # every key of the picture checked (prune, agreements' changes)
 _STORE_EVERY_S = 2.0  # the database asked whether it answers this often (`_check_store`)
-_STORE_MISSES = 2
+_STORE_MISSES = 3  # (one slow answer on a loaded machine is not an outage)
 
 
 class Fatal(CommonSkyError):
@@ -258,22 +258,29 @@ class ClusterCore:
                     msg = await sub.next_msg(timeout=left)
                 except Exception:
                     break
-                if not msg.data:
-                    continue  # (NATS's "no responders" status: no edge is up yet)
-                try:  # (an answer that cannot be read, or a client in it, is left out)
-                    roster, skipped = self.checks.roster(msg.data)
-                except Untrusted as exc:
-                    skipped, roster = [exc], None
-                for exc in skipped:
-                    self._drop(exc)
-                for info in roster.conns if roster is not None else ():
-                    known = self.proxies.get((roster.edge, info.conn))
-                    if known is not None and known.party != info.party:
-                        continue  # (answered twice, differently: the first one holds)
-                    self._proxy(roster.edge, info)
-                    found += 1
+                if msg.data:  # (empty: NATS's "no responders" status: no edge is up yet)
+                    found += self._take_roster(msg.data)
         finally:
             await sub.unsubscribe()
+        return found
+
+    def _take_roster(self, data: bytes) -> int:
+        """One edge's answer: its clients the core did not know; what cannot be read, or a
+        client that fails the checks, is left out (trust.py). Returns how many it took."""
+        try:
+            roster, skipped = self.checks.roster(data)
+        except Untrusted as exc:
+            self._drop(exc)
+            return 0
+        for left in skipped:
+            self._drop(left)
+        found = 0
+        for info in roster.conns:
+            known = self.proxies.get((roster.edge, info.conn))
+            if known is not None and known.party != info.party:
+                continue  # (answered twice, differently: the first one holds)
+            self._proxy(roster.edge, info)
+            found += 1
         return found
 
     async def _on_beat(self, msg: Msg) -> None:
@@ -422,7 +429,7 @@ class ClusterCore:
         """A core whose database stops answering stops serving (Fatal: the lease goes back,
         run.py), even when nothing it applies needs a write: it must not serve on without a
         store (live items need none), nor hold the lease a standby that has one could take.
-        Two failed checks in a row: one slow answer is not an outage."""
+        _STORE_MISSES failed checks in a row: one slow answer is not an outage."""
         from commonsky.store.postgres import answers  # (psycopg: the `cluster` extra)
 
         if await asyncio.to_thread(answers, self.store.url):

@@ -117,7 +117,7 @@ async def test_a_standby_takes_the_lease_only_while_its_database_answers(
     await until(lambda: standby.proc.poll() is not None, "the core stops")  # type: ignore[union-attr]
     assert standby.proc.returncode == 75, standby.text()[-2000:]
     assert await lease_free(nc, cluster_name)
-    assert "the database does not answer (2 of 2)" in standby.text()
+    assert "the database does not answer (3 of 3)" in standby.text()
     for client in (usa, rus):
         await client.close()
 
