@@ -152,9 +152,7 @@ async def _serve_core(
     config: HubConfig, stop: asyncio.Event, init: bool, folder: DataDir, holder: str
 ) -> None:
     from commonsky.http.app import build_app
-    from commonsky.hub.core_state import look_at_database
-    from commonsky.store.base import redacted
-    from commonsky.store.postgres import answers, probe  # (psycopg: the `cluster` extra)
+    from commonsky.store.postgres import answers  # (psycopg: the `cluster` extra)
 
     from .core import ClusterCore
     from .core_http import CoreHttp
@@ -163,18 +161,8 @@ async def _serve_core(
     cluster = config.cluster
     assert cluster is not None
     names = Names(cluster.name)
-    nc = await connect(cluster, f"core {holder}")
-    try:
-        # The database too: a standby would otherwise wait for the lease with a store_url it
-        # cannot use, or one of another cluster or hub, and fail only at the takeover it
-        # waited for.
-        url = str(config.settings.store_url)
-        hub_id = folder.manifest["hub_id"] if folder.manifest else None
-        look = look_at_database(redacted(url), cluster.name, folder.path, hub_id, init)
-        await asyncio.to_thread(probe, url, 5.0, look)
-    except BaseException:
-        await nc.close()
-        raise
+    url = str(config.settings.store_url)
+    nc = await _reach(config, init, folder, holder)
     js = nc.jetstream()
     await ensure_stream(js, names)
     kv = await picture_bucket(js, names)
@@ -229,6 +217,29 @@ async def _serve_core(
     await server.stop()
     await lease.release()
     await nc.close()
+
+
+async def _reach(config: HubConfig, init: bool, folder: DataDir, holder: str) -> Client:
+    """The core's NATS connection, once NATS and then its database answered. The database
+    is looked at too (reading only): a standby would otherwise wait for the lease with a
+    store_url it cannot use, or one of another cluster or hub, and fail only at the takeover
+    it waited for. Raises UsageError (one line)."""
+    from commonsky.hub.core_state import look_at_database
+    from commonsky.store.base import redacted
+    from commonsky.store.postgres import probe  # (psycopg: the `cluster` extra)
+
+    cluster = config.cluster
+    assert cluster is not None
+    nc = await connect(cluster, f"core {holder}")
+    try:
+        url = str(config.settings.store_url)
+        hub_id = folder.manifest["hub_id"] if folder.manifest else None
+        look = look_at_database(redacted(url), cluster.name, folder.path, hub_id, init)
+        await asyncio.to_thread(probe, url, 5.0, look)
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
 
 
 async def _build(config: HubConfig, init: bool, writer: str, folder: DataDir) -> HubServer:
