@@ -159,9 +159,7 @@ def check_detail(detail: str, limits: XmlLimits = DEFAULT_LIMITS) -> None:
     inbound stream (cluster/trust.py). Raises RemoteProtocolError (its reason: `malformed`,
     `dtd`, `too_deep`, `attribute_too_long`, `oversized`)."""
     data = f"<event><detail>{detail}</detail></event>".encode("utf-8", "surrogatepass")
-    root = _parse_document(data, limits, "detail: ")
-    # (The walk `_parse_document` may skip for a short document: done whatever the size.)
-    _check_shape(root, limits, "detail: ")
+    root = _parse_document(data, limits, "detail: ")  # (its walk when the size needs one)
     if len(root) != 1 or root[0].tag != "detail" or root[0].tail:
         raise RemoteProtocolError("malformed", "detail: it closes its <detail>")
     if "link" in detail:
