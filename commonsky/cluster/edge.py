@@ -252,14 +252,18 @@ def page_replay(hub: EdgeHub, entries: list[PictureEntry]) -> list[Pending]:
     # longer than what was accepted; the bound only keeps a bad entry from costing much.)
     limits = XmlLimits(4 * s.limit_message_bytes, s.limit_xml_depth, s.limit_attribute_bytes)
     made: list[Pending] = []
+    failed: list[str] = []
     for e in entries:
         try:
             data = entry_json(e, limits)
-        except Exception as exc:
+        except Exception as exc:  # (one line for the read, below: not one per entry)
             hub.metrics.render_failed("json")
-            log.error("edge: picture entry %s/%r unreadable as JSON: %s", e.party, e.uid[:120], exc)
+            failed.append(f"{e.party}/{e.uid[:120]!r}: {str(exc)[:200]}")
             continue
         made.append(edge_pending(e.party, e.uid, e.category, e.received, "json", data))
+    if failed:
+        log.error("edge: %d picture entries unreadable as JSON, left out; the first, %s",
+                  len(failed), failed[0])  # fmt: skip
     return made
 
 

@@ -8,6 +8,7 @@ whose entry was damaged, once, even though the edge read past its revision."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 import msgspec
@@ -16,8 +17,11 @@ from nats.aio.client import Client as Nats
 from nats.js.errors import NoKeysError
 
 from commonsky.bench.cluster import Client, Cluster, marker, track, until, until_async
+from commonsky.cluster.edge import EdgeHub, page_replay
 from commonsky.cluster.picture_kv import read_entry
 from commonsky.cluster.wire import PictureEntry, encode, picture_key
+from commonsky.policy import Policy
+from commonsky.settings import defaults
 
 GOOD = PictureEntry("USA", "u1", "airspace", 1.0, 2e9, True, b'<event uid="u1"></event>')
 
@@ -95,3 +99,16 @@ async def test_a_late_joiner_gets_every_readable_entry_and_the_core_the_rest(
     assert "Traceback" not in edge.text()
     for client in (usa, late, alone, barrier):
         await client.close()
+
+
+def test_a_map_page_s_unreadable_entries_are_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A map page's picture is made into JSON at the edge (`page_replay`): entries whose XML
+    does not parse are left out in one line for the read, not one each."""
+    hub = EdgeHub("e1", Policy([], []), defaults())
+    good = msgspec.structs.replace(GOOD, uid="m-1", xml=marker("m-1", time.time()))
+    bad = msgspec.structs.replace(GOOD, xml=b'<event uid="u1"><point lat="x"/></event>')
+    with caplog.at_level(logging.ERROR, logger="commonsky.cluster"):
+        made = page_replay(hub, [bad, good, bad, bad])
+    assert [p.rendered.item.key for p in made] == [("USA", "m-1")]
+    lines = [r.getMessage() for r in caplog.records if "unreadable as JSON" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("edge: 3 picture entries"), lines
