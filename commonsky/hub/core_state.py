@@ -143,7 +143,7 @@ def look_at_database(
                      "WHERE name = %s", (HUB_KEY,))  # fmt: skip
         if not keys and not init:
             raise UsageError(
-                f"store_url {where}: holds no hub (no signing key in commonsky_hub_state): "
+                f"store_url {where}: holds no hub yet (no signing key in commonsky_hub_state): "
                 "give this core its cluster's store_url; a new cluster's first core starts "
                 "once with --init, and its standbys once it serves"
             )

@@ -71,7 +71,7 @@ async def standby(serving_config: Path, folder: Path, store_url: str | None = No
 async def test_an_empty_database(tmp_path: Path, cluster: Cluster, other_database: str) -> None:
     serving = await cluster.core()
     line = await standby(serving.config, tmp_path / "standby", other_database)
-    assert "holds no hub (no signing key" in line, line
+    assert "holds no hub yet (no signing key" in line, line
     assert tables(other_database) == []  # (nothing made there)
 
 
