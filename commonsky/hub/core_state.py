@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from commonsky.errors import UsageError
 from commonsky.hub.adopt import adopt, earlier_files
-from commonsky.hub.shared import DIRECTORY, HUB_KEY, SharedState, open_identity
+from commonsky.hub.shared import DIRECTORY, HUB_KEY, HUB_SECRET, SharedState, open_identity
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -139,14 +139,24 @@ def look_at_database(
                 f"to {hub_id}; give this core an empty data_dir of its own, or the store_url "
                 "of its hub"
             )
-        keys = _rows(db, "commonsky_hub_state", "SELECT name FROM commonsky_hub_state "
-                     "WHERE name = %s", (HUB_KEY,))  # fmt: skip
-        if not keys and not init:
+        rows = _rows(db, "commonsky_hub_state", "SELECT name FROM commonsky_hub_state "
+                     "WHERE name IN (%s, %s)", (HUB_KEY, HUB_SECRET))  # fmt: skip
+        has = {str(row[0]) for row in rows}
+        missing = [name for name in (HUB_KEY, HUB_SECRET) if name not in has]
+        if init or not missing:
+            return
+        if not has and theirs is None:
             raise UsageError(
                 f"store_url {where}: holds no hub yet (no signing key in commonsky_hub_state): "
                 "give this core its cluster's store_url; a new cluster's first core starts "
                 "once with --init, and its standbys once it serves"
             )
+        held = ", ".join(sorted(has)) or f"hub {theirs}"  # (the takeover's words: shared.py)
+        raise UsageError(
+            f"store_url {where}: the database holds {held} but not {', '.join(missing)}; "
+            "restore it from a backup, or start with --init to make "
+            f"{'it' if len(missing) == 1 else 'them'} afresh"
+        )
 
     return look
 
