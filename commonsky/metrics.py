@@ -64,6 +64,14 @@ class Metrics:
             ["where"],
             registry=r,
         )
+        self.cluster_dropped = Counter(
+            "commonsky_cluster_dropped",
+            "Messages a cluster core took from its inbound stream and dropped, failing its "
+            "checks of what an edge may say (cluster/trust.py), by reason; and picture "
+            "entries, roster answers an edge or core could not read.",
+            ["reason"],
+            registry=r,
+        )
         self.latency = FastHistogram(
             "commonsky_delivery_latency_seconds",
             "From acceptance to the write on a recipient's socket.",
@@ -110,6 +118,9 @@ class Metrics:
 
     def render_failed(self, mode: str) -> None:
         self.child(self.render_failures, mode).inc()  # type: ignore[attr-defined]
+
+    def cluster_drop(self, reason: str) -> None:
+        self.child(self.cluster_dropped, reason).inc()  # type: ignore[attr-defined]
 
     def internal_error(self, where: str) -> None:
         self.child(self.internal_errors, where).inc()  # type: ignore[attr-defined]

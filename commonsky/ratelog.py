@@ -52,8 +52,11 @@ class RateLimitedLog:
         key: str,
         msg: str,
         *args: object,
+        exc_info: bool = False,
     ) -> bool:
-        """Write the line unless its reason or key is over its rate; True if written."""
+        """Write the line unless its reason or key is over its rate; True if written.
+        `exc_info`: with the traceback of the exception being handled (our own bug: the
+        first lines of a window show where; the rest are counted, not repeated)."""
         if not logger.isEnabledFor(level):
             return False
         now = self.clock()
@@ -65,7 +68,7 @@ class RateLimitedLog:
             return False
         by_key.lines += 1
         by_reason.lines += 1
-        logger.log(level, msg, *args)
+        logger.log(level, msg, *args, exc_info=exc_info)
         if len(self._keys) > MAX_KEYS:
             oldest = next(iter(self._keys))
             self._summary(self._keys.pop(oldest), f"{oldest[0]} {oldest[1]}")

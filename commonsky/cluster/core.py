@@ -31,6 +31,8 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
@@ -39,6 +41,7 @@ from commonsky.model import DURABLE, Category, category_of_event, is_transient
 
 from .nats_io import DUPLICATE_WINDOW_S
 from .picture_kv import PictureWriter
+from .trust import Checks, Untrusted, agrees
 from .wire import (
     EDGE_SILENT_S,
     Attach,
@@ -49,7 +52,6 @@ from .wire import (
     Names,
     Output,
     encode,
-    inbound_decoder,
     roster_decoder,
 )
 
@@ -74,6 +76,8 @@ _PRUNE_EVERY_S = 60.0  # applied ids that can never come again forgotten this of
 # outage — the table, not the window, then keeps it from being applied twice.
 APPLIED_KEEP_S = 30 * DUPLICATE_WINDOW_S
 _RECONCILE_EVERY_S = 5.0  # every key of the picture checked (prune, agreements' changes)
+_STORE_EVERY_S = 2.0  # the database asked whether it answers this often (`_check_store`)
+_STORE_MISSES = 3  # (one slow answer on a loaded machine is not an outage)
 
 
 class Fatal(CommonSkyError):
@@ -161,6 +165,7 @@ class ClusterCore:
         self.hub, self.nc, self.js, self.names = hub, nc, js, names
         self.store: PostgresStore = hub.store  # type: ignore[assignment]
         self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture)
+        self.checks = Checks.of(names, set(hub.policy.parties), hub.settings)  # (trust.py)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
@@ -176,6 +181,7 @@ class ClusterCore:
         # Stream sequence at takeover: a message up to it may have been applied by an earlier
         # core (its id is looked up even when live); later ones only this core applies.
         self.recheck_upto = 0
+        self.unanswered = 0  # the database's checks failed in a row (`_check_store`)
 
     # ---- connections --------------------------------------------------------------------
 
@@ -215,7 +221,8 @@ class ClusterCore:
         replay = self.hub.picture.replay(conn)
         if att.replayed is not None:
             covered, party, upto = self.picture.covered, conn.party, att.replayed
-            replay = (p for p in replay if not covered(party, p, upto))
+            unread = frozenset(att.unread)
+            replay = (p for p in replay if not covered(party, p, upto, unread))
         conn.outbox.replay(replay)
         if att.info.devices:
             # Devices it reported while the edge read its picture: the edge knew them before
@@ -250,19 +257,36 @@ class ClusterCore:
                     msg = await sub.next_msg(timeout=left)
                 except Exception:
                     break
-                if not msg.data:
-                    continue  # (NATS's "no responders" status: no edge is up yet)
-                roster = roster_decoder.decode(msg.data)
-                for info in roster.conns:
-                    self._proxy(roster.edge, info)
-                    found += 1
+                if msg.data:  # (empty: NATS's "no responders" status: no edge is up yet)
+                    found += self._take_roster(msg.data)
         finally:
             await sub.unsubscribe()
         return found
 
+    def _take_roster(self, data: bytes) -> int:
+        """One edge's answer: its clients the core did not know; what cannot be read, or a
+        client that fails the checks, is left out (trust.py). Returns how many it took."""
+        try:
+            roster, skipped = self.checks.roster(data)
+        except Untrusted as exc:
+            self._drop(exc)
+            return 0
+        for left in skipped:
+            self._drop(left)
+        found = 0
+        for info in roster.conns:
+            known = self.proxies.get((roster.edge, info.conn))
+            if known is not None and known.party != info.party:
+                continue  # (answered twice, differently: the first one holds)
+            self._proxy(roster.edge, info)
+            found += 1
+        return found
+
     async def _on_beat(self, msg: Msg) -> None:
-        with contextlib.suppress(Exception):
-            self.seen[roster_decoder.decode(msg.data).edge] = time.monotonic()
+        try:
+            self.seen[roster_decoder.decode(msg.data).edge[:200]] = time.monotonic()
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            self._drop(Untrusted("undecodable", "?", f"not a beat: {exc}"))
 
     # ---- outputs ------------------------------------------------------------------------
 
@@ -375,7 +399,7 @@ class ClusterCore:
 
     async def _upkeep(self) -> None:
         loop = asyncio.get_running_loop()
-        last_reconcile = last_prune = loop.time()
+        last_reconcile = last_prune = last_checked = loop.time()
         while True:
             await asyncio.sleep(_PICTURE_EVERY_S)
             now = loop.time()
@@ -387,6 +411,9 @@ class ClusterCore:
                     raise Fatal(f"the store is unavailable: {exc}") from exc
                 except Exception as exc:  # NATS away: tried again at the next round
                     log.warning("core: applied ids not pruned (%s)", exc)
+            if now - last_checked >= _STORE_EVERY_S:
+                last_checked = now
+                await self._check_store()
             if now - last_reconcile >= _RECONCILE_EVERY_S:
                 last_reconcile = now
                 self.picture.reconcile()
@@ -396,6 +423,22 @@ class ClusterCore:
                                 edge, EDGE_SILENT_S)  # fmt: skip
                     self._drop_edge(edge)
             await self.picture.flush()
+
+    async def _check_store(self) -> None:
+        """A core whose database stops answering stops serving (Fatal: the lease goes back,
+        run.py), even when nothing it applies needs a write: it must not serve on without a
+        store (live items need none), nor hold the lease a standby that has one could take.
+        _STORE_MISSES failed checks in a row: one slow answer is not an outage."""
+        from commonsky.store.postgres import answers  # (psycopg: the `cluster` extra)
+
+        if await asyncio.to_thread(answers, self.store.url):
+            self.unanswered = 0
+            return
+        self.unanswered += 1
+        log.warning("core: the database does not answer (%d of %d)", self.unanswered,
+                    _STORE_MISSES)  # fmt: skip
+        if self.unanswered >= _STORE_MISSES:
+            raise Fatal(f"the store is unavailable: {self.store.where} does not answer")
 
     async def _on_msg(self, msg: Msg) -> None:
         self._inbox.put_nowait(msg)
@@ -418,10 +461,9 @@ class ClusterCore:
         ids: list[str] = []  # the ids that may have been applied already (looked up)
         for msg in msgs:
             try:
-                envelope = inbound_decoder.decode(msg.data)
-            except Exception:
-                self.hub.metrics.internal_error("cluster_inbound")
-                log.exception("core: an unreadable inbound message; dropped")
+                envelope = self.checks.read(msg.subject, msg.data)
+            except Untrusted as exc:
+                self._drop(exc)
                 continue
             envelopes.append(envelope)
             if isinstance(envelope, Ingest):
@@ -437,7 +479,8 @@ class ClusterCore:
                 self._commit(segment, done, seqs)
                 segment = []
                 await self.picture.flush()  # (so `covered` knows every revision)
-                self._attach(envelope)
+                if self._agrees(envelope):
+                    self._attach(envelope)
             else:
                 segment.append(envelope)
         self._commit(segment, done, seqs)
@@ -461,6 +504,8 @@ class ClusterCore:
                 for envelope in segment:
                     if isinstance(envelope, Detach):
                         self._detach(envelope.edge, envelope.conn)
+                    elif not self._agrees(envelope):
+                        continue  # (dropped: never applied, its id not recorded)
                     elif envelope.id in done:
                         self.repeated += 1
                         log.info("core: message %s was applied already (redelivered after a "
@@ -476,6 +521,26 @@ class ClusterCore:
         except StoreUnavailable as exc:
             raise Fatal(f"the store is unavailable: {exc}") from exc
         self.applied += len(fresh) + (0 if wrote else len(live))
+
+    def _agrees(self, envelope: Ingest | Attach) -> bool:
+        """Whether `envelope`'s party is the one its edge gave the connection (trust.py
+        `agrees`); dropped (counted, logged) when not."""
+        conn = envelope.conn if isinstance(envelope, Ingest) else envelope.info.conn
+        known = self.proxies.get((envelope.edge, conn))
+        try:
+            agrees(envelope, None if known is None else known.party)
+        except Untrusted as exc:
+            self._drop(exc)
+            return False
+        return True
+
+    def _drop(self, exc: Untrusted) -> None:
+        """A stream message that failed the core's checks: counted, one rate-limited line
+        per edge and reason; acknowledged with its batch, never applied (trust.py)."""
+        self.hub.metrics.cluster_drop(exc.reason)
+        self.hub.log_limited(log, f"cluster_{exc.reason}", exc.edge,
+                             "core: dropped a message from edge %r (%s): %s", exc.edge,
+                             exc.reason, str(exc)[:300])  # fmt: skip
 
     def _ingest(self, env: Ingest) -> None:
         info = ConnInfo(env.conn, env.party, env.user, "tak", "", env.mode)
@@ -497,9 +562,11 @@ class ClusterCore:
             self.hub.metrics.refuse(exc.reason)
             self.hub.log_limited(log, exc.reason, conn.id, "core: %s/%s refused (%s): %s",
                                  env.party, env.user, exc.reason, str(exc)[:300])  # fmt: skip
-        except Exception:
+        except Exception:  # (our bug: its traceback, rate-limited per edge)
             self.hub.metrics.internal_error("accept")
-            log.exception("core: accepting %s/%r failed", env.party, env.event.uid[:120])
+            self.hub.log_limited(log, "internal_accept", env.edge, "core: accepting %s/%r "
+                                 "from edge %s failed", env.party, env.event.uid[:120],
+                                 env.edge, level=logging.ERROR, exc_info=True)  # fmt: skip
 
     def _again(self, env: Ingest) -> None:
         """A message applied before the last core died: what it made is given again to those

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+import msgspec
+
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections, Delivered, delivery, record_delivery
@@ -141,9 +143,9 @@ class EdgeHub:
         # handled its Attach (LIVE_HOLD_S)
         self.held_live: dict[str, dict[tuple[str, str], Pending]] = {}
 
-    def log_limited(self, logger: logging.Logger, reason: str, key: str, msg: str,
-                    *args: object, level: int = logging.WARNING) -> None:  # fmt: skip
-        self.logs.log(logger, level, reason, key, msg, *args)
+    def log_limited(self, logger: logging.Logger, reason: str, key: str, msg: str, *args: object,
+                    level: int = logging.WARNING, exc_info: bool = False) -> None:  # fmt: skip
+        self.logs.log(logger, level, reason, key, msg, *args, exc_info=exc_info)
 
     def admit(self, party: str) -> str | None:
         return self.wires.admit(party)
@@ -250,15 +252,34 @@ def page_replay(hub: EdgeHub, entries: list[PictureEntry]) -> list[Pending]:
     # longer than what was accepted; the bound only keeps a bad entry from costing much.)
     limits = XmlLimits(4 * s.limit_message_bytes, s.limit_xml_depth, s.limit_attribute_bytes)
     made: list[Pending] = []
+    failed: list[str] = []
     for e in entries:
         try:
             data = entry_json(e, limits)
-        except Exception as exc:
+        except Exception as exc:  # (one line for the read, below: not one per entry)
             hub.metrics.render_failed("json")
-            log.error("edge: picture entry %s/%r unreadable as JSON: %s", e.party, e.uid[:120], exc)
+            failed.append(f"{e.party}/{e.uid[:120]!r}: {str(exc)[:200]}")
             continue
         made.append(edge_pending(e.party, e.uid, e.category, e.received, "json", data))
+    if failed:
+        log.error("edge: %d picture entries unreadable as JSON, left out; the first, %s",
+                  len(failed), failed[0])  # fmt: skip
     return made
+
+
+def read_delivery(data: bytes) -> Delivery:
+    """The core's `Delivery` from its bytes, each output's index and category checked.
+    Raises ValueError."""
+    try:
+        delivery = delivery_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a delivery: {exc}") from None
+    count = len(delivery.outputs)
+    if any(not 0 <= at < count for _, at in delivery.outs):
+        raise ValueError(f"an output index past its {count} outputs")
+    for output in delivery.outputs:
+        Category(output.category)  # (ValueError)
+    return delivery
 
 
 def info(conn: Connection) -> ConnInfo:
@@ -332,12 +353,16 @@ class EdgeLink:
 
     async def _announce(self, conn: Connection) -> None:
         replayed: int | None = None
+        unread: list[str] = []
         try:
-            entries, replayed = await read_picture(self.kv, conn.party, self.hub.clock())
+            read = await read_picture(self.kv, conn.party, self.hub.clock())
+            entries, replayed, unread = read.entries, read.top, read.unread
         except Exception as exc:  # NATS away: the core will send it the whole picture
             log.warning("edge %s: picture of %s unread (%s); the core sends it",
                         self.hub.edge, conn.party, exc)  # fmt: skip
             entries = []
+        if unread:
+            self.hub.metrics.cluster_drop("picture_entry")
         here = conn.id in self.hub.by_id
         if here and entries:
             # (In XML; a client that speaks protobuf gets each converted as it is drawn; a
@@ -354,7 +379,7 @@ class EdgeLink:
                 self.hub.held_live[conn.id] = live
                 asyncio.get_running_loop().call_later(LIVE_HOLD_S, self.hub.release, conn.id)
             self.hub.wires.mark(conn)
-        self._put((self._id(), encode(Attach(self.hub.edge, info(conn), replayed))))
+        self._put((self._id(), encode(Attach(self.hub.edge, info(conn), replayed, unread))))
         for held in self.waiting.pop(conn.id, []):
             self.queue.put_nowait(held)  # (counted in `taken` when it was held)
         if here:
@@ -386,10 +411,12 @@ class EdgeLink:
 
     async def _on_delivery(self, msg: Msg) -> None:
         try:
-            delivery = delivery_decoder.decode(msg.data)
-        except Exception:
-            self.hub.metrics.internal_error("cluster_delivery")
-            log.exception("edge %s: an unreadable delivery from the core", self.hub.edge)
+            delivery = read_delivery(msg.data)
+        except ValueError as exc:  # (not the core's: anyone may publish on NATS)
+            self.hub.metrics.cluster_drop("delivery")
+            self.hub.log_limited(log, "cluster_delivery", msg.subject[:120], "edge %s: a "
+                                 "delivery it cannot read on %r, dropped: %s", self.hub.edge,
+                                 msg.subject[:120], str(exc)[:300])  # fmt: skip
             return
         self.hub.deliver(delivery)
 

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Callable
 
 from .config import ClusterSettings
 from .nats_io import connect
@@ -25,8 +26,12 @@ class LeaseKeeper:
     """`acquire()` waits until this process holds the lease; `lost` (an event of the caller's
     loop) is set when it is lost; `release()` gives it up."""
 
-    def __init__(self, cluster: ClusterSettings, bucket: str, holder: str) -> None:
+    def __init__(self, cluster: ClusterSettings, bucket: str, holder: str,
+                 ready: Callable[[], bool] | None = None) -> None:  # fmt: skip
+        """`ready`: whether this process could serve now, asked (on a thread of its own) when
+        the lease is free (`Lease.acquire`); blocking is fine, a few seconds at most."""
         self.cluster, self.bucket, self.holder = cluster, bucket, holder
+        self.ready = ready
         self.lost = asyncio.Event()
         self.epoch = 0
         self._acquired: concurrent.futures.Future[int] = concurrent.futures.Future()
@@ -69,7 +74,13 @@ class LeaseKeeper:
         try:
             lease = Lease(nc.jetstream(), bucket=self.bucket, holder=self.holder,
                           ttl_s=self.cluster.lease_ttl_s)  # fmt: skip
-            acquiring = asyncio.create_task(lease.acquire())
+            ready = self.ready
+
+            async def usable() -> bool:
+                assert ready is not None
+                return await asyncio.to_thread(ready)
+
+            acquiring = asyncio.create_task(lease.acquire(ready=usable if ready else None))
             while not acquiring.done():  # (a standby told to stop stops waiting)
                 if self._release.is_set():
                     acquiring.cancel()

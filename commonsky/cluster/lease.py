@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # nats-py is the optional `cluster` extra (commonsky.cluster.require_nats)
@@ -86,13 +87,51 @@ class Lease:
         log.info("lease %s/%s taken by %s (epoch %d)", self.bucket, self.key, self.holder, revision)
         return True
 
-    async def acquire(self, poll_s: float | None = None) -> None:
+    async def acquire(self, poll_s: float | None = None,
+                      ready: Callable[[], Awaitable[bool]] | None = None) -> None:  # fmt: skip
         """Wait until this process holds the lease. The server removes a dead holder's entry
-        after the TTL; until then, try again every `poll_s` (default a quarter of the TTL)."""
+        after the TTL; until then, try again every `poll_s` (default a quarter of the TTL).
+
+        `ready`: whether this process could serve now (a core: its database answers), asked
+        when the lease is free; while it says no, the lease is left to another process (one
+        line when that starts, one when it ends). NATS away (restarting, say) is waited out
+        the same way: the process stands by until it is back."""
         poll = poll_s if poll_s is not None else self.ttl_s / 4
+        from nats.errors import Error as NatsError
+
+        waiting: str | None = None  # why this process is not taking the lease now
         # Polled: an entry the server expires (max_age) leaves no marker a watcher would see.
-        while not await self.try_acquire():  # noqa: ASYNC110
+        while True:
+            why: str | None = None
+            try:
+                if ready is not None and not await self.free():
+                    pass  # (held: nothing to decide yet)
+                elif ready is not None and not await ready():
+                    why = "the lease is free, but this process cannot serve (its database)"
+                elif await self.try_acquire():
+                    if waiting is not None:
+                        log.warning("lease %s/%s: %s no longer", self.bucket, self.key, waiting)
+                    return
+            except (TimeoutError, NatsError, OSError) as exc:
+                why = f"NATS unavailable ({type(exc).__name__}: {str(exc)[:200]})"
+            if why is not None and waiting is None:
+                log.warning("lease %s/%s: %s; not taking it, trying again every %.2g s",
+                            self.bucket, self.key, why, poll)  # fmt: skip
+            elif why is None and waiting is not None:
+                log.warning("lease %s/%s: %s no longer", self.bucket, self.key, waiting)
+            waiting = why
             await asyncio.sleep(poll)
+
+    async def free(self) -> bool:
+        """Whether nobody holds the lease now (its entry is absent, deleted or expired)."""
+        from nats.js.errors import KeyNotFoundError
+
+        kv = await self._bucket()
+        try:
+            await kv.get(self.key)
+        except KeyNotFoundError:  # (KeyDeletedError is one)
+            return True
+        return False
 
     async def renew(self) -> bool:
         """One renewal; False (and `lost` set) when the lease is no longer this process's."""

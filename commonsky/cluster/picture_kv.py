@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 LIVE_EVERY_S = 2.0  # live items' entries are brought up to date this often
+_CATEGORIES = frozenset(c.value for c in Category)
 
 
 @dataclass(slots=True)
@@ -245,10 +246,15 @@ class PictureWriter:
             await self.kv.delete(name)
         return len(strays)
 
-    def covered(self, party: str, pending: Pending, replayed: int) -> bool:
+    def covered(self, party: str, pending: Pending, replayed: int,
+                unread: frozenset[str] = frozenset()) -> bool:  # fmt: skip
         """Whether the edge that read `party`'s entries up to revision `replayed` has given
-        this version of the item to its client already."""
-        held = self.held.get((party, pending.rendered.item.key))
+        this version of the item to its client already (not if its entry was among those the
+        edge could not read, `unread`: another writer's or a damaged value)."""
+        key = pending.rendered.item.key
+        if unread and picture_key(party, key) in unread:
+            return False
+        held = self.held.get((party, key))
         return (
             held is not None
             and held.rendered is pending.rendered
@@ -259,12 +265,42 @@ class PictureWriter:
         )
 
 
-async def read_picture(kv: KeyValue, party: str, now: float,
-                       timeout: float = 5.0) -> tuple[list[PictureEntry], int]:  # fmt: skip
-    """An edge's read of `party`'s picture: the entries valid at `now` (durable first, then
-    in the order they were written) and R, the highest revision the read saw."""
+@dataclass(slots=True)
+class Read:
+    """An edge's read of one party's picture (`read_picture`)."""
+
+    entries: list[PictureEntry]  # valid at the read's `now`: durable first, then by revision
+    top: int  # R, the highest revision the read saw
+    unread: list[str]  # keys whose latest entry could not be read (left out, said once)
+
+
+def read_entry(value: bytes) -> PictureEntry:
+    """One bucket value as a `PictureEntry` the edge can replay. Raises ValueError (not one:
+    not msgpack, another shape or version, an unknown category, no XML)."""
+    try:
+        entry = entry_decoder.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a picture entry: {exc}") from None
+    if entry.category not in _CATEGORIES or not entry.uid:
+        raise ValueError(f"not a picture entry: category {entry.category[:40]!r}")
+    xml = entry.xml
+    if xml.startswith(b"<?xml"):
+        xml = xml[xml.find(b"?>") + 2 :].lstrip()
+    # One `<event>` document, as the core renders one (not parsed: a late joiner's whole
+    # picture is read at once; a map page's entries are, `entry_json`).
+    if not (xml.startswith(b"<event ") and xml.endswith(b"</event>")
+            and xml.count(b"<event") == 1 and xml.count(b"</event>") == 1):  # fmt: skip
+        raise ValueError(f"not a picture entry: its XML is not one <event> ({xml[:40]!r})")
+    return entry
+
+
+async def read_picture(kv: KeyValue, party: str, now: float, timeout: float = 5.0) -> Read:
+    """An edge's read of `party`'s picture. An entry that cannot be read (`read_entry`: an
+    earlier version's, or not the core's at all) is left out, named in the log and in
+    `unread`: the core sends that item itself."""
     watcher = await kv.watch(f"{token(party)}.>")
     latest: dict[str, tuple[int, PictureEntry | None]] = {}
+    unread: dict[str, str] = {}
     top = 0
     try:
         while True:
@@ -272,15 +308,28 @@ async def read_picture(kv: KeyValue, party: str, now: float,
             if entry is None:
                 break
             top = max(top, entry.revision or 0)
+            unread.pop(entry.key, None)
             if entry.operation is not None or not entry.value:  # (a delete or purge)
                 latest[entry.key] = (entry.revision or 0, None)
-            else:
-                latest[entry.key] = (entry.revision or 0, entry_decoder.decode(entry.value))
+                continue
+            try:
+                latest[entry.key] = (entry.revision or 0, read_entry(entry.value))
+            except ValueError as exc:
+                latest[entry.key] = (entry.revision or 0, None)
+                unread[entry.key] = str(exc)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
-    held = sorted((rev, e) for rev, e in latest.values() if e is not None and e.until > now)
+    if unread:
+        key, why = next(iter(unread.items()))
+        log.warning("picture bucket: %d entries of %s unreadable, left out (the core sends "
+                    "their items); the first, %s: %s", len(unread), party, key[:120],
+                    why[:200])  # fmt: skip
+    held = sorted(
+        ((rev, e) for rev, e in latest.values() if e is not None and e.until > now),
+        key=lambda pair: pair[0],
+    )
     entries = [e for _, e in held if e.durable] + [e for _, e in held if not e.durable]
-    return entries, top
+    return Read(entries, top, sorted(unread))
 
 
 @dataclass(slots=True, frozen=True)

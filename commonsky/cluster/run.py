@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 FAIL_STOP = 75  # exit status of a core that stopped to let a standby take over
+_RELEASE_S = 3.0  # a core stopping hands its lease back within this, or leaves it to the TTL
 
 
 class EdgeServer:
@@ -167,29 +169,24 @@ async def _serve_core(
     config: HubConfig, stop: asyncio.Event, init: bool, folder: DataDir, holder: str
 ) -> None:
     from commonsky.http.app import build_app
-    from commonsky.store.postgres import probe  # (psycopg: the `cluster` extra)
+    from commonsky.store.postgres import answers  # (psycopg: the `cluster` extra)
 
     from .core import ClusterCore
     from .core_http import CoreHttp
-    from .identity import bind_name, check_name
+    from .identity import bind_name
     from .keeper import LeaseKeeper
 
     cluster = config.cluster
     assert cluster is not None
     names = Names(cluster.name)
-    nc = await connect(cluster, f"core {holder}")
-    try:
-        # The database too: a standby would otherwise wait for the lease with a store_url it
-        # cannot use, and fail only at the takeover it waited for.
-        hub_id = await asyncio.to_thread(probe, str(config.settings.store_url))
-        js = nc.jetstream()
-        await check_name(js, names, hub_id)  # (another hub's name on this NATS: identity.py)
-    except BaseException:
-        await nc.close()
-        raise
+    url = str(config.settings.store_url)
+    nc = await _reach(config, init, folder, holder)
+    js = nc.jetstream()
     await ensure_stream(js, names)
     kv = await picture_bucket(js, names)
-    lease = LeaseKeeper(cluster, names.lease, holder)
+    # (The lease is taken only while the database answers: a standby that cannot use it
+    # would take the lease and fail at the takeover, or serve without a store.)
+    lease = LeaseKeeper(cluster, names.lease, holder, functools.partial(answers, url))
     log.info("cluster core %s: standing by for the lease", holder)
     acquiring = asyncio.create_task(lease.acquire())
     stopping = asyncio.create_task(stop.wait())
@@ -226,8 +223,12 @@ async def _serve_core(
              holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip
     why = await _first(stop, lease.lost, core)
     if why is not None:
-        # Nothing more may leave this process: a standby applies the stream from here.
+        # Nothing more may leave this process: a standby applies the stream from here. The
+        # lease is handed back on the way (bounded: a lease lost, or NATS away, is not), so
+        # that a standby need not wait out its TTL.
         log.critical("cluster core %s stopping at once: %s", holder, why)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(lease.release(), _RELEASE_S)
         logging.shutdown()
         os._exit(FAIL_STOP)
     await http.stop()
@@ -235,6 +236,33 @@ async def _serve_core(
     await server.stop()
     await lease.release()
     await nc.close()
+
+
+async def _reach(config: HubConfig, init: bool, folder: DataDir, holder: str) -> Client:
+    """The core's NATS connection, once NATS and then its database answered. The database
+    is looked at too (reading only): a standby would otherwise wait for the lease with a
+    store_url it cannot use, or one of another cluster or hub, and fail only at the takeover
+    it waited for; and the hub it holds must be the one the cluster's name is bound to on
+    this NATS server (identity.py). Raises UsageError (one line)."""
+    from commonsky.hub.core_state import look_at_database
+    from commonsky.store.base import redacted
+    from commonsky.store.postgres import probe  # (psycopg: the `cluster` extra)
+
+    from .identity import check_name
+
+    cluster = config.cluster
+    assert cluster is not None
+    nc = await connect(cluster, f"core {holder}")
+    try:
+        url = str(config.settings.store_url)
+        hub_id = folder.manifest["hub_id"] if folder.manifest else None
+        look = look_at_database(redacted(url), cluster.name, folder.path, hub_id, init)
+        held = await asyncio.to_thread(probe, url, 5.0, look)
+        await check_name(nc.jetstream(), Names(cluster.name), held)  # (identity.py)
+    except BaseException:
+        await nc.close()
+        raise
+    return nc
 
 
 def _core_faces(server: HubServer) -> dict[str, CoreFace]:

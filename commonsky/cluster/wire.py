@@ -64,11 +64,13 @@ class ConnInfo(msgspec.Struct, frozen=True):
 class Attach(msgspec.Struct, tag="attach", frozen=True):
     """A client came. `replayed`: the picture KV revision up to which the edge replayed the
     picture to it already (the core sends what changed after); None: the edge replayed
-    nothing, the core sends it all."""
+    nothing, the core sends it all. `unread`: the keys of entries the edge found but could
+    not read (picture_kv.read_picture): the core sends their items whatever `replayed` says."""
 
     edge: str
     info: ConnInfo
     replayed: int | None
+    unread: list[str] = []
 
 
 class Detach(msgspec.Struct, tag="detach", frozen=True):

@@ -509,10 +509,11 @@ class Hub:
         msg: str,
         *args: object,
         level: int = logging.WARNING,
+        exc_info: bool = False,
     ) -> None:
         """A log line about a peer, rate-limited per reason and per `key` (a connection,
         address or party): see `commonsky.ratelog`."""
-        self.logs.log(logger, level, reason, key, msg, *args)
+        self.logs.log(logger, level, reason, key, msg, *args, exc_info=exc_info)
 
     # ---- connections --------------------------------------------------------------------
 

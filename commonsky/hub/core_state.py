@@ -5,13 +5,15 @@ of before (hub/adopt.py). `HubServer` calls `open_shared` for a `[cluster]` core
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from commonsky.errors import UsageError
 from commonsky.hub.adopt import adopt, earlier_files
-from commonsky.hub.shared import DIRECTORY, HUB_KEY, SharedState, open_identity
+from commonsky.hub.shared import DIRECTORY, HUB_KEY, HUB_SECRET, SharedState, open_identity
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -104,8 +106,65 @@ def check_cluster_name(store: PostgresStore, cluster: str, init: bool) -> None:
     held = store.meta(CLUSTER_NAME)
     if held is None or held == cluster or init:
         return
-    raise UsageError(
-        f"store_url {store.where}: this database is cluster {held!r}'s, not {cluster!r}'s "
+    raise _other_cluster(store.where, held, cluster)
+
+
+def _other_cluster(where: str, held: str, cluster: str) -> UsageError:
+    return UsageError(
+        f"store_url {where}: this database is cluster {held!r}'s, not {cluster!r}'s "
         f"([cluster] name): give each cluster its own database, or name this one {held!r} "
         f"(start once with --init to hand the database to {cluster!r})"
     )
+
+
+def look_at_database(
+    where: str, cluster: str, data_dir: Path, hub_id: str | None, init: bool
+) -> Callable[[psycopg.Connection[Any]], None]:
+    """What a core standing by reads of its database (`store.postgres.probe`'s `look`;
+    nothing written, nothing claimed), so that a wrong database is said at its start, not at
+    the takeover it waited for: one that holds no hub (no signing key: empty, or not the
+    cluster's; unless `init`), another cluster's (`check_cluster_name`'s rule), or another
+    hub's than the folder's manifest names (`hub_id`). Raises UsageError (one line)."""
+
+    def look(db: psycopg.Connection[Any]) -> None:
+        meta = dict(_rows(db, "commonsky_meta", "SELECT key, value FROM commonsky_meta "
+                          "WHERE key IN ('hub_id', %s)", (CLUSTER_NAME,)))  # fmt: skip
+        held = meta.get(CLUSTER_NAME)
+        if held is not None and held != cluster and not init:
+            raise _other_cluster(where, held, cluster)
+        theirs = meta.get("hub_id")
+        if hub_id is not None and theirs is not None and theirs != hub_id and not init:
+            raise UsageError(
+                f"data_dir {data_dir}: store_url {where} belongs to hub {theirs}, this folder "
+                f"to {hub_id}; give this core an empty data_dir of its own, or the store_url "
+                "of its hub"
+            )
+        rows = _rows(db, "commonsky_hub_state", "SELECT name FROM commonsky_hub_state "
+                     "WHERE name IN (%s, %s)", (HUB_KEY, HUB_SECRET))  # fmt: skip
+        has = {str(row[0]) for row in rows}
+        missing = [name for name in (HUB_KEY, HUB_SECRET) if name not in has]
+        if init or not missing:
+            return
+        if not has and theirs is None:
+            raise UsageError(
+                f"store_url {where}: holds no hub yet (no signing key in commonsky_hub_state): "
+                "give this core its cluster's store_url; a new cluster's first core starts "
+                "once with --init, and its standbys once it serves"
+            )
+        held = ", ".join(sorted(has)) or f"hub {theirs}"  # (the takeover's words: shared.py)
+        raise UsageError(
+            f"store_url {where}: the database holds {held} but not {', '.join(missing)}; "
+            "restore it from a backup, or start with --init to make "
+            f"{'it' if len(missing) == 1 else 'them'} afresh"
+        )
+
+    return look
+
+
+def _rows(db: psycopg.Connection[Any], table: str, query: str,
+          params: tuple[str, ...]) -> list[tuple[Any, ...]]:  # fmt: skip
+    """`query`'s rows, none when `table` is not there (a database no hub has used)."""
+    found = db.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+    if found is None or found[0] is None:
+        return []
+    return list(db.execute(query, params).fetchall())

@@ -398,22 +398,10 @@ class TakListener:
                     if exc.http_status < 500:
                         event = MessageRefused(exc.reason, exc.public())
                     else:
-                        hub.metrics.internal_error("accept")
-                        log.exception(
-                            "%s %s/%s: accepting failed", self.name, conn.party, conn.address
-                        )
+                        self._failed(conn, event.event.uid)
                         continue
                 except Exception:
-                    # Our bug, not the peer's: logged with its traceback and counted; the
-                    # connection and the rest of its read go on.
-                    hub.metrics.internal_error("accept")
-                    log.exception(
-                        "%s %s/%s: accepting %r failed",
-                        self.name,
-                        conn.party,
-                        conn.user or conn.address,
-                        event.event.uid[:120],
-                    )
+                    self._failed(conn, event.event.uid)
                     continue
             if isinstance(event, MessageRefused):
                 hub.metrics.refuse(event.reason)
@@ -433,6 +421,16 @@ class TakListener:
                     conn.close(close)
                     return False
         return True
+
+    def _failed(self, conn: Connection, uid: str) -> None:
+        """Our bug, not the peer's (accepting its event raised): counted, and logged with its
+        traceback — rate-limited per connection, as the peer's refusals are: a client that
+        keeps sending what meets the bug must not write a traceback per frame. The connection
+        and the rest of its read go on."""
+        self.hub.metrics.internal_error("accept")
+        self.hub.log_limited(log, "internal_accept", conn.id, "%s %s/%s: accepting %r failed",
+                             self.name, conn.party, conn.user or conn.address, uid[:120],
+                             level=logging.ERROR, exc_info=True)  # fmt: skip
 
     async def _write_loop(self, conn: Connection, writer: asyncio.StreamWriter) -> None:
         """Only busy when the socket pushed back: wait for it to drain, then flush again."""

@@ -151,6 +151,22 @@ def _parse_document(data: bytes, limits: XmlLimits, where: str) -> etree._Elemen
     return root
 
 
+def check_detail(detail: str, limits: XmlLimits = DEFAULT_LIMITS) -> None:
+    """Refuse a `<detail>` text (`CotEvent.detail`) our parser could not have produced: not
+    well-formed (it would end the `<event>` it is written into), a DTD or entity, deeper or
+    with longer attributes than `limits`, or a telestration stroke that breaks the rules
+    (`parse_event`'s). For an event that did not come from `parse_event` — a cluster core's
+    inbound stream (cluster/trust.py). Raises RemoteProtocolError (its reason: `malformed`,
+    `dtd`, `too_deep`, `attribute_too_long`, `oversized`)."""
+    data = f"<event><detail>{detail}</detail></event>".encode("utf-8", "surrogatepass")
+    root = _parse_document(data, limits, "detail: ")  # (its walk when the size needs one)
+    if len(root) != 1 or root[0].tag != "detail" or root[0].tail:
+        raise RemoteProtocolError("malformed", "detail: it closes its <detail>")
+    if "link" in detail:
+        for link in root.iterfind("detail/link[@line]"):
+            _check_stroke(link.get("line", ""), limits)
+
+
 def stroke_events(root: etree._Element) -> list[etree._Element]:
     """The strokes of a telestration (`u-d-f-m`, ATAK's "MultiPolyline"): each is a whole
     `u-d-f` event, escaped into the `line` attribute of a `<link>` in `<detail>` (ATAK

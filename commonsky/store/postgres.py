@@ -90,14 +90,16 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 
 
-def probe(url: str, timeout_s: float = 5.0) -> str | None:
+def probe(url: str, timeout_s: float = 5.0,
+          look: Callable[[psycopg.Connection[Any]], None] | None = None) -> str | None:  # fmt: skip
     """Connect to the PostgreSQL database `url`, read the hub_id it holds (None: no hub's
-    database yet) and close again. For a process that needs the database only later — a
-    cluster core standing by for the lease — so that a wrong or unreachable `store_url`, or
-    a database of another hub than the cluster's, is said at its start, not at the takeover
-    it waited for. Reads only: creates nothing.
+    database yet), have `look` read what else it needs, and close again. For a process that
+    needs the database only later — a cluster core standing by for the lease — so that a
+    wrong or unreachable `store_url`, or a database of another hub than the cluster's, is
+    said at its start, not at the takeover it waited for (hub/core_state.py
+    `look_at_database`). Reads only: creates nothing.
 
-    Raises UsageError (one line, the URL without its password)."""
+    Raises UsageError (one line, the URL without its password), and what `look` raises."""
     try:
         timeout = max(1, round(timeout_s))
         with psycopg.connect(url, autocommit=True, connect_timeout=timeout) as conn:
@@ -106,6 +108,8 @@ def probe(url: str, timeout_s: float = 5.0) -> str | None:
                 row = conn.execute(
                     "SELECT value FROM commonsky_meta WHERE key = 'hub_id'"
                 ).fetchone()
+            if look is not None:
+                look(conn)
     except psycopg.Error as exc:
         raise _unusable(url, exc) from None
     return str(row[0]) if row else None
@@ -114,6 +118,21 @@ def probe(url: str, timeout_s: float = 5.0) -> str | None:
 def _has_meta(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute("SELECT to_regclass('commonsky_meta') IS NOT NULL").fetchone()
     return bool(row and row[0])
+
+
+#: A database that does not answer within this is not usable now (`answers`).
+ANSWER_TIMEOUT_S = 2.0
+
+
+def answers(url: str) -> bool:
+    """Whether the database at `url` takes a connection now, within ANSWER_TIMEOUT_S (a
+    cluster core standing by asks before it takes the lease; a serving one, every few
+    seconds: cluster/core.py). Never raises."""
+    try:
+        probe(url, ANSWER_TIMEOUT_S)
+    except UsageError:
+        return False
+    return True
 
 
 def _unusable(url: str, exc: psycopg.Error) -> UsageError:
