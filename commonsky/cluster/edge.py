@@ -471,6 +471,12 @@ class EdgeLink:
                 b for b, f in zip(batch, futures, strict=True)
                 if f is None or f not in done or f.exception() is not None
             ]  # fmt: skip
+            for future in sent:
+                if future not in done:
+                    # Its acknowledgement may never come (lost): nats-py holds a slot of its
+                    # bounded pending-publish count per future until it is done, and would
+                    # block every later publish once they are all held.
+                    future.cancel()
             self.published += len(batch) - len(pending)
             if pending:
                 self._healthy.clear()

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
+
+from commonsky.cluster import edge
 from commonsky.cluster.edge import EdgeHub, EdgeLink
 from commonsky.cluster.wire import Names
 from commonsky.hub.connection import Connection
@@ -96,5 +99,31 @@ async def test_an_unacknowledged_message_is_published_again_before_anything_new(
         # The retry was taken before the message accepted meanwhile was published.
         assert js.log == [("sent", first), ("sent", second), ("sent", third),
                           ("again", first), ("sent", fourth)]  # fmt: skip
+    finally:
+        publisher.cancel()
+
+
+async def test_an_acknowledgement_that_never_comes_frees_its_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lost acknowledgement: the message is published again after the wait, and its
+    future is cancelled — nats-py holds one of its bounded pending-publish slots per
+    future until it is done, and every later publish would block once all were held."""
+    monkeypatch.setattr(edge, "_ACK_TIMEOUT_S", 0.2)
+    hub = EdgeHub("e1", Policy([], []), defaults())
+    js = HeldAcks()
+    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"))
+    conn = cast(Connection, FakeConn())
+    publisher = asyncio.create_task(link._publisher())
+    try:
+        hub.accept("USA", "u1", parse_event(track("T-1")), conn)
+        hub.accept("USA", "u1", parse_event(track("T-2")), conn)
+        await until(lambda: len(js.sent) == 2)
+        first, second = js.sent
+        js.acks[second].set_result(None)  # (the first one's never comes)
+        await until(lambda: link.unpublished == 0)
+        assert js.again == [first]
+        assert js.acks[first].cancelled()
+        assert not js.acks[second].cancelled()
     finally:
         publisher.cancel()
