@@ -290,7 +290,7 @@ class ClusterCore:
             closes, self._closes = self._closes, defaultdict(list)
             refused, self._refused = self._refused, defaultdict(list)
             attached, self._attached = self._attached, defaultdict(list)  # (with its outs)
-            if self.picture.dirty or self.picture.full or self.picture.unsettled_durable:
+            if self.picture.dirty or self.picture.full or self.picture.unsettled_urgent:
                 # A durable item's entry is in the bucket before any client gets the item
                 # (its key was noted when the hub published it, before its outputs were
                 # flushed here): a client that connects later never reads a version older
