@@ -31,6 +31,7 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from commonsky import probe
 from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
@@ -298,18 +299,22 @@ class ClusterCore:
                 # LIVE_EVERY_S. What is flushed meanwhile waits for the next round.
                 await self.picture.flush(live=False)
             for edge in set(flushed) | set(closes) | set(refused) | set(attached):
-                subject = self.names.out(edge)
                 delivery = _Packer()
                 for conn_id, mode, batch in flushed.get(edge, ()):
                     for pending in batch:
                         delivery.add(conn_id, mode, pending)
                         if delivery.size >= _OUT_BYTES:
-                            await self.nc.publish(subject, encode(delivery.done()))
+                            await self._publish(edge, encode(delivery.done()))
                             delivery = _Packer()
                 if delivery.outs or edge in closes or edge in refused or edge in attached:
                     last = delivery.done(closes.get(edge, []), refused.get(edge, []),
                                          attached.get(edge, []))  # fmt: skip
-                    await self.nc.publish(subject, encode(last))
+                    await self._publish(edge, encode(last))
+
+    async def _publish(self, edge: str, data: bytes) -> None:
+        if probe.ON:
+            probe.stamp("core_publish", data, edge)
+        await self.nc.publish(self.names.out(edge), data)
 
     # ---- the stream ---------------------------------------------------------------------
 
@@ -487,6 +492,8 @@ class ClusterCore:
             conn.user = env.user
         try:
             self.hub.accept(env.party, env.user, env.event, conn)
+            if probe.ON:
+                probe.stamp("core_apply", env.event.detail)
         except StoreUnavailable:
             raise
         except CommonSkyError as exc:

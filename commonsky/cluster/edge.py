@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from commonsky import probe
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections, Delivered, delivery, record_delivery
@@ -172,6 +173,8 @@ class EdgeHub:
             sender.devices[event.uid] = callsign  # (re-announced to a new core: addressing)
         category = category_of_event(event)
         self.metrics.count_in(party, category.value if category else "other")
+        if probe.ON:
+            probe.stamp("edge_accept", event.detail, self.edge)
         self.link.ingest(sender, user, event, self.clock())
 
     def deliver(self, delivery: Delivery) -> None:
@@ -386,6 +389,8 @@ class EdgeLink:
 
     async def _on_delivery(self, msg: Msg) -> None:
         try:
+            if probe.ON:
+                probe.stamp("edge_receive", msg.data, self.hub.edge)
             delivery = delivery_decoder.decode(msg.data)
         except Exception:
             self.hub.metrics.internal_error("cluster_delivery")
@@ -426,6 +431,9 @@ class EdgeLink:
                 for msg_id, data in batch:
                     futures.append(await self.js.publish_async(
                         self.subject, data, headers={"Nats-Msg-Id": msg_id}))  # fmt: skip
+                    if probe.ON:
+                        futures[-1].add_done_callback(
+                            lambda _, d=data: probe.stamp("stream_ack", d, self.hub.edge))
             except Exception as exc:
                 log.warning("edge %s: publishing to the stream failed: %s", self.hub.edge, exc)
             futures += [None] * (len(batch) - len(futures))
