@@ -447,6 +447,9 @@ class ClusterCore:
             else:
                 segment.append(envelope)
         self._commit(segment, done, seqs)
+        # The batch's outputs to the sender now, not at the next flush round (up to
+        # FLUSH_INTERVAL_S away): a batch is a burst already, there is nothing to wait for.
+        self.hub.wires.flush()
         for msg in msgs:
             await msg.ack()
 

@@ -209,6 +209,9 @@ class EdgeHub:
                 close = session.refused(MessageRefused(reason, message))
                 if close is not None:
                     conn.close(close)
+        # Written now: a delivery is the core's burst already (a flush round would wait up
+        # to FLUSH_INTERVAL_S for more).
+        self.wires.flush()
 
     def _attached(self, delivery: Delivery, made: list[tuple[Pending, bool]]) -> None:
         """The core handled these clients' Attach: the bucket's live entries held for them go
