@@ -106,11 +106,15 @@ class HubServer:
         *,
         writer: str | None = None,
         folder: DataDir | None = None,
+        bind_tak_http: bool = True,
     ) -> None:
         """`writer`: a cluster core's name as its database's one writer (it holds the
         lease); `folder`: the data folder, opened already (a core takes it before it stands
-        by). With `[cluster]`, what the cores share lives in PostgreSQL (hub/shared.py)."""
+        by). With `[cluster]`, what the cores share lives in PostgreSQL (hub/shared.py).
+        `bind_tak_http=False`: the enroll and marti apps are built but their ports not bound
+        (a cluster core of role "core": the edges bind them and forward, cluster/edge_marti.py)."""
         self.config = config
+        self.bind_tak_http = bind_tak_http
         ensure_fd_budget(config.settings)
         _warn_without_tokens(config)
         # Certificates first: a mistake there should not touch the data folder.
@@ -213,7 +217,7 @@ class HubServer:
         try:
             for listener in self.listeners:
                 await listener.start()
-            for http in self.http_listeners:
+            for http in self.http_listeners if self.bind_tak_http else ():
                 await http.start()
             if self.federation is not None:
                 self.federation_port = await _start_federation(self.federation, self.config)

@@ -223,8 +223,7 @@ class ClusterCore:
             # this Attach, so their reports (behind it in the stream) find them known and give
             # nothing (`Hub._register`). What waits addressed to them is owed now, as the
             # single process gives it at each device's first report.
-            for pending, durable in self.hub.picture.owed_to_devices(conn, self.hub.clock()):
-                self.hub.wires.enqueue(conn, pending, durable)
+            self.hub.give_devices(conn, dict(att.info.devices), {})
         conn.peer.attaching = True
         self.hub.wires.mark(conn)
 

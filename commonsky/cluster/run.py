@@ -1,15 +1,19 @@
 """`commonsky serve` with `[cluster]`: the edge, the core, or both in one process.
 
-- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py) and `[server] http` (the
-  map, its live feed, the API forwarded to the core: edge_http.py); no data folder, no store.
+- Edge: the TAK listeners of the config on an `EdgeHub` (edge.py), `[server] http` (the
+  map, its live feed, the API forwarded to the core: edge_http.py) and the marti and enroll
+  listeners (forwarded to the core: edge_marti.py); no data folder, no store. (Role "all":
+  its core binds marti and enroll itself, as before.)
 - Core: takes its own data folder, waits for the lease (lease.py), claims the database's
   writer (store/postgres.py `claim`), then runs the hub as `HubServer` does — PostgreSQL
   store, ledger, the hub's keys and secret (all in the database: hub/shared.py), desks, its
   own HTTP for operators (with role "all" on a loopback port of its own: `[server] http` is
   the edge's) — without the TAK listeners, fed by the stream (core.py), answering the edges'
-  API calls (core_http.py). Each core has its own data folder: what the next core needs is
-  in PostgreSQL and NATS. Losing the lease or the store, or finding another writer, stops
-  the process at once (exit status 75): a standby takes over from the stream.
+  API, Marti and enrolment calls (core_http.py); role "core" binds no marti or enroll port
+  (its apps answer only what the edges forward). Each core has its own data folder: what
+  the next core needs is in PostgreSQL and NATS. Losing the lease or the store, or finding
+  another writer, stops the process at once (exit status 75): a standby takes over from the
+  stream.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from commonsky.revocation import Revocations
 from . import require_nats
 from .edge import EdgeHub, EdgeLink
 from .edge_http import EdgeHttp
+from .edge_marti import EdgeTakHttp, tak_faces
+from .forward import Forwarder
 from .nats_io import connect, ensure_stream, picture_bucket
 from .wire import Names
 
@@ -44,6 +50,8 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
     from commonsky.server import HubServer
+
+    from .core_http import CoreFace
 
 
 log = logging.getLogger("commonsky.cluster")
@@ -80,6 +88,9 @@ class EdgeServer:
             for lc in tak
         ]
         self.http = EdgeHttp(self.hub, config)  # map, live feed, API forwarded (edge_http.py)
+        # Marti and enrolment, forwarded (edge_marti.py); role "all": its core binds them.
+        runs_core = config.cluster.runs_core
+        self.tak_http = EdgeTakHttp(self.hub, config, crls) if not runs_core else None
         self.nc: Client | None = None
         self.link: EdgeLink | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -97,11 +108,15 @@ class EdgeServer:
         self.link = EdgeLink(self.hub, self.nc, js, kv, names)
         await self.link.start()
         await self.http.start(self.nc, names)  # (first: a busy port stops the edge early)
+        http = [listener.name for listener in self.listeners]
+        if self.tak_http is not None:
+            forwarder = Forwarder(self.nc, names, self.config.cluster.lease_ttl_s, self.hub.metrics)
+            await self.tak_http.start(forwarder)
+            http += [listener.name for listener in self.tak_http.listeners]
         for listener in self.listeners:
             await listener.start()
         self._ticker = asyncio.create_task(self._tick())
-        ports = ", ".join([listener.name for listener in self.listeners]
-                          + [f"http:{self.http.host}:{self.http.port}"])  # fmt: skip
+        ports = ", ".join([*http, f"http:{self.http.host}:{self.http.port}"])
         log.info("cluster edge %s ready (%s)", self.id, ports)
 
     async def _tick(self) -> None:
@@ -119,6 +134,8 @@ class EdgeServer:
         for listener in self.listeners:
             await listener.stop_accepting()
         await self.http.stop()
+        if self.tak_http is not None:
+            await self.tak_http.stop()
         if self.link is not None:
             await self.link.stop()
         for conn in list(self.hub.wires):
@@ -154,6 +171,7 @@ async def _serve_core(
 
     from .core import ClusterCore
     from .core_http import CoreHttp
+    from .identity import bind_name, check_name
     from .keeper import LeaseKeeper
 
     cluster = config.cluster
@@ -163,11 +181,12 @@ async def _serve_core(
     try:
         # The database too: a standby would otherwise wait for the lease with a store_url it
         # cannot use, and fail only at the takeover it waited for.
-        await asyncio.to_thread(probe, str(config.settings.store_url))
+        hub_id = await asyncio.to_thread(probe, str(config.settings.store_url))
+        js = nc.jetstream()
+        await check_name(js, names, hub_id)  # (another hub's name on this NATS: identity.py)
     except BaseException:
         await nc.close()
         raise
-    js = nc.jetstream()
     await ensure_stream(js, names)
     kv = await picture_bucket(js, names)
     lease = LeaseKeeper(cluster, names.lease, holder)
@@ -190,6 +209,7 @@ async def _serve_core(
     writer = f"{holder} epoch {lease.epoch}"
     try:
         server = await _build(config, init, writer, folder)
+        await bind_name(js, names, server.hub_id)
         await server.start()
     except BaseException:
         # Refused at the takeover (the database, the folder, a port): hand the lease back at
@@ -200,7 +220,7 @@ async def _serve_core(
     core = ClusterCore(server.hub, nc, js, kv, names)
     await core.start()
     http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,
-                    lambda: lease.held)  # fmt: skip
+                    lambda: lease.held, _core_faces(server))  # fmt: skip
     await http.start()  # (the edges' API calls: core_http.py)
     log.info("cluster core %s serving (epoch %d); map and API on http://%s:%d/",
              holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip
@@ -217,6 +237,18 @@ async def _serve_core(
     await nc.close()
 
 
+def _core_faces(server: HubServer) -> dict[str, CoreFace]:
+    """The marti and enroll apps the server built, by face name (edge_marti.tak_faces)."""
+    from .core_http import CertCheck, CoreFace
+
+    faces: dict[str, CoreFace] = {}
+    for name, lc in tak_faces(server.config.listeners):
+        listener = next(h for h in server.http_listeners if h.config is lc)
+        check = CertCheck(Path(str(lc.ca))) if lc.kind == "marti" else None
+        faces[name] = CoreFace(listener.app, check, "https")
+    return faces
+
+
 async def _build(config: HubConfig, init: bool, writer: str, folder: DataDir) -> HubServer:
     """The hub (store loaded, desks rebuilt: seconds on a large store; a folder's tokens and
     files from before moved into the database), built off the event loop while the lease
@@ -226,7 +258,10 @@ async def _build(config: HubConfig, init: bool, writer: str, folder: DataDir) ->
 
     s = config.settings
     clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
-    build = functools.partial(HubServer, config, clock, init, writer=writer, folder=folder)
+    assert config.cluster is not None
+    # Role "core": the marti and enroll ports are the edges' (edge_marti.py); "all": its own.
+    build = functools.partial(HubServer, config, clock, init, writer=writer, folder=folder,
+                              bind_tak_http=config.cluster.runs_edge)  # fmt: skip
     return await asyncio.to_thread(build)
 
 

@@ -12,7 +12,9 @@ clusters — or two tests — on one NATS server never meet:
   BEAT_S): `Roster`, the clients an edge holds now. A new core asks once it holds the lease;
   the beats tell the core which edges are alive.
 - `<name>.http` (request/reply, only the core holding the lease subscribes): `HttpCall`,
-  an API request an edge forwards; the answer in `HttpReply` parts (cluster/edge_http.py).
+  a request an edge forwards (the API, Marti, enrolment); a long body follows in `BodyPart`s
+  the core acknowledges one by one (`BodyAck`), the answer comes in `HttpReply` parts the
+  edge acknowledges (`ReplyAck`) (cluster/forward.py, core_http.py, parts.py).
 - KV bucket `<name>_picture`: the current picture per party (`PictureEntry`, `picture_kv.py`);
   KV bucket `<name>_lease`: who is the core (`lease.py`).
 """
@@ -131,10 +133,17 @@ class PictureEntry(msgspec.Struct, array_like=True, frozen=True):
 
 class HttpCall(msgspec.Struct, frozen=True):
     """An HTTP request an edge forwards to the core (`<name>.http`, request/reply;
-    cluster/edge_http.py): as the client sent it, headers (its bearer token) included — the
+    cluster/forward.py): as the client sent it, headers (its bearer token) included — the
     core authenticates it again. `sent` (the edge's wall clock, seconds) and `budget_s`: the
     core does not start a call older than the budget (by its own clock from `sent`, or from
-    when it came), which is shorter than the edge waits for the answer."""
+    when it came), which is shorter than the edge waits for the answer.
+
+    `face`: which of the hub's HTTP faces the client called — "api" (`[server] http`), or a
+    TAK listener as "KIND/INDEX" ("marti/0": the first `kind = "marti"` listener of the
+    config). `cert`: the client certificate's DER as the edge's TLS received it (empty for
+    none): the core checks it against the listener's CA and derives the identity itself.
+    `body` is the first part of the body; `more`: further `BodyPart`s follow, each sent
+    only once the core acknowledged the one before (`BodyAck`)."""
 
     method: str
     path: str
@@ -144,17 +153,52 @@ class HttpCall(msgspec.Struct, frozen=True):
     client: str
     sent: float
     budget_s: float
+    face: str = "api"
+    cert: bytes = b""
+    more: bool = False
 
 
-class HttpReply(msgspec.Struct, frozen=True):
+class HttpReply(msgspec.Struct, tag="reply", frozen=True):
     """One part of the core's answer to an `HttpCall`, sent to the call's reply subject:
-    `n` counts the parts from 0; the first carries the status and headers; `last` ends it."""
+    `n` counts the parts from 0; the first carries the status and headers; `last` ends it.
+    `to`: in part 0 of an answer in several parts, where the edge acknowledges each part
+    (`ReplyAck`): the core keeps at most `REPLY_WINDOW` parts unacknowledged."""
 
     n: int
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
     last: bool
+    to: str = ""
+
+
+class BodyAck(msgspec.Struct, tag="ack", frozen=True):
+    """The core took body part `n` of a call (0: the call's own `body`): the edge may send
+    part n + 1, to subject `to` (the core's inbox for this call)."""
+
+    n: int
+    to: str
+
+
+class BodyPart(msgspec.Struct, tag="part", frozen=True):
+    """Body part `n` (from 1) of a call; `last` ends the body; `abort`: the body will not
+    come whole (the client went away, or sent more than the edge allows): nothing of it may
+    be kept."""
+
+    n: int
+    data: bytes
+    last: bool
+    abort: bool = False
+
+
+class ReplyAck(msgspec.Struct, tag="rack", frozen=True):
+    """The edge handed answer part `n` on to its client."""
+
+    n: int
+
+
+#: Parts of an answer the core sends ahead of the edge's acknowledgements.
+REPLY_WINDOW = 4
 
 
 inbound_decoder = msgspec.msgpack.Decoder(Inbound)
@@ -163,6 +207,8 @@ roster_decoder = msgspec.msgpack.Decoder(Roster)
 entry_decoder = msgspec.msgpack.Decoder(PictureEntry)
 call_decoder = msgspec.msgpack.Decoder(HttpCall)
 reply_decoder = msgspec.msgpack.Decoder(HttpReply)
+to_edge_decoder = msgspec.msgpack.Decoder(HttpReply | BodyAck)  # (on a call's reply subject)
+to_core_decoder = msgspec.msgpack.Decoder(BodyPart | ReplyAck)  # (on the core's call inbox)
 encode = msgspec.msgpack.Encoder().encode
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -194,6 +240,7 @@ class Names:
         self.beat = f"{name}.beat"
         self.picture = f"{name}_picture"
         self.lease = f"{name}_lease"
+        self.identity = f"{name}_hub"  # the hub the name is bound to (identity.py)
         self.http = f"{name}.http"  # API requests the edges forward (request/reply)
 
     def ingest(self, edge: str) -> str:

@@ -103,3 +103,15 @@ def reaches(item: Item, conn: Connection, parties: Container[str], devices: bool
         if key.party == conn.party and key.uid in conn.devices:
             return True
     return False
+
+
+def reaches_device(
+    item: Item, party: str, uid: str, callsign: str, parties: Container[str]
+) -> bool:
+    """Whether the item's device addressing names this one device of `party` (uid and
+    callsign): `dest callsign` its callsign, or `dest uid` its uid."""
+    e = item.event
+    if callsign in e.dest_callsigns:
+        return True
+    writer = party if item.party == HUB else item.party
+    return any(read_name(writer, text, parties) == (party, uid) for text in e.dest_uids)

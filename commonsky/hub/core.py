@@ -48,6 +48,7 @@ from commonsky.namespace import Key
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_acceptable, check_event
 from commonsky.protocol.cot import detail_tree
+from commonsky.protocol.refs import RECEIPT_TYPES
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 from commonsky.store import Store
@@ -62,6 +63,7 @@ from .naming import Naming, own_names
 from .outbox import Pending, Rendered, Variant
 from .picture import Picture
 from .quarantine import Quarantine
+from .receipts import Receipts
 from .render import Renderer
 from .render import item_json as item_json  # (re-exported)
 from .routing import VARIANT, Routed, Router
@@ -124,6 +126,9 @@ class Hub:
         # Who is connected, and the write batching (hub/connections.py).
         self.wires = Connections(settings, self.metrics, self.logs)
         self.connections = self.wires.by_party  # party -> its connections
+        # Receipts held for senders' devices, and the deliveries they prove (receipts.py).
+        self.receipts = Receipts(self.picture, self.parties, self.router.variant_for,
+                                 self.connections)  # fmt: skip
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         # The delete flow (hub/deletes.py), over the hub's parts.
         self.deletes = Deletes(
@@ -160,8 +165,11 @@ class Hub:
         self._recorders.append(recorder)
 
     def _load(self, item: Item) -> None:
-        if is_transient(item.event.type):
-            return  # stored for the record (receipts), never part of the picture
+        if is_transient(item.event.type):  # stored for the record, never in the picture
+            if item.event.type in RECEIPT_TYPES:  # (but held for the sender: receipts.py)
+                check_event(item.event)
+                self.receipts.load(self._rendered(item))
+            return
         if item.party != HUB:
             # The type table is the only place that decides: an item stored under an
             # older table (a CASEVAC stored as `alert`) is routed by today's.
@@ -290,10 +298,16 @@ class Hub:
         self.directory.report(party, uid, callsign)
         if sender is None or sender.devices.get(uid) == callsign:
             return  # (the steady state: a device reporting itself again)
+        before = dict(sender.devices)
         sender.devices[uid] = callsign
         sender.callsigns = set(sender.devices.values())
-        for pending, durable in self.picture.owed_to_devices(sender, self.clock()):
-            self.wires.enqueue(sender, pending, durable)
+        self.give_devices(sender, {uid: callsign}, before)
+
+    def give_devices(self, conn: Connection, new: dict[str, str], before: dict[str, str]) -> None:
+        """Queue for `conn` what it is owed now that devices `new` (uid -> callsign) reported
+        themselves on it, its devices having been `before` (`Receipts.owed`)."""
+        for pending, durable in self.receipts.owed(conn, new, before, self.clock()):
+            self.wires.enqueue(conn, pending, durable)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
@@ -426,6 +440,8 @@ class Hub:
             self.naming.entered(Key(*item.key))
         routes = self.router.cached_route(rendered, now)  # kept with it: replays reuse it
         self._fan_out(rendered, routes, durable, transient)
+        if transient:
+            self.receipts.relayed(rendered, routes)  # (a receipt: held for its sender)
         self._observe(item, routes)
 
     def _observe(self, item: Item, routes: dict[str, Disclosure]) -> None:
@@ -559,6 +575,7 @@ class Hub:
     def prune(self) -> int:
         """Forget stale items from the current picture; returns how many went."""
         gone = self.picture.prune(self.clock())
+        self.receipts.prune(self.clock())
         if gone:
             self.naming.forget(lambda k: self.picture.lookup(k) is not None)
         return gone

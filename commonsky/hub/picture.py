@@ -3,8 +3,9 @@
 Two pools of rendered items keyed by (party, uid) — `durable` (stored: areas, alerts, chat…)
 and `live` (positions, tracks: never stored) — a key is in at most one of them. With them,
 the indexes that answer questions about the picture without scanning it: durable items held
-per party (the quota), items addressed to devices (replayed to a device when it reports
-itself), and GeoChat messages by (party, message id) (what a receipt may answer).
+per party (the quota), items addressed to devices (given to a device when it reports
+itself: `receipts.py`), and GeoChat messages by (party, message id) (what a receipt may
+answer).
 
 Whether and how a party sees an item is the hub's routing, given as `variant_for`
 (rendered, party, now) -> variant or None; the picture only asks it. Everything here runs
@@ -17,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
 from commonsky.errors import RemoteProtocolError
-from commonsky.model import DURABLE, Item
+from commonsky.model import Item
 from commonsky.namespace import Key
 from commonsky.protocol.refs import RECEIPT_TYPES, message_id
 
@@ -125,17 +126,15 @@ class Picture:
                     rendered.seen.setdefault(party, set()).add(variant.partition(":")[0])
                 yield Pending(rendered, variant)
 
-    def owed_to_devices(self, conn: Connection, now: float) -> Iterator[tuple[Pending, bool]]:
-        """The items addressed to devices that `conn` now reaches (a device of it reported
-        itself), each with whether it is durable."""
+    def addressed(self) -> Iterator[Rendered]:
+        """The items in the picture addressed to devices (dest callsign/uid), whoever may
+        see them: what is owed to a device when it reports itself (`Receipts.owed`)."""
         for key in list(self._addressed):
             rendered = self.get(key)
             if rendered is None:
                 self._addressed.discard(key)
-                continue
-            variant = self._variant_for(rendered, conn.party, now)
-            if variant is not None and reaches(rendered.item, conn, self._parties):
-                yield Pending(rendered, variant), rendered.item.category in DURABLE
+            else:
+                yield rendered
 
     # ---- changing -----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from commonsky.model import Category, CotEvent, Disclosure, Item, category_of_event
 from commonsky.namespace import SHARED, read_name
 from commonsky.policy import Policy
-from commonsky.protocol.refs import RECEIPT_TYPES
+from commonsky.protocol.refs import RECEIPT_TYPES, answered_id
 
 from .deletes import DELETE_TYPE, audience, target_key
 from .directory import Directory
@@ -60,20 +60,20 @@ class Router:
         e = item.event
         routes = self.policy.entitled(item, now)
         if e.type in RECEIPT_TYPES:
-            named = read_name(item.party, e.uid, self.parties)
-            if named.party == item.party:
-                # A receipt answers one message, and is for the party that sent it: the
-                # id as the receipt's party writes it names that party's own message.
+            named = read_name(item.party, answered_id(e), self.parties)
+            if named.party in (item.party, SHARED):
+                # A receipt answers one message (`answered_id`), and is for the party that
+                # sent it: the id as the receipt's party writes it names its own message
+                # (or, a shared name, nobody's): it stays in the party.
                 return {}
-            if named.party != SHARED:
-                # A receipt answering another party's message goes to that party only, and
-                # only if that message was sent to the receipt's party: a name in the
-                # recipient's own namespace never arrives from anybody else otherwise.
-                held = self.picture.chat_key(named)
-                message = self.picture.get(held) if held is not None else None
-                if message is None or item.party not in self.cached_route(message, now):
-                    return {}
-                routes = {p: d for p, d in routes.items() if p == named.party}
+            # A receipt answering another party's message goes to that party only, and
+            # only if that message was sent to the receipt's party: a name in the
+            # recipient's own namespace never arrives from anybody else otherwise.
+            held = self.picture.chat_key(named)
+            message = self.picture.get(held) if held is not None else None
+            if message is None or item.party not in self.cached_route(message, now):
+                return {}
+            routes = {p: d for p, d in routes.items() if p == named.party}
         if e.dest_parties or e.dest_callsigns or e.dest_uids:
             # Addressed: to the parties named, the parties whose own devices use one of the
             # callsigns, the parties owning the uids. Whether a party qualifies depends only

@@ -50,6 +50,7 @@ from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
 from commonsky.marti.net import peer_cert_der
 from commonsky.marti.state import MartiState
 from commonsky.marti.upload import UploadRefused, receive
+from commonsky.revocation import Revocations
 from commonsky.times import format_time
 
 log = logging.getLogger("commonsky.marti")
@@ -67,6 +68,24 @@ class _Denied(errors.Refused):
 Handler = Callable[["Marti", Request, str, str], Awaitable[Response]]
 
 
+def certificate_identity(
+    cert: x509.Certificate, revocations: Revocations, is_party: Callable[[str], bool]
+) -> tuple[str, str]:
+    """(party, user) from a client certificate's O and CN; errors.Refused (403) for a
+    revoked one, a subject without exactly one O and CN, or an O naming no party. (The
+    Marti app checks it on every request; a cluster's edge too, before it forwards one.)"""
+    if revocations.revoked(cert.serial_number):
+        raise _Denied(403, "certificate_revoked", "this certificate has been revoked")
+    orgs = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    if len(orgs) != 1 or len(names) != 1:
+        raise _Denied(403, "certificate_subject", "certificate needs exactly one O and CN")
+    party, user = str(orgs[0].value), str(names[0].value)
+    if not is_party(party):
+        raise _Denied(403, "unknown_party", f"certificate O={party[:40]!r} is no party")
+    return party, user
+
+
 class Marti:
     """What every Marti route shares: the listener's state and config, who the client
     certificate names (`identify`), and how a refusal is answered, counted and logged."""
@@ -80,22 +99,11 @@ class Marti:
         self.settings = self.port.settings
 
     def identify(self, request: Request) -> tuple[str, str]:
-        """(party, user) from the client certificate's O and CN; `_Denied` (403) for none,
-        a revoked one, a subject without exactly one O and CN, or an O naming no party."""
+        """(party, user) from the client certificate's O and CN (`certificate_identity`)."""
         der = peer_cert_der(request.scope)
         if der is None:
             raise _Denied(403, "no_certificate", "a client certificate is required")
-        cert = self.state.peer(der)
-        if self.revocations.revoked(cert.serial_number):
-            raise _Denied(403, "certificate_revoked", "this certificate has been revoked")
-        orgs = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
-        names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        if len(orgs) != 1 or len(names) != 1:
-            raise _Denied(403, "certificate_subject", "certificate needs exactly one O and CN")
-        party, user = str(orgs[0].value), str(names[0].value)
-        if not self.port.is_party(party):
-            raise _Denied(403, "unknown_party", f"certificate O={party[:40]!r} is no party")
-        return party, user
+        return certificate_identity(self.state.peer(der), self.revocations, self.port.is_party)
 
     def refused(
         self, request: Request, status: int, reason: str, message: str, who: str

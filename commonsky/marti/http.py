@@ -53,10 +53,11 @@ class HttpListener:
     """One HTTP(S) listener of the hub: bound in `start` (a busy port is one line), stopped
     in `stop` (connections get `timeout_shutdown_s` to finish)."""
 
-    def __init__(
-        self, config: ListenerConfig, app: ASGIApp, tls: ssl.SSLContext, settings: Settings
-    ) -> None:
+    def __init__(self, config: ListenerConfig, app: ASGIApp, tls: ssl.SSLContext,
+                 settings: Settings, reuse_port: bool = False) -> None:  # fmt: skip
+        """`reuse_port`: SO_REUSEPORT (a cluster's edges on one host share the port)."""
         self.config = config
+        self.reuse_port = reuse_port
         self.app = app
         self.tls = tls
         self.settings = settings
@@ -71,7 +72,8 @@ class HttpListener:
     async def start(self) -> None:
         from commonsky.hub.listeners import bind_http
 
-        sock = bind_http(self.config.host, self.config.port, f"{self.config.where} bind")
+        sock = bind_http(self.config.host, self.config.port, f"{self.config.where} bind",
+                         reuse_port=self.reuse_port)  # fmt: skip
         config = uvicorn.Config(
             self.app,
             http=_PeerCertH11,

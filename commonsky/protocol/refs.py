@@ -213,6 +213,18 @@ def message_id(event: CotEvent) -> str:
     return names[2] if form == "geochat" else event.uid
 
 
+def answered_id(event: CotEvent) -> str:
+    """The message id a receipt (`b-t-f-d`, `b-t-f-r`) answers: its `__chatreceipt` or
+    `__chat` `messageId` when it carries one, else its uid. ATAK writes the id in both
+    places; node-CoT's delivered receipt (corpus `035-b-t-f-d-node-CoT-chat-test.xml`)
+    takes `<id>.d` as its uid, so the attribute is the one to read."""
+    if event.detail and "messageId=" in event.detail:
+        for element in detail_tree(event.detail).iter("__chatreceipt", "__chat"):
+            if element.get("messageId"):
+                return element.get("messageId", "")
+    return event.uid
+
+
 def link_target(event: CotEvent) -> str | None:
     """The uid a delete (`t-x-d-d`) names: its first `<link uid>` (as ATAK's
     `CotDeleteImporter` reads it), or None when it names nothing (pytak's hello)."""

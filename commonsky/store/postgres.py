@@ -90,16 +90,30 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 
 
-def probe(url: str, timeout_s: float = 5.0) -> None:
-    """Connect to the PostgreSQL database `url` and close again. For a process that needs the
-    database only later — a cluster core standing by for the lease — so that a wrong or
-    unreachable `store_url` is said at its start, not at the takeover it waited for.
+def probe(url: str, timeout_s: float = 5.0) -> str | None:
+    """Connect to the PostgreSQL database `url`, read the hub_id it holds (None: no hub's
+    database yet) and close again. For a process that needs the database only later — a
+    cluster core standing by for the lease — so that a wrong or unreachable `store_url`, or
+    a database of another hub than the cluster's, is said at its start, not at the takeover
+    it waited for. Reads only: creates nothing.
 
     Raises UsageError (one line, the URL without its password)."""
     try:
-        psycopg.connect(url, autocommit=True, connect_timeout=max(1, round(timeout_s))).close()
+        timeout = max(1, round(timeout_s))
+        with psycopg.connect(url, autocommit=True, connect_timeout=timeout) as conn:
+            row = None
+            if _has_meta(conn):
+                row = conn.execute(
+                    "SELECT value FROM commonsky_meta WHERE key = 'hub_id'"
+                ).fetchone()
     except psycopg.Error as exc:
         raise _unusable(url, exc) from None
+    return str(row[0]) if row else None
+
+
+def _has_meta(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('commonsky_meta') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def _unusable(url: str, exc: psycopg.Error) -> UsageError:

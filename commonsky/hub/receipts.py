@@ -1,0 +1,258 @@
+"""GeoChat receipts held for the sender's device, and what they prove: `Receipts`.
+
+ATAK answers a one-to-one GeoChat with a delivered (`b-t-f-d`) and a read (`b-t-f-r`)
+receipt naming the message id (`refs.answered_id`); the sender's client turns them into
+"delivered" / "read" beside the message (ATAK `ChatLine.Status`). A receipt is a message
+about a message: relayed, never in the picture (model.py `TRANSIENT_TYPES`). Relayed only,
+it was lost whenever the sender's device was offline when it came — recorded by the
+hotline desk and the ledger, never seen by the duty officer's client. So a receipt that
+answers a GeoChat in the picture, and that routing lets reach the message's party (the
+receipt's own party, or the message's when the message was sent to the receipt's party:
+`Router.route`, the non-interference rule), is also *held*:
+
+- for the message's sender device (its GeoChat uid's sender field; a message without one is
+  held for any device of its party), while the message is in the picture and the receipt
+  is not stale (`prune`), at most `PER_PARTY` per message and answering party (a newer
+  receipt of the same kind from the same device replaces the older: ATAK sends one of each);
+- given to a connection of that party when the device reports itself on it (`owed`), unless
+  that connection had it already — live, when it came, or from here: never twice in one
+  session. A new session gets it again: nothing acknowledges a receipt, and ATAK applies one
+  as a status (an idempotent update of the message's row), so a replay is the safe side.
+
+A receipt also proves that the device that sent it (its `<link uid>`, in its own party) has
+the message. An addressed message is replayed to a device each time it reports itself on a
+new connection (`owed`): the hub cannot know whether the bytes it wrote last time were
+read. Once the device's own receipt says it has the message, it is not replayed to that
+device again (`proved`). ATAK would not show a replay twice (`ChatDatabase.addChat` updates
+the row of a known message id), but it is traffic again on every reconnect, and a client
+that answers each arrival with a receipt sends that again too. Without a receipt a replay
+stays the safe choice. The proof is only the answering party's word about its own device,
+bounded per party (`PROVED_PER_PARTY`): it can only stop what that party's own devices are
+given (a party's devices share everything; another party's receipt names no device of this
+party, `read_name`), and one party's flood crowds out none of another's.
+
+All state is in memory, rebuilt from the store at a start (`load`: the latest stored
+receipt per uid — a read receipt carries the uid of the delivered one before it; routing
+decides when a receipt is given, as always). Runs on the hub's event loop.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from commonsky.model import DURABLE, HUB, Item
+from commonsky.namespace import SHARED, read_name
+from commonsky.protocol.refs import RECEIPT_TYPES, answered_id, link_target, uid_form
+
+from .connection import Connection, reaches, reaches_device
+from .outbox import Pending, Rendered, Variant
+from .picture import Picture
+
+#: Receipts held per message and answering party (its devices × delivered/read): a group
+#: message to a party's team gets one of each from every member; more than this is a flood,
+#: and only the answering party's own receipts are crowded out by it.
+PER_PARTY = 16
+#: Devices a message is proved delivered to, per message and party (past it: replayed, the
+#: safe side; per party, so that one party's flood changes nothing another party is given).
+PROVED_PER_PARTY = 64
+
+Key = tuple[str, str]
+Ident = tuple[str, str, str]  # (answering party, its device's uid or "", receipt type)
+VariantFor = Callable[[Rendered, str, float], Variant | None]
+
+
+@dataclass(eq=False)
+class _Held:
+    rendered: Rendered
+    # The connections it was queued to (this session): never given to one twice.
+    given: weakref.WeakSet[Connection] = field(default_factory=weakref.WeakSet)
+
+
+class Receipts:
+    """The receipts held for senders' devices and the deliveries they prove (module header).
+
+    `connections`: party -> its connections now (the hub's `Connections.by_party`);
+    `variant_for`: the router's (a receipt is given only in a form routing allows now)."""
+
+    def __init__(
+        self,
+        picture: Picture,
+        parties: frozenset[str],
+        variant_for: VariantFor,
+        connections: Mapping[str, Iterable[Connection]],
+    ) -> None:
+        self._picture = picture
+        self._parties = parties
+        self._variant_for = variant_for
+        self._connections = connections
+        self._held: dict[Key, dict[Ident, _Held]] = {}  # message key -> its receipts
+        self._for: dict[Key, set[Key]] = {}  # (party, sender device or "") -> message keys
+        # message key -> party -> its devices that said they have the message
+        self._proved: dict[Key, dict[str, set[str]]] = {}
+        self.dropped = 0  # receipts not held: past PER_PARTY for their message and party
+
+    # ---- taking receipts in -------------------------------------------------------------
+
+    def relayed(self, rendered: Rendered, routes: Mapping[str, object]) -> None:
+        """A receipt the hub just relayed (`routes`: the parties it went to): held for its
+        message's sender device if routing let it reach the message's party (or it is that
+        party's own), noted as given to the connections it was queued to."""
+        item = rendered.item
+        message = self._message_of(item)
+        if message is None:
+            return
+        self._prove(item, message[0])
+        party = message[0][0]
+        if party == item.party or party in routes:  # (else: never sent it; kept nowhere)
+            self._hold(rendered, message, self._given_live(item, party))
+
+    def load(self, rendered: Rendered) -> None:
+        """A stored receipt, at a start (given to nobody yet). The hub reads its store before
+        it knows its devices' callsigns (which addressed messages' routes depend on), so
+        routing decides when the receipt is given (`owed`), as it always does."""
+        message = self._message_of(rendered.item)
+        if message is not None:
+            self._prove(rendered.item, message[0])
+            self._hold(rendered, message, ())
+
+    def _message_of(self, item: Item) -> tuple[Key, Rendered] | None:
+        """The GeoChat in the picture `item` answers (`refs.answered_id`), if any."""
+        if item.event.type not in RECEIPT_TYPES or item.party == HUB:
+            return None
+        name = read_name(item.party, answered_id(item.event), self._parties)
+        if name.party == SHARED:
+            return None
+        key = self._picture.chat_key(name)
+        message = self._picture.get(key) if key is not None else None
+        return None if key is None or message is None else (key, message)
+
+    def _prove(self, item: Item, key: Key) -> None:
+        """Note the device that sent receipt `item` as having message `key`: the word of its
+        party about its own device (so, bounded per party), whether or not it crossed."""
+        device = self._device(item)
+        if device is not None:
+            proved = self._proved.setdefault(key, {}).setdefault(item.party, set())
+            if len(proved) < PROVED_PER_PARTY:
+                proved.add(device)
+
+    def _given_live(self, item: Item, party: str) -> list[Connection]:
+        """The connections of `party` the fan-out queued `item` to (hub/core.py `_fan_out`:
+        those its addressing reaches, not the one it came from)."""
+        return [
+            c
+            for c in self._connections.get(party, ())
+            if c.id != item.origin and reaches(item, c, self._parties)
+        ]
+
+    def _hold(
+        self, rendered: Rendered, message: tuple[Key, Rendered], given: Iterable[Connection]
+    ) -> None:
+        item = rendered.item
+        key, held_message = message
+        entries = self._held.setdefault(key, {})
+        ident = (item.party, self._device(item) or "", item.event.type)
+        if ident not in entries and sum(i[0] == item.party for i in entries) >= PER_PARTY:
+            self.dropped += 1
+            return
+        entries.pop(ident, None)  # (a newer one goes last: given in the order they came)
+        entry = entries[ident] = _Held(rendered)
+        entry.given.update(given)
+        self._for.setdefault((key[0], self._sender(held_message.item)), set()).add(key)
+
+    def _sender(self, message: Item) -> str:
+        """The device that sent a GeoChat, as its party names it (its uid's sender field,
+        `refs.uid_form`), or "" when the uid names none of that party's devices."""
+        form, names = uid_form(message.event.type, message.event.uid)
+        if form != "geochat":
+            return ""
+        name = read_name(message.party, names[0], self._parties)
+        return name.uid if name.party == message.party else ""
+
+    def _device(self, item: Item) -> str | None:
+        """The device that sent a receipt, as its party names it (its first `<link uid>`,
+        ATAK's own device), or None when that names no device of the receipt's party."""
+        text = link_target(item.event)
+        if not text:
+            return None
+        name = read_name(item.party, text, self._parties)
+        return name.uid if name.party == item.party else None
+
+    # ---- giving -------------------------------------------------------------------------
+
+    def proved(self, key: Key, party: str, uid: str) -> bool:
+        """Whether device `uid` of `party` said (by a receipt) that it has message `key`."""
+        return uid in self._proved.get(key, {}).get(party, ())
+
+    def owed(
+        self, conn: Connection, new: Mapping[str, str], before: Mapping[str, str], now: float
+    ) -> Iterator[tuple[Pending, bool]]:
+        """What `conn` is owed now that devices `new` (uid -> callsign) reported themselves
+        on it, its devices having been `before`: each with whether it is durable.
+
+        The items addressed to those devices that it did not reach before (as a party, or
+        through the devices it had: given at attach, at their reports or live since) and
+        that no device among them proved it has; then the receipts held for them that this
+        connection was not given yet."""
+        party, parties = conn.party, self._parties
+        for rendered in self._picture.addressed():
+            item = rendered.item
+            if reaches(item, conn, parties, devices=False) or any(
+                reaches_device(item, party, u, c, parties) for u, c in before.items()
+            ):
+                continue  # (it had it: exactly once in a session)
+            to = [u for u, c in new.items() if reaches_device(item, party, u, c, parties)]
+            if not to or all(self.proved(item.key, party, u) for u in to):
+                continue
+            variant = self._variant_for(rendered, party, now)
+            if variant is not None:
+                yield Pending(rendered, variant), item.category in DURABLE
+        for pending in self._receipts_for(conn, [*new, ""], now):
+            yield pending, True
+
+    def _receipts_for(self, conn: Connection, devices: list[str], now: float) -> Iterator[Pending]:
+        for device in devices:
+            for key in list(self._for.get((conn.party, device), ())):
+                if self._picture.get(key) is None:
+                    self._forget(key)
+                    continue
+                for entry in list(self._held.get(key, {}).values()):
+                    if conn in entry.given:
+                        continue
+                    variant = self._variant_for(entry.rendered, conn.party, now)
+                    if variant is not None:  # (None: stale, or no longer routed there)
+                        entry.given.add(conn)
+                        yield Pending(entry.rendered, variant)
+
+    # ---- forgetting ---------------------------------------------------------------------
+
+    def _forget(self, key: Key) -> None:
+        self._held.pop(key, None)
+        self._proved.pop(key, None)
+        for keys in self._for.values():
+            keys.discard(key)
+
+    def prune(self, now: float) -> int:
+        """Forget what answers messages no longer in the picture, and stale receipts;
+        returns how many receipts went."""
+        gone = 0
+        for key in list(self._held):
+            entries = self._held[key]
+            if self._picture.get(key) is None:
+                gone += len(entries)
+                self._forget(key)
+                continue
+            for ident in [i for i, e in entries.items() if e.rendered.item.event.stale <= now]:
+                del entries[ident]
+                gone += 1
+            if not entries:
+                del self._held[key]
+        for key in [k for k in self._proved if self._picture.get(k) is None]:
+            del self._proved[key]
+        self._for = {d: ks for d, ks in self._for.items() if ks}
+        return gone
+
+    def __len__(self) -> int:
+        """How many receipts are held."""
+        return sum(len(entries) for entries in self._held.values())
