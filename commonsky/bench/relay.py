@@ -93,6 +93,9 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     rss_mb: float = 0.0
+    # (seq, receiver's port, when read) of every delivery, when asked for (bench/hops.py)
+    reads: list[tuple[int, int, float]] | None = None
+    sent: dict[int, tuple[float, str]] = field(default_factory=dict)  # (with `reads`)
 
     def row(self) -> dict[str, float | str]:
         lat = sorted(self.latencies) or [float("nan")]
@@ -137,6 +140,10 @@ class _Receiver(asyncio.Protocol):
         self.sent_at = sent_at
         self.result = result
         self.tail = b""
+        self.port = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.port = transport.get_extra_info("peername")[1]
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -154,6 +161,8 @@ class _Receiver(asyncio.Protocol):
             if self.party in self.plan.targets[origin[1]]:
                 result.delivered += 1
                 result.latencies.append(now - origin[0])
+                if result.reads is not None:
+                    result.reads.append((int(match.group(1)), self.port, now))
             else:
                 result.unexpected += 1
 
@@ -162,12 +171,13 @@ Writers = list[tuple[str, asyncio.StreamReader, asyncio.StreamWriter]]
 
 
 async def run_load(
-    plan: Plan, rate: int, duration: float, name: str, proc: psutil.Process
+    plan: Plan, rate: int, duration: float, name: str, proc: psutil.Process, trace: bool = False
 ) -> Result:
     """Offer `rate` msg/s for `duration` s from the plan's senders to the system on its ports
-    (`proc` is the process measured: CPU, RSS); count what its receivers get."""
-    result = Result(name)
-    sent_at: dict[int, tuple[float, str]] = {}
+    (`proc` is the process measured: CPU, RSS); count what its receivers get (`trace`: and
+    keep when each message was sent and each delivery read, `Result.sent` and `.reads`)."""
+    result = Result(name, reads=[] if trace else None)
+    sent_at = result.sent
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     receivers = []

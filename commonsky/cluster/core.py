@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from commonsky import probe
 from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
@@ -313,7 +314,7 @@ class ClusterCore:
             closes, self._closes = self._closes, defaultdict(list)
             refused, self._refused = self._refused, defaultdict(list)
             attached, self._attached = self._attached, defaultdict(list)  # (with its outs)
-            if self.picture.dirty or self.picture.full or self.picture.unsettled_durable:
+            if self.picture.dirty or self.picture.full or self.picture.unsettled_urgent:
                 # A durable item's entry is in the bucket before any client gets the item
                 # (its key was noted when the hub published it, before its outputs were
                 # flushed here): a client that connects later never reads a version older
@@ -321,18 +322,22 @@ class ClusterCore:
                 # LIVE_EVERY_S. What is flushed meanwhile waits for the next round.
                 await self.picture.flush(live=False)
             for edge in set(flushed) | set(closes) | set(refused) | set(attached):
-                subject = self.names.out(edge)
                 delivery = _Packer()
                 for conn_id, mode, batch in flushed.get(edge, ()):
                     for pending in batch:
                         delivery.add(conn_id, mode, pending)
                         if delivery.size >= _OUT_BYTES:
-                            await self.nc.publish(subject, encode(delivery.done()))
+                            await self._publish(edge, encode(delivery.done()))
                             delivery = _Packer()
                 if delivery.outs or edge in closes or edge in refused or edge in attached:
                     last = delivery.done(closes.get(edge, []), refused.get(edge, []),
                                          attached.get(edge, []))  # fmt: skip
-                    await self.nc.publish(subject, encode(last))
+                    await self._publish(edge, encode(last))
+
+    async def _publish(self, edge: str, data: bytes) -> None:
+        if probe.ON:
+            probe.stamp("core_publish", data, edge)
+        await self.nc.publish(self.names.out(edge), data)
 
     # ---- the stream ---------------------------------------------------------------------
 
@@ -484,6 +489,9 @@ class ClusterCore:
             else:
                 segment.append(envelope)
         self._commit(segment, done, seqs)
+        # The batch's outputs to the sender now, not at the next flush round (up to
+        # FLUSH_INTERVAL_S away): a batch is a burst already, there is nothing to wait for.
+        self.hub.wires.flush()
         for msg in msgs:
             await msg.ack()
 
@@ -551,6 +559,8 @@ class ClusterCore:
             conn.user = env.user
         try:
             self.hub.accept(env.party, env.user, env.event, conn)
+            if probe.ON:
+                probe.stamp("core_apply", env.event.detail)
         except StoreUnavailable:
             raise
         except CommonSkyError as exc:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from commonsky import probe
 from commonsky.errors import LocalProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections, Delivered, delivery, record_delivery
@@ -174,6 +175,8 @@ class EdgeHub:
             sender.devices[event.uid] = callsign  # (re-announced to a new core: addressing)
         category = category_of_event(event)
         self.metrics.count_in(party, category.value if category else "other")
+        if probe.ON:
+            probe.stamp("edge_accept", event.detail, self.edge)
         self.link.ingest(sender, user, event, self.clock())
 
     def deliver(self, delivery: Delivery) -> None:
@@ -208,6 +211,9 @@ class EdgeHub:
                 close = session.refused(MessageRefused(reason, message))
                 if close is not None:
                     conn.close(close)
+        # Written now: a delivery is the core's burst already (a flush round would wait up
+        # to FLUSH_INTERVAL_S for more).
+        self.wires.flush()
 
     def _attached(self, delivery: Delivery, made: list[tuple[Pending, bool]]) -> None:
         """The core handled these clients' Attach: the bucket's live entries held for them go
@@ -411,6 +417,8 @@ class EdgeLink:
 
     async def _on_delivery(self, msg: Msg) -> None:
         try:
+            if probe.ON:
+                probe.stamp("edge_receive", msg.data, self.hub.edge)
             delivery = read_delivery(msg.data)
         except ValueError as exc:  # (not the core's: anyone may publish on NATS)
             self.hub.metrics.cluster_drop("delivery")
@@ -451,8 +459,11 @@ class EdgeLink:
             futures: list[asyncio.Future[Any] | None] = []
             try:
                 for msg_id, data in batch:
-                    futures.append(await self.js.publish_async(
-                        self.subject, data, headers={"Nats-Msg-Id": msg_id}))  # fmt: skip
+                    future = await self.js.publish_async(
+                        self.subject, data, headers={"Nats-Msg-Id": msg_id})  # fmt: skip
+                    futures.append(future)
+                    if probe.ON:
+                        future.add_done_callback(_ack_stamp(data, self.hub.edge))
             except Exception as exc:
                 log.warning("edge %s: publishing to the stream failed: %s", self.hub.edge, exc)
             futures += [None] * (len(batch) - len(futures))
@@ -494,3 +505,8 @@ class EdgeLink:
             self._healthy.set()
             self.in_flight -= len(batch)
             self._room.set()
+
+
+def _ack_stamp(data: bytes, edge: str) -> Callable[[asyncio.Future[Any]], None]:
+    """The probe's `stream_ack` stamp for one publish (bench/hops.py), as a done callback."""
+    return lambda _: probe.stamp("stream_ack", data, edge)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from commonsky.hub.deletes import DELETE_TYPE
+from commonsky.hub.deletes import DELETE_TYPE, target_key
 from commonsky.hub.outbox import Pending, Rendered, Variant
 from commonsky.hub.render import item_json
 from commonsky.model import DURABLE, Category, Item
@@ -48,6 +48,7 @@ log = logging.getLogger("commonsky.cluster")
 
 LIVE_EVERY_S = 2.0  # live items' entries are brought up to date this often
 _CATEGORIES = frozenset(c.value for c in Category)
+YIELD_EVERY = 64  # writes of one flush between two turns of the loop (`flush`)
 
 
 @dataclass(slots=True)
@@ -73,10 +74,14 @@ class PictureWriter:
         self.js = js
         self.prefix = f"$KV.{bucket}."  # (the bucket's subjects: a write is a publish there)
         self.unsettled: set[asyncio.Future[Any]] = set()  # writes sent, not acknowledged yet
-        self.unsettled_durable: set[asyncio.Future[Any]] = set()  # (and deletes)
+        self.unsettled_urgent: set[asyncio.Future[Any]] = set()  # (`flush`'s urgent ones)
         self.clock = clock
         self.viewers = sorted(hub.policy.parties)
         self.held: dict[tuple[str, tuple[str, str]], Held] = {}
+        # Per key with entries: whether they are durable, and the parties holding one
+        # (`_urgent` decides from it whether a live item's entries are written before its
+        # outputs leave).
+        self.kinds: dict[tuple[str, str], tuple[bool, frozenset[str]]] = {}
         self.dirty: set[tuple[str, str]] = set()
         # Live items (tracks, positions) are written at most every LIVE_EVERY_S: a client
         # joining meanwhile gets an older position from the bucket and the current one from
@@ -110,12 +115,36 @@ class PictureWriter:
         return len(self.found)
 
     def _note(self, item: Item) -> None:
-        if item.category in DURABLE or item.event.type == DELETE_TYPE:
-            self.dirty.add(item.key)
-        else:
-            self.dirty_live.add(item.key)
+        key = item.key
         if item.event.type == DELETE_TYPE:
-            self.full = True  # (the deleted item's key is not the delete's own)
+            target = target_key(item.party, item.event, self.hub.parties, strict=False)
+            if target is not None:
+                self.dirty.add(target)  # (its entries go before the delete's outputs leave)
+            self.dirty.add(key)
+            self.full = True  # (names of other items may change with it)
+        elif item.category in DURABLE or self._urgent(key):
+            self.dirty.add(key)
+        else:
+            self.dirty_live.add(key)
+
+    def _urgent(self, key: tuple[str, str]) -> bool:
+        """Whether a live item's new version must reach the bucket before its outputs leave,
+        like a durable one's: the bucket holds a durable entry under its key (an edge
+        replays durable entries at once, so a late joiner would be given the superseded
+        item), or an entry for a party that may not see the item now (it was superseded by
+        a version that party may not see, arrived stale, or ended: the edge would give the
+        entry, the core nothing). Otherwise the bucket holds older live versions only, and
+        the core sends the late joiner the current one (`covered`)."""
+        kind = self.kinds.get(key)
+        if kind is None:
+            return False
+        durable, holders = kind
+        if durable:
+            return True
+        rendered = self.hub.picture.get(key)
+        if rendered is None:
+            return True
+        return not holders <= self._wanted(key, self.clock()).keys()
 
     def reconcile(self) -> None:
         """Have the next flush check every key (held or in the picture)."""
@@ -144,59 +173,96 @@ class PictureWriter:
     async def flush(self, live: bool = True) -> int:
         """Write what changed since the last flush (`live`: and the live items' entries if
         LIVE_EVERY_S has passed); returns how many writes. Returns once every write sent so
-        far (this flush's and any other's; with `live` False, every durable entry's and
-        delete) is acknowledged or failed: what the hub published before the call is in the
-        bucket then. A failed write leaves its entry unconfirmed
-        (`covered` is then False: the core sends the item).
+        far (this flush's and any other's; with `live` False, every urgent one: durable
+        entries, deletes, entries replacing a durable one — `_urgent`) is acknowledged or
+        failed: what the hub published before the call is in the bucket then. A failed
+        write leaves its entry unconfirmed (`covered` is then False: the core sends the
+        item).
 
         Writes are sent while the lock is held and acknowledged after it: NATS stores one
         connection's publishes in the order sent, so a key's newer version is never
-        overwritten by an older one, and a flush of durable entries does not wait behind
-        a long flush of live ones, only for its acknowledgements."""
-        async with self.lock:
-            now = self.clock()
-            if self.full:
-                self.full = False
-                keys = {k for pool in (self.hub.picture.durable, self.hub.picture.live)
-                        for k in pool} | {k for _, k in self.held}  # fmt: skip
-                self.dirty.clear()
-                self.dirty_live.clear()
-            else:
-                keys, self.dirty = self.dirty, set()
-                if live and time.monotonic() - self._live_at >= LIVE_EVERY_S:
-                    self._live_at = time.monotonic()
-                    keys |= self.dirty_live
-                    self.dirty_live = set()
-            sent = 0
-            for key in keys:
-                wanted = self._wanted(key, now)
-                for viewer in self.viewers:
-                    held = self.held.get((viewer, key))
-                    want = wanted.get(viewer)
-                    if want is None:
-                        if held is not None:
-                            del self.held[(viewer, key)]
-                            sent += await self._send(viewer, key, None)
-                    elif (
-                        held is None
-                        or held.rendered is not want[0]
-                        or held.variant != want[1]
-                        or held.until != want[2]
-                    ):
-                        fresh = Held(want[0], want[1], want[2], None)
-                        self.held[(viewer, key)] = fresh
-                        sent += await self._send(viewer, key, fresh)
-            # (A flush of durable entries alone waits for the durable writes sent so far —
-            # the upkeep's flush may have sent some; the others for every write.)
-            waiting = list(self.unsettled if live else self.unsettled_durable)
+        overwritten by an older one. A long flush (every key, or thousands of live ones)
+        lets go of the lock and the loop every YIELD_EVERY writes: a flush of urgent
+        entries (the core's sender, whose outputs wait for it) gets in between and writes
+        the keys noted so far — each key is taken out of the noted sets when it is written,
+        so none is left to a flush that has not reached it yet."""
+        both = self.full  # (every noted key, live ones too)
+        if self.full:
+            self.full = False
+            pools = (self.hub.picture.durable, self.hub.picture.live, self.kinds, self.dirty)
+            keys = list({k: None for pool in pools for k in pool})
+        else:
+            keys = list(self.dirty)
+            if live and time.monotonic() - self._live_at >= LIVE_EVERY_S:
+                self._live_at = time.monotonic()
+                both = True
+                keys += self.dirty_live
+        sent = at = 0
+        while True:
+            async with self.lock:
+                now, budget = self.clock(), float(YIELD_EVERY)
+                while at < len(keys) and budget > 0:
+                    key = keys[at]
+                    at += 1
+                    if both:
+                        self.dirty_live.discard(key)
+                    elif key not in self.dirty:
+                        continue  # (written meanwhile by another flush)
+                    self.dirty.discard(key)
+                    wrote = await self._write_key(key, now)
+                    sent += wrote
+                    budget -= wrote or 0.25  # (a key that needs no write costs little)
+                if at >= len(keys):
+                    # (A flush of urgent entries alone waits for the urgent writes sent so
+                    # far — another flush may have sent some; the others for every write.)
+                    waiting = list(self.unsettled if live else self.unsettled_urgent)
+                    break
+            await asyncio.sleep(0)
         if waiting:
             await asyncio.gather(*waiting, return_exceptions=True)
         self.writes += sent
         return sent
 
-    async def _send(self, viewer: str, key: tuple[str, str], held: Held | None) -> int:
+    async def _write_key(self, key: tuple[str, str], now: float) -> int:
+        """Bring every party's entry of `key` up to date; returns how many writes were sent.
+        `kinds` is widened before the first write (a note meanwhile sees the entries that
+        may still be there) and made exact after the last."""
+        wanted = self._wanted(key, now)
+        rendered = next(iter(wanted.values()))[0] if wanted else None
+        durable = rendered is not None and rendered.item.category in DURABLE
+        was = self.kinds.get(key)
+        urgent = durable or (was is not None and was[0])
+        if was is not None or wanted:
+            holders = frozenset(wanted) | (was[1] if was is not None else frozenset())
+            self.kinds[key] = (urgent, holders)
+        sent = 0
+        for viewer in self.viewers:
+            held = self.held.get((viewer, key))
+            want = wanted.get(viewer)
+            if want is None:
+                if held is not None:
+                    del self.held[(viewer, key)]
+                    sent += await self._send(viewer, key, None, True)
+            elif (
+                held is None
+                or held.rendered is not want[0]
+                or held.variant != want[1]
+                or held.until != want[2]
+            ):
+                fresh = Held(want[0], want[1], want[2], None)
+                self.held[(viewer, key)] = fresh
+                sent += await self._send(viewer, key, fresh, urgent)
+        if wanted:
+            self.kinds[key] = (durable, frozenset(wanted))
+        else:
+            self.kinds.pop(key, None)
+        return sent
+
+    async def _send(self, viewer: str, key: tuple[str, str], held: Held | None,
+                    urgent: bool) -> int:  # fmt: skip
         """Send one write (`held` None: a delete) without awaiting its acknowledgement;
-        returns 1 when sent, 0 when nothing needed sending."""
+        returns 1 when sent, 0 when nothing needed sending. `urgent`: a flush of urgent
+        entries waits for it (`flush`)."""
         name = picture_key(viewer, key)
         value, headers = b"", {"KV-Operation": "DEL"}
         if held is not None:
@@ -223,15 +289,15 @@ class PictureWriter:
             log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80], exc)
             return 0
         self.unsettled.add(ack)
-        if held is None or held.rendered.item.category in DURABLE:
-            self.unsettled_durable.add(ack)
+        if urgent:
+            self.unsettled_urgent.add(ack)
         ack.add_done_callback(lambda done: self._settled(done, held, viewer, key))
         return 1
 
     def _settled(self, ack: asyncio.Future[Any], held: Held | None, viewer: str,
                  key: tuple[str, str]) -> None:  # fmt: skip
         self.unsettled.discard(ack)
-        self.unsettled_durable.discard(ack)
+        self.unsettled_urgent.discard(ack)
         if ack.cancelled() or ack.exception() is not None:
             log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80],
                         "cancelled" if ack.cancelled() else ack.exception())  # fmt: skip

@@ -175,7 +175,7 @@ class AirspaceDesk:
         """Expire what ended (once a second is plenty)."""
         self.publish(self.engine.expire(self.hub.clock()))
 
-    def screen(self, budget_s: float = 0.003) -> int:
+    def screen(self, budget_s: float = 0.001) -> int:
         """Screen live tracks in rounds, a slice at a time.
 
         Every `timeout_track_screen_s` a round takes the latest state of every track that

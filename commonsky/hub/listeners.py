@@ -17,6 +17,7 @@ import time
 
 from cryptography import x509
 
+from commonsky import probe
 from commonsky.config import ListenerConfig
 from commonsky.errors import CommonSkyError, UsageError
 from commonsky.protocol.cot import XmlLimits
@@ -488,6 +489,8 @@ class TakPeer:
         if batch:
             data, delivered = self.hub.wires.shared(batch, self.mode, self._written)
             self.writer.write(data)
+            if probe.ON:
+                probe.stamp("client_write", data)
             self.hub.record_delivery(conn, batch, delivered)
             self.session.sent(time.monotonic())
         if outbox.backlog is not None:
