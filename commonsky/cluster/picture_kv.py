@@ -49,6 +49,11 @@ log = logging.getLogger("commonsky.cluster")
 LIVE_EVERY_S = 2.0  # live items' entries are brought up to date this often
 _CATEGORIES = frozenset(c.value for c in Category)
 YIELD_EVERY = 64  # writes of one flush between two turns of the loop (`flush`)
+#: Seconds a flush waits for its writes' acknowledgements; one not come by then is given up
+#: (cancelled) and written again at the next flush. An acknowledgement can be lost (a NATS
+#: reconnect, a server shedding load), and nats-py's future for it would never finish: a
+#: core waiting for it would stop applying the stream for good.
+ACK_WAIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -83,6 +88,7 @@ class PictureWriter:
         # outputs leave).
         self.kinds: dict[tuple[str, str], tuple[bool, frozenset[str]]] = {}
         self.dirty: set[tuple[str, str]] = set()
+        self.undeleted: set[tuple[str, tuple[str, str]]] = set()  # deletes that failed
         # Live items (tracks, positions) are written at most every LIVE_EVERY_S: a client
         # joining meanwhile gets an older position from the bucket and the current one from
         # the core (`covered` is false for a version the bucket does not hold).
@@ -219,7 +225,11 @@ class PictureWriter:
                     break
             await asyncio.sleep(0)
         if waiting:
-            await asyncio.gather(*waiting, return_exceptions=True)
+            _, late = await asyncio.wait(waiting, timeout=ACK_WAIT_S)
+            for ack in late:
+                ack.cancel()  # (`_settled`: written again at the next flush)
+            if late:
+                await asyncio.sleep(0)  # (so their `_settled` has run when this returns)
         self.writes += sent
         return sent
 
@@ -240,8 +250,9 @@ class PictureWriter:
             held = self.held.get((viewer, key))
             want = wanted.get(viewer)
             if want is None:
-                if held is not None:
-                    del self.held[(viewer, key)]
+                if held is not None or (viewer, key) in self.undeleted:
+                    self.held.pop((viewer, key), None)
+                    self.undeleted.discard((viewer, key))
                     sent += await self._send(viewer, key, None, True)
             elif (
                 held is None
@@ -251,6 +262,7 @@ class PictureWriter:
             ):
                 fresh = Held(want[0], want[1], want[2], None)
                 self.held[(viewer, key)] = fresh
+                self.undeleted.discard((viewer, key))
                 sent += await self._send(viewer, key, fresh, urgent)
         if wanted:
             self.kinds[key] = (durable, frozenset(wanted))
@@ -299,8 +311,18 @@ class PictureWriter:
         self.unsettled.discard(ack)
         self.unsettled_urgent.discard(ack)
         if ack.cancelled() or ack.exception() is not None:
-            log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80],
-                        "cancelled" if ack.cancelled() else ack.exception())  # fmt: skip
+            # The bucket may hold an older entry (or one that should be gone): the next
+            # flush writes the key again, and until then `covered` is false for it.
+            if self.held.get((viewer, key)) is held:  # (not superseded meanwhile)
+                if held is None:
+                    self.undeleted.add((viewer, key))
+                else:
+                    del self.held[(viewer, key)]
+                self.dirty.add(key)
+            why = "no acknowledgement" if ack.cancelled() else str(ack.exception())
+            self.hub.log_limited(log, "picture_write", viewer, "picture bucket: writing "
+                                 "%s/%r failed (%s); written again at the next flush",
+                                 viewer, key[1][:80], why[:200])  # fmt: skip
         elif held is not None:
             held.revision = ack.result().seq
 
