@@ -391,3 +391,23 @@ def issue_signer(ca_dir: Path, party: str) -> tuple[ec.EllipticCurvePrivateKey, 
         .sign(ca_key, hashes.SHA256())
     )
     return key, cert
+
+
+class PeerCertificates:
+    """Client certificates by their DER bytes, parsed once: a TLS listener's requests hand
+    over the peer's DER, and a client sends the same certificate with every request. At most
+    `limit` are kept (cleared whole when full: a cache, not a record)."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._certs: dict[bytes, x509.Certificate] = {}
+
+    def get(self, der: bytes) -> x509.Certificate:
+        """The certificate of `der`. Raises ValueError when `der` is not one."""
+        cert = self._certs.get(der)
+        if cert is None:
+            cert = x509.load_der_x509_certificate(der)
+            if len(self._certs) >= self.limit:
+                self._certs.clear()
+            self._certs[der] = cert
+        return cert

@@ -12,8 +12,10 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,3 +280,32 @@ async def forget(nats_url: str, name: str) -> None:
                 await js.delete_stream(info.config.name)
     finally:
         await nc.close()
+
+
+@contextlib.contextmanager
+def scratch_cluster(prefix: str) -> Iterator[Cluster]:
+    """A cluster of a new name (`prefix` + random) on a new database of its own, on the NATS
+    and PostgreSQL of COMMONSKY_TEST_NATS / COMMONSKY_TEST_POSTGRES (default: this machine's
+    standard loopback ports); its processes stopped, its stream, buckets and database removed
+    afterwards. For benchmarks run as commands (bench/edge_api.py, bench/edge_marti.py)."""
+    import psycopg
+
+    nats_url = os.environ.get("COMMONSKY_TEST_NATS", "nats://127.0.0.1:4222")
+    admin_url = os.environ.get(
+        "COMMONSKY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            store_url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
+            cluster = Cluster(Path(tmp), name, nats_url, store_url)
+            try:
+                yield cluster
+            finally:
+                cluster.stop()
+                asyncio.run(forget(nats_url, name))
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()

@@ -16,15 +16,12 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from commonsky.bench.cluster import Cluster, forget, track
+from commonsky.bench.cluster import Cluster, scratch_cluster, track
 from commonsky.bench.hubproc import token
 
 
@@ -66,30 +63,11 @@ async def _measure(cluster: Cluster, requests: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import psycopg
-
     parser = argparse.ArgumentParser(prog="python -m commonsky.bench.edge_api")
     parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args(argv)
-    nats_url = os.environ.get("COMMONSKY_TEST_NATS", "nats://127.0.0.1:4222")
-    admin_url = os.environ.get(
-        "COMMONSKY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    name = f"ea{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            store_url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
-            cluster = Cluster(Path(tmp), name, nats_url, store_url)
-            try:
-                result = asyncio.run(_measure(cluster, args.requests))
-            finally:
-                cluster.stop()
-                asyncio.run(forget(nats_url, name))
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_cluster("ea") as cluster:
+        result = asyncio.run(_measure(cluster, args.requests))
     print(json.dumps(result))
     return 0
 

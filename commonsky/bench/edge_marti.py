@@ -27,16 +27,14 @@ import json
 import os
 import ssl
 import statistics
-import tempfile
 import time
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from commonsky.bench.cluster import Cluster, Process, forget
+from commonsky.bench.cluster import Cluster, Process, scratch_cluster
 from commonsky.bench.hubproc import hub_config
 from commonsky.bench.relay import free_port
 from commonsky.pki import init_ca, issue_client
@@ -156,32 +154,13 @@ async def _measure(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    import psycopg
-
     parser = argparse.ArgumentParser(prog="python -m commonsky.bench.edge_marti")
     parser.add_argument("--megabytes", type=float, default=8.0)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    nats_url = os.environ.get("COMMONSKY_TEST_NATS", "nats://127.0.0.1:4222")
-    admin_url = os.environ.get(
-        "COMMONSKY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    name = f"em{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            store_url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
-            cluster = Cluster(Path(tmp), name, nats_url, store_url)
-            try:
-                result = asyncio.run(_measure(cluster, args))
-            finally:
-                cluster.stop()
-                asyncio.run(forget(nats_url, name))
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_cluster("em") as cluster:
+        result = asyncio.run(_measure(cluster, args))
     print(json.dumps(result))
     return 0
 

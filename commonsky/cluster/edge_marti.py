@@ -25,7 +25,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography import x509
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -35,7 +34,7 @@ from commonsky import errors
 from commonsky.config import HubConfig, ListenerConfig
 from commonsky.marti.http import HttpListener, listener_tls
 from commonsky.marti.net import peer_cert_der
-from commonsky.pki import CSR_MAX_BYTES
+from commonsky.pki import CSR_MAX_BYTES, PeerCertificates
 from commonsky.revocation import Revocations
 
 from .forward import Face, Forwarder
@@ -82,7 +81,7 @@ class EdgeTakHttp:
             crl = crls.setdefault(Path(lc.ca), Revocations(Path(lc.ca)))
             self.faces.append((name, lc, listener_tls(lc), crl))
         self.listeners: list[HttpListener] = []
-        self._peers: dict[bytes, x509.Certificate] = {}
+        self._peers = PeerCertificates()
 
     async def start(self, forwarder: Forwarder) -> None:
         """Bind and serve each listener (UsageError, one line, for a busy port)."""
@@ -122,7 +121,7 @@ class EdgeTakHttp:
                                              "no_certificate")  # fmt: skip
                     from commonsky.marti.api import certificate_identity
 
-                    certificate_identity(self._peer(der), crl, is_party)
+                    certificate_identity(self._peers.get(der), crl, is_party)
                 elif not request.headers.get("authorization", "").lower().startswith("basic "):
                     raise errors.Refused(401, "HTTP Basic credentials (user, token) required",
                                          "no_credentials")  # fmt: skip
@@ -139,12 +138,3 @@ class EdgeTakHttp:
                              "edge %s: %s %s from %s refused (%d): %s", kind, request.method,
                              request.url.path[:200], peer, exc.status, exc)  # fmt: skip
         return _text(exc.status, str(exc), {})
-
-    def _peer(self, der: bytes) -> x509.Certificate:
-        cert = self._peers.get(der)
-        if cert is None:
-            cert = x509.load_der_x509_certificate(der)
-            if len(self._peers) > 1024:
-                self._peers.clear()
-            self._peers[der] = cert
-        return cert

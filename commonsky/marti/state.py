@@ -18,6 +18,7 @@ from commonsky.marti.net import advertised
 from commonsky.marti.port import HubPort
 from commonsky.marti.stores import open_files, open_tokens
 from commonsky.marti.tokens import Tokens
+from commonsky.pki import PeerCertificates
 from commonsky.revocation import Revocations
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class MartiState:
     revocations: dict[Path, Revocations] = field(default_factory=dict)
     http: dict[str, Bound] = field(default_factory=dict)  # kind -> listener (links)
     stream: tuple[str, int] | None = None  # the tak-tls listener (host, port), for profiles
-    _peers: dict[bytes, x509.Certificate] = field(default_factory=dict)
+    _peers: PeerCertificates = field(default_factory=PeerCertificates)
 
     @classmethod
     def open(
@@ -85,10 +86,4 @@ class MartiState:
         return f"https://{advertised(listener.config, listener.port)}"
 
     def peer(self, der: bytes) -> x509.Certificate:
-        cert = self._peers.get(der)
-        if cert is None:
-            cert = x509.load_der_x509_certificate(der)
-            if len(self._peers) > 1024:
-                self._peers.clear()
-            self._peers[der] = cert
-        return cert
+        return self._peers.get(der)
