@@ -103,7 +103,7 @@ class Picture:
         each item is looked up again when drawn, and skipped if it has been superseded
         (the newer version was queued to this connection already), went stale or may no
         longer be seen. What reaches it through its devices is given when each device
-        reports itself (`owed_to_devices`)."""
+        reports itself (`Hub.give_devices`)."""
         # Taken now, not when first drawn: what is published from here on is queued as it
         # comes, and must not be owed twice.
         owed = [(pool, key, r) for pool in (self.durable, self.live) for key, r in pool.items()]
