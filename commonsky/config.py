@@ -278,7 +278,7 @@ def config_from_dict(
     if "cluster" in data:
         where = f"{source}: [cluster]"
         cluster_table = decode_table(ClusterSettings, data["cluster"], where, "$.cluster")
-        cluster = check_cluster(cluster_table, str(settings.store_url), where)
+        cluster = check_cluster(cluster_table, str(settings.store_url), where, base)
     return HubConfig(
         settings,
         tuple(listeners),

@@ -67,7 +67,8 @@ class EdgeServer:
     def __init__(self, config: HubConfig) -> None:
         assert config.cluster is not None
         self.config = config
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        # `<edge>.<run>`: the name its NATS user's permissions give (wire.py), and this run.
+        self.id = f"{config.cluster.edge_name}.{os.getpid()}-{secrets.token_hex(2)}"
         s = config.settings
         clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
         self.hub = EdgeHub(self.id, Policy(config.parties, config.agreements), s, clock)
@@ -100,7 +101,8 @@ class EdgeServer:
     async def start(self) -> None:
         assert self.config.cluster is not None
         names = Names(self.config.cluster.name)
-        self.nc = await connect(self.config.cluster, f"edge {self.id}")
+        inbox = names.edge_inbox(self.config.cluster.edge_name)
+        self.nc = await connect(self.config.cluster, f"edge {self.id}", inbox)
         js = self.nc.jetstream()
         await ensure_stream(js, names)
         kv = await picture_bucket(js, names)
@@ -252,7 +254,7 @@ async def _reach(config: HubConfig, init: bool, folder: DataDir, holder: str) ->
 
     cluster = config.cluster
     assert cluster is not None
-    nc = await connect(cluster, f"core {holder}")
+    nc = await connect(cluster, f"core {holder}", Names(cluster.name).core_inbox)
     try:
         url = str(config.settings.store_url)
         hub_id = folder.manifest["hub_id"] if folder.manifest else None
