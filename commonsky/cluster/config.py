@@ -113,6 +113,14 @@ def shown(url: str) -> str:
     return f"{scheme}{sep}{user + ':***' if colon else '***'}@{host}"
 
 
+_SECRET = re.compile(r"://([^\s'\":@/]*)(:[^\s'\"]*)?@")
+
+
+def without_secrets(text: str) -> str:
+    """`text` (a message) with the credentials of every URL in it as `***` (`shown`)."""
+    return _SECRET.sub(lambda m: f"://{m[1] + ':***' if m[2] else '***'}@", text)
+
+
 def _why(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason).replace("_", " ").lower()

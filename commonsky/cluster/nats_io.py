@@ -20,6 +20,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commonsky.cluster")
 
+
+class _QuietSslEof(logging.Filter):
+    """asyncio's "returning true from eof_received() has no effect when using ssl", said at
+    each TLS connection nats-py's transport closes: nothing an operator can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_QuietSslEof())
+
 #: How long JetStream remembers a message id to drop a second publish of it (seconds): an
 #: edge retries a publish whose acknowledgement it did not get within this.
 DUPLICATE_WINDOW_S = 120.0
@@ -61,10 +72,12 @@ async def connect(cluster: ClusterSettings, name: str, inbox: str) -> Client:
     async def error(exc: Exception) -> None:
         tries[:] = [exc]
         why = _refusal(exc)
-        if why and not refused.done() and not nc.is_connected:
-            refused.set_result(why)  # (at start: no use trying again)
+        at_start = not nc.is_connected and not refused.done()
+        if why and at_start:
+            refused.set_result(why)  # (no use trying again: the one line at start says why)
         # A failed (re)connection try is expected while NATS is away: `disconnected` said so.
-        level = logging.DEBUG if isinstance(exc, (OSError, TimeoutError)) else logging.WARNING
+        quiet = isinstance(exc, (OSError, TimeoutError)) or (why and at_start)
+        level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "%s: NATS: %s: %s", name, type(exc).__name__, exc)
 
     servers, auth = _credentials(cluster, nc)
