@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client as Nats
 
 from commonsky.bench.cluster import Client, Cluster, Process, cluster_config, track, until
 from commonsky.bench.relay import free_port
@@ -131,7 +132,7 @@ def process(cluster: Cluster, role: str, url: str, more: str) -> tuple[Process, 
 
 
 async def impostor(server: SecuredNats, folder: Path, ca: Path,
-                   errors: list[str]) -> nats.aio.client.Client:  # fmt: skip
+                   errors: list[str]) -> Nats:  # fmt: skip
     """A connection with edge B's user (and the cluster's client certificate)."""
     context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
     context.load_cert_chain(folder / "node" / "node.pem", folder / "node" / "node-key.pem")
