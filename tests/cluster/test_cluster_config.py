@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from commonsky.cluster.config import shown
+from commonsky.cluster.run import unadvertised
 from commonsky.config import config_from_dict
 from commonsky.errors import UsageError
 from commonsky.pki import init_ca
@@ -117,3 +118,25 @@ def test_the_url_is_shown_without_its_secret() -> None:
     assert shown("nats://edge-a:p@ss/w:rd@h:4222") == "nats://edge-a:***@h:4222"
     assert shown("tls://s3cret-token@h") == "tls://***@h"
     assert shown("nats://h:4222") == "nats://h:4222"
+
+
+@pytest.mark.parametrize(
+    ("role", "advertise", "lines"),
+    [("core", None, 1), ("core", "tak.example.org:8443", 0), ("all", None, 0), ("edge", None, 0)],
+)
+def test_a_core_warns_of_a_marti_listener_it_cannot_advertise(
+    tmp_path: Path, role: str, advertise: str | None, lines: int
+) -> None:
+    """A role-"core" process binds no Marti port: without `advertise`, the file URLs it writes
+    (b-f-t-r offers, upload answers) would name its own host. One line per such listener."""
+    init_ca(tmp_path / "ca")
+    marti: dict[str, Any] = {"kind": "marti", "bind": "0.0.0.0:8443", "ca": "ca"}
+    if advertise:
+        marti["advertise"] = advertise
+    data = config({"nats_url": "nats://h:4222", "role": role})
+    data["listener"] = [{"kind": "tak-tcp", "bind": "127.0.0.1:8087", "party": "USA"}, marti]
+    found = unadvertised(config_from_dict(data, "hub.toml", base=tmp_path))
+    assert len(found) == lines
+    if lines:
+        assert found[0].startswith("[[listener]] #2 (marti, port 8443) has no advertise")
+        assert found[0].endswith("($.listener[1].advertise)") and "\n" not in found[0]
