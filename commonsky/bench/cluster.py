@@ -158,7 +158,8 @@ class Cluster:
 
     def port(self) -> int:
         """A port of 127.0.0.1 for one of the cluster's processes, held by `reserve_port`
-        until `stop`: no other process is given it meanwhile."""
+        until `stop` (which every user of a Cluster must call): no other process is given it
+        meanwhile."""
         sock = reserve_port()
         self.reserved.append(sock)
         port: int = sock.getsockname()[1]
