@@ -126,9 +126,9 @@ class Hub:
         # Who is connected, and the write batching (hub/connections.py).
         self.wires = Connections(settings, self.metrics, self.logs)
         self.connections = self.wires.by_party  # party -> its connections
-        # Receipts held for senders' devices, and the deliveries they prove (receipts.py).
+        # Receipts and hub notices held for senders' devices, what they prove (receipts.py).
         self.receipts = Receipts(self.picture, self.parties, self.router.variant_for,
-                                 self.connections)  # fmt: skip
+                                 self.connections, store.meta, self._remember)  # fmt: skip
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         # The delete flow (hub/deletes.py), over the hub's parts.
         self.deletes = Deletes(
@@ -148,6 +148,7 @@ class Hub:
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
         self.quarantine.rebuild("picture", store.active(clock()), self._load)
+        self.receipts.loaded()
         self._quarantine_unreadable("picture")
 
     def add_desk(self, desk: Desk) -> None:
@@ -308,6 +309,15 @@ class Hub:
         themselves on it, its devices having been `before` (`Receipts.owed`)."""
         for pending, durable in self.receipts.owed(conn, new, before, self.clock()):
             self.wires.enqueue(conn, pending, durable)
+
+    def _remember(self, key: str, value: str) -> None:
+        """`Receipts`' note of the notices owed (store meta), in the hub's transaction; the
+        store unreachable, logged (a notice given may then be given again after a restart)."""
+        try:
+            with self.transaction():
+                self.store.set_meta(key, value)
+        except StoreUnavailable as exc:
+            self.log_limited(log, "store", "meta", "could not write %s: %s", key, exc)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.
