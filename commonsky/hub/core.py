@@ -63,7 +63,7 @@ from .naming import Naming, own_names
 from .outbox import Pending, Rendered, Variant
 from .picture import Picture
 from .quarantine import Quarantine
-from .receipts import Receipts
+from .receipts import Receipts, remembering
 from .render import Renderer
 from .render import item_json as item_json  # (re-exported)
 from .routing import VARIANT, Routed, Router
@@ -128,7 +128,8 @@ class Hub:
         self.connections = self.wires.by_party  # party -> its connections
         # Receipts and hub notices held for senders' devices, what they prove (receipts.py).
         self.receipts = Receipts(self.picture, self.parties, self.router.variant_for,
-                                 self.connections, store.meta, self._remember)  # fmt: skip
+                                 self.connections, store.meta,
+                                 remembering(store, self.transaction))  # fmt: skip
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         # The delete flow (hub/deletes.py), over the hub's parts.
         self.deletes = Deletes(
@@ -309,15 +310,6 @@ class Hub:
         themselves on it, its devices having been `before` (`Receipts.owed`)."""
         for pending, durable in self.receipts.owed(conn, new, before, self.clock()):
             self.wires.enqueue(conn, pending, durable)
-
-    def _remember(self, key: str, value: str) -> None:
-        """`Receipts`' note of the notices owed (store meta), in the hub's transaction; the
-        store unreachable, logged (a notice given may then be given again after a restart)."""
-        try:
-            with self.transaction():
-                self.store.set_meta(key, value)
-        except StoreUnavailable as exc:
-            self.log_limited(log, "store", "meta", "could not write %s: %s", key, exc)
 
     def submit(self, item: Item) -> Item:
         """Store (if durable), record, then publish an accepted item to every hub process.

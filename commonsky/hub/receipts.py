@@ -39,11 +39,13 @@ none of its connections) is *held* for it (`notice`) and given, once, to the con
 which that device (for a party's notice, any of its devices) next reports itself — routing
 asked again then (`variant_for`: stale, or no longer routed to that party, it goes to
 nobody) — and then forgotten: a notice given live, or given here, is never given again.
-Bounded: at most `NOTICES_PER_PARTY` per party (the oldest go first, counted in `dropped`),
-each until it goes stale (a day: `chat_event`). For a restart, the store keeps one row per
-device with notices held (meta `hub_notices_owed <party> <device>`: the store sequence of
-the first one held since it was last given any, "0" once given): the stored notices from
-there on are held again (`load`), and the ones before it were given.
+Bounded: at most `NOTICES_PER_PARTY` per party (the oldest go first, counted in
+`notices_dropped`), each until it goes stale (a day: `chat_event`). For a restart, the store
+keeps one meta row per device that ever had notices held (`hub_notices_owed <party>
+<device>`: the store sequence of the first one held since it was last given any, "0" once
+given): the stored notices from there on are held again (`load`), the ones before it were
+given. A notice queued to a connection the hub still believes open (a half-open socket, an
+edge's client the core has not yet heard closing) counts as given: it is not held.
 
 All state is in memory, rebuilt from the store at a start (`load`: the latest stored
 receipt per uid — a read receipt carries the uid of the delivered one before it; routing
@@ -53,17 +55,23 @@ event loop.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
+from commonsky.errors import StoreUnavailable
 from commonsky.model import DURABLE, HUB, Category, Item
 from commonsky.namespace import SHARED, read_name
 from commonsky.protocol.refs import RECEIPT_TYPES, answered_id, link_target, uid_form
+from commonsky.store import Store
 
 from .connection import Connection, reaches, reaches_device
 from .outbox import Pending, Rendered, Variant
 from .picture import Picture
+
+log = logging.getLogger("commonsky.hub")
 
 #: Receipts held per message and answering party (its devices × delivered/read): a group
 #: message to a party's team gets one of each from every member; more than this is a flood,
@@ -86,6 +94,23 @@ OWED = "hub_notices_owed"  # store meta key prefix: `owed_key`
 def owed_key(target: Target) -> str:
     """The store meta key of the notices held for `target` (module header)."""
     return f"{OWED} {target[0]} {target[1]}"
+
+
+def remembering(
+    store: Store, transaction: Callable[[], AbstractContextManager[None]]
+) -> Callable[[str, str], None]:
+    """`Receipts`' `remember` over a hub's store: the meta key written in `transaction` (the
+    hub's). The store unreachable, it is logged: the notice is given all the same, and may
+    be given again after a restart."""
+
+    def remember(key: str, value: str) -> None:
+        try:
+            with transaction():
+                store.set_meta(key, value)
+        except StoreUnavailable as exc:
+            log.warning("could not note %s in the store: %s", key, exc)
+
+    return remember
 
 
 @dataclass(eq=False)
