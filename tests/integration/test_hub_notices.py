@@ -173,3 +173,22 @@ async def test_an_escalation_while_the_sender_is_offline_is_given_when_it_return
         before = await fresh(hub, back, back)
         told = [e for e in before if "ESCALATION" in e["detail"] and mid in e["detail"]]
         assert len(told) == 1, before
+
+
+async def test_held_notices_are_bounded_per_party_the_oldest_going_first(
+    make_hub: Callable[..., Any], monkeypatch: Any
+) -> None:
+    from commonsky.hub import receipts  # (here: the bound is new with the fix)
+
+    monkeypatch.setattr(receipts, "NOTICES_PER_PARTY", 2)
+    async with make_hub(AGREEMENTS) as hub:
+        usa = await online(hub, "USA", "USA-DEV", "EAGLE 2")
+        jpn = await online(hub, "JPN", "EUD-7", "RED FOX 1")
+        mids = [(await sent(hub, usa, jpn))[0] for _ in range(3)]
+        await offline(hub, usa)
+        for mid in mids:
+            await ack(hub, "JPN", mid)
+        assert hub.hub.receipts.notices() == 2 and hub.hub.receipts.notices_dropped == 1
+        back = await online(hub, "USA", "USA-DEV", "EAGLE 2")
+        before = await fresh(hub, back, back)
+        assert [len(acks(before, mid)) for mid in mids] == [0, 1, 1], before
