@@ -124,8 +124,8 @@ def tls_lines(folder: Path, ca: Path) -> str:
 
 def process(cluster: Cluster, role: str, url: str, more: str) -> tuple[Process, dict[str, int]]:
     """A `commonsky serve` of `role` on `url` with `more` `[cluster]` lines, started."""
-    ports = {party: free_port() for party in cluster.parties}
-    http = free_port()
+    ports = {party: cluster.port() for party in cluster.parties}  # (held: Cluster.port)
+    http = cluster.port()
     config = cluster_config(cluster.folder, NAME, url, cluster.store_url, role, ports, http)
     config.write_text(config.read_text() + more)
     return cluster.started(config, role, http), ports
@@ -236,29 +236,32 @@ async def test_a_wrong_password_or_an_untrusted_server_stops_with_one_line(
     tmp_path: Path, ca: Path, secured: SecuredNats, postgres_url: str
 ) -> None:
     cluster = Cluster(tmp_path, NAME, "unused", postgres_url)
-    tls = tls_lines(tmp_path, ca)
-    wrong = "Wrong-Pw-0c9e"
-    line = await one_line_exit(cluster, "edge", secured.url("edge-a", wrong), tls)
-    assert "refused this user and password" in line, line
-    assert f"tls://edge-a:***@127.0.0.1:{secured.port}" in line, line
-    assert wrong not in line
-    other = tmp_path / "other-ca"
-    init_ca(other)
-    untrusted = tls.replace(f"{ca}/ca.pem", f"{other}/ca.pem")
-    line = await one_line_exit(cluster, "core", secured.url("core"), untrusted)
-    assert "TLS certificate is not trusted" in line and "nats_ca" in line, line
-    assert PASSWORDS["core"] not in line
-    for proc in cluster.processes:
-        for password in (wrong, *PASSWORDS.values()):
-            assert password not in proc.text()
+    try:
+        tls = tls_lines(tmp_path, ca)
+        wrong = "Wrong-Pw-0c9e"
+        line = await one_line_exit(cluster, "edge", secured.url("edge-a", wrong), tls)
+        assert "refused this user and password" in line, line
+        assert f"tls://edge-a:***@127.0.0.1:{secured.port}" in line, line
+        assert wrong not in line
+        other = tmp_path / "other-ca"
+        init_ca(other)
+        untrusted = tls.replace(f"{ca}/ca.pem", f"{other}/ca.pem")
+        line = await one_line_exit(cluster, "core", secured.url("core"), untrusted)
+        assert "TLS certificate is not trusted" in line and "nats_ca" in line, line
+        assert PASSWORDS["core"] not in line
+        for proc in cluster.processes:
+            for password in (wrong, *PASSWORDS.values()):
+                assert password not in proc.text()
+    finally:
+        cluster.stop()  # (gives back the ports it held: Cluster.port)
 
 
 async def test_a_tls_url_answered_without_tls_sends_no_password(
     tmp_path: Path, postgres_url: str
 ) -> None:
     plain = await SecuredNats(tmp_path / "nats", None).started()
+    cluster = Cluster(tmp_path, NAME, "unused", postgres_url)
     try:
-        cluster = Cluster(tmp_path, NAME, "unused", postgres_url)
         url = plain.url("edge-a").replace("nats://", "tls://")
         line = await one_line_exit(cluster, "edge", url, 'edge = "edge-a"\n')
         assert "does not ask for TLS" in line, line
@@ -266,4 +269,5 @@ async def test_a_tls_url_answered_without_tls_sends_no_password(
         # (The server never saw the user: no authorization error in its log.)
         assert "edge-a" not in plain.log(), plain.log()
     finally:
+        cluster.stop()  # (gives back the ports it held: Cluster.port)
         plain.stop()
