@@ -46,54 +46,63 @@ async def test_a_process_whose_user_may_not_read_its_replies_says_which_key_to_f
     tmp_path: Path, ca: Path, secured: SecuredNats, postgres_url: str
 ) -> None:
     cluster = Cluster(tmp_path, NAME, "unused", postgres_url)
-    tls = tls_lines(tmp_path, ca)
-    line = await one_line(cluster, "edge", secured.url("edge-a"), tls + 'edge = "edge-aa"\n')
-    assert "edge = 'edge-aa'" in line and "NATS user 'edge-a'" in line, line
-    assert f"_INBOX.{NAME}.edge.edge-aa.>" in line and "($.cluster.edge)" in line, line
-    line = await one_line(cluster, "core", secured.url("edge-b"), tls)
-    assert "NATS user 'edge-b'" in line and "a core needs the core's user" in line, line
-    line = await one_line(cluster, "all", secured.url("core"), tls + 'edge = "edge-a"\n')
-    assert "role 'all'" in line and "($.cluster.role)" in line, line
+    try:
+        tls = tls_lines(tmp_path, ca)
+        line = await one_line(cluster, "edge", secured.url("edge-a"), tls + 'edge = "edge-aa"\n')
+        assert "edge = 'edge-aa'" in line and "NATS user 'edge-a'" in line, line
+        assert f"_INBOX.{NAME}.edge.edge-aa.>" in line and "($.cluster.edge)" in line, line
+        line = await one_line(cluster, "core", secured.url("edge-b"), tls)
+        assert "NATS user 'edge-b'" in line and "a core needs the core's user" in line, line
+        line = await one_line(cluster, "all", secured.url("core"), tls + 'edge = "edge-a"\n')
+        assert "role 'all'" in line and "($.cluster.role)" in line, line
+    finally:
+        cluster.stop()  # (gives back the ports it held: Cluster.port)
 
 
 async def test_a_client_certificate_missing_or_of_another_ca_is_named(
     tmp_path: Path, ca: Path, secured: SecuredNats, postgres_url: str
 ) -> None:
     cluster = Cluster(tmp_path, NAME, "unused", postgres_url)
-    edge = 'edge = "edge-a"\n'
-    only_ca = f'nats_ca = "{ca}/ca.pem"\n'
-    line = await one_line(cluster, "edge", secured.url("edge-a"), only_ca + edge)
-    assert "wants a client certificate" in line and "set nats_cert and nats_key" in line, line
-    other = tmp_path / "other-ca"
-    init_ca(other)
-    issue_client(other, "cluster", "stranger", tmp_path / "stranger", password="y" * 16)
-    stranger = (f'nats_cert = "{tmp_path}/stranger/stranger.pem"\n'
-                f'nats_key = "{tmp_path}/stranger/stranger-key.pem"\n')  # fmt: skip
-    line = await one_line(cluster, "edge", secured.url("edge-a"), only_ca + stranger + edge)
-    assert "refused the client certificate nats_cert = " in line, line
-    assert "stranger.pem" in line and "($.cluster.nats_cert)" in line, line
+    try:
+        edge = 'edge = "edge-a"\n'
+        only_ca = f'nats_ca = "{ca}/ca.pem"\n'
+        line = await one_line(cluster, "edge", secured.url("edge-a"), only_ca + edge)
+        assert "wants a client certificate" in line and "set nats_cert and nats_key" in line, line
+        other = tmp_path / "other-ca"
+        init_ca(other)
+        issue_client(other, "cluster", "stranger", tmp_path / "stranger", password="y" * 16)
+        stranger = (f'nats_cert = "{tmp_path}/stranger/stranger.pem"\n'
+                    f'nats_key = "{tmp_path}/stranger/stranger-key.pem"\n')  # fmt: skip
+        line = await one_line(cluster, "edge", secured.url("edge-a"), only_ca + stranger + edge)
+        assert "refused the client certificate nats_cert = " in line, line
+        assert "stranger.pem" in line and "($.cluster.nats_cert)" in line, line
+    finally:
+        cluster.stop()  # (gives back the ports it held: Cluster.port)
 
 
 async def test_a_missing_jetstream_permission_or_no_jetstream_is_one_line(
     tmp_path: Path, ca: Path, secured: SecuredNats, postgres_url: str
 ) -> None:
     cluster = Cluster(tmp_path, NAME, "unused", postgres_url)
-    tls = tls_lines(tmp_path, ca) + 'edge = "edge-a"\n'
-    # The operator's copy of the file lost one of edge A's JetStream subjects; reloaded.
-    conf = secured.folder / "nats-permissions.conf"
-    text = conf.read_text()
-    block = text.index('user: "edge-a"')
-    gone = f'"$JS.API.STREAM.INFO.{NAME}_IN", '
-    at = text.index(gone, block)
-    conf.write_text(text[:at] + text[at + len(gone) :])
-    secured.proc.send_signal(signal.SIGHUP)
-    await until(lambda: "Reloaded server configuration" in secured.log(), "nats-server reloads")
-    line = await one_line(cluster, "edge", secured.url("edge-a"), tls)
-    assert "NATS user 'edge-a' lacks a permission an edge of cluster" in line, line
-    assert f"$js.api.stream.info.{NAME}_in" in line.lower(), line
-    plain = await SecuredNats(tmp_path / "plain", None, jetstream=False).started()
     try:
-        line = await one_line(cluster, "edge", plain.url("edge-a"), 'edge = "edge-a"\n')
-        assert "has no JetStream: start it with -js" in line, line
+        tls = tls_lines(tmp_path, ca) + 'edge = "edge-a"\n'
+        # The operator's copy of the file lost one of edge A's JetStream subjects; reloaded.
+        conf = secured.folder / "nats-permissions.conf"
+        text = conf.read_text()
+        block = text.index('user: "edge-a"')
+        gone = f'"$JS.API.STREAM.INFO.{NAME}_IN", '
+        at = text.index(gone, block)
+        conf.write_text(text[:at] + text[at + len(gone) :])
+        secured.proc.send_signal(signal.SIGHUP)
+        await until(lambda: "Reloaded server configuration" in secured.log(), "nats-server reloads")
+        line = await one_line(cluster, "edge", secured.url("edge-a"), tls)
+        assert "NATS user 'edge-a' lacks a permission an edge of cluster" in line, line
+        assert f"$js.api.stream.info.{NAME}_in" in line.lower(), line
+        plain = await SecuredNats(tmp_path / "plain", None, jetstream=False).started()
+        try:
+            line = await one_line(cluster, "edge", plain.url("edge-a"), 'edge = "edge-a"\n')
+            assert "has no JetStream: start it with -js" in line, line
+        finally:
+            plain.stop()
     finally:
-        plain.stop()
+        cluster.stop()  # (gives back the ports it held: Cluster.port)
