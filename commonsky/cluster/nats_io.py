@@ -4,7 +4,11 @@ process of a cluster calls these at start; the first one creates, the others fin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
+import weakref
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -56,11 +60,14 @@ async def connect(cluster: ClusterSettings, name: str, inbox: str) -> Client:
     nc = Nats()
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
+    denials = _DENIED[nc] = _Denials()
+
     async def disconnected() -> None:
         # nats-py calls this on our own close() too (its status CLOSED by then): a process
-        # stopping on SIGTERM is not losing NATS.
+        # stopping on SIGTERM is not losing NATS (nor one stopping at start: its line says why).
         if nc.is_closed:
-            log.info("%s: NATS connection closed", name)
+            log.log(logging.DEBUG if denials.quiet else logging.INFO,
+                    "%s: NATS connection closed", name)  # fmt: skip
             return
         log.warning("%s: NATS connection lost; reconnecting", name)
 
@@ -70,13 +77,20 @@ async def connect(cluster: ClusterSettings, name: str, inbox: str) -> Client:
     tries: list[Exception] = []  # (the last one names the reason in the line at start)
 
     async def error(exc: Exception) -> None:
+        violation = "permissions violation" in str(exc).lower()
+        if violation:
+            denials.seen.append(str(exc))
         tries[:] = [exc]
-        why = _refusal(exc)
+        why = _refusal(exc, cluster)
         at_start = not nc.is_connected and not refused.done()
         if why and at_start:
             refused.set_result(why)  # (no use trying again: the one line at start says why)
         # A failed (re)connection try is expected while NATS is away: `disconnected` said so.
-        quiet = isinstance(exc, (OSError, TimeoutError)) or (why and at_start)
+        quiet = (
+            isinstance(exc, (OSError, TimeoutError))
+            or (why and at_start)
+            or (violation and denials.quiet)
+        )  # (at start: said in the one line)
         level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "%s: NATS: %s: %s", name, type(exc).__name__, exc)
 
@@ -92,7 +106,99 @@ async def connect(cluster: ClusterSettings, name: str, inbox: str) -> Client:
     why = await _failed(cluster, nc, connecting, refused, tries)
     if why:
         raise UsageError(f"[cluster] nats_url = {cluster.shown_url!r}: {why}")
+    if not await _may_read(nc, inbox, denials.seen):
+        await nc.close()
+        raise UsageError(_inbox_denied(cluster, inbox))
+    denials.quiet = False
     return nc
+
+
+class _Denials:
+    """The permissions violations the server reported on one connection (nats-py lowercases
+    their text), and whether they are logged: not while a step at start that says them in
+    its one line runs (`connect`, `starting`)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.quiet = True
+
+
+#: Each connection's `_Denials` (`connect`).
+_DENIED: weakref.WeakKeyDictionary[Client, _Denials] = weakref.WeakKeyDictionary()
+
+
+async def _may_read(nc: Client, inbox: str, denied: list[str]) -> bool:
+    """Whether the server lets this connection's user subscribe to its replies (a subject
+    of the shape nats-py's requests subscribe to): the server answers a refused
+    subscription before the PONG of a PING sent after it."""
+    sub = await nc.subscribe(f"{inbox}.{secrets.token_hex(8)}.*")
+    # (nats-py writes a flush's PING at once, and the SUB at its flusher's next turn: the
+    # second PING is on the wire after the SUB.)
+    for _ in range(2):
+        await nc.flush(int(CONNECT_TIMEOUT_S))
+    await sub.unsubscribe()
+    return not denied
+
+
+def _user(cluster: ClusterSettings) -> str:
+    """The NATS user of `nats_url`, as a message may name it."""
+    for url in cluster.servers:
+        parts = urlsplit(url)
+        if parts.username is not None:
+            return f"user {unquote(parts.username)!r}" if parts.password is not None else (
+                "this token's user")  # fmt: skip
+    return "the server's default user"
+
+
+def _inbox_denied(cluster: ClusterSettings, inbox: str) -> str:
+    """One line: this process's user may not read the replies of the process it was given
+    to (a typo'd `edge`, another edge's user, an edge's user for a core, another `name`)."""
+    user, see = _user(cluster), "(docs/nats-permissions.conf)"
+    if cluster.role == "all":
+        return (f"[cluster] nats_url = {cluster.shown_url!r}: NATS {user} may not read the "
+                f"replies of role 'all' ({inbox}.>: permissions violation); an edge and a core "
+                f"in one process need a user with the core's permissions and those of an edge "
+                f"named {cluster.edge_name!r} {see} ($.cluster.role)")  # fmt: skip
+    if inbox == Names(cluster.name).core_inbox:
+        return (f"[cluster] nats_url = {cluster.shown_url!r}: NATS {user} may not read a "
+                f"core's replies ({inbox}.>: permissions violation); a core needs the core's "
+                f"user of cluster {cluster.name!r} {see} ($.cluster.nats_url)")  # fmt: skip
+    return (f"[cluster] edge = {cluster.edge_name!r}, name = {cluster.name!r}: NATS {user} may "
+            f"not read this edge's replies ({inbox}.>: permissions violation); set edge and "
+            f"name to those its permissions name, or give this edge its own user in nats_url "
+            f"{see} ($.cluster.edge)")  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def starting(cluster: ClusterSettings, nc: Client, role: str) -> AsyncIterator[None]:
+    """Around a process's first JetStream calls (the stream, the buckets): a server without
+    JetStream, or a user whose permissions lack a JetStream subject the `role` ("an edge",
+    "a core") needs (the call times out, and the server said why), is one line (UsageError)
+    instead of a traceback."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import ServiceUnavailableError
+
+    denials = _DENIED.get(nc) or _Denials()
+    denials.quiet = True
+    try:
+        yield
+    except (ServiceUnavailableError, NoRespondersError):
+        raise UsageError(
+            f"[cluster] nats_url = {cluster.shown_url!r}: the NATS server has no JetStream: "
+            "start it with -js (or jetstream {} in its configuration)"
+        ) from None
+    except (TimeoutError, NatsTimeout):
+        denied = denials.seen
+        if not denied:
+            raise
+        raise UsageError(
+            f"[cluster] nats_url = {cluster.shown_url!r}: NATS {_user(cluster)} lacks a "
+            f"permission {role} of cluster {cluster.name!r} needs "
+            f"({denied[-1].removeprefix('nats: ')}, lowercased: the server's log names the "
+            "subject); give it those docs/nats-permissions.conf lists ($.cluster.nats_url)"
+        ) from None
+    denials.quiet = False
 
 
 async def _failed(cluster: ClusterSettings, nc: Client, connecting: asyncio.Future[None],
@@ -118,7 +224,13 @@ async def _failed(cluster: ClusterSettings, nc: Client, connecting: asyncio.Futu
     return why
 
 
-def _refusal(exc: BaseException) -> str:
+#: TLS alerts a server sends when it does not take the client's certificate (or its lack).
+_CLIENT_CERT_ALERTS = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA",
+                       "CERTIFICATE_UNKNOWN", "UNSUPPORTED_CERTIFICATE", "CERTIFICATE_EXPIRED",
+                       "CERTIFICATE_REVOKED", "ACCESS_DENIED")  # fmt: skip
+
+
+def _refusal(exc: BaseException, cluster: ClusterSettings) -> str:
     """Why a try at connecting cannot succeed by trying again ("" when it may: the server
     away, say), in an operator's words."""
     import ssl
@@ -131,7 +243,20 @@ def _refusal(exc: BaseException) -> str:
         return (f"the server's TLS certificate is not trusted ({exc.verify_message}); "
                 "check nats_ca ($.cluster.nats_ca)")  # fmt: skip
     if isinstance(exc, ssl.SSLError):
-        return f"TLS failed ({exc.reason or exc}); check nats_ca, nats_cert, nats_key"
+        reason = str(exc.reason or exc)
+        if "ALERT_" in reason and reason.endswith(_CLIENT_CERT_ALERTS):
+            alert = reason.rpartition("ALERT_")[2].replace("_", " ").lower()
+            if not cluster.nats_cert:
+                return (
+                    f"the server wants a client certificate ({alert}: its tls has "
+                    "verify: true); set nats_cert and nats_key ($.cluster.nats_cert)"
+                )
+            return (
+                f"the server refused the client certificate nats_cert = "
+                f"{cluster.nats_cert!r} ({alert}): it must be signed by the CA of the "
+                "server's tls ca_file, and valid now ($.cluster.nats_cert)"
+            )
+        return f"TLS failed ({reason}); check nats_ca, nats_cert, nats_key"
     if isinstance(exc, _ClearText):
         return str(exc)
     return ""

@@ -44,7 +44,7 @@ from .edge import EdgeHub, EdgeLink
 from .edge_http import EdgeHttp
 from .edge_marti import EdgeTakHttp, tak_faces
 from .forward import Forwarder
-from .nats_io import connect, ensure_stream, picture_bucket
+from .nats_io import connect, ensure_stream, picture_bucket, starting
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -104,8 +104,9 @@ class EdgeServer:
         inbox = names.edge_inbox(self.config.cluster.edge_name)
         self.nc = await connect(self.config.cluster, f"edge {self.id}", inbox)
         js = self.nc.jetstream()
-        await ensure_stream(js, names)
-        kv = await picture_bucket(js, names)
+        async with starting(self.config.cluster, self.nc, "an edge"):
+            await ensure_stream(js, names)
+            kv = await picture_bucket(js, names)
         loop = asyncio.get_running_loop()
         self.hub.wires.call_soon = loop.call_soon
         self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
@@ -184,8 +185,13 @@ async def _serve_core(
     url = str(config.settings.store_url)
     nc = await _reach(config, init, folder, holder)
     js = nc.jetstream()
-    await ensure_stream(js, names)
-    kv = await picture_bucket(js, names)
+    try:
+        async with starting(cluster, nc, "a core"):
+            await ensure_stream(js, names)
+            kv = await picture_bucket(js, names)
+    except BaseException:
+        await nc.close()
+        raise
     # (The lease is taken only while the database answers: a standby that cannot use it
     # would take the lease and fail at the takeover, or serve without a store.)
     lease = LeaseKeeper(cluster, names.lease, holder, functools.partial(answers, url))
@@ -262,7 +268,8 @@ async def _reach(config: HubConfig, init: bool, folder: DataDir, holder: str) ->
         hub_id = folder.manifest["hub_id"] if folder.manifest else None
         look = look_at_database(redacted(url), cluster.name, folder.path, hub_id, init)
         held = await asyncio.to_thread(probe, url, 5.0, look)
-        await check_name(nc.jetstream(), Names(cluster.name), held)  # (identity.py)
+        async with starting(cluster, nc, "a core"):
+            await check_name(nc.jetstream(), Names(cluster.name), held)  # (identity.py)
     except BaseException:
         await nc.close()
         raise

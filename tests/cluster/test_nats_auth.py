@@ -48,9 +48,9 @@ ENV = {
 
 class SecuredNats:
     """`nats-server -js` on a free port with the documented users (and `tls`: TLS with
-    client certificates from `ca`)."""
+    client certificates from `ca`; without `jetstream`, a server that has none)."""
 
-    def __init__(self, folder: Path, ca: Path | None) -> None:
+    def __init__(self, folder: Path, ca: Path | None, jetstream: bool = True) -> None:
         binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
         if not Path(binary).is_file():
             pytest.fail("these tests need the nats-server binary (Debian's nats-server)")
@@ -61,9 +61,9 @@ class SecuredNats:
         if ca is not None:
             tls = (f'tls {{\n  cert_file: "{ca}/server.pem"\n  key_file: "{ca}/server-key.pem"\n'
                    f'  ca_file: "{ca}/ca.pem"\n  verify: true\n}}\n')  # fmt: skip
+        js = f'jetstream {{ store_dir: "{folder}/store" }}\n' if jetstream else ""
         (folder / "server.conf").write_text(
-            f'listen: "127.0.0.1:{self.port}"\njetstream {{ store_dir: "{folder}/store" }}\n'
-            f"{tls}include nats-permissions.conf\n"
+            f'listen: "127.0.0.1:{self.port}"\n{js}{tls}include nats-permissions.conf\n'
         )
         self.scheme = "tls" if ca is not None else "nats"
         with (folder / "nats.log").open("ab") as out:
