@@ -159,8 +159,15 @@ def serve(
     One hub on several processes: a [cluster] table with nats_url = "nats://HOST:4222"
     (NATS with JetStream), role = "edge" (TAK listeners and the map), "core" (the hub's
     rules and state; one serves, the others stand by) or "all", and name (default
-    "commonsky": one per cluster), with [server] store_url = "postgresql://..."
-    (README, "Configuration"; docs/architecture.md, "Cluster").
+    "commonsky": one per cluster), with [server] store_url = "postgresql://..." on the
+    cores; the first core starts once with --init.
+
+    The NATS link across machines: nats_url = "tls://USER:PASSWORD@HOST:4222" (each
+    process its own NATS user; the password is never printed), edge = "NAME" (an edge's
+    name, the one its user's permissions give), nats_ca (the CA of the server's
+    certificate), nats_cert and nats_key (this process's client certificate);
+    docs/nats-permissions.conf is the server's side (README, "Configuration";
+    docs/architecture.md, "Cluster" and "The NATS link").
     """
     from commonsky import eventloop
     from commonsky.config import load_config

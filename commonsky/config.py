@@ -25,7 +25,7 @@ import msgspec
 from msgspec import Meta
 
 from commonsky import times
-from commonsky.cluster.config import ClusterSettings, Role, check_cluster
+from commonsky.cluster.config import ClusterSettings, Role, check_cluster, without_secrets
 from commonsky.errors import UsageError
 from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
@@ -277,8 +277,11 @@ def config_from_dict(
     cluster = None
     if "cluster" in data:
         where = f"{source}: [cluster]"
-        cluster_table = decode_table(ClusterSettings, data["cluster"], where, "$.cluster")
-        cluster = check_cluster(cluster_table, str(settings.store_url), where)
+        try:
+            cluster_table = decode_table(ClusterSettings, data["cluster"], where, "$.cluster")
+        except UsageError as exc:  # (a nats_url of the wrong type is echoed: no password)
+            raise UsageError(without_secrets(str(exc))) from None
+        cluster = check_cluster(cluster_table, str(settings.store_url), where, base)
     return HubConfig(
         settings,
         tuple(listeners),

@@ -65,6 +65,25 @@ def test_serve_help_shows_every_setting_as_a_flag_with_its_variable() -> None:
         assert env_name(setting.name) in flat, setting.name
 
 
+def test_serve_help_names_every_cluster_key() -> None:
+    """An operator setting up a cluster from `serve --help` finds every `[cluster]` key
+    (the NATS link's users, TLS files and edge name among them)."""
+    from commonsky.cluster.config import ClusterSettings
+
+    result = subprocess.run(
+        [sys.executable, "-m", "commonsky", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    flat = " ".join(result.stdout.split())
+    for key in ClusterSettings.__struct_fields__:
+        if key != "lease_ttl_s":  # (rarely changed: README, "Configuration")
+            assert key in flat, key
+    assert "USER:PASSWORD@" in flat and "nats-permissions.conf" in flat
+
+
 def test_settings_are_a_typed_struct_whose_defaults_pass_their_own_checks() -> None:
     defaults = Settings()
     assert msgspec.convert(msgspec.to_builtins(defaults), Settings) == defaults

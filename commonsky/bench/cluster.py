@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,6 @@ from pathlib import Path
 from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.bench.hubproc import hub_config
 from commonsky.bench.kill9 import chat as hotline_chat
-from commonsky.bench.relay import free_port
 from commonsky.times import format_time
 
 DEADLINE = 60.0  # seconds a condition may take on a loaded 2-core machine
@@ -46,6 +46,25 @@ async def until_async(condition: Callable[[], Awaitable[bool]], what: str,
         if time.monotonic() > end:
             raise AssertionError(f"not within {deadline:.0f} s: {what}")
         await asyncio.sleep(0.05)
+
+
+def reserve_port(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a free TCP port of `host` and kept bound, not listening, with
+    SO_REUSEADDR and SO_REUSEPORT: while it is open no `bind(0)` of any process is given the
+    port, yet a `commonsky serve` told to bind it does (its listeners set both options; same
+    user) and takes every connection (a socket that does not listen takes none). Close it once
+    that process is gone.
+
+    Why not `relay.free_port` for a cluster: it frees the port at once, and an edge binds it
+    seconds later; in between another process's `free_port` may be given it, and when that
+    process is an edge too its SO_REUSEPORT listener shares the port without a word — the
+    kernel then spreads new connections over both, and a TAK client's TLS handshake that lands
+    on the other ends in a reset (httpx.ConnectError, now and then)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, 0))
+    return sock
 
 
 # A hub's configuration text without its `[cluster]` table: (data folder, HTTP port, a TCP port
@@ -135,6 +154,16 @@ class Cluster:
     edge_ports: list[dict[str, int]] = field(default_factory=list)
     edge_http: list[int] = field(default_factory=list)  # (its `[server] http`, in edge order)
     core_http: list[int] = field(default_factory=list)
+    reserved: list[socket.socket] = field(default_factory=list, repr=False)  # (reserve_port)
+
+    def port(self) -> int:
+        """A port of 127.0.0.1 for one of the cluster's processes, held by `reserve_port`
+        until `stop` (which every user of a Cluster must call): no other process is given it
+        meanwhile."""
+        sock = reserve_port()
+        self.reserved.append(sock)
+        port: int = sock.getsockname()[1]
+        return port
 
     def _process(self, role: str, ports: dict[str, int], http: int) -> Process:
         config = cluster_config(
@@ -155,8 +184,8 @@ class Cluster:
                    http: int | None = None) -> tuple[Process, dict[str, int]]:  # fmt: skip
         """An edge process, on new ports or on `ports` and `http` (another edge's:
         SO_REUSEPORT)."""
-        ports = ports or {p: free_port() for p in self.parties}
-        http = http or free_port()
+        ports = ports or {p: self.port() for p in self.parties}
+        http = http or self.port()
         process = self._process("edge", ports, http)
         await process.wait_log(r"cluster edge \S+ ready")
         self.edge_ports.append(ports)
@@ -165,8 +194,8 @@ class Cluster:
 
     async def core(self, wait: bool = True) -> Process:
         """A core process (it serves once it holds the lease; `wait`: until it does)."""
-        http = free_port()
-        process = self._process("core", {p: free_port() for p in self.parties}, http)
+        http = self.port()
+        process = self._process("core", {p: self.port() for p in self.parties}, http)
         self.core_http.append(http)
         if wait:
             await process.wait_log(r"cluster core \S+ serving")
@@ -184,8 +213,8 @@ class Cluster:
     async def both(self, serving: bool) -> tuple[Process, dict[str, int]]:
         """A process of role "all": an edge (ready at once) and a core (`serving`: wait until
         it holds the lease; else until it stands by)."""
-        ports = {p: free_port() for p in self.parties}
-        http = free_port()
+        ports = {p: self.port() for p in self.parties}
+        http = self.port()
         process = self._process("all", ports, http)
         await process.wait_log(r"cluster edge \S+ ready")
         await process.wait_log(r"cluster core \S+ serving" if serving else "standing by")
@@ -194,8 +223,12 @@ class Cluster:
         return process, ports
 
     def stop(self) -> None:
+        """Every process stopped, then the ports they held given back."""
         for process in self.processes:
             process.stop()
+        for sock in self.reserved:
+            sock.close()
+        self.reserved.clear()
 
 
 def track(uid: str, now: float, lat: float = 30.0, stale_s: float = 600) -> bytes:

@@ -191,7 +191,7 @@ async def _drain(cluster: _Pinned, names: Names, plan: relay.Plan, messages: int
 async def _beat(nc: Any, names: Names, roster: bytes) -> None:
     """The recorded edge's beat: the core keeps its clients while it hears it."""
     while True:
-        await nc.publish(names.beat, roster)
+        await nc.publish(names.beat(_EDGE), roster)
         await asyncio.sleep(1.0)
 
 

@@ -43,8 +43,7 @@ HOST = "127.0.0.1"
 BOUNDARY = "----CommonSkyBenchBoundary"
 
 
-def _listeners(ca: Path, marti: int) -> str:
-    enroll = free_port()
+def _listeners(ca: Path, marti: int, enroll: int) -> str:
     return (
         f'\n[[listener]]\nkind = "marti"\nbind = "{HOST}:{marti}"\nca = "{ca}"\n'
         f'[[listener]]\nkind = "enroll"\nbind = "{HOST}:{enroll}"\nca = "{ca}"\n'
@@ -86,7 +85,8 @@ async def _single(folder: Path, ca: Path) -> tuple[Process, int]:
     marti, http = free_port(), free_port()
     ports = {p: free_port() for p in ("USA", "RUS", "JPN", "KOR")}
     config = folder / "single.toml"
-    config.write_text(hub_config(folder / "data-single", http, ports) + _listeners(ca, marti))
+    listeners = _listeners(ca, marti, free_port())
+    config.write_text(hub_config(folder / "data-single", http, ports) + listeners)
     process = Process(config, folder / "single.log", http=http)
     process.start()
     await process.wait_log(r"listening marti:")
@@ -118,9 +118,9 @@ async def _measure(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]
     ca = folder / "ca"
     init_ca(ca, server_names=[HOST])
     issue_client(ca, "USA", "bench", folder / "cert")
-    edge_marti = free_port()
+    edge_marti = cluster.port()  # (held until the cluster stops: bench/cluster.reserve_port)
     cluster.base = lambda d, http, ports, extra: (
-        hub_config(d, http, ports, extra) + _listeners(ca, edge_marti)
+        hub_config(d, http, ports, extra) + _listeners(ca, edge_marti, cluster.port())
     )
     await cluster.edge()
     await cluster.core()

@@ -185,7 +185,19 @@ async def settle(cluster: Cluster, cores: list[Process]) -> int:
         async def drained() -> bool:
             return (await js.stream_info(f"{cluster.name}_IN")).state.messages == 0
 
-        await until_async(drained, "the stream applied to its end")
+        try:
+            await until_async(drained, "the stream applied to its end")
+        except AssertionError as exc:  # (what the stream and its consumer hold, to look at)
+            stream = await js.stream_info(f"{cluster.name}_IN")
+            consumers = [
+                f"{c.name}: pending {c.num_pending}, awaiting ack {c.num_ack_pending}, "
+                f"redelivered {c.num_redelivered}, delivered {c.delivered}, acked {c.ack_floor}"
+                for c in await js.consumers_info(f"{cluster.name}_IN")
+            ]
+            alive = [c.log.name for c in cores if c.proc is not None and c.proc.poll() is None]
+            raise AssertionError(
+                f"{exc}; stream {stream.state}; consumers {consumers}; cores running {alive}"
+            ) from None
     finally:
         await nc.close()
     return stopped

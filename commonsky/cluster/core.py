@@ -31,8 +31,6 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from commonsky import probe
 from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
@@ -51,8 +49,8 @@ from .wire import (
     Detach,
     Ingest,
     Names,
+    Roster,
     encode,
-    roster_decoder,
 )
 
 if TYPE_CHECKING:
@@ -137,6 +135,7 @@ class ClusterCore:
         self.checks = Checks.of(names, set(hub.policy.parties), hub.settings)  # (trust.py)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
+        self.found: int | None = None  # clients the edges' rosters told of (while `_roster`)
         self._outs: dict[str, list[tuple[str, str, list[Pending]]]] = defaultdict(list)
         self._closes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self._refused: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
@@ -213,33 +212,18 @@ class ClusterCore:
         self.seen.pop(edge, None)
 
     async def _roster(self, wait_s: float = 0.5) -> int:
-        """Ask every edge which clients it holds (a new core: the old core's are unknown)."""
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        await self.nc.publish(self.names.roster, b"", reply=inbox)
-        found = 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        try:
-            while (left := deadline - loop.time()) > 0:
-                try:
-                    msg = await sub.next_msg(timeout=left)
-                except Exception:
-                    break
-                if msg.data:  # (empty: NATS's "no responders" status: no edge is up yet)
-                    found += self._take_roster(msg.data)
-        finally:
-            await sub.unsubscribe()
-        return found
+        """Ask every edge which clients it holds (a new core: the old core's are unknown):
+        each answers with a beat on its own subject (`_on_beat`) within `wait_s`."""
+        self.found = 0
+        await self.nc.publish(self.names.roster, b"")
+        await asyncio.sleep(wait_s)
+        found, self.found = self.found, None
+        return found or 0
 
-    def _take_roster(self, data: bytes) -> int:
-        """One edge's answer: its clients the core did not know; what cannot be read, or a
-        client that fails the checks, is left out (trust.py). Returns how many it took."""
-        try:
-            roster, skipped = self.checks.roster(data)
-        except Untrusted as exc:
-            self._drop(exc)
-            return 0
+    def _take_roster(self, roster: Roster) -> int:
+        """One edge's roster: its clients the core did not know; a client that fails the
+        checks is left out (trust.py). Returns how many it took."""
+        roster, skipped = self.checks.clients(roster)
         for left in skipped:
             self._drop(left)
         found = 0
@@ -247,15 +231,20 @@ class ClusterCore:
             known = self.proxies.get((roster.edge, info.conn))
             if known is not None and known.party != info.party:
                 continue  # (answered twice, differently: the first one holds)
-            self._proxy(roster.edge, info)
-            found += 1
+            if known is None:
+                self._proxy(roster.edge, info)
+                found += 1
         return found
 
     async def _on_beat(self, msg: Msg) -> None:
         try:
-            self.seen[roster_decoder.decode(msg.data).edge[:200]] = time.monotonic()
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            self._drop(Untrusted("undecodable", "?", f"not a beat: {exc}"))
+            roster = self.checks.beat(msg.data, msg.subject)
+        except Untrusted as exc:
+            self._drop(exc)
+            return
+        self.seen[roster.edge[:200]] = time.monotonic()
+        if self.found is not None:  # (asking the edges for their clients: `_roster`)
+            self.found += self._take_roster(roster)
 
     # ---- outputs ------------------------------------------------------------------------
 
@@ -311,7 +300,7 @@ class ClusterCore:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
-        await self.nc.subscribe(self.names.beat, cb=self._on_beat)
+        await self.nc.subscribe(self.names.beats, cb=self._on_beat)
         found = await self._roster()
         await self.picture.load()
         await self.picture.flush()

@@ -456,13 +456,17 @@ class EdgeLink:
         self.hub.deliver(delivery)
 
     async def _on_roster(self, msg: Msg) -> None:
-        if msg.reply:
-            await msg.respond(encode(self.hub.roster(self.announced)))
+        # (A beat now, on the edge's own subject: only this edge may publish there.)
+        await self.nc.publish(
+            self.names.beat(self.hub.edge), encode(self.hub.roster(self.announced))
+        )
 
     async def _beat(self) -> None:
         while True:
             with contextlib.suppress(Exception):
-                await self.nc.publish(self.names.beat, encode(self.hub.roster(self.announced)))
+                await self.nc.publish(
+                    self.names.beat(self.hub.edge), encode(self.hub.roster(self.announced))
+                )
             await asyncio.sleep(BEAT_S)
 
     async def _publisher(self) -> None:

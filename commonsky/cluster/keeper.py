@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from .config import ClusterSettings
 from .nats_io import connect
+from .wire import Names
 
 log = logging.getLogger("commonsky.cluster")
 
@@ -70,7 +71,9 @@ class LeaseKeeper:
     async def _main(self) -> None:
         from .lease import Lease
 
-        nc = await connect(self.cluster, f"lease {self.holder}")
+        nc = await connect(
+            self.cluster, f"lease {self.holder}", Names(self.cluster.name).core_inbox
+        )
         try:
             lease = Lease(nc.jetstream(), bucket=self.bucket, holder=self.holder,
                           ttl_s=self.cluster.lease_ttl_s)  # fmt: skip

@@ -4,8 +4,13 @@ process of a cluster calls these at start; the first one creates, the others fin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING
+import secrets
+import weakref
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from commonsky.errors import UsageError
 
@@ -19,6 +24,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("commonsky.cluster")
 
+
+class _QuietSslEof(logging.Filter):
+    """asyncio's "returning true from eof_received() has no effect when using ssl", said at
+    each TLS connection nats-py's transport closes: nothing an operator can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_QuietSslEof())
+
 #: How long JetStream remembers a message id to drop a second publish of it (seconds): an
 #: edge retries a publish whose acknowledgement it did not get within this.
 DUPLICATE_WINDOW_S = 120.0
@@ -26,23 +42,32 @@ DUPLICATE_WINDOW_S = 120.0
 CONNECT_TIMEOUT_S = 3.0
 
 
-async def connect(cluster: ClusterSettings, name: str) -> Client:
-    """A NATS connection that keeps reconnecting once made; UsageError (one line) when the
-    server does not answer at start, within `give_up_s(cluster)`.
+async def connect(cluster: ClusterSettings, name: str, inbox: str) -> Client:
+    """A NATS connection that keeps reconnecting once made, its replies under the inbox
+    prefix `inbox` (`Names.edge_inbox`, `Names.core_inbox`: what the process's NATS user may
+    read); UsageError (one line, `nats_url` without its password) when the server does not
+    answer at start within `give_up_s(cluster)`, refuses the credentials, or its TLS
+    certificate is not one `nats_ca` trusts.
 
     nats-py retries a first connection forever when reconnects are unbounded (and logs a
     traceback at each try): a process given a wrong `nats_url`, or started while NATS is down,
     would hang, logging, and never reach its stop signal. So the first connection is bounded
-    here, and connection errors are logged in one line."""
-    import nats
+    here, and connection errors are logged in one line. With TLS configured (a `tls://` URL,
+    `nats_ca` or `nats_cert`), a server that does not ask for TLS is refused before any
+    credential is sent: nats-py would otherwise speak in clear to whoever answers so."""
+    from nats.aio.client import Client as Nats
 
-    made: list[Client] = []
+    nc = Nats()
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    denials = _DENIED[nc] = _Denials()
 
     async def disconnected() -> None:
         # nats-py calls this on our own close() too (its status CLOSED by then): a process
-        # stopping on SIGTERM is not losing NATS.
-        if made and made[0].is_closed:
-            log.info("%s: NATS connection closed", name)
+        # stopping on SIGTERM is not losing NATS (nor one stopping at start: its line says why).
+        if nc.is_closed:
+            log.log(logging.DEBUG if denials.quiet else logging.INFO,
+                    "%s: NATS connection closed", name)  # fmt: skip
             return
         log.warning("%s: NATS connection lost; reconnecting", name)
 
@@ -52,34 +77,233 @@ async def connect(cluster: ClusterSettings, name: str) -> Client:
     tries: list[Exception] = []  # (the last one names the reason in the line at start)
 
     async def error(exc: Exception) -> None:
+        violation = "permissions violation" in str(exc).lower()
+        if violation:
+            denials.seen.append(str(exc))
         tries[:] = [exc]
+        why = _refusal(exc, cluster)
+        at_start = not nc.is_connected and not refused.done()
+        if why and at_start:
+            refused.set_result(why)  # (no use trying again: the one line at start says why)
         # A failed (re)connection try is expected while NATS is away: `disconnected` said so.
-        level = logging.DEBUG if isinstance(exc, (OSError, TimeoutError)) else logging.WARNING
+        quiet = (
+            isinstance(exc, (OSError, TimeoutError))
+            or (why and at_start)
+            or (violation and denials.quiet)
+        )  # (at start: said in the one line)
+        level = logging.DEBUG if quiet else logging.WARNING
         log.log(level, "%s: NATS: %s: %s", name, type(exc).__name__, exc)
 
-    try:
-        nc = await asyncio.wait_for(
-            nats.connect(
-                servers=cluster.servers,
-                name=name,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=error,
-            ),
-            give_up_s(cluster),
-        )
-    except Exception as exc:
-        last = tries[-1] if tries and isinstance(exc, TimeoutError) else exc
-        why = "no answer" if isinstance(last, TimeoutError) else f"{type(last).__name__}: {last}"
-        raise UsageError(
-            f"[cluster] nats_url = {cluster.nats_url!r}: cannot connect within "
-            f"{give_up_s(cluster):g} s ({why}); is nats-server -js running there?"
-        ) from None
-    made.append(nc)
+    servers, auth = _credentials(cluster, nc)
+    options: dict[str, Any] = dict(
+        servers=servers, name=name, connect_timeout=CONNECT_TIMEOUT_S, max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5, disconnected_cb=disconnected, reconnected_cb=reconnected,
+        error_cb=error, tls=cluster.tls(), inbox_prefix=inbox, **auth,
+    )  # fmt: skip
+    connecting = asyncio.ensure_future(nc.connect(**options))
+    waits: set[asyncio.Future[Any]] = {connecting, refused}
+    await asyncio.wait(waits, timeout=give_up_s(cluster), return_when=asyncio.FIRST_COMPLETED)
+    why = await _failed(cluster, nc, connecting, refused, tries)
+    if why:
+        raise UsageError(f"[cluster] nats_url = {cluster.shown_url!r}: {why}")
+    if not await _may_read(nc, inbox, denials.seen):
+        await nc.close()
+        raise UsageError(_inbox_denied(cluster, inbox))
+    denials.quiet = False
     return nc
+
+
+class _Denials:
+    """The permissions violations the server reported on one connection (nats-py lowercases
+    their text), and whether they are logged: not while a step at start that says them in
+    its one line runs (`connect`, `starting`)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.quiet = True
+
+
+#: Each connection's `_Denials` (`connect`).
+_DENIED: weakref.WeakKeyDictionary[Client, _Denials] = weakref.WeakKeyDictionary()
+
+
+async def _may_read(nc: Client, inbox: str, denied: list[str]) -> bool:
+    """Whether the server lets this connection's user subscribe to its replies (a subject
+    of the shape nats-py's requests subscribe to): the server answers a refused
+    subscription before the PONG of a PING sent after it."""
+    sub = await nc.subscribe(f"{inbox}.{secrets.token_hex(8)}.*")
+    # (nats-py writes a flush's PING at once, and the SUB at its flusher's next turn: the
+    # second PING is on the wire after the SUB.)
+    for _ in range(2):
+        await nc.flush(int(CONNECT_TIMEOUT_S))
+    await sub.unsubscribe()
+    return not denied
+
+
+def _user(cluster: ClusterSettings) -> str:
+    """The NATS user of `nats_url`, as a message may name it."""
+    for url in cluster.servers:
+        parts = urlsplit(url)
+        if parts.username is not None:
+            return f"user {unquote(parts.username)!r}" if parts.password is not None else (
+                "this token's user")  # fmt: skip
+    return "the server's default user"
+
+
+def _inbox_denied(cluster: ClusterSettings, inbox: str) -> str:
+    """One line: this process's user may not read the replies of the process it was given
+    to (a typo'd `edge`, another edge's user, an edge's user for a core, another `name`)."""
+    user, see = _user(cluster), "(docs/nats-permissions.conf)"
+    if cluster.role == "all":
+        return (f"[cluster] nats_url = {cluster.shown_url!r}: NATS {user} may not read the "
+                f"replies of role 'all' ({inbox}.>: permissions violation); an edge and a core "
+                f"in one process need a user with the core's permissions and those of an edge "
+                f"named {cluster.edge_name!r} {see} ($.cluster.role)")  # fmt: skip
+    if inbox == Names(cluster.name).core_inbox:
+        return (f"[cluster] nats_url = {cluster.shown_url!r}: NATS {user} may not read a "
+                f"core's replies ({inbox}.>: permissions violation); a core needs the core's "
+                f"user of cluster {cluster.name!r} {see} ($.cluster.nats_url)")  # fmt: skip
+    return (f"[cluster] edge = {cluster.edge_name!r}, name = {cluster.name!r}: NATS {user} may "
+            f"not read this edge's replies ({inbox}.>: permissions violation); set edge and "
+            f"name to those its permissions name, or give this edge its own user in nats_url "
+            f"{see} ($.cluster.edge)")  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def starting(cluster: ClusterSettings, nc: Client, role: str) -> AsyncIterator[None]:
+    """Around a process's first JetStream calls (the stream, the buckets): a server without
+    JetStream, or a user whose permissions lack a JetStream subject the `role` ("an edge",
+    "a core") needs (the call times out, and the server said why), is one line (UsageError)
+    instead of a traceback."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import ServiceUnavailableError
+
+    denials = _DENIED.get(nc) or _Denials()
+    denials.quiet = True
+    try:
+        yield
+    except (ServiceUnavailableError, NoRespondersError):
+        raise UsageError(
+            f"[cluster] nats_url = {cluster.shown_url!r}: the NATS server has no JetStream: "
+            "start it with -js (or jetstream {} in its configuration)"
+        ) from None
+    except (TimeoutError, NatsTimeout):
+        denied = denials.seen
+        if not denied:
+            raise
+        raise UsageError(
+            f"[cluster] nats_url = {cluster.shown_url!r}: NATS {_user(cluster)} lacks a "
+            f"permission {role} of cluster {cluster.name!r} needs "
+            f"({denied[-1].removeprefix('nats: ')}, lowercased: the server's log names the "
+            "subject); give it those docs/nats-permissions.conf lists ($.cluster.nats_url)"
+        ) from None
+    denials.quiet = False
+
+
+async def _failed(cluster: ClusterSettings, nc: Client, connecting: asyncio.Future[None],
+                  refused: asyncio.Future[str], tries: list[Exception]) -> str:  # fmt: skip
+    """Why the first connection failed ("" when it did not); the connection closed then."""
+    why = ""
+    if not connecting.done():
+        last = tries[-1] if tries else None
+        why = refused.result() if refused.done() else (
+            "no answer" if last is None or isinstance(last, TimeoutError)
+            else f"{type(last).__name__}: {last}")  # fmt: skip
+        if not refused.done():
+            why = (f"cannot connect within {give_up_s(cluster):g} s ({why}); is nats-server "
+                   "-js running there?")  # fmt: skip
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+    elif (exc := connecting.exception()) is not None:
+        why = f"cannot connect ({type(exc).__name__}: {exc})"
+    elif _wants_tls(cluster) and not _on_tls(nc):
+        why = "the server does not ask for TLS: the link would not be encrypted"
+    if why:
+        await nc.close()
+    return why
+
+
+#: TLS alerts a server sends when it does not take the client's certificate (or its lack).
+_CLIENT_CERT_ALERTS = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA",
+                       "CERTIFICATE_UNKNOWN", "UNSUPPORTED_CERTIFICATE", "CERTIFICATE_EXPIRED",
+                       "CERTIFICATE_REVOKED", "ACCESS_DENIED")  # fmt: skip
+
+
+def _refusal(exc: BaseException, cluster: ClusterSettings) -> str:
+    """Why a try at connecting cannot succeed by trying again ("" when it may: the server
+    away, say), in an operator's words."""
+    import ssl
+
+    from nats.errors import AuthorizationError
+
+    if isinstance(exc, AuthorizationError) or "authorization violation" in str(exc).lower():
+        return "the server refused this user and password (authorization violation)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the server's TLS certificate is not trusted ({exc.verify_message}); "
+                "check nats_ca ($.cluster.nats_ca)")  # fmt: skip
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or exc)
+        if "ALERT_" in reason and reason.endswith(_CLIENT_CERT_ALERTS):
+            alert = reason.rpartition("ALERT_")[2].replace("_", " ").lower()
+            if not cluster.nats_cert:
+                return (
+                    f"the server wants a client certificate ({alert}: its tls has "
+                    "verify: true); set nats_cert and nats_key ($.cluster.nats_cert)"
+                )
+            return (
+                f"the server refused the client certificate nats_cert = "
+                f"{cluster.nats_cert!r} ({alert}): it must be signed by the CA of the "
+                "server's tls ca_file, and valid now ($.cluster.nats_cert)"
+            )
+        return f"TLS failed ({reason}); check nats_ca, nats_cert, nats_key"
+    if isinstance(exc, _ClearText):
+        return str(exc)
+    return ""
+
+
+def _wants_tls(cluster: ClusterSettings) -> bool:
+    return bool(cluster.nats_ca or cluster.nats_cert) or any(
+        url.startswith("tls://") for url in cluster.servers
+    )
+
+
+def _on_tls(nc: Client) -> bool:
+    """Whether nats-py went over to TLS on the link it made (it does when the server's INFO
+    asks for it)."""
+    return bool(nc._server_info.get("tls_required"))
+
+
+def _credentials(cluster: ClusterSettings, nc: Client) -> tuple[list[str], dict[str, Any]]:
+    """The servers to give nats-py, and its `user`/`password` or `token` options. With TLS
+    configured, the URLs' credentials are taken out and given as callables that refuse to
+    hand them over a link that is not TLS (`_ClearText`)."""
+    if not _wants_tls(cluster):
+        return cluster.servers, {}
+    servers, user, secret = [], None, None
+    for url in cluster.servers:
+        parts = urlsplit(url)
+        if parts.username is not None and secret is None:
+            user, secret = (parts.username, parts.password) if parts.password is not None else (
+                None, parts.username)  # fmt: skip
+        servers.append(url.replace(f"{parts.netloc}", parts.netloc.rpartition("@")[2], 1))
+    if secret is None:
+        return servers, {}
+
+    def guarded() -> str:
+        if not _on_tls(nc):
+            raise _ClearText("the server does not ask for TLS: credentials not sent")
+        assert secret is not None
+        return unquote(secret)
+
+    if user is None:
+        return servers, {"token": guarded}
+    return servers, {"user": unquote(user), "password": guarded}
+
+
+class _ClearText(OSError):
+    """TLS is configured, and the server did not ask for it (an OSError: nats-py's connect
+    and reconnect loops take it as a failed try)."""
 
 
 def give_up_s(cluster: ClusterSettings) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from commonsky.errors import CommonSkyError
@@ -69,7 +70,9 @@ class Exchange:
     async def open(self) -> None:
         """The core's inbox for this call (needed for a body in parts or a long answer)."""
         if self.sub is None:
-            self.inbox = self.nc.new_inbox()
+            # (nats-py's inboxes follow one another predictably; an edge may publish to any
+            # core inbox, and must not guess the one of another edge's call: a random tail.)
+            self.inbox = f"{self.nc.new_inbox()}.{secrets.token_hex(12)}"
             self.sub = await self.nc.subscribe(self.inbox, cb=self._on_message)
 
     async def close(self) -> None:

@@ -44,7 +44,7 @@ from .edge import EdgeHub, EdgeLink
 from .edge_http import EdgeHttp
 from .edge_marti import EdgeTakHttp, tak_faces
 from .forward import Forwarder
-from .nats_io import connect, ensure_stream, picture_bucket
+from .nats_io import connect, ensure_stream, picture_bucket, starting
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ class EdgeServer:
     def __init__(self, config: HubConfig) -> None:
         assert config.cluster is not None
         self.config = config
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        # `<edge>.<run>`: the name its NATS user's permissions give (wire.py), and this run.
+        self.id = f"{config.cluster.edge_name}.{os.getpid()}-{secrets.token_hex(2)}"
         s = config.settings
         clock = hub_clock(s.clock_rate, s.clock_origin, s.clock_until)
         self.hub = EdgeHub(self.id, Policy(config.parties, config.agreements), s, clock)
@@ -100,10 +101,12 @@ class EdgeServer:
     async def start(self) -> None:
         assert self.config.cluster is not None
         names = Names(self.config.cluster.name)
-        self.nc = await connect(self.config.cluster, f"edge {self.id}")
+        inbox = names.edge_inbox(self.config.cluster.edge_name)
+        self.nc = await connect(self.config.cluster, f"edge {self.id}", inbox)
         js = self.nc.jetstream()
-        await ensure_stream(js, names)
-        kv = await picture_bucket(js, names)
+        async with starting(self.config.cluster, self.nc, "an edge"):
+            await ensure_stream(js, names)
+            kv = await picture_bucket(js, names)
         loop = asyncio.get_running_loop()
         self.hub.wires.call_soon = loop.call_soon
         self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
@@ -182,11 +185,18 @@ async def _serve_core(
     url = str(config.settings.store_url)
     nc = await _reach(config, init, folder, holder)
     js = nc.jetstream()
-    await ensure_stream(js, names)
-    kv = await picture_bucket(js, names)
+    try:
+        async with starting(cluster, nc, "a core"):
+            await ensure_stream(js, names)
+            kv = await picture_bucket(js, names)
+    except BaseException:
+        await nc.close()
+        raise
     # (The lease is taken only while the database answers: a standby that cannot use it
     # would take the lease and fail at the takeover, or serve without a store.)
     lease = LeaseKeeper(cluster, names.lease, holder, functools.partial(answers, url))
+    for line in unadvertised(config):
+        log.warning("%s", line)
     log.info("cluster core %s: standing by for the lease", holder)
     acquiring = asyncio.create_task(lease.acquire())
     stopping = asyncio.create_task(stop.wait())
@@ -252,13 +262,14 @@ async def _reach(config: HubConfig, init: bool, folder: DataDir, holder: str) ->
 
     cluster = config.cluster
     assert cluster is not None
-    nc = await connect(cluster, f"core {holder}")
+    nc = await connect(cluster, f"core {holder}", Names(cluster.name).core_inbox)
     try:
         url = str(config.settings.store_url)
         hub_id = folder.manifest["hub_id"] if folder.manifest else None
         look = look_at_database(redacted(url), cluster.name, folder.path, hub_id, init)
         held = await asyncio.to_thread(probe, url, 5.0, look)
-        await check_name(nc.jetstream(), Names(cluster.name), held)  # (identity.py)
+        async with starting(cluster, nc, "a core"):
+            await check_name(nc.jetstream(), Names(cluster.name), held)  # (identity.py)
     except BaseException:
         await nc.close()
         raise
@@ -291,6 +302,24 @@ async def _build(config: HubConfig, init: bool, writer: str, folder: DataDir) ->
     build = functools.partial(HubServer, config, clock, init, writer=writer, folder=folder,
                               bind_tak_http=config.cluster.runs_edge)  # fmt: skip
     return await asyncio.to_thread(build)
+
+
+def unadvertised(config: HubConfig) -> list[str]:
+    """One line per marti listener whose file-transfer URLs a role-"core" process would write
+    from its own bind address: it binds no Marti port (the edges do), so without `advertise`
+    the URL in every `b-f-t-r` offer and upload answer names this host, where a client can
+    fetch only if an edge runs here too (edges on other machines: set `advertise` to the
+    address clients reach the edges at)."""
+    cluster = config.cluster
+    if cluster is None or cluster.runs_edge:
+        return []
+    return [
+        f"[[listener]] #{index + 1} (marti, port {lc.port}) has no advertise: file URLs name "
+        f"this core's host, where it binds no Marti port; set advertise to the HOST:PORT "
+        f"clients reach the edges at ($.listener[{index}].advertise)"
+        for index, lc in enumerate(config.listeners)
+        if lc.kind == "marti" and not lc.advertise
+    ]
 
 
 async def _first(stop: asyncio.Event, lost: asyncio.Event, core: object) -> str | None:

@@ -12,9 +12,10 @@ believes"):
   event its parser took (at most `limit_message_bytes` as sent; our re-serialisation can
   escape characters, hence the factor) or one client's description.
 - Form: it decodes as one of `wire.Inbound` (`undecodable`).
-- Subject: it came on `<name>.in.<edge>` of the edge it names (`wrong_subject`); with NATS
-  permissions that let each edge publish only on its own subject, an edge cannot speak for
-  another edge's clients. An Ingest's id starts with its edge's name (`bad_id`): the id is
+- Subject: it came on `<name>.in.<edge>.<run>` of the edge it names (`wrong_subject`; a
+  roster likewise on the edge's `<name>.beat.<edge>.<run>`); with NATS permissions that let
+  each edge publish only on its own subjects (docs/nats-permissions.conf), an edge cannot
+  speak for another edge's clients. An Ingest's id starts with its edge's name (`bad_id`): the id is
   the exactly-once key (`commonsky_applied`), which one edge must not spend for another.
 - Party: a declared `[[party]]` (`unknown_party`), never the hub's own `HUB` (`hub_party`:
   the originator of the hub's notices, receipts and fused events, which a client must not
@@ -170,16 +171,30 @@ class Checks:
         if info.mode not in CLIENT_MODES:
             raise Untrusted("unknown_mode", edge, f"client wire form {info.mode[:40]!r}")
 
-    def roster(self, data: bytes) -> tuple[Roster, list[Untrusted]]:
-        """An edge's answer to the roster request (or its beat): the roster of the clients
-        that pass `client`, and why each other one was left out. Raises Untrusted
-        (`undecodable`, `oversize`) for an answer that cannot be read at all."""
+    def roster(self, data: bytes, subject: str | None = None) -> tuple[Roster, list[Untrusted]]:
+        """An edge's roster (its beat, or its answer to the roster request: a beat too) from
+        `subject` (None: not checked): the roster of the clients that pass `client`, and why
+        each other one was left out. Raises Untrusted as `beat`."""
+        return self.clients(self.beat(data, subject))
+
+    def beat(self, data: bytes, subject: str | None = None) -> Roster:
+        """An edge's beat, read: Untrusted (`undecodable`, `oversize`) for one that cannot be
+        read at all, `wrong_subject` for one naming another edge than its subject's
+        (`<name>.beat.<edge>.<run>`: only that edge may publish there). Its clients are not
+        checked (`clients`)."""
         if len(data) > _ROSTER_LIMIT:
             raise Untrusted("oversize", "?", f"a roster of {len(data)} bytes")
         try:
             roster = roster_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             raise Untrusted("undecodable", "?", f"not a roster: {exc}") from None
+        if subject is not None and subject != self.names.beat(roster.edge):
+            raise Untrusted("wrong_subject", roster.edge[:80], f"a roster naming edge "
+                            f"{roster.edge[:80]!r} came on {subject[:120]!r}")  # fmt: skip
+        return roster
+
+    def clients(self, roster: Roster) -> tuple[Roster, list[Untrusted]]:
+        """`roster` with only the clients that pass `client`, and why each other one went."""
         kept: list[ConnInfo] = []
         left: list[Untrusted] = []
         for info in roster.conns:

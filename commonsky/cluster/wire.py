@@ -1,20 +1,27 @@
 """What edges and the core say to each other over NATS: subjects and messages (msgspec).
 
 Subjects and stream names all start with the cluster's `name` (`[cluster] name`), so two
-clusters — or two tests — on one NATS server never meet:
+clusters — or two tests — on one NATS server never meet. An edge's id is its configured name
+(`[cluster] edge`, default the host's) and a token of its run: `<edge>.<run>`, two subject
+tokens, so that a NATS user's permissions can name one edge (`<name>.in.<edge>.*`) while a
+restarted edge is still a new one to the core (docs/nats-permissions.conf):
 
-- `<name>.in.<edge>` (JetStream stream `<name>_IN`, work queue, deduplicated by `Nats-Msg-Id`):
-  what an edge hands the core, in the order the edge took it — `Ingest` (one event of an
-  authenticated client), `Attach` and `Detach` (a client came or went).
-- `<name>.out.<edge>` (core NATS): `Delivery`, the core's outputs for the clients one edge
-  holds, already rendered for each (disclosed, generalized, namespaced, addressed).
-- `<name>.roster` (request, every edge answers) and `<name>.beat` (each edge every
-  BEAT_S): `Roster`, the clients an edge holds now. A new core asks once it holds the lease;
-  the beats tell the core which edges are alive.
+- `<name>.in.<edge>.<run>` (JetStream stream `<name>_IN`, work queue, deduplicated by
+  `Nats-Msg-Id`): what an edge hands the core, in the order the edge took it — `Ingest` (one
+  event of an authenticated client), `Attach` and `Detach` (a client came or went).
+- `<name>.out.<edge>.<run>` (core NATS): `Delivery`, the core's outputs for the clients one
+  edge holds, already rendered for each (disclosed, generalized, namespaced, addressed).
+- `<name>.beat.<edge>.<run>` (each edge every BEAT_S, and at once when the core asks on
+  `<name>.roster`): `Roster`, the clients an edge holds now. A new core asks once it holds
+  the lease; the beats tell the core which edges are alive. (On the edge's own subject, not
+  a reply: an edge cannot answer for another.)
 - `<name>.http` (request/reply, only the core holding the lease subscribes): `HttpCall`,
   a request an edge forwards (the API, Marti, enrolment); a long body follows in `BodyPart`s
   the core acknowledges one by one (`BodyAck`), the answer comes in `HttpReply` parts the
   edge acknowledges (`ReplyAck`) (cluster/forward.py, core_http.py, parts.py).
+- Replies (JetStream's acknowledgements, KV watches, HTTP answers) come to inboxes under
+  `_INBOX.<name>.edge.<edge>` (an edge's) and `_INBOX.<name>.core` (a core's), so an edge's
+  user may read only its own (`Names.edge_inbox`).
 - KV bucket `<name>_picture`: the current picture per party (`PictureEntry`, `picture_kv.py`);
   KV bucket `<name>_lease`: who is the core (`lease.py`).
 """
@@ -237,8 +244,14 @@ def picture_key(viewer: str, key: tuple[str, str]) -> str:
     return f"{token(viewer)}.{hashlib.sha256(raw).hexdigest()[:40]}"
 
 
+def edge_subject(edge: str) -> str:
+    """The subject tokens of edge id `edge` (`<edge name>.<run>`: two tokens; any other text
+    is made one or two tokens, `token`)."""
+    return ".".join(token(part) for part in edge.split(".", 1))
+
+
 class Names:
-    """The subjects, stream and buckets of cluster `name`."""
+    """The subjects, stream, buckets and inboxes of cluster `name`."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -246,14 +259,22 @@ class Names:
         self.consumer = f"{name}_core"
         self.inbound = f"{name}.in.>"
         self.roster = f"{name}.roster"
-        self.beat = f"{name}.beat"
+        self.beats = f"{name}.beat.>"  # (the core's subscription: every edge's beat)
         self.picture = f"{name}_picture"
         self.lease = f"{name}_lease"
         self.identity = f"{name}_hub"  # the hub the name is bound to (identity.py)
         self.http = f"{name}.http"  # API requests the edges forward (request/reply)
+        self.core_inbox = f"_INBOX.{name}.core"  # (nats-py's inbox_prefix of a core)
 
     def ingest(self, edge: str) -> str:
-        return f"{self.name}.in.{token(edge)}"
+        return f"{self.name}.in.{edge_subject(edge)}"
 
     def out(self, edge: str) -> str:
-        return f"{self.name}.out.{token(edge)}"
+        return f"{self.name}.out.{edge_subject(edge)}"
+
+    def beat(self, edge: str) -> str:
+        return f"{self.name}.beat.{edge_subject(edge)}"
+
+    def edge_inbox(self, edge_name: str) -> str:
+        """The inbox prefix of the edges named `edge_name` (`[cluster] edge`)."""
+        return f"_INBOX.{self.name}.edge.{token(edge_name)}"

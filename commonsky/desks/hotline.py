@@ -16,7 +16,8 @@ A recipient acknowledges with the receipts ATAK sends: delivered (`b-t-f-d`, sen
 device on arrival) or read (`b-t-f-r`), whose uid and `__chat@messageId` /
 `__chatreceipt@messageId` are the message id as the recipient was given it (`USA::<id>`;
 `namespace.py` reads it back), or by naming the message (`<link uid="USA::GeoChat…">`), or
-through the API; the acknowledgement is recorded and the sender is told. Each such party
+through the API; the acknowledgement is recorded and the sender is told (a device offline
+then is told when it reports again: hub/receipts.py holds the notice). Each such party
 has a deadline (`ack_deadline_s` of the agreement, else `timeout_hotline_ack_s`); when it
 passes unacknowledged the hub re-sends the message to that party, tells the sender, and
 records the escalation — once per message and party.

@@ -63,7 +63,7 @@ from .naming import Naming, own_names
 from .outbox import Pending, Rendered, Variant
 from .picture import Picture
 from .quarantine import Quarantine
-from .receipts import Receipts
+from .receipts import Receipts, remembering
 from .render import Renderer
 from .render import item_json as item_json  # (re-exported)
 from .routing import VARIANT, Routed, Router
@@ -126,9 +126,10 @@ class Hub:
         # Who is connected, and the write batching (hub/connections.py).
         self.wires = Connections(settings, self.metrics, self.logs)
         self.connections = self.wires.by_party  # party -> its connections
-        # Receipts held for senders' devices, and the deliveries they prove (receipts.py).
+        # Receipts and hub notices held for senders' devices, what they prove (receipts.py).
         self.receipts = Receipts(self.picture, self.parties, self.router.variant_for,
-                                 self.connections)  # fmt: skip
+                                 self.connections, store.meta,
+                                 remembering(store, self.transaction))  # fmt: skip
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         # The delete flow (hub/deletes.py), over the hub's parts.
         self.deletes = Deletes(
@@ -148,6 +149,7 @@ class Hub:
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
         self.quarantine.rebuild("picture", store.active(clock()), self._load)
+        self.receipts.loaded()
         self._quarantine_unreadable("picture")
 
     def add_desk(self, desk: Desk) -> None:

@@ -31,24 +31,47 @@ bounded per party (`PROVED_PER_PARTY`): it can only stop what that party's own d
 given (a party's devices share everything; another party's receipt names no device of this
 party, `read_name`), and one party's flood crowds out none of another's.
 
+The hotline desk's own notices to one party (hub items of category hotline, of a receipt's
+type, for one party: "JPN acknowledged …", "… delivered to JPN", the hub's receipt of a
+message; desks/hotline.py) are messages too, and were lost the same way. One that reached
+no connection of its device (`<dest uid>`, in its party's names; a notice for the party, to
+none of its connections) is *held* for it (`notice`) and given, once, to the connection on
+which that device (for a party's notice, any of its devices) next reports itself — routing
+asked again then (`variant_for`: stale, or no longer routed to that party, it goes to
+nobody) — and then forgotten: a notice given live, or given here, is never given again.
+Bounded: at most `NOTICES_PER_PARTY` per party (the oldest go first, counted in
+`notices_dropped`), each until it goes stale (a day: `chat_event`). For a restart, the store
+keeps one meta row per device that ever had notices held (`hub_notices_owed <party>
+<device>`: the store sequence of the first one held since it was last given any, "0" once
+given): the stored notices from there on are held again (`load`), the ones before it were
+given. A notice queued to a connection the hub still believes open (a half-open socket, an
+edge's client the core has not yet heard closing) counts as given: it is not held.
+
 All state is in memory, rebuilt from the store at a start (`load`: the latest stored
 receipt per uid — a read receipt carries the uid of the delivered one before it; routing
-decides when a receipt is given, as always). Runs on the hub's event loop.
+decides when a receipt is given, as always — and the notices still owed). Runs on the hub's
+event loop.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from commonsky.model import DURABLE, HUB, Item
+from commonsky.errors import StoreUnavailable
+from commonsky.model import DURABLE, HUB, Category, Item
 from commonsky.namespace import SHARED, read_name
 from commonsky.protocol.refs import RECEIPT_TYPES, answered_id, link_target, uid_form
+from commonsky.store import Store
 
 from .connection import Connection, reaches, reaches_device
 from .outbox import Pending, Rendered, Variant
 from .picture import Picture
+
+log = logging.getLogger("commonsky.hub")
 
 #: Receipts held per message and answering party (its devices × delivered/read): a group
 #: message to a party's team gets one of each from every member; more than this is a flood,
@@ -57,10 +80,37 @@ PER_PARTY = 16
 #: Devices a message is proved delivered to, per message and party (past it: replayed, the
 #: safe side; per party, so that one party's flood changes nothing another party is given).
 PROVED_PER_PARTY = 64
+#: Hub notices held per party for its devices that were offline (a party's own business:
+#: however many messages it sends, it crowds out only its own notices, the oldest first).
+NOTICES_PER_PARTY = 256
 
 Key = tuple[str, str]
 Ident = tuple[str, str, str]  # (answering party, its device's uid or "", receipt type)
+Target = tuple[str, str]  # (party, its device's uid, or "" for any device of the party)
 VariantFor = Callable[[Rendered, str, float], Variant | None]
+OWED = "hub_notices_owed"  # store meta key prefix: `owed_key`
+
+
+def owed_key(target: Target) -> str:
+    """The store meta key of the notices held for `target` (module header)."""
+    return f"{OWED} {target[0]} {target[1]}"
+
+
+def remembering(
+    store: Store, transaction: Callable[[], AbstractContextManager[None]]
+) -> Callable[[str, str], None]:
+    """`Receipts`' `remember` over a hub's store: the meta key written in `transaction` (the
+    hub's). The store unreachable, it is logged: the notice is given all the same, and may
+    be given again after a restart."""
+
+    def remember(key: str, value: str) -> None:
+        try:
+            with transaction():
+                store.set_meta(key, value)
+        except StoreUnavailable as exc:
+            log.warning("could not note %s in the store: %s", key, exc)
+
+    return remember
 
 
 @dataclass(eq=False)
@@ -74,7 +124,9 @@ class Receipts:
     """The receipts held for senders' devices and the deliveries they prove (module header).
 
     `connections`: party -> its connections now (the hub's `Connections.by_party`);
-    `variant_for`: the router's (a receipt is given only in a form routing allows now)."""
+    `variant_for`: the router's (a receipt is given only in a form routing allows now);
+    `recall` / `remember`: read and write a store meta key (the notices owed, for a restart:
+    `remember` writes in the hub's transaction)."""
 
     def __init__(
         self,
@@ -82,6 +134,8 @@ class Receipts:
         parties: frozenset[str],
         variant_for: VariantFor,
         connections: Mapping[str, Iterable[Connection]],
+        recall: Callable[[str], str | None] = lambda key: None,
+        remember: Callable[[str, str], None] = lambda key, value: None,
     ) -> None:
         self._picture = picture
         self._parties = parties
@@ -92,6 +146,11 @@ class Receipts:
         # message key -> party -> its devices that said they have the message
         self._proved: dict[Key, dict[str, set[str]]] = {}
         self.dropped = 0  # receipts not held: past PER_PARTY for their message and party
+        # Hub notices held: party -> store seq -> (its device or "", the notice), oldest first.
+        self._notices: dict[str, dict[int, tuple[str, Rendered]]] = {}
+        self._recall, self._remember = recall, remember
+        self._owed_from: dict[Target, int] = {}  # read at a start (`load`), then let go
+        self.notices_dropped = 0  # notices let go past NOTICES_PER_PARTY
 
     # ---- taking receipts in -------------------------------------------------------------
 
@@ -100,6 +159,11 @@ class Receipts:
         message's sender device if routing let it reach the message's party (or it is that
         party's own), noted as given to the connections it was queued to."""
         item = rendered.item
+        if item.party == HUB:
+            target = self._target(item)
+            if target is not None and not self._given_notice(item, target):
+                self._hold_notice(rendered, target, persist=True)
+            return
         message = self._message_of(item)
         if message is None:
             return
@@ -111,7 +175,14 @@ class Receipts:
     def load(self, rendered: Rendered) -> None:
         """A stored receipt, at a start (given to nobody yet). The hub reads its store before
         it knows its devices' callsigns (which addressed messages' routes depend on), so
-        routing decides when the receipt is given (`owed`), as it always does."""
+        routing decides when the receipt is given (`owed`), as it always does. A hub notice
+        is held again if it is owed still (module header)."""
+        item = rendered.item
+        if item.party == HUB:
+            target = self._target(item)
+            if target is not None and 0 < self._owed_since(target) <= item.seq:
+                self._hold_notice(rendered, target, persist=False)
+            return
         message = self._message_of(rendered.item)
         if message is not None:
             self._prove(rendered.item, message[0])
@@ -179,6 +250,74 @@ class Receipts:
         name = read_name(item.party, text, self._parties)
         return name.uid if name.party == item.party else None
 
+    # ---- the hub's notices --------------------------------------------------------------
+
+    def _target(self, item: Item) -> Target | None:
+        """Whom a hub item is a notice for: (its one party, the device its `<dest uid>` names
+        in that party's names, or "" when it is for the party); None when it is no notice
+        (module header) or its addressing names no device of that party."""
+        e = item.event
+        if item.category is not Category.HOTLINE or e.type not in RECEIPT_TYPES:
+            return None
+        if len(item.audience) != 1 or item.audience[0] == HUB or e.dest_callsigns:
+            return None
+        party = item.audience[0]
+        if not e.dest_uids:
+            return (party, "") if party in e.dest_parties else None
+        name = read_name(party, e.dest_uids[0], self._parties)
+        return (party, name.uid) if name.party == party and len(e.dest_uids) == 1 else None
+
+    def _given_notice(self, item: Item, target: Target) -> bool:
+        """Whether the fan-out queued notice `item` to a connection of its device (for a
+        party's notice, to any connection of the party)."""
+        party, device = target
+        conns = self._connections.get(party, ())
+        if device:
+            return any(device in c.devices for c in conns)
+        return any(reaches(item, c, self._parties) for c in conns)
+
+    def _hold_notice(self, rendered: Rendered, target: Target, persist: bool) -> None:
+        party, device = target
+        held = self._notices.setdefault(party, {})
+        if persist and all(d != device for d, _ in held.values()):
+            self._remember(owed_key(target), str(rendered.item.seq))  # (a new run held)
+        held[rendered.item.seq] = (device, rendered)
+        while len(held) > NOTICES_PER_PARTY:
+            del held[next(iter(held))]
+            self.notices_dropped += 1
+
+    def _owed_since(self, target: Target) -> int:
+        """The store seq from which notices for `target` are owed (0: none), read once."""
+        since = self._owed_from.get(target)
+        if since is None:
+            text = self._recall(owed_key(target))
+            since = self._owed_from[target] = int(text) if text and text.isdigit() else 0
+        return since
+
+    def loaded(self) -> None:
+        """The start's `load`s are done: what they read of the store is let go."""
+        self._owed_from.clear()
+
+    def _notices_for(self, conn: Connection, devices: Iterable[str], now: float) -> list[Pending]:
+        """The notices held for `devices` of `conn`'s party (and for the party), taken: given
+        to `conn` in the form routing allows now, or to nobody (never again either way)."""
+        held = self._notices.get(conn.party)
+        if not held:
+            return []
+        mine = {*devices, ""}
+        taken = [(seq, d, r) for seq, (d, r) in held.items() if d in mine]
+        out = []
+        for seq, _device, rendered in taken:
+            del held[seq]
+            variant = self._variant_for(rendered, conn.party, now)
+            if variant is not None and reaches(rendered.item, conn, self._parties):
+                out.append(Pending(rendered, variant))
+        if not held:
+            del self._notices[conn.party]
+        for device in sorted({d for _seq, d, _r in taken}):
+            self._remember(owed_key((conn.party, device)), "0")
+        return out
+
     # ---- giving -------------------------------------------------------------------------
 
     def proved(self, key: Key, party: str, uid: str) -> bool:
@@ -194,7 +333,7 @@ class Receipts:
         The items addressed to those devices that it did not reach before (as a party, or
         through the devices it had: given at attach, at their reports or live since) and
         that no device among them proved it has; then the receipts held for them that this
-        connection was not given yet."""
+        connection was not given yet; then the hub's notices held for them (once)."""
         party, parties = conn.party, self._parties
         for rendered in self._picture.addressed():
             item = rendered.item
@@ -209,6 +348,8 @@ class Receipts:
             if variant is not None:
                 yield Pending(rendered, variant), item.category in DURABLE
         for pending in self._receipts_for(conn, [*new, ""], now):
+            yield pending, True
+        for pending in self._notices_for(conn, new, now):
             yield pending, True
 
     def _receipts_for(self, conn: Connection, devices: list[str], now: float) -> Iterator[Pending]:
@@ -234,9 +375,15 @@ class Receipts:
             keys.discard(key)
 
     def prune(self, now: float) -> int:
-        """Forget what answers messages no longer in the picture, and stale receipts;
-        returns how many receipts went."""
+        """Forget what answers messages no longer in the picture, stale receipts and stale
+        notices; returns how many receipts and notices went."""
         gone = 0
+        for party, held in list(self._notices.items()):
+            for seq in [s for s, (_d, r) in held.items() if r.item.event.stale <= now]:
+                del held[seq]
+                gone += 1
+            if not held:
+                del self._notices[party]
         for key in list(self._held):
             entries = self._held[key]
             if self._picture.get(key) is None:
@@ -256,3 +403,7 @@ class Receipts:
     def __len__(self) -> int:
         """How many receipts are held."""
         return sum(len(entries) for entries in self._held.values())
+
+    def notices(self) -> int:
+        """How many hub notices are held."""
+        return sum(len(held) for held in self._notices.values())

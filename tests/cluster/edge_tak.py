@@ -14,7 +14,6 @@ import httpx
 
 from commonsky.bench.cluster import Cluster, HubText
 from commonsky.bench.hubproc import hub_config
-from commonsky.bench.relay import free_port
 
 HOST = "127.0.0.1"
 KINDS = ("marti", "enroll", "tak-tls")
@@ -23,10 +22,11 @@ KINDS = ("marti", "enroll", "tak-tls")
 class TakPorts:
     """The marti, enroll and tak-tls ports of each process, by its `[server] http` port."""
 
-    def __init__(self, ca: Path, server: str = "") -> None:
+    def __init__(self, cluster: Cluster, ca: Path, server: str = "") -> None:
+        self.port = cluster.port  # (held until the cluster stops: Cluster.port)
         self.ca, self.server = ca, server
         self.by_http: dict[int, dict[str, int]] = {}
-        self.first = {kind: free_port() for kind in KINDS}  # (the first edge's)
+        self.first = {kind: self.port() for kind in KINDS}  # (the first edge's)
         self.advertise = f"{HOST}:{self.first['marti']}"  # (every core advertises it)
 
     def text(self) -> HubText:
@@ -34,7 +34,7 @@ class TakPorts:
             edge = data_dir.name.startswith("data-edge-")
             if http not in self.by_http:
                 first = edge and self.first not in self.by_http.values()
-                self.by_http[http] = self.first if first else {k: free_port() for k in KINDS}
+                self.by_http[http] = self.first if first else {k: self.port() for k in KINDS}
             own = self.by_http[http]
             listeners = ""
             for kind, port in own.items():
@@ -50,7 +50,7 @@ class TakPorts:
 def tak_cluster(cluster: Cluster, ca: Path, server: str = "") -> TakPorts:
     """`cluster` with TAK's HTTP side (`server`: more `[server]` lines); the first edge
     started has the marti port the cores advertise."""
-    ports = TakPorts(ca, server)
+    ports = TakPorts(cluster, ca, server)
     cluster.base = ports.text()
     return ports
 

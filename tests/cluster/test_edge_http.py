@@ -31,7 +31,6 @@ from commonsky.bench.cluster import (
 )
 from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.bench.hubproc import OPERATOR, parse_metrics, token
-from commonsky.bench.relay import free_port
 from commonsky.cluster.edge_http import FORWARD_S
 from commonsky.cluster.run import FAIL_STOP
 from commonsky.cluster.wire import picture_key
@@ -352,7 +351,7 @@ async def test_an_edge_whose_http_port_is_taken_says_so_in_one_line(cluster: Clu
         holder.listen()
         port = holder.getsockname()[1]
         config = cluster_config(cluster.folder, cluster.name, cluster.nats_url,
-                                cluster.store_url, "edge", {p: free_port() for p in PARTIES},
+                                cluster.store_url, "edge", {p: cluster.port() for p in PARTIES},
                                 port)  # fmt: skip
         process = Process(config, cluster.folder / "busy.log")
         process.start()

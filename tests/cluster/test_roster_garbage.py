@@ -1,7 +1,9 @@
-"""A new core asks the edges for their clients (`<name>.roster`); an answer it cannot read,
-or a client in it that no edge may hold (the hub's own party, an undeclared one, an unknown
-wire form), is left out with one line and counted — the core starts and serves on the other
-answers (before, one unreadable answer stopped the core at its takeover)."""
+"""A new core asks the edges for their clients (`<name>.roster`); each answers with a beat on
+its own subject (`<name>.beat.<edge>.<run>`). An answer it cannot read, one naming another edge
+than its subject's, or a client in it that no edge may hold (the hub's own party, an
+undeclared one, an unknown wire form), is left out with one line and counted — the core starts
+and serves on the other answers (before, one unreadable answer stopped the core at its
+takeover)."""
 
 from __future__ import annotations
 
@@ -23,12 +25,14 @@ async def test_garbage_answers_to_the_roster_are_left_out(
     answered: list[int] = []
 
     async def hostile(msg: object) -> None:
-        reply = msg.reply  # type: ignore[attr-defined]
         bad = [ConnInfo("c-hub", "HUB", "u", "tak-tcp", "", "xml"),
                ConnInfo("c-xxx", "XXX", "u", "tak-tcp", "", "xml"),
                ConnInfo("c-mode", "USA", "u", "tak-tcp", "", "smtp")]  # fmt: skip
-        for data in (b"\xc1garbage", b"", encode(Roster("evil", bad))):
-            await nc.publish(reply, data)
+        for data in (b"\xc1garbage", encode(Roster("evil.1", bad))):
+            await nc.publish(names.beat("evil.1"), data)
+        # Another edge's clients, on evil's subject: not taken (only that edge speaks for them).
+        other = [ConnInfo("c-other", "USA", "u", "tak-tcp", "", "xml")]
+        await nc.publish(names.beat("evil.1"), encode(Roster("other.1", other)))
         answered.append(1)
 
     await nc.subscribe(names.roster, cb=hostile)
@@ -38,7 +42,7 @@ async def test_garbage_answers_to_the_roster_are_left_out(
     await usa.send(track("after-roster", time.time()))
     await until(lambda: rus.got("after-roster") >= 1, "RUS sees USA's track: the core serves")
     text = core.text()
-    for reason in ("undecodable", "hub_party", "unknown_party", "unknown_mode"):
+    for reason in ("undecodable", "hub_party", "unknown_party", "unknown_mode", "wrong_subject"):
         lines = [line for line in text.splitlines()
                  if "dropped a message" in line and f"({reason})" in line]  # fmt: skip
         assert len(lines) == 1, (reason, lines)

@@ -26,7 +26,7 @@ async def edge_roster(nc: Nats, names: Names, clients: int) -> Roster:
     async def got(msg: object) -> None:
         beats.put_nowait(roster_decoder.decode(msg.data))  # type: ignore[attr-defined]
 
-    sub = await nc.subscribe(names.beat, cb=got)
+    sub = await nc.subscribe(names.beats, cb=got)
     try:
         async with asyncio.timeout(60):
             while len((roster := await beats.get()).conns) < clients:
