@@ -159,7 +159,7 @@ async def _drain(cluster: _Pinned, names: Names, plan: relay.Plan, messages: int
             holder["core"] = psutil.Process(started.pid)
             holder["cpu0"] = sum(holder["core"].cpu_times()[:2])
             holder["services"] = _Services()
-        got[0] += len(delivery.outs)
+        got[0] += len(delivery.pairs())
         for output in delivery.outputs:  # (which recorded messages came out at all)
             at = output.data.find(b'<bench s="')
             seqs.add(output.data[at + 10 : output.data.find(b'"', at + 10)])

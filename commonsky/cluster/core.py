@@ -36,20 +36,19 @@ from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
 from commonsky.hub.outbox import Outbox, Pending
-from commonsky.model import DURABLE, Category, category_of_event, is_transient
+from commonsky.model import Category, category_of_event, is_transient
 
 from .nats_io import DUPLICATE_WINDOW_S
+from .packer import pack
 from .picture_kv import PictureWriter
 from .trust import Checks, Untrusted, agrees
 from .wire import (
     EDGE_SILENT_S,
     Attach,
     ConnInfo,
-    Delivery,
     Detach,
     Ingest,
     Names,
-    Output,
     Roster,
     encode,
 )
@@ -65,7 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 FETCH = 128  # stream messages per batch at most (one commit; the loop stays responsive)
-_OUT_BYTES = 512 * 1024  # a delivery message stays well under NATS's 1 MB payload limit
 _IN_FLIGHT = 4_000  # stream messages delivered to the core and not yet acknowledged
 _PICTURE_EVERY_S = 0.25  # picture bucket writes, newest per key, this often
 _PRUNE_EVERY_S = 60.0  # applied ids that can never come again forgotten this often
@@ -124,36 +122,6 @@ class ProxyPeer:
         if self.attaching:
             self.attaching = False
             self.core.attached(self.edge, self.conn_id)
-
-
-class _Packer:
-    """One `Delivery` being filled: an output's bytes go in once, however many get them."""
-
-    def __init__(self) -> None:
-        self.outputs: list[Output] = []
-        self.index: dict[int, int] = {}  # id of the bytes -> place in `outputs`
-        self.keep: list[bytes] = []  # (the bytes whose ids are keys above stay alive)
-        self.outs: list[tuple[str, int]] = []
-        self.size = 0
-
-    def add(self, conn_id: str, mode: str, pending: Pending) -> None:
-        data = pending.rendered.wire(pending.variant, mode)  # (cached: one object per form)
-        at = self.index.get(id(data))
-        if at is None:
-            item = pending.rendered.item
-            durable = item.category in DURABLE or is_transient(item.event.type)
-            at = self.index[id(data)] = len(self.outputs)
-            self.outputs.append(Output(item.party, item.event.uid, item.category.value,
-                                       item.received, durable, mode, data))  # fmt: skip
-            self.keep.append(data)
-            self.size += len(data) + 64
-        self.outs.append((conn_id, at))
-        self.size += len(conn_id) + 8
-
-    def done(self, close: list[tuple[str, str]] | None = None,
-             refused: list[tuple[str, str, str]] | None = None,
-             attached: list[str] | None = None) -> Delivery:  # fmt: skip
-        return Delivery(self.outputs, self.outs, close or [], refused or [], attached or [])
 
 
 class ClusterCore:
@@ -311,14 +279,10 @@ class ClusterCore:
                 # LIVE_EVERY_S. What is flushed meanwhile waits for the next round.
                 await self.picture.flush(live=False)
             for edge in set(flushed) | set(closes) | set(refused) | set(attached):
-                delivery = _Packer()
-                for conn_id, mode, batch in flushed.get(edge, ()):
-                    for pending in batch:
-                        delivery.add(conn_id, mode, pending)
-                        if delivery.size >= _OUT_BYTES:
-                            await self._publish(edge, encode(delivery.done()))
-                            delivery = _Packer()
-                if delivery.outs or edge in closes or edge in refused or edge in attached:
+                *full, delivery = pack(flushed.get(edge, ()))
+                for packed in full:
+                    await self._publish(edge, encode(packed.done()))
+                if delivery.sends or edge in closes or edge in refused or edge in attached:
                     last = delivery.done(closes.get(edge, []), refused.get(edge, []),
                                          attached.get(edge, []))  # fmt: skip
                     await self._publish(edge, encode(last))

@@ -45,6 +45,7 @@ from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
 from .picture_kv import entry_json, read_picture
+from .stream_acks import StreamAcks
 from .wire import (
     BEAT_S,
     Attach,
@@ -118,7 +119,7 @@ def _convert(rendered: Rendered, variant: str, mode: str) -> bytes:
 def edge_pending(party: str, uid: str, category: str, received: float, mode: str,
                  data: bytes) -> Pending:  # fmt: skip
     """One output, as the edge's outbox holds it."""
-    item = EdgeItem((party, uid), Category(category), received)
+    item = EdgeItem((party, uid), to_category(category), received)
     rendered = Rendered(item=cast(Item, item), make=_convert)
     rendered.cache[(_VARIANT, mode)] = data
     return Pending(rendered, _VARIANT)
@@ -185,18 +186,20 @@ class EdgeHub:
             (edge_pending(o.party, o.uid, o.category, o.received, o.mode, o.data), o.durable)
             for o in delivery.outputs
         ]  # (each shared by the clients that get it: nobody changes a Pending)
-        by_id, enqueue, held = self.by_id, self.wires.enqueue, self.held_live
+        by_id, enqueue_each, held = self.by_id, self.wires.enqueue_each, self.held_live
         if delivery.attached:
             self._attached(delivery, made)
-        for conn_id, at in delivery.outs:
-            conn = by_id.get(conn_id)
-            if conn is None:
-                self.unknown += 1
+        for conn_ids, indexes in delivery.sends:
+            conns = [conn for conn in map(by_id.get, conn_ids) if conn is not None]
+            self.unknown += (len(conn_ids) - len(conns)) * len(indexes)
+            if not conns:
                 continue
-            pending, durable = made[at]
-            enqueue(conn, pending, durable)
-            if held and conn_id in held:  # (the core's version is the newer one)
-                held[conn_id].pop(pending.rendered.item.key, None)
+            for at in indexes:  # (each output to all of them, then the next: in order)
+                enqueue_each(conns, *made[at])
+            if held:  # (the core's version is the newer one)
+                for conn_id in conn_ids:
+                    if conn_id in held:
+                        self._unhold(conn_id, [made[at][0] for at in indexes])
         for conn_id, reason in delivery.close:
             conn = self.by_id.get(conn_id)
             if conn is not None:
@@ -219,13 +222,19 @@ class EdgeHub:
         """The core handled these clients' Attach: the bucket's live entries held for them go
         first — they are the older part of the picture, before the core's rest and anything
         live in this delivery — but those the core sends them here, in a newer version."""
-        held = self.held_live
-        attached = {conn_id for conn_id in delivery.attached if conn_id in held}
-        for conn_id, at in delivery.outs:
-            if conn_id in attached:
-                held[conn_id].pop(made[at][0].rendered.item.key, None)
+        attached = {conn_id for conn_id in delivery.attached if conn_id in self.held_live}
+        for conn_ids, indexes in delivery.sends:
+            for conn_id in attached.intersection(conn_ids):
+                self._unhold(conn_id, [made[at][0] for at in indexes])
         for conn_id in attached:
             self.release(conn_id)
+
+    def _unhold(self, conn_id: str, sent: list[Pending]) -> None:
+        """The bucket's live entries held for `conn_id` that the core sent it (`sent`)
+        anew are not given: the core's version is the newer one."""
+        held = self.held_live[conn_id]
+        for pending in sent:
+            held.pop(pending.rendered.item.key, None)
 
     def release(self, conn_id: str) -> None:
         """The bucket's live entries held for a client, to its outbox: the core has handled
@@ -281,11 +290,24 @@ def read_delivery(data: bytes) -> Delivery:
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise ValueError(f"not a delivery: {exc}") from None
     count = len(delivery.outputs)
-    if any(not 0 <= at < count for _, at in delivery.outs):
-        raise ValueError(f"an output index past its {count} outputs")
+    for _, indexes in delivery.sends:
+        if indexes and (min(indexes) < 0 or max(indexes) >= count):
+            raise ValueError(f"an output index past its {count} outputs")
     for output in delivery.outputs:
-        Category(output.category)  # (ValueError)
+        to_category(output.category)  # (ValueError)
     return delivery
+
+
+_CATEGORIES = {c.value: c for c in Category}
+
+
+def to_category(value: str) -> Category:
+    """`Category(value)` by a dictionary look-up (an Enum call costs several per output).
+    Raises ValueError."""
+    found = _CATEGORIES.get(value)
+    if found is None:
+        raise ValueError(f"{value[:40]!r} is not a category")
+    return found
 
 
 def info(conn: Connection) -> ConnInfo:
@@ -303,6 +325,8 @@ class EdgeLink:
         self.hub = hub
         hub.link = self
         self.nc, self.js, self.kv, self.names = nc, js, kv, names
+        # What `_sender` publishes with (`publish_async`): the lean StreamAcks once started.
+        self.stream: Any = js
         self.subject = names.ingest(hub.edge)
         self.run_id = f"{hub.edge}.{secrets.token_hex(4)}"
         self._count = itertools.count(1)
@@ -400,6 +424,9 @@ class EdgeLink:
         self._put((self._id(), encode(Detach(self.hub.edge, conn.id))))
 
     async def start(self) -> None:
+        acks = StreamAcks(self.nc)
+        await acks.start()
+        self.stream = acks
         await self.nc.subscribe(self.names.out(self.hub.edge), cb=self._on_delivery)
         await self.nc.subscribe(self.names.roster, cb=self._on_roster)
         self.tasks.append(asyncio.create_task(self._publisher()))
@@ -463,7 +490,7 @@ class EdgeLink:
             futures: list[asyncio.Future[Any] | None] = []
             try:
                 for msg_id, data in batch:
-                    future = await self.js.publish_async(
+                    future = await self.stream.publish_async(
                         self.subject, data, headers={"Nats-Msg-Id": msg_id})  # fmt: skip
                     futures.append(future)
                     if probe.ON:
@@ -488,9 +515,9 @@ class EdgeLink:
             ]  # fmt: skip
             for future in sent:
                 if future not in done:
-                    # Its acknowledgement may never come (lost): nats-py holds a slot of its
-                    # bounded pending-publish count per future until it is done, and would
-                    # block every later publish once they are all held.
+                    # Its acknowledgement may never come (lost): a future not done is held
+                    # (StreamAcks keeps it; nats-py's publish_async a slot of its bounded
+                    # pending count, blocking every later publish once all are held).
                     future.cancel()
             self.published += len(batch) - len(pending)
             if pending:

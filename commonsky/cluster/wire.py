@@ -103,19 +103,26 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Delivery(msgspec.Struct, frozen=True):
-    """The core's outputs for one edge: `outputs` once each, `outs` (client id, index in
-    `outputs`) in the order each client gets them; `close`: clients to close, with a reason;
-    `refused`: what the core refused of each client's events."""
+    """The core's outputs for one edge: `outputs` once each; `sends`, (client ids, indexes
+    in `outputs`): each of those clients gets those outputs in that order, and a client in
+    several entries gets them entry after entry (clients getting the same outputs share an
+    entry: cluster/packer.py); `close`: clients to close, with a reason; `refused`: what
+    the core refused of each client's events."""
 
     outputs: list[Output] = []
-    outs: list[tuple[str, int]] = []
+    sends: list[tuple[list[str], list[int]]] = []
     close: list[tuple[str, str]] = []
     # (client id, reason, message): events of theirs the core refused (quota, a desk's
     # check, no agreement…), counted by the client's session as the single process does.
     refused: list[tuple[str, str, str]] = []
     # Clients whose Attach the core has handled: what it owed them of their picture is in
-    # `outs` before this (here or in an earlier delivery to the edge).
+    # `sends` before this (here or in an earlier delivery to the edge).
     attached: list[str] = []
+
+    def pairs(self) -> list[tuple[str, int]]:
+        """(client id, index in `outputs`) for every output every client gets, each
+        client's in the order it gets them (for readers that count or spy: tests, benches)."""
+        return [(conn, at) for conns, indexes in self.sends for conn in conns for at in indexes]
 
 
 class Roster(msgspec.Struct, frozen=True):

@@ -24,7 +24,7 @@ async def test_clients_on_two_edges_see_what_the_agreements_give(
 
     async def spy(msg: object) -> None:
         delivery = delivery_decoder.decode(msg.data)  # type: ignore[attr-defined]
-        for conn, at in delivery.outs:
+        for conn, at in delivery.pairs():
             crossed.append((msg.subject, conn, delivery.outputs[at].data))  # type: ignore[attr-defined]
 
     await nc.subscribe(f"{cluster_name}.out.>", cb=spy)

@@ -91,11 +91,12 @@ async def test_deliveries_an_edge_cannot_use_are_dropped_in_a_few_lines(
     out = Output("USA", "forged", "track", 0.0, False, "xml", b'<event uid="forged"/>')
     garbage = [
         b"\xc1not a delivery",
-        encode(Delivery(outputs=[out], outs=[(conn, 5)])),
-        encode(Delivery(outputs=[out], outs=[(conn, -1)])),
+        encode(Delivery(outputs=[out], sends=[([conn], [0, 5])])),
+        encode(Delivery(outputs=[out], sends=[([conn], [-1])])),
         encode(
             Delivery(
-                outputs=[Output("USA", "forged", "weather", 0, False, "xml", b"")], outs=[(conn, 0)]
+                outputs=[Output("USA", "forged", "weather", 0, False, "xml", b"")],
+                sends=[([conn], [0])],
             )
         ),
     ] * 25
