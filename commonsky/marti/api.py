@@ -196,7 +196,7 @@ async def client_endpoints(marti: Marti, request: Request, party: str, user: str
             "team": c.team or None,
             "role": c.role or None,
             "lastEventTime": format_time(c.last),
-            "lastStatus": "Connected",
+            "lastStatus": "Connected" if c.connected else "Disconnected",
         }
         for c in marti.port.contacts(party)
     ]

@@ -39,6 +39,7 @@ class Contact:
     team: str
     role: str
     last: float  # epoch seconds of its last report
+    connected: bool = False  # a connection of its party holds the device now
 
 
 class HubPort:
@@ -83,15 +84,19 @@ class HubPort:
 
     def contacts(self, party: str) -> list[Contact]:
         """Devices in the picture `party` may see in full (its own and other parties' under
-        an agreement): a generalized one has no callsign to list, so it is left out."""
+        an agreement): a generalized one has no callsign to list, so it is left out. A device
+        is `connected` while a connection of its party has reported it (TAK Server's
+        `lastStatus` "Connected" / "Disconnected")."""
         out: list[Contact] = []
+        online = {(conn.party, uid) for conn in self._hub.wires for uid in conn.devices}
         for rendered, variant in self._hub.visible(party, durable=False):
             item = rendered.item
             if device_callsign(item.event) is None or variant == "gen":
                 continue
             event = item.event if variant == "own" else self._hub.event_for(item, variant)
             team, role = _group(event.detail)
-            out.append(Contact(event.uid, event.callsign, team, role, item.received))
+            connected = item.key in online
+            out.append(Contact(event.uid, event.callsign, team, role, item.received, connected))
         return out
 
     # ---- telling the operator -----------------------------------------------------------

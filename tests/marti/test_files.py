@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlparse
 
+from commonsky.bench.cluster import until
 from commonsky.ledger.export import export
 from tests.conftest import RunningHub
 from tests.integration.test_tak_tcp import track
@@ -160,3 +161,18 @@ async def test_client_endpoints_list_only_what_the_party_may_see(tmp_path: Path)
             listed[party] = {(d["uid"], d["callsign"]) for d in answer["data"]}
         assert listed["JPN"] == {("USA::ANDROID-usa", "VIPER"), ("ANDROID-jpn", "SAKURA")}
         assert listed["KOR"] == {("ANDROID-kor", "TIGER")}
+        # USA's device goes: still listed (its position stands until stale), not connected.
+        status = await statuses(hub, host, ca, tmp_path)
+        assert status == {"USA::ANDROID-usa": "Connected", "ANDROID-jpn": "Connected"}
+        usa.writer.close()
+        await until(lambda: not hub.hub.wires.of("USA"), "USA's connection gone")
+        status = await statuses(hub, host, ca, tmp_path)
+        assert status == {"USA::ANDROID-usa": "Disconnected", "ANDROID-jpn": "Connected"}
+
+
+async def statuses(hub: RunningHub, host: str, ca: Path, root: Path) -> dict[str, str]:
+    """JPN's `clientEndPoints`: uid -> lastStatus."""
+    cert = client_cert(ca, "JPN", "jpn-ops", root / "JPN")
+    async with https(hub, host, ca, "marti", cert) as client:
+        answer = (await client.get("/Marti/api/clientEndPoints")).json()
+    return {d["uid"]: d["lastStatus"] for d in answer["data"]}
