@@ -19,13 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from commonsky.errors import CommonSkyError
+
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
 
 
-class StreamRefused(Exception):
+class StreamRefused(CommonSkyError):
     """JetStream answered a publish with an error (or nobody answered: no stream)."""
+
+    http_status = 503
+    reason = "stream_refused"
 
 
 class _Answer(msgspec.Struct):
