@@ -1,5 +1,5 @@
-"""Connecting to NATS and making the cluster's stream and picture bucket (idempotent: every
-process of a cluster calls these at start; the first one creates, the others find)."""
+"""Connecting to NATS and making the cluster's stream and buckets (idempotent: every process
+of a cluster calls these at start; the first one creates, the others find)."""
 
 from __future__ import annotations
 
@@ -340,4 +340,14 @@ async def picture_bucket(js: JetStreamContext, names: Names) -> KeyValue:
 
     return await js.create_key_value(
         config=KeyValueConfig(bucket=names.picture, history=1, storage=StorageType.FILE)
+    )
+
+
+async def live_bucket(js: JetStreamContext, names: Names) -> KeyValue:
+    """The live bucket (live_kv.py; one value per key, the latest): made and read by cores
+    only — an edge's NATS user may not (docs/nats-permissions.conf)."""
+    from nats.js.api import KeyValueConfig, StorageType
+
+    return await js.create_key_value(
+        config=KeyValueConfig(bucket=names.live, history=1, storage=StorageType.FILE)
     )

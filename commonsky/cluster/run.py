@@ -44,7 +44,7 @@ from .edge import EdgeHub, EdgeLink
 from .edge_http import EdgeHttp
 from .edge_marti import EdgeTakHttp, tak_faces
 from .forward import Forwarder
-from .nats_io import connect, ensure_stream, picture_bucket, starting
+from .nats_io import connect, ensure_stream, live_bucket, picture_bucket, starting
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -189,6 +189,7 @@ async def _serve_core(
         async with starting(cluster, nc, "a core"):
             await ensure_stream(js, names)
             kv = await picture_bucket(js, names)
+            live = await live_bucket(js, names)
     except BaseException:
         await nc.close()
         raise
@@ -224,7 +225,7 @@ async def _serve_core(
         await lease.release()
         await nc.close()
         raise
-    core = ClusterCore(server.hub, nc, js, kv, names)
+    core = ClusterCore(server.hub, nc, js, kv, names, live)
     await core.start()
     http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,
                     lambda: lease.held, _core_faces(server))  # fmt: skip
