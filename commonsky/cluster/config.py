@@ -21,6 +21,7 @@ urllib read them, such a URL means another host, port or password. A `,` is a se
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import ssl
@@ -116,26 +117,13 @@ class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
 
     def tls(self) -> ssl.SSLContext | None:
         """The TLS context of the NATS connection: None (nats-py's default, the system's
-        CAs, for `tls://` URLs) without `nats_ca` or `nats_cert`. Raises UsageError naming
-        the key of a file that cannot be read or is not what it should be."""
+        CAs, for `tls://` URLs) without `nats_ca` or `nats_cert`. Built once per process for
+        the same files (the config check builds it, every connection of the process reuses
+        it: `_tls_context`). Raises UsageError naming the key of a file that cannot be read
+        or is not what it should be."""
         if not (self.nats_ca or self.nats_cert):
             return None
-        try:
-            context = ssl.create_default_context(cafile=self.nats_ca or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(
-                f"[cluster] nats_ca = {self.nats_ca!r}: not a readable PEM CA certificate "
-                f"({_why(exc)}) ($.cluster.nats_ca)"
-            ) from None
-        if self.nats_cert:
-            try:
-                context.load_cert_chain(self.nats_cert, self.nats_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise UsageError(
-                    f"[cluster] nats_cert = {self.nats_cert!r}, nats_key = {self.nats_key!r}: "
-                    f"not a PEM certificate and its key ({_why(exc)}) ($.cluster.nats_cert)"
-                ) from None
-        return context
+        return _tls_context(self.nats_ca, self.nats_cert, self.nats_key)
 
     @property
     def runs_edge(self) -> bool:
@@ -144,6 +132,29 @@ class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     @property
     def runs_core(self) -> bool:
         return self.role in ("core", "all")
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    """`ClusterSettings.tls`, built: one per set of files (a failure is not kept: raised
+    again at the next call). nats-py reads the context and never changes it, so every
+    connection of the process can share it."""
+    try:
+        context = ssl.create_default_context(cafile=ca or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(
+            f"[cluster] nats_ca = {ca!r}: not a readable PEM CA certificate "
+            f"({_why(exc)}) ($.cluster.nats_ca)"
+        ) from None
+    if cert:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"[cluster] nats_cert = {cert!r}, nats_key = {key!r}: "
+                f"not a PEM certificate and its key ({_why(exc)}) ($.cluster.nats_cert)"
+            ) from None
+    return context
 
 
 def _userinfo(url: str) -> tuple[str, str | None, str]:
