@@ -45,6 +45,7 @@ from .edge_http import EdgeHttp
 from .edge_marti import EdgeTakHttp, tak_faces
 from .forward import Forwarder
 from .nats_io import connect, ensure_stream, live_bucket, picture_bucket, starting
+from .stream_acks import StreamAcks
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -110,7 +111,9 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         self.hub.wires.call_soon = loop.call_soon
         self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
-        self.link = EdgeLink(self.hub, self.nc, js, kv, names)
+        acks = StreamAcks(self.nc)  # (what the edge publishes with: lighter than js's own)
+        await acks.start()
+        self.link = EdgeLink(self.hub, self.nc, js, kv, names, acks)
         await self.link.start()
         await self.http.start(self.nc, names)  # (first: a busy port stops the edge early)
         http = [listener.name for listener in self.listeners]
