@@ -163,7 +163,7 @@ def test_a_chat_played_in_both_wires_conforms_in_both(
         (["--postgres", "postgresql://127.0.0.1/x"], "--cluster and --postgres go together"),
         (
             ["--cluster", "nats://user:secret@127.0.0.1:1", "--postgres", "postgresql://p/x"],
-            "NATS at nats://127.0.0.1:1: ",
+            "NATS at nats://user:***@127.0.0.1:1: ",  # (user said, password masked)
         ),
     ],
 )
