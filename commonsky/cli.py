@@ -163,9 +163,11 @@ def serve(
     cores; the first core starts once with --init.
 
     The NATS link across machines: nats_url = "tls://USER:PASSWORD@HOST:4222" (each
-    process its own NATS user; the password is never printed), edge = "NAME" (an edge's
-    name, the one its user's permissions give), nats_ca (the CA of the server's
-    certificate), nats_cert and nats_key (this process's client certificate);
+    process its own NATS user; / ? # [ ] @ % and spaces in it percent-encoded, as
+    urllib.parse.quote(PASSWORD, safe="") writes them; the password is never printed),
+    edge = "NAME" (an edge's name, the one its user's permissions give), nats_ca (the CA
+    of the server's certificate), nats_cert and nats_key (this process's client
+    certificate);
     docs/nats-permissions.conf is the server's side (README, "Configuration";
     docs/architecture.md, "Cluster" and "The NATS link").
     """

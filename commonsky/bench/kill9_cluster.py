@@ -288,6 +288,9 @@ def kill9_cluster(runs: int, out_dir: Path, seed: int, nats_url: str,
     figures, also in out_dir/kill9-cluster.json."""
     import psycopg
 
+    # Absolute: the processes' configs name their data folders under it, and a relative path
+    # in a config is taken from the config's own folder (`--out` defaults to var/kill9/…).
+    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"k9{uuid.uuid4().hex[:10]}"
     admin = psycopg.connect(postgres_admin, autocommit=True, connect_timeout=5)

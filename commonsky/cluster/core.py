@@ -15,7 +15,9 @@ A normal `Hub` with its desks over the PostgreSQL store and the ledger (built by
 - For each client of an edge, a proxy `Connection` whose `Peer` (`ProxyPeer`) sends what the
   hub queued for it — rendered for that client as the single process would write it — to
   that edge (`<name>.out.<edge>`). Only edges holding an entitled client get anything.
-- The picture bucket (`picture_kv.PictureWriter`) for clients that connect later.
+- The picture bucket (`picture_kv.PictureWriter`) for clients that connect later, and the
+  live bucket (`live_kv.LiveKeeper`) that lets the next core know the live items this one
+  holds (restored at `start`).
 
 A core that cannot commit (PostgreSQL gone) or loses the lease stops at once (fail-stop):
 the outputs of an uncommitted durable item must never leave, and a standby takes over from the
@@ -35,9 +37,12 @@ from commonsky import probe
 from commonsky.errors import CommonSkyError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.core import Hub
+from commonsky.hub.deletes import DELETE_TYPE, target_key
+from commonsky.hub.naming import own_names
 from commonsky.hub.outbox import Outbox, Pending
-from commonsky.model import Category, category_of_event, is_transient
+from commonsky.model import CotEvent, category_of_event, is_transient
 
+from .live_kv import LIVE, LiveKeeper
 from .nats_io import DUPLICATE_WINDOW_S
 from .packer import pack
 from .picture_kv import PictureWriter
@@ -83,14 +88,11 @@ class Fatal(CommonSkyError):
     reason = "core_fail_stop"
 
 
-_LIVE = frozenset({Category.POSITION, Category.TRACK})
-
-
 def _live(env: Ingest) -> bool:
     """Whether `env` is a position report (a track's, a device's): the latest per uid wins,
     so applying it again after a core stopped changes nothing (model.py: live categories;
     the rest, deletes and messages included, is recorded as applied)."""
-    return category_of_event(env.event) in _LIVE and not is_transient(env.event.type)
+    return category_of_event(env.event) in LIVE and not is_transient(env.event.type)
 
 
 class ProxyPeer:
@@ -128,10 +130,12 @@ class ClusterCore:
     """Feeds the hub from the stream and sends its outputs to the edges (module header)."""
 
     def __init__(self, hub: Hub, nc: Client, js: JetStreamContext, kv: KeyValue,
-                 names: Names) -> None:  # fmt: skip
+                 names: Names, live: KeyValue | None = None) -> None:  # fmt: skip
         self.hub, self.nc, self.js, self.names = hub, nc, js, names
         self.store: PostgresStore = hub.store  # type: ignore[assignment]
-        self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture)
+        # (`live`: the live bucket; None: live items are this core's alone, as before it.)
+        self.keeper = LiveKeeper(hub, live, names.live) if live is not None else None
+        self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture, self.keeper)
         self.checks = Checks.of(names, set(hub.policy.parties), hub.settings)  # (trust.py)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
@@ -295,18 +299,28 @@ class ClusterCore:
     # ---- the stream ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Take over: learn the edges' clients, write the picture bucket, and read the stream
-        from its first unacknowledged message (the old core's unacknowledged ones again)."""
+        """Take over: learn the edges' clients, restore the live items the last core held
+        (live_kv.py), write the picture bucket, and read the stream from its first
+        unacknowledged message (the old core's unacknowledged ones again)."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
         await self.nc.subscribe(self.names.beats, cb=self._on_beat)
         found = await self._roster()
+        restored = ""
+        if self.keeper is not None:
+            # Before the picture bucket is written: their entries are kept, not dropped.
+            got = await self.keeper.restore()
+            restored = (f"; {got.restored} live items restored ({got.stale} stale, "
+                        f"{got.superseded} superseded by a stored item, {got.refused} "
+                        "left out)")  # fmt: skip
         await self.picture.load()
         await self.picture.flush()
         strays = await self.picture.drop_strays()
-        log.info("core: %d clients on the edges; picture bucket written (%d strays removed)",
-                 found, strays)  # fmt: skip
+        if self.keeper is not None:
+            strays += await self.keeper.drop_strays()
+        log.info("core: %d clients on the edges; picture bucket written (%d strays removed)%s",
+                 found, strays, restored)  # fmt: skip
         with contextlib.suppress(NotFoundError):
             await self.js.delete_consumer(self.names.stream, self.names.consumer)
         stream = await self.js.stream_info(self.names.stream)
@@ -445,6 +459,13 @@ class ClusterCore:
         # The batch's outputs to the sender now, not at the next flush round (up to
         # FLUSH_INTERVAL_S away): a batch is a burst already, there is nothing to wait for.
         self.hub.wires.flush()
+        if self.picture.live_due:
+            # A live item left the picture, or a party that may see its record may not see
+            # its current version: the record changes before the messages that did it are
+            # acknowledged — a message acknowledged never comes again, and the next core
+            # would restore the record (live_kv.py). Rare (deletes, tracks arriving stale
+            # or leaving an agreement's area); other records follow every LIVE_EVERY_S.
+            await self.picture.flush(live=False)
         for msg in msgs:
             await msg.ack()
 
@@ -537,3 +558,19 @@ class ClusterCore:
         key = (env.party, env.event.uid)
         for party in self.hub.policy.parties:
             self.hub.resend(key, party)
+        # (Its restored live version may predate what it did: live_kv.LiveKeeper.redelivered.)
+        about = self._live_about(env) if self.keeper is not None else None
+        if about is not None and self.keeper is not None and self.keeper.redelivered(*about):
+            self.picture.dropped(about[0])
+
+    def _live_about(self, env: Ingest) -> tuple[tuple[str, str], CotEvent | None] | None:
+        """The key a stream message's event is about as the hub applied it (a delete's: its
+        target's) and the event (None for a delete); None when it names none."""
+        try:
+            event = own_names(env.party, env.event, self.hub.parties)
+        except CommonSkyError:
+            return None
+        if event.type == DELETE_TYPE:
+            target = target_key(env.party, event, self.hub.parties, strict=False)
+            return None if target is None else (target, None)
+        return (env.party, event.uid), event

@@ -45,7 +45,7 @@ from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
 from .picture_kv import entry_json, read_picture
-from .stream_acks import StreamAcks
+from .stream_acks import StreamPublisher
 from .wire import (
     BEAT_S,
     Attach,
@@ -318,15 +318,16 @@ def info(conn: Connection) -> ConnInfo:
 class EdgeLink:
     """The edge's NATS side: publishes to the inbound stream in the order things happened
     (a client's Attach before its events: its events wait while its picture is read),
-    receives the core's deliveries, answers roster requests and beats."""
+    receives the core's deliveries, answers roster requests and beats. `stream` is what
+    `_sender` publishes with (`StreamAcks`, started, in the product); `js` publishes again
+    what it did not see acknowledged (`_acker`), and reads the picture's bucket `kv`."""
 
     def __init__(self, hub: EdgeHub, nc: Client, js: JetStreamContext, kv: KeyValue,
-                 names: Names) -> None:  # fmt: skip
+                 names: Names, stream: StreamPublisher) -> None:  # fmt: skip
         self.hub = hub
         hub.link = self
         self.nc, self.js, self.kv, self.names = nc, js, kv, names
-        # What `_sender` publishes with (`publish_async`): the lean StreamAcks once started.
-        self.stream: Any = js
+        self.stream = stream
         self.subject = names.ingest(hub.edge)
         self.run_id = f"{hub.edge}.{secrets.token_hex(4)}"
         self._count = itertools.count(1)
@@ -424,9 +425,6 @@ class EdgeLink:
         self._put((self._id(), encode(Detach(self.hub.edge, conn.id))))
 
     async def start(self) -> None:
-        acks = StreamAcks(self.nc)
-        await acks.start()
-        self.stream = acks
         await self.nc.subscribe(self.names.out(self.hub.edge), cb=self._on_delivery)
         await self.nc.subscribe(self.names.roster, cb=self._on_roster)
         self.tasks.append(asyncio.create_task(self._publisher()))

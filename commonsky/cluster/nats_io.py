@@ -1,5 +1,5 @@
-"""Connecting to NATS and making the cluster's stream and picture bucket (idempotent: every
-process of a cluster calls these at start; the first one creates, the others find)."""
+"""Connecting to NATS and making the cluster's stream and buckets (idempotent: every process
+of a cluster calls these at start; the first one creates, the others find)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import secrets
 import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from commonsky.errors import UsageError
 
@@ -141,13 +140,11 @@ async def _may_read(nc: Client, inbox: str, denied: list[str]) -> bool:
 
 
 def _user(cluster: ClusterSettings) -> str:
-    """The NATS user of `nats_url`, as a message may name it."""
-    for url in cluster.servers:
-        parts = urlsplit(url)
-        if parts.username is not None:
-            return f"user {unquote(parts.username)!r}" if parts.password is not None else (
-                "this token's user")  # fmt: skip
-    return "the server's default user"
+    """The NATS user of `nats_url` (`ClusterSettings.link`), as a message may name it."""
+    credentials = cluster.link()[1]
+    if credentials is None:
+        return "the server's default user"
+    return "this token's user" if credentials.user is None else f"user {credentials.user!r}"
 
 
 def _inbox_denied(cluster: ClusterSettings, inbox: str) -> str:
@@ -275,30 +272,24 @@ def _on_tls(nc: Client) -> bool:
 
 
 def _credentials(cluster: ClusterSettings, nc: Client) -> tuple[list[str], dict[str, Any]]:
-    """The servers to give nats-py, and its `user`/`password` or `token` options. With TLS
-    configured, the URLs' credentials are taken out and given as callables that refuse to
-    hand them over a link that is not TLS (`_ClearText`)."""
-    if not _wants_tls(cluster):
-        return cluster.servers, {}
-    servers, user, secret = [], None, None
-    for url in cluster.servers:
-        parts = urlsplit(url)
-        if parts.username is not None and secret is None:
-            user, secret = (parts.username, parts.password) if parts.password is not None else (
-                None, parts.username)  # fmt: skip
-        servers.append(url.replace(f"{parts.netloc}", parts.netloc.rpartition("@")[2], 1))
-    if secret is None:
+    """The servers to give nats-py, without credentials, and its `user`/`password` or
+    `token` options (`ClusterSettings.link`: percent-decoded, which nats-py does not do
+    with a URL's). With TLS configured, the secret is a callable that refuses to hand it
+    over a link that is not TLS (`_ClearText`)."""
+    servers, credentials = cluster.link()
+    if credentials is None:
         return servers, {}
+    secret = credentials.secret
 
     def guarded() -> str:
         if not _on_tls(nc):
             raise _ClearText("the server does not ask for TLS: credentials not sent")
-        assert secret is not None
-        return unquote(secret)
+        return secret
 
-    if user is None:
-        return servers, {"token": guarded}
-    return servers, {"user": unquote(user), "password": guarded}
+    given: Any = guarded if _wants_tls(cluster) else secret
+    if credentials.user is None:
+        return servers, {"token": given}
+    return servers, {"user": credentials.user, "password": given}
 
 
 class _ClearText(OSError):
@@ -340,4 +331,14 @@ async def picture_bucket(js: JetStreamContext, names: Names) -> KeyValue:
 
     return await js.create_key_value(
         config=KeyValueConfig(bucket=names.picture, history=1, storage=StorageType.FILE)
+    )
+
+
+async def live_bucket(js: JetStreamContext, names: Names) -> KeyValue:
+    """The live bucket (live_kv.py; one value per key, the latest): made and read by cores
+    only — an edge's NATS user may not (docs/nats-permissions.conf)."""
+    from nats.js.api import KeyValueConfig, StorageType
+
+    return await js.create_key_value(
+        config=KeyValueConfig(bucket=names.live, history=1, storage=StorageType.FILE)
     )

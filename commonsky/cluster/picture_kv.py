@@ -36,6 +36,7 @@ from commonsky.hub.render import item_json
 from commonsky.model import DURABLE, Category, Item
 from commonsky.protocol.cot import XmlLimits, parse_event
 
+from .live_kv import Kept, LiveKeeper
 from .wire import PictureEntry, encode, entry_decoder, picture_key, token
 
 if TYPE_CHECKING:
@@ -70,11 +71,16 @@ class PictureWriter:
     """The core's side: keeps the bucket equal to the hub's picture as each party sees it.
 
     Items are noted as the hub publishes them (its bus: after commit); `flush` writes the
-    noted keys, `reconcile` checks every key (a new core, the agreements changed, prune)."""
+    noted keys, `reconcile` checks every key (a new core, the agreements changed, prune).
+    With a `keeper`, each key's record in the live bucket is written in the same pass as
+    its entries (live_kv.py)."""
 
     def __init__(self, hub: Hub, kv: KeyValue, clock: Callable[[], float],
-                 js: JetStreamContext, bucket: str) -> None:  # fmt: skip
+                 js: JetStreamContext, bucket: str,
+                 keeper: LiveKeeper | None = None) -> None:  # fmt: skip
         self.hub = hub
+        self.keeper = keeper
+        self.kept_urgent: set[asyncio.Future[Any]] = set()  # urgent record writes in flight
         self.kv = kv
         self.js = js
         self.prefix = f"$KV.{bucket}."  # (the bucket's subjects: a write is a publish there)
@@ -125,13 +131,30 @@ class PictureWriter:
         if item.event.type == DELETE_TYPE:
             target = target_key(item.party, item.event, self.hub.parties, strict=False)
             if target is not None:
-                self.dirty.add(target)  # (its entries go before the delete's outputs leave)
-            self.dirty.add(key)
+                self._dirty(target)  # (its entries go before the delete's outputs leave)
+            self._dirty(key)
             self.full = True  # (names of other items may change with it)
         elif item.category in DURABLE or self._urgent(key):
-            self.dirty.add(key)
+            self._dirty(key)
         else:
             self.dirty_live.add(key)
+
+    def _dirty(self, key: tuple[str, str]) -> None:
+        """Note `key` as urgent: its entries (and its live record) before its outputs leave."""
+        self.dirty.add(key)
+        if self.keeper is not None:
+            self.keeper.mark(key)
+
+    def dropped(self, key: tuple[str, str]) -> None:
+        """`key` left the picture without the hub publishing anything (a restored live item
+        dropped: `LiveKeeper.redelivered`)."""
+        self._dirty(key)
+
+    @property
+    def live_due(self) -> bool:
+        """Whether live records' urgent changes are noted or in flight (`ClusterCore._apply`
+        acknowledges the stream messages behind them only once they are not)."""
+        return self.keeper is not None and bool(self.keeper.urgent or self.kept_urgent)
 
     def _urgent(self, key: tuple[str, str]) -> bool:
         """Whether a live item's new version must reach the bucket before its outputs leave,
@@ -140,16 +163,21 @@ class PictureWriter:
         item), or an entry for a party that may not see the item now (it was superseded by
         a version that party may not see, arrived stale, or ended: the edge would give the
         entry, the core nothing). Otherwise the bucket holds older live versions only, and
-        the core sends the late joiner the current one (`covered`)."""
+        the core sends the late joiner the current one (`covered`). The same for the key's
+        record in the live bucket (live_kv.py): a next core would restore it, and give it to
+        a party that may see it and not the current version."""
         kind = self.kinds.get(key)
-        if kind is None:
+        kept = self.keeper.held.get(key) if self.keeper is not None else None
+        if kind is None and kept is None:
             return False
-        durable, holders = kind
+        durable, holders = kind if kind is not None else (False, frozenset[str]())
         if durable:
             return True
         rendered = self.hub.picture.get(key)
         if rendered is None:
             return True
+        if kept is not None:
+            holders = holders | kept.viewers
         return not holders <= self._wanted(key, self.clock()).keys()
 
     def reconcile(self) -> None:
@@ -195,7 +223,8 @@ class PictureWriter:
         both = self.full  # (every noted key, live ones too)
         if self.full:
             self.full = False
-            pools = (self.hub.picture.durable, self.hub.picture.live, self.kinds, self.dirty)
+            kept = self.keeper.held if self.keeper is not None else {}
+            pools = (self.hub.picture.durable, self.hub.picture.live, self.kinds, self.dirty, kept)
             keys = list({k: None for pool in pools for k in pool})
         else:
             keys = list(self.dirty)
@@ -268,7 +297,57 @@ class PictureWriter:
             self.kinds[key] = (durable, frozenset(wanted))
         else:
             self.kinds.pop(key, None)
+        if self.keeper is not None:
+            sent += await self._keep(key, frozenset(wanted), now)
         return sent
+
+    async def _keep(self, key: tuple[str, str], viewers: frozenset[str], now: float) -> int:
+        """Bring `key`'s live record up to date (live_kv.py); returns 1 when a write was
+        sent. Its acknowledgement is waited for as an entry's; an urgent one's (`_dirty`) by a
+        flush of urgent entries too, which `ClusterCore._apply` runs before it acknowledges
+        the stream messages behind it (`live_due`)."""
+        keeper = self.keeper
+        assert keeper is not None
+        urgent = key in keeper.urgent
+        keeper.urgent.discard(key)  # (up to date already, or sent now)
+        change = keeper.change(key, viewers, now)
+        if change is None:
+            return 0
+        name, value, kept = change
+        headers = None if value is not None else {"KV-Operation": "DEL"}
+        try:
+            ack = await self.js.publish_async(keeper.prefix + name, value or b"", headers=headers)
+        except Exception as exc:  # NATS away: written again at the next flush
+            log.warning("live bucket: writing %r failed: %s", key[1][:80], exc)
+            self._unkept(key, kept, urgent)
+            return 0
+        self.unsettled.add(ack)
+        if urgent:
+            self.unsettled_urgent.add(ack)
+            self.kept_urgent.add(ack)
+        ack.add_done_callback(lambda done: self._kept(done, key, kept, urgent))
+        return 1
+
+    def _kept(self, ack: asyncio.Future[Any], key: tuple[str, str], kept: Kept | None,
+              urgent: bool) -> None:  # fmt: skip
+        self.unsettled.discard(ack)
+        self.unsettled_urgent.discard(ack)
+        self.kept_urgent.discard(ack)
+        if ack.cancelled() or ack.exception() is not None:
+            self._unkept(key, kept, urgent)
+            why = "no acknowledgement" if ack.cancelled() else str(ack.exception())
+            self.hub.log_limited(log, "live_write", key[0], "live bucket: writing %r failed "
+                                 "(%s); written again at the next flush", key[1][:80],
+                                 why[:200])  # fmt: skip
+        elif kept is not None:
+            kept.revision = ack.result().seq
+
+    def _unkept(self, key: tuple[str, str], kept: Kept | None, urgent: bool) -> None:
+        assert self.keeper is not None
+        if self.keeper.failed(key, kept):  # (not superseded meanwhile: written again)
+            self.dirty.add(key)
+            if urgent:
+                self.keeper.urgent.add(key)
 
     async def _send(self, viewer: str, key: tuple[str, str], held: Held | None,
                     urgent: bool) -> int:  # fmt: skip

@@ -44,7 +44,8 @@ from .edge import EdgeHub, EdgeLink
 from .edge_http import EdgeHttp
 from .edge_marti import EdgeTakHttp, tak_faces
 from .forward import Forwarder
-from .nats_io import connect, ensure_stream, picture_bucket, starting
+from .nats_io import connect, ensure_stream, live_bucket, picture_bucket, starting
+from .stream_acks import StreamAcks
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -110,7 +111,9 @@ class EdgeServer:
         loop = asyncio.get_running_loop()
         self.hub.wires.call_soon = loop.call_soon
         self.hub.wires.call_later = loop.call_later  # (flush rounds: hub/connections.py)
-        self.link = EdgeLink(self.hub, self.nc, js, kv, names)
+        acks = StreamAcks(self.nc)  # (what the edge publishes with: lighter than js's own)
+        await acks.start()
+        self.link = EdgeLink(self.hub, self.nc, js, kv, names, acks)
         await self.link.start()
         await self.http.start(self.nc, names)  # (first: a busy port stops the edge early)
         http = [listener.name for listener in self.listeners]
@@ -189,6 +192,7 @@ async def _serve_core(
         async with starting(cluster, nc, "a core"):
             await ensure_stream(js, names)
             kv = await picture_bucket(js, names)
+            live = await live_bucket(js, names)
     except BaseException:
         await nc.close()
         raise
@@ -224,7 +228,7 @@ async def _serve_core(
         await lease.release()
         await nc.close()
         raise
-    core = ClusterCore(server.hub, nc, js, kv, names)
+    core = ClusterCore(server.hub, nc, js, kv, names, live)
     await core.start()
     http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,
                     lambda: lease.held, _core_faces(server))  # fmt: skip

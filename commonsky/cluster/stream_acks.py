@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -24,6 +24,16 @@ from commonsky.errors import CommonSkyError
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
+
+
+class StreamPublisher(Protocol):
+    """What an edge publishes its inbound messages with (cluster/edge.py `EdgeLink`):
+    `StreamAcks` in the product, a test's fake otherwise. `publish_async` returns once the
+    message is handed to NATS, with a future that gets JetStream's acknowledgement (or an
+    exception: StreamRefused, or the caller's cancel when it waits no longer)."""
+
+    async def publish_async(self, subject: str, data: bytes,
+                            headers: dict[str, str]) -> asyncio.Future[Any]: ...  # fmt: skip
 
 
 class StreamRefused(CommonSkyError):
@@ -46,9 +56,10 @@ _PRUNE_AT = 4096  # futures remembered before the given-up ones are forgotten
 
 
 class StreamAcks:
-    """`publish_async(subject, data, headers)` as nats-py's, on connection `nc`: returns a
-    future that gets the acknowledgement's stream sequence, or StreamRefused. A future the
-    caller cancels (its acknowledgement never came) is forgotten."""
+    """`publish_async(subject, data, headers)` as nats-py's, on connection `nc` (a
+    `StreamPublisher`, once `start`ed): returns a future that gets the acknowledgement's
+    stream sequence, or StreamRefused. A future the caller cancels (its acknowledgement
+    never came) is forgotten."""
 
     def __init__(self, nc: Client) -> None:
         self.nc = nc

@@ -23,7 +23,9 @@ restarted edge is still a new one to the core (docs/nats-permissions.conf):
   `_INBOX.<name>.edge.<edge>` (an edge's) and `_INBOX.<name>.core` (a core's), so an edge's
   user may read only its own (`Names.edge_inbox`).
 - KV bucket `<name>_picture`: the current picture per party (`PictureEntry`, `picture_kv.py`);
-  KV bucket `<name>_lease`: who is the core (`lease.py`).
+  KV bucket `<name>_live`: the live items the core holds, as accepted, for the next core
+  (`live_kv.py`: cores only, never an edge); KV bucket `<name>_lease`: who is the core
+  (`lease.py`).
 """
 
 from __future__ import annotations
@@ -261,6 +263,7 @@ class Names:
         self.roster = f"{name}.roster"
         self.beats = f"{name}.beat.>"  # (the core's subscription: every edge's beat)
         self.picture = f"{name}_picture"
+        self.live = f"{name}_live"  # (the cores' alone: live_kv.py)
         self.lease = f"{name}_lease"
         self.identity = f"{name}_hub"  # the hub the name is bound to (identity.py)
         self.http = f"{name}.http"  # API requests the edges forward (request/reply)

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from commonsky.cluster.config import without_secrets
 from commonsky.config import config_from_dict
 from commonsky.errors import UsageError
 from commonsky.model import Category
@@ -279,8 +280,9 @@ class ClusterHub:
 
 
 def _shown(url: str) -> str:
-    """`url` without its credentials (for error lines)."""
-    return re.sub(r"://[^@/]*@", "://", url)
+    """`url` without its secret (for error lines), by the cluster's one rule for reading a
+    URL's userinfo (cluster/config.py)."""
+    return without_secrets(url)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -45,7 +45,17 @@ keeps one meta row per device that ever had notices held (`hub_notices_owed <par
 <device>`: the store sequence of the first one held since it was last given any, "0" once
 given): the stored notices from there on are held again (`load`), the ones before it were
 given. A notice queued to a connection the hub still believes open (a half-open socket, an
-edge's client the core has not yet heard closing) counts as given: it is not held.
+edge's client the core has not yet heard closing) counts as given: it is not held, and not
+held again when that connection then dies. The TAK protocol has no read acknowledgement
+(a CoT stream is one way: nothing answers a receipt, and TCP's own acknowledgements say the
+peer's kernel took the bytes, not that a client read them), so the hub cannot know which
+notices a dead connection's client read. The one sound rule — a notice still in the
+connection's outbox when it closed was never written, so hold it again — is not taken: in a
+cluster that outbox is the edge's (the core's proxy outbox is emptied to the edge at each
+flush), and the core, which holds notices, would need the edge's Detach to name them and a
+way to find a given notice again by its key; the single process alone would then hold again
+what a cluster does not. It would cover only notices stuck behind a full socket (a too-slow
+or half-open reader), not those in the socket's buffers.
 
 All state is in memory, rebuilt from the store at a start (`load`: the latest stored
 receipt per uid — a read receipt carries the uid of the delivered one before it; routing

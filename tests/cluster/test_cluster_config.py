@@ -3,6 +3,7 @@ gives one line naming the key and its place in the document."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,26 @@ def test_tls_files_are_taken_from_the_config_folder(tmp_path: Path) -> None:
     cluster = config_from_dict(config(table), "hub.toml", base=tmp_path).cluster
     assert cluster is not None and cluster.nats_ca == str(tmp_path / "ca" / "ca.pem")
     assert cluster.tls() is not None and cluster.edge_name == "east-1"
+
+
+def test_the_tls_context_is_built_once_for_the_check_and_every_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config check builds the context (its files' errors are one line at load); each
+    NATS connection of the process (an edge's, a core's, the lease keeper's) reuses it."""
+    init_ca(tmp_path / "ca")
+    built: list[ssl.SSLContext] = []
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(make(*args, **kwargs))
+        return built[-1]
+
+    make = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    table = {"nats_url": "tls://h:4222", "role": "edge", "edge": "east-1", "nats_ca": "ca/ca.pem"}
+    cluster = config_from_dict(config(table), "hub.toml", base=tmp_path).cluster
+    assert cluster is not None and len(built) == 1
+    assert cluster.tls() is cluster.tls() is built[0] and len(built) == 1
 
 
 def test_the_url_is_shown_without_its_secret() -> None:

@@ -20,8 +20,9 @@ from tests.integration.test_tak_tcp import track
 
 
 class StreamAway:
-    """A JetStream context whose stream is unreachable until `back` is set: every publish
-    waits for it (as one would time out), then is taken."""
+    """A stream unreachable until `back` is set: the edge's publisher (`publish_async`)
+    fails at once, and every publish again (the JetStream context's `publish`) waits for
+    it (as one would time out), then is taken."""
 
     def __init__(self) -> None:
         self.back = asyncio.Event()
@@ -58,7 +59,7 @@ def test_the_bound_is_derived_from_the_outbox_limits() -> None:
 async def test_past_the_bound_new_events_are_refused_and_nothing_accepted_is_lost() -> None:
     hub = EdgeHub("e1", Policy([], []), defaults())
     js = StreamAway()
-    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"))
+    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"), js)
     link.limit = 5
     conn = cast(Connection, FakeConn())
     publisher = asyncio.create_task(link._publisher())

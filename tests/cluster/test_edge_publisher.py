@@ -21,7 +21,9 @@ from tests.integration.test_tak_tcp import track
 
 
 class HeldAcks:
-    """A JetStream context whose acknowledgements the test gives (or refuses) itself."""
+    """The edge's publisher (a `StreamPublisher`, `publish_async`) and its JetStream
+    context (`publish`, the retry path) in one, whose acknowledgements the test gives (or
+    refuses) itself."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []  # publish_async, in order
@@ -53,10 +55,38 @@ async def until(condition: Any) -> None:
             await asyncio.sleep(0.001)
 
 
+class QuietNats:
+    """A NATS connection that takes subscriptions and publishes and does nothing with them."""
+
+    async def subscribe(self, subject: str, cb: Any = None) -> None:
+        pass
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        pass
+
+
+async def test_a_started_link_publishes_with_the_publisher_it_was_given() -> None:
+    """The product hands `EdgeLink` its started StreamAcks; `start` keeps what it was given
+    (it used to put a StreamAcks of its own in place of the JetStream context)."""
+    hub = EdgeHub("e1", Policy([], []), defaults())
+    acks = HeldAcks()
+    link = EdgeLink(hub, cast(Any, QuietNats()), cast(Any, None), cast(Any, None), Names("t"),
+                    acks)  # fmt: skip
+    await link.start()
+    try:
+        hub.accept("USA", "u1", parse_event(track("T-1")), cast(Connection, FakeConn()))
+        await until(lambda: len(acks.sent) == 1)
+        assert link.stream is acks
+        acks.acks[acks.sent[0]].set_result(1)
+        await until(lambda: link.unpublished == 0)
+    finally:
+        await link.stop()
+
+
 async def test_the_next_batch_goes_before_the_last_ones_acknowledgement() -> None:
     hub = EdgeHub("e1", Policy([], []), defaults())
     js = HeldAcks()
-    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"))
+    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"), js)
     conn = cast(Connection, FakeConn())
     publisher = asyncio.create_task(link._publisher())
     try:
@@ -77,7 +107,7 @@ async def test_the_next_batch_goes_before_the_last_ones_acknowledgement() -> Non
 async def test_an_unacknowledged_message_is_published_again_before_anything_new() -> None:
     hub = EdgeHub("e1", Policy([], []), defaults())
     js = HeldAcks()
-    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"))
+    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"), js)
     conn = cast(Connection, FakeConn())
     publisher = asyncio.create_task(link._publisher())
     try:
@@ -112,7 +142,7 @@ async def test_an_acknowledgement_that_never_comes_frees_its_slot(
     monkeypatch.setattr(edge, "_ACK_TIMEOUT_S", 0.2)
     hub = EdgeHub("e1", Policy([], []), defaults())
     js = HeldAcks()
-    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"))
+    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"), js)
     conn = cast(Connection, FakeConn())
     publisher = asyncio.create_task(link._publisher())
     try:

@@ -6,6 +6,10 @@ documented users — a core, and one per edge allowed only its own subjects.
 - An impostor holding edge B's user can neither publish on edge A's subjects (its stream
   subject, its beat) nor read A's deliveries or replies: NATS refuses each (permissions
   violation), and nothing of it reaches the core or a client.
+- The live bucket (cluster/live_kv.py: tracks and positions as accepted, undisclosed) is
+  the core's alone: the core keeps it with the documented permissions, and an edge's user
+  can neither look it up, read a value, open a consumer on it, listen to its writes, nor
+  make the picture's stream copy it.
 - A wrong password, a server certificate the configured CA does not sign, or a `tls://` URL
   answered by a server without TLS stops the process at start with one line; the password is
   in no log."""
@@ -13,6 +17,7 @@ documented users — a core, and one per edge allowed only its own subjects.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -26,8 +31,17 @@ import nats
 import pytest
 from nats.aio.client import Client as Nats
 
-from commonsky.bench.cluster import Client, Cluster, Process, cluster_config, track, until
+from commonsky.bench.cluster import (
+    Client,
+    Cluster,
+    Process,
+    cluster_config,
+    track,
+    until,
+    until_async,
+)
 from commonsky.bench.relay import free_port
+from commonsky.cluster.live_kv import live_key
 from commonsky.cluster.wire import ConnInfo, Ingest, Names, Roster, encode
 from commonsky.pki import init_ca, issue_client
 from commonsky.protocol.cot import parse_event
@@ -131,9 +145,10 @@ def process(cluster: Cluster, role: str, url: str, more: str) -> tuple[Process, 
     return cluster.started(config, role, http), ports
 
 
-async def impostor(server: SecuredNats, folder: Path, ca: Path,
-                   errors: list[str]) -> Nats:  # fmt: skip
-    """A connection with edge B's user (and the cluster's client certificate)."""
+async def impostor(server: SecuredNats, folder: Path, ca: Path, errors: list[str],
+                   inbox: str = "_INBOX") -> Nats:  # fmt: skip
+    """A connection with edge B's user (and the cluster's client certificate); its requests'
+    answers come to `inbox` (edge B's own lets it read them)."""
     context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
     context.load_cert_chain(folder / "node" / "node.pem", folder / "node" / "node-key.pem")
 
@@ -141,7 +156,96 @@ async def impostor(server: SecuredNats, folder: Path, ca: Path,
         errors.append(str(exc))
 
     return await nats.connect(server.url("edge-b"), tls=context, error_cb=error,
-                              max_reconnect_attempts=0)  # fmt: skip
+                              max_reconnect_attempts=0, inbox_prefix=inbox)  # fmt: skip
+
+
+def tls_context(folder: Path, ca: Path) -> ssl.SSLContext:
+    """The cluster's client certificate, trusting the project's CA (`verify: true`)."""
+    context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
+    context.load_cert_chain(folder / "node" / "node.pem", folder / "node" / "node-key.pem")
+    return context
+
+
+async def test_only_the_core_s_user_may_touch_the_live_bucket(
+    tmp_path: Path, ca: Path, secured: SecuredNats, postgres_url: str
+) -> None:
+    cluster = Cluster(tmp_path, NAME, "unused", postgres_url)
+    tls = tls_lines(tmp_path, ca)
+    try:
+        core, _ = process(cluster, "core", secured.url("core"), tls)
+        await core.wait_log(r"cluster core \S+ serving")
+        edge, ports = process(cluster, "edge", secured.url("edge-a"), tls + 'edge = "edge-a"\n')
+        await edge.wait_log(r"cluster edge \S+ ready")
+        usa = await Client("USA", ports["USA"]).connect()
+        await usa.send(track("usa-live", time.time()))
+        name = live_key(("USA", "usa-live"))
+        bucket = f"KV_{NAME}_live"
+        # The core keeps the record with its documented permissions (read with its user).
+        as_core = await nats.connect(secured.url("core"), tls=tls_context(tmp_path, ca),
+                                     inbox_prefix=f"_INBOX.{NAME}.core",
+                                     max_reconnect_attempts=0)  # fmt: skip
+        try:
+            live = await as_core.jetstream().key_value(f"{NAME}_live")
+
+            async def kept() -> bool:
+                try:
+                    return name in await live.keys()
+                except Exception:  # (no key yet)
+                    return False
+
+            await until_async(kept, "the core keeps the track's record")
+            before = await as_core.jetstream().stream_info(f"KV_{NAME}_picture")
+        finally:
+            await as_core.close()
+
+        errors: list[str] = []
+        inbox = f"_INBOX.{NAME}.edge.edge-b"  # (its own: answers, and where a consumer pushes)
+        nc = await impostor(secured, tmp_path, ca, errors, inbox)
+        stolen: list[bytes] = []
+
+        async def steal(msg: object) -> None:
+            stolen.append(msg.data)  # type: ignore[attr-defined]
+
+        try:
+            await nc.subscribe(f"{inbox}.live", cb=steal)
+            await nc.subscribe(f"$KV.{NAME}_live.>", cb=steal)
+            push = {"deliver_subject": f"{inbox}.live", "ack_policy": "none"}
+            sourced = {"name": f"KV_{NAME}_picture", "sources": [{"name": bucket}]}
+            asks = {
+                f"$JS.API.STREAM.INFO.{bucket}": {},
+                f"$JS.API.DIRECT.GET.{bucket}.$KV.{NAME}_live.{name}": {},
+                f"$JS.API.STREAM.MSG.GET.{bucket}": {"last_by_subj": f"$KV.{NAME}_live.{name}"},
+                f"$JS.API.CONSUMER.CREATE.{bucket}": {"stream_name": bucket, "config": push},
+                f"$JS.API.CONSUMER.CREATE.{bucket}.x.$KV.{NAME}_live.>": {
+                    "stream_name": bucket,
+                    "config": {**push, "name": "x"},
+                },
+                f"$JS.API.STREAM.UPDATE.KV_{NAME}_picture": sourced,
+            }
+            for subject, payload in asks.items():
+                with pytest.raises(nats.errors.TimeoutError):  # (refused: never answered)
+                    await nc.request(subject, json.dumps(payload).encode(), timeout=1.0)
+            # An edge may make the picture's stream (idempotently, at its start): made already,
+            # it is not made again copying the live bucket.
+            copy = {**before.config.as_dict(), "sources": [{"name": bucket}]}
+            answer = await nc.request(f"$JS.API.STREAM.CREATE.KV_{NAME}_picture",
+                                      json.dumps(copy).encode(), timeout=5.0)  # fmt: skip
+            assert "error" in json.loads(answer.data), answer.data
+            await nc.flush()
+        finally:
+            await nc.close()
+        assert stolen == []
+        log = secured.log()
+        for subject in asks:
+            assert f'Publish Violation - User "edge-b", Subject "{subject}"' in log, (subject, log)
+        assert f'Subscription Violation - User "edge-b", Subject "$KV.{NAME}_live.>"' in log, log
+        own = [line for line in log.splitlines() if "Violation" in line and
+               any(f"python3:{role} " in line for role in ("edge", "core", "lease"))]  # fmt: skip
+        assert own == [], own
+        assert "Traceback" not in core.text()
+        await usa.close()
+    finally:
+        cluster.stop()
 
 
 async def test_per_edge_users_over_tls_relay_and_an_impostor_is_refused(
