@@ -18,12 +18,11 @@ joined byte string and one delivery summary (`shared`).
 
 A round that is due still waits ROUND_TURNS turns of the loop (microseconds when nothing
 else is ready): input that had arrived when it became due is taken into it first. Without
-that, several senders' bytes arriving together cost two rounds: the first reader's task
-queued the round, which then ran before the other readers' tasks (uvloop runs them in the
-turn after the one whose poll read their bytes; asyncio in the turn after their read
-callbacks), and most connections were written twice (`bench relay` at 4,000 msg/s on
-uvloop: a round of ~37 connections after the first two senders, then one of ~53;
-docs/performance.md, #19).
+that, several senders' bytes arriving together could cost two rounds: the first reader's
+task queued the round, which then ran before the other readers' tasks (uvloop runs them in
+the turn after the one whose poll read their bytes; asyncio in the turn after their read
+callbacks), and their connections were written twice (`bench relay` at 4,000 msg/s: 9 % of
+the bursts on uvloop, 20 % on asyncio; docs/performance.md, #19).
 """
 
 from __future__ import annotations
