@@ -43,6 +43,7 @@ from commonsky.hub.outbox import Outbox, Pending
 from commonsky.model import CotEvent, category_of_event, is_transient
 
 from .live_kv import LIVE, LiveKeeper
+from .markers import Sweeper
 from .nats_io import DUPLICATE_WINDOW_S
 from .packer import pack
 from .picture_kv import PictureWriter
@@ -136,6 +137,9 @@ class ClusterCore:
         # (`live`: the live bucket; None: live items are this core's alone, as before it.)
         self.keeper = LiveKeeper(hub, live, names.live) if live is not None else None
         self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture, self.keeper)
+        # (Old delete markers of both buckets removed now and then: markers.py.)
+        buckets = [(names.picture, kv)] + ([(names.live, live)] if live is not None else [])
+        self.markers = Sweeper(js, buckets)
         self.checks = Checks.of(names, set(hub.policy.parties), hub.settings)  # (trust.py)
         self.proxies: dict[tuple[str, str], Connection] = {}
         self.seen: dict[str, float] = {}  # edge -> when it was last heard of (monotonic)
@@ -351,6 +355,7 @@ class ClusterCore:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.markers.stop()
 
     async def wait_failed(self) -> BaseException:
         """Returns (never raises) why the core must stop, once one of its tasks failed."""
@@ -394,6 +399,7 @@ class ClusterCore:
                     log.warning("core: edge %s silent for %.0f s; forgetting its clients",
                                 edge, EDGE_SILENT_S)  # fmt: skip
                     self._drop_edge(edge)
+            self.markers.tick()  # (a task of its own: the flushes never wait for it)
             await self.picture.flush()
 
     async def _check_store(self) -> None:
