@@ -5,12 +5,13 @@ Labelled children are cached: a delivery costs a dict lookup, not a label resolu
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
@@ -24,15 +25,15 @@ class Metrics:
         self.connections = Gauge(
             "commonsky_connections", "Open TAK connections.", ["listener", "party"], registry=r
         )
-        self.items_in = Counter(
-            "commonsky_items_in", "Items accepted from parties.", ["party", "category"], registry=r
+        # Counted per item and per write: lock-free (`FastCounter`), like the latency.
+        self.items_in = FastCounter(
+            "commonsky_items_in", "Items accepted from parties.", ("party", "category")
         )
-        self.items_out = Counter(
-            "commonsky_items_out",
-            "Items written to connections.",
-            ["party", "category"],
-            registry=r,
+        self.items_out = FastCounter(
+            "commonsky_items_out", "Items written to connections.", ("party", "category")
         )
+        r.register(self.items_in)
+        r.register(self.items_out)
         self.refusals = Counter(
             "commonsky_refusals", "Messages refused, by reason.", ["reason"], registry=r
         )
@@ -102,10 +103,10 @@ class Metrics:
         return found
 
     def count_in(self, party: str, category: str) -> None:
-        self.child(self.items_in, party, category).inc()  # type: ignore[attr-defined]
+        self.items_in.inc((party, category))
 
     def count_out(self, party: str, category: str, n: int = 1) -> None:
-        self.child(self.items_out, party, category).inc(n)  # type: ignore[attr-defined]
+        self.items_out.inc((party, category), n)
 
     def refuse(self, reason: str) -> None:
         self.child(self.refusals, reason).inc()  # type: ignore[attr-defined]
@@ -146,6 +147,36 @@ class _OnlyParty(Collector):
                 own = Metric(family.name, family.documentation, family.type, family.unit)
                 own.samples = samples
                 yield own
+
+
+class FastCounter(Collector):
+    """A lock-free labelled counter for the hot path (one event loop writes it), exposed as
+    prometheus_client's `Counter` is: `NAME_total` and `NAME_created` for each label set.
+
+    prometheus_client's takes a lock and resolves a child per increment; items in and out
+    are counted per item and per write (`commonsky bench relay`, docs/performance.md)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.values: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}  # epoch seconds of the first count
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        """Add `amount` (>= 0) to the series of `labels` (one value per label name)."""
+        values = self.values
+        if labels in values:
+            values[labels] += amount
+        else:
+            values[labels] = float(amount)
+            self.created[labels] = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value, created=self.created[labels])
+        yield family
 
 
 class Tally(NamedTuple):

@@ -14,6 +14,7 @@ are translated both ways — the rule is in `commonsky/namespace.py`.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -82,16 +83,16 @@ class Policy:
                 for category in agreement.categories:
                     table[(agreement.provider, category)].append(Grant(agreement, recipient, area))
         self._table = dict(table)
+        # Every time an agreement starts or ends, in order (`next_change`: asked per item).
+        self._changes = sorted(
+            {t for a in self.agreements for t in (a.valid_from, a.valid_until) if t is not None}
+        )
 
     def next_change(self, now: float) -> float:
-        """When the set of agreements in force next changes (inf if never)."""
-        bounds = [
-            t
-            for a in self.agreements
-            for t in (a.valid_from, a.valid_until)
-            if t is not None and t > now
-        ]
-        return min(bounds, default=float("inf"))
+        """When the set of agreements in force next changes (inf if never): the first start
+        or end of an agreement after `now`."""
+        at = bisect_right(self._changes, now)
+        return self._changes[at] if at < len(self._changes) else math.inf
 
     def disclosures(
         self, provider: str, category: Category, point: Point, now: float

@@ -15,10 +15,19 @@ way through: a reader's outbox merging a burst longer than `limit_queue_tracks` 
 `outbox.py`'s rule, and a flush in the middle would split the burst.) In one round,
 connections whose batches hold the same items (a party's connections, mostly) share one
 joined byte string and one delivery summary (`shared`).
+
+A round that is due still waits ROUND_TURNS turns of the loop (microseconds when nothing
+else is ready): input that had arrived when it became due is taken into it first. Without
+that, several senders' bytes arriving together could cost two rounds: the first reader's
+task queued the round, which then ran before the other readers' tasks (uvloop runs them in
+the turn after the one whose poll read their bytes; asyncio in the turn after their read
+callbacks), and their connections were written twice (`bench relay` at 4,000 msg/s: 9 % of
+the bursts on uvloop, 20 % on asyncio; docs/performance.md, #19).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -26,6 +35,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TypeVar
 
 from commonsky.metrics import Metrics, Tally
+from commonsky.model import Category
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
@@ -39,6 +49,11 @@ T = TypeVar("T")
 # Seconds between two rounds of flushing at the least: what input arriving meanwhile may wait
 # (see the module's docstring; 1 ms is under the p50 of a bare relay on loopback).
 FLUSH_INTERVAL_S = 0.001
+# Turns of the event loop a due round waits for input that had already arrived (module
+# docstring): a sender's bytes are read in one turn's poll and its reader's task runs in the
+# next (uvloop), or its read callback runs in the next and its task in the one after
+# (asyncio's selector loop); the round goes on the turn after that.
+ROUND_TURNS = 3
 
 
 class Connections:
@@ -56,6 +71,7 @@ class Connections:
         self._dirty: set[Connection] = set()
         self._flush_pending = False
         self._last_flush = 0.0  # time.monotonic() of the last round
+        self._rounds = 0  # rounds flushed so far: a wait for a round flushed meanwhile ends
         # While a round runs: (mode, ids of a batch's items) -> (the batch, kept alive so
         # no id is reused in the round; what `make` returned for it).
         self._round: dict[tuple[object, ...], tuple[list[Pending], object]] | None = None
@@ -134,6 +150,17 @@ class Connections:
         else:
             self.metrics.drop(overflow)
 
+    def opened(self, conn: Connection) -> None:
+        """`conn` was just attached, owed its replay: written at once when an event loop runs
+        (else marked, for its holder to read). A round waits turns of the loop
+        (ROUND_TURNS), in which input from others could be queued to it; the first page of
+        its replay goes before anything that arrives after it opened, as it did when its
+        round ran on the next turn."""
+        if self.call_soon is None:
+            self.mark(conn)
+        else:
+            conn.flush()
+
     def mark(self, conn: Connection) -> None:
         """Have `conn` flushed once the event loop has taken the current burst of input."""
         self._dirty.add(conn)
@@ -144,15 +171,27 @@ class Connections:
         if self.call_soon is None:
             return
         self._flush_pending = True
+        turn = functools.partial(self._turn, self._rounds, ROUND_TURNS)
         wait = self._last_flush + FLUSH_INTERVAL_S - time.monotonic()
         if wait > 0 and self.call_later is not None:
-            self.call_later(wait, self.flush)
+            self.call_later(wait, turn)
         else:
-            self.call_soon(self.flush)
+            self.call_soon(turn)
+
+    def _turn(self, round_: int, left: int) -> None:
+        """One of the turns of the loop a due round waits (ROUND_TURNS); the round itself on
+        the last — unless it was flushed meanwhile (`flush` called directly)."""
+        if round_ != self._rounds:
+            return
+        if left > 1 and self.call_soon is not None:
+            self.call_soon(functools.partial(self._turn, round_, left - 1))
+        else:
+            self.flush()
 
     def flush(self) -> None:
         """Flush every connection marked since the last flush."""
         self._flush_pending = False
+        self._rounds += 1
         self._last_flush = time.monotonic()
         dirty, self._dirty = self._dirty, set()
         self._round = {}
@@ -188,16 +227,17 @@ Delivered = tuple[tuple[tuple[str, int], ...], Tally]
 def delivery(batch: list[Pending], clock: Callable[[], float], metrics: Metrics) -> Delivered:
     """What writing `batch` now counts (for `record_delivery`): (category, items) pairs and
     the items' latencies from acceptance, bucketed. Shared by the hub and a cluster's edge."""
-    counts: dict[str, int] = defaultdict(int)
+    counts: dict[Category, int] = defaultdict(int)
     now = clock()
     # A scenario clock may run faster than real time; latency is reported in real seconds.
     rate = float(getattr(clock, "rate", 1.0))
     latencies = []
     for pending in batch:
         item = pending.rendered.item
-        counts[item.category.value] += 1
+        counts[item.category] += 1  # (its `.value` once per category, below: not per item)
         latencies.append((now - item.received) / rate)
-    return tuple(counts.items()), metrics.latency.tally(latencies)
+    categories = tuple((category.value, n) for category, n in counts.items())
+    return categories, metrics.latency.tally(latencies)
 
 
 def record_delivery(metrics: Metrics, conn: Connection, delivered: Delivered) -> None:

@@ -544,7 +544,7 @@ class Hub:
         device reports itself."""
         self.wires.add(conn)
         conn.outbox.replay(self.picture.replay(conn))
-        self.wires.mark(conn)
+        self.wires.opened(conn)
 
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:
         """`Picture.visible`: the current picture as `party` may see it."""

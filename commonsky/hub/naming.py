@@ -164,6 +164,17 @@ class Naming:
             return generalize(item.event, item.party, self.secret, self.grid)
         return self.with_names(rendered, self.names(rendered, variant.partition(":")[2] or None))
 
+    def only_uid(self, rendered: Rendered, variant: str) -> str | None:
+        """The uid of `event(rendered, variant)` when it is the item's event with only its
+        uid changed, for "own" (the event itself) and "full" (when the item names nothing
+        whose name depends on who reads it); None otherwise."""
+        event = rendered.item.event
+        if variant == "own":
+            return event.uid
+        if variant == "full" and self.read(rendered) is NONE:
+            return foreign_uid(rendered.item.party, event.uid)  # (as `with_names` writes it)
+        return None
+
     def with_names(self, rendered: Rendered, names: tuple[str, ...]) -> CotEvent:
         """The `full` form of the item carrying `names` (from `names`)."""
         item = rendered.item

@@ -59,6 +59,10 @@ class Rendered:
     # Every party this uid was delivered to, with the forms it got ("own"/"full"/"gen"),
     # carried from version to version: a delete reaches each of them under those names.
     seen: dict[str, set[str]] = field(default_factory=dict)
+    # Its CoT XML cut where the uid goes (`Renderer`: the "own" and "full" forms differ only
+    # in the uid when no name in the item depends on who reads it), once asked for; () when
+    # the cut cannot be made (the XML carries no uid).
+    xml_around_uid: tuple[bytes, ...] | None = None
 
     def wire(self, variant: Variant, mode: str) -> bytes:
         key = (variant, mode)

@@ -12,12 +12,14 @@ import logging
 from typing import Any
 
 import msgspec
+from msgspec.structs import replace
 
 from commonsky.deconflict.shapes import Line, Site, Volume
 from commonsky.metrics import Metrics
 from commonsky.model import CotEvent, Item
+from commonsky.protocol.cot import quote
 from commonsky.protocol.refs import link_target
-from commonsky.protocol.render import render
+from commonsky.protocol.render import XML, render
 
 from .deletes import DELETE_TYPE
 from .naming import Naming
@@ -54,6 +56,10 @@ class Renderer:
                     event = self.naming.with_names(rendered, names)
                     data = rendered.cache[key] = encode(rendered, event, mode)
                 return data
+            if mode == XML and (variant == "own" or variant == "full"):
+                uid = self.naming.only_uid(rendered, variant)
+                if uid is not None:
+                    return _xml_with_uid(rendered, uid)
             return encode(rendered, self.naming.event(rendered, variant), mode)
         except Exception as exc:
             item = rendered.item
@@ -69,6 +75,27 @@ class Renderer:
                 str(exc)[:300],
             )
             return b""
+
+
+# Where the uid goes in an item's XML cut around it: no accepted text holds U+0000
+# (`bounds.py`), so this is in the XML exactly where the uid is written.
+_UID_MARK = "\x00"
+
+
+def _xml_with_uid(rendered: Rendered, uid: str) -> bytes:
+    """The item's CoT XML with `uid` written as its uid, all else as `render` writes the
+    item's event: the XML is made once per item, cut where the uid is written
+    (`Rendered.xml_around_uid`), and each form that differs only in its uid ("own",
+    "full") joins its uid in. (Rendering the whole event per form was a third of the cost
+    of writing an item out: `commonsky bench relay`, docs/performance.md.)"""
+    around = rendered.xml_around_uid
+    if around is None:
+        marked = render(replace(rendered.item.event, uid=_UID_MARK), XML)
+        around = tuple(marked.split(_UID_MARK.encode()))
+        rendered.xml_around_uid = around = around if len(around) == 2 else ()
+    if not around:  # (the XML carries no uid, or the mark twice): the whole event
+        return render(replace(rendered.item.event, uid=uid), XML)
+    return b"".join((around[0], quote(uid).encode(), around[1]))
 
 
 def encode(rendered: Rendered, event: CotEvent, mode: str) -> bytes:

@@ -73,7 +73,55 @@ def check_range(value: float, low: float, high: float, field: str, nan: bool = F
 
 
 def check_event(event: CotEvent) -> None:
-    """Refuse an event with a value some output cannot carry (rules in the module comment)."""
+    """Refuse an event with a value some output cannot carry (rules in the module comment).
+
+    Every accepted event is checked: first at once (`_plainly_within`: plain comparisons, one
+    search over all its text), and only an event that may break a rule rule by rule, in the
+    order below, so that the refusal names the first rule broken."""
+    if not _plainly_within(event):
+        _check_each(event)
+
+
+def _plainly_within(event: CotEvent) -> bool:
+    """True when `event` keeps every rule of `check_event` (a NaN, allowed in `<point>`, and
+    an empty attribute name are left to the rule-by-rule check)."""
+    p = event.point
+    if not (
+        MIN_TIME_S <= event.time <= MAX_TIME_S
+        and MIN_TIME_S <= event.start <= MAX_TIME_S
+        and MIN_TIME_S <= event.stale <= MAX_TIME_S
+        and -90.0 <= p.lat <= 90.0
+        and -180.0 <= p.lon <= 180.0
+        and HAE_RANGE_M[0] <= p.hae <= HAE_RANGE_M[1]
+        and ERROR_RANGE_M[0] <= p.ce <= ERROR_RANGE_M[1]
+        and ERROR_RANGE_M[0] <= p.le <= ERROR_RANGE_M[1]
+    ):
+        return False
+    speed, course = event.speed, event.course
+    if speed is not None and not -MAX_SPEED_MPS <= speed <= MAX_SPEED_MPS:
+        return False
+    if course is not None and not COURSE_RANGE_DEG[0] <= course <= COURSE_RANGE_DEG[1]:
+        return False
+    texts = [event.uid, event.type, event.callsign, event.detail, *event.dest_callsigns,
+             *event.dest_parties, *event.dest_uids]  # fmt: skip
+    for value in (event.how, event.access, event.qos, event.opex):
+        if value is not None:
+            texts.append(value)
+    text = event.text
+    if text is not None:
+        names = []
+        for name, value in (*text.event, *text.point):
+            if not name:
+                return False
+            names.append(name)
+            texts.append(value)
+        if _NOT_A_NAME.search("".join(names)) is not None:
+            return False
+    # (Each forbidden character is one code point: none is made by joining two texts.)
+    return XML_IMPOSSIBLE.search("".join(texts)) is None
+
+
+def _check_each(event: CotEvent) -> None:
     check_time(event.time, "time")
     check_time(event.start, "start")
     check_time(event.stale, "stale")

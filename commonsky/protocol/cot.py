@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from lxml import etree
 
@@ -71,14 +72,14 @@ def parse_time(text: str | None, field: str) -> float:
         raise RemoteProtocolError("malformed", f"{field}={text[:40]!r} is not a time") from None
 
 
-def _float(element: etree._Element, name: str, default: float | None = None) -> float:
-    """A number attribute. `NaN` (any case) is CoT's "unknown" as ATAK writes it (its
-    file-transfer acknowledgements carry `hae="NaN"`) and is kept as NaN; infinities are
-    refused."""
-    raw = element.get(name)
+def _number(attrs: dict[str, str], tag: str, name: str, default: float | None = None) -> float:
+    """A number attribute of `<tag>` (its attributes: `attrs`). `NaN` (any case) is CoT's
+    "unknown" as ATAK writes it (its file-transfer acknowledgements carry `hae="NaN"`) and
+    is kept as NaN; infinities are refused."""
+    raw = attrs.get(name)
     if raw is None:
         if default is None:
-            raise RemoteProtocolError("malformed", f"<{element.tag}> has no {name}")
+            raise RemoteProtocolError("malformed", f"<{tag}> has no {name}")
         return default
     try:
         value = float(raw)
@@ -120,10 +121,11 @@ def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
         raise RemoteProtocolError(
             "oversized", f"event of {len(data)} bytes exceeds limit_message_bytes"
         )
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RemoteProtocolError("bad_utf8", f"invalid UTF-8 at byte {exc.start}") from None
+    if not data.isascii():  # (ASCII is UTF-8: most events skip the decoding)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RemoteProtocolError("bad_utf8", f"invalid UTF-8 at byte {exc.start}") from None
     root = _parse_document(data, limits, "")
     if b"link" in data:  # (no <link> element without these bytes: the search is skipped)
         for link in root.iterfind("detail/link[@line]"):
@@ -133,7 +135,7 @@ def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
 
 def _parse_document(data: bytes, limits: XmlLimits, where: str) -> etree._Element:
     """An `<event>` document parsed with every rule: no DTD or entity, well-formed, bounded."""
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data or b"<!doctype" in data:
+    if b"<!" in data and (b"<!DOCTYPE" in data or b"<!ENTITY" in data or b"<!doctype" in data):
         raise RemoteProtocolError("dtd", f"{where}DTDs and entity declarations are refused")
     try:
         root = etree.fromstring(data, PARSER)
@@ -189,14 +191,21 @@ def _check_stroke(line: str, limits: XmlLimits) -> None:
 
 
 def _event_from_tree(root: etree._Element) -> CotEvent:
-    uid = root.get("uid")
-    cot_type = root.get("type")
+    # Each element's attributes are read once, as written (`_written`) and as a dict: one
+    # call into lxml per element rather than one per attribute.
+    written = _written(root)
+    attrs = dict(written)
+    uid = attrs.get("uid")
+    cot_type = attrs.get("type")
     if uid is None or not cot_type:
         raise RemoteProtocolError("malformed", "<event> needs uid and type")
     check_uid(uid)
-    time = parse_time(root.get("time"), "time")
-    start = parse_time(root.get("start") or root.get("time"), "start")
-    stale = parse_time(root.get("stale"), "stale")
+    time_text = attrs.get("time")
+    time = parse_time(time_text, "time")
+    start_text = attrs.get("start") or time_text
+    # (`start` is most often written as `time` is: read once)
+    start = time if start_text == time_text else parse_time(start_text, "start")
+    stale = parse_time(attrs.get("stale"), "stale")
     # The first <point> and <detail> children, found in one pass over the children
     # (ElementPath's `find` costs more per call than this whole loop).
     point_el = detail_el = None
@@ -208,21 +217,26 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
             detail_el = child
     if point_el is None:
         raise RemoteProtocolError("malformed", "<event> has no <point>")
-    lat = _float(point_el, "lat")
-    lon = _float(point_el, "lon")
+    at = _written(point_el)
+    at_attrs = dict(at)
+    lat = _number(at_attrs, "point", "lat")
+    lon = _number(at_attrs, "point", "lon")
     if abs(lat) > 90.0 or abs(lon) > 180.0:  # (NaN, unknown, compares false: accepted)
         raise RemoteProtocolError("malformed", f"point lat={lat} lon={lon} out of range")
     point = Point(
         lat=lat,
         lon=lon,
-        hae=_float(point_el, "hae", UNKNOWN),
-        ce=_float(point_el, "ce", UNKNOWN),
-        le=_float(point_el, "le", UNKNOWN),
+        hae=_number(at_attrs, "point", "hae", UNKNOWN),
+        ce=_number(at_attrs, "point", "ce", UNKNOWN),
+        le=_number(at_attrs, "point", "le", UNKNOWN),
     )
-    detail = _Detail() if detail_el is None else _read_detail(detail_el)
+    if detail_el is None:
+        detail, callsign, speed, course, dests = "", "", None, None, _NO_DESTS
+    else:
+        detail, callsign, speed, course, dests = _read_detail(detail_el)
     text = CotText(
-        event=_written(root),
-        point=_written(point_el),
+        event=written,
+        point=at,
         detail=detail_el is not None,
         time=time,
         start=start,
@@ -235,38 +249,34 @@ def _event_from_tree(root: etree._Element) -> CotEvent:
         time=time,
         start=start,
         stale=stale,
-        how=root.get("how"),
+        how=attrs.get("how"),
         point=point,
-        detail=detail.text,
-        access=root.get("access"),
-        qos=root.get("qos"),
-        opex=root.get("opex"),
-        callsign=detail.callsign,
-        speed=detail.speed,
-        course=detail.course,
-        dest_callsigns=tuple(detail.dest_callsigns),
-        dest_parties=tuple(detail.dest_parties),
-        dest_uids=tuple(detail.dest_uids),
+        detail=detail,
+        access=attrs.get("access"),
+        qos=attrs.get("qos"),
+        opex=attrs.get("opex"),
+        callsign=callsign,
+        speed=speed,
+        course=course,
+        dest_callsigns=dests[0],
+        dest_parties=dests[1],
+        dest_uids=dests[2],
         text=text,
     )
 
 
-@dataclass(slots=True)
-class _Detail:
-    """What `_event_from_tree` lifts out of `<detail>` (the routing fields), and its text."""
-
-    text: str = ""
-    callsign: str = ""
-    speed: float | None = None
-    course: float | None = None
-    dest_callsigns: list[str] = field(default_factory=list)
-    dest_parties: list[str] = field(default_factory=list)
-    dest_uids: list[str] = field(default_factory=list)
+# `<marti><dest …/>` read from `<detail>`: (callsigns, parties, uids), each as written.
+_Dests = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+_NO_DESTS: _Dests = ((), (), ())
 
 
-def _read_detail(detail_el: etree._Element) -> _Detail:
+def _read_detail(
+    detail_el: etree._Element,
+) -> tuple[str, str, float | None, float | None, _Dests]:
+    """What `_event_from_tree` lifts out of `<detail>` (the routing fields), and its text:
+    (text, callsign, speed, course, `marti/dest` callsigns, parties and uids)."""
     children = list(detail_el)
-    found = _Detail("".join([etree.tostring(child, encoding="unicode") for child in children]))
+    text = _children_text(detail_el, children)
     contact = track = None
     martis = []
     for child in children:  # (the first <contact> and <track>, every <marti>)
@@ -277,24 +287,46 @@ def _read_detail(detail_el: etree._Element) -> _Detail:
             track = child if track is None else track
         elif tag == "marti":
             martis.append(child)
-    if contact is not None:
-        found.callsign = contact.get("callsign", "")
+    callsign = "" if contact is None else contact.get("callsign", "")
+    speed = course = None
     if track is not None:
-        speed = _float(track, "speed", math.nan)
-        course = _float(track, "course", math.nan)
-        found.speed = None if math.isnan(speed) else speed
-        found.course = None if math.isnan(course) else course
+        moving: dict[str, str] = dict(track.items())  # type: ignore[arg-type]
+        speed = _number(moving, "track", "speed", math.nan)
+        course = _number(moving, "track", "course", math.nan)
+        speed = None if math.isnan(speed) else speed
+        course = None if math.isnan(course) else course
+    if not martis:
+        return text, callsign, speed, course, _NO_DESTS
+    callsigns: list[str] = []
+    parties: list[str] = []
+    uids: list[str] = []
     for marti in martis:
         for dest in marti:
             if dest.tag != "dest":
                 continue
             if dest.get("callsign"):
-                found.dest_callsigns.append(dest.get("callsign", ""))
+                callsigns.append(dest.get("callsign", ""))
             if dest.get("party"):
-                found.dest_parties.append(dest.get("party", ""))
+                parties.append(dest.get("party", ""))
             if dest.get("uid"):
-                found.dest_uids.append(dest.get("uid", ""))
-    return found
+                uids.append(dest.get("uid", ""))
+    return text, callsign, speed, course, (tuple(callsigns), tuple(parties), tuple(uids))
+
+
+def _children_text(detail_el: etree._Element, children: list[etree._Element]) -> str:
+    """`<detail>`'s children as text, each as `tostring` writes it alone (with its tail).
+
+    The same text as `<detail>` written whole, less its own tags, when `<detail>` has no
+    text before its first child, no attribute and no namespace in scope (a namespace would be
+    declared on `<detail>` written whole, on each child written alone): one `tostring`
+    instead of one per child. Otherwise each child alone."""
+    if detail_el.text is None and not detail_el.attrib and not detail_el.nsmap:
+        whole = etree.tostring(detail_el, encoding="unicode", with_tail=False)
+        if whole == "<detail/>":
+            return ""
+        if whole.startswith("<detail>") and whole.endswith("</detail>"):
+            return whole[8:-9]
+    return "".join([etree.tostring(child, encoding="unicode") for child in children])
 
 
 def _written(element: etree._Element) -> tuple[tuple[str, str], ...]:
@@ -366,54 +398,63 @@ def encode_event(event: CotEvent) -> bytes:
         return _encode_made(event)
     p = event.point
     head = _head(event, text)
-    if p is text.at or p == text.at:
-        at = "".join(f' {name}="{quote(value)}"' for name, value in text.point)
-    else:
-        at = _point(p, text)
+    at = _attributes(text.point) if p is text.at or p == text.at else _point(p, text)
     body = f"<detail>{event.detail}</detail>" if event.detail or text.detail else ""
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><event{head}><point{at}/>{body}</event>'
     ).encode()
 
 
+def _attributes(pairs: Sequence[tuple[str, str]]) -> str:
+    """` name="value"` for each (name, value), the value `quote`d: one search over all the
+    values, since most events have none to escape (this runs for every event written)."""
+    if _NEEDS_ESCAPE.search("".join([value for _, value in pairs])) is None:
+        return "".join([f' {name}="{value}"' for name, value in pairs])
+    return "".join([f' {name}="{quote(value)}"' for name, value in pairs])
+
+
 def _head(event: CotEvent, text: CotText) -> str:
     """`<event>`'s attributes: the sender's, in its order and text where the value is the
     one read; a value the hub set that the sender did not write comes after them."""
-    parts: list[str] = []
+    pairs: list[tuple[str, str]] = []
     seen = 0  # which of `start` and `_OPTIONAL` the sender wrote (bits)
     for name, raw in text.event:
-        if name == "uid":
+        field = _HEAD.get(name)
+        if field is None:
+            value = raw  # `version`, and whatever else the sender wrote
+        elif field == -1:
             value = event.uid
-        elif name == "type":
+        elif field == -2:
             value = event.type
-        elif name == "time":
+        elif field == -3:
             value = raw if event.time == text.time else format_time(event.time)
-        elif name == "stale":
+        elif field == -4:
             value = raw if event.stale == text.stale else format_time(event.stale)
-        elif name == "start":
+        elif field == -5:
             seen |= 1
             value = raw if event.start == text.start else format_time(event.start)
-        elif name in _OPTIONAL:
-            seen |= _OPTIONAL[name]
+        else:  # (an optional one: its bit)
+            seen |= field
             current = getattr(event, name)
             if current is None:
                 continue  # (the hub removed it)
             value = current
-        else:
-            value = raw  # `version`, and whatever else the sender wrote
-        parts.append(f' {name}="{quote(value)}"')
+        pairs.append((name, value))
     if seen != _WROTE_ALL:  # what the sender did not write: only a value the hub set
         if not seen & 1 and event.start != text.start:
-            parts.append(f' start="{format_time(event.start)}"')
+            pairs.append(("start", format_time(event.start)))
         for name, bit in _OPTIONAL.items():
             current = getattr(event, name)
             if not seen & bit and current is not None:
-                parts.append(f' {name}="{quote(current)}"')
-    return "".join(parts)
+                pairs.append((name, current))
+    return _attributes(pairs)
 
 
 _OPTIONAL = {"how": 2, "access": 4, "qos": 8, "opex": 16}
 _WROTE_ALL = 31
+# `<event>`'s attributes `_head` writes from a value: uid -1, type -2, time -3, stale -4,
+# start -5, an optional one its bit in `_OPTIONAL` (positive).
+_HEAD = {"uid": -1, "type": -2, "time": -3, "stale": -4, "start": -5, **_OPTIONAL}
 _POINT = ("lat", "lon", "hae", "ce", "le")
 
 

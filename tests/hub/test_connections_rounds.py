@@ -1,4 +1,5 @@
-"""Write batching (hub/connections.py): rounds at most FLUSH_INTERVAL_S apart, the fan-out's
+"""Write batching (hub/connections.py): rounds at most FLUSH_INTERVAL_S apart and waiting
+for input that has arrived (ROUND_TURNS), the fan-out's
 `enqueue_each` doing exactly what `enqueue` does per connection, one joined write shared by
 the connections of a round that get the same batch, and delivery counted per batch."""
 
@@ -75,6 +76,53 @@ def test_enqueue_each_is_enqueue_for_each_connection_but_the_sender(
     assert counted(one) == counted(each)  # drops, closes: counted alike
 
 
+def run_turns(soon: list[Callable[[], None]]) -> int:
+    """Run the loop's turns until nothing is left to run (each turn runs what was queued
+    when it began, as asyncio and uvloop do); returns how many turns ran."""
+    turns = 0
+    while soon:
+        queued, soon[:] = list(soon), []
+        for callback in queued:
+            callback()
+        turns += 1
+    return turns
+
+
+class Recording(MemoryPeer):
+    """A peer that notes each round it is flushed in (`rounds`, shared)."""
+
+    def __init__(self, name: str, rounds: list[list[str]]) -> None:
+        super().__init__()
+        self.name, self.rounds = name, rounds
+
+    def flush(self) -> None:
+        self.rounds[-1].append(self.name)
+
+
+def test_a_due_round_takes_input_already_arrived_first() -> None:
+    """Readers whose bytes arrived together run over the next turns of the loop (a reader's
+    task runs in the turn after its bytes were read, or after its read callback ran); a
+    round that became due when the first of them queued an item waits ROUND_TURNS turns, so
+    that one round writes what they all queued, each connection once."""
+    soon: list[Callable[[], None]] = []
+    w = wires()
+    w.call_soon = soon.append
+    rounds: list[list[str]] = []
+    a, b = (Connection("USA", "u", "t", Outbox(9, 9), Recording(n, rounds), id=n) for n in "ab")
+    real_flush = w.flush
+
+    def flush() -> None:  # (a round begins: its flushes are noted in it)
+        rounds.append([])
+        real_flush()
+
+    w.flush = flush  # type: ignore[method-assign]
+    w.enqueue(a, pending("A", 0), durable=False)  # the first reader's task: a round is due
+    soon.append(lambda: soon.append(lambda: w.enqueue(b, pending("B", 1), durable=False)))
+    run_turns(soon)  # (the second reader's bytes: read meanwhile, its task two turns on)
+    assert rounds == [["a", "b"]] or rounds == [["b", "a"]]
+    assert connections_module.ROUND_TURNS == 3  # (what the readers' turns above assume)
+
+
 def test_rounds_are_at_most_the_interval_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
     monkeypatch.setattr(connections_module.time, "monotonic", lambda: now[0])
@@ -88,12 +136,13 @@ def test_rounds_are_at_most_the_interval_apart(monkeypatch: pytest.MonkeyPatch) 
     assert len(soon) == 1 and not later  # the first round: at the end of this burst
     w.enqueue(c, pending("A", 1), durable=False)
     assert len(soon) == 1  # (one round is pending already)
-    soon.pop()()
+    run_turns(soon)
     assert len(c.outbox) == 2  # a MemoryPeer does not take: it is the holder's to read
     now[0] += FLUSH_INTERVAL_S / 4
     w.enqueue(c, pending("A", 2), durable=False)
     assert not soon and later[0][0] == pytest.approx(FLUSH_INTERVAL_S * 3 / 4)
     later.pop()[1]()
+    run_turns(soon)
     now[0] += FLUSH_INTERVAL_S * 2
     w.enqueue(c, pending("A", 3), durable=False)
     assert len(soon) == 1 and not later  # the last round is old enough: no wait
