@@ -153,3 +153,31 @@ def test_a_system_that_does_not_start_says_why() -> None:
     cmd = [sys.executable, "-m", "commonsky_no_such_module"]
     with pytest.raises(relay.NotStarted, match=r"(?s)exit status 1.*No module named"):
         relay.start_system(cmd, "ready")
+
+
+def test_the_load_generator_does_not_collect_while_it_offers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instrument's own full collections (46-50 ms, late in the first system's run)
+    were read as the hub's latency; the collector is off while the load is offered and
+    counted, and as it was afterwards."""
+    import gc
+
+    import psutil
+
+    seen: list[bool] = []
+
+    async def offer(*args: object) -> None:
+        seen.append(gc.isenabled())
+
+    monkeypatch.setattr(relay, "_offer", offer)
+    plan = relay.bench_plan(parties=3, senders=2, receivers=4)
+    started = relay.start_bench_system("relay", plan, tmp_path)
+    try:
+        assert gc.isenabled()
+        asyncio.run(relay.run_load(plan, 100, 0.1, "relay", psutil.Process(started.proc.pid)))
+        assert seen == [False]
+        assert gc.isenabled()
+    finally:
+        started.proc.terminate()
+        started.proc.wait(10)

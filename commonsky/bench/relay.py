@@ -11,6 +11,8 @@ has read it, on the same clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import re
@@ -22,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,8 +212,9 @@ async def run_load(
     await asyncio.sleep(0.5)
     drains = [asyncio.create_task(_discard(reader, stop)) for _, reader, _ in writers]
     cpu0 = sum(proc.cpu_times()[:2])
-    await _offer(plan, rate, duration, writers, sent_at, result, proc)
-    await _settle(result)
+    with quiet_collector():
+        await _offer(plan, rate, duration, writers, sent_at, result, proc)
+        await _settle(result)
     result.cpu_s = sum(proc.cpu_times()[:2]) - cpu0
     result.rss_mb = max(result.rss_mb, proc.memory_info().rss / 1e6)
     stop.set()
@@ -223,6 +226,28 @@ async def run_load(
     for _, _, writer in writers:
         writer.close()
     return result
+
+
+@contextlib.contextmanager
+def quiet_collector() -> Iterator[None]:
+    """This process's cyclic garbage collector off for the block (after one collection), as
+    it was afterwards.
+
+    The load generator is the instrument: while it offers and counts, a pause of its own is
+    read as the measured system's latency. Its full collections grew with what a run keeps
+    (every sent message's time, every delivery's latency) and took 46-50 ms at 4,000 msg/s,
+    about 9.5 s into the first system's ten seconds: the hub's `max ms` of 40-55 ms in
+    every run against the relay's ~5, the hub going first at a single rate
+    (docs/performance.md, #19). What the offer makes is acyclic (bytes, floats, tuples),
+    freed by reference counting without the collector."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 async def _offer(
