@@ -1,9 +1,13 @@
 """`bench relay`'s options (several rates, the event loop) and how a rate's pair is judged;
-the event loop setting of `commonsky serve`. No load is run here (benchmarks are not tests)."""
+the event loop setting of `commonsky serve`; its systems start as `bench relay` starts them.
+No load is run here (benchmarks are not tests)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +121,35 @@ def test_loop_setting_takes_the_three_choices_only() -> None:
     assert Settings.resolve({"loop": "asyncio"}, "f", environ={}).loop == "asyncio"
     with pytest.raises(UsageError, match="loop"):
         Settings.resolve({"loop": "trio"}, "f", environ={})
+
+
+@pytest.mark.parametrize("system", ["hub", "relay"])
+def test_a_system_starts_on_the_ports_it_bound_itself(
+    system: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen: `free_port` gave two parties of one plan the same port (the kernel hands a freed
+    port out again), and the hub "did not start". Now no port is chosen before it is bound:
+    even a `free_port` that answers one taken port every time changes nothing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(relay, "free_port", lambda: port)
+        plan = relay.bench_plan(parties=3, senders=2, receivers=4)
+        started = relay.start_bench_system(system, plan, tmp_path)
+        try:
+            assert sorted(plan.ports) == sorted(plan.parties)
+            assert len(set(plan.ports.values())) == len(plan.ports)
+            assert port not in plan.ports.values()
+            for party_port in plan.ports.values():
+                socket.create_connection(("127.0.0.1", party_port), timeout=5).close()
+            assert (started.http != 0) == (system == "hub")
+        finally:
+            started.proc.terminate()
+            started.proc.wait(10)
+
+
+def test_a_system_that_does_not_start_says_why() -> None:
+    cmd = [sys.executable, "-m", "commonsky_no_such_module"]
+    with pytest.raises(relay.NotStarted, match=r"(?s)exit status 1.*No module named"):
+        relay.start_system(cmd, "ready")

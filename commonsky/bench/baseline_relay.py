@@ -43,7 +43,9 @@ async def relay(ports: dict[str, int], targets: dict[str, list[str]]) -> None:
     servers = [
         await asyncio.start_server(handler_for(p), "127.0.0.1", port) for p, port in ports.items()
     ]
-    print("ready", flush=True)
+    # The ports it bound (the spec's, or the kernel's for 0): bench/relay.py's `start_system`.
+    bound = {p: s.sockets[0].getsockname()[1] for p, s in zip(ports, servers, strict=True)}
+    print(f"ready {json.dumps(bound)}", flush=True)
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
 

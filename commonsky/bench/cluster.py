@@ -305,7 +305,9 @@ async def forget(nats_url: str, name: str) -> None:
     """Remove cluster `name`'s streams and buckets from the NATS server."""
     import nats
 
-    nc = await nats.connect(nats_url)
+    from commonsky.cluster.config import nats_options
+
+    nc = await nats.connect(**nats_options(nats_url))
     try:
         js = nc.jetstream()
         for info in await js.streams_info():

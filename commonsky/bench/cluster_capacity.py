@@ -34,6 +34,7 @@ import psutil
 from commonsky.bench import relay
 from commonsky.bench.cluster import Process, forget, until
 from commonsky.bench.relay_cluster import _cluster_run, _RelayCluster
+from commonsky.cluster.config import nats_options
 from commonsky.cluster.nats_io import ensure_stream
 from commonsky.cluster.wire import Attach, ConnInfo, Ingest, Names, Roster, encode
 from commonsky.protocol.cot import parse_event
@@ -132,7 +133,7 @@ async def _drain(cluster: _Pinned, names: Names, plan: relay.Plan, messages: int
 
     from commonsky.cluster.wire import delivery_decoder
 
-    nc = await nats.connect(cluster.nats_url)
+    nc = await nats.connect(**nats_options(cluster.nats_url))
     js = nc.jetstream()
     await ensure_stream(js, names)
     futures = []

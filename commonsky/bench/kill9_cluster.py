@@ -43,6 +43,7 @@ from commonsky.bench.cluster import (
     until,
     until_async,
 )
+from commonsky.cluster.config import nats_options
 from commonsky.desks.launch import report_event
 from commonsky.protocol.cot import encode_event
 
@@ -178,7 +179,7 @@ async def settle(cluster: Cluster, cores: list[Process]) -> int:
     stopped = sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
     if not any(c.proc is not None and c.proc.poll() is None for c in cores):
         cores.append(await cluster.core())
-    nc = await nats.connect(cluster.nats_url)
+    nc = await nats.connect(**nats_options(cluster.nats_url))
     try:
         js = nc.jetstream()
 

@@ -24,6 +24,7 @@ import uuid
 import nats
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
+from commonsky.cluster.config import nats_options
 from commonsky.cluster.markers import Sweeper
 
 
@@ -41,7 +42,7 @@ async def _fill(js: nats.js.JetStreamContext, bucket: str, args: argparse.Namesp
 
 
 async def run(args: argparse.Namespace) -> str:
-    nc = await nats.connect(args.nats_url)
+    nc = await nats.connect(**nats_options(args.nats_url, "--nats-url"))
     js = nc.jetstream()
     bucket = f"bench{uuid.uuid4().hex[:8]}"
     probe = f"{bucket}_probe"

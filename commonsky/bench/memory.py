@@ -29,9 +29,7 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 
-from commonsky.bench.relay import Plan, _start, free_port, hub_config
+from commonsky.bench.relay import Plan, hub_config, start_system
 from commonsky.errors import UsageError
 
 TARGET_MB_PER_1000 = 30.0
@@ -131,7 +129,7 @@ def memory_plan(parties: int) -> Plan:
     """Idle parties P0… and the tracks' party, each its own listener; no agreement at all:
     each party sees only its own, so idle connections get none of the tracks."""
     names = [f"P{i}" for i in range(parties)] + [TRACKS_PARTY]
-    return Plan(names, {p: [p] for p in names}, {p: free_port() for p in names}, [], [])
+    return Plan(names, {p: [p] for p in names}, dict.fromkeys(names, 0), [], [])  # (port 0)
 
 
 def memory_config(plan: Plan, data_dir: Path, http_port: int, connections: int) -> str:
@@ -266,32 +264,25 @@ async def _drain(reader: asyncio.StreamReader) -> None:
             pass
 
 
-def _keep_reading(proc: subprocess.Popen[str], tail: deque[str]) -> None:
-    """Drain the hub's log (a full pipe would block it at its next line); keep the end."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        tail.append(line)
-
-
 def bench_memory(connections: int, tracks: int, senders: int, parties: int) -> Figures:
     """Start a hub, load it as the module says, stop it; RuntimeError (with the end of the
     hub's log) when a barrier was not reached."""
     raise_fd_limit(connections + senders + 256)
     with tempfile.TemporaryDirectory(prefix="csky-bench-memory-") as tmp:
         plan = memory_plan(parties)
-        http_port = free_port()
         config = Path(tmp) / "hub.toml"
-        config.write_text(memory_config(plan, Path(tmp) / "hub", http_port, connections + senders))
+        config.write_text(memory_config(plan, Path(tmp) / "hub", 0, connections + senders))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "commonsky", "serve", "--config", str(config),
                "--log-level", "info"]  # fmt: skip
-        proc = _start(cmd, "hub serving", env)
-        tail: deque[str] = deque(maxlen=20)
-        threading.Thread(target=_keep_reading, args=(proc, tail), daemon=True).start()
+        # (Every port is 0 in the config: the hub binds and reports them, `start_system`.)
+        started = start_system(cmd, "hub serving", env, plan.parties)
+        plan.ports, proc = started.ports, started.proc
         try:
-            return asyncio.run(_with_client(proc, plan, http_port, connections, tracks, senders))
+            return asyncio.run(_with_client(proc, plan, started.http, connections, tracks, senders))
         except RuntimeError as exc:
-            raise RuntimeError(f"{exc}; the hub's log ends:\n{''.join(tail)}") from None
+            tail = "\n".join(started.tail)
+            raise RuntimeError(f"{exc}; the hub's log ends:\n{tail}") from None
         finally:
             proc.terminate()
             proc.wait(30)

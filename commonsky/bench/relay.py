@@ -14,18 +14,21 @@ import asyncio
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from commonsky.errors import UsageError
+from commonsky.errors import CommonSkyError, UsageError
 
 _SEQ = re.compile(rb'<bench s="(\d+)"/>')
 
@@ -46,14 +49,20 @@ class Plan:
     receiver_parties: list[str]
 
 
-def make_plan(parties: int, senders: int, receivers: int) -> Plan:
+def make_plan(
+    parties: int, senders: int, receivers: int, port: Callable[[], int] | None = None
+) -> Plan:
+    """The parties, their ring of agreements, and a listener port each from `port()`
+    (`free_port` by default; 0: the system binds port 0 and `start_system` reads back what
+    it got)."""
+    port = port or free_port
     names = [f"P{i}" for i in range(parties)] + ["LONER"]
     ring = names[:-1]
     targets = {
         p: [p, ring[(i + 1) % len(ring)], ring[(i + 2) % len(ring)]] for i, p in enumerate(ring)
     }
     targets["LONER"] = ["LONER"]
-    ports = {p: free_port() for p in names}
+    ports = {p: port() for p in names}
     return Plan(
         names,
         targets,
@@ -61,6 +70,12 @@ def make_plan(parties: int, senders: int, receivers: int) -> Plan:
         [ring[i % len(ring)] for i in range(senders)],
         [names[i % len(names)] for i in range(receivers)],
     )
+
+
+def bench_plan(parties: int, senders: int, receivers: int) -> Plan:
+    """`bench relay`'s plan: every listener port 0, bound by the system and read back when it
+    starts (`start_bench_system`), never chosen here first."""
+    return make_plan(parties, senders, receivers, port=lambda: 0)
 
 
 def hub_config(plan: Plan, data_dir: Path, http_port: int) -> str:
@@ -267,32 +282,121 @@ async def _discard(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         pass
 
 
-def _start(cmd: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+class NotStarted(CommonSkyError):
+    """A benchmarked system (the hub, the baseline relay) did not say it was ready: why (its
+    exit status, or the time waited) and the last lines it wrote."""
+
+
+# What a system started by `start_system` reports of the ports it bound (each binds port 0):
+# the hub's log line for each TAK listener (hub/listeners.py), its "hub serving" line (HTTP),
+# the baseline relay's ready line (`ready {"PARTY": port, …}`).
+_LISTENING = re.compile(r"listening tak-tcp:\S+:(\d+) for party (\S+)")
+_SERVING_HTTP = re.compile(r"hub serving .*? http://\S+?:(\d+)/")
+_READY_PORTS = re.compile(r"^ready (\{.*\})$")
+
+
+@dataclass
+class Started:
+    """A system process once it said it was ready: the TCP port each party's listener bound,
+    the HTTP port (the hub's; 0 for the relay), and the last lines it wrote (`tail`: its
+    output is read to the end by a thread, so a chatty log never blocks it on a full pipe)."""
+
+    proc: subprocess.Popen[str]
+    ports: dict[str, int] = field(default_factory=dict)
+    http: int = 0
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    ready: bool = False
+
+
+def start_system(
+    cmd: list[str],
+    ready: str,
+    env: dict[str, str] | None = None,
+    parties: list[str] | None = None,
+    timeout: float = 30.0,
+) -> Started:
+    """Start `cmd` and wait (at most `timeout` s) for a line holding `ready`; read the ports
+    it bound from its output (`parties`: each must have one).
+
+    Rule: a benchmarked system binds port 0 and says which port it got. Choosing a free port
+    here and binding it in the child later raced: in between, the kernel may hand the same
+    port out again (`free_port` twice in one plan gave two parties one port, and the hub
+    refused to start: "port … is already in use"). Raises NotStarted with the process's exit
+    status (or the time waited) and its last lines."""
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
-    assert proc.stdout is not None
-    deadline = time.time() + 30
-    for line in proc.stdout:
-        if ready in line:
-            return proc
-        if time.time() > deadline:
-            break
+    started = Started(proc)
+    said = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        with proc.stdout:  # (closed when the output ends)
+            for line in proc.stdout:
+                seen(line.rstrip("\n"))
+        said.set()  # (its output ended: it exited)
+
+    def seen(line: str) -> None:
+        started.tail.append(line)
+        if found := _LISTENING.search(line):
+            started.ports[found[2]] = int(found[1])
+        elif found := _READY_PORTS.match(line):
+            started.ports.update(json.loads(found[1]))
+        if not started.ready and ready in line:
+            if found := _SERVING_HTTP.search(line):
+                started.http = int(found[1])
+            started.ready = True
+            said.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    said.wait(timeout)
+    missing = [p for p in parties or () if p not in started.ports]
+    if started.ready and not missing:
+        return started
     proc.kill()
-    raise RuntimeError(f"{cmd[2]} did not start")
+    status = proc.wait()
+    reader.join(5.0)  # (its last lines, for the error)
+    if started.ready:
+        why = f"no port reported for {', '.join(missing)}"
+    elif status == -signal.SIGKILL:  # (killed here: it never said it was ready)
+        why = f"no {ready!r} line within {timeout:g} s"
+    else:
+        why = f"exit status {status}"
+    tail = "\n".join(started.tail)
+    raise NotStarted(f"{cmd[2]} did not start ({why}); its output ends:\n{tail}")
+
+
+def start_bench_system(system: str, plan: Plan, folder: Path, loop: str = "asyncio") -> Started:
+    """`system` ("hub" or "relay") as its own process on `plan`'s parties, on event loop
+    `loop`, with its data in `folder`; `plan.ports` is set to the ports it bound (the plan's
+    own are written into its configuration: 0, from `bench_relay`). NotStarted if it does
+    not come up."""
+    if system == "hub":
+        config = folder / "bench.toml"
+        config.write_text(hub_config(plan, folder / "hub", 0))
+        env: dict[str, str] | None = dict(os.environ, PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "commonsky", "serve", "--config", str(config),
+               "--log-level", "info", "--loop", loop]  # fmt: skip
+        ready = "hub serving"
+    else:
+        spec = json.dumps({"ports": plan.ports, "targets": plan.targets, "loop": loop})
+        cmd, env, ready = (
+            [sys.executable, "-m", "commonsky.bench.baseline_relay", spec],
+            None,
+            "ready {",  # (its ready line; "already in use" holds "ready")
+        )
+    started = start_system(cmd, ready, env, plan.parties)
+    plan.ports = dict(started.ports)
+    return started
 
 
 def _measure(
-    cmd: list[str],
-    ready: str,
-    env: dict[str, str] | None,
-    plan: Plan,
-    rate: int,
-    duration: float,
-    name: str,
+    system: str, plan: Plan, folder: Path, loop: str, rate: int, duration: float
 ) -> Result:
     """Start one system as its own process, put the load on it, stop it."""
-    proc = _start(cmd, ready, env)
+    proc = start_bench_system(system, plan, folder, loop).proc
+    name = "commonsky hub" if system == "hub" else "policy-free relay"
     try:
         return asyncio.run(run_load(plan, rate, duration, name, psutil.Process(proc.pid)))
     finally:
@@ -311,24 +415,12 @@ def bench_relay(
 ) -> list[Result]:
     """The hub, then the policy-free relay (or the other way round: `relay_first`), each
     its own process on event loop `loop` ("asyncio" or "uvloop"), under the same load.
-    Returns [hub, relay]."""
+    Returns [hub, relay]. Each binds port 0 for every listener (`start_system`'s rule)."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for system in ("relay", "hub") if relay_first else ("hub", "relay"):
-            plan = make_plan(parties, senders, receivers)
-            if system == "hub":
-                config = Path(tmp) / "bench.toml"
-                config.write_text(hub_config(plan, Path(tmp) / "hub", free_port()))
-                env = dict(os.environ, PYTHONUNBUFFERED="1")
-                hub_cmd = [sys.executable, "-m", "commonsky", "serve", "--config", str(config),
-                           "--log-level", "info", "--loop", loop]  # fmt: skip
-                results[system] = _measure(hub_cmd, "hub serving", env, plan, rate, duration,
-                                           "commonsky hub")  # fmt: skip
-            else:
-                spec = json.dumps({"ports": plan.ports, "targets": plan.targets, "loop": loop})
-                relay_cmd = [sys.executable, "-m", "commonsky.bench.baseline_relay", spec]
-                results[system] = _measure(relay_cmd, "ready", None, plan, rate, duration,
-                                           "policy-free relay")  # fmt: skip
+            plan = bench_plan(parties, senders, receivers)
+            results[system] = _measure(system, plan, Path(tmp), loop, rate, duration)
     return [results["hub"], results["relay"]]
 
 

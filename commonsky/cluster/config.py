@@ -26,7 +26,7 @@ import re
 import socket
 import ssl
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import msgspec
@@ -202,6 +202,33 @@ def read_url(url: str) -> tuple[str, Credentials | None]:
     if not colon:
         return scheme + rest, Credentials(None, parts["token"])
     return scheme + rest, Credentials(parts["user"], parts["password"])
+
+
+def credential_options(credentials: Credentials | None, secret: object = None) -> dict[str, Any]:
+    """nats-py's `connect` options for `credentials`: `user` and `password`, or `token`
+    (none for None); `secret`, when given, is handed over instead of the secret itself
+    (nats_io.py: a callable that gives it over TLS only)."""
+    if credentials is None:
+        return {}
+    given = credentials.secret if secret is None else secret
+    if credentials.user is None:
+        return {"token": given}
+    return {"user": credentials.user, "password": given}
+
+
+def nats_options(nats_url: str, where: str = "--nats") -> dict[str, Any]:
+    """nats-py's `connect` options for the NATS URL(s) a tool is given (`bench … --nats`,
+    `conformance --cluster`): `servers` without credentials, and the credentials
+    percent-decoded (`credential_options`). The hub's own reading (`ClusterSettings.link`,
+    `read_url`), so a URL a hub takes a tool takes too; handed the URL itself, nats-py would
+    send each `%XX` as written. Raises UsageError, one line saying `where` (the option) and
+    the URL as `shown`, for a URL whose credentials cannot be read."""
+    try:
+        servers, credentials = ClusterSettings(nats_url=nats_url).link()
+    except UsageError as exc:
+        said = str(exc).removeprefix("[cluster] nats_url = ").removesuffix(" ($.cluster.nats_url)")
+        raise UsageError(f"{where} {said}") from None
+    return {"servers": servers, **credential_options(credentials)}
 
 
 def shown(url: str) -> str:

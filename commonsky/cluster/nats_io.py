@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from commonsky.errors import UsageError
 
-from .config import ClusterSettings
+from .config import ClusterSettings, credential_options
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -286,10 +286,7 @@ def _credentials(cluster: ClusterSettings, nc: Client) -> tuple[list[str], dict[
             raise _ClearText("the server does not ask for TLS: credentials not sent")
         return secret
 
-    given: Any = guarded if _wants_tls(cluster) else secret
-    if credentials.user is None:
-        return servers, {"token": given}
-    return servers, {"user": credentials.user, "password": given}
+    return servers, credential_options(credentials, guarded if _wants_tls(cluster) else None)
 
 
 class _ClearText(OSError):

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from commonsky.cluster.config import without_secrets
+from commonsky.cluster.config import nats_options, without_secrets
 from commonsky.config import config_from_dict
 from commonsky.errors import UsageError
 from commonsky.model import Category
@@ -338,10 +338,12 @@ async def cluster_hubs(
     async def quiet(exc: Exception) -> None:
         pass  # (said once, below)
 
+    # (The hub's own reading of the URL's credentials: nats-py would send `%XX` as written.)
+    options = nats_options(nats_url, "--cluster")
     try:
         # (nats-py tries a server that refuses again and again unless told how often.)
         nc = await asyncio.wait_for(nats.connect(
-            nats_url, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.2,
+            **options, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.2,
             error_cb=quiet), 10)  # fmt: skip
     except Exception as exc:  # (nats-py's errors share no base class)
         raise UsageError(f"NATS at {_shown(nats_url)}: {_one_line(exc)}") from None

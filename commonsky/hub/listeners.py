@@ -95,7 +95,9 @@ class TakListener:
             ) from None
         self.port = self.server.sockets[0].getsockname()[1]
         self.name = f"{self.config.kind}:{self.config.host}:{self.port}"
-        log.info("listening %s", self.name)
+        # (The party too: a tool that had it bind port 0 reads which port is whose here.)
+        party = f" for party {self.config.party}" if self.config.party else ""
+        log.info("listening %s%s", self.name, party)
 
     async def stop_accepting(self) -> None:
         if self.server is not None:

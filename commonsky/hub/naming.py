@@ -156,8 +156,12 @@ class Naming:
     def event(self, rendered: Rendered, variant: str) -> CotEvent:
         """The event as delivered under `variant` ("own", "full", "gen", "full:PARTY")."""
         item = rendered.item
-        if variant == "own":
-            return item.event
+        uid = self.only_uid(rendered, variant)
+        if uid is not None:
+            # The forms that differ from the item's event only in their uid are built from
+            # `only_uid`, the one place that says which they are: the renderer's fast path
+            # (hub/render.py, splicing the uid into XML made once) then writes exactly this.
+            return item.event if uid == item.event.uid else replace(item.event, uid=uid)
         if variant == "gen":
             if item.event.type == DELETE_TYPE:
                 return self._generalized_delete(item)
@@ -165,21 +169,25 @@ class Naming:
         return self.with_names(rendered, self.names(rendered, variant.partition(":")[2] or None))
 
     def only_uid(self, rendered: Rendered, variant: str) -> str | None:
-        """The uid of `event(rendered, variant)` when it is the item's event with only its
-        uid changed, for "own" (the event itself) and "full" (when the item names nothing
-        whose name depends on who reads it); None otherwise."""
-        event = rendered.item.event
+        """The uid of `event(rendered, variant)` when that form is the item's event with only
+        its uid changed, None otherwise: "own" (the event itself) and "full" when the item
+        names nothing (then its names cannot depend on who reads it).
+
+        The one statement of this rule: `event` builds these forms from it, and the
+        renderer's fast path (hub/render.py) splices the uid into XML made once.
+        tests/hub/test_naming_only_uid.py checks the two give the same bytes."""
+        item = rendered.item
         if variant == "own":
-            return event.uid
+            return item.event.uid
         if variant == "full" and self.read(rendered) is NONE:
-            return foreign_uid(rendered.item.party, event.uid)  # (as `with_names` writes it)
+            return plain_uid(item)
         return None
 
     def with_names(self, rendered: Rendered, names: tuple[str, ...]) -> CotEvent:
         """The `full` form of the item carrying `names` (from `names`)."""
         item = rendered.item
         refs = self.read(rendered)
-        plain = foreign_uid(item.party, item.event.uid)
+        plain = plain_uid(item)
         if refs is NONE:
             return replace(item.event, uid=plain)
         return rewrite(item.event, refs, names, plain)
@@ -206,3 +214,9 @@ class Naming:
 
 def text_of(key: Key) -> str:
     return foreign_uid(key.party, key.uid)
+
+
+def plain_uid(item: Item) -> str:
+    """The uid `item` is delivered under in `full` (its own uid under its party's prefix,
+    namespace.py), unless the uid itself holds names (GeoChat, receipts: `rewrite`)."""
+    return foreign_uid(item.party, item.event.uid)

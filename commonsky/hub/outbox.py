@@ -10,8 +10,10 @@
   ever needs the latest), a new uid arriving when full evicts the oldest pending uid. A burst
   of more than `limit_queue_tracks` updates is treated the same way. Both are counted.
 - Durable items (hotline, launch, airspace…) and transient messages (receipts, file
-  transfers): never dropped or merged. Past `limit_queue_durable` the connection is declared
-  too slow and closed; the store replays what is durable when it returns.
+  transfers): never dropped or merged; one supersedes any live version of its uid still
+  pending (it would be written after it: `take` writes durable first). Past
+  `limit_queue_durable` the connection is declared too slow and closed; the store replays
+  what is durable when it returns.
 - The picture a connection is owed when it opens (its replay) is not queued: it waits as a
   `backlog` that each `take` draws one page from (REPLAY_PAGE items), so a picture of any
   size is fed to the socket as it drains instead of landing at once on the durable limit.
@@ -112,6 +114,12 @@ class Outbox:
 
     def put(self, pending: Pending, durable: bool) -> Overflow:
         if durable:
+            # Durable items go out before live ones (`take`), so a live version of the same
+            # uid still pending is older than this one and would land after it: the reader
+            # would be left showing what the item no longer is (a track whose uid a marker
+            # took). It is moot, as when the item is deleted.
+            if self.flowing or self.live:
+                self.discard(pending.rendered.item.key)
             self.durable.append(pending)
             return "too_slow" if len(self.durable) > self.limit_durable else None
         if not self.pushed_back and len(self.flowing) < self.limit_live:

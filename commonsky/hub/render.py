@@ -56,7 +56,7 @@ class Renderer:
                     event = self.naming.with_names(rendered, names)
                     data = rendered.cache[key] = encode(rendered, event, mode)
                 return data
-            if mode == XML and (variant == "own" or variant == "full"):
+            if mode == XML:  # a form that differs from the item's event only in its uid
                 uid = self.naming.only_uid(rendered, variant)
                 if uid is not None:
                     return _xml_with_uid(rendered, uid)

@@ -9,11 +9,13 @@ options, the user a message names) goes through it, and no form of the password 
 - A real `nats-server -js` whose user's password holds / @ : # ? % and a space: a process
   given it percent-encoded serves (nats-py, given the URL, would have sent the `%XX` text);
   given it raw, it stops at start with one line, exit 2, the password in no form in its
-  output."""
+  output. The tools' `--nats` (`nats_options`: the bench's clean-up, `conformance
+  --cluster`) connect to it the same way."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -25,12 +27,21 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from commonsky.bench.cluster import Cluster, until
+from commonsky.bench.cluster import Cluster, forget, until
 from commonsky.bench.relay import free_port
-from commonsky.cluster.config import ClusterSettings, Credentials, read_url, shown, without_secrets
+from commonsky.cluster.config import (
+    ClusterSettings,
+    Credentials,
+    nats_options,
+    read_url,
+    shown,
+    without_secrets,
+)
 from commonsky.cluster.nats_io import _credentials, _user
 from commonsky.config import config_from_dict
 from commonsky.errors import UsageError
+from tests.cluster.conftest import ADMIN_URL
+from tests.corpus.test_conformance_cli import good_track, run
 
 from .test_nats_auth import process
 
@@ -220,4 +231,67 @@ async def test_a_password_with_reserved_characters_works_encoded_and_is_refused_
                 assert form not in each.text()
     finally:
         cluster.stop()
+        server.stop()
+
+
+def test_a_tool_reads_a_nats_url_as_the_hub_does() -> None:
+    """`nats_options`: the `--nats` of the bench and conformance tools, by `read_url`."""
+    url = f"nats://{encoded(USER)}:{encoded(PASSWORD)}@h:4222,nats://h2"
+    assert nats_options(url) == {
+        "servers": ["nats://h:4222", "nats://h2"], "user": USER, "password": PASSWORD
+    }  # fmt: skip
+    assert nats_options(f"nats://{encoded(PASSWORD)}@h") == {
+        "servers": ["nats://h"], "token": PASSWORD
+    }  # fmt: skip
+    assert nats_options("nats://h") == {"servers": ["nats://h"]}
+    with pytest.raises(UsageError) as caught:
+        nats_options("nats://u:p/w@h:4222", "--cluster")
+    assert str(caught.value) == (
+        "--cluster 'nats://u:***@h:4222': the password holds a character that must be "
+        "percent-encoded: write / ? # [ ] @ % and spaces as %XX (%2F for /, %40 for @, %25 "
+        "for %: RFC 3986 §3.2.1)"
+    )
+
+
+def test_the_conformance_tool_plays_through_a_nats_whose_password_is_encoded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`conformance --cluster URL`: the tool's own connection (the check that NATS answers,
+    before any hub starts) and the hubs' read the URL one way. nats-py handed the URL sent
+    the password's `%XX` text: "Authorization Violation", exit 2, before this."""
+    server = asyncio.run(OddNats(tmp_path / "nats").started())
+    try:
+        good = f"nats://{encoded(USER)}:{encoded(PASSWORD)}@127.0.0.1:{server.port}"
+        (tmp_path / "files").mkdir()
+        (tmp_path / "files" / "a-track.xml").write_bytes(good_track())
+        status, out, err = run(capsys, str(tmp_path / "files"), "--json", "--wire", "xml",
+                               "--cluster", good, "--postgres", ADMIN_URL)  # fmt: skip
+        assert status == 0, err
+        (track,) = json.loads(out)["files"]
+        assert track["ok"] is True, track
+        for form in (PASSWORD, encoded(PASSWORD)):
+            assert form not in out + err
+    finally:
+        server.stop()
+
+
+async def test_the_bench_tools_clean_up_on_a_nats_whose_password_is_encoded(
+    tmp_path: Path,
+) -> None:
+    """`bench.cluster.forget` (every cluster bench's clean-up) connects with the URL's
+    credentials decoded, and removes the named cluster's streams."""
+    import nats
+
+    server = await OddNats(tmp_path / "nats").started()
+    try:
+        good = f"nats://{encoded(USER)}:{encoded(PASSWORD)}@127.0.0.1:{server.port}"
+        nc = await nats.connect(servers=[f"nats://127.0.0.1:{server.port}"], user=USER,
+                                password=PASSWORD)  # fmt: skip
+        js = nc.jetstream()
+        await js.add_stream(name="benchgone-in", subjects=["benchgone.in"])
+        await js.add_stream(name="kept-in", subjects=["kept.in"])
+        await forget(good, "benchgone")
+        assert [s.config.name for s in await js.streams_info()] == ["kept-in"]
+        await nc.close()
+    finally:
         server.stop()

@@ -91,3 +91,40 @@ def test_merging_never_loses_a_uid_s_newest_update(ops: list[tuple[str, bool]]) 
         assert mine == sorted(mine)
     if not any(pushed for _, pushed in ops):
         assert len(delivered) == len(ops)
+
+
+def test_a_durable_version_supersedes_a_live_one_still_pending() -> None:
+    """A track whose uid a marker takes: the marker (durable) is written before the live
+    queue, so the pending track would land after it and the reader keep the old track."""
+    box = Outbox(limit_live=10, limit_durable=10)
+    box.put(pending("A", 0), durable=False)
+    box.put(pending("B", 1), durable=False)
+    box.put(pending("A", 2), durable=True)
+    assert times(box.take()) == [("A", 2), ("B", 1)]
+    box.push_back()
+    box.put(pending("A", 3), durable=False)
+    box.put(pending("A", 4), durable=True)
+    assert times(box.take()) == [("A", 4)]
+
+
+@given(st.lists(st.tuples(st.sampled_from("ABC"), st.booleans(), st.booleans()), max_size=60))
+def test_every_uid_s_versions_arrive_oldest_first(ops: list[tuple[str, bool, bool]]) -> None:
+    """Live and durable versions of the same uids, any pushback pattern, taken now and
+    then: each uid's versions are delivered oldest first, its newest always, and every
+    durable version always (durable items are never dropped)."""
+    box = Outbox(limit_live=10, limit_durable=100)
+    delivered: list[tuple[str, float]] = []
+    for n, (uid, pushed, durable) in enumerate(ops):
+        if pushed:
+            box.push_back()
+        else:
+            box.resume()
+        box.put(pending(uid, n), durable=durable)
+        if n % 5 == 4:
+            delivered += times(box.take())
+    delivered += times(box.take())
+    for uid in {uid for uid, _, _ in ops}:
+        mine = [t for u, t in delivered if u == uid]
+        assert mine == sorted(mine)
+        assert mine[-1] == max(n for n, op in enumerate(ops) if op[0] == uid)
+    assert {n for n, op in enumerate(ops) if op[2]} <= {t for _, t in delivered}
