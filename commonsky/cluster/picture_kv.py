@@ -219,15 +219,14 @@ class PictureWriter:
         the keys noted so far — each key is taken out of the noted sets when it is written,
         so none is left to a flush that has not reached it yet."""
         full = self.full  # (every key checked)
-        shared: list[tuple[str, str]] = []
+        shared = self.dirty_live.share() if live and share else []
         if self.full:
             self.full = False
             kept = self.keeper.held if self.keeper is not None else {}
-            pools = (self.hub.picture.durable, self.hub.picture.live, self.kinds, self.dirty, kept)
+            pools = (self.hub.picture.durable, self.hub.picture.live, self.kinds, self.dirty,
+                     kept, shared)  # fmt: skip
             keys = list({k: None for pool in pools for k in pool})
         else:
-            if live and share:
-                shared = self.dirty_live.share()
             keys = list(self.dirty) + shared
         this_round = set(shared)
         sent = at = 0
