@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import ssl
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ import httpx
 import pytest
 import takproto
 
+from commonsky.bench.ports import HeldPorts
 from commonsky.config import HubConfig, config_from_dict
 from commonsky.server import HubServer
 
@@ -264,6 +265,14 @@ async def running_hub(config: HubConfig, init: bool = False) -> AsyncIterator[Ru
         for client in running.clients:
             await client.close()
         await server.stop()
+
+
+@pytest.fixture
+def held_port() -> Iterator[Callable[[], int]]:
+    """`held_port()`: a port of 127.0.0.1 held (bench/ports.reserve_port) until the test ends,
+    for a process that must be told its port before it starts; no other `bind(0)` gets it."""
+    with HeldPorts() as held:
+        yield held.port
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -18,19 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def test_the_pytak_example_works_against_examples_hub_toml(tmp_path: Path) -> None:
+async def test_the_pytak_example_works_against_examples_hub_toml(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
     (example,) = re.findall(r"```python\n(.*?)```", README, re.S)[:1]
     assert "tcp://127.0.0.1:18087" in example
     config_text = (ROOT / "examples" / "hub.toml").read_text()
     assert 'bind = "127.0.0.1:18087"\nparty = "USA"' in config_text
     # The same file and code on a free port (other test runs may share this machine).
-    port = free_port()
+    port = held_port()  # (written into the file and the example before the hub binds it)
     (tmp_path / "hub.toml").write_text(
         config_text.replace("18087", str(port)).replace("18088", "0")
     )

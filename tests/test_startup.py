@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -87,20 +87,16 @@ def serving(config: Path, port: int, cwd: Path) -> Iterator[subprocess.Popen[str
         hub.communicate(timeout=30)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_a_busy_http_port_is_one_line_naming_it(tmp_path: Path) -> None:
+def test_a_busy_http_port_is_one_line_naming_it(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
     with occupied() as port:
         config = write(tmp_path / "hub.toml", f'[server]\nhttp = "127.0.0.1:{port}"\n{TOKENED}')
         line = one_error_line(serve(config))
     assert f"port {port} is already in use" in line and "hub.toml" in line
     # Nothing was left behind holding the data folder: the same config starts once the port
     # is free again (it would say "in use by another hub" otherwise).
-    with serving(config, free_port(), tmp_path) as hub:
+    with serving(config, held_port(), tmp_path) as hub:
         assert hub.poll() is None
 
 
@@ -173,9 +169,11 @@ def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["hub.sqlite3", "ledger.sqlite3"])
-def test_a_database_that_is_not_one_is_named(tmp_path: Path, name: str) -> None:
+def test_a_database_that_is_not_one_is_named(
+    tmp_path: Path, name: str, held_port: Callable[[], int]
+) -> None:
     config = write(tmp_path / "hub.toml", TOKENED)
-    with serving(config, free_port(), tmp_path):
+    with serving(config, held_port(), tmp_path):
         pass
     data = tmp_path / "var" / "hub"
     for path in data.glob(f"{name}*"):
@@ -185,21 +183,25 @@ def test_a_database_that_is_not_one_is_named(tmp_path: Path, name: str) -> None:
     assert str(data / name) in line and "not a database" in line
 
 
-def test_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+def test_paths_are_relative_to_the_config_file(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
     site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
     config = write(site / "hub.toml", f'[server]\ndata_dir = "state"\n{TOKENED}')
-    with serving(config, free_port(), elsewhere) as hub:
+    with serving(config, held_port(), elsewhere) as hub:
         assert (site / "state" / "hub.json").is_file()
     _, log = hub.communicate()
     assert not any(elsewhere.iterdir())
     assert f"data folder {site / 'state'}" in log  # the absolute path, logged at start
 
 
-def test_a_second_hub_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+def test_a_second_hub_on_the_same_data_dir_is_refused(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
     config = write(tmp_path / "hub.toml", TOKENED)
-    with serving(config, free_port(), tmp_path) as first:
-        line = one_error_line(serve(config, "--http", f"127.0.0.1:{free_port()}"))
+    with serving(config, held_port(), tmp_path) as first:
+        line = one_error_line(serve(config, "--http", "127.0.0.1:0"))
         assert f"in use by another hub (pid {first.pid}" in line
         assert first.poll() is None  # the first one serves on
 

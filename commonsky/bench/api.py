@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,17 +28,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from commonsky.bench.ports import HeldPorts
 from commonsky.errors import UsageError
 
 TOKENS = {"USA": "bench-usa-token-0123456789", "JPN": "bench-jpn-token-0123456789"}
 JPN = {"Authorization": f"Bearer {TOKENS['JPN']}"}
 TARGET_P99_MS = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(data_dir: Path, http_port: int, tak_port: int) -> str:
@@ -106,8 +100,9 @@ class LoadedHub:
 async def loaded_hub(tracks: int, areas: int) -> AsyncIterator[LoadedHub]:
     """`commonsky serve` in its own process, holding `areas` volumes and `tracks` live tracks
     that JPN may see in full; stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="csky-bench-hub-") as tmp:
-        http_port, tak_port = _free_port(), _free_port()
+    # The ports are held until the hub is stopped (bench/ports.py: the config is written first).
+    with tempfile.TemporaryDirectory(prefix="csky-bench-hub-") as tmp, HeldPorts() as held:
+        http_port, tak_port = held.port(), held.port()
         cfg = Path(tmp) / "hub.toml"
         cfg.write_text(_config(Path(tmp) / "data", http_port, tak_port))
         proc = _start_hub(cfg)

@@ -23,6 +23,7 @@ from pathlib import Path
 from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.bench.hubproc import hub_config
 from commonsky.bench.kill9 import chat as hotline_chat
+from commonsky.bench.ports import reserve_port as reserve_port  # (re-exported)
 from commonsky.times import format_time
 
 DEADLINE = 60.0  # seconds a condition may take on a loaded 2-core machine
@@ -46,25 +47,6 @@ async def until_async(condition: Callable[[], Awaitable[bool]], what: str,
         if time.monotonic() > end:
             raise AssertionError(f"not within {deadline:.0f} s: {what}")
         await asyncio.sleep(0.05)
-
-
-def reserve_port(host: str = "127.0.0.1") -> socket.socket:
-    """A socket bound to a free TCP port of `host` and kept bound, not listening, with
-    SO_REUSEADDR and SO_REUSEPORT: while it is open no `bind(0)` of any process is given the
-    port, yet a `commonsky serve` told to bind it does (its listeners set both options; same
-    user) and takes every connection (a socket that does not listen takes none). Close it once
-    that process is gone.
-
-    Why not `relay.free_port` for a cluster: it frees the port at once, and an edge binds it
-    seconds later; in between another process's `free_port` may be given it, and when that
-    process is an edge too its SO_REUSEPORT listener shares the port without a word — the
-    kernel then spreads new connections over both, and a TAK client's TLS handshake that lands
-    on the other ends in a reset (httpx.ConnectError, now and then)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, 0))
-    return sock
 
 
 # A hub's configuration text without its `[cluster]` table: (data folder, HTTP port, a TCP port

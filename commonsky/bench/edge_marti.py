@@ -36,7 +36,6 @@ import httpx
 
 from commonsky.bench.cluster import Cluster, Process, scratch_cluster
 from commonsky.bench.hubproc import hub_config
-from commonsky.bench.relay import free_port
 from commonsky.pki import init_ca, issue_client
 
 HOST = "127.0.0.1"
@@ -81,11 +80,13 @@ def _rate(samples: list[float]) -> dict[str, float]:
     return {"best_mb_s": round(max(samples), 1), "median_mb_s": round(median, 1)}
 
 
-async def _single(folder: Path, ca: Path) -> tuple[Process, int]:
-    marti, http = free_port(), free_port()
-    ports = {p: free_port() for p in ("USA", "RUS", "JPN", "KOR")}
+async def _single(cluster: Cluster, ca: Path) -> tuple[Process, int]:
+    """A single hub beside `cluster`, on ports the cluster holds until it stops."""
+    folder = cluster.folder
+    marti, http = cluster.port(), cluster.port()
+    ports = {p: cluster.port() for p in ("USA", "RUS", "JPN", "KOR")}
     config = folder / "single.toml"
-    listeners = _listeners(ca, marti, free_port())
+    listeners = _listeners(ca, marti, cluster.port())
     config.write_text(hub_config(folder / "data-single", http, ports) + listeners)
     process = Process(config, folder / "single.log", http=http)
     process.start()
@@ -118,13 +119,13 @@ async def _measure(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]
     ca = folder / "ca"
     init_ca(ca, server_names=[HOST])
     issue_client(ca, "USA", "bench", folder / "cert")
-    edge_marti = cluster.port()  # (held until the cluster stops: bench/cluster.reserve_port)
+    edge_marti = cluster.port()  # (held until the cluster stops: bench/ports.reserve_port)
     cluster.base = lambda d, http, ports, extra: (
         hub_config(d, http, ports, extra) + _listeners(ca, edge_marti, cluster.port())
     )
     await cluster.edge()
     await cluster.core()
-    single, single_marti = await _single(folder, ca)
+    single, single_marti = await _single(cluster, ca)
     targets = {"edge": edge_marti, "single": single_marti}
     version: dict[str, list[float]] = {name: [] for name in targets}
     rates: dict[str, dict[str, list[float]]] = {n: {"up": [], "down": []} for n in targets}

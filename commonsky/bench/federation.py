@@ -23,12 +23,13 @@ import re
 import signal
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from commonsky.bench.fuzz import HubProcess
-from commonsky.bench.relay import free_port
+from commonsky.bench.ports import HeldPorts
 from commonsky.pki import init_ca
 from commonsky.times import format_time
 
@@ -201,10 +202,18 @@ def _stored(data_dir: Path, prefix: str) -> list[str]:
 
 
 async def run(out: Path, count: int, rate: float, markers: int) -> dict[str, Any]:
+    """The figures of one hub, then two federated hubs killed and restarted under load."""
+    # Held for the whole run: configurations are written first, and hubs restart on them.
+    with HeldPorts() as held:
+        return await _run(out, count, rate, markers, held.port)
+
+
+async def _run(out: Path, count: int, rate: float, markers: int,
+               port: Callable[[], int]) -> dict[str, Any]:  # fmt: skip
     figures: dict[str, Any] = {"count": count, "rate": rate, "markers": markers}
     # one hub
-    single_tak = {"USA": free_port(), "JPN": free_port()}
-    single = HubProcess(_config("single", out, free_port(), single_tak, [], 0, None, None),
+    single_tak = {"USA": port(), "JPN": port()}
+    single = HubProcess(_config("single", out, port(), single_tak, [], 0, None, None),
                         out / "single.log", 0, "warning")  # fmt: skip
     single.http = int(re.search(rb"127.0.0.1:(\d+)", single.config.read_bytes()).group(1))  # type: ignore[union-attr]
     await single.start()
@@ -217,8 +226,8 @@ async def run(out: Path, count: int, rate: float, markers: int) -> dict[str, Any
         await receiver.stop()
         single.stop()
     # two hubs
-    a_tak, b_tak = {"USA": free_port()}, {"JPN": free_port()}
-    a_http, b_http, a_fed, b_fed = free_port(), free_port(), free_port(), free_port()
+    a_tak, b_tak = {"USA": port()}, {"JPN": port()}
+    a_http, b_http, a_fed, b_fed = port(), port(), port(), port()
     for name in ("a", "b"):
         init_ca(out / f"{name}-ca", name=f"{name} CA")
     b_conf = _config("b", out, b_http, b_tak, ["USA"], b_fed, None, out / "a-ca" / "ca.pem")

@@ -60,7 +60,7 @@ from commonsky.bench.hubproc import (
     parse_metrics,
     token,
 )
-from commonsky.bench.relay import free_port
+from commonsky.bench.ports import HeldPorts
 from commonsky.protocol.cot import control_event, encode_event
 from commonsky.protocol.stream import TakStream, frame_proto
 from commonsky.protocol.takv1 import event_to_proto
@@ -391,8 +391,10 @@ def fuzz(inputs: int, restarts: int, seed: int, corpus: Path | None, out_dir: Pa
     """Run the fuzz (see the module comment) in `out_dir`; returns the figures, which are also
     written to `out_dir/fuzz-report.json`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    ports = {p: free_port() for p in PARTIES}
-    http = free_port()
+    # Held for the whole run: the hub is restarted on the same ports.
+    held = HeldPorts()
+    ports = {p: held.port() for p in PARTIES}
+    http = held.port()
     config = out_dir / "fuzz.toml"
     config.write_text(hub_config(out_dir / "hub", http, ports))
     hub = HubProcess(config, out_dir / "hub.log", http, log_level)
@@ -402,6 +404,7 @@ def fuzz(inputs: int, restarts: int, seed: int, corpus: Path | None, out_dir: Pa
         final = asyncio.run(_phases(hub, tally, inputs, restarts, seed, corpus, ports, http))
     finally:
         tally.exits.append(hub.stop())
+        held.close()
     figures = report(tally, time.perf_counter() - began, final, out_dir / "hub.log")
     figures["command"] = "commonsky " + " ".join(sys.argv[1:])
     figures["data"] = str(out_dir)

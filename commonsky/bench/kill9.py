@@ -29,7 +29,7 @@ from typing import Any
 
 from commonsky.bench.fuzz_seeds import PARTIES
 from commonsky.bench.hubproc import HubProcess, check_data, http_request, hub_config, token
-from commonsky.bench.relay import free_port
+from commonsky.bench.ports import HeldPorts
 from commonsky.times import format_time
 
 _RECEIPT = re.compile(rb'type="b-t-f-d".*?<link uid="([^"]+)" relation="p-p"/>', re.S)
@@ -174,8 +174,10 @@ async def one_run(hub: HubProcess, ports: dict[str, int], run: int, rng: random.
 def kill9(runs: int, out_dir: Path, seed: int) -> dict[str, Any]:
     """`runs` kills under load on one hub's data; the figures (also in out_dir/kill9.json)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    ports = {p: free_port() for p in PARTIES}
-    http = free_port()
+    # Held for the whole run: the hub is restarted on the same ports after every kill.
+    held = HeldPorts()
+    ports = {p: held.port() for p in PARTIES}
+    http = held.port()
     config = out_dir / "kill9.toml"
     # Ten runs of durable load outgrow the per-party quota (a refusal is not an
     # acknowledgement, so the figure would only shrink): raised for this check.
@@ -198,7 +200,10 @@ def kill9(runs: int, out_dir: Path, seed: int) -> dict[str, Any]:
             hub.stop()
         return results, final
 
-    results, final = asyncio.run(main())
+    try:
+        results, final = asyncio.run(main())
+    finally:
+        held.close()  # (the hub is stopped by then)
     figures: dict[str, Any] = {
         "runs": runs,
         "acknowledged": sum(r["acknowledged"] for r in results),

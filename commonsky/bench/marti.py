@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from commonsky.bench.ports import HeldPorts
 from commonsky.config import config_from_dict
 from commonsky.errors import UsageError
 
@@ -65,12 +66,6 @@ def _package(megabytes: float, seed: int) -> bytes:
             "data/payload.bin", np.random.default_rng(seed).bytes(int(megabytes * 1e6))
         )
     return out.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _curl(*args: str) -> float:
@@ -159,7 +154,9 @@ def _files(server: object, root: Path, megabytes: float, repeat: int) -> dict[st
     ]
     static_dir = root / "static"
     static_dir.mkdir()
-    static_port = _free_port()
+    # Held until the static server is gone (bench/ports.py; http.server sets SO_REUSEADDR).
+    held = HeldPorts()
+    static_port = held.port()
     static = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(static_port), "--bind", "127.0.0.1"],
         cwd=static_dir,
@@ -189,6 +186,7 @@ def _files(server: object, root: Path, megabytes: float, repeat: int) -> dict[st
     finally:
         static.terminate()
         static.wait(5)
+        held.close()
     return {
         "upload MB/s (hub, TLS)": max(up),
         "fetch MB/s (hub, TLS)": max(down),

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,13 +32,6 @@ from commonsky.errors import CommonSkyError, UsageError
 _SEQ = re.compile(rb'<bench s="(\d+)"/>')
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Plan:
     parties: list[str]
@@ -52,10 +44,11 @@ class Plan:
 def make_plan(
     parties: int, senders: int, receivers: int, port: Callable[[], int] | None = None
 ) -> Plan:
-    """The parties, their ring of agreements, and a listener port each from `port()`
-    (`free_port` by default; 0: the system binds port 0 and `start_system` reads back what
-    it got)."""
-    port = port or free_port
+    """The parties, their ring of agreements, and a listener port each from `port()` (by
+    default 0: the system binds port 0 and `start_system` reads back what it got; a cluster
+    bench gives its processes ports of its own, `Cluster.port`). Never a port chosen free and
+    let go before it is bound (bench/ports.py)."""
+    port = port or (lambda: 0)
     names = [f"P{i}" for i in range(parties)] + ["LONER"]
     ring = names[:-1]
     targets = {
@@ -320,7 +313,7 @@ def start_system(
 
     Rule: a benchmarked system binds port 0 and says which port it got. Choosing a free port
     here and binding it in the child later raced: in between, the kernel may hand the same
-    port out again (`free_port` twice in one plan gave two parties one port, and the hub
+    port out again (a port chosen twice in one plan gave two parties one port, and the hub
     refused to start: "port … is already in use"). Raises NotStarted with the process's exit
     status (or the time waited) and its last lines."""
     proc = subprocess.Popen(

@@ -28,7 +28,6 @@ import itertools
 import logging
 import re
 import secrets
-import socket
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 import httpx
 
 from commonsky.alerts.cap import CapAlert, feed_links, read_cap
+from commonsky.bench.ports import HeldPorts
 from commonsky.demo.clients import SimClient, tls_context
 from commonsky.demo.clock import ScenarioClock
 from commonsky.demo.federated_checks import (
@@ -60,15 +60,6 @@ log = logging.getLogger("commonsky.demo")
 LEAD_S = 10.0
 __all__ = ["LAYOUTS", "FederatedRunner", "check_ledgers", "private_checks", "private_summary"]
 __all__ += ["unjudge"]
-
-
-def free_port() -> int:
-    """A port free on loopback now (each hub's ports are written into its configuration
-    file, and the hubs must know each other's before any starts)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Launch:
@@ -144,6 +135,9 @@ class FederatedRunner(Runner):
         self.apis: dict[str, httpx.AsyncClient] = {}
         self.snapshots: dict[str, HubSnapshot] = {}
         self.proven: dict[str, int] = {}  # "a->b": durable items proven sent and acknowledged
+        # Every hub's ports are written into its configuration file, and the hubs must know
+        # each other's before any starts: held until `stop` (bench/ports.py).
+        self.held = HeldPorts()
 
     def hub_dir(self, name: str) -> Path:
         return self.data_dir / f"hub-{name}"
@@ -153,12 +147,12 @@ class FederatedRunner(Runner):
         _, _, map_port = self.http.rpartition(":")
         for name, parties in self.layout.hubs.items():
             ports: dict[tuple[str, str | None], int] = {
-                ("http", None): free_port(),
-                ("federation", None): free_port(),
-                ("tak-tls", None): free_port(),
+                ("http", None): self.held.port(),
+                ("federation", None): self.held.port(),
+                ("tak-tls", None): self.held.port(),
             }
             for party in parties:
-                ports[("tak-tcp", party)] = free_port()
+                ports[("tak-tcp", party)] = self.held.port()
             if name == self.layout.map_hub and map_port not in ("", "0"):
                 ports[("http", None)] = int(map_port)
             self.ports[name] = ports
@@ -394,6 +388,7 @@ class FederatedRunner(Runner):
             finally:
                 for proc in self.procs.values():  # (cancelled while stopping: none outlives)
                     proc.kill_now()
+                self.held.close()
 
 
 def _round_figures(event: Any) -> tuple[str, dict[str, Any]] | None:

@@ -13,7 +13,6 @@ import struct
 from pathlib import Path
 
 from commonsky.bench.cluster import Cluster
-from commonsky.bench.relay import free_port
 from tests.cluster.edge_tak import HOST, client, tak_cluster
 from tests.marti.helpers import make_ca
 
@@ -21,7 +20,7 @@ IP_LOCAL_PORT_RANGE = 51  # linux/in.h: bind(0) of this socket picks within [low
 
 
 def given_by_bind0(port: int) -> bool:
-    """Whether a `bind(0)` elsewhere — another process's `free_port` — could be given `port`
+    """Whether a `bind(0)` elsewhere — another process choosing a port — could be given `port`
     now: a socket whose ephemeral range is that one port, bound to port 0."""
     with socket.socket() as sock:
         sock.setsockopt(socket.IPPROTO_IP, IP_LOCAL_PORT_RANGE, struct.pack("I", port << 16 | port))
@@ -38,7 +37,10 @@ async def test_ports_chosen_for_processes_are_given_to_no_other_bind_until_the_c
     tmp_path: Path, cluster: Cluster
 ) -> None:
     ca = make_ca(tmp_path, HOST)
-    assert given_by_bind0(free_port())  # (the probe: a port that is free is given)
+    with socket.socket() as freed:
+        freed.bind((HOST, 0))
+        free = freed.getsockname()[1]
+    assert given_by_bind0(free)  # (the probe: a port that is free is given)
     ports = tak_cluster(cluster, ca)  # (the first edge's marti, enroll and tak-tls: chosen now)
     assert not [p for p in ports.first.values() if given_by_bind0(p)], ports.first
     a, _ = await cluster.edge()

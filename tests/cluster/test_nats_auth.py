@@ -40,7 +40,7 @@ from commonsky.bench.cluster import (
     until,
     until_async,
 )
-from commonsky.bench.relay import free_port
+from commonsky.bench.ports import reserve_port
 from commonsky.cluster.live_kv import live_key
 from commonsky.cluster.wire import ConnInfo, Ingest, Names, Roster, encode
 from commonsky.pki import init_ca, issue_client
@@ -69,7 +69,10 @@ class SecuredNats:
         if not Path(binary).is_file():
             pytest.fail("these tests need the nats-server binary (Debian's nats-server)")
         folder.mkdir(parents=True)
-        self.folder, self.port = folder, free_port()
+        # Held until `stop`: the port is written into the server's file before it starts
+        # (nats-server listens with SO_REUSEADDR, as Go does, so it can bind a reserved port).
+        self.held = reserve_port()
+        self.folder, self.port = folder, int(self.held.getsockname()[1])
         shutil.copy(DOCS / "nats-permissions.conf", folder / "nats-permissions.conf")
         tls = ""
         if ca is not None:
@@ -108,6 +111,7 @@ class SecuredNats:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.held.close()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from commonsky.bench.cluster import Cluster, forget, until
-from commonsky.bench.relay import free_port
+from commonsky.bench.ports import reserve_port
 from commonsky.cluster.config import (
     ClusterSettings,
     Credentials,
@@ -179,7 +179,8 @@ class OddNats:
         if not Path(binary).is_file():
             pytest.fail("these tests need the nats-server binary (Debian's nats-server)")
         folder.mkdir(parents=True)
-        self.folder, self.port = folder, free_port()
+        self.held = reserve_port()  # (until `stop`: the port is in the file before it starts)
+        self.folder, self.port = folder, int(self.held.getsockname()[1])
         (folder / "server.conf").write_text(
             f'listen: "127.0.0.1:{self.port}"\njetstream {{ store_dir: "{folder}/store" }}\n'
             f'authorization {{ user: "{USER}", password: "{PASSWORD}" }}\n'
@@ -204,6 +205,7 @@ class OddNats:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.held.close()
 
 
 async def test_a_password_with_reserved_characters_works_encoded_and_is_refused_raw(

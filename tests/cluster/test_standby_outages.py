@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -27,14 +28,14 @@ from nats.aio.client import Client as Nats
 from nats.js.errors import KeyNotFoundError
 
 from commonsky.bench.cluster import Client, Cluster, Process, track, until
-from commonsky.bench.relay import free_port
 
 
 class Relay:
-    """A TCP relay to PostgreSQL (127.0.0.1:5432) that the test cuts and restores."""
+    """A TCP relay to PostgreSQL (127.0.0.1:5432) on `port` (held by the test for as long as
+    the relay may reopen on it) that the test cuts and restores."""
 
-    def __init__(self, target: int = 5432) -> None:
-        self.target, self.port = target, free_port()
+    def __init__(self, port: int, target: int = 5432) -> None:
+        self.target, self.port = target, port
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
 
@@ -68,11 +69,11 @@ class Relay:
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
 
-def standby_config(serving: Process, folder: Path, store_url: str) -> Path:
+def standby_config(serving: Process, folder: Path, store_url: str, http: int) -> Path:
     text = serving.config.read_text()
     text = re.sub(r'data_dir = "[^"]*"', f'data_dir = "{folder}"', text)
     text = re.sub(r'store_url = "[^"]*"', f'store_url = "{store_url}"', text)
-    text = re.sub(r'http = "[^"]*"', f'http = "127.0.0.1:{free_port()}"', text, count=1)
+    text = re.sub(r'http = "[^"]*"', f'http = "127.0.0.1:{http}"', text, count=1)
     path = folder.parent / "standby.toml"
     path.write_text(text)
     return path
@@ -90,7 +91,7 @@ async def lease_free(nc: Nats, cluster_name: str) -> bool:
 async def test_a_standby_takes_the_lease_only_while_its_database_answers(
     tmp_path: Path, cluster: Cluster, postgres_url: str, nc: Nats, cluster_name: str
 ) -> None:
-    relay = Relay()
+    relay = Relay(cluster.port())  # (held until the cluster stops, as the next one)
     await relay.open()
     serving = await cluster.core()
     _, ports = await cluster.edge()
@@ -100,7 +101,9 @@ async def test_a_standby_takes_the_lease_only_while_its_database_answers(
     await until(lambda: rus.got("before") >= 1, "RUS sees USA's track (the first core)")
     through = re.sub(r"@127\.0\.0\.1:5432/", f"@127.0.0.1:{relay.port}/", postgres_url)
     assert through != postgres_url
-    standby = cluster.started(standby_config(serving, tmp_path / "standby", through), "core")
+    standby = cluster.started(
+        standby_config(serving, tmp_path / "standby", through, cluster.port()), "core"
+    )
     await standby.wait_log(r"cluster core \S+: standing by")
     await relay.cut()
     serving.kill()
@@ -123,13 +126,14 @@ async def test_a_standby_takes_the_lease_only_while_its_database_answers(
 
 
 class PrivateNats:
-    """`nats-server -js` on a free port with its own store, restartable."""
+    """`nats-server -js` on `port` (held by the test: it restarts there) with its own store,
+    restartable."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int) -> None:
         binary = shutil.which("nats-server")
         if binary is None:  # (.ci/run installs it)
             pytest.fail("these tests need the nats-server binary on PATH")
-        self.binary, self.folder, self.port = binary, folder, free_port()
+        self.binary, self.folder, self.port = binary, folder, port
         self.url = f"nats://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -162,9 +166,9 @@ class PrivateNats:
 
 
 async def test_a_standby_and_the_cluster_ride_out_a_nats_restart(
-    tmp_path: Path, postgres_url: str, cluster_name: str
+    tmp_path: Path, postgres_url: str, cluster_name: str, held_port: Callable[[], int]
 ) -> None:
-    server = PrivateNats(tmp_path / "nats")
+    server = PrivateNats(tmp_path / "nats", held_port())
     await server.start()
     cluster = Cluster(tmp_path, cluster_name, server.url, postgres_url)
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 
 from commonsky.bench.cluster import chat, cluster_config, marker, track
 from commonsky.bench.fuzz_inputs import PARTIES
-from commonsky.bench.relay import free_port
 from commonsky.cluster.core import ClusterCore
 from commonsky.cluster.wire import Attach, ConnInfo, Detach, Ingest, Names, encode
 from commonsky.config import load_config
@@ -116,9 +115,9 @@ class Core:
 
 
 @pytest.fixture
-def core(tmp_path: Path, postgres_url: str) -> Iterator[Core]:
-    ports = {p: free_port() for p in PARTIES}
-    path = cluster_config(tmp_path, NAME, NATS_URL, postgres_url, "core", ports, free_port())
+def core(tmp_path: Path, postgres_url: str, held_port: Callable[[], int]) -> Iterator[Core]:
+    ports = {p: held_port() for p in PARTIES}
+    path = cluster_config(tmp_path, NAME, NATS_URL, postgres_url, "core", ports, held_port())
     server = HubServer(load_config(path), init=True, writer="test epoch 1")
     loop = asyncio.new_event_loop()
     try:

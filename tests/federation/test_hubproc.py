@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from commonsky.config import config_from_dict, load_config
-from commonsky.demo.federated import free_port
 from commonsky.demo.hubproc import HubProcess, to_toml
 from commonsky.errors import UsageError
 
@@ -68,8 +68,10 @@ def test_a_demo_hub_file_loads_as_the_hub_would_read_it(tmp_path: Path) -> None:
     assert load_config(path, {}) == config_from_dict(data, str(path))
 
 
-def test_a_hub_that_does_not_start_is_one_line_with_its_log_tail(tmp_path: Path) -> None:
-    port = free_port()
+def test_a_hub_that_does_not_start_is_one_line_with_its_log_tail(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
+    port = held_port()
     config = {
         "server": {"data_dir": str(tmp_path / "d"), "http": f"127.0.0.1:{port}"},
         "listener": [{"kind": "tak-tcp", "bind": "127.0.0.1:0", "party": "NOPE"}],
@@ -92,12 +94,14 @@ def test_a_hub_that_does_not_start_is_one_line_with_its_log_tail(tmp_path: Path)
     assert hub.proc is not None and hub.proc.returncode == 2
 
 
-def test_a_hub_is_stopped_in_order_and_killed_when_it_does_not_stop(tmp_path: Path) -> None:
+def test_a_hub_is_stopped_in_order_and_killed_when_it_does_not_stop(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
     import os
     import signal
 
     async def run(frozen: bool) -> int | None:
-        port = free_port()
+        port = held_port()
         folder = tmp_path / ("frozen" if frozen else "ok")
         config = {"server": {"data_dir": str(folder / "d"), "http": f"127.0.0.1:{port}"}}
         hub = HubProcess("usa", config, folder, port)
@@ -117,7 +121,9 @@ def test_a_hub_is_stopped_in_order_and_killed_when_it_does_not_stop(tmp_path: Pa
     assert asyncio.run(run(frozen=True)) == -signal.SIGKILL
 
 
-def test_a_hub_killed_during_the_run_ends_it_in_one_line(tmp_path: Path) -> None:
+def test_a_hub_killed_during_the_run_ends_it_in_one_line(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
     """kill -9 of a hub while the demo plays: the play is cancelled and one line names the
     hub and the signal (the demo then stops the others); a play that ends is left alone."""
     import os
@@ -126,7 +132,7 @@ def test_a_hub_killed_during_the_run_ends_it_in_one_line(tmp_path: Path) -> None
     from commonsky.demo.hubproc import watching
 
     async def run() -> tuple[str, bool]:
-        port = free_port()
+        port = held_port()
         config = {"server": {"data_dir": str(tmp_path / "d"), "http": f"127.0.0.1:{port}"}}
         hub = HubProcess("kor", config, tmp_path / "hubs", port)
         await hub.start()

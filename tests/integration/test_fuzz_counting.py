@@ -15,7 +15,6 @@ import pytest
 from commonsky.bench import fuzz
 from commonsky.bench.fuzz import Run, Tally
 from commonsky.bench.fuzz_inputs import ApiSeeds, Mutator, own_seeds
-from commonsky.bench.relay import free_port
 from tests.conftest import token_of
 from tests.integration.test_tak_tcp import FULL_TRACKS, metric
 
@@ -37,7 +36,7 @@ def run_against(http: int, tally: Tally) -> Run:
 
 
 async def test_a_websocket_receiver_the_hub_closes_is_lost_one_never_connected_is_not(
-    make_hub, monkeypatch: pytest.MonkeyPatch
+    make_hub, monkeypatch: pytest.MonkeyPatch, held_port: Callable[[], int]
 ) -> None:
     monkeypatch.setattr(fuzz, "token", token_of)  # (this hub's parties, not the fuzz's)
     async with make_hub([FULL_TRACKS]) as hub:
@@ -62,8 +61,10 @@ async def test_a_websocket_receiver_the_hub_closes_is_lost_one_never_connected_i
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    nobody = Tally()  # a port nobody listens on: never connected, nothing of the hub's lost
-    run = run_against(free_port(), nobody)
+    # A port nobody listens on (held: bound, not listening, so no other process is given it
+    # meanwhile): never connected, nothing of the hub's lost.
+    nobody = Tally()
+    run = run_against(held_port(), nobody)
     task = asyncio.create_task(run.websocket("JPN"))
     try:
         await until(lambda: nobody.receivers_not_connected)
