@@ -47,6 +47,8 @@ from .markers import Sweeper
 from .nats_io import DUPLICATE_WINDOW_S
 from .packer import pack
 from .picture_kv import PictureWriter
+from .spread import ROUND_S
+from .stream_acks import StreamAcks, StreamPublisher
 from .trust import Checks, Untrusted, agrees
 from .wire import (
     EDGE_SILENT_S,
@@ -71,7 +73,7 @@ log = logging.getLogger("commonsky.cluster")
 
 FETCH = 128  # stream messages per batch at most (one commit; the loop stays responsive)
 _IN_FLIGHT = 4_000  # stream messages delivered to the core and not yet acknowledged
-_PICTURE_EVERY_S = 0.25  # picture bucket writes, newest per key, this often
+_PICTURE_EVERY_S = ROUND_S  # picture bucket writes, newest per key, this often
 _PRUNE_EVERY_S = 60.0  # applied ids that can never come again forgotten this often
 # An applied id is kept this long (epoch seconds) after its stream message was acknowledged:
 # past the duplicate window JetStream would take a second publish of it as new, and an
@@ -131,12 +133,18 @@ class ClusterCore:
     """Feeds the hub from the stream and sends its outputs to the edges (module header)."""
 
     def __init__(self, hub: Hub, nc: Client, js: JetStreamContext, kv: KeyValue,
-                 names: Names, live: KeyValue | None = None) -> None:  # fmt: skip
+                 names: Names, live: KeyValue | None = None,
+                 stream: StreamPublisher | None = None) -> None:  # fmt: skip
+        """`stream`: what the buckets' writes are published with (None: `StreamAcks` on
+        `nc`, started by `start`)."""
         self.hub, self.nc, self.js, self.names = hub, nc, js, names
         self.store: PostgresStore = hub.store  # type: ignore[assignment]
         # (`live`: the live bucket; None: live items are this core's alone, as before it.)
         self.keeper = LiveKeeper(hub, live, names.live) if live is not None else None
-        self.picture = PictureWriter(hub, kv, hub.clock, js, names.picture, self.keeper)
+        acks = StreamAcks(nc)
+        self.acks = acks if stream is None else None
+        self.picture = PictureWriter(hub, kv, hub.clock, stream or acks, names.picture,
+                                     self.keeper)  # fmt: skip
         # (Old delete markers of both buckets removed now and then: markers.py.)
         buckets = [(names.picture, kv)] + ([(names.live, live)] if live is not None else [])
         self.markers = Sweeper(js, buckets)
@@ -309,6 +317,8 @@ class ClusterCore:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
+        if self.acks is not None:
+            await self.acks.start()
         await self.nc.subscribe(self.names.beats, cb=self._on_beat)
         found = await self._roster()
         restored = ""
@@ -400,7 +410,7 @@ class ClusterCore:
                                 edge, EDGE_SILENT_S)  # fmt: skip
                     self._drop_edge(edge)
             self.markers.tick()  # (a task of its own: the flushes never wait for it)
-            await self.picture.flush()
+            await self.picture.flush()  # (with this round's share of the live writes)
 
     async def _check_store(self) -> None:
         """A core whose database stops answering stops serving (Fatal: the lease goes back,
@@ -456,7 +466,9 @@ class ClusterCore:
             if isinstance(envelope, Attach):
                 self._commit(segment, done, seqs)
                 segment = []
-                await self.picture.flush()  # (so `covered` knows every revision)
+                # (So `covered` knows every revision; live items' entries wait for their
+                # round: `covered` is false for them until then.)
+                await self.picture.flush(share=False)
                 if self._agrees(envelope):
                     self._attach(envelope)
             else:

@@ -77,7 +77,7 @@ _ACK_TIMEOUT_S = 5.0
 _BACKLOG_OUTBOXES = 10
 # The bucket's live entries (tracks, positions) wait for the core's word that it handled the
 # client's Attach (`Delivery.attached`): the core sends a newer version of any the bucket holds
-# an older one of (it writes live entries every picture_kv.LIVE_EVERY_S), and a client must not
+# an older one of (it writes live entries within spread.LIVE_EVERY_S), and a client must not
 # get the older one first, where the single process gives the current version once. With no
 # core to answer, they go to the client after this long.
 LIVE_HOLD_S = 2.0

@@ -54,6 +54,7 @@ from commonsky.namespace import Key
 from commonsky.protocol.bounds import check_event
 from commonsky.protocol.cot import detail_tree
 
+from .nats_io import read_bucket
 from .wire import encode, token
 
 if TYPE_CHECKING:
@@ -222,23 +223,13 @@ class LiveKeeper:
     async def restore(self, timeout: float = 5.0) -> Restored:
         """Read the bucket and put each record that passes into the hub's picture, as
         applied already (module header). Returns the counts; what was not restored is
-        deleted by `drop_strays`."""
-        values: dict[str, tuple[int, bytes]] = {}
-        watcher = await self.kv.watchall()
-        try:
-            while True:
-                entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                if entry.operation is None:  # (an empty value too: not a record, deleted)
-                    values[entry.key] = (entry.revision or 0, entry.value or b"")
-                else:
-                    values.pop(entry.key, None)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        deleted by `drop_strays`. Raises what `read_bucket` raises."""
+        latest, _ = await read_bucket(self.kv, timeout=timeout)
         out = Restored()
         now = self.hub.clock()
-        for name, (revision, value) in values.items():
+        for name, (revision, value) in latest.items():
+            if value is None:
+                continue  # (deleted; an empty value is read: not a record, deleted)
             self.found[name] = revision
             try:
                 record = read_record(name, value, self.master)

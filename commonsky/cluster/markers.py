@@ -38,7 +38,7 @@ and the core sends the whole picture (edge.py `_announce`): slower, never wrong.
 
 Cost: the scan reads the bucket from its first message in stream order, headers only
 (no values), and stops at the first message younger than the cutoff (messages are in
-time order): the keys rewritten since — live items, every `LIVE_EVERY_S` — are not read.
+time order): the keys rewritten since — live items, within `LIVE_EVERY_S` — are not read.
 Removals go WINDOW at a time, so the core's loop is never held for long (figures:
 docs/performance.md, "Delete markers").
 """
@@ -46,11 +46,12 @@ docs/performance.md, "Delete markers").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from .nats_io import end_watch
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -126,7 +127,6 @@ class Sweeper:
         """(key, revision) of the markers stored before `cutoff` (seconds since the epoch),
         oldest first, at most `most`."""
         from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import NotFoundError
 
         found: list[tuple[str, int]] = []
         # From the first message (history=1: each is its key's latest), headers only.
@@ -144,14 +144,8 @@ class Sweeper:
                 if entry.operation in _DELETES:
                     found.append((entry.key, entry.revision or 0))
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-            # nats-py leaves the watch's consumer on the server until it is idle for 5 min,
-            # and every removal updates each consumer of the stream: with it there, removals
-            # went 70 times slower (docs/performance.md). Gone now.
-            name = getattr(watcher._sub, "_consumer", None)  # (nats-py's: no public name)
-            if name:
-                with contextlib.suppress(NotFoundError):
-                    await self.js.delete_consumer(f"KV_{bucket}", name)
+            # (Its consumer gone now: with it there, removals went 70 times slower.)
+            await end_watch(kv, watcher)
         return found
 
     async def remove(self, bucket: str, markers: list[tuple[str, int]]) -> int:

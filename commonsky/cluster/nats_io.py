@@ -339,3 +339,54 @@ async def live_bucket(js: JetStreamContext, names: Names) -> KeyValue:
     return await js.create_key_value(
         config=KeyValueConfig(bucket=names.live, history=1, storage=StorageType.FILE)
     )
+
+
+async def end_watch(kv: KeyValue, watcher: Any) -> None:
+    """Stop a KV watch (`kv.watch`, `watchall`) and delete its consumer on the server at
+    once. nats-py only unsubscribes: the watch's ephemeral ordered consumer stays on the
+    server until idle for 5 minutes (its `inactive_threshold`), and every write to the
+    bucket updates each consumer of its stream — with a few there, removals went 70 times
+    slower (docs/performance.md, markers), and every late joiner's read or core takeover
+    left one. A consumer gone already is fine; another failure (NATS away) is one line in
+    the log: the server still removes it itself later."""
+    from nats.js.errors import NotFoundError
+
+    await watcher.stop()
+    name = getattr(watcher._sub, "_consumer", None)  # (nats-py's: no public name)
+    stream = getattr(kv, "_stream", None)
+    if not name or not stream:
+        return
+    try:
+        await kv._js.delete_consumer(stream, name)
+    except NotFoundError:
+        pass
+    except Exception as exc:
+        log.info("KV watch on %s: its consumer not deleted (%s: %s); the server removes it "
+                 "when idle", stream, type(exc).__name__, str(exc)[:200])  # fmt: skip
+
+
+Latest = dict[str, tuple[int, bytes | None]]  # (`read_bucket`: key -> revision, value)
+
+
+async def read_bucket(kv: KeyValue, keys: str = ">", timeout: float = 5.0) -> tuple[Latest, int]:
+    """The latest message of each key of `kv` matching `keys` (a KV key filter) — key ->
+    (revision, value; None for a delete or purge marker, b"" for an empty value) — and the
+    highest revision read (0: none). Every message with a revision at or below it is
+    accounted for: the watch delivers in stream order up to the end the server announced.
+    Raises nats' TimeoutError when nothing comes for `timeout` seconds before that end;
+    NATS's errors. The watch's consumer is deleted when done (`end_watch`)."""
+    latest: Latest = {}
+    top = 0
+    watcher = await kv.watch(keys)
+    try:
+        while True:
+            entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
+            if entry is None:
+                break
+            revision = entry.revision or 0
+            top = max(top, revision)
+            value = (entry.value or b"") if entry.operation is None else None
+            latest[entry.key] = (revision, value)
+    finally:
+        await end_watch(kv, watcher)
+    return latest, top

@@ -37,17 +37,18 @@ from commonsky.model import DURABLE, Category, Item
 from commonsky.protocol.cot import XmlLimits, parse_event
 
 from .live_kv import Kept, LiveKeeper
+from .nats_io import read_bucket
+from .spread import LiveSpread
+from .stream_acks import StreamPublisher
 from .wire import PictureEntry, encode, entry_decoder, picture_key, token
 
 if TYPE_CHECKING:
-    from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
     from commonsky.hub.core import Hub
 
 log = logging.getLogger("commonsky.cluster")
 
-LIVE_EVERY_S = 2.0  # live items' entries are brought up to date this often
 _CATEGORIES = frozenset(c.value for c in Category)
 YIELD_EVERY = 64  # writes of one flush between two turns of the loop (`flush`)
 #: Seconds a flush waits for its writes' acknowledgements; one not come by then is given up
@@ -73,16 +74,18 @@ class PictureWriter:
     Items are noted as the hub publishes them (its bus: after commit); `flush` writes the
     noted keys, `reconcile` checks every key (a new core, the agreements changed, prune).
     With a `keeper`, each key's record in the live bucket is written in the same pass as
-    its entries (live_kv.py)."""
+    its entries (live_kv.py). Writes are published with `stream` (`StreamAcks` on the
+    core's connection: its futures give the stream sequence, the entry's revision);
+    `timer` (monotonic seconds) paces the live items' writes (spread.py)."""
 
     def __init__(self, hub: Hub, kv: KeyValue, clock: Callable[[], float],
-                 js: JetStreamContext, bucket: str,
-                 keeper: LiveKeeper | None = None) -> None:  # fmt: skip
+                 stream: StreamPublisher, bucket: str, keeper: LiveKeeper | None = None,
+                 timer: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.hub = hub
         self.keeper = keeper
         self.kept_urgent: set[asyncio.Future[Any]] = set()  # urgent record writes in flight
         self.kv = kv
-        self.js = js
+        self.stream = stream
         self.prefix = f"$KV.{bucket}."  # (the bucket's subjects: a write is a publish there)
         self.unsettled: set[asyncio.Future[Any]] = set()  # writes sent, not acknowledged yet
         self.unsettled_urgent: set[asyncio.Future[Any]] = set()  # (`flush`'s urgent ones)
@@ -95,11 +98,11 @@ class PictureWriter:
         self.kinds: dict[tuple[str, str], tuple[bool, frozenset[str]]] = {}
         self.dirty: set[tuple[str, str]] = set()
         self.undeleted: set[tuple[str, tuple[str, str]]] = set()  # deletes that failed
-        # Live items (tracks, positions) are written at most every LIVE_EVERY_S: a client
-        # joining meanwhile gets an older position from the bucket and the current one from
-        # the core (`covered` is false for a version the bucket does not hold).
-        self.dirty_live: set[tuple[str, str]] = set()
-        self._live_at = 0.0
+        # Live items (tracks, positions) are written within LIVE_EVERY_S of their change, a
+        # share in each upkeep round (spread.py): a client joining meanwhile gets an older
+        # position from the bucket and the current one from the core (`covered` is false
+        # for a version the bucket does not hold).
+        self.dirty_live: LiveSpread[tuple[str, str]] = LiveSpread(timer)
         self.full = True  # the first flush writes everything (this core is new)
         self.lock = asyncio.Lock()
         self.writes = 0
@@ -111,19 +114,9 @@ class PictureWriter:
 
     async def load(self, timeout: float = 5.0) -> int:
         """Read what the bucket holds (a new core, before its first flush); returns how many
-        entries."""
-        watcher = await self.kv.watchall()
-        try:
-            while True:
-                entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                if entry.operation is None and entry.value:
-                    self.found[entry.key] = (entry.revision or 0, entry.value)
-                else:
-                    self.found.pop(entry.key, None)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        entries. Raises what `read_bucket` raises."""
+        latest, _ = await read_bucket(self.kv, timeout=timeout)
+        self.found = {key: (rev, value) for key, (rev, value) in latest.items() if value}
         return len(self.found)
 
     def _note(self, item: Item) -> None:
@@ -137,7 +130,7 @@ class PictureWriter:
         elif item.category in DURABLE or self._urgent(key):
             self._dirty(key)
         else:
-            self.dirty_live.add(key)
+            self.dirty_live.note(key)
 
     def _dirty(self, key: tuple[str, str]) -> None:
         """Note `key` as urgent: its entries (and its live record) before its outputs leave."""
@@ -204,14 +197,19 @@ class PictureWriter:
             wanted[viewer] = (rendered, variant, until)
         return wanted
 
-    async def flush(self, live: bool = True) -> int:
-        """Write what changed since the last flush (`live`: and the live items' entries if
-        LIVE_EVERY_S has passed); returns how many writes. Returns once every write sent so
-        far (this flush's and any other's; with `live` False, every urgent one: durable
-        entries, deletes, entries replacing a durable one — `_urgent`) is acknowledged or
-        failed: what the hub published before the call is in the bucket then. A failed
-        write leaves its entry unconfirmed (`covered` is then False: the core sends the
-        item).
+    async def flush(self, live: bool = True, share: bool = True) -> int:
+        """Write what changed since the last flush (`live` and `share`: and this upkeep
+        round's share of the live items changed since their last write, `LiveSpread`);
+        returns how many writes. Returns once every write sent so far (this flush's and any
+        other's; with `live` False, every urgent one: durable entries, deletes, entries
+        replacing a durable one — `_urgent`) is acknowledged or failed: what the hub
+        published before the call is in the bucket then. A failed write leaves its entry
+        unconfirmed (`covered` is then False: the core sends the item).
+
+        A full pass (`reconcile`) checks every key but leaves a changed live key that is not
+        urgent to its round: written there within LIVE_EVERY_S all the same, and a pass
+        every _RECONCILE_EVERY_S writing them all at once was a burst like the one the
+        rounds spread (spread.py).
 
         Writes are sent while the lock is held and acknowledged after it: NATS stores one
         connection's publishes in the order sent, so a key's newer version is never
@@ -220,18 +218,17 @@ class PictureWriter:
         entries (the core's sender, whose outputs wait for it) gets in between and writes
         the keys noted so far — each key is taken out of the noted sets when it is written,
         so none is left to a flush that has not reached it yet."""
-        both = self.full  # (every noted key, live ones too)
+        full = self.full  # (every key checked)
+        shared = self.dirty_live.share() if live and share else []
         if self.full:
             self.full = False
             kept = self.keeper.held if self.keeper is not None else {}
-            pools = (self.hub.picture.durable, self.hub.picture.live, self.kinds, self.dirty, kept)
+            pools = (self.hub.picture.durable, self.hub.picture.live, self.kinds, self.dirty,
+                     kept, shared)  # fmt: skip
             keys = list({k: None for pool in pools for k in pool})
         else:
-            keys = list(self.dirty)
-            if live and time.monotonic() - self._live_at >= LIVE_EVERY_S:
-                self._live_at = time.monotonic()
-                both = True
-                keys += self.dirty_live
+            keys = list(self.dirty) + shared
+        this_round = set(shared)
         sent = at = 0
         while True:
             async with self.lock:
@@ -239,11 +236,15 @@ class PictureWriter:
                 while at < len(keys) and budget > 0:
                     key = keys[at]
                     at += 1
-                    if both:
-                        self.dirty_live.discard(key)
-                    elif key not in self.dirty:
+                    if key in self.dirty or key in this_round:
+                        pass
+                    elif not full:
                         continue  # (written meanwhile by another flush)
+                    elif key in self.dirty_live and not self._urgent(key):
+                        budget -= 0.25
+                        continue  # (its round writes it: above)
                     self.dirty.discard(key)
+                    self.dirty_live.take(key)
                     wrote = await self._write_key(key, now)
                     sent += wrote
                     budget -= wrote or 0.25  # (a key that needs no write costs little)
@@ -316,7 +317,7 @@ class PictureWriter:
         name, value, kept = change
         headers = None if value is not None else {"KV-Operation": "DEL"}
         try:
-            ack = await self.js.publish_async(keeper.prefix + name, value or b"", headers=headers)
+            ack = await self.stream.publish_async(keeper.prefix + name, value or b"", headers)
         except Exception as exc:  # NATS away: written again at the next flush
             log.warning("live bucket: writing %r failed: %s", key[1][:80], exc)
             self._unkept(key, kept, urgent)
@@ -340,7 +341,7 @@ class PictureWriter:
                                  "(%s); written again at the next flush", key[1][:80],
                                  why[:200])  # fmt: skip
         elif kept is not None:
-            kept.revision = ack.result().seq
+            kept.revision = ack.result()
 
     def _unkept(self, key: tuple[str, str], kept: Kept | None, urgent: bool) -> None:
         assert self.keeper is not None
@@ -355,7 +356,8 @@ class PictureWriter:
         returns 1 when sent, 0 when nothing needed sending. `urgent`: a flush of urgent
         entries waits for it (`flush`)."""
         name = picture_key(viewer, key)
-        value, headers = b"", {"KV-Operation": "DEL"}
+        value = b""
+        headers: dict[str, str] | None = {"KV-Operation": "DEL"}  # (None: a value)
         if held is not None:
             item = held.rendered.item
             value = encode(PictureEntry(
@@ -369,13 +371,13 @@ class PictureWriter:
                 seq=item.seq,
                 origin=item.origin,
             ))  # fmt: skip
-            headers = {}
+            headers = None
             found = self.found.pop(name, None)
             if found is not None and found[1] == value:
                 held.revision = found[0]  # (so written by an earlier core: edges may have read it)
                 return 0
         try:
-            ack = await self.js.publish_async(self.prefix + name, value, headers=headers or None)
+            ack = await self.stream.publish_async(self.prefix + name, value, headers)
         except Exception as exc:  # NATS away: the entry stays unconfirmed
             log.warning("picture bucket: writing %s/%r failed: %s", viewer, key[1][:80], exc)
             return 0
@@ -403,7 +405,7 @@ class PictureWriter:
                                  "%s/%r failed (%s); written again at the next flush",
                                  viewer, key[1][:80], why[:200])  # fmt: skip
         elif held is not None:
-            held.revision = ack.result().seq
+            held.revision = ack.result()
 
     async def drop_strays(self) -> int:
         """Delete the entries an earlier core left that this core's first flush did not keep;
@@ -465,36 +467,22 @@ async def read_picture(kv: KeyValue, party: str, now: float, timeout: float = 5.
     """An edge's read of `party`'s picture. An entry that cannot be read (`read_entry`: an
     earlier version's, or not the core's at all) is left out, named in the log and in
     `unread`: the core sends that item itself."""
-    watcher = await kv.watch(f"{token(party)}.>")
-    latest: dict[str, tuple[int, PictureEntry | None]] = {}
+    values, top = await read_bucket(kv, f"{token(party)}.>", timeout)
+    latest: list[tuple[int, PictureEntry]] = []
     unread: dict[str, str] = {}
-    top = 0
-    try:
-        while True:
-            entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
-            if entry is None:
-                break
-            top = max(top, entry.revision or 0)
-            unread.pop(entry.key, None)
-            if entry.operation is not None or not entry.value:  # (a delete or purge)
-                latest[entry.key] = (entry.revision or 0, None)
-                continue
-            try:
-                latest[entry.key] = (entry.revision or 0, read_entry(entry.value))
-            except ValueError as exc:
-                latest[entry.key] = (entry.revision or 0, None)
-                unread[entry.key] = str(exc)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    for key, (revision, value) in values.items():
+        if not value:
+            continue  # (a delete or purge)
+        try:
+            latest.append((revision, read_entry(value)))
+        except ValueError as exc:
+            unread[key] = str(exc)
     if unread:
         key, why = next(iter(unread.items()))
         log.warning("picture bucket: %d entries of %s unreadable, left out (the core sends "
                     "their items); the first, %s: %s", len(unread), party, key[:120],
                     why[:200])  # fmt: skip
-    held = sorted(
-        ((rev, e) for rev, e in latest.values() if e is not None and e.until > now),
-        key=lambda pair: pair[0],
-    )
+    held = sorted(((rev, e) for rev, e in latest if e.until > now), key=lambda pair: pair[0])
     entries = [e for _, e in held if e.durable] + [e for _, e in held if not e.durable]
     return Read(entries, top, sorted(unread))
 

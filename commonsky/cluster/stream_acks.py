@@ -1,5 +1,6 @@
-"""An edge's publishes to the inbound stream and their JetStream acknowledgements, at a
-fraction of nats-py's `JetStreamContext.publish_async` per message.
+"""An edge's publishes to the inbound stream, and the core's KV writes (picture and live
+buckets), with their JetStream acknowledgements, at a fraction of nats-py's
+`JetStreamContext.publish_async` per message.
 
 `publish_async` takes a semaphore slot with `asyncio.wait_for`, draws a NUID and two random
 bytes from the OS for a reply token, hangs a done callback on each future, and reads each
@@ -27,13 +28,16 @@ if TYPE_CHECKING:
 
 
 class StreamPublisher(Protocol):
-    """What an edge publishes its inbound messages with (cluster/edge.py `EdgeLink`):
-    `StreamAcks` in the product, a test's fake otherwise. `publish_async` returns once the
-    message is handed to NATS, with a future that gets JetStream's acknowledgement (or an
-    exception: StreamRefused, or the caller's cancel when it waits no longer)."""
+    """What an edge publishes its inbound messages with (cluster/edge.py `EdgeLink`), and
+    the core its KV writes (picture_kv.py `PictureWriter`: a KV write is a publish to the
+    bucket's stream): `StreamAcks` in the product, a test's fake otherwise.
+    `publish_async` returns once the message is handed to NATS, with a future that gets
+    JetStream's acknowledgement (or an exception: StreamRefused, or the caller's cancel
+    when it waits no longer); its result is the message's stream sequence (a KV entry's
+    revision)."""
 
     async def publish_async(self, subject: str, data: bytes,
-                            headers: dict[str, str]) -> asyncio.Future[Any]: ...  # fmt: skip
+                            headers: dict[str, str] | None) -> asyncio.Future[Any]: ...  # fmt: skip
 
 
 class StreamRefused(CommonSkyError):
@@ -72,7 +76,7 @@ class StreamAcks:
         await self.nc.subscribe(f"{self.prefix}*", cb=self.answered)
 
     async def publish_async(self, subject: str, data: bytes,
-                            headers: dict[str, str]) -> asyncio.Future[int]:  # fmt: skip
+                            headers: dict[str, str] | None) -> asyncio.Future[int]:  # fmt: skip
         token = str(next(self._count))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if len(self.futures) >= _PRUNE_AT:

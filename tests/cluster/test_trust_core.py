@@ -51,15 +51,15 @@ EVENTS = [
 
 
 class Stored:
-    """The picture bucket's JetStream, acknowledging every write at once."""
+    """What the picture bucket's writes are published with, acknowledging each at once."""
 
     def __init__(self) -> None:
         self.seq = 0
 
     async def publish_async(self, subject: str, data: bytes, headers: Any = None) -> Any:
         self.seq += 1
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result(SimpleNamespace(seq=self.seq))
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        done.set_result(self.seq)
         return done
 
 
@@ -121,8 +121,8 @@ def core(tmp_path: Path, postgres_url: str, held_port: Callable[[], int]) -> Ite
     server = HubServer(load_config(path), init=True, writer="test epoch 1")
     loop = asyncio.new_event_loop()
     try:
-        running = ClusterCore(server.hub, cast(Any, None), cast(Any, Stored()), cast(Any, None),
-                              NAMES)  # fmt: skip
+        running = ClusterCore(server.hub, cast(Any, None), cast(Any, None), cast(Any, None),
+                              NAMES, stream=Stored())  # fmt: skip
         fed = Core(running, loop)
         for (edge, conn), party in CLIENTS.items():
             info = ConnInfo(conn, party, f"{party}-user", "tak-tcp", "127.0.0.1:9", "xml")
