@@ -374,7 +374,15 @@ async def read_bucket(kv: KeyValue, keys: str = ">", timeout: float = 5.0) -> tu
     highest revision read (0: none). Every message with a revision at or below it is
     accounted for: the watch delivers in stream order up to the end the server announced.
     Raises nats' TimeoutError when nothing comes for `timeout` seconds before that end;
-    NATS's errors. The watch's consumer is deleted when done (`end_watch`)."""
+    NATS's errors. The watch's consumer is deleted when done (`end_watch`).
+
+    The end is the first entry the server sent with nothing more pending (its `delta`, the
+    consumer's num_pending, is 0), not nats-py's end marker (None): when the server has
+    pushed every message before nats-py asks its consumer how many are pending, nats-py
+    queues its marker before those messages (its callback waits for that answer), and a
+    read that stopped at the marker found an empty bucket (seen under load: a core taking
+    over restored 0 of its live records). The marker ends the read only when the consumer
+    was given nothing at all: an empty bucket, or no key matching `keys`."""
     latest: Latest = {}
     top = 0
     watcher = await kv.watch(keys)
@@ -382,11 +390,23 @@ async def read_bucket(kv: KeyValue, keys: str = ">", timeout: float = 5.0) -> tu
         while True:
             entry = await watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
             if entry is None:
-                break
+                if not latest and await _given_nothing(watcher):
+                    break
+                continue  # (the marker came early: the messages follow it)
             revision = entry.revision or 0
             top = max(top, revision)
             value = (entry.value or b"") if entry.operation is None else None
             latest[entry.key] = (revision, value)
+            if not entry.delta:
+                break
     finally:
         await end_watch(kv, watcher)
     return latest, top
+
+
+async def _given_nothing(watcher: Any) -> bool:
+    """Whether the server has delivered nothing to the watch's consumer and holds nothing
+    for it (nats-py's consumer info, the call its `watch` makes itself)."""
+    info = await watcher._sub.consumer_info()  # (nats-py's: the watch's subscription)
+    delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+    return not info.num_pending and not delivered

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, cast
 
 from nats.aio.client import Client
@@ -61,3 +62,64 @@ async def test_read_bucket_gives_each_key_its_latest_and_the_top_revision(
     usa, usa_top = await read_bucket(kv, "USA.>")
     assert set(usa) == {"USA.a", "USA.c"} and usa_top == top
     assert [c.name for c in await js.consumers_info(f"KV_{Names(cluster_name).picture}")] == []
+
+
+class _Watch:
+    """A watch as nats-py gives it when the server pushed every message before nats-py asked
+    its consumer how many were pending: its end marker (None) queued first."""
+
+    def __init__(self, updates: list[Any], delivered: int) -> None:
+        self.updates_left = updates
+        info = SimpleNamespace(num_pending=0, delivered=SimpleNamespace(consumer_seq=delivered))
+        self._sub = SimpleNamespace(consumer_info=self._info(info))
+        self.stopped = False
+
+    @staticmethod
+    def _info(info: Any) -> Callable[[], Any]:
+        async def consumer_info() -> Any:
+            return info
+
+        return consumer_info
+
+    async def updates(self, timeout: float) -> Any:
+        return self.updates_left.pop(0)
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class _Bucket:
+    def __init__(self, watch: _Watch) -> None:
+        self.watcher = watch
+
+    async def watch(self, keys: str) -> _Watch:
+        return self.watcher
+
+
+def _entry(key: str, revision: int, delta: int) -> Any:
+    return SimpleNamespace(key=key, value=b"v%d" % revision, revision=revision, delta=delta,
+                           operation=None)  # fmt: skip
+
+
+async def test_a_read_goes_on_past_an_end_marker_that_came_before_the_messages() -> None:
+    entries = [_entry(f"USA.{n}", n, 2 - n) for n in range(3)]
+    watch = _Watch([None, *entries, None], delivered=3)
+    latest, top = await read_bucket(cast(Any, _Bucket(watch)))
+    assert latest == {f"USA.{n}": (n, b"v%d" % n) for n in range(3)} and top == 2
+    assert watch.stopped
+
+
+async def test_an_end_marker_ends_the_read_when_nothing_was_delivered() -> None:
+    watch = _Watch([None], delivered=0)
+    assert await read_bucket(cast(Any, _Bucket(watch))) == ({}, 0)
+
+
+async def test_every_read_of_a_full_bucket_finds_every_key(nc: Client, cluster_name: str) -> None:
+    """The real server, many reads: each finds all the keys (a read that stopped at an early
+    end marker found none)."""
+    kv = await picture_bucket(nc.jetstream(), Names(cluster_name))
+    for n in range(300):
+        await kv.put(f"USA.k{n}", b"x")
+    for _ in range(40):
+        latest, _ = await read_bucket(kv)
+        assert len(latest) == 300
