@@ -7,30 +7,13 @@ enrolment test met now and then)."""
 
 from __future__ import annotations
 
-import errno
 import socket
-import struct
 from pathlib import Path
 
 from commonsky.bench.cluster import Cluster
 from tests.cluster.edge_tak import HOST, client, tak_cluster
 from tests.marti.helpers import make_ca
-
-IP_LOCAL_PORT_RANGE = 51  # linux/in.h: bind(0) of this socket picks within [low, high]
-
-
-def given_by_bind0(port: int) -> bool:
-    """Whether a `bind(0)` elsewhere — another process choosing a port — could be given `port`
-    now: a socket whose ephemeral range is that one port, bound to port 0."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.IPPROTO_IP, IP_LOCAL_PORT_RANGE, struct.pack("I", port << 16 | port))
-        try:
-            sock.bind((HOST, 0))
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            return False
-        return bool(sock.getsockname()[1] == port)
+from tests.test_ports import given_by_bind0
 
 
 async def test_ports_chosen_for_processes_are_given_to_no_other_bind_until_the_cluster_stops(
