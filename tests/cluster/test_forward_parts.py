@@ -290,12 +290,16 @@ async def test_a_core_stops_an_answer_its_edge_no_longer_acknowledges(
         assert isinstance(part, HttpReply)
         got.append(part)
 
-    await nc.subscribe(inbox, cb=keep)
+    sub = await nc.subscribe(inbox, cb=keep)
     call = HttpCall("GET", "/download", b"n=6000000", [], b"", "127.0.0.1:1", time.time(), 8.0)
     await nc.publish(Names(cluster_name).http, encode(call), reply=inbox)
     await until(lambda: bool(got), "the answer begins")
     await until(lambda: not core.tasks, "the core gives the call up")  # (no acknowledgement)
-    await nc.flush()
+    await core_nc.flush()  # (all it published is at the server)
+    await nc.flush()  # (and all the server sent us is read: queued for `keep`)
+    # (nats-py runs a subscription's callbacks from its own queue, after the read: `keep`
+    # has seen every part once that queue is empty.)
+    await until(lambda: sub.pending_msgs == 0, "every part kept")
     assert len(got) == REPLY_WINDOW and not any(p.last for p in got)
     assert toy.yielded * 262_144 < len(toy.data)  # (not run to its end)
     await core.stop()
