@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.bench.hubproc import hub_config
 from commonsky.bench.kill9 import chat as hotline_chat
-from commonsky.bench.ports import reserve_port as reserve_port  # (re-exported)
+from commonsky.bench.ports import HeldPorts
 from commonsky.times import format_time
 
 DEADLINE = 60.0  # seconds a condition may take on a loaded 2-core machine
@@ -136,16 +135,13 @@ class Cluster:
     edge_ports: list[dict[str, int]] = field(default_factory=list)
     edge_http: list[int] = field(default_factory=list)  # (its `[server] http`, in edge order)
     core_http: list[int] = field(default_factory=list)
-    reserved: list[socket.socket] = field(default_factory=list, repr=False)  # (reserve_port)
+    held: HeldPorts = field(default_factory=HeldPorts, repr=False)
 
     def port(self) -> int:
-        """A port of 127.0.0.1 for one of the cluster's processes, held by `reserve_port`
+        """A port of 127.0.0.1 for one of the cluster's processes, held (bench/ports.py)
         until `stop` (which every user of a Cluster must call): no other process is given it
         meanwhile."""
-        sock = reserve_port()
-        self.reserved.append(sock)
-        port: int = sock.getsockname()[1]
-        return port
+        return self.held.port()
 
     def _process(self, role: str, ports: dict[str, int], http: int) -> Process:
         config = cluster_config(
@@ -208,9 +204,7 @@ class Cluster:
         """Every process stopped, then the ports they held given back."""
         for process in self.processes:
             process.stop()
-        for sock in self.reserved:
-            sock.close()
-        self.reserved.clear()
+        self.held.close()
 
 
 def track(uid: str, now: float, lat: float = 30.0, stale_s: float = 600) -> bytes:
