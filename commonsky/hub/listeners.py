@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import ssl
 import time
+from collections.abc import Callable
 
 from cryptography import x509
 
@@ -489,16 +491,26 @@ class TakPeer:
             return
         batch = outbox.take()
         if batch:
-            data, delivered = self.hub.wires.shared(batch, self.mode, self._written)
+            wires = self.hub.wires
+            data = wires.shared(batch, self.mode, _joined)
             self.writer.write(data)
             if probe.ON:
                 probe.stamp("client_write", data)
-            self.hub.record_delivery(conn, batch, delivered)
-            self.session.sent(time.monotonic())
+            wires.after_writes(conn, functools.partial(self._count, conn, batch))
         if outbox.backlog is not None:
             outbox.ready.set()  # more of the replay owed: next page once it drains
 
-    def _written(self, batch: list[Pending], mode: str) -> tuple[bytes, Delivered]:
-        """`batch`'s bytes in `mode` and what writing it counts (`Connections.shared`)."""
-        data = b"".join([p.rendered.wire(p.variant, mode) for p in batch])
-        return data, self.hub.delivery(batch)
+    def _count(self, conn: Connection, batch: list[Pending]) -> None:
+        """What writing `batch` to `conn` counts (summed up once per batch in a round)."""
+        hub = self.hub
+        hub.record_delivery(conn, batch, hub.wires.shared(batch, "", _delivery_of(hub)))
+        self.session.sent(time.monotonic())
+
+
+def _joined(batch: list[Pending], mode: str) -> bytes:
+    """`batch`'s bytes in `mode` (`Connections.shared`)."""
+    return b"".join([p.rendered.wire(p.variant, mode) for p in batch])
+
+
+def _delivery_of(hub: Hub) -> Callable[[list[Pending], str], Delivered]:
+    return lambda batch, _mode: hub.delivery(batch)

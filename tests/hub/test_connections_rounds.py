@@ -194,3 +194,37 @@ def test_a_tally_added_n_times_is_n_observations_of_each(values: list[float], n:
             one.observe(value)
     assert one.counts == many.counts
     assert one.sum == pytest.approx(many.sum)
+
+
+def test_a_round_writes_every_connection_before_counting_any() -> None:
+    """`after_writes`: what a write counts runs once the round wrote every connection (the
+    last socket does not wait for the others' bookkeeping); a count that fails closes its
+    own connection only; outside a round a count runs at once."""
+    w = wires()
+    seen: list[str] = []
+
+    class Peer(MemoryPeer):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+            self.conn = Connection("USA", "u", "t", Outbox(3, 3), self, id=name)
+
+        def flush(self) -> None:
+            seen.append(f"write {self.name}")
+            w.after_writes(self.conn, self.count)
+
+        def count(self) -> None:
+            seen.append(f"count {self.name}")
+            if self.name == "c1":
+                raise RuntimeError("a bug in counting")
+
+    peers = [Peer(name) for name in ("c0", "c1", "c2")]
+    for peer in peers:
+        w.mark(peer.conn)
+    w.flush()
+    assert sorted(seen[:3]) == ["write c0", "write c1", "write c2"]
+    assert sorted(seen[3:]) == ["count c0", "count c1", "count c2"]
+    assert [peer.closed for peer in peers] == [[], ["internal_error"], []]
+    seen.clear()
+    w.after_writes(peers[0].conn, lambda: seen.append("now"))
+    assert seen == ["now"]
