@@ -16,6 +16,10 @@ Rules a desk relies on:
   check: a restart's replay, another process's item).
 - `observe` sees every item as it is delivered, with its routes; a desk that fails there is
   our bug, logged and counted, never the sender's problem (`Hub._observe`).
+- A desk that keeps state of live items (tracks) may have `restored(items)`: the live items a
+  cluster core restored into its picture at a takeover, once, after the desks' rebuild
+  (`Hub.restored`). They are not delivered: the desk makes its state what it would be had it
+  seen them, and tells only what the dead core did not (deconfliction.py, launch.py).
 """
 
 from __future__ import annotations
