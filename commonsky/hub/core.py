@@ -57,7 +57,7 @@ from .connection import Connection as Connection  # (re-exported: adapters impor
 from .connection import reaches
 from .connections import Connections, Delivered, delivery, record_delivery
 from .deletes import DELETE_TYPE, Deletes
-from .desk import Desk, Recorder
+from .desk import Desk, Recorder, give_restored
 from .directory import Directory, device_callsign
 from .naming import Naming, own_names
 from .outbox import Pending, Rendered, Variant
@@ -162,20 +162,8 @@ class Hub:
             self._checks[category].append(desk)
 
     def restored(self, items: list[Item]) -> None:
-        """Live items a cluster core put into the picture at a takeover, as the dead core
-        held them (cluster/live_kv.py `LiveKeeper.restore`), given to each desk that keeps
-        state of live items (its optional `restored`: hub/desk.py) — not to `observe`: they
-        are not delivered, nothing of them was sent or recorded again. Called once, after
-        the desks' rebuild; a desk that fails on them is our bug, logged and counted."""
-        for desk in self._desks:
-            restored = getattr(desk, "restored", None)
-            if restored is None:
-                continue
-            try:
-                restored(items)
-            except Exception:
-                self.metrics.internal_error("restored")
-                log.exception("desk %s failed on %d restored live items", desk.name, len(items))
+        """Live items a cluster core restored at a takeover, to the desks (`give_restored`)."""
+        give_restored(self._desks, items, self.metrics)
 
     def add_recorder(self, recorder: Recorder) -> None:
         """Have `recorder` record every durable item in the store's transaction, after the
