@@ -184,8 +184,7 @@ class AirspaceDesk:
         changes: list[ConflictChange] = []
         try:
             for item in items:
-                if _screened(item):
-                    self._pending_tracks.pop(item.key, None)
+                if _screened(item):  # (none is pending: a key in the picture is not restored)
                     changes += self._screen_one(item.party, item.uid, item.event, now)
             self.publish(changes)
         finally:
