@@ -45,9 +45,15 @@ class Services:
     party_keys: PartyKeys | None = None
 
     @classmethod
-    def build(cls, hub: Hub, data_dir: Path | None, shared: Shared | None = None) -> Services:
+    def build(cls, hub: Hub, data_dir: Path | None, shared: Shared | None = None,
+              live_follows: bool | None = None) -> Services:  # fmt: skip
         """The desks on `hub`, with the ledger and the parties' keys of `data_dir` — or, for
-        a cluster core (`shared`), of its PostgreSQL database (hub/shared.py)."""
+        a cluster core (`shared`), of its PostgreSQL database (hub/shared.py).
+        `live_follows` (default: a cluster core's): the live items the last core held are
+        restored next (`Hub.restored`), and the deconfliction desk's rebuild ends only then
+        (desks/deconfliction.py)."""
+        if live_follows is None:
+            live_follows = shared is not None
         recorder: LedgerRecorder | None = None
         keys: PartyKeys | None = None
         if shared is not None:
@@ -79,7 +85,7 @@ class Services:
         _rebuild(hub, "hotline", hotline.rebuild)
         airspace = AirspaceDesk(view, hotline)
         hub.add_desk(airspace)
-        _rebuild(hub, "airspace", airspace.rebuild)
+        _rebuild(hub, "airspace", lambda: airspace.rebuild(live_follows=live_follows))
         launch = LaunchDesk(view)
         hub.add_desk(launch)
         _rebuild(hub, "launch", launch.rebuild)

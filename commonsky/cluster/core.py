@@ -328,6 +328,8 @@ class ClusterCore:
             restored = (f"; {got.restored} live items restored ({got.stale} stale, "
                         f"{got.superseded} superseded by a stored item, {got.refused} "
                         "left out)")  # fmt: skip
+        else:
+            self.hub.restored([])  # (none: the desks' rebuild ends all the same)
         await self.picture.load()
         await self.picture.flush()
         strays = await self.picture.drop_strays()

@@ -28,10 +28,17 @@ disclose nothing, and a value a core of this hub did not write there is not beli
 
 A new core, after building its hub from PostgreSQL and before writing the picture bucket,
 puts every record that passes (`read_record`, `LiveKeeper._admit`) into its picture as
-already-applied state (`restore`): nothing is sent to anyone, no desk sees it, nothing is
-recorded. Its picture entries are then written for the parties that may see it under the
-agreements in force now. A record that fails is left out (one line for all of them) and
-deleted with the stale ones.
+already-applied state (`restore`): nothing is sent to anyone, nothing is recorded again. The
+desks are given them too (`Hub.restored`), as the single hub's rule has it — a hub's desks
+are rebuilt from the picture it starts with, and tell only what differs from what was told
+before (the notices stored in PostgreSQL): a single hub starts with no live items, a core
+taking over with the dead core's. So a restored track inside another party's zone is in the
+deconfliction engine at once (a conflict with the next item is found at once, not at the
+track's next report), a conflict the dead core told is not told again, one it never told is
+raised once; a restored threat track is in the warnings desk's index, its warnings taken as
+issued (desks/deconfliction.py, desks/launch.py). Its picture entries are then written for
+the parties that may see it under the agreements in force now. A record that fails is left
+out (one line for all of them) and deleted with the stale ones.
 """
 
 from __future__ import annotations
@@ -222,10 +229,11 @@ class LiveKeeper:
 
     async def restore(self, timeout: float = 5.0) -> Restored:
         """Read the bucket and put each record that passes into the hub's picture, as
-        applied already (module header). Returns the counts; what was not restored is
-        deleted by `drop_strays`. Raises what `read_bucket` raises."""
+        applied already, then give them to the desks (module header). Returns the counts;
+        what was not restored is deleted by `drop_strays`. Raises what `read_bucket` raises."""
         latest, _ = await read_bucket(self.kv, timeout=timeout)
         out = Restored()
+        items: list[Item] = []
         now = self.hub.clock()
         for name, (revision, value) in latest.items():
             if value is None:
@@ -245,7 +253,9 @@ class LiveKeeper:
                 out.superseded += 1
             else:
                 self._place(name, revision, record)
+                items.append(record.item)
                 out.restored += 1
+        self.hub.restored(items)  # (the desks: once, all of them, after their rebuild)
         if out.refused:
             log.warning("core: live bucket: %d records left out (unreadable, or not this hub's); "
                         "the first, %s", out.refused, out.first)  # fmt: skip

@@ -12,10 +12,15 @@ are told of a raised conflict and have a hotline agreement, it also opens a hotl
 both must acknowledge (its text names the conflict, nothing of either item: each party's
 notice says what it may know).
 
-After a restart the engine is rebuilt from the stored picture (`rebuild`): the notices
-already sent are read back, the stored volumes, lines and sites are fed to the engine, and
-only the difference is published — an update where a conflict changed while the hub was
-down, a clearing where it ended.
+After a restart the engine is rebuilt from the picture the hub starts with (`rebuild`): the
+notices already sent are read back, the stored volumes, lines and sites are fed to the engine,
+and only the difference is published — an update where a conflict changed while the hub was
+down, a clearing where it ended. A single hub starts with no live items (never stored), so
+its tracks' conflicts are cleared then and raised again at their next report. A cluster core
+taking over starts with the live items the dead core held as well (cluster/live_kv.py): its
+rebuild waits for them (`rebuild(live_follows=True)`, then `restored`), so a conflict the
+dead core told that still holds is told nothing again, one that ended is cleared, and one
+between restored items it never told is raised, once.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -122,7 +127,7 @@ class AirspaceDesk:
         elif item.category in (Category.AIRSPACE, Category.SITE):
             shape = parsed if isinstance(parsed, Volume | Line | Site) else None
             self.publish(self._upsert(item, self.hub.clock(), shape))
-        elif item.category is Category.TRACK and item.event.type[:3] in OWN_FORCES:
+        elif _screened(item):
             # Tracks update many times a second; screening every update would put the
             # conflict engine on the relay's hot path. The latest state per track is kept and
             # screened once per tick (1 s), well inside a 300 s look-ahead.
@@ -139,20 +144,13 @@ class AirspaceDesk:
             return self.engine.upsert_line(item.party, item.uid, shape, now)
         return self.engine.upsert_site(item.party, item.uid, shape, now)
 
-    def rebuild(self) -> None:
+    def rebuild(self, live_follows: bool = False) -> None:
         """After a restart: the engine fed again from the stored picture, the notices sent
-        before read back, and only what changed meanwhile published."""
+        before read back, and only what changed meanwhile published. `live_follows`: live
+        items restored into the picture come next (`restored`, a cluster core's takeover):
+        the notices not found again are cleared only then."""
         now = self.hub.clock()
-        told: dict[tuple[str, str], Notice] = {}
-        for item in self.hub.held_items():
-            if item.party == HUB and item.event.type == NOTICE_TYPE:
-                notice = stored_notice(item.event)
-                if notice is not None:
-                    key = (notice.conflict_id, notice.recipient)
-                    told[key] = notice
-                    self._last_sent[key] = item.received
-                    if notice.thread:
-                        self.threads[notice.conflict_id] = notice.thread
+        told = self._stored_notices(keep=True)
         changes: list[ConflictChange] = []
         for item in self.hub.held_items():
             if item.party != HUB and item.category in (Category.AIRSPACE, Category.SITE):
@@ -165,11 +163,58 @@ class AirspaceDesk:
         try:
             self.publish(changes)
         finally:
-            self._told = None
+            if not live_follows:
+                self._end_rebuild()
+
+    def restored(self, items: Iterable[Item]) -> None:
+        """Live items a cluster core restored into its picture at a takeover, as the dead
+        core held them (cluster/live_kv.py `LiveKeeper.restore`; nothing of them was sent or
+        recorded again): its own-forces tracks go into the engine at once (screened now,
+        not at the next round), under the rule of a restart's rebuild — what the dead core
+        told and still holds is told nothing again (the notices it stored are compared, not
+        its memory: a notice in PostgreSQL is one a client may hold), what changed is told
+        as an update, a conflict between restored items it never told is raised (once: the
+        engine now holds it). Ends the rebuild `rebuild(live_follows=True)` left open,
+        clearing what was not found again; without one (a rebuild ended already) the
+        notices stored now are compared, and nothing is cleared."""
+        held = self._told is not None
+        if not held:
+            self._told, self._rebuilt = self._stored_notices(keep=False), set()
+        now = self.hub.clock()
+        changes: list[ConflictChange] = []
+        try:
+            for item in items:
+                if _screened(item):  # (none is pending: a key in the picture is not restored)
+                    changes += self._screen_one(item.party, item.uid, item.event, now)
+            self.publish(changes)
+        finally:
+            if held:
+                self._end_rebuild()
+            else:
+                self._told, self._rebuilt = None, set()
+
+    def _end_rebuild(self) -> None:
+        told, self._told = self._told or {}, None
         for key, notice in told.items():
             if key not in self._rebuilt:  # its conflict ended while the hub was down
                 self._send(notice, "cleared")
         self._rebuilt = set()
+
+    def _stored_notices(self, keep: bool) -> dict[tuple[str, str], Notice]:
+        """The notices in the picture as told, by (conflict id, recipient); `keep`: when
+        each was sent and its thread are taken back too (a restart)."""
+        told: dict[tuple[str, str], Notice] = {}
+        for item in self.hub.held_items():
+            if item.party == HUB and item.event.type == NOTICE_TYPE:
+                notice = stored_notice(item.event)
+                if notice is not None:
+                    key = (notice.conflict_id, notice.recipient)
+                    told[key] = notice
+                    if keep:
+                        self._last_sent[key] = item.received
+                        if notice.thread:
+                            self.threads[notice.conflict_id] = notice.thread
+        return told
 
     def tick(self) -> None:
         """Expire what ended (once a second is plenty)."""
@@ -191,22 +236,25 @@ class AirspaceDesk:
         deadline = time.perf_counter() + budget_s
         while self._round and time.perf_counter() < deadline:
             (party, uid), e = self._round.pop()
-            if not e.point.position_known:
-                # Nowhere known: nothing to screen, and its last position no longer holds.
-                self.publish(self.engine.remove(party, uid, now))
-                continue
-            track = Track(
-                lat=e.point.lat,
-                lon=e.point.lon,
-                # CoT's unknown (9999999 or NaN) stays unknown: screened horizontally alone.
-                alt_m=e.point.hae if e.point.hae_known else math.nan,
-                gs_mps=max(0.0, e.speed or 0.0),
-                trk_deg=(e.course or 0.0) % 360.0,
-                vs_mps=0.0,
-                time_s=e.time,
-            )
-            self.publish(self.engine.upsert_track(party, uid, track, now))
+            self.publish(self._screen_one(party, uid, e, now))
         return len(self._round)
+
+    def _screen_one(self, party: str, uid: str, e: CotEvent, now: float) -> list[ConflictChange]:
+        """One track's latest report into the engine; the changes it makes."""
+        if not e.point.position_known:
+            # Nowhere known: nothing to screen, and its last position no longer holds.
+            return self.engine.remove(party, uid, now)
+        track = Track(
+            lat=e.point.lat,
+            lon=e.point.lon,
+            # CoT's unknown (9999999 or NaN) stays unknown: screened horizontally alone.
+            alt_m=e.point.hae if e.point.hae_known else math.nan,
+            gs_mps=max(0.0, e.speed or 0.0),
+            trk_deg=(e.course or 0.0) % 360.0,
+            vs_mps=0.0,
+            time_s=e.time,
+        )
+        return self.engine.upsert_track(party, uid, track, now)
 
     # ---- output -------------------------------------------------------------------------
 
@@ -372,6 +420,16 @@ class AirspaceDesk:
                 record["thread"] = self.threads.get(cid)
                 out.append(record)
         return out
+
+
+def _screened(item: Item) -> bool:
+    """Whether `item` is a track of a party's own forces (screened against the others)."""
+    return (
+        item.party != HUB
+        and item.category is Category.TRACK
+        and item.event.type[:3] in OWN_FORCES
+        and not is_deleted(item.event)
+    )
 
 
 def across_the_line(conflict: Conflict) -> Conflict:

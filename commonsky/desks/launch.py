@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -201,6 +201,30 @@ class LaunchDesk:
         for _party, alert in outcome.alerts:  # already told before the restart
             self.alerts[alert.identifier] = alert
         self.reports_settled += outcome.reports
+
+    def restored(self, items: Iterable[Item]) -> None:
+        """Live items a cluster core restored into its picture at a takeover, as the dead
+        core held them (cluster/live_kv.py): its threat tracks are indexed, as their report
+        would have indexed them, and the issuers' warnings brought to the present with them
+        silently, as `rebuild` does — the dead core stepped its warnings every second with
+        these tracks (the CAP streams' identifiers are made from names only: a warning issued
+        again would be the same message twice), so the CAP feed holds them again and what
+        follows (an update, the all-clear) is told from there."""
+        found = False
+        for item in items:
+            if not is_deleted(item.event) and _threat_kind(item) is not None:
+                self._threats[item.key] = None
+                found = True
+        if not found or not self.issuers:
+            return
+        threats = {party: self.threats_for(party) for party in self.issuers}
+        try:
+            alerts = self.core.step(self.hub.clock(), None, threats)
+        except Exception:  # our bug: the core serves all the same
+            log.exception("bringing the warnings to the restored threat tracks failed")
+            return
+        for _party, alert in alerts:  # (told before the takeover)
+            self.alerts[alert.identifier] = alert
 
     def check(self, party: str, event: CotEvent) -> LaunchReport | None:
         """A report that does not read is refused; the report read is `observe`'s (the hub

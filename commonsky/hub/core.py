@@ -57,7 +57,7 @@ from .connection import Connection as Connection  # (re-exported: adapters impor
 from .connection import reaches
 from .connections import Connections, Delivered, delivery, record_delivery
 from .deletes import DELETE_TYPE, Deletes
-from .desk import Desk, Recorder
+from .desk import Desk, Recorder, give_restored
 from .directory import Directory, device_callsign
 from .naming import Naming, own_names
 from .outbox import Pending, Rendered, Variant
@@ -160,6 +160,10 @@ class Hub:
         self._desks.append(desk)
         for category in desk.categories:
             self._checks[category].append(desk)
+
+    def restored(self, items: list[Item]) -> None:
+        """Live items a cluster core restored at a takeover, to the desks (`give_restored`)."""
+        give_restored(self._desks, items, self.metrics)
 
     def add_recorder(self, recorder: Recorder) -> None:
         """Have `recorder` record every durable item in the store's transaction, after the

@@ -16,18 +16,25 @@ Rules a desk relies on:
   check: a restart's replay, another process's item).
 - `observe` sees every item as it is delivered, with its routes; a desk that fails there is
   our bug, logged and counted, never the sender's problem (`Hub._observe`).
+- A desk that keeps state of live items (tracks) may have `restored(items)`: the live items a
+  cluster core restored into its picture at a takeover, once, after the desks' rebuild
+  (`Hub.restored`). They are not delivered: the desk makes its state what it would be had it
+  seen them, and tells only what the dead core did not (deconfliction.py, launch.py).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from commonsky.metrics import Metrics
 from commonsky.model import Category, CotEvent, Disclosure, Item
 from commonsky.store import HotlineRow, Store
 
 Routes = dict[str, Disclosure]
+log = logging.getLogger("commonsky.hub")
 
 
 class Desk(Protocol):
@@ -84,3 +91,20 @@ class DeskRows(Protocol):
     ) -> list[tuple[int, bytes]]: ...
     def meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
+
+
+def give_restored(desks: list[Desk], items: list[Item], metrics: Metrics) -> None:
+    """`Hub.restored`: the live items a cluster core put into its picture at a takeover, as
+    the dead core held them (cluster/live_kv.py `LiveKeeper.restore`), given to each desk that
+    keeps state of live items (its optional `restored`, module rules) — once, after the
+    desks' rebuild. A desk that fails on them is our bug: logged and counted
+    (`internal_error("restored")`), the core serves all the same."""
+    for desk in desks:
+        restored = getattr(desk, "restored", None)
+        if restored is None:
+            continue
+        try:
+            restored(items)
+        except Exception:
+            metrics.internal_error("restored")
+            log.exception("desk %s failed on %d restored live items", desk.name, len(items))

@@ -342,3 +342,70 @@ async def test_whatever_the_live_bucket_holds_a_core_starts_and_restores_the_res
     assert await records(live) == {good_name}  # (the rest deleted)
     for client in (usa, rus, late):
         await client.close()
+
+
+def zone(uid: str, now: float) -> bytes:
+    """An operating area (a TAK drawing with its extent: lon 38–39, lat 34–35, 0–10,000 m),
+    valid two hours."""
+    ring = [(38.0, 34.0), (39.0, 34.0), (39.0, 35.0), (38.0, 35.0), (38.0, 34.0)]
+    links = "".join(f'<link point="{lat},{lon}"/>' for lon, lat in ring)
+    return (
+        f'<event version="2.0" uid="{uid}" type="u-d-f" time="{format_time(now)}" '
+        f'start="{format_time(now)}" stale="{format_time(now + 7200)}" how="h-e">'
+        '<point lat="34" lon="38" hae="0" ce="10" le="10"/><detail>'
+        f'{links}<csky_airspace kind="operating-area" floor_m="0" ceiling_m="10000" '
+        f'start="{now}" end="{now + 7200}"/></detail></event>'
+    ).encode()
+
+
+def fighter(uid: str, now: float, lon: float, course: float) -> bytes:
+    """A fighter at 34.5° N, 5,000 m, 250 m/s on `course`."""
+    return (
+        f'<event version="2.0" uid="{uid}" type="a-f-A-M-F" time="{format_time(now)}" '
+        f'start="{format_time(now)}" stale="{format_time(now + 600)}" how="m-g">'
+        f'<point lat="34.5" lon="{lon}" hae="5000" ce="10" le="10"/><detail>'
+        f'<contact callsign="{uid}"/><track speed="250" course="{course}"/></detail></event>'
+    ).encode()
+
+
+def notices(client: Client) -> list[bytes]:
+    return [event for event in client.events if b'type="t-x-csky-conflict"' in event]
+
+
+async def test_a_restored_track_is_in_the_deconfliction_engine_at_once(
+    cluster: Cluster, nc: Nats, cluster_name: str
+) -> None:
+    """A track restored at a takeover is known to the deconfliction desk (desks/
+    deconfliction.py `restored`): another party's new track head-on with it raises a
+    conflict at the next screening, without the restored track reporting again; and the
+    conflict the dead core told between it and a zone is neither cleared nor told again.
+    (Before, the new core's rebuild cleared that conflict, and the head-on one went unfound
+    until the restored track reported again.) tests/cluster/test_desk_restore.py has the
+    rest, on one in-memory hub."""
+    first = await cluster.core()
+    standby = await cluster.core(wait=False)
+    _, a = await cluster.edge()
+    usa = await Client("USA", a["USA"]).connect()
+    rus = await Client("RUS", a["RUS"]).connect()
+    now = time.time()
+    await usa.send(zone("US-ZONE", now))  # (to RUS: us-ru, airspace)
+    await until(lambda: rus.got("US-ZONE") >= 1, "RUS sees USA's zone")
+    # RUS's fighter 20 km west of it, heading in (RUS's tracks reach USA: ru-us): a conflict
+    # whose figures are its report's, whenever it is screened.
+    await rus.send(fighter("RU-SU35", now, 37.8, 90.0))
+    await until(lambda: len(notices(rus)) >= 1 and len(notices(usa)) >= 1,
+                "both told of the fighter heading into the zone")  # fmt: skip
+    live = await nc.jetstream().key_value(f"{cluster_name}_live")
+    await holds(live, ("RUS", "RU-SU35"))
+    first.kill()
+    await standby.wait_log(r"cluster core \S+ serving")
+    await usa.send(fighter("US-F22", time.time(), 38.6, 270.0))  # head-on with RU-SU35
+    await until(lambda: rus.got("track-track") >= 1,
+                "RUS told of USA's fighter head-on with its restored one")  # fmt: skip
+    assert "1 live items restored" in standby.text(), standby.text()[-3000:]
+    told = notices(rus)
+    assert len(told) == 2, told  # (the zone's, once, before the kill; the head-on one)
+    assert b"track-volume" in told[0] and b"track-track" in told[1]
+    assert not any(b'state="cleared"' in n for n in told + notices(usa))
+    for client in (usa, rus):
+        await client.close()

@@ -53,7 +53,9 @@ def make_world(
     server: dict[str, Any] | None = None,
     countries: dict[str, str] | None = None,
     now: float = T0,
+    live_follows: bool = False,
 ) -> World:
+    """`live_follows`: a cluster core's takeover, live items restored next (`Hub.restored`)."""
     config = config_from_dict(
         {
             "server": {"data_dir": str(tmp_path), **(server or {})},
@@ -69,7 +71,7 @@ def make_world(
     hub = Hub(
         Policy(config.parties, config.agreements), store, config.settings, b"s" * 32, clock=clock
     )
-    services = Services.build(hub, tmp_path)
+    services = Services.build(hub, tmp_path, live_follows=live_follows)
     outboxes, conns = {}, {}
     for party in parties:
         outboxes[party] = Outbox(10_000, 10_000)
