@@ -1,5 +1,6 @@
 """Connecting to NATS and making the cluster's stream and buckets (idempotent: every process
-of a cluster calls these at start; the first one creates, the others find)."""
+of a cluster calls these at start; the first one creates, the others find — and check what
+they find, js_shape.py: one made otherwise than the cluster relies on stops the start)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from commonsky.errors import UsageError
 
 from .config import ClusterSettings, credential_options
+from .js_shape import bucket_refusal, bucket_wrongs, stream_refusal, stream_wrongs
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -302,15 +304,21 @@ def give_up_s(cluster: ClusterSettings) -> float:
 
 async def ensure_stream(js: JetStreamContext, names: Names) -> None:
     """The inbound stream: a work queue (a message is gone once the core acknowledged it),
-    on disk, deduplicated by `Nats-Msg-Id` within DUPLICATE_WINDOW_S."""
+    on disk, deduplicated by `Nats-Msg-Id` within DUPLICATE_WINDOW_S. Made when missing;
+    one found is checked and used as it is, or refused: JetStreamMismatch (one line; the
+    rules and their sources: js_shape.py). Nothing found is changed."""
     from nats.js.api import RetentionPolicy, StorageType, StreamConfig
     from nats.js.errors import NotFoundError
 
     try:
-        await js.stream_info(names.stream)
-        return
+        info = await js.stream_info(names.stream)
     except NotFoundError:
         pass
+    else:
+        wrongs = stream_wrongs(info.config, names.inbound, DUPLICATE_WINDOW_S)
+        if wrongs:
+            raise stream_refusal(names.name, names.stream, wrongs)
+        return
     await js.add_stream(
         StreamConfig(
             name=names.stream,
@@ -323,22 +331,37 @@ async def ensure_stream(js: JetStreamContext, names: Names) -> None:
 
 
 async def picture_bucket(js: JetStreamContext, names: Names) -> KeyValue:
-    """The picture bucket (one value per key: the latest)."""
-    from nats.js.api import KeyValueConfig, StorageType
-
-    return await js.create_key_value(
-        config=KeyValueConfig(bucket=names.picture, history=1, storage=StorageType.FILE)
-    )
+    """The picture bucket (one value per key: the latest). Made when missing, else checked
+    (`_bucket`)."""
+    return await _bucket(js, names, names.picture)
 
 
 async def live_bucket(js: JetStreamContext, names: Names) -> KeyValue:
     """The live bucket (live_kv.py; one value per key, the latest): made and read by cores
-    only — an edge's NATS user may not (docs/nats-permissions.conf)."""
-    from nats.js.api import KeyValueConfig, StorageType
+    only — an edge's NATS user may not (docs/nats-permissions.conf). Made when missing, else
+    checked (`_bucket`)."""
+    return await _bucket(js, names, names.live)
 
-    return await js.create_key_value(
-        config=KeyValueConfig(bucket=names.live, history=1, storage=StorageType.FILE)
-    )
+
+async def _bucket(js: JetStreamContext, names: Names, bucket: str) -> KeyValue:
+    """The KV bucket `bucket`: on disk, one message per key, no TTL. One found is checked
+    (js_shape.py `bucket_wrongs`) and used as it is, whatever else it sets (replicas,
+    direct get, …), or refused: JetStreamMismatch (one line), nothing changed. (nats-py's
+    `create_key_value` of an existing bucket is the server's create: it fails on any
+    difference at all, "stream name already in use with a different configuration".)"""
+    from nats.js.api import KeyValueConfig, StorageType
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(f"KV_{bucket}")
+    except NotFoundError:
+        return await js.create_key_value(
+            config=KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
+        )
+    wrongs = bucket_wrongs(info.config)
+    if wrongs:
+        raise bucket_refusal(names.name, bucket, wrongs)
+    return await js.key_value(bucket)
 
 
 async def end_watch(kv: KeyValue, watcher: Any) -> None:
