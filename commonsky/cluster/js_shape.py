@@ -44,6 +44,28 @@ Buckets `<name>_picture`, `<name>_live` (streams `KV_<bucket>`):
 - no TTL (the stream's max age; editable): an entry that expires is an item a late joiner
   or the next core never gets.
 
+Bucket `<name>_hub` (identity.py: the hub the cluster's name is bound to):
+- storage `file` and no TTL, as above: a binding lost (a nats-server restart, an expiry)
+  leaves the name free for another hub's core until the next takeover binds it again.
+- history is not checked: `bound_hub` reads the latest value and `bind_name` is a KV
+  `create`, which a kept history changes nothing of.
+
+Bucket `<name>_lease` (lease.py; nothing durable in it: a holder's entry, which lives the
+bucket's TTL unless renewed):
+- TTL (the stream's max age; editable) equal to `[cluster] lease_ttl_s`: the lease's length
+  is the bucket's (lease.py sets no TTL of its own per entry), and a holder renews every
+  lease_ttl_s/3 and gives up once its own lease_ttl_s nearly passed. Against a shorter TTL
+  its entry expires between two renewals, a standby's `create` wins, and the holder goes on
+  applying until its next renewal fails: two cores at once. A longer one only delays a
+  takeover, but a bucket unlike the configuration means processes of the cluster disagree
+  on it, so any difference is refused (a millisecond of rounding aside). The fix is not an
+  edit in place while cores run on the old value: every process stopped, then the bucket
+  removed (the next core makes it again) or `lease_ttl_s` set back.
+- storage `file`: a memory bucket loses the holder's entry at a nats-server restart, and a
+  standby's `create` can win before the holder's next renewal finds out (two cores).
+- history is not checked: renewals and releases name the revision they follow, and `create`
+  after a release takes the delete marker into account (nats-py `KeyValue.create`).
+
 Anything else (replicas, description, size limits of a bucket, direct get, …) is kept as
 found.
 """
@@ -114,15 +136,35 @@ def stream_wrongs(config: StreamConfig, inbound: str, window_s: float) -> list[W
     return wrongs
 
 
-def bucket_wrongs(config: StreamConfig) -> list[Wrong]:
-    """What is wrong with a picture or live bucket's stream `config`; [] when it will do."""
+def bucket_wrongs(config: StreamConfig, history: bool = True) -> list[Wrong]:
+    """What is wrong with a picture or live bucket's stream `config` (`history`: checked;
+    False for the identity bucket); [] when it will do."""
     wrongs: list[Wrong] = []
     if _value(config.storage) != "file":
         wrongs.append(Wrong("storage", repr(_value(config.storage)), "'file'", False))
-    if config.max_msgs_per_subject != 1:
+    if history and config.max_msgs_per_subject != 1:
         wrongs.append(Wrong("history", str(config.max_msgs_per_subject), "1", True))
     if config.max_age:
         wrongs.append(Wrong("ttl", _seconds(config.max_age), "0, none", True))
+    return wrongs
+
+
+#: How far the lease bucket's TTL may be from `lease_ttl_s` (seconds): the server keeps
+#: nanoseconds, nats-py converts floats.
+_TTL_SLACK_S = 0.001
+
+
+def lease_wrongs(config: StreamConfig, ttl_s: float) -> list[Wrong]:
+    """What is wrong with the lease bucket's stream `config` for processes whose
+    `lease_ttl_s` is `ttl_s` seconds; [] when it will do."""
+    wrongs: list[Wrong] = []
+    if _value(config.storage) != "file":
+        wrongs.append(Wrong("storage", repr(_value(config.storage)), "'file'", False))
+    found = config.max_age or 0.0
+    if abs(found - ttl_s) > _TTL_SLACK_S:
+        said = _seconds(found) if found else "0 (none)"
+        needed = f"{_seconds(ttl_s)}, as $.cluster.lease_ttl_s says"
+        wrongs.append(Wrong("ttl", said, needed, True))
     return wrongs
 
 
@@ -145,6 +187,18 @@ def bucket_refusal(cluster: str, bucket: str, wrongs: list[Wrong]) -> JetStreamM
     else:
         fix = (f"stop the cluster's processes and remove it with `nats kv rm {bucket}` (its "
                "entries are lost), then start them again")  # fmt: skip
+    return _refusal(cluster, what, wrongs, fix)
+
+
+def lease_refusal(cluster: str, bucket: str, wrongs: list[Wrong]) -> JetStreamMismatch:
+    """The one line for the lease bucket `bucket` of cluster `cluster` found `wrongs`. Not an
+    edit in place: a core still running on the bucket's TTL would hold the lease by other
+    rules than a new one; when the TTL alone differs, setting it back is offered too."""
+    what = f"NATS KV bucket {bucket}"
+    fix = (f"stop every process of the cluster, remove it with `nats kv rm {bucket}` (it "
+           "holds nothing durable: the next core makes it again) and start them again")  # fmt: skip
+    if len(wrongs) == 1 and wrongs[0].field == "ttl" and wrongs[0].found.endswith(" s"):
+        fix += f", or set $.cluster.lease_ttl_s back to {wrongs[0].found.removesuffix(' s')}"
     return _refusal(cluster, what, wrongs, fix)
 
 
