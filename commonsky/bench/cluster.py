@@ -201,10 +201,13 @@ class Cluster:
         return process, ports
 
     def stop(self) -> None:
-        """Every process stopped, then the ports they held given back."""
-        for process in self.processes:
-            process.stop()
-        self.held.close()
+        """Every process stopped, then the ports they held given back (also when stopping
+        one raised: a test's ports are not left held for the rest of the session)."""
+        try:
+            for process in self.processes:
+                process.stop()
+        finally:
+            self.held.close()
 
 
 def track(uid: str, now: float, lat: float = 30.0, stale_s: float = 600) -> bytes:

@@ -141,10 +141,10 @@ class ClusterCore:
         self.store: PostgresStore = hub.store  # type: ignore[assignment]
         # (`live`: the live bucket; None: live items are this core's alone, as before it.)
         self.keeper = LiveKeeper(hub, live, names.live) if live is not None else None
-        acks = StreamAcks(nc)
-        self.acks = acks if stream is None else None
-        self.picture = PictureWriter(hub, kv, hub.clock, stream or acks, names.picture,
-                                     self.keeper)  # fmt: skip
+        self.acks: StreamAcks | None = None  # (made only when no `stream` is given)
+        if stream is None:
+            stream = self.acks = StreamAcks(nc)
+        self.picture = PictureWriter(hub, kv, hub.clock, stream, names.picture, self.keeper)
         # (Old delete markers of both buckets removed now and then: markers.py.)
         buckets = [(names.picture, kv)] + ([(names.live, live)] if live is not None else [])
         self.markers = Sweeper(js, buckets)

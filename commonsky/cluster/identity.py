@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from commonsky.errors import UsageError
 
+from .nats_io import identity_bucket
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -26,10 +27,9 @@ _KEY = "hub_id"
 
 
 async def _bucket(js: JetStreamContext, names: Names) -> KeyValue:
-    from nats.js.api import KeyValueConfig, StorageType
-
-    config = KeyValueConfig(bucket=names.identity, history=1, storage=StorageType.FILE)
-    return await js.create_key_value(config=config)
+    """The bucket `<name>_hub`, made when missing; one found in memory or with a TTL (the
+    binding could vanish) raises JetStreamMismatch, one line (nats_io.identity_bucket)."""
+    return await identity_bucket(js, names)
 
 
 async def bound_hub(js: JetStreamContext, names: Names) -> str | None:

@@ -76,7 +76,7 @@ class LeaseKeeper:
         )
         try:
             lease = Lease(nc.jetstream(), bucket=self.bucket, holder=self.holder,
-                          ttl_s=self.cluster.lease_ttl_s)  # fmt: skip
+                          ttl_s=self.cluster.lease_ttl_s, cluster=self.cluster.name)  # fmt: skip
             ready = self.ready
 
             async def usable() -> bool:

@@ -37,18 +37,20 @@ _MARGIN = 0.2
 
 
 class Lease:
-    """One contender for `key` in the KV bucket `bucket` (created with `max_age = ttl_s`).
+    """One contender for `key` in the KV bucket `bucket` (created with `max_age = ttl_s`;
+    found with another, refused: `_bucket`).
 
     `holder` names this process in the entry (for operators: `nats kv get`). Not
     thread-safe; one task calls acquire, then hold, then release."""
 
-    def __init__(
-        self, js: JetStreamContext, *, bucket: str, key: str = "core", holder: str, ttl_s: float
-    ) -> None:
+    def __init__(self, js: JetStreamContext, *, bucket: str, key: str = "core", holder: str,
+                 ttl_s: float, cluster: str = "") -> None:  # fmt: skip
         if ttl_s < 1.0:
             raise ValueError("a lease's ttl_s must be at least 1 second")
         self._js = js
         self.bucket = bucket
+        # (the cluster's name, for a refusal's line; default: the bucket's, `<name>_lease`)
+        self.cluster = cluster or bucket.removesuffix("_lease")
         self.key = key
         self.holder = holder
         self.ttl_s = ttl_s
@@ -63,13 +65,13 @@ class Lease:
         return self.epoch != 0 and not self.lost.is_set()
 
     async def _bucket(self) -> KeyValue:
+        """The bucket, made when missing; one found with another TTL (another run's
+        lease_ttl_s) or in memory raises JetStreamMismatch (one line: nats_io.lease_bucket):
+        renewing on `ttl_s` against another TTL could lose the lease unawares."""
         if self._kv is None:
-            from nats.js.api import KeyValueConfig, StorageType
+            from .nats_io import lease_bucket
 
-            config = KeyValueConfig(
-                bucket=self.bucket, history=1, ttl=self.ttl_s, storage=StorageType.FILE
-            )
-            self._kv = await self._js.create_key_value(config=config)
+            self._kv = await lease_bucket(self._js, self.cluster, self.bucket, self.ttl_s)
         return self._kv
 
     async def try_acquire(self) -> bool:

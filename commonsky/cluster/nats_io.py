@@ -1,24 +1,37 @@
 """Connecting to NATS and making the cluster's stream and buckets (idempotent: every process
-of a cluster calls these at start; the first one creates, the others find)."""
+of a cluster calls these at start; the first one creates, the others find — and check what
+they find, js_shape.py: one made otherwise than the cluster relies on stops the start)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from commonsky.errors import UsageError
 
 from .config import ClusterSettings, credential_options
+from .js_shape import (
+    JetStreamMismatch,
+    Wrong,
+    bucket_refusal,
+    bucket_wrongs,
+    lease_refusal,
+    lease_wrongs,
+    stream_refusal,
+    stream_wrongs,
+)
 from .wire import Names
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js import JetStreamContext
+    from nats.js.api import KeyValueConfig, StreamConfig
     from nats.js.kv import KeyValue
 
 log = logging.getLogger("commonsky.cluster")
@@ -37,6 +50,8 @@ logging.getLogger("asyncio").addFilter(_QuietSslEof())
 #: How long JetStream remembers a message id to drop a second publish of it (seconds): an
 #: edge retries a publish whose acknowledgement it did not get within this.
 DUPLICATE_WINDOW_S = 120.0
+#: The JetStream error code of a create whose name is taken by another configuration.
+_IN_USE = 10058
 #: Seconds one try of a NATS connection may take (TCP, TLS, the server's INFO).
 CONNECT_TIMEOUT_S = 3.0
 
@@ -302,15 +317,21 @@ def give_up_s(cluster: ClusterSettings) -> float:
 
 async def ensure_stream(js: JetStreamContext, names: Names) -> None:
     """The inbound stream: a work queue (a message is gone once the core acknowledged it),
-    on disk, deduplicated by `Nats-Msg-Id` within DUPLICATE_WINDOW_S."""
+    on disk, deduplicated by `Nats-Msg-Id` within DUPLICATE_WINDOW_S. Made when missing;
+    one found is checked and used as it is, or refused: JetStreamMismatch (one line; the
+    rules and their sources: js_shape.py). Nothing found is changed."""
     from nats.js.api import RetentionPolicy, StorageType, StreamConfig
     from nats.js.errors import NotFoundError
 
     try:
-        await js.stream_info(names.stream)
-        return
+        info = await js.stream_info(names.stream)
     except NotFoundError:
         pass
+    else:
+        wrongs = stream_wrongs(info.config, names.inbound, DUPLICATE_WINDOW_S)
+        if wrongs:
+            raise stream_refusal(names.name, names.stream, wrongs)
+        return
     await js.add_stream(
         StreamConfig(
             name=names.stream,
@@ -323,22 +344,74 @@ async def ensure_stream(js: JetStreamContext, names: Names) -> None:
 
 
 async def picture_bucket(js: JetStreamContext, names: Names) -> KeyValue:
-    """The picture bucket (one value per key: the latest)."""
-    from nats.js.api import KeyValueConfig, StorageType
-
-    return await js.create_key_value(
-        config=KeyValueConfig(bucket=names.picture, history=1, storage=StorageType.FILE)
-    )
+    """The picture bucket (one value per key: the latest). Made when missing, else checked
+    (`_bucket`, js_shape.py `bucket_wrongs`)."""
+    return await _bucket(js, _kv_config(names.picture), bucket_wrongs,
+                         functools.partial(bucket_refusal, names.name, names.picture))  # fmt: skip
 
 
 async def live_bucket(js: JetStreamContext, names: Names) -> KeyValue:
     """The live bucket (live_kv.py; one value per key, the latest): made and read by cores
-    only — an edge's NATS user may not (docs/nats-permissions.conf)."""
+    only — an edge's NATS user may not (docs/nats-permissions.conf). Made when missing, else
+    checked (`_bucket`, js_shape.py `bucket_wrongs`)."""
+    return await _bucket(js, _kv_config(names.live), bucket_wrongs,
+                         functools.partial(bucket_refusal, names.name, names.live))  # fmt: skip
+
+
+async def identity_bucket(js: JetStreamContext, names: Names) -> KeyValue:
+    """The bucket binding the cluster's name to a hub (identity.py), cores only. Made when
+    missing, else checked (`_bucket`, js_shape.py `bucket_wrongs` but its history)."""
+    return await _bucket(js, _kv_config(names.identity),
+                         functools.partial(bucket_wrongs, history=False),
+                         functools.partial(bucket_refusal, names.name, names.identity))  # fmt: skip
+
+
+async def lease_bucket(js: JetStreamContext, cluster: str, bucket: str, ttl_s: float) -> KeyValue:
+    """The lease bucket `bucket` of cluster `cluster` (lease.py), whose entries live `ttl_s`
+    seconds (`[cluster] lease_ttl_s`) unless renewed. Made when missing, else checked
+    (`_bucket`, js_shape.py `lease_wrongs`: a bucket of another TTL, made by a run with
+    another lease_ttl_s, is refused)."""
+    return await _bucket(js, _kv_config(bucket, ttl_s),
+                         functools.partial(lease_wrongs, ttl_s=ttl_s),
+                         functools.partial(lease_refusal, cluster, bucket))  # fmt: skip
+
+
+def _kv_config(bucket: str, ttl_s: float | None = None) -> KeyValueConfig:
+    """A bucket as the cluster makes it: on disk, one message per key, `ttl_s` (None: no
+    TTL)."""
     from nats.js.api import KeyValueConfig, StorageType
 
-    return await js.create_key_value(
-        config=KeyValueConfig(bucket=names.live, history=1, storage=StorageType.FILE)
-    )
+    return KeyValueConfig(bucket=bucket, history=1, ttl=ttl_s, storage=StorageType.FILE)
+
+
+async def _bucket(js: JetStreamContext, config: KeyValueConfig,
+                  wrongs: Callable[[StreamConfig], list[Wrong]],
+                  refusal: Callable[[list[Wrong]], JetStreamMismatch]) -> KeyValue:  # fmt: skip
+    """The KV bucket `config.bucket`: made as `config` when missing; one found is checked
+    (`wrongs` of its stream's config) and used as it is, whatever else it sets (replicas,
+    direct get, …), or refused: `refusal(wrongs)` raised (JetStreamMismatch, one line),
+    nothing changed. (nats-py's `create_key_value` of an existing bucket is the server's
+    create: it fails on any difference at all, "stream name already in use with a different
+    configuration", err_code 10058 — also when another process made it otherwise between
+    the look-up and the create: it is looked up again then.)"""
+    from nats.js.errors import BadRequestError, NotFoundError
+
+    bucket = str(config.bucket)
+    for last in (False, True):
+        try:
+            info = await js.stream_info(f"KV_{bucket}")
+        except NotFoundError:
+            try:
+                return await js.create_key_value(config=config)
+            except BadRequestError as exc:
+                if last or exc.err_code != _IN_USE:
+                    raise
+                continue  # (made meanwhile: checked as found)
+        found = wrongs(info.config)
+        if found:
+            raise refusal(found)
+        break
+    return await js.key_value(bucket)
 
 
 async def end_watch(kv: KeyValue, watcher: Any) -> None:

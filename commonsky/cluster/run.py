@@ -44,7 +44,14 @@ from .edge import EdgeHub, EdgeLink
 from .edge_http import EdgeHttp
 from .edge_marti import EdgeTakHttp, tak_faces
 from .forward import Forwarder
-from .nats_io import connect, ensure_stream, live_bucket, picture_bucket, starting
+from .nats_io import (
+    connect,
+    ensure_stream,
+    lease_bucket,
+    live_bucket,
+    picture_bucket,
+    starting,
+)
 from .stream_acks import StreamAcks
 from .wire import Names
 
@@ -193,6 +200,8 @@ async def _serve_core(
             await ensure_stream(js, names)
             kv = await picture_bucket(js, names)
             live = await live_bucket(js, names)
+            # (checked here, at start: a bucket of another TTL is refused before standing by)
+            await lease_bucket(js, names.name, names.lease, cluster.lease_ttl_s)
     except BaseException:
         await nc.close()
         raise
