@@ -17,6 +17,13 @@ believes"):
   each edge publish only on its own subjects (docs/nats-permissions.conf), an edge cannot
   speak for another edge's clients. An Ingest's id starts with its edge's name (`bad_id`): the id is
   the exactly-once key (`commonsky_applied`), which one edge must not spend for another.
+- Text: the envelope's own strings (edge, message id, connection, user, a client's listener,
+  address, devices, unread keys) hold no character XML 1.0 cannot carry (`bad_text`,
+  `protocol/bounds.XML_IMPOSSIBLE`): they go into PostgreSQL (the applied ids, the callsign
+  directory), which refuses NUL in text, and into log lines. Without it a message id with NUL
+  failed the core's batch at its first query, on every core that took the lease after it
+  (a message that stops every core; found by the property test in test_trust_core.py). The
+  event's own text is `check_event`'s, in `Hub.accept`, as for any client.
 - Party: a declared `[[party]]` (`unknown_party`), never the hub's own `HUB` (`hub_party`:
   the originator of the hub's notices, receipts and fused events, which a client must not
   write as).
@@ -45,6 +52,7 @@ import msgspec
 
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB
+from commonsky.protocol.bounds import XML_IMPOSSIBLE
 from commonsky.protocol.cot import XmlLimits, check_detail, check_uid
 from commonsky.settings import Settings
 
@@ -83,6 +91,7 @@ REASONS = (
     "empty_type",
     "bad_detail",
     "party_mismatch",
+    "bad_text",
 )
 
 
@@ -141,6 +150,12 @@ class Checks:
         if subject != self.names.ingest(edge):
             raise Untrusted("wrong_subject", edge[:80],
                             f"names edge {edge[:80]!r} but came on {subject[:120]!r}")  # fmt: skip
+        if isinstance(envelope, Ingest):
+            _plain(edge, envelope.id, edge, envelope.conn, envelope.user, envelope.mode)
+        elif isinstance(envelope, Detach):
+            _plain(edge, edge, envelope.conn)
+        else:
+            _plain(edge, edge, *envelope.unread)
         if isinstance(envelope, Detach):
             return
         if isinstance(envelope, Attach):
@@ -167,6 +182,8 @@ class Checks:
     def client(self, edge: str, info: ConnInfo) -> None:
         """Raises Untrusted unless the client `info` (an Attach's, a roster's) has a declared
         party other than HUB and a wire form the core knows."""
+        _plain(edge, info.conn, info.user, info.listener, info.address, info.mode,
+               *info.devices, *info.devices.values())  # fmt: skip
         self._party(edge, info.party)
         if info.mode not in CLIENT_MODES:
             raise Untrusted("unknown_mode", edge, f"client wire form {info.mode[:40]!r}")
@@ -223,3 +240,14 @@ def agrees(envelope: Ingest | Attach, known: str | None) -> None:
             envelope.edge,
             f"connection {conn[:80]!r} is {known}'s (its Attach), not {party[:40]!r}",
         )
+
+
+def _plain(edge: str, *texts: str) -> None:
+    """Raises Untrusted (`bad_text`) if any of `texts` holds a character XML cannot carry
+    (module docstring, "Text"); the edge named in it is shown with such characters escaped."""
+    found = XML_IMPOSSIBLE.search("\n".join(texts))
+    if found is not None:
+        shown = XML_IMPOSSIBLE.sub(lambda c: f"\\x{ord(c.group()):02x}", edge[:80])
+        raise Untrusted("bad_text", shown, f"character U+{ord(found.group()):04X} in the "
+                        "message's own text (id, edge, connection, user or a client's "
+                        "details): not storable, not carried in XML")  # fmt: skip

@@ -87,6 +87,26 @@ ROWS: list[Row] = [
     ("an id of another edge", lambda: (SUBJECT, encode(ingest(id="other.1.1"))), "bad_id"),
     ("an empty id", lambda: (SUBJECT, encode(ingest(id=""))), "bad_id"),
     ("a huge id", lambda: (SUBJECT, encode(ingest(id=f"{EDGE}." + "9" * 600))), "bad_id"),
+    ("an id with NUL", lambda: (SUBJECT, encode(ingest(id=f"{EDGE}.\x00.1"))), "bad_text"),
+    ("a user with an escape", lambda: (SUBJECT, encode(ingest(user="u\x1b[2J"))), "bad_text"),
+    ("a connection with NUL", lambda: (SUBJECT, encode(ingest(conn="c\x00"))), "bad_text"),
+    ("a Detach with NUL", lambda: (SUBJECT, encode(Detach(EDGE, "c\x00"))), "bad_text"),
+    (
+        "an Attach with a NUL callsign",
+        lambda: (SUBJECT, encode(attach(devices={"ANDROID-1": "RED\x00"}))),
+        "bad_text",
+    ),
+    (
+        "an Attach with a NUL device uid",
+        lambda: (SUBJECT, encode(attach(devices={"A\x00": "RED"}))),
+        "bad_text",
+    ),
+    ("an Attach from a NUL address", lambda: (SUBJECT, encode(attach(address="\x00"))), "bad_text"),
+    (
+        "an Attach with a NUL unread key",
+        lambda: (SUBJECT, encode(Attach(EDGE, INFO, 7, ["k\x00"]))),
+        "bad_text",
+    ),
     ("an undeclared party", lambda: (SUBJECT, encode(ingest(party="XXX"))), "unknown_party"),
     ("an empty party", lambda: (SUBJECT, encode(ingest(party=""))), "unknown_party"),
     ("the hub's own identity", lambda: (SUBJECT, encode(ingest(party="HUB"))), "hub_party"),
@@ -153,6 +173,17 @@ def test_each_check(name: str, make: Callable[[], tuple[str, bytes]], reason: st
     assert reason in REASONS
     # The line names the edge (the one the message names, or its subject's).
     assert refused.value.edge in (EDGE, "other-edge", "other", "?")
+
+
+def test_an_edge_named_with_nul_is_refused_and_shown_escaped() -> None:
+    """The property test's case (test_trust_core.py): an edge "\\x00" on its own subject, its
+    message id "\\x00.r.0" — which reached PostgreSQL and failed the core's batch."""
+    edge = "\x00"
+    message = ingest(edge=edge, id=f"{edge}.r.0")
+    with pytest.raises(Untrusted) as refused:
+        CHECKS.read(NAMES.ingest(edge), encode(message))
+    assert refused.value.reason == "bad_text"
+    assert refused.value.edge == "\\x00"
 
 
 def test_every_reason_has_a_row() -> None:
