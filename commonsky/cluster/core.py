@@ -42,11 +42,13 @@ from commonsky.hub.naming import own_names
 from commonsky.hub.outbox import Outbox, Pending
 from commonsky.model import CotEvent, category_of_event, is_transient
 
+from . import poison
 from .live_kv import LIVE, LiveKeeper
 from .markers import Sweeper
 from .nats_io import DUPLICATE_WINDOW_S
 from .packer import pack
 from .picture_kv import PictureWriter
+from .proxy import ProxyPeer
 from .spread import ROUND_S
 from .stream_acks import StreamAcks, StreamPublisher
 from .trust import Checks, Untrusted, agrees
@@ -96,37 +98,6 @@ def _live(env: Ingest) -> bool:
     so applying it again after a core stopped changes nothing (model.py: live categories;
     the rest, deletes and messages included, is recorded as applied)."""
     return category_of_event(env.event) in LIVE and not is_transient(env.event.type)
-
-
-class ProxyPeer:
-    """The `Peer` of one edge client on the core: flushing sends its outbox to its edge."""
-
-    def __init__(self, core: ClusterCore, edge: str, conn_id: str, mode: str) -> None:
-        self.core, self.edge, self.conn_id, self.mode = core, edge, conn_id, mode
-        self.conn: Connection | None = None
-        self.closed: str | None = None
-        self.attaching = False  # its Attach handled: said to the edge after its replay
-
-    def close(self, reason: str) -> None:
-        if self.closed is None:
-            self.closed = reason
-            self.core.hub.metrics.close(reason)
-            self.core.close_remote(self.edge, self.conn_id, reason)
-
-    def flush(self) -> None:
-        conn = self.conn
-        if conn is None or self.closed is not None:
-            return
-        outs: list[Pending] = []
-        while True:  # (the whole replay now: the edge's own outbox pages it to the socket)
-            outs += conn.outbox.take()
-            if conn.outbox.backlog is None:
-                break
-        if outs:
-            self.core.send(self.edge, self.conn_id, self.mode, outs)
-        if self.attaching:
-            self.attaching = False
-            self.core.attached(self.edge, self.conn_id)
 
 
 class ClusterCore:
@@ -265,6 +236,8 @@ class ClusterCore:
     # ---- outputs ------------------------------------------------------------------------
 
     def send(self, edge: str, conn_id: str, mode: str, outs: list[Pending]) -> None:
+        if self.failed is not None:
+            return  # (stopping: what a failed commit queued never leaves, `_commit`)
         self._outs[edge].append((conn_id, mode, outs))
         self._wake.set()
 
@@ -495,7 +468,9 @@ class ClusterCore:
         its commit (`commonsky_applied`: never applied twice); a live item's (`_live`) only
         when applying it wrote something (a desk's notice): a position applied twice is the
         same latest position, and a block that writes nothing commits nothing — so live
-        items' outputs leave without waiting for PostgreSQL."""
+        items' outputs leave without waiting for PostgreSQL. A message whose application
+        raises what nobody foresaw is dropped, the others applied once each (poison.py);
+        raises Fatal (the store away, or it refused what a message wrote)."""
         if not segment:
             return
         fresh: list[str] = []
@@ -504,25 +479,49 @@ class ClusterCore:
         try:
             with self.hub.transaction():
                 for envelope in segment:
-                    if isinstance(envelope, Detach):
-                        self._detach(envelope.edge, envelope.conn)
-                    elif not self._agrees(envelope):
-                        continue  # (dropped: never applied, its id not recorded)
-                    elif envelope.id in done:
-                        self.repeated += 1
-                        log.info("core: message %s was applied already (redelivered after a "
-                                 "core stopped); not applied again", envelope.id)  # fmt: skip
-                        self._again(envelope)
-                    else:
-                        self._ingest(envelope)
-                        (live if _live(envelope) else fresh).append(envelope.id)
+                    try:
+                        kind = self._one(envelope, done)
+                    except StoreUnavailable:
+                        raise  # (an outage stops the core: poison.py)
+                    except Exception:  # (our bug, or a value the database refused)
+                        poison.report(self.hub, envelope)
+                        ok = isinstance(envelope, Ingest) and envelope.id not in done
+                        kind = "fresh" if ok else None  # (recorded: it never comes again)
+                    if self.store.refused:  # (the transaction is gone: poison.py)
+                        raise poison.Aborted(envelope)
+                    if kind is not None:
+                        assert isinstance(envelope, Ingest)
+                        (live if kind == "live" else fresh).append(envelope.id)
                 wrote = self.store.wrote
                 if wrote:
                     fresh += live
                 self.store.mark_applied(fresh, time.time(), [seqs[i] for i in fresh])
+        except poison.Aborted as exc:
+            self.failed = exc  # (nothing queued by the segment may leave: `send`)
+            poison.report(self.hub, exc.envelope)
+            what = poison.record(self.store, exc.envelope, seqs)
+            raise Fatal(f"{exc}: {what}; the next core applies the others (poison.py)") from exc
         except StoreUnavailable as exc:
+            self.failed = exc
             raise Fatal(f"the store is unavailable: {exc}") from exc
         self.applied += len(fresh) + (0 if wrote else len(live))
+
+    def _one(self, envelope: Ingest | Detach, done: set[str]) -> str | None:
+        """Apply one message of a segment: "fresh" or "live" (`_live`) when its id is to be
+        recorded as applied, None when not (a Detach, a message dropped, one applied before)."""
+        if isinstance(envelope, Detach):
+            self._detach(envelope.edge, envelope.conn)
+            return None
+        if not self._agrees(envelope):
+            return None  # (dropped: never applied, its id not recorded)
+        if envelope.id in done:
+            self.repeated += 1
+            log.info("core: message %s was applied already (redelivered after a core "
+                     "stopped); not applied again", envelope.id)  # fmt: skip
+            self._again(envelope)
+            return None
+        self._ingest(envelope)
+        return "live" if _live(envelope) else "fresh"
 
     def _agrees(self, envelope: Ingest | Attach) -> bool:
         """Whether `envelope`'s party is the one its edge gave the connection (trust.py

@@ -213,6 +213,13 @@ class PostgresStore(NestedBlocks):
         """Whether the caller's open block has written anything (its commit is due)."""
         return self._wrote
 
+    @property
+    def refused(self) -> bool:
+        """Whether the open transaction is aborted: the database refused one of its statements
+        (a value it cannot hold, say) and will commit nothing of it (cluster/poison.py). Read
+        from the connection's state: no round trip."""
+        return not self._conn.broken and self._conn.info.transaction_status == _INERROR
+
     def _in_transaction(self) -> bool:
         # A broken connection has nothing left to commit: its writes are gone with it, and
         # the failure that broke it is what the block's caller must hear of.
@@ -543,6 +550,7 @@ class PostgresStore(NestedBlocks):
 
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
+_INERROR = psycopg.pq.TransactionStatus.INERROR
 
 
 def _idle_timeout(conn: psycopg.Connection[Any], ms: int) -> None:
