@@ -68,8 +68,9 @@ class Metrics:
         self.cluster_dropped = Counter(
             "commonsky_cluster_dropped",
             "Messages a cluster core took from its inbound stream and dropped, failing its "
-            "checks of what an edge may say (cluster/trust.py), by reason; and picture "
-            "entries, roster answers an edge or core could not read.",
+            "checks of what an edge may say (cluster/trust.py), by reason, or (internal_error) "
+            "whose application failed (cluster/poison.py); and picture entries, roster "
+            "answers an edge or core could not read.",
             ["reason"],
             registry=r,
         )

@@ -495,11 +495,16 @@ class ClusterCore:
                 wrote = self.store.wrote
                 if wrote:
                     fresh += live
-                self.store.mark_applied(fresh, time.time(), [seqs[i] for i in fresh])
+                try:
+                    self.store.mark_applied(fresh, time.time(), [seqs[i] for i in fresh])
+                except StoreUnavailable:
+                    raise
+                except Exception as exc:  # (no one message to blame: none recorded)
+                    self.store.abandon()  # (not committed without its ids on the way out)
+                    raise poison.Aborted(None) from exc
         except poison.Aborted as exc:
             self.failed = exc  # (nothing queued by the segment may leave: `send`)
-            poison.report(self.hub, exc.envelope)
-            what = poison.record(self.store, exc.envelope, seqs)
+            what = poison.stopping(self.hub, self.store, exc.envelope, seqs)
             raise Fatal(f"{exc}: {what}; the next core applies the others (poison.py)") from exc
         except StoreUnavailable as exc:
             self.failed = exc

@@ -11,7 +11,8 @@ guards each message as the single process guards each client's event (hub/listen
 its traceback naming its edge and id (rate-limited per edge) — its id recorded as applied and
 acknowledged with its batch, and the other messages of its segment are applied once each.
 
-Two cases, told apart by the state of the store's transaction (`PostgresStore.refused`):
+Three cases; the first two told apart by the state of the store's transaction
+(`PostgresStore.refused`, read after each message):
 
 - The transaction is sound (a Python exception): the segment goes on in the same
   transaction, and what the failed message did before it raised stays, written and in memory,
@@ -27,6 +28,10 @@ Two cases, told apart by the state of the store's transaction (`PostgresStore.re
   stops (fail-stop, `Fatal`, its queued outputs unsent); the next core builds its memory from
   PostgreSQL, applies the others once each and finds this one's id applied. One failover, not
   a hub stopped for good.
+- Recording the segment's ids fails (no one message to blame): the segment is rolled back
+  (`PostgresStore.abandon`: left by an exception, the block would commit its items without
+  their ids, and the next core would apply them again) and the core stops, nothing recorded.
+  A message to blame for it is left to the checks (trust.py `bad_text` for NUL in an id).
 
 Only `StoreUnavailable` (an outage: the database away, or another core is its writer) is not
 guarded: an outage must stop the core, not drop messages.
@@ -50,13 +55,15 @@ log = logging.getLogger("commonsky.cluster")
 
 
 class Aborted(StoreUnavailable):
-    """The database refused a statement made applying `envelope`: the transaction is aborted
-    (a StoreUnavailable, so that the hub publishes none of the block's items: hub/core.py)."""
+    """The database refused a statement made applying `envelope` (None: recording the
+    segment's ids failed, no one message to blame): the segment's transaction is rolled back
+    (a StoreUnavailable, so that the hub publishes none of its items: hub/core.py)."""
 
     reason = "store_refused"
 
-    def __init__(self, envelope: Ingest | Detach) -> None:
-        super().__init__(f"the database refused what applying message {name(envelope)} wrote")
+    def __init__(self, envelope: Ingest | Detach | None) -> None:
+        what = "the segment's ids" if envelope is None else f"message {name(envelope)}"
+        super().__init__(f"the database refused what applying {what} wrote")
         self.envelope = envelope
 
 
@@ -77,10 +84,16 @@ def report(hub: Hub, envelope: Ingest | Detach) -> None:
                     exc_info=True)  # fmt: skip
 
 
-def record(store: PostgresStore, envelope: Ingest | Detach, seqs: dict[str, int]) -> str:
-    """Record an aborted message's id as applied (`seqs`: id -> stream sequence), in a commit
-    of its own (`Aborted`): the next core does not apply it again. Returns what became of it,
-    for the core's last line; never raises (the core stops whatever happens here)."""
+def stopping(hub: Hub, store: PostgresStore, envelope: Ingest | Detach | None,
+             seqs: dict[str, int]) -> str:  # fmt: skip
+    """The core stops on `Aborted`: the message to blame is counted, logged and its id
+    recorded as applied (`seqs`: id -> stream sequence) in a commit of its own, so that the
+    next core does not apply it again. Returns what became of it, for the core's last line;
+    never raises (the core stops whatever happens here)."""
+    if envelope is None:  # (its traceback in the core's last line: the Fatal's cause)
+        hub.metrics.internal_error("core_apply")
+        return "no one message to blame, none recorded"
+    report(hub, envelope)
     if not isinstance(envelope, Ingest):
         return "nothing to record"
     try:

@@ -220,6 +220,15 @@ class PostgresStore(NestedBlocks):
         from the connection's state: no round trip."""
         return not self._conn.broken and self._conn.info.transaction_status == _INERROR
 
+    def abandon(self) -> None:
+        """Roll back what the open block wrote, now: its exit then commits nothing (a cluster
+        core's segment whose ids could not be recorded, cluster/core.py `_commit`; left by an
+        exception, a block otherwise commits). Never raises: a connection that broke has
+        nothing left to commit either."""
+        with contextlib.suppress(psycopg.Error):
+            if self._in_transaction():
+                self._conn.execute("ROLLBACK")
+
     def _in_transaction(self) -> bool:
         # A broken connection has nothing left to commit: its writes are gone with it, and
         # the failure that broke it is what the block's caller must hear of.

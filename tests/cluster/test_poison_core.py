@@ -199,3 +199,27 @@ def test_a_message_whose_write_the_database_refuses_stops_the_core_once(
     got = per_uid(outs)
     assert set(got) == set(GOOD), outs
     assert all(counts == {1} for counts in got.values()), outs
+
+
+def test_a_segment_whose_ids_cannot_be_recorded_is_rolled_back_and_stops_the_core(
+    core: Core, second: Callable[[], Core], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No one message to blame: left by that exception, the store's block would have
+    committed the segment's items without their ids (applied again by the next core)."""
+
+    def fails(ids: Any, at: float, seqs: Any) -> None:
+        raise RuntimeError("a bug of ours recording the ids")
+
+    monkeypatch.setattr(core.core.store, "mark_applied", fails)
+    msgs = batch(100)
+    with pytest.raises(Fatal, match="segment"):
+        run(core, msgs)  # (the old core: the RuntimeError, and the items committed)
+    assert not any(m.acked for m in msgs)
+    assert stored(core) == []
+    assert sent(core) == Counter()
+    fed = second()
+    outs = run(fed, batch(100))
+    assert fed.core.repeated == 0
+    assert stored(fed) == sorted((*GOOD, "BOOM"))
+    assert set(per_uid(outs)) == {*GOOD, "BOOM"}
+    assert all(counts == {1} for counts in per_uid(outs).values()), outs
