@@ -102,7 +102,12 @@ class CoreHttp:
         self.sub: Any = None
 
     async def start(self) -> None:
+        """Serve forwarded calls; returns once the NATS server holds the subscription (a
+        flush: nats-py's `subscribe` only queues it, and a call published meanwhile was
+        answered "no responders" — an empty message — which is how
+        test_forward_parts.py's calls were lost now and then). Raises NATS's errors."""
         self.sub = await self.nc.subscribe(self.names.http, cb=self._on_call)
+        await self.nc.flush()
 
     async def stop(self) -> None:
         if self.sub is not None:

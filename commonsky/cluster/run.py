@@ -57,9 +57,11 @@ from .wire import Names
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+    from nats.js.kv import KeyValue
 
     from commonsky.server import HubServer
 
+    from .config import ClusterSettings
     from .core_http import CoreFace
 
 
@@ -195,16 +197,7 @@ async def _serve_core(
     url = str(config.settings.store_url)
     nc = await _reach(config, init, folder, holder)
     js = nc.jetstream()
-    try:
-        async with starting(cluster, nc, "a core"):
-            await ensure_stream(js, names)
-            kv = await picture_bucket(js, names)
-            live = await live_bucket(js, names)
-            # (checked here, at start: a bucket of another TTL is refused before standing by)
-            await lease_bucket(js, names.name, names.lease, cluster.lease_ttl_s)
-    except BaseException:
-        await nc.close()
-        raise
+    kv, live = await _core_streams(cluster, nc, names)
     # (The lease is taken only while the database answers: a standby that cannot use it
     # would take the lease and fail at the takeover, or serve without a store.)
     lease = LeaseKeeper(cluster, names.lease, holder, functools.partial(answers, url))
@@ -259,6 +252,25 @@ async def _serve_core(
     await server.stop()
     await lease.release()
     await nc.close()
+
+
+async def _core_streams(
+    cluster: ClusterSettings, nc: Client, names: Names
+) -> tuple[KeyValue, KeyValue]:
+    """The inbound stream, the picture and live buckets (made, or checked when found: a
+    wrong one is refused, js_shape.py), and the lease bucket checked — at start, so that a
+    bucket of another TTL is refused before standing by. Closes `nc` when it raises."""
+    js = nc.jetstream()
+    try:
+        async with starting(cluster, nc, "a core"):
+            await ensure_stream(js, names)
+            kv = await picture_bucket(js, names)
+            live = await live_bucket(js, names)
+            await lease_bucket(js, names.name, names.lease, cluster.lease_ttl_s)
+    except BaseException:
+        await nc.close()
+        raise
+    return kv, live
 
 
 async def _reach(config: HubConfig, init: bool, folder: DataDir, holder: str) -> Client:
