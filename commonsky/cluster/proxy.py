@@ -3,19 +3,33 @@ client, rendered for it as the single process would write it, goes to its edge."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from commonsky.hub.connection import Connection
 from commonsky.hub.outbox import Pending
+from commonsky.metrics import Metrics
 
-if TYPE_CHECKING:
-    from .core import ClusterCore
+
+class _Hub(Protocol):
+    @property
+    def metrics(self) -> Metrics: ...
+
+
+class Core(Protocol):
+    """What a `ProxyPeer` asks of its core (`ClusterCore`; a protocol, so that this module
+    does not import core.py, which imports it)."""
+
+    @property
+    def hub(self) -> _Hub: ...
+    def send(self, edge: str, conn_id: str, mode: str, outs: list[Pending]) -> None: ...
+    def close_remote(self, edge: str, conn_id: str, reason: str) -> None: ...
+    def attached(self, edge: str, conn_id: str) -> None: ...
 
 
 class ProxyPeer:
     """The `Peer` of one edge client on the core: flushing sends its outbox to its edge."""
 
-    def __init__(self, core: ClusterCore, edge: str, conn_id: str, mode: str) -> None:
+    def __init__(self, core: Core, edge: str, conn_id: str, mode: str) -> None:
         self.core, self.edge, self.conn_id, self.mode = core, edge, conn_id, mode
         self.conn: Connection | None = None
         self.closed: str | None = None
