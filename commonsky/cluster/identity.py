@@ -21,22 +21,15 @@ from .wire import Names
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
-    from nats.js.kv import KeyValue
 
 _KEY = "hub_id"
-
-
-async def _bucket(js: JetStreamContext, names: Names) -> KeyValue:
-    """The bucket `<name>_hub`, made when missing; one found in memory or with a TTL (the
-    binding could vanish) raises JetStreamMismatch, one line (nats_io.identity_bucket)."""
-    return await identity_bucket(js, names)
 
 
 async def bound_hub(js: JetStreamContext, names: Names) -> str | None:
     """The hub_id the cluster's name is bound to on this NATS server (None: not yet)."""
     from nats.js.errors import KeyNotFoundError
 
-    kv = await _bucket(js, names)
+    kv = await identity_bucket(js, names)
     try:
         entry = await kv.get(_KEY)
     except KeyNotFoundError:
@@ -58,7 +51,7 @@ async def bind_name(js: JetStreamContext, names: Names, hub_id: str) -> None:
     so that two first cores racing cannot both bind. Raises UsageError (one line)."""
     from nats.js.errors import KeyWrongLastSequenceError
 
-    kv = await _bucket(js, names)
+    kv = await identity_bucket(js, names)
     try:
         await kv.create(_KEY, hub_id.encode())
     except KeyWrongLastSequenceError:

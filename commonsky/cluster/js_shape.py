@@ -109,6 +109,13 @@ def _seconds(s: float) -> str:
     return f"{s:g} s"
 
 
+def _on_disk(config: StreamConfig) -> list[Wrong]:
+    """[] for a stream kept in files; else its storage, which cannot be edited in place."""
+    if _value(config.storage) == "file":
+        return []
+    return [Wrong("storage", repr(_value(config.storage)), "'file'", False)]
+
+
 def stream_wrongs(config: StreamConfig, inbound: str, window_s: float) -> list[Wrong]:
     """What is wrong with the inbound stream `config` (nats-py's, as `stream_info` read it:
     durations in seconds) for a cluster whose inbound subject is `inbound` and whose edges
@@ -116,8 +123,7 @@ def stream_wrongs(config: StreamConfig, inbound: str, window_s: float) -> list[W
     wrongs: list[Wrong] = []
     if _value(config.retention) != "workqueue":
         wrongs.append(Wrong("retention", repr(_value(config.retention)), "'workqueue'", False))
-    if _value(config.storage) != "file":
-        wrongs.append(Wrong("storage", repr(_value(config.storage)), "'file'", False))
+    wrongs += _on_disk(config)
     subjects = list(config.subjects or [])
     if subjects != [inbound]:
         wrongs.append(Wrong("subjects", repr(subjects), repr([inbound]), True))
@@ -139,9 +145,7 @@ def stream_wrongs(config: StreamConfig, inbound: str, window_s: float) -> list[W
 def bucket_wrongs(config: StreamConfig, history: bool = True) -> list[Wrong]:
     """What is wrong with a picture or live bucket's stream `config` (`history`: checked;
     False for the identity bucket); [] when it will do."""
-    wrongs: list[Wrong] = []
-    if _value(config.storage) != "file":
-        wrongs.append(Wrong("storage", repr(_value(config.storage)), "'file'", False))
+    wrongs = _on_disk(config)
     if history and config.max_msgs_per_subject != 1:
         wrongs.append(Wrong("history", str(config.max_msgs_per_subject), "1", True))
     if config.max_age:
@@ -157,9 +161,7 @@ _TTL_SLACK_S = 0.001
 def lease_wrongs(config: StreamConfig, ttl_s: float) -> list[Wrong]:
     """What is wrong with the lease bucket's stream `config` for processes whose
     `lease_ttl_s` is `ttl_s` seconds; [] when it will do."""
-    wrongs: list[Wrong] = []
-    if _value(config.storage) != "file":
-        wrongs.append(Wrong("storage", repr(_value(config.storage)), "'file'", False))
+    wrongs = _on_disk(config)
     found = config.max_age or 0.0
     if abs(found - ttl_s) > _TTL_SLACK_S:
         said = _seconds(found) if found else "0 (none)"

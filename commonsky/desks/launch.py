@@ -212,9 +212,9 @@ class LaunchDesk:
         follows (an update, the all-clear) is told from there."""
         found = False
         for item in items:
-            if not is_deleted(item.event) and _threat_kind(item) is not None:
-                self._threats[item.key] = None
-                found = True
+            if not is_deleted(item.event):
+                self._index_threat(item)
+                found = found or item.key in self._threats
         if not found or not self.issuers:
             return
         threats = {party: self.threats_for(party) for party in self.issuers}

@@ -77,7 +77,7 @@ class Connections:
         self._round: dict[tuple[object, ...], tuple[list[Pending], object]] | None = None
         # While a round runs: what its writes count, done once every socket was written
         # (`after_writes`).
-        self._after: list[Callable[[], None]] | None = None
+        self._after: list[tuple[Connection, Callable[[], None]]] | None = None
 
     def admit(self, party: str) -> str | None:
         """Why a new connection of `party` may not open now (the setting it would exceed), or
@@ -203,8 +203,8 @@ class Connections:
             for conn in dirty:
                 self._guarded(conn, conn.flush)
             self._after = None
-            for count in after:
-                count()
+            for conn, count in after:
+                self._guarded(conn, count)
         finally:
             self._round = self._after = None
 
@@ -226,7 +226,7 @@ class Connections:
         if self._after is None:
             self._guarded(conn, count)
         else:
-            self._after.append(lambda: self._guarded(conn, count))
+            self._after.append((conn, count))
 
     def shared(self, batch: list[Pending], mode: str, make: Callable[[list[Pending], str], T]) -> T:
         """`make(batch, mode)`, made once per round for every batch of the same items in the

@@ -15,7 +15,6 @@ import itertools
 import logging
 import ssl
 import time
-from collections.abc import Callable
 
 from cryptography import x509
 
@@ -503,14 +502,13 @@ class TakPeer:
     def _count(self, conn: Connection, batch: list[Pending]) -> None:
         """What writing `batch` to `conn` counts (summed up once per batch in a round)."""
         hub = self.hub
-        hub.record_delivery(conn, batch, hub.wires.shared(batch, "", _delivery_of(hub)))
+        hub.record_delivery(conn, batch, hub.wires.shared(batch, "", self._delivery))
         self.session.sent(time.monotonic())
+
+    def _delivery(self, batch: list[Pending], _mode: str) -> Delivered:
+        return self.hub.delivery(batch)
 
 
 def _joined(batch: list[Pending], mode: str) -> bytes:
     """`batch`'s bytes in `mode` (`Connections.shared`)."""
     return b"".join([p.rendered.wire(p.variant, mode) for p in batch])
-
-
-def _delivery_of(hub: Hub) -> Callable[[list[Pending], str], Delivered]:
-    return lambda batch, _mode: hub.delivery(batch)
