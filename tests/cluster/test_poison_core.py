@@ -26,13 +26,13 @@ import pytest
 from commonsky.bench.cluster import chat, cluster_config, marker
 from commonsky.bench.fuzz_inputs import PARTIES
 from commonsky.cluster.core import ClusterCore, Fatal
-from commonsky.cluster.wire import Attach, ConnInfo, Ingest, encode
+from commonsky.cluster.wire import Ingest, encode
 from commonsky.config import load_config
 from commonsky.model import HUB
 from commonsky.protocol.cot import parse_event
 from commonsky.server import HubServer
 from tests.cluster.conftest import NATS_URL
-from tests.cluster.test_trust_core import CLIENTS, NAME, NAMES, Core, Msg, Stored
+from tests.cluster.test_trust_core import NAME, NAMES, Core, Msg, fed_core
 from tests.cluster.test_trust_core import core as core  # (the fixture)
 
 SENDER = ("edge-a", "edge-a:USA#1")
@@ -127,12 +127,7 @@ def second(tmp_path: Path, postgres_url: str, held_port: Callable[[], int]) -> I
         server = HubServer(load_config(path), writer="test epoch 2")
         loop = asyncio.new_event_loop()
         made.append((server, loop))
-        running = ClusterCore(server.hub, cast(Any, None), cast(Any, None), cast(Any, None),
-                              NAMES, stream=Stored())  # fmt: skip
-        fed = Core(running, loop)
-        for (edge, conn), party in CLIENTS.items():
-            info = ConnInfo(conn, party, f"{party}-user", "tak-tcp", "127.0.0.1:9", "xml")
-            fed.feed(NAMES.ingest(edge), encode(Attach(edge, info, None)))
+        fed = fed_core(server, loop)
         fed.seq = 100
         return fed
 

@@ -121,17 +121,24 @@ def core(tmp_path: Path, postgres_url: str, held_port: Callable[[], int]) -> Ite
     server = HubServer(load_config(path), init=True, writer="test epoch 1")
     loop = asyncio.new_event_loop()
     try:
-        running = ClusterCore(server.hub, cast(Any, None), cast(Any, None), cast(Any, None),
-                              NAMES, stream=Stored())  # fmt: skip
-        fed = Core(running, loop)
-        for (edge, conn), party in CLIENTS.items():
-            info = ConnInfo(conn, party, f"{party}-user", "tak-tcp", "127.0.0.1:9", "xml")
-            fed.feed(NAMES.ingest(edge), encode(Attach(edge, info, None)))
-        assert len(running.proxies) == len(CLIENTS)
+        fed = fed_core(server, loop)
+        assert len(fed.core.proxies) == len(CLIENTS)
         yield fed
     finally:
         loop.close()
         server._release()
+
+
+def fed_core(server: HubServer, loop: asyncio.AbstractEventLoop) -> Core:
+    """A `ClusterCore` on `server`'s hub, fed by hand on `loop` (no NATS: its stream is
+    `Stored`), with every client of CLIENTS attached by its edge."""
+    running = ClusterCore(server.hub, cast(Any, None), cast(Any, None), cast(Any, None),
+                          NAMES, stream=Stored())  # fmt: skip
+    fed = Core(running, loop)
+    for (edge, conn), party in CLIENTS.items():
+        info = ConnInfo(conn, party, f"{party}-user", "tak-tcp", "127.0.0.1:9", "xml")
+        fed.feed(NAMES.ingest(edge), encode(Attach(edge, info, None)))
+    return fed
 
 
 def check(fed: Core, subject: str, data: bytes) -> None:
