@@ -32,7 +32,6 @@ from commonsky.protocol.session import (
 from commonsky.protocol.stream import StreamEvent
 from commonsky.revocation import Revocations
 
-from .connections import Delivered
 from .core import Connection, Hub
 from .outbox import Outbox, Pending
 from .tls import bind_http as bind_http  # (re-exported: the server and Marti bind with it)
@@ -468,7 +467,7 @@ class TakPeer:
 
     @property
     def mode(self) -> str:
-        return self.session.mode.value
+        return self.session.mode._value_  # (not `.value`: see `flush`)
 
     def close(self, reason: str) -> None:
         if not self.closing:
@@ -491,24 +490,50 @@ class TakPeer:
         batch = outbox.take()
         if batch:
             wires = self.hub.wires
-            data = wires.shared(batch, self.mode, _joined)
-            self.writer.write(data)
+            # (`_value_`, not `.value`: the enum's property costs a Python call per write)
+            joined = wires.shared(batch, self.session.mode._value_, Joined)
+            self.writer.write(joined.data)
             if probe.ON:
-                probe.stamp("client_write", data)
-            wires.after_writes(conn, functools.partial(self._count, conn, batch))
+                probe.stamp("client_write", joined.data)
+            joined.written.append(self)
+            if len(joined.written) == 1:  # its first write this round: counted after all
+                wires.after_writes(conn, functools.partial(joined.count, self.hub))
         if outbox.backlog is not None:
             outbox.ready.set()  # more of the replay owed: next page once it drains
 
-    def _count(self, conn: Connection, batch: list[Pending]) -> None:
-        """What writing `batch` to `conn` counts (summed up once per batch in a round)."""
-        hub = self.hub
-        hub.record_delivery(conn, batch, hub.wires.shared(batch, "", self._delivery))
-        self.session.sent(time.monotonic())
 
-    def _delivery(self, batch: list[Pending], _mode: str) -> Delivered:
-        return self.hub.delivery(batch)
+class Joined:
+    """A batch's bytes in one mode (`Connections.shared`: made once per round for every
+    connection that gets the same batch) and the peers it was written to, counted together
+    once the round wrote every socket (`count`). One object for the bytes and the counting:
+    a write looks its batch up once (two lookups, each keyed by the ids of the batch's
+    items, and a count scheduled per write were a fifth of a round's bookkeeping:
+    docs/performance.md, #19)."""
 
+    __slots__ = ("batch", "data", "written")
 
-def _joined(batch: list[Pending], mode: str) -> bytes:
-    """`batch`'s bytes in `mode` (`Connections.shared`)."""
-    return b"".join([p.rendered.wire(p.variant, mode) for p in batch])
+    def __init__(self, batch: list[Pending], mode: str) -> None:
+        self.batch = batch
+        self.written: list[TakPeer] = []
+        parts = []
+        for pending in batch:  # (`Rendered.wire`'s cache read here: no call per item)
+            rendered, variant = pending.rendered, pending.variant
+            data = rendered.cache.get((variant, mode))
+            parts.append(rendered.wire(variant, mode) if data is None else data)
+        self.data = b"".join(parts)
+
+    def count(self, hub: Hub) -> None:
+        """What writing the batch counts, for each peer it was written to: items out by
+        category and their latencies (`Hub.delivery`, summed up once), and the session's
+        idle clock. A count that fails closes its own connection only."""
+        batch = self.batch
+        delivered = hub.delivery(batch)
+        now = time.monotonic()
+        for peer in self.written:
+            conn = peer.conn
+            assert conn is not None  # (set before it could be written)
+            try:
+                hub.record_delivery(conn, batch, delivered)
+                peer.session.sent(now)
+            except Exception:
+                hub.wires.failed(conn)

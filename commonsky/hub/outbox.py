@@ -167,7 +167,11 @@ class Outbox:
         """A page of the replay still owed, then everything queued: durable first (they
         carry obligations), then live in the order it came (what flowed before any merging,
         then the newest per uid). `backlog` is None once the replay is all taken."""
-        batch: list[Pending] = []
+        if self.backlog is None and not self.durable and not self.live:
+            # (the common case, live updates flowing: the list itself, no copy)
+            batch, self.flowing = self.flowing, []
+            return batch
+        batch = []
         if self.backlog is not None:
             for pending in self.backlog:
                 batch.append(pending)
