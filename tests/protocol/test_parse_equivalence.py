@@ -131,3 +131,48 @@ def test_a_short_event_reaches_libxml2_with_room_after_it(
     (handed,) = given_to_lxml
     assert handed.startswith(BENCH) and len(handed) >= len(BENCH) + 250
     assert not handed[len(BENCH) :].strip(b" ")
+
+
+_PIECES = [
+    BENCH,
+    event_bytes("bravo", 1, 2, 3, 1764620000.0),
+    b"\r\n \x00",
+    b'<?xml version="1.0" encoding="UTF-8"?>',
+    BENCH.replace(b'type="a-f-A-M-F"', b'type="t-x-c-t"'),  # a ping: answered, not an item
+    BENCH.replace(b'type="a-f-A-M-F"', b'type="t-x-takp-v"'),  # an offer: not an item
+    BENCH.replace(b'type="a-f-A-M-F"', b'type="t-x-d-d"'),  # a delete: an item
+    BENCH.replace(b'type="a-f-A-M-F"', b'type="t-xx"'),  # an item
+    BENCH.replace(b"<point", b"<pointe"),  # refused: no <point>
+    *DOCUMENTS[:8],
+]
+
+
+@settings(max_examples=150)
+@given(
+    order=st.lists(st.integers(0, len(_PIECES) - 1), max_size=12),
+    cuts=st.lists(st.integers(0, 20000), max_size=6),
+)
+def test_a_stream_gives_each_events_own_reading_in_order(order: list[int], cuts: list[int]) -> None:
+    """Whatever is between events and however the bytes arrive, the stream yields, in
+    order, what `parse_event` reads from each event (items only) or its refusal."""
+    from commonsky.protocol.stream import EventReceived, MessageRefused, TakStream
+
+    pieces = [_PIECES[index] for index in order]
+    expected: list[object] = []
+    for piece in pieces:
+        if piece.startswith(b"<event"):
+            got = outcome(piece)
+            if isinstance(got, tuple):
+                expected.append(got)
+            elif not got.type.startswith("t-x-takp") and got.type not in ("t-x-c-t",):
+                expected.append(repr(got))
+    data = b"".join(pieces)
+    stream = TakStream()
+    seen: list[object] = []
+    for start, end in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)], strict=True):
+        for item in stream.receive_data(data[start:end], 1764620000.0):
+            if isinstance(item, EventReceived):
+                seen.append(repr(item.event))
+            elif isinstance(item, MessageRefused):
+                seen.append((item.reason, item.message))
+    assert seen == expected
