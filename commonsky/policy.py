@@ -87,6 +87,12 @@ class Policy:
         self._changes = sorted(
             {t for a in self.agreements for t in (a.valid_from, a.valid_until) if t is not None}
         )
+        # (provider, category) pairs some grant of which has an area: their items' routes
+        # depend on where each is. Every other pair's depend only on which agreements are in
+        # force, the same between two consecutive `_changes` (its "era", `bisect_right`):
+        # kept per pair as (era, parties entitled), asked for every item (`entitled`).
+        self._placed = {key for key, grants in self._table.items() if any(g.area for g in grants)}
+        self._by_era: dict[tuple[str, Category], tuple[int, dict[str, Disclosure]]] = {}
 
     def next_change(self, now: float) -> float:
         """When the set of agreements in force next changes (inf if never): the first start
@@ -110,8 +116,16 @@ class Policy:
     def entitled(self, item: Item, now: float) -> dict[str, Disclosure]:
         """Parties (other than the originator) the agreements let receive the item, and in
         which form, before any addressing narrows them."""
-        entitled = self.disclosures(item.party, item.category, item.event.point, now)
-        return {p: d for p, d in entitled.items() if _relayed(d)}
+        key = (item.party, item.category)
+        if key in self._placed:
+            entitled = self.disclosures(item.party, item.category, item.event.point, now)
+            return {p: d for p, d in entitled.items() if _relayed(d)}
+        era = bisect_right(self._changes, now)
+        kept = self._by_era.get(key)
+        if kept is None or kept[0] != era:
+            entitled = self.disclosures(item.party, item.category, item.event.point, now)
+            kept = self._by_era[key] = (era, {p: d for p, d in entitled.items() if _relayed(d)})
+        return dict(kept[1])  # (a copy: the caller's to keep or narrow)
 
     def route(self, item: Item, now: float) -> dict[str, Disclosure]:
         """Parties (other than the originator) that receive the item, and in which form."""

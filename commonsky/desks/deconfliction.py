@@ -58,6 +58,8 @@ log = logging.getLogger("commonsky.deconflict")
 UPDATE_EVERY_S = 30.0
 NOTICE_TYPE = "t-x-csky-conflict"
 OWN_FORCES = frozenset({"a-f", "a-a", "a-n", "a-u", "a-p"})
+# (`observe`, for every item: see model._DRAWING.)
+_TRACK, _SHAPED = Category.TRACK, (Category.AIRSPACE, Category.SITE)
 KNOT = 0.514444
 _CATEGORY_OF_KIND = {
     "volume": Category.AIRSPACE,
@@ -124,14 +126,15 @@ class AirspaceDesk:
             self._pending_tracks.pop(item.key, None)
             now = self.hub.clock()
             self.publish(self.engine.remove(item.party, item.uid, now), withdrawn=True)
-        elif item.category in (Category.AIRSPACE, Category.SITE):
+        elif item.category in _SHAPED:
             shape = parsed if isinstance(parsed, Volume | Line | Site) else None
             self.publish(self._upsert(item, self.hub.clock(), shape))
-        elif _screened(item):
+        elif item.category is _TRACK and item.event.type[:3] in OWN_FORCES:
+            # (`_screened`, its party and deletion asked above: this runs for every track.)
             # Tracks update many times a second; screening every update would put the
             # conflict engine on the relay's hot path. The latest state per track is kept and
             # screened once per tick (1 s), well inside a 300 s look-ahead.
-            self._pending_tracks[item.key] = item.event
+            self._pending_tracks[(item.party, item.event.uid)] = item.event  # (`item.key`)
 
     def _upsert(self, item: Item, now: float, shape: Shape | None = None) -> list[ConflictChange]:
         if item.event.stale <= now:

@@ -72,6 +72,7 @@ from commonsky.store import HotlineRow
 
 log = logging.getLogger("commonsky.hotline")
 _INDEXED = "hotline_index_v1"  # store meta key: hotline rows are kept for every message
+_TRACK = Category.TRACK  # (`observe`, for every track: see model._DRAWING)
 
 
 class Message(msgspec.Struct, kw_only=True):
@@ -255,7 +256,7 @@ class HotlineDesk:
         )
 
     def observe(self, item: Item, routes: Routes, parsed: object | None = None) -> None:
-        if item.category is Category.TRACK:
+        if item.category is _TRACK:
             if self.awaiting:
                 callsign = device_callsign(item.event)
                 if callsign is not None and callsign in self.awaiting:

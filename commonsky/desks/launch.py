@@ -53,6 +53,7 @@ from commonsky.protocol.cot import detail_tree, new_event, quote, quote_text
 __all__ = ["LaunchDesk", "fused_json", "report_event", "report_from_event", "report_from_raw"]
 
 log = logging.getLogger("commonsky.warnings")
+_TRACK = Category.TRACK  # (`observe`, for every track: see model._DRAWING)
 REPORT_TYPE = "b-l-r"
 FUSED_TYPE = "b-l-f"
 ALERT_TYPE = "b-a-o-csky"
@@ -115,7 +116,7 @@ def issuers_of(parties: Mapping[str, Party]) -> list[Issuer]:
 
 
 def _threat_kind(item: Item) -> str | None:
-    if item.category is not Category.TRACK:
+    if item.category is not _TRACK:
         return None
     return _threat_kind_of_type(item.event.type)
 
@@ -242,7 +243,7 @@ class LaunchDesk:
         if is_deleted(item.event):  # withdrawn by its owner: no report, no threat
             self._threats.pop(item.key, None)
             return
-        if item.category is Category.TRACK or item.key in self._threats:
+        if item.category is _TRACK or item.key in self._threats:
             self._index_threat(item)
             return
         if item.category is not Category.LAUNCH or item.party == HUB:

@@ -291,7 +291,7 @@ class Hub:
                 raise Refused(
                     403, "no agreement in force lets this message reach anyone", "no_agreement"
                 )
-        self.metrics.count_in(party, category.value)
+        self.metrics.count_in(party, category._value_)  # (`.value`, read as cheaply)
         outer, self._parsed = self._parsed, (event, parsed) if parsed else None
         try:
             return self._submit_many([item], routed)[0]
@@ -486,26 +486,26 @@ class Hub:
         durable = durable or transient
         item = rendered.item
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
-        seen = rendered.seen
+        seen, variant = rendered.seen, self.router.variant
         for party, level in routes.items():
             forms = seen.get(party)
             if forms is None:
                 seen[party] = {VARIANT[level]}
             else:
                 forms.add(VARIANT[level])
-            targets.append((party, self.router.variant(rendered, party, level)))
+            targets.append((party, variant(rendered, party, level)))
         e = item.event
         addressed = bool(e.dest_parties or e.dest_callsigns or e.dest_uids)
-        origin = item.origin
-        for party, variant in targets:
-            conns = self.connections.get(party)
+        origin, connections, enqueue_each = item.origin, self.connections, self.wires.enqueue_each
+        for party, form in targets:
+            conns = connections.get(party)
             if not conns:
                 continue
-            pending = Pending(rendered, variant)  # shared: nobody changes a Pending
+            pending = Pending(rendered, form)  # shared: nobody changes a Pending
             if addressed:
                 conns = {c for c in conns if reaches(item, c, self.parties)}
             # (not echoed to the connection it came from: `origin`)
-            self.wires.enqueue_each(conns, pending, durable, skip=origin)
+            enqueue_each(conns, pending, durable, skip=origin)
 
     def log_limited(
         self,

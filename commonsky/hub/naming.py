@@ -27,7 +27,16 @@ from msgspec.structs import replace
 
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB, CotEvent, Item, Point
-from commonsky.namespace import SHARED, Key, foreign_uid, handle, is_handle, own_uid, read_name
+from commonsky.namespace import (
+    SEPARATOR,
+    SHARED,
+    Key,
+    foreign_uid,
+    handle,
+    is_handle,
+    own_uid,
+    read_name,
+)
 from commonsky.policy import generalize
 from commonsky.protocol.refs import NONE, References, link_target, references, rewrite, uid_form
 
@@ -44,6 +53,8 @@ def own_names(party: str, event: CotEvent, parties: frozenset[str]) -> CotEvent:
     (namespace.py)."""
     form, names = uid_form(event.type, event.uid)
     if form == "plain":
+        if SEPARATOR not in event.uid:  # (most uids: no prefix, so the writer's own as is)
+            return event
         uid = own_uid(party, event.uid, parties)
         if uid is None:
             raise RemoteProtocolError(
@@ -93,9 +104,10 @@ class Naming:
             item = rendered.item
             # The hub's own items are written for their audience; nothing to translate.
             refs = NONE if item.party == HUB else references(item.event)
-            keys = tuple(read_name(item.party, text, self.parties) for text in refs.names)
-            rendered.keys = keys
-            rendered.per_party = any(k.party not in (SHARED, item.party) for k in keys)
+            if refs.names:  # (most items name nothing: keys () and not per party, as made)
+                keys = tuple(read_name(item.party, text, self.parties) for text in refs.names)
+                rendered.keys = keys
+                rendered.per_party = any(k.party not in (SHARED, item.party) for k in keys)
             rendered.refs = refs
         return rendered.refs
 

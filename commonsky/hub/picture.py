@@ -152,7 +152,7 @@ class Picture:
         also makes the picture's order the order of last updates, which likewise must not
         depend on anyone's invisible history.)"""
         item = rendered.item
-        key = item.key
+        key = (item.party, item.event.uid)  # (`item.key`, without a property's call)
         old = self.live.pop(key, None) or self.durable.get(key)
         self._unhold(key)
         if old is not None:

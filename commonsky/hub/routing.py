@@ -24,6 +24,7 @@ from .picture import Picture
 
 # The form ("full" / "gen") a party receives an item in, by its disclosure level.
 VARIANT: dict[Disclosure, Variant] = {Disclosure.FULL: "full", Disclosure.GENERALIZED: "gen"}
+_GENERALIZED = Disclosure.GENERALIZED  # (`variant`, per recipient: see model._DRAWING)
 
 # An item's routes, computed once: (routes, valid until, the directory epoch they assumed).
 Routed = tuple[dict[str, Disclosure], float, int]
@@ -105,7 +106,7 @@ class Router:
 
     def variant(self, rendered: Rendered, party: str, level: Disclosure) -> Variant:
         """The output `party` gets of `rendered` at disclosure `level`."""
-        if level is Disclosure.GENERALIZED:
+        if level is _GENERALIZED:
             return "gen"
         self.naming.read(rendered)
         return f"full:{party}" if rendered.per_party else "full"

@@ -115,10 +115,15 @@ def _plainly_within(event: CotEvent) -> bool:
                 return False
             names.append(name)
             texts.append(value)
-        if _NOT_A_NAME.search("".join(names)) is not None:
+        joined = "".join(names)
+        if not joined.isalnum() and _NOT_A_NAME.search(joined) is not None:
             return False
-    # (Each forbidden character is one code point: none is made by joining two texts.)
-    return XML_IMPOSSIBLE.search("".join(texts)) is None
+    # (Each forbidden character is one code point: none is made by joining two texts.) Text
+    # that is all printable holds none of them — each is a control character, a surrogate or
+    # a non-character, none printable; nor is any of a name's alphanumeric — and asking
+    # that is about twice as fast as the search, which only the rest needs (newlines, say).
+    joined = "".join(texts)
+    return joined.isprintable() or XML_IMPOSSIBLE.search(joined) is None
 
 
 def _check_each(event: CotEvent) -> None:

@@ -168,8 +168,12 @@ class TakStream:
 
     def _next_xml(self, events: list[StreamEvent], now: float) -> bool:
         buffer = self._buffer
+        if not buffer:  # (what follows finds no end tag and holds nothing: issue #19)
+            return False
         start = 0
-        if not self._skipping:
+        # (an event starts with `<e`, which is neither filler nor a declaration: the scan
+        # for them is skipped)
+        if not self._skipping and not buffer.startswith(b"<e"):
             start = _filler_end(buffer)
             if start < len(buffer) and buffer[start] == MAGIC:
                 # 0xbf never starts a UTF-8 character, so this is TAK protobuf framing.
@@ -248,7 +252,9 @@ class TakStream:
 
     def _handle(self, event: CotEvent, events: list[StreamEvent], now: float) -> None:
         kind = event.type
-        if kind == "t-x-c-t":
+        if not kind.startswith("t-x-"):  # (an item: none of the types below)
+            events.append(EventReceived(event))
+        elif kind == "t-x-c-t":
             self._out += self.encode(pong(now))
         elif kind == "t-x-c-t-r":
             pass  # a pong to our own ping: proof of life only

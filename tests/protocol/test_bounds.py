@@ -16,7 +16,13 @@ from commonsky.errors import RemoteProtocolError
 from commonsky.hub.render import item_json
 from commonsky.ledger.entry import canonical_json
 from commonsky.model import Category, CotEvent, Item, Point
-from commonsky.protocol.bounds import MAX_TIME_S, check_event
+from commonsky.protocol.bounds import (
+    _NOT_A_NAME,
+    MAX_TIME_S,
+    XML_IMPOSSIBLE,
+    _plainly_within,
+    check_event,
+)
 from commonsky.protocol.cot import check_uid, encode_event, parse_event, quote, quote_text
 from commonsky.protocol.takv1 import event_to_proto, parse_proto_event
 
@@ -84,6 +90,35 @@ REFUSED = {
     "empty attribute name": written(event=(("", "x"),)),
     "U+0001 in an attribute's text": written(point=(("lat", "3\x015"),)),
 }
+
+
+def test_no_forbidden_character_is_printable_nor_alphanumeric() -> None:
+    """What lets `_plainly_within` ask `isprintable` / `isalnum` before searching."""
+    for code in range(0x110000):
+        c = chr(code)
+        if XML_IMPOSSIBLE.match(c):
+            assert not c.isprintable(), f"U+{code:04X}"
+        if _NOT_A_NAME.match(c):
+            assert not c.isalnum(), f"U+{code:04X}"
+
+
+FORBIDDEN = "\x00\x01\x08\x0b\x0c\x0e\x1f\ud800\udfff\ufffe\uffff\t\n\r <>&\"'=/{} \u3000"
+# (Few characters, ASCII and not: every character is checked by the test above.)
+TEXTS = st.text(st.sampled_from("ab:-\u00e9\u0394" + FORBIDDEN), max_size=6)
+
+
+@given(TEXTS, TEXTS, TEXTS)
+def test_the_quick_check_is_the_searches(detail: str, name: str, value: str) -> None:
+    """`_plainly_within` says yes exactly when neither search finds a character (the rest of
+    the event being plainly within)."""
+    e = written(event=(("uid", "u-1"), (name, value)))
+    e = msgspec.structs.replace(e, detail=detail)
+    expected = (
+        bool(name)
+        and _NOT_A_NAME.search(name) is None
+        and XML_IMPOSSIBLE.search(detail + value) is None
+    )
+    assert _plainly_within(e) is expected
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
