@@ -129,8 +129,7 @@ class AirspaceDesk:
         elif item.category in _SHAPED:
             shape = parsed if isinstance(parsed, Volume | Line | Site) else None
             self.publish(self._upsert(item, self.hub.clock(), shape))
-        elif item.category is _TRACK and item.event.type[:3] in OWN_FORCES:
-            # (`_screened`, its party and deletion asked above: this runs for every track.)
+        elif _own_forces_track(item):  # (`_screened`: its party and deletion asked above)
             # Tracks update many times a second; screening every update would put the
             # conflict engine on the relay's hot path. The latest state per track is kept and
             # screened once per tick (1 s), well inside a 300 s look-ahead.
@@ -427,12 +426,12 @@ class AirspaceDesk:
 
 def _screened(item: Item) -> bool:
     """Whether `item` is a track of a party's own forces (screened against the others)."""
-    return (
-        item.party != HUB
-        and item.category is Category.TRACK
-        and item.event.type[:3] in OWN_FORCES
-        and not is_deleted(item.event)
-    )
+    return item.party != HUB and _own_forces_track(item) and not is_deleted(item.event)
+
+
+def _own_forces_track(item: Item) -> bool:
+    """`_screened`'s rule on the item's kind: a track whose type is one of OWN_FORCES."""
+    return item.category is _TRACK and item.event.type[:3] in OWN_FORCES
 
 
 def across_the_line(conflict: Conflict) -> Conflict:
