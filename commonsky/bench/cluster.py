@@ -54,11 +54,12 @@ HubText = Callable[[Path, int, dict[str, int], str], str]
 
 
 def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role: str,
-                   ports: dict[str, int], http: int,
-                   base: HubText = hub_config) -> Path:  # fmt: skip
+                   ports: dict[str, int], http: int, base: HubText = hub_config,
+                   more: str = "") -> Path:  # fmt: skip
     """`base`'s parties and agreements (by default the fuzz bench's four: a TCP listener per
     party), as one process of cluster `name`, with its own data folder
-    (`folder/data-ROLE-HTTP`: what the cores share is in PostgreSQL and NATS)."""
+    (`folder/data-ROLE-HTTP`: what the cores share is in PostgreSQL and NATS); `more`:
+    lines added to its `[cluster]` table."""
     text = base(
         folder / f"data-{role}-{http}",
         http,
@@ -67,7 +68,7 @@ def cluster_config(folder: Path, name: str, nats_url: str, store_url: str, role:
     )
     text += (
         f'\n[cluster]\nnats_url = "{nats_url}"\nrole = "{role}"\nname = "{name}"\n'
-        "lease_ttl_s = 5.0\n"
+        f"lease_ttl_s = 5.0\n{more}"
     )
     path = folder / f"{role}-{http}.toml"
     n = 1
@@ -136,6 +137,7 @@ class Cluster:
     edge_http: list[int] = field(default_factory=list)  # (its `[server] http`, in edge order)
     core_http: list[int] = field(default_factory=list)
     held: HeldPorts = field(default_factory=HeldPorts, repr=False)
+    more: str = ""  # (lines added to each process's `[cluster]` table)
 
     def port(self) -> int:
         """A port of 127.0.0.1 for one of the cluster's processes, held (bench/ports.py)
@@ -144,9 +146,8 @@ class Cluster:
         return self.held.port()
 
     def _process(self, role: str, ports: dict[str, int], http: int) -> Process:
-        config = cluster_config(
-            self.folder, self.name, self.nats_url, self.store_url, role, ports, http, self.base
-        )
+        config = cluster_config(self.folder, self.name, self.nats_url, self.store_url, role,
+                                ports, http, self.base, self.more)  # fmt: skip
         return self.started(config, role, http)
 
     def started(self, config: Path, role: str, http: int = 0) -> Process:

@@ -170,13 +170,25 @@ def stored(url: str) -> dict[str, int]:
     return {str(uid): int(n) for uid, n in rows}
 
 
+# Draining the stream after the load: a minute, and time for a stuck core to be found
+# (`[cluster] stall_s`, 60 s by default) and replaced.
+_SETTLE_S = 150.0
+
+
+def last_lines(process: Process, count: int = 12) -> list[str]:
+    """A process's last log lines but the per-message "applied already" ones (a core
+    that took over logs one for each message redelivered to it)."""
+    lines = [line for line in process.text().splitlines() if "applied already" not in line]
+    return [line[:300] for line in lines[-count:]]
+
+
 async def settle(cluster: Cluster, cores: list[Process]) -> int:
-    """Wait until the stream is applied to its end. A core that lost its lease stops by
-    itself (exit 75, fail-stop): counted (returned), and one more core is started if none
-    is left to apply the rest of the stream."""
+    """Wait until the stream is applied to its end. A core that lost its lease, or found
+    itself stuck (cluster/stall.py), stops by itself (exit 75, fail-stop): counted (returned,
+    those stopped by the end), and one more core is started if none is left to apply the
+    rest of the stream. (Time enough for a stuck core to be found and replaced.)"""
     import nats
 
-    stopped = sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
     if not any(c.proc is not None and c.proc.poll() is None for c in cores):
         cores.append(await cluster.core())
     nc = await nats.connect(**nats_options(cluster.nats_url))
@@ -187,7 +199,7 @@ async def settle(cluster: Cluster, cores: list[Process]) -> int:
             return (await js.stream_info(f"{cluster.name}_IN")).state.messages == 0
 
         try:
-            await until_async(drained, "the stream applied to its end")
+            await until_async(drained, "the stream applied to its end", _SETTLE_S)
         except AssertionError as exc:  # (what the stream and its consumer hold, to look at)
             stream = await js.stream_info(f"{cluster.name}_IN")
             consumers = [
@@ -195,13 +207,15 @@ async def settle(cluster: Cluster, cores: list[Process]) -> int:
                 f"redelivered {c.num_redelivered}, delivered {c.delivered}, acked {c.ack_floor}"
                 for c in await js.consumers_info(f"{cluster.name}_IN")
             ]
-            alive = [c.log.name for c in cores if c.proc is not None and c.proc.poll() is None]
+            alive = [c for c in cores if c.proc is not None and c.proc.poll() is None]
             raise AssertionError(
-                f"{exc}; stream {stream.state}; consumers {consumers}; cores running {alive}"
+                f"{exc}; stream {stream.state}; consumers {consumers}; cores running "
+                f"{[c.log.name for c in alive]}; their last lines: "
+                f"{ {c.log.name: last_lines(c) for c in alive} }"
             ) from None
     finally:
         await nc.close()
-    return stopped
+    return sum(1 for c in cores if c.proc is not None and c.proc.poll() == 75)
 
 
 async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str, Any]:
@@ -216,6 +230,17 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
         "KOR": await Client("KOR", b["KOR"]).connect(),
     }
     others = [await Client("JPN", b["JPN"]).connect(), await Client("USA", b["USA"]).connect()]
+    try:
+        return await _loaded_runs(cluster, cores, senders, others, runs, rng)
+    finally:  # (failed too: no client's socket is left to a later test's garbage collection)
+        for client in [*senders.values(), *others]:
+            await client.close()
+
+
+async def _loaded_runs(
+    cluster: Cluster, cores: list[Process], senders: dict[str, Client], others: list[Client],
+    runs: int, rng: random.Random,
+) -> dict[str, Any]:  # fmt: skip
     load = Load()
     tasks = [asyncio.create_task(chats(load, senders[p], to)) for p, to in ROUTES]
     tasks += [asyncio.create_task(launches(load, others[0]))]
@@ -252,8 +277,6 @@ async def kill_runs(cluster: Cluster, runs: int, rng: random.Random) -> dict[str
     stopped = await settle(cluster, cores)
     for client in senders.values():  # (the receipts still on their way)
         load.receipts(client)
-    for client in clients:
-        await client.close()
     counts = stored(cluster.store_url)
     sizes.append(ledger_size(cluster.store_url))
     after = handles(others[0].events[marks[0] :]) if marks else set()

@@ -68,6 +68,11 @@ class ClusterSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     name: str = "commonsky"
     #: Seconds a core's lease lasts without renewal: a dead core is replaced after at most this.
     lease_ttl_s: Annotated[float, Meta(ge=1.0, le=300.0)] = 5.0
+    #: Seconds a serving core may apply none of the stream's waiting messages before it gives
+    #: its lease back and stops (exit status 75): a core stuck, however alive, is replaced
+    #: (cluster/stall.py). Longer than the consumer's ack wait (30 s): a delivery lost on the
+    #: way comes again only then.
+    stall_s: Annotated[float, Meta(ge=1.0, le=3600.0)] = 60.0
     #: An edge's name (letters, digits, - or _): its subjects are `<name>.in.<edge>.<run>` and
     #: `<name>.out.<edge>.<run>`, so a NATS user's permissions can name them. Default: this
     #: host's name.

@@ -50,6 +50,7 @@ from .packer import pack
 from .picture_kv import PictureWriter
 from .proxy import ProxyPeer
 from .spread import ROUND_S
+from .stall import ACK_WAIT_S
 from .stream_acks import StreamAcks, StreamPublisher
 from .trust import Checks, Untrusted, agrees
 from .wire import (
@@ -325,7 +326,7 @@ class ClusterCore:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30,
+                ack_wait=ACK_WAIT_S,
                 max_ack_pending=_IN_FLIGHT,
             ),
             pending_msgs_limit=2 * _IN_FLIGHT,
@@ -413,8 +414,7 @@ class ClusterCore:
             while len(msgs) < FETCH and not inbox.empty():
                 msgs.append(inbox.get_nowait())
             await self._apply(msgs)
-            # A full inbox never makes `get` wait: yield, so that NATS's reader, the lease's
-            # renewal and the edges' beats are served between batches.
+            # A full inbox never makes `get` wait: yield, so NATS's reader gets in between.
             await asyncio.sleep(0)
 
     async def _apply(self, msgs: list[Msg]) -> None:

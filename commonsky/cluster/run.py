@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -200,7 +201,7 @@ async def _serve_core(
     kv, live = await _core_streams(cluster, nc, names)
     # (The lease is taken only while the database answers: a standby that cannot use it
     # would take the lease and fail at the takeover, or serve without a store.)
-    lease = LeaseKeeper(cluster, names.lease, holder, functools.partial(answers, url))
+    lease = LeaseKeeper(cluster, names.lease, holder, functools.partial(answers, url), _stuck)
     for line in unadvertised(config):
         log.warning("%s", line)
     log.info("cluster core %s: standing by for the lease", holder)
@@ -232,6 +233,7 @@ async def _serve_core(
         raise
     core = ClusterCore(server.hub, nc, js, kv, names, live)
     await core.start()
+    lease.watch(names.stream, names.consumer)  # (a core stuck from now on stops: stall.py)
     http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,
                     lambda: lease.held, _core_faces(server))  # fmt: skip
     await http.start()  # (the edges' API calls: core_http.py)
@@ -252,6 +254,15 @@ async def _serve_core(
     await server.stop()
     await lease.release()
     await nc.close()
+
+
+def _stuck() -> None:
+    """The lease's thread, once it gave the lease back because the core applied nothing
+    for `stall_s` (stall.py; its line said so): the process stops — at once if its loop does
+    not do it first (`lease.lost`, above): that loop may be what is stuck."""
+    time.sleep(_RELEASE_S)
+    logging.shutdown()
+    os._exit(FAIL_STOP)
 
 
 async def _core_streams(

@@ -30,8 +30,10 @@ async def test_core_killed_under_load_loses_nothing_applies_nothing_twice(
     assert figures["clients_disconnected"] == 0, figures
     # Each core its own data folder; the ledger, key and secret in PostgreSQL: one chain
     # over every epoch, exported through the last core's folder, verified against the key the
-    # first core's folder pins; the same generalized handles after each takeover.
-    assert figures["core_data_dirs"] == KILLS + 1, figures
+    # first core's folder pins; the same generalized handles after each takeover. (A core
+    # that stopped by itself — found stuck, cluster/stall.py — made one more epoch.)
+    more = figures["cores_stopped_by_themselves"]
+    assert figures["core_data_dirs"] == KILLS + 1 + more, figures
     assert figures["ledger_verified"], figures
     assert len(figures["ledger_entries_per_epoch"]) == KILLS + 1, figures
     assert min(figures["ledger_entries_per_epoch"]) > 0, figures
