@@ -160,7 +160,8 @@ def serve(
     (NATS with JetStream), role = "edge" (TAK listeners and the map), "core" (the hub's
     rules and state; one serves, the others stand by) or "all", and name (default
     "commonsky": one per cluster), with [server] store_url = "postgresql://..." on the
-    cores; the first core starts once with --init.
+    cores; the first core starts once with --init. A serving core that applies nothing
+    while messages wait for stall_s seconds (default 60) stops, and a standby takes over.
 
     The NATS link across machines: nats_url = "tls://USER:PASSWORD@HOST:4222" (each
     process its own NATS user; / ? # [ ] @ % and spaces in it percent-encoded, as
