@@ -145,6 +145,7 @@ class LeaseKeeper:
         assert self._watched is not None
         seen = await look(nc.jetstream(), *self._watched)
         if seen is None:
+            progress.unseen()
             return False
         (_, floor), waiting = seen
         stuck = progress.seen(seen[0], waiting, time.monotonic())

@@ -59,6 +59,12 @@ class Progress:
         stuck = now - self.since
         return stuck if stuck >= self.stall_s else None
 
+    def unseen(self) -> None:
+        """A look that got no answer: counting starts again at the next one. (Not stuck
+        for it: NATS away is the lease's business — its renewals fail too — and a floor
+        that could not move while NATS was away is no sign of a stuck core.)"""
+        self.mark = None
+
 
 async def look(js: JetStreamContext, stream: str, consumer: str) -> tuple[Mark, int] | None:
     """The consumer's Mark and its waiting messages; None when NATS does not answer within

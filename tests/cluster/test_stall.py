@@ -42,3 +42,11 @@ def test_a_moving_floor_nothing_waiting_or_a_new_consumer_is_not_stuck() -> None
     assert progress.seen(("c", 6), 3, 30.0) is None  # (waiting again: counted from here)
     assert progress.seen(("d", 6), 3, 45.0) is None  # (a new core's consumer)
     assert progress.seen(("d", 6), 3, 55.0) == 10.0
+
+
+def test_a_look_without_an_answer_starts_the_count_again() -> None:
+    progress = Progress(stall_s=10.0)
+    assert progress.seen(("c", 5), 3, 0.0) is None
+    progress.unseen()  # (NATS away for a while: the floor could not move)
+    assert progress.seen(("c", 5), 3, 60.0) is None
+    assert progress.seen(("c", 5), 3, 70.0) == 10.0
