@@ -49,8 +49,8 @@ from .nats_io import DUPLICATE_WINDOW_S
 from .packer import pack
 from .picture_kv import PictureWriter
 from .proxy import ProxyPeer
+from .push import CHECK_EVERY_S, Binding
 from .spread import ROUND_S
-from .stall import ACK_WAIT_S
 from .stream_acks import StreamAcks, StreamPublisher
 from .trust import Checks, Untrusted, agrees
 from .wire import (
@@ -75,7 +75,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 FETCH = 128  # stream messages per batch at most (one commit; the loop stays responsive)
-_IN_FLIGHT = 4_000  # stream messages delivered to the core and not yet acknowledged
 _PICTURE_EVERY_S = ROUND_S  # picture bucket writes, newest per key, this often
 _PRUNE_EVERY_S = 60.0  # applied ids that can never come again forgotten this often
 # An applied id is kept this long (epoch seconds) after its stream message was acknowledged:
@@ -130,6 +129,7 @@ class ClusterCore:
         self._attached: dict[str, list[str]] = defaultdict(list)
         self._wake = asyncio.Event()
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()  # pushed by the consumer, in order
+        self.binding = Binding(js, names, self._on_msg)  # (its subscription: push.py)
         self.tasks: list[asyncio.Task[None]] = []
         self.applied = 0
         self.repeated = 0  # redelivered messages recognised as applied already
@@ -288,7 +288,6 @@ class ClusterCore:
         """Take over: learn the edges' clients, restore the live items the last core held
         (live_kv.py), write the picture bucket, and read the stream from its first
         unacknowledged message (the old core's unacknowledged ones again)."""
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
         if self.acks is not None:
@@ -317,20 +316,7 @@ class ClusterCore:
         self.recheck_upto = stream.state.last_seq
         # Pushed, not pulled: the next messages are on their way while a batch is applied
         # (a pull costs a round trip per batch, which bounded the core well below its CPU).
-        self.sub = await self.js.subscribe(
-            self.names.inbound,
-            durable=self.names.consumer,
-            stream=self.names.stream,
-            cb=self._on_msg,
-            manual_ack=True,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ACK_WAIT_S,
-                max_ack_pending=_IN_FLIGHT,
-            ),
-            pending_msgs_limit=2 * _IN_FLIGHT,
-        )
+        await self.binding.start()  # (kept bound: push.py)
         self.tasks = [
             asyncio.create_task(self._sender()),
             asyncio.create_task(self._consume()),
@@ -362,10 +348,14 @@ class ClusterCore:
 
     async def _upkeep(self) -> None:
         loop = asyncio.get_running_loop()
-        last_reconcile = last_prune = last_checked = loop.time()
+        last_reconcile = last_prune = last_checked = last_bound = loop.time()
         while True:
             await asyncio.sleep(_PICTURE_EVERY_S)
             now = loop.time()
+            if now - last_bound >= CHECK_EVERY_S:
+                last_bound = now
+                with contextlib.suppress(Exception):  # (NATS away: looked at next time)
+                    await self.binding.check()
             if now - last_prune >= _PRUNE_EVERY_S:
                 last_prune = now
                 try:
