@@ -17,6 +17,7 @@ export class Panels {
     this.clock = clock; // the hub's time: deadlines count down on it
     this.country = country;
     this.messages = [];
+    this.hotlineRows = new Map(); // message id -> its row's nodes, kept between renders
     this.recipientIds = []; // parties a hotline message from this party reaches now
     this.timers = {};
     this.signer = null; // set once a party that signs has loaded its key
@@ -97,42 +98,73 @@ export class Panels {
     }
   }
 
+  // Redrawn every second while a message waits (its deadline counts down), so a row's nodes
+  // are kept and only its text is written again: a button replaced between a press and its
+  // release takes no click, and a duty officer's acknowledgement was lost so (about one
+  // click in ten while a message waited); a button kept also stays disabled while its
+  // acknowledgement is on its way.
   renderHotline() {
     const now = this.clock.now();
     const list = document.getElementById("hotline");
     let waiting = 0;
     const rows = [...this.messages].reverse().map((m) => {
       const mine = m.to.includes(this.party) && m.pending.includes(this.party);
-      const overdue = m.overdue.length > 0;
-      const li = el("li", { className: overdue ? "overdue" : m.pending.length ? "pending" : "" });
-      li.dataset.id = m.id;
-      // A room's message asks nobody to acknowledge: show whom it reached.
-      const to = m.to.length ? m.to : m.audience || [];
-      li.append(el("div", { className: "meta" }, `${fmtTime(m.sent)} ${m.from} → ${to.join(", ") || "—"}`));
-      li.append(el("div", {}, m.text));
-      for (const c of m.awaiting || []) {
-        const late = m.escalated.includes(`callsign:${c}`) ? " (escalated)" : "";
-        li.append(el("div", { className: "meta" }, `${c}: not connected yet${late}`));
-      }
-      if (m.closed) li.append(el("div", { className: "meta" }, `closed ${fmtTime(m.closed)}`));
-      for (const p of m.to) {
-        const status = m.acks[p] !== undefined
-          ? `${p}: acknowledged ${fmtTime(m.acks[p])}`
-          : m.deadlines[p] <= now
-            ? `${p}: OVERDUE by ${fmtSpan(now - m.deadlines[p])}${m.escalated.includes(p) ? " (escalated)" : ""}`
-            : `${p}: ack due in ${fmtSpan(m.deadlines[p] - now)}`;
-        li.append(el("div", { className: "meta" }, status));
-      }
+      const row = this.hotlineRow(m.id);
+      row.li.className = m.overdue.length > 0 ? "overdue" : m.pending.length ? "pending" : "";
+      row.info.replaceChildren(...this.hotlineLines(m, now));
       if (mine) {
         waiting++;
-        const button = el("button", { type: "button", className: "ack" }, "Acknowledge");
-        button.addEventListener("click", () => this.ack(m.id, button));
-        li.append(button);
+        if (!row.button) {
+          row.button = el("button", { type: "button", className: "ack" }, "Acknowledge");
+          row.button.addEventListener("click", () => this.ack(m.id, row.button));
+          row.li.append(row.button);
+        }
+      } else if (row.button) {
+        row.button.remove();
+        row.button = null;
       }
-      return li;
+      return row.li;
     });
-    list.replaceChildren(...rows);
+    const shown = new Set(this.messages.map((m) => m.id));
+    for (const id of this.hotlineRows.keys()) if (!shown.has(id)) this.hotlineRows.delete(id);
+    const same = rows.length === list.children.length && rows.every((li, i) => list.children[i] === li);
+    if (!same) list.replaceChildren(...rows);
     document.getElementById("hotline-count").textContent = waiting ? String(waiting) : "";
+  }
+
+  hotlineRow(id) {
+    let row = this.hotlineRows.get(id);
+    if (!row) {
+      row = { li: el("li"), info: el("div"), button: null };
+      row.li.dataset.id = id;
+      row.li.append(row.info);
+      this.hotlineRows.set(id, row);
+    }
+    return row;
+  }
+
+  // A message's lines: who to whom, its text, who has not connected, its acknowledgements.
+  hotlineLines(m, now) {
+    // A room's message asks nobody to acknowledge: show whom it reached.
+    const to = m.to.length ? m.to : m.audience || [];
+    const lines = [
+      el("div", { className: "meta" }, `${fmtTime(m.sent)} ${m.from} → ${to.join(", ") || "—"}`),
+      el("div", {}, m.text),
+    ];
+    for (const c of m.awaiting || []) {
+      const late = m.escalated.includes(`callsign:${c}`) ? " (escalated)" : "";
+      lines.push(el("div", { className: "meta" }, `${c}: not connected yet${late}`));
+    }
+    if (m.closed) lines.push(el("div", { className: "meta" }, `closed ${fmtTime(m.closed)}`));
+    for (const p of m.to) {
+      const status = m.acks[p] !== undefined
+        ? `${p}: acknowledged ${fmtTime(m.acks[p])}`
+        : m.deadlines[p] <= now
+          ? `${p}: OVERDUE by ${fmtSpan(now - m.deadlines[p])}${m.escalated.includes(p) ? " (escalated)" : ""}`
+          : `${p}: ack due in ${fmtSpan(m.deadlines[p] - now)}`;
+      lines.push(el("div", { className: "meta" }, status));
+    }
+    return lines;
   }
 
   async ack(id, button) {
