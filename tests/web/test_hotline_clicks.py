@@ -2,8 +2,9 @@
 
 While a message waits, the panel is redrawn every second (its deadline counts down). It used
 to build every row and button anew each time, and a button replaced between the press and
-the release of a click takes no click: about one acknowledgement in ten was lost while a
-message waited (a loaded machine's browser test found it). The rows' nodes are now kept and
+the release of a click takes no click: with a press of ~0.1 s against a redraw each
+second, about one acknowledgement in ten (an estimate) was lost while a message waited (a
+loaded machine's run of tests/web/test_signing.py found it). The rows' nodes are now kept and
 only their text written again (web/app/panels.js `renderHotline`)."""
 
 from __future__ import annotations

@@ -100,9 +100,9 @@ export class Panels {
 
   // Redrawn every second while a message waits (its deadline counts down), so a row's nodes
   // are kept and only its text is written again: a button replaced between a press and its
-  // release takes no click, and a duty officer's acknowledgement was lost so (about one
-  // click in ten while a message waited); a button kept also stays disabled while its
-  // acknowledgement is on its way.
+  // release takes no click, and a duty officer's acknowledgement was lost so (a press of
+  // ~0.1 s against a redraw each second: about one in ten). A button kept also stays
+  // disabled while its acknowledgement is on its way.
   renderHotline() {
     const now = this.clock.now();
     const list = document.getElementById("hotline");
