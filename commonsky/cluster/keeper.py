@@ -147,12 +147,12 @@ class LeaseKeeper:
         if seen is None:
             progress.unseen()
             return False
-        (_, floor), waiting = seen
-        stuck = progress.seen(seen[0], waiting, time.monotonic())
+        mark, waiting = seen
+        stuck = progress.seen(mark, waiting, time.monotonic())
         if stuck is None:
             return False
         log.critical("cluster core %s: %d stream messages have waited %.0f s with none "
                      "applied (its consumer's floor still at %d); it is stuck: giving the "
                      "lease back and stopping ([cluster] stall_s = %g)", self.holder,
-                     waiting, stuck, floor, self.cluster.stall_s)  # fmt: skip
+                     waiting, stuck, mark[1], self.cluster.stall_s)  # fmt: skip
         return True

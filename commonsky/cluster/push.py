@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .stall import ACK_WAIT_S
+from .stall import waiting
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 IN_FLIGHT = 4_000  # stream messages delivered to the core and not yet acknowledged
+ACK_WAIT_S = 30.0  # the consumer's ack wait: a delivery lost on the way comes again then
 CHECK_EVERY_S = 5.0  # the consumer looked at this often (one request)
 MISSES = 2  # looks in a row finding it unbound while messages wait before subscribing again
 
@@ -78,8 +79,8 @@ class Binding:
         messages waiting) and subscribed to again. Raises NATS's errors (NATS away: the
         caller tries again at its next round)."""
         info = await self.js.consumer_info(self.names.stream, self.names.consumer)
-        waiting = (info.num_ack_pending or 0) + (info.num_pending or 0)
-        if info.push_bound or not waiting:
+        held = waiting(info)
+        if info.push_bound or not held:
             self.misses = 0
             return False
         self.misses += 1
@@ -89,7 +90,7 @@ class Binding:
         log.warning("core: the server stopped pushing to this core's consumer %s (%d "
                     "messages waiting, none delivered: a push consumer left inactive though "
                     "subscribed, nats-server before 2.10.28); subscribing to it again",
-                    self.names.consumer, waiting)  # fmt: skip
+                    self.names.consumer, held)  # fmt: skip
         if self.sub is not None:
             await self.sub.unsubscribe()
         self.sub = await self.js.subscribe_bind(

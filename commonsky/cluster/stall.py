@@ -19,8 +19,8 @@ core's own loop, which may be the thing that is stuck.
 
 `stall_s` must be longer than a message can legitimately wait unacknowledged at the head of
 the core's queue: a delivery lost on the way (nats-py drops what overflows a subscription's
-queue) comes again only after the consumer's ack wait, ACK_WAIT_S. A shorter `stall_s` turns
-such a wait into a needless (though safe) failover.
+queue) comes again only after the consumer's ack wait (push.py ACK_WAIT_S). A shorter
+`stall_s` turns such a wait into a needless (though safe) failover.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
+    from nats.js.api import ConsumerInfo
 
 CHECK_EVERY_S = 2.0  # the consumer looked at this often (one request on the lease's connection)
-ACK_WAIT_S = 30.0  # the core's consumer's ack wait (core.py): a lost delivery comes again then
 _ASK_S = 2.0  # a look that takes longer is skipped (NATS slow or away: the lease says so)
 
 #: What moves when a core applies: the consumer's creation time (a new core makes its own)
@@ -74,5 +74,10 @@ async def look(js: JetStreamContext, stream: str, consumer: str) -> tuple[Mark, 
     except Exception:  # (timeouts, NotFoundError, a connection being made again)
         return None
     floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
-    waiting = (info.num_ack_pending or 0) + (info.num_pending or 0)
-    return (info.created, floor or 0), waiting
+    return (info.created, floor or 0), waiting(info)
+
+
+def waiting(info: ConsumerInfo) -> int:
+    """The messages a consumer holds for the core: delivered and not acknowledged, or not
+    yet delivered (push.py `Binding.check` asks the same)."""
+    return (info.num_ack_pending or 0) + (info.num_pending or 0)
