@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,26 @@ async def test_a_missing_file_stops_a_hub_that_has_run(tmp_path: Path, lost: str
     assert (data / lost).exists()
     async with running_hub(config):  # and from then on it starts as usual
         pass
+
+
+@pytest.mark.parametrize("store", ["postgresql", "killed"])
+async def test_a_first_start_that_stored_nothing_leaves_a_new_folder(
+    tmp_path: Path, store: str, held_port: Callable[[], int]
+) -> None:
+    """A first start whose PostgreSQL is not there yet (or that was killed before its first
+    write) leaves empty database files: the next start is a first one, not a refusal."""
+    data = tmp_path / "hub"
+    if store == "postgresql":
+        down = f"postgresql://127.0.0.1:{held_port()}/commonsky"
+        with pytest.raises(UsageError, match="cannot use PostgreSQL"):
+            HubServer(base_config(tmp_path, HOTLINE, server={"store_url": down}))
+        assert (data / "ledger.sqlite3").stat().st_size == 0  # what that start left
+    else:
+        (data / "keys").mkdir(parents=True)
+        for name in ("ledger.sqlite3", "hub.sqlite3", "ledger.sqlite3-wal"):
+            (data / name).touch()
+    await run_once(tmp_path, messages=1)
+    assert json.loads((data / MANIFEST).read_text())["hub_id"]
 
 
 async def test_a_fresh_ledger_never_verifies_beside_stored_messages(tmp_path: Path) -> None:

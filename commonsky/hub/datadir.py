@@ -129,6 +129,21 @@ def release_lock(fd: int) -> None:
     os.close(fd)
 
 
+def _holds(path: Path) -> bool:
+    """Whether `path` exists and holds something: a SQLite file counts only when it or its
+    write-ahead log has bytes (SQLite makes the file empty, before anything is written)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if not path.name.endswith(".sqlite3") or size:
+        return True
+    try:
+        return path.with_name(f"{path.name}-wal").stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def _tighten(path: Path, mode: int) -> None:
     try:
         current = stat.S_IMODE(path.stat().st_mode)
@@ -173,16 +188,16 @@ class DataDir:
             private_dir(self.path / "keys")
             self.manifest = self._read_manifest()
             present = {name: (self.path / name).exists() for name in self._files()}
-            has_run = self.manifest is not None or any(present.values())
+            # (What a start that failed or was killed before its first write leaves — an
+            # empty database file — is no sign of a hub: the next start is a first one.)
+            held = [name for name in present if _holds(self.path / name)]
+            has_run = self.manifest is not None or bool(held)
             missing = [name for name, here in present.items() if not here]
             if has_run and missing:
                 why = (
                     f"its manifest {MANIFEST} is there"
                     if self.manifest
-                    else (
-                        f"{', '.join(n for n, here in present.items() if here)} "
-                        f"{'is' if sum(present.values()) == 1 else 'are'} there"
-                    )
+                    else f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} there"
                 )
                 if not self.init:
                     raise UsageError(
