@@ -28,7 +28,7 @@ from commonsky.errors import UsageError
 from commonsky.eventloop import running_loop_name
 from commonsky.http.app import build_app, serve_http
 from commonsky.hub.core import Hub
-from commonsky.hub.datadir import DataDir, private_dir, write_private
+from commonsky.hub.datadir import DataDir, damaged, private_dir, write_private
 from commonsky.hub.heap import settle_heap
 from commonsky.hub.listeners import TakListener, bind_http, tls_context
 from commonsky.hub.quarantine import FILE_NAME as QUARANTINE_FILE
@@ -134,7 +134,7 @@ class HubServer:
         self.released = False
         try:
             data_dir = self.folder.path
-            self.store = _open_store(str(config.settings.store_url), data_dir)
+            self.store = open_store(str(config.settings.store_url), data_dir)
             shared = (
                 _open_shared(self.store, init, writer, self.folder, config)
                 if config.cluster is not None
@@ -169,6 +169,9 @@ class HubServer:
                 TakListener(self.hub, lc, tls, _revocations(crls, lc))
                 for lc, tls in zip(tak, contexts, strict=True)
             ]
+        except sqlite3.Error as exc:  # (a page damaged where opening the file did not look)
+            self._release()
+            raise damaged(self.folder.path, exc) from None
         except BaseException:
             self._release()
             raise
@@ -334,16 +337,6 @@ def _revocations(crls: dict[Path, Revocations], lc: ListenerConfig) -> Revocatio
     return crls.get(Path(lc.ca)) or Revocations(Path(lc.ca))
 
 
-def _open_store(url: str, data_dir: Path) -> Store:
-    try:
-        return open_store(url, data_dir)
-    except sqlite3.Error as exc:
-        raise UsageError(
-            f"{data_dir / 'hub.sqlite3'}: cannot open the item store ({exc}); "
-            "restore it from a backup"
-        ) from None
-
-
 def _open_shared(
     store: Store, init: bool, writer: str | None, folder: DataDir, config: HubConfig
 ) -> Shared:
@@ -369,11 +362,6 @@ def _build_services(hub: Hub, data_dir: Path, shared: Shared | None = None) -> S
         return Services.build(hub, data_dir, shared)
     except (LedgerError, KeyFileError) as exc:
         raise UsageError(f"{exc}; restore it from a backup") from None
-    except sqlite3.Error as exc:
-        raise UsageError(
-            f"{data_dir / 'ledger.sqlite3'}: cannot open the ledger ({exc}); "
-            "restore it from a backup"
-        ) from None
 
 
 def _warn_without_tokens(config: HubConfig) -> None:

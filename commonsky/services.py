@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,9 +163,12 @@ class Services:
 def _rebuild(hub: Hub, name: str, rebuild: Callable[[], None]) -> None:
     """A desk's rebuild at start. A stored item it cannot rebuild is quarantined by the desk
     (hub/quarantine.py); if the desk itself fails, that is our bug, logged with its
-    traceback — and still never a reason not to start."""
+    traceback — and still never a reason not to start. (A database that cannot be read is
+    not a desk's: the start stops with one line naming the file, server.py.)"""
     try:
         rebuild()
+    except sqlite3.Error:
+        raise
     except Exception:
         hub.metrics.internal_error(f"rebuild_{name}")
         log.exception("rebuilding the %s desk failed; the hub starts without all of it", name)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -181,6 +182,33 @@ def test_a_database_that_is_not_one_is_named(
     (data / name).write_bytes(b"this is not a SQLite database, just bytes " * 50)
     line = one_error_line(serve(config, "--http", "127.0.0.1:0"))
     assert str(data / name) in line and "not a database" in line
+
+
+def damage_pages(database: Path) -> None:
+    """Fold the write-ahead log into `database`, then overwrite every page after the first
+    (the schema) with bytes no page holds: damage that opening the file does not see."""
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    with database.open("r+b") as raw:
+        raw.seek(size)
+        raw.write(b"\xff" * size * (pages - 1))
+
+
+@pytest.mark.parametrize("name", ["hub.sqlite3", "ledger.sqlite3"])
+def test_a_damaged_page_names_its_database(
+    tmp_path: Path, name: str, held_port: Callable[[], int]
+) -> None:
+    """Tables' pages read at start after the file opened fine: one line naming the damaged
+    file (it was a traceback for the store, and blamed the ledger for some)."""
+    config = write(tmp_path / "hub.toml", TOKENED)
+    with serving(config, held_port(), tmp_path):
+        pass
+    data = tmp_path / "var" / "hub"
+    damage_pages(data / name)
+    line = one_error_line(serve(config, "--http", "127.0.0.1:0"))
+    assert f"{data / name}: damaged" in line and "restore it from a backup" in line
 
 
 def test_paths_are_relative_to_the_config_file(

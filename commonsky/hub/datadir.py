@@ -33,8 +33,9 @@ import json
 import logging
 import os
 import secrets
+import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -344,6 +345,36 @@ def read_manifest(data_dir: Path) -> Any:
         return None
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path}: cannot read the hub's manifest ({exc})") from None
+
+
+def damaged(folder: Path, exc: sqlite3.Error, names: Iterable[str] | None = None) -> UsageError:
+    """The one line for a SQLite error met reading the folder's databases (`names`, default
+    every *.sqlite3 there): it names each one `PRAGMA quick_check` finds damaged — checked
+    here, on the error's path, so a start pays nothing for it — else the error itself."""
+    paths = sorted(folder.glob("*.sqlite3")) if names is None else [folder / n for n in names]
+    bad = [f"{path}: {problem}" for path in paths if (problem := _damage(path))]
+    if not bad:
+        return UsageError(f"{folder}: a database cannot be read ({exc})")
+    fix = "restore it from a backup" if len(bad) == 1 else "restore them from a backup"
+    return UsageError(f"{'; '.join(bad)}; {fix}")
+
+
+def _damage(path: Path) -> str | None:
+    """What is wrong with the SQLite file at `path` (opened read-only), or None."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            first = conn.execute("PRAGMA quick_check(1)").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"cannot be read ({exc})"
+    if first is None or first[0] != "ok":
+        found = " ".join(str(first[0]).replace("*** in database main ***", "").split())
+        return f"damaged (quick_check: {found})" if first else "damaged (quick_check: no answer)"
+    return None
 
 
 @contextlib.contextmanager

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -44,9 +47,23 @@ HubKey = Annotated[
 ]
 
 
-def _open(data_dir: Path | None, config: Path | None = None) -> Ledger:
-    """The ledger of a data folder or of a config's hub: the SQLite file, or (a cluster) the
-    PostgreSQL database the folder's manifest or the config names. Raises UsageError."""
+@contextlib.contextmanager
+def _open(data_dir: Path | None, config: Path | None = None) -> Iterator[Ledger]:
+    """The ledger of a data folder or of a config's hub (`_ledger`), open for the block; a
+    damaged SQLite file met in it is one line naming the file (UsageError)."""
+    folder, ledger = _ledger(data_dir, config)
+    try:
+        with ledger:
+            yield ledger
+    except sqlite3.Error as exc:
+        from commonsky.hub.datadir import damaged
+
+        raise damaged(folder, exc, [DB_NAME]) from None
+
+
+def _ledger(data_dir: Path | None, config: Path | None = None) -> tuple[Path, Ledger]:
+    """The data folder and its ledger: the SQLite file, or (a cluster) the PostgreSQL
+    database the folder's manifest or the config names. Raises UsageError."""
     if (data_dir is None) == (config is None):
         raise UsageError("give --data-dir DIR or --config FILE (one of them)")
     url = ""
@@ -70,16 +87,20 @@ def _open(data_dir: Path | None, config: Path | None = None) -> Ledger:
         from commonsky.hub.shared import open_ledger
 
         hub_id = manifest.get("hub_id")
-        return open_ledger(url, hub_id if isinstance(hub_id, str) else None)
+        return data_dir, open_ledger(url, hub_id if isinstance(hub_id, str) else None)
     db = data_dir / DB_NAME
     if not db.is_file():
         raise UsageError(f"{data_dir}: no ledger here ({DB_NAME} is missing)")
     if not (keys.keys_dir(data_dir) / keys.HUB_KEY_NAME).is_file():
         raise UsageError(f"{data_dir}: hub key keys/{keys.HUB_KEY_NAME} is missing")
     try:
-        return Ledger.open(data_dir)
+        return data_dir, Ledger.open(data_dir)
     except (LedgerError, keys.KeyFileError) as exc:
         raise UsageError(str(exc)) from None
+    except sqlite3.Error as exc:
+        from commonsky.hub.datadir import damaged
+
+        raise damaged(data_dir, exc, [DB_NAME]) from None
 
 
 def _manifest(data_dir: Path) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -267,3 +269,21 @@ def test_bench_runs_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     code, text = run(["bench", "ledger", "--entries", "300", "--proofs", "20"], capsys)
     assert code == 0, text
     assert "appends/s" in text
+
+
+def test_export_of_a_damaged_ledger_names_the_file(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A page of ledger.sqlite3 overwritten (opening the file does not see it): one line
+    naming the file, exit 2, no traceback."""
+    database = data_dir / "ledger.sqlite3"
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    with database.open("r+b") as raw:
+        raw.seek(size)  # page 2
+        raw.write(b"\xff" * size)
+    out = tmp_path / "damaged.jsonl"
+    code, text = run(["ledger", "export", "--data-dir", str(data_dir), "--out", str(out)], capsys)
+    assert code == 2 and "Traceback" not in text, text
+    assert f"{database}: damaged" in text and "restore it from a backup" in text
