@@ -34,6 +34,14 @@ class UsageError(CommonSkyError):
     reason = "usage"
 
 
+def positive_seconds(flag: str, value: float) -> float:
+    """`value`, given as `flag`, when it is a finite number of seconds over 0; UsageError
+    otherwise (nan and inf too: a comparison with nan is always false, and inf is never)."""
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{flag} {value!r}: must be a positive number of seconds")
+    return value
+
+
 class RemoteProtocolError(CommonSkyError):
     """The peer sent something we refuse. `reason` is a short metric label; the message is
     refused (HTTP 400 unless `http_status` says otherwise) and its connection kept."""

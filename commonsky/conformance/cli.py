@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, positive_seconds
 
 from . import ALPHA, BRAVO
 
@@ -208,8 +208,7 @@ def conformance(
     """
     if wire not in WIRES:
         raise UsageError(f"--wire {wire!r} is not one of {', '.join(WIRES)}")
-    if timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    positive_seconds("--timeout", timeout)
     if (cluster is None) != (postgres is None):
         raise UsageError("--cluster and --postgres go together")
     samples = load_samples(folder)

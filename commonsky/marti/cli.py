@@ -76,7 +76,7 @@ def enroll(
     code.terminal(out=sys.stdout if sys.stdout.isatty() else sys.stderr, compact=True)
     if qr is not None:
         try:
-            code.save(str(qr), scale=8, border=4)
+            code.save(str(qr), kind="png", scale=8, border=4)  # (whatever the name ends in)
         except OSError as exc:
             raise UsageError(f"--qr {qr}: cannot write ({exc.strerror})") from None
         print(f"QR code written to {qr}", file=sys.stderr)

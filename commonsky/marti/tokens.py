@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, positive_seconds
 
 DB_NAME = "enroll.sqlite3"
 PROFILE_GRACE_S = 600.0
@@ -80,8 +80,7 @@ def check_issue(user: str, ttl_s: float) -> None:
             f"--user {user!r}: use letters, digits and . _ @ - (at most 64), starting "
             "with a letter or digit"
         )
-    if ttl_s <= 0:
-        raise UsageError(f"--ttl {ttl_s:g}: must be positive")
+    positive_seconds("--ttl", ttl_s)  # (nan and inf too: a token that never expires is not)
 
 
 def judge(row: Token | None, user: str, now: float, spend: bool) -> Token | Refusal:
