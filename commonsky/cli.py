@@ -229,8 +229,11 @@ def demo(
     Prints the map's address, a sign-in link and the TAK port of every party, then a
     summary (DATA_DIR/summary.json); tokens in DATA_DIR/tokens.json.
     """
+    from commonsky.config import parse_hostport
     from commonsky.demo.main import run_demo
     from commonsky.settings import CLOCK_RATE_MAX
+
+    parse_hostport(http, "--http")  # (before the demo's folder is emptied)
 
     # (written so that nan fails too: every comparison with nan is false)
     if not 0 < speed <= CLOCK_RATE_MAX:
@@ -315,17 +318,21 @@ def cert_issue(
             "non-loopback name).",
         ),
     ] = None,
-    port: Annotated[int, typer.Option("--port", help="The hub's tak-tls port.")] = 8089,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="The hub's tak-tls port.")
+    ] = 8089,
 ) -> None:
     """Issue a client certificate for a TAK user: PEM files, a PKCS#12 bundle and a
     truststore. Their password is random, printed once and stored nowhere."""
     from commonsky.hub.datadir import private_dir
-    from commonsky.pki import ATAK_DEFAULT_PASSWORD, P12Form, issue_client
+    from commonsky.pki import ATAK_DEFAULT_PASSWORD, P12Form, check_host, issue_client
 
     try:
         form = P12Form(p12)
     except ValueError:
         raise UsageError(f"--p12 {p12!r}: use compatible or modern") from None
+    if host is not None:
+        check_host("--host", host)
     private_dir(out)  # it holds the user's private key
     files, password = issue_client(
         ca, party, name, out, form, ATAK_DEFAULT_PASSWORD if atak_default_password else None

@@ -29,8 +29,9 @@ from commonsky.cluster.config import ClusterSettings, Role, check_cluster, witho
 from commonsky.errors import UsageError
 from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
+from commonsky.namespace import party_id_problem
 from commonsky.policy import Agreement, Party
-from commonsky.settings import Settings, env_name
+from commonsky.settings import Settings, env_name, flag_name
 
 LISTENER_KINDS = ("tak-tcp", "tak-tls", "enroll", "marti", "federation")
 #: TLS listeners: each needs `ca = DIR` (its CA and, unless cert/key are given, server.pem).
@@ -235,6 +236,7 @@ def config_from_dict(
     if not isinstance(server, Mapping):
         raise UsageError(f"{source}: [server] is not a table")
     settings = _absolute_paths(Settings.resolve(server, source, overrides), base, overrides)
+    parse_hostport(str(settings.http), f"{_origin('http', source, overrides)}: http")
 
     parties = []
     seen: set[str] = set()
@@ -243,10 +245,8 @@ def config_from_dict(
         where, at = f"{source}: [[party]] #{index + 1}", f"$.party[{index}]"
         table = decode_table(PartyTable, raw, where, at)
         pid = table.id
-        if not pid or not pid.replace("-", "").replace("_", "").isalnum() or "::" in pid:
-            raise UsageError(f"{where}: id = {pid!r} must be letters, digits, - or _ ({at}.id)")
-        if pid == "HUB":
-            raise UsageError(f"{where}: id = 'HUB' is reserved for the hub itself ({at}.id)")
+        if (problem := party_id_problem(pid)) is not None:
+            raise UsageError(f"{where}: id = {pid!r} {problem} ({at}.id)")
         if pid in seen:
             raise UsageError(f"{where}: id = {pid!r} is declared twice ({at}.id)")
         seen.add(pid)
@@ -421,6 +421,13 @@ def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
     if not isinstance(value, list):
         raise UsageError(f"{source}: {key!r} must be an array of tables ([[{key}]])")
     return value
+
+
+def _origin(name: str, source: str, overrides: Mapping[str, Any] | None) -> str:
+    """Where the value of setting `name` came from, as Settings.resolve names it."""
+    if (overrides or {}).get(name) is not None:
+        return flag_name(name)
+    return env_name(name) if env_name(name) in os.environ else f"{source}: [server]"
 
 
 def _absolute_paths(

@@ -92,6 +92,17 @@ class Key(NamedTuple):
     uid: str
 
 
+def party_id_problem(pid: str) -> str | None:
+    """Why `pid` cannot name a party (None when it can): letters, digits, - or _ (so never
+    the separator), and not HUB, which names the hub itself. One rule for `[[party]] id`
+    and for the certificates `cert issue` makes (their subject O is the party)."""
+    if not pid or not pid.replace("-", "").replace("_", "").isalnum() or SEPARATOR in pid:
+        return "must be letters, digits, - or _"
+    if pid == "HUB":
+        return "is reserved for the hub itself"
+    return None
+
+
 def foreign_uid(party: str, uid: str) -> str:
     """The name other parties see `party`'s uid under in `full`: `PARTY::uid`."""
     return f"{party}{SEPARATOR}{uid}"

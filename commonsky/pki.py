@@ -24,6 +24,7 @@ import enum
 import ipaddress
 import json
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from commonsky.errors import Refused, UsageError
+from commonsky.namespace import party_id_problem
 
 ATAK_DEFAULT_PASSWORD = "atakatak"  # public: only when asked for by name
 # No 0/o, 1/l/i: read off a screen and typed on a phone.
@@ -98,9 +100,30 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: A DNS name a certificate may carry: dot-separated labels of letters, digits and inner
+#: hyphens (RFC 1123), the first one possibly `*` (a wildcard).
+_DNS_NAME = re.compile(
+    r"(?=.{1,253}$)(\*|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
+    r"(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def check_host(flag: str, host: str) -> str:
+    """`host` when it is an IP address or a DNS name (what a certificate or a connection
+    package can name); UsageError naming `flag` otherwise."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _DNS_NAME.fullmatch(host):
+            raise UsageError(f"{flag} {host!r}: not a DNS name or IP address") from None
+    return host
+
+
 def init_ca(
     directory: Path, name: str = "CommonSky hub CA", server_names: Sequence[str] = ()
 ) -> None:
+    for extra in server_names:  # (before anything is written: a CA is made whole or not)
+        check_host("--server-name", extra)
     if (directory / CA_CERT).exists():
         raise UsageError(f"{directory / CA_CERT} already exists; refusing to replace a CA")
     key = ec.generate_private_key(ec.SECP256R1())
@@ -204,8 +227,10 @@ def issue_client(
     """Client certificate for `name` of `party`: (the files written, the password of the
     PKCS#12 bundle and truststore — a new random one unless `password` is given). The
     password is written nowhere: show it to the user once."""
-    if not party or not name or "/" in name or ".." in name:
-        raise UsageError(f"--party {party!r} / --name {name!r}: both must be plain names")
+    if (problem := party_id_problem(party)) is not None:
+        raise UsageError(f"--party {party!r}: a party id {problem} (as [[party]] id)")
+    if not name or "/" in name or ".." in name:
+        raise UsageError(f"--name {name!r}: must be a plain name")
     password = new_password() if password is None else password
     key, cert = _issue(ca_dir, party, name, server=False)
     ca_cert, _ = _load_ca(ca_dir)
