@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from commonsky.config import config_from_dict
 from commonsky.errors import UsageError
+from commonsky.pki import init_ca
 from commonsky.server import HubServer
 from tests.conftest import base_config, running_hub, token_of
 
@@ -119,6 +121,47 @@ party = "JPN"
         )
         line = one_error_line(serve(config))
     assert "[[listener]] #2" in line and f"port {port} is already in use" in line
+
+
+async def test_a_port_two_entries_share_names_the_second(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
+    """[server] http and a listener on one port: the HTTP socket was only bound, so the
+    listener bound beside it and uvicorn then failed with a traceback (EBADF)."""
+    port = held_port()
+    data = {
+        "server": {"http": f"127.0.0.1:{port}", "data_dir": str(tmp_path / "hub")},
+        "listener": [{"kind": "tak-tcp", "bind": f"127.0.0.1:{port}", "party": "USA"}],
+        "party": [{"id": "USA"}],
+    }
+    server = HubServer(config_from_dict(data, "hub.toml"))
+    with pytest.raises(UsageError) as refused:
+        await server.start()
+    assert str(refused.value) == (
+        f"hub.toml: [[listener]] #1 bind = '127.0.0.1:{port}': port {port} is already in use "
+        "(another hub or program); stop it or pick another"
+    )
+
+
+async def test_a_busy_federation_port_names_its_listener(tmp_path: Path) -> None:
+    """gRPC raises (RuntimeError) where it once returned port 0: it was a traceback."""
+    init_ca(tmp_path / "ca")
+    with occupied() as port:
+        data = {
+            "server": {"http": "127.0.0.1:0", "data_dir": str(tmp_path / "hub")},
+            "listener": [
+                {"kind": "federation", "bind": f"127.0.0.1:{port}", "ca": str(tmp_path / "ca")}
+            ],
+            "party": [{"id": "USA"}, {"id": "JPN", "federate": "peer"}],
+            "federate": [
+                {"name": "peer", "parties": ["JPN"], "fingerprint": "sha256:" + "ab" * 32}
+            ],
+        }
+        server = HubServer(config_from_dict(data, "hub.toml"))
+        with pytest.raises(UsageError) as refused:
+            await server.start()
+    assert str(refused.value).startswith(f"hub.toml: [[listener]] #1: bind = 127.0.0.1:{port}: ")
+    assert "the port is in use" in str(refused.value)
 
 
 def test_missing_certificates_name_the_file_the_listener_and_the_fix(tmp_path: Path) -> None:

@@ -189,9 +189,14 @@ class Listener:
             Servicer(self.identity, self.links), self.server
         )
         credentials = server_credentials(self.identity, list(self.links.values()))
-        port: int = self.server.add_secure_port(f"{self.host}:{self.port}", credentials)
+        try:
+            port: int = self.server.add_secure_port(f"{self.host}:{self.port}", credentials)
+        except RuntimeError:  # (gRPC >= 1.60 raises where it returned 0)
+            port = 0
         if port == 0:
-            raise OSError(f"cannot bind federation listener {self.host}:{self.port}")
+            raise OSError(
+                "cannot listen there (the port is in use, or no interface has the address)"
+            )
         await self.server.start()
         self.port = port
         return port

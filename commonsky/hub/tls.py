@@ -109,6 +109,9 @@ def bind_http(host: str, port: int, where: str, reuse_port: bool = False) -> soc
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
+        # Listening at once takes the port: a socket only bound (SO_REUSEADDR) would let a
+        # listener of the same port bind beside it, and uvicorn fail later with no line.
+        sock.listen(socket.SOMAXCONN)
     except OSError as exc:
         sock.close()
         raise UsageError(f"{where} = {host}:{port}: {port_problem(port, exc)}") from None
