@@ -120,6 +120,7 @@ class HubServer:
         # Certificates first: a mistake there should not touch the data folder.
         tak = [lc for lc in config.listeners if lc.kind in ("tak-tcp", "tak-tls")]
         contexts = [tls_context(lc) if lc.kind == "tak-tls" else None for lc in tak]
+        _check_certificates(config)
         self.listeners: list[TakListener] = []
         self.http_listeners: list[HttpListener] = []  # enroll, marti (issue 16)
         self.marti: MartiState | None = None
@@ -329,6 +330,20 @@ async def _start_federation(federation: Federation, config: HubConfig) -> int:
         raise UsageError(
             f"{listener.where}: bind = {listener.host}:{listener.port}: {exc}"
         ) from None
+
+
+def _check_certificates(config: HubConfig) -> None:
+    """The enroll and marti listeners' certificates, and the CRL of each listener that reads
+    one, checked before the data folder is touched (they are built after it): UsageError
+    naming the listener."""
+    for lc in config.listeners:
+        if lc.kind in ("enroll", "marti"):
+            tls_context(lc)
+        if lc.kind in ("tak-tls", "marti") and lc.ca is not None:
+            try:
+                Revocations(Path(lc.ca))
+            except UsageError as exc:
+                raise UsageError(f"{lc.where} ({lc.kind}): {exc}") from None
 
 
 def _revocations(crls: dict[Path, Revocations], lc: ListenerConfig) -> Revocations | None:

@@ -164,6 +164,36 @@ async def test_a_busy_federation_port_names_its_listener(tmp_path: Path) -> None
     assert "the port is in use" in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("kind", "spoil", "named"),
+    [
+        ("marti", "server.pem", "server.pem is missing"),
+        ("enroll", "server.pem", "server.pem is missing"),
+        ("marti", "crl.pem", "crl.pem: not a PEM certificate revocation list"),
+        ("tak-tls", "crl.pem", "crl.pem: not a PEM certificate revocation list"),
+    ],
+)
+def test_a_listeners_certificates_are_checked_before_the_data_folder(
+    tmp_path: Path, kind: str, spoil: str, named: str
+) -> None:
+    """The enroll and marti listeners' files and the CRL were read once the data folder was
+    made (a new hub in it), and a CRL's error did not name its listener."""
+    init_ca(tmp_path / "ca")
+    if spoil == "crl.pem":
+        (tmp_path / "ca" / spoil).write_text("not a CRL")
+    else:
+        (tmp_path / "ca" / spoil).unlink()
+    data = {
+        "server": {"http": "127.0.0.1:0", "data_dir": str(tmp_path / "hub")},
+        "listener": [{"kind": kind, "bind": "127.0.0.1:0", "ca": str(tmp_path / "ca")}],
+    }
+    with pytest.raises(UsageError) as refused:
+        HubServer(config_from_dict(data, "hub.toml"))
+    assert str(refused.value).startswith(f"hub.toml: [[listener]] #1 ({kind}): ")
+    assert named in str(refused.value)
+    assert not (tmp_path / "hub").exists()
+
+
 def test_missing_certificates_name_the_file_the_listener_and_the_fix(tmp_path: Path) -> None:
     config = write(
         tmp_path / "conf" / "hub.toml",
