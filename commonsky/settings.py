@@ -71,7 +71,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     limit_message_bytes: Annotated[
         int,
         Meta(
-            ge=0,
+            ge=1,  # (0: every TAK connection failed as it opened, its reader's limit 0)
             description=(
                 "Largest CoT event or TAK protobuf message accepted; larger ones are refused."
             ),

@@ -36,6 +36,7 @@ def test_precedence_default_file_env_flag() -> None:
     ("name", "value"),
     [
         ("limit_queue_tracks", "-1"),
+        ("limit_message_bytes", "0"),
         ("timeout_idle_s", "soon"),
         ("alert_status", "Test"),
         ("nonexistent", "1"),
