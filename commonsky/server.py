@@ -309,6 +309,15 @@ def _build_federation(
     hub: Hub, config: HubConfig, hub_id: str, services: Services
 ) -> Federation | None:
     if not config.federates:
+        for lc in config.listeners:
+            if lc.kind == "federation":
+                log.warning(
+                    "%s: no [[federate]] is declared, so nothing listens on %s:%d (a peer hub "
+                    "is accepted only as a [[federate]] table)",
+                    lc.where,
+                    lc.host,
+                    lc.port,
+                )
         return None  # (gRPC is not even loaded)
     from commonsky.federation.bridge import build
 

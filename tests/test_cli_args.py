@@ -128,3 +128,10 @@ def test_a_bad_http_address_is_named_before_the_data_folder_is_made(
     config.write_text('[server]\ndata_dir = "data"\n')
     status, _, err = run(capsys, "serve", "--config", str(config), "--http", http)
     assert f"--http: http = {http!r} is not HOST:PORT" in one_error(status, err)
+
+
+def test_evidence_verify_of_a_folder_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(capsys, "evidence", "verify", str(tmp_path))
+    assert f"{tmp_path}: not a file" in one_error(status, err)  # ("no such file" before)

@@ -4,6 +4,7 @@ line naming what to fix and exit status 2 — never a traceback, never a half-st
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -192,6 +193,24 @@ def test_a_listeners_certificates_are_checked_before_the_data_folder(
     assert str(refused.value).startswith(f"hub.toml: [[listener]] #1 ({kind}): ")
     assert named in str(refused.value)
     assert not (tmp_path / "hub").exists()
+
+
+async def test_a_federation_listener_without_peers_says_it_does_not_listen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was left out without a word: the operator's port simply refused every peer."""
+    init_ca(tmp_path / "ca")
+    data = {
+        "server": {"http": "127.0.0.1:0", "data_dir": str(tmp_path / "hub")},
+        "listener": [{"kind": "federation", "bind": "127.0.0.1:9001", "ca": str(tmp_path / "ca")}],
+    }
+    with caplog.at_level(logging.WARNING, logger="commonsky.server"):
+        async with running_hub(config_from_dict(data, "hub.toml")):
+            pass
+    assert (
+        "hub.toml: [[listener]] #1: no [[federate]] is declared, so nothing listens on "
+        "127.0.0.1:9001" in caplog.text
+    )
 
 
 def test_missing_certificates_name_the_file_the_listener_and_the_fix(tmp_path: Path) -> None:

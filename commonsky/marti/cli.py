@@ -178,7 +178,7 @@ def verify(
 
     for given in (file, ledger, ca):
         if given is not None and not given.is_file():
-            raise UsageError(f"{given}: no such file")
+            raise UsageError(f"{given}: {'not a file' if given.exists() else 'no such file'}")
     try:
         verdict = verify_evidence(file, ledger, ca, _pinned(hub_key))
     except OSError as exc:
