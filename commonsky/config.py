@@ -211,7 +211,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     except OSError as exc:
         raise UsageError(f"{path}: cannot read config: {exc.strerror}") from None
     try:
-        data = tomllib.loads(text.decode("utf-8"))
+        data = tomllib.loads(text.decode("utf-8-sig"))  # (a BOM, as Windows editors save)
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

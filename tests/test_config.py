@@ -103,6 +103,14 @@ def test_bad_config_names_the_problem(tmp_path: Path, old: str, new: str, named:
     assert named in message and str(path) in message and "\n" not in message
 
 
+def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    """What Notepad saves as UTF-8: it was "invalid TOML: Invalid statement (at line 1,
+    column 1)", a first line that looks right to the operator."""
+    path = tmp_path / "hub.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert load_config(path).agreements == load_config(write(tmp_path, GOOD)).agreements
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read config"):
         load_config(tmp_path / "nope.toml")
