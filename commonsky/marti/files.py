@@ -91,6 +91,8 @@ class Files(Protocol):
 
     def derived(self, source: str, kind: str) -> list[StoredFile]: ...
 
+    def recent(self, limit: int) -> list[StoredFile]: ...
+
     def set_tool(self, sha256: str, party: str, tool: str) -> bool: ...
 
     def content(self, sha256: str) -> Content | None: ...
@@ -232,6 +234,13 @@ class FileStore:
     def derived(self, source: str, kind: str) -> list[StoredFile]:
         found = self.db.execute(
             "SELECT * FROM file WHERE source = ? AND kind = ?", (source, kind)
+        ).fetchall()
+        return [_row(r) for r in found]
+
+    def recent(self, limit: int) -> list[StoredFile]:
+        """At most `limit` rows, the newest first (a search's candidates: search.py)."""
+        found = self.db.execute(
+            "SELECT * FROM file ORDER BY received DESC, sha256, party LIMIT ?", (limit,)
         ).fetchall()
         return [_row(r) for r in found]
 
