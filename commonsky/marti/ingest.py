@@ -125,11 +125,12 @@ def may_fetch(state: MartiState, party: str, sha256: str) -> StoredFile | None:
 
 def fetchable(state: MartiState, party: str, rows: list[StoredFile]) -> StoredFile | None:
     """Of the rows of one file's bytes, the one that lets `party` fetch them now: its own
-    if it holds them, else the first whose holder's agreements grant it; None if none does."""
+    if it holds them, else the earliest whose holder's agreements grant it (in whatever
+    order `rows` come); None if none does."""
     for row in rows:
         if row.party == party:
             return row
-    for row in rows:
+    for row in sorted(rows, key=lambda r: (r.received, r.party)):
         if party in fetchers(state, row):
             return row
     return None
