@@ -152,6 +152,7 @@ class FileStore:
                 " categories TEXT NOT NULL, lat REAL, lon REAL, received REAL NOT NULL,"
                 " tool TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (sha256, party))"
             )
+            db.execute("CREATE INDEX IF NOT EXISTS file_received ON file (received)")
         except (OSError, sqlite3.Error) as exc:
             raise UsageError(f"{path}: cannot open the file store ({exc})") from None
         return cls(root, db, settings)

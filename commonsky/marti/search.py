@@ -41,7 +41,7 @@ from commonsky.marti.state import MartiState
 from commonsky.namespace import foreign_uid
 
 SEARCH_MAX_RESULTS = 1000  # results one search answers at most
-SEARCH_SCAN_ROWS = 50_000  # store rows one search reads at most (newest first)
+SEARCH_SCAN_ROWS = 10_000  # store rows one search reads at most, newest first (~0.2 s)
 PARAM_MAX_CHARS = 1024  # TAK Server's longest search parameter value
 MISSION_PACKAGE = "missionpackage"
 PACKAGE_KINDS = frozenset({"package", "quickpic"})
