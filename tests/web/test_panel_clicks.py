@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 import pytest
 from playwright.async_api import Browser, Page
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from commonsky.alerts.simulate import Ballistic, radar_report
 
@@ -64,7 +65,11 @@ async def press_across_redraw(
     """Press on `row`, have `change` redraw its panel (`redrawn` says when), release; the
     map's view after."""
     await page.evaluate("(v) => window.commonsky.setView(...v)", list(AWAY))
-    box = await page.locator(row).first.bounding_box()
+    box = None
+    for _ in range(50):  # (a row rebuilt between finding and measuring it has no box)
+        box = await page.locator(row).first.bounding_box()
+        if box is not None:
+            break
     assert box is not None
     await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     await page.mouse.down()
@@ -72,7 +77,10 @@ async def press_across_redraw(
     await page.wait_for_function(redrawn)
     await page.mouse.up()
     # The click zooms the map (the old page's lost click left it where it was).
-    await page.wait_for_function(f"(z) => ({_BOUNDS})().zoom > z", arg=AWAY[2], timeout=5000)
+    try:
+        await page.wait_for_function(f"(z) => ({_BOUNDS})().zoom > z", arg=AWAY[2], timeout=5000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"the click on {row} was lost: the map did not zoom") from None
     view: dict[str, Any] = await page.evaluate(_BOUNDS)
     return view
 
