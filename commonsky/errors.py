@@ -56,6 +56,19 @@ class RemoteProtocolError(CommonSkyError):
             self.http_status = http_status
 
 
+# Refusals that are the hub's verdict on a well-formed message, not bad input: what an
+# ordinary TAK client sends in the course of its user's work and the sender's party may not
+# do — delete or edit (resend under the uid it was given) another party's marker, send past
+# its quota, rewrite a recorded chat, draw a shape the airspace rules refuse. Each is refused
+# and counted like any refusal, but never counts towards `limit_refusals_before_close`
+# (`TakSession.refused`): that limit is for bytes that are not a valid message at all, and a
+# user tidying a shared map must not lose the connection (and be sent the picture again).
+# Reasons only, so that a cluster edge, told a refusal's reason by its core, decides alike.
+VERDICTS = frozenset(
+    {"delete_not_owner", "uid_spoof", "quota", "hotline_immutable", "bad_airspace"}
+)
+
+
 class Refused(RemoteProtocolError):
     """A request refused with its HTTP status (401 no or unknown token, 403 not entitled,
     404 nothing there for this party, 413 too large, …): answered, not counted as a

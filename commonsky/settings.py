@@ -117,7 +117,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         int,
         Meta(
             ge=0,
-            description=("Bad messages tolerated from one connection before it is closed."),
+            description=(
+                "Bad messages tolerated from one connection before it is closed (input that is"
+                " not a valid message; the hub's refusals of valid ones, such as a delete of"
+                " another party's item or a quota, never close it)."
+            ),
         ),
     ] = 20
     limit_connections: Annotated[

@@ -49,7 +49,7 @@ from .nats_io import DUPLICATE_WINDOW_S
 from .packer import pack
 from .picture_kv import PictureWriter
 from .proxy import ProxyPeer
-from .push import CHECK_EVERY_S, Binding
+from .push import BOUND_CHECK_S, Binding
 from .spread import ROUND_S
 from .stream_acks import StreamAcks, StreamPublisher
 from .trust import Checks, Untrusted, agrees
@@ -352,7 +352,7 @@ class ClusterCore:
         while True:
             await asyncio.sleep(_PICTURE_EVERY_S)
             now = loop.time()
-            if now - last_bound >= CHECK_EVERY_S:
+            if now - last_bound >= BOUND_CHECK_S:
                 last_bound = now
                 with contextlib.suppress(Exception):  # (NATS away: looked at next time)
                     await self.binding.check()

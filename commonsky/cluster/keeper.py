@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .config import ClusterSettings
 from .nats_io import connect
-from .stall import CHECK_EVERY_S, Progress, look
+from .stall import STALL_CHECK_S, Progress, look
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class LeaseKeeper:
             # (`_release` is a threading.Event, set from the caller's thread: polled.)
             while not lease.lost.is_set() and not self._release.is_set():
                 await asyncio.sleep(0.05)
-                if self._watched is None or time.monotonic() - looked < CHECK_EVERY_S:
+                if self._watched is None or time.monotonic() - looked < STALL_CHECK_S:
                     continue
                 looked = time.monotonic()
                 if await self._stuck(nc, progress):

@@ -11,7 +11,7 @@ nothing redelivered, its `push_bound` false (fixed by nats-server PR 6807). The 
 and connected, then applies nothing, and the stream's messages wait for good (CI: 338
 messages awaiting an acknowledgement, none redelivered after the ack wait, the core alive).
 
-So the core looks at its consumer every CHECK_EVERY_S (`Binding.check`): one not bound while
+So the core looks at its consumer every BOUND_CHECK_S (`Binding.check`): one not bound while
 messages wait for it, at two looks in a row (a consumer just made is bound a moment after its
 subscription reaches the server), is subscribed to again. Its deliver subject's interest goes
 to none and back, which the server takes as a new subscriber: it delivers again, and
@@ -37,7 +37,7 @@ log = logging.getLogger("commonsky.cluster")
 
 IN_FLIGHT = 4_000  # stream messages delivered to the core and not yet acknowledged
 ACK_WAIT_S = 30.0  # the consumer's ack wait: a delivery lost on the way comes again then
-CHECK_EVERY_S = 5.0  # the consumer looked at this often (one request)
+BOUND_CHECK_S = 5.0  # the consumer looked at this often (one request)
 MISSES = 2  # looks in a row finding it unbound while messages wait before subscribing again
 
 

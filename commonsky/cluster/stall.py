@@ -8,7 +8,7 @@ free. The stream then held its messages, acknowledged to no one, until an operat
 core — a hub stopped, though every process was alive.
 
 So once the core consumes, the lease thread also looks at the core's durable consumer every
-CHECK_EVERY_S: while messages wait for the core (delivered and unacknowledged, or not yet
+STALL_CHECK_S: while messages wait for the core (delivered and unacknowledged, or not yet
 delivered) its acknowledgement floor must move. A core that applies moves it with every batch
 (acknowledged in order: core.py `_apply`); one whose floor has not moved for `[cluster]
 stall_s` seconds while messages waited is stuck, however alive it looks. The lease thread
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from nats.js import JetStreamContext
     from nats.js.api import ConsumerInfo
 
-CHECK_EVERY_S = 2.0  # the consumer looked at this often (one request on the lease's connection)
+STALL_CHECK_S = 2.0  # the consumer looked at this often (one request on the lease's connection)
 _ASK_S = 2.0  # a look that takes longer is skipped (NATS slow or away: the lease says so)
 
 #: What moves when a core applies: the consumer's creation time (a new core makes its own)

@@ -550,6 +550,10 @@ def _scan_parallel(
         for chunk in chunks:
             tally.add(chunk)
             if chunk.stop_offset is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+                # Waits for the chunks already running (at most `workers`, CHUNK_BYTES
+                # each): a pool left shutting down races CPython 3.11's exit hook, which
+                # wakes its manager thread through a pipe that thread may be closing
+                # ("OSError: [Errno 9] Bad file descriptor" printed at exit).
+                pool.shutdown(wait=True, cancel_futures=True)
                 return chunk.stop_offset
     return None

@@ -5,6 +5,9 @@ Paths (TAK Server's servlets and APIs, the subset ATAK, WinTAK, iTAK and pytak c
 - `GET /Marti/api/version`: `CommonSky <version>` (text);
 - `GET /Marti/api/version/config`: `{"version": "3", "type": "ServerConfig", "data": …}`;
 - `GET /Marti/api/clientEndPoints`: the devices the caller's party may see (`contacts`);
+- `GET /Marti/api/groups/all`: the caller's party as its one group (search.py);
+- `GET /Marti/sync/search?keywords=&tool=&name=…`: the files the caller's party may fetch,
+  filtered (search.py: TAK Server's `resultCount` and `results`);
 - `GET /Marti/sync/missionquery?hash=`: 200 and the content URL (text) if the caller may
   fetch it, else 404;
 - `POST /Marti/sync/missionupload?hash=&filename=&creatorUid=`: multipart, the file in part
@@ -26,6 +29,7 @@ each logged and counted as `commonsky_refusals{reason="upload_…"}`; nothing is
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,7 @@ from commonsky.errors import StoreUnavailable
 from commonsky.marti.files import is_sha256
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
 from commonsky.marti.net import peer_cert_der
+from commonsky.marti.search import groups, parse_query, result, search
 from commonsky.marti.state import MartiState
 from commonsky.marti.upload import UploadRefused, receive
 from commonsky.revocation import Revocations
@@ -97,6 +102,7 @@ class Marti:
         self.port = state.port
         self.revocations = state.revocations[Path(config.ca)]
         self.settings = self.port.settings
+        self.started = time.time()
 
     def identify(self, request: Request) -> tuple[str, str]:
         """(party, user) from the client certificate's O and CN (`certificate_identity`)."""
@@ -160,6 +166,8 @@ def marti_app(state: MartiState, config: ListenerConfig) -> Starlette:
         Route("/Marti/api/version", route(version), methods=["GET"]),
         Route("/Marti/api/version/config", route(version_config), methods=["GET"]),
         Route("/Marti/api/clientEndPoints", route(client_endpoints), methods=["GET"]),
+        Route("/Marti/api/groups/all", route(groups_all), methods=["GET"]),
+        Route("/Marti/sync/search", route(sync_search), methods=["GET"]),
         Route("/Marti/sync/missionquery", route(mission_query), methods=["GET"]),
         Route("/Marti/sync/missionupload", route(mission_upload), methods=["POST"]),
         Route("/Marti/sync/upload", route(sync_upload), methods=["POST"]),
@@ -211,7 +219,19 @@ async def client_endpoints(marti: Marti, request: Request, party: str, user: str
     )
 
 
+async def groups_all(marti: Marti, request: Request, party: str, user: str) -> Response:
+    use_cache = request.query_params.get("useCache", "")
+    return JSONResponse(groups(party, use_cache, marti.started, API_VERSION))
+
+
 # ---- files ----------------------------------------------------------------------------
+
+
+async def sync_search(marti: Marti, request: Request, party: str, user: str) -> Response:
+    query = parse_query(request.query_params.multi_items())
+    rows = search(marti.state, party, query)
+    answer = {"resultCount": len(rows), "results": [result(row, party) for row in rows]}
+    return JSONResponse(answer, media_type="text/json")
 
 
 def hash_param(request: Request, required: bool = True) -> str:

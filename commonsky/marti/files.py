@@ -91,6 +91,8 @@ class Files(Protocol):
 
     def derived(self, source: str, kind: str) -> list[StoredFile]: ...
 
+    def recent(self, limit: int) -> list[StoredFile]: ...
+
     def set_tool(self, sha256: str, party: str, tool: str) -> bool: ...
 
     def content(self, sha256: str) -> Content | None: ...
@@ -150,6 +152,7 @@ class FileStore:
                 " categories TEXT NOT NULL, lat REAL, lon REAL, received REAL NOT NULL,"
                 " tool TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (sha256, party))"
             )
+            db.execute("CREATE INDEX IF NOT EXISTS file_received ON file (received)")
         except (OSError, sqlite3.Error) as exc:
             raise UsageError(f"{path}: cannot open the file store ({exc})") from None
         return cls(root, db, settings)
@@ -232,6 +235,13 @@ class FileStore:
     def derived(self, source: str, kind: str) -> list[StoredFile]:
         found = self.db.execute(
             "SELECT * FROM file WHERE source = ? AND kind = ?", (source, kind)
+        ).fetchall()
+        return [_row(r) for r in found]
+
+    def recent(self, limit: int) -> list[StoredFile]:
+        """At most `limit` rows, the newest first (a search's candidates: search.py)."""
+        found = self.db.execute(
+            "SELECT * FROM file ORDER BY received DESC, sha256, party LIMIT ?", (limit,)
         ).fetchall()
         return [_row(r) for r in found]
 

@@ -120,8 +120,18 @@ def fetchers(state: MartiState, row: StoredFile) -> set[str]:
 
 def may_fetch(state: MartiState, party: str, sha256: str) -> StoredFile | None:
     """The row that lets `party` fetch these bytes now, or None (then: 404, as if absent)."""
-    for row in state.files.rows(sha256):
-        if row.party == party or party in fetchers(state, row):
+    return fetchable(state, party, state.files.rows(sha256))
+
+
+def fetchable(state: MartiState, party: str, rows: list[StoredFile]) -> StoredFile | None:
+    """Of the rows of one file's bytes, the one that lets `party` fetch them now: its own
+    if it holds them, else the earliest whose holder's agreements grant it (in whatever
+    order `rows` come); None if none does."""
+    for row in rows:
+        if row.party == party:
+            return row
+    for row in sorted(rows, key=lambda r: (r.received, r.party)):
+        if party in fetchers(state, row):
             return row
     return None
 

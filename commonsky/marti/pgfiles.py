@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS commonsky_file (
 );
 CREATE INDEX IF NOT EXISTS commonsky_file_source ON commonsky_file (source, kind);
 CREATE INDEX IF NOT EXISTS commonsky_file_party ON commonsky_file (party);
+CREATE INDEX IF NOT EXISTS commonsky_file_received ON commonsky_file (received);
 CREATE TABLE IF NOT EXISTS commonsky_file_blob (
     sha256 TEXT PRIMARY KEY,
     size BIGINT NOT NULL,
@@ -302,6 +303,14 @@ class PgFileStore:
         found = self._read(
             f"SELECT {_COLUMNS} FROM commonsky_file WHERE source = %s AND kind = %s",
             (source, kind),
+        )
+        return [file_row(r) for r in found]
+
+    def recent(self, limit: int) -> list[StoredFile]:
+        """At most `limit` rows, the newest first (files.py's `recent`)."""
+        found = self._read(
+            f"SELECT {_COLUMNS} FROM commonsky_file ORDER BY received DESC, sha256, party LIMIT %s",
+            (limit,),
         )
         return [file_row(r) for r in found]
 

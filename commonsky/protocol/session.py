@@ -4,9 +4,10 @@ Everything that decides what happens on a TAK connection apart from the hub's ve
 item lives here (h11's habit: "everything that affects the state machine must live in this
 file"): the stream's framing, negotiation and ping/pong (`stream.py`), the idle and
 partial-event timers (`liveness.py`), and the refusal count that ends a connection
-(`limit_refusals_before_close`). It never touches a socket, a task or a clock: every call
-takes `now` (monotonic seconds, the timers' clock) and, where a reply is stamped, `cot_time`
-(the hub's clock, epoch seconds), so timeout tests run on a fake clock.
+(`limit_refusals_before_close`: bad input, not the hub's verdicts). It never touches a
+socket, a task or a clock: every call takes `now` (monotonic seconds, the timers' clock)
+and, where a reply is stamped, `cot_time` (the hub's clock, epoch seconds), so timeout
+tests run on a fake clock.
 
 The adapter (`hub/listeners.py`) does only this:
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from commonsky.errors import LocalProtocolError
+from commonsky.errors import VERDICTS, LocalProtocolError
 from commonsky.protocol.cot import DEFAULT_LIMITS, XmlLimits
 from commonsky.protocol.liveness import Liveness
 from commonsky.protocol.stream import (
@@ -114,10 +115,13 @@ class TakSession:
     def refused(self, refusal: MessageRefused) -> str | None:
         """Count one refused message (the stream's or the hub's). Returns the reason to
         close with — the refusal's own when it is fatal, `"refusals"` once
-        `limit_refusals_before_close` is reached — or None to go on."""
-        self.refusals += 1
+        `limit_refusals_before_close` is reached — or None to go on. The hub's verdicts on
+        well-formed messages (`errors.VERDICTS`: another party's item, a quota) never close."""
         if refusal.fatal:
             return refusal.reason
+        if refusal.reason in VERDICTS:
+            return None
+        self.refusals += 1
         if self.refusals >= self.limits.refusals:
             return "refusals"
         return None

@@ -13,9 +13,14 @@ arrives before any negotiation (0xbf where an XML event should start: pytak with
 `TAK_PROTO=1` does this) is fatal too, as `proto_not_negotiated`: every byte after it is a
 protocol we did not agree to.
 
-Bytes between events — whitespace, NULs, a complete `<?xml …?>` declaration — are not part
-of any event: `partial` is true only while an event (or protobuf frame) has begun and not
-ended, which is what the adapter's `timeout_partial_event_s` times.
+Bytes between events — whitespace, NULs, a complete `<?xml …?>` declaration, TAK's
+`<auth>` message — are not part of any event: `partial` is true only while an event (or
+protobuf frame) has begun and not ended, which is what the adapter's
+`timeout_partial_event_s` times. ATAK, WinTAK and iTAK send `<auth><cot username password
+uid/></auth>` as their first bytes when the connection has a user name and password (as
+after enrollment); identity comes from the connection (listener or certificate), never from
+content, so it is skipped unread — never an event, never relayed, never quoted in a log (it
+holds a password).
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ _END = b"</event>"
 _DECLARATION = b"<?xml"
 _DECLARATION_MAX = 256  # longer than any real one; bounds the scan of a hostile buffer
 _FILLER = b" \t\r\n\x00"
+_AUTH = (b"<auth>", b"<auth ")
+_AUTH_END = b"</auth>"
+_AUTH_MAX = 1024  # TAK Server's own bound on the auth message; bounds the scan too
 PROTOCOL_VERSION = 1
 
 
 def _filler_end(buffer: bytearray | bytes) -> int:
-    """Index of the first byte that belongs to an event: leading whitespace, NULs and
-    complete XML declarations are what clients put between events."""
+    """Index of the first byte that belongs to an event: leading whitespace, NULs, complete
+    XML declarations and complete `<auth>` messages are what clients put between events."""
     index = 0
     size = len(buffer)
     while index < size:
@@ -54,6 +62,11 @@ def _filler_end(buffer: bytearray | bytes) -> int:
             if close < 0:
                 return index  # a declaration still arriving: part of the next event
             index = close + 2
+        elif buffer.startswith(_AUTH, index):
+            close = buffer.find(_AUTH_END, index, index + _AUTH_MAX)
+            if close < 0:
+                return index  # still arriving (or no auth message: refused as an event)
+            index = close + len(_AUTH_END)
         else:
             return index
     return index

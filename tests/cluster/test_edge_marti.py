@@ -72,8 +72,15 @@ async def test_a_package_through_edge_a_comes_byte_for_byte_through_edge_b(
         assert (await marti.get(f"/Marti/sync/missionquery?hash={sha(data)}")).status_code == 200
         version = await marti.get("/Marti/api/version")
         assert version.status_code == 200 and version.text.startswith("CommonSky ")
+        # ATAK's server list, from the core's database through another edge.
+        listed = (await marti.get("/Marti/sync/search?keywords=missionpackage")).json()
+        assert [r["Hash"] for r in listed["results"]] == [sha(data)]
+        groups = (await marti.get("/Marti/api/groups/all?useCache=true")).json()
+        assert {g["name"] for g in groups["data"]} == {"USA"}
     async with client(at_b, ca, "marti", rus) as marti:  # (no agreement shares it with RUS)
         assert (await marti.get(f"/Marti/sync/content?hash={sha(data)}")).status_code == 404
+        listed = (await marti.get("/Marti/sync/search")).json()
+        assert listed == {"resultCount": 0, "results": []}
     # Role "core" binds none of its marti, enroll or tak-tls ports.
     for port in ports.by_http[core.http].values():
         assert await refused_connection(port), port

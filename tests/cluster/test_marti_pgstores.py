@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commonsky.marti.files import StoredFile
+from commonsky.marti.files import FileStore, StoredFile
 from commonsky.marti.pgfiles import CHUNK, BadContent, PgFileStore
 from commonsky.marti.pgtokens import PgTokenStore
 from commonsky.marti.tokens import Refusal, TokenStore
@@ -196,3 +196,33 @@ def test_any_name_is_kept_as_a_name(
     assert back.name == name.replace("\x00", "\ufffd")
     assert back.creator_uid == creator.replace("\x00", "\ufffd")
     assert back.lat == 35.0 and back.lon != back.lon  # (NaN kept as no position)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURES)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 4), st.sampled_from(["USA", "JPN", "KOR"]), st.integers(0, 3)),
+        max_size=12,
+    ),
+    limit=st.integers(1, 15),
+)
+def test_the_newest_rows_are_the_folder_stores(
+    files: PgFileStore,
+    postgres_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[int, str, int]],
+    limit: int,
+) -> None:
+    """`recent` (a search's candidates, marti/search.py): the same rows, in the same order,
+    as one process's SQLite store holding the same rows (equal times included)."""
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DELETE FROM commonsky_file")
+    folder = FileStore.open(tmp_path_factory.mktemp("files"), Settings())
+    try:
+        for n, party, later in rows:
+            stored = StoredFile(f"{n:064x}", party, "u", "c", f"f{n}", "m", 1, "package",
+                                ("file",), 35.0, 40.0, NOW + later)  # fmt: skip
+            assert files.add(stored) == folder.add(stored)
+        assert files.recent(limit) == folder.recent(limit)
+    finally:
+        folder.close()

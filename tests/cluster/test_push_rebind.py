@@ -76,7 +76,7 @@ async def test_a_consumer_left_inactive_while_subscribed_is_subscribed_to_again(
         await binding.start()  # (the consumer is there: the core's subscription binds to it)
         await nc.flush()  # (its subscription at the server before the other one goes)
         stalled.close()  # (the closed connection goes: the core's alone is subscribed now)
-        for _ in range(MISSES * 150):  # (the core's upkeep looks every CHECK_EVERY_S)
+        for _ in range(MISSES * 150):  # (the core's upkeep looks every BOUND_CHECK_S)
             if done.is_set():
                 break
             await binding.check()

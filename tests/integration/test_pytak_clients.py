@@ -221,3 +221,29 @@ async def test_a_delete_is_applied_and_a_foreign_one_refused(make_hub) -> None:
         finally:
             await usa.stop()
             await jpn.stop()
+
+
+async def test_deleting_and_moving_another_partys_shapes_never_costs_the_connection(
+    make_hub,
+) -> None:
+    """ATAK's user tidies the shared map: deletes and moves (resends under the uid it was
+    given) another party's shapes, many more times than `limit_refusals_before_close`. Each
+    is refused and counted; the connection stays, and what it sends next still flows."""
+    async with make_hub(ALLIES, server={"limit_refusals_before_close": 3}) as hub:
+        usa = await Pytak(hub, "USA").start()
+        jpn = await Pytak(hub, "JPN").start()
+        try:
+            usa.send(drawing("AREA-9"))
+            await jpn.wait_for(lambda e: e.get("uid") == "USA::AREA-9")
+            for _ in range(4):
+                jpn.send(delete("USA::AREA-9"))
+                jpn.send(drawing("USA::AREA-9"))  # moved on JPN's map, sent as it knows it
+            jpn.send(sa("JPN-DEV", "RED FOX 1"))
+            await usa.wait_for(lambda e: e.get("uid") == "JPN::JPN-DEV")
+            assert await metric(hub, "commonsky_refusals_total", reason="delete_not_owner") == 4
+            assert await metric(hub, "commonsky_refusals_total", reason="uid_spoof") == 4
+            assert await metric(hub, "commonsky_connections_closed_total") == 0
+            assert ("USA", "AREA-9") in hub.hub.durable
+        finally:
+            await usa.stop()
+            await jpn.stop()

@@ -193,6 +193,27 @@ async def test_protobuf_negotiation_and_cross_encoding_delivery(make_hub) -> Non
         await jpn.wait_for(lambda e: e["type"] == "t-x-c-t-r" and e["wire"] == "proto")
 
 
+async def test_a_client_with_a_user_and_password_negotiates_and_reports_at_once(
+    make_hub, caplog
+) -> None:
+    """ATAK with a user name and password (as after enrollment) writes its `<auth>` message
+    first, then asks for TAK Protocol v1 and reports itself: the auth message is skipped (the
+    party is the listener's), the negotiation answered, the first report delivered, and the
+    password is in no log line."""
+    async with make_hub([FULL_TRACKS]) as hub:
+        usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
+        usa.send(
+            b'<?xml version="1.0"?>\n<auth><cot username="viper-2" password="pw-s3cret"'
+            b' uid="ANDROID-42"/></auth>' + PROTO_REQUEST
+        )
+        response = await usa.wait_for(lambda e: e["type"] == "t-x-takp-r")
+        assert 'status="true"' in response["detail"]
+        usa.send(bytes(takproto.xml2proto(track("ANDROID-42"), takproto.TAKProtoVer.STREAM)))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::ANDROID-42")
+        assert await metric(hub, "commonsky_refusals_total") == 0
+    assert "pw-s3cret" not in caplog.text
+
+
 async def test_new_connection_gets_current_picture_not_stale(make_hub) -> None:
     async with make_hub([FULL_TRACKS]) as hub:
         usa = await hub.connect("USA")

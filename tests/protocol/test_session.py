@@ -10,7 +10,7 @@ import takproto
 from hypothesis import given
 from hypothesis import strategies as st
 
-from commonsky.errors import LocalProtocolError
+from commonsky.errors import VERDICTS, LocalProtocolError
 from commonsky.protocol.cot import control_event, encode_event, parse_event
 from commonsky.protocol.render import frame_proto, render
 from commonsky.protocol.session import (
@@ -112,12 +112,28 @@ def test_refusals_close_at_the_limit_and_a_fatal_one_at_once() -> None:
     assert fatal.refused(first) == "proto_not_negotiated"
 
 
-def test_the_hubs_refusals_count_with_the_streams() -> None:
+def test_the_hubs_refusals_of_bad_input_count_with_the_streams() -> None:
     s = session()
-    assert s.refused(MessageRefused("uid_spoof", "claims another party")) is None
+    assert s.refused(MessageRefused("bad_value", "course out of range")) is None
     (bad,) = s.receive_data(b"<event/></event>", 0.0, WALL)
     assert isinstance(bad, MessageRefused) and s.refused(bad) is None
-    assert s.refused(MessageRefused("quota", "full")) == "refusals"
+    assert s.refused(MessageRefused("bad_time", "year 10000")) == "refusals"
+
+
+@given(
+    st.lists(st.sampled_from(sorted(VERDICTS)), max_size=4 * REFUSALS),
+    st.integers(0, REFUSALS - 1),
+)
+def test_the_hubs_verdicts_on_valid_messages_never_close(verdicts: list[str], bad: int) -> None:
+    """A delete or an edit of another party's marker, a quota, a rewritten chat, a refused
+    shape: what ATAK sends in its user's ordinary work. However many, interleaved with fewer
+    bad messages than the limit, the connection stays; the limit still counts the bad ones."""
+    s = session()
+    closes = [s.refused(MessageRefused(reason, "refused")) for reason in verdicts]
+    closes += [s.refused(MessageRefused("malformed", "not XML")) for _ in range(bad)]
+    assert closes == [None] * (len(verdicts) + bad)
+    more = [s.refused(MessageRefused("malformed", "not XML")) for _ in range(REFUSALS - bad)]
+    assert more[-1] == "refusals"
 
 
 def test_negotiation_switches_both_directions_to_protobuf() -> None:

@@ -198,3 +198,37 @@ def test_0xbf_inside_an_event_is_just_utf8() -> None:
     # "¿" is c2 bf in UTF-8: a continuation byte, never the start of an event.
     event = EVENT.replace(b"<detail>", "<detail><remarks>¿qué?</remarks>".encode())
     assert received(TakStream().receive_data(event, 0.0)) == ["A1"]
+
+
+# ---- TAK's <auth> message: ATAK's first bytes on a connection with a user and password ----
+
+# commo's exact form (streamingsocketmanagement.cpp: libxml, declaration, trailing newline
+# stripped), and the one TAK Server documents without a declaration.
+ATAK_AUTH = (
+    b'<?xml version="1.0"?>\n<auth><cot username="viper-2" password="s3cret"'
+    b' uid="ANDROID-42"/></auth>'
+)
+PLAIN_AUTH = b'<auth><cot username="u" password="p" uid="X" callsign="ALPHA"/></auth>'
+
+
+@pytest.mark.parametrize("auth", [ATAK_AUTH, PLAIN_AUTH])
+@given(cuts=st.lists(st.integers(0, 700), max_size=12))
+def test_the_auth_message_is_skipped_and_the_first_event_read(auth: bytes, cuts: list[int]) -> None:
+    """The auth message first, then the client's first events, in any chunking: every event
+    is read (none glued to the auth message and refused), no refusal, nothing partial."""
+    stream = TakStream()
+    events = feed(stream, auth + three_events(), cuts)
+    assert received(events) == ["E0", "E1", "E2"] and len(events) == 3
+    assert not stream.partial
+
+
+def test_the_auth_message_is_never_an_event_nor_quoted() -> None:
+    stream = TakStream()
+    assert stream.receive_data(ATAK_AUTH, 0.0) == [] and not stream.partial
+    stream = TakStream()
+    assert stream.receive_data(ATAK_AUTH[:-3], 0.0) == [] and stream.partial  # still coming
+    # An element that only starts like one is no auth message: refused as an event would be,
+    # without quoting what it held.
+    stream = TakStream()
+    (refused,) = stream.receive_data(b'<authority secret="s3cret"/></event>' + EVENT, 0.0)[:1]
+    assert isinstance(refused, MessageRefused) and "s3cret" not in refused.message

@@ -3,7 +3,7 @@
 // something of its kind changed, so what it lists is exactly what the hub returns.
 
 import { Signer } from "./signing.js";
-import { el, fmtIso, fmtSpan, fmtTime } from "./util.js";
+import { KeyedList, el, fmtIso, fmtSpan, fmtTime, setLines } from "./util.js";
 
 function randomHex(bytes) {
   return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -17,7 +17,23 @@ export class Panels {
     this.clock = clock; // the hub's time: deadlines count down on it
     this.country = country;
     this.messages = [];
-    this.hotlineRows = new Map(); // message id -> its row's nodes, kept between renders
+    // Each list keeps its rows' nodes between redraws (util.js KeyedList says why).
+    this.hotlineList = new KeyedList(document.getElementById("hotline"), {
+      make: (row) => {
+        row.body = el("div");
+        row.button = null;
+        row.li.append(row.body);
+      },
+    });
+    const zoomGeometry = (n) => n.geometry && this.zoomTo(L.geoJSON(n.geometry));
+    this.conflictList = new KeyedList(document.getElementById("conflicts"), { click: zoomGeometry });
+    this.launchList = new KeyedList(document.getElementById("launches"), {
+      click: (e) => {
+        const ring = e.impact?.polygon || e.launch?.polygon;
+        if (ring) this.zoomTo(L.polygon(ring.map(([x, y]) => [y, x])));
+      },
+    });
+    this.alertList = new KeyedList(document.getElementById("alerts"));
     this.recipientIds = []; // parties a hotline message from this party reaches now
     this.timers = {};
     this.signer = null; // set once a party that signs has loaded its key
@@ -105,42 +121,24 @@ export class Panels {
   // disabled while its acknowledgement is on its way.
   renderHotline() {
     const now = this.clock.now();
-    const list = document.getElementById("hotline");
     let waiting = 0;
-    const rows = [...this.messages].reverse().map((m) => {
+    this.hotlineList.render([...this.messages].reverse(), (m) => m.id, (row, m) => {
       const mine = m.to.includes(this.party) && m.pending.includes(this.party);
-      const row = this.hotlineRow(m.id);
       row.li.className = m.overdue.length > 0 ? "overdue" : m.pending.length ? "pending" : "";
-      row.info.replaceChildren(...this.hotlineLines(m, now));
+      setLines(row.body, this.hotlineLines(m, now));
       if (mine) {
         waiting++;
         if (!row.button) {
           row.button = el("button", { type: "button", className: "ack" }, "Acknowledge");
-          row.button.addEventListener("click", () => this.ack(m.id, row.button));
+          row.button.addEventListener("click", () => this.ack(row.key, row.button));
           row.li.append(row.button);
         }
       } else if (row.button) {
         row.button.remove();
         row.button = null;
       }
-      return row.li;
     });
-    const shown = new Set(this.messages.map((m) => m.id));
-    for (const id of this.hotlineRows.keys()) if (!shown.has(id)) this.hotlineRows.delete(id);
-    const same = rows.length === list.children.length && rows.every((li, i) => list.children[i] === li);
-    if (!same) list.replaceChildren(...rows);
     document.getElementById("hotline-count").textContent = waiting ? String(waiting) : "";
-  }
-
-  hotlineRow(id) {
-    let row = this.hotlineRows.get(id);
-    if (!row) {
-      row = { li: el("li"), info: el("div"), button: null };
-      row.li.dataset.id = id;
-      row.li.append(row.info);
-      this.hotlineRows.set(id, row);
-    }
-    return row;
   }
 
   // A message's lines: who to whom, its text, who has not connected, its acknowledgements.
@@ -148,21 +146,21 @@ export class Panels {
     // A room's message asks nobody to acknowledge: show whom it reached.
     const to = m.to.length ? m.to : m.audience || [];
     const lines = [
-      el("div", { className: "meta" }, `${fmtTime(m.sent)} ${m.from} → ${to.join(", ") || "—"}`),
-      el("div", {}, m.text),
+      ["div", "meta", `${fmtTime(m.sent)} ${m.from} → ${to.join(", ") || "—"}`],
+      ["div", "", m.text],
     ];
     for (const c of m.awaiting || []) {
       const late = m.escalated.includes(`callsign:${c}`) ? " (escalated)" : "";
-      lines.push(el("div", { className: "meta" }, `${c}: not connected yet${late}`));
+      lines.push(["div", "meta", `${c}: not connected yet${late}`]);
     }
-    if (m.closed) lines.push(el("div", { className: "meta" }, `closed ${fmtTime(m.closed)}`));
+    if (m.closed) lines.push(["div", "meta", `closed ${fmtTime(m.closed)}`]);
     for (const p of m.to) {
       const status = m.acks[p] !== undefined
         ? `${p}: acknowledged ${fmtTime(m.acks[p])}`
         : m.deadlines[p] <= now
           ? `${p}: OVERDUE by ${fmtSpan(now - m.deadlines[p])}${m.escalated.includes(p) ? " (escalated)" : ""}`
           : `${p}: ack due in ${fmtSpan(m.deadlines[p] - now)}`;
-      lines.push(el("div", { className: "meta" }, status));
+      lines.push(["div", "meta", status]);
     }
     return lines;
   }
@@ -180,36 +178,36 @@ export class Panels {
     await this.hotline();
   }
 
+  // Conflicts and launch events change often during a raid, each change a redraw: their rows
+  // are kept (by the notice's conflict id, the event's id) so that a click on one still zooms.
   async conflicts() {
     const notices = await this.api.get("/api/conflicts");
-    const rows = notices.map((n) => {
-      const li = el("li", { className: "conflict clickable" });
-      li.append(el("strong", {}, `${n.kind}`));
-      li.append(el("div", {}, `your ${n.own_uid} vs ${n.other_party}${n.other_uid ? ` (${n.other_uid})` : ""}`));
+    this.conflictList.render(notices, (n) => n.conflict_id, (row, n) => {
+      row.li.className = n.geometry ? "conflict clickable" : "conflict";
       const cpa = n.tcpa_s != null ? `, CPA in ${Math.round(n.tcpa_s)} s at ${Math.round(n.dcpa_m)} m` : "";
-      li.append(el("div", { className: "meta" }, `${Math.round(n.floor_m)}–${Math.round(n.ceiling_m)} m${cpa}`));
-      if (n.geometry) li.addEventListener("click", () => this.zoomTo(L.geoJSON(n.geometry)));
-      return li;
+      setLines(row.body, [
+        ["strong", "", `${n.kind}`],
+        ["div", "", `your ${n.own_uid} vs ${n.other_party}${n.other_uid ? ` (${n.other_uid})` : ""}`],
+        ["div", "meta", `${Math.round(n.floor_m)}–${Math.round(n.ceiling_m)} m${cpa}`],
+      ]);
     });
-    document.getElementById("conflicts").replaceChildren(...rows);
     document.getElementById("conflict-count").textContent = notices.length ? String(notices.length) : "";
   }
 
   async launches() {
     const events = await this.api.get("/api/launch/events");
-    const rows = events.map((e) => {
-      const li = el("li", { className: "clickable" });
-      li.append(el("strong", {}, `event ${e.event_id}`));
-      li.append(el("div", { className: "meta" }, `from ${e.parties.join(", ")}; ${e.n_points} points`));
+    this.launchList.render(events, (e) => e.event_id, (row, e) => {
+      row.li.className = e.impact?.polygon || e.launch?.polygon ? "clickable" : "";
+      const lines = [
+        ["strong", "", `event ${e.event_id}`],
+        ["div", "meta", `from ${e.parties.join(", ")}; ${e.n_points} points`],
+      ];
       const impact = e.impact?.ellipse;
       if (impact) {
-        li.append(el("div", {}, `impact ${impact.lat.toFixed(2)}, ${impact.lon.toFixed(2)} (±${(impact.semi_major_m / 1000).toFixed(1)} km) at ${fmtIso(e.impact.time)}`));
+        lines.push(["div", "", `impact ${impact.lat.toFixed(2)}, ${impact.lon.toFixed(2)} (±${(impact.semi_major_m / 1000).toFixed(1)} km) at ${fmtIso(e.impact.time)}`]);
       }
-      const ring = e.impact?.polygon || e.launch?.polygon;
-      if (ring) li.addEventListener("click", () => this.zoomTo(L.polygon(ring.map(([x, y]) => [y, x]))));
-      return li;
+      setLines(row.body, lines);
     });
-    document.getElementById("launches").replaceChildren(...rows);
   }
 
   async alerts() {
@@ -221,19 +219,21 @@ export class Panels {
     const mine = `commonsky.${this.party.toLowerCase()}`;
     const entries = [...doc.getElementsByTagNameNS("*", "entry")].map((entry) => {
       const text = (name) => entry.getElementsByTagNameNS("*", name)[0]?.textContent || "";
-      return { title: text("title"), updated: text("updated"), author: text("name") };
+      return { id: text("id"), title: text("title"), updated: text("updated"), author: text("name") };
     });
     const own = entries.filter((e) => e.author === mine);
     const others = entries.filter((e) => e.author !== mine);
-    const rows = [...own, ...others].slice(0, 50).map((e) => {
-      const li = el("li", { className: e.author === mine ? "overdue own" : "overdue" });
-      li.append(el("div", {}, e.title));
+    // An entry's id is its CAP document's address; one without is known by title and time.
+    const key = (e) => e.id || `${e.title}|${e.updated}`;
+    this.alertList.render([...own, ...others].slice(0, 50), key, (row, e) => {
+      row.li.className = e.author === mine ? "overdue own" : "overdue";
       const issuer = e.author.startsWith("commonsky.") ? e.author.slice(10).toUpperCase() : e.author;
       const whose = e.author === mine ? `yours${this.country ? ` (${this.country})` : ""}` : `from ${issuer}`;
-      li.append(el("div", { className: "meta" }, `${fmtIso(e.updated)} · ${whose}`));
-      return li;
+      setLines(row.body, [
+        ["div", "", e.title],
+        ["div", "meta", `${fmtIso(e.updated)} · ${whose}`],
+      ]);
     });
-    document.getElementById("alerts").replaceChildren(...rows);
   }
 
   zoomTo(layer) {

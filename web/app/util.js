@@ -48,3 +48,72 @@ export class HubClock {
     return this.rate !== 1 ? `scenario time ×${+this.rate.toFixed(1)}` : "scenario time";
   }
 }
+
+// A list redrawn whenever its data changes, whose rows keep their nodes between redraws. A
+// row replaced between a mouse press and its release takes no click (the click goes to
+// what both have in common: the list), so a row rebuilt on each change loses the clicks
+// that straddle one — a hotline acknowledgement was lost so, and a conflict row clicked
+// during a raid, when the conflicts change every few seconds, would be too. Each row is
+// made once per key (its click listener with it, reading the row's current item when
+// clicked), its lines are rewritten only where their text changed, and the list's children
+// are moved only when the order or the membership changed.
+export class KeyedList {
+  // make(row): called once for a new row ({ key, li, body, item }), to add what the row
+  // keeps (buttons, another body); click(item, row): the row's action, if it has one.
+  constructor(list, { make = null, click = null } = {}) {
+    this.list = list;
+    this.make = make;
+    this.click = click;
+    this.rows = new Map(); // key -> row, as last rendered
+  }
+
+  // draw(row, item) writes the row: its class, and its lines with `setLines(row.body, …)`.
+  render(items, keyOf, draw) {
+    const rows = new Map();
+    for (const item of items) {
+      const key = String(keyOf(item));
+      if (rows.has(key)) continue; // one row per key: the first wins
+      const row = this.rows.get(key) || this.newRow(key);
+      row.item = item;
+      draw(row, item);
+      rows.set(key, row);
+    }
+    this.rows = rows;
+    const nodes = [...rows.values()].map((row) => row.li);
+    const children = this.list.children;
+    if (nodes.length === children.length && nodes.every((li, i) => children[i] === li)) return;
+    const keep = new Set(nodes);
+    for (const child of [...children]) if (!keep.has(child)) child.remove();
+    // Only the rows out of place move: a row is not taken out and put back for a new row
+    // that comes before it.
+    nodes.forEach((li, i) => {
+      if (children[i] !== li) this.list.insertBefore(li, children[i] || null);
+    });
+  }
+
+  newRow(key) {
+    const li = el("li");
+    li.dataset.key = key;
+    const row = { key, li, body: li, item: null };
+    if (this.make) this.make(row);
+    if (this.click) li.addEventListener("click", () => this.click(row.item, row));
+    return row;
+  }
+}
+
+// A node's lines, [tag, className, text] each, written into the nodes it has: a line whose
+// tag, class and text are the same is left alone, so a press on it is never on a node gone.
+export function setLines(parent, lines) {
+  lines.forEach(([tag, className, text], i) => {
+    let node = parent.children[i];
+    if (!node || node.tagName !== tag.toUpperCase()) {
+      const fresh = el(tag);
+      if (node) node.replaceWith(fresh);
+      else parent.append(fresh);
+      node = fresh;
+    }
+    if (node.className !== className) node.className = className;
+    if (node.textContent !== String(text)) node.textContent = String(text);
+  });
+  while (parent.children.length > lines.length) parent.lastElementChild.remove();
+}

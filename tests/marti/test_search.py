@@ -1,0 +1,222 @@
+"""What ATAK lists of the hub (marti/search.py): `GET /Marti/sync/search`, the files the
+caller's party may fetch and nothing else, filtered as TAK Server filters; `GET
+/Marti/api/groups/all`, the caller's party as its one group."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from commonsky.marti.files import FileStore, StoredFile
+from commonsky.marti.ingest import may_fetch
+from commonsky.marti.search import SEARCH_MAX_RESULTS, Query, matches, search
+from commonsky.model import Category, Disclosure
+from commonsky.policy import Agreement, Party, Policy
+from commonsky.settings import Settings
+from tests.marti.helpers import client_cert, https, marti_hub
+from tests.marti.uploads import HEADERS, multipart, package, sha
+
+FILES_US_JP = {
+    "name": "US-JP files",
+    "from": "USA",
+    "to": ["JPN"],
+    "categories": ["file"],
+    "disclosure": "full",
+}
+PARTIES3 = ("USA", "JPN", "KOR")
+ATAK_LIST = "/Marti/sync/search?keywords=missionpackage&tool=public"
+ATAK_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # ATAK's parse format
+
+
+async def upload_package(client: httpx.AsyncClient, name: str, creator: str) -> str:
+    data = package(name)
+    answer = await client.post(
+        f"/Marti/sync/missionupload?hash={sha(data)}&filename={name}.zip&creatorUid={creator}",
+        content=multipart(data, f"{name}.zip"),
+        headers=HEADERS,
+    )
+    assert answer.status_code == 200, answer.text
+    return sha(data)
+
+
+async def listed(client: httpx.AsyncClient, query: str = "") -> dict[str, dict[str, Any]]:
+    answer = await client.get(f"/Marti/sync/search{query}")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["resultCount"] == len(body["results"])
+    return {r["Hash"]: r for r in body["results"]}
+
+
+def valid_for_atak(result: dict[str, Any]) -> None:
+    """What ATAK's MissionPackageQueryResult requires of each result (one invalid result
+    and ATAK shows none)."""
+    assert result["UID"] and result["Name"] and result["Hash"]
+    assert ATAK_TIME.match(result["SubmissionDateTime"]), result["SubmissionDateTime"]
+    assert 0 <= int(result["PrimaryKey"]) < 2**31
+    assert int(result["Size"]) > 0 and isinstance(result["Keywords"], list)
+
+
+async def test_search_lists_what_the_party_may_fetch_and_filters_as_atak_asks(
+    tmp_path: Path,
+) -> None:
+    async with marti_hub(tmp_path, [FILES_US_JP]) as (hub, host, ca):
+        certs = {p: client_cert(ca, p, f"{p.lower()}-ops", tmp_path / p) for p in PARTIES3}
+        async with https(hub, host, ca, "marti", certs["USA"]) as usa:
+            usa_pkg = await upload_package(usa, "MP-USA", "ANDROID-usa")
+            note = await usa.post(
+                "/Marti/sync/upload?name=notes.txt&creatorUid=ITAK-usa",
+                content=b"plain text, no package",
+                headers={"Content-Type": "text/plain"},
+            )
+            assert note.status_code == 200, note.text
+            usa_note = note.json()["Hash"]
+        async with https(hub, host, ca, "marti", certs["JPN"]) as jpn:
+            jpn_pkg = await upload_package(jpn, "MP-JPN", "ANDROID-jpn")
+        async with https(hub, host, ca, "marti", certs["KOR"]) as kor:
+            kor_pkg = await upload_package(kor, "MP-KOR", "ANDROID-kor")
+            # KOR: its own only; USA's and JPN's files are in no answer, whatever it asks.
+            assert set(await listed(kor)) == {kor_pkg}
+            assert set(await listed(kor, "?keywords=missionpackage")) == {kor_pkg}
+            assert await listed(kor, f"?hash={usa_pkg}") == {}
+            assert await listed(kor, "?name=MP-USA") == {}
+        async with https(hub, host, ca, "marti", certs["JPN"]) as jpn:
+            everything = await listed(jpn)
+            assert set(everything) == {usa_pkg, usa_note, jpn_pkg}
+            for result in everything.values():
+                valid_for_atak(result)
+            theirs = everything[usa_pkg]
+            assert theirs["Name"] == "MP-USA.zip" and theirs["Keywords"] == ["missionpackage"]
+            assert theirs["CreatorUid"] == "USA::ANDROID-usa"  # (as its b-f-t-r named it)
+            assert theirs["SubmissionUser"] == "usa-ops" and theirs["Tool"] == "public"
+            assert everything[jpn_pkg]["CreatorUid"] == "ANDROID-jpn"
+            assert everything[usa_note]["Keywords"] == []
+            # ATAK's own query: packages, public.
+            assert set(await listed(jpn, "?keywords=missionpackage&tool=public")) == {
+                usa_pkg,
+                jpn_pkg,
+            }
+            assert set(await listed(jpn, "?name=mp-usa")) == {usa_pkg}
+            assert set(await listed(jpn, "?FileName=notes")) == {usa_note}
+            assert set(await listed(jpn, "?mimetype=text/plain")) == {usa_note}
+            assert set(await listed(jpn, f"?uid={jpn_pkg}")) == {jpn_pkg}
+            assert await listed(jpn, "?keywords=nothing") == {}
+            # Parameters TAK Server takes but the hub does not filter by: accepted.
+            assert set(await listed(jpn, "?bbox=1,2,3,4&keywords=missionpackage")) == {
+                usa_pkg,
+                jpn_pkg,
+            }
+            # Unknown or overlong: 400, as TAK Server refuses them.
+            bad = await jpn.get("/Marti/sync/search?colour=red")
+            assert bad.status_code == 400 and "colour" in bad.text
+            long = await jpn.get("/Marti/sync/search?name=" + "x" * 1025)
+            assert long.status_code == 400
+        # The holder marks its package private: out of ATAK's public list, still fetchable.
+        async with https(hub, host, ca, "marti", certs["USA"]) as usa:
+            put = await usa.put(f"/Marti/api/sync/metadata/{usa_pkg}/tool", content=b"private")
+            assert put.status_code == 200
+        async with https(hub, host, ca, "marti", certs["JPN"]) as jpn:
+            assert set(await listed(jpn, ATAK_LIST.removeprefix("/Marti/sync/search"))) == {jpn_pkg}
+            assert set(await listed(jpn, "?tool=private")) == {usa_pkg}
+
+
+async def test_groups_all_is_the_callers_party_alone(tmp_path: Path) -> None:
+    async with marti_hub(tmp_path, [FILES_US_JP]) as (hub, host, ca):
+        cert = client_cert(ca, "JPN", "jpn-ops", tmp_path / "JPN")
+        async with https(hub, host, ca, "marti", cert) as jpn:
+            cached = await jpn.get("/Marti/api/groups/all?useCache=true")
+            assert cached.status_code == 200, cached.text
+            body = cached.json()
+            assert body["version"] == "3" and body["nodeId"]
+            assert body["type"] == "com.bbn.marti.remote.groups.Group"
+            assert {(g["name"], g["direction"]) for g in body["data"]} == {
+                ("JPN", "IN"),
+                ("JPN", "OUT"),
+            }
+            for group in body["data"]:  # (ATAK's ServerGroup.isValid)
+                assert group["type"] == "SYSTEM" and group["bitpos"] >= 0
+                datetime.strptime(group["created"], "%Y-%m-%d")
+            assert "USA" not in cached.text and "KOR" not in cached.text
+            plain = (await jpn.get("/Marti/api/groups/all")).json()
+            assert [(g["name"], g["direction"]) for g in plain["data"]] == [("JPN", "OUT")]
+            assert (await jpn.get("/Marti/api/groups/all?useCache=maybe")).status_code == 400
+
+
+# ---- the rule, as a property ------------------------------------------------------------
+
+PARTIES = ["USA", "JPN", "KOR"]
+NOW = 1_000_000.0
+
+stored = st.tuples(
+    st.integers(0, 5),  # which bytes (few: several holders of the same bytes)
+    st.sampled_from(PARTIES),
+    st.sampled_from([("file",), ("imagery",), ("file", "imagery")]),
+    st.sampled_from(["package", "file", "image", "quickpic"]),
+    st.sampled_from(["public", "private"]),
+    st.booleans(),  # located
+)
+grant = st.tuples(
+    st.sampled_from(PARTIES),
+    st.sampled_from(PARTIES),
+    st.sampled_from([Category.FILE, Category.IMAGERY]),
+    st.sampled_from([Disclosure.FULL, Disclosure.GENERALIZED]),
+)
+queries = st.builds(
+    Query,
+    keywords=st.sampled_from([(), ("missionpackage",), ("nothing",)]),
+    tool=st.sampled_from([None, "public", "private"]),
+    name=st.sampled_from(["", "f1", "f"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(stored, max_size=14), grants=st.lists(grant, max_size=6), query=queries)
+@example(  # two other holders grant JPN the same bytes, one public, one private
+    rows=[(0, "KOR", ("file",), "package", "private", False),
+          (0, "USA", ("file",), "package", "public", False)],
+    grants=[("USA", "JPN", Category.FILE, Disclosure.FULL),
+            ("KOR", "JPN", Category.FILE, Disclosure.FULL)],
+    query=Query(tool="public"),
+)  # fmt: skip
+def test_search_is_exactly_what_may_fetch_allows(
+    rows: list[tuple[int, str, tuple[str, ...], str, str, bool]],
+    grants: list[tuple[str, str, Category, Disclosure]],
+    query: Query,
+) -> None:
+    agreements = [
+        Agreement(f"a{i}", by, (to,), frozenset({category}), level)
+        for i, (by, to, category, level) in enumerate(grants)
+        if by != to
+    ]
+    policy = Policy([Party(p) for p in PARTIES], agreements)
+    with tempfile.TemporaryDirectory() as folder:
+        files = FileStore.open(Path(folder), Settings())
+        try:
+            for i, (n, holder, categories, kind, tool, located) in enumerate(rows):
+                files.add(
+                    StoredFile(f"{n:064x}", holder, "u", "c", f"f{n}", "m", 1, kind, categories,
+                               35.0 if located else float("nan"), 40.0, NOW + i, tool)
+                )  # fmt: skip
+            port = SimpleNamespace(entitled=lambda item: policy.entitled(item, NOW))
+            state: Any = SimpleNamespace(port=port, files=files)
+            for party in PARTIES:
+                found = search(state, party, query)
+                expected = set()
+                for n in range(6):
+                    row = may_fetch(state, party, f"{n:064x}")
+                    if row is not None and matches(query, row):
+                        expected.add(row.sha256)
+                assert [r.sha256 for r in found] == sorted(
+                    {r.sha256 for r in found}, key=lambda s: -max(r.received for r in files.rows(s))
+                )  # (one result per file, newest first)
+                assert {r.sha256 for r in found} == expected
+                assert len(found) <= SEARCH_MAX_RESULTS
+        finally:
+            files.close()
