@@ -16,6 +16,7 @@ import logging
 import resource
 import secrets
 import sqlite3
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,8 +120,7 @@ class HubServer:
         _warn_without_tokens(config)
         # Certificates first: a mistake there should not touch the data folder.
         tak = [lc for lc in config.listeners if lc.kind in ("tak-tcp", "tak-tls")]
-        contexts = [tls_context(lc) if lc.kind == "tak-tls" else None for lc in tak]
-        _check_certificates(config)
+        contexts = _certificates(config, tak)
         self.listeners: list[TakListener] = []
         self.http_listeners: list[HttpListener] = []  # enroll, marti (issue 16)
         self.marti: MartiState | None = None
@@ -341,10 +341,12 @@ async def _start_federation(federation: Federation, config: HubConfig) -> int:
         ) from None
 
 
-def _check_certificates(config: HubConfig) -> None:
-    """The enroll and marti listeners' certificates, and the CRL of each listener that reads
-    one, checked before the data folder is touched (they are built after it): UsageError
-    naming the listener."""
+def _certificates(config: HubConfig, tak: list[ListenerConfig]) -> list[ssl.SSLContext | None]:
+    """The TLS contexts of the `tak` listeners (None for tak-tcp). The enroll and marti
+    listeners' certificates, and the CRL of each listener that reads one, are checked too:
+    all before the data folder is touched (those are built after it). UsageError naming the
+    listener."""
+    contexts = [tls_context(lc) if lc.kind == "tak-tls" else None for lc in tak]
     for lc in config.listeners:
         if lc.kind in ("enroll", "marti"):
             tls_context(lc)
@@ -353,6 +355,7 @@ def _check_certificates(config: HubConfig) -> None:
                 Revocations(Path(lc.ca))
             except UsageError as exc:
                 raise UsageError(f"{lc.where} ({lc.kind}): {exc}") from None
+    return contexts
 
 
 def _revocations(crls: dict[Path, Revocations], lc: ListenerConfig) -> Revocations | None:
