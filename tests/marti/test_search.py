@@ -22,15 +22,9 @@ from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party, Policy
 from commonsky.settings import Settings
 from tests.marti.helpers import client_cert, https, marti_hub
+from tests.marti.test_files import FILES_US_JP
 from tests.marti.uploads import HEADERS, multipart, package, sha
 
-FILES_US_JP = {
-    "name": "US-JP files",
-    "from": "USA",
-    "to": ["JPN"],
-    "categories": ["file"],
-    "disclosure": "full",
-}
 PARTIES3 = ("USA", "JPN", "KOR")
 ATAK_LIST = "/Marti/sync/search?keywords=missionpackage&tool=public"
 ATAK_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")  # ATAK's parse format
