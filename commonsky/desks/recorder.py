@@ -118,6 +118,37 @@ class LedgerRecorder:
         while len(seq_of) > _SEQ_OF_KEPT:
             del seq_of[next(iter(seq_of))]
 
+    def entry_of(self, item: Item) -> int | None:
+        """The ledger sequence of the entry of `item` (this very version): from memory when
+        it was recorded lately, else searched by its store sequence (the entries of items
+        are appended in store order, `last_store_seq`); None when the ledger holds none."""
+        known = self.seq_of.get((item.party, item.uid, item.seq))
+        if known is not None:
+            return known
+        lo, hi = 0, self.ledger.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            probe, store_seq = self._next_store_seq(mid, hi)
+            if store_seq is None or store_seq > item.seq:
+                hi = mid
+            elif store_seq < item.seq:
+                lo = probe + 1
+            else:
+                entry = self.ledger.entry(probe)
+                mine = entry.originator == item.party and entry.payload.get("uid") == item.uid
+                return probe if mine else None
+        return None
+
+    def _next_store_seq(self, seq: int, stop: int) -> tuple[int, int | None]:
+        """The first entry from `seq` (before `stop`) recording a store item, and its store
+        sequence."""
+        for probe in range(seq, stop):
+            entry = self.ledger.entry(probe)
+            store_seq = entry.payload.get("store_seq")
+            if entry.kind in ("item", "notice") and isinstance(store_seq, int):
+                return probe, store_seq
+        return stop, None
+
     def record_fact(
         self,
         kind: str,

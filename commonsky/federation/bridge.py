@@ -383,7 +383,9 @@ class Federation:
         if envelope.seq:
             position = envelope.position
             if position <= self.seam.cursor(CURSOR_IN, link.name):
-                self.acks.ack(link, position)  # applied before: say so again
+                # Applied before: say so again, with the receipt of the entry it made here
+                # (the first answer may have been lost with either hub: it is the proof).
+                self.acks.applied(link, position, self.seam.held_entry(party, event, link.name))
                 return
             with self.seam.transaction():
                 item = self.seam.accept(party, user, event, to, origin)

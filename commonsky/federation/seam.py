@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item
+from commonsky.namespace import own_uid
 
 if TYPE_CHECKING:
     from commonsky.desks.recorder import LedgerRecorder
@@ -76,6 +77,24 @@ class HubSeam:
         if self.recorder is None:
             return None
         return self.recorder.seq_of.get((item.party, item.uid, item.seq))
+
+    def held_entry(self, party: str, event: CotEvent, link: str) -> int | None:
+        """The ledger entry of the copy of `event` this hub applied from `link` before (a
+        copy sent again after a restart): so it is answered with a receipt again. None when
+        the hub holds another version of the item now, or none, or keeps no ledger."""
+        uid = own_uid(party, event.uid, self.parties())
+        rendered = self.hub.picture.get((party, uid)) if uid is not None else None
+        if self.recorder is None or rendered is None:
+            return None
+        item = rendered.item
+        held = item.event
+        if (came_over(item.origin) or ("",))[0] != link or (held.type, held.time, held.stale) != (
+            event.type,
+            event.time,
+            event.stale,
+        ):
+            return None
+        return self.recorder.entry_of(item)
 
     def sign_checkpoint(self) -> dict[str, Any] | None:
         if self.recorder is None:

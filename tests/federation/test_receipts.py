@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from commonsky.desks.recorder import LedgerRecorder
 from commonsky.errors import RemoteProtocolError
 from commonsky.federation.bridge import Federation
 from commonsky.federation.link import Link
@@ -17,6 +18,8 @@ from commonsky.federation.receipts import parse_receipt, receipt_json
 from commonsky.ledger.log import Ledger, SignedCheckpoint
 
 from ..ledger._helpers import fields
+from .test_non_interference_federated import Net
+from .test_relay import deal, event
 
 
 class _Seam:
@@ -72,3 +75,52 @@ def test_a_rewritten_past_is_a_fork(tmp_path: Path) -> None:
     assert federation.acks.forks == {"peer": 1}
     assert len(seam.recorded) == 2  # the forked receipt was not recorded
     assert seam.cursors[("fed-out", "peer")] == 2 << 10
+
+
+def _recording(net: Net, hub: str, root: Path) -> LedgerRecorder:
+    recorder = LedgerRecorder.open(root / f"{hub}-ledger")
+    net.hubs[hub].add_recorder(recorder)
+    net.feds[hub].seam.recorder = recorder
+    return recorder
+
+
+@pytest.mark.parametrize("lost", ["receiver", "sender"])
+def test_a_copy_sent_again_after_a_restart_is_answered_with_its_receipt(
+    tmp_path: Path, lost: str
+) -> None:
+    """A hub killed between applying a copy and its answer (`receiver`: the answer never
+    left), or after answering but before the sender took the answer in (`sender`): the
+    sender sends the copy again, the receiver drops it by its cursor — and answers with the
+    receipt of the entry it made the first time, or the sender's ledger never proves it."""
+    net = Net({"A": ("USA",), "B": ("JPN",)}, {frozenset("AB")}, [deal("us-jp", "USA", "JPN")],
+              tmp_path)  # fmt: skip
+    try:
+        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
+        net.pump()
+        net.hubs["A"].accept("USA", "d", event("m0"))
+        a, b = net.feds["A"].links["to-B"], net.feds["B"].links["to-A"]
+        assert a.session is not None and b.session is not None
+        sent = a.session.ready()
+        for message in sent:
+            b.receive(message)
+        if lost == "receiver":  # what B held in memory only is gone with it
+            net.feds["B"].acks._receipts.clear()
+            net.feds["B"].acks._ack_due.clear()
+            ledgers["B"].seq_of.clear()
+        else:  # B answered; A died before reading the answer
+            net.feds["B"].acks.flush()
+            assert b.session.ready()
+        assert not [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+        for message in sent:  # A, started again, sends again from its cursor
+            b.receive(message)
+        net.feds["B"].acks.flush()
+        net.pump()
+        (entry,) = [
+            seq for seq, e in enumerate(ledgers["B"].ledger.entries())
+            if e.kind == "item" and e.payload["uid"] == "m0"
+        ]  # fmt: skip
+        receipts = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+        assert [p[1] for r in receipts for p in r.payload["entries"]] == [entry]
+        assert [i.uid for i in net.hubs["B"].store.since(0) if i.party == "USA"] == ["m0"]
+    finally:
+        net.close()
