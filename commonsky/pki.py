@@ -127,7 +127,10 @@ def init_ca(
     if (directory / CA_CERT).exists():
         raise UsageError(f"{directory / CA_CERT} already exists; refusing to replace a CA")
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = _name("CommonSky", name)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    # A name of its own (its key's identifier in it): TLS looks a certificate's issuer up by
+    # name, so two hubs' CAs of one name made each refuse the other's certificate (federation).
+    subject = _name("CommonSky", f"{name} {ski.digest[:6].hex()}")
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -151,7 +154,7 @@ def init_ca(
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
     _write(directory / CA_KEY, _key_pem(key), private=True)
@@ -204,6 +207,11 @@ def _issue(
         .not_valid_after(_now() + dt.timedelta(days=825))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        # (names its issuer's key: an issuer found by name is then checked by key too)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
     )
     if names:
         alt: list[x509.GeneralName] = []
@@ -368,6 +376,10 @@ def sign_csr(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     record_issued(ca_dir, cert, "enroll")

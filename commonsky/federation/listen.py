@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from . import federation_pb2 as pb
 from . import federation_pb2_grpc as rpc
@@ -160,11 +161,38 @@ class Servicer(rpc.FederatedChannelServicer):
         return pb.Subscription()
 
 
+def same_named_cas(roots: list[tuple[str, bytes]]) -> list[str]:
+    """What is wrong with these (where, PEM) roots: each CA named like one before it but
+    with another key, as one line. TLS looks an issuer up by name; a peer certificate that
+    does not name its CA's key (no authority key identifier: `commonsky ca init` made such
+    ones, all under one CA name) is checked against the first CA of that name and refused —
+    every attempt, with only TLS's own log line (BAD_SIGNATURE) to say so."""
+    first: dict[x509.Name, tuple[bytes, str]] = {}
+    problems = []
+    for where, pem in roots:
+        for ca in x509.load_pem_x509_certificates(pem):
+            key = ca.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            seen = first.setdefault(ca.subject, (key, where))
+            if seen[0] != key:
+                problems.append(
+                    f"{where}: its CA is named {ca.subject.rfc4514_string()!r} like the one "
+                    f"of {seen[1]}, with another key: a peer certificate that does not name its "
+                    "CA's key is refused (TLS: BAD_SIGNATURE); make one of them again with "
+                    "`commonsky ca init` (it names each CA after its key)"
+                )
+    return problems
+
+
 def server_credentials(identity: HubIdentity, links: list[Link]) -> grpc.ServerCredentials:
     """Mutual TLS: our chain; peers verified against every federate's CA and our own."""
-    roots = [identity.own_ca_pem] + [
-        link.config.ca.read_bytes() for link in links if link.config.ca is not None
+    named = [("this hub (federation listener's ca)", identity.own_ca_pem)] + [
+        (f"[[federate]] {link.name!r} ca = {str(link.config.ca)!r}", link.config.ca.read_bytes())
+        for link in links
+        if link.config.ca is not None
     ]
+    for problem in same_named_cas(named):
+        log.warning("federation: %s", problem)
+    roots = [pem for _, pem in named]
     return grpc.ssl_server_credentials(
         [(identity.key_pem, identity.chain_pem)],
         root_certificates=b"\n".join(r.rstrip(b"\n") for r in roots) + b"\n",

@@ -8,11 +8,17 @@ entitled item after the one that must not arrive and waiting for that one.
 from __future__ import annotations
 
 import asyncio
+import datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from commonsky.errors import UsageError
+from commonsky.federation.listen import same_named_cas
+from commonsky.pki import init_ca
 
 from .hubs import cot, hub, hub_config
 
@@ -115,6 +121,50 @@ async def test_a_link_speaks_only_for_its_parties(tmp_path: Path) -> None:
             await _until(lambda: ("JPN", "real") in usa.hub.live)
             assert fed_usa.refused.get(("jpn", "federate_party")) == 1
             assert ("USA", "fake") not in usa.hub.live
+
+
+async def test_hubs_whose_cas_were_made_as_the_readme_says_link(tmp_path: Path) -> None:
+    """`commonsky ca init` on each hub, no name given: the two CAs shared one name, and TLS,
+    which looks an issuer up by name, checked each hub's certificate against the other
+    hub's own CA (BAD_SIGNATURE) on every attempt — the link never came up."""
+    for name in ("usa", "jpn"):
+        init_ca(tmp_path / f"{name}-ca")  # (hubs.ca_dir keeps a CA that is there)
+    _, jpn_config = configs(tmp_path)
+    async with hub(jpn_config) as jpn:
+        usa_config, _ = configs(tmp_path, jpn.server.port("federation"))
+        async with hub(usa_config) as usa:
+            fed_usa, fed_jpn = usa.server.federation, jpn.server.federation
+            assert fed_usa is not None and fed_jpn is not None
+            await _until(lambda: fed_jpn.links["usa"].up and fed_usa.links["jpn"].up)
+
+
+def test_cas_of_one_name_are_told(tmp_path: Path) -> None:
+    """CAs made before each had a name of its own: the listener says which two collide."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def old_ca() -> bytes:  # as `ca init` named every CA
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "CommonSky"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, "CommonSky hub CA")])  # fmt: skip
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(datetime.datetime(2026, 1, 1))
+            .not_valid_after(datetime.datetime(2036, 1, 1))
+            .sign(key, hashes.SHA256())
+        )  # fmt: skip
+        return cert.public_bytes(Encoding.PEM)
+
+    ours, theirs = old_ca(), old_ca()
+    (problem,) = same_named_cas([("ours", ours), ("peer a", ours), ("peer b", theirs)])
+    assert problem.startswith("peer b: its CA is named 'CN=CommonSky hub CA,O=CommonSky' like")
+    assert "of ours, with another key" in problem and "`commonsky ca init`" in problem
+    made = []
+    for name in ("a", "b"):
+        init_ca(tmp_path / name)
+        made.append((name, (tmp_path / name / "ca.pem").read_bytes()))
+    assert same_named_cas(made) == []  # each CA `ca init` makes now has a name of its own
 
 
 async def test_durable_items_resume_after_the_receiver_restarts(tmp_path: Path) -> None:
