@@ -12,6 +12,8 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from commonsky.ratelog import RateLimitedLog
+
 from . import federation_pb2 as pb
 from . import federation_pb2_grpc as rpc
 from .link import PRODUCT, HubIdentity, Link, our_groups, our_identity
@@ -26,6 +28,7 @@ class Servicer(rpc.FederatedChannelServicer):
     def __init__(self, identity: HubIdentity, links: dict[str, Link]) -> None:
         self.identity = identity
         self.links = links
+        self.refusals = RateLimitedLog()  # (a stranger's every call must not be a line)
         self._by_ca: list[tuple[x509.Certificate, Link]] = []
         for link in links.values():
             if link.config.ca is not None:
@@ -58,11 +61,16 @@ class Servicer(rpc.FederatedChannelServicer):
         return candidates[0] if len(candidates) == 1 else None
 
     async def _refuse(self, context: grpc.aio.ServicerContext) -> None:
-        cn = (context.auth_context().get("x509_common_name") or [b"?"])[0]
-        log.warning(
+        cn = (context.auth_context().get("x509_common_name") or [b"?"])[0].decode(errors="replace")
+        address = context.peer().rpartition(":")[0]  # (each call of a peer: another port)
+        self.refusals.log(
+            log,
+            logging.WARNING,
+            "federate_unknown",
+            f"{address} {cn}",
             "federation: refused %s (certificate CN=%s matches no [[federate]])",
             context.peer(),
-            cn.decode(errors="replace"),
+            cn,
         )
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not a configured federate")
 

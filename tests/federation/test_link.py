@@ -5,6 +5,7 @@ contact delete, a ROL message ignored without dropping the link, reconnect."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +170,39 @@ async def test_a_stranger_is_refused(pki: dict[str, Path], tmp_path: Path) -> No
     finally:
         await client.close()
         await listener.stop()
+
+
+async def test_a_stranger_calling_again_and_again_is_a_few_lines(
+    pki: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each refused call was a WARNING line: a certificate our CA signed (any TAK user's)
+    calling HealthCheck in a loop filled the operator's log, line by line."""
+    import grpc
+
+    from commonsky.federation import federation_pb2_grpc as rpc
+
+    caplog.set_level(logging.WARNING, logger="commonsky.federation")
+    link = Link(FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(Recorder()))
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "KOR")
+    listener = Listener(identity, {"tak": link}, "127.0.0.1", 0)
+    port = await listener.start()
+    creds = grpc.ssl_channel_credentials(
+        (pki["hub"] / "ca.pem").read_bytes(),
+        (pki["hub"] / "server-key.pem").read_bytes(),
+        (pki["hub"] / "server.pem").read_bytes(),
+    )
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+            stub = rpc.FederatedChannelStub(channel)  # type: ignore[no-untyped-call]
+            for _ in range(30):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.HealthCheck(pb.ClientHealth(), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await listener.stop()
+    lines = [r.getMessage() for r in caplog.records if "matches no [[federate]]" in r.getMessage()]
+    assert 1 <= len(lines) <= 5, lines
+    assert "CN=hub" in lines[0]
 
 
 async def test_we_dial_a_tak_server(pki: dict[str, Path]) -> None:
