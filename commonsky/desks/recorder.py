@@ -70,6 +70,7 @@ class LedgerRecorder:
         # recorded beside their item's entry.
         self.statements: dict[tuple[str, str], Statement] = {}
         self.seq_of: dict[tuple[str, str, int], int] = {}
+        self.by_store_seq: dict[int, int] = {}  # the same, by the item's store sequence
 
     @classmethod
     def open(cls, data_dir: Path) -> LedgerRecorder:
@@ -111,32 +112,46 @@ class LedgerRecorder:
                 entries.append(_statement_fields(fields, statement))
         appended = self.ledger.append_many(entries)
         seq_of = self.seq_of
+        by_store_seq = self.by_store_seq
         for (item, _routes), index in zip(batch, at, strict=True):
-            seq_of[(item.party, item.uid, item.seq)] = appended[index][0]
+            seq_of[(item.party, item.uid, item.seq)] = by_store_seq[item.seq] = appended[index][0]
         # Desks read an item's entry while it is being published (the same turn); older
         # ones are kept where they matter (the hotline's rows), so this stays bounded.
         while len(seq_of) > _SEQ_OF_KEPT:
             del seq_of[next(iter(seq_of))]
+        while len(by_store_seq) > _SEQ_OF_KEPT:
+            del by_store_seq[next(iter(by_store_seq))]
 
     def entry_of(self, item: Item) -> int | None:
-        """The ledger sequence of the entry of `item` (this very version): from memory when
-        it was recorded lately, else searched by its store sequence (the entries of items
-        are appended in store order, `last_store_seq`); None when the ledger holds none."""
+        """The ledger sequence of the entry of `item` (this very version); None when the
+        ledger holds none."""
         known = self.seq_of.get((item.party, item.uid, item.seq))
+        if known is not None:
+            return known
+        seq = self.seq_at(item.seq)
+        if seq is None:
+            return None
+        entry = self.ledger.entry(seq)
+        mine = entry.originator == item.party and entry.payload.get("uid") == item.uid
+        return seq if mine else None
+
+    def seq_at(self, store_seq: int) -> int | None:
+        """The ledger sequence of the entry recording the stored item `store_seq`: from
+        memory when it was recorded lately, else searched (the entries of items are
+        appended in store order, `last_store_seq`); None when the ledger holds none."""
+        known = self.by_store_seq.get(store_seq)
         if known is not None:
             return known
         lo, hi = 0, self.ledger.size
         while lo < hi:
             mid = (lo + hi) // 2
-            probe, store_seq = self._next_store_seq(mid, hi)
-            if store_seq is None or store_seq > item.seq:
+            probe, found = self._next_store_seq(mid, hi)
+            if found is None or found > store_seq:
                 hi = mid
-            elif store_seq < item.seq:
+            elif found < store_seq:
                 lo = probe + 1
             else:
-                entry = self.ledger.entry(probe)
-                mine = entry.originator == item.party and entry.payload.get("uid") == item.uid
-                return probe if mine else None
+                return probe
         return None
 
     def _next_store_seq(self, seq: int, stop: int) -> tuple[int, int | None]:

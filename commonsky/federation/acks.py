@@ -80,9 +80,12 @@ class Acks:
                     proof = self.seam.consistency(since, checkpoint["size"]) if since else []
                     self._signed_size[name] = checkpoint["size"]
                     text = receipt_json(entries, checkpoint, since, proof)
+                    # Seen by the parties of the items it acknowledges (a head alone: the
+                    # link's), never by a party of ours that none of them concerns.
+                    parties = self.seam.parties_of(seq for _, seq in entries)
                     self.seam.record(
                         KIND_ACK,
-                        list(self.links[name].config.parties),
+                        sorted(parties) if entries else list(self.links[name].config.parties),
                         {"link": name, "entries": entries, "checkpoint_size": checkpoint["size"]},
                     )
             self.links[name].send(ack(position, self.seam.clock(), text))
@@ -103,9 +106,12 @@ class Acks:
                 raise RemoteProtocolError("bad_receipt", "a receipt that does not verify")
             self._check_fork(link, head, parsed.since, parsed.consistency)
             entries, checkpoint = parsed.entries, parsed.checkpoint
+            # Who told whom what and when, for the parties of those items only: the rest of
+            # ours (a rival of theirs, perhaps) learn nothing of that traffic from it.
+            mine = self.seam.parties_of(self.seam.entry_at(p >> 10) for p, _ in entries)
             self.seam.record(
                 KIND_RECEIPT,
-                sorted(self.own),
+                sorted(self.own & mine if entries else self.own),
                 {
                     "link": link.name,
                     "entries": [list(e) for e in entries],

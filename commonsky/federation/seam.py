@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +95,22 @@ class HubSeam:
         ):
             return None
         return self.recorder.entry_of(item)
+
+    def entry_at(self, store_seq: int) -> int | None:
+        """The ledger entry of our stored item `store_seq` (None without a ledger)."""
+        return self.recorder.seq_at(store_seq) if self.recorder is not None else None
+
+    def parties_of(self, ledger_seqs: Iterable[int | None]) -> set[str]:
+        """The parties our ledger entries `ledger_seqs` name: originators and audiences."""
+        parties: set[str] = set()
+        if self.recorder is not None:
+            ledger = self.recorder.ledger
+            for seq in ledger_seqs:
+                if seq is not None and 0 <= seq < ledger.size:
+                    entry = ledger.entry(seq)
+                    parties.update((entry.originator, *entry.audience))
+        parties.discard(HUB)
+        return parties
 
     def sign_checkpoint(self) -> dict[str, Any] | None:
         if self.recorder is None:

@@ -37,6 +37,12 @@ class _Seam:
     def set_cursor(self, name: str, link: str, position: int) -> None:
         self.cursors[(name, link)] = position
 
+    def entry_at(self, store_seq: int) -> int | None:
+        return None
+
+    def parties_of(self, ledger_seqs: Any) -> set[str]:
+        return set()
+
 
 def receipt(ledger: Ledger, since: int) -> str:
     head = ledger.checkpoint()
@@ -107,6 +113,7 @@ def test_a_copy_sent_again_after_a_restart_is_answered_with_its_receipt(
             net.feds["B"].acks._receipts.clear()
             net.feds["B"].acks._ack_due.clear()
             ledgers["B"].seq_of.clear()
+            ledgers["B"].by_store_seq.clear()
         else:  # B answered; A died before reading the answer
             net.feds["B"].acks.flush()
             assert b.session.ready()
@@ -122,5 +129,26 @@ def test_a_copy_sent_again_after_a_restart_is_answered_with_its_receipt(
         receipts = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
         assert [p[1] for r in receipts for p in r.payload["entries"]] == [entry]
         assert [i.uid for i in net.hubs["B"].store.since(0) if i.party == "USA"] == ["m0"]
+    finally:
+        net.close()
+
+
+def test_a_receipt_is_seen_only_by_the_parties_of_what_it_proves(tmp_path: Path) -> None:
+    """USA's marker to JPN's hub, acknowledged: the receipt in USA's hub's ledger said to
+    every party of that hub (RUS, who shares nothing with anyone, too) when USA's items went
+    to JPN — traffic a rival may not see. Now only the parties of the items it covers."""
+    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
+              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
+    try:
+        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
+        net.pump()
+        net.hubs["A"].accept("USA", "d", event("m0"))
+        net.pump()
+        net.feds["B"].acks.flush()
+        net.pump()
+        (receipt,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+        assert receipt.payload["entries"] and receipt.audience == ("USA",)
+        (ack,) = [e for e in ledgers["B"].ledger.entries() if e.kind == "fed-ack"]
+        assert set(ack.audience) == {"USA", "JPN"}
     finally:
         net.close()
