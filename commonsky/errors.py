@@ -63,6 +63,15 @@ def check_finite(name: str, raw: Any, where: str, at: str = "") -> None:
         raise UsageError(f"{where}: {name} = {raw!r}: must be a finite number{suffix}")
 
 
+def finite_flags(**values: float) -> None:
+    """UsageError naming the first of these float flags (`rate=` is `--rate`) given inf or
+    nan: a bench at a rate of nan or for inf seconds runs forever or not at all, and every
+    `<= 0` check lets nan through."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} {value!r}: must be a finite number")
+
+
 class RemoteProtocolError(CommonSkyError):
     """The peer sent something we refuse. `reason` is a short metric label; the message is
     refused (HTTP 400 unless `http_status` says otherwise) and its connection kept."""

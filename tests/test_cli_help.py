@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,3 +76,59 @@ def test_server_name_reads_like_the_other_options(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     assert "--server-name <name>" in help_text(capsys, ("ca", "init"))
+
+
+def float_options() -> set[tuple[str, ...]]:
+    """(command words…, --flag) of every float option of every command."""
+    cli._register_benches()
+    root = typer.main.get_command(cli.app)
+    found = set()
+    for path in commands():
+        command: Any = root
+        for word in path:
+            command = command.get_command(command.context_class(command, info_name=word), word)
+        for param in getattr(command, "params", []):
+            descriptor = getattr(param, "type_descriptor", None)
+            if getattr(descriptor, "annotation", None) is float:
+                found.add((*path, param.opts[0]))
+    return found
+
+
+BENCH_FLOATS = [
+    ("bench", "relay", "--duration"),
+    ("bench", "cluster-capacity", "--duration"),
+    ("bench", "api", "--rate"),
+    ("bench", "api", "--duration"),
+    ("bench", "map", "--duration"),
+    ("bench", "warnings", "--rate"),
+    ("bench", "federation", "--rate"),
+    ("bench", "marti", "--megabytes"),
+    ("bench", "private-deconflict", "--overlap"),
+]
+
+
+def test_every_bench_float_option_is_in_the_list_below() -> None:
+    assert {o for o in float_options() if o[0] == "bench"} == set(BENCH_FLOATS)
+
+
+@pytest.mark.parametrize("option", BENCH_FLOATS, ids=" ".join)
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_a_bench_refuses_inf_and_nan_before_it_starts(option: tuple[str, ...], bad: str) -> None:
+    """Every `<= 0` check let nan through, and inf passed them all: the bench then ran for
+    ever, or at a rate of nothing. A bench that starts is stopped here (its own group)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "commonsky", *option, bad],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{' '.join(option)} {bad}: the bench started")
+    assert proc.returncode == 2, err
+    assert err == f"commonsky: error: {option[-1]} {float(bad)!r}: must be a finite number\n"
