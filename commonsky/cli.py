@@ -266,7 +266,9 @@ def ca_init(
     name: Annotated[
         list[str] | None,
         typer.Option(
-            "--server-name", help="Extra DNS name or IP for the hub's server certificate."
+            "--server-name",
+            metavar="<name>",
+            help="Extra DNS name or IP for the hub's server certificate (repeat for more).",
         ),
     ] = None,
 ) -> None:

@@ -26,7 +26,7 @@ from msgspec import Meta
 
 from commonsky import times
 from commonsky.cluster.config import ClusterSettings, Role, check_cluster, without_secrets
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, check_finite
 from commonsky.federation.peers import FederateConfig, normalize_fingerprint
 from commonsky.model import Category, Disclosure
 from commonsky.namespace import party_id_problem
@@ -493,6 +493,9 @@ def _listener(raw: Any, index: int, source: str, parties: set[str], base: Path) 
 def _agreement(raw: Any, index: int, source: str, parties: set[str]) -> Agreement:
     name = raw.get("name", "") if isinstance(raw, Mapping) else ""
     where, at = f"{source}: [[agreement]] #{index + 1} {name!r}", f"$.agreement[{index}]"
+    for key in AGREEMENT_OPTIONS:  # (finite first, as a [server] float: then its type)
+        if isinstance(raw, Mapping) and key in raw:
+            check_finite(key, raw[key], where, f"{at}.{key}")
     table = decode_table(AgreementTable, raw, where, at)
     if table.provider not in parties:
         raise UsageError(

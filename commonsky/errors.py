@@ -14,6 +14,9 @@ counts as a refusal in the metrics) and `public()` (the text the peer is told).
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 
 class CommonSkyError(Exception):
     """Base for errors this package raises on purpose."""
@@ -40,6 +43,33 @@ def positive_seconds(flag: str, value: float) -> float:
     if not 0 < value < float("inf"):
         raise UsageError(f"{flag} {value!r}: must be a positive number of seconds")
     return value
+
+
+def check_finite(name: str, raw: Any, where: str, at: str = "") -> None:
+    """UsageError unless `raw` (a number, or text read as one) is finite: no setting of
+    CommonSky means anything at inf (TOML's `inf`, a variable's `inf` or `1e999`) or nan,
+    so every float setting, wherever it is given, is checked here first. Text that is no
+    number at all is left to the type check."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return
+    try:
+        value = float(raw)
+    except ValueError:
+        return
+    except OverflowError:  # (an integer past every float)
+        value = math.inf
+    if not math.isfinite(value):
+        suffix = f" ({at})" if at else ""
+        raise UsageError(f"{where}: {name} = {raw!r}: must be a finite number{suffix}")
+
+
+def finite_flags(**values: float) -> None:
+    """UsageError naming the first of these float flags (`rate=` is `--rate`) given inf or
+    nan: a bench at a rate of nan or for inf seconds runs forever or not at all, and every
+    `<= 0` check lets nan through."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} {value!r}: must be a finite number")
 
 
 class RemoteProtocolError(CommonSkyError):

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, check_finite
 
 CLOCK_RATE_MAX = 1e6  # a demo's compression; past it the clock means nothing a person can follow
 EPOCH_MAX = 1e10  # epoch seconds (year 2286): a clock setting past it is a mistake
@@ -175,7 +175,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timeout_idle_s: Annotated[
         float,
         Meta(
-            ge=0,
+            gt=0,
             description=(
                 "Close a TAK connection when nothing moved either way for this long: it sent "
                 "nothing (not even a ping) and nothing written to it drained (a client being "
@@ -186,7 +186,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timeout_partial_event_s: Annotated[
         float,
         Meta(
-            ge=0,
+            gt=0,
             description=(
                 "Close a connection that leaves one event unfinished for this long (slow "
                 "sender); whitespace and XML declarations between events do not count."
@@ -220,7 +220,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tls_handshake_timeout_s: Annotated[
         float,
         Meta(
-            ge=0,
+            gt=0,
             description=("Time allowed for a TLS handshake."),
         ),
     ] = 10.0
@@ -258,7 +258,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timeout_federation_health_s: Annotated[
         float,
         Meta(
-            ge=0,
+            gt=0,
             description=(
                 "How often a dialing federation link checks its peer's health (TAK's "
                 "HealthCheck); a peer not answering SERVING within it is redialed."
@@ -268,7 +268,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timeout_federation_retry_s: Annotated[
         float,
         Meta(
-            ge=0,
+            gt=0,
             description=(
                 "First wait before redialing a federation peer; doubles while it fails, up to"
                 " 20 times this."
@@ -302,7 +302,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     generalize_grid_deg: Annotated[
         float,
         Meta(
-            ge=0,
+            gt=0,
             description=("Cell size in degrees to which `generalized` disclosure snaps positions."),
         ),
     ] = 0.1
@@ -325,7 +325,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timeout_enroll_token_s: Annotated[
         float,
         Meta(
-            ge=0,
+            gt=0,
             description=(
                 "Default lifetime of a one-time enrollment token (`commonsky enroll --ttl` "
                 "overrides)."
@@ -405,7 +405,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     timeout_upload_s: Annotated[
         float,
         Meta(
-            ge=0,
+            gt=0,
             description=(
                 "An upload whose body has not arrived whole within this long is aborted; "
                 "nothing of it is kept."
@@ -556,6 +556,8 @@ def coerce(name: str, raw: Any, where: str, at: str = "") -> Any:
     kind = _TYPES.get(name)
     if kind is None:
         raise UsageError(f"{where}: unknown setting {name!r}{suffix}")
+    if typing.get_args(kind)[0] is float:
+        check_finite(name, raw, where, at)
     try:
         value = msgspec.convert(raw, kind, strict=not isinstance(raw, str))
     except msgspec.ValidationError as exc:

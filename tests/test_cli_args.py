@@ -135,3 +135,41 @@ def test_evidence_verify_of_a_folder_says_so(
 ) -> None:
     status, _, err = run(capsys, "evidence", "verify", str(tmp_path))
     assert f"{tmp_path}: not a file" in one_error(status, err)  # ("no such file" before)
+
+
+@pytest.mark.parametrize("where", ["missing/qr.png", "a-file/qr.png", "."])
+def test_a_qr_path_that_cannot_be_written_issues_no_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """The token used to be issued (and printed) before the PNG failed to save: a failed
+    `enroll --qr` left a live token behind. Now the path is tried first."""
+    import sqlite3
+
+    from commonsky.marti.tokens import DB_NAME
+
+    config = enroll_config(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    qr = tmp_path / where
+    args = ("enroll", "--config", str(config), "--party", "USA", "--qr", str(qr))
+    status, out, err = run(capsys, *args)
+    assert f"--qr {qr}: cannot write" in one_error(status, err)
+    assert "token=" not in out + err
+    db = tmp_path / "hub" / DB_NAME
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM token").fetchone() == (0,)
+    assert not list(tmp_path.rglob("*.part"))  # (no half-made PNG left beside it)
+
+
+def test_the_qr_code_replaces_an_old_one_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = enroll_config(tmp_path)
+    qr = tmp_path / "qr.png"
+    qr.write_bytes(b"old")
+    status, out, err = run(
+        capsys, "enroll", "--config", str(config), "--party", "USA", "--qr", str(qr)
+    )
+    assert status == 0, err
+    assert "token=" in out and qr.read_bytes().startswith(b"\x89PNG")
+    assert not list(tmp_path.rglob("*.part"))

@@ -298,3 +298,29 @@ def test_a_missing_key_and_a_table_of_the_wrong_type_are_named() -> None:
         config_from_dict(data, "hub.toml")
     with pytest.raises(UsageError, match=re.escape("[[party]] #1 is not a table ($.party[0])")):
         config_from_dict({"party": [5]}, "hub.toml")
+
+
+@pytest.mark.parametrize("key", ["rpz_m", "hpz_m", "lookahead_s", "ack_deadline_s"])
+@pytest.mark.parametrize("bad", ["inf", "nan"])
+def test_an_agreement_option_is_finite(tmp_path: Path, key: str, bad: str) -> None:
+    """`rpz_m = inf` was taken (every pair a conflict); nan was 'expected float > 0.0'."""
+    path = write(
+        tmp_path, GOOD.replace('disclosure = "full"', f'disclosure = "full"\n{key} = {bad}')
+    )
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: [[agreement]] #1 'US-JP missile warning': {key} = {float(bad)!r}: must be a "
+        f"finite number ($.agreement[0].{key})"
+    )
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan"])
+def test_a_server_float_from_the_file_is_finite(tmp_path: Path, bad: str) -> None:
+    path = write(tmp_path, GOOD.replace("[server]\n", f"[server]\ntimeout_upload_s = {bad}\n"))
+    with pytest.raises(UsageError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"{path}: [server]: timeout_upload_s = {float(bad)!r}: must be a finite number "
+        "($.server.timeout_upload_s)"
+    )

@@ -117,3 +117,51 @@ def test_a_bad_flag_is_one_line_naming_it(tmp_path: Path, flag: str, value: str,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
+
+
+FINITE = "must be a finite number"
+FLOATS = [s.name for s in SETTINGS if s.type is float]
+
+
+@pytest.mark.parametrize("name", FLOATS)
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_no_float_setting_takes_inf_or_nan_from_a_file(name: str, bad: float) -> None:
+    """TOML's `inf` and `nan` were taken by every `ge=0` setting (inf: a timeout that never
+    fires, a token that never expires); nan was refused as `expected float >= 0.0`."""
+    with pytest.raises(UsageError) as info:
+        Settings.resolve({name: bad}, "hub.toml", environ={})
+    assert str(info.value).startswith(f"hub.toml: [server]: {name} = {bad!r}: {FINITE}")
+
+
+@pytest.mark.parametrize("name", FLOATS)
+@pytest.mark.parametrize("bad", ["inf", "-Infinity", "nan", "1e999"])
+def test_no_float_setting_takes_inf_or_nan_from_a_variable_or_a_flag(name: str, bad: str) -> None:
+    with pytest.raises(UsageError) as info:
+        Settings.resolve(environ={env_name(name): bad})
+    assert str(info.value).startswith(f"{env_name(name)}: {name} = {bad!r}: {FINITE}")
+    with pytest.raises(UsageError) as info:
+        Settings.resolve(overrides={name: bad}, environ={})
+    assert str(info.value).startswith(f"{flag_name(name)}: {name} = {bad!r}: {FINITE}")
+
+
+NO_ZERO = [
+    "timeout_idle_s",  # every connection closed at its first check
+    "timeout_partial_event_s",  # an event split over two reads closed the connection
+    "tls_handshake_timeout_s",  # asyncio's ValueError at the first TLS client
+    "timeout_federation_health_s",  # a health check with no time to answer
+    "timeout_federation_retry_s",  # redials in a loop with no wait (0 doubled is 0)
+    "generalize_grid_deg",  # ZeroDivisionError snapping the first generalized position
+    "timeout_enroll_token_s",  # a token expired as it is issued
+    "timeout_upload_s",  # every upload aborted
+]
+
+
+@pytest.mark.parametrize("name", NO_ZERO)
+def test_settings_where_zero_means_nothing_refuse_it(name: str) -> None:
+    with pytest.raises(UsageError, match=f"hub.toml: \\[server\\]: {name} = 0: expected float > 0"):
+        Settings.resolve({name: 0}, "hub.toml", environ={})
+
+
+@pytest.mark.parametrize("name", sorted(set(FLOATS) - set(NO_ZERO) - {"clock_rate"}))
+def test_settings_where_zero_means_something_take_it(name: str) -> None:
+    assert Settings.resolve({name: 0}, "hub.toml", environ={}).get_float(name) == 0

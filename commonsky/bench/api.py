@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from commonsky.bench.ports import HeldPorts
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, finite_flags
 
 TOKENS = {"USA": "bench-usa-token-0123456789", "JPN": "bench-jpn-token-0123456789"}
 JPN = {"Authorization": f"Bearer {TOKENS['JPN']}"}
@@ -195,6 +195,7 @@ def bench(
     duration: Annotated[float, typer.Option(help="seconds of load per query")] = 10.0,
 ) -> None:
     """API item-query latency at a steady rate against a hub in its own process."""
+    finite_flags(rate=rate, duration=duration)
     if tracks < 0 or areas < 0 or rate <= 0 or duration <= 0:
         raise UsageError("--tracks and --areas must be >= 0, --rate and --duration > 0")
     results = asyncio.run(_run(tracks, areas, rate, duration))

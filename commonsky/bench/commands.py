@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, finite_flags
 
 if TYPE_CHECKING:  # (the benchmark itself is imported only when run)
     from commonsky.bench.relay import RatePair
@@ -36,6 +36,7 @@ def relay(
 ) -> None:
     """Hub vs a policy-free asyncio relay, same load, same run: throughput, latency, CPU, RSS.
     With --edges N (one --rate), a cluster beside them (bench/relay_cluster.py)."""
+    finite_flags(duration=duration)
     if edges > 0:
         from commonsky.bench.relay_cluster import bench_cluster, print_figures
 
@@ -142,6 +143,7 @@ def cluster_capacity(
     from commonsky.bench.cluster_capacity import core_capacity, edge_capacity, print_capacity
     from commonsky.bench.relay import parse_rates
 
+    finite_flags(duration=duration)
     cpus = os.cpu_count() or 1
     if messages <= 0 or not {core_cpu, edge_cpu} <= set(range(cpus)):
         raise UsageError(f"--messages must be positive and --core-cpu/--edge-cpu in 0..{cpus - 1}")
@@ -229,6 +231,7 @@ def federation(
     (must be 0) and applied twice (must be 0). Exit 1 when one is not 0."""
     from commonsky.bench.federation import federation as run
 
+    finite_flags(rate=rate)
     if count <= 0 or rate <= 0 or markers <= 0:
         raise UsageError("--count, --rate and --markers must be positive")
     out = _empty_out(out, "var/bench-federation", "the runs start from empty hubs")

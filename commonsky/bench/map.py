@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from commonsky.bench.api import TOKENS, loaded_hub, track_events
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, finite_flags
 from commonsky.web.shots import CHROMIUM, CHROMIUM_ARGS, chromium_missing
 
 TARGET_FRAME_MS = 100.0
@@ -106,6 +106,7 @@ def bench(
     duration: Annotated[float, typer.Option(help="seconds of movement measured")] = 10.0,
 ) -> None:
     """Live-map frame times and first load in headless chromium, with moving tracks."""
+    finite_flags(duration=duration)
     if tracks <= 0 or duration <= 0:
         raise UsageError("--tracks and --duration must be > 0")
     try:

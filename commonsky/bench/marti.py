@@ -44,7 +44,7 @@ from cryptography.x509.oid import NameOID
 
 from commonsky.bench.ports import HeldPorts
 from commonsky.config import config_from_dict
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, finite_flags
 
 
 def _csr(user: str) -> bytes:
@@ -214,6 +214,7 @@ def bench(
 ) -> None:
     """Enrollment round trip p99; upload and fetch of a data package in MB/s beside a static
     server, same run."""
+    finite_flags(megabytes=megabytes)
     if rounds < 1 or megabytes <= 0 or repeat < 1:
         raise UsageError("--rounds, --megabytes and --repeat must be positive")
     if shutil.which("curl") is None:

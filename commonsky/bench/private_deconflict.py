@@ -20,7 +20,7 @@ from typing import Annotated
 import msgspec
 import typer
 
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, finite_flags
 
 T0 = 1_800_000_000.0
 
@@ -120,6 +120,7 @@ def bench(
         sizes = [int(x) for x in cells.split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"--cells {cells!r} is not a comma-separated list of counts") from None
+    finite_flags(overlap=overlap)
     if not sizes or min(sizes) <= 0 or not 0.0 <= overlap <= 1.0:
         raise UsageError("--cells must be counts > 0 and --overlap between 0 and 1")
     if not psi.available():

@@ -33,7 +33,7 @@ from commonsky.alerts.simulate import Ballistic, radar_report
 from commonsky.bench.machine import steal
 from commonsky.config import config_from_dict
 from commonsky.desks.launch import report_event
-from commonsky.errors import UsageError
+from commonsky.errors import UsageError, finite_flags
 from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.heap import server_heap
@@ -190,6 +190,7 @@ def bench(
     ] = 0,
 ) -> None:
     """Report in -> fused events to 20 parties and CAP warnings out: p50/p99 per report."""
+    finite_flags(rate=rate)
     if rate <= 0 or reports <= 0 or tracks < 0:
         raise UsageError("--rate and --reports must be > 0, --tracks >= 0")
     figures = run(rate, reports, tracks)

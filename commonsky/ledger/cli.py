@@ -214,11 +214,34 @@ def export_cmd(
         except EntryError as exc:
             raise UsageError(f"--party: {exc}") from None
     with _open(data_dir, config) as ledger:
+        if party is not None:
+            _check_known_party(ledger, party, config)
         try:
             cp = ledger_export.export(ledger, out, party=party)
         except OSError as exc:
             raise UsageError(f"{out}: cannot write ({exc.strerror})") from None
     typer.echo(f"{out}: {cp.size} entries, root {cp.root_hex}")
+
+
+def _check_known_party(ledger: Ledger, party: str, config: Path | None) -> None:
+    """UsageError unless `party` is a declared [[party]] of `config` or in the audience of
+    some entry of the ledger: a typo exported a file of nothing but leaf hashes."""
+    declared: set[str] = set()
+    if config is not None:
+        from commonsky.config import load_config
+
+        declared = {p.id for p in load_config(config).parties}
+    if party in declared or ledger.visible_seqs(party):
+        return
+    present = {
+        name
+        for *_, audience in ledger.export_rows(ledger.size)
+        for name in audience.strip(",").split(",")
+        if name
+    }
+    known = ", ".join(sorted(declared | present)) or "none"
+    where = f"a [[party]] of {config} nor " if config is not None else ""
+    raise UsageError(f"--party {party!r}: not {where}in any entry of the ledger (known: {known})")
 
 
 @app.command("verify")

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, Any
 from urllib.parse import quote
 
 import typer
@@ -49,6 +51,7 @@ def enroll(
     from commonsky.config import load_config
     from commonsky.marti.net import advertised
     from commonsky.marti.stores import config_tokens
+    from commonsky.marti.tokens import check_issue
 
     hub = load_config(config)
     if party not in {p.id for p in hub.parties}:
@@ -58,11 +61,18 @@ def enroll(
         raise UsageError(f'{config}: no [[listener]] kind = "enroll"; devices could not enroll')
     user = user or f"{party}-{secrets.token_hex(3)}"
     ttl_s = ttl if ttl is not None else hub.settings.timeout_enroll_token_s
-    store = config_tokens(hub)  # (a cluster's: in its database, for every core)
+    check_issue(user, ttl_s)
+    png = _qr_file(qr) if qr is not None else None  # (before the token: a failure issues none)
     try:
-        token = store.issue(party, user, ttl_s, time.time())
-    finally:
-        store.close()
+        store = config_tokens(hub)  # (a cluster's: in its database, for every core)
+        try:
+            token = store.issue(party, user, ttl_s, time.time())
+        finally:
+            store.close()
+    except BaseException:
+        if png is not None:
+            _discard(png)
+        raise
     host = advertised(listener, listener.port).rsplit(":", 1)[0]
     stream = next((lc for lc in hub.listeners if lc.kind == "tak-tls"), None)
     if stream is not None and stream.port != STREAM_PORT:
@@ -74,11 +84,8 @@ def enroll(
     print(f"token={token} url={url}", flush=True)
     code = segno.make(url, error="m")
     code.terminal(out=sys.stdout if sys.stdout.isatty() else sys.stderr, compact=True)
-    if qr is not None:
-        try:
-            code.save(str(qr), kind="png", scale=8, border=4)  # (whatever the name ends in)
-        except OSError as exc:
-            raise UsageError(f"--qr {qr}: cannot write ({exc.strerror})") from None
+    if qr is not None and png is not None:
+        _save_qr(code, png, qr)
         print(f"QR code written to {qr}", file=sys.stderr)
     if listener.port != ENROLL_PORT:
         print(
@@ -87,6 +94,36 @@ def enroll(
             file=sys.stderr,
         )
     print(f"token for {party}/{user} valid {ttl_s:g} s, once", file=sys.stderr)
+
+
+def _qr_file(qr: Path) -> IO[bytes]:
+    """A new file beside `qr` for its PNG, opened before the token is issued: a `--qr`
+    that cannot be written (a folder, a missing folder, a path under a file, no
+    permission) is refused with nothing issued. UsageError otherwise."""
+    if qr.is_dir():
+        raise UsageError(f"--qr {qr}: cannot write (it is a folder)")
+    try:
+        return tempfile.NamedTemporaryFile(  # (kept open past this function)
+            dir=qr.parent, prefix=f".{qr.name}.", suffix=".part", delete=False
+        )
+    except OSError as exc:
+        raise UsageError(f"--qr {qr}: cannot write ({exc.strerror})") from None
+
+
+def _save_qr(code: Any, png: IO[bytes], qr: Path) -> None:
+    """The QR code written into `png`, which then becomes `qr` (whole or not at all)."""
+    try:
+        with png:
+            code.save(png, kind="png", scale=8, border=4)  # (whatever the name ends in)
+        os.replace(png.name, qr)
+    except OSError as exc:
+        _discard(png)
+        raise UsageError(f"--qr {qr}: cannot write ({exc.strerror})") from None
+
+
+def _discard(png: IO[bytes]) -> None:
+    png.close()
+    Path(png.name).unlink(missing_ok=True)
 
 
 def revoke(

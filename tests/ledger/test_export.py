@@ -287,3 +287,37 @@ def test_export_of_a_damaged_ledger_names_the_file(
     code, text = run(["ledger", "export", "--data-dir", str(data_dir), "--out", str(out)], capsys)
     assert code == 2 and "Traceback" not in text, text
     assert f"{database}: damaged" in text and "restore it from a backup" in text
+
+
+def test_an_unknown_party_is_refused_naming_the_known_ones(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--party RUSS` (a typo) wrote a file of nothing but leaf hashes and said it went well."""
+    out = tmp_path / "russ.jsonl"
+    argv = ["ledger", "export", "--data-dir", str(data_dir), "--party", "RUSS", "--out", str(out)]
+    code, text = run(argv, capsys)
+    assert code == 2 and text.count("\n") == 1 and "Traceback" not in text, text
+    assert "--party 'RUSS': not in any entry of the ledger (known: JPN, RUS, USA)" in text
+    assert not out.exists()
+
+
+def test_a_declared_party_with_no_entries_yet_is_exported(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --config the declared parties are known too: KOR sees nothing yet, and says so
+    by an export of leaf hashes; a typo of it is refused, naming declared and present."""
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{data_dir}"\n[[party]]\nid = "USA"\n[[party]]\nid = "KOR"\n'
+    )
+    out = tmp_path / "kor.jsonl"
+    argv = ["ledger", "export", "--config", str(config), "--out", str(out), "--party"]
+    code, text = run([*argv, "KOR"], capsys)
+    assert code == 0, text
+    assert export.verify(out).redacted == 10
+    code, text = run([*argv, "KOREA"], capsys)
+    assert code == 2 and text.count("\n") == 1, text
+    assert (
+        f"--party 'KOREA': not a [[party]] of {config} nor in any entry of the ledger "
+        "(known: JPN, KOR, RUS, USA)"
+    ) in text
