@@ -425,9 +425,15 @@ def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
 
 def _origin(name: str, source: str, overrides: Mapping[str, Any] | None) -> str:
     """Where the value of setting `name` came from, as Settings.resolve names it."""
+    return _given_outside(name, overrides) or f"{source}: [server]"
+
+
+def _given_outside(name: str, overrides: Mapping[str, Any] | None) -> str | None:
+    """The flag or variable that gave setting `name` (they win over the file, in this
+    order: Settings.resolve), or None when the file or the default did."""
     if (overrides or {}).get(name) is not None:
         return flag_name(name)
-    return env_name(name) if env_name(name) in os.environ else f"{source}: [server]"
+    return env_name(name) if env_name(name) in os.environ else None
 
 
 def _absolute_paths(
@@ -438,7 +444,7 @@ def _absolute_paths(
         value = str(getattr(settings, name))
         if not value:
             continue  # "" means "none" (regions_file: the built-in set)
-        given_here = (overrides or {}).get(name) is not None or env_name(name) in os.environ
+        given_here = _given_outside(name, overrides) is not None
         changes[name] = str((Path.cwd() if given_here else base) / Path(value).expanduser())
     return settings.replace(**changes)
 
