@@ -7,19 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from commonsky.cli import main
+from tests.test_cli_args import run as _run
 
 HEADER = "id,lat,lon,alt_m,gs_mps,trk_deg,vs_mps\n"
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_tracks_prints_sorted_conflicting_pairs(
