@@ -165,3 +165,27 @@ def test_settings_where_zero_means_nothing_refuse_it(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(set(FLOATS) - set(NO_ZERO) - {"clock_rate"}))
 def test_settings_where_zero_means_something_take_it(name: str) -> None:
     assert Settings.resolve({name: 0}, "hub.toml", environ={}).get_float(name) == 0
+
+
+@pytest.mark.parametrize("bad", ["nonsense", ":8080", "127.0.0.1:99999", "[::1]"])
+def test_http_is_host_port_however_the_settings_are_built(bad: str) -> None:
+    """It was checked only by the config loader, so settings resolved without it (a test's,
+    a tool's) took any text and the hub failed as it bound the web port."""
+    with pytest.raises(UsageError) as info:
+        Settings.resolve({"http": bad}, "hub.toml", environ={})
+    assert str(info.value) == f"hub.toml: [server]: http = {bad!r} is not HOST:PORT ($.server.http)"
+    with pytest.raises(UsageError) as info:
+        Settings.resolve(environ={"COMMONSKY_HTTP": bad})
+    assert str(info.value) == f"COMMONSKY_HTTP: http = {bad!r} is not HOST:PORT"
+    with pytest.raises(UsageError) as info:
+        Settings.resolve(overrides={"http": bad}, environ={})
+    assert str(info.value) == f"--http: http = {bad!r} is not HOST:PORT"
+    with pytest.raises(UsageError) as info:
+        Settings().replace(http=bad)
+    assert str(info.value) == f"settings: http = {bad!r} is not HOST:PORT"
+
+
+def test_http_given_well_anywhere_is_taken() -> None:
+    assert Settings.resolve({"http": "0.0.0.0:80"}, "f", environ={}).http == "0.0.0.0:80"
+    assert Settings.resolve(environ={"COMMONSKY_HTTP": "[::1]:8080"}).http == "[::1]:8080"
+    assert Settings.resolve(overrides={"http": "h:0"}, environ={}).http == "h:0"
