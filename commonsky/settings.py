@@ -21,11 +21,12 @@ import msgspec
 from msgspec import Meta
 
 from commonsky.errors import UsageError, check_finite
-from commonsky.settings_fields import CLOCK_RATE_MAX, SettingsFields
+from commonsky.settings_fields import CLOCK_RATE_MAX, EPOCH_MAX, SettingsFields
 
 __all__ = [
     "CLOCK_RATE_MAX",
     "ENV_PREFIX",
+    "EPOCH_MAX",
     "SETTINGS",
     "Setting",
     "Settings",
