@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 import takproto
 
 from commonsky.settings import Settings
@@ -218,20 +219,31 @@ async def test_a_long_route_and_a_telestration_relay_whole(
         await jpn.close()
 
 
+@pytest.mark.parametrize("wire", ["proto", "xml"])
 async def test_a_message_just_over_the_limit_is_refused_in_one_line_and_the_rest_goes_on(
-    tmp_path: Path, held_port: Callable[[], int]
+    tmp_path: Path, held_port: Callable[[], int], wire: str
 ) -> None:
-    """Over TAK Protocol v1 it closed the connection; now it is skipped by its length: the
-    connection's earlier item stays, its next one is relayed, and the hub says why in one
-    line naming the size and the setting."""
+    """Over TAK Protocol v1 it closed the connection; now it is skipped by its length, as XML
+    is to its end: the connection's earlier item stays, its next one is relayed, and the hub
+    says why in one line naming the size and the setting's value."""
     limit = Settings().limit_message_bytes
-    frame = _exactly(limit + 1)
-    assert payload_length(frame) == limit + 1
+    if wire == "proto":
+        big = _exactly(limit + 1, lambda xml: payload_length(as_proto(xml)), as_proto)
+        why = f"TAK protobuf message of {limit + 1} bytes exceeds limit_message_bytes ({limit})"
+    else:
+        big = _exactly(limit + 1, len, lambda xml: xml)
+        why = f"event of {limit + 1} bytes exceeds limit_message_bytes ({limit})"
+    encode = as_proto if wire == "proto" else (lambda xml: xml)
     async with serving(tmp_path, held_port) as ports:
-        usa, jpn = await v1_client(ports["USA"], "USA"), await v1_client(ports["JPN"], "JPN")
-        usa.send(as_proto(route(20, "before")))
+        jpn = await v1_client(ports["JPN"], "JPN")
+        if wire == "proto":
+            usa = await v1_client(ports["USA"], "USA")
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports["USA"])
+            usa = TakClient(reader, writer, party="USA")
+        usa.send(encode(route(20, "before")))
         await jpn.wait_for(lambda e: e["uid"] == "USA::before")
-        usa.send(frame + as_proto(track("after")))
+        usa.send(big + encode(track("after")))
         await jpn.wait_for(lambda e: e["uid"] == "USA::after", timeout=20)
         await usa.sync()  # (the same connection: still open, still read)
         assert "USA::too-big" not in {e["uid"] for e in jpn.events}
@@ -243,21 +255,17 @@ async def test_a_message_just_over_the_limit_is_refused_in_one_line_and_the_rest
         await jpn.close()
     lines = [ln for ln in (tmp_path / "hub.log").read_text().splitlines() if "refused" in ln]
     assert len(lines) == 1, lines
-    assert "refused (oversized)" in lines[0]
-    assert (
-        f"TAK protobuf message of {limit + 1} bytes exceeds limit_message_bytes ({limit})"
-        in lines[0]
-    )
+    assert "refused (oversized)" in lines[0] and why in lines[0], lines[0]
 
 
-def _exactly(length: int) -> bytes:
-    """A route's TAK protobuf frame whose message is exactly `length` bytes (its remarks
-    make up the difference)."""
-    frame, fill = as_proto(route(1500, "too-big")), 0
+def _exactly(length: int, size: Callable[[bytes], int], wire: Callable[[bytes], bytes]) -> bytes:
+    """A route (no XML declaration) whose `size` is exactly `length` bytes (its remarks make
+    up the difference), as `wire` sends it."""
+    fill = 0
     for _ in range(5):
-        if payload_length(frame) == length:
-            return frame
-        fill += length - payload_length(frame)
+        xml = route(1500, "too-big", remarks="x" * fill).removeprefix(HEADER.encode())
+        if size(xml) == length:
+            return wire(xml)
+        fill += length - size(xml)
         assert fill > 0
-        frame = as_proto(route(1500, "too-big", remarks="x" * fill))
     raise AssertionError(f"no route of exactly {length} bytes")
