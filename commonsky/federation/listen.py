@@ -116,11 +116,17 @@ class Servicer(rpc.FederatedChannelServicer):
     ) -> pb.ServerHealth:
         if self.identify(context) is None:
             await self._refuse(context)
+            return pb.ServerHealth()
         return pb.ServerHealth(status=pb.ServerHealth.SERVING)
 
     async def getIdentity(
         self, request: pb.Empty, context: grpc.aio.ServicerContext
     ) -> pb.Identity:
+        # Who we are is told to a federate only, like everything else here: TLS lets in
+        # any certificate a trusted CA signed (our own CA's: any TAK user's).
+        if self.identify(context) is None:
+            await self._refuse(context)
+            return pb.Identity()
         return our_identity(self.identity, pb.Identity.FEDERATION_TAK_SERVER)
 
     async def ClientROLStream(

@@ -205,6 +205,47 @@ async def test_a_stranger_calling_again_and_again_is_a_few_lines(
     assert "CN=hub" in lines[0]
 
 
+async def test_get_identity_answers_only_a_federate(
+    pki: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """getIdentity answered any caller TLS let in (any certificate our CA signed, any TAK
+    user's): it is refused like every other call, in the same rate-limited line, and still
+    answers the federate."""
+    import grpc
+
+    from commonsky.federation import federation_pb2_grpc as rpc
+
+    caplog.set_level(logging.WARNING, logger="commonsky.federation")
+    link = Link(FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(Recorder()))
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "KOR")
+    listener = Listener(identity, {"tak": link}, "127.0.0.1", 0)
+    port = await listener.start()
+
+    def creds(ca_dir: Path) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            (pki["hub"] / "ca.pem").read_bytes(),
+            (ca_dir / "server-key.pem").read_bytes(),
+            (ca_dir / "server.pem").read_bytes(),
+        )
+
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds(pki["hub"])) as channel:
+            stub = rpc.FederatedChannelStub(channel)  # type: ignore[no-untyped-call]
+            for _ in range(30):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.getIdentity(pb.Empty(), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert refused.value.details() == "not a configured federate"
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds(pki["tak"])) as channel:
+            stub = rpc.FederatedChannelStub(channel)  # type: ignore[no-untyped-call]
+            answer = await stub.getIdentity(pb.Empty(), timeout=5)
+            assert answer.uid == "hub-1" and answer.name == "KOR"
+    finally:
+        await listener.stop()
+    lines = [r.getMessage() for r in caplog.records if "matches no [[federate]]" in r.getMessage()]
+    assert 1 <= len(lines) <= 5, lines
+
+
 async def test_we_dial_a_tak_server(pki: dict[str, Path]) -> None:
     server = TakServer(pki["tak"], (pki["hub"] / "ca.pem").read_bytes())
     port = await server.start()
