@@ -140,21 +140,21 @@ class Acks:
                 raise RemoteProtocolError("bad_receipt", "a receipt that does not verify")
             self._check_fork(link, head, parsed.since, parsed.consistency)
             entries, checkpoint = self._sent_only(link, parsed.entries), parsed.checkpoint
-            if parsed.entries and not entries:
-                return  # answers for nothing it was given: nothing recorded, nothing moved
             # Who told whom what and when, for the parties of those items only: the rest of
             # ours (a rival of theirs, perhaps) learn nothing of that traffic from it — nor
             # of a head alone, which covers no item of theirs (seen by the link's parties).
-            mine = self.seam.parties_of(self.seam.entry_at(p >> 10) for p, _ in entries)
-            self.seam.record(
-                KIND_RECEIPT,
-                sorted(self.own & mine) if entries else list(link.config.parties),
-                {
-                    "link": link.name,
-                    "entries": [list(e) for e in entries],
-                    "checkpoint": checkpoint,
-                },
-            )
+            # A receipt left with none of the entries it had answers for nothing given.
+            if entries or not parsed.entries:
+                mine = self.seam.parties_of(self.seam.entry_at(p >> 10) for p, _ in entries)
+                self.seam.record(
+                    KIND_RECEIPT,
+                    sorted(self.own & mine) if entries else list(link.config.parties),
+                    {
+                        "link": link.name,
+                        "entries": [list(e) for e in entries],
+                        "checkpoint": checkpoint,
+                    },
+                )
         if position <= self.acked.get(link.name, 0):
             return
         self.acked[link.name] = position

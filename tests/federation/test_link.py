@@ -331,3 +331,81 @@ async def test_a_wrong_pin_never_links(pki: dict[str, Path]) -> None:
     finally:
         await dialer.stop()
         await server.stop()
+
+
+def _expired(ca_dir: Path, out: Path) -> Path:
+    """A hub certificate `ca_dir`'s CA issued, expired yesterday (with that CA's ca.pem)."""
+    import datetime as dt
+    import shutil
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from commonsky.pki import load_ca
+
+    ca, ca_key = load_ca(ca_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "old hub")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=10))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    out.mkdir()
+    (out / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pkcs8, none = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    (out / "server-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, pkcs8, none))
+    shutil.copy(ca_dir / "ca.pem", out / "ca.pem")
+    return out
+
+
+REFUSED = {
+    # case: (our certificate's CA dir, the roots we check the peer with, what the line says)
+    "we do not trust the peer's CA": ("tak", "stranger", "its certificate does not verify"),
+    "the peer does not trust our CA": ("stranger", "hub", "the peer does not accept our"),
+    "our certificate expired": ("expired", "hub", "EXPIRED"),
+    "the peer is not the pinned one": ("tak", "hub", "is not the pinned sha256:000"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_a_refused_handshake_is_one_clear_line(
+    pki: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    """A refused TLS handshake was gRPC's line only ("UNAVAILABLE … Socket closed" when the
+    peer refused us): now one line names the link, the peer's address and which side refused
+    what."""
+    caplog.set_level(logging.WARNING, logger="commonsky.federation")
+    init_ca(tmp_path / "stranger", name="stranger")
+    dirs = {**pki, "stranger": tmp_path / "stranger"}
+    dirs["expired"] = _expired(pki["tak"], tmp_path / "expired")
+    ours, roots, says = REFUSED[case]
+    listener_link = Link(
+        FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(Recorder())
+    )
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "KOR")
+    listener = Listener(identity, {"tak": listener_link}, "127.0.0.1", 0)
+    port = await listener.start()
+    pin = "sha256:" + "0" * 64 if "pinned" in case else None
+    config = FederateConfig(
+        "kor", ("KOR",), connect=("127.0.0.1", port), ca=dirs[roots] / "ca.pem", fingerprint=pin
+    )
+    link = Link(config, _Endpoint(Recorder()))
+    dialer = Dialer(HubIdentity.from_ca_dir(dirs[ours], "tak-1", "TAK"), link, 1.0, 0.05)
+    dialer.start()
+    try:
+        await _until(lambda: dialer.failures >= 1)
+    finally:
+        await dialer.stop()
+        await listener.stop()
+    lines = [r.getMessage() for r in caplog.records if "redialing" in r.getMessage()]
+    assert lines[0].startswith(
+        f"federation link kor: TLS handshake with 127.0.0.1:{port} refused: "
+    )
+    assert says in lines[0], lines[0]
