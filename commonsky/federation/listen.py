@@ -174,6 +174,38 @@ class Servicer(rpc.FederatedChannelServicer):
             link.peer_groups = tuple(groups.federate_groups)
         return pb.Subscription()
 
+    # Not implemented here (file and token federation): UNIMPLEMENTED to a federate, and to
+    # anyone else the refusal every call gives — a stranger learns not even what we serve.
+
+    async def _unimplemented(self, context: grpc.aio.ServicerContext) -> None:
+        if self.identify(context) is None:
+            await self._refuse(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented by CommonSky")
+
+    async def BinaryMessageStream(
+        self, request_iterator: AsyncIterator[pb.BinaryBlob], context: grpc.aio.ServicerContext
+    ) -> pb.Empty:
+        await self._unimplemented(context)
+        return pb.Empty()
+
+    async def SendOneBlob(
+        self, request: pb.BinaryBlob, context: grpc.aio.ServicerContext
+    ) -> pb.Empty:
+        await self._unimplemented(context)
+        return pb.Empty()
+
+    async def GetAuthTokenByX509(
+        self, request: pb.BinaryBlob, context: grpc.aio.ServicerContext
+    ) -> pb.FederateTokenResponse:
+        await self._unimplemented(context)
+        return pb.FederateTokenResponse()
+
+    async def Getx509Identity(
+        self, request: pb.Empty, context: grpc.aio.ServicerContext
+    ) -> pb.BinaryBlob:
+        await self._unimplemented(context)
+        return pb.BinaryBlob()
+
 
 def same_named_cas(roots: list[tuple[str, bytes]]) -> list[str]:
     """What is wrong with these (where, PEM) roots: each CA named like one before it but

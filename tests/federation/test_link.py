@@ -246,6 +246,72 @@ async def test_get_identity_answers_only_a_federate(
     assert 1 <= len(lines) <= 5, lines
 
 
+SERVICE = pb.DESCRIPTOR.services_by_name["FederatedChannel"]
+NOT_IMPLEMENTED = {"BinaryMessageStream", "SendOneBlob", "GetAuthTokenByX509", "Getx509Identity"}
+
+
+@pytest.mark.parametrize("method", [m.name for m in SERVICE.methods])
+async def test_every_call_refuses_a_stranger_alike(pki: dict[str, Path], method: str) -> None:
+    """Every method of the service, those not implemented too: a caller TLS lets in whose
+    certificate is no federate's gets one refusal, PERMISSION_DENIED (getIdentity told it
+    who we are; the unimplemented ones told it what we serve); a federate gets the answer,
+    or UNIMPLEMENTED."""
+    import grpc
+    from google.protobuf import symbol_database
+
+    m = SERVICE.methods_by_name[method]
+    request = symbol_database.Default().GetSymbol(m.input_type.full_name)()
+    response = symbol_database.Default().GetSymbol(m.output_type.full_name)
+    path = f"/{SERVICE.full_name}/{method}"
+    link = Link(FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(Recorder()))
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "KOR")
+    listener = Listener(identity, {"tak": link}, "127.0.0.1", 0)
+    port = await listener.start()
+
+    async def call(ca_dir: Path) -> tuple[grpc.StatusCode, str]:
+        creds = grpc.ssl_channel_credentials(
+            (pki["hub"] / "ca.pem").read_bytes(),
+            (ca_dir / "server-key.pem").read_bytes(),
+            (ca_dir / "server.pem").read_bytes(),
+        )
+        kinds = {
+            (False, False): "unary_unary",
+            (False, True): "unary_stream",
+            (True, False): "stream_unary",
+            (True, True): "stream_stream",
+        }
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+            make = getattr(channel, kinds[(m.client_streaming, m.server_streaming)])
+            stub = make(path, request_serializer=type(request).SerializeToString,
+                        response_deserializer=response.FromString)  # fmt: skip
+
+            async def nothing():  # type: ignore[no-untyped-def]
+                return
+                yield
+
+            try:
+                if m.client_streaming:
+                    await stub(nothing(), timeout=1)
+                elif m.server_streaming:
+                    async for _ in stub(request, timeout=1):
+                        break
+                else:
+                    await stub(request, timeout=1)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code(), exc.details() or ""
+            return grpc.StatusCode.OK, ""
+
+    try:
+        refused = (grpc.StatusCode.PERMISSION_DENIED, "not a configured federate")
+        assert await call(pki["hub"]) == refused
+        answered, _ = await call(pki["tak"])
+        assert answered != grpc.StatusCode.PERMISSION_DENIED
+        if method in NOT_IMPLEMENTED:
+            assert answered == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await listener.stop()
+
+
 async def test_we_dial_a_tak_server(pki: dict[str, Path]) -> None:
     server = TakServer(pki["tak"], (pki["hub"] / "ca.pem").read_bytes())
     port = await server.start()
