@@ -27,12 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import (
-    AlreadyRecorded,
-    LocalProtocolError,
-    Refused,
-    StoreUnavailable,
-)
+from commonsky.errors import AlreadyRecorded, LocalProtocolError, Refused, StoreUnavailable
 from commonsky.metrics import Metrics
 from commonsky.model import (
     DURABLE,
@@ -67,6 +62,7 @@ from .receipts import Receipts, remembering
 from .render import Renderer
 from .render import item_json as item_json  # (re-exported)
 from .routing import VARIANT, Routed, Router
+from .withdraw import Withdrawals
 
 log = logging.getLogger("commonsky.hub")
 
@@ -145,6 +141,9 @@ class Hub:
             observe=self._observe,
             clock=lambda: self.clock(),
         )
+        # What an agreement's end takes off the recipients' maps (hub/withdraw.py).
+        self.withdrawals = Withdrawals(policy, self.picture, self.router, self.wires,
+                                       self._rendered, lambda: self.clock())  # fmt: skip
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined
