@@ -127,7 +127,8 @@ class Hub:
                                  self.connections, store.meta,
                                  remembering(store, self.transaction))  # fmt: skip
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
-        # The delete flow (hub/deletes.py), over the hub's parts.
+        # The delete flow (hub/deletes.py), and withdrawals at agreements' ends (withdraw.py).
+        self.withdrawals = Withdrawals(self.picture, self.router, self.wires, self._rendered)
         self.deletes = Deletes(
             parties=self.parties,
             picture=self.picture,
@@ -141,9 +142,6 @@ class Hub:
             observe=self._observe,
             clock=lambda: self.clock(),
         )
-        # What an agreement's end takes off the recipients' maps (hub/withdraw.py).
-        self.withdrawals = Withdrawals(policy, self.picture, self.router, self.wires,
-                                       self._rendered, lambda: self.clock())  # fmt: skip
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined

@@ -38,7 +38,6 @@ import math
 from collections.abc import Callable
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
-from commonsky.policy import Policy
 
 from .connections import Connections
 from .deletes import DELETE_TYPE
@@ -75,20 +74,18 @@ class Withdrawals:
 
     def __init__(
         self,
-        policy: Policy,
         picture: Picture,
         router: Router,
         wires: Connections,
         render: Callable[[Item], Rendered],
-        clock: Callable[[], float],
     ) -> None:
-        self.policy = policy
+        self.policy = router.policy  # (the router's policy and clock: the hub's)
         self.picture = picture
         self.router = router
         self.wires = wires
         self.render = render
-        self.clock = clock
-        self.at = policy.next_change(clock())  # the next change not yet handled
+        self.clock = router.clock
+        self.at = self.policy.next_change(self.clock())  # the next change not yet handled
         self.sent = 0  # deletes queued (to connections), in all
 
     def check(self) -> int:
