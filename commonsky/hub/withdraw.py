@@ -10,7 +10,7 @@ at it are compared: a party routed before, not routed now, and that was delivere
 (`Rendered.seen`) gets a delete on each of its connected clients, under each name it got the
 item by (the form `Deletes.apply` sends: `PARTY::uid` in full, the opaque handle when
 generalized); updates of the item still pending in its outboxes are discarded; it leaves
-`seen` (a later agreement that lets it see the item again delivers it as new).
+`seen` (should an agreement let it see the item again, it gets the next version, or a replay).
 
 Why only at an agreement's change, and only by the latest version: a withdrawal must depend
 only on what the recipient may know. Which agreements are in force, and when they end, is
