@@ -256,6 +256,7 @@ class HubServer:
                     continue
                 last_tick = now
                 self.services.tick()
+                self.hub.withdrawals.check()  # an agreement's end: off the recipients' maps
                 for listener in self.listeners:
                     listener.drop_revoked()  # a CRL that changed ends sessions already open
                 self.hub.logs.flush()
