@@ -102,8 +102,10 @@ async def test_search_lists_what_the_party_may_fetch_and_filters_as_atak_asks(
             assert set(await listed(jpn, "?mimetype=text/plain")) == {usa_note}
             assert set(await listed(jpn, f"?uid={jpn_pkg}")) == {jpn_pkg}
             assert await listed(jpn, "?keywords=nothing") == {}
+            # An area: a file without a position is outside it (as in TAK Server).
+            assert await listed(jpn, "?bbox=1,2,3,4&keywords=missionpackage") == {}
             # Parameters TAK Server takes but the hub does not filter by: accepted.
-            assert set(await listed(jpn, "?bbox=1,2,3,4&keywords=missionpackage")) == {
+            assert set(await listed(jpn, "?remarks=x&keywords=missionpackage")) == {
                 usa_pkg,
                 jpn_pkg,
             }
@@ -201,15 +203,18 @@ def test_search_is_exactly_what_may_fetch_allows(
             port = SimpleNamespace(entitled=lambda item: policy.entitled(item, NOW))
             state: Any = SimpleNamespace(port=port, files=files)
             for party in PARTIES:
-                found = search(state, party, query)
+                answer = search(state, party, query)
+                assert answer.complete
+                found = answer.rows
                 expected = set()
                 for n in range(6):
                     row = may_fetch(state, party, f"{n:064x}")
                     if row is not None and matches(query, row):
                         expected.add(row.sha256)
                 assert [r.sha256 for r in found] == sorted(
-                    {r.sha256 for r in found}, key=lambda s: -max(r.received for r in files.rows(s))
-                )  # (one result per file, newest first)
+                    {r.sha256 for r in found},
+                    key=lambda s: -max(r.received for r in files.rows(s) if matches(query, r)),
+                )  # (one result per file, the newest matching first)
                 assert {r.sha256 for r in found} == expected
                 assert len(found) <= SEARCH_MAX_RESULTS
         finally:
