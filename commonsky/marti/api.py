@@ -53,7 +53,7 @@ from commonsky.errors import StoreUnavailable
 from commonsky.marti.files import is_sha256
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
 from commonsky.marti.net import peer_cert_der
-from commonsky.marti.query import keywords
+from commonsky.marti.query import fold, keywords
 from commonsky.marti.search import groups, parse_query, result, search
 from commonsky.marti.state import MartiState
 from commonsky.marti.upload import UploadRefused, receive
@@ -353,9 +353,13 @@ async def _no_content(marti: Marti, request: Request, party: str, user: str) -> 
 
 def _keywords(text: str) -> tuple[str, ...]:
     """An upload's keywords (`keywords`/`keyword`, comma-separated, as TAK Server reads
-    them): printable, trimmed, each once; Refused (400) beyond UPLOAD_KEYWORDS of
+    them): printable, trimmed, each once (capitals aside); Refused (400) beyond UPLOAD_KEYWORDS of
     KEYWORD_CHARS each."""
-    words = tuple(dict.fromkeys(w.strip() for w in _printable(text).split(",") if w.strip()))
+    kept: dict[str, str] = {}  # (each once, whatever its capitals: the first spelling)
+    for word in _printable(text).split(","):
+        if word.strip():
+            kept.setdefault(fold(word.strip()), word.strip())
+    words = tuple(kept.values())
     if len(words) > UPLOAD_KEYWORDS or any(len(w) > KEYWORD_CHARS for w in words):
         raise Refused(400, "bad_keywords", f"keywords: at most {UPLOAD_KEYWORDS}, "
                       f"of {KEYWORD_CHARS} characters each")  # fmt: skip
