@@ -54,7 +54,7 @@ from commonsky.marti.files import is_sha256
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
 from commonsky.marti.net import peer_cert_der
 from commonsky.marti.query import fold, keywords
-from commonsky.marti.search import groups, parse_query, result, search
+from commonsky.marti.search import groups, parse_query, search_answer
 from commonsky.marti.state import MartiState
 from commonsky.marti.upload import UploadRefused, receive
 from commonsky.revocation import Revocations
@@ -233,11 +233,9 @@ async def groups_all(marti: Marti, request: Request, party: str, user: str) -> R
 
 async def sync_search(marti: Marti, request: Request, party: str, user: str) -> Response:
     query = parse_query(request.query_params.multi_items())
-    found = await asyncio.to_thread(search, marti.state, party, query)
-    answer = {"resultCount": len(found.rows),
-              "results": [result(row, party) for row in found.rows]}  # fmt: skip
-    headers = {} if found.complete else {"CommonSky-Search": "truncated"}
-    return JSONResponse(answer, media_type="text/json", headers=headers)
+    body, complete = await asyncio.to_thread(search_answer, marti.state, party, query)
+    headers = {} if complete else {"CommonSky-Search": "truncated"}
+    return Response(body, media_type="text/json", headers=headers)
 
 
 def hash_param(request: Request, required: bool = True) -> str:

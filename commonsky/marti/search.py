@@ -42,6 +42,7 @@ and `IN` too when `useCache=true`, as TAK Server answers a client (ATAK asks wit
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -200,6 +201,16 @@ def search(state: MartiState, party: str, query: Query) -> Found:
         if len(found) >= SEARCH_MAX_RESULTS:
             return Found(found, n == len(order) - 1 and len(candidates) < SEARCH_SCAN_ROWS)
     return Found(found, len(candidates) < SEARCH_SCAN_ROWS)
+
+
+def search_answer(state: MartiState, party: str, query: Query) -> tuple[bytes, bool]:
+    """TAK Server's answer to `query` from `party` (JSON), and whether it is complete: the
+    search and the answer's making both in the worker thread (a thousand results take a
+    few milliseconds to render)."""
+    found = search(state, party, query)
+    body = {"resultCount": len(found.rows), "results": [result(r, party) for r in found.rows]}
+    text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode(), found.complete
 
 
 def result(row: StoredFile, party: str) -> dict[str, Any]:
