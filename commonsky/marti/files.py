@@ -94,8 +94,6 @@ class Files(Protocol):
 
     def derived(self, source: str, kind: str) -> list[StoredFile]: ...
 
-    def recent(self, limit: int) -> list[StoredFile]: ...
-
     def matching(self, query: Query, limit: int) -> list[StoredFile]: ...
 
     def rows_of(self, sha256s: list[str]) -> list[StoredFile]: ...
@@ -254,13 +252,6 @@ class FileStore:
     def derived(self, source: str, kind: str) -> list[StoredFile]:
         found = self.db.execute(
             "SELECT * FROM file WHERE source = ? AND kind = ?", (source, kind)
-        ).fetchall()
-        return [_row(r) for r in found]
-
-    def recent(self, limit: int) -> list[StoredFile]:
-        """At most `limit` rows, the newest first (a search's candidates: search.py)."""
-        found = self.db.execute(
-            "SELECT * FROM file ORDER BY received DESC, sha256, party LIMIT ?", (limit,)
         ).fetchall()
         return [_row(r) for r in found]
 

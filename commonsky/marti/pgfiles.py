@@ -309,14 +309,6 @@ class PgFileStore:
         )
         return [file_row(r) for r in found]
 
-    def recent(self, limit: int) -> list[StoredFile]:
-        """At most `limit` rows, the newest first (files.py's `recent`)."""
-        found = self._read(
-            f"SELECT {_COLUMNS} FROM commonsky_file ORDER BY received DESC, sha256, party LIMIT %s",
-            (limit,),
-        )
-        return [file_row(r) for r in found]
-
     def matching(self, query: Query, limit: int) -> list[StoredFile]:
         """files.py's `matching`, on a connection of the worker thread's own (never the
         store's, which the event loop writes on)."""
