@@ -10,10 +10,12 @@ Paths (TAK Server's servlets and APIs, the subset ATAK, WinTAK, iTAK and pytak c
   filtered (search.py: TAK Server's `resultCount` and `results`);
 - `GET /Marti/sync/missionquery?hash=`: 200 and the content URL (text) if the caller may
   fetch it, else 404;
-- `POST /Marti/sync/missionupload?hash=&filename=&creatorUid=`: multipart, the file in part
-  `assetfile`; answers the content URL (text);
-- `POST /Marti/sync/upload?name=&creatorUid=`: iTAK's path, raw body or multipart; answers
-  the file's metadata (JSON, TAK Server's field names);
+- `POST /Marti/sync/missionupload?hash=&filename=&creatorUid=&keyword=`: multipart, the file
+  in part `assetfile`; answers the content URL (text);
+- `POST /Marti/sync/upload?name=&creatorUid=&keywords=`: iTAK's path, raw body or multipart;
+  answers the file's metadata (JSON, TAK Server's field names);
+- on either, `keywords`/`keyword` (comma-separated) are kept with the file and searched
+  (search.py): at most UPLOAD_KEYWORDS of KEYWORD_CHARS, else 400 before the body is read;
 - `GET`/`HEAD /Marti/sync/content?hash=`: the bytes, if the caller may fetch them, else 404;
 - `PUT /Marti/api/sync/metadata/{hash}/tool`: the holder marks a file `public`/`private`.
 

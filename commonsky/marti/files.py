@@ -9,8 +9,10 @@ Rules:
 - Who holds which bytes is in `DATA_DIR/files.sqlite3`, one row per (sha256, party): the same
   bytes uploaded by two parties are kept once and belong to both. A row says what the file is
   (`kind`: `package`, `file`, `image`, or the hub's own `evidence` / `quickpic` copies), its
-  categories (`file`, `imagery`) and the position the policy asks about (NaN when none: then
-  only agreements without an area grant it).
+  categories (`file`, `imagery`), the position the policy asks about (NaN when none: then
+  only agreements without an area grant it) and the keywords its upload gave.
+- A search (search.py) reads on a connection of its own from a worker thread (`matching`,
+  `rows_of`: every filter of query.py in the SQL), never on the event loop's.
 - Whether a party may fetch bytes is asked of the policy at the moment it asks (`Access`),
   never stored: an agreement that ends stops the next download.
 - Limits (settings): `limit_file_bytes` per file, `limit_files_per_party` rows per party,

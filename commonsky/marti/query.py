@@ -53,8 +53,9 @@ def fold(text: str) -> str:
 
 
 def is_package(kind: str) -> bool:
-    """A data package: an uploaded zip, or a quick-pic package the hub made of an image."""
-    return kind == "package" or kind.startswith("quickpic")
+    """An uploaded data package (the hub's quick-pic packages, `quickpic-own`/`-other`, are
+    not: each image would be listed twice, once per form)."""
+    return kind == "package"
 
 
 def keywords(row: Row) -> list[str]:
@@ -154,8 +155,7 @@ def where(query: Query, postgres: bool) -> tuple[str, list[object]]:
             anyof.append(folded("keywords"))
             args.append(word)
             if word in MISSION_PACKAGE:
-                anyof.append("(kind = 'package' OR kind LIKE 'quickpic%%')" if postgres
-                             else "(kind = 'package' OR kind LIKE 'quickpic%')")  # fmt: skip
+                anyof.append("kind = 'package'")
         terms.append("(" + " OR ".join(anyof) + ")")
     for column, text in (("name", query.name), ("mime", query.mime), ("sha256", query.hash),
                          ("party || '::' || creator_uid", query.creator)):  # fmt: skip

@@ -22,8 +22,8 @@ Rules:
   `bbox`/`box` `west,south,east,north` and `circle` `lon,lat,metres` (degrees; on a
   sphere), never both: a file without a position is outside every area; `minAltitude`/
   `maxAltitude`: the hub keeps no altitude, so, as TAK Server for a file without one, no
-  file matches. A file's keywords: `missionpackage` for a data package (an uploaded zip, or
-  the hub's quick-pic package of an image), then those its upload gave. `primaryKey`,
+  file matches. A file's keywords: `missionpackage` for an uploaded data package (not the
+  hub's quick-pic packages of an image, one per form), then those its upload gave. `primaryKey`,
   `permissions`, `remarks`, `mission` are accepted and do not filter (`UNFILTERED`).
 - Refused with 400 and one line naming the parameter: an unknown parameter, a value over
   PARAM_MAX_CHARS or with a control character, more than MAX_KEYWORDS keywords, a time or
