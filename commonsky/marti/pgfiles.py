@@ -81,9 +81,24 @@ CREATE TABLE IF NOT EXISTS commonsky_file_chunk (
     data BYTEA NOT NULL,
     PRIMARY KEY (sha256, idx)
 );
-ALTER TABLE commonsky_file_chunk ALTER COLUMN data SET STORAGE EXTERNAL;
-ALTER TABLE commonsky_file ADD COLUMN IF NOT EXISTS keywords TEXT NOT NULL DEFAULT '';
 """
+# Each applied only to a store that lacks it: an ALTER TABLE takes the table's exclusive lock
+# even when it changes nothing (a start would wait behind every reader, and stall every
+# reader behind it), and two starts that each held a lesser lock on the table deadlocked.
+_CHANGES = (
+    (
+        "SELECT attstorage <> 'e' FROM pg_attribute WHERE attname = 'data'"
+        " AND attrelid = 'commonsky_file_chunk'::regclass",
+        "ALTER TABLE commonsky_file_chunk ALTER COLUMN data SET STORAGE EXTERNAL",
+    ),
+    (
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attname = 'keywords'"
+        " AND attrelid = 'commonsky_file'::regclass AND NOT attisdropped)",
+        "ALTER TABLE commonsky_file ADD COLUMN IF NOT EXISTS keywords TEXT NOT NULL DEFAULT ''",
+    ),
+)
+# Taken for the schema's transaction: the stores' starts make their changes one at a time.
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('commonsky_file schema'))"
 
 _COLUMNS = (
     "sha256, party, username, creator_uid, name, mime, size, kind, categories, lat, lon, "
@@ -155,7 +170,11 @@ class PgFileStore:
             fresh_tmp(tmp)
             conn = store.connection()
             with conn.transaction():
+                conn.execute(_SCHEMA_LOCK)
                 conn.execute(SCHEMA)
+                for needed, change in _CHANGES:
+                    if (conn.execute(needed).fetchone() or (False,))[0]:
+                        conn.execute(change)
         except OSError as exc:
             raise UsageError(f"{tmp}: cannot make the uploads folder ({exc})") from None
         except psycopg.Error as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -178,6 +179,81 @@ def test_a_postgres_store_of_before_keywords_opens(postgres_url: str, tmp_path: 
             files.close()
     finally:
         store.close()
+
+
+OLD_PG_FILE = (
+    "CREATE TABLE commonsky_file (sha256 TEXT NOT NULL, party TEXT NOT NULL, username TEXT"
+    " NOT NULL, creator_uid TEXT NOT NULL, name TEXT NOT NULL, mime TEXT NOT NULL, size BIGINT"
+    " NOT NULL, kind TEXT NOT NULL, categories TEXT NOT NULL, lat DOUBLE PRECISION, lon DOUBLE"
+    " PRECISION, received DOUBLE PRECISION NOT NULL, tool TEXT NOT NULL, source TEXT NOT NULL,"
+    " PRIMARY KEY (sha256, party))"
+)
+
+
+def test_a_start_does_not_wait_behind_a_reader_of_the_files(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a store that has every column takes no exclusive lock: a restarting core
+    neither waits behind a running one's reads nor stalls them (it did, at every start)."""
+    store = PostgresStore(postgres_url)
+    try:
+        PgFileStore.open(store, tmp_path / "a", Settings()).close()
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as reader:  # (a transaction reading the files, open)
+        reader.execute("SELECT count(*) FROM commonsky_file").fetchone()
+        reader.execute("SELECT count(*) FROM commonsky_file_chunk").fetchone()
+        monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=2000")
+        store = PostgresStore(postgres_url)
+        try:
+            PgFileStore.open(store, tmp_path / "b", Settings()).close()
+        finally:
+            store.close()
+
+
+def opened_at_once(stores: list[PostgresStore], where: Path) -> list[BaseException]:
+    """What opening a file store on each of `stores`, all at once, raised."""
+    start = threading.Barrier(len(stores))
+    failed: list[BaseException] = []
+
+    def open_one(n: int) -> None:
+        start.wait()
+        try:
+            PgFileStore.open(stores[n], where / str(n), Settings()).close()
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(n,)) for n in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failed
+
+
+@pytest.mark.parametrize("before", ["fresh", "before keywords", "current"])
+def test_stores_opened_at_once_all_open(postgres_url: str, tmp_path: Path, before: str) -> None:
+    """Cores starting together on one database (a store of before keywords too) all open it
+    (two held the files table's lesser lock and each waited for the other's: deadlock)."""
+    stores = [PostgresStore(postgres_url) for _ in range(6)]
+    try:
+        if before != "fresh":
+            PgFileStore.open(stores[0], tmp_path / "first", Settings()).close()
+        if before == "before keywords":
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                conn.execute("DROP TABLE commonsky_file")
+                conn.execute(OLD_PG_FILE)
+        for attempt in range(3):
+            assert opened_at_once(stores, tmp_path / str(attempt)) == []
+        files = PgFileStore.open(stores[0], tmp_path / "last", Settings())
+        try:
+            files.add(a_file(7, keywords=("Alpha",)))
+            assert files.rows(f"{7:064x}")[0].keywords == ("Alpha",)
+        finally:
+            files.close()
+    finally:
+        for store in stores:
+            store.close()
 
 
 # ---- the rule: each store's SQL selects exactly what `matches` accepts -----------------
