@@ -193,13 +193,13 @@ def search(state: MartiState, party: str, query: Query) -> Found:
     for row in state.files.rows_of(order):  # (every holder: the policy chooses among them)
         holders.setdefault(row.sha256, []).append(row)
     found: list[StoredFile] = []
-    for n, sha in enumerate(order):
+    for sha in order:
         chosen = fetchable(state, party, holders.get(sha, []))
         if chosen is None or not matches(query, chosen):
             continue
+        if len(found) == SEARCH_MAX_RESULTS:  # one more it may fetch: the answer is cut
+            return Found(found, False)  # (rows it may not fetch never say so: no oracle)
         found.append(chosen)
-        if len(found) >= SEARCH_MAX_RESULTS:
-            return Found(found, n == len(order) - 1 and len(candidates) < SEARCH_SCAN_ROWS)
     return Found(found, len(candidates) < SEARCH_SCAN_ROWS)
 
 

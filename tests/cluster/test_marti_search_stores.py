@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from commonsky.marti import search as search_module
 from commonsky.marti.files import Files, FileStore, StoredFile
 from commonsky.marti.pgfiles import PgFileStore
 from commonsky.marti.query import Query, distance_m, matches
@@ -101,6 +102,26 @@ def test_an_old_match_behind_more_newer_rows_than_a_search_reads_is_found(files:
     assert not everything.complete and old.sha256 not in {r.sha256 for r in everything.rows}
     # Another party's file it may not fetch is in no answer, old or new.
     assert search(state, "JPN", Query(name="sable")).rows == []
+
+
+def test_a_full_answer_says_nothing_of_files_the_caller_may_not_fetch(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer of SEARCH_MAX_RESULTS files is cut only when the caller may fetch one more:
+    another party's older file that matched said `truncated` (an oracle: upload that many
+    files named like a guess, and learn whether another party has one so named)."""
+    monkeypatch.setattr(search_module, "SEARCH_MAX_RESULTS", 3)
+    own = [a_file(10 + i, name=f"Op-Sable-{i}") for i in range(3)]
+    add_all(files, own)
+    state = state_of(files)
+    alone = search(state, "USA", Query(name="sable"))
+    assert alone.complete and [r.sha256 for r in alone.rows] == [r.sha256 for r in own[::-1]]
+    add_all(files, [a_file(1, "JPN", name="sable-secret.zip")])  # older, not USA's to fetch
+    same = search(state, "USA", Query(name="sable"))
+    assert same.complete and [r.sha256 for r in same.rows] == [r.sha256 for r in own[::-1]]
+    add_all(files, [a_file(2, name="sable-mine.zip")])  # one more of its own: cut
+    more = search(state, "USA", Query(name="sable"))
+    assert not more.complete and [r.sha256 for r in more.rows] == [r.sha256 for r in own[::-1]]
 
 
 def test_areas_and_times_select_by_position_and_submission(files: Files) -> None:
