@@ -67,7 +67,8 @@ def keywords(row: Row) -> list[str]:
 @dataclass(frozen=True)
 class Query:
     """A search's filters; text ones folded (`fold`), times in seconds since 1970 (`stop`
-    excluded), `box` (west, south, east, north) and `circle` (lon, lat, metres) in degrees."""
+    excluded), `box` (west, south, east, north: a west east of its east spans the antimeridian)
+    and `circle` (lon, lat, metres) in degrees."""
 
     keywords: tuple[str, ...] = ()
     tool: str | None = None
@@ -95,7 +96,9 @@ def matches(query: Query, row: Row) -> bool:
         return False
     if query.box is not None:
         west, south, east, north = query.box
-        if not (south <= row.lat <= north and west <= row.lon <= east):
+        across = west > east  # (across the antimeridian: east of west, or west of east)
+        inside = row.lon >= west or row.lon <= east if across else west <= row.lon <= east
+        if not (south <= row.lat <= north and inside):
             return False
     if query.circle is not None:
         lon, lat, metres = query.circle
@@ -170,6 +173,7 @@ def where(query: Query, postgres: bool) -> tuple[str, list[object]]:
         args.append(query.stop)
     box = query.box if query.circle is None else circle_box(*query.circle)
     if box is not None:
-        terms.append(f"lat >= {mark} AND lat <= {mark} AND lon >= {mark} AND lon <= {mark}")
+        join = "OR" if box[0] > box[2] else "AND"  # (OR: across the antimeridian)
+        terms.append(f"lat >= {mark} AND lat <= {mark} AND (lon >= {mark} {join} lon <= {mark})")
         args.extend([box[1], box[3], box[0], box[2]])
     return " AND ".join(terms) or "1 = 1", args

@@ -19,12 +19,13 @@ Rules:
   capitals folded (TAK Server takes regular expressions; the hub matches text only);
   `startTime`, `stopTime` (`endTime`), `submissionDateTime` (that millisecond): TAK's
   `2025-01-31T12:00:00.000Z` (no offset: UTC), bounds included to the millisecond;
-  `bbox`/`box` `west,south,east,north` and `circle` `lon,lat,metres` (degrees; on a
-  sphere), never both: a file without a position is outside every area; `minAltitude`/
-  `maxAltitude`: the hub keeps no altitude, so, as TAK Server for a file without one, no
-  file matches. A file's keywords: `missionpackage` for an uploaded data package (not the
-  hub's quick-pic packages of an image, one per form), then those its upload gave. `primaryKey`,
-  `permissions`, `remarks`, `mission` are accepted and do not filter (`UNFILTERED`).
+  `bbox`/`box` `west,south,east,north` (a west east of its east: across the antimeridian)
+  and `circle` `lon,lat,metres` (degrees; on a sphere), never both: a file without a
+  position is outside every area; `minAltitude`/`maxAltitude`: the hub keeps no altitude,
+  so, as TAK Server for a file without one, no file matches. A file's keywords:
+  `missionpackage` for an uploaded data package (not the hub's quick-pic packages of an
+  image, one per form), then those its upload gave. `primaryKey`, `permissions`,
+  `remarks`, `mission` are accepted and do not filter (`UNFILTERED`).
 - Refused with 400 and one line naming the parameter: an unknown parameter, a value over
   PARAM_MAX_CHARS or with a control character, more than MAX_KEYWORDS keywords, a time or
   number that does not parse (NaN, infinities included), a latitude, longitude or radius
@@ -165,10 +166,12 @@ def _lon_lat(name: str, lon: float, lat: float) -> None:
 
 
 def _box(text: str) -> tuple[float, float, float, float]:
-    lon1, lat1, lon2, lat2 = _numbers("bbox", text, 4)
-    _lon_lat("bbox", lon1, lat1)
-    _lon_lat("bbox", lon2, lat2)
-    return (min(lon1, lon2), min(lat1, lat2), max(lon1, lon2), max(lat1, lat2))
+    """(west, south, east, north) as given: a west east of the east is a box across the
+    antimeridian (170,-10,-170,10: the 20 degrees about it, not the 340 others)."""
+    west, lat1, east, lat2 = _numbers("bbox", text, 4)
+    _lon_lat("bbox", west, lat1)
+    _lon_lat("bbox", east, lat2)
+    return (west, min(lat1, lat2), east, max(lat1, lat2))
 
 
 def _circle(text: str) -> tuple[float, float, float]:

@@ -21,7 +21,7 @@ from commonsky.marti import search as search_module
 from commonsky.marti.files import Files, FileStore, StoredFile
 from commonsky.marti.pgfiles import PgFileStore
 from commonsky.marti.query import Query, distance_m, matches
-from commonsky.marti.search import SEARCH_SCAN_ROWS, search
+from commonsky.marti.search import SEARCH_SCAN_ROWS, parse_query, search
 from commonsky.policy import Party, Policy
 from commonsky.settings import Settings
 from commonsky.store.postgres import PostgresStore
@@ -102,6 +102,20 @@ def test_an_old_match_behind_more_newer_rows_than_a_search_reads_is_found(files:
     assert not everything.complete and old.sha256 not in {r.sha256 for r in everything.rows}
     # Another party's file it may not fetch is in no answer, old or new.
     assert search(state, "JPN", Query(name="sable")).rows == []
+
+
+def test_a_box_across_the_antimeridian_is_the_area_about_it(files: Files) -> None:
+    """`bbox=170,-10,-170,10` (west, south, east, north) is the 20 degrees about the
+    antimeridian: it was read as the 340 degrees about Greenwich, the area not asked for."""
+    fiji = a_file(1, lat=-8.0, lon=178.4)
+    samoa = a_file(2, lat=-8.0, lon=-172.1)
+    gulf = a_file(3, lat=0.5, lon=0.5)
+    add_all(files, [fiji, samoa, gulf])
+    query = parse_query([("bbox", "170,-10,-170,10")])
+    selected = [r for r in files.matching(query, 100) if matches(query, r)]
+    assert {r.sha256 for r in selected} == {fiji.sha256, samoa.sha256}
+    greenwich = parse_query([("bbox", "-170,-10,170,10")])
+    assert [r.sha256 for r in files.matching(greenwich, 100)] == [gulf.sha256]
 
 
 def test_a_full_answer_says_nothing_of_files_the_caller_may_not_fetch(
@@ -327,7 +341,13 @@ queries = st.builds(
     start=st.sampled_from([None, NOW, NOW + 1.0, NOW + 1.0009]),
     stop=st.sampled_from([None, NOW + 1.001, NOW + 3.0]),
     box=st.sampled_from(
-        [None, (-180.0, -90.0, 180.0, 90.0), (0.0, 0.0, 10.0, 10.0), (138.0, 34.0, 140.0, 36.0)]
+        [
+            None,
+            (-180.0, -90.0, 180.0, 90.0),
+            (0.0, 0.0, 10.0, 10.0),
+            (138.0, 34.0, 140.0, 36.0),
+            (179.0, -50.0, -179.0, 90.0),  # (across the antimeridian)
+        ]
     ),
     circle=st.sampled_from(
         [
