@@ -163,10 +163,12 @@ def parse_hostport(text: str, where: str, at: str = "") -> tuple[str, int]:
     """HOST:PORT as (host, port), brackets taken off an IPv6 host; UsageError naming `where`
     (and `at`, the value's path in a config document) otherwise."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    host = host.strip("[]")  # (`[]:80` is no host: it would bind every interface)
+    digits = port_text.isascii() and port_text.isdigit()  # (`²` is a digit int() refuses)
+    if not sep or not host or not digits or not 0 <= int(port_text) <= 65535:
         suffix = f" ({at})" if at else ""
         raise UsageError(f"{where} = {text!r} is not HOST:PORT{suffix}")
-    return host.strip("[]"), int(port_text)
+    return host, int(port_text)
 
 
 def _check_clock(settings: Settings, where: str, at: str) -> None:

@@ -168,10 +168,13 @@ def test_settings_where_zero_means_something_take_it(name: str) -> None:
     assert Settings.resolve({name: 0}, "hub.toml", environ={}).get_float(name) == 0
 
 
-@pytest.mark.parametrize("bad", ["nonsense", ":8080", "127.0.0.1:99999", "[::1]"])
+@pytest.mark.parametrize(
+    "bad", ["nonsense", ":8080", "127.0.0.1:99999", "[::1]", "[]:8080", "h:\u00b2", "h:\uff18"]
+)
 def test_http_is_host_port_however_the_settings_are_built(bad: str) -> None:
     """It was checked only by the config loader, so settings resolved without it (a test's,
-    a tool's) took any text and the hub failed as it bound the web port."""
+    a tool's) took any text and the hub failed as it bound the web port. `[]:8080` was
+    every interface's port, and a port of a digit int() refuses a traceback."""
     with pytest.raises(UsageError) as info:
         Settings.resolve({"http": bad}, "hub.toml", environ={})
     assert str(info.value) == f"hub.toml: [server]: http = {bad!r} is not HOST:PORT ($.server.http)"
