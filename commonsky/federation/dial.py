@@ -68,7 +68,12 @@ class Dialer:
                 raise
             except Exception as exc:
                 self.failures += 1
-                await self._failed(exc, wait)
+                try:
+                    await self._failed(exc, wait)
+                except Exception as worse:  # (explaining must never end the redialing)
+                    log.warning("federation link %s: %s: %s (%s: %s); redialing in %.1f s",
+                                self.link.name, type(exc).__name__, str(exc)[:200],
+                                type(worse).__name__, str(worse)[:200], wait)  # fmt: skip
             if time.monotonic() - started > 10 * self.retry_s:
                 wait = self.retry_s  # it had been up: start the backoff again
             await asyncio.sleep(wait)
@@ -134,7 +139,7 @@ class Dialer:
             if "ALERT" not in str(exc.reason).upper():
                 return f"TLS failed ({exc.reason}): is it a federation listener?"
             alert = f" (TLS: {exc.reason})"
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, ValueError):  # (ValueError: a name IDNA refuses)
             return None
         else:
             try:

@@ -475,3 +475,26 @@ async def test_a_refused_handshake_is_one_clear_line(
         f"federation link kor: TLS handshake with 127.0.0.1:{port} refused: "
     )
     assert says in lines[0], lines[0]
+
+
+async def test_a_failure_the_check_cannot_explain_still_redials(
+    pki: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handshake of our own that explains a refusal raised on a host name the IDNA
+    codec refuses (a label over 63 characters): the error left the dial loop, which ended —
+    the link was never dialed again. Now each failure is a line and the next dial comes."""
+    caplog.set_level(logging.WARNING, logger="commonsky.federation")
+    host = "a" * 64 + ".invalid"
+    config = FederateConfig("kor", ("KOR",), connect=(host, 9), ca=pki["hub"] / "ca.pem")
+    link = Link(config, _Endpoint(Recorder()))
+    dialer = Dialer(HubIdentity.from_ca_dir(pki["tak"], "tak-1", "TAK"), link, 1.0, 0.01)
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "redialing" in r.getMessage()]
+
+    dialer.start()
+    try:
+        await _until(lambda: len(lines()) >= 2)
+    finally:
+        await dialer.stop()
+    assert all(line.startswith("federation link kor: ") for line in lines())
