@@ -67,6 +67,7 @@ API_VERSION = "3"  # TAK Server's Marti API version (tak.server.Constants.API_VE
 TOOLS = ("public", "private")
 UPLOAD_KEYWORDS = 32  # keywords an upload may give
 KEYWORD_CHARS = 100  # characters of one keyword
+SEARCHES_AT_ONCE = 2  # searches in worker threads at once (Marti.searching)
 
 
 class _Denied(errors.Refused):
@@ -109,6 +110,10 @@ class Marti:
         self.revocations = state.revocations[Path(config.ca)]
         self.settings = self.port.settings
         self.started = time.time()
+        # Searches in worker threads at once; the others wait on the loop. A flood of them
+        # held every thread of the loop's executor (seconds), and every upload's checks,
+        # download's reads and private federation round waited behind it.
+        self.searching = asyncio.Semaphore(SEARCHES_AT_ONCE)
 
     def identify(self, request: Request) -> tuple[str, str]:
         """(party, user) from the client certificate's O and CN (`certificate_identity`)."""
@@ -235,7 +240,8 @@ async def groups_all(marti: Marti, request: Request, party: str, user: str) -> R
 
 async def sync_search(marti: Marti, request: Request, party: str, user: str) -> Response:
     query = parse_query(request.query_params.multi_items())
-    body, complete = await asyncio.to_thread(search_answer, marti.state, party, query)
+    async with marti.searching:  # (waiting here holds no worker thread)
+        body, complete = await asyncio.to_thread(search_answer, marti.state, party, query)
     headers = {} if complete else {"CommonSky-Search": "truncated"}
     return Response(body, media_type="text/json", headers=headers)
 

@@ -4,6 +4,7 @@ caller's party may fetch and nothing else, filtered as TAK Server filters; `GET
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import tempfile
@@ -398,3 +399,37 @@ async def test_an_answer_cut_by_its_bound_says_so(
             whole = await usa.get("/Marti/sync/search?name=MP-0")
             assert "CommonSky-Search" not in whole.headers
             assert [r["Hash"] for r in whole.json()["results"]] == [made[0]]
+
+
+async def test_a_flood_of_searches_leaves_the_worker_threads_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each search took a thread of the loop's executor, and waited in it: one client's
+    flood of them held every thread (4 s measured with 64 searches of 6,000 rows), and the
+    hub's other blocking calls — an upload's checks, a download's reads — waited behind
+    it. Now at most SEARCHES_AT_ONCE run in threads; the others wait on the loop."""
+    from commonsky.marti import api
+
+    held, entered, go = threading.Lock(), [0], threading.Event()
+
+    def search_answer(*args: Any) -> tuple[bytes, bool]:
+        with held:
+            entered[0] += 1
+        go.wait(30)
+        return b'{"resultCount":0,"results":[]}', True
+
+    monkeypatch.setattr(api, "search_answer", search_answer)
+    async with marti_hub(tmp_path, [FILES_US_JP]) as (hub, host, ca):
+        cert = client_cert(ca, "USA", "usa-ops", tmp_path / "USA")
+        async with https(hub, host, ca, "marti", cert) as usa:
+            flood = [asyncio.create_task(usa.get("/Marti/sync/search")) for _ in range(48)]
+            try:
+                async with asyncio.timeout(20):
+                    while entered[0] < api.SEARCHES_AT_ONCE:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                    await asyncio.to_thread(lambda: None)  # (a thread is free)
+                assert entered[0] <= api.SEARCHES_AT_ONCE
+            finally:
+                go.set()
+            answers = await asyncio.gather(*flood)
+    assert [a.status_code for a in answers] == [200] * 48 and entered[0] == 48
