@@ -6,25 +6,30 @@ a route, an emergency and its cancel, GeoChat (group, direct) and its receipts.
 
 Clients are `conformance.client.Peer`s: a TAK stream read by the standard library and
 takproto, TAK Protocol v1 negotiated with the edge when asked. `Day.sync` is the barrier
-every wait is: a BRAVO track every BRAVO and ALPHA client sees, then an ALPHA track every
-client sees (CHARLIE too): whatever was sent before it was applied, and what the core
-queued for a client before it, the client has read."""
+every wait is: a track from every client, seen by those it is given to, then one ALPHA
+track every client sees: whatever was sent before it was applied, and what the core queued
+for a client before it, the client has read."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from commonsky.bench.hubproc import OPERATOR
+from commonsky.bench.hubproc import OPERATOR, HubProcess
+from commonsky.bench.ports import HeldPorts
 from commonsky.conformance.client import Peer, Received, connect
 from commonsky.model import Category
 
 DATA = Path(__file__).parents[1] / "corpus" / "data"
 PARTIES = ("ALPHA", "BRAVO", "CHARLIE")
 HOST = "127.0.0.1"
+# Whose tracks each party's clients are given (its own, and under the agreements).
+SEEN_BY = {"ALPHA": PARTIES, "BRAVO": ("ALPHA", "BRAVO"), "CHARLIE": ("CHARLIE",)}
 WAIT = 60.0  # seconds any one wait may take on a loaded 2-core machine
 
 
@@ -45,6 +50,24 @@ def day_config(data_dir: Path, http: int, ports: dict[str, int], extra: str = ""
         lines.append(f'[[agreement]]\nname = "{name}"\nfrom = "{src}"\nto = ["{dst}"]\n'
                      f'categories = {categories}\ndisclosure = "full"\n')  # fmt: skip
     return "\n".join(lines)
+
+
+@contextlib.asynccontextmanager
+async def single_hub(folder: Path, ca: Path) -> AsyncIterator[tuple[dict[str, int], int]]:
+    """`commonsky serve` alone (no `[cluster]`) on the same parties and agreements, with a
+    `marti` listener of `ca`: its TAK ports by party and its Marti port."""
+    with HeldPorts() as held:
+        ports = {party: held.port() for party in PARTIES}
+        http, marti = held.port(), held.port()
+        config = folder / "single.toml"
+        config.write_text(day_config(folder / "single", http, ports) + f'\n[[listener]]\n'
+                          f'kind = "marti"\nbind = "{HOST}:{marti}"\nca = "{ca}"\n')  # fmt: skip
+        hub = HubProcess(config, folder / "single.log", http, "info")
+        try:
+            await hub.start()
+            yield ports, marti
+        finally:
+            hub.stop()
 
 
 def _corpus(prefix: str) -> ET.Element:
@@ -158,6 +181,11 @@ def message_id(received: Received) -> str:
     raise AssertionError(f"no __chat in {received.uid}")
 
 
+def _named(uid: str) -> Callable[[Received], bool]:
+    """Whether an item is `uid`, under whichever party's name."""
+    return lambda received: received.uid.endswith(uid)
+
+
 class Day:
     """The clients of a day, by name, and the barrier they share."""
 
@@ -176,16 +204,23 @@ class Day:
         self.peers[name].send_event(xml)
 
     async def sync(self) -> None:
-        """The barrier: a BRAVO track, seen by every ALPHA and BRAVO client, then an ALPHA
-        track, seen by every client."""
+        """The barrier. Every client sends a track of its own, and waits for those of the
+        others it is given (a connection's events are applied in order, and the core writes
+        to a client in order: what each sent before, the others entitled to it have read);
+        then one ALPHA track every client sees — CHARLIE too, after everything BRAVO sent
+        was applied."""
         self.round += 1
-        for party, seen_by, at in (("BRAVO", ("ALPHA", "BRAVO"), 90), ("ALPHA", PARTIES, 0)):
-            uid = f"sync-{party.lower()}-{self.round}"
-            sender = next(p for p in self.peers.values() if p.party == party)
-            sender.send_event(track(uid, -80 + self.round * 0.5, at))
-            for peer in self.peers.values():
-                if peer is not sender and peer.party in seen_by:
-                    await peer.wait_for(lambda r, uid=uid: r.uid.endswith(uid), WAIT)
+        senders = [*self.peers.items(), ("last", self._alpha())]
+        for phase in (senders[:-1], senders[-1:]):
+            for at, (name, sender) in enumerate(phase):
+                uid = f"sync-{name}-{self.round}"
+                sender.send_event(track(uid, -80 + self.round * 0.5, at * 20.0))
+                for peer in self.peers.values():
+                    if peer is not sender and peer.party in SEEN_BY[sender.party]:
+                        await peer.wait_for(_named(uid), WAIT)
+
+    def _alpha(self) -> Peer:
+        return next(peer for peer in self.peers.values() if peer.party == "ALPHA")
 
     def new(self, name: str) -> list[str]:
         """What client `name` got since the last call, as "type uid" (the barriers and the

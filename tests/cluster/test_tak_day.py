@@ -24,6 +24,7 @@ client got before it."""
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,7 @@ from tests.cluster.tak_day import (
     group_chat,
     message_id,
     route,
+    single_hub,
     spot,
 )
 from tests.integration.test_receipts import geochat, receipt
@@ -163,7 +165,7 @@ async def _late_joiners(day: Day, edges: list[dict[str, int]]) -> None:
     expect(day, {name: PICTURE[party] for name, (party, *_) in LATE.items()})
     # M2 in its latest version only (the bucket's entry was replaced, not added to).
     view = day.got("a3", "b-m-p-s-m", "BRAVO::M2").view
-    assert view is not None and view.point is not None and float(view.point["lat"]) == 9.9
+    assert view is not None and view.point is not None and float(str(view.point["lat"])) == 9.9
 
 
 def _marti(ca: Path, cert: tuple[Path, Path], port: int) -> httpx.AsyncClient:
@@ -204,10 +206,11 @@ async def _api(day: Day, ca: Path, certs: dict[str, tuple[Path, Path]], marti: l
     assert await _contacts(ca, certs["CHARLIE"], marti[1]) == contacts_of("CHARLIE", ("C1",))
 
 
-async def _edge_dies(day: Day, cluster: Cluster, edges: list[dict[str, int]]) -> None:
-    """Edge 1 dies; its clients reconnect to edge 0 and get their party's picture, their
-    devices report again, and the day goes on: a marker, a direct message to a moved client."""
-    cluster.processes[1].kill()
+async def _edge_dies(day: Day, kill: Callable[[], None], edges: list[dict[str, int]]) -> None:
+    """Edge 1 dies (`kill`); its clients reconnect to edge 0 and get their party's picture,
+    their devices report again, and the day goes on: a marker, a direct message to a client
+    that moved. (One process: the same clients leave and come back.)"""
+    kill()
     moved = {n: c[:3] for n, c in CLIENTS.items() if c[1] == 1} | {
         n: c for n, c in LATE.items() if c[1] == 1
     }
@@ -228,24 +231,41 @@ async def _edge_dies(day: Day, cluster: Cluster, edges: list[dict[str, int]]) ->
     expect(day, {"b1": ["b-t-f GeoChat.ALPHA::ANDROID-a1.ALPHA::B1.ALPHA::mid-after"]})
 
 
+async def _day(ca: Path, certs: dict[str, tuple[Path, Path]], edges: list[dict[str, int]],
+               marti: list[int], kill: Callable[[], None]) -> None:  # fmt: skip
+    day = Day()
+    try:
+        await _devices(day, edges)
+        await _chat(day)
+        await _markers(day)
+        await _late_joiners(day, edges)
+        await _api(day, ca, certs, marti)
+        await _edge_dies(day, kill, edges)
+    finally:
+        await day.close()
+
+
+def _certificates(tmp_path: Path) -> tuple[Path, dict[str, tuple[Path, Path]]]:
+    ca = make_ca(tmp_path, HOST)
+    return ca, {p: client_cert(ca, p, f"{p.lower()}-ops", tmp_path / p) for p in PARTIES}
+
+
 async def test_a_tak_day_through_two_edges_is_the_single_process_day(
     tmp_path: Path, cluster: Cluster
 ) -> None:
-    ca = make_ca(tmp_path, HOST)
-    certs = {p: client_cert(ca, p, f"{p.lower()}-ops", tmp_path / p) for p in PARTIES}
+    ca, certs = _certificates(tmp_path)
     cluster.parties = PARTIES
     ports = tak_cluster(cluster, ca, base=day_config)
     edge0, at0 = await cluster.edge()
     edge1, at1 = await cluster.edge()
     await cluster.core()
     marti = [ports.by_http[edge0.http]["marti"], ports.by_http[edge1.http]["marti"]]
-    day = Day()
-    try:
-        await _devices(day, [at0, at1])
-        await _chat(day)
-        await _markers(day)
-        await _late_joiners(day, [at0, at1])
-        await _api(day, ca, certs, marti)
-        await _edge_dies(day, cluster, [at0, at1])
-    finally:
-        await day.close()
+    await _day(ca, certs, [at0, at1], marti, edge1.kill)
+
+
+async def test_the_same_day_on_the_single_process(tmp_path: Path) -> None:
+    """The expectations are the single process's: the same day, on `commonsky serve` alone
+    (its one TAK port per party and Marti port standing for both edges)."""
+    ca, certs = _certificates(tmp_path)
+    async with single_hub(tmp_path, ca) as (ports, marti):
+        await _day(ca, certs, [ports, ports], [marti, marti], lambda: None)
