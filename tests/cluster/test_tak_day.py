@@ -208,9 +208,13 @@ async def _api(day: Day, ca: Path, certs: dict[str, tuple[Path, Path]], marti: l
 
 async def _edge_dies(day: Day, kill: Callable[[], None], edges: list[dict[str, int]]) -> None:
     """Edge 1 dies (`kill`); its clients reconnect to edge 0 and get their party's picture,
-    their devices report again, and the day goes on: a marker, a direct message to a client
-    that moved. (One process: the same clients leave and come back.)"""
+    their devices report again — B1's is given the message sent to it meanwhile — and the
+    day goes on: a marker, a direct message to a client that moved. (One process: the same
+    clients leave and come back.)"""
     kill()
+    # Sent to B1 while its edge is dead (the core may still believe it connected there):
+    # its device is given it once it reports itself again, wherever.
+    day.send("a1", geochat("ANDROID-a1", "A1", "BRAVO::ANDROID-b1", "B1", "mid-gone"))
     moved = {n: c[:3] for n, c in CLIENTS.items() if c[1] == 1} | {
         n: c for n, c in LATE.items() if c[1] == 1
     }
@@ -225,7 +229,8 @@ async def _edge_dies(day: Day, kill: Callable[[], None], edges: list[dict[str, i
     day.send("a1", spot("M6", "ANDROID-a1"))
     await day.sync()
     reports = (shared(n, "a-f-G-U-C", CLIENTS[n][3], n == "a2") for n in ("a2", "b1", "c2"))
-    expect(day, merged(*reports, shared("a1", "b-m-p-s-m", "M6")))
+    gone = {"b1": ["b-t-f GeoChat.ALPHA::ANDROID-a1.ALPHA::B1.ALPHA::mid-gone"]}
+    expect(day, merged(*reports, shared("a1", "b-m-p-s-m", "M6"), gone))
     day.send("a1", geochat("ANDROID-a1", "A1", "BRAVO::ANDROID-b1", "B1", "mid-after"))
     await day.sync()
     expect(day, {"b1": ["b-t-f GeoChat.ALPHA::ANDROID-a1.ALPHA::B1.ALPHA::mid-after"]})
