@@ -8,6 +8,13 @@ receiver records a `fed-ack` entry; the sender checks the signature and the proo
 whose new log does not extend its last one is a FORK: logged, counted, not recorded),
 records a `fed-receipt` entry and moves its cursor. Signed heads also go every
 `timeout_checkpoint_s` when nothing flows. The message forms are receipts.py's.
+
+A peer answers for what was sent to it only: an acknowledgement past the last durable
+position given on the link moves the cursor no further than that position, and a receipt's
+entries for positions never given on the link (another party's item, one never sent) are
+refused — counted and logged — and never recorded, so no party's item is marked acknowledged
+by a peer that never had it. Each entry (and a head alone: the link's parties) is seen only
+by the parties of the items it covers.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from commonsky.errors import RemoteProtocolError
@@ -33,17 +43,39 @@ ACK_DELAY_S = 0.05  # acknowledgements are batched over this long
 class Acks:
     """One hub's acknowledgements and receipts, over all its links."""
 
-    def __init__(self, seam: HubSeam, links: dict[str, Link], own: frozenset[str]) -> None:
+    def __init__(
+        self,
+        seam: HubSeam,
+        links: dict[str, Link],
+        own: frozenset[str],
+        refuse: Callable[[Link, str, str], None] = lambda link, reason, detail: None,
+    ) -> None:
         self.seam = seam
         self.links = links
         self.own = own
+        self.refuse = refuse  # a peer's fault: counted and logged (bridge.Federation.refuse)
         self.acked: dict[str, int] = {}  # link -> the last position the peer acknowledged
+        # link -> durable positions given to the (CommonSky) peer and not yet acknowledged,
+        # ascending; and the highest position given on it since this hub started.
+        self._unacked: dict[str, array[int]] = {}
+        self._given: dict[str, int] = {}
         self.forks: dict[str, int] = {}  # link -> receipts refused as a fork
         self._ack_due: dict[str, int] = {}
         self._receipts: dict[str, list[tuple[int, int]]] = {}  # link -> (position, ledger seq)
         self._signed_size: dict[str, int] = {}  # link -> size of the last head we gave it
         self._peer_head: dict[str, tuple[bytes, int, bytes]] = {}  # link -> key, size, root
         self._heads_only: set[str] = set()  # links owed a signed head with no new entries
+
+    def given(self, link: Link, position: int) -> None:
+        """A durable copy at `position` went into the link's stream: the peer may answer
+        for it (a TAK Server does not answer: nothing kept)."""
+        if not link.peer_is_commonsky:
+            return
+        self._given[link.name] = max(position, self._given.get(link.name, 0))
+        sent = self._unacked.setdefault(link.name, array("q"))
+        at = bisect_left(sent, position)
+        if at == len(sent) or sent[at] != position:  # (sent again after a reconnect: kept)
+            sent.insert(at, position)
 
     def applied(self, link: Link, position: int, ledger_seq: int | None) -> None:
         """A durable copy applied from `link` (its entry in our ledger, if any): to be
@@ -91,8 +123,10 @@ class Acks:
             self.links[name].send(ack(position, self.seam.clock(), text))
 
     def acknowledged(self, link: Link, position: int, receipt: str) -> None:
-        """The peer applied everything up to `position`: move the cursor; record its
-        signed receipt in our ledger once its signature holds."""
+        """The peer applied everything up to `position`: move the cursor (no further than
+        what was given to it); record its signed receipt in our ledger once its signature
+        holds, for what was given to it only."""
+        position = min(position, self._given.get(link.name, 0))
         if receipt:
             from commonsky.ledger.entry import EntryError
             from commonsky.ledger.log import SignedCheckpoint
@@ -105,21 +139,54 @@ class Acks:
             if parsed is None or head is None or not head.verify():
                 raise RemoteProtocolError("bad_receipt", "a receipt that does not verify")
             self._check_fork(link, head, parsed.since, parsed.consistency)
-            entries, checkpoint = parsed.entries, parsed.checkpoint
+            entries, checkpoint = self._sent_only(link, parsed.entries), parsed.checkpoint
             # Who told whom what and when, for the parties of those items only: the rest of
-            # ours (a rival of theirs, perhaps) learn nothing of that traffic from it.
-            mine = self.seam.parties_of(self.seam.entry_at(p >> 10) for p, _ in entries)
-            self.seam.record(
-                KIND_RECEIPT,
-                sorted(self.own & mine if entries else self.own),
-                {
-                    "link": link.name,
-                    "entries": [list(e) for e in entries],
-                    "checkpoint": checkpoint,
-                },
-            )
+            # ours (a rival of theirs, perhaps) learn nothing of that traffic from it — nor
+            # of a head alone, which covers no item of theirs (seen by the link's parties).
+            # A receipt left with none of the entries it had answers for nothing given.
+            if entries or not parsed.entries:
+                mine = self.seam.parties_of(self.seam.entry_at(p >> 10) for p, _ in entries)
+                self.seam.record(
+                    KIND_RECEIPT,
+                    sorted(self.own & mine) if entries else list(link.config.parties),
+                    {
+                        "link": link.name,
+                        "entries": [list(e) for e in entries],
+                        "checkpoint": checkpoint,
+                    },
+                )
+        if position <= self.acked.get(link.name, 0):
+            return
         self.acked[link.name] = position
+        sent = self._unacked.get(link.name)
+        if sent is not None:
+            del sent[: bisect_right(sent, position)]
         self.seam.set_cursor(CURSOR_OUT, link.name, position)
+
+    def _sent_only(self, link: Link, entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The receipt's entries for positions given to this peer and not acknowledged
+        before. Those acknowledged before are answered for already (a copy sent again in a
+        race with its acknowledgement): left out. The others were never given on this link:
+        refused, counted and logged, once per receipt."""
+        sent = self._unacked.get(link.name, array("q"))
+        done = self.acked.get(link.name)
+        if done is None:
+            done = self.seam.cursor(CURSOR_OUT, link.name)
+
+        def given(position: int) -> bool:
+            at = bisect_left(sent, position)
+            return at < len(sent) and sent[at] == position
+
+        kept = [(p, s) for p, s in entries if given(p)]
+        wrong = [p for p, _ in entries if p > done and not given(p)]
+        if wrong:
+            self.refuse(
+                link,
+                "ack_not_sent",
+                f"a receipt for {len(wrong)} positions never given on this link (the first: "
+                f"seq {wrong[0] >> 10} part {wrong[0] & 1023}); not recorded",
+            )
+        return kept
 
     def _check_fork(self, link: Link, head: Any, since: int, proof: list[bytes]) -> None:
         """The peer's new signed head must extend the last one it gave us (same key)."""

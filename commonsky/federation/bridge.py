@@ -118,7 +118,9 @@ class Federation:
         self.out: dict[str, _Out] = {}  # link -> what its session has been given
         self.sent_names: dict[tuple[str, str, str], set[str]] = {}  # (link, party, uid)
         self.refused: dict[tuple[str, str], int] = {}  # (link, reason) -> count
-        self.acks = Acks(seam, self.links, self.own)  # acknowledgements, signed receipts
+        self.acks = Acks(
+            seam, self.links, self.own, self._refuse
+        )  # acknowledgements, signed receipts
         self._tasks: list[asyncio.Task[None]] = []
         self._delete_ids = itertools.count(1)
         self.listener: Listener | None = None
@@ -193,6 +195,7 @@ class Federation:
                 if envelope.position <= out.position:
                     continue  # sent already
                 out.position = envelope.position
+                self.acks.given(link, out.position)
             self.sent_names.setdefault((link.name, item.party, item.uid), set()).add(event.uid)
             messages.append(federated(event, envelope, provenance, (-1, len(provenance))))
         return messages
@@ -205,6 +208,7 @@ class Federation:
             if (item.seq << 10) <= out.position:
                 return []
             out.position = item.seq << 10
+            self.acks.given(link, out.position)
         names = self.sent_names.pop((link.name, item.party, item.uid), set())
         for party, level in owed.items():
             names.add(self.seam.render(item, party, level).uid)

@@ -1,5 +1,9 @@
 """The dialing half of TAK Federation v2 links (link.py's rule): TAK Server's own call
-order (`TakFigClient`), health checks, redial with backoff, the peer's pin checked first."""
+order (`TakFigClient`), health checks, redial with backoff, the peer's pin checked first.
+
+A refused TLS handshake is one line naming the link, the peer's address and why: gRPC's own
+error says only "Socket closed" when the peer refuses our certificate, so a handshake of our
+own (`_why_refused`) finds out which side refused and for what."""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from cryptography import x509
 
 from . import federation_pb2 as pb
 from . import federation_pb2_grpc as rpc
@@ -20,6 +26,11 @@ from .peers import fingerprint
 
 log = logging.getLogger("commonsky.federation")
 _MAX_BACKOFF = 20  # redial waits double up to this many times timeout_federation_retry_s
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # (a gRPC server answers it with SETTINGS)
+
+
+class PinMismatch(PermissionError):
+    """The peer's certificate is not the pinned one."""
 
 
 class Dialer:
@@ -55,28 +66,114 @@ class Dialer:
                 await self.session()
             except asyncio.CancelledError:
                 raise
-            except grpc.aio.AioRpcError as exc:
-                self.failures += 1
-                log.warning(
-                    "federation link %s: %s (%s); redialing in %.1f s",
-                    self.link.name,
-                    exc.code().name,
-                    (exc.details() or "")[:200],
-                    wait,
-                )
             except Exception as exc:
                 self.failures += 1
-                log.warning(
-                    "federation link %s: %s: %s; redialing in %.1f s",
-                    self.link.name,
-                    type(exc).__name__,
-                    str(exc)[:200],
-                    wait,
-                )
+                await self._failed(exc, wait)
             if time.monotonic() - started > 10 * self.retry_s:
                 wait = self.retry_s  # it had been up: start the backoff again
             await asyncio.sleep(wait)
             wait = min(wait * 2, self.retry_s * _MAX_BACKOFF)
+
+    async def _failed(self, exc: Exception, wait: float) -> None:
+        """One line for a session that ended: for a refused TLS handshake, which side
+        refused and why (module rule)."""
+        name = self.link.name
+        host, port = self.link.config.connect  # type: ignore[misc]
+        why: str | None
+        if isinstance(exc, PinMismatch):
+            why = str(exc)
+        elif isinstance(exc, ssl.SSLError) or (
+            isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+        ):
+            why = await self._why_refused()
+        else:
+            why = None
+        if why is not None:
+            log.warning(
+                "federation link %s: TLS handshake with %s:%d refused: %s; redialing in %.1f s",
+                name,
+                host,
+                port,
+                why,
+                wait,
+            )
+        elif isinstance(exc, grpc.aio.AioRpcError):
+            log.warning(
+                "federation link %s: %s (%s); redialing in %.1f s",
+                name,
+                exc.code().name,
+                (exc.details() or "")[:200],
+                wait,
+            )
+        else:
+            log.warning(
+                "federation link %s: %s: %s; redialing in %.1f s",
+                name,
+                type(exc).__name__,
+                str(exc)[:200],
+                wait,
+            )
+
+    async def _why_refused(self) -> str | None:
+        """Why a TLS handshake with the peer is refused, from one handshake of our own with
+        the same roots and certificate; None when it completes (or the peer is not there)."""
+        host, port = self.link.config.connect  # type: ignore[misc]
+        try:
+            context = self._tls_context()
+        except (OSError, PermissionError):
+            return None
+        context.set_alpn_protocols(["h2"])
+        answer, alert = b"", ""
+        try:
+            async with asyncio.timeout(self.health_s):
+                reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        except ssl.SSLCertVerificationError as exc:
+            roots = self._roots_name()
+            return f"its certificate does not verify against {roots} ({exc.verify_message})"
+        except ssl.SSLError as exc:  # refused in the handshake (TLS 1.2: the peer's alert)
+            if "ALERT" not in str(exc.reason).upper():
+                return f"TLS failed ({exc.reason}): is it a federation listener?"
+            alert = f" (TLS: {exc.reason})"
+        except (OSError, TimeoutError):
+            return None
+        else:
+            try:
+                writer.write(_H2_PREFACE)
+                async with asyncio.timeout(self.health_s):
+                    answer = await reader.read(1)
+            except ssl.SSLError as exc:  # (TLS 1.3: the peer's alert comes after)
+                alert = f" (TLS: {exc.reason})"
+            except (OSError, TimeoutError):
+                return None
+            finally:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+        if answer:
+            return None
+        return f"the peer does not accept our certificate ({self._ours()}){alert}; its log says why"
+
+    def _ours(self) -> str:
+        """Our certificate, as the peer's operator would look it up."""
+        cert = x509.load_pem_x509_certificate(self.identity.chain_pem)
+        text = f"{cert.subject.rfc4514_string()}, issued by {cert.issuer.rfc4514_string()}"
+        now = datetime.now(UTC)
+        if cert.not_valid_after_utc < now:
+            text += f", EXPIRED {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        elif cert.not_valid_before_utc > now:
+            text += f", not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        return text
+
+    def _roots_name(self) -> str:
+        ca = self.link.config.ca
+        return f"ca = {str(ca)!r}" if ca is not None else "this hub's own CA"
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Our side of a handshake of our own: the link's roots and our certificate."""
+        context = ssl.create_default_context(cadata=self._roots_text())
+        context.check_hostname = False
+        context.load_cert_chain(*self._key_files())
+        return context
 
     def _credentials(self) -> grpc.ChannelCredentials:
         ca = self.link.config.ca
@@ -93,10 +190,7 @@ class Dialer:
         pin = self.link.config.fingerprint
         if pin is None:
             return
-        context = ssl.create_default_context(cadata=self._roots_text())
-        context.check_hostname = False
-        context.load_cert_chain(*self._key_files())
-        _reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        _reader, writer = await asyncio.open_connection(host, port, ssl=self._tls_context())
         try:
             sslobj = writer.get_extra_info("ssl_object")
             der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
@@ -105,7 +199,8 @@ class Dialer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
         if der is None or fingerprint(der) != pin:
-            raise PermissionError(f"peer certificate is not the pinned {pin}")
+            shown = fingerprint(der) if der is not None else "none"
+            raise PinMismatch(f"its certificate ({shown}) is not the pinned {pin}")
 
     def _roots_text(self) -> str:
         ca = self.link.config.ca

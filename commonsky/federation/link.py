@@ -10,7 +10,8 @@ moves `FederatedEvent`s and keeps the link alive, in TAK Server's own call order
   the first SERVING answer, `ClientROLStream` and `ServerROLStream` are opened and kept open
   (TAK Server drops a link whose ROL stream errors; mission changes are not applied here).
 - **listening**: serves all of these; HealthCheck answers SERVING; ROL received is counted
-  and ignored; `getIdentity` says who we are (a CommonSky peer then sends acknowledgements).
+  and ignored; `getIdentity` says who we are (a CommonSky peer then sends acknowledgements)
+  — to a caller whose certificate is a federate's, like every other call.
 
 This module holds what both sides share (the link, its sessions, our identity); the
 dialing half is dial.py, the listening half listen.py.

@@ -116,11 +116,17 @@ class Servicer(rpc.FederatedChannelServicer):
     ) -> pb.ServerHealth:
         if self.identify(context) is None:
             await self._refuse(context)
+            return pb.ServerHealth()
         return pb.ServerHealth(status=pb.ServerHealth.SERVING)
 
     async def getIdentity(
         self, request: pb.Empty, context: grpc.aio.ServicerContext
     ) -> pb.Identity:
+        # Who we are is told to a federate only, like everything else here: TLS lets in
+        # any certificate a trusted CA signed (our own CA's: any TAK user's).
+        if self.identify(context) is None:
+            await self._refuse(context)
+            return pb.Identity()
         return our_identity(self.identity, pb.Identity.FEDERATION_TAK_SERVER)
 
     async def ClientROLStream(
@@ -167,6 +173,38 @@ class Servicer(rpc.FederatedChannelServicer):
         async for groups in request_iterator:
             link.peer_groups = tuple(groups.federate_groups)
         return pb.Subscription()
+
+    # Not implemented here (file and token federation): UNIMPLEMENTED to a federate, and to
+    # anyone else the refusal every call gives — a stranger learns not even what we serve.
+
+    async def _unimplemented(self, context: grpc.aio.ServicerContext) -> None:
+        if self.identify(context) is None:
+            await self._refuse(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented by CommonSky")
+
+    async def BinaryMessageStream(
+        self, request_iterator: AsyncIterator[pb.BinaryBlob], context: grpc.aio.ServicerContext
+    ) -> pb.Empty:
+        await self._unimplemented(context)
+        return pb.Empty()
+
+    async def SendOneBlob(
+        self, request: pb.BinaryBlob, context: grpc.aio.ServicerContext
+    ) -> pb.Empty:
+        await self._unimplemented(context)
+        return pb.Empty()
+
+    async def GetAuthTokenByX509(
+        self, request: pb.BinaryBlob, context: grpc.aio.ServicerContext
+    ) -> pb.FederateTokenResponse:
+        await self._unimplemented(context)
+        return pb.FederateTokenResponse()
+
+    async def Getx509Identity(
+        self, request: pb.Empty, context: grpc.aio.ServicerContext
+    ) -> pb.BinaryBlob:
+        await self._unimplemented(context)
+        return pb.BinaryBlob()
 
 
 def same_named_cas(roots: list[tuple[str, bytes]]) -> list[str]:

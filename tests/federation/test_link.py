@@ -205,6 +205,113 @@ async def test_a_stranger_calling_again_and_again_is_a_few_lines(
     assert "CN=hub" in lines[0]
 
 
+async def test_get_identity_answers_only_a_federate(
+    pki: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """getIdentity answered any caller TLS let in (any certificate our CA signed, any TAK
+    user's): it is refused like every other call, in the same rate-limited line, and still
+    answers the federate."""
+    import grpc
+
+    from commonsky.federation import federation_pb2_grpc as rpc
+
+    caplog.set_level(logging.WARNING, logger="commonsky.federation")
+    link = Link(FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(Recorder()))
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "KOR")
+    listener = Listener(identity, {"tak": link}, "127.0.0.1", 0)
+    port = await listener.start()
+
+    def creds(ca_dir: Path) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            (pki["hub"] / "ca.pem").read_bytes(),
+            (ca_dir / "server-key.pem").read_bytes(),
+            (ca_dir / "server.pem").read_bytes(),
+        )
+
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds(pki["hub"])) as channel:
+            stub = rpc.FederatedChannelStub(channel)  # type: ignore[no-untyped-call]
+            for _ in range(30):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.getIdentity(pb.Empty(), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert refused.value.details() == "not a configured federate"
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds(pki["tak"])) as channel:
+            stub = rpc.FederatedChannelStub(channel)  # type: ignore[no-untyped-call]
+            answer = await stub.getIdentity(pb.Empty(), timeout=5)
+            assert answer.uid == "hub-1" and answer.name == "KOR"
+    finally:
+        await listener.stop()
+    lines = [r.getMessage() for r in caplog.records if "matches no [[federate]]" in r.getMessage()]
+    assert 1 <= len(lines) <= 5, lines
+
+
+SERVICE = pb.DESCRIPTOR.services_by_name["FederatedChannel"]
+NOT_IMPLEMENTED = {"BinaryMessageStream", "SendOneBlob", "GetAuthTokenByX509", "Getx509Identity"}
+
+
+@pytest.mark.parametrize("method", [m.name for m in SERVICE.methods])
+async def test_every_call_refuses_a_stranger_alike(pki: dict[str, Path], method: str) -> None:
+    """Every method of the service, those not implemented too: a caller TLS lets in whose
+    certificate is no federate's gets one refusal, PERMISSION_DENIED (getIdentity told it
+    who we are; the unimplemented ones told it what we serve); a federate gets the answer,
+    or UNIMPLEMENTED."""
+    import grpc
+    from google.protobuf import symbol_database
+
+    m = SERVICE.methods_by_name[method]
+    request = symbol_database.Default().GetSymbol(m.input_type.full_name)()
+    response = symbol_database.Default().GetSymbol(m.output_type.full_name)
+    path = f"/{SERVICE.full_name}/{method}"
+    link = Link(FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(Recorder()))
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "KOR")
+    listener = Listener(identity, {"tak": link}, "127.0.0.1", 0)
+    port = await listener.start()
+
+    async def call(ca_dir: Path) -> tuple[grpc.StatusCode, str]:
+        creds = grpc.ssl_channel_credentials(
+            (pki["hub"] / "ca.pem").read_bytes(),
+            (ca_dir / "server-key.pem").read_bytes(),
+            (ca_dir / "server.pem").read_bytes(),
+        )
+        kinds = {
+            (False, False): "unary_unary",
+            (False, True): "unary_stream",
+            (True, False): "stream_unary",
+            (True, True): "stream_stream",
+        }
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+            make = getattr(channel, kinds[(m.client_streaming, m.server_streaming)])
+            stub = make(path, request_serializer=type(request).SerializeToString,
+                        response_deserializer=response.FromString)  # fmt: skip
+
+            async def nothing():  # type: ignore[no-untyped-def]
+                return
+                yield
+
+            try:
+                if m.client_streaming:
+                    await stub(nothing(), timeout=1)
+                elif m.server_streaming:
+                    async for _ in stub(request, timeout=1):
+                        break
+                else:
+                    await stub(request, timeout=1)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code(), exc.details() or ""
+            return grpc.StatusCode.OK, ""
+
+    try:
+        refused = (grpc.StatusCode.PERMISSION_DENIED, "not a configured federate")
+        assert await call(pki["hub"]) == refused
+        answered, _ = await call(pki["tak"])
+        assert answered != grpc.StatusCode.PERMISSION_DENIED
+        if method in NOT_IMPLEMENTED:
+            assert answered == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await listener.stop()
+
+
 async def test_we_dial_a_tak_server(pki: dict[str, Path]) -> None:
     server = TakServer(pki["tak"], (pki["hub"] / "ca.pem").read_bytes())
     port = await server.start()
@@ -290,3 +397,81 @@ async def test_a_wrong_pin_never_links(pki: dict[str, Path]) -> None:
     finally:
         await dialer.stop()
         await server.stop()
+
+
+def _expired(ca_dir: Path, out: Path) -> Path:
+    """A hub certificate `ca_dir`'s CA issued, expired yesterday (with that CA's ca.pem)."""
+    import datetime as dt
+    import shutil
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from commonsky.pki import load_ca
+
+    ca, ca_key = load_ca(ca_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "old hub")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=10))
+        .not_valid_after(now - dt.timedelta(days=1))
+        .sign(ca_key, hashes.SHA256())
+    )
+    out.mkdir()
+    (out / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pkcs8, none = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    (out / "server-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, pkcs8, none))
+    shutil.copy(ca_dir / "ca.pem", out / "ca.pem")
+    return out
+
+
+REFUSED = {
+    # case: (our certificate's CA dir, the roots we check the peer with, what the line says)
+    "we do not trust the peer's CA": ("tak", "stranger", "its certificate does not verify"),
+    "the peer does not trust our CA": ("stranger", "hub", "the peer does not accept our"),
+    "our certificate expired": ("expired", "hub", "EXPIRED"),
+    "the peer is not the pinned one": ("tak", "hub", "is not the pinned sha256:000"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_a_refused_handshake_is_one_clear_line(
+    pki: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    """A refused TLS handshake was gRPC's line only ("UNAVAILABLE … Socket closed" when the
+    peer refused us): now one line names the link, the peer's address and which side refused
+    what."""
+    caplog.set_level(logging.WARNING, logger="commonsky.federation")
+    init_ca(tmp_path / "stranger", name="stranger")
+    dirs = {**pki, "stranger": tmp_path / "stranger"}
+    dirs["expired"] = _expired(pki["tak"], tmp_path / "expired")
+    ours, roots, says = REFUSED[case]
+    listener_link = Link(
+        FederateConfig("tak", ("TAK",), ca=pki["tak"] / "ca.pem"), _Endpoint(Recorder())
+    )
+    identity = HubIdentity.from_ca_dir(pki["hub"], "hub-1", "KOR")
+    listener = Listener(identity, {"tak": listener_link}, "127.0.0.1", 0)
+    port = await listener.start()
+    pin = "sha256:" + "0" * 64 if "pinned" in case else None
+    config = FederateConfig(
+        "kor", ("KOR",), connect=("127.0.0.1", port), ca=dirs[roots] / "ca.pem", fingerprint=pin
+    )
+    link = Link(config, _Endpoint(Recorder()))
+    dialer = Dialer(HubIdentity.from_ca_dir(dirs[ours], "tak-1", "TAK"), link, 1.0, 0.05)
+    dialer.start()
+    try:
+        await _until(lambda: dialer.failures >= 1)
+    finally:
+        await dialer.stop()
+        await listener.stop()
+    lines = [r.getMessage() for r in caplog.records if "redialing" in r.getMessage()]
+    assert lines[0].startswith(
+        f"federation link kor: TLS handshake with 127.0.0.1:{port} refused: "
+    )
+    assert says in lines[0], lines[0]

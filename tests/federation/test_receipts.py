@@ -43,17 +43,25 @@ class _Seam:
     def parties_of(self, ledger_seqs: Any) -> set[str]:
         return set()
 
+    def log_limited(self, reason: str, key: str, msg: str, *args: object) -> None: ...
 
-def receipt(ledger: Ledger, since: int) -> str:
+    def cursor(self, name: str, link: str) -> int:
+        return self.cursors.get((name, link), 0)
+
+
+def receipt(ledger: Ledger, since: int, seq: int = 1) -> str:
     head = ledger.checkpoint()
     proof = [p.hex() for p in ledger.consistency_proof(since, head.size)] if since else []
-    return receipt_json([(1 << 10, head.size - 1)], head.to_json(), since, proof)
+    return receipt_json([(seq << 10, head.size - 1)], head.to_json(), since, proof)
 
 
 def test_a_rewritten_past_is_a_fork(tmp_path: Path) -> None:
     seam = _Seam()
     federation = Federation(seam, [FederateConfig("peer", ("JPN",))], "us", ["USA"])  # type: ignore[arg-type]
     link: Link = federation.links["peer"]
+    link.peer_is_commonsky = True
+    for seq in (1, 2, 3):  # the copies the receipts answer for went to this peer
+        federation.acks.given(link, seq << 10)
     honest = tmp_path / "honest"
     with Ledger.open(honest) as ledger:
         for i in range(3):
@@ -62,7 +70,7 @@ def test_a_rewritten_past_is_a_fork(tmp_path: Path) -> None:
         federation.acks.acknowledged(link, 1 << 10, first)
         for i in range(3, 5):
             ledger.append(fields(i))
-        second = receipt(ledger, 3)
+        second = receipt(ledger, 3, seq=2)
         federation.acks.acknowledged(link, 2 << 10, second)  # extends the first: fine
     assert [k for k, _ in seam.recorded] == ["fed-receipt", "fed-receipt"]
     parsed = parse_receipt(second)
@@ -74,7 +82,7 @@ def test_a_rewritten_past_is_a_fork(tmp_path: Path) -> None:
     with Ledger.open(forged) as ledger:
         for i in range(6):
             ledger.append(fields(100 + i))
-        third = receipt(ledger, 5)
+        third = receipt(ledger, 5, seq=3)
         assert SignedCheckpoint.from_json(parse_receipt(third).checkpoint).verify()  # type: ignore[union-attr]
         with pytest.raises(RemoteProtocolError, match="does not extend"):
             federation.acks.acknowledged(link, 3 << 10, third)
@@ -150,5 +158,68 @@ def test_a_receipt_is_seen_only_by_the_parties_of_what_it_proves(tmp_path: Path)
         assert receipt.payload["entries"] and receipt.audience == ("USA",)
         (ack,) = [e for e in ledgers["B"].ledger.entries() if e.kind == "fed-ack"]
         assert set(ack.audience) == {"USA", "JPN"}
+    finally:
+        net.close()
+
+
+def _seq(net: Net, hub: str, uid: str) -> int:
+    (seq,) = [i.seq for i in net.hubs[hub].store.since(0) if i.uid == uid]
+    return seq
+
+
+def test_a_peer_answers_only_for_what_was_sent_to_it(tmp_path: Path) -> None:
+    """JPN's hub, linked to USA's and RUS's, signs a receipt for RUS's item — never sent to
+    it (no agreement) — beside USA's, and acknowledges far past what it was given: RUS's
+    item was recorded as acknowledged, in a receipt RUS saw, and the cursor jumped past
+    items never sent (the operator's `unacked` read 0). Now only what was given counts."""
+    from commonsky.federation.mapping import ack
+
+    from .test_hostile_peer import send
+
+    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
+              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
+    try:
+        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
+        net.pump()
+        for party, uid in (("USA", "m0"), ("RUS", "r0"), ("USA", "m1")):
+            net.hubs["A"].accept(party, "d", event(uid))
+        a = net.feds["A"].links["to-B"]
+        assert a.session is not None
+        sent = a.session.ready()  # (B's honest answers are not carried)
+        assert len(sent) == 2
+        m0, r0, m1 = (_seq(net, "A", uid) << 10 for uid in ("m0", "r0", "m1"))
+        head = ledgers["B"].ledger.checkpoint().to_json()
+        forged = receipt_json([(r0, 0), (m0, 0)], head)
+        send(net, "A", "to-B", ack(500 << 10, 0.0, forged))
+        (entry,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+        assert entry.payload["entries"] == [[m0, 0]] and entry.audience == ("USA",)
+        assert net.feds["A"].refused == {("to-B", "ack_not_sent"): 1}
+        assert net.hubs["A"].store.cursor("fed-out", "to-B") == m1
+        assert net.feds["A"].acks.acked == {"to-B": m1}
+        # a receipt for nothing it was given: nothing recorded, counted again
+        send(net, "A", "to-B", ack(m1, 0.0, receipt_json([(m1 + (1 << 10), 0)], head)))
+        assert len([e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]) == 1
+        assert net.feds["A"].refused == {("to-B", "ack_not_sent"): 2}
+        facts = [e for e in ledgers["A"].ledger.entries() if e.kind.startswith("fed-")]
+        assert facts and not [e for e in facts if "RUS" in e.audience]
+    finally:
+        net.close()
+
+
+def test_a_head_alone_is_seen_by_no_party_of_ours(tmp_path: Path) -> None:
+    """A signed head with no entries (`timeout_checkpoint_s`, or nothing flowed) was recorded
+    for every party of the sender's hub: RUS, whose items never crossed, learnt each
+    exchange with JPN's hub. Now it is the link's parties', as the receiver's `fed-ack`."""
+    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
+              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
+    try:
+        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
+        net.pump()
+        net.feds["B"].acks.exchange()
+        net.pump()
+        (entry,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+        assert entry.payload["entries"] == [] and entry.audience == ("JPN",)
+        (fed_ack,) = [e for e in ledgers["B"].ledger.entries() if e.kind == "fed-ack"]
+        assert set(fed_ack.audience) == {"USA", "RUS"}  # (its link's, as before)
     finally:
         net.close()
