@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from commonsky import probe
-from commonsky.errors import LocalProtocolError, StoreUnavailable
+from commonsky.errors import LocalProtocolError, RemoteProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections, Delivered, delivery, record_delivery
 from commonsky.hub.directory import device_callsign
@@ -361,7 +361,8 @@ class EdgeLink:
 
     def ingest(self, conn: Connection, user: str, event: CotEvent, now: float) -> None:
         """`event` to the stream, behind what came before. Raises EdgeBacklogged (counted
-        as refusal `edge_backlog`) when `limit` messages are unpublished already."""
+        as refusal `edge_backlog`) when `limit` messages are unpublished already, and
+        RemoteProtocolError (`oversized`) for one NATS would not carry."""
         if self.unpublished >= self.limit:
             self.hub.metrics.refuse(EdgeBacklogged.reason)
             raise EdgeBacklogged(
@@ -371,6 +372,13 @@ class EdgeLink:
         msg_id = self._id()
         data = encode(Ingest(msg_id, self.hub.edge, conn.id, conn.party, user, conn.mode(),
                              event, now))  # fmt: skip
+        if len(data) > self.nc.max_payload:
+            # (Not at start, `trust.beyond_nats`: the server's limit was lowered since. Held,
+            # it would be published again forever, and nothing behind it.)
+            most = self.nc.max_payload
+            raise RemoteProtocolError(
+                "oversized", f"event of {len(data)} bytes in its envelope: NATS takes {most}"
+            )
         held = self.waiting.get(conn.id)
         if held is not None:
             self.taken += 1

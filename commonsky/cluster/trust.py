@@ -110,6 +110,25 @@ def envelope_limit(settings: Settings) -> int:
     return _EXPANSION * settings.limit_message_bytes + _ROOM
 
 
+def beyond_nats(settings: Settings, max_payload: int) -> str | None:
+    """Why an event `limit_message_bytes` lets a client send may not cross NATS, whose
+    server takes no message over `max_payload` bytes (its INFO), or None. Each event crosses
+    as one message of up to `envelope_limit` bytes; one over `max_payload` was published
+    again and again, and its edge published nothing behind it — for any client — while the
+    single process took the event (a process of the cluster refuses to start instead)."""
+    need = envelope_limit(settings)
+    if need <= max_payload:
+        return None
+    most = (max_payload - _ROOM) // _EXPANSION
+    lower = f"lower limit_message_bytes to {most} or " if most > 0 else ""
+    return (
+        f"[server] limit_message_bytes = {settings.limit_message_bytes}: a cluster carries an "
+        f"event in one NATS message of up to {_EXPANSION} x limit_message_bytes + 64 KiB = "
+        f"{need} bytes, over the NATS server's max_payload of {max_payload}; {lower}raise "
+        "max_payload in the NATS server's configuration"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Checks:
     """The checks that need only the message, its subject and the configuration."""
