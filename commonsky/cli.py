@@ -229,9 +229,8 @@ def demo(
     Prints the map's address, a sign-in link and the TAK port of every party, then a
     summary (DATA_DIR/summary.json); tokens in DATA_DIR/tokens.json.
     """
-    from commonsky.config import parse_hostport
     from commonsky.demo.main import run_demo
-    from commonsky.settings import CLOCK_RATE_MAX
+    from commonsky.settings import CLOCK_RATE_MAX, parse_hostport
 
     parse_hostport(http, "--http")  # (before the demo's folder is emptied)
 

@@ -32,6 +32,7 @@ from commonsky.model import Category, Disclosure
 from commonsky.namespace import party_id_problem
 from commonsky.policy import Agreement, Party
 from commonsky.settings import Settings, env_name, flag_name
+from commonsky.settings import parse_hostport as parse_hostport  # (its old home)
 
 LISTENER_KINDS = ("tak-tcp", "tak-tls", "enroll", "marti", "federation")
 #: TLS listeners: each needs `ca = DIR` (its CA and, unless cert/key are given, server.pem).
@@ -175,13 +176,6 @@ def _lookup(data: Any, inner: str) -> Any:
     return data
 
 
-def parse_hostport(text: str, where: str) -> tuple[str, int]:
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise UsageError(f"{where} = {text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port_text)
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -236,7 +230,6 @@ def config_from_dict(
     if not isinstance(server, Mapping):
         raise UsageError(f"{source}: [server] is not a table")
     settings = _absolute_paths(Settings.resolve(server, source, overrides), base, overrides)
-    parse_hostport(str(settings.http), f"{_origin('http', source, overrides)}: http")
 
     parties = []
     seen: set[str] = set()
@@ -421,11 +414,6 @@ def _array(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
     if not isinstance(value, list):
         raise UsageError(f"{source}: {key!r} must be an array of tables ([[{key}]])")
     return value
-
-
-def _origin(name: str, source: str, overrides: Mapping[str, Any] | None) -> str:
-    """Where the value of setting `name` came from, as Settings.resolve names it."""
-    return _given_outside(name, overrides) or f"{source}: [server]"
 
 
 def _given_outside(name: str, overrides: Mapping[str, Any] | None) -> str | None:

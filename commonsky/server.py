@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from commonsky.config import HubConfig, ListenerConfig, parse_hostport
+from commonsky.config import HubConfig, ListenerConfig
 from commonsky.errors import UsageError
 from commonsky.eventloop import running_loop_name
 from commonsky.http.app import build_app, serve_http
@@ -39,7 +39,7 @@ from commonsky.marti.state import MartiState
 from commonsky.policy import Policy
 from commonsky.revocation import Revocations
 from commonsky.services import Services
-from commonsky.settings import Settings
+from commonsky.settings import Settings, parse_hostport
 from commonsky.store import Store, open_store
 
 if TYPE_CHECKING:
@@ -256,6 +256,7 @@ class HubServer:
                     continue
                 last_tick = now
                 self.services.tick()
+                self.hub.withdrawals.check()  # an agreement's end: off the recipients' maps
                 for listener in self.listeners:
                     listener.drop_revoked()  # a CRL that changed ends sessions already open
                 self.hub.logs.flush()

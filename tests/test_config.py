@@ -61,7 +61,7 @@ def test_contract_example_loads(tmp_path: Path) -> None:
     assert agreement.disclosure is Disclosure.FULL
     assert agreement.valid_from is not None and agreement.valid_until is not None
     assert [lc.kind for lc in config.listeners] == ["tak-tcp", "tak-tls"]
-    assert config.settings.limit_message_bytes == 65536
+    assert config.settings.limit_message_bytes == 262_144
 
 
 BAD = [

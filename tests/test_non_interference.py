@@ -10,10 +10,16 @@ names or by generalized handles, receipts naming messages) and are deleted (`t-x
 name of an item the observer may not see, and deleting such an item instead of leaving it,
 must change nothing the observer receives either. Whether the observer may see an event is
 asked of the hub as it stands when the event is sent (`Hub.receivers`).
+
+Time moves once, perhaps (`tick`): to NOW + 10, where agreements end and start, and the hub
+withdraws what the ended ones carried (hub/withdraw.py). A withdrawal may go to the observer
+only for an item it was given and whose latest version the change stopped routing to it
+(stated here: `withdrawable`); the bytes must still not change with what it may not see.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -187,12 +193,15 @@ def run(
     observer: str,
     data_dir: Path,
     salt: int | None = None,
+    tick: int | None = None,
 ) -> tuple[list[bytes], list[tuple[str, CotEvent]]]:
     """What `observer` receives from `stream`; with `salt`, also the stream with every event
     the observer may not see (as the hub stands when it is sent) replaced by `mutate`'s, when
-    that one is not visible either."""
+    that one is not visible either. With `tick`, the clock moves to NOW + 10 before the
+    event at that index (`withdrawable` checks what is withdrawn then)."""
     store = SQLiteStore(data_dir)
-    hub = Hub(policy, store, defaults(), SECRET, clock=lambda: NOW)
+    clock = [NOW]
+    hub = Hub(policy, store, defaults(), SECRET, clock=lambda: clock[0])
     outboxes: dict[str, Outbox] = {}
     for party in PARTIES:
         outboxes[party] = Outbox(10_000, 10_000)
@@ -223,9 +232,21 @@ def run(
         if event.type == "t-x-d-d":
             key = target(party, event)
             return key is not None and key in had and (key in hub.live or key in hub.durable)
-        return observer in hub.receivers(party, event)
+        if observer in hub.receivers(party, event):
+            return True
+        if tick is None or clock[0] > NOW:
+            return False
+        # Before the clock moves: an agreement starting then lets the observer see it then.
+        clock[0] = NOW + 10
+        try:
+            return observer in hub.receivers(party, event)
+        finally:
+            clock[0] = NOW
 
-    for party, event in stream:
+    latest: dict[tuple[str, str], tuple[str, CotEvent]] = {}  # each key's last version
+    for at, (party, event) in enumerate(stream):
+        if at == tick:
+            delivered += withdrawable(hub, observer, had, latest, clock, outboxes[observer])
         seen = may_see(party, event)
         if salt is not None:
             other = mutate(event, salt)
@@ -240,13 +261,44 @@ def run(
             had.discard(item.key)
         elif item is not None and seen:
             had.add(item.key)
+        if item is not None and event.type != "t-x-d-d":
+            latest[item.key] = (party, event)
         delivered += [p.rendered.wire(p.variant, "xml") for p in outboxes[observer].take()]
+    if tick is not None and tick >= len(stream):
+        delivered += withdrawable(hub, observer, had, latest, clock, outboxes[observer])
     # A late joiner of the observer's party gets the current picture too.
     late = Outbox(10_000, 10_000)
     hub.attach(Connection(observer, "late", "test", late, MemoryPeer(), "late"))
     delivered += [b"late:" + p.rendered.wire(p.variant, "xml") for p in late.take()]
     store.close()
     return delivered, swapped
+
+
+def withdrawable(
+    hub: Hub,
+    observer: str,
+    had: set[tuple[str, str]],
+    latest: dict[tuple[str, str], tuple[str, CotEvent]],
+    clock: list[float],
+    outbox: Outbox,
+) -> list[bytes]:
+    """Move the clock to NOW + 10 (agreements end and start there) and have the hub withdraw
+    what they stop carrying; returns what the observer is sent. A withdrawal (a `t-x-d-d`
+    of the owner's) may name only an item the observer was given (`had`) and still held,
+    whose latest version the agreements let it receive before the change and not after."""
+    held = [k for k in had if k in hub.live or k in hub.durable]
+    entitled = {k for k in held if observer in hub.receivers(*latest[k])}
+    clock[0] = NOW + 10
+    ended = {k for k in entitled if observer not in hub.receivers(*latest[k])}
+    outbox.take()  # (nothing queued: everything sent so far was taken)
+    hub.withdrawals.check()
+    sent = outbox.take()
+    for pending in sent:
+        item = pending.rendered.item
+        named = link_target(item.event)
+        assert item.event.type == "t-x-d-d" and named is not None
+        assert (item.party, named) in ended, f"withdrawn from {observer}: {item.party}/{named}"
+    return [b"withdrawn:" + p.rendered.wire(p.variant, "xml") for p in sent]
 
 
 @pytest.mark.slow
@@ -258,6 +310,7 @@ def run(
     st.lists(events(), min_size=1, max_size=12),
     st.sampled_from(PARTIES),
     st.integers(0, 1000),
+    st.one_of(st.none(), st.integers(0, 12)),
 )
 def test_invisible_changes_change_nothing_received(
     tmp_path_factory,
@@ -265,10 +318,11 @@ def test_invisible_changes_change_nothing_received(
     stream: list[tuple[str, CotEvent]],
     observer: str,
     salt: int,
+    tick: int | None,
 ) -> None:
     policy = Policy([Party(p) for p in PARTIES], deals)
-    before, changed = run(policy, stream, observer, tmp_path_factory.mktemp("a"), salt)
-    after, _ = run(policy, changed, observer, tmp_path_factory.mktemp("b"))
+    before, changed = run(policy, stream, observer, tmp_path_factory.mktemp("a"), salt, tick)
+    after, _ = run(policy, changed, observer, tmp_path_factory.mktemp("b"), tick=tick)
     assert before == after
 
 
@@ -334,6 +388,72 @@ def test_the_property_test_can_fail() -> None:
         one, _ = run(leaky, [("RUS", event)], "USA", Path(a))
         two, _ = run(leaky, [("RUS", mutate(event, 3))], "USA", Path(b))
     assert one != two
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(agreements(), max_size=4),
+    st.lists(events(), min_size=1, max_size=12),
+    st.permutations(PARTIES),
+    st.sampled_from(list(Disclosure)),
+    st.sampled_from(BOXES),
+    st.integers(0, 1000),
+    st.integers(0, 12),
+)
+def test_withdrawals_at_an_agreements_end_change_nothing_else(
+    tmp_path_factory,
+    deals: list[Agreement],
+    stream: list[tuple[str, CotEvent]],
+    order: list[str],
+    disclosure: Disclosure,
+    area: tuple[tuple[float, float], ...] | None,
+    salt: int,
+    tick: int,
+) -> None:
+    """The same property where an agreement to the observer always ends at the tick (so
+    that withdrawals are many: `withdrawable` checks each)."""
+    provider, observer = order[0], order[1]
+    ends = Agreement("ends", provider, (observer,), frozenset(TYPES), disclosure, area, None,
+                     NOW + 10)  # fmt: skip
+    policy = Policy([Party(p) for p in PARTIES], [*deals, ends])
+    before, changed = run(policy, stream, observer, tmp_path_factory.mktemp("a"), salt, tick)
+    after, _ = run(policy, changed, observer, tmp_path_factory.mktemp("b"), tick=tick)
+    assert before == after
+
+
+def test_the_withdrawal_model_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub withdrawing from everyone that got an item at every change (though USA's
+    agreement with RUS goes on) is caught by `withdrawable`; the real one withdraws nothing
+    there, and the item once RUS's agreement ends."""
+    from commonsky.hub.withdraw import Withdrawals
+
+    deals = [
+        Agreement("goes-on", "RUS", ("USA",), frozenset({Category.TRACK}), Disclosure.FULL),
+        Agreement("other", "JPN", ("KOR",), frozenset(TYPES), Disclosure.FULL, None, NOW - 10,
+                  NOW + 10),
+    ]  # fmt: skip
+    event = CotEvent(
+        uid="u1", type="a-f-A", time=NOW, start=NOW, stale=NOW + 60, how="m-g",
+        point=Point(35.0, 35.0),
+    )  # fmt: skip
+    policy = Policy([Party(p) for p in PARTIES], deals)
+    assert not [d for d in run(policy, [("RUS", event)], "USA", tmp_path / "a", tick=1)[0]
+                if d.startswith(b"withdrawn:")]  # fmt: skip
+    ending = [dataclasses.replace(deals[0], valid_until=NOW + 10)]
+    got, _ = run(Policy([Party(p) for p in PARTIES], ending), [("RUS", event)], "USA",
+                 tmp_path / "b", tick=1)  # fmt: skip
+    assert [d for d in got if d.startswith(b"withdrawn:")] and b"RUS::u1" in got[-1]
+
+    def leaky(self: Withdrawals, change: float, now: float) -> int:
+        pictured = [*self.picture.durable.values(), *self.picture.live.values()]
+        return sum(self.withdraw(r, p, now) for r in pictured for p in list(r.seen))
+
+    monkeypatch.setattr(Withdrawals, "at_change", leaky)
+    with pytest.raises(AssertionError, match="withdrawn from USA: RUS/u1"):
+        run(policy, [("RUS", event)], "USA", tmp_path / "c", tick=1)
 
 
 @settings(max_examples=150, deadline=None)

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from commonsky.errors import UsageError
+from commonsky.protocol.cot import XmlLimits
 from commonsky.settings import SETTINGS, Settings, env_name, flag_name, markdown_table
 
 README = Path(__file__).parent.parent / "README.md"
@@ -29,7 +30,7 @@ def test_precedence_default_file_env_flag() -> None:
     assert resolved.limit_queue_tracks == 20  # env beats file
     assert resolved.limit_refusals_before_close == 3  # flag
     assert resolved.timeout_idle_s == 7.5
-    assert resolved.limit_message_bytes == 65536  # default
+    assert resolved.limit_message_bytes == 262_144  # default
 
 
 @pytest.mark.parametrize(
@@ -165,3 +166,37 @@ def test_settings_where_zero_means_nothing_refuse_it(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(set(FLOATS) - set(NO_ZERO) - {"clock_rate"}))
 def test_settings_where_zero_means_something_take_it(name: str) -> None:
     assert Settings.resolve({name: 0}, "hub.toml", environ={}).get_float(name) == 0
+
+
+@pytest.mark.parametrize("bad", ["nonsense", ":8080", "127.0.0.1:99999", "[::1]"])
+def test_http_is_host_port_however_the_settings_are_built(bad: str) -> None:
+    """It was checked only by the config loader, so settings resolved without it (a test's,
+    a tool's) took any text and the hub failed as it bound the web port."""
+    with pytest.raises(UsageError) as info:
+        Settings.resolve({"http": bad}, "hub.toml", environ={})
+    assert str(info.value) == f"hub.toml: [server]: http = {bad!r} is not HOST:PORT ($.server.http)"
+    with pytest.raises(UsageError) as info:
+        Settings.resolve(environ={"COMMONSKY_HTTP": bad})
+    assert str(info.value) == f"COMMONSKY_HTTP: http = {bad!r} is not HOST:PORT"
+    with pytest.raises(UsageError) as info:
+        Settings.resolve(overrides={"http": bad}, environ={})
+    assert str(info.value) == f"--http: http = {bad!r} is not HOST:PORT"
+    with pytest.raises(UsageError) as info:
+        Settings().replace(http=bad)
+    assert str(info.value) == f"settings: http = {bad!r} is not HOST:PORT"
+
+
+def test_http_given_well_anywhere_is_taken() -> None:
+    assert Settings.resolve({"http": "0.0.0.0:80"}, "f", environ={}).http == "0.0.0.0:80"
+    assert Settings.resolve(environ={"COMMONSKY_HTTP": "[::1]:8080"}).http == "[::1]:8080"
+    assert Settings.resolve(overrides={"http": "h:0"}, environ={}).http == "h:0"
+
+
+def test_the_parser_limits_default_to_the_settings() -> None:
+    """`XmlLimits()` is what federation and the HTTP API parse with when no settings are at
+    hand: the same bounds, so a route a TAK client may send is not refused from a peer hub."""
+    s = Settings()
+    assert XmlLimits() == XmlLimits(
+        s.limit_message_bytes, s.limit_xml_depth, s.limit_attribute_bytes
+    )
+    assert s.limit_message_bytes == 256 * 1024  # (docs/architecture.md, "Message size")

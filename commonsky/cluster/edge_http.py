@@ -43,7 +43,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from commonsky.config import HubConfig, parse_hostport
+from commonsky.config import HubConfig
 from commonsky.http.app import serve_http
 from commonsky.http.base import (
     ApiError,
@@ -56,6 +56,7 @@ from commonsky.http.base import (
 from commonsky.http.routes.live import serve_page
 from commonsky.hub.core import Hub
 from commonsky.hub.listeners import bind_http
+from commonsky.settings import parse_hostport
 
 from .forward import FORWARD_S as FORWARD_S
 from .forward import Face, Forwarder

@@ -27,12 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from msgspec.structs import replace
 
 from commonsky.bus import Bus, LocalBus
-from commonsky.errors import (
-    AlreadyRecorded,
-    LocalProtocolError,
-    Refused,
-    StoreUnavailable,
-)
+from commonsky.errors import AlreadyRecorded, LocalProtocolError, Refused, StoreUnavailable
 from commonsky.metrics import Metrics
 from commonsky.model import (
     DURABLE,
@@ -67,6 +62,7 @@ from .receipts import Receipts, remembering
 from .render import Renderer
 from .render import item_json as item_json  # (re-exported)
 from .routing import VARIANT, Routed, Router
+from .withdraw import Withdrawals
 
 log = logging.getLogger("commonsky.hub")
 
@@ -131,7 +127,8 @@ class Hub:
                                  self.connections, store.meta,
                                  remembering(store, self.transaction))  # fmt: skip
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
-        # The delete flow (hub/deletes.py), over the hub's parts.
+        # The delete flow (hub/deletes.py), and withdrawals at agreements' ends (withdraw.py).
+        self.withdrawals = Withdrawals(self.picture, self.router, self.wires, self._rendered)
         self.deletes = Deletes(
             parties=self.parties,
             picture=self.picture,

@@ -10,10 +10,12 @@ Paths (TAK Server's servlets and APIs, the subset ATAK, WinTAK, iTAK and pytak c
   filtered (search.py: TAK Server's `resultCount` and `results`);
 - `GET /Marti/sync/missionquery?hash=`: 200 and the content URL (text) if the caller may
   fetch it, else 404;
-- `POST /Marti/sync/missionupload?hash=&filename=&creatorUid=`: multipart, the file in part
-  `assetfile`; answers the content URL (text);
-- `POST /Marti/sync/upload?name=&creatorUid=`: iTAK's path, raw body or multipart; answers
-  the file's metadata (JSON, TAK Server's field names);
+- `POST /Marti/sync/missionupload?hash=&filename=&creatorUid=&keyword=`: multipart, the file
+  in part `assetfile`; answers the content URL (text);
+- `POST /Marti/sync/upload?name=&creatorUid=&keywords=`: iTAK's path, raw body or multipart;
+  answers the file's metadata (JSON, TAK Server's field names);
+- on either, `keywords`/`keyword` (comma-separated) are kept with the file and searched
+  (search.py): at most UPLOAD_KEYWORDS of KEYWORD_CHARS, else 400 before the body is read;
 - `GET`/`HEAD /Marti/sync/content?hash=`: the bytes, if the caller may fetch them, else 404;
 - `PUT /Marti/api/sync/metadata/{hash}/tool`: the holder marks a file `public`/`private`.
 
@@ -28,6 +30,7 @@ each logged and counted as `commonsky_refusals{reason="upload_…"}`; nothing is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -52,7 +55,8 @@ from commonsky.errors import StoreUnavailable
 from commonsky.marti.files import is_sha256
 from commonsky.marti.ingest import Refused, Upload, ingest, may_fetch
 from commonsky.marti.net import peer_cert_der
-from commonsky.marti.search import groups, parse_query, result, search
+from commonsky.marti.query import fold, keywords
+from commonsky.marti.search import groups, parse_query, search_answer
 from commonsky.marti.state import MartiState
 from commonsky.marti.upload import UploadRefused, receive
 from commonsky.revocation import Revocations
@@ -61,6 +65,8 @@ from commonsky.times import format_time
 log = logging.getLogger("commonsky.marti")
 API_VERSION = "3"  # TAK Server's Marti API version (tak.server.Constants.API_VERSION)
 TOOLS = ("public", "private")
+UPLOAD_KEYWORDS = 32  # keywords an upload may give
+KEYWORD_CHARS = 100  # characters of one keyword
 
 
 class _Denied(errors.Refused):
@@ -229,9 +235,9 @@ async def groups_all(marti: Marti, request: Request, party: str, user: str) -> R
 
 async def sync_search(marti: Marti, request: Request, party: str, user: str) -> Response:
     query = parse_query(request.query_params.multi_items())
-    rows = search(marti.state, party, query)
-    answer = {"resultCount": len(rows), "results": [result(row, party) for row in rows]}
-    return JSONResponse(answer, media_type="text/json")
+    body, complete = await asyncio.to_thread(search_answer, marti.state, party, query)
+    headers = {} if complete else {"CommonSky-Search": "truncated"}
+    return Response(body, media_type="text/json", headers=headers)
 
 
 def hash_param(request: Request, required: bool = True) -> str:
@@ -290,6 +296,7 @@ async def do_upload(marti: Marti, request: Request, party: str, user: str, itak:
         raise Refused(507, "store_full", f"the hub keeps no more files ({full} reached)")
     params = request.query_params
     declared = hash_param(request, required=False)
+    words = _keywords(params.get("keywords") or params.get("keyword") or "")
     with state.files.temporary() as temp:
         timeout = marti.settings.timeout_upload_s
         got = await receive(request, temp, room, timeout, allow_raw=itak)
@@ -311,6 +318,7 @@ async def do_upload(marti: Marti, request: Request, party: str, user: str, itak:
             got.size,
             _printable(params.get("creatorUid") or got.fields.get("creatorUid", ""))[:200],
             "private" if params.get("tool") == "private" else "public",
+            words,
         )
         await ingest(state, temp, upload)
     return upload
@@ -343,6 +351,21 @@ async def _no_content(marti: Marti, request: Request, party: str, user: str) -> 
     return Response(status_code=204)  # no device profiles kept (TAK Server's "none")
 
 
+def _keywords(text: str) -> tuple[str, ...]:
+    """An upload's keywords (`keywords`/`keyword`, comma-separated, as TAK Server reads
+    them): printable, trimmed, each once (capitals aside); Refused (400) beyond UPLOAD_KEYWORDS of
+    KEYWORD_CHARS each."""
+    kept: dict[str, str] = {}  # (each once, whatever its capitals: the first spelling)
+    for word in _printable(text).split(","):
+        if word.strip():
+            kept.setdefault(fold(word.strip()), word.strip())
+    words = tuple(kept.values())
+    if len(words) > UPLOAD_KEYWORDS or any(len(w) > KEYWORD_CHARS for w in words):
+        raise Refused(400, "bad_keywords", f"keywords: at most {UPLOAD_KEYWORDS}, "
+                      f"of {KEYWORD_CHARS} characters each")  # fmt: skip
+    return words
+
+
 def _plain_name(name: str) -> str:
     """A file name to show and to offer in `b-f-t-r`: its last path segment, no control
     characters, at most 200 characters (never used as a path on the hub)."""
@@ -367,6 +390,6 @@ def _metadata(row: Any, url: str) -> dict[str, Any]:
         "CreatorUid": row.creator_uid,
         "SubmissionDateTime": format_time(row.received),
         "Tool": row.tool,
-        "Keywords": [],
+        "Keywords": keywords(row),
         "DownloadPath": url,
     }

@@ -9,8 +9,10 @@ Rules:
 - Who holds which bytes is in `DATA_DIR/files.sqlite3`, one row per (sha256, party): the same
   bytes uploaded by two parties are kept once and belong to both. A row says what the file is
   (`kind`: `package`, `file`, `image`, or the hub's own `evidence` / `quickpic` copies), its
-  categories (`file`, `imagery`) and the position the policy asks about (NaN when none: then
-  only agreements without an area grant it).
+  categories (`file`, `imagery`), the position the policy asks about (NaN when none: then
+  only agreements without an area grant it) and the keywords its upload gave.
+- A search (search.py) reads on a connection of its own from a worker thread (`matching`,
+  `rows_of`: every filter of query.py in the SQL), never on the event loop's.
 - Whether a party may fetch bytes is asked of the policy at the moment it asks (`Access`),
   never stored: an agreement that ends stops the next download.
 - Limits (settings): `limit_file_bytes` per file, `limit_files_per_party` rows per party,
@@ -28,6 +30,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Protocol
 
 from commonsky.errors import UsageError
+from commonsky.marti.query import Query, where
 from commonsky.settings import Settings
 
 DB_NAME = "files.sqlite3"
@@ -57,6 +61,7 @@ class StoredFile:
     received: float
     tool: str = "public"
     source: str = ""  # for the hub's copies: the sha256 they were made from
+    keywords: tuple[str, ...] = ()  # given at upload (search.py adds `missionpackage`)
 
 
 def is_sha256(text: str) -> bool:
@@ -91,7 +96,9 @@ class Files(Protocol):
 
     def derived(self, source: str, kind: str) -> list[StoredFile]: ...
 
-    def recent(self, limit: int) -> list[StoredFile]: ...
+    def matching(self, query: Query, limit: int) -> list[StoredFile]: ...
+
+    def rows_of(self, sha256s: list[str]) -> list[StoredFile]: ...
 
     def set_tool(self, sha256: str, party: str, tool: str) -> bool: ...
 
@@ -132,6 +139,10 @@ class FileStore:
         self.root = root
         self.db = db
         self.settings = settings
+        # Searches read on a connection of their own, from a worker thread (search.py),
+        # one at a time; the event loop's `db` is never used off it.
+        self._reader: sqlite3.Connection | None = None
+        self._reading = threading.Lock()
 
     @classmethod
     def open(cls, data_dir: Path, settings: Settings) -> FileStore:
@@ -150,8 +161,12 @@ class FileStore:
                 " user TEXT NOT NULL, creator_uid TEXT NOT NULL, name TEXT NOT NULL,"
                 " mime TEXT NOT NULL, size INTEGER NOT NULL, kind TEXT NOT NULL,"
                 " categories TEXT NOT NULL, lat REAL, lon REAL, received REAL NOT NULL,"
-                " tool TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (sha256, party))"
+                " tool TEXT NOT NULL, source TEXT NOT NULL, keywords TEXT NOT NULL DEFAULT '',"
+                " PRIMARY KEY (sha256, party))"
             )
+            columns = {str(r[1]) for r in db.execute("PRAGMA table_info(file)")}
+            if "keywords" not in columns:  # (a store of before keywords were kept)
+                db.execute("ALTER TABLE file ADD COLUMN keywords TEXT NOT NULL DEFAULT ''")
             db.execute("CREATE INDEX IF NOT EXISTS file_received ON file (received)")
         except (OSError, sqlite3.Error) as exc:
             raise UsageError(f"{path}: cannot open the file store ({exc})") from None
@@ -159,6 +174,9 @@ class FileStore:
 
     def close(self) -> None:
         self.db.close()
+        with self._reading:
+            if self._reader is not None:
+                self._reader.close()
 
     # ---- bytes --------------------------------------------------------------------------
 
@@ -208,7 +226,7 @@ class FileStore:
     def add(self, row: StoredFile) -> bool:
         """Record that `row.party` holds the bytes; False if it already did (a re-upload)."""
         cursor = self.db.execute(
-            "INSERT OR IGNORE INTO file VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO file VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 row.sha256,
                 row.party,
@@ -224,6 +242,7 @@ class FileStore:
                 row.received,
                 row.tool,
                 row.source,
+                ",".join(row.keywords),
             ),
         )
         return cursor.rowcount == 1
@@ -238,12 +257,31 @@ class FileStore:
         ).fetchall()
         return [_row(r) for r in found]
 
-    def recent(self, limit: int) -> list[StoredFile]:
-        """At most `limit` rows, the newest first (a search's candidates: search.py)."""
-        found = self.db.execute(
-            "SELECT * FROM file ORDER BY received DESC, sha256, party LIMIT ?", (limit,)
-        ).fetchall()
-        return [_row(r) for r in found]
+    def matching(self, query: Query, limit: int) -> list[StoredFile]:
+        """At most `limit` rows `query` selects (query.py `where`), the newest first
+        (blocking: a search's worker thread)."""
+        condition, args = where(query, postgres=False)
+        return self._search(
+            f"SELECT * FROM file WHERE {condition} ORDER BY received DESC, sha256, party LIMIT ?",
+            (*args, limit),
+        )
+
+    def rows_of(self, sha256s: list[str]) -> list[StoredFile]:
+        """Every row of these bytes (blocking: a search's worker thread)."""
+        found: list[StoredFile] = []
+        for i in range(0, len(sha256s), 500):
+            part = sha256s[i : i + 500]
+            marks = ",".join("?" * len(part))
+            found += self._search(f"SELECT * FROM file WHERE sha256 IN ({marks})", tuple(part))
+        return found
+
+    def _search(self, sql: str, args: tuple[object, ...]) -> list[StoredFile]:
+        with self._reading:
+            if self._reader is None:
+                self._reader = sqlite3.connect(
+                    self.root.parent / DB_NAME, isolation_level=None, check_same_thread=False
+                )
+            return [_row(r) for r in self._reader.execute(sql, args).fetchall()]
 
     def set_tool(self, sha256: str, party: str, tool: str) -> bool:
         cursor = self.db.execute(
@@ -282,7 +320,9 @@ def room_left(
 
 
 def _row(r: tuple[object, ...]) -> StoredFile:
-    (sha, party, user, creator, name, mime, size, kind, cats, lat, lon, received, tool, src) = r
+    """A row of either store (or of a store of before keywords were kept: 14 columns)."""
+    sha, party, user, creator, name, mime, size, kind, cats, lat, lon, received, tool, src = r[:14]
+    words = str(r[14]) if len(r) > 14 else ""
     return StoredFile(
         str(sha),
         str(party),
@@ -298,6 +338,7 @@ def _row(r: tuple[object, ...]) -> StoredFile:
         float(received),  # type: ignore[arg-type]
         str(tool),
         str(src),
+        tuple(w for w in words.split(",") if w),
     )
 
 

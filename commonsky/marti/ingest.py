@@ -72,6 +72,7 @@ class Upload:
     size: int
     creator_uid: str
     tool: str = "public"
+    keywords: tuple[str, ...] = ()  # given with the upload (search.py)
 
 
 @dataclass
@@ -232,6 +233,7 @@ async def ingest(state: MartiState, temp: Path, upload: Upload) -> Ingested:
         located[1] if located else math.nan,
         now,
         upload.tool,
+        keywords=upload.keywords,
     )
     evidence = await _store(state, temp, upload, row, images, now)
     audience = _record(state, upload, row, images, now)

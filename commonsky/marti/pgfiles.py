@@ -39,6 +39,7 @@ from commonsky.errors import StoreUnavailable, UsageError, WriterFenced
 from commonsky.marti.files import Content, StoredFile, fresh_tmp, room_left, temporary_in
 from commonsky.marti.files import _row as file_row
 from commonsky.marti.pgtokens import first_line
+from commonsky.marti.query import Query, where
 from commonsky.settings import Settings
 
 if TYPE_CHECKING:
@@ -81,11 +82,12 @@ CREATE TABLE IF NOT EXISTS commonsky_file_chunk (
     PRIMARY KEY (sha256, idx)
 );
 ALTER TABLE commonsky_file_chunk ALTER COLUMN data SET STORAGE EXTERNAL;
+ALTER TABLE commonsky_file ADD COLUMN IF NOT EXISTS keywords TEXT NOT NULL DEFAULT '';
 """
 
 _COLUMNS = (
     "sha256, party, username, creator_uid, name, mime, size, kind, categories, lat, lon, "
-    "received, tool, source"
+    "received, tool, source, keywords"
 )
 
 
@@ -289,7 +291,8 @@ class PgFileStore:
         return (
             self._write_row(
                 f"INSERT INTO commonsky_file ({_COLUMNS}) VALUES "
-                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
                 _values(row),
             )
             == 1
@@ -306,13 +309,24 @@ class PgFileStore:
         )
         return [file_row(r) for r in found]
 
-    def recent(self, limit: int) -> list[StoredFile]:
-        """At most `limit` rows, the newest first (files.py's `recent`)."""
-        found = self._read(
-            f"SELECT {_COLUMNS} FROM commonsky_file ORDER BY received DESC, sha256, party LIMIT %s",
-            (limit,),
+    def matching(self, query: Query, limit: int) -> list[StoredFile]:
+        """files.py's `matching`, on a connection of the worker thread's own (never the
+        store's, which the event loop writes on)."""
+        condition, args = where(query, postgres=True)
+        return self._search(
+            f"SELECT {_COLUMNS} FROM commonsky_file WHERE {condition} "
+            "ORDER BY received DESC, sha256, party LIMIT %s",
+            (*args, limit),
         )
-        return [file_row(r) for r in found]
+
+    def rows_of(self, sha256s: list[str]) -> list[StoredFile]:
+        return self._search(
+            f"SELECT {_COLUMNS} FROM commonsky_file WHERE sha256 = ANY(%s)", (sha256s,)
+        )
+
+    def _search(self, sql: str, args: tuple[Any, ...]) -> list[StoredFile]:
+        with self._content.connection() as conn:
+            return [file_row(r) for r in conn.execute(sql, args).fetchall()]
 
     def set_tool(self, sha256: str, party: str, tool: str) -> bool:
         return (
@@ -372,4 +386,5 @@ def _values(row: StoredFile) -> tuple[Any, ...]:
         row.received,
         _text(row.tool),
         row.source,
+        _text(",".join(row.keywords)),
     )

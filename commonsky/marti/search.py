@@ -11,18 +11,29 @@ hash: the hub keeps none), `SubmissionDateTime` (milliseconds, as ATAK parses it
 Rules:
 
 - A file is listed exactly when `ingest.may_fetch` would let the caller's party fetch it
-  now (one result per file, newest first); a file it may not fetch is in no answer, whatever
-  the filters (no oracle for other parties' files).
-- Filters (parameter names in any case, TAK Server's): `keywords`/`keyword` (comma-separated;
-  any of them), `tool` (equal), `name`/`filename`, `mimetype`/`mime`, `uid`/`hash` — each a
-  case-insensitive substring (TAK Server takes regular expressions; the hub matches text
-  only). A file's keywords: `missionpackage` for a data package (an uploaded zip, or the
-  hub's quick-pic package of an image), none otherwise. TAK Server's other parameters
-  (`IGNORED`: area, altitude, time) are accepted and do not filter; an unknown one, or a
-  value over PARAM_MAX_CHARS, is 400, as TAK Server refuses them.
-- Bounded: the newest SEARCH_SCAN_ROWS rows of the store are read, at most
-  SEARCH_MAX_RESULTS results answered (a client fetches an older file by its hash, from
-  the `b-f-t-r` that announced it).
+  now (one result per file, newest matching first); a file it may not fetch is in no
+  answer, whatever the filters (no oracle for other parties' files).
+- Filters (parameter names in any case, TAK Server's; query.py reads them): `keywords`/
+  `keyword` (comma-separated; any of them), `tool` (equal), `name`/`filename`,
+  `mimetype`/`mime`, `uid`/`hash`, `creatorUid` (against `PARTY::uid`) — each a substring,
+  capitals folded (TAK Server takes regular expressions; the hub matches text only);
+  `startTime`, `stopTime` (`endTime`), `submissionDateTime` (that millisecond): TAK's
+  `2025-01-31T12:00:00.000Z` (no offset: UTC), bounds included to the millisecond;
+  `bbox`/`box` `west,south,east,north` and `circle` `lon,lat,metres` (degrees; on a
+  sphere), never both: a file without a position is outside every area; `minAltitude`/
+  `maxAltitude`: the hub keeps no altitude, so, as TAK Server for a file without one, no
+  file matches. A file's keywords: `missionpackage` for an uploaded data package (not the
+  hub's quick-pic packages of an image, one per form), then those its upload gave. `primaryKey`,
+  `permissions`, `remarks`, `mission` are accepted and do not filter (`UNFILTERED`).
+- Refused with 400 and one line naming the parameter: an unknown parameter, a value over
+  PARAM_MAX_CHARS or with a control character, more than MAX_KEYWORDS keywords, a time or
+  number that does not parse (NaN, infinities included), a latitude, longitude or radius
+  out of range, a start after the stop, both a box and a circle.
+- The store selects the matching rows (files.py / pgfiles.py `matching`: every filter in
+  its SQL), so a match is found whatever its age; off the event loop (a worker thread, as
+  every blocking store call of marti/). Bounded: the newest SEARCH_SCAN_ROWS matching rows
+  are read, at most SEARCH_MAX_RESULTS results answered; when either bound cut the answer,
+  it carries the header `CommonSky-Search: truncated` (narrow the filters to see the rest).
 
 `GET /Marti/api/groups/all` answers TAK Server's group list with one group, the caller's
 party (no other party's name: who else is on the hub is not the caller's to know): `OUT`,
@@ -31,6 +42,8 @@ and `IN` too when `useCache=true`, as TAK Server answers a client (ATAK asks wit
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,91 +51,166 @@ from typing import Any
 
 from commonsky.marti.files import StoredFile
 from commonsky.marti.ingest import Refused, fetchable
+from commonsky.marti.query import Query, fold, keywords, matches
 from commonsky.marti.state import MartiState
 from commonsky.namespace import foreign_uid
 
+__all__ = ["Query", "keywords", "matches", "parse_query", "search"]
+
 SEARCH_MAX_RESULTS = 1000  # results one search answers at most
-# Store rows one search reads at most, newest first. A search runs on the event loop that
-# relays the hub's traffic: 10,000 rows held it ~0.2 s (every client's deliveries waited),
-# 2,000 30-70 ms (a 50,000-row store; 70 ms for a party that may fetch none: the worst case).
-SEARCH_SCAN_ROWS = 2_000
+# Matching store rows one search reads at most, newest first (in a worker thread: the
+# policy is asked of each other party's file, ~10 us a row).
+SEARCH_SCAN_ROWS = 5_000
 PARAM_MAX_CHARS = 1024  # TAK Server's longest search parameter value
-MISSION_PACKAGE = "missionpackage"
-PACKAGE_KINDS = frozenset({"package", "quickpic"})
+MAX_KEYWORDS = 64  # keywords one search may ask for
+MAX_RADIUS_M = 20_100_000.0  # half the earth's circumference, and a little more
 TEXT = {"name": "name", "filename": "name", "mimetype": "mime", "mime": "mime",
-        "uid": "hash", "hash": "hash"}  # fmt: skip
-IGNORED = frozenset({"bbox", "box", "circle", "starttime", "stoptime", "endtime",
-                     "submissiondatetime", "minaltitude", "maxaltitude", "primarykey",
-                     "permissions", "remarks", "mission"})  # fmt: skip
+        "uid": "hash", "hash": "hash", "creatoruid": "creator"}  # fmt: skip
+OTHER = {"keywords": "keywords", "keyword": "keywords", "tool": "tool",
+         "starttime": "start", "submissiondatetime": "at", "stoptime": "stop",
+         "endtime": "stop", "bbox": "box", "box": "box", "circle": "circle",
+         "minaltitude": "low", "maxaltitude": "high"}  # fmt: skip
+UNFILTERED = frozenset({"primarykey", "permissions", "remarks", "mission"})
+TIME_FORMAT = "2025-01-31T12:00:00.000Z"
 GROUP_TYPE = "com.bbn.marti.remote.groups.Group"
 
 
-@dataclass(frozen=True)
-class Query:
-    keywords: tuple[str, ...] = ()
-    tool: str | None = None
-    name: str = ""
-    mime: str = ""
-    hash: str = ""
+def _bad(message: str) -> Refused:
+    return Refused(400, "bad_search", message)
 
 
 def parse_query(params: Iterable[tuple[str, str]]) -> Query:
     """The filters of a search's query parameters (the first value of each counts, as in
-    TAK Server); Refused (400) for an unknown parameter or an overlong value."""
+    TAK Server); Refused (400, one line) for what the module's header refuses."""
     seen: dict[str, str] = {}
     for key, value in params:
         name = key.lower()
-        if name not in TEXT and name not in IGNORED and name not in ("keywords", "keyword",
-                                                                     "tool"):  # fmt: skip
+        if name not in TEXT and name not in OTHER and name not in UNFILTERED:
             shown = "".join(c for c in key if c.isprintable())[:40]
-            raise Refused(400, "bad_search", f"unknown search parameter {shown!r}")
+            raise _bad(f"unknown search parameter {shown!r}")
         if len(value) > PARAM_MAX_CHARS:
-            raise Refused(400, "bad_search", f"{name} is over {PARAM_MAX_CHARS} characters")
-        seen.setdefault("keywords" if name == "keyword" else TEXT.get(name, name), value)
-    words = tuple(w.strip().lower() for w in seen.get("keywords", "").split(",") if w.strip())
+            raise _bad(f"{name} is over {PARAM_MAX_CHARS} characters")
+        if not value.isprintable():
+            raise _bad(f"{name} has a control character")
+        seen.setdefault(TEXT.get(name) or OTHER.get(name) or name, value)
+    words = tuple(dict.fromkeys(fold(w.strip()) for w in seen.get("keywords", "").split(",")))
+    words = tuple(w for w in words if w)
+    if len(words) > MAX_KEYWORDS:
+        raise _bad(f"keywords: more than {MAX_KEYWORDS}")
+    start, stop = _times(seen)
+    if "box" in seen and "circle" in seen:
+        raise _bad("give bbox or circle, not both")
+    low, high = (_number(n, seen[n]) if n in seen else None for n in ("low", "high"))
+    if low is not None and high is not None and low > high:
+        raise _bad("minAltitude is above maxAltitude")
     return Query(
         keywords=words,
         tool=seen.get("tool"),
-        name=seen.get("name", "").lower(),
-        mime=seen.get("mime", "").lower(),
-        hash=seen.get("hash", "").lower(),
+        name=fold(seen.get("name", "")),
+        mime=fold(seen.get("mime", "")),
+        hash=fold(seen.get("hash", "")),
+        creator=fold(seen.get("creator", "")),
+        start=start,
+        stop=stop,
+        box=_box(seen["box"]) if "box" in seen else None,
+        circle=_circle(seen["circle"]) if "circle" in seen else None,
+        altitude=low is not None or high is not None,
     )
 
 
-def keywords(row: StoredFile) -> list[str]:
-    return [MISSION_PACKAGE] if row.kind in PACKAGE_KINDS else []
+def _times(seen: dict[str, str]) -> tuple[float | None, float | None]:
+    """(start, stop) in seconds, the stop excluded: a bound's whole millisecond is in."""
+    if "at" in seen:
+        if "start" in seen or "stop" in seen:
+            raise _bad("give submissionDateTime or startTime/stopTime, not both")
+        at = _time("submissionDateTime", seen["at"])
+        return at, at + 0.001
+    start = _time("startTime", seen["start"]) if "start" in seen else None
+    stop = _time("stopTime", seen["stop"]) if "stop" in seen else None
+    if start is not None and stop is not None and start > stop:
+        raise _bad("startTime is after stopTime")
+    return start, None if stop is None else stop + 0.001
 
 
-def matches(query: Query, row: StoredFile) -> bool:
-    if query.tool is not None and row.tool != query.tool:
-        return False
-    if query.keywords and not any(
-        want in have for want in query.keywords for have in keywords(row)
-    ):
-        return False
-    return (
-        query.name in row.name.lower()
-        and query.mime in row.mime.lower()
-        and query.hash in row.sha256
-    )
+def _time(name: str, text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        raise _bad(f"{name} is not a time like {TIME_FORMAT}") from None
 
 
-def search(state: MartiState, party: str, query: Query) -> list[StoredFile]:
-    """The rows `party` may fetch now that `query` matches, one per file, newest first."""
-    files: dict[str, list[StoredFile]] = {}
-    for row in state.files.recent(SEARCH_SCAN_ROWS):
-        files.setdefault(row.sha256, []).append(row)
+def _number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad(f"{name} is not a number") from None
+    if not math.isfinite(value):
+        raise _bad(f"{name} is not a finite number")
+    return value
+
+
+def _numbers(name: str, text: str, count: int) -> list[float]:
+    parts = text.replace(",", " ").split()
+    if len(parts) != count:
+        raise _bad(f"{name} needs {count} numbers")
+    return [_number(name, part) for part in parts]
+
+
+def _lon_lat(name: str, lon: float, lat: float) -> None:
+    if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+        raise _bad(f"{name}: longitude or latitude out of range")
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    lon1, lat1, lon2, lat2 = _numbers("bbox", text, 4)
+    _lon_lat("bbox", lon1, lat1)
+    _lon_lat("bbox", lon2, lat2)
+    return (min(lon1, lon2), min(lat1, lat2), max(lon1, lon2), max(lat1, lat2))
+
+
+def _circle(text: str) -> tuple[float, float, float]:
+    lon, lat, metres = _numbers("circle", text, 3)
+    _lon_lat("circle", lon, lat)
+    if not 0.0 <= metres <= MAX_RADIUS_M:
+        raise _bad(f"circle: the radius is not between 0 and {MAX_RADIUS_M:.0f} metres")
+    return (lon, lat, metres)
+
+
+@dataclass(frozen=True)
+class Found:
+    rows: list[StoredFile]  # one per file, the newest matching first
+    complete: bool  # False: a bound cut the answer (the module's header)
+
+
+def search(state: MartiState, party: str, query: Query) -> Found:
+    """The rows `party` may fetch now that `query` matches (blocking: a worker thread)."""
+    candidates = state.files.matching(query, SEARCH_SCAN_ROWS)
+    order = list(dict.fromkeys(r.sha256 for r in candidates))
+    holders: dict[str, list[StoredFile]] = {}
+    for row in state.files.rows_of(order):  # (every holder: the policy chooses among them)
+        holders.setdefault(row.sha256, []).append(row)
     found: list[StoredFile] = []
-    for rows in files.values():
-        if not any(matches(query, r) for r in rows):  # (cheap: before asking the policy)
-            continue
-        chosen = fetchable(state, party, rows)
+    for n, sha in enumerate(order):
+        chosen = fetchable(state, party, holders.get(sha, []))
         if chosen is None or not matches(query, chosen):
             continue
         found.append(chosen)
         if len(found) >= SEARCH_MAX_RESULTS:
-            break
-    return found
+            return Found(found, n == len(order) - 1 and len(candidates) < SEARCH_SCAN_ROWS)
+    return Found(found, len(candidates) < SEARCH_SCAN_ROWS)
+
+
+def search_answer(state: MartiState, party: str, query: Query) -> tuple[bytes, bool]:
+    """TAK Server's answer to `query` from `party` (JSON), and whether it is complete: the
+    search and the answer's making both in the worker thread (a thousand results take a
+    few milliseconds to render)."""
+    found = search(state, party, query)
+    body = {"resultCount": len(found.rows), "results": [result(r, party) for r in found.rows]}
+    text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode(), found.complete
 
 
 def result(row: StoredFile, party: str) -> dict[str, Any]:

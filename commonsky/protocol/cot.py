@@ -25,7 +25,7 @@ from commonsky.times import format_time
 
 @dataclass(frozen=True, slots=True)
 class XmlLimits:
-    message_bytes: int = 65536
+    message_bytes: int = 262_144  # (the defaults of the settings of these names)
     depth: int = 32
     attribute_bytes: int = 4096
 
@@ -121,7 +121,8 @@ def parse_event(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
     """Decode one complete CoT `<event>` document."""
     if len(data) > limits.message_bytes:
         raise RemoteProtocolError(
-            "oversized", f"event of {len(data)} bytes exceeds limit_message_bytes"
+            "oversized",
+            f"event of {len(data)} bytes exceeds limit_message_bytes ({limits.message_bytes})",
         )
     if not data.isascii():  # (ASCII is UTF-8: most events skip the decoding)
         try:

@@ -54,7 +54,7 @@ TIMEOUT_SETTING = {
 
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
-    """The settings a session enforces (`settings.py` names each)."""
+    """The settings a session enforces (`settings_fields.py` names each)."""
 
     idle_s: float  # timeout_idle_s
     partial_s: float  # timeout_partial_event_s

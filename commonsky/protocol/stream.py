@@ -38,6 +38,10 @@ from commonsky.protocol.render import render
 from commonsky.protocol.takv1 import parse_proto_event
 
 _END = b"</event>"
+#: A TAK protobuf message longer than limit_message_bytes is skipped by its length, up to this
+#: many times the limit; a longer length is taken as framing lost (garbage read as a length
+#: would otherwise swallow the messages after it), and the connection is closed.
+_SKIP_FACTOR = 16
 _DECLARATION = b"<?xml"
 _DECLARATION_MAX = 256  # longer than any real one; bounds the scan of a hostile buffer
 _FILLER = b" \t\r\n\x00"
@@ -148,6 +152,7 @@ class TakStream:
         self.mode = Mode.XML
         self._buffer = bytearray()
         self._skipping = False  # dropping an oversized XML event up to its end tag
+        self._skip_bytes = 0  # what is left to drop of an oversized protobuf message
         self._out = bytearray()
         self._closed = False
         self._awaiting_response = False
@@ -160,7 +165,7 @@ class TakStream:
         """Whether a message has begun and not ended (bytes between events do not count);
         the adapter times out a sender that stalls in the middle of one."""
         if self.mode is Mode.PROTO or self._skipping:
-            return bool(self._buffer)
+            return bool(self._buffer or self._skip_bytes)
         return _filler_end(self._buffer) < len(self._buffer)
 
     def receive_data(self, data: bytes, now: float) -> list[StreamEvent]:
@@ -206,7 +211,9 @@ class TakStream:
                     self._skipping = True
                     events.append(
                         MessageRefused(
-                            "oversized", "event exceeds limit_message_bytes; skipping to its end"
+                            "oversized",
+                            f"event longer than {self.limits.message_bytes} bytes "
+                            "(limit_message_bytes); skipped to its end",
                         )
                     )
             return False
@@ -231,6 +238,14 @@ class TakStream:
         buffer = self._buffer
         if not buffer:
             return False
+        if self._skip_bytes:  # (the rest of an oversized message, never held)
+            dropped = min(self._skip_bytes, len(buffer))
+            del buffer[:dropped]
+            self._skip_bytes -= dropped
+            if self._skip_bytes:
+                return False
+            self.completed += 1
+            return True
         if buffer[0] != MAGIC:
             self._fatal(events, "bad_magic", f"expected 0xbf, got {buffer[0]:#04x}")
             return False
@@ -242,9 +257,27 @@ class TakStream:
         if decoded is None:
             return False
         length, start = decoded
-        if length > self.limits.message_bytes:
-            self._fatal(events, "oversized", f"protobuf length {length} > limit_message_bytes")
+        if length > _SKIP_FACTOR * self.limits.message_bytes:
+            self._fatal(
+                events,
+                "oversized",
+                f"TAK protobuf length {length} is no message (over {_SKIP_FACTOR} x "
+                "limit_message_bytes): its framing is lost",
+            )
             return False
+        if length > self.limits.message_bytes:
+            # Its length frames it: the message is dropped as it arrives and the next one
+            # read (a sender stalling inside it is closed by timeout_partial_event_s).
+            del buffer[:start]
+            self._skip_bytes = length
+            events.append(
+                MessageRefused(
+                    "oversized",
+                    f"TAK protobuf message of {length} bytes exceeds limit_message_bytes "
+                    f"({self.limits.message_bytes}); skipped",
+                )
+            )
+            return True
         if len(buffer) < start + length:
             return False
         payload = bytes(buffer[start : start + length])

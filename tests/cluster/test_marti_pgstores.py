@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from commonsky.marti.files import FileStore, StoredFile
 from commonsky.marti.pgfiles import CHUNK, BadContent, PgFileStore
 from commonsky.marti.pgtokens import PgTokenStore
+from commonsky.marti.query import Query
 from commonsky.marti.tokens import Refusal, TokenStore
 from commonsky.settings import Settings
 from commonsky.store.postgres import PostgresStore
@@ -213,7 +214,7 @@ def test_the_newest_rows_are_the_folder_stores(
     rows: list[tuple[int, str, int]],
     limit: int,
 ) -> None:
-    """`recent` (a search's candidates, marti/search.py): the same rows, in the same order,
+    """`matching` (a search's candidates, marti/search.py): the same rows, in the same order,
     as one process's SQLite store holding the same rows (equal times included)."""
     with psycopg.connect(postgres_url, autocommit=True) as db:
         db.execute("DELETE FROM commonsky_file")
@@ -223,6 +224,6 @@ def test_the_newest_rows_are_the_folder_stores(
             stored = StoredFile(f"{n:064x}", party, "u", "c", f"f{n}", "m", 1, "package",
                                 ("file",), 35.0, 40.0, NOW + later)  # fmt: skip
             assert files.add(stored) == folder.add(stored)
-        assert files.recent(limit) == folder.recent(limit)
+        assert files.matching(Query(), limit) == folder.matching(Query(), limit)
     finally:
         folder.close()

@@ -63,7 +63,11 @@ ROWS: list[Row] = [
         lambda: (SUBJECT, encode({"type": "in", **{k: 1 for k in INGEST.__struct_fields__}})),
         "undecodable",
     ),
-    ("oversize", lambda: (SUBJECT, encode(event(detail="<a/>" * 200_000))), "oversize"),
+    (
+        "oversize",
+        lambda: (SUBJECT, encode(event(detail="<a/>" * (envelope_limit(defaults()) // 4)))),
+        "oversize",
+    ),
     (
         "another edge's subject",
         lambda: (NAMES.ingest("other-edge"), encode(INGEST)),

@@ -4,20 +4,24 @@ caller's party may fetch and nothing else, filtered as TAK Server filters; `GET
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
-from datetime import datetime
+import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from commonsky.marti import search as search_module
 from commonsky.marti.files import FileStore, StoredFile
-from commonsky.marti.ingest import may_fetch
-from commonsky.marti.search import SEARCH_MAX_RESULTS, Query, matches, search
+from commonsky.marti.ingest import Refused, may_fetch
+from commonsky.marti.search import SEARCH_MAX_RESULTS, Query, matches, parse_query, search
 from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party, Policy
 from commonsky.settings import Settings
@@ -102,8 +106,10 @@ async def test_search_lists_what_the_party_may_fetch_and_filters_as_atak_asks(
             assert set(await listed(jpn, "?mimetype=text/plain")) == {usa_note}
             assert set(await listed(jpn, f"?uid={jpn_pkg}")) == {jpn_pkg}
             assert await listed(jpn, "?keywords=nothing") == {}
+            # An area: a file without a position is outside it (as in TAK Server).
+            assert await listed(jpn, "?bbox=1,2,3,4&keywords=missionpackage") == {}
             # Parameters TAK Server takes but the hub does not filter by: accepted.
-            assert set(await listed(jpn, "?bbox=1,2,3,4&keywords=missionpackage")) == {
+            assert set(await listed(jpn, "?remarks=x&keywords=missionpackage")) == {
                 usa_pkg,
                 jpn_pkg,
             }
@@ -201,16 +207,194 @@ def test_search_is_exactly_what_may_fetch_allows(
             port = SimpleNamespace(entitled=lambda item: policy.entitled(item, NOW))
             state: Any = SimpleNamespace(port=port, files=files)
             for party in PARTIES:
-                found = search(state, party, query)
+                answer = search(state, party, query)
+                assert answer.complete
+                found = answer.rows
                 expected = set()
                 for n in range(6):
                     row = may_fetch(state, party, f"{n:064x}")
                     if row is not None and matches(query, row):
                         expected.add(row.sha256)
                 assert [r.sha256 for r in found] == sorted(
-                    {r.sha256 for r in found}, key=lambda s: -max(r.received for r in files.rows(s))
-                )  # (one result per file, newest first)
+                    {r.sha256 for r in found},
+                    key=lambda s: -max(r.received for r in files.rows(s) if matches(query, r)),
+                )  # (one result per file, the newest matching first)
                 assert {r.sha256 for r in found} == expected
                 assert len(found) <= SEARCH_MAX_RESULTS
         finally:
             files.close()
+
+
+# ---- keywords, time, bounds, refusals, off the loop --------------------------------------
+
+
+async def test_keywords_given_at_upload_are_kept_listed_and_searched(tmp_path: Path) -> None:
+    async with marti_hub(tmp_path, [FILES_US_JP]) as (hub, host, ca):
+        cert = client_cert(ca, "USA", "usa-ops", tmp_path / "USA")
+        async with https(hub, host, ca, "marti", cert) as usa:
+            note = await usa.post(
+                "/Marti/sync/upload?name=n.txt&keywords=Alpha,%20bravo%20,alpha,,",
+                content=b"a note", headers={"Content-Type": "text/plain"},
+            )  # fmt: skip
+            assert note.status_code == 200, note.text
+            assert note.json()["Keywords"] == ["Alpha", "bravo"]
+            data = package("MP-KW")
+            up = await usa.post(
+                f"/Marti/sync/missionupload?hash={sha(data)}&filename=kw.zip&keyword=exercise",
+                content=multipart(data, "kw.zip"), headers=HEADERS,
+            )  # fmt: skip
+            assert up.status_code == 200, up.text
+            mp = sha(data)
+            found = await listed(usa)
+            assert found[note.json()["Hash"]]["Keywords"] == ["Alpha", "bravo"]
+            assert found[mp]["Keywords"] == ["missionpackage", "exercise"]
+            assert set(await listed(usa, "?keywords=ALPHA")) == {note.json()["Hash"]}
+            assert set(await listed(usa, "?keywords=exer,nothing")) == {mp}
+            assert set(await listed(usa, "?keywords=missionpackage&tool=public")) == {mp}
+            many = ",".join(f"k{i}" for i in range(33))
+            refused = await usa.post(
+                f"/Marti/sync/upload?name=m.txt&keywords={many}",
+                content=b"many", headers={"Content-Type": "text/plain"},
+            )  # fmt: skip
+            assert refused.status_code == 400 and refused.text.count("\n") == 1, refused.text
+
+
+async def test_time_filters_bound_the_submission_time_to_the_millisecond(
+    tmp_path: Path,
+) -> None:
+    async with marti_hub(tmp_path, [FILES_US_JP]) as (hub, host, ca):
+        cert = client_cert(ca, "USA", "usa-ops", tmp_path / "USA")
+        async with https(hub, host, ca, "marti", cert) as usa:
+            mp = await upload_package(usa, "MP-TIME", "ANDROID-usa")
+            shown = (await listed(usa))[mp]["SubmissionDateTime"]  # e.g. 2026-…T…:07.123Z
+            moment = datetime.fromisoformat(shown)
+            later = (moment + timedelta(milliseconds=1)).isoformat()[:23] + "Z"
+            earlier = (moment - timedelta(milliseconds=1)).isoformat()[:23] + "Z"
+            assert set(await listed(usa, f"?startTime={shown}&stopTime={shown}")) == {mp}
+            assert set(await listed(usa, f"?submissionDateTime={shown}")) == {mp}
+            assert set(await listed(usa, f"?startTime={earlier}")) == {mp}
+            assert await listed(usa, f"?startTime={later}") == {}
+            assert await listed(usa, f"?stopTime={earlier}") == {}
+            assert set(await listed(usa, "?startTime=2020-01-01T00:00:00.0Z")) == {mp}
+            assert await listed(usa, "?minAltitude=-100") == {}  # (the hub keeps no altitude)
+
+
+HOSTILE = [
+    "startTime=yesterday",
+    "stopTime=2025-13-01T00:00:00Z",
+    "startTime=2025-02-01T00:00:00Z&stopTime=2025-01-01T00:00:00Z",
+    "submissionDateTime=2025-01-01T00:00:00Z&startTime=2025-01-01T00:00:00Z",
+    "bbox=1,2,3",
+    "bbox=1,2,3,95",
+    "bbox=-181,0,0,0",
+    "bbox=nan,0,1,1",
+    "box=0,0,1,inf",
+    "circle=0,0",
+    "circle=0,0,-1",
+    "circle=0,0,nan",
+    "circle=0,91,10",
+    "circle=0,0,1e400",
+    "bbox=0,0,1,1&circle=0,0,10",
+    "minAltitude=high",
+    "maxAltitude=nan",
+    "minAltitude=10&maxAltitude=5",
+    "name=a%00b",
+    "keywords=" + ",".join(f"k{i}" for i in range(65)),
+    "startTime=" + "9" * 1000,
+    "circle=" + "1," * 300 + "1",
+    "colour=red",
+    "name=" + "x" * 1025,
+]
+
+
+async def test_malformed_values_are_refused_with_one_line_never_a_500(tmp_path: Path) -> None:
+    async with marti_hub(tmp_path, [FILES_US_JP]) as (hub, host, ca):
+        cert = client_cert(ca, "JPN", "jpn-ops", tmp_path / "JPN")
+        async with https(hub, host, ca, "marti", cert) as jpn:
+            for query in HOSTILE:
+                answer = await jpn.get(f"/Marti/sync/search?{query}")
+                assert answer.status_code == 400, (query, answer.status_code, answer.text)
+                assert answer.text.count("\n") == 1 and len(answer.text) < 200, answer.text
+            # Well-formed ones at the edges of their ranges are answered.
+            for query in ("bbox=-180,-90,180,90", "circle=180,-90,20000000",
+                          "startTime=0001-01-01T00:00:00Z", "stopTime=9999-12-31T23:59:59.999Z",
+                          "name=%E2%9C%93", "keywords=,,,"):  # fmt: skip
+                answer = await jpn.get(f"/Marti/sync/search?{query}")
+                assert answer.status_code == 200, (query, answer.text)
+
+
+@settings(max_examples=300)
+@given(
+    params=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "bbox",
+                    "circle",
+                    "startTime",
+                    "stopTime",
+                    "submissionDateTime",
+                    "minAltitude",
+                    "maxAltitude",
+                    "keywords",
+                    "name",
+                    "tool",
+                    "Box",
+                ]
+            ),
+            st.one_of(
+                st.text(max_size=40),
+                st.from_regex(r"[-+0-9.,eE naif]{0,30}", fullmatch=True),
+                st.from_regex(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z?", fullmatch=True),
+            ),
+        ),
+        max_size=4,
+    )
+)
+def test_any_parameters_give_a_query_or_a_400(params: list[tuple[str, str]]) -> None:
+    refusal: Refused | None = None
+    try:
+        query = parse_query(params)
+    except Refused as exc:
+        refusal = exc
+    if refusal is not None:
+        assert refusal.status == 400 and "\n" not in str(refusal) and str(refusal)
+        return
+    for bound in (query.start, query.stop, *(query.box or ()), *(query.circle or ())):
+        assert bound is None or math.isfinite(bound)
+
+
+async def test_the_search_reads_the_store_off_the_event_loop(tmp_path: Path) -> None:
+    async with marti_hub(tmp_path, [FILES_US_JP]) as (hub, host, ca):
+        state = hub.server.marti
+        assert state is not None
+        files = state.files
+        readers: list[int] = []
+        real = files.matching
+
+        def matching(query: Query, limit: int) -> list[StoredFile]:
+            readers.append(threading.get_ident())
+            return real(query, limit)
+
+        files.matching = matching  # type: ignore[method-assign]
+        cert = client_cert(ca, "USA", "usa-ops", tmp_path / "USA")
+        async with https(hub, host, ca, "marti", cert) as usa:
+            mp = await upload_package(usa, "MP-THREAD", "ANDROID-usa")
+            assert set(await listed(usa)) == {mp}
+        assert readers and threading.get_ident() not in readers
+
+
+async def test_an_answer_cut_by_its_bound_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_module, "SEARCH_MAX_RESULTS", 2)
+    async with marti_hub(tmp_path, [FILES_US_JP]) as (hub, host, ca):
+        cert = client_cert(ca, "USA", "usa-ops", tmp_path / "USA")
+        async with https(hub, host, ca, "marti", cert) as usa:
+            made = [await upload_package(usa, f"MP-{i}", "ANDROID-usa") for i in range(3)]
+            cut = await usa.get("/Marti/sync/search?keywords=missionpackage")
+            assert cut.status_code == 200 and cut.headers["CommonSky-Search"] == "truncated"
+            assert [r["Hash"] for r in cut.json()["results"]] == made[::-1][:2]  # newest first
+            whole = await usa.get("/Marti/sync/search?name=MP-0")
+            assert "CommonSky-Search" not in whole.headers
+            assert [r["Hash"] for r in whole.json()["results"]] == [made[0]]

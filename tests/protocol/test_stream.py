@@ -134,13 +134,40 @@ def test_oversized_xml_is_skipped_and_the_stream_recovers() -> None:
 def test_protobuf_framing_errors_are_fatal() -> None:
     for data, reason in (
         (b"\x00abc", "bad_magic"),
-        (b"\xbf\xff\xff\xff\x7f", "oversized"),
+        (b"\xbf\xff\xff\xff\x7f", "oversized"),  # 256 MiB: over 16 x the limit, no message
         (b"\xbf" + b"\xff" * 11, "bad_length"),
     ):
         stream = TakStream()
         stream.mode = Mode.PROTO
         (event,) = stream.receive_data(data, 0.0)
         assert isinstance(event, MessageRefused) and event.fatal and event.reason == reason
+
+
+def test_oversized_protobuf_is_skipped_by_its_length_and_the_stream_goes_on() -> None:
+    """It closed the connection, as if its framing were lost; its length frames it. Nothing
+    of it is held: it is dropped as it arrives, in any cut."""
+    wire = frame_proto(event_to_proto(parse_event(EVENT)))
+    big = b"\xbf" + bytes([0x81, 0x40]) + b"\xbf" * 8193  # length 8193, payload of 0xbf
+    stream = TakStream(XmlLimits(message_bytes=8192))
+    stream.mode = Mode.PROTO
+    data = big + wire
+    events = []
+    for cut in range(0, len(data), 1000):
+        events += stream.receive_data(data[cut : cut + 1000], 0.0)
+        assert len(stream._buffer) <= 1000
+    (refused,) = [e for e in events if isinstance(e, MessageRefused)]
+    assert refused.reason == "oversized" and not refused.fatal
+    assert refused.message == (
+        "TAK protobuf message of 8193 bytes exceeds limit_message_bytes (8192); skipped"
+    )
+    assert received(events) == ["A1"] and not stream.partial and stream.completed == 2
+
+
+def test_a_sender_stalled_inside_an_oversized_protobuf_is_partial() -> None:
+    stream = TakStream(XmlLimits(message_bytes=100))
+    stream.mode = Mode.PROTO
+    stream.receive_data(b"\xbf\xe8\x07" + b"x" * 500, 0.0)  # 1000 declared, 500 sent
+    assert stream.partial and not stream._buffer
 
 
 def test_partial_protobuf_waits_for_the_rest() -> None:

@@ -1,0 +1,144 @@
+"""Withdrawals: when an agreement stops being in force, what it carried leaves the maps.
+
+A TAK client keeps a marker on its map until the marker's stale time (often hours away) or a
+`t-x-d-d` delete naming it. So when an agreement ends (or any change of the agreements in
+force narrows who may see an item), new versions stop flowing but the recipients' clients
+would keep showing the last one. At each change of the agreements in force (the times
+`Policy.next_change` gives; checked by the hub's housekeeping, `Withdrawals.check`), for every
+item in the picture the parties its latest version is routed to just before the change and
+at it are compared: a party routed before, not routed now, and that was delivered the item
+(`Rendered.seen`) gets a delete on each of its connected clients, under each name it got the
+item by (the form `Deletes.apply` sends: `PARTY::uid` in full, the opaque handle when
+generalized); updates of the item still pending in its outboxes are discarded; it leaves
+`seen` (should an agreement let it see the item again, it gets the next version, or a replay).
+
+Why only at an agreement's change, and only by the latest version: a withdrawal must depend
+only on what the recipient may know. Which agreements are in force, and when they end, is
+known to both parties; the latest version of the item was one the recipient was entitled to
+(it was routed to it). An item that moves out of an agreement's area of interest is NOT
+withdrawn: a delete sent then would tell the recipient where the item is now (outside its
+area), which it may not see — interference. Such an item goes stale on the recipient's map as
+before. For the same reason the check asks routing at the change's instant, never at the
+moment the housekeeping happens to run.
+
+Never withdrawn: hotline messages (GeoChat: their record is signed, countersigned and in
+the ledger, and a delivered message stays delivered), conflict notices and everything else
+the hub makes for a fixed audience (`Item.audience`: a federation link's items too), and a
+directed item only as far as routing (which narrows it by its `<marti><dest>`) says.
+Withdrawals are transient like deletes: never stored, never recorded, never replayed. A
+client connecting after the change is not owed the item anyway: the replay follows the routes
+as they are now (`Picture.replay`). On a cluster the core's hub does the same through its
+proxy connections, so the edges' clients get the deletes as they get any other output.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
+
+from .connections import Connections
+from .deletes import DELETE_TYPE
+from .outbox import Pending, Rendered
+from .picture import Picture
+from .routing import Router
+
+log = logging.getLogger("commonsky.hub")
+
+# Categories whose delivered record stands: never withdrawn (see the module's docstring).
+NEVER_WITHDRAWN: frozenset[Category] = frozenset({Category.HOTLINE, Category.CONFLICT})
+WITHDRAWAL_STALE_S = 60.0  # how long a withdrawal (the delete event) is valid
+
+
+def withdrawal(item: Item, now: float) -> Item:
+    """The delete the hub sends for `item` on its owner's behalf: naming only the item (its
+    link, translated per recipient like any delete), nowhere (no position of the item)."""
+    uid = item.event.uid
+    event = CotEvent(
+        uid=f"withdrawn.{uid}",
+        type=DELETE_TYPE,
+        time=now,
+        start=now,
+        stale=now + WITHDRAWAL_STALE_S,
+        how="h-e",
+        point=Point(0.0, 0.0),
+        detail=f'<link uid="{uid}" relation="none" type="none"/><__forcedelete/>',
+    )
+    return Item(party=item.party, user="hub", category=item.category, event=event, received=now)
+
+
+class Withdrawals:
+    """One hub's withdrawals at the agreements' changes (see the module's docstring)."""
+
+    def __init__(
+        self,
+        picture: Picture,
+        router: Router,
+        wires: Connections,
+        render: Callable[[Item], Rendered],
+    ) -> None:
+        self.policy = router.policy  # (the router's policy and clock: the hub's)
+        self.picture = picture
+        self.router = router
+        self.wires = wires
+        self.render = render
+        self.clock = router.clock
+        self.at = self.policy.next_change(self.clock())  # the next change not yet handled
+        self.sent = 0  # deletes queued (to connections), in all
+
+    def check(self) -> int:
+        """Handle every change of the agreements in force due by now (the housekeeping
+        asks once a second; nothing to do between changes). Returns the deletes queued."""
+        now = self.clock()
+        queued = 0
+        while self.at <= now:
+            change = self.at
+            queued += self.at_change(change, now)
+            self.at = self.policy.next_change(change)
+        return queued
+
+    def at_change(self, change: float, now: float) -> int:
+        """Withdraw, at the change at `change`, every item from each party its latest
+        version stopped being routed to. Returns the deletes queued."""
+        before = math.nextafter(change, -math.inf)
+        queued = 0
+        for pool in (self.picture.durable, self.picture.live):
+            for rendered in list(pool.values()):
+                item = rendered.item
+                if (
+                    item.party == HUB
+                    or item.audience
+                    or item.category in NEVER_WITHDRAWN
+                    or item.event.stale <= now
+                    or not rendered.seen
+                ):
+                    continue
+                was = self.router.route(item, before)
+                if not was:
+                    continue
+                gone = set(was) - set(self.router.route(item, change))
+                for party in sorted(gone & set(rendered.seen)):
+                    queued += self.withdraw(rendered, party, now)
+        if queued:
+            log.info("agreements changed at %.0f: %d withdrawals queued", change, queued)
+        self.sent += queued
+        return queued
+
+    def withdraw(self, rendered: Rendered, party: str, now: float) -> int:
+        """Take `rendered` off `party`'s clients: a delete under each form it got the item in,
+        its pending updates discarded; `party` leaves the item's `seen`."""
+        forms = rendered.seen.pop(party, set())
+        delete = self.render(withdrawal(rendered.item, now))
+        key = rendered.item.key
+        conns = self.wires.by_party.get(party, ())
+        queued = 0
+        for form in sorted(forms):
+            level = Disclosure.GENERALIZED if form == "gen" else Disclosure.FULL
+            pending = Pending(delete, self.router.variant(delete, party, level))
+            for conn in conns:
+                conn.outbox.discard(key)  # an update still pending is moot
+                self.wires.enqueue(conn, pending, durable=True)
+                queued += 1
+        return queued

@@ -1,0 +1,125 @@
+"""Withdrawals at an agreement's end (hub/withdraw.py), on an in-process hub with a clock the
+test moves: what is sent, to whom, under which names, and what is never withdrawn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from commonsky.hub.connection import MemoryPeer
+from commonsky.hub.core import Connection, Hub
+from commonsky.hub.outbox import Outbox
+from commonsky.model import Category, CotEvent, Disclosure, Point
+from commonsky.namespace import handle
+from commonsky.policy import Agreement, Party, Policy
+from commonsky.protocol.refs import link_target
+from commonsky.settings import defaults
+from commonsky.store.sqlite import SQLiteStore
+
+NOW = 1_800_000_000.0
+END = NOW + 100
+SECRET = b"k" * 32
+PARTIES = ("USA", "JPN", "KOR")
+MARKERS = frozenset({Category.MARKER, Category.TRACK, Category.HOTLINE, Category.CONFLICT})
+
+
+class World:
+    def __init__(self, path: Path, agreements: list[Agreement]) -> None:
+        self.now = NOW
+        self.store = SQLiteStore(path)
+        policy = Policy([Party(p) for p in PARTIES], agreements)
+        self.hub = Hub(policy, self.store, defaults(), SECRET, clock=lambda: self.now)
+        self.boxes: dict[str, Outbox] = {}
+        for party in PARTIES:
+            self.boxes[party] = Outbox(1000, 1000)
+            conn = Connection(party, party, "test", self.boxes[party], MemoryPeer(), id=party)
+            self.hub.attach(conn)
+
+    def send(self, uid: str, cot_type: str = "b-m-p-s-m", **kw: object) -> None:
+        event = CotEvent(
+            uid=uid, type=cot_type, time=self.now, start=self.now, stale=self.now + 86_400,
+            how="h-g-i-g-o", point=Point(35.0, 35.0), **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+        self.hub.accept("USA", "u", event)
+
+    def take(self, party: str) -> list[tuple[str, str, str]]:
+        """(type, uid, linked uid) of each event queued for `party`, as it is delivered."""
+        out = []
+        for pending in self.boxes[party].take():
+            event = self.hub.naming.event(pending.rendered, pending.variant)
+            out.append((event.type, event.uid, link_target(event) or ""))
+        return out
+
+    def end(self) -> int:
+        self.now = END
+        return self.hub.withdrawals.check()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[object]:
+    made: list[World] = []
+
+    def make(*agreements: Agreement) -> World:
+        made.append(World(tmp_path / str(len(made)), list(agreements)))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.store.close()
+
+
+def deal(to: tuple[str, ...], level: Disclosure = Disclosure.FULL, **kw: object) -> Agreement:
+    return Agreement("d", "USA", to, MARKERS, level, valid_until=END, **kw)  # type: ignore[arg-type]
+
+
+def test_the_recipient_gets_a_delete_under_its_name_and_no_update_still_pending(world) -> None:
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    w.send("T1", "a-f-A")
+    assert w.take("JPN") == [("b-m-p-s-m", "USA::M1", ""), ("a-f-A", "USA::T1", "")]
+    w.send("T1", "a-f-A")  # an update JPN's client has not been written yet: moot
+    w.take("USA")
+    assert w.end() == 2
+    assert w.take("JPN") == [
+        ("t-x-d-d", "USA::withdrawn.M1", "USA::M1"),
+        ("t-x-d-d", "USA::withdrawn.T1", "USA::T1"),
+    ]
+    assert w.take("USA") == [] and w.take("KOR") == []
+    assert "JPN" not in w.hub.durable[("USA", "M1")].seen
+    assert w.end() == 0  # (once: the change is handled)
+
+
+def test_a_generalized_recipient_gets_the_handle_it_knows(world) -> None:
+    w = world(deal(("JPN",), Disclosure.GENERALIZED))
+    w.send("M1")
+    name = handle(SECRET, "USA", "M1")
+    assert [u for _, u, _ in w.take("JPN")] == [name]
+    w.end()
+    ((kind, _, linked),) = w.take("JPN")
+    assert (kind, linked) == ("t-x-d-d", name)
+
+
+def test_only_the_parties_whose_agreement_ended_and_that_got_it(world) -> None:
+    stays = Agreement("stays", "USA", ("KOR",), MARKERS, Disclosure.FULL)
+    w = world(deal(("JPN", "KOR")), stays)
+    w.send("M1")
+    w.send("TO-KOR", dest_parties=("KOR",))  # directed: JPN never got it
+    w.take("JPN"), w.take("KOR")
+    w.end()
+    assert w.take("JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
+    assert w.take("KOR") == []  # still entitled under "stays"
+
+
+def test_hotline_and_the_hubs_own_items_are_never_withdrawn(world) -> None:
+    w = world(deal(("JPN",)))
+    w.send("GeoChat.dev.JPN.m1", "b-t-f", detail="<remarks>hello</remarks>")
+    notice = CotEvent(
+        uid="notice", type="t-x-csky-conflict", time=NOW, start=NOW, stale=NOW + 86_400,
+        how="h-e", point=Point(35.0, 35.0),
+    )  # fmt: skip
+    w.hub.publish_from_hub(notice, Category.CONFLICT, ("JPN",))
+    assert len(w.take("JPN")) == 2
+    assert w.end() == 0
+    assert w.take("JPN") == []

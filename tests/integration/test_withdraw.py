@@ -1,0 +1,151 @@
+"""An agreement's end takes its items off the recipients' maps (hub/withdraw.py), over TCP.
+
+The real hub on loopback with a clock the test moves past the agreement's `valid_until`; the
+hub's own housekeeping notices the change. Absence is shown with a barrier (a later marker
+or track), never by waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytak
+
+from commonsky.server import HubServer
+from tests.conftest import RunningHub, TakClient, barrier_event, base_config
+from tests.integration.test_tak_tcp import chat
+
+END_IN_S = 600.0  # the agreements end this long after the test starts
+
+
+class Clock:
+    """Real time plus an offset the test moves (the hub checks events' stale times on it)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ending(name: str, to: str, categories: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "from": "USA",
+        "to": [to],
+        "categories": categories,
+        "disclosure": "full",
+        "valid_until": iso(time.time() + END_IN_S),
+        **extra,
+    }
+
+
+def marker(uid: str, lat: float = 35.0, lon: float = 35.0) -> bytes:
+    data = pytak.gen_cot(
+        lat=lat, lon=lon, hae=0, ce=10, le=10, uid=uid, stale=86_400, cot_type="b-m-p-s-m"
+    )  # (stale in a day: without a withdrawal it would stay on the map that long)
+    assert data is not None
+    return data
+
+
+@contextlib.asynccontextmanager
+async def clocked_hub(
+    tmp_path: Path, agreements: list[dict[str, Any]], clock: Clock
+) -> AsyncIterator[RunningHub]:
+    server = HubServer(base_config(tmp_path, agreements), clock=clock)
+    await server.start()
+    running = RunningHub(server)
+    try:
+        yield running
+    finally:
+        for client in running.clients:
+            await client.close()
+        await server.stop()
+
+
+def is_delete_of(name: str) -> Any:
+    return lambda e: e["type"] == "t-x-d-d" and f'uid="{name}"' in e["detail"]
+
+
+async def before_barrier(hub: RunningHub, observer: TakClient) -> list[dict[str, Any]]:
+    """Everything `observer` received (deletes included, no control events) before a track
+    another client of its party sends now: nothing queued before it is still on the way."""
+    mate = await hub.connect(observer.party, settle=0)
+    uid = f"barrier-{id(mate)}"
+    mate.send(barrier_event(uid))
+    event = await observer.wait_for(lambda e: e["uid"] == uid)
+    return [
+        e
+        for e in observer.events[: observer.events.index(event)]
+        if e["type"] == "t-x-d-d" or not str(e["type"]).startswith("t-x-")  # (no control)
+    ]
+
+
+async def test_an_agreements_end_deletes_its_markers_from_the_recipients_maps(tmp_path) -> None:
+    clock = Clock()
+    deal = ending("US-JP markers", "JPN", ["marker"])
+    async with clocked_hub(tmp_path, [deal], clock) as hub:
+        usa, jpn, kor = await hub.connect_all(("USA", "JPN", "KOR"))
+        usa.send(marker("M1"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::M1")
+        before = len(usa.events)
+        clock.offset = END_IN_S + 60  # the agreement has ended: the housekeeping notices
+        got = await jpn.wait_for(is_delete_of("USA::M1"), timeout=5.0)
+        assert "__forcedelete" in got["detail"] and got["uid"].startswith("USA::")
+        assert (got["lat"], got["lon"]) == (0.0, 0.0)  # nothing of where the marker is
+        # The provider's own clients get nothing new; a third party never got anything.
+        assert [e for e in await before_barrier(hub, usa) if e in usa.events[before:]] == []
+        assert await before_barrier(hub, kor) == []
+        # A client of the recipient connecting now is not given the marker.
+        late = await hub.connect("JPN")
+        assert await before_barrier(hub, late) == []
+        # The marker is still the provider's: its clients keep it (nothing deleted there).
+        assert ("USA", "M1") in hub.hub.durable
+
+
+async def test_a_marker_that_left_the_area_before_the_end_is_not_withdrawn(tmp_path) -> None:
+    clock = Clock()
+    box = [[30.0, 30.0], [40.0, 30.0], [40.0, 40.0], [30.0, 40.0], [30.0, 30.0]]
+    deal = ending("US-JP markers in the box", "JPN", ["marker"], area=box)
+    async with clocked_hub(tmp_path, [deal], clock) as hub:
+        usa, jpn = await hub.connect_all(("USA", "JPN"))
+        usa.send(marker("LEFT"))
+        usa.send(marker("STAYS"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::STAYS")
+        assert [e["uid"] for e in jpn.items()] == ["USA::LEFT", "USA::STAYS"]
+        usa.send(marker("LEFT", lat=50.0, lon=50.0))  # out of the box: JPN is not told
+        await usa.sync()
+        clock.offset = END_IN_S + 60
+        await jpn.wait_for(is_delete_of("USA::STAYS"), timeout=5.0)
+        # Both withdrawals would be queued in the same pass: the barrier shows none for LEFT.
+        received = await before_barrier(hub, jpn)
+        assert not [e for e in received if is_delete_of("USA::LEFT")(e)]
+        assert [e["uid"] for e in received if e["type"] == "b-m-p-s-m"] == [
+            "USA::LEFT",
+            "USA::STAYS",
+        ]  # (the first versions only: the one outside the box never came)
+
+
+async def test_a_hotline_message_is_not_withdrawn(tmp_path) -> None:
+    clock = Clock()
+    deal = ending("US-RU hotline and markers", "RUS", ["hotline", "marker"])
+    async with clocked_hub(tmp_path, [deal], clock) as hub:
+        usa, rus = await hub.connect_all(("USA", "RUS"))
+        usa.send(chat("h1", "stay east of the line", "RUS"))
+        usa.send(marker("SIGNAL"))
+        await rus.wait_for(lambda e: e["uid"] == "USA::SIGNAL")
+        assert any(e["uid"] == "USA::GeoChat.h1" for e in rus.items())
+        clock.offset = END_IN_S + 60
+        await rus.wait_for(is_delete_of("USA::SIGNAL"), timeout=5.0)
+        received = await before_barrier(hub, rus)
+        deletes = [e for e in received if e["type"] == "t-x-d-d"]
+        assert len(deletes) == 1 and "GeoChat" not in deletes[0]["detail"]
