@@ -3,8 +3,8 @@
 lets a client send (`limit_message_bytes`, any size on one process) but NATS would not take
 was published by its edge again and again, forever: the edge published nothing behind it,
 for any of its clients, until its backlog filled and it closed them one by one — while the
-single process took the event. Now a process of the cluster whose largest event (in its
-envelope: `trust.envelope_limit`) cannot cross stops at start, in one line
+single process took the event. Now a process of the cluster whose largest event (as sent,
+in its envelope of at most 64 KiB) cannot cross stops at start, in one line
 (`trust.beyond_nats`); an edge whose server lowered `max_payload` since refuses such an
 event (`oversized`, as one process refuses one over the limit) and goes on."""
 
@@ -56,7 +56,7 @@ async def test_a_process_whose_largest_event_nats_cannot_carry_stops_at_start(
 async def test_the_largest_event_it_lets_through_crosses_the_edges(
     cluster: Cluster, nc: Nats
 ) -> None:
-    limit = (nc.max_payload - 64 * 1024) // 6  # (the largest `beyond_nats` lets start)
+    limit = nc.max_payload - 64 * 1024  # (the largest `beyond_nats` lets start)
     with_limit(cluster, limit)
     a, b = await cluster.core_and_two_edges()
     usa = await Client("USA", a["USA"]).connect()
