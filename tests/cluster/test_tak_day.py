@@ -9,7 +9,8 @@ tracks only). Each party has a client on each edge, one speaking XML and the oth
 Protocol v1 (negotiated with its edge). The actions, in order: devices report themselves;
 GeoChat to All Chat Rooms, a direct message across edges and parties and its delivered and
 read receipts; markers dropped, moved and deleted (by their owner's party — another
-party's delete goes nowhere), a route, an emergency and its cancel; late joiners on the
+party's delete goes nowhere), routes (one of 1,000 points, 168 kB) and a telestration
+(148 kB, as TAK protobuf), an emergency and its cancel; late joiners on the
 other edge get exactly the current picture; the Marti API (`clientEndPoints`,
 `version/config`) through both edges, before and after a client leaves; then an edge dies
 and its clients reconnect to the other, get their picture and go on. CHARLIE is sent
@@ -45,6 +46,8 @@ from tests.cluster.tak_day import (
     single_hub,
     spot,
 )
+from tests.integration.test_large_items import route as long_route
+from tests.integration.test_large_items import telestration
 from tests.integration.test_receipts import geochat, receipt
 from tests.marti.helpers import client_cert, make_ca
 
@@ -64,10 +67,12 @@ PARTY_OF = {name: client[0] for name, client in (CLIENTS | LATE).items()}
 GROUP = "GeoChat.ANDROID-a1.All Chat Rooms.mid-group"
 PICTURE = {
     "ALPHA": [f"b-t-f {GROUP}", "b-m-p-s-m BRAVO::M2", "b-m-r BRAVO::R1", "b-m-p-s-m M4",
+              "b-m-r BRAVO::R2", "u-d-f-m T30",
               "a-f-G-U-C ANDROID-a1", "a-f-G-U-C ANDROID-a2", "a-f-G-U-C BRAVO::ANDROID-b1",
               "a-f-G-U-C BRAVO::ANDROID-b2"],
     "BRAVO": ["b-t-f GeoChat.ALPHA::ANDROID-a1.All Chat Rooms.ALPHA::mid-group",
               "b-m-p-s-m M2", "b-m-r R1", "b-m-p-s-m ALPHA::M4", "a-f-G-U-C ALPHA::ANDROID-a1",
+              "b-m-r R2", "u-d-f-m ALPHA::T30",
               "a-f-G-U-C ALPHA::ANDROID-a2", "a-f-G-U-C ANDROID-b1", "a-f-G-U-C ANDROID-b2"],
     "CHARLIE": ["a-f-G-U-C ALPHA::ANDROID-a1", "a-f-G-U-C ALPHA::ANDROID-a2",
                 "a-f-G-U-C ANDROID-c1", "a-f-G-U-C ANDROID-c2"],
@@ -143,10 +148,13 @@ async def _markers(day: Day) -> None:
     day.send("a1", spot("M4", "ANDROID-a1"))
     day.send("a1", spot("M5", "ANDROID-a1"))
     day.send("b2", route("R1"))
+    day.send("b2", long_route(1000, "R2"))  # (168 kB: within limit_message_bytes' 256 KiB)
+    day.send("a2", telestration(30, 60, "T30"))  # (148 kB, sent as TAK protobuf)
     await day.sync()
     expect(day, merged(shared("b2", "b-m-p-s-m", "M2"), shared("a1", "t-x-d-d", "del-M1"),
                        shared("a1", "b-m-p-s-m", "M4"), shared("a1", "b-m-p-s-m", "M5"),
-                       shared("b2", "b-m-r", "R1")))  # fmt: skip
+                       shared("b2", "b-m-r", "R1"), shared("b2", "b-m-r", "R2"),
+                       shared("a2", "u-d-f-m", "T30")))  # fmt: skip
     day.send("b1", delete("ALPHA::M4", "del-M4"))  # not the owner's party: refused
     day.send("a2", delete("M5", "del-M5"))  # another device of the owner's party
     day.send("a2", emergency("ANDROID-a2", "A2"))
@@ -166,6 +174,10 @@ async def _late_joiners(day: Day, edges: list[dict[str, int]]) -> None:
     # M2 in its latest version only (the bucket's entry was replaced, not added to).
     view = day.got("a3", "b-m-p-s-m", "BRAVO::M2").view
     assert view is not None and view.point is not None and float(str(view.point["lat"])) == 9.9
+    # The long route whole, from the bucket through the other edge (TAK protobuf to a3).
+    view = day.got("a3", "b-m-r", "BRAVO::R2").view
+    assert view is not None and view.detail is not None
+    assert sum(node.tag == "link" for node in view.detail.children) == 1000
 
 
 def _marti(ca: Path, cert: tuple[Path, Path], port: int) -> httpx.AsyncClient:
