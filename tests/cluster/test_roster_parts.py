@@ -4,7 +4,8 @@ relaying 15,000 devices on one connection) was never sent — `_beat` suppressed
 and the core, hearing no beat for `EDGE_SILENT_S`, dropped every client of the edge: they
 stayed connected and were sent nothing more. The roster now goes in parts within
 `max_payload` (`edge.roster_parts`; a client's devices split when they alone are more),
-which the core takes as one."""
+which the core takes as one — a core taking over, every device of a client whatever its
+part."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nats.aio.msg import Msg
 
 from commonsky.bench.cluster import Client, Cluster, track, until
 from commonsky.cluster.wire import ConnInfo, Roster, encode, roster_decoder
+from tests.integration.test_receipts import geochat
 
 GATEWAY_DEVICES = 15_000  # (some 85 bytes each in the roster: over NATS's 1 MiB)
 
@@ -71,7 +73,8 @@ async def test_a_gateway_relaying_many_devices_keeps_its_edge_heard(
         beats.append(len(msg.data))
 
     await nc.subscribe(f"{cluster_name}.beat.>", cb=heard)
-    await cluster.core()
+    first = await cluster.core()
+    standby = await cluster.core(wait=False)
     _, a = await cluster.edge()
     jpn, jpn2 = await Client("JPN", a["JPN"]).connect(), await Client("JPN", a["JPN"]).connect()
     gateway = await Client("KOR", a["KOR"]).connect()
@@ -89,5 +92,12 @@ async def test_a_gateway_relaying_many_devices_keeps_its_edge_heard(
     # ... so that, long past EDGE_SILENT_S, its clients are still the core's and served.
     await jpn2.send(track("jpn-later", time.time()))
     await until(lambda: jpn.got("jpn-later") >= 1, "a client of the edge still gets its items")
+    # A core taking over learns the edge's clients from its roster, in parts: every device
+    # of the gateway's, wherever its part, is addressed to the gateway's connection.
+    first.kill()
+    await standby.wait_log(r"cluster core \S+ serving")
+    for n in (0, GATEWAY_DEVICES - 1):
+        await kor.send(geochat("KOR-OPS", "KOR OPS", unit(n), f"UNIT {n:06d} RELAYED", f"m-{n}"))
+        await until(lambda n=n: gateway.got(f"m-{n}") >= 1, f"the gateway gets unit {n}'s message")
     for client in (jpn, jpn2, gateway, kor):
         await client.close()
