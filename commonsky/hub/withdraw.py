@@ -69,6 +69,18 @@ def withdrawal(item: Item, now: float) -> Item:
     return Item(party=item.party, user="hub", category=item.category, event=event, received=now)
 
 
+def stopped(was: Disclosure, now: Disclosure | None, got: set[str]) -> set[str]:
+    """The forms of an item a party got (`got`) that a change stops: every one when its
+    latest version is no longer routed to the party (`now` None); the full form when that
+    version went to it in full before and only generalized now; none otherwise (a party
+    given more, or as much, keeps what it has until the next version comes in its form)."""
+    if now is None:
+        return set(got)
+    if was is Disclosure.FULL and now is Disclosure.GENERALIZED:
+        return got & {"full"}
+    return set()
+
+
 class Withdrawals:
     """One hub's withdrawals at the agreements' changes (see the module's docstring)."""
 
@@ -118,18 +130,27 @@ class Withdrawals:
                 was = self.router.route(item, before)
                 if not was:
                     continue
-                gone = set(was) - set(self.router.route(item, change))
-                for party in sorted(gone & set(rendered.seen)):
-                    queued += self.withdraw(rendered, party, now)
+                routes = self.router.route(item, change)
+                for party in sorted(set(was) & set(rendered.seen)):
+                    forms = stopped(was[party], routes.get(party), rendered.seen[party])
+                    if forms:
+                        queued += self.withdraw(rendered, party, now, forms)
         if queued:
             log.info("agreements changed at %.0f: %d withdrawals queued", change, queued)
         self.sent += queued
         return queued
 
-    def withdraw(self, rendered: Rendered, party: str, now: float) -> int:
-        """Take `rendered` off `party`'s clients: a delete under each form it got the item in,
-        its pending updates discarded; `party` leaves the item's `seen`."""
-        forms = rendered.seen.pop(party, set())
+    def withdraw(
+        self, rendered: Rendered, party: str, now: float, forms: set[str] | None = None
+    ) -> int:
+        """Take `rendered` off `party`'s clients under `forms` (all it got if None): a delete
+        under each, its pending updates discarded; the forms leave the item's `seen` (and
+        `party` does when none is left)."""
+        got = rendered.seen.get(party, set())
+        forms = set(got) if forms is None else forms & got
+        got -= forms
+        if not got:
+            rendered.seen.pop(party, None)
         delete = self.render(withdrawal(rendered.item, now))
         key = rendered.item.key
         conns = self.wires.by_party.get(party, ())
@@ -138,7 +159,7 @@ class Withdrawals:
             level = Disclosure.GENERALIZED if form == "gen" else Disclosure.FULL
             pending = Pending(delete, self.router.variant(delete, party, level))
             for conn in conns:
-                conn.outbox.discard(key)  # an update still pending is moot
+                conn.outbox.discard(key, forms)  # an update still pending in them is moot
                 self.wires.enqueue(conn, pending, durable=True)
                 queued += 1
         return queued
