@@ -50,6 +50,8 @@ log = logging.getLogger("commonsky.hub")
 # Categories whose delivered record stands: never withdrawn (see the module's docstring).
 NEVER_WITHDRAWN: frozenset[Category] = frozenset({Category.HOTLINE, Category.CONFLICT})
 WITHDRAWAL_STALE_S = 60.0  # how long a withdrawal (the delete event) is valid
+# (item, its `seen`, {party: forms the change stopped}) -> {party: forms not withdrawn}
+Watcher = Callable[[Item, dict[str, set[str]], dict[str, set[str]]], dict[str, set[str]]]
 
 
 def withdrawal(item: Item, now: float) -> Item:
@@ -99,6 +101,9 @@ class Withdrawals:
         self.clock = router.clock
         self.at = self.policy.next_change(self.clock())  # the next change not yet handled
         self.sent = 0  # deletes queued (to connections), in all
+        # Told of each item's withdrawals before they are made (federation: the parties
+        # behind a link, federation/bridge.py): they return the forms that stay in `seen`.
+        self.watchers: list[Watcher] = []
 
     def check(self) -> int:
         """Handle every change of the agreements in force due by now (the housekeeping
@@ -131,10 +136,17 @@ class Withdrawals:
                 if not was:
                     continue
                 routes = self.router.route(item, change)
+                ended: dict[str, set[str]] = {}
                 for party in sorted(set(was) & set(rendered.seen)):
                     forms = stopped(was[party], routes.get(party), rendered.seen[party])
                     if forms:
-                        queued += self.withdraw(rendered, party, now, forms)
+                        ended[party] = forms
+                kept: dict[str, set[str]] = {}
+                for watcher in self.watchers if ended else ():
+                    for party, forms in watcher(item, rendered.seen, ended).items():
+                        kept.setdefault(party, set()).update(forms)
+                for party, forms in ended.items():
+                    queued += self.withdraw(rendered, party, now, forms - kept.get(party, set()))
         if queued:
             log.info("agreements changed at %.0f: %d withdrawals queued", change, queued)
         self.sent += queued
