@@ -11,11 +11,24 @@ at it are compared: a party routed before, not routed now, and that was delivere
 item by (the form `Deletes.apply` sends: `PARTY::uid` in full, the opaque handle when
 generalized); updates of the item still pending in its outboxes are discarded; it leaves
 `seen` (should an agreement let it see the item again, it gets the next version, or a replay).
+A party still routed whose best disclosure drops from full to generalized (an agreement giving
+`full` ends, one giving `generalized` goes on) is withdrawn the full form only (`stopped`):
+`PARTY::uid` with its exact position goes; a generalized form it holds stays, and the next
+version comes in that form as usual. A party given more (generalized to full) is withdrawn
+nothing: it keeps the handle until the next version (or its stale time).
+
+Parties behind a federation link have no connection here: the watchers (`Withdrawals.watchers`,
+federation/bridge.py `Federation.withdrawn`) are told first, and send the peer a contact delete
+(as for the owner's `t-x-d-d`) for a form only when every party behind that link that got it
+stops getting it at this change: the peer deletes its copy for all the parties it gave it
+to, so a party that keeps the form (or got it and stopped at an earlier change) must not be
+told. Otherwise, or with the link down, nothing crosses and those forms stay in `seen` (the
+peer still shows them until stale); the same rule keeps them from crossing at a later change.
 
 Why only at an agreement's change, and only by the latest version: a withdrawal must depend
 only on what the recipient may know. Which agreements are in force, and when they end, is
 known to both parties; the latest version of the item was one the recipient was entitled to
-(it was routed to it). An item that moves out of an agreement's area of interest is NOT
+(it was routed to it, in the form withdrawn). An item that moves out of an agreement's area of interest is NOT
 withdrawn: a delete sent then would tell the recipient where the item is now (outside its
 area), which it may not see — interference. Such an item goes stale on the recipient's map as
 before. For the same reason the check asks routing at the change's instant, never at the
