@@ -28,11 +28,11 @@ peer still shows them until stale); the same rule keeps them from crossing at a 
 Why only at an agreement's change, and only by the latest version: a withdrawal must depend
 only on what the recipient may know. Which agreements are in force, and when they end, is
 known to both parties; the latest version of the item was one the recipient was entitled to
-(it was routed to it, in the form withdrawn). An item that moves out of an agreement's area of interest is NOT
-withdrawn: a delete sent then would tell the recipient where the item is now (outside its
-area), which it may not see — interference. Such an item goes stale on the recipient's map as
-before. For the same reason the check asks routing at the change's instant, never at the
-moment the housekeeping happens to run.
+(it was routed to it, in the form withdrawn). An item that moves out of an agreement's area
+of interest is NOT withdrawn: a delete sent then would tell the recipient where the item is
+now (outside its area), which it may not see — interference. Such an item goes stale on the
+recipient's map as before. For the same reason the check asks routing at the change's
+instant, never at the moment the housekeeping happens to run.
 
 Never withdrawn: hotline messages (GeoChat: their record is signed, countersigned and in
 the ledger, and a delivered message stays delivered), conflict notices and everything else
