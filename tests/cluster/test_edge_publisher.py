@@ -58,6 +58,8 @@ async def until(condition: Any) -> None:
 class QuietNats:
     """A NATS connection that takes subscriptions and publishes and does nothing with them."""
 
+    max_payload = 1 << 20  # (what the edge reads of its connection: the server's limit)
+
     async def subscribe(self, subject: str, cb: Any = None) -> None:
         pass
 
