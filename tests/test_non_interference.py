@@ -13,13 +13,15 @@ asked of the hub as it stands when the event is sent (`Hub.receivers`).
 
 Time moves once, perhaps (`tick`): to NOW + 10, where agreements end and start, and the hub
 withdraws what the ended ones carried (hub/withdraw.py). A withdrawal may go to the observer
-only for an item it was given and whose latest version the change stopped routing to it
-(stated here: `withdrawable`); the bytes must still not change with what it may not see.
+only for an item it was given whose latest version the change stopped routing to it, or
+only for its full form when the change dropped that version to generalized for it (stated
+here: `withdrawable`); the bytes must still not change with what it may not see. The
+property with an agreement always ending at the tick, and the model's own checks, are in
+tests/test_non_interference_withdraw.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from commonsky.errors import RemoteProtocolError
 from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.outbox import Outbox
-from commonsky.model import Category, CotEvent, Disclosure, Item, Point
+from commonsky.model import Category, CotEvent, Disclosure, Item, Point, category_of_event
 from commonsky.namespace import handle, read_name
 from commonsky.policy import Agreement, Party, Policy
 from commonsky.protocol.refs import link_target
@@ -285,20 +287,39 @@ def withdrawable(
     """Move the clock to NOW + 10 (agreements end and start there) and have the hub withdraw
     what they stop carrying; returns what the observer is sent. A withdrawal (a `t-x-d-d`
     of the owner's) may name only an item the observer was given (`had`) and still held,
-    whose latest version the agreements let it receive before the change and not after."""
+    whose latest version the agreements let it receive before the change, and only in a form
+    the change stopped: any, if it receives it no more; the full one, if only generalized."""
     held = [k for k in had if k in hub.live or k in hub.durable]
-    entitled = {k for k in held if observer in hub.receivers(*latest[k])}
+    before = {k: level(hub, observer, *latest[k], clock[0]) for k in held}
     clock[0] = NOW + 10
-    ended = {k for k in entitled if observer not in hub.receivers(*latest[k])}
+    full, gen = Disclosure.FULL, Disclosure.GENERALIZED
+    stopped: dict[str, set[tuple[str, str]]] = {"full": set(), "gen": set()}
+    for k, was in before.items():
+        now = level(hub, observer, *latest[k], clock[0])
+        for form in ("full", "gen"):
+            if was is not None and (now is None or (was, now, form) == (full, gen, "full")):
+                stopped[form].add(k)
     outbox.take()  # (nothing queued: everything sent so far was taken)
     hub.withdrawals.check()
     sent = outbox.take()
     for pending in sent:
         item = pending.rendered.item
         named = link_target(item.event)
+        form = "gen" if pending.variant == "gen" else "full"
         assert item.event.type == "t-x-d-d" and named is not None
-        assert (item.party, named) in ended, f"withdrawn from {observer}: {item.party}/{named}"
+        assert (item.party, named) in stopped[form], (
+            f"withdrawn from {observer}: {item.party}/{named}"
+        )
     return [b"withdrawn:" + p.rendered.wire(p.variant, "xml") for p in sent]
+
+
+def level(hub: Hub, observer: str, party: str, event: CotEvent, now: float) -> Disclosure | None:
+    """The form in which routing gives `observer` `party`'s `event` at `now`, if at all."""
+    category = category_of_event(event)
+    if party == observer or category is None:
+        return None
+    item = Item(party=party, user="", category=category, event=event, received=now)
+    return hub.router.route(item, now).get(observer)
 
 
 @pytest.mark.slow
@@ -388,72 +409,6 @@ def test_the_property_test_can_fail() -> None:
         one, _ = run(leaky, [("RUS", event)], "USA", Path(a))
         two, _ = run(leaky, [("RUS", mutate(event, 3))], "USA", Path(b))
     assert one != two
-
-
-@pytest.mark.slow
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    st.lists(agreements(), max_size=4),
-    st.lists(events(), min_size=1, max_size=12),
-    st.permutations(PARTIES),
-    st.sampled_from(list(Disclosure)),
-    st.sampled_from(BOXES),
-    st.integers(0, 1000),
-    st.integers(0, 12),
-)
-def test_withdrawals_at_an_agreements_end_change_nothing_else(
-    tmp_path_factory,
-    deals: list[Agreement],
-    stream: list[tuple[str, CotEvent]],
-    order: list[str],
-    disclosure: Disclosure,
-    area: tuple[tuple[float, float], ...] | None,
-    salt: int,
-    tick: int,
-) -> None:
-    """The same property where an agreement to the observer always ends at the tick (so
-    that withdrawals are many: `withdrawable` checks each)."""
-    provider, observer = order[0], order[1]
-    ends = Agreement("ends", provider, (observer,), frozenset(TYPES), disclosure, area, None,
-                     NOW + 10)  # fmt: skip
-    policy = Policy([Party(p) for p in PARTIES], [*deals, ends])
-    before, changed = run(policy, stream, observer, tmp_path_factory.mktemp("a"), salt, tick)
-    after, _ = run(policy, changed, observer, tmp_path_factory.mktemp("b"), tick=tick)
-    assert before == after
-
-
-def test_the_withdrawal_model_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A hub withdrawing from everyone that got an item at every change (though USA's
-    agreement with RUS goes on) is caught by `withdrawable`; the real one withdraws nothing
-    there, and the item once RUS's agreement ends."""
-    from commonsky.hub.withdraw import Withdrawals
-
-    deals = [
-        Agreement("goes-on", "RUS", ("USA",), frozenset({Category.TRACK}), Disclosure.FULL),
-        Agreement("other", "JPN", ("KOR",), frozenset(TYPES), Disclosure.FULL, None, NOW - 10,
-                  NOW + 10),
-    ]  # fmt: skip
-    event = CotEvent(
-        uid="u1", type="a-f-A", time=NOW, start=NOW, stale=NOW + 60, how="m-g",
-        point=Point(35.0, 35.0),
-    )  # fmt: skip
-    policy = Policy([Party(p) for p in PARTIES], deals)
-    assert not [d for d in run(policy, [("RUS", event)], "USA", tmp_path / "a", tick=1)[0]
-                if d.startswith(b"withdrawn:")]  # fmt: skip
-    ending = [dataclasses.replace(deals[0], valid_until=NOW + 10)]
-    got, _ = run(Policy([Party(p) for p in PARTIES], ending), [("RUS", event)], "USA",
-                 tmp_path / "b", tick=1)  # fmt: skip
-    assert [d for d in got if d.startswith(b"withdrawn:")] and b"RUS::u1" in got[-1]
-
-    def leaky(self: Withdrawals, change: float, now: float) -> int:
-        pictured = [*self.picture.durable.values(), *self.picture.live.values()]
-        return sum(self.withdraw(r, p, now) for r in pictured for p in list(r.seen))
-
-    monkeypatch.setattr(Withdrawals, "at_change", leaky)
-    with pytest.raises(AssertionError, match="withdrawn from USA: RUS/u1"):
-        run(policy, [("RUS", event)], "USA", tmp_path / "c", tick=1)
 
 
 @settings(max_examples=150, deadline=None)

@@ -222,6 +222,11 @@ class ClusterCore:
             if known is None:
                 self._proxy(roster.edge, info)
                 found += 1
+            else:  # (a roster in parts, edge.roster_parts: a client's devices in several)
+                for uid, callsign in info.devices.items():
+                    self.hub.directory.report(info.party, uid, callsign)
+                    known.devices[uid] = callsign
+                    known.callsigns.add(callsign)
         return found
 
     async def _on_beat(self, msg: Msg) -> None:

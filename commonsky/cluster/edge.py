@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 
 from commonsky import probe
-from commonsky.errors import LocalProtocolError, StoreUnavailable
+from commonsky.errors import LocalProtocolError, RemoteProtocolError, StoreUnavailable
 from commonsky.hub.connection import Connection
 from commonsky.hub.connections import Connections, Delivered, delivery, record_delivery
 from commonsky.hub.directory import device_callsign
@@ -71,6 +71,7 @@ log = logging.getLogger("commonsky.cluster")
 _VARIANT = "edge"  # (one form per output: the core chose it for this client)
 _PUBLISH_BATCH = 1000  # inbound messages published and awaiting their acknowledgements, at most
 _ACK_TIMEOUT_S = 5.0
+_BEAT_ROOM = 4096  # bytes of a NATS message a beat's roster leaves to the rest
 # What an edge holds unpublished while the stream is away, in messages, is bounded by ten
 # connections' worth of outbox (limit_queue_tracks + limit_queue_durable: 150,000 by default);
 # past it new events are refused (`EdgeBacklogged`), what was accepted before is kept.
@@ -315,6 +316,46 @@ def info(conn: Connection) -> ConnInfo:
                     dict(conn.devices), conn.oversight)  # fmt: skip
 
 
+def roster_parts(roster: Roster, budget: int) -> list[bytes]:
+    """`roster` as messages of about `budget` bytes at most: NATS takes none over its
+    max_payload, and a roster over it (some 5,000 clients, or one client's 20,000 devices)
+    was never sent — the core, hearing no beat, dropped every client of the edge. A
+    client's devices are split over parts when they alone are more; the core takes the
+    parts as one (`ClusterCore._take_roster`)."""
+    whole = encode(roster)
+    if len(whole) <= budget:
+        return [whole]
+    parts: list[bytes] = []
+    chunk: list[ConnInfo] = []
+    size = 0
+    for info in roster.conns:
+        pieces = _pieces(info, budget // 2)
+        for piece in pieces:
+            n = len(encode(piece))
+            if chunk and size + n > budget:
+                parts.append(encode(Roster(roster.edge, chunk)))
+                chunk, size = [], 0
+            chunk.append(piece)
+            size += n
+    return [*parts, encode(Roster(roster.edge, chunk))]
+
+
+def _pieces(info: ConnInfo, budget: int) -> list[ConnInfo]:
+    """`info` with its devices split into pieces of about `budget` bytes (one at least)."""
+    pieces: list[ConnInfo] = []
+    devices, at = list(info.devices.items()), 0
+    while not pieces or at < len(devices):
+        taken: dict[str, str] = {}
+        room = budget
+        while at < len(devices) and (not taken or room > 0):
+            uid, callsign = devices[at]
+            taken[uid] = callsign
+            room -= len(uid) + len(callsign) + 8
+            at += 1
+        pieces.append(msgspec.structs.replace(info, devices=taken))
+    return pieces
+
+
 class EdgeLink:
     """The edge's NATS side: publishes to the inbound stream in the order things happened
     (a client's Attach before its events: its events wait while its picture is read),
@@ -361,7 +402,8 @@ class EdgeLink:
 
     def ingest(self, conn: Connection, user: str, event: CotEvent, now: float) -> None:
         """`event` to the stream, behind what came before. Raises EdgeBacklogged (counted
-        as refusal `edge_backlog`) when `limit` messages are unpublished already."""
+        as refusal `edge_backlog`) when `limit` messages are unpublished already, and
+        RemoteProtocolError (`oversized`) for one NATS would not carry."""
         if self.unpublished >= self.limit:
             self.hub.metrics.refuse(EdgeBacklogged.reason)
             raise EdgeBacklogged(
@@ -371,6 +413,13 @@ class EdgeLink:
         msg_id = self._id()
         data = encode(Ingest(msg_id, self.hub.edge, conn.id, conn.party, user, conn.mode(),
                              event, now))  # fmt: skip
+        if len(data) > self.nc.max_payload:
+            # (Not at start, `trust.beyond_nats`: the server's limit was lowered since. Held,
+            # it would be published again forever, and nothing behind it.)
+            most = self.nc.max_payload
+            raise RemoteProtocolError(
+                "oversized", f"event of {len(data)} bytes in its envelope: NATS takes {most}"
+            )
         held = self.waiting.get(conn.id)
         if held is not None:
             self.taken += 1
@@ -455,17 +504,18 @@ class EdgeLink:
 
     async def _on_roster(self, msg: Msg) -> None:
         # (A beat now, on the edge's own subject: only this edge may publish there.)
-        await self.nc.publish(
-            self.names.beat(self.hub.edge), encode(self.hub.roster(self.announced))
-        )
+        await self._send_beat()
 
     async def _beat(self) -> None:
         while True:
             with contextlib.suppress(Exception):
-                await self.nc.publish(
-                    self.names.beat(self.hub.edge), encode(self.hub.roster(self.announced))
-                )
+                await self._send_beat()
             await asyncio.sleep(BEAT_S)
+
+    async def _send_beat(self) -> None:
+        roster = self.hub.roster(self.announced)
+        for part in roster_parts(roster, self.nc.max_payload - _BEAT_ROOM):
+            await self.nc.publish(self.names.beat(self.hub.edge), part)
 
     async def _publisher(self) -> None:
         """Publish in order, many at a time, without waiting for a batch's acknowledgements

@@ -34,6 +34,7 @@ import msgspec
 
 from commonsky.clock import hub_clock
 from commonsky.config import HubConfig
+from commonsky.errors import UsageError
 from commonsky.hub.core import Hub
 from commonsky.hub.datadir import DataDir
 from commonsky.hub.listeners import TakListener, tls_context
@@ -54,6 +55,7 @@ from .nats_io import (
     starting,
 )
 from .stream_acks import StreamAcks
+from .trust import beyond_nats
 from .wire import Names
 
 if TYPE_CHECKING:
@@ -114,6 +116,7 @@ class EdgeServer:
         names = Names(self.config.cluster.name)
         inbox = names.edge_inbox(self.config.cluster.edge_name)
         self.nc = await connect(self.config.cluster, f"edge {self.id}", inbox)
+        await fits_nats(self.config, self.nc)
         js = self.nc.jetstream()
         async with starting(self.config.cluster, self.nc, "an edge"):
             await ensure_stream(js, names)
@@ -299,6 +302,7 @@ async def _reach(config: HubConfig, init: bool, folder: DataDir, holder: str) ->
     cluster = config.cluster
     assert cluster is not None
     nc = await connect(cluster, f"core {holder}", Names(cluster.name).core_inbox)
+    await fits_nats(config, nc)
     try:
         url = str(config.settings.store_url)
         hub_id = folder.manifest["hub_id"] if folder.manifest else None
@@ -310,6 +314,15 @@ async def _reach(config: HubConfig, init: bool, folder: DataDir, holder: str) ->
         await nc.close()
         raise
     return nc
+
+
+async def fits_nats(config: HubConfig, nc: Client) -> None:
+    """UsageError (one line; the connection closed) when the largest event the
+    configuration accepts cannot cross the NATS server (`trust.beyond_nats`)."""
+    why = beyond_nats(config.settings, nc.max_payload)
+    if why is not None:
+        await nc.close()
+        raise UsageError(why)
 
 
 def _core_faces(server: HubServer) -> dict[str, CoreFace]:

@@ -110,6 +110,28 @@ def envelope_limit(settings: Settings) -> int:
     return _EXPANSION * settings.limit_message_bytes + _ROOM
 
 
+def beyond_nats(settings: Settings, max_payload: int) -> str | None:
+    """Why an event of `limit_message_bytes`, as sent, cannot cross NATS, whose server takes
+    no message over `max_payload` bytes (its INFO), or None. An event crosses as one message:
+    its text as the client sent it, in an envelope (at most 64 KiB of fields). One over
+    `max_payload` was published again and again, forever, and its edge published nothing
+    behind it — for any client — while one process took the event: so a process of the
+    cluster with such a limit refuses to start. (An envelope over `max_payload` all the same
+    — the server's lowered since, or TAK protobuf whose typed fields our XML escapes — is
+    refused by its edge, `oversized`, and the edge goes on.)"""
+    need = settings.limit_message_bytes + _ROOM
+    if need <= max_payload:
+        return None
+    most = max_payload - _ROOM
+    lower = f"lower limit_message_bytes to {most} or " if most > 0 else ""
+    return (
+        f"[server] limit_message_bytes = {settings.limit_message_bytes}: a cluster carries an "
+        f"event in one NATS message of up to limit_message_bytes + 64 KiB = {need} bytes, "
+        f"over the NATS server's max_payload of {max_payload}; {lower}raise max_payload in "
+        "the NATS server's configuration"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Checks:
     """The checks that need only the message, its subject and the configuration."""

@@ -126,7 +126,9 @@ class Federation:
         self.listener: Listener | None = None
         self.dialers: list[Dialer] = []
         self.private: PrivateDesk | None = None  # rounds on `deconflict = "private"` links
+        self.withdrawals_sent = 0  # contact deletes sent at agreements' changes
         seam.watch(self.observe)
+        seam.watch_withdrawals(self.withdrawn)
 
     # ---- out ------------------------------------------------------------------------------
 
@@ -212,17 +214,50 @@ class Federation:
         names = self.sent_names.pop((link.name, item.party, item.uid), set())
         for party, level in owed.items():
             names.add(self.seam.render(item, party, level).uid)
-        messages = []
-        for uid in sorted(names):
-            message = pb.FederatedEvent(
-                contact=pb.ContactListEntry(operation=pb.DELETE, uid=uid, callsign=item.event.type)
+        return [self._contact_delete(item, uid) for uid in sorted(names)]
+
+    def _contact_delete(self, item: Item, uid: str) -> pb.FederatedEvent:
+        """The contact delete of `item` as the peer names it (`uid`), with its provenance."""
+        message = pb.FederatedEvent(
+            contact=pb.ContactListEntry(operation=pb.DELETE, uid=uid, callsign=item.event.type)
+        )
+        for server_id, name in self._provenance(item):
+            message.federate_provenance.add(
+                federation_server_id=server_id, federation_server_name=name
             )
-            for server_id, name in self._provenance(item):
-                message.federate_provenance.add(
-                    federation_server_id=server_id, federation_server_name=name
-                )
-            messages.append(message)
-        return messages
+        return message
+
+    def withdrawn(
+        self, item: Item, seen: dict[str, set[str]], stopped: dict[str, set[str]]
+    ) -> dict[str, set[str]]:
+        """An agreements' change stops forms of our party's `item` (hub/withdraw.py): the
+        peer's copy in a form goes (a contact delete, as for the owner's delete) only when
+        every party behind the link that got that form stops getting it — the peer deletes
+        its copy for all of them, so a party that keeps it, or got it and stopped earlier,
+        must not learn of this change. Returns the forms not withdrawn (they stay in `seen`:
+        the peer still shows them), also when the link is down."""
+        kept: dict[str, set[str]] = {}
+        if item.party not in self.own:
+            return kept
+        for link in self.links.values():
+            for form in ("full", "gen"):
+                holders = {
+                    p for p, f in seen.items() if form in f and self.behind.get(p) == link.name
+                }
+                crossed = sorted(holders.intersection(link.config.parties))
+                if not crossed:
+                    continue  # (a form only for parties beyond it never crossed)
+                if all(form in stopped.get(p, ()) for p in holders):
+                    level = Disclosure.GENERALIZED if form == "gen" else Disclosure.FULL
+                    uid = self.seam.render(item, crossed[0], level).uid
+                    if link.send(self._contact_delete(item, uid)):
+                        self.withdrawals_sent += 1
+                        self.sent_names.get((link.name, item.party, item.uid), set()).discard(uid)
+                        continue
+                for party in holders:
+                    if form in stopped.get(party, ()):
+                        kept.setdefault(party, set()).add(form)
+        return kept
 
     def _may_leave(self, item: Item) -> bool:
         """Our own parties' items, and what came over a link (relayed under `_owed`)."""

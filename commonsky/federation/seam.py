@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from commonsky.hub.withdraw import Watcher
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item
 from commonsky.namespace import own_uid
 
@@ -129,6 +130,10 @@ class HubSeam:
 
     def watch(self, observer: Callable[[Item, dict[str, Disclosure]], None]) -> None:
         self.hub.add_desk(_Watcher(f"federation#{next(_watchers)}", observer))
+
+    def watch_withdrawals(self, watcher: Watcher) -> None:
+        """Be told of each item's withdrawals at an agreements' change (hub/withdraw.py)."""
+        self.hub.withdrawals.watchers.append(watcher)
 
     def accept(
         self, party: str, user: str, event: CotEvent, audience: tuple[str, ...], origin: str

@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -156,12 +156,21 @@ class Outbox:
         self.live[key] = pending
         return overflow
 
-    def discard(self, key: tuple[str, str]) -> None:
-        """Drop every pending live update of `key` (its item was deleted): merged or still
-        flowing in order (deletes are rare; the scan of `flowing` is bounded by its limit)."""
-        self.live.pop(key, None)
+    def discard(self, key: tuple[str, str], forms: Collection[str] | None = None) -> None:
+        """Drop every pending live update of `key` (its item was deleted), or only those in
+        `forms` ("full", "gen": a form withdrawn): merged or still flowing in order (deletes
+        are rare; the scan of `flowing` is bounded by its limit)."""
+
+        def moot(p: Pending) -> bool:
+            return p.rendered.item.key == key and (
+                forms is None or p.variant.partition(":")[0] in forms
+            )
+
+        merged = self.live.get(key)
+        if merged is not None and moot(merged):
+            del self.live[key]
         if self.flowing:
-            self.flowing = [p for p in self.flowing if p.rendered.item.key != key]
+            self.flowing = [p for p in self.flowing if not moot(p)]
 
     def take(self) -> list[Pending]:
         """A page of the replay still owed, then everything queued: durable first (they

@@ -11,15 +11,28 @@ at it are compared: a party routed before, not routed now, and that was delivere
 item by (the form `Deletes.apply` sends: `PARTY::uid` in full, the opaque handle when
 generalized); updates of the item still pending in its outboxes are discarded; it leaves
 `seen` (should an agreement let it see the item again, it gets the next version, or a replay).
+A party still routed whose best disclosure drops from full to generalized (an agreement giving
+`full` ends, one giving `generalized` goes on) is withdrawn the full form only (`stopped`):
+`PARTY::uid` with its exact position goes; a generalized form it holds stays, and the next
+version comes in that form as usual. A party given more (generalized to full) is withdrawn
+nothing: it keeps the handle until the next version (or its stale time).
+
+Parties behind a federation link have no connection here: the watchers (`Withdrawals.watchers`,
+federation/bridge.py `Federation.withdrawn`) are told first, and send the peer a contact delete
+(as for the owner's `t-x-d-d`) for a form only when every party behind that link that got it
+stops getting it at this change: the peer deletes its copy for all the parties it gave it
+to, so a party that keeps the form (or got it and stopped at an earlier change) must not be
+told. Otherwise, or with the link down, nothing crosses and those forms stay in `seen` (the
+peer still shows them until stale); the same rule keeps them from crossing at a later change.
 
 Why only at an agreement's change, and only by the latest version: a withdrawal must depend
 only on what the recipient may know. Which agreements are in force, and when they end, is
 known to both parties; the latest version of the item was one the recipient was entitled to
-(it was routed to it). An item that moves out of an agreement's area of interest is NOT
-withdrawn: a delete sent then would tell the recipient where the item is now (outside its
-area), which it may not see — interference. Such an item goes stale on the recipient's map as
-before. For the same reason the check asks routing at the change's instant, never at the
-moment the housekeeping happens to run.
+(it was routed to it, in the form withdrawn). An item that moves out of an agreement's area
+of interest is NOT withdrawn: a delete sent then would tell the recipient where the item is
+now (outside its area), which it may not see — interference. Such an item goes stale on the
+recipient's map as before. For the same reason the check asks routing at the change's
+instant, never at the moment the housekeeping happens to run.
 
 Never withdrawn: hotline messages (GeoChat: their record is signed, countersigned and in
 the ledger, and a delivered message stays delivered), conflict notices and everything else
@@ -50,6 +63,8 @@ log = logging.getLogger("commonsky.hub")
 # Categories whose delivered record stands: never withdrawn (see the module's docstring).
 NEVER_WITHDRAWN: frozenset[Category] = frozenset({Category.HOTLINE, Category.CONFLICT})
 WITHDRAWAL_STALE_S = 60.0  # how long a withdrawal (the delete event) is valid
+# (item, its `seen`, {party: forms the change stopped}) -> {party: forms not withdrawn}
+Watcher = Callable[[Item, dict[str, set[str]], dict[str, set[str]]], dict[str, set[str]]]
 
 
 def withdrawal(item: Item, now: float) -> Item:
@@ -67,6 +82,18 @@ def withdrawal(item: Item, now: float) -> Item:
         detail=f'<link uid="{uid}" relation="none" type="none"/><__forcedelete/>',
     )
     return Item(party=item.party, user="hub", category=item.category, event=event, received=now)
+
+
+def stopped(was: Disclosure, now: Disclosure | None, got: set[str]) -> set[str]:
+    """The forms of an item a party got (`got`) that a change stops: every one when its
+    latest version is no longer routed to the party (`now` None); the full form when that
+    version went to it in full before and only generalized now; none otherwise (a party
+    given more, or as much, keeps what it has until the next version comes in its form)."""
+    if now is None:
+        return set(got)
+    if was is Disclosure.FULL and now is Disclosure.GENERALIZED:
+        return got & {"full"}
+    return set()
 
 
 class Withdrawals:
@@ -87,6 +114,9 @@ class Withdrawals:
         self.clock = router.clock
         self.at = self.policy.next_change(self.clock())  # the next change not yet handled
         self.sent = 0  # deletes queued (to connections), in all
+        # Told of each item's withdrawals before they are made (federation: the parties
+        # behind a link, federation/bridge.py): they return the forms that stay in `seen`.
+        self.watchers: list[Watcher] = []
 
     def check(self) -> int:
         """Handle every change of the agreements in force due by now (the housekeeping
@@ -118,18 +148,34 @@ class Withdrawals:
                 was = self.router.route(item, before)
                 if not was:
                     continue
-                gone = set(was) - set(self.router.route(item, change))
-                for party in sorted(gone & set(rendered.seen)):
-                    queued += self.withdraw(rendered, party, now)
+                routes = self.router.route(item, change)
+                ended: dict[str, set[str]] = {}
+                for party in sorted(set(was) & set(rendered.seen)):
+                    forms = stopped(was[party], routes.get(party), rendered.seen[party])
+                    if forms:
+                        ended[party] = forms
+                kept: dict[str, set[str]] = {}
+                for watcher in self.watchers if ended else ():
+                    for party, forms in watcher(item, rendered.seen, ended).items():
+                        kept.setdefault(party, set()).update(forms)
+                for party, forms in ended.items():
+                    queued += self.withdraw(rendered, party, now, forms - kept.get(party, set()))
         if queued:
             log.info("agreements changed at %.0f: %d withdrawals queued", change, queued)
         self.sent += queued
         return queued
 
-    def withdraw(self, rendered: Rendered, party: str, now: float) -> int:
-        """Take `rendered` off `party`'s clients: a delete under each form it got the item in,
-        its pending updates discarded; `party` leaves the item's `seen`."""
-        forms = rendered.seen.pop(party, set())
+    def withdraw(
+        self, rendered: Rendered, party: str, now: float, forms: set[str] | None = None
+    ) -> int:
+        """Take `rendered` off `party`'s clients under `forms` (all it got if None): a delete
+        under each, its pending updates discarded; the forms leave the item's `seen` (and
+        `party` does when none is left)."""
+        got = rendered.seen.get(party, set())
+        forms = set(got) if forms is None else forms & got
+        got -= forms
+        if not got:
+            rendered.seen.pop(party, None)
         delete = self.render(withdrawal(rendered.item, now))
         key = rendered.item.key
         conns = self.wires.by_party.get(party, ())
@@ -138,7 +184,7 @@ class Withdrawals:
             level = Disclosure.GENERALIZED if form == "gen" else Disclosure.FULL
             pending = Pending(delete, self.router.variant(delete, party, level))
             for conn in conns:
-                conn.outbox.discard(key)  # an update still pending is moot
+                conn.outbox.discard(key, forms)  # an update still pending in them is moot
                 self.wires.enqueue(conn, pending, durable=True)
                 queued += 1
         return queued

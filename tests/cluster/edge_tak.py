@@ -22,9 +22,10 @@ KINDS = ("marti", "enroll", "tak-tls")
 class TakPorts:
     """The marti, enroll and tak-tls ports of each process, by its `[server] http` port."""
 
-    def __init__(self, cluster: Cluster, ca: Path, server: str = "") -> None:
+    def __init__(self, cluster: Cluster, ca: Path, server: str = "",
+                 base: HubText = hub_config) -> None:  # fmt: skip
         self.port = cluster.port  # (held until the cluster stops: Cluster.port)
-        self.ca, self.server = ca, server
+        self.ca, self.server, self.base = ca, server, base
         self.by_http: dict[int, dict[str, int]] = {}
         self.first = {kind: self.port() for kind in KINDS}  # (the first edge's)
         self.advertise = f"{HOST}:{self.first['marti']}"  # (every core advertises it)
@@ -42,15 +43,16 @@ class TakPorts:
                 listeners += f'ca = "{self.ca}"\n'
                 if kind == "marti" and not edge:
                     listeners += f'advertise = "{self.advertise}"\n'
-            return hub_config(data_dir, http, ports, extra + self.server) + listeners
+            return self.base(data_dir, http, ports, extra + self.server) + listeners
 
         return text
 
 
-def tak_cluster(cluster: Cluster, ca: Path, server: str = "") -> TakPorts:
-    """`cluster` with TAK's HTTP side (`server`: more `[server]` lines); the first edge
-    started has the marti port the cores advertise."""
-    ports = TakPorts(cluster, ca, server)
+def tak_cluster(cluster: Cluster, ca: Path, server: str = "",
+                base: HubText = hub_config) -> TakPorts:  # fmt: skip
+    """`cluster` with TAK's HTTP side (`server`: more `[server]` lines) on `base`'s parties
+    and agreements; the first edge started has the marti port the cores advertise."""
+    ports = TakPorts(cluster, ca, server, base)
     cluster.base = ports.text()
     return ports
 

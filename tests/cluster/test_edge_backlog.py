@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -59,7 +60,8 @@ def test_the_bound_is_derived_from_the_outbox_limits() -> None:
 async def test_past_the_bound_new_events_are_refused_and_nothing_accepted_is_lost() -> None:
     hub = EdgeHub("e1", Policy([], []), defaults())
     js = StreamAway()
-    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"), js)
+    nats = SimpleNamespace(max_payload=1 << 20)  # (what the edge reads of its connection)
+    link = EdgeLink(hub, cast(Any, nats), cast(Any, js), cast(Any, None), Names("t"), js)
     link.limit = 5
     conn = cast(Connection, FakeConn())
     publisher = asyncio.create_task(link._publisher())

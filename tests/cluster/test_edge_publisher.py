@@ -58,6 +58,8 @@ async def until(condition: Any) -> None:
 class QuietNats:
     """A NATS connection that takes subscriptions and publishes and does nothing with them."""
 
+    max_payload = 1 << 20  # (what the edge reads of its connection: the server's limit)
+
     async def subscribe(self, subject: str, cb: Any = None) -> None:
         pass
 
@@ -86,7 +88,7 @@ async def test_a_started_link_publishes_with_the_publisher_it_was_given() -> Non
 async def test_the_next_batch_goes_before_the_last_ones_acknowledgement() -> None:
     hub = EdgeHub("e1", Policy([], []), defaults())
     js = HeldAcks()
-    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"), js)
+    link = EdgeLink(hub, cast(Any, QuietNats()), cast(Any, js), cast(Any, None), Names("t"), js)
     conn = cast(Connection, FakeConn())
     publisher = asyncio.create_task(link._publisher())
     try:
@@ -107,7 +109,7 @@ async def test_the_next_batch_goes_before_the_last_ones_acknowledgement() -> Non
 async def test_an_unacknowledged_message_is_published_again_before_anything_new() -> None:
     hub = EdgeHub("e1", Policy([], []), defaults())
     js = HeldAcks()
-    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"), js)
+    link = EdgeLink(hub, cast(Any, QuietNats()), cast(Any, js), cast(Any, None), Names("t"), js)
     conn = cast(Connection, FakeConn())
     publisher = asyncio.create_task(link._publisher())
     try:
@@ -142,7 +144,7 @@ async def test_an_acknowledgement_that_never_comes_frees_its_slot(
     monkeypatch.setattr(edge, "_ACK_TIMEOUT_S", 0.2)
     hub = EdgeHub("e1", Policy([], []), defaults())
     js = HeldAcks()
-    link = EdgeLink(hub, cast(Any, None), cast(Any, js), cast(Any, None), Names("t"), js)
+    link = EdgeLink(hub, cast(Any, QuietNats()), cast(Any, js), cast(Any, None), Names("t"), js)
     conn = cast(Connection, FakeConn())
     publisher = asyncio.create_task(link._publisher())
     try:

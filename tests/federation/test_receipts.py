@@ -31,6 +31,8 @@ class _Seam:
 
     def watch(self, observer: Any) -> None: ...
 
+    def watch_withdrawals(self, watcher: Any) -> None: ...
+
     def record(self, kind: str, audience: list[str], payload: dict[str, Any]) -> None:
         self.recorded.append((kind, payload))
 

@@ -123,3 +123,35 @@ def test_hotline_and_the_hubs_own_items_are_never_withdrawn(world) -> None:
     assert len(w.take("JPN")) == 2
     assert w.end() == 0
     assert w.take("JPN") == []
+
+
+def test_a_downgrade_withdraws_the_full_form_only_and_an_upgrade_nothing(world) -> None:
+    marker, track = frozenset({Category.MARKER}), frozenset({Category.TRACK})
+    w = world(
+        Agreement("d", "USA", ("JPN",), marker, Disclosure.FULL, valid_until=END),
+        Agreement("gen", "USA", ("JPN",), marker | track, Disclosure.GENERALIZED),
+        Agreement("up", "USA", ("JPN",), track, Disclosure.FULL, valid_from=END),
+    )
+    w.send("M1")  # in full until END, then generalized
+    w.send("T1", "a-f-A")  # generalized until END, then in full
+    name = handle(SECRET, "USA", "M1")
+    assert [u for _, u, _ in w.take("JPN")] == ["USA::M1", handle(SECRET, "USA", "T1")]
+    assert w.end() == 1
+    assert w.take("JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]  # not the handle
+    assert "JPN" not in w.hub.durable[("USA", "M1")].seen
+    w.send("M1")  # the next version: generalized, as JPN may now see it
+    assert [u for _, u, _ in w.take("JPN")] == [name]
+    assert w.hub.durable[("USA", "M1")].seen["JPN"] == {"gen"}
+
+
+def test_a_downgrade_keeps_a_generalized_version_sent_after_the_change(world) -> None:
+    w = world(deal(("JPN",)), Agreement("gen", "USA", ("JPN",), MARKERS, Disclosure.GENERALIZED))
+    w.send("T1", "a-f-A")
+    w.take("JPN")
+    w.send("T1", "a-f-A")  # an update still pending in full: moot
+    w.now = END + 0.5  # a version sent after the change, before the housekeeping notices it
+    w.send("T1", "a-f-A")
+    assert w.hub.withdrawals.check() == 1
+    name = handle(SECRET, "USA", "T1")
+    assert w.take("JPN") == [("t-x-d-d", "USA::withdrawn.T1", "USA::T1"), ("a-f-A", name, "")]
+    assert w.hub.live[("USA", "T1")].seen["JPN"] == {"gen"}

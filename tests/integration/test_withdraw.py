@@ -149,3 +149,23 @@ async def test_a_hotline_message_is_not_withdrawn(tmp_path) -> None:
         received = await before_barrier(hub, rus)
         deletes = [e for e in received if e["type"] == "t-x-d-d"]
         assert len(deletes) == 1 and "GeoChat" not in deletes[0]["detail"]
+
+
+async def test_a_downgrade_to_generalized_deletes_the_full_marker_only(tmp_path) -> None:
+    clock = Clock()
+    full = ending("US-JP markers in full", "JPN", ["marker"])
+    gen = {**ending("US-JP markers generalized", "JPN", ["marker"]), "disclosure": "generalized"}
+    del gen["valid_until"]
+    async with clocked_hub(tmp_path, [full, gen], clock) as hub:
+        usa, jpn = await hub.connect_all(("USA", "JPN"))
+        usa.send(marker("M1"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::M1")
+        clock.offset = END_IN_S + 60  # the full agreement has ended; the generalized goes on
+        got = await jpn.wait_for(is_delete_of("USA::M1"), timeout=5.0)
+        assert (got["lat"], got["lon"]) == (0.0, 0.0)
+        usa.send(marker("M1", lat=35.5))  # the next version: generalized
+        received = await before_barrier(hub, jpn)
+        assert [e["uid"] for e in received if e["type"] == "t-x-d-d"] == [got["uid"]]
+        markers = [e["uid"] for e in received if e["type"] == "b-m-p-s-m"]
+        assert markers[0] == "USA::M1" and len(markers) == 2
+        assert markers[1].startswith("USA::") and markers[1] != "USA::M1"  # the handle
