@@ -29,7 +29,7 @@ _MAX_BACKOFF = 20  # redial waits double up to this many times timeout_federatio
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # (a gRPC server answers it with SETTINGS)
 
 
-class PinMismatch(PermissionError):
+class _PinMismatch(PermissionError):
     """The peer's certificate is not the pinned one."""
 
 
@@ -85,7 +85,7 @@ class Dialer:
         name = self.link.name
         host, port = self.link.config.connect  # type: ignore[misc]
         why: str | None
-        if isinstance(exc, PinMismatch):
+        if isinstance(exc, _PinMismatch):
             why = str(exc)
         elif isinstance(exc, ssl.SSLError) or (
             isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
@@ -205,7 +205,7 @@ class Dialer:
                 await writer.wait_closed()
         if der is None or fingerprint(der) != pin:
             shown = fingerprint(der) if der is not None else "none"
-            raise PinMismatch(f"its certificate ({shown}) is not the pinned {pin}")
+            raise _PinMismatch(f"its certificate ({shown}) is not the pinned {pin}")
 
     def _roots_text(self) -> str:
         ca = self.link.config.ca
