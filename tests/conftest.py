@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import ssl
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -263,8 +264,10 @@ class RunningHub:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(config: HubConfig, init: bool = False) -> AsyncIterator[RunningHub]:
-    server = HubServer(config, init=init)
+async def running_hub(
+    config: HubConfig, init: bool = False, clock: Callable[[], float] = time.time
+) -> AsyncIterator[RunningHub]:
+    server = HubServer(config, init=init, clock=clock)
     await server.start()
     running = RunningHub(server)
     try:

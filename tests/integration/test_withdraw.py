@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytak
 
-from commonsky.server import HubServer
-from tests.conftest import RunningHub, TakClient, barrier_event, base_config
+from tests.conftest import RunningHub, TakClient, barrier_event, base_config, running_hub
 from tests.integration.test_tak_tcp import chat
 
 END_IN_S = 600.0  # the agreements end this long after the test starts
@@ -57,19 +55,10 @@ def marker(uid: str, lat: float = 35.0, lon: float = 35.0) -> bytes:
     return data
 
 
-@contextlib.asynccontextmanager
-async def clocked_hub(
+def clocked_hub(
     tmp_path: Path, agreements: list[dict[str, Any]], clock: Clock
-) -> AsyncIterator[RunningHub]:
-    server = HubServer(base_config(tmp_path, agreements), clock=clock)
-    await server.start()
-    running = RunningHub(server)
-    try:
-        yield running
-    finally:
-        for client in running.clients:
-            await client.close()
-        await server.stop()
+) -> contextlib.AbstractAsyncContextManager[RunningHub]:
+    return running_hub(base_config(tmp_path, agreements), clock=clock)
 
 
 def is_delete_of(name: str) -> Any:
