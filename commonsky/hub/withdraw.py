@@ -51,6 +51,7 @@ import math
 from collections.abc import Callable
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
+from commonsky.protocol.cot import quote
 
 from .connections import Connections
 from .deletes import DELETE_TYPE
@@ -79,7 +80,7 @@ def withdrawal(item: Item, now: float) -> Item:
         stale=now + WITHDRAWAL_STALE_S,
         how="h-e",
         point=Point(0.0, 0.0),
-        detail=f'<link uid="{uid}" relation="none" type="none"/><__forcedelete/>',
+        detail=f'<link uid="{quote(uid)}" relation="none" type="none"/><__forcedelete/>',
     )
     return Item(party=item.party, user="hub", category=item.category, event=event, received=now)
 

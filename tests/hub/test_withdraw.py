@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
@@ -155,3 +156,20 @@ def test_a_downgrade_keeps_a_generalized_version_sent_after_the_change(world) ->
     name = handle(SECRET, "USA", "T1")
     assert w.take("JPN") == [("t-x-d-d", "USA::withdrawn.T1", "USA::T1"), ("a-f-A", name, "")]
     assert w.hub.live[("USA", "T1")].seen["JPN"] == {"gen"}
+
+
+def test_a_uid_with_xml_metacharacters_is_named_whole_in_well_formed_xml(world) -> None:
+    """A uid is any string without control characters (cot.check_uid): quotes, `<` and `&`
+    included. The withdrawal names it in its `<link uid>`, escaped — written raw, it ended
+    the attribute and let the uid write elements of its own into the delete."""
+    uid = "M\"1<&'><__forcedelete/>"
+    w = world(deal(("JPN",)))
+    w.send(uid)
+    w.take("JPN")
+    w.end()
+    (pending,) = w.boxes["JPN"].take()
+    event = w.hub.naming.event(pending.rendered, pending.variant)
+    assert (event.type, link_target(event)) == ("t-x-d-d", f"USA::{uid}")
+    root = etree.fromstring(pending.rendered.wire(pending.variant, "xml"))
+    assert [link.get("uid") for link in root.iter("link")] == [f"USA::{uid}"]
+    assert len(list(root.iter("__forcedelete"))) == 1
