@@ -138,13 +138,18 @@ class Acks:
                 head = None
             if parsed is None or head is None or not head.verify():
                 raise RemoteProtocolError("bad_receipt", "a receipt that does not verify")
+            last = self._peer_head.get(link.name)
             self._check_fork(link, head, parsed.since, parsed.consistency)
             entries, checkpoint = self._sent_only(link, parsed.entries), parsed.checkpoint
+            # A head alone that the peer gave before (same key, size, root) tells nothing
+            # new: recorded once. (A peer repeating it grew our ledger an entry a message;
+            # a live peer's head grows at every exchange, as it records ours.)
+            again = last == (head.hub_key, head.size, head.root) and not parsed.entries
             # Who told whom what and when, for the parties of those items only: the rest of
             # ours (a rival of theirs, perhaps) learn nothing of that traffic from it — nor
             # of a head alone, which covers no item of theirs (seen by the link's parties).
             # A receipt left with none of the entries it had answers for nothing given.
-            if entries or not parsed.entries:
+            if entries or not (parsed.entries or again):
                 mine = self.seam.parties_of(self.seam.entry_at(p >> 10) for p, _ in entries)
                 self.seam.record(
                     KIND_RECEIPT,

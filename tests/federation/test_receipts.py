@@ -11,6 +11,7 @@ import pytest
 
 from commonsky.desks.recorder import LedgerRecorder
 from commonsky.errors import RemoteProtocolError
+from commonsky.federation import federation_pb2 as pb
 from commonsky.federation.bridge import Federation
 from commonsky.federation.link import Link
 from commonsky.federation.peers import FederateConfig
@@ -223,5 +224,32 @@ def test_a_head_alone_is_seen_by_no_party_of_ours(tmp_path: Path) -> None:
         assert entry.payload["entries"] == [] and entry.audience == ("JPN",)
         (fed_ack,) = [e for e in ledgers["B"].ledger.entries() if e.kind == "fed-ack"]
         assert set(fed_ack.audience) == {"USA", "RUS"}  # (its link's, as before)
+    finally:
+        net.close()
+
+
+def test_a_head_given_again_is_recorded_once(tmp_path: Path) -> None:
+    """A receipt carrying only a signed head the peer gave before (same key, size and root)
+    answers for nothing new: recorded once. Each copy was recorded — a peer repeating its
+    receipt grew our ledger by an entry a message."""
+    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
+              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
+    try:
+        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
+        net.pump()
+        net.feds["B"].acks.exchange()
+        link = net.feds["B"].links["to-A"]
+        assert link.session is not None
+        sent = [message.SerializeToString() for message in link.session.ready()]
+        assert sent
+        _, back = net.peer_link("B", link)
+        for _ in range(3):
+            for data in sent:
+                back.receive(pb.FederatedEvent.FromString(data))
+        receipts = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+        assert len(receipts) == 1
+        net.feds["B"].acks.exchange()  # a new head (B recorded its fed-ack since): recorded
+        net.pump()
+        assert len([e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]) == 2
     finally:
         net.close()
