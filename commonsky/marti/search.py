@@ -106,7 +106,7 @@ def parse_query(params: Iterable[tuple[str, str]]) -> Query:
         raise _bad("minAltitude is above maxAltitude")
     return Query(
         keywords=words,
-        tool=seen.get("tool"),
+        tool=seen.get("tool") or None,  # (empty, as every other filter: not a filter)
         name=fold(seen.get("name", "")),
         mime=fold(seen.get("mime", "")),
         hash=fold(seen.get("hash", "")),

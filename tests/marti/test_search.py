@@ -433,3 +433,11 @@ async def test_a_flood_of_searches_leaves_the_worker_threads_free(
                 go.set()
             answers = await asyncio.gather(*flood)
     assert [a.status_code for a in answers] == [200] * 48 and entered[0] == 48
+
+
+def test_an_empty_filter_is_no_filter_whichever_it_is() -> None:
+    """`tool=` with nothing after it matched no file while `name=` matched every one: an empty
+    value filters nothing, for each text filter alike."""
+    every = parse_query([])
+    for name in ("tool", "name", "filename", "mimeType", "hash", "creatorUid", "keywords"):
+        assert parse_query([(name, "")]) == every, name
