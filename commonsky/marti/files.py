@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Protocol
 
 from commonsky.errors import UsageError
-from commonsky.marti.query import Query, where
+from commonsky.marti.query import PageKey, Query, where
 from commonsky.settings import Settings
 
 DB_NAME = "files.sqlite3"
@@ -96,7 +96,9 @@ class Files(Protocol):
 
     def derived(self, source: str, kind: str) -> list[StoredFile]: ...
 
-    def matching(self, query: Query, limit: int) -> list[StoredFile]: ...
+    def matching(
+        self, query: Query, limit: int, after: PageKey | None = None
+    ) -> list[StoredFile]: ...
 
     def rows_of(self, sha256s: list[str]) -> list[StoredFile]: ...
 
@@ -257,10 +259,11 @@ class FileStore:
         ).fetchall()
         return [_row(r) for r in found]
 
-    def matching(self, query: Query, limit: int) -> list[StoredFile]:
-        """At most `limit` rows `query` selects (query.py `where`), the newest first
-        (blocking: a search's worker thread)."""
-        condition, args = where(query, postgres=False)
+    def matching(self, query: Query, limit: int, after: PageKey | None = None) -> list[StoredFile]:
+        """At most `limit` rows `query` selects (query.py `where`), the newest first, those
+        listed after `after` (a page's last row) if given (blocking: a search's worker
+        thread)."""
+        condition, args = where(query, postgres=False, after=after)
         return self._search(
             f"SELECT * FROM file WHERE {condition} ORDER BY received DESC, sha256, party LIMIT ?",
             (*args, limit),

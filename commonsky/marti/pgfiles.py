@@ -39,7 +39,7 @@ from commonsky.errors import StoreUnavailable, UsageError, WriterFenced
 from commonsky.marti.files import Content, StoredFile, fresh_tmp, room_left, temporary_in
 from commonsky.marti.files import _row as file_row
 from commonsky.marti.pgtokens import first_line
-from commonsky.marti.query import Query, where
+from commonsky.marti.query import PageKey, Query, where
 from commonsky.settings import Settings
 
 if TYPE_CHECKING:
@@ -328,10 +328,10 @@ class PgFileStore:
         )
         return [file_row(r) for r in found]
 
-    def matching(self, query: Query, limit: int) -> list[StoredFile]:
+    def matching(self, query: Query, limit: int, after: PageKey | None = None) -> list[StoredFile]:
         """files.py's `matching`, on a connection of the worker thread's own (never the
         store's, which the event loop writes on)."""
-        condition, args = where(query, postgres=True)
+        condition, args = where(query, postgres=True, after=after)
         return self._search(
             f"SELECT {_COLUMNS} FROM commonsky_file WHERE {condition} "
             "ORDER BY received DESC, sha256, party LIMIT %s",

@@ -135,9 +135,15 @@ def circle_box(lon: float, lat: float, metres: float) -> tuple[float, float, flo
     return (west, south, east, north)
 
 
-def where(query: Query, postgres: bool) -> tuple[str, list[object]]:
+# Where a page of a search ended: the last row's (received, sha256, party), in the order
+# the stores list matching rows (received descending, then sha256 and party ascending).
+PageKey = tuple[float, str, str]
+
+
+def where(query: Query, postgres: bool, after: PageKey | None = None) -> tuple[str, list[object]]:
     """The SQL condition (`?` or `%s` placeholders) and its arguments selecting every row
-    `matches` accepts (the module's header), for the file tables of both stores."""
+    `matches` accepts (the module's header), for the file tables of both stores; with
+    `after`, only the rows listed after that one."""
     mark = "%s" if postgres else "?"
 
     def folded(column: str) -> str:
@@ -176,4 +182,9 @@ def where(query: Query, postgres: bool) -> tuple[str, list[object]]:
         join = "OR" if box[0] > box[2] else "AND"  # (OR: across the antimeridian)
         terms.append(f"lat >= {mark} AND lat <= {mark} AND (lon >= {mark} {join} lon <= {mark})")
         args.extend([box[1], box[3], box[0], box[2]])
+    if after is not None:
+        received, sha256, party = after
+        terms.append(f"(received < {mark} OR (received = {mark} AND (sha256 > {mark} OR "
+                     f"(sha256 = {mark} AND party > {mark}))))")  # fmt: skip
+        args.extend([received, received, sha256, sha256, party])
     return " AND ".join(terms) or "1 = 1", args

@@ -32,9 +32,10 @@ Rules:
   out of range, a start after the stop, both a box and a circle.
 - The store selects the matching rows (files.py / pgfiles.py `matching`: every filter in
   its SQL), so a match is found whatever its age; off the event loop (a worker thread, as
-  every blocking store call of marti/). Bounded: the newest SEARCH_SCAN_ROWS matching rows
-  are read, at most SEARCH_MAX_RESULTS results answered; when either bound cut the answer,
-  it carries the header `CommonSky-Search: truncated` (narrow the filters to see the rest).
+  every blocking store call of marti/), in pages of SEARCH_SCAN_ROWS rows, the newest
+  first. At most SEARCH_MAX_RESULTS results are answered; when more of the files the caller
+  may fetch match, the answer carries the header `CommonSky-Search: truncated` (narrow the
+  filters to see the rest). Files it may not fetch never cut it (no oracle of them).
 
 `GET /Marti/api/groups/all` answers TAK Server's group list with one group, the caller's
 party (no other party's name: who else is on the hub is not the caller's to know): `OUT`,
@@ -52,14 +53,14 @@ from typing import Any
 
 from commonsky.marti.files import StoredFile
 from commonsky.marti.ingest import Refused, fetchable
-from commonsky.marti.query import Query, fold, keywords, matches
+from commonsky.marti.query import PageKey, Query, fold, keywords, matches
 from commonsky.marti.state import MartiState
 from commonsky.namespace import foreign_uid
 
 __all__ = ["Query", "keywords", "matches", "parse_query", "search"]
 
 SEARCH_MAX_RESULTS = 1000  # results one search answers at most
-# Matching store rows one search reads at most, newest first (in a worker thread: the
+# Matching store rows one page of a search reads, newest first (in a worker thread: the
 # policy is asked of each other party's file, ~10 us a row).
 SEARCH_SCAN_ROWS = 5_000
 PARAM_MAX_CHARS = 1024  # TAK Server's longest search parameter value
@@ -189,21 +190,32 @@ class Found:
 
 
 def search(state: MartiState, party: str, query: Query) -> Found:
-    """The rows `party` may fetch now that `query` matches (blocking: a worker thread)."""
-    candidates = state.files.matching(query, SEARCH_SCAN_ROWS)
-    order = list(dict.fromkeys(r.sha256 for r in candidates))
-    holders: dict[str, list[StoredFile]] = {}
-    for row in state.files.rows_of(order):  # (every holder: the policy chooses among them)
-        holders.setdefault(row.sha256, []).append(row)
+    """The rows `party` may fetch now that `query` matches (blocking: a worker thread),
+    read in pages of SEARCH_SCAN_ROWS, the newest first, until SEARCH_MAX_RESULTS and one
+    more are found or no row is left. Only a file `party` may fetch ever cuts the answer:
+    a bound on the rows read cut it by how many rows of others' files matched — an oracle
+    of how many files the caller may not see (counted in time windows, say)."""
     found: list[StoredFile] = []
-    for sha in order:
-        chosen = fetchable(state, party, holders.get(sha, []))
-        if chosen is None or not matches(query, chosen):
-            continue
-        if len(found) == SEARCH_MAX_RESULTS:  # one more it may fetch: the answer is cut
-            return Found(found, False)  # (rows it may not fetch never say so: no oracle)
-        found.append(chosen)
-    return Found(found, len(candidates) < SEARCH_SCAN_ROWS)
+    done: set[str] = set()  # files (sha256) judged, on an earlier page
+    after: PageKey | None = None
+    while True:
+        page = state.files.matching(query, SEARCH_SCAN_ROWS, after)
+        order = [sha for sha in dict.fromkeys(r.sha256 for r in page) if sha not in done]
+        done.update(order)
+        holders: dict[str, list[StoredFile]] = {}
+        for row in state.files.rows_of(order):  # (every holder: the policy chooses)
+            holders.setdefault(row.sha256, []).append(row)
+        for sha in order:
+            chosen = fetchable(state, party, holders.get(sha, []))
+            if chosen is None or not matches(query, chosen):
+                continue
+            if len(found) == SEARCH_MAX_RESULTS:  # one more it may fetch: the answer is cut
+                return Found(found, False)
+            found.append(chosen)
+        if len(page) < SEARCH_SCAN_ROWS:
+            return Found(found, True)
+        last = page[-1]
+        after = (last.received, last.sha256, last.party)
 
 
 def search_answer(state: MartiState, party: str, query: Query) -> tuple[bytes, bool]:

@@ -97,11 +97,23 @@ def test_an_old_match_behind_more_newer_rows_than_a_search_reads_is_found(files:
     for query in (Query(keywords=("missionpackage",), tool="public"), Query(name="sable")):
         found = search(state, "USA", query)
         assert [r.sha256 for r in found.rows] == [old.sha256] and found.complete
-    # Everything matches: the newest SEARCH_SCAN_ROWS are read, and the answer says it is cut.
+    # Everything matches: more of USA's own files than an answer holds, and it says it is cut.
     everything = search(state, "USA", Query())
     assert not everything.complete and old.sha256 not in {r.sha256 for r in everything.rows}
     # Another party's file it may not fetch is in no answer, old or new.
     assert search(state, "JPN", Query(name="sable")).rows == []
+
+
+def test_files_the_caller_may_not_fetch_never_cut_its_answer(files: Files) -> None:
+    """More of USA's files match than a page holds; JPN may fetch none of them. JPN's own
+    old file is found and the answer is whole: it was cut (`truncated`) when the rows read
+    reached their bound, so counting matches in time windows told JPN how many files of
+    others it may not see there, and its own file behind them was not found."""
+    others = [a_file(i + 10) for i in range(SEARCH_SCAN_ROWS + 1)]  # USA's, newer
+    own = a_file(1, party="JPN", name="own-plan.zip")  # JPN's, the oldest row of all
+    add_all(files, [own, *others])
+    found = search(state_of(files), "JPN", Query())
+    assert [r.sha256 for r in found.rows] == [own.sha256] and found.complete
 
 
 def test_a_box_across_the_antimeridian_is_the_area_about_it(files: Files) -> None:
@@ -380,3 +392,26 @@ def test_the_store_selects_what_matches_accepts(
         assert all(matches(query, r) for r in selected)
     received = [r.received for r in selected]
     assert received == sorted(received, reverse=True)
+
+
+def test_pages_list_every_row_once_in_order_ties_and_shared_files_included(
+    files: Files,
+) -> None:
+    """A search reads the store in pages, each after the last row of the one before (its
+    received time, sha256, party): rows received at the same second and files held by two
+    parties (one sha256, two rows) are listed once each, in the order of one long read."""
+    rows = [a_file(n, received=NOW + n // 4) for n in range(1, 30)]  # ties of four
+    rows += [a_file(n, party="JPN", received=NOW + n // 4) for n in range(5, 15)]  # shared
+    add_all(files, rows)
+    whole = files.matching(Query(), 1000)
+    assert len(whole) == len(rows)
+    paged: list[StoredFile] = []
+    after = None
+    while page := files.matching(Query(), 7, after):
+        paged += page
+        after = key(page[-1])
+    assert [key(r) for r in paged] == [key(r) for r in whole]  # (lat/lon NaN: never ==)
+
+
+def key(row: StoredFile) -> tuple[float, str, str]:
+    return (row.received, row.sha256, row.party)

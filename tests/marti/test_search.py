@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from commonsky.marti import search as search_module
 from commonsky.marti.files import FileStore, StoredFile
 from commonsky.marti.ingest import Refused, may_fetch
+from commonsky.marti.query import PageKey
 from commonsky.marti.search import SEARCH_MAX_RESULTS, Query, matches, parse_query, search
 from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party, Policy
@@ -373,9 +374,9 @@ async def test_the_search_reads_the_store_off_the_event_loop(tmp_path: Path) -> 
         readers: list[int] = []
         real = files.matching
 
-        def matching(query: Query, limit: int) -> list[StoredFile]:
+        def matching(query: Query, limit: int, after: PageKey | None = None) -> list[StoredFile]:
             readers.append(threading.get_ident())
-            return real(query, limit)
+            return real(query, limit, after)
 
         files.matching = matching  # type: ignore[method-assign]
         cert = client_cert(ca, "USA", "usa-ops", tmp_path / "USA")
