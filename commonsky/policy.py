@@ -83,6 +83,12 @@ class Policy:
                 for category in agreement.categories:
                     table[(agreement.provider, category)].append(Grant(agreement, recipient, area))
         self._table = dict(table)
+        # recipient -> every provider some agreement (in force or not) grants it anything of.
+        providers: dict[str, set[str]] = defaultdict(set)
+        for (provider, _), grants in self._table.items():
+            for grant in grants:
+                providers[grant.recipient].add(provider)
+        self._providers = {r: frozenset(p) for r, p in providers.items()}
         # Every time an agreement starts or ends, in order (`next_change`: asked per item).
         self._changes = sorted(
             {t for a in self.agreements for t in (a.valid_from, a.valid_until) if t is not None}
@@ -93,6 +99,12 @@ class Policy:
         # kept per pair as (era, parties entitled), asked for every item (`entitled`).
         self._placed = {key for key, grants in self._table.items() if any(g.area for g in grants)}
         self._by_era: dict[tuple[str, Category], tuple[int, dict[str, Disclosure]]] = {}
+
+    def providers_to(self, recipient: str) -> frozenset[str]:
+        """The other parties whose items can ever reach `recipient`: those some agreement,
+        in force or not, grants it anything of (for a store's query to leave out the rest:
+        the Marti search)."""
+        return self._providers.get(recipient, frozenset())
 
     def next_change(self, now: float) -> float:
         """When the set of agreements in force next changes (inf if never): the first start

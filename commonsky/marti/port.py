@@ -64,6 +64,9 @@ class HubPort:
     def entitled(self, item: Item) -> dict[str, Disclosure]:
         return self._hub.policy.entitled(item, self._hub.clock())
 
+    def providers_to(self, party: str) -> frozenset[str]:
+        return self._hub.policy.providers_to(party)
+
     def announce(self, events: Iterable[tuple[CotEvent, str]], category: Category) -> None:
         events = list(events)
         if events:

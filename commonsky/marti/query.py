@@ -81,10 +81,13 @@ class Query:
     box: tuple[float, float, float, float] | None = None
     circle: tuple[float, float, float] | None = None
     altitude: bool = False  # an altitude bound was given: the hub keeps none, nothing matches
+    holders: tuple[str, ...] = ()  # only files these parties hold (none: any party's)
 
 
 def matches(query: Query, row: Row) -> bool:
     if query.altitude or (query.tool is not None and row.tool != query.tool):
+        return False
+    if query.holders and row.party not in query.holders:
         return False
     if query.keywords and not any(
         want in fold(have) for want in query.keywords for have in keywords(row)
@@ -158,6 +161,9 @@ def where(query: Query, postgres: bool, after: PageKey | None = None) -> tuple[s
     if query.tool is not None:
         terms.append(f"tool = {mark}")
         args.append(query.tool)
+    if query.holders:
+        terms.append(f"party IN ({', '.join([mark] * len(query.holders))})")
+        args.extend(query.holders)
     if query.keywords:
         anyof = []
         for word in query.keywords:

@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -195,6 +195,9 @@ def search(state: MartiState, party: str, query: Query) -> Found:
     more are found or no row is left. Only a file `party` may fetch ever cuts the answer:
     a bound on the rows read cut it by how many rows of others' files matched — an oracle
     of how many files the caller may not see (counted in time windows, say)."""
+    # Only the caller's own files and those of parties some agreement grants it anything of
+    # can be fetched: the store leaves out the rest (a rival's files cost nothing to pass).
+    query = replace(query, holders=(party, *sorted(state.port.providers_to(party))))
     found: list[StoredFile] = []
     done: set[str] = set()  # files (sha256) judged, on an earlier page
     after: PageKey | None = None

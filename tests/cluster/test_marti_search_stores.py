@@ -22,7 +22,8 @@ from commonsky.marti.files import Files, FileStore, StoredFile
 from commonsky.marti.pgfiles import PgFileStore
 from commonsky.marti.query import Query, distance_m, matches
 from commonsky.marti.search import SEARCH_SCAN_ROWS, parse_query, search
-from commonsky.policy import Party, Policy
+from commonsky.model import Category, Disclosure
+from commonsky.policy import Agreement, Party, Policy
 from commonsky.settings import Settings
 from commonsky.store.postgres import PostgresStore
 
@@ -84,7 +85,9 @@ def a_file(n: int, party: str = "USA", **given: Any) -> StoredFile:
 
 def state_of(files: Files) -> Any:
     policy = Policy([Party(p) for p in ("USA", "JPN")], [])
-    port = SimpleNamespace(entitled=lambda item: policy.entitled(item, NOW))
+    port = SimpleNamespace(
+        entitled=lambda item: policy.entitled(item, NOW), providers_to=policy.providers_to
+    )
     return SimpleNamespace(port=port, files=files)
 
 
@@ -415,3 +418,28 @@ def test_pages_list_every_row_once_in_order_ties_and_shared_files_included(
 
 def key(row: StoredFile) -> tuple[float, str, str]:
     return (row.received, row.sha256, row.party)
+
+
+def test_a_search_reads_no_file_of_a_party_that_grants_the_caller_nothing(
+    files: Files,
+) -> None:
+    """The store leaves out the files of parties no agreement lets reach the caller: a
+    rival's many files are not read, one by one, to be refused by the policy."""
+    add_all(files, [a_file(n) for n in range(1, 40)] + [a_file(99, party="JPN")])
+    read: list[StoredFile] = []
+    real = files.matching
+
+    def matching(query: Query, limit: int, after: Any = None) -> list[StoredFile]:
+        read.extend(rows := real(query, limit, after))
+        return rows
+
+    files.matching = matching  # type: ignore[method-assign]
+    found = search(state_of(files), "JPN", Query())
+    assert [r.party for r in found.rows] == ["JPN"] and found.complete
+    assert {r.party for r in read} == {"JPN"}
+    assert Policy([Party(p) for p in ("USA", "JPN")], []).providers_to("JPN") == frozenset()
+    granted = Policy(
+        [Party(p) for p in ("USA", "JPN", "KOR")],
+        [Agreement("a", "USA", ("JPN", "KOR"), frozenset({Category.FILE}), Disclosure.FULL)],
+    )
+    assert granted.providers_to("JPN") == {"USA"} and granted.providers_to("USA") == set()

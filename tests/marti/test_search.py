@@ -206,7 +206,10 @@ def test_search_is_exactly_what_may_fetch_allows(
                     StoredFile(f"{n:064x}", holder, "u", "c", f"f{n}", "m", 1, kind, categories,
                                35.0 if located else float("nan"), 40.0, NOW + i, tool)
                 )  # fmt: skip
-            port = SimpleNamespace(entitled=lambda item: policy.entitled(item, NOW))
+            port = SimpleNamespace(
+                entitled=lambda item: policy.entitled(item, NOW),
+                providers_to=policy.providers_to,
+            )
             state: Any = SimpleNamespace(port=port, files=files)
             for party in PARTIES:
                 answer = search(state, party, query)
@@ -217,10 +220,19 @@ def test_search_is_exactly_what_may_fetch_allows(
                     row = may_fetch(state, party, f"{n:064x}")
                     if row is not None and matches(query, row):
                         expected.add(row.sha256)
+                # One result per file, the newest first by the rows of parties that can
+                # reach the caller (another's copy, uploaded later, must not move it up).
+                reach = {party, *policy.providers_to(party)}
                 assert [r.sha256 for r in found] == sorted(
                     {r.sha256 for r in found},
-                    key=lambda s: -max(r.received for r in files.rows(s) if matches(query, r)),
-                )  # (one result per file, the newest matching first)
+                    key=lambda s: (
+                        -max(
+                            r.received
+                            for r in files.rows(s)
+                            if matches(query, r) and r.party in reach
+                        )
+                    ),
+                )
                 assert {r.sha256 for r in found} == expected
                 assert len(found) <= SEARCH_MAX_RESULTS
         finally:
