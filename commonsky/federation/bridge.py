@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.registry import Collector
 
 from commonsky.errors import RemoteProtocolError
+from commonsky.hub.deletes import form_level
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, is_deleted
 from commonsky.protocol.cot import encode_event
 
@@ -248,8 +249,7 @@ class Federation:
                 if not crossed:
                     continue  # (a form only for parties beyond it never crossed)
                 if all(form in stopped.get(p, ()) for p in holders):
-                    level = Disclosure.GENERALIZED if form == "gen" else Disclosure.FULL
-                    uid = self.seam.render(item, crossed[0], level).uid
+                    uid = self.seam.render(item, crossed[0], form_level(form)).uid
                     if link.send(self._contact_delete(item, uid)):
                         self.withdrawals_sent += 1
                         self.sent_names.get((link.name, item.party, item.uid), set()).discard(uid)

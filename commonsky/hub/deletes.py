@@ -71,6 +71,11 @@ def audience(seen: dict[str, set[str]], routes: dict[str, str], owner: str) -> d
     return forms
 
 
+def form_level(form: str) -> Disclosure:
+    """The disclosure of a form an item reached a party in (`audience`): "full" or "gen"."""
+    return Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
+
+
 class Routing(Protocol):
     """What the delete flow asks of routing (`routing.Router`, which imports this module)."""
 
@@ -158,8 +163,7 @@ class Deletes:
         if old is not None:
             for party, forms in self.routing.reached(old, now).items():
                 for form in sorted(forms):
-                    level = Disclosure.FULL if form == "full" else Disclosure.GENERALIZED
-                    targets.append((party, self.routing.variant(rendered, party, level)))
+                    targets.append((party, self.routing.variant(rendered, party, form_level(form))))
             self.picture.remove(old.item.key)
         for party, variant in targets:
             for conn in self.wires.by_party.get(party, ()):

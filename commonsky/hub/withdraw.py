@@ -54,7 +54,7 @@ from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.protocol.cot import quote
 
 from .connections import Connections
-from .deletes import DELETE_TYPE
+from .deletes import DELETE_TYPE, form_level
 from .outbox import Pending, Rendered
 from .picture import Picture
 from .routing import Router
@@ -181,11 +181,11 @@ class Withdrawals:
         key = rendered.item.key
         conns = self.wires.by_party.get(party, ())
         queued = 0
+        for conn in conns:
+            conn.outbox.discard(key, forms)  # an update still pending in them is moot
         for form in sorted(forms):
-            level = Disclosure.GENERALIZED if form == "gen" else Disclosure.FULL
-            pending = Pending(delete, self.router.variant(delete, party, level))
+            pending = Pending(delete, self.router.variant(delete, party, form_level(form)))
             for conn in conns:
-                conn.outbox.discard(key, forms)  # an update still pending in them is moot
                 self.wires.enqueue(conn, pending, durable=True)
                 queued += 1
         return queued
