@@ -4,6 +4,7 @@ gave us (it rewrote its past) is caught when it answers — a fork — and its r
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,23 @@ def _recording(net: Net, hub: str, root: Path) -> LedgerRecorder:
     return recorder
 
 
+UsJp = tuple[Net, dict[str, LedgerRecorder]]
+
+
+@pytest.fixture
+def us_jp(tmp_path: Path) -> Iterator[UsJp]:
+    """Hub A (USA, and RUS, who shares nothing) linked to hub B (JPN), USA granting JPN; both
+    recording their ledgers, the link up."""
+    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
+              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
+    try:
+        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
+        net.pump()
+        yield net, ledgers
+    finally:
+        net.close()
+
+
 @pytest.mark.parametrize("lost", ["receiver", "sender"])
 def test_a_copy_sent_again_after_a_restart_is_answered_with_its_receipt(
     tmp_path: Path, lost: str
@@ -144,25 +162,19 @@ def test_a_copy_sent_again_after_a_restart_is_answered_with_its_receipt(
         net.close()
 
 
-def test_a_receipt_is_seen_only_by_the_parties_of_what_it_proves(tmp_path: Path) -> None:
+def test_a_receipt_is_seen_only_by_the_parties_of_what_it_proves(us_jp: UsJp) -> None:
     """USA's marker to JPN's hub, acknowledged: the receipt in USA's hub's ledger said to
     every party of that hub (RUS, who shares nothing with anyone, too) when USA's items went
     to JPN — traffic a rival may not see. Now only the parties of the items it covers."""
-    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
-              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
-    try:
-        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
-        net.pump()
-        net.hubs["A"].accept("USA", "d", event("m0"))
-        net.pump()
-        net.feds["B"].acks.flush()
-        net.pump()
-        (receipt,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
-        assert receipt.payload["entries"] and receipt.audience == ("USA",)
-        (ack,) = [e for e in ledgers["B"].ledger.entries() if e.kind == "fed-ack"]
-        assert set(ack.audience) == {"USA", "JPN"}
-    finally:
-        net.close()
+    net, ledgers = us_jp
+    net.hubs["A"].accept("USA", "d", event("m0"))
+    net.pump()
+    net.feds["B"].acks.flush()
+    net.pump()
+    (receipt,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+    assert receipt.payload["entries"] and receipt.audience == ("USA",)
+    (ack,) = [e for e in ledgers["B"].ledger.entries() if e.kind == "fed-ack"]
+    assert set(ack.audience) == {"USA", "JPN"}
 
 
 def _seq(net: Net, hub: str, uid: str) -> int:
@@ -170,7 +182,7 @@ def _seq(net: Net, hub: str, uid: str) -> int:
     return seq
 
 
-def test_a_peer_answers_only_for_what_was_sent_to_it(tmp_path: Path) -> None:
+def test_a_peer_answers_only_for_what_was_sent_to_it(us_jp: UsJp) -> None:
     """JPN's hub, linked to USA's and RUS's, signs a receipt for RUS's item — never sent to
     it (no agreement) — beside USA's, and acknowledges far past what it was given: RUS's
     item was recorded as acknowledged, in a receipt RUS saw, and the cursor jumped past
@@ -179,77 +191,59 @@ def test_a_peer_answers_only_for_what_was_sent_to_it(tmp_path: Path) -> None:
 
     from .test_hostile_peer import send
 
-    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
-              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
-    try:
-        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
-        net.pump()
-        for party, uid in (("USA", "m0"), ("RUS", "r0"), ("USA", "m1")):
-            net.hubs["A"].accept(party, "d", event(uid))
-        a = net.feds["A"].links["to-B"]
-        assert a.session is not None
-        sent = a.session.ready()  # (B's honest answers are not carried)
-        assert len(sent) == 2
-        m0, r0, m1 = (_seq(net, "A", uid) << 10 for uid in ("m0", "r0", "m1"))
-        head = ledgers["B"].ledger.checkpoint().to_json()
-        forged = receipt_json([(r0, 0), (m0, 0)], head)
-        send(net, "A", "to-B", ack(500 << 10, 0.0, forged))
-        (entry,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
-        assert entry.payload["entries"] == [[m0, 0]] and entry.audience == ("USA",)
-        assert net.feds["A"].refused == {("to-B", "ack_not_sent"): 1}
-        assert net.hubs["A"].store.cursor("fed-out", "to-B") == m1
-        assert net.feds["A"].acks.acked == {"to-B": m1}
-        # a receipt for nothing it was given: nothing recorded, counted again
-        send(net, "A", "to-B", ack(m1, 0.0, receipt_json([(m1 + (1 << 10), 0)], head)))
-        assert len([e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]) == 1
-        assert net.feds["A"].refused == {("to-B", "ack_not_sent"): 2}
-        facts = [e for e in ledgers["A"].ledger.entries() if e.kind.startswith("fed-")]
-        assert facts and not [e for e in facts if "RUS" in e.audience]
-    finally:
-        net.close()
+    net, ledgers = us_jp
+    for party, uid in (("USA", "m0"), ("RUS", "r0"), ("USA", "m1")):
+        net.hubs["A"].accept(party, "d", event(uid))
+    a = net.feds["A"].links["to-B"]
+    assert a.session is not None
+    sent = a.session.ready()  # (B's honest answers are not carried)
+    assert len(sent) == 2
+    m0, r0, m1 = (_seq(net, "A", uid) << 10 for uid in ("m0", "r0", "m1"))
+    head = ledgers["B"].ledger.checkpoint().to_json()
+    forged = receipt_json([(r0, 0), (m0, 0)], head)
+    send(net, "A", "to-B", ack(500 << 10, 0.0, forged))
+    (entry,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+    assert entry.payload["entries"] == [[m0, 0]] and entry.audience == ("USA",)
+    assert net.feds["A"].refused == {("to-B", "ack_not_sent"): 1}
+    assert net.hubs["A"].store.cursor("fed-out", "to-B") == m1
+    assert net.feds["A"].acks.acked == {"to-B": m1}
+    # a receipt for nothing it was given: nothing recorded, counted again
+    send(net, "A", "to-B", ack(m1, 0.0, receipt_json([(m1 + (1 << 10), 0)], head)))
+    assert len([e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]) == 1
+    assert net.feds["A"].refused == {("to-B", "ack_not_sent"): 2}
+    facts = [e for e in ledgers["A"].ledger.entries() if e.kind.startswith("fed-")]
+    assert facts and not [e for e in facts if "RUS" in e.audience]
 
 
-def test_a_head_alone_is_seen_by_no_party_of_ours(tmp_path: Path) -> None:
+def test_a_head_alone_is_seen_by_no_party_of_ours(us_jp: UsJp) -> None:
     """A signed head with no entries (`timeout_checkpoint_s`, or nothing flowed) was recorded
     for every party of the sender's hub: RUS, whose items never crossed, learnt each
     exchange with JPN's hub. Now it is the link's parties', as the receiver's `fed-ack`."""
-    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
-              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
-    try:
-        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
-        net.pump()
-        net.feds["B"].acks.exchange()
-        net.pump()
-        (entry,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
-        assert entry.payload["entries"] == [] and entry.audience == ("JPN",)
-        (fed_ack,) = [e for e in ledgers["B"].ledger.entries() if e.kind == "fed-ack"]
-        assert set(fed_ack.audience) == {"USA", "RUS"}  # (its link's, as before)
-    finally:
-        net.close()
+    net, ledgers = us_jp
+    net.feds["B"].acks.exchange()
+    net.pump()
+    (entry,) = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+    assert entry.payload["entries"] == [] and entry.audience == ("JPN",)
+    (fed_ack,) = [e for e in ledgers["B"].ledger.entries() if e.kind == "fed-ack"]
+    assert set(fed_ack.audience) == {"USA", "RUS"}  # (its link's, as before)
 
 
-def test_a_head_given_again_is_recorded_once(tmp_path: Path) -> None:
+def test_a_head_given_again_is_recorded_once(us_jp: UsJp) -> None:
     """A receipt carrying only a signed head the peer gave before (same key, size and root)
     answers for nothing new: recorded once. Each copy was recorded — a peer repeating its
     receipt grew our ledger by an entry a message."""
-    net = Net({"A": ("USA", "RUS"), "B": ("JPN",)}, {frozenset("AB")},
-              [deal("us-jp", "USA", "JPN")], tmp_path)  # fmt: skip
-    try:
-        ledgers = {hub: _recording(net, hub, tmp_path) for hub in ("A", "B")}
-        net.pump()
-        net.feds["B"].acks.exchange()
-        link = net.feds["B"].links["to-A"]
-        assert link.session is not None
-        sent = [message.SerializeToString() for message in link.session.ready()]
-        assert sent
-        _, back = net.peer_link("B", link)
-        for _ in range(3):
-            for data in sent:
-                back.receive(pb.FederatedEvent.FromString(data))
-        receipts = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
-        assert len(receipts) == 1
-        net.feds["B"].acks.exchange()  # a new head (B recorded its fed-ack since): recorded
-        net.pump()
-        assert len([e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]) == 2
-    finally:
-        net.close()
+    net, ledgers = us_jp
+    net.feds["B"].acks.exchange()
+    link = net.feds["B"].links["to-A"]
+    assert link.session is not None
+    sent = [message.SerializeToString() for message in link.session.ready()]
+    assert sent
+    _, back = net.peer_link("B", link)
+    for _ in range(3):
+        for data in sent:
+            back.receive(pb.FederatedEvent.FromString(data))
+    receipts = [e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]
+    assert len(receipts) == 1
+    net.feds["B"].acks.exchange()  # a new head (B recorded its fed-ack since): recorded
+    net.pump()
+    assert len([e for e in ledgers["A"].ledger.entries() if e.kind == "fed-receipt"]) == 2
