@@ -148,6 +148,7 @@ class Hub:
         self.quarantine.rebuild("picture", store.active(clock()), self._load)
         self.receipts.loaded()
         self._quarantine_unreadable("picture")
+        self.withdrawals.catch_up()  # what changed while it was down
 
     def add_desk(self, desk: Desk) -> None:
         """Let `desk` check the items of its categories before they are stored and observe
@@ -544,7 +545,7 @@ class Hub:
         stale or may no longer be seen. What is addressed to devices is given when the
         device reports itself."""
         self.wires.add(conn)
-        conn.outbox.replay(self.picture.replay(conn))
+        conn.outbox.replay(self.withdrawals.replay(conn, self.picture.replay(conn)))
         self.wires.opened(conn)
 
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:

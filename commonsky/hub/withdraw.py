@@ -38,26 +38,35 @@ Never withdrawn: hotline messages (GeoChat: their record is signed, countersigne
 the ledger, and a delivered message stays delivered), conflict notices and everything else
 the hub makes for a fixed audience (`Item.audience`: a federation link's items too), and a
 directed item only as far as routing (which narrows it by its `<marti><dest>`) says.
-Withdrawals are transient like deletes: never stored, never recorded, never replayed. A
-client connecting after the change is not owed the item anyway: the replay follows the routes
-as they are now (`Picture.replay`). On a cluster the core's hub does the same through its
-proxy connections, so the edges' clients get the deletes as they get any other output.
+Withdrawals are transient like deletes: never stored, never recorded. A client away at the
+change (off line, or its hub down) still shows what it was given, and the replay, which follows
+the routes as they are now (`Picture.replay`), does not name it: so each party is owed the
+withdrawals of its clients that may have been away (`owed`: every party the latest version
+was routed to before a change and not at it, delivered or not, since a client may hold an
+older version), until that version's stale time; a client of the party draws them ahead of
+its replay when it connects (`replay`), less any form the party is routed now (the replay
+brings that form back). A restart owes the changes it missed, from the stored picture and
+the agreements as configured (`catch_up`). A delete for a marker a client never had is a
+no-op for TAK clients, so owing more than a client holds costs a few bytes. On a cluster the
+core's hub does the same through its proxy connections (the edges' clients get the deletes
+as they get any other output, and the owed ones with the part of the replay the core sends).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.protocol.cot import quote
 
+from .connection import Connection
 from .connections import Connections
 from .deletes import DELETE_TYPE, form_level
 from .outbox import Pending, Rendered
 from .picture import Picture
-from .routing import Router
+from .routing import VARIANT, Router
 
 log = logging.getLogger("commonsky.hub")
 
@@ -115,6 +124,10 @@ class Withdrawals:
         self.clock = router.clock
         self.at = self.policy.next_change(self.clock())  # the next change not yet handled
         self.sent = 0  # deletes queued (to connections), in all
+        # What each party's clients that were away are owed: party -> item key -> (the
+        # latest version withdrawn, the forms withdrawn, until when: the latest stale time).
+        self.owed: dict[str, dict[tuple[str, str], tuple[Item, set[str], float]]] = {}
+        self._prune_at = 0.0
         # Told of each item's withdrawals before they are made (federation: the parties
         # behind a link, federation/bridge.py): they return the forms that stay in `seen`.
         self.watchers: list[Watcher] = []
@@ -128,7 +141,76 @@ class Withdrawals:
             change = self.at
             queued += self.at_change(change, now)
             self.at = self.policy.next_change(change)
+        if now >= self._prune_at:  # (once a minute: what is owed lasts hours, mostly)
+            self._prune_at = now + 60.0
+            for owed in self.owed.values():
+                for key in [k for k, (_, _, until) in owed.items() if until <= now]:
+                    del owed[key]
         return queued
+
+    def _withdrawable(self, item: Item, now: float) -> bool:
+        return not (
+            item.party == HUB
+            or item.audience
+            or item.category in NEVER_WITHDRAWN
+            or item.event.stale <= now
+        )
+
+    def owe(self, party: str, item: Item, forms: set[str]) -> None:
+        """Have `party`'s clients told, when they connect, that `item` (its latest version)
+        left their maps under `forms` (see the module's docstring)."""
+        if not forms:
+            return
+        owed = self.owed.setdefault(party, {})
+        held = owed.get(item.key)
+        if held is not None:
+            forms = forms | held[1]
+        until = max(item.event.stale, held[2] if held is not None else -math.inf)
+        owed[item.key] = (item, forms, until)
+
+    def replay(self, conn: Connection, replay: Iterator[Pending]) -> Iterator[Pending]:
+        """The withdrawals `conn`'s party is owed (drawn lazily, as of when drawn), then
+        `replay`: the picture it is owed."""
+        owed = self.owed.get(conn.party)
+        if owed:
+            now = self.clock()
+            for key, (item, forms, until) in list(owed.items()):
+                if until <= now:
+                    continue
+                current = self.picture.get(key)
+                if current is not None and current.item.event.stale > now:
+                    level = self.router.cached_route(current, now).get(conn.party)
+                    forms = forms - {VARIANT[level]} if level is not None else forms
+                if forms:
+                    delete = self.render(withdrawal(item, now))
+                    for form in sorted(forms):
+                        variant = self.router.variant(delete, conn.party, form_level(form))
+                        yield Pending(delete, variant)
+        yield from replay
+
+    def catch_up(self) -> int:
+        """At start: owe each party what the changes since each stored item's latest version
+        came (while the hub was down, or before it stopped) withdrew from it, as `at_change`
+        would have. Returns the withdrawals owed."""
+        now = self.clock()
+        count = 0
+        for pool in (self.picture.durable, self.picture.live):
+            for rendered in list(pool.values()):
+                item = rendered.item
+                if not self._withdrawable(item, now):
+                    continue
+                was = self.router.route(item, item.received)
+                at = item.received
+                while (at := self.policy.next_change(at)) <= now:
+                    routes = self.router.route(item, at)
+                    for party, level in was.items():
+                        forms = stopped(level, routes.get(party), {VARIANT[level]})
+                        self.owe(party, item, forms)
+                        count += len(forms)
+                    was = routes
+        if count:
+            log.info("%d withdrawals owed to clients away at agreements' changes", count)
+        return count
 
     def at_change(self, change: float, now: float) -> int:
         """Withdraw, at the change at `change`, every item from each party its latest
@@ -138,18 +220,16 @@ class Withdrawals:
         for pool in (self.picture.durable, self.picture.live):
             for rendered in list(pool.values()):
                 item = rendered.item
-                if (
-                    item.party == HUB
-                    or item.audience
-                    or item.category in NEVER_WITHDRAWN
-                    or item.event.stale <= now
-                    or not rendered.seen
-                ):
+                if not self._withdrawable(item, now):
                     continue
                 was = self.router.route(item, before)
                 if not was:
                     continue
                 routes = self.router.route(item, change)
+                for party, level in was.items():  # (delivered or not: see `owe`)
+                    self.owe(party, item, stopped(level, routes.get(party), {VARIANT[level]}))
+                if not rendered.seen:
+                    continue
                 ended: dict[str, set[str]] = {}
                 for party in sorted(set(was) & set(rendered.seen)):
                     forms = stopped(was[party], routes.get(party), rendered.seen[party])

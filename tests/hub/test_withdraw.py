@@ -173,3 +173,69 @@ def test_a_uid_with_xml_metacharacters_is_named_whole_in_well_formed_xml(world) 
     root = etree.fromstring(pending.rendered.wire(pending.variant, "xml"))
     assert [link.get("uid") for link in root.iter("link")] == [f"USA::{uid}"]
     assert len(list(root.iter("__forcedelete"))) == 1
+
+
+def connect(w: World, party: str) -> list[tuple[str, str, str]]:
+    """A new client of `party` connects: what its replay's first page gives it."""
+    w.boxes[party] = Outbox(1000, 1000)
+    conn = Connection(party, party, "test", w.boxes[party], MemoryPeer(), id=f"{party}-again")
+    w.hub.attach(conn)
+    return w.take(party)
+
+
+def test_a_client_away_at_the_end_is_given_the_delete_when_it_connects(world) -> None:
+    """JPN's only client was off line when the agreement ended: no connection of JPN was
+    there to queue the delete to, and the replay (the picture as JPN may see it now) does
+    not name the marker — its map kept it until its stale time, a day away."""
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    w.take("JPN")
+    w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
+    w.send("M1")  # a newer version, never delivered to JPN: its map shows the older one
+    assert w.end() == 0  # nobody of JPN's to queue it to
+    assert connect(w, "JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
+    assert connect(w, "KOR") == []  # never routed to KOR: nothing owed
+    w.now = END + 86_400  # the version's stale time: JPN's map drops it by itself
+    assert connect(w, "JPN") == []
+
+
+def test_what_is_owed_leaves_out_a_form_the_party_sees_again(world) -> None:
+    """Owed the full form (a downgrade): a client connecting gets the handle in the replay
+    and a delete for `USA::M1`; once an agreement gives the full form again, the replay
+    brings `USA::M1` and no delete may take it off."""
+    marker = frozenset({Category.MARKER})
+    again = END + 1000
+    w = world(
+        Agreement("d", "USA", ("JPN",), marker, Disclosure.FULL, valid_until=END),
+        Agreement("gen", "USA", ("JPN",), marker, Disclosure.GENERALIZED),
+        Agreement("again", "USA", ("JPN",), marker, Disclosure.FULL, valid_from=again),
+    )
+    w.send("M1")
+    w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
+    w.end()
+    name = handle(SECRET, "USA", "M1")
+    assert connect(w, "JPN") == [
+        ("t-x-d-d", "USA::withdrawn.M1", "USA::M1"),
+        ("b-m-p-s-m", name, ""),
+    ]
+    w.now = again
+    w.hub.withdrawals.check()
+    assert connect(w, "JPN") == [("b-m-p-s-m", "USA::M1", "")]
+
+
+def test_a_restart_owes_what_the_changes_it_missed_withdrew(world, tmp_path: Path) -> None:
+    """The hub was down across the agreement's end: its clients come back to a hub that
+    never saw the change happen, and must still take the marker off."""
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    w.send("GeoChat.dev.JPN.m1", "b-t-f", detail="<remarks>hello</remarks>")
+    w.store.close()
+    store = SQLiteStore(w.store.path.parent)
+    policy = Policy([Party(p) for p in PARTIES], [deal(("JPN",))])
+    w.now = END + 10
+    w.store = store
+    w.hub = Hub(policy, store, defaults(), SECRET, clock=lambda: w.now)
+    assert w.hub.withdrawals.catch_up() == 1  # (also run as the hub started)
+    assert connect(w, "JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
+    own = connect(w, "USA")  # its own items, no delete: nothing is owed to the owner
+    assert sorted(kind for kind, _, _ in own) == ["b-m-p-s-m", "b-t-f"]
