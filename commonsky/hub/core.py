@@ -141,6 +141,7 @@ class Hub:
             apply=self._apply,
             observe=self._observe,
             clock=lambda: self.clock(),
+            owe=self.withdrawals.owe,
         )
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)

@@ -50,6 +50,7 @@ the agreements as configured (`catch_up`). A delete for a marker a client never 
 no-op for TAK clients, so owing more than a client holds costs a few bytes. On a cluster the
 core's hub does the same through its proxy connections (the edges' clients get the deletes
 as they get any other output, and the owed ones with the part of the replay the core sends).
+An owner's delete is owed the same way (`Deletes.apply`), while the hub is up.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ log = logging.getLogger("commonsky.hub")
 # Categories whose delivered record stands: never withdrawn (see the module's docstring).
 NEVER_WITHDRAWN: frozenset[Category] = frozenset({Category.HOTLINE, Category.CONFLICT})
 WITHDRAWAL_STALE_S = 60.0  # how long a withdrawal (the delete event) is valid
+# Deletes owed to a party's clients that were away, at most (the oldest dropped first): a
+# bound on memory, ~10 days of a busy party's deleted markers.
+OWED_PER_PARTY = 10_000
 # (item, its `seen`, {party: forms the change stopped}) -> {party: forms not withdrawn}
 Watcher = Callable[[Item, dict[str, set[str]], dict[str, set[str]]], dict[str, set[str]]]
 
@@ -158,11 +162,14 @@ class Withdrawals:
 
     def owe(self, party: str, item: Item, forms: set[str]) -> None:
         """Have `party`'s clients told, when they connect, that `item` (its latest version)
-        left their maps under `forms` (see the module's docstring)."""
+        left their maps under `forms` ("own", "full", "gen"; see the module's docstring):
+        an agreement's change withdrew it, or its owner deleted it (`Deletes.apply`)."""
         if not forms:
             return
         owed = self.owed.setdefault(party, {})
-        held = owed.get(item.key)
+        held = owed.pop(item.key, None)  # (re-inserted: the newest last)
+        if held is None and len(owed) >= OWED_PER_PARTY:
+            del owed[next(iter(owed))]  # the party's oldest goes stale on its own
         if held is not None:
             forms = forms | held[1]
         until = max(item.event.stale, held[2] if held is not None else -math.inf)
@@ -178,15 +185,19 @@ class Withdrawals:
                 if until <= now:
                     continue
                 current = self.picture.get(key)
-                if current is not None and current.item.event.stale > now:
-                    level = self.router.cached_route(current, now).get(conn.party)
-                    forms = forms - {VARIANT[level]} if level is not None else forms
+                sees = current and self.router.variant_for(current, conn.party, now)
+                if sees:  # (the form it sees now, the replay brings back)
+                    forms = forms - {sees.partition(":")[0]}
                 if forms:
                     delete = self.render(withdrawal(item, now))
                     for form in sorted(forms):
-                        variant = self.router.variant(delete, conn.party, form_level(form))
-                        yield Pending(delete, variant)
+                        yield Pending(delete, self._variant(delete, conn.party, form))
         yield from replay
+
+    def _variant(self, delete: Rendered, party: str, form: str) -> str:
+        if form == "own":
+            return "own"
+        return self.router.variant(delete, party, form_level(form))
 
     def catch_up(self) -> int:
         """At start: owe each party what the changes since each stored item's latest version

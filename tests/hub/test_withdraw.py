@@ -239,3 +239,34 @@ def test_a_restart_owes_what_the_changes_it_missed_withdrew(world, tmp_path: Pat
     assert connect(w, "JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
     own = connect(w, "USA")  # its own items, no delete: nothing is owed to the owner
     assert sorted(kind for kind, _, _ in own) == ["b-m-p-s-m", "b-t-f"]
+
+
+def test_clients_away_when_the_owner_deletes_a_marker_are_told_when_they_connect(world) -> None:
+    """The same for an owner's delete: JPN's client and the owner's other device were off
+    line when USA deleted the marker — the delete was queued to nobody of theirs, and the
+    replay no longer names the marker."""
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    w.take("JPN")
+    for party in ("JPN", "USA"):
+        w.hub.detach(next(iter(w.hub.wires.by_party[party])))
+    w.send("del-1", "t-x-d-d", detail='<link uid="M1" relation="none" type="b-m-p-s-m"/>')
+    assert ("USA", "M1") not in w.hub.durable
+    assert connect(w, "JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
+    assert connect(w, "USA") == [("t-x-d-d", "withdrawn.M1", "M1")]
+    assert connect(w, "KOR") == []
+    w.send("M1")  # made again, and JPN may see it: no delete may take it off now
+    assert connect(w, "JPN") == [("b-m-p-s-m", "USA::M1", "")]
+    assert connect(w, "USA") == [("b-m-p-s-m", "M1", "")]
+
+
+def test_what_a_party_is_owed_is_bounded(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    from commonsky.hub import withdraw
+
+    monkeypatch.setattr(withdraw, "OWED_PER_PARTY", 2)
+    w = world(deal(("JPN",)))
+    w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
+    for uid in ("M1", "M2", "M3"):
+        w.send(uid)
+        w.send(f"del-{uid}", "t-x-d-d", detail=f'<link uid="{uid}" relation="none" type="none"/>')
+    assert [linked for _, _, linked in connect(w, "JPN")] == ["USA::M2", "USA::M3"]
