@@ -241,7 +241,7 @@ async def _edge_dies(day: Day, kill: Callable[[], None], edges: list[dict[str, i
         await day.peers[name].close()
         await day.join(name, party, edges[0][party], proto)
     await day.sync()
-    expect(day, {name: PICTURE[party] for name, (party, *_) in moved.items()})
+    expect(day, {name: PICTURE[party] + OWED[party] for name, (party, *_) in moved.items()})
     for name in ("a2", "b1", "c2"):
         _, _, _, uid, callsign, lat = CLIENTS[name]
         day.send(name, device(uid, callsign, lat))
