@@ -12,7 +12,6 @@ import importlib
 import inspect
 import logging
 import math
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from commonsky.conformance import cli as conformance_cli
 from commonsky.errors import UsageError
 from commonsky.marti import cli as marti_cli
 from commonsky.settings import SETTINGS, env_name, flag_name
+from commonsky.stopsignal import StopRequest
 
 #: Command groups whose modules load the numerical and cryptographic libraries (numpy,
 #: pyproj, the fusion and ledger code): NAME -> (module, Typer app, help). Imported when
@@ -172,6 +172,8 @@ def serve(
     docs/nats-permissions.conf is the server's side (README, "Configuration";
     docs/architecture.md, "Cluster" and "The NATS link").
     """
+    request = StopRequest()
+    request.install()  # first: a signal during the imports and the start is a clean stop
     from commonsky import eventloop
     from commonsky.config import load_config
     from commonsky.server import serve_forever
@@ -183,7 +185,9 @@ def serve(
     serve = serve_forever
     if hub_config.cluster is not None:  # an edge, a core, or both (commonsky/cluster/run.py)
         from commonsky.cluster.run import serve_cluster as serve
-    eventloop.run(_until_signal(lambda stop: serve(hub_config, stop, init=init)), loop)
+    if request.requested:
+        return  # stopped before anything was opened
+    eventloop.run(_until_signal(lambda stop: serve(hub_config, stop, init=init), request), loop)
 
 
 @app.command()
@@ -229,6 +233,8 @@ def demo(
     Prints the map's address, a sign-in link and the TAK port of every party, then a
     summary (DATA_DIR/summary.json); tokens in DATA_DIR/tokens.json.
     """
+    request = StopRequest()
+    request.install()  # first: a signal during the imports and the start is a clean stop
     from commonsky.demo.main import run_demo
     from commonsky.settings import CLOCK_RATE_MAX, parse_hostport
 
@@ -253,7 +259,9 @@ def demo(
             scenario=scenario,
         )
 
-    summary = asyncio.run(_until_signal_result(play))
+    if request.requested:
+        return  # stopped before anything was made
+    summary = asyncio.run(_until_signal_result(play, request))
     print(f"summary written to {data_dir / 'summary.json'}")
     if not summary["all_held"]:
         sys.exit(1)
@@ -356,21 +364,19 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+async def _until_signal(
+    run: Callable[[asyncio.Event], Awaitable[None]], request: StopRequest
+) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    request.attach(stop)
     await run(stop)
 
 
 async def _until_signal_result(
-    run: Callable[[asyncio.Event], Awaitable[dict[str, object]]],
+    run: Callable[[asyncio.Event], Awaitable[dict[str, object]]], request: StopRequest
 ) -> dict[str, object]:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    request.attach(stop)
     return await run(stop)
 
 
