@@ -77,7 +77,7 @@ def _ledger(data_dir: Path | None, config: Path | None = None) -> tuple[Path, Le
     manifest = _manifest(data_dir)
     kept = str(manifest.get("ledger", ""))
     if not url and kept.startswith(("postgresql://", "postgres://")):
-        if ":***@" in kept:
+        if "***" in kept:
             raise UsageError(
                 f"{data_dir}: this hub's ledger is in PostgreSQL ({kept}), whose password "
                 "hub.json does not keep; give --config FILE instead"
