@@ -14,10 +14,12 @@ once, if the signal came earlier), and the hub stops as it does for any stop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+log = logging.getLogger("commonsky.server")
 
 
 class StopRequest:
@@ -42,12 +44,19 @@ class StopRequest:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
 
+    def _stopping(self, signum: int) -> None:
+        """(In the loop, where logging is safe: the operator sees the stop begin, before
+        connections are given timeout_shutdown_s to flush.)"""
+        if self._stop is not None and not self._stop.is_set():
+            log.info("%s: stopping", signal.Signals(signum).name)
+        self._noted(signum, None)
+
     def attach(self, stop: asyncio.Event) -> None:
         """From now on a signal sets `stop` (in the running loop); one that came before
         sets it at once."""
         self._loop = asyncio.get_running_loop()
         self._stop = stop
         for sig in SIGNALS:
-            self._loop.add_signal_handler(sig, self._noted, sig, None)
+            self._loop.add_signal_handler(sig, self._stopping, sig)
         if self.requested:
             stop.set()

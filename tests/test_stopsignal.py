@@ -79,3 +79,24 @@ def test_a_signal_during_the_start_stops_the_hub_cleanly(tmp_path: Path, sig: st
     assert hub.returncode == 0, (hub.returncode, err)
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert "hub serving" not in err, err
+
+
+def test_the_stop_is_logged_when_it_begins(tmp_path: Path) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(CONFIG)
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "commonsky", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert hub.stderr is not None
+    lines: list[str] = []
+    for line in hub.stderr:  # (until the hub serves)
+        lines.append(line)
+        if "hub serving" in line:
+            break
+    hub.send_signal(signal.SIGTERM)
+    rest = hub.communicate(timeout=30)[1].splitlines()
+    assert hub.returncode == 0, (lines, rest)
+    assert "INFO commonsky.server: SIGTERM: stopping" in rest[0], rest
