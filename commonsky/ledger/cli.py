@@ -28,7 +28,10 @@ from commonsky.ledger.entry import EntryError, check_party
 from commonsky.ledger.log import DB_NAME, Ledger, LedgerError
 from commonsky.ledger.proofs import Receipt
 
-app = typer.Typer(help="ledger commands", no_args_is_help=True)
+app = typer.Typer(
+    help="The hub's signed record: export, verify, inclusion and consistency proofs.",
+    no_args_is_help=True,
+)
 
 DataDir = Annotated[
     Path | None,
