@@ -179,7 +179,7 @@ class ClusterCore:
             covered, party, upto = self.picture.covered, conn.party, att.replayed
             unread = frozenset(att.unread)
             replay = (p for p in replay if not covered(party, p, upto, unread))
-        conn.outbox.replay(replay)
+        conn.outbox.replay(self.hub.withdrawals.replay(conn, replay))
         if att.info.devices:
             # Devices it reported while the edge read its picture: the edge knew them before
             # this Attach, so their reports (behind it in the stream) find them known and give

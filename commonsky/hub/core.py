@@ -128,7 +128,8 @@ class Hub:
                                  remembering(store, self.transaction))  # fmt: skip
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         # The delete flow (hub/deletes.py), and withdrawals at agreements' ends (withdraw.py).
-        self.withdrawals = Withdrawals(self.picture, self.router, self.wires, self._rendered)
+        self.withdrawals = Withdrawals(self.picture, self.router, self.wires, self._rendered,
+                                       store)  # fmt: skip
         self.deletes = Deletes(
             parties=self.parties,
             picture=self.picture,
@@ -141,6 +142,7 @@ class Hub:
             apply=self._apply,
             observe=self._observe,
             clock=lambda: self.clock(),
+            owe=self.withdrawals.owe,
         )
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
@@ -148,6 +150,7 @@ class Hub:
         self.quarantine.rebuild("picture", store.active(clock()), self._load)
         self.receipts.loaded()
         self._quarantine_unreadable("picture")
+        self.withdrawals.catch_up()  # what changed while it was down
 
     def add_desk(self, desk: Desk) -> None:
         """Let `desk` check the items of its categories before they are stored and observe
@@ -544,7 +547,7 @@ class Hub:
         stale or may no longer be seen. What is addressed to devices is given when the
         device reports itself."""
         self.wires.add(conn)
-        conn.outbox.replay(self.picture.replay(conn))
+        conn.outbox.replay(self.withdrawals.replay(conn, self.picture.replay(conn)))
         self.wires.opened(conn)
 
     def visible(self, party: str, durable: bool = True) -> Iterator[tuple[Rendered, Variant]]:

@@ -103,6 +103,7 @@ class Deletes:
         apply: Callable[[Item], None],
         observe: Callable[[Item, dict[str, Disclosure]], None],
         clock: Callable[[], float],
+        owe: Callable[[str, Item, set[str]], None] = lambda party, item, forms: None,
     ) -> None:
         self.parties = parties
         self.picture = picture
@@ -115,6 +116,8 @@ class Deletes:
         self.apply_item = apply
         self.observe = observe
         self.clock = clock
+        # What clients away now are told when they connect (`Withdrawals.owe`).
+        self.owe = owe
 
     def accept(
         self,
@@ -161,7 +164,9 @@ class Deletes:
         rendered = self.render(item)
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
         if old is not None:
+            self.owe(item.party, old.item, {"own"})  # (its other devices, off line now)
             for party, forms in self.routing.reached(old, now).items():
+                self.owe(party, old.item, forms)
                 for form in sorted(forms):
                     targets.append((party, self.routing.variant(rendered, party, form_level(form))))
             self.picture.remove(old.item.key)

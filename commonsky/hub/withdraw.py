@@ -38,34 +38,59 @@ Never withdrawn: hotline messages (GeoChat: their record is signed, countersigne
 the ledger, and a delivered message stays delivered), conflict notices and everything else
 the hub makes for a fixed audience (`Item.audience`: a federation link's items too), and a
 directed item only as far as routing (which narrows it by its `<marti><dest>`) says.
-Withdrawals are transient like deletes: never stored, never recorded, never replayed. A
-client connecting after the change is not owed the item anyway: the replay follows the routes
-as they are now (`Picture.replay`). On a cluster the core's hub does the same through its
-proxy connections, so the edges' clients get the deletes as they get any other output.
+Withdrawals are transient like deletes: never stored, never recorded. A client away at the
+change (off line, or its hub down) still shows what it was given, and the replay, which follows
+the routes as they are now (`Picture.replay`), does not name it: so each party is owed the
+withdrawals of its clients that may have been away (`owed`: every party the latest version
+was routed to before a change and not at it, delivered or not, since a client may hold an
+older version), until that version's stale time; a client of the party draws them ahead of
+its replay when it connects (`replay`), less any form the party is routed now (the replay
+brings that form back). A start owes what the changes it missed withdrew (it was down: the
+store's meta `withdrawals_checked` says up to when changes were handled), from the stored
+picture and the agreements as configured (`catch_up`); what was owed before it stopped is
+not kept. A delete for a marker a client never had is a
+no-op for TAK clients, so owing more than a client holds costs a few bytes. On a cluster the
+core's hub does the same through its proxy connections (the edges' clients get the deletes
+as they get any other output, and the owed ones with the part of the replay the core sends).
+An owner's delete is owed the same way (`Deletes.apply`), while the hub is up.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.protocol.cot import quote
+from commonsky.store import Store
 
+from .connection import Connection
 from .connections import Connections
 from .deletes import DELETE_TYPE, form_level
 from .outbox import Pending, Rendered
 from .picture import Picture
-from .routing import Router
+from .routing import VARIANT, Router
 
 log = logging.getLogger("commonsky.hub")
 
 # Categories whose delivered record stands: never withdrawn (see the module's docstring).
 NEVER_WITHDRAWN: frozenset[Category] = frozenset({Category.HOTLINE, Category.CONFLICT})
 WITHDRAWAL_STALE_S = 60.0  # how long a withdrawal (the delete event) is valid
+# The store's meta key for the time up to which the agreements' changes were handled.
+CHECKED = "withdrawals_checked"
+# Deletes owed to a party's clients that were away, at most (the oldest dropped first): a
+# bound on memory, ~10 days of a busy party's deleted markers.
+OWED_PER_PARTY = 10_000
 # (item, its `seen`, {party: forms the change stopped}) -> {party: forms not withdrawn}
 Watcher = Callable[[Item, dict[str, set[str]], dict[str, set[str]]], dict[str, set[str]]]
+
+
+def _time(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:  # (a damaged value: as on a first start, nothing to catch up on)
+        return None
 
 
 def withdrawal(item: Item, now: float) -> Item:
@@ -106,7 +131,9 @@ class Withdrawals:
         router: Router,
         wires: Connections,
         render: Callable[[Item], Rendered],
+        store: Store,
     ) -> None:
+        self.store = store  # its meta CHECKED: the changes handled up to then (`catch_up`)
         self.policy = router.policy  # (the router's policy and clock: the hub's)
         self.picture = picture
         self.router = router
@@ -115,6 +142,10 @@ class Withdrawals:
         self.clock = router.clock
         self.at = self.policy.next_change(self.clock())  # the next change not yet handled
         self.sent = 0  # deletes queued (to connections), in all
+        # What each party's clients that were away are owed: party -> item key -> (the
+        # latest version withdrawn, the forms withdrawn, until when: the latest stale time).
+        self.owed: dict[str, dict[tuple[str, str], tuple[Item, set[str], float]]] = {}
+        self._prune_at = 0.0
         # Told of each item's withdrawals before they are made (federation: the parties
         # behind a link, federation/bridge.py): they return the forms that stay in `seen`.
         self.watchers: list[Watcher] = []
@@ -128,7 +159,89 @@ class Withdrawals:
             change = self.at
             queued += self.at_change(change, now)
             self.at = self.policy.next_change(change)
+            self.store.set_meta(CHECKED, repr(change))
+        if now >= self._prune_at:  # (once a minute: what is owed lasts hours, mostly)
+            self._prune_at = now + 60.0
+            for owed in self.owed.values():
+                for key in [k for k, (_, _, until) in owed.items() if until <= now]:
+                    del owed[key]
         return queued
+
+    def _withdrawable(self, item: Item, now: float) -> bool:
+        return not (
+            item.party == HUB
+            or item.audience
+            or item.category in NEVER_WITHDRAWN
+            or item.event.stale <= now
+        )
+
+    def owe(self, party: str, item: Item, forms: set[str]) -> None:
+        """Have `party`'s clients told, when they connect, that `item` (its latest version)
+        left their maps under `forms` ("own", "full", "gen"; see the module's docstring):
+        an agreement's change withdrew it, or its owner deleted it (`Deletes.apply`)."""
+        if not forms:
+            return
+        owed = self.owed.setdefault(party, {})
+        held = owed.pop(item.key, None)  # (re-inserted: the newest last)
+        if held is None and len(owed) >= OWED_PER_PARTY:
+            del owed[next(iter(owed))]  # the party's oldest goes stale on its own
+        if held is not None:
+            forms = forms | held[1]
+        until = max(item.event.stale, held[2] if held is not None else -math.inf)
+        owed[item.key] = (item, forms, until)
+
+    def replay(self, conn: Connection, replay: Iterator[Pending]) -> Iterator[Pending]:
+        """The withdrawals `conn`'s party is owed (drawn lazily, as of when drawn), then
+        `replay`: the picture it is owed."""
+        owed = self.owed.get(conn.party)
+        if owed:
+            now = self.clock()
+            for key, (item, forms, until) in list(owed.items()):
+                if until <= now:
+                    continue
+                current = self.picture.get(key)
+                sees = current and self.router.variant_for(current, conn.party, now)
+                if sees:  # (the form it sees now, the replay brings back)
+                    forms = forms - {sees.partition(":")[0]}
+                if forms:
+                    delete = self.render(withdrawal(item, now))
+                    for form in sorted(forms):
+                        yield Pending(delete, self._variant(delete, conn.party, form))
+        yield from replay
+
+    def _variant(self, delete: Rendered, party: str, form: str) -> str:
+        if form == "own":
+            return "own"
+        return self.router.variant(delete, party, form_level(form))
+
+    def catch_up(self) -> int:
+        """At start: owe each party what the changes this hub did not handle (it was down)
+        withdrew from it, as `at_change` would have, from the stored picture and the
+        agreements as configured now; then note that every change up to now is handled.
+        What was owed before it stopped is not kept. Returns the withdrawals owed."""
+        now = self.clock()
+        checked = _time(self.store.meta(CHECKED))
+        self.store.set_meta(CHECKED, repr(now))
+        if checked is None:  # (a first start: no change was handled, none was missed)
+            return 0
+        count = 0
+        for pool in (self.picture.durable, self.picture.live):
+            for rendered in list(pool.values()):
+                item = rendered.item
+                at = max(item.received, checked)
+                if self.policy.next_change(at) > now or not self._withdrawable(item, now):
+                    continue  # (most items, most starts: no change was missed)
+                was = self.router.route(item, at)
+                while (at := self.policy.next_change(at)) <= now:
+                    routes = self.router.route(item, at)
+                    for party, level in was.items():
+                        forms = stopped(level, routes.get(party), {VARIANT[level]})
+                        self.owe(party, item, forms)
+                        count += len(forms)
+                    was = routes
+        if count:
+            log.info("%d withdrawals owed to clients away at agreements' changes", count)
+        return count
 
     def at_change(self, change: float, now: float) -> int:
         """Withdraw, at the change at `change`, every item from each party its latest
@@ -138,18 +251,16 @@ class Withdrawals:
         for pool in (self.picture.durable, self.picture.live):
             for rendered in list(pool.values()):
                 item = rendered.item
-                if (
-                    item.party == HUB
-                    or item.audience
-                    or item.category in NEVER_WITHDRAWN
-                    or item.event.stale <= now
-                    or not rendered.seen
-                ):
+                if not self._withdrawable(item, now):
                     continue
                 was = self.router.route(item, before)
                 if not was:
                     continue
                 routes = self.router.route(item, change)
+                for party, level in was.items():  # (delivered or not: see `owe`)
+                    self.owe(party, item, stopped(level, routes.get(party), {VARIANT[level]}))
+                if not rendered.seen:
+                    continue
                 ended: dict[str, set[str]] = {}
                 for party in sorted(set(was) & set(rendered.seen)):
                     forms = stopped(was[party], routes.get(party), rendered.seen[party])

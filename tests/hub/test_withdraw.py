@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from commonsky.hub import withdraw
 from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.outbox import Outbox
@@ -173,3 +174,114 @@ def test_a_uid_with_xml_metacharacters_is_named_whole_in_well_formed_xml(world) 
     root = etree.fromstring(pending.rendered.wire(pending.variant, "xml"))
     assert [link.get("uid") for link in root.iter("link")] == [f"USA::{uid}"]
     assert len(list(root.iter("__forcedelete"))) == 1
+
+
+def connect(w: World, party: str) -> list[tuple[str, str, str]]:
+    """A new client of `party` connects: what its replay's first page gives it."""
+    w.boxes[party] = Outbox(1000, 1000)
+    conn = Connection(party, party, "test", w.boxes[party], MemoryPeer(), id=f"{party}-again")
+    w.hub.attach(conn)
+    return w.take(party)
+
+
+def test_a_client_away_at_the_end_is_given_the_delete_when_it_connects(world) -> None:
+    """JPN's only client was off line when the agreement ended: no connection of JPN was
+    there to queue the delete to, and the replay (the picture as JPN may see it now) does
+    not name the marker — its map kept it until its stale time, a day away."""
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    w.take("JPN")
+    w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
+    w.send("M1")  # a newer version, never delivered to JPN: its map shows the older one
+    assert w.end() == 0  # nobody of JPN's to queue it to
+    assert connect(w, "JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
+    assert connect(w, "KOR") == []  # never routed to KOR: nothing owed
+    w.now = END + 86_400  # the version's stale time: JPN's map drops it by itself
+    assert connect(w, "JPN") == []
+
+
+def test_what_is_owed_leaves_out_a_form_the_party_sees_again(world) -> None:
+    """Owed the full form (a downgrade): a client connecting gets the handle in the replay
+    and a delete for `USA::M1`; once an agreement gives the full form again, the replay
+    brings `USA::M1` and no delete may take it off."""
+    marker = frozenset({Category.MARKER})
+    again = END + 1000
+    w = world(
+        Agreement("d", "USA", ("JPN",), marker, Disclosure.FULL, valid_until=END),
+        Agreement("gen", "USA", ("JPN",), marker, Disclosure.GENERALIZED),
+        Agreement("again", "USA", ("JPN",), marker, Disclosure.FULL, valid_from=again),
+    )
+    w.send("M1")
+    w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
+    w.end()
+    name = handle(SECRET, "USA", "M1")
+    assert connect(w, "JPN") == [
+        ("t-x-d-d", "USA::withdrawn.M1", "USA::M1"),
+        ("b-m-p-s-m", name, ""),
+    ]
+    w.now = again
+    w.hub.withdrawals.check()
+    assert connect(w, "JPN") == [("b-m-p-s-m", "USA::M1", "")]
+
+
+def test_a_restart_owes_what_the_changes_it_missed_withdrew(world, tmp_path: Path) -> None:
+    """The hub was down across the agreement's end: its clients come back to a hub that
+    never saw the change happen, and must still take the marker off."""
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    w.send("GeoChat.dev.JPN.m1", "b-t-f", detail="<remarks>hello</remarks>")
+    w.store.close()
+    store = SQLiteStore(w.store.path.parent)
+    policy = Policy([Party(p) for p in PARTIES], [deal(("JPN",))])
+    w.now = END + 10
+    w.store = store
+    w.hub = Hub(policy, store, defaults(), SECRET, clock=lambda: w.now)
+    assert w.hub.withdrawals.catch_up() == 0  # (run as the hub started: once)
+    assert connect(w, "JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
+    own = connect(w, "USA")  # its own items, no delete: nothing is owed to the owner
+    assert sorted(kind for kind, _, _ in own) == ["b-m-p-s-m", "b-t-f"]
+
+
+def test_clients_away_when_the_owner_deletes_a_marker_are_told_when_they_connect(world) -> None:
+    """The same for an owner's delete: JPN's client and the owner's other device were off
+    line when USA deleted the marker — the delete was queued to nobody of theirs, and the
+    replay no longer names the marker."""
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    w.take("JPN")
+    for party in ("JPN", "USA"):
+        w.hub.detach(next(iter(w.hub.wires.by_party[party])))
+    w.send("del-1", "t-x-d-d", detail='<link uid="M1" relation="none" type="b-m-p-s-m"/>')
+    assert ("USA", "M1") not in w.hub.durable
+    assert connect(w, "JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
+    assert connect(w, "USA") == [("t-x-d-d", "withdrawn.M1", "M1")]
+    assert connect(w, "KOR") == []
+    w.send("M1")  # made again, and JPN may see it: no delete may take it off now
+    assert connect(w, "JPN") == [("b-m-p-s-m", "USA::M1", "")]
+    assert connect(w, "USA") == [("b-m-p-s-m", "M1", "")]
+
+
+def test_what_a_party_is_owed_is_bounded(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(withdraw, "OWED_PER_PARTY", 2)
+    w = world(deal(("JPN",)))
+    w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
+    for uid in ("M1", "M2", "M3"):
+        w.send(uid)
+        w.send(f"del-{uid}", "t-x-d-d", detail=f'<link uid="{uid}" relation="none" type="none"/>')
+    assert [linked for _, _, linked in connect(w, "JPN")] == ["USA::M2", "USA::M3"]
+
+
+def test_a_start_catches_up_only_on_the_changes_no_start_or_check_saw(world) -> None:
+    """The store remembers up to when the changes were handled (a check, or a start):
+    a first start has nothing to catch up on, a start after the change was handled live
+    owes nothing again (what was owed then is not kept), one after a missed change does."""
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    assert w.store.meta(withdraw.CHECKED) == repr(NOW)  # (the first start's)
+    assert w.end() == 1  # handled live, JPN connected
+    assert w.store.meta(withdraw.CHECKED) == repr(END)
+    restarted = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert restarted.withdrawals.owed == {}
+    w.store.set_meta(withdraw.CHECKED, "not a time")  # (damaged: as a first start)
+    again = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert again.withdrawals.owed == {} and w.store.meta(withdraw.CHECKED) == repr(END)

@@ -19,6 +19,7 @@ import httpx
 import pytak
 
 from tests.conftest import RunningHub, token_of
+from tests.integration.test_fuzz_counting import until
 from tests.integration.test_tak_tcp import metric
 
 ALLIES = [
@@ -247,3 +248,31 @@ async def test_deleting_and_moving_another_partys_shapes_never_costs_the_connect
         finally:
             await usa.stop()
             await jpn.stop()
+
+
+async def test_a_client_off_line_when_a_shape_was_deleted_takes_it_off_when_back(
+    make_hub,
+) -> None:
+    """JPN's tablet is off while USA deletes its area: back on line, JPN's replay no longer
+    names the area, and only a delete takes it off the map it kept (owed: hub/withdraw.py)."""
+    async with make_hub(ALLIES) as hub:
+        usa = await Pytak(hub, "USA").start()
+        jpn = await Pytak(hub, "JPN").start()
+        try:
+            usa.send(drawing("AREA-9"))
+            await jpn.wait_for(lambda e: e.get("uid") == "USA::AREA-9")
+            await jpn.stop()
+            usa.send(delete("AREA-9"))
+            usa.send(drawing("BARRIER-1"))
+            await until(lambda: ("USA", "BARRIER-1") in hub.hub.durable)  # (applied in order)
+            assert ("USA", "AREA-9") not in hub.hub.durable
+        finally:
+            await usa.stop()
+        back = await Pytak(hub, "JPN").start()
+        try:
+            await back.wait_for(lambda e: e.get("uid") == "USA::BARRIER-1")  # (its replay)
+            deletes = [e for e in back.events if e.get("type") == "t-x-d-d"]
+            assert [attr(e, "link", "uid") for e in deletes] == ["USA::AREA-9"]
+            assert not [e for e in back.events if e.get("uid") == "USA::AREA-9"]
+        finally:
+            await back.stop()

@@ -16,6 +16,7 @@ from typing import Any
 import pytak
 
 from tests.conftest import RunningHub, TakClient, barrier_event, base_config, running_hub
+from tests.integration.test_fuzz_counting import until
 from tests.integration.test_tak_tcp import chat
 
 END_IN_S = 600.0  # the agreements end this long after the test starts
@@ -94,9 +95,10 @@ async def test_an_agreements_end_deletes_its_markers_from_the_recipients_maps(tm
         # The provider's own clients get nothing new; a third party never got anything.
         assert [e for e in await before_barrier(hub, usa) if e in usa.events[before:]] == []
         assert await before_barrier(hub, kor) == []
-        # A client of the recipient connecting now is not given the marker.
+        # A client of the recipient connecting now is not given the marker; it is told to
+        # take it off (it may have been away at the end: `Withdrawals.owed`).
         late = await hub.connect("JPN")
-        assert await before_barrier(hub, late) == []
+        assert [e["uid"] for e in await before_barrier(hub, late)] == [got["uid"]]
         # The marker is still the provider's: its clients keep it (nothing deleted there).
         assert ("USA", "M1") in hub.hub.durable
 
@@ -158,3 +160,34 @@ async def test_a_downgrade_to_generalized_deletes_the_full_marker_only(tmp_path)
         markers = [e["uid"] for e in received if e["type"] == "b-m-p-s-m"]
         assert markers[0] == "USA::M1" and len(markers) == 2
         assert markers[1].startswith("USA::") and markers[1] != "USA::M1"  # the handle
+
+
+async def test_a_client_away_at_the_end_takes_the_marker_off_when_it_returns(tmp_path) -> None:
+    """JPN's only client was off line when the agreement ended: it returns to a replay that
+    no longer names the marker, so only a delete can take it off its map."""
+    clock = Clock()
+    async with clocked_hub(tmp_path, [ending("US-JP", "JPN", ["marker"])], clock) as hub:
+        usa, jpn = await hub.connect_all(("USA", "JPN"))
+        usa.send(marker("M1"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::M1")
+        await jpn.close()
+        await until(lambda: not hub.hub.wires.by_party.get("JPN"))
+        clock.offset = END_IN_S + 60
+        await until(lambda: hub.hub.withdrawals.at > clock())  # the change handled
+        back = await hub.connect("JPN")
+        (delete,) = await before_barrier(hub, back)
+        assert is_delete_of("USA::M1")(delete)
+
+
+async def test_a_hub_down_at_the_end_has_the_marker_taken_off_when_it_restarts(tmp_path) -> None:
+    clock = Clock()
+    deal = ending("US-JP", "JPN", ["marker"])
+    async with clocked_hub(tmp_path, [deal], clock) as hub:
+        usa, jpn = await hub.connect_all(("USA", "JPN"))
+        usa.send(marker("M1"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::M1")
+    clock.offset = END_IN_S + 60  # the agreement ended while the hub was down
+    async with clocked_hub(tmp_path, [deal], clock) as hub:
+        back = await hub.connect("JPN")
+        (delete,) = await before_barrier(hub, back)
+        assert is_delete_of("USA::M1")(delete)
