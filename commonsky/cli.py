@@ -197,8 +197,8 @@ def serve(
     serve = serve_forever
     if hub_config.cluster is not None:  # an edge, a core, or both (commonsky/cluster/run.py)
         from commonsky.cluster.run import serve_cluster as serve
-    if request.requested:
-        return  # stopped before anything was opened
+    if request.stopped_early():
+        return
     eventloop.run(_until_signal(lambda stop: serve(hub_config, stop, init=init), request), loop)
 
 
@@ -271,8 +271,8 @@ def demo(
             scenario=scenario,
         )
 
-    if request.requested:
-        return  # stopped before anything was made
+    if request.stopped_early():
+        return
     summary = asyncio.run(_until_signal_result(play, request))
     print(f"summary written to {data_dir / 'summary.json'}")
     if not summary["all_held"]:

@@ -39,6 +39,13 @@ class StopRequest:
         for sig in SIGNALS:
             signal.signal(sig, self._noted)
 
+    def stopped_early(self) -> bool:
+        """True (and logged) when a signal came before the command opened anything."""
+        if self.signum is None:
+            return False
+        log.info("%s before the start: stopped", signal.Signals(self.signum).name)
+        return True
+
     def _noted(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
         if self._loop is not None and self._stop is not None:

@@ -79,6 +79,7 @@ def test_a_signal_during_the_start_stops_the_hub_cleanly(tmp_path: Path, sig: st
     assert hub.returncode == 0, (hub.returncode, err)
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert "hub serving" not in err, err
+    assert f"INFO commonsky.server: {sig} before the start: stopped" in err, err
 
 
 def test_the_stop_is_logged_when_it_begins(tmp_path: Path) -> None:
