@@ -19,6 +19,15 @@ import signal
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _handled() -> tuple[signal.Signals, ...]:
+    """`SIGNALS` but one the process was started ignoring: a job a shell started in the
+    background (`&`) ignores SIGINT, and keeps ignoring it here as it did before (POSIX
+    shells' rule, which `nohup` relies on too)."""
+    return tuple(sig for sig in SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN)
+
+
 log = logging.getLogger("commonsky.server")
 
 
@@ -29,6 +38,7 @@ class StopRequest:
         self.signum: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._signals: tuple[signal.Signals, ...] = _handled()
 
     @property
     def requested(self) -> bool:
@@ -36,7 +46,8 @@ class StopRequest:
 
     def install(self) -> None:
         """Note SIGINT and SIGTERM from now on (main thread only, as `signal` requires)."""
-        for sig in SIGNALS:
+        self._signals = _handled()
+        for sig in self._signals:
             signal.signal(sig, self._noted)
 
     def stopped_early(self) -> bool:
@@ -63,7 +74,7 @@ class StopRequest:
         sets it at once."""
         self._loop = asyncio.get_running_loop()
         self._stop = stop
-        for sig in SIGNALS:
+        for sig in self._signals:
             self._loop.add_signal_handler(sig, self._stopping, sig)
         if self.requested:
             stop.set()

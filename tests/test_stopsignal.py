@@ -101,3 +101,28 @@ def test_the_stop_is_logged_when_it_begins(tmp_path: Path) -> None:
     rest = hub.communicate(timeout=30)[1].splitlines()
     assert hub.returncode == 0, (lines, rest)
     assert "INFO commonsky.server: SIGTERM: stopping" in rest[0], rest
+
+
+def test_a_sigint_the_hub_was_started_ignoring_stays_ignored(tmp_path: Path) -> None:
+    """A shell script's background job (`commonsky serve ... &`) inherits SIGINT ignored,
+    so a Ctrl-C meant for the script leaves it serving (POSIX shells' rule): the hub keeps
+    it so. The SIGTERM sent after the SIGINT is what stops it — had the SIGINT been taken,
+    the stop would be logged as SIGINT's (a stop begins once)."""
+    config = tmp_path / "hub.toml"
+    config.write_text(CONFIG)
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "commonsky", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert hub.stderr is not None
+    for line in hub.stderr:  # (until the hub serves)
+        if "hub serving" in line:
+            break
+    hub.send_signal(signal.SIGINT)
+    hub.send_signal(signal.SIGTERM)
+    rest = hub.communicate(timeout=30)[1]
+    assert hub.returncode == 0, rest
+    assert "SIGTERM: stopping" in rest and "SIGINT" not in rest, rest
