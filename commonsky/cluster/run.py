@@ -240,8 +240,11 @@ async def _serve_core(
     http = CoreHttp(build_app(server.services), nc, names, server.hub.metrics,
                     lambda: lease.held, _core_faces(server))  # fmt: skip
     await http.start()  # (the edges' API calls: core_http.py)
-    log.info("cluster core %s serving (epoch %d); map and API on http://%s:%d/",
-             holder, lease.epoch, server.http_host, server.http_port)  # fmt: skip
+    # (Role "all": its own HTTP port is private, the map and API are the edge's `http`.)
+    where = (
+        "the edge's" if cluster.runs_edge else f"on http://{server.http_host}:{server.http_port}/"
+    )
+    log.info("cluster core %s serving (epoch %d); map and API %s", holder, lease.epoch, where)
     why = await _first(stop, lease.lost, core)
     if why is not None:
         # Nothing more may leave this process: a standby applies the stream from here. The

@@ -169,3 +169,31 @@ async def test_a_core_refused_at_the_takeover_hands_the_lease_back(
     kv = await nc.jetstream().key_value(f"{cluster_name}_lease")
     with pytest.raises(KeyNotFoundError):  # (deleted: KeyDeletedError is one)
         await kv.get("core")
+
+
+def test_a_core_and_edge_in_one_process_names_the_edges_http_not_its_private_port(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Role "all": the core's own HTTP port is private (127.0.0.1, a port of the kernel's);
+    the log named it as "map and API on http://127.0.0.1:<port>/", sending an operator to a
+    port that is not the one configured. The edge's `http` is where they are."""
+    data = core_config(tmp_path / "hub", postgres_url, name=f"t{uuid.uuid4().hex[:10]}")
+    data["cluster"]["role"] = "all"
+    path = tmp_path / "all.toml"
+    path.write_text(_toml(data))
+    command = [sys.executable, "-m", "commonsky", "serve", "--config", str(path), "--init"]
+    hub = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert hub.stdout is not None
+        lines = []
+        for line in hub.stdout:  # (until the core serves: a dead process ends the loop)
+            lines.append(line)
+            if re.search(r"cluster core \S+ serving", line):
+                break
+        serving = lines[-1]
+        hub.send_signal(signal.SIGTERM)
+        hub.communicate(timeout=WITHIN_S)
+    finally:
+        hub.kill()
+    assert "map and API the edge's" in serving, "".join(lines)
+    assert "http://" not in serving, serving
