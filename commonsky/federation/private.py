@@ -49,7 +49,7 @@ from prometheus_client.registry import Collector
 from commonsky.deconflict.notice import Notice
 from commonsky.deconflict.records import Conflict, ConflictChange
 from commonsky.desks.deconfliction import canonical_geometry
-from commonsky.desks.drawings import airspace_from_cot
+from commonsky.desks.drawings import screened_shape
 from commonsky.errors import RemoteProtocolError
 from commonsky.model import HUB, Category, Item, Point, is_deleted
 from commonsky.privdeconf import Holding, PrivateRound, RoundRefused, Terms
@@ -85,11 +85,13 @@ MAX_PENDING_NOTICES = 1000  # relayed notices kept per link while it is down
 ENDED = ("done", "refused", "failed")
 
 
-def holding_of(item: Item) -> Holding:
-    """One of our own stored airspace or site items as the round sees it (ValueError from
-    the drawing's parser when it is not one). The CoT `ce`/`le` (when known) are its
-    uncertainty."""
-    shape = airspace_from_cot(item.event)
+def holding_of(item: Item) -> Holding | None:
+    """One of our own stored airspace or site items as the round sees it; None for a TAK
+    drawing the conflict desk does not screen either (`drawings.screened_shape`: not declared
+    airspace, a shape it cannot hold). The CoT `ce`/`le` (when known) are its uncertainty."""
+    shape = screened_shape(item.event)
+    if shape is None:
+        return None
     ce, le = item.event.point.ce, item.event.point.le
     return Holding(
         party=item.party,
@@ -396,9 +398,12 @@ class PrivateDesk:
                 and item.event.stale > now
             ):
                 try:
-                    out.append(holding_of(item))
+                    holding = holding_of(item)
                 except Exception as exc:  # a drawing the desk also refuses: not ours to fix
                     log.warning("private rounds leave out %s: %s", item.uid, exc)
+                    continue
+                if holding is not None:
+                    out.append(holding)
         return out
 
     def received(self, link: Link, geo: pb.GeoEvent) -> None:

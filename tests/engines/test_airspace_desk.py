@@ -373,3 +373,22 @@ def test_bad_geometry_in_a_declared_drawing_is_still_refused(tmp_path: Path) -> 
         w.send("USA", declared)
     assert info.value.reason == "bad_airspace"
     assert ("USA", "DECLARED") not in w.hub.durable
+
+
+def test_private_rounds_leave_out_what_the_desk_does_not_screen_without_a_warning() -> None:
+    """The rounds with a rival hub take our airspace as the desk does: an undeclared TAK
+    drawing the engine cannot hold is not airspace there either. It was a warning at every
+    round, for a drawing the hub keeps by design (federation/private.py `holdings`)."""
+    from commonsky.federation.private import holding_of
+    from commonsky.model import Category, Item
+
+    def item(e: CotEvent) -> Item:
+        return Item(party="USA", user="u", category=Category.AIRSPACE, event=e, received=0.0)
+
+    assert holding_of(item(tak_drawing("DOODLE", BOWTIE))) is None
+    held = holding_of(item(tak_drawing("AREA", square(38.5, 34.5, 1.0))))
+    assert held is not None and held.uid == "AREA"
+    declared = tak_drawing("DECLARED", BOWTIE)
+    declared = msgspec.structs.replace(declared, detail=declared.detail + "<csky_airspace/>")
+    with pytest.raises(RemoteProtocolError):
+        holding_of(item(declared))
