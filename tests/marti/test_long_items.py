@@ -9,8 +9,10 @@ no certificate), are written the item as before (hub/held.py, docs/architecture.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ssl
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,6 +21,7 @@ from commonsky.hub.held import STREAM_BYTES
 from tests.conftest import RunningHub, TakClient
 from tests.integration.test_large_items import as_proto, route
 from tests.integration.test_tak_tcp import PROTO_REQUEST, track
+from tests.integration.test_withdraw import Clock, iso
 from tests.marti.helpers import client_cert, https, marti_hub
 
 DRAWINGS = [
@@ -37,8 +40,6 @@ async def tls_client(
 ) -> TakClient:
     """A TAK client on the hub's tak-tls listener with `cert`; `v1`: it negotiates TAK
     Protocol v1 first, as ATAK does."""
-    import asyncio
-
     context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
     context.load_cert_chain(*cert)
     reader, writer = await asyncio.open_connection(
@@ -123,3 +124,22 @@ async def test_a_newer_version_ends_the_fetch_of_the_older(tmp_path: Path) -> No
         async with https(hub, host, ca, "marti", jpn_cert) as client:
             got = await client.get(f"/Marti/sync/content?hash={first.get('sha256')}")
         assert got.status_code == 404
+
+
+async def test_an_agreements_end_ends_the_fetch(tmp_path: Path) -> None:
+    """Announced while the agreement held, fetched after it ended: 404 (JPN may no longer
+    see the route; the hold itself has not expired)."""
+    clock = Clock()
+    deal = {**DRAWINGS[0], "valid_until": iso(time.time() + 120)}
+    async with marti_hub(tmp_path, [deal], clock=clock) as (hub, host, ca):
+        usa_cert = client_cert(ca, "USA", "usa-ops", tmp_path / "usa")
+        jpn_cert = client_cert(ca, "JPN", "jpn-ops", tmp_path / "jpn")
+        usa = await tls_client(hub, host, ca, usa_cert, "USA", v1=True)
+        jpn = await tls_client(hub, host, ca, jpn_cert, "JPN", v1=False)
+        usa.send(as_proto(route(500, "route-500")))
+        share = fileshare(await jpn.wait_for(lambda e: e["type"] == "b-f-t-r", timeout=10))
+        path = f"/Marti/sync/content?hash={share.get('sha256')}"
+        async with https(hub, host, ca, "marti", jpn_cert) as client:
+            assert (await client.get(path)).status_code == 200
+            clock.offset = 125.0  # (the agreement ended 5 s ago; HOLD_S is 600)
+            assert (await client.get(path)).status_code == 404
