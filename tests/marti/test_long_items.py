@@ -143,3 +143,20 @@ async def test_an_agreements_end_ends_the_fetch(tmp_path: Path) -> None:
             assert (await client.get(path)).status_code == 200
             clock.offset = 125.0  # (the agreement ended 5 s ago; HOLD_S is 600)
             assert (await client.get(path)).status_code == 404
+
+
+async def test_a_client_connecting_later_is_announced_the_route_in_its_replay(
+    tmp_path: Path,
+) -> None:
+    async with marti_hub(tmp_path, DRAWINGS) as (hub, host, ca):
+        usa_cert = client_cert(ca, "USA", "usa-ops", tmp_path / "usa")
+        jpn_cert = client_cert(ca, "JPN", "jpn-ops", tmp_path / "jpn")
+        usa = await tls_client(hub, host, ca, usa_cert, "USA", v1=True)
+        usa.send(as_proto(route(500, "route-500")))
+        await usa.sync()  # (taken in before any JPN client is there)
+        jpn = await tls_client(hub, host, ca, jpn_cert, "JPN", v1=False)
+        share = fileshare(await jpn.wait_for(lambda e: e["type"] == "b-f-t-r", timeout=10))
+        async with https(hub, host, ca, "marti", jpn_cert) as client:
+            got = await client.get(f"/Marti/sync/content?hash={share.get('sha256')}")
+        assert got.status_code == 200
+        assert ET.fromstring(got.content).get("uid") == "USA::route-500"
