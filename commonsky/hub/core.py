@@ -128,7 +128,8 @@ class Hub:
                                  remembering(store, self.transaction))  # fmt: skip
         self.handshaking: dict[str, int] = {}  # TLS connections not yet authenticated, by IP
         # The delete flow (hub/deletes.py), and withdrawals at agreements' ends (withdraw.py).
-        self.withdrawals = Withdrawals(self.picture, self.router, self.wires, self._rendered)
+        self.withdrawals = Withdrawals(self.picture, self.router, self.wires, self._rendered,
+                                       store)  # fmt: skip
         self.deletes = Deletes(
             parties=self.parties,
             picture=self.picture,

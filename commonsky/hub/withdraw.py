@@ -45,8 +45,10 @@ withdrawals of its clients that may have been away (`owed`: every party the late
 was routed to before a change and not at it, delivered or not, since a client may hold an
 older version), until that version's stale time; a client of the party draws them ahead of
 its replay when it connects (`replay`), less any form the party is routed now (the replay
-brings that form back). A restart owes the changes it missed, from the stored picture and
-the agreements as configured (`catch_up`). A delete for a marker a client never had is a
+brings that form back). A start owes what the changes it missed withdrew (it was down: the
+store's meta `withdrawals_checked` says up to when changes were handled), from the stored
+picture and the agreements as configured (`catch_up`); what was owed before it stopped is
+not kept. A delete for a marker a client never had is a
 no-op for TAK clients, so owing more than a client holds costs a few bytes. On a cluster the
 core's hub does the same through its proxy connections (the edges' clients get the deletes
 as they get any other output, and the owed ones with the part of the replay the core sends).
@@ -61,6 +63,7 @@ from collections.abc import Callable, Iterator
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.protocol.cot import quote
+from commonsky.store import Store
 
 from .connection import Connection
 from .connections import Connections
@@ -74,11 +77,20 @@ log = logging.getLogger("commonsky.hub")
 # Categories whose delivered record stands: never withdrawn (see the module's docstring).
 NEVER_WITHDRAWN: frozenset[Category] = frozenset({Category.HOTLINE, Category.CONFLICT})
 WITHDRAWAL_STALE_S = 60.0  # how long a withdrawal (the delete event) is valid
+# The store's meta key for the time up to which the agreements' changes were handled.
+CHECKED = "withdrawals_checked"
 # Deletes owed to a party's clients that were away, at most (the oldest dropped first): a
 # bound on memory, ~10 days of a busy party's deleted markers.
 OWED_PER_PARTY = 10_000
 # (item, its `seen`, {party: forms the change stopped}) -> {party: forms not withdrawn}
 Watcher = Callable[[Item, dict[str, set[str]], dict[str, set[str]]], dict[str, set[str]]]
+
+
+def _time(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:  # (a damaged value: as on a first start, nothing to catch up on)
+        return None
 
 
 def withdrawal(item: Item, now: float) -> Item:
@@ -119,7 +131,9 @@ class Withdrawals:
         router: Router,
         wires: Connections,
         render: Callable[[Item], Rendered],
+        store: Store,
     ) -> None:
+        self.store = store  # its meta CHECKED: the changes handled up to then (`catch_up`)
         self.policy = router.policy  # (the router's policy and clock: the hub's)
         self.picture = picture
         self.router = router
@@ -145,6 +159,7 @@ class Withdrawals:
             change = self.at
             queued += self.at_change(change, now)
             self.at = self.policy.next_change(change)
+            self.store.set_meta(CHECKED, repr(change))
         if now >= self._prune_at:  # (once a minute: what is owed lasts hours, mostly)
             self._prune_at = now + 60.0
             for owed in self.owed.values():
@@ -200,18 +215,23 @@ class Withdrawals:
         return self.router.variant(delete, party, form_level(form))
 
     def catch_up(self) -> int:
-        """At start: owe each party what the changes since each stored item's latest version
-        came (while the hub was down, or before it stopped) withdrew from it, as `at_change`
-        would have. Returns the withdrawals owed."""
+        """At start: owe each party what the changes this hub did not handle (it was down)
+        withdrew from it, as `at_change` would have, from the stored picture and the
+        agreements as configured now; then note that every change up to now is handled.
+        What was owed before it stopped is not kept. Returns the withdrawals owed."""
         now = self.clock()
+        checked = _time(self.store.meta(CHECKED))
+        self.store.set_meta(CHECKED, repr(now))
+        if checked is None:  # (a first start: no change was handled, none was missed)
+            return 0
         count = 0
         for pool in (self.picture.durable, self.picture.live):
             for rendered in list(pool.values()):
                 item = rendered.item
-                if not self._withdrawable(item, now):
-                    continue
-                was = self.router.route(item, item.received)
-                at = item.received
+                at = max(item.received, checked)
+                if self.policy.next_change(at) > now or not self._withdrawable(item, now):
+                    continue  # (most items, most starts: no change was missed)
+                was = self.router.route(item, at)
                 while (at := self.policy.next_change(at)) <= now:
                     routes = self.router.route(item, at)
                     for party, level in was.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from commonsky.hub import withdraw
 from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
 from commonsky.hub.outbox import Outbox
@@ -235,7 +236,7 @@ def test_a_restart_owes_what_the_changes_it_missed_withdrew(world, tmp_path: Pat
     w.now = END + 10
     w.store = store
     w.hub = Hub(policy, store, defaults(), SECRET, clock=lambda: w.now)
-    assert w.hub.withdrawals.catch_up() == 1  # (also run as the hub started)
+    assert w.hub.withdrawals.catch_up() == 0  # (run as the hub started: once)
     assert connect(w, "JPN") == [("t-x-d-d", "USA::withdrawn.M1", "USA::M1")]
     own = connect(w, "USA")  # its own items, no delete: nothing is owed to the owner
     assert sorted(kind for kind, _, _ in own) == ["b-m-p-s-m", "b-t-f"]
@@ -261,8 +262,6 @@ def test_clients_away_when_the_owner_deletes_a_marker_are_told_when_they_connect
 
 
 def test_what_a_party_is_owed_is_bounded(world, monkeypatch: pytest.MonkeyPatch) -> None:
-    from commonsky.hub import withdraw
-
     monkeypatch.setattr(withdraw, "OWED_PER_PARTY", 2)
     w = world(deal(("JPN",)))
     w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
@@ -270,3 +269,19 @@ def test_what_a_party_is_owed_is_bounded(world, monkeypatch: pytest.MonkeyPatch)
         w.send(uid)
         w.send(f"del-{uid}", "t-x-d-d", detail=f'<link uid="{uid}" relation="none" type="none"/>')
     assert [linked for _, _, linked in connect(w, "JPN")] == ["USA::M2", "USA::M3"]
+
+
+def test_a_start_catches_up_only_on_the_changes_no_start_or_check_saw(world) -> None:
+    """The store remembers up to when the changes were handled (a check, or a start):
+    a first start has nothing to catch up on, a start after the change was handled live
+    owes nothing again (what was owed then is not kept), one after a missed change does."""
+    w = world(deal(("JPN",)))
+    w.send("M1")
+    assert w.store.meta(withdraw.CHECKED) == repr(NOW)  # (the first start's)
+    assert w.end() == 1  # handled live, JPN connected
+    assert w.store.meta(withdraw.CHECKED) == repr(END)
+    restarted = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert restarted.withdrawals.owed == {}
+    w.store.set_meta(withdraw.CHECKED, "not a time")  # (damaged: as a first start)
+    again = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert again.withdrawals.owed == {} and w.store.meta(withdraw.CHECKED) == repr(END)
