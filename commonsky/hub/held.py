@@ -36,6 +36,7 @@ STREAM_BYTES = 65_536  # commoncommo's stream buffer (rxBufSize): the longest me
 HOLD_S = 600.0  # a form is held at most this long after it was last announced
 HELD_BYTES = 64 << 20  # all forms held at once (each ≤ a few times limit_message_bytes)
 ANNOUNCE_STALE_S = 100.0  # an announcement is an offer: stale soon (a replay makes a new one)
+_NOT_IN_NAMES = '/\\:*?"<>|'
 _EVENT_UID = re.compile(rb"""<event\b[^>]*?\suid=(["'])(.*?)\1""", re.DOTALL)
 
 
@@ -161,7 +162,9 @@ def _announcement(held: Held, base: str, now: float) -> CotEvent:
     and it fetches with the certificate of the stream it came on."""
     found = _EVENT_UID.search(held.xml[:4096])
     uid = html.unescape(found.group(2).decode("utf-8", "replace")) if found else held.sha256
-    name = "".join(c for c in uid if c.isprintable() and c not in "/\\")[:100] + ".cot"
+    # (a file name on the device: no path, nothing FAT refuses)
+    name = "".join(c if c.isprintable() and c not in _NOT_IN_NAMES else "_" for c in uid)
+    name = name[:100] + ".cot"
     share = etree.Element(
         "fileshare",
         filename=name,

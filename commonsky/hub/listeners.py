@@ -536,7 +536,7 @@ class Joined:
     def __init__(self, batch: list[Pending], mode: str, held: LongMessages | None = None) -> None:
         self.batch = batch
         self.written: list[TakPeer] = []
-        self.held: list[Held] = []  # announced in place of their items (held.py)
+        self.held: list[Held] | tuple[()] = ()  # announced in place of items (held.py)
         parts = []
         for pending in batch:  # (`Rendered.wire`'s cache read here: no call per item)
             rendered, variant = pending.rendered, pending.variant
@@ -557,6 +557,8 @@ class Joined:
         except Exception:  # (our bug: it costs the announcement only, the item goes whole)
             log.exception("cannot announce item #%d; written whole", pending.rendered.item.seq)
             return data
+        if not self.held:
+            self.held = []
         self.held.append(one)
         return wire
 

@@ -85,7 +85,7 @@ async def test_a_long_route_is_announced_fetched_by_its_receiver_and_no_one_else
         share = fileshare(offer)
         sha = share.get("sha256", "")
         assert offer["uid"] == sha == share.get("senderUid")
-        assert share.get("filename") == share.get("name") == "USA::route-500.cot"
+        assert share.get("filename") == share.get("name") == "USA__route-500.cot"
         url = urlparse(share.get("senderUrl", ""))
         assert (url.scheme, url.netloc) == ("https", f"{host}:{hub.server.port('marti')}")
         # XML: the same form's announcement (the same bytes held, the same hash).
