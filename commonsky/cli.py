@@ -12,7 +12,6 @@ import importlib
 import inspect
 import logging
 import math
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from commonsky.conformance import cli as conformance_cli
 from commonsky.errors import UsageError
 from commonsky.marti import cli as marti_cli
 from commonsky.settings import SETTINGS, env_name, flag_name
+from commonsky.stopsignal import StopRequest
 
 #: Command groups whose modules load the numerical and cryptographic libraries (numpy,
 #: pyproj, the fusion and ledger code): NAME -> (module, Typer app, help). Imported when
@@ -36,9 +36,21 @@ from commonsky.settings import SETTINGS, env_name, flag_name
 #: every start of the command line pays only for what it runs (importing this module: 0.87 s
 #: -> 0.11 s, same machine and load).
 LAZY_GROUPS: dict[str, tuple[str, str, str]] = {
-    "deconflict": ("commonsky.deconflict.cli", "app", "deconflict commands"),
-    "ledger": ("commonsky.ledger.cli", "app", "ledger commands"),
-    "alerts": ("commonsky.alerts.cli", "app", "alerts commands"),
+    "deconflict": (
+        "commonsky.deconflict.cli",
+        "app",
+        "Offline conflict screening of a traffic snapshot (CSV).",
+    ),
+    "ledger": (
+        "commonsky.ledger.cli",
+        "app",
+        "The hub's signed record: export, verify, inclusion and consistency proofs.",
+    ),
+    "alerts": (
+        "commonsky.alerts.cli",
+        "app",
+        "Public warnings: the warnable regions, CAP 1.2 validation.",
+    ),
 }
 
 
@@ -172,6 +184,8 @@ def serve(
     docs/nats-permissions.conf is the server's side (README, "Configuration";
     docs/architecture.md, "Cluster" and "The NATS link").
     """
+    request = StopRequest()
+    request.install()  # first: a signal during the imports and the start is a clean stop
     from commonsky import eventloop
     from commonsky.config import load_config
     from commonsky.server import serve_forever
@@ -183,7 +197,9 @@ def serve(
     serve = serve_forever
     if hub_config.cluster is not None:  # an edge, a core, or both (commonsky/cluster/run.py)
         from commonsky.cluster.run import serve_cluster as serve
-    eventloop.run(_until_signal(lambda stop: serve(hub_config, stop, init=init)), loop)
+    if request.stopped_early():
+        return
+    eventloop.run(_until_signal(lambda stop: serve(hub_config, stop, init=init), request), loop)
 
 
 @app.command()
@@ -229,6 +245,8 @@ def demo(
     Prints the map's address, a sign-in link and the TAK port of every party, then a
     summary (DATA_DIR/summary.json); tokens in DATA_DIR/tokens.json.
     """
+    request = StopRequest()
+    request.install()  # first: a signal during the imports and the start is a clean stop
     from commonsky.demo.main import run_demo
     from commonsky.settings import CLOCK_RATE_MAX, parse_hostport
 
@@ -253,7 +271,9 @@ def demo(
             scenario=scenario,
         )
 
-    summary = asyncio.run(_until_signal_result(play))
+    if request.stopped_early():
+        return
+    summary = asyncio.run(_until_signal_result(play, request))
     print(f"summary written to {data_dir / 'summary.json'}")
     if not summary["all_held"]:
         sys.exit(1)
@@ -356,21 +376,19 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+async def _until_signal(
+    run: Callable[[asyncio.Event], Awaitable[None]], request: StopRequest
+) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    request.attach(stop)
     await run(stop)
 
 
 async def _until_signal_result(
-    run: Callable[[asyncio.Event], Awaitable[dict[str, object]]],
+    run: Callable[[asyncio.Event], Awaitable[dict[str, object]]], request: StopRequest
 ) -> dict[str, object]:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    request.attach(stop)
     return await run(stop)
 
 

@@ -132,3 +132,19 @@ def test_a_bench_refuses_inf_and_nan_before_it_starts(option: tuple[str, ...], b
         pytest.fail(f"{' '.join(option)} {bad}: the bench started")
     assert proc.returncode == 2, err
     assert err == f"commonsky: error: {option[-1]} {float(bad)!r}: must be a finite number\n"
+
+
+def test_every_group_says_what_it_is_for(capsys: pytest.CaptureFixture[str]) -> None:
+    """`commonsky --help` listed three groups as "ledger commands", "alerts commands"…:
+    words that answer nothing. Each group's line says what it does, and the same in the
+    listing as in the group's own --help."""
+    listing = help_text(capsys, ())
+    for path in commands():
+        if len(path) != 1 or path == ("bench",):
+            continue
+        own = help_text(capsys, path)
+        if "Commands:" not in own:
+            continue  # (a command, not a group)
+        about = own.split("\n\n")[1].strip()
+        assert about != f"{path[0]} commands", about
+        assert " ".join(about.split())[:40] in " ".join(listing.split()), (path, about)

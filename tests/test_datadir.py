@@ -93,6 +93,27 @@ async def test_a_missing_file_stops_a_hub_that_has_run(tmp_path: Path, lost: str
         pass
 
 
+@pytest.mark.parametrize("damage", [b"", b'{\n  "format": 1,\n  "hub_id": "9fe8', b"[1, 2]\n"])
+async def test_a_damaged_manifest_names_the_way_out_and_init_writes_it_again(
+    tmp_path: Path, damage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hub.json only names what the store, ledger and key hold: one left unreadable (a copy
+    cut short, a disk error) stopped every start with no way out but a hand-written one."""
+    data = await run_once(tmp_path, messages=2)
+    manifest = json.loads((data / MANIFEST).read_text())
+    (data / MANIFEST).write_bytes(damage)
+    with pytest.raises(UsageError) as refused:
+        HubServer(base_config(tmp_path, HOTLINE))
+    assert "--init" in str(refused.value) and str(data / MANIFEST) in str(refused.value)
+    assert (data / MANIFEST).read_bytes() == damage  # refused: nothing touched
+    with caplog.at_level(logging.WARNING, logger="commonsky.datadir"):
+        await run_once(tmp_path, init=True)
+    assert json.loads((data / MANIFEST).read_text()) == manifest
+    [aside] = data.glob(f"{MANIFEST}.damaged-*")
+    assert aside.read_bytes() == damage and aside.name in caplog.text
+    await run_once(tmp_path)  # and from then on it starts as usual
+
+
 @pytest.mark.parametrize("store", ["postgresql", "killed"])
 async def test_a_first_start_that_stored_nothing_leaves_a_new_folder(
     tmp_path: Path, store: str, held_port: Callable[[], int]

@@ -14,7 +14,9 @@ from commonsky.alerts.cap import CapInvalid, validate_cap
 from commonsky.alerts.regions import RegionRegistry
 from commonsky.errors import UsageError
 
-app = typer.Typer(help="alerts commands", no_args_is_help=True)
+app = typer.Typer(
+    help="Public warnings: the warnable regions, CAP 1.2 validation.", no_args_is_help=True
+)
 
 
 @app.command("regions")

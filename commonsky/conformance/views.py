@@ -278,8 +278,9 @@ def instant_of(text: str) -> Decimal:
 # `<detail>`, at any depth: `link@uid`, `creator@uid`, `chatgrp@id` and `@uidN`,
 # `__chat`/`__chatreceipt` `@id`, `@messageId`, `@parent`, `@deleteChild`, `remarks@to`
 # (in chat also `@source`, after `BAO.F.ATAK.`/`BAO.F.WinTAK.`, and `@sourceID`),
-# `marti/dest@uid`, a `hierarchy`'s `group@uid` and `contact@uid`, `__navcue@id`, and the uid
-# ending each `host:port:proto:uid` of `__serverdestination@destinations`.
+# `marti/dest@uid`, a `hierarchy`'s `group@uid` and `contact@uid`, `__navcue@id`,
+# `fileshare@senderUid` and `ackresponse@senderUid`, and the uid ending each
+# `host:port:proto:uid` of `__serverdestination@destinations`.
 
 
 def map_name(value: str, sender: str, recipient: str, parties: frozenset[str] = PARTIES) -> str:
@@ -322,6 +323,8 @@ def _is_reference(tag: str, name: str, ancestors: tuple[str, ...], chat: bool) -
         return name == "uid" and ancestors[-1:] == ("marti",)
     if tag in ("group", "contact"):
         return name == "uid" and "hierarchy" in ancestors
+    if tag in ("fileshare", "ackresponse"):
+        return name == "senderUid"
     return tag == "__navcue" and name == "id"
 
 

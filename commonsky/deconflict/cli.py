@@ -16,7 +16,10 @@ import typer
 from commonsky.deconflict import cpa
 from commonsky.errors import UsageError
 
-app = typer.Typer(help="deconflict commands", no_args_is_help=True)
+app = typer.Typer(
+    help="Offline conflict screening of a traffic snapshot (CSV).",
+    no_args_is_help=True,
+)
 
 COLUMNS = ("id", "lat", "lon", "alt_m", "gs_mps", "trk_deg", "vs_mps")
 # Accepted ranges per numeric column: (low, high), both inclusive.

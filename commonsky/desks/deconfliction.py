@@ -42,7 +42,7 @@ from commonsky.deconflict.engine import Conflict, ConflictChange, ConflictEngine
 from commonsky.deconflict.notice import Notice, notice_for
 from commonsky.deconflict.shapes import Item as Shape
 from commonsky.deconflict.shapes import Line, Site, Volume
-from commonsky.desks.drawings import airspace_from_cot
+from commonsky.desks.drawings import screened_shape
 from commonsky.desks.hotline import HotlineDesk
 from commonsky.hub.desk import Routes
 from commonsky.hub.desk_view import DeskView
@@ -109,11 +109,18 @@ class AirspaceDesk:
         return (rpz or 9260.0, hpz or 304.8)
 
     def check(self, party: str, event: CotEvent) -> Shape | None:
-        """Refuse geometry the engine cannot hold (GeometryError, a RemoteProtocolError);
-        the shape read is `observe`'s. A deletion by staleness needs no valid geometry;
-        anything `observe` will read does."""
+        """Refuse geometry the engine cannot hold (GeometryError, a RemoteProtocolError) in
+        what its sender declared airspace; the shape read is `observe`'s. A TAK drawing not
+        declared airspace whose geometry it cannot hold passes, unscreened
+        (`drawings.screened_shape`). A deletion by staleness needs no valid geometry."""
         if event.stale > event.time or event.stale > self.hub.clock():
-            return airspace_from_cot(event)
+            shape = screened_shape(event)
+            if shape is None:
+                log.info(
+                    "%s/%s: %s relayed, not screened for conflicts: its geometry is no area"
+                    " or route the conflict engine can hold", party, event.uid, event.type,
+                )  # fmt: skip
+            return shape
         return None
 
     # ---- intake -------------------------------------------------------------------------
@@ -139,7 +146,9 @@ class AirspaceDesk:
         if item.event.stale <= now:
             return self.engine.remove(item.party, item.uid, now)
         if shape is None:
-            shape = airspace_from_cot(item.event)
+            shape = screened_shape(item.event)
+        if shape is None:  # (a drawing the engine cannot hold: what it held of it goes)
+            return self.engine.remove(item.party, item.uid, now)
         if isinstance(shape, Volume):
             return self.engine.upsert_volume(item.party, item.uid, shape, now)
         if isinstance(shape, Line):

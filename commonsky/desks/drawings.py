@@ -25,6 +25,11 @@ in our detail extension, documented in the README:
 
 Without times a volume lasts from the event's `start` to its `stale`; without levels it spans
 the surface to 20 km. Errors are `RemoteProtocolError("bad_airspace", "<field>: <reason>")`.
+
+A TAK drawing its sender did not declare airspace (no `<csky_airspace>`) is a user's shape
+first: one whose geometry the conflict engine cannot hold (a freehand that crosses itself, a
+route of one waypoint) is valid TAK traffic all the same, relayed and kept like any drawing
+and not screened for conflicts (`screened_shape` gives None). A declared one is refused.
 """
 
 from __future__ import annotations
@@ -121,6 +126,17 @@ def airspace_from_cot(event: CotEvent) -> Item:
         return item_from(geometry[0], geometry[1], props)
     except GeometryError as exc:
         raise RemoteProtocolError("bad_airspace", str(exc)) from None
+
+
+def screened_shape(event: CotEvent) -> Item | None:
+    """`airspace_from_cot`, or None for an undeclared TAK drawing whose geometry the engine
+    cannot hold (the module's header); a declared one's bad geometry is refused."""
+    try:
+        return airspace_from_cot(event)
+    except RemoteProtocolError:
+        if detail_tree(event.detail).find(EXTENSION) is not None:
+            raise
+        return None
 
 
 def _number(raw: str, name: str) -> float:

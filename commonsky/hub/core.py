@@ -131,19 +131,11 @@ class Hub:
         self.withdrawals = Withdrawals(self.picture, self.router, self.wires, self._rendered,
                                        store)  # fmt: skip
         self.deletes = Deletes(
-            parties=self.parties,
-            picture=self.picture,
-            routing=self.router,
-            wires=self.wires,
-            store=store,
-            recorders=self._recorders,
-            transaction=self.transaction,
-            render=self._rendered,
-            apply=self._apply,
-            observe=self._observe,
-            clock=lambda: self.clock(),
-            owe=self.withdrawals.owe,
-        )
+            parties=self.parties, picture=self.picture, routing=self.router, wires=self.wires,
+            store=store, recorders=self._recorders, transaction=self.transaction,
+            render=self._rendered, apply=self._apply, observe=self._observe,
+            clock=lambda: self.clock(), owe=self.withdrawals.owe,
+        )  # fmt: skip
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
         self.quarantine.counter = self.metrics.quarantined

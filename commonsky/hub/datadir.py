@@ -242,12 +242,30 @@ class DataDir:
         )
 
     def _read_manifest(self) -> dict[str, Any] | None:
+        """The manifest; one that cannot be read is refused, or with --init set aside (kept
+        as hub.json.damaged-…) and written again from the store, ledger and key it names."""
         path = self.path / MANIFEST
-        data = read_manifest(self.path)
+        try:
+            data = read_manifest(self.path)
+            if data is not None and (
+                not isinstance(data, dict) or not isinstance(data.get("hub_id"), str)
+            ):
+                raise UsageError(f"{path}: not a CommonSky manifest (no hub_id)")
+        except UsageError as exc:
+            if not self.init:
+                raise UsageError(
+                    f"{exc}; restore it from a backup, or start with --init to write it again "
+                    "from the store and ledger"
+                ) from None
+            aside = path.with_name(f"{MANIFEST}.damaged-{secrets.token_hex(4)}")
+            try:
+                os.replace(path, aside)
+            except OSError as moved:
+                raise UsageError(f"{path}: cannot set it aside ({moved.strerror})") from None
+            log.warning("--init: %s; kept as %s, written again at this start", exc, aside.name)
+            return None
         if data is None:
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("hub_id"), str):
-            raise UsageError(f"{path}: not a CommonSky manifest (no hub_id)")
         _tighten(path, PRIVATE_FILE)
         return data
 

@@ -28,7 +28,10 @@ from commonsky.ledger.entry import EntryError, check_party
 from commonsky.ledger.log import DB_NAME, Ledger, LedgerError
 from commonsky.ledger.proofs import Receipt
 
-app = typer.Typer(help="ledger commands", no_args_is_help=True)
+app = typer.Typer(
+    help="The hub's signed record: export, verify, inclusion and consistency proofs.",
+    no_args_is_help=True,
+)
 
 DataDir = Annotated[
     Path | None,
@@ -77,7 +80,7 @@ def _ledger(data_dir: Path | None, config: Path | None = None) -> tuple[Path, Le
     manifest = _manifest(data_dir)
     kept = str(manifest.get("ledger", ""))
     if not url and kept.startswith(("postgresql://", "postgres://")):
-        if ":***@" in kept:
+        if "***" in kept:
             raise UsageError(
                 f"{data_dir}: this hub's ledger is in PostgreSQL ({kept}), whose password "
                 "hub.json does not keep; give --config FILE instead"

@@ -28,6 +28,7 @@ Names in `<detail>`, in document order:
 | `hierarchy//group`, `hierarchy//contact` (group chat members) | `uid` |
 | `creator` | `uid` |
 | `__navcue` (a route's cue at a waypoint) | `id` |
+| `fileshare`, `ackresponse` (a file transfer's request and acknowledgement) | `senderUid` |
 | `__serverdestination` | `destinations`: the uid after `host:port:proto:` |
 """
 
@@ -51,7 +52,7 @@ _SOURCE_PREFIXES = ("BAO.F.ATAK.", "BAO.F.WinTAK.")
 # A cheap test that spares parsing the detail of the many events with no reference at all
 # (an ATAK position report carries contact, __group, status, takv, track, uid@Droid).
 _CANDIDATE = re.compile(
-    r"\s(?:uid\d*|id|messageId|parent|deleteChild|to|source|sourceID|destinations)="
+    r"\s(?:uid\d*|id|messageId|parent|deleteChild|to|source|sourceID|destinations|senderUid)="
 )
 _UID_N = re.compile(r"uid\d+")
 
@@ -198,6 +199,9 @@ def _slots(tree: etree._Element, chat: bool) -> Iterator[tuple[etree._Element, s
         elif tag == "__navcue":
             if "id" in attrib:
                 yield element, "id", _Plain
+        elif tag in ("fileshare", "ackresponse"):
+            if "senderUid" in attrib:
+                yield element, "senderUid", _Plain
         elif tag == "__serverdestination" and "destinations" in attrib:
             yield element, "destinations", _Destinations
 

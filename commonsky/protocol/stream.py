@@ -5,7 +5,9 @@ the I/O adapter feeds it what arrived (`receive_data`), acts on the events it re
 writes `data_to_send()`. It starts in CoT XML mode. The server offers TAK Protocol v1 by
 sending `t-x-takp-v`; a client asking `t-x-takp-q` for version 1 gets `t-x-takp-r` (in
 XML) and from then on both directions are framed protobuf: 0xbf, varint length, TakMessage.
-Pings (`t-x-c-t`) are answered here with pongs (`t-x-c-t-r`) and never reach the hub.
+Pings (`t-x-c-t`) are answered here with pongs (`t-x-c-t-r`) and never reach the hub. A
+TakMessage without a `cotEvent` (a `takControl` alone, or empty) is valid and carries no
+event: taken off the wire, neither relayed nor refused (`takv1.read_proto`).
 
 Framing errors are survivable in XML mode (skip to the next `</event>`) but fatal in
 protobuf mode, where a bad length means the stream has lost its boundaries. Protobuf that
@@ -35,7 +37,7 @@ from commonsky.protocol.render import MAGIC as MAGIC
 from commonsky.protocol.render import encode_varint as encode_varint
 from commonsky.protocol.render import frame_proto as frame_proto
 from commonsky.protocol.render import render
-from commonsky.protocol.takv1 import parse_proto_event
+from commonsky.protocol.takv1 import read_proto
 
 _END = b"</event>"
 #: A TAK protobuf message longer than limit_message_bytes is skipped by its length, up to this
@@ -284,11 +286,12 @@ class TakStream:
         del buffer[: start + length]
         self.completed += 1
         try:
-            event = parse_proto_event(payload, self.limits)
+            event = read_proto(payload, self.limits)
         except RemoteProtocolError as exc:
             events.append(MessageRefused(exc.reason, str(exc)))
             return True
-        self._handle(event, events, now)
+        if event is not None:  # (None: a valid message with no event, `takv1._decode`)
+            self._handle(event, events, now)
         return True
 
     def _fatal(self, events: list[StreamEvent], reason: str, message: str) -> None:

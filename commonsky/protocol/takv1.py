@@ -135,15 +135,31 @@ def _typed(element: etree._Element, out: Detail) -> bool:
     return True
 
 
-def proto_to_xml(payload: bytes) -> bytes:
-    """CoT XML text for a TakMessage payload; raises RemoteProtocolError when undecodable."""
+def _decode(payload: bytes) -> TakMessage | None:
+    """The TakMessage of a payload, or None for one that carries no event (below); raises
+    RemoteProtocolError when undecodable.
+
+    takmessage.proto: `cotEvent` is optional, "if omitted, no event data in this message"
+    (and `takControl` "if omitted, continue using last reported control information"). So a
+    message with a `takControl` only, or an empty one, is valid and carries nothing to relay.
+    A message without a `cotEvent` made of fields TakMessage does not have is no such message:
+    refused as bad_protobuf, as any payload that is not a TakMessage."""
     message = TakMessage()
     try:
         message.ParseFromString(payload)
     except DecodeError:
         raise RemoteProtocolError("bad_protobuf", "payload is not a TakMessage") from None
-    if not message.HasField("cotEvent"):
+    if message.HasField("cotEvent"):
+        return message
+    size = message.ByteSize()
+    message.DiscardUnknownFields()
+    if message.ByteSize() != size:
         raise RemoteProtocolError("bad_protobuf", "TakMessage without a cotEvent")
+    return None
+
+
+def _to_xml(message: TakMessage) -> bytes:
+    """CoT XML text for a TakMessage that has a cotEvent."""
     cot = message.cotEvent
     check_uid(cot.uid)  # before it is quoted into XML, so the reason names the uid rule
     parts: list[str] = []
@@ -216,8 +232,22 @@ def _tags(xml_detail: str) -> set[str]:
 
 
 def parse_proto_event(payload: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent:
+    """The event of a TakMessage payload; RemoteProtocolError when it is refused or carries
+    no event (`read_proto` tells that case apart)."""
+    event = read_proto(payload, limits)
+    if event is None:
+        raise RemoteProtocolError("bad_protobuf", "TakMessage without a cotEvent")
+    return event
+
+
+def read_proto(payload: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> CotEvent | None:
+    """The event of a TakMessage payload, or None for a valid message that carries none (a
+    `takControl` alone, an empty message: `_decode`); RemoteProtocolError when refused."""
+    message = _decode(payload)
+    if message is None:
+        return None
     try:
-        return parse_event(proto_to_xml(payload), limits)
+        return parse_event(_to_xml(message), limits)
     except (ValueError, OverflowError, OSError):
         # Times far outside the calendar make datetime raise; the peer's fault all the same.
         raise RemoteProtocolError("bad_protobuf", "TakMessage with impossible values") from None

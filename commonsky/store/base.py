@@ -175,5 +175,8 @@ def load_rows(rows: Iterable[tuple[int, bytes]], unreadable: dict[int, str]) -> 
 
 
 def redacted(url: str) -> str:
-    """A store URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+    """A store URL without its passwords, for messages, logs and hub.json: the one in its
+    user information (`USER:***@`) and those libpq takes as query parameters (`password=`,
+    `sslpassword=`, as `password=***`)."""
+    url = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+    return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -308,3 +309,67 @@ def test_notices_that_no_longer_hold_after_a_restart_are_cleared(tmp_path: Path)
     w = make_world(tmp_path, RIVALS, now=w.clock.now + 1200)
     assert w.services.airspace.for_party("RUS") == []
     assert len(w.services.airspace.engine.conflicts()) == 0
+
+
+# ---- TAK drawings its sender did not declare airspace (no <csky_airspace>) ----------------
+
+SHARING = [
+    {"name": "US to RU", "from": "USA", "to": ["RUS"], "categories": ["airspace"]},
+    {"name": "RU to US", "from": "RUS", "to": ["USA"], "categories": ["airspace"]},
+]
+BOWTIE = [(38.0, 34.0), (39.0, 35.0), (39.0, 34.0), (38.0, 35.0), (38.0, 34.0)]
+
+
+def tak_drawing(uid: str, points: list[tuple[float, float]], cot_type: str = "u-d-f") -> CotEvent:
+    """A drawing as ATAK sends it: vertices and style, nothing of CommonSky's."""
+    links = "".join(f'<link point="{lat},{lon}"/>' for lon, lat in points)
+    style = '<strokeColor value="-1"/><contact callsign="Shape 1"/><archive/>'
+    lon, lat = points[0] if points else (38.0, 34.0)
+    return event(uid, cot_type, lat=lat, lon=lon, detail=links + style, stale_s=7200.0)
+
+
+@pytest.mark.parametrize(
+    ("points", "cot_type"),
+    [
+        (BOWTIE, "u-d-f"),  # a freehand that crosses itself
+        ([(38.0, 34.0), (39.0, 34.0), (38.0, 34.0)], "u-d-f"),  # closed on two points
+        ([(38.2, 34.2)], "b-m-r"),  # a route of one waypoint
+        ([], "u-d-f"),  # no vertices at all
+    ],
+)
+def test_a_tak_drawing_the_engine_cannot_hold_is_relayed_and_kept_unscreened(
+    tmp_path: Path, points: list[tuple[float, float]], cot_type: str
+) -> None:
+    """Valid TAK traffic the user's team and partners must see: it was refused as
+    bad_airspace (not relayed, not even inside its party). It is not screened."""
+    w = make_world(tmp_path, SHARING)
+    w.send("RUS", drawing("RU-OPS", square(37.5, 33.5, 2.0), 0, 12000))
+    w.take("USA")
+    w.send("USA", tak_drawing("DOODLE", points, cot_type))
+    got = w.take("RUS")
+    assert [e.uid for e in got if e.type == cot_type] == ["USA::DOODLE"]
+    assert ("USA", "DOODLE") in w.hub.durable
+    assert notices(got) == [] and notices(w.take("USA")) == []
+
+
+def test_a_drawing_redrawn_into_one_the_engine_cannot_hold_leaves_the_engine(
+    tmp_path: Path,
+) -> None:
+    w = make_world(tmp_path, SHARING)
+    w.send("RUS", drawing("RU-OPS", square(38.0, 34.0, 1.0), 0, 12000))
+    w.send("USA", tak_drawing("AREA", square(38.5, 34.5, 1.0)))
+    assert len(notices(w.take("USA"))) == 1  # an undeclared drawing that is an area: screened
+    w.send("USA", tak_drawing("AREA", BOWTIE))
+    assert w.services.airspace.for_party("USA") == []
+    cleared = [e for e in w.take("USA") if e.type == "t-x-csky-conflict"]
+    assert cleared and 'state="cleared"' in cleared[0].detail
+
+
+def test_bad_geometry_in_a_declared_drawing_is_still_refused(tmp_path: Path) -> None:
+    w = make_world(tmp_path, SHARING)
+    declared = tak_drawing("DECLARED", BOWTIE)
+    declared = msgspec.structs.replace(declared, detail=declared.detail + "<csky_airspace/>")
+    with pytest.raises(RemoteProtocolError) as info:
+        w.send("USA", declared)
+    assert info.value.reason == "bad_airspace"
+    assert ("USA", "DECLARED") not in w.hub.durable

@@ -32,7 +32,7 @@ def counting(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list
 
 def test_an_airspace_drawing_is_read_once(tmp_path: Path, monkeypatch) -> None:
     w = make_world(tmp_path, RIVALS)
-    reads = counting(monkeypatch, airspace_module, "airspace_from_cot")
+    reads = counting(monkeypatch, airspace_module, "screened_shape")
     w.send("USA", drawing("US-STRIKE-7", square(38.0, 34.0, 1.0), 3000, 9000, "strike-area"))
     w.send("RUS", drawing("RU-OPS-2", square(38.5, 34.5, 1.0), 5000, 12000))
     assert len(reads) == 2  # one per item: the check's, handed to observe

@@ -348,14 +348,18 @@ async def test_inputs_the_fuzz_found_are_refused_cleanly(make_hub) -> None:
         )
         tak.send(report)
         now = hub.hub.clock()
-        # Dated in the future, stale between now and then, with no vertices: the desk reads
-        # it (it is not stale), so the check must too.
-        future = with_times(
-            track("future-area"),
-            time=format_time(now + 1000),
-            start=format_time(now + 1000),
-            stale=format_time(now + 500),
-        ).replace(b'type="a-f-A-M-F"', b'type="u-d-f"')
+        # Dated in the future, stale between now and then, declared airspace, with no
+        # vertices: the desk reads it (it is not stale), so the check must too.
+        future = (
+            with_times(
+                track("future-area"),
+                time=format_time(now + 1000),
+                start=format_time(now + 1000),
+                stale=format_time(now + 500),
+            )
+            .replace(b'type="a-f-A-M-F"', b'type="u-d-f"')
+            .replace(b"<detail>", b"<detail><csky_airspace/>")
+        )
         tak.send(future)
         tak.send(chat("after", "still here", "RUS"))
         await rus.wait_for(lambda e: e["uid"] == "USA::GeoChat.after")

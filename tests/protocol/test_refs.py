@@ -120,3 +120,18 @@ def test_a_delete_names_its_first_link() -> None:
         b" stale='2030-01-01T00:01:00Z'><point lat='0' lon='0'/><detail/></event>"
     )
     assert link_target(hello) is None
+
+
+@pytest.mark.parametrize(
+    ("stem", "device"),
+    [
+        ("012-b-f-t-r", "ANDROID-976ffabe78fda5d9"),
+        ("015-b-f-t-r", "commoncommo-EMBER1"),
+        ("014-b-f-t-a", "ANDROID-51cc3b9b6823a0f2"),
+        ("055-b-f-t-a", "ANDROID-077658241117fd49"),
+    ],
+)
+def test_a_file_transfer_names_the_device_it_comes_from(stem: str, device: str) -> None:
+    """`fileshare@senderUid` (request) and `ackresponse@senderUid` (acknowledgement) name a
+    device: ATAK sends its acknowledgement to the contact the request's senderUid names."""
+    assert device in references(by_name(stem)).names

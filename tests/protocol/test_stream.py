@@ -120,6 +120,48 @@ def test_takproto_made_message_is_read() -> None:
     assert received(events) == ["A1"]
 
 
+def _control_only(min_version: int, max_version: int, contact: str) -> bytes:
+    """A TakMessage with a takControl and no cotEvent: takmessage.proto's "if omitted, no
+    event data in this message"."""
+    message = takproto.proto.TakMessage()
+    message.takControl.minProtoVersion = min_version
+    message.takControl.maxProtoVersion = max_version
+    message.takControl.contactUid = contact
+    return message.SerializeToString()
+
+
+@settings(max_examples=50)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.text(st.characters(codec="utf-8"), max_size=40),
+    st.booleans(),
+)
+def test_a_takmessage_without_an_event_is_valid_and_carries_nothing(
+    low: int, high: int, contact: str, empty: bool
+) -> None:
+    """A control-only or empty TakMessage is neither relayed nor refused (it was refused
+    as bad_protobuf: a warning and a refusal counted for valid traffic), and the stream
+    goes on with the next message."""
+    payload = b"" if empty else _control_only(low, high, contact)
+    stream = TakStream()
+    stream.mode = Mode.PROTO
+    events = stream.receive_data(
+        frame_proto(payload) + frame_proto(event_to_proto(parse_event(EVENT))), 0.0
+    )
+    assert not [e for e in events if isinstance(e, MessageRefused)]
+    assert received(events) == ["A1"] and stream.completed == 2 and not stream.partial
+
+
+def test_a_takmessage_of_unknown_fields_only_is_still_refused() -> None:
+    """Bytes that decode only as fields TakMessage does not have are no TakMessage."""
+    stream = TakStream()
+    stream.mode = Mode.PROTO
+    (refused,) = stream.receive_data(frame_proto(b"\x48\x05"), 0.0)  # field 9, varint 5
+    assert isinstance(refused, MessageRefused) and refused.reason == "bad_protobuf"
+    assert not refused.fatal
+
+
 def test_oversized_xml_is_skipped_and_the_stream_recovers() -> None:
     stream = TakStream(XmlLimits(message_bytes=2048))
     junk = b'<event uid="big" x="' + b"A" * 100_000 + b'"></event>'
