@@ -41,6 +41,7 @@ from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
 from .connection import Connection
+from .held import LongMessages
 from .outbox import Pending
 
 log = logging.getLogger("commonsky.hub")
@@ -60,10 +61,18 @@ ROUND_TURNS = 3
 class Connections:
     """The hub's connections (`by_party`) and their write batching."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, logs: RateLimitedLog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        logs: RateLimitedLog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.logs = logs
+        # Items too long for a TAK client's reader, held for it to fetch (held.py).
+        self.held = LongMessages(clock)
         self.by_party: dict[str, set[Connection]] = defaultdict(set)
         # The event loop's `call_soon`, set by the server once the loop runs.
         self.call_soon: Callable[[Callable[[], None]], object] | None = None
@@ -248,7 +257,7 @@ class Connections:
         round_ = self._round
         if round_ is None:
             return make(batch, mode)
-        key = (mode, *map(id, batch))
+        key = (make, mode, *map(id, batch))  # (`make`: a TLS listener's announces, held.py)
         found = round_.get(key)
         if found is None:
             found = round_[key] = (batch, make(batch, mode))

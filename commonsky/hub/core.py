@@ -120,7 +120,7 @@ class Hub:
         self.renderer = Renderer(self.naming, self.metrics)
         self.logs = RateLimitedLog()
         # Who is connected, and the write batching (hub/connections.py).
-        self.wires = Connections(settings, self.metrics, self.logs)
+        self.wires = Connections(settings, self.metrics, self.logs, lambda: self.clock())
         self.connections = self.wires.by_party  # party -> its connections
         # Receipts and hub notices held for senders' devices, what they prove (receipts.py).
         self.receipts = Receipts(self.picture, self.parties, self.router.variant_for,

@@ -15,6 +15,7 @@ import itertools
 import logging
 import ssl
 import time
+from collections.abc import Callable
 
 from cryptography import x509
 
@@ -33,6 +34,7 @@ from commonsky.protocol.stream import StreamEvent
 from commonsky.revocation import Revocations
 
 from .core import Connection, Hub
+from .held import STREAM_BYTES, Held, LongMessages
 from .outbox import Outbox, Pending
 from .tls import bind_http as bind_http  # (re-exported: the server and Marti bind with it)
 from .tls import peer_address as _peer
@@ -76,6 +78,7 @@ class TakListener:
         if tls is None and config.kind == "tak-tls":
             tls = tls_context(config)
         self.tls = tls
+        self._announcing: Callable[[list[Pending], str], Joined] | None = None
 
     async def start(self) -> None:
         try:
@@ -345,7 +348,7 @@ class TakListener:
         )
         # Past this much unwritten, the reader is behind: live updates merge (outbox.py).
         high_water = 4 * self.limits.message_bytes + 262144
-        peer = TakPeer(self.hub, writer, session, high_water)
+        peer = TakPeer(self.hub, writer, session, high_water, self._joiner())
         conn = peer.conn = Connection(
             party=party,
             user=user,
@@ -356,6 +359,16 @@ class TakListener:
             address=address,
         )
         return session, peer, conn
+
+    def _joiner(self) -> Callable[[list[Pending], str], Joined]:
+        """How this listener's connections join a batch: with over-long items announced
+        (held.py) where the Marti listener accepts their certificates, else as they are."""
+        held = self.hub.wires.held
+        if not held.serves(self.config.kind, self.config.ca):
+            return Joined
+        if self._announcing is None:  # (one for all its connections: they share batches)
+            self._announcing = functools.partial(Joined, held=held)
+        return self._announcing
 
     def _timed_out(self, conn: Connection, expired: str) -> None:
         self.hub.log_limited(
@@ -456,9 +469,15 @@ class TakPeer:
     and the writer task flushes again when it drained."""
 
     def __init__(
-        self, hub: Hub, writer: asyncio.StreamWriter, session: TakSession, high_water: int
+        self,
+        hub: Hub,
+        writer: asyncio.StreamWriter,
+        session: TakSession,
+        high_water: int,
+        join: Callable[[list[Pending], str], Joined] | None = None,
     ) -> None:
         self.hub = hub
+        self.join = join or Joined
         self.writer = writer
         self.session = session
         self.high_water = high_water
@@ -491,8 +510,10 @@ class TakPeer:
         if batch:
             wires = self.hub.wires
             # (`_value_`, not `.value`: the enum's property costs a Python call per write)
-            joined = wires.shared(batch, self.session.mode._value_, Joined)
+            joined = wires.shared(batch, self.session.mode._value_, self.join)
             self.writer.write(joined.data)
+            if joined.held:  # (announced in place of over-long items: its party may fetch)
+                wires.held.grant(conn.party, joined.held)
             if probe.ON:
                 probe.stamp("client_write", joined.data)
             joined.written.append(self)
@@ -510,17 +531,36 @@ class Joined:
     items, and a count scheduled per write were a fifth of a round's bookkeeping:
     docs/performance.md, #19)."""
 
-    __slots__ = ("batch", "data", "written")
+    __slots__ = ("batch", "data", "held", "written")
 
-    def __init__(self, batch: list[Pending], mode: str) -> None:
+    def __init__(self, batch: list[Pending], mode: str, held: LongMessages | None = None) -> None:
         self.batch = batch
         self.written: list[TakPeer] = []
+        self.held: list[Held] | tuple[()] = ()  # announced in place of items (held.py)
         parts = []
         for pending in batch:  # (`Rendered.wire`'s cache read here: no call per item)
             rendered, variant = pending.rendered, pending.variant
             data = rendered.cache.get((variant, mode))
-            parts.append(rendered.wire(variant, mode) if data is None else data)
+            if data is None:
+                data = rendered.wire(variant, mode)
+            if len(data) > STREAM_BYTES and held is not None:  # (the only cost: one length)
+                data = self._announce(held, pending, mode, data)
+            parts.append(data)
         self.data = b"".join(parts)
+
+    def _announce(self, held: LongMessages, pending: Pending, mode: str, data: bytes) -> bytes:
+        try:
+            one = held.announce(pending.rendered, pending.variant, mode, data)
+            if one is None:  # (not too long for commo after all: a protobuf frame's header)
+                return data
+            wire = held.wire(one, mode)
+        except Exception:  # (our bug: it costs the announcement only, the item goes whole)
+            log.exception("cannot announce item #%d; written whole", pending.rendered.item.seq)
+            return data
+        if not self.held:
+            self.held = []
+        self.held.append(one)
+        return wire
 
     def count(self, hub: Hub) -> None:
         """What writing the batch counts, for each peer it was written to: items out by

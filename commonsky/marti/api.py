@@ -16,7 +16,8 @@ Paths (TAK Server's servlets and APIs, the subset ATAK, WinTAK, iTAK and pytak c
   answers the file's metadata (JSON, TAK Server's field names);
 - on either, `keywords`/`keyword` (comma-separated) are kept with the file and searched
   (search.py): at most UPLOAD_KEYWORDS of KEYWORD_CHARS, else 400 before the body is read;
-- `GET`/`HEAD /Marti/sync/content?hash=`: the bytes, if the caller may fetch them, else 404;
+- `GET`/`HEAD /Marti/sync/content?hash=`: the bytes, if the caller may fetch them, else 404
+  (also an item too long for the caller's TAK stream, announced to it: hub/held.py);
 - `PUT /Marti/api/sync/metadata/{hash}/tool`: the holder marks a file `public`/`private`.
 
 Identity: the client certificate's subject — exactly one O naming a declared party, one CN —
@@ -268,7 +269,7 @@ async def content(marti: Marti, request: Request, party: str, user: str) -> Resp
     row = may_fetch(state, party, sha)
     stored = state.files.content(sha) if row is not None else None
     if row is None or stored is None:
-        return PlainTextResponse("not found\n", status_code=404)
+        return _held(marti, party, sha)
     media_type = row.mime or "application/octet-stream"
     if stored.path is not None:  # (a file of this process: sendfile, ranges)
         return FileResponse(
@@ -283,6 +284,16 @@ async def content(marti: Marti, request: Request, party: str, user: str) -> Resp
     if request.method == "HEAD" or stored.stream is None:
         return Response(media_type=media_type, headers=headers)
     return StreamingResponse(stored.stream(), media_type=media_type, headers=headers)
+
+
+def _held(marti: Marti, party: str, sha: str) -> Response:
+    """An item too long for the caller's TAK stream, announced to it in its place
+    (hub/held.py): its CoT XML, as the stream would have carried it; else 404."""
+    xml = marti.port.held(party, sha)
+    if xml is None:
+        return PlainTextResponse("not found\n", status_code=404)
+    headers = {"ETag": f'"{sha}"', "Content-Disposition": _disposition(f"{sha}.cot")}
+    return Response(xml, media_type="application/xml", headers=headers)
 
 
 def _disposition(name: str) -> str:

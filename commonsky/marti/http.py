@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -155,6 +156,8 @@ def build_http_listeners(
             listener = HttpListener(lc, app, tls, settings)
             state.http.setdefault(lc.kind, listener)  # (the first of a kind gives the links)
             out.append(listener)
+            if lc.kind == "marti" and state.http["marti"] is listener and lc.ca is not None:
+                state.port.serve_long(state.base_url, Path(lc.ca))  # (hub/held.py)
     except BaseException:
         state.close()
         raise

@@ -12,14 +12,17 @@ rebuilt behind them without this package noticing):
   naming a file that party may fetch).
 - `record(kind, originator, audience, payload, time)`: a fact in the signed ledger.
 - `contacts(party)`: the devices `party` may see in the current picture, as it sees them.
+- `serve_long(url, ca)` / `held(party, sha256)`: items too long for a TAK client's stream,
+  announced to it and fetched from the Marti listener (hub/held.py).
 - `refuse(reason)` / `log_limited(...)`: the hub's counters and rate-limited log.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from commonsky.hub.directory import device_callsign
@@ -101,6 +104,28 @@ class HubPort:
             connected = item.key in online
             out.append(Contact(event.uid, event.callsign, team, role, item.received, connected))
         return out
+
+    # ---- items too long for a TAK client's stream (hub/held.py) ------------------------
+
+    def serve_long(self, url: Callable[[], str], ca: Path) -> None:
+        """Announce over-long items to TAK TLS clients of `ca`, fetched at `url()`."""
+        self._hub.wires.held.serve(url, ca)
+
+    def held(self, party: str, sha256: str) -> bytes | None:
+        """The CoT XML an announcement written to `party` names, while `party` would still
+        be written that very form of that version of the item; else None."""
+        hub = self._hub
+        held = hub.wires.held.get(party, sha256)
+        if held is None:
+            return None
+        rendered, now = held.rendered, hub.clock()
+        if hub.picture.get(rendered.item.key) is not rendered:
+            return None  # (a newer version, or deleted, or gone stale)
+        if hub.router.variant_for(rendered, party, now) != held.variant:
+            return None  # (withdrawn, or another form now)
+        if ":" in held.variant and rendered.wire(held.variant, "xml") != held.xml:
+            return None  # (its names for `party` changed since)
+        return held.xml
 
     # ---- telling the operator -----------------------------------------------------------
 

@@ -12,7 +12,8 @@ import errno
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,12 @@ async def marti_hub(
     agreements: list[dict[str, Any]] | None = None,
     server: dict[str, Any] | None = None,
     enroll_port: int = 0,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[tuple[RunningHub, str, Path]]:
     host = free_loopback(enroll_port or ENROLL_PORT)
     ca = make_ca(root, host)
     config = marti_config(root, host, ca, agreements, server, enroll_port)
-    async with running_hub(config) as hub:
+    async with running_hub(config, clock=clock) as hub:
         yield hub, host, ca
 
 

@@ -1,0 +1,69 @@
+"""hub/held.py: which forms are too long for commo's reader, who may fetch what is held for
+them, and how much is held at most."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from commonsky.hub import held as held_module
+from commonsky.hub.held import STREAM_BYTES, LongMessages, too_long
+from commonsky.hub.outbox import Rendered
+from commonsky.model import Category, CotEvent, Item, Point
+from commonsky.protocol.render import frame_proto
+
+NOW = 1_800_000_000.0
+PARTIES = ("JPN", "KOR", "RUS")
+
+
+def test_the_longest_message_commo_reads_is_written_whole() -> None:
+    assert not too_long(b"x" * STREAM_BYTES, "xml")
+    assert too_long(b"x" * (STREAM_BYTES + 1), "xml")
+    assert not too_long(frame_proto(b"x" * STREAM_BYTES), "proto")  # (its header aside)
+    assert too_long(frame_proto(b"x" * (STREAM_BYTES + 1)), "proto")
+
+
+def item_of(uid: str, size: int) -> Rendered:
+    event = CotEvent(uid, "b-m-r", NOW, NOW, NOW + 3600, "h-e", Point(35.0, 135.0))
+    xml = f'<event uid="{uid}">{"x" * size}</event>'.encode()
+    return Rendered(Item("USA", "ops", Category.AIRSPACE, event, NOW), lambda r, v, m: xml)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 7),  # which item
+            st.integers(STREAM_BYTES + 1, 3 * STREAM_BYTES),  # its size
+            st.sets(st.sampled_from(PARTIES)),  # the parties it is written to
+        ),
+        max_size=25,
+    )
+)
+def test_only_a_party_written_an_announcement_fetches_and_what_is_held_is_bounded(
+    writes: list[tuple[int, int, set[str]]],
+) -> None:
+    limit = 5 * STREAM_BYTES
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(held_module, "HELD_BYTES", limit)
+        store = LongMessages(lambda: NOW)
+        store.serve(lambda: "https://hub.example:8443", held_module.Path("."))
+        granted: dict[str, set[str]] = {}  # sha -> the parties it was written to
+        for index, size, parties in writes:
+            rendered = item_of(f"route-{index}", size)
+            data = rendered.wire("full", "xml")
+            one = store.announce(rendered, "full", "xml", data)
+            assert one is not None and one.sha256 == hashlib.sha256(data).hexdigest()
+            assert b'type="b-f-t-r"' in store.wire(one, "xml")
+            for party in parties:
+                store.grant(party, [one])
+                granted.setdefault(one.sha256, set()).add(party)
+            assert store._bytes <= limit + 3 * STREAM_BYTES + 64  # (one form may overrun)
+            assert store._bytes == sum(len(h.xml) for h in store._by_sha.values())
+        for sha in granted:
+            for party in (*PARTIES, "USA"):
+                if store.get(party, sha) is not None:
+                    assert party in granted[sha]
