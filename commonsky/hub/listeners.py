@@ -543,7 +543,7 @@ class Joined:
             data = rendered.cache.get((variant, mode))
             if data is None:
                 data = rendered.wire(variant, mode)
-            if len(data) > STREAM_BYTES and held is not None:  # (the only cost: one length)
+            if held is not None and len(data) > STREAM_BYTES:  # (the only cost: a test)
                 data = self._announce(held, pending, mode, data)
             parts.append(data)
         self.data = b"".join(parts)
