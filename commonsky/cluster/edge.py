@@ -138,7 +138,8 @@ class EdgeHub:
         self.clock = clock
         self.metrics = Metrics()
         self.logs = RateLimitedLog()
-        self.wires = Connections(settings, self.metrics, self.logs, held=long_messages(self))
+        long = long_messages(settings, policy, clock)  # (edge_long.py)
+        self.wires = Connections(settings, self.metrics, self.logs, held=long)
         self.handshaking: dict[str, int] = {}
         self.by_id: dict[str, Connection] = {}
         self.link: EdgeLink | None = None  # set by EdgeLink

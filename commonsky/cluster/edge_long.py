@@ -20,15 +20,18 @@ streams to (edges sharing a port by SO_REUSEPORT, a load balancer) gets 404.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from commonsky.hub.held import LongMessages
 from commonsky.hub.outbox import Rendered, Variant
 from commonsky.marti.net import advertised
+from commonsky.policy import Policy
 from commonsky.protocol.cot import XmlLimits, parse_event
 from commonsky.protocol.render import PROTO, XML, render
 from commonsky.protocol.takv1 import parse_proto_event
+from commonsky.settings import Settings
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -36,8 +39,6 @@ if TYPE_CHECKING:
 
     from commonsky.config import ListenerConfig
     from commonsky.marti.http import HttpListener
-
-    from .edge import EdgeHub
 
 CONTENT = "/Marti/sync/content"
 
@@ -50,11 +51,11 @@ def proto_header(frame: bytes) -> int:
     return at + 1
 
 
-def long_messages(hub: EdgeHub) -> LongMessages:
+def long_messages(settings: Settings, policy: Policy, clock: Callable[[], float]) -> LongMessages:
     """The edge's store of long forms (module header)."""
-    s = hub.settings
     # (The core's rendering of an accepted event: a little longer than what was accepted.)
-    limits = XmlLimits(4 * s.limit_message_bytes, s.limit_xml_depth, s.limit_attribute_bytes)
+    limits = XmlLimits(4 * settings.limit_message_bytes, settings.limit_xml_depth,
+                       settings.limit_attribute_bytes)  # fmt: skip
 
     def edge_form(rendered: Rendered, variant: Variant, mode: str,
                   data: bytes) -> tuple[bytes, float]:  # fmt: skip
@@ -65,24 +66,24 @@ def long_messages(hub: EdgeHub) -> LongMessages:
             xml = render(event, XML)
         else:
             event, xml = parse_event(data, limits), data
-        return xml, min(event.stale, hub.policy.next_change(hub.clock()))
+        return xml, min(event.stale, policy.next_change(clock()))
 
-    return LongMessages(hub.clock, edge_form)
+    return LongMessages(clock, edge_form)
 
 
-def serve_long(hub: EdgeHub, listener: HttpListener, config: ListenerConfig) -> None:
+def serve_long(held: LongMessages, listener: HttpListener, config: ListenerConfig) -> None:
     """Announce long items to the edge's TAK TLS clients of `config`'s CA, fetched from
     `listener` (this edge's first `marti` listener, started)."""
     assert config.ca is not None
-    hub.wires.held.serve(lambda: f"https://{advertised(config, listener.port)}", Path(config.ca))
+    held.serve(lambda: f"https://{advertised(config, listener.port)}", Path(config.ca))
 
 
-def held_answer(hub: EdgeHub, request: Request, party: str) -> Response | None:
+def held_answer(store: LongMessages, request: Request, party: str) -> Response | None:
     """The fetch of a form this edge holds for `party` (its CoT XML), else None."""
     if request.url.path != CONTENT or request.method not in ("GET", "HEAD"):
         return None
     sha = request.query_params.get("hash", "").lower()
-    held = hub.wires.held.get(party, sha)
+    held = store.get(party, sha)
     if held is None:
         return None
     from commonsky.marti.api import held_response

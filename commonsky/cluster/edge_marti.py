@@ -94,7 +94,7 @@ class EdgeTakHttp:
             await listener.start()
             self.listeners.append(listener)
             if lc.kind == "marti" and not self.hub.wires.held.url:  # (the first: edge_long.py)
-                serve_long(self.hub, listener, lc)
+                serve_long(self.hub.wires.held, listener, lc)
 
     async def stop(self) -> None:
         for listener in self.listeners:
@@ -127,7 +127,9 @@ class EdgeTakHttp:
                     from commonsky.marti.api import certificate_identity
 
                     party, _ = certificate_identity(self._peers.get(der), crl, is_party)
-                    held = held_answer(self.hub, request, party)  # (held here: edge_long.py)
+                    held = held_answer(
+                        self.hub.wires.held, request, party
+                    )  # (held here: edge_long.py)
                     if held is not None:
                         return held
                 elif not request.headers.get("authorization", "").lower().startswith("basic "):
