@@ -7,15 +7,20 @@ listener accepts, a `b-f-t-r` naming it at that listener's `/Marti/sync/content?
 the form is held in the single process's store (`LongMessages`, bounded the same:
 HELD_BYTES, HOLD_S), read by `edge_form`; and the edge answers that fetch itself
 (`held_answer`), to a party the announcement was written to. Every other request, and a
-hash not held here for the caller, goes to the core as before (which answers 404 for it).
+hash not held here for the caller, goes to the core as before: the core holds every long
+output it sends a TAK TLS client too (core_long.py), so a client whose fetch reaches
+another edge than the one it streams to (edges sharing a port by SO_REUSEPORT, a load
+balancer) gets it from the core, under the core's own checks (`HubPort.held`); anyone
+else gets 404.
 
 What the edge knows of an output is its bytes, the item's key and its version (`received`),
 so a holding ends at the item's stale time, 600 s after its last announcement, when the
 edge writes another version of the item (`EdgeHub.deliver`: `LongMessages.supersede`), and
 at the next change of the agreements in force (`Policy.next_change`: the edge cannot tell
 whom a change narrows, so every holding ends then; an announcement written after it holds
-the form again). Held per edge: a client fetching from another edge than the one it
-streams to (edges sharing a port by SO_REUSEPORT, a load balancer) gets 404.
+the form again). Its XML is the core's own where the edge has it (an XML output, a picture
+entry), else the protobuf output parsed and written as XML (`as_xml`): the bytes the core
+holds under the same SHA-256.
 """
 
 from __future__ import annotations
