@@ -51,8 +51,14 @@ def hold_forms(hub: Hub) -> None:
     hub.wires.held.form = core_form
 
 
-def _hold(store: LongMessages, pending: Pending, mode: str, data: bytes) -> Held | None:
+def _hold(store: LongMessages, pending: Pending, mode: str, data: bytes | None) -> Held | None:
+    """`pending`'s form in `mode` held (`data`: its bytes; None: the XML rendered, and held
+    only if too long), or None."""
     try:
+        if data is None:
+            data = pending.rendered.wire(pending.variant, mode)
+            if len(data) <= STREAM_BYTES:
+                return None
         return store.announce(pending.rendered, pending.variant, mode, data)
     except Exception:  # (our bug: it costs the holding only; the edge's own still answers)
         log.exception("core: cannot hold long item #%d", pending.rendered.item.seq)
@@ -94,8 +100,7 @@ def replayed_long(covered: Covered, store: LongMessages, conn: Connection) -> Co
     def replayed(party: str, pending: Pending, upto: int, unread: frozenset[str]) -> bool:
         if not covered(party, pending, upto, unread):
             return False
-        data = pending.rendered.wire(pending.variant, XML)
-        held = _hold(store, pending, XML, data) if len(data) > STREAM_BYTES else None
+        held = _hold(store, pending, XML, None)
         if held is not None:
             store.grant(party, (held,))
         return True
