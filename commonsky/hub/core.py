@@ -253,6 +253,7 @@ class Hub:
         callsign = device_callsign(event)
         if callsign is not None:
             self._register(party, event.uid, callsign, sender)
+            self.directory.saw(party, event, now, bool(audience))
         item = Item(
             party=party,
             user=user,
