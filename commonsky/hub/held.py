@@ -51,6 +51,7 @@ class Held:
     until: float
     parties: set[str] = field(default_factory=set)
     announced: dict[str, tuple[float, bytes]] = field(default_factory=dict)  # mode -> made
+    wires: set[bytes] = field(default_factory=set)  # its keys in `LongMessages._by_wire`
 
 
 def too_long(data: bytes, mode: str) -> bool:
@@ -137,7 +138,11 @@ class LongMessages:
             held = Held(sha, xml, rendered, variant, now)
             self._by_sha[sha] = held
             self._bytes += len(xml)
+        other = self._by_wire.get(data)
+        if other is not None and other is not held:
+            other.wires.discard(data)  # (that data stands for this holding now)
         self._by_wire[data] = held
+        held.wires.add(data)
         self._prune(now, keep=held)
         return held
 
@@ -151,8 +156,10 @@ class LongMessages:
             return
         del self._by_sha[held.sha256]
         self._bytes -= len(held.xml)
-        for wire in [w for w, h in self._by_wire.items() if h is held]:
-            del self._by_wire[wire]
+        for wire in held.wires:
+            if self._by_wire.get(wire) is held:
+                del self._by_wire[wire]
+        held.wires.clear()
 
 
 def _announcement(held: Held, base: str, now: float) -> CotEvent:
