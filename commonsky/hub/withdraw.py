@@ -190,6 +190,18 @@ class Withdrawals:
         until = max(item.event.stale, held[2] if held is not None else -math.inf)
         owed[item.key] = (item, forms, until)
 
+    def _owe_stopped(
+        self, item: Item, was: dict[str, Disclosure], routes: dict[str, Disclosure]
+    ) -> int:
+        """Owe each party `item` was routed to (`was`) the forms a change to `routes` stops
+        (`stopped`, of the form it was routed). Returns the withdrawals owed."""
+        count = 0
+        for party, level in was.items():
+            forms = stopped(level, routes.get(party), {VARIANT[level]})
+            self.owe(party, item, forms)
+            count += len(forms)
+        return count
+
     def replay(self, conn: Connection, replay: Iterator[Pending]) -> Iterator[Pending]:
         """The withdrawals `conn`'s party is owed (drawn lazily, as of when drawn), then
         `replay`: the picture it is owed."""
@@ -234,10 +246,7 @@ class Withdrawals:
                 was = self.router.route(item, at)
                 while (at := self.policy.next_change(at)) <= now:
                     routes = self.router.route(item, at)
-                    for party, level in was.items():
-                        forms = stopped(level, routes.get(party), {VARIANT[level]})
-                        self.owe(party, item, forms)
-                        count += len(forms)
+                    count += self._owe_stopped(item, was, routes)
                     was = routes
         if count:
             log.info("%d withdrawals owed to clients away at agreements' changes", count)
@@ -257,8 +266,7 @@ class Withdrawals:
                 if not was:
                     continue
                 routes = self.router.route(item, change)
-                for party, level in was.items():  # (delivered or not: see `owe`)
-                    self.owe(party, item, stopped(level, routes.get(party), {VARIANT[level]}))
+                self._owe_stopped(item, was, routes)  # (delivered or not: see `owe`)
                 if not rendered.seen:
                     continue
                 ended: dict[str, set[str]] = {}
