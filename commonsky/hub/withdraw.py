@@ -60,6 +60,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.protocol.cot import quote
@@ -77,6 +78,8 @@ log = logging.getLogger("commonsky.hub")
 # Categories whose delivered record stands: never withdrawn (see the module's docstring).
 NEVER_WITHDRAWN: frozenset[Category] = frozenset({Category.HOTLINE, Category.CONFLICT})
 WITHDRAWAL_STALE_S = 60.0  # how long a withdrawal (the delete event) is valid
+# An owed withdrawal rendered for one client is given to the party's next ones this long.
+REUSE_S = WITHDRAWAL_STALE_S / 2
 # The store's meta key for the time up to which the agreements' changes were handled.
 CHECKED = "withdrawals_checked"
 # Deletes owed to a party's clients that were away, at most (the oldest dropped first): a
@@ -84,6 +87,16 @@ CHECKED = "withdrawals_checked"
 OWED_PER_PARTY = 10_000
 # (item, its `seen`, {party: forms the change stopped}) -> {party: forms not withdrawn}
 Watcher = Callable[[Item, dict[str, set[str]], dict[str, set[str]]], dict[str, set[str]]]
+
+
+@dataclass(slots=True)
+class Owed:
+    """A withdrawal a party's clients that were away are owed (`Withdrawals.owe`)."""
+
+    item: Item  # the latest version withdrawn
+    forms: set[str]  # the forms withdrawn ("own", "full", "gen")
+    until: float  # the latest stale time of the versions withdrawn: owed until then
+    delete: Rendered | None = None  # its delete, rendered for a client: reused (REUSE_S)
 
 
 def _time(text: str | None) -> float | None:
@@ -142,9 +155,8 @@ class Withdrawals:
         self.clock = router.clock
         self.at = self.policy.next_change(self.clock())  # the next change not yet handled
         self.sent = 0  # deletes queued (to connections), in all
-        # What each party's clients that were away are owed: party -> item key -> (the
-        # latest version withdrawn, the forms withdrawn, until when: the latest stale time).
-        self.owed: dict[str, dict[tuple[str, str], tuple[Item, set[str], float]]] = {}
+        # What each party's clients that were away are owed: party -> item key -> `Owed`.
+        self.owed: dict[str, dict[tuple[str, str], Owed]] = {}
         self._prune_at = 0.0
         # Told of each item's withdrawals before they are made (federation: the parties
         # behind a link, federation/bridge.py): they return the forms that stay in `seen`.
@@ -163,7 +175,7 @@ class Withdrawals:
         if now >= self._prune_at:  # (once a minute: what is owed lasts hours, mostly)
             self._prune_at = now + 60.0
             for owed in self.owed.values():
-                for key in [k for k, (_, _, until) in owed.items() if until <= now]:
+                for key in [k for k, entry in owed.items() if entry.until <= now]:
                     del owed[key]
         return queued
 
@@ -186,9 +198,9 @@ class Withdrawals:
         if held is None and len(owed) >= OWED_PER_PARTY:
             del owed[next(iter(owed))]  # the party's oldest goes stale on its own
         if held is not None:
-            forms = forms | held[1]
-        until = max(item.event.stale, held[2] if held is not None else -math.inf)
-        owed[item.key] = (item, forms, until)
+            forms = forms | held.forms
+        until = max(item.event.stale, held.until if held is not None else -math.inf)
+        owed[item.key] = Owed(item, forms, until)  # (a delete rendered before: made anew)
 
     def _owe_stopped(
         self, item: Item, was: dict[str, Disclosure], routes: dict[str, Disclosure]
@@ -204,21 +216,25 @@ class Withdrawals:
 
     def replay(self, conn: Connection, replay: Iterator[Pending]) -> Iterator[Pending]:
         """The withdrawals `conn`'s party is owed (drawn lazily, as of when drawn), then
-        `replay`: the picture it is owed."""
-        owed = self.owed.get(conn.party)
-        if owed:
+        `replay`: the picture it is owed. A delete rendered for one client is given to the
+        party's next ones while fresh (REUSE_S), and made anew once its entry changes."""
+        owed = self.owed.get(conn.party, {})
+        for key in list(owed):
             now = self.clock()
-            for key, (item, forms, until) in list(owed.items()):
-                if until <= now:
-                    continue
-                current = self.picture.get(key)
-                sees = current and self.router.variant_for(current, conn.party, now)
-                if sees:  # (the form it sees now, the replay brings back)
-                    forms = forms - {sees.partition(":")[0]}
-                if forms:
-                    delete = self.render(withdrawal(item, now))
-                    for form in sorted(forms):
-                        yield Pending(delete, self._variant(delete, conn.party, form))
+            entry = owed.get(key)
+            if entry is None or entry.until <= now:
+                continue
+            current = self.picture.get(key)
+            sees = current and self.router.variant_for(current, conn.party, now)
+            forms = entry.forms
+            if sees:  # (the form it sees now, the replay brings back)
+                forms = forms - {sees.partition(":")[0]}
+            if forms:
+                delete = entry.delete
+                if delete is None or delete.item.event.time + REUSE_S <= now:
+                    delete = entry.delete = self.render(withdrawal(entry.item, now))
+                for form in sorted(forms):
+                    yield Pending(delete, self._variant(delete, conn.party, form))
         yield from replay
 
     def _variant(self, delete: Rendered, party: str, form: str) -> str:
