@@ -243,16 +243,17 @@ class Withdrawals:
         return self.router.variant(delete, party, form_level(form))
 
     def catch_up(self) -> int:
-        """At start: owe each party what the changes this hub did not handle (it was down)
-        withdrew from it, as `at_change` would have, from the stored picture and the
-        agreements as configured now; then note that every change up to now is handled.
-        What was owed before it stopped is not kept. Returns the withdrawals owed."""
+        """At start: owe again what the owners' deletes still owe (`owe_deleted`); owe each
+        party what the changes this hub did not handle (it was down) withdrew from it, as
+        `at_change` would have, from the stored picture and the agreements as configured
+        now; then note that every change up to now is handled. What changes handled before
+        it stopped owed is not kept. Returns the withdrawals owed."""
         now = self.clock()
+        count = self.owe_deleted(now)
         checked = _time(self.store.meta(CHECKED))
         self.store.set_meta(CHECKED, repr(now))
         if checked is None:  # (a first start: no change was handled, none was missed)
-            return 0
-        count = 0
+            return count
         for pool in (self.picture.durable, self.picture.live):
             for rendered in list(pool.values()):
                 item = rendered.item
@@ -266,6 +267,32 @@ class Withdrawals:
                     was = routes
         if count:
             log.info("%d withdrawals owed to clients away at agreements' changes", count)
+        return count
+
+    def owe_deleted(self, now: float) -> int:
+        """At start: owe again what the owners' deletes of durable items owed (`Deletes.apply`)
+        until the deleted versions' stale times, from the tombstones they stored: to the
+        owner's party, and to each party the deleted version was routed to when it was
+        deleted, in that form (the agreements as configured now); a stored delete whose
+        routes cannot be had is owed to its owner only, with a warning. Returns the
+        withdrawals owed."""
+        count = 0
+        limit = OWED_PER_PARTY * max(1, len(self.router.parties))
+        for gone, last in self.store.deleted(now, limit):
+            self.owe(last.party, last, {"own"})  # (the owner's other devices)
+            count += 1
+            try:
+                routes = self.router.route(last, gone.received)
+            except Exception as exc:  # (whatever is stored, the hub starts)
+                why = f"{type(exc).__name__}: {exc}"
+                log.warning("stored delete #%d (%s/%r) owed to its owner only: %s",
+                            gone.seq, gone.party, gone.uid[:200], why)  # fmt: skip
+                continue
+            for party, level in routes.items():
+                self.owe(party, last, {VARIANT[level]})
+                count += 1
+        if count:
+            log.info("%d withdrawals owed again for owners' deletes", count)
         return count
 
     def at_change(self, change: float, now: float) -> int:

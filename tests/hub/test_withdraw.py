@@ -328,3 +328,43 @@ def test_an_owed_delete_is_rendered_once_for_a_partys_clients_and_anew_when_it_c
     w.now += withdraw.REUSE_S  # the delete made then is half way to its stale time
     assert served() == [("USA::M1", NOW + 10 + withdraw.REUSE_S)]
     assert renders == [NOW, NOW + 10, NOW + 10 + withdraw.REUSE_S]
+
+
+def test_what_an_owners_delete_owes_is_owed_again_after_a_restart(
+    world, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JPN's client and the owner's other device were off line when USA deleted markers,
+    and the hub restarted before they came back: the deletes they are owed are owed again,
+    from the tombstones in the store (a stored delete that cannot be owed is skipped)."""
+    w = world(deal(("JPN",)))
+    for uid in ("M1", "M2", "M3"):
+        w.send(uid)
+    for party in ("JPN", "USA"):
+        w.hub.detach(next(iter(w.hub.wires.by_party[party])))
+    for uid in ("M1", "M2"):
+        w.send(f"del-{uid}", "t-x-d-d", detail=f'<link uid="{uid}" relation="none"/>')
+    w.store._db.execute(  # a damaged row where a tombstone would be: skipped, set aside
+        "INSERT INTO items (party, uid, category, stale, body) VALUES (?,?,?,?,?)",
+        ("USA", "M3", "marker", w.now, b"\xc1 not msgpack"),
+    )
+    route = w.hub.router.route
+
+    def refusing(item: Item, now: float) -> dict[str, Disclosure]:
+        if item.uid == "M2" and now == NOW:  # (M2's routes at its delete cannot be had)
+            raise ValueError("no routes")
+        return route(item, now)
+
+    monkeypatch.setattr(type(w.hub.router), "route", lambda _, item, now: refusing(item, now))
+    w.now += 10
+    w.hub = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert "stored delete" in caplog.text and "'M2'" in caplog.text
+    assert list(w.hub.quarantine.items) == [6]
+    assert connect(w, "JPN")[0] == ("t-x-d-d", "USA::withdrawn.M1", "USA::M1")
+    assert connect(w, "USA")[:2] == [
+        ("t-x-d-d", "withdrawn.M1", "M1"),
+        ("t-x-d-d", "withdrawn.M2", "M2"),  # (its own party: nothing to route)
+    ]
+    assert connect(w, "KOR") == []
+    w.now = NOW + 86_400  # the deleted versions' stale time: nothing owed any more
+    again = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert again.withdrawals.owed == {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,38 @@ async def test_a_hub_down_at_the_end_has_the_marker_taken_off_when_it_restarts(t
         back = await hub.connect("JPN")
         (delete,) = await before_barrier(hub, back)
         assert is_delete_of("USA::M1")(delete)
+
+
+def deleting(uid: str) -> bytes:
+    """The owner's `t-x-d-d` for its marker `uid` (as ATAK sends it)."""
+    event = pytak.gen_cot_xml(lat=35.0, lon=35.0, uid=f"del-{uid}")
+    assert event is not None
+    event.set("type", "t-x-d-d")
+    detail = event.find("detail")
+    assert detail is not None
+    ET.SubElement(detail, "link", uid=uid, relation="none", type="b-m-p-s-m")
+    ET.SubElement(detail, "__forcedelete")
+    return ET.tostring(event)
+
+
+async def test_a_client_away_at_an_owners_delete_is_told_after_a_restart(tmp_path) -> None:
+    """JPN's only client was off line when USA deleted a marker, and the hub restarted
+    before it came back: what the delete owes it is kept across the restart (the store's
+    tombstone), so it is sent the delete ahead of its replay, which no longer names it."""
+    deal = {**ending("US-JP", "JPN", ["marker"])}
+    del deal["valid_until"]
+    config = base_config(tmp_path, [deal])
+    async with running_hub(config) as hub:
+        usa, jpn = await hub.connect_all(("USA", "JPN"))
+        usa.send(marker("M1"))
+        usa.send(marker("M2"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::M2")
+        await jpn.close()
+        await until(lambda: not hub.hub.wires.by_party.get("JPN"))
+        usa.send(deleting("M1"))
+        await until(lambda: ("USA", "M1") not in hub.hub.durable)
+    async with running_hub(config) as hub:
+        back = await hub.connect("JPN")
+        received = await before_barrier(hub, back)
+        assert [e["uid"] for e in received] == ["USA::withdrawn.M1", "USA::M2"]
+        assert is_delete_of("USA::M1")(received[0])
