@@ -47,12 +47,15 @@ older version), until that version's stale time; a client of the party draws the
 its replay when it connects (`replay`), less any form the party is routed now (the replay
 brings that form back). A start owes what the changes it missed withdrew (it was down: the
 store's meta `withdrawals_checked` says up to when changes were handled), from the stored
-picture and the agreements as configured (`catch_up`); what was owed before it stopped is
-not kept. A delete for a marker a client never had is a
+picture and the agreements as configured (`catch_up`); what changes handled before it
+stopped owed is not kept. A delete for a marker a client never had is a
 no-op for TAK clients, so owing more than a client holds costs a few bytes. On a cluster the
 core's hub does the same through its proxy connections (the edges' clients get the deletes
 as they get any other output, and the owed ones with the part of the replay the core sends).
-An owner's delete is owed the same way (`Deletes.apply`), while the hub is up.
+An owner's delete is owed the same way (`Deletes.apply`); a durable item's delete leaves its
+tombstone in the store, so a start owes it again (`owe_deleted`, from `Store.deleted`: to the
+owner and to each party the deleted version was routed to when it was deleted), until the
+deleted version's stale time — a restart, a kill or a cluster core's takeover loses none.
 """
 
 from __future__ import annotations
