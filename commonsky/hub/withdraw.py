@@ -252,11 +252,12 @@ class Withdrawals:
         now; then note that every change up to now is handled. What changes handled before
         it stopped owed is not kept. Returns the withdrawals owed."""
         now = self.clock()
-        count = self.owe_deleted(now)
+        deleted = self.owe_deleted(now)
         checked = _time(self.store.meta(CHECKED))
         self.store.set_meta(CHECKED, repr(now))
         if checked is None:  # (a first start: no change was handled, none was missed)
-            return count
+            return deleted
+        count = 0
         for pool in (self.picture.durable, self.picture.live):
             for rendered in list(pool.values()):
                 item = rendered.item
@@ -270,7 +271,7 @@ class Withdrawals:
                     was = routes
         if count:
             log.info("%d withdrawals owed to clients away at agreements' changes", count)
-        return count
+        return deleted + count
 
     def owe_deleted(self, now: float) -> int:
         """At start: owe again what the owners' deletes of durable items owed (`Deletes.apply`)
