@@ -180,6 +180,9 @@ class Withdrawals:
             for owed in self.owed.values():
                 for key in [k for k, entry in owed.items() if entry.until <= now]:
                     del owed[key]
+                for entry in owed.values():  # (a delete no client may be given now: freed)
+                    if entry.delete is not None and entry.delete.item.event.time + REUSE_S <= now:
+                        entry.delete = None
         return queued
 
     def _withdrawable(self, item: Item, now: float) -> bool:

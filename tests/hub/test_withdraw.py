@@ -328,6 +328,11 @@ def test_an_owed_delete_is_rendered_once_for_a_partys_clients_and_anew_when_it_c
     w.now += withdraw.REUSE_S  # the delete made then is half way to its stale time
     assert served() == [("USA::M1", NOW + 10 + withdraw.REUSE_S)]
     assert renders == [NOW, NOW + 10, NOW + 10 + withdraw.REUSE_S]
+    owed = w.hub.withdrawals.owed["JPN"][("USA", "M1")]
+    assert owed.delete is not None
+    w.now += withdraw.REUSE_S
+    w.hub.withdrawals.check()  # (the housekeeping's: a delete none may be given is freed)
+    assert owed.delete is None and w.hub.withdrawals.owed["JPN"][("USA", "M1")] is owed
 
 
 def test_what_an_owners_delete_owes_is_owed_again_after_a_restart(
