@@ -44,6 +44,7 @@ from commonsky.protocol.stream import MessageRefused
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
+from .edge_long import long_messages
 from .picture_kv import entry_json, read_picture
 from .stream_acks import StreamPublisher
 from .wire import (
@@ -137,7 +138,8 @@ class EdgeHub:
         self.clock = clock
         self.metrics = Metrics()
         self.logs = RateLimitedLog()
-        self.wires = Connections(settings, self.metrics, self.logs)
+        long = long_messages(settings, policy, clock)  # (edge_long.py)
+        self.wires = Connections(settings, self.metrics, self.logs, held=long)
         self.handshaking: dict[str, int] = {}
         self.by_id: dict[str, Connection] = {}
         self.link: EdgeLink | None = None  # set by EdgeLink
@@ -188,6 +190,9 @@ class EdgeHub:
             for o in delivery.outputs
         ]  # (each shared by the clients that get it: nobody changes a Pending)
         by_id, enqueue_each, held = self.by_id, self.wires.enqueue_each, self.held_live
+        if self.wires.held:  # (long forms held of another version end: edge_long.py)
+            for o in delivery.outputs:
+                self.wires.held.supersede((o.party, o.uid), o.received)
         if delivery.attached:
             self._attached(delivery, made)
         for conn_ids, indexes in delivery.sends:

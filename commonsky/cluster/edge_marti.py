@@ -9,7 +9,9 @@ is required by the handshake; `enroll`: none asked), and forwards each request t
 (cluster/forward.py): method, path, query, headers, the body in acknowledged parts, the
 peer's address and the client certificate's DER. The core answers with the very apps the
 single process binds (core_http.py checks the DER against the CA again; the app derives the
-party from it and checks the CRL): the edge decides no answer of theirs.
+party from it and checks the CRL): the edge decides no answer of theirs. One answer is the
+edge's own: the fetch of an item too long for a client's TAK stream that this edge announced
+to the caller's party and holds (edge_long.py).
 
 What the edge refuses itself, so the core never sees it: on `marti`, a certificate the CA's
 CRL revokes now, or whose subject names no party (`api.certificate_identity`: 403, counted
@@ -37,6 +39,7 @@ from commonsky.marti.net import peer_cert_der
 from commonsky.pki import CSR_MAX_BYTES, PeerCertificates
 from commonsky.revocation import Revocations
 
+from .edge_long import held_answer, serve_long
 from .forward import Face, Forwarder
 
 if TYPE_CHECKING:
@@ -90,6 +93,8 @@ class EdgeTakHttp:
             listener = HttpListener(lc, app, tls, self.config.settings, reuse_port=True)
             await listener.start()
             self.listeners.append(listener)
+            if lc.kind == "marti" and not self.hub.wires.held.url:  # (the first: edge_long.py)
+                serve_long(self.hub.wires.held, listener, lc)
 
     async def stop(self) -> None:
         for listener in self.listeners:
@@ -121,7 +126,12 @@ class EdgeTakHttp:
                                              "no_certificate")  # fmt: skip
                     from commonsky.marti.api import certificate_identity
 
-                    certificate_identity(self._peers.get(der), crl, is_party)
+                    party, _ = certificate_identity(self._peers.get(der), crl, is_party)
+                    held = held_answer(
+                        self.hub.wires.held, request, party
+                    )  # (held here: edge_long.py)
+                    if held is not None:
+                        return held
                 elif not request.headers.get("authorization", "").lower().startswith("basic "):
                     raise errors.Refused(401, "HTTP Basic credentials (user, token) required",
                                          "no_credentials")  # fmt: skip

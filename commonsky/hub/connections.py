@@ -67,12 +67,13 @@ class Connections:
         metrics: Metrics,
         logs: RateLimitedLog,
         clock: Callable[[], float] = time.time,
+        held: LongMessages | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.logs = logs
         # Items too long for a TAK client's reader, held for it to fetch (held.py).
-        self.held = LongMessages(clock)
+        self.held = held if held is not None else LongMessages(clock)
         self.by_party: dict[str, set[Connection]] = defaultdict(set)
         # The event loop's `call_soon`, set by the server once the loop runs.
         self.call_soon: Callable[[Callable[[], None]], object] | None = None

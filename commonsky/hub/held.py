@@ -14,6 +14,10 @@ of the item (`HubPort.held`): a withdrawn agreement, a newer version, a delete o
 item's stale time end it. What is held is bounded: each form until its item's stale time
 and at most HOLD_S past its last announcement, HELD_BYTES in all (the oldest dropped
 first) — a form dropped is held again if it is written again (a replay).
+
+A cluster's edge holds the connections, so it holds their long forms too, in a store of its
+own (`form`: what it knows of an output is its bytes; cluster/edge_long.py): its holdings end
+when the edge writes another version of the item (`supersede`) as well.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ HELD_BYTES = 64 << 20  # all forms held at once (each ≤ a few times limit_mess
 ANNOUNCE_STALE_S = 100.0  # an announcement is an offer: stale soon (a replay makes a new one)
 _NOT_IN_NAMES = '/\\:*?"<>|'
 _EVENT_UID = re.compile(rb"""<event\b[^>]*?\suid=(["'])(.*?)\1""", re.DOTALL)
+#: How a store reads a long wire form: (`rendered` in `variant`, written in `mode` as `data`)
+#: -> its CoT XML and the time its holding ends at the latest (the item's stale time).
+Form = Callable[[Rendered, Variant, str, bytes], tuple[bytes, float]]
 
 
 @dataclass(slots=True, eq=False)
@@ -49,6 +56,7 @@ class Held:
     rendered: Rendered
     variant: Variant
     until: float
+    ends: float  # the latest `until` may be (`Form`: the item's stale time)
     parties: set[str] = field(default_factory=set)
     announced: dict[str, tuple[float, bytes]] = field(default_factory=dict)  # mode -> made
     wires: set[bytes] = field(default_factory=set)  # its keys in `LongMessages._by_wire`
@@ -67,15 +75,23 @@ def too_long(data: bytes, mode: str) -> bool:
     return len(data) - header > STREAM_BYTES
 
 
+def hub_form(rendered: Rendered, variant: Variant, mode: str, data: bytes) -> tuple[bytes, float]:
+    """The single process's `Form`: the item's XML rendering, until its stale time."""
+    xml = data if mode == XML else rendered.wire(variant, XML)
+    return xml, rendered.item.event.stale
+
+
 class LongMessages:
     """The forms held for fetching, by the wire bytes they stand for and by SHA-256."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], form: Form = hub_form) -> None:
         self.clock = clock
+        self.form = form
         self.url: Callable[[], str] | None = None  # https://HOST:PORT of the Marti listener
         self.ca: Path | None = None  # the CA its client certificates chain to
         self._by_wire: dict[bytes, Held] = {}
         self._by_sha: dict[str, Held] = {}
+        self._by_key: dict[tuple[str, str], list[Held]] = {}  # by the item's key
         self._bytes = 0
 
     def serve(self, url: Callable[[], str], ca: Path) -> None:
@@ -98,11 +114,11 @@ class LongMessages:
         if held is None or held.until <= now:
             if self.url is None or not too_long(data, mode):
                 return None
-            xml = data if mode == XML else rendered.wire(variant, XML)
+            xml, ends = self.form(rendered, variant, mode, data)
             if not xml:
                 return None
-            held = self._hold(rendered, variant, data, xml, now)
-        held.until = min(rendered.item.event.stale, now + HOLD_S)
+            held = self._hold(rendered, variant, data, xml, ends, now)
+        held.until = min(held.ends, now + HOLD_S)
         return held
 
     def wire(self, held: Held, mode: str) -> bytes:
@@ -126,17 +142,24 @@ class LongMessages:
             return None
         return held
 
+    def supersede(self, key: tuple[str, str], received: float) -> None:
+        """Version `received` of item `key` is written: what is held of others ends."""
+        for old in list(self._by_key.get(key, ())):
+            if old.rendered.item.received != received:
+                self._drop(old)
+
     def __len__(self) -> int:
         return len(self._by_sha)
 
     def _hold(self, rendered: Rendered, variant: Variant, data: bytes, xml: bytes,
-              now: float) -> Held:  # fmt: skip
+              ends: float, now: float) -> Held:  # fmt: skip
         sha = hashlib.sha256(xml).hexdigest()
         held = self._by_sha.get(sha)
         if held is None or held.until <= now:
             self._drop(held)
-            held = Held(sha, xml, rendered, variant, now)
+            held = Held(sha, xml, rendered, variant, now, ends)
             self._by_sha[sha] = held
+            self._by_key.setdefault(rendered.item.key, []).append(held)
             self._bytes += len(xml)
         other = self._by_wire.get(data)
         if other is not None and other is not held:
@@ -155,6 +178,10 @@ class LongMessages:
         if held is None or self._by_sha.get(held.sha256) is not held:
             return
         del self._by_sha[held.sha256]
+        key = held.rendered.item.key
+        same = self._by_key[key] = [h for h in self._by_key[key] if h is not held]
+        if not same:
+            del self._by_key[key]
         self._bytes -= len(held.xml)
         for wire in held.wires:
             if self._by_wire.get(wire) is held:

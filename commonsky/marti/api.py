@@ -292,6 +292,11 @@ def _held(marti: Marti, party: str, sha: str) -> Response:
     xml = marti.port.held(party, sha)
     if xml is None:
         return PlainTextResponse("not found\n", status_code=404)
+    return held_response(sha, xml)
+
+
+def held_response(sha: str, xml: bytes) -> Response:
+    """The answer that gives a held item's CoT XML (here, and a cluster's edge: its own)."""
     headers = {"ETag": f'"{sha}"', "Content-Disposition": _disposition(f"{sha}.cot")}
     return Response(xml, media_type="application/xml", headers=headers)
 

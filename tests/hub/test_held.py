@@ -100,3 +100,19 @@ def test_a_dropped_holding_takes_exactly_its_own_wire_keys() -> None:
         for data in keys:
             assert store._by_wire[data] is one
     assert store._bytes == sum(len(h.xml) for h in store._by_sha.values())
+
+
+def test_another_version_written_ends_what_is_held_of_the_others() -> None:
+    """`supersede` (a cluster's edge: what it knows of an item is its key and version)."""
+    store = LongMessages(lambda: NOW)
+    store.serve(lambda: "https://edge.example:8443", held_module.Path("."))
+    older = item_of("route-1", 2 * STREAM_BYTES)
+    one = store.announce(older, "full", "xml", older.wire("full", "xml"))
+    assert one is not None
+    store.grant("JPN", [one])
+    store.supersede(older.item.key, older.item.received)  # (the same version: kept)
+    assert store.get("JPN", one.sha256) is one
+    store.supersede(("USA", "route-2"), NOW + 1)  # (another item: kept)
+    assert store.get("JPN", one.sha256) is one
+    store.supersede(older.item.key, NOW + 1)
+    assert store.get("JPN", one.sha256) is None and len(store) == 0 and not store._by_key

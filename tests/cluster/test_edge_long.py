@@ -1,0 +1,93 @@
+"""Items too long for ATAK's stream reader on a cluster's edge (cluster/edge_long.py): the
+edge a TAK TLS client streams to writes it, in place of such an item, the `b-f-t-r` the
+single process writes (hub/held.py), holds the item, and answers the fetch on its own marti
+listener to the party it announced it to; any other party, and the same party at another
+edge, get 404. Real `commonsky serve` processes on NATS and a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import urlparse
+
+from commonsky.bench.cluster import Cluster
+from commonsky.hub.held import STREAM_BYTES
+from tests.cluster.edge_tak import HOST, client, tak_cluster
+from tests.conftest import TakClient
+from tests.integration.test_large_items import as_proto, route
+from tests.integration.test_tak_tcp import PROTO_REQUEST, track
+from tests.marti.helpers import client_cert, make_ca
+from tests.marti.test_long_items import fileshare
+
+WAIT_S = 30.0
+
+
+async def tak_tls(port: int, ca: Path, cert: tuple[Path, Path], party: str,
+                  v1: bool) -> TakClient:  # fmt: skip
+    """A TAK client on an edge's tak-tls port with `cert`; `v1`: it speaks TAK protobuf."""
+    context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
+    context.load_cert_chain(*cert)
+    reader, writer = await asyncio.open_connection(HOST, port, ssl=context, server_hostname=HOST)
+    tak = TakClient(reader, writer, party=party)
+    await tak.wait_for(lambda e: e["type"] == "t-x-takp-v", timeout=WAIT_S)
+    if v1:
+        tak.send(PROTO_REQUEST)
+        answer = await tak.wait_for(lambda e: e["type"] == "t-x-takp-r", timeout=WAIT_S)
+        assert 'status="true"' in answer["detail"]
+    return tak
+
+
+async def test_a_long_route_is_announced_by_the_edge_and_fetched_there_by_its_receiver_only(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    ca = make_ca(tmp_path, HOST)
+    certs = {p: client_cert(ca, p, f"{p.lower()}-ops", tmp_path / p) for p in ("USA", "RUS", "KOR")}
+    ports = tak_cluster(cluster, ca)  # (the cluster's agreements: USA's airspace to RUS)
+    a, _ = await cluster.edge()
+    b, _ = await cluster.edge()
+    await cluster.core()
+    at_a, at_b = ports.by_http[a.http], ports.by_http[b.http]
+    usa = await tak_tls(at_a["tak-tls"], ca, certs["USA"], "USA", v1=True)
+    rus = await tak_tls(at_a["tak-tls"], ca, certs["RUS"], "RUS", v1=True)
+    rus_xml = await tak_tls(at_a["tak-tls"], ca, certs["RUS"], "RUS", v1=False)
+    long_route = as_proto(route(500, "route-500"))
+    assert len(long_route) > STREAM_BYTES + 10_000
+    usa.send(long_route + as_proto(route(20, "short")) + as_proto(track("T-1")))
+
+    shares = []
+    for tak in (rus, rus_xml):  # (both wire forms: each gets an announcement in its place)
+        offer = await tak.wait_for(lambda e: e["type"] == "b-f-t-r", timeout=WAIT_S)
+        await tak.wait_for(lambda e: e["uid"] == "USA::short", timeout=WAIT_S)  # (whole)
+        await tak.wait_for(lambda e: e["uid"] == "USA::T-1", timeout=WAIT_S)
+        assert "USA::route-500" not in {e["uid"] for e in tak.events}
+        share = fileshare(offer)
+        assert offer["uid"] == share.get("sha256") == share.get("senderUid")
+        shares.append(share)
+    paths = []
+    for share in shares:
+        url = urlparse(share.get("senderUrl", ""))
+        assert (url.scheme, url.netloc) == ("https", f"{HOST}:{at_a['marti']}")  # (edge A's)
+        path = f"{url.path}?{url.query}&receiver=RUS-1"  # (as commo fetches)
+        async with client(at_a, ca, "marti", certs["RUS"]) as marti:
+            got = await marti.get(path)
+        assert got.status_code == 200, got.text
+        assert hashlib.sha256(got.content).hexdigest() == share.get("sha256")
+        assert str(len(got.content)) == share.get("sizeInBytes")
+        event = ET.fromstring(got.content)
+        assert event.get("uid") == "USA::route-500" and len(event.findall("detail/link")) == 500
+        paths.append(path)
+    # Another party (KOR: no agreement; USA: not written it) at edge A, RUS at edge B: 404.
+    for at, cert in ((at_a, certs["KOR"]), (at_a, certs["USA"]), (at_b, certs["RUS"])):
+        async with client(at, ca, "marti", cert) as marti:
+            for path in paths:
+                assert (await marti.get(path)).status_code == 404, path
+    # A newer version (the same route, made short) ends the fetch of the older.
+    usa.send(as_proto(route(20, "route-500")))
+    await rus.wait_for(lambda e: e["uid"] == "USA::route-500", timeout=WAIT_S)
+    async with client(at_a, ca, "marti", certs["RUS"]) as marti:
+        assert (await marti.get(paths[0])).status_code == 404
+    for tak in (usa, rus, rus_xml):
+        tak.writer.close()
