@@ -135,6 +135,24 @@ class Metrics:
         (refusals, latency, other parties' traffic) are the operator's."""
         return generate_latest(_OnlyParty(self.registry, party))
 
+    def render_public(self, version: str) -> bytes:
+        """What anyone may scrape without a token: that this process answers (`commonsky_up`)
+        and its build, nothing that moves with any party's traffic (counts of items,
+        connections or deliveries would tell one rival of another's activity)."""
+        public = CollectorRegistry()
+        Gauge("commonsky_up", "1 while this hub process serves.", registry=public).set(1)
+        Gauge(
+            "commonsky_build_info", "The CommonSky version.", ["version"], registry=public
+        ).labels(version).set(1)
+        return PUBLIC_NOTE + generate_latest(public)
+
+
+#: The first line of the token-less /metrics (a Prometheus comment).
+PUBLIC_NOTE = (
+    b"# commonsky: the other series need a bearer token: operator_token for all of them, "
+    b"a party's own token for that party's\n"
+)
+
 
 class _OnlyParty(Collector):
     def __init__(self, registry: CollectorRegistry, party: str) -> None:

@@ -155,7 +155,7 @@ class Services:
         return Statement(payload, Signature(party=party, key=key, value=value))
 
     def close(self) -> None:
-        self.hub.directory.save()
+        self.hub.directory.save(force=True)
         if self.recorder is not None:
             self.recorder.close()
 

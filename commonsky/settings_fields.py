@@ -292,7 +292,8 @@ class SettingsFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             description=(
                 "Bearer token of the hub's operator: all of /metrics (Prometheus scrapes with"
                 " it) and fresh ledger checkpoints on demand. Empty: no operator access over "
-                "HTTP (a party's own token shows only its own figures)."
+                "HTTP (a party's own token shows only its own figures; no token, only "
+                "`commonsky_up` and `commonsky_build_info`)."
             ),
         ),
     ] = ""

@@ -212,3 +212,27 @@ async def test_a_fresh_postgresql_database_is_a_missing_store(
         conn.execute("DROP TABLE commonsky_items, commonsky_cursors, commonsky_meta")
     with pytest.raises(UsageError, match="is not the one this hub made"):
         HubServer(config)
+
+
+async def test_an_empty_store_beside_a_manifest_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """A hub.sqlite3 cut to zero bytes (a restore that copied nothing, a full disk) beside
+    the manifest of a hub that has run: refused as missing is, and left as it was found —
+    not given an empty schema first."""
+    data = await run_once(tmp_path, messages=2)
+    for path in data.glob("hub.sqlite3*"):
+        path.unlink()
+    (data / "hub.sqlite3").touch(mode=0o600)
+    config = base_config(tmp_path, HOTLINE)
+    with pytest.raises(UsageError) as refused:
+        HubServer(config)
+    message = str(refused.value)
+    assert "\n" not in message and str(data) in message, message
+    assert "hub.sqlite3 is empty (0 bytes)" in message and "--init" in message, message
+    assert (data / "hub.sqlite3").stat().st_size == 0
+    assert not (data / "hub.sqlite3-wal").exists()
+    async with running_hub(config, init=True):  # the operator says so: made afresh
+        pass
+    async with running_hub(config):  # and from then on it starts as usual
+        pass

@@ -276,6 +276,22 @@ def test_a_database_that_is_not_one_is_named(
     assert str(data / name) in line and "not a database" in line
 
 
+@pytest.mark.parametrize("name", ["hub.sqlite3", "ledger.sqlite3"])
+def test_an_empty_database_beside_a_manifest_is_one_line_and_left_empty(
+    tmp_path: Path, name: str, held_port: Callable[[], int]
+) -> None:
+    config = write(tmp_path / "hub.toml", TOKENED)
+    with serving(config, held_port(), tmp_path):
+        pass
+    data = tmp_path / "var" / "hub"
+    for path in data.glob(f"{name}*"):
+        path.unlink()
+    (data / name).touch(mode=0o600)
+    line = one_error_line(serve(config, "--http", "127.0.0.1:0"))
+    assert f"{name} is empty (0 bytes)" in line and "--init" in line, line
+    assert (data / name).stat().st_size == 0 and not (data / f"{name}-wal").exists()
+
+
 def damage_pages(database: Path) -> None:
     """Fold the write-ahead log into `database`, then overwrite every page after the first
     (the schema) with bytes no page holds: damage that opening the file does not see."""

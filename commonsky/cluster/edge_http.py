@@ -3,7 +3,8 @@
 Each edge binds `[server] http` (SO_REUSEPORT: the edges of one host share the port, as their
 TAK listeners do) and serves, as the single process does at the same paths:
 
-- here: `/healthz`; `/metrics` (this edge's own series, behind the same tokens); the map
+- here: `/healthz`; `/metrics` (this edge's own series, behind the same tokens; without
+  one, the public series only, as http/app.metrics_answer answers); the map
   page and its files (`/`, `/app/…`, `/vendor/…`: `commonsky.web`); and `/api/ws`, the live
   feed, held like a TAK client (`http/routes/live.serve_page` on the `EdgeHub`): the party
   stamped from its token here, its picture read from the bucket for that party only and
@@ -39,12 +40,12 @@ from typing import TYPE_CHECKING, cast
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from commonsky.config import HubConfig
-from commonsky.http.app import serve_http
+from commonsky.http.app import metrics_answer, serve_http
 from commonsky.http.base import (
     ApiError,
     JSONResponse,
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 #: Paths a request without a token may be forwarded to (the rest answer 401 here).
-PUBLIC = ("/cap/", "/openapi.json", "/core/healthz")
+PUBLIC = ("/cap/", "/openapi.json", "/core/healthz", "/core/metrics")
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -96,12 +97,7 @@ def edge_app(hub: EdgeHub, forwarder: Forwarder) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        try:
-            who = token_caller(policy, operator, bearer_token(request))
-        except ApiError as exc:
-            return json_error(exc.status, exc.public())
-        text = hub.metrics.render() if who is None else hub.metrics.render_for(who)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return metrics_answer(request, hub.metrics, policy, operator)
 
     async def websocket(ws: WebSocket) -> None:
         try:

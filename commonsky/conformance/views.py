@@ -279,7 +279,8 @@ def instant_of(text: str) -> Decimal:
 # `__chat`/`__chatreceipt` `@id`, `@messageId`, `@parent`, `@deleteChild`, `remarks@to`
 # (in chat also `@source`, after `BAO.F.ATAK.`/`BAO.F.WinTAK.`, and `@sourceID`),
 # `marti/dest@uid`, a `hierarchy`'s `group@uid` and `contact@uid`, `__navcue@id`,
-# `fileshare@senderUid` and `ackresponse@senderUid`, and the uid ending each
+# `fileshare@senderUid` and `ackresponse@senderUid`, `__video@uid` and its
+# `ConnectionEntry@uid`, and the uid ending each
 # `host:port:proto:uid` of `__serverdestination@destinations`.
 
 
@@ -325,6 +326,8 @@ def _is_reference(tag: str, name: str, ancestors: tuple[str, ...], chat: bool) -
         return name == "uid" and "hierarchy" in ancestors
     if tag in ("fileshare", "ackresponse"):
         return name == "senderUid"
+    if tag == "__video" or (tag == "ConnectionEntry" and ancestors[-1:] == ("__video",)):
+        return name == "uid"
     return tag == "__navcue" and name == "id"
 
 

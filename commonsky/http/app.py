@@ -22,8 +22,12 @@ from commonsky import __version__
 from commonsky.errors import UsageError
 from commonsky.http.websocket import HubWebSocketProtocol
 from commonsky.hub.core import Hub
+from commonsky.metrics import Metrics
+from commonsky.policy import Policy
 from commonsky.services import Services
 from commonsky.settings import Settings
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def build_app(services: Services) -> Starlette:
@@ -41,16 +45,7 @@ def build_app(services: Services) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        # The operator (Prometheus, with `operator_token`) sees everything; a party's own
-        # token shows its own series only; no token, nothing.
-        from commonsky.http.api import ApiError, bearer_token, caller
-
-        try:
-            who = caller(services, bearer_token(request))
-        except ApiError as exc:
-            return JSONResponse({"error": exc.public()}, status_code=exc.status)
-        text = hub.metrics.render() if who is None else hub.metrics.render_for(who)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return metrics_answer(request, hub.metrics, hub.policy, str(hub.settings.operator_token))
 
     document = {
         "openapi": "3.1.0",
@@ -72,6 +67,26 @@ def build_app(services: Services) -> Starlette:
         *extra_routes,
     ]
     return Starlette(routes=routes)
+
+
+def metrics_answer(request: Request, metrics: Metrics, policy: Policy, operator: str) -> Response:
+    """`GET /metrics` (the hub's and a cluster edge's): the operator (Prometheus, with
+    `operator_token`) sees everything; a party's own token shows its own series only; no
+    token at all, the public series (`Metrics.render_public`: up and build, nothing about
+    any party), so a check that scrapes without one sees a hub that answers; a token
+    nobody holds, 401."""
+    from commonsky.http.base import ApiError, bearer_token, token_caller
+
+    token = bearer_token(request)
+    if token is None:
+        text = metrics.render_public(__version__)
+    else:
+        try:
+            who = token_caller(policy, operator, token)
+        except ApiError as exc:
+            return JSONResponse({"error": exc.public()}, status_code=exc.status)
+        text = metrics.render() if who is None else metrics.render_for(who)
+    return PlainTextResponse(text, media_type=PROMETHEUS_TEXT)
 
 
 async def serve_http(

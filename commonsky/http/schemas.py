@@ -173,7 +173,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "/metrics",
         "Prometheus metrics (text exposition format): all with the operator token, a "
-        "party's own series with its token.",
+        "party's own series with its token, without a token only commonsky_up and "
+        "commonsky_build_info.",
     ),
     Endpoint("/openapi.json", "This document (OpenAPI 3.1).", token=False),
     Endpoint("/api/me", "The party this token speaks for, and the hub's clock.", answer=Me),

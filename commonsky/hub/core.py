@@ -142,7 +142,8 @@ class Hub:
         self.quarantine.rebuild("picture", store.active(clock()), self._load)
         self.receipts.loaded()
         self._quarantine_unreadable("picture")
-        self.withdrawals.catch_up()  # what changed while it was down
+        self.withdrawals.catch_up()  # what changed while it was down, what deletes owe
+        self._quarantine_unreadable("deletes")  # (a stored delete's rows that do not decode)
 
     def add_desk(self, desk: Desk) -> None:
         """Let `desk` check the items of its categories before they are stored and observe
@@ -253,6 +254,7 @@ class Hub:
         callsign = device_callsign(event)
         if callsign is not None:
             self._register(party, event.uid, callsign, sender)
+            self.directory.saw(party, event, now, bool(audience))
         item = Item(
             party=party,
             user=user,

@@ -14,7 +14,8 @@ Rules (issue 13, classes 8 and 13; issue 15):
   a random `hub_id`, writes it into the ledger and the store, and writes the manifest
   `DATA_DIR/hub.json` naming it and the signing key's fingerprint. A hub **has run before**
   when the manifest exists, or (a folder from before manifests) when any of the four does.
-  Such a hub refuses to start — one line, exit 2 — when any of them is missing, or carries
+  Such a hub refuses to start — one line, exit 2 — when any of them is missing (a database
+  of 0 bytes counts as missing, refused before SQLite writes a schema into it), or carries
   another `hub_id`, or the key is not the one the manifest (or the ledger's last signed
   checkpoint) names. `--init` is the operator saying "make what is missing and bind what is
   there": it is logged as a warning naming each file made or re-bound.
@@ -194,25 +195,13 @@ class DataDir:
             held = [name for name in present if _holds(self.path / name)]
             has_run = self.manifest is not None or bool(held)
             missing = [name for name, here in present.items() if not here]
-            if has_run and missing:
-                why = (
-                    f"its manifest {MANIFEST} is there"
-                    if self.manifest
-                    else f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} there"
-                )
-                if not self.init:
-                    raise UsageError(
-                        f"data_dir {self.path}: this hub has run before ({why}) but "
-                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing; "
-                        "restore from a backup, or start with --init to make "
-                        f"{'it' if len(missing) == 1 else 'them'} afresh"
-                    )
-                log.warning(
-                    "--init: %s: making %s afresh beside what is there",
-                    self.path,
-                    ", ".join(missing),
-                )
-            self.created = missing
+            # Beside a hub that has run, an empty database is as lost as a missing one, and
+            # is refused before SQLite writes an empty schema into it.
+            empty = [n for n, here in present.items() if here and n.endswith(".sqlite3")]
+            empty = [name for name in empty if not _holds(self.path / name)]
+            if has_run and (missing or empty):
+                self._refuse_or_warn(held, missing, empty)
+            self.created = missing + empty if has_run else missing
             # The databases get their mode before SQLite first writes them.
             for name in self._files():
                 if name.endswith(".sqlite3"):
@@ -225,6 +214,28 @@ class DataDir:
             self.close()
             raise
         log.info("data folder %s", self.path)
+
+    def _refuse_or_warn(self, held: list[str], missing: list[str], empty: list[str]) -> None:
+        """A hub that has run lacks `missing` files and has `empty` databases: refused in
+        one line, or with --init logged as made afresh."""
+        why = (
+            f"its manifest {MANIFEST} is there"
+            if self.manifest
+            else f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} there"
+        )
+        lost = []
+        if missing:
+            lost.append(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+        if empty:
+            lost.append(f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty (0 bytes)")
+        made = [*missing, *empty]
+        if not self.init:
+            raise UsageError(
+                f"data_dir {self.path}: this hub has run before ({why}) but "
+                f"{' and '.join(lost)}; restore from a backup, or start with --init to make "
+                f"{'it' if len(made) == 1 else 'them'} afresh"
+            )
+        log.warning("--init: %s: making %s afresh beside what is there", self.path, ", ".join(made))
 
     def _files(self) -> list[str]:
         if self.shared:

@@ -6,8 +6,10 @@ is refused (`delete_not_owner`). The item leaves the picture; a durable one leav
 version (`tombstone`) in the store and the ledger, so it is gone after a restart too; the
 desks are shown that stale version and treat the item as withdrawn (conflicts cleared,
 hotline thread closed). The delete goes to every party the item was delivered to, under
-each name that party got it by (`audience`). A delete itself is transient: never stored,
-never replayed; one naming nothing (pytak's hello) stays inside its party.
+each name that party got it by (`audience`), and is owed to their clients away now
+(`Withdrawals.owe`; from the tombstone again after a restart: `Withdrawals.owe_deleted`).
+A delete itself is transient: never stored, never replayed; one naming nothing (pytak's
+hello) stays inside its party.
 """
 
 from __future__ import annotations

@@ -9,27 +9,61 @@ forgotten when its user takes another. A callsign routes to a party only through
 party's own devices, so nobody can divert or block another party's messages by claiming a
 callsign.
 
+It also keeps each device's last report of itself (`Seen`: when, its type and position,
+its team and role, and whether it was addressed), so that `clientEndPoints` lists a device
+after its report has gone stale and after a restart, as TAK Server does (marti/port.py
+decides who may see it, by the policy, as for a live report).
+
 It survives a restart in `DATA_DIR/directory.json` (written atomically, at most once per
-housekeeping tick; a cluster keeps it in its database instead, hub/shared.py): a chat to
-the callsign of a device that is offline after a restart still reaches its party and
-waits there for the device. A file that cannot be read is set aside (`directory.json.bad`)
-with a log line and the hub starts with an empty directory.
+housekeeping tick, and a change of last reports only at most every SEEN_SAVE_S; a cluster
+keeps it in its database instead, hub/shared.py): a chat to the callsign of a device that
+is offline after a restart still reaches its party and waits there for the device. A file
+that cannot be read is set aside (`directory.json.bad`) with a log line and the hub starts
+with an empty directory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from commonsky.model import CotEvent
 
 log = logging.getLogger("commonsky.directory")
 
 _LIMIT = 4096  # longest uid or callsign kept from the file (attributes are bounded alike)
+SEEN_SAVE_S = 30.0  # a device's newer report alone is written at most this often
+
+
+class Seen(NamedTuple):
+    """A device's last report of itself."""
+
+    last: float  # hub clock at acceptance, epoch seconds
+    type: str
+    lat: float
+    lon: float
+    team: str
+    role: str
+    open: bool  # neither addressed nor given an audience: the policy alone routes it
+
+
+def device_group(detail: str) -> tuple[str, str]:
+    """(team, role) of a report's `<__group name role>` ("" for what it lacks)."""
+    if "<__group" not in detail:
+        return "", ""
+    from commonsky.protocol.cot import detail_tree
+
+    group = detail_tree(detail).find("__group")
+    if group is None:
+        return "", ""
+    return group.get("name", ""), group.get("role", "")
 
 
 def device_callsign(event: CotEvent) -> str | None:
@@ -51,6 +85,11 @@ class Directory:
         self.path: Path | None = None
         self._keep: Callable[[bytes], None] | None = None  # (a cluster's: `open_shared`)
         self._dirty = False
+        self._seen: dict[tuple[str, str], Seen] = {}
+        # Reports since the last save, as they came (read into `Seen` when asked or saved:
+        # a report costs a dict store here).
+        self._fresh: dict[tuple[str, str], tuple[CotEvent, float, bool]] = {}
+        self._seen_saved = time.monotonic()
 
     def report(self, party: str, uid: str, callsign: str) -> bool:
         """A device of `party` reports `callsign`; True when that changed the directory."""
@@ -65,6 +104,28 @@ class Directory:
         self.epoch += 1
         self._dirty = True
         return True
+
+    def saw(self, party: str, event: CotEvent, now: float, audience: bool) -> None:
+        """`event` is a device's report of itself, accepted at `now` (`audience`: given one,
+        as a federation link gives: not `Seen.open`)."""
+        e = event
+        addressed = audience or e.dest_parties or e.dest_callsigns or e.dest_uids
+        self._fresh[(party, event.uid)] = (event, now, not addressed)
+
+    def last_seen(self) -> Iterator[tuple[tuple[str, str], str, Seen]]:
+        """Every device's (party, uid), callsign and last report."""
+        self._settle()
+        for key, seen in self._seen.items():
+            callsign = self._devices.get(key)
+            if callsign is not None:
+                yield key, callsign, seen
+
+    def _settle(self) -> None:
+        for key, (event, now, open_) in self._fresh.items():
+            team, role = device_group(event.detail)
+            point = event.point
+            self._seen[key] = Seen(now, event.type, point.lat, point.lon, team, role, open_)
+        self._fresh.clear()
 
     def _forget(self, callsign: str, key: tuple[str, str]) -> None:
         holders = self._by_callsign.get(callsign)
@@ -131,17 +192,30 @@ class Directory:
                 ):
                     raise ValueError(f"bad entry {str(row)[:80]}")
                 self.report(row[0], row[1], row[2])
+            for row in data.get("seen", []):
+                key, seen = _seen_row(row)
+                self._seen[key] = seen
         except BaseException:
             self._devices.clear()
             self._by_callsign.clear()
+            self._seen.clear()
             raise
 
-    def save(self) -> None:
-        """Write the directory if it changed since the last save (atomically)."""
-        if not self._dirty or (self.path is None and self._keep is None):
+    def save(self, force: bool = False) -> None:
+        """Write the directory if it changed since the last save (atomically); newer reports
+        alone at most every SEEN_SAVE_S, unless `force` (at shutdown)."""
+        if self.path is None and self._keep is None:
             return
+        reports = bool(self._fresh) and (
+            force or time.monotonic() - self._seen_saved >= SEEN_SAVE_S
+        )
+        if not (self._dirty or reports):
+            return
+        self._settle()
+        self._seen_saved = time.monotonic()
         rows = [[p, u, c] for (p, u), c in sorted(self._devices.items())]
-        text = json.dumps({"version": 1, "devices": rows})
+        seen = [[*key, *value] for key, value in sorted(self._seen.items())]
+        text = json.dumps({"version": 2, "devices": rows, "seen": seen})
         if self._keep is not None:
             self._keep(text.encode("utf-8"))
         else:
@@ -150,3 +224,22 @@ class Directory:
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.path)
         self._dirty = False
+
+
+def _seen_row(row: object) -> tuple[tuple[str, str], Seen]:
+    """One kept last report: [party, uid, last, type, lat, lon, team, role, open]."""
+    if not (isinstance(row, list) and len(row) == 9):
+        raise ValueError(f"bad last report {str(row)[:80]}")
+    party, uid, last, kind, lat, lon, team, role, open_ = row
+    texts = (party, uid, kind, team, role)
+    numbers = (last, lat, lon)
+    if not (
+        all(isinstance(v, str) and len(v) <= _LIMIT for v in texts)
+        and party
+        and uid
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers)
+        and math.isfinite(last)  # (a position may be NaN, as the report wrote it)
+        and isinstance(open_, bool)
+    ):
+        raise ValueError(f"bad last report {str(row)[:80]}")
+    return (party, uid), Seen(float(last), kind, float(lat), float(lon), team, role, open_)

@@ -62,6 +62,7 @@ class Held:
     ends: float  # the latest `until` may be (`Form`: the item's stale time)
     parties: set[str] = field(default_factory=set)
     announced: dict[str, tuple[float, bytes]] = field(default_factory=dict)  # mode -> made
+    wires: set[bytes] = field(default_factory=set)  # its keys in `LongMessages._by_wire`
 
 
 def too_long(data: bytes, mode: str) -> bool:
@@ -169,7 +170,11 @@ class LongMessages:
             self._by_sha[sha] = held
             self._by_key.setdefault(rendered.item.key, []).append(held)
             self._bytes += len(xml)
+        other = self._by_wire.get(data)
+        if other is not None and other is not held:
+            other.wires.discard(data)  # (that data stands for this holding now)
         self._by_wire[data] = held
+        held.wires.add(data)
         self._prune(now, keep=held)
         return held
 
@@ -187,8 +192,10 @@ class LongMessages:
         if not same:
             del self._by_key[key]
         self._bytes -= len(held.xml)
-        for wire in [w for w, h in self._by_wire.items() if h is held]:
-            del self._by_wire[wire]
+        for wire in held.wires:
+            if self._by_wire.get(wire) is held:
+                del self._by_wire[wire]
+        held.wires.clear()
 
 
 def _announcement(held: Held, base: str, now: float) -> CotEvent:

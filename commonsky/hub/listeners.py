@@ -285,25 +285,7 @@ class TakListener:
             self._serials[conn] = serial
         writer_task = asyncio.create_task(self._write_loop(conn, writer))
         try:
-            while not peer.closing:
-                now = time.monotonic()
-                expired = session.expired(now)
-                if expired is not None:
-                    self._timed_out(conn, expired)
-                    break
-                try:
-                    async with asyncio.timeout(session.deadline() - now):
-                        data = await reader.read(65536)
-                except TimeoutError:
-                    continue  # `expired` decides (what was sent meanwhile may have moved it)
-                if not data:
-                    break
-                events = session.receive_data(data, time.monotonic(), hub.clock())
-                reply = session.data_to_send()
-                if reply:
-                    writer.write(reply)
-                if not self._on_events(conn, session, events):
-                    break
+            await self._read(conn, session, peer, reader, writer)
         except (ConnectionError, ssl.SSLError) as exc:
             peer.closing.append(f"connection lost: {exc}")
         except Exception:
@@ -331,6 +313,41 @@ class TakListener:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _read(self, conn: Connection, session: TakSession, peer: TakPeer, reader:
+                    asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        """Hand on what the client sends until the connection ends or a session timer runs
+        out. One timeout spans many reads: moved only when the deadline comes earlier (a
+        message begun), and when it fires the session says whether the connection expired
+        or its deadline moved on. (One armed around every read was 7 % of the hub's CPU at
+        4,000 msg/s in: docs/performance.md.)"""
+        hub, monotonic = self.hub, time.monotonic
+        loop = asyncio.get_running_loop()
+        while not peer.closing:
+            now = monotonic()
+            expired = session.expired(now)
+            if expired is not None:
+                self._timed_out(conn, expired)
+                return
+            due = session.deadline()
+            try:
+                async with asyncio.timeout_at(loop.time() + (due - now)) as timer:
+                    while not peer.closing:
+                        data = await reader.read(65536)
+                        if not data:
+                            return
+                        now = monotonic()
+                        events = session.receive_data(data, now, hub.clock())
+                        reply = session.data_to_send()
+                        if reply:
+                            writer.write(reply)
+                        if not self._on_events(conn, session, events):
+                            return
+                        if session.deadline() < due:  # (a message begun: its own timer)
+                            due = session.deadline()
+                            timer.reschedule(loop.time() + (due - now))
+            except TimeoutError:
+                continue  # `expired` decides (what was sent meanwhile may have moved it)
 
     def _open(
         self, writer: asyncio.StreamWriter, party: str, user: str, address: str

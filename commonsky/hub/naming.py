@@ -15,7 +15,7 @@ for and kept up to date from then on); a handle of an item no longer there stays
 — to everyone but A, that is the same name resolution would give.
 
 On the way in, `own_names` keeps a party to its own namespace (the uid of an item it
-creates, the sender of its GeoChat).
+creates, the sender of its GeoChat, the uid of a video feed entry it offers).
 """
 
 from __future__ import annotations
@@ -38,7 +38,15 @@ from commonsky.namespace import (
     read_name,
 )
 from commonsky.policy import generalize
-from commonsky.protocol.refs import NONE, References, link_target, references, rewrite, uid_form
+from commonsky.protocol.refs import (
+    NONE,
+    References,
+    link_target,
+    references,
+    rewrite,
+    uid_form,
+    video_uids,
+)
 
 from .deletes import DELETE_TYPE
 
@@ -48,9 +56,16 @@ if TYPE_CHECKING:
 
 def own_names(party: str, event: CotEvent, parties: frozenset[str]) -> CotEvent:
     """Refuse (`RemoteProtocolError("uid_spoof")`) an event from `party` that would create an
-    item under another party's name (its uid, or its GeoChat sender); return it with
+    item under another party's name (its uid, its GeoChat sender, or a video entry's uid:
+    ATAK keeps one entry per uid, so that would replace the other party's); return it with
     `P::x` written by P stored as `x`. A receipt's uid is the message it answers, anybody's
     (namespace.py)."""
+    if event.detail and SEPARATOR in event.detail:
+        for entry in video_uids(event):  # (its own video entry: delivered as that party's)
+            if read_name(party, entry, parties).party not in (party, SHARED):
+                raise RemoteProtocolError(
+                    "uid_spoof", f"video entry uid {entry[:60]!r} claims another party's namespace"
+                )
     form, names = uid_form(event.type, event.uid)
     if form == "plain":
         if SEPARATOR not in event.uid:  # (most uids: no prefix, so the writer's own as is)

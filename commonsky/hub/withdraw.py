@@ -47,12 +47,15 @@ older version), until that version's stale time; a client of the party draws the
 its replay when it connects (`replay`), less any form the party is routed now (the replay
 brings that form back). A start owes what the changes it missed withdrew (it was down: the
 store's meta `withdrawals_checked` says up to when changes were handled), from the stored
-picture and the agreements as configured (`catch_up`); what was owed before it stopped is
-not kept. A delete for a marker a client never had is a
+picture and the agreements as configured (`catch_up`); what changes handled before it
+stopped owed is not kept. A delete for a marker a client never had is a
 no-op for TAK clients, so owing more than a client holds costs a few bytes. On a cluster the
 core's hub does the same through its proxy connections (the edges' clients get the deletes
 as they get any other output, and the owed ones with the part of the replay the core sends).
-An owner's delete is owed the same way (`Deletes.apply`), while the hub is up.
+An owner's delete is owed the same way (`Deletes.apply`); a durable item's delete leaves its
+tombstone in the store, so a start owes it again (`owe_deleted`, from `Store.deleted`: to the
+owner and to each party the deleted version was routed to when it was deleted), until the
+deleted version's stale time — a restart, a kill or a cluster core's takeover loses none.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from commonsky.model import HUB, Category, CotEvent, Disclosure, Item, Point
 from commonsky.protocol.cot import quote
@@ -77,6 +81,8 @@ log = logging.getLogger("commonsky.hub")
 # Categories whose delivered record stands: never withdrawn (see the module's docstring).
 NEVER_WITHDRAWN: frozenset[Category] = frozenset({Category.HOTLINE, Category.CONFLICT})
 WITHDRAWAL_STALE_S = 60.0  # how long a withdrawal (the delete event) is valid
+# An owed withdrawal rendered for one client is given to the party's next ones this long.
+REUSE_S = WITHDRAWAL_STALE_S / 2
 # The store's meta key for the time up to which the agreements' changes were handled.
 CHECKED = "withdrawals_checked"
 # Deletes owed to a party's clients that were away, at most (the oldest dropped first): a
@@ -84,6 +90,16 @@ CHECKED = "withdrawals_checked"
 OWED_PER_PARTY = 10_000
 # (item, its `seen`, {party: forms the change stopped}) -> {party: forms not withdrawn}
 Watcher = Callable[[Item, dict[str, set[str]], dict[str, set[str]]], dict[str, set[str]]]
+
+
+@dataclass(slots=True)
+class Owed:
+    """A withdrawal a party's clients that were away are owed (`Withdrawals.owe`)."""
+
+    item: Item  # the latest version withdrawn
+    forms: set[str]  # the forms withdrawn ("own", "full", "gen")
+    until: float  # the latest stale time of the versions withdrawn: owed until then
+    delete: Rendered | None = None  # its delete, rendered for a client: reused (REUSE_S)
 
 
 def _time(text: str | None) -> float | None:
@@ -142,9 +158,8 @@ class Withdrawals:
         self.clock = router.clock
         self.at = self.policy.next_change(self.clock())  # the next change not yet handled
         self.sent = 0  # deletes queued (to connections), in all
-        # What each party's clients that were away are owed: party -> item key -> (the
-        # latest version withdrawn, the forms withdrawn, until when: the latest stale time).
-        self.owed: dict[str, dict[tuple[str, str], tuple[Item, set[str], float]]] = {}
+        # What each party's clients that were away are owed: party -> item key -> `Owed`.
+        self.owed: dict[str, dict[tuple[str, str], Owed]] = {}
         self._prune_at = 0.0
         # Told of each item's withdrawals before they are made (federation: the parties
         # behind a link, federation/bridge.py): they return the forms that stay in `seen`.
@@ -163,8 +178,11 @@ class Withdrawals:
         if now >= self._prune_at:  # (once a minute: what is owed lasts hours, mostly)
             self._prune_at = now + 60.0
             for owed in self.owed.values():
-                for key in [k for k, (_, _, until) in owed.items() if until <= now]:
+                for key in [k for k, entry in owed.items() if entry.until <= now]:
                     del owed[key]
+                for entry in owed.values():  # (a delete no client may be given now: freed)
+                    if entry.delete is not None and entry.delete.item.event.time + REUSE_S <= now:
+                        entry.delete = None
         return queued
 
     def _withdrawable(self, item: Item, now: float) -> bool:
@@ -186,27 +204,43 @@ class Withdrawals:
         if held is None and len(owed) >= OWED_PER_PARTY:
             del owed[next(iter(owed))]  # the party's oldest goes stale on its own
         if held is not None:
-            forms = forms | held[1]
-        until = max(item.event.stale, held[2] if held is not None else -math.inf)
-        owed[item.key] = (item, forms, until)
+            forms = forms | held.forms
+        until = max(item.event.stale, held.until if held is not None else -math.inf)
+        owed[item.key] = Owed(item, forms, until)  # (a delete rendered before: made anew)
+
+    def _owe_stopped(
+        self, item: Item, was: dict[str, Disclosure], routes: dict[str, Disclosure]
+    ) -> int:
+        """Owe each party `item` was routed to (`was`) the forms a change to `routes` stops
+        (`stopped`, of the form it was routed). Returns the withdrawals owed."""
+        count = 0
+        for party, level in was.items():
+            forms = stopped(level, routes.get(party), {VARIANT[level]})
+            self.owe(party, item, forms)
+            count += len(forms)
+        return count
 
     def replay(self, conn: Connection, replay: Iterator[Pending]) -> Iterator[Pending]:
         """The withdrawals `conn`'s party is owed (drawn lazily, as of when drawn), then
-        `replay`: the picture it is owed."""
-        owed = self.owed.get(conn.party)
-        if owed:
+        `replay`: the picture it is owed. A delete rendered for one client is given to the
+        party's next ones while fresh (REUSE_S), and made anew once its entry changes."""
+        owed = self.owed.get(conn.party, {})
+        for key in list(owed):
             now = self.clock()
-            for key, (item, forms, until) in list(owed.items()):
-                if until <= now:
-                    continue
-                current = self.picture.get(key)
-                sees = current and self.router.variant_for(current, conn.party, now)
-                if sees:  # (the form it sees now, the replay brings back)
-                    forms = forms - {sees.partition(":")[0]}
-                if forms:
-                    delete = self.render(withdrawal(item, now))
-                    for form in sorted(forms):
-                        yield Pending(delete, self._variant(delete, conn.party, form))
+            entry = owed.get(key)
+            if entry is None or entry.until <= now:
+                continue
+            current = self.picture.get(key)
+            sees = current and self.router.variant_for(current, conn.party, now)
+            forms = entry.forms
+            if sees:  # (the form it sees now, the replay brings back)
+                forms = forms - {sees.partition(":")[0]}
+            if forms:
+                delete = entry.delete
+                if delete is None or delete.item.event.time + REUSE_S <= now:
+                    delete = entry.delete = self.render(withdrawal(entry.item, now))
+                for form in sorted(forms):
+                    yield Pending(delete, self._variant(delete, conn.party, form))
         yield from replay
 
     def _variant(self, delete: Rendered, party: str, form: str) -> str:
@@ -215,15 +249,17 @@ class Withdrawals:
         return self.router.variant(delete, party, form_level(form))
 
     def catch_up(self) -> int:
-        """At start: owe each party what the changes this hub did not handle (it was down)
-        withdrew from it, as `at_change` would have, from the stored picture and the
-        agreements as configured now; then note that every change up to now is handled.
-        What was owed before it stopped is not kept. Returns the withdrawals owed."""
+        """At start: owe again what the owners' deletes still owe (`owe_deleted`); owe each
+        party what the changes this hub did not handle (it was down) withdrew from it, as
+        `at_change` would have, from the stored picture and the agreements as configured
+        now; then note that every change up to now is handled. What changes handled before
+        it stopped owed is not kept. Returns the withdrawals owed."""
         now = self.clock()
+        deleted = self.owe_deleted(now)
         checked = _time(self.store.meta(CHECKED))
         self.store.set_meta(CHECKED, repr(now))
         if checked is None:  # (a first start: no change was handled, none was missed)
-            return 0
+            return deleted
         count = 0
         for pool in (self.picture.durable, self.picture.live):
             for rendered in list(pool.values()):
@@ -234,13 +270,36 @@ class Withdrawals:
                 was = self.router.route(item, at)
                 while (at := self.policy.next_change(at)) <= now:
                     routes = self.router.route(item, at)
-                    for party, level in was.items():
-                        forms = stopped(level, routes.get(party), {VARIANT[level]})
-                        self.owe(party, item, forms)
-                        count += len(forms)
+                    count += self._owe_stopped(item, was, routes)
                     was = routes
         if count:
             log.info("%d withdrawals owed to clients away at agreements' changes", count)
+        return deleted + count
+
+    def owe_deleted(self, now: float) -> int:
+        """At start: owe again what the owners' deletes of durable items owed (`Deletes.apply`)
+        until the deleted versions' stale times, from the tombstones they stored: to the
+        owner's party, and to each party the deleted version was routed to when it was
+        deleted, in that form (the agreements as configured now); a stored delete whose
+        routes cannot be had is owed to its owner only, with a warning. Returns the
+        withdrawals owed."""
+        count = 0
+        limit = OWED_PER_PARTY * max(1, len(self.router.parties))
+        for gone, last in self.store.deleted(now, limit):
+            self.owe(last.party, last, {"own"})  # (the owner's other devices)
+            count += 1
+            try:
+                routes = self.router.route(last, gone.received)
+            except Exception as exc:  # (whatever is stored, the hub starts)
+                why = f"{type(exc).__name__}: {exc}"
+                log.warning("stored delete #%d (%s/%r) owed to its owner only: %s",
+                            gone.seq, gone.party, gone.uid[:200], why)  # fmt: skip
+                continue
+            for party, level in routes.items():
+                self.owe(party, last, {VARIANT[level]})
+                count += 1
+        if count:
+            log.info("%d withdrawals owed again for owners' deletes", count)
         return count
 
     def at_change(self, change: float, now: float) -> int:
@@ -257,8 +316,7 @@ class Withdrawals:
                 if not was:
                     continue
                 routes = self.router.route(item, change)
-                for party, level in was.items():  # (delivered or not: see `owe`)
-                    self.owe(party, item, stopped(level, routes.get(party), {VARIANT[level]}))
+                self._owe_stopped(item, was, routes)  # (delivered or not: see `owe`)
                 if not rendered.seen:
                     continue
                 ended: dict[str, set[str]] = {}

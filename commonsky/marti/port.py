@@ -11,7 +11,8 @@ rebuilt behind them without this package noticing):
 - `announce(events, category)`: hub-made messages, each to exactly one party (a `b-f-t-r`
   naming a file that party may fetch).
 - `record(kind, originator, audience, payload, time)`: a fact in the signed ledger.
-- `contacts(party)`: the devices `party` may see in the current picture, as it sees them.
+- `contacts(party)`: the devices `party` may see in the current picture, as it sees them,
+  then those it would see of the devices' last reports no longer there (hub/directory.py).
 - `serve_long(url, ca)` / `held(party, sha256)`: items too long for a TAK client's stream,
   announced to it and fetched from the Marti listener (hub/held.py).
 - `refuse(reason)` / `log_limited(...)`: the hub's counters and rate-limited log.
@@ -25,12 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from commonsky.hub.directory import device_callsign
-from commonsky.model import Category, CotEvent, Disclosure, Item
+from commonsky.hub.directory import Seen, device_callsign, device_group
+from commonsky.model import Category, CotEvent, Disclosure, Item, Point, category_of_event
+from commonsky.namespace import foreign_uid
 from commonsky.settings import Settings
 
 if TYPE_CHECKING:
     from commonsky.services import Services
+
+
+_FULL = Disclosure.FULL
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +97,9 @@ class HubPort:
         """Devices in the picture `party` may see in full (its own and other parties' under
         an agreement): a generalized one has no callsign to list, so it is left out. A device
         is `connected` while a connection of its party has reported it (TAK Server's
-        `lastStatus` "Connected" / "Disconnected")."""
+        `lastStatus` "Connected" / "Disconnected"). Then the devices no longer in the
+        picture (their report stale, or the hub restarted since), from their last report
+        (hub/directory.py `Seen`), under the same rule (`_remembered`)."""
         out: list[Contact] = []
         online = {(conn.party, uid) for conn in self._hub.wires for uid in conn.devices}
         for rendered, variant in self._hub.visible(party, durable=False):
@@ -100,10 +107,44 @@ class HubPort:
             if device_callsign(item.event) is None or variant == "gen":
                 continue
             event = item.event if variant == "own" else self._hub.event_for(item, variant)
-            team, role = _group(event.detail)
+            team, role = device_group(event.detail)
             connected = item.key in online
             out.append(Contact(event.uid, event.callsign, team, role, item.received, connected))
+        return out + self._remembered(party, online)
+
+    def _remembered(self, party: str, online: set[tuple[str, str]]) -> list[Contact]:
+        """Devices whose last report is no longer in the picture, that `party` would see in
+        full were that report there now: its own; another party's when the report was not
+        addressed (`Seen.open`) and the agreements in force give `party` its category at its
+        position in full — as for a live report, named as it would be (`PARTY::uid`)."""
+        hub = self._hub
+        now = hub.clock()
+        out: list[Contact] = []
+        for (owner, uid), callsign, seen in hub.directory.last_seen():
+            live = hub.picture.get((owner, uid))
+            if live is not None and live.item.event.stale > now:
+                continue  # (in the picture: listed above, or not to be listed)
+            name = uid
+            if owner != party:
+                if not seen.open or self._disclosure(owner, uid, seen, now, party) != _FULL:
+                    continue
+                name = foreign_uid(owner, uid)
+            connected = (owner, uid) in online
+            out.append(Contact(name, callsign, seen.team, seen.role, seen.last, connected))
         return out
+
+    def _disclosure(
+        self, owner: str, uid: str, seen: Seen, now: float, party: str
+    ) -> Disclosure | None:
+        """What `party` would be given now of `owner`'s report `seen` (its category at its
+        position: what the agreements decide by)."""
+        event = CotEvent(
+            uid=uid, type=seen.type, time=seen.last, start=seen.last, stale=seen.last,
+            how=None, point=Point(seen.lat, seen.lon),
+        )  # fmt: skip
+        category = category_of_event(event) or Category.OTHER
+        item = Item(party=owner, user="", category=category, event=event, received=seen.last)
+        return self._hub.policy.entitled(item, now).get(party)
 
     # ---- items too long for a TAK client's stream (hub/held.py) ------------------------
 
@@ -142,14 +183,3 @@ class HubPort:
         level: int = logging.WARNING,
     ) -> None:
         self._hub.log_limited(logger, reason, key, msg, *args, level=level)
-
-
-def _group(detail: str) -> tuple[str, str]:
-    if "<__group" not in detail:
-        return "", ""
-    from commonsky.protocol.cot import detail_tree
-
-    group = detail_tree(detail).find("__group")
-    if group is None:
-        return "", ""
-    return group.get("name", ""), group.get("role", "")

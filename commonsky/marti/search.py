@@ -26,7 +26,10 @@ Rules:
   `missionpackage` for an uploaded data package (not the hub's quick-pic packages of an
   image, one per form), then those its upload gave. `primaryKey`, `permissions`,
   `remarks`, `mission` are accepted and do not filter (`UNFILTERED`).
-- Refused with 400 and one line naming the parameter: an unknown parameter, a value over
+- Any other parameter is ignored, value and all, as TAK Server ignores what it does not
+  know: clients add their own (a cache-buster `_=…`, a newer server's filter), and a 400
+  would leave such a client with no list at all.
+- Refused with 400 and one line naming the parameter: a value of a known parameter over
   PARAM_MAX_CHARS or with a control character, more than MAX_KEYWORDS keywords, a time or
   number that does not parse (NaN, infinities included), a latitude, longitude or radius
   out of range, a start after the stop, both a box and a circle.
@@ -88,8 +91,7 @@ def parse_query(params: Iterable[tuple[str, str]]) -> Query:
     for key, value in params:
         name = key.lower()
         if name not in TEXT and name not in OTHER and name not in UNFILTERED:
-            shown = "".join(c for c in key if c.isprintable())[:40]
-            raise _bad(f"unknown search parameter {shown!r}")
+            continue  # (a parameter TAK Server does not know either: ignored, as it does)
         if len(value) > PARAM_MAX_CHARS:
             raise _bad(f"{name} is over {PARAM_MAX_CHARS} characters")
         if not value.isprintable():

@@ -29,6 +29,7 @@ Names in `<detail>`, in document order:
 | `creator` | `uid` |
 | `__navcue` (a route's cue at a waypoint) | `id` |
 | `fileshare`, `ackresponse` (a file transfer's request and acknowledgement) | `senderUid` |
+| `__video` and its `ConnectionEntry` (a video feed: ATAK keeps one entry per uid) | `uid` |
 | `__serverdestination` | `destinations`: the uid after `host:port:proto:` |
 """
 
@@ -202,8 +203,29 @@ def _slots(tree: etree._Element, chat: bool) -> Iterator[tuple[etree._Element, s
         elif tag in ("fileshare", "ackresponse"):
             if "senderUid" in attrib:
                 yield element, "senderUid", _Plain
+        elif tag == "__video" or (tag == "ConnectionEntry" and _in_video(element)):
+            if "uid" in attrib:
+                yield element, "uid", _Plain
         elif tag == "__serverdestination" and "destinations" in attrib:
             yield element, "destinations", _Destinations
+
+
+def _in_video(element: etree._Element) -> bool:
+    parent = element.getparent()
+    return parent is not None and parent.tag == "__video"
+
+
+def video_uids(event: CotEvent) -> list[str]:
+    """The uids of the video feed entries an event carries (`__video@uid`, its
+    `ConnectionEntry@uid`): the names ATAK's video manager keys its entries by."""
+    if not event.detail or "__video" not in event.detail:
+        return []
+    found = []
+    for video in detail_tree(event.detail).iter("__video"):
+        for element in (video, *video.iterchildren("ConnectionEntry")):
+            if element.get("uid"):
+                found.append(element.get("uid", ""))
+    return found
 
 
 def message_id(event: CotEvent) -> str:

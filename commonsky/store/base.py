@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from commonsky.model import Item
+from commonsky.model import Item, is_deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,12 @@ class Store(Protocol):
 
     def since(self, seq: int) -> Iterator[Item]:
         """Every durable item with a sequence number above `seq`, in order."""
+        ...
+
+    def deleted(self, now: float, limit: int) -> list[tuple[Item, Item]]:
+        """The items their owners deleted whose deleted version is not stale at `now`, the
+        newest `limit` of them, oldest first: (the tombstone, latest row of its key, see
+        `hub/deletes.tombstone`; the version it deleted, the row before it)."""
         ...
 
     def set_cursor(self, party: str, client: str, seq: int) -> None:
@@ -172,6 +178,21 @@ def load_rows(rows: Iterable[tuple[int, bytes]], unreadable: dict[int, str]) -> 
             unreadable[seq] = f"row does not decode as an item: {exc}"
             continue
         yield msgspec.structs.replace(item, seq=seq)
+
+
+def load_deleted(
+    rows: Iterable[tuple[int, bytes, int, bytes]], unreadable: dict[int, str]
+) -> list[tuple[Item, Item]]:
+    """`Store.deleted`'s candidate rows (the latest of a key and the one before it, newest
+    first) as (tombstone, deleted version), oldest first: those whose latest is a tombstone
+    (a stale version with the deleted detail), both rows decoding (`load_rows`)."""
+    out = []
+    for gone_seq, gone_body, last_seq, last_body in rows:
+        pair = list(load_rows(((gone_seq, gone_body), (last_seq, last_body)), unreadable))
+        if len(pair) == 2 and is_deleted(pair[0].event):
+            out.append((pair[0], pair[1]))
+    out.reverse()
+    return out
 
 
 def redacted(url: str) -> str:

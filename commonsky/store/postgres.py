@@ -24,7 +24,7 @@ import psycopg
 
 from commonsky.errors import StoreUnavailable, UsageError, WriterFenced
 from commonsky.model import Item
-from commonsky.store.base import HotlineRow, NestedBlocks, load_rows, redacted
+from commonsky.store.base import HotlineRow, NestedBlocks, load_deleted, load_rows, redacted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commonsky_items (
@@ -374,6 +374,19 @@ class PostgresStore(NestedBlocks):
             (now,),
         )
         return list(load_rows(rows, self.unreadable))
+
+    def deleted(self, now: float, limit: int) -> list[tuple[Item, Item]]:
+        # (as SQLiteStore.deleted: the latest row of each key, stale, and the one before it)
+        rows = self._live().execute(
+            "SELECT t.seq, t.body, p.seq, p.body FROM (SELECT DISTINCT ON (party, uid) seq, "
+            "party, uid, stale, body FROM commonsky_items ORDER BY party, uid, seq DESC) t "
+            "JOIN LATERAL (SELECT q.seq, q.stale, q.body FROM commonsky_items q WHERE "
+            "q.party = t.party AND q.uid = t.uid AND q.seq < t.seq ORDER BY q.seq DESC LIMIT 1)"
+            " p ON true WHERE t.stale <= %s AND p.stale > %s AND t.stale < p.stale "
+            "ORDER BY t.seq DESC LIMIT %s",
+            (now, now, limit),
+        )
+        return load_deleted(rows, self.unreadable)
 
     def since(self, seq: int) -> Iterator[Item]:
         # Keyset pages: a long replay neither holds a transaction open nor loads everything.

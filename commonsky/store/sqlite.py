@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from commonsky.model import Item
-from commonsky.store.base import HotlineRow, NestedBlocks, load_rows
+from commonsky.store.base import HotlineRow, NestedBlocks, load_deleted, load_rows
 from commonsky.store.checkpoint import WalCheckpointer, without_auto_checkpoint
 
 _SCHEMA = """
@@ -141,6 +141,18 @@ class SQLiteStore(NestedBlocks):
     def since(self, seq: int) -> Iterator[Item]:
         query = "SELECT seq, body FROM items WHERE seq > ? ORDER BY seq"
         yield from load_rows(self._db.execute(query, (seq,)), self.unreadable)
+
+    def deleted(self, now: float, limit: int) -> list[tuple[Item, Item]]:
+        # (the latest row of each key, stale: a tombstone's stale time is its delete's; the
+        # row before it, not stale yet and staler later than the latest — then decoded)
+        rows = self._db.execute(
+            "SELECT t.seq, t.body, p.seq, p.body FROM items t JOIN items p ON p.seq = "
+            "(SELECT MAX(q.seq) FROM items q WHERE q.party = t.party AND q.uid = t.uid "
+            "AND q.seq < t.seq) WHERE t.seq IN (SELECT MAX(seq) FROM items GROUP BY party, uid)"
+            " AND t.stale <= ? AND p.stale > ? AND t.stale < p.stale ORDER BY t.seq DESC LIMIT ?",
+            (now, now, limit),
+        )
+        return load_deleted(rows, self.unreadable)
 
     def set_cursor(self, party: str, client: str, seq: int) -> None:
         self._db.execute(

@@ -172,7 +172,14 @@ async def test_the_api_through_an_edge_answers_as_the_core(cluster: Cluster) -> 
     own_metrics = parse_metrics((await direct.get("/metrics", headers=own)).text)
     assert core_metrics.keys() == own_metrics.keys()
     assert edge_metrics != core_metrics
-    assert (await edge.get("/core/metrics")).status_code == 401
+    # Without a token, the edge's and the core's public series only (up and build).
+    for path in ("/metrics", "/core/metrics"):
+        public = await edge.get(path)
+        assert public.status_code == 200 and "commonsky_up 1.0" in public.text, path
+        assert "party=" not in public.text and "items_in" not in public.text, path
+    assert (
+        await edge.get("/core/metrics", headers={"Authorization": "Bearer nope"})
+    ).status_code == 401
     await edge.aclose()
     await direct.aclose()
 

@@ -62,3 +62,37 @@ async def test_an_agreements_end_deletes_its_marker_from_the_recipients_clients(
     assert kor.got("US-SPOT") == 0
     for client in (usa, jpn, kor, late):
         await client.close()
+
+
+async def test_an_owners_delete_is_owed_after_the_core_is_killed(cluster: Cluster) -> None:
+    """JPN's client was away when USA deleted its marker, and the core was killed (SIGKILL)
+    before it came back: the next core owes the delete again (the tombstone in PostgreSQL),
+    so the client is sent it with its replay, which no longer names the marker."""
+    cluster.base = with_ending_markers(time.time() + 3600)
+    core = await cluster.core()
+    _, a = await cluster.edge()
+    usa, mate = await Client("USA", a["USA"]).connect(), await Client("USA", a["USA"]).connect()
+    jpn = await Client("JPN", a["JPN"]).connect()
+    now = time.time()
+    await usa.send(marker("GONE", now))
+    await usa.send(marker("KEPT", now))
+    await until(lambda: jpn.got('uid="USA::KEPT"') >= 1, "JPN sees USA's markers")
+    await jpn.close()
+    delete = (
+        f'<event version="2.0" uid="del-GONE" type="t-x-d-d" time="{format_time(now)}" '
+        f'start="{format_time(now)}" stale="{format_time(now + 60)}" how="h-e">'
+        '<point lat="0" lon="0" hae="0" ce="10" le="10"/><detail>'
+        '<link uid="GONE" relation="none" type="b-m-p-s-m"/><__forcedelete/></detail></event>'
+    )
+    await usa.send(delete.encode())
+    await usa.send(marker("AFTER", now))  # (once its mate has it, the delete was applied)
+    await until(lambda: mate.got('uid="AFTER"') >= 1, "USA's mate sees the marker after")
+    core.kill()
+    await cluster.core()  # (serving once the killed core's lease lapsed)
+    back = await Client("JPN", a["JPN"]).connect()
+    # (the edge replays the picture bucket first; the core, the deletes owed with the rest)
+    await until(lambda: back.got('<link uid="USA::GONE"') >= 1, "JPN is told to delete")
+    await until(lambda: back.got('uid="USA::AFTER"') >= 1, "JPN's replay")
+    assert "USA::GONE" not in back.uids() and "USA::KEPT" in back.uids()
+    for client in (usa, mate, back):
+        await client.close()

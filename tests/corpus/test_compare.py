@@ -186,7 +186,8 @@ def test_uid_mapping_renames_the_event_and_every_reference() -> None:
     }
     assert marti.children[0].attrib == {"uid": "ALPHA::ANDROID-dd44", "callsign": "RED FOX 1"}
     assert destination.attrib == {"destinations": "192.0.2.7:4242:tcp:ALPHA::ANDROID-aa11"}
-    assert video.children[0].attrib == {"uid": "ANDROID-aa11"}  # not a place for a name
+    # A video entry's uid: ATAK keeps one feed per uid, so it is a name like the event's.
+    assert video.children[0].attrib == {"uid": "ALPHA::ANDROID-aa11"}
     assert map_references(xml_view(CHAT), "ALPHA", "ALPHA") == xml_view(CHAT)
 
 

@@ -69,6 +69,39 @@ def test_only_a_party_written_an_announcement_fetches_and_what_is_held_is_bounde
                     assert party in granted[sha]
 
 
+class _NoWalk(dict[bytes, object]):
+    """`LongMessages._by_wire` that refuses to be walked: a drop must find its keys directly."""
+
+    def items(self):  # type: ignore[override]
+        raise AssertionError("the whole wire map was walked")
+
+
+def test_a_dropped_holding_takes_exactly_its_own_wire_keys() -> None:
+    now = [NOW]
+    store = LongMessages(lambda: now[0])
+    store.serve(lambda: "https://hub.example:8443", held_module.Path("."))
+    store._by_wire = _NoWalk()  # type: ignore[assignment]
+    held = {}
+    for name, size in (("a", 1), ("b", 2), ("c", 3)):
+        rendered = item_of(f"route-{name}", STREAM_BYTES + size)
+        xml = rendered.wire("full", "xml")
+        one = store.announce(rendered, "full", "xml", xml)
+        # (the same form written in protobuf: a second wire key for the same holding)
+        assert store.announce(rendered, "full", "proto", frame_proto(xml)) is one is not None
+        store.grant("JPN", [one])
+        held[name] = (one, {xml, frame_proto(xml)})
+    assert set(store._by_wire) == set().union(*(keys for _, keys in held.values()))
+    dropped, keys = held.pop("b")
+    store._drop(dropped)
+    assert store.get("JPN", dropped.sha256) is None
+    assert set(store._by_wire) == set().union(*(keys for _, keys in held.values()))
+    for one, keys in held.values():  # the others: fetchable, and found by their wire bytes
+        assert store.get("JPN", one.sha256) is one
+        for data in keys:
+            assert store._by_wire[data] is one
+    assert store._bytes == sum(len(h.xml) for h in store._by_sha.values())
+
+
 def test_another_version_written_ends_what_is_held_of_the_others() -> None:
     """`supersede` (a cluster's edge: what it knows of an item is its key and version)."""
     store = LongMessages(lambda: NOW)

@@ -12,8 +12,8 @@ from lxml import etree
 from commonsky.hub import withdraw
 from commonsky.hub.connection import MemoryPeer
 from commonsky.hub.core import Connection, Hub
-from commonsky.hub.outbox import Outbox
-from commonsky.model import Category, CotEvent, Disclosure, Point
+from commonsky.hub.outbox import Outbox, Rendered
+from commonsky.model import Category, CotEvent, Disclosure, Item, Point
 from commonsky.namespace import handle
 from commonsky.policy import Agreement, Party, Policy
 from commonsky.protocol.refs import link_target
@@ -285,3 +285,91 @@ def test_a_start_catches_up_only_on_the_changes_no_start_or_check_saw(world) -> 
     w.store.set_meta(withdraw.CHECKED, "not a time")  # (damaged: as a first start)
     again = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
     assert again.withdrawals.owed == {} and w.store.meta(withdraw.CHECKED) == repr(END)
+
+
+def test_an_owed_delete_is_rendered_once_for_a_partys_clients_and_anew_when_it_changes(
+    world,
+) -> None:
+    """Clients of JPN coming back after USA deleted a marker: the delete they are owed is
+    rendered once for them all; a newer version deleted since, or time enough passed, makes
+    it anew (never an older delete, or one near its stale time, for what is owed now)."""
+    w = world(deal(("JPN",)))
+    renders: list[float] = []
+    render = w.hub.withdrawals.render
+
+    def counted(item: Item) -> Rendered:
+        renders.append(item.event.time)
+        return render(item)
+
+    w.hub.withdrawals.render = counted
+    w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
+
+    def made(uid: str, delete: str) -> None:
+        w.send(uid)
+        w.send(delete, "t-x-d-d", detail=f'<link uid="{uid}" relation="none" type="none"/>')
+
+    def served() -> list[tuple[str, float]]:
+        """(linked uid, time) of each delete a new client of JPN is given first."""
+        w.boxes["JPN"] = Outbox(1000, 1000)
+        w.hub.attach(Connection("JPN", "JPN", "test", w.boxes["JPN"], MemoryPeer()))
+        out = []
+        for pending in w.boxes["JPN"].take():
+            event = w.hub.naming.event(pending.rendered, pending.variant)
+            out.append((link_target(event) or "", event.time))
+        return out
+
+    made("M1", "del-1")
+    assert served() == [("USA::M1", NOW)]
+    w.now += 10
+    assert served() == [("USA::M1", NOW)]  # the first client's delete, still fresh
+    assert renders == [NOW]
+    made("M1", "del-2")  # a newer version, deleted: the entry changed
+    assert served() == [("USA::M1", NOW + 10)]
+    w.now += withdraw.REUSE_S  # the delete made then is half way to its stale time
+    assert served() == [("USA::M1", NOW + 10 + withdraw.REUSE_S)]
+    assert renders == [NOW, NOW + 10, NOW + 10 + withdraw.REUSE_S]
+    owed = w.hub.withdrawals.owed["JPN"][("USA", "M1")]
+    assert owed.delete is not None
+    w.now += withdraw.REUSE_S
+    w.hub.withdrawals.check()  # (the housekeeping's: a delete none may be given is freed)
+    assert owed.delete is None and w.hub.withdrawals.owed["JPN"][("USA", "M1")] is owed
+
+
+def test_what_an_owners_delete_owes_is_owed_again_after_a_restart(
+    world, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JPN's client and the owner's other device were off line when USA deleted markers,
+    and the hub restarted before they came back: the deletes they are owed are owed again,
+    from the tombstones in the store (a stored delete that cannot be owed is skipped)."""
+    w = world(deal(("JPN",)))
+    for uid in ("M1", "M2", "M3"):
+        w.send(uid)
+    for party in ("JPN", "USA"):
+        w.hub.detach(next(iter(w.hub.wires.by_party[party])))
+    for uid in ("M1", "M2"):
+        w.send(f"del-{uid}", "t-x-d-d", detail=f'<link uid="{uid}" relation="none"/>')
+    w.store._db.execute(  # a damaged row where a tombstone would be: skipped, set aside
+        "INSERT INTO items (party, uid, category, stale, body) VALUES (?,?,?,?,?)",
+        ("USA", "M3", "marker", w.now, b"\xc1 not msgpack"),
+    )
+    route = w.hub.router.route
+
+    def refusing(item: Item, now: float) -> dict[str, Disclosure]:
+        if item.uid == "M2" and now == NOW:  # (M2's routes at its delete cannot be had)
+            raise ValueError("no routes")
+        return route(item, now)
+
+    monkeypatch.setattr(type(w.hub.router), "route", lambda _, item, now: refusing(item, now))
+    w.now += 10
+    w.hub = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert "stored delete" in caplog.text and "'M2'" in caplog.text
+    assert list(w.hub.quarantine.items) == [6]
+    assert connect(w, "JPN")[0] == ("t-x-d-d", "USA::withdrawn.M1", "USA::M1")
+    assert connect(w, "USA")[:2] == [
+        ("t-x-d-d", "withdrawn.M1", "M1"),
+        ("t-x-d-d", "withdrawn.M2", "M2"),  # (its own party: nothing to route)
+    ]
+    assert connect(w, "KOR") == []
+    w.now = NOW + 86_400  # the deleted versions' stale time: nothing owed any more
+    again = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert again.withdrawals.owed == {}

@@ -95,7 +95,7 @@ async def test_a_websocket_the_hub_closes_for_silence_is_closed_with_a_reason(
         assert await metric(hub, "commonsky_connections_closed_total") == 1
 
 
-async def test_metrics_need_a_token_and_show_a_party_only_its_own(make_hub) -> None:
+async def test_metrics_show_the_operator_all_a_party_its_own_and_anyone_up(make_hub) -> None:
     from tests.conftest import OPERATOR_TOKEN
 
     async with make_hub([FULL_TRACKS]) as hub:
@@ -111,8 +111,18 @@ async def test_metrics_need_a_token_and_show_a_party_only_its_own(make_hub) -> N
                 await asyncio.sleep(0.02)
             assert 'party="USA"' in own and 'party="JPN"' not in own
             assert "commonsky_refusals" not in own and "latency" not in own
-            assert (await anon.get("/metrics")).status_code == 401
+            # No token at all: Prometheus text an outside check can scrape, with nothing
+            # that moves with any party's traffic; a token nobody holds: 401.
+            public = await anon.get("/metrics")
+            assert public.status_code == 200, public.text
+            assert public.headers["content-type"].startswith("text/plain")
+            assert "commonsky_up 1.0" in public.text and "commonsky_build_info{" in public.text
+            assert public.text.startswith("# commonsky: the other series need a bearer token")
+            for secret in ("party=", "items_in", "connections", "latency", "refusals"):
+                assert secret not in public.text, secret
             wrong = await anon.get("/metrics", headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401
+            assert (await anon.get("/metrics", params={"token": "nope"})).status_code == 401
+            assert (await anon.get("/metrics", params={"token": ""})).status_code == 401
             full = await anon.get("/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
             assert 'party="JPN"' in full.text and "commonsky_delivery_latency_seconds" in full.text

@@ -67,3 +67,20 @@ async def test_protobuf_sent_without_negotiation_is_refused_by_name(
         usa.send(track("after"))  # others are unaffected, and nothing of it was relayed
         await jpn.wait_for(lambda e: e["uid"] == "USA::after")
         assert [e["uid"] for e in jpn.items()] == ["USA::after"]
+
+
+async def test_a_message_begun_after_others_is_held_to_the_partial_timer(make_hub) -> None:
+    """The read loop's timer is armed for the idle deadline (minutes); a message begun and
+    not finished must bring it forward to timeout_partial_event_s, however many complete
+    messages came first."""
+    settings = {"timeout_idle_s": 60.0, "timeout_partial_event_s": 0.3}
+    async with make_hub([FULL_TRACKS], server=settings) as hub:
+        slow, jpn = await hub.connect_all(("USA", "JPN"))
+        for n in range(3):
+            slow.send(track(f"W{n}"))
+            await jpn.wait_for(lambda e, n=n: e["uid"] == f"USA::W{n}")
+        slow.send(track("stalled")[:-20])
+        with pytest.raises(ConnectionError):
+            await slow.collect(5.0)
+        assert await metric(hub, "commonsky_refusals_total", reason="partial_event") == 1
+        assert await metric(hub, "commonsky_connections_closed_total", reason="idle") == 0

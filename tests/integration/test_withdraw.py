@@ -7,14 +7,19 @@ or track), never by waiting.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytak
 
+from commonsky.bench.fuzz_seeds import PARTIES
+from commonsky.bench.hubproc import HubProcess, hub_config
 from tests.conftest import RunningHub, TakClient, barrier_event, base_config, running_hub
 from tests.integration.test_fuzz_counting import until
 from tests.integration.test_tak_tcp import chat
@@ -191,3 +196,87 @@ async def test_a_hub_down_at_the_end_has_the_marker_taken_off_when_it_restarts(t
         back = await hub.connect("JPN")
         (delete,) = await before_barrier(hub, back)
         assert is_delete_of("USA::M1")(delete)
+
+
+def deleting(uid: str) -> bytes:
+    """The owner's `t-x-d-d` for its marker `uid` (as ATAK sends it)."""
+    event = pytak.gen_cot_xml(lat=35.0, lon=35.0, uid=f"del-{uid}")
+    assert event is not None
+    event.set("type", "t-x-d-d")
+    detail = event.find("detail")
+    assert detail is not None
+    ET.SubElement(detail, "link", uid=uid, relation="none", type="b-m-p-s-m")
+    ET.SubElement(detail, "__forcedelete")
+    return ET.tostring(event)
+
+
+async def test_a_client_away_at_an_owners_delete_is_told_after_a_restart(tmp_path) -> None:
+    """JPN's only client was off line when USA deleted a marker, and the hub restarted
+    before it came back: what the delete owes it is kept across the restart (the store's
+    tombstone), so it is sent the delete ahead of its replay, which no longer names it."""
+    deal = {**ending("US-JP", "JPN", ["marker"])}
+    del deal["valid_until"]
+    config = base_config(tmp_path, [deal])
+    async with running_hub(config) as hub:
+        usa, jpn = await hub.connect_all(("USA", "JPN"))
+        usa.send(marker("M1"))
+        usa.send(marker("M2"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::M2")
+        await jpn.close()
+        await until(lambda: not hub.hub.wires.by_party.get("JPN"))
+        usa.send(deleting("M1"))
+        await until(lambda: ("USA", "M1") not in hub.hub.durable)
+    async with running_hub(config) as hub:
+        back = await hub.connect("JPN")
+        received = await before_barrier(hub, back)
+        assert [e["uid"] for e in received] == ["USA::withdrawn.M1", "USA::M2"]
+        assert is_delete_of("USA::M1")(received[0])
+
+
+async def test_a_hub_killed_after_an_owners_delete_owes_it_when_it_restarts(
+    tmp_path: Path, held_port: Callable[[], int]
+) -> None:
+    """The same with the real `commonsky serve` killed (SIGKILL) just after the delete:
+    nothing but what the store committed survives, and that is enough."""
+    http, ports = held_port(), {party: held_port() for party in PARTIES}
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        hub_config(tmp_path / "data", http, ports) + '\n[[agreement]]\nname = "us-jp-markers"'
+        '\nfrom = "USA"\nto = ["JPN"]\ncategories = ["marker"]\ndisclosure = "full"\n'
+    )
+
+    async def client(party: str) -> TakClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports[party])
+        return TakClient(reader, writer, party=party)
+
+    hub = HubProcess(config, tmp_path / "hub.log", http, "warning")
+    await hub.start()
+    try:
+        usa, mate, jpn = await client("USA"), await client("USA"), await client("JPN")
+        usa.send(marker("M1"))
+        usa.send(marker("M2"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::M2", timeout=10.0)
+        await jpn.close()
+        await usa.sync()  # (JPN's client is gone before the delete: nothing queued to it)
+        usa.send(deleting("M1"))
+        usa.send(marker("M3"))  # after the delete: once its mate has it, the delete is in
+        await mate.wait_for(lambda e: e["uid"] == "M3", timeout=10.0)
+        await usa.close()
+        await mate.close()
+    finally:
+        assert hub.proc is not None
+        hub.proc.kill()
+        hub.proc.wait()
+    await hub.start()
+    try:
+        back = await client("JPN")
+        await back.wait_for(lambda e: e["uid"] == "USA::M3", timeout=10.0)  # (its replay)
+        received = [e["uid"] for e in back.events if not is_control(e)]
+        assert received[:3] == ["USA::withdrawn.M1", "USA::M2", "USA::M3"]
+        await back.close()
+    finally:
+        hub.stop()
+
+
+def is_control(event: dict[str, Any]) -> bool:
+    return event["type"] != "t-x-d-d" and str(event["type"]).startswith("t-x-")

@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 
 from commonsky.bench.cluster import until
 from commonsky.ledger.export import export
-from tests.conftest import RunningHub
+from tests.conftest import RunningHub, running_hub
 from tests.integration.test_tak_tcp import track
-from tests.marti.helpers import client_cert, https, marti_hub
+from tests.marti.helpers import client_cert, free_loopback, https, make_ca, marti_config, marti_hub
 from tests.marti.uploads import HEADERS, multipart, package, sha
 
 FILES_US_JP = {
@@ -176,3 +176,46 @@ async def statuses(hub: RunningHub, host: str, ca: Path, root: Path) -> dict[str
     async with https(hub, host, ca, "marti", cert) as client:
         answer = (await client.get("/Marti/api/clientEndPoints")).json()
     return {d["uid"]: d["lastStatus"] for d in answer["data"]}
+
+
+async def test_client_endpoints_remember_devices_across_a_restart(tmp_path: Path) -> None:
+    """A device that went away is still listed after a restart (TAK Server's lastStatus
+    "Disconnected"), from its last report, to exactly the parties that would see that
+    report now: its own, and JPN under USA's full `track` agreement — in its area, so a
+    device outside it is no more listed than it was live; KOR, with none, sees nothing."""
+    area = [[30.0, 30.0], [50.0, 30.0], [50.0, 40.0], [30.0, 40.0], [30.0, 30.0]]
+    tracks = {"name": "t", "from": "USA", "to": ["JPN"], "categories": ["track"],
+              "disclosure": "full", "area": area}  # fmt: skip
+    host = free_loopback()
+    ca = make_ca(tmp_path, host)
+    config = marti_config(tmp_path, host, ca, [tracks])
+    async with running_hub(config) as hub:
+        usa, jpn = await hub.connect("USA"), await hub.connect("JPN")
+        usa.send(device("ANDROID-usa", "VIPER"))  # at 35N 40E: in the area
+        usa.send(device("ANDROID-far", "FARAWAY").replace(b'lat="35.0"', b'lat="-35.0"'))
+        jpn.send(device("ANDROID-jpn", "SAKURA"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::ANDROID-usa")
+        usa2 = await hub.connect("USA")
+        await usa2.wait_for(lambda e: e["uid"] == "ANDROID-far")  # barrier: USA's are in
+        live = {p: await endpoints(hub, host, ca, tmp_path, p) for p in ("USA", "JPN", "KOR")}
+    assert live["JPN"] == {"USA::ANDROID-usa": ("VIPER", "Connected"),
+                           "ANDROID-jpn": ("SAKURA", "Connected")}  # fmt: skip
+    async with running_hub(config) as hub:
+        after = {p: await endpoints(hub, host, ca, tmp_path, p) for p in ("USA", "JPN", "KOR")}
+    assert after["JPN"] == {"USA::ANDROID-usa": ("VIPER", "Disconnected"),
+                            "ANDROID-jpn": ("SAKURA", "Disconnected")}  # fmt: skip
+    assert after["USA"] == {"ANDROID-usa": ("VIPER", "Disconnected"),
+                            "ANDROID-far": ("FARAWAY", "Disconnected")}  # fmt: skip
+    assert after["KOR"] == live["KOR"] == {}
+
+
+async def endpoints(
+    hub: RunningHub, host: str, ca: Path, root: Path, party: str
+) -> dict[str, tuple[str, str]]:
+    """`party`'s `clientEndPoints`: uid -> (callsign, lastStatus), with team and role."""
+    cert = client_cert(ca, party, f"{party.lower()}-ops", root / party)
+    async with https(hub, host, ca, "marti", cert) as client:
+        answer = (await client.get("/Marti/api/clientEndPoints")).json()
+    for d in answer["data"]:
+        assert (d["team"], d["role"], d["lastEventTime"][:2]) == ("Cyan", "Team Member", "20")
+    return {d["uid"]: (d["callsign"], d["lastStatus"]) for d in answer["data"]}

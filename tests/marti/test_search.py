@@ -115,11 +115,19 @@ async def test_search_lists_what_the_party_may_fetch_and_filters_as_atak_asks(
                 usa_pkg,
                 jpn_pkg,
             }
-            # Unknown or overlong: 400, as TAK Server refuses them.
-            bad = await jpn.get("/Marti/sync/search?colour=red")
-            assert bad.status_code == 400 and "colour" in bad.text
-            long = await jpn.get("/Marti/sync/search?name=" + "x" * 1025)
+            # Parameters nobody defined: ignored, as TAK Server ignores them (ATAK's own
+            # query, with what a client or proxy may add: a cache-buster, a newer filter).
+            extras = "&_=1764680000000&sortBy=name&somethingNew=%00&colour=red"
+            assert set(await listed(jpn, f"?keywords=missionpackage&tool=public{extras}")) == {
+                usa_pkg,
+                jpn_pkg,
+            }
+            assert set(await listed(jpn, f"?{extras[1:]}")) == set(everything)
+            # A known parameter with a bad value: still 400.
+            long = await jpn.get("/Marti/sync/search?name=" + "x" * 1025 + extras)
             assert long.status_code == 400
+            bad = await jpn.get(f"/Marti/sync/search?keywords=missionpackage&bbox=1,2{extras}")
+            assert bad.status_code == 400 and "bbox" in bad.text
         # The holder marks its package private: out of ATAK's public list, still fetchable.
         async with https(hub, host, ca, "marti", certs["USA"]) as usa:
             put = await usa.put(f"/Marti/api/sync/metadata/{usa_pkg}/tool", content=b"private")
@@ -316,7 +324,6 @@ HOSTILE = [
     "keywords=" + ",".join(f"k{i}" for i in range(65)),
     "startTime=" + "9" * 1000,
     "circle=" + "1," * 300 + "1",
-    "colour=red",
     "name=" + "x" * 1025,
 ]
 
@@ -335,6 +342,13 @@ async def test_malformed_values_are_refused_with_one_line_never_a_500(tmp_path: 
                           "name=%E2%9C%93", "keywords=,,,"):  # fmt: skip
                 answer = await jpn.get(f"/Marti/sync/search?{query}")
                 assert answer.status_code == 200, (query, answer.text)
+
+
+def test_unknown_parameters_change_nothing_of_the_query() -> None:
+    atak = [("keywords", "missionpackage"), ("tool", "public")]
+    extras = [("_", "1764680000000"), ("sortBy", "name"), ("x" * 2000, "\x00" * 2000)]
+    assert parse_query(atak + extras) == parse_query(atak)
+    assert parse_query(extras) == parse_query([])
 
 
 @settings(max_examples=300)

@@ -135,3 +135,21 @@ def test_a_file_transfer_names_the_device_it_comes_from(stem: str, device: str) 
     """`fileshare@senderUid` (request) and `ackresponse@senderUid` (acknowledgement) name a
     device: ATAK sends its acknowledgement to the contact the request's senderUid names."""
     assert device in references(by_name(stem)).names
+
+
+@pytest.mark.parametrize(
+    ("stem", "entry"),
+    [
+        ("143-b-i-v", "fb637afd-7d37-4d98-8def-839eee6aa4bc"),
+        ("064-b-m-p-s-p-loc", "efd8f175-9732-4a2a-a7dc-fc7f2c803ed2"),
+    ],
+)
+def test_a_video_feed_names_its_entry(stem: str, entry: str) -> None:
+    """`__video/ConnectionEntry@uid` (and `__video@uid`) is the key of ATAK's video entry:
+    a name in the sender's namespace like the event uid, not a free string."""
+    event = by_name(stem)
+    assert entry in references(event).names
+    refs = references(event)
+    renamed = rewrite(event, refs, [f"USA::{n}" for n in refs.names], event.uid)
+    assert f'uid="USA::{entry}"' in renamed.detail
+    assert f'uid="{entry}"' not in renamed.detail.replace("<link ", "")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from commonsky.model import Category, CotEvent, Item, Point
+from commonsky.model import DELETED, Category, CotEvent, Item, Point
 from commonsky.store import Store
 
 
@@ -102,7 +102,7 @@ def test_hostile_uids_and_details_are_kept_exactly(open_store: Callable[[], Stor
     assert again.append(item("after")) == len(HOSTILE) + 1
 
 
-def _plant_row(store: Store, body: bytes) -> None:
+def _plant_row(store: Store, body: bytes, stale: float = 9e9) -> None:
     """A row written behind the store's back (a disk error, a hand-made row)."""
     from commonsky.store.postgres import PostgresStore
     from commonsky.store.sqlite import SQLiteStore
@@ -110,14 +110,14 @@ def _plant_row(store: Store, body: bytes) -> None:
     if isinstance(store, SQLiteStore):
         store._db.execute(
             "INSERT INTO items (party, uid, category, stale, body) VALUES (?,?,?,?,?)",
-            ("USA", "planted", "launch", 9e9, body),
+            ("USA", "planted", "launch", stale, body),
         )
     else:
         assert isinstance(store, PostgresStore)
         store._conn.execute(
             "INSERT INTO commonsky_items (party, uid, category, stale, body) "
             "VALUES (%s, %s, %s, %s, %s)",
-            ("USA", b"planted", "launch", 9e9, body),
+            ("USA", b"planted", "launch", stale, body),
         )
 
 
@@ -204,3 +204,46 @@ def test_the_ledger_journal_keeps_the_last_batch_with_the_block(
     again = open_store()
     assert again.journal() == [(2, b"two\x00"), (3, b"three")]
     assert [i.uid for i in again.since(0)] == ["a", "b"]
+
+
+def test_the_deleted_items_are_the_tombstones_whose_deleted_version_is_not_stale(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    store.append(item("a", stale=500.0))
+    store.append(item("b", stale=500.0))
+    store.append(item("b", stale=100.0))  # a newer version, stale sooner: not a delete
+    store.append(item("c", stale=500.0))
+    store.append(item("c", stale=100.0, detail=DELETED))  # deleted, then made again
+    store.append(item("c", stale=500.0))
+    store.append(item("d", stale=100.0, detail=DELETED))  # (nothing before it)
+    store.append(item("a", stale=100.0, detail=DELETED))  # seq 8: a's tombstone
+    store.append(item("e", stale=300.0))
+    store.append(item("e", stale=100.0, detail=DELETED))  # seq 10
+    store.append(item("a", stale=400.0, party="RUS"))
+    store.append(item("a", stale=100.0, detail=DELETED, party="RUS"))  # seq 12
+    pairs = [
+        (gone.seq, gone.key, last.seq, last.event.stale) for gone, last in store.deleted(200.0, 9)
+    ]
+    assert pairs == [
+        (8, ("USA", "a"), 1, 500.0),
+        (10, ("USA", "e"), 9, 300.0),
+        (12, ("RUS", "a"), 11, 400.0),
+    ]  # (oldest first)
+    assert [gone.seq for gone, _ in store.deleted(350.0, 9)] == [8, 12]  # e's went stale
+    assert [gone.seq for gone, _ in store.deleted(200.0, 2)] == [10, 12]  # the newest two
+    assert store.deleted(600.0, 9) == []
+
+
+def test_a_deleted_item_whose_rows_do_not_decode_is_skipped_and_noted(
+    open_store: Callable[[], Store],
+) -> None:
+    store = open_store()
+    store.append(item("planted", stale=500.0))
+    _plant_row(store, b"\xc1 not msgpack", stale=100.0)  # (where its tombstone would be)
+    store.append(item("x", stale=500.0))
+    store.append(item("x", stale=100.0, detail=DELETED))
+    store.close()
+    again = open_store()
+    assert [(gone.uid, last.uid) for gone, last in again.deleted(200.0, 9)] == [("x", "x")]
+    assert list(again.unreadable) == [2]
