@@ -43,6 +43,7 @@ from commonsky.hub.outbox import Outbox, Pending
 from commonsky.model import CotEvent, category_of_event, is_transient
 
 from . import poison
+from .core_long import hold_forms, hold_sent, replayed_long
 from .live_kv import LIVE, LiveKeeper
 from .markers import Sweeper
 from .nats_io import DUPLICATE_WINDOW_S
@@ -116,6 +117,7 @@ class ClusterCore:
         if stream is None:
             stream = self.acks = StreamAcks(nc)
         self.picture = PictureWriter(hub, kv, hub.clock, stream, names.picture, self.keeper)
+        hold_forms(hub)  # (long outputs held here too, for a fetch at another edge: core_long.py)
         # (Old delete markers of both buckets removed now and then: markers.py.)
         buckets = [(names.picture, kv)] + ([(names.live, live)] if live is not None else [])
         self.markers = Sweeper(js, buckets)
@@ -176,8 +178,8 @@ class ClusterCore:
         conn.peer.mode = att.info.mode
         replay = self.hub.picture.replay(conn)
         if att.replayed is not None:
-            covered, party, upto = self.picture.covered, conn.party, att.replayed
-            unread = frozenset(att.unread)
+            covered = replayed_long(self.picture.covered, self.hub.wires.held, conn)
+            party, upto, unread = conn.party, att.replayed, frozenset(att.unread)
             replay = (p for p in replay if not covered(party, p, upto, unread))
         conn.outbox.replay(self.hub.withdrawals.replay(conn, replay))
         if att.info.devices:
@@ -275,6 +277,7 @@ class ClusterCore:
                 await self.picture.flush(live=False)
             for edge in set(flushed) | set(closes) | set(refused) | set(attached):
                 *full, delivery = pack(flushed.get(edge, ()))
+                hold_sent(self.hub.wires.held, self.proxies, edge, [*full, delivery])  # (first)
                 for packed in full:
                     await self._publish(edge, encode(packed.done()))
                 if delivery.sends or edge in closes or edge in refused or edge in attached:

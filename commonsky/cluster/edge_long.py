@@ -7,15 +7,20 @@ listener accepts, a `b-f-t-r` naming it at that listener's `/Marti/sync/content?
 the form is held in the single process's store (`LongMessages`, bounded the same:
 HELD_BYTES, HOLD_S), read by `edge_form`; and the edge answers that fetch itself
 (`held_answer`), to a party the announcement was written to. Every other request, and a
-hash not held here for the caller, goes to the core as before (which answers 404 for it).
+hash not held here for the caller, goes to the core as before: the core holds every long
+output it sends a TAK TLS client too (core_long.py), so a client whose fetch reaches
+another edge than the one it streams to (edges sharing a port by SO_REUSEPORT, a load
+balancer) gets it from the core, under the core's own checks (`HubPort.held`); anyone
+else gets 404.
 
 What the edge knows of an output is its bytes, the item's key and its version (`received`),
 so a holding ends at the item's stale time, 600 s after its last announcement, when the
 edge writes another version of the item (`EdgeHub.deliver`: `LongMessages.supersede`), and
 at the next change of the agreements in force (`Policy.next_change`: the edge cannot tell
 whom a change narrows, so every holding ends then; an announcement written after it holds
-the form again). Held per edge: a client fetching from another edge than the one it
-streams to (edges sharing a port by SO_REUSEPORT, a load balancer) gets 404.
+the form again). Its XML is the core's own where the edge has it (an XML output, a picture
+entry), else the protobuf output parsed and written as XML (`as_xml`): the bytes the core
+holds under the same SHA-256.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING
 from commonsky.hub.held import LongMessages
 from commonsky.hub.outbox import Rendered, Variant
 from commonsky.marti.net import advertised
+from commonsky.model import CotEvent
 from commonsky.policy import Policy
 from commonsky.protocol.cot import XmlLimits, parse_event
 from commonsky.protocol.render import PROTO, XML, render
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from commonsky.config import ListenerConfig
+    from commonsky.config import HubConfig, ListenerConfig
     from commonsky.marti.http import HttpListener
 
 CONTENT = "/Marti/sync/content"
@@ -51,21 +57,34 @@ def proto_header(frame: bytes) -> int:
     return at + 1
 
 
+def output_limits(settings: Settings) -> XmlLimits:
+    """The bounds an output is read within (the core's rendering of an accepted event: a
+    little longer than what was accepted)."""
+    return XmlLimits(4 * settings.limit_message_bytes, settings.limit_xml_depth,
+                     settings.limit_attribute_bytes)  # fmt: skip
+
+
+def as_xml(mode: str, data: bytes, limits: XmlLimits) -> tuple[CotEvent, bytes]:
+    """An output's event and its CoT XML: `data` itself, or a protobuf output parsed and
+    written as XML. The same bytes wherever it is done (each edge, the core: core_long.py),
+    so the SHA-256 an edge announces names what the core holds."""
+    if mode == PROTO:
+        event = parse_proto_event(data[proto_header(data) :], limits)
+        return event, render(event, XML)
+    return parse_event(data, limits), data
+
+
 def long_messages(settings: Settings, policy: Policy, clock: Callable[[], float]) -> LongMessages:
     """The edge's store of long forms (module header)."""
-    # (The core's rendering of an accepted event: a little longer than what was accepted.)
-    limits = XmlLimits(4 * settings.limit_message_bytes, settings.limit_xml_depth,
-                       settings.limit_attribute_bytes)  # fmt: skip
+    limits = output_limits(settings)
 
     def edge_form(rendered: Rendered, variant: Variant, mode: str,
                   data: bytes) -> tuple[bytes, float]:  # fmt: skip
-        """An output's CoT XML (parsed from its protobuf form, if so), held until the
-        item's stale time or the next change of the agreements, the earlier."""
-        if mode == PROTO:
-            event = parse_proto_event(data[proto_header(data) :], limits)
-            xml = render(event, XML)
-        else:
-            event, xml = parse_event(data, limits), data
+        """An output's CoT XML — the core's own if the edge has it (a picture entry, an
+        XML output) — held until the item's stale time or the next change of the
+        agreements, the earlier."""
+        xml = rendered.cache.get((variant, XML))
+        event, xml = as_xml(XML, xml, limits) if xml is not None else as_xml(mode, data, limits)
         return xml, min(event.stale, policy.next_change(clock()))
 
     return LongMessages(clock, edge_form)
@@ -76,6 +95,14 @@ def serve_long(held: LongMessages, listener: HttpListener, config: ListenerConfi
     `listener` (this edge's first `marti` listener, started)."""
     assert config.ca is not None
     held.serve(lambda: f"https://{advertised(config, listener.port)}", Path(config.ca))
+
+
+def serve_core_marti(held: LongMessages, config: HubConfig) -> None:
+    """Role `all`: announce long items naming the core's own `marti` listener (the first
+    with a CA, at its configured address), whose store holds them too (core_long.py)."""
+    lc = next((lc for lc in config.listeners if lc.kind == "marti" and lc.ca), None)
+    if lc is not None and lc.ca is not None:
+        held.serve(lambda: f"https://{advertised(lc, lc.port)}", Path(lc.ca))
 
 
 def held_answer(store: LongMessages, request: Request, party: str) -> Response | None:

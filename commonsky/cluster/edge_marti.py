@@ -11,7 +11,8 @@ peer's address and the client certificate's DER. The core answers with the very 
 single process binds (core_http.py checks the DER against the CA again; the app derives the
 party from it and checks the CRL): the edge decides no answer of theirs. One answer is the
 edge's own: the fetch of an item too long for a client's TAK stream that this edge announced
-to the caller's party and holds (edge_long.py).
+to the caller's party and holds (edge_long.py); such a fetch for a hash this edge does not
+hold goes to the core, which holds those items too (core_long.py).
 
 What the edge refuses itself, so the core never sees it: on `marti`, a certificate the CA's
 CRL revokes now, or whose subject names no party (`api.certificate_identity`: 403, counted

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from commonsky.hub.held import STREAM_BYTES
 from commonsky.hub.outbox import Pending
 from commonsky.model import DURABLE, is_transient
+from commonsky.protocol.render import PROTO, XML
 
 from .wire import Delivery, Output
 
@@ -37,6 +39,8 @@ class Packer:
         # The objects whose ids are keys above, kept alive while this delivery is packed.
         self.keep: list[object] = []
         self.size = 0
+        # Outputs too long for a TAK client's stream, by their place (core_long.py)
+        self.longs: dict[int, Pending] = {}
 
     def add(self, conn_id: str, mode: str, batch: list[Pending], start: int = 0) -> int:
         """`batch[start:]` for client `conn_id`, its bytes in `mode`, after what the client
@@ -73,6 +77,8 @@ class Packer:
                                        item.received, durable, mode, data))  # fmt: skip
             self.keep.append(data)
             self.size += len(data) + _OUTPUT_BYTES
+            if len(data) > STREAM_BYTES and mode in (XML, PROTO):
+                self.longs[at] = pending
         self.size += _REF_BYTES
         return at
 

@@ -44,6 +44,7 @@ from commonsky.revocation import Revocations
 from . import require_nats
 from .edge import EdgeHub, EdgeLink
 from .edge_http import EdgeHttp
+from .edge_long import serve_core_marti
 from .edge_marti import EdgeTakHttp, tak_faces
 from .forward import Forwarder
 from .nats_io import (
@@ -107,6 +108,8 @@ class EdgeServer:
         # Marti and enrolment, forwarded (edge_marti.py); role "all": its core binds them.
         runs_core = config.cluster.runs_core
         self.tak_http = EdgeTakHttp(self.hub, config, crls) if not runs_core else None
+        if runs_core:  # (its core holds long items too and answers their fetch: core_long.py)
+            serve_core_marti(self.hub.wires.held, config)
         self.nc: Client | None = None
         self.link: EdgeLink | None = None
         self._ticker: asyncio.Task[None] | None = None

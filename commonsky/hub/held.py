@@ -17,7 +17,9 @@ first) — a form dropped is held again if it is written again (a replay).
 
 A cluster's edge holds the connections, so it holds their long forms too, in a store of its
 own (`form`: what it knows of an output is its bytes; cluster/edge_long.py): its holdings end
-when the edge writes another version of the item (`supersede`) as well.
+when the edge writes another version of the item (`supersede`) as well. The core holds them
+as well, for a fetch that reaches another edge (cluster/core_long.py; `Held.mode`: the
+wire form a holding's XML was read from, so that `current` reads it the same way again).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Held:
     xml: bytes
     rendered: Rendered
     variant: Variant
+    mode: str  # the wire form it was first held from (`Form`'s `mode`)
     until: float
     ends: float  # the latest `until` may be (`Form`: the item's stale time)
     parties: set[str] = field(default_factory=set)
@@ -117,7 +120,7 @@ class LongMessages:
             xml, ends = self.form(rendered, variant, mode, data)
             if not xml:
                 return None
-            held = self._hold(rendered, variant, data, xml, ends, now)
+            held = self._hold(rendered, variant, mode, data, xml, ends, now)
         held.until = min(held.ends, now + HOLD_S)
         return held
 
@@ -148,16 +151,22 @@ class LongMessages:
             if old.rendered.item.received != received:
                 self._drop(old)
 
+    def current(self, held: Held) -> bool:
+        """Whether `held`'s item version, rendered in its variant now, is still its form
+        (the names it gives a party can change with no new version)."""
+        rendered, variant, mode = held.rendered, held.variant, held.mode
+        return self.form(rendered, variant, mode, rendered.wire(variant, mode))[0] == held.xml
+
     def __len__(self) -> int:
         return len(self._by_sha)
 
-    def _hold(self, rendered: Rendered, variant: Variant, data: bytes, xml: bytes,
+    def _hold(self, rendered: Rendered, variant: Variant, mode: str, data: bytes, xml: bytes,
               ends: float, now: float) -> Held:  # fmt: skip
         sha = hashlib.sha256(xml).hexdigest()
         held = self._by_sha.get(sha)
         if held is None or held.until <= now:
             self._drop(held)
-            held = Held(sha, xml, rendered, variant, now, ends)
+            held = Held(sha, xml, rendered, variant, mode, now, ends)
             self._by_sha[sha] = held
             self._by_key.setdefault(rendered.item.key, []).append(held)
             self._bytes += len(xml)

@@ -164,7 +164,7 @@ class HubPort:
             return None  # (a newer version, or deleted, or gone stale)
         if hub.router.variant_for(rendered, party, now) != held.variant:
             return None  # (withdrawn, or another form now)
-        if ":" in held.variant and rendered.wire(held.variant, "xml") != held.xml:
+        if ":" in held.variant and not hub.wires.held.current(held):
             return None  # (its names for `party` changed since)
         return held.xml
 

@@ -32,7 +32,8 @@ class TakPorts:
 
     def text(self) -> HubText:
         def text(data_dir: Path, http: int, ports: dict[str, int], extra: str) -> str:
-            edge = data_dir.name.startswith("data-edge-")
+            # (Role "all" binds its core's ports itself: as an edge's, no advertise.)
+            edge = data_dir.name.startswith(("data-edge-", "data-all-"))
             if http not in self.by_http:
                 first = edge and self.first not in self.by_http.values()
                 self.by_http[http] = self.first if first else {k: self.port() for k in KINDS}

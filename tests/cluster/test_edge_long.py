@@ -1,8 +1,10 @@
 """Items too long for ATAK's stream reader on a cluster's edge (cluster/edge_long.py): the
 edge a TAK TLS client streams to writes it, in place of such an item, the `b-f-t-r` the
 single process writes (hub/held.py), holds the item, and answers the fetch on its own marti
-listener to the party it announced it to; any other party, and the same party at another
-edge, get 404. Real `commonsky serve` processes on NATS and a fresh PostgreSQL database."""
+listener to the party it announced it to. The core holds it too (cluster/core_long.py): the
+same party's fetch at another edge (edges sharing a port) gets it from the core; any other
+party gets 404 at every edge. Role `all` announces naming its core's marti listener. Real
+`commonsky serve` processes on NATS and a fresh PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -79,15 +81,89 @@ async def test_a_long_route_is_announced_by_the_edge_and_fetched_there_by_its_re
         event = ET.fromstring(got.content)
         assert event.get("uid") == "USA::route-500" and len(event.findall("detail/link")) == 500
         paths.append(path)
-    # Another party (KOR: no agreement; USA: not written it) at edge A, RUS at edge B: 404.
-    for at, cert in ((at_a, certs["KOR"]), (at_a, certs["USA"]), (at_b, certs["RUS"])):
-        async with client(at, ca, "marti", cert) as marti:
-            for path in paths:
-                assert (await marti.get(path)).status_code == 404, path
-    # A newer version (the same route, made short) ends the fetch of the older.
+    # The same party at edge B (not the one that announced): the same bytes, from the core.
+    async with client(at_b, ca, "marti", certs["RUS"]) as marti:
+        for path, share in zip(paths, shares, strict=True):
+            got = await marti.get(path)
+            assert got.status_code == 200, got.text
+            assert hashlib.sha256(got.content).hexdigest() == share.get("sha256")
+    # Another party (KOR: no agreement; USA: not written it), at either edge: 404.
+    for at in (at_a, at_b):
+        for cert in (certs["KOR"], certs["USA"]):
+            async with client(at, ca, "marti", cert) as marti:
+                for path in paths:
+                    assert (await marti.get(path)).status_code == 404, path
+    # A newer version (the same route, made short) ends the fetch of the older, everywhere.
     usa.send(as_proto(route(20, "route-500")))
     await rus.wait_for(lambda e: e["uid"] == "USA::route-500", timeout=WAIT_S)
-    async with client(at_a, ca, "marti", certs["RUS"]) as marti:
-        assert (await marti.get(paths[0])).status_code == 404
+    for at in (at_a, at_b):
+        async with client(at, ca, "marti", certs["RUS"]) as marti:
+            for path in paths:
+                assert (await marti.get(path)).status_code == 404, path
     for tak in (usa, rus, rus_xml):
+        tak.writer.close()
+
+
+async def test_a_client_given_a_long_route_from_the_picture_fetches_it_at_another_edge(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    ca = make_ca(tmp_path, HOST)
+    certs = {p: client_cert(ca, p, f"{p.lower()}-ops", tmp_path / p) for p in ("USA", "RUS", "KOR")}
+    ports = tak_cluster(cluster, ca)
+    a, _ = await cluster.edge()
+    b, _ = await cluster.edge()
+    await cluster.core()
+    at_a, at_b = ports.by_http[a.http], ports.by_http[b.http]
+    usa = await tak_tls(at_a["tak-tls"], ca, certs["USA"], "USA", v1=False)
+    usa_too = await tak_tls(at_a["tak-tls"], ca, certs["USA"], "USA", v1=False)
+    usa.send(route(500, "route-early"))
+    await usa_too.wait_for(lambda e: e["type"] == "b-f-t-r", timeout=WAIT_S)  # (applied)
+    # RUS had no client then: its first, at edge B, is given the route from the picture
+    # bucket (as XML, written as protobuf), announced by edge B.
+    rus = await tak_tls(at_b["tak-tls"], ca, certs["RUS"], "RUS", v1=True)
+    offer = await rus.wait_for(lambda e: e["type"] == "b-f-t-r", timeout=WAIT_S)
+    usa.send(track("T-2"))  # (once RUS gets it, the core has handled its client's Attach)
+    await rus.wait_for(lambda e: e["uid"] == "USA::T-2", timeout=WAIT_S)
+    share = fileshare(offer)
+    url = urlparse(share.get("senderUrl", ""))
+    assert url.netloc == f"{HOST}:{at_b['marti']}"
+    path = f"{url.path}?{url.query}&receiver=RUS-1"
+    async with client(at_a, ca, "marti", certs["RUS"]) as marti:  # (edge A: the core's)
+        got = await marti.get(path)
+    assert got.status_code == 200, got.text
+    assert hashlib.sha256(got.content).hexdigest() == share.get("sha256")
+    assert ET.fromstring(got.content).get("uid") == "USA::route-early"
+    for at in (at_a, at_b):
+        async with client(at, ca, "marti", certs["KOR"]) as marti:
+            assert (await marti.get(path)).status_code == 404
+    for tak in (usa, usa_too, rus):
+        tak.writer.close()
+
+
+async def test_role_all_announces_a_long_route_and_its_core_answers_the_fetch(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    ca = make_ca(tmp_path, HOST)
+    certs = {p: client_cert(ca, p, f"{p.lower()}-ops", tmp_path / p) for p in ("USA", "RUS", "KOR")}
+    ports = tak_cluster(cluster, ca)
+    process, _ = await cluster.both(serving=True)
+    at = ports.by_http[process.http]
+    usa = await tak_tls(at["tak-tls"], ca, certs["USA"], "USA", v1=False)
+    rus = await tak_tls(at["tak-tls"], ca, certs["RUS"], "RUS", v1=False)
+    usa.send(route(500, "route-500"))
+    offer = await rus.wait_for(lambda e: e["type"] == "b-f-t-r", timeout=WAIT_S)
+    assert "USA::route-500" not in {e["uid"] for e in rus.events}
+    share = fileshare(offer)
+    url = urlparse(share.get("senderUrl", ""))
+    assert (url.scheme, url.netloc) == ("https", f"{HOST}:{at['marti']}")  # (its core's)
+    path = f"{url.path}?{url.query}&receiver=RUS-1"
+    async with client(at, ca, "marti", certs["RUS"]) as marti:
+        got = await marti.get(path)
+    assert got.status_code == 200, got.text
+    assert hashlib.sha256(got.content).hexdigest() == share.get("sha256")
+    assert ET.fromstring(got.content).get("uid") == "USA::route-500"
+    for cert in (certs["KOR"], certs["USA"]):
+        async with client(at, ca, "marti", cert) as marti:
+            assert (await marti.get(path)).status_code == 404
+    for tak in (usa, rus):
         tak.writer.close()

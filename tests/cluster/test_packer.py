@@ -15,6 +15,7 @@ from commonsky.cluster.edge import EdgeHub
 from commonsky.cluster.packer import Packer, pack
 from commonsky.cluster.wire import Delivery, Output, delivery_decoder, encode
 from commonsky.hub.connection import Connection
+from commonsky.hub.held import STREAM_BYTES
 from commonsky.hub.outbox import Outbox, Pending, Rendered
 from commonsky.model import Category, CotEvent, Item, Point
 from commonsky.policy import Policy
@@ -52,6 +53,18 @@ def test_clients_that_flushed_the_same_batch_share_one_entry() -> None:
     assert delivery.sends[0] == (["c1", "c2", "c3"], [0, 1])
     assert len(delivery.sends) == 3
     assert len(delivery.outputs) == 4  # A and B in XML and in protobuf, once each
+
+
+def test_outputs_too_long_for_a_tak_stream_are_noted_once_by_their_place() -> None:
+    """(What the core holds for a fetch at another edge: cluster/core_long.py.)"""
+    short, long = _pending("S"), _pending("L", size=STREAM_BYTES)
+    one = Packer()
+    for conn in ("c1", "c2"):
+        one.add(conn, "xml", [short, long])
+    one.add("c3", "proto", [long])
+    one.add("page", "json", [long])  # (a map page gets it whole: nothing to hold)
+    assert one.longs == {1: long, 2: long}
+    assert [one.outputs[at].mode for at in one.longs] == ["xml", "proto"]
 
 
 def test_a_client_flushed_twice_keeps_its_order() -> None:
