@@ -30,6 +30,7 @@ from commonsky.eventloop import running_loop_name
 from commonsky.http.app import build_app, serve_http
 from commonsky.hub.core import Hub
 from commonsky.hub.datadir import DataDir, damaged, private_dir, write_private
+from commonsky.hub.directory import Directory
 from commonsky.hub.heap import settle_heap
 from commonsky.hub.listeners import TakListener, bind_http, tls_context
 from commonsky.hub.quarantine import FILE_NAME as QUARANTINE_FILE
@@ -38,7 +39,7 @@ from commonsky.marti.http import HttpListener, build_http_listeners
 from commonsky.marti.state import MartiState
 from commonsky.policy import Policy
 from commonsky.revocation import Revocations
-from commonsky.services import Services
+from commonsky.services import Services, open_directory
 from commonsky.settings import Settings, parse_hostport
 from commonsky.store import Store, open_store
 
@@ -141,14 +142,7 @@ class HubServer:
                 if config.cluster is not None
                 else None
             )
-            self.hub = Hub(
-                Policy(config.parties, config.agreements),
-                self.store,
-                config.settings,
-                shared.secret if shared is not None else hub_secret(data_dir),
-                clock=clock,
-                quarantine=Quarantine(data_dir / QUARANTINE_FILE),
-            )
+            self.hub = _build_hub(config, self.store, data_dir, shared, clock)
             self.services = _build_services(self.hub, data_dir, shared)
             if len(self.hub.quarantine):
                 log.warning(
@@ -380,6 +374,20 @@ def _open_shared(
     shared = open_shared(store, init, writer, folder.path, config.cluster.name, hub_id)
     adopt_marti(store, folder.path, config.settings, init, time.time())
     return shared
+
+
+def _build_hub(config: HubConfig, store: Store, data_dir: Path, shared: Shared | None,
+               clock: Callable[[], float]) -> Hub:  # fmt: skip
+    """The hub, on its callsign directory opened first (its start routes by it)."""
+    return Hub(
+        Policy(config.parties, config.agreements),
+        store,
+        config.settings,
+        shared.secret if shared is not None else hub_secret(data_dir),
+        clock=clock,
+        quarantine=Quarantine(data_dir / QUARANTINE_FILE),
+        directory=open_directory(Directory(), data_dir, shared),
+    )
 
 
 def _build_services(hub: Hub, data_dir: Path, shared: Shared | None = None) -> Services:

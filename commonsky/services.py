@@ -25,6 +25,7 @@ from commonsky.desks.recorder import LedgerRecorder, Statement
 from commonsky.errors import RemoteProtocolError
 from commonsky.hub.core import Hub
 from commonsky.hub.desk_view import DeskView
+from commonsky.hub.directory import Directory
 from commonsky.ledger.entry import Signature, canonical_json
 from commonsky.ledger.keys import PartyKeys, verify
 from commonsky.ledger.proofs import SignedCheckpoint
@@ -62,16 +63,16 @@ class Services:
             from commonsky.ledger.log import Ledger
             from commonsky.ledger.pgdb import PgLedgerDB
 
-            # (Before the hotline rebuilds, as below.)
-            hub.directory.open_shared(shared.directory, shared.keep_directory, shared.store.where)
             recorder = LedgerRecorder(Ledger(PgLedgerDB(shared.store), shared.key))
             if data_dir is not None:
                 keys = SharedPartyKeys(shared.state, data_dir)
                 keys.import_files()
         elif data_dir is not None:
-            hub.directory.open(data_dir / "directory.json")  # before the hotline rebuilds
             recorder = LedgerRecorder.open(data_dir)
             keys = PartyKeys(data_dir)
+        if not hub.directory.opened and (shared is not None or data_dir is not None):
+            # (A hub made without it, e.g. a test's: still before the hotline rebuilds.)
+            open_directory(hub.directory, data_dir, shared)
         if recorder is not None:
             # The store commits first, its journal holding what the ledger commits next:
             # after a crash between the two, the ledger is completed from the journal.
@@ -158,6 +159,18 @@ class Services:
         self.hub.directory.save(force=True)
         if self.recorder is not None:
             self.recorder.close()
+
+
+def open_directory(directory: Directory, data_dir: Path | None,
+                   shared: Shared | None = None) -> Directory:  # fmt: skip
+    """Open the callsign directory kept in `data_dir` — or, for a cluster core (`shared`),
+    in its PostgreSQL database (hub/shared.py) — before the `Hub` is made on it: the start's
+    catch-up routes what is addressed to callsigns by it (hub/withdraw.py `owe_deleted`)."""
+    if shared is not None:
+        directory.open_shared(shared.directory, shared.keep_directory, shared.store.where)
+    elif data_dir is not None:
+        directory.open(data_dir / "directory.json")
+    return directory
 
 
 def _rebuild(hub: Hub, name: str, rebuild: Callable[[], None]) -> None:

@@ -78,6 +78,7 @@ class Hub:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         quarantine: Quarantine | None = None,
+        directory: Directory | None = None,  # opened: the start's catch-up routes by it
     ) -> None:
         self.policy = policy
         self.store = store
@@ -86,7 +87,7 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.bus = bus or LocalBus()
-        self.directory = Directory()
+        self.directory = directory if directory is not None else Directory()
         self.parties = frozenset(policy.parties) | {HUB}  # every namespace a name may claim
         # Who receives what (hub/routing.py), over the picture and naming made next.
         self.router = Router(policy, self.parties, self.directory, lambda: self.clock())
@@ -134,7 +135,7 @@ class Hub:
             parties=self.parties, picture=self.picture, routing=self.router, wires=self.wires,
             store=store, recorders=self._recorders, transaction=self.transaction,
             render=self._rendered, apply=self._apply, observe=self._observe,
-            clock=lambda: self.clock(), owe=self.withdrawals.owe,
+            clock=lambda: self.clock(), owe=self.withdrawals.owe, forget=self.directory.deleted,
         )  # fmt: skip
         # Whatever is stored, the hub starts: an item it cannot load is set aside, reported.
         self.quarantine = quarantine if quarantine is not None else Quarantine(None)
@@ -254,7 +255,6 @@ class Hub:
         callsign = device_callsign(event)
         if callsign is not None:
             self._register(party, event.uid, callsign, sender)
-            self.directory.saw(party, event, now, bool(audience))
         item = Item(
             party=party,
             user=user,
@@ -288,9 +288,12 @@ class Hub:
         self.metrics.count_in(party, category._value_)  # (`.value`, read as cheaply)
         outer, self._parsed = self._parsed, (event, parsed) if parsed else None
         try:
-            return self._submit_many([item], routed)[0]
+            item = self._submit_many([item], routed)[0]
         finally:
             self._parsed = outer  # (an accept nested in a desk's observe leaves it whole)
+        if callsign is not None:  # (accepted: its last report, for clientEndPoints)
+            self.directory.saw(party, event, now, bool(audience))
+        return item
 
     def _register(self, party: str, uid: str, callsign: str, sender: Connection | None) -> None:
         """A device's report of itself: learn its callsign; give a connection reporting a

@@ -106,6 +106,7 @@ class Deletes:
         observe: Callable[[Item, dict[str, Disclosure]], None],
         clock: Callable[[], float],
         owe: Callable[[str, Item, set[str]], None] = lambda party, item, forms: None,
+        forget: Callable[[tuple[str, str]], None] = lambda key: None,
     ) -> None:
         self.parties = parties
         self.picture = picture
@@ -120,6 +121,7 @@ class Deletes:
         self.clock = clock
         # What clients away now are told when they connect (`Withdrawals.owe`).
         self.owe = owe
+        self.forget = forget  # (a device's last report: `Directory.deleted`)
 
     def accept(
         self,
@@ -163,6 +165,8 @@ class Deletes:
         now = self.clock()
         key = target_key(item.party, item.event, self.parties, strict=False)
         old = self.picture.get(key) if key is not None else None
+        if key is not None:
+            self.forget(key)
         rendered = self.render(item)
         targets: list[tuple[str, Variant]] = [(item.party, "own")]
         if old is not None:

@@ -19,7 +19,8 @@ housekeeping tick, and a change of last reports only at most every SEEN_SAVE_S; 
 keeps it in its database instead, hub/shared.py): a chat to the callsign of a device that
 is offline after a restart still reaches its party and waits there for the device. A file
 that cannot be read is set aside (`directory.json.bad`) with a log line and the hub starts
-with an empty directory.
+with an empty directory; a bad last report in it is only left out (one log line). The
+owner's delete of a device's item drops its last report (`deleted`: listed no more).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Directory:
         # Reports since the last save, as they came (read into `Seen` when asked or saved:
         # a report costs a dict store here).
         self._fresh: dict[tuple[str, str], tuple[CotEvent, float, bool]] = {}
+        self._seen_dirty = False  # `_seen` changed since the last save (read or dropped)
         self._seen_saved = time.monotonic()
 
     def report(self, party: str, uid: str, callsign: str) -> bool:
@@ -112,6 +114,12 @@ class Directory:
         addressed = audience or e.dest_parties or e.dest_callsigns or e.dest_uids
         self._fresh[(party, event.uid)] = (event, now, not addressed)
 
+    def deleted(self, key: tuple[str, str]) -> None:
+        """Its owner deleted the device's item `key`: its last report is listed no more."""
+        self._fresh.pop(key, None)
+        if self._seen.pop(key, None) is not None:
+            self._seen_dirty = True
+
     def last_seen(self) -> Iterator[tuple[tuple[str, str], str, Seen]]:
         """Every device's (party, uid), callsign and last report."""
         self._settle()
@@ -121,6 +129,8 @@ class Directory:
                 yield key, callsign, seen
 
     def _settle(self) -> None:
+        if self._fresh:
+            self._seen_dirty = True  # (read here, written at the next save: `save`)
         for key, (event, now, open_) in self._fresh.items():
             team, role = device_group(event.detail)
             point = event.point
@@ -148,6 +158,11 @@ class Directory:
         return len(self._devices)
 
     # ---- persistence --------------------------------------------------------------------
+
+    @property
+    def opened(self) -> bool:
+        """Whether it is kept somewhere (`open`, `open_shared`)."""
+        return self.path is not None or self._keep is not None
 
     def open(self, path: Path) -> None:
         """Load the directory kept at `path` (if any) and keep it there from now on."""
@@ -192,21 +207,34 @@ class Directory:
                 ):
                     raise ValueError(f"bad entry {str(row)[:80]}")
                 self.report(row[0], row[1], row[2])
-            for row in data.get("seen", []):
-                key, seen = _seen_row(row)
-                self._seen[key] = seen
+            self._load_seen(data.get("seen", []))
         except BaseException:
             self._devices.clear()
             self._by_callsign.clear()
             self._seen.clear()
             raise
 
+    def _load_seen(self, rows: object) -> None:
+        """The kept last reports; a bad one is left out (one log line), the rest kept."""
+        bad: list[object] = []
+        for row in rows if isinstance(rows, list) else [rows]:
+            try:
+                key, seen = _seen_row(row)
+            except ValueError:
+                bad.append(row)
+                continue
+            self._seen[key] = seen
+        if bad:
+            where = self.path or "the callsign directory"
+            log.warning("%s: %d bad last reports of devices left out (the first: %s)",
+                        where, len(bad), str(bad[0])[:80])  # fmt: skip
+
     def save(self, force: bool = False) -> None:
         """Write the directory if it changed since the last save (atomically); newer reports
         alone at most every SEEN_SAVE_S, unless `force` (at shutdown)."""
         if self.path is None and self._keep is None:
             return
-        reports = bool(self._fresh) and (
+        reports = (self._seen_dirty or bool(self._fresh)) and (
             force or time.monotonic() - self._seen_saved >= SEEN_SAVE_S
         )
         if not (self._dirty or reports):
@@ -214,7 +242,7 @@ class Directory:
         self._settle()
         self._seen_saved = time.monotonic()
         rows = [[p, u, c] for (p, u), c in sorted(self._devices.items())]
-        seen = [[*key, *value] for key, value in sorted(self._seen.items())]
+        seen = [_seen_out(key, value) for key, value in sorted(self._seen.items())]
         text = json.dumps({"version": 2, "devices": rows, "seen": seen})
         if self._keep is not None:
             self._keep(text.encode("utf-8"))
@@ -223,7 +251,7 @@ class Directory:
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.path)
-        self._dirty = False
+        self._dirty = self._seen_dirty = False
 
 
 def _seen_row(row: object) -> tuple[tuple[str, str], Seen]:
@@ -243,3 +271,10 @@ def _seen_row(row: object) -> tuple[tuple[str, str], Seen]:
     ):
         raise ValueError(f"bad last report {str(row)[:80]}")
     return (party, uid), Seen(float(last), kind, float(lat), float(lon), team, role, open_)
+
+
+def _seen_out(key: tuple[str, str], seen: Seen) -> list[object]:
+    """A last report as kept, its texts cut to what a load takes (`_LIMIT`: an attribute
+    may be longer when `limit_attribute_bytes` is)."""
+    cut = seen._replace(type=seen.type[:_LIMIT], team=seen.team[:_LIMIT], role=seen.role[:_LIMIT])
+    return [key[0][:_LIMIT], key[1][:_LIMIT], *cut]
