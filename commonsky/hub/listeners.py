@@ -347,6 +347,8 @@ class TakListener:
                             due = session.deadline()
                             timer.reschedule(loop.time() + (due - now))
             except TimeoutError:
+                if not timer.expired():  # (not the timer's: a fault of ours, logged by the caller)
+                    raise
                 continue  # `expired` decides (what was sent meanwhile may have moved it)
 
     def _open(

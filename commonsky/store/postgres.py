@@ -376,14 +376,15 @@ class PostgresStore(NestedBlocks):
         return list(load_rows(rows, self.unreadable))
 
     def deleted(self, now: float, limit: int) -> list[tuple[Item, Item]]:
-        # (as SQLiteStore.deleted: the latest row of each key, stale, and the one before it)
+        # (as SQLiteStore.deleted: from the stale index, a row not stale yet and the next
+        # row of its key, stale earlier and the latest of its key)
         rows = self._live().execute(
-            "SELECT t.seq, t.body, p.seq, p.body FROM (SELECT DISTINCT ON (party, uid) seq, "
-            "party, uid, stale, body FROM commonsky_items ORDER BY party, uid, seq DESC) t "
-            "JOIN LATERAL (SELECT q.seq, q.stale, q.body FROM commonsky_items q WHERE "
-            "q.party = t.party AND q.uid = t.uid AND q.seq < t.seq ORDER BY q.seq DESC LIMIT 1)"
-            " p ON true WHERE t.stale <= %s AND p.stale > %s AND t.stale < p.stale "
-            "ORDER BY t.seq DESC LIMIT %s",
+            "SELECT t.seq, t.body, p.seq, p.body FROM commonsky_items p JOIN LATERAL "
+            "(SELECT q.seq, q.stale, q.body FROM commonsky_items q WHERE q.party = p.party "
+            "AND q.uid = p.uid AND q.seq > p.seq ORDER BY q.seq LIMIT 1) t ON true "
+            "WHERE p.stale > %s AND t.stale <= %s AND t.stale < p.stale AND NOT EXISTS "
+            "(SELECT 1 FROM commonsky_items r WHERE r.party = p.party AND r.uid = p.uid "
+            "AND r.seq > t.seq) ORDER BY t.seq DESC LIMIT %s",
             (now, now, limit),
         )
         return load_deleted(rows, self.unreadable)

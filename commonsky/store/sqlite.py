@@ -143,13 +143,15 @@ class SQLiteStore(NestedBlocks):
         yield from load_rows(self._db.execute(query, (seq,)), self.unreadable)
 
     def deleted(self, now: float, limit: int) -> list[tuple[Item, Item]]:
-        # (the latest row of each key, stale: a tombstone's stale time is its delete's; the
-        # row before it, not stale yet and staler later than the latest — then decoded)
+        # (a row not stale yet, p; the next row of its key, t, stale — a tombstone's stale
+        # time is its delete's — earlier than p, and the latest of its key; then decoded.
+        # From the stale index: the history of stale rows, all but a few, is never read.)
         rows = self._db.execute(
-            "SELECT t.seq, t.body, p.seq, p.body FROM items t JOIN items p ON p.seq = "
-            "(SELECT MAX(q.seq) FROM items q WHERE q.party = t.party AND q.uid = t.uid "
-            "AND q.seq < t.seq) WHERE t.seq IN (SELECT MAX(seq) FROM items GROUP BY party, uid)"
-            " AND t.stale <= ? AND p.stale > ? AND t.stale < p.stale ORDER BY t.seq DESC LIMIT ?",
+            "SELECT t.seq, t.body, p.seq, p.body FROM items p JOIN items t ON t.seq = "
+            "(SELECT MIN(q.seq) FROM items q WHERE q.party = p.party AND q.uid = p.uid "
+            "AND q.seq > p.seq) WHERE p.stale > ? AND t.stale <= ? AND t.stale < p.stale "
+            "AND NOT EXISTS (SELECT 1 FROM items r WHERE r.party = p.party AND r.uid = p.uid "
+            "AND r.seq > t.seq) ORDER BY t.seq DESC LIMIT ?",
             (now, now, limit),
         )
         return load_deleted(rows, self.unreadable)

@@ -9,6 +9,7 @@ import logging
 import pytest
 import takproto
 
+from commonsky.protocol.session import TakSession
 from tests.integration.test_tak_tcp import FULL_TRACKS, metric, track
 
 
@@ -84,3 +85,30 @@ async def test_a_message_begun_after_others_is_held_to_the_partial_timer(make_hu
             await slow.collect(5.0)
         assert await metric(hub, "commonsky_refusals_total", reason="partial_event") == 1
         assert await metric(hub, "commonsky_connections_closed_total", reason="idle") == 0
+
+
+async def test_a_timeout_error_of_the_hubs_own_is_not_taken_for_the_idle_timer(
+    make_hub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read loop's timer spans the handling of what was read: a TimeoutError raised by
+    that handling is a fault of ours (logged, counted, the connection closed), not the
+    timer's (which would drop the rest of the read without a word)."""
+    async with make_hub([FULL_TRACKS]) as hub:
+        usa, jpn = await hub.connect_all(("USA", "JPN"))
+        receive_data = TakSession.receive_data
+
+        def failing(self, data, now, clock):  # type: ignore[no-untyped-def]
+            if b"boom" in data:
+                raise TimeoutError("a fault inside the hub")
+            return receive_data(self, data, now, clock)
+
+        monkeypatch.setattr(TakSession, "receive_data", failing)
+        caplog.set_level(logging.ERROR, "commonsky.listener")
+        usa.send(track("boom"))
+        with pytest.raises(ConnectionError):
+            await usa.collect(5.0)
+        assert await metric(hub, "commonsky_internal_errors_total") == 1
+        assert any("reading failed" in r.getMessage() for r in caplog.records)
+        usa2 = await hub.connect("USA")  # the others are unaffected
+        usa2.send(track("after"))
+        await jpn.wait_for(lambda e: e["uid"] == "USA::after")

@@ -3,9 +3,12 @@ picture, cursors, blocks that commit once (also when left by an error), hostile 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from commonsky.model import DELETED, Category, CotEvent, Item, Point
 from commonsky.store import Store
@@ -233,6 +236,45 @@ def test_the_deleted_items_are_the_tombstones_whose_deleted_version_is_not_stale
     assert [gone.seq for gone, _ in store.deleted(350.0, 9)] == [8, 12]  # e's went stale
     assert [gone.seq for gone, _ in store.deleted(200.0, 2)] == [10, 12]  # the newest two
     assert store.deleted(600.0, 9) == []
+
+
+_examples = itertools.count()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from([100.0, 200.0, 300.0]), st.booleans()),
+        max_size=12,
+    ),
+    st.sampled_from([50.0, 150.0, 250.0, 350.0]),
+)
+def test_the_deleted_items_are_what_their_definition_says(
+    open_store: Callable[[], Store], history: list[tuple[int, float, bool]], now: float
+) -> None:
+    """`deleted` against its definition, worked out here from each key's rows: the latest
+    is a tombstone stale at `now`, staler sooner than the row before it, which is not."""
+    opened = getattr(open_store, "opened", None) or [open_store()]
+    open_store.opened = opened  # type: ignore[attr-defined]  # (one store for all examples)
+    store = opened[0]
+    prefix = f"x{next(_examples)}-"
+    rows: dict[str, list[tuple[int, float, bool]]] = {}
+    for key, stale, tombstone in history:
+        uid = f"{prefix}{key}"
+        seq = store.append(item(uid, stale=stale, detail=DELETED if tombstone else "x"))
+        rows.setdefault(uid, []).append((seq, stale, tombstone))
+    expected = []
+    for versions in rows.values():
+        if len(versions) >= 2:
+            (p_seq, p_stale, _), (t_seq, t_stale, tombstone) = versions[-2:]
+            if tombstone and t_stale <= now < p_stale:
+                expected.append((t_seq, p_seq))
+    found = [
+        (g.seq, last.seq) for g, last in store.deleted(now, 10_000) if g.uid.startswith(prefix)
+    ]
+    assert found == sorted(expected)
 
 
 def test_a_deleted_item_whose_rows_do_not_decode_is_skipped_and_noted(
