@@ -276,7 +276,7 @@ class ClusterCore:
                 # LIVE_EVERY_S. What is flushed meanwhile waits for the next round.
                 await self.picture.flush(live=False)
             for edge in set(flushed) | set(closes) | set(refused) | set(attached):
-                *full, delivery = pack(flushed.get(edge, ()))
+                *full, delivery = pack(flushed.get(edge, ()), self.hub.parties)
                 hold_sent(self.hub.wires.held, self.proxies, edge, [*full, delivery])  # (first)
                 for packed in full:
                     await self._publish(edge, encode(packed.done()))

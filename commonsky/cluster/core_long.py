@@ -25,7 +25,7 @@ from commonsky.hub.held import STREAM_BYTES, Held, LongMessages
 from commonsky.hub.outbox import Pending, Rendered, Variant
 from commonsky.protocol.render import PROTO, XML
 
-from .edge_long import as_xml, output_limits
+from .edge_long import as_xml, output_limits, read_once
 
 if TYPE_CHECKING:
     from commonsky.hub.connection import Connection
@@ -48,7 +48,7 @@ def hold_forms(hub: Hub) -> None:
         xml = as_xml(mode, data, limits)[1] if mode == PROTO else data
         return xml, rendered.item.event.stale
 
-    hub.wires.held.form = core_form
+    hub.wires.held.form = read_once(core_form, hub.logs, "core")
 
 
 def _hold(store: LongMessages, pending: Pending, mode: str, data: bytes | None) -> Held | None:

@@ -37,14 +37,14 @@ from commonsky.metrics import Metrics
 from commonsky.model import Category, CotEvent, Item, category_of_event
 from commonsky.policy import Policy
 from commonsky.protocol.bounds import check_acceptable
-from commonsky.protocol.cot import XmlLimits, parse_event
+from commonsky.protocol.cot import parse_event
 from commonsky.protocol.render import render
 from commonsky.protocol.session import TakSession
 from commonsky.protocol.stream import MessageRefused
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
-from .edge_long import long_messages
+from .edge_long import end_holdings, long_messages, output_limits
 from .picture_kv import entry_json, read_picture
 from .stream_acks import StreamPublisher
 from .wire import (
@@ -138,7 +138,7 @@ class EdgeHub:
         self.clock = clock
         self.metrics = Metrics()
         self.logs = RateLimitedLog()
-        long = long_messages(settings, policy, clock)  # (edge_long.py)
+        long = long_messages(settings, policy, clock, self.logs)  # (edge_long.py)
         self.wires = Connections(settings, self.metrics, self.logs, held=long)
         self.handshaking: dict[str, int] = {}
         self.by_id: dict[str, Connection] = {}
@@ -190,9 +190,8 @@ class EdgeHub:
             for o in delivery.outputs
         ]  # (each shared by the clients that get it: nobody changes a Pending)
         by_id, enqueue_each, held = self.by_id, self.wires.enqueue_each, self.held_live
-        if self.wires.held:  # (long forms held of another version end: edge_long.py)
-            for o in delivery.outputs:
-                self.wires.held.supersede((o.party, o.uid), o.received)
+        if self.wires.held:  # (what it ends of the long forms held: edge_long.py)
+            end_holdings(self.wires.held, delivery)
         if delivery.attached:
             self._attached(delivery, made)
         for conn_ids, indexes in delivery.sends:
@@ -268,10 +267,7 @@ def page_replay(hub: EdgeHub, entries: list[PictureEntry]) -> list[Pending]:
     """A map page's picture from the bucket, as the JSON the core would send it; an entry
     that cannot be read is left out (logged, counted), as the hub leaves out an item it
     cannot render."""
-    s = hub.settings
-    # (The core's rendering of an accepted event: names prefixed with their party, a little
-    # longer than what was accepted; the bound only keeps a bad entry from costing much.)
-    limits = XmlLimits(4 * s.limit_message_bytes, s.limit_xml_depth, s.limit_attribute_bytes)
+    limits = output_limits(hub.settings)  # (the core's rendering: edge_long.py)
     made: list[Pending] = []
     failed: list[str] = []
     for e in entries:

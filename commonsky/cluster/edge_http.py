@@ -11,7 +11,9 @@ TAK listeners do) and serves, as the single process does at the same paths:
   turned into the page's JSON (`picture_kv.entry_json`), then announced to the core, which
   sends it — per client, rendered as JSON, already disclosed — what its party may see.
 - forwarded: every other path (`/api/…`, `/cap/…`, `/openapi.json`, and `/core/…`: the
-  core's own `/metrics` and `/healthz` at `/core/metrics`, `/core/healthz`) goes to the core
+  core's own `/metrics` and `/healthz` at `/core/metrics`, `/core/healthz`; but
+  `/core/metrics` without a token is answered here, with the public series — up and build,
+  the same for every process — as `/metrics` is) goes to the core
   holding the lease over NATS (cluster/forward.py, the one forwarder of every edge face):
   method, path, query, headers (the bearer token: the core authenticates it again, trusting
   nothing the edge says) and the body in acknowledged parts, bounded by
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("commonsky.cluster")
 
 #: Paths a request without a token may be forwarded to (the rest answer 401 here).
-PUBLIC = ("/cap/", "/openapi.json", "/core/healthz", "/core/metrics")
+PUBLIC = ("/cap/", "/openapi.json", "/core/healthz")
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -110,6 +112,10 @@ def edge_app(hub: EdgeHub, forwarder: Forwarder) -> Starlette:
     async def forward(request: Request) -> Response:
         path = request.url.path
         token = bearer_token(request)
+        if token is None and path == "/core/metrics":  # (the public series: answered here)
+            if request.method not in ("GET", "HEAD"):
+                return json_error(405, "method not allowed")
+            return metrics_answer(request, hub.metrics, policy, operator)
         try:
             if token or not path.startswith(PUBLIC):
                 token_caller(policy, operator, token)  # (401 here; the core checks again)

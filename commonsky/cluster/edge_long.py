@@ -14,22 +14,29 @@ balancer) gets it from the core, under the core's own checks (`HubPort.held`); a
 else gets 404.
 
 What the edge knows of an output is its bytes, the item's key and its version (`received`),
-so a holding ends at the item's stale time, 600 s after its last announcement, when the
-edge writes another version of the item (`EdgeHub.deliver`: `LongMessages.supersede`), and
-at the next change of the agreements in force (`Policy.next_change`: the edge cannot tell
-whom a change narrows, so every holding ends then; an announcement written after it holds
-the form again). Its XML is the core's own where the edge has it (an XML output, a picture
-entry), else the protobuf output parsed and written as XML (`as_xml`): the bytes the core
-holds under the same SHA-256.
+so a holding ends (`end_holdings`) at the item's stale time, 600 s after its last
+announcement, when the edge is sent another version of the item (`LongMessages.supersede`),
+when it is sent a delete of the item — the owner's `t-x-d-d` or a withdrawal, whose output
+carries the delete's own uid: the core names the item it ends (`Delivery.ended`, packer.py;
+`LongMessages.end`) — and at the next change of the agreements in force
+(`Policy.next_change`: the edge cannot tell whom a change narrows, so every holding ends
+then; an announcement written after it holds the form again). Ending more than needed costs
+nothing but a forward: a fetch of what the edge does not hold goes to the core. Its XML is
+the core's own where the edge has it (an XML output, a picture entry), else the protobuf
+output parsed and written as XML (`as_xml`): the bytes the core holds under the same
+SHA-256. The core's rendering is read within `output_limits`, which admit its own renaming;
+a form that still cannot be read is logged once per item version (rate-limited) and the
+item written whole, without reading it again on every write (`read_once`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from commonsky.hub.held import LongMessages
+from commonsky.hub.held import Form, LongMessages
 from commonsky.hub.outbox import Rendered, Variant
 from commonsky.marti.net import advertised
 from commonsky.model import CotEvent
@@ -37,6 +44,7 @@ from commonsky.policy import Policy
 from commonsky.protocol.cot import XmlLimits, parse_event
 from commonsky.protocol.render import PROTO, XML, render
 from commonsky.protocol.takv1 import parse_proto_event
+from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,7 +54,12 @@ if TYPE_CHECKING:
     from commonsky.config import HubConfig, ListenerConfig
     from commonsky.marti.http import HttpListener
 
+    from .wire import Delivery
+
+log = logging.getLogger("commonsky.cluster")
+
 CONTENT = "/Marti/sync/content"
+_FAILED_KEPT = 4096  # item versions whose long form could not be read, remembered at most
 
 
 def proto_header(frame: bytes) -> int:
@@ -58,10 +71,12 @@ def proto_header(frame: bytes) -> int:
 
 
 def output_limits(settings: Settings) -> XmlLimits:
-    """The bounds an output is read within (the core's rendering of an accepted event: a
-    little longer than what was accepted)."""
-    return XmlLimits(4 * settings.limit_message_bytes, settings.limit_xml_depth,
-                     settings.limit_attribute_bytes)  # fmt: skip
+    """The bounds an output is read within: the core's rendering of an accepted event, a
+    little longer than what was accepted — names gain their party's prefix (`PARTY::uid`),
+    so an attribute accepted at `limit_attribute_bytes` is longer in the output: each
+    attribute is bounded by the output's own bound only."""
+    most = 4 * settings.limit_message_bytes
+    return XmlLimits(most, settings.limit_xml_depth, most)
 
 
 def as_xml(mode: str, data: bytes, limits: XmlLimits) -> tuple[CotEvent, bytes]:
@@ -74,8 +89,45 @@ def as_xml(mode: str, data: bytes, limits: XmlLimits) -> tuple[CotEvent, bytes]:
     return parse_event(data, limits), data
 
 
-def long_messages(settings: Settings, policy: Policy, clock: Callable[[], float]) -> LongMessages:
-    """The edge's store of long forms (module header)."""
+def read_once(form: Form, logs: RateLimitedLog, who: str) -> Form:
+    """`form`, where a failure to read an output is logged once per item version
+    (rate-limited: `logs`) and remembered, so that the item is written whole (not held)
+    without reading it again on every write."""
+    failed: dict[tuple[object, ...], None] = {}
+
+    def once(rendered: Rendered, variant: Variant, mode: str,
+             data: bytes) -> tuple[bytes, float]:  # fmt: skip
+        item = rendered.item
+        seen = (item.key, item.received, variant, mode)
+        if seen in failed:
+            return b"", 0.0
+        try:
+            return form(rendered, variant, mode, data)
+        except Exception as exc:  # (a rendering it cannot read: the item goes whole)
+            if len(failed) >= _FAILED_KEPT:
+                del failed[next(iter(failed))]
+            failed[seen] = None
+            logs.log(log, logging.ERROR, "long_form", f"{item.key[0]}/{item.key[1][:120]}",
+                     "%s: the long form of %s/%r (%d bytes, %s) is unreadable, written whole: "
+                     "%s", who, item.key[0], item.key[1][:120], len(data), mode,
+                     str(exc)[:300])  # fmt: skip
+            return b"", 0.0
+
+    return once
+
+
+def end_holdings(store: LongMessages, delivery: Delivery) -> None:
+    """What `delivery` ends of the forms held (module header): those of another version of
+    an item it carries, and every one of an item one of its deletes names."""
+    for o in delivery.outputs:
+        store.supersede((o.party, o.uid), o.received)
+    for key in delivery.ended:
+        store.end(key)
+
+
+def long_messages(settings: Settings, policy: Policy, clock: Callable[[], float],
+                  logs: RateLimitedLog | None = None) -> LongMessages:  # fmt: skip
+    """The edge's store of long forms (module header); `logs`: the edge's."""
     limits = output_limits(settings)
 
     def edge_form(rendered: Rendered, variant: Variant, mode: str,
@@ -87,7 +139,7 @@ def long_messages(settings: Settings, policy: Policy, clock: Callable[[], float]
         event, xml = as_xml(XML, xml, limits) if xml is not None else as_xml(mode, data, limits)
         return xml, min(event.stale, policy.next_change(clock()))
 
-    return LongMessages(clock, edge_form)
+    return LongMessages(clock, read_once(edge_form, logs or RateLimitedLog(), "edge"))
 
 
 def serve_long(held: LongMessages, listener: HttpListener, config: ListenerConfig) -> None:

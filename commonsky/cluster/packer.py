@@ -11,8 +11,9 @@ client, which was most of the core's own CPU beside the hub's at a fan-out of tw
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
+from commonsky.hub.deletes import DELETE_TYPE, target_key
 from commonsky.hub.held import STREAM_BYTES
 from commonsky.hub.outbox import Pending
 from commonsky.model import DURABLE, is_transient
@@ -29,7 +30,8 @@ class Packer:
     """One `Delivery` being filled (`add`, then `done`). `size` estimates its encoded
     bytes; the caller sends it and starts another once it reaches OUT_BYTES."""
 
-    def __init__(self) -> None:
+    def __init__(self, parties: Container[str] = frozenset()) -> None:
+        self.parties = parties  # (the hub's: to read the names a delete's link gives)
         self.outputs: list[Output] = []
         self.index: dict[int, int] = {}  # id of an output's bytes -> its place in `outputs`
         self.sends: list[tuple[list[str], list[int]]] = []
@@ -41,6 +43,8 @@ class Packer:
         self.size = 0
         # Outputs too long for a TAK client's stream, by their place (core_long.py)
         self.longs: dict[int, Pending] = {}
+        # The items the deletes among `outputs` name (`Delivery.ended`), in order
+        self.ended: dict[tuple[str, str], None] = {}
 
     def add(self, conn_id: str, mode: str, batch: list[Pending], start: int = 0) -> int:
         """`batch[start:]` for client `conn_id`, its bytes in `mode`, after what the client
@@ -79,24 +83,31 @@ class Packer:
             self.size += len(data) + _OUTPUT_BYTES
             if len(data) > STREAM_BYTES and mode in (XML, PROTO):
                 self.longs[at] = pending
+            if item.event.type == DELETE_TYPE:  # (the owner's or a withdrawal)
+                target = target_key(item.party, item.event, self.parties, strict=False)
+                if target is not None:
+                    self.ended[target] = None
+                    self.size += len(target[0]) + len(target[1]) + _REF_BYTES
         self.size += _REF_BYTES
         return at
 
     def done(self, close: list[tuple[str, str]] | None = None,
              refused: list[tuple[str, str, str]] | None = None,
              attached: list[str] | None = None) -> Delivery:  # fmt: skip
-        return Delivery(self.outputs, self.sends, close or [], refused or [], attached or [])
+        return Delivery(self.outputs, self.sends, close or [], refused or [], attached or [],
+                        list(self.ended))  # fmt: skip
 
 
-def pack(flushed: Iterable[tuple[str, str, list[Pending]]]) -> list[Packer]:
+def pack(flushed: Iterable[tuple[str, str, list[Pending]]],
+         parties: Container[str]) -> list[Packer]:  # fmt: skip
     """What the proxies of one edge's clients flushed — (client id, mode, batch), in
     order — as deliveries of about OUT_BYTES each, in order; the last may be empty (the
-    caller adds its closes, refusals and attachments)."""
-    packers = [Packer()]
+    caller adds its closes, refusals and attachments). `parties`: the hub's."""
+    packers = [Packer(parties)]
     for conn_id, mode, batch in flushed:
         at = 0
         while at < len(batch):
             at = packers[-1].add(conn_id, mode, batch, at)
             if packers[-1].size >= OUT_BYTES:
-                packers.append(Packer())
+                packers.append(Packer(parties))
     return packers

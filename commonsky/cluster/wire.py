@@ -109,7 +109,8 @@ class Delivery(msgspec.Struct, frozen=True):
     in `outputs`): each of those clients gets those outputs in that order, and a client in
     several entries gets them entry after entry (clients getting the same outputs share an
     entry: cluster/packer.py); `close`: clients to close, with a reason; `refused`: what
-    the core refused of each client's events."""
+    the core refused of each client's events; `ended`: the keys of the items its deletes
+    name."""
 
     outputs: list[Output] = []
     sends: list[tuple[list[str], list[int]]] = []
@@ -120,6 +121,9 @@ class Delivery(msgspec.Struct, frozen=True):
     # Clients whose Attach the core has handled: what it owed them of their picture is in
     # `sends` before this (here or in an earlier delivery to the edge).
     attached: list[str] = []
+    # Items a delete among `outputs` ends (the owner's `t-x-d-d`, a withdrawal), by key:
+    # what the edge holds of them for fetching ends too (edge_long.end_holdings).
+    ended: list[tuple[str, str]] = []
 
     def pairs(self) -> list[tuple[str, int]]:
         """(client id, index in `outputs`) for every output every client gets, each

@@ -17,7 +17,8 @@ first) — a form dropped is held again if it is written again (a replay).
 
 A cluster's edge holds the connections, so it holds their long forms too, in a store of its
 own (`form`: what it knows of an output is its bytes; cluster/edge_long.py): its holdings end
-when the edge writes another version of the item (`supersede`) as well. The core holds them
+when the edge writes another version of the item (`supersede`), or is told of its delete
+(`end`), as well. The core holds them
 as well, for a fetch that reaches another edge (cluster/core_long.py; `Held.mode`: the
 wire form a holding's XML was read from, so that `current` reads it the same way again).
 """
@@ -150,6 +151,11 @@ class LongMessages:
         for old in list(self._by_key.get(key, ())):
             if old.rendered.item.received != received:
                 self._drop(old)
+
+    def end(self, key: tuple[str, str]) -> None:
+        """Item `key` is deleted (or withdrawn): what is held of it ends."""
+        for old in list(self._by_key.get(key, ())):
+            self._drop(old)
 
     def current(self, held: Held) -> bool:
         """Whether `held`'s item version, rendered in its variant now, is still its form

@@ -197,6 +197,15 @@ async def test_without_a_core_an_edge_answers_503_at_once(cluster: Cluster) -> N
         assert r.status_code == 503
         assert (await edge.get("/healthz")).json() == {"status": "ok"}
         assert (await edge.get("/")).status_code in (200, 503)  # (503: map not installed)
+        # The core's public metrics (no token) are answered here: nothing anonymous reaches
+        # a core. With a token, forwarded as before (no core: 503).
+        r = await edge.get("/core/metrics")
+        assert r.status_code == 200 and "commonsky_up 1.0" in r.text
+        assert "party=" not in r.text and "items_in" not in r.text
+        assert (await edge.post("/core/metrics")).status_code == 405
+        own = {"Authorization": f"Bearer {OPERATOR}"}
+        assert (await edge.get("/core/metrics", headers=own)).status_code == 503
+        assert (await edge.get("/core/metrics/x")).status_code == 401
         # The live feed is the edge's: a page connects; a core coming later serves it.
         page = await Page("USA", a.http).connect()
         await cluster.core()

@@ -3,21 +3,32 @@ edge a TAK TLS client streams to writes it, in place of such an item, the `b-f-t
 single process writes (hub/held.py), holds the item, and answers the fetch on its own marti
 listener to the party it announced it to. The core holds it too (cluster/core_long.py): the
 same party's fetch at another edge (edges sharing a port) gets it from the core; any other
-party gets 404 at every edge. Role `all` announces naming its core's marti listener. Real
-`commonsky serve` processes on NATS and a fresh PostgreSQL database."""
+party gets 404 at every edge, as does anyone once the owner deleted it. Role `all` announces
+naming its core's marti listener. Real `commonsky serve` processes on NATS and a fresh
+PostgreSQL database; the edge's store of long forms alone at the end."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import ssl
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pytest
+
 from commonsky.bench.cluster import Cluster
-from commonsky.hub.held import STREAM_BYTES
+from commonsky.cluster import edge_long
+from commonsky.cluster.edge import edge_pending
+from commonsky.hub.held import STREAM_BYTES, LongMessages
+from commonsky.model import Category, Disclosure
+from commonsky.policy import Agreement, Party, Policy
+from commonsky.settings import Settings
 from tests.cluster.edge_tak import HOST, client, tak_cluster
+from tests.cluster.tak_day import delete
 from tests.conftest import TakClient
 from tests.integration.test_large_items import as_proto, route
 from tests.integration.test_tak_tcp import PROTO_REQUEST, track
@@ -167,3 +178,86 @@ async def test_role_all_announces_a_long_route_and_its_core_answers_the_fetch(
             assert (await marti.get(path)).status_code == 404
     for tak in (usa, rus):
         tak.writer.close()
+
+
+async def test_the_owners_delete_ends_the_fetch_at_the_edge_that_announced(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """The delete's output carries its own uid; the core names the item it ends
+    (`Delivery.ended`), so the edge's holding ends too, and the fetch is the core's: 404."""
+    ca = make_ca(tmp_path, HOST)
+    certs = {p: client_cert(ca, p, f"{p.lower()}-ops", tmp_path / p) for p in ("USA", "RUS")}
+    ports = tak_cluster(cluster, ca)
+    a, _ = await cluster.edge()
+    await cluster.core()
+    at_a = ports.by_http[a.http]
+    usa = await tak_tls(at_a["tak-tls"], ca, certs["USA"], "USA", v1=False)
+    rus = await tak_tls(at_a["tak-tls"], ca, certs["RUS"], "RUS", v1=False)
+    usa.send(route(500, "route-gone"))  # (about 84 KB)
+    offer = await rus.wait_for(lambda e: e["type"] == "b-f-t-r", timeout=WAIT_S)
+    url = urlparse(fileshare(offer).get("senderUrl", ""))
+    path = f"{url.path}?{url.query}&receiver=RUS-1"
+    async with client(at_a, ca, "marti", certs["RUS"]) as marti:
+        assert (await marti.get(path)).status_code == 200
+        usa.send(delete("route-gone"))
+        gone = await rus.wait_for(lambda e: e["type"] == "t-x-d-d", timeout=WAIT_S)
+        assert 'uid="USA::route-gone"' in str(gone["detail"])
+        assert (await marti.get(path)).status_code == 404
+    for tak in (usa, rus):
+        tak.writer.close()
+
+
+def _store(tmp_path: Path, clock: list[float], policy: Policy | None = None) -> LongMessages:
+    store = edge_long.long_messages(Settings(), policy or Policy([], []), lambda: clock[0])
+    store.serve(lambda: "https://edge:8443", tmp_path)
+    return store
+
+
+def _long(uid: str, xml: bytes) -> tuple[object, ...]:
+    pending = edge_pending("USA", uid, Category.AIRSPACE.value, 1.0, "xml", xml)
+    return pending.rendered, pending.variant, "xml", xml
+
+
+def test_an_output_whose_renamed_attribute_passes_the_client_limit_is_held(
+    tmp_path: Path,
+) -> None:
+    """The core's rendering prefixes names (`USA::`): an attribute accepted at
+    limit_attribute_bytes (4096) is longer in the output, which the edge still reads."""
+    link = f"<link uid='USA::{'x' * 4092}' type='b-m-p-c' relation='c'/>".encode()
+    xml = route(500, "USA::route-named").replace(b"<link ", link + b"<link ", 1)
+    assert len(xml) > STREAM_BYTES
+    store = _store(tmp_path, [time.time()])
+    held = store.announce(*_long("route-named", xml))  # type: ignore[arg-type]
+    assert held is not None and held.xml == xml
+
+
+def test_an_unreadable_long_output_is_read_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = []
+    as_xml = edge_long.as_xml
+    monkeypatch.setattr(edge_long, "as_xml", lambda *a: reads.append(1) or as_xml(*a))
+    store = _store(tmp_path, [time.time()])
+    bad = _long("route-bad", b"<event " + b"x" * STREAM_BYTES)
+    with caplog.at_level(logging.ERROR, "commonsky.cluster"):
+        for _ in range(3):  # (a write each: the item goes whole)
+            assert store.announce(*bad) is None  # type: ignore[arg-type]
+    assert len(reads) == 1
+    assert [r.getMessage()[:40] for r in caplog.records] == [
+        "edge: the long form of USA/'route-bad' ("
+    ]
+
+
+def test_an_agreements_change_ends_every_holding_at_the_edge(tmp_path: Path) -> None:
+    """(The edge cannot tell whom a change narrows: each holding ends at the next one.)"""
+    now = time.time()
+    ends = Agreement("ends", "USA", ("RUS",), frozenset({Category.AIRSPACE}), Disclosure.FULL,
+                     None, None, now + 60)  # fmt: skip
+    clock = [now]
+    store = _store(tmp_path, clock, Policy([Party("USA"), Party("RUS")], [ends]))
+    held = store.announce(*_long("route-500", route(500, "USA::route-500")))  # type: ignore[arg-type]
+    assert held is not None and held.ends == now + 60  # (the route's stale time is later)
+    store.grant("RUS", (held,))
+    assert store.get("RUS", held.sha256) is held
+    clock[0] = now + 61
+    assert store.get("RUS", held.sha256) is None

@@ -55,6 +55,26 @@ def test_clients_that_flushed_the_same_batch_share_one_entry() -> None:
     assert len(delivery.outputs) == 4  # A and B in XML and in protobuf, once each
 
 
+def test_a_delivery_names_the_items_its_deletes_end() -> None:
+    """The owner's delete and a withdrawal carry their own uids: the delivery names their
+    targets, each once, by key (what the edge holds of them ends: edge_long.py)."""
+    from commonsky.hub.withdraw import withdrawal
+
+    def made(rendered: Rendered, variant: str, mode: str) -> bytes:
+        return f"{rendered.item.event.uid}/{variant}/{mode}".encode()
+
+    detail = '<link uid="USA::r1" relation="none" type="none"/><__forcedelete/>'
+    event = CotEvent("del-1", "t-x-d-d", 0.0, 0.0, 1e18, None, Point(0.0, 0.0), detail=detail)
+    item = Item("USA", "u", Category.AIRSPACE, event, 2.0)
+    owners = Pending(Rendered(item=item, make=made), "own")
+    withdrawn = Pending(Rendered(item=withdrawal(_pending("T1").rendered.item, 3.0), make=made),
+                        "full")  # fmt: skip
+    (one,) = pack([("c1", "xml", [_pending("A"), owners, withdrawn]),
+                   ("c2", "proto", [owners])], {"USA", "RUS"})  # fmt: skip
+    assert one.done().ended == [("USA", "r1"), ("USA", "T1")]
+    assert Packer().done().ended == []
+
+
 def test_outputs_too_long_for_a_tak_stream_are_noted_once_by_their_place() -> None:
     """(What the core holds for a fetch at another edge: cluster/core_long.py.)"""
     short, long = _pending("S"), _pending("L", size=STREAM_BYTES)
@@ -106,7 +126,7 @@ def test_every_client_gets_what_it_flushed_in_order(
         (conn, mode, lists[tuple(ns)] if shared else [pool[n] for n in ns])
         for conn, mode, ns in flushes
     ]
-    packed = pack(flushed)
+    packed = pack(flushed, {"USA"})
     deliveries = [delivery_decoder.decode(encode(p.done())) for p in packed]
     expected: dict[str, list[bytes]] = {}
     for conn, mode, batch in flushed:
