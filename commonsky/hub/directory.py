@@ -19,7 +19,7 @@ housekeeping tick, and a change of last reports only at most every SEEN_SAVE_S; 
 keeps it in its database instead, hub/shared.py): a chat to the callsign of a device that
 is offline after a restart still reaches its party and waits there for the device. A file
 that cannot be read is set aside (`directory.json.bad`) with a log line and the hub starts
-with an empty directory; a bad last report in it is only left out (one log line). The
+with an empty directory; a bad device or last report in it is only left out (one log line). The
 owner's delete of a device's item drops its last report (`deleted`: listed no more).
 """
 
@@ -199,14 +199,20 @@ class Directory:
             rows = data["devices"] if isinstance(data, dict) else None
             if not isinstance(rows, list):
                 raise ValueError("no list of devices")
+            bad = []  # (a row a load refuses is left out, the rest kept: one log line)
             for row in rows:
                 if not (
                     isinstance(row, list)
                     and len(row) == 3
                     and all(isinstance(v, str) and 0 < len(v) <= _LIMIT for v in row)
                 ):
-                    raise ValueError(f"bad entry {str(row)[:80]}")
+                    bad.append(row)
+                    continue
                 self.report(row[0], row[1], row[2])
+            if bad:
+                where = self.path or "the callsign directory"
+                log.warning("%s: %d bad devices left out (the first: %s)",
+                            where, len(bad), str(bad[0])[:80])  # fmt: skip
             self._load_seen(data.get("seen", []))
         except BaseException:
             self._devices.clear()

@@ -244,10 +244,22 @@ def test_the_directory_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_directory_file_that_cannot_be_read_is_set_aside(tmp_path: Path) -> None:
-    (tmp_path / "directory.json").write_text('{"devices": [["GBR", "EUD-7"]]}')
+    (tmp_path / "directory.json").write_text('{"devices": [["GBR", "EUD-7", "FOX"]')
     w = make_world(tmp_path, DEALS, parties=PARTIES)
     assert len(w.hub.directory) == 0
-    assert json.loads((tmp_path / "directory.json.bad").read_text())["devices"]
+    assert (tmp_path / "directory.json.bad").read_text().startswith('{"devices"')
+
+
+def test_a_bad_device_in_the_directory_file_is_left_out_and_the_rest_kept(
+    tmp_path: Path,
+) -> None:
+    """A row a load refuses (too short, or a uid longer than it takes: a hub with
+    `limit_attribute_bytes` above 4096 can have kept one) costs that row, not the file."""
+    rows = [["GBR", "EUD-7"], ["GBR", "E" * 5000, "LONG"], ["GBR", "EUD-8", "WOLF"]]
+    (tmp_path / "directory.json").write_text(json.dumps({"devices": rows}))
+    w = make_world(tmp_path, DEALS, parties=PARTIES)
+    assert w.hub.directory.parties("WOLF") == {"GBR"} and len(w.hub.directory) == 1
+    assert not (tmp_path / "directory.json.bad").exists()
 
 
 def _text(e: CotEvent) -> str:
