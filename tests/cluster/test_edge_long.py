@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import takproto
 
 from commonsky.bench.cluster import Cluster
 from commonsky.cluster import edge_long
@@ -26,6 +27,7 @@ from commonsky.cluster.edge import edge_pending
 from commonsky.hub.held import STREAM_BYTES, LongMessages
 from commonsky.model import Category, Disclosure
 from commonsky.policy import Agreement, Party, Policy
+from commonsky.protocol.render import PROTO
 from commonsky.settings import Settings
 from tests.cluster.edge_tak import HOST, client, tak_cluster
 from tests.cluster.tak_day import delete
@@ -261,3 +263,16 @@ def test_an_agreements_change_ends_every_holding_at_the_edge(tmp_path: Path) -> 
     assert store.get("RUS", held.sha256) is held
     clock[0] = now + 61
     assert store.get("RUS", held.sha256) is None
+
+
+def test_an_output_written_again_as_protobuf_passes_the_client_limits_too() -> None:
+    """A client that switched to TAK protobuf after the core rendered its output as XML:
+    the edge writes it again (`edge._convert`), within the output's own bounds, not a
+    client's (the renamed attribute is past limit_attribute_bytes)."""
+    link = f"<link uid='USA::{'x' * 4092}' type='b-m-p-c' relation='c'/>".encode()
+    xml = route(5, "USA::route-named").replace(b"<link ", link + b"<link ", 1)
+    pending = edge_pending("USA", "route-named", Category.AIRSPACE.value, 1.0, "xml", xml)
+    data = pending.rendered.wire(pending.variant, PROTO)
+    event = takproto.parse_proto(data)
+    assert event.cotEvent.uid == "USA::route-named"
+    assert "x" * 4092 in event.cotEvent.detail.xmlDetail
