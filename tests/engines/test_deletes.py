@@ -83,12 +83,15 @@ def test_deleting_a_drawing_tells_everyone_who_had_it_and_forgets_it(
     # (it may have been away when it was deleted: hub/withdraw.py `owed`).
     assert [r.item.uid for r, _ in w.hub.visible("GBR")] == []
     assert uids(w, join(w, "GBR", "late")) == [("t-x-d-d", "USA::withdrawn.AREA-1")]
-    # Gone from the store too: a restart does not bring it back (nor owes the delete).
+    # Gone from the picture after a restart too, and the delete still owed (its tombstone
+    # is stored: hub/withdraw.py `owe_deleted`) to a client that was away all along.
     w.services.close()
     w.hub.store.close()
     again = make_world(tmp_path, DEALS, parties=PARTIES)
     assert ("USA", "AREA-1") not in again.hub.durable
-    assert uids(again, join(again, "GBR", "after-restart")) == []
+    assert uids(again, join(again, "GBR", "after-restart")) == [
+        ("t-x-d-d", "USA::withdrawn.AREA-1")
+    ]
 
 
 def test_deleting_a_track_drops_a_pending_update_and_the_live_entry(tmp_path: Path) -> None:
