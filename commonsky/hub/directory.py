@@ -32,7 +32,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from commonsky.model import CotEvent
 
@@ -269,7 +269,7 @@ class Directory:
         self._dirty = self._seen_dirty = False
 
 
-def _json(text: str) -> object:
+def _json(text: str) -> Any:
     """`json.loads`, a nesting deeper than it takes a ValueError (not a RecursionError)."""
     try:
         return json.loads(text)
