@@ -161,10 +161,15 @@ def held_answer(store: LongMessages, request: Request, party: str) -> Response |
     """The fetch of a form this edge holds for `party` (its CoT XML), else None."""
     if request.url.path != CONTENT or request.method not in ("GET", "HEAD"):
         return None
-    sha = request.query_params.get("hash", "").lower()
+    from commonsky.errors import Refused
+    from commonsky.marti.api import hash_param, held_response
+
+    try:
+        sha = hash_param(request)  # (read as the core reads it; a bad one is the core's 400)
+    except Refused:
+        return None
     held = store.get(party, sha)
     if held is None:
         return None
-    from commonsky.marti.api import held_response
 
     return held_response(sha, held.xml)

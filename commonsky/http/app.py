@@ -74,10 +74,10 @@ def metrics_answer(request: Request, metrics: Metrics, policy: Policy, operator:
     `operator_token`) sees everything; a party's own token shows its own series only; no
     token at all, the public series (`Metrics.render_public`: up and build, nothing about
     any party), so a check that scrapes without one sees a hub that answers; a token
-    nobody holds, 401."""
-    from commonsky.http.base import ApiError, bearer_token, token_caller
+    nobody holds, or a credential that is no one bearer token (`presented_token`), 401."""
+    from commonsky.http.base import ApiError, presented_token, token_caller
 
-    token = bearer_token(request)
+    token = presented_token(request)
     if token is None:
         text = metrics.render_public(__version__)
     else:

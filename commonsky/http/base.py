@@ -78,6 +78,23 @@ def bearer_token(request: Request) -> str | None:
     return request.query_params.get("token")
 
 
+def presented_token(request: Request) -> str | None:
+    """The bearer token of a request to an answer that has a public form (`/metrics`):
+    None when it presents no credential at all; "" (a 401) when what it presents is no one
+    bearer token — another scheme (`Basic …`), `Bearer` alone, two Authorization headers,
+    two `token` parameters — so a credential that is not a good token never reads as none."""
+    headers = request.headers.getlist("authorization")
+    tokens = request.query_params.getlist("token")
+    if not headers and not tokens:
+        return None
+    if len(headers) > 1 or len(tokens) > 1:
+        return ""
+    if not headers:
+        return tokens[0]
+    scheme, _, token = headers[0].strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

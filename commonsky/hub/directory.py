@@ -27,19 +27,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from commonsky.model import CotEvent
 
 log = logging.getLogger("commonsky.directory")
 
 _LIMIT = 4096  # longest uid or callsign kept from the file (attributes are bounded alike)
+_LAST_MAX = 253402300800.0  # year 10000: a later (or negative) time is no time to list
 SEEN_SAVE_S = 30.0  # a device's newer report alone is written at most this often
 
 
@@ -171,12 +171,21 @@ class Directory:
             try:
                 self._load(path.read_text(encoding="utf-8"))
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                bad = path.with_name(path.name + ".bad")
-                log.warning(
-                    "%s: cannot read the callsign directory (%s); set aside as %s", path, exc, bad
-                )
-                os.replace(path, bad)
+                self._set_aside(path, exc)
         self._dirty = False
+
+    def _set_aside(self, path: Path, exc: Exception) -> None:
+        """An unreadable file is renamed `….bad` (one log line); one that cannot be (a
+        `….bad` directory in the way, say) is left as it is and not written this run."""
+        bad = path.with_name(path.name + ".bad")
+        try:
+            os.replace(path, bad)
+        except OSError as error:
+            self.path = None
+            log.warning("%s: cannot read the callsign directory (%s) nor set it aside (%s); "
+                        "it is not kept this run", path, exc, error)  # fmt: skip
+            return
+        log.warning("%s: cannot read the callsign directory (%s); set aside as %s", path, exc, bad)
 
     def open_shared(self, load: Callable[[], bytes | None], keep: Callable[[bytes], None],
                     where: str) -> None:  # fmt: skip
@@ -195,7 +204,7 @@ class Directory:
 
     def _load(self, text: str) -> None:
         try:
-            data = json.loads(text)
+            data = _json(text)
             rows = data["devices"] if isinstance(data, dict) else None
             if not isinstance(rows, list):
                 raise ValueError("no list of devices")
@@ -260,6 +269,14 @@ class Directory:
         self._dirty = self._seen_dirty = False
 
 
+def _json(text: str) -> Any:
+    """`json.loads`, a nesting deeper than it takes a ValueError (not a RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
 def _seen_row(row: object) -> tuple[tuple[str, str], Seen]:
     """One kept last report: [party, uid, last, type, lat, lon, team, role, open]."""
     if not (isinstance(row, list) and len(row) == 9):
@@ -272,11 +289,16 @@ def _seen_row(row: object) -> tuple[tuple[str, str], Seen]:
         and party
         and uid
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers)
-        and math.isfinite(last)  # (a position may be NaN, as the report wrote it)
         and isinstance(open_, bool)
     ):
         raise ValueError(f"bad last report {str(row)[:80]}")
-    return (party, uid), Seen(float(last), kind, float(lat), float(lon), team, role, open_)
+    try:  # (an integer too large for a float: OverflowError)
+        last, lat, lon = float(last), float(lat), float(lon)
+    except OverflowError:
+        raise ValueError(f"bad last report {str(row)[:80]}") from None
+    if not 0.0 <= last < _LAST_MAX:  # (a position may be NaN, as the report wrote it)
+        raise ValueError(f"bad last report {str(row)[:80]}")
+    return (party, uid), Seen(last, kind, lat, lon, team, role, open_)
 
 
 def _seen_out(key: tuple[str, str], seen: Seen) -> list[object]:

@@ -286,6 +286,10 @@ class Withdrawals:
         count = 0
         limit = OWED_PER_PARTY * max(1, len(self.router.parties))
         for gone, last in self.store.deleted(now, limit):
+            if not math.isfinite(last.event.stale):  # (a damaged row: owed for ever, else)
+                log.warning("stored delete #%d (%s/%r) not owed: its stale time is %r",
+                            gone.seq, gone.party, gone.uid[:200], last.event.stale)  # fmt: skip
+                continue
             self.owe(last.party, last, {"own"})  # (the owner's other devices)
             count += 1
             try:

@@ -248,7 +248,12 @@ async def sync_search(marti: Marti, request: Request, party: str, user: str) -> 
 
 
 def hash_param(request: Request, required: bool = True) -> str:
-    value = request.query_params.get("hash", "").strip().lower()
+    """The request's `hash` (64 hex digits, any case, lowered); Refused 400 for another, or
+    for two that differ (which one a client meant is not the hub's guess)."""
+    given = {v.strip().lower() for v in request.query_params.getlist("hash")}
+    if len(given) > 1:
+        raise Refused(400, "bad_hash", "more than one hash given")
+    value = given.pop() if given else ""
     if not value and not required:
         return ""
     if not is_sha256(value):

@@ -373,3 +373,31 @@ def test_what_an_owners_delete_owes_is_owed_again_after_a_restart(
     w.now = NOW + 86_400  # the deleted versions' stale time: nothing owed any more
     again = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
     assert again.withdrawals.owed == {}
+
+
+def test_a_stored_delete_whose_version_has_no_stale_time_is_not_owed_for_ever(
+    world, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged disk: the deleted version's body decodes, its stale time NaN (no time a
+    prune could pass). The hub starts, that delete is not owed (one line), the rest is."""
+    import math
+
+    import msgspec
+
+    w = world(deal(("JPN",)))
+    for uid in ("M1", "M2"):
+        w.send(uid)
+    w.hub.detach(next(iter(w.hub.wires.by_party["JPN"])))
+    for uid in ("M1", "M2"):
+        w.send(f"del-{uid}", "t-x-d-d", detail=f'<link uid="{uid}" relation="none"/>')
+    seq, body = w.store._db.execute(
+        "SELECT seq, body FROM items WHERE uid = 'M1' ORDER BY seq LIMIT 1"
+    ).fetchone()
+    item = msgspec.msgpack.decode(body, type=Item)
+    damaged = msgspec.structs.replace(item.event, stale=math.nan)
+    body = msgspec.msgpack.encode(msgspec.structs.replace(item, event=damaged))
+    w.store._db.execute("UPDATE items SET body = ? WHERE seq = ?", (body, seq))
+    w.now += 10
+    w.hub = Hub(w.hub.router.policy, w.store, defaults(), SECRET, clock=lambda: w.now)
+    assert "not owed: its stale time is nan" in caplog.text
+    assert [key for key, _ in w.hub.withdrawals.owed["JPN"].items()] == [("USA", "M2")]
