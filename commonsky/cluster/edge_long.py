@@ -42,7 +42,7 @@ from commonsky.marti.net import advertised
 from commonsky.model import CotEvent
 from commonsky.policy import Policy
 from commonsky.protocol.cot import XmlLimits, parse_event
-from commonsky.protocol.render import PROTO, XML, render
+from commonsky.protocol.render import PROTO, XML, frame_header, render
 from commonsky.protocol.takv1 import parse_proto_event
 from commonsky.ratelog import RateLimitedLog
 from commonsky.settings import Settings
@@ -62,14 +62,6 @@ CONTENT = "/Marti/sync/content"
 _FAILED_KEPT = 4096  # item versions whose long form could not be read, remembered at most
 
 
-def proto_header(frame: bytes) -> int:
-    """The length of a TAK v1 frame's header: 0xbf and the payload length's varint."""
-    at = 1
-    while at < len(frame) and frame[at] & 0x80:
-        at += 1
-    return at + 1
-
-
 def output_limits(settings: Settings) -> XmlLimits:
     """The bounds an output is read within: the core's rendering of an accepted event, a
     little longer than what was accepted — names gain their party's prefix (`PARTY::uid`),
@@ -84,7 +76,7 @@ def as_xml(mode: str, data: bytes, limits: XmlLimits) -> tuple[CotEvent, bytes]:
     written as XML. The same bytes wherever it is done (each edge, the core: core_long.py),
     so the SHA-256 an edge announces names what the core holds."""
     if mode == PROTO:
-        event = parse_proto_event(data[proto_header(data) :], limits)
+        event = parse_proto_event(data[frame_header(data) :], limits)
         return event, render(event, XML)
     return parse_event(data, limits), data
 

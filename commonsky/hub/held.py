@@ -35,7 +35,7 @@ from pathlib import Path
 from lxml import etree
 
 from commonsky.model import CotEvent, Point
-from commonsky.protocol.render import PROTO, XML, render
+from commonsky.protocol.render import PROTO, XML, frame_header, render
 
 from .outbox import Rendered, Variant
 
@@ -73,10 +73,7 @@ def too_long(data: bytes, mode: str) -> bool:
         return False
     if mode != PROTO:
         return True
-    header = 2  # 0xbf and the varint's first byte, then one per further varint byte
-    while header < len(data) and data[header - 1] & 0x80:
-        header += 1
-    return len(data) - header > STREAM_BYTES
+    return len(data) - frame_header(data) > STREAM_BYTES
 
 
 def hub_form(rendered: Rendered, variant: Variant, mode: str, data: bytes) -> tuple[bytes, float]:

@@ -40,6 +40,15 @@ def frame_proto(payload: bytes) -> bytes:
     return bytes((MAGIC,)) + encode_varint(len(payload)) + payload
 
 
+def frame_header(frame: bytes) -> int:
+    """The length of a `frame_proto` frame's header: 0xbf and the payload length's varint
+    (one byte per 7 bits: each but the last has its high bit set)."""
+    at = 1
+    while at < len(frame) and frame[at] & 0x80:
+        at += 1
+    return at + 1
+
+
 def render(event: CotEvent, mode: str) -> bytes:
     """`event` as bytes for a TAK peer speaking `mode` ("xml": a CoT `<event>` document;
     "proto": a framed TAK v1 message). Raises LocalProtocolError for any other mode (our
