@@ -32,11 +32,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from commonsky.model import CotEvent
 
 log = logging.getLogger("commonsky.directory")
+
+T = TypeVar("T")
 
 _LIMIT = 4096  # longest uid or callsign kept from the file (attributes are bounded alike)
 _LAST_MAX = 253402300800.0  # year 10000: a later (or negative) time is no time to list
@@ -208,41 +210,32 @@ class Directory:
             rows = data["devices"] if isinstance(data, dict) else None
             if not isinstance(rows, list):
                 raise ValueError("no list of devices")
-            bad = []  # (a row a load refuses is left out, the rest kept: one log line)
-            for row in rows:
-                if not (
-                    isinstance(row, list)
-                    and len(row) == 3
-                    and all(isinstance(v, str) and 0 < len(v) <= _LIMIT for v in row)
-                ):
-                    bad.append(row)
-                    continue
-                self.report(row[0], row[1], row[2])
-            if bad:
-                where = self.path or "the callsign directory"
-                log.warning("%s: %d bad devices left out (the first: %s)",
-                            where, len(bad), str(bad[0])[:80])  # fmt: skip
-            self._load_seen(data.get("seen", []))
+            for party, uid, callsign in self._kept(rows, _device_row, "devices"):
+                self.report(party, uid, callsign)
+            self._seen.update(
+                self._kept(data.get("seen", []), _seen_row, "last reports of devices")
+            )
         except BaseException:
             self._devices.clear()
             self._by_callsign.clear()
             self._seen.clear()
             raise
 
-    def _load_seen(self, rows: object) -> None:
-        """The kept last reports; a bad one is left out (one log line), the rest kept."""
+    def _kept(self, rows: object, read: Callable[[object], T], what: str) -> list[T]:
+        """The rows `read` takes; those it refuses (ValueError) are left out with one log
+        line, naming `what` they are, and the rest kept."""
+        kept: list[T] = []
         bad: list[object] = []
         for row in rows if isinstance(rows, list) else [rows]:
             try:
-                key, seen = _seen_row(row)
+                kept.append(read(row))
             except ValueError:
                 bad.append(row)
-                continue
-            self._seen[key] = seen
         if bad:
             where = self.path or "the callsign directory"
-            log.warning("%s: %d bad last reports of devices left out (the first: %s)",
-                        where, len(bad), str(bad[0])[:80])  # fmt: skip
+            log.warning("%s: %d bad %s left out (the first: %s)",
+                        where, len(bad), what, str(bad[0])[:80])  # fmt: skip
+        return kept
 
     def save(self, force: bool = False) -> None:
         """Write the directory if it changed since the last save (atomically); newer reports
@@ -275,6 +268,17 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deep") from None
+
+
+def _device_row(row: object) -> tuple[str, str, str]:
+    """One kept device: [party, uid, callsign], each a text a load takes."""
+    if not (
+        isinstance(row, list)
+        and len(row) == 3
+        and all(isinstance(v, str) and 0 < len(v) <= _LIMIT for v in row)
+    ):
+        raise ValueError(f"bad device {str(row)[:80]}")
+    return row[0], row[1], row[2]
 
 
 def _seen_row(row: object) -> tuple[tuple[str, str], Seen]:

@@ -17,10 +17,10 @@ first) — a form dropped is held again if it is written again (a replay).
 
 A cluster's edge holds the connections, so it holds their long forms too, in a store of its
 own (`form`: what it knows of an output is its bytes; cluster/edge_long.py): its holdings end
-when the edge writes another version of the item (`supersede`), or is told of its delete
-(`end`), as well. The core holds them
-as well, for a fetch that reaches another edge (cluster/core_long.py; `Held.mode`: the
-wire form a holding's XML was read from, so that `current` reads it the same way again).
+also when the edge writes another version of the item (`supersede`) or is told of its
+delete (`end`). The core holds them as well, for a fetch that reaches another edge
+(cluster/core_long.py; `Held.mode`: the wire form a holding's XML was read from, so that
+`current` reads it the same way again).
 """
 
 from __future__ import annotations
